@@ -1,0 +1,31 @@
+# Developer entry points. Every recipe that needs the package runs `setup` first (idempotent).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+default:
+    @just --list
+
+# Install system packages, mount tracefs, install this package (editable) with dev tools.
+setup:
+    bash scripts/setup.sh
+
+# Run the main job end to end on embedded defaults, in a temporary workspace.
+demo: setup
+    stella demo
+
+# The whole test suite (pytest exit 5, "no tests ran", is a failure).
+test *ARGS: setup
+    python3 -m pytest {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
+
+# Lint and type-check.
+lint: setup
+    ruff check .
+    ruff format --check .
+    mypy
+
+# Rebuild the precompiled CO-RE probe objects and probes/probes.lock.json.
+probes: setup
+    bash probes/build.sh
+
+# Benchmarks: each prints its figures and ratios against a peer measured in the same run.
+bench: setup
+    for b in bench/*.py; do echo "== $b"; python3 "$b"; done

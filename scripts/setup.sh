@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent host set-up for a fresh Debian 12 machine: system packages the tests and the demo
+# use, tracefs, and this package in editable mode. Safe to run again; fast when nothing is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# eBPF: libbpf1 (loader), clang/libbpf-dev/bpftool (probe rebuild check), tracefs;
+# peers for benchmarks (zstd, bpftrace); openssl + libssl-dev for the workload fixture;
+# chromium for the HTML report rendering test; iproute2/util-linux for network namespaces.
+APT_PACKAGES=(
+  libbpf1 libbpf-dev clang llvm bpftool bpftrace
+  gcc libc6-dev libssl-dev openssl zstd
+  util-linux iproute2 procps
+  chromium
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing system packages (${missing[*]}); install them as root" >&2
+  fi
+fi
+
+if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs nodev /sys/kernel/tracing || echo "setup: could not mount tracefs" >&2
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+  | grep -v "Running pip as the 'root' user" || true

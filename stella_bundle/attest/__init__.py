@@ -1,0 +1,1 @@
+"""Keys, in-toto statements, DSSE envelopes, trust roots and offline Sigstore verification."""

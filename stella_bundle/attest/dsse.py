@@ -1,0 +1,164 @@
+"""DSSE envelopes: signing with securesystemslib, strict parsing, keyid-agnostic verification.
+
+We parse envelopes ourselves (strict base64, explicit fields, the payloadType checked by us):
+`securesystemslib.dsse.Envelope.from_dict` mutates its argument and accepts loose input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from securesystemslib import dsse
+from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
+from securesystemslib.signer import Signature, Signer, SSlibKey
+
+from ..canonical import canonical_bytes
+from ..errors import MalformedDocumentError, SignatureError, ThresholdNotMetError
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+@dataclass(frozen=True)
+class EnvelopeSignature:
+    keyid: str
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed DSSE envelope; `payload` is the decoded bytes that were signed."""
+
+    payload: bytes
+    payload_type: str
+    signatures: tuple[EnvelopeSignature, ...]
+
+    def pae(self) -> bytes:
+        return pae(self.payload_type, self.payload)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "payload": base64.b64encode(self.payload).decode(),
+            "payloadType": self.payload_type,
+            "signatures": [
+                {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures
+            ],
+        }
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 Pre-Authentication Encoding."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def _b64decode(value: Any, source: str | Path | None, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedDocumentError("expected a base64 string", path=source, field=field)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        # DSSE allows URL-safe base64 too.
+        try:
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedDocumentError("not valid base64", path=source, field=field) from exc
+
+
+def parse_envelope(document: Any, source: str | Path | None = None) -> Envelope:
+    """Validate the envelope's shape and decode it; never mutates `document`."""
+    if not isinstance(document, dict):
+        raise MalformedDocumentError("not a DSSE envelope (expected a JSON object)", path=source)
+    for field in ("payload", "payloadType", "signatures"):
+        if field not in document:
+            raise MalformedDocumentError(
+                "DSSE envelope lacks this required field", path=source, field=field
+            )
+    if not isinstance(document["payloadType"], str):
+        raise MalformedDocumentError("expected a string", path=source, field="payloadType")
+    raw_signatures = document["signatures"]
+    if not isinstance(raw_signatures, list):
+        raise MalformedDocumentError("expected a list", path=source, field="signatures")
+    signatures = []
+    for index, item in enumerate(raw_signatures):
+        where = f"signatures[{index}]"
+        if not isinstance(item, dict) or "sig" not in item:
+            raise MalformedDocumentError("expected an object with 'sig'", path=source, field=where)
+        keyid = item.get("keyid", "")
+        if not isinstance(keyid, str):
+            raise MalformedDocumentError("expected a string", path=source, field=where + ".keyid")
+        signatures.append(EnvelopeSignature(keyid, _b64decode(item["sig"], source, where + ".sig")))
+    return Envelope(
+        payload=_b64decode(document["payload"], source, "payload"),
+        payload_type=document["payloadType"],
+        signatures=tuple(signatures),
+    )
+
+
+def sign_payload(payload: bytes, payload_type: str, signers: Sequence[Signer]) -> Envelope:
+    envelope = dsse.Envelope(payload=payload, payload_type=payload_type, signatures={})
+    for signer in signers:
+        envelope.sign(signer)
+    signatures = tuple(
+        EnvelopeSignature(sig.keyid, bytes.fromhex(sig.signature))
+        for sig in envelope.signatures.values()
+    )
+    return Envelope(payload, payload_type, signatures)
+
+
+def sign_statement(statement: dict[str, Any], signers: Sequence[Signer]) -> Envelope:
+    """Sign the RFC 8785 canonical JSON of a statement dict."""
+    return sign_payload(canonical_bytes(statement), IN_TOTO_PAYLOAD_TYPE, signers)
+
+
+def signing_keys(envelope: Envelope, candidates: Iterable[SSlibKey]) -> list[SSlibKey]:
+    """The distinct candidate keys that produced a valid signature over the envelope.
+
+    The keyid in a signature is only a hint (DSSE: it is not authenticated), so every
+    signature is tried against every candidate, matching keyids first.
+    """
+    message = envelope.pae()
+    keys = list(candidates)
+    verified: dict[str, SSlibKey] = {}
+    for signature in envelope.signatures:
+        ordered = sorted(keys, key=lambda k: k.keyid != signature.keyid)
+        for key in ordered:
+            if key.keyid in verified:
+                continue
+            # verify_signature insists on equal keyids; the hint may legitimately differ.
+            probe = Signature(keyid=key.keyid, sig=signature.sig.hex())
+            try:
+                key.verify_signature(probe, message)
+            except (UnverifiedSignatureError, VerificationError):
+                continue
+            verified[key.keyid] = key
+            break
+    return list(verified.values())
+
+
+def verify_envelope(
+    envelope: Envelope,
+    keys: Sequence[SSlibKey],
+    threshold: int,
+    source: str | Path | None = None,
+) -> list[SSlibKey]:
+    """Require `threshold` distinct keys of `keys` to have signed; return them."""
+    if not envelope.signatures:
+        raise SignatureError("envelope carries no signature", path=source)
+    signers = signing_keys(envelope, keys)
+    if not signers:
+        raise SignatureError(
+            "no trusted key verified any signature (tampered payload, wrong key or bad signature)",
+            path=source,
+        )
+    if len(signers) < threshold:
+        raise ThresholdNotMetError(
+            f"threshold not met: {len(signers)} of {threshold} required signatures verified "
+            f"(by {', '.join(k.keyid[:16] for k in signers)})",
+            path=source,
+        )
+    return signers

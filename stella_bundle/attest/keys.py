@@ -1,0 +1,135 @@
+"""Signing keys: generation, PKCS#8 PEM storage, public key JSON, fingerprints.
+
+Keys are securesystemslib `SSlibKey`s (public) and `CryptoSigner`s (private). The public key
+JSON file is `SSlibKey.to_dict()` plus its `keyid`, the form a trust root embeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from securesystemslib.signer import CryptoSigner, SSlibKey
+
+from ..errors import KeyFileError
+from ..fsutil import write_bytes_atomic
+from ..jsonio import load_json_object, read_bytes, write_canonical_json
+
+KeyType = Literal["ed25519", "ecdsa-p256"]
+KEY_TYPES: tuple[KeyType, ...] = ("ed25519", "ecdsa-p256")
+
+# Name of the environment variable that may hold the passphrase of a private key.
+PASSPHRASE_ENV = "STELLA_KEY_PASSPHRASE"
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    private_path: Path
+    public_path: Path
+    public_key: SSlibKey
+
+
+def public_key_to_dict(key: SSlibKey) -> dict[str, Any]:
+    return {"keyid": key.keyid, **key.to_dict()}
+
+
+def public_key_from_dict(data: dict[str, Any], source: str | Path | None = None) -> SSlibKey:
+    """Parse a public key dict; the keyid, when present, must match the key material."""
+    body = {k: v for k, v in data.items() if k != "keyid"}
+    try:
+        computed = SSlibKey.from_dict(_compute_keyid(body), dict(body))
+    except Exception as exc:  # securesystemslib raises several types for bad dicts
+        raise KeyFileError(f"not a public key: {exc}", path=source) from exc
+    claimed = data.get("keyid")
+    if claimed is not None and claimed != computed.keyid:
+        raise KeyFileError(
+            f"keyid {claimed} does not match the key material (expected {computed.keyid})",
+            path=source,
+            field="keyid",
+        )
+    return computed
+
+
+def _compute_keyid(body: dict[str, Any]) -> str:
+    # The same definition securesystemslib uses for keys it builds from crypto objects.
+    from securesystemslib.signer._utils import compute_default_keyid
+
+    try:
+        return str(compute_default_keyid(body["keytype"], body["scheme"], body["keyval"]))
+    except (KeyError, TypeError) as exc:
+        raise KeyFileError(f"public key lacks field {exc}") from exc
+
+
+def generate_key(key_type: KeyType, prefix: str | Path, passphrase: bytes | None) -> GeneratedKey:
+    """Write `PREFIX.key` (PKCS#8 PEM, mode 0600) and `PREFIX.pub.json`."""
+    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if key_type == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+    elif key_type == "ecdsa-p256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise KeyFileError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    public = SSlibKey.from_crypto(private.public_key())
+    private_path = Path(f"{prefix}.key")
+    public_path = Path(f"{prefix}.pub.json")
+    write_bytes_atomic(private_path, pem, mode=0o600)
+    write_canonical_json(public_path, public_key_to_dict(public))
+    return GeneratedKey(private_path, public_path, public)
+
+
+def load_signer(path: str | Path, passphrase: bytes | None = None) -> CryptoSigner:
+    """Load a PKCS#8 PEM private key; the passphrase defaults to $STELLA_KEY_PASSPHRASE."""
+    pem = read_bytes(path)
+    if passphrase is None and os.environ.get(PASSPHRASE_ENV):
+        passphrase = os.environ[PASSPHRASE_ENV].encode()
+    try:
+        private = serialization.load_pem_private_key(pem, password=passphrase)
+    except TypeError as exc:
+        hint = f"the key is encrypted: set ${PASSPHRASE_ENV}" if passphrase is None else str(exc)
+        raise KeyFileError(hint, path=path) from exc
+    except ValueError as exc:
+        raise KeyFileError("not a PKCS#8 PEM private key, or wrong passphrase", path=path) from exc
+    if not isinstance(private, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        raise KeyFileError("unsupported key type; expected ed25519 or ECDSA P-256", path=path)
+    if isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name != "secp256r1":
+        raise KeyFileError(f"unsupported curve {private.curve.name}; expected P-256", path=path)
+    return CryptoSigner(private)
+
+
+def load_public_key(path: str | Path) -> SSlibKey:
+    """Load a public key from our JSON form, a PEM SubjectPublicKeyInfo, or a private key."""
+    data = read_bytes(path)
+    stripped = data.lstrip()
+    if stripped.startswith(b"{"):
+        return public_key_from_dict(load_json_object(path, "a public key object"), path)
+    if b"PRIVATE KEY" in data:
+        return load_signer(path).public_key
+    try:
+        return SSlibKey.from_crypto(serialization.load_pem_public_key(data))
+    except Exception as exc:
+        raise KeyFileError(
+            "not a public key (expected .pub.json, PEM public key or PEM private key)", path=path
+        ) from exc
+
+
+def fingerprint(key: SSlibKey) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo DER, as colon-separated byte pairs (for the eye)."""
+    crypto_key = key._crypto_key()  # securesystemslib exposes no public accessor
+    der = crypto_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

@@ -1,0 +1,179 @@
+"""The trust root an auditor brings to the air-gapped side (DESIGN.md §4 "Trust root").
+
+A small data model with exact `from_dict`/`to_dict`: public keys by keyid, four roles with
+keyids and threshold, an expiry, and optionally a Sigstore `trusted_root.json` with the
+identity/issuer pairs allowed to sign. A key embedded in a bundle is never trusted for being
+there: only keys listed here are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import SSlibKey
+
+from ..errors import ExpiredTrustRootError, TrustRootError
+from ..jsonio import load_json_object, write_canonical_json
+from ..timeutil import format_timestamp, parse_timestamp
+from .keys import public_key_from_dict
+
+TRUST_ROOT_TYPE = "https://stella.ops/trust-root/v1"
+ROLES: tuple[str, ...] = ("function-map", "collector", "builder", "auditor")
+
+
+@dataclass
+class Role:
+    keyids: list[str] = field(default_factory=list)
+    threshold: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keyids": list(self.keyids), "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class SigstoreIdentity:
+    identity: str
+    issuer: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"identity": self.identity, "issuer": self.issuer}
+
+
+@dataclass
+class SigstoreTrust:
+    trusted_root: dict[str, Any]
+    identities: list[SigstoreIdentity] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trusted_root": self.trusted_root,
+            "identities": [i.to_dict() for i in self.identities],
+        }
+
+
+@dataclass
+class TrustRoot:
+    expires: dt.datetime
+    keys: dict[str, SSlibKey] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=lambda: {name: Role() for name in ROLES})
+    sigstore: SigstoreTrust | None = None
+    version: int = 1
+
+    # --- serialisation ------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> TrustRoot:
+        def fail(message: str, field_name: str | None = None) -> TrustRootError:
+            return TrustRootError(message, path=source, field=field_name)
+
+        if data.get("_type") != TRUST_ROOT_TYPE:
+            raise fail(f"not a stella trust root (expected _type {TRUST_ROOT_TYPE!r})", "_type")
+        for required in ("version", "expires", "keys", "roles"):
+            if required not in data:
+                raise fail("required field is missing", required)
+        version = data["version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise fail("expected a positive integer", "version")
+        try:
+            expires = parse_timestamp(data["expires"])
+        except ValueError as exc:
+            raise fail(str(exc), "expires") from exc
+        if not isinstance(data["keys"], dict):
+            raise fail("expected an object of public keys by keyid", "keys")
+        keys: dict[str, SSlibKey] = {}
+        for keyid, key_dict in data["keys"].items():
+            if not isinstance(key_dict, dict):
+                raise fail("expected a public key object", f"keys.{keyid}")
+            key = public_key_from_dict({**key_dict, "keyid": keyid}, source)
+            keys[keyid] = key
+        if not isinstance(data["roles"], dict):
+            raise fail("expected an object of roles", "roles")
+        roles: dict[str, Role] = {}
+        for name, role in data["roles"].items():
+            where = f"roles.{name}"
+            if name not in ROLES:
+                raise fail(f"unknown role; expected one of {', '.join(ROLES)}", where)
+            if not isinstance(role, dict):
+                raise fail("expected an object with keyids and threshold", where)
+            keyids = role.get("keyids")
+            threshold = role.get("threshold")
+            if not isinstance(keyids, list) or not all(isinstance(k, str) for k in keyids):
+                raise fail("expected a list of keyids", where + ".keyids")
+            if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+                raise fail("expected an integer >= 1", where + ".threshold")
+            for keyid in keyids:
+                if keyid not in keys:
+                    raise fail(f"keyid {keyid} is not among the trust root's keys", where)
+            if keyids and threshold > len(set(keyids)):
+                raise fail(
+                    f"threshold {threshold} exceeds the {len(set(keyids))} keys of the role",
+                    where + ".threshold",
+                )
+            roles[name] = Role(list(keyids), threshold)
+        for name in ROLES:
+            roles.setdefault(name, Role())
+        sigstore = None
+        if data.get("sigstore") is not None:
+            raw = data["sigstore"]
+            if not isinstance(raw, dict) or not isinstance(raw.get("trusted_root"), dict):
+                raise fail("expected an object with a 'trusted_root' object", "sigstore")
+            identities = []
+            for index, item in enumerate(raw.get("identities", [])):
+                if not isinstance(item, dict) or not {"identity", "issuer"} <= item.keys():
+                    raise fail("expected {identity, issuer}", f"sigstore.identities[{index}]")
+                identities.append(SigstoreIdentity(str(item["identity"]), str(item["issuer"])))
+            sigstore = SigstoreTrust(raw["trusted_root"], identities)
+        return cls(expires=expires, keys=keys, roles=roles, sigstore=sigstore, version=version)
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "_type": TRUST_ROOT_TYPE,
+            "version": self.version,
+            "expires": format_timestamp(self.expires),
+            "keys": {keyid: key.to_dict() for keyid, key in sorted(self.keys.items())},
+            "roles": {name: role.to_dict() for name, role in sorted(self.roles.items())},
+        }
+        if self.sigstore is not None:
+            document["sigstore"] = self.sigstore.to_dict()
+        return document
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrustRoot:
+        return cls.from_dict(load_json_object(path, "a trust root object"), path)
+
+    def save(self, path: str | Path) -> None:
+        write_canonical_json(path, self.to_dict())
+
+    # --- queries --------------------------------------------------------------------------
+
+    def check_not_expired(self, now: dt.datetime | None = None, source: str | None = None) -> None:
+        now = now or dt.datetime.now(dt.UTC)
+        if now >= self.expires:
+            raise ExpiredTrustRootError(
+                f"trust root expired at {format_timestamp(self.expires)}; obtain a current one "
+                "from its owner and compare its fingerprints out of band",
+                path=source,
+            )
+
+    def role(self, name: str) -> Role:
+        if name not in ROLES:
+            raise TrustRootError(f"unknown role {name!r}; expected one of {', '.join(ROLES)}")
+        return self.roles[name]
+
+    def role_keys(self, name: str) -> list[SSlibKey]:
+        return [self.keys[keyid] for keyid in self.role(name).keyids]
+
+    def roles_of(self, keyid: str) -> list[str]:
+        return [name for name, role in sorted(self.roles.items()) if keyid in role.keyids]
+
+    def add_key(self, key: SSlibKey, roles: list[str], threshold: int | None = None) -> None:
+        self.keys[key.keyid] = key
+        for name in roles:
+            role = self.role(name)
+            if key.keyid not in role.keyids:
+                role.keyids.append(key.keyid)
+            if threshold is not None:
+                role.threshold = threshold

@@ -1,0 +1,78 @@
+"""RFC 8785 (JCS) canonical JSON, with a fast path for float-free records.
+
+`canonical_bytes` is the reference (the `rfc8785` package). `canonical_record_bytes` serves
+hot paths (observation records, millions per chunk): records carry no floats by design, and
+for float-free data whose keys sort the same by UTF-16 code unit as by code point, JCS and
+`json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))` produce the same bytes.
+A hypothesis test (tests/test_canonical.py) proves it; anything outside that domain falls back
+to the reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import rfc8785
+
+from .errors import InputError
+
+# JCS (like JavaScript) represents integers exactly only up to 2**53 - 1.
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+_fast_encoder = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+
+
+def canonical_bytes(document: Any) -> bytes:
+    """Serialise any JSON value per RFC 8785."""
+    try:
+        return rfc8785.dumps(document)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise InputError(f"cannot canonicalise JSON: {exc}") from exc
+
+
+def _fast_path_ok(value: Any) -> bool:
+    """True when json.dumps output is guaranteed JCS-identical for this value."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER
+    if isinstance(value, dict):
+        for key, item in value.items():
+            # Keys outside the BMP sort differently by UTF-16 code unit (JCS) than by code point.
+            if not isinstance(key, str) or (not key.isascii() and _has_astral(key)):
+                return False
+            if not _fast_path_ok(item):
+                return False
+        return True
+    if isinstance(value, list):
+        return all(_fast_path_ok(item) for item in value)
+    return False  # floats and anything else: let the reference decide
+
+
+def _has_astral(text: str) -> bool:
+    return any(ord(ch) > 0xFFFF for ch in text)
+
+
+def canonical_record_bytes(record: Any) -> bytes:
+    """Canonical JSON of a float-free record; byte-identical to `canonical_bytes`."""
+    if _fast_path_ok(record):
+        try:
+            return _fast_encoder.encode(record).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the reference reports it properly
+    return canonical_bytes(record)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_digest(document: Any) -> str:
+    """`sha256:<hex>` of the canonical form of a JSON document."""
+    return "sha256:" + sha256_hex(canonical_bytes(document))

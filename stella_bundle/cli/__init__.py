@@ -1,0 +1,47 @@
+"""The `stella` command: a thin layer over the library; errors become exit codes here only."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer.main
+
+from ..errors import StellaError
+from . import output
+from .app import app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    output.state.verbose = "--verbose" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="stella", standalone_mode=False)
+    except StellaError as exc:
+        if output.state.verbose:
+            traceback.print_exc()
+        output.error_line(f"error: {exc.describe()}")
+        return exc.exit_code
+    except click.exceptions.Abort:
+        output.error_line("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except KeyboardInterrupt:
+        output.error_line("interrupted")
+        return 130
+    except Exception as exc:  # anything unexpected is our bug: exit 3, traceback on request
+        if output.state.verbose:
+            traceback.print_exc()
+        output.error_line(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)"
+        )
+        return 3
+    return int(result) if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())

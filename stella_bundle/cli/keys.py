@@ -1,0 +1,69 @@
+"""`stella keys`: generate signing keys and print fingerprints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from ..attest.keys import KEY_TYPES, fingerprint, generate_key, load_public_key
+from ..errors import InputError
+from .output import Format, console, emit_json
+
+app = typer.Typer(help="Generate signing keys and show their fingerprints.", no_args_is_help=True)
+
+
+def _passphrase(env_name: str | None, prompt: bool) -> bytes | None:
+    if env_name:
+        value = os.environ.get(env_name)
+        if not value:
+            raise InputError(f"environment variable ${env_name} is empty or not set")
+        return value.encode()
+    if prompt:
+        value = typer.prompt("Passphrase", hide_input=True, confirmation_prompt=True)
+        return str(value).encode()
+    return None
+
+
+@app.command("generate")
+def generate(
+    key_type: str = typer.Option("ed25519", "--type", help=f"One of: {', '.join(KEY_TYPES)}."),
+    out: Path = typer.Option(..., "--out", help="Prefix: writes PREFIX.key and PREFIX.pub.json."),
+    passphrase_env: str | None = typer.Option(
+        None,
+        "--passphrase-env",
+        help="Encrypt the private key with the passphrase in this env var.",
+    ),
+    prompt_passphrase: bool = typer.Option(
+        False, "--prompt-passphrase", help="Ask for a passphrase to encrypt the private key."
+    ),
+) -> None:
+    """Create a key pair: PKCS#8 PEM private key (mode 0600) and a public key JSON."""
+    if key_type not in KEY_TYPES:
+        raise InputError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
+    generated = generate_key(key_type, out, _passphrase(passphrase_env, prompt_passphrase))  # type: ignore[arg-type]
+    console.print(f"private key: {generated.private_path} (mode 0600)")
+    console.print(f"public key:  {generated.public_path}")
+    console.print(f"keyid:       {generated.public_key.keyid}")
+    console.print(f"fingerprint: {fingerprint(generated.public_key)}")
+
+
+@app.command("fingerprint")
+def show_fingerprint(
+    key: Path = typer.Argument(..., help="A .pub.json, PEM public key or PEM private key."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Print what an auditor compares by eye: keyid, type and SHA-256 fingerprint."""
+    public = load_public_key(key)
+    summary = {
+        "keyid": public.keyid,
+        "keytype": public.keytype,
+        "scheme": public.scheme,
+        "fingerprint_sha256": fingerprint(public),
+    }
+    if output_format is Format.json:
+        emit_json(summary)
+        return
+    for name, value in summary.items():
+        console.print(f"{name + ':':<20}{value}")

@@ -1,0 +1,38 @@
+"""Shared CLI output: a stdout console for results, stderr for diagnostics, JSON for machines."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+
+@dataclass
+class _State:
+    verbose: bool = False
+
+
+state = _State()
+
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Format(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+def error_line(message: str) -> None:
+    """One plain line on stderr (no markup: messages may contain brackets)."""
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,123 @@
+"""`stella trust-root`: create, extend and show the trust root an auditor brings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..attest.keys import fingerprint, load_public_key
+from ..attest.trustroot import ROLES, SigstoreIdentity, SigstoreTrust, TrustRoot
+from ..errors import InputError
+from ..jsonio import load_json_object
+from ..timeutil import format_timestamp, parse_timestamp, utc_now
+from .output import Format, console, emit_json
+
+app = typer.Typer(
+    help="Manage trust-root.json (keys, roles, thresholds, expiry).", no_args_is_help=True
+)
+
+
+def _expiry(expires: str | None, days: int) -> dt.datetime:
+    if expires:
+        try:
+            return parse_timestamp(expires)
+        except ValueError as exc:
+            raise InputError(str(exc), field="--expires") from exc
+    return utc_now() + dt.timedelta(days=days)
+
+
+def _check_roles(roles: list[str]) -> None:
+    for role in roles:
+        if role not in ROLES:
+            raise InputError(
+                f"unknown role {role!r}; expected one of {', '.join(ROLES)}", field="--role"
+            )
+
+
+@app.command("init")
+def init(
+    output: Path = typer.Option(Path("trust-root.json"), "--output", "-o"),
+    expires: str | None = typer.Option(None, "--expires", help="RFC 3339 expiry."),
+    days: int = typer.Option(365, "--days", help="Expiry in days from now (without --expires)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write an empty trust root with the four roles and an expiry."""
+    if output.exists() and not force:
+        raise InputError("file exists; pass --force to overwrite", path=output)
+    root = TrustRoot(expires=_expiry(expires, days))
+    root.save(output)
+    console.print(f"wrote {output} (expires {format_timestamp(root.expires)})")
+
+
+@app.command("add-key")
+def add_key(
+    trust_root: Path = typer.Argument(..., help="trust-root.json to update."),
+    key: Path = typer.Option(..., "--key", help="Public key (.pub.json or PEM)."),
+    role: list[str] = typer.Option(..., "--role", help=f"Role(s): {', '.join(ROLES)}."),
+    threshold: int | None = typer.Option(
+        None, "--threshold", help="New threshold for the role(s)."
+    ),
+) -> None:
+    """Trust a public key for one or more roles."""
+    _check_roles(role)
+    root = TrustRoot.load(trust_root)
+    public = load_public_key(key)
+    root.add_key(public, role, threshold)
+    # Re-validate through the model so an impossible threshold is refused before writing.
+    TrustRoot.from_dict(root.to_dict(), trust_root)
+    root.save(trust_root)
+    console.print(f"added {public.keyid} to {', '.join(role)} in {trust_root}")
+
+
+@app.command("set-sigstore")
+def set_sigstore(
+    trust_root: Path = typer.Argument(..., help="trust-root.json to update."),
+    trusted_root: Path = typer.Option(..., "--trusted-root", help="Sigstore trusted_root.json."),
+    identity: list[str] = typer.Option(..., "--identity", help="Allowed certificate identity."),
+    issuer: list[str] = typer.Option(..., "--issuer", help="OIDC issuer for each --identity."),
+) -> None:
+    """Embed a Sigstore trusted root and the identity/issuer pairs allowed to sign."""
+    if len(identity) != len(issuer):
+        raise InputError("give one --issuer for every --identity")
+    root = TrustRoot.load(trust_root)
+    pairs = [SigstoreIdentity(i, s) for i, s in zip(identity, issuer, strict=True)]
+    root.sigstore = SigstoreTrust(load_json_object(trusted_root, "a Sigstore trusted root"), pairs)
+    root.save(trust_root)
+    console.print(f"embedded {trusted_root} with {len(pairs)} identities in {trust_root}")
+
+
+@app.command("show")
+def show(
+    trust_root: Path = typer.Argument(...),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Print keys (with fingerprints), roles, thresholds and expiry."""
+    root = TrustRoot.load(trust_root)
+    expired = utc_now() >= root.expires
+    if output_format is Format.json:
+        document = root.to_dict()
+        document["expired"] = expired
+        document["fingerprints"] = {k: fingerprint(v) for k, v in root.keys.items()}
+        emit_json(document)
+        return
+    status = "[red]EXPIRED[/red]" if expired else "valid"
+    console.print(
+        f"trust root {trust_root}: version {root.version}, expires {format_timestamp(root.expires)} ({status})"
+    )
+    table = Table("role", "threshold", "keyid", "type", "fingerprint (SHA-256)")
+    for name in ROLES:
+        role = root.roles[name]
+        if not role.keyids:
+            table.add_row(name, str(role.threshold), "(none)", "", "")
+        for keyid in role.keyids:
+            key = root.keys[keyid]
+            table.add_row(
+                name, str(role.threshold), keyid[:16] + "…", key.keytype, fingerprint(key)
+            )
+    console.print(table)
+    if root.sigstore is not None:
+        for pair in root.sigstore.identities:
+            console.print(f"sigstore identity: {pair.identity} (issuer {pair.issuer})")

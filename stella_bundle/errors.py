@@ -1,0 +1,128 @@
+"""One exception hierarchy for the whole toolkit; the CLI maps each branch to an exit code.
+
+Exit codes: 0 ok, 1 verification said no (:class:`VerificationFailure`), 2 bad input or usage
+(:class:`InputError`), 3 internal error (:class:`InternalError` and anything unexpected).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StellaError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: where (file, line, field) and what was expected."""
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        if self.field is not None:
+            where += f"field '{self.field}': "
+        return where + self.message
+
+
+# --- exit code 2: bad input or usage -------------------------------------------------------
+
+
+class InputError(StellaError):
+    """The input is unusable: missing, unreadable, malformed or of the wrong kind."""
+
+    exit_code = 2
+
+
+class MalformedDocumentError(InputError):
+    """A file is not valid JSON / NDJSON / YAML, or not the document kind expected."""
+
+
+class SchemaValidationError(InputError):
+    """A document does not conform to its JSON Schema."""
+
+
+class KeyFileError(InputError):
+    """A key file cannot be read, decrypted or understood."""
+
+
+class TrustRootError(InputError):
+    """A trust root file is malformed or inconsistent."""
+
+
+class UnsupportedError(InputError):
+    """The input is well-formed but uses a feature this toolkit does not support."""
+
+
+class ArchiveError(InputError):
+    """An archive is hostile or malformed; refused before anything is written."""
+
+
+class ConfigError(InputError):
+    """A configuration file or option is invalid."""
+
+
+# --- exit code 1: verification said no ------------------------------------------------------
+
+
+class VerificationFailure(StellaError):
+    """The evidence was examined and did not pass."""
+
+    exit_code = 1
+
+
+class SignatureError(VerificationFailure):
+    """No trusted key verified a signature (tampered payload, wrong key, bad signature)."""
+
+
+class ThresholdNotMetError(VerificationFailure):
+    """Fewer distinct trusted keys signed than the role's threshold requires."""
+
+
+class RoleError(VerificationFailure):
+    """The signing key is trusted, but not for the role this document needs."""
+
+
+class PayloadTypeError(VerificationFailure):
+    """The DSSE payloadType is not the one expected."""
+
+
+class StatementError(VerificationFailure):
+    """The signed payload is not a well-formed in-toto Statement of the expected type."""
+
+
+class SubjectDigestMismatchError(VerificationFailure):
+    """A statement's subject digest does not match the artifact."""
+
+
+class ExpiredTrustRootError(VerificationFailure):
+    """The trust root's `expires` date has passed."""
+
+
+class SigstoreVerificationError(VerificationFailure):
+    """A Sigstore bundle failed offline verification."""
+
+
+# --- exit code 3: our fault ------------------------------------------------------------------
+
+
+class InternalError(StellaError):
+    """A bug or an environment failure that is not the input's fault."""
+
+    exit_code = 3

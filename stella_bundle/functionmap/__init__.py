@@ -1,0 +1,1 @@
+"""Function maps: generation from SBOMs, symbol normalisation, node hashes, verification."""

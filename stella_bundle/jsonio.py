@@ -1,0 +1,51 @@
+"""Reading JSON documents with errors that name the file and what was expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .canonical import canonical_bytes
+from .errors import MalformedDocumentError
+from .fsutil import write_bytes_atomic
+
+
+def read_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise MalformedDocumentError("file not found", path=path) from exc
+    except IsADirectoryError as exc:
+        raise MalformedDocumentError("expected a file, found a directory", path=path) from exc
+    except OSError as exc:
+        raise MalformedDocumentError(f"cannot read file: {exc.strerror}", path=path) from exc
+
+
+def parse_json(data: bytes, source: str | Path) -> Any:
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise MalformedDocumentError("not UTF-8 text", path=source) from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedDocumentError(
+            f"malformed JSON at column {exc.colno}: {exc.msg}", path=source, line=exc.lineno
+        ) from exc
+
+
+def load_json(path: str | Path) -> Any:
+    return parse_json(read_bytes(path), path)
+
+
+def load_json_object(path: str | Path, what: str = "a JSON object") -> dict[str, Any]:
+    document = load_json(path)
+    if not isinstance(document, dict):
+        raise MalformedDocumentError(f"expected {what}, found {type(document).__name__}", path=path)
+    return document
+
+
+def write_canonical_json(path: str | Path, document: Any, mode: int = 0o644) -> bytes:
+    """Write the RFC 8785 form of `document` atomically; return the bytes written."""
+    data = canonical_bytes(document)
+    write_bytes_atomic(path, data, mode)
+    return data

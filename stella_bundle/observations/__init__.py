@@ -1,0 +1,1 @@
+"""Observation records (DESIGN.md §4): the model, validation, and NDJSON reading."""

@@ -1,0 +1,161 @@
+"""The observation record: one canonical JSON object per NDJSON line.
+
+Validation here is hand-written rather than jsonschema because it runs once per record on hot
+paths (millions per chunk); `schemas/observation-record.schema.json` states the same rules and
+a test checks that both accept and reject the same records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import MalformedDocumentError
+
+PROBE_TYPES: Final = (
+    "uprobe",
+    "uretprobe",
+    "usdt",
+    "fentry",
+    "fexit",
+    "tracepoint",
+    "raw_tracepoint",
+    "kprobe",
+    "kretprobe",
+    "unknown",
+)
+
+# Confidence that an observation really shows the function ran, by how it was seen.
+DEFAULT_PROBE_WEIGHTS: Final[Mapping[str, float]] = {
+    "uprobe": 1.0,
+    "uretprobe": 1.0,
+    "usdt": 1.0,
+    "fentry": 0.9,
+    "fexit": 0.9,
+    "tracepoint": 0.8,
+    "raw_tracepoint": 0.8,
+    "kprobe": 0.7,
+    "kretprobe": 0.7,
+    "unknown": 0.5,
+}
+
+KINDS: Final = ("function", "file", "exec", "net", "tls")
+
+REQUIRED_FIELDS: Final = ("node_hash", "function_name", "probe_type", "observed_at")
+
+NODE_HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+TIMESTAMP_RE: Final = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+)
+IMAGE_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+_STRING_FIELDS: Final = (
+    "function_name",
+    "purl",
+    "comm",
+    "binary_path",
+    "build_id",
+    "container_id",
+    "pod_name",
+    "namespace",
+    "host",
+)
+_TIME_FIELDS: Final = ("observed_at", "first_observed_at", "last_observed_at")
+_INT_FIELDS: Final = ("count", "pid")
+ALLOWED_FIELDS: Final = frozenset(
+    (
+        *REQUIRED_FIELDS,
+        *_STRING_FIELDS,
+        *_TIME_FIELDS,
+        *_INT_FIELDS,
+        "kind",
+        "details",
+        "image_digest",
+    )
+)
+
+
+class ObservationError(MalformedDocumentError):
+    """An observation record breaks the record format."""
+
+
+def _contains_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_contains_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_float(v) for v in value)
+    return False
+
+
+def validate_record(
+    record: Any,
+    source: str | Path | None = None,
+    line: int | None = None,
+    *,
+    default_probe_type: bool = True,
+) -> dict[str, Any]:
+    """Check one record; return it with `probe_type` defaulted to `unknown` when absent.
+
+    Raises ObservationError naming the file, line and field.
+    """
+
+    def fail(message: str, field: str | None = None) -> ObservationError:
+        return ObservationError(message, path=source, line=line, field=field)
+
+    if not isinstance(record, dict):
+        raise fail(f"expected a JSON object, found {type(record).__name__}")
+    if default_probe_type and "probe_type" not in record:
+        record["probe_type"] = "unknown"
+    for name in REQUIRED_FIELDS:
+        if name not in record:
+            raise fail("required field is missing", name)
+    unknown = record.keys() - ALLOWED_FIELDS
+    if unknown:
+        raise fail(f"unknown field (allowed: {', '.join(sorted(ALLOWED_FIELDS))})", min(unknown))
+    node_hash = record["node_hash"]
+    if not isinstance(node_hash, str) or not NODE_HASH_RE.match(node_hash):
+        raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "node_hash")
+    if record["probe_type"] not in PROBE_TYPES:
+        raise fail(
+            f"unknown probe type {record['probe_type']!r}; expected one of {', '.join(PROBE_TYPES)}",
+            "probe_type",
+        )
+    for name in _STRING_FIELDS:
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            raise fail("expected a string", name)
+    if not record["function_name"]:
+        raise fail("must not be empty", "function_name")
+    for name in _TIME_FIELDS:
+        value = record.get(name)
+        if value is not None and (not isinstance(value, str) or not TIMESTAMP_RE.match(value)):
+            raise fail("expected an RFC 3339 timestamp such as 2026-01-23T00:00:00.000000Z", name)
+    for name in _INT_FIELDS:
+        value = record.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise fail("expected a non-negative integer", name)
+    if record.get("count") == 0:
+        raise fail("must be at least 1", "count")
+    kind = record.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise fail(f"expected one of {', '.join(KINDS)}", "kind")
+    digest = record.get("image_digest")
+    if digest is not None and (not isinstance(digest, str) or not IMAGE_DIGEST_RE.match(digest)):
+        raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "image_digest")
+    details = record.get("details")
+    if details is not None and not isinstance(details, dict):
+        raise fail("expected a JSON object", "details")
+    if _contains_float(record):
+        raise fail("records must not contain floating-point numbers")
+    return record
+
+
+def record_count(record: Mapping[str, Any]) -> int:
+    count = record.get("count", 1)
+    return int(count)

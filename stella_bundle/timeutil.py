@@ -1,0 +1,41 @@
+"""RFC 3339 UTC timestamps with `Z` and microseconds (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    """`2026-01-23T00:00:00.000000Z`; naive datetimes are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: object) -> dt.datetime:
+    """Parse an RFC 3339 timestamp (any offset, `Z` allowed) into an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an RFC 3339 timestamp string, found {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no time zone; expected Z or an offset")
+    return moment.astimezone(dt.UTC)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def build_time() -> dt.datetime:
+    """`SOURCE_DATE_EPOCH` when set (reproducible builds), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        return dt.datetime.fromtimestamp(int(epoch), dt.UTC)
+    return utc_now()

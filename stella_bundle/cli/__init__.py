@@ -5,8 +5,13 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
+import typer
 import typer.main
+
+try:  # typer >= 0.20 vendors click; its commands raise the vendored exception classes
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on real click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import StellaError
 from . import output
@@ -24,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         output.error_line(f"error: {exc.describe()}")
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.error_line("aborted")
         return 130
-    except click.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         exc.show()
         return 2
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import attest, keys, trust_root
+from . import attest, bundle, function_map, keys, observations, probes, schema, signals, trust_root
 from .demo import demo
 
 app = typer.Typer(
@@ -36,4 +36,10 @@ def root(
 app.add_typer(keys.app, name="keys")
 app.add_typer(trust_root.app, name="trust-root")
 app.add_typer(attest.app, name="attest")
+app.add_typer(schema.app, name="schema")
+app.add_typer(function_map.app, name="function-map")
+app.add_typer(observations.app, name="observations")
+app.add_typer(signals.app, name="signals")
+app.add_typer(probes.app, name="probes")
+app.add_typer(bundle.app, name="bundle")
 app.command("demo")(demo)

@@ -1,0 +1,7 @@
+"""`stella observations`: query collected observations and import external ones."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Query and import observation records.", no_args_is_help=True)

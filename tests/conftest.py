@@ -110,3 +110,42 @@ def netns_cli() -> Callable[..., CliResult]:
             pytest.fail("unshare -n is unavailable; CI must prove the verifier runs offline")
         pytest.skip("unshare -n unavailable (needs root)")
     return run_in_empty_netns
+
+
+# --- keys and a trust root for every role ------------------------------------------------------
+
+
+@dataclass
+class TestKeys:
+    """One ed25519 key per role (plus an untrusted `stranger`), and a trust root over them."""
+
+    directory: Path
+    trust_root: Path
+
+    def private(self, role: str) -> Path:
+        return self.directory / f"{role}.key"
+
+    def public(self, role: str) -> Path:
+        return self.directory / f"{role}.pub.json"
+
+    def signer(self, role: str):  # type: ignore[no-untyped-def]
+        from stella_bundle.attest.keys import load_signer
+
+        return load_signer(self.private(role))
+
+
+@pytest.fixture(scope="session")
+def test_keys(tmp_path_factory: pytest.TempPathFactory) -> TestKeys:
+    import datetime as dt
+
+    from stella_bundle.attest.keys import generate_key
+    from stella_bundle.attest.trustroot import ROLES, TrustRoot
+
+    directory = tmp_path_factory.mktemp("keys")
+    root = TrustRoot(expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    for role in ROLES:
+        generated = generate_key("ed25519", directory / role, None)
+        root.add_key(generated.public_key, [role])
+    generate_key("ed25519", directory / "stranger", None)
+    root.save(directory / "trust-root.json")
+    return TestKeys(directory, directory / "trust-root.json")

@@ -10,7 +10,12 @@ from rich.table import Table
 
 from ..attest.keys import fingerprint, load_signer
 from ..attest.signing import load_ready_statement, sign_to_file, statement_for_document
-from ..attest.trustroot import ROLES, TrustRoot
+from ..attest.sigstore_offline import (
+    OfflineSigstoreVerifier,
+    SigstoreVerificationResult,
+    load_trusted_root,
+)
+from ..attest.trustroot import ROLES, SigstoreIdentity, TrustRoot
 from ..attest.verifier import AttestationVerifier, VerifiedStatement
 from ..errors import InputError, StellaError
 from .output import Format, console, emit_json
@@ -65,30 +70,67 @@ def _summary(result: VerifiedStatement, trust_root: TrustRoot) -> dict[str, Any]
 
 @app.command("verify")
 def verify(
-    envelope: Path = typer.Argument(..., help="The .dsse.json envelope to verify."),
-    trust_root_path: Path = typer.Option(..., "--trust-root", help="trust-root.json you brought."),
-    role: str = typer.Option(
-        ..., "--role", help=f"Role required of the signers: {', '.join(ROLES)}."
+    envelope: Path | None = typer.Argument(
+        None, help="The .dsse.json envelope to verify (omit with --sigstore-bundle)."
+    ),
+    trust_root_path: Path | None = typer.Option(
+        None, "--trust-root", help="trust-root.json you brought (keys, roles, Sigstore section)."
+    ),
+    role: str | None = typer.Option(
+        None, "--role", help=f"Role required of the DSSE signers: {', '.join(ROLES)}."
     ),
     artifact: Path | None = typer.Option(None, "--artifact", help="File the subject must match."),
     digest: str | None = typer.Option(None, "--digest", help="sha256:… the subject must match."),
     predicate_type: str | None = typer.Option(None, "--predicate-type", help="Require this type."),
+    sigstore_bundle: Path | None = typer.Option(
+        None, "--sigstore-bundle", help="A Sigstore bundle (.sigstore.json) to verify offline."
+    ),
+    trusted_root: Path | None = typer.Option(
+        None, "--trusted-root", help="Sigstore trusted_root.json (instead of --trust-root)."
+    ),
+    identity: str | None = typer.Option(
+        None, "--identity", help="Certificate identity (SAN) allowed to sign the bundle."
+    ),
+    issuer: str | None = typer.Option(None, "--issuer", help="OIDC issuer of --identity."),
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
-    """Verify a DSSE envelope offline: role threshold, payloadType, statement, subject digest."""
+    """Verify offline: a DSSE envelope against a trust root's role, or a Sigstore bundle."""
     try:
-        trust_root = TrustRoot.load(trust_root_path)
-        result = AttestationVerifier(trust_root).verify_statement_file(
-            envelope,
-            role,
-            predicate_type=predicate_type,
-            artifact=artifact,
-            artifact_digest=digest,
-        )
+        if sigstore_bundle is not None:
+            sigstore_result = _verify_sigstore(
+                envelope,
+                sigstore_bundle,
+                trust_root_path,
+                trusted_root,
+                identity,
+                issuer,
+                role,
+                artifact,
+                digest,
+                predicate_type,
+            )
+        else:
+            if trusted_root is not None or identity is not None or issuer is not None:
+                raise InputError("--trusted-root, --identity and --issuer need --sigstore-bundle")
+            if envelope is None or trust_root_path is None or role is None:
+                raise InputError(
+                    "give ENVELOPE --trust-root T --role R (or --sigstore-bundle B for Sigstore)"
+                )
+            trust_root = TrustRoot.load(trust_root_path)
+            result = AttestationVerifier(trust_root).verify_statement_file(
+                envelope,
+                role,
+                predicate_type=predicate_type,
+                artifact=artifact,
+                artifact_digest=digest,
+            )
     except StellaError as exc:
         if output_format is Format.json:
             emit_json({"verified": False, "error": type(exc).__name__, "message": exc.describe()})
         raise
+    if sigstore_bundle is not None:
+        _print_sigstore(sigstore_result, output_format)
+        return
     summary = _summary(result, trust_root)
     if output_format is Format.json:
         emit_json(summary)
@@ -100,3 +142,54 @@ def verify(
     console.print(table)
     for signer in summary["signers"]:
         console.print(f"signed by {signer['keyid']} ({signer['fingerprint_sha256']})")
+
+
+def _verify_sigstore(
+    envelope: Path | None,
+    bundle: Path,
+    trust_root_path: Path | None,
+    trusted_root: Path | None,
+    identity: str | None,
+    issuer: str | None,
+    role: str | None,
+    artifact: Path | None,
+    digest: str | None,
+    predicate_type: str | None,
+) -> SigstoreVerificationResult:
+    """Wire the Sigstore flags to an OfflineSigstoreVerifier; every mistake is a usage error."""
+    if envelope is not None:
+        raise InputError("give either ENVELOPE or --sigstore-bundle, not both")
+    if role is not None:
+        raise InputError("--role applies to DSSE envelopes, not to --sigstore-bundle")
+    if (identity is None) != (issuer is None):
+        raise InputError("give --identity and --issuer together")
+    pair = SigstoreIdentity(identity, issuer) if identity and issuer else None
+    if trusted_root is not None and trust_root_path is not None:
+        raise InputError("give either --trusted-root (with --identity/--issuer) or --trust-root")
+    if trusted_root is not None:
+        if pair is None:
+            raise InputError("--trusted-root needs --identity and --issuer")
+        verifier = OfflineSigstoreVerifier(load_trusted_root(trusted_root), [pair])
+    elif trust_root_path is not None:
+        verifier = OfflineSigstoreVerifier.from_trust_root(
+            TrustRoot.load(trust_root_path), trust_root_path, only=pair
+        )
+    else:
+        raise InputError(
+            "--sigstore-bundle needs --trusted-root with --identity/--issuer, or --trust-root"
+        )
+    return verifier.verify(
+        bundle, artifact=artifact, artifact_digest=digest, predicate_type=predicate_type
+    )
+
+
+def _print_sigstore(result: SigstoreVerificationResult, output_format: Format) -> None:
+    if output_format is Format.json:
+        emit_json(result.to_dict())
+        return
+    what = f"DSSE {result.predicate_type}" if result.kind == "dsse" else "message signature"
+    console.print(f"[green]VERIFIED[/green] {result.bundle} (Sigstore, {what})")
+    console.print(f"artifact:  {result.artifact_digest}")
+    console.print(f"signed by: {result.identity.identity} (issuer {result.identity.issuer})")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/yellow]: {warning}")

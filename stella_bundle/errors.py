@@ -78,6 +78,10 @@ class ConfigError(InputError):
     """A configuration file or option is invalid."""
 
 
+class CollectorEnvironmentError(InputError):
+    """This host cannot run the eBPF collector as asked (capability, tracefs, symbol, kernel)."""
+
+
 # --- exit code 1: verification said no ------------------------------------------------------
 
 
@@ -117,6 +121,10 @@ class ExpiredTrustRootError(VerificationFailure):
 
 class SigstoreVerificationError(VerificationFailure):
     """A Sigstore bundle failed offline verification."""
+
+
+class ProbeIntegrityError(VerificationFailure):
+    """A probe object's sha256 is not the one its lock file records (the airgap loader refuses)."""
 
 
 # --- exit code 3: our fault ------------------------------------------------------------------

@@ -252,24 +252,14 @@ class OfflineSigstoreVerifier:
             else parse_digest(str(artifact_digest))
         )
         where = str(bundle_path)
-        bundle = load_bundle(bundle_path)
         with _collect_sigstore_warnings() as warnings:
             try:
-                if bundle._dsse_envelope is not None:  # sigstore exposes no public accessor
-                    payload_type, payload = self._verifier.verify_dsse(bundle, self._policy)
-                else:
-                    hashed = Hashed(
-                        algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest[7:])
-                    )
-                    self._verifier.verify_artifact(hashed, bundle, self._policy)
-                    payload_type, payload = None, None
-            except (SigstoreError, pydantic.ValidationError, ValueError) as exc:
-                reason = _one_line(str(exc)) or type(exc).__name__
-                if warnings:
-                    reason += f" (sigstore warned: {'; '.join(warnings)})"
-                raise SigstoreVerificationError(
-                    f"Sigstore bundle rejected: {reason}", path=where
-                ) from exc
+                bundle = load_bundle(bundle_path)
+                payload_type, payload = self._verify_signature(bundle, digest, where)
+            except SigstoreVerificationError as exc:
+                if warnings:  # e.g. "this bundle contains a root CA": part of the reason
+                    exc.message += f" (sigstore warned: {'; '.join(warnings)})"
+                raise
         identity = self._matched_identity(bundle)
         if payload is None:
             return SigstoreVerificationResult(
@@ -291,6 +281,22 @@ class OfflineSigstoreVerifier:
             subjects=tuple(statement["subject"]),
             warnings=tuple(warnings),
         )
+
+    def _verify_signature(
+        self, bundle: Bundle, digest: str, where: str
+    ) -> tuple[str | None, bytes | None]:
+        """Sigstore's checks: chain, identity policy, log entry, timestamps, signature."""
+        try:
+            if bundle._dsse_envelope is not None:  # sigstore exposes no public accessor
+                return self._verifier.verify_dsse(bundle, self._policy)
+            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(digest[7:]))
+            self._verifier.verify_artifact(hashed, bundle, self._policy)
+            return None, None
+        except (SigstoreError, pydantic.ValidationError, ValueError) as exc:
+            reason = _one_line(str(exc)) or type(exc).__name__
+            raise SigstoreVerificationError(
+                f"Sigstore bundle rejected: {reason}", path=where
+            ) from exc
 
     def _matched_identity(self, bundle: Bundle) -> SigstoreIdentity:
         certificate = bundle.signing_certificate

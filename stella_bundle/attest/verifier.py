@@ -47,10 +47,16 @@ class VerifiedStatement:
 
 
 def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed; an unreadable artifact is a clear input error."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError as exc:
+        raise MalformedDocumentError("artifact not found", path=path) from exc
+    except OSError as exc:
+        raise MalformedDocumentError(f"cannot read artifact: {exc.strerror}", path=path) from exc
     return digest.hexdigest()
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from securesystemslib import dsse
 from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
 from securesystemslib.signer import Signature, Signer, SSlibKey
@@ -115,6 +116,15 @@ def sign_statement(statement: dict[str, Any], signers: Sequence[Signer]) -> Enve
     return sign_payload(canonical_bytes(statement), IN_TOTO_PAYLOAD_TYPE, signers)
 
 
+def _signature_forms(key: SSlibKey, sig: bytes) -> tuple[bytes, ...]:
+    """The encodings to try: ECDSA signatures may be DER (securesystemslib, cosign) or the raw
+    32-byte r || 32-byte s that the DSSE specification's own test vector uses."""
+    if key.keytype == "ecdsa" and len(sig) == 64:
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        return (sig, encode_dss_signature(r, s))
+    return (sig,)
+
+
 def signing_keys(envelope: Envelope, candidates: Iterable[SSlibKey]) -> list[SSlibKey]:
     """The distinct candidate keys that produced a valid signature over the envelope.
 
@@ -129,15 +139,22 @@ def signing_keys(envelope: Envelope, candidates: Iterable[SSlibKey]) -> list[SSl
         for key in ordered:
             if key.keyid in verified:
                 continue
-            # verify_signature insists on equal keyids; the hint may legitimately differ.
-            probe = Signature(keyid=key.keyid, sig=signature.sig.hex())
-            try:
-                key.verify_signature(probe, message)
-            except (UnverifiedSignatureError, VerificationError):
-                continue
-            verified[key.keyid] = key
-            break
+            if _verifies(key, signature.sig, message):
+                verified[key.keyid] = key
+                break
     return list(verified.values())
+
+
+def _verifies(key: SSlibKey, sig: bytes, message: bytes) -> bool:
+    for form in _signature_forms(key, sig):
+        # verify_signature insists on equal keyids; the hint may legitimately differ.
+        probe = Signature(keyid=key.keyid, sig=form.hex())
+        try:
+            key.verify_signature(probe, message)
+        except (UnverifiedSignatureError, VerificationError):
+            continue
+        return True
+    return False
 
 
 def verify_envelope(
@@ -151,8 +168,18 @@ def verify_envelope(
         raise SignatureError("envelope carries no signature", path=source)
     signers = signing_keys(envelope, keys)
     if not signers:
+        # Keyids are unauthenticated hints: they choose the message here, never the verdict.
+        known = {key.keyid for key in keys}
+        claimed = [s.keyid for s in envelope.signatures if s.keyid in known]
+        if claimed:
+            raise SignatureError(
+                f"signature by trusted key {claimed[0][:16]}… does not verify: the payload, "
+                "payloadType or signature was altered after signing",
+                path=source,
+            )
+        hints = ", ".join(s.keyid[:16] or "(no keyid)" for s in envelope.signatures)
         raise SignatureError(
-            "no trusted key verified any signature (tampered payload, wrong key or bad signature)",
+            f"not signed by any trusted key (wrong key?): signature keyids {hints}",
             path=source,
         )
     if len(signers) < threshold:

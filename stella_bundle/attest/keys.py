@@ -93,15 +93,25 @@ def generate_key(key_type: KeyType, prefix: str | Path, passphrase: bytes | None
 def load_signer(path: str | Path, passphrase: bytes | None = None) -> CryptoSigner:
     """Load a PKCS#8 PEM private key; the passphrase defaults to $STELLA_KEY_PASSPHRASE."""
     pem = read_bytes(path)
-    if passphrase is None and os.environ.get(PASSPHRASE_ENV):
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
+    if passphrase is None and encrypted and os.environ.get(PASSPHRASE_ENV):
+        # Only for encrypted keys: one exported passphrase must not break plain keys.
         passphrase = os.environ[PASSPHRASE_ENV].encode()
+    if encrypted and passphrase is None:
+        raise KeyFileError(
+            f"the private key is encrypted: set ${PASSPHRASE_ENV} to its passphrase", path=path
+        )
+    if not encrypted and passphrase is not None:
+        raise KeyFileError("a passphrase was given but the private key is not encrypted", path=path)
     try:
         private = serialization.load_pem_private_key(pem, password=passphrase)
-    except TypeError as exc:
-        hint = f"the key is encrypted: set ${PASSPHRASE_ENV}" if passphrase is None else str(exc)
-        raise KeyFileError(hint, path=path) from exc
-    except ValueError as exc:
-        raise KeyFileError("not a PKCS#8 PEM private key, or wrong passphrase", path=path) from exc
+    except (TypeError, ValueError) as exc:
+        reason = (
+            f"wrong passphrase (from ${PASSPHRASE_ENV} or the caller)"
+            if encrypted
+            else "not a PKCS#8 PEM private key (ed25519 or ECDSA P-256)"
+        )
+        raise KeyFileError(reason, path=path) from exc
     if not isinstance(private, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyFileError("unsupported key type; expected ed25519 or ECDSA P-256", path=path)
     if isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name != "secp256r1":

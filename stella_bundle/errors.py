@@ -127,6 +127,22 @@ class ProbeIntegrityError(VerificationFailure):
     """A probe object's sha256 is not the one its lock file records (the airgap loader refuses)."""
 
 
+class BundleContentsError(VerificationFailure):
+    """A bundle's files and its signed manifest disagree (unlisted, missing or altered file)."""
+
+
+class EvidenceChainError(VerificationFailure):
+    """An evidence chain does not reconstruct: gap, reorder, broken link, bad content digest."""
+
+
+class CoverageNotMetError(VerificationFailure):
+    """The evidence was valid but did not meet the function map's coverage targets."""
+
+
+class PartIntegrityError(VerificationFailure):
+    """A media part of a split bundle is missing, truncated or altered."""
+
+
 # --- exit code 3: our fault ------------------------------------------------------------------
 
 

@@ -177,9 +177,15 @@ def verify_envelope(
                 "payloadType or signature was altered after signing",
                 path=source,
             )
-        hints = ", ".join(s.keyid[:16] or "(no keyid)" for s in envelope.signatures)
+        hints = [s.keyid[:16] for s in envelope.signatures if s.keyid]
+        if not hints:
+            raise SignatureError(
+                "no trusted key verifies the signature (it names no keyid: wrong key, or the "
+                "payload, payloadType or signature was altered)",
+                path=source,
+            )
         raise SignatureError(
-            f"not signed by any trusted key (wrong key?): signature keyids {hints}",
+            f"not signed by any trusted key (wrong key?): signature keyids {', '.join(hints)}",
             path=source,
         )
     if len(signers) < threshold:

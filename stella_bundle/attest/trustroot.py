@@ -61,6 +61,8 @@ class TrustRoot:
     roles: dict[str, Role] = field(default_factory=lambda: {name: Role() for name in ROLES})
     sigstore: SigstoreTrust | None = None
     version: int = 1
+    # The file it was loaded from, so errors about the trust root name it (not serialised).
+    source: str | None = field(default=None, compare=False)
 
     # --- serialisation ------------------------------------------------------------------
 
@@ -142,7 +144,9 @@ class TrustRoot:
 
     @classmethod
     def load(cls, path: str | Path) -> TrustRoot:
-        return cls.from_dict(load_json_object(path, "a trust root object"), path)
+        root = cls.from_dict(load_json_object(path, "a trust root object"), path)
+        root.source = str(path)
+        return root
 
     def save(self, path: str | Path) -> None:
         write_canonical_json(path, self.to_dict())
@@ -155,7 +159,8 @@ class TrustRoot:
             raise ExpiredTrustRootError(
                 f"trust root expired at {format_timestamp(self.expires)}; obtain a current one "
                 "from its owner and compare its fingerprints out of band",
-                path=source,
+                path=self.source or source,
+                field="expires",
             )
 
     def role(self, name: str) -> Role:

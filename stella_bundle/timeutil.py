@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+
+# RFC 3339 date-time as this toolkit accepts it: ASCII digits only (Python's \d matches any
+# Unicode digit), `T` and `Z` upper case, at most nanosecond precision.
+_RFC3339_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-]([0-9]{2}):([0-9]{2}))"
+)
 
 
 def format_timestamp(moment: dt.datetime) -> str:
@@ -27,6 +35,24 @@ def parse_timestamp(value: object) -> dt.datetime:
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone; expected Z or an offset")
     return moment.astimezone(dt.UTC)
+
+
+def is_rfc3339_timestamp(value: object) -> bool:
+    """True for a syntactically and calendrically valid RFC 3339 timestamp.
+
+    Leap seconds (`:60`) are refused: `parse_timestamp` (datetime) cannot represent them.
+    """
+    if not isinstance(value, str):
+        return False
+    match = _RFC3339_RE.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second, offset_hour, offset_minute = match.groups()
+    try:
+        dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return False
+    return offset_hour is None or (int(offset_hour) <= 23 and int(offset_minute) <= 59)
 
 
 def utc_now() -> dt.datetime:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import MalformedDocumentError
+from ..timeutil import is_rfc3339_timestamp
 
 PROBE_TYPES: Final = (
     "uprobe",
@@ -45,11 +46,13 @@ KINDS: Final = ("function", "file", "exec", "net", "tls")
 
 REQUIRED_FIELDS: Final = ("node_hash", "function_name", "probe_type", "observed_at")
 
-NODE_HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline. `[0-9]`, not `\d`: `\d` matches
+# any Unicode digit. Timestamps are further checked for calendar validity.
+NODE_HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 TIMESTAMP_RE: Final = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})\Z"
 )
-IMAGE_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 _STRING_FIELDS: Final = (
     "function_name",
@@ -124,32 +127,30 @@ def validate_record(
             f"unknown probe type {record['probe_type']!r}; expected one of {', '.join(PROBE_TYPES)}",
             "probe_type",
         )
+    # Optional fields are omitted, never null: a null would pass here and break readers later
+    # (record_count(None)), so every present field is checked, null or not.
     for name in _STRING_FIELDS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
+        if name in record and not isinstance(record[name], str):
             raise fail("expected a string", name)
     if not record["function_name"]:
         raise fail("must not be empty", "function_name")
     for name in _TIME_FIELDS:
-        value = record.get(name)
-        if value is not None and (not isinstance(value, str) or not TIMESTAMP_RE.match(value)):
+        if name in record and not is_rfc3339_timestamp(record[name]):
             raise fail("expected an RFC 3339 timestamp such as 2026-01-23T00:00:00.000000Z", name)
     for name in _INT_FIELDS:
-        value = record.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 0
-        ):
-            raise fail("expected a non-negative integer", name)
+        if name in record:
+            value = record[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise fail("expected a non-negative integer", name)
     if record.get("count") == 0:
         raise fail("must be at least 1", "count")
-    kind = record.get("kind")
-    if kind is not None and kind not in KINDS:
+    if "kind" in record and record["kind"] not in KINDS:
         raise fail(f"expected one of {', '.join(KINDS)}", "kind")
-    digest = record.get("image_digest")
-    if digest is not None and (not isinstance(digest, str) or not IMAGE_DIGEST_RE.match(digest)):
-        raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "image_digest")
-    details = record.get("details")
-    if details is not None and not isinstance(details, dict):
+    if "image_digest" in record:
+        digest = record["image_digest"]
+        if not isinstance(digest, str) or not IMAGE_DIGEST_RE.match(digest):
+            raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "image_digest")
+    if "details" in record and not isinstance(record["details"], dict):
         raise fail("expected a JSON object", "details")
     if _contains_float(record):
         raise fail("records must not contain floating-point numbers")

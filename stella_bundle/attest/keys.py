@@ -65,8 +65,17 @@ def _compute_keyid(body: dict[str, Any]) -> str:
         raise KeyFileError(f"public key lacks field {exc}") from exc
 
 
-def generate_key(key_type: KeyType, prefix: str | Path, passphrase: bytes | None) -> GeneratedKey:
+def generate_key(
+    key_type: KeyType, prefix: str | Path, passphrase: bytes | None, *, overwrite: bool = False
+) -> GeneratedKey:
     """Write `PREFIX.key` (PKCS#8 PEM, mode 0600) and `PREFIX.pub.json`."""
+    private_path = Path(f"{prefix}.key")
+    public_path = Path(f"{prefix}.pub.json")
+    if not overwrite:
+        for existing in (private_path, public_path):
+            if existing.exists():
+                # A lost private key cannot be regenerated: never replace one by accident.
+                raise KeyFileError("already exists; refusing to overwrite a key", path=existing)
     private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
     if key_type == "ed25519":
         private = ed25519.Ed25519PrivateKey.generate()
@@ -83,8 +92,6 @@ def generate_key(key_type: KeyType, prefix: str | Path, passphrase: bytes | None
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     public = SSlibKey.from_crypto(private.public_key())
-    private_path = Path(f"{prefix}.key")
-    public_path = Path(f"{prefix}.pub.json")
     write_bytes_atomic(private_path, pem, mode=0o600)
     write_canonical_json(public_path, public_key_to_dict(public))
     return GeneratedKey(private_path, public_path, public)

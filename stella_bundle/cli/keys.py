@@ -38,11 +38,13 @@ def generate(
     prompt_passphrase: bool = typer.Option(
         False, "--prompt-passphrase", help="Ask for a passphrase to encrypt the private key."
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
 ) -> None:
     """Create a key pair: PKCS#8 PEM private key (mode 0600) and a public key JSON."""
     if key_type not in KEY_TYPES:
         raise InputError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
-    generated = generate_key(key_type, out, _passphrase(passphrase_env, prompt_passphrase))  # type: ignore[arg-type]
+    passphrase = _passphrase(passphrase_env, prompt_passphrase)
+    generated = generate_key(key_type, out, passphrase, overwrite=force)  # type: ignore[arg-type]
     console.print(f"private key: {generated.private_path} (mode 0600)")
     console.print(f"public key:  {generated.public_path}")
     console.print(f"keyid:       {generated.public_key.keyid}")

@@ -107,17 +107,17 @@ def show(
     console.print(
         f"trust root {trust_root}: version {root.version}, expires {format_timestamp(root.expires)} ({status})"
     )
-    table = Table("role", "threshold", "keyid", "type", "fingerprint (SHA-256)")
+    table = Table("role", "threshold", "keyids")
     for name in ROLES:
         role = root.roles[name]
-        if not role.keyids:
-            table.add_row(name, str(role.threshold), "(none)", "", "")
-        for keyid in role.keyids:
-            key = root.keys[keyid]
-            table.add_row(
-                name, str(role.threshold), keyid[:16] + "…", key.keytype, fingerprint(key)
-            )
+        keyids = ", ".join(keyid[:16] + "…" for keyid in role.keyids) or "(none)"
+        table.add_row(name, str(role.threshold), keyids)
     console.print(table)
+    # Fingerprints on lines of their own: a table would wrap them, and they are compared by eye.
+    for keyid, key in sorted(root.keys.items()):
+        roles = ", ".join(root.roles_of(keyid)) or "no role"
+        console.print(f"key {keyid} ({key.keytype}; {roles})")
+        console.print(f"    fingerprint: {fingerprint(key)}")
     if root.sigstore is not None:
         for pair in root.sigstore.identities:
             console.print(f"sigstore identity: {pair.identity} (issuer {pair.issuer})")

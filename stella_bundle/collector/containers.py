@@ -1,0 +1,177 @@
+"""Container context: pid or cgroup id → cgroup path → container id, pod UID, QoS class.
+
+Patterns for docker, containerd (cri-containerd-…), CRI-O (crio-…) and podman (libpod-…) on
+cgroup v2 (systemd scopes) and cgroup v1 (/docker/<id>, /kubepods/…). Names, namespaces and
+image digests come only from an operator-supplied metadata file: unknown → absent, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import ConfigError
+from ..jsonio import load_json_object
+
+CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+
+_ID = r"([0-9a-f]{64})"
+_CONTAINER_PATTERNS: Final = (
+    ("containerd", re.compile(rf"cri-containerd-{_ID}\.scope")),
+    ("crio", re.compile(rf"crio-{_ID}\.scope")),
+    ("podman", re.compile(rf"libpod-{_ID}\.scope")),
+    ("docker", re.compile(rf"docker-{_ID}\.scope")),
+    # cgroup v1 and cgroupfs-driver layouts: /docker/<id>, /kubepods/.../<id>, /libpod_parent/...
+    ("docker", re.compile(rf"/docker/{_ID}(?:/|$)")),
+    ("crio", re.compile(rf"/crio/{_ID}(?:/|$)")),
+    ("containerd", re.compile(rf"/kubepods[^ ]*/pod[0-9a-f_-]+/{_ID}(?:/|$)")),
+)
+_POD_RE: Final = re.compile(
+    r"kubepods(?:[-/](besteffort|burstable))?[-/]pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    container_id: str
+    runtime: str
+    pod_uid: str | None = None
+    qos_class: str | None = None
+    pod_name: str | None = None
+    namespace: str | None = None
+    image_digest: str | None = None
+
+    def record_fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"container_id": self.container_id}
+        if self.pod_name:
+            out["pod_name"] = self.pod_name
+        if self.namespace:
+            out["namespace"] = self.namespace
+        if self.image_digest:
+            out["image_digest"] = self.image_digest
+        return out
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"container_runtime": self.runtime}
+        if self.pod_uid:
+            out["pod_uid"] = self.pod_uid
+        if self.qos_class:
+            out["qos_class"] = self.qos_class
+        return out
+
+
+def parse_cgroup_path(path: str) -> ContainerInfo | None:
+    """Container identity from one cgroup path, or None when it is not a container's."""
+    for runtime, pattern in _CONTAINER_PATTERNS:
+        match = pattern.search(path)
+        if match:
+            pod_uid = qos = None
+            pod = _POD_RE.search(path)
+            if pod:
+                qos = pod.group(1) or "guaranteed"
+                pod_uid = pod.group(2).replace("_", "-")
+            return ContainerInfo(match.group(1), runtime, pod_uid, qos)
+    return None
+
+
+def cgroup_paths_of_pid(pid: int, proc: Path = Path("/proc")) -> list[str]:
+    """Every hierarchy's path from /proc/PID/cgroup (v2 line `0::/x`, v1 `N:ctrl:/x`)."""
+    try:
+        text = (proc / str(pid) / "cgroup").read_text()
+    except OSError:
+        return []
+    return [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
+
+
+class MetadataMap:
+    """Operator-supplied names: {"containers": {"<id>": {pod_name, namespace, image_digest}}}."""
+
+    def __init__(self, entries: dict[str, dict[str, str]]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> MetadataMap:
+        if path is None:
+            return cls({})
+        document = load_json_object(path, "a container metadata file")
+        containers = document.get("containers")
+        if not isinstance(containers, dict):
+            raise ConfigError("expected an object of container id → metadata", path=path, field="containers")
+        entries: dict[str, dict[str, str]] = {}
+        for cid, meta in containers.items():
+            if not isinstance(meta, dict):
+                raise ConfigError("expected an object", path=path, field=f"containers.{cid}")
+            entries[cid] = {k: str(v) for k, v in meta.items() if k in ("pod_name", "namespace", "image_digest")}
+        return cls(entries)
+
+    def enrich(self, info: ContainerInfo) -> ContainerInfo:
+        meta = self.entries.get(info.container_id)
+        if not meta:
+            return info
+        return ContainerInfo(
+            info.container_id,
+            info.runtime,
+            info.pod_uid,
+            info.qos_class,
+            meta.get("pod_name"),
+            meta.get("namespace"),
+            meta.get("image_digest"),
+        )
+
+
+class CgroupResolver:
+    """cgroup v2 id (the cgroup directory's inode) → path, with a cached walk of the hierarchy."""
+
+    def __init__(self, root: Path = CGROUP_ROOT, metadata: MetadataMap | None = None) -> None:
+        self.root = root
+        self.metadata = metadata or MetadataMap({})
+        self._paths: dict[int, str] = {}
+        self._last_walk = 0.0
+        self._infos: dict[int, ContainerInfo | None] = {}
+
+    def _walk(self) -> None:
+        now = time.monotonic()
+        if now - self._last_walk < 0.5:
+            return
+        self._last_walk = now
+        paths: dict[int, str] = {}
+        for dirpath, _dirnames, _files in os.walk(self.root):
+            try:
+                paths[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, self.root).lstrip(".")
+            except OSError:
+                continue
+        self._paths = paths
+
+    def path_of(self, cgroup_id: int) -> str | None:
+        if cgroup_id not in self._paths:
+            self._walk()
+        return self._paths.get(cgroup_id)
+
+    def ids_under(self, predicate: str) -> set[int]:
+        """cgroup ids of every cgroup whose path contains `predicate` (a container id)."""
+        self._last_walk = 0.0
+        self._walk()
+        return {cid for cid, path in self._paths.items() if predicate in path}
+
+    def container_of(self, pid: int, cgroup_id: int) -> ContainerInfo | None:
+        if cgroup_id in self._infos:
+            return self._infos[cgroup_id]
+        info = None
+        path = self.path_of(cgroup_id) if cgroup_id else None
+        if path is not None:
+            info = parse_cgroup_path(path)
+        if info is None:
+            # cgroup v1 hosts: the v2 id says nothing; read the pid's v1 paths while it lives.
+            for candidate in cgroup_paths_of_pid(pid):
+                info = parse_cgroup_path(candidate)
+                if info:
+                    break
+        if info is not None:
+            info = self.metadata.enrich(info)
+        if path is not None:
+            self._infos[cgroup_id] = info
+        return info

@@ -1,0 +1,118 @@
+"""ELF symbol → file offset for uprobes (pyelftools): PIE, shared objects, version suffixes.
+
+A uprobe is placed at a file offset, not a virtual address: the offset of a function is its
+st_value minus the vaddr of the PT_LOAD segment holding it plus that segment's file offset.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from ..errors import CollectorEnvironmentError
+from ..functionmap.symbols import normalize_symbol
+
+_FUNCTION_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
+
+
+@dataclass(frozen=True)
+class ResolvedSymbol:
+    binary_path: str
+    symbol: str  # the ELF name as found (may carry a version suffix)
+    offset: int
+    build_id: str | None
+    ifunc: bool
+
+
+@dataclass(frozen=True)
+class ElfIndex:
+    path: str
+    build_id: str | None
+    has_symtab: bool
+    # normalised name → (ELF name, file offset, is ifunc); .symtab wins over .dynsym.
+    functions: dict[str, tuple[str, int, bool]]
+
+
+def _segments(elf: ELFFile) -> list[tuple[int, int, int]]:
+    return [
+        (seg["p_vaddr"], seg["p_memsz"], seg["p_offset"])
+        for seg in elf.iter_segments()
+        if seg["p_type"] == "PT_LOAD"
+    ]
+
+
+def _file_offset(segments: list[tuple[int, int, int]], vaddr: int) -> int | None:
+    for start, size, offset in segments:
+        if start <= vaddr < start + size:
+            return vaddr - start + offset
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def index_binary(path: str) -> ElfIndex:
+    """Defined functions of one ELF file with their file offsets, and its GNU build id."""
+    functions: dict[str, tuple[str, int, bool]] = {}
+    build_id: str | None = None
+    has_symtab = False
+    try:
+        with open(path, "rb") as handle:
+            elf = ELFFile(handle)
+            segments = _segments(elf)
+            for section_name in (".dynsym", ".symtab"):
+                section = elf.get_section_by_name(section_name)
+                if section is None or not hasattr(section, "iter_symbols"):
+                    continue
+                if section_name == ".symtab":
+                    has_symtab = True
+                for sym in section.iter_symbols():
+                    kind = sym["st_info"]["type"]
+                    if (
+                        not sym.name
+                        or kind not in _FUNCTION_TYPES
+                        or sym["st_shndx"] == "SHN_UNDEF"
+                        or not sym["st_value"]
+                    ):
+                        continue
+                    offset = _file_offset(segments, sym["st_value"])
+                    if offset is None:
+                        continue
+                    functions[normalize_symbol(sym.name)] = (
+                        sym.name,
+                        offset,
+                        kind == "STT_GNU_IFUNC",
+                    )
+            for section in elf.iter_sections():
+                if section["sh_type"] != "SHT_NOTE":
+                    continue
+                for note in section.iter_notes():
+                    if note["n_type"] == "NT_GNU_BUILD_ID":
+                        build_id = str(note["n_desc"])
+    except FileNotFoundError as exc:
+        raise CollectorEnvironmentError("binary not found on this host", path=path) from exc
+    except (ELFError, OSError) as exc:
+        raise CollectorEnvironmentError(f"not a readable ELF file ({exc})", path=path) from exc
+    return ElfIndex(path, build_id, has_symtab, functions)
+
+
+def resolve_symbol(binary_path: str, symbol: str) -> ResolvedSymbol:
+    """File offset of `symbol` in `binary_path`; a clear "not observable" when it cannot be."""
+    index = index_binary(str(Path(binary_path).resolve()))
+    wanted = normalize_symbol(symbol)
+    found = index.functions.get(wanted)
+    if found is None:
+        if not index.has_symtab:
+            raise CollectorEnvironmentError(
+                f"symbol {symbol!r} is not observable: the binary is stripped (no .symtab) and "
+                "does not export it in .dynsym; deploy an unstripped build or keep its symbols",
+                path=binary_path,
+            )
+        raise CollectorEnvironmentError(
+            f"symbol {symbol!r} is not defined in this binary (not observable here)",
+            path=binary_path,
+        )
+    name, offset, ifunc = found
+    return ResolvedSymbol(str(Path(binary_path)), name, offset, index.build_id, ifunc)

@@ -1,0 +1,113 @@
+"""The kernel event record (mirror of probes/include/stella_event.h) and its constants."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+from typing import Final
+
+COMM_LEN: Final = 16
+PATH_LEN: Final = 256
+MAX_NODES: Final = 4096
+
+MODE_COVERAGE: Final = 0
+MODE_COUNT: Final = 1
+MODE_TRACE: Final = 2
+MODES: Final = {"coverage": MODE_COVERAGE, "count": MODE_COUNT, "trace": MODE_TRACE}
+
+KIND_FUNCTION: Final = 0
+KIND_FILE: Final = 1
+KIND_EXEC: Final = 2
+KIND_NET: Final = 3
+KIND_TLS: Final = 4
+KIND_NAMES: Final = {
+    KIND_FUNCTION: "function",
+    KIND_FILE: "file",
+    KIND_EXEC: "exec",
+    KIND_NET: "net",
+    KIND_TLS: "tls",
+}
+
+STAT_RINGBUF_DROPPED: Final = 0
+STAT_SAMPLED_OUT: Final = 1
+STAT_FILTERED_OUT: Final = 2
+STAT_COUNTER_FULL: Final = 3
+STAT_HITS: Final = 4
+STAT_MAX: Final = 8
+
+AF_INET: Final = 2
+AF_INET6: Final = 10
+
+TCP_STATES: Final = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+    12: "NEW_SYN_RECV",
+}
+
+
+class StellaConfig(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 - ctypes layout
+        ("mode", ctypes.c_uint32),
+        ("sample_ppm", ctypes.c_uint32),
+        ("filter_enabled", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class StellaEvent(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 - ctypes layout
+        ("ts_ns", ctypes.c_uint64),
+        ("cookie", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+        ("aux", ctypes.c_uint32),
+        ("family", ctypes.c_uint16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("aux2", ctypes.c_uint16),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("path", ctypes.c_char * PATH_LEN),
+    ]
+
+
+class NodeKey(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 - ctypes layout
+        ("node", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("cgroup_id", ctypes.c_uint64),
+    ]
+
+
+class NodeCount(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 - ctypes layout
+        ("count", ctypes.c_uint64),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
+EVENT_SIZE: Final = ctypes.sizeof(StellaEvent)
+
+
+def decode_text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def format_address(family: int, raw: bytes) -> str | None:
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    if family == AF_INET6:
+        return str(ipaddress.IPv6Address(bytes(raw[:16])))
+    return None

@@ -1,0 +1,198 @@
+"""The airgap loader: lock-checked probe objects loaded with libbpf, attached, read and closed.
+
+Objects are read once, checked against probes.lock.json, and exactly those bytes are opened
+(bpf_object__open_mem), so no file swapped after the check can be loaded. Every libbpf
+failure is turned into one line saying what to do (capability, tracefs, symbol).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from ..errors import CollectorEnvironmentError
+from .events import (
+    MAX_NODES,
+    STAT_MAX,
+    NodeCount,
+    NodeKey,
+    StellaConfig,
+)
+from .features import CAPABILITY_HINT, TRACEFS_HINT, KernelFeatures
+from .libbpf import BpfError, Libbpf, RingBuffer
+from .lockfile import LOCK_NAME, PACKAGE_BPF_DIR, ProbeLock, load_lock, verified_bytes
+
+DEFAULT_RING_SIZE: Final = 1 << 22  # 4 MiB; a power of two multiple of the page size
+
+
+def explain(exc: BpfError, what: str, features: KernelFeatures | None = None) -> CollectorEnvironmentError:
+    """One clear line for a libbpf failure."""
+    if exc.err in (errno.EPERM, errno.EACCES):
+        return CollectorEnvironmentError(f"{what}: permission denied by the kernel; {CAPABILITY_HINT}")
+    if "tracepoint" in exc.call and features is not None and not features.has("tracefs"):
+        return CollectorEnvironmentError(
+            f"{what}: tracefs is not mounted at {features.tracefs_path}; {TRACEFS_HINT}"
+        )
+    last = next((line for line in reversed(exc.log) if line.strip()), "")
+    hint = f" (libbpf: {last})" if last else ""
+    return CollectorEnvironmentError(f"{what}: {exc.strerror}{hint}")
+
+
+@dataclass
+class LoadedObject:
+    name: str
+    handle: int
+    buffer: ctypes.Array[ctypes.c_char]
+    programs: dict[str, int]
+    map_fds: dict[str, int]
+
+
+@dataclass
+class ProbeSet:
+    """The lock and the directory whose objects it covers."""
+
+    lock: ProbeLock
+    directory: Path
+
+    @classmethod
+    def open(cls, probes_dir: str | Path | None = None) -> ProbeSet:
+        directory = Path(probes_dir) if probes_dir is not None else PACKAGE_BPF_DIR
+        return cls(load_lock(directory / LOCK_NAME), directory)
+
+    def verified(self, name: str) -> bytes:
+        return verified_bytes(self.lock, self.directory, name)
+
+
+@dataclass
+class ProbeRuntime:
+    """Loaded objects of one collection session, their links and maps."""
+
+    probe_set: ProbeSet
+    features: KernelFeatures
+    ring_size: int = DEFAULT_RING_SIZE
+    lib: Libbpf = field(default_factory=Libbpf.get)
+    objects: dict[str, LoadedObject] = field(default_factory=dict)
+    ring: RingBuffer | None = None
+
+    def load(self, wanted: dict[str, set[str]], config: StellaConfig) -> None:
+        """Load each object with only the wanted programs, then write its config."""
+        if not self.features.has("btf"):
+            raise CollectorEnvironmentError(
+                "kernel BTF (/sys/kernel/btf/vmlinux) is missing: CO-RE probes cannot be "
+                "relocated; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+            )
+        for name in sorted(wanted):
+            data = self.probe_set.verified(name)
+            try:
+                handle, buffer = self.lib.open_mem(data, name.removesuffix(".bpf.o"))
+            except BpfError as exc:
+                raise explain(exc, f"opening probe object {name}", self.features) from exc
+            programs = {self.lib.program_name(p): p for p in self.lib.programs(handle)}
+            for program_name, program in programs.items():
+                self.lib.lib.bpf_program__set_autoload(program, program_name in wanted[name])
+            maps = {self.lib.map_name(m): m for m in self.lib.maps(handle)}
+            if "events" in maps:
+                self.lib.lib.bpf_map__set_max_entries(maps["events"], self.ring_size)
+            try:
+                self.lib.check_int("bpf_object__load", self.lib.lib.bpf_object__load(handle))
+            except BpfError as exc:
+                self.lib.lib.bpf_object__close(handle)
+                raise explain(exc, f"loading probe object {name}", self.features) from exc
+            fds = {map_name: int(self.lib.lib.bpf_map__fd(m)) for map_name, m in maps.items()}
+            loaded = LoadedObject(name, handle, buffer, programs, fds)
+            self.objects[name] = loaded
+            self.lib.update(fds["config"], ctypes.c_uint32(0), config)
+
+    def set_filters(self, pids: set[int], cgroup_ids: set[int]) -> None:
+        one = ctypes.c_uint8(1)
+        for obj in self.objects.values():
+            for pid in pids:
+                self.lib.update(obj.map_fds["filter_pids"], ctypes.c_uint32(pid), one)
+            for cgroup_id in cgroup_ids:
+                self.lib.update(obj.map_fds["filter_cgroups"], ctypes.c_uint64(cgroup_id), one)
+
+    def attach_uprobe(self, obj: str, program: str, binary: str, offset: int, cookie: int) -> int:
+        try:
+            return self.lib.attach_uprobe(self.objects[obj].programs[program], binary, offset, cookie)
+        except BpfError as exc:
+            raise explain(exc, f"attaching uprobe at {binary}+{offset:#x}", self.features) from exc
+
+    def attach_tracepoint(self, obj: str, program: str, tracepoint: str, cookie: int) -> int:
+        if not self.features.has("tracefs"):
+            raise CollectorEnvironmentError(
+                f"cannot attach tracepoint {tracepoint}: tracefs is not mounted at "
+                f"{self.features.tracefs_path}; {TRACEFS_HINT}"
+            )
+        category, name = tracepoint.split("/", 1)
+        try:
+            return self.lib.attach_tracepoint(self.objects[obj].programs[program], category, name, cookie)
+        except BpfError as exc:
+            raise explain(exc, f"attaching tracepoint {tracepoint}", self.features) from exc
+
+    def attach_kprobe(self, obj: str, program: str, function: str, cookie: int) -> int:
+        try:
+            return self.lib.attach_kprobe(self.objects[obj].programs[program], function, cookie)
+        except BpfError as exc:
+            raise explain(exc, f"attaching kprobe {function}", self.features) from exc
+
+    def detach(self, link: int) -> None:
+        self.lib.destroy_link(link)
+
+    def open_ring(self, callback: Callable[[int, int], None]) -> None:
+        for obj in self.objects.values():
+            fd = obj.map_fds["events"]
+            if self.ring is None:
+                self.ring = self.lib.ring_buffer(fd, callback)
+            else:
+                self.ring.add(fd)
+
+    def poll(self, timeout_ms: int) -> int:
+        return self.ring.poll(timeout_ms) if self.ring is not None else 0
+
+    def _percpu_sum(self, fd: int, index: int) -> int:
+        values = (ctypes.c_uint64 * self.lib.num_cpus)()
+        if not self.lib.lookup(fd, ctypes.c_uint32(index), values):
+            return 0
+        return sum(values)
+
+    def stats(self) -> list[int]:
+        """The per-CPU stats counters (events.STAT_*), summed over CPUs and objects."""
+        totals = [0] * STAT_MAX
+        for obj in self.objects.values():
+            for index in range(STAT_MAX):
+                totals[index] += self._percpu_sum(obj.map_fds["stats"], index)
+        return totals
+
+    def node_hits(self, obj: str, node: int) -> int:
+        """How often the node's probe fired in the kernel (before filters and modes)."""
+        if not 0 <= node < MAX_NODES:
+            return 0
+        return self._percpu_sum(self.objects[obj].map_fds["node_hits"], node)
+
+    def counts(self) -> Iterator[tuple[int, int, int, int, bytes]]:
+        """(node, pid, cgroup id, cumulative count, comm) for every in-kernel counter."""
+        for obj in self.objects.values():
+            fd = obj.map_fds["counts"]
+            for key in self.lib.keys(fd, NodeKey):
+                assert isinstance(key, NodeKey)
+                value = NodeCount()
+                if self.lib.lookup(fd, key, value):
+                    yield key.node, key.pid, key.cgroup_id, int(value.count), bytes(value.comm)
+
+    def clear_first_seen(self) -> None:
+        for obj in self.objects.values():
+            fd = obj.map_fds["first_seen"]
+            for key in self.lib.keys(fd, NodeKey):
+                self.lib.delete(fd, key)
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.free()
+            self.ring = None
+        for obj in self.objects.values():
+            self.lib.lib.bpf_object__close(obj.handle)
+        self.objects.clear()

@@ -1,0 +1,191 @@
+"""probes.lock.json: the sha256 of every precompiled probe object, its programs and needs.
+
+The airgap loader reads object bytes once, checks them against the lock and hands exactly
+those bytes to libbpf, so what was checked is what runs. `python -m
+stella_bundle.collector.lockfile OBJ_DIR LOCK...` is used by probes/build.sh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from elftools.elf.elffile import ELFFile
+
+from ..errors import MalformedDocumentError, ProbeIntegrityError
+from ..fsutil import write_bytes_atomic
+from ..jsonio import load_json_object
+
+LOCK_FORMAT: Final = "stella-probes-lock/v1"
+LOCK_NAME: Final = "probes.lock.json"
+PACKAGE_BPF_DIR: Final = Path(__file__).parent / "bpf"
+
+# Kernel features each attach type needs (checked by `stella probes doctor`).
+_ATTACH_NEEDS: Final[dict[str, tuple[str, ...]]] = {
+    "uprobe": ("uprobes", "bpf_cookie"),
+    "kprobe": ("kprobes", "bpf_cookie"),
+    "tracepoint": ("tracefs", "bpf_cookie"),
+}
+_BASE_NEEDS: Final = ("btf", "bpf_syscall", "ringbuf")
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    name: str
+    section: str
+    attach_type: str
+
+
+@dataclass(frozen=True)
+class LockedObject:
+    name: str
+    sha256: str
+    size: int
+    programs: tuple[ProgramInfo, ...]
+    min_kernel_features: tuple[str, ...]
+
+    def program(self, name: str) -> ProgramInfo:
+        for program in self.programs:
+            if program.name == name:
+                return program
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class ProbeLock:
+    path: Path
+    objects: dict[str, LockedObject]
+    probe_set_sha256: str
+
+
+def attach_type_of(section: str) -> str:
+    return section.split("/", 1)[0].replace("uretprobe", "uprobe").replace("kretprobe", "kprobe")
+
+
+def programs_of(data: bytes) -> tuple[ProgramInfo, ...]:
+    """Programs in a BPF ELF object: global FUNC symbols in executable, non-.text sections."""
+    elf = ELFFile(io.BytesIO(data))
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None:
+        raise MalformedDocumentError("BPF object has no .symtab")
+    found: list[ProgramInfo] = []
+    for symbol in symtab.iter_symbols():
+        if symbol["st_info"]["type"] != "STT_FUNC" or symbol["st_info"]["bind"] != "STB_GLOBAL":
+            continue
+        index = symbol["st_shndx"]
+        if not isinstance(index, int):
+            continue
+        section = elf.get_section(index).name
+        if section == ".text":
+            continue
+        found.append(ProgramInfo(symbol.name, section, attach_type_of(section)))
+    return tuple(sorted(found, key=lambda p: p.name))
+
+
+def describe_object(name: str, data: bytes) -> dict[str, Any]:
+    programs = programs_of(data)
+    needs = set(_BASE_NEEDS)
+    optional: set[str] = set()
+    for program in programs:
+        # kprobe programs are variants the collector uses only where the kernel has kprobes.
+        target = optional if program.attach_type == "kprobe" else needs
+        target.update(_ATTACH_NEEDS.get(program.attach_type, ()))
+    return {
+        "name": name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "programs": [
+            {"name": p.name, "section": p.section, "attach_type": p.attach_type} for p in programs
+        ],
+        "min_kernel_features": sorted(needs),
+        "optional_kernel_features": sorted(optional - needs),
+    }
+
+
+def probe_set_digest(objects: list[dict[str, Any]]) -> str:
+    """One digest naming the whole probe set (recorded in every seal's collector info)."""
+    listing = "".join(f"{o['sha256']}  {o['name']}\n" for o in sorted(objects, key=lambda o: o["name"]))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def build_lock(object_dir: Path, toolchain: dict[str, str]) -> bytes:
+    objects = [describe_object(p.name, p.read_bytes()) for p in sorted(object_dir.glob("*.bpf.o"))]
+    if not objects:
+        raise MalformedDocumentError("no *.bpf.o objects found", path=object_dir)
+    document = {
+        "format": LOCK_FORMAT,
+        "toolchain": toolchain,
+        "objects": objects,
+        "probe_set_sha256": probe_set_digest(objects),
+    }
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def load_lock(path: Path) -> ProbeLock:
+    document = load_json_object(path, "a probes lock file")
+    if document.get("format") != LOCK_FORMAT:
+        raise MalformedDocumentError(f"expected format {LOCK_FORMAT!r}", path=path, field="format")
+    objects: dict[str, LockedObject] = {}
+    raw_objects = document.get("objects")
+    if not isinstance(raw_objects, list):
+        raise MalformedDocumentError("expected a list of objects", path=path, field="objects")
+    for index, entry in enumerate(raw_objects):
+        field = f"objects[{index}]"
+        try:
+            sha = str(entry["sha256"])
+            if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                raise ValueError("sha256 is not 64 lowercase hex digits")
+            objects[str(entry["name"])] = LockedObject(
+                name=str(entry["name"]),
+                sha256=sha,
+                size=int(entry["size"]),
+                programs=tuple(
+                    ProgramInfo(str(p["name"]), str(p["section"]), str(p["attach_type"]))
+                    for p in entry["programs"]
+                ),
+                min_kernel_features=tuple(str(f) for f in entry.get("min_kernel_features", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedDocumentError(f"malformed object entry ({exc})", path=path, field=field) from exc
+    return ProbeLock(path, objects, str(document.get("probe_set_sha256", "")))
+
+
+def verified_bytes(lock: ProbeLock, directory: Path, name: str) -> bytes:
+    """The object's bytes, only when their sha256 is the one the lock records."""
+    entry = lock.objects.get(name)
+    if entry is None:
+        raise ProbeIntegrityError(
+            f"probe object {name} is not listed in the lock file", path=lock.path, field="objects"
+        )
+    path = directory / name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProbeIntegrityError(f"cannot read probe object ({exc.strerror})", path=path) from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise ProbeIntegrityError(
+            f"sha256 {digest} does not match the lock ({entry.sha256}); refusing to load",
+            path=path,
+        )
+    return data
+
+
+def main(argv: list[str]) -> int:
+    """`lockfile OBJ_DIR LOCK [LOCK...] --clang VERSION`: write the lock to every LOCK path."""
+    object_dir = Path(argv[0])
+    toolchain = {"clang": argv[argv.index("--clang") + 1]} if "--clang" in argv else {}
+    targets = [a for a in argv[1:] if not a.startswith("--") and a not in toolchain.values()]
+    data = build_lock(object_dir, toolchain)
+    for target in targets:
+        write_bytes_atomic(target, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,254 @@
+"""From function-map nodes to attach specs: which object, program, attach point and cookie.
+
+Kernel nodes (purl pkg:generic/linux-kernel) name an event source (file, exec, net) whose
+attach type follows the category's fallback order; libc connect/accept and OpenSSL
+SSL_read/SSL_write/SSL_do_handshake use dedicated programs; every other node uses the one
+generic uprobe program, attached once per node with its index as the BPF cookie.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+from ..errors import CollectorEnvironmentError
+from ..functionmap.symbols import KERNEL_PURL, canonical_purl, normalize_symbol
+from .elfsym import index_binary, resolve_symbol
+from .events import KIND_EXEC, KIND_FILE, KIND_FUNCTION, KIND_NET, KIND_TLS, MAX_NODES
+from .features import KernelFeatures
+
+GENERIC_OBJECT: Final = "uprobe_node.bpf.o"
+GENERIC_PROGRAM: Final = "stella_uprobe_node"
+
+
+class NodeLike(Protocol):
+    @property
+    def purl(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def node_hash(self) -> str: ...
+    @property
+    def binary_path(self) -> str | None: ...
+    @property
+    def build_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    category: str
+    kind: int
+    # attach type → (object, program, target: "category/name" for tracepoints, function for kprobes)
+    variants: dict[str, tuple[str, str, str]]
+
+
+_FILE = KernelSource(
+    "file",
+    KIND_FILE,
+    {
+        "kprobe": ("file.bpf.o", "stella_kp_openat", "do_sys_openat2"),
+        "tracepoint": ("file.bpf.o", "stella_tp_openat", "syscalls/sys_enter_openat"),
+    },
+)
+_EXEC = KernelSource(
+    "exec",
+    KIND_EXEC,
+    {"tracepoint": ("exec.bpf.o", "stella_tp_exec", "sched/sched_process_exec")},
+)
+_NET = KernelSource(
+    "net",
+    KIND_NET,
+    {
+        "kprobe": ("net.bpf.o", "stella_kp_tcp_connect", "tcp_connect"),
+        "tracepoint": ("net.bpf.o", "stella_tp_inet_sock_set_state", "sock/inet_sock_set_state"),
+    },
+)
+# Kernel symbols a function map may name, with the source that observes them.
+KERNEL_SOURCES: Final[dict[str, KernelSource]] = {
+    "openat": _FILE,
+    "sys_openat": _FILE,
+    "do_sys_openat2": _FILE,
+    "execve": _EXEC,
+    "sys_execve": _EXEC,
+    "sched_process_exec": _EXEC,
+    "inet_sock_set_state": _NET,
+    "tcp_connect": _NET,
+    "tcp_set_state": _NET,
+}
+# User-space symbols with a dedicated program: (object, program, kind, category).
+SPECIAL_UPROBES: Final[dict[str, tuple[str, str, int, str]]] = {
+    "connect": ("net.bpf.o", "stella_libc_connect", KIND_NET, "libc-net"),
+    "accept": ("net.bpf.o", "stella_libc_accept", KIND_NET, "libc-net"),
+    "accept4": ("net.bpf.o", "stella_libc_accept", KIND_NET, "libc-net"),
+    "SSL_read": ("tls.bpf.o", "stella_ssl_read", KIND_TLS, "tls"),
+    "SSL_write": ("tls.bpf.o", "stella_ssl_write", KIND_TLS, "tls"),
+    "SSL_do_handshake": ("tls.bpf.o", "stella_ssl_do_handshake", KIND_TLS, "tls"),
+}
+
+
+@dataclass(frozen=True)
+class AttachSpec:
+    index: int  # the BPF cookie
+    purl: str
+    symbol: str
+    node_hash: str
+    category: str
+    kind: int
+    attach_type: str  # uprobe, tracepoint, kprobe (the probe_type of every record)
+    object_name: str
+    program: str
+    target: str  # binary path, "category/name" or kernel function
+    offset: int = 0
+    build_id: str | None = None
+
+    @property
+    def in_kernel_mode(self) -> bool:
+        """Function and TLS hits apply coverage/count in the kernel; sources send every event."""
+        return self.kind in (KIND_FUNCTION, KIND_TLS)
+
+
+@dataclass(frozen=True)
+class Unobservable:
+    purl: str
+    symbol: str
+    node_hash: str
+    reason: str
+
+
+@dataclass
+class AttachPlan:
+    specs: list[AttachSpec]
+    unobservable: list[Unobservable]
+
+    def programs_by_object(self) -> dict[str, set[str]]:
+        wanted: dict[str, set[str]] = {}
+        for spec in self.specs:
+            wanted.setdefault(spec.object_name, set()).add(spec.program)
+        return wanted
+
+
+def _purl_name(purl: str) -> tuple[str, str]:
+    """(type, name) of a purl without depending on packageurl's object model here."""
+    body = purl.split(":", 1)[1].split("@", 1)[0].split("?", 1)[0]
+    parts = body.split("/")
+    return parts[0], parts[-1]
+
+
+def find_binary(purl: str, symbol: str) -> str:
+    """A binary on this host defining `symbol` for the package named by `purl`."""
+    ptype, name = _purl_name(canonical_purl(purl))
+    candidates: list[str] = []
+    if ptype == "deb" and shutil.which("dpkg"):
+        listing = subprocess.run(
+            ["dpkg", "-L", name], capture_output=True, text=True, check=False
+        ).stdout
+        candidates += [
+            line
+            for line in listing.splitlines()
+            if ".so" in Path(line).name or "/bin/" in line or "/sbin/" in line
+        ]
+    if shutil.which("ldconfig"):
+        listing = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, check=False
+        ).stdout
+        for line in listing.splitlines():
+            if "=>" in line and line.strip().startswith(f"lib{name}"):
+                candidates.append(line.split("=>", 1)[1].strip())
+    wanted = normalize_symbol(symbol)
+    for candidate in candidates:
+        path = Path(candidate)
+        if not path.is_file() or path.is_symlink() and not path.resolve().is_file():
+            continue
+        try:
+            if wanted in index_binary(str(path.resolve())).functions:
+                return str(path)
+        except CollectorEnvironmentError:
+            continue
+    raise CollectorEnvironmentError(
+        f"node {purl}#{symbol}: no binary_path in the function map and no binary of this "
+        "package defining the symbol was found on this host"
+    )
+
+
+def build_plan(nodes: list[NodeLike], features: KernelFeatures) -> AttachPlan:
+    """One spec per node that can be observed here; the rest with the reason."""
+    specs: list[AttachSpec] = []
+    unobservable: list[Unobservable] = []
+    seen: set[str] = set()
+    for node in nodes:
+        if node.node_hash in seen:
+            continue
+        seen.add(node.node_hash)
+        if len(specs) >= MAX_NODES:
+            unobservable.append(
+                Unobservable(node.purl, node.symbol, node.node_hash, f"more than {MAX_NODES} nodes")
+            )
+            continue
+        index = len(specs)
+        symbol = normalize_symbol(node.symbol)
+        try:
+            if canonical_purl(node.purl) == KERNEL_PURL:
+                specs.append(_kernel_spec(index, node, symbol, features))
+            else:
+                specs.append(_uprobe_spec(index, node, symbol, features))
+        except CollectorEnvironmentError as exc:
+            unobservable.append(Unobservable(node.purl, node.symbol, node.node_hash, exc.describe()))
+    return AttachPlan(specs, unobservable)
+
+
+def _kernel_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatures) -> AttachSpec:
+    source = KERNEL_SOURCES.get(symbol)
+    if source is None:
+        raise CollectorEnvironmentError(
+            f"kernel symbol {symbol!r} has no probe (observable kernel symbols: "
+            f"{', '.join(sorted(KERNEL_SOURCES))})"
+        )
+    choice = features.choose(source.category)
+    if choice.attach_type is None or choice.attach_type not in source.variants:
+        raise CollectorEnvironmentError(f"no usable probe for {source.category}: {choice.reason}")
+    object_name, program, target = source.variants[choice.attach_type]
+    return AttachSpec(
+        index,
+        node.purl,
+        node.symbol,
+        node.node_hash,
+        source.category,
+        source.kind,
+        choice.attach_type,
+        object_name,
+        program,
+        target,
+    )
+
+
+def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatures) -> AttachSpec:
+    if not features.has("uprobes"):
+        raise CollectorEnvironmentError("kernel has no uprobes: user-space functions are not observable")
+    binary = node.binary_path or find_binary(node.purl, node.symbol)
+    resolved = resolve_symbol(binary, symbol)
+    if node.build_id and resolved.build_id and node.build_id.lower() != resolved.build_id:
+        raise CollectorEnvironmentError(
+            f"build-id {resolved.build_id} differs from the function map's {node.build_id}: "
+            "a different build is deployed",
+            path=binary,
+        )
+    object_name, program, kind, category = SPECIAL_UPROBES.get(
+        symbol, (GENERIC_OBJECT, GENERIC_PROGRAM, KIND_FUNCTION, "function")
+    )
+    return AttachSpec(
+        index,
+        node.purl,
+        node.symbol,
+        node.node_hash,
+        category,
+        kind,
+        "uprobe",
+        object_name,
+        program,
+        binary,
+        resolved.offset,
+        resolved.build_id,
+    )

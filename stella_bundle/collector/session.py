@@ -1,0 +1,431 @@
+"""The collection loop: attach the plan, read the ring buffer and counters, apply the mode,
+write observation records to a sink (the evidence-chain writer), account for every loss.
+
+Modes (DESIGN.md §6): `coverage` records the first hit of a node per window and detaches its
+uprobe until the next window; `count` reads in-kernel counters every aggregation window and
+writes aggregated records; `trace` records every hit the kernel sampled in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import fnmatch
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ConfigError
+from ..observations.record import validate_record
+from ..timeutil import format_timestamp
+from .containers import CgroupResolver, ContainerInfo
+from .events import (
+    KIND_EXEC,
+    KIND_FILE,
+    KIND_NAMES,
+    KIND_NET,
+    KIND_TLS,
+    MODE_COUNT,
+    MODE_COVERAGE,
+    MODE_TRACE,
+    MODES,
+    STAT_COUNTER_FULL,
+    STAT_FILTERED_OUT,
+    STAT_RINGBUF_DROPPED,
+    STAT_SAMPLED_OUT,
+    TCP_STATES,
+    StellaConfig,
+    StellaEvent,
+    decode_text,
+    format_address,
+)
+from .loader import ProbeRuntime
+from .plan import AttachPlan, AttachSpec
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class EvidenceSink(Protocol):
+    """What the collector writes to (stella_bundle.evidence.writer.ChunkWriter satisfies it)."""
+
+    def append(self, record: dict[str, Any]) -> Any: ...
+    def add_loss(
+        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+    ) -> Any: ...
+    def tick(self) -> Any: ...
+    def close(self, final: bool = True) -> Any: ...
+
+
+@dataclass
+class MemorySink:
+    """A sink that keeps records and loss in memory (library users, tests without a chain)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    loss: dict[str, int] = field(
+        default_factory=lambda: {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
+    )
+    closed: bool = False
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def add_loss(
+        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+    ) -> None:
+        self.loss["ring_buffer_dropped"] += ring_buffer_dropped
+        self.loss["sampled_out"] += sampled_out
+        self.loss["filtered_out"] += filtered_out
+
+    def tick(self) -> None:
+        return None
+
+    def close(self, final: bool = True) -> None:
+        self.closed = final
+
+
+@dataclass
+class CollectorConfig:
+    mode: str = "coverage"
+    window_seconds: float = 1800.0
+    aggregation_ms: int = 1000
+    sampling_rate: float = 1.0
+    pids: tuple[int, ...] = ()
+    containers: tuple[str, ...] = ()
+    path_allow: tuple[str, ...] = ()
+    path_deny: tuple[str, ...] = ()
+    host: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"expected one of {', '.join(MODES)}", field="mode")
+        if not 0.0 < self.sampling_rate <= 1.0:
+            raise ConfigError("expected a number in (0, 1]", field="sampling_rate")
+        if self.window_seconds <= 0:
+            raise ConfigError("expected a positive number of seconds", field="window")
+        if self.aggregation_ms < 10:
+            raise ConfigError("expected at least 10 ms", field="aggregation_window")
+
+    @property
+    def mode_id(self) -> int:
+        return MODES[self.mode]
+
+    def path_allowed(self, path: str) -> bool:
+        if self.path_allow and not any(fnmatch.fnmatchcase(path, g) for g in self.path_allow):
+            return False
+        return not any(fnmatch.fnmatchcase(path, g) for g in self.path_deny)
+
+
+@dataclass
+class _Aggregate:
+    count: int
+    first_ns: int
+    last_ns: int
+    event: StellaEvent
+
+
+class Collector:
+    """One collection session over a runtime, a plan and a sink."""
+
+    def __init__(
+        self,
+        plan: AttachPlan,
+        runtime: ProbeRuntime,
+        sink: EvidenceSink,
+        config: CollectorConfig,
+        resolver: CgroupResolver | None = None,
+    ) -> None:
+        self.plan = plan
+        self.runtime = runtime
+        self.sink = sink
+        self.config = config
+        self.resolver = resolver or CgroupResolver()
+        self.specs = {spec.index: spec for spec in plan.specs}
+        self.links: dict[int, int] = {}
+        self.detached: set[int] = set()
+        self._pending: list[bytes] = []
+        self._seen: set[tuple[Any, ...]] = set()
+        self._aggregates: dict[tuple[Any, ...], _Aggregate] = {}
+        self._count_base: dict[tuple[int, int, int], int] = {}
+        self._stats_base = [0] * 8
+        self._user_filtered = 0
+        self._window_start_ns = 0
+        self._clock_offset_ns = 0
+        self.records_written = 0
+        self.loss_totals = {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
+        self.observed: dict[int, int] = {}
+        self.started = False
+
+    # Set-up -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        cgroup_ids: set[int] = set()
+        for container in cfg.containers:
+            ids = self.resolver.ids_under(container)
+            if not ids:
+                raise ConfigError(
+                    f"no cgroup on this host belongs to container {container!r}", field="container"
+                )
+            cgroup_ids |= ids
+        filtering = bool(cfg.pids or cgroup_ids)
+        kernel_config = StellaConfig(
+            mode=cfg.mode_id,
+            sample_ppm=round(cfg.sampling_rate * 1_000_000),
+            filter_enabled=int(filtering),
+        )
+        self.runtime.load(self.plan.programs_by_object(), kernel_config)
+        if filtering:
+            self.runtime.set_filters(set(cfg.pids), cgroup_ids)
+        try:
+            for spec in self.plan.specs:
+                self.links[spec.index] = self._attach(spec)
+        except Exception:
+            self._detach_all()
+            self.runtime.close()
+            raise
+        self.runtime.open_ring(self._on_sample)
+        self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
+        self._window_start_ns = time.monotonic_ns()
+        self.started = True
+
+    def _attach(self, spec: AttachSpec) -> int:
+        if spec.attach_type == "uprobe":
+            return self.runtime.attach_uprobe(
+                spec.object_name, spec.program, spec.target, spec.offset, spec.index
+            )
+        if spec.attach_type == "tracepoint":
+            return self.runtime.attach_tracepoint(spec.object_name, spec.program, spec.target, spec.index)
+        return self.runtime.attach_kprobe(spec.object_name, spec.program, spec.target, spec.index)
+
+    def _detach_all(self) -> None:
+        for link in self.links.values():
+            self.runtime.detach(link)
+        self.links.clear()
+
+    # Loop -------------------------------------------------------------------------------------
+    def _on_sample(self, data: int, size: int) -> None:
+        self._pending.append(ctypes.string_at(data, size))
+
+    def run(
+        self,
+        duration: float | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_tick: Callable[[Collector], None] | None = None,
+    ) -> None:
+        """Collect until `duration` seconds passed or `should_stop()` says so."""
+        aggregation_ns = self.config.aggregation_ms * 1_000_000
+        window_ns = int(self.config.window_seconds * 1e9)
+        deadline = None if duration is None else time.monotonic_ns() + int(duration * 1e9)
+        next_aggregation = time.monotonic_ns() + aggregation_ns
+        while not should_stop():
+            now = time.monotonic_ns()
+            if deadline is not None and now >= deadline:
+                break
+            self.runtime.poll(min(100, max(1, (next_aggregation - now) // 1_000_000)))
+            self.process_pending()
+            now = time.monotonic_ns()
+            if now >= next_aggregation:
+                self.aggregate()
+                next_aggregation = now + aggregation_ns
+                if on_tick is not None:
+                    on_tick(self)
+            if now - self._window_start_ns >= window_ns:
+                self.roll_window()
+
+    def process_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for raw in pending:
+            self._handle(StellaEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(StellaEvent), b"\0")))
+
+    def aggregate(self) -> None:
+        """Count mode flush, loss accounting, writer tick (every aggregation window)."""
+        if self.config.mode_id == MODE_COUNT:
+            self._flush_kernel_counts()
+        self._flush_aggregates()
+        self._account_loss()
+        self.sink.tick()
+
+    def roll_window(self) -> None:
+        """A new coverage window: forget first hits, re-attach detached probes."""
+        self.process_pending()
+        self.aggregate()
+        self.runtime.clear_first_seen()
+        self._seen.clear()
+        for index in sorted(self.detached):
+            self.links[index] = self._attach(self.specs[index])
+        self.detached.clear()
+        self._window_start_ns = time.monotonic_ns()
+
+    def stop(self, final: bool = True) -> None:
+        """Detach everything, read the last counters and events, seal the chain."""
+        if not self.started:
+            self.sink.close(final=final)
+            return
+        self._detach_all()
+        self.runtime.poll(0)
+        self.process_pending()
+        if self.config.mode_id == MODE_COUNT:
+            self._flush_kernel_counts()
+        self._flush_aggregates()
+        self._account_loss()
+        self.runtime.close()
+        self.started = False
+        self.sink.close(final=final)
+
+    # Records ----------------------------------------------------------------------------------
+    def _timestamp(self, monotonic_ns: int) -> str:
+        wall_ns = monotonic_ns + self._clock_offset_ns
+        return format_timestamp(_EPOCH + dt.timedelta(microseconds=wall_ns // 1000))
+
+    def _base_record(self, spec: AttachSpec, event: StellaEvent, pid: int) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "node_hash": spec.node_hash,
+            "function_name": spec.symbol,
+            "probe_type": spec.attach_type,
+            "observed_at": self._timestamp(event.ts_ns),
+            "purl": spec.purl,
+            "kind": KIND_NAMES.get(event.kind, "function"),
+            "pid": pid,
+            "comm": decode_text(bytes(event.comm)),
+            "host": self.config.host,
+        }
+        if spec.attach_type == "uprobe":
+            record["binary_path"] = spec.target
+            if spec.build_id:
+                record["build_id"] = spec.build_id
+        details = self._details(event)
+        info = self.resolver.container_of(pid, event.cgroup_id)
+        if info is not None:
+            record.update(info.record_fields())
+            details.update(info.details())
+        if details:
+            record["details"] = details
+        return record
+
+    def _details(self, event: StellaEvent) -> dict[str, Any]:
+        kind = event.kind
+        if kind in (KIND_FILE, KIND_EXEC):
+            out: dict[str, Any] = {"path": decode_text(bytes(event.path))}
+            if kind == KIND_FILE:
+                out["flags"] = int(event.aux)
+            return out
+        if kind == KIND_NET:
+            out = {}
+            address = format_address(event.family, bytes(event.daddr))
+            if address is not None:
+                out["address"] = address
+                out["port"] = int(event.dport)
+            source = format_address(event.family, bytes(event.saddr))
+            if source is not None and any(event.saddr):
+                out["source_address"] = source
+                out["source_port"] = int(event.sport)
+            if event.aux in TCP_STATES and (event.sport or event.aux2):
+                out["state"] = TCP_STATES[event.aux]
+                out["old_state"] = TCP_STATES.get(event.aux2, str(event.aux2))
+            return out
+        if kind == KIND_TLS and event.aux:
+            return {"bytes_requested": int(event.aux)}
+        return {}
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.sink.append(validate_record(record))
+        self.records_written += 1
+
+    def _handle(self, event: StellaEvent) -> None:
+        spec = self.specs.get(int(event.cookie))
+        if spec is None:
+            return
+        self.observed[spec.index] = self.observed.get(spec.index, 0) + 1
+        mode = self.config.mode_id
+        if spec.in_kernel_mode:
+            # The kernel already applied the mode; in coverage mode stop paying for the probe.
+            if mode == MODE_COVERAGE and spec.index in self.links and spec.attach_type == "uprobe":
+                self.runtime.detach(self.links.pop(spec.index))
+                self.detached.add(spec.index)
+            self._emit(self._base_record(spec, event, int(event.pid)))
+            return
+        detail_key = (bytes(event.path), event.family, bytes(event.daddr), event.dport, event.aux)
+        if event.kind in (KIND_FILE, KIND_EXEC) and not self.config.path_allowed(
+            decode_text(bytes(event.path))
+        ):
+            self._user_filtered += 1
+            return
+        if mode == MODE_TRACE:
+            self._emit(self._base_record(spec, event, int(event.pid)))
+        elif mode == MODE_COVERAGE:
+            key = (spec.index, event.cgroup_id, *detail_key)
+            if key not in self._seen:
+                self._seen.add(key)
+                self._emit(self._base_record(spec, event, int(event.pid)))
+        else:
+            key = (spec.index, event.pid, *detail_key)
+            aggregate = self._aggregates.get(key)
+            if aggregate is None:
+                self._aggregates[key] = _Aggregate(1, event.ts_ns, event.ts_ns, event)
+            else:
+                aggregate.count += 1
+                aggregate.last_ns = event.ts_ns
+
+    def _flush_aggregates(self) -> None:
+        aggregates, self._aggregates = self._aggregates, {}
+        for key, aggregate in aggregates.items():
+            spec = self.specs[key[0]]
+            record = self._base_record(spec, aggregate.event, int(aggregate.event.pid))
+            record["count"] = aggregate.count
+            record["first_observed_at"] = self._timestamp(aggregate.first_ns)
+            record["last_observed_at"] = self._timestamp(aggregate.last_ns)
+            record["observed_at"] = record["last_observed_at"]
+            self._emit(record)
+
+    def _flush_kernel_counts(self) -> None:
+        now_ns = time.monotonic_ns()
+        for node, pid, cgroup_id, total, comm in self.runtime.counts():
+            key = (node, pid, cgroup_id)
+            delta = total - self._count_base.get(key, 0)
+            if delta <= 0:
+                continue
+            self._count_base[key] = total
+            spec = self.specs.get(node)
+            if spec is None:
+                continue
+            event = StellaEvent(ts_ns=now_ns, cookie=node, cgroup_id=cgroup_id, pid=pid, kind=spec.kind)
+            event.comm = comm[:15]
+            record = self._base_record(spec, event, pid)
+            record["count"] = delta
+            record["first_observed_at"] = self._timestamp(max(self._window_start_ns, 0))
+            record["last_observed_at"] = record["observed_at"]
+            self.observed[node] = self.observed.get(node, 0) + delta
+            self._emit(record)
+
+    def _account_loss(self) -> None:
+        stats = self.runtime.stats() if self.runtime.objects else self._stats_base
+        delta = [now - before for now, before in zip(stats, self._stats_base, strict=True)]
+        self._stats_base = list(stats)
+        dropped = delta[STAT_RINGBUF_DROPPED] + delta[STAT_COUNTER_FULL]
+        sampled = delta[STAT_SAMPLED_OUT]
+        filtered = delta[STAT_FILTERED_OUT] + self._user_filtered
+        self._user_filtered = 0
+        if dropped or sampled or filtered:
+            self.sink.add_loss(
+                ring_buffer_dropped=dropped, sampled_out=sampled, filtered_out=filtered
+            )
+        self.loss_totals["ring_buffer_dropped"] += dropped
+        self.loss_totals["sampled_out"] += sampled
+        self.loss_totals["filtered_out"] += filtered
+
+    def status(self) -> dict[str, Any]:
+        totals = self.loss_totals
+        return {
+            "mode": self.config.mode,
+            "attached": len(self.links),
+            "detached": len(self.detached),
+            "nodes_observed": len(self.observed),
+            "nodes_planned": len(self.specs),
+            "records": self.records_written,
+            **totals,
+        }
+
+
+def container_fields(info: ContainerInfo | None) -> dict[str, Any]:
+    return info.record_fields() if info else {}

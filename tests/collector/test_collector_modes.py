@@ -1,0 +1,106 @@
+"""Real eBPF runs of the workload: every node observed, coverage/count/trace modes, drops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import KNOWN_FILE, workload_nodes
+
+from stella_bundle.collector.session import CollectorConfig
+from stella_bundle.observations.record import validate_record
+
+pytestmark = pytest.mark.ebpf
+
+FULL = ("--crypto", "--connect", "--open", KNOWN_FILE)
+
+
+def test_every_declared_node_is_observed_with_its_hash_type_pid_and_comm(
+    collect_run: Any, workload_bin: Path
+) -> None:
+    run = collect_run(*FULL, "--calls", "10")
+    nodes = workload_nodes(workload_bin)
+    by_hash = {}
+    for record in run.sink.records:
+        validate_record(dict(record))
+        by_hash.setdefault(record["node_hash"], []).append(record)
+    pid = run.collector.config.pids[0]
+    expected_type = {"openat": "tracepoint", "inet_sock_set_state": "tracepoint"}
+    for node in nodes:
+        if node.symbol == "stella_work_never":
+            assert node.node_hash not in by_hash, "a node the workload never calls was observed"
+            continue
+        assert node.node_hash in by_hash, f"{node.symbol} was not observed"
+        for record in by_hash[node.node_hash]:
+            assert record["function_name"] == node.symbol
+            assert record["probe_type"] == expected_type.get(node.symbol, "uprobe")
+            assert record["pid"] == pid
+            assert record["comm"] == "stella-workload"
+            assert record["purl"] == node.purl
+    hot = by_hash[nodes[1].node_hash][0]
+    assert hot["binary_path"] == str(workload_bin)
+    assert len(hot["build_id"]) == 40
+    opened = [r["details"]["path"] for r in run.records_for("openat")]
+    assert KNOWN_FILE in opened
+    connects = run.records_for("connect")
+    assert connects[0]["details"]["address"] == "127.0.0.1"
+    states = {r["details"].get("state") for r in run.records_for("inet_sock_set_state")}
+    assert "SYN_SENT" in states
+
+
+def test_coverage_mode_one_observation_per_window_and_probe_detached(collect_run: Any) -> None:
+    run = collect_run(
+        "--calls", "1000000", nodes=None, hit_symbols=("stella_work_hot",)
+    )
+    hot = run.records_for("stella_work_hot")
+    assert len(hot) == 1
+    assert "count" not in hot[0]
+    assert run.output["calls"] == 1_000_000
+    # Detached after the first hit: the in-kernel hit counter stays far below 1,000,000.
+    assert 1 <= run.hits["stella_work_hot"] < 100_000, run.hits
+    assert run.collector.status()["detached"] >= 1
+
+
+def test_coverage_mode_window_rollover_reattaches(collect_run: Any) -> None:
+    def roll_and_check(collector: Any) -> None:
+        before = collector.status()["detached"]
+        collector.roll_window()
+        assert before >= 1
+        assert collector.status()["detached"] == 0
+
+    run = collect_run("--calls", "1000", before_stop=roll_and_check)
+    assert len(run.records_for("stella_work_hot")) == 1
+
+
+def test_count_mode_counts_sum_exactly(collect_run: Any) -> None:
+    run = collect_run(
+        "--calls", "100000", config=CollectorConfig(mode="count", aggregation_ms=200)
+    )
+    hot = run.records_for("stella_work_hot")
+    assert hot, "no aggregated records"
+    assert sum(r["count"] for r in hot) == 100_000
+    for record in hot:
+        assert record["first_observed_at"] <= record["last_observed_at"]
+
+
+def test_trace_mode_flood_counts_ring_buffer_drops(collect_run: Any) -> None:
+    # A one-page ring buffer cannot hold a flood: the kernel counts what it could not send.
+    run = collect_run(
+        "--calls", "60000", config=CollectorConfig(mode="trace"), ring_size=4096
+    )
+    hot = run.records_for("stella_work_hot")
+    dropped = run.sink.loss["ring_buffer_dropped"]
+    assert dropped > 0
+    assert len(hot) + dropped >= 60_000 - 10  # everything is either recorded or counted
+
+
+def test_trace_mode_sampling_is_counted(collect_run: Any) -> None:
+    run = collect_run(
+        "--calls", "20000", config=CollectorConfig(mode="trace", sampling_rate=0.1)
+    )
+    hot = run.records_for("stella_work_hot")
+    sampled_out = run.sink.loss["sampled_out"]
+    assert 0 < len(hot) < 20_000
+    assert sampled_out > 0
+    assert len(hot) + sampled_out + run.sink.loss["ring_buffer_dropped"] >= 20_000

@@ -18,8 +18,9 @@ class _State:
 
 state = _State()
 
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":AB:" in a hex fingerprint must not turn into an emoji.
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class Format(enum.StrEnum):

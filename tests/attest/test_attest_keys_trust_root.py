@@ -262,3 +262,12 @@ def test_malformed_trust_root(run_cli: Run, tmp_path: Path) -> None:
     result = run_cli("trust-root", "show", root)
     assert result.exit_code == 2
     assert "field '_type': not a stella trust root" in result.stderr
+
+
+def test_console_prints_fingerprints_literally() -> None:
+    """Rich would turn ":AB:" or ":CD:" of a hex fingerprint into emoji; ours must not."""
+    from stella_bundle.cli.output import console
+
+    with console.capture() as captured:
+        console.print("10:AB:C6:CD:EF")
+    assert captured.get().strip() == "10:AB:C6:CD:EF"

@@ -2,6 +2,97 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from ..collector.features import DEFAULT_TRACEFS, detect
+from ..collector.loader import ProbeSet
+from .output import Format, console, emit_json
 
 app = typer.Typer(help="eBPF probe objects and kernel feature detection.", no_args_is_help=True)
+
+
+@app.command("doctor")
+def doctor(
+    tracefs: Path = typer.Option(DEFAULT_TRACEFS, "--tracefs", help="Where tracefs should be mounted."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Kernel features for eBPF collection and, per probe category, the attach type used and why."""
+    features = detect(tracefs)
+    choices = features.choices()
+    if output_format is Format.json:
+        emit_json(
+            {
+                "features": {
+                    f.name: {"available": f.available, "detail": f.detail}
+                    for f in features.features.values()
+                },
+                "categories": {
+                    c.category: {"attach_type": c.attach_type, "reason": c.reason} for c in choices
+                },
+            }
+        )
+        return
+    table = Table(title="kernel features")
+    table.add_column("feature")
+    table.add_column("status")
+    table.add_column("detail")
+    for feature in features.features.values():
+        table.add_row(feature.name, "yes" if feature.available else "NO", feature.detail)
+    console.print(table)
+    plan = Table(title="probe categories")
+    plan.add_column("category")
+    plan.add_column("attach type")
+    plan.add_column("why")
+    for choice in choices:
+        plan.add_row(choice.category, choice.attach_type or "none", choice.reason)
+    console.print(plan)
+
+
+@app.command("list")
+def list_probes(
+    probes_dir: Path | None = typer.Option(
+        None, "--probes-dir", help="Objects and probes.lock.json (default: the installed set)."
+    ),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """The probe objects, their sha256 (checked against the lock) and programs."""
+    probe_set = ProbeSet.open(probes_dir)
+    rows = []
+    for name, entry in sorted(probe_set.lock.objects.items()):
+        try:
+            probe_set.verified(name)
+            status = "ok"
+        except Exception as exc:  # a mismatch is shown, not raised: this is an inventory
+            status = f"REFUSED: {exc}"
+        rows.append((entry, status))
+    if output_format is Format.json:
+        emit_json(
+            {
+                "probe_set_sha256": probe_set.lock.probe_set_sha256,
+                "objects": [
+                    {
+                        "name": e.name,
+                        "sha256": e.sha256,
+                        "status": s,
+                        "programs": [
+                            {"name": p.name, "section": p.section, "attach_type": p.attach_type}
+                            for p in e.programs
+                        ],
+                    }
+                    for e, s in rows
+                ],
+            }
+        )
+        return
+    table = Table(title=f"probe set {probe_set.lock.probe_set_sha256[:16]}… ({probe_set.directory})")
+    table.add_column("object")
+    table.add_column("sha256")
+    table.add_column("status")
+    table.add_column("programs")
+    for entry, status in rows:
+        programs = ", ".join(f"{p.name} ({p.attach_type})" for p in entry.programs)
+        table.add_row(entry.name, entry.sha256, status, programs)
+    console.print(table)

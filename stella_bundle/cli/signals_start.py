@@ -1,0 +1,123 @@
+"""`stella signals start`: run the eBPF collector into a signed, hash-chained evidence chain."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from ..collector.events import MODES
+from ..collector.run import StartOptions, prepare
+from ..collector.session import Collector
+from ..errors import ConfigError
+from .output import console, error_line
+from .signals import app
+
+
+def _status_table(collector: Collector) -> Table:
+    table = Table(title="stella collector", show_header=False)
+    for key, value in collector.status().items():
+        table.add_row(key, str(value))
+    return table
+
+
+@app.command("start")
+def start(
+    function_map: Path = typer.Option(..., "--function-map", help="FM.json or FM.dsse.json."),
+    target: Path | None = typer.Option(None, "--target", help="Evidence directory (chains inside)."),
+    key: Path | None = typer.Option(None, "--key", help="Collector signing key (PEM) for seals."),
+    mode: str | None = typer.Option(None, "--mode", help=f"One of: {', '.join(MODES)} (default coverage)."),
+    window: float | None = typer.Option(None, "--window", help="Coverage window in seconds (default 1800)."),
+    aggregation_window: str | None = typer.Option(
+        None, "--aggregation-window", help="Count/flush interval, e.g. 1000ms or 1s."
+    ),
+    sampling_rate: float | None = typer.Option(
+        None, "--sampling-rate", help="Trace mode: fraction of hits kept, in (0, 1]."
+    ),
+    pid: list[int] = typer.Option([], "--pid", help="Only these processes (repeatable)."),
+    container: list[str] = typer.Option([], "--container", help="Only these container ids (repeatable)."),
+    path_allow: list[str] = typer.Option([], "--path-allow", help="File/exec path glob to keep."),
+    path_deny: list[str] = typer.Option([], "--path-deny", help="File/exec path glob to drop."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    config: Path | None = typer.Option(None, "--config", help="stellaops.yaml (signals: section)."),
+    probes_dir: Path | None = typer.Option(
+        None, "--probes-dir", help="Probe objects and their probes.lock.json (e.g. from a bundle)."
+    ),
+    chain_id: str | None = typer.Option(None, "--chain-id", help="Chain name (default SERVICE-HOST)."),
+    trust_root: Path | None = typer.Option(
+        None, "--trust-root", help="Verify a signed function map against this trust root."
+    ),
+    container_metadata: Path | None = typer.Option(
+        None, "--container-metadata", help="JSON: container id → pod_name, namespace, image_digest."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No live status display."),
+) -> None:
+    """Attach probes for a function map and write observations until stopped (SIGTERM/SIGINT)."""
+    if mode is not None and mode not in MODES:
+        raise ConfigError(f"expected one of {', '.join(MODES)}, got {mode!r}", field="--mode")
+    session = prepare(
+        StartOptions(
+            function_map=function_map,
+            target=target,
+            key=key,
+            mode=mode,
+            window_seconds=window,
+            aggregation_window=aggregation_window,
+            sampling_rate=sampling_rate,
+            pids=tuple(pid),
+            containers=tuple(container),
+            path_allow=tuple(path_allow),
+            path_deny=tuple(path_deny),
+            config=config,
+            probes_dir=probes_dir,
+            chain_id=chain_id,
+            trust_root=trust_root,
+            container_metadata=container_metadata,
+        )
+    )
+    for note in session.notes:
+        error_line(f"warning: {note}")
+    collector = session.collector
+    try:
+        collector.start()
+    except BaseException:
+        session.writer.close(final=False)
+        raise
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, on_signal)
+    error_line(
+        f"collecting: {len(session.plan.specs)} probes attached, mode {collector.config.mode}, "
+        f"chain {session.chain_dir}"
+    )
+    try:
+        if quiet or not console.is_terminal:
+            collector.run(duration, should_stop=stop.is_set)
+        else:
+            with Live(_status_table(collector), console=console, refresh_per_second=2) as live:
+                collector.run(
+                    duration,
+                    should_stop=stop.is_set,
+                    on_tick=lambda c: live.update(_status_table(c)),
+                )
+    finally:
+        collector.stop(final=True)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    status = collector.status()
+    console.print(
+        f"stopped: {status['records']} records, {status['nodes_observed']}/{status['nodes_planned']} "
+        f"nodes observed, lost: ring buffer {status['ring_buffer_dropped']}, sampled out "
+        f"{status['sampled_out']}, filtered out {status['filtered_out']}; final seal in {session.chain_dir}"
+    )

@@ -1,0 +1,142 @@
+"""`signals start` as a library call: function map → plan → loaded probes → evidence writer.
+
+The CLI only parses options and shows status; everything else (config file merge, chain id,
+probe set, kernel features) is decided here so tests and other tools can drive it.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..attest.keys import load_signer
+from ..errors import CollectorEnvironmentError, ConfigError
+from .containers import CgroupResolver, MetadataMap
+from .features import DEFAULT_TRACEFS, KernelFeatures, detect
+from .loader import DEFAULT_RING_SIZE, ProbeRuntime, ProbeSet
+from .plan import AttachPlan, build_plan
+from .session import Collector, CollectorConfig
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SCALE_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_duration_ms(text: str | int | float, field_name: str) -> int:
+    """`1000ms`, `1s`, `2.5s`, `5m`, or a bare number of milliseconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return int(text)
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise ConfigError(f"expected a duration such as 1000ms, 1s or 5m, got {text!r}", field=field_name)
+    return int(float(match.group(1)) * _SCALE_MS[match.group(2) or "ms"])
+
+
+@dataclass
+class StartOptions:
+    function_map: Path
+    target: Path | None = None
+    key: Path | None = None
+    mode: str | None = None
+    window_seconds: float | None = None
+    aggregation_window: str | None = None
+    sampling_rate: float | None = None
+    pids: tuple[int, ...] = ()
+    containers: tuple[str, ...] = ()
+    path_allow: tuple[str, ...] = ()
+    path_deny: tuple[str, ...] = ()
+    config: Path | None = None
+    probes_dir: Path | None = None
+    chain_id: str | None = None
+    trust_root: Path | None = None
+    container_metadata: Path | None = None
+    ring_size: int = DEFAULT_RING_SIZE
+    tracefs_path: Path = DEFAULT_TRACEFS
+
+
+@dataclass
+class PreparedSession:
+    collector: Collector
+    plan: AttachPlan
+    writer: Any
+    features: KernelFeatures
+    chain_dir: Path
+    function_map_digest: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _chain_id_for(service: str) -> str:
+    raw = f"{service}-{socket.gethostname()}"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:128]
+
+
+def prepare(options: StartOptions) -> PreparedSession:
+    """Everything up to (not including) attaching: errors here leave nothing half-written."""
+    from ..evidence.config import CollectorInfo, WriterConfig, load_signals_config, read_boot_id
+    from ..evidence.writer import ChunkWriter
+    from ..functionmap.model import load_function_map
+
+    settings: dict[str, Any] = {}
+    writer_config = WriterConfig()
+    target, key, chain_id = options.target, options.key, options.chain_id
+    if options.config is not None:
+        loaded = load_signals_config(options.config)
+        settings = dict(loaded.other)
+        writer_config = loaded.writer
+        target = target or loaded.output_directory
+        key = key or loaded.key_file
+        chain_id = chain_id or loaded.chain_id
+    if target is None:
+        raise ConfigError("no evidence directory: pass --target or set signals.output_directory", field="target")
+    if key is None:
+        raise ConfigError("no signing key: pass --key or set signals.signing.key_file", field="key")
+
+    def pick(value: Any, name: str, default: Any) -> Any:
+        return value if value not in (None, ()) else settings.get(name, default)
+
+    aggregation = pick(options.aggregation_window, "aggregation_window", "1000ms")
+    config = CollectorConfig(
+        mode=str(pick(options.mode, "mode", "coverage")),
+        window_seconds=float(pick(options.window_seconds, "window_seconds", 1800)),
+        aggregation_ms=parse_duration_ms(aggregation, "aggregation_window"),
+        sampling_rate=float(pick(options.sampling_rate, "sampling_rate", 1.0)),
+        pids=tuple(int(p) for p in pick(options.pids, "pids", ())),
+        containers=tuple(str(c) for c in pick(options.containers, "containers", ())),
+        path_allow=tuple(str(g) for g in pick(options.path_allow, "path_allow", ())),
+        path_deny=tuple(str(g) for g in pick(options.path_deny, "path_deny", ())),
+    )
+    loaded_map = load_function_map(options.function_map, options.trust_root)
+    service = str(getattr(loaded_map.function_map, "service", "service"))
+    chain_id = chain_id or _chain_id_for(service)
+    signer = load_signer(key)
+
+    features = detect(options.tracefs_path)
+    if not features.has("capabilities") and not features.has("bpf_syscall"):
+        raise CollectorEnvironmentError(features.features["capabilities"].detail)
+    plan = build_plan(list(loaded_map.nodes()), features)
+    if not plan.specs:
+        reasons = "; ".join(u.reason for u in plan.unobservable[:3])
+        raise CollectorEnvironmentError(f"no node of the function map can be observed here: {reasons}")
+    probes_dir = options.probes_dir or pick(None, "probes_dir", None)
+    probe_set = ProbeSet.open(probes_dir)
+    runtime = ProbeRuntime(probe_set, features, ring_size=options.ring_size)
+    metadata_path = options.container_metadata or settings.get("container_metadata")
+    resolver = CgroupResolver(metadata=MetadataMap.load(metadata_path))
+    info = CollectorInfo(
+        id=f"stella-collector/{socket.gethostname()}",
+        host=config.host,
+        boot_id=read_boot_id(),
+        version=__version__,
+        probe_set_sha256=probe_set.lock.probe_set_sha256,
+    )
+    writer = ChunkWriter.open(target, chain_id, signer, writer_config, info)
+    collector = Collector(plan, runtime, writer, config, resolver)
+    notes = [
+        f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable
+    ]
+    return PreparedSession(
+        collector, plan, writer, features, Path(target) / chain_id, loaded_map.digest, notes
+    )

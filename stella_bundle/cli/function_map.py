@@ -1,7 +1,259 @@
-"""`stella function-map`: Generate and verify function maps."""
+"""`stella function-map`: generate function maps from SBOMs and verify observations offline."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from ..attest.dsse import sign_statement
+from ..attest.keys import load_signer
+from ..attest.signing import write_envelope
+from ..attest.trustroot import TrustRoot
+from ..canonical import canonical_bytes
+from ..errors import InputError
+from ..fsutil import write_bytes_atomic
+from ..functionmap.generate import GenerateOptions, generate_function_map, signature_path
+from ..functionmap.inputs import observation_paths
+from ..functionmap.model import load_function_map
+from ..functionmap.verify import VerificationResult, VerifyOptions, verify_files
+from ..timeutil import parse_timestamp
+from .output import Format, console, emit_json, error_line
 
 app = typer.Typer(help="Generate and verify function maps.", no_args_is_help=True)
+
+
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise InputError(f"expected KEY=VALUE, found {value!r}", field=option)
+        pairs.append((key, rest))
+    return pairs
+
+
+def _rate_pairs(values: list[str], option: str) -> dict[str, float]:
+    rates = {}
+    for key, value in _pairs(values, option):
+        try:
+            rates[key] = float(value)
+        except ValueError as exc:
+            raise InputError(f"expected a number for {key}, found {value!r}", field=option) from exc
+    return rates
+
+
+def _bool(value: str, option: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    raise InputError(f"expected true or false, found {value!r}", field=option)
+
+
+def _time(value: str | None, option: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise InputError(str(exc), field=option) from exc
+
+
+@app.command("generate")
+def generate(
+    sbom: Path = typer.Option(..., "--sbom", help="CycloneDX JSON SBOM of the service."),
+    service: str = typer.Option(..., "--service", help="Service name recorded in the map."),
+    output: Path = typer.Option(..., "--output", help="Where to write function-map.json."),
+    hot_functions: list[str] = typer.Option(
+        [], "--hot-functions", help="Glob over TAG/SYMBOL or COMPONENT/SYMBOL (repeatable)."
+    ),
+    min_rate: float = typer.Option(0.95, "--min-rate", help="Minimum observation rate."),
+    window: int = typer.Option(1800, "--window", help="Observation window in seconds."),
+    build_id: str | None = typer.Option(None, "--build-id", help="Build identifier."),
+    static_analysis: Path | None = typer.Option(
+        None, "--static-analysis", help="Call graph JSON (schemas/static-callgraph.schema.json)."
+    ),
+    binary_path: list[str] = typer.Option(
+        [], "--binary-path", help="PURL=PATH of an ELF file to check symbols in (repeatable)."
+    ),
+    tag_rate: list[str] = typer.Option([], "--tag-rate", help="TAG=RATE minimum (repeatable)."),
+    optional: list[str] = typer.Option(
+        [], "--optional", help="Glob of paths that are optional (repeatable)."
+    ),
+    image_digest: str | None = typer.Option(None, "--image-digest", help="sha256:… of the image."),
+    fail_on_unexpected: str = typer.Option(
+        "true", "--fail-on-unexpected", help="true|false: unexpected symbols fail verification."
+    ),
+    catalog: list[Path] = typer.Option(
+        [], "--catalog", help="Extra symbol catalog JSON (same shape as the built-in one)."
+    ),
+    sign_key: Path | None = typer.Option(
+        None, "--sign-key", help="Sign: writes <output>.dsse.json beside the map."
+    ),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Generate a function map (an in-toto Statement) from an SBOM."""
+    options = GenerateOptions(
+        sbom=sbom,
+        service=service,
+        hot_functions=list(hot_functions),
+        min_rate=min_rate,
+        window_seconds=window,
+        build_id=build_id,
+        static_analysis=static_analysis,
+        binary_paths=dict(_pairs(list(binary_path), "--binary-path")),
+        tag_rates=_rate_pairs(list(tag_rate), "--tag-rate"),
+        optional=list(optional),
+        image_digest=image_digest,
+        fail_on_unexpected=_bool(fail_on_unexpected, "--fail-on-unexpected"),
+        catalogs=list(catalog),
+    )
+    signer = load_signer(sign_key) if sign_key is not None else None
+    result = generate_function_map(options)
+    data = canonical_bytes(result.statement)
+    write_bytes_atomic(output, data)
+    envelope_path = None
+    if signer is not None:
+        envelope_path = signature_path(output)
+        write_envelope(envelope_path, sign_statement(result.statement, [signer]))
+    summary = result.summary()
+    summary["output"] = str(output)
+    summary["signature"] = str(envelope_path) if envelope_path else None
+    if output_format == Format.json:
+        emit_json(summary)
+    else:
+        console.print(
+            f"function map for {service}: {summary['expected_paths']} paths, "
+            f"{summary['nodes']} nodes ({', '.join(f'{k} {v}' for k, v in summary['paths_by_source'].items()) or 'no sources'}) → {output}"
+            + (f" (signed: {envelope_path})" if envelope_path else "")
+        )
+    for item in result.not_observable:
+        error_line(
+            f"not observable: {item.purl} {item.symbol} is not defined in {item.binary_path} "
+            f"(paths dropped: {', '.join(item.path_ids)})"
+        )
+    for warning in result.warnings:
+        error_line(f"warning: {warning}")
+
+
+def _render_table(result: VerificationResult) -> None:
+    verdict = "[green]VERIFIED[/green]" if result.verified else "[red]NOT VERIFIED[/red]"
+    console.print(
+        f"{verdict}  observation rate {result.observation_rate:.2%} "
+        f"(target {result.target_rate:.2%}), confidence {result.confidence['overall']:.2f}, "
+        f"records {result.records['in_window']} in window / {result.records['read']} read"
+    )
+    paths = Table(title="Expected paths", show_lines=False)
+    for column in ("path", "tag", "status", "nodes", "confidence", "optional"):
+        paths.add_column(column)
+    for entry in result.per_path_breakdown:
+        style = {"observed": "green", "partial": "yellow", "missing": "red"}[entry["status"]]
+        paths.add_row(
+            entry["path_id"],
+            entry["tag"],
+            f"[{style}]{entry['status']}[/{style}]",
+            f"{entry['observed_nodes']}/{entry['total_nodes']}",
+            f"{entry['confidence']:.2f}",
+            "yes" if entry["optional"] else "",
+        )
+    console.print(paths)
+    tags = Table(title="Per tag")
+    for column in ("tag", "observed/required", "rate", "min rate", "met"):
+        tags.add_column(column)
+    for name, tag in result.per_tag.items():
+        tags.add_row(
+            name,
+            f"{tag['observed_paths']}/{tag['required_paths']}",
+            f"{tag['rate']:.2%}",
+            "" if tag["min_rate"] is None else f"{tag['min_rate']:.2%}",
+            "yes" if tag["met"] else "[red]no[/red]",
+        )
+    console.print(tags)
+    if result.missing_symbols:
+        missing = Table(title="Missing symbols")
+        for column in ("purl", "symbol", "reason"):
+            missing.add_column(column)
+        for item in result.missing_symbols:
+            missing.add_row(item["purl"], item["symbol"], item["reason"])
+        console.print(missing)
+    if result.unexpected_symbols:
+        unexpected = Table(title="Unexpected symbols")
+        for column in ("function", "purl", "count", "probe types", "diagnosis"):
+            unexpected.add_column(column)
+        for item in result.unexpected_symbols:
+            unexpected.add_row(
+                str(item["function_name"]),
+                str(item["purl"] or ""),
+                str(item["count"]),
+                ", ".join(item["probe_types"]),
+                item.get("diagnosis", ""),
+            )
+        console.print(unexpected)
+    for diagnosis in result.diagnoses:
+        console.print(f"{diagnosis['diagnosis']}: {diagnosis['detail']}")
+    for failure in result.failures:
+        console.print(f"[red]failed:[/red] {failure}")
+
+
+@app.command("verify")
+def verify(
+    function_map: Path = typer.Option(
+        ..., "--function-map", help="function-map.json or function-map.dsse.json."
+    ),
+    observations: list[Path] = typer.Option(
+        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+    ),
+    evidence: Path | None = typer.Option(
+        None, "--evidence", help="Evidence directory (<chain_id>/<seq>.ndjson.zst chunks)."
+    ),
+    window_from: str | None = typer.Option(None, "--from", help="Ignore observations before."),
+    window_to: str | None = typer.Option(None, "--to", help="Ignore observations after."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+    output: Path | None = typer.Option(None, "--output", help="Also write the JSON result here."),
+    fail_on_unexpected: str | None = typer.Option(
+        None, "--fail-on-unexpected", help="true|false (default: the map's setting)."
+    ),
+    trust_root: Path | None = typer.Option(
+        None, "--trust-root", help="Require the map's DSSE signature by the function-map role."
+    ),
+    probe_weight: list[str] = typer.Option(
+        [], "--probe-weight", help="TYPE=WEIGHT confidence weight override (repeatable)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", help="Scan processes (default: CPUs)."),
+    offline: bool = typer.Option(
+        True,
+        "--offline/--online",
+        help="Accepted for compatibility: verification is always offline.",
+    ),
+) -> int:
+    """Verify observations against a function map, offline. Exit 0 verified, 1 not."""
+    root = TrustRoot.load(trust_root) if trust_root is not None else None
+    loaded = load_function_map(function_map, root)
+    options = VerifyOptions(
+        window_from=_time(window_from, "--from"),
+        window_to=_time(window_to, "--to"),
+        fail_on_unexpected=(
+            _bool(fail_on_unexpected, "--fail-on-unexpected")
+            if fail_on_unexpected is not None
+            else None
+        ),
+        probe_weights=_rate_pairs(list(probe_weight), "--probe-weight"),
+        workers=workers,
+    )
+    paths = observation_paths(list(observations), evidence)
+    result = verify_files(loaded, paths, options)
+    document: dict[str, Any] = result.to_dict()
+    if output is not None:
+        write_bytes_atomic(output, canonical_bytes(document))
+    if output_format == Format.json:
+        emit_json(document)
+    else:
+        _render_table(result)
+    if loaded.signed and not loaded.signature_checked:
+        error_line("note: the function map's signature was not checked (no --trust-root given)")
+    return 0 if result.verified else 1

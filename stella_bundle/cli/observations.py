@@ -5,3 +5,4 @@ from __future__ import annotations
 import typer
 
 app = typer.Typer(help="Query and import observation records.", no_args_is_help=True)
+from . import observations_query  # noqa: E402,F401

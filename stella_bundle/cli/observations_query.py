@@ -1,0 +1,106 @@
+"""`stella observations query`: filter observations and summarise them per symbol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from ..functionmap.inputs import iter_records, observation_paths
+from ..functionmap.query import QueryFilter, filter_records, summarise
+from ..timeutil import format_timestamp, parse_timestamp
+from .observations import app
+from .output import Format, console, emit_json
+
+
+def _time(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return format_timestamp(parse_timestamp(value))
+    except ValueError as exc:
+        raise InputError(str(exc), field=option) from exc
+
+
+@app.command("query")
+def query(
+    observations: list[Path] = typer.Option(
+        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+    ),
+    evidence: Path | None = typer.Option(
+        None, "--evidence", help="Evidence directory (<chain_id>/<seq>.ndjson.zst chunks)."
+    ),
+    summary: bool = typer.Option(False, "--summary", help="Per-symbol summary, not records."),
+    service: str | None = typer.Option(
+        None, "--service", help="Pod S or S-<suffix>, namespace, comm or details.service."
+    ),
+    container: str | None = typer.Option(None, "--container", help="Container id (or prefix)."),
+    symbol: str | None = typer.Option(None, "--symbol", help="Glob over function names."),
+    window_from: str | None = typer.Option(None, "--from", help="Only observations from then."),
+    window_to: str | None = typer.Option(None, "--to", help="Only observations until then."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many records."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Show observation records, or with --summary per-symbol counts, first/last seen,
+    probe types and containers."""
+    paths = observation_paths(list(observations), evidence)
+    selection = QueryFilter(
+        service=service,
+        container=container,
+        symbol=symbol,
+        window_from=_time(window_from, "--from"),
+        window_to=_time(window_to, "--to"),
+    )
+    records = filter_records(iter_records(paths), selection)
+    if summary:
+        rows = [entry.to_dict() for entry in summarise(records)]
+        if output_format == Format.json:
+            emit_json({"symbols": rows, "files": [str(p) for p in paths]})
+            return
+        table = Table(title=f"Observed symbols ({len(rows)})")
+        for column in (
+            "function",
+            "purl",
+            "count",
+            "first seen",
+            "last seen",
+            "probes",
+            "containers",
+        ):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["function_name"],
+                row["purl"] or "",
+                str(row["count"]),
+                row["first_observed_at"],
+                row["last_observed_at"],
+                ", ".join(row["probe_types"]),
+                ", ".join(c[:12] for c in row["containers"]),
+            )
+        console.print(table)
+        return
+    selected: list[dict[str, Any]] = []
+    for record in records:
+        if limit is not None and len(selected) >= limit:
+            break
+        selected.append(record)
+    if output_format == Format.json:
+        emit_json({"records": selected})
+        return
+    table = Table(title=f"Observations ({len(selected)})")
+    for column in ("observed at", "function", "probe", "count", "container", "comm"):
+        table.add_column(column)
+    for record in selected:
+        table.add_row(
+            record["observed_at"],
+            record["function_name"],
+            record["probe_type"],
+            str(record.get("count", 1)),
+            (record.get("container_id") or "")[:12],
+            record.get("comm") or "",
+        )
+    console.print(table)

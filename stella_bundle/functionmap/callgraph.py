@@ -1,0 +1,143 @@
+"""Static-analysis call graphs (schemas/static-callgraph.schema.json): bounded path enumeration.
+
+Paths are simple (no node twice), start at an entrypoint and end at a sink; enumeration stops at
+`max_depth` nodes per path and `max_paths` in total, and says when it was cut short.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import MalformedDocumentError, SchemaValidationError
+from ..jsonio import load_json
+
+DEFAULT_MAX_DEPTH = 16
+DEFAULT_MAX_PATHS = 5000
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    id: str
+    purl: str
+    symbol: str
+    tag: str | None
+
+
+@dataclass
+class CallGraph:
+    nodes: dict[str, GraphNode]
+    edges: dict[str, list[str]]
+    entrypoints: list[str]
+    sinks: set[str]
+    source: str
+
+
+@dataclass
+class Enumeration:
+    paths: list[list[GraphNode]] = field(default_factory=list)
+    truncated: bool = False
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_validator() -> Any:
+    import jsonschema
+
+    text = (
+        resources.files("stella_bundle")
+        .joinpath("schemas/static-callgraph.schema.json")
+        .read_text("utf-8")
+    )
+    schema = json.loads(text)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def load_callgraph(path: str | Path) -> CallGraph:
+    source = str(path)
+    document = load_json(path)
+    errors = sorted(_schema_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path) or None
+        raise SchemaValidationError(
+            f"not a static-analysis call graph: {first.message}", path=source, field=where
+        )
+    nodes: dict[str, GraphNode] = {}
+    for index, raw in enumerate(document["nodes"]):
+        if raw["id"] in nodes:
+            raise MalformedDocumentError(
+                f"duplicate node id {raw['id']!r}", path=source, field=f"nodes[{index}].id"
+            )
+        nodes[raw["id"]] = GraphNode(raw["id"], raw["purl"], raw["symbol"], raw.get("tag"))
+    edges: dict[str, list[str]] = {}
+    for index, edge in enumerate(document["edges"]):
+        for end in ("from", "to"):
+            if edge[end] not in nodes:
+                raise MalformedDocumentError(
+                    f"edge refers to unknown node {edge[end]!r}",
+                    path=source,
+                    field=f"edges[{index}].{end}",
+                )
+        edges.setdefault(edge["from"], []).append(edge["to"])
+    for name in ("entrypoints", "sinks"):
+        for index, node_id in enumerate(document.get(name, [])):
+            if node_id not in nodes:
+                raise MalformedDocumentError(
+                    f"unknown node {node_id!r}", path=source, field=f"{name}[{index}]"
+                )
+    # Sorted adjacency makes enumeration order, and so truncation, deterministic.
+    for callees in edges.values():
+        callees.sort()
+    return CallGraph(
+        nodes, edges, list(document["entrypoints"]), set(document.get("sinks", [])), source
+    )
+
+
+def enumerate_paths(
+    graph: CallGraph,
+    is_sink: Callable[[GraphNode], bool],
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_paths: int = DEFAULT_MAX_PATHS,
+) -> Enumeration:
+    """Every simple path entrypoint → sink of at most `max_depth` nodes (at most `max_paths`)."""
+    result = Enumeration()
+    sinks = {node_id for node_id, node in graph.nodes.items() if is_sink(node)} | graph.sinks
+    if not sinks:
+        return result
+    # Prune: only walk nodes from which some sink is reachable.
+    reverse: dict[str, list[str]] = {}
+    for caller, callees in graph.edges.items():
+        for callee in callees:
+            reverse.setdefault(callee, []).append(caller)
+    useful = set(sinks)
+    frontier = list(sinks)
+    while frontier:
+        current = frontier.pop()
+        for caller in reverse.get(current, []):
+            if caller not in useful:
+                useful.add(caller)
+                frontier.append(caller)
+    for entry in sorted(set(graph.entrypoints)):
+        if entry not in useful:
+            continue
+        stack: list[tuple[str, list[str]]] = [(entry, [entry])]
+        while stack:
+            current, trail = stack.pop()
+            if current in sinks:
+                result.paths.append([graph.nodes[n] for n in trail])
+                if len(result.paths) >= max_paths:
+                    result.truncated = True
+                    return result
+            if len(trail) >= max_depth:
+                if any(c in useful and c not in trail for c in graph.edges.get(current, [])):
+                    result.truncated = True
+                continue
+            for callee in reversed(graph.edges.get(current, [])):
+                if callee in useful and callee not in trail:
+                    stack.append((callee, [*trail, callee]))
+    return result

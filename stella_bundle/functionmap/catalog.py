@@ -1,0 +1,160 @@
+"""The built-in catalog of security-relevant symbols (catalog.json), extensible by a user file.
+
+A catalog entry names a component (`openssl`), the package names it goes by in any purl type
+(`libssl3`, `openssl-libs`, …, most specific first), and its symbols with a tag. An entry may
+`inherit` another entry's symbols (musl → glibc).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import MalformedDocumentError
+from ..jsonio import load_json_object
+from .sbom import Component
+
+
+@dataclass(frozen=True)
+class CatalogSymbol:
+    symbol: str
+    tag: str
+    library: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogComponent:
+    name: str
+    names: tuple[str, ...]  # package-name globs, most specific first
+    symbols: tuple[CatalogSymbol, ...]
+    description: str = ""
+
+    def match_rank(self, component: Component) -> int | None:
+        """Index of the first name glob the component's package name matches, or None."""
+        candidates = {component.package_name.lower(), component.name.lower()}
+        for rank, pattern in enumerate(self.names):
+            if any(fnmatch.fnmatchcase(c, pattern.lower()) for c in candidates):
+                return rank
+        return None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    components: tuple[CatalogComponent, ...]
+
+    def tag_of(self, symbol: str) -> str | None:
+        for entry in self.components:
+            for item in entry.symbols:
+                if item.symbol == symbol:
+                    return item.tag
+        return None
+
+    def tag_for_component(self, component: Component) -> str | None:
+        """The first tag of the catalog entry that matches this component (crypto for OpenSSL)."""
+        for entry in self.components:
+            if entry.symbols and entry.match_rank(component) is not None:
+                return entry.symbols[0].tag
+        return None
+
+    def matches(self, sbom_components: list[Component]) -> list[tuple[CatalogComponent, Component]]:
+        """For each catalog entry, the SBOM component it applies to (best-ranked name wins).
+
+        One SBOM component per entry: Debian's `openssl` (the CLI) and `libssl3` (the library)
+        both match OpenSSL, and the library is where the symbols live.
+        """
+        found = []
+        for entry in self.components:
+            best: tuple[int, int, Component] | None = None
+            for order, component in enumerate(sbom_components):
+                rank = entry.match_rank(component)
+                if rank is not None and (best is None or (rank, order) < best[:2]):
+                    best = (rank, order, component)
+            if best is not None:
+                found.append((entry, best[2]))
+        return found
+
+
+def _parse(document: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    entries = document.get("components")
+    if not isinstance(entries, list):
+        raise MalformedDocumentError(
+            "a catalog needs a 'components' list", path=source, field="components"
+        )
+    for index, entry in enumerate(entries):
+        where = f"components[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise MalformedDocumentError("entry needs a string name", path=source, field=where)
+        names = entry.get("names", [entry["name"]])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise MalformedDocumentError(
+                "expected a list of package names", path=source, field=f"{where}.names"
+            )
+        for position, item in enumerate(entry.get("symbols", [])):
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("symbol"), str)
+                and isinstance(item.get("tag"), str)
+            ):
+                raise MalformedDocumentError(
+                    "expected {symbol, tag[, library]}",
+                    path=source,
+                    field=f"{where}.symbols[{position}]",
+                )
+    return entries
+
+
+def _build(entries: list[dict[str, Any]]) -> Catalog:
+    by_name: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        existing = by_name.get(entry["name"])
+        if existing is None:
+            by_name[entry["name"]] = {**entry, "symbols": list(entry.get("symbols", []))}
+        else:
+            # A user entry with a known name adds names and symbols (same symbol: user wins).
+            merged = {s["symbol"]: s for s in existing["symbols"]}
+            merged.update({s["symbol"]: s for s in entry.get("symbols", [])})
+            existing["symbols"] = list(merged.values())
+            existing["names"] = list(
+                dict.fromkeys([*entry.get("names", []), *existing.get("names", [])])
+            )
+    components = []
+    for name, entry in by_name.items():
+        symbols: list[dict[str, Any]] = list(entry["symbols"])
+        parent = entry.get("inherit")
+        if parent in by_name:
+            library = entry.get("library")
+            own = {s["symbol"] for s in symbols}
+            symbols += [
+                {**s, "library": library or s.get("library")}
+                for s in by_name[parent]["symbols"]
+                if s["symbol"] not in own
+            ]
+        components.append(
+            CatalogComponent(
+                name=name,
+                names=tuple(entry.get("names", [name])),
+                symbols=tuple(
+                    CatalogSymbol(s["symbol"], s["tag"], s.get("library")) for s in symbols
+                ),
+                description=str(entry.get("description", "")),
+            )
+        )
+    return Catalog(tuple(components))
+
+
+def builtin_catalog_document() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("catalog.json").read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def load_catalog(extra: list[str | Path] | None = None) -> Catalog:
+    """The built-in catalog, extended by user catalog files of the same shape."""
+    entries = _parse(builtin_catalog_document(), "catalog.json (built-in)")
+    for path in extra or []:
+        entries += _parse(load_json_object(path, "a symbol catalog"), str(path))
+    return _build(entries)

@@ -1,0 +1,457 @@
+"""Generating a function map from an SBOM (DESIGN.md §4, issue 3).
+
+Expected paths come from four sources: the symbol catalog matched to SBOM components, CycloneDX
+call stacks and occurrences, a static-analysis call graph, and the ELF symbols of binaries given
+with `--binary-path`. The same inputs, build id and SOURCE_DATE_EPOCH give the same bytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packageurl import PackageURL
+
+from ..attest.statement import FUNCTION_MAP_PREDICATE, make_statement, subject_for_bytes
+from ..errors import ConfigError, InputError
+from ..timeutil import build_time, format_timestamp
+from .callgraph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PATHS, enumerate_paths, load_callgraph
+from .catalog import Catalog, load_catalog
+from .elf import ElfSymbols, read_elf_symbols
+from .model import (
+    DEFAULT_MIN_RATE,
+    DEFAULT_WINDOW_SECONDS,
+    Coverage,
+    ExpectedNode,
+    ExpectedPath,
+    FunctionMap,
+    SbomRef,
+    priority_of,
+)
+from .sbom import Component, Sbom, load_sbom
+from .symbols import canonical_purl, normalize_symbol
+
+_IMAGE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NATIVE_PROBES = ("uprobe", "uretprobe")
+
+
+@dataclass
+class GenerateOptions:
+    sbom: str | Path
+    service: str
+    hot_functions: list[str] = field(default_factory=list)
+    min_rate: float = DEFAULT_MIN_RATE
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    build_id: str | None = None
+    static_analysis: str | Path | None = None
+    binary_paths: dict[str, str] = field(default_factory=dict)  # purl → ELF path
+    tag_rates: dict[str, float] = field(default_factory=dict)
+    optional: list[str] = field(default_factory=list)
+    image_digest: str | None = None
+    fail_on_unexpected: bool = True
+    catalogs: list[str | Path] = field(default_factory=list)
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_paths: int = DEFAULT_MAX_PATHS
+
+
+@dataclass(frozen=True)
+class NotObservable:
+    purl: str
+    symbol: str
+    binary_path: str
+    path_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "purl": self.purl,
+            "symbol": self.symbol,
+            "binary_path": self.binary_path,
+            "path_ids": list(self.path_ids),
+            "reason": "not observable: the binary does not define this symbol",
+        }
+
+
+@dataclass
+class GenerationResult:
+    statement: dict[str, Any]
+    function_map: FunctionMap
+    not_observable: list[NotObservable]
+    warnings: list[str]
+    sources: dict[str, int]  # paths kept per source
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "service": self.function_map.service,
+            "expected_paths": len(self.function_map.expected_paths),
+            "nodes": len(self.function_map.nodes()),
+            "paths_by_source": dict(sorted(self.sources.items())),
+            "not_observable": [n.to_dict() for n in self.not_observable],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class _Candidate:
+    source: str  # catalog, callstack, occurrence, static-analysis, binary
+    label: str  # readable part of the path id
+    nodes: list[tuple[str, str]]  # (purl, symbol)
+    tag: str
+    names: set[str]  # component names usable in COMPONENT/SYMBOL globs
+    probe_types: tuple[str, ...] | None = None
+    dedup_scope: str = ""  # call stacks stay one path per stack even when frames coincide
+
+
+def _glob_subjects(tag: str, names: Iterable[str], symbol: str) -> list[str]:
+    return [f"{tag}/{symbol}", symbol, *(f"{name}/{symbol}" for name in names)]
+
+
+def _matches(globs: Sequence[str], subjects: Iterable[str]) -> bool:
+    subjects = list(subjects)
+    return any(fnmatch.fnmatchcase(s, g) for g in globs for s in subjects)
+
+
+def _versionless(purl: str) -> str:
+    parsed = PackageURL.from_string(purl)
+    return str(
+        PackageURL(type=parsed.type, namespace=parsed.namespace, name=parsed.name).to_string()
+    )
+
+
+def _component_names(component: Component, extra: Iterable[str] = ()) -> set[str]:
+    return {component.name, component.package_name, *extra}
+
+
+def _catalog_candidates(sbom: Sbom, catalog: Catalog) -> list[_Candidate]:
+    found = []
+    for entry, component in catalog.matches(list(sbom.all_components())):
+        for item in entry.symbols:
+            found.append(
+                _Candidate(
+                    source="catalog",
+                    label=f"{entry.name}/{item.symbol}",
+                    nodes=[(component.purl, item.symbol)],
+                    tag=item.tag,
+                    names=_component_names(component, [entry.name]),
+                    probe_types=_NATIVE_PROBES if item.library else None,
+                )
+            )
+    return found
+
+
+def _frame_owner(frame: Mapping[str, Any], sbom: Sbom, owner: Component) -> Component:
+    """The component whose namespace is the longest prefix of the frame's package."""
+    package = str(frame.get("package") or frame.get("module") or "")
+    best: tuple[int, Component] | None = None
+    for component in sbom.all_components():
+        namespace = component.group or PackageURL.from_string(component.purl).namespace or ""
+        inside = namespace and (package == namespace or package.startswith(namespace + "."))
+        if inside and (best is None or len(namespace) > best[0]):
+            best = (len(namespace), component)
+    return best[1] if best else owner
+
+
+def _frame_symbol(frame: Mapping[str, Any]) -> str | None:
+    function = frame.get("function")
+    if not isinstance(function, str) or not function:
+        return None
+    module = frame.get("module")
+    if isinstance(module, str) and module and not function.startswith(module + "."):
+        return f"{module}.{function}"
+    return function
+
+
+def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> list[_Candidate]:
+    found = []
+    for component in sbom.all_components():
+        evidence = component.evidence
+        callstack = evidence.get("callstack")
+        frames = callstack.get("frames") if isinstance(callstack, dict) else None
+        if isinstance(frames, list) and frames:
+            nodes: list[tuple[str, str]] = []
+            names = _component_names(component)
+            for frame in frames:
+                if not isinstance(frame, dict):
+                    continue
+                symbol = _frame_symbol(frame)
+                if symbol is None:
+                    continue
+                frame_owner = _frame_owner(frame, sbom, component)
+                node = (frame_owner.purl, symbol)
+                names |= _component_names(frame_owner)
+                # Frames differing only by line are the same function: one node.
+                if not nodes or nodes[-1] != node:
+                    nodes.append(node)
+            if nodes:
+                tag = catalog.tag_for_component(component) or "general"
+                found.append(
+                    _Candidate(
+                        source="callstack",
+                        label=component.package_name,
+                        nodes=nodes,
+                        tag=tag,
+                        names=names,
+                        dedup_scope=component.purl,
+                    )
+                )
+            else:
+                warnings.append(f"{component.purl}: call stack has no frame with a function name")
+        occurrences = evidence.get("occurrences")
+        if isinstance(occurrences, list):
+            for occurrence in occurrences:
+                symbol = occurrence.get("symbol") if isinstance(occurrence, dict) else None
+                if isinstance(symbol, str) and symbol:
+                    found.append(
+                        _Candidate(
+                            source="occurrence",
+                            label=f"{component.package_name}/{normalize_symbol(symbol)}",
+                            nodes=[(component.purl, symbol)],
+                            tag=catalog.tag_of(normalize_symbol(symbol))
+                            or catalog.tag_for_component(component)
+                            or "general",
+                            names=_component_names(component),
+                        )
+                    )
+    return found
+
+
+def _static_candidates(
+    options: GenerateOptions, catalog: Catalog, warnings: list[str]
+) -> list[_Candidate]:
+    assert options.static_analysis is not None
+    graph = load_callgraph(options.static_analysis)
+
+    def tag_of(node: Any) -> str:
+        return str(node.tag or catalog.tag_of(normalize_symbol(node.symbol)) or "general")
+
+    def name_of(purl: str) -> str:
+        return str(PackageURL.from_string(purl).name)
+
+    def is_sink(node: Any) -> bool:
+        if options.hot_functions:
+            return _matches(
+                options.hot_functions,
+                _glob_subjects(tag_of(node), [name_of(node.purl)], normalize_symbol(node.symbol)),
+            )
+        return tag_of(node) != "general"
+
+    enumeration = enumerate_paths(graph, is_sink, options.max_depth, options.max_paths)
+    if enumeration.truncated:
+        warnings.append(
+            f"{graph.source}: path enumeration stopped at the bounds "
+            f"(max depth {options.max_depth}, max paths {options.max_paths}); some paths omitted"
+        )
+    return [
+        _Candidate(
+            source="static",
+            label=normalize_symbol(path[-1].symbol),
+            nodes=[(n.purl, n.symbol) for n in path],
+            tag=tag_of(path[-1]),
+            names={name_of(n.purl) for n in path},
+        )
+        for path in enumeration.paths
+    ]
+
+
+def _binary_candidates(
+    sbom: Sbom, catalog: Catalog, binaries: Mapping[str, ElfSymbols], globs: Sequence[str]
+) -> list[_Candidate]:
+    """Defined functions of each --binary-path matched by a COMPONENT/SYMBOL or SYMBOL glob.
+
+    Tag globs (`crypto/*`) do not enumerate binaries: they would pull in whole libraries.
+    """
+    component_globs = [g for g in globs if "/" not in g or g.split("/", 1)[0] not in _TAG_NAMES]
+    if not component_globs:
+        return []
+    found = []
+    for purl, elf in sorted(binaries.items()):
+        component = _component_for_purl(sbom, purl)
+        names = _component_names(component) if component else {PackageURL.from_string(purl).name}
+        for entry in catalog.components:
+            if component is not None and entry.match_rank(component) is not None:
+                names.add(entry.name)
+        for symbol in sorted(elf.functions):
+            if _matches(component_globs, [symbol, *(f"{n}/{symbol}" for n in names)]):
+                found.append(
+                    _Candidate(
+                        source="binary",
+                        label=f"{sorted(names)[0]}/{symbol}",
+                        nodes=[(component.purl if component else purl, symbol)],
+                        tag=catalog.tag_of(symbol) or "general",
+                        names=names,
+                        probe_types=_NATIVE_PROBES,
+                    )
+                )
+    return found
+
+
+_TAG_NAMES = frozenset({"crypto", "auth", "net", "file", "exec", "general"})
+
+
+def _component_for_purl(sbom: Sbom, purl: str) -> Component | None:
+    exact = canonical_purl(purl)
+    loose = _versionless(exact)
+    fallback = None
+    for component in sbom.all_components():
+        if component.purl == exact:
+            return component
+        if fallback is None and _versionless(component.purl) == loose:
+            fallback = component
+    return fallback
+
+
+def _parse_image_digest(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _IMAGE_DIGEST_RE.match(value):
+        raise InputError(
+            f"expected sha256:<64 lowercase hex digits>, found {value!r}", field="--image-digest"
+        )
+    return value.split(":", 1)[1]
+
+
+def _check_rates(options: GenerateOptions) -> None:
+    if not 0 <= options.min_rate <= 1:
+        raise ConfigError(
+            f"expected a rate between 0 and 1, found {options.min_rate}", field="--min-rate"
+        )
+    if options.window_seconds <= 0:
+        raise ConfigError("expected a positive number of seconds", field="--window")
+    for tag, rate in options.tag_rates.items():
+        if not 0 <= rate <= 1:
+            raise ConfigError(f"rate for tag {tag!r} must be between 0 and 1", field="--tag-rate")
+
+
+def _path_id(candidate: _Candidate, hashes: Sequence[str]) -> str:
+    digest = hashlib.sha256("\n".join([candidate.dedup_scope, *hashes]).encode()).hexdigest()
+    return f"{candidate.source}/{candidate.label}/{digest[:12]}"
+
+
+def generate_function_map(options: GenerateOptions) -> GenerationResult:
+    """Build the function-map Statement; nothing is written here."""
+    _check_rates(options)
+    image_sha = _parse_image_digest(options.image_digest)
+    sbom = load_sbom(options.sbom)
+    catalog = load_catalog(list(options.catalogs))
+    warnings: list[str] = []
+
+    binaries: dict[str, ElfSymbols] = {}
+    for purl, path in options.binary_paths.items():
+        binaries[canonical_purl(purl)] = read_elf_symbols(str(path))
+    binaries_loose = {_versionless(purl): elf for purl, elf in binaries.items()}
+
+    candidates = _catalog_candidates(sbom, catalog)
+    candidates += _evidence_candidates(sbom, catalog, warnings)
+    if options.static_analysis is not None:
+        candidates += _static_candidates(options, catalog, warnings)
+    candidates += _binary_candidates(sbom, catalog, binaries, options.hot_functions)
+
+    paths: dict[str, ExpectedPath] = {}
+    seen: set[tuple[str, ...]] = set()
+    not_observable: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    sources: dict[str, int] = {}
+    for candidate in candidates:
+        if options.hot_functions and not any(
+            _matches(
+                options.hot_functions,
+                _glob_subjects(candidate.tag, candidate.names, normalize_symbol(symbol)),
+            )
+            for _, symbol in candidate.nodes
+        ):
+            continue
+        nodes = []
+        blocked = []
+        for purl, symbol in candidate.nodes:
+            elf = binaries.get(canonical_purl(purl)) or binaries_loose.get(_versionless(purl))
+            if elf is not None and not elf.defines(symbol):
+                blocked.append((canonical_purl(purl), normalize_symbol(symbol), elf.path))
+            nodes.append(
+                ExpectedNode.create(
+                    purl,
+                    symbol,
+                    binary_path=elf.path if elf else None,
+                    build_id=elf.build_id if elf else None,
+                    probe_types=candidate.probe_types,
+                )
+            )
+        hashes = tuple(n.node_hash for n in nodes)
+        key = (candidate.dedup_scope, *hashes)
+        if key in seen:
+            continue
+        seen.add(key)
+        path_id = _path_id(candidate, hashes)
+        if blocked:
+            for purl, symbol, binary in blocked:
+                entry = not_observable.setdefault((purl, symbol), (binary, []))
+                entry[1].append(path_id)
+            continue
+        sink = nodes[-1]
+        optional = bool(options.optional) and (
+            _matches(options.optional, _glob_subjects(candidate.tag, candidate.names, sink.symbol))
+            or _matches(options.optional, [path_id])
+        )
+        paths[path_id] = ExpectedPath(
+            path_id=path_id,
+            tag=candidate.tag,
+            priority=priority_of(candidate.tag),
+            optional=optional,
+            nodes=tuple(nodes),
+        )
+        sources[candidate.source] = sources.get(candidate.source, 0) + 1
+
+    if options.hot_functions:
+        for glob in options.hot_functions:
+            if not any(
+                _matches([glob], _glob_subjects(p.tag, [], n.symbol))
+                or _matches([glob], [f"{PackageURL.from_string(n.purl).name}/{n.symbol}"])
+                for p in paths.values()
+                for n in p.nodes
+            ):
+                warnings.append(f"--hot-functions {glob!r} matched no symbol")
+    if not paths:
+        warnings.append("the function map has no expected paths")
+
+    ordered = tuple(sorted(paths.values(), key=lambda p: (-p.priority, p.path_id)))
+    function_map = FunctionMap(
+        service=options.service,
+        build_id=options.build_id or f"sbom-{sbom.digest.split(':', 1)[1][:16]}",
+        generated_at=format_timestamp(build_time()),
+        sbom=SbomRef(digest=sbom.digest, format=sbom.format, spec_version=sbom.spec_version),
+        coverage=Coverage(
+            min_observation_rate=float(options.min_rate),
+            window_seconds=int(options.window_seconds),
+            fail_on_unexpected=options.fail_on_unexpected,
+            tag_min_rates={k: float(v) for k, v in sorted(options.tag_rates.items())},
+        ),
+        hot_functions=tuple(options.hot_functions),
+        expected_paths=ordered,
+    )
+    subjects = [subject_for_bytes(Path(options.sbom).name, sbom.data_bytes)]
+    if image_sha is not None:
+        subjects.append({"name": "image", "digest": {"sha256": image_sha}})
+    statement = make_statement(subjects, FUNCTION_MAP_PREDICATE, function_map.to_dict())
+    from .model import validate_predicate_schema
+
+    validate_predicate_schema(statement["predicate"], "generated function map")
+    return GenerationResult(
+        statement=statement,
+        function_map=function_map,
+        not_observable=[
+            NotObservable(purl, symbol, binary, tuple(ids))
+            for (purl, symbol), (binary, ids) in sorted(not_observable.items())
+        ],
+        warnings=warnings,
+        sources=sources,
+    )
+
+
+def signature_path(output: str | Path) -> Path:
+    """`function-map.json` → `function-map.dsse.json` (beside it)."""
+    path = Path(output)
+    name = path.name
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    return path.with_name(stem + ".dsse.json")

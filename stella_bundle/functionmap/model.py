@@ -1,0 +1,406 @@
+"""The function-map predicate (DESIGN.md §4) as typed classes, and loading it from disk.
+
+`function-map.json` is the in-toto Statement (canonical JSON); `function-map.dsse.json` is the
+DSSE envelope whose payload is exactly those bytes. Both load with `load_function_map`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope
+from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
+from ..attest.trustroot import TrustRoot
+from ..attest.verifier import AttestationVerifier
+from ..canonical import canonical_bytes
+from ..errors import MalformedDocumentError, PayloadTypeError, SchemaValidationError, StatementError
+from ..jsonio import load_json, parse_json
+from ..observations.record import PROBE_TYPES
+from .symbols import node_hash as compute_node_hash
+
+FUNCTION_MAP_ROLE = "function-map"
+
+# Higher is more important (DESIGN: crypto > auth > net > file > general).
+TAG_PRIORITY: Mapping[str, int] = {
+    "crypto": 50,
+    "auth": 40,
+    "exec": 35,
+    "net": 30,
+    "file": 20,
+    "general": 10,
+}
+DEFAULT_PRIORITY = TAG_PRIORITY["general"]
+
+DEFAULT_MIN_RATE = 0.95
+DEFAULT_WINDOW_SECONDS = 1800
+
+
+def priority_of(tag: str) -> int:
+    return TAG_PRIORITY.get(tag, DEFAULT_PRIORITY)
+
+
+def _fail(message: str, source: str | Path | None, field_name: str) -> SchemaValidationError:
+    return SchemaValidationError(message, path=source, field=field_name)
+
+
+def _req(data: Mapping[str, Any], key: str, kind: type, where: str, source: Any) -> Any:
+    if key not in data:
+        raise _fail("required field is missing", source, f"{where}{key}")
+    value = data[key]
+    if kind is int and isinstance(value, bool):
+        raise _fail("expected an integer", source, f"{where}{key}")
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind):
+        raise _fail(f"expected {kind.__name__}", source, f"{where}{key}")
+    return value
+
+
+@dataclass(frozen=True)
+class ExpectedNode:
+    """One function of one component that the service is expected to run."""
+
+    purl: str
+    symbol: str
+    node_hash: str
+    binary_path: str | None = None
+    build_id: str | None = None
+    probe_types: tuple[str, ...] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        purl: str,
+        symbol: str,
+        *,
+        binary_path: str | None = None,
+        build_id: str | None = None,
+        probe_types: tuple[str, ...] | None = None,
+    ) -> ExpectedNode:
+        from .symbols import canonical_purl, normalize_symbol
+
+        return cls(
+            canonical_purl(purl),
+            normalize_symbol(symbol),
+            compute_node_hash(purl, symbol),
+            binary_path,
+            build_id,
+            probe_types,
+        )
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, source: str | Path | None = None, where: str = "node."
+    ) -> ExpectedNode:
+        if not isinstance(data, dict):
+            raise _fail("expected an object", source, where.rstrip("."))
+        known = {"purl", "symbol", "node_hash", "binary_path", "build_id", "probe_types"}
+        extra = sorted(data.keys() - known)
+        if extra:
+            raise _fail("unknown field", source, where + extra[0])
+        probe_types = data.get("probe_types")
+        if probe_types is not None:
+            if not isinstance(probe_types, list) or not all(p in PROBE_TYPES for p in probe_types):
+                raise _fail(
+                    f"expected a list of probe types ({', '.join(PROBE_TYPES)})",
+                    source,
+                    where + "probe_types",
+                )
+            probe_types = tuple(probe_types)
+        for optional in ("binary_path", "build_id"):
+            if optional in data and not isinstance(data[optional], str):
+                raise _fail("expected a string", source, where + optional)
+        node = cls(
+            purl=_req(data, "purl", str, where, source),
+            symbol=_req(data, "symbol", str, where, source),
+            node_hash=_req(data, "node_hash", str, where, source),
+            binary_path=data.get("binary_path"),
+            build_id=data.get("build_id"),
+            probe_types=probe_types,
+        )
+        expected = compute_node_hash(node.purl, node.symbol)
+        if expected != node.node_hash:
+            raise _fail(
+                f"node_hash {node.node_hash} does not match purl and symbol (expected {expected})",
+                source,
+                where + "node_hash",
+            )
+        return node
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "purl": self.purl,
+            "symbol": self.symbol,
+            "node_hash": self.node_hash,
+        }
+        if self.binary_path is not None:
+            out["binary_path"] = self.binary_path
+        if self.build_id is not None:
+            out["build_id"] = self.build_id
+        if self.probe_types is not None:
+            out["probe_types"] = list(self.probe_types)
+        return out
+
+
+@dataclass(frozen=True)
+class ExpectedPath:
+    """An ordered chain of nodes, entrypoint to sink."""
+
+    path_id: str
+    tag: str
+    priority: int
+    optional: bool
+    nodes: tuple[ExpectedNode, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None, index: int = 0) -> ExpectedPath:
+        where = f"expected_paths[{index}]."
+        if not isinstance(data, dict):
+            raise _fail("expected an object", source, where.rstrip("."))
+        extra = sorted(data.keys() - {"path_id", "tag", "priority", "optional", "nodes"})
+        if extra:
+            raise _fail("unknown field", source, where + extra[0])
+        nodes = _req(data, "nodes", list, where, source)
+        if not nodes:
+            raise _fail("a path needs at least one node", source, where + "nodes")
+        return cls(
+            path_id=_req(data, "path_id", str, where, source),
+            tag=_req(data, "tag", str, where, source),
+            priority=_req(data, "priority", int, where, source),
+            optional=_req(data, "optional", bool, where, source),
+            nodes=tuple(
+                ExpectedNode.from_dict(n, source, f"{where}nodes[{i}].")
+                for i, n in enumerate(nodes)
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path_id": self.path_id,
+            "tag": self.tag,
+            "priority": self.priority,
+            "optional": self.optional,
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+    @property
+    def sink(self) -> ExpectedNode:
+        return self.nodes[-1]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    min_observation_rate: float = DEFAULT_MIN_RATE
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    fail_on_unexpected: bool = True
+    tag_min_rates: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> Coverage:
+        if not isinstance(data, dict):
+            raise _fail("expected an object", source, "coverage")
+        where = "coverage."
+        rates = data.get("tag_min_rates", {})
+        if not isinstance(rates, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+            for v in rates.values()
+        ):
+            raise _fail("expected tag → rate between 0 and 1", source, where + "tag_min_rates")
+        rate = _req(data, "min_observation_rate", float, where, source)
+        if not 0 <= rate <= 1:
+            raise _fail("expected a rate between 0 and 1", source, where + "min_observation_rate")
+        return cls(
+            min_observation_rate=rate,
+            window_seconds=_req(data, "window_seconds", int, where, source),
+            fail_on_unexpected=_req(data, "fail_on_unexpected", bool, where, source),
+            tag_min_rates={str(k): float(v) for k, v in rates.items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "min_observation_rate": self.min_observation_rate,
+            "window_seconds": self.window_seconds,
+            "fail_on_unexpected": self.fail_on_unexpected,
+            "tag_min_rates": dict(sorted(self.tag_min_rates.items())),
+        }
+
+
+@dataclass(frozen=True)
+class SbomRef:
+    digest: str
+    format: str
+    spec_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "format": self.format, "spec_version": self.spec_version}
+
+
+@dataclass(frozen=True)
+class FunctionMap:
+    """The predicate of a function-map Statement."""
+
+    service: str
+    build_id: str
+    generated_at: str
+    sbom: SbomRef
+    coverage: Coverage
+    hot_functions: tuple[str, ...]
+    expected_paths: tuple[ExpectedPath, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> FunctionMap:
+        if not isinstance(data, dict):
+            raise _fail("the function-map predicate must be an object", source, "predicate")
+        sbom = _req(data, "sbom", dict, "", source)
+        hot = data.get("hot_functions", [])
+        if not isinstance(hot, list) or not all(isinstance(h, str) for h in hot):
+            raise _fail("expected a list of glob strings", source, "hot_functions")
+        paths = _req(data, "expected_paths", list, "", source)
+        parsed = tuple(ExpectedPath.from_dict(p, source, i) for i, p in enumerate(paths))
+        seen: set[str] = set()
+        for index, path in enumerate(parsed):
+            if path.path_id in seen:
+                raise _fail(
+                    f"duplicate path_id {path.path_id!r}",
+                    source,
+                    f"expected_paths[{index}].path_id",
+                )
+            seen.add(path.path_id)
+        return cls(
+            service=_req(data, "service", str, "", source),
+            build_id=_req(data, "build_id", str, "", source),
+            generated_at=_req(data, "generated_at", str, "", source),
+            sbom=SbomRef(
+                digest=_req(sbom, "digest", str, "sbom.", source),
+                format=_req(sbom, "format", str, "sbom.", source),
+                spec_version=_req(sbom, "spec_version", str, "sbom.", source),
+            ),
+            coverage=Coverage.from_dict(_req(data, "coverage", dict, "", source), source),
+            hot_functions=tuple(hot),
+            expected_paths=parsed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "build_id": self.build_id,
+            "generated_at": self.generated_at,
+            "sbom": self.sbom.to_dict(),
+            "coverage": self.coverage.to_dict(),
+            "hot_functions": list(self.hot_functions),
+            "expected_paths": [p.to_dict() for p in self.expected_paths],
+        }
+
+    def nodes(self) -> list[ExpectedNode]:
+        """Every distinct node (by node_hash), in first-seen order; what the collector probes."""
+        seen: dict[str, ExpectedNode] = {}
+        for path in self.expected_paths:
+            for node in path.nodes:
+                seen.setdefault(node.node_hash, node)
+        return list(seen.values())
+
+    def iter_paths(self, include_optional: bool = True) -> Iterator[ExpectedPath]:
+        for path in self.expected_paths:
+            if include_optional or not path.optional:
+                yield path
+
+
+@dataclass(frozen=True)
+class LoadedFunctionMap:
+    """A function map as read from disk, with what is known about its authenticity."""
+
+    function_map: FunctionMap
+    statement: dict[str, Any]
+    digest: str  # sha256:<hex> of the canonical Statement bytes (the verification "policy")
+    source: str
+    signed: bool  # the input was a DSSE envelope
+    signature_checked: bool  # ... and it was verified against a trust root
+    signers: tuple[str, ...] = ()
+
+    # Convenience so callers may treat this like the FunctionMap itself.
+    def nodes(self) -> list[ExpectedNode]:
+        return self.function_map.nodes()
+
+    @property
+    def expected_paths(self) -> tuple[ExpectedPath, ...]:
+        return self.function_map.expected_paths
+
+    @property
+    def coverage(self) -> Coverage:
+        return self.function_map.coverage
+
+
+def validate_predicate_schema(predicate: Mapping[str, Any], source: str | Path | None) -> None:
+    """Check the predicate against schemas/function-map.schema.json (when it is shipped)."""
+    from .schema_check import check_function_map_predicate
+
+    check_function_map_predicate(predicate, source)
+
+
+def function_map_from_statement(
+    statement: Any, source: str | Path | None, *, check_schema: bool = True
+) -> FunctionMap:
+    try:
+        validate_statement(statement, FUNCTION_MAP_PREDICATE)
+    except StatementError as exc:
+        raise MalformedDocumentError(exc.message, path=source) from exc
+    if check_schema:
+        validate_predicate_schema(statement["predicate"], source)
+    return FunctionMap.from_dict(statement["predicate"], source)
+
+
+def load_function_map(
+    path: str | Path,
+    trust_root: TrustRoot | str | Path | None = None,
+    *,
+    check_schema: bool = True,
+) -> LoadedFunctionMap:
+    """Read FM.json (a Statement) or FM.dsse.json (its DSSE envelope).
+
+    With a trust root a DSSE input must be signed by the `function-map` role (errors are
+    VerificationFailure subclasses); a bare Statement cannot satisfy a trust root and is refused.
+    Without one, an envelope is read and `signature_checked` is False.
+    """
+    source = str(path)
+    document = load_json(path)
+    if isinstance(trust_root, str | Path):
+        trust_root = TrustRoot.load(trust_root)
+    is_envelope = isinstance(document, dict) and "payloadType" in document
+    signers: tuple[str, ...] = ()
+    if is_envelope:
+        if trust_root is not None:
+            verified = AttestationVerifier(trust_root).verify_statement(
+                document, FUNCTION_MAP_ROLE, source=path, predicate_type=FUNCTION_MAP_PREDICATE
+            )
+            statement = verified.statement
+            signers = tuple(key.keyid for key in verified.signers)
+        else:
+            envelope = parse_envelope(document, path)
+            if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+                raise PayloadTypeError(
+                    f"payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}",
+                    path=path,
+                )
+            statement = parse_json(envelope.payload, f"{source} (payload)")
+    else:
+        if trust_root is not None:
+            raise StatementError(
+                "a trust root was given but this function map is not signed; "
+                "pass the .dsse.json envelope",
+                path=path,
+            )
+        statement = document
+    function_map = function_map_from_statement(statement, source, check_schema=check_schema)
+    return LoadedFunctionMap(
+        function_map=function_map,
+        statement=statement,
+        digest="sha256:" + hashlib.sha256(canonical_bytes(statement)).hexdigest(),
+        source=source,
+        signed=is_envelope,
+        signature_checked=is_envelope and trust_root is not None,
+        signers=signers,
+    )

@@ -1,0 +1,117 @@
+"""`stella observations query`: filter observation records and summarise them per symbol."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..timeutil import format_timestamp, parse_timestamp
+from .symbols import normalize_symbol
+
+
+@dataclass
+class QueryFilter:
+    service: str | None = None
+    container: str | None = None
+    symbol: str | None = None  # glob over function_name and its normalised form
+    window_from: str | None = None  # canonical timestamps
+    window_to: str | None = None
+
+    def matches_service(self, record: dict[str, Any]) -> bool:
+        """A record belongs to service S when its pod is S or S-<suffix>, its namespace or
+        comm is S, or details.service is S (records carry no service field of their own)."""
+        if self.service is None:
+            return True
+        name = self.service
+        pod = record.get("pod_name") or ""
+        details = record.get("details")
+        return (
+            pod == name
+            or pod.startswith(name + "-")
+            or record.get("namespace") == name
+            or record.get("comm") == name
+            or (isinstance(details, dict) and details.get("service") == name)
+        )
+
+    def accepts(self, record: dict[str, Any]) -> bool:
+        if not self.matches_service(record):
+            return False
+        if self.container is not None:
+            container = record.get("container_id") or ""
+            if not (container == self.container or container.startswith(self.container)):
+                return False
+        if self.symbol is not None:
+            name = record["function_name"]
+            if not (
+                fnmatch.fnmatchcase(name, self.symbol)
+                or fnmatch.fnmatchcase(normalize_symbol(name), self.symbol)
+            ):
+                return False
+        if self.window_from is not None or self.window_to is not None:
+            start = _canonical(record.get("first_observed_at") or record["observed_at"])
+            end = _canonical(record.get("last_observed_at") or record["observed_at"])
+            if self.window_from is not None and end < self.window_from:
+                return False
+            if self.window_to is not None and start > self.window_to:
+                return False
+        return True
+
+
+def _canonical(value: str) -> str:
+    return format_timestamp(parse_timestamp(value))
+
+
+@dataclass
+class SymbolSummary:
+    function_name: str
+    purl: str | None
+    node_hash: str
+    count: int = 0
+    records: int = 0
+    first_observed_at: str = "~"
+    last_observed_at: str = ""
+    probe_types: set[str] = field(default_factory=set)
+    containers: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "function_name": self.function_name,
+            "purl": self.purl,
+            "node_hash": self.node_hash,
+            "count": self.count,
+            "records": self.records,
+            "first_observed_at": self.first_observed_at,
+            "last_observed_at": self.last_observed_at,
+            "probe_types": sorted(self.probe_types),
+            "containers": sorted(self.containers),
+        }
+
+
+def filter_records(
+    records: Iterable[dict[str, Any]], query: QueryFilter
+) -> Iterator[dict[str, Any]]:
+    return (record for record in records if query.accepts(record))
+
+
+def summarise(records: Iterable[dict[str, Any]]) -> list[SymbolSummary]:
+    """Per symbol (node_hash): counts, first/last seen, probe types, containers."""
+    table: dict[str, SymbolSummary] = {}
+    for record in records:
+        node_hash = record["node_hash"]
+        entry = table.get(node_hash)
+        if entry is None:
+            entry = table[node_hash] = SymbolSummary(
+                record["function_name"], record.get("purl"), node_hash
+            )
+        entry.count += int(record.get("count", 1))
+        entry.records += 1
+        start = _canonical(record.get("first_observed_at") or record["observed_at"])
+        end = _canonical(record.get("last_observed_at") or record["observed_at"])
+        entry.first_observed_at = min(entry.first_observed_at, start)
+        entry.last_observed_at = max(entry.last_observed_at, end)
+        entry.probe_types.add(record["probe_type"])
+        if record.get("container_id"):
+            entry.containers.add(record["container_id"])
+    return sorted(table.values(), key=lambda s: (-s.count, s.function_name, s.node_hash))

@@ -1,0 +1,551 @@
+"""Verifying observations against a function map, offline (DESIGN.md §4, issue 3).
+
+Inputs are any iterable of observation records (`verify_observations`, used by the bundle
+verifier on evidence chains) or NDJSON files (`verify_files`, the fast path: a canonical-line
+scan, split over worker processes for large plain files). Memory holds per-node state only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import multiprocessing
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packageurl import PackageURL
+
+from ..errors import InputError, StellaError
+from ..observations.record import DEFAULT_PROBE_WEIGHTS, PROBE_TYPES
+from ..timeutil import format_timestamp
+from .model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
+from .scan import NodeAggregate, ObservationAggregator
+from .symbols import canonical_purl, normalize_symbol
+
+# Plain files at least this large are split across worker processes.
+PARALLEL_MIN_BYTES = 32 << 20
+
+STATUS_OBSERVED = "observed"
+STATUS_PARTIAL = "partial"
+STATUS_MISSING = "missing"
+
+VERSION_DRIFT = "version drift"
+NORMALISATION_MISMATCH = "normalisation mismatch"
+
+
+@dataclass
+class VerifyOptions:
+    window_from: dt.datetime | None = None
+    window_to: dt.datetime | None = None
+    fail_on_unexpected: bool | None = None  # None: the map's coverage setting
+    probe_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PROBE_WEIGHTS))
+    workers: int | None = None  # None: one per CPU, for large plain files
+
+    def __post_init__(self) -> None:
+        if (
+            self.window_from is not None
+            and self.window_to is not None
+            and self.window_from > self.window_to
+        ):
+            raise InputError("--from is later than --to", field="--from")
+        unknown = set(self.probe_weights) - set(PROBE_TYPES)
+        if unknown:
+            raise InputError(
+                f"unknown probe type {min(unknown)!r}; expected one of {', '.join(PROBE_TYPES)}",
+                field="--probe-weight",
+            )
+        for name, weight in self.probe_weights.items():
+            if not 0 <= weight <= 1:
+                raise InputError(
+                    f"weight of {name} must be between 0 and 1", field="--probe-weight"
+                )
+        self.probe_weights = {**DEFAULT_PROBE_WEIGHTS, **self.probe_weights}
+
+    def window_strings(self) -> tuple[str | None, str | None]:
+        return (
+            format_timestamp(self.window_from) if self.window_from else None,
+            format_timestamp(self.window_to) if self.window_to else None,
+        )
+
+
+def _round(value: float) -> float:
+    return round(value, 6)
+
+
+@dataclass
+class VerificationResult:
+    """The coverage answer; `to_dict` is what the verification report embeds."""
+
+    verified: bool
+    observation_rate: float
+    target_rate: float
+    per_path_breakdown: list[dict[str, Any]]
+    per_tag: dict[str, dict[str, Any]]
+    unexpected_symbols: list[dict[str, Any]]
+    missing_symbols: list[dict[str, Any]]
+    confidence: dict[str, Any]
+    diagnoses: list[dict[str, Any]]
+    window: dict[str, str | None]
+    records: dict[str, int]
+    failures: list[str]
+    fail_on_unexpected: bool
+    function_map: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verified": self.verified,
+            "observation_rate": self.observation_rate,
+            "target_rate": self.target_rate,
+            "per_path_breakdown": self.per_path_breakdown,
+            "per_tag": self.per_tag,
+            "unexpected_symbols": self.unexpected_symbols,
+            "missing_symbols": self.missing_symbols,
+            "confidence": self.confidence,
+            "diagnoses": self.diagnoses,
+            "window": self.window,
+            "records": self.records,
+            "failures": self.failures,
+            "fail_on_unexpected": self.fail_on_unexpected,
+            "function_map": self.function_map,
+        }
+
+
+def _unwrap(function_map: FunctionMap | LoadedFunctionMap) -> tuple[FunctionMap, dict[str, Any]]:
+    if isinstance(function_map, LoadedFunctionMap):
+        return function_map.function_map, {
+            "digest": function_map.digest,
+            "source": function_map.source,
+            "signed": function_map.signed,
+            "signature_checked": function_map.signature_checked,
+            "service": function_map.function_map.service,
+        }
+    return function_map, {"service": function_map.service}
+
+
+def new_aggregator(
+    function_map: FunctionMap | LoadedFunctionMap, options: VerifyOptions | None = None
+) -> ObservationAggregator:
+    fmap, _ = _unwrap(function_map)
+    window_from, window_to = (options or VerifyOptions()).window_strings()
+    return ObservationAggregator([n.node_hash for n in fmap.nodes()], window_from, window_to)
+
+
+def verify_observations(
+    function_map: FunctionMap | LoadedFunctionMap,
+    records: Iterable[Mapping[str, Any]],
+    options: VerifyOptions | None = None,
+    *,
+    source: str = "<records>",
+) -> VerificationResult:
+    """Verify a stream of observation records (dicts); each is validated as it is read."""
+    options = options or VerifyOptions()
+    aggregator = new_aggregator(function_map, options)
+    for index, record in enumerate(records, start=1):
+        aggregator.add_record(dict(record), source, index)
+    return evaluate(function_map, aggregator, options)
+
+
+def verify_files(
+    function_map: FunctionMap | LoadedFunctionMap,
+    paths: Sequence[str | Path],
+    options: VerifyOptions | None = None,
+) -> VerificationResult:
+    """Verify NDJSON observation files (plain or .zst), with the fast canonical scan."""
+    options = options or VerifyOptions()
+    aggregator = new_aggregator(function_map, options)
+    scan_paths(aggregator, paths, options.workers)
+    return evaluate(function_map, aggregator, options)
+
+
+# --- parallel scanning ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unit:
+    path: str
+    start: int | None  # None: the whole file (compressed files are never split)
+    end: int | None
+
+
+def _split_units(paths: Sequence[str | Path], workers: int) -> list[_Unit]:
+    units: list[_Unit] = []
+    for raw in paths:
+        path = str(raw)
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as handle:
+                magic = handle.read(4)
+        except OSError:
+            units.append(_Unit(path, None, None))  # the scan reports the error
+            continue
+        if workers < 2 or size < PARALLEL_MIN_BYTES or magic == b"\x28\xb5\x2f\xfd":
+            units.append(_Unit(path, None, None))
+            continue
+        bounds = [0]
+        with open(path, "rb") as handle:
+            for part in range(1, workers):
+                handle.seek(size * part // workers)
+                handle.readline()
+                position = handle.tell()
+                if bounds[-1] < position < size:
+                    bounds.append(position)
+        bounds.append(size)
+        units += [_Unit(path, a, b) for a, b in itertools.pairwise(bounds)]
+    return units
+
+
+_State = tuple[int, str, str, int, str | None, str | None]
+
+
+def _export(states: Mapping[str, NodeAggregate]) -> dict[str, _State]:
+    return {
+        h: (s.count, s.first, s.last, s.probe_mask, s.function_name, s.purl)
+        for h, s in states.items()
+        if s.count
+    }
+
+
+def _scan_unit(
+    args: tuple[_Unit, list[str], str | None, str | None],
+) -> tuple[str, Any]:
+    unit, expected, window_from, window_to = args
+    aggregator = ObservationAggregator(expected, window_from, window_to)
+    try:
+        if unit.start is None or unit.end is None:
+            aggregator.scan_file(unit.path)
+        else:
+            aggregator.scan_range(unit.path, unit.start, unit.end)
+    except StellaError as exc:
+        return "error", (type(exc), exc.message, exc.path, exc.line, exc.field)
+    return "ok", (
+        _export(aggregator.expected),
+        _export(aggregator.unexpected),
+        aggregator.records,
+        aggregator.outside_window,
+    )
+
+
+def _merge(target: dict[str, NodeAggregate], states: Mapping[str, _State]) -> None:
+    for node_hash, (count, first, last, mask, name, purl) in states.items():
+        state = target.get(node_hash)
+        if state is None:
+            state = target[node_hash] = NodeAggregate()
+        state.count += count
+        state.first = min(state.first, first)
+        state.last = max(state.last, last)
+        state.probe_mask |= mask
+        if state.function_name is None:
+            state.function_name, state.purl = name, purl
+
+
+def _lines_before(path: str, offset: int) -> int:
+    count = 0
+    with open(path, "rb") as handle:
+        remaining = offset
+        while remaining > 0:
+            block = handle.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            remaining -= len(block)
+    return count
+
+
+def scan_paths(
+    aggregator: ObservationAggregator, paths: Sequence[str | Path], workers: int | None = None
+) -> None:
+    """Scan files into `aggregator`, splitting large plain files across processes."""
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    units = _split_units(paths, workers)
+    if workers < 2 or len(units) < 2 or all(u.start is None for u in units):
+        for unit in units:
+            aggregator.scan_file(unit.path)
+        return
+    expected = list(aggregator.expected)
+    jobs = [(u, expected, aggregator.window_from, aggregator.window_to) for u in units]
+    context = multiprocessing.get_context("fork")
+    with context.Pool(min(workers, len(units))) as pool:
+        results = pool.map(_scan_unit, jobs, chunksize=1)
+    for unit, (status, payload) in zip(units, results, strict=True):
+        if status == "error":
+            kind, message, path, line, field_name = payload
+            if line is not None and unit.start:
+                line += _lines_before(unit.path, unit.start)
+            raise kind(message, path=path, line=line, field=field_name)
+    for unit, (_, payload) in zip(units, results, strict=True):
+        expected_states, unexpected_states, records, outside = payload
+        _merge(aggregator.expected, expected_states)
+        _merge(aggregator.unexpected, unexpected_states)
+        aggregator.records += records
+        aggregator.outside_window += outside
+        if unit.path not in aggregator.files:
+            aggregator.files.append(unit.path)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+def _node_confidence(state: NodeAggregate | None, weights: Mapping[str, float]) -> float:
+    if state is None or not state.count:
+        return 0.0
+    return max(weights[p] for p in state.probe_types())
+
+
+def _node_entry(node: ExpectedNode, state: NodeAggregate | None, weight: float) -> dict[str, Any]:
+    entry = node.to_dict()
+    observed = state is not None and state.count > 0
+    entry["observed"] = observed
+    if observed and state is not None:
+        entry["count"] = state.count
+        entry["first_observed_at"] = state.first
+        entry["last_observed_at"] = state.last
+        entry["observed_probe_types"] = state.probe_types()
+    entry["confidence"] = _round(weight)
+    return entry
+
+
+def _versionless(purl: str) -> str:
+    parsed = PackageURL.from_string(purl)
+    return str(
+        PackageURL(type=parsed.type, namespace=parsed.namespace, name=parsed.name).to_string()
+    )
+
+
+def _diagnose(
+    missing: Mapping[str, tuple[ExpectedNode, list[str]]],
+    unexpected: Mapping[str, NodeAggregate],
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Explain missing nodes by unexpected observations of the same function under another
+    version of the package (version drift) or another spelling of the symbol (normalisation)."""
+    exact: dict[tuple[str, str], ExpectedNode] = {}
+    loose: dict[tuple[str, str], list[ExpectedNode]] = {}
+    for node, _ in missing.values():
+        exact[(node.purl, node.symbol)] = node
+        loose.setdefault((_versionless(node.purl), node.symbol), []).append(node)
+    diagnoses: list[dict[str, Any]] = []
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    if not missing:
+        return diagnoses, by_node
+    for observed_hash, state in sorted(unexpected.items()):
+        if not state.purl or not state.function_name:
+            continue
+        try:
+            purl = canonical_purl(state.purl)
+            loose_purl = _versionless(purl)
+        except (StellaError, ValueError):
+            continue
+        symbol = normalize_symbol(state.function_name)
+        found: list[tuple[str, ExpectedNode]] = []
+        exact_node = exact.get((purl, symbol))
+        if exact_node is not None:
+            found.append((NORMALISATION_MISMATCH, exact_node))
+        else:
+            for candidate in loose.get((loose_purl, symbol), []):
+                found.append((VERSION_DRIFT, candidate))
+        for kind, node in found:
+            if kind == VERSION_DRIFT:
+                detail = f"observed {purl}, the map expects {node.purl}"
+            else:
+                detail = (
+                    f"observed function_name {state.function_name!r} with node_hash "
+                    f"{observed_hash}; normalised it is {symbol!r} = {node.node_hash}"
+                )
+            diagnosis = {
+                "diagnosis": kind,
+                "detail": detail,
+                "expected": {"purl": node.purl, "symbol": node.symbol, "node_hash": node.node_hash},
+                "observed": {
+                    "purl": state.purl,
+                    "function_name": state.function_name,
+                    "node_hash": observed_hash,
+                    "count": state.count,
+                },
+                "path_ids": sorted(missing[node.node_hash][1]),
+            }
+            diagnoses.append(diagnosis)
+            by_node.setdefault(node.node_hash, []).append(diagnosis)
+    return diagnoses, by_node
+
+
+def _path_status(observed_nodes: int, total: int) -> str:
+    if observed_nodes == total:
+        return STATUS_OBSERVED
+    return STATUS_PARTIAL if observed_nodes else STATUS_MISSING
+
+
+def evaluate(
+    function_map: FunctionMap | LoadedFunctionMap,
+    aggregator: ObservationAggregator,
+    options: VerifyOptions | None = None,
+) -> VerificationResult:
+    """Turn aggregated per-node state into the verdict."""
+    options = options or VerifyOptions()
+    fmap, map_info = _unwrap(function_map)
+    weights = options.probe_weights
+    coverage = fmap.coverage
+    fail_on_unexpected = (
+        coverage.fail_on_unexpected
+        if options.fail_on_unexpected is None
+        else options.fail_on_unexpected
+    )
+    states = aggregator.expected
+    node_weight = {h: _node_confidence(s, weights) for h, s in states.items()}
+
+    breakdown: list[dict[str, Any]] = []
+    tags: dict[str, dict[str, Any]] = {}
+    missing: dict[str, tuple[ExpectedNode, list[str]]] = {}
+    required_paths = observed_required = 0
+    confidence_sum = 0.0
+    path_confidence: dict[str, float] = {}
+    paths: tuple[ExpectedPath, ...] = fmap.expected_paths
+    for path in paths:
+        seen = [states[n.node_hash].count > 0 for n in path.nodes]
+        status = _path_status(sum(seen), len(path.nodes))
+        confidence = sum(node_weight[n.node_hash] for n in path.nodes) / len(path.nodes)
+        path_confidence[path.path_id] = _round(confidence)
+        breakdown.append(
+            {
+                "path_id": path.path_id,
+                "tag": path.tag,
+                "priority": path.priority,
+                "optional": path.optional,
+                "status": status,
+                "observed_nodes": sum(seen),
+                "total_nodes": len(path.nodes),
+                "confidence": _round(confidence),
+                "nodes": [
+                    _node_entry(n, states.get(n.node_hash), node_weight[n.node_hash])
+                    for n in path.nodes
+                ],
+            }
+        )
+        tag = tags.setdefault(
+            path.tag,
+            {
+                "required_paths": 0,
+                "observed_paths": 0,
+                "partial_paths": 0,
+                "missing_paths": 0,
+                "optional_paths": 0,
+                "optional_observed_paths": 0,
+            },
+        )
+        if path.optional:
+            tag["optional_paths"] += 1
+            tag["optional_observed_paths"] += status == STATUS_OBSERVED
+            continue
+        required_paths += 1
+        confidence_sum += confidence
+        tag["required_paths"] += 1
+        if status == STATUS_OBSERVED:
+            observed_required += 1
+            tag["observed_paths"] += 1
+        else:
+            tag["partial_paths" if status == STATUS_PARTIAL else "missing_paths"] += 1
+            for node, was_seen in zip(path.nodes, seen, strict=True):
+                if not was_seen:
+                    missing.setdefault(node.node_hash, (node, []))[1].append(path.path_id)
+
+    observation_rate = observed_required / required_paths if required_paths else 1.0
+    target = coverage.min_observation_rate
+    failures: list[str] = []
+    if observation_rate < target:
+        failures.append(
+            f"observation rate {observation_rate:.4f} is below the target {target:.4f} "
+            f"({observed_required} of {required_paths} required paths observed)"
+        )
+    for name, tag in sorted(tags.items()):
+        rate = tag["observed_paths"] / tag["required_paths"] if tag["required_paths"] else 1.0
+        minimum = coverage.tag_min_rates.get(name)
+        tag["rate"] = _round(rate)
+        tag["min_rate"] = minimum
+        tag["met"] = minimum is None or rate >= minimum
+        if not tag["met"]:
+            failures.append(f"tag {name}: rate {rate:.4f} is below its minimum {minimum:.4f}")
+    for name in sorted(set(coverage.tag_min_rates) - set(tags)):
+        tags[name] = {
+            "required_paths": 0,
+            "observed_paths": 0,
+            "partial_paths": 0,
+            "missing_paths": 0,
+            "optional_paths": 0,
+            "optional_observed_paths": 0,
+            "rate": 1.0,
+            "min_rate": coverage.tag_min_rates[name],
+            "met": True,
+        }
+
+    diagnoses, diagnosis_by_node = _diagnose(missing, aggregator.unexpected)
+    diagnosed_hashes = {d["observed"]["node_hash"]: d["diagnosis"] for d in diagnoses}
+    missing_symbols = []
+    for node_hash, (node, path_ids) in sorted(
+        missing.items(), key=lambda item: (item[1][0].purl, item[1][0].symbol)
+    ):
+        entry = node.to_dict()
+        entry["path_ids"] = sorted(path_ids)
+        entry["reason"] = (
+            " / ".join(sorted({d["diagnosis"] for d in diagnosis_by_node[node_hash]}))
+            if node_hash in diagnosis_by_node
+            else "not observed"
+        )
+        missing_symbols.append(entry)
+    unexpected_symbols = []
+    for node_hash, state in sorted(
+        aggregator.unexpected.items(), key=lambda item: (-item[1].count, item[0])
+    ):
+        entry = {
+            "node_hash": node_hash,
+            "function_name": state.function_name,
+            "purl": state.purl,
+            "count": state.count,
+            "first_observed_at": state.first,
+            "last_observed_at": state.last,
+            "probe_types": state.probe_types(),
+        }
+        if node_hash in diagnosed_hashes:
+            entry["diagnosis"] = diagnosed_hashes[node_hash]
+        unexpected_symbols.append(entry)
+    if unexpected_symbols and fail_on_unexpected:
+        failures.append(
+            f"{len(unexpected_symbols)} unexpected symbol(s) observed and fail_on_unexpected is true"
+        )
+
+    by_probe: dict[str, int] = {}
+    for state in states.values():
+        for probe in state.probe_types():
+            by_probe[probe] = by_probe.get(probe, 0) + 1
+    overall = confidence_sum / required_paths if required_paths else 0.0
+    window_from, window_to = options.window_strings()
+    return VerificationResult(
+        verified=not failures,
+        observation_rate=_round(observation_rate),
+        target_rate=target,
+        per_path_breakdown=breakdown,
+        per_tag=dict(sorted(tags.items())),
+        unexpected_symbols=unexpected_symbols,
+        missing_symbols=missing_symbols,
+        confidence={
+            "overall": _round(overall),
+            "method": "node: highest weight among the probe types that observed it (0 if "
+            "unobserved); path: mean of its nodes; overall: mean over required paths",
+            "weights": dict(sorted(weights.items())),
+            "observed_nodes_by_probe_type": dict(sorted(by_probe.items())),
+            "per_path": path_confidence,
+        },
+        diagnoses=diagnoses,
+        window={"from": window_from, "to": window_to},
+        records={
+            "read": aggregator.records,
+            "in_window": aggregator.records - aggregator.outside_window,
+            "outside_window": aggregator.outside_window,
+            "expected_nodes": len(states),
+            "expected_nodes_observed": sum(1 for s in states.values() if s.count),
+            "unexpected_nodes": len(aggregator.unexpected),
+        },
+        failures=failures,
+        fail_on_unexpected=fail_on_unexpected,
+        function_map=map_info,
+    )

@@ -157,6 +157,15 @@ _PATTERN_HINTS: Final[Mapping[str, str]] = {
     "^sha256:[0-9a-f]{64}$": "'sha256:' followed by 64 lowercase hex digits",
     "^[0-9a-f]{64}$": "64 lowercase hex digits (a sha256)",
     "^[A-Za-z0-9+/_-]*={0,2}$": "base64 text",
+    "^pkg:[A-Za-z][A-Za-z0-9.+-]*/": "a package URL (pkg:TYPE/NAMESPACE/NAME@VERSION)",
+    "^[a-z][a-z0-9_-]*$": "a lowercase tag name (crypto, auth, net, file, general…)",
+    "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": (
+        "a safe path component (a letter or digit, then up to 127 letters, digits, '.', '_', '-')"
+    ),
+    "^(?!/)(?!.*/$)(?!.*(^|/)\\.{1,2}(/|$))(?!.*//)[^\\\\\\u0000]+$": (
+        "a relative POSIX path (no leading or trailing '/', no '.', '..' or empty segment, "
+        "no backslash or NUL)"
+    ),
 }
 
 _JSON_TYPES: Final[Sequence[tuple[type, str]]] = (

@@ -84,14 +84,25 @@ class ObservationError(MalformedDocumentError):
     """An observation record breaks the record format."""
 
 
-def _contains_float(value: Any) -> bool:
+# RFC 8785 (like JavaScript) represents integers exactly only up to 2**53 - 1: a larger one
+# passes JSON parsing but cannot be written canonically, so it is refused here, not at sealing.
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+
+def _non_canonical_number(value: Any) -> str | None:
+    """Why `value` (at any depth) cannot be in a record, or None."""
     if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_contains_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_contains_float(v) for v in value)
-    return False
+        return "records must not contain floating-point numbers"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return None
+        return "integers must lie within ±(2**53 - 1) (RFC 8785); write larger values as strings"
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        reason = _non_canonical_number(item)
+        if reason is not None:
+            return reason
+    return None
 
 
 def validate_record(
@@ -140,8 +151,12 @@ def validate_record(
     for name in _INT_FIELDS:
         if name in record:
             value = record[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise fail("expected a non-negative integer", name)
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_SAFE_INTEGER
+            ):
+                raise fail("expected a non-negative integer (at most 2**53 - 1)", name)
     if record.get("count") == 0:
         raise fail("must be at least 1", "count")
     if "kind" in record and record["kind"] not in KINDS:
@@ -152,8 +167,9 @@ def validate_record(
             raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "image_digest")
     if "details" in record and not isinstance(record["details"], dict):
         raise fail("expected a JSON object", "details")
-    if _contains_float(record):
-        raise fail("records must not contain floating-point numbers")
+    reason = _non_canonical_number(record)
+    if reason is not None:
+        raise fail(reason)
     return record
 
 

@@ -145,7 +145,8 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
         rc = lib.lib.libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_TRACEPOINT, None)
         if rc == 1:
             put("bpf_syscall", True, "bpf() allowed: a tracepoint program loaded")
-        elif rc in (-1, -13):
+        elif rc in (-1, -13) or not enough:
+            # libbpf's probe reports a refused bpf() as "unsupported" (0): the capabilities tell.
             put("bpf_syscall", False, f"bpf() not permitted: {CAPABILITY_HINT}")
         else:
             put("bpf_syscall", False, f"bpf() failed ({os.strerror(-rc) if rc < 0 else 'unsupported'})")

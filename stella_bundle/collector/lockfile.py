@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from elftools.elf.elffile import ELFFile
 
 from ..errors import MalformedDocumentError, ProbeIntegrityError
 from ..fsutil import write_bytes_atomic
@@ -69,6 +68,8 @@ def attach_type_of(section: str) -> str:
 
 def programs_of(data: bytes) -> tuple[ProgramInfo, ...]:
     """Programs in a BPF ELF object: global FUNC symbols in executable, non-.text sections."""
+    from elftools.elf.elffile import ELFFile  # build-time only: the loader never needs it
+
     elf = ELFFile(io.BytesIO(data))
     symtab = elf.get_section_by_name(".symtab")
     if symtab is None:

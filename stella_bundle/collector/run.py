@@ -122,6 +122,8 @@ def prepare(options: StartOptions) -> PreparedSession:
         raise CollectorEnvironmentError(f"no node of the function map can be observed here: {reasons}")
     probes_dir = options.probes_dir or pick(None, "probes_dir", None)
     probe_set = ProbeSet.open(probes_dir)
+    for object_name in plan.programs_by_object():
+        probe_set.verified(object_name)  # refuse a tampered set before any evidence is written
     runtime = ProbeRuntime(probe_set, features, ring_size=options.ring_size)
     metadata_path = options.container_metadata or settings.get("container_metadata")
     resolver = CgroupResolver(metadata=MetadataMap.load(metadata_path))

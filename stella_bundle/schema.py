@@ -320,7 +320,7 @@ def detect_kind(document: Any) -> str:
         if "files" in keys and isinstance(document["files"], list):
             return "bundle-manifest"
     raise MalformedDocumentError(
-        "cannot tell which kind of document this is; give the kind explicitly "
+        "cannot tell which kind of document this is; name it (stella schema validate --kind) "
         f"(one of {', '.join(KINDS)})"
     )
 

@@ -125,9 +125,7 @@ def test_schema_properties_are_the_validators_fields() -> None:
 
 # --- generated records ---------------------------------------------------------------------------
 
-TIMESTAMP_SHAPE = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,10})?(Z|z|[+-][0-9]{2}:[0-9]{2})?"
-)
+TIMESTAMP_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,10})?(Z|z|[+-][0-9]{2}:[0-9]{2})?"
 
 json_scalars = st.one_of(
     st.none(),
@@ -139,8 +137,9 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
     max_leaves=8,
 )
 timestamps = st.one_of(
@@ -154,8 +153,9 @@ hashes = st.one_of(
 )
 float_free = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-MAX_SAFE, MAX_SAFE), st.text(max_size=4)),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
     max_leaves=8,
 )
 valid_timestamps = st.datetimes().map(lambda d: d.isoformat(timespec="microseconds") + "Z")

@@ -2,8 +2,247 @@
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from ..attest.keys import load_signer
+from ..attest.trustroot import TrustRoot
+from ..bundle.build import build_bundle
+from ..bundle.inspect import inspect_bundle
+from ..bundle.media import join_parts, parse_part_size, split_bundle
+from ..bundle.render import render_html, report_renderable
+from ..bundle.report import check_auditor_key, write_reports
+from ..bundle.verify import verify_bundle
+from ..errors import InputError
+from ..timeutil import parse_timestamp
+from .output import console, emit_json, error_console, error_line
 
 app = typer.Typer(
     help="Build, inspect, split, join and verify .stella.bundle.tgz archives.", no_args_is_help=True
 )
+
+# Below this, a progress bar is more noise than help.
+PROGRESS_THRESHOLD = 64 * 1024 * 1024
+
+
+class ReportFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+    html = "html"
+
+
+class InspectFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+@contextmanager
+def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """Yield `update(done, total)`; a rich bar on stderr when enabled and stderr is a terminal."""
+    if not enabled or not error_console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=error_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command("build")
+def build(
+    function_map: list[Path] = typer.Option(
+        ..., "--function-map", help="FM.json or FM.dsse.json (signed); repeat per service."
+    ),
+    evidence: list[Path] = typer.Option(
+        ..., "--evidence", help="Evidence directory (chains below it) or one chain directory."
+    ),
+    key: Path = typer.Option(..., "--key", help="Builder private key (signs the manifest)."),
+    output: Path = typer.Option(..., "--output", help="NAME.stella.bundle.tgz to write."),
+    probes: Path | None = typer.Option(
+        None, "--probes", help="Directory of *.bpf.o with probes.lock.json."
+    ),
+    date_label: str | None = typer.Option(
+        None, "--date-label", help="Label of the observations view (default: build date)."
+    ),
+) -> None:
+    """Build a reproducible, signed bundle (SOURCE_DATE_EPOCH fixes the timestamps)."""
+    signer = load_signer(key)
+    big = sum(p.stat().st_size for d in evidence if d.is_dir() for p in d.rglob("*") if p.is_file())
+    with _progress("building", big >= PROGRESS_THRESHOLD) as update:
+        result = build_bundle(
+            function_maps=function_map,
+            evidence=evidence,
+            signer=signer,
+            output=output,
+            probes=probes,
+            date_label=date_label,
+            progress=lambda _stage, done, total: update(done, total),
+        )
+    console.print(
+        f"built {result.output} ({result.size} bytes, sha256 {result.sha256}): "
+        f"{result.files} files, services {', '.join(result.services)}, "
+        f"{len(result.chains)} chain(s), {result.records} records"
+    )
+
+
+@app.command("inspect")
+def inspect(
+    bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to look into."),
+    output_format: InspectFormat = typer.Option(InspectFormat.table, "--format"),
+) -> None:
+    """Show what a bundle claims to hold (NOT verified; use `bundle verify`)."""
+    summary = inspect_bundle(bundle)
+    if output_format is InspectFormat.json:
+        emit_json(summary)
+        return
+    console.print(f"[bold red]{summary['notice']}[/bold red]")
+    console.print(
+        f"{summary['bundle']}: {summary['size']} bytes ({summary['uncompressed_size']} "
+        f"uncompressed), created {summary['created_at']}, services "
+        f"{', '.join(summary['services']) or 'none'}"
+    )
+    chains = Table(title="chains (not verified)", title_justify="left")
+    for column in ("chain", "chunks", "bytes"):
+        chains.add_column(column)
+    for chain in summary["chains"]:
+        chains.add_row(chain["chain_id"], str(chain["chunks"]), str(chain["bytes"]))
+    console.print(chains)
+    signers = Table(title="claimed signer keyids (not verified)", title_justify="left")
+    signers.add_column("role")
+    signers.add_column("keyids")
+    for role, keyids in summary["claimed_signer_keyids"].items():
+        signers.add_row(role, ", ".join(keyids))
+    console.print(signers)
+    files = Table(title="files (not verified)", title_justify="left")
+    files.add_column("path")
+    files.add_column("size", justify="right")
+    for item in summary["files"]:
+        files.add_row(item["path"], str(item["size"]))
+    console.print(files)
+
+
+def _moment(value: str | None, option: str) -> object:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise InputError(str(exc), field=option) from exc
+
+
+@app.command("verify")
+def verify(
+    bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to verify."),
+    trust_root_path: Path = typer.Option(..., "--trust-root", help="trust-root.json you brought."),
+    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format"),
+    output_dir: Path = typer.Option(
+        Path("."), "--output-dir", help="Where the report files are written."
+    ),
+    report_key: Path | None = typer.Option(
+        None, "--report-key", help="Auditor private key: also write verification-report.dsse.json."
+    ),
+    service: str | None = typer.Option(
+        None, "--service", help="Service to verify when the bundle holds several."
+    ),
+    window_from: str | None = typer.Option(
+        None, "--from", help="Override the map's window: start (RFC 3339)."
+    ),
+    window_to: str | None = typer.Option(
+        None, "--to", help="Override the map's window: end (RFC 3339)."
+    ),
+) -> None:
+    """Verify offline, streaming the archive: exit 0 passed, 1 failed, 2 bad input."""
+    trust_root = TrustRoot.load(trust_root_path)
+    signer = None
+    if report_key is not None:
+        signer = load_signer(report_key)
+        check_auditor_key(signer, trust_root, report_key)
+    window = None
+    if window_from is not None or window_to is not None:
+        window = (_moment(window_from, "--from"), _moment(window_to, "--to"))
+    outcome = verify_bundle(
+        bundle,
+        trust_root,
+        service=service,
+        window=window,  # type: ignore[arg-type]
+    )
+    files = write_reports(outcome, output_dir, signer)
+    if output_format is ReportFormat.json:
+        emit_json(outcome.predicate)
+    elif output_format is ReportFormat.html:
+        typer.echo(render_html(outcome.predicate), nl=False)
+    else:
+        console.print(report_renderable(outcome.predicate))
+        console.print(f"report: {files.json}")
+        console.print(f"html:   {files.html}")
+        if files.envelope is not None:
+            console.print(f"signed: {files.envelope}")
+    failure = outcome.failure_line()
+    if failure is not None:
+        error_line(f"error: {failure}")
+        raise typer.Exit(outcome.exit_code)
+
+
+@app.command("split")
+def split(
+    bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to split."),
+    part_size: str = typer.Option(
+        ..., "--part-size", help="Bytes, a size like 700M or 4G, or fat32, dvd, bd."
+    ),
+    key: Path | None = typer.Option(
+        None, "--key", help="Builder key: also write NAME.parts.dsse.json."
+    ),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", help="Where the parts go (default: beside the bundle)."
+    ),
+) -> None:
+    """Split into NAME.part-0001… and NAME.parts.json (sizes and sha256 of parts and whole)."""
+    size = parse_part_size(part_size)
+    signer = load_signer(key) if key is not None else None
+    result = split_bundle(bundle, size, output_dir=output_dir, signer=signer)
+    console.print(
+        f"{len(result.index.parts)} part(s) of at most {size} bytes; index {result.index_path}"
+        + (f", signed {result.envelope_path}" if result.envelope_path else "")
+    )
+
+
+@app.command("join")
+def join(
+    index: Path = typer.Argument(..., help="NAME.parts.json written by `bundle split`."),
+    output: Path = typer.Option(..., "--output", help="The bundle to write."),
+    trust_root_path: Path | None = typer.Option(
+        None, "--trust-root", help="Also require NAME.parts.dsse.json signed by a builder key."
+    ),
+) -> None:
+    """Check every part, then join them (the parts are never modified or deleted)."""
+    trust_root = TrustRoot.load(trust_root_path) if trust_root_path is not None else None
+    result = join_parts(index, output, trust_root=trust_root)
+    console.print(
+        f"joined {len(result.checked) + len(result.reused)} part(s) into {result.output} "
+        f"({result.size} bytes, sha256 {result.sha256}); checked {len(result.checked)}, "
+        f"reused {len(result.reused)} verified earlier"
+    )

@@ -1,0 +1,346 @@
+"""Removable media: split a bundle into parts with an index, join them back safely.
+
+`join` checks every part before writing anything, names each bad or missing part, never
+modifies or deletes a part, writes through a temporary file, and remembers the parts it has
+verified (sha256 keyed by size, mtime and inode) so a rerun after replacing a bad part does
+not reread the good ones. The whole bundle's sha256 is checked while joining in any case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer
+
+from ..attest.signing import sign_to_file
+from ..attest.statement import make_statement
+from ..attest.trustroot import TrustRoot
+from ..attest.verifier import AttestationVerifier
+from ..canonical import canonical_bytes
+from ..errors import InputError, MalformedDocumentError, PartIntegrityError
+from ..fsutil import atomic_writer, write_bytes_atomic
+from ..jsonio import load_json, load_json_object
+
+PARTS_TYPE = "https://stella.ops/bundle-parts/v1"
+PARTS_PREDICATE = "https://stella.ops/predicates/bundle-parts/v1"
+COPY_CHUNK = 1 << 20
+
+# Media sizes: what one file on the medium may hold.
+NAMED_SIZES: dict[str, int] = {
+    # FAT32 caps a single file at 4 GiB - 1 byte.
+    "fat32": 4 * 1024**3 - 1,
+    # A single-layer DVD±R holds 4.70 GB; keep ~4 % for the UDF/ISO file system.
+    "dvd": 4_500_000_000,
+    # A single-layer BD-R holds 25.0 GB; the same margin.
+    "bd": 24_000_000_000,
+}
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_part_size(text: str) -> int:
+    """`1048576`, `700M`, `4G`, `4GiB`, or a medium name: fat32, dvd, bd."""
+    value = text.strip()
+    if value.lower() in NAMED_SIZES:
+        return NAMED_SIZES[value.lower()]
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise InputError(
+            f"part size {text!r} not understood; expected bytes, a size like 4G or 700M, "
+            f"or one of {', '.join(NAMED_SIZES)}",
+            field="--part-size",
+        )
+    unit = (match.group(2) or "").upper()[:1]
+    size = int(match.group(1)) * _UNITS[unit]
+    if size < 1:
+        raise InputError("part size must be at least 1 byte", field="--part-size")
+    return size
+
+
+def part_name(bundle_name: str, index: int) -> str:
+    return f"{bundle_name}.part-{index:04d}"
+
+
+def index_name(bundle_name: str) -> str:
+    return f"{bundle_name}.parts.json"
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    name: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class PartsIndex:
+    bundle: str
+    size: int
+    sha256: str
+    part_size: int
+    parts: tuple[PartInfo, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "_type": PARTS_TYPE,
+            "bundle": {"name": self.bundle, "size": self.size, "sha256": self.sha256},
+            "part_size": self.part_size,
+            "parts": [part.to_dict() for part in self.parts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path) -> PartsIndex:
+        def fail(message: str, where: str) -> MalformedDocumentError:
+            return MalformedDocumentError(message, path=source, field=where)
+
+        if data.get("_type") != PARTS_TYPE:
+            raise fail(f"not a parts index (expected _type {PARTS_TYPE!r})", "_type")
+        bundle = data.get("bundle")
+        if not isinstance(bundle, dict):
+            raise fail("expected an object", "bundle")
+        name = bundle.get("name")
+        if not isinstance(name, str) or "/" in name or not name or name.startswith("."):
+            raise fail("expected a plain file name", "bundle.name")
+        size = _nonnegative(bundle.get("size"), fail, "bundle.size")
+        sha = bundle.get("sha256")
+        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+            raise fail("expected 64 lowercase hex digits", "bundle.sha256")
+        part_size = _nonnegative(data.get("part_size"), fail, "part_size")
+        raw_parts = data.get("parts")
+        if not isinstance(raw_parts, list) or not raw_parts:
+            raise fail("expected a non-empty list", "parts")
+        parts = []
+        for index, item in enumerate(raw_parts, start=1):
+            where = f"parts[{index - 1}]"
+            if not isinstance(item, dict):
+                raise fail("expected an object", where)
+            if item.get("name") != part_name(name, index):
+                raise fail(f"expected {part_name(name, index)!r}", where + ".name")
+            part_sha = item.get("sha256")
+            if not isinstance(part_sha, str) or not _SHA_RE.match(part_sha):
+                raise fail("expected 64 lowercase hex digits", where + ".sha256")
+            parts.append(
+                PartInfo(
+                    part_name(name, index),
+                    _nonnegative(item.get("size"), fail, where + ".size"),
+                    part_sha,
+                )
+            )
+        if sum(p.size for p in parts) != size:
+            raise fail("the parts' sizes do not add up to the bundle's size", "parts")
+        return cls(name, size, sha, part_size, tuple(parts))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PartsIndex:
+        return cls.from_dict(load_json_object(path, "a parts index"), path)
+
+
+def _nonnegative(value: Any, fail: Callable[[str, str], Exception], where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise fail("expected a non-negative integer", where)
+    return value
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    index_path: Path
+    envelope_path: Path | None
+    index: PartsIndex
+
+
+def split_bundle(
+    bundle: Path,
+    part_size: int,
+    *,
+    output_dir: Path | None = None,
+    signer: Signer | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SplitResult:
+    """Write `NAME.part-0001…` and `NAME.parts.json` (and `.parts.dsse.json` with a key)."""
+    directory = output_dir or bundle.parent
+    if not directory.is_dir():
+        raise InputError("output directory does not exist", path=directory)
+    try:
+        total = bundle.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=bundle) from exc
+    count = max(1, -(-total // part_size))
+    if count > 9999:
+        raise InputError(
+            f"{count} parts of {part_size} bytes; at most 9999 (choose a larger --part-size)"
+        )
+    whole = hashlib.sha256()
+    parts: list[PartInfo] = []
+    with open(bundle, "rb") as source:
+        for number in range(1, count + 1):
+            name = part_name(bundle.name, number)
+            digest = hashlib.sha256()
+            remaining = min(part_size, total - (number - 1) * part_size)
+            size = 0
+            with atomic_writer(directory / name) as out:
+                while remaining > 0:
+                    block = source.read(min(COPY_CHUNK, remaining))
+                    if not block:
+                        raise InputError("bundle shrank while it was split", path=bundle)
+                    digest.update(block)
+                    whole.update(block)
+                    out.write(block)
+                    size += len(block)
+                    remaining -= len(block)
+                    if progress:
+                        progress(len(block))
+            parts.append(PartInfo(name, size, digest.hexdigest()))
+        if source.read(1):
+            raise InputError("bundle grew while it was split", path=bundle)
+    index = PartsIndex(bundle.name, total, whole.hexdigest(), part_size, tuple(parts))
+    index_path = directory / index_name(bundle.name)
+    write_bytes_atomic(index_path, canonical_bytes(index.to_dict()))
+    envelope_path = None
+    if signer is not None:
+        subjects = [{"name": p.name, "digest": {"sha256": p.sha256}} for p in parts]
+        subjects.append({"name": bundle.name, "digest": {"sha256": index.sha256}})
+        statement = make_statement(subjects, PARTS_PREDICATE, index.to_dict())
+        envelope_path = directory / f"{bundle.name}.parts.dsse.json"
+        sign_to_file(statement, [signer], envelope_path)
+    return SplitResult(index_path, envelope_path, index)
+
+
+# --- join ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    output: Path
+    sha256: str
+    size: int
+    checked: tuple[str, ...]  # parts whose sha256 was computed in this run
+    reused: tuple[str, ...]  # parts verified by an earlier run and unchanged since
+
+
+def _cache_path(output: Path) -> Path:
+    return output.parent / f".{output.name}.verified-parts.json"
+
+
+def _stat_key(path: Path) -> dict[str, int]:
+    info = path.stat()
+    return {
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "inode": info.st_ino,
+        "device": info.st_dev,
+    }
+
+
+def _load_cache(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = load_json(path)
+    except MalformedDocumentError:
+        return {}  # a damaged cache only costs a reread
+    return data if isinstance(data, dict) else {}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(COPY_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_parts_signature(index_path: Path, trust_root: TrustRoot) -> None:
+    envelope = index_path.with_name(index_path.name[: -len(".parts.json")] + ".parts.dsse.json")
+    if not envelope.is_file():
+        raise PartIntegrityError(
+            f"a trust root was given but {envelope.name} (the signed index) is missing",
+            path=index_path,
+        )
+    verified = AttestationVerifier(trust_root).verify_statement_file(
+        envelope, "builder", predicate_type=PARTS_PREDICATE
+    )
+    if verified.predicate != load_json(index_path):
+        raise PartIntegrityError(
+            f"the index differs from the one signed in {envelope.name}", path=index_path
+        )
+
+
+def join_parts(
+    index_path: Path,
+    output: Path,
+    *,
+    trust_root: TrustRoot | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> JoinResult:
+    index = PartsIndex.load(index_path)
+    if trust_root is not None:
+        verify_parts_signature(index_path, trust_root)
+    directory = index_path.parent
+    part_paths = [directory / part.name for part in index.parts]
+    for path in part_paths:
+        if output.exists() and path.exists() and os.path.samefile(output, path):
+            raise InputError("the output would overwrite one of the parts", path=output)
+    cache_file = _cache_path(output)
+    cache = _load_cache(cache_file)
+    problems: list[str] = []
+    checked: list[str] = []
+    reused: list[str] = []
+    good: dict[str, Any] = {}
+    for part, path in zip(index.parts, part_paths, strict=True):
+        if not path.is_file():
+            problems.append(f"{part.name}: missing")
+            continue
+        key = _stat_key(path)
+        if key["size"] != part.size:
+            problems.append(f"{part.name}: {key['size']} bytes, expected {part.size}")
+            continue
+        remembered = cache.get(part.name)
+        if isinstance(remembered, dict) and remembered == {**key, "sha256": part.sha256}:
+            reused.append(part.name)
+            good[part.name] = remembered
+            continue
+        actual = _file_sha256(path)
+        checked.append(part.name)
+        if actual != part.sha256:
+            problems.append(f"{part.name}: sha256 {actual[:16]}… expected {part.sha256[:16]}…")
+            continue
+        good[part.name] = {**key, "sha256": part.sha256}
+    if good != cache and output.parent.is_dir():
+        write_bytes_atomic(cache_file, canonical_bytes(good))
+    if problems:
+        raise PartIntegrityError(
+            f"{len(problems)} of {len(index.parts)} parts bad, nothing joined: "
+            + "; ".join(problems),
+            path=index_path,
+        )
+    whole = hashlib.sha256()
+    size = 0
+    with atomic_writer(output) as out:
+        for path in part_paths:
+            with open(path, "rb") as handle:
+                while block := handle.read(COPY_CHUNK):
+                    whole.update(block)
+                    out.write(block)
+                    size += len(block)
+                    if progress:
+                        progress(len(block))
+        if size != index.size or whole.hexdigest() != index.sha256:
+            raise PartIntegrityError(
+                "the joined bundle's sha256 does not match the index (a part changed while "
+                "joining?); nothing written",
+                path=index_path,
+            )
+    return JoinResult(output, whole.hexdigest(), size, tuple(checked), tuple(reused))

@@ -1,0 +1,403 @@
+"""Reading a gzip tar as hostile input, streaming, without extracting anything.
+
+A small ustar/pax parser (not `tarfile`): `tarfile` reads a pax header of any declared size
+into memory and accepts links, devices and odd names by default. Every refusal raises
+`ArchiveError` with its own message before the member's content is read, so a caller that
+writes only after iteration finished has written nothing for a hostile archive.
+"""
+
+from __future__ import annotations
+
+import gzip
+import posixpath
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import ArchiveError
+
+BLOCK = 512
+READ_CHUNK = 1 << 20
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    """Bounds that turn a decompression bomb or an absurd header into a clear refusal."""
+
+    max_member_size: int = 16 * GiB
+    # Decompressed bytes of the whole tar stream.
+    max_total_size: int = 256 * GiB
+    # deflate cannot exceed ~1032:1; real bundles (zstd chunks, JSON) stay far below 100:1.
+    max_ratio: int = 200
+    # The ratio is judged only past this many decompressed bytes (tiny archives of zeros are fine).
+    ratio_floor: int = 64 * MiB
+    max_members: int = 1_000_000
+    # pax / GNU long-name headers are read into memory, so they are capped.
+    max_extended_header: int = 1 * MiB
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    name: str
+    size: int
+    mtime: int
+    mode: int
+
+
+class _CountingReader:
+    """Counts the compressed bytes read, for the compression-ratio check."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+class MemberStream:
+    """Read-only view of the current member's bytes; only valid until the next member."""
+
+    def __init__(self, reader: SafeTarReader, member: ArchiveMember) -> None:
+        self._reader = reader
+        self.member = member
+        self.remaining = member.size
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        if size < 0 or size > self.remaining:
+            size = min(self.remaining, READ_CHUNK) if size < 0 else self.remaining
+        data = self._reader._read_exact(size, f"content of {self.member.name}")
+        self.remaining -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def iter_chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
+        while self.remaining > 0:
+            yield self.read(min(size, self.remaining))
+
+    def read_all(self, limit: int) -> bytes:
+        """The whole member in memory; refused past `limit` bytes (documents, not bulk data)."""
+        if self.member.size > limit:
+            raise ArchiveError(
+                f"member is {self.member.size} bytes, over the {limit}-byte limit for documents",
+                path=self.member.name,
+            )
+        return b"".join(self.iter_chunks())
+
+
+def _octal(field: bytes, what: str, source: str) -> int:
+    if field and field[0] & 0x80:  # GNU base-256 for large numbers
+        value = int.from_bytes(field[1:], "big")
+        if field[0] & 0x40:
+            raise ArchiveError(f"negative {what} in tar header", path=source)
+        return value
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError as exc:
+        raise ArchiveError(f"corrupt tar header: {what} is not octal", path=source) from exc
+
+
+def _checksum_ok(header: bytes, source: str) -> bool:
+    stored = _octal(header[148:156], "checksum", source)
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    signed = sum((b - 256 if b > 127 else b) for b in header[:148] + b" " * 8 + header[156:])
+    return stored in (unsigned, signed)
+
+
+def check_member_name(name: str, source: str) -> str:
+    """Refuse absolute, escaping or non-normalised names; return the name."""
+    if not name:
+        raise ArchiveError("member with an empty name", path=source)
+    if "\0" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ArchiveError(f"member name {name!r} contains control characters", path=source)
+    if name.startswith("/"):
+        raise ArchiveError(f"absolute path {name!r} refused", path=source)
+    parts = name.split("/")
+    if ".." in parts:
+        raise ArchiveError(f"path {name!r} escapes the archive root ('..') refused", path=source)
+    if "\\" in name:
+        raise ArchiveError(f"member name {name!r} contains a backslash", path=source)
+    if posixpath.normpath(name) != name or "" in parts or "." in parts:
+        raise ArchiveError(f"member name {name!r} is not a normalised relative path", path=source)
+    return name
+
+
+_TYPE_REFUSALS = {
+    b"1": "hard link",
+    b"2": "symbolic link",
+    b"3": "character device node",
+    b"4": "block device node",
+    b"6": "FIFO (named pipe)",
+}
+
+
+class SafeTarReader:
+    """Iterate the regular files of a gzip tar: `for member, stream in reader:`."""
+
+    def __init__(self, raw: IO[bytes], source: str, limits: ReaderLimits | None = None) -> None:
+        self.source = source
+        self.limits = limits or ReaderLimits()
+        self._counter = _CountingReader(raw)
+        magic = raw.read(2)
+        self._counter.count += len(magic)
+        if magic != b"\x1f\x8b":
+            raise ArchiveError("not a gzip-compressed tar (bad magic bytes)", path=source)
+        self._gzip = gzip.GzipFile(fileobj=_Prefixed(magic, self._counter), mode="rb")  # type: ignore[call-overload]
+        self.decompressed = 0
+        self.members = 0
+        self._seen: set[str] = set()
+        self._pending: MemberStream | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, limits: ReaderLimits | None = None) -> _OpenReader:
+        return _OpenReader(Path(path), limits)
+
+    # --- the decompressed stream, with bomb checks ------------------------------------------
+
+    def _read_exact(self, size: int, what: str) -> bytes:
+        parts = []
+        wanted = size
+        while wanted > 0:
+            try:
+                data = self._gzip.read(min(wanted, READ_CHUNK))
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ArchiveError(
+                    f"corrupt or truncated gzip data: {exc}", path=self.source
+                ) from exc
+            if not data:
+                raise ArchiveError(f"archive truncated while reading {what}", path=self.source)
+            self._account(len(data))
+            parts.append(data)
+            wanted -= len(data)
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    def _account(self, count: int) -> None:
+        self.decompressed += count
+        limits = self.limits
+        if self.decompressed > limits.max_total_size:
+            raise ArchiveError(
+                f"archive decompresses past the limit of {limits.max_total_size} bytes "
+                "(gzip bomb?)",
+                path=self.source,
+            )
+        compressed = max(self._counter.count, 1)
+        if (
+            self.decompressed > limits.ratio_floor
+            and self.decompressed > limits.max_ratio * compressed
+        ):
+            raise ArchiveError(
+                f"gzip compression ratio {self.decompressed // compressed}:1 exceeds the limit "
+                f"of {limits.max_ratio}:1 (gzip bomb?)",
+                path=self.source,
+            )
+
+    def _skip(self, size: int) -> None:
+        while size > 0:
+            step = min(size, READ_CHUNK)
+            self._read_exact(step, "member content")
+            size -= step
+
+    # --- members ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[tuple[ArchiveMember, MemberStream]]:
+        overrides: dict[str, Any] = {}
+        while True:
+            if self._pending is not None:
+                pending = self._pending
+                self._pending = None
+                self._skip(pending.remaining + _padding(pending.member.size))
+            header = self._read_exact(BLOCK, "a tar header")
+            if header == b"\0" * BLOCK:
+                self._finish()
+                return
+            if not _checksum_ok(header, self.source):
+                raise ArchiveError(
+                    f"corrupt tar header at byte {self.decompressed - BLOCK} (checksum mismatch)",
+                    path=self.source,
+                )
+            typeflag = header[156:157]
+            size = _octal(header[124:136], "size", self.source)
+            if typeflag in (b"x", b"g", b"L", b"K"):
+                if size > self.limits.max_extended_header:
+                    raise ArchiveError(
+                        f"extended header of {size} bytes exceeds the limit of "
+                        f"{self.limits.max_extended_header}",
+                        path=self.source,
+                    )
+                body = self._read_exact(size, "an extended header") if size else b""
+                self._skip(_padding(size))
+                if typeflag == b"x":
+                    overrides.update(_parse_pax(body, self.source))
+                elif typeflag == b"L":
+                    overrides["path"] = _decode(body.split(b"\0", 1)[0], self.source)
+                elif typeflag == b"K":
+                    overrides["linkpath"] = _decode(body.split(b"\0", 1)[0], self.source)
+                continue
+            name = _decode(header[0:100].split(b"\0", 1)[0], self.source)
+            if header[257:262] == b"ustar":
+                prefix = _decode(header[345:500].split(b"\0", 1)[0], self.source)
+                if prefix:
+                    name = prefix + "/" + name
+            if "path" in overrides:
+                name = str(overrides["path"])
+            if "size" in overrides:
+                try:
+                    size = int(overrides["size"])
+                except ValueError as exc:
+                    raise ArchiveError("pax 'size' is not an integer", path=self.source) from exc
+            overrides = {}
+            member = self._admit(name, typeflag, size, header)
+            if member is None:  # a directory entry: checked, carries no content
+                self._skip(size + _padding(size))
+                continue
+            stream = MemberStream(self, member)
+            self._pending = stream
+            yield member, stream
+
+    def _admit(
+        self, raw_name: str, typeflag: bytes, size: int, header: bytes
+    ) -> ArchiveMember | None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise ArchiveError(
+                f"more than {self.limits.max_members} members (limit)", path=self.source
+            )
+        if typeflag in _TYPE_REFUSALS:
+            target = _decode(header[157:257].split(b"\0", 1)[0], self.source)
+            raise ArchiveError(
+                f"{_TYPE_REFUSALS[typeflag]} {raw_name!r}"
+                + (f" -> {target!r}" if target else "")
+                + " refused: bundles hold regular files only",
+                path=self.source,
+            )
+        is_directory = typeflag == b"5"
+        if not is_directory and typeflag not in (b"0", b"\0", b""):
+            raise ArchiveError(
+                f"member {raw_name!r} has unsupported tar type {typeflag!r}", path=self.source
+            )
+        name = raw_name.rstrip("/") if is_directory else raw_name
+        check_member_name(name, self.source)
+        if name in self._seen:
+            raise ArchiveError(f"duplicate entry name {name!r} refused", path=self.source)
+        self._seen.add(name)
+        if size > self.limits.max_member_size:
+            raise ArchiveError(
+                f"member {name!r} declares {size} bytes, over the limit of "
+                f"{self.limits.max_member_size} bytes",
+                path=self.source,
+            )
+        if is_directory:
+            return None
+        return ArchiveMember(
+            name=name,
+            size=size,
+            mtime=_octal(header[136:148], "mtime", self.source),
+            mode=_octal(header[100:108], "mode", self.source),
+        )
+
+    def _finish(self) -> None:
+        """After the end marker only zero padding may follow, up to the end of the gzip data."""
+        while True:
+            try:
+                data = self._gzip.read(READ_CHUNK)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ArchiveError(
+                    f"corrupt or truncated gzip data: {exc}", path=self.source
+                ) from exc
+            if not data:
+                return
+            self._account(len(data))
+            if data.count(0) != len(data):
+                raise ArchiveError(
+                    "data after the tar end-of-archive marker refused", path=self.source
+                )
+
+
+class _Prefixed:
+    """Puts back the magic bytes we peeked at."""
+
+    def __init__(self, prefix: bytes, inner: _CountingReader) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            head, self._prefix = self._prefix, b""
+            if size < 0:
+                return head + self._inner.read()
+            return head + self._inner.read(max(size - len(head), 0))
+        return self._inner.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+
+class _OpenReader:
+    """Context manager owning the file handle of a `SafeTarReader`."""
+
+    def __init__(self, path: Path, limits: ReaderLimits | None) -> None:
+        self._path = path
+        self._limits = limits
+        self._handle: IO[bytes] | None = None
+
+    def __enter__(self) -> SafeTarReader:
+        try:
+            self._handle = open(self._path, "rb")
+        except OSError as exc:
+            raise ArchiveError(f"cannot open: {exc.strerror}", path=self._path) from exc
+        return SafeTarReader(self._handle, str(self._path), self._limits)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _padding(size: int) -> int:
+    return (-size) % BLOCK
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArchiveError(f"member name {raw!r} is not UTF-8", path=source) from exc
+
+
+def _parse_pax(body: bytes, source: str) -> dict[str, str]:
+    """pax records: `<length> <key>=<value>\\n`."""
+    fields: dict[str, str] = {}
+    position = 0
+    while position < len(body):
+        space = body.find(b" ", position)
+        if space < 0:
+            break
+        try:
+            length = int(body[position:space])
+        except ValueError as exc:
+            raise ArchiveError("malformed pax header record", path=source) from exc
+        if length <= 0 or position + length > len(body):
+            raise ArchiveError("malformed pax header record length", path=source)
+        record = body[space + 1 : position + length - 1]
+        key, sep, value = record.partition(b"=")
+        if not sep:
+            raise ArchiveError("malformed pax header record (no '=')", path=source)
+        fields[_decode(key, source)] = _decode(value, source)
+        position += length
+    return fields

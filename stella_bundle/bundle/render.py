@@ -1,0 +1,289 @@
+"""The verification report rendered for people: rich tables on a terminal, one HTML file.
+
+The HTML is self-contained (inline CSS and SVG, no script, no external asset, a CSP that
+forbids fetching anything) because it is opened on air-gapped machines.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+_STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+_PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
+
+
+def _rate(value: Any) -> str:
+    try:
+        return f"{float(value) * 100:.1f} %"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def _symbol_text(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Mapping):
+        name = item.get("symbol") or item.get("function_name") or item.get("node_hash") or ""
+        extra = item.get("purl") or item.get("path_id") or ""
+        return f"{name} ({extra})" if extra else str(name)
+    return str(item)
+
+
+def _signers(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for attestation in report.get("input_attestations", []):
+        for signer in attestation.get("signers", []):
+            rows.append(
+                (
+                    str(attestation.get("role", "")),
+                    str(attestation.get("uri", "")),
+                    str(signer.get("keyid", "")),
+                    str(signer.get("fingerprint", "")),
+                )
+            )
+    return rows
+
+
+# --- terminal ----------------------------------------------------------------------------------
+
+
+def report_renderable(report: Mapping[str, Any]) -> RenderableType:
+    verdict = str(report.get("verification_result", "FAILED"))
+    style = "bold green" if verdict == "PASSED" else "bold red"
+    header = Text.assemble(
+        ("verdict: ", "bold"),
+        (verdict, style),
+        f"   service {report.get('service', '?')}   observation rate "
+        f"{_rate(report.get('observation_rate'))} (target {_rate(report.get('target_rate'))})"
+        f"   confidence {_rate(report.get('confidence'))}",
+    )
+    steps = Table(title="verification steps", title_justify="left")
+    steps.add_column("#", justify="right")
+    steps.add_column("step")
+    steps.add_column("status")
+    steps.add_column("detail", overflow="fold")
+    for number, step in enumerate(report.get("steps", []), start=1):
+        status = str(step.get("status"))
+        steps.add_row(
+            str(number),
+            str(step.get("name")),
+            Text(status, style=_STATUS_STYLE.get(status, "")),
+            str(step.get("message", "")),
+        )
+    paths = Table(title="paths", title_justify="left")
+    for column in ("path", "tag", "status", "confidence"):
+        paths.add_column(column)
+    for path in report.get("per_path_breakdown", []):
+        status = str(path.get("status"))
+        paths.add_row(
+            str(path.get("path_id")),
+            str(path.get("tag", "")),
+            Text(status, style=_PATH_STYLE.get(status, "")),
+            _rate(path.get("confidence")) if "confidence" in path else "",
+        )
+    tags = Table(title="per tag", title_justify="left")
+    for column in ("tag", "rate", "target", "verified"):
+        tags.add_column(column)
+    for tag, values in sorted(report.get("per_tag", {}).items()):
+        tags.add_row(
+            tag,
+            _rate(values.get("observation_rate")),
+            _rate(values.get("target_rate")),
+            "yes" if values.get("verified") else "no",
+        )
+    chains = Table(title="evidence chains", title_justify="left")
+    for column in ("chain", "chunks", "gaps", "final seal", "events lost"):
+        chains.add_column(column)
+    for chain in report.get("evidence", []):
+        chains.add_row(
+            str(chain.get("chain_id")),
+            str(chain.get("chunks")),
+            str(len(chain.get("gaps", []))),
+            "yes" if chain.get("final_seal_present") else "no",
+            str(chain.get("events_lost")),
+        )
+    parts: list[RenderableType] = [header, steps]
+    if report.get("per_path_breakdown"):
+        parts += [tags, paths]
+    if report.get("evidence"):
+        parts.append(chains)
+    missing = [_symbol_text(s) for s in report.get("missing_symbols", [])]
+    unexpected = [_symbol_text(s) for s in report.get("unexpected_symbols", [])]
+    if missing:
+        parts.append(Text("missing symbols: " + ", ".join(missing[:20]), style="red"))
+    if unexpected:
+        parts.append(Text("unexpected symbols: " + ", ".join(unexpected[:20]), style="yellow"))
+    return Group(*parts)
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:72em;
+color:#1b1f24;padding:0 1em}
+h1{font-size:1.5em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.6em 0 .5em;border-bottom:1px solid #ccd}
+.verdict{display:inline-block;padding:.35em .9em;border-radius:.3em;font-weight:700;font-size:1.4em;
+color:#fff}.PASSED{background:#1a7f37}.FAILED{background:#cf222e}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #d0d7de;padding:.3em .55em;
+text-align:left;vertical-align:top}th{background:#f6f8fa}
+.observed,.passed{color:#1a7f37;font-weight:600}.partial,.skipped{color:#9a6700;font-weight:600}
+.missing,.failed,.error{color:#cf222e;font-weight:600}code{font-size:.92em;word-break:break-all}
+.meta td:first-child{width:14em;color:#57606a}.muted{color:#57606a}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def tag_chart_svg(per_tag: Mapping[str, Mapping[str, Any]]) -> str:
+    """Horizontal bars of each tag's observation rate with its target as a tick."""
+    tags = sorted(per_tag)
+    if not tags:
+        return '<p class="muted">no tags</p>'
+    row, left, width = 30, 110, 420
+    height = row * len(tags) + 30
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="observation rate per tag" '
+        f'width="{left + width + 90}" height="{height}" font-size="12" font-family="sans-serif">'
+    ]
+    for index, tag in enumerate(tags):
+        values = per_tag[tag]
+        rate = max(0.0, min(1.0, float(values.get("observation_rate", 0) or 0)))
+        target = max(0.0, min(1.0, float(values.get("target_rate", 0) or 0)))
+        y = 10 + index * row
+        color = "#1a7f37" if values.get("verified") else "#cf222e"
+        parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{_e(tag)}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{width}" height="20" fill="#eaeef2"/>')
+        parts.append(
+            f'<rect x="{left}" y="{y}" width="{rate * width:.1f}" height="20" fill="{color}"/>'
+        )
+        tick = left + target * width
+        parts.append(
+            f'<line x1="{tick:.1f}" y1="{y - 3}" x2="{tick:.1f}" y2="{y + 23}" stroke="#1b1f24" '
+            'stroke-width="2"/>'
+        )
+        parts.append(
+            f'<text x="{left + width + 8}" y="{y + 15}">{rate * 100:.1f} % / {target * 100:.0f} %</text>'
+        )
+    parts.append(
+        f'<text x="{left}" y="{height - 4}" fill="#57606a">bar: observed · tick: target</text></svg>'
+    )
+    return "".join(parts)
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    verdict = "PASSED" if report.get("verification_result") == "PASSED" else "FAILED"
+    steps = _table(
+        ("#", "step", "status", "detail"),
+        (
+            (
+                str(n),
+                _e(s.get("name")),
+                f'<span class="{_e(s.get("status"))}">{_e(s.get("status"))}</span>',
+                _e(s.get("message", "")),
+            )
+            for n, s in enumerate(report.get("steps", []), start=1)
+        ),
+    )
+    paths = _table(
+        ("path", "tag", "status", "confidence", "nodes"),
+        (
+            (
+                f"<code>{_e(p.get('path_id'))}</code>",
+                _e(p.get("tag", "")),
+                f'<span class="{_e(p.get("status"))}">{_e(p.get("status"))}</span>',
+                _e(_rate(p.get("confidence"))) if "confidence" in p else "",
+                _e(", ".join(_symbol_text(node) for node in p.get("nodes", []))),
+            )
+            for p in report.get("per_path_breakdown", [])
+        ),
+    )
+    chains = _table(
+        ("chain", "chunks", "gaps", "final seal", "events lost"),
+        (
+            (
+                f"<code>{_e(c.get('chain_id'))}</code>",
+                _e(c.get("chunks")),
+                _e(len(c.get("gaps", []))),
+                "yes" if c.get("final_seal_present") else '<span class="failed">no</span>',
+                _e(c.get("events_lost")),
+            )
+            for c in report.get("evidence", [])
+        ),
+    )
+    signers = _table(
+        ("role", "document", "keyid", "fingerprint (SHA-256 of the public key)"),
+        (
+            (
+                _e(role),
+                f"<code>{_e(uri)}</code>",
+                f"<code>{_e(keyid)}</code>",
+                f"<code>{_e(fp)}</code>",
+            )
+            for role, uri, keyid, fp in _signers(report)
+        ),
+    )
+
+    def symbol_list(items: list[Any]) -> str:
+        if not items:
+            return '<p class="muted">none</p>'
+        return (
+            "<ul>"
+            + "".join(f"<li><code>{_e(_symbol_text(i))}</code></li>" for i in items)
+            + "</ul>"
+        )
+
+    window = report.get("window") or {}
+    policy = (report.get("policy") or {}).get("digest", {}).get("sha256", "")
+    resource = (report.get("resource_digest") or {}).get("sha256", "")
+    meta = _table(
+        ("", ""),
+        (
+            ("resource", f"<code>{_e(report.get('resource_uri', ''))}</code>"),
+            ("resource sha256", f"<code>{_e(resource)}</code>"),
+            ("service", _e(report.get("service", ""))),
+            ("function map sha256 (policy)", f"<code>{_e(policy)}</code>"),
+            ("window", _e(f"{window.get('from') or '—'} → {window.get('to') or '—'}")),
+            ("verified at", _e(report.get("time_verified", ""))),
+            (
+                "verifier",
+                _e(
+                    f"{(report.get('verifier') or {}).get('id', '')} {(report.get('verifier') or {}).get('version', '')}"
+                ),
+            ),
+        ),
+    ).replace("<table>", '<table class="meta">')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>stella verification report: {_e(verdict)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Function-map verification report</h1>
+<p><span id="verdict" class="verdict {verdict}">{verdict}</span></p>
+<p id="rate">observation rate <strong>{_e(_rate(report.get("observation_rate")))}</strong>
+against a target of <strong>{_e(_rate(report.get("target_rate")))}</strong>;
+probe-weighted confidence {_e(_rate(report.get("confidence")))}</p>
+{meta}
+<h2>Verification steps</h2>{steps}
+<h2>Observation rate per tag</h2>{tag_chart_svg(report.get("per_tag", {}))}
+<h2>Paths</h2>{paths}
+<h2>Missing symbols</h2>{symbol_list(list(report.get("missing_symbols", [])))}
+<h2>Unexpected symbols</h2>{symbol_list(list(report.get("unexpected_symbols", [])))}
+<h2>Evidence chains</h2>{chains}
+<h2>Signers</h2>{signers}
+</body></html>
+"""

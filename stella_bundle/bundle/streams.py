@@ -1,0 +1,85 @@
+"""Streaming helpers for verification: hashing while reading, bounded zstd, bounded lines."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+import zstandard
+
+from ..errors import ArchiveError
+from .reader import MemberStream
+
+READ_CHUNK = 1 << 20
+MAX_LINE = 1 << 20
+
+
+class HashingReader:
+    """Wraps a binary stream; hashes and counts every byte read through it."""
+
+    def __init__(self, inner: IO[bytes] | MemberStream) -> None:
+        self._inner = inner
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(READ_CHUNK):
+            pass
+
+
+def iter_zstd_blocks(
+    source: Any, name: str, *, max_bytes: int, max_ratio: int, ratio_floor: int, compressed: int
+) -> Iterator[bytes]:
+    """Decompressed blocks of a zstd member, refusing a bomb before it is inflated."""
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    total = 0
+    try:
+        while True:
+            block = reader.read(READ_CHUNK)
+            if not block:
+                return
+            total += len(block)
+            if total > max_bytes:
+                raise ArchiveError(
+                    f"zstd chunk decompresses past the limit of {max_bytes} bytes (zstd bomb?)",
+                    path=name,
+                )
+            if total > ratio_floor and total > max_ratio * max(compressed, 1):
+                raise ArchiveError(
+                    f"zstd chunk expands more than {max_ratio}:1 (zstd bomb?)", path=name
+                )
+            yield block
+    except zstandard.ZstdError as exc:
+        raise ArchiveError(f"corrupt zstd data: {exc}", path=name) from exc
+
+
+def iter_lines(blocks: Iterator[bytes], name: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without newline) from a stream of blocks; lines bounded in length."""
+    tail = b""
+    number = 0
+    for block in blocks:
+        data = tail + block if tail else block
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            number += 1
+            yield number, data[start:end]
+            start = end + 1
+        tail = data[start:]
+        if len(tail) > MAX_LINE:
+            raise ArchiveError(f"line {number + 1} is longer than {MAX_LINE} bytes", path=name)
+    if tail:
+        number += 1
+        yield number, tail

@@ -1,0 +1,714 @@
+"""`bundle verify`: the offline verification pipeline over one streaming pass of the archive.
+
+Nothing is extracted: every member is hashed, parsed and checked as it streams by, holding only
+the current member, one chain link per chain and the coverage tally in memory. The steps
+(`steps.STEPS`) are reported in DESIGN.md order whatever order the archive presents its
+members in; a hostile archive aborts the pass with `ArchiveError` before any report is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..attest.keys import fingerprint
+from ..attest.statement import (
+    BUNDLE_MANIFEST_PREDICATE,
+    FUNCTION_MAP_PREDICATE,
+    VERIFICATION_REPORT_PREDICATE,
+    make_statement,
+)
+from ..attest.trustroot import TrustRoot
+from ..attest.verifier import AttestationVerifier, VerifiedStatement
+from ..canonical import canonical_record_bytes
+from ..errors import (
+    ArchiveError,
+    BundleContentsError,
+    EvidenceChainError,
+    InputError,
+    MalformedDocumentError,
+    SchemaValidationError,
+    StellaError,
+    VerificationFailure,
+)
+from ..functionmap.model import FunctionMap, function_map_from_statement
+from ..functionmap.verify import VerifyOptions
+from ..observations.record import validate_record
+from ..timeutil import format_timestamp, utc_now
+from .chains import ChainVerifier, ChunkFacts
+from .coverage import CoverageTally, map_window
+from .layout import (
+    CHUNK_RE,
+    FUNCTION_MAP_ENVELOPE_RE,
+    FUNCTION_MAP_RE,
+    MANIFEST,
+    MANIFEST_ENVELOPE,
+    OBSERVATIONS_RE,
+    PROBE_OBJECT_RE,
+    PROBES_LOCK,
+    PRUNE_RE,
+    SCHEMA_RE,
+    SEAL_RE,
+    VERIFICATION,
+    function_map_paths,
+)
+from .manifest import Manifest
+from .observations_view import RecordMultiset, TimeSpan
+from .reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
+from .steps import StepOutcome, first_failure, new_outcomes
+from .streams import HashingReader, iter_lines, iter_zstd_blocks
+
+VERIFIER_ID = "https://stella.ops/verifier/stella-bundle"
+# Documents (manifest, maps, seals, schemas) are read into memory; bulk data never is.
+MAX_DOCUMENT = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VerifyLimits:
+    archive: ReaderLimits = field(default_factory=ReaderLimits)
+    # One evidence chunk's uncompressed NDJSON; the writer rotates long before this.
+    max_chunk_bytes: int = 4 * 1024**3
+    max_chunk_ratio: int = 1000
+    chunk_ratio_floor: int = 64 * 1024**2
+
+
+@dataclass
+class VerificationOutcome:
+    """What `verify_bundle` found: the report statement and how to exit."""
+
+    statement: dict[str, Any]
+    steps: dict[str, StepOutcome]
+
+    @property
+    def predicate(self) -> dict[str, Any]:
+        predicate: dict[str, Any] = self.statement["predicate"]
+        return predicate
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.predicate["verification_result"] == "PASSED")
+
+    @property
+    def failed_step(self) -> StepOutcome | None:
+        return first_failure(self.steps)
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.failed_step
+        if failed is None:
+            return 0
+        return failed.error.exit_code if failed.error is not None else 1
+
+    def failure_line(self) -> str | None:
+        failed = self.failed_step
+        if failed is None:
+            return None
+        return f"verification failed at step '{failed.spec.key}' ({failed.spec.title}): {failed.message}"
+
+
+def _signer_rows(trust_root: TrustRoot, verified: VerifiedStatement) -> list[dict[str, Any]]:
+    return [
+        {
+            "keyid": key.keyid,
+            "fingerprint": fingerprint(key),
+            "roles": trust_root.roles_of(key.keyid),
+        }
+        for key in verified.signers
+    ]
+
+
+class _BundleCheck:
+    """State of one verification pass; `run` drives it over the archive's members."""
+
+    def __init__(
+        self,
+        bundle: Path,
+        trust_root: TrustRoot,
+        service: str | None,
+        limits: VerifyLimits,
+        now: dt.datetime | None,
+        window: tuple[dt.datetime | None, dt.datetime | None] | None,
+    ) -> None:
+        self.window_override = window
+        self.span = TimeSpan()
+        self.bundle = bundle
+        self.trust_root = trust_root
+        self.requested_service = service
+        self.limits = limits
+        self.now = now
+        self.verifier = AttestationVerifier(trust_root, now=now)
+        self.steps = new_outcomes()
+        self.manifest: Manifest | None = None
+        self.manifest_trusted = False
+        self.service: str | None = None
+        self.seen: dict[str, str] = {}
+        self.documents: dict[str, bytes] = {}
+        self.function_maps: dict[str, VerifiedStatement] = {}
+        self.attestations: list[dict[str, Any]] = []
+        self.probe_objects: dict[str, str] = {}
+        self.probe_lock: dict[str, str] | None = None
+        self.chains = ChainVerifier(self.verifier, trust_root, self.steps)
+        self.chain_records = RecordMultiset()
+        self.view_records = RecordMultiset()
+        self.view_path: str | None = None
+        self.tally: CoverageTally | None = None
+        self.bundle_sha256 = ""
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def step(self, key: str) -> StepOutcome:
+        return self.steps[key]
+
+    def read_document(self, stream: HashingReader, member: ArchiveMember) -> bytes:
+        if member.size > MAX_DOCUMENT:
+            raise ArchiveError(
+                f"document member is {member.size} bytes, over the {MAX_DOCUMENT}-byte limit",
+                path=member.name,
+            )
+        return stream.read(member.size)
+
+    def parse_json_document(self, data: bytes, name: str) -> Any:
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            self.step("schemas").fail(MalformedDocumentError(f"not valid JSON: {exc}", path=name))
+            return None
+
+    def validate(self, kind: str, document: Any, name: str) -> bool:
+        from ..schema import validate_document
+
+        try:
+            validate_document(kind, document, source=name)
+        except (SchemaValidationError, MalformedDocumentError, InputError) as exc:
+            self.step("schemas").fail(
+                exc
+                if isinstance(exc, SchemaValidationError)
+                else SchemaValidationError(exc.message, path=name, field=exc.field)
+            )
+            return False
+        return True
+
+    # --- the pass --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.trust_root.check_not_expired(self.now, "trust root")
+        except VerificationFailure as exc:
+            self.step("trust-root").fail(exc)
+        else:
+            self.step("trust-root").finish(
+                f"expires {format_timestamp(self.trust_root.expires)}; "
+                f"{len(self.trust_root.keys)} keys"
+            )
+        try:
+            raw = open(self.bundle, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror}", path=self.bundle) from exc
+        with raw:
+            whole = HashingReader(raw)
+            reader = SafeTarReader(whole, str(self.bundle), self.limits.archive)  # type: ignore[arg-type]
+            members = iter(reader)
+            head = [next(members, None), None]
+            if head[0] is not None and head[0][0].name == MANIFEST:
+                manifest_bytes = self.read_document(HashingReader(head[0][1]), head[0][0])
+                head[1] = next(members, None)
+            if head[0] is None or head[0][0].name != MANIFEST:
+                raise ArchiveError(
+                    "not a stella bundle: the first entry must be manifest.json"
+                    + (f" (found {head[0][0].name!r})" if head[0] else " (the archive is empty)"),
+                    path=self.bundle,
+                )
+            if head[1] is None or head[1][0].name != MANIFEST_ENVELOPE:
+                raise ArchiveError(
+                    "not a stella bundle: the second entry must be manifest.dsse.json",
+                    path=self.bundle,
+                )
+            envelope_bytes = self.read_document(HashingReader(head[1][1]), head[1][0])
+            self.check_manifest(manifest_bytes, envelope_bytes)
+            for member, stream in members:
+                self.member(member, stream)
+            whole.drain()
+            self.bundle_sha256 = whole.digest.hexdigest()
+        self.step("archive").finish(
+            f"{reader.members} entries, {reader.decompressed} bytes decompressed, no link, "
+            "device, duplicate, escaping path or bomb"
+        )
+        self.finish()
+
+    def check_manifest(self, manifest_bytes: bytes, envelope_bytes: bytes) -> None:
+        step = self.step("manifest-signature")
+        if self.step("trust-root").status == "failed":
+            step.skip("not run: the trust root is not usable")
+            return
+        try:
+            envelope = json.loads(envelope_bytes)
+            verified = self.verifier.verify_statement(
+                envelope,
+                "builder",
+                source=MANIFEST_ENVELOPE,
+                predicate_type=BUNDLE_MANIFEST_PREDICATE,
+            )
+            if verified.payload != manifest_bytes:
+                raise BundleContentsError(
+                    "manifest.json is not the payload signed in manifest.dsse.json", path=MANIFEST
+                )
+            self.manifest = Manifest.from_statement(verified.statement, MANIFEST)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            step.fail(MalformedDocumentError(f"not valid JSON: {exc}", path=MANIFEST_ENVELOPE))
+            return
+        except StellaError as exc:
+            step.fail(exc)
+            return
+        self.manifest_trusted = True
+        signers = _signer_rows(self.trust_root, verified)
+        step.finish(
+            f"signed by builder key {', '.join(s['keyid'][:16] for s in signers)}; "
+            f"{len(self.manifest.files)} files listed"
+        )
+        self.attestations.append(
+            {
+                "uri": MANIFEST_ENVELOPE,
+                "digest": {"sha256": _sha256(envelope_bytes)},
+                "role": "builder",
+                "signers": signers,
+            }
+        )
+        self.validate("bundle-manifest", verified.statement, MANIFEST)
+        services = [s for s in self.manifest.predicate.get("services", []) if isinstance(s, str)]
+        if self.requested_service is not None:
+            if self.requested_service not in services:
+                raise InputError(
+                    f"service {self.requested_service!r} is not in this bundle "
+                    f"(services: {', '.join(services) or 'none'})",
+                    field="--service",
+                )
+            self.service = self.requested_service
+        elif len(services) == 1:
+            self.service = services[0]
+        elif services:
+            raise InputError(
+                f"the bundle holds several services ({', '.join(services)}); choose one",
+                field="--service",
+            )
+
+    # --- members ---------------------------------------------------------------------------
+
+    def member(self, member: ArchiveMember, stream: MemberStream) -> None:
+        name = member.name
+        hashing = HashingReader(stream)
+        listed = self.manifest.files.get(name) if self.manifest else None
+        if self.manifest_trusted:
+            if listed is None:
+                self.step("file-list").fail(
+                    BundleContentsError("file is in the archive but not in the manifest", path=name)
+                )
+            else:
+                self.dispatch(member, hashing)
+        hashing.drain()
+        digest = hashing.digest.hexdigest()
+        self.seen[name] = digest
+        if listed is not None and (listed.sha256 != digest or listed.size != hashing.count):
+            self.step("file-list").fail(
+                BundleContentsError(
+                    f"content differs from the manifest (sha256 {digest[:16]}…, {hashing.count} "
+                    f"bytes; manifest says {listed.sha256[:16]}…, {listed.size} bytes)",
+                    path=name,
+                )
+            )
+
+    def dispatch(self, member: ArchiveMember, stream: HashingReader) -> None:
+        name = member.name
+        if FUNCTION_MAP_RE.match(name) or FUNCTION_MAP_ENVELOPE_RE.match(name):
+            self.documents[name] = self.read_document(stream, member)
+            match = FUNCTION_MAP_RE.match(name) or FUNCTION_MAP_ENVELOPE_RE.match(name)
+            assert match is not None
+            self.function_map(match.group("service"))
+        elif SCHEMA_RE.match(name):
+            self.parse_json_document(self.read_document(stream, member), name)
+        elif name == PROBES_LOCK:
+            self.probe_lock_document(self.read_document(stream, member), name)
+        elif PROBE_OBJECT_RE.match(name):
+            stream.drain()
+            self.probe_objects[name.rsplit("/", 1)[1]] = stream.digest.hexdigest()
+        elif match := CHUNK_RE.match(name):
+            self.chunk(match.group("chain"), int(match.group("seq")), member, stream)
+        elif match := SEAL_RE.match(name):
+            data = self.read_document(stream, member)
+            self.chains.seal(match.group("chain"), int(match.group("seq")), data, name)
+        elif match := PRUNE_RE.match(name):
+            self.chains.prune_record(match.group("chain"), self.read_document(stream, member), name)
+        elif match := OBSERVATIONS_RE.match(name):
+            self.observations_view(name, stream)
+        elif name.startswith(VERIFICATION) and name.endswith(".json"):
+            self.parse_json_document(self.read_document(stream, member), name)
+        else:
+            self.step("file-list").fail(
+                BundleContentsError("listed, but not part of the bundle layout", path=name)
+            )
+
+    def function_map(self, service: str) -> None:
+        statement_name, envelope_name = function_map_paths(service)
+        if statement_name not in self.documents or envelope_name not in self.documents:
+            return
+        statement_bytes = self.documents.pop(statement_name)
+        envelope_bytes = self.documents.pop(envelope_name)
+        step = self.step("function-map-signature")
+        try:
+            document = json.loads(envelope_bytes)
+            verified = self.verifier.verify_statement(
+                document,
+                "function-map",
+                source=envelope_name,
+                predicate_type=FUNCTION_MAP_PREDICATE,
+            )
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            step.fail(MalformedDocumentError(f"not valid JSON: {exc}", path=envelope_name))
+            return
+        except StellaError as exc:
+            step.fail(exc)
+            return
+        if verified.payload != statement_bytes:
+            step.fail(
+                BundleContentsError(
+                    f"not the Statement signed in {envelope_name}", path=statement_name
+                )
+            )
+            return
+        if verified.statement["predicate"].get("service") != service:
+            step.fail(
+                BundleContentsError(
+                    "the signed map's service does not match its file name", path=statement_name
+                )
+            )
+            return
+        self.function_maps[service] = verified
+        self.attestations.append(
+            {
+                "uri": envelope_name,
+                "digest": {"sha256": _sha256(envelope_bytes)},
+                "role": "function-map",
+                "signers": _signer_rows(self.trust_root, verified),
+            }
+        )
+        if service == self.service:
+            try:
+                function_map = function_map_from_statement(verified.statement, statement_name)
+            except StellaError as exc:
+                self.step("schemas").fail(
+                    exc
+                    if isinstance(exc, SchemaValidationError)
+                    else SchemaValidationError(exc.message, path=statement_name, field=exc.field)
+                )
+                return
+            self.tally = CoverageTally(
+                function_map, verified, statement_name, self.coverage_options(function_map)
+            )
+
+    def coverage_options(self, function_map: FunctionMap) -> VerifyOptions:
+        if self.window_override is not None:
+            return VerifyOptions(*self.window_override)
+        declared = (self.manifest.predicate if self.manifest else {}).get("evidence_window")
+        end = declared.get("last_observed_at") if isinstance(declared, dict) else None
+        try:
+            return VerifyOptions(*map_window(function_map, end if isinstance(end, str) else None))
+        except ValueError as exc:
+            raise MalformedDocumentError(
+                str(exc), path=MANIFEST, field="predicate.evidence_window.last_observed_at"
+            ) from exc
+
+    def probe_lock_document(self, data: bytes, name: str) -> None:
+        document = self.parse_json_document(data, name)
+        if not isinstance(document, dict) or not isinstance(document.get("objects"), list):
+            self.step("schemas").fail(
+                SchemaValidationError("expected a probes lock with an 'objects' list", path=name)
+            )
+            return
+        lock: dict[str, str] = {}
+        for index, entry in enumerate(document["objects"]):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("name"), str)
+                or not isinstance(entry.get("sha256"), str)
+            ):
+                self.step("schemas").fail(
+                    SchemaValidationError(
+                        "expected name and sha256", path=name, field=f"objects[{index}]"
+                    )
+                )
+                return
+            lock[entry["name"]] = entry["sha256"]
+        self.probe_lock = lock
+
+    def chunk(
+        self, chain_id: str, sequence: int, member: ArchiveMember, stream: HashingReader
+    ) -> None:
+        """Decompress, validate and tally every record; hand the facts to the chain check."""
+        content = hashlib.sha256()
+        content_bytes = 0
+        records = 0
+        schema_ok = True
+        limits = self.limits
+
+        def blocks() -> Any:
+            nonlocal content_bytes
+            for block in iter_zstd_blocks(
+                stream,
+                member.name,
+                max_bytes=limits.max_chunk_bytes,
+                max_ratio=limits.max_chunk_ratio,
+                ratio_floor=limits.chunk_ratio_floor,
+                compressed=member.size,
+            ):
+                content.update(block)
+                content_bytes += len(block)
+                yield block
+
+        for line_number, line in iter_lines(blocks(), member.name):
+            if not line.strip():
+                continue
+            records += 1
+            if not schema_ok:
+                continue
+            try:
+                record = validate_record(
+                    json.loads(line), member.name, line_number, default_probe_type=False
+                )
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                schema_ok = False
+                self.step("schemas").fail(
+                    SchemaValidationError(
+                        f"malformed NDJSON: {exc}", path=member.name, line=line_number
+                    )
+                )
+                continue
+            except MalformedDocumentError as exc:
+                schema_ok = False
+                self.step("schemas").fail(
+                    SchemaValidationError(
+                        exc.message, path=member.name, line=line_number, field=exc.field
+                    )
+                )
+                continue
+            self.chain_records.add(canonical_record_bytes(record))
+            self.span.add(record)
+            if self.tally is not None:
+                self.tally.add(record, member.name, line_number)
+        stream.drain()
+        self.chains.chunk(
+            chain_id,
+            ChunkFacts(
+                sequence=sequence,
+                file_sha256=stream.digest.hexdigest(),
+                size=stream.count,
+                content_sha256=content.hexdigest(),
+                content_bytes=content_bytes,
+                records=records,
+                source=member.name,
+            ),
+        )
+
+    def observations_view(self, name: str, stream: HashingReader) -> None:
+        self.view_path = name
+        previous: tuple[str, bytes] | None = None
+        for line_number, line in iter_lines(stream_blocks(stream), name):
+            try:
+                record = validate_record(
+                    json.loads(line), name, line_number, default_probe_type=False
+                )
+            except (json.JSONDecodeError, UnicodeDecodeError, MalformedDocumentError) as exc:
+                message = (
+                    exc.message if isinstance(exc, StellaError) else f"malformed NDJSON: {exc}"
+                )
+                self.step("schemas").fail(
+                    SchemaValidationError(message, path=name, line=line_number)
+                )
+                return
+            canonical = canonical_record_bytes(record)
+            if canonical != line:
+                self.step("schemas").fail(
+                    SchemaValidationError(
+                        "record is not in canonical JSON form", path=name, line=line_number
+                    )
+                )
+                return
+            key = (str(record.get("observed_at", "")), canonical)
+            if previous is not None and key < previous:
+                self.step("evidence-chains").fail(
+                    EvidenceChainError(
+                        "observations view is not sorted by observed_at",
+                        path=name,
+                        line=line_number,
+                    )
+                )
+                return
+            previous = key
+            self.view_records.add(canonical)
+
+    # --- end of the pass -------------------------------------------------------------------
+
+    def finish(self) -> None:
+        steps = self.steps
+        if not self.manifest_trusted:
+            for key in ("file-list", "schemas", "function-map-signature", "evidence-chains"):
+                steps[key].skip("not run: the manifest is not trusted")
+            steps["coverage"].skip("not run: the manifest is not trusted")
+            return
+        assert self.manifest is not None
+        for name in sorted(set(self.manifest.files) - set(self.seen)):
+            steps["file-list"].fail(
+                BundleContentsError(
+                    "listed in the manifest but missing from the archive", path=name
+                )
+            )
+        if self.probe_objects or self.probe_lock is not None:
+            lock = self.probe_lock or {}
+            for object_name, digest in sorted(self.probe_objects.items()):
+                if lock.get(object_name) != digest:
+                    steps["file-list"].fail(
+                        BundleContentsError(
+                            "probe object does not match probes/probes.lock.json",
+                            path=f"probes/{object_name}",
+                        )
+                    )
+        steps["file-list"].finish(
+            f"{len(self.seen)} files, each listed with a matching sha256 and size; none missing"
+        )
+        steps["schemas"].finish(
+            f"manifest, function maps, seals, {self.chain_records.count} chain records and "
+            f"{self.view_records.count} view records conform"
+        )
+        if self.service is None:
+            steps["function-map-signature"].fail(
+                BundleContentsError("the bundle holds no function map", path=str(self.bundle))
+            )
+        elif (
+            self.service not in self.function_maps
+            and steps["function-map-signature"].status != "failed"
+        ):
+            steps["function-map-signature"].fail(
+                BundleContentsError(
+                    f"no signed function map for service {self.service!r}", path=str(self.bundle)
+                )
+            )
+        steps["function-map-signature"].finish(
+            f"{len(self.function_maps)} function map(s) signed by the function-map role"
+        )
+        self.chains.finish(steps["evidence-chains"])
+        if self.view_path is None:
+            steps["evidence-chains"].fail(
+                BundleContentsError("the bundle has no observations view", path=str(self.bundle))
+            )
+        elif (self.view_records.count, self.view_records.hexdigest()) != (
+            self.chain_records.count,
+            self.chain_records.hexdigest(),
+        ):
+            steps["evidence-chains"].fail(
+                EvidenceChainError(
+                    "the observations view does not hold exactly the chains' records "
+                    f"({self.view_records.count} in the view, {self.chain_records.count} in the "
+                    "chains)",
+                    path=self.view_path,
+                )
+            )
+        declared = self.manifest.predicate.get("evidence_window")
+        actual = {"first_observed_at": self.span.first, "last_observed_at": self.span.last}
+        if declared != actual:
+            steps["evidence-chains"].fail(
+                EvidenceChainError(
+                    f"the manifest's evidence_window {declared} is not the records' span {actual}",
+                    path=MANIFEST,
+                )
+            )
+        steps["evidence-chains"].finish(self.chains.summary())
+        blocking = [
+            k
+            for k in ("file-list", "schemas", "function-map-signature", "evidence-chains")
+            if steps[k].status == "failed"
+        ]
+        if blocking:
+            steps["coverage"].skip(f"not run: step '{blocking[0]}' failed")
+            return
+        assert self.tally is not None
+        self.tally.evaluate(steps["coverage"])
+
+    # --- the report ------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        passed = all(step.status == "passed" for step in self.steps.values())
+        coverage = self.tally.result if self.tally is not None and self.tally.result else {}
+        predicate: dict[str, Any] = {
+            "verifier": {"id": VERIFIER_ID, "version": __version__},
+            "time_verified": format_timestamp(self.now or utc_now()),
+            "resource_uri": self.bundle.name,
+            "resource_digest": {"sha256": self.bundle_sha256},
+            "policy": {"digest": {"sha256": "0" * 64}},
+            "input_attestations": self.attestations + self.chains.attestations(),
+            "verification_result": "PASSED" if passed else "FAILED",
+            "verified": passed,
+            "observation_rate": coverage.get("observation_rate", 0.0),
+            "target_rate": coverage.get("target_rate", 0.0),
+            "confidence": _overall_confidence(coverage.get("confidence")),
+            "per_path_breakdown": coverage.get("per_path_breakdown", []),
+            "per_tag": coverage.get("per_tag", {}),
+            "unexpected_symbols": coverage.get("unexpected_symbols", []),
+            "missing_symbols": coverage.get("missing_symbols", []),
+            "evidence": self.chains.report(),
+            "steps": [self.steps[key].to_dict() for key in self.steps],
+        }
+        if self.service is not None:
+            predicate["service"] = self.service
+        if self.tally is not None:
+            predicate["policy"] = {
+                "uri": self.tally.source,
+                "digest": {"sha256": self.tally.policy_sha256},
+            }
+            if self.tally.window is not None:
+                predicate["window"] = self.tally.window
+        subject = [{"name": self.bundle.name, "digest": {"sha256": self.bundle_sha256}}]
+        return make_statement(subject, VERIFICATION_REPORT_PREDICATE, predicate)
+
+
+def stream_blocks(stream: HashingReader) -> Any:
+    while block := stream.read(1 << 20):
+        yield block
+
+
+def _overall_confidence(value: Any) -> float:
+    if isinstance(value, dict):
+        value = value.get("overall", 0.0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_bundle(
+    bundle: Path,
+    trust_root: TrustRoot,
+    *,
+    service: str | None = None,
+    limits: VerifyLimits | None = None,
+    now: dt.datetime | None = None,
+    window: tuple[dt.datetime | None, dt.datetime | None] | None = None,
+) -> VerificationOutcome:
+    """Run every step; raise ArchiveError (nothing written) for a hostile or corrupt archive.
+
+    `window` overrides the map's window (its last `window_seconds` up to the evidence's end).
+    """
+    check = _BundleCheck(bundle, trust_root, service, limits or VerifyLimits(), now, window)
+    try:
+        check.run()
+    except ArchiveError as exc:
+        raise ArchiveError(
+            f"verification failed at step 'archive' (hostile-archive checks): {exc.message}",
+            path=exc.path,
+            line=exc.line,
+            field=exc.field,
+        ) from exc
+    return VerificationOutcome(check.report(), check.steps)

@@ -82,6 +82,14 @@ class CollectorEnvironmentError(InputError):
     """This host cannot run the eBPF collector as asked (capability, tracefs, symbol, kernel)."""
 
 
+class DiskFullError(InputError):
+    """No space left while writing evidence; what was sealed before stays intact."""
+
+
+class ChainBusyError(InputError):
+    """Another writer holds the evidence chain (one writer per chain at a time)."""
+
+
 # --- exit code 1: verification said no ------------------------------------------------------
 
 

@@ -6,3 +6,4 @@ import typer
 
 app = typer.Typer(help="Query and import observation records.", no_args_is_help=True)
 from . import observations_query  # noqa: E402,F401
+from . import observations_import  # noqa: E402,F401

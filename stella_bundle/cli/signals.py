@@ -1,8 +1,249 @@
-"""`stella signals`: Evidence chains: collect, verify, inspect, prune."""
+"""`stella signals`: evidence chains: collect (`start`, its own module), verify, inspect, prune."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from ..attest.keys import load_signer
+from ..attest.trustroot import TrustRoot
+from ..errors import InputError
+from ..evidence.chain import ChainReport, verify_evidence
+from ..evidence.layout import find_chain_dirs
+from ..evidence.prune import parse_duration, prune_chain
+from ..evidence.report import ERROR, INFO, WARNING
+from ..evidence.status import chain_status, inspect_target
+from .output import Format, console, emit_json
+
 app = typer.Typer(help="Evidence chains: collect, verify, inspect, prune.", no_args_is_help=True)
+
+_SEVERITY_STYLE = {ERROR: "red", WARNING: "yellow", INFO: "dim"}
+
+
+@app.command("verify-chain")
+def verify_chain_command(
+    directory: Path = typer.Argument(..., help="An evidence directory or one chain directory."),
+    trust_root: Path | None = typer.Option(
+        None, "--trust-root", help="Trust root whose `collector` role must have signed every seal."
+    ),
+    structure_only: bool = typer.Option(
+        False,
+        "--structure-only",
+        help="Without a trust root: pass on digests and links alone (signatures NOT checked).",
+    ),
+    allow_open: bool = typer.Option(
+        False, "--allow-open", help="Accept a chain still being written (no final seal: warning)."
+    ),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Check every chunk, seal, signature and link; name each problem. Exit 0 pass, 1 fail."""
+    if structure_only and trust_root is not None:
+        raise InputError("--structure-only and --trust-root exclude each other")
+    reports = verify_evidence(
+        directory,
+        TrustRoot.load(trust_root) if trust_root else None,
+        require_signatures=not structure_only,
+        allow_open=allow_open,
+    )
+    passed = all(r.passed for r in reports)
+    if output_format is Format.json:
+        emit_json({"passed": passed, "chains": [r.to_dict() for r in reports]})
+    else:
+        for report in reports:
+            _print_report(report)
+    raise typer.Exit(0 if passed else 1)
+
+
+def _print_report(report: ChainReport) -> None:
+    verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
+    console.print(f"chain {report.chain_id}  {verdict}  ({report.location})")
+    sequences = f"{report.first_sequence}..{report.last_sequence}" if report.chunks else "none"
+    console.print(
+        f"  chunks {len(report.chunks)}  records {report.records}  sequences {sequences}  "
+        f"final seal {'yes' if report.final_seal else 'no'}  signatures {report.signatures}  "
+        f"events lost {report.events_lost}"
+    )
+    console.print(f"  window {report.first_observed_at or '-'} .. {report.last_observed_at or '-'}")
+    for chunk in report.chunks:
+        signers = ",".join(k[:12] for k in chunk.signers) or "-"
+        console.print(
+            f"  {chunk.sequence:>10}  digest {chunk.digest:<11} signature {chunk.signature:<12} "
+            f"link {chunk.link:<11} records {chunk.records:<8} {chunk.reason or '-':<9} "
+            f"{'final' if chunk.final else '':<5} signer {signers}",
+            markup=False,
+        )
+    for finding in report.findings:
+        style = _SEVERITY_STYLE.get(finding.severity, "")
+        where = f" [{finding.file or finding.sequence}]" if finding.file or finding.sequence else ""
+        extra = ""
+        if finding.expected or finding.actual:
+            extra = f" (expected {finding.expected}, actual {finding.actual})"
+        console.print(
+            f"  [{style}]{finding.severity:<7} {finding.code}[/{style}]"
+            f"{_escape(where)}: {_escape(finding.message + extra)}"
+        )
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+@app.command("inspect")
+def inspect_command(
+    target: str = typer.Argument(
+        ..., help="A chunk, seal or open chunk file; a sequence number; or sha256:<hex>."
+    ),
+    chain: Path | None = typer.Option(
+        None, "--chain", help="Chain directory for a sequence number or digest (default: .)."
+    ),
+    limit: int = typer.Option(50, "--limit", help="Records to show (0: all)."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Show a seal's summary and the chunk's records (signatures are not checked here)."""
+    result = inspect_target(target, chain, None if limit == 0 else limit)
+    if output_format is Format.json:
+        emit_json(
+            {
+                "source": result.source,
+                "seal": result.seal,
+                "total_records": result.total_records,
+                "records": result.records,
+            }
+        )
+        return
+    if result.seal is None:
+        console.print(f"open chunk {result.source} (not sealed: not evidence yet)", markup=False)
+    else:
+        predicate = result.seal["predicate"]
+        window = predicate["window"]
+        console.print(
+            f"seal {result.seal['file']}  sha256 {result.seal['seal_sha256']}", markup=False
+        )
+        console.print(
+            f"  chain {predicate['chain_id']}  sequence {predicate['sequence']}  reason "
+            f"{predicate['reason']}  final {predicate['final']}  sealed {predicate['sealed_at']}",
+            markup=False,
+        )
+        console.print(
+            f"  records {predicate['content']['records']}  bytes {predicate['content']['bytes']}  "
+            f"window {window['first_observed_at']} .. {window['last_observed_at']}",
+            markup=False,
+        )
+        console.print(
+            f"  loss {predicate['loss']}  collector {predicate['collector']}", markup=False
+        )
+        console.print(f"  signed by {', '.join(result.seal['signature_keyids'])}", markup=False)
+    from rich.table import Table
+
+    table = Table("observed_at", "function_name", "probe_type", "pid", "comm", "node_hash")
+    for record in result.records:
+        table.add_row(
+            str(record.get("observed_at", "")),
+            str(record.get("function_name", "")),
+            str(record.get("probe_type", "")),
+            str(record.get("pid", "")),
+            str(record.get("comm", "")),
+            str(record.get("node_hash", ""))[:23] + "…",
+        )
+    console.print(table)
+    console.print(f"{len(result.records)} of {result.total_records} records shown", markup=False)
+
+
+@app.command("status")
+def status_command(
+    directory: Path = typer.Argument(..., help="An evidence directory or one chain directory."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Chain head, age of the last seal, size, records per second, open chunk, loss."""
+    chains = find_chain_dirs(directory)
+    if not chains:
+        raise InputError("no evidence chain found", path=directory)
+    statuses = [chain_status(chain) for chain in chains]
+    if output_format is Format.json:
+        emit_json({"chains": statuses})
+        return
+    for status in statuses:
+        head = status["head"]
+        console.print(f"chain {status['chain_id']}  ({status['location']})", markup=False)
+        if head:
+            console.print(
+                f"  head {head['sequence']}  sealed {head['sealed_at']} ({head['age_seconds']} s ago)"
+                f"  reason {head['reason']}  final {head['final']}",
+                markup=False,
+            )
+        console.print(
+            f"  sealed chunks {status['sealed_chunks']}  records {status['records']}  size "
+            f"{status['size_bytes']} bytes  records/s {status['records_per_second'] or '-'}",
+            markup=False,
+        )
+        open_chunk = status["open_chunk"]
+        if open_chunk:
+            console.print(
+                f"  open chunk {open_chunk['sequence']}: {open_chunk['records']} records, "
+                f"{open_chunk['bytes']} bytes",
+                markup=False,
+            )
+        console.print(f"  events lost {status['events_lost']}  {status['loss']}", markup=False)
+        if status["pruned"]:
+            pruned = status["pruned"]
+            console.print(
+                f"  pruned sequences {pruned['first_sequence']}-{pruned['last_sequence']}",
+                markup=False,
+            )
+
+
+@app.command("prune")
+def prune_command(
+    directory: Path = typer.Argument(..., help="An evidence directory or one chain directory."),
+    older_than: str = typer.Option(..., "--older-than", help="Age of seals to remove, e.g. 72h."),
+    key: Path = typer.Option(
+        ..., "--key", help="Collector private key that signs the prune record."
+    ),
+    trust_root: Path | None = typer.Option(
+        None, "--trust-root", help="Also verify signatures before pruning (recommended)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Remove whole sealed chunks older than a limit; write a signed prune record."""
+    seconds = parse_duration(older_than)
+    signer = load_signer(key)
+    root = TrustRoot.load(trust_root) if trust_root else None
+    chains = find_chain_dirs(directory)
+    if not chains:
+        raise InputError("no evidence chain found", path=directory)
+    results = [
+        prune_chain(chain, seconds, signer, trust_root=root, dry_run=dry_run) for chain in chains
+    ]
+    if output_format is Format.json:
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "chains": [
+                    {
+                        "chain_id": r.chain_id,
+                        "removed_sequences": r.removed_sequences,
+                        "records_removed": r.records_removed,
+                        "prune_record": r.record.to_dict() if r.record else None,
+                    }
+                    for r in results
+                ],
+            }
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    for result in results:
+        if not result.removed_sequences:
+            console.print(f"chain {result.chain_id}: nothing older than {older_than}", markup=False)
+            continue
+        first, last = result.removed_sequences[0], result.removed_sequences[-1]
+        console.print(
+            f"chain {result.chain_id}: {verb} sequences {first}-{last} "
+            f"({len(result.removed_sequences)} chunks, {result.records_removed} records in the "
+            "prune record's total)",
+            markup=False,
+        )
+
+
 from . import signals_start  # noqa: E402,F401

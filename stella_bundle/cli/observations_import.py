@@ -1,0 +1,74 @@
+"""`stella observations import`: validate and seal external observations into a chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..attest.keys import load_signer
+from ..errors import InputError
+from ..evidence.config import SignalsConfig, WriterConfig, load_signals_config
+from ..evidence.importer import import_observations
+from .observations import app
+from .output import Format, console, emit_json
+
+
+@app.command("import")
+def import_command(
+    source: Path = typer.Argument(..., help="NDJSON observations (plain or zstd)."),
+    target: Path | None = typer.Option(
+        None, "--target", help="Evidence directory (default: signals.output_directory)."
+    ),
+    key: Path | None = typer.Option(
+        None, "--key", help="Signing key (default: signals.signing.key_file)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="stellaops.yaml: output directory, rotation, signing key."
+    ),
+    chain_id: str | None = typer.Option(
+        None, "--chain-id", help="Chain to create (default: import-<file sha256 prefix>)."
+    ),
+    max_size_mb: float | None = typer.Option(None, "--max-size-mb"),
+    max_age_seconds: float | None = typer.Option(None, "--max-age-seconds"),
+    max_records: int | None = typer.Option(None, "--max-records"),
+    zstd_level: int | None = typer.Option(None, "--zstd-level"),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Validate every record (nothing written if one is bad), then seal them as a new chain."""
+    settings = load_signals_config(config) if config else SignalsConfig()
+    target = target or settings.output_directory
+    if target is None:
+        raise InputError("no target: pass --target or set signals.output_directory in --config")
+    key = key or settings.key_file
+    if key is None:
+        raise InputError("no signing key: pass --key or set signals.signing.key_file in --config")
+    base = settings.writer
+    writer_config = WriterConfig(
+        max_size_mb=max_size_mb if max_size_mb is not None else base.max_size_mb,
+        max_age_seconds=max_age_seconds if max_age_seconds is not None else base.max_age_seconds,
+        max_records=max_records if max_records is not None else base.max_records,
+        zstd_level=zstd_level if zstd_level is not None else base.zstd_level,
+        flush_interval_seconds=base.flush_interval_seconds,
+    )
+    result = import_observations(
+        source,
+        target,
+        load_signer(key),
+        chain_id=chain_id or settings.chain_id,
+        config=writer_config,
+    )
+    summary = {
+        "chain_id": result.chain_id,
+        "chain_dir": str(result.chain_dir),
+        "records": result.records,
+        "chunks": result.chunks,
+    }
+    if output_format is Format.json:
+        emit_json(summary)
+        return
+    console.print(
+        f"imported {result.records} records into chain {result.chain_id} "
+        f"({result.chunks} sealed chunks) at {result.chain_dir}",
+        markup=False,
+    )

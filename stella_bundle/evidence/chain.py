@@ -1,0 +1,747 @@
+"""Verification of an evidence chain: seals, signatures, links, chunk digests, named findings.
+
+`verify_chain(dir)` reads a chain directory; `verify_chain_files(...)` takes the files as bytes
+and an opener, so a bundle verifier can stream chunks out of an archive without unpacking it.
+Steps, in order: prune record → seals parsed → signatures (collector role) → chunk digests →
+sequence coverage → `previous` links → final seal → loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..attest.trustroot import TrustRoot
+from ..attest.verifier import AttestationVerifier
+from ..errors import (
+    ExpiredTrustRootError,
+    InputError,
+    MalformedDocumentError,
+    RoleError,
+    SignatureError,
+    ThresholdNotMetError,
+)
+from .layout import (
+    CHUNK_SUFFIX,
+    LOCK_NAME,
+    PARTIAL_STATE_SUFFIX,
+    PARTIAL_SUFFIX,
+    PRUNE_RECORD_NAME,
+    SEAL_SUFFIX,
+    chunk_name,
+    find_chain_dirs,
+    is_temporary,
+    parse_name,
+    seal_name,
+    validate_chain_id,
+)
+from .measure import ChunkMeasure, measure_chunk
+from .prune_record import PruneRecord, parse_prune_record
+from .report import (
+    BROKEN_LINK,
+    COLLECTOR_ROLE,
+    DECLARED_START,
+    DUPLICATED,
+    EMPTY_CHAIN,
+    ERROR,
+    EVENTS_LOST,
+    GAP,
+    INFO,
+    LEFTOVER_TEMP,
+    MISSING_CHUNK,
+    NO_FINAL_SEAL,
+    OPEN_CHUNK,
+    ORPHAN_CHUNK,
+    PRUNE_INCOMPLETE,
+    PRUNE_REJECTED,
+    PRUNED,
+    RECOVERED,
+    REORDERED,
+    SIGNATURES_NOT_CHECKED,
+    TAMPERED_CHUNK,
+    TAMPERED_SEAL,
+    THRESHOLD_NOT_MET,
+    TRUST_ROOT_EXPIRED,
+    UNEXPECTED_FILE,
+    UNSIGNED_SEAL,
+    WARNING,
+    WRONG_CHAIN,
+    WRONG_ROLE,
+    ChainReport,
+    ChunkEntry,
+    Finding,
+    PruneSummary,
+)
+from .seal import ParsedSeal, parse_seal, seal_digest
+
+__all__ = [
+    "ChainReport",
+    "ChunkEntry",
+    "ChunkOpener",
+    "Finding",
+    "VerifyOptions",
+    "load_trust_root",
+    "verify_chain",
+    "verify_chain_files",
+    "verify_evidence",
+]
+
+ChunkOpener = Callable[[int], IO[bytes]]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """`require_signatures`: without a trust root the chain cannot pass (signatures unchecked).
+    `allow_open`: a chain still being written (no final seal) passes with a warning.
+    `workers`: chunks measured in parallel; 1 when the opener is not thread-safe (a tar stream).
+    """
+
+    require_signatures: bool = True
+    allow_open: bool = False
+    workers: int = 1
+
+
+def verify_chain_files(
+    chain_id: str,
+    seals: Mapping[int, bytes],
+    chunk_opener: ChunkOpener,
+    trust_root: TrustRoot | None = None,
+    *,
+    chunk_sequences: Iterable[int] | None = None,
+    prune_record: bytes | None = None,
+    other_names: Iterable[str] = (),
+    location: str = "",
+    options: VerifyOptions | None = None,
+) -> ChainReport:
+    """Verify a chain given as seal bytes by sequence and an opener of chunk files by sequence.
+
+    `chunk_sequences`: the chunk files present (default: one per seal; the opener raises
+    FileNotFoundError for a missing one). `other_names`: further file names in the chain
+    directory (open chunks, temp files, strays), reported as findings.
+    """
+    return _ChainVerification(
+        chain_id,
+        dict(seals),
+        chunk_opener,
+        trust_root,
+        set(seals) if chunk_sequences is None else set(chunk_sequences),
+        prune_record,
+        list(other_names),
+        location or chain_id,
+        options or VerifyOptions(),
+    ).run()
+
+
+def load_trust_root(trust_root: TrustRoot | str | Path | None) -> TrustRoot | None:
+    if trust_root is None or isinstance(trust_root, TrustRoot):
+        return trust_root
+    return TrustRoot.load(trust_root)
+
+
+def verify_chain(
+    chain_dir: str | Path,
+    trust_root: TrustRoot | str | Path | None = None,
+    *,
+    require_signatures: bool = True,
+    allow_open: bool = False,
+    workers: int | None = None,
+) -> ChainReport:
+    """Verify the chain in `chain_dir` (its name is the chain id); works from any directory."""
+    directory = Path(chain_dir)
+    if not directory.is_dir():
+        raise InputError("expected a chain directory", path=directory)
+    chain_id = directory.resolve().name
+    seals: dict[int, bytes] = {}
+    chunks: set[int] = set()
+    prune_bytes = None
+    others = []
+    for entry in sorted(os.listdir(directory)):
+        parsed = parse_name(entry)
+        if parsed is not None and parsed[1] == SEAL_SUFFIX:
+            seals[parsed[0]] = (directory / entry).read_bytes()
+        elif parsed is not None and parsed[1] == CHUNK_SUFFIX:
+            chunks.add(parsed[0])
+        elif entry == PRUNE_RECORD_NAME:
+            prune_bytes = (directory / entry).read_bytes()
+        elif entry != LOCK_NAME:
+            others.append(entry)
+
+    def opener(sequence: int) -> IO[bytes]:
+        return open(directory / chunk_name(sequence), "rb")
+
+    options = VerifyOptions(
+        require_signatures=require_signatures,
+        allow_open=allow_open,
+        workers=workers if workers is not None else min(4, os.cpu_count() or 1),
+    )
+    return verify_chain_files(
+        chain_id,
+        seals,
+        opener,
+        load_trust_root(trust_root),
+        chunk_sequences=chunks,
+        prune_record=prune_bytes,
+        other_names=others,
+        location=str(directory),
+        options=options,
+    )
+
+
+def verify_evidence(
+    path: str | Path,
+    trust_root: TrustRoot | str | Path | None = None,
+    **kwargs: Any,
+) -> list[ChainReport]:
+    """Every chain under `path` (an evidence directory, or one chain directory)."""
+    directories = find_chain_dirs(Path(path))
+    if not directories:
+        raise InputError(
+            "no evidence chain found (expected <chain_id>/NNNNNNNNNN.seal.dsse.json)", path=path
+        )
+    root = load_trust_root(trust_root)
+    return [verify_chain(d, root, **kwargs) for d in directories]
+
+
+class _ChainVerification:
+    """One run of the verification steps over one chain."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        seals: dict[int, bytes],
+        opener: ChunkOpener,
+        trust_root: TrustRoot | None,
+        chunk_sequences: set[int],
+        prune_bytes: bytes | None,
+        other_names: list[str],
+        location: str,
+        options: VerifyOptions,
+    ) -> None:
+        validate_chain_id(chain_id)
+        self.chain_id = chain_id
+        self.seals = seals
+        self.opener = opener
+        self.trust_root = trust_root
+        self.verifier = AttestationVerifier(trust_root) if trust_root is not None else None
+        self.chunk_sequences = chunk_sequences
+        self.prune_bytes = prune_bytes
+        self.other_names = other_names
+        self.options = options
+        self.report = ChainReport(chain_id, location, trust_root_used=trust_root is not None)
+        self.entries: dict[int, ChunkEntry] = {}
+        self.parsed: dict[int, ParsedSeal] = {}
+        self.seal_digests = {seq: seal_digest(data) for seq, data in seals.items()}
+        self.prune: PruneRecord | None = None
+        self.start = 1
+        self.signatures_usable = self.verifier is not None
+
+    def entry(self, sequence: int) -> ChunkEntry:
+        if sequence not in self.entries:
+            self.entries[sequence] = ChunkEntry(sequence)
+        return self.entries[sequence]
+
+    def run(self) -> ChainReport:
+        self.check_prune_record()
+        self.check_seals()
+        self.check_chunks()
+        self.check_coverage_and_links()
+        self.check_final_and_loss()
+        self.check_other_files()
+        if self.trust_root is None:
+            severity = ERROR if self.options.require_signatures else WARNING
+            self.report.add(
+                SIGNATURES_NOT_CHECKED,
+                severity,
+                "no trust root given: seal signatures and signer roles were NOT checked "
+                "(digests and links only); pass --trust-root to verify who sealed the chain",
+            )
+        self.report.chunks = [self.entries[s] for s in sorted(self.entries)]
+        return self.report
+
+    # --- step 1: prune record ----------------------------------------------------------------
+
+    def check_prune_record(self) -> None:
+        if self.prune_bytes is None:
+            return
+        try:
+            parsed = parse_prune_record(self.prune_bytes, PRUNE_RECORD_NAME)
+        except MalformedDocumentError as exc:
+            self.report.add(
+                PRUNE_REJECTED,
+                ERROR,
+                f"prune record is malformed: {exc.describe()}",
+                file=PRUNE_RECORD_NAME,
+            )
+            return
+        record = parsed.record
+        signers: list[str] = []
+        accepted = True
+        if record.chain_id != self.chain_id:
+            self.report.add(
+                PRUNE_REJECTED,
+                ERROR,
+                f"prune record names chain {record.chain_id!r}",
+                file=PRUNE_RECORD_NAME,
+            )
+            accepted = False
+        elif self.verifier is not None:
+            try:
+                keys = self.verifier.verify_signers(
+                    parsed.envelope, COLLECTOR_ROLE, PRUNE_RECORD_NAME
+                )
+                signers = [k.keyid for k in keys]
+            except (SignatureError, RoleError, ThresholdNotMetError, ExpiredTrustRootError) as exc:
+                accepted = False
+                self.report.add(
+                    PRUNE_REJECTED,
+                    ERROR,
+                    f"prune record not signed by a trusted collector key: {exc.message}; the "
+                    f"removal of sequences {record.first_sequence}-{record.last_sequence} is unexplained",
+                    file=PRUNE_RECORD_NAME,
+                )
+        elif not parsed.envelope.signatures:
+            accepted = False
+            self.report.add(
+                PRUNE_REJECTED, ERROR, "prune record carries no signature", file=PRUNE_RECORD_NAME
+            )
+        else:
+            signers = [s.keyid for s in parsed.envelope.signatures]
+        self.report.pruned = PruneSummary(
+            record.first_sequence,
+            record.last_sequence,
+            record.records_removed,
+            record.pruned_at,
+            signers,
+            accepted,
+        )
+        if not accepted:
+            return
+        self.prune = record
+        self.start = record.last_sequence + 1
+        self.report.loss.add(record.loss_removed)
+        by = ", ".join(k[:16] for k in signers) or "unchecked key"
+        self.report.add(
+            PRUNED,
+            INFO,
+            f"sequences {record.first_sequence}-{record.last_sequence} ({record.records_removed} "
+            f"records) were pruned at {record.pruned_at} by key {by}",
+            key=signers[0] if signers else None,
+        )
+
+    # --- step 2 and 3: seals and their signatures ------------------------------------------------
+
+    def check_seals(self) -> None:
+        incomplete = []
+        for sequence in sorted(self.seals):
+            data = self.seals[sequence]
+            name = seal_name(sequence)
+            if sequence < self.start:
+                incomplete.append(sequence)
+                continue
+            entry = self.entry(sequence)
+            entry.seal_file = name
+            entry.seal_sha256 = self.seal_digests[sequence]
+            try:
+                seal = parse_seal(data, name)
+            except MalformedDocumentError as exc:
+                entry.signature = "failed"
+                self.report.add(
+                    TAMPERED_SEAL,
+                    ERROR,
+                    f"seal is malformed: {exc.describe()}",
+                    sequence=sequence,
+                    file=name,
+                )
+                continue
+            self.check_signature(seal, entry, name)
+            predicate = seal.predicate
+            entry.reason, entry.final, entry.sealed_at = (
+                predicate.reason,
+                predicate.final,
+                predicate.sealed_at,
+            )
+            entry.first_observed_at = predicate.first_observed_at
+            entry.last_observed_at = predicate.last_observed_at
+            entry.loss = predicate.loss.to_dict()
+            if predicate.chain_id != self.chain_id:
+                self.report.add(
+                    WRONG_CHAIN,
+                    ERROR,
+                    f"seal belongs to chain {predicate.chain_id!r}, not {self.chain_id!r}",
+                    sequence=sequence,
+                    file=name,
+                )
+                continue
+            if predicate.sequence != sequence:
+                twins = [s for s, other in self.seals.items() if s != sequence and other == data]
+                code = DUPLICATED if twins else REORDERED
+                what = (
+                    f"a copy of seal {twins[0]}"
+                    if twins
+                    else f"the seal of sequence {predicate.sequence}"
+                )
+                self.report.add(
+                    code,
+                    ERROR,
+                    f"file {name} holds {what}",
+                    sequence=sequence,
+                    file=name,
+                    expected=str(sequence),
+                    actual=str(predicate.sequence),
+                )
+                continue
+            self.parsed[sequence] = seal
+        if incomplete and self.prune is not None:
+            last = self.prune.last_sequence
+            if last in self.seals and self.seal_digests[last] != self.prune.last_seal_sha256:
+                self.report.add(
+                    BROKEN_LINK,
+                    ERROR,
+                    f"seal {last} differs from the one the prune record names",
+                    sequence=last,
+                    file=seal_name(last),
+                    expected=self.prune.last_seal_sha256,
+                    actual=self.seal_digests[last],
+                )
+            self.report.add(
+                PRUNE_INCOMPLETE,
+                WARNING,
+                f"files of pruned sequences {incomplete[0]}-{incomplete[-1]} are still present "
+                "(an interrupted prune; rerun it); they were not verified",
+            )
+
+    def check_signature(self, seal: ParsedSeal, entry: ChunkEntry, name: str) -> None:
+        if not seal.envelope.signatures:
+            entry.signature = "unsigned"
+            self.report.add(
+                UNSIGNED_SEAL,
+                ERROR,
+                "seal carries no signature",
+                sequence=entry.sequence,
+                file=name,
+            )
+            return
+        if self.verifier is None or not self.signatures_usable:
+            entry.signers = [s.keyid for s in seal.envelope.signatures]
+            return
+        try:
+            keys = self.verifier.verify_signers(seal.envelope, COLLECTOR_ROLE, name)
+        except ExpiredTrustRootError as exc:
+            self.signatures_usable = False
+            self.report.add(TRUST_ROOT_EXPIRED, ERROR, exc.describe())
+            return
+        except RoleError as exc:
+            entry.signature = "wrong_role"
+            self.report.add(WRONG_ROLE, ERROR, exc.message, sequence=entry.sequence, file=name)
+            return
+        except ThresholdNotMetError as exc:
+            entry.signature = "failed"
+            self.report.add(
+                THRESHOLD_NOT_MET, ERROR, exc.message, sequence=entry.sequence, file=name
+            )
+            return
+        except SignatureError as exc:
+            entry.signature = "failed"
+            self.report.add(
+                TAMPERED_SEAL,
+                ERROR,
+                f"signature does not verify: {exc.message}",
+                sequence=entry.sequence,
+                file=name,
+            )
+            return
+        entry.signature = "verified"
+        entry.signers = [k.keyid for k in keys]
+
+    # --- step 4: chunk digests -------------------------------------------------------------------
+
+    def measure_all(self, sequences: list[int]) -> dict[int, ChunkMeasure | str]:
+        def one(sequence: int) -> ChunkMeasure | str:
+            seal = self.parsed.get(sequence)
+            # A chunk may not inflate past what its seal declares (plus slack for tampering
+            # to show as a digest mismatch rather than as a refusal).
+            limit = None if seal is None else seal.predicate.content.bytes + (1 << 20)
+            try:
+                with self.opener(sequence) as stream:
+                    return measure_chunk(stream, limit)
+            except FileNotFoundError:
+                return "missing"
+            except OSError as exc:
+                return f"unreadable: {exc.strerror}"
+
+        if self.options.workers > 1 and len(sequences) > 1:
+            with ThreadPoolExecutor(self.options.workers) as pool:
+                return dict(zip(sequences, pool.map(one, sequences), strict=True))
+        return {sequence: one(sequence) for sequence in sequences}
+
+    def check_chunks(self) -> None:
+        sequences = sorted(s for s in self.chunk_sequences | set(self.parsed) if s >= self.start)
+        measures = self.measure_all(sequences)
+        by_subject: dict[str, list[int]] = {}
+        for sealed_sequence, sealed in self.parsed.items():
+            by_subject.setdefault(sealed.subject_sha256, []).append(sealed_sequence)
+        for sequence in sequences:
+            measure = measures[sequence]
+            entry = self.entry(sequence)
+            name = chunk_name(sequence)
+            seal = self.parsed.get(sequence)
+            if isinstance(measure, str):
+                if seal is not None or sequence in self.chunk_sequences:
+                    entry.digest = "missing"
+                    self.report.add(
+                        MISSING_CHUNK,
+                        ERROR,
+                        f"chunk file is {measure}; its seal is present",
+                        sequence=sequence,
+                        file=name,
+                    )
+                continue
+            entry.chunk_file = name
+            entry.chunk_sha256 = measure.sha256
+            entry.chunk_bytes = measure.size
+            entry.records = measure.records
+            entry.content_bytes = measure.content_bytes
+            if sequence not in self.seals:
+                self.report.add(
+                    ORPHAN_CHUNK,
+                    ERROR,
+                    "chunk without a seal: its records are not evidence",
+                    sequence=sequence,
+                    file=name,
+                )
+                continue
+            if seal is None:
+                continue  # the seal itself was already reported
+            if measure.sha256 == seal.subject_sha256:
+                self.check_content(seal, measure, entry, name)
+                continue
+            entry.digest = "mismatch"
+            owners = [s for s in by_subject.get(measure.sha256, []) if s != sequence]
+            if owners:
+                owner = owners[0]
+                owner_measure = measures.get(owner)
+                intact_original = (
+                    isinstance(owner_measure, ChunkMeasure)
+                    and owner_measure.sha256 == measure.sha256
+                )
+                code = DUPLICATED if intact_original else REORDERED
+                what = "a copy of chunk" if intact_original else "the chunk sealed as sequence"
+                self.report.add(
+                    code,
+                    ERROR,
+                    f"file {name} holds {what} {owner}",
+                    sequence=sequence,
+                    file=name,
+                    expected=str(sequence),
+                    actual=str(owner),
+                )
+                continue
+            detail = ""
+            content = seal.predicate.content
+            if measure.error:
+                detail = f"; it is {measure.error}"
+            elif measure.records != content.records:
+                detail = (
+                    f"; it holds {measure.records} records where the seal says {content.records}"
+                )
+            self.report.add(
+                TAMPERED_CHUNK,
+                ERROR,
+                f"chunk digest differs from the sealed digest{detail}",
+                sequence=sequence,
+                file=name,
+                expected=f"sha256:{seal.subject_sha256}",
+                actual=f"sha256:{measure.sha256}",
+            )
+
+    def check_content(
+        self, seal: ParsedSeal, measure: ChunkMeasure, entry: ChunkEntry, name: str
+    ) -> None:
+        content = seal.predicate.content
+        problems = []
+        if measure.error:
+            problems.append(measure.error)
+        if measure.content_sha256 is not None and measure.content_sha256 != content.sha256:
+            problems.append("content digest differs")
+        if measure.records != content.records:
+            problems.append(f"{measure.records} records, sealed {content.records}")
+        if measure.content_bytes != content.bytes:
+            problems.append(f"{measure.content_bytes} bytes, sealed {content.bytes}")
+        if not problems:
+            entry.digest = "ok"
+            return
+        entry.digest = "mismatch"
+        self.report.add(
+            TAMPERED_CHUNK,
+            ERROR,
+            "chunk matches its sealed file digest but not its sealed content: "
+            + "; ".join(problems),
+            sequence=entry.sequence,
+            file=name,
+            expected=f"sha256:{content.sha256}",
+            actual=f"sha256:{measure.content_sha256}",
+        )
+
+    # --- step 5 and 6: coverage and links ----------------------------------------------------------
+
+    def check_coverage_and_links(self) -> None:
+        present = sorted(s for s in self.seals if s >= self.start)
+        if not present:
+            if self.prune is None:
+                self.report.add(EMPTY_CHAIN, ERROR, "no seal: the chain holds no evidence")
+            else:
+                self.report.add(
+                    EMPTY_CHAIN, ERROR, "every seal was pruned; nothing remains to verify"
+                )
+            return
+        first = present[0]
+        first_seal = self.parsed.get(first)
+        if (
+            self.prune is None
+            and first > 1
+            and first_seal is not None
+            and first_seal.predicate.previous is None
+        ):
+            self.start = first
+            self.entry(first).link = "start"
+            self.report.add(
+                DECLARED_START,
+                WARNING,
+                f"the chain declares its start at sequence {first}",
+                sequence=first,
+            )
+        missing = [s for s in range(self.start, present[-1] + 1) if s not in self.seals]
+        for low, high in _ranges(missing):
+            span = f"sequence {low}" if low == high else f"sequences {low}-{high}"
+            self.report.add(
+                GAP,
+                ERROR,
+                f"{span} missing: no seal (chunk deleted or never delivered)",
+                sequence=low,
+                expected=f"{low}-{high}",
+            )
+        for sequence in present:
+            seal = self.parsed.get(sequence)
+            if seal is None:
+                continue
+            entry = self.entry(sequence)
+            if entry.link == "start":
+                continue
+            self.check_link(sequence, seal, entry)
+
+    def check_link(self, sequence: int, seal: ParsedSeal, entry: ChunkEntry) -> None:
+        previous = seal.predicate.previous
+        name = seal_name(sequence)
+        if sequence == self.start and self.prune is not None:
+            expected_seq, expected_sha = self.prune.last_sequence, self.prune.last_seal_sha256
+        elif sequence == 1:
+            if previous is None:
+                entry.link = "start"
+                return
+            expected_seq, expected_sha = 0, None
+        else:
+            expected_seq = sequence - 1
+            expected_sha = self.seal_digests.get(expected_seq)
+            if expected_sha is None:
+                entry.link = "not_checked"  # the gap is reported already
+                return
+        if previous is None or previous.sequence != expected_seq or previous.sha256 != expected_sha:
+            entry.link = "broken"
+            self.report.add(
+                BROKEN_LINK,
+                ERROR,
+                f"`previous` does not name seal {expected_seq} as found "
+                "(that seal was altered or replaced, or this one was moved)",
+                sequence=sequence,
+                file=name,
+                expected=f"{expected_seq}:{expected_sha}",
+                actual=f"{previous.sequence}:{previous.sha256}" if previous else "null",
+            )
+            return
+        entry.link = "ok"
+
+    # --- step 7 and 8: tail and loss -------------------------------------------------------------
+
+    def check_final_and_loss(self) -> None:
+        present = sorted(s for s in self.seals if s >= self.start)
+        recovered = []
+        for sequence in present:
+            seal = self.parsed.get(sequence)
+            if seal is None:
+                continue
+            self.report.loss.add(seal.predicate.loss)
+            if seal.predicate.reason == "recovered":
+                recovered.append(sequence)
+        if recovered:
+            torn = sum(self.parsed[s].predicate.loss.torn_records for s in recovered)
+            self.report.add(
+                RECOVERED,
+                INFO,
+                f"{len(recovered)} chunk(s) were recovered after an unclean stop "
+                f"(sequences {_describe(recovered)}); {torn} torn line(s) counted as lost",
+            )
+        if present:
+            head_seal = self.parsed.get(present[-1])
+            if head_seal is None or not head_seal.predicate.final:
+                severity = WARNING if self.options.allow_open else ERROR
+                self.report.add(
+                    NO_FINAL_SEAL,
+                    severity,
+                    f"the last seal ({present[-1]}) is not final: the writer did not stop cleanly "
+                    "or the chain is still open, so truncation of the tail cannot be excluded",
+                    sequence=present[-1],
+                )
+        if self.report.loss.total:
+            loss = self.report.loss
+            self.report.add(
+                EVENTS_LOST,
+                WARNING,
+                f"{loss.total} events were not recorded: {loss.ring_buffer_dropped} dropped by the "
+                f"ring buffer, {loss.sampled_out} sampled out, {loss.filtered_out} filtered out, "
+                f"{loss.torn_records} torn by a crash",
+                actual=str(loss.total),
+            )
+
+    def check_other_files(self) -> None:
+        for name in self.other_names:
+            parsed = parse_name(name)
+            if parsed is not None and parsed[1] in (PARTIAL_SUFFIX, PARTIAL_STATE_SUFFIX):
+                if parsed[1] == PARTIAL_SUFFIX:
+                    self.report.add(
+                        OPEN_CHUNK,
+                        WARNING,
+                        "open chunk not sealed yet: its records are not evidence until sealed",
+                        sequence=parsed[0],
+                        file=name,
+                    )
+            elif is_temporary(name):
+                self.report.add(
+                    LEFTOVER_TEMP, INFO, "temporary file of an interrupted write", file=name
+                )
+            else:
+                self.report.add(
+                    UNEXPECTED_FILE, WARNING, "file is not part of the chain format", file=name
+                )
+
+
+def _ranges(values: list[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for value in values:
+        if ranges and value == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], value)
+        else:
+            ranges.append((value, value))
+    return ranges
+
+
+def _describe(values: list[int]) -> str:
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in _ranges(values))
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

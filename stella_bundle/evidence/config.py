@@ -1,0 +1,318 @@
+"""Writer options, collector identity and loss counters; `stellaops.yaml` (`signals:`) loading."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, MalformedDocumentError
+from ..jsonio import read_bytes
+
+DEFAULT_MAX_SIZE_MB = 64
+DEFAULT_MAX_AGE_SECONDS = 300
+DEFAULT_ZSTD_LEVEL = 3
+DEFAULT_FLUSH_INTERVAL_SECONDS = 1.0
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """When a chunk is sealed (any limit reached) and how often the open chunk is made durable.
+
+    `max_size_mb` counts uncompressed canonical NDJSON (MiB); `max_records=None` means no limit.
+    """
+
+    max_size_mb: float = DEFAULT_MAX_SIZE_MB
+    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
+    max_records: int | None = None
+    zstd_level: int = DEFAULT_ZSTD_LEVEL
+    flush_interval_seconds: float = DEFAULT_FLUSH_INTERVAL_SECONDS
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: float) -> None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"expected a positive number, got {value!r}", field=name)
+            if not math.isfinite(value):
+                raise ConfigError(f"expected a finite number, got {value!r}", field=name)
+
+        positive("max_size_mb", self.max_size_mb)
+        positive("max_age_seconds", self.max_age_seconds)
+        if self.max_records is not None and (
+            isinstance(self.max_records, bool)
+            or not isinstance(self.max_records, int)
+            or self.max_records < 1
+        ):
+            raise ConfigError(
+                f"expected an integer >= 1, got {self.max_records!r}", field="max_records"
+            )
+        if (
+            isinstance(self.zstd_level, bool)
+            or not isinstance(self.zstd_level, int)
+            or not 1 <= self.zstd_level <= 22
+        ):
+            raise ConfigError(
+                f"expected an integer 1..22, got {self.zstd_level!r}", field="zstd_level"
+            )
+        interval = self.flush_interval_seconds
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+            raise ConfigError(
+                f"expected a number >= 0 (0: flush on every append), got {interval!r}",
+                field="flush_interval_seconds",
+            )
+
+    @property
+    def max_size_bytes(self) -> int:
+        return max(1, int(self.max_size_mb * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class CollectorInfo:
+    """Who wrote a chunk; `boot_id` and `probe_set_sha256` are None for imports."""
+
+    id: str
+    host: str
+    boot_id: str | None
+    version: str
+    probe_set_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "boot_id": self.boot_id,
+            "version": self.version,
+            "probe_set_sha256": self.probe_set_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> CollectorInfo:
+        if not isinstance(data, dict):
+            raise MalformedDocumentError(
+                "expected a collector object", path=source, field="collector"
+            )
+        try:
+            return cls(
+                id=_str(data["id"]),
+                host=_str(data["host"]),
+                boot_id=_opt_str(data["boot_id"]),
+                version=_str(data["version"]),
+                probe_set_sha256=_opt_str(data["probe_set_sha256"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise MalformedDocumentError(
+                f"collector object is incomplete or mistyped ({exc})",
+                path=source,
+                field="collector",
+            ) from exc
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, found {type(value).__name__}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def read_boot_id() -> str | None:
+    try:
+        return BOOT_ID_PATH.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class LossCounters:
+    """Events that were not recorded. `torn_records`: lines lost to a crash mid-write."""
+
+    ring_buffer_dropped: int = 0
+    sampled_out: int = 0
+    filtered_out: int = 0
+    torn_records: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.ring_buffer_dropped + self.sampled_out + self.filtered_out + self.torn_records
+
+    def add(self, other: LossCounters) -> None:
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+    def to_dict(self) -> dict[str, int]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> LossCounters:
+        if not isinstance(data, dict):
+            raise MalformedDocumentError("expected a loss object", path=source, field="loss")
+        counters = cls()
+        for item in fields(cls):
+            value = data.get(item.name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MalformedDocumentError(
+                    "expected a non-negative integer", path=source, field=f"loss.{item.name}"
+                )
+            setattr(counters, item.name, value)
+        return counters
+
+
+# --- stellaops.yaml ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignalsConfig:
+    """The `signals:` section of `stellaops.yaml` as the evidence writer uses it.
+
+    Keys of other components (filters, probes, …) are kept in `other` for them to read.
+    """
+
+    output_directory: Path | None = None
+    chain_id: str | None = None
+    key_file: Path | None = None
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    other: dict[str, Any] = field(default_factory=dict)
+
+
+_ROTATION_KEYS = {
+    "max_size_mb",
+    "max_age_seconds",
+    "max_age_minutes",
+    "max_age_hours",
+    "max_records",
+}
+_SIGNING_KEYS = {"enabled", "key_file", "key", "key_id", "submit_to_rekor"}
+_WRITER_KEYS = {
+    "output_directory",
+    "chain_id",
+    "rotation",
+    "signing",
+    "zstd_level",
+    "flush_interval_ms",
+    "flush_interval_seconds",
+}
+
+
+def load_signals_config(path: str | Path) -> SignalsConfig:
+    """Parse `stellaops.yaml`; errors name the file and the dotted key."""
+    source = str(path)
+    try:
+        document = yaml.safe_load(read_bytes(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            f"malformed YAML: {getattr(exc, 'problem', exc)}", path=source, line=line
+        ) from exc
+    if not isinstance(document, dict):
+        raise ConfigError("expected a YAML mapping at the top level", path=source)
+    signals = document.get("signals")
+    if signals is None:
+        raise ConfigError("no 'signals' section", path=source, field="signals")
+    if not isinstance(signals, dict):
+        raise ConfigError("expected a mapping", path=source, field="signals")
+    return parse_signals_section(signals, source)
+
+
+def parse_signals_section(signals: dict[str, Any], source: str | None = None) -> SignalsConfig:
+    def fail(message: str, key: str) -> ConfigError:
+        return ConfigError(message, path=source, field=f"signals.{key}")
+
+    writer_args: dict[str, Any] = {}
+    rotation = signals.get("rotation") or {}
+    if not isinstance(rotation, dict):
+        raise fail("expected a mapping", "rotation")
+    unknown = set(rotation) - _ROTATION_KEYS
+    if unknown:
+        raise fail(
+            f"unknown key (allowed: {', '.join(sorted(_ROTATION_KEYS))})",
+            f"rotation.{min(unknown)}",
+        )
+    ages = [k for k in ("max_age_seconds", "max_age_minutes", "max_age_hours") if k in rotation]
+    if len(ages) > 1:
+        raise fail(f"give one of {', '.join(ages)}, not several", "rotation")
+    for key, scale in (("max_age_seconds", 1), ("max_age_minutes", 60), ("max_age_hours", 3600)):
+        if key in rotation:
+            writer_args["max_age_seconds"] = _number(rotation[key], fail, f"rotation.{key}") * scale
+    if "max_size_mb" in rotation:
+        writer_args["max_size_mb"] = _number(rotation["max_size_mb"], fail, "rotation.max_size_mb")
+    if rotation.get("max_records") is not None:
+        writer_args["max_records"] = rotation["max_records"]
+    if "zstd_level" in signals:
+        writer_args["zstd_level"] = signals["zstd_level"]
+    if "flush_interval_ms" in signals and "flush_interval_seconds" in signals:
+        raise fail(
+            "give flush_interval_ms or flush_interval_seconds, not both", "flush_interval_ms"
+        )
+    if "flush_interval_ms" in signals:
+        writer_args["flush_interval_seconds"] = (
+            _number(signals["flush_interval_ms"], fail, "flush_interval_ms") / 1000
+        )
+    if "flush_interval_seconds" in signals:
+        writer_args["flush_interval_seconds"] = _number(
+            signals["flush_interval_seconds"], fail, "flush_interval_seconds"
+        )
+    try:
+        writer = WriterConfig(**writer_args)
+    except ConfigError as exc:
+        raise fail(exc.message, exc.field or "rotation") from exc
+
+    key_file = _signing_key(signals.get("signing"), fail)
+    output = signals.get("output_directory")
+    if output is not None and not isinstance(output, str):
+        raise fail("expected a path string", "output_directory")
+    chain_id = signals.get("chain_id")
+    if chain_id is not None and not isinstance(chain_id, str):
+        raise fail("expected a string", "chain_id")
+    return SignalsConfig(
+        output_directory=Path(output) if output else None,
+        chain_id=chain_id,
+        key_file=key_file,
+        writer=writer,
+        other={k: v for k, v in signals.items() if k not in _WRITER_KEYS},
+    )
+
+
+def _number(value: Any, fail: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"expected a number, got {value!r}", key)
+    return float(value) if isinstance(value, float) else value
+
+
+def _signing_key(signing: Any, fail: Any) -> Path | None:
+    if signing is None:
+        return None
+    if not isinstance(signing, dict):
+        raise fail("expected a mapping", "signing")
+    unknown = set(signing) - _SIGNING_KEYS
+    if unknown:
+        raise fail(
+            f"unknown key (allowed: {', '.join(sorted(_SIGNING_KEYS))})", f"signing.{min(unknown)}"
+        )
+    if signing.get("enabled") is False:
+        raise fail(
+            "unsigned evidence is not supported: every seal is signed (remove enabled: false)",
+            "signing.enabled",
+        )
+    if signing.get("submit_to_rekor"):
+        raise fail(
+            "transparency-log submission is not supported by the offline writer; set it to false",
+            "signing.submit_to_rekor",
+        )
+    key_file = signing.get("key_file", signing.get("key"))
+    if key_file is None:
+        if "key_id" in signing:
+            raise fail(
+                f"key_id {signing['key_id']!r}: keyless or KMS signing is not supported offline; "
+                "set signing.key_file to a PKCS#8 PEM private key",
+                "signing.key_id",
+            )
+        return None
+    if not isinstance(key_file, str) or not key_file:
+        raise fail("expected a path to a PKCS#8 PEM private key", "signing.key_file")
+    return Path(key_file)

@@ -1,0 +1,75 @@
+"""Streaming measurement of a chunk: digest of the file, digest and size of its NDJSON."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import IO, Any
+
+import zstandard
+
+# Refuse to inflate one chunk past this (decompression bombs); a seal's `content.bytes` is a
+# tighter bound when it is known.
+DEFAULT_MAX_CONTENT_BYTES = 8 * 1024**3
+_READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class ChunkMeasure:
+    sha256: str  # of the compressed file
+    size: int
+    content_sha256: str | None  # None when the data does not decompress
+    content_bytes: int
+    records: int  # newline-terminated lines
+    error: str | None = None
+
+
+class _HashingReader:
+    """Feeds everything read through a running sha256 (the compressed file's digest)."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> ChunkMeasure:
+    limit = DEFAULT_MAX_CONTENT_BYTES if max_content_bytes is None else max_content_bytes
+    source = _HashingReader(stream)
+    content_sha = hashlib.sha256()
+    content_bytes = 0
+    records = 0
+    error = None
+    hashing: Any = source  # zstandard accepts any object with read()
+    reader: Any = zstandard.ZstdDecompressor().stream_reader(
+        hashing, read_size=_READ_SIZE, read_across_frames=True
+    )
+    try:
+        while True:
+            data = reader.read(4 * _READ_SIZE)
+            if not data:
+                break
+            content_bytes += len(data)
+            if content_bytes > limit:
+                error = f"decompresses to more than {limit} bytes"
+                break
+            content_sha.update(data)
+            records += data.count(b"\n")
+    except zstandard.ZstdError as exc:
+        error = f"not valid zstd data ({exc})"
+    while source.read(_READ_SIZE):  # the rest of the file still counts for its digest
+        pass
+    return ChunkMeasure(
+        sha256=source.sha.hexdigest(),
+        size=source.size,
+        content_sha256=None if error else content_sha.hexdigest(),
+        content_bytes=content_bytes,
+        records=records,
+        error=error,
+    )

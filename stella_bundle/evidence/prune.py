@@ -1,0 +1,137 @@
+"""Retention: remove whole sealed chunks older than a limit, leaving a signed prune record.
+
+The record is written (atomically) before any file is removed, so an interrupted prune leaves
+at worst files the record already explains; rerunning finishes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+
+from ..attest.trustroot import TrustRoot
+from ..errors import EvidenceChainError, InputError
+from ..fsutil import fsync_directory, write_bytes_atomic
+from ..timeutil import format_timestamp, parse_timestamp, utc_now
+from .chain import verify_chain
+from .config import LossCounters
+from .layout import PRUNE_RECORD_NAME, chunk_name, seal_name
+from .prune_record import PruneRecord, build_prune_record, read_prune_record
+from .report import ERROR, ChainReport
+from .seal import parse_seal
+from .storage import remove_quietly
+
+_DURATION_RE = re.compile(r"^([0-9]+)([smhdw])\Z")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """`72h`, `30m`, `7d`, `2w`, `90s` → seconds."""
+    match = _DURATION_RE.match(text.strip())
+    if match is None:
+        raise InputError(
+            f"invalid duration {text!r}: expected a number and a unit s, m, h, d or w (e.g. 72h)",
+            field="older_than",
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    chain_id: str
+    removed_sequences: list[int]
+    records_removed: int
+    record: PruneRecord | None  # None when nothing was old enough
+    dry_run: bool
+
+
+def prune_chain(
+    chain_dir: str | Path,
+    older_than_seconds: int,
+    signer: Signer,
+    *,
+    trust_root: TrustRoot | None = None,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Remove the oldest sealed chunks sealed before `now - older_than_seconds`.
+
+    Only a contiguous run from the chain start is removed, never the newest seal (it is the
+    head the writer continues from). A chain that does not verify is refused: pruning it would
+    destroy the evidence of what is wrong.
+    """
+    directory = Path(chain_dir)
+    report = verify_chain(
+        directory, trust_root, require_signatures=trust_root is not None, allow_open=True
+    )
+    _refuse_broken(report)
+    cutoff = (now or utc_now()) - dt.timedelta(seconds=older_than_seconds)
+    prune_path = directory / PRUNE_RECORD_NAME
+    previous_bytes = prune_path.read_bytes() if prune_path.exists() else None
+    previous = read_prune_record(previous_bytes, prune_path) if previous_bytes else None
+    sealed = [c.sequence for c in report.chunks if c.seal_file is not None]
+    candidates = []
+    for sequence in sealed[:-1]:  # never the head
+        seal = parse_seal(
+            (directory / seal_name(sequence)).read_bytes(), directory / seal_name(sequence)
+        )
+        if parse_timestamp(seal.predicate.sealed_at) >= cutoff:
+            break
+        candidates.append(seal)
+    if not candidates:
+        return PruneResult(report.chain_id, [], 0, None, dry_run)
+    loss = LossCounters()
+    records = 0
+    for seal in candidates:
+        loss.add(seal.predicate.loss)
+        records += seal.predicate.content.records
+    firsts = [s.predicate.first_observed_at for s in candidates if s.predicate.first_observed_at]
+    lasts = [s.predicate.last_observed_at for s in candidates if s.predicate.last_observed_at]
+    first_observed = min(firsts) if firsts else None
+    if previous is not None:
+        loss.add(previous.loss_removed)
+        records += previous.records_removed
+        if previous.first_observed_at:
+            first_observed = min(filter(None, [first_observed, previous.first_observed_at]))
+    last_sequence = candidates[-1].predicate.sequence
+    record = PruneRecord(
+        chain_id=report.chain_id,
+        first_sequence=previous.first_sequence if previous else candidates[0].predicate.sequence,
+        last_sequence=last_sequence,
+        last_seal_sha256=hashlib.sha256(
+            (directory / seal_name(last_sequence)).read_bytes()
+        ).hexdigest(),
+        records_removed=records,
+        loss_removed=loss,
+        first_observed_at=first_observed,
+        last_observed_at=max(lasts) if lasts else (previous.last_observed_at if previous else None),
+        pruned_at=format_timestamp(now or utc_now()),
+        older_than_seconds=older_than_seconds,
+        previous_prune_sha256=hashlib.sha256(previous_bytes).hexdigest()
+        if previous_bytes
+        else None,
+    )
+    removed = [s.predicate.sequence for s in candidates]
+    if dry_run:
+        return PruneResult(report.chain_id, removed, records, record, True)
+    write_bytes_atomic(prune_path, build_prune_record(record, [signer]))
+    for sequence in removed:
+        remove_quietly(directory / chunk_name(sequence), directory / seal_name(sequence))
+    fsync_directory(directory)
+    return PruneResult(report.chain_id, removed, records, record, False)
+
+
+def _refuse_broken(report: ChainReport) -> None:
+    errors = [
+        f for f in report.findings if f.severity == ERROR and f.code != "signatures_not_checked"
+    ]
+    if errors:
+        listed = "; ".join(f"{f.code} ({f.message})" for f in errors[:3])
+        raise EvidenceChainError(
+            f"refusing to prune a chain that does not verify: {listed}", path=report.location
+        )

@@ -1,0 +1,115 @@
+"""Reading the records of a chain back, in order, each chunk checked against its seal.
+
+This checks digests, not signatures: run `verify_chain` with a trust root to decide whether the
+chain is trusted, then read it with these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from ..errors import EvidenceChainError, MalformedDocumentError
+from ..observations.record import validate_record
+from .chain import ChunkOpener
+from .layout import PRUNE_RECORD_NAME, SEAL_SUFFIX, chunk_name, parse_name, seal_name
+from .prune_record import read_prune_record
+from .seal import parse_seal
+
+
+def iter_chain_records(chain_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Validated records of the chain in `chain_dir`, in sequence and line order."""
+    directory = Path(chain_dir)
+    seals = {}
+    for entry in os.listdir(directory):
+        parsed = parse_name(entry)
+        if parsed is not None and parsed[1] == SEAL_SUFFIX:
+            seals[parsed[0]] = (directory / entry).read_bytes()
+    prune_path = directory / PRUNE_RECORD_NAME
+    start = 1
+    if prune_path.exists():
+        start = read_prune_record(prune_path.read_bytes(), prune_path).last_sequence + 1
+
+    def opener(sequence: int) -> io.BufferedReader:
+        return open(directory / chunk_name(sequence), "rb")
+
+    yield from iter_chain_records_files(
+        directory.resolve().name,
+        {s: d for s, d in seals.items() if s >= start},
+        opener,
+        location=str(directory),
+    )
+
+
+def iter_chain_records_files(
+    chain_id: str,
+    seals: Mapping[int, bytes],
+    chunk_opener: ChunkOpener,
+    *,
+    location: str = "",
+) -> Iterator[dict[str, Any]]:
+    """The same over seal bytes and a chunk opener (e.g. members of a bundle archive)."""
+    where = location or chain_id
+    for sequence in sorted(seals):
+        seal_source = f"{where}/{seal_name(sequence)}"
+        seal = parse_seal(seals[sequence], seal_source)
+        if seal.predicate.chain_id != chain_id or seal.predicate.sequence != sequence:
+            raise EvidenceChainError(
+                f"seal names chain {seal.predicate.chain_id!r} sequence "
+                f"{seal.predicate.sequence}; run verify-chain",
+                path=seal_source,
+            )
+        source = f"{where}/{chunk_name(sequence)}"
+        try:
+            with chunk_opener(sequence) as stream:
+                compressed = stream.read()
+        except FileNotFoundError as exc:
+            raise EvidenceChainError(
+                "chunk file is missing; run verify-chain", path=source
+            ) from exc
+        actual = hashlib.sha256(compressed).hexdigest()
+        if actual != seal.subject_sha256:
+            raise EvidenceChainError(
+                f"chunk digest sha256:{actual} differs from the sealed sha256:{seal.subject_sha256}",
+                path=source,
+            )
+        yield from _records(
+            compressed, seal.predicate.content.sha256, seal.predicate.content.bytes, source
+        )
+
+
+def _records(
+    compressed: bytes, content_sha256: str, content_bytes: int, source: str
+) -> Iterator[dict[str, Any]]:
+    reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
+    buffered = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        for number, line in enumerate(buffered, start=1):
+            size += len(line)
+            if size > content_bytes:
+                raise EvidenceChainError(
+                    "chunk holds more data than its seal declares", path=source
+                )
+            digest.update(line)
+            try:
+                value = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise MalformedDocumentError(
+                    "malformed NDJSON line", path=source, line=number
+                ) from exc
+            yield validate_record(value, source, number)
+    except zstandard.ZstdError as exc:
+        raise EvidenceChainError(f"corrupt zstd data: {exc}", path=source) from exc
+    if digest.hexdigest() != content_sha256:
+        raise EvidenceChainError(
+            "chunk content differs from its sealed content digest", path=source
+        )

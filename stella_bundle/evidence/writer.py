@@ -1,0 +1,407 @@
+"""ChunkWriter: append validated records to a chain; rotate, seal, recover after a crash.
+
+The open chunk is an append-only `<seq>.ndjson.partial` (canonical NDJSON, fdatasync'd every
+`flush_interval_seconds`) with its collector identity and loss counters beside it in
+`<seq>.partial.json`. The compressed chunk is built alongside in a temp file, so sealing only
+finishes the zstd frame, signs, and renames (DESIGN.md §7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import zstandard
+from securesystemslib.signer import Signer
+
+from ..canonical import canonical_bytes
+from ..errors import ChainBusyError, InputError, StellaError
+from ..fsutil import fsync_directory
+from ..timeutil import format_timestamp, utc_now
+from .config import CollectorInfo, LossCounters, WriterConfig
+from .encoding import encode_record
+from .layout import LOCK_NAME, chunk_name, partial_name, partial_state_name, validate_chain_id
+from .recovery import ChainHead, RecoveredChunk, recover_chain
+from .seal import ChunkContent, SealPredicate, SealReason, build_seal
+from .storage import commit_chunk, remove_quietly, storage_error, temp_path, write_all, write_temp
+from .window import ObservationWindow
+
+__all__ = ["ChunkWriter", "CollectorInfo", "LossCounters", "WriterConfig"]
+
+# Appended lines are handed to the kernel (not yet fsync'd) once this many bytes are pending:
+# batches the hashing and compression work and bounds the memory held between flushes.
+_DRAIN_BYTES = 1 << 20
+
+
+class _OpenChunk:
+    """The chunk being written: partial file, running digests, compressor, window, loss."""
+
+    def __init__(
+        self,
+        chain_dir: Path,
+        sequence: int,
+        zstd_level: int,
+        opened_at: float,
+        collector: CollectorInfo,
+    ) -> None:
+        self.sequence = sequence
+        self.opened_at = opened_at
+        self.partial_path = chain_dir / partial_name(sequence)
+        self.state_path = chain_dir / partial_state_name(sequence)
+        self.chunk_temp = temp_path(chain_dir, chunk_name(sequence))
+        self.collector = collector
+        self.loss = LossCounters()
+        self.loss_dirty = False
+        self.window = ObservationWindow()
+        self.records = 0
+        self.bytes = 0
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.unsynced = False
+        self.content_sha = hashlib.sha256()
+        self.compressed_sha = hashlib.sha256()
+        self.compressor = zstandard.ZstdCompressor(level=zstd_level).compressobj()
+        self.partial_fd = -1
+        self.chunk_file: IO[bytes] | None = None
+
+    def create_files(self) -> None:
+        # The state first: a partial without its state would lose the collector identity.
+        write_temp(self.state_path, self.state_bytes())
+        self.loss_dirty = False
+        self.partial_fd = os.open(
+            self.partial_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644
+        )
+        self.chunk_file = open(self.chunk_temp, "wb", buffering=1 << 20)  # noqa: SIM115
+        fsync_directory(self.partial_path.parent)
+
+    def state_bytes(self) -> bytes:
+        return canonical_bytes({"collector": self.collector.to_dict(), "loss": self.loss.to_dict()})
+
+    def write_compressed(self, data: bytes) -> None:
+        if data:
+            assert self.chunk_file is not None
+            self.chunk_file.write(data)
+            self.compressed_sha.update(data)
+
+    def drain(self) -> None:
+        """Hand pending lines to the kernel and to the digest and compressor."""
+        if not self.pending:
+            return
+        self.pending.append(b"")
+        data = b"\n".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        write_all(self.partial_fd, data)
+        self.unsynced = True
+        self.content_sha.update(data)
+        self.write_compressed(self.compressor.compress(data))
+
+    def sync(self) -> None:
+        self.drain()
+        if self.unsynced:
+            os.fdatasync(self.partial_fd)
+            self.unsynced = False
+        if self.loss_dirty:
+            temp = self.state_path.with_name("." + self.state_path.name + ".tmp")
+            write_temp(temp, self.state_bytes())
+            os.replace(temp, self.state_path)
+            self.loss_dirty = False
+
+    def finish_compressed(self) -> str:
+        self.drain()
+        self.write_compressed(self.compressor.flush())
+        assert self.chunk_file is not None
+        self.chunk_file.flush()
+        os.fsync(self.chunk_file.fileno())
+        self.chunk_file.close()
+        self.chunk_file = None
+        return self.compressed_sha.hexdigest()
+
+    def close_files(self) -> None:
+        if self.partial_fd >= 0:
+            os.close(self.partial_fd)
+            self.partial_fd = -1
+        if self.chunk_file is not None:
+            with contextlib.suppress(OSError):
+                self.chunk_file.close()
+            self.chunk_file = None
+
+
+class ChunkWriter:
+    """Writes one evidence chain; one writer per chain (an exclusive lock on the directory).
+
+    Not thread-safe: call it from one thread (the collector's event loop).
+    """
+
+    def __init__(
+        self,
+        chain_dir: Path,
+        chain_id: str,
+        signer: Signer,
+        config: WriterConfig,
+        collector: CollectorInfo,
+        lock_fd: int,
+        head: ChainHead,
+        recovered: list[RecoveredChunk],
+        clock: Callable[[], float],
+    ) -> None:
+        self.chain_dir = chain_dir
+        self.chain_id = chain_id
+        self.config = config
+        self.collector = collector
+        self.recovered = recovered
+        self._signer = signer
+        self._lock_fd = lock_fd
+        self._head = head
+        self._clock = clock
+        self._max_bytes = config.max_size_bytes
+        self._max_records = config.max_records or 0
+        self._max_age = config.max_age_seconds
+        self._flush_interval = config.flush_interval_seconds
+        self._chunk: _OpenChunk | None = None
+        self._appended = 0
+        self._acknowledged = 0
+        self._last_flush = clock()
+        self._failure: StellaError | None = None
+        self._closed = False
+        self.sealed_chunks = 0
+
+    # --- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        evidence_dir: str | Path,
+        chain_id: str,
+        signer: Signer,
+        config: WriterConfig | None = None,
+        collector: CollectorInfo | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> ChunkWriter:
+        """Open (or start) `evidence_dir/chain_id`, recovering and sealing an interrupted chunk."""
+        validate_chain_id(chain_id)
+        config = config or WriterConfig()
+        if collector is None:
+            raise InputError("a CollectorInfo is required to open a chain writer")
+        chain_dir = Path(evidence_dir) / chain_id
+        try:
+            chain_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, chain_dir, "creating the chain directory") from exc
+        lock_fd = _lock(chain_dir)
+        try:
+            head, recovered = recover_chain(
+                chain_dir, chain_id, signer, collector, config.zstd_level
+            )
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(chain_dir, chain_id, signer, config, collector, lock_fd, head, recovered, clock)
+
+    # --- the hot path --------------------------------------------------------------------------
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Validate and add one record; rotates and flushes when due."""
+        if self._failure is not None or self._closed:
+            self._refuse()
+        line = encode_record(record)
+        now = self._clock()
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._open_chunk(now)
+        elif chunk.records and chunk.bytes + len(line) + 1 > self._max_bytes:
+            self._seal("size")
+            chunk = self._open_chunk(now)
+        elif now - chunk.opened_at >= self._max_age:
+            self._seal("age")
+            chunk = self._open_chunk(now)
+        chunk.window.add(record)
+        chunk.pending.append(line)
+        size = len(line) + 1
+        chunk.bytes += size
+        chunk.records += 1
+        chunk.pending_bytes += size
+        self._appended += 1
+        if self._max_records and chunk.records >= self._max_records:
+            self._seal("size")  # a record-count limit is a size limit counted in records
+        elif chunk.pending_bytes >= _DRAIN_BYTES:
+            self._guard(chunk.drain, "writing the open chunk")
+        if now - self._last_flush >= self._flush_interval:
+            self.flush()
+
+    def add_loss(
+        self, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+    ) -> None:
+        """Count events that were not recorded; they land in the next seal."""
+        for name, value in (
+            ("ring_buffer_dropped", ring_buffer_dropped),
+            ("sampled_out", sampled_out),
+            ("filtered_out", filtered_out),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"expected a non-negative integer, got {value!r}", field=name)
+        if not (ring_buffer_dropped or sampled_out or filtered_out):
+            return
+        if self._failure is not None or self._closed:
+            self._refuse()
+        chunk = self._chunk or self._open_chunk(self._clock())
+        chunk.loss.ring_buffer_dropped += ring_buffer_dropped
+        chunk.loss.sampled_out += sampled_out
+        chunk.loss.filtered_out += filtered_out
+        chunk.loss_dirty = True
+
+    def flush(self) -> int:
+        """Make every appended record durable in the partial; return records acknowledged."""
+        if self._failure is not None:
+            self._refuse()
+        chunk = self._chunk
+        if chunk is not None:
+            self._guard(chunk.sync, "flushing the open chunk")
+        self._acknowledged = self._appended
+        self._last_flush = self._clock()
+        return self._acknowledged
+
+    def tick(self) -> None:
+        """Seal a chunk past its age and flush when the interval has passed (call periodically)."""
+        if self._failure is not None or self._closed:
+            return
+        now = self._clock()
+        chunk = self._chunk
+        if chunk is not None and now - chunk.opened_at >= self._max_age:
+            self._seal("age")
+        elif chunk is not None and now - self._last_flush >= self._flush_interval:
+            self.flush()
+
+    def close(self, final: bool = True) -> None:
+        """Seal the open chunk; `final=True` marks the clean end of the chain (reason shutdown).
+
+        After an I/O failure nothing more is written: the partial is recovered on the next open.
+        """
+        if self._closed:
+            return
+        try:
+            if self._failure is None:
+                if final:
+                    if self._chunk is None:
+                        self._open_chunk(self._clock())
+                    self._seal("shutdown", final=True)
+                elif self._chunk is not None:
+                    self._seal("shutdown")
+        finally:
+            self._closed = True
+            if self._chunk is not None:
+                self._chunk.close_files()
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close(final=exc_type is None)
+
+    # --- status ---------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> ChainHead:
+        return self._head
+
+    @property
+    def acknowledged(self) -> int:
+        return self._acknowledged
+
+    @property
+    def appended(self) -> int:
+        return self._appended
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _refuse(self) -> None:
+        if self._closed:
+            raise InputError("the chain writer is closed", path=self.chain_dir)
+        assert self._failure is not None
+        raise type(self._failure)(
+            f"the chain writer stopped after an earlier error: {self._failure.message}",
+            path=self._failure.path,
+        )
+
+    def _guard(self, action: Callable[[], None], doing: str) -> None:
+        try:
+            action()
+        except OSError as exc:
+            self._failure = storage_error(exc, self.chain_dir, doing)
+            raise self._failure from exc
+        except StellaError as exc:
+            self._failure = exc
+            raise
+
+    def _open_chunk(self, now: float) -> _OpenChunk:
+        chunk = _OpenChunk(
+            self.chain_dir, self._head.sequence + 1, self.config.zstd_level, now, self.collector
+        )
+        self._chunk = chunk
+        self._guard(chunk.create_files, "opening a chunk")
+        return chunk
+
+    def _seal(self, reason: SealReason, final: bool = False) -> None:
+        chunk = self._chunk
+        assert chunk is not None
+        self._guard(lambda: self._seal_chunk(chunk, reason, final), "sealing a chunk")
+        self._chunk = None
+        self._acknowledged = self._appended
+        self.sealed_chunks += 1
+
+    def _seal_chunk(self, chunk: _OpenChunk, reason: SealReason, final: bool) -> None:
+        try:
+            compressed_sha = chunk.finish_compressed()
+            predicate = SealPredicate(
+                chain_id=self.chain_id,
+                sequence=chunk.sequence,
+                previous=self._head.link(),
+                content=ChunkContent(chunk.content_sha.hexdigest(), chunk.records, chunk.bytes),
+                first_observed_at=chunk.window.first_observed_at,
+                last_observed_at=chunk.window.last_observed_at,
+                sealed_at=format_timestamp(utc_now()),
+                reason=reason,
+                final=final,
+                collector=chunk.collector,
+                loss=chunk.loss,
+            )
+            seal_bytes = build_seal(predicate, compressed_sha, [self._signer])
+        except BaseException:
+            chunk.close_files()
+            remove_quietly(chunk.chunk_temp)
+            raise
+        commit_chunk(self.chain_dir, chunk.sequence, chunk.chunk_temp, seal_bytes)
+        chunk.close_files()
+        remove_quietly(chunk.partial_path, chunk.state_path)
+        self._head = ChainHead(chunk.sequence, hashlib.sha256(seal_bytes).hexdigest())
+
+
+def _lock(chain_dir: Path) -> int:
+    path = chain_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise storage_error(exc, path, "creating the writer lock") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise ChainBusyError(
+            "another writer holds this evidence chain; one writer per chain at a time",
+            path=chain_dir,
+        ) from exc
+    return fd

@@ -17,7 +17,19 @@ from typing import Any, Final
 from ..errors import ConfigError
 from ..jsonio import load_json_object
 
-CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+
+
+def default_cgroup_root() -> Path:
+    """The cgroup v2 hierarchy: /sys/fs/cgroup (unified mode) or /sys/fs/cgroup/unified (hybrid)."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        return base
+    if (base / "unified" / "cgroup.procs").exists():
+        return base / "unified"
+    return base
+
+
+CGROUP_ROOT: Final = default_cgroup_root()
 
 _ID = r"([0-9a-f]{64})"
 _CONTAINER_PATTERNS: Final = (

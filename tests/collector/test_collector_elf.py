@@ -1,0 +1,93 @@
+"""Symbol resolution: file offsets for PIE and shared objects, version suffixes, build ids,
+stripped binaries reported as not observable."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import LIBC, LIBCRYPTO
+
+from stella_bundle.collector.elfsym import resolve_symbol
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.plan import build_plan, find_binary
+from stella_bundle.errors import CollectorEnvironmentError
+from stella_bundle.functionmap.model import ExpectedNode
+
+
+def _nm_offset(binary: Path, symbol: str) -> int:
+    """The offset via binutils: st_value minus the segment vaddr plus its file offset."""
+    out = subprocess.run(["nm", "-D", "--defined-only", str(binary)] if "lib" in binary.name else ["nm", str(binary)],
+                         capture_output=True, text=True, check=True).stdout
+    value = next(int(line.split()[0], 16) for line in out.splitlines() if line.split()[-1].split("@")[0] == symbol)
+    headers = subprocess.run(["readelf", "-lW", str(binary)], capture_output=True, text=True, check=True).stdout
+    for line in headers.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "LOAD":
+            offset, vaddr, memsz = int(parts[1], 16), int(parts[2], 16), int(parts[5], 16)
+            if vaddr <= value < vaddr + memsz:
+                return value - vaddr + offset
+    raise AssertionError("no segment")
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils")
+def test_pie_executable_offset_and_build_id(workload_bin: Path) -> None:
+    resolved = resolve_symbol(str(workload_bin), "stella_work_hot")
+    assert resolved.offset == _nm_offset(workload_bin, "stella_work_hot")
+    notes = subprocess.run(["readelf", "-n", str(workload_bin)], capture_output=True, text=True).stdout
+    build_id = re.search(r"Build ID: ([0-9a-f]+)", notes)
+    assert build_id and resolved.build_id == build_id.group(1)
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils")
+def test_shared_object_and_version_suffix() -> None:
+    plain = resolve_symbol(LIBC, "getpid")
+    versioned = resolve_symbol(LIBC, "getpid@@GLIBC_2.2.5")
+    assert plain.offset == versioned.offset == _nm_offset(Path(LIBC), "getpid")
+    assert resolve_symbol(LIBCRYPTO, "EVP_Digest").offset > 0
+
+
+def test_stripped_binary_is_not_observable(workload_bin: Path, tmp_path: Path) -> None:
+    stripped = tmp_path / "stripped"
+    shutil.copy(workload_bin, stripped)
+    subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
+    with pytest.raises(CollectorEnvironmentError, match="not observable: the binary is stripped") as info:
+        resolve_symbol(str(stripped), "stella_work_hot")
+    assert str(stripped) in str(info.value)
+
+
+def test_missing_symbol_and_missing_binary_name_the_file(workload_bin: Path) -> None:
+    with pytest.raises(CollectorEnvironmentError, match="not defined in this binary"):
+        resolve_symbol(str(workload_bin), "no_such_function")
+    with pytest.raises(CollectorEnvironmentError, match="binary not found"):
+        resolve_symbol("/nonexistent/bin", "main")
+
+
+def test_binary_found_for_a_debian_purl_without_binary_path() -> None:
+    found = find_binary("pkg:deb/debian/libc6@2.36", "getpid")
+    assert "libc.so.6" in found
+
+
+def test_plan_reports_unobservable_nodes_and_build_id_mismatch(
+    workload_bin: Path, tmp_path: Path, features: KernelFeatures
+) -> None:
+    stripped = tmp_path / "stripped"
+    shutil.copy(workload_bin, stripped)
+    subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
+    nodes = [
+        ExpectedNode.create("pkg:generic/w", "stella_work_hot", binary_path=str(workload_bin)),
+        ExpectedNode.create("pkg:generic/w", "stella_work_parse", binary_path=str(stripped)),
+        ExpectedNode.create(
+            "pkg:generic/w", "stella_work_never", binary_path=str(workload_bin), build_id="00" * 20
+        ),
+        ExpectedNode.create("pkg:generic/linux-kernel", "no_such_kernel_symbol"),
+    ]
+    plan = build_plan(nodes, features)
+    assert [s.symbol for s in plan.specs] == ["stella_work_hot"]
+    reasons = {u.symbol: u.reason for u in plan.unobservable}
+    assert "stripped" in reasons["stella_work_parse"]
+    assert "build-id" in reasons["stella_work_never"]
+    assert "has no probe" in reasons["no_such_kernel_symbol"]

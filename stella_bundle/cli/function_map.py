@@ -26,10 +26,11 @@ from .output import Format, console, emit_json, error_line
 app = typer.Typer(help="Generate and verify function maps.", no_args_is_help=True)
 
 
-def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+def _pairs(values: list[str], option: str, *, last: bool = False) -> list[tuple[str, str]]:
+    """KEY=VALUE; with `last`, split at the last '=' (purls carry '=' in their qualifiers)."""
     pairs = []
     for value in values:
-        key, sep, rest = value.partition("=")
+        key, sep, rest = value.rpartition("=") if last else value.partition("=")
         if not sep or not key or not rest:
             raise InputError(f"expected KEY=VALUE, found {value!r}", field=option)
         pairs.append((key, rest))
@@ -106,7 +107,7 @@ def generate(
         window_seconds=window,
         build_id=build_id,
         static_analysis=static_analysis,
-        binary_paths=dict(_pairs(list(binary_path), "--binary-path")),
+        binary_paths=dict(_pairs(list(binary_path), "--binary-path", last=True)),
         tag_rates=_rate_pairs(list(tag_rate), "--tag-rate"),
         optional=list(optional),
         image_digest=image_digest,

@@ -53,6 +53,15 @@ class Catalog:
                     return item.tag
         return None
 
+    def names_for_package(self, package_name: str) -> set[str]:
+        """Catalog entry names whose package-name globs match `package_name` (libssl3 → openssl)."""
+        lowered = package_name.lower()
+        return {
+            entry.name
+            for entry in self.components
+            if any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in entry.names)
+        }
+
     def tag_for_component(self, component: Component) -> str | None:
         """The first tag of the catalog entry that matches this component (crypto for OpenSSL)."""
         for entry in self.components:

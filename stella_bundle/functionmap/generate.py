@@ -228,14 +228,15 @@ def _static_candidates(
     def tag_of(node: Any) -> str:
         return str(node.tag or catalog.tag_of(normalize_symbol(node.symbol)) or "general")
 
-    def name_of(purl: str) -> str:
-        return str(PackageURL.from_string(purl).name)
+    def names_of(purl: str) -> set[str]:
+        name = str(PackageURL.from_string(purl).name)
+        return {name, *catalog.names_for_package(name)}
 
     def is_sink(node: Any) -> bool:
         if options.hot_functions:
             return _matches(
                 options.hot_functions,
-                _glob_subjects(tag_of(node), [name_of(node.purl)], normalize_symbol(node.symbol)),
+                _glob_subjects(tag_of(node), names_of(node.purl), normalize_symbol(node.symbol)),
             )
         return tag_of(node) != "general"
 
@@ -251,7 +252,7 @@ def _static_candidates(
             label=normalize_symbol(path[-1].symbol),
             nodes=[(n.purl, n.symbol) for n in path],
             tag=tag_of(path[-1]),
-            names={name_of(n.purl) for n in path},
+            names=set().union(*(names_of(n.purl) for n in path)),
         )
         for path in enumeration.paths
     ]

@@ -16,7 +16,9 @@ app = typer.Typer(help="eBPF probe objects and kernel feature detection.", no_ar
 
 @app.command("doctor")
 def doctor(
-    tracefs: Path = typer.Option(DEFAULT_TRACEFS, "--tracefs", help="Where tracefs should be mounted."),
+    tracefs: Path = typer.Option(
+        DEFAULT_TRACEFS, "--tracefs", help="Where tracefs should be mounted."
+    ),
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Kernel features for eBPF collection and, per probe category, the attach type used and why."""
@@ -87,7 +89,9 @@ def list_probes(
             }
         )
         return
-    table = Table(title=f"probe set {probe_set.lock.probe_set_sha256[:16]}… ({probe_set.directory})")
+    table = Table(
+        title=f"probe set {probe_set.lock.probe_set_sha256[:16]}… ({probe_set.directory})"
+    )
     table.add_column("object")
     table.add_column("sha256")
     table.add_column("status")

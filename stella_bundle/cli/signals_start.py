@@ -30,10 +30,16 @@ def _status_table(collector: Collector) -> Table:
 @app.command("start")
 def start(
     function_map: Path = typer.Option(..., "--function-map", help="FM.json or FM.dsse.json."),
-    target: Path | None = typer.Option(None, "--target", help="Evidence directory (chains inside)."),
+    target: Path | None = typer.Option(
+        None, "--target", help="Evidence directory (chains inside)."
+    ),
     key: Path | None = typer.Option(None, "--key", help="Collector signing key (PEM) for seals."),
-    mode: str | None = typer.Option(None, "--mode", help=f"One of: {', '.join(MODES)} (default coverage)."),
-    window: float | None = typer.Option(None, "--window", help="Coverage window in seconds (default 1800)."),
+    mode: str | None = typer.Option(
+        None, "--mode", help=f"One of: {', '.join(MODES)} (default coverage)."
+    ),
+    window: float | None = typer.Option(
+        None, "--window", help="Coverage window in seconds (default 1800)."
+    ),
     aggregation_window: str | None = typer.Option(
         None, "--aggregation-window", help="Count/flush interval, e.g. 1000ms or 1s."
     ),
@@ -41,7 +47,9 @@ def start(
         None, "--sampling-rate", help="Trace mode: fraction of hits kept, in (0, 1]."
     ),
     pid: list[int] = typer.Option([], "--pid", help="Only these processes (repeatable)."),
-    container: list[str] = typer.Option([], "--container", help="Only these container ids (repeatable)."),
+    container: list[str] = typer.Option(
+        [], "--container", help="Only these container ids (repeatable)."
+    ),
     path_allow: list[str] = typer.Option([], "--path-allow", help="File/exec path glob to keep."),
     path_deny: list[str] = typer.Option([], "--path-deny", help="File/exec path glob to drop."),
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
@@ -49,7 +57,9 @@ def start(
     probes_dir: Path | None = typer.Option(
         None, "--probes-dir", help="Probe objects and their probes.lock.json (e.g. from a bundle)."
     ),
-    chain_id: str | None = typer.Option(None, "--chain-id", help="Chain name (default SERVICE-HOST)."),
+    chain_id: str | None = typer.Option(
+        None, "--chain-id", help="Chain name (default SERVICE-HOST)."
+    ),
     trust_root: Path | None = typer.Option(
         None, "--trust-root", help="Verify a signed function map against this trust root."
     ),
@@ -94,7 +104,7 @@ def start(
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, on_signal)
     error_line(

@@ -18,7 +18,6 @@ from ..errors import ConfigError
 from ..jsonio import load_json_object
 
 
-
 def default_cgroup_root() -> Path:
     """The cgroup v2 hierarchy: /sys/fs/cgroup (unified mode) or /sys/fs/cgroup/unified (hybrid)."""
     base = Path("/sys/fs/cgroup")
@@ -112,12 +111,16 @@ class MetadataMap:
         document = load_json_object(path, "a container metadata file")
         containers = document.get("containers")
         if not isinstance(containers, dict):
-            raise ConfigError("expected an object of container id → metadata", path=path, field="containers")
+            raise ConfigError(
+                "expected an object of container id → metadata", path=path, field="containers"
+            )
         entries: dict[str, dict[str, str]] = {}
         for cid, meta in containers.items():
             if not isinstance(meta, dict):
                 raise ConfigError("expected an object", path=path, field=f"containers.{cid}")
-            entries[cid] = {k: str(v) for k, v in meta.items() if k in ("pod_name", "namespace", "image_digest")}
+            entries[cid] = {
+                k: str(v) for k, v in meta.items() if k in ("pod_name", "namespace", "image_digest")
+            }
         return cls(entries)
 
     def enrich(self, info: ContainerInfo) -> ContainerInfo:
@@ -153,7 +156,9 @@ class CgroupResolver:
         paths: dict[int, str] = {}
         for dirpath, _dirnames, _files in os.walk(self.root):
             try:
-                paths[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, self.root).lstrip(".")
+                paths[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, self.root).lstrip(
+                    "."
+                )
             except OSError:
                 continue
         self._paths = paths

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from ..errors import CollectorEnvironmentError
 from ..functionmap.symbols import normalize_symbol
@@ -64,7 +65,7 @@ def index_binary(path: str) -> ElfIndex:
             segments = _segments(elf)
             for section_name in (".dynsym", ".symtab"):
                 section = elf.get_section_by_name(section_name)
-                if section is None or not hasattr(section, "iter_symbols"):
+                if not isinstance(section, SymbolTableSection):
                     continue
                 if section_name == ".symtab":
                     has_symtab = True
@@ -86,7 +87,7 @@ def index_binary(path: str) -> ElfIndex:
                         kind == "STT_GNU_IFUNC",
                     )
             for section in elf.iter_sections():
-                if section["sh_type"] != "SHT_NOTE":
+                if not isinstance(section, NoteSection):
                     continue
                 for note in section.iter_notes():
                     if note["n_type"] == "NT_GNU_BUILD_ID":

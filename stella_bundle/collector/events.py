@@ -55,7 +55,7 @@ TCP_STATES: Final = {
 
 
 class StellaConfig(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("mode", ctypes.c_uint32),
         ("sample_ppm", ctypes.c_uint32),
         ("filter_enabled", ctypes.c_uint32),
@@ -64,7 +64,7 @@ class StellaConfig(ctypes.Structure):
 
 
 class StellaEvent(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("ts_ns", ctypes.c_uint64),
         ("cookie", ctypes.c_uint64),
         ("cgroup_id", ctypes.c_uint64),
@@ -84,7 +84,7 @@ class StellaEvent(ctypes.Structure):
 
 
 class NodeKey(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("node", ctypes.c_uint32),
         ("pid", ctypes.c_uint32),
         ("cgroup_id", ctypes.c_uint64),
@@ -92,7 +92,7 @@ class NodeKey(ctypes.Structure):
 
 
 class NodeCount(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("count", ctypes.c_uint64),
         ("comm", ctypes.c_char * COMM_LEN),
     ]

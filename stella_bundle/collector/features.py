@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Final
 
 from .libbpf import (
-    BPF_FUNC_get_attach_cookie,
     BPF_MAP_TYPE_RINGBUF,
     BPF_PROG_TYPE_KPROBE,
     BPF_PROG_TYPE_TRACEPOINT,
+    BPF_FUNC_get_attach_cookie,
     Libbpf,
 )
 
@@ -78,7 +78,9 @@ class KernelFeatures:
         order = CATEGORIES[category]
         skipped: list[str] = []
         for attach_type in order:
-            missing = [f for f in (*_BASE_FEATURES, *_ATTACH_FEATURES[attach_type]) if not self.has(f)]
+            missing = [
+                f for f in (*_BASE_FEATURES, *_ATTACH_FEATURES[attach_type]) if not self.has(f)
+            ]
             if not missing:
                 if skipped:
                     reason = f"fallback {' → '.join(order)}: " + "; ".join(skipped)
@@ -124,11 +126,19 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
     def put(name: str, available: bool, detail: str) -> None:
         out.features[name] = Feature(name, available, detail)
 
-    put("btf", BTF_PATH.exists(), str(BTF_PATH) if BTF_PATH.exists() else f"{BTF_PATH} missing: CO-RE objects cannot be relocated")
+    put(
+        "btf",
+        BTF_PATH.exists(),
+        str(BTF_PATH)
+        if BTF_PATH.exists()
+        else f"{BTF_PATH} missing: CO-RE objects cannot be relocated",
+    )
     caps = _effective_caps()
     names = {CAP_BPF: "CAP_BPF", CAP_PERFMON: "CAP_PERFMON", CAP_SYS_ADMIN: "CAP_SYS_ADMIN"}
     held = [name for bit, name in names.items() if caps >> bit & 1]
-    enough = bool(caps >> CAP_SYS_ADMIN & 1) or (bool(caps >> CAP_BPF & 1) and bool(caps >> CAP_PERFMON & 1))
+    enough = bool(caps >> CAP_SYS_ADMIN & 1) or (
+        bool(caps >> CAP_BPF & 1) and bool(caps >> CAP_PERFMON & 1)
+    )
     put(
         "capabilities",
         enough,
@@ -149,12 +159,31 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
             # libbpf's probe reports a refused bpf() as "unsupported" (0): the capabilities tell.
             put("bpf_syscall", False, f"bpf() not permitted: {CAPABILITY_HINT}")
         else:
-            put("bpf_syscall", False, f"bpf() failed ({os.strerror(-rc) if rc < 0 else 'unsupported'})")
+            put(
+                "bpf_syscall",
+                False,
+                f"bpf() failed ({os.strerror(-rc) if rc < 0 else 'unsupported'})",
+            )
         allowed = out.has("bpf_syscall")
         ring = lib.lib.libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, None) == 1
-        put("ringbuf", ring, "BPF_MAP_TYPE_RINGBUF" if ring else ("cannot test without bpf()" if not allowed else "no ring buffer (kernel < 5.8)"))
-        cookie = lib.lib.libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_get_attach_cookie, None) == 1
-        put("bpf_cookie", cookie, "bpf_get_attach_cookie helper" if cookie else ("cannot test without bpf()" if not allowed else "no BPF cookies (kernel < 5.15)"))
+        put(
+            "ringbuf",
+            ring,
+            "BPF_MAP_TYPE_RINGBUF"
+            if ring
+            else ("cannot test without bpf()" if not allowed else "no ring buffer (kernel < 5.8)"),
+        )
+        cookie = (
+            lib.lib.libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_get_attach_cookie, None)
+            == 1
+        )
+        put(
+            "bpf_cookie",
+            cookie,
+            "bpf_get_attach_cookie helper"
+            if cookie
+            else ("cannot test without bpf()" if not allowed else "no BPF cookies (kernel < 5.15)"),
+        )
         direct = _kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
         fentry = BTF_PATH.exists() and direct == "y"
         put(
@@ -168,9 +197,19 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
         for name in ("bpf_syscall", "ringbuf", "bpf_cookie", "fentry"):
             put(name, False, "libbpf not available")
     mounted = _tracefs_mounted(tracefs_path)
-    put("tracefs", mounted, f"mounted at {tracefs_path}" if mounted else f"not mounted at {tracefs_path}: {TRACEFS_HINT}")
+    put(
+        "tracefs",
+        mounted,
+        f"mounted at {tracefs_path}"
+        if mounted
+        else f"not mounted at {tracefs_path}: {TRACEFS_HINT}",
+    )
     kprobes = (EVENT_SOURCES / "kprobe").exists() or (tracefs_path / "kprobe_events").exists()
-    put("kprobes", kprobes, "kprobe PMU present" if kprobes else "kernel built without kprobes (CONFIG_KPROBES unset)")
+    put(
+        "kprobes",
+        kprobes,
+        "kprobe PMU present" if kprobes else "kernel built without kprobes (CONFIG_KPROBES unset)",
+    )
     uprobes = (EVENT_SOURCES / "uprobe").exists() or (tracefs_path / "uprobe_events").exists()
     put("uprobes", uprobes, "uprobe PMU present" if uprobes else "kernel built without uprobes")
     return out

@@ -41,7 +41,7 @@ class BpfError(OSError):
 
 
 class _ObjectOpenOpts(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("sz", ctypes.c_size_t),
         ("object_name", ctypes.c_char_p),
         ("relaxed_maps", ctypes.c_bool),
@@ -56,7 +56,7 @@ class _ObjectOpenOpts(ctypes.Structure):
 
 
 class _UprobeOpts(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("sz", ctypes.c_size_t),
         ("ref_ctr_offset", ctypes.c_size_t),
         ("bpf_cookie", ctypes.c_uint64),
@@ -66,7 +66,7 @@ class _UprobeOpts(ctypes.Structure):
 
 
 class _KprobeOpts(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("sz", ctypes.c_size_t),
         ("bpf_cookie", ctypes.c_uint64),
         ("offset", ctypes.c_size_t),
@@ -75,7 +75,7 @@ class _KprobeOpts(ctypes.Structure):
 
 
 class _TracepointOpts(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("sz", ctypes.c_size_t),
         ("bpf_cookie", ctypes.c_uint64),
     ]
@@ -218,7 +218,13 @@ class Libbpf:
 
     # Attach ----------------------------------------------------------------------------------
     def attach_uprobe(
-        self, prog: int, binary: str, offset: int, cookie: int, pid: int = -1, retprobe: bool = False
+        self,
+        prog: int,
+        binary: str,
+        offset: int,
+        cookie: int,
+        pid: int = -1,
+        retprobe: bool = False,
     ) -> int:
         opts = _UprobeOpts(
             sz=ctypes.sizeof(_UprobeOpts), bpf_cookie=cookie, retprobe=retprobe, func_name=None

@@ -29,10 +29,14 @@ from .lockfile import LOCK_NAME, PACKAGE_BPF_DIR, ProbeLock, load_lock, verified
 DEFAULT_RING_SIZE: Final = 1 << 22  # 4 MiB; a power of two multiple of the page size
 
 
-def explain(exc: BpfError, what: str, features: KernelFeatures | None = None) -> CollectorEnvironmentError:
+def explain(
+    exc: BpfError, what: str, features: KernelFeatures | None = None
+) -> CollectorEnvironmentError:
     """One clear line for a libbpf failure."""
     if exc.err in (errno.EPERM, errno.EACCES):
-        return CollectorEnvironmentError(f"{what}: permission denied by the kernel; {CAPABILITY_HINT}")
+        return CollectorEnvironmentError(
+            f"{what}: permission denied by the kernel; {CAPABILITY_HINT}"
+        )
     if "tracepoint" in exc.call and features is not None and not features.has("tracefs"):
         return CollectorEnvironmentError(
             f"{what}: tracefs is not mounted at {features.tracefs_path}; {TRACEFS_HINT}"
@@ -117,7 +121,9 @@ class ProbeRuntime:
 
     def attach_uprobe(self, obj: str, program: str, binary: str, offset: int, cookie: int) -> int:
         try:
-            return self.lib.attach_uprobe(self.objects[obj].programs[program], binary, offset, cookie)
+            return self.lib.attach_uprobe(
+                self.objects[obj].programs[program], binary, offset, cookie
+            )
         except BpfError as exc:
             raise explain(exc, f"attaching uprobe at {binary}+{offset:#x}", self.features) from exc
 
@@ -129,7 +135,9 @@ class ProbeRuntime:
             )
         category, name = tracepoint.split("/", 1)
         try:
-            return self.lib.attach_tracepoint(self.objects[obj].programs[program], category, name, cookie)
+            return self.lib.attach_tracepoint(
+                self.objects[obj].programs[program], category, name, cookie
+            )
         except BpfError as exc:
             raise explain(exc, f"attaching tracepoint {tracepoint}", self.features) from exc
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-
 from ..errors import MalformedDocumentError, ProbeIntegrityError
 from ..fsutil import write_bytes_atomic
 from ..jsonio import load_json_object
@@ -68,11 +67,13 @@ def attach_type_of(section: str) -> str:
 
 def programs_of(data: bytes) -> tuple[ProgramInfo, ...]:
     """Programs in a BPF ELF object: global FUNC symbols in executable, non-.text sections."""
-    from elftools.elf.elffile import ELFFile  # build-time only: the loader never needs it
+    # Build-time only: the loader never needs pyelftools.
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
     elf = ELFFile(io.BytesIO(data))
     symtab = elf.get_section_by_name(".symtab")
-    if symtab is None:
+    if not isinstance(symtab, SymbolTableSection):
         raise MalformedDocumentError("BPF object has no .symtab")
     found: list[ProgramInfo] = []
     for symbol in symtab.iter_symbols():
@@ -110,7 +111,9 @@ def describe_object(name: str, data: bytes) -> dict[str, Any]:
 
 def probe_set_digest(objects: list[dict[str, Any]]) -> str:
     """One digest naming the whole probe set (recorded in every seal's collector info)."""
-    listing = "".join(f"{o['sha256']}  {o['name']}\n" for o in sorted(objects, key=lambda o: o["name"]))
+    listing = "".join(
+        f"{o['sha256']}  {o['name']}\n" for o in sorted(objects, key=lambda o: o["name"])
+    )
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
@@ -152,7 +155,9 @@ def load_lock(path: Path) -> ProbeLock:
                 min_kernel_features=tuple(str(f) for f in entry.get("min_kernel_features", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedDocumentError(f"malformed object entry ({exc})", path=path, field=field) from exc
+            raise MalformedDocumentError(
+                f"malformed object entry ({exc})", path=path, field=field
+            ) from exc
     return ProbeLock(path, objects, str(document.get("probe_set_sha256", "")))
 
 

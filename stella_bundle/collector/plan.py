@@ -160,7 +160,7 @@ def find_binary(purl: str, symbol: str) -> str:
     wanted = normalize_symbol(symbol)
     for candidate in candidates:
         path = Path(candidate)
-        if not path.is_file() or path.is_symlink() and not path.resolve().is_file():
+        if not path.is_file() or (path.is_symlink() and not path.resolve().is_file()):
             continue
         try:
             if wanted in index_binary(str(path.resolve())).functions:
@@ -195,7 +195,9 @@ def build_plan(nodes: list[NodeLike], features: KernelFeatures) -> AttachPlan:
             else:
                 specs.append(_uprobe_spec(index, node, symbol, features))
         except CollectorEnvironmentError as exc:
-            unobservable.append(Unobservable(node.purl, node.symbol, node.node_hash, exc.describe()))
+            unobservable.append(
+                Unobservable(node.purl, node.symbol, node.node_hash, exc.describe())
+            )
     return AttachPlan(specs, unobservable)
 
 
@@ -226,7 +228,9 @@ def _kernel_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
 
 def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatures) -> AttachSpec:
     if not features.has("uprobes"):
-        raise CollectorEnvironmentError("kernel has no uprobes: user-space functions are not observable")
+        raise CollectorEnvironmentError(
+            "kernel has no uprobes: user-space functions are not observable"
+        )
     binary = node.binary_path or find_binary(node.purl, node.symbol)
     resolved = resolve_symbol(binary, symbol)
     if node.build_id and resolved.build_id and node.build_id.lower() != resolved.build_id:

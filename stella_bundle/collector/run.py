@@ -31,7 +31,9 @@ def parse_duration_ms(text: str | int | float, field_name: str) -> int:
         return int(text)
     match = _DURATION_RE.match(str(text))
     if not match:
-        raise ConfigError(f"expected a duration such as 1000ms, 1s or 5m, got {text!r}", field=field_name)
+        raise ConfigError(
+            f"expected a duration such as 1000ms, 1s or 5m, got {text!r}", field=field_name
+        )
     return int(float(match.group(1)) * _SCALE_MS[match.group(2) or "ms"])
 
 
@@ -90,7 +92,9 @@ def prepare(options: StartOptions) -> PreparedSession:
         key = key or loaded.key_file
         chain_id = chain_id or loaded.chain_id
     if target is None:
-        raise ConfigError("no evidence directory: pass --target or set signals.output_directory", field="target")
+        raise ConfigError(
+            "no evidence directory: pass --target or set signals.output_directory", field="target"
+        )
     if key is None:
         raise ConfigError("no signing key: pass --key or set signals.signing.key_file", field="key")
 
@@ -119,7 +123,9 @@ def prepare(options: StartOptions) -> PreparedSession:
     plan = build_plan(list(loaded_map.nodes()), features)
     if not plan.specs:
         reasons = "; ".join(u.reason for u in plan.unobservable[:3])
-        raise CollectorEnvironmentError(f"no node of the function map can be observed here: {reasons}")
+        raise CollectorEnvironmentError(
+            f"no node of the function map can be observed here: {reasons}"
+        )
     probes_dir = options.probes_dir or pick(None, "probes_dir", None)
     probe_set = ProbeSet.open(probes_dir)
     for object_name in plan.programs_by_object():
@@ -136,9 +142,7 @@ def prepare(options: StartOptions) -> PreparedSession:
     )
     writer = ChunkWriter.open(target, chain_id, signer, writer_config, info)
     collector = Collector(plan, runtime, writer, config, resolver)
-    notes = [
-        f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable
-    ]
+    notes = [f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable]
     return PreparedSession(
         collector, plan, writer, features, Path(target) / chain_id, loaded_map.digest, notes
     )

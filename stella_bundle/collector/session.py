@@ -195,7 +195,9 @@ class Collector:
                 spec.object_name, spec.program, spec.target, spec.offset, spec.index
             )
         if spec.attach_type == "tracepoint":
-            return self.runtime.attach_tracepoint(spec.object_name, spec.program, spec.target, spec.index)
+            return self.runtime.attach_tracepoint(
+                spec.object_name, spec.program, spec.target, spec.index
+            )
         return self.runtime.attach_kprobe(spec.object_name, spec.program, spec.target, spec.index)
 
     def _detach_all(self) -> None:
@@ -389,7 +391,9 @@ class Collector:
             spec = self.specs.get(node)
             if spec is None:
                 continue
-            event = StellaEvent(ts_ns=now_ns, cookie=node, cgroup_id=cgroup_id, pid=pid, kind=spec.kind)
+            event = StellaEvent(
+                ts_ns=now_ns, cookie=node, cgroup_id=cgroup_id, pid=pid, kind=spec.kind
+            )
             event.comm = comm[:15]
             record = self._base_record(spec, event, pid)
             record["count"] = delta

@@ -29,7 +29,9 @@ def write_function_map(path: Path, workload: Path) -> list[ExpectedNode]:
     nodes = workload_nodes(workload)
     by_symbol = {n.symbol: n for n in nodes}
 
-    def path_of(path_id: str, tag: str, symbols: list[str], optional: bool = False) -> dict[str, Any]:
+    def path_of(
+        path_id: str, tag: str, symbols: list[str], optional: bool = False
+    ) -> dict[str, Any]:
         return {
             "path_id": path_id,
             "tag": tag,
@@ -71,13 +73,29 @@ def test_signals_start_writes_a_chain_that_verifies(
     fm = tmp_path / "fm.json"
     nodes = write_function_map(fm, workload_bin)
     evidence = tmp_path / "evidence"
-    work = start_workload(workload_bin, "--crypto", "--connect", "--open", KNOWN_FILE, "--calls", "1000")
+    work = start_workload(
+        workload_bin, "--crypto", "--connect", "--open", KNOWN_FILE, "--calls", "1000"
+    )
     collector = subprocess.Popen(
         [
-            sys.executable, "-m", "stella_bundle", "signals", "start",
-            "--function-map", str(fm), "--target", str(evidence),
-            "--key", str(test_keys.private("collector")), "--pid", str(work.pid),
-            "--chain-id", "workload", "--aggregation-window", "200ms", "--quiet",
+            sys.executable,
+            "-m",
+            "stella_bundle",
+            "signals",
+            "start",
+            "--function-map",
+            str(fm),
+            "--target",
+            str(evidence),
+            "--key",
+            str(test_keys.private("collector")),
+            "--pid",
+            str(work.pid),
+            "--chain-id",
+            "workload",
+            "--aggregation-window",
+            "200ms",
+            "--quiet",
         ],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -110,23 +128,35 @@ def test_signals_start_writes_a_chain_that_verifies(
     assert seal["payloadType"] == "application/vnd.in-toto+json"
 
     result = run_cli(
-        "function-map", "verify", "--function-map", str(fm), "--evidence", str(evidence),
-        "--format", "json",
+        "function-map",
+        "verify",
+        "--function-map",
+        str(fm),
+        "--evidence",
+        str(evidence),
+        "--format",
+        "json",
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     verdict = json.loads(result.stdout)
     text = json.dumps(verdict)
     assert "stella_work_never" in text  # reported missing
     never_hash = next(n.node_hash for n in nodes if n.symbol == "stella_work_never")
-    assert never_hash in text or "stella_work_never" in json.dumps(verdict.get("missing_symbols", []))
+    assert never_hash in text or "stella_work_never" in json.dumps(
+        verdict.get("missing_symbols", [])
+    )
 
 
 def test_trace_flood_drops_land_in_a_seal_and_the_chain_report(
     collect_run: Any, tmp_path: Path, test_keys: Any
 ) -> None:
     info = CollectorInfo("test-collector", "host", None, "0", "0" * 64)
-    writer = ChunkWriter.open(tmp_path, "flood", test_keys.signer("collector"), WriterConfig(), info)
-    run = collect_run("--calls", "40000", config=CollectorConfig(mode="trace"), ring_size=4096, sink=writer)
+    writer = ChunkWriter.open(
+        tmp_path, "flood", test_keys.signer("collector"), WriterConfig(), info
+    )
+    run = collect_run(
+        "--calls", "40000", config=CollectorConfig(mode="trace"), ring_size=4096, sink=writer
+    )
     assert run.collector.loss_totals["ring_buffer_dropped"] > 0
     report = verify_chain(tmp_path / "flood", test_keys.trust_root)
     assert report.passed, report.to_dict()
@@ -156,9 +186,21 @@ def test_start_refuses_a_tampered_probe_set_before_writing(
     (probes / "uprobe_node.bpf.o").write_bytes(b"\x7fELF tampered")
     evidence = tmp_path / "evidence"
     result = run_cli(
-        "signals", "start", "--function-map", fm, "--target", evidence,
-        "--key", test_keys.private("collector"), "--probes-dir", probes, "--duration", "1",
-        "--chain-id", "tampered", "--quiet",
+        "signals",
+        "start",
+        "--function-map",
+        fm,
+        "--target",
+        evidence,
+        "--key",
+        test_keys.private("collector"),
+        "--probes-dir",
+        probes,
+        "--duration",
+        "1",
+        "--chain-id",
+        "tampered",
+        "--quiet",
     )
     assert result.exit_code == 1
     assert "does not match the lock" in result.stderr

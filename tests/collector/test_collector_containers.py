@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import uuid
@@ -56,7 +57,13 @@ def test_kubepods_path_gives_pod_uid_and_qos() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/user.slice/user-0.slice/session-1.scope", "/system.slice/cron.service", f"/x/{CID[:40]}"]
+    "path",
+    [
+        "/",
+        "/user.slice/user-0.slice/session-1.scope",
+        "/system.slice/cron.service",
+        f"/x/{CID[:40]}",
+    ],
 )
 def test_non_container_paths_give_nothing(path: str) -> None:
     assert parse_cgroup_path(path) is None
@@ -66,7 +73,13 @@ def test_metadata_file_names_the_pod(tmp_path: Path) -> None:
     meta = tmp_path / "meta.json"
     digest = "sha256:" + "ab" * 32
     meta.write_text(
-        json.dumps({"containers": {CID: {"pod_name": "web-0", "namespace": "shop", "image_digest": digest}}})
+        json.dumps(
+            {
+                "containers": {
+                    CID: {"pod_name": "web-0", "namespace": "shop", "image_digest": digest}
+                }
+            }
+        )
     )
     info = parse_cgroup_path(f"/system.slice/cri-containerd-{CID}.scope")
     assert info is not None
@@ -91,10 +104,8 @@ def containerd_scope(ebpf: None) -> Iterator[tuple[str, Path]]:
         yield container_id, scope
     finally:
         for directory in (scope, pod):
-            try:
+            with contextlib.suppress(OSError):
                 directory.rmdir()
-            except OSError:
-                pass
 
 
 @pytest.mark.ebpf

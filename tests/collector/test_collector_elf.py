@@ -20,10 +20,22 @@ from stella_bundle.functionmap.model import ExpectedNode
 
 def _nm_offset(binary: Path, symbol: str) -> int:
     """The offset via binutils: st_value minus the segment vaddr plus its file offset."""
-    out = subprocess.run(["nm", "-D", "--defined-only", str(binary)] if "lib" in binary.name else ["nm", str(binary)],
-                         capture_output=True, text=True, check=True).stdout
-    value = next(int(line.split()[0], 16) for line in out.splitlines() if line.split()[-1].split("@")[0] == symbol)
-    headers = subprocess.run(["readelf", "-lW", str(binary)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["nm", "-D", "--defined-only", str(binary)]
+        if "lib" in binary.name
+        else ["nm", str(binary)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    value = next(
+        int(line.split()[0], 16)
+        for line in out.splitlines()
+        if line.split()[-1].split("@")[0] == symbol
+    )
+    headers = subprocess.run(
+        ["readelf", "-lW", str(binary)], capture_output=True, text=True, check=True
+    ).stdout
     for line in headers.splitlines():
         parts = line.split()
         if parts and parts[0] == "LOAD":
@@ -37,7 +49,9 @@ def _nm_offset(binary: Path, symbol: str) -> int:
 def test_pie_executable_offset_and_build_id(workload_bin: Path) -> None:
     resolved = resolve_symbol(str(workload_bin), "stella_work_hot")
     assert resolved.offset == _nm_offset(workload_bin, "stella_work_hot")
-    notes = subprocess.run(["readelf", "-n", str(workload_bin)], capture_output=True, text=True).stdout
+    notes = subprocess.run(
+        ["readelf", "-n", str(workload_bin)], capture_output=True, text=True
+    ).stdout
     build_id = re.search(r"Build ID: ([0-9a-f]+)", notes)
     assert build_id and resolved.build_id == build_id.group(1)
 
@@ -54,7 +68,9 @@ def test_stripped_binary_is_not_observable(workload_bin: Path, tmp_path: Path) -
     stripped = tmp_path / "stripped"
     shutil.copy(workload_bin, stripped)
     subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
-    with pytest.raises(CollectorEnvironmentError, match="not observable: the binary is stripped") as info:
+    with pytest.raises(
+        CollectorEnvironmentError, match="not observable: the binary is stripped"
+    ) as info:
         resolve_symbol(str(stripped), "stella_work_hot")
     assert str(stripped) in str(info.value)
 

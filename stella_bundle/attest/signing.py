@@ -8,11 +8,10 @@ from typing import Any
 
 from securesystemslib.signer import Signer
 
-from ..canonical import canonical_bytes
 from ..errors import MalformedDocumentError, StatementError
 from ..fsutil import write_bytes_atomic
 from ..jsonio import load_json_object, read_bytes
-from .dsse import Envelope, sign_statement
+from .dsse import Envelope, envelope_bytes, sign_statement
 from .statement import make_statement, subject_for_bytes, validate_statement
 
 
@@ -36,7 +35,8 @@ def load_ready_statement(input_path: str | Path) -> dict[str, Any]:
 
 
 def write_envelope(path: str | Path, envelope: Envelope) -> None:
-    write_bytes_atomic(path, canonical_bytes(envelope.to_dict()))
+    """Write the envelope's canonical JSON (RFC 8785) atomically."""
+    write_bytes_atomic(path, envelope_bytes(envelope))
 
 
 def sign_to_file(

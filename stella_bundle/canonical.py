@@ -32,6 +32,8 @@ def canonical_bytes(document: Any) -> bytes:
         return rfc8785.dumps(document)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise InputError(f"cannot canonicalise JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InputError("cannot canonicalise JSON: nested too deeply") from exc
 
 
 def _fast_path_ok(value: Any) -> bool:
@@ -61,11 +63,12 @@ def _has_astral(text: str) -> bool:
 
 def canonical_record_bytes(record: Any) -> bytes:
     """Canonical JSON of a float-free record; byte-identical to `canonical_bytes`."""
-    if _fast_path_ok(record):
-        try:
+    try:
+        if _fast_path_ok(record):
             return _fast_encoder.encode(record).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: the reference reports it properly
+    except (UnicodeEncodeError, RecursionError):
+        # A lone surrogate, or nesting the C encoder refuses: the reference decides and reports.
+        pass
     return canonical_bytes(record)
 
 

@@ -31,6 +31,8 @@ def parse_json(data: bytes, source: str | Path) -> Any:
         raise MalformedDocumentError(
             f"malformed JSON at column {exc.colno}: {exc.msg}", path=source, line=exc.lineno
         ) from exc
+    except RecursionError as exc:  # json's C scanner gives up near 1000 levels of nesting
+        raise MalformedDocumentError("JSON nested too deeply", path=source) from exc
 
 
 def load_json(path: str | Path) -> Any:

@@ -264,10 +264,19 @@ def _check(
     line: int | None,
     prefix: Sequence[str | int] = (),
 ) -> None:
-    error = best_match(validator_for(kind).iter_errors(document))
-    if error is None:
-        return
-    path, message = _explain(error)
+    try:
+        error = best_match(validator_for(kind).iter_errors(document))
+        if error is None:
+            return
+        path, message = _explain(error)
+    except RecursionError:
+        # Hostile nesting exhausts jsonschema's recursion (and repr of the instance).
+        raise SchemaValidationError(
+            f"not a valid {kind}: nested too deeply to validate",
+            path=source,
+            line=line,
+            field=json_path(prefix),
+        ) from None
     raise SchemaValidationError(
         f"not a valid {kind}: {message}",
         path=source,

@@ -72,6 +72,10 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
                     raise MalformedDocumentError(
                         f"malformed NDJSON: {reason}", path=path, line=number
                     ) from exc
+                except RecursionError as exc:  # json's C scanner gives up near 1000 levels
+                    raise MalformedDocumentError(
+                        "malformed NDJSON: nested too deeply", path=path, line=number
+                    ) from exc
         except zstandard.ZstdError as exc:
             raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=path) from exc
 

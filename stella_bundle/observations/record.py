@@ -88,20 +88,27 @@ class ObservationError(MalformedDocumentError):
 # passes JSON parsing but cannot be written canonically, so it is refused here, not at sealing.
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 
+# Levels of objects and arrays allowed in `details`, itself included: kind-specific details are
+# shallow (path, argv, address and port), and hostile nesting would exhaust the recursion of the
+# canonical serialiser and of the JSON Schema validator.
+MAX_DETAILS_DEPTH: Final = 8
 
-def _non_canonical_number(value: Any) -> str | None:
-    """Why `value` (at any depth) cannot be in a record, or None."""
+
+def _details_problem(value: Any, levels_left: int) -> str | None:
+    """Why a value inside `details` cannot be in a record, or None."""
     if isinstance(value, float):
         return "records must not contain floating-point numbers"
     if isinstance(value, int) and not isinstance(value, bool):
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return None
         return "integers must lie within ±(2**53 - 1) (RFC 8785); write larger values as strings"
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    for item in items:
-        reason = _non_canonical_number(item)
-        if reason is not None:
-            return reason
+    if isinstance(value, dict | list):
+        if levels_left == 0:
+            return f"nested deeper than {MAX_DETAILS_DEPTH} levels of objects and arrays"
+        for item in value.values() if isinstance(value, dict) else value:
+            reason = _details_problem(item, levels_left - 1)
+            if reason is not None:
+                return reason
     return None
 
 
@@ -165,11 +172,14 @@ def validate_record(
         digest = record["image_digest"]
         if not isinstance(digest, str) or not IMAGE_DIGEST_RE.match(digest):
             raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "image_digest")
-    if "details" in record and not isinstance(record["details"], dict):
-        raise fail("expected a JSON object", "details")
-    reason = _non_canonical_number(record)
-    if reason is not None:
-        raise fail(reason)
+    if "details" in record:
+        if not isinstance(record["details"], dict):
+            raise fail("expected a JSON object", "details")
+        # Every other field has a checked type; only details can hide floats, huge integers and
+        # deep nesting.
+        reason = _details_problem(record["details"], MAX_DETAILS_DEPTH)
+        if reason is not None:
+            raise fail(reason, "details")
     return record
 
 

@@ -45,23 +45,33 @@ _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-def parse_part_size(text: str) -> int:
-    """`1048576`, `700M`, `4G`, `4GiB`, or a medium name: fat32, dvd, bd."""
-    value = text.strip()
-    if value.lower() in NAMED_SIZES:
-        return NAMED_SIZES[value.lower()]
-    match = _SIZE_RE.match(value)
+def parse_size(text: str, option: str) -> int:
+    """`1048576`, `700M`, `4G`, `4GiB` (binary units) → bytes, at least 1."""
+    match = _SIZE_RE.match(text.strip())
     if not match:
+        raise InputError(
+            f"size {text!r} not understood; expected bytes or a size like 4G or 700M",
+            field=option,
+        )
+    unit = (match.group(2) or "").upper()[:1]
+    size = int(match.group(1)) * _UNITS[unit]
+    if size < 1:
+        raise InputError("size must be at least 1 byte", field=option)
+    return size
+
+
+def parse_part_size(text: str) -> int:
+    """A size (`parse_size`) or a medium name: fat32, dvd, bd."""
+    value = text.strip().lower()
+    if value in NAMED_SIZES:
+        return NAMED_SIZES[value]
+    if not _SIZE_RE.match(value):
         raise InputError(
             f"part size {text!r} not understood; expected bytes, a size like 4G or 700M, "
             f"or one of {', '.join(NAMED_SIZES)}",
             field="--part-size",
         )
-    unit = (match.group(2) or "").upper()[:1]
-    size = int(match.group(1)) * _UNITS[unit]
-    if size < 1:
-        raise InputError("part size must be at least 1 byte", field="--part-size")
-    return size
+    return parse_size(value, "--part-size")
 
 
 def part_name(bundle_name: str, index: int) -> str:

@@ -22,10 +22,11 @@ from ..attest.keys import load_signer
 from ..attest.trustroot import TrustRoot
 from ..bundle.build import build_bundle
 from ..bundle.inspect import inspect_bundle
-from ..bundle.media import join_parts, parse_part_size, split_bundle
+from ..bundle.media import join_parts, parse_part_size, parse_size, split_bundle
+from ..bundle.reader import ReaderLimits
 from ..bundle.render import render_html, report_renderable
 from ..bundle.report import check_auditor_key, write_reports
-from ..bundle.verify import verify_bundle
+from ..bundle.verify import VerifyLimits, verify_bundle
 from ..errors import InputError
 from ..timeutil import parse_timestamp
 from .output import console, emit_json, error_console, error_line
@@ -174,6 +175,9 @@ def verify(
     window_to: str | None = typer.Option(
         None, "--to", help="Override the map's window: end (RFC 3339)."
     ),
+    max_member_size: str = typer.Option(
+        "16G", "--max-member-size", help="Refuse any archive member declaring more (e.g. 4G)."
+    ),
 ) -> None:
     """Verify offline, streaming the archive: exit 0 passed, 1 failed, 2 bad input."""
     trust_root = TrustRoot.load(trust_root_path)
@@ -184,10 +188,14 @@ def verify(
     window = None
     if window_from is not None or window_to is not None:
         window = (_moment(window_from, "--from"), _moment(window_to, "--to"))
+    limits = VerifyLimits(
+        archive=ReaderLimits(max_member_size=parse_size(max_member_size, "--max-member-size"))
+    )
     outcome = verify_bundle(
         bundle,
         trust_root,
         service=service,
+        limits=limits,
         window=window,  # type: ignore[arg-type]
     )
     files = write_reports(outcome, output_dir, signer)

@@ -1,0 +1,167 @@
+"""Helpers of the bundle tests: real inputs (function map, evidence chain) and archive surgery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stella_bundle.attest.dsse import sign_payload
+from stella_bundle.attest.signing import sign_to_file
+from stella_bundle.attest.statement import BUNDLE_MANIFEST_PREDICATE
+from stella_bundle.canonical import canonical_bytes
+from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.writer import ChunkWriter
+from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
+from stella_bundle.timeutil import format_timestamp
+
+SOURCE_DATE_EPOCH = "1763700000"
+T0 = dt.datetime(2026, 11, 21, 5, 0, tzinfo=dt.UTC)
+
+SBOM = {
+    "bomFormat": "CycloneDX",
+    "specVersion": "1.6",
+    "serialNumber": "urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79",
+    "version": 1,
+    "metadata": {"component": {"type": "application", "name": "demo-workload", "bom-ref": "app"}},
+    "components": [
+        {
+            "type": "library",
+            "name": "libssl3",
+            "version": "3.0.11-1~deb12u2",
+            "purl": "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64",
+            "bom-ref": "ssl",
+        }
+    ],
+}
+
+
+@dataclass
+class BundleInputs:
+    directory: Path
+    function_map: Path  # FM.json (the Statement)
+    function_map_envelope: Path
+    evidence: Path
+    statement: dict[str, Any]
+    nodes: list[Any]
+    records: list[dict[str, Any]]
+
+
+def write_chain(
+    evidence: Path,
+    chain_id: str,
+    signer: Any,
+    records: Iterable[dict[str, Any]],
+    max_records: int = 40,
+) -> None:
+    writer = ChunkWriter.open(
+        evidence,
+        chain_id,
+        signer,
+        WriterConfig(max_records=max_records),
+        CollectorInfo("test-collector", "host-a", None, "test", None),
+    )
+    for record in records:
+        writer.append(dict(record))
+    writer.close()
+
+
+def records_for(nodes: list[Any], count: int, start: dt.datetime = T0) -> list[dict[str, Any]]:
+    return [
+        {
+            "node_hash": nodes[i % len(nodes)].node_hash,
+            "function_name": nodes[i % len(nodes)].symbol,
+            "purl": nodes[i % len(nodes)].purl,
+            "probe_type": "uprobe",
+            "observed_at": format_timestamp(start + dt.timedelta(milliseconds=37 * i)),
+            "pid": 4242,
+            "comm": "workload",
+        }
+        for i in range(count)
+    ]
+
+
+def make_inputs(directory: Path, keys: Any, *, fm_role: str = "function-map") -> BundleInputs:
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sbom = directory / "app.cdx.json"
+    sbom.write_text(json.dumps(SBOM))
+    result = generate_function_map(
+        GenerateOptions(sbom=sbom, service="demo", hot_functions=["SSL_*"])
+    )
+    statement = result.statement
+    fm = directory / "demo-function-map.json"
+    fm.write_bytes(canonical_bytes(statement))
+    envelope = directory / "demo-function-map.dsse.json"
+    sign_to_file(statement, [keys.signer(fm_role)], envelope)
+    nodes = result.function_map.nodes()
+    records = records_for(nodes, 200)
+    evidence = directory / "evidence"
+    write_chain(evidence, "host-a", keys.signer("collector"), records)
+    return BundleInputs(directory, fm, envelope, evidence, statement, nodes, records)
+
+
+# --- archive surgery ---------------------------------------------------------------------------
+
+
+def read_members(bundle: Path) -> list[tuple[str, bytes]]:
+    from stella_bundle.bundle.reader import SafeTarReader
+
+    with SafeTarReader.open(bundle) as reader:
+        return [(member.name, stream.read_all(1 << 30)) for member, stream in reader]
+
+
+def write_members(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
+
+    with open(path, "wb") as out, ReproducibleTarWriter(out, 0) as writer:
+        for name, data in members:
+            writer.add_bytes(name, data)
+    return path
+
+
+def resign_manifest(members: list[tuple[str, bytes]], signer: Any) -> list[tuple[str, bytes]]:
+    """Re-list every member in a fresh manifest (as a builder with that key would)."""
+    import hashlib
+    import json
+
+    old = json.loads(dict(members)["manifest.json"])
+    body = [(n, d) for n, d in members if n not in ("manifest.json", "manifest.dsse.json")]
+    files = [
+        {"path": n, "sha256": hashlib.sha256(d).hexdigest(), "size": len(d)}
+        for n, d in sorted(body)
+    ]
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": f["path"], "digest": {"sha256": f["sha256"]}} for f in files],
+        "predicateType": BUNDLE_MANIFEST_PREDICATE,
+        "predicate": {**old["predicate"], "files": files},
+    }
+    payload = canonical_bytes(statement)
+    envelope = sign_payload(payload, "application/vnd.in-toto+json", [signer])
+    return [
+        ("manifest.json", payload),
+        ("manifest.dsse.json", canonical_bytes(envelope.to_dict())),
+        *body,
+    ]
+
+
+def hostile_tar(base: list[tuple[str, bytes]], extra: Callable[[tarfile.TarFile], None]) -> bytes:
+    """A gzip tar of `base` members (regular files) followed by what `extra` adds."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in base:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        extra(tar)
+    return buffer.getvalue()
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}

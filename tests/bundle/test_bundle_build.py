@@ -1,0 +1,178 @@
+"""Reproducible builds: same inputs and SOURCE_DATE_EPOCH give the same bytes; fixed headers."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs
+
+from stella_bundle.bundle.build import build_bundle
+from stella_bundle.bundle.layout import entry_order
+from stella_bundle.bundle.reader import SafeTarReader
+from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
+from stella_bundle.errors import InputError
+
+
+def _build(inputs: BundleInputs, keys: Any, output: Path, epoch: str | None) -> Path:
+    previous = os.environ.pop("SOURCE_DATE_EPOCH", None)
+    if epoch is not None:
+        os.environ["SOURCE_DATE_EPOCH"] = epoch
+    try:
+        build_bundle(
+            function_maps=[inputs.function_map_envelope],
+            evidence=[inputs.evidence],
+            signer=keys.signer("builder"),
+            output=output,
+        )
+    finally:
+        os.environ.pop("SOURCE_DATE_EPOCH", None)
+        if previous is not None:
+            os.environ["SOURCE_DATE_EPOCH"] = previous
+    return output
+
+
+def test_same_inputs_give_identical_bytes(
+    tmp_path: Path, bundle_inputs: BundleInputs, test_keys: Any, built_bundle: Path
+) -> None:
+    again = _build(bundle_inputs, test_keys, tmp_path / "demo.stella.bundle.tgz", SOURCE_DATE_EPOCH)
+    # built_bundle was given FM.json, this one FM.dsse.json: the same map either way.
+    assert again.read_bytes() == built_bundle.read_bytes()
+    later = _build(
+        bundle_inputs, test_keys, tmp_path / "b" / "demo.stella.bundle.tgz", "1763800000"
+    )
+    assert later.read_bytes() != built_bundle.read_bytes()
+
+
+def test_headers_are_fixed(built_bundle: Path) -> None:
+    raw = built_bundle.read_bytes()
+    assert raw[:4] == b"\x1f\x8b\x08\x00", "gzip header must carry no FNAME flag"
+    assert raw[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"
+    with tarfile.open(built_bundle, "r:gz") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[:2] == ["manifest.json", "manifest.dsse.json"]
+    assert names == sorted(names, key=entry_order)
+    assert len(set(names)) == len(names)
+    for member in members:
+        assert member.isreg()
+        assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
+        assert member.mtime == int(SOURCE_DATE_EPOCH)
+        assert member.mode == 0o644
+
+
+def test_layout_and_manifest_list_every_file(built_bundle: Path) -> None:
+    with tarfile.open(built_bundle, "r:gz") as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    listed = {f["path"] for f in manifest["predicate"]["files"]}
+    assert listed == set(names) - {"manifest.json", "manifest.dsse.json"}
+    assert "function-maps/demo-function-map.json" in listed
+    assert "function-maps/demo-function-map.dsse.json" in listed
+    assert any(n.startswith("evidence/host-a/") and n.endswith(".seal.dsse.json") for n in listed)
+    assert any(n.startswith("schemas/") for n in listed)
+    views = [n for n in listed if n.startswith("observations/")]
+    assert views == ["observations/2025-11-21-observations.ndjson"]
+    assert manifest["predicate"]["observations"]["records"] == 200
+
+
+def test_observations_view_is_sorted_canonical_and_complete(
+    built_bundle: Path, bundle_inputs: BundleInputs
+) -> None:
+    from stella_bundle.canonical import canonical_record_bytes
+
+    with tarfile.open(built_bundle, "r:gz") as tar:
+        name = next(n for n in tar.getnames() if n.startswith("observations/"))
+        lines = tar.extractfile(name).read().splitlines()  # type: ignore[union-attr]
+    records = [json.loads(line) for line in lines]
+    assert [canonical_record_bytes(r) for r in records] == lines
+    assert [r["observed_at"] for r in records] == sorted(r["observed_at"] for r in records)
+    assert sorted(lines) == sorted(canonical_record_bytes(r) for r in bundle_inputs.records)
+
+
+def test_probes_are_shipped_with_their_lock(
+    tmp_path: Path, bundle_inputs: BundleInputs, test_keys: Any
+) -> None:
+    from stella_bundle.collector.lockfile import PACKAGE_BPF_DIR
+
+    if not (PACKAGE_BPF_DIR / "probes.lock.json").exists():
+        pytest.skip("no precompiled probes in this checkout")
+    output = tmp_path / "p.stella.bundle.tgz"
+    build_bundle(
+        function_maps=[bundle_inputs.function_map],
+        evidence=[bundle_inputs.evidence],
+        signer=test_keys.signer("builder"),
+        output=output,
+        probes=PACKAGE_BPF_DIR,
+    )
+    with tarfile.open(output, "r:gz") as tar:
+        names = tar.getnames()
+    assert "probes/probes.lock.json" in names
+    assert any(n.endswith(".bpf.o") for n in names)
+
+
+def test_unsealed_evidence_is_refused(tmp_path: Path, copy_inputs: Any, test_keys: Any) -> None:
+    inputs = copy_inputs()
+    (inputs / "evidence" / "host-a" / "0000000099.ndjson.partial").write_bytes(b"{}\n")
+    with pytest.raises(InputError, match="unsealed evidence"):
+        build_bundle(
+            function_maps=[inputs / "demo-function-map.json"],
+            evidence=[inputs / "evidence"],
+            signer=test_keys.signer("builder"),
+            output=tmp_path / "x.stella.bundle.tgz",
+        )
+    assert not list(tmp_path.glob("*.tgz")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_unsigned_function_map_is_refused(tmp_path: Path, copy_inputs: Any, test_keys: Any) -> None:
+    inputs = copy_inputs()
+    (inputs / "demo-function-map.dsse.json").unlink()
+    with pytest.raises(InputError, match="signed"):
+        build_bundle(
+            function_maps=[inputs / "demo-function-map.json"],
+            evidence=[inputs / "evidence"],
+            signer=test_keys.signer("builder"),
+            output=tmp_path / "x.stella.bundle.tgz",
+        )
+
+
+def test_writer_and_reader_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """48 MiB through the writer and the reader with well under 48 MiB held at any time."""
+    big = tmp_path / "big.bin"
+    block = os.urandom(1 << 20)
+    with open(big, "wb") as handle:
+        for index in range(48):
+            handle.write(block[index:] + block[:index])
+    archive = tmp_path / "big.tgz"
+    tracemalloc.start()
+    try:
+        with open(archive, "wb") as out, ReproducibleTarWriter(out, 0, compress_level=1) as tar:
+            tar.add_file("evidence/big.bin", big, big.stat().st_size)
+        _, peak_write = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        total = 0
+        with SafeTarReader.open(archive) as reader:
+            for _member, stream in reader:
+                for chunk in stream.iter_chunks():
+                    total += len(chunk)
+        _, peak_read = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 48 << 20
+    assert peak_write < 12 << 20, peak_write
+    assert peak_read < 12 << 20, peak_read
+
+
+def test_gzip_stream_matches_gzip_module(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with ReproducibleTarWriter(buffer, 7) as tar:
+        tar.add_bytes("a.txt", b"hello")
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(buffer.getvalue()))) as tar:
+        assert tar.extractfile("a.txt").read() == b"hello"  # type: ignore[union-attr]

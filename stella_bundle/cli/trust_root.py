@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..attest.keys import fingerprint, load_public_key
+from ..attest.sigstore_offline import trusted_root_from_dict
 from ..attest.trustroot import ROLES, SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..errors import InputError
 from ..jsonio import load_json_object
@@ -84,7 +85,9 @@ def set_sigstore(
         raise InputError("give one --issuer for every --identity")
     root = TrustRoot.load(trust_root)
     pairs = [SigstoreIdentity(i, s) for i, s in zip(identity, issuer, strict=True)]
-    root.sigstore = SigstoreTrust(load_json_object(trusted_root, "a Sigstore trusted root"), pairs)
+    document = load_json_object(trusted_root, "a Sigstore trusted root")
+    trusted_root_from_dict(document, trusted_root)  # refuse what the verifier could not use
+    root.sigstore = SigstoreTrust(document, pairs)
     root.save(trust_root)
     console.print(f"embedded {trusted_root} with {len(pairs)} identities in {trust_root}")
 

@@ -284,3 +284,53 @@ def test_conformance_in_empty_netns(
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     check_outcome(case, netns_cli(*case_arguments(case)))
     assert list(home.iterdir()) == []
+
+
+def test_embedded_sigstore_trust_root_checks(
+    run_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """An expired trust root is refused; a trusted root sigstore cannot use is never embedded."""
+    root = tmp_path / "trust-root.json"
+    made = run_cli("trust-root", "init", "--output", root, "--expires", "2022-01-01T00:00:00Z")
+    assert made.exit_code == 0
+    broken = SUITE / "trust-root-tlog-missing-validity-start_fail" / "trusted_root.json"
+    before = root.read_bytes()
+    refused = run_cli(
+        "trust-root",
+        "set-sigstore",
+        root,
+        "--trusted-root",
+        broken,
+        "--identity",
+        DEFAULT_IDENTITY,
+        "--issuer",
+        DEFAULT_ISSUER,
+    )
+    assert refused.exit_code == 2
+    assert "embedded Sigstore trusted root is not usable" in refused.stderr
+    assert root.read_bytes() == before
+    embedded = run_cli(
+        "trust-root",
+        "set-sigstore",
+        root,
+        "--trusted-root",
+        PRODUCTION_TRUSTED_ROOT,
+        "--identity",
+        DEFAULT_IDENTITY,
+        "--issuer",
+        DEFAULT_ISSUER,
+    )
+    assert embedded.exit_code == 0, embedded.stderr
+    expired = run_cli(
+        "attest",
+        "verify",
+        "--sigstore-bundle",
+        SUITE / "happy-path-v0.2" / "bundle.sigstore.json",
+        "--trust-root",
+        root,
+        "--artifact",
+        DEFAULT_ARTIFACT,
+    )
+    assert expired.exit_code == 1
+    assert "field 'expires': trust root expired at 2022-01-01" in expired.stderr
+    assert str(root) in expired.stderr

@@ -32,6 +32,7 @@ from .attest.trustroot import TRUST_ROOT_TYPE
 from .errors import InputError, MalformedDocumentError, SchemaValidationError
 from .jsonio import load_json, parse_json
 from .observations.ndjson import ZSTD_MAGIC, iter_json_lines
+from .observations.record import validate_record
 from .timeutil import is_rfc3339_timestamp
 
 SCHEMA_SUFFIX: Final = ".schema.json"
@@ -142,10 +143,38 @@ _FORMAT_CHECKER.checks("date-time")(
 )
 
 
+def _inline_local_refs(schema: Mapping[str, Any]) -> Any:
+    """The schema with every acyclic `#/$defs/NAME` reference replaced by its target.
+
+    Same meaning (a 2020-12 `$ref` applies its target alongside its siblings, as `allOf` does),
+    but validation skips the reference resolver, which is most of jsonschema's cost per record.
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any, seen: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        name = (
+            ref[len("#/$defs/") :] if isinstance(ref, str) and ref.startswith("#/$defs/") else None
+        )
+        if name is None or name not in defs or name in seen:
+            return {key: walk(value, seen) for key, value in node.items()}
+        target = walk(defs[name], seen | {name})
+        siblings = {key: walk(value, seen) for key, value in node.items() if key != "$ref"}
+        if set(siblings) <= {"description", "default"}:
+            return {**target, **siblings}
+        return {**siblings, "allOf": [target]}
+
+    return walk(schema, frozenset())
+
+
 @functools.cache
 def validator_for(kind: str) -> Any:
     """The compiled validator of `kind` (cached)."""
-    return _StellaValidator(load_schema(kind), format_checker=_FORMAT_CHECKER)
+    return _StellaValidator(_inline_local_refs(load_schema(kind)), format_checker=_FORMAT_CHECKER)
 
 
 # --- error messages ------------------------------------------------------------------------------
@@ -423,9 +452,24 @@ def validate_ndjson(path: str | Path, kind: str = OBSERVATION_KIND) -> int:
         raise _unknown_kind(kind)
     checked = 0
     for number, value in iter_json_lines(path):
-        validate_document(kind, value, path, line=number)
+        if kind == OBSERVATION_KIND:
+            _validate_record_line(value, path, number)
+        else:
+            validate_document(kind, value, path, line=number)
         checked += 1
     return checked
+
+
+def _validate_record_line(record: Any, path: str | Path, line: int) -> None:
+    """validate_record (about 30× faster than jsonschema, and proven to accept and reject the
+    same records by tests/schema/test_schema_records.py); jsonschema explains a rejection."""
+    try:
+        validate_record(record, path, line, default_probe_type=False)
+    except MalformedDocumentError as fast_error:
+        validate_document(OBSERVATION_KIND, record, path, line=line)
+        raise SchemaValidationError(
+            fast_error.message, path=path, line=line, field=fast_error.field
+        ) from None
 
 
 def validate_file(path: str | Path, kind: str | None = None) -> ValidationResult:

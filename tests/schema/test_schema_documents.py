@@ -25,6 +25,7 @@ from stella_bundle.schema import (
     load_schema,
     validate_document,
     validate_file,
+    validator_for,
 )
 
 # The formats of DESIGN.md §4 plus the two wrappers; other helpers may ship more kinds.
@@ -467,3 +468,13 @@ def test_ecma_end_anchor_and_ascii_digits() -> None:
         seal["chain_id"] = bad
         with pytest.raises(SchemaValidationError):
             validate_document("evidence-chunk", seal)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inlined_validator_schema_is_still_valid(kind: str) -> None:
+    """The compiled validator inlines `$defs` references; the result must stay a valid schema."""
+    schema = validator_for(kind).schema
+    Draft202012Validator.check_schema(schema)
+    for kind_example in (EXAMPLES / f"{kind}.json",):
+        if kind_example.exists() and kind not in ("statement", "dsse-envelope"):
+            assert validator_for(kind).is_valid(json.loads(kind_example.read_text()))

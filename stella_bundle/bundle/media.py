@@ -9,6 +9,7 @@ not reread the good ones. The whole bundle's sha256 is checked while joining in 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -299,6 +300,12 @@ def join_parts(
     if trust_root is not None:
         verify_parts_signature(index_path, trust_root)
     directory = index_path.parent
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the output directory: {exc.strerror}", path=output
+        ) from exc
     part_paths = [directory / part.name for part in index.parts]
     for path in part_paths:
         if output.exists() and path.exists() and os.path.samefile(output, path):
@@ -328,8 +335,9 @@ def join_parts(
             problems.append(f"{part.name}: sha256 {actual[:16]}… expected {part.sha256[:16]}…")
             continue
         good[part.name] = {**key, "sha256": part.sha256}
-    if good != cache and output.parent.is_dir():
-        write_bytes_atomic(cache_file, canonical_bytes(good))
+    if good != cache:
+        # Plain JSON, not canonical: nanosecond mtimes exceed the JCS integer range.
+        write_bytes_atomic(cache_file, json.dumps(good, sort_keys=True).encode())
     if problems:
         raise PartIntegrityError(
             f"{len(problems)} of {len(index.parts)} parts bad, nothing joined: "

@@ -1,0 +1,177 @@
+"""End to end: build → split → join → verify offline; the report is the map's own verdict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
+
+from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.bundle.build import build_bundle
+from stella_bundle.bundle.verify import verify_bundle
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.verify import VerifyOptions, verify_observations
+from stella_bundle.schema import validate_document
+from stella_bundle.timeutil import parse_timestamp
+
+
+def _expected(inputs: BundleInputs, trust_root: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The function-map verifier run directly on the same records, over the same window."""
+    loaded = load_function_map(inputs.function_map_envelope, trust_root)
+    window = report["window"]
+    options = VerifyOptions(parse_timestamp(window["from"]), parse_timestamp(window["to"]))
+    return verify_observations(loaded, inputs.records, options).to_dict()
+
+
+def test_build_split_join_verify(
+    tmp_path: Path, built_bundle: Path, bundle_inputs: BundleInputs, test_keys: Any, run_cli: Any
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(built_bundle, media / built_bundle.name)
+    assert run_cli("bundle", "split", media / built_bundle.name, "--part-size", "8K").exit_code == 0
+    (media / built_bundle.name).unlink()
+    airgap = tmp_path / "airgap"
+    joined = airgap / built_bundle.name
+    join = run_cli("bundle", "join", media / f"{built_bundle.name}.parts.json", "--output", joined)
+    assert join.exit_code == 0, join.stderr
+    assert joined.read_bytes() == built_bundle.read_bytes()
+
+    out = airgap / "report"
+    result = run_cli(
+        "bundle", "verify", joined, "--trust-root", test_keys.trust_root,
+        "--output-dir", out, "--report-key", test_keys.private("auditor"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "PASSED" in result.stdout and "verification-report.html" in result.stdout
+    statement = json.loads((out / "verification-report.json").read_text())
+    validate_document("verification-report", statement)
+    report = statement["predicate"]
+    assert report["verification_result"] == "PASSED" and report["verified"] is True
+    assert [s["name"] for s in report["steps"]] == [
+        "trust-root", "archive", "manifest-signature", "file-list", "schemas",
+        "function-map-signature", "evidence-chains", "coverage",
+    ]  # fmt: skip
+    assert {s["status"] for s in report["steps"]} == {"passed"}
+    assert statement["subject"][0]["digest"]["sha256"] == _sha256(joined)
+
+    expected = _expected(bundle_inputs, test_keys.trust_root, report)
+    for key in ("verified", "observation_rate", "target_rate", "per_path_breakdown", "per_tag",
+                "unexpected_symbols", "missing_symbols"):  # fmt: skip
+        assert report[key] == expected[key], key
+    assert report["confidence"] == expected["confidence"]["overall"]
+    assert report["observation_rate"] == 1.0
+
+    chain = verify_chain(bundle_inputs.evidence / "host-a", test_keys.trust_root).to_dict()
+    (summary,) = report["evidence"]
+    assert chain["passed"] is True
+    for key in ("chunks", "records", "events_lost", "loss", "first_sequence", "last_sequence",
+                "first_observed_at", "last_observed_at"):  # fmt: skip
+        assert summary[key] == chain[key], key
+    assert summary["final_seal_present"] is chain["final_seal"] is True
+    assert summary["gaps"] == [] and chain["gaps"] == 0
+    assert summary["chunks"] == 5 and summary["records"] == 200
+
+    roles = {a["role"] for a in report["input_attestations"]}
+    assert roles == {"builder", "function-map", "collector"}
+    assert all(
+        s["fingerprint"].count(":") == 31
+        for a in report["input_attestations"]
+        for s in a["signers"]
+    )
+
+    # The auditor's DSSE verifies with the generic attestation verifier (compliance).
+    check = run_cli(
+        "attest", "verify", out / "verification-report.dsse.json", "--trust-root",
+        test_keys.trust_root, "--role", "auditor", "--artifact", joined,
+        "--predicate-type", "https://stella.ops/predicates/function-map-verification/v1",
+    )  # fmt: skip
+    assert check.exit_code == 0, check.stderr
+    wrong = run_cli(
+        "attest", "verify", out / "verification-report.dsse.json", "--trust-root",
+        test_keys.trust_root, "--role", "builder",
+    )  # fmt: skip
+    assert wrong.exit_code == 1
+
+
+def test_compliance_sign_of_a_report(
+    tmp_path: Path, built_bundle: Path, test_keys: Any, run_cli: Any
+) -> None:
+    out = tmp_path / "r"
+    assert run_cli("bundle", "verify", built_bundle, "--trust-root", test_keys.trust_root,
+                   "--output-dir", out).exit_code == 0  # fmt: skip
+    signed = tmp_path / "compliance.dsse.json"
+    sign = run_cli(
+        "attest", "sign", "--input", out / "verification-report.json", "--statement",
+        "--key", test_keys.private("auditor"), "--output", signed,
+    )  # fmt: skip
+    assert sign.exit_code == 0, sign.stderr
+    check = run_cli("attest", "verify", signed, "--trust-root", test_keys.trust_root,
+                    "--role", "auditor", "--artifact", built_bundle)  # fmt: skip
+    assert check.exit_code == 0, check.stderr
+
+
+def test_report_key_must_be_an_auditor_key(
+    tmp_path: Path, built_bundle: Path, test_keys: Any, run_cli: Any
+) -> None:
+    result = run_cli("bundle", "verify", built_bundle, "--trust-root", test_keys.trust_root,
+                     "--output-dir", tmp_path / "o", "--report-key", test_keys.private("builder"))  # fmt: skip
+    assert result.exit_code == 2 and "not an auditor key" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_coverage_not_met_fails_with_the_map_verdict(
+    tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    inputs = make_inputs(tmp_path / "in", test_keys)
+    shutil.rmtree(inputs.evidence)
+    write_chain(inputs.evidence, "host-b", test_keys.signer("collector"),
+                records_for(inputs.nodes[:1], 30))  # fmt: skip
+    bundle = build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],
+                          signer=test_keys.signer("builder"),
+                          output=tmp_path / "low.stella.bundle.tgz").output  # fmt: skip
+    result = run_cli("bundle", "verify", bundle, "--trust-root", test_keys.trust_root,
+                     "--output-dir", tmp_path / "r", "--format", "json")  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "step 'coverage'" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["verification_result"] == "FAILED"
+    assert report["steps"][-1]["error_type"] == "CoverageNotMetError"
+    assert 0 < report["observation_rate"] < report["target_rate"]
+    assert len(report["missing_symbols"]) == len(inputs.nodes) - 1
+
+
+def test_verify_opens_no_socket(built_bundle: Path, test_keys: Any, no_network: list[str]) -> None:
+    outcome = verify_bundle(built_bundle, TrustRoot.load(test_keys.trust_root))
+    assert outcome.passed and outcome.exit_code == 0
+    assert no_network == []
+
+
+@pytest.mark.netns
+def test_verify_in_a_network_namespace_without_interfaces(
+    tmp_path: Path, built_bundle: Path, test_keys: Any, netns_cli: Any
+) -> None:
+    out = tmp_path / "netns-report"
+    result = netns_cli("bundle", "verify", built_bundle, "--trust-root", test_keys.trust_root,
+                       "--output-dir", out, "--report-key", test_keys.private("auditor"))  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert (out / "verification-report.dsse.json").exists()
+
+
+def test_inspect_is_marked_not_verified(built_bundle: Path, run_cli: Any) -> None:
+    table = run_cli("bundle", "inspect", built_bundle)
+    assert table.exit_code == 0 and "NOT VERIFIED" in table.stdout and "host-a" in table.stdout
+    as_json = json.loads(run_cli("bundle", "inspect", built_bundle, "--format", "json").stdout)
+    assert as_json["verified"] is False and as_json["services"] == ["demo"]
+    assert as_json["chains"][0]["chunks"] == 5
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -10,6 +10,7 @@ file and line number, and valid non-canonical lines still count).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -42,18 +43,32 @@ _ARRAY = rf"\[(?:{_SCALAR}(?:,{_SCALAR})*)?\]"
 _DVAL = rf"(?:{_SCALAR}|{_ARRAY})"
 # `details` in the fast path: a flat object of scalars and scalar arrays (argv, addresses).
 _DETAILS = rf"\{{(?:{_STR}:{_DVAL}(?:,{_STR}:{_DVAL})*)?\}}"
-# Canonical UTC timestamps whose date is valid in every year (February 29 and leap seconds take
-# the full path, which checks the calendar): a strict subset of what validate_record accepts.
-_MONTH_DAY = (
-    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
-    r"|(?:0[13-9]|1[0-2])-(?:29|30)"
-    r"|(?:0[13578]|1[02])-31)"
-)
-_TS = (
-    r'"((?!0000)[0-9]{4}-'
-    + _MONTH_DAY
-    + r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z)\""
-)
+# Canonical UTC timestamps. The regex checks the shape and the time of day; the calendar date
+# (April 31, February 29 of a non-leap year) is checked in the fold against a cache of dates
+# already seen valid, which is much cheaper than spelling the calendar out in the pattern.
+_TS = r'"([0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z)"'
+_VALID_DATES: set[str] = set()
+
+
+def date_ok(stamp: str) -> bool:
+    """Whether the YYYY-MM-DD prefix of a canonical timestamp is a real date (cached)."""
+    day = stamp[:10]
+    if day in _VALID_DATES:
+        return True
+    try:
+        dt.date(int(day[:4]), int(day[5:7]), int(day[8:10]))
+    except ValueError:
+        return False
+    if len(_VALID_DATES) > 100_000:
+        _VALID_DATES.clear()
+    _VALID_DATES.add(day)
+    return True
+
+
+class _BadDate(Exception):
+    """A canonical-looking line has an impossible date: the full path reports it."""
+
+
 _HASH = r'"(sha256:[0-9a-f]{64})"'
 _PROBE = '"(' + "|".join(PROBE_TYPES) + ')"'
 _KIND = '"(?:' + "|".join(KINDS) + ')"'
@@ -241,7 +256,10 @@ class ObservationAggregator:
                 lines = text.count("\n") + (0 if text.endswith("\n") else 1)
                 matches = CANONICAL_LINE.findall(text)
                 if len(matches) == lines:
-                    self._fast_fold(matches)
+                    try:
+                        self._fast_fold(matches)
+                    except _BadDate:
+                        self._slow_block(block, path, line_base)  # raises naming the line
                 else:
                     self._slow_block(block, path, line_base)
             line_base += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
@@ -253,8 +271,13 @@ class ObservationAggregator:
         window_from = self.window_from
         window_to = self.window_to
         bits = PROBE_BIT
+        valid_dates = _VALID_DATES
         outside = 0
         for count, first, name, last, node_hash, observed, probe, purl in matches:
+            if observed[:10] not in valid_dates and not date_ok(observed):
+                raise _BadDate
+            if (first and not date_ok(first)) or (last and not date_ok(last)):
+                raise _BadDate
             start = first or observed
             end = last or observed
             if (window_from is not None and end < window_from) or (
@@ -291,8 +314,11 @@ class ObservationAggregator:
                 ) from exc
             match = CANONICAL_LINE.fullmatch(text)
             if match is not None:
-                self._fast_fold([match.groups(default="")])  # type: ignore[list-item]
-                continue
+                try:
+                    self._fast_fold([match.groups(default="")])
+                    continue
+                except _BadDate:
+                    pass  # validate_record below names the field
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:

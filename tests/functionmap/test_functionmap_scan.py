@@ -127,7 +127,7 @@ def test_regex_rejects_what_validation_rejects() -> None:
     for change in (
         {"count": 0},
         {"pid": 2**53},
-        {"observed_at": "2026-04-31T00:00:00.000000Z"},
+        {"observed_at": "2026-01-23T24:00:00.000000Z"},
         {"function_name": ""},
         {"kind": "bogus"},
         {"details": {"f": [1, {"x": 1}]}},
@@ -135,6 +135,34 @@ def test_regex_rejects_what_validation_rejects() -> None:
     ):
         line = json.dumps({**base, **change}, sort_keys=True, separators=(",", ":"))
         assert CANONICAL_LINE.fullmatch(line) is None, change
+
+
+def test_impossible_dates_in_canonical_lines_name_the_line(tmp_path: Path) -> None:
+    base = {
+        "function_name": "f",
+        "node_hash": HASHES[1],
+        "observed_at": TIMES[0],
+        "probe_type": "usdt",
+    }
+    good = canonical_record_bytes(base)
+    for stamp in (
+        "2026-04-31T00:00:00.000000Z",
+        "2025-02-29T00:00:00.000000Z",
+        "0000-01-01T00:00:00.000000Z",
+    ):
+        path = tmp_path / "obs.ndjson"
+        path.write_bytes(
+            good + b"\n" + canonical_record_bytes({**base, "observed_at": stamp}) + b"\n"
+        )
+        with pytest.raises(InputError) as caught:
+            scanned(path)
+        assert caught.value.line == 2 and caught.value.field == "observed_at"
+    path.write_bytes(
+        good
+        + b"\n"
+        + canonical_record_bytes({**base, "observed_at": "2024-02-29T00:00:00.000000Z"})
+    )
+    assert scanned(path)[HASHES[1]][2] == "2026-01-23T00:00:00.000000Z"
 
 
 def test_crlf_blank_lines_and_no_final_newline(tmp_path: Path) -> None:

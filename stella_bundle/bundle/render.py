@@ -35,6 +35,21 @@ def _symbol_text(item: Any) -> str:
     return str(item)
 
 
+def tag_values(values: Mapping[str, Any], default_target: Any) -> tuple[float, float, bool]:
+    """(rate, target, met) of one tag, whichever names the map verifier used."""
+
+    def number(*candidates: Any) -> float:
+        for candidate in candidates:
+            if isinstance(candidate, int | float) and not isinstance(candidate, bool):
+                return max(0.0, min(1.0, float(candidate)))
+        return 0.0
+
+    rate = number(values.get("observation_rate"), values.get("rate"))
+    target = number(values.get("target_rate"), values.get("min_rate"), default_target)
+    met = values.get("verified", values.get("met"))
+    return rate, target, bool(met) if met is not None else rate >= target
+
+
 def _signers(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for attestation in report.get("input_attestations", []):
@@ -91,12 +106,8 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
     for column in ("tag", "rate", "target", "verified"):
         tags.add_column(column)
     for tag, values in sorted(report.get("per_tag", {}).items()):
-        tags.add_row(
-            tag,
-            _rate(values.get("observation_rate")),
-            _rate(values.get("target_rate")),
-            "yes" if values.get("verified") else "no",
-        )
+        rate, target, met = tag_values(values, report.get("target_rate"))
+        tags.add_row(tag, _rate(rate), _rate(target), "yes" if met else "no")
     chains = Table(title="evidence chains", title_justify="left")
     for column in ("chain", "chunks", "gaps", "final seal", "events lost"):
         chains.add_column(column)
@@ -142,13 +153,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+def _table(headers: Iterable[str] | None, rows: Iterable[Iterable[str]]) -> str:
+    head = ""
+    if headers is not None:
+        head = "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead>"
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
-def tag_chart_svg(per_tag: Mapping[str, Mapping[str, Any]]) -> str:
+def tag_chart_svg(per_tag: Mapping[str, Mapping[str, Any]], default_target: Any = None) -> str:
     """Horizontal bars of each tag's observation rate with its target as a tick."""
     tags = sorted(per_tag)
     if not tags:
@@ -157,14 +170,12 @@ def tag_chart_svg(per_tag: Mapping[str, Mapping[str, Any]]) -> str:
     height = row * len(tags) + 30
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="observation rate per tag" '
-        f'width="{left + width + 90}" height="{height}" font-size="12" font-family="sans-serif">'
+        f'width="{left + width + 150}" height="{height}" font-size="12" font-family="sans-serif">'
     ]
     for index, tag in enumerate(tags):
-        values = per_tag[tag]
-        rate = max(0.0, min(1.0, float(values.get("observation_rate", 0) or 0)))
-        target = max(0.0, min(1.0, float(values.get("target_rate", 0) or 0)))
+        rate, target, met = tag_values(per_tag[tag], default_target)
         y = 10 + index * row
-        color = "#1a7f37" if values.get("verified") else "#cf222e"
+        color = "#1a7f37" if met else "#cf222e"
         parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{_e(tag)}</text>')
         parts.append(f'<rect x="{left}" y="{y}" width="{width}" height="20" fill="#eaeef2"/>')
         parts.append(
@@ -250,7 +261,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     policy = (report.get("policy") or {}).get("digest", {}).get("sha256", "")
     resource = (report.get("resource_digest") or {}).get("sha256", "")
     meta = _table(
-        ("", ""),
+        None,
         (
             ("resource", f"<code>{_e(report.get('resource_uri', ''))}</code>"),
             ("resource sha256", f"<code>{_e(resource)}</code>"),
@@ -279,7 +290,7 @@ against a target of <strong>{_e(_rate(report.get("target_rate")))}</strong>;
 probe-weighted confidence {_e(_rate(report.get("confidence")))}</p>
 {meta}
 <h2>Verification steps</h2>{steps}
-<h2>Observation rate per tag</h2>{tag_chart_svg(report.get("per_tag", {}))}
+<h2>Observation rate per tag</h2>{tag_chart_svg(report.get("per_tag", {}), report.get("target_rate"))}
 <h2>Paths</h2>{paths}
 <h2>Missing symbols</h2>{symbol_list(list(report.get("missing_symbols", [])))}
 <h2>Unexpected symbols</h2>{symbol_list(list(report.get("unexpected_symbols", [])))}

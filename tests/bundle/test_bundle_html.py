@@ -1,0 +1,100 @@
+"""The HTML report: self-contained, rendered by headless Chromium to a PNG, shows the verdict."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stella_bundle.bundle.render import render_html
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--window-size=1200,2400",
+    "--enable-logging=stderr",
+]
+
+
+def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: scripts/setup.sh installs it (apt-get install chromium)")
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def report_dir(
+    tmp_path_factory: pytest.TempPathFactory, built_bundle: Path, test_keys: Any
+) -> Path:
+    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.bundle.report import write_reports
+    from stella_bundle.bundle.verify import verify_bundle
+
+    out = tmp_path_factory.mktemp("html")
+    write_reports(verify_bundle(built_bundle, TrustRoot.load(test_keys.trust_root)), out)
+    return out
+
+
+def test_html_is_self_contained(report_dir: Path) -> None:
+    page = (report_dir / "verification-report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page, re.I)
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert "@import" not in page and "url(" not in page
+    assert "default-src 'none'" in page
+    for section in ("Paths", "Missing symbols", "Unexpected symbols", "Evidence chains", "Signers"):
+        assert f"<h2>{section}</h2>" in page
+    assert "<svg" in page and 'aria-label="observation rate per tag"' in page
+    report = json.loads((report_dir / "verification-report.json").read_text())["predicate"]
+    fingerprint = report["input_attestations"][0]["signers"][0]["fingerprint"]
+    assert fingerprint in page
+
+
+def test_html_escapes_what_the_bundle_says() -> None:
+    page = render_html(
+        {
+            "verification_result": "FAILED",
+            "service": "<script>alert(1)</script>",
+            "missing_symbols": ["<img src=x onerror=alert(1)>"],
+            "per_tag": {"<b>": {"rate": 0.5, "min_rate": 0.9, "met": False}},
+        }
+    )
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_chromium_renders_the_report(report_dir: Path, tmp_path: Path) -> None:
+    page = (report_dir / "verification-report.html").as_uri()
+    png = tmp_path / "report.png"
+    shot = _chromium(tmp_path / "profile", f"--screenshot={png}", page)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    dom = _chromium(tmp_path / "profile", "--dump-dom", page)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert re.search(r'id="verdict"[^>]*>PASSED<', dom.stdout)
+    assert "observation rate" in dom.stdout and "100.0 %" in dom.stdout
+    # Loaded without errors: no failed resource loads, no console errors about the page.
+    problems = [
+        line
+        for line in (shot.stderr + dom.stderr).splitlines()
+        if "CONSOLE" in line or "net::ERR" in line or "Failed to load" in line
+    ]
+    assert problems == []

@@ -2,7 +2,7 @@
 
 `encode_record` is `validate_record` + `canonical_record_bytes` with a fast accept path: a
 record whose every field has the expected plain type and form (what the collector produces)
-is checked in one pass and serialised with the C JSON encoder. Anything else, including every
+is checked once per key set ("shape") and serialised with orjson. Anything else, including every
 invalid record, takes the reference path, so errors and bytes are the reference's. A property
 test (tests/evidence/test_evidence_encoding.py) proves both paths give identical bytes and
 accept the same records.
@@ -10,9 +10,10 @@ accept the same records.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 from ..canonical import canonical_record_bytes
 from ..observations.record import (
@@ -29,11 +30,9 @@ from ..timeutil import is_rfc3339_timestamp
 # JCS represents integers exactly only up to 2**53 - 1; larger ones take the reference path.
 _MAX_SAFE_INTEGER: Final = 2**53 - 1
 
-# Identical to canonical.py's fast serialiser: for float-free data with BMP-only keys its output
-# is byte-identical to RFC 8785.
-_encode = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-).encode
+# orjson with sorted keys: for float-free data with JCS-safe integers and BMP-only keys its
+# output is byte-identical to RFC 8785 (UTF-8, no insignificant space, JCS string escapes), and
+# it is about six times faster than the standard library's encoder.
 
 _STRING, _TIME, _INT, _NODE_HASH, _PROBE, _KIND, _DETAILS = range(7)
 _FIELD_CLASS: Final[dict[str, int]] = {
@@ -45,6 +44,7 @@ _FIELD_CLASS: Final[dict[str, int]] = {
     "kind": _KIND,
     "details": _DETAILS,
 }
+_REQUIRED: Final = frozenset(("node_hash", "function_name", "probe_type", "observed_at"))
 _PROBE_TYPES: Final = frozenset(PROBE_TYPES)
 _KINDS: Final = frozenset(KINDS)
 _node_hash_match = NODE_HASH_RE.match
@@ -57,7 +57,7 @@ _SECOND_CACHE_LIMIT: Final = 65536
 
 def _timestamp_ok(value: Any) -> bool:
     # The toolkit's own form only (`…SS.ffffffZ`); anything else takes the reference path.
-    if type(value) is not str or len(value) != 27 or value[19] != "." or value[26] != "Z":
+    if len(value) != 27 or value[19] != "." or value[26] != "Z":
         return False
     fraction = value[20:26]
     if not (fraction.isascii() and fraction.isdigit()):
@@ -91,47 +91,70 @@ def _plain_json(value: Any) -> bool:
     return False
 
 
+class _Shape:
+    """What a record with these keys (in this order) must hold to be accepted quickly.
+
+    A collector emits few distinct key sets, so the per-key decisions are made once per shape
+    and a record is checked with one C-level type comparison plus its value checks.
+    """
+
+    __slots__ = ("details", "has_count", "has_kind", "int_keys", "time_keys", "types")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        classes = [_FIELD_CLASS[key] for key in keys]
+        self.types = tuple(int if c == _INT else dict if c == _DETAILS else str for c in classes)
+        self.time_keys = tuple(k for k, c in zip(keys, classes, strict=True) if c == _TIME)
+        self.int_keys = tuple(k for k, c in zip(keys, classes, strict=True) if c == _INT)
+        self.has_count = "count" in keys
+        self.has_kind = "kind" in keys
+        self.details = "details" in keys
+
+
+_shapes: dict[tuple[str, ...], _Shape | None] = {}
+_SHAPE_CACHE_LIMIT: Final = 4096
+
+
+def _shape_of(keys: tuple[str, ...]) -> _Shape | None:
+    shape = _shapes.get(keys, False)
+    if shape is False:
+        # Unknown fields, image_digest, or a required field missing: the reference decides.
+        usable = _REQUIRED.issubset(keys) and all(key in _FIELD_CLASS for key in keys)
+        shape = _Shape(keys) if usable else None
+        if len(_shapes) >= _SHAPE_CACHE_LIMIT:
+            _shapes.clear()
+        _shapes[keys] = shape
+    return shape  # type: ignore[return-value]
+
+
 def _fast_accept(record: Any) -> bool:
-    if type(record) is not dict or "probe_type" not in record:
+    if type(record) is not dict:
         return False
-    if "node_hash" not in record or "observed_at" not in record:
+    shape = _shape_of(tuple(record))
+    if shape is None or tuple(map(type, record.values())) != shape.types:
         return False
-    function_name = record.get("function_name")
-    if type(function_name) is not str or not function_name:
+    if _node_hash_match(record["node_hash"]) is None or not record["function_name"]:
         return False
-    for key, value in record.items():
-        field_class = _FIELD_CLASS.get(key)
-        if field_class == _STRING:
-            if type(value) is not str:
-                return False
-        elif field_class == _TIME:
-            if not _timestamp_ok(value):
-                return False
-        elif field_class == _INT:
-            if type(value) is not int or not 0 <= value <= _MAX_SAFE_INTEGER:
-                return False
-        elif field_class == _NODE_HASH:
-            if type(value) is not str or _node_hash_match(value) is None:
-                return False
-        elif field_class == _PROBE:
-            if type(value) is not str or value not in _PROBE_TYPES:
-                return False
-        elif field_class == _KIND:
-            if type(value) is not str or value not in _KINDS:
-                return False
-        elif field_class == _DETAILS:
-            if type(value) is not dict or not _plain_json(value):
-                return False
-        else:
-            return False  # unknown fields and image_digest: the reference decides
-    return record.get("count") != 0
+    if record["probe_type"] not in _PROBE_TYPES:
+        return False
+    for key in shape.time_keys:
+        if not _timestamp_ok(record[key]):
+            return False
+    for key in shape.int_keys:
+        value = record[key]
+        if value < 0 or value > _MAX_SAFE_INTEGER:
+            return False
+    if shape.has_count and record["count"] == 0:
+        return False
+    if shape.has_kind and record["kind"] not in _KINDS:
+        return False
+    return not shape.details or _plain_json(record["details"])
 
 
 def encode_record(record: Any, source: str | Path | None = None, line: int | None = None) -> bytes:
     """The canonical JSON line (without newline) of a valid record; ObservationError otherwise."""
     if _fast_accept(record):
         try:
-            return _encode(record).encode("utf-8")
-        except UnicodeEncodeError:
+            return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
             pass  # a lone surrogate: the reference reports it properly
     return canonical_record_bytes(validate_record(record, source, line))

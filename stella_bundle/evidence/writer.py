@@ -220,6 +220,11 @@ class ChunkWriter:
         elif chunk.records and chunk.bytes + len(line) + 1 > self._max_bytes:
             self._seal("size")
             chunk = self._open_chunk(now)
+        elif self._max_records and chunk.records >= self._max_records:
+            # Sealed when the next record arrives (or on tick/close), so a clean stop right
+            # after a full chunk marks that chunk final instead of adding an empty one.
+            self._seal("size")  # a record-count limit is a size limit counted in records
+            chunk = self._open_chunk(now)
         elif now - chunk.opened_at >= self._max_age:
             self._seal("age")
             chunk = self._open_chunk(now)
@@ -230,9 +235,7 @@ class ChunkWriter:
         chunk.records += 1
         chunk.pending_bytes += size
         self._appended += 1
-        if self._max_records and chunk.records >= self._max_records:
-            self._seal("size")  # a record-count limit is a size limit counted in records
-        elif chunk.pending_bytes >= _DRAIN_BYTES:
+        if chunk.pending_bytes >= _DRAIN_BYTES:
             self._guard(chunk.drain, "writing the open chunk")
         if now - self._last_flush >= self._flush_interval:
             self.flush()
@@ -277,6 +280,8 @@ class ChunkWriter:
         chunk = self._chunk
         if chunk is not None and now - chunk.opened_at >= self._max_age:
             self._seal("age")
+        elif chunk is not None and self._max_records and chunk.records >= self._max_records:
+            self._seal("size")
         elif chunk is not None and now - self._last_flush >= self._flush_interval:
             self.flush()
 

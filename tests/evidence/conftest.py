@@ -28,8 +28,7 @@ def make_record(index: int, run: str = "r") -> dict[str, Any]:
         "node_hash": "sha256:" + hashlib.sha256(str(index % 97).encode()).hexdigest(),
         "function_name": f"{run}_{index}",
         "probe_type": "uprobe",
-        "observed_at": "2026-01-23T%02d:%02d:%02d.%06dZ"
-        % (second // 3600 % 24, second // 60 % 60, second % 60, micro * 1000),
+        "observed_at": f"2026-01-23T{second // 3600 % 24:02d}:{second // 60 % 60:02d}:{second % 60:02d}.{micro * 1000:06d}Z",
         "purl": "pkg:deb/debian/openssl@3.0.11",
         "pid": 1000 + index % 17,
         "comm": "nginx",
@@ -57,13 +56,17 @@ def collector() -> CollectorInfo:
 
 @pytest.fixture
 def build_chain(test_keys: Any) -> Callable[..., Path]:
-    """Write `chunks` sealed chunks of `per_chunk` records (final seal last) into DIR/CHAIN."""
+    """Write `chunks` sealed chunks: `per_chunk` records each, one less in the final one."""
 
-    def build(evidence_dir: Path, chunks: int = 6, per_chunk: int = 20, chain_id: str = "chain-t") -> Path:
+    def build(
+        evidence_dir: Path, chunks: int = 6, per_chunk: int = 20, chain_id: str = "chain-t"
+    ) -> Path:
         config = WriterConfig(max_records=per_chunk, flush_interval_seconds=60)
         counter = itertools.count()
-        with ChunkWriter.open(evidence_dir, chain_id, test_keys.signer("collector"), config, COLLECTOR) as writer:
-            for _ in range(chunks * per_chunk - 1):
+        with ChunkWriter.open(
+            evidence_dir, chain_id, test_keys.signer("collector"), config, COLLECTOR
+        ) as writer:
+            for _ in range(chunks * per_chunk - 2):
                 writer.append(make_record(next(counter)))
             writer.add_loss(ring_buffer_dropped=3, sampled_out=2)
             writer.append(make_record(next(counter)))

@@ -47,7 +47,9 @@ def _child(evidence: Path, run: int, signer: Any, ack_fd: int) -> None:
         os._exit(0)
 
 
-def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, test_keys: Any) -> None:
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(
+    tmp_path: Path, test_keys: Any
+) -> None:
     rng = random.Random(SEED)
     signer = test_keys.signer("collector")
     acknowledged: dict[int, int] = {}

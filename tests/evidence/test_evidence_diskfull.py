@@ -34,7 +34,9 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def test_disk_full_is_clear_and_leaves_the_sealed_chain_intact(tiny_tmpfs: Path, test_keys: Any) -> None:
+def test_disk_full_is_clear_and_leaves_the_sealed_chain_intact(
+    tiny_tmpfs: Path, test_keys: Any
+) -> None:
     config = WriterConfig(max_size_mb=0.03, flush_interval_seconds=0)
     writer = ChunkWriter.open(tiny_tmpfs, "full", test_keys.signer("collector"), config, COLLECTOR)
     with pytest.raises(DiskFullError) as caught:
@@ -60,7 +62,9 @@ def test_disk_full_is_clear_and_leaves_the_sealed_chain_intact(tiny_tmpfs: Path,
 
     # With space again, the next start recovers the open chunk and the chain completes.
     subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_tmpfs)], check=True)
-    with ChunkWriter.open(tiny_tmpfs, "full", test_keys.signer("collector"), config, COLLECTOR) as again:
+    with ChunkWriter.open(
+        tiny_tmpfs, "full", test_keys.signer("collector"), config, COLLECTOR
+    ) as again:
         assert again.recovered and again.recovered[0].records >= 0
     report = verify_chain(chain, test_keys.trust_root)
     assert report.passed, [f.to_dict() for f in report.findings]

@@ -17,7 +17,9 @@ from stella_bundle.schema import validate_document
 RECORDS = 100_000
 
 
-def test_round_trip_100k_records_rotating_by_size_age_and_count(tmp_path: Path, test_keys: Any) -> None:
+def test_round_trip_100k_records_rotating_by_size_age_and_count(
+    tmp_path: Path, test_keys: Any
+) -> None:
     # Records are ~330 bytes (1,200 of them stay under 0.5 MiB: the count limit fires), except
     # a run of 1.2 KB records (the size limit fires first) and a slow phase (age fires first).
     config = WriterConfig(

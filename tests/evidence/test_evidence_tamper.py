@@ -16,10 +16,10 @@ import zstandard
 
 from stella_bundle.attest.dsse import parse_envelope, sign_payload
 from stella_bundle.attest.keys import load_signer
+from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.chain import verify_chain, verify_chain_files
 from stella_bundle.evidence.layout import chunk_name, seal_name
-from stella_bundle.attest.trustroot import TrustRoot
 
 
 def _flip_chunk_byte(chain: Path) -> None:
@@ -29,7 +29,9 @@ def _flip_chunk_byte(chain: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def _rewrite_seal(chain: Path, sequence: int, payload_edit: Callable[[bytes], bytes], signer: Any = None) -> None:
+def _rewrite_seal(
+    chain: Path, sequence: int, payload_edit: Callable[[bytes], bytes], signer: Any = None
+) -> None:
     path = chain / seal_name(sequence)
     envelope = parse_envelope(json.loads(path.read_bytes()))
     payload = payload_edit(envelope.payload)
@@ -108,7 +110,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Path:
 
     evidence = tmp_path_factory.mktemp("pristine")
     config = WriterConfig(max_records=20)
-    with ChunkWriter.open(evidence, "chain-t", test_keys.signer("collector"), config, COLLECTOR) as writer:
+    with ChunkWriter.open(
+        evidence, "chain-t", test_keys.signer("collector"), config, COLLECTOR
+    ) as writer:
         for index in range(6 * 20 - 1):
             writer.append(make_record(index))
     return evidence / "chain-t"
@@ -125,7 +129,10 @@ def test_pristine_chain_passes(chain: Path, test_keys: Any, run_cli: Any) -> Non
     report = verify_chain(chain, test_keys.trust_root)
     assert report.passed and report.final_seal and len(report.chunks) == 6
     assert {f.code for f in report.findings} == set()
-    assert run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root).exit_code == 0
+    assert (
+        run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root).exit_code
+        == 0
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -135,7 +142,9 @@ def test_tamper_is_named_and_fails(case: str, chain: Path, test_keys: Any, run_c
     report = verify_chain(chain, test_keys.trust_root)
     assert not report.passed
     assert expected <= report.codes(), [f.to_dict() for f in report.findings]
-    result = run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root, "--format", "json")
+    result = run_cli(
+        "signals", "verify-chain", chain, "--trust-root", test_keys.trust_root, "--format", "json"
+    )
     assert result.exit_code == 1
     findings = json.loads(result.stdout)["chains"][0]["findings"]
     assert expected <= {f["code"] for f in findings}
@@ -143,18 +152,24 @@ def test_tamper_is_named_and_fails(case: str, chain: Path, test_keys: Any, run_c
 
 def test_tampered_chunk_names_file_and_digests(chain: Path, test_keys: Any) -> None:
     _flip_chunk_byte(chain)
-    finding = next(f for f in verify_chain(chain, test_keys.trust_root).findings if f.code == "tampered_chunk")
+    finding = next(
+        f for f in verify_chain(chain, test_keys.trust_root).findings if f.code == "tampered_chunk"
+    )
     assert finding.file == chunk_name(4) and finding.sequence == 4
     assert finding.expected and finding.actual and finding.expected != finding.actual
 
 
 def test_inserted_record_reports_the_count(chain: Path, test_keys: Any) -> None:
     _insert_record(chain)
-    finding = next(f for f in verify_chain(chain, test_keys.trust_root).findings if f.code == "tampered_chunk")
+    finding = next(
+        f for f in verify_chain(chain, test_keys.trust_root).findings if f.code == "tampered_chunk"
+    )
     assert "21 records where the seal says 20" in finding.message
 
 
-@pytest.mark.parametrize(("role", "code"), [("auditor", "wrong_role"), ("stranger", "tampered_seal")])
+@pytest.mark.parametrize(
+    ("role", "code"), [("auditor", "wrong_role"), ("stranger", "tampered_seal")]
+)
 def test_seal_resigned_by_other_key(chain: Path, test_keys: Any, role: str, code: str) -> None:
     _rewrite_seal(chain, 3, lambda payload: payload, signer=load_signer(test_keys.private(role)))
     report = verify_chain(chain, test_keys.trust_root)

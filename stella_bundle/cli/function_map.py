@@ -170,9 +170,9 @@ def _render_table(result: VerificationResult) -> None:
         tags.add_row(
             name,
             f"{tag['observed_paths']}/{tag['required_paths']}",
-            f"{tag['rate']:.2%}",
-            "" if tag["min_rate"] is None else f"{tag['min_rate']:.2%}",
-            "yes" if tag["met"] else "[red]no[/red]",
+            f"{tag['observation_rate']:.2%}",
+            f"{tag['target_rate']:.2%}" if "target_rate" in tag else "",
+            "yes" if tag["verified"] else "[red]no[/red]",
         )
     console.print(tags)
     if result.missing_symbols:
@@ -248,7 +248,7 @@ def verify(
     )
     paths = observation_paths(list(observations), evidence)
     result = verify_files(loaded, paths, options)
-    document: dict[str, Any] = result.to_dict()
+    document: dict[str, Any] = {**result.to_dict(), "function_map": result.function_map}
     if output is not None:
         write_bytes_atomic(output, canonical_bytes(document))
     if output_format == Format.json:

@@ -92,10 +92,13 @@ class VerificationResult:
     records: dict[str, int]
     failures: list[str]
     fail_on_unexpected: bool
+    service: str
     function_map: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The coverage part of a verification report (schemas/verification-report.schema.json)."""
         return {
+            "service": self.service,
             "verified": self.verified,
             "observation_rate": self.observation_rate,
             "target_rate": self.target_rate,
@@ -103,13 +106,12 @@ class VerificationResult:
             "per_tag": self.per_tag,
             "unexpected_symbols": self.unexpected_symbols,
             "missing_symbols": self.missing_symbols,
-            "confidence": self.confidence,
+            "confidence": self.confidence["overall"],
+            "confidence_detail": self.confidence,
             "diagnoses": self.diagnoses,
             "window": self.window,
             "records": self.records,
             "failures": self.failures,
-            "fail_on_unexpected": self.fail_on_unexpected,
-            "function_map": self.function_map,
         }
 
 
@@ -460,10 +462,11 @@ def evaluate(
     for name, tag in sorted(tags.items()):
         rate = tag["observed_paths"] / tag["required_paths"] if tag["required_paths"] else 1.0
         minimum = coverage.tag_min_rates.get(name)
-        tag["rate"] = _round(rate)
-        tag["min_rate"] = minimum
-        tag["met"] = minimum is None or rate >= minimum
-        if not tag["met"]:
+        tag["observation_rate"] = _round(rate)
+        if minimum is not None:
+            tag["target_rate"] = minimum
+        tag["verified"] = minimum is None or rate >= minimum
+        if not tag["verified"]:
             failures.append(f"tag {name}: rate {rate:.4f} is below its minimum {minimum:.4f}")
     for name in sorted(set(coverage.tag_min_rates) - set(tags)):
         tags[name] = {
@@ -473,9 +476,9 @@ def evaluate(
             "missing_paths": 0,
             "optional_paths": 0,
             "optional_observed_paths": 0,
-            "rate": 1.0,
-            "min_rate": coverage.tag_min_rates[name],
-            "met": True,
+            "observation_rate": 1.0,
+            "target_rate": coverage.tag_min_rates[name],
+            "verified": True,
         }
 
     diagnoses, diagnosis_by_node = _diagnose(missing, aggregator.unexpected)
@@ -547,5 +550,6 @@ def evaluate(
         },
         failures=failures,
         fail_on_unexpected=fail_on_unexpected,
+        service=fmap.service,
         function_map=map_info,
     )

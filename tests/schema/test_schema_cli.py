@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from conftest import EXAMPLES, load_example
+from schema_examples import EXAMPLES, load_example
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, STATEMENT_TYPE
 from stella_bundle.canonical import canonical_bytes

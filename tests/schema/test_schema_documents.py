@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES, load_example
 from jsonschema import Draft202012Validator
+from schema_examples import EXAMPLES, load_example
 
 from stella_bundle.attest.dsse import IN_TOTO_PAYLOAD_TYPE, sign_payload, sign_statement
 from stella_bundle.attest.statement import (

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import load_example
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schema_examples import load_example
 
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
 from stella_bundle.observations.record import ALLOWED_FIELDS, PROBE_TYPES, validate_record

@@ -325,3 +325,19 @@ def test_signed_map_requires_role_signature(
     unsigned = run_cli("function-map", "verify", "--function-map", fm_file, "--observations", obs,
                        "--trust-root", test_keys.trust_root)  # fmt: skip
     assert unsigned.exit_code == 1 and "not signed" in unsigned.stderr
+
+
+def test_verify_is_offline(
+    no_network, netns_cli, fm_file: Path, fmap: FunctionMap, tmp_path: Path, run_cli
+) -> None:
+    obs = write_ndjson(tmp_path / "obs.ndjson", records_for(fmap))
+    assert (
+        run_cli(
+            "function-map", "verify", "--function-map", fm_file, "--observations", obs
+        ).exit_code
+        == 0
+    )
+    isolated = netns_cli("function-map", "verify", "--function-map", fm_file, "--observations", obs,
+                         "--format", "json")  # fmt: skip
+    assert isolated.exit_code == 0, isolated.stderr
+    assert json.loads(isolated.stdout)["verified"] is True

@@ -333,6 +333,7 @@ def test_usage_errors(run_cli: Run, tmp_path: Path) -> None:
 # --- the same verifier as a subprocess in a network namespace without interfaces ---------------
 
 
+@pytest.mark.netns
 def test_dsse_verify_in_empty_netns(
     run_cli: Run, netns_cli: Run, tmp_path: Path, test_keys: shared.TestKeys
 ) -> None:

@@ -261,6 +261,7 @@ def test_usage_errors(run_cli: Callable[..., CliResult]) -> None:
 # --- the same, as a subprocess in a network namespace without interfaces ------------------------
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize(
     "case",
     [

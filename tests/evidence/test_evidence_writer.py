@@ -1,0 +1,108 @@
+"""Writer behaviour beyond the round trip: tick, loss without records, refusals, offline verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import COLLECTOR, FakeClock, make_record
+
+from stella_bundle.errors import InputError
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.layout import partial_name
+from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
+
+
+def _predicates(chain: Path) -> list[dict[str, Any]]:
+    return [
+        parse_seal(p.read_bytes()).predicate.to_dict()
+        for p in sorted(chain.glob("*.seal.dsse.json"))
+    ]
+
+
+def test_tick_seals_by_age_and_flushes_by_interval(tmp_path: Path, test_keys: Any) -> None:
+    clock = FakeClock(step=0)
+    config = WriterConfig(max_age_seconds=10, flush_interval_seconds=1)
+    writer = ChunkWriter.open(
+        tmp_path, "ticking", test_keys.signer("collector"), config, COLLECTOR, clock=clock
+    )
+    writer.append(make_record(0))
+    partial = tmp_path / "ticking" / partial_name(1)
+    assert partial.stat().st_size == 0  # not yet handed to the kernel
+    clock.now += 2
+    writer.tick()
+    assert partial.stat().st_size > 0 and writer.acknowledged == 1
+    clock.now += 9
+    writer.tick()
+    assert not partial.exists()
+    writer.close()
+    reasons = [
+        (p["reason"], p["final"], p["content"]["records"])
+        for p in _predicates(tmp_path / "ticking")
+    ]
+    assert reasons == [("age", False, 1), ("shutdown", True, 0)]
+
+
+def test_loss_without_records_lands_in_the_next_seal(tmp_path: Path, test_keys: Any) -> None:
+    with ChunkWriter.open(
+        tmp_path, "lossy", test_keys.signer("collector"), None, COLLECTOR
+    ) as writer:
+        writer.add_loss(ring_buffer_dropped=4, sampled_out=3, filtered_out=2)
+        writer.add_loss(ring_buffer_dropped=1)
+    (predicate,) = _predicates(tmp_path / "lossy")
+    assert predicate["loss"] == {
+        "ring_buffer_dropped": 5,
+        "sampled_out": 3,
+        "filtered_out": 2,
+        "torn_records": 0,
+    }
+    assert predicate["window"] == {"first_observed_at": None, "last_observed_at": None}
+    report = verify_chain(tmp_path / "lossy", test_keys.trust_root)
+    assert report.passed and report.events_lost == 10 and "events_lost" in report.codes()
+
+
+def test_restart_after_clean_stop_continues_the_chain(tmp_path: Path, test_keys: Any) -> None:
+    signer = test_keys.signer("collector")
+    for start in (0, 10):
+        with ChunkWriter.open(tmp_path, "restarts", signer, None, COLLECTOR) as writer:
+            for index in range(start, start + 10):
+                writer.append(make_record(index))
+    predicates = _predicates(tmp_path / "restarts")
+    assert [p["sequence"] for p in predicates] == [1, 2] and predicates[1]["previous"][
+        "sequence"
+    ] == 1
+    assert verify_chain(tmp_path / "restarts", test_keys.trust_root).passed
+
+
+def test_bad_records_and_arguments_are_refused_without_harm(tmp_path: Path, test_keys: Any) -> None:
+    with ChunkWriter.open(
+        tmp_path, "strict", test_keys.signer("collector"), None, COLLECTOR
+    ) as writer:
+        writer.append(make_record(0))
+        bad = make_record(1)
+        bad["pid"] = 1.5
+        with pytest.raises(InputError, match="pid"):
+            writer.append(bad)
+        with pytest.raises(InputError, match="ring_buffer_dropped"):
+            writer.add_loss(ring_buffer_dropped=-1)
+        writer.append(make_record(2))
+    assert verify_chain(tmp_path / "strict", test_keys.trust_root).records == 2
+    with pytest.raises(InputError, match="invalid chain id"):
+        ChunkWriter.open(tmp_path, "../escape", test_keys.signer("collector"), None, COLLECTOR)
+
+
+def test_verify_opens_no_socket(
+    build_chain: Any, tmp_path: Path, test_keys: Any, no_network: Any
+) -> None:
+    chain = build_chain(tmp_path)
+    assert verify_chain(chain, test_keys.trust_root).passed
+
+
+def test_verify_chain_works_from_another_directory(
+    build_chain: Any, tmp_path: Path, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_chain(tmp_path / "evidence")
+    monkeypatch.chdir(tmp_path / "evidence" / "chain-t")
+    assert verify_chain(".", test_keys.trust_root).chain_id == "chain-t"

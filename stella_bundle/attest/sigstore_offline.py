@@ -224,6 +224,12 @@ class OfflineSigstoreVerifier:
                 "trust root has no 'sigstore' section", path=source, field="sigstore"
             )
         identities = trust_root.sigstore.identities
+        if not identities:
+            raise TrustRootError(
+                "the Sigstore section allows no identity/issuer pair",
+                path=source,
+                field="sigstore.identities",
+            )
         if only is not None:
             if only not in identities:
                 raise TrustRootError(

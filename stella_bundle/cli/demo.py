@@ -14,6 +14,16 @@ def demo(
     workspace: Path | None = typer.Option(
         None, "--workspace", help="Directory to work in (default: a new temporary directory)."
     ),
+    recorded: bool = typer.Option(
+        False, "--recorded", help="Use the recorded observations even where eBPF works."
+    ),
 ) -> None:
     """Run the whole flow end to end in a temporary workspace and show the result."""
-    run_demo(workspace, say=console.print)
+    result = run_demo(
+        workspace,
+        say=lambda text: console.print(text, markup=False),
+        show=console.print,
+        force_recorded=recorded,
+    )
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,88 @@
+"""The demo behind the README's first command: the whole flow, live eBPF or recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stella_bundle.demo import ebpf_unavailable_reason, run_demo
+from stella_bundle.schema import validate_document
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _check_reports(result_json: Path, result_html: Path) -> dict:  # type: ignore[type-arg]
+    statement = json.loads(result_json.read_text())
+    validate_document("verification-report", statement)
+    assert result_html.read_text().count('id="verdict"') == 1
+    return statement["predicate"]  # type: ignore[no-any-return]
+
+
+def test_demo_with_recorded_observations(tmp_path: Path) -> None:
+    lines: list[str] = []
+    started = time.monotonic()
+    result = run_demo(tmp_path / "ws", say=lines.append, show=lambda _: None, force_recorded=True)
+    assert time.monotonic() - started < 60
+    assert result.exit_code == 0 and result.live_collection is False
+    text = "\n".join(lines)
+    assert "RECORDED observations" in text and "--recorded given" in text
+    assert f"JSON report:   {result.report_json}" in text
+    assert f"HTML report:   {result.report_html}" in text
+    report = _check_reports(result.report_json, result.report_html)
+    assert report["verification_result"] == "PASSED"
+    statuses = {p["path_id"].split("/")[-2]: p["status"] for p in report["per_path_breakdown"]}
+    assert statuses["stella_work_never"] == "missing"  # optional, the workload never calls it
+    assert statuses["stella_work_hot"] == statuses["EVP_Digest"] == "observed"
+    assert len(list((result.workspace / "removable-media").glob("*.part-*"))) >= 2
+    assert result.report_envelope is not None and result.report_envelope.exists()
+
+
+@pytest.mark.ebpf
+def test_demo_collects_with_real_ebpf(tmp_path: Path) -> None:
+    reason = ebpf_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    lines: list[str] = []
+    result = run_demo(tmp_path / "ws", say=lines.append, show=lambda _: None)
+    assert result.live_collection, "\n".join(lines)
+    assert "real eBPF collector" in "\n".join(lines)
+    assert result.exit_code == 0, "\n".join(lines)
+    report = _check_reports(result.report_json, result.report_html)
+    (chain,) = report["evidence"]
+    assert chain["final_seal_present"] and chain["records"] >= 3
+
+
+@pytest.mark.slow
+def test_readme_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
+    """`pip install rust-just && just demo` in a fresh clone, in its own virtualenv."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    env.pop("PYTHONPATH", None)
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", "-c", "pip install -q rust-just && just demo"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "verdict: PASSED" in done.stdout
+    html = next(line for line in done.stdout.splitlines() if line.startswith("HTML report:"))
+    assert Path(html.split(":", 1)[1].strip()).exists()
+    # The clone's package ran, not the work tree's.
+    assert str(clone) in subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import stella_bundle; print(stella_bundle.__file__)"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    print(f"fresh clone → just demo: {time.monotonic() - started:.1f} s")

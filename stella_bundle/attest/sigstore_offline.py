@@ -53,7 +53,7 @@ IN_TOTO_STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.i
 # Sigstore's own messages can embed whole pydantic reports; one stderr line must stay readable.
 MAX_REASON_CHARS = 400
 
-_DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+_DIGEST_PATTERN = re.compile(r"sha256:[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def trusted_root_from_dict(
 
 def parse_digest(digest: str) -> str:
     """Normalise `sha256:<hex>`; anything else is a usage error."""
-    if not _DIGEST_PATTERN.match(digest):
+    if not _DIGEST_PATTERN.fullmatch(digest):
         raise InputError(
             f"digest {digest!r} is not of the form sha256:<64 hex digits>", field="--digest"
         )

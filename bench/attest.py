@@ -32,6 +32,8 @@ def best_rates(operations: dict[str, Callable[[], None]], seconds: float) -> dic
 
     Interleaving and best-of damp the noise of a machine shared with other work: a burst of
     load hits ours and the peer alike instead of whichever happened to run at that moment.
+    Each round starts with one untimed call, so a round measures the steady state rather than
+    the allocator re-growing its heap after the previous measure shrank it.
     """
     for operation in operations.values():
         operation()  # warm-up
@@ -39,6 +41,7 @@ def best_rates(operations: dict[str, Callable[[], None]], seconds: float) -> dic
     best = dict.fromkeys(operations, 0.0)
     for _ in range(rounds):
         for name, operation in operations.items():
+            operation()  # untimed: the allocator settles after the other measures ran
             count = 0
             start = time.thread_time()
             deadline = start + seconds / rounds / len(operations)
@@ -97,8 +100,8 @@ def main() -> int:
     print(
         "note: times are this thread's CPU time (the machine is shared). The wire measure adds "
         "the canonical JSON and strict base64 of the envelope both ways; most of its remaining "
-        "overhead is page faults on ~8 MB of short-lived buffers per 1 MiB operation (glibc "
-        "returns them to the OS between operations: try MALLOC_TRIM_THRESHOLD_=67108864)."
+        "overhead is ~650 page faults per 1 MiB operation: glibc returns the ~8 MB of "
+        "short-lived buffers to the OS after each (compare MALLOC_TRIM_THRESHOLD_=67108864)."
     )
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from ..attest.keys import load_signer
 from ..attest.trustroot import TrustRoot
@@ -85,6 +86,10 @@ def _print_report(report: ChainReport) -> None:
         )
 
 
+def _pairs(values: dict[str, object]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in values.items())
+
+
 def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
@@ -130,13 +135,13 @@ def inspect_command(
             f"window {window['first_observed_at']} .. {window['last_observed_at']}",
             markup=False,
         )
-        console.print(
-            f"  loss {predicate['loss']}  collector {predicate['collector']}", markup=False
-        )
+        console.print(f"  loss {_pairs(predicate['loss'])}", markup=False)
+        console.print(f"  collector {_pairs(predicate['collector'])}", markup=False)
         console.print(f"  signed by {', '.join(result.seal['signature_keyids'])}", markup=False)
-    from rich.table import Table
-
-    table = Table("observed_at", "function_name", "probe_type", "pid", "comm", "node_hash")
+    table = Table()
+    table.add_column("observed_at", no_wrap=True)
+    for column in ("function_name", "probe_type", "pid", "comm", "node_hash"):
+        table.add_column(column)
     for record in result.records:
         table.add_row(
             str(record.get("observed_at", "")),
@@ -184,7 +189,9 @@ def status_command(
                 f"{open_chunk['bytes']} bytes",
                 markup=False,
             )
-        console.print(f"  events lost {status['events_lost']}  {status['loss']}", markup=False)
+        console.print(
+            f"  events lost {status['events_lost']}  ({_pairs(status['loss'])})", markup=False
+        )
         if status["pruned"]:
             pruned = status["pruned"]
             console.print(

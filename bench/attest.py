@@ -101,7 +101,8 @@ def main() -> int:
         "note: times are this thread's CPU time (the machine is shared). The wire measure adds "
         "the canonical JSON and strict base64 of the envelope both ways; most of its remaining "
         "overhead is ~650 page faults per 1 MiB operation: glibc returns the ~8 MB of "
-        "short-lived buffers to the OS after each (compare MALLOC_TRIM_THRESHOLD_=67108864)."
+        "short-lived buffers to the OS after each (compare with MALLOC_MMAP_THRESHOLD_=67108864 "
+        "MALLOC_TRIM_THRESHOLD_=67108864 in the environment)."
     )
     return 0
 

@@ -116,6 +116,8 @@ def verify(
                 raise InputError(
                     "give ENVELOPE --trust-root T --role R (or --sigstore-bundle B for Sigstore)"
                 )
+            if artifact is not None and digest is not None:
+                raise InputError("give --artifact FILE or --digest sha256:…, not both")
             trust_root = TrustRoot.load(trust_root_path)
             result = AttestationVerifier(trust_root).verify_statement_file(
                 envelope,

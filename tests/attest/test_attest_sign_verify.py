@@ -313,6 +313,20 @@ def test_usage_errors(run_cli: Run, tmp_path: Path) -> None:
         "y",
     )
     assert stray.exit_code == 2 and "need --sigstore-bundle" in stray.stderr
+    two_subjects = run_cli(
+        "attest",
+        "verify",
+        envelope,
+        "--trust-root",
+        ws.trust_root,
+        "--role",
+        "function-map",
+        "--artifact",
+        ws.document,
+        "--digest",
+        "sha256:" + "0" * 64,
+    )
+    assert two_subjects.exit_code == 2 and "not both" in two_subjects.stderr
     both = run_cli(
         "attest",
         "sign",

@@ -49,6 +49,10 @@ _PROBE_TYPES: Final = frozenset(PROBE_TYPES)
 _KINDS: Final = frozenset(KINDS)
 _node_hash_match = NODE_HASH_RE.match
 
+# Valid node hashes seen recently: a function map has few nodes, each observed many times.
+_known_node_hashes: set[str] = set()
+_NODE_HASH_CACHE_LIMIT: Final = 65536
+
 # Valid `YYYY-MM-DDTHH:MM:SS` prefixes seen recently: a stream of records shares few seconds,
 # so the calendar check runs once per second of observations, not once per record.
 _second_cache: dict[str, bool] = {}
@@ -110,29 +114,36 @@ class _Shape:
         self.details = "details" in keys
 
 
-_shapes: dict[tuple[str, ...], _Shape | None] = {}
+_UNUSABLE: Final = object()  # a key set the fast path does not handle
+_shapes: dict[tuple[str, ...], Any] = {}
 _SHAPE_CACHE_LIMIT: Final = 4096
 
 
-def _shape_of(keys: tuple[str, ...]) -> _Shape | None:
-    shape = _shapes.get(keys, False)
-    if shape is False:
-        # Unknown fields, image_digest, or a required field missing: the reference decides.
-        usable = _REQUIRED.issubset(keys) and all(key in _FIELD_CLASS for key in keys)
-        shape = _Shape(keys) if usable else None
-        if len(_shapes) >= _SHAPE_CACHE_LIMIT:
-            _shapes.clear()
-        _shapes[keys] = shape
-    return shape  # type: ignore[return-value]
+def _learn_shape(keys: tuple[str, ...]) -> Any:
+    # Unknown fields, image_digest, or a required field missing: the reference decides.
+    usable = _REQUIRED.issubset(keys) and all(key in _FIELD_CLASS for key in keys)
+    shape = _Shape(keys) if usable else _UNUSABLE
+    if len(_shapes) >= _SHAPE_CACHE_LIMIT:
+        _shapes.clear()
+    _shapes[keys] = shape
+    return shape
 
 
 def _fast_accept(record: Any) -> bool:
     if type(record) is not dict:
         return False
-    shape = _shape_of(tuple(record))
-    if shape is None or tuple(map(type, record.values())) != shape.types:
+    keys = tuple(record)
+    shape = _shapes.get(keys) or _learn_shape(keys)
+    if shape is _UNUSABLE or tuple(map(type, record.values())) != shape.types:
         return False
-    if _node_hash_match(record["node_hash"]) is None or not record["function_name"]:
+    node_hash = record["node_hash"]
+    if node_hash not in _known_node_hashes:
+        if _node_hash_match(node_hash) is None:
+            return False
+        if len(_known_node_hashes) >= _NODE_HASH_CACHE_LIMIT:
+            _known_node_hashes.clear()
+        _known_node_hashes.add(node_hash)
+    if not record["function_name"]:
         return False
     if record["probe_type"] not in _PROBE_TYPES:
         return False

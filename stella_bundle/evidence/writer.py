@@ -228,7 +228,20 @@ class ChunkWriter:
         elif now - chunk.opened_at >= self._max_age:
             self._seal("age")
             chunk = self._open_chunk(now)
-        chunk.window.add(record)
+        observed = record["observed_at"]
+        window = chunk.window
+        if (
+            len(observed) == 27
+            and observed[26] == "Z"
+            and "first_observed_at" not in record
+            and "last_observed_at" not in record
+        ):  # the common case, inline: the toolkit's own timestamp form orders as a string
+            if observed < window.first:
+                window.first = observed
+            if observed > window.last:
+                window.last = observed
+        else:
+            window.add(record)
         chunk.pending.append(line)
         size = len(line) + 1
         chunk.bytes += size

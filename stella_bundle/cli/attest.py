@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..attest.keys import fingerprint, load_signer
@@ -47,7 +48,8 @@ def sign(
     envelope = sign_to_file(document, signers, output)
     console.print(
         f"signed {input_path} as {document['predicateType']} by "
-        f"{', '.join(s.keyid for s in envelope.signatures)} → {output}"
+        f"{', '.join(s.keyid for s in envelope.signatures)} → {output}",
+        markup=False,
     )
 
 
@@ -137,7 +139,10 @@ def verify(
     if output_format is Format.json:
         emit_json(summary)
         return
-    console.print(f"[green]VERIFIED[/green] {envelope} ({result.predicate_type}, role {role})")
+    console.print(
+        f"[green]VERIFIED[/green] {escape(str(envelope))} "
+        f"({escape(result.predicate_type)}, role {role})"
+    )
     table = Table("subject", "sha256")
     for subject in result.statement["subject"]:
         table.add_row(subject.get("name", ""), subject.get("digest", {}).get("sha256", ""))
@@ -190,8 +195,10 @@ def _print_sigstore(result: SigstoreVerificationResult, output_format: Format) -
         emit_json(result.to_dict())
         return
     what = f"DSSE {result.predicate_type}" if result.kind == "dsse" else "message signature"
-    console.print(f"[green]VERIFIED[/green] {result.bundle} (Sigstore, {what})")
+    console.print(f"[green]VERIFIED[/green] {escape(result.bundle)} (Sigstore, {escape(what)})")
     console.print(f"artifact:  {result.artifact_digest}")
-    console.print(f"signed by: {result.identity.identity} (issuer {result.identity.issuer})")
+    console.print(
+        f"signed by: {result.identity.identity} (issuer {result.identity.issuer})", markup=False
+    )
     for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow]: {warning}")
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}")

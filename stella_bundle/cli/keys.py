@@ -45,8 +45,8 @@ def generate(
         raise InputError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
     passphrase = _passphrase(passphrase_env, prompt_passphrase)
     generated = generate_key(key_type, out, passphrase, overwrite=force)  # type: ignore[arg-type]
-    console.print(f"private key: {generated.private_path} (mode 0600)")
-    console.print(f"public key:  {generated.public_path}")
+    console.print(f"private key: {generated.private_path} (mode 0600)", markup=False)
+    console.print(f"public key:  {generated.public_path}", markup=False)
     console.print(f"keyid:       {generated.public_key.keyid}")
     console.print(f"fingerprint: {fingerprint(generated.public_key)}")
 

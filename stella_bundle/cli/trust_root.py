@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..attest.keys import fingerprint, load_public_key
@@ -50,7 +51,7 @@ def init(
         raise InputError("file exists; pass --force to overwrite", path=output)
     root = TrustRoot(expires=_expiry(expires, days))
     root.save(output)
-    console.print(f"wrote {output} (expires {format_timestamp(root.expires)})")
+    console.print(f"wrote {output} (expires {format_timestamp(root.expires)})", markup=False)
 
 
 @app.command("add-key")
@@ -70,7 +71,7 @@ def add_key(
     # Re-validate through the model so an impossible threshold is refused before writing.
     TrustRoot.from_dict(root.to_dict(), trust_root)
     root.save(trust_root)
-    console.print(f"added {public.keyid} to {', '.join(role)} in {trust_root}")
+    console.print(f"added {public.keyid} to {', '.join(role)} in {trust_root}", markup=False)
 
 
 @app.command("set-sigstore")
@@ -89,7 +90,9 @@ def set_sigstore(
     trusted_root_from_dict(document, trusted_root)  # refuse what the verifier could not use
     root.sigstore = SigstoreTrust(document, pairs)
     root.save(trust_root)
-    console.print(f"embedded {trusted_root} with {len(pairs)} identities in {trust_root}")
+    console.print(
+        f"embedded {trusted_root} with {len(pairs)} identities in {trust_root}", markup=False
+    )
 
 
 @app.command("show")
@@ -108,7 +111,8 @@ def show(
         return
     status = "[red]EXPIRED[/red]" if expired else "valid"
     console.print(
-        f"trust root {trust_root}: version {root.version}, expires {format_timestamp(root.expires)} ({status})"
+        f"trust root {escape(str(trust_root))}: version {root.version}, "
+        f"expires {format_timestamp(root.expires)} ({status})"
     )
     table = Table("role", "threshold", "keyids")
     for name in ROLES:
@@ -123,4 +127,6 @@ def show(
         console.print(f"    fingerprint: {fingerprint(key)}")
     if root.sigstore is not None:
         for pair in root.sigstore.identities:
-            console.print(f"sigstore identity: {pair.identity} (issuer {pair.issuer})")
+            console.print(
+                f"sigstore identity: {pair.identity} (issuer {pair.issuer})", markup=False
+            )

@@ -380,3 +380,14 @@ def test_dsse_verify_in_empty_netns(
     )
     assert refused.exit_code == 1
     assert "not signed by any trusted key" in refused.stderr
+
+
+def test_paths_with_brackets_print_literally(run_cli: Run, tmp_path: Path) -> None:
+    """Rich markup must not swallow parts of file names such as "[bold]"."""
+    directory = tmp_path / "[bold]evidence"
+    directory.mkdir()
+    ws = make_workspace(run_cli, directory, "ed25519")
+    envelope = sign(run_cli, ws, ws.path("signer.key"), output="[red]x.dsse.json")
+    result = verify(run_cli, ws, envelope)
+    assert result.exit_code == 0, result.stderr
+    assert f"VERIFIED {envelope}" in result.stdout

@@ -11,6 +11,7 @@ file and line number, and valid non-canonical lines still count).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -118,6 +119,12 @@ def decode_json_string(raw: str) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=1024)
+def probe_types_of(mask: int) -> tuple[str, ...]:
+    """The probe type names of a bit mask, in PROBE_TYPES order."""
+    return tuple(name for name, bit in PROBE_BIT.items() if mask & bit)
+
+
 class NodeAggregate:
     """What was seen of one node_hash: counts, first/last seen, probe types, a name and purl."""
 
@@ -132,7 +139,7 @@ class NodeAggregate:
         self.purl: str | None = None
 
     def probe_types(self) -> list[str]:
-        return [name for name, bit in PROBE_BIT.items() if self.probe_mask & bit]
+        return list(probe_types_of(self.probe_mask))
 
 
 def _canonical_time(value: str, source: str | Path, line: int | None, field: str) -> str:

@@ -243,6 +243,13 @@ def _merge(target: dict[str, NodeAggregate], states: Mapping[str, _State]) -> No
             state.function_name, state.purl = name, purl
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _lines_before(path: str, offset: int) -> int:
     count = 0
     with open(path, "rb") as handle:
@@ -259,10 +266,12 @@ def _lines_before(path: str, offset: int) -> int:
 def scan_paths(
     aggregator: ObservationAggregator, paths: Sequence[str | Path], workers: int | None = None
 ) -> None:
-    """Scan files into `aggregator`, splitting large plain files across processes."""
+    """Scan files into `aggregator`: large plain files split at line boundaries, and many
+    files (evidence chunks), spread over worker processes when there is enough to read."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     units = _split_units(paths, workers)
-    if workers < 2 or len(units) < 2 or all(u.start is None for u in units):
+    total = sum(_size(u.path) for u in {u.path: u for u in units}.values())
+    if workers < 2 or len(units) < 2 or total < PARALLEL_MIN_BYTES // 4:
         for unit in units:
             aggregator.scan_file(unit.path)
         return

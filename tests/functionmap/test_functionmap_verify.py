@@ -341,3 +341,24 @@ def test_verify_is_offline(
                          "--format", "json")  # fmt: skip
     assert isolated.exit_code == 0, isolated.stderr
     assert json.loads(isolated.stdout)["verified"] is True
+
+
+def test_many_chunks_in_parallel_match_sequential(
+    fmap: FunctionMap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_BYTES", 64)
+    records = records_for(fmap)
+    chain = tmp_path / "evidence" / "c1"
+    chain.mkdir(parents=True)
+    for sequence in range(1, 6):
+        data = b"".join(canonical_bytes({**r, "count": sequence}) + b"\n" for r in records)
+        (chain / f"{sequence:010d}.ndjson.zst").write_bytes(
+            zstandard.ZstdCompressor().compress(data)
+        )
+    from stella_bundle.functionmap.inputs import evidence_chunk_paths
+
+    paths = evidence_chunk_paths(tmp_path / "evidence")
+    parallel = verify_files(fmap, paths, VerifyOptions(workers=2)).to_dict()
+    sequential = verify_files(fmap, paths, VerifyOptions(workers=1)).to_dict()
+    assert parallel == sequential
+    assert parallel["per_path_breakdown"][0]["nodes"][0]["count"] == 15

@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import random
 import subprocess
 import tempfile
 import time
@@ -36,26 +37,36 @@ TARGET_WRITE_RATIO = 1.5
 TARGET_VERIFY_RATIO = 0.8
 
 
-def typical_records(count: int) -> list[dict[str, Any]]:
-    """Function observations as the collector writes them: 300 nodes, 40 processes, µs times."""
+def typical_records(count: int, seed: int = 4) -> list[dict[str, Any]]:
+    """Function observations as a collector writes them: 300 nodes, varied processes and
+    containers, increasing µs timestamps with random gaps (seeded, so runs compare)."""
+    rng = random.Random(seed)
     node_hashes = ["sha256:" + hashlib.sha256(b"node%d" % i).hexdigest() for i in range(300)]
     functions = [f"ossl::ssl_lib::SSL_func_{i}" for i in range(300)]
+    binaries = ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"]
+    build_ids = [hashlib.sha1(b).hexdigest() for b in (b"ssl", b"crypto")]
+    comms = ["nginx", "curl", "python3", "postgres", "java", "node", "sshd", "envoy"]
+    containers = [hashlib.sha256(b"c%d" % i).hexdigest() for i in range(16)]
+    micros = 1_700_000_000_000_000
     records = []
-    for index in range(count):
-        node = index * 7919 % 300
-        second, micro = divmod(index * 37, 1_000_000)
+    for _ in range(count):
+        node = rng.randrange(300)
+        micros += rng.randrange(1, 2000)
+        seconds, micro = divmod(micros, 1_000_000)
+        moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        library = node % 2
         records.append(
             {
                 "node_hash": node_hashes[node],
                 "function_name": functions[node],
                 "probe_type": "uprobe",
-                "observed_at": f"2026-01-23T{second // 3600 % 24:02d}:{second // 60 % 60:02d}:{second % 60:02d}.{micro:06d}Z",
+                "observed_at": f"{moment:%Y-%m-%dT%H:%M:%S}.{micro:06d}Z",
                 "purl": "pkg:deb/debian/openssl@3.0.11-1~deb12u2?arch=amd64",
-                "pid": 4000 + index % 40,
-                "comm": "nginx",
-                "binary_path": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-                "build_id": "3f1a9c0e5b7d2a4c6e8f0a1b3c5d7e9f1a2b3c4d",
-                "container_id": hashlib.sha256(b"c%d" % (index % 4)).hexdigest(),
+                "pid": rng.randrange(100, 4_000_000),
+                "comm": rng.choice(comms),
+                "binary_path": binaries[library],
+                "build_id": build_ids[library],
+                "container_id": rng.choice(containers),
                 "kind": "function",
             }
         )

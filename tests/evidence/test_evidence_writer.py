@@ -106,3 +106,13 @@ def test_verify_chain_works_from_another_directory(
     build_chain(tmp_path / "evidence")
     monkeypatch.chdir(tmp_path / "evidence" / "chain-t")
     assert verify_chain(".", test_keys.trust_root).chain_id == "chain-t"
+
+
+@pytest.mark.netns
+def test_verify_chain_in_a_namespace_without_network(
+    build_chain: Any, tmp_path: Path, test_keys: Any, netns_cli: Any
+) -> None:
+    chain = build_chain(tmp_path)
+    result = netns_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root)
+    assert result.exit_code == 0, result.stderr
+    assert "PASSED" in result.stdout

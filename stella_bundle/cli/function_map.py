@@ -19,9 +19,14 @@ from ..canonical import canonical_bytes
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
 from ..functionmap.generate import GenerateOptions, generate_function_map, signature_path
-from ..functionmap.inputs import observation_paths
+from ..functionmap.inputs import check_one_source, iter_evidence_records, observation_paths
 from ..functionmap.model import load_function_map
-from ..functionmap.verify import VerificationResult, VerifyOptions, verify_files
+from ..functionmap.verify import (
+    VerificationResult,
+    VerifyOptions,
+    verify_files,
+    verify_observations,
+)
 from ..timeutil import parse_timestamp
 from .output import Format, console, emit_json, error_line
 
@@ -250,8 +255,14 @@ def verify(
         probe_weights=_rate_pairs(list(probe_weight), "--probe-weight"),
         workers=workers,
     )
-    paths = observation_paths(list(observations), evidence)
-    result = verify_files(loaded, paths, options)
+    check_one_source(list(observations), evidence)
+    if evidence is not None:
+        # Sealed chunks through the evidence reader (digests checked against the seals).
+        result = verify_observations(
+            loaded, iter_evidence_records(evidence), options, source=str(evidence), validated=True
+        )
+    else:
+        result = verify_files(loaded, observation_paths(list(observations)), options)
     document: dict[str, Any] = {**result.to_dict(), "function_map": result.function_map}
     # Large results are written compact: the indenting encoder is pure Python (seconds for a
     # 10,000-path map), the compact one is C.

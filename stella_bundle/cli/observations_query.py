@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from ..functionmap.inputs import iter_records, observation_paths
+from ..functionmap.inputs import iter_input_records
 from ..functionmap.query import QueryFilter, filter_records, summarise
 from ..timeutil import format_timestamp, parse_timestamp
 from .observations import app
@@ -46,7 +46,6 @@ def query(
 ) -> None:
     """Show observation records, or with --summary per-symbol counts, first/last seen,
     probe types and containers."""
-    paths = observation_paths(list(observations), evidence)
     selection = QueryFilter(
         service=service,
         container=container,
@@ -54,11 +53,11 @@ def query(
         window_from=_time(window_from, "--from"),
         window_to=_time(window_to, "--to"),
     )
-    records = filter_records(iter_records(paths), selection)
+    records = filter_records(iter_input_records(list(observations), evidence), selection)
     if summary:
         rows = [entry.to_dict() for entry in summarise(records)]
         if output_format == Format.json:
-            emit_json({"symbols": rows, "files": [str(p) for p in paths]})
+            emit_json({"symbols": rows})
             return
         table = Table(title=f"Observed symbols ({len(rows)})")
         for column in (

@@ -1,8 +1,9 @@
 """Where observations come from: NDJSON files, or the sealed chunks of evidence chains.
 
-`--evidence DIR` reads `DIR/<chain_id>/<seq:010d>.ndjson.zst` (or DIR itself as one chain, or a
-bundle's `DIR/evidence/`), in sequence order. Seals are not checked here: chain verification
-is the bundle verifier's job; open `.ndjson.partial` tails are not evidence until sealed.
+`--evidence DIR` reads every chain under DIR (or DIR itself as one chain, or a bundle's
+`DIR/evidence/`) with the evidence reader: sealed chunks only, in sequence order, each chunk's
+digests checked against its seal (signatures are `stella evidence verify-chain`'s and the
+bundle verifier's job); open `.ndjson.partial` tails are not evidence until sealed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,32 @@ from typing import Any
 
 from ..errors import InputError
 from ..evidence.layout import CHUNK_SUFFIX, find_chain_dirs, parse_name
+from ..evidence.reader import iter_chain_records
 from ..observations.ndjson import iter_json_lines
 from ..observations.record import validate_record
+
+
+def evidence_chain_dirs(directory: str | Path) -> list[Path]:
+    """The chain directories under `directory` (or a bundle's `directory/evidence`)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError("expected an evidence directory", path=root, field="--evidence")
+    chains = find_chain_dirs(root)
+    if not chains and (root / "evidence").is_dir():
+        chains = find_chain_dirs(root / "evidence")
+    if not chains:
+        raise InputError(
+            "no evidence chain (<chain_id>/<seq>.ndjson.zst + seals) found",
+            path=root,
+            field="--evidence",
+        )
+    return chains
+
+
+def iter_evidence_records(directory: str | Path) -> Iterator[dict[str, Any]]:
+    """Validated records of every sealed chunk of every chain under `directory`."""
+    for chain in evidence_chain_dirs(directory):
+        yield from iter_chain_records(chain)
 
 
 def evidence_chunk_paths(directory: str | Path) -> list[Path]:
@@ -40,19 +65,30 @@ def evidence_chunk_paths(directory: str | Path) -> list[Path]:
     return chunks
 
 
-def observation_paths(
+def check_one_source(
     observations: Sequence[str | Path] | None, evidence: str | Path | None
-) -> list[Path]:
-    """The files to read: exactly one of --observations FILE... or --evidence DIR."""
+) -> None:
     if bool(observations) == (evidence is not None):
         raise InputError("give --observations FILE (repeatable) or --evidence DIR, not both")
-    if evidence is not None:
-        return evidence_chunk_paths(evidence)
+
+
+def observation_paths(observations: Sequence[str | Path]) -> list[Path]:
+    """The --observations files, each checked to exist."""
     paths = [Path(p) for p in observations or []]
     for path in paths:
         if not path.is_file():
             raise InputError("observation file not found", path=path, field="--observations")
     return paths
+
+
+def iter_input_records(
+    observations: Sequence[str | Path] | None, evidence: str | Path | None
+) -> Iterator[dict[str, Any]]:
+    """Validated records from exactly one of --observations FILE... or --evidence DIR."""
+    check_one_source(observations, evidence)
+    if evidence is not None:
+        return iter_evidence_records(evidence)
+    return iter_records(observation_paths(observations or []))
 
 
 def iter_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:

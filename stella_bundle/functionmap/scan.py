@@ -174,9 +174,15 @@ class ObservationAggregator:
     # -- one record at a time (validated dicts; the library path for evidence readers) --------
 
     def add_record(
-        self, record: Any, source: str | Path = "<records>", line: int | None = None
+        self,
+        record: Any,
+        source: str | Path = "<records>",
+        line: int | None = None,
+        *,
+        validated: bool = False,
     ) -> None:
-        record = validate_record(record, source, line)
+        if not validated:
+            record = validate_record(record, source, line)
         observed = _canonical_time(record["observed_at"], source, line, "observed_at")
         first = record.get("first_observed_at")
         last = record.get("last_observed_at")

@@ -141,12 +141,14 @@ def verify_observations(
     options: VerifyOptions | None = None,
     *,
     source: str = "<records>",
+    validated: bool = False,
 ) -> VerificationResult:
-    """Verify a stream of observation records (dicts); each is validated as it is read."""
+    """Verify a stream of observation records (dicts); each is validated as it is read unless
+    the reader already did (`validated=True`, e.g. the evidence chain reader)."""
     options = options or VerifyOptions()
     aggregator = new_aggregator(function_map, options)
     for index, record in enumerate(records, start=1):
-        aggregator.add_record(dict(record), source, index)
+        aggregator.add_record(dict(record), source, index, validated=validated)
     return evaluate(function_map, aggregator, options)
 
 

@@ -101,3 +101,17 @@ def records_for(
         for node in path.nodes:
             out.append(record(node.node_hash, node.symbol, purl=node.purl))
     return out
+
+
+def write_chain(evidence: Path, chain_id: str, records: list[dict[str, Any]], signer: Any) -> Path:
+    """A real sealed evidence chain, written by the evidence writer (two records per chunk)."""
+    from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+    from stella_bundle.evidence.writer import ChunkWriter
+
+    collector = CollectorInfo("test-collector", "host1", None, "0.1.0", None)
+    with ChunkWriter.open(
+        evidence, chain_id, signer, WriterConfig(max_records=2), collector
+    ) as writer:
+        for item in records:
+            writer.append(dict(item))
+    return evidence / chain_id

@@ -73,4 +73,18 @@ def test_query_bad_line_and_inputs(run_cli, tmp_path: Path) -> None:
     both = run_cli("observations", "query", "--observations", obs, "--evidence", tmp_path)
     assert both.exit_code == 2 and "not both" in both.stderr
     empty = run_cli("observations", "query", "--evidence", tmp_path)
-    assert empty.exit_code == 2 and "no sealed chunks" in empty.stderr
+    assert empty.exit_code == 2 and "no evidence chain" in empty.stderr
+
+
+def test_query_evidence_chain(run_cli, tmp_path: Path, test_keys) -> None:
+    from functionmap_helpers import write_chain
+
+    records = [
+        record(SSL, "SSL_read", observed_at=f"2026-01-23T00:00:0{i}.000000Z") for i in range(5)
+    ]
+    write_chain(tmp_path / "evidence", "c1", records, test_keys.signer("collector"))
+    result = run_cli("observations", "query", "--evidence", tmp_path / "evidence", "--summary",
+                     "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (summary,) = json.loads(result.stdout)["symbols"]
+    assert summary["count"] == 5 and summary["last_observed_at"] == "2026-01-23T00:00:04.000000Z"

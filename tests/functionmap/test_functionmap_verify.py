@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from functionmap_helpers import EPOCH, record, records_for, write_ndjson
+from functionmap_helpers import EPOCH, record, records_for, write_chain, write_ndjson
 
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.functionmap import verify as verify_module
@@ -207,26 +207,26 @@ def test_version_drift_and_normalisation_mismatch(
 
 
 def test_zst_and_evidence_directory(
-    run_cli, fm_file: Path, fmap: FunctionMap, tmp_path: Path
+    run_cli, fm_file: Path, fmap: FunctionMap, tmp_path: Path, test_keys
 ) -> None:
     plain = write_ndjson(tmp_path / "obs.ndjson", records_for(fmap))
     compressed = tmp_path / "obs.ndjson.zst"
     compressed.write_bytes(zstandard.ZstdCompressor().compress(plain.read_bytes()))
     code, report, _ = _verify(run_cli, fm_file, compressed)
     assert code == 0 and report["records"]["read"] == len(records_for(fmap))
-    chain = tmp_path / "evidence" / "tls-host1"
-    chain.mkdir(parents=True)
     records = records_for(fmap)
-    for sequence, part in ((1, records[:2]), (2, records[2:])):
-        data = b"".join(canonical_bytes(r) + b"\n" for r in part)
-        (chain / f"{sequence:010d}.ndjson.zst").write_bytes(
-            zstandard.ZstdCompressor().compress(data)
-        )
-    (chain / "0000000003.ndjson.partial").write_bytes(b"not sealed yet\n")
+    chain = write_chain(tmp_path / "evidence", "tls-host1", records, test_keys.signer("collector"))
+    assert len(list(chain.glob("*.ndjson.zst"))) >= 2
     result = run_cli("function-map", "verify", "--function-map", fm_file,
                      "--evidence", tmp_path / "evidence", "--format", "json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["records"]["read"] == len(records)
+    # A chunk that no longer matches its seal is refused, naming the chunk.
+    victim = sorted(chain.glob("*.ndjson.zst"))[0]
+    victim.write_bytes(zstandard.ZstdCompressor().compress(b"{}\n"))
+    tampered = run_cli("function-map", "verify", "--function-map", fm_file,
+                       "--evidence", tmp_path / "evidence")  # fmt: skip
+    assert tampered.exit_code != 0 and victim.name in tampered.stderr
 
 
 def test_probe_type_confidence_and_weights(fmap: FunctionMap) -> None:

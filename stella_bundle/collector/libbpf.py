@@ -281,19 +281,20 @@ class Libbpf:
         return result
 
     # Ring buffer -----------------------------------------------------------------------------
-    def ring_buffer(self, map_fd: int, callback: Callable[[int, int], None]) -> RingBuffer:
+    def ring_buffer(self, map_fd: int, callback: Callable[[int, int], int]) -> RingBuffer:
         return RingBuffer(self, map_fd, callback)
 
 
 class RingBuffer:
     """libbpf's ring_buffer manager over one or more BPF_MAP_TYPE_RINGBUF maps."""
 
-    def __init__(self, lib: Libbpf, map_fd: int, callback: Callable[[int, int], None]) -> None:
+    def __init__(self, lib: Libbpf, map_fd: int, callback: Callable[[int, int], int]) -> None:
         self._lib = lib
 
         def on_sample(_ctx: int | None, data: int | None, size: int) -> int:
-            callback(data or 0, size)
-            return 0
+            # A negative return (-EAGAIN) makes libbpf stop this poll round and return, so a
+            # sustained flood cannot keep the caller inside ring_buffer__poll forever.
+            return callback(data or 0, size)
 
         self._cb = SAMPLE_FN(on_sample)
         lib.take_log()
@@ -308,7 +309,7 @@ class RingBuffer:
 
     def poll(self, timeout_ms: int) -> int:
         rc = int(self._lib.lib.ring_buffer__poll(self._rb, timeout_ms))
-        if rc < 0 and -rc != errno_mod.EINTR:
+        if rc < 0 and -rc not in (errno_mod.EINTR, errno_mod.EAGAIN):
             raise BpfError("ring_buffer__poll", rc, self._lib.take_log())
         return max(rc, 0)
 

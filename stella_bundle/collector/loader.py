@@ -150,7 +150,7 @@ class ProbeRuntime:
     def detach(self, link: int) -> None:
         self.lib.destroy_link(link)
 
-    def open_ring(self, callback: Callable[[int, int], None]) -> None:
+    def open_ring(self, callback: Callable[[int, int], int]) -> None:
         for obj in self.objects.values():
             fd = obj.map_fds["events"]
             if self.ring is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import errno
 import fnmatch
 import socket
 import time
@@ -45,6 +46,7 @@ from .loader import ProbeRuntime
 from .plan import AttachPlan, AttachSpec
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MAX_BATCH = 8192  # events decoded per loop turn at most
 
 
 class EvidenceSink(Protocol):
@@ -206,8 +208,10 @@ class Collector:
         self.links.clear()
 
     # Loop -------------------------------------------------------------------------------------
-    def _on_sample(self, data: int, size: int) -> None:
+    def _on_sample(self, data: int, size: int) -> int:
         self._pending.append(ctypes.string_at(data, size))
+        # Hand control back to the loop now and then (stop requests, aggregation, seals).
+        return -errno.EAGAIN if len(self._pending) >= _MAX_BATCH else 0
 
     def run(
         self,

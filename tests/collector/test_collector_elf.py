@@ -107,3 +107,18 @@ def test_plan_reports_unobservable_nodes_and_build_id_mismatch(
     assert "stripped" in reasons["stella_work_parse"]
     assert "build-id" in reasons["stella_work_never"]
     assert "has no probe" in reasons["no_such_kernel_symbol"]
+
+
+def test_config_file_collector_keys_are_checked(tmp_path: Path) -> None:
+    from stella_bundle.collector.run import collector_settings
+    from stella_bundle.errors import ConfigError
+
+    settings = collector_settings(
+        {"mode": "count", "filters": {"target_containers": ["abc"], "path_denylist": ["/proc/**"]}},
+        "stellaops.yaml",
+    )
+    assert settings == {"mode": "count", "containers": ["abc"], "path_deny": ["/proc/**"]}
+    with pytest.raises(ConfigError, match=r"stellaops.yaml: field 'signals.moed'"):
+        collector_settings({"moed": "count"}, "stellaops.yaml")
+    with pytest.raises(ConfigError, match=r"signals.filters.paths"):
+        collector_settings({"filters": {"paths": []}}, "stellaops.yaml")

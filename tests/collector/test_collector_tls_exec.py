@@ -1,0 +1,102 @@
+"""OpenSSL uprobes (SSL_do_handshake/SSL_write/SSL_read) and the exec tracepoint, on real
+`openssl s_server` / `s_client` processes."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import build_plan
+from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.functionmap.model import ExpectedNode
+
+LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.ebpf
+def test_tls_and_exec_sources_observe_openssl(
+    ebpf: None, tmp_path: Path, features: KernelFeatures
+) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            OPENSSL,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    nodes = [
+        ExpectedNode.create("pkg:deb/debian/libssl3", s, binary_path=LIBSSL)
+        for s in ("SSL_do_handshake", "SSL_write", "SSL_read")
+    ] + [ExpectedNode.create("pkg:generic/linux-kernel", "execve")]
+    plan = build_plan(nodes, features)
+    assert not plan.unobservable
+    sink = MemorySink()
+    collector = Collector(
+        plan, ProbeRuntime(ProbeSet.open(), features), sink, CollectorConfig(mode="trace")
+    )
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    port = _free_port()
+    server = subprocess.Popen(
+        [OPENSSL, "s_server", "-quiet", "-accept", str(port), "-cert", str(cert), "-key", str(key)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        subprocess.run(
+            [OPENSSL, "s_client", "-quiet", "-no_ign_eof", "-connect", f"127.0.0.1:{port}"],
+            input=b"hello\n",
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+        time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait()
+        stop.set()
+        thread.join()
+        collector.stop()
+    tls = [r for r in sink.records if r["kind"] == "tls"]
+    assert {r["function_name"] for r in tls} >= {"SSL_do_handshake", "SSL_write", "SSL_read"}
+    assert all(r["comm"] == "openssl" and r["probe_type"] == "uprobe" for r in tls)
+    writes = [r for r in tls if r["function_name"] == "SSL_write"]
+    assert any(r.get("details", {}).get("bytes_requested") == 6 for r in writes), writes
+    execs = [r for r in sink.records if r["kind"] == "exec"]
+    assert any(r["details"]["path"].endswith("/openssl") for r in execs)
+    assert all(r["probe_type"] == "tracepoint" for r in execs)

@@ -10,6 +10,7 @@ accept the same records.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -59,12 +60,12 @@ _second_cache: dict[str, bool] = {}
 _SECOND_CACHE_LIMIT: Final = 65536
 
 
+_fraction_and_zone = re.compile(r"\.[0-9]{6}Z").fullmatch
+
+
 def _timestamp_ok(value: Any) -> bool:
     # The toolkit's own form only (`…SS.ffffffZ`); anything else takes the reference path.
-    if len(value) != 27 or value[19] != "." or value[26] != "Z":
-        return False
-    fraction = value[20:26]
-    if not (fraction.isascii() and fraction.isdigit()):
+    if len(value) != 27 or _fraction_and_zone(value, 19) is None:
         return False
     prefix = value[:19]
     known = _second_cache.get(prefix)
@@ -119,6 +120,18 @@ _shapes: dict[tuple[str, ...], Any] = {}
 _SHAPE_CACHE_LIMIT: Final = 4096
 
 
+# (keys, shape) of the previous record, replaced as one object so that writers in several
+# threads never pair one record's keys with another's shape.
+_last_shape: tuple[tuple[str, ...], Any] = ((), _UNUSABLE)
+
+
+def _shape_for(keys: tuple[str, ...]) -> Any:
+    global _last_shape
+    shape = _shapes.get(keys) or _learn_shape(keys)
+    _last_shape = (keys, shape)
+    return shape
+
+
 def _learn_shape(keys: tuple[str, ...]) -> Any:
     # Unknown fields, image_digest, or a required field missing: the reference decides.
     usable = _REQUIRED.issubset(keys) and all(key in _FIELD_CLASS for key in keys)
@@ -133,7 +146,9 @@ def _fast_accept(record: Any) -> bool:
     if type(record) is not dict:
         return False
     keys = tuple(record)
-    shape = _shapes.get(keys) or _learn_shape(keys)
+    # Consecutive records nearly always share their key set: compare before hashing.
+    last_keys, last_shape = _last_shape
+    shape = last_shape if keys == last_keys else _shape_for(keys)
     if shape is _UNUSABLE or tuple(map(type, record.values())) != shape.types:
         return False
     node_hash = record["node_hash"]

@@ -43,6 +43,7 @@ VALUES = {
     ),
     "image_digest": st.sampled_from(["sha256:" + "f" * 64, "sha256:FF"]),
     "extra_field": st.just("x"),
+    "comm": st.sampled_from(["nginx", "a\\b", ""]),
 }
 REQUIRED = ("node_hash", "function_name", "observed_at")
 
@@ -201,3 +202,28 @@ def test_block_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size:
     with pytest.raises(InputError) as caught:
         scanned(path)
     assert caught.value.line == 38
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keys=st.sets(st.sampled_from(["count", "first_observed_at", "last_observed_at", "pid", "purl",
+                                  "kind", "comm", "probe_type", "image_digest"])),
+    data=st.data(),
+)  # fmt: skip
+def test_uniform_shapes_match_full_validation(tmp_path: Path, keys: set[str], data: Any) -> None:
+    """Blocks of one key set take the shape-specialised pattern: same answers, same errors."""
+    chosen = sorted({*REQUIRED, *keys})
+    rows = [
+        {key: data.draw(VALUES[key]) for key in chosen} for _ in range(data.draw(st.integers(1, 8)))
+    ]
+    lines = []
+    for row in rows:
+        try:
+            lines.append(canonical_record_bytes(row))
+        except InputError:
+            lines.append(json.dumps(row, sort_keys=True, separators=(",", ":")).encode())
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert _outcome(scanned, path) == _outcome(reference, path)

@@ -28,6 +28,7 @@ from ..evidence.layout import (
     parse_name,
     validate_chain_id,
 )
+from ..evidence.seal import parse_seal
 from ..fsutil import atomic_writer
 from ..jsonio import load_json, parse_json, read_bytes
 from ..timeutil import build_time, format_timestamp
@@ -47,7 +48,7 @@ from .layout import (
     seal_path,
 )
 from .manifest import Manifest, ManifestFile
-from .observations_view import write_merged_view
+from .observations_view import TimeSpan, write_merged_view
 from .tarwriter import ReproducibleTarWriter
 
 BUILDER_ID = "https://stella.ops/builder/stella-bundle"
@@ -229,6 +230,18 @@ def schema_sources(directory: Path = PACKAGE_SCHEMAS) -> list[Source]:
     return [Source.of_file(SCHEMAS + p.name, p) for p in sorted(directory.glob("*.schema.json"))]
 
 
+def evidence_window(chains: Sequence[Chain]) -> dict[str, str | None]:
+    """Earliest and latest observation as the chains' seals declare them (the verifier checks
+    this against the seals it verifies, then judges coverage over the map's window up to it)."""
+    span = TimeSpan()
+    for chain in chains:
+        for sequence in chain.sequences:
+            path = chain.seal(sequence)
+            predicate = parse_seal(read_bytes(path), path).predicate
+            span.add_window(predicate.first_observed_at, predicate.last_observed_at)
+    return {"first_observed_at": span.first, "last_observed_at": span.last}
+
+
 def default_label() -> str:
     return build_time().date().isoformat()
 
@@ -298,10 +311,7 @@ def build_bundle(
                 "records": view.records,
                 "multiset_sha256": view.multiset,
             },
-            "evidence_window": {
-                "first_observed_at": view.first_observed_at,
-                "last_observed_at": view.last_observed_at,
-            },
+            "evidence_window": evidence_window(chains),
         }
         statement = Manifest.build(listed, predicate).to_statement()
         manifest_bytes = canonical_bytes(statement)

@@ -252,6 +252,12 @@ class ChainVerifier:
         if not self.chains:
             self._fail(EvidenceChainError("the bundle holds no evidence chain"))
 
+    def window(self) -> tuple[str | None, str | None]:
+        """Earliest and latest observation over every chain, as the seals declare them."""
+        firsts = [c.first_observed_at for c in self.chains.values() if c.first_observed_at]
+        lasts = [c.last_observed_at for c in self.chains.values() if c.last_observed_at]
+        return (min(firsts) if firsts else None, max(lasts) if lasts else None)
+
     def summary(self) -> str:
         chunks = sum(c.chunks for c in self.chains.values())
         lost = sum(c.events_lost for c in self.chains.values())

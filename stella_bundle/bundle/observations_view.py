@@ -1,26 +1,32 @@
 """The merged observations view: every chain's records, canonical, sorted, one NDJSON file.
 
-Sorted with an external merge sort (bounded runs spilled to temporary files, then a k-way
-merge) so memory stays flat however much evidence there is. An order-independent digest of
-the record multiset lets the verifier prove the view holds exactly the chains' records.
+The view's lines are the chunks' lines byte for byte (the collector writes canonical JSON and
+seals those bytes), ordered by `observed_at` with an external merge sort (bounded runs spilled
+to temporary files, then a k-way merge) so memory stays flat however much evidence there is.
+An order-independent digest of the multiset of lines lets the verifier prove the view holds
+exactly the chains' records without sorting anything itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from ..canonical import canonical_record_bytes
-from ..observations.ndjson import iter_json_lines
-from ..observations.record import validate_record
+import zstandard
+
+from ..errors import MalformedDocumentError
+from ..functionmap.scan import ObservationAggregator
+from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
 
-RUN_BYTES = 32 * 1024 * 1024
+# Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
+RUN_BYTES = 16 * 1024 * 1024
 _MODULUS = 1 << 256
 
 
@@ -31,18 +37,43 @@ class RecordMultiset:
         self.total = 0
         self.count = 0
 
-    def add(self, canonical_line: bytes) -> None:
-        self.total = (
-            self.total + int.from_bytes(hashlib.sha256(canonical_line).digest())
-        ) % _MODULUS
-        self.count += 1
+    def add(self, line: bytes) -> None:
+        self.add_many((line,))
+
+    def add_many(self, lines: Iterable[bytes]) -> None:
+        """Fold many lines at once (the reduction runs in C: this is the verifier's hot loop)."""
+        sha256 = hashlib.sha256
+        digests = [sha256(line).digest() for line in lines]
+        self.count += len(digests)
+        # Reduced only when read: the sum grows by one bit per doubling of the count.
+        self.total += sum(map(int.from_bytes, digests))
 
     def hexdigest(self) -> str:
-        return self.total.to_bytes(32, "big").hex()
+        return (self.total % _MODULUS).to_bytes(32, "big").hex()
 
 
-def sort_key(record: dict[str, Any], line: bytes) -> tuple[str, bytes]:
-    return str(record.get("observed_at", "")), line
+_OBSERVED_AT = b'"observed_at":"'
+# The top-level observed_at of each canonical line of a block: only pid, pod_name, probe_type
+# and purl may follow it. Lines this misses (escaped quotes) are handled by observed_at_of.
+OBSERVED_AT_TAIL = re.compile(
+    rb'"observed_at":"([^"\\\n]*)"(?:,"(?:pid|pod_name|probe_type|purl)":(?:"[^"\\\n]*"|[0-9]+))*\}$',
+    re.MULTILINE,
+)
+
+
+def observed_at_of(line: bytes) -> str:
+    """The top-level `observed_at` of a canonical record line, without parsing it.
+
+    Canonical JSON sorts keys, so the only keys after `observed_at` are pid, pod_name,
+    probe_type and purl (no unescaped quotes inside their values) while a nested `details`
+    object comes before it: the last occurrence is the top-level one.
+    """
+    start = line.rfind(_OBSERVED_AT)
+    if start < 0:
+        return ""
+    start += len(_OBSERVED_AT)
+    end = line.find(b'"', start)
+    return line[start:end].decode("ascii", "replace") if end > 0 else ""
 
 
 @dataclass(frozen=True)
@@ -51,25 +82,24 @@ class ViewStats:
     multiset: str
     sha256: str
     size: int
-    first_observed_at: str | None
-    last_observed_at: str | None
 
 
 class TimeSpan:
-    """Earliest and latest moment the records speak of (canonical UTC strings compare in order)."""
+    """Earliest and latest moment of a set of windows (canonical UTC strings compare in order)."""
 
     def __init__(self) -> None:
         self.first: str | None = None
         self.last: str | None = None
 
-    def add(self, record: dict[str, Any]) -> None:
-        observed = str(record["observed_at"])
-        start = canonical_time(str(record.get("first_observed_at") or observed))
-        end = canonical_time(str(record.get("last_observed_at") or observed))
-        if self.first is None or start < self.first:
-            self.first = start
-        if self.last is None or end > self.last:
-            self.last = end
+    def add_window(self, first: str | None, last: str | None) -> None:
+        if first is not None:
+            start = canonical_time(first)
+            if self.first is None or start < self.first:
+                self.first = start
+        if last is not None:
+            end = canonical_time(last)
+            if self.last is None or end > self.last:
+                self.last = end
 
 
 def canonical_time(value: str) -> str:
@@ -78,9 +108,17 @@ def canonical_time(value: str) -> str:
     return format_timestamp(parse_timestamp(value))
 
 
-def iter_chunk_records(chunk: Path) -> Iterator[dict[str, Any]]:
-    for number, value in iter_json_lines(chunk):
-        yield validate_record(value, chunk, number)
+def iter_chunk_lines(chunk: Path) -> Iterator[bytes]:
+    """The record lines of a chunk file, after the map verifier's scan validated them all."""
+    ObservationAggregator().scan_file(chunk)  # names file and line of the first bad record
+    with open_ndjson(chunk) as handle:
+        try:
+            for raw in handle:
+                line = raw.rstrip(b"\n")
+                if line.strip():
+                    yield line
+        except zstandard.ZstdError as exc:
+            raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
 
 
 def write_merged_view(chunks: Iterable[Path], output: Path, scratch: Path) -> ViewStats:
@@ -89,7 +127,6 @@ def write_merged_view(chunks: Iterable[Path], output: Path, scratch: Path) -> Vi
     buffer: list[tuple[str, bytes]] = []
     buffered = 0
     multiset = RecordMultiset()
-    span = TimeSpan()
 
     def spill() -> None:
         nonlocal buffered
@@ -104,12 +141,10 @@ def write_merged_view(chunks: Iterable[Path], output: Path, scratch: Path) -> Vi
         buffered = 0
 
     for chunk in chunks:
-        for record in iter_chunk_records(chunk):
-            line = canonical_record_bytes(record)
+        for line in iter_chunk_lines(chunk):
             multiset.add(line)
-            span.add(record)
-            buffer.append(sort_key(record, line))
-            buffered += len(line) + 64
+            buffer.append((observed_at_of(line), line))
+            buffered += len(line) + 160
             if buffered >= RUN_BYTES:
                 spill()
     digest = hashlib.sha256()
@@ -137,9 +172,7 @@ def write_merged_view(chunks: Iterable[Path], output: Path, scratch: Path) -> Vi
                 digest.update(data)
                 size += len(data)
                 out.write(data)
-    return ViewStats(
-        multiset.count, multiset.hexdigest(), digest.hexdigest(), size, span.first, span.last
-    )
+    return ViewStats(multiset.count, multiset.hexdigest(), digest.hexdigest(), size)
 
 
 def _read_run(handle: IO[bytes]) -> Iterator[tuple[str, bytes]]:

@@ -83,3 +83,75 @@ def iter_lines(blocks: Iterator[bytes], name: str) -> Iterator[tuple[int, bytes]
     if tail:
         number += 1
         yield number, tail
+
+
+class LineTally:
+    """Counts non-empty lines and folds each into a multiset digest, block by block."""
+
+    def __init__(self, name: str, multiset: Any) -> None:
+        self.name = name
+        self.multiset = multiset
+        self.lines = 0
+        self._tail = b""
+
+    def feed(self, block: bytes) -> None:
+        data = self._tail + block if self._tail else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._tail = data
+        else:
+            self._tail = data[cut + 1 :]
+            lines = [line for line in data[:cut].split(b"\n") if line.strip()]
+            self.multiset.add_many(lines)
+            self.lines += len(lines)
+        if len(self._tail) > MAX_LINE:
+            raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=self.name)
+
+    def finish(self) -> None:
+        if self._tail.strip():
+            self.multiset.add(self._tail)
+            self.lines += 1
+        self._tail = b""
+
+
+class TeeReader:
+    """A read()-able view of a block iterator that shows every block to a `LineTally` first."""
+
+    def __init__(self, blocks: Iterator[bytes], tally: LineTally) -> None:
+        self._blocks = blocks
+        self._tally = tally
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._pending:
+            block = next(self._blocks, b"")
+            if not block:
+                return b""
+            self._tally.feed(block)
+            self._pending = block
+        if size < 0 or size >= len(self._pending):
+            data, self._pending = self._pending, b""
+        else:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def drain(self) -> None:
+        while self.read(READ_CHUNK):
+            pass
+
+
+def whole_line_blocks(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
+    """Re-cut blocks at line ends (the last may lack its newline); lines bounded in length."""
+    tail = b""
+    for block in blocks:
+        data = tail + block if tail else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            tail = data
+        else:
+            tail = data[cut + 1 :]
+            yield data[: cut + 1]
+        if len(tail) > MAX_LINE:
+            raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=name)
+    if tail:
+        yield tail

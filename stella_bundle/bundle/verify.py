@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from ..attest.statement import (
 )
 from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier, VerifiedStatement
-from ..canonical import canonical_record_bytes
 from ..errors import (
     ArchiveError,
     BundleContentsError,
@@ -37,8 +37,8 @@ from ..errors import (
     VerificationFailure,
 )
 from ..functionmap.model import FunctionMap, function_map_from_statement
+from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions
-from ..observations.record import validate_record
 from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier, ChunkFacts
 from .coverage import CoverageTally, map_window
@@ -58,10 +58,16 @@ from .layout import (
     function_map_paths,
 )
 from .manifest import Manifest
-from .observations_view import RecordMultiset, TimeSpan
+from .observations_view import OBSERVED_AT_TAIL, RecordMultiset, observed_at_of
 from .reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
 from .steps import StepOutcome, first_failure, new_outcomes
-from .streams import HashingReader, iter_lines, iter_zstd_blocks
+from .streams import (
+    HashingReader,
+    LineTally,
+    TeeReader,
+    iter_zstd_blocks,
+    whole_line_blocks,
+)
 
 VERIFIER_ID = "https://stella.ops/verifier/stella-bundle"
 # Documents (manifest, maps, seals, schemas) are read into memory; bulk data never is.
@@ -136,7 +142,6 @@ class _BundleCheck:
         window: tuple[dt.datetime | None, dt.datetime | None] | None,
     ) -> None:
         self.window_override = window
-        self.span = TimeSpan()
         self.bundle = bundle
         self.trust_root = trust_root
         self.requested_service = service
@@ -448,14 +453,17 @@ class _BundleCheck:
     def chunk(
         self, chain_id: str, sequence: int, member: ArchiveMember, stream: HashingReader
     ) -> None:
-        """Decompress, validate and tally every record; hand the facts to the chain check."""
+        """Decompress once; validate and tally every record; hand the facts to the chain check.
+
+        The records go through the map verifier's own aggregator (its fast canonical-line scan
+        validates each line and names file and line on error); the same bytes feed the content
+        digest and the multiset of lines the observations view is compared with.
+        """
         content = hashlib.sha256()
         content_bytes = 0
-        records = 0
-        schema_ok = True
         limits = self.limits
 
-        def blocks() -> Any:
+        def blocks() -> Iterator[bytes]:
             nonlocal content_bytes
             for block in iter_zstd_blocks(
                 stream,
@@ -469,36 +477,21 @@ class _BundleCheck:
                 content_bytes += len(block)
                 yield block
 
-        for line_number, line in iter_lines(blocks(), member.name):
-            if not line.strip():
-                continue
-            records += 1
-            if not schema_ok:
-                continue
-            try:
-                record = validate_record(
-                    json.loads(line), member.name, line_number, default_probe_type=False
+        lines = LineTally(member.name, self.chain_records)
+        reader = TeeReader(blocks(), lines)
+        aggregator = self.tally.aggregator if self.tally is not None else ObservationAggregator()
+        try:
+            aggregator._scan_handle(reader, member.name)
+        except MalformedDocumentError as exc:
+            self.step("schemas").fail(
+                exc
+                if isinstance(exc, SchemaValidationError)
+                else SchemaValidationError(
+                    exc.message, path=member.name, line=exc.line, field=exc.field
                 )
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                schema_ok = False
-                self.step("schemas").fail(
-                    SchemaValidationError(
-                        f"malformed NDJSON: {exc}", path=member.name, line=line_number
-                    )
-                )
-                continue
-            except MalformedDocumentError as exc:
-                schema_ok = False
-                self.step("schemas").fail(
-                    SchemaValidationError(
-                        exc.message, path=member.name, line=line_number, field=exc.field
-                    )
-                )
-                continue
-            self.chain_records.add(canonical_record_bytes(record))
-            self.span.add(record)
-            if self.tally is not None:
-                self.tally.add(record, member.name, line_number)
+            )
+        reader.drain()
+        lines.finish()
         stream.drain()
         self.chains.chunk(
             chain_id,
@@ -508,47 +501,42 @@ class _BundleCheck:
                 size=stream.count,
                 content_sha256=content.hexdigest(),
                 content_bytes=content_bytes,
-                records=records,
+                records=lines.lines,
                 source=member.name,
             ),
         )
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
+        """The view must hold exactly the chains' lines (multiset), sorted by observed_at.
+
+        Its lines are then the collector's sealed, validated lines, so they are not parsed
+        again: the multiset comparison at the end stands for schema and canonical form.
+        """
         self.view_path = name
-        previous: tuple[str, bytes] | None = None
-        for line_number, line in iter_lines(stream_blocks(stream), name):
-            try:
-                record = validate_record(
-                    json.loads(line), name, line_number, default_probe_type=False
+        previous = ""
+        line_base = 0
+        for block in whole_line_blocks(stream_blocks(stream), name):
+            lines = [line for line in block.split(b"\n") if line.strip()]
+            self.view_records.add_many(lines)
+            keys = [match.decode() for match in OBSERVED_AT_TAIL.findall(block)]
+            if len(keys) != len(lines):
+                keys = [observed_at_of(line) for line in lines]
+            if keys and (keys[0] < previous or keys != sorted(keys)):
+                offset = next(
+                    (i for i, key in enumerate(keys) if key < (keys[i - 1] if i else previous)), 0
                 )
-            except (json.JSONDecodeError, UnicodeDecodeError, MalformedDocumentError) as exc:
-                message = (
-                    exc.message if isinstance(exc, StellaError) else f"malformed NDJSON: {exc}"
-                )
-                self.step("schemas").fail(
-                    SchemaValidationError(message, path=name, line=line_number)
-                )
-                return
-            canonical = canonical_record_bytes(record)
-            if canonical != line:
-                self.step("schemas").fail(
-                    SchemaValidationError(
-                        "record is not in canonical JSON form", path=name, line=line_number
-                    )
-                )
-                return
-            key = (str(record.get("observed_at", "")), canonical)
-            if previous is not None and key < previous:
                 self.step("evidence-chains").fail(
                     EvidenceChainError(
                         "observations view is not sorted by observed_at",
                         path=name,
-                        line=line_number,
+                        line=line_base + offset + 1,
                     )
                 )
+                stream.drain()
                 return
-            previous = key
-            self.view_records.add(canonical)
+            if keys:
+                previous = keys[-1]
+            line_base += len(lines)
 
     # --- end of the pass -------------------------------------------------------------------
 
@@ -617,11 +605,12 @@ class _BundleCheck:
                 )
             )
         declared = self.manifest.predicate.get("evidence_window")
-        actual = {"first_observed_at": self.span.first, "last_observed_at": self.span.last}
+        first, last = self.chains.window()
+        actual = {"first_observed_at": first, "last_observed_at": last}
         if declared != actual:
             steps["evidence-chains"].fail(
                 EvidenceChainError(
-                    f"the manifest's evidence_window {declared} is not the records' span {actual}",
+                    f"the manifest's evidence_window {declared} is not the seals' window {actual}",
                     path=MANIFEST,
                 )
             )

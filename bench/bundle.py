@@ -1,0 +1,180 @@
+"""Bundle build and verify throughput against `tar -czf` and `tar -xzf` + `sha256sum`.
+
+Evidence: typical collector records for a 12-node OpenSSL function map, sealed by the real
+`ChunkWriter` (zstd, 64 MiB rotation, Ed25519 seals). Then, in the same run:
+
+- build: `stella bundle build` (scan-validating every record, the merged sorted observations
+  view, manifest hashing, gzip -6 of everything) against `tar -czf` of the same files (the
+  bundle's own files, extracted beforehand: maps, chunks, seals, the view, schemas);
+- verify: `stella bundle verify` (one streaming pass: every digest, every record decompressed,
+  parsed and schema-checked, every seal's signature, the coverage verdict) against
+  `tar -xzf` of the same bundle followed by `sha256sum` of every extracted file.
+
+Each command runs as a child process; its peak RSS comes from wait4(). Targets (issue 6):
+build <= 1.5x tar -czf, verify >= 0.5x the throughput of tar -xzf + sha256sum, peak memory
+< 200 MB for both. Always exits 0: the figures are the result.
+
+Usage: python bench/bundle.py [--records N]   (2,200,000 records ≈ 1 GB of uncompressed evidence)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stella_bundle.attest.keys import generate_key, load_signer
+from stella_bundle.attest.signing import sign_to_file
+from stella_bundle.attest.trustroot import ROLES, TrustRoot
+from stella_bundle.canonical import canonical_bytes
+from stella_bundle.evidence.writer import ChunkWriter, CollectorInfo, WriterConfig
+from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
+
+SBOM = {
+    "bomFormat": "CycloneDX",
+    "specVersion": "1.6",
+    "version": 1,
+    "components": [
+        {
+            "type": "library",
+            "name": "libssl3",
+            "version": "3.0.11-1~deb12u2",
+            "purl": "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64",
+        }
+    ],
+}
+
+
+def run(command: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
+    """(seconds, peak RSS in MiB, exit code) of one child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        stderr = process.stderr.read() if process.stderr else ""
+        raise SystemExit(f"{' '.join(command)} failed ({code}): {stderr[-2000:]}")
+    return elapsed, usage.ru_maxrss // 1024, code
+
+
+def shell(script: str, cwd: Path) -> tuple[float, int]:
+    elapsed, peak, _ = run(["bash", "-c", script], cwd)
+    return elapsed, peak
+
+
+def make_inputs(root: Path, records: int) -> tuple[Path, Path, int]:
+    keys = root / "keys"
+    keys.mkdir()
+    trust_root = TrustRoot(expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    for role in ROLES:
+        trust_root.add_key(generate_key("ed25519", keys / role, None).public_key, [role])
+    trust_root.save(root / "trust-root.json")
+    sbom = root / "sbom.json"
+    sbom.write_text(json.dumps(SBOM))
+    generated = generate_function_map(
+        GenerateOptions(sbom=sbom, service="bench", hot_functions=["SSL_*"])
+    )
+    inputs = root / "inputs"
+    (inputs / "function-maps").mkdir(parents=True)
+    fm = inputs / "function-maps" / "bench-function-map.json"
+    fm.write_bytes(canonical_bytes(generated.statement))
+    sign_to_file(
+        generated.statement,
+        [load_signer(keys / "function-map.key")],
+        fm.with_name("bench-function-map.dsse.json"),
+    )
+    nodes = generated.function_map.nodes()
+    writer = ChunkWriter.open(
+        inputs / "evidence",
+        "bench-host",
+        load_signer(keys / "collector.key"),
+        WriterConfig(),
+        CollectorInfo("bench", "bench-host", None, "bench", None),
+    )
+    start = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+    uncompressed = 0
+    with writer:
+        for index in range(records):
+            node = nodes[index * 7 % len(nodes)]
+            moment = start + dt.timedelta(microseconds=index * 37)
+            record: dict[str, Any] = {
+                "node_hash": node.node_hash,
+                "function_name": node.symbol,
+                "purl": node.purl,
+                "probe_type": "uprobe",
+                "observed_at": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "pid": 4000 + index % 40,
+                "comm": "nginx",
+                "binary_path": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                "build_id": "3f1a9c0e5b7d2a4c6e8f0a1b3c5d7e9f1a2b3c4d",
+                "kind": "function",
+            }
+            uncompressed += len(json.dumps(record, separators=(",", ":"))) + 1
+            writer.append(record)
+    return inputs, fm.with_name("bench-function-map.dsse.json"), uncompressed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=300_000)
+    args = parser.parse_args()
+    stella = [sys.executable, "-m", "stella_bundle"]
+    with tempfile.TemporaryDirectory(prefix="bench-bundle-") as scratch:
+        root = Path(scratch)
+        print(f"generating {args.records} records through ChunkWriter …", flush=True)
+        inputs, fm, uncompressed = make_inputs(root, args.records)
+        evidence_bytes = sum(
+            p.stat().st_size for p in (inputs / "evidence").rglob("*") if p.is_file()
+        )
+        bundle = root / "bench.stella.bundle.tgz"
+        build_s, build_mb, _ = run(
+            [*stella, "bundle", "build", "--function-map", str(fm), "--evidence",
+             str(inputs / "evidence"), "--key", str(root / "keys" / "builder.key"),
+             "--output", str(bundle)]
+        )  # fmt: skip
+        same_files = root / "same-files"
+        same_files.mkdir()
+        subprocess.run(["tar", "-xzf", str(bundle), "-C", str(same_files)], check=True)
+        tar_s, tar_mb = shell("tar -czf ../peer.tgz .", same_files)
+        shutil.rmtree(same_files)
+        startup_s, _, _ = run([*stella, "--version"])
+        verify_s, verify_mb, code = run(
+            [*stella, "bundle", "verify", str(bundle), "--trust-root",
+             str(root / "trust-root.json"), "--output-dir", str(root / "report")]
+        )  # fmt: skip
+        extract = root / "extract"
+        extract.mkdir()
+        peer_s, _peer_mb = shell(
+            f"tar -xzf {bundle} && find . -type f -print0 | xargs -0 sha256sum > /dev/null",
+            extract,
+        )
+        shutil.rmtree(extract)
+        size = bundle.stat().st_size
+        mb = 1024 * 1024
+        print(f"evidence: {args.records} records, {uncompressed / mb:.0f} MiB uncompressed, "
+              f"{evidence_bytes / mb:.1f} MiB of chunks and seals; bundle {size / mb:.1f} MiB")  # fmt: skip
+        print(f"build : stella {build_s:6.2f} s (peak {build_mb} MiB) | tar -czf {tar_s:6.2f} s "
+              f"(peak {tar_mb} MiB) | ratio {build_s / tar_s:.2f}x (target <= 1.5x)")  # fmt: skip
+        print(f"verify: stella {verify_s:6.2f} s (peak {verify_mb} MiB, exit {code}) | "
+              f"tar -xzf + sha256sum {peer_s:6.2f} s | throughput ratio {peer_s / verify_s:.2f}x "
+              f"(target >= 0.5x)")  # fmt: skip
+        print(f"verify: {uncompressed / mb / verify_s:.1f} MiB/s of uncompressed records, "
+              f"{args.records / verify_s:,.0f} records/s (includes {startup_s:.2f} s of CLI "
+              "start-up)")  # fmt: skip
+        print(f"peak memory: build {build_mb} MiB, verify {verify_mb} MiB (target < 200 MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -291,7 +291,9 @@ def build_bundle(
     with tempfile.TemporaryDirectory(prefix=".stella-build-", dir=output.parent) as scratch:
         view_path = Path(scratch) / "observations.ndjson"
         view = write_merged_view(
-            (chain.chunk(s) for chain in chains for s in chain.sequences), view_path, Path(scratch)
+            [[chain.chunk(s) for s in chain.sequences] for chain in chains],
+            view_path,
+            Path(scratch),
         )
         sources.append(Source.of_file(observations_path(label), view_path))
         names = [s.name for s in sources]

@@ -176,3 +176,79 @@ def test_gzip_stream_matches_gzip_module(tmp_path: Path) -> None:
         tar.add_bytes("a.txt", b"hello")
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(buffer.getvalue()))) as tar:
         assert tar.extractfile("a.txt").read() == b"hello"  # type: ignore[union-attr]
+
+
+def test_view_merges_chains_and_sorts_an_out_of_order_chain(
+    tmp_path: Path, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two chains, one written out of time order: the view is complete and sorted, and the
+    bundle verifies (the external sort path, with runs forced small)."""
+    import random
+
+    from bundle_helpers import make_inputs, records_for, write_chain
+
+    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.bundle import observations_view
+    from stella_bundle.bundle.verify import verify_bundle
+
+    monkeypatch.setattr(observations_view, "RUN_BYTES", 4096)
+    inputs = make_inputs(tmp_path / "in", test_keys)
+    shuffled = records_for(inputs.nodes, 150)
+    random.Random(7).shuffle(shuffled)
+    write_chain(inputs.evidence, "host-b", test_keys.signer("collector"), shuffled)
+    output = tmp_path / "two.stella.bundle.tgz"
+    result = build_bundle(
+        function_maps=[inputs.function_map],
+        evidence=[inputs.evidence],
+        signer=test_keys.signer("builder"),
+        output=output,
+    )
+    assert result.chains == ("host-a", "host-b") and result.records == 350
+    with tarfile.open(output, "r:gz") as tar:
+        name = next(n for n in tar.getnames() if n.startswith("observations/"))
+        lines = tar.extractfile(name).read().splitlines()  # type: ignore[union-attr]
+    times = [json.loads(line)["observed_at"] for line in lines]
+    assert times == sorted(times) and len(lines) == 350
+    assert not list(tmp_path.glob(".stella-build-*")), "scratch runs are removed"
+    outcome = verify_bundle(output, TrustRoot.load(test_keys.trust_root))
+    assert outcome.passed, outcome.failure_line()
+
+
+def test_unsorted_view_is_caught(tmp_path: Path, built_bundle: Path, test_keys: Any) -> None:
+    from bundle_helpers import read_members, resign_manifest, write_members
+
+    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.bundle.verify import verify_bundle
+
+    members = read_members(built_bundle)
+    swapped = [
+        (n, b"\n".join(reversed(d.splitlines())) + b"\n" if n.startswith("observations/") else d)
+        for n, d in members
+    ]
+    bundle = write_members(
+        tmp_path / "x.stella.bundle.tgz", resign_manifest(swapped, test_keys.signer("builder"))
+    )
+    outcome = verify_bundle(bundle, TrustRoot.load(test_keys.trust_root))
+    assert outcome.failed_step is not None and outcome.failed_step.spec.key == "evidence-chains"
+    assert "not sorted" in outcome.failed_step.message
+
+
+def test_view_missing_a_record_is_caught(
+    tmp_path: Path, built_bundle: Path, test_keys: Any
+) -> None:
+    from bundle_helpers import read_members, resign_manifest, write_members
+
+    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.bundle.verify import verify_bundle
+
+    members = read_members(built_bundle)
+    swapped = [
+        (n, b"\n".join(d.splitlines()[1:]) + b"\n" if n.startswith("observations/") else d)
+        for n, d in members
+    ]
+    bundle = write_members(
+        tmp_path / "x.stella.bundle.tgz", resign_manifest(swapped, test_keys.signer("builder"))
+    )
+    outcome = verify_bundle(bundle, TrustRoot.load(test_keys.trust_root))
+    assert outcome.failed_step is not None and outcome.failed_step.spec.key == "evidence-chains"
+    assert "199 in the view, 200 in the chains" in outcome.failed_step.message

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,28 @@ _DRAIN_BYTES = 1 << 20
 class _OpenChunk:
     """The chunk being written: partial file, running digests, compressor, window, loss."""
 
+    __slots__ = (
+        "bytes",
+        "chunk_file",
+        "chunk_temp",
+        "collector",
+        "compressed_sha",
+        "compressor",
+        "content_sha",
+        "drained_bytes",
+        "loss",
+        "loss_dirty",
+        "opened_at",
+        "partial_fd",
+        "partial_path",
+        "pending",
+        "records",
+        "sequence",
+        "state_path",
+        "unsynced",
+        "window",
+    )
+
     def __init__(
         self,
         chain_dir: Path,
@@ -63,7 +86,7 @@ class _OpenChunk:
         self.records = 0
         self.bytes = 0
         self.pending: list[bytes] = []
-        self.pending_bytes = 0
+        self.drained_bytes = 0
         self.unsynced = False
         self.content_sha = hashlib.sha256()
         self.compressed_sha = hashlib.sha256()
@@ -97,7 +120,7 @@ class _OpenChunk:
         self.pending.append(b"")
         data = b"\n".join(self.pending)
         self.pending.clear()
-        self.pending_bytes = 0
+        self.drained_bytes = self.bytes
         write_all(self.partial_fd, data)
         self.unsynced = True
         self.content_sha.update(data)
@@ -162,7 +185,8 @@ class ChunkWriter:
         self._head = head
         self._clock = clock
         self._max_bytes = config.max_size_bytes
-        self._max_records = config.max_records or 0
+        # No limit: a count no chunk reaches.
+        self._records_limit = config.max_records or sys.maxsize
         self._max_age = config.max_age_seconds
         self._flush_interval = config.flush_interval_seconds
         self._chunk: _OpenChunk | None = None
@@ -171,6 +195,7 @@ class ChunkWriter:
         self._last_flush = clock()
         self._failure: StellaError | None = None
         self._closed = False
+        self._writable = True  # neither closed nor failed: checked once per append
         self.sealed_chunks = 0
 
     # --- opening -----------------------------------------------------------------------------
@@ -210,24 +235,19 @@ class ChunkWriter:
 
     def append(self, record: dict[str, Any]) -> None:
         """Validate and add one record; rotates and flushes when due."""
-        if self._failure is not None or self._closed:
+        if not self._writable:
             self._refuse()
         line = encode_record(record)
         now = self._clock()
         chunk = self._chunk
-        if chunk is None:
-            chunk = self._open_chunk(now)
-        elif chunk.records and chunk.bytes + len(line) + 1 > self._max_bytes:
-            self._seal("size")
-            chunk = self._open_chunk(now)
-        elif self._max_records and chunk.records >= self._max_records:
-            # Sealed when the next record arrives (or on tick/close), so a clean stop right
-            # after a full chunk marks that chunk final instead of adding an empty one.
-            self._seal("size")  # a record-count limit is a size limit counted in records
-            chunk = self._open_chunk(now)
-        elif now - chunk.opened_at >= self._max_age:
-            self._seal("age")
-            chunk = self._open_chunk(now)
+        size = len(line) + 1
+        if (
+            chunk is None
+            or chunk.bytes + size > self._max_bytes
+            or chunk.records >= self._records_limit
+            or now - chunk.opened_at >= self._max_age
+        ):
+            chunk = self._rotate(chunk, size, now)
         observed = record["observed_at"]
         window = chunk.window
         if (
@@ -243,15 +263,31 @@ class ChunkWriter:
         else:
             window.add(record)
         chunk.pending.append(line)
-        size = len(line) + 1
         chunk.bytes += size
         chunk.records += 1
-        chunk.pending_bytes += size
         self._appended += 1
-        if chunk.pending_bytes >= _DRAIN_BYTES:
+        if chunk.bytes - chunk.drained_bytes >= _DRAIN_BYTES:
             self._guard(chunk.drain, "writing the open chunk")
         if now - self._last_flush >= self._flush_interval:
             self.flush()
+
+    def _rotate(self, chunk: _OpenChunk | None, size: int, now: float) -> _OpenChunk:
+        """The chunk the next record goes to, sealing the current one when a limit is reached."""
+        if chunk is None:
+            return self._open_chunk(now)
+        if chunk.records and chunk.bytes + size > self._max_bytes:
+            reason: SealReason = "size"
+        elif chunk.records >= self._records_limit:
+            # Sealed when the next record arrives (or on tick/close), so a clean stop right
+            # after a full chunk marks that chunk final instead of adding an empty one. A
+            # record-count limit is a size limit counted in records.
+            reason = "size"
+        elif now - chunk.opened_at >= self._max_age:
+            reason = "age"
+        else:
+            return chunk  # one record larger than the size limit: it gets a chunk of its own
+        self._seal(reason)
+        return self._open_chunk(now)
 
     def add_loss(
         self, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
@@ -293,7 +329,7 @@ class ChunkWriter:
         chunk = self._chunk
         if chunk is not None and now - chunk.opened_at >= self._max_age:
             self._seal("age")
-        elif chunk is not None and self._max_records and chunk.records >= self._max_records:
+        elif chunk is not None and chunk.records >= self._records_limit:
             self._seal("size")
         elif chunk is not None and now - self._last_flush >= self._flush_interval:
             self.flush()
@@ -315,6 +351,7 @@ class ChunkWriter:
                     self._seal("shutdown")
         finally:
             self._closed = True
+            self._writable = False
             if self._chunk is not None:
                 self._chunk.close_files()
             os.close(self._lock_fd)
@@ -360,9 +397,11 @@ class ChunkWriter:
             action()
         except OSError as exc:
             self._failure = storage_error(exc, self.chain_dir, doing)
+            self._writable = False
             raise self._failure from exc
         except StellaError as exc:
             self._failure = exc
+            self._writable = False
             raise
 
     def _open_chunk(self, now: float) -> _OpenChunk:

@@ -116,6 +116,16 @@ def _kernel_config(name: str) -> str | None:
     return ""
 
 
+def _kernel_has_symbol(name: str) -> bool:
+    """Whether /proc/kallsyms lists a kernel function (names are visible even without root)."""
+    needle = f" {name}\n"
+    try:
+        with open("/proc/kallsyms") as handle:
+            return any(line.endswith(needle) for line in handle)
+    except OSError:
+        return False
+
+
 def _tracefs_mounted(path: Path) -> bool:
     return (path / "events").is_dir()
 
@@ -212,4 +222,12 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
     )
     uprobes = (EVENT_SOURCES / "uprobe").exists() or (tracefs_path / "uprobe_events").exists()
     put("uprobes", uprobes, "uprobe PMU present" if uprobes else "kernel built without uprobes")
+    multi = uprobes and _kernel_has_symbol("bpf_uprobe_multi_link_attach")
+    put(
+        "uprobe_multi",
+        multi,
+        "BPF uprobe_multi links (detach removes the breakpoint at once; used for uprobes)"
+        if multi
+        else "no uprobe_multi links (kernel < 6.6): perf-event uprobes are used",
+    )
     return out

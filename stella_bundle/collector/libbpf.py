@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno as errno_mod
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -27,6 +28,10 @@ BPF_PROG_TYPE_TRACING: Final = 26
 BPF_MAP_TYPE_RINGBUF: Final = 27
 # Helper ids (enum bpf_func_id).
 BPF_FUNC_get_attach_cookie: Final = 174
+# bpf() commands and attach types used without libbpf support (libbpf 1.1 predates them).
+SYS_BPF_X86_64: Final = 321
+BPF_LINK_CREATE: Final = 28
+BPF_TRACE_UPROBE_MULTI: Final = 48
 
 
 class BpfError(OSError):
@@ -97,6 +102,8 @@ _SIGNATURES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bpf_program__name": (ctypes.c_char_p, [_P]),
     "bpf_program__section_name": (ctypes.c_char_p, [_P]),
     "bpf_program__set_autoload": (ctypes.c_int, [_P, ctypes.c_bool]),
+    "bpf_program__set_expected_attach_type": (ctypes.c_int, [_P, ctypes.c_int]),
+    "bpf_program__fd": (ctypes.c_int, [_P]),
     "bpf_program__attach_uprobe_opts": (
         _P,
         [_P, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_UprobeOpts)],
@@ -150,6 +157,8 @@ class Libbpf:
         self._vsnprintf = libc.vsnprintf
         self._vsnprintf.restype = ctypes.c_int
         self._vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _P]
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
         self.log: list[str] = []
         self.verbose = False
         self._print_cb = _PRINT_FN(self._on_print)
@@ -234,6 +243,39 @@ class Libbpf:
             prog, pid, binary.encode(), offset, ctypes.byref(opts)
         )
         return self.check_ptr(f"attach uprobe {binary}+{offset:#x}", link)
+
+    def attach_uprobe_multi(self, prog: int, binary: str, offset: int, cookie: int) -> int:
+        """A BPF uprobe_multi link (kernel >= 6.6) for one offset; returns the link fd.
+
+        Closing a uprobe_multi link removes the breakpoint before waiting for RCU, unlike the
+        perf-event uprobe link, which keeps trapping for tens of milliseconds while it is torn
+        down. libbpf 1.1 has no API for it, so the bpf(BPF_LINK_CREATE) call is made here.
+        """
+        path = ctypes.create_string_buffer(binary.encode())
+        offsets = (ctypes.c_uint64 * 1)(offset)
+        cookies = (ctypes.c_uint64 * 1)(cookie)
+        attr = ctypes.create_string_buffer(64)
+        prog_fd = int(self.lib.bpf_program__fd(prog))
+        struct.pack_into("IIII", attr, 0, prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0)
+        struct.pack_into(
+            "QQQQIII",
+            attr,
+            16,
+            ctypes.addressof(path),
+            ctypes.addressof(offsets),
+            0,
+            ctypes.addressof(cookies),
+            1,
+            0,
+            0,
+        )
+        ctypes.set_errno(0)
+        fd = int(self._syscall(SYS_BPF_X86_64, BPF_LINK_CREATE, attr, len(attr)))
+        if fd < 0:
+            raise BpfError(
+                f"attach uprobe_multi {binary}+{offset:#x}", ctypes.get_errno(), self.take_log()
+            )
+        return fd
 
     def attach_kprobe(self, prog: int, function: str, cookie: int) -> int:
         opts = _KprobeOpts(sz=ctypes.sizeof(_KprobeOpts), bpf_cookie=cookie)

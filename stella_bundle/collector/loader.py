@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from .events import (
     StellaConfig,
 )
 from .features import CAPABILITY_HINT, TRACEFS_HINT, KernelFeatures
-from .libbpf import BpfError, Libbpf, RingBuffer
+from .libbpf import BPF_TRACE_UPROBE_MULTI, BpfError, Libbpf, RingBuffer
 from .lockfile import LOCK_NAME, PACKAGE_BPF_DIR, ProbeLock, load_lock, verified_bytes
 
 DEFAULT_RING_SIZE: Final = 1 << 22  # 4 MiB; a power of two multiple of the page size
@@ -71,6 +73,14 @@ class ProbeSet:
         return verified_bytes(self.lock, self.directory, name)
 
 
+@dataclass(frozen=True)
+class Link:
+    """An attachment: a libbpf bpf_link pointer, or a raw link fd (uprobe_multi)."""
+
+    handle: int
+    raw_fd: bool = False
+
+
 @dataclass
 class ProbeRuntime:
     """Loaded objects of one collection session, their links and maps."""
@@ -81,6 +91,9 @@ class ProbeRuntime:
     lib: Libbpf = field(default_factory=Libbpf.get)
     objects: dict[str, LoadedObject] = field(default_factory=dict)
     ring: RingBuffer | None = None
+    # (object, program) pairs loaded for uprobe_multi links.
+    multi: set[tuple[str, str]] = field(default_factory=set)
+    _detaching: list[threading.Thread] = field(default_factory=list)
 
     def load(self, wanted: dict[str, set[str]], config: StellaConfig) -> None:
         """Load each object with only the wanted programs, then write its config."""
@@ -89,6 +102,7 @@ class ProbeRuntime:
                 "kernel BTF (/sys/kernel/btf/vmlinux) is missing: CO-RE probes cannot be "
                 "relocated; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
             )
+        use_multi = self.features.has("uprobe_multi")
         for name in sorted(wanted):
             data = self.probe_set.verified(name)
             try:
@@ -96,8 +110,19 @@ class ProbeRuntime:
             except BpfError as exc:
                 raise explain(exc, f"opening probe object {name}", self.features) from exc
             programs = {self.lib.program_name(p): p for p in self.lib.programs(handle)}
+            uprobe_programs = {
+                p.name
+                for p in self.probe_set.lock.objects[name].programs
+                if p.attach_type == "uprobe"
+            }
             for program_name, program in programs.items():
-                self.lib.lib.bpf_program__set_autoload(program, program_name in wanted[name])
+                enabled = program_name in wanted[name]
+                self.lib.lib.bpf_program__set_autoload(program, enabled)
+                if enabled and use_multi and program_name in uprobe_programs:
+                    self.lib.lib.bpf_program__set_expected_attach_type(
+                        program, BPF_TRACE_UPROBE_MULTI
+                    )
+                    self.multi.add((name, program_name))
             maps = {self.lib.map_name(m): m for m in self.lib.maps(handle)}
             if "events" in maps:
                 self.lib.lib.bpf_map__set_max_entries(maps["events"], self.ring_size)
@@ -119,36 +144,57 @@ class ProbeRuntime:
             for cgroup_id in cgroup_ids:
                 self.lib.update(obj.map_fds["filter_cgroups"], ctypes.c_uint64(cgroup_id), one)
 
-    def attach_uprobe(self, obj: str, program: str, binary: str, offset: int, cookie: int) -> int:
+    def attach_uprobe(self, obj: str, program: str, binary: str, offset: int, cookie: int) -> Link:
+        prog = self.objects[obj].programs[program]
         try:
-            return self.lib.attach_uprobe(
-                self.objects[obj].programs[program], binary, offset, cookie
-            )
+            if (obj, program) in self.multi:
+                return Link(self.lib.attach_uprobe_multi(prog, binary, offset, cookie), True)
+            return Link(self.lib.attach_uprobe(prog, binary, offset, cookie))
         except BpfError as exc:
             raise explain(exc, f"attaching uprobe at {binary}+{offset:#x}", self.features) from exc
 
-    def attach_tracepoint(self, obj: str, program: str, tracepoint: str, cookie: int) -> int:
+    def attach_tracepoint(self, obj: str, program: str, tracepoint: str, cookie: int) -> Link:
         if not self.features.has("tracefs"):
             raise CollectorEnvironmentError(
                 f"cannot attach tracepoint {tracepoint}: tracefs is not mounted at "
                 f"{self.features.tracefs_path}; {TRACEFS_HINT}"
             )
         category, name = tracepoint.split("/", 1)
+        prog = self.objects[obj].programs[program]
         try:
-            return self.lib.attach_tracepoint(
-                self.objects[obj].programs[program], category, name, cookie
-            )
+            return Link(self.lib.attach_tracepoint(prog, category, name, cookie))
         except BpfError as exc:
             raise explain(exc, f"attaching tracepoint {tracepoint}", self.features) from exc
 
-    def attach_kprobe(self, obj: str, program: str, function: str, cookie: int) -> int:
+    def attach_kprobe(self, obj: str, program: str, function: str, cookie: int) -> Link:
         try:
-            return self.lib.attach_kprobe(self.objects[obj].programs[program], function, cookie)
+            return Link(
+                self.lib.attach_kprobe(self.objects[obj].programs[program], function, cookie)
+            )
         except BpfError as exc:
             raise explain(exc, f"attaching kprobe {function}", self.features) from exc
 
-    def detach(self, link: int) -> None:
-        self.lib.destroy_link(link)
+    def _release(self, link: Link) -> None:
+        if link.raw_fd:
+            os.close(link.handle)
+        else:
+            self.lib.destroy_link(link.handle)
+
+    def detach(self, link: Link, wait: bool = True) -> None:
+        """Detach; `wait=False` returns at once (the kernel's RCU wait runs in a thread, so one
+        slow teardown does not delay the next first-hit detach)."""
+        if wait:
+            self._release(link)
+            return
+        thread = threading.Thread(target=self._release, args=(link,), daemon=True)
+        thread.start()
+        self._detaching = [t for t in self._detaching if t.is_alive()]
+        self._detaching.append(thread)
+
+    def wait_detached(self) -> None:
+        for thread in self._detaching:
+            thread.join()
+        self._detaching.clear()
 
     def open_ring(self, callback: Callable[[int, int], int]) -> None:
         for obj in self.objects.values():
@@ -198,6 +244,7 @@ class ProbeRuntime:
                 self.lib.delete(fd, key)
 
     def close(self) -> None:
+        self.wait_detached()
         if self.ring is not None:
             self.ring.free()
             self.ring = None

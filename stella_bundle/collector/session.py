@@ -42,7 +42,7 @@ from .events import (
     decode_text,
     format_address,
 )
-from .loader import ProbeRuntime
+from .loader import Link, ProbeRuntime
 from .plan import AttachPlan, AttachSpec
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -146,7 +146,7 @@ class Collector:
         self.config = config
         self.resolver = resolver or CgroupResolver()
         self.specs = {spec.index: spec for spec in plan.specs}
-        self.links: dict[int, int] = {}
+        self.links: dict[int, Link] = {}
         self.detached: set[int] = set()
         self._pending: list[bytes] = []
         self._seen: set[tuple[Any, ...]] = set()
@@ -195,7 +195,7 @@ class Collector:
         self._window_start_ns = time.monotonic_ns()
         self.started = True
 
-    def _attach(self, spec: AttachSpec) -> int:
+    def _attach(self, spec: AttachSpec) -> Link:
         if spec.attach_type == "uprobe":
             return self.runtime.attach_uprobe(
                 spec.object_name, spec.program, spec.target, spec.offset, spec.index
@@ -356,7 +356,7 @@ class Collector:
         if spec.in_kernel_mode:
             # The kernel already applied the mode; in coverage mode stop paying for the probe.
             if mode == MODE_COVERAGE and spec.index in self.links and spec.attach_type == "uprobe":
-                self.runtime.detach(self.links.pop(spec.index))
+                self.runtime.detach(self.links.pop(spec.index), wait=False)
                 self.detached.add(spec.index)
             self._emit(self._base_record(spec, event, int(event.pid)))
             return

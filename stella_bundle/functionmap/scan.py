@@ -1,11 +1,13 @@
-"""Aggregating observation records per node: a fast scan of canonical NDJSON, a full path else.
+"""Aggregating observation records per node: fast whole-block paths, a full path else.
 
-Canonical records have sorted keys and no whitespace, so one anchored regular expression can
-both validate a whole line (a strict subset of what `validate_record` accepts) and pull out the
-fields verification needs. A block of lines where every line matches is aggregated straight
-from the regex; any other block is re-read line by line, falling back to `json.loads` +
-`validate_record` for lines the regex does not cover (so a malformed line is reported with its
-file and line number, and valid non-canonical lines still count).
+Files are read in 8 MiB blocks of whole lines. Each block tries, in order:
+1. msgspec typed decoding of the whole block (fastdecode.py), then the checks msgspec cannot
+   express; 2. a regular expression specialised to the first line's key set (no optional
+   groups); 3. one anchored regular expression for any canonical line (sorted keys, no
+   whitespace). Each accepts a strict subset of what `validate_record` accepts, and a block is
+   folded only when every line is accepted. Any other block is re-read line by line with
+   `json.loads` + `validate_record`: valid non-canonical lines still count, and a bad line is
+   an error naming the file and line number.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import zstandard
+from msgspec import UNSET
 
 from ..errors import MalformedDocumentError
 from ..observations.ndjson import open_ndjson
-from ..observations.record import KINDS, PROBE_TYPES, ObservationError, validate_record
+from ..observations.record import (
+    KINDS,
+    NODE_HASH_RE,
+    PROBE_TYPES,
+    ObservationError,
+    validate_record,
+)
 from ..timeutil import format_timestamp, parse_timestamp
+from .fastdecode import decode_block
 
 PROBE_BIT: Final = {name: 1 << index for index, name in enumerate(PROBE_TYPES)}
 
@@ -322,29 +332,81 @@ class ObservationAggregator:
         line_base = 0  # lines before the current block
         shape_misses = 0
         for block in _blocks(handle):
+            lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
             try:
-                text = block.decode("utf-8")
-            except UnicodeDecodeError:
-                self._slow_block(block, path, line_base)
-            else:
-                lines = text.count("\n") + (0 if text.endswith("\n") else 1)
-                done = False
-                if shape_misses < _MAX_SHAPE_MISSES:
-                    try:
-                        done = self._shape_block(text, lines)
-                    except _BadDate:
-                        self._slow_block(block, path, line_base)  # raises naming the line
-                    shape_misses += not done
+                done = self._decoded_block(block, lines)
                 if not done:
-                    matches = CANONICAL_LINE.findall(text)
-                    if len(matches) == lines:
-                        try:
+                    text = block.decode("utf-8")
+                    if shape_misses < _MAX_SHAPE_MISSES:
+                        done = self._shape_block(text, lines)
+                        shape_misses += not done
+                    if not done:
+                        matches = CANONICAL_LINE.findall(text)
+                        if len(matches) == lines:
                             self._fast_fold(matches)
-                        except _BadDate:
-                            self._slow_block(block, path, line_base)  # raises naming the line
-                    else:
-                        self._slow_block(block, path, line_base)
-            line_base += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                            done = True
+            except (_BadDate, UnicodeDecodeError):
+                done = False
+            if not done:
+                # Line by line: raises naming the line, or folds valid non-canonical lines.
+                self._slow_block(block, path, line_base)
+            line_base += lines
+
+    def _decoded_block(self, block: bytes, lines: int) -> bool:
+        """Fold a block msgspec decodes and validates whole; False to try the other paths."""
+        decoded = decode_block(block, lines)
+        if decoded is None:
+            return False
+        records, aggregated = decoded
+        expected = self.expected
+        unexpected = self.unexpected
+        bits = PROBE_BIT
+        valid_dates = _VALID_DATES
+        window_from = self.window_from
+        window_to = self.window_to
+        plain = not aggregated and window_from is None and window_to is None
+        outside = 0
+        for record in records:
+            node_hash = record.node_hash
+            observed = record.observed_at
+            if observed[:10] not in valid_dates and not date_ok(observed):
+                raise _BadDate
+            if plain:
+                start = end = observed
+                count = 1
+            else:
+                first = record.first_observed_at
+                last = record.last_observed_at
+                start = observed if first is UNSET else first  # type: ignore[assignment]
+                end = observed if last is UNSET else last  # type: ignore[assignment]
+                if (start is not observed and not date_ok(start)) or (
+                    end is not observed and not date_ok(end)
+                ):
+                    raise _BadDate
+                if (window_from is not None and end < window_from) or (
+                    window_to is not None and start > window_to
+                ):
+                    outside += 1
+                    continue
+                count = 1 if record.count is UNSET else record.count  # type: ignore[assignment]
+            state = expected.get(node_hash)
+            if state is None:
+                state = unexpected.get(node_hash)
+                if state is None:
+                    if not NODE_HASH_RE.match(node_hash):
+                        raise _BadDate  # not a date, but the same remedy: the full path names it
+                    state = unexpected[node_hash] = NodeAggregate()
+                    state.function_name = record.function_name
+                    state.purl = None if record.purl is UNSET else record.purl  # type: ignore[assignment]
+            state.count += count
+            if start < state.first:
+                state.first = start
+            if end > state.last:
+                state.last = end
+            state.probe_mask |= bits[record.probe_type]
+        self.records += len(records)
+        self.outside_window += outside
+        return True
 
     def _shape_block(self, text: str, lines: int) -> bool:
         """Fold a block whose lines all have the first line's keys; False if they do not."""

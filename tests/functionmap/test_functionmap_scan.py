@@ -29,7 +29,9 @@ TIMES = [
 ]
 VALUES = {
     "node_hash": st.sampled_from([*HASHES, "sha256:XYZ", "md5:00"]),
-    "function_name": st.sampled_from(["SSL_read", "", 'a"b\\c', "ünï", "x\u2028y"]),
+    "function_name": st.sampled_from(
+        ["SSL_read", "", 'a"b\\c', "ünï", "x\u2028y", "x\ud800", "a\nb"]
+    ),
     "probe_type": st.sampled_from([*PROBE_TYPES, "laser"]),
     "observed_at": st.sampled_from(TIMES),
     "first_observed_at": st.sampled_from(TIMES),
@@ -227,3 +229,13 @@ def test_uniform_shapes_match_full_validation(tmp_path: Path, keys: set[str], da
     path = tmp_path / "obs.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     assert _outcome(scanned, path) == _outcome(reference, path)
+
+
+def test_duplicate_keys_last_wins_like_json(tmp_path: Path) -> None:
+    line = (
+        f'{{"function_name":"f","node_hash":"{HASHES[0]}","node_hash":"{HASHES[1]}","observed_at":"{TIMES[0]}"}}\n'
+    ).encode()
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(line * 3)
+    assert scanned(path) == reference(path)
+    assert list(scanned(path)) == [HASHES[1]]

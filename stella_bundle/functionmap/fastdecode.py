@@ -1,0 +1,127 @@
+"""Whole-block typed decoding of observation NDJSON with msgspec (C speed), same rules as
+`observations.record.validate_record`, or None so the caller takes the line-by-line path.
+
+msgspec checks in C: JSON syntax, UTF-8, field names (no unknown, no null), types, integer
+ranges, the probe-type and kind enums, non-empty function names. The rest is checked here per
+block: canonical timestamps (one regex pass over the joined values), image digests and
+`details` (only when the block mentions them). Node hashes are checked when first seen: a hash
+of the map is valid by construction. Anything this module does not accept falls back to the
+full path, which decides and names the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from ..observations.record import IMAGE_DIGEST_RE, MAX_SAFE_INTEGER
+
+Probe = Literal[
+    "uprobe",
+    "uretprobe",
+    "usdt",
+    "fentry",
+    "fexit",
+    "tracepoint",
+    "raw_tracepoint",
+    "kprobe",
+    "kretprobe",
+    "unknown",
+]
+Kind = Literal["function", "file", "exec", "net", "tls"]
+Count = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
+NonNegative = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
+
+
+class Record(msgspec.Struct, forbid_unknown_fields=True):
+    """One observation record as the fast path sees it."""
+
+    node_hash: str
+    function_name: Annotated[str, Meta(min_length=1)]
+    observed_at: str
+    probe_type: Probe = "unknown"
+    purl: str | UnsetType = UNSET
+    count: Count | UnsetType = UNSET
+    first_observed_at: str | UnsetType = UNSET
+    last_observed_at: str | UnsetType = UNSET
+    kind: Kind | UnsetType = UNSET
+    pid: NonNegative | UnsetType = UNSET
+    comm: str | UnsetType = UNSET
+    binary_path: str | UnsetType = UNSET
+    build_id: str | UnsetType = UNSET
+    container_id: str | UnsetType = UNSET
+    pod_name: str | UnsetType = UNSET
+    namespace: str | UnsetType = UNSET
+    host: str | UnsetType = UNSET
+    image_digest: str | UnsetType = UNSET
+    details: dict[str, Any] | UnsetType = UNSET
+
+
+_DECODER: Final = msgspec.json.Decoder(Record)
+
+# Canonical UTC timestamps only (the fast path compares them as strings); the calendar date is
+# checked by the caller's date cache.
+CANONICAL_TS: Final = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z$",
+    re.MULTILINE,
+)
+
+
+def _all_canonical(stamps: list[str]) -> bool:
+    joined = "\n".join(stamps)
+    # A value holding a newline would split in two: the separator count rules that out.
+    return joined.count("\n") == len(stamps) - 1 and len(CANONICAL_TS.findall(joined)) == len(
+        stamps
+    )
+
+
+def _plain_value(value: Any) -> bool:
+    """No floats and no integers beyond ±(2**53 - 1), at any depth (RFC 8785 records)."""
+    if isinstance(value, float):
+        return False
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(_plain_value(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_plain_value(v) for v in value)
+    return True
+
+
+def decode_block(block: bytes, lines: int) -> tuple[list[Record], bool] | None:
+    """(records, aggregated) when every one of `lines` lines is a valid record, else None.
+
+    `aggregated` says whether any record carries count, first_observed_at or last_observed_at.
+    """
+    try:
+        records: list[Record] = _DECODER.decode_lines(block)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if len(records) != lines:
+        return None  # blank lines: the line-by-line path skips them and numbers the rest
+    if not _all_canonical([r.observed_at for r in records]):
+        return None
+    aggregated = (
+        b'"count"' in block or b'"first_observed_at"' in block or b'"last_observed_at"' in block
+    )
+    if aggregated:
+        extra = [
+            stamp
+            for r in records
+            for stamp in (r.first_observed_at, r.last_observed_at)
+            if stamp is not UNSET
+        ]
+        if extra and not _all_canonical(extra):  # type: ignore[arg-type]
+            return None
+    if b'"image_digest"' in block:
+        for r in records:
+            if r.image_digest is not UNSET and not IMAGE_DIGEST_RE.match(r.image_digest):
+                return None
+    if b'"details"' in block:
+        for r in records:
+            if r.details is not UNSET and not _plain_value(r.details):
+                return None
+    return records, aggregated

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from typing import Any
 
 from ..attest.verifier import VerifiedStatement
 from ..canonical import canonical_bytes
-from ..errors import CoverageNotMetError
+from ..errors import CoverageNotMetError, MalformedDocumentError
 from ..functionmap.model import FunctionMap, LoadedFunctionMap
+from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions, evaluate, new_aggregator
 from ..timeutil import parse_timestamp
 from .steps import StepOutcome
+from .streams import whole_line_blocks
 
 
 def map_window(
@@ -23,6 +26,30 @@ def map_window(
         return None, None
     end = parse_timestamp(evidence_end)
     return end - dt.timedelta(seconds=function_map.coverage.window_seconds), end
+
+
+def scan_stream(aggregator: ObservationAggregator, reader: Any, source: str) -> None:
+    """Fold an NDJSON byte stream into the map verifier's aggregator, validating every line.
+
+    Uses the aggregator's fast canonical-line scan of a stream (not exported under a public
+    name yet); falls back to parsing line by line with its public `add_record`.
+    """
+    scan = getattr(aggregator, "scan_stream", None) or getattr(aggregator, "_scan_handle", None)
+    if scan is not None:
+        scan(reader, source)
+        return
+    number = 0
+    for block in whole_line_blocks(iter(lambda: reader.read(1 << 20), b""), source):
+        for line in block.rstrip(b"\n").split(b"\n"):
+            number += 1
+            if line.strip():
+                try:
+                    value = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise MalformedDocumentError(
+                        "malformed NDJSON", path=source, line=number
+                    ) from exc
+                aggregator.add_record(value, source, number)
 
 
 class CoverageTally:

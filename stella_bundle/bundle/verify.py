@@ -41,7 +41,7 @@ from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions
 from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier, ChunkFacts
-from .coverage import CoverageTally, map_window
+from .coverage import CoverageTally, map_window, scan_stream
 from .layout import (
     CHUNK_RE,
     FUNCTION_MAP_ENVELOPE_RE,
@@ -481,7 +481,7 @@ class _BundleCheck:
         reader = TeeReader(blocks(), lines)
         aggregator = self.tally.aggregator if self.tally is not None else ObservationAggregator()
         try:
-            aggregator._scan_handle(reader, member.name)
+            scan_stream(aggregator, reader, member.name)
         except MalformedDocumentError as exc:
             self.step("schemas").fail(
                 exc

@@ -63,28 +63,6 @@ def iter_zstd_blocks(
         raise ArchiveError(f"corrupt zstd data: {exc}", path=name) from exc
 
 
-def iter_lines(blocks: Iterator[bytes], name: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, line without newline) from a stream of blocks; lines bounded in length."""
-    tail = b""
-    number = 0
-    for block in blocks:
-        data = tail + block if tail else block
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            number += 1
-            yield number, data[start:end]
-            start = end + 1
-        tail = data[start:]
-        if len(tail) > MAX_LINE:
-            raise ArchiveError(f"line {number + 1} is longer than {MAX_LINE} bytes", path=name)
-    if tail:
-        number += 1
-        yield number, tail
-
-
 class LineTally:
     """Counts non-empty lines and folds each into a multiset digest, block by block."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -123,12 +122,3 @@ class ReproducibleTarWriter:
         self._closed = True
         self._gzip.write(b"\0" * (2 * BLOCK))
         self._gzip.close()
-
-
-def tar_gz_bytes(entries: list[tuple[str, bytes]], mtime: int = 0) -> bytes:
-    """A small reproducible archive in memory (tests and tools)."""
-    buffer = io.BytesIO()
-    with ReproducibleTarWriter(buffer, mtime) as writer:
-        for name, data in entries:
-            writer.add_bytes(name, data)
-    return buffer.getvalue()

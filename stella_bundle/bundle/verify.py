@@ -182,7 +182,7 @@ class _BundleCheck:
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            self.step("schemas").fail(MalformedDocumentError(f"not valid JSON: {exc}", path=name))
+            self.step("schemas").fail(SchemaValidationError(f"not valid JSON: {exc}", path=name))
             return None
 
     def validate(self, kind: str, document: Any, name: str) -> bool:
@@ -219,22 +219,8 @@ class _BundleCheck:
             whole = HashingReader(raw)
             reader = SafeTarReader(whole, str(self.bundle), self.limits.archive)  # type: ignore[arg-type]
             members = iter(reader)
-            head = [next(members, None), None]
-            if head[0] is not None and head[0][0].name == MANIFEST:
-                manifest_bytes = self.read_document(HashingReader(head[0][1]), head[0][0])
-                head[1] = next(members, None)
-            if head[0] is None or head[0][0].name != MANIFEST:
-                raise ArchiveError(
-                    "not a stella bundle: the first entry must be manifest.json"
-                    + (f" (found {head[0][0].name!r})" if head[0] else " (the archive is empty)"),
-                    path=self.bundle,
-                )
-            if head[1] is None or head[1][0].name != MANIFEST_ENVELOPE:
-                raise ArchiveError(
-                    "not a stella bundle: the second entry must be manifest.dsse.json",
-                    path=self.bundle,
-                )
-            envelope_bytes = self.read_document(HashingReader(head[1][1]), head[1][0])
+            manifest_bytes = self.read_head(next(members, None), MANIFEST, "first")
+            envelope_bytes = self.read_head(next(members, None), MANIFEST_ENVELOPE, "second")
             self.check_manifest(manifest_bytes, envelope_bytes)
             for member, stream in members:
                 self.member(member, stream)
@@ -245,6 +231,18 @@ class _BundleCheck:
             "device, duplicate, escaping path or bomb"
         )
         self.finish()
+
+    def read_head(
+        self, entry: tuple[ArchiveMember, MemberStream] | None, expected: str, place: str
+    ) -> bytes:
+        """The manifest and its envelope lead every bundle (see `layout.SECTIONS`)."""
+        if entry is None or entry[0].name != expected:
+            found = f"found {entry[0].name!r}" if entry else "the archive ends before it"
+            raise ArchiveError(
+                f"not a stella bundle: the {place} entry must be {expected} ({found})",
+                path=self.bundle,
+            )
+        return self.read_document(HashingReader(entry[1]), entry[0])
 
     def check_manifest(self, manifest_bytes: bytes, envelope_bytes: bytes) -> None:
         step = self.step("manifest-signature")
@@ -329,10 +327,8 @@ class _BundleCheck:
 
     def dispatch(self, member: ArchiveMember, stream: HashingReader) -> None:
         name = member.name
-        if FUNCTION_MAP_RE.match(name) or FUNCTION_MAP_ENVELOPE_RE.match(name):
+        if match := FUNCTION_MAP_RE.match(name) or FUNCTION_MAP_ENVELOPE_RE.match(name):
             self.documents[name] = self.read_document(stream, member)
-            match = FUNCTION_MAP_RE.match(name) or FUNCTION_MAP_ENVELOPE_RE.match(name)
-            assert match is not None
             self.function_map(match.group("service"))
         elif SCHEMA_RE.match(name):
             self.parse_json_document(self.read_document(stream, member), name)
@@ -628,6 +624,15 @@ class _BundleCheck:
 
     # --- the report ------------------------------------------------------------------------
 
+    def unverified_policy(self) -> dict[str, Any]:
+        """The policy as the manifest lists it, when no map could be verified (report FAILED)."""
+        if self.manifest is not None and self.service is not None:
+            listed = self.manifest.files.get(function_map_paths(self.service)[0])
+            if listed is not None:
+                return {"uri": listed.path, "digest": {"sha256": listed.sha256}}
+        # No map at all: the schema wants a digest; that of empty input marks "nothing".
+        return {"uri": "none", "digest": {"sha256": hashlib.sha256(b"").hexdigest()}}
+
     def report(self) -> dict[str, Any]:
         passed = all(step.status == "passed" for step in self.steps.values())
         coverage = self.tally.result if self.tally is not None and self.tally.result else {}
@@ -636,7 +641,7 @@ class _BundleCheck:
             "time_verified": format_timestamp(self.now or utc_now()),
             "resource_uri": self.bundle.name,
             "resource_digest": {"sha256": self.bundle_sha256},
-            "policy": {"digest": {"sha256": "0" * 64}},
+            "policy": self.unverified_policy(),
             "input_attestations": self.attestations + self.chains.attestations(),
             "verification_result": "PASSED" if passed else "FAILED",
             "verified": passed,

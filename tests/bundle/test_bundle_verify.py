@@ -178,3 +178,30 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_build_is_reproducible_and_verify_prints_html(
+    tmp_path: Path,
+    bundle_inputs: BundleInputs,
+    built_bundle: Path,
+    test_keys: Any,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bundle_helpers import SOURCE_DATE_EPOCH
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+    output = tmp_path / built_bundle.name
+    built = run_cli("bundle", "build", "--function-map", bundle_inputs.function_map,
+                    "--evidence", bundle_inputs.evidence, "--key", test_keys.private("builder"),
+                    "--output", output)  # fmt: skip
+    assert built.exit_code == 0, built.stderr
+    assert "200 records" in built.stdout
+    assert output.read_bytes() == built_bundle.read_bytes()
+    page = run_cli("bundle", "verify", output, "--trust-root", test_keys.trust_root,
+                   "--output-dir", tmp_path / "r", "--format", "html")  # fmt: skip
+    assert page.exit_code == 0 and page.stdout.startswith("<!DOCTYPE html>")
+    bad = run_cli("bundle", "build", "--function-map", bundle_inputs.function_map,
+                  "--evidence", bundle_inputs.evidence, "--key", test_keys.private("builder"),
+                  "--output", tmp_path / "wrong-suffix.tgz")  # fmt: skip
+    assert bad.exit_code == 2 and ".stella.bundle.tgz" in bad.stderr

@@ -8,6 +8,7 @@ scan, split over worker processes for large plain files). Memory holds per-node 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import itertools
 import multiprocessing
 import os
@@ -280,8 +281,14 @@ def scan_paths(
     expected = list(aggregator.expected)
     jobs = [(u, expected, aggregator.window_from, aggregator.window_to) for u in units]
     context = multiprocessing.get_context("fork")
-    with context.Pool(min(workers, len(units))) as pool:
-        results = pool.map(_scan_unit, jobs, chunksize=1)
+    # Frozen objects are left alone by the children's garbage collector, which would otherwise
+    # touch (and so copy-on-write) the whole inherited heap.
+    gc.freeze()
+    try:
+        with context.Pool(min(workers, len(units))) as pool:
+            results = pool.map(_scan_unit, jobs, chunksize=1)
+    finally:
+        gc.unfreeze()
     for unit, (status, payload) in zip(units, results, strict=True):
         if status == "error":
             kind, message, path, line, field_name = payload

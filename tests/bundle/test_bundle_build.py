@@ -116,6 +116,23 @@ def test_probes_are_shipped_with_their_lock(
         names = tar.getnames()
     assert "probes/probes.lock.json" in names
     assert any(n.endswith(".bpf.o") for n in names)
+    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.bundle.verify import verify_bundle
+
+    outcome = verify_bundle(output, TrustRoot.load(test_keys.trust_root))
+    assert outcome.passed, outcome.failure_line()
+
+    # A builder re-listing a swapped probe object cannot make it match the lock.
+    from bundle_helpers import read_members, resign_manifest, write_members
+
+    members = read_members(output)
+    swapped = [(n, d + b"\0" if n.endswith(".bpf.o") else d) for n, d in members]
+    forged = write_members(
+        tmp_path / "f.stella.bundle.tgz", resign_manifest(swapped, test_keys.signer("builder"))
+    )
+    outcome = verify_bundle(forged, TrustRoot.load(test_keys.trust_root))
+    assert outcome.failed_step is not None and outcome.failed_step.spec.key == "file-list"
+    assert "does not match probes/probes.lock.json" in outcome.failed_step.message
 
 
 def test_unsealed_evidence_is_refused(tmp_path: Path, copy_inputs: Any, test_keys: Any) -> None:

@@ -69,7 +69,7 @@ def check_one_source(
     observations: Sequence[str | Path] | None, evidence: str | Path | None
 ) -> None:
     if bool(observations) == (evidence is not None):
-        raise InputError("give --observations FILE (repeatable) or --evidence DIR, not both")
+        raise InputError("give exactly one of --observations FILE (repeatable) or --evidence DIR")
 
 
 def observation_paths(observations: Sequence[str | Path]) -> list[Path]:

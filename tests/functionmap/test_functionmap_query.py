@@ -71,7 +71,7 @@ def test_query_bad_line_and_inputs(run_cli, tmp_path: Path) -> None:
     result = run_cli("observations", "query", "--observations", obs, "--summary")
     assert result.exit_code == 2 and f"{obs}:4:" in result.stderr
     both = run_cli("observations", "query", "--observations", obs, "--evidence", tmp_path)
-    assert both.exit_code == 2 and "not both" in both.stderr
+    assert both.exit_code == 2 and "exactly one" in both.stderr
     empty = run_cli("observations", "query", "--evidence", tmp_path)
     assert empty.exit_code == 2 and "no evidence chain" in empty.stderr
 

@@ -155,3 +155,17 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(InputError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_prune_record_conforms_to_its_schema(
+    build_chain: Any, tmp_path: Path, test_keys: Any
+) -> None:
+    from stella_bundle.attest.dsse import parse_envelope
+    from stella_bundle.schema import validate_document
+
+    chain = build_chain(tmp_path)
+    prune_chain(chain, 0, test_keys.signer("collector"), now=LATER)
+    envelope = parse_envelope(json.loads((chain / PRUNE_RECORD_NAME).read_bytes()))
+    statement = json.loads(envelope.payload)
+    assert statement["predicateType"] == "https://stella.ops/predicates/evidence-prune/v1"
+    validate_document("evidence-prune", statement["predicate"], PRUNE_RECORD_NAME)

@@ -24,7 +24,8 @@ from ..errors import MalformedDocumentError
 from ..functionmap.scan import ObservationAggregator
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
-from .streams import whole_line_blocks
+from .coverage import scan_stream
+from .streams import TeeReader, whole_line_blocks
 
 # Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
 RUN_BYTES = 16 * 1024 * 1024
@@ -170,6 +171,39 @@ def _run_lines(path: Path) -> Iterator[bytes]:
             yield raw.rstrip(b"\n")
 
 
+class _OrderCheck:
+    """One pass over a chain: validate every record (the function-map verifier's own scan,
+    fed our 1 MiB whole-line blocks), fold the lines into the multiset, and see whether the
+    chain is already in observed_at order."""
+
+    def __init__(self, multiset: RecordMultiset) -> None:
+        self.multiset = multiset
+        self.in_order = True
+        self.last = ""
+
+    def feed(self, block: bytes) -> None:
+        lines = [line for line in block.split(b"\n") if line.strip()]
+        if not lines:
+            return
+        self.multiset.add_many(lines)
+        if self.in_order:
+            keys = block_keys(block, lines)
+            if keys[0] < self.last or keys != sorted(keys):
+                self.in_order = False
+            else:
+                self.last = keys[-1]
+
+    def scan(self, chunk: Path) -> None:
+        with open_ndjson(chunk) as handle:
+            try:
+                blocks = whole_line_blocks(iter(lambda: handle.read(READ_BLOCK), b""), str(chunk))
+                reader = TeeReader(blocks, self)
+                scan_stream(ObservationAggregator(), reader, str(chunk))
+                reader.drain()
+            except zstandard.ZstdError as exc:
+                raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
+
+
 def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: Path) -> ViewStats:
     """Write every record line of every chain to `output`, sorted by observed_at.
 
@@ -182,19 +216,10 @@ def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: P
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
     for chunks in chains:
-        last = ""
-        in_order = True
+        order = _OrderCheck(multiset)
         for chunk in chunks:
-            ObservationAggregator().scan_file(chunk)
-            for block, lines in chunk_blocks(chunk):
-                multiset.add_many(lines)
-                if in_order:
-                    keys = block_keys(block, lines)
-                    if keys[0] < last or keys != sorted(keys):
-                        in_order = False
-                    else:
-                        last = keys[-1]
-        if in_order:
+            order.scan(chunk)
+        if order.in_order:
             streams.append(_chain_lines(chunks))
         else:
             chain_runs = _sorted_runs(chunks, scratch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import zstandard
 
@@ -92,10 +92,14 @@ class LineTally:
         self._tail = b""
 
 
-class TeeReader:
-    """A read()-able view of a block iterator that shows every block to a `LineTally` first."""
+class BlockObserver(Protocol):
+    def feed(self, block: bytes) -> None: ...
 
-    def __init__(self, blocks: Iterator[bytes], tally: LineTally) -> None:
+
+class TeeReader:
+    """A read()-able view of a block iterator that shows every block to an observer first."""
+
+    def __init__(self, blocks: Iterator[bytes], tally: BlockObserver) -> None:
         self._blocks = blocks
         self._tally = tally
         self._pending = b""

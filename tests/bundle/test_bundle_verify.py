@@ -205,3 +205,30 @@ def test_cli_build_is_reproducible_and_verify_prints_html(
                   "--evidence", bundle_inputs.evidence, "--key", test_keys.private("builder"),
                   "--output", tmp_path / "wrong-suffix.tgz")  # fmt: skip
     assert bad.exit_code == 2 and ".stella.bundle.tgz" in bad.stderr
+
+
+def test_verify_memory_does_not_grow_with_the_bundle(tmp_path: Path, test_keys: Any) -> None:
+    """Peak traced memory of a verification is the same for 12,000 and 48,000 records
+    (past the size where the 1 MiB read blocks and the gzip buffers are in full use)."""
+    import tracemalloc
+
+    peaks = []
+    for count in (12_000, 48_000):
+        inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
+        shutil.rmtree(inputs.evidence)
+        write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
+                    records_for(inputs.nodes, count), max_records=4_000)  # fmt: skip
+        bundle = build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],
+                              signer=test_keys.signer("builder"),
+                              output=tmp_path / f"m{count}.stella.bundle.tgz").output  # fmt: skip
+        tracemalloc.start()
+        try:
+            outcome = verify_bundle(bundle, TrustRoot.load(test_keys.trust_root))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert outcome.passed, outcome.failure_line()
+    small, large = peaks
+    print(f"verify peak traced memory: {small >> 10} KiB and {large >> 10} KiB")
+    assert large < small * 1.2 + (1 << 20), peaks
+    assert large < 32 << 20, peaks

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_record_bytes
 from stella_bundle.errors import InputError
-from stella_bundle.functionmap.scan import CANONICAL_LINE, ObservationAggregator
+from stella_bundle.functionmap.patterns import CANONICAL_LINE
+from stella_bundle.functionmap.scan import ObservationAggregator
 from stella_bundle.observations.ndjson import iter_json_lines
 from stella_bundle.observations.record import PROBE_TYPES, validate_record
 from stella_bundle.timeutil import format_timestamp, parse_timestamp

@@ -24,6 +24,7 @@ from ..errors import (
 from ..evidence.layout import chunk_name
 from ..evidence.prune_record import PruneRecord, parse_prune_record
 from ..evidence.seal import parse_seal, seal_digest
+from .observations_view import TimeSpan
 from .steps import StepOutcome
 
 
@@ -254,9 +255,10 @@ class ChainVerifier:
 
     def window(self) -> tuple[str | None, str | None]:
         """Earliest and latest observation over every chain, as the seals declare them."""
-        firsts = [c.first_observed_at for c in self.chains.values() if c.first_observed_at]
-        lasts = [c.last_observed_at for c in self.chains.values() if c.last_observed_at]
-        return (min(firsts) if firsts else None, max(lasts) if lasts else None)
+        span = TimeSpan()
+        for chain in self.chains.values():
+            span.add_window(chain.first_observed_at, chain.last_observed_at)
+        return span.first, span.last
 
     def summary(self) -> str:
         chunks = sum(c.chunks for c in self.chains.values())

@@ -99,6 +99,11 @@ def generate(
     fail_on_unexpected: str = typer.Option(
         "true", "--fail-on-unexpected", help="true|false: unexpected symbols fail verification."
     ),
+    kernel_events: list[str] = typer.Option(
+        [],
+        "--kernel-events",
+        help="Add kernel-level paths observed by tracepoints/kprobes: file, exec, net (repeatable).",
+    ),
     catalog: list[Path] = typer.Option(
         [], "--catalog", help="Extra symbol catalog JSON (same shape as the built-in one)."
     ),
@@ -122,6 +127,7 @@ def generate(
         image_digest=image_digest,
         fail_on_unexpected=_bool(fail_on_unexpected, "--fail-on-unexpected"),
         catalogs=list(catalog),
+        kernel_events=[e for value in kernel_events for e in value.split(",") if e],
     )
     signer = load_signer(sign_key) if sign_key is not None else None
     result = generate_function_map(options)

@@ -34,9 +34,17 @@ from .model import (
     priority_of,
 )
 from .sbom import Component, Sbom, load_sbom
-from .symbols import canonical_purl, normalize_symbol
+from .symbols import KERNEL_PURL, canonical_purl, normalize_symbol
 
 _IMAGE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+# Kernel event sources the collector can observe (collector/plan.py KERNEL_SOURCES), by tag:
+# the node symbol and the probe types that can see it.
+KERNEL_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "file": ("openat", ("tracepoint", "kprobe")),
+    "exec": ("execve", ("tracepoint",)),
+    "net": ("tcp_connect", ("kprobe", "tracepoint")),
+}
 _NATIVE_PROBES = ("uprobe", "uretprobe")
 
 
@@ -55,6 +63,7 @@ class GenerateOptions:
     image_digest: str | None = None
     fail_on_unexpected: bool = True
     catalogs: list[str | Path] = field(default_factory=list)
+    kernel_events: list[str] = field(default_factory=list)  # file, exec, net
     max_depth: int = DEFAULT_MAX_DEPTH
     max_paths: int = DEFAULT_MAX_PATHS
 
@@ -258,6 +267,30 @@ def _static_candidates(
     ]
 
 
+def _kernel_candidates(events: Sequence[str]) -> list[_Candidate]:
+    """Kernel-level paths (purl pkg:generic/linux-kernel): what every process does, observed
+    by tracepoints or kprobes whatever library it uses."""
+    found = []
+    for tag in sorted(set(events)):
+        if tag not in KERNEL_EVENTS:
+            raise ConfigError(
+                f"unknown kernel event {tag!r}; expected one of {', '.join(KERNEL_EVENTS)}",
+                field="--kernel-events",
+            )
+        symbol, probes = KERNEL_EVENTS[tag]
+        found.append(
+            _Candidate(
+                source="kernel",
+                label=f"linux-kernel/{symbol}",
+                nodes=[(KERNEL_PURL, symbol)],
+                tag=tag,
+                names={"linux-kernel", "kernel"},
+                probe_types=probes,
+            )
+        )
+    return found
+
+
 def _binary_candidates(
     sbom: Sbom, catalog: Catalog, binaries: Mapping[str, ElfSymbols], globs: Sequence[str]
 ) -> list[_Candidate]:
@@ -350,6 +383,7 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     if options.static_analysis is not None:
         candidates += _static_candidates(options, catalog, warnings)
     candidates += _binary_candidates(sbom, catalog, binaries, options.hot_functions)
+    candidates += _kernel_candidates(options.kernel_events)
 
     paths: dict[str, ExpectedPath] = {}
     seen: set[tuple[str, ...]] = set()

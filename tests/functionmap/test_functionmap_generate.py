@@ -289,3 +289,22 @@ def test_bad_sbom_is_a_clear_input_error(
     assert message in result.stderr and str(sbom) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not output.exists()
+
+
+def test_kernel_event_paths_use_the_kernel_purl(debian_sbom: Path, run_cli, tmp_path: Path) -> None:
+    from stella_bundle.collector.plan import KERNEL_SOURCES
+    from stella_bundle.functionmap.symbols import KERNEL_PURL
+
+    output = tmp_path / "fm.json"
+    result = run_cli("function-map", "generate", "--sbom", debian_sbom, "--service", "s",
+                     "--output", output, "--hot-functions", "file/*", "--hot-functions", "exec/*",
+                     "--kernel-events", "file,exec", "--kernel-events", "net")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    fmap = load_function_map(output).function_map
+    kernel = {p.sink.symbol: p for p in fmap.expected_paths if p.sink.purl == KERNEL_PURL}
+    assert set(kernel) == {"openat", "execve"}  # net/* was not among the hot functions
+    assert all(symbol in KERNEL_SOURCES for symbol in kernel)  # the collector can observe them
+    assert kernel["openat"].tag == "file" and kernel["execve"].sink.probe_types == ("tracepoint",)
+    bad = run_cli("function-map", "generate", "--sbom", debian_sbom, "--service", "s",
+                  "--output", output, "--kernel-events", "disk")  # fmt: skip
+    assert bad.exit_code == 2 and "--kernel-events" in bad.stderr

@@ -269,3 +269,29 @@ def test_view_missing_a_record_is_caught(
     outcome = verify_bundle(bundle, TrustRoot.load(test_keys.trust_root))
     assert outcome.failed_step is not None and outcome.failed_step.spec.key == "evidence-chains"
     assert "199 in the view, 200 in the chains" in outcome.failed_step.message
+
+
+def test_build_memory_does_not_grow_with_the_evidence(tmp_path: Path, test_keys: Any) -> None:
+    """Peak traced memory of a build is the same for 12,000 and 48,000 records."""
+    import shutil
+
+    from bundle_helpers import make_inputs, records_for, write_chain
+
+    peaks = []
+    for count in (12_000, 48_000):
+        inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
+        shutil.rmtree(inputs.evidence)
+        write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
+                    records_for(inputs.nodes, count), max_records=4_000)  # fmt: skip
+        tracemalloc.start()
+        try:
+            build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],
+                         signer=test_keys.signer("builder"),
+                         output=tmp_path / f"m{count}.stella.bundle.tgz")  # fmt: skip
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    small, large = peaks
+    print(f"build peak traced memory: {small >> 10} KiB and {large >> 10} KiB")
+    assert large < small * 1.2 + (1 << 20), peaks
+    assert large < 32 << 20, peaks

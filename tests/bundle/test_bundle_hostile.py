@@ -283,3 +283,23 @@ def test_not_gzip_is_refused(tmp_path: Path, test_keys: Any, run_cli: Any) -> No
     bundle.write_bytes(b"PK\x03\x04 not a tar")
     result, _ = _run_verify(run_cli, tmp_path, bundle, test_keys.trust_root)
     assert result.exit_code == 2 and "not a gzip-compressed tar" in result.stderr
+
+
+def test_bad_record_is_named_by_file_and_line(
+    tmp_path: Path, members: list[tuple[str, bytes]], test_keys: Any, run_cli: Any
+) -> None:
+    name = next(n for n, _ in members if n.endswith("0000000002.ndjson.zst"))
+    raw = zstandard.ZstdDecompressor().decompress(dict(members)[name], max_output_size=1 << 24)
+    lines = raw.splitlines()
+    lines[2] = lines[2].replace(b'"probe_type":"uprobe"', b'"probe_type":"telepathy"')
+    altered = zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n")
+    swapped = [(n, altered if n == name else d) for n, d in members]
+    bundle = write_members(
+        tmp_path / "badrec.stella.bundle.tgz", resign_manifest(swapped, test_keys.signer("builder"))
+    )
+    result, out = _run_verify(run_cli, tmp_path, bundle, test_keys.trust_root)
+    assert result.exit_code == 2, result.stderr
+    assert "step 'schemas'" in result.stderr
+    assert f"{name}:3" in result.stderr and "probe_type" in result.stderr
+    steps = json.loads((out / "verification-report.json").read_text())["predicate"]["steps"]
+    assert {s["name"]: s["status"] for s in steps}["evidence-chains"] == "failed"

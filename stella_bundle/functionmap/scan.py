@@ -180,6 +180,15 @@ class ObservationAggregator:
             except zstandard.ZstdError as exc:
                 raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=path) from exc
 
+    def scan_stream(self, reader: Any, source: str | Path) -> None:
+        """Aggregate an NDJSON byte stream (anything with `read(size)`, e.g. a decompressing
+        reader over a bundle member); errors name `source` and the line."""
+        self.files.append(str(source))
+        try:
+            self._scan_handle(reader, source)
+        except zstandard.ZstdError as exc:
+            raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=source) from exc
+
     def scan_range(self, path: str | Path, start: int, end: int) -> None:
         """Aggregate bytes [start, end) of a plain NDJSON file (both at line boundaries).
 

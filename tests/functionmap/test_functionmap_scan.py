@@ -240,3 +240,22 @@ def test_duplicate_keys_last_wins_like_json(tmp_path: Path) -> None:
     path.write_bytes(line * 3)
     assert scanned(path) == reference(path)
     assert list(scanned(path)) == [HASHES[1]]
+
+
+def test_scan_stream_public_api(tmp_path: Path) -> None:
+    import io
+
+    base = {
+        "function_name": "f",
+        "node_hash": HASHES[2],
+        "observed_at": TIMES[0],
+        "probe_type": "fentry",
+    }
+    data = canonical_record_bytes(base) + b"\n" + b"{nope\n"
+    aggregator = ObservationAggregator()
+    with pytest.raises(InputError) as caught:
+        aggregator.scan_stream(io.BytesIO(data), "bundle.tgz!evidence/c/0000000001.ndjson.zst")
+    assert caught.value.line == 2 and "0000000001" in str(caught.value)
+    fresh = ObservationAggregator()
+    fresh.scan_stream(io.BytesIO(data[: data.index(b"\n") + 1]), "x")
+    assert fresh.unexpected[HASHES[2]].count == 1

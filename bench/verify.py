@@ -77,13 +77,20 @@ def node_hashes(count: int) -> list[str]:
 
 
 def write_map(directory: Path, paths: int, hashes: list[str]) -> tuple[Path, Path]:
-    """A map of `paths` paths of 1-3 nodes over `len(hashes)` nodes; and a nodes table."""
+    """A map of `paths` paths of 1-3 nodes covering `hashes` (every node is in some path while
+    there are enough paths); and a nodes table for DuckDB."""
     rng = random.Random(7)
     expected = []
     rows = []
+    pool: list[int] = []
     for index in range(paths):
         size = rng.choice((1, 2, 3))
-        picks = [rng.randrange(len(hashes)) for _ in range(size)]
+        picks = []
+        for _ in range(size):
+            if not pool:
+                pool = list(range(len(hashes)))
+                rng.shuffle(pool)
+            picks.append(pool.pop())
         nodes = tuple(ExpectedNode(PURL, f"fn_{i}", hashes[i]) for i in dict.fromkeys(picks))
         tag = TAGS[index % len(TAGS)]
         path_id = f"bench/{index:06d}"
@@ -113,12 +120,13 @@ def write_map(directory: Path, paths: int, hashes: list[str]) -> tuple[Path, Pat
 def write_observations(path: Path, records: int, hashes: list[str], seed: int = 1) -> int:
     """Canonical NDJSON (sorted keys), time-ordered; 1% of records hit nodes outside the map."""
     rng = random.Random(seed)
-    stray = node_hashes(len(hashes) + 200)[len(hashes) :]
+    stray = node_hashes(len(hashes) + 200)[len(hashes) :]  # fn_N … fn_N+199: not in the map
     with path.open("wb", buffering=1 << 20) as handle:
         batch = []
         for index in range(records):
             if rng.random() < 0.01:
-                node, name = rng.choice(stray), f"fn_stray_{rng.randrange(200)}"
+                pick = rng.randrange(200)
+                node, name = stray[pick], f"fn_{len(hashes) + pick}"
             else:
                 choice = rng.randrange(len(hashes))
                 node, name = hashes[choice], f"fn_{choice}"

@@ -2,7 +2,7 @@
 
 `--evidence DIR` reads every chain under DIR (or DIR itself as one chain, or a bundle's
 `DIR/evidence/`) with the evidence reader: sealed chunks only, in sequence order, each chunk's
-digests checked against its seal (signatures are `stella evidence verify-chain`'s and the
+digests checked against its seal (signatures are `stella signals verify-chain`'s and the
 bundle verifier's job); open `.ndjson.partial` tails are not evidence until sealed.
 """
 

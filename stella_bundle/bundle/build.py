@@ -312,6 +312,7 @@ def build_bundle(
                 "path": observations_path(label),
                 "records": view.records,
                 "multiset_sha256": view.multiset,
+                "order": view.order,
             },
             "evidence_window": evidence_window(chains),
         }

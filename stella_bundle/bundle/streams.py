@@ -66,9 +66,10 @@ def iter_zstd_blocks(
 class LineTally:
     """Counts non-empty lines and folds each into a multiset digest, block by block."""
 
-    def __init__(self, name: str, multiset: Any) -> None:
+    def __init__(self, name: str, multiset: Any | None, sequence: Any | None = None) -> None:
         self.name = name
         self.multiset = multiset
+        self.sequence = sequence  # a running hash of the lines, each ended by a newline
         self.lines = 0
         self._tail = b""
 
@@ -79,16 +80,22 @@ class LineTally:
             self._tail = data
         else:
             self._tail = data[cut + 1 :]
-            lines = [line for line in data[:cut].split(b"\n") if line.strip()]
-            self.multiset.add_many(lines)
-            self.lines += len(lines)
+            self._fold([line for line in data[:cut].split(b"\n") if line.strip()])
         if len(self._tail) > MAX_LINE:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=self.name)
 
+    def _fold(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if self.multiset is not None:
+            self.multiset.add_many(lines)
+        if self.sequence is not None:
+            self.sequence.update(b"\n".join(lines) + b"\n")
+        self.lines += len(lines)
+
     def finish(self) -> None:
         if self._tail.strip():
-            self.multiset.add(self._tail)
-            self.lines += 1
+            self._fold([self._tail])
         self._tail = b""
 
 

@@ -58,7 +58,13 @@ from .layout import (
     function_map_paths,
 )
 from .manifest import Manifest
-from .observations_view import OBSERVED_AT_TAIL, RecordMultiset, observed_at_of
+from .observations_view import (
+    OBSERVED_AT_TAIL,
+    ORDER_CHAIN,
+    ORDER_MERGED,
+    RecordMultiset,
+    observed_at_of,
+)
 from .reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
 from .steps import StepOutcome, first_failure, new_outcomes
 from .streams import (
@@ -159,8 +165,12 @@ class _BundleCheck:
         self.probe_objects: dict[str, str] = {}
         self.probe_lock: dict[str, str] | None = None
         self.chains = ChainVerifier(self.verifier, trust_root, self.steps)
+        self.view_order = ORDER_MERGED
         self.chain_records = RecordMultiset()
+        self.chain_sequence = hashlib.sha256()
+        self.chain_lines = 0
         self.view_records = RecordMultiset()
+        self.view_lines = 0
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
         self.bundle_sha256 = ""
@@ -283,6 +293,9 @@ class _BundleCheck:
             }
         )
         self.validate("bundle-manifest", verified.statement, MANIFEST)
+        view = self.manifest.predicate.get("observations")
+        if isinstance(view, dict) and view.get("order") == ORDER_CHAIN:
+            self.view_order = ORDER_CHAIN
         services = [s for s in self.manifest.predicate.get("services", []) if isinstance(s, str)]
         if self.requested_service is not None:
             if self.requested_service not in services:
@@ -473,7 +486,12 @@ class _BundleCheck:
                 content_bytes += len(block)
                 yield block
 
-        lines = LineTally(member.name, self.chain_records)
+        chain_order = self.view_order == ORDER_CHAIN
+        lines = LineTally(
+            member.name,
+            None if chain_order else self.chain_records,
+            self.chain_sequence if chain_order else None,
+        )
         reader = TeeReader(blocks(), lines)
         aggregator = self.tally.aggregator if self.tally is not None else ObservationAggregator()
         try:
@@ -488,6 +506,7 @@ class _BundleCheck:
             )
         reader.drain()
         lines.finish()
+        self.chain_lines += lines.lines
         stream.drain()
         self.chains.chunk(
             chain_id,
@@ -513,7 +532,9 @@ class _BundleCheck:
         line_base = 0
         for block in whole_line_blocks(stream_blocks(stream), name):
             lines = [line for line in block.split(b"\n") if line.strip()]
-            self.view_records.add_many(lines)
+            self.view_lines += len(lines)
+            if self.view_order == ORDER_MERGED:
+                self.view_records.add_many(lines)
             keys = [match.decode() for match in OBSERVED_AT_TAIL.findall(block)]
             if len(keys) != len(lines):
                 keys = [observed_at_of(line) for line in lines]
@@ -564,8 +585,8 @@ class _BundleCheck:
             f"{len(self.seen)} files, each listed with a matching sha256 and size; none missing"
         )
         steps["schemas"].finish(
-            f"manifest, function maps, seals, {self.chain_records.count} chain records and "
-            f"{self.view_records.count} view records conform"
+            f"manifest, function maps, seals, {self.chain_lines} chain records and "
+            f"{self.view_lines} view records conform"
         )
         if self.service is None:
             steps["function-map-signature"].fail(
@@ -588,15 +609,11 @@ class _BundleCheck:
             steps["evidence-chains"].fail(
                 BundleContentsError("the bundle has no observations view", path=str(self.bundle))
             )
-        elif (self.view_records.count, self.view_records.hexdigest()) != (
-            self.chain_records.count,
-            self.chain_records.hexdigest(),
-        ):
+        elif not self.view_matches_chains():
             steps["evidence-chains"].fail(
                 EvidenceChainError(
                     "the observations view does not hold exactly the chains' records "
-                    f"({self.view_records.count} in the view, {self.chain_records.count} in the "
-                    "chains)",
+                    f"({self.view_lines} in the view, {self.chain_lines} in the chains)",
                     path=self.view_path,
                 )
             )
@@ -621,6 +638,13 @@ class _BundleCheck:
             return
         assert self.tally is not None
         self.tally.evaluate(steps["coverage"])
+
+    def view_matches_chains(self) -> bool:
+        if self.view_lines != self.chain_lines or self.view_path is None:
+            return False
+        if self.view_order == ORDER_CHAIN:  # the view file is the chain's lines, in order
+            return self.seen.get(self.view_path) == self.chain_sequence.hexdigest()
+        return self.view_records.hexdigest() == self.chain_records.hexdigest()
 
     # --- the report ------------------------------------------------------------------------
 

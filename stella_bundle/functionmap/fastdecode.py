@@ -3,7 +3,8 @@
 
 msgspec checks in C: JSON syntax, UTF-8, field names (no unknown, no null), types, integer
 ranges, the probe-type and kind enums, non-empty function names. The rest is checked here per
-block: canonical timestamps (one regex pass over the joined values), image digests and
+block: canonical timestamps (one regex pass over the joined values; calendar dates once per
+distinct day), image digests and
 `details` (only when the block mentions them). Node hashes are checked when first seen: a hash
 of the map is valid by construction. Anything this module does not accept falls back to the
 full path, which decides and names the file and line.
@@ -12,12 +13,17 @@ full path, which decides and names the file and line.
 from __future__ import annotations
 
 import re
+from operator import attrgetter, itemgetter
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..observations.record import IMAGE_DIGEST_RE, MAX_SAFE_INTEGER
+from .patterns import date_ok
+
+_OBSERVED = attrgetter("observed_at")
+_DAY = itemgetter(slice(0, 10))
 
 Probe = Literal[
     "uprobe",
@@ -102,7 +108,11 @@ def decode_block(block: bytes, lines: int) -> tuple[list[Record], bool] | None:
         return None
     if len(records) != lines:
         return None  # blank lines: the line-by-line path skips them and numbers the rest
-    if not _all_canonical([r.observed_at for r in records]):
+    observed = list(map(_OBSERVED, records))
+    if not _all_canonical(observed):
+        return None
+    # Calendar dates, once per distinct day (C-level slicing; the fold then skips them).
+    if not all(map(date_ok, set(map(_DAY, observed)))):
         return None
     aggregated = (
         b'"count"' in block or b'"first_observed_at"' in block or b'"last_observed_at"' in block

@@ -235,16 +235,13 @@ class ObservationAggregator:
         expected = self.expected
         unexpected = self.unexpected
         bits = PROBE_BIT
-        valid_dates = VALID_DATES
         window_from = self.window_from
         window_to = self.window_to
         plain = not aggregated and window_from is None and window_to is None
         outside = 0
-        for record in records:
+        for record in records:  # observed_at dates were checked by decode_block
             node_hash = record.node_hash
             observed = record.observed_at
-            if observed[:10] not in valid_dates and not date_ok(observed):
-                raise _BadDate
             if plain:
                 start = end = observed
                 count = 1

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import make_record
+from evidence_support import make_record
 
 from stella_bundle.evidence.layout import chunk_name, seal_name
 
@@ -134,7 +134,7 @@ def test_inspect_by_file_sequence_and_digest(
 
 
 def test_status_of_a_live_chain(tmp_path: Path, test_keys: Any, run_cli: Any) -> None:
-    from conftest import COLLECTOR
+    from evidence_support import COLLECTOR
 
     from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
 
@@ -170,7 +170,7 @@ def test_status_of_a_live_chain(tmp_path: Path, test_keys: Any, run_cli: Any) ->
 
 def test_a_second_writer_on_the_same_chain_is_refused(tmp_path: Path, test_keys: Any) -> None:
     import pytest
-    from conftest import COLLECTOR
+    from evidence_support import COLLECTOR
 
     from stella_bundle.errors import ChainBusyError
     from stella_bundle.evidence.writer import ChunkWriter

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_record
+from evidence_support import make_record
 
 from stella_bundle.errors import ConfigError
 from stella_bundle.evidence.chain import verify_chain

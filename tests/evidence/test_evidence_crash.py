@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COLLECTOR, make_record
+from evidence_support import COLLECTOR, make_record
 
 from stella_bundle.evidence import storage
 from stella_bundle.evidence import writer as writer_module

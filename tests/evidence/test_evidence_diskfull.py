@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COLLECTOR, make_record
+from evidence_support import COLLECTOR, make_record
 
 from stella_bundle.errors import DiskFullError
 from stella_bundle.evidence.chain import verify_chain

@@ -7,7 +7,7 @@ import hashlib
 from typing import Any
 
 import pytest
-from conftest import make_record
+from evidence_support import make_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

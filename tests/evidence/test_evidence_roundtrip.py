@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import COLLECTOR, FakeClock, make_record
+from evidence_support import COLLECTOR, FakeClock, make_record
 
 from stella_bundle.attest.dsse import parse_envelope
 from stella_bundle.evidence.chain import verify_chain

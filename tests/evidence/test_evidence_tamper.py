@@ -104,7 +104,7 @@ CASES: dict[str, tuple[Callable[..., None], set[str]]] = {
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Path:
-    from conftest import COLLECTOR, make_record
+    from evidence_support import COLLECTOR, make_record
 
     from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COLLECTOR, FakeClock, make_record
+from evidence_support import COLLECTOR, FakeClock, make_record
 
 from stella_bundle.errors import InputError
 from stella_bundle.evidence.chain import verify_chain

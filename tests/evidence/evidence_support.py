@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from stella_bundle.evidence.writer import CollectorInfo
@@ -44,9 +42,3 @@ class FakeClock:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
-
-
-def chain_records(chain_dir: Path) -> Iterator[dict[str, Any]]:
-    from stella_bundle.evidence.reader import iter_chain_records
-
-    return iter_chain_records(chain_dir)

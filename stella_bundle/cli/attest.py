@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -11,15 +11,13 @@ from rich.table import Table
 
 from ..attest.keys import fingerprint, load_signer
 from ..attest.signing import load_ready_statement, sign_to_file, statement_for_document
-from ..attest.sigstore_offline import (
-    OfflineSigstoreVerifier,
-    SigstoreVerificationResult,
-    load_trusted_root,
-)
 from ..attest.trustroot import ROLES, SigstoreIdentity, TrustRoot
 from ..attest.verifier import AttestationVerifier, VerifiedStatement
 from ..errors import InputError, StellaError
 from .output import Format, console, emit_json
+
+if TYPE_CHECKING:  # sigstore costs ~0.3 s to import: loaded only when a Sigstore bundle is verified
+    from ..attest.sigstore_offline import SigstoreVerificationResult
 
 app = typer.Typer(
     help="Sign and verify in-toto attestations (DSSE, Sigstore).", no_args_is_help=True
@@ -164,6 +162,8 @@ def _verify_sigstore(
     predicate_type: str | None,
 ) -> SigstoreVerificationResult:
     """Wire the Sigstore flags to an OfflineSigstoreVerifier; every mistake is a usage error."""
+    from ..attest.sigstore_offline import OfflineSigstoreVerifier, load_trusted_root
+
     if envelope is not None:
         raise InputError("give either ENVELOPE or --sigstore-bundle, not both")
     if role is not None:

@@ -5,5 +5,6 @@ from __future__ import annotations
 import typer
 
 app = typer.Typer(help="Query and import observation records.", no_args_is_help=True)
-from . import observations_query  # noqa: E402,F401
-from . import observations_import  # noqa: E402,F401
+
+# Each command module registers itself on `app`, so it is imported after `app` exists.
+from . import observations_import, observations_query  # noqa: E402,F401

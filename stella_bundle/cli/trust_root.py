@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..attest.keys import fingerprint, load_public_key
-from ..attest.sigstore_offline import trusted_root_from_dict
 from ..attest.trustroot import ROLES, SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..errors import InputError
 from ..jsonio import load_json_object
@@ -82,6 +81,8 @@ def set_sigstore(
     issuer: list[str] = typer.Option(..., "--issuer", help="OIDC issuer for each --identity."),
 ) -> None:
     """Embed a Sigstore trusted root and the identity/issuer pairs allowed to sign."""
+    from ..attest.sigstore_offline import trusted_root_from_dict  # sigstore is slow to import
+
     if len(identity) != len(issuer):
         raise InputError("give one --issuer for every --identity")
     root = TrustRoot.load(trust_root)

@@ -64,6 +64,7 @@ class Source:
     data: bytes | None = None
     path: Path | None = None
     size: int = 0
+    sha256: str | None = None  # already known (the view, hashed while it was written)
 
     @classmethod
     def of_bytes(cls, name: str, data: bytes) -> Source:
@@ -295,7 +296,9 @@ def build_bundle(
             view_path,
             Path(scratch),
         )
-        sources.append(Source.of_file(observations_path(label), view_path))
+        sources.append(
+            Source(observations_path(label), path=view_path, size=view.size, sha256=view.sha256)
+        )
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             duplicate = sorted({n for n in names if names.count(n) > 1})[0]
@@ -311,8 +314,8 @@ def build_bundle(
             "observations": {
                 "path": observations_path(label),
                 "records": view.records,
-                "multiset_sha256": view.multiset,
                 "order": view.order,
+                **({"multiset_sha256": view.multiset} if view.multiset else {}),
             },
             "evidence_window": evidence_window(chains),
         }
@@ -372,6 +375,8 @@ class _HashingWriter:
 
 
 def _hash_source(source: Source) -> ManifestFile:
+    if source.sha256 is not None:
+        return ManifestFile(source.name, source.sha256, source.size)
     if source.data is not None:
         return ManifestFile(source.name, hashlib.sha256(source.data).hexdigest(), source.size)
     assert source.path is not None

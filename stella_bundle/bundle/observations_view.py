@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import zstandard
 
-from ..errors import MalformedDocumentError
+from ..errors import InternalError, MalformedDocumentError
 from ..functionmap.scan import ObservationAggregator
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
@@ -85,7 +85,7 @@ def observed_at_of(line: bytes) -> str:
 @dataclass(frozen=True)
 class ViewStats:
     records: int
-    multiset: str
+    multiset: str | None
     sha256: str
     size: int
     # "chain": the view is one chain's lines in their own order (the verifier then compares a
@@ -179,11 +179,11 @@ def _run_lines(path: Path) -> Iterator[bytes]:
 
 class _OrderCheck:
     """One pass over a chain: validate every record (the function-map verifier's own scan,
-    fed our 1 MiB whole-line blocks), fold the lines into the multiset, and see whether the
-    chain is already in observed_at order."""
+    fed our 1 MiB whole-line blocks), count them, and see whether the chain is already in
+    observed_at order."""
 
-    def __init__(self, multiset: RecordMultiset) -> None:
-        self.multiset = multiset
+    def __init__(self) -> None:
+        self.records = 0
         self.in_order = True
         self.last = ""
 
@@ -191,7 +191,7 @@ class _OrderCheck:
         lines = [line for line in block.split(b"\n") if line.strip()]
         if not lines:
             return
-        self.multiset.add_many(lines)
+        self.records += len(lines)
         if self.in_order:
             keys = block_keys(block, lines)
             if keys[0] < self.last or keys != sorted(keys):
@@ -218,19 +218,24 @@ def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: P
     is streamed as it is; only a chain out of order goes through the external sort. Several
     sorted streams are merged by observed_at.
     """
-    multiset = RecordMultiset()
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
+    records = 0
     for chunks in chains:
-        check = _OrderCheck(multiset)
+        check = _OrderCheck()
         for chunk in chunks:
             check.scan(chunk)
+        records += check.records
         if check.in_order:
             streams.append(_chain_lines(chunks))
         else:
             chain_runs = _sorted_runs(chunks, scratch)
             runs += chain_runs
             streams += [_run_lines(run) for run in chain_runs]
+    view_order = ORDER_CHAIN if len(chains) == 1 and not runs else ORDER_MERGED
+    # The multiset is what the verifier compares a merged view by; a chain-order view is
+    # compared by its sha256, so its lines need no hashing one by one.
+    multiset = RecordMultiset() if view_order == ORDER_MERGED else None
     digest = hashlib.sha256()
     size = 0
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=observed_at_of)
@@ -240,18 +245,25 @@ def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: P
             for line in merged:
                 batch.append(line)
                 if len(batch) >= 4096:
-                    size += _write_batch(out, digest, batch)
-            size += _write_batch(out, digest, batch)
+                    size += _write_batch(out, digest, batch, multiset)
+            size += _write_batch(out, digest, batch, multiset)
     finally:
         for run in runs:
             run.unlink(missing_ok=True)
-    view_order = ORDER_CHAIN if len(chains) == 1 and not runs else ORDER_MERGED
-    return ViewStats(multiset.count, multiset.hexdigest(), digest.hexdigest(), size, view_order)
+    if multiset is not None and multiset.count != records:
+        raise InternalError(f"merged view holds {multiset.count} of {records} records")
+    return ViewStats(
+        records, multiset.hexdigest() if multiset else None, digest.hexdigest(), size, view_order
+    )
 
 
-def _write_batch(out: IO[bytes], digest: Any, batch: list[bytes]) -> int:
+def _write_batch(
+    out: IO[bytes], digest: Any, batch: list[bytes], multiset: RecordMultiset | None
+) -> int:
     if not batch:
         return 0
+    if multiset is not None:
+        multiset.add_many(batch)
     data = b"\n".join(batch) + b"\n"
     digest.update(data)
     out.write(data)

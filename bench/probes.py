@@ -251,6 +251,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=10_000_000)
     parser.add_argument("--trace-seconds", type=float, default=3.0)
     parser.add_argument("--tls-seconds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/probes.py: needs root (eBPF)", file=sys.stderr)
@@ -263,18 +264,37 @@ def main() -> int:
         n = args.calls
         print(f"workload: {n:,} calls of {HOT} per run")
 
-        unprobed, _ = run_workload(binary, n)
-        with Session(nodes, CollectorConfig(mode="coverage")) as cov:
-            coverage, _ = run_workload(binary, n)
-            # Same window, node already seen: its uprobe is detached, the steady state.
-            steady, _ = run_workload(binary, n)
-        cov_records = len(cov.sink.records)
-        with Session(nodes, CollectorConfig(mode="count", aggregation_ms=500)) as cnt:
-            count, _ = run_workload(binary, n)
-        counted = sum(int(r.get("count", 1)) for r in cnt.sink.records)
-        peer = None
-        if shutil.which("bpftrace"):
-            peer, peer_counted = bpftrace_loop(binary, n)
+        # The hot loop is ~20 ms: take the fastest of several runs so the other jobs on this
+        # shared VM do not decide the figure. Coverage runs each get a fresh window (session).
+        reps = args.repeats
+        unprobed = min(run_workload(binary, n)[0] for _ in range(reps))
+        coverage_runs, steady_runs, hits, cov_records = [], [], [], 0
+        multi = False
+        for _ in range(reps):
+            with Session(nodes, CollectorConfig(mode="coverage")) as cov:
+                coverage_runs.append(run_workload(binary, n)[0])
+                # Same window, node already seen: its uprobe is detached, the steady state.
+                steady_runs.append(run_workload(binary, n)[0])
+                spec = cov.collector.plan.specs[0]
+                hits.append(cov.collector.runtime.node_hits(spec.object_name, spec.index))
+                multi = bool(cov.collector.runtime.multi)
+            cov_records = len(cov.sink.records)
+        coverage, steady = min(coverage_runs), min(steady_runs)
+
+        # count mode and bpftrace alternate in chunks (n calls each in total), so a change of
+        # load on the shared machine hits both alike.
+        chunks = 4
+        count = peer = 0
+        counted = peer_counted = 0
+        have_peer = shutil.which("bpftrace") is not None
+        for _ in range(chunks):
+            with Session(nodes, CollectorConfig(mode="count", aggregation_ms=500)) as cnt:
+                count += run_workload(binary, n // chunks)[0]
+            counted += sum(int(r.get("count", 1)) for r in cnt.sink.records)
+            if have_peer:
+                loop_ns, seen = bpftrace_loop(binary, n // chunks)
+                peer += loop_ns
+                peer_counted += seen
 
         def row(name: str, ns: int, extra: str = "") -> None:
             print(
@@ -282,20 +302,23 @@ def main() -> int:
                 f"{ns / unprobed:8.2f}x unprobed  {extra}"
             )
 
-        row("unprobed", unprobed)
-        row("coverage mode", coverage, f"({cov_records} record; includes the detach)")
-        row("coverage, detached", steady, "(second run in the same window)")
+        row("unprobed", unprobed, f"(best of {reps})")
+        row(
+            "coverage mode",
+            coverage,
+            f"(best of {reps}, fresh window each; {cov_records} record; in-kernel hits "
+            f"{min(hits)}..{max(hits)}; {'uprobe_multi' if multi else 'perf-event'} links)",
+        )
+        row("coverage, detached", steady, f"(best of {reps}; second run in the same window)")
         row("count mode", count, f"(counted {counted:,})")
-        if peer is not None:
+        if have_peer:
             row("bpftrace count()", peer, f"(counted {peer_counted:,})")
             print(f"  count mode / bpftrace: {count / peer:.2f}x (target <= 1.00x)")
         else:
             print("  bpftrace not installed: peer not measured")
         print(
-            f"  coverage / unprobed:   {coverage / unprobed:.2f}x first run, "
-            f"{steady / unprobed:.2f}x once detached (target <= 1.05x); the first run pays "
-            f"~{(coverage - unprobed) / 1e6:.0f} ms: hits until the kernel finishes unregistering "
-            "the uprobe (bpf_link__destroy), a fixed cost per node per window"
+            f"  coverage / unprobed:   {coverage / unprobed:.2f}x first run of a window, "
+            f"{steady / unprobed:.2f}x once detached (target <= 1.05x)"
         )
 
         print(f"trace mode into a signed evidence chain, {args.trace_seconds:g} s per step:")

@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,9 @@ class ProbeRuntime:
             return
         thread = threading.Thread(target=self._release, args=(link,), daemon=True)
         thread.start()
+        # Give the GIL away now: otherwise the new thread may wait a whole switch interval
+        # (5 ms) before it reaches close(), and every call meanwhile still traps.
+        time.sleep(0.0001)
         self._detaching = [t for t in self._detaching if t.is_alive()]
         self._detaching.append(thread)
 

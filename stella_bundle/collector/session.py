@@ -245,8 +245,36 @@ class Collector:
 
     def process_pending(self) -> None:
         pending, self._pending = self._pending, []
-        for raw in pending:
-            self._handle(StellaEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(StellaEvent), b"\0")))
+        events = [
+            StellaEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(StellaEvent), b"\0"))
+            for raw in pending
+        ]
+        if self.config.mode_id == MODE_COVERAGE:
+            self._detach_first_hits(events)
+        for event in events:
+            self._handle(event)
+
+    def _detach_first_hits(self, events: list[StellaEvent]) -> None:
+        """Coverage mode: stop paying for a node's uprobe as soon as its first hit is seen.
+
+        Done before any record is built. One node: closed right here (a new thread would wait
+        for a CPU on a busy host while every call still traps). Several at once: closed in
+        parallel threads, since each close also waits ~20 ms for RCU.
+        """
+        indices: list[int] = []
+        for event in events:
+            spec = self.specs.get(int(event.cookie))
+            if (
+                spec is not None
+                and spec.in_kernel_mode
+                and spec.attach_type == "uprobe"
+                and spec.index in self.links
+                and spec.index not in indices
+            ):
+                indices.append(spec.index)
+        for index in indices:
+            self.runtime.detach(self.links.pop(index), wait=len(indices) == 1)
+            self.detached.add(index)
 
     def aggregate(self) -> None:
         """Count mode flush, loss accounting, writer tick (every aggregation window)."""
@@ -354,10 +382,7 @@ class Collector:
         self.observed[spec.index] = self.observed.get(spec.index, 0) + 1
         mode = self.config.mode_id
         if spec.in_kernel_mode:
-            # The kernel already applied the mode; in coverage mode stop paying for the probe.
-            if mode == MODE_COVERAGE and spec.index in self.links and spec.attach_type == "uprobe":
-                self.runtime.detach(self.links.pop(spec.index), wait=False)
-                self.detached.add(spec.index)
+            # The kernel already applied the mode (coverage probes were detached beforehand).
             self._emit(self._base_record(spec, event, int(event.pid)))
             return
         detail_key = (bytes(event.path), event.family, bytes(event.daddr), event.dport, event.aux)

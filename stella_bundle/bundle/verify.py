@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ from ..functionmap.model import FunctionMap, function_map_from_statement
 from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions
 from ..timeutil import format_timestamp, utc_now
-from .chains import ChainVerifier, ChunkFacts
-from .coverage import CoverageTally, map_window, scan_stream
+from .chains import ChainVerifier
+from .coverage import CoverageTally, map_window
 from .layout import (
     CHUNK_RE,
     FUNCTION_MAP_ENVELOPE_RE,
@@ -59,20 +58,13 @@ from .layout import (
 )
 from .manifest import Manifest
 from .observations_view import (
-    OBSERVED_AT_TAIL,
     ORDER_CHAIN,
-    ORDER_MERGED,
-    RecordMultiset,
-    observed_at_of,
 )
 from .reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
+from .records import ChunkLimits, RecordPass
 from .steps import StepOutcome, first_failure, new_outcomes
 from .streams import (
     HashingReader,
-    LineTally,
-    TeeReader,
-    iter_zstd_blocks,
-    whole_line_blocks,
 )
 
 VERIFIER_ID = "https://stella.ops/verifier/stella-bundle"
@@ -83,11 +75,7 @@ MAX_DOCUMENT = 64 * 1024 * 1024
 @dataclass(frozen=True)
 class VerifyLimits:
     archive: ReaderLimits = field(default_factory=ReaderLimits)
-    # One evidence chunk's uncompressed NDJSON; the writer rotates long before this.
-    max_chunk_bytes: int = 4 * 1024**3
-    max_chunk_ratio: int = 1000
-    # Real chunks (zstd over JSON lines) stay under ~50:1; judged past 8 MiB of output.
-    chunk_ratio_floor: int = 8 * 1024**2
+    chunks: ChunkLimits = field(default_factory=ChunkLimits)
 
 
 @dataclass
@@ -165,12 +153,7 @@ class _BundleCheck:
         self.probe_objects: dict[str, str] = {}
         self.probe_lock: dict[str, str] | None = None
         self.chains = ChainVerifier(self.verifier, trust_root, self.steps)
-        self.view_order = ORDER_MERGED
-        self.chain_records = RecordMultiset()
-        self.chain_sequence = hashlib.sha256()
-        self.chain_lines = 0
-        self.view_records = RecordMultiset()
-        self.view_lines = 0
+        self.records = RecordPass(self.steps, limits.chunks)
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
         self.bundle_sha256 = ""
@@ -295,7 +278,7 @@ class _BundleCheck:
         self.validate("bundle-manifest", verified.statement, MANIFEST)
         view = self.manifest.predicate.get("observations")
         if isinstance(view, dict) and view.get("order") == ORDER_CHAIN:
-            self.view_order = ORDER_CHAIN
+            self.records.view_order = ORDER_CHAIN
         services = [s for s in self.manifest.predicate.get("services", []) if isinstance(s, str)]
         if self.requested_service is not None:
             if self.requested_service not in services:
@@ -462,98 +445,13 @@ class _BundleCheck:
     def chunk(
         self, chain_id: str, sequence: int, member: ArchiveMember, stream: HashingReader
     ) -> None:
-        """Decompress once; validate and tally every record; hand the facts to the chain check.
-
-        The records go through the map verifier's own aggregator (its fast canonical-line scan
-        validates each line and names file and line on error); the same bytes feed the content
-        digest and the multiset of lines the observations view is compared with.
-        """
-        content = hashlib.sha256()
-        content_bytes = 0
-        limits = self.limits
-
-        def blocks() -> Iterator[bytes]:
-            nonlocal content_bytes
-            for block in iter_zstd_blocks(
-                stream,
-                member.name,
-                max_bytes=limits.max_chunk_bytes,
-                max_ratio=limits.max_chunk_ratio,
-                ratio_floor=limits.chunk_ratio_floor,
-                compressed=member.size,
-            ):
-                content.update(block)
-                content_bytes += len(block)
-                yield block
-
-        chain_order = self.view_order == ORDER_CHAIN
-        lines = LineTally(
-            member.name,
-            None if chain_order else self.chain_records,
-            self.chain_sequence if chain_order else None,
-        )
-        reader = TeeReader(blocks(), lines)
         aggregator = self.tally.aggregator if self.tally is not None else ObservationAggregator()
-        try:
-            scan_stream(aggregator, reader, member.name)
-        except MalformedDocumentError as exc:
-            self.step("schemas").fail(
-                exc
-                if isinstance(exc, SchemaValidationError)
-                else SchemaValidationError(
-                    exc.message, path=member.name, line=exc.line, field=exc.field
-                )
-            )
-        reader.drain()
-        lines.finish()
-        self.chain_lines += lines.lines
-        stream.drain()
-        self.chains.chunk(
-            chain_id,
-            ChunkFacts(
-                sequence=sequence,
-                file_sha256=stream.digest.hexdigest(),
-                size=stream.count,
-                content_sha256=content.hexdigest(),
-                content_bytes=content_bytes,
-                records=lines.lines,
-                source=member.name,
-            ),
-        )
+        facts = self.records.chunk(sequence, member, stream, aggregator)
+        self.chains.chunk(chain_id, facts)
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
-        """The view must hold exactly the chains' lines (multiset), sorted by observed_at.
-
-        Its lines are then the collector's sealed, validated lines, so they are not parsed
-        again: the multiset comparison at the end stands for schema and canonical form.
-        """
         self.view_path = name
-        previous = ""
-        line_base = 0
-        for block in whole_line_blocks(stream_blocks(stream), name):
-            lines = [line for line in block.split(b"\n") if line.strip()]
-            self.view_lines += len(lines)
-            if self.view_order == ORDER_MERGED:
-                self.view_records.add_many(lines)
-            keys = [match.decode() for match in OBSERVED_AT_TAIL.findall(block)]
-            if len(keys) != len(lines):
-                keys = [observed_at_of(line) for line in lines]
-            if keys and (keys[0] < previous or keys != sorted(keys)):
-                offset = next(
-                    (i for i, key in enumerate(keys) if key < (keys[i - 1] if i else previous)), 0
-                )
-                self.step("evidence-chains").fail(
-                    EvidenceChainError(
-                        "observations view is not sorted by observed_at",
-                        path=name,
-                        line=line_base + offset + 1,
-                    )
-                )
-                stream.drain()
-                return
-            if keys:
-                previous = keys[-1]
-            line_base += len(lines)
+        self.records.view(name, stream)
 
     # --- end of the pass -------------------------------------------------------------------
 
@@ -585,8 +483,8 @@ class _BundleCheck:
             f"{len(self.seen)} files, each listed with a matching sha256 and size; none missing"
         )
         steps["schemas"].finish(
-            f"manifest, function maps, seals, {self.chain_lines} chain records and "
-            f"{self.view_lines} view records conform"
+            f"manifest, function maps, seals, {self.records.chain_lines} chain records and "
+            f"{self.records.view_lines} view records conform"
         )
         if self.service is None:
             steps["function-map-signature"].fail(
@@ -609,11 +507,12 @@ class _BundleCheck:
             steps["evidence-chains"].fail(
                 BundleContentsError("the bundle has no observations view", path=str(self.bundle))
             )
-        elif not self.view_matches_chains():
+        elif not self.records.view_matches_chains(self.seen.get(self.view_path)):
             steps["evidence-chains"].fail(
                 EvidenceChainError(
                     "the observations view does not hold exactly the chains' records "
-                    f"({self.view_lines} in the view, {self.chain_lines} in the chains)",
+                    f"({self.records.view_lines} in the view, {self.records.chain_lines} in the "
+                    "chains)",
                     path=self.view_path,
                 )
             )
@@ -638,13 +537,6 @@ class _BundleCheck:
             return
         assert self.tally is not None
         self.tally.evaluate(steps["coverage"])
-
-    def view_matches_chains(self) -> bool:
-        if self.view_lines != self.chain_lines or self.view_path is None:
-            return False
-        if self.view_order == ORDER_CHAIN:  # the view file is the chain's lines, in order
-            return self.seen.get(self.view_path) == self.chain_sequence.hexdigest()
-        return self.view_records.hexdigest() == self.chain_records.hexdigest()
 
     # --- the report ------------------------------------------------------------------------
 
@@ -690,11 +582,6 @@ class _BundleCheck:
                 predicate["window"] = self.tally.window
         subject = [{"name": self.bundle.name, "digest": {"sha256": self.bundle_sha256}}]
         return make_statement(subject, VERIFICATION_REPORT_PREDICATE, predicate)
-
-
-def stream_blocks(stream: HashingReader) -> Any:
-    while block := stream.read(1 << 20):
-        yield block
 
 
 def _overall_confidence(value: Any) -> float:

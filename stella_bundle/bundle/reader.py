@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import posixpath
+import queue
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,7 +153,14 @@ _TYPE_REFUSALS = {
 class SafeTarReader:
     """Iterate the regular files of a gzip tar: `for member, stream in reader:`."""
 
-    def __init__(self, raw: IO[bytes], source: str, limits: ReaderLimits | None = None) -> None:
+    def __init__(
+        self,
+        raw: IO[bytes],
+        source: str,
+        limits: ReaderLimits | None = None,
+        *,
+        prefetch: bool = True,
+    ) -> None:
         self.source = source
         self.limits = limits or ReaderLimits()
         self._counter = _CountingReader(raw)
@@ -159,11 +168,17 @@ class SafeTarReader:
         self._counter.count += len(magic)
         if magic != b"\x1f\x8b":
             raise ArchiveError("not a gzip-compressed tar (bad magic bytes)", path=source)
-        self._gzip = gzip.GzipFile(fileobj=_Prefixed(magic, self._counter), mode="rb")  # type: ignore[call-overload]
+        gzip_stream = gzip.GzipFile(fileobj=_Prefixed(magic, self._counter), mode="rb")  # type: ignore[call-overload]
+        self._gzip = _Prefetcher(gzip_stream) if prefetch else gzip_stream
         self.decompressed = 0
         self.members = 0
         self._seen: set[str] = set()
         self._pending: MemberStream | None = None
+
+    def close(self) -> None:
+        """Stop the decompression thread (iteration may have stopped early)."""
+        if isinstance(self._gzip, _Prefetcher):
+            self._gzip.close()
 
     @classmethod
     def open(cls, path: str | Path, limits: ReaderLimits | None = None) -> _OpenReader:
@@ -330,6 +345,66 @@ class SafeTarReader:
                 )
 
 
+class _Prefetcher:
+    """Inflates ahead in a thread (zlib releases the GIL), a few blocks deep, so decompression
+    overlaps the hashing and parsing of the previous blocks. Errors surface on `read`."""
+
+    DEPTH = 4
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=self.DEPTH)
+        self._stop = threading.Event()
+        self._current = b""
+        self._offset = 0
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="bundle-inflate", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._source.read(READ_CHUNK)
+            except BaseException as exc:  # handed to the reader, which knows what it means
+                self._put(exc)
+                return
+            self._put(data)
+            if not data:
+                return
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int) -> bytes:
+        parts = []
+        while size > 0:
+            if self._offset == len(self._current):
+                if self._finished:
+                    break
+                item = self._queue.get()
+                if isinstance(item, BaseException):
+                    self._finished = True
+                    raise item
+                if not item:
+                    self._finished = True
+                    break
+                self._current, self._offset = item, 0
+            piece = self._current[self._offset : self._offset + size]
+            self._offset += len(piece)
+            size -= len(piece)
+            parts.append(piece)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class _Prefixed:
     """Puts back the magic bytes we peeked at."""
 
@@ -356,15 +431,19 @@ class _OpenReader:
         self._path = path
         self._limits = limits
         self._handle: IO[bytes] | None = None
+        self._reader: SafeTarReader | None = None
 
     def __enter__(self) -> SafeTarReader:
         try:
             self._handle = open(self._path, "rb")
         except OSError as exc:
             raise ArchiveError(f"cannot open: {exc.strerror}", path=self._path) from exc
-        return SafeTarReader(self._handle, str(self._path), self._limits)
+        self._reader = SafeTarReader(self._handle, str(self._path), self._limits)
+        return self._reader
 
     def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._handle is not None:
             self._handle.close()
 

@@ -211,12 +211,15 @@ class _BundleCheck:
         with raw:
             whole = HashingReader(raw)
             reader = SafeTarReader(whole, str(self.bundle), self.limits.archive)  # type: ignore[arg-type]
-            members = iter(reader)
-            manifest_bytes = self.read_head(next(members, None), MANIFEST, "first")
-            envelope_bytes = self.read_head(next(members, None), MANIFEST_ENVELOPE, "second")
-            self.check_manifest(manifest_bytes, envelope_bytes)
-            for member, stream in members:
-                self.member(member, stream)
+            try:
+                members = iter(reader)
+                manifest_bytes = self.read_head(next(members, None), MANIFEST, "first")
+                envelope_bytes = self.read_head(next(members, None), MANIFEST_ENVELOPE, "second")
+                self.check_manifest(manifest_bytes, envelope_bytes)
+                for member, stream in members:
+                    self.member(member, stream)
+            finally:
+                reader.close()
             whole.drain()
             self.bundle_sha256 = whole.digest.hexdigest()
         self.step("archive").finish(

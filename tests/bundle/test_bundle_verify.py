@@ -208,12 +208,12 @@ def test_cli_build_is_reproducible_and_verify_prints_html(
 
 
 def test_verify_memory_does_not_grow_with_the_bundle(tmp_path: Path, test_keys: Any) -> None:
-    """Peak traced memory of a verification is the same for 12,000 and 48,000 records
+    """Peak traced memory of a verification is the same for 24,000 and 96,000 records
     (past the size where the 1 MiB read blocks and the gzip buffers are in full use)."""
     import tracemalloc
 
     peaks = []
-    for count in (12_000, 48_000):
+    for count in (24_000, 96_000):
         inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
         shutil.rmtree(inputs.evidence)
         write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
@@ -230,5 +230,6 @@ def test_verify_memory_does_not_grow_with_the_bundle(tmp_path: Path, test_keys: 
         assert outcome.passed, outcome.failure_line()
     small, large = peaks
     print(f"verify peak traced memory: {small >> 10} KiB and {large >> 10} KiB")
-    assert large < small * 1.2 + (1 << 20), peaks
+    # 4x the records; the inflate-ahead queue makes the peak wobble by a few MiB, not 4x.
+    assert large < small * 1.5, peaks
     assert large < 32 << 20, peaks

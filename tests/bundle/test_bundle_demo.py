@@ -50,7 +50,9 @@ def test_demo_collects_with_real_ebpf(tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     lines: list[str] = []
+    started = time.monotonic()
     result = run_demo(tmp_path / "ws", say=lines.append, show=lambda _: None)
+    assert time.monotonic() - started < 60
     assert result.live_collection, "\n".join(lines)
     assert "real eBPF collector" in "\n".join(lines)
     assert result.exit_code == 0, "\n".join(lines)

@@ -95,6 +95,8 @@ def test_hostile_entry_is_refused(
     assert not out.exists() or not any(out.iterdir()), "nothing may be written"
     assert not (tmp_path.parent / "escape.txt").exists()
     assert not Path("/tmp/stella-abs.txt").exists()
+    inspected = run_cli("bundle", "inspect", bundle)
+    assert inspected.exit_code == 2 and message in inspected.stderr
 
 
 def test_member_over_the_declared_limit_is_refused(

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import multiprocessing
+import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +33,8 @@ from .streams import TeeReader, whole_line_blocks
 
 # Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
 RUN_BYTES = 16 * 1024 * 1024
+# Chunk bytes (compressed) from which records are validated in worker processes.
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 ORDER_CHAIN = "chain"
 ORDER_MERGED = "merged"
 READ_BLOCK = 1 << 20
@@ -177,10 +182,51 @@ def _run_lines(path: Path) -> Iterator[bytes]:
             yield raw.rstrip(b"\n")
 
 
+def validate_chunk(path: str) -> tuple[str, str | None, int | None, str | None] | None:
+    """Run in a worker process: the function-map verifier's scan of one chunk; the error's
+    (message, path, line, field), or None when every record is valid."""
+    try:
+        ObservationAggregator().scan_file(path)
+    except MalformedDocumentError as exc:
+        return exc.message, exc.path, exc.line, exc.field
+    except zstandard.ZstdError as exc:
+        return f"corrupt zstd data: {exc}", path, None, None
+    return None
+
+
+class _Validation:
+    """Chunk validation beside the main pass: worker processes for large inputs (the scan is
+    CPU-bound Python), inline otherwise. `check` raises the first error in chunk order."""
+
+    def __init__(self, chunks: Sequence[Path]) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: list[Future[Any]] = []
+        workers = max(1, (os.cpu_count() or 1) - 1)
+        total = sum(chunk.stat().st_size for chunk in chunks)
+        if total >= PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1:
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            self.futures = [self.pool.submit(validate_chunk, str(c)) for c in chunks]
+
+    @property
+    def inline(self) -> bool:
+        return self.pool is None
+
+    def check(self) -> None:
+        for future in self.futures:
+            error = future.result()
+            if error is not None:
+                message, path, line, field = error
+                raise MalformedDocumentError(message, path=path, line=line, field=field)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _OrderCheck:
-    """One pass over a chain: validate every record (the function-map verifier's own scan,
-    fed our 1 MiB whole-line blocks), count them, and see whether the chain is already in
-    observed_at order."""
+    """One pass over a chain: count the records, see whether the chain is already in
+    observed_at order, and (when not done in worker processes) validate every record with the
+    function-map verifier's own scan, fed our 1 MiB whole-line blocks."""
 
     def __init__(self) -> None:
         self.records = 0
@@ -199,12 +245,13 @@ class _OrderCheck:
             else:
                 self.last = keys[-1]
 
-    def scan(self, chunk: Path) -> None:
+    def scan(self, chunk: Path, validate: bool) -> None:
         with open_ndjson(chunk) as handle:
             try:
                 blocks = whole_line_blocks(iter(lambda: handle.read(READ_BLOCK), b""), str(chunk))
                 reader = TeeReader(blocks, self)
-                scan_stream(ObservationAggregator(), reader, str(chunk))
+                if validate:
+                    scan_stream(ObservationAggregator(), reader, str(chunk))
                 reader.drain()
             except zstandard.ZstdError as exc:
                 raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
@@ -218,13 +265,23 @@ def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: P
     is streamed as it is; only a chain out of order goes through the external sort. Several
     sorted streams are merged by observed_at.
     """
+    validation = _Validation([chunk for chunks in chains for chunk in chunks])
+    try:
+        return _write_view(chains, output, scratch, validation)
+    finally:
+        validation.close()
+
+
+def _write_view(
+    chains: Sequence[Sequence[Path]], output: Path, scratch: Path, validation: _Validation
+) -> ViewStats:
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
     records = 0
     for chunks in chains:
         check = _OrderCheck()
         for chunk in chunks:
-            check.scan(chunk)
+            check.scan(chunk, validate=validation.inline)
         records += check.records
         if check.in_order:
             streams.append(_chain_lines(chunks))
@@ -250,6 +307,7 @@ def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: P
     finally:
         for run in runs:
             run.unlink(missing_ok=True)
+    validation.check()
     if multiset is not None and multiset.count != records:
         raise InternalError(f"merged view holds {multiset.count} of {records} records")
     return ViewStats(

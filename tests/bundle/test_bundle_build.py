@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -295,3 +296,36 @@ def test_build_memory_does_not_grow_with_the_evidence(tmp_path: Path, test_keys:
     print(f"build peak traced memory: {small >> 10} KiB and {large >> 10} KiB")
     assert large < small * 1.2 + (1 << 20), peaks
     assert large < 32 << 20, peaks
+
+
+def test_parallel_validation_gives_the_same_bundle_and_names_bad_records(
+    tmp_path: Path, bundle_inputs: BundleInputs, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large inputs are validated in worker processes: same bytes, same file:line errors."""
+    import zstandard
+
+    from stella_bundle.bundle import observations_view
+    from stella_bundle.errors import MalformedDocumentError
+
+    inline = _build(bundle_inputs, test_keys, tmp_path / "a" / "x.stella.bundle.tgz", "1")
+    monkeypatch.setattr(observations_view, "PARALLEL_MIN_BYTES", 0)
+    parallel = _build(bundle_inputs, test_keys, tmp_path / "b" / "x.stella.bundle.tgz", "1")
+    assert parallel.read_bytes() == inline.read_bytes()
+
+    chain = tmp_path / "bad" / "host-z"
+    shutil.copytree(bundle_inputs.evidence / "host-a", chain)
+    chunk = chain / "0000000004.ndjson.zst"
+    lines = zstandard.ZstdDecompressor().decompress(chunk.read_bytes(), max_output_size=1 << 24)
+    broken = lines.splitlines()
+    broken[6] = broken[6].replace(b'"pid":4242', b'"pid":-1')
+    chunk.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(broken) + b"\n"))
+    with pytest.raises(MalformedDocumentError) as caught:
+        build_bundle(
+            function_maps=[bundle_inputs.function_map],
+            evidence=[chain],
+            signer=test_keys.signer("builder"),
+            output=tmp_path / "c" / "x.stella.bundle.tgz",
+        )
+    assert caught.value.path == str(chunk) and caught.value.line == 7
+    assert caught.value.field == "pid"
+    assert not (tmp_path / "c" / "x.stella.bundle.tgz").exists()

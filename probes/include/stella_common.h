@@ -45,10 +45,11 @@ struct {
 	__type(value, __u64);
 } first_seen SEC(".maps");
 
-/* Count mode: monotonically increasing counters per (node, pid, cgroup); the collector reads
- * deltas and never deletes, so no increment can be lost to a concurrent delete. */
+/* Count mode: monotonically increasing per-CPU counters per (node, pid, cgroup); the collector
+ * sums the CPUs, writes deltas and never deletes, so no increment can be lost to a concurrent
+ * delete. Per-CPU slots keep the hot path off a shared cache line. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct stella_node_key);
 	__type(value, struct stella_count);
@@ -161,7 +162,9 @@ static __always_inline struct stella_event *stella_function_hit(__u32 node, __u3
 	struct stella_config *cfg = stella_config();
 	if (!cfg)
 		return 0;
-	stella_node_hit(node);
+	/* Count mode counts every hit in `counts` already; the others keep a per-node total. */
+	if (cfg->mode != STELLA_MODE_COUNT)
+		stella_node_hit(node);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 pid = pid_tgid >> 32;
 	__u64 cgroup_id = bpf_get_current_cgroup_id();

@@ -96,14 +96,20 @@ class ProbeRuntime:
     multi: set[tuple[str, str]] = field(default_factory=set)
     _detaching: list[threading.Thread] = field(default_factory=list)
 
-    def load(self, wanted: dict[str, set[str]], config: StellaConfig) -> None:
-        """Load each object with only the wanted programs, then write its config."""
+    def load(
+        self, wanted: dict[str, set[str]], config: StellaConfig, *, prefer_multi: bool = True
+    ) -> None:
+        """Load each object with only the wanted programs, then write its config.
+
+        `prefer_multi`: attach uprobes through uprobe_multi links where the kernel has them
+        (coverage mode: fast detach); perf-event uprobes otherwise.
+        """
         if not self.features.has("btf"):
             raise CollectorEnvironmentError(
                 "kernel BTF (/sys/kernel/btf/vmlinux) is missing: CO-RE probes cannot be "
                 "relocated; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
             )
-        use_multi = self.features.has("uprobe_multi")
+        use_multi = prefer_multi and self.features.has("uprobe_multi")
         for name in sorted(wanted):
             data = self.probe_set.verified(name)
             try:
@@ -237,9 +243,11 @@ class ProbeRuntime:
             fd = obj.map_fds["counts"]
             for key in self.lib.keys(fd, NodeKey):
                 assert isinstance(key, NodeKey)
-                value = NodeCount()
-                if self.lib.lookup(fd, key, value):
-                    yield key.node, key.pid, key.cgroup_id, int(value.count), bytes(value.comm)
+                values = (NodeCount * self.lib.num_cpus)()  # one slot per possible CPU
+                if self.lib.lookup(fd, key, values):
+                    total = sum(int(v.count) for v in values)
+                    comm = next((bytes(v.comm) for v in values if v.count), b"")
+                    yield key.node, key.pid, key.cgroup_id, total, comm
 
     def clear_first_seen(self) -> None:
         for obj in self.objects.values():

@@ -180,7 +180,13 @@ class Collector:
             sample_ppm=round(cfg.sampling_rate * 1_000_000),
             filter_enabled=int(filtering),
         )
-        self.runtime.load(self.plan.programs_by_object(), kernel_config)
+        # uprobe_multi links pay off where probes are detached (coverage); count and trace
+        # keep every probe attached and use the perf-event uprobe path, as bpftrace does.
+        self.runtime.load(
+            self.plan.programs_by_object(),
+            kernel_config,
+            prefer_multi=cfg.mode_id == MODE_COVERAGE,
+        )
         if filtering:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
         try:

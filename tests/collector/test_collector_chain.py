@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KNOWN_FILE, WORKLOAD_PURL, start_workload, workload_nodes
+from collector_support import KNOWN_FILE, WORKLOAD_PURL, start_workload, workload_nodes
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.collector.session import CollectorConfig

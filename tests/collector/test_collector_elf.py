@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import LIBC, LIBCRYPTO
+from collector_support import LIBC, LIBCRYPTO
 
 from stella_bundle.collector.elfsym import resolve_symbol
 from stella_bundle.collector.features import KernelFeatures

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from collector_support import REPO_ROOT
 
 from stella_bundle.collector.features import TRACEFS_HINT, KernelFeatures, detect
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet

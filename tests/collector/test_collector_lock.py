@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from collector_support import REPO_ROOT
 
 from stella_bundle.collector.events import StellaConfig
 from stella_bundle.collector.features import KernelFeatures

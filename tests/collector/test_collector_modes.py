@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KNOWN_FILE, collect, workload_nodes
+from collector_support import KNOWN_FILE, collect, workload_nodes
 
 from stella_bundle.collector.features import Feature, KernelFeatures
 from stella_bundle.collector.session import CollectorConfig
@@ -56,9 +56,10 @@ def test_coverage_mode_one_observation_per_window_and_probe_detached(collect_run
     assert len(hot) == 1
     assert "count" not in hot[0]
     assert run.output["calls"] == 1_000_000
-    # Detached after the first hit: the in-kernel hit counter stays far below 1,000,000
-    # (a uprobe_multi link stops trapping as soon as it is closed).
-    assert 1 <= run.hits["stella_work_hot"] < 1_000, run.hits
+    # Detached after the first hit: the in-kernel hit counter stays far below 1,000,000 (a
+    # uprobe_multi link stops trapping once closed; typically a few to a few hundred hits, the
+    # bound leaves room for a loaded CI machine waking the collector late).
+    assert 1 <= run.hits["stella_work_hot"] < 20_000, run.hits
     assert run.collector.status()["detached"] >= 1
 
 

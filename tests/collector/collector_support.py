@@ -1,0 +1,141 @@
+"""Collector test helpers: workload nodes, running the workload under a collector.
+
+A uniquely named module (not conftest) so test modules can import it without colliding with
+other areas' conftest modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import AttachPlan, build_plan
+from stella_bundle.collector.session import Collector, CollectorConfig, EvidenceSink, MemorySink
+from stella_bundle.functionmap.model import ExpectedNode
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKLOAD_SOURCE = REPO_ROOT / "fixtures" / "workload" / "workload.c"
+WORKLOAD_PURL = "pkg:generic/stella-workload@1.0.0"
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+KNOWN_FILE = "/etc/hostname"
+
+
+def ebpf_ready() -> str | None:
+    """Why eBPF tests cannot run here (None when they can)."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        return "needs kernel BTF"
+    if not Path("/sys/kernel/tracing/events").is_dir():
+        return "needs tracefs mounted (scripts/setup.sh)"
+    return None
+
+
+def workload_nodes(workload: Path) -> list[ExpectedNode]:
+    """The nodes the workload runs (with --crypto --connect --open KNOWN_FILE) plus one it never
+    calls (stella_work_never)."""
+    return [
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_parse", binary_path=str(workload)),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_hot", binary_path=str(workload)),
+        ExpectedNode.create("pkg:deb/debian/libssl3", "EVP_Digest", binary_path=LIBCRYPTO),
+        ExpectedNode.create("pkg:deb/debian/libc6", "connect", binary_path=LIBC),
+        ExpectedNode.create("pkg:generic/linux-kernel", "openat"),
+        ExpectedNode.create("pkg:generic/linux-kernel", "inet_sock_set_state"),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_never", binary_path=str(workload)),
+    ]
+
+
+@dataclass
+class Workload:
+    process: subprocess.Popen[str]
+    pid: int
+
+    def go(self) -> dict[str, Any]:
+        import json
+
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert self.process.wait(timeout=120) == 0
+        return dict(json.loads(line))
+
+
+def start_workload(workload: Path, *args: str, cgroup_procs: Path | None = None) -> Workload:
+    process = subprocess.Popen(
+        [str(workload), "--wait", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline().split()
+    assert ready and ready[0] == "ready", ready
+    pid = int(ready[1])
+    if cgroup_procs is not None:
+        cgroup_procs.write_text(f"{pid}\n")
+    return Workload(process, pid)
+
+
+@dataclass
+class Run:
+    collector: Collector
+    sink: Any
+    plan: AttachPlan
+    output: dict[str, Any]
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def records_for(self, symbol: str) -> list[dict[str, Any]]:
+        return [r for r in self.sink.records if r["function_name"] == symbol]
+
+
+def collect(
+    workload: Path,
+    features: KernelFeatures,
+    *args: str,
+    nodes: list[ExpectedNode] | None = None,
+    config: CollectorConfig | None = None,
+    sink: EvidenceSink | None = None,
+    ring_size: int | None = None,
+    cgroup_procs: Path | None = None,
+    filter_pid: bool = True,
+    hit_symbols: tuple[str, ...] = (),
+    before_stop: Callable[[Collector], None] | None = None,
+) -> Run:
+    """Run the workload under a collector (in a thread) and stop it once the workload is done."""
+    plan = build_plan(nodes if nodes is not None else workload_nodes(workload), features)
+    work = start_workload(workload, *args, cgroup_procs=cgroup_procs)
+    config = config or CollectorConfig()
+    if filter_pid and not config.pids and not config.containers:
+        config.pids = (work.pid,)
+    runtime = ProbeRuntime(ProbeSet.open(), features)
+    if ring_size is not None:
+        runtime.ring_size = ring_size
+    the_sink = sink if sink is not None else MemorySink()
+    collector = Collector(plan, runtime, the_sink, config)
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    try:
+        output = work.go()
+        time.sleep(config.aggregation_ms / 1000 + 0.3)
+    finally:
+        stop.set()
+        thread.join()
+    hits = {}
+    for symbol in hit_symbols:
+        spec = next(s for s in plan.specs if s.symbol == symbol)
+        hits[symbol] = runtime.node_hits(spec.object_name, spec.index)
+    if before_stop is not None:
+        before_stop(collector)
+    collector.stop()
+    return Run(collector, the_sink, plan, output, hits)

@@ -1,23 +1,18 @@
-"""ELF symbol → file offset for uprobes (pyelftools): PIE, shared objects, version suffixes.
+"""ELF symbol → file offset for uprobes, over the shared index in functionmap/elf.py.
 
-A uprobe is placed at a file offset, not a virtual address: the offset of a function is its
-st_value minus the vaddr of the PT_LOAD segment holding it plus that segment's file offset.
+PIE, shared objects and version suffixes are handled by the index; this module turns a miss
+into the collector's "not observable" diagnosis.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection, SymbolTableSection
-
-from ..errors import CollectorEnvironmentError
+from ..errors import CollectorEnvironmentError, MalformedDocumentError
+from ..functionmap.elf import ElfIndex
+from ..functionmap.elf import index_binary as _index_binary
 from ..functionmap.symbols import normalize_symbol
-
-_FUNCTION_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
 
 
 @dataclass(frozen=True)
@@ -29,74 +24,13 @@ class ResolvedSymbol:
     ifunc: bool
 
 
-@dataclass(frozen=True)
-class ElfIndex:
-    path: str
-    build_id: str | None
-    has_symtab: bool
-    # normalised name → (ELF name, file offset, is ifunc); .symtab wins over .dynsym.
-    functions: dict[str, tuple[str, int, bool]]
-
-
-def _segments(elf: ELFFile) -> list[tuple[int, int, int]]:
-    return [
-        (seg["p_vaddr"], seg["p_memsz"], seg["p_offset"])
-        for seg in elf.iter_segments()
-        if seg["p_type"] == "PT_LOAD"
-    ]
-
-
-def _file_offset(segments: list[tuple[int, int, int]], vaddr: int) -> int | None:
-    for start, size, offset in segments:
-        if start <= vaddr < start + size:
-            return vaddr - start + offset
-    return None
-
-
-@functools.lru_cache(maxsize=64)
 def index_binary(path: str) -> ElfIndex:
-    """Defined functions of one ELF file with their file offsets, and its GNU build id."""
-    functions: dict[str, tuple[str, int, bool]] = {}
-    build_id: str | None = None
-    has_symtab = False
+    """The shared ELF index; an unreadable binary is a problem of this host."""
     try:
-        with open(path, "rb") as handle:
-            elf = ELFFile(handle)
-            segments = _segments(elf)
-            for section_name in (".dynsym", ".symtab"):
-                section = elf.get_section_by_name(section_name)
-                if not isinstance(section, SymbolTableSection):
-                    continue
-                if section_name == ".symtab":
-                    has_symtab = True
-                for sym in section.iter_symbols():
-                    kind = sym["st_info"]["type"]
-                    if (
-                        not sym.name
-                        or kind not in _FUNCTION_TYPES
-                        or sym["st_shndx"] == "SHN_UNDEF"
-                        or not sym["st_value"]
-                    ):
-                        continue
-                    offset = _file_offset(segments, sym["st_value"])
-                    if offset is None:
-                        continue
-                    functions[normalize_symbol(sym.name)] = (
-                        sym.name,
-                        offset,
-                        kind == "STT_GNU_IFUNC",
-                    )
-            for section in elf.iter_sections():
-                if not isinstance(section, NoteSection):
-                    continue
-                for note in section.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID":
-                        build_id = str(note["n_desc"])
-    except FileNotFoundError as exc:
-        raise CollectorEnvironmentError("binary not found on this host", path=path) from exc
-    except (ELFError, OSError) as exc:
-        raise CollectorEnvironmentError(f"not a readable ELF file ({exc})", path=path) from exc
-    return ElfIndex(path, build_id, has_symtab, functions)
+        return _index_binary(path)
+    except MalformedDocumentError as exc:
+        reason = "binary not found on this host" if "not found" in exc.message else exc.message
+        raise CollectorEnvironmentError(reason, path=path) from exc
 
 
 def resolve_symbol(binary_path: str, symbol: str) -> ResolvedSymbol:

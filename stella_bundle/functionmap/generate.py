@@ -22,7 +22,7 @@ from ..errors import ConfigError, InputError
 from ..timeutil import build_time, format_timestamp
 from .callgraph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PATHS, enumerate_paths, load_callgraph
 from .catalog import Catalog, load_catalog
-from .elf import ElfSymbols, read_elf_symbols
+from .elf import ElfIndex, index_binary
 from .model import (
     DEFAULT_MIN_RATE,
     DEFAULT_WINDOW_SECONDS,
@@ -292,7 +292,7 @@ def _kernel_candidates(events: Sequence[str]) -> list[_Candidate]:
 
 
 def _binary_candidates(
-    sbom: Sbom, catalog: Catalog, binaries: Mapping[str, ElfSymbols], globs: Sequence[str]
+    sbom: Sbom, catalog: Catalog, binaries: Mapping[str, ElfIndex], globs: Sequence[str]
 ) -> list[_Candidate]:
     """Defined functions of each --binary-path matched by a COMPONENT/SYMBOL or SYMBOL glob.
 
@@ -373,9 +373,9 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     catalog = load_catalog(list(options.catalogs))
     warnings: list[str] = []
 
-    binaries: dict[str, ElfSymbols] = {}
+    binaries: dict[str, ElfIndex] = {}
     for purl, path in options.binary_paths.items():
-        binaries[canonical_purl(purl)] = read_elf_symbols(str(path))
+        binaries[canonical_purl(purl)] = index_binary(str(path))
     binaries_loose = {_versionless(purl): elf for purl, elf in binaries.items()}
 
     candidates = _catalog_candidates(sbom, catalog)

@@ -27,8 +27,7 @@ from ..bundle.reader import ReaderLimits
 from ..bundle.render import render_html, report_renderable
 from ..bundle.report import check_auditor_key, write_reports
 from ..bundle.verify import VerifyLimits, verify_bundle
-from ..errors import InputError
-from ..timeutil import parse_timestamp
+from .options import time_option
 from .output import console, emit_json, error_console, error_line
 
 app = typer.Typer(
@@ -146,15 +145,6 @@ def inspect(
     console.print(files)
 
 
-def _moment(value: str | None, option: str) -> object:
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except ValueError as exc:
-        raise InputError(str(exc), field=option) from exc
-
-
 @app.command("verify")
 def verify(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to verify."),
@@ -187,7 +177,7 @@ def verify(
         check_auditor_key(signer, trust_root, report_key)
     window = None
     if window_from is not None or window_to is not None:
-        window = (_moment(window_from, "--from"), _moment(window_to, "--to"))
+        window = (time_option(window_from, "--from"), time_option(window_to, "--to"))
     limits = VerifyLimits(
         archive=ReaderLimits(max_member_size=parse_size(max_member_size, "--max-member-size"))
     )

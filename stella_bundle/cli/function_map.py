@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..functionmap.verify import (
     verify_files,
     verify_observations,
 )
-from ..timeutil import parse_timestamp
+from .options import time_option
 from .output import Format, console, emit_json, error_line
 
 app = typer.Typer(help="Generate and verify function maps.", no_args_is_help=True)
@@ -63,15 +62,6 @@ def _bool(value: str, option: str) -> bool:
     if lowered in ("false", "no", "0"):
         return False
     raise InputError(f"expected true or false, found {value!r}", field=option)
-
-
-def _time(value: str | None, option: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except ValueError as exc:
-        raise InputError(str(exc), field=option) from exc
 
 
 @app.command("generate")
@@ -251,8 +241,8 @@ def verify(
     root = TrustRoot.load(trust_root) if trust_root is not None else None
     loaded = load_function_map(function_map, root)
     options = VerifyOptions(
-        window_from=_time(window_from, "--from"),
-        window_to=_time(window_to, "--to"),
+        window_from=time_option(window_from, "--from"),
+        window_to=time_option(window_to, "--to"),
         fail_on_unexpected=(
             _bool(fail_on_unexpected, "--fail-on-unexpected")
             if fail_on_unexpected is not None

@@ -8,21 +8,17 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..errors import InputError
 from ..functionmap.inputs import iter_input_records
 from ..functionmap.query import QueryFilter, filter_records, summarise
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import format_timestamp
 from .observations import app
+from .options import time_option
 from .output import Format, console, emit_json
 
 
 def _time(value: str | None, option: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return format_timestamp(parse_timestamp(value))
-    except ValueError as exc:
-        raise InputError(str(exc), field=option) from exc
+    moment = time_option(value, option)
+    return None if moment is None else format_timestamp(moment)
 
 
 @app.command("query")

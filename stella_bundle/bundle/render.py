@@ -99,7 +99,7 @@ def report_renderable(report: Mapping[str, Any]) -> RenderableType:
         paths.add_row(
             str(path.get("path_id")),
             str(path.get("tag", "")),
-            Text(status, style=_PATH_STYLE.get(status, "")),
+            Text(status + _optional_note(path), style=_PATH_STYLE.get(status, "")),
             _rate(path.get("confidence")) if "confidence" in path else "",
         )
     tags = Table(title="per tag", title_justify="left")
@@ -151,6 +151,11 @@ text-align:left;vertical-align:top}th{background:#f6f8fa}
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _optional_note(path: dict[str, Any]) -> str:
+    # An optional path does not count against the rate: say so beside its status.
+    return " (optional)" if path.get("optional") else ""
 
 
 def _table(headers: Iterable[str] | None, rows: Iterable[Iterable[str]]) -> str:
@@ -215,7 +220,8 @@ def render_html(report: Mapping[str, Any]) -> str:
             (
                 f"<code>{_e(p.get('path_id'))}</code>",
                 _e(p.get("tag", "")),
-                f'<span class="{_e(p.get("status"))}">{_e(p.get("status"))}</span>',
+                f'<span class="{_e(p.get("status"))}">{_e(p.get("status"))}</span>'
+                + _e(_optional_note(p)),
                 _e(_rate(p.get("confidence"))) if "confidence" in p else "",
                 _e(", ".join(_symbol_text(node) for node in p.get("nodes", []))),
             )

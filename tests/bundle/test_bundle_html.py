@@ -80,6 +80,27 @@ def test_html_escapes_what_the_bundle_says() -> None:
     assert "&lt;script&gt;" in page
 
 
+def test_optional_paths_are_marked_as_such() -> None:
+    from rich.console import Console
+
+    from stella_bundle.bundle.render import report_renderable
+
+    report = {
+        "verification_result": "PASSED",
+        "per_path_breakdown": [
+            {"path_id": "p-required", "tag": "crypto", "status": "observed", "optional": False},
+            {"path_id": "p-optional", "tag": "crypto", "status": "missing", "optional": True},
+        ],
+    }
+    page = render_html(report)
+    assert page.count("(optional)") == 1
+    assert re.search(r"p-optional.*?missing</span> \(optional\)", page, re.S)
+    console = Console(record=True, width=200)
+    console.print(report_renderable(report))
+    text = console.export_text()
+    assert "missing (optional)" in text and "observed (optional)" not in text
+
+
 def test_chromium_renders_the_report(report_dir: Path, tmp_path: Path) -> None:
     page = (report_dir / "verification-report.html").as_uri()
     png = tmp_path / "report.png"

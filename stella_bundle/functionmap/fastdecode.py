@@ -66,7 +66,29 @@ class Record(msgspec.Struct, forbid_unknown_fields=True):
     details: dict[str, Any] | UnsetType = UNSET
 
 
+class PlainRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A record without count, first/last_observed_at, image_digest or details: the common
+    collector line. Fields in key order (msgspec decodes keys in declared order fastest); a
+    block with any other key fails this decoder and is decoded again as `Record`."""
+
+    binary_path: str | UnsetType = UNSET
+    build_id: str | UnsetType = UNSET
+    comm: str | UnsetType = UNSET
+    container_id: str | UnsetType = UNSET
+    function_name: Annotated[str, Meta(min_length=1)]
+    host: str | UnsetType = UNSET
+    kind: Kind | UnsetType = UNSET
+    namespace: str | UnsetType = UNSET
+    node_hash: str
+    observed_at: str
+    pid: NonNegative | UnsetType = UNSET
+    pod_name: str | UnsetType = UNSET
+    probe_type: Probe = "unknown"
+    purl: str | UnsetType = UNSET
+
+
 _DECODER: Final = msgspec.json.Decoder(Record)
+_PLAIN_DECODER: Final = msgspec.json.Decoder(PlainRecord)
 
 # Canonical UTC timestamps only (the fast path compares them as strings); the calendar date is
 # checked by the caller's date cache.
@@ -97,22 +119,47 @@ def _plain_value(value: Any) -> bool:
     return True
 
 
-def decode_block(block: bytes, lines: int) -> tuple[list[Record], bool] | None:
-    """(records, aggregated) when every one of `lines` lines is a valid record, else None.
+def decode_block(
+    block: bytes, lines: int
+) -> tuple[list[Record] | list[PlainRecord], list[str], bool] | None:
+    """(records, observed_at values, aggregated) when every one of `lines` lines is a valid
+    record, else None.
 
-    `aggregated` says whether any record carries count, first_observed_at or last_observed_at.
+    `aggregated` says whether any record carries count, first_observed_at or last_observed_at;
+    when it is False the records are `PlainRecord`s.
     """
     try:
-        records: list[Record] = _DECODER.decode_lines(block)
+        plain: list[PlainRecord] = _PLAIN_DECODER.decode_lines(block)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
-    if len(records) != lines:
+        return _decode_full(block, lines)
+    if len(plain) != lines:
         return None  # blank lines: the line-by-line path skips them and numbers the rest
+    observed = _observed(plain)
+    if observed is None:
+        return None
+    return plain, observed, False
+
+
+def _observed(records: list[Record] | list[PlainRecord]) -> list[str] | None:
+    """The observed_at values when all are canonical with real calendar dates, else None."""
     observed = list(map(_OBSERVED, records))
     if not _all_canonical(observed):
         return None
     # Calendar dates, once per distinct day (C-level slicing; the fold then skips them).
     if not all(map(date_ok, set(map(_DAY, observed)))):
+        return None
+    return observed
+
+
+def _decode_full(block: bytes, lines: int) -> tuple[list[Record], list[str], bool] | None:
+    try:
+        records: list[Record] = _DECODER.decode_lines(block)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if len(records) != lines:
+        return None
+    observed = _observed(records)
+    if observed is None:
         return None
     aggregated = (
         b'"count"' in block or b'"first_observed_at"' in block or b'"last_observed_at"' in block
@@ -134,4 +181,4 @@ def decode_block(block: bytes, lines: int) -> tuple[list[Record], bool] | None:
         for r in records:
             if r.details is not UNSET and not _plain_value(r.details):
                 return None
-    return records, aggregated
+    return records, observed, aggregated

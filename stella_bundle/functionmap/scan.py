@@ -231,35 +231,36 @@ class ObservationAggregator:
         decoded = decode_block(block, lines)
         if decoded is None:
             return False
-        records, aggregated = decoded
+        records, _, aggregated = decoded
+        window_from = self.window_from
+        window_to = self.window_to
+        windowed = window_from is not None or window_to is not None
         expected = self.expected
         unexpected = self.unexpected
         bits = PROBE_BIT
-        window_from = self.window_from
-        window_to = self.window_to
-        plain = not aggregated and window_from is None and window_to is None
         outside = 0
+        count = 1
         for record in records:  # observed_at dates were checked by decode_block
             node_hash = record.node_hash
-            observed = record.observed_at
-            if plain:
-                start = end = observed
-                count = 1
-            else:
-                first = record.first_observed_at
-                last = record.last_observed_at
-                start = observed if first is UNSET else first  # type: ignore[assignment]
-                end = observed if last is UNSET else last  # type: ignore[assignment]
-                if (start is not observed and not date_ok(start)) or (
-                    end is not observed and not date_ok(end)
-                ):
-                    raise _BadDate
-                if (window_from is not None and end < window_from) or (
-                    window_to is not None and start > window_to
-                ):
-                    outside += 1
-                    continue
-                count = 1 if record.count is UNSET else record.count  # type: ignore[assignment]
+            start = end = record.observed_at
+            if aggregated:  # only then are the records `Record`s with these fields
+                first = record.first_observed_at  # type: ignore[union-attr]
+                last = record.last_observed_at  # type: ignore[union-attr]
+                if first is not UNSET:
+                    if not date_ok(first):
+                        raise _BadDate
+                    start = first
+                if last is not UNSET:
+                    if not date_ok(last):
+                        raise _BadDate
+                    end = last
+                count = 1 if record.count is UNSET else record.count  # type: ignore[union-attr]
+            if windowed and (
+                (window_from is not None and end < window_from)
+                or (window_to is not None and start > window_to)
+            ):
+                outside += 1
+                continue
             state = expected.get(node_hash)
             if state is None:
                 state = unexpected.get(node_hash)

@@ -259,3 +259,57 @@ def test_scan_stream_public_api(tmp_path: Path) -> None:
     fresh = ObservationAggregator()
     fresh.scan_stream(io.BytesIO(data[: data.index(b"\n") + 1]), "x")
     assert fresh.unexpected[HASHES[2]].count == 1
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.lists(
+        st.fixed_dictionaries(
+            {
+                "function_name": st.just("f"),
+                "node_hash": st.sampled_from(HASHES[:4]),
+                "observed_at": st.sampled_from(TIMES[:2]),
+            },
+            optional={
+                "probe_type": st.sampled_from(PROBE_TYPES),
+                "pid": st.sampled_from([0, 42, -3]),
+                "count": st.sampled_from([1, 3, 0]),
+                "first_observed_at": st.sampled_from(TIMES[:2]),
+            },
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    window=st.sampled_from([(None, TIMES[0]), (TIMES[1], None), (TIMES[0], TIMES[1])]),
+)
+def test_plain_and_full_decoding_with_a_window(
+    tmp_path: Path, batch: list[dict[str, Any]], window: tuple[str | None, str | None]
+) -> None:
+    """Plain records (decoded without count/first/last fields) and full ones, under a time
+    window: the same counts, window exclusions and errors as full validation."""
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in batch))
+    window_from, window_to = window
+
+    def windowed_reference(path: Path) -> tuple[dict[str, int], int]:
+        counts: dict[str, int] = {}
+        outside = 0
+        for number, value in iter_json_lines(path):
+            valid = validate_record(value, path, number)
+            start = valid.get("first_observed_at") or valid["observed_at"]
+            end = valid["observed_at"]
+            if (window_from and end < window_from) or (window_to and start > window_to):
+                outside += 1
+                continue
+            counts[valid["node_hash"]] = counts.get(valid["node_hash"], 0) + valid.get("count", 1)
+        return counts, outside
+
+    def windowed_scan(path: Path) -> tuple[dict[str, int], int]:
+        aggregator = ObservationAggregator([HASHES[0]], window_from, window_to)
+        aggregator.scan_file(path)
+        states = {**aggregator.expected, **aggregator.unexpected}
+        return {h: s.count for h, s in states.items() if s.count}, aggregator.outside_window
+
+    assert _outcome(windowed_scan, path) == _outcome(windowed_reference, path)

@@ -91,18 +91,19 @@ _DECODER: Final = msgspec.json.Decoder(Record)
 _PLAIN_DECODER: Final = msgspec.json.Decoder(PlainRecord)
 
 # Canonical UTC timestamps only (the fast path compares them as strings); the calendar date is
-# checked by the caller's date cache.
-CANONICAL_TS: Final = re.compile(
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z$",
-    re.MULTILINE,
-)
+# checked by the caller's date cache. One fullmatch over the newline-joined values: no
+# per-value match objects (about half the time of findall).
+_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
+CANONICAL_TS_LINES: Final = re.compile(rf"(?:{_TIMESTAMP}\n)*+{_TIMESTAMP}")
 
 
 def _all_canonical(stamps: list[str]) -> bool:
+    if not stamps:
+        return True
     joined = "\n".join(stamps)
     # A value holding a newline would split in two: the separator count rules that out.
-    return joined.count("\n") == len(stamps) - 1 and len(CANONICAL_TS.findall(joined)) == len(
-        stamps
+    return (
+        joined.count("\n") == len(stamps) - 1 and CANONICAL_TS_LINES.fullmatch(joined) is not None
     )
 
 

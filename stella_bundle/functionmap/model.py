@@ -11,16 +11,16 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
-from ..attest.trustroot import TrustRoot
-from ..attest.verifier import AttestationVerifier
 from ..errors import MalformedDocumentError, PayloadTypeError, SchemaValidationError, StatementError
 from ..jsonio import parse_json, read_bytes
 from ..observations.record import PROBE_TYPES
 from .symbols import node_hash as compute_node_hash
+
+if TYPE_CHECKING:
+    from ..attest.trustroot import TrustRoot
 
 FUNCTION_MAP_ROLE = "function-map"
 
@@ -410,10 +410,17 @@ def load_function_map(
     raw = read_bytes(path)
     document = parse_json(raw, source)
     if isinstance(trust_root, str | Path):
+        from ..attest.trustroot import TrustRoot
+
         trust_root = TrustRoot.load(trust_root)
     is_envelope = isinstance(document, dict) and "payloadType" in document
     signers: tuple[str, ...] = ()
     if is_envelope:
+        # Imported here: DSSE pulls in securesystemslib (and its AWS signer, boto3), ≈0.15 s
+        # that reading a plain Statement does not need.
+        from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope
+        from ..attest.verifier import AttestationVerifier
+
         if trust_root is not None:
             verified = AttestationVerifier(trust_root).verify_statement(
                 document, FUNCTION_MAP_ROLE, source=path, predicate_type=FUNCTION_MAP_PREDICATE

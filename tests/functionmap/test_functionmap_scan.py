@@ -313,3 +313,23 @@ def test_plain_and_full_decoding_with_a_window(
         return {h: s.count for h, s in states.items() if s.count}, aggregator.outside_window
 
     assert _outcome(windowed_scan, path) == _outcome(windowed_reference, path)
+
+
+def test_timestamp_block_check_matches_canonical_form() -> None:
+    """The joined-values fullmatch accepts exactly the lists of canonical timestamps."""
+    from stella_bundle.functionmap.fastdecode import _all_canonical
+
+    good = ["2026-01-23T00:00:00.000000Z", "2024-02-29T23:59:59.999999Z"]
+    assert _all_canonical(good) and _all_canonical(good[:1]) and _all_canonical([])
+    for bad in [
+        "2026-01-23T24:00:00.000000Z",
+        "2026-01-23T00:60:00.000000Z",
+        "2026-01-23T00:00:00.00000Z",
+        "2026-01-23T00:00:00.000000+00:00",
+        "2026-01-23T00:00:00.000000Z\n2026-01-23T00:00:00.000000Z",  # one value, two lines
+        "2026-01-23T00:00:00.000000Z ",
+        "２026-01-23T00:00:00.000000Z",  # a non-ASCII digit
+        "",
+    ]:
+        assert not _all_canonical([*good, bad]), bad
+        assert not _all_canonical([bad]), bad

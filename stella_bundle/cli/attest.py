@@ -9,12 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..attest.keys import fingerprint, load_signer
-from ..attest.signing import load_ready_statement, sign_to_file, statement_for_document
 from ..attest.trustroot import ROLES, SigstoreIdentity, TrustRoot
-from ..attest.verifier import AttestationVerifier, VerifiedStatement
 from ..errors import InputError, StellaError
 from .output import Format, console, emit_json
+
+if TYPE_CHECKING:
+    from ..attest.verifier import VerifiedStatement
 
 if TYPE_CHECKING:  # sigstore costs ~0.3 s to import: loaded only when a Sigstore bundle is verified
     from ..attest.sigstore_offline import SigstoreVerificationResult
@@ -35,6 +35,9 @@ def sign(
     output: Path = typer.Option(..., "--output", help="Where to write the .dsse.json envelope."),
 ) -> None:
     """Sign a document: its sha256 becomes the Statement's subject."""
+    from ..attest.keys import load_signer
+    from ..attest.signing import load_ready_statement, sign_to_file, statement_for_document
+
     if bool(predicate_type) == statement:
         raise InputError("give exactly one of --predicate-type URI or --statement")
     signers = [load_signer(path) for path in key]
@@ -52,6 +55,8 @@ def sign(
 
 
 def _summary(result: VerifiedStatement, trust_root: TrustRoot) -> dict[str, Any]:
+    from ..attest.keys import fingerprint
+
     return {
         "verified": True,
         "role": result.role,
@@ -95,6 +100,8 @@ def verify(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Verify offline: a DSSE envelope against a trust root's role, or a Sigstore bundle."""
+    from ..attest.verifier import AttestationVerifier
+
     try:
         if sigstore_bundle is not None:
             sigstore_result = _verify_sigstore(

@@ -18,15 +18,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..attest.keys import load_signer
-from ..attest.trustroot import TrustRoot
-from ..bundle.build import build_bundle
-from ..bundle.inspect import inspect_bundle
-from ..bundle.media import join_parts, parse_part_size, parse_size, split_bundle
-from ..bundle.reader import ReaderLimits
-from ..bundle.render import render_html, report_renderable
-from ..bundle.report import check_auditor_key, write_reports
-from ..bundle.verify import VerifyLimits, verify_bundle
 from .options import time_option
 from .output import console, emit_json, error_console, error_line
 
@@ -90,6 +81,9 @@ def build(
     ),
 ) -> None:
     """Build a reproducible, signed bundle (SOURCE_DATE_EPOCH fixes the timestamps)."""
+    from ..attest.keys import load_signer
+    from ..bundle.build import build_bundle
+
     signer = load_signer(key)
     big = sum(p.stat().st_size for d in evidence if d.is_dir() for p in d.rglob("*") if p.is_file())
     with _progress("building", big >= PROGRESS_THRESHOLD) as update:
@@ -115,6 +109,8 @@ def inspect(
     output_format: InspectFormat = typer.Option(InspectFormat.table, "--format"),
 ) -> None:
     """Show what a bundle claims to hold (NOT verified; use `bundle verify`)."""
+    from ..bundle.inspect import inspect_bundle
+
     summary = inspect_bundle(bundle)
     if output_format is InspectFormat.json:
         emit_json(summary)
@@ -170,6 +166,14 @@ def verify(
     ),
 ) -> None:
     """Verify offline, streaming the archive: exit 0 passed, 1 failed, 2 bad input."""
+    from ..attest.keys import load_signer
+    from ..attest.trustroot import TrustRoot
+    from ..bundle.media import parse_size
+    from ..bundle.reader import ReaderLimits
+    from ..bundle.render import render_html, report_renderable
+    from ..bundle.report import check_auditor_key, write_reports
+    from ..bundle.verify import VerifyLimits, verify_bundle
+
     trust_root = TrustRoot.load(trust_root_path)
     signer = None
     if report_key is not None:
@@ -219,6 +223,9 @@ def split(
     ),
 ) -> None:
     """Split into NAME.part-0001… and NAME.parts.json (sizes and sha256 of parts and whole)."""
+    from ..attest.keys import load_signer
+    from ..bundle.media import parse_part_size, split_bundle
+
     size = parse_part_size(part_size)
     signer = load_signer(key) if key is not None else None
     result = split_bundle(bundle, size, output_dir=output_dir, signer=signer)
@@ -237,6 +244,9 @@ def join(
     ),
 ) -> None:
     """Check every part, then join them (the parts are never modified or deleted)."""
+    from ..attest.trustroot import TrustRoot
+    from ..bundle.media import join_parts
+
     trust_root = TrustRoot.load(trust_root_path) if trust_root_path is not None else None
     result = join_parts(index, output, trust_root=trust_root)
     console.print(

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..demo import run_demo
 from .output import console
 
 
@@ -19,6 +18,8 @@ def demo(
     ),
 ) -> None:
     """Run the whole flow end to end in a temporary workspace and show the result."""
+    from ..demo import run_demo
+
     result = run_demo(
         workspace,
         say=lambda text: console.print(text, markup=False),

@@ -10,14 +10,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..attest.dsse import sign_statement
-from ..attest.keys import load_signer
-from ..attest.signing import write_envelope
-from ..attest.trustroot import TrustRoot
 from ..canonical import canonical_bytes
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
-from ..functionmap.generate import GenerateOptions, generate_function_map, signature_path
 from ..functionmap.inputs import check_one_source, iter_evidence_records, observation_paths
 from ..functionmap.model import load_function_map
 from ..functionmap.verify import (
@@ -103,6 +98,11 @@ def generate(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Generate a function map (an in-toto Statement) from an SBOM."""
+    from ..attest.dsse import sign_statement
+    from ..attest.keys import load_signer
+    from ..attest.signing import write_envelope
+    from ..functionmap.generate import GenerateOptions, generate_function_map, signature_path
+
     options = GenerateOptions(
         sbom=sbom,
         service=service,
@@ -238,6 +238,8 @@ def verify(
     ),
 ) -> int:
     """Verify observations against a function map, offline. Exit 0 verified, 1 not."""
+    from ..attest.trustroot import TrustRoot
+
     root = TrustRoot.load(trust_root) if trust_root is not None else None
     loaded = load_function_map(function_map, root)
     options = VerifyOptions(

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..attest.keys import load_signer
 from ..errors import InputError
-from ..evidence.config import SignalsConfig, WriterConfig, load_signals_config
-from ..evidence.importer import import_observations
 from .observations import app
 from .output import Format, console, emit_json
 
@@ -36,6 +33,10 @@ def import_command(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Validate every record (nothing written if one is bad), then seal them as a new chain."""
+    from ..attest.keys import load_signer
+    from ..evidence.config import SignalsConfig, WriterConfig, load_signals_config
+    from ..evidence.importer import import_observations
+
     settings = load_signals_config(config) if config else SignalsConfig()
     target = target or settings.output_directory
     if target is None:

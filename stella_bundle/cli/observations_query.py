@@ -8,8 +8,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..functionmap.inputs import iter_input_records
-from ..functionmap.query import QueryFilter, filter_records, summarise
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
@@ -42,6 +40,9 @@ def query(
 ) -> None:
     """Show observation records, or with --summary per-symbol counts, first/last seen,
     probe types and containers."""
+    from ..functionmap.inputs import iter_input_records
+    from ..functionmap.query import QueryFilter, filter_records, summarise
+
     selection = QueryFilter(
         service=service,
         container=container,

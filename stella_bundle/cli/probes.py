@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from ..collector.features import DEFAULT_TRACEFS, detect
-from ..collector.loader import ProbeSet
 from .output import Format, console, emit_json
 
 app = typer.Typer(help="eBPF probe objects and kernel feature detection.", no_args_is_help=True)
@@ -61,6 +60,8 @@ def list_probes(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """The probe objects, their sha256 (checked against the lock) and programs."""
+    from ..collector.loader import ProbeSet
+
     probe_set = ProbeSet.open(probes_dir)
     rows = []
     for name, entry in sorted(probe_set.lock.objects.items()):

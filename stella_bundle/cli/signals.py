@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from ..attest.keys import load_signer
-from ..attest.trustroot import TrustRoot
 from ..errors import InputError
-from ..evidence.chain import ChainReport, verify_evidence
-from ..evidence.layout import find_chain_dirs
-from ..evidence.prune import parse_duration, prune_chain
 from ..evidence.report import ERROR, INFO, WARNING
-from ..evidence.status import chain_status, inspect_target
 from .output import Format, console, emit_json
 
 app = typer.Typer(help="Evidence chains: collect, verify, inspect, prune.", no_args_is_help=True)
@@ -39,6 +34,9 @@ def verify_chain_command(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Check every chunk, seal, signature and link; name each problem. Exit 0 pass, 1 fail."""
+    from ..attest.trustroot import TrustRoot
+    from ..evidence.chain import verify_evidence
+
     if structure_only and trust_root is not None:
         raise InputError("--structure-only and --trust-root exclude each other")
     reports = verify_evidence(
@@ -106,6 +104,8 @@ def inspect_command(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Show a seal's summary and the chunk's records (signatures are not checked here)."""
+    from ..evidence.status import inspect_target
+
     result = inspect_target(target, chain, None if limit == 0 else limit)
     if output_format is Format.json:
         emit_json(
@@ -161,6 +161,9 @@ def status_command(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Chain head, age of the last seal, size, records per second, open chunk, loss."""
+    from ..evidence.layout import find_chain_dirs
+    from ..evidence.status import chain_status
+
     chains = find_chain_dirs(directory)
     if not chains:
         raise InputError("no evidence chain found", path=directory)
@@ -214,6 +217,11 @@ def prune_command(
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """Remove whole sealed chunks older than a limit; write a signed prune record."""
+    from ..attest.keys import load_signer
+    from ..attest.trustroot import TrustRoot
+    from ..evidence.layout import find_chain_dirs
+    from ..evidence.prune import parse_duration, prune_chain
+
     seconds = parse_duration(older_than)
     signer = load_signer(key)
     root = TrustRoot.load(trust_root) if trust_root else None
@@ -254,3 +262,6 @@ def prune_command(
 
 
 from . import signals_start  # noqa: E402,F401
+
+if TYPE_CHECKING:
+    from ..evidence.chain import ChainReport

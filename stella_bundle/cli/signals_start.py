@@ -6,18 +6,19 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from ..collector.events import MODES
-from ..collector.run import StartOptions, prepare
-from ..collector.session import Collector
 from ..errors import ConfigError
 from .output import console, error_line
 from .signals import app
+
+if TYPE_CHECKING:
+    from ..collector.session import Collector
 
 
 def _status_table(collector: Collector) -> Table:
@@ -69,6 +70,8 @@ def start(
     quiet: bool = typer.Option(False, "--quiet", help="No live status display."),
 ) -> None:
     """Attach probes for a function map and write observations until stopped (SIGTERM/SIGINT)."""
+    from ..collector.run import StartOptions, prepare
+
     if mode is not None and mode not in MODES:
         raise ConfigError(f"expected one of {', '.join(MODES)}, got {mode!r}", field="--mode")
     session = prepare(

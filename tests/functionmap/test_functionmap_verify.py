@@ -11,6 +11,7 @@ import zstandard
 from functionmap_helpers import EPOCH, record, records_for, write_chain, write_ndjson
 
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.errors import InputError
 from stella_bundle.functionmap import verify as verify_module
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 from stella_bundle.functionmap.model import FunctionMap, load_function_map
@@ -362,3 +363,27 @@ def test_many_chunks_in_parallel_match_sequential(
     sequential = verify_files(fmap, paths, VerifyOptions(workers=1)).to_dict()
     assert parallel == sequential
     assert parallel["per_path_breakdown"][0]["nodes"][0]["count"] == 15
+
+
+def test_split_scan_matches_sequential_and_names_lines_in_either_part(
+    fmap: FunctionMap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process scans the first part of a split file while a worker scans the rest: the
+    same result as one sequential scan, and a bad line in either part is named exactly."""
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_BYTES", 1024)
+    stray = {**records_for(fmap)[0], "function_name": "stray", "node_hash": "sha256:" + "e" * 64}
+    records = records_for(fmap) * 100 + [stray] + records_for(fmap) * 100
+    path = write_ndjson(tmp_path / "big.ndjson", records)
+    other = write_ndjson(tmp_path / "other.ndjson", records_for(fmap))
+    for paths in ([path], [path, other], [other, path]):
+        parallel = verify_files(fmap, paths, VerifyOptions(workers=2)).to_dict()
+        sequential = verify_files(fmap, paths, VerifyOptions(workers=1)).to_dict()
+        assert parallel == sequential
+    lines = path.read_bytes().splitlines(keepends=True)
+    for bad_line in (3, len(lines) // 2 - 2, len(lines) // 2 + 2, len(lines) - 1):
+        broken = lines.copy()
+        broken[bad_line - 1] = b"{oops\n"
+        path.write_bytes(b"".join(broken))
+        with pytest.raises(InputError) as caught:
+            verify_files(fmap, [path], VerifyOptions(workers=2))
+        assert f"{path}:{bad_line}: malformed NDJSON" in str(caught.value)

@@ -97,14 +97,17 @@ _TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][
 CANONICAL_TS_LINES: Final = re.compile(rf"(?:{_TIMESTAMP}\n)*+{_TIMESTAMP}")
 
 
-def _all_canonical(stamps: list[str]) -> bool:
-    if not stamps:
-        return True
+def _canonical_joined(stamps: list[str]) -> str | None:
+    """The values joined by newlines when every one is a canonical timestamp, else None."""
     joined = "\n".join(stamps)
     # A value holding a newline would split in two: the separator count rules that out.
-    return (
-        joined.count("\n") == len(stamps) - 1 and CANONICAL_TS_LINES.fullmatch(joined) is not None
-    )
+    if joined.count("\n") != len(stamps) - 1 or CANONICAL_TS_LINES.fullmatch(joined) is None:
+        return None
+    return joined
+
+
+def _all_canonical(stamps: list[str]) -> bool:
+    return not stamps or _canonical_joined(stamps) is not None
 
 
 def _plain_value(value: Any) -> bool:
@@ -144,9 +147,15 @@ def decode_block(
 def _observed(records: list[Record] | list[PlainRecord]) -> list[str] | None:
     """The observed_at values when all are canonical with real calendar dates, else None."""
     observed = list(map(_OBSERVED, records))
-    if not _all_canonical(observed):
+    joined = _canonical_joined(observed) if observed else None
+    if joined is None:
         return None
-    # Calendar dates, once per distinct day (C-level slicing; the fold then skips them).
+    # Calendar dates, once per distinct day. Most blocks hold one day: in canonical values a
+    # "YYYY-MM-DD" can only occur at the start of a value, so counting the first value's day in
+    # the joined text proves they all share it; else one C-level slice per value.
+    day = observed[0][:10]
+    if joined.count(day) == len(observed):
+        return observed if date_ok(day) else None
     if not all(map(date_ok, set(map(_DAY, observed)))):
         return None
     return observed

@@ -333,3 +333,21 @@ def test_timestamp_block_check_matches_canonical_form() -> None:
     ]:
         assert not _all_canonical([*good, bad]), bad
         assert not _all_canonical([bad]), bad
+
+
+def test_block_dates_checked_for_one_day_and_many() -> None:
+    """One shared day is checked once; mixed days each; an impossible day anywhere rejects."""
+    from stella_bundle.functionmap.fastdecode import PlainRecord, _observed
+
+    def block(*stamps: str) -> list[PlainRecord]:
+        return [PlainRecord(function_name="f", node_hash=HASHES[0], observed_at=s) for s in stamps]
+
+    day = "2026-01-23T00:00:00.000000Z"
+    leap = "2024-02-29T12:00:00.000000Z"
+    impossible = "2026-02-29T12:00:00.000000Z"
+    assert _observed(block(day, day)) == [day, day]
+    assert _observed(block(leap, day, leap)) == [leap, day, leap]
+    assert _observed(block(impossible, impossible)) is None
+    assert _observed(block(day, impossible)) is None
+    assert _observed(block(impossible, day)) is None
+    assert _observed(block()) is None

@@ -10,7 +10,7 @@ setup:
 
 # Run the main job end to end on embedded defaults, in a temporary workspace.
 demo: setup
-    stella demo
+    python3 -m stella_bundle demo
 
 # The whole test suite (pytest exit 5, "no tests ran", is a failure).
 test *ARGS: setup

@@ -35,3 +35,7 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
   | grep -v "Running pip as the 'root' user" || true
+
+# pyenv exposes console scripts (stella, just) through shims made on rehash; `python3 -m pip`
+# does not rehash by itself.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -4,8 +4,10 @@ Generates N observation records (canonical NDJSON, time-ordered like collector c
 function map of P paths in a temporary directory, then measures, each in a fresh process:
   * `stella function-map verify --function-map FM --observations OBS --format json`
   * DuckDB: read_ndjson + per-node aggregation + join with the map's nodes + group by path
-and prints records/s for both, the ratio, and the peak RSS of each. The verifier is run again
-on a quarter of the records to show its peak memory does not grow with the record count.
+and prints records/s for both, the ratio, and the peak RSS of each (medians of --repeat
+interleaved runs: the development VM is shared and single runs vary by a third). The verifier
+is run again on a quarter of the records to show its peak memory does not grow with the record
+count.
 
     python bench/verify.py                      # 1,000,000 records, 10,000 paths
     python bench/verify.py --records 200000     # smaller, while developing
@@ -19,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,6 +230,12 @@ def main() -> None:
         "--workers", type=int, default=None, help="stella scan processes (default CPUs)"
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep the generated files here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each side, interleaved; the median is reported (the VM is shared)",
+    )
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="stella-bench-verify-"))
@@ -244,10 +253,21 @@ def main() -> None:
             f"cpus: {os.cpu_count()}, stella workers: {args.workers or os.cpu_count()}, duckdb threads: default"
         )
 
-        duck_wall, _, duck = run_duckdb(full, nodes_path)
-        stella_wall, stella_rss, report = run_stella(map_path, full, args.workers)
+        duck_walls, duck_queries, stella_walls, library_verifies = [], [], [], []
+        stella_rss = 0
+        for _ in range(max(1, args.repeat)):
+            wall, _, duck = run_duckdb(full, nodes_path)
+            duck_walls.append(wall)
+            duck_queries.append(duck["query_seconds"])
+            wall, rss, report = run_stella(map_path, full, args.workers)
+            stella_walls.append(wall)
+            stella_rss = max(stella_rss, rss)
+            library_verifies.append(run_library(map_path, full, args.workers)["verify"])
+        duck_wall = statistics.median(duck_walls)
+        duck["query_seconds"] = statistics.median(duck_queries)
+        stella_wall = statistics.median(stella_walls)
+        library = {"verify": statistics.median(library_verifies)}
         _, quarter_rss, _ = run_stella(map_path, quarter, args.workers)
-        library = run_library(map_path, full, args.workers)
         startup = cli_startup()
 
         observed_paths = sum(1 for p in report["per_path_breakdown"] if p["status"] == "observed")
@@ -270,6 +290,9 @@ def main() -> None:
             memory = f"{rss:>14.1f}" if rss is not None else ""
             print(f"{name:30}{seconds:>10.2f}{args.records / seconds:>14,.0f}{memory}")
         print(f"{'stella CLI start-up only':30}{startup:>10.2f}")
+        print(f"(medians of {max(1, args.repeat)} interleaved runs; stella CLI runs: "
+              f"{' '.join(f'{w:.2f}' for w in stella_walls)}, duckdb: "
+              f"{' '.join(f'{w:.2f}' for w in duck_walls)})")  # fmt: skip
         print()
         print(
             f"ratio stella CLI / duckdb process:  {stella_wall / duck_wall:.2f}x  (target <= 2.00x)"

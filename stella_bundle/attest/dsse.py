@@ -19,7 +19,7 @@ from securesystemslib.exceptions import UnverifiedSignatureError, VerificationEr
 from securesystemslib.signer import Signature, Signer, SSlibKey
 
 from ..canonical import canonical_bytes
-from ..errors import MalformedDocumentError, SignatureError, ThresholdNotMetError
+from ..errors import MalformedDocumentError, SignatureError, StatementError, ThresholdNotMetError
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -129,6 +129,46 @@ def parse_envelope(document: Any, source: str | Path | None = None) -> Envelope:
         payload_type=document["payloadType"],
         signatures=tuple(signatures),
     )
+
+
+def parse_statement_envelope(
+    data: bytes,
+    predicate_type: str,
+    source: str | Path | None = None,
+    what: str = "envelope",
+) -> tuple[Envelope, dict[str, Any]]:
+    """Envelope bytes → (envelope, in-toto statement of `predicate_type`), signatures unchecked.
+
+    For documents read back from disk or an archive (seals, prune records): every shape
+    problem is a MalformedDocumentError naming the file and the field.
+    """
+    # Local imports: statement.py pulls in protobuf, which plain DSSE users do not need.
+    import json
+
+    from .statement import validate_statement
+
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedDocumentError(f"{what} is not valid JSON", path=source) from exc
+    envelope = parse_envelope(document, source)
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise MalformedDocumentError(
+            f"payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}",
+            path=source,
+            field="payloadType",
+        )
+    try:
+        statement = json.loads(envelope.payload)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedDocumentError(
+            f"{what} payload is not valid JSON", path=source, field="payload"
+        ) from exc
+    try:
+        validate_statement(statement, predicate_type)
+    except StatementError as exc:
+        raise MalformedDocumentError(exc.message, path=source, field="payload") from exc
+    return envelope, statement
 
 
 def sign_payload(payload: bytes, payload_type: str, signers: Sequence[Signer]) -> Envelope:

@@ -6,7 +6,6 @@ cumulative from the chain start, so one record always explains every removed seq
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import Any, Final
 
 from securesystemslib.signer import Signer
 
-from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, sign_statement
-from ..attest.statement import make_statement, validate_statement
+from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
+from ..attest.statement import make_statement
 from ..canonical import canonical_bytes
-from ..errors import MalformedDocumentError, StatementError
+from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 from .config import LossCounters
 from .layout import CHAIN_ID_RE, MAX_SEQUENCE, seal_name
@@ -126,25 +125,9 @@ def build_prune_record(record: PruneRecord, signers: Sequence[Signer]) -> bytes:
 
 
 def parse_prune_record(data: bytes, source: str | Path | None = None) -> ParsedPruneRecord:
-    try:
-        envelope = parse_envelope(json.loads(data), source)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedDocumentError("prune record is not valid JSON", path=source) from exc
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise MalformedDocumentError(
-            f"payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}",
-            path=source,
-            field="payloadType",
-        )
-    try:
-        statement = json.loads(envelope.payload)
-        validate_statement(statement, EVIDENCE_PRUNE_PREDICATE)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedDocumentError(
-            "payload is not valid JSON", path=source, field="payload"
-        ) from exc
-    except StatementError as exc:
-        raise MalformedDocumentError(exc.message, path=source, field="payload") from exc
+    envelope, statement = parse_statement_envelope(
+        data, EVIDENCE_PRUNE_PREDICATE, source, what="prune record"
+    )
     return ParsedPruneRecord(envelope, PruneRecord.from_dict(statement["predicate"], source))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,10 +11,10 @@ from typing import Any, Final, Literal
 
 from securesystemslib.signer import Signer
 
-from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, sign_statement
-from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement, validate_statement
+from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
+from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement
 from ..canonical import canonical_bytes
-from ..errors import MalformedDocumentError, StatementError
+from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 from .config import CollectorInfo, LossCounters
 from .layout import CHAIN_ID_RE, MAX_SEQUENCE, chunk_name
@@ -196,27 +195,9 @@ def build_seal(predicate: SealPredicate, chunk_sha256: str, signers: Sequence[Si
 
 def parse_seal(data: bytes, source: str | Path | None = None) -> ParsedSeal:
     """Parse a seal file; MalformedDocumentError / StatementError say what is wrong."""
-    try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedDocumentError("seal is not valid JSON", path=source) from exc
-    envelope = parse_envelope(document, source)
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise MalformedDocumentError(
-            f"payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}",
-            path=source,
-            field="payloadType",
-        )
-    try:
-        statement = json.loads(envelope.payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedDocumentError(
-            "seal payload is not valid JSON", path=source, field="payload"
-        ) from exc
-    try:
-        validate_statement(statement, EVIDENCE_CHUNK_PREDICATE)
-    except StatementError as exc:
-        raise MalformedDocumentError(exc.message, path=source, field="payload") from exc
+    envelope, statement = parse_statement_envelope(
+        data, EVIDENCE_CHUNK_PREDICATE, source, what="seal"
+    )
     subjects = statement["subject"]
     if len(subjects) != 1 or not isinstance(subjects[0].get("digest"), dict):
         raise MalformedDocumentError(

@@ -19,6 +19,7 @@ from .libbpf import (
     BPF_FUNC_get_attach_cookie,
     Libbpf,
 )
+from .lockfile import ATTACH_TYPE_FEATURES, BASE_FEATURES
 
 DEFAULT_TRACEFS: Final = Path("/sys/kernel/tracing")
 BTF_PATH: Final = Path("/sys/kernel/btf/vmlinux")
@@ -43,12 +44,6 @@ CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
     "net": ("kprobe", "tracepoint"),
     "exec": ("tracepoint",),
 }
-_ATTACH_FEATURES: Final[dict[str, tuple[str, ...]]] = {
-    "uprobe": ("uprobes", "bpf_cookie"),
-    "kprobe": ("kprobes", "bpf_cookie"),
-    "tracepoint": ("tracefs", "bpf_cookie"),
-}
-_BASE_FEATURES: Final = ("btf", "bpf_syscall", "ringbuf")
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ class KernelFeatures:
         skipped: list[str] = []
         for attach_type in order:
             missing = [
-                f for f in (*_BASE_FEATURES, *_ATTACH_FEATURES[attach_type]) if not self.has(f)
+                f for f in (*BASE_FEATURES, *ATTACH_TYPE_FEATURES[attach_type]) if not self.has(f)
             ]
             if not missing:
                 if skipped:

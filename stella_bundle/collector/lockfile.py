@@ -23,13 +23,13 @@ LOCK_FORMAT: Final = "stella-probes-lock/v1"
 LOCK_NAME: Final = "probes.lock.json"
 PACKAGE_BPF_DIR: Final = Path(__file__).parent / "bpf"
 
-# Kernel features each attach type needs (checked by `stella probes doctor`).
-_ATTACH_NEEDS: Final[dict[str, tuple[str, ...]]] = {
+# Kernel features each attach type needs: recorded in the lock, checked by `stella probes doctor`.
+ATTACH_TYPE_FEATURES: Final[dict[str, tuple[str, ...]]] = {
     "uprobe": ("uprobes", "bpf_cookie"),
     "kprobe": ("kprobes", "bpf_cookie"),
     "tracepoint": ("tracefs", "bpf_cookie"),
 }
-_BASE_NEEDS: Final = ("btf", "bpf_syscall", "ringbuf")
+BASE_FEATURES: Final = ("btf", "bpf_syscall", "ringbuf")
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,12 @@ def programs_of(data: bytes) -> tuple[ProgramInfo, ...]:
 
 def describe_object(name: str, data: bytes) -> dict[str, Any]:
     programs = programs_of(data)
-    needs = set(_BASE_NEEDS)
+    needs = set(BASE_FEATURES)
     optional: set[str] = set()
     for program in programs:
         # kprobe programs are variants the collector uses only where the kernel has kprobes.
         target = optional if program.attach_type == "kprobe" else needs
-        target.update(_ATTACH_NEEDS.get(program.attach_type, ()))
+        target.update(ATTACH_TYPE_FEATURES.get(program.attach_type, ()))
     return {
         "name": name,
         "sha256": hashlib.sha256(data).hexdigest(),

@@ -351,3 +351,14 @@ def test_block_dates_checked_for_one_day_and_many() -> None:
     assert _observed(block(day, impossible)) is None
     assert _observed(block(impossible, day)) is None
     assert _observed(block()) is None
+
+
+def test_fast_decoder_enums_match_the_record_format() -> None:
+    # msgspec needs Literal types; they must not drift from the validator's lists.
+    from typing import get_args
+
+    from stella_bundle.functionmap import fastdecode
+    from stella_bundle.observations.record import KINDS
+
+    assert get_args(fastdecode.Probe) == tuple(PROBE_TYPES)
+    assert get_args(fastdecode.Kind) == tuple(KINDS)

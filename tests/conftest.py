@@ -16,8 +16,7 @@ import pytest
 from stella_bundle.cli import main as cli_main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-EXTERNAL = SHARED / "external"
+EXTERNAL = REPO_ROOT / "tests" / "data" / "external"
 FIXTURES = REPO_ROOT / "fixtures"
 IN_CI = bool(os.environ.get("CI"))
 

@@ -14,7 +14,7 @@ from stella_bundle.functionmap.generate import GenerateOptions, generate_functio
 from stella_bundle.functionmap.model import FunctionMap
 
 REPO = Path(__file__).resolve().parents[2]
-JAVA_SBOM = REPO.parent / "shared" / "external" / "cyclonedx" / "dep-scan-bom-evinse-java.json"
+JAVA_SBOM = REPO / "tests" / "data" / "external" / "cyclonedx" / "dep-scan-bom-evinse-java.json"
 DEBIAN_PACKAGES = ("openssl", "libssl3", "libc6")
 LIBSSL = Path("/usr/lib/x86_64-linux-gnu/libssl.so.3")
 LIBCRYPTO = Path("/usr/lib/x86_64-linux-gnu/libcrypto.so.3")

@@ -154,7 +154,7 @@ class ChainVerifier:
         chain.records += facts.records
         chain.final = predicate.final
         chain.events_lost += predicate.loss.total
-        for counter, value in predicate.loss.to_dict().items():
+        for counter, value in predicate.loss.counters().items():
             chain.loss[counter] = chain.loss.get(counter, 0) + int(value)
         if predicate.first_observed_at and (
             chain.first_observed_at is None or predicate.first_observed_at < chain.first_observed_at

@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import attest, bundle, function_map, keys, observations, probes, schema, signals, trust_root
+from . import (
+    attest,
+    bundle,
+    function_map,
+    keys,
+    observations,
+    probes,
+    schema,
+    signals,
+    tetragon,
+    trust_root,
+)
 from .demo import demo
 
 app = typer.Typer(
@@ -42,4 +53,5 @@ app.add_typer(observations.app, name="observations")
 app.add_typer(signals.app, name="signals")
 app.add_typer(probes.app, name="probes")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(tetragon.app, name="tetragon")
 app.command("demo")(demo)

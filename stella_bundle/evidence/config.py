@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,28 +72,44 @@ class WriterConfig:
 
 @dataclass(frozen=True)
 class CollectorInfo:
-    """Who wrote a chunk; `boot_id` and `probe_set_sha256` are None for imports."""
+    """Who wrote a chunk; `boot_id` and `probe_set_sha256` are None for imports.
+
+    `source` names where imported events came from (the Tetragon bridge: `type`, `node_name`,
+    `export_file`); absent for the toolkit's own collector.
+    """
 
     id: str
     host: str
     boot_id: str | None
     version: str
     probe_set_sha256: str | None
+    source: Mapping[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "host": self.host,
             "boot_id": self.boot_id,
             "version": self.version,
             "probe_set_sha256": self.probe_set_sha256,
         }
+        if self.source is not None:
+            out["source"] = dict(self.source)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> CollectorInfo:
         if not isinstance(data, dict):
             raise MalformedDocumentError(
                 "expected a collector object", path=source, field="collector"
+            )
+        origin = data.get("source")
+        if origin is not None and (
+            not isinstance(origin, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in origin.items())
+        ):
+            raise MalformedDocumentError(
+                "expected an object of strings", path=source, field="collector.source"
             )
         try:
             return cls(
@@ -101,6 +118,7 @@ class CollectorInfo:
                 boot_id=_opt_str(data["boot_id"]),
                 version=_str(data["version"]),
                 probe_set_sha256=_opt_str(data["probe_set_sha256"]),
+                source=origin,
             )
         except (KeyError, TypeError) as exc:
             raise MalformedDocumentError(
@@ -127,38 +145,65 @@ def read_boot_id() -> str | None:
         return None
 
 
+_COUNTER_NAMES = ("ring_buffer_dropped", "sampled_out", "filtered_out", "torn_records")
+
+
 @dataclass
 class LossCounters:
-    """Events that were not recorded. `torn_records`: lines lost to a crash mid-write."""
+    """Events that were not recorded. `torn_records`: lines lost to a crash mid-write.
+
+    `by_reason` (optional) breaks counts down by why: `dropped.<kind>:<reason>` for events not
+    recorded (already counted in `filtered_out`), `redacted.<what>` for values removed from
+    recorded events by a privacy filter.
+    """
 
     ring_buffer_dropped: int = 0
     sampled_out: int = 0
     filtered_out: int = 0
     torn_records: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return self.ring_buffer_dropped + self.sampled_out + self.filtered_out + self.torn_records
 
     def add(self, other: LossCounters) -> None:
-        for item in fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+        for name in _COUNTER_NAMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
 
-    def to_dict(self) -> dict[str, int]:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
+    def counters(self) -> dict[str, int]:
+        """The four counts, without the breakdown."""
+        return {name: getattr(self, name) for name in _COUNTER_NAMES}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.counters()
+        if self.by_reason:
+            out["by_reason"] = dict(sorted(self.by_reason.items()))
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> LossCounters:
         if not isinstance(data, dict):
             raise MalformedDocumentError("expected a loss object", path=source, field="loss")
         counters = cls()
-        for item in fields(cls):
-            value = data.get(item.name, 0)
+        for name in _COUNTER_NAMES:
+            value = data.get(name, 0)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MalformedDocumentError(
-                    "expected a non-negative integer", path=source, field=f"loss.{item.name}"
+                    "expected a non-negative integer", path=source, field=f"loss.{name}"
                 )
-            setattr(counters, item.name, value)
+            setattr(counters, name, value)
+        reasons = data.get("by_reason", {})
+        if not isinstance(reasons, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in reasons.items()
+        ):
+            raise MalformedDocumentError(
+                "expected reason → non-negative integer", path=source, field="loss.by_reason"
+            )
+        counters.by_reason = dict(reasons)
         return counters
 
 
@@ -198,8 +243,8 @@ _WRITER_KEYS = {
 }
 
 
-def load_signals_config(path: str | Path) -> SignalsConfig:
-    """Parse `stellaops.yaml`; errors name the file and the dotted key."""
+def read_stellaops(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of `stellaops.yaml` (each component reads its own section)."""
     source = str(path)
     try:
         document = yaml.safe_load(read_bytes(path))
@@ -211,7 +256,13 @@ def load_signals_config(path: str | Path) -> SignalsConfig:
         ) from exc
     if not isinstance(document, dict):
         raise ConfigError("expected a YAML mapping at the top level", path=source)
-    signals = document.get("signals")
+    return document
+
+
+def load_signals_config(path: str | Path) -> SignalsConfig:
+    """Parse `stellaops.yaml`; errors name the file and the dotted key."""
+    source = str(path)
+    signals = read_stellaops(path).get("signals")
     if signals is None:
         raise ConfigError("no 'signals' section", path=source, field="signals")
     if not isinstance(signals, dict):

@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -290,17 +290,22 @@ class ChunkWriter:
         return self._open_chunk(now)
 
     def add_loss(
-        self, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+        self,
+        ring_buffer_dropped: int = 0,
+        sampled_out: int = 0,
+        filtered_out: int = 0,
+        by_reason: Mapping[str, int] | None = None,
     ) -> None:
-        """Count events that were not recorded; they land in the next seal."""
+        """Count events that were not recorded (and why); they land in the next seal."""
         for name, value in (
             ("ring_buffer_dropped", ring_buffer_dropped),
             ("sampled_out", sampled_out),
             ("filtered_out", filtered_out),
+            *((f"by_reason.{k}", v) for k, v in (by_reason or {}).items()),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"expected a non-negative integer, got {value!r}", field=name)
-        if not (ring_buffer_dropped or sampled_out or filtered_out):
+        if not (ring_buffer_dropped or sampled_out or filtered_out or by_reason):
             return
         if self._failure is not None or self._closed:
             self._refuse()
@@ -308,6 +313,8 @@ class ChunkWriter:
         chunk.loss.ring_buffer_dropped += ring_buffer_dropped
         chunk.loss.sampled_out += sampled_out
         chunk.loss.filtered_out += filtered_out
+        for reason, count in (by_reason or {}).items():
+            chunk.loss.by_reason[reason] = chunk.loss.by_reason.get(reason, 0) + count
         chunk.loss_dirty = True
 
     def flush(self) -> int:

@@ -1,0 +1,60 @@
+"""`stella observations timeline`: events in time order, each with its component and artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..timeutil import format_timestamp
+from .observations import app
+from .options import time_option
+from .output import Format, console, emit_json
+
+
+@app.command("timeline")
+def timeline_command(
+    observations: list[Path] = typer.Option(
+        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+    ),
+    evidence: Path | None = typer.Option(None, "--evidence", help="Evidence directory."),
+    window_from: str | None = typer.Option(None, "--from", help="Only events from then."),
+    window_to: str | None = typer.Option(None, "--to", help="Only events until then."),
+    image: str | None = typer.Option(None, "--image", help="Image digest (or a prefix of it)."),
+    purl: str | None = typer.Option(None, "--purl", help="Component; without version: any."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many events."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Chronological events correlated with their SBOM component (purl) and build artifact
+    (image digest, build id, binary)."""
+    from ..functionmap.inputs import iter_input_records
+    from ..tetragon.analysis import timeline
+
+    start = time_option(window_from, "--from")
+    end = time_option(window_to, "--to")
+    entries = timeline(
+        iter_input_records(list(observations), evidence),
+        window_from=format_timestamp(start) if start else None,
+        window_to=format_timestamp(end) if end else None,
+        image=image,
+        purl=purl,
+        limit=limit,
+    )
+    if output_format is Format.json:
+        emit_json({"events": entries})
+        return
+    table = Table(title=f"Timeline ({len(entries)} events)")
+    for column in ("observed_at", "symbol", "purl", "probe", "image", "build_id", "container"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(
+            entry["observed_at"],
+            entry["symbol"],
+            entry.get("purl", ""),
+            entry.get("probe_type", ""),
+            entry.get("image_digest", ""),
+            entry.get("build_id", ""),
+            entry.get("container_id", "")[:12],
+        )
+    console.print(table)

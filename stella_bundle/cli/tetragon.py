@@ -1,0 +1,253 @@
+"""`stella tetragon`: policies from function maps, Tetragon events into signed chains, hot symbols."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from .output import Format, console, emit_json, error_line
+
+app = typer.Typer(
+    help="Cilium Tetragon bridge: TracingPolicy from a map, events into evidence.",
+    no_args_is_help=True,
+)
+
+
+@app.command("policy")
+def policy(
+    function_map: Path = typer.Option(..., "--function-map", help="FM.json or FM.dsse.json."),
+    output: Path = typer.Option(..., "--output", help="Where to write the TracingPolicy YAML."),
+    name: str | None = typer.Option(None, "--name", help="metadata.name (default stella-SERVICE)."),
+    trust_root: Path | None = typer.Option(
+        None, "--trust-root", help="Check the map's signature (function-map role) first."
+    ),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Write the TracingPolicy that probes exactly the function map's nodes."""
+    import yaml
+
+    from ..fsutil import write_bytes_atomic
+    from ..functionmap.model import load_function_map
+    from ..tetragon.policy import build_policy
+
+    loaded = load_function_map(function_map, trust_root)
+    result = build_policy(loaded.function_map, name)
+    text = yaml.safe_dump(result.document, sort_keys=False, default_flow_style=False)
+    write_bytes_atomic(output, text.encode("utf-8"))
+    for item in result.not_probed:
+        error_line(f"warning: {item['purl']}#{item['symbol']}: not probed: {item['reason']}")
+    summary = {
+        "output": str(output),
+        "name": result.document["metadata"]["name"],
+        "probes": result.probe_count,
+        "not_probed": result.not_probed,
+    }
+    if output_format is Format.json:
+        emit_json(summary)
+        return
+    console.print(
+        f"wrote TracingPolicy {summary['name']} with {summary['probes']} probes to {output}",
+        markup=False,
+    )
+
+
+def _load_inputs(function_map: Path | None, sbom: Path | None, trust_root: Path | None) -> Any:
+    from ..functionmap.model import load_function_map
+    from ..functionmap.sbom import load_sbom
+    from ..tetragon.nodes import NodeIndex
+
+    loaded = load_function_map(function_map, trust_root) if function_map else None
+    return NodeIndex(loaded.function_map if loaded else None, load_sbom(sbom) if sbom else None)
+
+
+@app.command("ingest")
+def ingest(
+    files: list[Path] = typer.Argument(
+        None, help="Export files in order (plain or gzip); '-' or none with --stdin: stdin."
+    ),
+    export_file: Path | None = typer.Option(
+        None,
+        "--export-file",
+        help="Tetragon's export-filename: its rotated backups oldest first, then the file.",
+    ),
+    follow: bool = typer.Option(
+        False, "--follow", help="Keep reading --export-file across rotations until stopped."
+    ),
+    idle_exit: float | None = typer.Option(
+        None, "--idle-exit", help="With --follow: stop after this many seconds without a line."
+    ),
+    stdin: bool = typer.Option(False, "--stdin", help="Read JSON lines from standard input."),
+    grpc_address: str | None = typer.Option(
+        None, "--grpc", help="Tetragon's gRPC server, e.g. unix:///var/run/tetragon/tetragon.sock."
+    ),
+    max_events: int | None = typer.Option(
+        None, "--max-events", help="With --grpc: stop after this many events."
+    ),
+    function_map: Path | None = typer.Option(
+        None, "--function-map", help="FM.json or FM.dsse.json: binary_path + symbol → node."
+    ),
+    sbom: Path | None = typer.Option(
+        None, "--sbom", help="CycloneDX SBOM: binary → component purl (nodes outside the map)."
+    ),
+    trust_root: Path | None = typer.Option(
+        None, "--trust-root", help="Check the map's signature (function-map role) first."
+    ),
+    target: Path | None = typer.Option(
+        None, "--target", help="Evidence directory (default: signals.output_directory)."
+    ),
+    key: Path | None = typer.Option(
+        None, "--key", help="The bridge's collector key (default: signals.signing.key_file)."
+    ),
+    chain_id: str | None = typer.Option(
+        None, "--chain-id", help="Chain to write or continue (default: tetragon-NODE)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="stellaops.yaml: tetragon (privacy) and signals sections."
+    ),
+    max_records: int | None = typer.Option(None, "--max-records", help="Records per chunk."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """Turn Tetragon events (JSON export, stdin or gRPC) into a signed evidence chain."""
+    from ..attest.keys import load_signer
+    from ..evidence.config import SignalsConfig, WriterConfig, load_signals_config, read_stellaops
+    from ..evidence.layout import validate_chain_id
+    from ..tetragon.config import load_tetragon_config
+    from ..tetragon.events import EventMapper
+    from ..tetragon.ingest import TetragonIngest
+    from ..tetragon.privacy import PrivacyFilter
+    from ..tetragon.sources import (
+        ExportFollower,
+        file_lines,
+        rotated_backups,
+        stdin_lines,
+    )
+
+    settings = (
+        load_signals_config(config)
+        if config and "signals" in read_stellaops(config)
+        else SignalsConfig()
+    )
+    bridge = load_tetragon_config(config)
+    if not bridge.enabled:
+        raise InputError("the Tetragon bridge is disabled (tetragon.enabled: false)", path=config)
+    inputs = [bool(files), export_file is not None, stdin, grpc_address is not None]
+    if sum(inputs) != 1:
+        raise InputError(
+            "give exactly one input: FILES, --export-file, --stdin or --grpc", field="input"
+        )
+    if follow and export_file is None:
+        raise InputError("--follow needs --export-file", field="--follow")
+    target = target or settings.output_directory
+    if target is None:
+        raise InputError("no target: pass --target or set signals.output_directory in --config")
+    key = key or settings.key_file
+    if key is None:
+        raise InputError("no signing key: pass --key or set signals.signing.key_file in --config")
+    base = settings.writer
+    writer_config = WriterConfig(
+        max_size_mb=base.max_size_mb,
+        max_age_seconds=base.max_age_seconds,
+        max_records=max_records if max_records is not None else base.max_records,
+        zstd_level=base.zstd_level,
+        flush_interval_seconds=base.flush_interval_seconds,
+    )
+    nodes = _load_inputs(function_map, sbom, trust_root)
+    mapper = EventMapper(nodes, PrivacyFilter(bridge.privacy))
+    source_name = str(export_file or (files[0] if files else "") or grpc_address or "<stdin>")
+    chain = chain_id or bridge.chain_id or settings.chain_id
+    signer = load_signer(key)
+
+    lines: Iterator[Any]
+    stop = threading.Event()
+    if files:
+        lines = file_lines(list(files), bridge.max_line_bytes)
+    elif stdin:
+        lines = stdin_lines(sys.stdin.buffer, bridge.max_line_bytes)
+    elif export_file is not None and not follow:
+        lines = file_lines([*rotated_backups(export_file), export_file], bridge.max_line_bytes)
+    elif export_file is not None:
+        follower = ExportFollower(
+            export_file, bridge.max_line_bytes, idle_seconds=idle_exit, stop=stop
+        )
+        lines = follower.lines()
+    else:
+        lines = iter(())
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        runner = TetragonIngest(
+            target,
+            validate_chain_id(chain) if chain else "",
+            signer,
+            mapper,
+            config=writer_config,
+            source_name=source_name,
+        )
+        if grpc_address is not None:
+            from ..tetragon.grpc_source import grpc_events
+
+            events = grpc_events(grpc_address, max_events=max_events, stop=stop)
+            runner.feed_events(events, grpc_address)
+        else:
+            runner.feed(lines)
+        result = runner.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for problem in result.problems:
+        error_line(f"warning: {problem}")
+    if output_format is Format.json:
+        emit_json(result.to_dict())
+        return
+    dropped = sum(result.dropped.values())
+    console.print(
+        f"ingested {result.records} of {result.lines} events into chain {result.chain_id} "
+        f"({result.chunks} sealed chunks); {dropped} not recorded, "
+        f"{sum(result.redacted.values())} values redacted",
+        markup=False,
+    )
+    for reason, count in sorted(result.dropped.items()):
+        console.print(f"  not recorded: {reason}: {count}", markup=False)
+
+
+@app.command("hot-symbols")
+def hot_symbols(
+    observations: list[Path] = typer.Option(
+        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+    ),
+    evidence: Path | None = typer.Option(None, "--evidence", help="Evidence directory."),
+    window: int | None = typer.Option(
+        None, "--window", help="Also count per window of this many seconds."
+    ),
+    top: int | None = typer.Option(None, "--top", help="Only the most frequent N symbols."),
+    output_format: Format = typer.Option(Format.table, "--format"),
+) -> None:
+    """How often each (purl, symbol) was observed, overall and per time window."""
+    from ..functionmap.inputs import iter_input_records
+    from ..tetragon.analysis import hot_symbols as count_hot_symbols
+
+    report = count_hot_symbols(
+        iter_input_records(list(observations), evidence), window_seconds=window, top=top
+    )
+    if output_format is Format.json:
+        emit_json(report)
+        return
+    table = Table(title=f"Hot symbols ({len(report['symbols'])})")
+    for column in ("purl", "symbol", "count", "first", "last"):
+        table.add_column(column)
+    for row in report["symbols"]:
+        table.add_row(
+            row["purl"], row["symbol"], str(row["count"]), row["first_seen"], row["last_seen"]
+        )
+    console.print(table)

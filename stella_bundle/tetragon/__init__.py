@@ -1,0 +1,1 @@
+"""The Tetragon bridge: Cilium Tetragon's events as signed evidence, policies from maps."""

@@ -1,0 +1,373 @@
+"""One Tetragon event (a `GetEventsResponse` as JSON, proto field names) → one observation record.
+
+Field names are those of Tetragon's `events.proto`/`tetragon.proto` (tests/data/external/
+tetragon/): `process_uprobe` {process, parent, path, symbol, policy_name, args…},
+`process_kprobe` {function_name, args, return, action, kernel_stack_trace, user_stack_trace…},
+`process_tracepoint` {subsys, event, args…}, `process_usdt` {path, provider, name…},
+`process_exec`/`process_exit`, and beside the event `node_name`, `time`, `aggregation_info`.
+
+`EventMapper.map` returns the record, or a string naming why the event cannot be one
+(`kind:reason`): the caller counts those, nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
+from .nodes import NodeIndex, ResolvedNode
+from .privacy import PrivacyFilter
+
+# The events of GetEventsResponse's `event` oneof the bridge turns into records.
+SUPPORTED_KINDS: Final = (
+    "process_uprobe",
+    "process_kprobe",
+    "process_tracepoint",
+    "process_usdt",
+    "process_exec",
+    "process_exit",
+)
+# The rest of the oneof: known, counted as unsupported (never a record).
+OTHER_KINDS: Final = (
+    "process_loader",
+    "process_throttle",
+    "process_lsm",
+    "test",
+    "rate_limit_info",
+)
+# Fields beside the event in a GetEventsResponse.
+ENVELOPE_FIELDS: Final = frozenset(
+    ("node_name", "time", "aggregation_info", "cluster_name", "node_labels")
+)
+
+# How Tetragon observes each kind: uprobes and USDT in user space; kprobes and tracepoints in
+# the kernel; exec from the sched_process_exec tracepoint, exit from a kprobe on acct_process.
+PROBE_TYPE: Final = {
+    "process_uprobe": "uprobe",
+    "process_usdt": "usdt",
+    "process_kprobe": "kprobe",
+    "process_tracepoint": "tracepoint",
+    "process_exec": "tracepoint",
+    "process_exit": "kprobe",
+}
+EXEC_SYMBOL: Final = "execve"
+EXEC_TRACEPOINT: Final = "sched/sched_process_exec"
+
+# Container runtimes prefix Kubernetes container ids with their scheme.
+_RUNTIME_SCHEMES: Final = ("containerd://", "cri-o://", "docker://", "crio://", "podman://")
+_DIGEST_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")
+_TIME_RE: Final = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+_MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+
+class TimeNormalizer:
+    """Tetragon's RFC 3339 times (nanoseconds, any offset) in the toolkit's form: UTC, `Z`,
+    microseconds. The calendar check runs once per second of events."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, bool] = {}
+
+    def __call__(self, value: Any) -> str | None:
+        if type(value) is not str:
+            return None
+        match = _TIME_RE.fullmatch(value)
+        if match is None:
+            return None
+        prefix, fraction, zone = match.groups()
+        if zone != "Z":
+            try:
+                moment = parse_timestamp(value[: match.start(3)].split(".")[0] + zone)
+            except ValueError:
+                return None
+            micros = int((fraction or "").ljust(6, "0")[:6])
+            return format_timestamp(moment + dt.timedelta(microseconds=micros))
+        known = self._seconds.get(prefix)
+        if known is None:
+            known = is_rfc3339_timestamp(prefix + "Z")
+            if len(self._seconds) >= 65536:
+                self._seconds.clear()
+            self._seconds[prefix] = known
+        if not known:
+            return None
+        if fraction is None:
+            return prefix + ".000000Z"
+        if len(fraction) >= 6:
+            return f"{prefix}.{fraction[:6]}Z"
+        return f"{prefix}.{fraction.ljust(6, '0')}Z"
+
+
+def container_id_of(value: str) -> str:
+    """`containerd://3e7c…` → `3e7c…` (the full id from process.pod.container.id)."""
+    for scheme in _RUNTIME_SCHEMES:
+        if value.startswith(scheme):
+            return value[len(scheme) :]
+    return value
+
+
+class EventMapper:
+    """Turns parsed events into records; counts privacy removals in `privacy.counts`."""
+
+    def __init__(self, nodes: NodeIndex, privacy: PrivacyFilter | None = None) -> None:
+        self.nodes = nodes
+        self.privacy = privacy or PrivacyFilter()
+        # Redactions and ignored fields (one counter with the privacy filter's).
+        self.counts = self.privacy.counts
+        self._time = TimeNormalizer()
+        self._containers: dict[tuple[str, str, str, str], tuple[dict[str, Any], str | None]] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
+            "process_uprobe": self._uprobe,
+            "process_kprobe": self._kprobe,
+            "process_tracepoint": self._tracepoint,
+            "process_usdt": self._usdt,
+            "process_exec": self._exec,
+            "process_exit": self._exec,
+        }
+        # Tetragon's own in-kernel drops (rate_limit_info), for the seal's loss counters.
+        self.upstream_dropped = 0
+
+    def kind_of(self, event: dict[str, Any]) -> str | None:
+        for key in event:
+            if key not in ENVELOPE_FIELDS:
+                return key
+        return None
+
+    def map(self, event: Any) -> dict[str, Any] | str:
+        """The record for one parsed line, or `kind:reason` when it cannot be one."""
+        if type(event) is not dict:
+            return "line:not_an_object"
+        kind = None
+        body: Any = None
+        for key, value in event.items():
+            if key not in ENVELOPE_FIELDS:
+                kind, body = key, value
+                break
+        if kind is None:
+            return "line:no_event"
+        handler = self._handlers.get(kind)
+        if handler is None:
+            if kind == "rate_limit_info" and type(body) is dict:
+                self.upstream_dropped += _uint(body.get("number_of_dropped_process_events")) or 0
+            if kind in OTHER_KINDS:
+                return f"{kind}:unsupported_kind"
+            return "unknown:unknown_kind"
+        if type(body) is not dict:
+            return f"{kind}:wrong_type:{kind}"
+        self._kind = kind
+        self._event = event
+        self._body = body
+        return handler(body)
+
+    # --- per kind ----------------------------------------------------------------------------
+
+    def _uprobe(self, body: dict[str, Any]) -> dict[str, Any] | str:
+        path = body.get("path")
+        symbol = body.get("symbol")
+        if type(path) is not str or not path:
+            return "process_uprobe:missing_or_wrong_type:path"
+        if type(symbol) is not str or not symbol:
+            # An uprobe by offset (no symbol) cannot be named as a function.
+            return "process_uprobe:missing_or_wrong_type:symbol"
+        node = self.nodes.user(path, symbol)
+        if node is None:
+            return "process_uprobe:unknown_binary_or_symbol"
+        record = self._record(node, "uprobe", "function", path)
+        if type(record) is dict:
+            self._probe_details(record, body)
+        return record
+
+    def _usdt(self, body: dict[str, Any]) -> dict[str, Any] | str:
+        path = body.get("path")
+        provider = body.get("provider")
+        name = body.get("name")
+        if type(path) is not str or not path:
+            return "process_usdt:missing_or_wrong_type:path"
+        if type(provider) is not str or type(name) is not str or not name:
+            return "process_usdt:missing_or_wrong_type:provider/name"
+        # A USDT probe is named provider:name in function maps (as `readelf -n` shows it).
+        node = self.nodes.user(path, f"{provider}:{name}" if provider else name)
+        if node is None:
+            return "process_usdt:unknown_binary_or_probe"
+        record = self._record(node, "usdt", "function", path)
+        if type(record) is dict:
+            self._probe_details(record, body)
+        return record
+
+    def _kprobe(self, body: dict[str, Any]) -> dict[str, Any] | str:
+        function = body.get("function_name")
+        if type(function) is not str or not function:
+            return "process_kprobe:missing_or_wrong_type:function_name"
+        record = self._record(self.nodes.kernel(function), "kprobe", "function", None)
+        if type(record) is dict:
+            details = self._probe_details(record, body)
+            returned = body.get("return")
+            if returned is not None:
+                kept = self.privacy.arguments([returned])
+                if kept:
+                    details["return"] = kept[0]
+            for field, name in (
+                ("kernel_stack_trace", "kernel_stack"),
+                ("stack_trace", "kernel_stack"),  # the name before Tetragon 1.0
+                ("user_stack_trace", "user_stack"),
+            ):
+                frames = body.get(field)
+                if frames is not None:
+                    canonical = self.privacy.stack(frames)
+                    if canonical:
+                        details[name] = canonical
+        return record
+
+    def _tracepoint(self, body: dict[str, Any]) -> dict[str, Any] | str:
+        subsystem = body.get("subsys")
+        event = body.get("event")
+        if type(subsystem) is not str or type(event) is not str or not subsystem or not event:
+            return "process_tracepoint:missing_or_wrong_type:subsys/event"
+        node = self.nodes.kernel("", f"{subsystem}/{event}")
+        record = self._record(node, "tracepoint", "function", None)
+        if type(record) is dict:
+            self._probe_details(record, body)
+        return record
+
+    def _exec(self, body: dict[str, Any]) -> dict[str, Any] | str:
+        kind = self._kind
+        node = self.nodes.kernel(EXEC_SYMBOL, EXEC_TRACEPOINT)
+        record = self._record(node, PROBE_TYPE[kind], "exec", None)
+        if type(record) is not dict:
+            return record
+        details: dict[str, Any] = {"event": kind}
+        process = body.get("process")
+        if type(process) is dict:
+            binary = process.get("binary")
+            if type(binary) is str:
+                details["path"] = self.privacy.redact_path(binary)
+            arguments = process.get("arguments")
+            if type(arguments) is str and arguments:
+                details["arguments"] = self.privacy.redact_text(arguments, "argv")
+        if kind == "process_exit":
+            for field in ("signal", "status"):
+                value = body.get(field)
+                if (type(value) is str and value) or type(value) is int:
+                    details[field] = value
+        record["details"] = details
+        return record
+
+    # --- shared ------------------------------------------------------------------------------
+
+    def _record(
+        self, node: ResolvedNode, probe_type: str, kind: str, binary_path: str | None
+    ) -> dict[str, Any] | str:
+        event = self._event
+        observed = self._time(event.get("time"))
+        if observed is None:
+            observed = self._fallback_time()
+            if observed is None:
+                return f"{self._kind}:missing_or_invalid:time"
+        record: dict[str, Any] = {
+            "node_hash": node.node_hash,
+            "function_name": node.symbol,
+            "probe_type": probe_type,
+            "observed_at": observed,
+            "purl": node.purl,
+            "kind": kind,
+        }
+        if binary_path is not None:
+            record["binary_path"] = self.privacy.redact_path(binary_path)
+        if node.build_id is not None:
+            record["build_id"] = node.build_id
+        host = event.get("node_name")
+        if type(host) is str and host:
+            record["host"] = host
+        aggregation = event.get("aggregation_info")
+        if type(aggregation) is dict:
+            count = _uint(aggregation.get("count"))
+            if count is not None and 1 < count <= _MAX_SAFE_INTEGER:
+                record["count"] = count
+        process = self._body.get("process")
+        if process is not None and type(process) is not dict:
+            self.counts[f"ignored.{self._kind}.process:wrong_type"] += 1
+        elif process is not None:
+            pid = process.get("pid")
+            if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
+                record["pid"] = pid
+            binary = process.get("binary")
+            if type(binary) is str and binary:
+                record["comm"] = self.privacy.redact_path(binary.rpartition("/")[2])[:64]
+            pod = process.get("pod")
+            if type(pod) is dict:
+                fields, _ = self._container(pod)
+                record.update(fields)
+        record["details"] = {"event": self._kind}
+        return record
+
+    def _fallback_time(self) -> str | None:
+        """Exports filtered by field lack `time`: the exit's own time, else the exec's."""
+        body = self._body
+        if self._kind == "process_exit":
+            observed = self._time(body.get("time"))
+            if observed is not None:
+                return observed
+        if self._kind in ("process_exec", "process_exit"):
+            process = body.get("process")
+            if type(process) is dict:
+                return self._time(process.get("start_time"))
+        return None
+
+    def _container(self, pod: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        container = pod.get("container")
+        container = container if type(container) is dict else {}
+        image = container.get("image")
+        image = image if type(image) is dict else {}
+        raw_id, name, namespace, image_id = (
+            container.get("id"),
+            pod.get("name"),
+            pod.get("namespace"),
+            image.get("id"),
+        )
+        key = (
+            raw_id if type(raw_id) is str else "",
+            name if type(name) is str else "",
+            namespace if type(namespace) is str else "",
+            image_id if type(image_id) is str else "",
+        )
+        cached = self._containers.get(key)
+        if cached is None:
+            fields: dict[str, Any] = {}
+            if key[0]:
+                fields["container_id"] = container_id_of(key[0])
+            if key[1]:
+                fields["pod_name"] = key[1]
+            if key[2]:
+                fields["namespace"] = key[2]
+            digest = _DIGEST_RE.search(key[3]) if key[3] else None
+            if digest is not None:
+                fields["image_digest"] = digest.group(0)
+            cached = (fields, key[3] or None)
+            if len(self._containers) >= 65536:
+                self._containers.clear()
+            self._containers[key] = cached
+        return cached
+
+    def _probe_details(self, record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = record["details"]
+        policy = body.get("policy_name")
+        if type(policy) is str and policy:
+            details["policy_name"] = policy
+        args = body.get("args")
+        if args is not None:
+            kept = self.privacy.arguments(args)
+            if kept:
+                details["args"] = kept
+        return details
+
+
+def _uint(value: Any) -> int | None:
+    """A protobuf (u)int64 as Tetragon writes it: a decimal string (or a JSON number)."""
+    if type(value) is int:
+        return value if value >= 0 else None
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    return None

@@ -1,0 +1,125 @@
+"""The `TracingPolicy` (cilium.io/v1alpha1) a function map needs: exactly its nodes' probes.
+
+User-space nodes become `uprobes` (one entry per binary, its symbols listed), USDT nodes
+(`provider:name` with probe type usdt) `usdts`, kernel nodes (pkg:generic/linux-kernel)
+`tracepoints` or `kprobes`: the tracepoint or kprobe the toolkit's own collector would use for
+that node (collector/plan.py KERNEL_SOURCES), a `subsystem/event` symbol as a tracepoint, any
+other kernel function as a kprobe (`syscall: true` for `sys_*`). Field names follow Tetragon's
+CRD (`pkg/k8s/apis/cilium.io/client/crds/v1alpha1/cilium.io_tracingpolicies.yaml`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..collector.plan import KERNEL_SOURCES
+from ..functionmap.model import ExpectedNode, FunctionMap
+from ..functionmap.symbols import KERNEL_PURL, canonical_purl, normalize_symbol
+
+API_VERSION: Final = "cilium.io/v1alpha1"
+KIND: Final = "TracingPolicy"
+_NAME_INVALID_RE: Final = re.compile(r"[^a-z0-9.-]+")
+
+
+@dataclass
+class PolicyResult:
+    document: dict[str, Any]
+    # Nodes the policy cannot name, with why (a user-space node without binary_path).
+    not_probed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def probe_count(self) -> int:
+        spec = self.document["spec"]
+        return (
+            sum(len(entry["symbols"]) for entry in spec.get("uprobes", []))
+            + len(spec.get("usdts", []))
+            + len(spec.get("kprobes", []))
+            + len(spec.get("tracepoints", []))
+        )
+
+
+def policy_name(service: str) -> str:
+    """A DNS-1123 subdomain name: lowercase, digits, '-' and '.', at most 253 characters."""
+    name = _NAME_INVALID_RE.sub("-", f"stella-{service}".lower()).strip("-.")
+    return name[:253].rstrip("-.") or "stella"
+
+
+def _kernel_probe(node: ExpectedNode) -> tuple[str, dict[str, Any]]:
+    symbol = normalize_symbol(node.symbol)
+    preferred = node.probe_types or ("tracepoint", "kprobe")
+    source = KERNEL_SOURCES.get(symbol)
+    if source is not None:
+        for probe_type in (*preferred, "tracepoint", "kprobe"):
+            if probe_type in source.variants:
+                target = source.variants[probe_type][2]
+                return _kernel_entry(probe_type, target)
+    if "/" in symbol or ":" in symbol:
+        return _kernel_entry("tracepoint", symbol.replace(":", "/", 1))
+    return _kernel_entry("kprobe", symbol)
+
+
+def _kernel_entry(probe_type: str, target: str) -> tuple[str, dict[str, Any]]:
+    if probe_type == "tracepoint":
+        subsystem, _, event = target.partition("/")
+        return "tracepoints", {"subsystem": subsystem, "event": event}
+    entry: dict[str, Any] = {"call": target}
+    if target.startswith("sys_"):
+        entry["syscall"] = True  # Tetragon adds the architecture prefix (__x64_sys_…)
+    else:
+        entry["syscall"] = False
+    return "kprobes", entry
+
+
+def build_policy(function_map: FunctionMap, name: str | None = None) -> PolicyResult:
+    uprobes: dict[str, list[str]] = {}
+    usdts: list[dict[str, Any]] = []
+    kernel: dict[str, list[dict[str, Any]]] = {"kprobes": [], "tracepoints": []}
+    not_probed: list[dict[str, str]] = []
+    for node in function_map.nodes():
+        if canonical_purl(node.purl) == KERNEL_PURL:
+            section, entry = _kernel_probe(node)
+            if entry not in kernel[section]:
+                kernel[section].append(entry)
+            continue
+        if not node.binary_path:
+            not_probed.append(
+                {
+                    "node_hash": node.node_hash,
+                    "purl": node.purl,
+                    "symbol": node.symbol,
+                    "reason": "no binary_path in the function map: a uprobe needs the binary",
+                }
+            )
+            continue
+        if node.probe_types and "usdt" in node.probe_types and ":" in node.symbol:
+            provider, _, probe = node.symbol.partition(":")
+            usdts.append({"path": node.binary_path, "provider": provider, "name": probe})
+            continue
+        symbols = uprobes.setdefault(node.binary_path, [])
+        if node.symbol not in symbols:
+            symbols.append(node.symbol)
+    spec: dict[str, Any] = {}
+    if uprobes:
+        spec["uprobes"] = [{"path": path, "symbols": symbols} for path, symbols in uprobes.items()]
+    if usdts:
+        spec["usdts"] = usdts
+    if kernel["kprobes"]:
+        spec["kprobes"] = kernel["kprobes"]
+    if kernel["tracepoints"]:
+        spec["tracepoints"] = kernel["tracepoints"]
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": name or policy_name(function_map.service),
+            "labels": {"app.kubernetes.io/managed-by": "stella"},
+            "annotations": {
+                "stella.ops/service": function_map.service,
+                "stella.ops/build-id": function_map.build_id,
+            },
+        },
+        "spec": spec,
+    }
+    return PolicyResult(document, not_probed)

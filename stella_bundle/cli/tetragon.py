@@ -195,13 +195,17 @@ def ingest(
             config=writer_config,
             source_name=source_name,
         )
-        if grpc_address is not None:
-            from ..tetragon.grpc_source import grpc_events
+        try:
+            if grpc_address is not None:
+                from ..tetragon.grpc_source import grpc_events
 
-            events = grpc_events(grpc_address, max_events=max_events, stop=stop)
-            runner.feed_events(events, grpc_address)
-        else:
-            runner.feed(lines)
+                events = grpc_events(grpc_address, max_events=max_events, stop=stop)
+                runner.feed_events(events, grpc_address)
+            else:
+                runner.feed(lines)
+        except BaseException:
+            runner.abort()
+            raise
         result = runner.close()
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -185,6 +185,12 @@ class TetragonIngest:
         self._reported_redactions.update(fresh)
         self._reported_upstream = self.mapper.upstream_dropped
 
+    def abort(self) -> None:
+        """After an input error: seal what was recorded (not final: the input did not end)."""
+        if self._writer is not None:
+            self._account()
+            self._writer.close(final=False)
+
     def close(self) -> IngestResult:
         self._account()
         writer = self._writer or self._open(None)

@@ -89,7 +89,7 @@ class PrivacyFilter:
         self.counts: Counter[str] = Counter()
         self._patterns = self.policy.redact_patterns
         # Paths repeat (one binary, many events): the redaction of each is computed once.
-        self._path_cache: dict[str, str] = {}
+        self._path_cache: dict[str, str | None] = {}  # None: nothing to redact
 
     def redact_text(self, text: str, what: str) -> str:
         """`text` with every pattern match (or its `value` group) replaced by [REDACTED]."""
@@ -114,14 +114,18 @@ class PrivacyFilter:
         return text
 
     def redact_path(self, path: str) -> str:
-        cached = self._path_cache.get(path)
-        if cached is not None:
-            if cached is not path:
-                self.counts["redacted.path"] += 1
+        try:
+            cached = self._path_cache[path]
+        except KeyError:
+            pass
+        else:
+            if cached is None:
+                return path
+            self.counts["redacted.path"] += 1
             return cached
         redacted = self.redact_text(path, "path")
         if len(self._path_cache) < 65536:
-            self._path_cache[path] = path if redacted == path else redacted
+            self._path_cache[path] = None if redacted == path else redacted
         return redacted
 
     def arguments(self, args: Any) -> list[dict[str, Any]] | None:

@@ -14,6 +14,7 @@ import gzip
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def file_lines(paths: list[Path], max_line_bytes: int) -> Iterator[Line]:
         with open_export(path) as handle:
             try:
                 yield from read_lines(handle, str(path), max_line_bytes)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
                 raise InputError(f"cannot read: {exc}", path=path) from exc
 
 

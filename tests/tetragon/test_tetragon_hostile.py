@@ -1,0 +1,144 @@
+"""Hostile input: malformed lines, a 50 MB line, unknown kinds, wrong types: each counted or
+refused with its line named, never a crash, never an unbounded read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tetragon_support import APP, TetragonProto, shop_map, to_line, uprobe
+
+from stella_bundle.evidence.reader import iter_chain_records
+
+
+def ingest_json(run_cli: Any, keys: Any, tmp_path: Path, export: Path, *extra: Any) -> Any:
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    result = run_cli(
+        "tetragon", "ingest", export, "--function-map", fm_path, "--target",
+        tmp_path / "evidence", "--key", keys.private("collector"), "--format", "json", *extra,
+    )  # fmt: skip
+    return result
+
+
+def test_malformed_and_mistyped_lines_are_counted_by_line(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    good = to_line(uprobe(tetragon_pb, APP, "checkout"))
+    good_event = json.loads(good)
+    wrong_time = dict(good_event, time=12345)
+    wrong_pid = json.loads(good)
+    wrong_pid["process_uprobe"]["process"]["pid"] = "many"
+    wrong_process = json.loads(good)
+    wrong_process["process_uprobe"]["process"] = ["x"]
+    lines = [
+        good,  # 1
+        b"{not json\n",  # 2
+        b"\xff\xfe garbage\n",  # 3
+        b"[1, 2, 3]\n",  # 4
+        b'{"node_name": "n"}\n',  # 5: no event
+        json.dumps(wrong_time).encode() + b"\n",  # 6
+        json.dumps(wrong_pid).encode() + b"\n",  # 7: pid ignored, record kept
+        json.dumps(wrong_process).encode() + b"\n",  # 8: process ignored, counted
+        b'{"process_uprobe": {"path": 7, "symbol": "checkout"}}\n',  # 9
+        b"\n",  # blank: not an event
+        b"[" * 100000 + b"\n",  # 11: deep nesting
+        good,  # 12
+    ]
+    export = tmp_path / "t.log"
+    export.write_bytes(b"".join(lines))
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 4
+    assert summary["lines"] == 11
+    assert summary["dropped"] == {
+        "line:malformed_json": 3,
+        "line:not_an_object": 1,
+        "line:no_event": 1,
+        "process_uprobe:missing_or_invalid:time": 1,
+        "process_uprobe:missing_or_wrong_type:path": 1,
+    }
+    for number in (2, 3, 4, 5, 6, 9, 11):
+        assert f"{export}:{number}: " in result.stderr
+    assert summary["redacted"] == {"ignored.process_uprobe.process:wrong_type": 1}
+    (chain,) = (tmp_path / "evidence").iterdir()
+    records = list(iter_chain_records(chain))
+    assert [r.get("pid") for r in records] == [4242, None, None, 4242]
+
+
+@pytest.mark.slow
+def test_a_50_mb_line_is_refused_by_number_without_being_loaded(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+) -> None:
+    good = to_line(uprobe(tetragon_pb, APP, "checkout"))
+    huge = b'{"process_uprobe": {"path": "' + b"A" * (50 * 1024 * 1024) + b'"}}\n'
+    export = tmp_path / "t.log"
+    export.write_bytes(good + huge + good)
+    small = tmp_path / "small.log"
+    small.write_bytes(good + good)
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+
+    def run(path: Path, target: str) -> tuple[dict[str, Any], str, int]:
+        """`stella tetragon ingest` in a child process; its peak RSS in KiB."""
+        code = (
+            "import resource, subprocess, sys\n"
+            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "print(p.returncode)\nsys.stdout.write(p.stdout)\nsys.stderr.write(p.stderr)\n"
+        )
+        done = subprocess.run(
+            [
+                sys.executable, "-c", code, sys.executable, "-m", "stella_bundle", "tetragon",
+                "ingest", str(path), "--function-map", str(fm_path), "--target",
+                str(tmp_path / target), "--key", str(test_keys.private("collector")),
+                "--format", "json",
+            ],
+            capture_output=True, text=True, timeout=300, env=dict(os.environ),
+        )  # fmt: skip
+        rss, returncode, rest = done.stdout.split("\n", 2)
+        assert returncode == "0", done.stderr
+        return json.loads(rest), done.stderr, int(rss)
+
+    summary, stderr, peak = run(export, "e1")
+    _, _, baseline = run(small, "e2")
+    assert summary["records"] == 2
+    assert summary["dropped"] == {"line:too_long": 1}
+    assert f"{export}:2: line:too_long" in stderr
+    # The line is skipped in bounded blocks: far less than its 50 MiB is ever held.
+    assert peak - baseline < 24 * 1024, (peak, baseline)
+
+
+def test_line_limit_is_configurable(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    good = to_line(uprobe(tetragon_pb, APP, "checkout"))
+    padded = json.loads(good)
+    padded["process_uprobe"]["message"] = "x" * 5000
+    export = tmp_path / "t.log"
+    export.write_bytes(good + json.dumps(padded).encode() + b"\n" + good)
+    config = tmp_path / "stellaops.yaml"
+    config.write_text("tetragon:\n  max_line_bytes: 4096\n")
+    result = ingest_json(run_cli, test_keys, tmp_path, export, "--config", config)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["dropped"] == {"line:too_long": 1}
+
+
+def test_gzip_backup_corrupt_is_a_clear_error(tmp_path: Path, test_keys: Any, run_cli: Any) -> None:
+    export = tmp_path / "t.log.gz"
+    export.write_bytes(b"\x1f\x8b\x08\x00garbage-not-deflate")
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 2
+    assert str(export) in result.stderr and "cannot read" in result.stderr
+
+
+def test_missing_input_is_refused(tmp_path: Path, test_keys: Any, run_cli: Any) -> None:
+    result = ingest_json(run_cli, test_keys, tmp_path, tmp_path / "absent.log")
+    assert result.exit_code == 2
+    assert "absent.log" in result.stderr

@@ -1,0 +1,123 @@
+"""Tetragon's export file rotated (renamed to `<stem>-<time><ext>`, one backup gzipped, as its
+daemon does) while being followed, and read back from its backups: every line exactly once."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tetragon_support import APP, TetragonProto, shop_map, to_line, uprobe
+
+from stella_bundle.evidence.reader import iter_chain_records
+
+LINES = 400
+ROTATE_AT = (90, 200, 310)
+
+
+def lines_for(pb: TetragonProto) -> list[bytes]:
+    template = json.loads(to_line(uprobe(pb, APP, "checkout")))
+    out = []
+    for index in range(LINES):
+        template["process_uprobe"]["process"]["pid"] = index
+        out.append(json.dumps(template).encode() + b"\n")
+    return out
+
+
+def tetragon_writer(live: Path, lines: list[bytes], done: threading.Event) -> None:
+    """Writes like Tetragon's exporter: appends, rotates by rename, compresses one backup."""
+    handle = open(live, "ab")
+    try:
+        for index, line in enumerate(lines):
+            if index in ROTATE_AT:
+                handle.close()
+                stamp = f"2026-01-23T00-0{ROTATE_AT.index(index)}-00.000"
+                backup = live.with_name(f"{live.stem}-{stamp}{live.suffix}")
+                os.rename(live, backup)
+                if index == ROTATE_AT[1]:
+                    with open(backup, "rb") as source, gzip.open(str(backup) + ".gz", "wb") as out:
+                        shutil.copyfileobj(source, out)
+                    backup.unlink()
+                handle = open(live, "ab")
+            if index % 37 == 0:  # a line written in two parts: the reader sees half first
+                handle.write(line[:50])
+                handle.flush()
+                time.sleep(0.02)
+                handle.write(line[50:])
+            else:
+                handle.write(line)
+            handle.flush()
+            if index % 10 == 0:
+                time.sleep(0.005)
+    finally:
+        handle.close()
+        done.set()
+
+
+def pids(evidence: Path) -> list[int]:
+    (chain,) = [p for p in evidence.iterdir() if p.is_dir()]
+    return sorted(record["pid"] for record in iter_chain_records(chain))
+
+
+def test_followed_across_three_rotations_every_line_once(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    live = tmp_path / "export" / "tetragon.log"
+    live.parent.mkdir()
+    done = threading.Event()
+    writer = threading.Thread(
+        target=tetragon_writer, args=(live, lines_for(tetragon_pb), done), daemon=True
+    )
+    writer.start()
+    evidence = tmp_path / "evidence"
+    result = run_cli(
+        "tetragon", "ingest", "--export-file", live, "--follow", "--idle-exit", "1.5",
+        "--function-map", fm_path, "--target", evidence, "--key",
+        test_keys.private("collector"), "--format", "json",
+    )  # fmt: skip
+    writer.join(timeout=30)
+    assert done.is_set()
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["dropped"] == {}
+    assert pids(evidence) == list(range(LINES))
+    names = sorted(p.name for p in live.parent.iterdir())
+    assert len(names) == 4 and sum(n.endswith(".gz") for n in names) == 1
+
+    # The same export read afterwards from its backups (oldest first) and the live file.
+    again = tmp_path / "evidence-again"
+    result = run_cli(
+        "tetragon", "ingest", "--export-file", live, "--function-map", fm_path,
+        "--target", again, "--key", test_keys.private("collector"), "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (chain,) = [p for p in again.iterdir() if p.is_dir()]
+    assert [r["pid"] for r in iter_chain_records(chain)] == list(range(LINES))
+
+
+def test_truncated_in_place_is_read_from_the_start(
+    tmp_path: Path, tetragon_pb: TetragonProto
+) -> None:
+    from stella_bundle.tetragon.sources import ExportFollower
+
+    live = tmp_path / "tetragon.log"
+    lines = lines_for(tetragon_pb)
+    live.write_bytes(b"".join(lines[:5]))
+    follower = ExportFollower(live, idle_seconds=1.0, poll_seconds=0.02)
+    seen: list[int] = []
+
+    def truncate_later() -> None:
+        time.sleep(0.3)
+        live.write_bytes(b"".join(lines[5:7]))  # copytruncate: same inode, shorter
+
+    threading.Thread(target=truncate_later, daemon=True).start()
+    for line in follower.lines():
+        assert line.data is not None
+        seen.append(json.loads(line.data)["process_uprobe"]["process"]["pid"])
+    assert seen == list(range(7))

@@ -137,8 +137,14 @@ def ingest(
         else SignalsConfig()
     )
     bridge = load_tetragon_config(config)
-    if not bridge.enabled:
-        raise InputError("the Tetragon bridge is disabled (tetragon.enabled: false)", path=config)
+    if not bridge.enabled:  # the null service: nothing read, nothing written, not an error
+        if output_format is Format.json:
+            emit_json({"enabled": False, "records": 0})
+        else:
+            console.print(
+                "the Tetragon bridge is disabled (tetragon.enabled: false): nothing ingested"
+            )
+        return
     inputs = [bool(files), export_file is not None, stdin, grpc_address is not None]
     if sum(inputs) != 1:
         raise InputError(
@@ -235,15 +241,21 @@ def hot_symbols(
         None, "--window", help="Also count per window of this many seconds."
     ),
     top: int | None = typer.Option(None, "--top", help="Only the most frequent N symbols."),
+    config: Path | None = typer.Option(
+        None, "--config", help="stellaops.yaml: with tetragon.enabled false, an empty answer."
+    ),
     output_format: Format = typer.Option(Format.table, "--format"),
 ) -> None:
     """How often each (purl, symbol) was observed, overall and per time window."""
     from ..functionmap.inputs import iter_input_records
     from ..tetragon.analysis import hot_symbols as count_hot_symbols
+    from ..tetragon.config import load_tetragon_config
 
-    report = count_hot_symbols(
-        iter_input_records(list(observations), evidence), window_seconds=window, top=top
-    )
+    if window is not None and window < 1:
+        raise InputError("expected a number of seconds >= 1", field="--window")
+    enabled = load_tetragon_config(config).enabled
+    records = iter_input_records(list(observations), evidence) if enabled else iter(())
+    report = count_hot_symbols(records, window_seconds=window, top=top)
     if output_format is Format.json:
         emit_json(report)
         return

@@ -21,6 +21,7 @@ from ..observations.record import (
     _INT_FIELDS,
     _STRING_FIELDS,
     _TIME_FIELDS,
+    IMAGE_DIGEST_RE,
     KINDS,
     NODE_HASH_RE,
     PROBE_TYPES,
@@ -35,7 +36,7 @@ _MAX_SAFE_INTEGER: Final = 2**53 - 1
 # output is byte-identical to RFC 8785 (UTF-8, no insignificant space, JCS string escapes), and
 # it is about six times faster than the standard library's encoder.
 
-_STRING, _TIME, _INT, _NODE_HASH, _PROBE, _KIND, _DETAILS = range(7)
+_STRING, _TIME, _INT, _NODE_HASH, _PROBE, _KIND, _DETAILS, _IMAGE = range(8)
 _FIELD_CLASS: Final[dict[str, int]] = {
     **dict.fromkeys(_STRING_FIELDS, _STRING),
     **dict.fromkeys(_TIME_FIELDS, _TIME),
@@ -44,11 +45,13 @@ _FIELD_CLASS: Final[dict[str, int]] = {
     "probe_type": _PROBE,
     "kind": _KIND,
     "details": _DETAILS,
+    "image_digest": _IMAGE,
 }
 _REQUIRED: Final = frozenset(("node_hash", "function_name", "probe_type", "observed_at"))
 _PROBE_TYPES: Final = frozenset(PROBE_TYPES)
 _KINDS: Final = frozenset(KINDS)
 _node_hash_match = NODE_HASH_RE.match
+_image_digest_match = IMAGE_DIGEST_RE.match
 
 # Valid node hashes seen recently: a function map has few nodes, each observed many times.
 _known_node_hashes: set[str] = set()
@@ -103,7 +106,7 @@ class _Shape:
     and a record is checked with one C-level type comparison plus its value checks.
     """
 
-    __slots__ = ("details", "has_count", "has_kind", "int_keys", "time_keys", "types")
+    __slots__ = ("details", "has_count", "has_image", "has_kind", "int_keys", "time_keys", "types")
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         classes = [_FIELD_CLASS[key] for key in keys]
@@ -112,6 +115,7 @@ class _Shape:
         self.int_keys = tuple(k for k, c in zip(keys, classes, strict=True) if c == _INT)
         self.has_count = "count" in keys
         self.has_kind = "kind" in keys
+        self.has_image = "image_digest" in keys
         self.details = "details" in keys
 
 
@@ -133,7 +137,7 @@ def _shape_for(keys: tuple[str, ...]) -> Any:
 
 
 def _learn_shape(keys: tuple[str, ...]) -> Any:
-    # Unknown fields, image_digest, or a required field missing: the reference decides.
+    # Unknown fields or a required field missing: the reference decides.
     usable = _REQUIRED.issubset(keys) and all(key in _FIELD_CLASS for key in keys)
     shape = _Shape(keys) if usable else _UNUSABLE
     if len(_shapes) >= _SHAPE_CACHE_LIMIT:
@@ -173,6 +177,14 @@ def _fast_accept(record: Any) -> bool:
         return False
     if shape.has_kind and record["kind"] not in _KINDS:
         return False
+    if shape.has_image:
+        digest = record["image_digest"]
+        if digest not in _known_node_hashes:  # the same cache: both are sha256:<64 hex>
+            if _image_digest_match(digest) is None:
+                return False
+            if len(_known_node_hashes) >= _NODE_HASH_CACHE_LIMIT:
+                _known_node_hashes.clear()
+            _known_node_hashes.add(digest)
     return not shape.details or _plain_json(record["details"])
 
 

@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
+
 from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .nodes import NodeIndex, ResolvedNode
 from .privacy import PrivacyFilter
@@ -75,6 +77,12 @@ class TimeNormalizer:
     def __call__(self, value: Any) -> str | None:
         if type(value) is not str:
             return None
+        if len(value) == 30 and value[19] == "." and value[29] == "Z":
+            # Tetragon's usual form, nanoseconds in UTC: checked without the regex.
+            prefix = value[:19]
+            known = self._seconds.get(prefix)
+            if known and value[20:29].isdigit() and value[20:29].isascii():
+                return value[:26] + "Z"
         match = _TIME_RE.fullmatch(value)
         if match is None:
             return None
@@ -175,10 +183,7 @@ class EventMapper:
         node = self.nodes.user(path, symbol)
         if node is None:
             return "process_uprobe:unknown_binary_or_symbol"
-        record = self._record(node, "uprobe", "function", path)
-        if type(record) is dict:
-            self._probe_details(record, body)
-        return record
+        return self._record(node, "uprobe", "function", path, self._arguments(body))
 
     def _usdt(self, body: dict[str, Any]) -> dict[str, Any] | str:
         path = body.get("path")
@@ -192,34 +197,29 @@ class EventMapper:
         node = self.nodes.user(path, f"{provider}:{name}" if provider else name)
         if node is None:
             return "process_usdt:unknown_binary_or_probe"
-        record = self._record(node, "usdt", "function", path)
-        if type(record) is dict:
-            self._probe_details(record, body)
-        return record
+        return self._record(node, "usdt", "function", path, self._arguments(body))
 
     def _kprobe(self, body: dict[str, Any]) -> dict[str, Any] | str:
         function = body.get("function_name")
         if type(function) is not str or not function:
             return "process_kprobe:missing_or_wrong_type:function_name"
-        record = self._record(self.nodes.kernel(function), "kprobe", "function", None)
-        if type(record) is dict:
-            details = self._probe_details(record, body)
-            returned = body.get("return")
-            if returned is not None:
-                kept = self.privacy.arguments([returned])
-                if kept:
-                    details["return"] = kept[0]
-            for field, name in (
-                ("kernel_stack_trace", "kernel_stack"),
-                ("stack_trace", "kernel_stack"),  # the name before Tetragon 1.0
-                ("user_stack_trace", "user_stack"),
-            ):
-                frames = body.get(field)
-                if frames is not None:
-                    canonical = self.privacy.stack(frames)
-                    if canonical:
-                        details[name] = canonical
-        return record
+        details = self._arguments(body)
+        returned = body.get("return")
+        if returned is not None:
+            kept = self.privacy.arguments([returned])
+            if kept:
+                details["return"] = kept[0]
+        for field, name in (
+            ("kernel_stack_trace", "kernel_stack"),
+            ("stack_trace", "kernel_stack"),  # the name before Tetragon 1.0
+            ("user_stack_trace", "user_stack"),
+        ):
+            frames = body.get(field)
+            if frames is not None:
+                canonical = self.privacy.stack(frames)
+                if canonical:
+                    details[name] = canonical
+        return self._record(self.nodes.kernel(function), "kprobe", "function", None, details)
 
     def _tracepoint(self, body: dict[str, Any]) -> dict[str, Any] | str:
         subsystem = body.get("subsys")
@@ -227,17 +227,10 @@ class EventMapper:
         if type(subsystem) is not str or type(event) is not str or not subsystem or not event:
             return "process_tracepoint:missing_or_wrong_type:subsys/event"
         node = self.nodes.kernel("", f"{subsystem}/{event}")
-        record = self._record(node, "tracepoint", "function", None)
-        if type(record) is dict:
-            self._probe_details(record, body)
-        return record
+        return self._record(node, "tracepoint", "function", None, self._arguments(body))
 
     def _exec(self, body: dict[str, Any]) -> dict[str, Any] | str:
         kind = self._kind
-        node = self.nodes.kernel(EXEC_SYMBOL, EXEC_TRACEPOINT)
-        record = self._record(node, PROBE_TYPE[kind], "exec", None)
-        if type(record) is not dict:
-            return record
         details: dict[str, Any] = {"event": kind}
         process = body.get("process")
         if type(process) is dict:
@@ -252,20 +245,71 @@ class EventMapper:
                 value = body.get(field)
                 if (type(value) is str and value) or type(value) is int:
                     details[field] = value
-        record["details"] = details
-        return record
+        node = self.nodes.kernel(EXEC_SYMBOL, EXEC_TRACEPOINT)
+        return self._record(node, PROBE_TYPE[kind], "exec", None, details)
 
     # --- shared ------------------------------------------------------------------------------
 
     def _record(
-        self, node: ResolvedNode, probe_type: str, kind: str, binary_path: str | None
+        self,
+        node: ResolvedNode,
+        probe_type: str,
+        kind: str,
+        binary_path: str | None,
+        details: dict[str, Any],
     ) -> dict[str, Any] | str:
+        """Pull the common fields out of the event dict and assemble the record."""
         event = self._event
         observed = self._time(event.get("time"))
         if observed is None:
             observed = self._fallback_time()
             if observed is None:
                 return f"{self._kind}:missing_or_invalid:time"
+        host = event.get("node_name")
+        count = None
+        aggregation = event.get("aggregation_info")
+        if type(aggregation) is dict:
+            count = _uint(aggregation.get("count"))
+        pid = binary = None
+        container: tuple[str, str, str, str] | None = None
+        process = self._body.get("process")
+        if process is not None and type(process) is not dict:
+            self.counts[f"ignored.{self._kind}.process:wrong_type"] += 1
+        elif process is not None:
+            pid = process.get("pid")
+            binary = process.get("binary")
+            pod = process.get("pod")
+            if type(pod) is dict:
+                container = _container_key(pod)
+        return self._assemble(
+            node,
+            probe_type,
+            kind,
+            observed,
+            binary_path,
+            host,
+            count,
+            pid,
+            binary,
+            container,
+            details,
+        )
+
+    def _assemble(
+        self,
+        node: ResolvedNode,
+        probe_type: str,
+        kind: str,
+        observed: str,
+        binary_path: str | None,
+        host: Any,
+        count: int | None,
+        pid: Any,
+        binary: Any,
+        container: tuple[str, str, str, str] | None,
+        details: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The one place a record is built (the dict path and the typed fast path share it)."""
         record: dict[str, Any] = {
             "node_hash": node.node_hash,
             "function_name": node.symbol,
@@ -278,29 +322,18 @@ class EventMapper:
             record["binary_path"] = self.privacy.redact_path(binary_path)
         if node.build_id is not None:
             record["build_id"] = node.build_id
-        host = event.get("node_name")
         if type(host) is str and host:
             record["host"] = host
-        aggregation = event.get("aggregation_info")
-        if type(aggregation) is dict:
-            count = _uint(aggregation.get("count"))
-            if count is not None and 1 < count <= _MAX_SAFE_INTEGER:
-                record["count"] = count
-        process = self._body.get("process")
-        if process is not None and type(process) is not dict:
-            self.counts[f"ignored.{self._kind}.process:wrong_type"] += 1
-        elif process is not None:
-            pid = process.get("pid")
-            if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
-                record["pid"] = pid
-            binary = process.get("binary")
-            if type(binary) is str and binary:
-                record["comm"] = self.privacy.redact_path(binary.rpartition("/")[2])[:64]
-            pod = process.get("pod")
-            if type(pod) is dict:
-                fields, _ = self._container(pod)
-                record.update(fields)
-        record["details"] = {"event": self._kind}
+        if count is not None and 1 < count <= _MAX_SAFE_INTEGER:
+            record["count"] = count
+        if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
+            record["pid"] = pid
+        if type(binary) is str and binary:
+            record["comm"] = self.privacy.redact_path(binary.rpartition("/")[2])[:64]
+        if container is not None:
+            record.update(self._container(container))
+        if details:
+            record["details"] = details
         return record
 
     def _fallback_time(self) -> str | None:
@@ -316,26 +349,11 @@ class EventMapper:
                 return self._time(process.get("start_time"))
         return None
 
-    def _container(self, pod: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        container = pod.get("container")
-        container = container if type(container) is dict else {}
-        image = container.get("image")
-        image = image if type(image) is dict else {}
-        raw_id, name, namespace, image_id = (
-            container.get("id"),
-            pod.get("name"),
-            pod.get("namespace"),
-            image.get("id"),
-        )
-        key = (
-            raw_id if type(raw_id) is str else "",
-            name if type(name) is str else "",
-            namespace if type(namespace) is str else "",
-            image_id if type(image_id) is str else "",
-        )
-        cached = self._containers.get(key)
-        if cached is None:
-            fields: dict[str, Any] = {}
+    def _container(self, key: tuple[str, str, str, str]) -> dict[str, Any]:
+        """Record fields of (container id, pod name, namespace, image id), computed once."""
+        fields = self._containers.get(key)
+        if fields is None:
+            fields = {}
             if key[0]:
                 fields["container_id"] = container_id_of(key[0])
             if key[1]:
@@ -345,23 +363,122 @@ class EventMapper:
             digest = _DIGEST_RE.search(key[3]) if key[3] else None
             if digest is not None:
                 fields["image_digest"] = digest.group(0)
-            cached = (fields, key[3] or None)
             if len(self._containers) >= 65536:
                 self._containers.clear()
-            self._containers[key] = cached
-        return cached
+            self._containers[key] = fields
+        return fields
 
-    def _probe_details(self, record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-        details: dict[str, Any] = record["details"]
-        policy = body.get("policy_name")
-        if type(policy) is str and policy:
-            details["policy_name"] = policy
+    def _arguments(self, body: dict[str, Any]) -> dict[str, Any]:
         args = body.get("args")
-        if args is not None:
-            kept = self.privacy.arguments(args)
-            if kept:
-                details["args"] = kept
-        return details
+        if args is None:
+            return {}
+        kept = self.privacy.arguments(args)
+        return {"args": kept} if kept else {}
+
+    # --- the fast path: process_uprobe lines decoded straight into typed structs --------------
+
+    def map_uprobe_line(self, data: bytes) -> dict[str, Any] | None:
+        """The record of a well-formed, mappable `process_uprobe` line, or None: then the line
+        takes the general path (orjson + `map`), which names whatever is wrong with it.
+
+        msgspec decodes only the fields a record needs and skips the rest without building
+        objects for them (the parent process, credentials, labels): about 2.5x faster than
+        parsing the whole line, which is most of the cost per event.
+        """
+        try:
+            event = _decode_uprobe(data)
+        except msgspec.MsgspecError:
+            return None
+        body = event.process_uprobe
+        if body is None or not body.path or not body.symbol or event.aggregation_info:
+            return None
+        node = self.nodes.user(body.path, body.symbol)
+        observed = self._time(event.time)
+        if node is None or observed is None:
+            return None
+        pid = binary = container = None
+        process = body.process
+        if process is not None:
+            pid, binary = process.pid, process.binary
+            pod = process.pod
+            if pod is not None:
+                inner = pod.container
+                image = inner.image if inner is not None else None
+                container = (
+                    inner.id if inner is not None else "",
+                    pod.name,
+                    pod.namespace,
+                    image.id if image is not None else "",
+                )
+        details = None
+        if body.args is not None:
+            kept = self.privacy.arguments(body.args)
+            details = {"args": kept} if kept else None
+        return self._assemble(
+            node, "uprobe", "function", observed, body.path, event.node_name, None, pid, binary,
+            container, details,
+        )  # fmt: skip
+
+
+def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:
+    container = pod.get("container")
+    container = container if type(container) is dict else {}
+    image = container.get("image")
+    image = image if type(image) is dict else {}
+    raw_id, name, namespace, image_id = (
+        container.get("id"),
+        pod.get("name"),
+        pod.get("namespace"),
+        image.get("id"),
+    )
+    return (
+        raw_id if type(raw_id) is str else "",
+        name if type(name) is str else "",
+        namespace if type(namespace) is str else "",
+        image_id if type(image_id) is str else "",
+    )
+
+
+# Typed views of the fields the fast path reads (tetragon.proto names). Nested objects accept
+# unknown fields; the top level does not, so a line with a second event falls back.
+class _Image(msgspec.Struct):
+    id: str = ""
+
+
+class _Container(msgspec.Struct):
+    id: str = ""
+    image: _Image | None = None
+
+
+class _Pod(msgspec.Struct):
+    namespace: str = ""
+    name: str = ""
+    container: _Container | None = None
+
+
+class _Process(msgspec.Struct):
+    pid: int | None = None
+    binary: str = ""
+    pod: _Pod | None = None
+
+
+class _Uprobe(msgspec.Struct):
+    process: _Process | None = None
+    path: str = ""
+    symbol: str = ""
+    args: list[Any] | None = None
+
+
+class _UprobeEvent(msgspec.Struct, forbid_unknown_fields=True):
+    process_uprobe: _Uprobe | None = None
+    node_name: str = ""
+    time: str | None = None
+    aggregation_info: Any = None
+    cluster_name: Any = None
+    node_labels: Any = None
+
+
+_decode_uprobe = msgspec.json.Decoder(_UprobeEvent).decode
 
 
 def _uint(value: Any) -> int | None:

@@ -21,7 +21,7 @@ _DESCRIPTOR_SET: Final = "tetragon-api.binpb"
 
 
 @functools.cache
-def _message_classes() -> tuple[Any, Any]:
+def message_classes() -> tuple[Any, Any]:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     data = resources.files(__package__).joinpath(_DESCRIPTOR_SET).read_bytes()
@@ -49,7 +49,7 @@ def grpc_events(
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    request_class, response_class = _message_classes()
+    request_class, response_class = message_classes()
     channel = grpc.insecure_channel(address)
     try:
         try:

@@ -111,12 +111,23 @@ class TetragonIngest:
         map_event = self.mapper.map
         writer = self._writer
         result = self.result
+        map_uprobe_line = self.mapper.map_uprobe_line
         for line in lines:
             data = line.data
             result.lines += 1
             if data is None:
                 self._refuse(line, "line:too_long")
                 continue
+            if writer is not None:
+                record = map_uprobe_line(data)
+                if record is not None:
+                    try:
+                        writer.append(record)
+                    except ObservationError:
+                        self._refuse(line, "process_uprobe:invalid_record")
+                        continue
+                    result.records += 1
+                    continue
             try:
                 event = loads(data)
             except orjson.JSONDecodeError:

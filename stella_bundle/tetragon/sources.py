@@ -16,9 +16,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, NamedTuple
 
 from ..errors import InputError
 
@@ -26,31 +25,54 @@ from ..errors import InputError
 # past this is refused (counted, named) rather than parsed.
 DEFAULT_MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 _DISCARD_BLOCK: Final = 1 << 20
+_READ_BLOCK: Final = 1 << 20
 GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
+    """One line (without its newline); a tuple because millions are made per run."""
+
     source: str
     number: int
     data: bytes | None  # None: longer than the limit, skipped
 
 
 def read_lines(handle: IO[bytes], source: str, max_line_bytes: int) -> Iterator[Line]:
-    """Lines of a finished stream (a final line without newline counts as a line)."""
-    readline = handle.readline
-    limit = max_line_bytes + 1
+    """Lines of a finished stream (a final line without newline counts as a line).
+
+    Read in blocks and split in C: at most one block and one line's worth held at a time.
+    """
+    read = handle.read
     number = 0
+    carry = b""
+    skipping = False  # inside a line already longer than the limit
     while True:
-        data = readline(limit)
-        if not data:
-            return
-        number += 1
-        if len(data) == limit and not data.endswith(b"\n"):
-            _discard_rest(readline)
-            yield Line(source, number, None)
-            continue
-        yield Line(source, number, data)
+        block = read(_READ_BLOCK)
+        if not block:
+            break
+        parts = block.split(b"\n")
+        tail = parts.pop()
+        if parts:
+            if skipping:
+                skipping = False
+                number += 1
+                yield Line(source, number, None)
+                del parts[0]
+            elif carry:
+                parts[0] = carry + parts[0]
+            for data in parts:
+                number += 1
+                yield Line(source, number, data if len(data) <= max_line_bytes else None)
+            carry = tail
+        elif not skipping:
+            carry += tail
+        if not skipping and len(carry) > max_line_bytes:
+            carry = b""
+            skipping = True
+    if skipping:
+        yield Line(source, number + 1, None)
+    elif carry:
+        yield Line(source, number + 1, carry)
 
 
 def _discard_rest(readline: Callable[[int], bytes]) -> bool:

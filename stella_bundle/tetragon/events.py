@@ -126,7 +126,7 @@ class EventMapper:
         # Redactions and ignored fields (one counter with the privacy filter's).
         self.counts = self.privacy.counts
         self._time = TimeNormalizer()
-        self._containers: dict[tuple[str, str, str, str], tuple[dict[str, Any], str | None]] = {}
+        self._containers: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
             "process_uprobe": self._uprobe,
             "process_kprobe": self._kprobe,

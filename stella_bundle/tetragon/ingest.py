@@ -139,12 +139,12 @@ class TetragonIngest:
             if writer is None:
                 node = event.get("node_name") if type(event) is dict else None
                 writer = self._open(node if type(node) is str and node else None)
-            record = map_event(event)
-            if isinstance(record, str):
-                self._refuse(line, record)
+            mapped = map_event(event)
+            if isinstance(mapped, str):
+                self._refuse(line, mapped)
                 continue
             try:
-                writer.append(record)
+                writer.append(mapped)
             except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
                 self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
                 continue

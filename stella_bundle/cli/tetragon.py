@@ -200,6 +200,7 @@ def ingest(
             mapper,
             config=writer_config,
             source_name=source_name,
+            max_object_bytes=bridge.max_line_bytes,
         )
         try:
             if grpc_address is not None:

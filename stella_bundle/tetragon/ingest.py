@@ -23,7 +23,7 @@ from ..evidence.config import CollectorInfo, WriterConfig
 from ..evidence.writer import ChunkWriter
 from ..observations.record import ObservationError
 from .events import EventMapper
-from .sources import Line
+from .sources import DEFAULT_MAX_LINE_BYTES, Line
 
 COLLECTOR_ID: Final = "stella-tetragon"
 # Refused lines named one by one in the result (the rest are counted).
@@ -77,6 +77,7 @@ class TetragonIngest:
         config: WriterConfig | None = None,
         source_name: str = "",
         node_name: str | None = None,
+        max_object_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         self.evidence_dir = evidence_dir
         self.chain_id = chain_id
@@ -84,6 +85,7 @@ class TetragonIngest:
         self.mapper = mapper
         self.config = config
         self.source_name = source_name
+        self.max_object_bytes = max_object_bytes
         self.result = IngestResult(chain_id, evidence_dir / chain_id, node_name=node_name)
         self._writer: ChunkWriter | None = None
         self._reported_redactions: Counter[str] = Counter()
@@ -106,23 +108,42 @@ class TetragonIngest:
         return self._writer
 
     def feed(self, lines: Iterable[Line]) -> None:
-        """The hot loop: one orjson parse, one mapping, one append per line."""
+        """The hot loop: `process_uprobe` lines through the typed fast path, the rest parsed
+        with orjson and mapped; a pretty-printed object (`{` alone on a line, as Tetragon's
+        documentation shows events) is gathered up to its closing `}` at column 0."""
         loads = orjson.loads
-        map_event = self.mapper.map
-        writer = self._writer
         result = self.result
         map_uprobe_line = self.mapper.map_uprobe_line
+        gathered: list[bytes] | None = None  # lines of a pretty-printed object
+        gathered_at = Line("", 0, None)
+        gathered_size = 0
         for line in lines:
             data = line.data
+            if gathered is not None:
+                if data is None or gathered_size + len(data) > self.max_object_bytes:
+                    self._refuse(gathered_at, "line:too_long")
+                    gathered = None
+                    continue
+                gathered.append(data)
+                gathered_size += len(data) + 1
+                if data.rstrip() == b"}":
+                    try:
+                        event = loads(b"\n".join(gathered))
+                    except orjson.JSONDecodeError:
+                        self._refuse(gathered_at, "line:malformed_json")
+                    else:
+                        self._event(gathered_at, event)
+                    gathered = None
+                continue
             result.lines += 1
             if data is None:
                 self._refuse(line, "line:too_long")
                 continue
-            if writer is not None:
+            if self._writer is not None:
                 record = map_uprobe_line(data)
                 if record is not None:
                     try:
-                        writer.append(record)
+                        self._writer.append(record)
                     except ObservationError:
                         self._refuse(line, "process_uprobe:invalid_record")
                         continue
@@ -131,49 +152,44 @@ class TetragonIngest:
             try:
                 event = loads(data)
             except orjson.JSONDecodeError:
-                if not data.strip():
+                stripped = data.strip()
+                if not stripped:
                     result.lines -= 1
-                    continue
-                self._refuse(line, "line:malformed_json")
+                elif stripped == b"{":
+                    gathered, gathered_at, gathered_size = [data], line, len(data) + 1
+                else:
+                    self._refuse(line, "line:malformed_json")
                 continue
-            if writer is None:
-                node = event.get("node_name") if type(event) is dict else None
-                writer = self._open(node if type(node) is str and node else None)
-            mapped = map_event(event)
-            if isinstance(mapped, str):
-                self._refuse(line, mapped)
-                continue
-            try:
-                writer.append(mapped)
-            except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
-                self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
-                continue
-            result.records += 1
+            self._event(line, event)
+        if gathered is not None:
+            self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
         self._account()
 
     def feed_events(self, events: Iterable[dict[str, Any]], source: str) -> None:
         """Already-parsed events (the gRPC stream), numbered as they arrive."""
-        writer = self._writer
         for number, event in enumerate(events, start=1):
             self.result.lines += 1
-            if writer is None:
-                node = event.get("node_name")
-                writer = self._open(node if isinstance(node, str) and node else None)
-            record = self.mapper.map(event)
-            if isinstance(record, str):
-                self._refuse(Line(source, number, b""), record)
-                continue
-            try:
-                writer.append(record)
-            except ObservationError:
-                self._refuse(
-                    Line(source, number, b""), f"{self.mapper.kind_of(event)}:invalid_record"
-                )
-                continue
-            self.result.records += 1
+            self._event(Line(source, number, None), event)
             if number % 1000 == 0:
                 self._account()
         self._account()
+
+    def _event(self, line: Line, event: Any) -> None:
+        """One parsed event: mapped and appended, or refused with its reason."""
+        writer = self._writer
+        if writer is None:
+            node = event.get("node_name") if type(event) is dict else None
+            writer = self._open(node if type(node) is str and node else None)
+        mapped = self.mapper.map(event)
+        if isinstance(mapped, str):
+            self._refuse(line, mapped)
+            return
+        try:
+            writer.append(mapped)
+        except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
+            self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
+            return
+        self.result.records += 1
 
     def _refuse(self, line: Line, reason: str) -> None:
         result = self.result

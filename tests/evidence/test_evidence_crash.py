@@ -22,6 +22,7 @@ from evidence_support import COLLECTOR, make_record
 from stella_bundle.evidence import storage
 from stella_bundle.evidence import writer as writer_module
 from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.layout import chunk_name, partial_name, seal_name
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
 
@@ -50,22 +51,26 @@ def _child(evidence: Path, run: int, signer: Any, ack_fd: int) -> None:
         os._exit(0)
 
 
-def test_sigkill_at_random_moments_loses_nothing_acknowledged(
-    tmp_path: Path, test_keys: Any
-) -> None:
-    rng = random.Random(SEED)
-    signer = test_keys.signer("collector")
+def _kill_repeatedly(
+    evidence: Path, keys: Any, seed: int, kills: int, max_delay: float
+) -> tuple[dict[int, int], dict[int, int], int]:
+    """Start and SIGKILL a writer `kills` times; after each kill the chain verifies as open.
+
+    Returns the acknowledged records and loss per run, and how many runs died before opening.
+    """
+    rng = random.Random(seed)
+    signer = keys.signer("collector")
     acknowledged: dict[int, int] = {}
     acknowledged_loss: dict[int, int] = {}
     killed_before_open = 0
-    for run in range(KILLS):
+    for run in range(kills):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
             os.close(read_fd)
-            _child(tmp_path, run, signer, write_fd)
+            _child(evidence, run, signer, write_fd)
         os.close(write_fd)
-        time.sleep(rng.uniform(0.0, 0.25))
+        time.sleep(rng.uniform(0.0, max_delay))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
@@ -75,30 +80,55 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(
         acknowledged[run] = int(acks[-1][0]) if acks else 0
         acknowledged_loss[run] = int(acks[-1][1]) if acks else 0
         killed_before_open += "open" not in output
-        # Whatever instant the kill hit, every sealed chunk verifies (the tail is still open).
-        interim = verify_chain(tmp_path / "crashy", test_keys.trust_root, allow_open=True)
+        # Whatever instant the kill hit (between publishing a chunk and its seal too), every
+        # sealed chunk verifies and the tail is open, not broken.
+        interim = verify_chain(evidence / "crashy", keys.trust_root, allow_open=True)
         broken = [f.to_dict() for f in interim.findings if f.severity == "error"]
         assert {f["code"] for f in broken} <= {"empty_chain"}, broken  # empty: killed early
+    return acknowledged, acknowledged_loss, killed_before_open
 
-    # The next start recovers the tail; a clean stop ends the chain.
-    with ChunkWriter.open(tmp_path, "crashy", signer, CONFIG, COLLECTOR) as writer:
-        assert writer.head.sequence >= 1
-    report = verify_chain(tmp_path / "crashy", test_keys.trust_root)
+
+def _check_recovered_chain(
+    evidence: Path, keys: Any, acknowledged: dict[int, int], acknowledged_loss: dict[int, int]
+) -> None:
+    """The next start recovers the tail, a clean stop ends the chain; nothing acknowledged lost."""
+    with ChunkWriter.open(evidence, "crashy", keys.signer("collector"), CONFIG, COLLECTOR) as w:
+        assert w.head.sequence >= 1
+    report = verify_chain(evidence / "crashy", keys.trust_root)
     assert report.passed, [f.to_dict() for f in report.findings if f.severity == "error"]
     assert "recovered" in report.codes()
-
     present: dict[int, list[int]] = defaultdict(list)
-    for record in iter_chain_records(tmp_path / "crashy"):
+    for record in iter_chain_records(evidence / "crashy"):
         run_name, index = record["function_name"].split("_")
         present[int(run_name[3:])].append(int(index))
-    for run in range(KILLS):
+    for run, count in acknowledged.items():
         indices = present.get(run, [])
         # In order, each exactly once, no hole: what survived is a prefix of what was written.
         assert indices == list(range(len(indices))), f"run {run}: not a clean prefix"
-        assert len(indices) >= acknowledged[run], f"run {run}: lost acknowledged records"
-    assert sum(acknowledged.values()) > 1000, "the runs wrote too little to test anything"
+        assert len(indices) >= count, f"run {run}: lost acknowledged records"
     assert report.loss.ring_buffer_dropped >= sum(acknowledged_loss.values())
+
+
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(
+    tmp_path: Path, test_keys: Any
+) -> None:
+    acknowledged, loss, killed_before_open = _kill_repeatedly(
+        tmp_path, test_keys, SEED, KILLS, max_delay=0.25
+    )
+    _check_recovered_chain(tmp_path, test_keys, acknowledged, loss)
+    assert sum(acknowledged.values()) > 1000, "the runs wrote too little to test anything"
     assert killed_before_open < KILLS // 2
+
+
+@pytest.mark.slow
+def test_sigkill_scenario_is_stable_over_50_repeats(tmp_path: Path, test_keys: Any) -> None:
+    """The scenario above, 50 times with other seeds (short runs, so kills land mid-seal often)."""
+    for repeat in range(50):
+        evidence = tmp_path / f"repeat-{repeat}"
+        acknowledged, loss, _ = _kill_repeatedly(
+            evidence, test_keys, SEED + repeat, kills=6, max_delay=0.08
+        )
+        _check_recovered_chain(evidence, test_keys, acknowledged, loss)
 
 
 def _die_at(module: Any, name: str, call: int) -> None:
@@ -142,9 +172,54 @@ def test_crash_at_each_step_of_sealing(
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status), f"the child did not crash at: {state}"
+    # Before any restart, a reader sees an open chain, never a broken one.
+    live = verify_chain(tmp_path / "steps", test_keys.trust_root, allow_open=True)
+    errors = {f.code for f in live.findings if f.severity == "error"}
+    assert errors <= {"empty_chain"}, state  # the first chunk: nothing sealed yet
     with ChunkWriter.open(tmp_path, "steps", signer, WriterConfig(max_records=10), COLLECTOR):
         pass
     report = verify_chain(tmp_path / "steps", test_keys.trust_root)
     assert report.passed, [f.to_dict() for f in report.findings]
     names = [r["function_name"] for r in iter_chain_records(tmp_path / "steps")]
     assert names == [f"r_{i}" for i in range(10)], state
+
+
+def _crash_between_chunk_and_seal(evidence: Path, signer: Any) -> Path:
+    """A chain whose second chunk was published and whose writer died before its seal."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child dies inside the seal
+        try:
+            writer = ChunkWriter.open(
+                evidence, "tail", signer, WriterConfig(max_records=10), COLLECTOR
+            )
+            for index in range(20):
+                writer.append(make_record(index))
+            writer.flush()
+            _die_at(storage.os, "replace", 2)
+            writer.append(make_record(20))
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    return evidence / "tail"
+
+
+def test_chunk_without_seal_is_the_open_tail_only_beside_its_partial(
+    tmp_path: Path, test_keys: Any
+) -> None:
+    chain = _crash_between_chunk_and_seal(tmp_path, test_keys.signer("collector"))
+    assert (chain / chunk_name(2)).exists() and not (chain / seal_name(2)).exists()
+    live = verify_chain(chain, test_keys.trust_root, allow_open=True)
+    assert live.passed, [f.to_dict() for f in live.findings if f.severity == "error"]
+    assert ("open_chunk", 2) in {(f.code, f.sequence) for f in live.findings}
+    assert [c.sequence for c in live.chunks] == [1] and live.records == 10  # not evidence
+
+    # Beyond the head, or with no open chunk beside it, a chunk without a seal is an orphan.
+    (chain / chunk_name(2)).rename(chain / chunk_name(3))
+    moved = verify_chain(chain, test_keys.trust_root, allow_open=True)
+    assert ("orphan_chunk", 3) in {(f.code, f.sequence) for f in moved.findings}
+    (chain / chunk_name(3)).rename(chain / chunk_name(2))
+    (chain / partial_name(2)).unlink()
+    alone = verify_chain(chain, test_keys.trust_root, allow_open=True)
+    assert ("orphan_chunk", 2) in {(f.code, f.sequence) for f in alone.findings}
+    assert not alone.passed

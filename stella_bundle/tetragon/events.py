@@ -127,6 +127,7 @@ class EventMapper:
         self.counts = self.privacy.counts
         self._time = TimeNormalizer()
         self._containers: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._static: dict[tuple[Any, ...], tuple[dict[str, Any], int]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
             "process_uprobe": self._uprobe,
             "process_kprobe": self._kprobe,
@@ -410,14 +411,37 @@ class EventMapper:
                     pod.namespace,
                     image.id if image is not None else "",
                 )
-        details = None
         if body.args is not None:
             kept = self.privacy.arguments(body.args)
-            details = {"args": kept} if kept else None
-        return self._assemble(
-            node, "uprobe", "function", observed, body.path, event.node_name, None, pid, binary,
-            container, details,
-        )  # fmt: skip
+            return self._assemble(
+                node, "uprobe", "function", observed, body.path, event.node_name, None, pid,
+                binary, container, {"args": kept} if kept else None,
+            )  # fmt: skip
+        # Everything but the time and pid repeats across a process's events: assembled once
+        # per (probe, process binary, node, container), with the redactions it took, which
+        # are counted again for every event that reuses it.
+        key = (node.node_hash, body.path, event.node_name, binary, container)
+        cached = self._static.get(key)
+        if cached is None:
+            before = self.counts.get("redacted.path", 0)
+            static = self._assemble(
+                node, "uprobe", "function", "", body.path, event.node_name, None, None, binary,
+                container, None,
+            )  # fmt: skip
+            del static["observed_at"]
+            cached = (static, self.counts.get("redacted.path", 0) - before)
+            if len(self._static) >= 65536:
+                self._static.clear()
+            self._static[key] = cached
+        else:
+            static, redactions = cached
+            if redactions:
+                self.counts["redacted.path"] += redactions
+        record = static.copy()
+        record["observed_at"] = observed
+        if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
+            record["pid"] = pid
+        return record
 
 
 def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:

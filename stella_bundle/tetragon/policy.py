@@ -1,6 +1,7 @@
 """The `TracingPolicy` (cilium.io/v1alpha1) a function map needs: exactly its nodes' probes.
 
-User-space nodes become `uprobes` (one entry per binary, its symbols listed), USDT nodes
+User-space nodes become `uprobes` (one entry per binary, its symbols listed, its build id as
+a `binaryDigests` entry when the map records one), USDT nodes
 (`provider:name` with probe type usdt) `usdts`, kernel nodes (pkg:generic/linux-kernel)
 `tracepoints` or `kprobes`: the tracepoint or kprobe the toolkit's own collector would use for
 that node (collector/plan.py KERNEL_SOURCES), a `subsystem/event` symbol as a tracepoint, any
@@ -72,8 +73,20 @@ def _kernel_entry(probe_type: str, target: str) -> tuple[str, dict[str, Any]]:
     return "kprobes", entry
 
 
+def _uprobe_entry(path: str, symbols: list[str], build_ids: set[str | None]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": path, "symbols": symbols}
+    (build_id,) = build_ids if len(build_ids) == 1 else (None,)
+    if build_id:
+        # Probe only the build the map was made from: Tetragon skips (does not reject the
+        # policy for) a binary whose ELF build id differs.
+        entry["binaryDigests"] = [f"build-id:{build_id.lower()}"]
+        entry["ignore"] = {"digestVerificationFailure": True}
+    return entry
+
+
 def build_policy(function_map: FunctionMap, name: str | None = None) -> PolicyResult:
     uprobes: dict[str, list[str]] = {}
+    build_ids: dict[str, set[str | None]] = {}
     usdts: list[dict[str, Any]] = []
     kernel: dict[str, list[dict[str, Any]]] = {"kprobes": [], "tracepoints": []}
     not_probed: list[dict[str, str]] = []
@@ -100,9 +113,12 @@ def build_policy(function_map: FunctionMap, name: str | None = None) -> PolicyRe
         symbols = uprobes.setdefault(node.binary_path, [])
         if node.symbol not in symbols:
             symbols.append(node.symbol)
+        build_ids.setdefault(node.binary_path, set()).add(node.build_id)
     spec: dict[str, Any] = {}
     if uprobes:
-        spec["uprobes"] = [{"path": path, "symbols": symbols} for path, symbols in uprobes.items()]
+        spec["uprobes"] = [
+            _uprobe_entry(path, symbols, build_ids[path]) for path, symbols in uprobes.items()
+        ]
     if usdts:
         spec["usdts"] = usdts
     if kernel["kprobes"]:

@@ -59,6 +59,10 @@ def test_policy_names_exactly_the_maps_nodes(tmp_path: Path, run_cli: Any) -> No
     assert document["metadata"]["name"] == "stella-shop"
     uprobes = {entry["path"]: entry["symbols"] for entry in spec["uprobes"]}
     assert uprobes == {APP: ["checkout"], LIBSSL: ["SSL_write", "SSL_read"]}
+    app_entry = next(e for e in spec["uprobes"] if e["path"] == APP)
+    assert app_entry["binaryDigests"] == ["build-id:" + "aa" * 20]  # the map's build only
+    assert app_entry["ignore"] == {"digestVerificationFailure": True}
+    assert "binaryDigests" not in next(e for e in spec["uprobes"] if e["path"] == LIBSSL)
     assert spec["usdts"] == [{"path": APP, "provider": "shop", "name": "order_placed"}]
     assert spec["kprobes"] == [{"call": "tcp_connect", "syscall": False}]
     assert sorted((t["subsystem"], t["event"]) for t in spec["tracepoints"]) == [

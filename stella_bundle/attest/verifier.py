@@ -118,6 +118,15 @@ class AttestationVerifier:
             raise StatementError(exc.message, path=where) from exc
         if artifact is not None:
             artifact_digest = "sha256:" + file_sha256(artifact)
+            if artifact_digest[7:] == hashlib.sha256(envelope.payload).hexdigest():
+                # A common slip: the statement's own JSON (a verification report written beside
+                # its envelope) given where the file the statement is about belongs.
+                listed = ", ".join(name or "?" for name, _ in subject_digests(statement))
+                raise SubjectDigestMismatchError(
+                    f"{artifact} is this statement itself, not its subject: --artifact takes "
+                    f"the file the statement is about ({listed})",
+                    path=where,
+                )
         if artifact_digest is not None:
             self.check_subject(statement, artifact_digest, where, artifact)
         return VerifiedStatement(statement, tuple(signers), role, envelope.payload)

@@ -85,6 +85,11 @@ def ingest(
     idle_exit: float | None = typer.Option(
         None, "--idle-exit", help="With --follow: stop after this many seconds without a line."
     ),
+    cursor_file: Path | None = typer.Option(
+        None,
+        "--cursor",
+        help="With --follow: resume from / save to this file (inode + offset) across runs.",
+    ),
     stdin: bool = typer.Option(False, "--stdin", help="Read JSON lines from standard input."),
     grpc_address: str | None = typer.Option(
         None, "--grpc", help="Tetragon's gRPC server, e.g. unix:///var/run/tetragon/tetragon.sock."
@@ -126,6 +131,7 @@ def ingest(
     from ..tetragon.privacy import PrivacyFilter
     from ..tetragon.sources import (
         ExportFollower,
+        FollowCursor,
         file_lines,
         rotated_backups,
         stdin_lines,
@@ -152,6 +158,8 @@ def ingest(
         )
     if follow and export_file is None:
         raise InputError("--follow needs --export-file", field="--follow")
+    if cursor_file is not None and not follow:
+        raise InputError("--cursor needs --follow", field="--cursor")
     target = target or settings.output_directory
     if target is None:
         raise InputError("no target: pass --target or set signals.output_directory in --config")
@@ -174,6 +182,7 @@ def ingest(
 
     lines: Iterator[Any]
     stop = threading.Event()
+    follower: ExportFollower | None = None
     if files:
         lines = file_lines(list(files), bridge.max_line_bytes)
     elif stdin:
@@ -182,7 +191,11 @@ def ingest(
         lines = file_lines([*rotated_backups(export_file), export_file], bridge.max_line_bytes)
     elif export_file is not None:
         follower = ExportFollower(
-            export_file, bridge.max_line_bytes, idle_seconds=idle_exit, stop=stop
+            export_file,
+            bridge.max_line_bytes,
+            idle_seconds=idle_exit,
+            stop=stop,
+            cursor=FollowCursor.load(cursor_file) if cursor_file else None,
         )
         lines = follower.lines()
     else:
@@ -213,7 +226,11 @@ def ingest(
         except BaseException:
             runner.abort()
             raise
+        if follower is not None and follower.position_lost:
+            runner.note_gap("follow:saved_position_not_found")
         result = runner.close()
+        if follower is not None and cursor_file is not None and follower.cursor is not None:
+            follower.cursor.save(cursor_file)  # only once what was read is sealed
     finally:
         signal.signal(signal.SIGTERM, previous)
     for problem in result.problems:

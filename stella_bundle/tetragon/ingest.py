@@ -191,6 +191,12 @@ class TetragonIngest:
             return
         self.result.records += 1
 
+    def note_gap(self, reason: str) -> None:
+        """Lines may have been missed (how many is unknown): said in the seal, by reason."""
+        self.result.dropped[reason] += 1
+        writer = self._writer or self._open(None)
+        writer.add_loss(by_reason={f"gap.{reason}": 1})
+
     def _refuse(self, line: Line, reason: str) -> None:
         result = self.result
         result.dropped[reason] += 1

@@ -11,15 +11,20 @@ when `export-file-compress` is set) and opening a new file; a follower keeps the
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple
+
+import orjson
 
 from ..errors import InputError
+from ..fsutil import write_bytes_atomic
 
 # Tetragon's events are a few KiB; arguments and stacks can reach hundreds of KiB. A line
 # past this is refused (counted, named) rather than parsed.
@@ -131,10 +136,64 @@ def stdin_lines(stream: IO[bytes], max_line_bytes: int) -> Iterator[Line]:
     yield from read_lines(stream, "<stdin>", max_line_bytes)
 
 
+@dataclass
+class FollowCursor:
+    """Where a follower stopped: the file (inode, and the sha256 of its first line, which
+    finds it again once renamed or gzipped) and the bytes of complete lines read from it."""
+
+    inode: int
+    offset: int
+    head_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inode": self.inode, "offset": self.offset, "head_sha256": self.head_sha256}
+
+    @classmethod
+    def load(cls, path: Path) -> FollowCursor | None:
+        """The saved cursor, or None when there is none yet."""
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise InputError(f"unreadable follow cursor: {exc}", path=path) from exc
+        if (
+            not isinstance(data, dict)
+            or type(data.get("inode")) is not int
+            or type(data.get("offset")) is not int
+            or data["offset"] < 0
+            or not isinstance(data.get("head_sha256"), str | None)
+        ):
+            raise InputError(
+                "expected {inode, offset, head_sha256} as written by --cursor", path=path
+            )
+        return cls(data["inode"], data["offset"], data["head_sha256"])
+
+    def save(self, path: Path) -> None:
+        write_bytes_atomic(path, orjson.dumps(self.to_dict()) + b"\n")
+
+
+def _line_digest(data: bytes) -> str:
+    return hashlib.sha256(data.rstrip(b"\n")).hexdigest()
+
+
+def _head_digest(path: Path, max_line_bytes: int) -> str | None:
+    """sha256 of the first line of a plain or gzipped file (None when empty or unreadable)."""
+    try:
+        with open_export(path) as handle:
+            first = handle.readline(max_line_bytes + 1)
+    except (InputError, OSError, EOFError, zlib.error):
+        return None
+    return _line_digest(first) if first else None
+
+
 class ExportFollower:
     """Follows Tetragon's live export file across renames and truncation.
 
-    Stops when `stop` is set, or after `idle_seconds` without a new line (None: never).
+    Stops when `stop` is set, or after `idle_seconds` without a new line (None: never). With a
+    `cursor` from an earlier run it resumes where that run stopped: in the live file, or in
+    the backup the file was rotated to (then the later backups), so a restart neither loses
+    nor repeats a line. `cursor` always holds the position after the last line yielded.
     """
 
     def __init__(
@@ -145,6 +204,7 @@ class ExportFollower:
         poll_seconds: float = 0.1,
         idle_seconds: float | None = None,
         stop: threading.Event | None = None,
+        cursor: FollowCursor | None = None,
     ) -> None:
         self.path = path
         self.max_line_bytes = max_line_bytes
@@ -153,6 +213,10 @@ class ExportFollower:
         self.stop = stop or threading.Event()
         self.rotations = 0
         self.files: list[str] = []
+        self.cursor = cursor
+        # The saved position matched no file any more (backups pruned meanwhile): some lines
+        # may never have been read. Counted by the caller.
+        self.position_lost = False
 
     def _open(self) -> tuple[IO[bytes], int] | None:
         try:
@@ -165,7 +229,43 @@ class ExportFollower:
         self.files.append(f"{self.path} (inode {inode})")
         return handle, inode
 
+    def _resume(self) -> tuple[int, Iterator[Line]]:
+        """(offset to start the live file at, lines of rotated files still to read)."""
+        saved = self.cursor
+        if saved is None:
+            return 0, iter(())
+        try:
+            live_inode: int | None = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            live_inode = None
+        if live_inode == saved.inode and (
+            saved.head_sha256 is None
+            or _head_digest(self.path, self.max_line_bytes) == saved.head_sha256
+        ):
+            return saved.offset, iter(())
+        backups = rotated_backups(self.path)
+        for index, backup in enumerate(backups):
+            same_inode = backup.stat().st_ino == saved.inode and backup.suffix != ".gz"
+            if same_inode or (
+                saved.head_sha256 is not None
+                and _head_digest(backup, self.max_line_bytes) == saved.head_sha256
+            ):
+                return 0, self._read_backups(backups[index:], saved.offset)
+        self.position_lost = True
+        return 0, iter(())
+
+    def _read_backups(self, backups: list[Path], offset: int) -> Iterator[Line]:
+        for position, backup in enumerate(backups):
+            with open_export(backup) as handle:
+                handle.seek(offset if position == 0 else 0)
+                try:
+                    yield from read_lines(handle, str(backup), self.max_line_bytes)
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise InputError(f"cannot read: {exc}", path=backup) from exc
+
     def lines(self) -> Iterator[Line]:
+        start_offset, rotated = self._resume()
+        yield from rotated
         opened = None
         last_activity = time.monotonic()
         while opened is None:
@@ -175,6 +275,12 @@ class ExportFollower:
                     return
                 self.stop.wait(self.poll_seconds)
         handle, inode = opened
+        head = None
+        if start_offset:
+            head = self.cursor.head_sha256 if self.cursor else None
+            if os.fstat(handle.fileno()).st_size >= start_offset:
+                handle.seek(start_offset)
+        self.cursor = FollowCursor(inode, handle.tell(), head)
         source = self.files[-1]
         number = 0
         pending = b""
@@ -187,6 +293,8 @@ class ExportFollower:
                     last_activity = time.monotonic()
                     if skipping:
                         skipping = not data.endswith(b"\n")
+                        if not skipping:
+                            self.cursor.offset = handle.tell()
                         continue
                     if not data.endswith(b"\n"):
                         pending += data
@@ -197,8 +305,12 @@ class ExportFollower:
                             skipping = True
                         continue
                     number += 1
-                    yield Line(source, number, pending + data)
+                    line = pending + data
                     pending = b""
+                    if self.cursor.offset == 0:
+                        self.cursor.head_sha256 = _line_digest(line)
+                    self.cursor.offset = handle.tell()
+                    yield Line(source, number, line)
                     continue
                 # End of the open file: rotated, truncated, or simply nothing new yet.
                 try:
@@ -208,21 +320,28 @@ class ExportFollower:
                 if current is not None and current.st_ino != inode:
                     # Renamed away: the writer has closed it, so what is left is final.
                     yield from self._drain(handle, source, number, pending, skipping)
+                    self.cursor.offset = handle.tell()
                     handle.close()
                     reopened = self._open()
-                    if reopened is None:
-                        continue
+                    while reopened is None:  # renamed, the new file not created yet
+                        if self._should_stop(last_activity):
+                            return
+                        self.stop.wait(self.poll_seconds)
+                        reopened = self._open()
                     handle, inode = reopened
+                    self.cursor = FollowCursor(inode, 0, None)
                     source = self.files[-1]
                     self.rotations += 1
                     number, pending, skipping = 0, b"", False
                     continue
                 if current is not None and current.st_size < handle.tell():
                     handle.seek(0)  # truncated in place (copytruncate)
+                    self.cursor = FollowCursor(inode, 0, None)
                     number, pending, skipping = 0, b"", False
                     continue
                 if self._should_stop(last_activity):
-                    yield from self._drain(handle, source, number, pending, skipping)
+                    # A line still without its newline is left for the next run (the
+                    # cursor stops before it): the writer may not have finished it.
                     return
                 self.stop.wait(self.poll_seconds)
         finally:

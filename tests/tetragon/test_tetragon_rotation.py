@@ -121,3 +121,50 @@ def test_truncated_in_place_is_read_from_the_start(
         assert line.data is not None
         seen.append(json.loads(line.data)["process_uprobe"]["process"]["pid"])
     assert seen == list(range(7))
+
+
+def test_restart_resumes_from_the_cursor_across_a_gzipped_rotation(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    lines = lines_for(tetragon_pb)
+    live = tmp_path / "export" / "tetragon.log"
+    live.parent.mkdir()
+    cursor = tmp_path / "cursor.json"
+    evidence = tmp_path / "evidence"
+
+    def follow() -> dict[str, Any]:
+        result = run_cli(
+            "tetragon", "ingest", "--export-file", live, "--follow", "--idle-exit", "0.3",
+            "--cursor", cursor, "--function-map", fm_path, "--target", evidence,
+            "--chain-id", "node-1", "--key", test_keys.private("collector"), "--format", "json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    live.write_bytes(b"".join(lines[:50]) + lines[50][:40])  # the last line not finished yet
+    assert follow()["records"] == 50
+    with open(live, "ab") as handle:
+        handle.write(lines[50][40:] + b"".join(lines[51:80]))
+    backup = live.with_name("tetragon-2026-01-23T00-00-00.000.log")
+    os.rename(live, backup)
+    with open(backup, "rb") as source, gzip.open(str(backup) + ".gz", "wb") as out:
+        shutil.copyfileobj(source, out)
+    backup.unlink()
+    live.write_bytes(b"".join(lines[80:100]))
+    second = follow()
+    assert second["records"] == 50 and second["dropped"] == {}
+    assert follow()["records"] == 0  # nothing new: nothing read twice
+    with open(live, "ab") as handle:
+        handle.write(b"".join(lines[100:110]))
+    assert follow()["records"] == 10
+    assert pids(evidence) == list(range(110))
+
+    # The saved file is gone (backups pruned meanwhile): the gap is said, not hidden.
+    for path in live.parent.iterdir():
+        path.unlink()
+    live.write_bytes(b"".join(lines[200:205]))
+    lost = follow()
+    assert lost["records"] == 5
+    assert lost["dropped"] == {"follow:saved_position_not_found": 1}

@@ -23,6 +23,7 @@ from ..timeutil import build_time, format_timestamp
 from .callgraph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PATHS, enumerate_paths, load_callgraph
 from .catalog import Catalog, load_catalog
 from .elf import ElfIndex, index_binary
+from .frames import frame_symbol
 from .model import (
     DEFAULT_MIN_RATE,
     DEFAULT_WINDOW_SECONDS,
@@ -154,7 +155,8 @@ def _catalog_candidates(sbom: Sbom, catalog: Catalog) -> list[_Candidate]:
 
 def _frame_owner(frame: Mapping[str, Any], sbom: Sbom, owner: Component) -> Component:
     """The component whose namespace is the longest prefix of the frame's package."""
-    package = str(frame.get("package") or frame.get("module") or "")
+    # A class file path (`com/example/Logger.class`) names its package with slashes.
+    package = str(frame.get("package") or frame.get("module") or "").replace("/", ".")
     best: tuple[int, Component] | None = None
     for component in sbom.all_components():
         namespace = component.group or PackageURL.from_string(component.purl).namespace or ""
@@ -162,16 +164,6 @@ def _frame_owner(frame: Mapping[str, Any], sbom: Sbom, owner: Component) -> Comp
         if inside and (best is None or len(namespace) > best[0]):
             best = (len(namespace), component)
     return best[1] if best else owner
-
-
-def _frame_symbol(frame: Mapping[str, Any]) -> str | None:
-    function = frame.get("function")
-    if not isinstance(function, str) or not function:
-        return None
-    module = frame.get("module")
-    if isinstance(module, str) and module and not function.startswith(module + "."):
-        return f"{module}.{function}"
-    return function
 
 
 def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> list[_Candidate]:
@@ -186,10 +178,10 @@ def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> l
             for frame in frames:
                 if not isinstance(frame, dict):
                     continue
-                symbol = _frame_symbol(frame)
+                frame_owner = _frame_owner(frame, sbom, component)
+                symbol = frame_symbol(frame, (frame_owner.purl, component.purl))
                 if symbol is None:
                     continue
-                frame_owner = _frame_owner(frame, sbom, component)
                 node = (frame_owner.purl, symbol)
                 names |= _component_names(frame_owner)
                 # Frames differing only by line are the same function: one node.

@@ -153,8 +153,9 @@ class LossCounters:
     """Events that were not recorded. `torn_records`: lines lost to a crash mid-write.
 
     `by_reason` (optional) breaks counts down by why: `dropped.<kind>:<reason>` for events not
-    recorded (already counted in `filtered_out`), `redacted.<what>` for values removed from
-    recorded events by a privacy filter.
+    recorded (already counted in `filtered_out`), `gap.<reason>` for input possibly missed
+    (how much is unknown), `redacted.<what>` for values removed from recorded events by a
+    privacy filter.
     """
 
     ring_buffer_dropped: int = 0

@@ -306,3 +306,27 @@ def test_docker_only_process_has_no_container_id(
     record = EventMapper(NodeIndex()).map(json.loads(to_line(message)))
     assert isinstance(record, dict)
     assert "container_id" not in record
+
+
+def test_tetragon_rate_limit_drops_land_in_the_seal(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    """rate_limit_info: events Tetragon itself dropped in the kernel are loss, not silence."""
+    pb = tetragon_pb
+    limited = pb.events.GetEventsResponse(node_name="node-1")
+    limited.rate_limit_info.number_of_dropped_process_events = 1234
+    export = tmp_path / "t.log"
+    export.write_bytes(to_line(uprobe(pb, APP, "checkout")) + to_line(limited))
+    assert b'"1234"' in export.read_bytes()  # a uint64: a string in the export
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    evidence = tmp_path / "evidence"
+    result = run_cli(
+        "tetragon", "ingest", export, "--function-map", fm_path, "--target", evidence,
+        "--key", test_keys.private("collector"), "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["upstream_dropped"] == 1234
+    (seal,) = seals(evidence)
+    assert seal.predicate.loss.ring_buffer_dropped == 1234
+    assert seal.predicate.loss.by_reason["dropped.rate_limit_info:unsupported_kind"] == 1

@@ -282,6 +282,14 @@ class EventMapper:
             pod = process.get("pod")
             if type(pod) is dict:
                 container = _container_key(pod)
+            wrong = (
+                ("pid", pid is not None and not _is_count(pid)),
+                ("binary", binary is not None and type(binary) is not str),
+                ("pod", pod is not None and type(pod) is not dict),
+            )
+            for name, is_wrong in wrong:
+                if is_wrong:
+                    self.counts[f"ignored.{self._kind}.process.{name}:wrong_type"] += 1
         return self._assemble(
             node,
             probe_type,
@@ -442,6 +450,10 @@ class EventMapper:
         if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
             record["pid"] = pid
         return record
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_SAFE_INTEGER
 
 
 def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:

@@ -130,7 +130,10 @@ class PrivacyFilter:
 
     def arguments(self, args: Any) -> list[dict[str, Any]] | None:
         """The allowed arguments (by label), their strings redacted; the rest counted."""
-        if not isinstance(args, list) or not args:
+        if not isinstance(args, list):
+            self.counts["ignored.args:wrong_type"] += 1
+            return None
+        if not args:
             return None
         kept = []
         for argument in args:

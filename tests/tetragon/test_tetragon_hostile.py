@@ -66,7 +66,10 @@ def test_malformed_and_mistyped_lines_are_counted_by_line(
     }
     for number in (2, 3, 4, 5, 6, 9, 11):
         assert f"{export}:{number}: " in result.stderr
-    assert summary["redacted"] == {"ignored.process_uprobe.process:wrong_type": 1}
+    assert summary["redacted"] == {
+        "ignored.process_uprobe.process:wrong_type": 1,
+        "ignored.process_uprobe.process.pid:wrong_type": 1,
+    }
     (chain,) = (tmp_path / "evidence").iterdir()
     records = list(iter_chain_records(chain))
     assert [r.get("pid") for r in records] == [4242, None, None, 4242]

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..attest.trustroot import ROLES, SigstoreIdentity, TrustRoot
 from ..errors import InputError, StellaError
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 if TYPE_CHECKING:
     from ..attest.verifier import VerifiedStatement
@@ -28,7 +28,10 @@ app = typer.Typer(
 def sign(
     input_path: Path = typer.Option(..., "--input", help="JSON document (or a ready statement)."),
     predicate_type: str | None = typer.Option(
-        None, "--predicate-type", help="Wrap --input as the predicate of a Statement of this type."
+        None,
+        "--predicate-type",
+        help="Wrap --input as the predicate of a Statement of this type (default: none, --input is "
+        "signed as a subject).",
     ),
     statement: bool = typer.Option(False, "--statement", help="--input is a ready Statement."),
     key: list[Path] = typer.Option(..., "--key", help="Private key(s); repeat for thresholds."),
@@ -79,25 +82,46 @@ def verify(
         None, help="The .dsse.json envelope to verify (omit with --sigstore-bundle)."
     ),
     trust_root_path: Path | None = typer.Option(
-        None, "--trust-root", help="trust-root.json you brought (keys, roles, Sigstore section)."
+        None,
+        "--trust-root",
+        help="trust-root.json you brought (keys, roles, Sigstore section); no default.",
     ),
     role: str | None = typer.Option(
-        None, "--role", help=f"Role required of the DSSE signers: {', '.join(ROLES)}."
+        None, "--role", help=f"Role required of the DSSE signers: {', '.join(ROLES)}; no default."
     ),
-    artifact: Path | None = typer.Option(None, "--artifact", help="File the subject must match."),
-    digest: str | None = typer.Option(None, "--digest", help="sha256:… the subject must match."),
-    predicate_type: str | None = typer.Option(None, "--predicate-type", help="Require this type."),
+    artifact: Path | None = typer.Option(
+        None,
+        "--artifact",
+        help="The file the statement is about: a subject must match its sha256 (default: "
+        "subjects not checked).",
+    ),
+    digest: str | None = typer.Option(
+        None, "--digest", help="sha256:… a subject must match (default: subjects not checked)."
+    ),
+    predicate_type: str | None = typer.Option(
+        None, "--predicate-type", help="Require this predicate type (default: any)."
+    ),
     sigstore_bundle: Path | None = typer.Option(
-        None, "--sigstore-bundle", help="A Sigstore bundle (.sigstore.json) to verify offline."
+        None,
+        "--sigstore-bundle",
+        help="A Sigstore bundle (.sigstore.json) to verify offline (default: none, ENVELOPE is DSSE).",
     ),
     trusted_root: Path | None = typer.Option(
-        None, "--trusted-root", help="Sigstore trusted_root.json (instead of --trust-root)."
+        None,
+        "--trusted-root",
+        help="Sigstore trusted_root.json (default: the Sigstore section of --trust-root).",
     ),
     identity: str | None = typer.Option(
-        None, "--identity", help="Certificate identity (SAN) allowed to sign the bundle."
+        None,
+        "--identity",
+        help="Certificate identity (SAN) allowed to sign the bundle (default: those of --trust-root).",
     ),
-    issuer: str | None = typer.Option(None, "--issuer", help="OIDC issuer of --identity."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    issuer: str | None = typer.Option(
+        None,
+        "--issuer",
+        help="OIDC issuer of --identity, given with it (default: those of --trust-root).",
+    ),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Verify offline: a DSSE envelope against a trust root's role, or a Sigstore bundle."""
     from ..attest.verifier import AttestationVerifier

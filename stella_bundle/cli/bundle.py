@@ -74,7 +74,9 @@ def build(
     key: Path = typer.Option(..., "--key", help="Builder private key (signs the manifest)."),
     output: Path = typer.Option(..., "--output", help="NAME.stella.bundle.tgz to write."),
     probes: Path | None = typer.Option(
-        None, "--probes", help="Directory of *.bpf.o with probes.lock.json."
+        None,
+        "--probes",
+        help="Directory of *.bpf.o with probes.lock.json (default: no probe objects in the bundle).",
     ),
     date_label: str | None = typer.Option(
         None, "--date-label", help="Label of the observations view (default: build date)."
@@ -106,7 +108,9 @@ def build(
 @app.command("inspect")
 def inspect(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to look into."),
-    output_format: InspectFormat = typer.Option(InspectFormat.table, "--format"),
+    output_format: InspectFormat = typer.Option(
+        InspectFormat.table, "--format", help="table for people, json for programs."
+    ),
 ) -> None:
     """Show what a bundle claims to hold (NOT verified; use `bundle verify`)."""
     from ..bundle.inspect import inspect_bundle
@@ -145,21 +149,31 @@ def inspect(
 def verify(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to verify."),
     trust_root_path: Path = typer.Option(..., "--trust-root", help="trust-root.json you brought."),
-    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format"),
+    output_format: ReportFormat = typer.Option(
+        ReportFormat.table,
+        "--format",
+        help="table or json on screen, or html (the page) on stdout.",
+    ),
     output_dir: Path = typer.Option(
         Path("."), "--output-dir", help="Where the report files are written."
     ),
     report_key: Path | None = typer.Option(
-        None, "--report-key", help="Auditor private key: also write verification-report.dsse.json."
+        None,
+        "--report-key",
+        help="Auditor private key: also write verification-report.dsse.json (default: unsigned).",
     ),
     service: str | None = typer.Option(
-        None, "--service", help="Service to verify when the bundle holds several."
+        None,
+        "--service",
+        help="Service to verify when the bundle holds several (default: the only one).",
     ),
     window_from: str | None = typer.Option(
-        None, "--from", help="Override the map's window: start (RFC 3339)."
+        None,
+        "--from",
+        help="Override the map's window: start, RFC 3339 (default: the map's window).",
     ),
     window_to: str | None = typer.Option(
-        None, "--to", help="Override the map's window: end (RFC 3339)."
+        None, "--to", help="Override the map's window: end, RFC 3339 (default: the map's window)."
     ),
     max_member_size: str = typer.Option(
         "16G", "--max-member-size", help="Refuse any archive member declaring more (e.g. 4G)."
@@ -216,7 +230,9 @@ def split(
         ..., "--part-size", help="Bytes, a size like 700M or 4G, or fat32, dvd, bd."
     ),
     key: Path | None = typer.Option(
-        None, "--key", help="Builder key: also write NAME.parts.dsse.json."
+        None,
+        "--key",
+        help="Builder key: also write NAME.parts.dsse.json (default: unsigned index).",
     ),
     output_dir: Path | None = typer.Option(
         None, "--output-dir", help="Where the parts go (default: beside the bundle)."
@@ -240,7 +256,9 @@ def join(
     index: Path = typer.Argument(..., help="NAME.parts.json written by `bundle split`."),
     output: Path = typer.Option(..., "--output", help="The bundle to write."),
     trust_root_path: Path | None = typer.Option(
-        None, "--trust-root", help="Also require NAME.parts.dsse.json signed by a builder key."
+        None,
+        "--trust-root",
+        help="Also require NAME.parts.dsse.json signed by a builder key (default: digests only).",
     ),
 ) -> None:
     """Check every part, then join them (the parts are never modified or deleted)."""

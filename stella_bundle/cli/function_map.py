@@ -22,7 +22,7 @@ from ..functionmap.verify import (
     verify_observations,
 )
 from .options import time_option
-from .output import Format, console, emit_json, error_line
+from .output import FORMAT_HELP, Format, console, emit_json, error_line
 
 app = typer.Typer(help="Generate and verify function maps.", no_args_is_help=True)
 
@@ -65,37 +65,57 @@ def generate(
     service: str = typer.Option(..., "--service", help="Service name recorded in the map."),
     output: Path = typer.Option(..., "--output", help="Where to write function-map.json."),
     hot_functions: list[str] = typer.Option(
-        [], "--hot-functions", help="Glob over TAG/SYMBOL or COMPONENT/SYMBOL (repeatable)."
+        [],
+        "--hot-functions",
+        help="Glob over TAG/SYMBOL or COMPONENT/SYMBOL (repeatable; default: every path found).",
     ),
     min_rate: float = typer.Option(0.95, "--min-rate", help="Minimum observation rate."),
     window: int = typer.Option(1800, "--window", help="Observation window in seconds."),
-    build_id: str | None = typer.Option(None, "--build-id", help="Build identifier."),
+    build_id: str | None = typer.Option(
+        None, "--build-id", help="Build identifier (default: sbom-<sha256 prefix of the SBOM>)."
+    ),
     static_analysis: Path | None = typer.Option(
-        None, "--static-analysis", help="Call graph JSON (schemas/static-callgraph.schema.json)."
+        None,
+        "--static-analysis",
+        help="Call graph JSON (schemas/static-callgraph.schema.json; default: none).",
     ),
     binary_path: list[str] = typer.Option(
-        [], "--binary-path", help="PURL=PATH of an ELF file to check symbols in (repeatable)."
+        [],
+        "--binary-path",
+        help="PURL=PATH of an ELF file to check symbols in (repeatable; default: none, symbols "
+        "unchecked).",
     ),
-    tag_rate: list[str] = typer.Option([], "--tag-rate", help="TAG=RATE minimum (repeatable)."),
+    tag_rate: list[str] = typer.Option(
+        [], "--tag-rate", help="TAG=RATE minimum (repeatable; default: --min-rate for every tag)."
+    ),
     optional: list[str] = typer.Option(
-        [], "--optional", help="Glob of paths that are optional (repeatable)."
+        [],
+        "--optional",
+        help="Glob of paths that are optional (repeatable; default: none, every path required).",
     ),
-    image_digest: str | None = typer.Option(None, "--image-digest", help="sha256:… of the image."),
+    image_digest: str | None = typer.Option(
+        None, "--image-digest", help="sha256:… of the image (default: none recorded)."
+    ),
     fail_on_unexpected: str = typer.Option(
         "true", "--fail-on-unexpected", help="true|false: unexpected symbols fail verification."
     ),
     kernel_events: list[str] = typer.Option(
         [],
         "--kernel-events",
-        help="Add kernel-level paths observed by tracepoints/kprobes: file, exec, net (repeatable).",
+        help="Add kernel-level paths observed by tracepoints/kprobes: file, exec, net (repeatable; "
+        "default: none).",
     ),
     catalog: list[Path] = typer.Option(
-        [], "--catalog", help="Extra symbol catalog JSON (same shape as the built-in one)."
+        [],
+        "--catalog",
+        help="Extra symbol catalog JSON (same shape as the built-in one; default: the built-in only).",
     ),
     sign_key: Path | None = typer.Option(
-        None, "--sign-key", help="Sign: writes <output>.dsse.json beside the map."
+        None,
+        "--sign-key",
+        help="Sign: writes <output>.dsse.json beside the map (default: unsigned).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Generate a function map (an in-toto Statement) from an SBOM."""
     from ..attest.dsse import sign_statement
@@ -212,23 +232,42 @@ def verify(
         ..., "--function-map", help="function-map.json or function-map.dsse.json."
     ),
     observations: list[Path] = typer.Option(
-        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+        [],
+        "--observations",
+        help="NDJSON observation file, plain or .zst (repeatable; default: none, give this or "
+        "--evidence).",
     ),
     evidence: Path | None = typer.Option(
-        None, "--evidence", help="Evidence directory (<chain_id>/<seq>.ndjson.zst chunks)."
+        None,
+        "--evidence",
+        help="Evidence directory (<chain_id>/<seq>.ndjson.zst chunks; default: none).",
     ),
-    window_from: str | None = typer.Option(None, "--from", help="Ignore observations before."),
-    window_to: str | None = typer.Option(None, "--to", help="Ignore observations after."),
-    output_format: Format = typer.Option(Format.table, "--format"),
-    output: Path | None = typer.Option(None, "--output", help="Also write the JSON result here."),
+    window_from: str | None = typer.Option(
+        None,
+        "--from",
+        help="Ignore observations before this RFC 3339 time (default: the map's window).",
+    ),
+    window_to: str | None = typer.Option(
+        None,
+        "--to",
+        help="Ignore observations after this RFC 3339 time (default: the map's window).",
+    ),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output: Path | None = typer.Option(
+        None, "--output", help="Also write the JSON result here (default: not written)."
+    ),
     fail_on_unexpected: str | None = typer.Option(
         None, "--fail-on-unexpected", help="true|false (default: the map's setting)."
     ),
     trust_root: Path | None = typer.Option(
-        None, "--trust-root", help="Require the map's DSSE signature by the function-map role."
+        None,
+        "--trust-root",
+        help="Require the map's DSSE signature by the function-map role (default: not checked).",
     ),
     probe_weight: list[str] = typer.Option(
-        [], "--probe-weight", help="TYPE=WEIGHT confidence weight override (repeatable)."
+        [],
+        "--probe-weight",
+        help="TYPE=WEIGHT confidence weight override (repeatable; default: the built-in weights).",
     ),
     workers: int | None = typer.Option(None, "--workers", help="Scan processes (default: CPUs)."),
     offline: bool = typer.Option(

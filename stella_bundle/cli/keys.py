@@ -9,7 +9,7 @@ import typer
 
 from ..attest.keys import KEY_TYPES, fingerprint, generate_key, load_public_key
 from ..errors import InputError
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 app = typer.Typer(help="Generate signing keys and show their fingerprints.", no_args_is_help=True)
 
@@ -33,7 +33,8 @@ def generate(
     passphrase_env: str | None = typer.Option(
         None,
         "--passphrase-env",
-        help="Encrypt the private key with the passphrase in this env var.",
+        help="Encrypt the private key with the passphrase in this env var (default: none, the key is "
+        "written unencrypted unless --prompt-passphrase).",
     ),
     prompt_passphrase: bool = typer.Option(
         False, "--prompt-passphrase", help="Ask for a passphrase to encrypt the private key."
@@ -54,7 +55,7 @@ def generate(
 @app.command("fingerprint")
 def show_fingerprint(
     key: Path = typer.Argument(..., help="A .pub.json, PEM public key or PEM private key."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Print what an auditor compares by eye: keyid, type and SHA-256 fingerprint."""
     public = load_public_key(key)

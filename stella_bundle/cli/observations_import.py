@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from ..errors import InputError
+from ..evidence.config import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SIZE_MB, DEFAULT_ZSTD_LEVEL
 from .observations import app
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 
 @app.command("import")
@@ -21,16 +22,39 @@ def import_command(
         None, "--key", help="Signing key (default: signals.signing.key_file)."
     ),
     config: Path | None = typer.Option(
-        None, "--config", help="stellaops.yaml: output directory, rotation, signing key."
+        None,
+        "--config",
+        help="stellaops.yaml: output directory, rotation, signing key (default: none, the "
+        "options and built-in defaults apply).",
     ),
     chain_id: str | None = typer.Option(
         None, "--chain-id", help="Chain to create (default: import-<file sha256 prefix>)."
     ),
-    max_size_mb: float | None = typer.Option(None, "--max-size-mb"),
-    max_age_seconds: float | None = typer.Option(None, "--max-age-seconds"),
-    max_records: int | None = typer.Option(None, "--max-records"),
-    zstd_level: int | None = typer.Option(None, "--zstd-level"),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    max_size_mb: float | None = typer.Option(
+        None,
+        "--max-size-mb",
+        help="Seal a chunk before it holds more than this many MiB of uncompressed NDJSON "
+        f"(default: signals.rotation.max_size_mb, else {DEFAULT_MAX_SIZE_MB}).",
+    ),
+    max_age_seconds: float | None = typer.Option(
+        None,
+        "--max-age-seconds",
+        help="Seal a chunk once it has been open this many seconds (default: "
+        f"signals.rotation.max_age_*, else {DEFAULT_MAX_AGE_SECONDS}).",
+    ),
+    max_records: int | None = typer.Option(
+        None,
+        "--max-records",
+        help="Seal a chunk once it holds this many records (default: "
+        "signals.rotation.max_records, else no record limit).",
+    ),
+    zstd_level: int | None = typer.Option(
+        None,
+        "--zstd-level",
+        help="zstd compression level of the chunks, 1-22 (default: signals.zstd_level, "
+        f"else {DEFAULT_ZSTD_LEVEL}).",
+    ),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Validate every record (nothing written if one is bad), then seal them as a new chain."""
     from ..attest.keys import load_signer

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 
 def _time(value: str | None, option: str) -> str | None:
@@ -22,21 +22,38 @@ def _time(value: str | None, option: str) -> str | None:
 @app.command("query")
 def query(
     observations: list[Path] = typer.Option(
-        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+        [],
+        "--observations",
+        help="NDJSON observation file, plain or .zst (repeatable; default: none, give this or "
+        "--evidence).",
     ),
     evidence: Path | None = typer.Option(
-        None, "--evidence", help="Evidence directory (<chain_id>/<seq>.ndjson.zst chunks)."
+        None,
+        "--evidence",
+        help="Evidence directory (<chain_id>/<seq>.ndjson.zst chunks; default: none).",
     ),
     summary: bool = typer.Option(False, "--summary", help="Per-symbol summary, not records."),
     service: str | None = typer.Option(
-        None, "--service", help="Pod S or S-<suffix>, namespace, comm or details.service."
+        None,
+        "--service",
+        help="Pod S or S-<suffix>, namespace, comm or details.service (default: any).",
     ),
-    container: str | None = typer.Option(None, "--container", help="Container id (or prefix)."),
-    symbol: str | None = typer.Option(None, "--symbol", help="Glob over function names."),
-    window_from: str | None = typer.Option(None, "--from", help="Only observations from then."),
-    window_to: str | None = typer.Option(None, "--to", help="Only observations until then."),
-    limit: int | None = typer.Option(None, "--limit", help="At most this many records."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    container: str | None = typer.Option(
+        None, "--container", help="Container id (or prefix; default: any)."
+    ),
+    symbol: str | None = typer.Option(
+        None, "--symbol", help="Glob over function names (default: any)."
+    ),
+    window_from: str | None = typer.Option(
+        None, "--from", help="Only observations from this RFC 3339 time (default: from the first)."
+    ),
+    window_to: str | None = typer.Option(
+        None, "--to", help="Only observations until this RFC 3339 time (default: to the last)."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", help="At most this many records (default: all)."
+    ),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Show observation records, or with --summary per-symbol counts, first/last seen,
     probe types and containers."""

@@ -10,21 +10,36 @@ from rich.table import Table
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 
 @app.command("timeline")
 def timeline_command(
     observations: list[Path] = typer.Option(
-        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+        [],
+        "--observations",
+        help="NDJSON observation file, plain or .zst (repeatable; default: none, give this or "
+        "--evidence).",
     ),
-    evidence: Path | None = typer.Option(None, "--evidence", help="Evidence directory."),
-    window_from: str | None = typer.Option(None, "--from", help="Only events from then."),
-    window_to: str | None = typer.Option(None, "--to", help="Only events until then."),
-    image: str | None = typer.Option(None, "--image", help="Image digest (or a prefix of it)."),
-    purl: str | None = typer.Option(None, "--purl", help="Component; without version: any."),
-    limit: int | None = typer.Option(None, "--limit", help="At most this many events."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    evidence: Path | None = typer.Option(
+        None, "--evidence", help="Evidence directory (default: none)."
+    ),
+    window_from: str | None = typer.Option(
+        None, "--from", help="Only events from this RFC 3339 time (default: from the first)."
+    ),
+    window_to: str | None = typer.Option(
+        None, "--to", help="Only events until this RFC 3339 time (default: to the last)."
+    ),
+    image: str | None = typer.Option(
+        None, "--image", help="Image digest (or a prefix of it; default: any)."
+    ),
+    purl: str | None = typer.Option(
+        None, "--purl", help="Component; without version: any version (default: any component)."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", help="At most this many events (default: all)."
+    ),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Chronological events correlated with their SBOM component (purl) and build artifact
     (image digest, build id, binary)."""

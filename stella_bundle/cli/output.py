@@ -28,6 +28,10 @@ class Format(enum.StrEnum):
     json = "json"
 
 
+# The help of every `--format` option: what each choice is for (typer shows the default).
+FORMAT_HELP = "table for people, json for programs."
+
+
 def error_line(message: str) -> None:
     """One plain line on stderr (no markup: messages may contain brackets)."""
     sys.stderr.write(message.rstrip("\n") + "\n")

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..collector.features import DEFAULT_TRACEFS, detect
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 app = typer.Typer(help="eBPF probe objects and kernel feature detection.", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ def doctor(
     tracefs: Path = typer.Option(
         DEFAULT_TRACEFS, "--tracefs", help="Where tracefs should be mounted."
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Kernel features for eBPF collection and, per probe category, the attach type used and why."""
     features = detect(tracefs)
@@ -57,7 +57,7 @@ def list_probes(
     probes_dir: Path | None = typer.Option(
         None, "--probes-dir", help="Objects and probes.lock.json (default: the installed set)."
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """The probe objects, their sha256 (checked against the lock) and programs."""
     from ..collector.loader import ProbeSet

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import StellaError
 from ..schema import KINDS, SCHEMA_SUFFIX, load_schema, schema_text, validate_file
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 app = typer.Typer(help="Validate documents against the shipped JSON Schemas.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def validate(
     kind: str | None = typer.Option(
         None, "--kind", help=f"Schema kind (default: detected): {', '.join(KINDS)}."
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Validate FILE; a statement's or envelope's predicate is checked by its predicateType."""
     try:
@@ -55,7 +55,9 @@ def validate(
 
 
 @app.command("list")
-def list_schemas(output_format: Format = typer.Option(Format.table, "--format")) -> None:
+def list_schemas(
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+) -> None:
     """List the schema kinds shipped with this toolkit."""
     rows = [
         {

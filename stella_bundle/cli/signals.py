@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..evidence.report import ERROR, INFO, WARNING
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 app = typer.Typer(help="Evidence chains: collect, verify, inspect, prune.", no_args_is_help=True)
 
@@ -21,7 +21,10 @@ _SEVERITY_STYLE = {ERROR: "red", WARNING: "yellow", INFO: "dim"}
 def verify_chain_command(
     directory: Path = typer.Argument(..., help="An evidence directory or one chain directory."),
     trust_root: Path | None = typer.Option(
-        None, "--trust-root", help="Trust root whose `collector` role must have signed every seal."
+        None,
+        "--trust-root",
+        help="Trust root whose `collector` role must have signed every seal (default: none, and the "
+        "chain fails unless --structure-only).",
     ),
     structure_only: bool = typer.Option(
         False,
@@ -31,7 +34,7 @@ def verify_chain_command(
     allow_open: bool = typer.Option(
         False, "--allow-open", help="Accept a chain still being written (no final seal: warning)."
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Check every chunk, seal, signature and link; name each problem. Exit 0 pass, 1 fail."""
     from ..attest.trustroot import TrustRoot
@@ -101,7 +104,7 @@ def inspect_command(
         None, "--chain", help="Chain directory for a sequence number or digest (default: .)."
     ),
     limit: int = typer.Option(50, "--limit", help="Records to show (0: all)."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Show a seal's summary and the chunk's records (signatures are not checked here)."""
     from ..evidence.status import inspect_target
@@ -158,7 +161,7 @@ def inspect_command(
 @app.command("status")
 def status_command(
     directory: Path = typer.Argument(..., help="An evidence directory or one chain directory."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Chain head, age of the last seal, size, records per second, open chunk, loss."""
     from ..evidence.layout import find_chain_dirs
@@ -211,10 +214,12 @@ def prune_command(
         ..., "--key", help="Collector private key that signs the prune record."
     ),
     trust_root: Path | None = typer.Option(
-        None, "--trust-root", help="Also verify signatures before pruning (recommended)."
+        None,
+        "--trust-root",
+        help="Also verify signatures before pruning (recommended; default: digests and links only).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Remove whole sealed chunks older than a limit; write a signed prune record."""
     from ..attest.keys import load_signer

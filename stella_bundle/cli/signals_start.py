@@ -32,9 +32,15 @@ def _status_table(collector: Collector) -> Table:
 def start(
     function_map: Path = typer.Option(..., "--function-map", help="FM.json or FM.dsse.json."),
     target: Path | None = typer.Option(
-        None, "--target", help="Evidence directory (chains inside)."
+        None,
+        "--target",
+        help="Evidence directory, chains inside (default: signals.output_directory).",
     ),
-    key: Path | None = typer.Option(None, "--key", help="Collector signing key (PEM) for seals."),
+    key: Path | None = typer.Option(
+        None,
+        "--key",
+        help="Collector signing key (PEM) for seals (default: signals.signing.key_file).",
+    ),
     mode: str | None = typer.Option(
         None, "--mode", help=f"One of: {', '.join(MODES)} (default coverage)."
     ),
@@ -42,30 +48,50 @@ def start(
         None, "--window", help="Coverage window in seconds (default 1800)."
     ),
     aggregation_window: str | None = typer.Option(
-        None, "--aggregation-window", help="Count/flush interval, e.g. 1000ms or 1s."
+        None,
+        "--aggregation-window",
+        help="Count/flush interval, e.g. 1000ms or 1s (default: 1000ms).",
     ),
     sampling_rate: float | None = typer.Option(
-        None, "--sampling-rate", help="Trace mode: fraction of hits kept, in (0, 1]."
+        None, "--sampling-rate", help="Trace mode: fraction of hits kept, in (0, 1] (default: 1)."
     ),
-    pid: list[int] = typer.Option([], "--pid", help="Only these processes (repeatable)."),
+    pid: list[int] = typer.Option(
+        [], "--pid", help="Only these processes (repeatable; default: every process)."
+    ),
     container: list[str] = typer.Option(
-        [], "--container", help="Only these container ids (repeatable)."
+        [], "--container", help="Only these container ids (repeatable; default: every container)."
     ),
-    path_allow: list[str] = typer.Option([], "--path-allow", help="File/exec path glob to keep."),
-    path_deny: list[str] = typer.Option([], "--path-deny", help="File/exec path glob to drop."),
-    duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
-    config: Path | None = typer.Option(None, "--config", help="stellaops.yaml (signals: section)."),
+    path_allow: list[str] = typer.Option(
+        [], "--path-allow", help="File/exec path glob to keep (repeatable; default: every path)."
+    ),
+    path_deny: list[str] = typer.Option(
+        [], "--path-deny", help="File/exec path glob to drop (repeatable; default: none dropped)."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Stop after this many seconds (default: run until SIGTERM/SIGINT)."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="stellaops.yaml, signals: section (default: none, options and built-in defaults).",
+    ),
     probes_dir: Path | None = typer.Option(
-        None, "--probes-dir", help="Probe objects and their probes.lock.json (e.g. from a bundle)."
+        None,
+        "--probes-dir",
+        help="Probe objects and their probes.lock.json, e.g. from a bundle (default: the packaged set).",
     ),
     chain_id: str | None = typer.Option(
         None, "--chain-id", help="Chain name (default SERVICE-HOST)."
     ),
     trust_root: Path | None = typer.Option(
-        None, "--trust-root", help="Verify a signed function map against this trust root."
+        None,
+        "--trust-root",
+        help="Verify a signed function map against this trust root (default: signature not checked).",
     ),
     container_metadata: Path | None = typer.Option(
-        None, "--container-metadata", help="JSON: container id → pod_name, namespace, image_digest."
+        None,
+        "--container-metadata",
+        help="JSON: container id → pod_name, namespace, image_digest (default: none).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No live status display."),
 ) -> None:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from .output import Format, console, emit_json, error_line
+from .output import FORMAT_HELP, Format, console, emit_json, error_line
 
 app = typer.Typer(
     help="Cilium Tetragon bridge: TracingPolicy from a map, events into evidence.",
@@ -28,9 +28,11 @@ def policy(
     output: Path = typer.Option(..., "--output", help="Where to write the TracingPolicy YAML."),
     name: str | None = typer.Option(None, "--name", help="metadata.name (default stella-SERVICE)."),
     trust_root: Path | None = typer.Option(
-        None, "--trust-root", help="Check the map's signature (function-map role) first."
+        None,
+        "--trust-root",
+        help="Check the map's signature (function-map role) first (default: not checked).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Write the TracingPolicy that probes exactly the function map's nodes."""
     import yaml
@@ -77,34 +79,48 @@ def ingest(
     export_file: Path | None = typer.Option(
         None,
         "--export-file",
-        help="Tetragon's export-filename: its rotated backups oldest first, then the file.",
+        help="Tetragon's export-filename: its rotated backups oldest first, then the file "
+        "(default: none).",
     ),
     follow: bool = typer.Option(
         False, "--follow", help="Keep reading --export-file across rotations until stopped."
     ),
     idle_exit: float | None = typer.Option(
-        None, "--idle-exit", help="With --follow: stop after this many seconds without a line."
+        None,
+        "--idle-exit",
+        help="With --follow: stop after this many seconds without a line (default: never).",
     ),
     cursor_file: Path | None = typer.Option(
         None,
         "--cursor",
-        help="With --follow: resume from / save to this file (inode + offset) across runs.",
+        help="With --follow: resume from / save to this file (inode + offset) across runs "
+        "(default: none, start at the beginning).",
     ),
     stdin: bool = typer.Option(False, "--stdin", help="Read JSON lines from standard input."),
     grpc_address: str | None = typer.Option(
-        None, "--grpc", help="Tetragon's gRPC server, e.g. unix:///var/run/tetragon/tetragon.sock."
+        None,
+        "--grpc",
+        help="Tetragon's gRPC server, e.g. unix:///var/run/tetragon/tetragon.sock (default: none).",
     ),
     max_events: int | None = typer.Option(
-        None, "--max-events", help="With --grpc: stop after this many events."
+        None,
+        "--max-events",
+        help="With --grpc: stop after this many events (default: until stopped).",
     ),
     function_map: Path | None = typer.Option(
-        None, "--function-map", help="FM.json or FM.dsse.json: binary_path + symbol → node."
+        None,
+        "--function-map",
+        help="FM.json or FM.dsse.json: binary_path + symbol → node (default: none).",
     ),
     sbom: Path | None = typer.Option(
-        None, "--sbom", help="CycloneDX SBOM: binary → component purl (nodes outside the map)."
+        None,
+        "--sbom",
+        help="CycloneDX SBOM: binary → component purl, nodes outside the map (default: none).",
     ),
     trust_root: Path | None = typer.Option(
-        None, "--trust-root", help="Check the map's signature (function-map role) first."
+        None,
+        "--trust-root",
+        help="Check the map's signature (function-map role) first (default: not checked).",
     ),
     target: Path | None = typer.Option(
         None, "--target", help="Evidence directory (default: signals.output_directory)."
@@ -116,10 +132,16 @@ def ingest(
         None, "--chain-id", help="Chain to write or continue (default: tetragon-NODE)."
     ),
     config: Path | None = typer.Option(
-        None, "--config", help="stellaops.yaml: tetragon (privacy) and signals sections."
+        None,
+        "--config",
+        help="stellaops.yaml: tetragon (privacy) and signals sections (default: none).",
     ),
-    max_records: int | None = typer.Option(None, "--max-records", help="Records per chunk."),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    max_records: int | None = typer.Option(
+        None,
+        "--max-records",
+        help="Records per chunk (default: signals.rotation.max_records, else no limit).",
+    ),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Turn Tetragon events (JSON export, stdin or gRPC) into a signed evidence chain."""
     from ..attest.keys import load_signer
@@ -252,17 +274,26 @@ def ingest(
 @app.command("hot-symbols")
 def hot_symbols(
     observations: list[Path] = typer.Option(
-        [], "--observations", help="NDJSON observation file, plain or .zst (repeatable)."
+        [],
+        "--observations",
+        help="NDJSON observation file, plain or .zst (repeatable; default: none, give this or "
+        "--evidence).",
     ),
-    evidence: Path | None = typer.Option(None, "--evidence", help="Evidence directory."),
+    evidence: Path | None = typer.Option(
+        None, "--evidence", help="Evidence directory (default: none)."
+    ),
     window: int | None = typer.Option(
-        None, "--window", help="Also count per window of this many seconds."
+        None, "--window", help="Also count per window of this many seconds (default: overall only)."
     ),
-    top: int | None = typer.Option(None, "--top", help="Only the most frequent N symbols."),
+    top: int | None = typer.Option(
+        None, "--top", help="Only the most frequent N symbols (default: all)."
+    ),
     config: Path | None = typer.Option(
-        None, "--config", help="stellaops.yaml: with tetragon.enabled false, an empty answer."
+        None,
+        "--config",
+        help="stellaops.yaml: with tetragon.enabled false, an empty answer (default: none).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """How often each (purl, symbol) was observed, overall and per time window."""
     from ..functionmap.inputs import iter_input_records

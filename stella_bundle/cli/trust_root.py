@@ -14,7 +14,7 @@ from ..attest.trustroot import ROLES, SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..errors import InputError
 from ..jsonio import load_json_object
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
-from .output import Format, console, emit_json
+from .output import FORMAT_HELP, Format, console, emit_json
 
 app = typer.Typer(
     help="Manage trust-root.json (keys, roles, thresholds, expiry).", no_args_is_help=True
@@ -40,8 +40,12 @@ def _check_roles(roles: list[str]) -> None:
 
 @app.command("init")
 def init(
-    output: Path = typer.Option(Path("trust-root.json"), "--output", "-o"),
-    expires: str | None = typer.Option(None, "--expires", help="RFC 3339 expiry."),
+    output: Path = typer.Option(
+        Path("trust-root.json"), "--output", "-o", help="Where to write the trust root."
+    ),
+    expires: str | None = typer.Option(
+        None, "--expires", help="RFC 3339 expiry (default: none, --days from now applies)."
+    ),
     days: int = typer.Option(365, "--days", help="Expiry in days from now (without --expires)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
@@ -59,7 +63,9 @@ def add_key(
     key: Path = typer.Option(..., "--key", help="Public key (.pub.json or PEM)."),
     role: list[str] = typer.Option(..., "--role", help=f"Role(s): {', '.join(ROLES)}."),
     threshold: int | None = typer.Option(
-        None, "--threshold", help="New threshold for the role(s)."
+        None,
+        "--threshold",
+        help="New threshold for the role(s) (default: unchanged, 1 for a new role).",
     ),
 ) -> None:
     """Trust a public key for one or more roles."""
@@ -98,8 +104,8 @@ def set_sigstore(
 
 @app.command("show")
 def show(
-    trust_root: Path = typer.Argument(...),
-    output_format: Format = typer.Option(Format.table, "--format"),
+    trust_root: Path = typer.Argument(..., help="trust-root.json to show."),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Print keys (with fingerprints), roles, thresholds and expiry."""
     root = TrustRoot.load(trust_root)

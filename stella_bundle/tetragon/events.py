@@ -23,16 +23,8 @@ from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .nodes import NodeIndex, ResolvedNode
 from .privacy import PrivacyFilter
 
-# The events of GetEventsResponse's `event` oneof the bridge turns into records.
-SUPPORTED_KINDS: Final = (
-    "process_uprobe",
-    "process_kprobe",
-    "process_tracepoint",
-    "process_usdt",
-    "process_exec",
-    "process_exit",
-)
-# The rest of the oneof: known, counted as unsupported (never a record).
+# The rest of GetEventsResponse's `event` oneof: known, counted as unsupported (never a record).
+# The kinds that become records are the keys of PROBE_TYPE.
 OTHER_KINDS: Final = (
     "process_loader",
     "process_throttle",
@@ -477,35 +469,35 @@ def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:
 
 # Typed views of the fields the fast path reads (tetragon.proto names). Nested objects accept
 # unknown fields; the top level does not, so a line with a second event falls back.
-class _Image(msgspec.Struct):
+class _Image(msgspec.Struct, gc=False):
     id: str = ""
 
 
-class _Container(msgspec.Struct):
+class _Container(msgspec.Struct, gc=False):
     id: str = ""
     image: _Image | None = None
 
 
-class _Pod(msgspec.Struct):
+class _Pod(msgspec.Struct, gc=False):
     namespace: str = ""
     name: str = ""
     container: _Container | None = None
 
 
-class _Process(msgspec.Struct):
+class _Process(msgspec.Struct, gc=False):
     pid: int | None = None
     binary: str = ""
     pod: _Pod | None = None
 
 
-class _Uprobe(msgspec.Struct):
+class _Uprobe(msgspec.Struct, gc=False):
     process: _Process | None = None
     path: str = ""
     symbol: str = ""
     args: list[Any] | None = None
 
 
-class _UprobeEvent(msgspec.Struct, forbid_unknown_fields=True):
+class _UprobeEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     process_uprobe: _Uprobe | None = None
     node_name: str = ""
     time: str | None = None

@@ -114,55 +114,64 @@ class TetragonIngest:
         loads = orjson.loads
         result = self.result
         map_uprobe_line = self.mapper.map_uprobe_line
+        append = self._writer.append if self._writer is not None else None
+        fast = 0  # lines recorded by the fast path (added to the result once, at the end)
         gathered: list[bytes] | None = None  # lines of a pretty-printed object
         gathered_at = Line("", 0, None)
         gathered_size = 0
-        for line in lines:
-            data = line.data
-            if gathered is not None:
-                if data is None or gathered_size + len(data) > self.max_object_bytes:
-                    self._refuse(gathered_at, "line:too_long")
-                    gathered = None
-                    continue
-                gathered.append(data)
-                gathered_size += len(data) + 1
-                if data.rstrip() == b"}":
-                    try:
-                        event = loads(b"\n".join(gathered))
-                    except orjson.JSONDecodeError:
-                        self._refuse(gathered_at, "line:malformed_json")
-                    else:
-                        self._event(gathered_at, event)
-                    gathered = None
-                continue
-            result.lines += 1
-            if data is None:
-                self._refuse(line, "line:too_long")
-                continue
-            if self._writer is not None:
-                record = map_uprobe_line(data)
-                if record is not None:
-                    try:
-                        self._writer.append(record)
-                    except ObservationError:
-                        self._refuse(line, "process_uprobe:invalid_record")
+        try:
+            for line in lines:
+                data = line[2]  # Line.data; indexing a tuple is the cheapest access
+                if append is not None and gathered is None and data is not None:
+                    record = map_uprobe_line(data)
+                    if record is not None:
+                        try:
+                            append(record)
+                        except ObservationError:
+                            result.lines += 1
+                            self._refuse(line, "process_uprobe:invalid_record")
+                            continue
+                        fast += 1
                         continue
-                    result.records += 1
+                if gathered is not None:
+                    if data is None or gathered_size + len(data) > self.max_object_bytes:
+                        self._refuse(gathered_at, "line:too_long")
+                        gathered = None
+                        continue
+                    gathered.append(data)
+                    gathered_size += len(data) + 1
+                    if data.rstrip() == b"}":
+                        try:
+                            event = loads(b"\n".join(gathered))
+                        except orjson.JSONDecodeError:
+                            self._refuse(gathered_at, "line:malformed_json")
+                        else:
+                            self._event(gathered_at, event)
+                        gathered = None
                     continue
-            try:
-                event = loads(data)
-            except orjson.JSONDecodeError:
-                stripped = data.strip()
-                if not stripped:
-                    result.lines -= 1
-                elif stripped == b"{":
-                    gathered, gathered_at, gathered_size = [data], line, len(data) + 1
-                else:
-                    self._refuse(line, "line:malformed_json")
-                continue
-            self._event(line, event)
-        if gathered is not None:
-            self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
+                result.lines += 1
+                if data is None:
+                    self._refuse(line, "line:too_long")
+                    continue
+                try:
+                    event = loads(data)
+                except orjson.JSONDecodeError:
+                    stripped = data.strip()
+                    if not stripped:
+                        result.lines -= 1
+                    elif stripped == b"{":
+                        gathered, gathered_at, gathered_size = [data], line, len(data) + 1
+                    else:
+                        self._refuse(line, "line:malformed_json")
+                    continue
+                self._event(line, event)
+                if append is None and self._writer is not None:
+                    append = self._writer.append
+            if gathered is not None:
+                self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
+        finally:
+            result.lines += fast
+            result.records += fast
         self._account()
 
     def feed_events(self, events: Iterable[dict[str, Any]], source: str) -> None:

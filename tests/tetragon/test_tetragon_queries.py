@@ -160,3 +160,32 @@ def test_null_service_when_disabled(
     assert ingest.exit_code == 0
     assert json.loads(ingest.stdout) == {"enabled": False, "records": 0}
     assert not (tmp_path / "off").exists()
+
+
+def test_runtime_trace_service_persists_posted_lines_and_queries_them(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+) -> None:
+    """What POST /api/v1/runtime-traces and the runtime GET endpoints will call."""
+    from stella_bundle.functionmap.model import load_function_map
+    from stella_bundle.tetragon.config import TetragonConfig
+    from stella_bundle.tetragon.nodes import NodeIndex
+    from stella_bundle.tetragon.service import runtime_trace_service
+
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    nodes = NodeIndex(load_function_map(fm_path).function_map)
+    lines, truth = random_export(tetragon_pb, 40, seed=3)
+    body = b"".join(lines) + b"{broken\n"
+    service = runtime_trace_service(tmp_path / "evidence", TetragonConfig(), nodes)
+    assert service.timeline() == [] and service.hot_symbols() == {"symbols": []}  # nothing yet
+    result = service.ingest_lines(body, test_keys.signer("collector"))
+    assert (result.records, dict(result.dropped)) == (40, {"line:malformed_json": 1})
+    assert "<request>:41: line:malformed_json" in result.problems
+    events = service.timeline()
+    assert [e["observed_at"] for e in events] == sorted(t for _, _, t, _ in truth)
+    assert sum(r["count"] for r in service.hot_symbols()["symbols"]) == 40
+
+    off = runtime_trace_service(tmp_path / "evidence", TetragonConfig(enabled=False), nodes)
+    assert off.timeline() == [] and off.hot_symbols() == {"symbols": []}
+    assert off.ingest_lines(body, test_keys.signer("collector")).records == 0
+    assert len(service.timeline()) == 40  # nothing was added while off

@@ -6,7 +6,8 @@ JSON export (protobuf JSON mapping, proto field names), varied per line (pid, ti
 container). Ours: bounded line reader → orjson → event mapping (node look-up, container, time,
 privacy filter) → ChunkWriter (validation, canonical JSON, sha256, zstd, Ed25519 seals). Peer:
 `for line in file: orjson.loads(line)`. Repeats alternate peer and ours; medians are reported.
-Targets (issue 12): >= 0.4x of bare parsing, >= 150,000 events/s. Always exits 0.
+Targets (issue 12): >= 0.4x of bare parsing, >= 150,000 events/s (wall clock; CPU-seconds
+printed beside, since a busy neighbour on this shared machine slows both). Always exits 0.
 
 Usage: python bench/tetragon.py [--lines N] [--repeat N]
 """
@@ -141,15 +142,18 @@ def main() -> None:
         signer = load_signer(generate_key("ed25519", workdir / "collector", None).private_path)
         nodes = NodeIndex(function_map())
         bare(export)  # page cache warm for both
-        peer_times, our_times = [], []
+        peer_times, our_times, peer_cpu, our_cpu = [], [], [], []
         for run in range(args.repeat):
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             assert bare(export) == args.lines
             peer_times.append(time.perf_counter() - began)
-            began = time.perf_counter()
+            peer_cpu.append(time.process_time() - began_cpu)
+            began, began_cpu = time.perf_counter(), time.process_time()
             assert ours(export, workdir / f"evidence-{run}", signer, nodes) == args.lines
             our_times.append(time.perf_counter() - began)
+            our_cpu.append(time.process_time() - began_cpu)
         peer, mine = statistics.median(peer_times), statistics.median(our_times)
+        cpu_ratio = statistics.median(peer_cpu) / statistics.median(our_cpu)
         peer_rate, our_rate = args.lines / peer, args.lines / mine
         ratio = our_rate / peer_rate
         chunks = len(list((workdir / "evidence-0" / "bench").glob("*.seal.dsse.json")))
@@ -159,6 +163,7 @@ def main() -> None:
         )
         print(f"bare orjson.loads loop     : {peer_rate:10,.0f} events/s  ({peer:.2f} s)")
         print(f"tetragon ingest (signed)   : {our_rate:10,.0f} events/s  ({mine:.2f} s)")
+        print(f"ratio in CPU-seconds       : {cpu_ratio:.2f}x   (this machine is shared)")
         print(
             f"ratio ours/bare rate       : {ratio:.2f}x   target >= {TARGET_RATIO}x "
             f"[{'met' if ratio >= TARGET_RATIO else 'NOT met'}];  rate target >= "

@@ -216,6 +216,13 @@ def test_unmappable_events_are_counted_in_the_seal(
     assert summary["dropped"] == expected
     assert f"{export}:2: process_lsm:unsupported_kind" in result.stderr
     (seal,) = seals(evidence)
+    from stella_bundle.schema import validate_document
+
+    validate_document("evidence-chunk", seal.statement)  # with source and by_reason
+    chain = next(p for p in evidence.iterdir() if p.is_dir())
+    check = run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root)
+    assert check.exit_code == 0, check.stdout + check.stderr
+    assert "5 events were not recorded" in check.stdout + check.stderr
     assert seal.predicate.loss.filtered_out == 5
     assert {
         k.removeprefix("dropped."): v

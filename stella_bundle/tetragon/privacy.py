@@ -21,7 +21,7 @@ REDACTED: Final = "[REDACTED]"
 # group replaced, so `--password=hunter2` keeps its option name and loses its value.
 DEFAULT_REDACT_PATTERNS: Final = (
     r"(?i)(?:--?|\b)(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
-    r"private[_-]?key|client[_-]?secret|auth|credentials?)(?:=|:|\s+)(?P<value>[^\s&]+)",
+    r"private[_-]?key|client[_-]?secret|auth|credentials?)(?:\s*[=:]\s*|\s+)(?P<value>[^\s&]+)",
     r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
     r"://[^/\s:@]+:(?P<value>[^@\s/]+)@",  # user:password@ in URLs
     r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key ids

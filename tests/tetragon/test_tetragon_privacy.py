@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tetragon_support import APP, TetragonProto, exec_event, kprobe, shop_map, to_line, uprobe
 
 SECRETS = ("hunter2-very-secret", "s3cr3t-token-value", "AKIAIOSFODNN7EXAMPLE", "pa55word")
@@ -134,3 +136,27 @@ def test_policy_config_errors_name_the_key(tmp_path: Path, run_cli: Any, test_ke
     )  # fmt: skip
     assert result.exit_code == 2
     assert "tetragon.privacy.redact_patterns[0]" in result.stderr
+
+
+_SECRET_ALPHABET = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%*+,-./:;<>?@^_~"
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=st.text(alphabet=_SECRET_ALPHABET, min_size=6, max_size=40),
+    option=st.sampled_from(["--password=", "--token ", "api_key=", "secret: ", "-passwd "]),
+    before=st.text(alphabet="abc ", max_size=20),
+    after=st.text(alphabet="xyz ", max_size=20),
+)
+def test_secret_options_never_survive_redaction(
+    secret: str, option: str, before: str, after: str
+) -> None:
+    from stella_bundle.tetragon.privacy import PrivacyFilter
+
+    privacy = PrivacyFilter()
+    argv = f"{before} {option}{secret} {after}"
+    redacted = privacy.redact_text(argv, "argv")
+    assert secret not in redacted
+    assert privacy.counts["redacted.argv"] >= 1

@@ -173,6 +173,8 @@ def ingest(
                 "the Tetragon bridge is disabled (tetragon.enabled: false): nothing ingested"
             )
         return
+    if files and [str(f) for f in files] == ["-"]:
+        files, stdin = [], True
     inputs = [bool(files), export_file is not None, stdin, grpc_address is not None]
     if sum(inputs) != 1:
         raise InputError(
@@ -226,7 +228,11 @@ def ingest(
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    # A stream without end (--follow, --grpc) stops cleanly on SIGTERM or Ctrl-C: what was
+    # read is sealed as final and the cursor saved.
+    streaming = follower is not None or grpc_address is not None
     previous = signal.signal(signal.SIGTERM, request_stop)
+    previous_int = signal.signal(signal.SIGINT, request_stop) if streaming else None
     try:
         runner = TetragonIngest(
             target,
@@ -255,6 +261,8 @@ def ingest(
             follower.cursor.save(cursor_file)  # only once what was read is sealed
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     for problem in result.problems:
         error_line(f"warning: {problem}")
     if output_format is Format.json:

@@ -71,14 +71,23 @@ def test_followed_across_three_rotations_every_line_once(
     shop_map(fm_path)
     live = tmp_path / "export" / "tetragon.log"
     live.parent.mkdir()
-    done = threading.Event()
-    writer = threading.Thread(
-        target=tetragon_writer, args=(live, lines_for(tetragon_pb), done), daemon=True
-    )
-    writer.start()
+    lines = lines_for(tetragon_pb)
+    live.write_bytes(lines[0])
     evidence = tmp_path / "evidence"
+    done = threading.Event()
+
+    def write_once_followed() -> None:
+        # A follower starts at the live file: Tetragon must not rotate before it is there
+        # (it has read line 0 once its chain's open chunk exists).
+        deadline = time.monotonic() + 60
+        while not list(evidence.glob("*/*.partial")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tetragon_writer(live, lines[1:], done)
+
+    writer = threading.Thread(target=write_once_followed, daemon=True)
+    writer.start()
     result = run_cli(
-        "tetragon", "ingest", "--export-file", live, "--follow", "--idle-exit", "1.5",
+        "tetragon", "ingest", "--export-file", live, "--follow", "--idle-exit", "2.5",
         "--function-map", fm_path, "--target", evidence, "--key",
         test_keys.private("collector"), "--format", "json",
     )  # fmt: skip
@@ -168,3 +177,40 @@ def test_restart_resumes_from_the_cursor_across_a_gzipped_rotation(
     lost = follow()
     assert lost["records"] == 5
     assert lost["dropped"] == {"follow:saved_position_not_found": 1}
+
+
+def test_sigterm_stops_a_follower_cleanly(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from stella_bundle.evidence.seal import parse_seal
+
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    live = tmp_path / "tetragon.log"
+    live.write_bytes(b"".join(lines_for(tetragon_pb)[:20]))
+    cursor = tmp_path / "cursor.json"
+    evidence = tmp_path / "evidence"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "stella_bundle", "tetragon", "ingest", "--export-file",
+            str(live), "--follow", "--cursor", str(cursor), "--function-map", str(fm_path),
+            "--target", str(evidence), "--key", str(test_keys.private("collector")),
+            "--format", "json",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not list(evidence.glob("*/*.partial")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert json.loads(out)["records"] == 20
+    (seal_path,) = evidence.glob("*/*.seal.dsse.json")
+    assert parse_seal(seal_path.read_bytes()).predicate.final
+    assert json.loads(cursor.read_text())["offset"] == live.stat().st_size

@@ -6,6 +6,7 @@ into the collector's "not observable" diagnosis.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from ..errors import CollectorEnvironmentError, MalformedDocumentError
 from ..functionmap.elf import ElfIndex
 from ..functionmap.elf import index_binary as _index_binary
 from ..functionmap.symbols import normalize_symbol
+
+
+class SymbolNotFoundError(CollectorEnvironmentError):
+    """The binary or the symbol is not on this host: ENOENT, recorded as a probe failure."""
+
+    errno_number = errno.ENOENT
 
 
 @dataclass(frozen=True)
@@ -29,8 +36,9 @@ def index_binary(path: str) -> ElfIndex:
     try:
         return _index_binary(path)
     except MalformedDocumentError as exc:
-        reason = "binary not found on this host" if "not found" in exc.message else exc.message
-        raise CollectorEnvironmentError(reason, path=path) from exc
+        if "not found" in exc.message:
+            raise SymbolNotFoundError("binary not found on this host", path=path) from exc
+        raise CollectorEnvironmentError(exc.message, path=path) from exc
 
 
 def resolve_symbol(binary_path: str, symbol: str) -> ResolvedSymbol:
@@ -40,12 +48,12 @@ def resolve_symbol(binary_path: str, symbol: str) -> ResolvedSymbol:
     found = index.functions.get(wanted)
     if found is None:
         if not index.has_symtab:
-            raise CollectorEnvironmentError(
+            raise SymbolNotFoundError(
                 f"symbol {symbol!r} is not observable: the binary is stripped (no .symtab) and "
                 "does not export it in .dynsym; deploy an unstripped build or keep its symbols",
                 path=binary_path,
             )
-        raise CollectorEnvironmentError(
+        raise SymbolNotFoundError(
             f"symbol {symbol!r} is not defined in this binary (not observable here)",
             path=binary_path,
         )

@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from ..errors import CollectorEnvironmentError
 from ..functionmap.symbols import KERNEL_PURL, canonical_purl, normalize_symbol
-from .elfsym import index_binary, resolve_symbol
+from .elfsym import SymbolNotFoundError, index_binary, resolve_symbol
 from .events import KIND_EXEC, KIND_FILE, KIND_FUNCTION, KIND_NET, KIND_TLS, MAX_NODES
 from .features import KernelFeatures
 
@@ -116,6 +116,8 @@ class Unobservable:
     symbol: str
     node_hash: str
     reason: str
+    binary_path: str | None = None
+    errno: int | None = None  # ENOENT for a symbol or binary not on this host
 
 
 @dataclass
@@ -167,7 +169,7 @@ def find_binary(purl: str, symbol: str) -> str:
                 return str(path)
         except CollectorEnvironmentError:
             continue
-    raise CollectorEnvironmentError(
+    raise SymbolNotFoundError(
         f"node {purl}#{symbol}: no binary_path in the function map and no binary of this "
         "package defining the symbol was found on this host"
     )
@@ -195,8 +197,11 @@ def build_plan(nodes: list[NodeLike], features: KernelFeatures) -> AttachPlan:
             else:
                 specs.append(_uprobe_spec(index, node, symbol, features))
         except CollectorEnvironmentError as exc:
+            number = exc.errno_number if isinstance(exc, SymbolNotFoundError) else None
             unobservable.append(
-                Unobservable(node.purl, node.symbol, node.node_hash, exc.describe())
+                Unobservable(
+                    node.purl, node.symbol, node.node_hash, exc.describe(), node.binary_path, number
+                )
             )
     return AttachPlan(specs, unobservable)
 

@@ -14,11 +14,12 @@ import errno
 import fnmatch
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import CollectorEnvironmentError, ConfigError
+from ..evidence.config import ProbeFailure
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
 from .containers import CgroupResolver, ContainerInfo
@@ -42,8 +43,8 @@ from .events import (
     decode_text,
     format_address,
 )
-from .loader import Link, ProbeRuntime
-from .plan import AttachPlan, AttachSpec
+from .loader import Link, ProbeAttachError, ProbeRuntime
+from .plan import AttachPlan, AttachSpec, Unobservable
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
@@ -56,6 +57,7 @@ class EvidenceSink(Protocol):
     def add_loss(
         self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
     ) -> Any: ...
+    def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> Any: ...
     def tick(self) -> Any: ...
     def close(self, final: bool = True) -> Any: ...
 
@@ -68,6 +70,7 @@ class MemorySink:
     loss: dict[str, int] = field(
         default_factory=lambda: {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
     )
+    probe_failures: list[ProbeFailure] = field(default_factory=list)
     closed: bool = False
 
     def append(self, record: dict[str, Any]) -> None:
@@ -81,6 +84,9 @@ class MemorySink:
         self.loss["ring_buffer_dropped"] += ring_buffer_dropped
         self.loss["sampled_out"] += sampled_out
         self.loss["filtered_out"] += filtered_out
+
+    def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> None:
+        self.probe_failures.extend(failures)
 
     def tick(self) -> None:
         return None
@@ -161,6 +167,7 @@ class Collector:
         self._ts_prefix = ""
         self.loss_totals = {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
         self.observed: dict[int, int] = {}
+        self.probe_failures: list[ProbeFailure] = []
         self.started = False
 
     # Set-up -----------------------------------------------------------------------------------
@@ -180,22 +187,30 @@ class Collector:
             sample_ppm=round(cfg.sampling_rate * 1_000_000),
             filter_enabled=int(filtering),
         )
-        # uprobe_multi links pay off where probes are detached (coverage); count and trace
-        # keep every probe attached and use the perf-event uprobe path, as bpftrace does.
-        self.runtime.load(
-            self.plan.programs_by_object(),
-            kernel_config,
-            prefer_multi=cfg.mode_id == MODE_COVERAGE,
-        )
+        # uprobe_multi links in every mode where the kernel has them: a hit costs what a
+        # perf-event uprobe's does (measured), but closing perf-event uprobes is serialised in
+        # the kernel (~100 ms each, even from many threads) while multi links close in parallel.
+        self.runtime.load(self.plan.programs_by_object(), kernel_config)
         if filtering:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
+        failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         try:
             for spec in self.plan.specs:
-                self.links[spec.index] = self._attach(spec)
+                try:
+                    self.links[spec.index] = self._attach(spec)
+                except ProbeAttachError as exc:
+                    # One unprobeable function must not stop the others: named in the seal.
+                    failures.append(_attach_failure(spec, exc))
+            if self.plan.specs and not self.links:
+                raise CollectorEnvironmentError(
+                    f"no probe of the function map could be attached: {failures[-1].error}"
+                )
+            self.sink.add_probe_failures(failures)
         except Exception:
             self._detach_all()
             self.runtime.close()
             raise
+        self.probe_failures = failures
         self.runtime.open_ring(self._on_sample)
         self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
         self._window_start_ns = time.monotonic_ns()
@@ -213,8 +228,7 @@ class Collector:
         return self.runtime.attach_kprobe(spec.object_name, spec.program, spec.target, spec.index)
 
     def _detach_all(self) -> None:
-        for link in self.links.values():
-            self.runtime.detach(link)
+        self.runtime.detach_many(self.links.values())
         self.links.clear()
 
     # Loop -------------------------------------------------------------------------------------
@@ -473,6 +487,18 @@ class Collector:
             "records": self.records_written,
             **totals,
         }
+
+
+def _unobservable_failure(item: Unobservable) -> ProbeFailure:
+    return ProbeFailure(
+        item.node_hash, item.symbol, item.purl, item.binary_path, item.errno, item.reason
+    )
+
+
+def _attach_failure(spec: AttachSpec, exc: ProbeAttachError) -> ProbeFailure:
+    return ProbeFailure(
+        spec.node_hash, spec.symbol, spec.purl, spec.target, exc.errno_number, exc.message
+    )
 
 
 def container_fields(info: ContainerInfo | None) -> dict[str, Any]:

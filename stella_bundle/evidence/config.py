@@ -145,6 +145,78 @@ def read_boot_id() -> str | None:
         return None
 
 
+# The loss.by_reason key counting probes that could not be attached (their functions unseen).
+PROBE_ATTACH_FAILED_REASON = "gap.probe_attach_failed"
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A function-map node whose probe could not be attached: which node, where, and why.
+
+    `errno` is the kernel's (or ENOENT for a symbol or binary not found); `error` says what it
+    means in words, since some kernel errnos (524, ENOTSUPP) have no libc name.
+    """
+
+    node_hash: str
+    function_name: str
+    purl: str
+    binary_path: str | None
+    errno: int | None
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_hash": self.node_hash,
+            "function_name": self.function_name,
+            "purl": self.purl,
+            "binary_path": self.binary_path,
+            "errno": self.errno,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None, where: str) -> ProbeFailure:
+        def fail(message: str, name: str = "") -> MalformedDocumentError:
+            return MalformedDocumentError(
+                message, path=source, field=f"{where}.{name}" if name else where
+            )
+
+        if not isinstance(data, dict):
+            raise fail("expected an object")
+        unknown = set(data) - _PROBE_FAILURE_FIELDS
+        if unknown:
+            raise fail("unknown field", min(unknown))
+        for name in ("node_hash", "function_name", "purl", "error"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise fail("expected a non-empty string", name)
+        binary = data.get("binary_path")
+        if binary is not None and not isinstance(binary, str):
+            raise fail("expected a string or null", "binary_path")
+        number = data.get("errno")
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 4096
+        ):
+            raise fail("expected an errno 1..4095 or null", "errno")
+        return cls(
+            data["node_hash"], data["function_name"], data["purl"], binary, number, data["error"]
+        )
+
+
+_PROBE_FAILURE_FIELDS = frozenset(
+    ("node_hash", "function_name", "purl", "binary_path", "errno", "error")
+)
+
+
+def parse_probe_failures(
+    data: Any, source: str | Path | None, where: str
+) -> tuple[ProbeFailure, ...]:
+    if not isinstance(data, list):
+        raise MalformedDocumentError("expected a list", path=source, field=where)
+    return tuple(
+        ProbeFailure.from_dict(item, source, f"{where}[{i}]") for i, item in enumerate(data)
+    )
+
+
 _COUNTER_NAMES = ("ring_buffer_dropped", "sampled_out", "filtered_out", "torn_records")
 
 

@@ -16,7 +16,7 @@ from ..errors import InputError, MalformedDocumentError
 from ..fsutil import fsync_directory
 from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
-from .config import CollectorInfo, LossCounters
+from .config import CollectorInfo, LossCounters, ProbeFailure, parse_probe_failures
 from .layout import (
     CHUNK_SUFFIX,
     PARTIAL_STATE_SUFFIX,
@@ -102,13 +102,15 @@ def find_head(chain_dir: Path, chain_id: str) -> ChainHead:
     return ChainHead(0, None)
 
 
-def _read_state(path: Path, fallback: CollectorInfo) -> tuple[CollectorInfo, LossCounters]:
+def _read_state(
+    path: Path, fallback: CollectorInfo
+) -> tuple[CollectorInfo, LossCounters, tuple[ProbeFailure, ...]]:
     try:
         state = parse_json(path.read_bytes(), path)
     except (OSError, MalformedDocumentError):
-        return fallback, LossCounters()
+        return fallback, LossCounters(), ()
     if not isinstance(state, dict):
-        return fallback, LossCounters()
+        return fallback, LossCounters(), ()
     try:
         collector = CollectorInfo.from_dict(state.get("collector"), path)
     except MalformedDocumentError:
@@ -117,7 +119,11 @@ def _read_state(path: Path, fallback: CollectorInfo) -> tuple[CollectorInfo, Los
         loss = LossCounters.from_dict(state.get("loss", {}), path)
     except MalformedDocumentError:
         loss = LossCounters()
-    return collector, loss
+    try:
+        failures = parse_probe_failures(state.get("probe_failures", []), path, "probe_failures")
+    except MalformedDocumentError:
+        failures = ()  # the count stays in loss.by_reason
+    return collector, loss, failures
 
 
 def _complete_lines(data: bytes, window: ObservationWindow) -> tuple[list[bytes], int]:
@@ -159,7 +165,7 @@ def seal_recovered_partial(
     data = partial.read_bytes()
     window = ObservationWindow()
     lines, torn = _complete_lines(data, window)
-    written_by, loss = _read_state(state, collector)
+    written_by, loss, failures = _read_state(state, collector)
     loss.torn_records += torn
     content = b"".join(line + b"\n" for line in lines)
     compressed = zstandard.ZstdCompressor(level=zstd_level).compress(content)
@@ -181,6 +187,7 @@ def seal_recovered_partial(
         final=False,
         collector=written_by,
         loss=loss,
+        probe_failures=failures,
     )
     seal_bytes = build_seal(predicate, hashlib.sha256(compressed).hexdigest(), [signer])
     commit_chunk(chain_dir, sequence, chunk_temp, seal_bytes)

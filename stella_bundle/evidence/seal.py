@@ -16,7 +16,7 @@ from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement
 from ..canonical import canonical_bytes
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
-from .config import CollectorInfo, LossCounters
+from .config import CollectorInfo, LossCounters, ProbeFailure, parse_probe_failures
 from .layout import CHAIN_ID_RE, MAX_SEQUENCE, chunk_name
 
 SealReason = Literal["size", "age", "shutdown", "recovered"]
@@ -63,9 +63,11 @@ class SealPredicate:
     final: bool
     collector: CollectorInfo
     loss: LossCounters
+    # Probes that could not be attached since the previous seal (optional; absent when none).
+    probe_failures: tuple[ProbeFailure, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "chain_id": self.chain_id,
             "sequence": self.sequence,
             "previous": self.previous.to_dict() if self.previous else None,
@@ -80,6 +82,9 @@ class SealPredicate:
             "collector": self.collector.to_dict(),
             "loss": self.loss.to_dict(),
         }
+        if self.probe_failures:
+            out["probe_failures"] = [failure.to_dict() for failure in self.probe_failures]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> SealPredicate:
@@ -146,6 +151,9 @@ class SealPredicate:
             final=data["final"],
             collector=CollectorInfo.from_dict(data["collector"], source),
             loss=LossCounters.from_dict(data["loss"], source),
+            probe_failures=parse_probe_failures(
+                data.get("probe_failures", []), source, "predicate.probe_failures"
+            ),
         )
 
 

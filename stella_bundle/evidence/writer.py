@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -26,7 +26,13 @@ from ..canonical import canonical_bytes
 from ..errors import ChainBusyError, InputError, StellaError
 from ..fsutil import fsync_directory
 from ..timeutil import format_timestamp, utc_now
-from .config import CollectorInfo, LossCounters, WriterConfig
+from .config import (
+    PROBE_ATTACH_FAILED_REASON,
+    CollectorInfo,
+    LossCounters,
+    ProbeFailure,
+    WriterConfig,
+)
 from .encoding import encode_record
 from .layout import LOCK_NAME, chunk_name, partial_name, partial_state_name, validate_chain_id
 from .recovery import ChainHead, RecoveredChunk, recover_chain
@@ -59,6 +65,7 @@ class _OpenChunk:
         "partial_fd",
         "partial_path",
         "pending",
+        "probe_failures",
         "records",
         "sequence",
         "state_path",
@@ -81,6 +88,7 @@ class _OpenChunk:
         self.chunk_temp = temp_path(chain_dir, chunk_name(sequence))
         self.collector = collector
         self.loss = LossCounters()
+        self.probe_failures: list[ProbeFailure] = []
         self.loss_dirty = False
         self.window = ObservationWindow()
         self.records = 0
@@ -105,7 +113,10 @@ class _OpenChunk:
         fsync_directory(self.partial_path.parent)
 
     def state_bytes(self) -> bytes:
-        return canonical_bytes({"collector": self.collector.to_dict(), "loss": self.loss.to_dict()})
+        state: dict[str, Any] = {"collector": self.collector.to_dict(), "loss": self.loss.to_dict()}
+        if self.probe_failures:
+            state["probe_failures"] = [failure.to_dict() for failure in self.probe_failures]
+        return canonical_bytes(state)
 
     def write_compressed(self, data: bytes) -> None:
         if data:
@@ -317,6 +328,23 @@ class ChunkWriter:
             chunk.loss.by_reason[reason] = chunk.loss.by_reason.get(reason, 0) + count
         chunk.loss_dirty = True
 
+    def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> None:
+        """Name probes that could not be attached; they land in the next seal, counted in
+        `loss.by_reason["gap.probe_attach_failed"]` (their functions were not watched)."""
+        if not failures:
+            return
+        if self._failure is not None or self._closed:
+            self._refuse()
+        chunk = self._chunk or self._open_chunk(self._clock())
+        chunk.probe_failures.extend(failures)
+        reasons = chunk.loss.by_reason
+        reasons[PROBE_ATTACH_FAILED_REASON] = reasons.get(PROBE_ATTACH_FAILED_REASON, 0) + len(
+            failures
+        )
+        chunk.loss_dirty = True
+        # Durable at once: a crash before the next flush must not lose what was not watched.
+        self._guard(chunk.sync, "recording probe failures")
+
     def flush(self) -> int:
         """Make every appended record durable in the partial; return records acknowledged."""
         if self._failure is not None:
@@ -442,6 +470,7 @@ class ChunkWriter:
                 final=final,
                 collector=chunk.collector,
                 loss=chunk.loss,
+                probe_failures=tuple(chunk.probe_failures),
             )
             seal_bytes = build_seal(predicate, compressed_sha, [self._signer])
         except BaseException:

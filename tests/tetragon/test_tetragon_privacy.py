@@ -138,9 +138,8 @@ def test_policy_config_errors_name_the_key(tmp_path: Path, run_cli: Any, test_ke
     assert "tetragon.privacy.redact_patterns[0]" in result.stderr
 
 
-_SECRET_ALPHABET = (
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%*+,-./:;<>?@^_~"
-)
+# No lower case, no space: a secret can only be found where it was put.
+_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%*+,-./:;<>?@^_~"
 
 
 @settings(max_examples=60, deadline=None)

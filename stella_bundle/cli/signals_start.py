@@ -128,6 +128,12 @@ def start(
     except BaseException:
         session.writer.close(final=False)
         raise
+    unobservable = len(session.plan.unobservable)
+    for failure in collector.probe_failures[unobservable:]:
+        error_line(
+            f"warning: not attached: {failure.purl}#{failure.function_name} at "
+            f"{failure.binary_path} ({failure.error}); named in the next seal"
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -137,7 +143,7 @@ def start(
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, on_signal)
     error_line(
-        f"collecting: {len(session.plan.specs)} probes attached, mode {collector.config.mode}, "
+        f"collecting: {len(collector.links)} probes attached, mode {collector.config.mode}, "
         f"chain {session.chain_dir}"
     )
     try:

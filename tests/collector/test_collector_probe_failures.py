@@ -117,3 +117,56 @@ def test_many_probes_detach_in_parallel(ebpf: None, features: KernelFeatures) ->
     collector.stop()
     assert time.monotonic() - started < 5.0  # one by one: ~19 s
     assert not collector.links
+
+
+def test_signals_start_warns_and_seals_the_failures(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    import json
+
+    from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
+
+    nodes = [
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_parse", binary_path=str(workload_bin)),
+        ExpectedNode.create("pkg:deb/debian/libssl3", LOCK_PREFIXED, binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, MISSING, binary_path=str(workload_bin)),
+    ]
+    predicate = {
+        "service": "stella-workload",
+        "build_id": "test",
+        "generated_at": "2026-01-01T00:00:00.000000Z",
+        "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
+        "coverage": {
+            "min_observation_rate": 0.95,
+            "window_seconds": 1800,
+            "fail_on_unexpected": True,
+            "tag_min_rates": {},
+        },
+        "hot_functions": [],
+        "expected_paths": [
+            {"path_id": f"p{i}", "tag": "general", "priority": 1, "optional": False,
+             "nodes": [node.to_dict()]}
+            for i, node in enumerate(nodes)
+        ],
+    }  # fmt: skip
+    fm = tmp_path / "fm.json"
+    statement = make_statement(
+        [{"name": "sbom.json", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
+    )
+    fm.write_text(json.dumps(statement))
+    result = run_cli(
+        "signals", "start", "--function-map", fm, "--target", tmp_path / "evidence",
+        "--key", test_keys.private("collector"), "--chain-id", "cli", "--pid", "1",
+        "--duration", "0.5", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert f"not attached: pkg:deb/debian/libssl3#{LOCK_PREFIXED}" in result.stderr
+    assert "collecting: 1 probes attached" in result.stderr
+    chain = tmp_path / "evidence" / "cli"
+    named = {
+        failure.function_name
+        for path in sorted(chain.glob("*.seal.dsse.json"))
+        for failure in parse_seal(path.read_bytes()).predicate.probe_failures
+    }
+    assert named == {LOCK_PREFIXED, MISSING}
+    assert verify_chain(chain, test_keys.trust_root).passed

@@ -19,7 +19,14 @@ from securesystemslib.exceptions import UnverifiedSignatureError, VerificationEr
 from securesystemslib.signer import Signature, Signer, SSlibKey
 
 from ..canonical import canonical_bytes
-from ..errors import MalformedDocumentError, SignatureError, StatementError, ThresholdNotMetError
+from ..errors import (
+    KeyFileError,
+    MalformedDocumentError,
+    SignatureError,
+    StatementError,
+    ThresholdNotMetError,
+)
+from .keys import key_material
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -204,14 +211,19 @@ def signing_keys(envelope: Envelope, candidates: Iterable[SSlibKey]) -> list[SSl
     """
     message = envelope.pae()
     keys = list(candidates)
-    verified: dict[str, SSlibKey] = {}
+    # Keyed by key material, not keyid: one key written two ways is still one signer.
+    verified: dict[bytes, SSlibKey] = {}
     for signature in envelope.signatures:
         ordered = sorted(keys, key=lambda k: k.keyid != signature.keyid)
         for key in ordered:
-            if key.keyid in verified:
+            try:
+                material = key_material(key)
+            except KeyFileError:
+                continue  # a key whose material cannot be read verifies nothing
+            if material in verified:
                 continue
             if _verifies(key, signature.sig, message):
-                verified[key.keyid] = key
+                verified[material] = key
                 break
     return list(verified.values())
 

@@ -142,11 +142,22 @@ def load_public_key(path: str | Path) -> SSlibKey:
         ) from exc
 
 
-def fingerprint(key: SSlibKey) -> str:
-    """SHA-256 of the SubjectPublicKeyInfo DER, as colon-separated byte pairs (for the eye)."""
-    crypto_key = key._crypto_key()  # securesystemslib exposes no public accessor
-    der = crypto_key.public_bytes(
+def key_material(key: SSlibKey) -> bytes:
+    """The key's identity: its SubjectPublicKeyInfo DER, whatever way the JSON wrote it.
+
+    The keyid hashes the key *as written* (hex case, PEM line layout), so one key can hide
+    behind two keyids; thresholds and duplicate checks compare this instead.
+    """
+    try:
+        crypto_key = key._crypto_key()  # securesystemslib exposes no public accessor
+    except Exception as exc:  # securesystemslib raises several types for bad key values
+        raise KeyFileError(f"key {key.keyid[:16]} has unreadable key material: {exc}") from exc
+    return crypto_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    digest = hashlib.sha256(der).hexdigest().upper()
+
+
+def fingerprint(key: SSlibKey) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo DER, as colon-separated byte pairs (for the eye)."""
+    digest = hashlib.sha256(key_material(key)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

@@ -15,10 +15,10 @@ from typing import Any
 
 from securesystemslib.signer import SSlibKey
 
-from ..errors import ExpiredTrustRootError, TrustRootError
+from ..errors import ExpiredTrustRootError, KeyFileError, TrustRootError
 from ..jsonio import load_json_object, write_canonical_json
 from ..timeutil import format_timestamp, parse_timestamp
-from .keys import public_key_from_dict
+from .keys import key_material, public_key_from_dict
 
 TRUST_ROOT_TYPE = "https://stella.ops/trust-root/v1"
 ROLES: tuple[str, ...] = ("function-map", "collector", "builder", "auditor")
@@ -86,10 +86,23 @@ class TrustRoot:
         if not isinstance(data["keys"], dict):
             raise fail("expected an object of public keys by keyid", "keys")
         keys: dict[str, SSlibKey] = {}
+        keyid_of_material: dict[bytes, str] = {}
         for keyid, key_dict in data["keys"].items():
             if not isinstance(key_dict, dict):
                 raise fail("expected a public key object", f"keys.{keyid}")
             key = public_key_from_dict({**key_dict, "keyid": keyid}, source)
+            try:
+                material = key_material(key)
+            except KeyFileError as exc:
+                raise fail(exc.message, f"keys.{keyid}") from exc
+            if material in keyid_of_material:
+                # Two keyids for one key would let one signature count twice toward a threshold.
+                raise fail(
+                    f"keyids {keyid_of_material[material]} and {keyid} are the same public key "
+                    "written two ways; list each key once",
+                    f"keys.{keyid}",
+                )
+            keyid_of_material[material] = keyid
             keys[keyid] = key
         if not isinstance(data["roles"], dict):
             raise fail("expected an object of roles", "roles")

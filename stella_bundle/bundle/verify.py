@@ -54,6 +54,7 @@ from .layout import (
     SCHEMA_RE,
     SEAL_RE,
     VERIFICATION,
+    entry_order,
     function_map_paths,
 )
 from .manifest import Manifest
@@ -216,7 +217,10 @@ class _BundleCheck:
                 manifest_bytes = self.read_head(next(members, None), MANIFEST, "first")
                 envelope_bytes = self.read_head(next(members, None), MANIFEST_ENVELOPE, "second")
                 self.check_manifest(manifest_bytes, envelope_bytes)
+                previous = MANIFEST_ENVELOPE
                 for member, stream in members:
+                    self.check_entry_order(previous, member.name)
+                    previous = member.name
                     self.member(member, stream)
             finally:
                 reader.close()
@@ -239,6 +243,20 @@ class _BundleCheck:
                 path=self.bundle,
             )
         return self.read_document(HashingReader(entry[1]), entry[0])
+
+    def check_entry_order(self, previous: str, name: str) -> None:
+        """Only the builder's order is accepted (`layout.entry_order`, strictly increasing).
+
+        The pass judges records with the function map met before them and a chain in the order
+        of its chunks; an archive re-packed in another order could be judged differently, so it
+        is refused as hostile rather than buffered.
+        """
+        if entry_order(name) <= entry_order(previous):
+            raise ArchiveError(
+                f"entry {name!r} is out of the canonical order (it follows {previous!r}; "
+                "entries must be sorted by section, then path, as `bundle build` writes them)",
+                path=self.bundle,
+            )
 
     def check_manifest(self, manifest_bytes: bytes, envelope_bytes: bytes) -> None:
         step = self.step("manifest-signature")

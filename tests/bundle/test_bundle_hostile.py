@@ -27,6 +27,7 @@ from bundle_helpers import (
 )
 
 from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.bundle.layout import entry_order
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +159,11 @@ def test_zstd_bomb_inside_a_chunk_is_refused(
 def test_unlisted_extra_file_fails(
     tmp_path: Path, members: list[tuple[str, bytes]], test_keys: Any, run_cli: Any
 ) -> None:
-    bundle = write_members(
-        tmp_path / "extra.stella.bundle.tgz", [*members, ("evidence/host-a/notes.txt", b"hi")]
+    # In the builder's order, so the archive is well-formed and only the manifest is at fault.
+    extra = sorted(
+        [*members, ("evidence/host-a/notes.txt", b"hi")], key=lambda m: entry_order(m[0])
     )
+    bundle = write_members(tmp_path / "extra.stella.bundle.tgz", extra)
     result, out = _run_verify(run_cli, tmp_path, bundle, test_keys.trust_root)
     assert result.exit_code == 1
     assert "step 'file-list'" in result.stderr

@@ -24,6 +24,8 @@ from ..errors import (
 from ..evidence.layout import chunk_name
 from ..evidence.prune_record import PruneRecord, parse_prune_record
 from ..evidence.seal import parse_seal, seal_digest
+from ..evidence.timecheck import seal_time_findings
+from ..timeutil import utc_now
 from .observations_view import TimeSpan
 from .steps import StepOutcome
 
@@ -54,6 +56,7 @@ class ChainState:
     loss: dict[str, int] = field(default_factory=dict)
     first_observed_at: str | None = None
     last_observed_at: str | None = None
+    last_sealed_at: str | None = None
     signers: dict[str, str] = field(default_factory=dict)
     prune: PruneRecord | None = None
     declared_start: int | None = None
@@ -147,6 +150,11 @@ class ChainVerifier:
                     path=facts.source,
                 )
             )
+        for problem in seal_time_findings(
+            predicate, chain.last_sealed_at, self.verifier.now or utc_now()
+        ):
+            self._fail(EvidenceChainError(f"{problem.code}: {problem.message}", path=name))
+        chain.last_sealed_at = predicate.sealed_at
         self._link(chain, sequence, predicate.previous, name)
         chain.last_sequence = sequence
         chain.last_seal_sha256 = seal_digest(data)

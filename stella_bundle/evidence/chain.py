@@ -26,6 +26,7 @@ from ..errors import (
     SignatureError,
     ThresholdNotMetError,
 )
+from ..timeutil import utc_now
 from .layout import (
     CHUNK_SUFFIX,
     LOCK_NAME,
@@ -79,6 +80,7 @@ from .report import (
     PruneSummary,
 )
 from .seal import ParsedSeal, parse_seal, seal_digest
+from .timecheck import seal_time_findings
 
 __all__ = [
     "ChainReport",
@@ -240,6 +242,7 @@ class _ChainVerification:
         self.prune: PruneRecord | None = None
         self.start = 1
         self.signatures_usable = self.verifier is not None
+        self.now = utc_now()
 
     def entry(self, sequence: int) -> ChunkEntry:
         if sequence not in self.entries:
@@ -338,6 +341,7 @@ class _ChainVerification:
 
     def check_seals(self) -> None:
         incomplete = []
+        previous_sealed_at: str | None = None
         for sequence in sorted(self.seals):
             data = self.seals[sequence]
             name = seal_name(sequence)
@@ -396,6 +400,9 @@ class _ChainVerification:
                     actual=str(predicate.sequence),
                 )
                 continue
+            for problem in seal_time_findings(predicate, previous_sealed_at, self.now):
+                self.report.add(problem.code, ERROR, problem.message, sequence=sequence, file=name)
+            previous_sealed_at = predicate.sealed_at
             self.parsed[sequence] = seal
         if incomplete and self.prune is not None:
             last = self.prune.last_sequence

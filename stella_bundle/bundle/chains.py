@@ -96,16 +96,6 @@ class ChainVerifier:
                 SchemaValidationError(exc.message, path=name, field=exc.field)
             )
             return
-        from ..schema import validate_document
-
-        try:
-            validate_document("evidence-chunk", parsed.statement, source=name)
-        except StellaError as exc:
-            self.steps["schemas"].fail(
-                exc
-                if isinstance(exc, SchemaValidationError)
-                else SchemaValidationError(exc.message, path=name, field=exc.field)
-            )
         try:
             verified = self.verifier.verify_statement(
                 json.loads(data), "collector", source=name, predicate_type=EVIDENCE_CHUNK_PREDICATE

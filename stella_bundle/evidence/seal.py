@@ -14,7 +14,7 @@ from securesystemslib.signer import Signer
 from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
 from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement
 from ..canonical import canonical_bytes
-from ..errors import MalformedDocumentError
+from ..errors import MalformedDocumentError, SchemaValidationError
 from ..timeutil import is_rfc3339_timestamp
 from .config import CollectorInfo, LossCounters, ProbeFailure, parse_probe_failures
 from .layout import CHAIN_ID_RE, MAX_SEQUENCE, chunk_name
@@ -206,6 +206,15 @@ def parse_seal(data: bytes, source: str | Path | None = None) -> ParsedSeal:
     envelope, statement = parse_statement_envelope(
         data, EVIDENCE_CHUNK_PREDICATE, source, what="seal"
     )
+    # The published schema is the seal's contract for every reader (verify-chain, bundle
+    # verify, recovery): a field it refuses (an unknown loss counter, a loss over its bound)
+    # is refused here, once, rather than by some commands only.
+    from ..schema import validate_document
+
+    try:
+        validate_document("evidence-chunk", statement, source=source)
+    except SchemaValidationError as exc:
+        raise MalformedDocumentError(exc.message, path=source, field=exc.field) from exc
     subjects = statement["subject"]
     if len(subjects) != 1 or not isinstance(subjects[0].get("digest"), dict):
         raise MalformedDocumentError(

@@ -11,7 +11,7 @@ from typing import Any
 from ..attest.statement import BUNDLE_MANIFEST_PREDICATE, make_statement
 from ..errors import ArchiveError, MalformedDocumentError
 from .layout import MANIFEST, MANIFEST_ENVELOPE
-from .reader import check_member_name
+from .reader import check_member_name, name_key
 
 MANIFEST_FORMAT_VERSION = 1
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -68,6 +68,7 @@ class Manifest:
         if not isinstance(listed, list):
             raise fail("expected a list of files", "predicate.files")
         files: dict[str, ManifestFile] = {}
+        keys: dict[str, str] = {}  # name_key -> path, so Unicode/case twins are refused too
         for index, item in enumerate(listed):
             where = f"predicate.files[{index}]"
             if not isinstance(item, dict):
@@ -89,6 +90,10 @@ class Manifest:
                 raise fail("expected a non-negative integer", where + ".size")
             if name in files:
                 raise fail(f"path {name!r} is listed twice", where + ".path")
+            if name_key(name) in keys:
+                twin = keys[name_key(name)]
+                raise fail(f"path {name!r} is a Unicode/case twin of {twin!r}", where + ".path")
+            keys[name_key(name)] = name
             files[name] = ManifestFile(name, sha, size)
         subjects = statement.get("subject")
         if not isinstance(subjects, list):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import posixpath
 import queue
+import re
 import threading
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,10 +112,33 @@ def _octal(field: bytes, what: str, source: str) -> int:
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError as exc:
-        raise ArchiveError(f"corrupt tar header: {what} is not octal", path=source) from exc
+    # Octal digits only: int(text, 8) would also take a sign ("-7": a negative size), "0o",
+    # underscores and surrounding whitespace.
+    if _OCTAL_RE.fullmatch(text) is None:
+        raise ArchiveError(f"corrupt tar header: {what} is not octal digits", path=source)
+    return int(text, 8)
+
+
+_OCTAL_RE = re.compile(rb"[0-7]+")
+_DECIMAL_RE = re.compile(r"[0-9]{1,20}")
+
+
+def _decimal(text: str, what: str, source: str) -> int:
+    """A pax number: ASCII decimal digits only (no sign, no spaces, no underscores, no
+    non-ASCII digits, which int() would all accept), at most 20 digits (above 2**64)."""
+    if _DECIMAL_RE.fullmatch(text) is None:
+        raise ArchiveError(
+            f"pax {what!r} is {text[:40]!r}, expected a non-negative decimal integer",
+            path=source,
+        )
+    return int(text)
+
+
+def name_key(name: str) -> str:
+    """The identity of a member name for duplicate detection: Unicode compatibility-normalised
+    and case-folded, so names that a normalising or case-insensitive file system (or a reader
+    comparing them as text) would take for one file cannot both be in a bundle."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def _checksum_ok(header: bytes, source: str) -> bool:
@@ -138,6 +163,12 @@ def check_member_name(name: str, source: str) -> str:
         raise ArchiveError(f"member name {name!r} contains a backslash", path=source)
     if posixpath.normpath(name) != name or "" in parts or "." in parts:
         raise ArchiveError(f"member name {name!r} is not a normalised relative path", path=source)
+    # One spelling per path: NFD (or any non-NFC) spellings are refused, so the NFC and NFD
+    # forms of one name can never both be in a bundle.
+    if not unicodedata.is_normalized("NFC", name):
+        raise ArchiveError(
+            f"member name {name!r} is not Unicode-normalised (NFC) text", path=source
+        )
     return name
 
 
@@ -172,7 +203,7 @@ class SafeTarReader:
         self._gzip = _Prefetcher(gzip_stream) if prefetch else gzip_stream
         self.decompressed = 0
         self.members = 0
-        self._seen: set[str] = set()
+        self._seen: dict[str, str] = {}  # name_key -> the name first met
         self._pending: MemberStream | None = None
 
     def close(self) -> None:
@@ -273,10 +304,7 @@ class SafeTarReader:
             if "path" in overrides:
                 name = str(overrides["path"])
             if "size" in overrides:
-                try:
-                    size = int(overrides["size"])
-                except ValueError as exc:
-                    raise ArchiveError("pax 'size' is not an integer", path=self.source) from exc
+                size = _decimal(str(overrides["size"]), "size", self.source)
             overrides = {}
             member = self._admit(name, typeflag, size, header)
             if member is None:  # a directory entry: checked, carries no content
@@ -309,9 +337,16 @@ class SafeTarReader:
             )
         name = raw_name.rstrip("/") if is_directory else raw_name
         check_member_name(name, self.source)
-        if name in self._seen:
-            raise ArchiveError(f"duplicate entry name {name!r} refused", path=self.source)
-        self._seen.add(name)
+        key = name_key(name)
+        if key in self._seen:
+            earlier = self._seen[key]
+            if earlier == name:
+                raise ArchiveError(f"duplicate entry name {name!r} refused", path=self.source)
+            raise ArchiveError(
+                f"entry name {name!r} is a Unicode/case twin of {earlier!r} refused",
+                path=self.source,
+            )
+        self._seen[key] = name
         if size > self.limits.max_member_size:
             raise ArchiveError(
                 f"member {name!r} declares {size} bytes, over the limit of "
@@ -467,11 +502,11 @@ def _parse_pax(body: bytes, source: str) -> dict[str, str]:
         space = body.find(b" ", position)
         if space < 0:
             break
-        try:
-            length = int(body[position:space])
-        except ValueError as exc:
-            raise ArchiveError("malformed pax header record", path=source) from exc
-        if length <= 0 or position + length > len(body):
+        digits = body[position:space]
+        if re.fullmatch(rb"[0-9]{1,20}", digits) is None:
+            raise ArchiveError("malformed pax header record length", path=source)
+        length = int(digits)
+        if length <= space - position or position + length > len(body):
             raise ArchiveError("malformed pax header record length", path=source)
         record = body[space + 1 : position + length - 1]
         key, sep, value = record.partition(b"=")

@@ -15,7 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..errors import InputError
+from ..errors import ArchiveError, InputError
+from .reader import check_member_name, name_key
 
 BLOCK = 512
 COPY_CHUNK = 1 << 20
@@ -56,9 +57,14 @@ class ReproducibleTarWriter:
             self.close()
 
     def _header(self, name: str, size: int) -> bytes:
-        if name in self._names:
-            raise InputError(f"duplicate bundle entry {name!r}")
-        self._names.add(name)
+        # The reader's name rules, so the builder never writes a bundle the verifier refuses.
+        try:
+            check_member_name(name, name)
+        except ArchiveError as exc:
+            raise InputError(f"bundle entry name cannot be stored: {exc.message}") from exc
+        if name_key(name) in self._names:
+            raise InputError(f"duplicate bundle entry {name!r} (or a Unicode/case twin of it)")
+        self._names.add(name_key(name))
         info = tarfile.TarInfo(name)
         info.size = size
         info.mtime = self._mtime

@@ -20,15 +20,29 @@ def doctor(
     ),
     output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
-    """Kernel features for eBPF collection and, per probe category, the attach type used and why."""
+    """Kernel features for eBPF collection, every attach type tried by a trial load (available or
+    not, with the errno and its meaning) and, per probe category, the attach type used and why.
+    STELLA_PROBES_DISABLE=fentry,tp_btf counts the named types as unavailable (a test switch)."""
+    from ..collector.plan import category_programs
+
     features = detect(tracefs)
-    choices = features.choices()
+    choices = features.choices(category_programs())
     if output_format is Format.json:
         emit_json(
             {
                 "features": {
                     f.name: {"available": f.available, "detail": f.detail}
                     for f in features.features.values()
+                },
+                "attach_types": {
+                    t.attach_type: {
+                        "available": t.available,
+                        "stage": t.stage,
+                        "errno": t.errno,
+                        "errno_name": t.errno_name,
+                        "meaning": t.meaning,
+                    }
+                    for t in features.attach_types.values()
                 },
                 "categories": {
                     c.category: {"attach_type": c.attach_type, "reason": c.reason} for c in choices
@@ -43,6 +57,13 @@ def doctor(
     for feature in features.features.values():
         table.add_row(feature.name, "yes" if feature.available else "NO", feature.detail)
     console.print(table)
+    trials = Table(title="attach types (each tried: a tiny program loaded and attached)")
+    trials.add_column("attach type")
+    trials.add_column("status")
+    trials.add_column("evidence")
+    for trial in features.attach_types.values():
+        trials.add_row(trial.attach_type, "yes" if trial.available else "NO", trial.evidence())
+    console.print(trials)
     plan = Table(title="probe categories")
     plan.add_column("category")
     plan.add_column("attach type")

@@ -1,13 +1,14 @@
 """Kernel feature detection (`stella probes doctor`) and the attach type chosen per category.
 
-Nothing is assumed: each feature is probed on this host, and each probe category picks the
-first attach type of its fallback order whose features are all present.
+Nothing is assumed: each feature is probed on this host, every attach type is tried by loading
+and attaching a tiny program of that type (trial.py), and each probe category picks the first
+attach type of its fallback order that loaded here and for which the category has a program.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -19,7 +20,15 @@ from .libbpf import (
     BPF_FUNC_get_attach_cookie,
     Libbpf,
 )
-from .lockfile import ATTACH_TYPE_FEATURES, BASE_FEATURES
+from .lockfile import (
+    ATTACH_TYPE_FEATURES,
+    BASE_FEATURES,
+    LOCK_NAME,
+    PACKAGE_BPF_DIR,
+    load_lock,
+    verified_bytes,
+)
+from .trial import TRIAL_OBJECT, TrialResult, disabled_from_env, run_trials
 
 DEFAULT_TRACEFS: Final = Path("/sys/kernel/tracing")
 BTF_PATH: Final = Path("/sys/kernel/btf/vmlinux")
@@ -35,14 +44,19 @@ CAPABILITY_HINT: Final = (
     "e.g. setcap cap_bpf,cap_perfmon+ep or a systemd AmbientCapabilities= line"
 )
 
+# Kernel categories: BPF trampolines first (cheapest, typed), then kprobes, then BTF-typed and
+# raw tracepoints, classic tracepoints last (bench/probes.py measures the kernel types).
+KERNEL_ORDER: Final = ("fentry", "kprobe", "tp_btf", "raw_tracepoint", "tracepoint")
 # Fallback order per probe category (first available wins).
 CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
     "function": ("uprobe",),
+    "function-return": ("uretprobe",),
+    "usdt": ("usdt",),
     "tls": ("uprobe",),
     "libc-net": ("uprobe",),
-    "file": ("kprobe", "tracepoint"),
-    "net": ("kprobe", "tracepoint"),
-    "exec": ("tracepoint",),
+    "file": KERNEL_ORDER,
+    "net": KERNEL_ORDER,
+    "exec": KERNEL_ORDER,
 }
 
 
@@ -64,15 +78,33 @@ class CategoryChoice:
 class KernelFeatures:
     features: dict[str, Feature] = field(default_factory=dict)
     tracefs_path: Path = DEFAULT_TRACEFS
+    # attach type -> what its trial load and attach gave (every type of trial.ATTACH_TYPES)
+    attach_types: dict[str, TrialResult] = field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         feature = self.features.get(name)
-        return bool(feature and feature.available)
+        if feature is not None:
+            return feature.available
+        trial = self.attach_types.get(name)
+        return bool(trial and trial.available)
 
-    def choose(self, category: str) -> CategoryChoice:
+    def _why_not(self, name: str) -> str:
+        """Short: the attach types table of the doctor carries the full evidence."""
+        trial = self.attach_types.get(name)
+        if trial is not None:
+            return trial.errno_name or trial.stage
+        return f"{name} missing"
+
+    def choose(self, category: str, programs: Iterable[str] | None = None) -> CategoryChoice:
+        """The first type of the category's order that is available here and, when `programs`
+        is given, among the types a probe has a program for."""
         order = CATEGORIES[category]
+        offered = set(programs) if programs is not None else set(order)
         skipped: list[str] = []
         for attach_type in order:
+            if attach_type not in offered:
+                skipped.append(f"{attach_type} (no program for it)")
+                continue
             missing = [
                 f for f in (*BASE_FEATURES, *ATTACH_TYPE_FEATURES[attach_type]) if not self.has(f)
             ]
@@ -82,11 +114,18 @@ class KernelFeatures:
                 else:
                     reason = f"first choice of {' → '.join(order)}"
                 return CategoryChoice(category, attach_type, reason)
-            skipped.append(f"{attach_type} unavailable ({', '.join(missing)} missing)")
-        return CategoryChoice(category, None, "; ".join(skipped))
+            skipped.append(
+                f"{attach_type} unavailable ({', '.join(self._why_not(m) for m in missing)})"
+            )
+        return CategoryChoice(category, None, "no attach type can reach it: " + "; ".join(skipped))
 
-    def choices(self) -> list[CategoryChoice]:
-        return [self.choose(category) for category in CATEGORIES]
+    def choices(self, programs: Mapping[str, Iterable[str]] | None = None) -> list[CategoryChoice]:
+        """Every category's choice; `programs`: the attach types each category has programs
+        for (plan.category_programs()), so a type no probe is written for is not chosen."""
+        return [
+            self.choose(category, None if programs is None else programs.get(category))
+            for category in CATEGORIES
+        ]
 
 
 def _effective_caps() -> int:
@@ -99,34 +138,28 @@ def _effective_caps() -> int:
     return 0
 
 
-def _kernel_config(name: str) -> str | None:
-    """A CONFIG_ value from /proc/config.gz, when the kernel exposes its config."""
-    try:
-        with gzip.open("/proc/config.gz", "rt") as handle:
-            for line in handle:
-                if line.startswith(name + "="):
-                    return line.strip().split("=", 1)[1]
-    except OSError:
-        return None
-    return ""
-
-
-def _kernel_has_symbol(name: str) -> bool:
-    """Whether /proc/kallsyms lists a kernel function (names are visible even without root)."""
-    needle = f" {name}\n"
-    try:
-        with open("/proc/kallsyms") as handle:
-            return any(line.endswith(needle) for line in handle)
-    except OSError:
-        return False
-
-
 def _tracefs_mounted(path: Path) -> bool:
     return (path / "events").is_dir()
 
 
-def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
+def _trial_object(probes_dir: Path | None) -> tuple[bytes | None, str]:
+    directory = probes_dir if probes_dir is not None else PACKAGE_BPF_DIR
+    try:
+        lock = load_lock(directory / LOCK_NAME)
+        return verified_bytes(lock, directory, TRIAL_OBJECT), ""
+    except Exception as exc:  # a missing or tampered trial object: nothing is tried, and why
+        return None, f"trial object unusable: {exc}"
+
+
+def detect(
+    tracefs_path: Path = DEFAULT_TRACEFS,
+    disable: Iterable[str] | None = None,
+    probes_dir: Path | None = None,
+) -> KernelFeatures:
+    """Probe this host. `disable`: attach types to count as unavailable without trying them
+    (default: the STELLA_PROBES_DISABLE environment variable, a comma-separated list)."""
     out = KernelFeatures(tracefs_path=tracefs_path)
+    disabled = frozenset(disable) if disable is not None else disabled_from_env()
 
     def put(name: str, available: bool, detail: str) -> None:
         out.features[name] = Feature(name, available, detail)
@@ -189,18 +222,14 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
             if cookie
             else ("cannot test without bpf()" if not allowed else "no BPF cookies (kernel < 5.15)"),
         )
-        direct = _kernel_config("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
-        fentry = BTF_PATH.exists() and direct == "y"
-        put(
-            "fentry",
-            fentry,
-            "BTF and ftrace direct calls (BPF trampolines); no fentry objects are shipped yet"
-            if fentry
-            else f"no BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS={direct or 'unknown'})",
-        )
+        data, problem = _trial_object(probes_dir)
+        if not allowed:
+            data, problem = None, "cannot try without bpf()"
+        out.attach_types = run_trials(lib, data, disabled, problem)
     else:
-        for name in ("bpf_syscall", "ringbuf", "bpf_cookie", "fentry"):
+        for name in ("bpf_syscall", "ringbuf", "bpf_cookie"):
             put(name, False, "libbpf not available")
+        out.attach_types = run_trials(None, None, disabled, "libbpf not available")
     mounted = _tracefs_mounted(tracefs_path)
     put(
         "tracefs",
@@ -217,12 +246,4 @@ def detect(tracefs_path: Path = DEFAULT_TRACEFS) -> KernelFeatures:
     )
     uprobes = (EVENT_SOURCES / "uprobe").exists() or (tracefs_path / "uprobe_events").exists()
     put("uprobes", uprobes, "uprobe PMU present" if uprobes else "kernel built without uprobes")
-    multi = uprobes and _kernel_has_symbol("bpf_uprobe_multi_link_attach")
-    put(
-        "uprobe_multi",
-        multi,
-        "BPF uprobe_multi links (detach removes the breakpoint at once; used for uprobes)"
-        if multi
-        else "no uprobe_multi links (kernel < 6.6): perf-event uprobes are used",
-    )
     return out

@@ -30,7 +30,10 @@ BPF_MAP_TYPE_RINGBUF: Final = 27
 BPF_FUNC_get_attach_cookie: Final = 174
 # bpf() commands and attach types used without libbpf support (libbpf 1.1 predates them).
 SYS_BPF_X86_64: Final = 321
+BPF_RAW_TRACEPOINT_OPEN: Final = 17
 BPF_LINK_CREATE: Final = 28
+BPF_TRACE_FENTRY: Final = 24
+BPF_TRACE_FEXIT: Final = 25
 BPF_TRACE_UPROBE_MULTI: Final = 48
 
 
@@ -234,9 +237,16 @@ class Libbpf:
         cookie: int,
         pid: int = -1,
         retprobe: bool = False,
+        ref_ctr_offset: int = 0,
     ) -> int:
+        """A perf-event uprobe (or uretprobe); `ref_ctr_offset`: the file offset of a USDT
+        semaphore the kernel increments in every process while the probe is attached."""
         opts = _UprobeOpts(
-            sz=ctypes.sizeof(_UprobeOpts), bpf_cookie=cookie, retprobe=retprobe, func_name=None
+            sz=ctypes.sizeof(_UprobeOpts),
+            ref_ctr_offset=ref_ctr_offset,
+            bpf_cookie=cookie,
+            retprobe=retprobe,
+            func_name=None,
         )
         self.take_log()
         link = self.lib.bpf_program__attach_uprobe_opts(
@@ -244,7 +254,15 @@ class Libbpf:
         )
         return self.check_ptr(f"attach uprobe {binary}+{offset:#x}", link)
 
-    def attach_uprobe_multi(self, prog: int, binary: str, offset: int, cookie: int) -> int:
+    def attach_uprobe_multi(
+        self,
+        prog: int,
+        binary: str,
+        offset: int,
+        cookie: int,
+        retprobe: bool = False,
+        ref_ctr_offset: int = 0,
+    ) -> int:
         """A BPF uprobe_multi link (kernel >= 6.6) for one offset; returns the link fd.
 
         Closing a uprobe_multi link removes the breakpoint before waiting for RCU, unlike the
@@ -253,6 +271,7 @@ class Libbpf:
         """
         path = ctypes.create_string_buffer(binary.encode())
         offsets = (ctypes.c_uint64 * 1)(offset)
+        ref_ctr_offsets = (ctypes.c_uint64 * 1)(ref_ctr_offset)
         cookies = (ctypes.c_uint64 * 1)(cookie)
         attr = ctypes.create_string_buffer(64)
         prog_fd = int(self.lib.bpf_program__fd(prog))
@@ -263,22 +282,43 @@ class Libbpf:
             16,
             ctypes.addressof(path),
             ctypes.addressof(offsets),
-            0,
+            ctypes.addressof(ref_ctr_offsets) if ref_ctr_offset else 0,
             ctypes.addressof(cookies),
             1,
-            0,
+            1 if retprobe else 0,  # BPF_F_UPROBE_MULTI_RETURN
             0,
         )
+        return self._bpf(BPF_LINK_CREATE, attr, f"attach uprobe_multi {binary}+{offset:#x}")
+
+    def _bpf(self, command: int, attr: ctypes.Array[ctypes.c_char], call: str) -> int:
+        """The bpf() syscall for commands libbpf 1.1 cannot issue; returns the new fd."""
         ctypes.set_errno(0)
-        fd = int(self._syscall(SYS_BPF_X86_64, BPF_LINK_CREATE, attr, len(attr)))
+        fd = int(self._syscall(SYS_BPF_X86_64, command, attr, len(attr)))
         if fd < 0:
-            raise BpfError(
-                f"attach uprobe_multi {binary}+{offset:#x}", ctypes.get_errno(), self.take_log()
-            )
+            raise BpfError(call, ctypes.get_errno(), self.take_log())
         return fd
 
-    def attach_kprobe(self, prog: int, function: str, cookie: int) -> int:
-        opts = _KprobeOpts(sz=ctypes.sizeof(_KprobeOpts), bpf_cookie=cookie)
+    def attach_raw_tracepoint(self, prog: int, name: str | None, cookie: int) -> int:
+        """A raw tracepoint link with a BPF cookie (kernel >= 6.10; libbpf 1.1 cannot pass the
+        cookie); `name` None for a tp_btf program, whose target is its BTF attach id. Returns
+        the link fd."""
+        label = f"attach raw_tracepoint {name}" if name else "attach tp_btf"
+        buf = ctypes.create_string_buffer(name.encode()) if name else None
+        attr = ctypes.create_string_buffer(24)
+        prog_fd = int(self.lib.bpf_program__fd(prog))
+        struct.pack_into("QIIQ", attr, 0, ctypes.addressof(buf) if buf else 0, prog_fd, 0, cookie)
+        return self._bpf(BPF_RAW_TRACEPOINT_OPEN, attr, label)
+
+    def attach_tracing(self, prog: int, attach_type: int, cookie: int) -> int:
+        """An fentry/fexit link with a BPF cookie through BPF_LINK_CREATE (the target is the
+        program's BTF attach id, resolved by libbpf at load). Returns the link fd."""
+        attr = ctypes.create_string_buffer(32)
+        prog_fd = int(self.lib.bpf_program__fd(prog))
+        struct.pack_into("IIIIIIQ", attr, 0, prog_fd, 0, attach_type, 0, 0, 0, cookie)
+        return self._bpf(BPF_LINK_CREATE, attr, "attach tracing")
+
+    def attach_kprobe(self, prog: int, function: str, cookie: int, retprobe: bool = False) -> int:
+        opts = _KprobeOpts(sz=ctypes.sizeof(_KprobeOpts), bpf_cookie=cookie, retprobe=retprobe)
         self.take_log()
         link = self.lib.bpf_program__attach_kprobe_opts(prog, function.encode(), ctypes.byref(opts))
         return self.check_ptr(f"attach kprobe {function}", link)

@@ -24,12 +24,21 @@ LOCK_NAME: Final = "probes.lock.json"
 PACKAGE_BPF_DIR: Final = Path(__file__).parent / "bpf"
 
 # Kernel features each attach type needs: recorded in the lock, checked by `stella probes doctor`.
+# Each attach type is itself a feature, detected by a trial load and attach of that type with a
+# BPF cookie (collector/trial.py); classic tracepoints also need tracefs for their ids.
 ATTACH_TYPE_FEATURES: Final[dict[str, tuple[str, ...]]] = {
-    "uprobe": ("uprobes", "bpf_cookie"),
-    "kprobe": ("kprobes", "bpf_cookie"),
-    "tracepoint": ("tracefs", "bpf_cookie"),
+    "uprobe": ("uprobe",),
+    "uretprobe": ("uretprobe",),
+    "usdt": ("usdt",),
+    "kprobe": ("kprobe",),
+    "kretprobe": ("kretprobe",),
+    "tracepoint": ("tracepoint", "tracefs"),
+    "raw_tracepoint": ("raw_tracepoint",),
+    "tp_btf": ("tp_btf",),
+    "fentry": ("fentry",),
+    "fexit": ("fexit",),
 }
-BASE_FEATURES: Final = ("btf", "bpf_syscall", "ringbuf")
+BASE_FEATURES: Final = ("btf", "bpf_syscall", "ringbuf", "bpf_cookie")
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,8 @@ class ProbeLock:
 
 
 def attach_type_of(section: str) -> str:
-    return section.split("/", 1)[0].replace("uretprobe", "uprobe").replace("kretprobe", "kprobe")
+    """The attach type a program's ELF section names (uprobe, uretprobe, usdt, tp_btf...)."""
+    return section.split("/", 1)[0].split(".", 1)[0]
 
 
 def programs_of(data: bytes) -> tuple[ProgramInfo, ...]:
@@ -94,9 +104,9 @@ def describe_object(name: str, data: bytes) -> dict[str, Any]:
     needs = set(BASE_FEATURES)
     optional: set[str] = set()
     for program in programs:
-        # kprobe programs are variants the collector uses only where the kernel has kprobes.
-        target = optional if program.attach_type == "kprobe" else needs
-        target.update(ATTACH_TYPE_FEATURES.get(program.attach_type, ()))
+        # Programs are alternatives the collector picks among by what loads here (a category's
+        # fallback order), so attach types are optional; what every program needs is not.
+        optional.update(ATTACH_TYPE_FEATURES.get(program.attach_type, ()))
     return {
         "name": name,
         "sha256": hashlib.sha256(data).hexdigest(),

@@ -89,6 +89,14 @@ SPECIAL_UPROBES: Final[dict[str, tuple[str, str, int, str]]] = {
 }
 
 
+def category_programs() -> dict[str, set[str]]:
+    """The attach types each kernel category has a program for (the doctor's choices)."""
+    out: dict[str, set[str]] = {}
+    for source in KERNEL_SOURCES.values():
+        out.setdefault(source.category, set()).update(source.variants)
+    return out
+
+
 @dataclass(frozen=True)
 class AttachSpec:
     index: int  # the BPF cookie
@@ -213,9 +221,11 @@ def _kernel_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
             f"kernel symbol {symbol!r} has no probe (observable kernel symbols: "
             f"{', '.join(sorted(KERNEL_SOURCES))})"
         )
-    choice = features.choose(source.category)
-    if choice.attach_type is None or choice.attach_type not in source.variants:
-        raise CollectorEnvironmentError(f"no usable probe for {source.category}: {choice.reason}")
+    choice = features.choose(source.category, source.variants)
+    if choice.attach_type is None:
+        raise CollectorEnvironmentError(
+            f"kernel function {symbol} ({source.category}): {choice.reason}"
+        )
     object_name, program, target = source.variants[choice.attach_type]
     return AttachSpec(
         index,

@@ -14,6 +14,7 @@ from collector_support import REPO_ROOT
 
 from stella_bundle.collector.features import TRACEFS_HINT, KernelFeatures, detect
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import category_programs
 from stella_bundle.errors import CollectorEnvironmentError
 
 KPROBES = Path("/sys/bus/event_source/devices/kprobe").exists()
@@ -31,30 +32,35 @@ def test_doctor_detects_this_kernel(ebpf: None, features: KernelFeatures) -> Non
 def test_without_kprobes_net_and_file_fall_back_to_tracepoints(
     ebpf: None, features: KernelFeatures, run_cli: object
 ) -> None:
+    programs = category_programs()
     for category in ("net", "file"):
-        choice = features.choose(category)
-        assert choice.attach_type == "tracepoint"
-        assert "kprobe → tracepoint" in choice.reason and "kprobes missing" in choice.reason
+        choice = features.choose(category, programs[category])
+        assert choice.attach_type != "kprobe"
+        assert "kprobe unavailable (ENOENT)" in choice.reason
     result = run_cli("probes", "doctor", "--format", "json")  # type: ignore[operator]
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert doc["features"]["kprobes"]["available"] is False
-    assert doc["categories"]["net"]["attach_type"] == "tracepoint"
-    assert doc["categories"]["file"]["attach_type"] == "tracepoint"
+    assert doc["attach_types"]["kprobe"]["available"] is False
+    assert "without kprobes" in doc["attach_types"]["kprobe"]["meaning"]
     assert doc["categories"]["function"]["attach_type"] == "uprobe"
-    table = run_cli("probes", "doctor")  # type: ignore[operator]
-    assert "fallback kprobe → tracepoint" in table.stdout
+    assert (
+        "fentry → kprobe → tp_btf → raw_tracepoint → tracepoint"
+        in (doc["categories"]["file"]["reason"])
+    )
 
 
 def test_fallback_order_prefers_kprobes_when_present() -> None:
     from stella_bundle.collector.features import Feature
 
-    names = ("btf", "bpf_syscall", "ringbuf", "bpf_cookie", "tracefs", "kprobes", "uprobes")
+    names = ("btf", "bpf_syscall", "ringbuf", "bpf_cookie", "tracefs", "kprobe", "tracepoint")
     with_kprobes = KernelFeatures({n: Feature(n, True, "") for n in names})
-    assert with_kprobes.choose("net").attach_type == "kprobe"
-    assert with_kprobes.choose("net").reason.startswith("first choice")
-    no_tracefs = KernelFeatures({n: Feature(n, n not in ("tracefs", "kprobes"), "") for n in names})
-    assert no_tracefs.choose("file").attach_type is None
+    assert with_kprobes.choose("net", ("kprobe", "tracepoint")).attach_type == "kprobe"
+    # fentry first in the order, but without fentry programs or support kprobe is chosen.
+    assert with_kprobes.choose("net").reason.startswith("fallback")
+    no_tracefs = KernelFeatures({n: Feature(n, n not in ("tracefs", "kprobe"), "") for n in names})
+    choice = no_tracefs.choose("file", ("kprobe", "tracepoint"))
+    assert choice.attach_type is None and "no attach type can reach it" in choice.reason
 
 
 @pytest.mark.ebpf
@@ -85,6 +91,7 @@ NON_ROOT_SCRIPT = """
 import sys
 from stella_bundle.collector.features import detect
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import category_programs
 from stella_bundle.collector.events import StellaConfig
 from stella_bundle.errors import StellaError
 f = detect()

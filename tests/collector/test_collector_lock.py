@@ -17,7 +17,14 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.lockfile import LOCK_NAME, PACKAGE_BPF_DIR, load_lock
 from stella_bundle.errors import ProbeIntegrityError
 
-EXPECTED_OBJECTS = {"uprobe_node.bpf.o", "file.bpf.o", "exec.bpf.o", "net.bpf.o", "tls.bpf.o"}
+EXPECTED_OBJECTS = {
+    "uprobe_node.bpf.o",
+    "file.bpf.o",
+    "exec.bpf.o",
+    "net.bpf.o",
+    "tls.bpf.o",
+    "trial.bpf.o",
+}
 
 
 def test_lock_covers_every_shipped_object_with_its_digest() -> None:

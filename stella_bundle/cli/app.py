@@ -14,6 +14,7 @@ from . import (
     probes,
     schema,
     signals,
+    store,
     tetragon,
     trust_root,
 )
@@ -54,4 +55,5 @@ app.add_typer(signals.app, name="signals")
 app.add_typer(probes.app, name="probes")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(tetragon.app, name="tetragon")
+app.add_typer(store.app, name="store")
 app.command("demo")(demo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -23,6 +23,10 @@ from ..functionmap.verify import (
 )
 from .options import time_option
 from .output import FORMAT_HELP, Format, console, emit_json, error_line
+from .store_options import config_option
+
+if TYPE_CHECKING:
+    from ..store.base import ObservationStore
 
 app = typer.Typer(help="Generate and verify function maps.", no_args_is_help=True)
 
@@ -275,6 +279,14 @@ def verify(
         "--offline/--online",
         help="Accepted for compatibility: verification is always offline.",
     ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Verify the observations stored here over --from/--to, aggregated by the store "
+        "(sqlite:///PATH, postgresql://…; default: none, files or --evidence). The map and the "
+        "report are stored too.",
+    ),
+    config: Path | None = config_option(),
 ) -> int:
     """Verify observations against a function map, offline. Exit 0 verified, 1 not."""
     from ..attest.trustroot import TrustRoot
@@ -292,19 +304,45 @@ def verify(
         probe_weights=_rate_pairs(list(probe_weight), "--probe-weight"),
         workers=workers,
     )
-    check_one_source(list(observations), evidence)
-    if evidence is not None:
+    opened: ObservationStore | None = None
+    if store is not None or config is not None:
+        from ..store import open_store, verify_stored
+        from ..store.config import store_settings
+
+        if observations or evidence is not None:
+            raise InputError("give --store (or --config) or --observations/--evidence, not both")
+        opened = open_store(store_settings(store, config).url)
+        try:
+            # Only the aggregation runs in the database; the verdict is the file path's.
+            result = verify_stored(opened, loaded, options)
+        except BaseException:
+            opened.close()
+            raise
+    elif evidence is not None or not observations:
+        check_one_source(list(observations), evidence)
+        assert evidence is not None
         # Sealed chunks through the evidence reader (digests checked against the seals).
         result = verify_observations(
             loaded, iter_evidence_records(evidence), options, source=str(evidence), validated=True
         )
     else:
+        check_one_source(list(observations), evidence)
         result = verify_files(loaded, observation_paths(list(observations)), options)
     document: dict[str, Any] = {**result.to_dict(), "function_map": result.function_map}
     # Large results are written compact: the indenting encoder is pure Python (seconds for a
     # 10,000-path map), the compact one is C.
     indent = 2 if len(result.per_path_breakdown) <= LARGE_RESULT_PATHS else None
     text = json.dumps(document, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+    if opened is not None:
+        # The map by its digest (envelope kept when signed) and the report, for the API.
+        from ..store import stored_form
+
+        with opened:
+            opened.put_function_map(stored_form(loaded, function_map.read_bytes()))
+            window = result.window
+            opened.put_report(
+                loaded.digest, window["from"], window["to"], result.verified, document
+            )
     if output is not None:
         write_bytes_atomic(output, text.encode("utf-8"))
     if output_format == Format.json:

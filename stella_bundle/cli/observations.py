@@ -7,4 +7,9 @@ import typer
 app = typer.Typer(help="Query and import observation records.", no_args_is_help=True)
 
 # Each command module registers itself on `app`, so it is imported after `app` exists.
-from . import observations_import, observations_query, observations_timeline  # noqa: E402,F401
+from . import (  # noqa: E402
+    observations_import,  # noqa: F401
+    observations_query,  # noqa: F401
+    observations_store,  # noqa: F401
+    observations_timeline,  # noqa: F401
+)

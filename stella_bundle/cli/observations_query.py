@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from ..errors import InputError
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
 from .output import FORMAT_HELP, Format, console, emit_json
+from .store_options import config_option
 
 
 def _time(value: str | None, option: str) -> str | None:
@@ -54,9 +58,49 @@ def query(
         None, "--limit", help="At most this many records (default: all)."
     ),
     output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Read the records from this store instead of files (sqlite:///PATH, postgresql://…; "
+        "default: none, or observation_store of --config).",
+    ),
+    config: Path | None = config_option(),
 ) -> None:
     """Show observation records, or with --summary per-symbol counts, first/last seen,
-    probe types and containers."""
+    probe types and containers (from files, evidence or a store)."""
+    with contextlib.ExitStack() as stack:
+        _query(
+            stack,
+            observations,
+            evidence,
+            summary,
+            service,
+            container,
+            symbol,
+            window_from,
+            window_to,
+            limit,
+            output_format,
+            store,
+            config,
+        )
+
+
+def _query(
+    stack: contextlib.ExitStack,
+    observations: list[Path],
+    evidence: Path | None,
+    summary: bool,
+    service: str | None,
+    container: str | None,
+    symbol: str | None,
+    window_from: str | None,
+    window_to: str | None,
+    limit: int | None,
+    output_format: Format,
+    store: str | None,
+    config: Path | None,
+) -> None:
     from ..functionmap.inputs import iter_input_records
     from ..functionmap.query import QueryFilter, filter_records, summarise
 
@@ -67,7 +111,19 @@ def query(
         window_from=_time(window_from, "--from"),
         window_to=_time(window_to, "--to"),
     )
-    records = filter_records(iter_input_records(list(observations), evidence), selection)
+    records: Iterator[dict[str, Any]]
+    if store is not None or config is not None:
+        # From a store: the same filter and summary code over the stored records.
+        from ..store import open_store, query_records
+        from ..store.config import store_settings
+
+        if observations or evidence is not None:
+            raise InputError("give --store (or --config) or --observations/--evidence, not both")
+        opened = open_store(store_settings(store, config).url)
+        stack.callback(opened.close)
+        records = query_records(opened, selection)
+    else:
+        records = filter_records(iter_input_records(list(observations), evidence), selection)
     if summary:
         rows = [entry.to_dict() for entry in summarise(records)]
         if output_format == Format.json:

@@ -1,0 +1,114 @@
+"""`stella store`: create, migrate and inspect an observation store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .output import FORMAT_HELP, Format, console, emit_json
+from .store_options import config_option, store_url_option
+
+app = typer.Typer(help="Create, migrate and inspect an observation store.", no_args_is_help=True)
+
+
+def _open_unchecked(store: str | None, config: Path | None):  # type: ignore[no-untyped-def]
+    from ..store.config import scheme_type, store_settings
+
+    settings = store_settings(store, config)
+    kind = scheme_type(settings.url)
+    if kind == "sqlite":
+        from ..store.sqlite import SqliteStore
+
+        return SqliteStore(settings.url)
+    if kind == "postgres":
+        from ..store.postgres import PostgresStore
+
+        return PostgresStore(settings.url)
+    from ..store.memory import MemoryStore
+
+    return MemoryStore(settings.url)
+
+
+@app.command("init")
+def init(
+    store: str | None = store_url_option(),
+    config: Path | None = config_option(),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+) -> None:
+    """Create the store's schema (the latest version); an initialised store is left as it is."""
+    from ..store.base import StoreError
+
+    with _open_unchecked(store, config) as opened:
+        current = opened.schema_version()
+        if 0 < current < opened.latest_version():
+            raise StoreError(
+                f"store {opened.display_url} is initialised at schema version {current}; run "
+                "`stella store migrate --store URL`"
+            )
+        applied = opened.migrate() if current == 0 else []
+        version = opened.schema_version()
+        if output_format == Format.json:
+            emit_json({"store": opened.display_url, "applied": applied, "schema_version": version})
+        elif applied:
+            console.print(
+                f"store {opened.display_url}: initialised at schema version {version}", markup=False
+            )
+        else:
+            console.print(
+                f"store {opened.display_url}: already initialised (schema version {version})",
+                markup=False,
+            )
+
+
+@app.command("migrate")
+def migrate(
+    store: str | None = store_url_option(),
+    config: Path | None = config_option(),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+) -> None:
+    """Apply pending schema migrations in order, each in its own transaction."""
+    with _open_unchecked(store, config) as opened:
+        before = opened.schema_version()
+        applied = opened.migrate()
+        version = opened.schema_version()
+        if output_format == Format.json:
+            emit_json(
+                {
+                    "store": opened.display_url,
+                    "from_version": before,
+                    "applied": applied,
+                    "schema_version": version,
+                }
+            )
+        elif applied:
+            console.print(
+                f"store {opened.display_url}: migrated {before} → {version} "
+                f"(applied {', '.join(map(str, applied))})",
+                markup=False,
+            )
+        else:
+            console.print(
+                f"store {opened.display_url}: up to date (schema version {version})", markup=False
+            )
+
+
+@app.command("status")
+def status(
+    store: str | None = store_url_option(),
+    config: Path | None = config_option(),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+) -> int:
+    """Schema version, pending migrations, what is stored. Exit 0 current, 2 not initialised
+    or pending migrations."""
+    with _open_unchecked(store, config) as opened:
+        report = opened.status()
+    document = report.to_dict()
+    if output_format == Format.json:
+        emit_json(document)
+    else:
+        for key, value in document.items():
+            if isinstance(value, list):
+                value = ", ".join(map(str, value)) or "none"
+            console.print(f"{key}: {value}", markup=False)
+    return 0 if report.schema_version == report.latest_version else 2

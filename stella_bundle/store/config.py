@@ -1,0 +1,171 @@
+"""Which store to open: `--store URL`, else `observation_store:` of `stellaops.yaml`, else the
+embedded SQLite default. URL forms:
+
+    sqlite:///relative/file.sqlite      sqlite:////absolute/file.sqlite
+    postgresql://user@host:5432/db      postgresql:///db?host=/run/postgresql   (libpq URIs)
+    memory://                           memory://?max_records=N   (in-process only)
+
+The `observation_store:` section (the product documents' keys, top level or under
+`runtime_agent:`): `type` (sqlite | postgres | memory | valkey), `url`, `path` (sqlite),
+`retention_hours` (default 72), `max_batch_size` (records per stored NDJSON chunk, default 1000).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigError
+from .base import ObservationStore, StoreError
+
+DEFAULT_URL: Final = "sqlite:///stella-observations.sqlite"
+DEFAULT_RETENTION_HOURS: Final = 72
+DEFAULT_MAX_BATCH_SIZE: Final = 1000
+TYPES: Final = ("sqlite", "postgres", "memory", "valkey")
+_KEYS: Final = {"type", "url", "path", "retention_hours", "max_batch_size"}
+
+VALKEY_NOT_BUILT: Final = (
+    "valkey is not built: it would be a hot buffer in front of the store of record, never the "
+    "store itself (docs/store.md); use sqlite or postgres"
+)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = DEFAULT_URL
+    retention_hours: float = DEFAULT_RETENTION_HOURS
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    source: str = "default"  # where the URL came from: --store, the config file, or default
+
+    @property
+    def retention(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.retention_hours)
+
+
+def _section(document: dict[str, Any], source: str) -> tuple[dict[str, Any] | None, str]:
+    agent = document.get("runtime_agent")
+    if isinstance(agent, dict) and "observation_store" in agent:
+        section, where = agent["observation_store"], "runtime_agent.observation_store"
+    else:
+        section, where = document.get("observation_store"), "observation_store"
+    if section is None:
+        return None, where
+    if not isinstance(section, dict):
+        raise ConfigError("expected a mapping", path=source, field=where)
+    return section, where
+
+
+def parse_store_section(section: dict[str, Any], source: str, where: str) -> StoreSettings:
+    def fail(message: str, key: str) -> ConfigError:
+        return ConfigError(message, path=source, field=f"{where}.{key}")
+
+    unknown = set(section) - _KEYS
+    if unknown:
+        raise fail(f"unknown key (allowed: {', '.join(sorted(_KEYS))})", min(unknown))
+    kind = section.get("type", "sqlite")
+    if kind not in TYPES:
+        raise fail(f"expected one of {', '.join(TYPES)}, found {kind!r}", "type")
+    if kind == "valkey":
+        raise fail(VALKEY_NOT_BUILT, "type")
+    url = section.get("url")
+    if url is not None and not isinstance(url, str):
+        raise fail("expected a store URL string", "url")
+    path = section.get("path")
+    if path is not None and not isinstance(path, str):
+        raise fail("expected a file path string", "path")
+    if kind == "sqlite" and url is None:
+        url = f"sqlite:///{path}" if path else DEFAULT_URL
+    elif kind == "memory" and url is None:
+        url = "memory://"
+    elif kind == "postgres" and url is None:
+        raise fail("type postgres needs url: postgresql://…", "url")
+    assert url is not None
+    if scheme_type(url) != kind:
+        raise fail(f"url {redact(url)} is not a {kind} URL", "url")
+    retention = section.get("retention_hours", DEFAULT_RETENTION_HOURS)
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention <= 0:
+        raise fail(f"expected a positive number of hours, found {retention!r}", "retention_hours")
+    batch = section.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise fail(f"expected a positive integer, found {batch!r}", "max_batch_size")
+    return StoreSettings(url, float(retention), batch, source)
+
+
+def store_settings(store: str | None, config: str | Path | None) -> StoreSettings:
+    """Settings from `--store` and `--config` (the URL of --store wins over the file's)."""
+    settings = StoreSettings()
+    if config is not None:
+        from ..evidence.config import read_stellaops
+
+        section, where = _section(read_stellaops(config), str(config))
+        if section is not None:
+            settings = parse_store_section(section, str(config), where)
+    if store is not None:
+        scheme_type(store)  # a bad URL is refused before anything opens
+        settings = StoreSettings(
+            store, settings.retention_hours, settings.max_batch_size, "--store"
+        )
+    return settings
+
+
+def scheme_type(url: str) -> str:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        return "postgres"
+    if scheme == "memory":
+        return "memory"
+    if scheme in ("valkey", "redis"):
+        raise StoreError(VALKEY_NOT_BUILT, field="--store")
+    raise StoreError(
+        f"unsupported store URL {redact(url)!r}: expected sqlite:///PATH, postgresql://… or "
+        "memory://",
+        field="--store",
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for every message that names the store)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def open_store(url: str, *, initialise: bool = False) -> ObservationStore:
+    """Open the store at `url`. With `initialise`, an empty store is given the current
+    schema; otherwise its schema must be the current one (`require_schema`)."""
+    kind = scheme_type(url)
+    store: ObservationStore
+    if kind == "sqlite":
+        from .sqlite import SqliteStore, sqlite_path
+
+        if not initialise and not sqlite_path(url).exists():
+            raise StoreError(
+                f"store {url} does not exist; run `stella store init --store URL` or ingest"
+            )
+        store = SqliteStore(url)
+    elif kind == "postgres":
+        from .postgres import PostgresStore
+
+        store = PostgresStore(url)
+    else:
+        from .memory import MemoryStore
+
+        store = MemoryStore(url)
+    try:
+        if initialise and store.schema_version() == 0:
+            store.migrate()
+        store.require_schema()
+    except BaseException:
+        store.close()
+        raise
+    return store

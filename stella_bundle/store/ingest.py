@@ -1,0 +1,163 @@
+"""Putting evidence into a store: sealed chains verified first, or plain NDJSON marked unsigned.
+
+A sealed chain is verified whole with the project's chain verifier and a trust root (seals,
+collector signatures, links, digests, time rules) before any of it is stored; a chain still
+being written passes with its sealed chunks (the open tail is not evidence yet). Its chunks are
+then read back through the evidence reader, which checks each chunk against its seal again, so
+what is stored is what was verified even if the files changed in between.
+
+One ingest is one store transaction over every chain given: it lands whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..attest.trustroot import TrustRoot
+from ..errors import EvidenceChainError, InputError
+from ..evidence.chain import ChainReport, verify_chain
+from ..evidence.layout import chunk_name
+from ..evidence.reader import iter_chain_records_files
+from ..evidence.report import ERROR
+from ..functionmap.inputs import evidence_chain_dirs
+from ..observations.ndjson import iter_json_lines
+from ..observations.record import validate_record
+from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
+from .config import DEFAULT_MAX_BATCH_SIZE
+
+
+@dataclass(frozen=True)
+class VerifiedChain:
+    directory: Path
+    report: ChainReport
+
+
+def verify_chains(evidence: str | Path, trust_root: TrustRoot) -> list[VerifiedChain]:
+    """Verify every chain under `evidence`; the first chain that fails stops the ingest."""
+    chains = []
+    for directory in evidence_chain_dirs(evidence):
+        report = verify_chain(directory, trust_root, require_signatures=True, allow_open=True)
+        if not report.passed:
+            errors = [f for f in report.findings if f.severity == ERROR]
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more finding(s))" if len(errors) > 1 else ""
+            raise EvidenceChainError(
+                f"chain {report.chain_id} failed verification, nothing stored: "
+                f"{first.code}: {first.message}{more}",
+                path=directory,
+            )
+        chains.append(VerifiedChain(directory, report))
+    return chains
+
+
+def chain_chunks(chain: VerifiedChain) -> Iterator[StoreChunk]:
+    """The verified chain's sealed chunks, records read (and digests checked) again."""
+    directory = chain.directory
+    report = chain.report
+
+    def opener(sequence: int) -> IO[bytes]:
+        return open(directory / chunk_name(sequence), "rb")
+
+    for entry in report.chunks:
+        if entry.digest != "ok" or entry.seal_file is None or entry.seal_sha256 is None:
+            continue
+        seal = (directory / entry.seal_file).read_bytes()
+        if hashlib.sha256(seal).hexdigest() != entry.seal_sha256:
+            raise EvidenceChainError(
+                "seal changed after it was verified; nothing stored",
+                path=directory / entry.seal_file,
+            )
+        records = list(
+            iter_chain_records_files(
+                report.chain_id, {entry.sequence: seal}, opener, location=str(directory)
+            )
+        )
+        yield StoreChunk(
+            Provenance(
+                report.chain_id, entry.sequence, entry.seal_sha256, tuple(entry.signers), True
+            ),
+            records,
+            seal,
+        )
+
+
+def ingest_evidence(
+    store: ObservationStore, evidence: str | Path, trust_root: TrustRoot | None
+) -> IngestResult:
+    """Verify then store every chain under `evidence` (an evidence or chain directory)."""
+    if trust_root is None:
+        raise InputError(
+            "a trust root is required: evidence is verified before it is stored",
+            field="--trust-root",
+        )
+    chains = verify_chains(evidence, trust_root)
+
+    def chunks() -> Iterator[StoreChunk]:
+        for chain in chains:
+            yield from chain_chunks(chain)
+
+    result = store.store_chunks(chunks())
+    result.chains = [
+        {
+            "chain_id": c.report.chain_id,
+            "chunks": len(c.report.chunks),
+            "records": c.report.records,
+            "final_seal": c.report.final_seal,
+            "events_lost": c.report.events_lost,
+            "warnings": sorted({f.code for f in c.report.findings if f.severity != ERROR}),
+        }
+        for c in chains
+    ]
+    return result
+
+
+def ndjson_chain_id(digest: str) -> str:
+    return f"ndjson-{digest[:16]}"
+
+
+def ndjson_chunks(path: str | Path, batch: int = DEFAULT_MAX_BATCH_SIZE) -> list[StoreChunk]:
+    """A plain NDJSON file as unsigned chunks of `batch` records (every line validated first:
+    a bad line stores nothing). Chain `ndjson-<sha256 prefix>`, seal_sha256 = the file's sha256,
+    so ingesting the same file again adds nothing."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    file_sha = digest.hexdigest()
+    chain_id = ndjson_chain_id(file_sha)
+    records: list[dict[str, Any]] = [
+        validate_record(value, path, number) for number, value in iter_json_lines(path)
+    ]
+    return [
+        StoreChunk(
+            Provenance(chain_id, index + 1, file_sha, (), signed=False),
+            records[start : start + batch],
+        )
+        for index, start in enumerate(range(0, len(records), batch))
+    ]
+
+
+def ingest_ndjson(
+    store: ObservationStore, paths: Sequence[str | Path], batch: int = DEFAULT_MAX_BATCH_SIZE
+) -> IngestResult:
+    chunks: list[StoreChunk] = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError("observation file not found", path=path)
+        chunks += ndjson_chunks(path, batch)
+    return store.store_chunks(chunks)
+
+
+def raise_conflicts(result: IngestResult, store: ObservationStore) -> None:
+    """Turn refused chunks into the error the CLI reports (one line, every conflict named)."""
+    if not result.conflicts:
+        return
+    first = result.conflicts[0]
+    more = f" (and {len(result.conflicts) - 1} more)" if len(result.conflicts) > 1 else ""
+    raise ChunkConflictError(
+        f"store {store.display_url}: conflicting chunk, nothing stored: {first.describe()}{more}"
+    )

@@ -1,0 +1,498 @@
+"""The embedded default store: one SQLite file, WAL mode, no server.
+
+Times are canonical strings (fixed width, so text order is time order); the coverage question
+is one GROUP BY over the window. Records are kept as canonical JSON beside the columns the
+database filters on, and come back exactly as they were ingested.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from ..timeutil import format_timestamp, utc_now
+from .base import (
+    ChunkConflict,
+    IngestResult,
+    NodeAggregation,
+    NodeRow,
+    ObservationStore,
+    Provenance,
+    PruneResult,
+    StoreChunk,
+    StoredFunctionMap,
+    StoredRecord,
+    StoredReport,
+    StoreError,
+    StoreStatus,
+    StoreUnavailableError,
+)
+from .migrations import Migration, check_sequence
+from .rows import COLUMNS, chunk_rows, join_key_ids, key_ids
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "chunks with provenance, observations, function maps, verification reports",
+        (
+            """CREATE TABLE chunks (
+                chain_id TEXT NOT NULL,
+                sequence INTEGER NOT NULL,
+                seal_sha256 TEXT NOT NULL,
+                collector_key_ids TEXT NOT NULL DEFAULT '',
+                signed INTEGER NOT NULL,
+                records INTEGER NOT NULL,
+                seal BLOB,
+                ingested_at TEXT NOT NULL,
+                PRIMARY KEY (chain_id, sequence)
+            )""",
+            """CREATE TABLE observations (
+                chain_id TEXT NOT NULL,
+                sequence INTEGER NOT NULL,
+                line INTEGER NOT NULL,
+                observed_at TEXT NOT NULL,
+                obs_start TEXT NOT NULL,
+                obs_end TEXT NOT NULL,
+                node_hash TEXT NOT NULL,
+                function_name TEXT NOT NULL,
+                probe_type TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                purl TEXT,
+                record TEXT NOT NULL,
+                PRIMARY KEY (chain_id, sequence, line)
+            )""",
+            "CREATE INDEX observations_observed_at ON observations (observed_at)",
+            """CREATE TABLE function_maps (
+                digest TEXT PRIMARY KEY,
+                service TEXT NOT NULL,
+                statement BLOB NOT NULL,
+                envelope BLOB,
+                signed INTEGER NOT NULL,
+                signature_checked INTEGER NOT NULL,
+                signers TEXT NOT NULL DEFAULT '',
+                stored_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE verification_reports (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                function_map_digest TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                window_from TEXT,
+                window_to TEXT,
+                verified INTEGER NOT NULL,
+                report TEXT NOT NULL
+            )""",
+            "CREATE INDEX verification_reports_map ON verification_reports (function_map_digest)",
+        ),
+    ),
+)
+LATEST: Final = check_sequence(MIGRATIONS)
+
+_WINDOW = "(:f IS NULL OR obs_end >= :f) AND (:t IS NULL OR obs_start <= :t)"
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///relative/path` or `sqlite:////absolute/path` (SQLAlchemy's convention)."""
+    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+        raise StoreError(
+            f"expected sqlite:///PATH (three slashes, then the file path), found {url!r}",
+            field="--store",
+        )
+    return Path(url[len("sqlite:///") :])
+
+
+class SqliteStore(ObservationStore):
+    backend = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self.path = sqlite_path(url)
+        super().__init__(url, url)
+        if not self.path.parent.is_dir():
+            raise StoreError(
+                f"store {url}: directory {self.path.parent} does not exist", field="--store"
+            )
+        try:
+            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE … COMMIT), so a
+            # write takes the lock before reading what it decides on.
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"store {url}: {exc}") from exc
+        # The API may call from worker threads; one statement at a time on this connection.
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _fail(self, exc: sqlite3.Error) -> StoreUnavailableError:
+        return StoreUnavailableError(f"store {self.display_url}: {exc}")
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._lock:
+            try:
+                exists = self.db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+                ).fetchone()
+                if not exists:
+                    return 0
+                row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+            return int(row[0] or 0)
+
+    def latest_version(self) -> int:
+        return LATEST
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self._lock:
+            try:
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                for migration in MIGRATIONS:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    try:
+                        done = self.db.execute(
+                            "SELECT 1 FROM schema_migrations WHERE version = ?",
+                            (migration.version,),
+                        ).fetchone()
+                        if not done:
+                            for statement in migration.statements:
+                                self.db.execute(statement)
+                            self.db.execute(
+                                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                                (
+                                    migration.version,
+                                    migration.description,
+                                    format_timestamp(utc_now()),
+                                ),
+                            )
+                            applied.append(migration.version)
+                        self.db.execute("COMMIT")
+                    except BaseException:
+                        self.db.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return applied
+
+    def status(self) -> StoreStatus:
+        version = self.schema_version()
+        status = StoreStatus(self.display_url, self.backend, version, LATEST)
+        status.details["path"] = str(self.path)
+        if version == 0:
+            return status
+        with self._lock:
+            try:
+                one = self.db.execute
+                status.records, status.first_observed_at, status.last_observed_at = one(
+                    "SELECT COUNT(*), MIN(observed_at), MAX(observed_at) FROM observations"
+                ).fetchone()
+                status.chunks, status.chains = one(
+                    "SELECT COUNT(*), COUNT(DISTINCT chain_id) FROM chunks"
+                ).fetchone()
+                status.function_maps = one("SELECT COUNT(*) FROM function_maps").fetchone()[0]
+                status.reports = one("SELECT COUNT(*) FROM verification_reports").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return status
+
+    # --- evidence ---------------------------------------------------------------------------
+
+    def stored_seals(self, chain_id: str) -> dict[int, str]:
+        with self._lock:
+            try:
+                rows = self.db.execute(
+                    "SELECT sequence, seal_sha256 FROM chunks WHERE chain_id = ?", (chain_id,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return {int(s): str(d) for s, d in rows}
+
+    def store_chunks(self, chunks: Iterable[StoreChunk]) -> IngestResult:
+        result = IngestResult()
+        now = format_timestamp(utc_now())
+        insert = (
+            f"INSERT INTO observations ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    for chunk in chunks:
+                        p = chunk.provenance
+                        cursor = self.db.execute(
+                            "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                p.chain_id,
+                                p.sequence,
+                                p.seal_sha256,
+                                join_key_ids(p.collector_key_ids),
+                                int(p.signed),
+                                len(chunk.records),
+                                chunk.seal,
+                                now,
+                            ),
+                        )
+                        if cursor.rowcount == 0:
+                            stored = self.db.execute(
+                                "SELECT seal_sha256 FROM chunks WHERE chain_id = ? AND sequence = ?",
+                                (p.chain_id, p.sequence),
+                            ).fetchone()[0]
+                            if stored != p.seal_sha256:
+                                result.conflicts.append(
+                                    ChunkConflict(p.chain_id, p.sequence, stored, p.seal_sha256)
+                                )
+                            else:
+                                result.chunks_already_stored += 1
+                            continue
+                        self.db.executemany(insert, chunk_rows(chunk))
+                        result.chunks_stored += 1
+                        result.records_stored += len(chunk.records)
+                    if result.conflicts:
+                        self.db.execute("ROLLBACK")
+                        return IngestResult(
+                            chunks_already_stored=result.chunks_already_stored,
+                            conflicts=result.conflicts,
+                        )
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return result
+
+    def iter_records(
+        self, window_from: str | None = None, window_to: str | None = None
+    ) -> Iterator[StoredRecord]:
+        with self._lock:
+            try:
+                cursor = self.db.execute(
+                    "SELECT record, chain_id, sequence, line FROM observations WHERE "
+                    + _WINDOW
+                    + " ORDER BY chain_id, sequence, line",
+                    {"f": window_from, "t": window_to},
+                )
+                rows = cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        for record, chain_id, sequence, line in rows:
+            yield StoredRecord(json.loads(record), chain_id, sequence, line)
+
+    def aggregate_nodes(
+        self,
+        window_from: str | None = None,
+        window_to: str | None = None,
+        expected: Collection[str] = (),
+    ) -> NodeAggregation:
+        params = {"f": window_from, "t": window_to}
+        with self._lock:
+            try:
+                groups = self.db.execute(
+                    "SELECT node_hash, SUM(count), MIN(obs_start), MAX(obs_end), "
+                    "GROUP_CONCAT(DISTINCT probe_type), COUNT(*) FROM observations WHERE "
+                    + _WINDOW
+                    + " GROUP BY node_hash",
+                    params,
+                ).fetchall()
+                # Names only matter for nodes outside the map: the record met first in store
+                # order names it. SQLite takes bare columns from the row of a lone MIN().
+                names = {
+                    h: (n, p)
+                    for h, n, p, _ in self.db.execute(
+                        "SELECT node_hash, function_name, purl, MIN(chain_id || char(1) || "
+                        "printf('%020d', sequence) || char(1) || printf('%010d', line)) "
+                        "FROM observations WHERE " + _WINDOW + " GROUP BY node_hash",
+                        params,
+                    )
+                    if h not in expected
+                }
+                total = self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        rows = []
+        in_window = 0
+        for node_hash, count, first, last, probes, records in groups:
+            name, purl = names.get(node_hash, ("", None))
+            rows.append(
+                NodeRow(node_hash, int(count), first, last, tuple(probes.split(",")), name, purl)
+            )
+            in_window += records
+        return NodeAggregation(rows, int(total), in_window)
+
+    def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
+        with self._lock:
+            try:
+                row = self.db.execute(
+                    "SELECT seal_sha256, collector_key_ids, signed FROM chunks "
+                    "WHERE chain_id = ? AND sequence = ?",
+                    (chain_id, sequence),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        if row is None:
+            return None
+        return Provenance(chain_id, sequence, row[0], key_ids(row[1]), bool(row[2]))
+
+    def seal_bytes(self, chain_id: str, sequence: int) -> bytes | None:
+        with self._lock:
+            try:
+                row = self.db.execute(
+                    "SELECT seal FROM chunks WHERE chain_id = ? AND sequence = ?",
+                    (chain_id, sequence),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def prune(self, cutoff: dt.datetime) -> PruneResult:
+        boundary = cutoff.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        text = format_timestamp(boundary)
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    removed = self.db.execute(
+                        "DELETE FROM observations WHERE observed_at < ?", (text,)
+                    ).rowcount
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return PruneResult(text, records_removed=removed)
+
+    # --- function maps and reports ----------------------------------------------------------
+
+    def put_function_map(self, function_map: StoredFunctionMap) -> bool:
+        m = function_map
+        with self._lock:
+            try:
+                cursor = self.db.execute(
+                    "INSERT OR IGNORE INTO function_maps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        m.digest,
+                        m.service,
+                        m.statement,
+                        m.envelope,
+                        int(m.signed),
+                        int(m.signature_checked),
+                        join_key_ids(m.signers),
+                        m.stored_at,
+                    ),
+                )
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return cursor.rowcount == 1
+
+    @staticmethod
+    def _map(row: Any) -> StoredFunctionMap:
+        digest, service, statement, envelope, signed, checked, signers, stored_at = row
+        return StoredFunctionMap(
+            digest,
+            service,
+            bytes(statement),
+            None if envelope is None else bytes(envelope),
+            bool(signed),
+            bool(checked),
+            key_ids(signers),
+            stored_at,
+        )
+
+    def get_function_map(self, digest: str) -> StoredFunctionMap | None:
+        with self._lock:
+            try:
+                row = self.db.execute(
+                    "SELECT * FROM function_maps WHERE digest = ?", (digest,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return None if row is None else self._map(row)
+
+    def list_function_maps(self) -> list[StoredFunctionMap]:
+        with self._lock:
+            try:
+                rows = self.db.execute(
+                    "SELECT * FROM function_maps ORDER BY stored_at, digest"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return [self._map(row) for row in rows]
+
+    def put_report(
+        self,
+        function_map_digest: str,
+        window_from: str | None,
+        window_to: str | None,
+        verified: bool,
+        report: dict[str, Any],
+    ) -> StoredReport:
+        created = format_timestamp(utc_now())
+        with self._lock:
+            try:
+                cursor = self.db.execute(
+                    "INSERT INTO verification_reports (function_map_digest, created_at, "
+                    "window_from, window_to, verified, report) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        function_map_digest,
+                        created,
+                        window_from,
+                        window_to,
+                        int(verified),
+                        json.dumps(report, sort_keys=True),
+                    ),
+                )
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return StoredReport(
+            int(cursor.lastrowid or 0),
+            function_map_digest,
+            created,
+            window_from,
+            window_to,
+            verified,
+            report,
+        )
+
+    @staticmethod
+    def _report(row: Any) -> StoredReport:
+        report_id, digest, created, window_from, window_to, verified, text = row
+        return StoredReport(
+            report_id, digest, created, window_from, window_to, bool(verified), json.loads(text)
+        )
+
+    def get_report(self, report_id: int) -> StoredReport | None:
+        with self._lock:
+            try:
+                row = self.db.execute(
+                    "SELECT * FROM verification_reports WHERE id = ?", (report_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return None if row is None else self._report(row)
+
+    def list_reports(self, function_map_digest: str | None = None) -> list[StoredReport]:
+        with self._lock:
+            try:
+                rows = self.db.execute(
+                    "SELECT * FROM verification_reports WHERE (? IS NULL OR "
+                    "function_map_digest = ?) ORDER BY id",
+                    (function_map_digest, function_map_digest),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+        return [self._report(row) for row in rows]

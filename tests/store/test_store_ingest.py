@@ -1,0 +1,169 @@
+"""Ingest: verified first, idempotent per (chain, sequence), conflicts refused, bounds counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_support import make_map, observations, write_chain, write_ndjson
+
+from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.errors import EvidenceChainError, InputError
+from stella_bundle.store import ingest_evidence, ingest_ndjson, open_store
+from stella_bundle.store.memory import MemoryStore
+
+
+@pytest.fixture
+def records() -> list[dict[str, Any]]:
+    return observations(make_map(), days=2)
+
+
+def test_reingest_adds_nothing_and_conflict_is_refused(
+    backend_url: str, tmp_path: Path, test_keys: Any, records: list[dict[str, Any]]
+) -> None:
+    root = TrustRoot.load(test_keys.trust_root)
+    signer = test_keys.signer("collector")
+    first = write_chain(tmp_path / "one", "chain-x", records, signer)
+    with open_store(backend_url, initialise=True) as store:
+        stored = ingest_evidence(store, first.parent, root)
+        chunks = stored.chunks_stored
+        assert chunks > 1 and stored.records_stored == len(records)
+        again = ingest_evidence(store, first.parent, root)
+        assert (again.chunks_stored, again.records_stored) == (0, 0)
+        assert again.chunks_already_stored == chunks
+        assert store.status().records == len(records)
+        # The same chain id sealed again with other records: every sequence conflicts.
+        other = write_chain(tmp_path / "two", "chain-x", records[::-1], signer)
+        refused = ingest_evidence(store, other.parent, root)
+        assert refused.chunks_stored == 0 and refused.records_stored == 0
+        assert refused.conflicts and refused.conflicts[0].chain_id == "chain-x"
+        assert refused.conflicts[0].stored_seal_sha256 == store.stored_seals("chain-x")[1]
+        assert refused.conflicts[0].offered_seal_sha256 != refused.conflicts[0].stored_seal_sha256
+        # A longer chain with one more chunk after a conflict: nothing of it is stored either.
+        status = store.status()
+        assert (status.records, status.chunks) == (len(records), chunks)
+
+
+def test_conflict_cli(
+    tmp_path: Path, test_keys: Any, records: list[dict[str, Any]], run_cli: Any
+) -> None:
+    signer = test_keys.signer("collector")
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    first = write_chain(tmp_path / "one", "chain-x", records, signer)
+    other = write_chain(tmp_path / "two", "chain-x", records[1:], signer)
+    args = ("--trust-root", test_keys.trust_root, "--store", url)
+    assert run_cli("observations", "ingest", "--evidence", first, *args).exit_code == 0
+    again = run_cli("observations", "ingest", "--evidence", first, *args, "--format", "json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["records_stored"] == 0
+    refused = run_cli("observations", "ingest", "--evidence", other, *args)
+    assert refused.exit_code == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "conflicting chunk, nothing stored: chain chain-x sequence 1" in lines[0]
+    assert url in lines[0]
+
+
+def test_chain_failing_verification_stores_nothing(
+    backend_url: str, tmp_path: Path, test_keys: Any, records: list[dict[str, Any]]
+) -> None:
+    root = TrustRoot.load(test_keys.trust_root)
+    # Sealed by a key the trust root does not know.
+    chain = write_chain(tmp_path / "e", "chain-s", records, test_keys.signer("stranger"))
+    with open_store(backend_url, initialise=True) as store:
+        with pytest.raises(EvidenceChainError, match="chain chain-s failed verification"):
+            ingest_evidence(store, chain, root)
+        with pytest.raises(InputError, match="trust root is required"):
+            ingest_evidence(store, chain, None)
+        assert store.status().records == 0 and store.status().chunks == 0
+
+
+def test_tampered_chunk_stores_nothing(
+    tmp_path: Path, test_keys: Any, records: list[dict[str, Any]]
+) -> None:
+    root = TrustRoot.load(test_keys.trust_root)
+    good = write_chain(tmp_path / "e", "chain-a", records, test_keys.signer("collector"))
+    bad = write_chain(tmp_path / "e", "chain-b", records, test_keys.signer("collector"))
+    chunk = bad / "0000000002.ndjson.zst"
+    chunk.write_bytes(chunk.read_bytes()[:-3] + b"\x00\x00\x00")
+    with open_store(f"sqlite:///{tmp_path / 's.sqlite'}", initialise=True) as store:
+        with pytest.raises(EvidenceChainError, match="chain-b failed verification"):
+            ingest_evidence(store, good.parent, root)
+        assert store.status().records == 0
+
+
+def test_ndjson_ingest_is_unsigned_and_idempotent(
+    backend_url: str, tmp_path: Path, records: list[dict[str, Any]]
+) -> None:
+    path = write_ndjson(tmp_path / "obs.ndjson", records)
+    with open_store(backend_url, initialise=True) as store:
+        first = ingest_ndjson(store, [path], batch=7)
+        assert first.records_stored == len(records)
+        assert first.chunks_stored == -(-len(records) // 7)
+        again = ingest_ndjson(store, [path], batch=7)
+        assert again.records_stored == 0 and again.chunks_already_stored == first.chunks_stored
+        stored = next(iter(store.iter_records()))
+        provenance = store.provenance(stored.chain_id, stored.sequence)
+        assert provenance is not None and not provenance.signed
+        assert provenance.collector_key_ids == ()
+        assert stored.chain_id.startswith("ndjson-")
+
+
+def test_ndjson_bad_line_stores_nothing(
+    run_cli: Any, tmp_path: Path, records: list[dict[str, Any]]
+) -> None:
+    path = write_ndjson(tmp_path / "obs.ndjson", records)
+    with path.open("a") as handle:
+        handle.write('{"node_hash": "sha256:00", "function_name": "f", "observed_at": "x"}\n')
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    done = run_cli("observations", "ingest", path, "--store", url)
+    assert done.exit_code == 2
+    assert f"obs.ndjson:{len(records) + 1}: field 'node_hash'" in done.stderr
+    with open_store(url) as store:
+        assert store.status().records == 0
+
+
+def test_memory_store_is_bounded_and_counts_what_it_drops(
+    tmp_path: Path, records: list[dict[str, Any]]
+) -> None:
+    path = write_ndjson(tmp_path / "obs.ndjson", records)
+    store = MemoryStore("memory://?max_records=10")
+    result = ingest_ndjson(store, [path], batch=4)
+    assert (result.records_stored, result.records_dropped) == (10, len(records) - 10)
+    status = store.status()
+    assert (status.records, status.records_dropped) == (10, len(records) - 10)
+    # The chunks are recorded: offering them again neither stores nor drops anything.
+    again = ingest_ndjson(store, [path], batch=4)
+    assert (again.records_stored, again.records_dropped) == (0, 0)
+
+
+def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
+    from stella_bundle.errors import ConfigError
+    from stella_bundle.store.config import redact, store_settings
+
+    assert redact("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    config = tmp_path / "stellaops.yaml"
+    config.write_text(
+        "runtime_agent:\n  observation_store:\n    type: sqlite\n    path: /tmp/x.sqlite\n"
+        "    retention_hours: 24\n    max_batch_size: 500\n"
+    )
+    settings = store_settings(None, config)
+    assert (settings.url, settings.retention_hours, settings.max_batch_size) == (
+        "sqlite:////tmp/x.sqlite",
+        24,
+        500,
+    )
+    assert store_settings("memory://", config).url == "memory://"
+    assert store_settings(None, None).url == "sqlite:///stella-observations.sqlite"
+    config.write_text("observation_store:\n  type: valkey\n")
+    with pytest.raises(ConfigError, match=r"observation_store.type.*valkey is not built"):
+        store_settings(None, config)
+    config.write_text("observation_store:\n  type: postgres\n")
+    with pytest.raises(ConfigError, match="needs url"):
+        store_settings(None, config)
+    done = run_cli("store", "status", "--store", "mysql://x")
+    assert done.exit_code == 2 and "unsupported store URL" in done.stderr
+    missing = run_cli("observations", "query", "--store", f"sqlite:///{tmp_path / 'no.sqlite'}")
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    assert not (tmp_path / "no.sqlite").exists()

@@ -12,13 +12,20 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from ..agent.endpoint import parse_listen
 from ..collector.events import MODES
 from ..errors import ConfigError
 from .output import console, error_line
 from .signals import app
 
 if TYPE_CHECKING:
+    from ..agent.instrument import Instrumentation
     from ..collector.session import Collector
+
+
+def _url_host(listen: str) -> str:
+    host = listen.rpartition(":")[0]
+    return host if host.startswith("[") or ":" not in host else f"[{host}]"
 
 
 def _status_table(collector: Collector) -> Table:
@@ -93,13 +100,32 @@ def start(
         "--container-metadata",
         help="JSON: container id → pod_name, namespace, image_digest (default: none).",
     ),
+    metrics_listen: str | None = typer.Option(
+        None,
+        "--metrics-listen",
+        help="Serve /metrics, /healthz and /readyz on HOST:PORT, e.g. 127.0.0.1:9464 "
+        "(default: no listener).",
+    ),
+    verify_every: float = typer.Option(
+        60.0,
+        "--verify-every",
+        help="Seconds between verifications of the last two coverage windows, for "
+        "stella_observation_rate (default 60; with --metrics-listen).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No live status display."),
 ) -> None:
     """Attach probes for a function map and write observations until stopped (SIGTERM/SIGINT)."""
+    from ..agent.instrument import Instrumentation
     from ..collector.run import StartOptions, prepare
 
     if mode is not None and mode not in MODES:
         raise ConfigError(f"expected one of {', '.join(MODES)}, got {mode!r}", field="--mode")
+    if metrics_listen is not None:
+        parse_listen(metrics_listen)  # a bad address is refused before anything is written
+    if not verify_every > 0:
+        raise ConfigError(
+            f"expected a positive number of seconds, got {verify_every}", field="--verify-every"
+        )
     session = prepare(
         StartOptions(
             function_map=function_map,
@@ -123,11 +149,22 @@ def start(
     for note in session.notes:
         error_line(f"warning: {note}")
     collector = session.collector
+    instrumentation: Instrumentation | None = None
     try:
+        if metrics_listen is not None:
+            instrumentation = Instrumentation(session, metrics_listen, verify_every)
+            instrumentation.start()
+            error_line(
+                f"metrics: http://{_url_host(metrics_listen)}:{instrumentation.port}/metrics"
+            )
         collector.start()
     except BaseException:
         session.writer.close(final=False)
+        if instrumentation is not None:
+            instrumentation.close()
         raise
+    if instrumentation is not None:
+        instrumentation.collecting()
     unobservable = len(session.plan.unobservable)
     for failure in collector.probe_failures[unobservable:]:
         error_line(
@@ -146,18 +183,29 @@ def start(
         f"collecting: {len(collector.links)} probes attached, mode {collector.config.mode}, "
         f"chain {session.chain_dir}"
     )
+
+    def on_tick(c: Collector) -> None:
+        if instrumentation is not None:
+            instrumentation.tick(c)
+        if live is not None:
+            live.update(_status_table(c))
+
+    live: Live | None = None
     try:
         if quiet or not console.is_terminal:
-            collector.run(duration, should_stop=stop.is_set)
+            collector.run(duration, should_stop=stop.is_set, on_tick=on_tick)
         else:
             with Live(_status_table(collector), console=console, refresh_per_second=2) as live:
-                collector.run(
-                    duration,
-                    should_stop=stop.is_set,
-                    on_tick=lambda c: live.update(_status_table(c)),
-                )
+                collector.run(duration, should_stop=stop.is_set, on_tick=on_tick)
+            live = None
     finally:
-        collector.stop(final=True)
+        if instrumentation is not None:
+            instrumentation.stopping()
+        try:
+            collector.stop(final=True)
+        finally:
+            if instrumentation is not None:
+                instrumentation.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     status = collector.status()

@@ -10,7 +10,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..attest.keys import load_signer
@@ -20,6 +20,9 @@ from .features import DEFAULT_TRACEFS, KernelFeatures, detect
 from .loader import DEFAULT_RING_SIZE, ProbeRuntime, ProbeSet
 from .plan import AttachPlan, build_plan
 from .session import Collector, CollectorConfig
+
+if TYPE_CHECKING:
+    from ..functionmap.model import LoadedFunctionMap
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SCALE_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -120,6 +123,8 @@ class PreparedSession:
     features: KernelFeatures
     chain_dir: Path
     function_map_digest: str
+    function_map: LoadedFunctionMap
+    chain_id: str
     notes: list[str] = field(default_factory=list)
 
 
@@ -197,5 +202,13 @@ def prepare(options: StartOptions) -> PreparedSession:
     collector = Collector(plan, runtime, writer, config, resolver)
     notes = [f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable]
     return PreparedSession(
-        collector, plan, writer, features, Path(target) / chain_id, loaded_map.digest, notes
+        collector,
+        plan,
+        writer,
+        features,
+        Path(target) / chain_id,
+        loaded_map.digest,
+        loaded_map,
+        chain_id,
+        notes,
     )

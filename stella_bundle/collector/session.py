@@ -168,6 +168,10 @@ class Collector:
         self.loss_totals = {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
         self.observed: dict[int, int] = {}
         self.probe_failures: list[ProbeFailure] = []
+        # Attach attempts (plan-time refusals included) and the kernel's two drop causes apart:
+        # the seal counts both drops as ring_buffer_dropped, operators alert on each (metrics).
+        self.attach_attempts = 0
+        self.drops = {"ring_buffer_full": 0, "counter_map_full": 0}
         self.started = False
 
     # Set-up -----------------------------------------------------------------------------------
@@ -194,6 +198,7 @@ class Collector:
         if filtering:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
+        self.attach_attempts += len(failures)
         try:
             for spec in self.plan.specs:
                 try:
@@ -217,6 +222,7 @@ class Collector:
         self.started = True
 
     def _attach(self, spec: AttachSpec) -> Link:
+        self.attach_attempts += 1
         if spec.attach_type == "uprobe":
             return self.runtime.attach_uprobe(
                 spec.object_name, spec.program, spec.target, spec.offset, spec.index
@@ -465,6 +471,8 @@ class Collector:
         delta = [now - before for now, before in zip(stats, self._stats_base, strict=True)]
         self._stats_base = list(stats)
         dropped = delta[STAT_RINGBUF_DROPPED] + delta[STAT_COUNTER_FULL]
+        self.drops["ring_buffer_full"] += delta[STAT_RINGBUF_DROPPED]
+        self.drops["counter_map_full"] += delta[STAT_COUNTER_FULL]
         sampled = delta[STAT_SAMPLED_OUT]
         filtered = delta[STAT_FILTERED_OUT] + self._user_filtered
         self._user_filtered = 0

@@ -208,6 +208,7 @@ class ChunkWriter:
         self._closed = False
         self._writable = True  # neither closed nor failed: checked once per append
         self.sealed_chunks = 0
+        self._seal_listeners: list[Callable[[int, float], None]] = []
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -402,11 +403,20 @@ class ChunkWriter:
     ) -> None:
         self.close(final=exc_type is None)
 
+    def add_seal_listener(self, listener: Callable[[int, float], None]) -> None:
+        """Call `listener(sequence, unix_time)` after each chunk is sealed (metrics, health)."""
+        self._seal_listeners.append(listener)
+
     # --- status ---------------------------------------------------------------------------------
 
     @property
     def head(self) -> ChainHead:
         return self._head
+
+    @property
+    def open_chunk_age(self) -> float | None:
+        """Seconds since the open chunk was started; None when everything written is sealed."""
+        return None if self._chunk is None else self._clock() - self._chunk.opened_at
 
     @property
     def acknowledged(self) -> int:
@@ -454,6 +464,9 @@ class ChunkWriter:
         self._chunk = None
         self._acknowledged = self._appended
         self.sealed_chunks += 1
+        sealed_at = time.time()
+        for listener in self._seal_listeners:
+            listener(self._head.sequence, sealed_at)
 
     def _seal_chunk(self, chunk: _OpenChunk, reason: SealReason, final: bool) -> None:
         try:

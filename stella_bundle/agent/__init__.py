@@ -1,0 +1,1 @@
+"""The long-running agent's operator side: metrics, health endpoints, periodic verification."""

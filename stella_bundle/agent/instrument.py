@@ -1,0 +1,97 @@
+"""Metrics, health and periodic verification around one collection session.
+
+Everything runs on the collector's own loop (`tick`, once per aggregation window) except the
+HTTP listener's thread, which only reads metric values: the hot path is untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .endpoint import Health, MetricsServer
+from .metrics import AgentMetrics, ChainMetrics
+from .recent import RecentObservations, RecordingSink
+
+if TYPE_CHECKING:
+    from ..collector.run import PreparedSession
+    from ..collector.session import Collector
+
+DEFAULT_VERIFY_EVERY_SECONDS = 60.0
+# A loop turn happens at least every aggregation window; this many missed turns, at least
+# STALL_MIN_SECONDS, means the loop is stuck (attach of 2,000 probes takes ~2 s, well below).
+STALL_WINDOWS = 10
+STALL_MIN_SECONDS = 30.0
+
+
+class Instrumentation:
+    """Wires a prepared session to the metrics listener; call `start` before attaching."""
+
+    def __init__(
+        self,
+        session: PreparedSession,
+        listen: str,
+        verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.session = session
+        self.metrics = metrics or AgentMetrics()
+        service = session.function_map.function_map.service
+        self.chain: ChainMetrics = self.metrics.chain(session.chain_id, service)
+        self.recent = RecentObservations(session.function_map)
+        aggregation = session.collector.config.aggregation_ms / 1000
+        self.health = Health(max(STALL_MIN_SECONDS, STALL_WINDOWS * aggregation))
+        self.verify_every = verify_every_seconds
+        self._listen = listen
+        self._server: MetricsServer | None = None
+        self._collecting_since: float | None = None
+        self._next_verify = 0.0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.port
+
+    def start(self) -> None:
+        """Listen, hook the sink and the writer's seals; the collector is not started yet."""
+        session = self.session
+        writer = session.writer
+        self._server = MetricsServer(self._listen, self.metrics.registry, self.health)
+        session.collector.sink = RecordingSink(session.collector.sink, self.recent)
+        writer.add_seal_listener(self.chain.sealed)
+        self.chain.opened(time.time(), writer.config.max_age_seconds, len(writer.recovered))
+
+    def collecting(self) -> None:
+        """Probes are attached: ready, and the verification clock starts."""
+        self._collecting_since = time.monotonic()
+        self._next_verify = self._collecting_since
+        self.tick(self.session.collector)
+        self.health.ready()
+
+    def tick(self, collector: Collector) -> None:
+        """Once per aggregation window, from the collector's loop."""
+        self.health.heartbeat()
+        self.chain.sync(collector, self.session.writer.open_chunk_age, time.time())
+        now = time.monotonic()
+        if self._collecting_since is not None and now >= self._next_verify:
+            self._next_verify = now + self.verify_every
+            self._verify(now - self._collecting_since)
+
+    def _verify(self, collected_seconds: float) -> None:
+        result = self.recent.verify()
+        # Before a whole lookback window has been collected a low rate says nothing about the
+        # service, only about the agent's age: the rate appears once it means something.
+        rate = None
+        if collected_seconds >= self.recent.lookback.total_seconds():
+            rate = result.observation_rate
+        self.chain.coverage(rate, len(result.unexpected_symbols))
+
+    def stopping(self) -> None:
+        self.health.not_ready("stopping: final seal")
+
+    def close(self) -> None:
+        """After the final seal: last values (probes 0, the seal counted), then stop listening."""
+        self.tick(self.session.collector)
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,201 @@
+"""`signals start --metrics-listen`: a real collection scraped over HTTP as Prometheus would.
+
+Real eBPF, a real process and a real listener; the exposition is parsed with prometheus_client's
+own parser. The map holds a lock-prefixed libcrypto function and a missing symbol, so the
+attach failure counter has something to count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collector_support import LIBCRYPTO, WORKLOAD_PURL, start_workload
+from prometheus_client.parser import text_string_to_metric_families
+
+from stella_bundle.agent.metrics import CATALOGUE
+from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.functionmap.model import ExpectedNode
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
+
+LOCK_PREFIXED = "EVP_ASYM_CIPHER_up_ref"
+MISSING = "stella_work_not_in_this_binary"
+WINDOW_SECONDS = 5  # the map's coverage window: the rate covers the last 10 s
+
+
+def _function_map(path: Path, nodes: list[ExpectedNode]) -> Path:
+    predicate = {
+        "service": "stella-workload",
+        "build_id": "test",
+        "generated_at": "2026-01-01T00:00:00.000000Z",
+        "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
+        "coverage": {
+            "min_observation_rate": 0.95,
+            "window_seconds": WINDOW_SECONDS,
+            "fail_on_unexpected": True,
+            "tag_min_rates": {},
+        },
+        "hot_functions": [],
+        "expected_paths": [
+            {"path_id": f"p{i}", "tag": "general", "priority": 1, "optional": False,
+             "nodes": [node.to_dict()]}
+            for i, node in enumerate(nodes)
+        ],
+    }  # fmt: skip
+    statement = make_statement(
+        [{"name": "sbom.json", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
+    )
+    path.write_text(json.dumps(statement))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError:
+        return 0, ""  # not listening (yet)
+
+
+Scrape = dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]
+
+
+def scrape(port: int) -> Scrape:
+    """sample name → (family type, labels → value), as Prometheus would ingest it."""
+    status, text = _get(port, "/metrics")
+    assert status == 200
+    out: Scrape = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            _, values = out.setdefault(sample.name, (family.type, {}))
+            values[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(metrics: Scrape, name: str) -> float | None:
+    series = metrics.get(name, ("", {}))[1]
+    assert len(series) <= 1, series
+    return next(iter(series.values()), None)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_real_collection_is_scraped_and_its_values_move(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    nodes = [
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_parse", binary_path=str(workload_bin)),
+        ExpectedNode.create("pkg:deb/debian/libssl3", "EVP_Digest", binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_never", binary_path=str(workload_bin)),
+        ExpectedNode.create("pkg:deb/debian/libssl3", LOCK_PREFIXED, binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, MISSING, binary_path=str(workload_bin)),
+    ]
+    fm = _function_map(tmp_path / "fm.json", nodes)
+    config = tmp_path / "stellaops.yaml"
+    config.write_text("signals:\n  rotation:\n    max_age_seconds: 1\n")
+    port = _free_port()
+    work = start_workload(workload_bin, "--crypto")
+    agent = subprocess.Popen(
+        [
+            sys.executable, "-m", "stella_bundle", "signals", "start", "--function-map", str(fm),
+            "--config", str(config), "--target", str(tmp_path / "evidence"),
+            "--key", str(test_keys.private("collector")), "--chain-id", "metrics",
+            "--pid", str(work.pid), "--aggregation-window", "200ms", "--verify-every", "0.5",
+            "--metrics-listen", f"127.0.0.1:{port}", "--quiet",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        assert agent.poll() is None, agent.communicate()
+        assert _get(port, "/healthz") == (200, "ok\n")
+        assert _get(port, "/nothing-here")[0] == 404
+
+        first = scrape(port)
+        # Every catalogued name is exposed with its type (the alert rules rely on both).
+        for spec in CATALOGUE:
+            if spec.name in (
+                "stella_observation_rate",  # appears after one lookback window
+                "stella_last_seal_timestamp_seconds",  # after the first seal
+                "stella_oldest_unsealed_timestamp_seconds",  # only while a chunk is open
+            ):
+                continue
+            assert spec.name in first, spec.name
+            assert first[spec.name][0] == spec.type, spec.name
+        labels = next(iter(first["stella_probes_attached"][1]))
+        assert dict(labels) == {"chain": "metrics", "service": "stella-workload"}
+        assert value(first, "stella_probes_attached") == 3
+        assert value(first, "stella_probe_attach_failures_total") == 2  # lock prefix + missing
+        assert value(first, "stella_probe_attach_attempts_total") == 5
+        assert value(first, "stella_observations_total") == 0
+        assert value(first, "stella_chunk_max_age_seconds") == 1
+        assert "stella_observation_rate" not in first
+
+        # The chunk opened for the failures is sealed by age within a second or two.
+        sealed = wait_for(
+            lambda: (m := scrape(port)) and value(m, "stella_chunks_sealed_total") and m,
+            15,
+            "a seal",
+        )
+        assert value(sealed, "stella_last_seal_timestamp_seconds") == pytest.approx(
+            time.time(), abs=15
+        )
+
+        time.sleep(2)  # the workload's calls land inside the first full lookback window
+        work.go()
+        moved = wait_for(
+            lambda: (m := scrape(port)) and value(m, "stella_observation_rate") is not None and m,
+            30,
+            "the observation rate",
+        )
+        assert value(moved, "stella_observations_total") == 2
+        # Coverage mode detaches a probe at its first hit: two of three are gone.
+        assert value(moved, "stella_probes_attached") == 1
+        # parse and EVP_Digest of five required paths, by the verifier's own rule.
+        assert value(moved, "stella_observation_rate") == pytest.approx(0.4)
+        assert value(moved, "stella_unexpected_symbols") == 0
+        assert value(moved, "stella_ringbuf_dropped_events_total") == 0
+        assert value(moved, "stella_observation_buffer_full_total") == 0
+        # Once the hits are older than the lookback window, the rate falls back.
+        wait_for(
+            lambda: value(scrape(port), "stella_observation_rate") == 0, 30, "the rate to fall"
+        )
+        seals_seen = value(scrape(port), "stella_chunks_sealed_total")
+        assert seals_seen is not None and seals_seen >= 2
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in stderr
+    chain = tmp_path / "evidence" / "metrics"
+    assert len(list(chain.glob("*.seal.dsse.json"))) > seals_seen  # plus the final seal
+    assert verify_chain(chain, test_keys.trust_root).passed

@@ -6,12 +6,15 @@ cd "$(dirname "$0")/.."
 
 # eBPF: libbpf1 (loader), clang/libbpf-dev/bpftool (probe rebuild check), tracefs;
 # peers for benchmarks (zstd, bpftrace); openssl + libssl-dev for the workload fixture;
-# chromium for the HTML report rendering test; iproute2/util-linux for network namespaces.
+# chromium for the HTML report rendering test; iproute2/util-linux for network namespaces;
+# postgresql (Debian 12: PostgreSQL 15, /usr/lib/postgresql/15/bin) for the store tests, which
+# start a private cluster of their own (the packaged cluster is not used).
 APT_PACKAGES=(
   libbpf1 libbpf-dev clang llvm bpftool bpftrace
   gcc libc6-dev libssl-dev openssl zstd
   util-linux iproute2 procps
   chromium
+  postgresql
 )
 
 missing=()

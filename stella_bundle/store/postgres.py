@@ -1,9 +1,604 @@
-"""PostgreSQL store: not yet built (the next commit)."""
+"""PostgreSQL store (psycopg 3): native range partitions by day on `observed_at`, COPY ingest.
+
+- Partitions are made by the store itself (no extension, air-gapped servers included): the days
+  a batch needs, plus today and tomorrow ahead, each `CREATE TABLE IF NOT EXISTS … PARTITION
+  OF` in its own short transaction before the data transaction (partition DDL locks the parent;
+  holding that through a long COPY would stall every reader).
+- Ingest is one transaction: chunk rows (provenance, seal) inserted `ON CONFLICT DO NOTHING`,
+  then one COPY of every new record, spooled to a temporary file first. A lost server aborts
+  it whole: nothing half-written.
+- Retention detaches and drops whole day partitions, listed in the result.
+- Coverage is one GROUP BY over the window in a REPEATABLE READ snapshot.
+"""
 
 from __future__ import annotations
 
-from .base import ObservationStore, StoreError
+import contextlib
+import datetime as dt
+import json
+import re
+import tempfile
+from collections.abc import Collection, Iterable, Iterator
+from typing import IO, Any, Final
+
+import psycopg
+from psycopg import sql
+
+from ..timeutil import format_timestamp, utc_now
+from .base import (
+    ChunkConflict,
+    DroppedPartition,
+    IngestResult,
+    NodeAggregation,
+    NodeRow,
+    ObservationStore,
+    Provenance,
+    PruneResult,
+    StoreChunk,
+    StoredFunctionMap,
+    StoredRecord,
+    StoredReport,
+    StoreError,
+    StoreStatus,
+    StoreUnavailableError,
+)
+from .config import redact
+from .migrations import Migration, check_sequence
+from .rows import COLUMNS, chunk_rows, day_of, join_key_ids, key_ids
+
+PARTITION_PREFIX: Final = "observations_p"
+PARTITION_RE: Final = re.compile(r"^observations_p([0-9]{8})\Z")
+DAYS_AHEAD: Final = 1  # today and this many days after it exist before data arrives
+SPOOL_IN_MEMORY: Final = 64 << 20  # COPY data beyond this goes to a temporary file
+
+# Migration advisory lock: two `stella store migrate` at once apply each version once.
+_MIGRATION_LOCK: Final = 0x57E11A
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "chunks with provenance, day-partitioned observations, function maps, reports",
+        (
+            """CREATE TABLE chunks (
+                chain_id text COLLATE "C" NOT NULL,
+                sequence bigint NOT NULL,
+                seal_sha256 text NOT NULL,
+                collector_key_ids text NOT NULL DEFAULT '',
+                signed boolean NOT NULL,
+                records integer NOT NULL,
+                seal bytea,
+                ingested_at timestamptz NOT NULL,
+                PRIMARY KEY (chain_id, sequence)
+            )""",
+            # No primary key: a partitioned table's unique keys must include observed_at.
+            # Idempotency is the chunks table's (chain, sequence) key, in the same transaction.
+            """CREATE TABLE observations (
+                chain_id text COLLATE "C" NOT NULL,
+                sequence bigint NOT NULL,
+                line integer NOT NULL,
+                observed_at timestamptz NOT NULL,
+                obs_start timestamptz NOT NULL,
+                obs_end timestamptz NOT NULL,
+                node_hash text COLLATE "C" NOT NULL,
+                function_name text NOT NULL,
+                probe_type text NOT NULL,
+                count bigint NOT NULL,
+                purl text,
+                record text NOT NULL
+            ) PARTITION BY RANGE (observed_at)""",
+            """CREATE TABLE function_maps (
+                digest text PRIMARY KEY,
+                service text NOT NULL,
+                statement bytea NOT NULL,
+                envelope bytea,
+                signed boolean NOT NULL,
+                signature_checked boolean NOT NULL,
+                signers text NOT NULL DEFAULT '',
+                stored_at timestamptz NOT NULL
+            )""",
+            """CREATE TABLE verification_reports (
+                id bigserial PRIMARY KEY,
+                function_map_digest text NOT NULL,
+                created_at timestamptz NOT NULL,
+                window_from timestamptz,
+                window_to timestamptz,
+                verified boolean NOT NULL,
+                report text NOT NULL
+            )""",
+            "CREATE INDEX verification_reports_map ON verification_reports (function_map_digest)",
+        ),
+    ),
+)
+LATEST: Final = check_sequence(MIGRATIONS)
+
+_WINDOW: Final = (
+    "(%(f)s::timestamptz IS NULL OR obs_end >= %(f)s::timestamptz) AND "
+    "(%(t)s::timestamptz IS NULL OR obs_start <= %(t)s::timestamptz)"
+)
 
 
-def PostgresStore(url: str) -> ObservationStore:
-    raise StoreError("the PostgreSQL store is not built yet")
+def partition_name(day: dt.date) -> str:
+    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+
+
+def _ts(value: dt.datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
+
+
+def _copy_text(value: object) -> str:
+    """One field in COPY's text format."""
+    if value is None:
+        return "\\N"
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return text
+
+
+class PostgresStore(ObservationStore):
+    backend = "postgres"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, redact(url))
+        try:
+            self.db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.ProgrammingError as exc:  # a URL libpq cannot parse
+            raise StoreError(f"store {self.display_url}: {exc}", field="--store") from exc
+        except psycopg.Error as exc:
+            raise self._fail("cannot connect", exc) from exc
+        try:
+            self.db.execute("SET TimeZone = 'UTC'")
+        except psycopg.Error as exc:
+            raise self._fail("cannot set up the session", exc) from exc
+        self._partitions: set[str] | None = None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _fail(self, action: str, exc: BaseException) -> StoreUnavailableError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailableError(
+            f"store {self.display_url}: {action}, nothing written: {detail}"
+        )
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Database failures become one line naming the store (exit 2); the transaction the
+        failure interrupted is rolled back by the server."""
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._partitions = None
+            raise self._fail(action, exc) from exc
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._guard("reading the schema version"):
+            row = self.db.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+            if not row or not row[0]:
+                return 0
+            version = self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            return int(version[0] or 0) if version else 0
+
+    def latest_version(self) -> int:
+        return LATEST
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self._guard("migrating"):
+            for migration in MIGRATIONS:
+                with self.db.transaction():
+                    self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                    self.db.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY "
+                        "KEY, description text NOT NULL, applied_at timestamptz NOT NULL)"
+                    )
+                    done = self.db.execute(
+                        "SELECT 1 FROM schema_migrations WHERE version = %s",
+                        (migration.version,),
+                    ).fetchone()
+                    if done:
+                        continue
+                    for statement in migration.statements:
+                        self.db.execute(statement.encode())
+                    self.db.execute(
+                        "INSERT INTO schema_migrations VALUES (%s, %s, now())",
+                        (migration.version, migration.description),
+                    )
+                    applied.append(migration.version)
+        if self.schema_version() >= 1:
+            self.ensure_partitions(())
+        return applied
+
+    def partitions(self) -> list[str]:
+        with self._guard("listing partitions"):
+            rows = self.db.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'observations' "
+                "AND p.relnamespace = to_regnamespace(current_schema()) ORDER BY 1"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def ensure_partitions(self, days: Iterable[dt.date], now: dt.datetime | None = None) -> None:
+        """Create the day partitions of `days`, and of today and DAYS_AHEAD days after it."""
+        today = (now or utc_now()).astimezone(dt.UTC).date()
+        wanted = set(days) | {today + dt.timedelta(days=n) for n in range(DAYS_AHEAD + 1)}
+        if self._partitions is None:
+            self._partitions = set(self.partitions())
+        with self._guard("creating partitions"):
+            for day in sorted(wanted):
+                name = partition_name(day)
+                if name in self._partitions:
+                    continue
+                start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+                end = start + dt.timedelta(days=1)
+                self.db.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF observations "
+                        "FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        sql.Identifier(name),
+                        sql.Literal(format_timestamp(start)),
+                        sql.Literal(format_timestamp(end)),
+                    )
+                )
+                self._partitions.add(name)
+
+    def status(self) -> StoreStatus:
+        version = self.schema_version()
+        status = StoreStatus(self.display_url, self.backend, version, LATEST)
+        if version == 0:
+            return status
+        with self._guard("reading the status"):
+            row = self.db.execute(
+                "SELECT count(*), min(observed_at), max(observed_at) FROM observations"
+            ).fetchone()
+            assert row is not None
+            status.records = int(row[0])
+            status.first_observed_at, status.last_observed_at = _ts(row[1]), _ts(row[2])
+            row = self.db.execute(
+                "SELECT count(*), count(DISTINCT chain_id) FROM chunks"
+            ).fetchone()
+            assert row is not None
+            status.chunks, status.chains = int(row[0]), int(row[1])
+            status.function_maps = int(self._one("SELECT count(*) FROM function_maps"))
+            status.reports = int(self._one("SELECT count(*) FROM verification_reports"))
+        status.partitions = self.partitions()
+        return status
+
+    def _one(self, query: str, params: Any = None) -> Any:
+        row = self.db.execute(query.encode(), params).fetchone()
+        return None if row is None else row[0]
+
+    # --- evidence ---------------------------------------------------------------------------
+
+    def stored_seals(self, chain_id: str) -> dict[int, str]:
+        with self._guard("reading stored seals"):
+            rows = self.db.execute(
+                "SELECT sequence, seal_sha256 FROM chunks WHERE chain_id = %s", (chain_id,)
+            ).fetchall()
+        return {int(s): str(d) for s, d in rows}
+
+    def store_chunks(self, chunks: Iterable[StoreChunk]) -> IngestResult:
+        result = IngestResult()
+        known: dict[str, dict[int, str]] = {}
+        new: list[tuple[Provenance, int, bytes | None]] = []
+        offered: set[tuple[str, int]] = set()
+        days: set[dt.date] = set()
+        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+b") as spool:
+            # Pass 1: what is new, what conflicts, and the COPY data of the new records.
+            for chunk in chunks:
+                p = chunk.provenance
+                seals = known.get(p.chain_id)
+                if seals is None:
+                    seals = known[p.chain_id] = self.stored_seals(p.chain_id)
+                stored = seals.get(p.sequence)
+                if stored is not None:
+                    if stored != p.seal_sha256:
+                        result.conflicts.append(
+                            ChunkConflict(p.chain_id, p.sequence, stored, p.seal_sha256)
+                        )
+                    else:
+                        result.chunks_already_stored += 1
+                    continue
+                if (p.chain_id, p.sequence) in offered:
+                    continue
+                offered.add((p.chain_id, p.sequence))
+                new.append((p, len(chunk.records), chunk.seal))
+                lines = []
+                for row in chunk_rows(chunk):
+                    days.add(day_of(row.observed_at))
+                    lines.append("\t".join(map(_copy_text, row)))
+                if lines:
+                    spool.write(("\n".join(lines) + "\n").encode("utf-8"))
+                result.records_stored += len(chunk.records)
+            if result.conflicts:
+                return IngestResult(
+                    chunks_already_stored=result.chunks_already_stored,
+                    conflicts=result.conflicts,
+                )
+            if not new:
+                return result
+            self.ensure_partitions(days)
+            # Pass 2: one transaction. A chunk stored meanwhile by another ingest shows as a
+            # chunk row not inserted: the transaction is abandoned (rolled back) and said.
+            with self._guard("ingest interrupted"), self.db.transaction():
+                now = utc_now()
+                with self.db.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        [
+                            (
+                                p.chain_id,
+                                p.sequence,
+                                p.seal_sha256,
+                                join_key_ids(p.collector_key_ids),
+                                p.signed,
+                                count,
+                                seal,
+                                now,
+                            )
+                            for p, count, seal in new
+                        ],
+                    )
+                    inserted = cursor.rowcount
+                if inserted != len(new):
+                    raise StoreError(
+                        f"store {self.display_url}: another ingest stored some of these chunks "
+                        "meanwhile; nothing written by this one, run it again (ingest is "
+                        "idempotent)"
+                    )
+                spool.seek(0)
+                self._copy(spool)
+        result.chunks_stored = len(new)
+        return result
+
+    def _copy(self, spool: IO[bytes]) -> None:
+        statement = sql.SQL("COPY observations ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        )
+        with self.db.cursor() as cursor, cursor.copy(statement) as copy:
+            for block in iter(lambda: spool.read(1 << 20), b""):
+                copy.write(block)
+
+    def iter_records(
+        self, window_from: str | None = None, window_to: str | None = None
+    ) -> Iterator[StoredRecord]:
+        with (
+            self._guard("reading records"),
+            self.db.transaction(),
+            self.db.cursor(name="stella_records") as cursor,
+        ):
+            cursor.itersize = 10_000
+            cursor.execute(
+                "SELECT record, chain_id, sequence, line FROM observations WHERE "
+                + _WINDOW
+                + " ORDER BY chain_id, sequence, line",
+                {"f": window_from, "t": window_to},
+            )
+            for record, chain_id, sequence, line in cursor:
+                yield StoredRecord(json.loads(record), chain_id, int(sequence), int(line))
+
+    def aggregate_nodes(
+        self,
+        window_from: str | None = None,
+        window_to: str | None = None,
+        expected: Collection[str] = (),
+    ) -> NodeAggregation:
+        params = {"f": window_from, "t": window_to}
+        with (
+            self._guard("aggregating"),
+            self.db.transaction(),
+            self.db.cursor() as cursor,
+        ):
+            # One snapshot for the groups, the names and the total.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute(
+                "SELECT node_hash, sum(count)::bigint, min(obs_start), max(obs_end), "
+                "array_agg(DISTINCT probe_type), count(*) FROM observations WHERE "
+                + _WINDOW
+                + " GROUP BY node_hash",
+                params,
+            )
+            groups = cursor.fetchall()
+            # Names only for nodes outside the map: the map's nodes are named by the map.
+            cursor.execute(
+                'CREATE TEMP TABLE expected_nodes (node_hash text COLLATE "C" PRIMARY KEY) '
+                "ON COMMIT DROP"
+            )
+            with cursor.copy("COPY expected_nodes (node_hash) FROM STDIN") as copy:
+                for node_hash in expected:
+                    copy.write_row((node_hash,))
+            cursor.execute("ANALYZE expected_nodes")
+            cursor.execute(
+                "SELECT DISTINCT ON (o.node_hash) o.node_hash, o.function_name, o.purl "
+                "FROM observations o WHERE "
+                + _WINDOW
+                + " AND NOT EXISTS (SELECT 1 FROM expected_nodes e WHERE e.node_hash = "
+                "o.node_hash) ORDER BY o.node_hash, o.chain_id, o.sequence, o.line",
+                params,
+            )
+            names = {h: (n, p) for h, n, p in cursor.fetchall()}
+            cursor.execute("SELECT count(*) FROM observations")
+            total_row = cursor.fetchone()
+        rows = []
+        in_window = 0
+        for node_hash, count, first, last, probes, records in groups:
+            name, purl = names.get(node_hash, ("", None))
+            rows.append(
+                NodeRow(
+                    node_hash,
+                    int(count),
+                    format_timestamp(first),
+                    format_timestamp(last),
+                    tuple(probes),
+                    name,
+                    purl,
+                )
+            )
+            in_window += int(records)
+        return NodeAggregation(rows, int(total_row[0]) if total_row else 0, in_window)
+
+    def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
+        with self._guard("reading provenance"):
+            row = self.db.execute(
+                "SELECT seal_sha256, collector_key_ids, signed FROM chunks "
+                "WHERE chain_id = %s AND sequence = %s",
+                (chain_id, sequence),
+            ).fetchone()
+        if row is None:
+            return None
+        return Provenance(chain_id, sequence, row[0], key_ids(row[1]), bool(row[2]))
+
+    def seal_bytes(self, chain_id: str, sequence: int) -> bytes | None:
+        with self._guard("reading a seal"):
+            value = self._one(
+                "SELECT seal FROM chunks WHERE chain_id = %s AND sequence = %s",
+                (chain_id, sequence),
+            )
+        return None if value is None else bytes(value)
+
+    def prune(self, cutoff: dt.datetime) -> PruneResult:
+        boundary = cutoff.astimezone(dt.UTC).date()
+        result = PruneResult(
+            format_timestamp(
+                dt.datetime(boundary.year, boundary.month, boundary.day, tzinfo=dt.UTC)
+            )
+        )
+        names = self.partitions()
+        with self._guard("pruning"), self.db.transaction():
+            for name in names:
+                match = PARTITION_RE.match(name)
+                if match is None:
+                    continue
+                day = dt.datetime.strptime(match.group(1), "%Y%m%d").date()
+                if day >= boundary:  # its upper bound is after the cutoff day's start
+                    continue
+                table = sql.Identifier(name)
+                count = self.db.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+                records = int(count[0]) if count else 0
+                self.db.execute(
+                    sql.SQL("ALTER TABLE observations DETACH PARTITION {}").format(table)
+                )
+                self.db.execute(sql.SQL("DROP TABLE {}").format(table))
+                result.partitions_dropped.append(DroppedPartition(name, day.isoformat(), records))
+                result.records_removed += records
+        self._partitions = None
+        return result
+
+    # --- function maps and reports ----------------------------------------------------------
+
+    def put_function_map(self, function_map: StoredFunctionMap) -> bool:
+        m = function_map
+        with self._guard("storing a function map"):
+            cursor = self.db.execute(
+                "INSERT INTO function_maps VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    m.digest,
+                    m.service,
+                    m.statement,
+                    m.envelope,
+                    m.signed,
+                    m.signature_checked,
+                    join_key_ids(m.signers),
+                    m.stored_at,
+                ),
+            )
+        return cursor.rowcount == 1
+
+    @staticmethod
+    def _map(row: Any) -> StoredFunctionMap:
+        digest, service, statement, envelope, signed, checked, signers, stored_at = row
+        return StoredFunctionMap(
+            digest,
+            service,
+            bytes(statement),
+            None if envelope is None else bytes(envelope),
+            bool(signed),
+            bool(checked),
+            key_ids(signers),
+            format_timestamp(stored_at),
+        )
+
+    def get_function_map(self, digest: str) -> StoredFunctionMap | None:
+        with self._guard("reading a function map"):
+            row = self.db.execute(
+                "SELECT * FROM function_maps WHERE digest = %s", (digest,)
+            ).fetchone()
+        return None if row is None else self._map(row)
+
+    def list_function_maps(self) -> list[StoredFunctionMap]:
+        with self._guard("listing function maps"):
+            rows = self.db.execute(
+                "SELECT * FROM function_maps ORDER BY stored_at, digest"
+            ).fetchall()
+        return [self._map(row) for row in rows]
+
+    def put_report(
+        self,
+        function_map_digest: str,
+        window_from: str | None,
+        window_to: str | None,
+        verified: bool,
+        report: dict[str, Any],
+    ) -> StoredReport:
+        with self._guard("storing a report"):
+            row = self.db.execute(
+                "INSERT INTO verification_reports (function_map_digest, created_at, window_from, "
+                "window_to, verified, report) VALUES (%s, now(), %s, %s, %s, %s) "
+                "RETURNING id, created_at",
+                (
+                    function_map_digest,
+                    window_from,
+                    window_to,
+                    verified,
+                    json.dumps(report, sort_keys=True),
+                ),
+            ).fetchone()
+        assert row is not None
+        return StoredReport(
+            int(row[0]),
+            function_map_digest,
+            format_timestamp(row[1]),
+            window_from,
+            window_to,
+            verified,
+            report,
+        )
+
+    @staticmethod
+    def _report(row: Any) -> StoredReport:
+        report_id, digest, created, window_from, window_to, verified, text = row
+        return StoredReport(
+            int(report_id),
+            digest,
+            format_timestamp(created),
+            _ts(window_from),
+            _ts(window_to),
+            bool(verified),
+            json.loads(text),
+        )
+
+    def get_report(self, report_id: int) -> StoredReport | None:
+        with self._guard("reading a report"):
+            row = self.db.execute(
+                "SELECT * FROM verification_reports WHERE id = %s", (report_id,)
+            ).fetchone()
+        return None if row is None else self._report(row)
+
+    def list_reports(self, function_map_digest: str | None = None) -> list[StoredReport]:
+        with self._guard("listing reports"):
+            rows = self.db.execute(
+                "SELECT * FROM verification_reports WHERE (%(d)s::text IS NULL OR "
+                "function_map_digest = %(d)s::text) ORDER BY id",
+                {"d": function_map_digest},
+            ).fetchall()
+        return [self._report(row) for row in rows]

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,12 @@ def _pg_unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+def pg_cluster() -> Iterator[PgCluster]:
     if not (PG_BIN / "initdb").exists():
         _pg_unavailable(f"{PG_BIN}/initdb not found (scripts/setup.sh installs postgresql)")
-    base = tmp_path_factory.mktemp("pg")
+    # Not under pytest's temporary root: pytest keeps /tmp/pytest-of-<user> at mode 0700
+    # (and resets it when any session starts), which the server user cannot traverse.
+    base = Path(tempfile.mkdtemp(prefix="stella-pg-"))
     user = None
     if os.geteuid() == 0:
         user = "postgres"
@@ -105,14 +108,7 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
             entry = pwd.getpwnam(user)
         except KeyError:
             _pg_unavailable("running as root and there is no 'postgres' user")
-        # The server user must reach its directory: every parent traversable, the dir its own.
         shutil.chown(base, entry.pw_uid, entry.pw_gid)
-        for parent in base.parents:
-            if parent == Path("/"):
-                break
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                os.chmod(parent, mode | 0o001)
     cluster = PgCluster(base / "data", base, user, 5432 + os.getpid() % 1000)
     try:
         subprocess.run(
@@ -155,7 +151,7 @@ def pg_url(pg_cluster: PgCluster) -> str:
     return pg_cluster.create_database(f"store_{os.getpid()}_{next(_COUNTER)}")
 
 
-BACKENDS = ("memory", "sqlite")  # postgres: next commit
+BACKENDS = ("memory", "sqlite", "postgres")
 
 
 @pytest.fixture(params=BACKENDS)

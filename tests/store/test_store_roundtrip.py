@@ -90,7 +90,7 @@ def test_roundtrip_every_backend(
         assert hashlib.sha256(seal).hexdigest() == provenance.seal_sha256
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_roundtrip_cli(
     backend: str, evidence: Path, tmp_path: Path, test_keys: Any, run_cli: Any, request: Any
 ) -> None:

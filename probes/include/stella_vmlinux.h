@@ -130,6 +130,36 @@ struct sockaddr_in6 {
 	__u32 sin6_scope_id;
 };
 
+/* BTF-typed programs (fentry, tp_btf): only the fields read; CO-RE finds each field in the
+ * running kernel's layout, anonymous unions included (skc_daddr, skc_dport). */
+struct open_how {
+	__u64 flags;
+	__u64 mode;
+	__u64 resolve;
+};
+
+struct linux_binprm {
+	const char *filename;
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
+struct bpf_raw_tracepoint_args {
+	__u64 args[0];
+};
+
 #pragma clang attribute pop
 
 #endif /* STELLA_VMLINUX_H */

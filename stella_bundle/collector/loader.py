@@ -27,7 +27,14 @@ from .events import (
     StellaConfig,
 )
 from .features import CAPABILITY_HINT, TRACEFS_HINT, KernelFeatures
-from .libbpf import BPF_TRACE_UPROBE_MULTI, BpfError, Libbpf, RingBuffer
+from .libbpf import (
+    BPF_TRACE_FENTRY,
+    BPF_TRACE_FEXIT,
+    BPF_TRACE_UPROBE_MULTI,
+    BpfError,
+    Libbpf,
+    RingBuffer,
+)
 from .lockfile import LOCK_NAME, PACKAGE_BPF_DIR, ProbeLock, load_lock, verified_bytes
 
 DEFAULT_RING_SIZE: Final = 1 << 22  # 4 MiB; a power of two multiple of the page size
@@ -170,6 +177,23 @@ class ProbeRuntime:
                 self.lib.check_int("bpf_object__load", self.lib.lib.bpf_object__load(handle))
             except BpfError as exc:
                 self.lib.lib.bpf_object__close(handle)
+                # A type the doctor's trial found refused (fentry under lockdown) explains the
+                # failure better than a generic permission hint.
+                refused = sorted(
+                    {
+                        p.attach_type
+                        for p in self.probe_set.lock.objects[name].programs
+                        if p.name in wanted[name] and not self.features.has(p.attach_type)
+                    }
+                    & set(self.features.attach_types)
+                )
+                if refused and self.features.has("bpf_syscall"):
+                    reasons = "; ".join(
+                        f"{t}: {self.features.attach_types[t].evidence()}" for t in refused
+                    )
+                    raise CollectorEnvironmentError(
+                        f"loading probe object {name}: {exc.strerror}; {reasons}"
+                    ) from exc
                 raise explain(exc, f"loading probe object {name}", self.features) from exc
             fds = {map_name: int(self.lib.lib.bpf_map__fd(m)) for map_name, m in maps.items()}
             loaded = LoadedObject(name, handle, buffer, programs, fds)
@@ -210,6 +234,25 @@ class ProbeRuntime:
             return Link(self.lib.attach_tracepoint(prog, category, name, cookie))
         except BpfError as exc:
             raise explain(exc, f"attaching tracepoint {tracepoint}", self.features) from exc
+
+    def attach_raw_tracepoint(self, obj: str, program: str, name: str | None, cookie: int) -> Link:
+        """A raw tracepoint (by name) or a tp_btf program (name None: its BTF target)."""
+        prog = self.objects[obj].programs[program]
+        try:
+            return Link(self.lib.attach_raw_tracepoint(prog, name, cookie), True)
+        except BpfError as exc:
+            what = f"attaching {'raw tracepoint ' + name if name else 'tp_btf ' + program}"
+            raise explain(exc, what, self.features) from exc
+
+    def attach_tracing(self, obj: str, program: str, attach_type: str, cookie: int) -> Link:
+        """fentry/fexit (never executed on the development machine: its kernel refuses them)."""
+        kind = BPF_TRACE_FENTRY if attach_type == "fentry" else BPF_TRACE_FEXIT
+        try:
+            return Link(
+                self.lib.attach_tracing(self.objects[obj].programs[program], kind, cookie), True
+            )
+        except BpfError as exc:
+            raise explain(exc, f"attaching {attach_type} {program}", self.features) from exc
 
     def attach_kprobe(self, obj: str, program: str, function: str, cookie: int) -> Link:
         try:

@@ -99,7 +99,27 @@ def programs_of(data: bytes) -> tuple[ProgramInfo, ...]:
     return tuple(sorted(found, key=lambda p: p.name))
 
 
+def btf_sections(data: bytes) -> dict[str, list[str]]:
+    """Section -> the CO-RE relocations libbpf applies to its programs at load (build time)."""
+    from elftools.elf.elffile import ELFFile
+
+    from .btfinfo import core_relocations
+
+    elf = ELFFile(io.BytesIO(data))
+    btf, ext = elf.get_section_by_name(".BTF"), elf.get_section_by_name(".BTF.ext")
+    if btf is None or ext is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for relocation in core_relocations(btf.data(), ext.data()):
+        entries = out.setdefault(relocation.section, [])
+        if relocation.describe() not in entries:
+            entries.append(relocation.describe())
+    return {section: sorted(entries) for section, entries in sorted(out.items())}
+
+
 def describe_object(name: str, data: bytes) -> dict[str, Any]:
+    from .btfinfo import btf_target
+
     programs = programs_of(data)
     needs = set(BASE_FEATURES)
     optional: set[str] = set()
@@ -112,8 +132,13 @@ def describe_object(name: str, data: bytes) -> dict[str, Any]:
         "sha256": hashlib.sha256(data).hexdigest(),
         "size": len(data),
         "programs": [
-            {"name": p.name, "section": p.section, "attach_type": p.attach_type} for p in programs
+            {"name": p.name, "section": p.section, "attach_type": p.attach_type}
+            | ({"btf_target": target} if (target := btf_target(p.section)) else {})
+            for p in programs
         ],
+        # Recorded so a reviewer sees which kernel types and fields each program reads, and
+        # tests check them against a kernel's BTF where the programs cannot run (fentry here).
+        "core_relocations": btf_sections(data),
         "min_kernel_features": sorted(needs),
         "optional_kernel_features": sorted(optional - needs),
     }

@@ -49,21 +49,54 @@ _FILE = KernelSource(
     "file",
     KIND_FILE,
     {
+        "fentry": ("file.bpf.o", "stella_fe_openat", "do_sys_openat2"),
         "kprobe": ("file.bpf.o", "stella_kp_openat", "do_sys_openat2"),
+        "tp_btf": ("file.bpf.o", "stella_btf_openat", "sys_enter"),
+        "raw_tracepoint": ("file.bpf.o", "stella_raw_openat", "sys_enter"),
         "tracepoint": ("file.bpf.o", "stella_tp_openat", "syscalls/sys_enter_openat"),
+    },
+)
+_FILE_OPEN = KernelSource(
+    "file",
+    KIND_FILE,
+    {
+        "fentry": ("file.bpf.o", "stella_fe_file_open", "security_file_open"),
+        "kprobe": ("file.bpf.o", "stella_kp_file_open", "security_file_open"),
     },
 )
 _EXEC = KernelSource(
     "exec",
     KIND_EXEC,
-    {"tracepoint": ("exec.bpf.o", "stella_tp_exec", "sched/sched_process_exec")},
+    {
+        "fentry": ("exec.bpf.o", "stella_fe_exec", "security_bprm_check"),
+        "tp_btf": ("exec.bpf.o", "stella_btf_exec", "sched_process_exec"),
+        "raw_tracepoint": ("exec.bpf.o", "stella_raw_exec", "sched_process_exec"),
+        "tracepoint": ("exec.bpf.o", "stella_tp_exec", "sched/sched_process_exec"),
+    },
 )
 _NET = KernelSource(
     "net",
     KIND_NET,
     {
+        "fentry": ("net.bpf.o", "stella_fe_tcp_connect", "tcp_connect"),
         "kprobe": ("net.bpf.o", "stella_kp_tcp_connect", "tcp_connect"),
+        "tp_btf": ("net.bpf.o", "stella_btf_connect", "sys_enter"),
+        "raw_tracepoint": ("net.bpf.o", "stella_raw_connect", "sys_enter"),
         "tracepoint": ("net.bpf.o", "stella_tp_inet_sock_set_state", "sock/inet_sock_set_state"),
+    },
+)
+# TCP state changes: the named tracepoint itself (its old and new state are the evidence).
+_TCP_STATE = KernelSource(
+    "net",
+    KIND_NET,
+    {"tracepoint": ("net.bpf.o", "stella_tp_inet_sock_set_state", "sock/inet_sock_set_state")},
+)
+_ACCEPT = KernelSource(
+    "net",
+    KIND_NET,
+    {
+        "fentry": ("net.bpf.o", "stella_fe_accept", "inet_csk_accept"),
+        "kprobe": ("net.bpf.o", "stella_kp_accept", "inet_csk_accept"),
     },
 )
 # Kernel symbols a function map may name, with the source that observes them.
@@ -71,13 +104,21 @@ KERNEL_SOURCES: Final[dict[str, KernelSource]] = {
     "openat": _FILE,
     "sys_openat": _FILE,
     "do_sys_openat2": _FILE,
+    "security_file_open": _FILE_OPEN,
     "execve": _EXEC,
     "sys_execve": _EXEC,
     "sched_process_exec": _EXEC,
-    "inet_sock_set_state": _NET,
+    "security_bprm_check": _EXEC,
+    "inet_sock_set_state": _TCP_STATE,
+    "tcp_set_state": _TCP_STATE,
     "tcp_connect": _NET,
-    "tcp_set_state": _NET,
+    "connect": _NET,
+    "sys_connect": _NET,
+    "inet_csk_accept": _ACCEPT,
 }
+# The probe_type recorded for an attach type: a BTF-typed tracepoint (tp_btf) is attached as a
+# raw tracepoint and the record format's enum has no separate name for it (DESIGN.md §4).
+RECORDED_PROBE_TYPE: Final[dict[str, str]] = {"tp_btf": "raw_tracepoint"}
 # User-space symbols with a dedicated program: (object, program, kind, category).
 SPECIAL_UPROBES: Final[dict[str, tuple[str, str, int, str]]] = {
     "connect": ("net.bpf.o", "stella_libc_connect", KIND_NET, "libc-net"),
@@ -105,12 +146,19 @@ class AttachSpec:
     node_hash: str
     category: str
     kind: int
-    attach_type: str  # uprobe, tracepoint, kprobe (the probe_type of every record)
+    attach_type: str  # the attach type used: uprobe, tracepoint, tp_btf, fentry...
     object_name: str
     program: str
-    target: str  # binary path, "category/name" or kernel function
+    # binary path (uprobes), "category/name" (tracepoints), tracepoint name (raw tracepoints,
+    # tp_btf) or kernel function (fentry, kprobe)
+    target: str
     offset: int = 0
     build_id: str | None = None
+
+    @property
+    def probe_type(self) -> str:
+        """What every record of this node says fired (tp_btf is recorded as raw_tracepoint)."""
+        return RECORDED_PROBE_TYPE.get(self.attach_type, self.attach_type)
 
     @property
     def in_kernel_mode(self) -> bool:

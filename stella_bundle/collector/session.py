@@ -223,15 +223,17 @@ class Collector:
 
     def _attach(self, spec: AttachSpec) -> Link:
         self.attach_attempts += 1
+        obj, program, target, cookie = spec.object_name, spec.program, spec.target, spec.index
         if spec.attach_type == "uprobe":
-            return self.runtime.attach_uprobe(
-                spec.object_name, spec.program, spec.target, spec.offset, spec.index
-            )
+            return self.runtime.attach_uprobe(obj, program, target, spec.offset, cookie)
         if spec.attach_type == "tracepoint":
-            return self.runtime.attach_tracepoint(
-                spec.object_name, spec.program, spec.target, spec.index
-            )
-        return self.runtime.attach_kprobe(spec.object_name, spec.program, spec.target, spec.index)
+            return self.runtime.attach_tracepoint(obj, program, target, cookie)
+        if spec.attach_type in ("raw_tracepoint", "tp_btf"):
+            name = target if spec.attach_type == "raw_tracepoint" else None
+            return self.runtime.attach_raw_tracepoint(obj, program, name, cookie)
+        if spec.attach_type in ("fentry", "fexit"):
+            return self.runtime.attach_tracing(obj, program, spec.attach_type, cookie)
+        return self.runtime.attach_kprobe(obj, program, target, cookie)
 
     def _detach_all(self) -> None:
         self.runtime.detach_many(self.links.values())
@@ -351,7 +353,7 @@ class Collector:
         record: dict[str, Any] = {
             "node_hash": spec.node_hash,
             "function_name": spec.symbol,
-            "probe_type": spec.attach_type,
+            "probe_type": spec.probe_type,
             "observed_at": self._timestamp(event.ts_ns),
             "purl": spec.purl,
             "kind": KIND_NAMES.get(event.kind, "function"),

@@ -123,7 +123,7 @@ def test_signals_start_writes_a_chain_that_verifies(
         assert (node.node_hash in observed) == (node.symbol != "stella_work_never"), node.symbol
     for record in records:
         assert record["pid"] == work.pid and record["comm"] == "stella-workload"
-        assert record["probe_type"] in ("uprobe", "tracepoint")
+        assert record["probe_type"] in ("uprobe", "tracepoint", "raw_tracepoint")
     seal = json.loads((chain / "0000000001.seal.dsse.json").read_text())
     assert seal["payloadType"] == "application/vnd.in-toto+json"
 

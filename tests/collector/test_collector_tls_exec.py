@@ -99,4 +99,5 @@ def test_tls_and_exec_sources_observe_openssl(
     assert any(r.get("details", {}).get("bytes_requested") == 6 for r in writes), writes
     execs = [r for r in sink.records if r["kind"] == "exec"]
     assert any(r["details"]["path"].endswith("/openssl") for r in execs)
-    assert all(r["probe_type"] == "tracepoint" for r in execs)
+    exec_type = next(s.probe_type for s in plan.specs if s.symbol == "execve")
+    assert all(r["probe_type"] == exec_type for r in execs)

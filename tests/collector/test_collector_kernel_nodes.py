@@ -1,0 +1,190 @@
+"""Kernel function nodes (pkg:generic/linux-kernel) observed through the best attach type this
+kernel loads, walked down the fallback chain; fentry objects built, locked and checked against
+this kernel's BTF although this kernel refuses to run them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stella_bundle.collector.btfinfo import CoreRelocation, kernel_btf, unresolved
+from stella_bundle.collector.events import StellaConfig
+from stella_bundle.collector.features import KERNEL_ORDER, KernelFeatures, detect
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.lockfile import LOCK_NAME, PACKAGE_BPF_DIR
+from stella_bundle.collector.plan import KERNEL_SOURCES, RECORDED_PROBE_TYPE, build_plan
+from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.collector.trial import lockdown_mode
+from stella_bundle.errors import CollectorEnvironmentError
+from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.jsonio import load_json_object
+
+KERNEL = "pkg:generic/linux-kernel"
+NODES = ("do_sys_openat2", "tcp_connect", "sched_process_exec")
+
+
+def _chain(features: KernelFeatures) -> list[frozenset[str]]:
+    """Disable sets walking the kernel fallback chain: the best type, then each next one."""
+    available = [t for t in KERNEL_ORDER if features.has(t)]
+    return [frozenset(available[:i]) for i in range(len(available))]
+
+
+def _exercise(tmp_path: Path) -> tuple[str, int, str]:
+    """Open a unique file, connect to a fresh port, exec a uniquely named binary."""
+    opened = tmp_path / f"opened-{os.getpid()}"
+    opened.write_text("x")
+    opened.read_text()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    socket.create_connection(("127.0.0.1", port)).close()
+    server.close()
+    binary = tmp_path / "stella-exec-probe"
+    shutil.copy("/bin/true", binary)
+    subprocess.run([str(binary)], check=True)
+    return str(opened), port, str(binary)
+
+
+@pytest.mark.ebpf
+def test_kernel_nodes_observed_through_the_best_type_down_the_chain(
+    ebpf: None, features: KernelFeatures, tmp_path: Path
+) -> None:
+    # Every kernel type that loads here, best first (fentry too, on a kernel that allows it;
+    # this machine's chain is tp_btf, raw_tracepoint, tracepoint).
+    chain = _chain(features)
+    assert len(chain) >= 2
+    for step, disabled in enumerate(chain):
+        _observe_kernel_nodes(tmp_path / str(step), disabled)
+
+
+def _observe_kernel_nodes(tmp_path: Path, disabled: frozenset[str]) -> None:
+    tmp_path.mkdir()
+    detected = detect(disable=disabled)
+    plan = build_plan([ExpectedNode.create(KERNEL, s) for s in NODES], detected)
+    assert not plan.unobservable, plan.unobservable
+    chosen = {spec.symbol: spec for spec in plan.specs}
+    for symbol in NODES:
+        variants = next(v for n, v in KERNEL_SOURCES.items() if n == symbol).variants
+        best = next(t for t in KERNEL_ORDER if t in variants and detected.has(t))
+        assert chosen[symbol].attach_type == best and best not in disabled
+    sink = MemorySink()
+    collector = Collector(
+        plan, ProbeRuntime(ProbeSet.open(), detected), sink, CollectorConfig(mode="trace")
+    )
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    try:
+        path, port, binary = _exercise(tmp_path)
+        time.sleep(1.3)
+    finally:
+        stop.set()
+        thread.join()
+        collector.stop()
+    records: dict[str, list[dict[str, Any]]] = {}
+    for record in sink.records:
+        records.setdefault(record["function_name"], []).append(record)
+    for symbol in NODES:
+        expected = RECORDED_PROBE_TYPE.get(chosen[symbol].attach_type, chosen[symbol].attach_type)
+        assert {r["probe_type"] for r in records[symbol]} == {expected}
+    assert any(r["details"].get("path") == path for r in records["do_sys_openat2"])
+    assert any(r["details"].get("port") == port for r in records["tcp_connect"])
+    assert any(r["details"].get("path") == binary for r in records["sched_process_exec"])
+    if chosen["sched_process_exec"].attach_type == "tp_btf":
+        assert records["sched_process_exec"][0]["probe_type"] == "raw_tracepoint"
+
+
+@pytest.mark.ebpf
+def test_kernel_function_no_type_can_reach_is_reported_at_map_load(
+    ebpf: None, features: KernelFeatures
+) -> None:
+    nodes = [
+        ExpectedNode.create(KERNEL, "inet_csk_accept"),
+        ExpectedNode.create(KERNEL, "security_file_open"),
+        ExpectedNode.create(KERNEL, "no_such_kernel_function"),
+    ]
+    plan = build_plan(nodes, features)
+    reasons = {u.symbol: u.reason for u in plan.unobservable}
+    if not features.has("fentry") and not features.has("kprobe"):
+        assert not plan.specs
+        for symbol in ("inet_csk_accept", "security_file_open"):
+            assert "no attach type can reach it" in reasons[symbol]
+            assert "fentry unavailable" in reasons[symbol]
+            assert "kprobe unavailable" in reasons[symbol]
+    assert "has no probe" in reasons["no_such_kernel_function"]
+
+
+def _lock() -> dict[str, Any]:
+    return load_json_object(PACKAGE_BPF_DIR / LOCK_NAME, "lock")
+
+
+def test_fentry_objects_are_locked_with_their_btf_targets_and_relocations() -> None:
+    fentry: dict[str, str] = {}
+    for entry in _lock()["objects"]:
+        for program in entry["programs"]:
+            if program["attach_type"] == "fentry":
+                fentry[program["name"]] = program["btf_target"]
+                if program["name"] == "stella_fe_tcp_connect":
+                    relocations = entry["core_relocations"][program["section"]]
+                    assert "field_byte_offset struct sock.__sk_common.skc_daddr" in relocations
+    assert fentry["stella_fe_openat"] == "func do_sys_openat2"
+    assert fentry["stella_fe_tcp_connect"] == "func tcp_connect"
+    assert fentry["stella_fe_exec"] == "func security_bprm_check"
+    assert fentry["stella_fe_accept"] == "func inet_csk_accept"
+
+
+@pytest.mark.ebpf
+def test_btf_programs_resolve_against_this_kernels_btf(ebpf: None) -> None:
+    """The build-time check of programs that cannot run here: every BTF attach target and
+    every CO-RE relocation of the BTF-attached programs exists in this kernel's BTF."""
+    kernel = kernel_btf()
+    targets: list[str] = []
+    relocations: list[CoreRelocation] = []
+    for entry in _lock()["objects"]:
+        for program in entry["programs"]:
+            if "btf_target" not in program:
+                continue
+            targets.append(program["btf_target"])
+            for text in entry["core_relocations"].get(program["section"], []):
+                kind, access = text.split(" ", 1)[0], text.split(" ", 1)[1]
+                root, *path = access.replace("[", ".[").split(".")
+                relocations.append(CoreRelocation(program["section"], kind, root, tuple(path)))
+    assert len(targets) >= 8
+    assert unresolved(kernel, relocations, targets) == []
+    bogus = CoreRelocation("x", "field_byte_offset", "struct sock", ("__sk_common", "nope"))
+    assert unresolved(kernel, [bogus], ["func no_such_function"]) == [
+        "func no_such_function: not in the kernel's BTF",
+        "field_byte_offset struct sock.__sk_common.nope: no member nope",
+    ]
+
+
+@pytest.mark.ebpf
+def test_fentry_programs_are_refused_here_with_the_trial_evidence(
+    ebpf: None, features: KernelFeatures
+) -> None:
+    # Not executed on this machine: the kernel (lockdown, integrity) refuses every fentry
+    # program. The loader says so with the doctor's evidence rather than a permission hint.
+    runtime = ProbeRuntime(ProbeSet.open(), features)
+    if features.has("fentry"):  # a kernel that allows them: they load (and run above)
+        runtime.load({"net.bpf.o": {"stella_fe_tcp_connect"}}, StellaConfig())
+        runtime.close()
+        return
+    with pytest.raises(CollectorEnvironmentError) as info:
+        runtime.load({"net.bpf.o": {"stella_fe_tcp_connect"}}, StellaConfig())
+    runtime.close()
+    text = str(info.value)
+    assert "fentry: " + features.attach_types["fentry"].evidence() in text
+    if lockdown_mode() == "integrity":
+        assert "fentry: EPERM at load: kernel lockdown (integrity)" in text
+        assert features.attach_types["fentry"].errno == errno.EPERM

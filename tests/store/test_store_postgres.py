@@ -1,0 +1,178 @@
+"""PostgreSQL: day partitions made by the store, retention by dropping them, and a server
+stopped in the middle of an ingest (one-line error naming the store, exit 2, nothing kept,
+the retry completes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from store_support import make_map, observations, write_chain, write_map
+
+from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.query import QueryFilter
+from stella_bundle.functionmap.verify import VerifyOptions
+from stella_bundle.store import ingest_evidence, open_store, query_summary, verify_stored
+from stella_bundle.store.postgres import PostgresStore, partition_name
+from stella_bundle.timeutil import utc_now
+
+UTC = dt.UTC
+DAYS = [dt.date(2026, 1, 20) + dt.timedelta(days=n) for n in range(5)]
+
+
+@pytest.fixture
+def five_days(tmp_path: Path, test_keys: Any) -> Path:
+    records = observations(make_map(), days=5)
+    return write_chain(tmp_path / "evidence", "chain-5", records, test_keys.signer("collector"))
+
+
+def test_five_days_five_partitions_prune_three(
+    pg_url: str, five_days: Path, tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    root = TrustRoot.load(test_keys.trust_root)
+    loaded = load_function_map(write_map(tmp_path / "fm.json"))
+    sqlite_url = f"sqlite:///{tmp_path / 'peer.sqlite'}"
+    assert run_cli("store", "init", "--store", pg_url).exit_code == 0
+    with open_store(pg_url) as store:
+        assert isinstance(store, PostgresStore)
+        ahead = set(store.partitions())
+        today = utc_now().date()
+        # Made ahead by the store: today and tomorrow exist before any data arrives.
+        assert ahead == {partition_name(today), partition_name(today + dt.timedelta(days=1))}
+        ingest_evidence(store, five_days, root)
+        made = set(store.partitions()) - ahead
+        assert made == {partition_name(day) for day in DAYS}
+        remaining = QueryFilter(window_from="2026-01-23T00:00:00.000000Z")
+        before_summary = [s.to_dict() for s in query_summary(store, remaining)]
+        window = VerifyOptions(window_from=dt.datetime(2026, 1, 23, tzinfo=UTC))
+        before_report = verify_stored(store, loaded, window).to_dict()
+        per_day = {
+            day: sum(
+                1
+                for r in store.iter_records()
+                if r.record["observed_at"].startswith(day.isoformat())
+            )
+            for day in DAYS
+        }
+    with open_store(sqlite_url, initialise=True) as peer:
+        ingest_evidence(peer, five_days, root)
+    # --older-than so that the cutoff falls on 2026-01-23 (before noon): days 20, 21, 22 go.
+    hours = int((utc_now() - dt.datetime(2026, 1, 23, 12, tzinfo=UTC)).total_seconds() // 3600)
+    pruned = run_cli(
+        "observations", "prune", "--store", pg_url, "--older-than", f"{hours}h", "--format", "json"
+    )
+    assert pruned.exit_code == 0, pruned.stderr
+    result = json.loads(pruned.stdout)
+    assert result["cutoff"] == "2026-01-23T00:00:00.000000Z"
+    assert [p["name"] for p in result["partitions_dropped"]] == [
+        partition_name(day) for day in DAYS[:3]
+    ]
+    assert [p["records"] for p in result["partitions_dropped"]] == [per_day[d] for d in DAYS[:3]]
+    assert result["records_removed"] == sum(per_day[d] for d in DAYS[:3])
+    # The embedded store prunes the same days.
+    peer_pruned = run_cli(
+        "observations",
+        "prune",
+        "--store",
+        sqlite_url,
+        "--older-than",
+        f"{hours}h",
+        "--format",
+        "json",
+    )
+    assert json.loads(peer_pruned.stdout)["records_removed"] == result["records_removed"]
+    with open_store(pg_url) as store:
+        assert isinstance(store, PostgresStore)
+        assert set(store.partitions()) - ahead == {partition_name(day) for day in DAYS[3:]}
+        assert [s.to_dict() for s in query_summary(store, remaining)] == before_summary
+        after_report = verify_stored(store, loaded, window).to_dict()
+        # Only the count of records read outside the window changed: those were pruned.
+        assert after_report["records"]["in_window"] == before_report["records"]["in_window"]
+        assert after_report["records"]["outside_window"] == 0
+        after_report.pop("records"), before_report.pop("records")
+        assert after_report == before_report
+        # Pruned chunks stay recorded: the same evidence offered again adds nothing.
+        again = ingest_evidence(store, five_days, root)
+        assert again.records_stored == 0 and again.chunks_already_stored > 0
+        assert store.status().records == sum(per_day[d] for d in DAYS[3:])
+
+
+def test_server_stopped_during_ingest(
+    pg_cluster: Any,
+    pg_url: str,
+    five_days: Path,
+    test_keys: Any,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = (
+        "observations",
+        "ingest",
+        "--evidence",
+        five_days,
+        "--trust-root",
+        test_keys.trust_root,
+        "--store",
+        pg_url,
+    )
+    assert run_cli("store", "init", "--store", pg_url).exit_code == 0
+    original = PostgresStore._copy
+
+    def copy_then_stop(self: PostgresStore, spool: IO[bytes]) -> None:
+        class StopAfterFirstBlock:
+            reads = 0
+
+            def read(self, size: int) -> bytes:
+                self.reads += 1
+                if self.reads == 2:
+                    pg_cluster.stop("fast")  # the COPY has begun: the server goes away
+                return spool.read(2048)
+
+        original(self, StopAfterFirstBlock())  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostgresStore, "_copy", copy_then_stop)
+    try:
+        failed = run_cli(*args)
+    finally:
+        monkeypatch.setattr(PostgresStore, "_copy", original)
+        pg_cluster.start()
+    assert failed.exit_code == 2
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1, failed.stderr
+    assert lines[0].startswith(f"error: store {pg_url}: ingest interrupted, nothing written")
+    with open_store(pg_url) as store:
+        status = store.status()
+        assert (status.records, status.chunks) == (0, 0)  # the transaction was rolled back
+    retried = run_cli(*args, "--format", "json")
+    assert retried.exit_code == 0, retried.stderr
+    stored = json.loads(retried.stdout)
+    with open_store(pg_url) as store:
+        status = store.status()
+        assert status.records == stored["records_stored"] > 0
+        assert status.chunks == stored["chunks_stored"]
+
+
+def test_server_down_is_one_line_naming_the_store(pg_cluster: Any, run_cli: Any) -> None:
+    url = pg_cluster.url("nosuchdb")
+    done = run_cli("store", "status", "--store", url)
+    assert done.exit_code == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: store {url}: cannot connect")
+
+
+def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
+    fresh = run_cli("store", "status", "--store", pg_url, "--format", "json")
+    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1]
+    needs_init = run_cli("observations", "query", "--store", pg_url)
+    assert needs_init.exit_code == 2 and "not initialised" in needs_init.stderr
+    assert run_cli("store", "migrate", "--store", pg_url).exit_code == 0
+    again = run_cli("store", "migrate", "--store", pg_url, "--format", "json")
+    assert json.loads(again.stdout)["applied"] == []
+    done = run_cli("store", "status", "--store", pg_url, "--format", "json")
+    assert done.exit_code == 0
+    status = json.loads(done.stdout)
+    assert (status["schema_version"], status["pending_migrations"]) == (1, [])

@@ -1,0 +1,145 @@
+"""Property: the coverage the database computes is the file path's, for generated records.
+
+Records are drawn over a few days (nodes of the map and strays, every probe type, offsets and
+sub-microsecond digits, aggregated records), written as NDJSON and verified by the file path
+(`verify_files`, the fast scan); the same file ingested into SQLite and PostgreSQL and verified
+with `verify_stored` must give the same report, for a drawn window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from store_support import make_map, unexpected_hash, write_map, write_ndjson
+
+from stella_bundle.functionmap.inputs import iter_records
+from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.query import QueryFilter, filter_records, summarise
+from stella_bundle.functionmap.verify import VerifyOptions, verify_files
+from stella_bundle.observations.record import PROBE_TYPES
+from stella_bundle.store import ingest_ndjson, open_store, query_summary, verify_stored
+
+UTC = dt.UTC
+START = dt.datetime(2026, 1, 20, tzinfo=UTC)
+FMAP = make_map()
+NODES = [(n.node_hash, n.symbol, n.purl) for n in FMAP.nodes()]
+STRAYS = [(unexpected_hash(i), f"stray_{i}", None) for i in range(4)]
+_COUNTER = itertools.count()
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> tuple[dt.datetime, str]:
+    moment = START + dt.timedelta(microseconds=draw(st.integers(0, 3 * 86_400_000_000)))
+    style = draw(st.sampled_from(["canonical", "offset", "nanos", "short"]))
+    if style == "offset":
+        shifted = moment.astimezone(dt.timezone(dt.timedelta(hours=2)))
+        return moment, shifted.isoformat(timespec="microseconds")
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if style == "nanos":
+        return moment, text + "999Z"  # truncated to microseconds, like the file path does
+    if style == "short":
+        return moment.replace(microsecond=0), text[:19] + "Z"
+    return moment, text + "Z"
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    node_hash, name, purl = draw(st.sampled_from(NODES + STRAYS))
+    moment, text = draw(timestamps())
+    record: dict[str, Any] = {
+        "node_hash": node_hash,
+        "function_name": draw(st.sampled_from([name, name + "_v2"])),
+        "observed_at": text,
+    }
+    probe = draw(st.sampled_from((*PROBE_TYPES, None)))
+    if probe is not None:
+        record["probe_type"] = probe
+    if purl is not None and draw(st.booleans()):
+        record["purl"] = purl
+    if draw(st.booleans()):
+        record["count"] = draw(st.integers(1, 1000))
+        span = dt.timedelta(seconds=draw(st.integers(0, 7200)))
+        record["first_observed_at"] = (moment - span).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record["last_observed_at"] = (moment + span).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if draw(st.booleans()):
+        record["container_id"] = draw(st.sampled_from(["a" * 64, "b" * 64]))
+    return record
+
+
+windows = st.tuples(
+    st.none() | st.integers(-1, 4 * 24).map(lambda h: START + dt.timedelta(hours=h)),
+    st.none() | st.integers(0, 4 * 24).map(lambda h: START + dt.timedelta(hours=h)),
+).filter(lambda w: w[0] is None or w[1] is None or w[0] <= w[1])
+
+
+def _fresh_pg(pg_cluster: Any) -> str:
+    name = f"prop_{next(_COUNTER)}"
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url: str = pg_cluster.url(name)
+    return url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sql_coverage_equals_file_path(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> None:
+    cluster = request.getfixturevalue("pg_cluster") if backend == "postgres" else None
+    base = tmp_path_factory.mktemp("prop")
+    loaded = load_function_map(write_map(base / "fm.json"))
+
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(st.lists(records(), max_size=40), windows, st.booleans())
+    def check(
+        drawn: list[dict[str, Any]],
+        window: tuple[dt.datetime | None, dt.datetime | None],
+        fail_on_unexpected: bool,
+    ) -> None:
+        number = next(_COUNTER)
+        path = write_ndjson(base / f"obs-{number}.ndjson", drawn)
+        options = VerifyOptions(
+            window_from=window[0], window_to=window[1], fail_on_unexpected=fail_on_unexpected
+        )
+        expected = verify_files(loaded, [path], options)
+        url = f"sqlite:///{base / f's-{number}.sqlite'}" if cluster is None else _fresh_pg(cluster)
+        with open_store(url, initialise=True) as store:
+            if drawn:
+                ingest_ndjson(store, [path], batch=7)
+            actual = verify_stored(store, loaded, options)
+            assert actual.to_dict() == expected.to_dict()
+            selection = QueryFilter(
+                window_from=options.window_strings()[0], window_to=options.window_strings()[1]
+            )
+            assert [s.to_dict() for s in query_summary(store, selection)] == [
+                s.to_dict() for s in summarise(filter_records(iter_records([path]), selection))
+            ]
+
+    check()
+
+
+def test_records_come_back_as_given(backend_url: str, tmp_path: Path) -> None:
+    """Escapes that COPY's text format and JSON both use survive the round trip."""
+    drawn = [
+        {
+            "node_hash": NODES[0][0],
+            "function_name": "é\\t\u2028",
+            "observed_at": "2026-01-20T00:00:00+05:30",
+            "details": {"argv": ["a\tb", "c\nd"], "path": "\\x"},
+            "probe_type": "usdt",
+        },
+    ]
+    path = write_ndjson(tmp_path / "o.ndjson", drawn)
+    with open_store(backend_url, initialise=True) as store:
+        ingest_ndjson(store, [path])
+        assert [r.record for r in store.iter_records()] == drawn

@@ -160,7 +160,7 @@ class ProbeRuntime:
             uprobe_programs = {
                 p.name
                 for p in self.probe_set.lock.objects[name].programs
-                if p.attach_type == "uprobe"
+                if p.attach_type in ("uprobe", "uretprobe", "usdt")
             }
             for program_name, program in programs.items():
                 enabled = program_name in wanted[name]
@@ -208,16 +208,42 @@ class ProbeRuntime:
             for cgroup_id in cgroup_ids:
                 self.lib.update(obj.map_fds["filter_cgroups"], ctypes.c_uint64(cgroup_id), one)
 
-    def attach_uprobe(self, obj: str, program: str, binary: str, offset: int, cookie: int) -> Link:
-        """Attach one uprobe; ProbeAttachError (with the errno) when this function cannot be
-        probed, CollectorEnvironmentError when no probe can (permission)."""
+    def attach_uprobe(
+        self,
+        obj: str,
+        program: str,
+        binary: str,
+        offset: int,
+        cookie: int,
+        *,
+        retprobe: bool = False,
+        ref_ctr_offset: int = 0,
+    ) -> Link:
+        """Attach one uprobe (a uretprobe with `retprobe`; a USDT probe with its semaphore's
+        file offset in `ref_ctr_offset`); ProbeAttachError (with the errno) when this function
+        cannot be probed, CollectorEnvironmentError when no probe can (permission)."""
         prog = self.objects[obj].programs[program]
         try:
             if (obj, program) in self.multi:
-                return Link(self.lib.attach_uprobe_multi(prog, binary, offset, cookie), True)
-            return Link(self.lib.attach_uprobe(prog, binary, offset, cookie))
+                return Link(
+                    self.lib.attach_uprobe_multi(
+                        prog, binary, offset, cookie, retprobe, ref_ctr_offset
+                    ),
+                    True,
+                )
+            return Link(
+                self.lib.attach_uprobe(
+                    prog,
+                    binary,
+                    offset,
+                    cookie,
+                    retprobe=retprobe,
+                    ref_ctr_offset=ref_ctr_offset,
+                )
+            )
         except BpfError as exc:
-            what = f"attaching uprobe at {binary}+{offset:#x}"
+            kind = "uretprobe" if retprobe else "usdt probe" if ref_ctr_offset else "uprobe"
+            what = f"attaching {kind} at {binary}+{offset:#x}"
             if exc.err in (errno.EPERM, errno.EACCES):
                 raise explain(exc, what, self.features) from exc
             raise ProbeAttachError(f"{what}: {attach_errno_meaning(exc.err)}", exc.err) from exc

@@ -22,6 +22,9 @@ from .features import KernelFeatures
 
 GENERIC_OBJECT: Final = "uprobe_node.bpf.o"
 GENERIC_PROGRAM: Final = "stella_uprobe_node"
+GENERIC_RETURN_PROGRAM: Final = "stella_uretprobe_node"
+# User-space attach types a node may ask for in probe_types (the first one listed wins).
+USER_TYPES: Final = ("uprobe", "uretprobe", "usdt")
 
 
 class NodeLike(Protocol):
@@ -35,6 +38,8 @@ class NodeLike(Protocol):
     def binary_path(self) -> str | None: ...
     @property
     def build_id(self) -> str | None: ...
+    @property
+    def probe_types(self) -> tuple[str, ...] | None: ...
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,11 @@ class AttachSpec:
     def probe_type(self) -> str:
         """What every record of this node says fired (tp_btf is recorded as raw_tracepoint)."""
         return RECORDED_PROBE_TYPE.get(self.attach_type, self.attach_type)
+
+    @property
+    def user_space(self) -> bool:
+        """Attached to a binary: its path and build-id go on every record."""
+        return self.attach_type in USER_TYPES
 
     @property
     def in_kernel_mode(self) -> bool:
@@ -289,11 +299,20 @@ def _kernel_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
     )
 
 
+def _user_type(node: NodeLike) -> str:
+    return next((t for t in node.probe_types or () if t in USER_TYPES), "uprobe")
+
+
 def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatures) -> AttachSpec:
     if not features.has("uprobes"):
         raise CollectorEnvironmentError(
             "kernel has no uprobes: user-space functions are not observable"
         )
+    attach_type = _user_type(node)
+    if attach_type == "uretprobe":
+        choice = features.choose("function-return")
+        if choice.attach_type is None:
+            raise CollectorEnvironmentError(f"return probes unavailable: {choice.reason}")
     binary = node.binary_path or find_binary(node.purl, node.symbol)
     resolved = resolve_symbol(binary, symbol)
     if node.build_id and resolved.build_id and node.build_id.lower() != resolved.build_id:
@@ -305,6 +324,14 @@ def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
     object_name, program, kind, category = SPECIAL_UPROBES.get(
         symbol, (GENERIC_OBJECT, GENERIC_PROGRAM, KIND_FUNCTION, "function")
     )
+    if attach_type == "uretprobe":
+        # On return the arguments are gone: every function uses the generic return program.
+        object_name, program, kind, category = (
+            GENERIC_OBJECT,
+            GENERIC_RETURN_PROGRAM,
+            KIND_FUNCTION,
+            "function-return",
+        )
     return AttachSpec(
         index,
         node.purl,
@@ -312,7 +339,7 @@ def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
         node.node_hash,
         category,
         kind,
-        "uprobe",
+        attach_type,
         object_name,
         program,
         binary,

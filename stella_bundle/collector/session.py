@@ -224,8 +224,10 @@ class Collector:
     def _attach(self, spec: AttachSpec) -> Link:
         self.attach_attempts += 1
         obj, program, target, cookie = spec.object_name, spec.program, spec.target, spec.index
-        if spec.attach_type == "uprobe":
-            return self.runtime.attach_uprobe(obj, program, target, spec.offset, cookie)
+        if spec.attach_type in ("uprobe", "uretprobe"):
+            return self.runtime.attach_uprobe(
+                obj, program, target, spec.offset, cookie, retprobe=spec.attach_type == "uretprobe"
+            )
         if spec.attach_type == "tracepoint":
             return self.runtime.attach_tracepoint(obj, program, target, cookie)
         if spec.attach_type in ("raw_tracepoint", "tp_btf"):
@@ -295,7 +297,7 @@ class Collector:
             if (
                 spec is not None
                 and spec.in_kernel_mode
-                and spec.attach_type == "uprobe"
+                and spec.user_space
                 and spec.index in self.links
                 and spec.index not in indices
             ):
@@ -361,7 +363,7 @@ class Collector:
             "comm": decode_text(bytes(event.comm)),
             "host": self.config.host,
         }
-        if spec.attach_type == "uprobe":
+        if spec.user_space:
             record["binary_path"] = spec.target
             if spec.build_id:
                 record["build_id"] = spec.build_id

@@ -129,10 +129,16 @@ static __always_inline void stella_count(struct stella_node_key *key)
 	__sync_fetch_and_add(&value->count, 1);
 }
 
-static __always_inline struct stella_event *stella_reserve(__u32 node, __u32 kind, __u32 pid,
-							   __u32 tid, __u64 cgroup_id)
+/* Reserve `size` bytes (a struct stella_event, or a larger record starting with one, such as
+ * the audit event of usdt.bpf.c) and fill the common header. */
+#define stella_reserve(node, kind, pid, tid, cgroup_id)                                        \
+	stella_reserve_sized(sizeof(struct stella_event), node, kind, pid, tid, cgroup_id)
+
+static __always_inline struct stella_event *stella_reserve_sized(__u64 size, __u32 node,
+								 __u32 kind, __u32 pid, __u32 tid,
+								 __u64 cgroup_id)
 {
-	struct stella_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct stella_event *e = bpf_ringbuf_reserve(&events, size, 0);
 	if (!e) {
 		stella_stat(STELLA_STAT_RINGBUF_DROPPED);
 		return 0;
@@ -187,7 +193,10 @@ static __always_inline struct stella_event *stella_function_hit(__u32 node, __u3
 
 /* An event source fired (file, exec, net): always sent, subject to filters and, in trace mode,
  * sampling; the collector aggregates per mode because the details (path, address) matter. */
-static __always_inline struct stella_event *stella_source_hit(__u32 node, __u32 kind)
+#define stella_source_hit(node, kind) stella_source_hit_sized(node, kind, sizeof(struct stella_event))
+
+static __always_inline struct stella_event *stella_source_hit_sized(__u32 node, __u32 kind,
+								    __u64 size)
 {
 	struct stella_config *cfg = stella_config();
 	if (!cfg)
@@ -200,7 +209,7 @@ static __always_inline struct stella_event *stella_source_hit(__u32 node, __u32 
 		return 0;
 	if (cfg->mode == STELLA_MODE_TRACE && !stella_sampled(cfg))
 		return 0;
-	return stella_reserve(node, kind, pid, (__u32)pid_tgid, cgroup_id);
+	return stella_reserve_sized(size, node, kind, pid, (__u32)pid_tgid, cgroup_id);
 }
 
 #endif /* STELLA_COMMON_H */

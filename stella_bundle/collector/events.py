@@ -111,3 +111,48 @@ def format_address(family: int, raw: bytes) -> str | None:
     if family == AF_INET6:
         return str(ipaddress.IPv6Address(bytes(raw[:16])))
     return None
+
+
+# --- USDT (mirror of probes/usdt.bpf.c) ----------------------------------------------------
+
+AUDIT_NAME_LEN: Final = 64
+PY_TEXT_LEN: Final = 128
+PY_OBJS: Final = 5
+
+
+class UsdtArgC(ctypes.Structure):
+    _fields_ = [
+        ("value", ctypes.c_int64),
+        ("reg_off", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+    ]
+
+
+class UsdtSpecC(ctypes.Structure):
+    _fields_ = [
+        ("args", UsdtArgC * 2),
+        ("py_str_data", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class AuditTargetC(ctypes.Structure):
+    _fields_ = [("node", ctypes.c_uint32), ("kind", ctypes.c_uint32)]
+
+
+class PyObjC(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_char * 16),
+        ("head", ctypes.c_uint8 * 24),
+        ("text", ctypes.c_char * PY_TEXT_LEN),
+    ]
+
+
+class AuditTail(ctypes.Structure):
+    """What follows the struct stella_event header in an audit event."""
+
+    _fields_ = [
+        ("name", ctypes.c_char * AUDIT_NAME_LEN),
+        ("count", ctypes.c_int64),
+        ("obj", PyObjC * PY_OBJS),
+    ]

@@ -20,11 +20,14 @@ from typing import Final
 
 from ..errors import CollectorEnvironmentError
 from .events import (
+    AUDIT_NAME_LEN,
     MAX_NODES,
     STAT_MAX,
+    AuditTargetC,
     NodeCount,
     NodeKey,
     StellaConfig,
+    UsdtSpecC,
 )
 from .features import CAPABILITY_HINT, TRACEFS_HINT, KernelFeatures
 from .libbpf import (
@@ -199,6 +202,18 @@ class ProbeRuntime:
             loaded = LoadedObject(name, handle, buffer, programs, fds)
             self.objects[name] = loaded
             self.lib.update(fds["config"], ctypes.c_uint32(0), config)
+
+    def set_usdt_spec(self, obj: str, cookie: int, spec: UsdtSpecC) -> None:
+        """Where the USDT probe attached with `cookie` finds its arguments."""
+        self.lib.update(self.objects[obj].map_fds["usdt_specs"], ctypes.c_uint32(cookie), spec)
+
+    def set_audit_event(self, obj: str, event: str, node: int, kind: int) -> None:
+        """An audit event the function map names: its node and record kind (others are
+        dropped in the kernel)."""
+        key = ctypes.create_string_buffer(event.encode()[: AUDIT_NAME_LEN - 1], AUDIT_NAME_LEN)
+        self.lib.update(
+            self.objects[obj].map_fds["audit_names"], key, AuditTargetC(node=node, kind=kind)
+        )
 
     def set_filters(self, pids: set[int], cgroup_ids: set[int]) -> None:
         one = ctypes.c_uint8(1)

@@ -17,12 +17,24 @@ from typing import Final, Protocol
 from ..errors import CollectorEnvironmentError
 from ..functionmap.symbols import KERNEL_PURL, canonical_purl, normalize_symbol
 from .elfsym import SymbolNotFoundError, index_binary, resolve_symbol
-from .events import KIND_EXEC, KIND_FILE, KIND_FUNCTION, KIND_NET, KIND_TLS, MAX_NODES
+from .events import (
+    AUDIT_NAME_LEN,
+    KIND_EXEC,
+    KIND_FILE,
+    KIND_FUNCTION,
+    KIND_NET,
+    KIND_TLS,
+    MAX_NODES,
+)
 from .features import KernelFeatures
+from .usdt import AUDIT_PROBE, UsdtArg, audit_kind, find_probe, read_probes
 
 GENERIC_OBJECT: Final = "uprobe_node.bpf.o"
 GENERIC_PROGRAM: Final = "stella_uprobe_node"
 GENERIC_RETURN_PROGRAM: Final = "stella_uretprobe_node"
+USDT_OBJECT: Final = "usdt.bpf.o"
+USDT_PROGRAM: Final = "stella_usdt_node"
+AUDIT_PROGRAM: Final = "stella_python_audit"
 # User-space attach types a node may ask for in probe_types (the first one listed wins).
 USER_TYPES: Final = ("uprobe", "uretprobe", "usdt")
 
@@ -159,6 +171,12 @@ class AttachSpec:
     target: str
     offset: int = 0
     build_id: str | None = None
+    # USDT: the semaphore's file offset, the note's argument locations, and for python:audit
+    # nodes the audit event the node names and the CPython version (object layouts).
+    ref_ctr_offset: int = 0
+    usdt_args: tuple[UsdtArg, ...] = ()
+    audit_event: str | None = None
+    python_version: tuple[int, int] | None = None
 
     @property
     def probe_type(self) -> str:
@@ -172,8 +190,9 @@ class AttachSpec:
 
     @property
     def in_kernel_mode(self) -> bool:
-        """Function and TLS hits apply coverage/count in the kernel; sources send every event."""
-        return self.kind in (KIND_FUNCTION, KIND_TLS)
+        """Function and TLS hits apply coverage/count in the kernel; sources (audit events
+        included: their arguments matter) send every event."""
+        return self.kind in (KIND_FUNCTION, KIND_TLS) and self.audit_event is None
 
 
 @dataclass(frozen=True)
@@ -309,6 +328,8 @@ def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
             "kernel has no uprobes: user-space functions are not observable"
         )
     attach_type = _user_type(node)
+    if attach_type == "usdt":
+        return _usdt_spec(index, node, features)
     if attach_type == "uretprobe":
         choice = features.choose("function-return")
         if choice.attach_type is None:
@@ -345,4 +366,54 @@ def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
         binary,
         resolved.offset,
         resolved.build_id,
+    )
+
+
+def _usdt_spec(index: int, node: NodeLike, features: KernelFeatures) -> AttachSpec:
+    """A USDT node: `provider:name` names a probe of the binary's .note.stapsdt; any other
+    symbol names a CPython audit event, observed through the binary's python:audit probe."""
+    choice = features.choose("usdt")
+    if choice.attach_type is None:
+        raise CollectorEnvironmentError(f"USDT probes unavailable: {choice.reason}")
+    if not node.binary_path:
+        raise CollectorEnvironmentError(
+            f"USDT node {node.symbol}: a binary_path is needed (the binary carrying the note)"
+        )
+    binary = node.binary_path
+    audit = ":" not in node.symbol
+    label = "{}:{}".format(*AUDIT_PROBE) if audit else node.symbol
+    probe = find_probe(binary, label)
+    _, version = read_probes(binary)
+    build_id = index_binary(str(Path(binary).resolve())).build_id
+    if node.build_id and build_id and node.build_id.lower() != build_id:
+        raise CollectorEnvironmentError(
+            f"build-id {build_id} differs from the function map's {node.build_id}: "
+            "a different build is deployed",
+            path=binary,
+        )
+    if audit and len(probe.args) < 2:
+        raise CollectorEnvironmentError(
+            f"USDT {label}: unsupported argument spec {probe.arg_spec!r}", path=binary
+        )
+    if audit and len(node.symbol.encode()) >= AUDIT_NAME_LEN:
+        raise CollectorEnvironmentError(
+            f"audit event name longer than {AUDIT_NAME_LEN - 1} bytes: {node.symbol!r}"
+        )
+    return AttachSpec(
+        index,
+        node.purl,
+        node.symbol,
+        node.node_hash,
+        "usdt",
+        audit_kind(node.symbol) if audit else KIND_FUNCTION,
+        "usdt",
+        USDT_OBJECT,
+        AUDIT_PROGRAM if audit else USDT_PROGRAM,
+        binary,
+        probe.offset,
+        build_id,
+        ref_ctr_offset=probe.semaphore_offset,
+        usdt_args=probe.args,
+        audit_event=node.symbol if audit else None,
+        python_version=version,
     )

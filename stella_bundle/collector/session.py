@@ -38,13 +38,17 @@ from .events import (
     STAT_RINGBUF_DROPPED,
     STAT_SAMPLED_OUT,
     TCP_STATES,
+    AuditTail,
     StellaConfig,
     StellaEvent,
+    UsdtArgC,
+    UsdtSpecC,
     decode_text,
     format_address,
 )
 from .loader import Link, ProbeAttachError, ProbeRuntime
 from .plan import AttachPlan, AttachSpec, Unobservable
+from .usdt import PyObjectSnapshot, audit_details, str_data_offset
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
@@ -133,6 +137,7 @@ class _Aggregate:
     first_ns: int
     last_ns: int
     event: StellaEvent
+    raw: bytes = b""
 
 
 class Collector:
@@ -200,7 +205,10 @@ class Collector:
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
         try:
+            riders = self._configure_usdt()
             for spec in self.plan.specs:
+                if spec.index in riders:
+                    continue  # observed through another node's python:audit link
                 try:
                     self.links[spec.index] = self._attach(spec)
                 except ProbeAttachError as exc:
@@ -221,12 +229,33 @@ class Collector:
         self._window_start_ns = time.monotonic_ns()
         self.started = True
 
+    def _configure_usdt(self) -> set[int]:
+        """Write USDT argument specs and audit event names to the kernel. Audit nodes on one
+        binary share one link on its python:audit probe (the first node's; its index is the
+        cookie): returns the indices of the nodes riding another's link."""
+        leaders: dict[tuple[str, int], AttachSpec] = {}
+        riders: set[int] = set()
+        for spec in self.plan.specs:
+            if spec.audit_event is None:
+                continue
+            leader = leaders.setdefault((spec.target, spec.offset), spec)
+            if leader is spec:
+                self.runtime.set_usdt_spec(spec.object_name, spec.index, usdt_spec_c(spec))
+            else:
+                riders.add(spec.index)
+            self.runtime.set_audit_event(spec.object_name, spec.audit_event, spec.index, spec.kind)
+        return riders
+
     def _attach(self, spec: AttachSpec) -> Link:
         self.attach_attempts += 1
         obj, program, target, cookie = spec.object_name, spec.program, spec.target, spec.index
         if spec.attach_type in ("uprobe", "uretprobe"):
             return self.runtime.attach_uprobe(
                 obj, program, target, spec.offset, cookie, retprobe=spec.attach_type == "uretprobe"
+            )
+        if spec.attach_type == "usdt":
+            return self.runtime.attach_uprobe(
+                obj, program, target, spec.offset, cookie, ref_ctr_offset=spec.ref_ctr_offset
             )
         if spec.attach_type == "tracepoint":
             return self.runtime.attach_tracepoint(obj, program, target, cookie)
@@ -275,14 +304,12 @@ class Collector:
 
     def process_pending(self) -> None:
         pending, self._pending = self._pending, []
-        events = [
-            StellaEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(StellaEvent), b"\0"))
-            for raw in pending
-        ]
+        size = ctypes.sizeof(StellaEvent)
+        events = [StellaEvent.from_buffer_copy(raw[:size].ljust(size, b"\0")) for raw in pending]
         if self.config.mode_id == MODE_COVERAGE:
             self._detach_first_hits(events)
-        for event in events:
-            self._handle(event)
+        for event, raw in zip(events, pending, strict=True):
+            self._handle(event, raw)
 
     def _detach_first_hits(self, events: list[StellaEvent]) -> None:
         """Coverage mode: stop paying for a node's uprobe as soon as its first hit is seen.
@@ -351,7 +378,9 @@ class Collector:
             self._ts_prefix = format_timestamp(_EPOCH + dt.timedelta(seconds=seconds))[:-8]
         return f"{self._ts_prefix}.{nanos // 1000:06d}Z"
 
-    def _base_record(self, spec: AttachSpec, event: StellaEvent, pid: int) -> dict[str, Any]:
+    def _base_record(
+        self, spec: AttachSpec, event: StellaEvent, pid: int, raw: bytes = b""
+    ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "node_hash": spec.node_hash,
             "function_name": spec.symbol,
@@ -367,7 +396,9 @@ class Collector:
             record["binary_path"] = spec.target
             if spec.build_id:
                 record["build_id"] = spec.build_id
-        details = self._details(event)
+        details = (
+            self._details(event) if spec.audit_event is None else audit_record_details(spec, raw)
+        )
         info = self.resolver.container_of(pid, event.cgroup_id)
         if info is not None:
             record.update(info.record_fields())
@@ -405,7 +436,7 @@ class Collector:
         self.sink.append(record)
         self.records_written += 1
 
-    def _handle(self, event: StellaEvent) -> None:
+    def _handle(self, event: StellaEvent, raw: bytes = b"") -> None:
         spec = self.specs.get(int(event.cookie))
         if spec is None:
             return
@@ -415,24 +446,35 @@ class Collector:
             # The kernel already applied the mode (coverage probes were detached beforehand).
             self._emit(self._base_record(spec, event, int(event.pid)))
             return
-        detail_key = (bytes(event.path), event.family, bytes(event.daddr), event.dport, event.aux)
+        if spec.audit_event is not None:
+            # The decoded safe arguments are what distinguishes two audit events of a node.
+            details = audit_record_details(spec, raw)
+            detail_key: tuple[Any, ...] = tuple(sorted(details.items()))
+        else:
+            detail_key = (
+                bytes(event.path),
+                event.family,
+                bytes(event.daddr),
+                event.dport,
+                event.aux,
+            )
         if event.kind in (KIND_FILE, KIND_EXEC) and not self.config.path_allowed(
             decode_text(bytes(event.path))
         ):
             self._user_filtered += 1
             return
         if mode == MODE_TRACE:
-            self._emit(self._base_record(spec, event, int(event.pid)))
+            self._emit(self._base_record(spec, event, int(event.pid), raw))
         elif mode == MODE_COVERAGE:
             key = (spec.index, event.cgroup_id, *detail_key)
             if key not in self._seen:
                 self._seen.add(key)
-                self._emit(self._base_record(spec, event, int(event.pid)))
+                self._emit(self._base_record(spec, event, int(event.pid), raw))
         else:
             key = (spec.index, event.pid, *detail_key)
             aggregate = self._aggregates.get(key)
             if aggregate is None:
-                self._aggregates[key] = _Aggregate(1, event.ts_ns, event.ts_ns, event)
+                self._aggregates[key] = _Aggregate(1, event.ts_ns, event.ts_ns, event, raw)
             else:
                 aggregate.count += 1
                 aggregate.last_ns = event.ts_ns
@@ -441,7 +483,9 @@ class Collector:
         aggregates, self._aggregates = self._aggregates, {}
         for key, aggregate in aggregates.items():
             spec = self.specs[key[0]]
-            record = self._base_record(spec, aggregate.event, int(aggregate.event.pid))
+            record = self._base_record(
+                spec, aggregate.event, int(aggregate.event.pid), aggregate.raw
+            )
             record["count"] = aggregate.count
             record["first_observed_at"] = self._timestamp(aggregate.first_ns)
             record["last_observed_at"] = self._timestamp(aggregate.last_ns)
@@ -515,3 +559,25 @@ def _attach_failure(spec: AttachSpec, exc: ProbeAttachError) -> ProbeFailure:
 
 def container_fields(info: ContainerInfo | None) -> dict[str, Any]:
     return info.record_fields() if info else {}
+
+
+def usdt_spec_c(spec: AttachSpec) -> UsdtSpecC:
+    """The kernel's view of a USDT node: where its first two arguments live, str layout."""
+    out = UsdtSpecC(py_str_data=str_data_offset(spec.python_version))
+    for position, arg in enumerate(spec.usdt_args[:2]):
+        out.args[position] = UsdtArgC(value=arg.value, reg_off=arg.reg_offset, kind=arg.kind)
+    return out
+
+
+def audit_record_details(spec: AttachSpec, raw: bytes) -> dict[str, Any]:
+    """The safe arguments of a python:audit event (its name, always; see usdt.AUDIT_EVENTS)."""
+    header = ctypes.sizeof(StellaEvent)
+    event = spec.audit_event or ""
+    if len(raw) < header + ctypes.sizeof(AuditTail):
+        return {"event": event}
+    tail = AuditTail.from_buffer_copy(raw, header)
+    objects = [
+        PyObjectSnapshot(decode_text(bytes(o.type)), bytes(o.head), bytes(o.text).split(b"\0")[0])
+        for o in tail.obj
+    ]
+    return audit_details(event, int(tail.count), objects, spec.python_version)

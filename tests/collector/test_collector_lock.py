@@ -24,6 +24,7 @@ EXPECTED_OBJECTS = {
     "net.bpf.o",
     "tls.bpf.o",
     "trial.bpf.o",
+    "usdt.bpf.o",
 }
 
 

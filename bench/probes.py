@@ -6,6 +6,12 @@ slower than bpftrace. Also: the highest trace-mode event rate seen with zero rin
 and TLS handshakes per second (openssl s_server + s_time) with and without the collector.
 
     python3 bench/probes.py [--calls 10000000] [--trace-seconds 3] [--tls-seconds 3]
+    python3 bench/probes.py --types-only      # per-hit cost of every attach type that runs here
+
+Per attach type (fixtures/workload/probe_types.c, same call counts for every type): uprobe,
+uretprobe and USDT on one function (count mode: every hit pays; coverage mode: target <= 1.05x
+unprobed), and the kernel types of the file category (tp_btf, raw_tracepoint, tracepoint) on a
+loop of failing openat syscalls, plus what each costs a syscall it does not observe (getppid).
 
 Needs root, BTF, tracefs; gcc and libssl-dev to build the workload; bpftrace and openssl.
 """
@@ -246,18 +252,164 @@ def tls_handshakes(
         server.wait()
 
 
+def build_probe_types(directory: Path) -> Path:
+    out = directory / "stella-probe-types"
+    source = REPO / "fixtures" / "workload" / "probe_types.c"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(source)], check=True)
+    return out
+
+
+_FEATURES: dict[frozenset[str], Any] = {}
+
+
+def _features(disable: frozenset[str]) -> Any:
+    if disable not in _FEATURES:
+        _FEATURES[disable] = detect(disable=disable)
+    return _FEATURES[disable]
+
+
+def timed_run(
+    binary: Path,
+    mode: str,
+    n: int,
+    nodes: list[ExpectedNode] | None = None,
+    collector_mode: str = "count",
+    disable: frozenset[str] = frozenset(),
+    record: bool = True,
+) -> tuple[int, str, int]:
+    """(loop ns, attach type used, records) of one run of probe_types MODE N, probed by
+    `nodes` (filtered to the workload's pid; `record=False`: to pid 0, so every hit runs the
+    program up to the filter and nothing is sent) when given."""
+    proc = subprocess.Popen(
+        [str(binary), mode, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    pid = int(proc.stdout.readline().split()[1])
+    collector = None
+    attach_type = "none"
+    if nodes:
+        features = _features(disable)
+        plan = build_plan(nodes, features)
+        if not plan.specs:
+            proc.kill()
+            raise RuntimeError(f"not observable: {plan.unobservable}")
+        attach_type = plan.specs[0].attach_type
+        config = CollectorConfig(
+            mode=collector_mode, aggregation_ms=200, pids=(pid if record else 0,)
+        )
+        collector = Collector(plan, ProbeRuntime(ProbeSet.open(), features), MemorySink(), config)
+        collector.start()
+    stop = threading.Event()
+    thread = (
+        threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+        if collector
+        else None
+    )
+    if thread:
+        thread.start()
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    loop_ns = int(json.loads(proc.stdout.readline())["loop_ns"])
+    proc.wait()
+    records = 0
+    if collector is not None and thread is not None:
+        time.sleep(0.3)
+        stop.set()
+        thread.join()
+        collector.stop()
+        sink = collector.sink
+        assert isinstance(sink, MemorySink)
+        records = sum(int(r.get("count", 1)) for r in sink.records)
+    return loop_ns, attach_type, records
+
+
+def probe_type_costs(directory: Path, calls: int, syscalls: int, repeats: int) -> None:
+    """Per-hit cost of each attach type that runs on this kernel, all in one run."""
+    binary = build_probe_types(directory)
+    purl = "pkg:generic/stella-probe-types@1.0.0"
+    user_nodes = {
+        "uprobe": ExpectedNode.create(purl, "stella_pt_hot", binary_path=str(binary)),
+        "uretprobe": ExpectedNode.create(
+            purl, "stella_pt_hot", binary_path=str(binary), probe_types=("uretprobe",)
+        ),
+        "usdt": ExpectedNode.create(
+            purl, "stella:tick", binary_path=str(binary), probe_types=("usdt",)
+        ),
+    }
+
+    def best(*args: Any, **kwargs: Any) -> tuple[int, str, int]:
+        runs = [timed_run(binary, *args, **kwargs) for _ in range(repeats)]
+        return min(runs, key=lambda r: r[0])
+
+    print(f"per attach type, {calls:,} calls of stella_pt_hot:")
+    base = best("call", calls)[0]
+    print(f"  {'unprobed':<16} {base / calls:9.1f} ns/call (best of {repeats})")
+    for name, node in user_nodes.items():
+        # Every hit traps (microseconds each): one run is precise enough.
+        probed, used, counted = timed_run(binary, "call", calls, [node], "count")
+        print(
+            f"  {name:<16} {(probed - base) / calls:9.1f} ns/hit  "
+            f"({used}, count mode, counted {counted:,})"
+        )
+    cover_calls = calls * 250
+    base_cover = best("call", cover_calls)[0]
+    for name, node in user_nodes.items():
+        probed, _, records = best("call", cover_calls, [node], "coverage")
+        print(
+            f"  {name:<16} coverage: {probed / base_cover:5.2f}x unprobed over "
+            f"{cover_calls:,} calls, best of {repeats} ({records} record; target <= 1.05x)"
+        )
+
+    kernel_node = [ExpectedNode.create("pkg:generic/linux-kernel", "openat")]
+    print(f"kernel file category, {syscalls:,} failing openat syscalls (best of {repeats}):")
+    base_open = best("openat", syscalls)[0]
+    base_other = best("getppid", syscalls)[0]
+    print(
+        f"  {'unprobed':<16} {base_open / syscalls:9.1f} ns/openat  "
+        f"{base_other / syscalls:9.1f} ns/getppid"
+    )
+    features = _features(frozenset())
+    order = ["fentry", "kprobe", "tp_btf", "raw_tracepoint", "tracepoint"]
+    costs: dict[str, float] = {}
+    print(
+        "  type             program only (ns/hit)  with records (ns/hit)  "
+        "other syscall (ns, getppid)"
+    )
+    for index, attach_type in enumerate(order):
+        if not features.has(attach_type):
+            print(f"  {attach_type:<16} not run: {features.attach_types[attach_type].evidence()}")
+            continue
+        disable = frozenset(order[:index])
+        silent, used, _ = best("openat", syscalls, kernel_node, "coverage", disable, False)
+        recorded, _, _ = best("openat", syscalls, kernel_node, "coverage", disable)
+        other, _, _ = best("getppid", syscalls, kernel_node, "coverage", disable, False)
+        costs[used] = (silent - base_open) / syscalls
+        print(
+            f"  {used:<16} {(silent - base_open) / syscalls:21.1f}  "
+            f"{(recorded - base_open) / syscalls:21.1f}  {(other - base_other) / syscalls:21.1f}"
+        )
+    if costs:
+        cheapest = min(costs, key=lambda t: costs[t])
+        print(f"  cheapest per hit here: {cheapest} (program only)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10_000_000)
     parser.add_argument("--trace-seconds", type=float, default=3.0)
     parser.add_argument("--tls-seconds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--type-calls", type=int, default=200_000)
+    parser.add_argument("--types-only", action="store_true", help="only the per-type costs")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/probes.py: needs root (eBPF)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
+        probe_type_costs(directory, args.type_calls, args.type_calls, min(args.repeats, 3))
+        if args.types_only:
+            return 0
         binary = build_workload(directory)
         purl = "pkg:generic/stella-workload@1.0.0"
         nodes = [ExpectedNode.create(purl, HOT, binary_path=str(binary))]

@@ -24,7 +24,12 @@ from ..errors import (
 from ..evidence.layout import chunk_name
 from ..evidence.prune_record import PruneRecord, parse_prune_record
 from ..evidence.seal import parse_seal, seal_digest
-from ..evidence.timecheck import seal_time_findings
+from ..evidence.timecheck import (
+    ChainTimes,
+    ChunkTimes,
+    record_time_findings,
+    seal_time_findings,
+)
 from ..timeutil import utc_now
 from .observations_view import TimeSpan
 from .steps import StepOutcome
@@ -39,6 +44,7 @@ class ChunkFacts:
     content_bytes: int
     records: int
     source: str
+    times: ChunkTimes | None = None
 
 
 @dataclass
@@ -56,7 +62,7 @@ class ChainState:
     loss: dict[str, int] = field(default_factory=dict)
     first_observed_at: str | None = None
     last_observed_at: str | None = None
-    last_sealed_at: str | None = None
+    times: ChainTimes = field(default_factory=ChainTimes)
     signers: dict[str, str] = field(default_factory=dict)
     prune: PruneRecord | None = None
     declared_start: int | None = None
@@ -140,11 +146,12 @@ class ChainVerifier:
                     path=facts.source,
                 )
             )
-        for problem in seal_time_findings(
-            predicate, chain.last_sealed_at, self.verifier.now or utc_now()
-        ):
+        problems = seal_time_findings(predicate, chain.times, self.verifier.now or utc_now())
+        if facts.times is not None:
+            problems += record_time_findings(facts.times, predicate)
+        for problem in problems:
             self._fail(EvidenceChainError(f"{problem.code}: {problem.message}", path=name))
-        chain.last_sealed_at = predicate.sealed_at
+        chain.times.advance(predicate)
         self._link(chain, sequence, predicate.previous, name)
         chain.last_sequence = sequence
         chain.last_seal_sha256 = seal_digest(data)

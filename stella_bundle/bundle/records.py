@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import EvidenceChainError, MalformedDocumentError, SchemaValidationError
+from ..evidence.timecheck import ChunkTimes
 from ..functionmap.scan import ObservationAggregator
 from .chains import ChunkFacts
 from .coverage import scan_stream
@@ -61,6 +62,7 @@ class RecordPass:
         content = hashlib.sha256()
         content_bytes = 0
         limits = self.limits
+        times = ChunkTimes()
 
         def blocks() -> Iterator[bytes]:
             nonlocal content_bytes
@@ -83,6 +85,7 @@ class RecordPass:
             self.chain_sequence if chain_order else None,
         )
         reader = TeeReader(blocks(), lines)
+        aggregator.times = times  # the scan folds each record's times as it reads it
         try:
             scan_stream(aggregator, reader, member.name)
         except MalformedDocumentError as exc:
@@ -93,6 +96,8 @@ class RecordPass:
                     exc.message, path=member.name, line=exc.line, field=exc.field
                 )
             )
+        finally:
+            aggregator.times = None
         reader.drain()  # the digests need every byte, valid or not
         lines.finish()
         self.chain_lines += lines.lines
@@ -105,6 +110,7 @@ class RecordPass:
             content_bytes=content_bytes,
             records=lines.lines,
             source=member.name,
+            times=times.finish(),
         )
 
     def view(self, name: str, stream: HashingReader) -> None:

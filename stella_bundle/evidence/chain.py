@@ -80,7 +80,7 @@ from .report import (
     PruneSummary,
 )
 from .seal import ParsedSeal, parse_seal, seal_digest
-from .timecheck import seal_time_findings
+from .timecheck import ChainTimes, record_time_findings, seal_time_findings
 
 __all__ = [
     "ChainReport",
@@ -341,7 +341,7 @@ class _ChainVerification:
 
     def check_seals(self) -> None:
         incomplete = []
-        previous_sealed_at: str | None = None
+        times = ChainTimes()
         for sequence in sorted(self.seals):
             data = self.seals[sequence]
             name = seal_name(sequence)
@@ -400,9 +400,9 @@ class _ChainVerification:
                     actual=str(predicate.sequence),
                 )
                 continue
-            for problem in seal_time_findings(predicate, previous_sealed_at, self.now):
+            for problem in seal_time_findings(predicate, times, self.now):
                 self.report.add(problem.code, ERROR, problem.message, sequence=sequence, file=name)
-            previous_sealed_at = predicate.sealed_at
+            times.advance(predicate)
             self.parsed[sequence] = seal
         if incomplete and self.prune is not None:
             last = self.prune.last_sequence
@@ -602,6 +602,11 @@ class _ChainVerification:
             problems.append(f"{measure.content_bytes} bytes, sealed {content.bytes}")
         if not problems:
             entry.digest = "ok"
+            if measure.times is not None:
+                for problem in record_time_findings(measure.times, seal.predicate):
+                    self.report.add(
+                        problem.code, ERROR, problem.message, sequence=entry.sequence, file=name
+                    )
             return
         entry.digest = "mismatch"
         self.report.add(

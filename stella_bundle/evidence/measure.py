@@ -8,6 +8,8 @@ from typing import IO, Any
 
 import zstandard
 
+from .timecheck import ChunkTimes
+
 # Refuse to inflate one chunk past this (decompression bombs); a seal's `content.bytes` is a
 # tighter bound when it is known.
 DEFAULT_MAX_CONTENT_BYTES = 8 * 1024**3
@@ -22,6 +24,7 @@ class ChunkMeasure:
     content_bytes: int
     records: int  # newline-terminated lines
     error: str | None = None
+    times: ChunkTimes | None = None  # the records' times, for the time rules
 
 
 class _HashingReader:
@@ -40,12 +43,14 @@ class _HashingReader:
 
 
 def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> ChunkMeasure:
+    """Digests, sizes and line count of a chunk, and its records' times, in one pass."""
     limit = DEFAULT_MAX_CONTENT_BYTES if max_content_bytes is None else max_content_bytes
     source = _HashingReader(stream)
     content_sha = hashlib.sha256()
     content_bytes = 0
     records = 0
     error = None
+    times = ChunkTimes()
     hashing: Any = source  # zstandard accepts any object with read()
     reader: Any = zstandard.ZstdDecompressor().stream_reader(
         hashing, read_size=_READ_SIZE, read_across_frames=True
@@ -61,6 +66,7 @@ def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> Ch
                 break
             content_sha.update(data)
             records += data.count(b"\n")
+            times.feed(data)
     except zstandard.ZstdError as exc:
         error = f"not valid zstd data ({exc})"
     while source.read(_READ_SIZE):  # the rest of the file still counts for its digest
@@ -72,4 +78,5 @@ def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> Ch
         content_bytes=content_bytes,
         records=records,
         error=error,
+        times=None if error else times.finish(),
     )

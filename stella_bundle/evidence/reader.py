@@ -1,7 +1,8 @@
 """Reading the records of a chain back, in order, each chunk checked against its seal.
 
-This checks digests, not signatures: run `verify_chain` with a trust root to decide whether the
-chain is trusted, then read it with these functions.
+This checks digests and the chain's time rules (`timecheck`, the same as `verify_chain`), not
+signatures: run `verify_chain` with a trust root to decide whether the chain is trusted, then
+read it with these functions.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ import zstandard
 
 from ..errors import EvidenceChainError, MalformedDocumentError
 from ..observations.record import validate_record
+from ..timeutil import utc_now
 from .chain import ChunkOpener
 from .layout import PRUNE_RECORD_NAME, SEAL_SUFFIX, chunk_name, parse_name, seal_name
 from .prune_record import read_prune_record
-from .seal import parse_seal
+from .seal import SealPredicate, parse_seal
+from .timecheck import (
+    ChainTimes,
+    ChunkTimes,
+    TimeFinding,
+    record_time_findings,
+    seal_time_findings,
+)
 
 
 def iter_chain_records(chain_dir: str | Path) -> Iterator[dict[str, Any]]:
@@ -57,6 +66,8 @@ def iter_chain_records_files(
 ) -> Iterator[dict[str, Any]]:
     """The same over seal bytes and a chunk opener (e.g. members of a bundle archive)."""
     where = location or chain_id
+    times = ChainTimes()
+    now = utc_now()
     for sequence in sorted(seals):
         seal_source = f"{where}/{seal_name(sequence)}"
         seal = parse_seal(seals[sequence], seal_source)
@@ -66,6 +77,8 @@ def iter_chain_records_files(
                 f"{seal.predicate.sequence}; run verify-chain",
                 path=seal_source,
             )
+        _refuse(seal_time_findings(seal.predicate, times, now), seal_source)
+        times.advance(seal.predicate)
         source = f"{where}/{chunk_name(sequence)}"
         try:
             with chunk_opener(sequence) as stream:
@@ -80,14 +93,18 @@ def iter_chain_records_files(
                 f"chunk digest sha256:{actual} differs from the sealed sha256:{seal.subject_sha256}",
                 path=source,
             )
-        yield from _records(
-            compressed, seal.predicate.content.sha256, seal.predicate.content.bytes, source
-        )
+        yield from _records(compressed, seal.predicate, source)
 
 
-def _records(
-    compressed: bytes, content_sha256: str, content_bytes: int, source: str
-) -> Iterator[dict[str, Any]]:
+def _refuse(findings: list[TimeFinding], source: str) -> None:
+    """The first broken time rule, as the error `verify_chain` would report as a finding."""
+    if findings:
+        raise EvidenceChainError(f"{findings[0].code}: {findings[0].message}", path=source)
+
+
+def _records(compressed: bytes, predicate: SealPredicate, source: str) -> Iterator[dict[str, Any]]:
+    content_sha256, content_bytes = predicate.content.sha256, predicate.content.bytes
+    times = ChunkTimes()
     reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
     buffered = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
     digest = hashlib.sha256()
@@ -106,10 +123,17 @@ def _records(
                 raise MalformedDocumentError(
                     "malformed NDJSON line", path=source, line=number
                 ) from exc
-            yield validate_record(value, source, number)
+            record = validate_record(value, source, number)
+            times.add(
+                record["observed_at"],
+                record.get("first_observed_at"),
+                record.get("last_observed_at"),
+            )
+            yield record
     except zstandard.ZstdError as exc:
         raise EvidenceChainError(f"corrupt zstd data: {exc}", path=source) from exc
     if digest.hexdigest() != content_sha256:
         raise EvidenceChainError(
             "chunk content differs from its sealed content digest", path=source
         )
+    _refuse(record_time_findings(times, predicate), source)

@@ -22,6 +22,7 @@ import zstandard
 from msgspec import UNSET
 
 from ..errors import MalformedDocumentError
+from ..evidence.timecheck import ChunkTimes
 from ..observations.ndjson import open_ndjson
 from ..observations.record import (
     NODE_HASH_RE,
@@ -105,6 +106,9 @@ class ObservationAggregator:
         self.records = 0
         self.outside_window = 0
         self.files: list[str] = []
+        # Set by a chain verifier around one chunk's scan: every record's times are folded
+        # there too (the time rules), window or not, by whichever path reads the record.
+        self.times: ChunkTimes | None = None
 
     # -- one record at a time (validated dicts; the library path for evidence readers) --------
 
@@ -121,6 +125,8 @@ class ObservationAggregator:
         observed = _canonical_time(record["observed_at"], source, line, "observed_at")
         first = record.get("first_observed_at")
         last = record.get("last_observed_at")
+        if self.times is not None:
+            self.times.add(record["observed_at"], first, last)
         self._fold(
             record["node_hash"],
             observed,
@@ -234,6 +240,19 @@ class ObservationAggregator:
         records, _, aggregated = decoded
         window_from = self.window_from
         window_to = self.window_to
+        times = self.times
+        if times is not None:
+            if aggregated:
+                for record in records:
+                    first = record.first_observed_at  # type: ignore[union-attr]
+                    last = record.last_observed_at  # type: ignore[union-attr]
+                    times.add(
+                        record.observed_at,
+                        None if first is UNSET else first,
+                        None if last is UNSET else last,
+                    )
+            else:
+                times.add_observed([record.observed_at for record in records])
         if not aggregated and window_from is None and window_to is None:
             self._plain_records(records)  # type: ignore[arg-type]  # not aggregated: PlainRecords
             return True
@@ -325,6 +344,8 @@ class ObservationAggregator:
         unexpected = self.unexpected
         bits = PROBE_BIT
         valid_dates = VALID_DATES
+        if self.times is not None:
+            self.times.add_observed([match[5] for match in matches])
         for _, _, name, _, node_hash, observed, probe, purl in matches:
             if observed[:10] not in valid_dates and not date_ok(observed):
                 raise _BadDate
@@ -352,6 +373,10 @@ class ObservationAggregator:
         bits = PROBE_BIT
         valid_dates = VALID_DATES
         outside = 0
+        times = self.times
+        if times is not None:
+            for _, first, _, last, _, observed, _, _ in matches:
+                times.add(observed, first or None, last or None)
         for count, first, name, last, node_hash, observed, probe, purl in matches:
             if observed[:10] not in valid_dates and not date_ok(observed):
                 raise _BadDate

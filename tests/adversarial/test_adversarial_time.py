@@ -1,44 +1,55 @@
 """Time rules of the chain verifier: each broken rule is its own finding and fails the verdict.
 
 Hostile chains are made here from a valid chain written by the project's own writer: seals
-re-signed by the real collector key with an inverted window, a window after `sealed_at`, a
-`sealed_at` going backwards, evidence dated 2099. `signals verify-chain` and `bundle verify`
-both give exit 1 naming the same finding, the bundle's FAILED report written in its output
-directory and nothing elsewhere.
+and chunks rewritten, re-linked and re-signed by the real collector key, with an inverted
+window, a window after `sealed_at`, a `sealed_at` going backwards, evidence dated 2099, a
+window starting before the previous one ended, records whose own first/last window is inverted
+or misses their `observed_at`, a record after its seal, records outside their seal's window.
+`signals verify-chain`, `bundle verify` and `function-map verify --evidence` all give exit 1
+naming the same finding, the bundle's FAILED report written in its output directory and
+nothing elsewhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stella_bundle.attest.dsse import parse_envelope, sign_payload
-from stella_bundle.canonical import canonical_bytes
-from stella_bundle.evidence.layout import seal_name
 from stella_bundle.evidence.timecheck import (
     CLOCK_SKEW,
     EVIDENCE_FROM_FUTURE,
     OBSERVED_AFTER_SEAL,
+    OBSERVED_OUTSIDE_RECORD_WINDOW,
+    RECORD_AFTER_SEAL,
+    RECORD_OUTSIDE_SEAL_WINDOW,
+    RECORD_WINDOW_INVERTED,
     SEAL_TIME_REGRESSED,
+    TIME_CODES,
+    WINDOW_BEFORE_PREVIOUS,
     WINDOW_INVERTED,
 )
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
+from tests.adversarial.chain_surgery import Predicate, RecordEdit, Records, SealEdit, rewrite_chain
 from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs, make_inputs, snapshot
 from tests.conftest import CliResult
-
-Predicate = dict[str, Any]
-Edit = Callable[[dict[int, Predicate]], None]
 
 
 def _shift(value: str, delta: dt.timedelta) -> str:
     return format_timestamp(parse_timestamp(value) + delta)
+
+
+# --- seal rules ----------------------------------------------------------------------------------
 
 
 def window_swapped(seals: dict[int, Predicate]) -> None:
@@ -74,13 +85,90 @@ def everything_dated_2099(seals: dict[int, Predicate]) -> None:
     seals[last]["sealed_at"] = "2099-01-01T00:00:01.000000Z"
 
 
-CASES: dict[str, tuple[Edit, str]] = {
-    "window-inverted": (window_swapped, WINDOW_INVERTED),
-    "sealed-before-its-records": (sealed_before_its_records, OBSERVED_AFTER_SEAL),
-    "last-observed-past-the-skew": (last_observed_past_the_skew, OBSERVED_AFTER_SEAL),
-    "sealed-at-goes-backwards": (sealed_at_goes_backwards, SEAL_TIME_REGRESSED),
-    "records-2099-sealed-now": (records_dated_2099_sealed_now, EVIDENCE_FROM_FUTURE),
-    "everything-2099": (everything_dated_2099, EVIDENCE_FROM_FUTURE),
+def collected_live(seals: dict[int, Predicate]) -> None:
+    """The test writer seals like an import (null boot_id); the window order rule is the live
+    collector's, so the seals are made to say they were collected live."""
+    for seal in seals.values():
+        seal["collector"]["boot_id"] = "0f5a9d3c-6a3e-4c3b-9a51-3f0e1d2c4b5a"
+
+
+def window_starts_before_previous_end(seals: dict[int, Predicate]) -> None:
+    collected_live(seals)
+    window = seals[3]["window"]
+    window["first_observed_at"] = _shift(seals[2]["window"]["last_observed_at"], -CLOCK_SKEW * 2)
+
+
+def window_narrowed_past_first_record(seals: dict[int, Predicate]) -> None:
+    window = seals[2]["window"]
+    window["first_observed_at"] = _shift(window["first_observed_at"], dt.timedelta(seconds=1))
+
+
+# --- record rules (the seal's window follows the rewritten records) ------------------------------
+
+
+def record_window_inverted(records: Records, seals: dict[int, Predicate]) -> None:
+    record = records[2][5]
+    record["first_observed_at"] = _shift(record["observed_at"], dt.timedelta(seconds=1))
+    record["last_observed_at"] = _shift(record["observed_at"], -dt.timedelta(seconds=1))
+
+
+def observed_outside_record_window(records: Records, seals: dict[int, Predicate]) -> None:
+    record = records[2][7]
+    record["first_observed_at"] = _shift(record["observed_at"], dt.timedelta(seconds=1))
+    record["last_observed_at"] = _shift(record["observed_at"], dt.timedelta(seconds=2))
+
+
+_AN_HOUR = dt.timedelta(hours=1)
+
+
+def record_after_its_seal(records: Records, seals: dict[int, Predicate]) -> None:
+    # Every seal is moved an hour back (below) so that the late record is not also "from the
+    # future"; its seal's window follows it, which the seal rule sees too.
+    last = max(records)
+    late = _shift(seals[last]["sealed_at"], -_AN_HOUR + CLOCK_SKEW * 2)
+    records[last][-1]["observed_at"] = late
+
+
+def every_seal_an_hour_earlier(seals: dict[int, Predicate]) -> None:
+    for seal in seals.values():
+        seal["sealed_at"] = _shift(seal["sealed_at"], -_AN_HOUR)
+
+
+def chunk_backfilled_an_hour_earlier(records: Records, seals: dict[int, Predicate]) -> None:
+    for record in records[3]:
+        record["observed_at"] = _shift(record["observed_at"], -_AN_HOUR)
+
+
+# name: (record edit, seal edit, the finding the case must produce)
+CASES: dict[str, tuple[RecordEdit | None, SealEdit | None, str]] = {
+    "window-inverted": (None, window_swapped, WINDOW_INVERTED),
+    "sealed-before-its-records": (None, sealed_before_its_records, OBSERVED_AFTER_SEAL),
+    "last-observed-past-the-skew": (None, last_observed_past_the_skew, OBSERVED_AFTER_SEAL),
+    "sealed-at-goes-backwards": (None, sealed_at_goes_backwards, SEAL_TIME_REGRESSED),
+    "records-2099-sealed-now": (None, records_dated_2099_sealed_now, EVIDENCE_FROM_FUTURE),
+    "everything-2099": (None, everything_dated_2099, EVIDENCE_FROM_FUTURE),
+    "window-starts-before-previous-end": (
+        None,
+        window_starts_before_previous_end,
+        WINDOW_BEFORE_PREVIOUS,
+    ),
+    "chunk-backfilled-an-hour-earlier": (
+        chunk_backfilled_an_hour_earlier,
+        collected_live,
+        WINDOW_BEFORE_PREVIOUS,
+    ),
+    "record-window-inverted": (record_window_inverted, None, RECORD_WINDOW_INVERTED),
+    "observed-outside-record-window": (
+        observed_outside_record_window,
+        None,
+        OBSERVED_OUTSIDE_RECORD_WINDOW,
+    ),
+    "record-after-its-seal": (record_after_its_seal, every_seal_an_hour_earlier, RECORD_AFTER_SEAL),
+    "window-narrowed-past-first-record": (
+        None,
+        window_narrowed_past_first_record,
+        RECORD_OUTSIDE_SEAL_WINDOW,
+    ),
 }
 
 
@@ -89,49 +177,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Bundle
     return make_inputs(tmp_path_factory.mktemp("time-inputs"), test_keys)
 
 
-def _rewrite_seals(chain: Path, edit: Edit, signer: Any) -> None:
-    """Apply `edit` to the seal predicates and re-sign every changed seal with `signer`."""
-    envelopes = {}
-    statements: dict[int, dict[str, Any]] = {}
-    sequence = 1
-    while (chain / seal_name(sequence)).exists():
-        envelopes[sequence] = parse_envelope(json.loads((chain / seal_name(sequence)).read_bytes()))
-        statements[sequence] = json.loads(envelopes[sequence].payload)
-        sequence += 1
-    before = json.dumps(statements, sort_keys=True)
-    edit({seq: statement["predicate"] for seq, statement in statements.items()})
-    assert json.dumps(statements, sort_keys=True) != before, "the edit must change a seal"
-    for seq, statement in statements.items():
-        payload = canonical_bytes(statement)
-        if payload != envelopes[seq].payload:
-            signed = sign_payload(payload, envelopes[seq].payload_type, [signer])
-            (chain / seal_name(seq)).write_bytes(canonical_bytes(signed.to_dict()))
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_time_rule_fails_both_entry_points(
-    case: str,
-    pristine: BundleInputs,
-    tmp_path: Path,
-    test_keys: Any,
-    run_cli: Callable[..., CliResult],
-) -> None:
+def _build(inputs: Path, pristine: BundleInputs, bundle: Path, test_keys: Any) -> None:
     from stella_bundle.bundle.build import build_bundle
 
-    edit, code = CASES[case]
-    inputs = tmp_path / "inputs"
-    shutil.copytree(pristine.directory, inputs)
-    chain = inputs / "evidence" / "host-a"
-    _rewrite_seals(chain, edit, test_keys.signer("collector"))
-
-    chain_result = run_cli(
-        "signals", "verify-chain", chain, "--trust-root", test_keys.trust_root, "--format", "json"
-    )
-    assert chain_result.exit_code == 1, chain_result.stderr
-    findings = json.loads(chain_result.stdout)["chains"][0]["findings"]
-    assert code in {f["code"] for f in findings}, findings
-
-    bundle = tmp_path / "time.stella.bundle.tgz"
     previous = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
     try:
@@ -146,6 +194,46 @@ def test_time_rule_fails_both_entry_points(
             os.environ.pop("SOURCE_DATE_EPOCH", None)
         else:
             os.environ["SOURCE_DATE_EPOCH"] = previous
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_time_rule_fails_every_entry_point(
+    case: str,
+    pristine: BundleInputs,
+    tmp_path: Path,
+    test_keys: Any,
+    run_cli: Callable[..., CliResult],
+) -> None:
+    record_edit, seal_edit, code = CASES[case]
+    inputs = tmp_path / "inputs"
+    shutil.copytree(pristine.directory, inputs)
+    chain = inputs / "evidence" / "host-a"
+    rewrite_chain(chain, test_keys.signer("collector"), records=record_edit, seals=seal_edit)
+
+    chain_result = run_cli(
+        "signals", "verify-chain", chain, "--trust-root", test_keys.trust_root, "--format", "json"
+    )
+    assert chain_result.exit_code == 1, chain_result.stderr
+    findings = json.loads(chain_result.stdout)["chains"][0]["findings"]
+    codes = {f["code"] for f in findings}
+    assert code in codes, findings
+    # Re-linked and re-signed: the broken time rule is the chain's only defect.
+    assert {f["code"] for f in findings if f["severity"] == "error"} <= TIME_CODES, findings
+
+    # function-map verify --evidence reads the chain with the same rules: one line, exit 1,
+    # naming the first rule broken (one of verify-chain's findings).
+    map_result = run_cli(
+        "function-map", "verify", "--function-map", inputs / pristine.function_map.name,
+        "--evidence", inputs / "evidence",
+    )  # fmt: skip
+    assert map_result.exit_code == 1, map_result.stdout + map_result.stderr
+    lines = map_result.stderr.strip().splitlines()
+    assert len(lines) == 1, map_result.stderr
+    named = {c for c in TIME_CODES if re.search(rf"\b{c}:", lines[0])}
+    assert named and named <= codes, (lines[0], codes)
+
+    bundle = tmp_path / "time.stella.bundle.tgz"
+    _build(inputs, pristine, bundle, test_keys)
     out = tmp_path / "work" / "out"
     before = snapshot(tmp_path)
     result = run_cli(
@@ -162,6 +250,17 @@ def test_time_rule_fails_both_entry_points(
     assert code in json.dumps(report), report["steps"]
 
 
+def test_imported_chunks_may_overlap_in_time(
+    pristine: BundleInputs, tmp_path: Path, test_keys: Any, run_cli: Callable[..., CliResult]
+) -> None:
+    """An import seals its input in input order (null boot_id): overlapping windows pass."""
+    chain = tmp_path / "evidence" / "host-a"
+    shutil.copytree(pristine.evidence / "host-a", chain)
+    rewrite_chain(chain, test_keys.signer("collector"), records=chunk_backfilled_an_hour_earlier)
+    result = run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root)
+    assert result.exit_code == 0, result.stdout + result.stderr
+
+
 def test_pristine_chain_passes_the_time_rules(
     pristine: BundleInputs, test_keys: Any, run_cli: Callable[..., CliResult]
 ) -> None:
@@ -173,3 +272,72 @@ def test_pristine_chain_passes_the_time_rules(
         test_keys.trust_root,
     )
     assert result.exit_code == 0, result.stdout + result.stderr
+    mapped = run_cli(
+        "function-map", "verify", "--function-map", pristine.function_map,
+        "--evidence", pristine.evidence,
+    )  # fmt: skip
+    assert mapped.exit_code == 0, mapped.stdout + mapped.stderr
+
+
+# --- one fold of record times, whichever path reads the records ---------------------------------
+
+_MOMENTS = st.datetimes(
+    min_value=dt.datetime(2025, 1, 1), max_value=dt.datetime(2027, 1, 1), timezones=st.just(dt.UTC)
+)
+
+
+def _written(moment: dt.datetime, offset_minutes: int) -> str:
+    """The toolkit's own form, or the same instant written with another UTC offset."""
+    if offset_minutes == 0:
+        return format_timestamp(moment)
+    zone = dt.timezone(dt.timedelta(minutes=offset_minutes))
+    return moment.astimezone(zone).isoformat()
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[dict[str, Any]]:
+    records = []
+    for index in range(draw(st.integers(1, 30))):
+        record: dict[str, Any] = {
+            "node_hash": "sha256:" + f"{index:064x}",
+            "function_name": f"f{index}",
+            "probe_type": "uprobe",
+            "observed_at": _written(draw(_MOMENTS), draw(st.sampled_from((0, 0, 0, 90, -330)))),
+        }
+        for name in ("first_observed_at", "last_observed_at"):
+            if draw(st.integers(0, 9)) == 0:
+                record[name] = _written(draw(_MOMENTS), 0)
+        records.append(record)
+    return records
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=_records(), cut=st.integers(1, 400))
+def test_record_times_fold_identically_on_every_path(
+    records: list[dict[str, Any]], cut: int
+) -> None:
+    """verify-chain's byte feed (cut anywhere), bundle verify's aggregator scan (its fast and
+    slow paths) and the reader's record by record fold agree."""
+    from stella_bundle.canonical import canonical_bytes
+    from stella_bundle.evidence.timecheck import ChunkTimes
+    from stella_bundle.functionmap.scan import ObservationAggregator
+
+    data = b"".join(canonical_bytes(r) + b"\n" for r in records)
+    fed = ChunkTimes()
+    for start in range(0, len(data), cut):
+        fed.feed(data[start : start + cut])
+    fed.finish()
+    one_by_one = ChunkTimes()
+    for record in records:
+        one_by_one.add(
+            record["observed_at"], record.get("first_observed_at"), record.get("last_observed_at")
+        )
+    scanned = ChunkTimes()
+    aggregator = ObservationAggregator()
+    aggregator.times = scanned
+    aggregator.scan_stream(io.BytesIO(data), "chunk")
+
+    def state(times: ChunkTimes) -> tuple[Any, ...]:
+        return times.start, times.end, times.latest_observed, times.bad_record is None
+
+    assert state(fed) == state(one_by_one) == state(scanned)

@@ -82,6 +82,8 @@ def _kill_repeatedly(
         killed_before_open += "open" not in output
         # Whatever instant the kill hit (between publishing a chunk and its seal too), every
         # sealed chunk verifies and the tail is open, not broken.
+        if not (evidence / "crashy").is_dir():  # killed before the writer made its directory
+            continue
         interim = verify_chain(evidence / "crashy", keys.trust_root, allow_open=True)
         broken = [f.to_dict() for f in interim.findings if f.severity == "error"]
         assert {f["code"] for f in broken} <= {"empty_chain"}, broken  # empty: killed early
@@ -96,7 +98,8 @@ def _check_recovered_chain(
         assert w.head.sequence >= 1
     report = verify_chain(evidence / "crashy", keys.trust_root)
     assert report.passed, [f.to_dict() for f in report.findings if f.severity == "error"]
-    assert "recovered" in report.codes()
+    if any(acknowledged.values()):  # a run that wrote something left a tail to recover
+        assert "recovered" in report.codes()
     present: dict[int, list[int]] = defaultdict(list)
     for record in iter_chain_records(evidence / "crashy"):
         run_name, index = record["function_name"].split("_")

@@ -52,6 +52,14 @@ class Instrumentation:
         assert self._server is not None
         return self._server.port
 
+    @property
+    def url(self) -> str:
+        """Where the metrics are served (the port really bound, when 0 asked for any)."""
+        host = self._listen.rpartition(":")[0]
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/metrics"
+
     def start(self) -> None:
         """Listen, hook the sink and the writer's seals; the collector is not started yet."""
         session = self.session

@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from . import (
+    agent,
     attest,
     bundle,
     function_map,
@@ -56,4 +57,5 @@ app.add_typer(probes.app, name="probes")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(tetragon.app, name="tetragon")
 app.add_typer(store.app, name="store")
+app.add_typer(agent.app, name="agent")
 app.command("demo")(demo)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.live import Live
@@ -19,13 +16,7 @@ from .output import console, error_line
 from .signals import app
 
 if TYPE_CHECKING:
-    from ..agent.instrument import Instrumentation
     from ..collector.session import Collector
-
-
-def _url_host(listen: str) -> str:
-    host = listen.rpartition(":")[0]
-    return host if host.startswith("[") or ":" not in host else f"[{host}]"
 
 
 def _status_table(collector: Collector) -> Table:
@@ -115,7 +106,7 @@ def start(
     quiet: bool = typer.Option(False, "--quiet", help="No live status display."),
 ) -> None:
     """Attach probes for a function map and write observations until stopped (SIGTERM/SIGINT)."""
-    from ..agent.instrument import Instrumentation
+    from ..agent.service import run_service, summary
     from ..collector.run import StartOptions, prepare
 
     if mode is not None and mode not in MODES:
@@ -146,71 +137,23 @@ def start(
             container_metadata=container_metadata,
         )
     )
-    for note in session.notes:
-        error_line(f"warning: {note}")
     collector = session.collector
-    instrumentation: Instrumentation | None = None
-    try:
-        if metrics_listen is not None:
-            instrumentation = Instrumentation(session, metrics_listen, verify_every)
-            instrumentation.start()
-            error_line(
-                f"metrics: http://{_url_host(metrics_listen)}:{instrumentation.port}/metrics"
-            )
-        collector.start()
-    except BaseException:
-        session.writer.close(final=False)
-        if instrumentation is not None:
-            instrumentation.close()
-        raise
-    if instrumentation is not None:
-        instrumentation.collecting()
-    unobservable = len(session.plan.unobservable)
-    for failure in collector.probe_failures[unobservable:]:
-        error_line(
-            f"warning: not attached: {failure.purl}#{failure.function_name} at "
-            f"{failure.binary_path} ({failure.error}); named in the next seal"
+    if quiet or not console.is_terminal:
+        run_service(
+            session,
+            metrics_listen=metrics_listen,
+            verify_every_seconds=verify_every,
+            duration=duration,
+            say=error_line,
         )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, on_signal)
-    error_line(
-        f"collecting: {len(collector.links)} probes attached, mode {collector.config.mode}, "
-        f"chain {session.chain_dir}"
-    )
-
-    def on_tick(c: Collector) -> None:
-        if instrumentation is not None:
-            instrumentation.tick(c)
-        if live is not None:
-            live.update(_status_table(c))
-
-    live: Live | None = None
-    try:
-        if quiet or not console.is_terminal:
-            collector.run(duration, should_stop=stop.is_set, on_tick=on_tick)
-        else:
-            with Live(_status_table(collector), console=console, refresh_per_second=2) as live:
-                collector.run(duration, should_stop=stop.is_set, on_tick=on_tick)
-            live = None
-    finally:
-        if instrumentation is not None:
-            instrumentation.stopping()
-        try:
-            collector.stop(final=True)
-        finally:
-            if instrumentation is not None:
-                instrumentation.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    status = collector.status()
-    console.print(
-        f"stopped: {status['records']} records, {status['nodes_observed']}/{status['nodes_planned']} "
-        f"nodes observed, lost: ring buffer {status['ring_buffer_dropped']}, sampled out "
-        f"{status['sampled_out']}, filtered out {status['filtered_out']}; final seal in {session.chain_dir}"
-    )
+    else:
+        with Live(_status_table(collector), console=console, refresh_per_second=2) as live:
+            run_service(
+                session,
+                metrics_listen=metrics_listen,
+                verify_every_seconds=verify_every,
+                duration=duration,
+                on_tick=lambda c: live.update(_status_table(c)),
+                say=error_line,
+            )
+    console.print(summary(session))

@@ -6,6 +6,7 @@ probe set, kernel features) is decided here so tests and other tools can drive i
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ class StartOptions:
     container_metadata: Path | None = None
     ring_size: int = DEFAULT_RING_SIZE
     tracefs_path: Path = DEFAULT_TRACEFS
+    # The agent's runtime_agent settings (None: not set, the defaults above apply).
+    disabled_attach_types: frozenset[str] | None = None  # None: STELLA_PROBES_DISABLE
+    flush_interval_seconds: float | None = None
+    max_probes: int | None = None
+    attach_timeout_ms: int | None = None
 
 
 @dataclass
@@ -169,13 +175,18 @@ def prepare(options: StartOptions) -> PreparedSession:
         containers=tuple(str(c) for c in pick(options.containers, "containers", ())),
         path_allow=tuple(str(g) for g in pick(options.path_allow, "path_allow", ())),
         path_deny=tuple(str(g) for g in pick(options.path_deny, "path_deny", ())),
+        attach_timeout_ms=options.attach_timeout_ms,
     )
+    if options.flush_interval_seconds is not None:
+        writer_config = dataclasses.replace(
+            writer_config, flush_interval_seconds=options.flush_interval_seconds
+        )
     loaded_map = load_function_map(options.function_map, options.trust_root)
     service = str(getattr(loaded_map.function_map, "service", "service"))
     chain_id = chain_id or _chain_id_for(service)
     signer = load_signer(key)
 
-    features = detect(options.tracefs_path)
+    features = detect(options.tracefs_path, disable=options.disabled_attach_types)
     if not features.has("capabilities") and not features.has("bpf_syscall"):
         raise CollectorEnvironmentError(features.features["capabilities"].detail)
     plan = build_plan(list(loaded_map.nodes()), features)
@@ -183,6 +194,13 @@ def prepare(options: StartOptions) -> PreparedSession:
         reasons = "; ".join(u.reason for u in plan.unobservable[:3])
         raise CollectorEnvironmentError(
             f"no node of the function map can be observed here: {reasons}"
+        )
+    if options.max_probes is not None and len(plan.specs) > options.max_probes:
+        raise ConfigError(
+            f"the function map needs {len(plan.specs)} probes on this host, more than the "
+            f"limit of {options.max_probes}: raise the limit or narrow the map "
+            "(function-map generate --hot-functions)",
+            field="probes.max_concurrent",
         )
     probes_dir = options.probes_dir or pick(None, "probes_dir", None)
     probe_set = ProbeSet.open(probes_dir)

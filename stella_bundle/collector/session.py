@@ -110,6 +110,9 @@ class CollectorConfig:
     path_allow: tuple[str, ...] = ()
     path_deny: tuple[str, ...] = ()
     host: str = field(default_factory=socket.gethostname)
+    # Time allowed for attaching the whole plan; probes not reached by then are named in the
+    # seal as not attached (None: no limit).
+    attach_timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -120,6 +123,10 @@ class CollectorConfig:
             raise ConfigError("expected a positive number of seconds", field="window")
         if self.aggregation_ms < 10:
             raise ConfigError("expected at least 10 ms", field="aggregation_window")
+        if self.attach_timeout_ms is not None and self.attach_timeout_ms <= 0:
+            raise ConfigError(
+                "expected a positive number of milliseconds", field="attach_timeout_ms"
+            )
 
     @property
     def mode_id(self) -> int:
@@ -204,11 +211,16 @@ class Collector:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
+        timeout = cfg.attach_timeout_ms
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
         try:
             riders = self._configure_usdt()
             for spec in self.plan.specs:
                 if spec.index in riders:
                     continue  # observed through another node's python:audit link
+                if deadline is not None and time.monotonic() > deadline:
+                    failures.append(_timed_out(spec, timeout or 0))
+                    continue
                 try:
                     self.links[spec.index] = self._attach(spec)
                 except ProbeAttachError as exc:
@@ -548,6 +560,17 @@ class Collector:
 def _unobservable_failure(item: Unobservable) -> ProbeFailure:
     return ProbeFailure(
         item.node_hash, item.symbol, item.purl, item.binary_path, item.errno, item.reason
+    )
+
+
+def _timed_out(spec: AttachSpec, timeout_ms: int) -> ProbeFailure:
+    return ProbeFailure(
+        spec.node_hash,
+        spec.symbol,
+        spec.purl,
+        spec.target if spec.user_space else None,
+        errno.ETIME,
+        f"not attached: the attach timeout ({timeout_ms} ms) ran out before its turn",
     )
 
 

@@ -1,0 +1,179 @@
+"""The `runtime_agent:` section of stellaops.yaml (the product documents' keys): each setting is
+honoured or refused with a one-line error naming the file and the key.
+
+    runtime_agent:
+      function_map: /etc/stella/maps/function-map.dsse.json
+      trust_root: /etc/stella/maps/trust-root.json
+      metrics: {listen: "127.0.0.1:9464", verify_every_seconds: 60}
+      probes: {max_concurrent: 256, attach_timeout_ms: 5000,
+               default_types: [uprobe, kprobe], sampling_rate: 1.0}
+      export: {format: ndjson, flush_interval_ms: 5000,
+               output_path: /var/lib/stella/evidence, aggregation_window_ms: 1000}
+
+The signing key, rotation and collection mode stay in `signals:` (one definition, shared with
+`signals start`); a setting given in both sections with two values is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ..collector.run import StartOptions
+from ..collector.trial import ATTACH_TYPES
+from ..errors import ConfigError
+from ..evidence.config import read_stellaops
+from .endpoint import DEFAULT_LISTEN, parse_listen
+from .instrument import DEFAULT_VERIFY_EVERY_SECONDS
+
+SECTION: Final = "runtime_agent"
+_TOP_KEYS: Final = {"function_map", "trust_root", "metrics", "probes", "export"}
+_METRICS_KEYS: Final = {"listen", "verify_every_seconds"}
+_PROBE_KEYS: Final = {"max_concurrent", "attach_timeout_ms", "default_types", "sampling_rate"}
+_EXPORT_KEYS: Final = {"format", "flush_interval_ms", "output_path", "aggregation_window_ms"}
+
+# Settings of the product documents this agent does not do, and what to do instead.
+REFUSED: Final[dict[str, str]] = {
+    "observation_store": (
+        "the agent writes signed evidence chains (export.output_path); put them into a store "
+        "with `stella observations ingest --store URL`, which verifies them first"
+    ),
+    "function_maps": (
+        "many maps in one agent is not built yet: run one agent per map (one chain per map and "
+        "host) with runtime_agent.function_map"
+    ),
+}
+EXPORT_FORMATS: Final = ("ndjson",)
+# Link mechanisms that belong to an attach type a user names (uprobe_multi is how uprobes
+# attach in bulk): allowed whenever that type is.
+_LINK_OF: Final = {"uprobe_multi": "uprobe"}
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    start: StartOptions
+    metrics_listen: str = DEFAULT_LISTEN
+    verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS
+
+
+class _Section:
+    """One mapping of the file, with errors naming `runtime_agent.<path>.<key>`."""
+
+    def __init__(self, data: Any, where: str, source: str, allowed: set[str]) -> None:
+        self.where, self.source = where, source
+        if not isinstance(data, dict):
+            raise self.fail("expected a mapping")
+        for key in data:
+            if key in REFUSED and where == SECTION:
+                raise ConfigError(REFUSED[key], path=source, field=f"{where}.{key}")
+            if key not in allowed:
+                raise self.fail(f"unknown key (allowed: {', '.join(sorted(allowed))})", key)
+        self.data: dict[str, Any] = data
+
+    def fail(self, message: str, key: str = "") -> ConfigError:
+        return ConfigError(message, path=self.source, field=f"{self.where}.{key}".rstrip("."))
+
+    def number(self, key: str, *, integer: bool = False, maximum: float | None = None) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        kinds = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+            what = "a positive integer" if integer else "a positive number"
+            raise self.fail(f"expected {what}, got {value!r}", key)
+        if maximum is not None and value > maximum:
+            raise self.fail(f"expected at most {maximum}, got {value!r}", key)
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.fail(f"expected a string, got {value!r}", key)
+        return value
+
+    def child(self, key: str, allowed: set[str]) -> _Section:
+        return _Section(self.data.get(key) or {}, f"{self.where}.{key}", self.source, allowed)
+
+
+def load_agent_settings(path: Path) -> AgentSettings:
+    """Read `runtime_agent:` (and `signals:` for the writer) from `path`."""
+    source = str(path)
+    document = read_stellaops(path)
+    if SECTION not in document:
+        raise ConfigError(f"no '{SECTION}' section", path=source, field=SECTION)
+    top = _Section(document[SECTION], SECTION, source, _TOP_KEYS)
+    metrics = top.child("metrics", _METRICS_KEYS)
+    probes = top.child("probes", _PROBE_KEYS)
+    export = top.child("export", _EXPORT_KEYS)
+    found = document.get("signals")
+    signals: dict[str, Any] = found if isinstance(found, dict) else {}
+
+    function_map = top.text("function_map")
+    if function_map is None:
+        raise top.fail("the signed function map to collect for is required", "function_map")
+    trust_root = top.text("trust_root")
+
+    listen = metrics.text("listen") or DEFAULT_LISTEN
+    try:
+        parse_listen(listen, field=f"{metrics.where}.listen")
+    except ConfigError as exc:
+        raise metrics.fail(exc.message, "listen") from None
+
+    export_format = export.text("format") or "ndjson"
+    if export_format not in EXPORT_FORMATS:
+        raise export.fail(
+            f"only ndjson is written (zstd-compressed, signed, hash-chained chunks), "
+            f"got {export_format!r}",
+            "format",
+        )
+    output_path = export.text("output_path")
+    flush_ms = export.number("flush_interval_ms")
+    aggregation_ms = export.number("aggregation_window_ms", integer=True)
+    sampling_rate = probes.number("sampling_rate", maximum=1.0)
+    for ours, theirs, value in (
+        ("export.output_path", "output_directory", output_path),
+        ("export.flush_interval_ms", "flush_interval_ms", flush_ms),
+        ("probes.sampling_rate", "sampling_rate", sampling_rate),
+    ):
+        if value is not None and theirs in signals and signals[theirs] != value:
+            raise ConfigError(
+                f"signals.{theirs} says {signals[theirs]!r}: give one value, in one place",
+                path=source,
+                field=f"{SECTION}.{ours}",
+            )
+
+    return AgentSettings(
+        start=StartOptions(
+            function_map=Path(function_map),
+            trust_root=Path(trust_root) if trust_root else None,
+            config=path if "signals" in document else None,
+            target=Path(output_path) if output_path else None,
+            aggregation_window=f"{aggregation_ms}ms" if aggregation_ms else None,
+            sampling_rate=sampling_rate,
+            flush_interval_seconds=flush_ms / 1000 if flush_ms else None,
+            max_probes=probes.number("max_concurrent", integer=True),
+            attach_timeout_ms=probes.number("attach_timeout_ms", integer=True),
+            disabled_attach_types=_disabled_types(probes),
+        ),
+        metrics_listen=listen,
+        verify_every_seconds=metrics.number("verify_every_seconds") or DEFAULT_VERIFY_EVERY_SECONDS,
+    )
+
+
+def _disabled_types(probes: _Section) -> frozenset[str] | None:
+    """`default_types`, the attach types the agent may use: every other one is disabled, so
+    the plan falls back among the allowed ones and names nodes none can reach in the seal."""
+    value = probes.data.get("default_types")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise probes.fail("expected a non-empty list of attach types", "default_types")
+    unknown = sorted(set(value) - set(ATTACH_TYPES))
+    if unknown:
+        raise probes.fail(
+            f"unknown attach type {unknown[0]!r} (known: {', '.join(ATTACH_TYPES)})",
+            "default_types",
+        )
+    allowed = set(value) | {link for link, owner in _LINK_OF.items() if owner in value}
+    return frozenset(set(ATTACH_TYPES) - allowed)

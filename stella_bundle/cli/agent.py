@@ -1,0 +1,43 @@
+"""`stella agent run`: the collector as a long-running service configured by stellaops.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .output import console, error_line
+
+app = typer.Typer(
+    help="The runtime agent: a service that collects for a signed function map.",
+    no_args_is_help=True,
+)
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        help="stellaops.yaml: runtime_agent: (map, probes, export, metrics) and signals: "
+        "(signing key, rotation, mode).",
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Stop after this many seconds (default: run until SIGTERM/SIGINT)."
+    ),
+) -> None:
+    """Collect for the configured function map until stopped, serving metrics and health."""
+    from ..agent.config import load_agent_settings
+    from ..agent.service import run_service, summary
+    from ..collector.run import prepare
+
+    settings = load_agent_settings(config)
+    session = prepare(settings.start)
+    run_service(
+        session,
+        metrics_listen=settings.metrics_listen,
+        verify_every_seconds=settings.verify_every_seconds,
+        duration=duration,
+        say=error_line,
+    )
+    console.print(summary(session))

@@ -1,0 +1,178 @@
+"""`stella agent run --config stellaops.yaml`: the runtime_agent settings change what really
+happens in a real eBPF collection (attach types, probe limit, attach time), or the agent
+refuses to start and writes nothing."""
+
+from __future__ import annotations
+
+import errno
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from collector_support import LIBCRYPTO, start_workload, workload_nodes
+from test_collector_metrics import _free_port, _function_map, _get, wait_for
+
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import build_plan
+from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.reader import iter_chain_records
+from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.functionmap.elf import index_binary
+from stella_bundle.functionmap.model import ExpectedNode
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
+
+
+def _config(
+    tmp_path: Path, fm: Path, key: Path, port: int, probes: dict[str, Any], pid: int
+) -> Path:
+    path = tmp_path / "stellaops.yaml"
+    document = {
+        "runtime_agent": {
+            "function_map": str(fm),
+            "metrics": {"listen": f"127.0.0.1:{port}"},
+            "probes": probes,
+            "export": {
+                "format": "ndjson",
+                "output_path": str(tmp_path / "evidence"),
+                "flush_interval_ms": 500,
+                "aggregation_window_ms": 200,
+            },
+        },
+        "signals": {"chain_id": "agent", "signing": {"key_file": str(key)}, "pids": [pid]},
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _agent(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_agent_run_uses_only_the_allowed_attach_types(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    nodes = workload_nodes(workload_bin)  # user-space functions and kernel openat, a tracepoint
+    fm = _function_map(tmp_path / "fm.json", nodes)
+    port = _free_port()
+    work = start_workload(workload_bin, "--crypto", "--open", "/etc/hostname")
+    config = _config(
+        tmp_path,
+        fm,
+        test_keys.private("collector"),
+        port,
+        {"default_types": ["uprobe"], "max_concurrent": 16, "attach_timeout_ms": 5000},
+        work.pid,
+    )
+    agent = _agent(config)
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        assert agent.poll() is None, agent.communicate()
+        work.go()
+        time.sleep(1.0)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in stderr
+    chain = tmp_path / "evidence" / "agent"
+    assert verify_chain(chain, test_keys.trust_root).passed
+    records = list(iter_chain_records(chain))
+    assert {"stella_work_parse", "EVP_Digest"} <= {r["function_name"] for r in records}
+    assert {r["probe_type"] for r in records} == {"uprobe"}
+    # The kernel nodes had no allowed attach type: named in the seal, not silently dropped.
+    failures = {
+        failure.function_name: failure
+        for path in sorted(chain.glob("*.seal.dsse.json"))
+        for failure in parse_seal(path.read_bytes()).predicate.probe_failures
+    }
+    assert {"openat", "inet_sock_set_state"} <= set(failures)
+    assert "disabled" in failures["openat"].error
+
+
+def test_without_default_types_the_kernel_nodes_are_attached(
+    ebpf: None, workload_bin: Path, features: KernelFeatures
+) -> None:
+    """The contrast for the test above: the same plan, every attach type allowed."""
+    plan = build_plan(workload_nodes(workload_bin), features)
+    assert "openat" in {spec.symbol for spec in plan.specs}
+
+
+def test_more_probes_than_max_concurrent_is_refused_before_anything_is_written(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin))
+    config = _config(
+        tmp_path, fm, test_keys.private("collector"), _free_port(), {"max_concurrent": 1}, 1
+    )
+    agent = _agent(config)
+    _, stderr = agent.communicate(timeout=120)
+    assert agent.returncode == 2, stderr
+    (line,) = stderr.strip().splitlines()
+    assert "probes.max_concurrent" in line and "more than the limit of 1" in line
+    assert not list((tmp_path / "evidence").glob("*/*.seal.dsse.json"))
+
+
+def test_probes_not_reached_within_the_attach_timeout_are_named(
+    ebpf: None, features: KernelFeatures
+) -> None:
+    functions = sorted(index_binary(LIBCRYPTO).functions)[:300]
+    plan = build_plan(
+        [
+            ExpectedNode.create("pkg:deb/debian/libssl3", s, binary_path=LIBCRYPTO)
+            for s in functions
+        ],
+        features,
+    )
+    sink = MemorySink()
+    collector = Collector(
+        plan,
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        CollectorConfig(pids=(1,), attach_timeout_ms=1),
+    )
+    started = time.monotonic()
+    collector.start()
+    try:
+        timed_out = [f for f in sink.probe_failures if f.errno == errno.ETIME]
+        # 1 ms is far less than 300 attaches take: most are cut off, none is lost silently.
+        assert timed_out and collector.links
+        assert len(collector.links) + len(sink.probe_failures) == len(plan.specs) + len(
+            plan.unobservable
+        )
+        assert all("attach timeout (1 ms)" in f.error for f in timed_out)
+        assert time.monotonic() - started < 5
+    finally:
+        collector.stop()
+
+
+def test_the_metrics_listener_of_the_agent_reports_its_map(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin)[:3])
+    port = _free_port()
+    config = _config(tmp_path, fm, test_keys.private("collector"), port, {"max_concurrent": 8}, 1)
+    agent = _agent(config, "--duration", "30")
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert 'stella_probes_attached{chain="agent",service="stella-workload"} 3.0' in text
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr
+    assert "collecting: 3 probes attached" in stderr

@@ -6,6 +6,8 @@ import datetime as dt
 import os
 import re
 
+from .errors import InputError
+
 # RFC 3339 date-time as this toolkit accepts it: ASCII digits only (Python's \d matches any
 # Unicode digit), `T` and `Z` upper case, at most nanosecond precision.
 _RFC3339_RE = re.compile(
@@ -35,6 +37,17 @@ def parse_timestamp(value: object) -> dt.datetime:
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone; expected Z or an offset")
     return moment.astimezone(dt.UTC)
+
+
+def parse_time_field(value: str | None, field: str) -> dt.datetime | None:
+    """An RFC 3339 value given for `field` (a CLI option, an API parameter) as an aware UTC
+    datetime, or None; a bad value is an InputError naming the field."""
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise InputError(str(exc), field=field) from exc
 
 
 def is_rfc3339_timestamp(value: object) -> bool:

@@ -14,6 +14,7 @@ from . import (
     observations,
     probes,
     schema,
+    serve,
     signals,
     store,
     tetragon,
@@ -58,4 +59,5 @@ app.add_typer(bundle.app, name="bundle")
 app.add_typer(tetragon.app, name="tetragon")
 app.add_typer(store.app, name="store")
 app.add_typer(agent.app, name="agent")
+app.add_typer(serve.app, name="serve")
 app.command("demo")(demo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -328,7 +328,7 @@ def verify(
     else:
         check_one_source(list(observations), evidence)
         result = verify_files(loaded, observation_paths(list(observations)), options)
-    document: dict[str, Any] = {**result.to_dict(), "function_map": result.function_map}
+    document = result.report()
     # Large results are written compact: the indenting encoder is pure Python (seconds for a
     # 10,000-path map), the compact one is C.
     indent = 2 if len(result.per_path_breakdown) <= LARGE_RESULT_PATHS else None

@@ -394,6 +394,11 @@ def function_map_from_statement(
     return FunctionMap.from_dict(statement["predicate"], source)
 
 
+def is_envelope_document(document: Any) -> bool:
+    """A parsed function-map document is a DSSE envelope (else an in-toto Statement)."""
+    return isinstance(document, dict) and "payloadType" in document
+
+
 def load_function_map(
     path: str | Path,
     trust_root: TrustRoot | str | Path | None = None,
@@ -406,14 +411,25 @@ def load_function_map(
     VerificationFailure subclasses); a bare Statement cannot satisfy a trust root and is refused.
     Without one, an envelope is read and `signature_checked` is False.
     """
+    return parse_function_map(read_bytes(path), path, trust_root, check_schema=check_schema)
+
+
+def parse_function_map(
+    raw: bytes,
+    path: str | Path,
+    trust_root: TrustRoot | str | Path | None = None,
+    *,
+    check_schema: bool = True,
+) -> LoadedFunctionMap:
+    """`load_function_map` over bytes already read (a file, or a map posted to the API);
+    `path` names where they came from in every message."""
     source = str(path)
-    raw = read_bytes(path)
     document = parse_json(raw, source)
     if isinstance(trust_root, str | Path):
         from ..attest.trustroot import TrustRoot
 
         trust_root = TrustRoot.load(trust_root)
-    is_envelope = isinstance(document, dict) and "payloadType" in document
+    is_envelope = is_envelope_document(document)
     signers: tuple[str, ...] = ()
     if is_envelope:
         # Imported here: DSSE pulls in securesystemslib (and its AWS signer, boto3), ≈0.15 s

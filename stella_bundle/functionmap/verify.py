@@ -96,6 +96,11 @@ class VerificationResult:
     service: str
     function_map: dict[str, Any] = field(default_factory=dict)
 
+    def report(self) -> dict[str, Any]:
+        """The verification report `function-map verify` prints and the API returns: the
+        coverage part and the function map it was judged against (one construction for both)."""
+        return {**self.to_dict(), "function_map": self.function_map}
+
     def to_dict(self) -> dict[str, Any]:
         """The coverage part of a verification report (schemas/verification-report.schema.json)."""
         return {

@@ -1,0 +1,166 @@
+"""Request and response bodies of the API, as pydantic models (they make the OpenAPI document).
+
+Reports and records are the library's own dictionaries (their JSON Schemas are in schemas/):
+the API passes them through, so the API and the CLI print the same documents.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..evidence.layout import MAX_SEQUENCE
+
+# A function map id: its digest, `sha256:<hex>` (the bare hex is accepted too).
+DIGEST_PATTERN = r"^(sha256:)?[0-9a-f]{64}$"
+CHAIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="One line: what was refused and why.")
+
+
+class FunctionMapSummary(BaseModel):
+    digest: str = Field(description="sha256:<hex> of the in-toto Statement bytes: the map's id.")
+    service: str
+    signed: bool = Field(description="Posted as a DSSE envelope.")
+    signature_checked: bool = Field(
+        description="The envelope was verified against the server's trust root (function-map role)."
+    )
+    signers: list[str] = Field(description="Key ids of the trusted keys that signed it.")
+    stored_at: str
+
+
+class FunctionMapStored(FunctionMapSummary):
+    created: bool = Field(description="False when this digest was stored already.")
+
+
+class FunctionMapList(BaseModel):
+    function_maps: list[FunctionMapSummary]
+
+
+class FunctionMapDocument(BaseModel):
+    summary: FunctionMapSummary
+    statement: dict[str, Any] = Field(description="The in-toto Statement (the function map).")
+    envelope: dict[str, Any] | None = Field(description="The DSSE envelope, when signed.")
+
+
+class VerifyRequest(BaseModel):
+    """Observations in the body, or (without them) the stored ones over a window."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    observations: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Observation records (schemas/observation-record.schema.json); when absent, "
+        "the stored observations of the window are verified.",
+    )
+    window_from: str | None = Field(
+        default=None, alias="from", description="RFC 3339; default: the map's window."
+    )
+    window_to: str | None = Field(
+        default=None, alias="to", description="RFC 3339; default: the map's window."
+    )
+    fail_on_unexpected: bool | None = Field(
+        default=None, description="Default: the map's coverage setting."
+    )
+    probe_weights: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Confidence weight per probe type (0..1)."
+    )
+
+
+class ChunkUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sequence: int = Field(ge=1, le=MAX_SEQUENCE)
+    chunk: str = Field(pattern=BASE64_PATTERN, description="The chunk file (.ndjson.zst), base64.")
+    seal: str = Field(
+        pattern=BASE64_PATTERN,
+        description="The seal file (.seal.dsse.json) exactly as written, base64.",
+    )
+
+
+class ChainUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chain_id: str = Field(pattern=CHAIN_ID_PATTERN)
+    chunks: list[ChunkUpload] = Field(min_length=1)
+    prune_record: str | None = Field(
+        default=None,
+        pattern=BASE64_PATTERN,
+        description="The chain's prune.dsse.json, base64, when its first chunks were pruned.",
+    )
+
+
+class EvidenceUpload(BaseModel):
+    """Sealed chains (verified with the trust root, stored as signed) or plain observation
+    records (stored, marked unsigned): exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chains: list[ChainUpload] | None = Field(default=None, min_length=1)
+    records: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+
+
+class IngestAnswer(BaseModel):
+    store: str
+    signed: bool = Field(description="The stored content is signed evidence.")
+    chunks_stored: int
+    chunks_already_stored: int
+    records_stored: int
+    records_dropped: int
+    conflicts: list[dict[str, Any]]
+    chains: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    store: str
+    backend: str
+
+
+class RecordsAnswer(BaseModel):
+    records: list[dict[str, Any]]
+    truncated: bool = Field(description="More records matched than the limit.")
+
+
+class SymbolsAnswer(BaseModel):
+    symbols: list[dict[str, Any]]
+
+
+class TimelineAnswer(BaseModel):
+    events: list[dict[str, Any]]
+    enabled: bool = Field(description="False when the runtime bridge is disabled.")
+
+
+class HotSymbolsAnswer(BaseModel):
+    symbols: list[dict[str, Any]]
+    window_seconds: int | None = None
+    windows: list[dict[str, Any]] | None = None
+    enabled: bool
+
+
+class RuntimeIngestAnswer(BaseModel):
+    enabled: bool
+    result: dict[str, Any]
+
+
+class CoverageAnswer(BaseModel):
+    function_map: FunctionMapSummary
+    window: dict[str, str | None]
+    verified: bool
+    observation_rate: float
+    target_rate: float
+    per_path: list[dict[str, Any]]
+    per_tag: dict[str, dict[str, Any]]
+    missing_paths: list[str]
+    unexpected_symbols: list[dict[str, Any]]
+    trend: list[dict[str, Any]] = Field(
+        description="Per consecutive window of the range: the observation rate and per-tag rates."
+    )

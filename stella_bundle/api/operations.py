@@ -1,0 +1,278 @@
+"""What the API does, without HTTP: each function is one endpoint's work over the library.
+
+Function maps are parsed and verified by `functionmap.model.parse_function_map` (the CLI's
+loader), reports made by `VerificationResult.report()` (the CLI's), evidence verified and
+stored by `store.ingest` (the CLI's `observations ingest`). The routes only translate.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..attest.trustroot import TrustRoot
+from ..canonical import canonical_record_bytes
+from ..errors import InputError
+from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
+from ..fsutil import write_bytes_atomic
+from ..functionmap.model import LoadedFunctionMap, is_envelope_document, parse_function_map
+from ..functionmap.verify import VerificationResult, VerifyOptions, verify_observations
+from ..jsonio import parse_json
+from ..observations.record import validate_record
+from ..store import (
+    IngestResult,
+    ObservationStore,
+    ingest_evidence,
+    ingest_ndjson,
+    load_stored_function_map,
+    raise_conflicts,
+    stored_form,
+    verify_stored,
+)
+from ..store.base import StoredFunctionMap
+from ..timeutil import format_timestamp, parse_time_field, parse_timestamp
+from .models import ChainUpload, EvidenceUpload
+
+
+class NotFound(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AlreadyStoredUnsigned(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def normalise_digest(identifier: str) -> str:
+    return identifier if identifier.startswith("sha256:") else "sha256:" + identifier
+
+
+# --- function maps --------------------------------------------------------------------------
+
+
+def store_function_map(
+    store: ObservationStore, raw: bytes, trust_root: TrustRoot
+) -> tuple[StoredFunctionMap, bool]:
+    """A posted map (Statement or DSSE envelope). An envelope must verify against the trust
+    root (function-map role) and is stored as checked; a bare Statement is stored unsigned."""
+    source = "<request body>"
+    signed = is_envelope_document(parse_json(raw, source))
+    loaded = parse_function_map(raw, source, trust_root if signed else None)
+    form = stored_form(loaded, raw)
+    created = store.put_function_map(form)
+    if created:
+        return form, True
+    stored = store.get_function_map(form.digest) or form
+    if form.signature_checked and not stored.signature_checked:
+        # The store keeps the first copy of a digest; a verified signature must not be
+        # reported as kept when it was not.
+        raise AlreadyStoredUnsigned(
+            f"function map {form.digest} is stored already without a checked signature; "
+            "the signed copy was verified but not stored (post the signed map first)"
+        )
+    return stored, False
+
+
+def get_function_map(store: ObservationStore, identifier: str) -> StoredFunctionMap:
+    digest = normalise_digest(identifier)
+    stored = store.get_function_map(digest)
+    if stored is None:
+        raise NotFound(f"no function map {digest} in this store")
+    return stored
+
+
+def loaded_function_map(store: ObservationStore, identifier: str) -> LoadedFunctionMap:
+    get_function_map(store, identifier)  # 404 before anything else
+    return load_stored_function_map(store, normalise_digest(identifier))
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+def verify_options(
+    window_from: str | None,
+    window_to: str | None,
+    fail_on_unexpected: bool | None = None,
+    probe_weights: dict[str, float] | None = None,
+) -> VerifyOptions:
+    return VerifyOptions(
+        window_from=parse_time_field(window_from, "from"),
+        window_to=parse_time_field(window_to, "to"),
+        fail_on_unexpected=fail_on_unexpected,
+        probe_weights=dict(probe_weights or {}),
+    )
+
+
+def verify(
+    store: ObservationStore,
+    identifier: str,
+    options: VerifyOptions,
+    observations: list[dict[str, Any]] | None,
+) -> tuple[dict[str, Any], int]:
+    """The verification report (the CLI's document) and the id it was stored under.
+
+    With `observations`, those records are verified (each validated as the CLI validates a
+    line); without, the store's records of the window, aggregated by the store."""
+    loaded = loaded_function_map(store, identifier)
+    result: VerificationResult
+    if observations is not None:
+        result = verify_observations(loaded, observations, options, source="<request body>")
+    else:
+        result = verify_stored(store, loaded, options)
+    document = result.report()
+    stored = store.put_report(
+        loaded.digest, result.window["from"], result.window["to"], result.verified, document
+    )
+    return document, stored.id
+
+
+# --- coverage over time ---------------------------------------------------------------------
+
+
+def _bounds(
+    store: ObservationStore, window_from: str | None, window_to: str | None
+) -> tuple[dt.datetime, dt.datetime] | None:
+    start = parse_time_field(window_from, "from")
+    end = parse_time_field(window_to, "to")
+    if start is None or end is None:
+        status = store.status()
+        if start is None and status.first_observed_at is not None:
+            start = parse_timestamp(status.first_observed_at)
+        if end is None and status.last_observed_at is not None:
+            end = parse_timestamp(status.last_observed_at)
+    if start is None or end is None:
+        return None  # nothing stored and no range given
+    if start > end:
+        raise InputError("from is later than to", field="from")
+    return start, end
+
+
+def coverage(
+    store: ObservationStore,
+    identifier: str,
+    window_from: str | None,
+    window_to: str | None,
+    windows: int,
+) -> dict[str, Any]:
+    """Per path and per tag over the range, and the trend: the range cut into `windows`
+    consecutive windows, each verified alone (same engine, same rule as `verify`)."""
+    loaded = loaded_function_map(store, identifier)
+    stored = get_function_map(store, identifier)
+    bounds = _bounds(store, window_from, window_to)
+    options = (
+        VerifyOptions(window_from=bounds[0], window_to=bounds[1]) if bounds else VerifyOptions()
+    )
+    result = verify_stored(store, loaded, options)
+    trend: list[dict[str, Any]] = []
+    if bounds is not None:
+        start, end = bounds
+        step = (end - start) / windows
+        for index in range(windows):
+            low = start + step * index
+            high = end if index == windows - 1 else start + step * (index + 1)
+            part = verify_stored(store, loaded, VerifyOptions(window_from=low, window_to=high))
+            trend.append(
+                {
+                    "from": format_timestamp(low),
+                    "to": format_timestamp(high),
+                    "observation_rate": part.observation_rate,
+                    "target_rate": part.target_rate,
+                    "verified": part.verified,
+                    "records_in_window": part.records["in_window"],
+                    "per_tag": {
+                        tag: values["observation_rate"] for tag, values in part.per_tag.items()
+                    },
+                }
+            )
+    return {
+        "function_map": stored.summary(),
+        "window": result.window,
+        "verified": result.verified,
+        "observation_rate": result.observation_rate,
+        "target_rate": result.target_rate,
+        "per_path": result.per_path_breakdown,
+        "per_tag": result.per_tag,
+        "missing_paths": [
+            entry["path_id"] for entry in result.per_path_breakdown if entry["status"] == "missing"
+        ],
+        "unexpected_symbols": result.unexpected_symbols,
+        "trend": trend,
+    }
+
+
+# --- evidence -------------------------------------------------------------------------------
+
+
+def _decode(text: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"expected base64: {exc}", field=field) from exc
+
+
+@contextmanager
+def _scratch(work_dir: Path | None) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="stella-api-", dir=work_dir) as name:
+        yield Path(name)
+
+
+def _write_chain(root: Path, index: int, chain: ChainUpload) -> None:
+    where = f"chains[{index}]"
+    validate_chain_id(chain.chain_id)
+    directory = root / chain.chain_id
+    if directory.exists():
+        raise InputError(f"chain {chain.chain_id} given twice", field=f"{where}.chain_id")
+    directory.mkdir()
+    seen: set[int] = set()
+    for number, item in enumerate(chain.chunks):
+        here = f"{where}.chunks[{number}]"
+        if item.sequence in seen:
+            raise InputError(f"sequence {item.sequence} given twice", field=f"{here}.sequence")
+        seen.add(item.sequence)
+        (directory / chunk_name(item.sequence)).write_bytes(_decode(item.chunk, f"{here}.chunk"))
+        (directory / seal_name(item.sequence)).write_bytes(_decode(item.seal, f"{here}.seal"))
+    if chain.prune_record is not None:
+        (directory / PRUNE_RECORD_NAME).write_bytes(
+            _decode(chain.prune_record, f"{where}.prune_record")
+        )
+
+
+def ingest(
+    store: ObservationStore,
+    upload: EvidenceUpload,
+    trust_root: TrustRoot,
+    work_dir: Path | None,
+    batch: int,
+) -> tuple[IngestResult, bool]:
+    """Store an upload: sealed chains verified whole with the chain verifier first (the files
+    are laid out as a collector writes them, then `ingest_evidence`), or plain records stored
+    unsigned (`ingest_ndjson`). One store transaction; idempotent per (chain, sequence)."""
+    if (upload.chains is None) == (upload.records is None):
+        raise InputError("give exactly one of chains (sealed evidence) or records (unsigned)")
+    with _scratch(work_dir) as root:
+        if upload.chains is not None:
+            for index, chain in enumerate(upload.chains):
+                _write_chain(root, index, chain)
+            result = ingest_evidence(store, root, trust_root)
+            signed = True
+        else:
+            assert upload.records is not None
+            lines = [
+                canonical_record_bytes(validate_record(record, "<request body>", number)) + b"\n"
+                for number, record in enumerate(upload.records, start=1)
+            ]
+            path = root / "records.ndjson"
+            write_bytes_atomic(path, b"".join(lines))
+            result = ingest_ndjson(store, [path], batch)
+            signed = False
+    raise_conflicts(result, store)
+    return result, signed

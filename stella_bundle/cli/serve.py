@@ -1,0 +1,163 @@
+"""`stella serve`: the REST API and coverage dashboard; `stella serve token …`: its tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import ConfigError
+from .output import FORMAT_HELP, Format, console, emit_json, error_line
+from .store_options import config_option, store_url_option
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+app = typer.Typer(
+    help="Serve the REST API and the coverage dashboard (docs/api.md).",
+    invoke_without_command=True,
+)
+token_app = typer.Typer(help="Bearer tokens of the API (kept hashed in a tokens file).")
+app.add_typer(token_app, name="token")
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    listen: str = typer.Option(
+        DEFAULT_LISTEN,
+        "--listen",
+        help="HOST:PORT, an IP address (not loopback: needs --tls-cert/--tls-key and --tokens, "
+        f"or --insecure-listen; default: {DEFAULT_LISTEN}).",
+    ),
+    trust_root: Path | None = typer.Option(
+        None,
+        "--trust-root",
+        help="trust-root.json: evidence and signed maps are verified against it (required to serve; "
+        "default: none, refused).",
+    ),
+    tokens: Path | None = typer.Option(
+        None,
+        "--tokens",
+        help="Tokens file of `stella serve token add` (default: none, loopback only, every "
+        "request accepted).",
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate chain (default: none, plain HTTP)."
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", help="PEM private key of --tls-cert (default: none)."
+    ),
+    insecure_listen: bool = typer.Option(
+        False,
+        "--insecure-listen",
+        help="Allow a non-loopback address without TLS or tokens (default: refused).",
+    ),
+    max_body_bytes: int = typer.Option(
+        32 << 20,
+        "--max-body-bytes",
+        help="Larger request bodies are refused, 413 (default: 32 MiB).",
+    ),
+    tetragon_evidence: Path | None = typer.Option(
+        None,
+        "--tetragon-evidence",
+        help="Evidence directory of the Tetragon bridge's chains (default: none, the runtime "
+        "endpoints answer empty results).",
+    ),
+    tetragon_key: Path | None = typer.Option(
+        None,
+        "--tetragon-key",
+        help="The bridge's collector key, sealing POST /api/v1/runtime-traces (default: none).",
+    ),
+    store: str | None = store_url_option(),
+    config: Path | None = config_option(),
+) -> None:
+    """Serve the API (until Ctrl-C). The store is initialised if new."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..agent.endpoint import parse_listen
+    from ..api import ApiSettings, TokenFile
+    from ..api.server import Listen, check_listen
+    from ..api.server import serve as run_server
+    from ..attest.trustroot import TrustRoot
+    from ..store import open_store
+    from ..store.config import store_settings
+
+    if trust_root is None:
+        raise ConfigError(
+            "a trust root is required: evidence and signed maps are verified before they are "
+            "stored",
+            field="--trust-root",
+        )
+    if max_body_bytes < 1024:
+        raise ConfigError("expected at least 1024 bytes", field="--max-body-bytes")
+    host, port = parse_listen(listen, "--listen")
+    where = Listen(host, port, tls_cert, tls_key)
+    token_file = TokenFile.load(tokens) if tokens is not None else None
+    for warning in check_listen(where, token_file is not None, insecure_listen):
+        error_line(f"warning: {warning}")
+    settings_store = store_settings(store, config)
+    with open_store(settings_store.url, initialise=True) as opened:
+        display = opened.display_url
+    settings = ApiSettings(
+        store_url=settings_store.url,
+        trust_root=TrustRoot.load(trust_root),
+        tokens=token_file,
+        max_body_bytes=max_body_bytes,
+    )
+    if tetragon_evidence is not None:
+        from ..attest.keys import load_signer
+        from ..tetragon.config import load_tetragon_config
+        from ..tetragon.service import runtime_trace_service
+
+        settings.runtime = runtime_trace_service(tetragon_evidence, load_tetragon_config(config))
+        settings.runtime_signer = load_signer(tetragon_key) if tetragon_key else None
+    error_line(f"stella serve: {where.url} (store {display})")
+    run_server(settings, where)
+
+
+@token_app.command("add")
+def token_add(
+    tokens: Path = typer.Option(..., "--tokens", help="Tokens file (created if missing)."),
+    name: str = typer.Option(..., "--name", help="Who or what holds the token."),
+    scope: list[str] = typer.Option(
+        ..., "--scope", help="read, write or admin (repeatable; admin includes write, read)."
+    ),
+) -> None:
+    """Make a token: printed once on standard output, only its SHA-256 is kept."""
+    from ..api import TokenFile
+
+    token_file = TokenFile.load(tokens) if tokens.exists() else TokenFile(path=tokens)
+    token = token_file.add(name, list(scope))
+    token_file.save(tokens)
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    tokens: Path = typer.Option(..., "--tokens", help="Tokens file."),
+    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+) -> None:
+    """Names, scopes and creation times (never the tokens: they are not kept)."""
+    from ..api import TokenFile
+
+    entries = TokenFile.load(tokens).entries
+    if output_format == Format.json:
+        emit_json(
+            {"tokens": [{k: v for k, v in e.to_dict().items() if k != "sha256"} for e in entries]}
+        )
+        return
+    for entry in entries:
+        console.print(f"{entry.name}  {','.join(entry.scopes)}  {entry.created_at}", markup=False)
+
+
+@token_app.command("remove")
+def token_remove(
+    tokens: Path = typer.Option(..., "--tokens", help="Tokens file."),
+    name: str = typer.Option(..., "--name", help="The token to revoke."),
+) -> None:
+    """Revoke a token (a running server reads the file at start: restart it)."""
+    from ..api import TokenFile
+
+    token_file = TokenFile.load(tokens)
+    token_file.remove(name)
+    token_file.save(tokens)

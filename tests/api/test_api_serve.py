@@ -1,0 +1,203 @@
+"""`stella serve` as a real uvicorn process: listen policy, TLS, tokens CLI, SIGKILL mid-ingest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_support import chain_upload, records, write_chain
+from server_support import Server
+
+from stella_bundle.api.server import Listen, check_listen
+from stella_bundle.errors import ConfigError
+from stella_bundle.store import open_store
+
+
+def test_listen_policy() -> None:
+    assert check_listen(Listen("127.0.0.1", 1), has_tokens=True, insecure=False) == []
+    assert check_listen(Listen("::1", 1), has_tokens=False, insecure=False)  # a warning only
+    for host in ("0.0.0.0", "10.1.2.3", "::"):
+        with pytest.raises(ConfigError, match=r"not loopback, needs TLS .* and bearer tokens"):
+            check_listen(Listen(host, 1), has_tokens=False, insecure=False)
+        assert check_listen(Listen(host, 1), has_tokens=False, insecure=True)
+
+
+def test_serve_refuses_non_loopback_without_tls(
+    run_cli: Any, test_keys: Any, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--trust-root",
+        test_keys.trust_root,
+        "--store",
+        f"sqlite:///{tmp_path / 's.sqlite'}",
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: field '--listen': listening on 0.0.0.0, which is not loopback, needs TLS "
+        "(--tls-cert, --tls-key) and bearer tokens (--tokens); or pass --insecure-listen"
+    ]
+    assert not (tmp_path / "s.sqlite").exists()  # nothing opened before the refusal
+    no_root = run_cli("serve", "--store", f"sqlite:///{tmp_path / 's.sqlite'}")
+    assert no_root.exit_code == 2 and "--trust-root" in no_root.stderr
+
+
+def test_token_commands(run_cli: Any, tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    made = run_cli("serve", "token", "add", "--tokens", path, "--name", "ci", "--scope", "write")
+    assert made.exit_code == 0
+    token = made.stdout.strip()
+    assert token.startswith("stella_") and token not in path.read_text()
+    listed = run_cli("serve", "token", "list", "--tokens", path, "--format", "json")
+    assert json.loads(listed.stdout)["tokens"][0]["scopes"] == ["write"]
+    bad = run_cli("serve", "token", "add", "--tokens", path, "--name", "x", "--scope", "root")
+    assert bad.exit_code == 2 and "unknown scope 'root'" in bad.stderr
+    assert run_cli("serve", "token", "remove", "--tokens", path, "--name", "ci").exit_code == 0
+    assert json.loads(path.read_text())["tokens"] == []
+
+
+def _tls_pair(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_and_tokens_over_a_real_server(run_cli: Any, test_keys: Any, tmp_path: Path) -> None:
+    cert, key = _tls_pair(tmp_path)
+    tokens = tmp_path / "tokens.json"
+    made = run_cli("serve", "token", "add", "--tokens", tokens, "--name", "r", "--scope", "read")
+    token = made.stdout.strip()
+    server = Server(
+        "--trust-root",
+        test_keys.trust_root,
+        "--store",
+        f"sqlite:///{tmp_path / 's.sqlite'}",
+        "--tokens",
+        tokens,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        tls_ca=cert,
+    )
+    server.start()
+    try:
+        listed = httpx.get(
+            server.url + "/api/v1/function-maps",
+            verify=str(cert),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert listed.status_code == 200 and listed.json() == {"function_maps": []}
+        assert httpx.get(server.url + "/api/v1/function-maps", verify=str(cert)).status_code == 401
+        with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: no answer
+            httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_during_ingest_then_repeat(test_keys: Any, tmp_path: Path) -> None:
+    """The server killed while it stores an upload, restarted, the upload repeated: every
+    record exactly once (one store transaction per upload, idempotent per chunk)."""
+    url = f"sqlite:///{tmp_path / 'kill.sqlite'}"
+    signer = test_keys.signer("collector")
+    chains = [
+        write_chain(
+            tmp_path / "ev", f"chain-{n}", records(1500, 50, day=20 + n), signer, per_chunk=30
+        )
+        for n in range(3)
+    ]
+    body = json.dumps({"chains": [chain_upload(c) for c in chains]}).encode()
+    expected = Counter(
+        json.dumps(r, sort_keys=True) for n in range(3) for r in records(1500, 50, day=20 + n)
+    )
+    args = ("--trust-root", test_keys.trust_root, "--store", url)
+    killed_mid_request = False
+    for delay in (0.2, 0.4, 0.8, 1.5, 2.5):
+        server = Server(*args)
+        server.start()
+        outcome: dict[str, Any] = {}
+
+        def post(server: Server = server, outcome: dict[str, Any] = outcome) -> None:
+            try:
+                outcome["status"] = httpx.post(
+                    server.url + "/api/v1/evidence",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=120,
+                ).status_code
+            except httpx.HTTPError as exc:
+                outcome["error"] = exc
+
+        client = threading.Thread(target=post)
+        client.start()
+        time.sleep(delay)
+        server.kill()
+        client.join(timeout=60)
+        if "error" in outcome:
+            killed_mid_request = True
+            with open_store(url) as store:
+                # All or nothing of the upload, never part of it.
+                assert store.status().records in (0, sum(expected.values()))
+            break
+        # The upload finished before the kill: start over with an empty store, kill sooner.
+        Path(url.removeprefix("sqlite:///")).unlink()
+        for suffix in ("-wal", "-shm"):
+            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    assert killed_mid_request, "the upload always finished before the kill"
+    server = Server(*args)
+    server.start()
+    try:
+        again = httpx.post(
+            server.url + "/api/v1/evidence",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=300,
+        )
+        assert again.status_code in (200, 201), again.text
+        third = httpx.post(
+            server.url + "/api/v1/evidence",
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=300,
+        )
+        assert third.status_code == 200 and third.json()["records_stored"] == 0
+    finally:
+        server.stop()
+    with open_store(url) as store:
+        stored = list(store.iter_records())
+    keys = Counter((s.chain_id, s.sequence, s.line) for s in stored)
+    assert max(keys.values()) == 1  # no duplicate row
+    assert Counter(json.dumps(s.record, sort_keys=True) for s in stored) == expected  # none missing

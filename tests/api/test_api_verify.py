@@ -1,0 +1,207 @@
+"""POST …/verify answers the CLI's own report; maps are stored signed (checked) or unsigned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from api_support import chain_upload, records, signed_bytes, statement, statement_bytes, write_chain
+
+from stella_bundle.canonical import canonical_record_bytes
+
+
+def _without_source(report: dict[str, Any]) -> dict[str, Any]:
+    # Where the map was read from (a file for the CLI, the store for the API) is the one
+    # field that names the caller's input; everything else must be equal.
+    function_map = dict(report["function_map"])
+    assert function_map.pop("source")
+    return {**report, "function_map": function_map}
+
+
+def _post_signed_map(api_env: Any, test_keys: Any, tmp_path: Path, paths: int) -> tuple[str, Path]:
+    document = statement(paths)
+    envelope = signed_bytes(document, test_keys.signer("function-map"))
+    map_path = tmp_path / "function-map.dsse.json"
+    map_path.write_bytes(envelope)
+    answer = api_env.client.post(
+        "/api/v1/function-maps", content=envelope, headers=api_env.auth("write")
+    )
+    assert answer.status_code == 201, answer.text
+    stored = answer.json()
+    assert (stored["signed"], stored["signature_checked"], stored["created"]) == (True, True, True)
+    assert stored["signers"]
+    return stored["digest"], map_path
+
+
+def test_verify_report_equals_cli_report(
+    api_env: Any, test_keys: Any, tmp_path: Path, run_cli: Any
+) -> None:
+    digest, map_path = _post_signed_map(api_env, test_keys, tmp_path, 20)
+    observed = records(300, 20, skip=3, stray=4)
+    ndjson = tmp_path / "obs.ndjson"
+    ndjson.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in observed))
+    for body_extra, cli_extra in (
+        ({}, []),
+        (
+            {
+                "from": "2026-01-23T10:10:00Z",
+                "to": "2026-01-23T10:40:00Z",
+                "fail_on_unexpected": True,
+                "probe_weights": {"kprobe": 0.5},
+            },
+            [
+                "--from",
+                "2026-01-23T10:10:00Z",
+                "--to",
+                "2026-01-23T10:40:00Z",
+                "--fail-on-unexpected",
+                "true",
+                "--probe-weight",
+                "kprobe=0.5",
+            ],
+        ),
+    ):
+        cli = run_cli(
+            "function-map",
+            "verify",
+            "--function-map",
+            map_path,
+            "--trust-root",
+            test_keys.trust_root,
+            "--observations",
+            ndjson,
+            "--format",
+            "json",
+            *cli_extra,
+        )
+        assert cli.exit_code in (0, 1), cli.stderr
+        answer = api_env.client.post(
+            f"/api/v1/function-maps/{digest}/verify",
+            json={"observations": observed, **body_extra},
+            headers=api_env.auth("write"),
+        )
+        assert answer.status_code == 200, answer.text
+        assert _without_source(answer.json()) == _without_source(json.loads(cli.stdout))
+        assert answer.headers["x-stella-report-id"].isdigit()
+    # The second run (unexpected symbols fail it) said no, and both agree on that.
+    assert answer.json()["verified"] is False
+
+
+def test_verify_over_stored_window_equals_cli_over_evidence(
+    api_env: Any, test_keys: Any, tmp_path: Path, run_cli: Any
+) -> None:
+    digest, map_path = _post_signed_map(api_env, test_keys, tmp_path, 12)
+    chain = write_chain(
+        tmp_path / "evidence", "chain-w", records(200, 12, skip=1), test_keys.signer("collector")
+    )
+    posted = api_env.client.post(
+        "/api/v1/evidence", json={"chains": [chain_upload(chain)]}, headers=api_env.auth("write")
+    )
+    assert posted.status_code == 201, posted.text
+    window = ["--from", "2026-01-23T10:05:00Z", "--to", "2026-01-23T10:50:00Z"]
+    cli = run_cli(
+        "function-map",
+        "verify",
+        "--function-map",
+        map_path,
+        "--trust-root",
+        test_keys.trust_root,
+        "--evidence",
+        chain.parent,
+        "--format",
+        "json",
+        *window,
+    )
+    answer = api_env.client.post(
+        f"/api/v1/function-maps/{digest}/verify",
+        json={"from": window[1], "to": window[3]},
+        headers=api_env.auth("write"),
+    )
+    assert answer.status_code == 200, answer.text
+    assert _without_source(answer.json()) == _without_source(json.loads(cli.stdout))
+    assert answer.json()["records"]["in_window"] > 0
+
+
+def test_function_maps_stored_and_listed(api_env: Any, test_keys: Any) -> None:
+    unsigned = statement_bytes(statement(5))
+    first = api_env.client.post(
+        "/api/v1/function-maps", content=unsigned, headers=api_env.auth("write")
+    )
+    assert first.status_code == 201
+    assert (first.json()["signed"], first.json()["signature_checked"]) == (False, False)
+    again = api_env.client.post(
+        "/api/v1/function-maps", content=unsigned, headers=api_env.auth("write")
+    )
+    assert again.status_code == 200 and again.json()["created"] is False
+    digest = first.json()["digest"]
+    # The signed copy of a map stored unsigned: verified, but the store keeps its first copy.
+    signed = signed_bytes(statement(5), test_keys.signer("function-map"))
+    refused = api_env.client.post(
+        "/api/v1/function-maps", content=signed, headers=api_env.auth("write")
+    )
+    assert (
+        refused.status_code == 409 and "stored already without a checked signature" in refused.text
+    )
+    listed = api_env.client.get("/api/v1/function-maps", headers=api_env.auth("read")).json()
+    assert [m["digest"] for m in listed["function_maps"]] == [digest]
+    one = api_env.client.get(f"/api/v1/function-maps/{digest}", headers=api_env.auth("read"))
+    assert one.status_code == 200
+    assert one.json()["statement"] == json.loads(unsigned) and one.json()["envelope"] is None
+    # The bare hex works too; an unknown digest is 404, a malformed one 422.
+    assert (
+        api_env.client.get(
+            f"/api/v1/function-maps/{digest[7:]}", headers=api_env.auth("read")
+        ).status_code
+        == 200
+    )
+    missing = api_env.client.get("/api/v1/function-maps/" + "0" * 64, headers=api_env.auth("read"))
+    assert (
+        missing.status_code == 404
+        and missing.json()["detail"] == f"no function map sha256:{'0' * 64} in this store"
+    )
+    assert (
+        api_env.client.get("/api/v1/function-maps/xyz", headers=api_env.auth("read")).status_code
+        == 422
+    )
+
+
+def test_signed_map_failing_verification_is_refused(api_env: Any, test_keys: Any) -> None:
+    # Signed by a key the trust root does not trust, then by a trusted key of another role.
+    for role in ("stranger", "collector"):
+        envelope = signed_bytes(statement(4), test_keys.signer(role))
+        answer = api_env.client.post(
+            "/api/v1/function-maps", content=envelope, headers=api_env.auth("write")
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"].startswith(
+            "verification failed, nothing stored: <request body>"
+        )
+    # Not JSON, not a Statement: one line naming the body.
+    bad = api_env.client.post("/api/v1/function-maps", content=b"{", headers=api_env.auth("write"))
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("<request body>")
+    listed = api_env.client.get("/api/v1/function-maps", headers=api_env.auth("read")).json()
+    assert listed["function_maps"] == []
+
+
+def test_bad_observation_names_the_record(api_env: Any) -> None:
+    digest = api_env.client.post(
+        "/api/v1/function-maps",
+        content=statement_bytes(statement(3)),
+        headers=api_env.auth("write"),
+    ).json()["digest"]
+    body = records(3, 3)
+    del body[1]["observed_at"]
+    answer = api_env.client.post(
+        f"/api/v1/function-maps/{digest}/verify",
+        json={"observations": body},
+        headers=api_env.auth("write"),
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"].startswith("<request body>:2:"), answer.text
+    late = api_env.client.post(
+        f"/api/v1/function-maps/{digest}/verify",
+        json={"from": "2026-01-24T00:00:00Z", "to": "2026-01-23T00:00:00Z"},
+        headers=api_env.auth("write"),
+    )
+    assert late.status_code == 422 and "later than" in late.json()["detail"]

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 
 from ..errors import EvidenceChainError, InputError
 
@@ -66,13 +66,57 @@ class Provenance:
         }
 
 
+# The columns of the observations table, in insert (and COPY) order.
+COLUMNS: Final = (
+    "chain_id",
+    "sequence",
+    "line",
+    "observed_at",
+    "obs_start",
+    "obs_end",
+    "node_hash",
+    "function_name",
+    "probe_type",
+    "count",
+    "purl",
+    "record",
+)
+
+
+class Row(NamedTuple):
+    """One stored record: the columns the database filters and aggregates on (times
+    canonical), and the record's JSON text as stored."""
+
+    chain_id: str
+    sequence: int
+    line: int
+    observed_at: str
+    obs_start: str  # first_observed_at or observed_at: where the record's interval starts
+    obs_end: str  # last_observed_at or observed_at
+    node_hash: str
+    function_name: str
+    probe_type: str
+    event_count: int  # the "count" column
+    purl: str | None
+    record: str
+
+
 @dataclass(frozen=True)
 class StoreChunk:
-    """One chunk to store: its provenance, validated records in line order, and the seal."""
+    """One chunk to store: its provenance, its validated records in line order, and the seal.
+
+    `prepared`: the rows already built by a fast reader (`store.rows.fast_rows`); when given,
+    `records` is not used.
+    """
 
     provenance: Provenance
-    records: Sequence[dict[str, Any]]
+    records: Sequence[dict[str, Any]] = ()
     seal: bytes | None = None  # the seal file (DSSE envelope) bytes, kept for re-verification
+    prepared: Sequence[Row] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.prepared) if self.prepared is not None else len(self.records)
 
 
 @dataclass(frozen=True)
@@ -333,6 +377,11 @@ class ObservationStore(ABC):
     @abstractmethod
     def stored_seals(self, chain_id: str) -> dict[int, str]:
         """sequence → seal sha256 of the chunks of `chain_id` already stored."""
+
+    def prepare_days(self, days: Iterable[dt.date]) -> None:
+        """A hint before `store_chunks`: records of these UTC days are coming (PostgreSQL makes
+        their partitions in short transactions of their own). Nothing to do elsewhere."""
+        return None
 
     @abstractmethod
     def store_chunks(self, chunks: Iterable[StoreChunk]) -> IngestResult:

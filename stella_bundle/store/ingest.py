@@ -11,11 +11,14 @@ One ingest is one store transaction over every chain given: it lands whole or no
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import zstandard
 
 from ..attest.trustroot import TrustRoot
 from ..errors import EvidenceChainError, InputError
@@ -23,11 +26,15 @@ from ..evidence.chain import ChainReport, verify_chain
 from ..evidence.layout import chunk_name
 from ..evidence.reader import iter_chain_records_files
 from ..evidence.report import ERROR
+from ..evidence.seal import parse_seal
 from ..functionmap.inputs import evidence_chain_dirs
 from ..observations.ndjson import iter_json_lines
 from ..observations.record import validate_record
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE
+from .rows import canonical_time, fast_rows
+
+MAX_HINT_DAYS = 31
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,13 @@ def verify_chains(evidence: str | Path, trust_root: TrustRoot) -> list[VerifiedC
 
 
 def chain_chunks(chain: VerifiedChain) -> Iterator[StoreChunk]:
-    """The verified chain's sealed chunks, records read (and digests checked) again."""
+    """The verified chain's sealed chunks, read again and checked against their seals.
+
+    Each chunk is decompressed (bounded by its sealed size) and its digests checked, then its
+    records go through the verifier's msgspec fast path, the sealed line kept as the stored
+    text; a chunk the fast path does not accept is read by the evidence reader instead
+    (validate_record per line, errors naming the line).
+    """
     directory = chain.directory
     report = chain.report
 
@@ -65,24 +78,62 @@ def chain_chunks(chain: VerifiedChain) -> Iterator[StoreChunk]:
     for entry in report.chunks:
         if entry.digest != "ok" or entry.seal_file is None or entry.seal_sha256 is None:
             continue
-        seal = (directory / entry.seal_file).read_bytes()
+        seal_path = directory / entry.seal_file
+        seal = seal_path.read_bytes()
         if hashlib.sha256(seal).hexdigest() != entry.seal_sha256:
             raise EvidenceChainError(
-                "seal changed after it was verified; nothing stored",
-                path=directory / entry.seal_file,
+                "seal changed after it was verified; nothing stored", path=seal_path
             )
+        provenance = Provenance(
+            report.chain_id, entry.sequence, entry.seal_sha256, tuple(entry.signers), True
+        )
+        content = _sealed_content(directory, entry.sequence, seal, str(seal_path))
+        rows = fast_rows(report.chain_id, entry.sequence, content)
+        if rows is not None:
+            yield StoreChunk(provenance, seal=seal, prepared=rows)
+            continue
         records = list(
             iter_chain_records_files(
                 report.chain_id, {entry.sequence: seal}, opener, location=str(directory)
             )
         )
-        yield StoreChunk(
-            Provenance(
-                report.chain_id, entry.sequence, entry.seal_sha256, tuple(entry.signers), True
-            ),
-            records,
-            seal,
+        yield StoreChunk(provenance, records, seal)
+
+
+def _sealed_content(directory: Path, sequence: int, seal: bytes, seal_source: str) -> bytes:
+    """The chunk's uncompressed bytes, its file and content digests checked against the seal."""
+    parsed = parse_seal(seal, seal_source)
+    path = directory / chunk_name(sequence)
+    compressed = path.read_bytes()
+    if hashlib.sha256(compressed).hexdigest() != parsed.subject_sha256:
+        raise EvidenceChainError("chunk changed after it was verified; nothing stored", path=path)
+    declared = parsed.predicate.content
+    try:
+        # max_output_size bounds a bomb; a frame without its size needs the streaming reader.
+        reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
+        content = reader.read(declared.bytes + 1)
+    except zstandard.ZstdError as exc:
+        raise EvidenceChainError(f"corrupt zstd data: {exc}", path=path) from exc
+    if len(content) != declared.bytes or hashlib.sha256(content).hexdigest() != declared.sha256:
+        raise EvidenceChainError(
+            "chunk content differs from its sealed content digest; nothing stored", path=path
         )
+    return content
+
+
+def sealed_days(chains: Sequence[VerifiedChain]) -> set[dt.date]:
+    """The UTC days the seals' windows span: where the records should fall (a hint only; a
+    record outside its seal's window still gets stored)."""
+    days: set[dt.date] = set()
+    for chain in chains:
+        for entry in chain.report.chunks:
+            if entry.first_observed_at and entry.last_observed_at:
+                first = dt.date.fromisoformat(canonical_time(entry.first_observed_at)[:10])
+                last = dt.date.fromisoformat(canonical_time(entry.last_observed_at)[:10])
+                if (last - first).days > MAX_HINT_DAYS:
+                    continue  # a window that wide is no hint worth a partition per day
+                days.update(first + dt.timedelta(days=n) for n in range((last - first).days + 1))
+    return days
 
 
 def ingest_evidence(
@@ -95,6 +146,7 @@ def ingest_evidence(
             field="--trust-root",
         )
     chains = verify_chains(evidence, trust_root)
+    store.prepare_days(sealed_days(chains))
 
     def chunks() -> Iterator[StoreChunk]:
         for chain in chains:

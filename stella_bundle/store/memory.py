@@ -30,7 +30,7 @@ from .base import (
     StoreError,
     StoreStatus,
 )
-from .rows import Row, chunk_rows, in_window
+from .rows import Row, chunk_rows, in_window, load_record
 
 DEFAULT_MAX_RECORDS: Final = 1_000_000
 LATEST: Final = 1
@@ -163,8 +163,6 @@ class MemoryStore(ObservationStore):
     def iter_records(
         self, window_from: str | None = None, window_to: str | None = None
     ) -> Iterator[StoredRecord]:
-        import json
-
         with self._lock:
             rows = [
                 r
@@ -172,7 +170,7 @@ class MemoryStore(ObservationStore):
                 if in_window(r.obs_start, r.obs_end, window_from, window_to)
             ]
         for row in rows:
-            yield StoredRecord(json.loads(row.record), row.chain_id, row.sequence, row.line)
+            yield StoredRecord(load_record(row.record), row.chain_id, row.sequence, row.line)
 
     def aggregate_nodes(
         self,

@@ -17,12 +17,12 @@ import contextlib
 import datetime as dt
 import json
 import re
-import tempfile
 from collections.abc import Collection, Iterable, Iterator
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import Copy, QueuedLibpqWriter
 
 from ..timeutil import format_timestamp, utc_now
 from .base import (
@@ -44,12 +44,12 @@ from .base import (
 )
 from .config import redact
 from .migrations import Migration, check_sequence
-from .rows import COLUMNS, chunk_rows, day_of, join_key_ids, key_ids
+from .rows import COLUMNS, Row, chunk_rows, join_key_ids, key_ids, load_record
 
 PARTITION_PREFIX: Final = "observations_p"
 PARTITION_RE: Final = re.compile(r"^observations_p([0-9]{8})\Z")
 DAYS_AHEAD: Final = 1  # today and this many days after it exist before data arrives
-SPOOL_IN_MEMORY: Final = 64 << 20  # COPY data beyond this goes to a temporary file
+COPY_BLOCK: Final = 1 << 20
 
 # Migration advisory lock: two `stella store migrate` at once apply each version once.
 _MIGRATION_LOCK: Final = 0x57E11A
@@ -123,6 +123,33 @@ def partition_name(day: dt.date) -> str:
 
 def _ts(value: dt.datetime | None) -> str | None:
     return None if value is None else format_timestamp(value)
+
+
+def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str]]:
+    """COPY text-format lines of the rows, and their days (YYYY-MM-DD).
+
+    Only a record whose JSON text holds a backslash can hold characters COPY must escape:
+    every other column is validated ASCII, and JSON writes tabs, newlines and carriage
+    returns inside strings as backslash escapes (so `function_name` and `purl`, taken from
+    the record, can only hold them when the record text holds a backslash).
+    """
+    lines: list[str] = []
+    append = lines.append
+    days: set[str] = set()
+    null = "\\N"
+    for row in rows:
+        chain, seq, line, observed, start, end, node, name, probe, count, purl, record = row
+        days.add(observed[:10])
+        if "\\" in record:
+            append("\t".join(map(_copy_text, row)))
+            continue
+        if purl is None:
+            purl = null
+        append(
+            f"{chain}\t{seq}\t{line}\t{observed}\t{start}\t{end}\t{node}\t{name}\t{probe}\t"
+            f"{count}\t{purl}\t{record}"
+        )
+    return ("\n".join(lines) + "\n") if lines else "", days
 
 
 def _copy_text(value: object) -> str:
@@ -231,24 +258,10 @@ class PostgresStore(ObservationStore):
         wanted = set(days) | {today + dt.timedelta(days=n) for n in range(DAYS_AHEAD + 1)}
         if self._partitions is None:
             self._partitions = set(self.partitions())
-        with self._guard("creating partitions"):
+        with self._guard("creating partitions"), self.db.cursor() as cursor:
             for day in sorted(wanted):
-                name = partition_name(day)
-                if name in self._partitions:
-                    continue
-                start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-                end = start + dt.timedelta(days=1)
-                self.db.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF observations "
-                        "FOR VALUES FROM ({}) TO ({})"
-                    ).format(
-                        sql.Identifier(name),
-                        sql.Literal(format_timestamp(start)),
-                        sql.Literal(format_timestamp(end)),
-                    )
-                )
-                self._partitions.add(name)
+                if partition_name(day) not in self._partitions:
+                    self._create_partition(cursor, day)
 
     def status(self) -> StoreStatus:
         version = self.schema_version()
@@ -285,52 +298,72 @@ class PostgresStore(ObservationStore):
             ).fetchall()
         return {int(s): str(d) for s, d in rows}
 
+    def prepare_days(self, days: Iterable[dt.date]) -> None:
+        self.ensure_partitions(days)
+
     def store_chunks(self, chunks: Iterable[StoreChunk]) -> IngestResult:
+        """One transaction, records streamed into COPY while the chunks are read (the server
+        works while Python decodes the next ones).
+
+        The chunk rows (provenance, seals) are inserted after the COPY, `ON CONFLICT DO
+        NOTHING`: fewer rows inserted than chunks means another ingest stored some meanwhile,
+        and the whole transaction is rolled back. A day with no partition yet (one that
+        `prepare_days` did not announce) gets its partition inside this transaction, which
+        locks the parent table until commit: rare, since today and tomorrow are made ahead.
+        """
         result = IngestResult()
         known: dict[str, dict[int, str]] = {}
         new: list[tuple[Provenance, int, bytes | None]] = []
         offered: set[tuple[str, int]] = set()
-        days: set[dt.date] = set()
-        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+b") as spool:
-            # Pass 1: what is new, what conflicts, and the COPY data of the new records.
-            for chunk in chunks:
-                p = chunk.provenance
-                seals = known.get(p.chain_id)
-                if seals is None:
-                    seals = known[p.chain_id] = self.stored_seals(p.chain_id)
-                stored = seals.get(p.sequence)
-                if stored is not None:
-                    if stored != p.seal_sha256:
-                        result.conflicts.append(
-                            ChunkConflict(p.chain_id, p.sequence, stored, p.seal_sha256)
+        if self._partitions is None:
+            self._partitions = set(self.partitions())
+        partitions = self._partitions
+        try:
+            with (
+                self._guard("ingest interrupted"),
+                self.db.transaction(),
+                self.db.cursor() as cursor,
+                _CopyStream(self, cursor) as stream,
+            ):
+                for chunk in chunks:
+                    p = chunk.provenance
+                    seals = known.get(p.chain_id)
+                    if seals is None:
+                        stream.pause()
+                        cursor.execute(
+                            "SELECT sequence, seal_sha256 FROM chunks WHERE chain_id = %s",
+                            (p.chain_id,),
                         )
-                    else:
-                        result.chunks_already_stored += 1
-                    continue
-                if (p.chain_id, p.sequence) in offered:
-                    continue
-                offered.add((p.chain_id, p.sequence))
-                new.append((p, len(chunk.records), chunk.seal))
-                lines = []
-                for row in chunk_rows(chunk):
-                    days.add(day_of(row.observed_at))
-                    lines.append("\t".join(map(_copy_text, row)))
-                if lines:
-                    spool.write(("\n".join(lines) + "\n").encode("utf-8"))
-                result.records_stored += len(chunk.records)
-            if result.conflicts:
-                return IngestResult(
-                    chunks_already_stored=result.chunks_already_stored,
-                    conflicts=result.conflicts,
-                )
-            if not new:
-                return result
-            self.ensure_partitions(days)
-            # Pass 2: one transaction. A chunk stored meanwhile by another ingest shows as a
-            # chunk row not inserted: the transaction is abandoned (rolled back) and said.
-            with self._guard("ingest interrupted"), self.db.transaction():
-                now = utc_now()
-                with self.db.cursor() as cursor:
+                        seals = known[p.chain_id] = {int(q): str(d) for q, d in cursor}
+                    stored = seals.get(p.sequence)
+                    if stored is not None:
+                        if stored != p.seal_sha256:
+                            result.conflicts.append(
+                                ChunkConflict(p.chain_id, p.sequence, stored, p.seal_sha256)
+                            )
+                        else:
+                            result.chunks_already_stored += 1
+                        continue
+                    if (p.chain_id, p.sequence) in offered or result.conflicts:
+                        continue  # a duplicate in the batch, or nothing will be kept anyway
+                    offered.add((p.chain_id, p.sequence))
+                    text, days = _copy_block(chunk_rows(chunk))
+                    missing = {
+                        d for d in days if PARTITION_PREFIX + d.replace("-", "") not in partitions
+                    }
+                    if missing:
+                        stream.pause()
+                        for day in sorted(missing):
+                            self._create_partition(cursor, dt.date.fromisoformat(day))
+                    if text:
+                        stream.write(text.encode("utf-8"))
+                    new.append((p, chunk.size, chunk.seal))
+                    result.records_stored += chunk.size
+                stream.pause()
+                if result.conflicts:
+                    raise _Refused
+                if new:
+                    now = utc_now()
                     cursor.executemany(
                         "INSERT INTO chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT DO NOTHING",
@@ -348,25 +381,45 @@ class PostgresStore(ObservationStore):
                             for p, count, seal in new
                         ],
                     )
-                    inserted = cursor.rowcount
-                if inserted != len(new):
-                    raise StoreError(
-                        f"store {self.display_url}: another ingest stored some of these chunks "
-                        "meanwhile; nothing written by this one, run it again (ingest is "
-                        "idempotent)"
-                    )
-                spool.seek(0)
-                self._copy(spool)
+                    if cursor.rowcount != len(new):
+                        raise StoreError(
+                            f"store {self.display_url}: another ingest stored some of these "
+                            "chunks meanwhile; nothing written by this one, run it again "
+                            "(ingest is idempotent)"
+                        )
+        except _Refused:
+            self._partitions = None  # partitions made in the rolled-back transaction are gone
+            return IngestResult(
+                chunks_already_stored=result.chunks_already_stored, conflicts=result.conflicts
+            )
+        except BaseException:
+            self._partitions = None
+            raise
         result.chunks_stored = len(new)
         return result
 
-    def _copy(self, spool: IO[bytes]) -> None:
-        statement = sql.SQL("COPY observations ({}) FROM STDIN").format(
-            sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    def _create_partition(self, cursor: psycopg.Cursor[Any], day: dt.date) -> None:
+        name = partition_name(day)
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        end = start + dt.timedelta(days=1)
+        cursor.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF observations "
+                "FOR VALUES FROM ({}) TO ({})"
+            ).format(
+                sql.Identifier(name),
+                sql.Literal(format_timestamp(start)),
+                sql.Literal(format_timestamp(end)),
+            )
         )
-        with self.db.cursor() as cursor, cursor.copy(statement) as copy:
-            for block in iter(lambda: spool.read(1 << 20), b""):
-                copy.write(block)
+        if self._partitions is not None:
+            self._partitions.add(name)
+
+    def _copy_write(self, copy: Copy, data: bytes) -> None:
+        """Send COPY data in blocks (a test stops the server between two of them)."""
+        view = memoryview(data)
+        for start in range(0, len(view), COPY_BLOCK):
+            copy.write(view[start : start + COPY_BLOCK])
 
     def iter_records(
         self, window_from: str | None = None, window_to: str | None = None
@@ -384,7 +437,7 @@ class PostgresStore(ObservationStore):
                 {"f": window_from, "t": window_to},
             )
             for record, chain_id, sequence, line in cursor:
-                yield StoredRecord(json.loads(record), chain_id, int(sequence), int(line))
+                yield StoredRecord(load_record(record), chain_id, int(sequence), int(line))
 
     def aggregate_nodes(
         self,
@@ -602,3 +655,45 @@ class PostgresStore(ObservationStore):
                 {"d": function_map_digest},
             ).fetchall()
         return [self._report(row) for row in rows]
+
+
+class _Refused(Exception):
+    """A conflicting chunk: the transaction is rolled back and the conflicts returned."""
+
+
+class _CopyStream:
+    """One COPY into `observations` opened when data comes, closed (paused) whenever the
+    transaction must run another statement; data goes through a writer thread, so the server
+    copies while Python reads the next chunk."""
+
+    def __init__(self, store: PostgresStore, cursor: psycopg.Cursor[Any]) -> None:
+        self.store = store
+        self.cursor = cursor
+        self.open: contextlib.ExitStack | None = None
+        self.copy: Copy | None = None
+
+    def __enter__(self) -> _CopyStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: Any
+    ) -> None:
+        if self.open is not None:
+            opened, self.open, self.copy = self.open, None, None
+            opened.__exit__(kind, value, tb)
+
+    def write(self, data: bytes) -> None:
+        if self.copy is None:
+            self.open = contextlib.ExitStack()
+            statement = sql.SQL("COPY observations ({}) FROM STDIN").format(
+                sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+            )
+            self.copy = self.open.enter_context(
+                self.cursor.copy(statement, writer=QueuedLibpqWriter(self.cursor))
+            )
+        self.store._copy_write(self.copy, data)
+
+    def pause(self) -> None:
+        if self.open is not None:
+            opened, self.open, self.copy = self.open, None, None
+            opened.close()

@@ -4,44 +4,19 @@ aggregates on, beside the record itself (canonical JSON, returned as it was give
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any
+
+from msgspec import UNSET
 
 from ..canonical import canonical_record_bytes
-from ..observations.record import record_count
+from ..functionmap.fastdecode import PlainRecord, Record, decode_block
+from ..observations.record import NODE_HASH_RE, record_count
 from ..timeutil import format_timestamp, parse_timestamp
-from .base import StoreChunk
+from .base import COLUMNS, Row, StoreChunk
 
-# The columns of the observations table, in insert (and COPY) order.
-COLUMNS: Final = (
-    "chain_id",
-    "sequence",
-    "line",
-    "observed_at",
-    "obs_start",
-    "obs_end",
-    "node_hash",
-    "function_name",
-    "probe_type",
-    "count",
-    "purl",
-    "record",
-)
-
-
-class Row(NamedTuple):
-    chain_id: str
-    sequence: int
-    line: int
-    observed_at: str
-    obs_start: str  # first_observed_at or observed_at: where the record's interval starts
-    obs_end: str  # last_observed_at or observed_at
-    node_hash: str
-    function_name: str
-    probe_type: str
-    event_count: int  # the "count" column
-    purl: str | None
-    record: str
+__all__ = ["COLUMNS", "Row", "chunk_rows", "fast_rows", "load_record", "record_row"]
 
 
 def canonical_time(value: str) -> str:
@@ -76,9 +51,91 @@ def record_row(chain_id: str, sequence: int, line: int, record: dict[str, Any]) 
 
 
 def chunk_rows(chunk: StoreChunk) -> Iterator[Row]:
+    if chunk.prepared is not None:
+        yield from chunk.prepared
+        return
     provenance = chunk.provenance
     for line, record in enumerate(chunk.records, start=1):
         yield record_row(provenance.chain_id, provenance.sequence, line, record)
+
+
+def load_record(text: str) -> dict[str, Any]:
+    """A stored record as the readers give it: `probe_type` defaulted like `validate_record`
+    does (a sealed line is stored as signed, and may leave it out)."""
+    record: dict[str, Any] = json.loads(text)
+    record.setdefault("probe_type", "unknown")
+    return record
+
+
+def fast_rows(chain_id: str, sequence: int, content: bytes) -> list[Row] | None:
+    """Rows of a chunk's uncompressed NDJSON through the verifier's msgspec fast path, each
+    record's text kept byte for byte as sealed; None when any line needs the full path
+    (non-canonical times, blank lines…), which then decides."""
+    lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
+    if not content or (decoded := decode_block(content, lines)) is None:
+        return None
+    decoded_records, observed, aggregated = decoded
+    records: list[Record | PlainRecord] = list(decoded_records)
+    for node_hash in {r.node_hash for r in records}:
+        if not NODE_HASH_RE.match(node_hash):
+            return None
+    try:
+        texts = content.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
+    if texts[-1] == "":
+        texts.pop()
+    if len(texts) != len(records):
+        return None
+    # tuple.__new__ rather than Row(...): the generated __new__ costs twice as much, and
+    # this runs once per record of every ingest.
+    make = tuple.__new__
+    rows: list[Row] = []
+    append = rows.append
+    if not aggregated:
+        for index, (r, stamp, text) in enumerate(zip(records, observed, texts, strict=True), 1):
+            purl = r.purl
+            append(
+                make(
+                    Row,
+                    (
+                        chain_id,
+                        sequence,
+                        index,
+                        stamp,
+                        stamp,
+                        stamp,
+                        r.node_hash,
+                        r.function_name,
+                        r.probe_type,
+                        1,
+                        None if purl is UNSET else purl,
+                        text,
+                    ),
+                )
+            )
+        return rows
+    for index, (r, stamp, text) in enumerate(zip(records, observed, texts, strict=True), 1):
+        first = getattr(r, "first_observed_at", UNSET)
+        last = getattr(r, "last_observed_at", UNSET)
+        count = getattr(r, "count", UNSET)
+        append(
+            Row(
+                chain_id,
+                sequence,
+                index,
+                stamp,
+                stamp if first is UNSET else first,
+                stamp if last is UNSET else last,
+                r.node_hash,
+                r.function_name,
+                r.probe_type,
+                1 if count is UNSET else count,
+                None if r.purl is UNSET else r.purl,
+                text,
+            )
+        )
+    return rows
 
 
 def in_window(row_start: str, row_end: str, window_from: str | None, window_to: str | None) -> bool:

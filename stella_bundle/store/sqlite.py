@@ -33,7 +33,7 @@ from .base import (
     StoreUnavailableError,
 )
 from .migrations import Migration, check_sequence
-from .rows import COLUMNS, chunk_rows, join_key_ids, key_ids
+from .rows import COLUMNS, chunk_rows, join_key_ids, key_ids, load_record
 
 MIGRATIONS: Final = (
     Migration(
@@ -240,7 +240,7 @@ class SqliteStore(ObservationStore):
                                 p.seal_sha256,
                                 join_key_ids(p.collector_key_ids),
                                 int(p.signed),
-                                len(chunk.records),
+                                chunk.size,
                                 chunk.seal,
                                 now,
                             ),
@@ -259,7 +259,7 @@ class SqliteStore(ObservationStore):
                             continue
                         self.db.executemany(insert, chunk_rows(chunk))
                         result.chunks_stored += 1
-                        result.records_stored += len(chunk.records)
+                        result.records_stored += chunk.size
                     if result.conflicts:
                         self.db.execute("ROLLBACK")
                         return IngestResult(
@@ -290,7 +290,7 @@ class SqliteStore(ObservationStore):
             except sqlite3.Error as exc:
                 raise self._fail(exc) from exc
         for record, chain_id, sequence, line in rows:
-            yield StoredRecord(json.loads(record), chain_id, sequence, line)
+            yield StoredRecord(load_record(record), chain_id, sequence, line)
 
     def aggregate_nodes(
         self,

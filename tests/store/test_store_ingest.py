@@ -167,3 +167,30 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
     missing = run_cli("observations", "query", "--store", f"sqlite:///{tmp_path / 'no.sqlite'}")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
     assert not (tmp_path / "no.sqlite").exists()
+
+
+def test_chunks_the_fast_reader_refuses_take_the_full_path(
+    backend_url: str, tmp_path: Path, test_keys: Any, records: list[dict[str, Any]]
+) -> None:
+    """Offsets and nanoseconds are valid but not canonical: those chunks are read line by line
+    (validate_record), and the answers are still the file path's."""
+    from stella_bundle.functionmap.inputs import iter_evidence_records
+    from stella_bundle.functionmap.query import QueryFilter, filter_records, summarise
+    from stella_bundle.store import query_records, query_summary
+
+    odd = [dict(r) for r in records]
+    for index, record in enumerate(odd):
+        if index % 3 == 0:
+            record["observed_at"] = record["observed_at"].replace(".000000Z", ".000000123+00:00")
+        if index % 3 == 1:
+            record["observed_at"] = record["observed_at"].replace("Z", "-00:00")
+    chain = write_chain(tmp_path / "e", "chain-o", odd, test_keys.signer("collector"))
+    root = TrustRoot.load(test_keys.trust_root)
+    with open_store(backend_url, initialise=True) as store:
+        assert ingest_evidence(store, chain, root).records_stored == len(odd)
+        selection = QueryFilter(window_from="2026-01-20T12:00:00.000000Z")
+        from_files = list(filter_records(iter_evidence_records(chain), selection))
+        assert list(query_records(store, selection)) == from_files
+        assert [s.to_dict() for s in query_summary(store, selection)] == [
+            s.to_dict() for s in summarise(from_files)
+        ]

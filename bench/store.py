@@ -1,0 +1,219 @@
+"""Store ingest: 1,000,000 records from sealed chunks into PostgreSQL and SQLite, each against
+its database's own bulk loader on the same rows, in the same run.
+
+- PostgreSQL: `ingest_evidence` (chain verified with the trust root, chunks read and checked
+  against their seals, one transaction, COPY) vs `psql -c "\\copy observations FROM file.csv"`
+  of the same rows (same partitioned table, partitions already there).
+- SQLite: `ingest_evidence` into the embedded store vs the `sqlite3` CLI `.import` of the same
+  CSV into the same table (same indexes).
+
+Every repeat starts from an empty, initialised store; the runs are interleaved (ours, peer,
+ours, peer…) so load on the machine hits both alike, and medians are printed. Target (issue
+11): each ratio <= 1.5. The chain (a real one, written by the evidence writer and signed) is
+cached in --workdir between runs; writing it is not timed.
+
+    python3 bench/store.py [--records 1000000] [--repeat 3] [--workdir /tmp/stella-bench-store]
+
+Needs PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), psql and sqlite3; as root the
+private cluster runs as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from stella_bundle.attest.keys import generate_key, load_signer  # noqa: E402
+from stella_bundle.attest.trustroot import TrustRoot  # noqa: E402
+from stella_bundle.evidence.config import CollectorInfo, WriterConfig  # noqa: E402
+from stella_bundle.evidence.writer import ChunkWriter  # noqa: E402
+from stella_bundle.store import ingest_evidence, open_store  # noqa: E402
+from stella_bundle.store.base import COLUMNS  # noqa: E402
+from stella_bundle.store.ingest import chain_chunks, verify_chains  # noqa: E402
+from stella_bundle.store.rows import chunk_rows  # noqa: E402
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+CHUNK_RECORDS = 100_000
+DAYS = 3
+
+
+def make_chain(workdir: Path, records: int) -> tuple[Path, Path]:
+    """(evidence dir, trust root): cached, the chain is rebuilt only if absent."""
+    evidence = workdir / f"evidence-{records}"
+    root_path = workdir / "trust-root.json"
+    if (evidence / "bench" / "0000000001.seal.dsse.json").exists() and root_path.exists():
+        return evidence, root_path
+    shutil.rmtree(evidence, ignore_errors=True)
+    generated = generate_key("ed25519", workdir / "collector", None)
+    root = TrustRoot(expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+    root.add_key(generated.public_key, ["collector"])
+    root.save(root_path)
+    signer = load_signer(workdir / "collector.key")
+    hashes = ["sha256:" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    config = WriterConfig(max_records=CHUNK_RECORDS, max_size_mb=1024)
+    collector = CollectorInfo("bench", "host-1", None, "0.1.0", None)
+    started = time.perf_counter()
+    step = DAYS * 86_400_000_000 // records  # microseconds between records
+    base = dt.datetime(2026, 1, 20, tzinfo=dt.UTC)
+    with ChunkWriter.open(evidence, "bench", signer, config, collector) as writer:
+        for i in range(records):
+            moment = base + dt.timedelta(microseconds=i * step)
+            writer.append(
+                {
+                    "node_hash": hashes[i % 5000],
+                    "function_name": f"fn_{i % 5000}",
+                    "probe_type": "uprobe",
+                    "observed_at": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "purl": "pkg:deb/debian/openssl@3.0.11",
+                    "pid": 1000 + i % 17,
+                    "comm": "svc",
+                }
+            )
+    print(f"chain written: {records} records in {time.perf_counter() - started:.1f} s (untimed)")
+    return evidence, root_path
+
+
+def write_csv(evidence: Path, root: TrustRoot, path: Path) -> int:
+    """The very rows the store writes, as CSV for the peers."""
+    count = 0
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        for chain in verify_chains(evidence, root):
+            for chunk in chain_chunks(chain):
+                for row in chunk_rows(chunk):
+                    out.writerow(["" if v is None else v for v in row])
+                    count += 1
+    return count
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="stella-bench-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user is not None:
+            shutil.chown(self.base, self.user, self.user)
+        self.port = 6400 + os.getpid() % 500
+        self.run(str(PG_BIN / "initdb"), "-D", str(self.base / "data"), "-U", "postgres",
+                 "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
+        self.run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-l",
+            str(self.base / "log"), "-w", "-o",
+            f"-k {self.base} -c listen_addresses='' -p {self.port} -c max_wal_size=4GB",
+            "start",
+        )  # fmt: skip
+        self.databases = 0
+
+    def run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True)
+
+    def url(self, name: str) -> str:
+        return f"postgresql:///{name}?host={self.base}&port={self.port}&user=postgres"
+
+    def fresh(self) -> str:
+        self.databases += 1
+        name = f"bench{self.databases}"
+        subprocess.run(
+            ["createdb", "-h", str(self.base), "-p", str(self.port), "-U", "postgres", name],
+            check=True,
+        )
+        return self.url(name)
+
+    def stop(self) -> None:
+        self.run(str(PG_BIN / "pg_ctl"), "-D", str(self.base / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "stella-bench-store"
+    )
+    args = parser.parse_args()
+    for tool in ("psql", "sqlite3", "createdb"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench/store.py: {tool} not found (scripts/setup.sh installs postgresql)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    evidence, root_path = make_chain(args.workdir, args.records)
+    root = TrustRoot.load(root_path)
+    rows_csv = args.workdir / f"rows-{args.records}.csv"
+    if not rows_csv.exists():
+        write_csv(evidence, root, rows_csv)
+    os.chmod(args.workdir, 0o755)  # psql runs as us, but keep the CSV readable
+    cluster = Cluster()
+    columns = ", ".join(COLUMNS)
+    results: dict[str, list[float]] = {k: [] for k in ("pg", "psql", "sqlite", "sqlite3")}
+    try:
+        for repeat in range(args.repeat):
+            url = cluster.fresh()
+            with open_store(url, initialise=True) as store:
+                results["pg"].append(timed(lambda s=store: ingest_evidence(s, evidence, root)))
+                assert store.status().records == args.records
+            url = cluster.fresh()
+            with open_store(url, initialise=True) as store:
+                # The peer gets the same table with the partitions already made (untimed).
+                store.ensure_partitions(  # type: ignore[attr-defined]
+                    [dt.date(2026, 1, 20) + dt.timedelta(days=n) for n in range(DAYS + 1)]
+                )
+            copy = f"\\copy observations ({columns}) FROM '{rows_csv}' WITH (FORMAT csv)"
+            results["psql"].append(
+                timed(lambda u=url, c=copy: subprocess.run(["psql", "-q", u, "-c", c], check=True))
+            )
+            db = args.workdir / f"ours-{repeat}.sqlite"
+            peer = args.workdir / f"peer-{repeat}.sqlite"
+            for path in (db, peer):
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            with open_store(f"sqlite:///{db}", initialise=True) as store:
+                results["sqlite"].append(timed(lambda s=store: ingest_evidence(s, evidence, root)))
+            open_store(f"sqlite:///{peer}", initialise=True).close()
+            results["sqlite3"].append(
+                timed(
+                    lambda p=peer: subprocess.run(
+                        ["sqlite3", str(p), ".mode csv", f".import {rows_csv} observations"],
+                        check=True,
+                    )
+                )
+            )
+            print(
+                f"repeat {repeat + 1}: "
+                + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in results.items()),
+                flush=True,
+            )
+    finally:
+        cluster.stop()
+    median = {k: statistics.median(v) for k, v in results.items()}
+    n = args.records
+    print(f"\n{n} records, medians of {args.repeat} interleaved repeats:")
+    for ours, peer, label in (("pg", "psql", "PostgreSQL"), ("sqlite", "sqlite3", "SQLite")):
+        ratio = median[ours] / median[peer]
+        print(
+            f"  {label}: stella ingest {median[ours]:.2f} s ({n / median[ours]:,.0f} rec/s), "
+            f"{peer} bulk load {median[peer]:.2f} s; ratio {ratio:.2f} (target <= 1.5)"
+        )
+
+
+if __name__ == "__main__":
+    main()

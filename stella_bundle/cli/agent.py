@@ -22,20 +22,31 @@ def run(
         help="stellaops.yaml: runtime_agent: (map, probes, export, metrics) and signals: "
         "(signing key, rotation, mode).",
     ),
+    metrics_listen: str | None = typer.Option(
+        None,
+        "--metrics-listen",
+        help="HOST:PORT for /metrics, /healthz, /readyz (default: runtime_agent.metrics.listen, "
+        "else 127.0.0.1:9464).",
+    ),
     duration: float | None = typer.Option(
         None, "--duration", help="Stop after this many seconds (default: run until SIGTERM/SIGINT)."
     ),
 ) -> None:
     """Collect for the configured function map until stopped, serving metrics and health."""
     from ..agent.config import load_agent_settings
+    from ..agent.endpoint import parse_listen
     from ..agent.service import run_service, summary
     from ..collector.run import prepare
 
     settings = load_agent_settings(config)
+    listen = settings.metrics_listen
+    if metrics_listen is not None:
+        parse_listen(metrics_listen)  # refused before anything is written
+        listen = metrics_listen
     session = prepare(settings.start)
     run_service(
         session,
-        metrics_listen=settings.metrics_listen,
+        metrics_listen=listen,
         verify_every_seconds=settings.verify_every_seconds,
         duration=duration,
         say=error_line,

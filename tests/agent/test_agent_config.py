@@ -142,3 +142,11 @@ def test_the_cli_refuses_with_exit_2_and_one_line(tmp_path: Path, capfd: Any) ->
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert str(path) in err[0] and "runtime_agent.observation_store" in err[0]
+
+
+def test_a_bad_listen_override_is_refused_before_anything_runs(tmp_path: Path, capfd: Any) -> None:
+    path = write(tmp_path, "runtime_agent:\n  function_map: missing.json\n")
+    code = cli_main(["agent", "run", "--config", str(path), "--metrics-listen", "localhost:1"])
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "--metrics-listen" in err and "missing.json" not in err

@@ -5,6 +5,7 @@ refuses to start and writes nothing."""
 from __future__ import annotations
 
 import errno
+import json
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from stella_bundle.functionmap.elf import index_binary
 from stella_bundle.functionmap.model import ExpectedNode
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(
@@ -176,3 +178,42 @@ def test_the_metrics_listener_of_the_agent_reports_its_map(
         _, stderr = agent.communicate(timeout=60)
     assert agent.returncode == 0, stderr
     assert "collecting: 3 probes attached" in stderr
+
+
+def test_the_packaged_config_runs_as_shipped_but_for_its_paths(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    """deploy/config/stellaops.yaml (systemd and Kubernetes) with only its absolute paths moved
+    under a temporary directory: a signed map verified against its trust root, evidence written
+    and sealed, the listener answering."""
+    from stella_bundle.attest.dsse import envelope_bytes, sign_statement
+
+    etc = tmp_path / "etc"
+    (etc / "maps").mkdir(parents=True)
+    (etc / "keys").mkdir()
+    (etc / "keys" / "collector.key").write_bytes(test_keys.private("collector").read_bytes())
+    (etc / "maps" / "trust-root.json").write_bytes(test_keys.trust_root.read_bytes())
+    statement = json.loads(
+        _function_map(tmp_path / "fm.json", workload_nodes(workload_bin)[:3]).read_text()
+    )
+    envelope = sign_statement(statement, [test_keys.signer("function-map")])
+    (etc / "maps" / "function-map.dsse.json").write_bytes(envelope_bytes(envelope))
+    port = _free_port()
+    shipped = (ROOT / "deploy" / "config" / "stellaops.yaml").read_text()
+    config = tmp_path / "stellaops.yaml"
+    config.write_text(
+        shipped.replace("/etc/stella/", f"{etc}/")
+        .replace("/var/lib/stella/evidence", str(tmp_path / "evidence"))
+        .replace("127.0.0.1:9464", f"127.0.0.1:{port}")
+    )
+    agent = _agent(config, "--duration", "30")
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        assert _get(port, "/healthz") == (200, "ok\n")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr
+    (chain,) = (tmp_path / "evidence").iterdir()
+    assert chain.name.startswith("stella-workload-")  # SERVICE-HOST
+    assert verify_chain(chain, test_keys.trust_root).passed

@@ -140,7 +140,7 @@ def test_probes_ports_and_the_listener_agree(rendered: list[dict[str, Any]]) -> 
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["command"] == ["stella"]
-    assert container["args"][:2] == ["signals", "start"]
+    assert container["args"][:3] == ["agent", "run", "--config=/etc/stella/config/stellaops.yaml"]
     assert container["image"] == "stella-bundle:0.1.0"
 
     service = one(rendered, "Service")
@@ -181,11 +181,16 @@ def test_the_config_is_the_services_and_writes_to_the_mounted_evidence(
     pod = one(rendered, "DaemonSet")["spec"]["template"]["spec"]
     config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
     assert config_volume["configMap"]["name"] == config_map["metadata"]["name"]  # hashed name
-    output = yaml.safe_load(shipped)["signals"]["output_directory"]
+    document = yaml.safe_load(shipped)
     mounts = {m["mountPath"] for m in agent_container(rendered)["volumeMounts"]}
-    assert output in mounts
-    key_file = yaml.safe_load(shipped)["signals"]["signing"]["key_file"]
-    assert str(Path(key_file).parent) in mounts
+    # Every path the config names is mounted: evidence, key, map and trust root.
+    assert document["runtime_agent"]["export"]["output_path"] in mounts
+    for path in (
+        document["signals"]["signing"]["key_file"],
+        document["runtime_agent"]["function_map"],
+        document["runtime_agent"]["trust_root"],
+    ):
+        assert str(Path(path).parent) in mounts, path
 
 
 def test_the_prometheusrule_is_the_rules_file(rendered: list[dict[str, Any]]) -> None:

@@ -100,18 +100,22 @@ def test_the_hardening_the_docs_promise() -> None:
     assert unit["KillSignal"] == ["SIGTERM"]
     assert unit["Restart"] == ["on-failure"]
     exec_start = unit["ExecStart"][0].split()
-    assert exec_start[:3] == [SHIPPED_BINARY, "signals", "start"]
-    assert exec_start[exec_start.index("--metrics-listen") + 1] == "127.0.0.1:9464"
+    assert exec_start == [SHIPPED_BINARY, "agent", "run", "--config", "/etc/stella/stellaops.yaml"]
     # The CAP_SYS_ADMIN reason is written where it is granted.
     assert "recent kernels require it" in UNIT.read_text()
 
 
 def test_the_shipped_config_writes_where_the_unit_allows() -> None:
+    from stella_bundle.agent.config import load_agent_settings
     from stella_bundle.collector.run import collector_settings
     from stella_bundle.evidence.config import load_signals_config
 
     config = ROOT / "deploy" / "config" / "stellaops.yaml"
+    settings = load_agent_settings(config)
+    assert [str(settings.start.target)] == directives()["ReadWritePaths"]
+    assert settings.metrics_listen == "127.0.0.1:9464"  # the rules' scrape target
+    assert settings.start.max_probes == 256
     loaded = load_signals_config(config)
     assert collector_settings(dict(loaded.other), config)["mode"] == "coverage"
-    assert [str(loaded.output_directory)] == directives()["ReadWritePaths"]
     assert loaded.writer.max_age_seconds == 300
+    assert str(loaded.key_file).startswith("/etc/stella/keys/")

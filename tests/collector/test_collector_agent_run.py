@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,3 +218,65 @@ def test_the_packaged_config_runs_as_shipped_but_for_its_paths(
     (chain,) = (tmp_path / "evidence").iterdir()
     assert chain.name.startswith("stella-workload-")  # SERVICE-HOST
     assert verify_chain(chain, test_keys.trust_root).passed
+
+
+def _unit_capabilities() -> list[str]:
+    unit = (ROOT / "deploy" / "systemd" / "stella-agent.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("CapabilityBoundingSet="))
+    return line.partition("=")[2].split()
+
+
+def _confined(capabilities: list[str]) -> list[str]:
+    """setpriv: root limited to `capabilities` (the bounding set caps even root, as systemd's
+    CapabilityBoundingSet= does) and no new privileges (NoNewPrivileges=yes)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to confine the agent")
+    allowed = ",".join("+" + cap.removeprefix("CAP_").lower() for cap in capabilities)
+    return [setpriv, f"--bounding-set=-all,{allowed}", "--no-new-privs", "--"]
+
+
+def test_the_units_capabilities_are_enough_for_a_real_collection(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    port = _free_port()
+    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin))
+    work = start_workload(workload_bin, "--crypto", "--open", "/etc/hostname")
+    config = _config(tmp_path, fm, test_keys.private("collector"), port, {}, work.pid)
+    agent = subprocess.Popen(
+        [*_confined(_unit_capabilities()), sys.executable, "-m", "stella_bundle", "agent", "run",
+         "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        assert agent.poll() is None, agent.communicate()
+        work.go()
+        time.sleep(1.0)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr
+    assert "not attached" not in stderr  # every probe attached with only these capabilities
+    chain = tmp_path / "evidence" / "agent"
+    observed = {r["function_name"] for r in iter_chain_records(chain)}
+    assert {"stella_work_parse", "EVP_Digest", "openat"} <= observed
+    assert verify_chain(chain, test_keys.trust_root).passed
+
+
+def test_without_the_bpf_capabilities_the_agent_refuses_and_writes_nothing(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin))
+    config = _config(tmp_path, fm, test_keys.private("collector"), _free_port(), {}, 1)
+    fewer = [
+        c for c in _unit_capabilities() if c not in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN")
+    ]
+    result = subprocess.run(
+        [*_confined(fewer), sys.executable, "-m", "stella_bundle", "agent", "run", "--config",
+         str(config), "--duration", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "CAP_BPF" in result.stderr
+    assert not list((tmp_path / "evidence").glob("*/*.seal.dsse.json"))

@@ -8,8 +8,8 @@ import typer
 
 from .output import console, error_line
 
+# Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(
-    help="The runtime agent: a service that collects for a signed function map.",
     no_args_is_help=True,
 )
 

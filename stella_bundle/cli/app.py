@@ -5,22 +5,59 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import (
-    agent,
-    attest,
-    bundle,
-    function_map,
-    keys,
-    observations,
-    probes,
-    schema,
-    serve,
-    signals,
-    store,
-    tetragon,
-    trust_root,
-)
 from .demo import demo
+from .lazy import LazyGroup, LazyRootGroup
+
+# The command groups, imported when used; each group's help is written here only.
+GROUPS: dict[str, LazyGroup] = {
+    "keys": LazyGroup(
+        "stella_bundle.cli.keys", "Generate signing keys and show their fingerprints."
+    ),
+    "trust-root": LazyGroup(
+        "stella_bundle.cli.trust_root", "Manage trust-root.json (keys, roles, thresholds, expiry)."
+    ),
+    "attest": LazyGroup(
+        "stella_bundle.cli.attest", "Sign and verify in-toto attestations (DSSE, Sigstore)."
+    ),
+    "schema": LazyGroup(
+        "stella_bundle.cli.schema", "Validate documents against the shipped JSON Schemas."
+    ),
+    "function-map": LazyGroup(
+        "stella_bundle.cli.function_map", "Generate and verify function maps."
+    ),
+    "observations": LazyGroup(
+        "stella_bundle.cli.observations", "Query and import observation records."
+    ),
+    "signals": LazyGroup(
+        "stella_bundle.cli.signals", "Evidence chains: collect, verify, inspect, prune."
+    ),
+    "probes": LazyGroup(
+        "stella_bundle.cli.probes", "eBPF probe objects and kernel feature detection."
+    ),
+    "bundle": LazyGroup(
+        "stella_bundle.cli.bundle",
+        "Build, inspect, split, join and verify .stella.bundle.tgz archives.",
+    ),
+    "tetragon": LazyGroup(
+        "stella_bundle.cli.tetragon",
+        "Cilium Tetragon bridge: TracingPolicy from a map, events into evidence.",
+    ),
+    "agent": LazyGroup(
+        "stella_bundle.cli.agent",
+        "The runtime agent: a service that collects for a signed function map.",
+    ),
+    "serve": LazyGroup(
+        "stella_bundle.cli.serve", "Serve the REST API and the coverage dashboard (docs/api.md)."
+    ),
+    "store": LazyGroup(
+        "stella_bundle.cli.store", "Create, migrate and inspect an observation store."
+    ),
+}
+
+
+class _Root(LazyRootGroup):
+    lazy_groups = GROUPS
+
 
 app = typer.Typer(
     name="stella",
@@ -28,6 +65,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=_Root,
 )
 
 
@@ -47,17 +85,4 @@ def root(
     """stella: which of our code actually runs in production, with proof."""
 
 
-app.add_typer(keys.app, name="keys")
-app.add_typer(trust_root.app, name="trust-root")
-app.add_typer(attest.app, name="attest")
-app.add_typer(schema.app, name="schema")
-app.add_typer(function_map.app, name="function-map")
-app.add_typer(observations.app, name="observations")
-app.add_typer(signals.app, name="signals")
-app.add_typer(probes.app, name="probes")
-app.add_typer(bundle.app, name="bundle")
-app.add_typer(tetragon.app, name="tetragon")
-app.add_typer(store.app, name="store")
-app.add_typer(agent.app, name="agent")
-app.add_typer(serve.app, name="serve")
 app.command("demo")(demo)

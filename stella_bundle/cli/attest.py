@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:  # sigstore costs ~0.3 s to import: loaded only when a Sigstore bundle is verified
     from ..attest.sigstore_offline import SigstoreVerificationResult
 
-app = typer.Typer(
-    help="Sign and verify in-toto attestations (DSSE, Sigstore).", no_args_is_help=True
-)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("sign")

@@ -21,9 +21,8 @@ from rich.table import Table
 from .options import time_option
 from .output import console, emit_json, error_console, error_line
 
-app = typer.Typer(
-    help="Build, inspect, split, join and verify .stella.bundle.tgz archives.", no_args_is_help=True
-)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 # Below this, a progress bar is more noise than help.
 PROGRESS_THRESHOLD = 64 * 1024 * 1024

@@ -28,7 +28,8 @@ from .store_options import config_option
 if TYPE_CHECKING:
     from ..store.base import ObservationStore
 
-app = typer.Typer(help="Generate and verify function maps.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 LARGE_RESULT_PATHS = 1000
 

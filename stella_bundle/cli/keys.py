@@ -11,7 +11,8 @@ from ..attest.keys import KEY_TYPES, fingerprint, generate_key, load_public_key
 from ..errors import InputError
 from .output import FORMAT_HELP, Format, console, emit_json
 
-app = typer.Typer(help="Generate signing keys and show their fingerprints.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 def _passphrase(env_name: str | None, prompt: bool) -> bytes | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Query and import observation records.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 # Each command module registers itself on `app`, so it is imported after `app` exists.
 from . import (  # noqa: E402

@@ -10,7 +10,8 @@ from rich.table import Table
 from ..collector.features import DEFAULT_TRACEFS, detect
 from .output import FORMAT_HELP, Format, console, emit_json
 
-app = typer.Typer(help="eBPF probe objects and kernel feature detection.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("doctor")

@@ -13,7 +13,8 @@ from ..errors import StellaError
 from ..schema import KINDS, SCHEMA_SUFFIX, load_schema, schema_text, validate_file
 from .output import FORMAT_HELP, Format, console, emit_json
 
-app = typer.Typer(help="Validate documents against the shipped JSON Schemas.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("validate")

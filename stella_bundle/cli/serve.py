@@ -12,8 +12,8 @@ from .store_options import config_option, store_url_option
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
+# Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(
-    help="Serve the REST API and the coverage dashboard (docs/api.md).",
     invoke_without_command=True,
 )
 token_app = typer.Typer(help="Bearer tokens of the API (kept hashed in a tokens file).")

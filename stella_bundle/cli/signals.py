@@ -12,7 +12,8 @@ from ..errors import InputError
 from ..evidence.report import ERROR, INFO, WARNING
 from .output import FORMAT_HELP, Format, console, emit_json
 
-app = typer.Typer(help="Evidence chains: collect, verify, inspect, prune.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 _SEVERITY_STYLE = {ERROR: "red", WARNING: "yellow", INFO: "dim"}
 

@@ -9,7 +9,8 @@ import typer
 from .output import FORMAT_HELP, Format, console, emit_json
 from .store_options import config_option, store_url_option
 
-app = typer.Typer(help="Create, migrate and inspect an observation store.", no_args_is_help=True)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 def _open_unchecked(store: str | None, config: Path | None):  # type: ignore[no-untyped-def]

@@ -16,10 +16,8 @@ from rich.table import Table
 from ..errors import InputError
 from .output import FORMAT_HELP, Format, console, emit_json, error_line
 
-app = typer.Typer(
-    help="Cilium Tetragon bridge: TracingPolicy from a map, events into evidence.",
-    no_args_is_help=True,
-)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("policy")

@@ -16,9 +16,8 @@ from ..jsonio import load_json_object
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .output import FORMAT_HELP, Format, console, emit_json
 
-app = typer.Typer(
-    help="Manage trust-root.json (keys, roles, thresholds, expiry).", no_args_is_help=True
-)
+# Its help is its line in cli/app.py's GROUPS table.
+app = typer.Typer(no_args_is_help=True)
 
 
 def _expiry(expires: str | None, days: int) -> dt.datetime:

@@ -19,8 +19,11 @@ ROOT = typer.main.get_command(app)
 
 def _commands(command: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
     yield " ".join(path), command
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from _commands(sub, (*path, name))
+    if not hasattr(command, "list_commands"):
+        return
+    context = command.make_context(path[-1], [], resilient_parsing=True)
+    for name in sorted(command.list_commands(context)):  # groups are loaded on demand
+        yield from _commands(command.get_command(context, name), (*path, name))
 
 
 COMMANDS = list(_commands(ROOT, ("stella",)))
@@ -71,3 +74,29 @@ def test_import_help_shows_the_rotation_options_with_their_defaults(run_cli: Any
     for option in ("--max-size-mb", "--max-age-seconds", "--max-records", "--zstd-level"):
         assert option in text
     assert text.count("default") >= 8
+
+
+def test_stella_help_imports_no_command_group() -> None:
+    """`stella --help` lists the groups without importing them (start-up time, issue 15)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from stella_bundle.cli import main; main(['--help']);"
+        "print(sorted(m for m in sys.modules if m.startswith('stella_bundle.') and"
+        " m.split('.')[1] not in ('cli', 'errors')) or 'none',"
+        " [m for m in ('boto3', 'sigstore', 'jsonschema') if m in sys.modules] or 'none')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "none none", last
+    assert "bundle" in result.stdout and "trust-root" in result.stdout
+
+
+def test_every_group_help_is_shown_by_the_group_itself() -> None:
+    from stella_bundle.cli.app import GROUPS
+
+    for name, group in GROUPS.items():
+        assert group.load(name).help == group.help

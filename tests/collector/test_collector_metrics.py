@@ -199,3 +199,32 @@ def test_a_real_collection_is_scraped_and_its_values_move(
     chain = tmp_path / "evidence" / "metrics"
     assert len(list(chain.glob("*.seal.dsse.json"))) > seals_seen  # plus the final seal
     assert verify_chain(chain, test_keys.trust_root).passed
+
+
+def test_ring_buffer_drops_move_their_counter_and_match_the_seals_loss(collect_run: Any) -> None:
+    """A ring buffer far too small for a trace of 40,000 calls: the kernel drops events, the
+    metric counts them, and drops plus full-table losses are what the seal calls
+    ring_buffer_dropped (the seal's one count, split in two for operators)."""
+    from prometheus_client import generate_latest
+
+    from stella_bundle.agent.metrics import AgentMetrics
+    from stella_bundle.collector.session import CollectorConfig
+
+    metrics = AgentMetrics()
+    chain = metrics.chain("drops", "stella-workload")
+    run = collect_run("--calls", "40000", config=CollectorConfig(mode="trace"), ring_size=4096)
+    chain.sync(run.collector, None, time.time())  # after the stop's last loss accounting
+    families = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for sample in family.samples
+    }
+    dropped = families["stella_ringbuf_dropped_events_total"]
+    assert dropped > 0
+    assert dropped == run.collector.drops["ring_buffer_full"]
+    assert (
+        dropped + families["stella_observation_buffer_full_total"]
+        == run.collector.loss_totals["ring_buffer_dropped"]
+        == run.sink.loss["ring_buffer_dropped"]
+    )
+    assert families["stella_observations_total"] == len(run.sink.records)

@@ -28,7 +28,7 @@ from .lockfile import (
     load_lock,
     verified_bytes,
 )
-from .trial import TRIAL_OBJECT, TrialResult, disabled_from_env, run_trials
+from .trial import TRIAL_OBJECT, TrialResult, disabled_from_env, lockdown_mode, run_trials
 
 DEFAULT_TRACEFS: Final = Path("/sys/kernel/tracing")
 BTF_PATH: Final = Path("/sys/kernel/btf/vmlinux")
@@ -230,6 +230,15 @@ def detect(
         for name in ("bpf_syscall", "ringbuf", "bpf_cookie"):
             put(name, False, "libbpf not available")
         out.attach_types = run_trials(None, None, disabled, "libbpf not available")
+    # Shown for the record (status "yes": not locked down); the trial loads, not this, decide
+    # which attach types are available.
+    mode = lockdown_mode()
+    if mode is None:
+        put("lockdown", False, "lockdown mode unknown (securityfs unreadable)")
+    elif mode == "none":
+        put("lockdown", True, "not locked down")
+    else:
+        put("lockdown", False, f"locked down ({mode}): the kernel may refuse some BPF programs")
     mounted = _tracefs_mounted(tracefs_path)
     put(
         "tracefs",

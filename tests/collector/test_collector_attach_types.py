@@ -42,6 +42,7 @@ def test_fentry_is_refused_here_with_the_errno_and_its_meaning(
             trial = features.attach_types[name]
             assert trial.available or (trial.errno and trial.stage in ("load", "attach"))
         return
+    assert "locked down (integrity)" in features.features["lockdown"].detail
     for name in ("fentry", "fexit"):
         trial = features.attach_types[name]
         assert not trial.available

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from stella_bundle.cli import main as cli_main
 
@@ -31,6 +32,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if IN_CI and report.skipped and item.get_closest_marker("ebpf") is not None:
         report.outcome = "failed"
         report.longrepr = f"eBPF test skipped in CI (CI=true requires it to run): {report.longrepr}"
+
+
+# --- fuzz profiles (tests/fuzz) ------------------------------------------------------------
+# Registered here, applied only by the fuzz targets (tests/fuzz/fuzz_support.fuzz_settings), so the
+# other property tests keep their own settings. STELLA_FUZZ_PROFILE picks one; the default is
+# "fuzz-ci" under CI=true (the whole fuzz run within 60 s on 2 cores), else "fuzz-dev".
+# "fuzz-long" is for a run by hand (STELLA_FUZZ_PROFILE=fuzz-long): many more examples, no deadline.
+_FUZZ_COMMON = settings(
+    deadline=5000,  # ms; a bomb example inflates 64 MiB before it is refused
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+    print_blob=True,
+)
+settings.register_profile("fuzz-ci", _FUZZ_COMMON, max_examples=200)
+settings.register_profile("fuzz-dev", _FUZZ_COMMON, max_examples=50)
+settings.register_profile("fuzz-long", _FUZZ_COMMON, max_examples=20_000, deadline=None)
 
 
 # --- offline guarantee ----------------------------------------------------------------------

@@ -188,3 +188,72 @@ def test_fentry_programs_are_refused_here_with_the_trial_evidence(
     if lockdown_mode() == "integrity":
         assert "fentry: EPERM at load: kernel lockdown (integrity)" in text
         assert features.attach_types["fentry"].errno == errno.EPERM
+
+
+@pytest.mark.ebpf
+def test_signals_start_reports_unreachable_nodes_at_map_load_and_seals_them(
+    ebpf: None, features: KernelFeatures, tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    """`signals start` on a map with a kernel function no attach type reaches here and a USDT
+    node on a binary without .note.stapsdt: both named before collecting and in the seal."""
+    import json
+
+    from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
+    from stella_bundle.evidence.seal import parse_seal
+
+    no_notes = tmp_path / "true"
+    shutil.copy("/bin/true", no_notes)
+    nodes = [
+        ExpectedNode.create(KERNEL, "tcp_connect"),
+        ExpectedNode.create(KERNEL, "inet_csk_accept"),
+        ExpectedNode.create(
+            "pkg:generic/true@1", "socket.connect", binary_path=str(no_notes), probe_types=("usdt",)
+        ),
+    ]
+    predicate = {
+        "service": "svc",
+        "build_id": "test",
+        "generated_at": "2026-01-01T00:00:00.000000Z",
+        "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
+        "coverage": {
+            "min_observation_rate": 0.95,
+            "window_seconds": 1800,
+            "fail_on_unexpected": True,
+            "tag_min_rates": {},
+        },
+        "hot_functions": [],
+        "expected_paths": [
+            {
+                "path_id": f"p{i}",
+                "tag": "net",
+                "priority": 1,
+                "optional": False,
+                "nodes": [node.to_dict()],
+            }
+            for i, node in enumerate(nodes)
+        ],
+    }
+    fm = tmp_path / "fm.json"
+    statement = make_statement(
+        [{"name": "sbom.json", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
+    )
+    fm.write_text(json.dumps(statement))
+    result = run_cli(
+        "signals", "start", "--function-map", fm, "--target", tmp_path / "evidence",
+        "--key", test_keys.private("collector"), "--chain-id", "cli", "--pid", "1",
+        "--duration", "0.5", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    stderr = " ".join(result.stderr.split())
+    if not features.has("fentry") and not features.has("kprobe"):
+        assert "inet_csk_accept" in stderr and "no attach type can reach it" in stderr
+    assert "has no .note.stapsdt" in stderr
+    assert "collecting: 1 probes attached" in stderr
+    named = {
+        failure.function_name: failure.error
+        for path in sorted((tmp_path / "evidence" / "cli").glob("*.seal.dsse.json"))
+        for failure in parse_seal(path.read_bytes()).predicate.probe_failures
+    }
+    assert "has no .note.stapsdt" in named["socket.connect"]
+    if not features.has("fentry") and not features.has("kprobe"):
+        assert "no attach type can reach it" in named["inet_csk_accept"]

@@ -30,7 +30,35 @@ def run_service(
     on_tick: Callable[[Collector], None] | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> None:
-    """Run `session` to its final seal; `say` gets the operator's lines (warnings, progress)."""
+    """Run `session` to its final seal; `say` gets the operator's lines (warnings, progress).
+
+    SIGTERM/SIGINT are taken over before attaching: a stop asked for while 2,000 probes attach
+    still ends in a final seal, right after the attach, instead of killing the process.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, on_signal)
+    try:
+        _run(session, stop, metrics_listen, verify_every_seconds, duration, on_tick, say)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(
+    session: PreparedSession,
+    stop: threading.Event,
+    metrics_listen: str | None,
+    verify_every_seconds: float,
+    duration: float | None,
+    on_tick: Callable[[Collector], None] | None,
+    say: Callable[[str], None],
+) -> None:
     for note in session.notes:
         say(f"warning: {note}")
     collector = session.collector
@@ -54,14 +82,6 @@ def run_service(
             f"warning: not attached: {failure.purl}#{failure.function_name} at "
             f"{failure.binary_path} ({failure.error}); named in the next seal"
         )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, on_signal)
     say(
         f"collecting: {len(collector.links)} probes attached, mode {collector.config.mode}, "
         f"chain {session.chain_dir}"
@@ -83,8 +103,6 @@ def run_service(
         finally:
             if instrumentation is not None:
                 instrumentation.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 def summary(session: PreparedSession) -> str:

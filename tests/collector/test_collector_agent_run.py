@@ -280,3 +280,34 @@ def test_without_the_bpf_capabilities_the_agent_refuses_and_writes_nothing(
     assert result.returncode != 0
     assert "CAP_BPF" in result.stderr
     assert not list((tmp_path / "evidence").glob("*/*.seal.dsse.json"))
+
+
+def test_sigterm_while_2000_probes_attach_still_ends_in_a_final_seal(
+    ebpf: None, features: KernelFeatures, tmp_path: Path, test_keys: Any
+) -> None:
+    """systemd or the kubelet may stop the agent while it attaches: the stop waits for the
+    attach, then detaches and seals, instead of killing the process with nothing sealed."""
+    functions = sorted(index_binary(LIBCRYPTO).functions)[:2000]
+    fm = _function_map(
+        tmp_path / "fm.json",
+        [
+            ExpectedNode.create("pkg:deb/debian/libssl3", s, binary_path=LIBCRYPTO)
+            for s in functions
+        ],
+    )
+    config = _config(tmp_path, fm, test_keys.private("collector"), _free_port(), {}, 1)
+    agent = _agent(config)
+    assert agent.stderr is not None
+    for line in agent.stderr:
+        if line.startswith("metrics: "):  # said right before attaching
+            agent.send_signal(signal.SIGTERM)
+            break
+    else:
+        pytest.fail(f"the agent ended before attaching: {agent.wait()}")
+    _, stderr = agent.communicate(timeout=120)
+    assert agent.returncode == 0, stderr
+    assert "collecting: " in stderr  # the attach finished, then the stop was honoured
+    chain = tmp_path / "evidence" / "agent"
+    seals = sorted(chain.glob("*.seal.dsse.json"))
+    assert parse_seal(seals[-1].read_bytes()).predicate.final
+    assert verify_chain(chain, test_keys.trust_root).passed

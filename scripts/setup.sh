@@ -9,15 +9,15 @@ cd "$(dirname "$0")/.."
 # chromium for the HTML report rendering test; iproute2/util-linux for network namespaces;
 # postgresql (Debian 12: PostgreSQL 15, /usr/lib/postgresql/15/bin) for the store tests, which
 # start a private cluster of their own (the packaged cluster is not used).
-# deployment checks (tests/deploy): promtool from prometheus (alert rules), systemd-analyze
-# from systemd (the unit).
+# deployment checks (tests/deploy): promtool from prometheus (alert rules), amtool from
+# prometheus-alertmanager (routing), systemd-analyze from systemd (the unit).
 APT_PACKAGES=(
   libbpf1 libbpf-dev clang llvm bpftool bpftrace
   gcc libc6-dev libssl-dev openssl zstd
   util-linux iproute2 procps
   chromium
   postgresql
-  prometheus systemd
+  prometheus prometheus-alertmanager systemd
 )
 # `kubectl kustomize` renders the Kubernetes manifests. Debian's kubernetes-client (1.20) only
 # when no kubectl is installed: a newer one from another source provides the same command.
@@ -33,10 +33,14 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The prometheus package is here for promtool only: its server must not run on a dev or
-    # CI host (the package enables and starts it where systemd runs).
-    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    # The prometheus packages are here for promtool and amtool only: their servers must not run
+    # on a dev or CI host (the packages enable and start them where systemd runs).
+    if [ -d /run/systemd/system ]; then
+      for unit in prometheus prometheus-alertmanager; do
+        if [[ " ${missing[*]} " == *" $unit "* ]]; then
+          systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+      done
     fi
   else
     echo "setup: missing system packages (${missing[*]}); install them as root" >&2

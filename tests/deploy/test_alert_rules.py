@@ -134,3 +134,61 @@ def test_the_prometheusrule_carries_the_same_groups() -> None:
     assert resource["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"], (
         "run python3 scripts/render_prometheusrule.py"
     )
+
+
+ALERTMANAGER = ROOT / "deploy" / "prometheus" / "alertmanager-stella.yml"
+
+
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        message = "amtool is missing (Debian package prometheus-alertmanager; scripts/setup.sh)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_alertmanager_accepts_the_routing(amtool: str) -> None:
+    result = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 inhibit rules" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=StellaUnexpectedSymbols", "severity=info"], "stella-security"),
+        (["alertname=StellaCoverageCritical", "severity=critical"], "stella-oncall"),
+        (["alertname=StellaAgentAbsent", "job=stella-agent"], "stella-oncall"),
+    ],
+)
+def test_alerts_are_routed_to_their_receiver(amtool: str, labels: list[str], receiver: str) -> None:
+    result = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [receiver]
+
+
+def test_inhibitions_name_real_alerts_and_labels_they_carry() -> None:
+    by_name = {rule["alert"]: rule for rule in alerts()}
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    for rule in config["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            match = re.fullmatch(r'alertname(=|=~|!=)"(.+)"', matcher)
+            assert match, matcher
+            if match.group(1) != "=~":
+                assert match.group(2) in by_name, matcher
+        # `equal` labels must be on both alerts or the inhibition never applies: chain comes
+        # from the stella_* series, instance from the scrape; `up` has no chain.
+        source = re.search(r'"(\w+)"', rule["source_matchers"][0])
+        assert source is not None
+        expr = by_name[source.group(1)]["expr"]
+        if "chain" in rule["equal"]:
+            assert "stella_" in expr, rule

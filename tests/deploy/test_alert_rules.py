@@ -192,3 +192,17 @@ def test_inhibitions_name_real_alerts_and_labels_they_carry() -> None:
         expr = by_name[source.group(1)]["expr"]
         if "chain" in rule["equal"]:
             assert "stella_" in expr, rule
+
+
+def test_the_scrape_config_loads_the_rules_under_the_job_they_select(promtool: str) -> None:
+    config = ROOT / "deploy" / "prometheus" / "prometheus-stella.yml"
+    result = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alerts())} rules found" in result.stdout  # the rule file resolved
+    jobs = [job["job_name"] for job in yaml.safe_load(config.read_text())["scrape_configs"]]
+    assert jobs == ["stella-agent"]
+    for rule in alerts():
+        for job in re.findall(r'job="([^"]+)"', rule["expr"]):
+            assert job in jobs, rule["alert"]

@@ -102,8 +102,17 @@ def status(
 ) -> int:
     """Schema version, pending migrations, what is stored. Exit 0 current, 2 not initialised
     or pending migrations."""
-    with _open_unchecked(store, config) as opened:
-        report = opened.status()
+    from ..store.base import StoreStatus
+    from ..store.config import store_settings
+    from ..store.sqlite import LATEST, sqlite_path
+
+    url = store_settings(store, config).url
+    if url.startswith("sqlite:") and not sqlite_path(url).exists():
+        # Not created by looking at it.
+        report = StoreStatus(url, "sqlite", 0, LATEST)
+    else:
+        with _open_unchecked(store, config) as opened:
+            report = opened.status()
     document = report.to_dict()
     if output_format == Format.json:
         emit_json(document)

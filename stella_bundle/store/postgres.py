@@ -1,12 +1,13 @@
 """PostgreSQL store (psycopg 3): native range partitions by day on `observed_at`, COPY ingest.
 
-- Partitions are made by the store itself (no extension, air-gapped servers included): the days
-  a batch needs, plus today and tomorrow ahead, each `CREATE TABLE IF NOT EXISTS … PARTITION
-  OF` in its own short transaction before the data transaction (partition DDL locks the parent;
-  holding that through a long COPY would stall every reader).
-- Ingest is one transaction: chunk rows (provenance, seal) inserted `ON CONFLICT DO NOTHING`,
-  then one COPY of every new record, spooled to a temporary file first. A lost server aborts
-  it whole: nothing half-written.
+- Partitions are made by the store itself (no extension, air-gapped servers included): today
+  and tomorrow ahead, and the days an ingest announces (`prepare_days`, from the seals'
+  windows), each `CREATE TABLE IF NOT EXISTS … PARTITION OF` in a short transaction of its own
+  (partition DDL locks the parent; holding that through a long COPY would stall every reader).
+  An unannounced day gets its partition inside the ingest transaction.
+- Ingest is one transaction: rows streamed into one COPY while chunks are read, then the chunk
+  rows (provenance, seal) inserted `ON CONFLICT DO NOTHING`. A lost server aborts it whole:
+  nothing half-written.
 - Retention detaches and drops whole day partitions, listed in the result.
 - Coverage is one GROUP BY over the window in a REPEATABLE READ snapshot.
 """

@@ -278,19 +278,29 @@ class SqliteStore(ObservationStore):
     def iter_records(
         self, window_from: str | None = None, window_to: str | None = None
     ) -> Iterator[StoredRecord]:
+        params = {"f": window_from, "t": window_to}
+        query = (
+            "SELECT record, chain_id, sequence, line FROM observations WHERE "
+            + _WINDOW
+            + " ORDER BY chain_id, sequence, line"
+        )
         with self._lock:
             try:
-                cursor = self.db.execute(
-                    "SELECT record, chain_id, sequence, line FROM observations WHERE "
-                    + _WINDOW
-                    + " ORDER BY chain_id, sequence, line",
-                    {"f": window_from, "t": window_to},
-                )
-                rows = cursor.fetchall()
+                cursor = self.db.cursor()
+                cursor.execute(query, params)
             except sqlite3.Error as exc:
                 raise self._fail(exc) from exc
-        for record, chain_id, sequence, line in rows:
-            yield StoredRecord(load_record(record), chain_id, sequence, line)
+        # Streamed in batches: a query over a large store never holds every record at once.
+        while True:
+            with self._lock:
+                try:
+                    batch = cursor.fetchmany(10_000)
+                except sqlite3.Error as exc:
+                    raise self._fail(exc) from exc
+            if not batch:
+                return
+            for record, chain_id, sequence, line in batch:
+                yield StoredRecord(load_record(record), chain_id, sequence, line)
 
     def aggregate_nodes(
         self,

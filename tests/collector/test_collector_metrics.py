@@ -228,3 +228,94 @@ def test_ring_buffer_drops_move_their_counter_and_match_the_seals_loss(collect_r
         == run.sink.loss["ring_buffer_dropped"]
     )
     assert families["stella_observations_total"] == len(run.sink.records)
+
+
+def test_a_real_prometheus_scrapes_the_agent_and_evaluates_the_rules(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    """The shipped rules, loaded by a real Prometheus scraping a real collection: the attach
+    failure ratio (2 of 5) is computed from the two counters as exposed, so its alert is pending
+    (its `for:` has not run out), and the alerts with nothing to say stay inactive."""
+    import shutil
+
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        message = "prometheus is missing (Debian package prometheus; scripts/setup.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "stella-rules.yml"
+    nodes = [
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_parse", binary_path=str(workload_bin)),
+        ExpectedNode.create("pkg:deb/debian/libssl3", "EVP_Digest", binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_never", binary_path=str(workload_bin)),
+        ExpectedNode.create("pkg:deb/debian/libssl3", LOCK_PREFIXED, binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, MISSING, binary_path=str(workload_bin)),
+    ]
+    fm = _function_map(tmp_path / "fm.json", nodes)
+    agent_port, prometheus_port = _free_port(), _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(rules)],
+                "scrape_configs": [
+                    {
+                        "job_name": "stella-agent",
+                        "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    agent = subprocess.Popen(
+        [
+            sys.executable, "-m", "stella_bundle", "signals", "start", "--function-map", str(fm),
+            "--target", str(tmp_path / "evidence"), "--key", str(test_keys.private("collector")),
+            "--chain-id", "scraped", "--pid", "1", "--metrics-listen", f"127.0.0.1:{agent_port}",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server = subprocess.Popen(
+        [
+            prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}", "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def api(path: str) -> Any:
+        status, body = _get(prometheus_port, path)
+        return json.loads(body)["data"] if status == 200 else None
+
+    def alert_states() -> dict[str, str]:
+        data = api("/api/v1/alerts")
+        return {a["labels"]["alertname"]: a["state"] for a in data["alerts"]} if data else {}
+
+    try:
+        states = wait_for(
+            lambda: (s := alert_states()).get("StellaProbeAttachFailures") and s,
+            90,
+            "the attach failure alert",
+        )
+        assert states["StellaProbeAttachFailures"] == "pending"  # for: 5m
+        assert "StellaAgentDown" not in states and "StellaAgentAbsent" not in states
+        assert "StellaUnexpectedSymbols" not in states
+        ratio = api(
+            "/api/v1/query?query=stella_probe_attach_failures_total"
+            "%20/%20stella_probe_attach_attempts_total"
+        )
+        (series,) = ratio["result"]
+        assert series["metric"]["chain"] == "scraped"
+        assert series["metric"]["job"] == "stella-agent"
+        assert float(series["value"][1]) == pytest.approx(0.4)
+        rule_groups = api("/api/v1/rules")["groups"]
+        assert all(r["health"] == "ok" for g in rule_groups for r in g["rules"]), rule_groups
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr

@@ -146,6 +146,7 @@ def test_probes_ports_and_the_listener_agree(rendered: list[dict[str, Any]]) -> 
     service = one(rendered, "Service")
     assert service["metadata"]["name"] == "stella-agent"  # the `job` label the rules select
     assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True  # a failing agent stays scraped
     (service_port,) = service["spec"]["ports"]
     assert service_port["targetPort"] == "metrics"
     assert service_port["port"] == port["containerPort"]

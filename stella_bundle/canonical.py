@@ -12,14 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Final
 
 import rfc8785
 
 from .errors import InputError
 
-# JCS (like JavaScript) represents integers exactly only up to 2**53 - 1.
-_MAX_SAFE_INTEGER = 2**53 - 1
+# RFC 8785 (like JavaScript, and I-JSON, RFC 7493) represents integers exactly only within
+# ±(2**53 - 1). The one bound of the project: every integer of every schema stays within it
+# (tests/schema keeps the schemas to it) and every integer checked by hand uses this name.
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+
+def saturating_sum(*values: int) -> int:
+    """A sum that a report can still carry: capped at MAX_SAFE_INTEGER.
+
+    Counters read from signed documents are each within the bound, but their sums (loss over a
+    chain, hits of a node over many aggregated records) need not be; a verdict already reached
+    must still be written (issue 9 item 5), and "at least 2**53 - 1" is the truth it can carry.
+    """
+    return min(sum(values), MAX_SAFE_INTEGER)
+
 
 _fast_encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -43,7 +56,7 @@ def _fast_path_ok(value: Any) -> bool:
     if isinstance(value, bool) or value is None:
         return True
     if isinstance(value, int):
-        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
     if isinstance(value, dict):
         for key, item in value.items():
             # Keys outside the BMP sort differently by UTF-16 code unit (JCS) than by code point.

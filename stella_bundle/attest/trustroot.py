@@ -15,6 +15,7 @@ from typing import Any
 
 from securesystemslib.signer import SSlibKey
 
+from ..canonical import MAX_SAFE_INTEGER
 from ..errors import ExpiredTrustRootError, KeyFileError, TrustRootError
 from ..jsonio import load_json_object, write_canonical_json
 from ..timeutil import format_timestamp, parse_timestamp
@@ -77,8 +78,12 @@ class TrustRoot:
             if required not in data:
                 raise fail("required field is missing", required)
         version = data["version"]
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise fail("expected a positive integer", "version")
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not 1 <= version <= MAX_SAFE_INTEGER
+        ):
+            raise fail("expected a positive integer (at most 2**53 - 1)", "version")
         try:
             expires = parse_timestamp(data["expires"])
         except ValueError as exc:

@@ -15,6 +15,7 @@ from ..attest.keys import fingerprint
 from ..attest.statement import EVIDENCE_CHUNK_PREDICATE
 from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier
+from ..canonical import saturating_sum
 from ..errors import (
     EvidenceChainError,
     MalformedDocumentError,
@@ -158,9 +159,9 @@ class ChainVerifier:
         chain.chunks += 1
         chain.records += facts.records
         chain.final = predicate.final
-        chain.events_lost += predicate.loss.total
+        chain.events_lost = saturating_sum(chain.events_lost, predicate.loss.total)
         for counter, value in predicate.loss.counters().items():
-            chain.loss[counter] = chain.loss.get(counter, 0) + int(value)
+            chain.loss[counter] = saturating_sum(chain.loss.get(counter, 0), value)
         if predicate.first_observed_at and (
             chain.first_observed_at is None or predicate.first_observed_at < chain.first_observed_at
         ):

@@ -25,7 +25,10 @@ def map_window(
     if evidence_end is None:
         return None, None
     end = parse_timestamp(evidence_end)
-    return end - dt.timedelta(seconds=function_map.coverage.window_seconds), end
+    try:
+        return end - dt.timedelta(seconds=function_map.coverage.window_seconds), end
+    except OverflowError:  # a window longer than the calendar (schema: up to 2**53 - 1 s)
+        return None, end
 
 
 def scan_stream(aggregator: ObservationAggregator, reader: Any, source: str) -> None:

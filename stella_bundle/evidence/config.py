@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from ..canonical import MAX_SAFE_INTEGER, saturating_sum
 from ..errors import ConfigError, MalformedDocumentError
 from ..jsonio import read_bytes
 
@@ -238,13 +239,16 @@ class LossCounters:
 
     @property
     def total(self) -> int:
-        return self.ring_buffer_dropped + self.sampled_out + self.filtered_out + self.torn_records
+        """Saturating at MAX_SAFE_INTEGER, as every sum here: reports must carry it."""
+        return saturating_sum(
+            self.ring_buffer_dropped, self.sampled_out, self.filtered_out, self.torn_records
+        )
 
     def add(self, other: LossCounters) -> None:
         for name in _COUNTER_NAMES:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            setattr(self, name, saturating_sum(getattr(self, name), getattr(other, name)))
         for reason, count in other.by_reason.items():
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
+            self.by_reason[reason] = saturating_sum(self.by_reason.get(reason, 0), count)
 
     def counters(self) -> dict[str, int]:
         """The four counts, without the breakdown."""
@@ -263,18 +267,29 @@ class LossCounters:
         counters = cls()
         for name in _COUNTER_NAMES:
             value = data.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= MAX_SAFE_INTEGER
+            ):
                 raise MalformedDocumentError(
-                    "expected a non-negative integer", path=source, field=f"loss.{name}"
+                    "expected a non-negative integer (at most 2**53 - 1)",
+                    path=source,
+                    field=f"loss.{name}",
                 )
             setattr(counters, name, value)
         reasons = data.get("by_reason", {})
         if not isinstance(reasons, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            isinstance(k, str)
+            and isinstance(v, int)
+            and not isinstance(v, bool)
+            and 0 <= v <= MAX_SAFE_INTEGER
             for k, v in reasons.items()
         ):
             raise MalformedDocumentError(
-                "expected reason → non-negative integer", path=source, field="loss.by_reason"
+                "expected reason → non-negative integer (at most 2**53 - 1)",
+                path=source,
+                field="loss.by_reason",
             )
         counters.by_reason = dict(reasons)
         return counters

@@ -16,21 +16,19 @@ from typing import Any, Final
 
 import orjson
 
-from ..canonical import canonical_record_bytes
+from ..canonical import MAX_SAFE_INTEGER, canonical_record_bytes
 from ..observations.record import (
     _INT_FIELDS,
     _STRING_FIELDS,
     _TIME_FIELDS,
     IMAGE_DIGEST_RE,
     KINDS,
+    MAX_DETAILS_DEPTH,
     NODE_HASH_RE,
     PROBE_TYPES,
     validate_record,
 )
 from ..timeutil import is_rfc3339_timestamp
-
-# JCS represents integers exactly only up to 2**53 - 1; larger ones take the reference path.
-_MAX_SAFE_INTEGER: Final = 2**53 - 1
 
 # orjson with sorted keys: for float-free data with JCS-safe integers and BMP-only keys its
 # output is byte-identical to RFC 8785 (UTF-8, no insignificant space, JCS string escapes), and
@@ -80,22 +78,25 @@ def _timestamp_ok(value: Any) -> bool:
     return known
 
 
-def _plain_json(value: Any) -> bool:
-    """No floats, integers JCS-safe, keys in the BMP: the fast serialiser is canonical here."""
+def _plain_json(value: Any, levels_left: int = MAX_DETAILS_DEPTH) -> bool:
+    """No floats, integers JCS-safe, keys in the BMP: the fast serialiser is canonical here;
+    nesting within the record format's bound (deeper takes the reference path, which refuses)."""
     kind = type(value)
     if kind is str or value is None or kind is bool:
         return True
     if kind is int:
-        return bool(-_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER)
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if levels_left == 0:
+        return False
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or (not key.isascii() and any(ord(c) > 0xFFFF for c in key)):
                 return False
-            if not _plain_json(item):
+            if not _plain_json(item, levels_left - 1):
                 return False
         return True
     if kind is list:
-        return all(_plain_json(item) for item in value)
+        return all(_plain_json(item, levels_left - 1) for item in value)
     return False
 
 
@@ -171,7 +172,7 @@ def _fast_accept(record: Any) -> bool:
             return False
     for key in shape.int_keys:
         value = record[key]
-        if value < 0 or value > _MAX_SAFE_INTEGER:
+        if value < 0 or value > MAX_SAFE_INTEGER:
             return False
     if shape.has_count and record["count"] == 0:
         return False

@@ -16,7 +16,7 @@ from securesystemslib.signer import Signer
 from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
 from ..attest.statement import make_statement
 from ..canonical import canonical_bytes
-from ..errors import MalformedDocumentError
+from ..errors import MalformedDocumentError, SchemaValidationError
 from ..timeutil import is_rfc3339_timestamp
 from .config import LossCounters
 from .layout import CHAIN_ID_RE, MAX_SEQUENCE, seal_name
@@ -128,6 +128,15 @@ def parse_prune_record(data: bytes, source: str | Path | None = None) -> ParsedP
     envelope, statement = parse_statement_envelope(
         data, EVIDENCE_PRUNE_PREDICATE, source, what="prune record"
     )
+    # As for seals: the published schema is the prune record's contract for every reader
+    # (verify-chain, bundle verify, the chain reader), so its integer bounds hold everywhere.
+    from ..schema import validate_document
+
+    try:
+        validate_document("evidence-prune", statement["predicate"], source=source)
+    except SchemaValidationError as exc:
+        field = f"predicate.{exc.field}" if exc.field else "predicate"
+        raise MalformedDocumentError(exc.message, path=source, field=field) from exc
     return ParsedPruneRecord(envelope, PruneRecord.from_dict(statement["predicate"], source))
 
 

@@ -19,7 +19,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ..observations.record import IMAGE_DIGEST_RE, MAX_SAFE_INTEGER
+from ..canonical import MAX_SAFE_INTEGER
+from ..observations.record import IMAGE_DIGEST_RE, details_problem
 from .patterns import date_ok
 
 _OBSERVED = attrgetter("observed_at")
@@ -110,19 +111,6 @@ def _all_canonical(stamps: list[str]) -> bool:
     return not stamps or _canonical_joined(stamps) is not None
 
 
-def _plain_value(value: Any) -> bool:
-    """No floats and no integers beyond ±(2**53 - 1), at any depth (RFC 8785 records)."""
-    if isinstance(value, float):
-        return False
-    if isinstance(value, int) and not isinstance(value, bool):
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
-    if isinstance(value, dict):
-        return all(_plain_value(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_plain_value(v) for v in value)
-    return True
-
-
 def decode_block(
     block: bytes, lines: int
 ) -> tuple[list[Record] | list[PlainRecord], list[str], bool] | None:
@@ -189,6 +177,6 @@ def _decode_full(block: bytes, lines: int) -> tuple[list[Record], list[str], boo
                 return None
     if b'"details"' in block:
         for r in records:
-            if r.details is not UNSET and not _plain_value(r.details):
+            if r.details is not UNSET and details_problem(r.details) is not None:
                 return None
     return records, observed, aggregated

@@ -19,6 +19,7 @@ from typing import Any
 
 from packageurl import PackageURL
 
+from ..canonical import saturating_sum
 from ..errors import InputError, StellaError
 from ..observations.record import DEFAULT_PROBE_WEIGHTS, PROBE_TYPES
 from ..timeutil import format_timestamp
@@ -342,7 +343,8 @@ def _node_entry(node: ExpectedNode, state: NodeAggregate | None, weight: float) 
     observed = state is not None and state.count > 0
     entry["observed"] = observed
     if observed and state is not None:
-        entry["count"] = state.count
+        # Hits summed over aggregated records can pass what a report carries: saturated.
+        entry["count"] = saturating_sum(state.count)
         entry["first_observed_at"] = state.first
         entry["last_observed_at"] = state.last
         entry["observed_probe_types"] = state.probe_types()
@@ -404,7 +406,7 @@ def _diagnose(
                     "purl": state.purl,
                     "function_name": state.function_name,
                     "node_hash": observed_hash,
-                    "count": state.count,
+                    "count": saturating_sum(state.count),
                 },
                 "path_ids": sorted(missing[node.node_hash][1]),
             }
@@ -544,7 +546,7 @@ def evaluate(
             "node_hash": node_hash,
             "function_name": state.function_name,
             "purl": state.purl,
-            "count": state.count,
+            "count": saturating_sum(state.count),
             "first_observed_at": state.first,
             "last_observed_at": state.last,
             "probe_types": state.probe_types(),

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from ..canonical import MAX_SAFE_INTEGER
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 
@@ -84,14 +85,17 @@ class ObservationError(MalformedDocumentError):
     """An observation record breaks the record format."""
 
 
-# RFC 8785 (like JavaScript) represents integers exactly only up to 2**53 - 1: a larger one
-# passes JSON parsing but cannot be written canonically, so it is refused here, not at sealing.
-MAX_SAFE_INTEGER: Final = 2**53 - 1
-
 # Levels of objects and arrays allowed in `details`, itself included: kind-specific details are
 # shallow (path, argv, address and port), and hostile nesting would exhaust the recursion of the
-# canonical serialiser and of the JSON Schema validator.
+# canonical serialiser and of the JSON Schema validator. The schema states the same bound as its
+# chain of `details_value_<n>` definitions (a test keeps them equal); every fast path of the
+# record decides `details` with `details_problem`.
 MAX_DETAILS_DEPTH: Final = 8
+
+
+def details_problem(details: Any) -> str | None:
+    """Why a record's `details` value (an object) cannot be in a record, or None."""
+    return _details_problem(details, MAX_DETAILS_DEPTH)
 
 
 def _details_problem(value: Any, levels_left: int) -> str | None:
@@ -99,6 +103,8 @@ def _details_problem(value: Any, levels_left: int) -> str | None:
     if isinstance(value, float):
         return "records must not contain floating-point numbers"
     if isinstance(value, int) and not isinstance(value, bool):
+        # Beyond MAX_SAFE_INTEGER JSON parses but cannot be written canonically (RFC 8785):
+        # refused here, not at sealing.
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return None
         return "integers must lie within ±(2**53 - 1) (RFC 8785); write larger values as strings"
@@ -177,7 +183,7 @@ def validate_record(
             raise fail("expected a JSON object", "details")
         # Every other field has a checked type; only details can hide floats, huge integers and
         # deep nesting.
-        reason = _details_problem(record["details"], MAX_DETAILS_DEPTH)
+        reason = details_problem(record["details"])
         if reason is not None:
             raise fail(reason, "details")
     return record

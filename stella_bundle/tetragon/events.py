@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ..canonical import MAX_SAFE_INTEGER
 from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .nodes import NodeIndex, ResolvedNode
 from .privacy import PrivacyFilter
@@ -56,7 +57,6 @@ _DIGEST_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _TIME_RE: Final = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
-_MAX_SAFE_INTEGER: Final = 2**53 - 1
 
 
 class TimeNormalizer:
@@ -325,9 +325,9 @@ class EventMapper:
             record["build_id"] = node.build_id
         if type(host) is str and host:
             record["host"] = host
-        if count is not None and 1 < count <= _MAX_SAFE_INTEGER:
+        if count is not None and 1 < count <= MAX_SAFE_INTEGER:
             record["count"] = count
-        if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
+        if type(pid) is int and 0 <= pid <= MAX_SAFE_INTEGER:
             record["pid"] = pid
         if type(binary) is str and binary:
             record["comm"] = self.privacy.redact_path(binary.rpartition("/")[2])[:64]
@@ -439,13 +439,13 @@ class EventMapper:
                 self.counts["redacted.path"] += redactions
         record = static.copy()
         record["observed_at"] = observed
-        if type(pid) is int and 0 <= pid <= _MAX_SAFE_INTEGER:
+        if type(pid) is int and 0 <= pid <= MAX_SAFE_INTEGER:
             record["pid"] = pid
         return record
 
 
 def _is_count(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= _MAX_SAFE_INTEGER
+    return type(value) is int and 0 <= value <= MAX_SAFE_INTEGER
 
 
 def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:

@@ -19,6 +19,7 @@ import zstandard
 
 from stella_bundle.attest.dsse import parse_envelope, sign_payload
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.errors import InputError
 from stella_bundle.evidence.layout import chunk_name, seal_name
 from stella_bundle.evidence.window import ObservationWindow
 
@@ -73,11 +74,20 @@ def rewrite_chain(
         link = statement["predicate"]["previous"]
         if relink and link is not None and previous_digest is not None:
             link["sha256"] = previous_digest
-        payload = canonical_bytes(statement)
+        payload = _encoded(statement)
         if payload != envelopes[sequence].payload:
             signed = sign_payload(payload, envelopes[sequence].payload_type, [signer])
             (chain / seal_name(sequence)).write_bytes(canonical_bytes(signed.to_dict()))
         previous_digest = hashlib.sha256((chain / seal_name(sequence)).read_bytes()).hexdigest()
+
+
+def _encoded(statement: dict[str, Any]) -> bytes:
+    """Canonical JSON, or for integers past RFC 8785's range (which a hostile collector-key
+    holder may sign all the same) the same layout written by the standard library."""
+    try:
+        return canonical_bytes(statement)
+    except InputError:
+        return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _rewrite_chunk(

@@ -1,7 +1,8 @@
 """One seal validation for every command: a seal the schema refuses fails everywhere.
 
 Seals of a valid chain are re-signed by the real collector key with an unknown `loss`
-counter or a negative one (a loss of 2^64 waits for the schema's integer bounds, issue 9 item 5): `signals verify-chain` fails the chain
+counter, a negative one, or one past RFC 8785's integer range (2^53, 2^64; every integer of
+the schemas is bounded by MAX_SAFE_INTEGER): `signals verify-chain` fails the chain
 (`tampered_seal`, exit 1) and `bundle verify` fails its `schemas` step (exit 2), both naming
 the seal file and the field.
 """
@@ -40,9 +41,18 @@ def _negative_counter(loss: dict[str, Any]) -> None:
     loss[counter] = -1
 
 
+def _past_the_bound(value: int) -> Callable[[dict[str, Any]], None]:
+    def edit(loss: dict[str, Any]) -> None:
+        loss["sampled_out"] = value
+
+    return edit
+
+
 CASES: dict[str, Callable[[dict[str, Any]], None]] = {
     "unknown-loss-counter": _unknown_counter,
     "negative-loss": _negative_counter,
+    "loss-2^53": _past_the_bound(2**53),
+    "loss-2^64": _past_the_bound(2**64),
 }
 
 

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .instrument import DEFAULT_VERIFY_EVERY_SECONDS, Instrumentation
+from .sdnotify import Notifier
 
 if TYPE_CHECKING:
     from ..collector.run import PreparedSession
@@ -82,12 +83,18 @@ def _run(
             f"warning: not attached: {failure.purl}#{failure.function_name} at "
             f"{failure.binary_path} ({failure.error}); named in the next seal"
         )
-    say(
+    collecting = (
         f"collecting: {len(collector.links)} probes attached, mode {collector.config.mode}, "
         f"chain {session.chain_dir}"
     )
+    say(collecting)
+    # systemd (Type=notify): started once probes are attached; the watchdog restarts a loop
+    # that stopped turning, as a liveness probe does on Kubernetes.
+    notifier = Notifier()
+    notifier.ready(collecting)
 
     def tick(c: Collector) -> None:
+        notifier.watchdog()
         if instrumentation is not None:
             instrumentation.tick(c)
         if on_tick is not None:
@@ -96,6 +103,7 @@ def _run(
     try:
         collector.run(duration, should_stop=stop.is_set, on_tick=tick)
     finally:
+        notifier.stopping("detaching probes, writing the final seal")
         if instrumentation is not None:
             instrumentation.stopping()
         try:

@@ -311,3 +311,39 @@ def test_sigterm_while_2000_probes_attach_still_ends_in_a_final_seal(
     seals = sorted(chain.glob("*.seal.dsse.json"))
     assert parse_seal(seals[-1].read_bytes()).predicate.final
     assert verify_chain(chain, test_keys.trust_root).passed
+
+
+def test_systemd_hears_ready_after_attach_watchdog_pings_and_stopping(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    """The unit is Type=notify with WatchdogSec=: the agent speaks sd_notify on the socket
+    systemd passes in $NOTIFY_SOCKET (here a socket of the test's own)."""
+    import os
+    import socket
+
+    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin)[:3])
+    config = _config(tmp_path, fm, test_keys.private("collector"), _free_port(), {}, 1)
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        try:
+            ready = listener.recv(4096).decode().splitlines()
+            assert ready[0] == "READY=1"
+            assert ready[1].startswith("STATUS=collecting: 3 probes attached")
+            pings = [listener.recv(4096).decode() for _ in range(3)]
+            assert pings == ["WATCHDOG=1"] * 3  # every 0.2 s: half of WATCHDOG_USEC
+            agent.send_signal(signal.SIGTERM)
+            while (message := listener.recv(4096).decode()) == "WATCHDOG=1":
+                pass
+            assert message.splitlines()[0] == "STOPPING=1"
+        finally:
+            if agent.poll() is None:
+                agent.send_signal(signal.SIGTERM)
+            _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode == 0, stderr

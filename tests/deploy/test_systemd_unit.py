@@ -99,6 +99,9 @@ def test_the_hardening_the_docs_promise() -> None:
     assert timeout.endswith("s") and int(timeout[:-1]) >= 60
     assert unit["KillSignal"] == ["SIGTERM"]
     assert unit["Restart"] == ["on-failure"]
+    # Ready after attach and a watchdog on the loop (agent/sdnotify.py; tested with a real agent).
+    assert unit["Type"] == ["notify"]
+    assert unit["WatchdogSec"] == ["60s"]
     exec_start = unit["ExecStart"][0].split()
     assert exec_start == [SHIPPED_BINARY, "agent", "run", "--config", "/etc/stella/stellaops.yaml"]
     # The CAP_SYS_ADMIN reason is written where it is granted.

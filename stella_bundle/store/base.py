@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Self
+from typing import Any, Final, NamedTuple, Protocol, Self
 
 from ..errors import EvidenceChainError, InputError
 
@@ -101,18 +101,26 @@ class Row(NamedTuple):
     record: str
 
 
+class PreparedRows(Protocol):
+    """Rows a fast reader decoded already (`store.rows.DecodedChunk`)."""
+
+    def __len__(self) -> int: ...
+
+    def rows(self) -> Iterable[Row]: ...
+
+
 @dataclass(frozen=True)
 class StoreChunk:
     """One chunk to store: its provenance, its validated records in line order, and the seal.
 
-    `prepared`: the rows already built by a fast reader (`store.rows.fast_rows`); when given,
+    `prepared`: the chunk as a fast reader decoded it (`store.rows.fast_decode`); when given,
     `records` is not used.
     """
 
     provenance: Provenance
     records: Sequence[dict[str, Any]] = ()
     seal: bytes | None = None  # the seal file (DSSE envelope) bytes, kept for re-verification
-    prepared: Sequence[Row] | None = None
+    prepared: PreparedRows | None = None
 
     @property
     def size(self) -> int:

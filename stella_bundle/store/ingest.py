@@ -32,7 +32,7 @@ from ..observations.ndjson import iter_json_lines
 from ..observations.record import validate_record
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE
-from .rows import canonical_time, fast_rows
+from .rows import canonical_time, fast_decode
 
 MAX_HINT_DAYS = 31
 
@@ -88,9 +88,9 @@ def chain_chunks(chain: VerifiedChain) -> Iterator[StoreChunk]:
             report.chain_id, entry.sequence, entry.seal_sha256, tuple(entry.signers), True
         )
         content = _sealed_content(directory, entry.sequence, seal, str(seal_path))
-        rows = fast_rows(report.chain_id, entry.sequence, content)
-        if rows is not None:
-            yield StoreChunk(provenance, seal=seal, prepared=rows)
+        decoded = fast_decode(report.chain_id, entry.sequence, content)
+        if decoded is not None:
+            yield StoreChunk(provenance, seal=seal, prepared=decoded)
             continue
         records = list(
             iter_chain_records_files(

@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Final
 
 import psycopg
+from msgspec import UNSET
 from psycopg import sql
 from psycopg.copy import Copy, QueuedLibpqWriter
 
@@ -45,7 +46,7 @@ from .base import (
 )
 from .config import redact
 from .migrations import Migration, check_sequence
-from .rows import COLUMNS, Row, chunk_rows, join_key_ids, key_ids, load_record
+from .rows import COLUMNS, DecodedChunk, Row, chunk_rows, join_key_ids, key_ids, load_record
 
 PARTITION_PREFIX: Final = "observations_p"
 PARTITION_RE: Final = re.compile(r"^observations_p([0-9]{8})\Z")
@@ -124,6 +125,30 @@ def partition_name(day: dt.date) -> str:
 
 def _ts(value: dt.datetime | None) -> str | None:
     return None if value is None else format_timestamp(value)
+
+
+def copy_lines(chunk: StoreChunk) -> tuple[str, set[str]]:
+    """The chunk's COPY text and its days. Plain fast-path chunks (no backslash anywhere, no
+    aggregated record) are formatted from the decoded columns in one comprehension: no row
+    tuples, the cost that dominated ingest."""
+    decoded = chunk.prepared
+    if (
+        isinstance(decoded, DecodedChunk)
+        and not decoded.aggregated
+        and not any("\\" in text for text in decoded.texts)
+    ):
+        prefix = f"{decoded.chain_id}\t{decoded.sequence}\t"
+        null = "\\N"
+        lines = [
+            f"{prefix}{index}\t{stamp}\t{stamp}\t{stamp}\t{r.node_hash}\t{r.function_name}\t"
+            f"{r.probe_type}\t1\t{null if r.purl is UNSET else r.purl}\t{text}"
+            for index, (r, stamp, text) in enumerate(
+                zip(decoded.records, decoded.observed, decoded.texts, strict=True), 1
+            )
+        ]
+        days = {stamp[:10] for stamp in decoded.observed}
+        return ("\n".join(lines) + "\n") if lines else "", days
+    return _copy_block(chunk_rows(chunk))
 
 
 def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str]]:
@@ -348,7 +373,7 @@ class PostgresStore(ObservationStore):
                     if (p.chain_id, p.sequence) in offered or result.conflicts:
                         continue  # a duplicate in the batch, or nothing will be kept anyway
                     offered.add((p.chain_id, p.sequence))
-                    text, days = _copy_block(chunk_rows(chunk))
+                    text, days = copy_lines(chunk)
                     missing = {
                         d for d in days if PARTITION_PREFIX + d.replace("-", "") not in partitions
                     }

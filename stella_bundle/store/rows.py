@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from msgspec import UNSET
@@ -16,7 +17,15 @@ from ..observations.record import NODE_HASH_RE, record_count
 from ..timeutil import format_timestamp, parse_timestamp
 from .base import COLUMNS, Row, StoreChunk
 
-__all__ = ["COLUMNS", "Row", "chunk_rows", "fast_rows", "load_record", "record_row"]
+__all__ = [
+    "COLUMNS",
+    "DecodedChunk",
+    "Row",
+    "chunk_rows",
+    "fast_decode",
+    "load_record",
+    "record_row",
+]
 
 
 def canonical_time(value: str) -> str:
@@ -52,7 +61,7 @@ def record_row(chain_id: str, sequence: int, line: int, record: dict[str, Any]) 
 
 def chunk_rows(chunk: StoreChunk) -> Iterator[Row]:
     if chunk.prepared is not None:
-        yield from chunk.prepared
+        yield from chunk.prepared.rows()
         return
     provenance = chunk.provenance
     for line, record in enumerate(chunk.records, start=1):
@@ -67,36 +76,32 @@ def load_record(text: str) -> dict[str, Any]:
     return record
 
 
-def fast_rows(chain_id: str, sequence: int, content: bytes) -> list[Row] | None:
-    """Rows of a chunk's uncompressed NDJSON through the verifier's msgspec fast path, each
-    record's text kept byte for byte as sealed; None when any line needs the full path
-    (non-canonical times, blank lines…), which then decides."""
-    lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
-    if not content or (decoded := decode_block(content, lines)) is None:
-        return None
-    decoded_records, observed, aggregated = decoded
-    records: list[Record | PlainRecord] = list(decoded_records)
-    for node_hash in {r.node_hash for r in records}:
-        if not NODE_HASH_RE.match(node_hash):
-            return None
-    try:
-        texts = content.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        return None
-    if texts[-1] == "":
-        texts.pop()
-    if len(texts) != len(records):
-        return None
-    # tuple.__new__ rather than Row(...): the generated __new__ costs twice as much, and
-    # this runs once per record of every ingest.
-    make = tuple.__new__
-    rows: list[Row] = []
-    append = rows.append
-    if not aggregated:
-        for index, (r, stamp, text) in enumerate(zip(records, observed, texts, strict=True), 1):
-            purl = r.purl
-            append(
-                make(
+@dataclass(frozen=True)
+class DecodedChunk:
+    """A chunk decoded by the verifier's msgspec fast path: typed records, their canonical
+    observed_at values and their sealed line texts. Rows are built on demand; PostgreSQL
+    formats COPY lines from these columns directly (`postgres.copy_lines`)."""
+
+    chain_id: str
+    sequence: int
+    records: list[Record | PlainRecord]
+    observed: list[str]
+    texts: list[str]
+    aggregated: bool  # some record has count, first_observed_at or last_observed_at
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def rows(self) -> Iterator[Row]:
+        chain_id, sequence = self.chain_id, self.sequence
+        # tuple.__new__ rather than Row(...): the generated __new__ costs twice as much, and
+        # this runs once per record of every ingest.
+        make = tuple.__new__
+        lines = zip(self.records, self.observed, self.texts, strict=True)
+        if not self.aggregated:
+            for index, (r, stamp, text) in enumerate(lines, 1):
+                purl = r.purl
+                yield make(
                     Row,
                     (
                         chain_id,
@@ -113,29 +118,52 @@ def fast_rows(chain_id: str, sequence: int, content: bytes) -> list[Row] | None:
                         text,
                     ),
                 )
+            return
+        for index, (r, stamp, text) in enumerate(lines, 1):
+            first = getattr(r, "first_observed_at", UNSET)
+            last = getattr(r, "last_observed_at", UNSET)
+            count = getattr(r, "count", UNSET)
+            purl = r.purl
+            yield make(
+                Row,
+                (
+                    chain_id,
+                    sequence,
+                    index,
+                    stamp,
+                    stamp if first is UNSET else first,
+                    stamp if last is UNSET else last,
+                    r.node_hash,
+                    r.function_name,
+                    r.probe_type,
+                    1 if count is UNSET else count,
+                    None if purl is UNSET else purl,
+                    text,
+                ),
             )
-        return rows
-    for index, (r, stamp, text) in enumerate(zip(records, observed, texts, strict=True), 1):
-        first = getattr(r, "first_observed_at", UNSET)
-        last = getattr(r, "last_observed_at", UNSET)
-        count = getattr(r, "count", UNSET)
-        append(
-            Row(
-                chain_id,
-                sequence,
-                index,
-                stamp,
-                stamp if first is UNSET else first,
-                stamp if last is UNSET else last,
-                r.node_hash,
-                r.function_name,
-                r.probe_type,
-                1 if count is UNSET else count,
-                None if r.purl is UNSET else r.purl,
-                text,
-            )
-        )
-    return rows
+
+
+def fast_decode(chain_id: str, sequence: int, content: bytes) -> DecodedChunk | None:
+    """A chunk's uncompressed NDJSON through the verifier's msgspec fast path, each record's
+    text kept byte for byte as sealed; None when any line needs the full path (non-canonical
+    times, blank lines…), which then decides."""
+    lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
+    if not content or (decoded := decode_block(content, lines)) is None:
+        return None
+    decoded_records, observed, aggregated = decoded
+    records: list[Record | PlainRecord] = list(decoded_records)
+    for node_hash in {r.node_hash for r in records}:
+        if not NODE_HASH_RE.match(node_hash):
+            return None
+    try:
+        texts = content.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return None
+    if texts[-1] == "":
+        texts.pop()
+    if len(texts) != len(records):
+        return None
+    return DecodedChunk(chain_id, sequence, records, observed, texts, aggregated)
 
 
 def in_window(row_start: str, row_end: str, window_from: str | None, window_to: str | None) -> bool:

@@ -7,6 +7,7 @@ form turns integers into floats, so it is used only to validate the shape.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,22 @@ def validate_statement(statement: Any, expected_predicate_type: str | None = Non
     if not isinstance(statement["predicate"], dict):
         raise StatementError("statement field 'predicate' must be a JSON object")
     try:
+        # A lone surrogate escape ("\ud800") in a key makes protobuf's parser raise SystemError.
+        json.dumps(statement, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StatementError(
+            "statement holds text that is not valid Unicode (a lone surrogate escape)"
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise StatementError(f"statement cannot be read as JSON: {exc}") from exc
+    try:
         proto = json_format.ParseDict(statement, _StatementProto(), ignore_unknown_fields=False)
         _PbStatement.copy_from_pb(proto).validate()
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise StatementError(f"malformed in-toto statement: {exc}") from exc
+    except (json_format.ParseError, ValueError, TypeError, OverflowError) as exc:
+        # OverflowError: a number past a double's range (the predicate is a protobuf Struct).
+        # protobuf's message runs over several lines (it lists the available fields): one line.
+        reason = " ".join(str(exc).split())
+        raise StatementError(f"malformed in-toto statement: {reason}") from exc
     if expected_predicate_type and statement["predicateType"] != expected_predicate_type:
         raise StatementError(
             f"predicateType is {statement['predicateType']!r}, expected {expected_predicate_type!r}"

@@ -127,7 +127,9 @@ class RecordPass:
             self.view_lines += len(lines)
             if self.view_order == ORDER_MERGED:
                 self.view_records.add_many(lines)
-            keys = [match.decode() for match in OBSERVED_AT_TAIL.findall(block)]
+            # ascii/replace as observed_at_of: a hostile view's bytes need not be UTF-8 (its
+            # lines then cannot match the chains' validated records).
+            keys = [m.decode("ascii", "replace") for m in OBSERVED_AT_TAIL.findall(block)]
             if len(keys) != len(lines):
                 keys = [observed_at_of(line) for line in lines]
             if keys and (keys[0] < previous or keys != sorted(keys)):

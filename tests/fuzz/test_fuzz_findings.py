@@ -1,0 +1,56 @@
+"""Direct regression tests of what the fuzz targets found (each also kept as an @example there)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from stella_bundle.attest.statement import STATEMENT_TYPE, validate_statement
+from stella_bundle.bundle.records import ChunkLimits, RecordPass
+from stella_bundle.bundle.steps import new_outcomes
+from stella_bundle.bundle.streams import HashingReader
+from stella_bundle.errors import StatementError
+
+STATEMENT: dict[str, Any] = {
+    "_type": STATEMENT_TYPE,
+    "subject": [{"name": "a", "digest": {"sha256": "0" * 64}}],
+    "predicateType": "https://example.com/p",
+    "predicate": {},
+}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {**STATEMENT, "\ud800": 1},  # protobuf's parser raised SystemError
+        {**STATEMENT, "subject": [{"name": "a", "digest": {"sha256": "0" * 64}, "\udfff": 1}]},
+        {**STATEMENT, "predicate": {"k": "\ud800"}},
+    ],
+)
+def test_statement_with_a_lone_surrogate_is_a_statement_error(statement: dict[str, Any]) -> None:
+    with pytest.raises(StatementError, match="not valid Unicode"):
+        validate_statement(statement)
+
+
+def test_statement_with_a_number_past_a_double_is_a_statement_error() -> None:
+    """The predicate is checked as a protobuf Struct, whose numbers are doubles: OverflowError."""
+    with pytest.raises(StatementError, match="too large"):
+        validate_statement({**STATEMENT, "predicate": {"n": 10**400}})
+
+
+def test_statement_error_is_one_line() -> None:
+    """protobuf lists the available fields over several lines; the error stays on one."""
+    with pytest.raises(StatementError) as caught:
+        validate_statement({**STATEMENT, "payload": 1})
+    assert "\n" not in caught.value.describe()
+
+
+def test_observations_view_with_non_utf8_bytes_is_judged_not_crashed() -> None:
+    """A view line whose observed_at holds bytes that are not UTF-8 raised UnicodeDecodeError."""
+    steps = new_outcomes()
+    tally = RecordPass(steps, ChunkLimits())
+    line = b'{"node_hash":"x","observed_at":"2026-\xbd-01"}\n{"observed_at":"2025"}\n'
+    tally.view("observations/x-observations.ndjson", HashingReader(io.BytesIO(line)))
+    assert steps["evidence-chains"].status == "failed"  # not in observed_at order

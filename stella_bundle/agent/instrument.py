@@ -1,13 +1,15 @@
 """Metrics, health and periodic verification around one collection session.
 
 Everything runs on the collector's own loop (`tick`, once per aggregation window) except the
-HTTP listener's thread, which only reads metric values: the hot path is untouched.
+HTTP listener's thread, which only reads metric values, and the periodic verification, which
+works on a snapshot: the hot path is untouched.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .endpoint import Health, MetricsServer
 from .metrics import AgentMetrics, ChainMetrics
@@ -46,6 +48,7 @@ class Instrumentation:
         self._server: MetricsServer | None = None
         self._collecting_since: float | None = None
         self._next_verify = 0.0
+        self._verifier: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -81,12 +84,22 @@ class Instrumentation:
         self.health.heartbeat()
         self.chain.sync(collector, self.session.writer.open_chunk_age, time.time())
         now = time.monotonic()
-        if self._collecting_since is not None and now >= self._next_verify:
+        busy = self._verifier is not None and self._verifier.is_alive()
+        if self._collecting_since is not None and now >= self._next_verify and not busy:
             self._next_verify = now + self.verify_every
-            self._verify(now - self._collecting_since)
+            # A 2,000-node map takes ~150 ms to verify: on a thread of its own, so the loop
+            # keeps draining the ring buffer meanwhile. The snapshot is taken here, on the
+            # thread that adds records.
+            self._verifier = threading.Thread(
+                target=self._verify,
+                args=(self.recent.snapshot(), now - self._collecting_since),
+                name="stella-verify",
+                daemon=True,
+            )
+            self._verifier.start()
 
-    def _verify(self, collected_seconds: float) -> None:
-        result = self.recent.verify()
+    def _verify(self, records: list[dict[str, Any]], collected_seconds: float) -> None:
+        result = self.recent.verify(records=records)
         # Before a whole lookback window has been collected a low rate says nothing about the
         # service, only about the agent's age: the rate appears once it means something.
         rate = None
@@ -100,6 +113,8 @@ class Instrumentation:
     def close(self) -> None:
         """After the final seal: last values (probes 0, the seal counted), then stop listening."""
         self.tick(self.session.collector)
+        if self._verifier is not None:
+            self._verifier.join(timeout=10)
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -34,12 +34,22 @@ class RecentObservations:
     def remember(self, record: dict[str, Any]) -> None:
         self._latest[(record["node_hash"], record["probe_type"])] = record
 
-    def verify(self, now: dt.datetime | None = None) -> VerificationResult:
-        """Verify the lookback window ending `now` (the records were validated when written)."""
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The remembered records, taken on the thread that remembers them."""
+        return list(self._latest.values())
+
+    def verify(
+        self, now: dt.datetime | None = None, records: list[dict[str, Any]] | None = None
+    ) -> VerificationResult:
+        """Verify the lookback window ending `now` (the records were validated when written);
+        `records`: a `snapshot`, for a verification on another thread."""
         end = now or dt.datetime.now(dt.UTC)
         options = VerifyOptions(window_from=end - self.lookback, window_to=end)
         return verify_observations(
-            self.function_map, list(self._latest.values()), options, validated=True
+            self.function_map,
+            self.snapshot() if records is None else records,
+            options,
+            validated=True,
         )
 
 

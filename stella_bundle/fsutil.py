@@ -54,3 +54,49 @@ def atomic_writer(path: str | Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
 def write_bytes_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_writer(path, mode) as handle:
         handle.write(data)
+
+
+_KINDS = {
+    0o010000: "a FIFO",
+    0o020000: "a character device",
+    0o040000: "a directory",
+    0o060000: "a block device",
+    0o140000: "a socket",
+}
+
+
+def open_regular_file(path: str | Path) -> IO[bytes]:
+    """Open a file that must be a regular file (a chain's seal or chunk, a part index...).
+
+    Opened without blocking, so a FIFO planted in its place is refused instead of hanging
+    the reader. Raises `InputError` (or `FileNotFoundError` for a missing file, which callers
+    report in their own terms) naming the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=path) from exc
+    try:
+        kind = os.fstat(fd).st_mode & 0o170000
+        if kind != 0o100000:
+            raise InputError(
+                f"expected a regular file, found {_KINDS.get(kind, 'something else')}", path=path
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_file(path: str | Path) -> bytes:
+    """`open_regular_file` and read it all; every failure an `InputError` naming the file."""
+    try:
+        with open_regular_file(path) as handle:
+            return handle.read()
+    except FileNotFoundError as exc:
+        raise InputError("file not found", path=path) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=path) from exc

@@ -22,17 +22,53 @@ def read_bytes(path: str | Path) -> bytes:
         raise MalformedDocumentError(f"cannot read file: {exc.strerror}", path=path) from exc
 
 
-def parse_json(data: bytes, source: str | Path) -> Any:
+def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -> Any:
+    """The toolkit's one JSON parse of outside data: every way `json` can fail on hostile
+    input becomes a one-line `MalformedDocumentError` naming `source` (and `line`)."""
     try:
         return json.loads(data)
     except UnicodeDecodeError as exc:
-        raise MalformedDocumentError("not UTF-8 text", path=source) from exc
+        raise MalformedDocumentError("not UTF-8 text", path=source, line=line) from exc
     except json.JSONDecodeError as exc:
         raise MalformedDocumentError(
-            f"malformed JSON at column {exc.colno}: {exc.msg}", path=source, line=exc.lineno
+            f"malformed JSON at column {exc.colno}: {exc.msg}",
+            path=source,
+            line=exc.lineno if line is None else line,
         ) from exc
     except RecursionError as exc:  # json's C scanner gives up near 1000 levels of nesting
-        raise MalformedDocumentError("JSON nested too deeply", path=source) from exc
+        raise MalformedDocumentError("JSON nested too deeply", path=source, line=line) from exc
+    except ValueError as exc:
+        # Python refuses to convert an integer of more than 4300 digits (CVE-2020-10735).
+        raise MalformedDocumentError(
+            f"JSON number out of range: {_first_line(str(exc))}", path=source, line=line
+        ) from exc
+
+
+def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
+    """One NDJSON line: the same parse as `parse_json`, errors worded for a line of NDJSON
+    (`file:line: malformed NDJSON: ...`)."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise MalformedDocumentError("malformed NDJSON: not UTF-8", path=source, line=line) from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedDocumentError(
+            f"malformed NDJSON: {exc.msg} (column {exc.colno})", path=source, line=line
+        ) from exc
+    except RecursionError as exc:
+        raise MalformedDocumentError(
+            "malformed NDJSON: nested too deeply", path=source, line=line
+        ) from exc
+    except ValueError as exc:
+        raise MalformedDocumentError(
+            f"malformed NDJSON: number out of range: {_first_line(str(exc))}",
+            path=source,
+            line=line,
+        ) from exc
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
 
 
 def load_json(path: str | Path) -> Any:

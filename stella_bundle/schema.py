@@ -29,9 +29,10 @@ from .attest.statement import (
     VERIFICATION_REPORT_PREDICATE,
 )
 from .attest.trustroot import TRUST_ROOT_TYPE
+from .compression import ZSTD_MAGIC
 from .errors import InputError, MalformedDocumentError, SchemaValidationError
 from .jsonio import load_json, parse_json
-from .observations.ndjson import ZSTD_MAGIC, iter_json_lines
+from .observations.ndjson import iter_json_lines
 from .observations.record import validate_record
 from .timeutil import is_rfc3339_timestamp
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import IO, Any
+from dataclasses import dataclass, replace
+from typing import IO
 
-import zstandard
-
+from ..compression import DEFAULT_LIMITS, BoundedInflater
+from ..errors import MalformedDocumentError
 from .timecheck import ChunkTimes
 
 # Refuse to inflate one chunk past this (decompression bombs); a seal's `content.bytes` is a
@@ -51,24 +51,19 @@ def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> Ch
     records = 0
     error = None
     times = ChunkTimes()
-    hashing: Any = source  # zstandard accepts any object with read()
-    reader: Any = zstandard.ZstdDecompressor().stream_reader(
-        hashing, read_size=_READ_SIZE, read_across_frames=True
-    )
+    # The toolkit's bounded inflater: a bomb stops at the ratio limit, not at `limit` bytes.
+    reader = BoundedInflater(source, "zstd", "chunk", replace(DEFAULT_LIMITS, max_bytes=limit))
     try:
         while True:
             data = reader.read(4 * _READ_SIZE)
             if not data:
                 break
             content_bytes += len(data)
-            if content_bytes > limit:
-                error = f"decompresses to more than {limit} bytes"
-                break
             content_sha.update(data)
             records += data.count(b"\n")
             times.feed(data)
-    except zstandard.ZstdError as exc:
-        error = f"not valid zstd data ({exc})"
+    except MalformedDocumentError as exc:
+        error = exc.message
     while source.read(_READ_SIZE):  # the rest of the file still counts for its digest
         pass
     return ChunkMeasure(

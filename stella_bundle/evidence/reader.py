@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from ..errors import EvidenceChainError, MalformedDocumentError
+from ..compression import BoundedInflater
+from ..errors import EvidenceChainError
+from ..fsutil import open_regular_file, read_regular_file
+from ..jsonio import parse_json_line
 from ..observations.record import validate_record
 from ..timeutil import utc_now
 from .chain import ChunkOpener
@@ -40,14 +40,14 @@ def iter_chain_records(chain_dir: str | Path) -> Iterator[dict[str, Any]]:
     for entry in os.listdir(directory):
         parsed = parse_name(entry)
         if parsed is not None and parsed[1] == SEAL_SUFFIX:
-            seals[parsed[0]] = (directory / entry).read_bytes()
+            seals[parsed[0]] = read_regular_file(directory / entry)
     prune_path = directory / PRUNE_RECORD_NAME
     start = 1
     if prune_path.exists():
-        start = read_prune_record(prune_path.read_bytes(), prune_path).last_sequence + 1
+        start = read_prune_record(read_regular_file(prune_path), prune_path).last_sequence + 1
 
     def opener(sequence: int) -> io.BufferedReader:
-        return open(directory / chunk_name(sequence), "rb")
+        return open_regular_file(directory / chunk_name(sequence))  # type: ignore[return-value]
 
     yield from iter_chain_records_files(
         directory.resolve().name,
@@ -105,33 +105,25 @@ def _refuse(findings: list[TimeFinding], source: str) -> None:
 def _records(compressed: bytes, predicate: SealPredicate, source: str) -> Iterator[dict[str, Any]]:
     content_sha256, content_bytes = predicate.content.sha256, predicate.content.bytes
     times = ChunkTimes()
-    reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
-    buffered = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    # Bounded (size and ratio, exit 2 for a bomb); corrupt data stays a chain error.
+    reader = BoundedInflater(
+        io.BytesIO(compressed), "zstd", source, corrupt_error=EvidenceChainError
+    )
+    buffered = io.BufferedReader(reader, buffer_size=1 << 20)
     digest = hashlib.sha256()
     size = 0
-    try:
-        for number, line in enumerate(buffered, start=1):
-            size += len(line)
-            if size > content_bytes:
-                raise EvidenceChainError(
-                    "chunk holds more data than its seal declares", path=source
-                )
-            digest.update(line)
-            try:
-                value = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise MalformedDocumentError(
-                    "malformed NDJSON line", path=source, line=number
-                ) from exc
-            record = validate_record(value, source, number)
-            times.add(
-                record["observed_at"],
-                record.get("first_observed_at"),
-                record.get("last_observed_at"),
-            )
-            yield record
-    except zstandard.ZstdError as exc:
-        raise EvidenceChainError(f"corrupt zstd data: {exc}", path=source) from exc
+    for number, line in enumerate(buffered, start=1):
+        size += len(line)
+        if size > content_bytes:
+            raise EvidenceChainError("chunk holds more data than its seal declares", path=source)
+        digest.update(line)
+        record = validate_record(parse_json_line(line, source, number), source, number)
+        times.add(
+            record["observed_at"],
+            record.get("first_observed_at"),
+            record.get("last_observed_at"),
+        )
+        yield record
     if digest.hexdigest() != content_sha256:
         raise EvidenceChainError(
             "chunk content differs from its sealed content digest", path=source

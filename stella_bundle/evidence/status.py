@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
+from ..compression import BoundedInflater
 from ..errors import InputError, MalformedDocumentError
 from ..timeutil import parse_timestamp, utc_now
 from .config import LossCounters
@@ -173,7 +172,7 @@ def _collect(
         if limit is None or len(records) < limit:
             try:
                 records.append(json.loads(line))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
                 raise MalformedDocumentError(
                     "malformed NDJSON line", path=source, line=number
                 ) from exc
@@ -188,12 +187,12 @@ def _plain_lines(path: Path) -> Iterator[bytes]:
 def _compressed_lines(path: Path) -> Iterator[bytes]:
     import io
 
-    with open(path, "rb") as raw:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        try:
-            yield from io.BufferedReader(reader)  # type: ignore[arg-type]
-        except zstandard.ZstdError as exc:
-            raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=path) from exc
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise MalformedDocumentError(f"cannot open: {exc.strerror}", path=path) from exc
+    with raw, io.BufferedReader(BoundedInflater(raw, "zstd", path)) as lines:
+        yield from lines
 
 
 def chunk_files(directory: Path) -> list[Path]:

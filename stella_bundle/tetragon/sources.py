@@ -10,7 +10,6 @@ when `export-file-compress` is set) and opening a new file; a follower keeps the
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import threading
@@ -23,6 +22,7 @@ from typing import IO, Any, Final, NamedTuple
 
 import orjson
 
+from ..compression import open_maybe_compressed
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
 
@@ -31,7 +31,6 @@ from ..fsutil import write_bytes_atomic
 DEFAULT_MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 _DISCARD_BLOCK: Final = 1 << 20
 _READ_BLOCK: Final = 1 << 20
-GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 class Line(NamedTuple):
@@ -91,16 +90,9 @@ def _discard_rest(readline: Callable[[int], bytes]) -> bool:
 
 
 def open_export(path: Path) -> IO[bytes]:
-    """An export file or a backup, gunzipped by magic (not by name)."""
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror}", path=path) from exc
-    if handle.read(2) == GZIP_MAGIC:
-        handle.seek(0)
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    handle.seek(0)
-    return handle
+    """An export file or a backup, gunzipped by magic (not by name) within the toolkit's
+    decompression bounds (size and ratio: a gzip bomb fails naming the file)."""
+    return open_maybe_compressed(path, error=InputError, accept=("gzip",))
 
 
 def rotated_backups(live: Path) -> list[Path]:

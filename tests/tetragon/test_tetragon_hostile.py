@@ -138,7 +138,7 @@ def test_gzip_backup_corrupt_is_a_clear_error(tmp_path: Path, test_keys: Any, ru
     export.write_bytes(b"\x1f\x8b\x08\x00garbage-not-deflate")
     result = ingest_json(run_cli, test_keys, tmp_path, export)
     assert result.exit_code == 2
-    assert str(export) in result.stderr and "cannot read" in result.stderr
+    assert str(export) in result.stderr and "corrupt or truncated gzip data" in result.stderr
 
 
 def test_missing_input_is_refused(tmp_path: Path, test_keys: Any, run_cli: Any) -> None:

@@ -1,0 +1,242 @@
+"""Every zstd or gzip decompression of outside data goes through `BoundedInflater`.
+
+A few KB of zstd can inflate to gigabytes (of newlines, say), and a reader without a bound
+spends minutes on them before any record check runs. The inflater counts the compressed
+bytes it consumed and the bytes it produced and refuses, naming the file, as soon as either
+the output passes an absolute limit or the ratio of the two passes a ratio limit (judged only
+past a floor, so small files of zeros are fine). Corrupt data becomes the same one-line error.
+The bundle reader's gzip layer has its own accounting (`bundle.reader.ReaderLimits`), with the
+same rule.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import zstandard
+
+from .errors import MalformedDocumentError, StellaError
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+MiB = 1024**2
+GiB = 1024**3
+
+Format = Literal["zstd", "gzip"]
+
+
+@dataclass(frozen=True)
+class InflateLimits:
+    """How far one compressed input may inflate."""
+
+    # Absolute bound of the decompressed bytes of one input.
+    max_bytes: int = 8 * GiB
+    # zstd over our JSON lines stays under ~50:1; zstd can reach 30000:1, so 1000:1 is a bomb.
+    max_ratio: int = 1000
+    # The ratio is judged only past this many decompressed bytes (small files of zeros pass).
+    ratio_floor: int = 1 * MiB
+    # Compressed bytes handed to the decompressor per read. Both decompressors read ahead
+    # (zstd 128 KiB, gzip 128 KiB), and the ratio can only be judged on what they consumed:
+    # 66 KB of zstd frames, read at once, may inflate to 66 MB before the ratio shows. Small
+    # reads make a bomb trip at the floor (1 KiB x 1000 = the 1 MiB floor), before a reader
+    # has spent seconds on the lines it produced.
+    read_size: int = 1024
+
+
+DEFAULT_LIMITS = InflateLimits()
+# deflate cannot exceed ~1032:1, so gzip needs a lower ratio (JSON lines stay under ~20:1).
+GZIP_LIMITS = InflateLimits(max_ratio=200)
+
+
+def default_limits(compression: Format) -> InflateLimits:
+    return GZIP_LIMITS if compression == "gzip" else DEFAULT_LIMITS
+
+
+def compression_of(head: bytes) -> Format | None:
+    """The format announced by a file's first bytes (magic, never the name)."""
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    return None
+
+
+class _Counting:
+    """Counts the compressed bytes the decompressor pulls from the source."""
+
+    def __init__(self, source: Any, read_size: int) -> None:
+        self._source = source
+        self._read_size = read_size
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        # A short read is allowed of a stream: both decompressors ask again.
+        data: bytes = self._source.read(
+            self._read_size if size is None or size < 0 else min(size, self._read_size)
+        )
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+class BoundedInflater(io.RawIOBase):
+    """The decompressed bytes of `source` (anything with `read(size)`), bounded by `limits`.
+
+    A bomb raises `error` (an input error by default), corrupt data `corrupt_error` (default:
+    `error`), both naming `name`; `what` says what was inflated ("zstd chunk", "archive"...).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        compression: Format,
+        name: str | Path,
+        limits: InflateLimits | None = None,
+        *,
+        error: type[StellaError] = MalformedDocumentError,
+        corrupt_error: type[StellaError] | None = None,
+        what: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.limits = limits or default_limits(compression)
+        self._counting = _Counting(source, self.limits.read_size)
+        self.compression = compression
+        self.name_ = str(name)
+        self._error = error
+        self._corrupt_error = corrupt_error or error
+        self._what = what or f"{compression} data"
+        self.total = 0
+        self._inner: Any
+        if compression == "zstd":
+            self._inner = zstandard.ZstdDecompressor().stream_reader(
+                self._counting,  # type: ignore[arg-type]  # any object with read()
+                read_size=self.limits.read_size,
+                read_across_frames=True,
+                closefd=False,
+            )
+        else:
+            self._inner = gzip.GzipFile(fileobj=self._counting, mode="rb")  # type: ignore[call-overload]
+
+    @property
+    def compressed(self) -> int:
+        return self._counting.count
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self._pull(1 << 20), b""))
+        return self._pull(size)
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.total
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Forward only (by inflating and discarding, within the bounds): what a reader that
+        resumes at a saved offset needs."""
+        target = offset if whence == io.SEEK_SET else self.total + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self.total:
+            raise io.UnsupportedOperation("a decompressing stream seeks forward only")
+        while self.total < target and self._pull(min(target - self.total, 1 << 20)):
+            pass
+        return self.total
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._pull(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _pull(self, size: int) -> bytes:
+        try:
+            data: bytes = self._inner.read(size)
+        except zstandard.ZstdError as exc:
+            raise self._corrupt_error(f"corrupt zstd data: {exc}", path=self.name_) from exc
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise self._corrupt_error(
+                f"corrupt or truncated gzip data: {exc}", path=self.name_
+            ) from exc
+        except OSError as exc:
+            raise self._error(f"cannot read: {exc}", path=self.name_) from exc
+        self.total += len(data)
+        limits = self.limits
+        if self.total > limits.max_bytes:
+            raise self._error(
+                f"{self._what} decompresses past the limit of {limits.max_bytes} bytes "
+                f"({self.compression} bomb?)",
+                path=self.name_,
+            )
+        if self.total > limits.ratio_floor and self.total > limits.max_ratio * max(
+            self.compressed, 1
+        ):
+            raise self._error(
+                f"{self._what} expands more than {limits.max_ratio}:1 ({self.compression} bomb?)",
+                path=self.name_,
+            )
+        return data
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            super().close()
+
+
+def open_maybe_compressed(
+    path: str | Path,
+    limits: InflateLimits | None = None,
+    *,
+    error: type[StellaError] = MalformedDocumentError,
+    accept: tuple[Format, ...] = ("zstd", "gzip"),
+    buffer_size: int = 1 << 20,
+) -> IO[bytes]:
+    """Open a file for reading, inflating the `accept`ed formats (by magic, not by name)
+    within `limits` (default: the format's); other files are read as they are."""
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    except OSError as exc:
+        raise error(f"cannot open: {exc.strerror}", path=path) from exc
+    try:
+        head = raw.read(4)
+        raw.seek(0)
+    except OSError as exc:
+        raw.close()
+        raise error(f"cannot read: {exc.strerror}", path=path) from exc
+    compression = compression_of(head)
+    if compression is None or compression not in accept:
+        return raw
+    inflater = _OwningInflater(raw, compression, path, limits, error=error)
+    return io.BufferedReader(inflater, buffer_size=buffer_size)
+
+
+class _OwningInflater(BoundedInflater):
+    """A `BoundedInflater` that closes the file it reads."""
+
+    def __init__(
+        self,
+        raw: IO[bytes],
+        compression: Format,
+        name: str | Path,
+        limits: InflateLimits | None,
+        *,
+        error: type[StellaError],
+    ) -> None:
+        super().__init__(raw, compression, name, limits, error=error)
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()

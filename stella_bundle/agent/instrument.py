@@ -112,6 +112,7 @@ class Instrumentation:
 
     def close(self) -> None:
         """After the final seal: last values (probes 0, the seal counted), then stop listening."""
+        self._collecting_since = None  # no verification of a stopped collection
         self.tick(self.session.collector)
         if self._verifier is not None:
             self._verifier.join(timeout=10)

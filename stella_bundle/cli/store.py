@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,10 +11,14 @@ from .output import FORMAT_HELP, Format, console, emit_json
 from .store_options import config_option, store_url_option
 
 # Its help is its line in cli/app.py's GROUPS table.
+if TYPE_CHECKING:
+    from ..store.base import ObservationStore
+
 app = typer.Typer(no_args_is_help=True)
 
 
-def _open_unchecked(store: str | None, config: Path | None):  # type: ignore[no-untyped-def]
+def _open_unchecked(store: str | None, config: Path | None) -> ObservationStore:
+    """The store whatever its schema version (these commands are how it gets one)."""
     from ..store.config import scheme_type, store_settings
 
     settings = store_settings(store, config)

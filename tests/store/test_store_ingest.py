@@ -166,7 +166,13 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
     assert done.exit_code == 2 and "unsupported store URL" in done.stderr
     missing = run_cli("observations", "query", "--store", f"sqlite:///{tmp_path / 'no.sqlite'}")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    status = run_cli("store", "status", "--store", f"sqlite:///{tmp_path / 'no.sqlite'}")
+    assert status.exit_code == 2 and "schema_version: 0" in status.stdout
     assert not (tmp_path / "no.sqlite").exists()
+    url = f"sqlite:///{tmp_path / 'yes.sqlite'}"
+    assert "initialised at schema version 1" in run_cli("store", "init", "--store", url).stdout
+    assert "already initialised" in run_cli("store", "init", "--store", url).stdout
+    assert run_cli("store", "status", "--store", url).exit_code == 0
 
 
 def test_chunks_the_fast_reader_refuses_take_the_full_path(

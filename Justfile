@@ -29,3 +29,7 @@ probes: setup
 # Benchmarks: each prints its figures and ratios against a peer measured in the same run.
 bench: setup
     for b in bench/*.py; do echo "== $b"; python3 "$b"; done
+
+# Regenerate schemas/openapi.json from the API (a test keeps them equal).
+openapi: setup
+    python3 -m stella_bundle.api.openapi schemas/openapi.json

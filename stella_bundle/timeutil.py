@@ -20,7 +20,13 @@ def format_timestamp(moment: dt.datetime) -> str:
     """`2026-01-23T00:00:00.000000Z`; naive datetimes are taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    m = moment.astimezone(dt.UTC)
+    # Not strftime: its %Y does not pad years before 1000 to four digits on glibc, and the
+    # result would not parse back.
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond:06d}Z"
+    )
 
 
 def parse_timestamp(value: object) -> dt.datetime:

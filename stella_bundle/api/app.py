@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .. import __version__
 from ..errors import ConfigError, InputError, StellaError, VerificationFailure
 from ..store import ChunkConflictError, StoreError
 from ..store.config import scheme_type
 from . import routes_data, routes_maps, routes_ops, routes_runtime, ui
-from .deps import ApiContext, StoreDown, context
+from .deps import ApiContext, StoreDown, context, reject_unknown_query
 from .metrics import ApiMetrics
 from .middleware import BodySizeLimit, RequestMetrics
 from .operations import AlreadyStoredUnsigned, NotFound
@@ -50,7 +52,25 @@ def _validation_line(exc: RequestValidationError) -> str:
     return "; ".join(parts) + more
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    # Starlette answers 405 with the methods of the first route of the path only; a path
+    # served by two routes (GET and POST /function-maps) must list both.
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _answer(422, _validation_line(exc))
@@ -110,6 +130,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # Swagger/ReDoc pages would pull scripts from the internet, so they are off.
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(reject_unknown_query)],
     )
     metrics = ApiMetrics()
     app.state.ctx = ApiContext(settings, metrics)

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..store import ObservationStore, StoreError, open_store
@@ -93,6 +96,34 @@ def require_ui(scope: str = "read") -> Any:
     return Depends(check)
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter the operation does not know is refused (422), never ignored: a typo
+    such as `?form=` would otherwise widen a query without a word."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    for name in request.query_params:
+        if name not in known:
+            expected = ", ".join(sorted(known)) or "none"
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", name),
+                        "msg": f"unknown query parameter (expected: {expected})",
+                        "type": "unknown_parameter",
+                    }
+                ]
+            )
+
+
 def open_request_store(request: Request) -> Iterator[ObservationStore]:
     """A store for this request (stores are not shared between threads), closed after it."""
     ctx = context(request)
@@ -107,6 +138,7 @@ def open_request_store(request: Request) -> Iterator[ObservationStore]:
 
 
 ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": ErrorBody, "description": "The request body cannot be read (not JSON)."},
     401: {"model": ErrorBody, "description": "No bearer token, or an unknown one."},
     403: {"model": ErrorBody, "description": "The token lacks the scope needed."},
     413: {"model": ErrorBody, "description": "The request body is over the server's limit."},
@@ -120,7 +152,6 @@ def responses(
 ) -> dict[int | str, dict[str, Any]]:
     """The documented answers: `more` (other successes), the common errors and `codes`."""
     extra: dict[int, dict[str, Any]] = {
-        400: {"model": ErrorBody, "description": "The request cannot be read."},
         404: {"model": ErrorBody, "description": "No such function map."},
         409: {
             "model": ErrorBody,

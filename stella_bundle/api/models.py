@@ -11,11 +11,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..evidence.layout import MAX_SEQUENCE
+from ..observations.record import PROBE_TYPES
 
 # A function map id: its digest, `sha256:<hex>` (the bare hex is accepted too).
 DIGEST_PATTERN = r"^(sha256:)?[0-9a-f]{64}$"
 CHAIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
+# Times are RFC 3339 strings, parsed by the CLI's own rule (timeutil), not pydantic's.
+DATE_TIME: dict[str, Any] = {"format": "date-time"}
 
 
 class ErrorBody(BaseModel):
@@ -58,16 +61,24 @@ class VerifyRequest(BaseModel):
         "the stored observations of the window are verified.",
     )
     window_from: str | None = Field(
-        default=None, alias="from", description="RFC 3339; default: the map's window."
+        default=None,
+        alias="from",
+        description="RFC 3339; default: the map's window.",
+        json_schema_extra=DATE_TIME,
     )
     window_to: str | None = Field(
-        default=None, alias="to", description="RFC 3339; default: the map's window."
+        default=None,
+        alias="to",
+        description="RFC 3339; default: the map's window.",
+        json_schema_extra=DATE_TIME,
     )
     fail_on_unexpected: bool | None = Field(
         default=None, description="Default: the map's coverage setting."
     )
     probe_weights: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=dict, description="Confidence weight per probe type (0..1)."
+        default_factory=dict,
+        description="Confidence weight per probe type (0..1).",
+        json_schema_extra={"propertyNames": {"enum": list(PROBE_TYPES)}},
     )
 
 

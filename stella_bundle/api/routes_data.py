@@ -12,7 +12,7 @@ from ..store.config import DEFAULT_MAX_BATCH_SIZE
 from ..timeutil import format_timestamp, parse_time_field
 from . import operations
 from .deps import context, open_request_store, require, responses
-from .models import EvidenceUpload, IngestAnswer, RecordsAnswer, SymbolsAnswer
+from .models import DATE_TIME, EvidenceUpload, IngestAnswer, RecordsAnswer, SymbolsAnswer
 from .settings import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT
 
 router = APIRouter(prefix="/api/v1", tags=["evidence and observations"])
@@ -67,8 +67,12 @@ def get_observations(
     ] = None,
     container: Annotated[str | None, Query(description="Container id or prefix.")] = None,
     symbol: Annotated[str | None, Query(description="Glob over function names.")] = None,
-    window_from: Annotated[str | None, Query(alias="from", description="RFC 3339.")] = None,
-    window_to: Annotated[str | None, Query(alias="to", description="RFC 3339.")] = None,
+    window_from: Annotated[
+        str | None, Query(alias="from", description="RFC 3339.", json_schema_extra=DATE_TIME)
+    ] = None,
+    window_to: Annotated[
+        str | None, Query(alias="to", description="RFC 3339.", json_schema_extra=DATE_TIME)
+    ] = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_QUERY_LIMIT, description="At most this many records.")
     ] = DEFAULT_QUERY_LIMIT,

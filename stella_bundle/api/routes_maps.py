@@ -12,6 +12,7 @@ from ..store import ObservationStore
 from . import operations
 from .deps import context, open_request_store, require, responses
 from .models import (
+    DATE_TIME,
     DIGEST_PATTERN,
     CoverageAnswer,
     FunctionMapDocument,
@@ -140,11 +141,19 @@ def function_map_coverage(
     store: Store,
     window_from: Annotated[
         str | None,
-        Query(alias="from", description="RFC 3339 (default: the first stored observation)."),
+        Query(
+            alias="from",
+            description="RFC 3339 (default: the first stored observation).",
+            json_schema_extra=DATE_TIME,
+        ),
     ] = None,
     window_to: Annotated[
         str | None,
-        Query(alias="to", description="RFC 3339 (default: the last stored observation)."),
+        Query(
+            alias="to",
+            description="RFC 3339 (default: the last stored observation).",
+            json_schema_extra=DATE_TIME,
+        ),
     ] = None,
     windows: Annotated[
         int,

@@ -11,7 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ..timeutil import format_timestamp, parse_time_field
 from .deps import context, require, responses
-from .models import CHAIN_ID_PATTERN, HotSymbolsAnswer, RuntimeIngestAnswer, TimelineAnswer
+from .models import (
+    CHAIN_ID_PATTERN,
+    DATE_TIME,
+    HotSymbolsAnswer,
+    RuntimeIngestAnswer,
+    TimelineAnswer,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["runtime (Tetragon bridge)"])
 
@@ -19,7 +25,7 @@ MAX_EVENTS = 100_000
 
 _LINES_BODY: dict[str, Any] = {
     "requestBody": {
-        "required": True,
+        "required": False,
         "description": "Tetragon's JSON export: one GetEventsResponse per line (protobuf JSON "
         "mapping, proto field names), as `tetra getevents -o json` or the export file writes it.",
         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
@@ -54,8 +60,12 @@ def hot_symbols(
 )
 def runtime_timeline(
     request: Request,
-    window_from: Annotated[str | None, Query(alias="from", description="RFC 3339.")] = None,
-    window_to: Annotated[str | None, Query(alias="to", description="RFC 3339.")] = None,
+    window_from: Annotated[
+        str | None, Query(alias="from", description="RFC 3339.", json_schema_extra=DATE_TIME)
+    ] = None,
+    window_to: Annotated[
+        str | None, Query(alias="to", description="RFC 3339.", json_schema_extra=DATE_TIME)
+    ] = None,
     image: Annotated[str | None, Query(description="Image digest or a prefix of it.")] = None,
     purl: Annotated[str | None, Query(description="Component; without version: any.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 1000,
@@ -78,7 +88,9 @@ def runtime_timeline(
     "/runtime-traces",
     status_code=201,
     response_model=RuntimeIngestAnswer,
-    responses=responses(),
+    responses=responses(
+        more={200: {"model": RuntimeIngestAnswer, "description": "The bridge is disabled."}}
+    ),
     openapi_extra=_LINES_BODY,
     dependencies=[require("write")],
 )

@@ -46,9 +46,12 @@ def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -
 
 def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
     """One NDJSON line: the same parse as `parse_json`, errors worded for a line of NDJSON
-    (`file:line: malformed NDJSON: ...`)."""
+    (`file:line: malformed NDJSON: ...`).
+
+    Bytes are decoded as UTF-8 first: `json.loads` would otherwise skip a byte order mark and
+    read UTF-16 or UTF-32, which the fast line scanners (functionmap.scan) refuse."""
     try:
-        return json.loads(data)
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except UnicodeDecodeError as exc:
         raise MalformedDocumentError("malformed NDJSON: not UTF-8", path=source, line=line) from exc
     except json.JSONDecodeError as exc:

@@ -11,7 +11,8 @@ from stella_bundle.attest.statement import STATEMENT_TYPE, validate_statement
 from stella_bundle.bundle.records import ChunkLimits, RecordPass
 from stella_bundle.bundle.steps import new_outcomes
 from stella_bundle.bundle.streams import HashingReader
-from stella_bundle.errors import StatementError
+from stella_bundle.errors import MalformedDocumentError, StatementError
+from stella_bundle.jsonio import parse_json_line
 
 STATEMENT: dict[str, Any] = {
     "_type": STATEMENT_TYPE,
@@ -54,3 +55,14 @@ def test_observations_view_with_non_utf8_bytes_is_judged_not_crashed() -> None:
     line = b'{"node_hash":"x","observed_at":"2026-\xbd-01"}\n{"observed_at":"2025"}\n'
     tally.view("observations/x-observations.ndjson", HashingReader(io.BytesIO(line)))
     assert steps["evidence-chains"].status == "failed"  # not in observed_at order
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'\xef\xbb\xbf{"a":1}', '{"a":1}'.encode("utf-16-le"), '{"a":1}'.encode("utf-32")],
+)
+def test_ndjson_line_is_utf8_only(line: bytes) -> None:
+    """`observations import` read past a BOM (and read UTF-16/32) where `function-map verify`
+    refused the same file: one reading of a line, UTF-8 only."""
+    with pytest.raises(MalformedDocumentError, match="malformed NDJSON"):
+        parse_json_line(line, "x.ndjson", 1)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import EvidenceChainError, MalformedDocumentError, SchemaValidationError
+from ..evidence.measure import ChunkMeasure
 from ..evidence.timecheck import ChunkTimes
 from ..functionmap.scan import ObservationAggregator
-from .chains import ChunkFacts
 from .coverage import scan_stream
 from .observations_view import (
     OBSERVED_AT_TAIL,
@@ -53,11 +53,10 @@ class RecordPass:
 
     def chunk(
         self,
-        sequence: int,
         member: ArchiveMember,
         stream: HashingReader,
         aggregator: ObservationAggregator,
-    ) -> ChunkFacts:
+    ) -> ChunkMeasure:
         """Decompress once; validate and tally every record; return what the seal must match."""
         content = hashlib.sha256()
         content_bytes = 0
@@ -102,14 +101,12 @@ class RecordPass:
         lines.finish()
         self.chain_lines += lines.lines
         stream.drain()
-        return ChunkFacts(
-            sequence=sequence,
-            file_sha256=stream.digest.hexdigest(),
+        return ChunkMeasure(
+            sha256=stream.digest.hexdigest(),
             size=stream.count,
             content_sha256=content.hexdigest(),
             content_bytes=content_bytes,
             records=lines.lines,
-            source=member.name,
             times=times.finish(),
         )
 

@@ -153,7 +153,7 @@ class _BundleCheck:
         self.attestations: list[dict[str, Any]] = []
         self.probe_objects: dict[str, str] = {}
         self.probe_lock: dict[str, str] | None = None
-        self.chains = ChainVerifier(self.verifier, trust_root, self.steps)
+        self.chains = ChainVerifier(trust_root, self.steps, now)
         self.records = RecordPass(self.steps, limits.chunks)
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
@@ -467,8 +467,8 @@ class _BundleCheck:
         self, chain_id: str, sequence: int, member: ArchiveMember, stream: HashingReader
     ) -> None:
         aggregator = self.tally.aggregator if self.tally is not None else ObservationAggregator()
-        facts = self.records.chunk(sequence, member, stream, aggregator)
-        self.chains.chunk(chain_id, facts)
+        measure = self.records.chunk(member, stream, aggregator)
+        self.chains.chunk(chain_id, sequence, measure)
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
         self.view_path = name

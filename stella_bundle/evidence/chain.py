@@ -1,13 +1,21 @@
 """Verification of an evidence chain: seals, signatures, links, chunk digests, named findings.
 
-`verify_chain(dir)` reads a chain directory; `verify_chain_files(...)` takes the files as bytes
-and an opener, so a bundle verifier can stream chunks out of an archive without unpacking it.
+The chain rules exist once, in `ChainVerification`: a state machine fed events (a seal's bytes,
+a chunk's measure, the prune record, stray names) in any order, that decides when finished.
+`signals verify-chain` feeds it a directory (`verify_chain`, `verify_chain_files`: chunks
+measured in parallel from an opener); `bundle verify` feeds it the members streamed out of the
+archive (`bundle.chains`: chunks measured by the bundle's one record pass). Both therefore give
+the same findings on the same chain.
 Steps, in order: prune record → seals parsed → signatures (collector role) → chunk digests →
 sequence coverage → `previous` links → final seal → loss.
+
+State kept: per seal its parsed form and digest, per chunk its measure (digests, sizes,
+record times); never a record.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +32,8 @@ from ..errors import (
     MalformedDocumentError,
     RoleError,
     SignatureError,
+    StatementError,
+    StellaError,
     ThresholdNotMetError,
 )
 from ..timeutil import utc_now
@@ -84,6 +94,7 @@ from .timecheck import ChainTimes, record_time_findings, seal_time_findings
 
 __all__ = [
     "ChainReport",
+    "ChainVerification",
     "ChunkEntry",
     "ChunkOpener",
     "Finding",
@@ -127,17 +138,17 @@ def verify_chain_files(
     FileNotFoundError for a missing one). `other_names`: further file names in the chain
     directory (open chunks, temp files, strays), reported as findings.
     """
-    return _ChainVerification(
-        chain_id,
-        dict(seals),
-        chunk_opener,
-        trust_root,
-        set(seals) if chunk_sequences is None else set(chunk_sequences),
-        prune_record,
-        list(other_names),
-        location or chain_id,
-        options or VerifyOptions(),
-    ).run()
+    machine = ChainVerification(
+        chain_id, trust_root, location=location or chain_id, options=options or VerifyOptions()
+    )
+    if prune_record is not None:
+        machine.prune_record(prune_record)
+    for sequence in sorted(seals):
+        machine.seal(sequence, seals[sequence])
+    machine.chunks_from(chunk_opener, set(seals) if chunk_sequences is None else chunk_sequences)
+    for name in other_names:
+        machine.other(name)
+    return machine.finish()
 
 
 def load_trust_root(trust_root: TrustRoot | str | Path | None) -> TrustRoot | None:
@@ -210,39 +221,77 @@ def verify_evidence(
     return [verify_chain(d, root, **kwargs) for d in directories]
 
 
-class _ChainVerification:
-    """One run of the verification steps over one chain."""
+class ChainVerification:
+    """The evidence-chain rules over one chain, fed events, decided by `finish`.
+
+    Events, in any order (a directory gives its prune record first, an archive last):
+    `prune_record(bytes)`, `seal(sequence, bytes)` (parsed on arrival: the caller learns at
+    once whether it is malformed), `chunk(sequence, measure)` for a chunk already measured (the
+    bundle's record pass), or `chunks_from(opener, sequences)` for chunks measured when
+    finishing (in parallel, each bounded by its seal's declared size), `other(name)` for any
+    other file of the chain's directory.
+    """
 
     def __init__(
         self,
         chain_id: str,
-        seals: dict[int, bytes],
-        opener: ChunkOpener,
         trust_root: TrustRoot | None,
-        chunk_sequences: set[int],
-        prune_bytes: bytes | None,
-        other_names: list[str],
-        location: str,
-        options: VerifyOptions,
+        *,
+        location: str = "",
+        options: VerifyOptions | None = None,
+        now: dt.datetime | None = None,
     ) -> None:
         validate_chain_id(chain_id)
         self.chain_id = chain_id
-        self.seals = seals
-        self.opener = opener
         self.trust_root = trust_root
-        self.verifier = AttestationVerifier(trust_root) if trust_root is not None else None
-        self.chunk_sequences = chunk_sequences
-        self.prune_bytes = prune_bytes
-        self.other_names = other_names
-        self.options = options
-        self.report = ChainReport(chain_id, location, trust_root_used=trust_root is not None)
+        self.verifier = AttestationVerifier(trust_root, now=now) if trust_root is not None else None
+        self.options = options or VerifyOptions()
+        self.report = ChainReport(
+            chain_id, location or chain_id, trust_root_used=trust_root is not None
+        )
+        self.seals: dict[int, ParsedSeal | StellaError] = {}
+        self.seal_digests: dict[int, str] = {}
+        self.measures: dict[int, ChunkMeasure | str] = {}
+        self.chunk_sequences: set[int] = set()
+        self.opener: ChunkOpener | None = None
+        self.prune_bytes: bytes | None = None
+        self.other_names: list[str] = []
         self.entries: dict[int, ChunkEntry] = {}
         self.parsed: dict[int, ParsedSeal] = {}
-        self.seal_digests = {seq: seal_digest(data) for seq, data in seals.items()}
         self.prune: PruneRecord | None = None
         self.start = 1
         self.signatures_usable = self.verifier is not None
-        self.now = utc_now()
+        self.now = now or utc_now()
+
+    # --- events ------------------------------------------------------------------------------
+
+    def prune_record(self, data: bytes) -> None:
+        self.prune_bytes = data
+
+    def seal(self, sequence: int, data: bytes) -> StellaError | None:
+        """Take one seal file; return why it is malformed (it is also a finding), or None."""
+        self.seal_digests[sequence] = seal_digest(data)
+        try:
+            self.seals[sequence] = parse_seal(data, seal_name(sequence))
+        except (MalformedDocumentError, StatementError) as exc:
+            self.seals[sequence] = exc
+            return exc
+        return None
+
+    def chunk(self, sequence: int, measure: ChunkMeasure | str) -> None:
+        """A chunk measured by the caller, or why it could not be ("missing", "unreadable")."""
+        self.chunk_sequences.add(sequence)
+        self.measures[sequence] = measure
+
+    def chunks_from(self, opener: ChunkOpener, sequences: Iterable[int]) -> None:
+        self.opener = opener
+        self.chunk_sequences.update(sequences)
+
+    def other(self, name: str) -> None:
+        self.other_names.append(name)
+
+    def finish(self) -> ChainReport:
+        return self.run()
 
     def entry(self, sequence: int) -> ChunkEntry:
         if sequence not in self.entries:
@@ -343,7 +392,7 @@ class _ChainVerification:
         incomplete = []
         times = ChainTimes()
         for sequence in sorted(self.seals):
-            data = self.seals[sequence]
+            seal = self.seals[sequence]
             name = seal_name(sequence)
             if sequence < self.start:
                 incomplete.append(sequence)
@@ -351,10 +400,9 @@ class _ChainVerification:
             entry = self.entry(sequence)
             entry.seal_file = name
             entry.seal_sha256 = self.seal_digests[sequence]
-            try:
-                seal = parse_seal(data, name)
-            except MalformedDocumentError as exc:
+            if isinstance(seal, StellaError):
                 entry.signature = "failed"
+                exc = seal
                 self.report.add(
                     TAMPERED_SEAL,
                     ERROR,
@@ -383,7 +431,10 @@ class _ChainVerification:
                 )
                 continue
             if predicate.sequence != sequence:
-                twins = [s for s, other in self.seals.items() if s != sequence and other == data]
+                digest = self.seal_digests[sequence]
+                twins = [
+                    s for s, other in self.seal_digests.items() if s != sequence and other == digest
+                ]
                 code = DUPLICATED if twins else REORDERED
                 what = (
                     f"a copy of seal {twins[0]}"
@@ -469,13 +520,24 @@ class _ChainVerification:
     # --- step 4: chunk digests -------------------------------------------------------------------
 
     def measure_all(self, sequences: list[int]) -> dict[int, ChunkMeasure | str]:
+        """The fed measures, and the opener's chunks measured now (in parallel)."""
+        given = {s: self.measures[s] for s in sequences if s in self.measures}
+        pending = [s for s in sequences if s not in self.measures]
+        measured = self.measure_opened(pending)
+        return {s: given[s] if s in given else measured[s] for s in sequences}
+
+    def measure_opened(self, sequences: list[int]) -> dict[int, ChunkMeasure | str]:
+        opener = self.opener
+        if opener is None:
+            return dict.fromkeys(sequences, "missing")
+
         def one(sequence: int) -> ChunkMeasure | str:
             seal = self.parsed.get(sequence)
             # A chunk may not inflate past what its seal declares (plus slack for tampering
             # to show as a digest mismatch rather than as a refusal).
             limit = None if seal is None else seal.predicate.content.bytes + (1 << 20)
             try:
-                with self.opener(sequence) as stream:
+                with opener(sequence) as stream:
                     return measure_chunk(stream, limit)
             except FileNotFoundError:
                 return "missing"

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from stella_bundle.canonical import MAX_SAFE_INTEGER, canonical_bytes
+from stella_bundle.schema import KINDS, load_schema
 from tests.adversarial.chain_surgery import Predicate, Records, rewrite_chain
 from tests.adversarial.test_adversarial_time import _build
 from tests.bundle.bundle_helpers import BundleInputs, make_inputs, snapshot
@@ -149,3 +150,25 @@ def test_function_map_window_at_and_past_the_bound(
     else:
         assert result.exit_code in (0, 1), result.stderr
         canonical_bytes(json.loads(result.stdout))
+
+
+def _integer_nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+            found.append((path, node))
+        for key, value in node.items():
+            found += _integer_nodes(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _integer_nodes(value, f"{path}/{index}")
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_schema_integer_is_within_the_safe_range(kind: str) -> None:
+    """Each integer of each published schema has both bounds, within ±(2**53 - 1)."""
+    for path, node in _integer_nodes(load_schema(kind)):
+        assert "minimum" in node and "maximum" in node, f"{kind}{path} is unbounded"
+        assert -MAX_SAFE_INTEGER <= node["minimum"] <= node["maximum"] <= MAX_SAFE_INTEGER, path

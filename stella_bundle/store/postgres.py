@@ -26,7 +26,7 @@ from msgspec import UNSET
 from psycopg import sql
 from psycopg.copy import Copy, QueuedLibpqWriter
 
-from ..timeutil import format_timestamp, utc_now
+from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .base import (
     ChunkConflict,
     DroppedPartition,
@@ -56,7 +56,7 @@ COPY_BLOCK: Final = 1 << 20
 # Migration advisory lock: two `stella store migrate` at once apply each version once.
 _MIGRATION_LOCK: Final = 0x57E11A
 
-MIGRATIONS: Final = (
+MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "chunks with provenance, day-partitioned observations, function maps, reports",
@@ -111,12 +111,26 @@ MIGRATIONS: Final = (
         ),
     ),
 )
-LATEST: Final = check_sequence(MIGRATIONS)
-
-_WINDOW: Final = (
-    "(%(f)s::timestamptz IS NULL OR obs_end >= %(f)s::timestamptz) AND "
-    "(%(t)s::timestamptz IS NULL OR obs_start <= %(t)s::timestamptz)"
+MIGRATIONS += (
+    Migration(
+        2,
+        "span bounds: how far a record's interval reaches around observed_at (window pruning)",
+        (
+            """CREATE TABLE span_bounds (
+                id integer PRIMARY KEY CHECK (id = 1),
+                before_us bigint NOT NULL,
+                after_us bigint NOT NULL
+            )""",
+            """INSERT INTO span_bounds SELECT 1,
+                GREATEST(COALESCE(max((extract(epoch FROM observed_at - obs_start)
+                    * 1000000)::bigint), 0), 0),
+                GREATEST(COALESCE(max((extract(epoch FROM obs_end - observed_at)
+                    * 1000000)::bigint), 0), 0)
+                FROM observations""",
+        ),
+    ),
 )
+LATEST: Final = check_sequence(MIGRATIONS)
 
 
 def partition_name(day: dt.date) -> str:
@@ -127,8 +141,9 @@ def _ts(value: dt.datetime | None) -> str | None:
     return None if value is None else format_timestamp(value)
 
 
-def copy_lines(chunk: StoreChunk) -> tuple[str, set[str]]:
-    """The chunk's COPY text and its days. Plain fast-path chunks (no backslash anywhere, no
+def copy_lines(chunk: StoreChunk) -> tuple[str, set[str], tuple[int, int]]:
+    """The chunk's COPY text, its days, and how far its records' intervals reach before and
+    after their observed_at (microseconds; both 0 without aggregated records). Plain fast-path chunks (no backslash anywhere, no
     aggregated record) are formatted from the decoded columns in one comprehension: no row
     tuples, the cost that dominated ingest."""
     decoded = chunk.prepared
@@ -147,11 +162,19 @@ def copy_lines(chunk: StoreChunk) -> tuple[str, set[str]]:
             )
         ]
         days = {stamp[:10] for stamp in decoded.observed}
-        return ("\n".join(lines) + "\n") if lines else "", days
+        return ("\n".join(lines) + "\n") if lines else "", days, (0, 0)
     return _copy_block(chunk_rows(chunk))
 
 
-def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str]]:
+def _micros(canonical: str) -> int:
+    moment = parse_timestamp(canonical)
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str], tuple[int, int]]:
     """COPY text-format lines of the rows, and their days (YYYY-MM-DD).
 
     Only a record whose JSON text holds a backslash can hold characters COPY must escape:
@@ -163,9 +186,14 @@ def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str]]:
     append = lines.append
     days: set[str] = set()
     null = "\\N"
+    before = after = 0
     for row in rows:
         chain, seq, line, observed, start, end, node, name, probe, count, purl, record = row
         days.add(observed[:10])
+        if start != observed or end != observed:
+            at = _micros(observed)
+            before = max(before, at - _micros(start))
+            after = max(after, _micros(end) - at)
         if "\\" in record:
             append("\t".join(map(_copy_text, row)))
             continue
@@ -175,7 +203,7 @@ def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str]]:
             f"{chain}\t{seq}\t{line}\t{observed}\t{start}\t{end}\t{node}\t{name}\t{probe}\t"
             f"{count}\t{purl}\t{record}"
         )
-    return ("\n".join(lines) + "\n") if lines else "", days
+    return ("\n".join(lines) + "\n") if lines else "", days, (before, after)
 
 
 def _copy_text(value: object) -> str:
@@ -341,6 +369,7 @@ class PostgresStore(ObservationStore):
         known: dict[str, dict[int, str]] = {}
         new: list[tuple[Provenance, int, bytes | None]] = []
         offered: set[tuple[str, int]] = set()
+        spans = (0, 0)  # the widest reach of a record's interval around its observed_at
         if self._partitions is None:
             self._partitions = set(self.partitions())
         partitions = self._partitions
@@ -373,7 +402,8 @@ class PostgresStore(ObservationStore):
                     if (p.chain_id, p.sequence) in offered or result.conflicts:
                         continue  # a duplicate in the batch, or nothing will be kept anyway
                     offered.add((p.chain_id, p.sequence))
-                    text, days = copy_lines(chunk)
+                    text, days, (before, after) = copy_lines(chunk)
+                    spans = (max(spans[0], before), max(spans[1], after))
                     missing = {
                         d for d in days if PARTITION_PREFIX + d.replace("-", "") not in partitions
                     }
@@ -388,6 +418,14 @@ class PostgresStore(ObservationStore):
                 stream.pause()
                 if result.conflicts:
                     raise _Refused
+                if spans != (0, 0):
+                    # Window queries prune partitions with these bounds: they must cover
+                    # every record, so they grow in the transaction that stores the record.
+                    cursor.execute(
+                        "UPDATE span_bounds SET before_us = GREATEST(before_us, %s), "
+                        "after_us = GREATEST(after_us, %s) WHERE id = 1",
+                        spans,
+                    )
                 if new:
                     now = utc_now()
                     cursor.executemany(
@@ -447,20 +485,56 @@ class PostgresStore(ObservationStore):
         for start in range(0, len(view), COPY_BLOCK):
             copy.write(view[start : start + COPY_BLOCK])
 
+    def _window(
+        self, cursor: psycopg.Cursor[Any], window_from: str | None, window_to: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause of a window (the verifier's rule on obs_start/obs_end) and, from
+        the span bounds, a condition on the partition key itself, so that PostgreSQL scans
+        only the day partitions the window can reach. Sound because every stored record has
+        observed_at - before_us <= obs_start and obs_end <= observed_at + after_us. Must run
+        in the reading transaction's snapshot (REPEATABLE READ)."""
+        clauses = ["TRUE"]
+        params: dict[str, Any] = {}
+        if window_from is None and window_to is None:
+            return " AND ".join(clauses), params
+        cursor.execute("SELECT before_us, after_us FROM span_bounds WHERE id = 1")
+        bounds = cursor.fetchone()
+        before, after = (int(bounds[0]), int(bounds[1])) if bounds else (None, None)
+        if window_from is not None:
+            clauses.append("obs_end >= %(f)s::timestamptz")
+            params["f"] = window_from
+            if after is not None:
+                with contextlib.suppress(OverflowError):
+                    low = parse_timestamp(window_from) - dt.timedelta(microseconds=after)
+                    clauses.append("observed_at >= %(low)s")
+                    params["low"] = low
+        if window_to is not None:
+            clauses.append("obs_start <= %(t)s::timestamptz")
+            params["t"] = window_to
+            if before is not None:
+                with contextlib.suppress(OverflowError):
+                    high = parse_timestamp(window_to) + dt.timedelta(microseconds=before)
+                    clauses.append("observed_at <= %(high)s")
+                    params["high"] = high
+        return " AND ".join(clauses), params
+
     def iter_records(
         self, window_from: str | None = None, window_to: str | None = None
     ) -> Iterator[StoredRecord]:
         with (
             self._guard("reading records"),
             self.db.transaction(),
+            self.db.cursor() as plain,
             self.db.cursor(name="stella_records") as cursor,
         ):
+            plain.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            where, params = self._window(plain, window_from, window_to)
             cursor.itersize = 10_000
             cursor.execute(
                 "SELECT record, chain_id, sequence, line FROM observations WHERE "
-                + _WINDOW
+                + where
                 + " ORDER BY chain_id, sequence, line",
-                {"f": window_from, "t": window_to},
+                params,
             )
             for record, chain_id, sequence, line in cursor:
                 yield StoredRecord(load_record(record), chain_id, int(sequence), int(line))
@@ -471,7 +545,6 @@ class PostgresStore(ObservationStore):
         window_to: str | None = None,
         expected: Collection[str] = (),
     ) -> NodeAggregation:
-        params = {"f": window_from, "t": window_to}
         with (
             self._guard("aggregating"),
             self.db.transaction(),
@@ -479,10 +552,11 @@ class PostgresStore(ObservationStore):
         ):
             # One snapshot for the groups, the names and the total.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            where, params = self._window(cursor, window_from, window_to)
             cursor.execute(
                 "SELECT node_hash, sum(count)::bigint, min(obs_start), max(obs_end), "
                 "array_agg(DISTINCT probe_type), count(*) FROM observations WHERE "
-                + _WINDOW
+                + where
                 + " GROUP BY node_hash",
                 params,
             )
@@ -499,7 +573,7 @@ class PostgresStore(ObservationStore):
             cursor.execute(
                 "SELECT DISTINCT ON (o.node_hash) o.node_hash, o.function_name, o.purl "
                 "FROM observations o WHERE "
-                + _WINDOW
+                + where
                 + " AND NOT EXISTS (SELECT 1 FROM expected_nodes e WHERE e.node_hash = "
                 "o.node_hash) ORDER BY o.node_hash, o.chain_id, o.sequence, o.line",
                 params,

@@ -163,7 +163,7 @@ def test_server_down_is_one_line_naming_the_store(pg_cluster: Any, run_cli: Any)
 
 def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     fresh = run_cli("store", "status", "--store", pg_url, "--format", "json")
-    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1]
+    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1, 2]
     needs_init = run_cli("observations", "query", "--store", pg_url)
     assert needs_init.exit_code == 2 and "not initialised" in needs_init.stderr
     assert run_cli("store", "migrate", "--store", pg_url).exit_code == 0
@@ -172,4 +172,86 @@ def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     done = run_cli("store", "status", "--store", pg_url, "--format", "json")
     assert done.exit_code == 0
     status = json.loads(done.stdout)
-    assert (status["schema_version"], status["pending_migrations"]) == (1, [])
+    assert (status["schema_version"], status["pending_migrations"]) == (2, [])
+
+
+def test_migration_2_on_a_store_with_data(
+    pg_url: str,
+    five_days: Path,
+    tmp_path: Path,
+    test_keys: Any,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A version-1 store holding aggregated records is migrated: the span bounds come from
+    the stored rows, and window answers stay the file path's."""
+    from stella_bundle.functionmap.inputs import iter_evidence_records
+    from stella_bundle.functionmap.verify import verify_observations
+    from stella_bundle.store import postgres
+
+    root = TrustRoot.load(test_keys.trust_root)
+    loaded = load_function_map(write_map(tmp_path / "fm.json"))
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:1])
+        patch.setattr(postgres, "LATEST", 1)
+        with open_store(pg_url, initialise=True) as store:
+            assert store.schema_version() == 1
+            # Version 1 has no span bounds: a store of that version ingests without them.
+            patch.setattr(PostgresStore, "_window", _v1_window)
+            patch.setattr(postgres, "copy_lines", _v1_copy_lines(postgres.copy_lines))
+            ingest_evidence(store, five_days, root)
+    old = run_cli("observations", "query", "--store", pg_url)
+    assert old.exit_code == 2 and "store migrate" in old.stderr
+    migrated = run_cli("store", "migrate", "--store", pg_url, "--format", "json")
+    assert json.loads(migrated.stdout)["applied"] == [2]
+    with open_store(pg_url) as store:
+        assert isinstance(store, PostgresStore)
+        bounds = store.db.execute("SELECT before_us, after_us FROM span_bounds").fetchone()
+        assert bounds == (0, 30_000_000)  # aggregated records last 30 s from observed_at
+        for low, high in ((21, 22), (22, 23), (20, 24)):
+            options = VerifyOptions(
+                window_from=dt.datetime(2026, 1, low, 23, 59, 45, tzinfo=UTC),
+                window_to=dt.datetime(2026, 1, high, 12, tzinfo=UTC),
+            )
+            expected = verify_observations(
+                loaded, iter_evidence_records(five_days), options, validated=True
+            )
+            assert verify_stored(store, loaded, options).to_dict() == expected.to_dict()
+
+
+def _v1_window(
+    self: PostgresStore, cursor: Any, window_from: str | None, window_to: str | None
+) -> tuple[str, dict[str, Any]]:
+    clauses, params = ["TRUE"], {}
+    if window_from is not None:
+        clauses.append("obs_end >= %(f)s::timestamptz")
+        params["f"] = window_from
+    if window_to is not None:
+        clauses.append("obs_start <= %(t)s::timestamptz")
+        params["t"] = window_to
+    return " AND ".join(clauses), params
+
+
+def _v1_copy_lines(real: Any) -> Any:
+    def copy_lines(chunk: Any) -> Any:
+        text, days, _ = real(chunk)
+        return text, days, (0, 0)
+
+    return copy_lines
+
+
+def test_a_window_scans_only_the_partitions_it_can_reach(
+    pg_url: str, five_days: Path, test_keys: Any
+) -> None:
+    root = TrustRoot.load(test_keys.trust_root)
+    with open_store(pg_url, initialise=True) as store:
+        assert isinstance(store, PostgresStore)
+        ingest_evidence(store, five_days, root)
+        with store.db.transaction(), store.db.cursor() as cursor:
+            where, params = store._window(
+                cursor, "2026-01-23T06:00:00.000000Z", "2026-01-23T12:00:00.000000Z"
+            )
+            cursor.execute("EXPLAIN SELECT count(*) FROM observations WHERE " + where, params)
+            plan = "\n".join(row[0] for row in cursor)
+        scanned = {name for name in store.partitions() if name in plan}
+        assert scanned == {partition_name(dt.date(2026, 1, 23))}, plan

@@ -20,7 +20,7 @@ from .settings import ApiSettings
 from .tokens import grants
 
 # The dashboard's cookie: set by /ui/login, accepted on the dashboard's GET pages only (a
-# cookie sent by a browser on a cross-site POST must never write anything).
+# cookie sent by a browser on a cross-site POST must never write anything); see api/ui.py.
 UI_COOKIE: Final = "stella_token"
 
 bearer = HTTPBearer(
@@ -56,7 +56,7 @@ class StoreDown(Exception):
         self.message = message
 
 
-def _authenticate(request: Request, token: str | None, needed: str) -> Caller:
+def authenticate_token(request: Request, token: str | None, needed: str) -> Caller:
     tokens = context(request).settings.tokens
     if tokens is None:  # loopback without tokens (stella serve refuses it elsewhere)
         return Caller("anonymous", ("admin",))
@@ -79,19 +79,7 @@ def require(scope: str) -> Any:
     def check(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)
     ) -> Caller:
-        return _authenticate(request, credentials.credentials if credentials else None, scope)
-
-    return Depends(check)
-
-
-def require_ui(scope: str = "read") -> Any:
-    """Like `require`, also accepting the dashboard's cookie (GET pages only)."""
-
-    def check(
-        request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)
-    ) -> Caller:
-        token = credentials.credentials if credentials else request.cookies.get(UI_COOKIE)
-        return _authenticate(request, token, scope)
+        return authenticate_token(request, credentials.credentials if credentials else None, scope)
 
     return Depends(check)
 

@@ -200,3 +200,28 @@ def test_chunks_the_fast_reader_refuses_take_the_full_path(
         assert [s.to_dict() for s in query_summary(store, selection)] == [
             s.to_dict() for s in summarise(from_files)
         ]
+
+
+def test_commands_take_the_store_from_stellaops_yaml(
+    tmp_path: Path, records: list[dict[str, Any]], run_cli: Any
+) -> None:
+    """`observation_store:` names the store and its retention when --store is not given."""
+    db = tmp_path / "configured.sqlite"
+    config = tmp_path / "stellaops.yaml"
+    config.write_text(
+        f"observation_store:\n  type: sqlite\n  path: {db}\n  retention_hours: 24\n"
+        "  max_batch_size: 5\n"
+    )
+    path = write_ndjson(tmp_path / "obs.ndjson", records)
+    done = run_cli("observations", "ingest", path, "--config", config, "--format", "json")
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["chunks_stored"] == -(-len(records) // 5)
+    assert db.exists()
+    files = run_cli(
+        "observations", "query", "--observations", path, "--summary", "--format", "json"
+    )
+    stored = run_cli("observations", "query", "--config", config, "--summary", "--format", "json")
+    assert stored.exit_code == 0 and stored.stdout == files.stdout
+    # Retention from the file: every record (January 2026) is older than 24 hours.
+    pruned = run_cli("observations", "prune", "--config", config, "--format", "json")
+    assert pruned.exit_code == 0 and json.loads(pruned.stdout)["records_removed"] == len(records)

@@ -101,7 +101,8 @@ def chain_chunks(chain: VerifiedChain) -> Iterator[StoreChunk]:
 
 
 def _sealed_content(directory: Path, sequence: int, seal: bytes, seal_source: str) -> bytes:
-    """The chunk's uncompressed bytes, its file and content digests checked against the seal."""
+    """The chunk's uncompressed bytes: the file's digest checked against the seal again, and
+    the content's size (read no further than one byte past it: a bomb stops there)."""
     parsed = parse_seal(seal, seal_source)
     path = directory / chunk_name(sequence)
     compressed = path.read_bytes()
@@ -109,9 +110,13 @@ def _sealed_content(directory: Path, sequence: int, seal: bytes, seal_source: st
         raise EvidenceChainError("chunk changed after it was verified; nothing stored", path=path)
     declared = parsed.predicate.content
     try:
-        # max_output_size bounds a bomb; a frame without its size needs the streaming reader.
         reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
-        content = reader.read(declared.bytes + 1)
+        parts = []
+        wanted = declared.bytes + 1
+        while wanted > 0 and (part := reader.read(wanted)):
+            parts.append(part)
+            wanted -= len(part)
+        content = b"".join(parts)
     except zstandard.ZstdError as exc:
         raise EvidenceChainError(f"corrupt zstd data: {exc}", path=path) from exc
     # The compressed bytes are the ones the verifier measured (same sha256), so their content

@@ -225,3 +225,19 @@ def test_commands_take_the_store_from_stellaops_yaml(
     # Retention from the file: every record (January 2026) is older than 24 hours.
     pruned = run_cli("observations", "prune", "--config", config, "--format", "json")
     assert pruned.exit_code == 0 and json.loads(pruned.stdout)["records_removed"] == len(records)
+
+
+def test_a_chunk_changed_after_verification_is_refused(
+    tmp_path: Path, test_keys: Any, records: list[dict[str, Any]]
+) -> None:
+    """What is stored is what was verified: the chunks are checked against their seals again
+    when they are read for storing."""
+    from stella_bundle.store.ingest import chain_chunks, verify_chains
+
+    root = TrustRoot.load(test_keys.trust_root)
+    chain = write_chain(tmp_path / "e", "chain-t", records, test_keys.signer("collector"))
+    verified = verify_chains(chain, root)
+    other = write_chain(tmp_path / "f", "chain-t", records[::-1], test_keys.signer("collector"))
+    (chain / "0000000002.ndjson.zst").write_bytes((other / "0000000002.ndjson.zst").read_bytes())
+    with pytest.raises(EvidenceChainError, match="changed after it was verified"):
+        list(chain_chunks(verified[0]))

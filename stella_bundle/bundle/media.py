@@ -2,8 +2,10 @@
 
 `join` checks every part before writing anything, names each bad or missing part, never
 modifies or deletes a part, writes through a temporary file, and remembers the parts it has
-verified (sha256 keyed by size, mtime and inode) so a rerun after replacing a bad part does
-not reread the good ones. The whole bundle's sha256 is checked while joining in any case.
+verified (sha256 keyed by device, inode, size, mtime and ctime: an edit in place whose mtime
+was put back still changes the ctime) so a rerun after replacing a bad part does not reread
+the good ones. The whole bundle's sha256 is checked while joining in any case; when it
+differs, every part is hashed again to name the bad one, and the cache forgets it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,9 @@ def _stat_key(path: Path) -> dict[str, int]:
     return {
         "size": info.st_size,
         "mtime_ns": info.st_mtime_ns,
+        # Any write, and `touch -d` putting an old mtime back, sets the ctime to now; no
+        # unprivileged call can set it back.
+        "ctime_ns": info.st_ctime_ns,
         "inode": info.st_ino,
         "device": info.st_dev,
     }
@@ -289,27 +294,53 @@ def verify_parts_signature(index_path: Path, trust_root: TrustRoot) -> None:
         )
 
 
+def _check_output(
+    output: Path, index_path: Path, part_paths: Sequence[Path], extra_inputs: Sequence[Path]
+) -> None:
+    """Refuse an output that is a directory or one of the inputs (the index, its signature,
+    a part, the trust root), by resolved path and by file identity (hard links)."""
+    if output.is_dir():
+        raise InputError("the output is an existing directory; expected a file name", path=output)
+    envelope = index_path.with_name(index_path.name[: -len(".parts.json")] + ".parts.dsse.json")
+    inputs = [
+        ("the parts index", index_path),
+        ("the signed parts index", envelope),
+        *(("a part", path) for path in part_paths),
+        *(("an input", path) for path in extra_inputs),
+    ]
+    target = output.resolve()
+    for what, path in inputs:
+        same = path.resolve() == target
+        if not same and output.exists() and path.exists():
+            try:
+                same = os.path.samefile(output, path)
+            except OSError:
+                same = False
+        if same:
+            raise InputError(f"the output would overwrite {what} ({path})", path=output)
+
+
 def join_parts(
     index_path: Path,
     output: Path,
     *,
     trust_root: TrustRoot | None = None,
     progress: Callable[[int], None] | None = None,
+    extra_inputs: Sequence[Path] = (),
 ) -> JoinResult:
     index = PartsIndex.load(index_path)
+    directory = index_path.parent
+    part_paths = [directory / part.name for part in index.parts]
+    # Before anything is read or written: the output may be none of the inputs.
+    _check_output(output, index_path, part_paths, extra_inputs)
     if trust_root is not None:
         verify_parts_signature(index_path, trust_root)
-    directory = index_path.parent
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(
             f"cannot create the output directory: {exc.strerror}", path=output
         ) from exc
-    part_paths = [directory / part.name for part in index.parts]
-    for path in part_paths:
-        if output.exists() and path.exists() and os.path.samefile(output, path):
-            raise InputError("the output would overwrite one of the parts", path=output)
     cache_file = _cache_path(output)
     cache = _load_cache(cache_file)
     problems: list[str] = []
@@ -356,9 +387,22 @@ def join_parts(
                     if progress:
                         progress(len(block))
         if size != index.size or whole.hexdigest() != index.sha256:
+            # A part changed after its check (or its cache entry lied): name it, forget it.
+            changed = [
+                part.name
+                for part, path in zip(index.parts, part_paths, strict=True)
+                if not path.is_file() or _file_sha256(path) != part.sha256
+            ]
+            kept = {name: entry for name, entry in good.items() if name not in changed}
+            write_bytes_atomic(cache_file, json.dumps(kept, sort_keys=True).encode())
             raise PartIntegrityError(
-                "the joined bundle's sha256 does not match the index (a part changed while "
-                "joining?); nothing written",
+                "the joined bundle's sha256 does not match the index: "
+                + (
+                    f"part(s) {', '.join(changed)} changed since they were checked"
+                    if changed
+                    else "a part changed while joining"
+                )
+                + "; nothing written",
                 path=index_path,
             )
     return JoinResult(output, whole.hexdigest(), size, tuple(checked), tuple(reused))

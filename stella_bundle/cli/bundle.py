@@ -265,7 +265,8 @@ def join(
     from ..bundle.media import join_parts
 
     trust_root = TrustRoot.load(trust_root_path) if trust_root_path is not None else None
-    result = join_parts(index, output, trust_root=trust_root)
+    extra = [trust_root_path] if trust_root_path is not None else []
+    result = join_parts(index, output, trust_root=trust_root, extra_inputs=extra)
     console.print(
         f"joined {len(result.checked) + len(result.reused)} part(s) into {result.output} "
         f"({result.size} bytes, sha256 {result.sha256}); checked {len(result.checked)}, "

@@ -42,7 +42,10 @@ def parse_timestamp(value: object) -> dt.datetime:
         raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from exc
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no time zone; expected Z or an offset")
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise ValueError(f"timestamp {value!r} is out of range once moved to UTC") from exc
 
 
 def parse_time_field(value: str | None, field: str) -> dt.datetime | None:
@@ -68,10 +71,23 @@ def is_rfc3339_timestamp(value: object) -> bool:
         return False
     year, month, day, hour, minute, second, offset_hour, offset_minute = match.groups()
     try:
-        dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        local = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
     except ValueError:
         return False
-    return offset_hour is None or (int(offset_hour) <= 23 and int(offset_minute) <= 59)
+    if offset_hour is None:
+        return True
+    if int(offset_hour) > 23 or int(offset_minute) > 59:
+        return False
+    # Valid only if it is a time in UTC too (parse_timestamp moves it there): an offset may
+    # push the first or last day of the calendar out of range.
+    offset = dt.timedelta(hours=int(offset_hour), minutes=int(offset_minute))
+    try:
+        local.replace(tzinfo=dt.timezone(-offset if value[-6] == "-" else offset)).astimezone(
+            dt.UTC
+        )
+    except OverflowError:
+        return False
+    return True
 
 
 def utc_now() -> dt.datetime:

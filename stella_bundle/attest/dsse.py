@@ -156,7 +156,7 @@ def parse_statement_envelope(
 
     try:
         document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
         raise MalformedDocumentError(f"{what} is not valid JSON", path=source) from exc
     envelope = parse_envelope(document, source)
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
@@ -167,7 +167,7 @@ def parse_statement_envelope(
         )
     try:
         statement = json.loads(envelope.payload)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
         raise MalformedDocumentError(
             f"{what} payload is not valid JSON", path=source, field="payload"
         ) from exc

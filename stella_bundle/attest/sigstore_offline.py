@@ -330,7 +330,7 @@ class OfflineSigstoreVerifier:
             )
         try:
             statement = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
             raise StatementError(f"DSSE payload is not JSON: {exc}", path=where) from exc
         if not isinstance(statement, dict) or statement.get("_type") not in IN_TOTO_STATEMENT_TYPES:
             raise StatementError("DSSE payload is not an in-toto Statement", path=where)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from typing import Any
 
 from ..attest.verifier import VerifiedStatement
 from ..canonical import canonical_bytes
-from ..errors import CoverageNotMetError, MalformedDocumentError
+from ..errors import CoverageNotMetError
 from ..functionmap.model import FunctionMap, LoadedFunctionMap
 from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions, evaluate, new_aggregator
+from ..jsonio import parse_json_line
 from ..timeutil import parse_timestamp
 from .steps import StepOutcome
 from .streams import whole_line_blocks
@@ -46,12 +46,7 @@ def scan_stream(aggregator: ObservationAggregator, reader: Any, source: str) -> 
         for line in block.rstrip(b"\n").split(b"\n"):
             number += 1
             if line.strip():
-                try:
-                    value = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise MalformedDocumentError(
-                        "malformed NDJSON", path=source, line=number
-                    ) from exc
+                value = parse_json_line(line, source, number)
                 aggregator.add_record(value, source, number)
 
 

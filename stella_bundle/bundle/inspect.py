@@ -29,7 +29,7 @@ MAX_DOCUMENT = 64 * 1024 * 1024
 def _keyids(data: bytes, name: str) -> list[str]:
     try:
         envelope = parse_envelope(json.loads(data), name)
-    except (StellaError, ValueError):
+    except (StellaError, ValueError, RecursionError):
         return []
     return sorted({signature.keyid for signature in envelope.signatures})
 
@@ -56,7 +56,7 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
                 if member.name == MANIFEST:
                     try:
                         manifest = json.loads(data).get("predicate", {})
-                    except (ValueError, AttributeError):
+                    except (ValueError, AttributeError, RecursionError):
                         manifest = {}
                     continue
                 role = (

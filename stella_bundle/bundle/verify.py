@@ -175,7 +175,7 @@ class _BundleCheck:
     def parse_json_document(self, data: bytes, name: str) -> Any:
         try:
             return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
             self.step("schemas").fail(SchemaValidationError(f"not valid JSON: {exc}", path=name))
             return None
 
@@ -276,7 +276,7 @@ class _BundleCheck:
                     "manifest.json is not the payload signed in manifest.dsse.json", path=MANIFEST
                 )
             self.manifest = Manifest.from_statement(verified.statement, MANIFEST)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
             step.fail(MalformedDocumentError(f"not valid JSON: {exc}", path=MANIFEST_ENVELOPE))
             return
         except StellaError as exc:
@@ -385,7 +385,7 @@ class _BundleCheck:
                 source=envelope_name,
                 predicate_type=FUNCTION_MAP_PREDICATE,
             )
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
             step.fail(MalformedDocumentError(f"not valid JSON: {exc}", path=envelope_name))
             return
         except StellaError as exc:

@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         output.error_line("aborted")
         return 130
+    except click_exceptions.BadParameter as exc:
+        # A value the option's type refused (a path that is not readable...): one line
+        # naming the option, like every other input error, not a usage box.
+        output.error_line(f"error: {exc.format_message()}")
+        return 2
     except click_exceptions.ClickException as exc:
         exc.show()
         return 2
@@ -41,11 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unexpected is our bug: exit 3, traceback on request
         if output.state.verbose:
             traceback.print_exc()
+        limit = _input_limit(exc)
+        if limit is not None:
+            output.error_line(f"error: {limit}")
+            return 2
         output.error_line(
             f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)"
         )
         return 3
     return int(result) if isinstance(result, int) else 0
+
+
+def _input_limit(exc: BaseException) -> str | None:
+    """The net under the parsers (each catches these where it can name the file): the two
+    interpreter limits only hostile input reaches are bad input, exit 2, not our bug."""
+    if isinstance(exc, RecursionError):
+        return f"input nested too deeply to process ({exc})"
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return f"input holds a number too long to convert ({str(exc).splitlines()[0]})"
+    return None
 
 
 def entrypoint() -> None:

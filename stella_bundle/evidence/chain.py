@@ -36,6 +36,7 @@ from ..errors import (
     StellaError,
     ThresholdNotMetError,
 )
+from ..fsutil import open_regular_file, read_regular_file
 from ..timeutil import utc_now
 from .layout import (
     CHUNK_SUFFIX,
@@ -177,16 +178,16 @@ def verify_chain(
     for entry in sorted(os.listdir(directory)):
         parsed = parse_name(entry)
         if parsed is not None and parsed[1] == SEAL_SUFFIX:
-            seals[parsed[0]] = (directory / entry).read_bytes()
+            seals[parsed[0]] = read_regular_file(directory / entry)  # exit 2 if unreadable
         elif parsed is not None and parsed[1] == CHUNK_SUFFIX:
             chunks.add(parsed[0])
         elif entry == PRUNE_RECORD_NAME:
-            prune_bytes = (directory / entry).read_bytes()
+            prune_bytes = read_regular_file(directory / entry)
         elif entry != LOCK_NAME:
             others.append(entry)
 
     def opener(sequence: int) -> IO[bytes]:
-        return open(directory / chunk_name(sequence), "rb")
+        return open_regular_file(directory / chunk_name(sequence))
 
     options = VerifyOptions(
         require_signatures=require_signatures,
@@ -543,6 +544,8 @@ class ChainVerification:
                 return "missing"
             except OSError as exc:
                 return f"unreadable: {exc.strerror}"
+            except InputError as exc:  # not a regular file (a FIFO would block the reader)
+                return f"unreadable: {exc.message}"
 
         if self.options.workers > 1 and len(sequences) > 1:
             with ThreadPoolExecutor(self.options.workers) as pool:

@@ -135,7 +135,7 @@ def _complete_lines(data: bytes, window: ObservationWindow) -> tuple[list[bytes]
     for line in body.split(b"\n")[:-1]:
         try:
             record: Any = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # JSON, UTF-8, > 4300-digit integers
             torn += 1
             continue
         if not isinstance(record, dict) or not isinstance(record.get("observed_at"), str):

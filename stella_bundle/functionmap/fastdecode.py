@@ -122,7 +122,7 @@ def decode_block(
     """
     try:
         plain: list[PlainRecord] = _PLAIN_DECODER.decode_lines(block)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # slow path names it
         return _decode_full(block, lines)
     if len(plain) != lines:
         return None  # blank lines: the line-by-line path skips them and numbers the rest
@@ -152,7 +152,7 @@ def _observed(records: list[Record] | list[PlainRecord]) -> list[str] | None:
 def _decode_full(block: bytes, lines: int) -> tuple[list[Record], list[str], bool] | None:
     try:
         records: list[Record] = _DECODER.decode_lines(block)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # slow path names it
         return None
     if len(records) != lines:
         return None

@@ -23,6 +23,7 @@ from msgspec import UNSET
 
 from ..errors import MalformedDocumentError
 from ..evidence.timecheck import ChunkTimes
+from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
 from ..observations.record import (
     NODE_HASH_RE,
@@ -423,13 +424,7 @@ class ObservationAggregator:
                     continue
                 except _BadDate:
                     pass  # validate_record below names the field
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise MalformedDocumentError(
-                    f"malformed NDJSON: {exc.msg} (column {exc.colno})", path=path, line=number
-                ) from exc
-            self.add_record(value, path, number)
+            self.add_record(parse_json_line(text, path, number), path, number)
 
 
 class _RangeReader:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
-
 from ..attest.trustroot import TrustRoot
+from ..compression import DEFAULT_LIMITS, BoundedInflater
 from ..errors import EvidenceChainError, InputError
 from ..evidence.chain import ChainReport, verify_chain
 from ..evidence.layout import chunk_name
@@ -109,16 +109,15 @@ def _sealed_content(directory: Path, sequence: int, seal: bytes, seal_source: st
     if hashlib.sha256(compressed).hexdigest() != parsed.subject_sha256:
         raise EvidenceChainError("chunk changed after it was verified; nothing stored", path=path)
     declared = parsed.predicate.content
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(compressed, read_across_frames=True)
-        parts = []
-        wanted = declared.bytes + 1
-        while wanted > 0 and (part := reader.read(wanted)):
-            parts.append(part)
-            wanted -= len(part)
-        content = b"".join(parts)
-    except zstandard.ZstdError as exc:
-        raise EvidenceChainError(f"corrupt zstd data: {exc}", path=path) from exc
+    # The toolkit's bounded inflater (ratio and size); at most what the seal declares + 1.
+    reader = BoundedInflater(
+        io.BytesIO(compressed),
+        "zstd",
+        path,
+        replace(DEFAULT_LIMITS, max_bytes=declared.bytes + 1),
+        corrupt_error=EvidenceChainError,
+    )
+    content = b"".join(iter(lambda: reader.read(declared.bytes + 1 - reader.total), b""))
     # The compressed bytes are the ones the verifier measured (same sha256), so their content
     # is the content whose digest it checked; its size is checked again, its hash is not.
     if len(content) != declared.bytes:

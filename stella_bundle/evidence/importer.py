@@ -6,15 +6,18 @@ import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from securesystemslib.signer import Signer
 
 from .. import __version__
 from ..errors import InputError
 from ..observations.ndjson import iter_json_lines
+from ..observations.record import ObservationError
 from .config import CollectorInfo, WriterConfig
 from .encoding import encode_record
 from .layout import SEAL_SUFFIX, parse_name, validate_chain_id
+from .timecheck import ChunkTimes
 from .writer import ChunkWriter
 
 IMPORT_COLLECTOR_ID = "stella-import"
@@ -36,6 +39,20 @@ def default_chain_id(path: Path) -> str:
     return f"import-{digest.hexdigest()[:16]}"
 
 
+def _refuse_inverted_window(record: dict[str, Any], path: Path, number: int) -> None:
+    """A record whose own window misses its `observed_at` would seal into a chain the verifier
+    refuses (`timecheck`, the same rule): refused here, before anything is written."""
+    times = ChunkTimes()
+    times.add(
+        record["observed_at"], record.get("first_observed_at"), record.get("last_observed_at")
+    )
+    if times.bad_record is not None:
+        code, message = times.bad_record
+        raise ObservationError(
+            f"{message} ({code})", path=path, line=number, field="first_observed_at"
+        )
+
+
 def import_observations(
     source: str | Path,
     evidence_dir: str | Path,
@@ -54,6 +71,7 @@ def import_observations(
     count = 0
     for number, value in iter_json_lines(path):
         encode_record(value, path, number)
+        _refuse_inverted_window(value, path, number)
         count += 1
     chain = validate_chain_id(chain_id or default_chain_id(path))
     chain_dir = Path(evidence_dir) / chain

@@ -341,3 +341,40 @@ def test_record_times_fold_identically_on_every_path(
         return times.start, times.end, times.latest_observed, times.bad_record is None
 
     assert state(fed) == state(one_by_one) == state(scanned)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "code"),
+    [
+        ("2026-01-23T00:00:02.000000Z", "2026-01-23T00:00:01.000000Z", RECORD_WINDOW_INVERTED),
+        (
+            "2026-01-23T00:00:01.000000Z",
+            "2026-01-23T00:00:02.000000Z",
+            OBSERVED_OUTSIDE_RECORD_WINDOW,
+        ),
+    ],
+)
+def test_import_refuses_a_record_the_time_rules_refuse(
+    first: str,
+    last: str,
+    code: str,
+    pristine: BundleInputs,
+    tmp_path: Path,
+    test_keys: Any,
+    run_cli: Callable[..., CliResult],
+) -> None:
+    records = [dict(r) for r in pristine.records[:3]]
+    records[1].update(
+        observed_at="2026-01-23T00:00:00.000000Z", first_observed_at=first, last_observed_at=last
+    )
+    source = tmp_path / "obs.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    target = tmp_path / "evidence"
+    result = run_cli(
+        "observations", "import", source, "--target", target,
+        "--key", test_keys.private("collector"),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and ":2:" in lines[0] and code in lines[0], result.stderr
+    assert not target.exists() or not any(target.rglob("*.seal.dsse.json"))

@@ -342,6 +342,12 @@ def read_stellaops(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"malformed YAML: {getattr(exc, 'problem', exc)}", path=source, line=line
         ) from exc
+    except RecursionError as exc:
+        raise ConfigError("malformed YAML: nested too deeply", path=source) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(
+            f"malformed YAML: number out of range: {str(exc).splitlines()[0]}", path=source
+        ) from exc
     if not isinstance(document, dict):
         raise ConfigError("expected a YAML mapping at the top level", path=source)
     return document

@@ -388,3 +388,40 @@ def test_permission_denied_is_one_line(command: str, world: World, tmp_path: Pat
     assert "not readable" in result.stderr or "Permission denied" in result.stderr
     assert "Usage:" not in result.stderr
     assert {p for p in snapshot(tmp_path) - before if not p.startswith("out")} == set()
+
+
+# --- YAML configuration (stellaops.yaml), read by one function for every command ---------------
+
+YAML_PAYLOADS = {
+    "big-int": b"signals:\n  max_records: 1" + b"0" * 5000 + b"\n",
+    "deep": b"signals: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+}
+
+CONFIG_COMMANDS: dict[str, Args] = {
+    "observations-import": lambda w, h, o: [
+        "observations", "import", w.observations, "--config", h, "--target", o / "evidence",
+        "--key", w.keys.private("collector"),
+    ],
+    "tetragon-ingest": lambda w, h, o: [
+        "tetragon", "ingest", w.observations, "--function-map", w.inputs.function_map,
+        "--config", h, "--target", o / "evidence", "--key", w.keys.private("collector"),
+    ],
+    "observations-ingest": lambda w, h, o: [
+        "observations", "ingest", w.observations, "--config", h,
+        "--store", f"sqlite:///{o / 'store.sqlite'}",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("payload", sorted(YAML_PAYLOADS))
+@pytest.mark.parametrize("command", sorted(CONFIG_COMMANDS))
+def test_hostile_yaml_config_is_one_line_exit_2(
+    command: str, payload: str, world: World, tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    hostile = tmp_path / "hostile" / "stellaops.yaml"
+    hostile.parent.mkdir()
+    hostile.write_bytes(YAML_PAYLOADS[payload])
+    result = _run(
+        run_cli, tmp_path, CONFIG_COMMANDS[command](world, hostile, tmp_path / "out"), hostile
+    )
+    assert "malformed YAML" in result.stderr

@@ -16,6 +16,10 @@ demo: setup
 test *ARGS: setup
     python3 -m pytest {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
 
+# The fuzz targets alone (tests/fuzz); STELLA_FUZZ_PROFILE=fuzz-long for a long run by hand.
+fuzz *ARGS: setup
+    python3 -m pytest tests/fuzz {{ARGS}}
+
 # Lint and type-check.
 lint: setup
     ruff check .

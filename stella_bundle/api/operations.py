@@ -11,10 +11,12 @@ import base64
 import binascii
 import datetime as dt
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..attest.trustroot import TrustRoot
 from ..canonical import canonical_record_bytes
@@ -90,9 +92,28 @@ def get_function_map(store: ObservationStore, identifier: str) -> StoredFunction
     return stored
 
 
+# Parsed maps by (store, digest). A digest names immutable content and the store keeps the
+# first copy of a digest (signature status included), so a parsed map never goes stale; parsing
+# and schema-checking a map again on every verify cost more than the verification itself.
+_MAP_CACHE_SIZE: Final = 64
+_map_cache: OrderedDict[tuple[str, str], LoadedFunctionMap] = OrderedDict()
+_map_cache_lock = threading.Lock()
+
+
 def loaded_function_map(store: ObservationStore, identifier: str) -> LoadedFunctionMap:
+    key = (store.url, normalise_digest(identifier))
+    with _map_cache_lock:
+        cached = _map_cache.get(key)
+        if cached is not None:
+            _map_cache.move_to_end(key)
+            return cached
     get_function_map(store, identifier)  # 404 before anything else
-    return load_stored_function_map(store, normalise_digest(identifier))
+    loaded = load_stored_function_map(store, key[1])
+    with _map_cache_lock:
+        _map_cache[key] = loaded
+        while len(_map_cache) > _MAP_CACHE_SIZE:
+            _map_cache.popitem(last=False)
+    return loaded
 
 
 # --- verification ---------------------------------------------------------------------------

@@ -102,6 +102,12 @@ COMMANDS: dict[str, Callable[[Path, BundleInputs, Any, Path], list[Any]]] = {
     "observations-timeline": lambda bomb, inputs, keys, out: [
         "observations", "timeline", "--observations", bomb,
     ],
+    "observations-ingest": lambda bomb, inputs, keys, out: [
+        "observations", "ingest", bomb, "--store", f"sqlite:///{out / 'store.sqlite'}",
+    ],
+    "tetragon-hot-symbols": lambda bomb, inputs, keys, out: [
+        "tetragon", "hot-symbols", "--observations", bomb,
+    ],
 }  # fmt: skip
 
 ZSTD_BOMBS = {

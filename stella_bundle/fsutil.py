@@ -24,6 +24,10 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+# Failures that come from the output path the user chose (exit 2), not from our code.
+_OUTPUT_REFUSALS = frozenset({errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
     """Yield a binary file; on success it replaces `path` atomically, on error it vanishes."""
@@ -31,7 +35,12 @@ def atomic_writer(path: str | Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise InputError("output directory does not exist", path=directory)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    if target.is_dir():  # os.replace would fail only after all the work
+        raise InputError("the output is an existing directory; expected a file name", path=target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:  # a read-only or foreign directory: the user's choice of output
+        raise InputError(f"cannot write here: {exc.strerror}", path=target) from exc
     tmp_path = Path(tmp_name)
     try:
         os.fchmod(fd, mode)
@@ -46,6 +55,8 @@ def atomic_writer(path: str | Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
             tmp_path.unlink()
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InputError("no space left on device; nothing was written", path=target) from exc
+        if isinstance(exc, OSError) and exc.errno in _OUTPUT_REFUSALS:
+            raise InputError(f"cannot write file: {exc.strerror}", path=target) from exc
         if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
             raise InternalError(f"cannot write file: {exc.strerror}", path=target) from exc
         raise

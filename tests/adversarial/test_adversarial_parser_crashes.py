@@ -425,3 +425,38 @@ def test_hostile_yaml_config_is_one_line_exit_2(
         run_cli, tmp_path, CONFIG_COMMANDS[command](world, hostile, tmp_path / "out"), hostile
     )
     assert "malformed YAML" in result.stderr
+
+
+# --- an output path naming an existing directory -----------------------------------------------
+
+OUTPUT_COMMANDS: dict[str, Args] = {
+    "attest-sign": lambda w, h, o: [
+        "attest", "sign", "--input", w.inputs.function_map, "--predicate-type", "https://example.com/p/v1",
+        "--key", w.keys.private("builder"), "--output", o,
+    ],
+    "function-map-generate": lambda w, h, o: [
+        "function-map", "generate", "--sbom", w.inputs.directory / "app.cdx.json",
+        "--service", "s", "--output", o,
+    ],
+    "function-map-verify": lambda w, h, o: [
+        "function-map", "verify", "--function-map", w.inputs.function_map,
+        "--observations", w.observations, "--output", o,
+    ],
+    "tetragon-policy": lambda w, h, o: [
+        "tetragon", "policy", "--function-map", w.inputs.function_map, "--output", o,
+    ],
+    "bundle-build": lambda w, h, o: [
+        "bundle", "build", "--function-map", w.inputs.function_map,
+        "--evidence", w.inputs.evidence, "--key", w.keys.private("builder"), "--output", o,
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUT_COMMANDS))
+def test_output_naming_a_directory_is_one_line_exit_2(
+    command: str, world: World, tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    target = tmp_path / "out" / "existing"
+    target.mkdir(parents=True)
+    _run(run_cli, tmp_path, OUTPUT_COMMANDS[command](world, tmp_path, target), target)
+    assert list(target.iterdir()) == []

@@ -68,6 +68,17 @@ def serve(
         "--tetragon-key",
         help="The bridge's collector key, sealing POST /api/v1/runtime-traces (default: none).",
     ),
+    tetragon_function_map: Path | None = typer.Option(
+        None,
+        "--tetragon-function-map",
+        help="Map Tetragon's events to nodes with this FM.json/FM.dsse.json (checked with "
+        "--trust-root when signed; default: none, kernel and exec events only).",
+    ),
+    tetragon_sbom: Path | None = typer.Option(
+        None,
+        "--tetragon-sbom",
+        help="CycloneDX SBOM mapping binaries to components (default: none).",
+    ),
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
 ) -> None:
@@ -106,10 +117,22 @@ def serve(
     )
     if tetragon_evidence is not None:
         from ..attest.keys import load_signer
+        from ..functionmap.model import is_envelope_document
+        from ..jsonio import parse_json, read_bytes
         from ..tetragon.config import load_tetragon_config
         from ..tetragon.service import runtime_trace_service
+        from .tetragon import _load_inputs as tetragon_nodes
 
-        settings.runtime = runtime_trace_service(tetragon_evidence, load_tetragon_config(config))
+        # A signed map must verify against the trust root; an unsigned one is read as is.
+        signed_map = tetragon_function_map is not None and is_envelope_document(
+            parse_json(read_bytes(tetragon_function_map), tetragon_function_map)
+        )
+        nodes = tetragon_nodes(
+            tetragon_function_map, tetragon_sbom, trust_root if signed_map else None
+        )
+        settings.runtime = runtime_trace_service(
+            tetragon_evidence, load_tetragon_config(config), nodes
+        )
         settings.runtime_signer = load_signer(tetragon_key) if tetragon_key else None
     error_line(f"stella serve: {where.url} (store {display})")
     run_server(settings, where)

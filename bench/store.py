@@ -13,6 +13,12 @@ ours, peer…) so load on the machine hits both alike, and medians are printed. 
 cached in --workdir between runs; writing it is not timed.
 
     python3 bench/store.py [--records 1000000] [--repeat 3] [--workdir /tmp/stella-bench-store]
+    python3 bench/store.py --verify [--verify-records 1000000] [--paths 10000] [--repeat 3]
+
+`--verify` instead compares `function-map verify --store` (the coverage aggregation in the
+database, the verdict by the file path's `evaluate`) on PostgreSQL and SQLite with DuckDB
+answering the same coverage question over the same rows exported to Parquet (bench/verify.py's
+map and records; issue 11's target: <= 2x DuckDB).
 
 Needs PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), psql and sqlite3; as root the
 private cluster runs as the `postgres` user.
@@ -144,6 +150,101 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+DUCKDB_COVERAGE = """
+WITH obs AS (
+    SELECT node_hash, sum("count") AS hits, min(obs_start) AS first_seen,
+           max(obs_end) AS last_seen, list(DISTINCT probe_type) AS probe_types
+    FROM read_parquet('{rows}')
+    GROUP BY node_hash
+),
+per_path AS (
+    SELECT p.path_id, count(*) AS total, count(obs.node_hash) AS observed
+    FROM read_json('{nodes}') AS p LEFT JOIN obs USING (node_hash)
+    GROUP BY p.path_id
+)
+SELECT
+    (SELECT count(*) FROM per_path WHERE observed = total) AS observed_paths,
+    (SELECT count(*) FROM obs ANTI JOIN (SELECT DISTINCT node_hash FROM read_json('{nodes}')) AS m
+        USING (node_hash)) AS unexpected_nodes
+"""
+
+
+def bench_verify(args: argparse.Namespace) -> None:
+    import duckdb
+    import verify as file_bench  # bench/verify.py: the same map and records as the file bench
+
+    from stella_bundle.functionmap.model import load_function_map
+    from stella_bundle.functionmap.verify import VerifyOptions
+    from stella_bundle.store import ingest_ndjson, verify_stored
+
+    work = args.workdir / f"verify-{args.verify_records}-{args.paths}"
+    work.mkdir(parents=True, exist_ok=True)
+    hashes = file_bench.node_hashes(2 * args.paths)
+    map_path, nodes_path = file_bench.write_map(work, args.paths, hashes)
+    ndjson = work / "observations.ndjson"
+    if not ndjson.exists():
+        file_bench.write_observations(ndjson, args.verify_records, hashes)
+    loaded = load_function_map(map_path)
+    cluster = Cluster()
+    try:
+        urls = {"postgres": cluster.fresh(), "sqlite": f"sqlite:///{work / 'store.sqlite'}"}
+        for path in work.glob("store.sqlite*"):
+            path.unlink()
+        for name, url in urls.items():
+            started = time.perf_counter()
+            with open_store(url, initialise=True) as store:
+                ingest_ndjson(store, [ndjson], 100_000)
+            print(
+                f"{name}: {args.verify_records} records stored in "
+                f"{time.perf_counter() - started:.1f} s (untimed)",
+                flush=True,
+            )
+        rows_csv = work / "rows.csv"
+        with open_store(urls["sqlite"]) as store, rows_csv.open("w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(COLUMNS)
+            for row in store.db.execute(  # type: ignore[attr-defined]
+                f"SELECT {', '.join(COLUMNS)} FROM observations"
+            ):
+                out.writerow(row)
+        parquet = work / "rows.parquet"
+        duckdb.connect().execute(
+            f"COPY (SELECT * FROM read_csv('{rows_csv}', header=true)) "
+            f"TO '{parquet}' (FORMAT parquet)"
+        )
+        query = DUCKDB_COVERAGE.format(rows=parquet, nodes=nodes_path)
+        times: dict[str, list[float]] = {"postgres": [], "sqlite": [], "duckdb": []}
+        answers: dict[str, tuple[int, int]] = {}
+        for _ in range(args.repeat):
+            for name, url in urls.items():
+                with open_store(url) as store:
+                    started = time.perf_counter()
+                    result = verify_stored(store, loaded, VerifyOptions())
+                    times[name].append(time.perf_counter() - started)
+                observed = sum(1 for p in result.per_path_breakdown if p["status"] == "observed")
+                answers[name] = (observed, len(result.unexpected_symbols))
+            started = time.perf_counter()
+            row = duckdb.connect().execute(query).fetchone()
+            times["duckdb"].append(time.perf_counter() - started)
+            assert row is not None
+            answers["duckdb"] = (int(row[0]), int(row[1]))
+    finally:
+        cluster.stop()
+    median = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"\n{args.verify_records} stored records, {args.paths}-path map, medians of "
+        f"{args.repeat} interleaved repeats (the verdict included on our side):"
+    )
+    for name in ("postgres", "sqlite"):
+        print(
+            f"  verify --store {name}: {median[name]:.2f} s; DuckDB over Parquet "
+            f"{median['duckdb']:.2f} s; ratio {median[name] / median['duckdb']:.2f} (target <= 2)"
+        )
+    print(f"  answers (observed paths, unexpected nodes): {answers}")
+    if len(set(answers.values())) != 1:
+        raise SystemExit("the store and DuckDB disagree")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -151,7 +252,14 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "stella-bench-store"
     )
+    parser.add_argument("--verify", action="store_true", help="bench verify --store instead")
+    parser.add_argument("--verify-records", type=int, default=1_000_000)
+    parser.add_argument("--paths", type=int, default=10_000)
     args = parser.parse_args()
+    if args.verify:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        bench_verify(args)
+        return
     for tool in ("psql", "sqlite3", "createdb"):
         if shutil.which(tool) is None:
             sys.exit(f"bench/store.py: {tool} not found (scripts/setup.sh installs postgresql)")

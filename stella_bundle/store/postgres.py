@@ -553,37 +553,39 @@ class PostgresStore(ObservationStore):
             # One snapshot for the groups, the names and the total.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             where, params = self._window(cursor, window_from, window_to)
+            # Two levels: (node, probe type) first, then per node. array_agg(DISTINCT …)
+            # would sort every row of every group; this is two hash aggregations.
             cursor.execute(
-                "SELECT node_hash, sum(count)::bigint, min(obs_start), max(obs_end), "
-                "array_agg(DISTINCT probe_type), count(*) FROM observations WHERE "
+                "SELECT node_hash, sum(hits)::bigint, min(first_seen), max(last_seen), "
+                "array_agg(probe_type), sum(records)::bigint FROM (SELECT node_hash, "
+                "probe_type, sum(count) AS hits, min(obs_start) AS first_seen, max(obs_end) AS "
+                "last_seen, count(*) AS records FROM observations WHERE "
                 + where
-                + " GROUP BY node_hash",
+                + " GROUP BY node_hash, probe_type) AS per_probe GROUP BY node_hash",
                 params,
             )
             groups = cursor.fetchall()
-            # Names only for nodes outside the map: the map's nodes are named by the map.
-            cursor.execute(
-                'CREATE TEMP TABLE expected_nodes (node_hash text COLLATE "C" PRIMARY KEY) '
-                "ON COMMIT DROP"
-            )
-            with cursor.copy("COPY expected_nodes (node_hash) FROM STDIN") as copy:
-                for node_hash in expected:
-                    copy.write_row((node_hash,))
-            cursor.execute("ANALYZE expected_nodes")
-            cursor.execute(
-                "SELECT DISTINCT ON (o.node_hash) o.node_hash, o.function_name, o.purl "
-                "FROM observations o WHERE "
-                + where
-                + " AND NOT EXISTS (SELECT 1 FROM expected_nodes e WHERE e.node_hash = "
-                "o.node_hash) ORDER BY o.node_hash, o.chain_id, o.sequence, o.line",
-                params,
-            )
-            names = {h: (n, p) for h, n, p in cursor.fetchall()}
-            cursor.execute("SELECT count(*) FROM observations")
-            total_row = cursor.fetchone()
+            # Names only for nodes outside the map (the map names its own), read only when
+            # there are any: the rows of those nodes, sorted into store order.
+            outside = sorted({row[0] for row in groups} - set(expected))
+            names: dict[str, tuple[str, str | None]] = {}
+            if outside:
+                cursor.execute(
+                    "SELECT DISTINCT ON (node_hash) node_hash, function_name, purl "
+                    "FROM observations WHERE " + where + " AND node_hash = ANY(%(outside)s) "
+                    "ORDER BY node_hash, chain_id, sequence, line",
+                    {**params, "outside": outside},
+                )
+                names = {h: (n, p) for h, n, p in cursor.fetchall()}
+            in_window = sum(int(row[5]) for row in groups)
+            if window_from is None and window_to is None:
+                total = in_window  # the window is everything
+            else:
+                cursor.execute("SELECT count(*) FROM observations")
+                total_row = cursor.fetchone()
+                total = int(total_row[0]) if total_row else 0
         rows = []
-        in_window = 0
-        for node_hash, count, first, last, probes, records in groups:
+        for node_hash, count, first, last, probes, _ in groups:
             name, purl = names.get(node_hash, ("", None))
             rows.append(
                 NodeRow(
@@ -596,8 +598,7 @@ class PostgresStore(ObservationStore):
                     purl,
                 )
             )
-            in_window += int(records)
-        return NodeAggregation(rows, int(total_row[0]) if total_row else 0, in_window)
+        return NodeAggregation(rows, total, in_window)
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
         with self._guard("reading provenance"):

@@ -308,39 +308,52 @@ class SqliteStore(ObservationStore):
         window_to: str | None = None,
         expected: Collection[str] = (),
     ) -> NodeAggregation:
-        params = {"f": window_from, "t": window_to}
+        params: dict[str, Any] = {"f": window_from, "t": window_to}
         with self._lock:
             try:
-                groups = self.db.execute(
-                    "SELECT node_hash, SUM(count), MIN(obs_start), MAX(obs_end), "
-                    "GROUP_CONCAT(DISTINCT probe_type), COUNT(*) FROM observations WHERE "
-                    + _WINDOW
-                    + " GROUP BY node_hash",
-                    params,
-                ).fetchall()
-                # Names only matter for nodes outside the map: the record met first in store
-                # order names it. SQLite takes bare columns from the row of a lone MIN().
-                names = {
-                    h: (n, p)
-                    for h, n, p, _ in self.db.execute(
-                        "SELECT node_hash, function_name, purl, MIN(chain_id || char(1) || "
-                        "printf('%020d', sequence) || char(1) || printf('%010d', line)) "
-                        "FROM observations WHERE " + _WINDOW + " GROUP BY node_hash",
+                # One read transaction: groups, names and total from the same snapshot.
+                self.db.execute("BEGIN")
+                try:
+                    groups = self.db.execute(
+                        "SELECT node_hash, SUM(count), MIN(obs_start), MAX(obs_end), "
+                        "GROUP_CONCAT(DISTINCT probe_type), COUNT(*) FROM observations WHERE "
+                        + _WINDOW
+                        + " GROUP BY node_hash",
                         params,
-                    )
-                    if h not in expected
-                }
-                total = self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+                    ).fetchall()
+                    # Names only for nodes outside the map (the map names its own), read only
+                    # when there are any: the record met first in store order names the node.
+                    # SQLite takes bare columns from the row of a lone MIN().
+                    outside = sorted({row[0] for row in groups} - set(expected))
+                    names: dict[str, tuple[str, str | None]] = {}
+                    if outside:
+                        names = {
+                            h: (n, p)
+                            for h, n, p, _ in self.db.execute(
+                                "SELECT node_hash, function_name, purl, MIN(chain_id || char(1) "
+                                "|| printf('%020d', sequence) || char(1) || printf('%010d', "
+                                "line)) FROM observations WHERE "
+                                + _WINDOW
+                                + " AND node_hash IN (SELECT value FROM json_each(:outside)) "
+                                "GROUP BY node_hash",
+                                {**params, "outside": json.dumps(outside)},
+                            )
+                        }
+                    in_window = sum(int(row[5]) for row in groups)
+                    if window_from is None and window_to is None:
+                        total = in_window  # the window is everything
+                    else:
+                        total = self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+                finally:
+                    self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._fail(exc) from exc
         rows = []
-        in_window = 0
-        for node_hash, count, first, last, probes, records in groups:
+        for node_hash, count, first, last, probes, _ in groups:
             name, purl = names.get(node_hash, ("", None))
             rows.append(
                 NodeRow(node_hash, int(count), first, last, tuple(probes.split(",")), name, purl)
             )
-            in_window += records
         return NodeAggregation(rows, int(total), in_window)
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:

@@ -58,6 +58,8 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
                         manifest = json.loads(data).get("predicate", {})
                     except (ValueError, AttributeError, RecursionError):
                         manifest = {}
+                    if not isinstance(manifest, dict):  # unverified: any JSON may be there
+                        manifest = {}
                     continue
                 role = (
                     "builder"
@@ -70,6 +72,7 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
                 )
                 signers.setdefault(role, set()).update(_keyids(data, member.name))
     files.sort(key=lambda f: (section_rank(f["path"]), f["path"]))
+    services = manifest.get("services", [])
     return {
         "verified": False,
         "notice": NOT_VERIFIED,
@@ -78,7 +81,10 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
         "uncompressed_size": total,
         "created_at": manifest.get("created_at"),
         "builder": manifest.get("builder"),
-        "services": manifest.get("services", []),
+        # Strings only, as `bundle verify` reads them (the table joins them).
+        "services": [s for s in services if isinstance(s, str)]
+        if isinstance(services, list)
+        else [],
         "chains": [
             {"chain_id": chain, "chunks": chunks[chain], "bytes": chunk_bytes[chain]}
             for chain in sorted(chunks)

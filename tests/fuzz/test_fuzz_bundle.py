@@ -9,6 +9,7 @@ Only the project's own errors may come out, and memory stays bounded.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 from bundle_mutations import RECIPES, BundleRecipe, mutate_bundle
@@ -23,6 +24,7 @@ from fuzz_support import (
 from hypothesis import example, given
 
 from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.bundle.report import write_reports
 from stella_bundle.bundle.verify import verify_bundle
@@ -57,9 +59,12 @@ def test_seed_bundle_verifies() -> None:
 @given(recipe=RECIPES)
 @example(recipe=([("json", 48, [("raw", 2920, 11)], "payload")], True, True))  # lone surrogate
 @example(recipe=([("chunk", 0, [("raw", 0, 0)])], True, True))  # 4,301-digit integer
+@example(recipe=([("json", 0, [("replace", 2, 5)], "payload")], True, True))  # predicate: 5
 def test_bundle_verify_mutated_bundles(recipe: BundleRecipe) -> None:
     directory = scratch_dir("verify")
     bundle = directory / "fuzz.stella.bundle.tgz"
     bundle.write_bytes(mutate_bundle(bundle_members(), recipe))
     with bounded_memory():
         call_allowing_own_errors(lambda: verify_and_report(bundle, directory / "report"))
+        # `stella bundle inspect` reads the same archive without verifying it.
+        call_allowing_own_errors(lambda: json.dumps(inspect_bundle(bundle)))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stella_bundle.attest.statement import STATEMENT_TYPE, validate_statement
+from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.records import ChunkLimits, RecordPass
 from stella_bundle.bundle.steps import new_outcomes
 from stella_bundle.bundle.streams import HashingReader
+from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
 from stella_bundle.errors import MalformedDocumentError, StatementError
 from stella_bundle.jsonio import parse_json_line
 
@@ -66,3 +71,21 @@ def test_ndjson_line_is_utf8_only(line: bytes) -> None:
     refused the same file: one reading of a line, UTF-8 only."""
     with pytest.raises(MalformedDocumentError, match="malformed NDJSON"):
         parse_json_line(line, "x.ndjson", 1)
+
+
+@pytest.mark.parametrize(
+    "predicate", [5, [], "x", {"services": "svc"}, {"services": [1, None, "a"]}]
+)
+def test_bundle_inspect_takes_any_manifest_json(
+    tmp_path: Path, predicate: Any, run_cli: Callable[..., Any]
+) -> None:
+    """`bundle inspect` reads an unverified manifest: a predicate that is not an object crashed
+    it (AttributeError), services that are not strings crashed its table (TypeError)."""
+    bundle = tmp_path / "x.stella.bundle.tgz"
+    manifest = json.dumps({"predicate": predicate}).encode()
+    with open(bundle, "wb") as out, ReproducibleTarWriter(out, 0) as writer:
+        writer.add_bytes("manifest.json", manifest)
+    summary = inspect_bundle(bundle)
+    assert all(isinstance(s, str) for s in summary["services"])
+    for output_format in ("table", "json"):
+        assert run_cli("bundle", "inspect", bundle, "--format", output_format).exit_code == 0

@@ -131,6 +131,11 @@ def _checksum_ok(header: bytes, source: str) -> bool:
     return stored in (unsigned, signed)
 
 
+# Unicode categories refused in member names: controls (C0 and C1), format characters
+# (zero-width, bidirectional overrides, BOM), line and paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def check_member_name(name: str, source: str) -> str:
     """Refuse absolute, escaping or non-normalised names; return the name."""
     if not name:
@@ -148,6 +153,15 @@ def check_member_name(name: str, source: str) -> str:
         raise ArchiveError(f"member name {name!r} is not a normalised relative path", path=source)
     # One spelling per path: NFD (or any non-NFC) spellings are refused, so the NFC and NFD
     # forms of one name can never both be in a bundle.
+    # Invisible characters make two names look alike (a zero-width space, a right-to-left
+    # override that displays "evidence/a.json" for another name): refused, like controls.
+    for char in name:
+        if unicodedata.category(char) in _INVISIBLE:
+            raise ArchiveError(
+                f"member name {name!r} contains the invisible or control character "
+                f"U+{ord(char):04X}",
+                path=source,
+            )
     if not unicodedata.is_normalized("NFC", name):
         raise ArchiveError(
             f"member name {name!r} is not Unicode-normalised (NFC) text", path=source

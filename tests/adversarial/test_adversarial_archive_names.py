@@ -146,6 +146,22 @@ TWIN_CASES: dict[str, tuple[Callable[[Members], list[bytes]], str]] = {
         _twins("function-maps/\ufb01le.txt", "function-maps/file.txt"),
         "Unicode/case twin of",
     ),
+    "zero-width-space-twin": (
+        _twins("function-maps/notes.txt", "function-maps/no\u200btes.txt"),
+        "invisible or control character U+200B",
+    ),
+    "right-to-left-override": (
+        lambda m: _plain([*m[:2], ("function-maps/\u202etxt.exe", b"x\n"), *m[2:]]),
+        "U+202E",
+    ),
+    "c1-control": (
+        lambda m: _plain([*m[:2], ("function-maps/a\u0085b", b"x\n"), *m[2:]]),
+        "U+0085",
+    ),
+    "nbsp-twin": (
+        _twins("function-maps/a b.txt", "function-maps/a\u00a0b.txt"),
+        "Unicode/case twin of",
+    ),
     "nfd-in-a-pax-path": (
         lambda m: [
             *_plain(m[:2]),

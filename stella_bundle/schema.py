@@ -189,6 +189,10 @@ _PATTERN_HINTS: Final[Mapping[str, str]] = {
     "^[A-Za-z0-9+/_-]*={0,2}$": "base64 text",
     "^pkg:[A-Za-z][A-Za-z0-9.+-]*/": "a package URL (pkg:TYPE/NAMESPACE/NAME@VERSION)",
     "^[a-z][a-z0-9_-]*$": "a lowercase tag name (crypto, auth, net, file, general…)",
+    "^/": "an absolute path",
+    "^[A-Za-z0-9:_.\\\\@-]+\\.(service|scope|slice)$": (
+        "a systemd unit name such as nginx.service (.service, .scope or .slice)"
+    ),
     "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": (
         "a safe path component (a letter or digit, then up to 127 letters, digits, '.', '_', '-')"
     ),

@@ -69,6 +69,22 @@ struct {
 	__type(value, __u8);
 } filter_cgroups SEC(".maps");
 
+/* The function map's workload (its scope): cgroups whose whole subtree is in scope, and
+ * executables by (inode, device). Filled before any probe is attached. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} scope_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct stella_exe_key);
+	__type(value, __u8);
+} scope_exes SEC(".maps");
+
 static __always_inline void stella_stat(__u32 index)
 {
 	__u64 *value = bpf_map_lookup_elem(&stats, &index);
@@ -89,9 +105,53 @@ static __always_inline struct stella_config *stella_config(void)
 	return bpf_map_lookup_elem(&config, &zero);
 }
 
-/* 1 when the current task passes the pid/cgroup filter. */
+/* 1 when the current task's cgroup, or an ancestor of it, is in scope: a unit's or a
+ * container's processes may live in sub-cgroups created after the filter was set. */
+static __always_inline int stella_cgroup_in_scope(void)
+{
+#pragma unroll
+	for (int level = 0; level < STELLA_CGROUP_LEVELS; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id)
+			return 0; /* past the task's own cgroup */
+		if (bpf_map_lookup_elem(&scope_cgroups, &id))
+			return 1;
+	}
+	return 0;
+}
+
+/* 1 when the current task runs an executable in scope (checked at every hit: exec changes
+ * it, and a pid may be reused by another program). */
+static __always_inline int stella_exe_in_scope(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	if (!inode)
+		return 0; /* kernel threads have no mm */
+	struct stella_exe_key key = {};
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	return bpf_map_lookup_elem(&scope_exes, &key) != 0;
+}
+
+/* 1 when the current task belongs to the function map's workload (no scope: everyone). */
+static __always_inline int stella_in_scope(struct stella_config *cfg)
+{
+	if ((cfg->scope & STELLA_SCOPE_CGROUP) && !stella_cgroup_in_scope())
+		return 0;
+	if ((cfg->scope & STELLA_SCOPE_EXE) && !stella_exe_in_scope())
+		return 0;
+	return 1;
+}
+
+/* 1 when the current task passes the scope and the pid/cgroup filter; what fails either is
+ * counted as filtered out (the seals' loss.filtered_out). */
 static __always_inline int stella_allowed(struct stella_config *cfg, __u32 pid, __u64 cgroup_id)
 {
+	if (cfg->scope && !stella_in_scope(cfg)) {
+		stella_stat(STELLA_STAT_FILTERED_OUT);
+		return 0;
+	}
 	if (!cfg->filter_enabled)
 		return 1;
 	if (bpf_map_lookup_elem(&filter_pids, &pid))

@@ -28,11 +28,25 @@
 #define STELLA_STAT_HITS 4
 #define STELLA_STAT_MAX 8
 
+/* Scope selectors checked in the kernel (config.scope, a bit set; all set bits must match). */
+#define STELLA_SCOPE_CGROUP 1 /* the task's cgroup or one of its ancestors is in scope_cgroups */
+#define STELLA_SCOPE_EXE 2    /* the task's executable (device, inode) is in scope_exes */
+/* cgroup levels searched for an ancestor in scope (the root is level 0). */
+#define STELLA_CGROUP_LEVELS 16
+
 struct stella_config {
 	__u32 mode;
 	__u32 sample_ppm;     /* trace mode: keep this many events per million */
 	__u32 filter_enabled; /* 1: only pids in filter_pids or cgroups in filter_cgroups */
-	__u32 reserved;
+	__u32 scope;          /* STELLA_SCOPE_* bits: the function map's workload */
+};
+
+/* An executable as the kernel names it: inode number and the kernel's dev_t
+ * (major << 20 | minor) of its superblock. */
+struct stella_exe_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
 };
 
 struct stella_event {

@@ -160,6 +160,29 @@ struct bpf_raw_tracepoint_args {
 	__u64 args[0];
 };
 
+/* The current task's executable, for the scope filter: task->mm->exe_file->f_inode. CO-RE
+ * finds exe_file inside mm_struct's anonymous (randomizable) struct by name. */
+struct super_block {
+	__u32 s_dev;
+};
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
+
+struct file {
+	struct inode *f_inode;
+};
+
+struct mm_struct {
+	struct file *exe_file;
+};
+
+struct task_struct {
+	struct mm_struct *mm;
+};
+
 #pragma clang attribute pop
 
 #endif /* STELLA_VMLINUX_H */

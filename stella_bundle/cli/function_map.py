@@ -101,6 +101,13 @@ def generate(
     image_digest: str | None = typer.Option(
         None, "--image-digest", help="sha256:… of the image (default: none recorded)."
     ),
+    scope: list[str] = typer.Option(
+        [],
+        "--scope",
+        help="The workload whose records count: executable=PATH, systemd_unit=UNIT, "
+        "container_name=GLOB or image_digest=sha256:… (repeatable, all must match; default: "
+        "none, collected host-wide with a warning).",
+    ),
     fail_on_unexpected: str = typer.Option(
         "true", "--fail-on-unexpected", help="true|false: unexpected symbols fail verification."
     ),
@@ -141,6 +148,7 @@ def generate(
         optional=list(optional),
         image_digest=image_digest,
         fail_on_unexpected=_bool(fail_on_unexpected, "--fail-on-unexpected"),
+        scope=dict(_pairs(list(scope), "--scope")),
         catalogs=list(catalog),
         kernel_events=[e for value in kernel_events for e in value.split(",") if e],
     )
@@ -179,6 +187,16 @@ def _render_table(result: VerificationResult) -> None:
         f"(target {result.target_rate:.2%}), confidence {result.confidence['overall']:.2f}, "
         f"records {result.records['in_window']} in window / {result.records['read']} read"
     )
+    declared = result.scope.get("declared")
+    if declared:
+        console.print(
+            "scope: "
+            + ", ".join(f"{k} {v}" for k, v in declared.items())
+            + f"; {result.scope['records_in_scope']} record(s) in scope, "
+            f"{result.scope['records_out_of_scope']} out of scope (not counted)"
+        )
+    for finding in result.scope.get("findings", []):
+        console.print(f"[yellow]out of scope:[/yellow] {finding}")
     paths = Table(title="Expected paths", show_lines=False)
     for column in ("path", "tag", "status", "nodes", "confidence", "optional"):
         paths.add_column(column)
@@ -351,6 +369,8 @@ def verify(
         sys.stdout.flush()
     else:
         _render_table(result)
+    for warning in result.warnings:
+        error_line(f"WARNING: {warning}")
     if loaded.signed and not loaded.signature_checked:
         error_line("note: the function map's signature was not checked (no --trust-root given)")
     return 0 if result.verified else 1

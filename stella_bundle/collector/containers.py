@@ -55,6 +55,7 @@ class ContainerInfo:
     pod_name: str | None = None
     namespace: str | None = None
     image_digest: str | None = None
+    container_name: str | None = None
 
     def record_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"container_id": self.container_id}
@@ -68,6 +69,8 @@ class ContainerInfo:
 
     def details(self) -> dict[str, Any]:
         out: dict[str, Any] = {"container_runtime": self.runtime}
+        if self.container_name:
+            out["container_name"] = self.container_name
         if self.pod_uid:
             out["pod_uid"] = self.pod_uid
         if self.qos_class:
@@ -98,8 +101,12 @@ def cgroup_paths_of_pid(pid: int, proc: Path = Path("/proc")) -> list[str]:
     return [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
 
 
+_METADATA_KEYS: Final = ("pod_name", "namespace", "image_digest", "container_name")
+
+
 class MetadataMap:
-    """Operator-supplied names: {"containers": {"<id>": {pod_name, namespace, image_digest}}}."""
+    """Operator-supplied names: {"containers": {"<id>": {pod_name, namespace, image_digest,
+    container_name}}}."""
 
     def __init__(self, entries: dict[str, dict[str, str]]) -> None:
         self.entries = entries
@@ -118,9 +125,7 @@ class MetadataMap:
         for cid, meta in containers.items():
             if not isinstance(meta, dict):
                 raise ConfigError("expected an object", path=path, field=f"containers.{cid}")
-            entries[cid] = {
-                k: str(v) for k, v in meta.items() if k in ("pod_name", "namespace", "image_digest")
-            }
+            entries[cid] = {k: str(v) for k, v in meta.items() if k in _METADATA_KEYS}
         return cls(entries)
 
     def enrich(self, info: ContainerInfo) -> ContainerInfo:
@@ -135,6 +140,7 @@ class MetadataMap:
             meta.get("pod_name"),
             meta.get("namespace"),
             meta.get("image_digest"),
+            meta.get("container_name"),
         )
 
 
@@ -170,9 +176,13 @@ class CgroupResolver:
 
     def ids_under(self, predicate: str) -> set[int]:
         """cgroup ids of every cgroup whose path contains `predicate` (a container id)."""
+        return {cid for cid, path in self.all_paths().items() if predicate in path}
+
+    def all_paths(self) -> dict[int, str]:
+        """Every cgroup id → path, walked now."""
         self._last_walk = 0.0
         self._walk()
-        return {cid for cid, path in self._paths.items() if predicate in path}
+        return dict(self._paths)
 
     def container_of(self, pid: int, cgroup_id: int) -> ContainerInfo | None:
         if cgroup_id in self._infos:

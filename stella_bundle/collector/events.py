@@ -35,6 +35,10 @@ STAT_COUNTER_FULL: Final = 3
 STAT_HITS: Final = 4
 STAT_MAX: Final = 8
 
+SCOPE_CGROUP: Final = 1
+SCOPE_EXE: Final = 2
+CGROUP_LEVELS: Final = 16
+
 AF_INET: Final = 2
 AF_INET6: Final = 10
 
@@ -59,7 +63,17 @@ class StellaConfig(ctypes.Structure):
         ("mode", ctypes.c_uint32),
         ("sample_ppm", ctypes.c_uint32),
         ("filter_enabled", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("scope", ctypes.c_uint32),
+    ]
+
+
+class ExeKey(ctypes.Structure):
+    """struct stella_exe_key: an executable by inode and the kernel's dev_t."""
+
+    _fields_ = [
+        ("ino", ctypes.c_uint64),
+        ("dev", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
 
 

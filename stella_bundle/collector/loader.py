@@ -24,6 +24,7 @@ from .events import (
     MAX_NODES,
     STAT_MAX,
     AuditTargetC,
+    ExeKey,
     NodeCount,
     NodeKey,
     StellaConfig,
@@ -222,6 +223,15 @@ class ProbeRuntime:
                 self.lib.update(obj.map_fds["filter_pids"], ctypes.c_uint32(pid), one)
             for cgroup_id in cgroup_ids:
                 self.lib.update(obj.map_fds["filter_cgroups"], ctypes.c_uint64(cgroup_id), one)
+
+    def set_scope(self, cgroup_ids: set[int], executables: set[tuple[int, int]]) -> None:
+        """The workload's cgroups (whole subtrees) and executables (inode, kernel dev_t)."""
+        one = ctypes.c_uint8(1)
+        for obj in self.objects.values():
+            for cgroup_id in cgroup_ids:
+                self.lib.update(obj.map_fds["scope_cgroups"], ctypes.c_uint64(cgroup_id), one)
+            for inode, device in executables:
+                self.lib.update(obj.map_fds["scope_exes"], ExeKey(ino=inode, dev=device), one)
 
     def attach_uprobe(
         self,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..attest.keys import load_signer
 from ..errors import CollectorEnvironmentError, ConfigError
+from ..functionmap.scope import NO_SCOPE_WARNING
 from .containers import CgroupResolver, MetadataMap
 from .features import DEFAULT_TRACEFS, KernelFeatures, detect
 from .loader import DEFAULT_RING_SIZE, ProbeRuntime, ProbeSet
@@ -182,6 +183,7 @@ def prepare(options: StartOptions) -> PreparedSession:
             writer_config, flush_interval_seconds=options.flush_interval_seconds
         )
     loaded_map = load_function_map(options.function_map, options.trust_root)
+    config.scope = loaded_map.function_map.scope
     service = str(getattr(loaded_map.function_map, "service", "service"))
     chain_id = chain_id or _chain_id_for(service)
     signer = load_signer(key)
@@ -219,6 +221,8 @@ def prepare(options: StartOptions) -> PreparedSession:
     writer = ChunkWriter.open(target, chain_id, signer, writer_config, info)
     collector = Collector(plan, runtime, writer, config, resolver)
     notes = [f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable]
+    if config.scope is None:
+        notes.insert(0, f"HOST-WIDE COLLECTION: {NO_SCOPE_WARNING}")
     return PreparedSession(
         collector,
         plan,

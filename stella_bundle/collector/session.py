@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..errors import CollectorEnvironmentError, ConfigError
 from ..evidence.config import ProbeFailure
+from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
 from .containers import CgroupResolver, ContainerInfo
@@ -49,6 +50,7 @@ from .events import (
 from .loader import Link, ProbeAttachError, ProbeRuntime
 from .plan import AttachPlan, AttachSpec, Unobservable
 from .usdt import PyObjectSnapshot, audit_details, str_data_offset
+from .workload import ResolvedScope, resolve_scope
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
@@ -113,6 +115,8 @@ class CollectorConfig:
     # Time allowed for attaching the whole plan; probes not reached by then are named in the
     # seal as not attached (None: no limit).
     attach_timeout_ms: int | None = None
+    # The function map's workload, filtered in the kernel (None: every process on the host).
+    scope: Scope | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -185,10 +189,13 @@ class Collector:
         self.attach_attempts = 0
         self.drops = {"ring_buffer_full": 0, "counter_map_full": 0}
         self.started = False
+        self.scope: ResolvedScope | None = None
 
     # Set-up -----------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
+        # Resolved first: a workload not found on this host is refused before any probe loads.
+        self.scope = None if cfg.scope is None else resolve_scope(cfg.scope, self.resolver)
         cgroup_ids: set[int] = set()
         for container in cfg.containers:
             ids = self.resolver.ids_under(container)
@@ -202,6 +209,7 @@ class Collector:
             mode=cfg.mode_id,
             sample_ppm=round(cfg.sampling_rate * 1_000_000),
             filter_enabled=int(filtering),
+            scope=self.scope.kernel_flags if self.scope is not None else 0,
         )
         # uprobe_multi links in every mode where the kernel has them: a hit costs what a
         # perf-event uprobe's does (measured), but closing perf-event uprobes is serialised in
@@ -209,6 +217,8 @@ class Collector:
         self.runtime.load(self.plan.programs_by_object(), kernel_config)
         if filtering:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
+        if self.scope is not None:
+            self.runtime.set_scope(set(self.scope.cgroup_ids), set(self.scope.executables))
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
         timeout = cfg.attach_timeout_ms
@@ -415,6 +425,9 @@ class Collector:
         if info is not None:
             record.update(info.record_fields())
             details.update(info.details())
+        if self.scope is not None:
+            # The kernel let only the workload's events through: say which workload matched.
+            details[RECORD_CONTEXT_KEY] = self.scope.context(info)
         if details:
             record["details"] = details
         return record

@@ -35,6 +35,7 @@ from .model import (
     priority_of,
 )
 from .sbom import Component, Sbom, load_sbom
+from .scope import NO_SCOPE_WARNING, Scope
 from .symbols import KERNEL_PURL, canonical_purl, normalize_symbol
 
 _IMAGE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -67,6 +68,8 @@ class GenerateOptions:
     kernel_events: list[str] = field(default_factory=list)  # file, exec, net
     max_depth: int = DEFAULT_MAX_DEPTH
     max_paths: int = DEFAULT_MAX_PATHS
+    # The workload (functionmap.scope selectors, e.g. {"executable": "/usr/sbin/nginx"}).
+    scope: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -443,6 +446,9 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
         warnings.append("the function map has no expected paths")
 
     ordered = tuple(sorted(paths.values(), key=lambda p: (-p.priority, p.path_id)))
+    scope = Scope.from_dict(options.scope, "--scope") if options.scope else None
+    if scope is None:
+        warnings.append(NO_SCOPE_WARNING)
     function_map = FunctionMap(
         service=options.service,
         build_id=options.build_id or f"sbom-{sbom.digest.split(':', 1)[1][:16]}",
@@ -456,6 +462,7 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
         ),
         hot_functions=tuple(options.hot_functions),
         expected_paths=ordered,
+        scope=scope,
     )
     subjects = [subject_for_bytes(Path(options.sbom).name, sbom.data_bytes)]
     if image_sha is not None:

@@ -17,6 +17,7 @@ from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
 from ..errors import MalformedDocumentError, PayloadTypeError, SchemaValidationError, StatementError
 from ..jsonio import parse_json, read_bytes
 from ..observations.record import PROBE_TYPES
+from .scope import Scope, scope_from_predicate
 from .symbols import node_hash as compute_node_hash
 
 if TYPE_CHECKING:
@@ -271,6 +272,8 @@ class FunctionMap:
     coverage: Coverage
     hot_functions: tuple[str, ...]
     expected_paths: tuple[ExpectedPath, ...]
+    # The workload whose records count (None: every process on the host, warned about).
+    scope: Scope | None = None
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> FunctionMap:
@@ -303,10 +306,11 @@ class FunctionMap:
             coverage=Coverage.from_dict(_req(data, "coverage", dict, "", source), source),
             hot_functions=tuple(hot),
             expected_paths=parsed,
+            scope=scope_from_predicate(data, source),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "service": self.service,
             "build_id": self.build_id,
             "generated_at": self.generated_at,
@@ -315,6 +319,9 @@ class FunctionMap:
             "hot_functions": list(self.hot_functions),
             "expected_paths": [p.to_dict() for p in self.expected_paths],
         }
+        if self.scope is not None:
+            out["scope"] = self.scope.to_dict()
+        return out
 
     def nodes(self) -> list[ExpectedNode]:
         """Every distinct node (by node_hash), in first-seen order; what the collector probes."""

@@ -34,6 +34,7 @@ from ..observations.record import (
 from ..timeutil import format_timestamp, parse_timestamp
 from .fastdecode import PlainRecord, Record, decode_block
 from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern
+from .scope import RECORD_CONTEXT_KEY, Scope
 
 PROBE_BIT: Final = {name: 1 << index for index, name in enumerate(PROBE_TYPES)}
 
@@ -92,6 +93,9 @@ class ObservationAggregator:
     """Folds records into per-node state; only nodes of the map (and unexpected ones) are kept.
 
     Memory is proportional to the number of distinct node hashes, never to the record count.
+    With a scope, a record counts only when its workload context (details.scope) matches;
+    the others are counted in `out_of_scope` and folded nowhere. The regex paths cannot see
+    the context, so a scoped scan takes the msgspec path or the line-by-line one.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class ObservationAggregator:
         expected: Iterable[str] | None = None,
         window_from: str | None = None,
         window_to: str | None = None,
+        scope: Scope | None = None,
     ) -> None:
         self.expected: dict[str, NodeAggregate] = {h: NodeAggregate() for h in expected or ()}
         self.unexpected: dict[str, NodeAggregate] = {}
@@ -106,6 +111,8 @@ class ObservationAggregator:
         self.window_to = window_to
         self.records = 0
         self.outside_window = 0
+        self.scope = scope
+        self.out_of_scope = 0
         self.files: list[str] = []
         # Set by a chain verifier around one chunk's scan: every record's times are folded
         # there too (the time rules), window or not, by whichever path reads the record.
@@ -128,6 +135,10 @@ class ObservationAggregator:
         last = record.get("last_observed_at")
         if self.times is not None:
             self.times.add(record["observed_at"], first, last)
+        if self.scope is not None and not self.scope.matches(record):
+            self.records += 1
+            self.out_of_scope += 1
+            return
         self._fold(
             record["node_hash"],
             observed,
@@ -216,7 +227,7 @@ class ObservationAggregator:
             lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
             try:
                 done = self._decoded_block(block, lines)
-                if not done:
+                if not done and self.scope is None:
                     text = block.decode("utf-8")
                     if shape_misses < _MAX_SHAPE_MISSES:
                         done = self._shape_block(text, lines)
@@ -254,6 +265,8 @@ class ObservationAggregator:
                     )
             else:
                 times.add_observed([record.observed_at for record in records])
+        if self.scope is not None:
+            records = self._in_scope(records)
         if not aggregated and window_from is None and window_to is None:
             self._plain_records(records)  # type: ignore[arg-type]  # not aggregated: PlainRecords
             return True
@@ -290,6 +303,23 @@ class ObservationAggregator:
         self.records += len(records)
         self.outside_window += outside
         return True
+
+    def _in_scope(self, records: list[Record] | list[PlainRecord]) -> list[Any]:
+        """The records of the scope's workload; the others counted as read and out of scope.
+        A PlainRecord has no details, so no workload context: never in scope."""
+        scope = self.scope
+        assert scope is not None
+        kept = [
+            record
+            for record in records
+            if isinstance(record, Record)
+            and isinstance(record.details, dict)
+            and scope.context_matches(record.details.get(RECORD_CONTEXT_KEY))
+        ]
+        dropped = len(records) - len(kept)
+        self.records += dropped
+        self.out_of_scope += dropped
+        return kept
 
     def _plain_records(self, records: list[PlainRecord]) -> None:
         """The common case, kept to the fewest operations per record: one timestamp, count 1,
@@ -417,7 +447,7 @@ class ObservationAggregator:
                 raise MalformedDocumentError(
                     "malformed NDJSON: not UTF-8", path=path, line=number
                 ) from exc
-            match = CANONICAL_LINE.fullmatch(text)
+            match = CANONICAL_LINE.fullmatch(text) if self.scope is None else None
             if match is not None:
                 try:
                     self._fast_fold([match.groups(default="")])

@@ -25,6 +25,7 @@ from ..observations.record import DEFAULT_PROBE_WEIGHTS, PROBE_TYPES
 from ..timeutil import format_timestamp
 from .model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
 from .scan import NodeAggregate, ObservationAggregator
+from .scope import NO_SCOPE_WARNING, Scope
 from .symbols import canonical_purl, normalize_symbol
 
 # Plain files at least this large are split across worker processes.
@@ -96,6 +97,9 @@ class VerificationResult:
     fail_on_unexpected: bool
     service: str
     function_map: dict[str, Any] = field(default_factory=dict)
+    # The workload the map names and what was counted against it (see scope_section).
+    scope: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         """The verification report `function-map verify` prints and the API returns: the
@@ -119,6 +123,8 @@ class VerificationResult:
             "window": self.window,
             "records": self.records,
             "failures": self.failures,
+            "scope": self.scope,
+            "warnings": self.warnings,
         }
 
 
@@ -139,7 +145,9 @@ def new_aggregator(
 ) -> ObservationAggregator:
     fmap, _ = _unwrap(function_map)
     window_from, window_to = (options or VerifyOptions()).window_strings()
-    return ObservationAggregator([n.node_hash for n in fmap.nodes()], window_from, window_to)
+    return ObservationAggregator(
+        [n.node_hash for n in fmap.nodes()], window_from, window_to, fmap.scope
+    )
 
 
 def verify_observations(
@@ -220,13 +228,13 @@ def _export(states: Mapping[str, NodeAggregate]) -> dict[str, _State]:
 
 
 # What forked scan processes inherit instead of receiving it pickled with every job (a
-# 20,000-node map is 1.4 MB of hashes): the expected node hashes and the time window.
-_FORK_STATE: tuple[list[str], str | None, str | None] = ([], None, None)
+# 20,000-node map is 1.4 MB of hashes): the expected node hashes, the time window, the scope.
+_FORK_STATE: tuple[list[str], str | None, str | None, Scope | None] = ([], None, None, None)
 
 
 def _scan_unit(unit: _Unit) -> tuple[str, Any]:
-    expected, window_from, window_to = _FORK_STATE
-    aggregator = ObservationAggregator(expected, window_from, window_to)
+    expected, window_from, window_to, scope = _FORK_STATE
+    aggregator = ObservationAggregator(expected, window_from, window_to, scope)
     try:
         if unit.start is None or unit.end is None:
             aggregator.scan_file(unit.path)
@@ -239,6 +247,7 @@ def _scan_unit(unit: _Unit) -> tuple[str, Any]:
         _export(aggregator.unexpected),
         aggregator.records,
         aggregator.outside_window,
+        aggregator.out_of_scope,
     )
 
 
@@ -288,7 +297,12 @@ def scan_paths(
             aggregator.scan_file(unit.path)
         return
     global _FORK_STATE
-    _FORK_STATE = (list(aggregator.expected), aggregator.window_from, aggregator.window_to)
+    _FORK_STATE = (
+        list(aggregator.expected),
+        aggregator.window_from,
+        aggregator.window_to,
+        aggregator.scope,
+    )
     # With no more units than workers, this process scans the first unit itself, straight into
     # the aggregator, while the others run: one fork, one result to pickle and merge fewer.
     local = units[0] if len(units) <= workers else None
@@ -311,7 +325,7 @@ def scan_paths(
             results = pending.get()
     finally:
         gc.unfreeze()
-        _FORK_STATE = ([], None, None)
+        _FORK_STATE = ([], None, None, None)
     units = remote
     for unit, (status, payload) in zip(units, results, strict=True):
         if status == "error":
@@ -320,11 +334,12 @@ def scan_paths(
                 line += _lines_before(unit.path, unit.start)
             raise kind(message, path=path, line=line, field=field_name)
     for unit, (_, payload) in zip(units, results, strict=True):
-        expected_states, unexpected_states, records, outside = payload
+        expected_states, unexpected_states, records, outside, out_of_scope = payload
         _merge(aggregator.expected, expected_states)
         _merge(aggregator.unexpected, unexpected_states)
         aggregator.records += records
         aggregator.outside_window += outside
+        aggregator.out_of_scope += out_of_scope
         if unit.path not in aggregator.files:
             aggregator.files.append(unit.path)
 
@@ -413,6 +428,24 @@ def _diagnose(
             diagnoses.append(diagnosis)
             by_node.setdefault(node.node_hash, []).append(diagnosis)
     return diagnoses, by_node
+
+
+def scope_section(scope: Scope | None, aggregator: ObservationAggregator) -> dict[str, Any]:
+    """What the report says about the workload: the scope, records counted and not, and a
+    finding for records of other processes (never dropped silently)."""
+    out_of_scope = aggregator.out_of_scope
+    section: dict[str, Any] = {
+        "declared": scope.to_dict() if scope is not None else None,
+        "records_in_scope": aggregator.records - out_of_scope,
+        "records_out_of_scope": out_of_scope,
+        "findings": [],
+    }
+    if scope is not None and out_of_scope:
+        section["findings"].append(
+            f"{out_of_scope} record(s) came from processes outside the scope "
+            f"({scope.describe()}): reported, not counted"
+        )
+    return section
 
 
 def _path_status(observed_nodes: int, total: int) -> str:
@@ -585,8 +618,9 @@ def evaluate(
         window={"from": window_from, "to": window_to},
         records={
             "read": aggregator.records,
-            "in_window": aggregator.records - aggregator.outside_window,
+            "in_window": aggregator.records - aggregator.outside_window - aggregator.out_of_scope,
             "outside_window": aggregator.outside_window,
+            "out_of_scope": aggregator.out_of_scope,
             "expected_nodes": len(states),
             "expected_nodes_observed": sum(1 for s in states.values() if s.count),
             "unexpected_nodes": len(aggregator.unexpected),
@@ -595,4 +629,6 @@ def evaluate(
         fail_on_unexpected=fail_on_unexpected,
         service=fmap.service,
         function_map=map_info,
+        scope=scope_section(fmap.scope, aggregator),
+        warnings=[] if fmap.scope is not None else [NO_SCOPE_WARNING],
     )

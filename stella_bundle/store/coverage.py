@@ -26,6 +26,12 @@ def store_aggregator(
 ) -> ObservationAggregator:
     aggregator = new_aggregator(function_map, options)
     window_from, window_to = options.window_strings()
+    if aggregator.scope is not None:
+        # The store aggregates by node only; a scoped map needs each record's workload
+        # context, so its records are folded one by one (the window applied by the store).
+        for stored in store.iter_records(window_from, window_to):
+            aggregator.add_record(stored.record, validated=True)
+        return aggregator
     answer = store.aggregate_nodes(window_from, window_to, expected=aggregator.expected.keys())
     for row in answer.rows:
         state = aggregator.expected.get(row.node_hash)

@@ -116,6 +116,35 @@ MUTATIONS: list[tuple[str, str, Callable[[Any], None], str | None, str]] = [
         "unknown field",
     ),
     ("function-map", "extra top-level field", _set("notes", "x"), "notes", "unknown field"),
+    ("function-map", "empty scope", _set("scope", {}), "scope", "non-empty"),
+    (
+        "function-map",
+        "relative executable in the scope",
+        _set("scope.executable", "bin/nginx"),
+        "scope.executable",
+        "an absolute path",
+    ),
+    (
+        "function-map",
+        "unknown scope selector",
+        _set("scope.pod", "web-0"),
+        "scope.pod",
+        "unknown field",
+    ),
+    (
+        "function-map",
+        "systemd unit that is not a unit",
+        _set("scope", {"systemd_unit": "nginx"}),
+        "scope.systemd_unit",
+        "systemd unit name",
+    ),
+    (
+        "function-map",
+        "systemd unit and a container",
+        _set("scope", {"systemd_unit": "nginx.service", "container_name": "web-*"}),
+        "scope",
+        "",
+    ),
     (
         "function-map",
         "rate above 1",
@@ -357,6 +386,7 @@ def test_optional_fields_may_be_left_out(example: Callable[[str], Any]) -> None:
     validate_document("verification-report", report)
     function_map = example("function-map")
     del function_map["hot_functions"]
+    del function_map["scope"]
     del function_map["coverage"]["tag_min_rates"]
     for node in function_map["expected_paths"][0]["nodes"]:
         node.pop("binary_path")

@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 # start a private cluster of their own (the packaged cluster is not used).
 # deployment checks (tests/deploy): promtool from prometheus (alert rules), amtool from
 # prometheus-alertmanager (routing), systemd-analyze from systemd (the unit).
+# scope (tests/collector/test_collector_scope_nginx.py): nginx-light serving TLS and ab from
+# apache2-utils as the client calling the same libssl functions; the test starts its own nginx.
 APT_PACKAGES=(
   libbpf1 libbpf-dev clang llvm bpftool bpftrace
   gcc libc6-dev libssl-dev openssl zstd
@@ -18,6 +20,7 @@ APT_PACKAGES=(
   chromium
   postgresql
   prometheus prometheus-alertmanager systemd
+  nginx-light apache2-utils
 )
 # `kubectl kustomize` renders the Kubernetes manifests. Debian's kubernetes-client (1.20) only
 # when no kubectl is installed: a newer one from another source provides the same command.
@@ -41,6 +44,14 @@ if ((${#missing[@]})); then
           systemctl disable --now "$unit" >/dev/null 2>&1 || true
         fi
       done
+    fi
+    # Likewise nginx: its packaged server on port 80 is not wanted, the test runs its own.
+    if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now nginx >/dev/null 2>&1 || true
+      elif [ -x /etc/init.d/nginx ]; then
+        /etc/init.d/nginx stop >/dev/null 2>&1 || true
+      fi
     fi
   else
     echo "setup: missing system packages (${missing[*]}); install them as root" >&2

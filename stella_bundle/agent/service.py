@@ -85,9 +85,11 @@ def _run(
         )
     collecting = (
         f"collecting: {len(collector.links)} probes attached, mode {collector.config.mode}, "
-        f"chain {session.chain_dir}"
+        f"chain {session.chain_dir}, {session.scope_summary}"
     )
     say(collecting)
+    for warning in session.warnings:
+        say(f"WARNING: {warning}")
     # systemd (Type=notify): started once probes are attached; the watchdog restarts a loop
     # that stopped turning, as a liveness probe does on Kubernetes.
     notifier = Notifier()

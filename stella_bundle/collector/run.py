@@ -133,6 +133,13 @@ class PreparedSession:
     function_map: LoadedFunctionMap
     chain_id: str
     notes: list[str] = field(default_factory=list)
+    # Said after the collection started (a map without a scope: collected host-wide).
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scope_summary(self) -> str:
+        scope = self.collector.config.scope
+        return f"scope {scope.describe()}" if scope is not None else "HOST-WIDE (no scope)"
 
 
 def _chain_id_for(service: str) -> str:
@@ -221,8 +228,7 @@ def prepare(options: StartOptions) -> PreparedSession:
     writer = ChunkWriter.open(target, chain_id, signer, writer_config, info)
     collector = Collector(plan, runtime, writer, config, resolver)
     notes = [f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable]
-    if config.scope is None:
-        notes.insert(0, f"HOST-WIDE COLLECTION: {NO_SCOPE_WARNING}")
+    warnings = [f"HOST-WIDE COLLECTION: {NO_SCOPE_WARNING}"] if config.scope is None else []
     return PreparedSession(
         collector,
         plan,
@@ -233,4 +239,5 @@ def prepare(options: StartOptions) -> PreparedSession:
         loaded_map,
         chain_id,
         notes,
+        warnings,
     )

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 # prometheus-alertmanager (routing), systemd-analyze from systemd (the unit).
 # scope (tests/collector/test_collector_scope_nginx.py): nginx-light serving TLS and ab from
 # apache2-utils as the client calling the same libssl functions; the test starts its own nginx.
+# podman + runc run the container scope test (runc: crun refuses this VM's hybrid cgroups).
 APT_PACKAGES=(
   libbpf1 libbpf-dev clang llvm bpftool bpftrace
   gcc libc6-dev libssl-dev openssl zstd
@@ -21,6 +22,7 @@ APT_PACKAGES=(
   postgresql
   prometheus prometheus-alertmanager systemd
   nginx-light apache2-utils
+  podman runc
 )
 # `kubectl kustomize` renders the Kubernetes manifests. Debian's kubernetes-client (1.20) only
 # when no kubectl is installed: a newer one from another source provides the same command.

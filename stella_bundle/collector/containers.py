@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 from ..errors import ConfigError
 from ..jsonio import load_json_object
+from .runtimes import RuntimeMetadata
 
 
 def default_cgroup_root() -> Path:
@@ -39,6 +40,8 @@ _CONTAINER_PATTERNS: Final = (
     # cgroup v1 and cgroupfs-driver layouts: /docker/<id>, /kubepods/.../<id>, /libpod_parent/...
     ("docker", re.compile(rf"/docker/{_ID}(?:/|$)")),
     ("crio", re.compile(rf"/crio/{_ID}(?:/|$)")),
+    # podman with the cgroupfs manager: /libpod_parent/libpod-<id>
+    ("podman", re.compile(rf"/libpod-{_ID}(?:/|$)")),
     ("containerd", re.compile(rf"/kubepods[^ ]*/pod[0-9a-f_-]+/{_ID}(?:/|$)")),
 )
 _POD_RE: Final = re.compile(
@@ -147,9 +150,15 @@ class MetadataMap:
 class CgroupResolver:
     """cgroup v2 id (the cgroup directory's inode) → path, with a cached walk of the hierarchy."""
 
-    def __init__(self, root: Path = CGROUP_ROOT, metadata: MetadataMap | None = None) -> None:
+    def __init__(
+        self,
+        root: Path = CGROUP_ROOT,
+        metadata: MetadataMap | None = None,
+        runtime: RuntimeMetadata | None = None,
+    ) -> None:
         self.root = root
         self.metadata = metadata or MetadataMap({})
+        self.runtime = runtime if runtime is not None else RuntimeMetadata()
         self._paths: dict[int, str] = {}
         self._last_walk = 0.0
         self._infos: dict[int, ContainerInfo | None] = {}
@@ -184,6 +193,19 @@ class CgroupResolver:
         self._walk()
         return dict(self._paths)
 
+    def enrich(self, info: ContainerInfo) -> ContainerInfo:
+        """Names and digest: the operator's metadata file first, then the runtime's answer."""
+        info = self.metadata.enrich(info)
+        if info.container_name is None or info.image_digest is None:
+            found = self.runtime.lookup(info.runtime, info.container_id)
+            if found:
+                info = replace(
+                    info,
+                    container_name=info.container_name or found.get("container_name"),
+                    image_digest=info.image_digest or found.get("image_digest"),
+                )
+        return info
+
     def container_of(self, pid: int, cgroup_id: int) -> ContainerInfo | None:
         if cgroup_id in self._infos:
             return self._infos[cgroup_id]
@@ -198,7 +220,7 @@ class CgroupResolver:
                 if info:
                     break
         if info is not None:
-            info = self.metadata.enrich(info)
+            info = self.enrich(info)
         if path is not None:
             self._infos[cgroup_id] = info
         return info

@@ -50,7 +50,7 @@ from .events import (
 from .loader import Link, ProbeAttachError, ProbeRuntime
 from .plan import AttachPlan, AttachSpec, Unobservable
 from .usdt import PyObjectSnapshot, audit_details, str_data_offset
-from .workload import ResolvedScope, resolve_scope
+from .workload import ResolvedScope, container_cgroups, resolve_scope
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
@@ -190,6 +190,8 @@ class Collector:
         self.drops = {"ring_buffer_full": 0, "counter_map_full": 0}
         self.started = False
         self.scope: ResolvedScope | None = None
+        # Cgroup ids currently in the kernel's scope map (containers come and go).
+        self.scope_cgroups: set[int] = set()
 
     # Set-up -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -218,7 +220,8 @@ class Collector:
         if filtering:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
         if self.scope is not None:
-            self.runtime.set_scope(set(self.scope.cgroup_ids), set(self.scope.executables))
+            self.scope_cgroups = set(self.scope.cgroup_ids)
+            self.runtime.set_scope(self.scope_cgroups, set(self.scope.executables))
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
         timeout = cfg.attach_timeout_ms
@@ -355,8 +358,24 @@ class Collector:
             self.runtime.detach(self.links.pop(index), wait=len(indices) == 1)
             self.detached.add(index)
 
+    def watch_containers(self) -> None:
+        """A container scope follows its containers: the cgroups of matching containers started
+        since the last look enter the kernel's scope map, those of stopped ones leave it.
+        (cgroupfs is walked every aggregation window; the cgroup id names a container's
+        cgroup only while it exists.)"""
+        if self.scope is None or not self.scope.scope.container_selected:
+            return
+        current = container_cgroups(self.scope.scope, self.resolver, self.resolver.all_paths())
+        started, stopped = current - self.scope_cgroups, self.scope_cgroups - current
+        if started:
+            self.runtime.set_scope(started, set())
+        if stopped:
+            self.runtime.unset_scope(stopped)
+        self.scope_cgroups = current
+
     def aggregate(self) -> None:
         """Count mode flush, loss accounting, writer tick (every aggregation window)."""
+        self.watch_containers()
         if self.config.mode_id == MODE_COUNT:
             self._flush_kernel_counts()
         self._flush_aggregates()

@@ -75,15 +75,15 @@ def _unit_cgroups(unit: str, paths: dict[int, str]) -> set[int]:
     return {cid for cid, path in paths.items() if PurePosixPath(path).name == unit}
 
 
-def _container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, str]) -> set[int]:
-    # The container selectors alone (an executable selector is checked by inode).
+def container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, str]) -> set[int]:
+    """The cgroup ids of the running containers the scope's container selectors match."""
     containers = Scope(container_name=scope.container_name, image_digest=scope.image_digest)
     ids: set[int] = set()
     for cid, path in paths.items():
         info = parse_cgroup_path(path)
         if info is None:
             continue
-        info = resolver.metadata.enrich(info)
+        info = resolver.enrich(info)
         if containers.context_matches(
             {"container_name": info.container_name, "image_digest": info.image_digest}
         ):
@@ -94,6 +94,13 @@ def _container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, 
 def resolve_scope(scope: Scope, resolver: CgroupResolver) -> ResolvedScope:
     """Kernel keys for `scope` on this host; ConfigError naming the selector when the workload
     is not found (a filter that matches nothing would collect nothing, silently)."""
+    if scope.executable is not None and scope.container_selected:
+        # The path names a file inside the container's root, not the host's.
+        raise ConfigError(
+            "an executable inside a container is not resolved yet: scope the container "
+            "(container_name, image_digest) without an executable",
+            field="scope.executable",
+        )
     executables: set[tuple[int, int]] = set()
     if scope.executable is not None:
         executables.add(executable_key(scope.executable))
@@ -109,12 +116,7 @@ def resolve_scope(scope: Scope, resolver: CgroupResolver) -> ResolvedScope:
                     field="scope.systemd_unit",
                 )
         else:
-            cgroup_ids = _container_cgroups(scope, resolver, paths)
-            if not cgroup_ids:
-                raise ConfigError(
-                    f"no running container matches the scope ({scope.describe()})",
-                    field="scope.container_name"
-                    if scope.container_name is not None
-                    else "scope.image_digest",
-                )
+            # None may run yet: containers started later are added as their cgroups appear
+            # (Collector.watch_containers).
+            cgroup_ids = container_cgroups(scope, resolver, paths)
     return ResolvedScope(scope, frozenset(cgroup_ids), frozenset(executables))

@@ -31,6 +31,7 @@ CID = "4f" * 32
         (f"/machine.slice/libpod-{CID}.scope/container", "podman"),
         (f"/system.slice/docker-{CID}.scope", "docker"),
         (f"/docker/{CID}", "docker"),
+        (f"/libpod_parent/libpod-{CID}", "podman"),
     ],
 )
 def test_container_runtimes_are_recognised(path: str, runtime: str) -> None:
@@ -138,3 +139,15 @@ def test_resolver_maps_cgroup_ids_to_paths(containerd_scope: tuple[str, Path]) -
     assert ids == {scope.stat().st_ino}
     info = resolver.container_of(0, scope.stat().st_ino)
     assert info is not None and info.container_id == container_id
+
+
+def test_runtime_metadata_absent_when_the_runtime_cannot_answer(tmp_path: Path) -> None:
+    from stella_bundle.collector.runtimes import RuntimeMetadata
+
+    broken = RuntimeMetadata(podman=str(tmp_path / "no-podman"))
+    assert broken.lookup("podman", CID) == {}
+    assert broken.lookup("docker", CID) == {}  # only podman is asked
+    resolver = CgroupResolver(runtime=broken)
+    info = parse_cgroup_path(f"/libpod_parent/libpod-{CID}")
+    assert info is not None
+    assert resolver.enrich(info) == info  # nothing guessed

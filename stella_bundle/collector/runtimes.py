@@ -1,0 +1,60 @@
+"""Container names and image digests from the container runtime that started them.
+
+The cgroup path gives a container's id and runtime; its name and image digest are only known
+to the runtime. Podman answers `podman inspect` (Name, ImageDigest). Asked once per container
+id (cached, failures too) and only for containers of that runtime; absent answers stay absent,
+never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Final
+
+from ..observations.record import IMAGE_DIGEST_RE
+
+# A hung runtime must not stall collection: podman inspect answers in ~0.1 s here.
+INSPECT_TIMEOUT_SECONDS: Final = 5.0
+
+
+class RuntimeMetadata:
+    """container id → {"container_name", "image_digest"} from the runtime, cached."""
+
+    def __init__(self, podman: str | None = None) -> None:
+        self.podman = podman if podman is not None else shutil.which("podman")
+        self._cache: dict[str, dict[str, str]] = {}
+
+    def lookup(self, runtime: str, container_id: str) -> dict[str, str]:
+        if container_id in self._cache:
+            return self._cache[container_id]
+        found: dict[str, str] = {}
+        if runtime == "podman" and self.podman:
+            found = _podman_inspect(self.podman, container_id)
+        self._cache[container_id] = found
+        return found
+
+
+def _podman_inspect(podman: str, container_id: str) -> dict[str, str]:
+    try:
+        done = subprocess.run(
+            [podman, "inspect", "--type", "container", "--format", "json", container_id],
+            capture_output=True,
+            timeout=INSPECT_TIMEOUT_SECONDS,
+            check=False,
+        )
+        documents = json.loads(done.stdout) if done.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+    if not isinstance(documents, list) or not documents or not isinstance(documents[0], dict):
+        return {}
+    document = documents[0]
+    out: dict[str, str] = {}
+    name = document.get("Name")
+    if isinstance(name, str) and name:
+        out["container_name"] = name.lstrip("/")
+    digest = document.get("ImageDigest")
+    if isinstance(digest, str) and IMAGE_DIGEST_RE.match(digest):
+        out["image_digest"] = digest
+    return out

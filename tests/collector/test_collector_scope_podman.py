@@ -1,0 +1,212 @@
+"""Scope over containers with a real podman container (runc, cgroupfs manager): a container
+started after collection began is added to the kernel's scope by its cgroup id, its records
+carry its container id, name and image digest, and its cgroup leaves the scope when it stops.
+
+The image is `podman import` of a local root filesystem (no registry). The workload binary
+and the host's libraries are bind-mounted read-only, so the probes attached to the host files
+(same inodes) fire inside the container; attaching to a container's own copies through
+/proc/PID/root is not part of this test.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collector_support import LIBCRYPTO, WORKLOAD_PURL, start_workload
+
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import build_plan
+from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.functionmap.model import (
+    Coverage,
+    ExpectedNode,
+    ExpectedPath,
+    FunctionMap,
+    SbomRef,
+)
+from stella_bundle.functionmap.scope import Scope
+from stella_bundle.functionmap.verify import verify_observations
+
+PODMAN_RUN = (
+    "podman",
+    "run",
+    "--runtime",
+    "runc",
+    "--cgroup-manager",
+    "cgroupfs",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+    "--network",
+    "none",
+)
+# Probed within this long of its cgroup appearing (the collector looks every aggregation
+# window, 100 ms here; podman inspect adds ~0.1-0.5 s on a loaded host).
+PICKUP_SECONDS = 15.0
+
+
+def _podman(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, check=True, timeout=120, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A local image from a root filesystem: (reference, image digest)."""
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        pytest.skip("podman and runc are needed (scripts/setup.sh)")
+    root = tmp_path_factory.mktemp("rootfs")
+    for directory in ("usr/lib/x86_64-linux-gnu", "lib64", "proc", "sys", "dev", "etc", "tmp"):
+        (root / directory).mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")
+    (root / "etc" / "os-release").write_text('NAME="stella scope test image"\n')
+    (root / "stella-workload").write_bytes(b"")  # the mount point of the workload binary
+    archive = root.parent / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname=".")
+    reference = f"localhost/stella-scope-test:{secrets.token_hex(4)}"
+    _podman("import", str(archive), reference)
+    digest = _podman("image", "inspect", "--format", "{{.Digest}}", reference).stdout.strip()
+    try:
+        yield reference, digest
+    finally:
+        subprocess.run(["podman", "rmi", "-f", reference], capture_output=True, check=False)
+
+
+def _nodes(workload: Path) -> list[ExpectedNode]:
+    return [
+        ExpectedNode.create("pkg:deb/debian/libssl3", "EVP_Digest", binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_hot", binary_path=str(workload)),
+    ]
+
+
+def _wait_for(condition: Any, seconds: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < seconds, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.ebpf
+def test_a_container_started_after_collection_is_scoped_and_named(
+    ebpf: None,
+    workload_bin: Path,
+    features: KernelFeatures,
+    image: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    reference, image_digest = image
+    prefix = f"stella-scope-{secrets.token_hex(3)}"
+    name = f"{prefix}-web"
+    scope = Scope(container_name=f"{prefix}-*")
+    config = CollectorConfig(mode="trace", aggregation_ms=100, scope=scope)
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        config,
+    )
+    collector.start()  # no container of the scope runs yet
+    assert collector.scope_cgroups == set()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    container: subprocess.Popen[str] | None = None
+    try:
+        container = subprocess.Popen(
+            [
+                *PODMAN_RUN,
+                "-i",
+                "--rm",
+                "--name",
+                name,
+                "-v",
+                f"{workload_bin}:/stella-workload:ro",
+                "-v",
+                "/usr/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:ro",
+                "-v",
+                "/lib64:/lib64:ro",
+                reference,
+                "/stella-workload",
+                "--wait",
+                "--crypto",
+                "--calls",
+                "4",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert container.stdin is not None and container.stdout is not None
+        ready = container.stdout.readline().split()
+        assert ready and ready[0] == "ready", ready
+        container_id = _podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+        # The same program on the host, outside the scope, at the same time.
+        host = start_workload(workload_bin, "--crypto", "--calls", "4")
+        _wait_for(lambda: bool(collector.scope_cgroups), PICKUP_SECONDS)
+        container.stdin.write("go\n")
+        container.stdin.flush()
+        result = json.loads(container.stdout.readline())
+        assert result["calls"] == 4
+        assert container.wait(timeout=60) == 0
+        host.go()
+        time.sleep(0.4)
+        # Stopped (and removed: --rm): its cgroup leaves the kernel's scope map.
+        _wait_for(lambda: not collector.scope_cgroups, PICKUP_SECONDS)
+    finally:
+        if container is not None and container.poll() is None:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+            container.wait(timeout=60)
+        stop.set()
+        thread.join()
+        collector.stop()
+
+    counts: dict[str, int] = {}
+    for record in sink.records:
+        counts[record["function_name"]] = counts.get(record["function_name"], 0) + 1
+        assert record["container_id"] == container_id
+        assert record["image_digest"] == image_digest
+        assert record["details"]["container_name"] == name
+        assert record["details"]["container_runtime"] == "podman"
+        assert record["details"]["scope"] == {
+            "container_id": container_id,
+            "container_name": name,
+            "image_digest": image_digest,
+        }
+        assert record["pid"] != host.pid
+    # Every call inside the container (trace mode), none of the host process's.
+    assert counts == {"EVP_Digest": 1, "stella_work_hot": 4}
+    assert sink.loss["filtered_out"] >= 5
+
+    crypto, hot = _nodes(workload_bin)
+    function_map = FunctionMap(
+        service="web",
+        build_id="test",
+        generated_at="2026-01-01T00:00:00.000000Z",
+        sbom=SbomRef("sha256:" + "0" * 64, "CycloneDX", "1.6"),
+        coverage=Coverage(min_observation_rate=1.0),
+        hot_functions=(),
+        expected_paths=(
+            ExpectedPath("crypto", "crypto", 50, False, (crypto,)),
+            ExpectedPath("hot", "general", 10, False, (hot,)),
+        ),
+        scope=Scope(container_name=f"{prefix}-*", image_digest=image_digest),
+    )
+    report = verify_observations(function_map, sink.records).to_dict()
+    assert report["verified"], report["failures"]
+    assert report["scope"]["records_out_of_scope"] == 0

@@ -28,8 +28,9 @@ def store_aggregator(
     window_from, window_to = options.window_strings()
     if aggregator.scope is not None:
         # The store aggregates by node only; a scoped map needs each record's workload
-        # context, so its records are folded one by one (the window applied by the store).
-        for stored in store.iter_records(window_from, window_to):
+        # context, so every record is folded one by one, the window applied by the aggregator
+        # as on the file path (the same counts of records read and outside the window).
+        for stored in store.iter_records():
             aggregator.add_record(stored.record, validated=True)
         return aggregator
     answer = store.aggregate_nodes(window_from, window_to, expected=aggregator.expected.keys())

@@ -210,3 +210,98 @@ def test_a_container_started_after_collection_is_scoped_and_named(
     report = verify_observations(function_map, sink.records).to_dict()
     assert report["verified"], report["failures"]
     assert report["scope"]["records_out_of_scope"] == 0
+
+
+def _start_container(
+    name: str, reference: str, workload: Path
+) -> tuple[subprocess.Popen[str], str]:
+    """A container of the workload waiting for "go" on stdin; (process, container id)."""
+    process = subprocess.Popen(
+        [
+            *PODMAN_RUN,
+            "-i",
+            "--rm",
+            "--name",
+            name,
+            "-v",
+            f"{workload}:/stella-workload:ro",
+            "-v",
+            "/usr/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:ro",
+            "-v",
+            "/lib64:/lib64:ro",
+            reference,
+            "/stella-workload",
+            "--wait",
+            "--calls",
+            "3",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline().split()
+    assert ready and ready[0] == "ready", ready
+    return process, _podman("inspect", "--format", "{{.Id}}", name).stdout.strip()
+
+
+def _finish(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["calls"] == 3
+    assert process.wait(timeout=60) == 0
+
+
+@pytest.mark.ebpf
+def test_a_container_running_before_collection_and_its_restart_are_scoped(
+    ebpf: None, workload_bin: Path, features: KernelFeatures, image: tuple[str, str]
+) -> None:
+    reference, image_digest = image
+    prefix = f"stella-scope-{secrets.token_hex(3)}"
+    name = f"{prefix}-db"
+    first, first_id = _start_container(name, reference, workload_bin)
+    config = CollectorConfig(
+        mode="trace", aggregation_ms=100, scope=Scope(image_digest=image_digest)
+    )
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        config,
+    )
+    started: list[subprocess.Popen[str]] = [first]
+    try:
+        collector.start()
+        # Already running: found at start (its cgroup, and the image digest from podman).
+        assert collector.scope_cgroups
+        stop = threading.Event()
+        thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+        thread.start()
+        try:
+            _finish(first)
+            _wait_for(lambda: not collector.scope_cgroups, PICKUP_SECONDS)
+            # Started again under the same name: a new container, a new cgroup, scoped again.
+            second, second_id = _start_container(name, reference, workload_bin)
+            started.append(second)
+            _wait_for(lambda: bool(collector.scope_cgroups), PICKUP_SECONDS)
+            _finish(second)
+            time.sleep(0.4)
+        finally:
+            stop.set()
+            thread.join()
+    finally:
+        for process in started:
+            if process.poll() is None:
+                subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+                process.wait(timeout=60)
+        collector.stop()
+    by_container: dict[str, int] = {}
+    for record in sink.records:
+        assert record["function_name"] == "stella_work_hot"
+        assert record["image_digest"] == image_digest
+        assert record["details"]["scope"]["container_name"] == name
+        by_container[record["container_id"]] = by_container.get(record["container_id"], 0) + 1
+    assert first_id != second_id
+    assert by_container == {first_id: 3, second_id: 3}

@@ -7,7 +7,6 @@ mtime 0. Entries are written in the order given (`bundle.layout.entry_order` sor
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import tarfile
 from collections.abc import Callable
@@ -15,13 +14,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from ..compression import GZIP_WRITE_LEVEL, gzip_writer
 from ..errors import ArchiveError, InputError
 from .reader import check_member_name, name_key
 
 BLOCK = 512
 COPY_CHUNK = 1 << 20
-# gzip -6 is what `tar czf` uses; level 9 costs twice the time for about 1 % on our data.
-COMPRESS_LEVEL = 6
+COMPRESS_LEVEL = GZIP_WRITE_LEVEL
 
 
 class ReproducibleTarWriter:
@@ -37,10 +36,7 @@ class ReproducibleTarWriter:
     ) -> None:
         self._mtime = int(mtime)
         self._progress = progress
-        # filename="" and mtime=0 keep the gzip header free of names and times.
-        self._gzip = gzip.GzipFile(
-            filename="", mode="wb", fileobj=output, mtime=0, compresslevel=compress_level
-        )
+        self._gzip = gzip_writer(output, compress_level)
         self._names: set[str] = set()
         self._closed = False
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -67,6 +69,23 @@ def test_headers_are_fixed(built_bundle: Path) -> None:
         assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
         assert member.mtime == int(SOURCE_DATE_EPOCH)
         assert member.mode == 0o644
+
+
+def test_bundle_is_a_standard_gzip_tar_for_tar_and_gzip(tmp_path: Path, built_bundle: Path) -> None:
+    """ISA-L writes the gzip stream: GNU tar and gzip read it, every file as the manifest lists."""
+    subprocess.run(["gzip", "-t", str(built_bundle)], check=True)
+    out = tmp_path / "extracted"
+    out.mkdir()
+    subprocess.run(["tar", "-xzf", str(built_bundle), "-C", str(out)], check=True)
+    manifest = json.loads((out / "manifest.json").read_bytes())
+    listed = {entry["path"]: entry["sha256"] for entry in manifest["predicate"]["files"]}
+    on_disk = {
+        str(path.relative_to(out)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in out.rglob("*")
+        if path.is_file()
+    }
+    assert listed and {name: on_disk[name] for name in listed} == listed
+    assert set(on_disk) == set(listed) | {"manifest.json", "manifest.dsse.json"}
 
 
 def test_layout_and_manifest_list_every_file(built_bundle: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 
@@ -59,12 +60,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _input_limit(exc: BaseException) -> str | None:
     """The net under the parsers (each catches these where it can name the file): the two
-    interpreter limits only hostile input reaches are bad input, exit 2, not our bug."""
+    interpreter limits only hostile input reaches, and a path that cannot be used, are bad
+    input, exit 2, not our bug."""
     if isinstance(exc, RecursionError):
         return f"input nested too deeply to process ({exc})"
     if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
         return f"input holds a number too long to convert ({str(exc).splitlines()[0]})"
+    if isinstance(exc, OSError) and exc.filename and exc.errno in _PATH_ERRNOS:
+        # A path the user gave that cannot be used (permissions, a directory for a file...).
+        return f"{exc.filename}: {exc.strerror}"
     return None
+
+
+_PATH_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EROFS,
+    }
+)
 
 
 def entrypoint() -> None:

@@ -186,6 +186,16 @@ def test_hostile_json_is_one_line_exit_2(
     _run(run_cli, tmp_path, make(world, hostile, tmp_path / "out"), hostile)
 
 
+@pytest.mark.parametrize("command", sorted(JSON_COMMANDS))
+def test_directory_in_place_of_a_json_file_is_one_line_exit_2(
+    command: str, world: World, tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    name, make = JSON_COMMANDS[command]
+    hostile = tmp_path / "hostile" / name
+    hostile.mkdir(parents=True)
+    _run(run_cli, tmp_path, make(world, hostile, tmp_path / "out"), hostile)
+
+
 def test_hostile_seal_in_a_chain_is_one_line_exit_2(
     world: World, tmp_path: Path, run_cli: Callable[..., CliResult]
 ) -> None:
@@ -460,3 +470,22 @@ def test_output_naming_a_directory_is_one_line_exit_2(
     target.mkdir(parents=True)
     _run(run_cli, tmp_path, OUTPUT_COMMANDS[command](world, tmp_path, target), target)
     assert list(target.iterdir()) == []
+
+
+def test_the_cli_net_maps_only_input_limits_to_exit_2() -> None:
+    """Under every parser's own handling, the CLI's last net: the interpreter limits only
+    hostile input reaches, and unusable paths, are exit 2; anything else stays our bug."""
+    import errno
+
+    from stella_bundle.cli import _input_limit
+
+    try:
+        int("1" * 5000)
+    except ValueError as exc:
+        assert "too long" in (_input_limit(exc) or "")
+    assert "nested too deeply" in (_input_limit(RecursionError("deep")) or "")
+    denied = PermissionError(errno.EACCES, "Permission denied", "/x/y.json")
+    assert _input_limit(denied) == "/x/y.json: Permission denied"
+    assert _input_limit(ValueError("something else")) is None
+    assert _input_limit(OSError(errno.EIO, "I/O error", "/x")) is None
+    assert _input_limit(KeyError("k")) is None

@@ -20,18 +20,23 @@ from typing import Any
 from ..attest.keys import fingerprint
 from ..attest.trustroot import TrustRoot
 from ..errors import (
+    BundleContentsError,
     EvidenceChainError,
     MalformedDocumentError,
     SchemaValidationError,
     StellaError,
 )
 from ..evidence.chain import ChainVerification, VerifyOptions
+from ..evidence.layout import CHAIN_ID_RE
 from ..evidence.measure import ChunkMeasure
 from ..evidence.prune_record import parse_prune_record
 from ..evidence.report import ERROR, GAP, ChainReport
 from .observations_view import TimeSpan
 from .steps import StepOutcome
 
+# Members of a directory whose name is not a chain id are refused (file-list) and judged as one
+# chain of this name, so the pass still ends with a report.
+_INVALID = "invalid-chain-id"
 # The bundle's pass reads each chunk once, in archive order: no parallel measuring.
 OPTIONS = VerifyOptions(require_signatures=True, allow_open=True, workers=1)
 
@@ -48,13 +53,25 @@ class ChainVerifier:
 
     def _machine(self, chain_id: str) -> ChainVerification:
         if chain_id not in self.machines:
-            self.machines[chain_id] = ChainVerification(
-                chain_id,
-                self.trust_root,
-                location=f"evidence/{chain_id}",
-                options=OPTIONS,
-                now=self.now,
-            )
+            if not CHAIN_ID_RE.match(chain_id):
+                # Judged like any member the layout does not allow; the pass goes on so that
+                # the report is still written.
+                self.steps["file-list"].fail(
+                    BundleContentsError(
+                        f"invalid chain id {chain_id!r} (expected 1-128 characters of A-Z a-z "
+                        "0-9 . _ - starting with a letter or digit)",
+                        path=f"evidence/{chain_id}/",
+                    )
+                )
+                chain_id = _INVALID
+            if chain_id not in self.machines:
+                self.machines[chain_id] = ChainVerification(
+                    chain_id,
+                    self.trust_root,
+                    location=f"evidence/{chain_id}",
+                    options=OPTIONS,
+                    now=self.now,
+                )
         return self.machines[chain_id]
 
     def _schema_failure(self, exc: StellaError, name: str) -> None:

@@ -166,3 +166,31 @@ def test_verify_chain_and_bundle_verify_give_the_same_findings(
         assert "step 'evidence-chains'" in result.stderr
     if case == "pruned-with-prune-record":
         assert "pruned" in {f["code"] for f in by_directory}, by_directory
+
+
+def test_a_chain_directory_that_is_not_a_chain_id_still_gives_a_report(
+    pristine: BundleInputs, tmp_path: Path, test_keys: Any, run_cli: Callable[..., CliResult]
+) -> None:
+    """An insider's archive (manifest re-signed) naming a chain `host a!`: refused, reported."""
+    from tests.bundle.bundle_helpers import read_members, resign_manifest, write_members
+
+    valid = tmp_path / "valid.stella.bundle.tgz"
+    _build(pristine.directory, pristine, valid, test_keys)
+    renamed = [
+        (name.replace("evidence/host-a/", "evidence/host a!/"), data)
+        for name, data in read_members(valid)
+    ]
+    bundle = write_members(
+        tmp_path / "renamed.stella.bundle.tgz",
+        resign_manifest(renamed, test_keys.signer("builder")),
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        "bundle", "verify", bundle, "--trust-root", test_keys.trust_root, "--output-dir", out
+    )
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "step 'file-list'" in lines[0], result.stderr
+    assert "invalid chain id 'host a!'" in lines[0], lines[0]
+    assert result.exit_code in (1, 2)
+    report = json.loads((out / "verification-report.json").read_text())["predicate"]
+    assert report["verification_result"] == "FAILED"

@@ -9,6 +9,7 @@ Only the project's own errors may come out, and memory stays bounded.
 from __future__ import annotations
 
 import functools
+import io
 import json
 from pathlib import Path
 
@@ -22,10 +23,12 @@ from fuzz_support import (
     seed_keys,
 )
 from hypothesis import example, given
+from rich.console import Console
 
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.reader import SafeTarReader
+from stella_bundle.bundle.render import report_renderable
 from stella_bundle.bundle.report import write_reports
 from stella_bundle.bundle.verify import verify_bundle
 
@@ -45,6 +48,10 @@ def verify_and_report(bundle: Path, output: Path) -> int:
     """What `stella bundle verify` does: the pass, then the report files; return the exit code."""
     outcome = verify_bundle(bundle, trust_root())
     write_reports(outcome, output)
+    # The table on screen and the one-line failure, as the command prints them.
+    Console(file=io.StringIO(), width=120).print(report_renderable(outcome.predicate))
+    failure = outcome.failure_line()
+    assert failure is None or "\n" not in failure, failure
     return outcome.exit_code
 
 

@@ -19,6 +19,7 @@
 #define STELLA_KIND_EXEC 2
 #define STELLA_KIND_NET 3
 #define STELLA_KIND_TLS 4
+#define STELLA_KIND_CGROUP 5 /* a cgroup created (aux 0) or removed (aux 1): no record */
 
 /* Indices of the per-CPU stats array. */
 #define STELLA_STAT_RINGBUF_DROPPED 0

@@ -183,6 +183,15 @@ struct task_struct {
 	struct mm_struct *mm;
 };
 
+/* cgroup:cgroup_mkdir/rmdir: the cgroup's id is its kernfs node's id (the directory inode). */
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
 #pragma clang attribute pop
 
 #endif /* STELLA_VMLINUX_H */

@@ -20,6 +20,8 @@ KIND_FILE: Final = 1
 KIND_EXEC: Final = 2
 KIND_NET: Final = 3
 KIND_TLS: Final = 4
+KIND_CGROUP: Final = 5  # container lifecycle (cgroup.bpf.o), never a record
+CGROUP_COOKIE: Final = 0xFFFFFFFF
 KIND_NAMES: Final = {
     KIND_FUNCTION: "function",
     KIND_FILE: "file",

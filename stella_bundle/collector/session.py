@@ -25,6 +25,8 @@ from ..observations.record import validate_record
 from ..timeutil import format_timestamp
 from .containers import CgroupResolver, ContainerInfo
 from .events import (
+    CGROUP_COOKIE,
+    KIND_CGROUP,
     KIND_EXEC,
     KIND_FILE,
     KIND_NAMES,
@@ -54,6 +56,18 @@ from .workload import ResolvedScope, container_cgroups, resolve_scope
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
+# Container lifecycle (probes/cgroup.bpf.c): the BTF-typed tracepoint first, then the raw one.
+_LIFECYCLE_OBJECT = "cgroup.bpf.o"
+_LIFECYCLE_PROGRAMS = {
+    "tp_btf": {
+        "stella_btf_cgroup_mkdir": "cgroup_mkdir",
+        "stella_btf_cgroup_rmdir": "cgroup_rmdir",
+    },
+    "raw_tracepoint": {
+        "stella_raw_cgroup_mkdir": "cgroup_mkdir",
+        "stella_raw_cgroup_rmdir": "cgroup_rmdir",
+    },
+}
 
 
 class EvidenceSink(Protocol):
@@ -190,8 +204,12 @@ class Collector:
         self.drops = {"ring_buffer_full": 0, "counter_map_full": 0}
         self.started = False
         self.scope: ResolvedScope | None = None
-        # Cgroup ids currently in the kernel's scope map (containers come and go).
+        # Cgroup ids currently in the kernel's scope map (containers come and go), the links
+        # of the cgroup_mkdir/rmdir programs that say when to look again, and whether to.
         self.scope_cgroups: set[int] = set()
+        self.lifecycle_links: list[Link] = []
+        self.lifecycle_type: str | None = None
+        self._cgroups_changed = False
 
     # Set-up -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -216,7 +234,11 @@ class Collector:
         # uprobe_multi links in every mode where the kernel has them: a hit costs what a
         # perf-event uprobe's does (measured), but closing perf-event uprobes is serialised in
         # the kernel (~100 ms each, even from many threads) while multi links close in parallel.
-        self.runtime.load(self.plan.programs_by_object(), kernel_config)
+        wanted = self.plan.programs_by_object()
+        lifecycle = self._lifecycle_type()
+        if lifecycle is not None:
+            wanted.setdefault(_LIFECYCLE_OBJECT, set()).update(_LIFECYCLE_PROGRAMS[lifecycle])
+        self.runtime.load(wanted, kernel_config)
         if filtering:
             self.runtime.set_filters(set(cfg.pids), cgroup_ids)
         if self.scope is not None:
@@ -227,6 +249,18 @@ class Collector:
         timeout = cfg.attach_timeout_ms
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         try:
+            if lifecycle is not None:
+                # tp_btf programs know their target; raw ones are attached by name.
+                self.lifecycle_links = [
+                    self.runtime.attach_raw_tracepoint(
+                        _LIFECYCLE_OBJECT,
+                        program,
+                        None if lifecycle == "tp_btf" else tracepoint,
+                        CGROUP_COOKIE,
+                    )
+                    for program, tracepoint in _LIFECYCLE_PROGRAMS[lifecycle].items()
+                ]
+                self.lifecycle_type = lifecycle
             riders = self._configure_usdt()
             for spec in self.plan.specs:
                 if spec.index in riders:
@@ -253,6 +287,13 @@ class Collector:
         self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
         self._window_start_ns = time.monotonic_ns()
         self.started = True
+
+    def _lifecycle_type(self) -> str | None:
+        """How container starts and stops are learnt from the kernel (None: no container
+        scope, or no tracepoint type here; the periodic look at the cgroup tree remains)."""
+        if self.scope is None or not self.scope.scope.container_selected:
+            return None
+        return next((t for t in _LIFECYCLE_PROGRAMS if self.runtime.features.has(t)), None)
 
     def _configure_usdt(self) -> set[int]:
         """Write USDT argument specs and audit event names to the kernel. Audit nodes on one
@@ -292,8 +333,9 @@ class Collector:
         return self.runtime.attach_kprobe(obj, program, target, cookie)
 
     def _detach_all(self) -> None:
-        self.runtime.detach_many(self.links.values())
+        self.runtime.detach_many([*self.links.values(), *self.lifecycle_links])
         self.links.clear()
+        self.lifecycle_links.clear()
 
     # Loop -------------------------------------------------------------------------------------
     def _on_sample(self, data: int, size: int) -> int:
@@ -318,6 +360,8 @@ class Collector:
                 break
             self.runtime.poll(min(100, max(1, (next_aggregation - now) // 1_000_000)))
             self.process_pending()
+            if self._cgroups_changed:
+                self.watch_containers()
             now = time.monotonic_ns()
             if now >= next_aggregation:
                 self.aggregate()
@@ -331,6 +375,11 @@ class Collector:
         pending, self._pending = self._pending, []
         size = ctypes.sizeof(StellaEvent)
         events = [StellaEvent.from_buffer_copy(raw[:size].ljust(size, b"\0")) for raw in pending]
+        if self.lifecycle_links and any(e.kind == KIND_CGROUP for e in events):
+            # A cgroup came or went: look at the tree now (the event itself is no record).
+            self._cgroups_changed = True
+            kept = [(e, r) for e, r in zip(events, pending, strict=True) if e.kind != KIND_CGROUP]
+            events, pending = [e for e, _ in kept], [r for _, r in kept]
         if self.config.mode_id == MODE_COVERAGE:
             self._detach_first_hits(events)
         for event, raw in zip(events, pending, strict=True):
@@ -363,6 +412,7 @@ class Collector:
         since the last look enter the kernel's scope map, those of stopped ones leave it.
         (cgroupfs is walked every aggregation window; the cgroup id names a container's
         cgroup only while it exists.)"""
+        self._cgroups_changed = False
         if self.scope is None or not self.scope.scope.container_selected:
             return
         current = container_cgroups(self.scope.scope, self.resolver, self.resolver.all_paths())

@@ -25,6 +25,7 @@ EXPECTED_OBJECTS = {
     "tls.bpf.o",
     "trial.bpf.o",
     "usdt.bpf.o",
+    "cgroup.bpf.o",
 }
 
 

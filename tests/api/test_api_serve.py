@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import threading
 import time
@@ -116,11 +117,17 @@ def test_tls_and_tokens_over_a_real_server(run_cli: Any, test_keys: Any, tmp_pat
     try:
         listed = httpx.get(
             server.url + "/api/v1/function-maps",
-            verify=str(cert),
+            verify=ssl.create_default_context(cafile=str(cert)),
             headers={"Authorization": f"Bearer {token}"},
         )
         assert listed.status_code == 200 and listed.json() == {"function_maps": []}
-        assert httpx.get(server.url + "/api/v1/function-maps", verify=str(cert)).status_code == 401
+        assert (
+            httpx.get(
+                server.url + "/api/v1/function-maps",
+                verify=ssl.create_default_context(cafile=str(cert)),
+            ).status_code
+            == 401
+        )
         with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: no answer
             httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
     finally:

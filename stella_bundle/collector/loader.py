@@ -233,11 +233,15 @@ class ProbeRuntime:
             for inode, device in executables:
                 self.lib.update(obj.map_fds["scope_exes"], ExeKey(ino=inode, dev=device), one)
 
-    def unset_scope(self, cgroup_ids: set[int]) -> None:
-        """Cgroups no longer in scope (a container stopped: its id may be reused)."""
+    def unset_scope(
+        self, cgroup_ids: set[int], executables: set[tuple[int, int]] | None = None
+    ) -> None:
+        """Cgroups and executables no longer in scope (a container stopped: ids are reused)."""
         for obj in self.objects.values():
             for cgroup_id in cgroup_ids:
                 self.lib.delete(obj.map_fds["scope_cgroups"], ctypes.c_uint64(cgroup_id))
+            for inode, device in executables or ():
+                self.lib.delete(obj.map_fds["scope_exes"], ExeKey(ino=inode, dev=device))
 
     def attach_uprobe(
         self,

@@ -52,7 +52,12 @@ from .events import (
 from .loader import Link, ProbeAttachError, ProbeRuntime
 from .plan import AttachPlan, AttachSpec, Unobservable
 from .usdt import PyObjectSnapshot, audit_details, str_data_offset
-from .workload import ResolvedScope, container_cgroups, resolve_scope
+from .workload import (
+    ResolvedScope,
+    container_cgroups,
+    container_executable_key,
+    resolve_scope,
+)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
@@ -208,6 +213,10 @@ class Collector:
         # of the cgroup_mkdir/rmdir programs that say when to look again, and whether to.
         self.scope_cgroups: set[int] = set()
         self.lifecycle_links: list[Link] = []
+        # A container scope with an executable: each container's own file (inode, dev_t), and
+        # the containers whose file is not resolved yet (no process in the cgroup yet).
+        self.container_executables: dict[int, tuple[int, int]] = {}
+        self._unresolved_executables: set[int] = set()
         self.lifecycle_type: str | None = None
         self._cgroups_changed = False
 
@@ -244,6 +253,9 @@ class Collector:
         if self.scope is not None:
             self.scope_cgroups = set(self.scope.cgroup_ids)
             self.runtime.set_scope(self.scope_cgroups, set(self.scope.executables))
+            if self.scope.scope.container_selected and self.scope.scope.executable is not None:
+                self._unresolved_executables = set(self.scope_cgroups)
+                self._resolve_container_executables()
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
         timeout = cfg.attach_timeout_ms
@@ -362,6 +374,8 @@ class Collector:
             self.process_pending()
             if self._cgroups_changed:
                 self.watch_containers()
+            elif self._unresolved_executables:
+                self._resolve_container_executables()
             now = time.monotonic_ns()
             if now >= next_aggregation:
                 self.aggregate()
@@ -420,8 +434,29 @@ class Collector:
         if started:
             self.runtime.set_scope(started, set())
         if stopped:
-            self.runtime.unset_scope(stopped)
+            gone = {
+                self.container_executables.pop(c)
+                for c in stopped
+                if c in self.container_executables
+            }
+            self.runtime.unset_scope(stopped, gone - set(self.container_executables.values()))
         self.scope_cgroups = current
+        if self.scope.scope.executable is not None:
+            self._unresolved_executables = current - set(self.container_executables)
+            self._resolve_container_executables()
+
+    def _resolve_container_executables(self) -> None:
+        """The scope's executable inside each container in scope, once it has a process."""
+        assert self.scope is not None and self.scope.scope.executable is not None
+        for cgroup_id in sorted(self._unresolved_executables):
+            path = self.resolver.path_of(cgroup_id)
+            key = None
+            if path is not None:
+                key = container_executable_key(self.scope.scope.executable, self.resolver, path)
+            if key is not None:
+                self.container_executables[cgroup_id] = key
+                self.runtime.set_scope(set(), {key})
+                self._unresolved_executables.discard(cgroup_id)
 
     def aggregate(self) -> None:
         """Count mode flush, loss accounting, writer tick (every aggregation window)."""

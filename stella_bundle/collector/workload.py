@@ -91,18 +91,33 @@ def container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, s
     return ids
 
 
+def container_executable_key(
+    executable: str, resolver: CgroupResolver, cgroup_path: str
+) -> tuple[int, int] | None:
+    """(inode, kernel dev_t) of `executable` inside the container whose cgroup is
+    `cgroup_path`, seen through the root of one of its processes (/proc/PID/root); None while
+    the cgroup has no process yet (a container's cgroup exists before its first process)."""
+    procs = resolver.root / cgroup_path.lstrip("/") / "cgroup.procs"
+    try:
+        pids = procs.read_text().split()
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            info = os.stat(f"/proc/{pid}/root{executable}")
+        except OSError:
+            continue
+        return info.st_ino, kernel_dev(info.st_dev)
+    return None
+
+
 def resolve_scope(scope: Scope, resolver: CgroupResolver) -> ResolvedScope:
     """Kernel keys for `scope` on this host; ConfigError naming the selector when the workload
     is not found (a filter that matches nothing would collect nothing, silently)."""
-    if scope.executable is not None and scope.container_selected:
-        # The path names a file inside the container's root, not the host's.
-        raise ConfigError(
-            "an executable inside a container is not resolved yet: scope the container "
-            "(container_name, image_digest) without an executable",
-            field="scope.executable",
-        )
     executables: set[tuple[int, int]] = set()
-    if scope.executable is not None:
+    # With a container selector the path names a file in each container's own filesystem:
+    # resolved per container (container_executable_key), not on the host.
+    if scope.executable is not None and not scope.container_selected:
         executables.add(executable_key(scope.executable))
     cgroup_ids: set[int] = set()
     if scope.systemd_unit is not None or scope.container_selected:

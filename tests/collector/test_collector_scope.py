@@ -247,7 +247,6 @@ def test_a_workload_not_on_this_host_is_refused_before_anything_loads(
     for scope, field in (
         (Scope(executable=str(tmp_path / "absent")), "scope.executable"),
         (Scope(systemd_unit="stella-absent-unit.service"), "scope.systemd_unit"),
-        (Scope(executable="/usr/sbin/nginx", container_name="web-*"), "scope.executable"),
     ):
         runtime = ProbeRuntime(ProbeSet.open(), features)
         collector = Collector(plan, runtime, MemorySink(), CollectorConfig(scope=scope))

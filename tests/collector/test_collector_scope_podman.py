@@ -219,7 +219,7 @@ def test_a_container_started_after_collection_is_scoped_and_named(
 
 
 def _start_container(
-    name: str, reference: str, workload: Path
+    name: str, reference: str, workload: Path, *mounts: str, args: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[str], str]:
     """A container of the workload waiting for "go" on stdin; (process, container id)."""
     process = subprocess.Popen(
@@ -229,6 +229,7 @@ def _start_container(
             "--rm",
             "--name",
             name,
+            *(item for mount in mounts for item in ("-v", mount)),
             "-v",
             f"{workload}:/stella-workload:ro",
             "-v",
@@ -240,6 +241,7 @@ def _start_container(
             "--wait",
             "--calls",
             "3",
+            *args,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -311,3 +313,57 @@ def test_a_container_running_before_collection_and_its_restart_are_scoped(
         by_container[record["container_id"]] = by_container.get(record["container_id"], 0) + 1
     assert first_id != second_id
     assert by_container == {first_id: 3, second_id: 3}
+
+
+@pytest.mark.ebpf
+def test_an_executable_inside_the_container_narrows_the_container(
+    ebpf: None, workload_bin: Path, features: KernelFeatures, image: tuple[str, str], tmp_path: Path
+) -> None:
+    """{container_name, executable}: the path is resolved inside the container (through
+    /proc/PID/root); another program in the same container calling the same library is out."""
+    reference, image_digest = image
+    client = tmp_path / "stella-client"
+    shutil.copy2(workload_bin, client)
+    prefix = f"stella-scope-{secrets.token_hex(3)}"
+    name = f"{prefix}-app"
+    scope = Scope(container_name=f"{prefix}-*", executable="/stella-workload")
+    config = CollectorConfig(mode="trace", aggregation_ms=60_000, scope=scope)
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        config,
+    )
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    container: subprocess.Popen[str] | None = None
+    try:
+        container, container_id = _start_container(
+            name, reference, workload_bin, f"{client}:/stella-client:ro", args=("--crypto",)
+        )
+        _wait_for(lambda: bool(collector.container_executables), KERNEL_PICKUP_SECONDS)
+        # The other program, in the same container, the same libcrypto call.
+        _podman("exec", name, "/stella-client", "--crypto", "--calls", "2")
+        _finish(container)
+        time.sleep(0.4)
+    finally:
+        if container is not None and container.poll() is None:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+            container.wait(timeout=60)
+        stop.set()
+        thread.join()
+        collector.stop()
+    counts: dict[str, int] = {}
+    for record in sink.records:
+        counts[record["function_name"]] = counts.get(record["function_name"], 0) + 1
+        assert record["details"]["scope"] == {
+            "executable": "/stella-workload",
+            "container_id": container_id,
+            "container_name": name,
+            "image_digest": image_digest,
+        }
+    assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}  # the client's EVP_Digest is out
+    assert sink.loss["filtered_out"] >= 1

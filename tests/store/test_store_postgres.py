@@ -94,6 +94,11 @@ def test_five_days_five_partitions_prune_three(
         assert after_report["records"]["in_window"] == before_report["records"]["in_window"]
         assert after_report["records"]["outside_window"] == 0
         after_report.pop("records"), before_report.pop("records")
+        # So did the count of records read in scope (the map declares none: every record).
+        for report in (after_report, before_report):
+            scope = report.get("scope")
+            if scope is not None:
+                scope.pop("records_in_scope"), scope.pop("records_out_of_scope")
         assert after_report == before_report
         # Pruned chunks stay recorded: the same evidence offered again adds nothing.
         again = ingest_evidence(store, five_days, root)

@@ -32,13 +32,21 @@ class StellaError(Exception):
         """One line: where (file, line, field) and what was expected."""
         where = ""
         if self.path is not None:
-            where = self.path
+            where = _printable(self.path)
             if self.line is not None:
                 where += f":{self.line}"
             where += ": "
         if self.field is not None:
-            where += f"field '{self.field}': "
+            where += f"field '{_printable(self.field)}': "
         return where + self.message
+
+
+def _printable(text: str) -> str:
+    """A path or field name from the input may hold a newline or other control characters
+    (an unknown key of a record): escaped, so that the error stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # --- exit code 2: bad input or usage -------------------------------------------------------

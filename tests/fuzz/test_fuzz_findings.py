@@ -18,6 +18,7 @@ from stella_bundle.bundle.streams import HashingReader
 from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
 from stella_bundle.errors import MalformedDocumentError, StatementError
 from stella_bundle.jsonio import parse_json_line
+from stella_bundle.observations.record import validate_record
 
 STATEMENT: dict[str, Any] = {
     "_type": STATEMENT_TYPE,
@@ -89,3 +90,18 @@ def test_bundle_inspect_takes_any_manifest_json(
     assert all(isinstance(s, str) for s in summary["services"])
     for output_format in ("table", "json"):
         assert run_cli("bundle", "inspect", bundle, "--format", output_format).exit_code == 0
+
+
+def test_error_naming_a_field_with_a_newline_is_one_line() -> None:
+    """The unknown key of a record is named as the field: a newline in it split the error."""
+    record = {
+        "node_hash": "sha256:" + "0" * 64,
+        "function_name": "f",
+        "probe_type": "uprobe",
+        "observed_at": "2026-01-23T00:00:00Z",
+        "a\nb": 1,
+    }
+    with pytest.raises(MalformedDocumentError) as caught:
+        validate_record(record, "x.ndjson", 1)
+    assert caught.value.describe().startswith("x.ndjson:1: field 'a\\nb': unknown field")
+    assert "\n" not in caught.value.describe()

@@ -82,6 +82,7 @@ def test_seed_records_are_valid() -> None:
     seed=st.sampled_from(range(len(SEEDS))), mutations=st.lists(MUTATIONS, min_size=1, max_size=3)
 )
 @example(seed=1, mutations=[("raw", 21, 0)])  # a 4,301-digit integer in details
+@example(seed=0, mutations=[("add-key", 0, "a\nb", 1)])  # an unknown field named over two lines
 @example(seed=0, mutations=[("raw", 3, 11)])  # a lone surrogate in function_name
 @example(seed=0, mutations=[("replace", 5, "9999-12-31T23:59:59-23:59")])  # past year 9999 in UTC
 def test_records_mutated(seed: int, mutations: list[tuple[Any, ...]]) -> None:

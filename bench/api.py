@@ -9,6 +9,7 @@ work the endpoint cannot avoid. The gap between the two is the HTTP, JSON and st
 
     python bench/api.py                                   # 100 paths, 1,000 observations, 50 clients, 20 s
     python bench/api.py --seconds 5 --clients 10          # quicker, while developing
+    python bench/api.py --workers 4                       # stella serve --workers 4
 
 Target (issue 11): p99 ≤ 100 ms. The machine is shared: the run prints the load average.
 """
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--observations", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=1, help="stella serve --workers")
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="stella-bench-api-"))
@@ -182,7 +184,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "stella_bundle", "serve", "--listen", f"127.0.0.1:{port}",
          "--trust-root", str(directory / "trust-root.json"), "--tokens", str(directory / "tokens.json"),
-         "--store", f"sqlite:///{directory / 'store.sqlite'}"],
+         "--store", f"sqlite:///{directory / 'store.sqlite'}", "--workers", str(args.workers)],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -207,7 +209,8 @@ def main() -> None:
         print(f"map: {args.paths} paths; body: {args.observations} observations ({len(body) / 1e3:.0f} kB); "
               f"report: verified={report['verified']}, rate {report['observation_rate']:.3f}, "
               f"{len(report['unexpected_symbols'])} unexpected")  # fmt: skip
-        print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+        print(f"cpus: {os.cpu_count()}, server workers: {args.workers}, "
+              f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
         result = asyncio.run(load(url, token, body, args.clients, args.seconds))
         latencies = result["latencies"]
         peer = library_peer(document, records, 3.0)

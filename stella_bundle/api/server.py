@@ -7,13 +7,22 @@ unless `--insecure-listen` says the operator knows better (a TLS-terminating sid
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI
 
 from ..errors import ConfigError
 from .app import create_app
-from .settings import ApiSettings
+from .settings import DEFAULT_MAX_BODY_BYTES, ApiSettings
+
+# Worker processes (`--workers N`) rebuild the app from the options passed in this variable.
+OPTIONS_VARIABLE: Final = "STELLA_SERVE_OPTIONS"
 
 
 @dataclass(frozen=True)
@@ -58,12 +67,88 @@ def check_listen(listen: Listen, has_tokens: bool, insecure: bool) -> list[str]:
     return [f"--insecure-listen: serving on {listen.host} without {' and '.join(missing)}"]
 
 
-def serve(settings: ApiSettings, listen: Listen) -> None:
-    """Run until interrupted (SIGINT/SIGTERM: uvicorn finishes the requests in flight)."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """What the server is built from, as plain values a worker process can receive."""
+
+    store_url: str
+    trust_root: str
+    tokens: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    config: str | None = None  # stellaops.yaml (its tetragon: section)
+    tetragon_evidence: str | None = None
+    tetragon_key: str | None = None
+    tetragon_function_map: str | None = None
+    tetragon_sbom: str | None = None
+
+
+def build_settings(options: ServeOptions) -> ApiSettings:
+    from ..attest.trustroot import TrustRoot
+    from .tokens import TokenFile
+
+    trust_root = TrustRoot.load(options.trust_root)
+    settings = ApiSettings(
+        store_url=options.store_url,
+        trust_root=trust_root,
+        tokens=TokenFile.load(options.tokens) if options.tokens is not None else None,
+        max_body_bytes=options.max_body_bytes,
+    )
+    if options.tetragon_evidence is not None:
+        from ..attest.keys import load_signer
+        from ..functionmap.model import is_envelope_document, load_function_map
+        from ..functionmap.sbom import load_sbom
+        from ..jsonio import parse_json, read_bytes
+        from ..tetragon.config import load_tetragon_config
+        from ..tetragon.nodes import NodeIndex
+        from ..tetragon.service import runtime_trace_service
+
+        function_map = None
+        if options.tetragon_function_map is not None:
+            path = options.tetragon_function_map
+            # A signed map must verify against the trust root; an unsigned one is read as is.
+            signed = is_envelope_document(parse_json(read_bytes(path), path))
+            function_map = load_function_map(path, trust_root if signed else None).function_map
+        sbom = load_sbom(options.tetragon_sbom) if options.tetragon_sbom else None
+        settings.runtime = runtime_trace_service(
+            Path(options.tetragon_evidence),
+            load_tetragon_config(options.config),
+            NodeIndex(function_map, sbom),
+        )
+        if options.tetragon_key is not None:
+            settings.runtime_signer = load_signer(options.tetragon_key)
+    return settings
+
+
+def app_from_environment() -> FastAPI:
+    """The app of a worker process (uvicorn's factory), from `STELLA_SERVE_OPTIONS`."""
+    values: dict[str, Any] = json.loads(os.environ[OPTIONS_VARIABLE])
+    return create_app(build_settings(ServeOptions(**values)))
+
+
+def serve(options: ServeOptions, listen: Listen, workers: int = 1) -> None:
+    """Run until interrupted (SIGINT/SIGTERM: uvicorn finishes the requests in flight).
+
+    With several workers, each is a process of its own (one verification uses one CPU); the
+    bridge's chain takes one writer at a time, so the bridge needs a single worker."""
     import uvicorn
 
+    if workers < 1:
+        raise ConfigError("expected at least 1", field="--workers")
+    if workers > 1 and options.tetragon_evidence is not None:
+        raise ConfigError(
+            "the Tetragon bridge appends to one chain: serve it with one worker",
+            field="--workers",
+        )
+    settings = build_settings(options)  # errors surface here, before any worker starts
+    if workers > 1:
+        os.environ[OPTIONS_VARIABLE] = json.dumps(dataclasses.asdict(options))
+        target: Any = "stella_bundle.api.server:app_from_environment"
+    else:
+        target = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        target,
+        factory=workers > 1,
+        workers=workers,
         host=listen.host,
         port=listen.port,
         ssl_certfile=str(listen.tls_cert) if listen.tls_cert else None,
@@ -75,4 +160,11 @@ def serve(settings: ApiSettings, listen: Listen) -> None:
         # Larger than the uvicorn default: a request body arriving slowly over a bad link.
         timeout_keep_alive=30,
     )
-    uvicorn.Server(config).run()
+    if workers > 1:
+        # uvicorn's supervisor: it binds the socket once and starts the worker processes.
+        from uvicorn.supervisors import Multiprocess
+
+        socket = config.bind_socket()
+        Multiprocess(config, sockets=[socket]).run()
+    else:
+        uvicorn.Server(config).run()

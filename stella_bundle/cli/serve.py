@@ -79,6 +79,11 @@ def serve(
         "--tetragon-sbom",
         help="CycloneDX SBOM mapping binaries to components (default: none).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        help="Server processes (one verification uses one CPU; the bridge needs 1; default: 1).",
+    ),
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
 ) -> None:
@@ -86,10 +91,9 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     from ..agent.endpoint import parse_listen
-    from ..api import ApiSettings, TokenFile
-    from ..api.server import Listen, check_listen
+    from ..api import TokenFile
+    from ..api.server import Listen, ServeOptions, check_listen
     from ..api.server import serve as run_server
-    from ..attest.trustroot import TrustRoot
     from ..store import open_store
     from ..store.config import store_settings
 
@@ -103,39 +107,28 @@ def serve(
         raise ConfigError("expected at least 1024 bytes", field="--max-body-bytes")
     host, port = parse_listen(listen, "--listen")
     where = Listen(host, port, tls_cert, tls_key)
-    token_file = TokenFile.load(tokens) if tokens is not None else None
-    for warning in check_listen(where, token_file is not None, insecure_listen):
+    if tokens is not None:
+        TokenFile.load(tokens)  # a bad tokens file is refused before anything opens
+    for warning in check_listen(where, tokens is not None, insecure_listen):
         error_line(f"warning: {warning}")
     settings_store = store_settings(store, config)
     with open_store(settings_store.url, initialise=True) as opened:
         display = opened.display_url
-    settings = ApiSettings(
+    options = ServeOptions(
         store_url=settings_store.url,
-        trust_root=TrustRoot.load(trust_root),
-        tokens=token_file,
+        trust_root=str(trust_root),
+        tokens=str(tokens) if tokens is not None else None,
         max_body_bytes=max_body_bytes,
+        config=str(config) if config is not None else None,
+        tetragon_evidence=str(tetragon_evidence) if tetragon_evidence is not None else None,
+        tetragon_key=str(tetragon_key) if tetragon_key is not None else None,
+        tetragon_function_map=(
+            str(tetragon_function_map) if tetragon_function_map is not None else None
+        ),
+        tetragon_sbom=str(tetragon_sbom) if tetragon_sbom is not None else None,
     )
-    if tetragon_evidence is not None:
-        from ..attest.keys import load_signer
-        from ..functionmap.model import is_envelope_document
-        from ..jsonio import parse_json, read_bytes
-        from ..tetragon.config import load_tetragon_config
-        from ..tetragon.service import runtime_trace_service
-        from .tetragon import _load_inputs as tetragon_nodes
-
-        # A signed map must verify against the trust root; an unsigned one is read as is.
-        signed_map = tetragon_function_map is not None and is_envelope_document(
-            parse_json(read_bytes(tetragon_function_map), tetragon_function_map)
-        )
-        nodes = tetragon_nodes(
-            tetragon_function_map, tetragon_sbom, trust_root if signed_map else None
-        )
-        settings.runtime = runtime_trace_service(
-            tetragon_evidence, load_tetragon_config(config), nodes
-        )
-        settings.runtime_signer = load_signer(tetragon_key) if tetragon_key else None
-    error_line(f"stella serve: {where.url} (store {display})")
-    run_server(settings, where)
+    error_line(f"stella serve: {where.url} (store {display}, {workers} worker(s))")
+    run_server(options, where, workers)
 
 
 @token_app.command("add")

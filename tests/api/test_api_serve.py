@@ -234,3 +234,42 @@ def test_serve_with_the_tetragon_bridge(test_keys: Any, tmp_path: Path) -> None:
         assert records >= 1 and len(timeline["events"]) == records
     finally:
         server.stop()
+
+
+def test_serve_with_several_workers(test_keys: Any, tmp_path: Path) -> None:
+    """`--workers 2`: worker processes rebuild the app from the same options."""
+    tokens = tmp_path / "tokens.json"
+    from stella_bundle.api import TokenFile
+
+    made = TokenFile(path=tokens)
+    token = made.add("w", ["write"])
+    made.save()
+    server = Server(
+        "--trust-root", test_keys.trust_root, "--store", f"sqlite:///{tmp_path / 's.sqlite'}",
+        "--tokens", tokens, "--workers", "2",
+    )  # fmt: skip
+    server.start()
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        for _ in range(6):  # spread over both workers
+            answer = httpx.post(
+                server.url + "/api/v1/evidence",
+                json={"records": records(5, 5)},
+                headers=auth,
+                timeout=60,
+            )
+            assert answer.status_code in (200, 201), answer.text
+        assert httpx.get(server.url + "/api/v1/function-maps", timeout=30).status_code == 401
+        listed = httpx.get(server.url + "/api/v1/observations", headers=auth, timeout=30).json()
+        assert len(listed["records"]) == 5  # stored once, whichever worker answered
+    finally:
+        server.stop()
+
+
+def test_bridge_needs_one_worker(run_cli: Any, test_keys: Any, tmp_path: Path) -> None:
+    refused = run_cli(
+        "serve", "--trust-root", test_keys.trust_root, "--store", f"sqlite:///{tmp_path / 's.sqlite'}",
+        "--tetragon-evidence", tmp_path / "b", "--workers", "2",
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "field '--workers': the Tetragon bridge appends to one chain" in refused.stderr

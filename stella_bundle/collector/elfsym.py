@@ -41,9 +41,12 @@ def index_binary(path: str) -> ElfIndex:
         raise CollectorEnvironmentError(exc.message, path=path) from exc
 
 
-def resolve_symbol(binary_path: str, symbol: str) -> ResolvedSymbol:
-    """File offset of `symbol` in `binary_path`; a clear "not observable" when it cannot be."""
-    index = index_binary(str(Path(binary_path).resolve()))
+def resolve_symbol(binary_path: str, symbol: str, *, follow_links: bool = True) -> ResolvedSymbol:
+    """File offset of `symbol` in `binary_path`; a clear "not observable" when it cannot be.
+
+    `follow_links=False` for paths under /proc/PID/root: resolving them would leave the
+    container's root (the magic link reads as "/") and index the host's file instead."""
+    index = index_binary(str(Path(binary_path).resolve()) if follow_links else binary_path)
     wanted = normalize_symbol(symbol)
     found = index.functions.get(wanted)
     if found is None:

@@ -12,18 +12,20 @@ import ctypes
 import datetime as dt
 import errno
 import fnmatch
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import CollectorEnvironmentError, ConfigError
+from ..errors import CollectorEnvironmentError, ConfigError, StellaError
 from ..evidence.config import ProbeFailure
 from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
 from .containers import CgroupResolver, ContainerInfo
+from .elfsym import resolve_symbol
 from .events import (
     CGROUP_COOKIE,
     KIND_CGROUP,
@@ -55,7 +57,8 @@ from .usdt import PyObjectSnapshot, audit_details, str_data_offset
 from .workload import (
     ResolvedScope,
     container_cgroups,
-    container_executable_key,
+    container_root,
+    executable_key_in,
     resolve_scope,
 )
 
@@ -213,10 +216,12 @@ class Collector:
         # of the cgroup_mkdir/rmdir programs that say when to look again, and whether to.
         self.scope_cgroups: set[int] = set()
         self.lifecycle_links: list[Link] = []
-        # A container scope with an executable: each container's own file (inode, dev_t), and
-        # the containers whose file is not resolved yet (no process in the cgroup yet).
+        # Per container in scope: the scope's executable inside it (inode, dev_t), and links
+        # of probes on its own copies of the map's binaries; containers not settled yet (no
+        # process in their own root yet).
         self.container_executables: dict[int, tuple[int, int]] = {}
-        self._unresolved_executables: set[int] = set()
+        self.container_links: dict[int, list[Link]] = {}
+        self._unsettled: set[int] = set()
         self.lifecycle_type: str | None = None
         self._cgroups_changed = False
 
@@ -253,14 +258,15 @@ class Collector:
         if self.scope is not None:
             self.scope_cgroups = set(self.scope.cgroup_ids)
             self.runtime.set_scope(self.scope_cgroups, set(self.scope.executables))
-            if self.scope.scope.container_selected and self.scope.scope.executable is not None:
-                self._unresolved_executables = set(self.scope_cgroups)
-                self._resolve_container_executables()
+            if self.scope.scope.container_selected:
+                self._unsettled = set(self.scope_cgroups)
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
         timeout = cfg.attach_timeout_ms
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         try:
+            if self._unsettled:
+                self._settle_containers()
             if lifecycle is not None:
                 # tp_btf programs know their target; raw ones are attached by name.
                 self.lifecycle_links = [
@@ -345,9 +351,11 @@ class Collector:
         return self.runtime.attach_kprobe(obj, program, target, cookie)
 
     def _detach_all(self) -> None:
-        self.runtime.detach_many([*self.links.values(), *self.lifecycle_links])
+        inside = [link for links in self.container_links.values() for link in links]
+        self.runtime.detach_many([*self.links.values(), *self.lifecycle_links, *inside])
         self.links.clear()
         self.lifecycle_links.clear()
+        self.container_links.clear()
 
     # Loop -------------------------------------------------------------------------------------
     def _on_sample(self, data: int, size: int) -> int:
@@ -374,8 +382,8 @@ class Collector:
             self.process_pending()
             if self._cgroups_changed:
                 self.watch_containers()
-            elif self._unresolved_executables:
-                self._resolve_container_executables()
+            elif self._unsettled:
+                self._settle_containers()
             now = time.monotonic_ns()
             if now >= next_aggregation:
                 self.aggregate()
@@ -440,23 +448,72 @@ class Collector:
                 if c in self.container_executables
             }
             self.runtime.unset_scope(stopped, gone - set(self.container_executables.values()))
+            self.runtime.detach_many(
+                [link for c in stopped for link in self.container_links.pop(c, [])]
+            )
         self.scope_cgroups = current
-        if self.scope.scope.executable is not None:
-            self._unresolved_executables = current - set(self.container_executables)
-            self._resolve_container_executables()
+        self._unsettled = (self._unsettled | started) & current
+        self._settle_containers()
 
-    def _resolve_container_executables(self) -> None:
-        """The scope's executable inside each container in scope, once it has a process."""
-        assert self.scope is not None and self.scope.scope.executable is not None
-        for cgroup_id in sorted(self._unresolved_executables):
+    def _settle_containers(self) -> None:
+        """Per container in scope, once a process of it runs in its own root: the scope's
+        executable inside it, and probes on its own copies of the map's binaries."""
+        assert self.scope is not None
+        executable = self.scope.scope.executable
+        for cgroup_id in sorted(self._unsettled):
             path = self.resolver.path_of(cgroup_id)
-            key = None
-            if path is not None:
-                key = container_executable_key(self.scope.scope.executable, self.resolver, path)
-            if key is not None:
+            root = container_root(self.resolver, path) if path is not None else None
+            if root is None:
+                continue
+            if executable is not None:
+                key = executable_key_in(root, executable)
+                if key is None:
+                    continue  # not there yet (the entrypoint may still be starting)
                 self.container_executables[cgroup_id] = key
                 self.runtime.set_scope(set(), {key})
-                self._unresolved_executables.discard(cgroup_id)
+            self.container_links[cgroup_id] = self._attach_inside(root)
+            self._unsettled.discard(cgroup_id)
+
+    def _attach_inside(self, root: str) -> list[Link]:
+        """Uprobes on the container's own copies of the map's binaries (the same path under
+        the container's root, another inode: the host file's probes do not fire there). A
+        bind-mounted host file is the same inode, already probed. Failures go to the seal."""
+        links: list[Link] = []
+        failures: list[ProbeFailure] = []
+        for spec in self.plan.specs:
+            if spec.attach_type not in ("uprobe", "uretprobe"):
+                continue
+            inside = root + spec.target
+            try:
+                on_host, in_container = os.stat(spec.target), os.stat(inside)
+            except OSError:
+                continue
+            if (on_host.st_ino, on_host.st_dev) == (in_container.st_ino, in_container.st_dev):
+                continue
+            try:
+                offset = resolve_symbol(inside, spec.symbol, follow_links=False).offset
+                links.append(
+                    self.runtime.attach_uprobe(
+                        spec.object_name,
+                        spec.program,
+                        inside,
+                        offset,
+                        spec.index,
+                        retprobe=spec.attach_type == "uretprobe",
+                    )
+                )
+            except ProbeAttachError as exc:
+                failures.append(_attach_failure(spec, exc))
+            except StellaError as exc:
+                failures.append(
+                    ProbeFailure(
+                        spec.node_hash, spec.symbol, spec.purl, inside, errno.ENOENT, exc.message
+                    )
+                )
+        if failures:
+            self.probe_failures.extend(failures)
+            self.sink.add_probe_failures(failures)
+        return links
 
     def aggregate(self) -> None:
         """Count mode flush, loss accounting, writer tick (every aggregation window)."""

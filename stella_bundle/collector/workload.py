@@ -91,24 +91,34 @@ def container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, s
     return ids
 
 
-def container_executable_key(
-    executable: str, resolver: CgroupResolver, cgroup_path: str
-) -> tuple[int, int] | None:
-    """(inode, kernel dev_t) of `executable` inside the container whose cgroup is
-    `cgroup_path`, seen through the root of one of its processes (/proc/PID/root); None while
-    the cgroup has no process yet (a container's cgroup exists before its first process)."""
+def container_root(resolver: CgroupResolver, cgroup_path: str) -> str | None:
+    """/proc/PID/root of a process of the container whose cgroup is `cgroup_path`: its own
+    filesystem. None while it has no process yet, or only one still in the host's root (a
+    container's cgroup exists before its first process pivots into the container's root)."""
     procs = resolver.root / cgroup_path.lstrip("/") / "cgroup.procs"
     try:
         pids = procs.read_text().split()
+        host_root = os.stat("/")
     except OSError:
         return None
     for pid in pids:
+        root = f"/proc/{pid}/root"
         try:
-            info = os.stat(f"/proc/{pid}/root{executable}")
+            info = os.stat(root)
         except OSError:
             continue
-        return info.st_ino, kernel_dev(info.st_dev)
+        if (info.st_ino, info.st_dev) != (host_root.st_ino, host_root.st_dev):
+            return root
     return None
+
+
+def executable_key_in(root: str, executable: str) -> tuple[int, int] | None:
+    """(inode, kernel dev_t) of `executable` in the filesystem under `root`, or None."""
+    try:
+        info = os.stat(root + executable)
+    except OSError:
+        return None
+    return info.st_ino, kernel_dev(info.st_dev)
 
 
 def resolve_scope(scope: Scope, resolver: CgroupResolver) -> ResolvedScope:

@@ -67,8 +67,11 @@ def _podman(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A local image from a root filesystem: (reference, image digest)."""
+def image(
+    tmp_path_factory: pytest.TempPathFactory, workload_bin: Path
+) -> Iterator[tuple[str, str]]:
+    """A local image from a root filesystem: (reference, image digest). It holds its own
+    copies of the workload (at the host's path) and of the libraries it loads."""
     if shutil.which("podman") is None or shutil.which("runc") is None:
         pytest.skip("podman and runc are needed (scripts/setup.sh)")
     root = tmp_path_factory.mktemp("rootfs")
@@ -77,6 +80,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     (root / "lib").symlink_to("usr/lib")
     (root / "etc" / "os-release").write_text('NAME="stella scope test image"\n')
     (root / "stella-workload").write_bytes(b"")  # the mount point of the workload binary
+    for source in (
+        str(workload_bin),
+        LIBCRYPTO,
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ):
+        target = root / source.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(source).resolve(), target)
     archive = root.parent / "rootfs.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(root, arcname=".")
@@ -219,9 +231,25 @@ def test_a_container_started_after_collection_is_scoped_and_named(
 
 
 def _start_container(
-    name: str, reference: str, workload: Path, *mounts: str, args: tuple[str, ...] = ()
+    name: str,
+    reference: str,
+    workload: Path,
+    *mounts: str,
+    args: tuple[str, ...] = (),
+    own_files: bool = False,
 ) -> tuple[subprocess.Popen[str], str]:
-    """A container of the workload waiting for "go" on stdin; (process, container id)."""
+    """A container of the workload waiting for "go" on stdin; (process, container id). By
+    default the host's workload and libraries are bind-mounted (the host's inodes); with
+    `own_files` the container runs the image's own copies."""
+    host_files = (
+        ()
+        if own_files
+        else (
+            *("-v", f"{workload}:/stella-workload:ro"),
+            *("-v", "/usr/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:ro"),
+            *("-v", "/lib64:/lib64:ro"),
+        )
+    )
     process = subprocess.Popen(
         [
             *PODMAN_RUN,
@@ -230,14 +258,9 @@ def _start_container(
             "--name",
             name,
             *(item for mount in mounts for item in ("-v", mount)),
-            "-v",
-            f"{workload}:/stella-workload:ro",
-            "-v",
-            "/usr/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:ro",
-            "-v",
-            "/lib64:/lib64:ro",
+            *host_files,
             reference,
-            "/stella-workload",
+            str(workload) if own_files else "/stella-workload",
             "--wait",
             "--calls",
             "3",
@@ -367,3 +390,54 @@ def test_an_executable_inside_the_container_narrows_the_container(
         }
     assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}  # the client's EVP_Digest is out
     assert sink.loss["filtered_out"] >= 1
+
+
+@pytest.mark.ebpf
+def test_probes_are_attached_to_the_containers_own_binaries(
+    ebpf: None, workload_bin: Path, features: KernelFeatures, image: tuple[str, str]
+) -> None:
+    """The image's own workload and libcrypto (other inodes than the host's): probed through
+    /proc/PID/root when the container starts, detached when it stops."""
+    reference, image_digest = image
+    prefix = f"stella-scope-{secrets.token_hex(3)}"
+    name = f"{prefix}-own"
+    config = CollectorConfig(
+        mode="trace", aggregation_ms=60_000, scope=Scope(container_name=f"{prefix}-*")
+    )
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        config,
+    )
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    container: subprocess.Popen[str] | None = None
+    attached_inside = 0
+    try:
+        container, container_id = _start_container(
+            name, reference, workload_bin, args=("--crypto",), own_files=True
+        )
+        _wait_for(lambda: bool(collector.container_links), KERNEL_PICKUP_SECONDS)
+        attached_inside = sum(len(links) for links in collector.container_links.values())
+        _finish(container)
+        _wait_for(lambda: not collector.container_links, KERNEL_PICKUP_SECONDS)
+        time.sleep(0.4)
+    finally:
+        if container is not None and container.poll() is None:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+            container.wait(timeout=60)
+        stop.set()
+        thread.join()
+        collector.stop()
+    assert attached_inside == 2  # EVP_Digest in its libcrypto, stella_work_hot in its workload
+    counts: dict[str, int] = {}
+    for record in sink.records:
+        counts[record["function_name"]] = counts.get(record["function_name"], 0) + 1
+        assert record["container_id"] == container_id
+        assert record["image_digest"] == image_digest
+    assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}
+    assert collector.probe_failures == []

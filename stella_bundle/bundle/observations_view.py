@@ -33,8 +33,9 @@ from .streams import TeeReader, whole_line_blocks
 
 # Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
 RUN_BYTES = 16 * 1024 * 1024
-# Chunk bytes (compressed) from which records are validated in worker processes.
-PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+# Chunk bytes (compressed) from which records are validated in worker processes, beside the
+# main pass (forking one costs a few ms; 256 KiB of zstd is ~2-30 MB of lines).
+PARALLEL_MIN_BYTES = 256 * 1024
 WORKER_BLOCK = 4 << 20
 ORDER_CHAIN = "chain"
 ORDER_MERGED = "merged"
@@ -232,27 +233,72 @@ class _Validation:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _plain_block(block: bytes) -> list[bytes] | None:
+    """The observed_at keys (bytes) of a whole-line block in which every line ends with a
+    newline and is matched by OBSERVED_AT_TAIL (a match lies within one line and ends at its
+    end, so as many matches as newlines means no line is blank), keys all ASCII (bytes order
+    is then the str order `block_keys` gives); None for any other block, which takes the
+    line-by-line path. C-speed searches only: the collector's blocks are all like this."""
+    if not block.endswith(b"\n"):
+        return None
+    keys: list[bytes] = OBSERVED_AT_TAIL.findall(block)
+    if len(keys) != block.count(b"\n") or not b"".join(keys).isascii():
+        return None
+    return keys
+
+
+class _ViewSink:
+    """The view file of a single chain in its own order, written as the chain is read (its
+    lines, non-blank, each ended by a newline: what `_write_batch` writes), hashed as it goes."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.out.write(data)
+        self.size += len(data)
+
+
 class _OrderCheck:
     """One pass over a chain: count the records, see whether the chain is already in
     observed_at order, and (when not done in worker processes) validate every record with the
-    function-map verifier's own scan, fed our 1 MiB whole-line blocks."""
+    function-map verifier's own scan, fed our 1 MiB whole-line blocks. With a `sink`, the view
+    is written in the same pass for as long as the chain is in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, sink: _ViewSink | None = None) -> None:
         self.records = 0
         self.in_order = True
         self.last = ""
+        self.sink = sink
 
     def feed(self, block: bytes) -> None:
+        keys = _plain_block(block) if self.in_order else None
+        if keys is not None:  # the collector's blocks: no line split, written as they are
+            if not keys:
+                return
+            self.records += len(keys)
+            if keys[0].decode() < self.last or keys != sorted(keys):
+                self.in_order = False
+                return
+            self.last = keys[-1].decode()
+            if self.sink is not None:
+                self.sink.write(block)
+            return
         lines = [line for line in block.split(b"\n") if line.strip()]
         if not lines:
             return
         self.records += len(lines)
         if self.in_order:
-            keys = block_keys(block, lines)
-            if keys[0] < self.last or keys != sorted(keys):
+            keys_text = block_keys(block, lines)
+            if keys_text[0] < self.last or keys_text != sorted(keys_text):
                 self.in_order = False
             else:
-                self.last = keys[-1]
+                self.last = keys_text[-1]
+                if self.sink is not None:
+                    self.sink.write(b"\n".join(lines) + b"\n")
 
     def scan(self, chunk: Path, validate: bool) -> None:
         with open_ndjson(chunk) as handle:
@@ -287,10 +333,24 @@ def _write_view(
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
     records = 0
+    if len(chains) == 1:
+        # The usual case: one chain, in time order. Its view is its lines as they are, written
+        # by the one pass that counts and checks them (no second decompression, no per-line
+        # work for the collector's blocks).
+        with open(output, "wb") as out:
+            sink = _ViewSink(out)
+            check = _OrderCheck(sink)
+            for chunk in chains[0]:
+                check.scan(chunk, validate=validation.inline)
+        if check.in_order:
+            validation.check()
+            return ViewStats(check.records, None, sink.digest.hexdigest(), sink.size, ORDER_CHAIN)
+        # Out of order: counted and validated already; sorted below (the file is rewritten).
     for chunks in chains:
-        check = _OrderCheck()
-        for chunk in chunks:
-            check.scan(chunk, validate=validation.inline)
+        if len(chains) != 1:
+            check = _OrderCheck()
+            for chunk in chunks:
+                check.scan(chunk, validate=validation.inline)
         records += check.records
         if check.in_order:
             streams.append(_chain_lines(chunks))

@@ -348,3 +348,45 @@ def test_parallel_validation_gives_the_same_bundle_and_names_bad_records(
     assert caught.value.path == str(chunk) and caught.value.line == 7
     assert caught.value.field == "pid"
     assert not (tmp_path / "c" / "x.stella.bundle.tgz").exists()
+
+
+@pytest.mark.parametrize("block", [300, 1 << 20])
+def test_view_written_in_the_order_pass_is_the_line_by_line_view(
+    tmp_path: Path, test_keys: Any, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """A single in-order chain's view is written while the chain is checked: blocks of the
+    collector's shape as they are, others (blank or whitespace lines, no final newline,
+    non-ASCII) line by line; either way the bytes of the line-by-line view, and an
+    out-of-order chain still goes through the sort."""
+    import hashlib as _hashlib
+
+    import zstandard
+    from bundle_helpers import make_inputs, records_for
+
+    from stella_bundle.bundle import observations_view
+    from stella_bundle.canonical import canonical_bytes
+
+    monkeypatch.setattr(observations_view, "READ_BLOCK", block)
+    inputs = make_inputs(tmp_path / "in", test_keys)
+    records = records_for(inputs.nodes, 120)
+    records[70]["comm"] = "wörkload"
+    lines = [canonical_bytes(record) for record in records]
+    expected = b"".join(line + b"\n" for line in lines)
+    chain = tmp_path / "chain"
+    chain.mkdir()
+    clean = chain / "0000000001.ndjson.zst"
+    clean.write_bytes(zstandard.ZstdCompressor().compress(b"".join(x + b"\n" for x in lines[:60])))
+    messy = chain / "0000000002.ndjson.zst"
+    body = b"\n".join(lines[60:90]) + b"\n\n  \n\t\r\n" + b"\n".join(lines[90:])  # no final \n
+    messy.write_bytes(zstandard.ZstdCompressor().compress(b"\n" + body))
+    out = tmp_path / "view.ndjson"
+    stats = observations_view.write_merged_view([[clean, messy]], out, tmp_path)
+    assert out.read_bytes() == expected
+    assert (stats.records, stats.order, stats.size) == (120, "chain", len(expected))
+    assert stats.sha256 == _hashlib.sha256(expected).hexdigest()
+
+    swapped = [*lines[:58], lines[59], lines[58]]
+    clean.write_bytes(zstandard.ZstdCompressor().compress(b"".join(x + b"\n" for x in swapped)))
+    stats = observations_view.write_merged_view([[clean, messy]], out, tmp_path)
+    assert out.read_bytes() == expected
+    assert (stats.records, stats.order) == (120, "merged") and stats.multiset

@@ -1,9 +1,10 @@
 """Container names and image digests from the container runtime that started them.
 
 The cgroup path gives a container's id and runtime; its name and image digest are only known
-to the runtime. Podman answers `podman inspect` (Name, ImageDigest). Asked once per container
-id (cached, failures too) and only for containers of that runtime; absent answers stay absent,
-never guessed.
+to the runtime. Podman answers `podman inspect` (Name, ImageDigest). Answers are cached per
+container id; a failed answer is not (asked while the container is still being created,
+podman may not know it yet: the next look asks again). Only containers of that runtime are
+asked; absent answers stay absent, never guessed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class RuntimeMetadata:
         found: dict[str, str] = {}
         if runtime == "podman" and self.podman:
             found = _podman_inspect(self.podman, container_id)
-        self._cache[container_id] = found
+        if found:
+            self._cache[container_id] = found
         return found
 
 

@@ -64,6 +64,8 @@ from .workload import (
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
+# Looks at a container the runtime cannot name yet (one per loop turn, ~100 ms each).
+_NAME_RETRIES = 30
 # Container lifecycle (probes/cgroup.bpf.c): the BTF-typed tracepoint first, then the raw one.
 _LIFECYCLE_OBJECT = "cgroup.bpf.o"
 _LIFECYCLE_PROGRAMS = {
@@ -222,6 +224,14 @@ class Collector:
         self.container_executables: dict[int, tuple[int, int]] = {}
         self.container_links: dict[int, list[Link]] = {}
         self._unsettled: set[int] = set()
+        # Container start latency (bench/container_start.py): the kernel's cgroup_mkdir time
+        # per new cgroup id, and per container in scope the ns from its mkdir to in scope and
+        # to settled (probes inside attached).
+        self._mkdir_ns: dict[int, int] = {}
+        # Containers the runtime could not name yet (asked while being created): looked at
+        # again on the next loop turns, a bounded number of times.
+        self._name_retries: dict[int, int] = {}
+        self.container_latency_ns: dict[int, dict[str, int]] = {}
         self.lifecycle_type: str | None = None
         self._cgroups_changed = False
 
@@ -400,6 +410,9 @@ class Collector:
         if self.lifecycle_links and any(e.kind == KIND_CGROUP for e in events):
             # A cgroup came or went: look at the tree now (the event itself is no record).
             self._cgroups_changed = True
+            for event in events:
+                if event.kind == KIND_CGROUP and not event.aux:
+                    self._mkdir_ns[int(event.cgroup_id)] = int(event.ts_ns)
             kept = [(e, r) for e, r in zip(events, pending, strict=True) if e.kind != KIND_CGROUP]
             events, pending = [e for e, _ in kept], [r for _, r in kept]
         if self.config.mode_id == MODE_COVERAGE:
@@ -437,10 +450,24 @@ class Collector:
         self._cgroups_changed = False
         if self.scope is None or not self.scope.scope.container_selected:
             return
-        current = container_cgroups(self.scope.scope, self.resolver, self.resolver.all_paths())
+        unnamed: set[int] = set()
+        current = container_cgroups(
+            self.scope.scope, self.resolver, self.resolver.all_paths(), unnamed
+        )
+        self._name_retries = {c: self._name_retries.get(c, 0) + 1 for c in unnamed}
+        if any(tries <= _NAME_RETRIES for tries in self._name_retries.values()):
+            self._cgroups_changed = True
         started, stopped = current - self.scope_cgroups, self.scope_cgroups - current
         if started:
             self.runtime.set_scope(started, set())
+            now = time.monotonic_ns()
+            for cgroup_id in started:
+                created = self._mkdir_ns.pop(cgroup_id, None)
+                if created is not None:
+                    self.container_latency_ns[cgroup_id] = {
+                        "created": created,
+                        "in_scope": now - created,
+                    }
         if stopped:
             gone = {
                 self.container_executables.pop(c)
@@ -452,6 +479,8 @@ class Collector:
                 [link for c in stopped for link in self.container_links.pop(c, [])]
             )
         self.scope_cgroups = current
+        # Cgroups neither in scope nor awaiting a name by now are no container of the scope.
+        self._mkdir_ns = {c: t for c, t in self._mkdir_ns.items() if c in self._name_retries}
         self._unsettled = (self._unsettled | started) & current
         self._settle_containers()
 
@@ -473,6 +502,9 @@ class Collector:
                 self.runtime.set_scope(set(), {key})
             self.container_links[cgroup_id] = self._attach_inside(root)
             self._unsettled.discard(cgroup_id)
+            latency = self.container_latency_ns.get(cgroup_id)
+            if latency is not None:
+                latency["settled"] = time.monotonic_ns() - latency["created"]
 
     def _attach_inside(self, root: str) -> list[Link]:
         """Uprobes on the container's own copies of the map's binaries (the same path under

@@ -75,8 +75,14 @@ def _unit_cgroups(unit: str, paths: dict[int, str]) -> set[int]:
     return {cid for cid, path in paths.items() if PurePosixPath(path).name == unit}
 
 
-def container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, str]) -> set[int]:
-    """The cgroup ids of the running containers the scope's container selectors match."""
+def container_cgroups(
+    scope: Scope,
+    resolver: CgroupResolver,
+    paths: dict[int, str],
+    unnamed: set[int] | None = None,
+) -> set[int]:
+    """The cgroup ids of the running containers the scope's container selectors match; the
+    ids of containers nothing could be learnt about (yet) are added to `unnamed`."""
     containers = Scope(container_name=scope.container_name, image_digest=scope.image_digest)
     ids: set[int] = set()
     for cid, path in paths.items():
@@ -84,6 +90,8 @@ def container_cgroups(scope: Scope, resolver: CgroupResolver, paths: dict[int, s
         if info is None:
             continue
         info = resolver.enrich(info)
+        if unnamed is not None and info.container_name is None and info.image_digest is None:
+            unnamed.add(cid)
         if containers.context_matches(
             {"container_name": info.container_name, "image_digest": info.image_digest}
         ):

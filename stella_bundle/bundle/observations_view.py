@@ -233,7 +233,7 @@ class _Validation:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _plain_block(block: bytes) -> list[bytes] | None:
+def plain_block_keys(block: bytes) -> list[bytes] | None:
     """The observed_at keys (bytes) of a whole-line block in which every line ends with a
     newline and is matched by OBSERVED_AT_TAIL (a match lies within one line and ends at its
     end, so as many matches as newlines means no line is blank), keys all ASCII (bytes order
@@ -275,7 +275,7 @@ class _OrderCheck:
         self.sink = sink
 
     def feed(self, block: bytes) -> None:
-        keys = _plain_block(block) if self.in_order else None
+        keys = plain_block_keys(block) if self.in_order else None
         if keys is not None:  # the collector's blocks: no line split, written as they are
             if not keys:
                 return

@@ -74,7 +74,13 @@ class LineTally:
             self._tail = data
         else:
             self._tail = data[cut + 1 :]
-            self._fold([line for line in data[:cut].split(b"\n") if line.strip()])
+            whole = data[: cut + 1]
+            if whole.startswith(b"{") and whole.count(b"\n{") == whole.count(b"\n") - 1:
+                # Every line starts with "{", so none is blank: the collector's lines, folded
+                # without splitting unless the multiset needs them one by one.
+                self._fold_whole(whole)
+            else:
+                self._fold([line for line in whole[:-1].split(b"\n") if line.strip()])
         if len(self._tail) > MAX_LINE:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=self.name)
 
@@ -86,6 +92,14 @@ class LineTally:
         if self.sequence is not None:
             self.sequence.update(b"\n".join(lines) + b"\n")
         self.lines += len(lines)
+
+    def _fold_whole(self, whole: bytes) -> None:
+        """`_fold` of the lines of `whole`, none blank, each ended by a newline."""
+        if self.multiset is not None:
+            self.multiset.add_many(whole.split(b"\n")[:-1])
+        if self.sequence is not None:
+            self.sequence.update(whole)
+        self.lines += whole.count(b"\n")
 
     def finish(self) -> None:
         if self._tail.strip():

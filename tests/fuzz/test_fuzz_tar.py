@@ -91,7 +91,11 @@ def test_tar_reader_random_bytes(data: bytes, wrap: str) -> None:
 
 # --- bombs -------------------------------------------------------------------------------------
 
-ZERO_MEMBER = gzip.compress(b"\0" * (16 << 20), compresslevel=9, mtime=0)
+
+@functools.cache
+def zero_member() -> bytes:
+    """A gzip member of 16 MiB of zeros (made once, at first use, not at collection)."""
+    return gzip.compress(b"\0" * (16 << 20), compresslevel=9, mtime=0)
 
 
 def _bomb(kind: str) -> bytes:
@@ -103,7 +107,7 @@ def _bomb(kind: str) -> bytes:
         head = set_field(header, "size", b"%011o\0" % (1 << 30))  # one member of 1 GiB of zeros
     else:
         head = b"\0" * 2 * BLOCK  # an empty archive, then zeros after its end marker
-    return gzip.compress(head, mtime=0) + ZERO_MEMBER * 64
+    return gzip.compress(head, mtime=0) + zero_member() * 64
 
 
 @pytest.mark.parametrize("kind", ["member", "after-end"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,31 @@ def read_bytes(path: str | Path) -> bytes:
         raise MalformedDocumentError(f"cannot read file: {exc.strerror}", path=path) from exc
 
 
+# A surrogate can only reach a parsed string through a `\\uD800`-`\\uDFFF` escape (UTF-8 cannot
+# carry one); only then is the parsed value checked for a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _refuse_lone_surrogates(
+    value: Any, data: bytes | str, message: str, source: str | Path, line: int | None
+) -> Any:
+    """A lone surrogate is not Unicode text: it cannot be written as UTF-8 or canonical JSON,
+    and orjson and msgspec (the fast readers) refuse it, so every reader refuses it here too."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _SURROGATE_ESCAPE.search(raw) is None:
+        return value
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedDocumentError(message, path=source, line=line) from exc
+    return value
+
+
 def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -> Any:
     """The toolkit's one JSON parse of outside data: every way `json` can fail on hostile
     input becomes a one-line `MalformedDocumentError` naming `source` (and `line`)."""
     try:
-        return json.loads(data)
+        value = json.loads(data)
     except UnicodeDecodeError as exc:
         raise MalformedDocumentError("not UTF-8 text", path=source, line=line) from exc
     except json.JSONDecodeError as exc:
@@ -42,6 +63,9 @@ def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -
         raise MalformedDocumentError(
             f"JSON number out of range: {_first_line(str(exc))}", path=source, line=line
         ) from exc
+    return _refuse_lone_surrogates(
+        value, data, "malformed JSON: a lone surrogate escape is not Unicode text", source, line
+    )
 
 
 def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
@@ -51,7 +75,7 @@ def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
     Bytes are decoded as UTF-8 first: `json.loads` would otherwise skip a byte order mark and
     read UTF-16 or UTF-32, which the fast line scanners (functionmap.scan) refuse."""
     try:
-        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+        value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except UnicodeDecodeError as exc:
         raise MalformedDocumentError("malformed NDJSON: not UTF-8", path=source, line=line) from exc
     except json.JSONDecodeError as exc:
@@ -68,6 +92,9 @@ def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
             path=source,
             line=line,
         ) from exc
+    return _refuse_lone_surrogates(
+        value, data, "malformed NDJSON: a lone surrogate escape is not Unicode text", source, line
+    )
 
 
 def _first_line(text: str) -> str:

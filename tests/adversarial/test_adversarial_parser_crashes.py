@@ -489,3 +489,34 @@ def test_the_cli_net_maps_only_input_limits_to_exit_2() -> None:
     assert _input_limit(ValueError("something else")) is None
     assert _input_limit(OSError(errno.EIO, "I/O error", "/x")) is None
     assert _input_limit(KeyError("k")) is None
+
+
+# --- a lone surrogate escape: not Unicode text, refused alike by every reader -------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    sorted(c for c, (name, _) in JSON_COMMANDS.items() if name.endswith(".ndjson")),
+)
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uDFFF"])
+def test_lone_surrogate_in_a_record_is_refused_by_every_reader(
+    command: str, escape: str, world: World, tmp_path: Path, run_cli: Callable[..., CliResult]
+) -> None:
+    """orjson and msgspec (the fast paths) refuse a lone surrogate; `json` accepts it, so the
+    validators disagreed (found by the fuzz run). Now every record reader refuses it."""
+    name, make = JSON_COMMANDS[command]
+    hostile = tmp_path / "hostile" / name
+    hostile.parent.mkdir()
+    good = json.dumps(dict(world.inputs.records[0]))
+    bad = good.replace('"function_name": "', '"function_name": "' + escape, 1)
+    assert bad != good
+    hostile.write_text(bad + "\n")
+    result = _run(run_cli, tmp_path, make(world, hostile, tmp_path / "out"), hostile)
+    assert "surrogate" in result.stderr or "UTF-8" in result.stderr, result.stderr
+
+
+def test_a_surrogate_pair_is_text_and_accepted() -> None:
+    from stella_bundle.jsonio import parse_json, parse_json_line
+
+    assert parse_json_line(b'{"f": "\\ud83d\\ude00"}', "x", 1) == {"f": "\N{GRINNING FACE}"}
+    assert parse_json('{"f": "\\uD83D\\uDE00"}', "x") == {"f": "\N{GRINNING FACE}"}

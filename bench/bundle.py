@@ -4,7 +4,7 @@ Evidence: typical collector records for a 12-node OpenSSL function map, sealed b
 `ChunkWriter` (zstd, 64 MiB rotation, Ed25519 seals). Then, in the same run:
 
 - build: `stella bundle build` (scan-validating every record, the merged sorted observations
-  view, manifest hashing, gzip -6 of everything) against `tar -czf` of the same files (the
+  view, manifest hashing, gzip (ISA-L level 2) of everything) against `tar -czf` of the same files (the
   bundle's own files, extracted beforehand: maps, chunks, seals, the view, schemas);
 - verify: `stella bundle verify` (one streaming pass: every digest, every record decompressed,
   parsed and schema-checked, every seal's signature, the coverage verdict) against

@@ -53,7 +53,7 @@ class LazyRootGroup(typer.core.TyperGroup):
         if group is None:
             return None
         if self._listing:  # the root's help needs a name and a line, not the module
-            return typer.core.TyperGroup(name=cmd_name, help=group.help)
+            return typer.core.TyperGroup(name=cmd_name, help=group.help, short_help=group.help)
         if cmd_name not in self._loaded:
             self._loaded[cmd_name] = group.load(cmd_name)
         return self._loaded[cmd_name]

@@ -293,6 +293,15 @@ class SafeTarReader:
                 name = str(overrides["path"])
             if "size" in overrides:
                 size = _decimal(str(overrides["size"]), "size", self.source)
+            if any(key.startswith("GNU.sparse.") for key in overrides):
+                # A pax sparse member (GNU tar --sparse --format=pax) is a type '0' entry whose
+                # content is a sparse map plus data under a made-up name: read as a regular file
+                # it would give another name and other bytes than tar does. Refused, like 'S'.
+                sparse_name = str(overrides.get("GNU.sparse.name", name))
+                raise ArchiveError(
+                    f"sparse member {sparse_name!r} refused: bundles hold regular files only",
+                    path=self.source,
+                )
             overrides = {}
             member = self._admit(name, typeflag, size, header)
             if member is None:  # a directory entry: checked, carries no content

@@ -87,8 +87,3 @@ def canonical_record_bytes(record: Any) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def canonical_digest(document: Any) -> str:
-    """`sha256:<hex>` of the canonical form of a JSON document."""
-    return "sha256:" + sha256_hex(canonical_bytes(document))

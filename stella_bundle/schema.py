@@ -37,7 +37,6 @@ from .observations.record import validate_record
 from .timeutil import is_rfc3339_timestamp
 
 SCHEMA_SUFFIX: Final = ".schema.json"
-SCHEMA_ID_PREFIX: Final = "https://stella.ops/schemas/"
 
 STATEMENT_KIND: Final = "statement"
 ENVELOPE_KIND: Final = "dsse-envelope"

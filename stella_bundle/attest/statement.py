@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -29,14 +28,6 @@ VERIFICATION_REPORT_PREDICATE = "https://stella.ops/predicates/function-map-veri
 
 def subject_for_bytes(name: str, data: bytes) -> dict[str, Any]:
     return {"name": name, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
-
-
-def subject_for_file(path: str | Path, name: str | None = None) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": name or Path(path).name, "digest": {"sha256": digest.hexdigest()}}
 
 
 def make_statement(

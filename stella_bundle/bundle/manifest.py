@@ -13,7 +13,6 @@ from ..errors import ArchiveError, MalformedDocumentError
 from .layout import MANIFEST, MANIFEST_ENVELOPE
 from .reader import check_member_name, name_key
 
-MANIFEST_FORMAT_VERSION = 1
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 

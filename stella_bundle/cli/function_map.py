@@ -293,11 +293,6 @@ def verify(
         help="TYPE=WEIGHT confidence weight override (repeatable; default: the built-in weights).",
     ),
     workers: int | None = typer.Option(None, "--workers", help="Scan processes (default: CPUs)."),
-    offline: bool = typer.Option(
-        True,
-        "--offline/--online",
-        help="Accepted for compatibility: verification is always offline.",
-    ),
     store: str | None = typer.Option(
         None,
         "--store",

@@ -129,7 +129,6 @@ class PreparedSession:
     writer: Any
     features: KernelFeatures
     chain_dir: Path
-    function_map_digest: str
     function_map: LoadedFunctionMap
     chain_id: str
     notes: list[str] = field(default_factory=list)
@@ -235,7 +234,6 @@ def prepare(options: StartOptions) -> PreparedSession:
         writer,
         features,
         Path(target) / chain_id,
-        loaded_map.digest,
         loaded_map,
         chain_id,
         notes,

@@ -24,7 +24,7 @@ from ..evidence.config import ProbeFailure
 from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
-from .containers import CgroupResolver, ContainerInfo
+from .containers import CgroupResolver
 from .elfsym import resolve_symbol
 from .events import (
     CGROUP_COOKIE,
@@ -784,10 +784,6 @@ def _attach_failure(spec: AttachSpec, exc: ProbeAttachError) -> ProbeFailure:
     return ProbeFailure(
         spec.node_hash, spec.symbol, spec.purl, spec.target, exc.errno_number, exc.message
     )
-
-
-def container_fields(info: ContainerInfo | None) -> dict[str, Any]:
-    return info.record_fields() if info else {}
 
 
 def usdt_spec_c(spec: AttachSpec) -> UsdtSpecC:

@@ -14,7 +14,6 @@ from ..errors import InputError, MalformedDocumentError
 from ..timeutil import parse_timestamp, utc_now
 from .config import LossCounters
 from .layout import (
-    CHUNK_SUFFIX,
     PARTIAL_SUFFIX,
     PRUNE_RECORD_NAME,
     SEAL_SUFFIX,
@@ -193,7 +192,3 @@ def _compressed_lines(path: Path) -> Iterator[bytes]:
         raise MalformedDocumentError(f"cannot open: {exc.strerror}", path=path) from exc
     with raw, io.BufferedReader(BoundedInflater(raw, "zstd", path)) as lines:
         yield from lines
-
-
-def chunk_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.name.endswith(CHUNK_SUFFIX))

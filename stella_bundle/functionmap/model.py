@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -330,11 +330,6 @@ class FunctionMap:
             for node in path.nodes:
                 seen.setdefault(node.node_hash, node)
         return list(seen.values())
-
-    def iter_paths(self, include_optional: bool = True) -> Iterator[ExpectedPath]:
-        for path in self.expected_paths:
-            if include_optional or not path.optional:
-                yield path
 
 
 @dataclass(frozen=True)

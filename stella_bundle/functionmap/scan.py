@@ -150,10 +150,6 @@ class ObservationAggregator:
             record.get("purl"),
         )
 
-    def add_records(self, records: Iterable[Any], source: str | Path = "<records>") -> None:
-        for index, record in enumerate(records, start=1):
-            self.add_record(record, source, index)
-
     def _fold(
         self,
         node_hash: str,
@@ -215,10 +211,6 @@ class ObservationAggregator:
         with open(path, "rb") as handle:
             handle.seek(start)
             self._scan_handle(_RangeReader(handle, end - start), path)
-
-    def scan_files(self, paths: Iterable[str | Path]) -> None:
-        for path in paths:
-            self.scan_file(path)
 
     def _scan_handle(self, handle: Any, path: str | Path) -> None:
         line_base = 0  # lines before the current block

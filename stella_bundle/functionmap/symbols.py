@@ -35,22 +35,6 @@ def canonical_purl(purl: str) -> str:
         raise InputError(f"not a valid package URL: {purl!r} ({exc})", field="purl") from exc
 
 
-def _strip_outside(text: str, start: int) -> int:
-    """Index of the matching close bracket for the bracket at `start`."""
-    pairs = {"(": ")", "<": ">", "[": "]"}
-    opener = text[start]
-    closer = pairs[opener]
-    depth = 0
-    for index in range(start, len(text)):
-        if text[index] == opener:
-            depth += 1
-        elif text[index] == closer:
-            depth -= 1
-            if depth == 0:
-                return index
-    return len(text) - 1
-
-
 def _drop_signature(demangled: str) -> str:
     """`int ns::f<int>(int, char) const` → `ns::f<int>` (parameter list and return type)."""
     # A placeholder keeps the space and parentheses of this name part out of the parsing.

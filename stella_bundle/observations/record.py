@@ -50,9 +50,6 @@ REQUIRED_FIELDS: Final = ("node_hash", "function_name", "probe_type", "observed_
 # `\Z`, not `$`: `$` also matches before a trailing newline. `[0-9]`, not `\d`: `\d` matches
 # any Unicode digit. Timestamps are further checked for calendar validity.
 NODE_HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-TIMESTAMP_RE: Final = re.compile(
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})\Z"
-)
 IMAGE_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 _STRING_FIELDS: Final = (

@@ -23,7 +23,7 @@ from . import routes_data, routes_maps, routes_ops, routes_runtime, ui
 from .deps import ApiContext, StoreDown, context, reject_unknown_query
 from .metrics import ApiMetrics
 from .middleware import BodySizeLimit, RequestMetrics
-from .operations import AlreadyStoredUnsigned, NotFound
+from .operations import NotFound
 from .settings import ApiSettings
 
 log = logging.getLogger("stella.api")
@@ -90,10 +90,6 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _answer(404, exc.message)
-
-    @app.exception_handler(AlreadyStoredUnsigned)
-    async def stored_unsigned(request: Request, exc: AlreadyStoredUnsigned) -> JSONResponse:
-        return _answer(409, exc.message)
 
     @app.exception_handler(ChunkConflictError)
     async def conflict(request: Request, exc: ChunkConflictError) -> JSONResponse:

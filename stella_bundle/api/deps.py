@@ -143,7 +143,7 @@ def responses(
         404: {"model": ErrorBody, "description": "No such function map."},
         409: {
             "model": ErrorBody,
-            "description": "Conflicts with what is stored (a chunk, a map stored unsigned).",
+            "description": "Conflicts with what is stored (a chunk).",
         },
     }
     return {**(more or {}), **ERROR_RESPONSES, **{code: extra[code] for code in codes}}

@@ -48,12 +48,6 @@ class NotFound(Exception):
         self.message = message
 
 
-class AlreadyStoredUnsigned(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 def normalise_digest(identifier: str) -> str:
     return identifier if identifier.startswith("sha256:") else "sha256:" + identifier
 
@@ -65,23 +59,19 @@ def store_function_map(
     store: ObservationStore, raw: bytes, trust_root: TrustRoot
 ) -> tuple[StoredFunctionMap, bool]:
     """A posted map (Statement or DSSE envelope). An envelope must verify against the trust
-    root (function-map role) and is stored as checked; a bare Statement is stored unsigned."""
+    root (function-map role) and is stored as checked; a bare Statement is stored unsigned.
+
+    True when the store changed: a new digest, or a checked envelope upgrading a copy stored
+    without a checked signature. Otherwise (an unsigned re-post after a signed one, a second
+    envelope after a checked one) the stored copy stands and is answered as stored already."""
     source = "<request body>"
     signed = is_envelope_document(parse_json(raw, source))
     loaded = parse_function_map(raw, source, trust_root if signed else None)
     form = stored_form(loaded, raw)
-    created = store.put_function_map(form)
-    if created:
-        return form, True
-    stored = store.get_function_map(form.digest) or form
-    if form.signature_checked and not stored.signature_checked:
-        # The store keeps the first copy of a digest; a verified signature must not be
-        # reported as kept when it was not.
-        raise AlreadyStoredUnsigned(
-            f"function map {form.digest} is stored already without a checked signature; "
-            "the signed copy was verified but not stored (post the signed map first)"
-        )
-    return stored, False
+    if store.put_function_map(form):
+        stored = store.get_function_map(form.digest) or form
+        return stored, True
+    return store.get_function_map(form.digest) or form, False
 
 
 def get_function_map(store: ObservationStore, identifier: str) -> StoredFunctionMap:
@@ -92,9 +82,10 @@ def get_function_map(store: ObservationStore, identifier: str) -> StoredFunction
     return stored
 
 
-# Parsed maps by (store, digest). A digest names immutable content and the store keeps the
-# first copy of a digest (signature status included), so a parsed map never goes stale; parsing
-# and schema-checking a map again on every verify cost more than the verification itself.
+# Parsed maps by (store, digest): parsing and schema-checking a map again on every verify cost
+# more than the verification itself. A digest names immutable content, but its signature status
+# can be upgraded once (unsigned, or signed unchecked -> checked; possibly by another process):
+# a cached checked map is final, an unchecked one is reused only while the store still says so.
 _MAP_CACHE_SIZE: Final = 64
 _map_cache: OrderedDict[tuple[str, str], LoadedFunctionMap] = OrderedDict()
 _map_cache_lock = threading.Lock()
@@ -106,8 +97,11 @@ def loaded_function_map(store: ObservationStore, identifier: str) -> LoadedFunct
         cached = _map_cache.get(key)
         if cached is not None:
             _map_cache.move_to_end(key)
-            return cached
-    get_function_map(store, identifier)  # 404 before anything else
+    if cached is not None and cached.signature_checked:
+        return cached
+    stored = get_function_map(store, identifier)  # 404 before anything else
+    if cached is not None and not stored.signature_checked:
+        return cached
     loaded = load_stored_function_map(store, key[1])
     with _map_cache_lock:
         _map_cache[key] = loaded

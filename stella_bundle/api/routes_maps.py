@@ -52,13 +52,18 @@ _MAP_BODY: dict[str, Any] = {
     status_code=201,
     response_model=FunctionMapStored,
     responses=responses(
-        409, more={200: {"model": FunctionMapStored, "description": "Stored already."}}
+        more={
+            200: {
+                "model": FunctionMapStored,
+                "description": "Stored already (a copy no less signed than this one).",
+            }
+        }
     ),
     openapi_extra=_MAP_BODY,
     dependencies=[require("write")],
 )
 async def post_function_map(request: Request, response: Response, store: Store) -> Any:
-    """Store a function map by its digest (idempotent)."""
+    """Store a function map by its digest (idempotent; a checked envelope upgrades a copy)."""
     raw = await request.body()
     trust_root = context(request).settings.trust_root
     stored, created = await run_in_threadpool(operations.store_function_map, store, raw, trust_root)

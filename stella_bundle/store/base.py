@@ -248,6 +248,12 @@ class StoredFunctionMap:
         }
 
 
+def upgrades(incoming: StoredFunctionMap, stored: StoredFunctionMap) -> bool:
+    """Whether `incoming` replaces `stored` (same digest): only a checked signature replaces a
+    copy without one. The SQL backends state the same rule in their conditional upsert."""
+    return incoming.signature_checked and not stored.signature_checked
+
+
 @dataclass(frozen=True)
 class StoredReport:
     id: int
@@ -437,7 +443,14 @@ class ObservationStore(ABC):
 
     @abstractmethod
     def put_function_map(self, function_map: StoredFunctionMap) -> bool:
-        """Store by digest; False when that digest was stored already (nothing changes)."""
+        """Store by digest; True when the store changed.
+
+        A digest stored already changes only by an upgrade: a copy whose signature was checked
+        replaces one without a checked signature (envelope, signed, checked, signers; the
+        Statement is the same bytes and `stored_at` stays the first). Otherwise nothing changes
+        and the answer is False: no downgrade to an unsigned copy, and of two checked envelopes
+        the first stays (see `upgrades`).
+        """
 
     @abstractmethod
     def get_function_map(self, digest: str) -> StoredFunctionMap | None: ...

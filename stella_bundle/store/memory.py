@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,6 +29,7 @@ from .base import (
     StoredReport,
     StoreError,
     StoreStatus,
+    upgrades,
 )
 from .rows import Row, chunk_rows, in_window, load_record
 
@@ -230,9 +231,15 @@ class MemoryStore(ObservationStore):
 
     def put_function_map(self, function_map: StoredFunctionMap) -> bool:
         with self._lock:
-            if function_map.digest in self._maps:
+            stored = self._maps.get(function_map.digest)
+            if stored is None:
+                self._maps[function_map.digest] = function_map
+                return True
+            if not upgrades(function_map, stored):
                 return False
-            self._maps[function_map.digest] = function_map
+            self._maps[function_map.digest] = replace(
+                function_map, service=stored.service, stored_at=stored.stored_at
+            )
             return True
 
     def get_function_map(self, digest: str) -> StoredFunctionMap | None:

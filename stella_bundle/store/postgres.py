@@ -653,8 +653,13 @@ class PostgresStore(ObservationStore):
         m = function_map
         with self._guard("storing a function map"):
             cursor = self.db.execute(
+                # The rule of base.upgrades: only a checked signature replaces a copy without
+                # one; the first stored_at stays.
                 "INSERT INTO function_maps VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
+                "ON CONFLICT (digest) DO UPDATE SET envelope = excluded.envelope, "
+                "signed = excluded.signed, signature_checked = excluded.signature_checked, "
+                "signers = excluded.signers "
+                "WHERE excluded.signature_checked AND NOT function_maps.signature_checked",
                 (
                     m.digest,
                     m.service,

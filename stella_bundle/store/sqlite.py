@@ -406,7 +406,13 @@ class SqliteStore(ObservationStore):
         with self._lock:
             try:
                 cursor = self.db.execute(
-                    "INSERT OR IGNORE INTO function_maps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    # The rule of base.upgrades: only a checked signature replaces a copy
+                    # without one; the first stored_at stays.
+                    "INSERT INTO function_maps VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (digest) DO UPDATE SET envelope = excluded.envelope, "
+                    "signed = excluded.signed, signature_checked = excluded.signature_checked, "
+                    "signers = excluded.signers "
+                    "WHERE excluded.signature_checked AND NOT function_maps.signature_checked",
                     (
                         m.digest,
                         m.service,

@@ -135,14 +135,6 @@ def test_function_maps_stored_and_listed(api_env: Any, test_keys: Any) -> None:
     )
     assert again.status_code == 200 and again.json()["created"] is False
     digest = first.json()["digest"]
-    # The signed copy of a map stored unsigned: verified, but the store keeps its first copy.
-    signed = signed_bytes(statement(5), test_keys.signer("function-map"))
-    refused = api_env.client.post(
-        "/api/v1/function-maps", content=signed, headers=api_env.auth("write")
-    )
-    assert (
-        refused.status_code == 409 and "stored already without a checked signature" in refused.text
-    )
     listed = api_env.client.get("/api/v1/function-maps", headers=api_env.auth("read")).json()
     assert [m["digest"] for m in listed["function_maps"]] == [digest]
     one = api_env.client.get(f"/api/v1/function-maps/{digest}", headers=api_env.auth("read"))
@@ -164,6 +156,42 @@ def test_function_maps_stored_and_listed(api_env: Any, test_keys: Any) -> None:
         api_env.client.get("/api/v1/function-maps/xyz", headers=api_env.auth("read")).status_code
         == 422
     )
+
+
+def test_signed_copy_upgrades_an_unsigned_map_and_never_downgrades(
+    api_env: Any, test_keys: Any
+) -> None:
+    """Issue 11: the signed copy of a map stored unsigned was answered 409."""
+    write = api_env.auth("write")
+    unsigned = statement_bytes(statement(6))
+    first = api_env.client.post("/api/v1/function-maps", content=unsigned, headers=write)
+    assert first.status_code == 201, first.text
+    digest = first.json()["digest"]
+    # Verified before it is stored: the map's report says unsigned (cached by the server).
+    before = api_env.client.post(f"/api/v1/function-maps/{digest}/verify", json={}, headers=write)
+    assert before.status_code == 200, before.text
+    assert before.json()["function_map"]["signed"] is False
+    envelope = signed_bytes(statement(6), test_keys.signer("function-map"))
+    upgraded = api_env.client.post("/api/v1/function-maps", content=envelope, headers=write)
+    assert upgraded.status_code == 201, upgraded.text
+    answer = upgraded.json()
+    assert (answer["digest"], answer["created"]) == (digest, True)
+    assert (answer["signed"], answer["signature_checked"]) == (True, True) and answer["signers"]
+    assert answer["stored_at"] == first.json()["stored_at"]
+    one = api_env.client.get(f"/api/v1/function-maps/{digest}", headers=api_env.auth("read"))
+    assert one.json()["envelope"] == json.loads(envelope)
+    assert one.json()["statement"] == json.loads(unsigned)
+    # The unsigned copy again, or the same envelope again: stored already, the signed one kept.
+    for body in (unsigned, envelope):
+        again = api_env.client.post("/api/v1/function-maps", content=body, headers=write)
+        assert again.status_code == 200, again.text
+        assert again.json() == {**answer, "created": False}
+    # The verifier now takes the map as signed and checked (no stale parsed copy).
+    after = api_env.client.post(f"/api/v1/function-maps/{digest}/verify", json={}, headers=write)
+    assert after.status_code == 200, after.text
+    assert after.json()["function_map"]["signed"] is True
+    listed = api_env.client.get("/api/v1/function-maps", headers=api_env.auth("read")).json()
+    assert [m["digest"] for m in listed["function_maps"]] == [digest]
 
 
 def test_signed_map_failing_verification_is_refused(api_env: Any, test_keys: Any) -> None:

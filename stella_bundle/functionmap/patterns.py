@@ -16,7 +16,9 @@ from ..observations.record import KINDS, PROBE_TYPES
 
 # JSON strings, "unrolled" with possessive quantifiers so the engine never backtracks into them.
 _CHARS = r'[^"\\\x00-\x1f]*+'
-_ESC = r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})'
+# No surrogate escapes (`\\uD800`-`\\uDFFF`): a line holding one takes the full path, which
+# accepts a pair and refuses a lone one (jsonio), as orjson and msgspec do.
+_ESC = r'\\(?:["\\/bfnrt]|u(?![dD][89abcdefABCDEF])[0-9a-fA-F]{4})'
 _STR = rf'"{_CHARS}(?:{_ESC}{_CHARS})*+"'
 _NESTR = rf'"(?=[^"])(?:{_CHARS}(?:{_ESC}{_CHARS})*+)"'
 # At most 15 digits: always within RFC 8785's ±(2**53 - 1); longer numbers take the full path.

@@ -362,3 +362,18 @@ def test_fast_decoder_enums_match_the_record_format() -> None:
 
     assert get_args(fastdecode.Probe) == tuple(PROBE_TYPES)
     assert get_args(fastdecode.Kind) == tuple(KINDS)
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"), [("x\ud800", False), ("\udfffx", False), ("\N{GRINNING FACE}", True)]
+)
+def test_surrogate_escapes_decided_like_full_validation(
+    tmp_path: Path, name: str, accepted: bool
+) -> None:
+    """A lone surrogate is refused by every reader; a pair is text (found by hypothesis)."""
+    row = {"function_name": name, "node_hash": HASHES[0], "observed_at": TIMES[0]}
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(json.dumps(row, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    outcome = _outcome(scanned, path)
+    assert outcome == _outcome(reference, path)
+    assert (outcome[0] == "ok") is accepted

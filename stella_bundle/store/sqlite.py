@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -133,19 +134,25 @@ class SqliteStore(ObservationStore):
     def _fail(self, exc: sqlite3.Error) -> StoreUnavailableError:
         return StoreUnavailableError(f"store {self.display_url}: {exc}")
 
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """One statement at a time on this connection; a SQLite error names the store."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from exc
+
     # --- schema -----------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        with self._lock:
-            try:
-                exists = self.db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
-                ).fetchone()
-                if not exists:
-                    return 0
-                row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            exists = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+            ).fetchone()
+            if not exists:
+                return 0
+            row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
             return int(row[0] or 0)
 
     def latest_version(self) -> int:
@@ -153,37 +160,34 @@ class SqliteStore(ObservationStore):
 
     def migrate(self) -> list[int]:
         applied: list[int] = []
-        with self._lock:
-            try:
-                self.db.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                    "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                )
-                for migration in MIGRATIONS:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    try:
-                        done = self.db.execute(
-                            "SELECT 1 FROM schema_migrations WHERE version = ?",
-                            (migration.version,),
-                        ).fetchone()
-                        if not done:
-                            for statement in migration.statements:
-                                self.db.execute(statement)
-                            self.db.execute(
-                                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                                (
-                                    migration.version,
-                                    migration.description,
-                                    format_timestamp(utc_now()),
-                                ),
-                            )
-                            applied.append(migration.version)
-                        self.db.execute("COMMIT")
-                    except BaseException:
-                        self.db.execute("ROLLBACK")
-                        raise
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            for migration in MIGRATIONS:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    done = self.db.execute(
+                        "SELECT 1 FROM schema_migrations WHERE version = ?",
+                        (migration.version,),
+                    ).fetchone()
+                    if not done:
+                        for statement in migration.statements:
+                            self.db.execute(statement)
+                        self.db.execute(
+                            "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                            (
+                                migration.version,
+                                migration.description,
+                                format_timestamp(utc_now()),
+                            ),
+                        )
+                        applied.append(migration.version)
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
         return applied
 
     def status(self) -> StoreStatus:
@@ -192,31 +196,25 @@ class SqliteStore(ObservationStore):
         status.details["path"] = str(self.path)
         if version == 0:
             return status
-        with self._lock:
-            try:
-                one = self.db.execute
-                status.records, status.first_observed_at, status.last_observed_at = one(
-                    "SELECT COUNT(*), MIN(observed_at), MAX(observed_at) FROM observations"
-                ).fetchone()
-                status.chunks, status.chains = one(
-                    "SELECT COUNT(*), COUNT(DISTINCT chain_id) FROM chunks"
-                ).fetchone()
-                status.function_maps = one("SELECT COUNT(*) FROM function_maps").fetchone()[0]
-                status.reports = one("SELECT COUNT(*) FROM verification_reports").fetchone()[0]
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            one = self.db.execute
+            status.records, status.first_observed_at, status.last_observed_at = one(
+                "SELECT COUNT(*), MIN(observed_at), MAX(observed_at) FROM observations"
+            ).fetchone()
+            status.chunks, status.chains = one(
+                "SELECT COUNT(*), COUNT(DISTINCT chain_id) FROM chunks"
+            ).fetchone()
+            status.function_maps = one("SELECT COUNT(*) FROM function_maps").fetchone()[0]
+            status.reports = one("SELECT COUNT(*) FROM verification_reports").fetchone()[0]
         return status
 
     # --- evidence ---------------------------------------------------------------------------
 
     def stored_seals(self, chain_id: str) -> dict[int, str]:
-        with self._lock:
-            try:
-                rows = self.db.execute(
-                    "SELECT sequence, seal_sha256 FROM chunks WHERE chain_id = ?", (chain_id,)
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT sequence, seal_sha256 FROM chunks WHERE chain_id = ?", (chain_id,)
+            ).fetchall()
         return {int(s): str(d) for s, d in rows}
 
     def store_chunks(self, chunks: Iterable[StoreChunk]) -> IngestResult:
@@ -226,53 +224,50 @@ class SqliteStore(ObservationStore):
             f"INSERT INTO observations ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))})"
         )
-        with self._lock:
+        with self._guard():
+            self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    for chunk in chunks:
-                        p = chunk.provenance
-                        cursor = self.db.execute(
-                            "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                p.chain_id,
-                                p.sequence,
-                                p.seal_sha256,
-                                join_key_ids(p.collector_key_ids),
-                                int(p.signed),
-                                chunk.size,
-                                chunk.seal,
-                                now,
-                            ),
-                        )
-                        if cursor.rowcount == 0:
-                            stored = self.db.execute(
-                                "SELECT seal_sha256 FROM chunks WHERE chain_id = ? AND sequence = ?",
-                                (p.chain_id, p.sequence),
-                            ).fetchone()[0]
-                            if stored != p.seal_sha256:
-                                result.conflicts.append(
-                                    ChunkConflict(p.chain_id, p.sequence, stored, p.seal_sha256)
-                                )
-                            else:
-                                result.chunks_already_stored += 1
-                            continue
-                        self.db.executemany(insert, chunk_rows(chunk))
-                        result.chunks_stored += 1
-                        result.records_stored += chunk.size
-                    if result.conflicts:
-                        self.db.execute("ROLLBACK")
-                        return IngestResult(
-                            chunks_already_stored=result.chunks_already_stored,
-                            conflicts=result.conflicts,
-                        )
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    if self.db.in_transaction:
-                        self.db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+                for chunk in chunks:
+                    p = chunk.provenance
+                    cursor = self.db.execute(
+                        "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            p.chain_id,
+                            p.sequence,
+                            p.seal_sha256,
+                            join_key_ids(p.collector_key_ids),
+                            int(p.signed),
+                            chunk.size,
+                            chunk.seal,
+                            now,
+                        ),
+                    )
+                    if cursor.rowcount == 0:
+                        stored = self.db.execute(
+                            "SELECT seal_sha256 FROM chunks WHERE chain_id = ? AND sequence = ?",
+                            (p.chain_id, p.sequence),
+                        ).fetchone()[0]
+                        if stored != p.seal_sha256:
+                            result.conflicts.append(
+                                ChunkConflict(p.chain_id, p.sequence, stored, p.seal_sha256)
+                            )
+                        else:
+                            result.chunks_already_stored += 1
+                        continue
+                    self.db.executemany(insert, chunk_rows(chunk))
+                    result.chunks_stored += 1
+                    result.records_stored += chunk.size
+                if result.conflicts:
+                    self.db.execute("ROLLBACK")
+                    return IngestResult(
+                        chunks_already_stored=result.chunks_already_stored,
+                        conflicts=result.conflicts,
+                    )
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
         return result
 
     def iter_records(
@@ -284,19 +279,13 @@ class SqliteStore(ObservationStore):
             + _WINDOW
             + " ORDER BY chain_id, sequence, line"
         )
-        with self._lock:
-            try:
-                cursor = self.db.cursor()
-                cursor.execute(query, params)
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            cursor = self.db.cursor()
+            cursor.execute(query, params)
         # Streamed in batches: a query over a large store never holds every record at once.
         while True:
-            with self._lock:
-                try:
-                    batch = cursor.fetchmany(10_000)
-                except sqlite3.Error as exc:
-                    raise self._fail(exc) from exc
+            with self._guard():
+                batch = cursor.fetchmany(10_000)
             if not batch:
                 return
             for record, chain_id, sequence, line in batch:
@@ -309,45 +298,42 @@ class SqliteStore(ObservationStore):
         expected: Collection[str] = (),
     ) -> NodeAggregation:
         params: dict[str, Any] = {"f": window_from, "t": window_to}
-        with self._lock:
+        with self._guard():
+            # One read transaction: groups, names and total from the same snapshot.
+            self.db.execute("BEGIN")
             try:
-                # One read transaction: groups, names and total from the same snapshot.
-                self.db.execute("BEGIN")
-                try:
-                    groups = self.db.execute(
-                        "SELECT node_hash, SUM(count), MIN(obs_start), MAX(obs_end), "
-                        "GROUP_CONCAT(DISTINCT probe_type), COUNT(*) FROM observations WHERE "
-                        + _WINDOW
-                        + " GROUP BY node_hash",
-                        params,
-                    ).fetchall()
-                    # Names only for nodes outside the map (the map names its own), read only
-                    # when there are any: the record met first in store order names the node.
-                    # SQLite takes bare columns from the row of a lone MIN().
-                    outside = sorted({row[0] for row in groups} - set(expected))
-                    names: dict[str, tuple[str, str | None]] = {}
-                    if outside:
-                        names = {
-                            h: (n, p)
-                            for h, n, p, _ in self.db.execute(
-                                "SELECT node_hash, function_name, purl, MIN(chain_id || char(1) "
-                                "|| printf('%020d', sequence) || char(1) || printf('%010d', "
-                                "line)) FROM observations WHERE "
-                                + _WINDOW
-                                + " AND node_hash IN (SELECT value FROM json_each(:outside)) "
-                                "GROUP BY node_hash",
-                                {**params, "outside": json.dumps(outside)},
-                            )
-                        }
-                    in_window = sum(int(row[5]) for row in groups)
-                    if window_from is None and window_to is None:
-                        total = in_window  # the window is everything
-                    else:
-                        total = self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
-                finally:
-                    self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+                groups = self.db.execute(
+                    "SELECT node_hash, SUM(count), MIN(obs_start), MAX(obs_end), "
+                    "GROUP_CONCAT(DISTINCT probe_type), COUNT(*) FROM observations WHERE "
+                    + _WINDOW
+                    + " GROUP BY node_hash",
+                    params,
+                ).fetchall()
+                # Names only for nodes outside the map (the map names its own), read only
+                # when there are any: the record met first in store order names the node.
+                # SQLite takes bare columns from the row of a lone MIN().
+                outside = sorted({row[0] for row in groups} - set(expected))
+                names: dict[str, tuple[str, str | None]] = {}
+                if outside:
+                    names = {
+                        h: (n, p)
+                        for h, n, p, _ in self.db.execute(
+                            "SELECT node_hash, function_name, purl, MIN(chain_id || char(1) "
+                            "|| printf('%020d', sequence) || char(1) || printf('%010d', "
+                            "line)) FROM observations WHERE "
+                            + _WINDOW
+                            + " AND node_hash IN (SELECT value FROM json_each(:outside)) "
+                            "GROUP BY node_hash",
+                            {**params, "outside": json.dumps(outside)},
+                        )
+                    }
+                in_window = sum(int(row[5]) for row in groups)
+                if window_from is None and window_to is None:
+                    total = in_window  # the window is everything
+                else:
+                    total = self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+            finally:
+                self.db.execute("COMMIT")
         rows = []
         for node_hash, count, first, last, probes, _ in groups:
             name, purl = names.get(node_hash, ("", None))
@@ -357,75 +343,63 @@ class SqliteStore(ObservationStore):
         return NodeAggregation(rows, int(total), in_window)
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
-        with self._lock:
-            try:
-                row = self.db.execute(
-                    "SELECT seal_sha256, collector_key_ids, signed FROM chunks "
-                    "WHERE chain_id = ? AND sequence = ?",
-                    (chain_id, sequence),
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            row = self.db.execute(
+                "SELECT seal_sha256, collector_key_ids, signed FROM chunks "
+                "WHERE chain_id = ? AND sequence = ?",
+                (chain_id, sequence),
+            ).fetchone()
         if row is None:
             return None
         return Provenance(chain_id, sequence, row[0], key_ids(row[1]), bool(row[2]))
 
     def seal_bytes(self, chain_id: str, sequence: int) -> bytes | None:
-        with self._lock:
-            try:
-                row = self.db.execute(
-                    "SELECT seal FROM chunks WHERE chain_id = ? AND sequence = ?",
-                    (chain_id, sequence),
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            row = self.db.execute(
+                "SELECT seal FROM chunks WHERE chain_id = ? AND sequence = ?",
+                (chain_id, sequence),
+            ).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
     def prune(self, cutoff: dt.datetime) -> PruneResult:
         boundary = cutoff.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         text = format_timestamp(boundary)
-        with self._lock:
+        with self._guard():
+            self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    removed = self.db.execute(
-                        "DELETE FROM observations WHERE observed_at < ?", (text,)
-                    ).rowcount
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+                removed = self.db.execute(
+                    "DELETE FROM observations WHERE observed_at < ?", (text,)
+                ).rowcount
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         return PruneResult(text, records_removed=removed)
 
     # --- function maps and reports ----------------------------------------------------------
 
     def put_function_map(self, function_map: StoredFunctionMap) -> bool:
         m = function_map
-        with self._lock:
-            try:
-                cursor = self.db.execute(
-                    # The rule of base.upgrades: only a checked signature replaces a copy
-                    # without one; the first stored_at stays.
-                    "INSERT INTO function_maps VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (digest) DO UPDATE SET envelope = excluded.envelope, "
-                    "signed = excluded.signed, signature_checked = excluded.signature_checked, "
-                    "signers = excluded.signers "
-                    "WHERE excluded.signature_checked AND NOT function_maps.signature_checked",
-                    (
-                        m.digest,
-                        m.service,
-                        m.statement,
-                        m.envelope,
-                        int(m.signed),
-                        int(m.signature_checked),
-                        join_key_ids(m.signers),
-                        m.stored_at,
-                    ),
-                )
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            cursor = self.db.execute(
+                # The rule of base.upgrades: only a checked signature replaces a copy
+                # without one; the first stored_at stays.
+                "INSERT INTO function_maps VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (digest) DO UPDATE SET envelope = excluded.envelope, "
+                "signed = excluded.signed, signature_checked = excluded.signature_checked, "
+                "signers = excluded.signers "
+                "WHERE excluded.signature_checked AND NOT function_maps.signature_checked",
+                (
+                    m.digest,
+                    m.service,
+                    m.statement,
+                    m.envelope,
+                    int(m.signed),
+                    int(m.signature_checked),
+                    join_key_ids(m.signers),
+                    m.stored_at,
+                ),
+            )
         return cursor.rowcount == 1
 
     @staticmethod
@@ -443,23 +417,17 @@ class SqliteStore(ObservationStore):
         )
 
     def get_function_map(self, digest: str) -> StoredFunctionMap | None:
-        with self._lock:
-            try:
-                row = self.db.execute(
-                    "SELECT * FROM function_maps WHERE digest = ?", (digest,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            row = self.db.execute(
+                "SELECT * FROM function_maps WHERE digest = ?", (digest,)
+            ).fetchone()
         return None if row is None else self._map(row)
 
     def list_function_maps(self) -> list[StoredFunctionMap]:
-        with self._lock:
-            try:
-                rows = self.db.execute(
-                    "SELECT * FROM function_maps ORDER BY stored_at, digest"
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT * FROM function_maps ORDER BY stored_at, digest"
+            ).fetchall()
         return [self._map(row) for row in rows]
 
     def put_report(
@@ -471,22 +439,19 @@ class SqliteStore(ObservationStore):
         report: dict[str, Any],
     ) -> StoredReport:
         created = format_timestamp(utc_now())
-        with self._lock:
-            try:
-                cursor = self.db.execute(
-                    "INSERT INTO verification_reports (function_map_digest, created_at, "
-                    "window_from, window_to, verified, report) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        function_map_digest,
-                        created,
-                        window_from,
-                        window_to,
-                        int(verified),
-                        json.dumps(report, sort_keys=True),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            cursor = self.db.execute(
+                "INSERT INTO verification_reports (function_map_digest, created_at, "
+                "window_from, window_to, verified, report) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    function_map_digest,
+                    created,
+                    window_from,
+                    window_to,
+                    int(verified),
+                    json.dumps(report, sort_keys=True),
+                ),
+            )
         return StoredReport(
             int(cursor.lastrowid or 0),
             function_map_digest,
@@ -505,23 +470,17 @@ class SqliteStore(ObservationStore):
         )
 
     def get_report(self, report_id: int) -> StoredReport | None:
-        with self._lock:
-            try:
-                row = self.db.execute(
-                    "SELECT * FROM verification_reports WHERE id = ?", (report_id,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            row = self.db.execute(
+                "SELECT * FROM verification_reports WHERE id = ?", (report_id,)
+            ).fetchone()
         return None if row is None else self._report(row)
 
     def list_reports(self, function_map_digest: str | None = None) -> list[StoredReport]:
-        with self._lock:
-            try:
-                rows = self.db.execute(
-                    "SELECT * FROM verification_reports WHERE (? IS NULL OR "
-                    "function_map_digest = ?) ORDER BY id",
-                    (function_map_digest, function_map_digest),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT * FROM verification_reports WHERE (? IS NULL OR "
+                "function_map_digest = ?) ORDER BY id",
+                (function_map_digest, function_map_digest),
+            ).fetchall()
         return [self._report(row) for row in rows]

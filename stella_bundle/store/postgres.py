@@ -46,7 +46,16 @@ from .base import (
 )
 from .config import redact
 from .migrations import Migration, check_sequence
-from .rows import COLUMNS, DecodedChunk, Row, chunk_rows, join_key_ids, key_ids, load_record
+from .rows import (
+    COLUMNS,
+    DecodedChunk,
+    Row,
+    chunk_rows,
+    function_map_from_row,
+    join_key_ids,
+    key_ids,
+    load_record,
+)
 
 PARTITION_PREFIX: Final = "observations_p"
 PARTITION_RE: Final = re.compile(r"^observations_p([0-9]{8})\Z")
@@ -675,17 +684,7 @@ class PostgresStore(ObservationStore):
 
     @staticmethod
     def _map(row: Any) -> StoredFunctionMap:
-        digest, service, statement, envelope, signed, checked, signers, stored_at = row
-        return StoredFunctionMap(
-            digest,
-            service,
-            bytes(statement),
-            None if envelope is None else bytes(envelope),
-            bool(signed),
-            bool(checked),
-            key_ids(signers),
-            format_timestamp(stored_at),
-        )
+        return function_map_from_row(row, format_timestamp(row[7]))
 
     def get_function_map(self, digest: str) -> StoredFunctionMap | None:
         with self._guard("reading a function map"):

@@ -15,7 +15,7 @@ from ..canonical import canonical_record_bytes
 from ..functionmap.fastdecode import PlainRecord, Record, decode_block
 from ..observations.record import NODE_HASH_RE, record_count
 from ..timeutil import format_timestamp, parse_timestamp
-from .base import COLUMNS, Row, StoreChunk
+from .base import COLUMNS, Row, StoreChunk, StoredFunctionMap
 
 __all__ = [
     "COLUMNS",
@@ -180,3 +180,19 @@ def key_ids(text: str | None) -> tuple[str, ...]:
 
 def join_key_ids(keys: Sequence[str]) -> str:
     return ",".join(keys)
+
+
+def function_map_from_row(row: Sequence[Any], stored_at: str) -> StoredFunctionMap:
+    """A `function_maps` row of either SQL backend; `stored_at` already as canonical text (each
+    backend keeps its own column type)."""
+    digest, service, statement, envelope, signed, checked, signers, _ = row
+    return StoredFunctionMap(
+        digest,
+        service,
+        bytes(statement),
+        None if envelope is None else bytes(envelope),
+        bool(signed),
+        bool(checked),
+        key_ids(signers),
+        stored_at,
+    )

@@ -34,7 +34,7 @@ from .base import (
     StoreUnavailableError,
 )
 from .migrations import Migration, check_sequence
-from .rows import COLUMNS, chunk_rows, join_key_ids, key_ids, load_record
+from .rows import COLUMNS, chunk_rows, function_map_from_row, join_key_ids, key_ids, load_record
 
 MIGRATIONS: Final = (
     Migration(
@@ -404,17 +404,7 @@ class SqliteStore(ObservationStore):
 
     @staticmethod
     def _map(row: Any) -> StoredFunctionMap:
-        digest, service, statement, envelope, signed, checked, signers, stored_at = row
-        return StoredFunctionMap(
-            digest,
-            service,
-            bytes(statement),
-            None if envelope is None else bytes(envelope),
-            bool(signed),
-            bool(checked),
-            key_ids(signers),
-            stored_at,
-        )
+        return function_map_from_row(row, row[7])
 
     def get_function_map(self, digest: str) -> StoredFunctionMap | None:
         with self._guard():

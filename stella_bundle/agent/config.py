@@ -2,7 +2,8 @@
 honoured or refused with a one-line error naming the file and the key.
 
     runtime_agent:
-      function_map: /etc/stella/maps/function-map.dsse.json
+      function_map: /etc/stella/maps/function-map.dsse.json   # one map, or
+      function_maps: {directory: /etc/stella/maps, poll_seconds: 2}   # every map in a directory
       trust_root: /etc/stella/maps/trust-root.json
       metrics: {listen: "127.0.0.1:9464", verify_every_seconds: 60}
       probes: {max_concurrent: 256, attach_timeout_ms: 5000,
@@ -28,7 +29,10 @@ from .endpoint import DEFAULT_LISTEN, parse_listen
 from .instrument import DEFAULT_VERIFY_EVERY_SECONDS
 
 SECTION: Final = "runtime_agent"
-_TOP_KEYS: Final = {"function_map", "trust_root", "metrics", "probes", "export"}
+_TOP_KEYS: Final = {"function_map", "function_maps", "trust_root", "metrics", "probes", "export"}
+_MAPS_KEYS: Final = {"directory", "poll_seconds"}
+# How often the map directory is looked at: a map copied in is collected within this.
+DEFAULT_POLL_SECONDS: Final = 2.0
 _METRICS_KEYS: Final = {"listen", "verify_every_seconds"}
 _PROBE_KEYS: Final = {"max_concurrent", "attach_timeout_ms", "default_types", "sampling_rate"}
 _EXPORT_KEYS: Final = {"format", "flush_interval_ms", "output_path", "aggregation_window_ms"}
@@ -39,10 +43,6 @@ REFUSED: Final[dict[str, str]] = {
         "the agent writes signed evidence chains (export.output_path); put them into a store "
         "with `stella observations ingest --store URL`, which verifies them first"
     ),
-    "function_maps": (
-        "many maps in one agent is not built yet: run one agent per map (one chain per map and "
-        "host) with runtime_agent.function_map"
-    ),
 }
 EXPORT_FORMATS: Final = ("ndjson",)
 # Link mechanisms that belong to an attach type a user names (uprobe_multi is how uprobes
@@ -51,10 +51,20 @@ _LINK_OF: Final = {"uprobe_multi": "uprobe"}
 
 
 @dataclass(frozen=True)
+class MapDirectory:
+    """`function_maps:`: every signed map in `directory`, looked at every `poll_seconds`."""
+
+    directory: Path
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+
+@dataclass(frozen=True)
 class AgentSettings:
+    # With `maps`, a template: its function_map is the directory, replaced per map.
     start: StartOptions
     metrics_listen: str = DEFAULT_LISTEN
     verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS
+    maps: MapDirectory | None = None
 
 
 class _Section:
@@ -110,9 +120,20 @@ def load_agent_settings(path: Path) -> AgentSettings:
     signals: dict[str, Any] = found if isinstance(found, dict) else {}
 
     function_map = top.text("function_map")
-    if function_map is None:
-        raise top.fail("the signed function map to collect for is required", "function_map")
     trust_root = top.text("trust_root")
+    maps = _map_directory(top, trust_root, signals) if "function_maps" in top.data else None
+    if maps is not None:
+        if function_map is not None:
+            raise top.fail(
+                "give function_map (one map) or function_maps (a directory of maps), not both",
+                "function_map",
+            )
+        function_map = str(maps.directory)
+    if function_map is None:
+        raise top.fail(
+            "the signed function map to collect for is required (or function_maps.directory)",
+            "function_map",
+        )
 
     listen = metrics.text("listen") or DEFAULT_LISTEN
     try:
@@ -158,7 +179,30 @@ def load_agent_settings(path: Path) -> AgentSettings:
         ),
         metrics_listen=listen,
         verify_every_seconds=metrics.number("verify_every_seconds") or DEFAULT_VERIFY_EVERY_SECONDS,
+        maps=maps,
     )
+
+
+def _map_directory(top: _Section, trust_root: str | None, signals: dict[str, Any]) -> MapDirectory:
+    """`function_maps:`; each map there is checked against the trust root, so one is needed,
+    and each gets its own chain, so one chain id for all of them is refused."""
+    section = top.child("function_maps", _MAPS_KEYS)
+    directory = section.text("directory")
+    if directory is None:
+        raise section.fail("the directory of signed function maps is required", "directory")
+    if trust_root is None:
+        raise top.fail(
+            "function_maps needs the trust root that verifies each map's signature", "trust_root"
+        )
+    if "chain_id" in signals:
+        raise ConfigError(
+            "one chain per map and host (SERVICE-HOST-DIGEST): a single chain id cannot name "
+            "them; remove it",
+            path=top.source,
+            field="signals.chain_id",
+        )
+    poll = section.number("poll_seconds", maximum=3600) or DEFAULT_POLL_SECONDS
+    return MapDirectory(Path(directory), float(poll))
 
 
 def _disabled_types(probes: _Section) -> frozenset[str] | None:

@@ -129,6 +129,23 @@ class AgentMetrics:
     def chain(self, chain_id: str, service: str) -> ChainMetrics:
         return ChainMetrics(self, chain_id, service)
 
+    def families(self) -> tuple[Counter | Gauge, ...]:
+        """Every per-chain family (each labelled by chain and service)."""
+        return (
+            self.observations,
+            self.observation_rate,
+            self.unexpected_symbols,
+            self.probes_attached,
+            self.attach_attempts,
+            self.attach_failures,
+            self.ringbuf_dropped,
+            self.buffer_full,
+            self.chunks_sealed,
+            self.last_seal,
+            self.oldest_unsealed,
+            self.chunk_max_age,
+        )
+
 
 class ChainMetrics:
     """One chain's series; `sync` turns the collector's running totals into counter steps."""
@@ -148,6 +165,7 @@ class ChainMetrics:
         self.chunk_max_age = metrics.chunk_max_age.labels(**labels)
         self._last_seal = metrics.last_seal
         self._oldest_unsealed = metrics.oldest_unsealed
+        self._metrics = metrics
         self._labels = labels
         self._seen: dict[str, int] = {}
         self._unsealed_shown = False
@@ -163,6 +181,12 @@ class ChainMetrics:
         """ChunkWriter seal listener."""
         self.chunks_sealed.inc()
         self._last_seal.labels(**self._labels).set(at)
+
+    def remove(self) -> None:
+        """The chain ended for good (its map left the agent): its series go, so a removed map
+        neither pages (its last rate, a seal it no longer owes) nor piles up series."""
+        for family in self._metrics.families():
+            family.remove(*self._labels.values())
 
     def coverage(self, observation_rate: float | None, unexpected_symbols: int) -> None:
         """A verification's answer; no rate until a whole lookback window was collected."""

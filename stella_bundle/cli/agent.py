@@ -19,8 +19,8 @@ def run(
     config: Path = typer.Option(
         ...,
         "--config",
-        help="stellaops.yaml: runtime_agent: (map, probes, export, metrics) and signals: "
-        "(signing key, rotation, mode).",
+        help="stellaops.yaml: runtime_agent: (map or map directory, probes, export, metrics) "
+        "and signals: (signing key, rotation, mode).",
     ),
     metrics_listen: str | None = typer.Option(
         None,
@@ -32,7 +32,8 @@ def run(
         None, "--duration", help="Stop after this many seconds (default: run until SIGTERM/SIGINT)."
     ),
 ) -> None:
-    """Collect for the configured function map until stopped, serving metrics and health."""
+    """Collect for the configured function map, or every signed map of a directory (one chain
+    each, reloaded on change), until stopped, serving metrics and health."""
     from ..agent.config import load_agent_settings
     from ..agent.endpoint import parse_listen
     from ..agent.service import run_service, summary
@@ -43,6 +44,11 @@ def run(
     if metrics_listen is not None:
         parse_listen(metrics_listen)  # refused before anything is written
         listen = metrics_listen
+    if settings.maps is not None:
+        from ..agent.supervisor import MapSupervisor
+
+        MapSupervisor(settings, listen, say=error_line).run(duration)
+        return
     session = prepare(settings.start)
     run_service(
         session,

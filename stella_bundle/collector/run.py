@@ -120,6 +120,8 @@ class StartOptions:
     flush_interval_seconds: float | None = None
     max_probes: int | None = None
     attach_timeout_ms: int | None = None
+    # Probes other maps of the same agent already hold (max_probes is the agent's total).
+    probes_in_use: int = 0
 
 
 @dataclass
@@ -141,13 +143,26 @@ class PreparedSession:
         return f"scope {scope.describe()}" if scope is not None else "HOST-WIDE (no scope)"
 
 
-def _chain_id_for(service: str) -> str:
+def chain_id_for(service: str, digest: str | None = None) -> str:
+    """SERVICE-HOST, the default chain of a map on this host; with the map file's sha256
+    (the agent's map directory), SERVICE-HOST-<first 12 hex digits>: another version of a map
+    starts its own chain."""
     raw = f"{service}-{socket.gethostname()}"
-    return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:128]
+    if digest is None:
+        return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:128]
+    return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:115] + "-" + digest[:12]
 
 
-def prepare(options: StartOptions) -> PreparedSession:
-    """Everything up to (not including) attaching: errors here leave nothing half-written."""
+def prepare(
+    options: StartOptions,
+    *,
+    loaded_map: LoadedFunctionMap | None = None,
+    features: KernelFeatures | None = None,
+) -> PreparedSession:
+    """Everything up to (not including) attaching: errors here leave nothing half-written.
+
+    `loaded_map`: the map already read and checked (the agent hashes the bytes it verified);
+    `features`: already detected (once per agent, not once per map)."""
     from ..evidence.config import CollectorInfo, WriterConfig, load_signals_config, read_boot_id
     from ..evidence.writer import ChunkWriter
     from ..functionmap.model import load_function_map
@@ -188,13 +203,15 @@ def prepare(options: StartOptions) -> PreparedSession:
         writer_config = dataclasses.replace(
             writer_config, flush_interval_seconds=options.flush_interval_seconds
         )
-    loaded_map = load_function_map(options.function_map, options.trust_root)
+    if loaded_map is None:
+        loaded_map = load_function_map(options.function_map, options.trust_root)
     config.scope = loaded_map.function_map.scope
     service = str(getattr(loaded_map.function_map, "service", "service"))
-    chain_id = chain_id or _chain_id_for(service)
+    chain_id = chain_id or chain_id_for(service)
     signer = load_signer(key)
 
-    features = detect(options.tracefs_path, disable=options.disabled_attach_types)
+    if features is None:
+        features = detect(options.tracefs_path, disable=options.disabled_attach_types)
     if not features.has("capabilities") and not features.has("bpf_syscall"):
         raise CollectorEnvironmentError(features.features["capabilities"].detail)
     plan = build_plan(list(loaded_map.nodes()), features)
@@ -203,10 +220,12 @@ def prepare(options: StartOptions) -> PreparedSession:
         raise CollectorEnvironmentError(
             f"no node of the function map can be observed here: {reasons}"
         )
-    if options.max_probes is not None and len(plan.specs) > options.max_probes:
+    in_use = options.probes_in_use
+    if options.max_probes is not None and len(plan.specs) + in_use > options.max_probes:
+        others = f" ({in_use} held by the agent's other maps)" if in_use else ""
         raise ConfigError(
             f"the function map needs {len(plan.specs)} probes on this host, more than the "
-            f"limit of {options.max_probes}: raise the limit or narrow the map "
+            f"limit of {options.max_probes}{others}: raise the limit or narrow the map "
             "(function-map generate --hot-functions)",
             field="probes.max_concurrent",
         )

@@ -66,6 +66,25 @@ def test_the_runbooks_settings_are_honoured(tmp_path: Path) -> None:
     assert settings.verify_every_seconds == 30
 
 
+def test_a_directory_of_maps(tmp_path: Path) -> None:
+    settings = load_agent_settings(
+        write(
+            tmp_path,
+            "runtime_agent:\n  function_maps: {directory: /etc/stella/maps, poll_seconds: 0.5}\n"
+            "  trust_root: /etc/stella/trust-root.json\n",
+        )
+    )
+    assert settings.maps is not None
+    assert settings.maps.directory == Path("/etc/stella/maps")
+    assert settings.maps.poll_seconds == 0.5
+    assert settings.start.trust_root == Path("/etc/stella/trust-root.json")
+    default = load_agent_settings(
+        write(tmp_path, "runtime_agent:\n  function_maps: {directory: m}\n  trust_root: t\n")
+    )
+    assert default.maps is not None and default.maps.poll_seconds == 2.0
+    assert load_agent_settings(write(tmp_path, "runtime_agent:\n  function_map: f\n")).maps is None
+
+
 def test_defaults_when_only_the_map_is_named(tmp_path: Path) -> None:
     settings = load_agent_settings(write(tmp_path, "runtime_agent:\n  function_map: fm.json\n"))
     assert settings.metrics_listen == "127.0.0.1:9464"
@@ -83,9 +102,40 @@ def test_defaults_when_only_the_map_is_named(tmp_path: Path) -> None:
             "stella observations ingest",
         ),
         (
-            "runtime_agent:\n  function_maps: /etc/stella/maps/\n",
+            "runtime_agent:\n  function_maps: /etc/stella/maps/\n  trust_root: t\n",
             "runtime_agent.function_maps",
-            "one agent per map",
+            "expected a mapping",
+        ),
+        (
+            "runtime_agent:\n  function_maps: {poll_seconds: 1}\n  trust_root: t\n",
+            "runtime_agent.function_maps.directory",
+            "directory of signed function maps is required",
+        ),
+        (
+            "runtime_agent:\n  function_maps: {directory: m}\n",
+            "runtime_agent.trust_root",
+            "verifies each map's signature",
+        ),
+        (
+            "runtime_agent:\n  function_map: f\n  function_maps: {directory: m}\n  trust_root: t\n",
+            "runtime_agent.function_map",
+            "not both",
+        ),
+        (
+            "runtime_agent:\n  function_maps: {directory: m, poll_seconds: 0}\n  trust_root: t\n",
+            "runtime_agent.function_maps.poll_seconds",
+            "positive number",
+        ),
+        (
+            "runtime_agent:\n  function_maps: {directory: m, inotify: true}\n  trust_root: t\n",
+            "runtime_agent.function_maps.inotify",
+            "unknown key",
+        ),
+        (
+            "runtime_agent:\n  function_maps: {directory: m}\n  trust_root: t\n"
+            "signals:\n  chain_id: one\n",
+            "signals.chain_id",
+            "one chain per map and host",
         ),
         (
             "runtime_agent:\n  function_map: f\n  export:\n    format: json\n",

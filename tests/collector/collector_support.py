@@ -22,6 +22,8 @@ from stella_bundle.functionmap.model import ExpectedNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD_SOURCE = REPO_ROOT / "fixtures" / "workload" / "workload.c"
+# A function that blocks until released (return probes; a second binary beside the workload).
+BLOCKING_SOURCE = REPO_ROOT / "fixtures" / "workload" / "blocking.c"
 WORKLOAD_PURL = "pkg:generic/stella-workload@1.0.0"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_support import WORKLOAD_SOURCE, Run, collect, ebpf_ready
+from collector_support import BLOCKING_SOURCE, WORKLOAD_SOURCE, Run, collect, ebpf_ready
 
 from stella_bundle.collector.features import KernelFeatures, detect
 
@@ -29,6 +29,15 @@ def workload_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         ["gcc", "-O2", "-g", "-o", str(out), str(WORKLOAD_SOURCE), "-lcrypto"], check=True
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def blocking_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the workload")
+    out = tmp_path_factory.mktemp("blocking") / "stella-blocking"
+    subprocess.run(["gcc", "-O2", "-g", "-o", str(out), str(BLOCKING_SOURCE)], check=True)
     return out
 
 

@@ -36,9 +36,12 @@ MISSING = "stella_work_not_in_this_binary"
 WINDOW_SECONDS = 5  # the map's coverage window: the rate covers the last 10 s
 
 
-def _function_map(path: Path, nodes: list[ExpectedNode]) -> Path:
+def _function_map(
+    path: Path, nodes: list[ExpectedNode], service: str = "stella-workload", optional: int = 0
+) -> Path:
+    """A map of one required path per node; the last `optional` nodes' paths optional."""
     predicate = {
-        "service": "stella-workload",
+        "service": service,
         "build_id": "test",
         "generated_at": "2026-01-01T00:00:00.000000Z",
         "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
@@ -50,8 +53,8 @@ def _function_map(path: Path, nodes: list[ExpectedNode]) -> Path:
         },
         "hot_functions": [],
         "expected_paths": [
-            {"path_id": f"p{i}", "tag": "general", "priority": 1, "optional": False,
-             "nodes": [node.to_dict()]}
+            {"path_id": f"p{i}", "tag": "general", "priority": 1,
+             "optional": i >= len(nodes) - optional, "nodes": [node.to_dict()]}
             for i, node in enumerate(nodes)
         ],
     }  # fmt: skip

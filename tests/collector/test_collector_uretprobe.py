@@ -3,14 +3,12 @@ returns, not before: the workload blocks inside the function until the test rele
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from collector_support import REPO_ROOT
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -18,18 +16,8 @@ from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.functionmap.model import ExpectedNode
 
-BLOCKING_SOURCE = REPO_ROOT / "fixtures" / "workload" / "blocking.c"
 FUNCTION = "stella_block_until_released"
 PURL = "pkg:generic/stella-blocking@1.0.0"
-
-
-@pytest.fixture(scope="module")
-def blocking_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the workload")
-    out = tmp_path_factory.mktemp("blocking") / "stella-blocking"
-    subprocess.run(["gcc", "-O2", "-g", "-o", str(out), str(BLOCKING_SOURCE)], check=True)
-    return out
 
 
 @pytest.mark.ebpf

@@ -1,0 +1,381 @@
+"""`stella agent run` over a directory of signed function maps (runtime_agent.function_maps):
+real eBPF, real fixture binaries, the real CLI as a subprocess.
+
+Two maps on two binaries are collected at once into two chains, each verifying on its own; a
+map added while running is collected; a map removed is detached (the agent's bpf link file
+descriptors, counted in /proc, fall by its probes) and its chain final-sealed; a changed map
+ends its chain and starts another; unsigned and badly signed maps are one error line each while
+the others go on; SIGTERM final-seals every chain within the unit's TimeoutStopSec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from collector_support import start_workload
+from prometheus_client.parser import text_string_to_metric_families
+from test_collector_metrics import _free_port, _function_map, _get, wait_for
+
+from stella_bundle.attest.dsse import envelope_bytes, sign_statement
+from stella_bundle.canonical import sha256_hex
+from stella_bundle.collector.run import chain_id_for
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.reader import iter_chain_records
+from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.functionmap.model import ExpectedNode
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+WORKLOAD = "pkg:generic/stella-workload@1.0.0"
+BLOCKING = "pkg:generic/stella-blocking@1.0.0"
+
+
+class Agent:
+    """The agent as a subprocess, its log in a file (read while it runs, never a full pipe)."""
+
+    def __init__(self, tmp_path: Path, maps: Path, test_keys: Any) -> None:
+        self.port = _free_port()
+        self.evidence = tmp_path / "evidence"
+        self.log = tmp_path / "agent.log"
+        config = tmp_path / "stellaops.yaml"
+        document = {
+            "runtime_agent": {
+                "function_maps": {"directory": str(maps), "poll_seconds": 0.3},
+                # In the map directory, as the packaged config has it: not taken for a map.
+                "trust_root": str(maps / "trust-root.json"),
+                "metrics": {"listen": f"127.0.0.1:{self.port}"},
+                "export": {
+                    "output_path": str(self.evidence),
+                    "flush_interval_ms": 500,
+                    "aggregation_window_ms": 200,
+                },
+            },
+            "signals": {"signing": {"key_file": str(test_keys.private("collector"))}},
+        }
+        config.write_text(yaml.safe_dump(document))
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    def ready(self) -> None:
+        wait_for(
+            lambda: _get(self.port, "/readyz")[0] == 200 or self.process.poll() is not None,
+            60,
+            "ready",
+        )
+        assert self.process.poll() is None, self.log.read_text()
+
+    def metric(self, name: str) -> dict[str, float]:
+        """chain → value of one per-chain metric, as scraped now."""
+        status, text = _get(self.port, "/metrics")
+        assert status == 200
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    values[sample.labels["chain"]] = sample.value
+        return values
+
+    def stop(self, timeout: float) -> float:
+        """SIGTERM; the seconds until the agent exited (0 asserted)."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        took = time.monotonic() - started
+        assert self.process.returncode == 0, self.log.read_text()
+        return took
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def bpf_links(pid: int) -> int:
+    """The process's open bpf link file descriptors, as the kernel lists them."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue  # closed meanwhile
+        count += "link_type:" in text
+    return count
+
+
+def signed(path: Path, nodes: list[ExpectedNode], service: str, keys: Any, **kw: Any) -> Path:
+    """A map signed by `keys` (the function-map role unless said), as function-map sign does."""
+    role = kw.pop("role", "function-map")
+    statement = json.loads(
+        _function_map(path.with_suffix(".tmp"), nodes, service, **kw).read_text()
+    )
+    path.with_suffix(".tmp").unlink()
+    path.write_bytes(envelope_bytes(sign_statement(statement, [keys.signer(role)])))
+    return path
+
+
+def drop_in(maps: Path, source: Path) -> Path:
+    """Into the watched directory atomically (a hidden name, then renamed), as operators should."""
+    hidden = maps / f".{source.name}"
+    hidden.write_bytes(source.read_bytes())
+    hidden.rename(maps / source.name)
+    return maps / source.name
+
+
+def chain_of(agent: Agent, map_file: Path, service: str) -> Path:
+    return agent.evidence / chain_id_for(service, sha256_hex(map_file.read_bytes()))
+
+
+def final_sealed(chain: Path) -> bool:
+    seals = sorted(chain.glob("*.seal.dsse.json"))
+    return bool(seals) and parse_seal(seals[-1].read_bytes()).predicate.final
+
+
+def function_map_verify(map_file: Path, chain: Path, keys: Any, since: str) -> Any:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return subprocess.run(
+        [sys.executable, "-m", "stella_bundle", "function-map", "verify", "--function-map",
+         str(map_file), "--trust-root", str(keys.trust_root), "--evidence", str(chain),
+         "--from", since, "--to", now, "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def run_blocking(blocking_bin: Path) -> None:
+    process = subprocess.Popen(
+        [str(blocking_bin)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    assert process.stdout.readline().startswith("ready")
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    assert process.stdout.readline().strip() == "inside"
+    process.stdin.write("release\n")
+    process.stdin.flush()
+    assert process.wait(timeout=30) == 0
+
+
+def workload_map_nodes(workload_bin: Path, *symbols: str) -> list[ExpectedNode]:
+    return [ExpectedNode.create(WORKLOAD, s, binary_path=str(workload_bin)) for s in symbols]
+
+
+def blocking_map_nodes(blocking_bin: Path) -> list[ExpectedNode]:
+    return [
+        ExpectedNode.create(BLOCKING, "stella_block_until_released", binary_path=str(blocking_bin))
+    ]
+
+
+def timeout_stop_sec() -> float:
+    unit = (ROOT / "deploy" / "systemd" / "stella-agent.service").read_text()
+    match = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.MULTILINE)
+    assert match, "the unit sets TimeoutStopSec"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def maps(tmp_path: Path, test_keys: Any) -> Path:
+    directory = tmp_path / "maps"
+    directory.mkdir()
+    (directory / "trust-root.json").write_bytes(test_keys.trust_root.read_bytes())
+    return directory
+
+
+def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
+    ebpf: None, workload_bin: Path, blocking_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
+) -> None:
+    since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    workload_map = signed(
+        maps / "workload.dsse.json",
+        workload_map_nodes(workload_bin, "stella_work_parse", "stella_work_hot"),
+        "stella-workload",
+        test_keys,
+    )
+    blocking_map = signed(
+        maps / "blocking.dsse.json", blocking_map_nodes(blocking_bin), "stella-blocking", test_keys
+    )
+    # Unsigned (a bare Statement) and signed by a key the trust root does not hold.
+    _function_map(maps / "unsigned.json", blocking_map_nodes(blocking_bin), "stella-unsigned")
+    signed(
+        maps / "stranger.dsse.json",
+        blocking_map_nodes(blocking_bin),
+        "stella-stranger",
+        test_keys,
+        role="stranger",
+    )
+    agent = Agent(tmp_path, maps, test_keys)
+    try:
+        agent.ready()
+        work = start_workload(workload_bin, "--calls", "10")
+        work.go()
+        run_blocking(blocking_bin)
+        wait_for(
+            lambda: (
+                len(agent.metric("stella_observations_total")) == 2
+                and min(agent.metric("stella_observations_total").values()) >= 1
+            ),
+            30,
+            "records in both chains",
+        )
+        took = agent.stop(timeout=timeout_stop_sec())
+    finally:
+        agent.kill()
+    assert took < timeout_stop_sec()
+    log = agent.lines()
+    errors = [line for line in log if line.startswith("error:")]
+    assert len(errors) == 2, log
+    (unsigned,) = [e for e in errors if str(maps / "unsigned.json") in e]
+    assert "not signed" in unsigned and "the other maps keep collecting" in unsigned
+    (stranger,) = [e for e in errors if str(maps / "stranger.dsse.json") in e]
+    assert "signature" in stranger.lower() or "key" in stranger.lower(), stranger
+    # Exactly the two good maps have chains (nothing written for the refused ones).
+    workload_chain = chain_of(agent, workload_map, "stella-workload")
+    blocking_chain = chain_of(agent, blocking_map, "stella-blocking")
+    assert sorted(p.name for p in agent.evidence.iterdir()) == sorted(
+        [workload_chain.name, blocking_chain.name]
+    )
+    for map_file, chain, symbols in (
+        (workload_map, workload_chain, {"stella_work_parse", "stella_work_hot"}),
+        (blocking_map, blocking_chain, {"stella_block_until_released"}),
+    ):
+        assert verify_chain(chain, test_keys.trust_root).passed
+        assert final_sealed(chain)
+        # Each chain holds its own map's records only.
+        assert {r["function_name"] for r in iter_chain_records(chain)} == symbols
+        verified = function_map_verify(map_file, chain, test_keys, since)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert json.loads(verified.stdout)["verified"] is True
+
+
+def test_maps_added_removed_and_changed_while_running(
+    ebpf: None, workload_bin: Path, blocking_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
+) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    # stella_work_never is never called: its probe stays attached (coverage mode detaches a
+    # probe at its first hit), so each map holds a link to detach when it goes.
+    workload_map = signed(
+        maps / "workload.dsse.json",
+        workload_map_nodes(workload_bin, "stella_work_parse", "stella_work_never"),
+        "stella-workload",
+        test_keys,
+        optional=1,
+    )
+    blocking_staged = signed(
+        staging / "blocking.dsse.json",
+        [*blocking_map_nodes(blocking_bin), *workload_map_nodes(workload_bin, "stella_work_never")],
+        "stella-blocking",
+        test_keys,
+        optional=1,
+    )
+    agent = Agent(tmp_path, maps, test_keys)
+    try:
+        agent.ready()
+        workload_chain = chain_of(agent, workload_map, "stella-workload")
+        assert agent.metric("stella_probes_attached") == {workload_chain.name: 2.0}
+        assert bpf_links(agent.process.pid) == 2
+
+        # Added while running: attached and collected into a chain of its own; a bad map
+        # dropped in at the same time is one error line, and the others go on.
+        blocking_map = drop_in(maps, blocking_staged)
+        (maps / "bad.dsse.json").write_text('{"payloadType": "nope"')
+        blocking_chain = chain_of(agent, blocking_map, "stella-blocking")
+        wait_for(
+            lambda: agent.metric("stella_probes_attached").get(blocking_chain.name) == 2.0,
+            30,
+            "attached",
+        )
+        run_blocking(blocking_bin)
+        wait_for(
+            lambda: agent.metric("stella_observations_total").get(blocking_chain.name, 0) >= 1,
+            30,
+            "the added map's record",
+        )
+        # Its first hit detached stella_block_until_released; stella_work_never stays.
+        wait_for(
+            lambda: (
+                agent.metric("stella_probes_attached")
+                == {workload_chain.name: 2.0, blocking_chain.name: 1.0}
+            ),
+            30,
+            "coverage detach",
+        )
+        assert bpf_links(agent.process.pid) == 3
+
+        # Removed: its probe detached (the kernel's link count falls by one), its series gone,
+        # its chain final-sealed; the other map still collects.
+        blocking_map.unlink()
+        wait_for(
+            lambda: blocking_chain.name not in agent.metric("stella_probes_attached"),
+            30,
+            "removed",
+        )
+        assert bpf_links(agent.process.pid) == 2
+        assert final_sealed(blocking_chain)
+        assert verify_chain(blocking_chain, test_keys.trust_root).passed
+        assert {r["function_name"] for r in iter_chain_records(blocking_chain)} == {
+            "stella_block_until_released"
+        }
+        start_workload(workload_bin, "--calls", "10").go()
+        wait_for(
+            lambda: agent.metric("stella_observations_total").get(workload_chain.name, 0) >= 1,
+            30,
+            "the remaining map still collects",
+        )
+
+        # Changed (another sha256): its chain ends with a final seal, a new chain starts.
+        changed_staged = signed(
+            staging / "workload.dsse.json",
+            workload_map_nodes(workload_bin, "stella_work_hot", "stella_work_never"),
+            "stella-workload",
+            test_keys,
+            optional=1,
+        )
+        changed = drop_in(maps, changed_staged)
+        new_chain = chain_of(agent, changed, "stella-workload")
+        assert new_chain != workload_chain
+        wait_for(
+            lambda: agent.metric("stella_probes_attached") == {new_chain.name: 2.0},
+            30,
+            "the new version",
+        )
+        assert final_sealed(workload_chain)
+        start_workload(workload_bin, "--calls", "10").go()
+        wait_for(
+            lambda: agent.metric("stella_observations_total").get(new_chain.name, 0) >= 1,
+            30,
+            "the new version collects",
+        )
+        agent.stop(timeout=timeout_stop_sec())
+    finally:
+        agent.kill()
+    assert {r["function_name"] for r in iter_chain_records(workload_chain)} == {"stella_work_parse"}
+    assert {r["function_name"] for r in iter_chain_records(new_chain)} == {"stella_work_hot"}
+    for chain in (workload_chain, new_chain, blocking_chain):
+        assert verify_chain(chain, test_keys.trust_root).passed
+        assert final_sealed(chain)
+    log = agent.lines()
+    (bad,) = [line for line in log if line.startswith("error:")]  # said once, not every poll
+    assert str(maps / "bad.dsse.json") in bad
+    assert any(
+        "blocking.dsse.json removed: 1 probes detached" in line and blocking_chain.name in line
+        for line in log
+    ), log
+    assert any("workload.dsse.json changed" in line for line in log), log

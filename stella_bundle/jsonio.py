@@ -43,11 +43,37 @@ def _refuse_lone_surrogates(
     return value
 
 
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return document
+
+
 def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -> Any:
-    """The toolkit's one JSON parse of outside data: every way `json` can fail on hostile
-    input becomes a one-line `MalformedDocumentError` naming `source` (and `line`)."""
+    """The toolkit's one JSON parse of outside documents: every way `json` can fail on hostile
+    input becomes a one-line `MalformedDocumentError` naming `source` (and `line`).
+
+    An object naming one key twice is refused: `json` keeps the last value, other readers the
+    first or an error, so a signed or trusted document written that way means different
+    things to different verifiers. (NDJSON records keep `json`'s last-wins, which the fast
+    record scanners reproduce: `parse_json_line`.)"""
     try:
-        value = json.loads(data)
+        value = json.loads(data, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise MalformedDocumentError(
+            f"malformed JSON: key {exc.key!r} appears twice in one object", path=source, line=line
+        ) from exc
     except UnicodeDecodeError as exc:
         raise MalformedDocumentError("not UTF-8 text", path=source, line=line) from exc
     except json.JSONDecodeError as exc:

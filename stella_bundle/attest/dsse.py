@@ -150,14 +150,15 @@ def parse_statement_envelope(
     problem is a MalformedDocumentError naming the file and the field.
     """
     # Local imports: statement.py pulls in protobuf, which plain DSSE users do not need.
-    import json
-
+    from ..jsonio import parse_json
     from .statement import validate_statement
 
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
-        raise MalformedDocumentError(f"{what} is not valid JSON", path=source) from exc
+        document = parse_json(data, what)
+    except MalformedDocumentError as exc:
+        raise MalformedDocumentError(
+            f"{what} is not valid JSON: {exc.message}", path=source
+        ) from exc
     envelope = parse_envelope(document, source)
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise MalformedDocumentError(
@@ -166,10 +167,10 @@ def parse_statement_envelope(
             field="payloadType",
         )
     try:
-        statement = json.loads(envelope.payload)
-    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
+        statement = parse_json(envelope.payload, what)
+    except MalformedDocumentError as exc:
         raise MalformedDocumentError(
-            f"{what} payload is not valid JSON", path=source, field="payload"
+            f"{what} payload is not valid JSON: {exc.message}", path=source, field="payload"
         ) from exc
     try:
         validate_statement(statement, predicate_type)

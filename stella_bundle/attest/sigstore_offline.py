@@ -329,9 +329,9 @@ class OfflineSigstoreVerifier:
                 path=where,
             )
         try:
-            statement = json.loads(payload)
-        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
-            raise StatementError(f"DSSE payload is not JSON: {exc}", path=where) from exc
+            statement = parse_json(payload, where)
+        except MalformedDocumentError as exc:
+            raise StatementError(f"DSSE payload: {exc.message}", path=where) from exc
         if not isinstance(statement, dict) or statement.get("_type") not in IN_TOTO_STATEMENT_TYPES:
             raise StatementError("DSSE payload is not an in-toto Statement", path=where)
         subjects = statement.get("subject")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from ..errors import (
 from ..functionmap.model import FunctionMap, function_map_from_statement
 from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions
+from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier
 from .coverage import CoverageTally, map_window
@@ -174,9 +174,9 @@ class _BundleCheck:
 
     def parse_json_document(self, data: bytes, name: str) -> Any:
         try:
-            return json.loads(data)
-        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
-            self.step("schemas").fail(SchemaValidationError(f"not valid JSON: {exc}", path=name))
+            return parse_json(data, name)
+        except MalformedDocumentError as exc:
+            self.step("schemas").fail(SchemaValidationError(exc.message, path=name))
             return None
 
     def validate(self, kind: str, document: Any, name: str) -> bool:
@@ -264,7 +264,7 @@ class _BundleCheck:
             step.skip("not run: the trust root is not usable")
             return
         try:
-            envelope = json.loads(envelope_bytes)
+            envelope = parse_json(envelope_bytes, MANIFEST_ENVELOPE)
             verified = self.verifier.verify_statement(
                 envelope,
                 "builder",
@@ -276,9 +276,6 @@ class _BundleCheck:
                     "manifest.json is not the payload signed in manifest.dsse.json", path=MANIFEST
                 )
             self.manifest = Manifest.from_statement(verified.statement, MANIFEST)
-        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
-            step.fail(MalformedDocumentError(f"not valid JSON: {exc}", path=MANIFEST_ENVELOPE))
-            return
         except StellaError as exc:
             step.fail(exc)
             return
@@ -378,16 +375,13 @@ class _BundleCheck:
         envelope_bytes = self.documents.pop(envelope_name)
         step = self.step("function-map-signature")
         try:
-            document = json.loads(envelope_bytes)
+            document = parse_json(envelope_bytes, envelope_name)
             verified = self.verifier.verify_statement(
                 document,
                 "function-map",
                 source=envelope_name,
                 predicate_type=FUNCTION_MAP_PREDICATE,
             )
-        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
-            step.fail(MalformedDocumentError(f"not valid JSON: {exc}", path=envelope_name))
-            return
         except StellaError as exc:
             step.fail(exc)
             return

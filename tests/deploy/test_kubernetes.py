@@ -184,11 +184,11 @@ def test_the_config_is_the_services_and_writes_to_the_mounted_evidence(
     assert config_volume["configMap"]["name"] == config_map["metadata"]["name"]  # hashed name
     document = yaml.safe_load(shipped)
     mounts = {m["mountPath"] for m in agent_container(rendered)["volumeMounts"]}
-    # Every path the config names is mounted: evidence, key, map and trust root.
+    # Every path the config names is mounted: evidence, key, map directory and trust root.
     assert document["runtime_agent"]["export"]["output_path"] in mounts
+    assert document["runtime_agent"]["function_maps"]["directory"] in mounts
     for path in (
         document["signals"]["signing"]["key_file"],
-        document["runtime_agent"]["function_map"],
         document["runtime_agent"]["trust_root"],
     ):
         assert str(Path(path).parent) in mounts, path

@@ -7,7 +7,8 @@ honoured or refused with a one-line error naming the file and the key.
       trust_root: /etc/stella/maps/trust-root.json
       metrics: {listen: "127.0.0.1:9464", verify_every_seconds: 60}
       probes: {max_concurrent: 256, attach_timeout_ms: 5000,
-               default_types: [uprobe, kprobe], sampling_rate: 1.0}
+               default_types: [uprobe, kprobe], sampling_rate: 1.0,
+               health_check_interval_ms: 2000}
       export: {format: ndjson, flush_interval_ms: 5000,
                output_path: /var/lib/stella/evidence, aggregation_window_ms: 1000}
 
@@ -34,7 +35,13 @@ _MAPS_KEYS: Final = {"directory", "poll_seconds"}
 # How often the map directory is looked at: a map copied in is collected within this.
 DEFAULT_POLL_SECONDS: Final = 2.0
 _METRICS_KEYS: Final = {"listen", "verify_every_seconds"}
-_PROBE_KEYS: Final = {"max_concurrent", "attach_timeout_ms", "default_types", "sampling_rate"}
+_PROBE_KEYS: Final = {
+    "max_concurrent",
+    "attach_timeout_ms",
+    "default_types",
+    "sampling_rate",
+    "health_check_interval_ms",
+}
 _EXPORT_KEYS: Final = {"format", "flush_interval_ms", "output_path", "aggregation_window_ms"}
 
 # Settings of the product documents this agent does not do, and what to do instead.
@@ -175,6 +182,7 @@ def load_agent_settings(path: Path) -> AgentSettings:
             flush_interval_seconds=flush_ms / 1000 if flush_ms else None,
             max_probes=probes.number("max_concurrent", integer=True),
             attach_timeout_ms=probes.number("attach_timeout_ms", integer=True),
+            health_check_seconds=_health_check_seconds(probes),
             disabled_attach_types=_disabled_types(probes),
         ),
         metrics_listen=listen,
@@ -203,6 +211,12 @@ def _map_directory(top: _Section, trust_root: str | None, signals: dict[str, Any
         )
     poll = section.number("poll_seconds", maximum=3600) or DEFAULT_POLL_SECONDS
     return MapDirectory(Path(directory), float(poll))
+
+
+def _health_check_seconds(probes: _Section) -> float | None:
+    """How often probed binaries and links are checked (None: the collector's default)."""
+    value = probes.number("health_check_interval_ms", integer=True)
+    return None if value is None else value / 1000
 
 
 def _disabled_types(probes: _Section) -> frozenset[str] | None:

@@ -22,6 +22,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from ..collector.health import REATTACH_REASONS
+
 if TYPE_CHECKING:
     from ..collector.session import Collector
 
@@ -62,6 +64,12 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "Probes that could not be attached (named in the next seal as gap.probe_attach_failed).",
     ),
     MetricSpec(
+        "stella_probe_reattach_total",
+        "counter",
+        "Probes reattached by the health check, by reason: binary_replaced (a new file or "
+        "build at the probed path, re-resolved) or link_lost (a link no longer attached).",
+    ),
+    MetricSpec(
         "stella_ringbuf_dropped_events_total",
         "counter",
         "Events the kernel dropped because the ring buffer was full.",
@@ -92,10 +100,10 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
 CATALOGUE_BY_NAME: Final = {spec.name: spec for spec in CATALOGUE}
 
 
-def _counter(registry: CollectorRegistry, name: str) -> Counter:
+def _counter(registry: CollectorRegistry, name: str, labels: tuple[str, ...] = LABELS) -> Counter:
     spec = CATALOGUE_BY_NAME[name]
     # prometheus_client appends `_total` to a counter's exposed samples itself.
-    return Counter(name.removesuffix("_total"), spec.help, LABELS, registry=registry)
+    return Counter(name.removesuffix("_total"), spec.help, labels, registry=registry)
 
 
 def _gauge(registry: CollectorRegistry, name: str) -> Gauge:
@@ -119,6 +127,7 @@ class AgentMetrics:
         self.probes_attached = _gauge(r, "stella_probes_attached")
         self.attach_attempts = _counter(r, "stella_probe_attach_attempts_total")
         self.attach_failures = _counter(r, "stella_probe_attach_failures_total")
+        self.reattach = _counter(r, "stella_probe_reattach_total", (*LABELS, "reason"))
         self.ringbuf_dropped = _counter(r, "stella_ringbuf_dropped_events_total")
         self.buffer_full = _counter(r, "stella_observation_buffer_full_total")
         self.chunks_sealed = _counter(r, "stella_chunks_sealed_total")
@@ -159,6 +168,10 @@ class ChainMetrics:
         self.probes_attached = metrics.probes_attached.labels(**labels)
         self.attach_attempts = metrics.attach_attempts.labels(**labels)
         self.attach_failures = metrics.attach_failures.labels(**labels)
+        # Every reason at 0 from the start: an increase() over a series born at 1 sees nothing.
+        self.reattach = {
+            reason: metrics.reattach.labels(**labels, reason=reason) for reason in REATTACH_REASONS
+        }
         self.ringbuf_dropped = metrics.ringbuf_dropped.labels(**labels)
         self.buffer_full = metrics.buffer_full.labels(**labels)
         self.chunks_sealed = metrics.chunks_sealed.labels(**labels)
@@ -210,6 +223,10 @@ class ChainMetrics:
             ("failures", len(collector.probe_failures), self.attach_failures),
             ("ringbuf", collector.drops["ring_buffer_full"], self.ringbuf_dropped),
             ("buffer_full", collector.drops["counter_map_full"], self.buffer_full),
+            *(
+                (f"reattach.{reason}", collector.reattached[reason], self.reattach[reason])
+                for reason in REATTACH_REASONS
+            ),
         ):
             step = total - self._seen.get(name, 0)
             if step > 0:

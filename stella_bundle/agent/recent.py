@@ -10,7 +10,7 @@ observation rate and the unexpected symbols are computed exactly as `function-ma
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..evidence.config import ProbeFailure
@@ -66,12 +66,18 @@ class RecordingSink:
         return result
 
     def add_loss(
-        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+        self,
+        *,
+        ring_buffer_dropped: int = 0,
+        sampled_out: int = 0,
+        filtered_out: int = 0,
+        by_reason: Mapping[str, int] | None = None,
     ) -> Any:
         return self.inner.add_loss(
             ring_buffer_dropped=ring_buffer_dropped,
             sampled_out=sampled_out,
             filtered_out=filtered_out,
+            by_reason=by_reason,
         )
 
     def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> Any:

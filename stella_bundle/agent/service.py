@@ -95,8 +95,15 @@ def _run(
     notifier = Notifier()
     notifier.ready(collecting)
 
+    said = 0
+
     def tick(c: Collector) -> None:
+        nonlocal said
         notifier.watchdog()
+        # Health events (a binary replaced, a link lost) in the operator's log as they happen.
+        for event in c.health_events[said:]:
+            say(f"warning: {event.describe()}")
+        said = len(c.health_events)
         if instrumentation is not None:
             instrumentation.tick(c)
         if on_tick is not None:

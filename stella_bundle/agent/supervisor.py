@@ -279,9 +279,15 @@ class MapSupervisor:
         for warning in session.warnings:
             self.say(f"WARNING: {name}: {warning}")
         collection.attached.set()
+        said = 0
 
         def tick(c: Collector) -> None:
+            nonlocal said
             collection.last_tick = time.monotonic()
+            # Health events (a binary replaced, a link lost) in the log as they happen.
+            for event in c.health_events[said:]:
+                self.say(f"warning: {name}: {event.describe()}")
+            said = len(c.health_events)
             if collection.instruments is not None:
                 collection.instruments.tick(c)
 

@@ -32,6 +32,7 @@ BPF_FUNC_get_attach_cookie: Final = 174
 SYS_BPF_X86_64: Final = 321
 BPF_RAW_TRACEPOINT_OPEN: Final = 17
 BPF_LINK_CREATE: Final = 28
+BPF_OBJ_GET_INFO_BY_FD: Final = 15
 BPF_TRACE_FENTRY: Final = 24
 BPF_TRACE_FEXIT: Final = 25
 BPF_TRACE_UPROBE_MULTI: Final = 48
@@ -120,6 +121,8 @@ _SIGNATURES: Final[dict[str, tuple[Any, list[Any]]]] = {
         [_P, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_TracepointOpts)],
     ),
     "bpf_link__destroy": (ctypes.c_int, [_P]),
+    "bpf_link__fd": (ctypes.c_int, [_P]),
+    "bpf_link__disconnect": (None, [_P]),
     "bpf_map__name": (ctypes.c_char_p, [_P]),
     "bpf_map__fd": (ctypes.c_int, [_P]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_P, ctypes.c_uint32]),
@@ -333,6 +336,28 @@ class Libbpf:
 
     def destroy_link(self, link: int) -> None:
         self.lib.bpf_link__destroy(link)
+
+    def link_fd(self, link: int) -> int:
+        return int(self.lib.bpf_link__fd(link))
+
+    def forget_link(self, link: int) -> None:
+        """Free libbpf's link object without closing its fds (their numbers may belong to
+        someone else by now: a link found lost is never closed again)."""
+        self.lib.bpf_link__disconnect(link)
+        self.lib.bpf_link__destroy(link)
+
+    def object_ids(self, fd: int) -> tuple[int, int, int] | None:
+        """The first three u32 of the kernel's info about the BPF object behind `fd` (for a
+        link: type, link id, program id; for a program: type, program id, ...); None when
+        `fd` is closed or names no BPF object (BPF_OBJ_GET_INFO_BY_FD, no libbpf state)."""
+        info = ctypes.create_string_buffer(16)
+        attr = ctypes.create_string_buffer(16)
+        struct.pack_into("IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        ctypes.set_errno(0)
+        if int(self._syscall(SYS_BPF_X86_64, BPF_OBJ_GET_INFO_BY_FD, attr, len(attr))) < 0:
+            return None
+        kind, first, second = struct.unpack_from("III", info, 0)
+        return kind, first, second
 
     # Maps ------------------------------------------------------------------------------------
     def lookup(self, fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:

@@ -323,6 +323,38 @@ class ProbeRuntime:
         except BpfError as exc:
             raise explain(exc, f"attaching kprobe {function}", self.features) from exc
 
+    def link_identity(self, link: Link) -> tuple[int, int] | None:
+        """(link id, program id) the kernel gives the link's fd now; None when the fd is
+        closed or names no BPF object. The same fd naming another id means the link was lost
+        and its number reused (health.py compares with what it saw at attach)."""
+        fd = link.handle if link.raw_fd else self.lib.link_fd(link.handle)
+        ids = self.lib.object_ids(fd) if fd >= 0 else None
+        return None if ids is None else (ids[1], ids[2])
+
+    def program_id(self, obj: str, program: str) -> int | None:
+        """The kernel's id of a loaded program (what its links must name)."""
+        loaded = self.objects.get(obj)
+        if loaded is None or program not in loaded.programs:
+            return None
+        ids = self.lib.object_ids(int(self.lib.lib.bpf_program__fd(loaded.programs[program])))
+        return None if ids is None else ids[1]
+
+    def abandon(self, link: Link) -> None:
+        """Forget a link found lost without closing its fd: that number may be another
+        file's by now (closing it would break whoever owns it)."""
+        if not link.raw_fd:
+            self.lib.forget_link(link.handle)
+
+    def forget_first_seen(self, nodes: set[int]) -> None:
+        """Coverage mode: the next hit of these nodes is a first hit again (a replaced
+        binary's first call is evidence of the new build)."""
+        for obj in self.objects.values():
+            fd = obj.map_fds["first_seen"]
+            for key in self.lib.keys(fd, NodeKey):
+                assert isinstance(key, NodeKey)
+                if key.node in nodes:
+                    self.lib.delete(fd, key)
+
     def _release(self, link: Link) -> None:
         if link.raw_fd:
             os.close(link.handle)

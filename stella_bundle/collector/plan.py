@@ -177,6 +177,9 @@ class AttachSpec:
     usdt_args: tuple[UsdtArg, ...] = ()
     audit_event: str | None = None
     python_version: tuple[int, int] | None = None
+    # The build id the function map pins for this node (None: any build): a binary replaced
+    # on disk is held to it again when its probes are re-resolved (health.py).
+    map_build_id: str | None = None
 
     @property
     def probe_type(self) -> str:
@@ -366,6 +369,7 @@ def _uprobe_spec(index: int, node: NodeLike, symbol: str, features: KernelFeatur
         binary,
         resolved.offset,
         resolved.build_id,
+        map_build_id=node.build_id,
     )
 
 
@@ -416,4 +420,35 @@ def _usdt_spec(index: int, node: NodeLike, features: KernelFeatures) -> AttachSp
         usdt_args=probe.args,
         audit_event=node.symbol if audit else None,
         python_version=version,
+        map_build_id=node.build_id,
     )
+
+
+@dataclass(frozen=True)
+class _SpecNode:
+    """A spec seen as the node it came from (NodeLike), to resolve it again."""
+
+    purl: str
+    symbol: str
+    node_hash: str
+    binary_path: str | None
+    build_id: str | None
+    probe_types: tuple[str, ...] | None
+
+
+def reresolve(spec: AttachSpec, features: KernelFeatures) -> AttachSpec:
+    """A user-space spec resolved again from its binary as it is on disk now (a replaced
+    build: new offsets, new build id), same index (its BPF cookie). Raises what build_plan
+    turns into "not observable" (symbol gone, build id not the map's...)."""
+    from ..functionmap.elf import index_binary as cached_index
+
+    cached_index.cache_clear()  # keyed by path: the replaced file has the same one
+    node = _SpecNode(
+        spec.purl,
+        spec.symbol,
+        spec.node_hash,
+        spec.target,
+        spec.map_build_id,
+        (spec.attach_type,),
+    )
+    return _uprobe_spec(spec.index, node, normalize_symbol(spec.symbol), features)

@@ -122,6 +122,7 @@ class StartOptions:
     attach_timeout_ms: int | None = None
     # Probes other maps of the same agent already hold (max_probes is the agent's total).
     probes_in_use: int = 0
+    health_check_seconds: float | None = None  # None: the collector's default
 
 
 @dataclass
@@ -163,7 +164,13 @@ def prepare(
 
     `loaded_map`: the map already read and checked (the agent hashes the bytes it verified);
     `features`: already detected (once per agent, not once per map)."""
-    from ..evidence.config import CollectorInfo, WriterConfig, load_signals_config, read_boot_id
+    from ..evidence.config import (
+        UNCLEAN_RESTART_REASON,
+        CollectorInfo,
+        WriterConfig,
+        load_signals_config,
+        read_boot_id,
+    )
     from ..evidence.writer import ChunkWriter
     from ..functionmap.model import load_function_map
 
@@ -199,6 +206,8 @@ def prepare(
         path_deny=tuple(str(g) for g in pick(options.path_deny, "path_deny", ())),
         attach_timeout_ms=options.attach_timeout_ms,
     )
+    if options.health_check_seconds is not None:
+        config.health_check_seconds = options.health_check_seconds
     if options.flush_interval_seconds is not None:
         writer_config = dataclasses.replace(
             writer_config, flush_interval_seconds=options.flush_interval_seconds
@@ -244,6 +253,12 @@ def prepare(
         probe_set_sha256=probe_set.lock.probe_set_sha256,
     )
     writer = ChunkWriter.open(target, chain_id, signer, writer_config, info)
+    if writer.head.final is False:
+        # The previous collector of this chain did not stop cleanly (killed, crashed, power
+        # lost): what it had read but not yet written, and everything while no collector ran,
+        # is unknown. Its interrupted chunk was recovered and sealed just now; the gap is
+        # declared in the first seal of this run, never left for the reader to guess.
+        writer.add_loss(by_reason={UNCLEAN_RESTART_REASON: 1})
     collector = Collector(plan, runtime, writer, config, resolver)
     notes = [f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable]
     warnings = [f"HOST-WIDE COLLECTION: {NO_SCOPE_WARNING}"] if config.scope is None else []

@@ -15,7 +15,7 @@ import fnmatch
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,8 +51,15 @@ from .events import (
     decode_text,
     format_address,
 )
+from .health import (
+    DEFAULT_HEALTH_CHECK_SECONDS,
+    REATTACH_REASONS,
+    HealthEvent,
+    HealthReason,
+    ProbeHealth,
+)
 from .loader import Link, ProbeAttachError, ProbeRuntime
-from .plan import AttachPlan, AttachSpec, Unobservable
+from .plan import AttachPlan, AttachSpec, Unobservable, reresolve
 from .usdt import PyObjectSnapshot, audit_details, str_data_offset
 from .workload import (
     ResolvedScope,
@@ -85,7 +92,12 @@ class EvidenceSink(Protocol):
 
     def append(self, record: dict[str, Any]) -> Any: ...
     def add_loss(
-        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+        self,
+        *,
+        ring_buffer_dropped: int = 0,
+        sampled_out: int = 0,
+        filtered_out: int = 0,
+        by_reason: Mapping[str, int] | None = None,
     ) -> Any: ...
     def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> Any: ...
     def tick(self) -> Any: ...
@@ -100,6 +112,7 @@ class MemorySink:
     loss: dict[str, int] = field(
         default_factory=lambda: {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
     )
+    by_reason: dict[str, int] = field(default_factory=dict)
     probe_failures: list[ProbeFailure] = field(default_factory=list)
     closed: bool = False
 
@@ -109,11 +122,18 @@ class MemorySink:
         self.records.append(validate_record(record))
 
     def add_loss(
-        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
+        self,
+        *,
+        ring_buffer_dropped: int = 0,
+        sampled_out: int = 0,
+        filtered_out: int = 0,
+        by_reason: Mapping[str, int] | None = None,
     ) -> None:
         self.loss["ring_buffer_dropped"] += ring_buffer_dropped
         self.loss["sampled_out"] += sampled_out
         self.loss["filtered_out"] += filtered_out
+        for reason, count in (by_reason or {}).items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
 
     def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> None:
         self.probe_failures.extend(failures)
@@ -141,6 +161,8 @@ class CollectorConfig:
     attach_timeout_ms: int | None = None
     # The function map's workload, filtered in the kernel (None: every process on the host).
     scope: Scope | None = None
+    # How often probed binaries and links are checked (health.py; None: never).
+    health_check_seconds: float | None = DEFAULT_HEALTH_CHECK_SECONDS
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -151,6 +173,8 @@ class CollectorConfig:
             raise ConfigError("expected a positive number of seconds", field="window")
         if self.aggregation_ms < 10:
             raise ConfigError("expected at least 10 ms", field="aggregation_window")
+        if self.health_check_seconds is not None and not self.health_check_seconds > 0:
+            raise ConfigError("expected a positive number of seconds", field="health_check")
         if self.attach_timeout_ms is not None and self.attach_timeout_ms <= 0:
             raise ConfigError(
                 "expected a positive number of milliseconds", field="attach_timeout_ms"
@@ -234,6 +258,12 @@ class Collector:
         self.container_latency_ns: dict[int, dict[str, int]] = {}
         self.lifecycle_type: str | None = None
         self._cgroups_changed = False
+        # Binaries replaced on disk and links lost (health.py): what was found, probes
+        # reattached per reason (metrics), when to look next.
+        self.health = ProbeHealth()
+        self.health_events: list[HealthEvent] = []
+        self.reattached = dict.fromkeys(REATTACH_REASONS, 0)
+        self._next_health = 0.0
 
     # Set-up -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -311,6 +341,8 @@ class Collector:
             self.runtime.close()
             raise
         self.probe_failures = failures
+        self.health.watch_binaries(self.plan.specs)
+        self._next_health = time.monotonic()  # the first look takes the links as attached
         self.runtime.open_ring(self._on_sample)
         self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
         self._window_start_ns = time.monotonic_ns()
@@ -548,13 +580,131 @@ class Collector:
         return links
 
     def aggregate(self) -> None:
-        """Count mode flush, loss accounting, writer tick (every aggregation window)."""
+        """Count mode flush, loss accounting, health, writer tick (every aggregation window)."""
         self.watch_containers()
+        interval = self.config.health_check_seconds
+        if interval is not None and time.monotonic() >= self._next_health:
+            self._next_health = time.monotonic() + interval
+            self.check_health()
         if self.config.mode_id == MODE_COUNT:
             self._flush_kernel_counts()
         self._flush_aggregates()
         self._account_loss()
         self.sink.tick()
+
+    # Health -----------------------------------------------------------------------------------
+    def check_health(self) -> list[HealthEvent]:
+        """Look at every probed binary and link once; reattach what needs it (health.py)."""
+        events: list[HealthEvent] = []
+        for path, before, now in self.health.changed_binaries():
+            if now is None:
+                was = before.describe() if before is not None else "unknown"
+                events.append(
+                    HealthEvent(
+                        "binary_missing",
+                        path,
+                        f"gone from disk (was {was}); its probes stay on the running copy until "
+                        "a file appears at this path again",
+                    )
+                )
+                continue
+            was = before.describe() if before is not None else "missing"
+            indices = [
+                spec.index
+                for spec in self.plan.specs
+                if spec.user_space
+                and spec.target == path
+                and (spec.index in self.links or spec.index in self.detached)
+            ]
+            events.append(
+                self._reattach(
+                    indices, "binary_replaced", path, f"replaced ({was} -> {now.describe()})"
+                )
+            )
+        lost = self.health.lost_links(self.runtime, self.links, self.specs)
+        if lost:
+            events.append(
+                self._reattach(
+                    lost,
+                    "link_lost",
+                    None,
+                    f"{len(lost)} link(s) no longer attached (the fd closed or naming another "
+                    "object): " + ", ".join(self.specs[i].symbol for i in lost[:5]),
+                )
+            )
+        self.health_events.extend(events)
+        return events
+
+    def _reattach(
+        self, indices: list[int], reason: HealthReason, path: str | None, detail: str
+    ) -> HealthEvent:
+        """New links for `indices` (re-resolved from the binary on disk when it was replaced),
+        then the old ones closed; the probes' gap counted in the seal, failures named there."""
+        old: list[Link] = []
+        fresh: dict[int, Link] = {}
+        failures: list[ProbeFailure] = []
+        if reason == "binary_replaced" and path is not None:
+            self._reresolve_riders(path, set(indices))
+        for index in indices:
+            link = self.links.pop(index, None)
+            if link is not None and reason == "link_lost":
+                self.runtime.abandon(link)  # its fd number may be someone else's now
+            elif link is not None:
+                old.append(link)
+            self.detached.discard(index)
+            spec = self.specs[index]
+            try:
+                if reason == "binary_replaced":
+                    spec = self._replace_spec(reresolve(spec, self.runtime.features))
+                    if spec.attach_type == "usdt":
+                        self.runtime.set_usdt_spec(spec.object_name, index, usdt_spec_c(spec))
+                fresh[index] = self._attach(spec)
+            except ProbeAttachError as exc:
+                failures.append(_attach_failure(spec, exc))
+            except StellaError as exc:
+                number = getattr(exc, "errno_number", None)
+                failures.append(
+                    ProbeFailure(
+                        spec.node_hash,
+                        spec.symbol,
+                        spec.purl,
+                        spec.target,
+                        number if isinstance(number, int) else None,
+                        f"not reattached after the binary was replaced: {exc.describe()}",
+                    )
+                )
+        self.links.update(fresh)
+        # The new build's links are in place before the old inode's close (~60 ms of RCU).
+        self.runtime.detach_many(old)
+        if self.config.mode_id == MODE_COVERAGE and indices:
+            # The first hit of the new build (or of the restored link) is evidence again.
+            chosen = set(indices)
+            self.runtime.forget_first_seen(chosen)
+            self._seen = {key for key in self._seen if key[0] not in chosen}
+        if indices:
+            self.sink.add_loss(by_reason={f"gap.{reason}": len(indices)})
+        if failures:
+            self.probe_failures.extend(failures)
+            self.sink.add_probe_failures(failures)
+        self.reattached[reason] += len(fresh)
+        return HealthEvent(reason, path, detail, len(fresh), len(failures))
+
+    def _replace_spec(self, spec: AttachSpec) -> AttachSpec:
+        # Indices are positions in the plan (build_plan numbers specs as it appends them).
+        assert self.plan.specs[spec.index].index == spec.index
+        self.plan.specs[spec.index] = spec
+        self.specs[spec.index] = spec
+        return spec
+
+    def _reresolve_riders(self, path: str, attached: set[int]) -> None:
+        """Specs of the replaced binary without a link of their own (python:audit events
+        riding another node's link): their records must name the new build too."""
+        for spec in list(self.plan.specs):
+            if spec.user_space and spec.target == path and spec.index not in attached:
+                try:
+                    self._replace_spec(reresolve(spec, self.runtime.features))
+                except StellaError:
+                    continue  # not attached: nothing to name in the seal
 
     def roll_window(self) -> None:
         """A new coverage window: forget first hits, re-attach detached probes."""
@@ -759,6 +909,7 @@ class Collector:
             "nodes_observed": len(self.observed),
             "nodes_planned": len(self.specs),
             "records": self.records_written,
+            "reattached": sum(self.reattached.values()),
             **totals,
         }
 

@@ -148,6 +148,9 @@ def read_boot_id() -> str | None:
 
 # The loss.by_reason key counting probes that could not be attached (their functions unseen).
 PROBE_ATTACH_FAILED_REASON = "gap.probe_attach_failed"
+# The loss.by_reason key of the first seal after a collector that did not stop cleanly (its
+# last seal not final): events it read but had not written, and those while none ran, unknown.
+UNCLEAN_RESTART_REASON = "gap.unclean_restart"
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,14 @@ from .window import ObservationWindow
 
 @dataclass(frozen=True)
 class ChainHead:
-    """The last seal of a chain (sequence 0 and no digest for a new chain)."""
+    """The last seal of a chain (sequence 0 and no digest for a new chain).
+
+    `final`: whether that seal ended the chain cleanly (None: no seal to say, a new or a
+    wholly pruned chain)."""
 
     sequence: int
     seal_sha256: str | None
+    final: bool | None = None
 
     def link(self) -> PreviousLink | None:
         if self.seal_sha256 is None:
@@ -92,7 +96,7 @@ def find_head(chain_dir: Path, chain_id: str) -> ChainHead:
                 f"{predicate.sequence}, expected {chain_id!r} sequence {sequence}",
                 path=path,
             )
-        return ChainHead(sequence, seal_digest(data))
+        return ChainHead(sequence, seal_digest(data), predicate.final)
     prune_path = chain_dir / PRUNE_RECORD_NAME
     if prune_path.exists():
         from .prune_record import read_prune_record

@@ -493,7 +493,7 @@ class ChunkWriter:
         commit_chunk(self.chain_dir, chunk.sequence, chunk.chunk_temp, seal_bytes)
         chunk.close_files()
         remove_quietly(chunk.partial_path, chunk.state_path)
-        self._head = ChainHead(chunk.sequence, hashlib.sha256(seal_bytes).hexdigest())
+        self._head = ChainHead(chunk.sequence, hashlib.sha256(seal_bytes).hexdigest(), final)
 
 
 def _lock(chain_dir: Path) -> int:

@@ -1,0 +1,177 @@
+"""Probe health: binaries replaced on disk and links lost, found by periodic checks.
+
+A uprobe is attached to an inode at a file offset. When a package upgrade or a deploy puts a
+new file at the probed path (rename over it: a new inode; or rewrite in place: a new build id),
+the probe stays on the old inode and new processes run code nobody watches. And a link whose
+file descriptor was closed (or whose number now names something else) watches nothing.
+
+Both are observed for real, without trusting our own bookkeeping:
+
+- binaries: `stat` of each probed path (device, inode, size, mtime, ctime); when any changed,
+  the build id is read again. A new inode or a new build id is a replacement; the same inode
+  and build id (a `touch`) is not. A path that vanished is reported once; the probes stay on
+  the running copy until a file appears there again (then it is a replacement).
+- links: BPF_OBJ_GET_INFO_BY_FD on each link's fd must still name the link id and program id
+  the kernel gave at attach; a closed fd, an fd naming no BPF link, or another link is lost.
+
+The collector re-resolves and reattaches (session.py); this module only finds and describes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from ..errors import StellaError
+
+if TYPE_CHECKING:
+    from .loader import Link, ProbeRuntime
+    from .plan import AttachSpec
+
+HealthReason = Literal["binary_replaced", "link_lost", "binary_missing"]
+# Reasons that reattach probes: the seal counts the probes under loss.by_reason["gap.<reason>"]
+# (between the change and the reattach their functions were not watched).
+REATTACH_REASONS: Final = ("binary_replaced", "link_lost")
+DEFAULT_HEALTH_CHECK_SECONDS: Final = 2.0
+
+
+@dataclass(frozen=True)
+class BinaryIdentity:
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    build_id: str | None
+
+    def same_file_as(self, other: BinaryIdentity) -> bool:
+        return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns) == (
+            other.device,
+            other.inode,
+            other.size,
+            other.mtime_ns,
+            other.ctime_ns,
+        )
+
+    def describe(self) -> str:
+        return f"inode {self.inode}, build id {self.build_id or 'none'}"
+
+
+def _build_id(path: str) -> str | None:
+    from ..functionmap.elf import index_binary
+
+    index_binary.cache_clear()  # keyed by path: a replaced file has the same one
+    try:
+        return index_binary(path).build_id
+    except StellaError:
+        return None
+
+
+def identify(path: str, known: BinaryIdentity | None = None) -> BinaryIdentity | None:
+    """What is at `path` now (None: nothing); the build id is read only when the file
+    changed since `known`."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    found = BinaryIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, None)
+    if known is not None and found.same_file_as(known):
+        return known
+    return BinaryIdentity(
+        found.device, found.inode, found.size, found.mtime_ns, found.ctime_ns, _build_id(path)
+    )
+
+
+@dataclass(frozen=True)
+class HealthEvent:
+    """One thing the health check found and what was done about it (the agent's log line)."""
+
+    reason: HealthReason
+    binary_path: str | None
+    detail: str
+    reattached: int = 0
+    failed: int = 0
+
+    def describe(self) -> str:
+        where = f" {self.binary_path}" if self.binary_path else ""
+        done = ""
+        if self.reason in REATTACH_REASONS:
+            done = f"; {self.reattached} probe(s) reattached"
+            if self.failed:
+                done += f", {self.failed} could not be (named in the next seal)"
+        return f"health: {self.reason}{where}: {self.detail}{done}"
+
+
+@dataclass(frozen=True)
+class _LinkSeen:
+    link: Link
+    ids: tuple[int, int] | None
+
+
+class ProbeHealth:
+    """What each probed binary and each link was when last seen healthy."""
+
+    def __init__(self) -> None:
+        self.binaries: dict[str, BinaryIdentity | None] = {}
+        self._links: dict[int, _LinkSeen] = {}
+        self._program_ids: dict[tuple[str, str], int | None] = {}
+
+    # Binaries ---------------------------------------------------------------------------------
+    def watch_binaries(self, specs: Iterable[AttachSpec]) -> None:
+        for spec in specs:
+            if spec.user_space and spec.target not in self.binaries:
+                self.binaries[spec.target] = identify(spec.target)
+
+    def changed_binaries(self) -> list[tuple[str, BinaryIdentity | None, BinaryIdentity | None]]:
+        """(path, before, now) of every probed binary replaced or gone since the last look."""
+        changes = []
+        for path, before in self.binaries.items():
+            now = identify(path, before)
+            if now == before:
+                continue
+            self.binaries[path] = now
+            if (
+                now is None
+                or before is None
+                or (now.device, now.inode, now.build_id)
+                != (
+                    before.device,
+                    before.inode,
+                    before.build_id,
+                )
+            ):
+                changes.append((path, before, now))
+        return changes
+
+    # Links ------------------------------------------------------------------------------------
+    def _expected_program(self, runtime: ProbeRuntime, spec: AttachSpec) -> int | None:
+        key = (spec.object_name, spec.program)
+        if key not in self._program_ids:
+            self._program_ids[key] = runtime.program_id(*key)
+        return self._program_ids[key]
+
+    def lost_links(
+        self, runtime: ProbeRuntime, links: Mapping[int, Link], specs: Mapping[int, AttachSpec]
+    ) -> list[int]:
+        """Indices whose link no longer is what the kernel gave at attach. A link not seen
+        before is taken as it is now (its ids checked against its program's)."""
+        lost: list[int] = []
+        for index, link in links.items():
+            seen = self._links.get(index)
+            ids = runtime.link_identity(link)
+            # Identity, not equality: a new link often gets the fd number of the old one.
+            if seen is None or seen.link is not link:
+                expected = self._expected_program(runtime, specs[index])
+                if ids is None or (expected is not None and ids[1] != expected):
+                    lost.append(index)
+                    continue
+                self._links[index] = _LinkSeen(link, ids)
+            elif ids != seen.ids:
+                lost.append(index)
+        for index in [i for i in self._links if i not in links]:
+            del self._links[index]  # detached on purpose (first hit, container, stop)
+        for index in lost:
+            self._links.pop(index, None)
+        return lost

@@ -1,0 +1,283 @@
+"""Probe health with real eBPF: a probed binary replaced on disk is re-resolved and reattached,
+a link lost behind the collector's back is found and reattached, a binary that vanished and
+came back is probed again. Each test first shows the failure is real (the calls are not
+recorded without the health check), then that the health check brings them back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from collector_support import WORKLOAD_PURL, WORKLOAD_SOURCE
+from test_collector_metrics import _free_port, _function_map, _get, scrape, wait_for
+
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import build_plan
+from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.reader import iter_chain_records
+from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.functionmap.elf import index_binary
+from stella_bundle.functionmap.model import ExpectedNode
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def other_build(tmp_path_factory: pytest.TempPathFactory, workload_bin: Path) -> Path:
+    """The workload built another way: other offsets, another build id (a new release)."""
+    out = tmp_path_factory.mktemp("rebuilt") / "stella-workload"
+    subprocess.run(
+        ["gcc", "-O0", "-g", "-o", str(out), str(WORKLOAD_SOURCE), "-lcrypto"], check=True
+    )
+    old, new = index_binary(str(workload_bin)), index_binary(str(out))
+    assert old.build_id != new.build_id
+    assert old.functions["stella_work_parse"][1] != new.functions["stella_work_parse"][1]
+    return out
+
+
+def _nodes(binary: Path) -> list[ExpectedNode]:
+    return [
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_parse", binary_path=str(binary)),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_hot", binary_path=str(binary)),
+    ]
+
+
+def _run(binary: Path) -> None:
+    """One run of the workload: calls stella_work_parse once."""
+    subprocess.run([str(binary)], check=True, capture_output=True, timeout=60)
+
+
+def _drain(collector: Collector) -> None:
+    for _ in range(5):
+        collector.runtime.poll(50)
+        collector.process_pending()
+
+
+def _parse_records(sink: MemorySink) -> list[dict[str, Any]]:
+    return [r for r in sink.records if r["function_name"] == "stella_work_parse"]
+
+
+@pytest.fixture
+def collector(
+    ebpf: None, workload_bin: Path, tmp_path: Path, features: KernelFeatures
+) -> Iterator[tuple[Collector, MemorySink, Path]]:
+    binary = tmp_path / "bin" / "stella-workload"
+    binary.parent.mkdir()
+    shutil.copy2(workload_bin, binary)
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(binary), features),  # type: ignore[arg-type]
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        # Trace mode: links stay attached after a hit; checks driven by the test.
+        CollectorConfig(mode="trace", health_check_seconds=None),
+    )
+    collector.start()
+    try:
+        yield collector, sink, binary
+    finally:
+        collector.stop()
+
+
+@pytest.mark.parametrize("how", ["closed", "reused"])
+def test_a_lost_link_is_found_and_reattached(
+    collector: tuple[Collector, MemorySink, Path], how: str
+) -> None:
+    c, sink, binary = collector
+    parse = next(s.index for s in c.plan.specs if s.symbol == "stella_work_parse")
+    assert c.check_health() == []  # healthy: nothing found, nothing done
+    _run(binary)
+    _drain(c)
+    assert len(_parse_records(sink)) == 1
+    link = c.links[parse]
+    ids = c.runtime.link_identity(link)
+    assert ids is not None
+    fd = link.handle if link.raw_fd else c.runtime.lib.link_fd(link.handle)
+    spare: list[int] = []
+    if how == "closed":
+        os.close(fd)
+    else:  # the fd number now names a pipe: still open, no longer the link
+        spare = list(os.pipe())
+        os.dup2(spare[0], fd)
+        spare.append(fd)
+    try:
+        _run(binary)
+        _drain(c)
+        assert len(_parse_records(sink)) == 1, "the lost link still recorded calls"
+        (event,) = c.check_health()
+        assert (event.reason, event.reattached, event.failed) == ("link_lost", 1, 0)
+        assert "stella_work_parse" in event.describe()
+        assert c.runtime.link_identity(c.links[parse]) not in (None, ids)
+        assert c.reattached["link_lost"] == 1
+        assert sink.by_reason == {"gap.link_lost": 1}
+        _run(binary)
+        _drain(c)
+        assert len(_parse_records(sink)) == 2
+        assert c.check_health() == []  # the new link is healthy
+        if how == "reused":
+            os.fstat(fd)  # the collector did not close the fd it no longer owns
+    finally:
+        for number in spare:
+            os.close(number)
+
+
+def test_a_binary_that_vanished_and_came_back_is_probed_again(
+    collector: tuple[Collector, MemorySink, Path], other_build: Path
+) -> None:
+    c, sink, binary = collector
+    binary.unlink()
+    (gone,) = c.check_health()
+    assert gone.reason == "binary_missing" and gone.binary_path == str(binary)
+    assert c.check_health() == []  # said once
+    shutil.copy2(other_build, binary)
+    _run(binary)
+    _drain(c)
+    assert _parse_records(sink) == [], "the new file was probed without a health check"
+    (back,) = c.check_health()
+    assert (back.reason, back.reattached, back.failed) == ("binary_replaced", 2, 0)
+    new_build = index_binary(str(other_build)).build_id
+    _run(binary)
+    _drain(c)
+    (record,) = _parse_records(sink)
+    assert record["build_id"] == new_build
+    assert sink.by_reason == {"gap.binary_replaced": 2}
+
+
+def test_a_replacement_without_the_symbol_is_named_in_the_seal(
+    collector: tuple[Collector, MemorySink, Path], tmp_path: Path
+) -> None:
+    c, sink, binary = collector
+    stripped = tmp_path / "stripped"
+    shutil.copy2(binary, stripped)
+    subprocess.run(["strip", "-s", str(stripped)], check=True)
+    os.rename(stripped, binary)
+    (event,) = c.check_health()
+    assert (event.reason, event.reattached, event.failed) == ("binary_replaced", 0, 2)
+    named = {f.function_name for f in sink.probe_failures}
+    assert named == {"stella_work_parse", "stella_work_hot"}
+    assert all("not reattached" in f.error for f in sink.probe_failures)
+    assert c.links == {}  # no probe left at the old offsets of a file that changed
+
+
+# --- the agent, as an operator runs it ------------------------------------------------------------
+
+
+class _Lines:
+    """The agent's stderr read line by line in a thread (the test waits for log lines)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert process.stderr is not None
+        self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def having(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+def test_the_agent_reattaches_a_binary_replaced_while_it_runs(
+    ebpf: None, workload_bin: Path, other_build: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    binary = tmp_path / "bin" / "stella-workload"
+    binary.parent.mkdir()
+    shutil.copy2(workload_bin, binary)
+    fm = _function_map(tmp_path / "fm.json", _nodes(binary))
+    port = _free_port()
+    config = tmp_path / "stellaops.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runtime_agent": {
+                    "function_map": str(fm),
+                    "metrics": {"listen": f"127.0.0.1:{port}"},
+                    "probes": {"health_check_interval_ms": 200},
+                    "export": {
+                        "output_path": str(tmp_path / "evidence"),
+                        "aggregation_window_ms": 100,
+                    },
+                },
+                "signals": {
+                    "chain_id": "health",
+                    "signing": {"key_file": str(test_keys.private("collector"))},
+                },
+            }
+        )
+    )
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = _Lines(agent)
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        assert agent.poll() is None, log.lines
+        _run(binary)  # the old build: its first call recorded, its probe detached (coverage)
+        time.sleep(0.5)
+        # A deploy: the new release written beside and renamed over the probed path.
+        staged = binary.with_name(".stella-workload.new")
+        shutil.copy2(other_build, staged)
+        os.rename(staged, binary)
+        wait_for(lambda: log.having("health: binary_replaced"), 30, "the health log line")
+        _run(binary)  # the new build
+        metrics = wait_for(
+            lambda: (
+                (
+                    s
+                    if s.get("stella_probe_reattach_total", ("", {}))[1].get(
+                        (
+                            ("chain", "health"),
+                            ("reason", "binary_replaced"),
+                            ("service", "stella-workload"),
+                        )
+                    )
+                    == 2
+                    else None
+                )
+                if (s := scrape(port))
+                else None
+            ),
+            10,
+            "the reattach counter",
+        )
+        assert metrics["stella_probe_reattach_total"][0] == "counter"
+        time.sleep(0.5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+    assert agent.returncode == 0, log.lines
+    (line,) = log.having("health: binary_replaced")
+    assert str(binary) in line and "2 probe(s) reattached" in line
+    chain = tmp_path / "evidence" / "health"
+    assert verify_chain(chain, test_keys.trust_root).passed
+    builds = {
+        r["build_id"]
+        for r in iter_chain_records(chain)
+        if r["function_name"] == "stella_work_parse"
+    }
+    assert builds == {
+        index_binary(str(workload_bin)).build_id,
+        index_binary(str(other_build)).build_id,
+    }
+    gaps = sum(
+        parse_seal(p.read_bytes()).predicate.loss.by_reason.get("gap.binary_replaced", 0)
+        for p in chain.glob("*.seal.dsse.json")
+    )
+    assert gaps == 2

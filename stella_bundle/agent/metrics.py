@@ -36,6 +36,7 @@ class MetricSpec:
     name: str  # as exposed: counters with their `_total` suffix
     type: MetricType
     help: str
+    labels: tuple[str, ...] = LABELS
 
 
 CATALOGUE: Final[tuple[MetricSpec, ...]] = (
@@ -96,6 +97,13 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "gauge",
         "Configured rotation interval: a chunk is sealed at the latest this long after it opens.",
     ),
+    MetricSpec(
+        "stella_function_map_refused",
+        "gauge",
+        "1 while a file of the agent's map directory is refused (not signed by the trust root, "
+        "not a map, over the probe limit...; the agent's log says why); absent otherwise.",
+        ("function_map",),
+    ),
 )
 CATALOGUE_BY_NAME: Final = {spec.name: spec for spec in CATALOGUE}
 
@@ -107,7 +115,8 @@ def _counter(registry: CollectorRegistry, name: str, labels: tuple[str, ...] = L
 
 
 def _gauge(registry: CollectorRegistry, name: str) -> Gauge:
-    return Gauge(name, CATALOGUE_BY_NAME[name].help, LABELS, registry=registry)
+    spec = CATALOGUE_BY_NAME[name]
+    return Gauge(name, spec.help, spec.labels, registry=registry)
 
 
 class AgentMetrics:
@@ -134,12 +143,14 @@ class AgentMetrics:
         self.last_seal = _gauge(r, "stella_last_seal_timestamp_seconds")
         self.oldest_unsealed = _gauge(r, "stella_oldest_unsealed_timestamp_seconds")
         self.chunk_max_age = _gauge(r, "stella_chunk_max_age_seconds")
+        # Per file of the map directory (labelled by its name), not per chain.
+        self.map_refused = _gauge(r, "stella_function_map_refused")
 
     def chain(self, chain_id: str, service: str) -> ChainMetrics:
         return ChainMetrics(self, chain_id, service)
 
     def families(self) -> tuple[Counter | Gauge, ...]:
-        """Every per-chain family (each labelled by chain and service)."""
+        """Every per-chain family (each labelled by chain and service; not map_refused)."""
         return (
             self.observations,
             self.observation_rate,

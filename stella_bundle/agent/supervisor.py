@@ -89,6 +89,7 @@ class MapSupervisor:
         self.features: KernelFeatures | None = None
         self._stop = threading.Event()
         self._listing_error: str | None = None
+        self._refused_shown: set[str] = set()
 
     # Life --------------------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> None:
@@ -198,6 +199,20 @@ class MapSupervisor:
             if running is not None:
                 self._end(name, f"changed (sha256 {entry.sha256[:12]})")
             self._start(entry)
+        self._show_refused()
+
+    def _show_refused(self) -> None:
+        """stella_function_map_refused: 1 per file refused and not collecting (an alert: a
+        service whose map is refused is not observed at all)."""
+        if self.endpoint is None:
+            return
+        family = self.endpoint.metrics.map_refused
+        refused = {name for name in self.refused if name not in self.collections}
+        for name in self._refused_shown - refused:
+            family.remove(name)
+        for name in refused - self._refused_shown:
+            family.labels(function_map=name).set(1)
+        self._refused_shown = refused
 
     def _refuse(self, entry: MapFile, exc: BaseException) -> None:
         self.refused[entry.name] = entry.sha256
@@ -315,6 +330,7 @@ class MapSupervisor:
             if collection.instruments is not None:
                 collection.instruments.chain.remove()
             self._refuse(collection.file, collection.error or RuntimeError("collection ended"))
+            self._show_refused()
 
     def _end(self, name: str, why: str) -> None:
         collection = self.collections.pop(name)

@@ -28,6 +28,7 @@ def test_every_catalogued_metric_is_exposed_with_its_type() -> None:
     chain.sealed(1, 1_700_000_000.0)  # series that appear on events
     chain.coverage(0.5, 0)
     metrics.oldest_unsealed.labels(chain="api-host", service="api").set(1_700_000_000.0)
+    metrics.map_refused.labels(function_map="api.dsse.json").set(1)
     exposed = exposed_types(metrics)
     for spec in CATALOGUE:
         assert exposed.get(spec.name) == spec.type, spec.name

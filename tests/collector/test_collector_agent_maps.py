@@ -44,7 +44,9 @@ BLOCKING = "pkg:generic/stella-blocking@1.0.0"
 class Agent:
     """The agent as a subprocess, its log in a file (read while it runs, never a full pipe)."""
 
-    def __init__(self, tmp_path: Path, maps: Path, test_keys: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, maps: Path, test_keys: Any, probes: dict[str, Any] | None = None
+    ) -> None:
         self.port = _free_port()
         self.evidence = tmp_path / "evidence"
         self.log = tmp_path / "agent.log"
@@ -55,6 +57,7 @@ class Agent:
                 # In the map directory, as the packaged config has it: not taken for a map.
                 "trust_root": str(maps / "trust-root.json"),
                 "metrics": {"listen": f"127.0.0.1:{self.port}"},
+                "probes": probes or {},
                 "export": {
                     "output_path": str(self.evidence),
                     "flush_interval_ms": 500,
@@ -64,7 +67,7 @@ class Agent:
             "signals": {"signing": {"key_file": str(test_keys.private("collector"))}},
         }
         config.write_text(yaml.safe_dump(document))
-        with self.log.open("w") as log:
+        with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)],
                 stdout=log,
@@ -83,15 +86,15 @@ class Agent:
         )
         assert self.process.poll() is None, self.log.read_text()
 
-    def metric(self, name: str) -> dict[str, float]:
-        """chain → value of one per-chain metric, as scraped now."""
+    def metric(self, name: str, label: str = "chain") -> dict[str, float]:
+        """label value (the chain, unless said) → value of one metric, as scraped now."""
         status, text = _get(self.port, "/metrics")
         assert status == 200
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == name:
-                    values[sample.labels["chain"]] = sample.value
+                    values[sample.labels[label]] = sample.value
         return values
 
     def stop(self, timeout: float) -> float:
@@ -220,9 +223,22 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
         test_keys,
         role="stranger",
     )
-    agent = Agent(tmp_path, maps, test_keys)
+    # Well signed, but max_concurrent is the agent's total: the two maps above (taken first,
+    # in name order) hold all 3 probes.
+    signed(
+        maps / "zz-over-limit.dsse.json",
+        workload_map_nodes(workload_bin, "stella_work_never"),
+        "stella-extra",
+        test_keys,
+    )
+    agent = Agent(tmp_path, maps, test_keys, probes={"max_concurrent": 3})
     try:
         agent.ready()
+        assert agent.metric("stella_function_map_refused", "function_map") == {
+            "unsigned.json": 1.0,
+            "stranger.dsse.json": 1.0,
+            "zz-over-limit.dsse.json": 1.0,
+        }
         work = start_workload(workload_bin, "--calls", "10")
         work.go()
         run_blocking(blocking_bin)
@@ -240,11 +256,13 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
     assert took < timeout_stop_sec()
     log = agent.lines()
     errors = [line for line in log if line.startswith("error:")]
-    assert len(errors) == 2, log
+    assert len(errors) == 3, log
     (unsigned,) = [e for e in errors if str(maps / "unsigned.json") in e]
     assert "not signed" in unsigned and "the other maps keep collecting" in unsigned
     (stranger,) = [e for e in errors if str(maps / "stranger.dsse.json") in e]
-    assert "signature" in stranger.lower() or "key" in stranger.lower(), stranger
+    assert "not signed by any trusted key" in stranger, stranger
+    (over,) = [e for e in errors if str(maps / "zz-over-limit.dsse.json") in e]
+    assert "probes.max_concurrent" in over and "(3 held by the agent's other maps)" in over
     # Exactly the two good maps have chains (nothing written for the refused ones).
     workload_chain = chain_of(agent, workload_map, "stella-workload")
     blocking_chain = chain_of(agent, blocking_map, "stella-blocking")
@@ -262,6 +280,20 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
         verified = function_map_verify(map_file, chain, test_keys, since)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert json.loads(verified.stdout)["verified"] is True
+
+    # Restarted with the same maps: the same two chains continue (no third chain).
+    seals = {chain: len(list(chain.glob("*.seal.dsse.json"))) for chain in agent.evidence.iterdir()}
+    again = Agent(tmp_path, maps, test_keys, probes={"max_concurrent": 3})
+    try:
+        again.ready()
+        again.stop(timeout=timeout_stop_sec())
+    finally:
+        again.kill()
+    assert sorted(agent.evidence.iterdir()) == sorted(seals)
+    for chain, before in seals.items():
+        assert len(list(chain.glob("*.seal.dsse.json"))) > before
+        assert verify_chain(chain, test_keys.trust_root).passed
+        assert final_sealed(chain)
 
 
 def test_maps_added_removed_and_changed_while_running(
@@ -363,6 +395,7 @@ def test_maps_added_removed_and_changed_while_running(
             30,
             "the new version collects",
         )
+        assert agent.metric("stella_function_map_refused", "function_map") == {"bad.dsse.json": 1.0}
         agent.stop(timeout=timeout_stop_sec())
     finally:
         agent.kill()

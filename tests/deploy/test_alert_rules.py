@@ -71,6 +71,7 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
         "StellaObservationBufferFull",
         "StellaRingBufferDropping",
         "StellaSealOverdue",
+        "StellaFunctionMapRefused",
         "StellaAgentDown",
         "StellaAgentAbsent",
     }
@@ -99,6 +100,7 @@ def test_rules_use_only_exposed_metrics_of_the_right_type() -> None:
     chain.sealed(1, 1.0)
     chain.coverage(1.0, 0)
     metrics.oldest_unsealed.labels(chain="c", service="s").set(1.0)
+    metrics.map_refused.labels(function_map="m.dsse.json").set(1)
     exposed = {
         sample.name: family.type
         for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())

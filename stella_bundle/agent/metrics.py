@@ -211,6 +211,8 @@ class ChainMetrics:
         neither pages (its last rate, a seal it no longer owes) nor piles up series."""
         for family in self._metrics.families():
             family.remove(*self._labels.values())
+        for reason in self.reattach:
+            self._metrics.reattach.remove(*self._labels.values(), reason)
 
     def coverage(self, observation_rate: float | None, unexpected_symbols: int) -> None:
         """A verification's answer; no rate until a whole lookback window was collected."""

@@ -83,3 +83,23 @@ def test_health_follows_the_loop_and_readiness_its_owner() -> None:
     assert health.liveness()[0]
     health.not_ready("stopping: final seal")
     assert health.readiness() == (False, "stopping: final seal")
+
+
+def test_a_removed_chain_leaves_no_series_and_the_others_keep_theirs() -> None:
+    """A map removed from the agent's directory: every series labelled with its chain goes
+    (a stale rate would page, a stale unsealed time would say a seal is overdue)."""
+    metrics = AgentMetrics()
+    kept, gone = metrics.chain("api-host", "api"), metrics.chain("web-host", "web")
+    for chain, labels in ((kept, ("api-host", "api")), (gone, ("web-host", "web"))):
+        chain.sealed(1, 1_700_000_000.0)
+        chain.coverage(0.5, 1)
+        metrics.oldest_unsealed.labels(*labels).set(1_700_000_000.0)
+    gone.remove()
+    text = generate_latest(metrics.registry).decode()
+    chains = {
+        sample.labels.get("chain")
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert chains == {None, "api-host"}  # None: process_* and other unlabelled series
+    assert 'stella_probes_attached{chain="api-host",service="api"}' in text

@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 # scope (tests/collector/test_collector_scope_nginx.py): nginx-light serving TLS and ab from
 # apache2-utils as the client calling the same libssl functions; the test starts its own nginx.
 # podman + runc run the container scope test (runc: crun refuses this VM's hybrid cgroups).
+# containerd (+ ctr, its runc shim) is the second runtime: tests/collector/test_collector_containerd.py
+# starts a daemon of its own (own root, state and socket); a packaged service is left as it is.
 APT_PACKAGES=(
   libbpf1 libbpf-dev clang llvm bpftool bpftrace
   gcc libc6-dev libssl-dev openssl zstd
@@ -22,7 +24,7 @@ APT_PACKAGES=(
   postgresql
   prometheus prometheus-alertmanager systemd
   nginx-light apache2-utils
-  podman runc
+  podman runc containerd
 )
 # `kubectl kustomize` renders the Kubernetes manifests. Debian's kubernetes-client (1.20) only
 # when no kubectl is installed: a newer one from another source provides the same command.

@@ -1,8 +1,9 @@
 """Container context: pid or cgroup id → cgroup path → container id, pod UID, QoS class.
 
-Patterns for docker, containerd (cri-containerd-…), CRI-O (crio-…) and podman (libpod-…) on
-cgroup v2 (systemd scopes) and cgroup v1 (/docker/<id>, /kubepods/…). Names, namespaces and
-image digests come only from an operator-supplied metadata file: unknown → absent, never guessed.
+Patterns for docker, containerd (cri-containerd-…, /<namespace>/<id>), CRI-O (crio-…) and podman
+(libpod-…) on cgroup v2 (systemd scopes) and cgroup v1 (/docker/<id>, /kubepods/…). Names, images
+and image digests come from an operator-supplied metadata file, then from the runtime
+(runtimes.py): unknown → absent, never guessed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ _CONTAINER_PATTERNS: Final = (
     # podman with the cgroupfs manager: /libpod_parent/libpod-<id>
     ("podman", re.compile(rf"/libpod-{_ID}(?:/|$)")),
     ("containerd", re.compile(rf"/kubepods[^ ]*/pod[0-9a-f_-]+/{_ID}(?:/|$)")),
+    # containerd's runc shim without a cgroup parent (ctr, nerdctl with cgroupfs): the
+    # cgroup is /<containerd namespace>/<id>, e.g. /default/<id>; ids of 64 hex digits only
+    # (what nerdctl and Kubernetes give; `ctr run IMAGE web` containers are not recognised).
+    ("containerd", re.compile(rf"^/[A-Za-z0-9][A-Za-z0-9._-]*/{_ID}$")),
 )
 _POD_RE: Final = re.compile(
     r"kubepods(?:[-/](besteffort|burstable))?[-/]pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
@@ -59,6 +64,7 @@ class ContainerInfo:
     namespace: str | None = None
     image_digest: str | None = None
     container_name: str | None = None
+    image: str | None = None  # the image reference the runtime created it from
 
     def record_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"container_id": self.container_id}
@@ -74,6 +80,8 @@ class ContainerInfo:
         out: dict[str, Any] = {"container_runtime": self.runtime}
         if self.container_name:
             out["container_name"] = self.container_name
+        if self.image:
+            out["container_image"] = self.image
         if self.pod_uid:
             out["pod_uid"] = self.pod_uid
         if self.qos_class:
@@ -104,12 +112,12 @@ def cgroup_paths_of_pid(pid: int, proc: Path = Path("/proc")) -> list[str]:
     return [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
 
 
-_METADATA_KEYS: Final = ("pod_name", "namespace", "image_digest", "container_name")
+_METADATA_KEYS: Final = ("pod_name", "namespace", "image_digest", "container_name", "image")
 
 
 class MetadataMap:
     """Operator-supplied names: {"containers": {"<id>": {pod_name, namespace, image_digest,
-    container_name}}}."""
+    container_name, image}}}."""
 
     def __init__(self, entries: dict[str, dict[str, str]]) -> None:
         self.entries = entries
@@ -144,6 +152,7 @@ class MetadataMap:
             meta.get("namespace"),
             meta.get("image_digest"),
             meta.get("container_name"),
+            meta.get("image"),
         )
 
 
@@ -196,13 +205,14 @@ class CgroupResolver:
     def enrich(self, info: ContainerInfo) -> ContainerInfo:
         """Names and digest: the operator's metadata file first, then the runtime's answer."""
         info = self.metadata.enrich(info)
-        if info.container_name is None or info.image_digest is None:
+        if info.container_name is None or info.image_digest is None or info.image is None:
             found = self.runtime.lookup(info.runtime, info.container_id)
             if found:
                 info = replace(
                     info,
                     container_name=info.container_name or found.get("container_name"),
                     image_digest=info.image_digest or found.get("image_digest"),
+                    image=info.image or found.get("image"),
                 )
         return info
 

@@ -1,7 +1,8 @@
 """Container names and image digests from the container runtime that started them.
 
 The cgroup path gives a container's id and runtime; its name and image digest are only known
-to the runtime. Podman answers `podman inspect` (Name, ImageDigest). Answers are cached per
+to the runtime. Podman answers `podman inspect` (Name, ImageDigest); containerd's metadata
+store is read by runtime_containerd.py. Answers are cached per
 container id; a failed answer is not (asked while the container is still being created,
 podman may not know it yet: the next look asks again). Only containers of that runtime are
 asked; absent answers stay absent, never guessed.
@@ -15,16 +16,20 @@ import subprocess
 from typing import Final
 
 from ..observations.record import IMAGE_DIGEST_RE
+from .runtime_containerd import ContainerdMetadata
 
 # A hung runtime must not stall collection: podman inspect answers in ~0.1 s here.
 INSPECT_TIMEOUT_SECONDS: Final = 5.0
 
 
 class RuntimeMetadata:
-    """container id → {"container_name", "image_digest"} from the runtime, cached."""
+    """container id → {"container_name", "image", "image_digest"} from the runtime, cached."""
 
-    def __init__(self, podman: str | None = None) -> None:
+    def __init__(
+        self, podman: str | None = None, containerd: ContainerdMetadata | None = None
+    ) -> None:
         self.podman = podman if podman is not None else shutil.which("podman")
+        self.containerd = containerd if containerd is not None else ContainerdMetadata()
         self._cache: dict[str, dict[str, str]] = {}
 
     def lookup(self, runtime: str, container_id: str) -> dict[str, str]:
@@ -33,6 +38,8 @@ class RuntimeMetadata:
         found: dict[str, str] = {}
         if runtime == "podman" and self.podman:
             found = _podman_inspect(self.podman, container_id)
+        elif runtime == "containerd":
+            found = self.containerd.lookup(container_id)
         if found:
             self._cache[container_id] = found
         return found
@@ -56,6 +63,9 @@ def _podman_inspect(podman: str, container_id: str) -> dict[str, str]:
     name = document.get("Name")
     if isinstance(name, str) and name:
         out["container_name"] = name.lstrip("/")
+    image = document.get("ImageName")
+    if isinstance(image, str) and image:
+        out["image"] = image
     digest = document.get("ImageDigest")
     if isinstance(digest, str) and IMAGE_DIGEST_RE.match(digest):
         out["image_digest"] = digest

@@ -6,7 +6,9 @@ other areas' conftest modules."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -141,3 +143,27 @@ def collect(
         before_stop(collector)
     collector.stop()
     return Run(collector, the_sink, plan, output, hits)
+
+
+def image_rootfs_archive(root: Path, workload: Path) -> Path:
+    """A container image's root filesystem as a tar (`podman import` makes the image; no
+    registry here): its own copies of the workload (at the host's path) and of the libraries
+    it loads, and an empty /stella-workload to bind-mount the host's workload on."""
+    for directory in ("usr/lib/x86_64-linux-gnu", "lib64", "proc", "sys", "dev", "etc", "tmp"):
+        (root / directory).mkdir(parents=True)
+    (root / "lib").symlink_to("usr/lib")
+    (root / "etc" / "os-release").write_text('NAME="stella scope test image"\n')
+    (root / "stella-workload").write_bytes(b"")  # the mount point of the workload binary
+    for source in (
+        str(workload),
+        LIBCRYPTO,
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ):
+        target = root / source.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(source).resolve(), target)
+    archive = root.parent / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname=".")
+    return archive

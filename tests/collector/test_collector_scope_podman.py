@@ -14,7 +14,6 @@ import json
 import secrets
 import shutil
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_support import LIBCRYPTO, WORKLOAD_PURL, start_workload
+from collector_support import LIBCRYPTO, WORKLOAD_PURL, image_rootfs_archive, start_workload
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -74,24 +73,7 @@ def image(
     copies of the workload (at the host's path) and of the libraries it loads."""
     if shutil.which("podman") is None or shutil.which("runc") is None:
         pytest.skip("podman and runc are needed (scripts/setup.sh)")
-    root = tmp_path_factory.mktemp("rootfs")
-    for directory in ("usr/lib/x86_64-linux-gnu", "lib64", "proc", "sys", "dev", "etc", "tmp"):
-        (root / directory).mkdir(parents=True)
-    (root / "lib").symlink_to("usr/lib")
-    (root / "etc" / "os-release").write_text('NAME="stella scope test image"\n')
-    (root / "stella-workload").write_bytes(b"")  # the mount point of the workload binary
-    for source in (
-        str(workload_bin),
-        LIBCRYPTO,
-        "/usr/lib/x86_64-linux-gnu/libc.so.6",
-        "/lib64/ld-linux-x86-64.so.2",
-    ):
-        target = root / source.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(source).resolve(), target)
-    archive = root.parent / "rootfs.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(root, arcname=".")
+    archive = image_rootfs_archive(tmp_path_factory.mktemp("rootfs"), workload_bin)
     reference = f"localhost/stella-scope-test:{secrets.token_hex(4)}"
     _podman("import", str(archive), reference)
     digest = _podman("image", "inspect", "--format", "{{.Digest}}", reference).stdout.strip()

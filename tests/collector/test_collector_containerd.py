@@ -1,0 +1,318 @@
+"""containerd containers with a real containerd daemon (started by the test, runc shim): a
+container started after collection began is probed inside (its own binaries, through
+/proc/PID/root), its records carry its id, name, image and image digest read from
+containerd's metadata store, and its probes are detached when it stops.
+
+The daemon runs on its own root, state directory and socket (systemd is not PID 1 here, and
+the package's service start is refused). The image is the podman scope test's root
+filesystem, `podman save`d as an OCI archive and `ctr image import`ed. Under CI=true a
+daemon that cannot start fails these tests (no skip).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collector_support import LIBCRYPTO, WORKLOAD_PURL, image_rootfs_archive, start_workload
+
+from stella_bundle.collector.containers import CgroupResolver, parse_cgroup_path
+from stella_bundle.collector.features import KernelFeatures
+from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
+from stella_bundle.collector.plan import build_plan
+from stella_bundle.collector.runtime_containerd import ContainerdMetadata
+from stella_bundle.collector.runtimes import RuntimeMetadata
+from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.functionmap.scope import Scope
+
+IN_CI = bool(os.environ.get("CI"))
+# containerd's start here takes ~1 s; a loaded host (2 shared cores) several.
+DAEMON_START_SECONDS = 30.0
+# From `ctr run` to probes attached inside: the shim, runc and the first exec take most of it.
+PICKUP_SECONDS = 20.0
+# The CRI plugin is not needed (and would open a streaming server): ctr talks to the core API.
+DAEMON_CONFIG = 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+
+
+@dataclass(frozen=True)
+class Containerd:
+    root: Path
+    address: str
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ctr", "--address", self.address, *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+
+def _unavailable(reason: str) -> None:
+    # Under CI these tests must run: a containerd that cannot start is a failure there.
+    if IN_CI:
+        pytest.fail(f"containerd tests cannot run under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    missing = [
+        b for b in ("containerd", "ctr", "runc", "containerd-shim-runc-v2") if not shutil.which(b)
+    ]
+    if missing:
+        _unavailable(f"{', '.join(missing)} not installed (scripts/setup.sh)")
+    base = tmp_path_factory.mktemp("containerd")
+    (base / "config.toml").write_text(DAEMON_CONFIG)
+    daemon = Containerd(base / "root", str(base / "c.sock"))
+    log = (base / "containerd.log").open("wb")
+    process = subprocess.Popen(
+        [
+            "containerd",
+            "--config",
+            str(base / "config.toml"),
+            "--root",
+            str(daemon.root),
+            "--state",
+            str(base / "state"),
+            "--address",
+            daemon.address,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + DAEMON_START_SECONDS
+        while daemon.ctr("version", check=False).returncode != 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (base / "containerd.log").read_text(errors="replace")[-800:]
+                _unavailable(f"containerd did not start (exit {process.poll()}): {tail}")
+            time.sleep(0.2)
+        yield daemon
+    finally:
+        # Tasks first (their shims outlive the daemon), then the daemon.
+        tasks = daemon.ctr("task", "ls", "-q", check=False).stdout.split()
+        for task in tasks:
+            daemon.ctr("task", "rm", "-f", task, check=False)
+        for container in daemon.ctr("containers", "ls", "-q", check=False).stdout.split():
+            daemon.ctr("containers", "rm", container, check=False)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def image(
+    containerd: Containerd, tmp_path_factory: pytest.TempPathFactory, workload_bin: Path
+) -> Iterator[tuple[str, str]]:
+    """The podman scope test's image in containerd: (reference, containerd's image digest)."""
+    if shutil.which("podman") is None:
+        _unavailable("podman is needed to build the image (scripts/setup.sh)")
+    base = tmp_path_factory.mktemp("containerd-image")
+    archive = image_rootfs_archive(base / "rootfs", workload_bin)
+    reference = f"localhost/stella-containerd-test:{secrets.token_hex(4)}"
+    subprocess.run(["podman", "import", str(archive), reference], capture_output=True, check=True)
+    try:
+        oci = base / "image.tar"
+        subprocess.run(
+            ["podman", "save", "--format", "oci-archive", "-o", str(oci), reference],
+            capture_output=True,
+            check=True,
+        )
+    finally:
+        subprocess.run(["podman", "rmi", "-f", reference], capture_output=True, check=False)
+    containerd.ctr("image", "import", str(oci))
+    # The digest as containerd itself reports it (not through the store reader under test).
+    rows = containerd.ctr("image", "ls", f"name=={reference}").stdout.splitlines()[1:]
+    assert len(rows) == 1, rows
+    digest = rows[0].split()[2]
+    assert digest.startswith("sha256:")
+    yield reference, digest
+
+
+def _nodes(workload: Path) -> list[ExpectedNode]:
+    return [
+        ExpectedNode.create("pkg:deb/debian/libssl3", "EVP_Digest", binary_path=LIBCRYPTO),
+        ExpectedNode.create(WORKLOAD_PURL, "stella_work_hot", binary_path=str(workload)),
+    ]
+
+
+def _wait_for(condition: Any, seconds: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < seconds, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.ebpf
+def test_a_containerd_container_is_probed_named_and_detached_when_it_stops(
+    ebpf: None,
+    workload_bin: Path,
+    features: KernelFeatures,
+    containerd: Containerd,
+    image: tuple[str, str],
+) -> None:
+    reference, image_digest = image
+    resolver = CgroupResolver(
+        runtime=RuntimeMetadata(containerd=ContainerdMetadata(containerd.root))
+    )
+    config = CollectorConfig(
+        mode="trace", aggregation_ms=60_000, scope=Scope(image_digest=image_digest)
+    )
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        config,
+        resolver,
+    )
+    collector.start()  # no container of the image runs yet
+    assert collector.scope_cgroups == set()
+    assert collector.lifecycle_type == "tp_btf"  # starts and stops learnt from the kernel
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    container_id = secrets.token_hex(32)
+    container: subprocess.Popen[str] | None = None
+    attached_inside = 0
+    try:
+        # The image's own workload and libcrypto: probed through /proc/PID/root.
+        container = subprocess.Popen(
+            [
+                "ctr",
+                "--address",
+                containerd.address,
+                "run",
+                "--rm",
+                reference,
+                container_id,
+                str(workload_bin),
+                "--wait",
+                "--crypto",
+                "--calls",
+                "3",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert container.stdin is not None and container.stdout is not None
+        ready = container.stdout.readline().split()
+        assert ready and ready[0] == "ready", ready
+        # The same program on the host, outside the scope, at the same time.
+        host = start_workload(workload_bin, "--crypto", "--calls", "3")
+        _wait_for(lambda: bool(collector.container_links), PICKUP_SECONDS)
+        attached_inside = sum(len(links) for links in collector.container_links.values())
+        (cgroup_id,) = collector.scope_cgroups
+        path = resolver.path_of(cgroup_id)
+        assert path == f"/default/{container_id}"  # the runc shim's cgroup, no parent given
+        container.stdin.write("go\n")
+        container.stdin.flush()
+        assert json.loads(container.stdout.readline())["calls"] == 3
+        assert container.wait(timeout=60) == 0
+        host.go()
+        # Stopped and removed (--rm): its cgroup leaves the scope, the probes inside detach.
+        _wait_for(
+            lambda: not collector.container_links and not collector.scope_cgroups, PICKUP_SECONDS
+        )
+        time.sleep(0.4)
+    finally:
+        if container is not None and container.poll() is None:
+            containerd.ctr("task", "rm", "-f", container_id, check=False)
+            containerd.ctr("containers", "rm", container_id, check=False)
+            container.kill()
+            container.wait(timeout=60)
+        stop.set()
+        thread.join()
+        collector.stop()
+    assert attached_inside == 2  # EVP_Digest in its libcrypto, stella_work_hot in its workload
+    assert collector.probe_failures == []
+    counts: dict[str, int] = {}
+    for record in sink.records:
+        counts[record["function_name"]] = counts.get(record["function_name"], 0) + 1
+        assert record["container_id"] == container_id
+        assert record["image_digest"] == image_digest
+        details = record["details"]
+        assert details["container_runtime"] == "containerd"
+        # containerd has no names: without a naming label the name is the id.
+        assert details["container_name"] == container_id
+        assert details["container_image"] == reference
+        assert details["scope"] == {
+            "container_id": container_id,
+            "container_name": container_id,
+            "image_digest": image_digest,
+        }
+        assert record["pid"] != host.pid
+    assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}  # none of the host's calls
+
+
+def test_metadata_store_names_many_containers_as_ctr_does(
+    containerd: Containerd, image: tuple[str, str]
+) -> None:
+    """Created containers (no task): names from the CRI and nerdctl labels or the id, the
+    image and its digest, read from the store; enough of them that the containers bucket
+    spans branch and leaf pages. Unknown ids and a missing store answer nothing."""
+    reference, image_digest = image
+    created: list[str] = []
+    try:
+        for index in range(60):
+            container_id = secrets.token_hex(32)
+            labels: tuple[str, ...] = ()
+            if index % 3 == 1:
+                labels = ("--label", f"io.kubernetes.container.name=web-{index}")
+                labels += ("--label", "io.kubernetes.pod.name=web-pod")
+                labels += ("--label", "io.kubernetes.pod.namespace=shop")
+            elif index % 3 == 2:
+                labels = ("--label", f"nerdctl/name=app-{index}")
+            containerd.ctr("containers", "create", *labels, reference, container_id, "/x")
+            created.append(container_id)
+        store = ContainerdMetadata(containerd.root)
+        for index, container_id in enumerate(created):
+            expected = {"image": reference, "image_digest": image_digest}
+            if index % 3 == 1:
+                expected |= {
+                    "container_name": f"web-{index}",
+                    "pod_name": "web-pod",
+                    "namespace": "shop",
+                }
+            elif index % 3 == 2:
+                expected["container_name"] = f"app-{index}"
+            else:
+                expected["container_name"] = container_id
+            assert store.lookup(container_id) == expected
+            info = containerd.ctr("containers", "info", container_id).stdout
+            assert json.loads(info)["Image"] == reference
+        assert store.lookup(secrets.token_hex(32)) == {}
+        assert ContainerdMetadata(containerd.root / "absent").lookup(created[0]) == {}
+    finally:
+        for container_id in created:
+            containerd.ctr("containers", "rm", container_id, check=False)
+
+
+def test_the_runc_shims_cgroup_path_is_a_containerd_container() -> None:
+    container_id = "ab" * 32
+    info = parse_cgroup_path(f"/default/{container_id}")
+    assert info is not None and (info.container_id, info.runtime) == (container_id, "containerd")
+    assert parse_cgroup_path(f"/k8s.io/{container_id}") is not None
+    # Not the id of a container: a name, or deeper than namespace/id.
+    assert parse_cgroup_path("/default/web") is None
+    assert parse_cgroup_path(f"/a/b/{container_id}") is None

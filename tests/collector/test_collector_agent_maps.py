@@ -412,3 +412,40 @@ def test_maps_added_removed_and_changed_while_running(
         for line in log
     ), log
     assert any("workload.dsse.json changed" in line for line in log), log
+
+
+def test_sigterm_final_seals_every_chain_within_the_units_stop_timeout(
+    ebpf: None, tmp_path: Path, maps: Path, test_keys: Any
+) -> None:
+    """Two maps of 1,000 libcrypto probes each: the stop detaches and seals both in parallel,
+    within the systemd unit's TimeoutStopSec."""
+    from collector_support import LIBCRYPTO
+
+    from stella_bundle.functionmap.elf import index_binary
+
+    functions = sorted(index_binary(LIBCRYPTO).functions)[:2000]
+    halves = {"crypto-a": functions[:1000], "crypto-b": functions[1000:]}
+    map_files = {
+        service: signed(
+            maps / f"{service}.dsse.json",
+            [ExpectedNode.create("pkg:deb/debian/libssl3", s, binary_path=LIBCRYPTO) for s in half],
+            service,
+            test_keys,
+        )
+        for service, half in halves.items()
+    }
+    agent = Agent(tmp_path, maps, test_keys)
+    try:
+        agent.ready()
+        attached = agent.metric("stella_probes_attached")
+        assert len(attached) == 2 and all(v > 0 for v in attached.values()), attached
+        took = agent.stop(timeout=timeout_stop_sec())
+    finally:
+        agent.kill()
+    assert took < timeout_stop_sec()
+    for service, map_file in map_files.items():
+        chain = chain_of(agent, map_file, service)
+        assert final_sealed(chain), chain
+        assert verify_chain(chain, test_keys.trust_root).passed
+    stopped = [line for line in agent.lines() if " stopped: " in line]
+    assert len(stopped) == 2, agent.lines()

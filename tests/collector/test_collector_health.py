@@ -5,6 +5,7 @@ recorded without the health check), then that the health check brings them back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -281,3 +282,150 @@ def test_the_agent_reattaches_a_binary_replaced_while_it_runs(
         for p in chain.glob("*.seal.dsse.json")
     )
     assert gaps == 2
+
+
+# --- the agent killed under load and restarted ------------------------------------------------
+
+
+def _agent_config(tmp_path: Path, fm: Path, key: Path, port: int) -> Path:
+    config = tmp_path / "stellaops.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runtime_agent": {
+                    "function_map": str(fm),
+                    "metrics": {"listen": f"127.0.0.1:{port}"},
+                    "export": {
+                        "output_path": str(tmp_path / "evidence"),
+                        "aggregation_window_ms": 100,
+                        "flush_interval_ms": 200,
+                    },
+                },
+                "signals": {
+                    "chain_id": "restart",
+                    "mode": "trace",  # every call a record: a steady load on the writer
+                    "rotation": {"max_age_seconds": 1},
+                    "signing": {"key_file": str(key)},
+                },
+            }
+        )
+    )
+    return config
+
+
+def _start_agent(config: Path, port: int) -> tuple[subprocess.Popen[str], _Lines]:
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = _Lines(agent)
+    wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+    assert agent.poll() is None, log.lines
+    return agent, log
+
+
+def _records(chunk: Path) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompress(chunk.read_bytes(), max_output_size=1 << 28)
+
+
+def test_the_agent_killed_under_load_and_restarted_continues_its_chain(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    from stella_bundle.evidence.layout import chunk_name, partial_name, seal_name
+
+    fm = _function_map(tmp_path / "fm.json", _nodes(workload_bin))
+    port = _free_port()
+    config = _agent_config(tmp_path, fm, test_keys.private("collector"), port)
+    chain = tmp_path / "evidence" / "restart"
+    # The load: the workload run again and again, ~1,000 probed calls a second, for the whole
+    # test (across the kill and the restart).
+    load = subprocess.Popen(
+        ["sh", "-c", f"while :; do {workload_bin} --calls 50 >/dev/null; sleep 0.05; done"],
+        start_new_session=True,
+    )
+    try:
+        agent, _ = _start_agent(config, port)
+        try:
+            sealed = wait_for(
+                lambda: s if len(s := sorted(chain.glob("*.seal.dsse.json"))) >= 2 else None,
+                30,
+                "two seals",
+            )
+            assert sealed
+            wait_for(
+                lambda: any(p.stat().st_size > 0 for p in chain.glob("*.ndjson.partial")),
+                10,
+                "records in the open chunk",
+            )
+            time.sleep(0.3)  # more lines written, more read and not yet written: mid-flow
+        finally:
+            agent.kill()  # SIGKILL: no final seal, no cleanup
+            agent.wait(timeout=30)
+        assert agent.returncode == -signal.SIGKILL
+        # What was acknowledged at the kill: every sealed chunk, byte for byte; and what the
+        # agent had written to its open chunk (complete lines; a torn last line is counted).
+        sealed_files = {
+            p.name: p.read_bytes()
+            for p in chain.iterdir()
+            if p.name.endswith((".seal.dsse.json", ".ndjson.zst"))
+        }
+        head = max(int(name.split(".")[0]) for name in sealed_files if "seal" in name)
+        partial = chain / partial_name(head + 1)
+        written = partial.read_bytes() if partial.exists() else None
+        records_before = sum(
+            parse_seal(sealed_files[seal_name(s)]).predicate.content.records
+            for s in range(1, head + 1)
+        )
+        assert records_before > 0
+
+        agent, log = _start_agent(config, port)
+        try:
+            # Collection resumes under the same load: a seal of the new run with records.
+            wait_for(
+                lambda: (chain / seal_name(head + 3)).exists(), 30, "a seal of the restarted agent"
+            )
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=60)
+        assert agent.returncode == 0, log.lines
+    finally:
+        os.killpg(load.pid, signal.SIGKILL)
+        load.wait()
+
+    # Nothing sealed before the kill changed.
+    for name, data in sealed_files.items():
+        assert (chain / name).read_bytes() == data, name
+    seals = {
+        int(p.name.split(".")[0]): parse_seal(p.read_bytes()).predicate
+        for p in chain.glob("*.seal.dsse.json")
+    }
+    assert sorted(seals) == list(range(1, max(seals) + 1))
+    assert {s.chain_id for s in seals.values()} == {"restart"}
+    first_new = head + 1
+    if written is not None:
+        # The interrupted chunk recovered, every complete line the agent had written in it.
+        recovered = seals[head + 1]
+        assert recovered.reason == "recovered" and not recovered.final
+        complete = written[: written.rfind(b"\n") + 1]
+        assert _records(chain / chunk_name(head + 1)) == complete
+        assert recovered.content.records == complete.count(b"\n")
+        assert recovered.loss.torn_records == (1 if written[len(complete) :].strip() else 0)
+        first_new = head + 2
+    # The restarted agent's first seal links to the last one before it and declares the gap.
+    restarted = seals[first_new]
+    link = restarted.previous
+    assert link is not None and link.sequence == first_new - 1
+    assert (
+        link.sha256 == hashlib.sha256((chain / seal_name(first_new - 1)).read_bytes()).hexdigest()
+    )
+    assert restarted.loss.by_reason.get("gap.unclean_restart") == 1
+    assert sum(s.loss.by_reason.get("gap.unclean_restart", 0) for s in seals.values()) == 1
+    assert seals[max(seals)].final
+    report = verify_chain(chain, test_keys.trust_root)
+    assert report.passed, report
+    after = sum(seals[s].content.records for s in seals if s >= first_new)
+    assert after > 0  # the load was recorded again after the restart

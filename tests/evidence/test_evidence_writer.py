@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,24 @@ def test_verify_chain_in_a_namespace_without_network(
     result = netns_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root)
     assert result.exit_code == 0, result.stderr
     assert "PASSED" in result.stdout
+
+
+def test_the_head_says_whether_the_chain_was_left_cleanly(tmp_path: Path, test_keys: Any) -> None:
+    """What a restarted collector reads to declare an unclean restart (collector/run.py)."""
+    signer = test_keys.signer("collector")
+    with ChunkWriter.open(tmp_path, "c", signer, WriterConfig(), COLLECTOR) as writer:
+        assert writer.head.final is None  # a new chain: nothing to say
+        writer.append(make_record(0))
+    writer = ChunkWriter.open(tmp_path, "c", signer, WriterConfig(), COLLECTOR)
+    assert writer.head.final is True  # stopped cleanly: final seal
+    writer.append(make_record(1))
+    writer.flush()
+    writer._chunk.close_files()  # type: ignore[union-attr]  # a crash: the partial stays
+    os.close(writer._lock_fd)
+    writer = ChunkWriter.open(tmp_path, "c", signer, WriterConfig(), COLLECTOR)
+    assert [r.records for r in writer.recovered] == [1]
+    assert writer.head.final is False  # the recovered seal is the head
+    writer.close(final=False)
+    writer = ChunkWriter.open(tmp_path, "c", signer, WriterConfig(), COLLECTOR)
+    assert writer.head.final is False
+    writer.close(final=True)

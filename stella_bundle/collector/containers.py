@@ -41,6 +41,8 @@ _CONTAINER_PATTERNS: Final = (
     # cgroup v1 and cgroupfs-driver layouts: /docker/<id>, /kubepods/.../<id>, /libpod_parent/...
     ("docker", re.compile(rf"/docker/{_ID}(?:/|$)")),
     ("crio", re.compile(rf"/crio/{_ID}(?:/|$)")),
+    # CRI-O with the cgroupfs manager: /kubepods/<qos>/pod<uid>/crio-<id> (not crio-conmon-<id>).
+    ("crio", re.compile(rf"/crio-{_ID}(?:/|$)")),
     # podman with the cgroupfs manager: /libpod_parent/libpod-<id>
     ("podman", re.compile(rf"/libpod-{_ID}(?:/|$)")),
     ("containerd", re.compile(rf"/kubepods[^ ]*/pod[0-9a-f_-]+/{_ID}(?:/|$)")),

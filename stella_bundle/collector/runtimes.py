@@ -2,7 +2,7 @@
 
 The cgroup path gives a container's id and runtime; its name and image digest are only known
 to the runtime. Podman answers `podman inspect` (Name, ImageDigest); containerd's metadata
-store is read by runtime_containerd.py. Answers are cached per
+store is read by runtime_containerd.py, CRI-O's saved container specs by runtime_crio.py. Answers are cached per
 container id; a failed answer is not (asked while the container is still being created,
 podman may not know it yet: the next look asks again). Only containers of that runtime are
 asked; absent answers stay absent, never guessed.
@@ -17,6 +17,7 @@ from typing import Final
 
 from ..observations.record import IMAGE_DIGEST_RE
 from .runtime_containerd import ContainerdMetadata
+from .runtime_crio import CrioMetadata
 
 # A hung runtime must not stall collection: podman inspect answers in ~0.1 s here.
 INSPECT_TIMEOUT_SECONDS: Final = 5.0
@@ -26,10 +27,14 @@ class RuntimeMetadata:
     """container id → {"container_name", "image", "image_digest"} from the runtime, cached."""
 
     def __init__(
-        self, podman: str | None = None, containerd: ContainerdMetadata | None = None
+        self,
+        podman: str | None = None,
+        containerd: ContainerdMetadata | None = None,
+        crio: CrioMetadata | None = None,
     ) -> None:
         self.podman = podman if podman is not None else shutil.which("podman")
         self.containerd = containerd if containerd is not None else ContainerdMetadata()
+        self.crio = crio if crio is not None else CrioMetadata()
         self._cache: dict[str, dict[str, str]] = {}
 
     def lookup(self, runtime: str, container_id: str) -> dict[str, str]:
@@ -40,6 +45,8 @@ class RuntimeMetadata:
             found = _podman_inspect(self.podman, container_id)
         elif runtime == "containerd":
             found = self.containerd.lookup(container_id)
+        elif runtime == "crio":
+            found = self.crio.lookup(container_id)
         if found:
             self._cache[container_id] = found
         return found

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stella_bundle.collector.containers import CgroupResolver
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import AttachPlan, build_plan
@@ -113,6 +114,7 @@ def collect(
     filter_pid: bool = True,
     hit_symbols: tuple[str, ...] = (),
     before_stop: Callable[[Collector], None] | None = None,
+    resolver: CgroupResolver | None = None,
 ) -> Run:
     """Run the workload under a collector (in a thread) and stop it once the workload is done."""
     plan = build_plan(nodes if nodes is not None else workload_nodes(workload), features)
@@ -124,7 +126,7 @@ def collect(
     if ring_size is not None:
         runtime.ring_size = ring_size
     the_sink = sink if sink is not None else MemorySink()
-    collector = Collector(plan, runtime, the_sink, config)
+    collector = Collector(plan, runtime, the_sink, config, resolver)
     collector.start()
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})

@@ -10,7 +10,8 @@ on. The main thread looks at the directory every `poll_seconds`:
 - a map removed is detached and its chain final-sealed;
 - a map changed (a new sha256) ends its chain with a final seal and starts a new chain (a
   chain holds the evidence of one map: every record in it was collected for the nodes of that
-  version, and `function-map verify` of the chain against its map stays meaningful);
+  version, and `function-map verify` of the chain against its map stays meaningful); the new
+  version is verified first: one that does not verify is refused and the old one collects on;
 - a map refused (unsigned, badly signed, over the probe limit...) is one error line naming the
   file, said once per version of the file; a fixed file is tried again.
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ..collector.features import KernelFeatures
     from ..collector.run import PreparedSession
     from ..collector.session import Collector
+    from ..functionmap.model import LoadedFunctionMap
     from .config import AgentSettings
 
 # The main loop's turn: how soon a stop, a dead collection or a watchdog ping is seen.
@@ -193,28 +195,37 @@ class MapSupervisor:
                     self.say(f"error: {entry.error.describe()} (function map not read)")
                 continue
             if running is not None and running.file.sha256 == entry.sha256:
+                self.refused.pop(name, None)  # readable again, as it was
                 continue
             if self.refused.get(name) == entry.sha256:
                 continue
+            loaded = self._verified(entry, running)
+            if loaded is None:
+                continue  # refused; a verified older version, if any, keeps collecting
+            self.refused.pop(name, None)
             if running is not None:
                 self._end(name, f"changed (sha256 {entry.sha256[:12]})")
-            self._start(entry)
+            self._start(entry, loaded)
         self._show_refused()
 
     def _show_refused(self) -> None:
-        """stella_function_map_refused: 1 per file refused and not collecting (an alert: a
-        service whose map is refused is not observed at all)."""
+        """stella_function_map_refused: 1 per file whose present version is refused (an alert:
+        its service is not observed at all, or still on a version no longer in the directory)."""
         if self.endpoint is None:
             return
         family = self.endpoint.metrics.map_refused
-        refused = {name for name in self.refused if name not in self.collections}
+        refused = {
+            name
+            for name, sha256 in self.refused.items()
+            if name not in self.collections or self.collections[name].file.sha256 != sha256
+        }
         for name in self._refused_shown - refused:
             family.remove(name)
         for name in refused - self._refused_shown:
             family.labels(function_map=name).set(1)
         self._refused_shown = refused
 
-    def _refuse(self, entry: MapFile, exc: BaseException) -> None:
+    def _refuse(self, entry: MapFile, exc: BaseException, kept: _Collection | None = None) -> None:
         self.refused[entry.name] = entry.sha256
         if isinstance(exc, StellaError):
             what = exc.describe()
@@ -222,14 +233,20 @@ class MapSupervisor:
                 what = f"{entry.path}: {what}"
         else:  # a bug must not end the other maps' collections
             what = f"{entry.path}: internal error: {type(exc).__name__}: {exc}"
-        self.say(f"error: {what} (function map refused; the other maps keep collecting)")
+        still = "the other maps keep collecting"
+        if kept is not None:
+            still = (
+                f"its verified version {kept.file.sha256[:12]} keeps collecting, as do the "
+                "other maps"
+            )
+        self.say(f"error: {what} (function map refused; {still})")
 
-    def _start(self, entry: MapFile) -> None:
-        from ..collector.run import chain_id_for, prepare
+    def _verified(self, entry: MapFile, running: _Collection | None) -> LoadedFunctionMap | None:
+        """The map checked against the trust root, or None (refused, said). Checked before a
+        running version is ended: a badly signed update does not stop the collection."""
         from ..functionmap.model import parse_function_map
 
         try:
-            loaded = parse_function_map(entry.raw, entry.path, self.trust_root)
             for other in self.collections.values():
                 if other.file.sha256 == entry.sha256:
                     raise InputError(
@@ -237,6 +254,15 @@ class MapSupervisor:
                         "chain per map",
                         path=entry.path,
                     )
+            return parse_function_map(entry.raw, entry.path, self.trust_root)
+        except Exception as exc:
+            self._refuse(entry, exc, running)
+            return None
+
+    def _start(self, entry: MapFile, loaded: LoadedFunctionMap) -> None:
+        from ..collector.run import chain_id_for, prepare
+
+        try:
             service = str(loaded.function_map.service)
             options = dataclasses.replace(
                 self.settings.start,

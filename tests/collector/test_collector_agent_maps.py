@@ -372,6 +372,28 @@ def test_maps_added_removed_and_changed_while_running(
             "the remaining map still collects",
         )
 
+        # Replaced by a version the trust root does not verify: refused, and the verified
+        # version keeps collecting (its chain not ended).
+        drop_in(
+            maps,
+            signed(
+                staging / "workload.dsse.json",
+                workload_map_nodes(workload_bin, "stella_work_hot"),
+                "stella-workload",
+                test_keys,
+                role="stranger",
+            ),
+        )
+        wait_for(
+            lambda: (
+                "workload.dsse.json" in agent.metric("stella_function_map_refused", "function_map")
+            ),
+            30,
+            "the unverified update refused",
+        )
+        assert workload_chain.name in agent.metric("stella_probes_attached")
+        assert not final_sealed(workload_chain)
+
         # Changed (another sha256): its chain ends with a final seal, a new chain starts.
         changed_staged = signed(
             staging / "workload.dsse.json",
@@ -405,8 +427,10 @@ def test_maps_added_removed_and_changed_while_running(
         assert verify_chain(chain, test_keys.trust_root).passed
         assert final_sealed(chain)
     log = agent.lines()
-    (bad,) = [line for line in log if line.startswith("error:")]  # said once, not every poll
+    bad, update = [line for line in log if line.startswith("error:")]  # once each, not per poll
     assert str(maps / "bad.dsse.json") in bad
+    assert str(maps / "workload.dsse.json") in update and "not signed by any trusted key" in update
+    assert "its verified version" in update and "keeps collecting" in update
     assert any(
         "blocking.dsse.json removed: 1 probes detached" in line and blocking_chain.name in line
         for line in log

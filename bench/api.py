@@ -1,11 +1,13 @@
 """Benchmark: `POST /api/v1/function-maps/{id}/verify` under load, against the library call.
 
-Starts a real `stella serve` (uvicorn, one process) on loopback over a temporary SQLite store,
-stores a P-path map, then runs C concurrent HTTP/1.1 keep-alive clients (asyncio + httpx) for
-S seconds, each posting the same N observations and reading the report. Prints requests/s,
-p50/p90/p99 latency and the error count, beside the peer measured in the same run: the same
-verification as a plain library call in this process (`verify_observations` + `report()`), the
-work the endpoint cannot avoid. The gap between the two is the HTTP, JSON and store cost.
+Starts a real `stella serve` (uvicorn) on loopback over a temporary SQLite store, stores a
+P-path map, then runs C concurrent HTTP/1.1 keep-alive clients for S seconds, each posting the
+same N observations and reading the report. The clients are plain asyncio (no HTTP library:
+the load generator shares the two CPUs, and httpx cost more CPU per request than the server).
+Prints requests/s, p50/p90/p99 latency, the error count, and the CPU time per request of the
+server and of the clients, beside the peer measured in the same run: the same verification as
+a plain library call in this process (`verify_observations` + `report()`), the work the
+endpoint cannot avoid. The gap between the two is the HTTP, JSON and store cost.
 
     python bench/api.py                                   # 100 paths, 1,000 observations, 50 clients, 20 s
     python bench/api.py --seconds 5 --clients 10          # quicker, while developing
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -112,36 +115,86 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far (the server's workers)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def load(url: str, token: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bool]:
+    """One request on a keep-alive connection: (status, whether the server keeps it open)."""
+    writer.write(request)
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length, keep = 0, True
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "connection" and value.strip().lower() == "close":
+            keep = False
+        elif name.lower() == "transfer-encoding":
+            raise ValueError("chunked answer")  # the API answers with Content-Length
+    await reader.readexactly(length)
+    return status, keep
+
+
+async def load(
+    host: str, port: int, path: str, token: str, body: bytes, clients: int, seconds: float
+) -> dict[str, Any]:
+    """`clients` keep-alive HTTP/1.1 connections, each posting `body` again as soon as the
+    last answer is read. A plain asyncio client (no HTTP library): httpx cost more CPU per
+    request than the server, on the same two CPUs."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     deadline = time.perf_counter() + seconds
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                try:
-                    answer = await client.post(url, content=body, headers=headers)
-                    await answer.aread()
-                    if answer.status_code != 200:
-                        errors[str(answer.status_code)] = errors.get(str(answer.status_code), 0) + 1
-                        continue
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    continue
-                latencies.append(time.perf_counter() - start)
+    async def worker() -> None:
+        connection = None
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                if connection is None:
+                    connection = await asyncio.open_connection(host, port)
+                status, keep = await _exchange(*connection, request)
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                connection = None
+                continue
+            if not keep:
+                connection[1].close()
+                connection = None
+            if status != 200:
+                errors[str(status)] = errors.get(str(status), 0) + 1
+                continue
+            latencies.append(time.perf_counter() - start)
+        if connection is not None:
+            connection[1].close()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - began
     return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
 
 
@@ -211,7 +264,13 @@ def main() -> None:
               f"{len(report['unexpected_symbols'])} unexpected")  # fmt: skip
         print(f"cpus: {os.cpu_count()}, server workers: {args.workers}, "
               f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
-        result = asyncio.run(load(url, token, body, args.clients, args.seconds))
+        server_cpu = cpu_seconds(server.pid)
+        client_cpu = time.process_time()
+        result = asyncio.run(
+            load("127.0.0.1", port, url.removeprefix(base), token, body, args.clients, args.seconds)
+        )
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
         latencies = result["latencies"]
         peer = library_peer(document, records, 3.0)
         rate = len(latencies) / result["elapsed"]
@@ -219,6 +278,12 @@ def main() -> None:
               f"{rate:.1f} req/s; latency p50 {percentile(latencies, 0.5) * 1e3:.1f} ms, "
               f"p90 {percentile(latencies, 0.9) * 1e3:.1f} ms, p99 {percentile(latencies, 0.99) * 1e3:.1f} ms; "
               f"errors {result['errors'] or 0}")  # fmt: skip
+        done = max(1, len(latencies))
+        print(f"CPU per request: server {server_cpu / done * 1e3:.2f} ms (all its processes), "
+              f"client {client_cpu / done * 1e3:.2f} ms: the two CPUs allow at most "
+              f"{2 / ((server_cpu + client_cpu) / done):.0f} req/s, "
+              f"{args.clients} clients / that = {args.clients * (server_cpu + client_cpu) / done / 2 * 1e3:.0f} ms "
+              f"of latency at best")  # fmt: skip
         print(f"peer (library verify + report, one thread): {peer * 1e3:.2f} ms per verification, "
               f"{1 / peer:.0f}/s; API throughput / library: {rate * peer:.2f}")  # fmt: skip
         p99 = percentile(latencies, 0.99) * 1e3

@@ -8,6 +8,8 @@ with a traceback. Unexpected exceptions are a 500 and a bug.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +22,7 @@ from ..errors import ConfigError, InputError, StellaError, VerificationFailure
 from ..store import ChunkConflictError, StoreError
 from ..store.config import scheme_type
 from . import routes_data, routes_maps, routes_ops, routes_runtime, ui
-from .deps import ApiContext, StoreDown, context, reject_unknown_query
+from .deps import ApiContext, StoreDown, StorePool, context, reject_unknown_query
 from .metrics import ApiMetrics
 from .middleware import BodySizeLimit, RequestMetrics
 from .operations import NotFound
@@ -109,6 +111,13 @@ def _install_handlers(app: FastAPI) -> None:
         return _answer(500, f"internal error: {exc.describe()}")
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    ctx: ApiContext = app.state.ctx
+    ctx.stores.drain()  # the stores kept open between requests
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """The API over `settings.store_url`, verifying with `settings.trust_root`."""
     if scheme_type(settings.store_url) == "memory":
@@ -127,9 +136,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         dependencies=[Depends(reject_unknown_query)],
+        lifespan=_lifespan,
     )
     metrics = ApiMetrics()
-    app.state.ctx = ApiContext(settings, metrics)
+    app.state.ctx = ApiContext(settings, metrics, StorePool(settings.store_url))
     _install_handlers(app)
     for module in (routes_maps, routes_data, routes_runtime, routes_ops, ui):
         app.include_router(module.router)

@@ -11,7 +11,15 @@ from starlette.concurrency import run_in_threadpool
 
 from ..store import ObservationStore
 from . import operations
-from .deps import context, open_request_store, require, responses
+from .deps import (
+    JsonBodyRoute,
+    StorePool,
+    context,
+    open_request_store,
+    require,
+    responses,
+    store_pool,
+)
 from .models import (
     DATE_TIME,
     DIGEST_PATTERN,
@@ -24,7 +32,9 @@ from .models import (
 )
 from .settings import DEFAULT_TREND_WINDOWS, MAX_TREND_WINDOWS
 
-router = APIRouter(prefix="/api/v1/function-maps", tags=["function maps"])
+router = APIRouter(
+    prefix="/api/v1/function-maps", tags=["function maps"], route_class=JsonBodyRoute
+)
 
 MapId = Annotated[
     str,
@@ -122,7 +132,10 @@ def get_function_map(map_id: MapId, store: Store) -> Any:
     dependencies=[require("write")],
 )
 def verify_function_map(
-    map_id: MapId, body: VerifyRequest, request: Request, store: Store
+    map_id: MapId,
+    body: VerifyRequest,
+    request: Request,
+    stores: Annotated[StorePool, Depends(store_pool)],
 ) -> Response:
     """Verify observations (in the body, or the stored ones of a window) against the map.
     The report is stored too. A map that is not verified is still a 200: the verdict is in
@@ -130,7 +143,8 @@ def verify_function_map(
     options = operations.verify_options(
         body.window_from, body.window_to, body.fail_on_unexpected, body.probe_weights
     )
-    document, report_id = operations.verify(store, map_id, options, body.observations)
+    with stores.lease() as store:
+        document, report_id = operations.verify(store, map_id, options, body.observations)
     context(request).metrics.verifications.labels(str(document["verified"]).lower()).inc()
     # Serialised here (orjson, C): FastAPI's jsonable_encoder walks a large report in Python.
     return Response(

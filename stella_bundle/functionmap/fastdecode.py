@@ -162,6 +162,17 @@ def _decode_full(block: bytes, lines: int) -> tuple[list[Record], list[str], boo
     aggregated = (
         b'"count"' in block or b'"first_observed_at"' in block or b'"last_observed_at"' in block
     )
+    if not _rest_valid(records, aggregated, b'"image_digest"' in block, b'"details"' in block):
+        return None
+    return records, observed, aggregated
+
+
+def _rest_valid(
+    records: list[Record], aggregated: bool, image_digests: bool, details: bool
+) -> bool:
+    """The checks msgspec cannot express, for the fields that may be present: canonical
+    first/last timestamps with real dates, image digests, `details` (the callers rule out
+    absent ones)."""
     if aggregated:
         extra = [
             stamp
@@ -170,13 +181,45 @@ def _decode_full(block: bytes, lines: int) -> tuple[list[Record], list[str], boo
             if stamp is not UNSET
         ]
         if extra and not _all_canonical(extra):  # type: ignore[arg-type]
-            return None
-    if b'"image_digest"' in block:
+            return False
+        if not all(map(date_ok, extra)):  # type: ignore[arg-type]
+            return False
+    if image_digests:
         for r in records:
             if r.image_digest is not UNSET and not IMAGE_DIGEST_RE.match(r.image_digest):
-                return None
-    if b'"details"' in block:
+                return False
+    if details:
         for r in records:
             if r.details is not UNSET and details_problem(r.details) is not None:
-                return None
-    return records, observed, aggregated
+                return False
+    return True
+
+
+_RECORD_LIST: Final = list[Record]
+
+
+def convert_records(records: list[Any]) -> tuple[list[Record], bool] | None:
+    """(records, aggregated) when every item of an already parsed list (a JSON body's records)
+    is a valid record, by the same rules as `decode_block`; else None (the caller validates
+    one by one, which names the first bad record). The items are not changed."""
+    try:
+        typed: list[Record] = msgspec.convert(records, _RECORD_LIST)
+    except (msgspec.ValidationError, RecursionError):  # slow path names it
+        return None
+    if _observed(typed) is None:
+        return None
+    aggregated = image_digests = details = False
+    for r in typed:
+        if (
+            r.count is not UNSET
+            or r.first_observed_at is not UNSET
+            or r.last_observed_at is not UNSET
+        ):
+            aggregated = True
+        if r.image_digest is not UNSET:
+            image_digests = True
+        if r.details is not UNSET:
+            details = True
+    if not _rest_valid(typed, aggregated, image_digests, details):
+        return None
+    return typed, aggregated

@@ -32,7 +32,7 @@ from ..observations.record import (
     validate_record,
 )
 from ..timeutil import format_timestamp, parse_timestamp
-from .fastdecode import PlainRecord, Record, decode_block
+from .fastdecode import PlainRecord, Record, convert_records, decode_block
 from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern
 from .scope import RECORD_CONTEXT_KEY, Scope
 
@@ -236,12 +236,37 @@ class ObservationAggregator:
                 self._slow_block(block, path, line_base)
             line_base += lines
 
+    def add_parsed(self, records: list[Any]) -> bool:
+        """Fold already parsed records (a JSON body's list of objects) whole, when the fast
+        path accepts every one (`convert_records`: the rules of `validate_record`); False, with
+        nothing folded, when the caller must add them one by one (`add_record`, which names
+        the first bad one)."""
+        converted = convert_records(records)
+        if converted is None:
+            return False
+        typed, aggregated = converted
+        # What the fold would otherwise find half-way: a malformed hash outside the map.
+        expected = self.expected
+        if not all(
+            NODE_HASH_RE.match(h)
+            for h in {r.node_hash for r in typed if r.node_hash not in expected}
+        ):
+            return False
+        self._fold_typed(typed, aggregated)
+        return True
+
     def _decoded_block(self, block: bytes, lines: int) -> bool:
         """Fold a block msgspec decodes and validates whole; False to try the other paths."""
         decoded = decode_block(block, lines)
         if decoded is None:
             return False
         records, _, aggregated = decoded
+        self._fold_typed(records, aggregated)
+        return True
+
+    def _fold_typed(self, records: list[Record] | list[PlainRecord], aggregated: bool) -> None:
+        """Fold records msgspec decoded and the fast path checked (dates of observed_at
+        included; `aggregated`: some carry count or first/last_observed_at)."""
         window_from = self.window_from
         window_to = self.window_to
         times = self.times
@@ -260,8 +285,8 @@ class ObservationAggregator:
         if self.scope is not None:
             records = self._in_scope(records)
         if not aggregated and window_from is None and window_to is None:
-            self._plain_records(records)  # type: ignore[arg-type]  # not aggregated: PlainRecords
-            return True
+            self._plain_records(records)
+            return
         expected = self.expected
         bits = PROBE_BIT
         outside = 0
@@ -294,7 +319,6 @@ class ObservationAggregator:
             state.probe_mask |= bits[record.probe_type]
         self.records += len(records)
         self.outside_window += outside
-        return True
 
     def _in_scope(self, records: list[Record] | list[PlainRecord]) -> list[Any]:
         """The records of the scope's workload; the others counted as read and out of scope.
@@ -313,7 +337,7 @@ class ObservationAggregator:
         self.out_of_scope += dropped
         return kept
 
-    def _plain_records(self, records: list[PlainRecord]) -> None:
+    def _plain_records(self, records: list[Record] | list[PlainRecord]) -> None:
         """The common case, kept to the fewest operations per record: one timestamp, count 1,
         no window (most of the verify time is this loop)."""
         expected = self.expected

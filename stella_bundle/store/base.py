@@ -341,6 +341,12 @@ class ObservationStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def reusable(self) -> bool:
+        """Whether this open store may serve another request (the API keeps a few open):
+        still the store its URL names, its connection sound and idle, nothing cached from
+        the last use. Called between uses, never during one; False: close it, open anew."""
+        return False
+
     def __enter__(self) -> Self:
         return self
 

@@ -21,6 +21,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Final
 
+import orjson
 import psycopg
 from msgspec import UNSET
 from psycopg import sql
@@ -249,6 +250,21 @@ class PostgresStore(ObservationStore):
 
     def close(self) -> None:
         self.db.close()
+
+    def reusable(self) -> bool:
+        if self.db.closed or self.db.broken:
+            return False
+        if self.db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
+        # One round trip: a server restarted since the last use has closed this connection,
+        # and the next request must not be the one to find out (a 503 for a store that is up).
+        try:
+            self.db.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        # Partitions may have been created or dropped by others since: read them again.
+        self._partitions = None
+        return True
 
     def _fail(self, action: str, exc: BaseException) -> StoreUnavailableError:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -718,7 +734,7 @@ class PostgresStore(ObservationStore):
                     window_from,
                     window_to,
                     verified,
-                    json.dumps(report, sort_keys=True),
+                    orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode(),
                 ),
             ).fetchone()
         assert row is not None

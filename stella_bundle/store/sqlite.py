@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 from ..timeutil import format_timestamp, utc_now
 from .base import (
@@ -106,6 +109,14 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len("sqlite:///") :])
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 class SqliteStore(ObservationStore):
     backend = "sqlite"
 
@@ -127,9 +138,17 @@ class SqliteStore(ObservationStore):
             raise StoreUnavailableError(f"store {url}: {exc}") from exc
         # The API may call from worker threads; one statement at a time on this connection.
         self._lock = threading.RLock()
+        self._identity = _file_identity(self.path)
 
     def close(self) -> None:
         self.db.close()
+
+    def reusable(self) -> bool:
+        # The file at the path must still be the one this connection has open: a store moved
+        # aside or replaced is answered as the new path says (503 when gone), not from the
+        # old file.
+        identity = _file_identity(self.path)
+        return identity is not None and identity == self._identity and not self.db.in_transaction
 
     def _fail(self, exc: sqlite3.Error) -> StoreUnavailableError:
         return StoreUnavailableError(f"store {self.display_url}: {exc}")
@@ -439,7 +458,7 @@ class SqliteStore(ObservationStore):
                     window_from,
                     window_to,
                     int(verified),
-                    json.dumps(report, sort_keys=True),
+                    orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode(),
                 ),
             )
         return StoredReport(

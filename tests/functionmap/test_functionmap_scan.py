@@ -377,3 +377,63 @@ def test_surrogate_escapes_decided_like_full_validation(
     outcome = _outcome(scanned, path)
     assert outcome == _outcome(reference, path)
     assert (outcome[0] == "ok") is accepted
+
+
+def _folded(aggregator: ObservationAggregator) -> Any:
+    states = {**aggregator.expected, **aggregator.unexpected}
+    return (
+        {
+            h: (s.count, s.first, s.last, s.probe_mask, s.function_name, s.purl)
+            for h, s in states.items()
+            if s.count
+        },
+        aggregator.records,
+        aggregator.outside_window,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    batch=st.lists(records(), min_size=1, max_size=6),
+    window=st.sampled_from([(None, None), (None, TIMES[0]), (TIMES[1], None)]),
+)
+def test_parsed_records_fast_path_matches_one_by_one(
+    batch: list[dict[str, Any]], window: tuple[str | None, str | None]
+) -> None:
+    """A JSON body's records folded whole (`add_parsed`, msgspec) or one by one
+    (`add_record` + `validate_record`): the fast path accepts only lists the full path
+    accepts, folds them the same, and leaves the records and the aggregator untouched when
+    it declines."""
+    expected = HASHES[:2]
+    copies = json.loads(json.dumps(batch))
+    fast = ObservationAggregator(expected, *window)
+    accepted = fast.add_parsed(copies)
+    assert copies == batch  # never changed, accepted or not
+    slow = ObservationAggregator(expected, *window)
+    try:
+        for number, record in enumerate(batch, start=1):
+            slow.add_record(dict(record), "<body>", number)
+    except InputError:
+        assert not accepted
+        assert _folded(fast) == _folded(ObservationAggregator(expected, *window))
+        return
+    if accepted:
+        assert _folded(fast) == _folded(slow)
+    else:
+        assert _folded(fast) == _folded(ObservationAggregator(expected, *window))
+
+
+def test_parsed_records_fast_path_takes_the_common_body() -> None:
+    """The shapes the API receives are taken whole: plain and aggregated records."""
+    plain = [
+        {"node_hash": HASHES[i % 3], "function_name": "f", "observed_at": TIMES[i % 2], "pid": i}
+        for i in range(50)
+    ]
+    aggregated = [
+        {**plain[0], "count": 3, "first_observed_at": TIMES[0], "last_observed_at": TIMES[1]},
+        {**plain[1], "details": {"argv": ["a"]}, "image_digest": "sha256:" + "f" * 64},
+    ]
+    for batch in (plain, aggregated):
+        assert ObservationAggregator(HASHES[:1]).add_parsed(batch)
+    leap = [{**plain[0], "first_observed_at": "2026-02-29T00:00:00.000000Z"}]
+    assert not ObservationAggregator(HASHES[:1]).add_parsed(leap)  # the full path names it

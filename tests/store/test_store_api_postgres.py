@@ -74,3 +74,26 @@ def test_api_postgres_stopped_mid_ingest_is_503_then_retry_completes(
     assert again.status_code == 200 and again.json()["records_stored"] == 0
     with open_store(pg_url) as store:
         assert store.status().records == len(records)
+
+
+def test_api_pooled_connection_outlives_a_postgres_restart(
+    pg_cluster: Any, pg_url: str, test_keys: Any, tmp_path: Path
+) -> None:
+    """The API keeps stores open between requests; a connection the server closed (a
+    restart while the API was idle) is found out before a request uses it: no 503 for a
+    store that is up. A failure empties the pool: the retry after it opens afresh."""
+    open_store(pg_url, initialise=True).close()
+    settings = ApiSettings(pg_url, TrustRoot.load(test_keys.trust_root), work_dir=tmp_path)
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    assert client.get("/api/v1/function-maps").status_code == 200  # a connection is pooled
+    pg_cluster.stop("fast")
+    pg_cluster.start()
+    for _ in range(3):
+        answer = client.get("/api/v1/function-maps")
+        assert answer.status_code == 200, answer.text
+    pg_cluster.stop("fast")
+    try:
+        assert client.get("/api/v1/function-maps").status_code == 503
+    finally:
+        pg_cluster.start()
+    assert client.get("/api/v1/function-maps").status_code == 200

@@ -281,19 +281,50 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert json.loads(verified.stdout)["verified"] is True
 
-    # Restarted with the same maps: the same two chains continue (no third chain).
-    seals = {chain: len(list(chain.glob("*.seal.dsse.json"))) for chain in agent.evidence.iterdir()}
+    # Restarted with the same maps, SIGKILLed after collecting, started again: the same two
+    # chains continue (no third chain), the killed run's records recovered, nothing lost.
+    chains = sorted(agent.evidence.iterdir())
+    killed = Agent(tmp_path, maps, test_keys, probes={"max_concurrent": 3})
+    try:
+        killed.ready()
+        start_workload(workload_bin, "--calls", "10").go()
+        run_blocking(blocking_bin)
+        wait_for(
+            lambda: (
+                len(killed.metric("stella_observations_total")) == 2
+                and min(killed.metric("stella_observations_total").values()) >= 1
+            ),
+            30,
+            "records in both chains",
+        )
+        time.sleep(1.0)  # past the flush interval: written, not sealed
+    finally:
+        killed.kill()
     again = Agent(tmp_path, maps, test_keys, probes={"max_concurrent": 3})
     try:
         again.ready()
         again.stop(timeout=timeout_stop_sec())
     finally:
         again.kill()
-    assert sorted(agent.evidence.iterdir()) == sorted(seals)
-    for chain, before in seals.items():
-        assert len(list(chain.glob("*.seal.dsse.json"))) > before
+    assert sorted(agent.evidence.iterdir()) == chains
+    for chain in chains:
         assert verify_chain(chain, test_keys.trust_root).passed
         assert final_sealed(chain)
+        reasons = [
+            parse_seal(seal.read_bytes()).predicate.reason
+            for seal in sorted(chain.glob("*.seal.dsse.json"))
+        ]
+        assert "recovered" in reasons, reasons
+    # One first hit per node and run: both runs' records are in each chain.
+    assert sorted(r["function_name"] for r in iter_chain_records(workload_chain)) == [
+        "stella_work_hot",
+        "stella_work_hot",
+        "stella_work_parse",
+        "stella_work_parse",
+    ]
+    assert [r["function_name"] for r in iter_chain_records(blocking_chain)] == [
+        "stella_block_until_released"
+    ] * 2
 
 
 def test_maps_added_removed_and_changed_while_running(

@@ -281,6 +281,19 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert json.loads(verified.stdout)["verified"] is True
 
+    # The auditor's command over the whole evidence directory: two chains, both pass, both final.
+    checked = subprocess.run(
+        [sys.executable, "-m", "stella_bundle", "signals", "verify-chain", str(agent.evidence),
+         "--trust-root", str(test_keys.trust_root), "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    verdict = json.loads(checked.stdout)
+    assert verdict["passed"] is True
+    assert sorted((c["chain_id"], c["final_seal"]) for c in verdict["chains"]) == sorted(
+        [(workload_chain.name, True), (blocking_chain.name, True)]
+    )
+
     # Restarted with the same maps, SIGKILLed after collecting, started again: the same two
     # chains continue (no third chain), the killed run's records recovered, nothing lost.
     chains = sorted(agent.evidence.iterdir())

@@ -34,14 +34,24 @@ _BRANCH_PAGE: Final = 0x01
 _LEAF_PAGE: Final = 0x02
 _META_PAGE: Final = 0x04
 _BUCKET_LEAF: Final = 0x01
-# A corrupt or torn page must not send the reader round a cycle or through a huge file.
+# A corrupt or torn page must not send the reader round a cycle or through a huge file: the
+# depth of a tree, and the pages one snapshot may read (a lookup reads a few dozen).
 _MAX_DEPTH: Final = 32
+_MAX_PAGE_READS: Final = 4096
 _FNV_OFFSET: Final = 0xCBF29CE484222325
 _FNV_PRIME: Final = 0x100000001B3
 
 
 class BoltError(Exception):
     """The file is no bbolt database, or changed while being read (try again)."""
+
+
+def _unpack(layout: struct.Struct, buffer: bytes, offset: int) -> tuple[int, ...]:
+    """`layout` at `offset`; a structure cut short (a torn or corrupt page) is a BoltError."""
+    try:
+        return layout.unpack_from(buffer, offset)
+    except struct.error as exc:
+        raise BoltError(f"a structure at offset {offset} runs past its page") from exc
 
 
 def _fnv64a(data: bytes) -> int:
@@ -93,13 +103,13 @@ class Bucket:
 
 
 def _leaf_items(page: bytes, offset: int) -> Iterator[tuple[bytes, bytes, bool]]:
-    _, flags, count, _ = _PAGE_HEADER.unpack_from(page, offset)
+    _, flags, count, _ = _unpack(_PAGE_HEADER, page, offset)
     if flags != _LEAF_PAGE:
         raise BoltError(f"expected a leaf page, found flags {flags:#x}")
     base = offset + _PAGE_HEADER.size
     for index in range(count):
         element = base + index * _LEAF_ELEMENT.size
-        element_flags, pos, key_size, value_size = _LEAF_ELEMENT.unpack_from(page, element)
+        element_flags, pos, key_size, value_size = _unpack(_LEAF_ELEMENT, page, element)
         start = element + pos
         end = start + key_size + value_size
         if end > len(page):
@@ -121,13 +131,14 @@ class Snapshot:
         if page_size < 1024 or page_size & (page_size - 1):
             raise BoltError("not a bbolt database (no valid first meta page)")
         self.page_size = page_size
+        self._pages_read = 0
         self.txid, self.root, self.high_water = self._newest_meta()
 
     @staticmethod
     def _meta(page: bytes, offset: int) -> tuple[int, int, int, int]:
         """(page size, txid, root page, high water mark) of a valid meta page, else page size 0."""
-        _, flags, _, _ = _PAGE_HEADER.unpack_from(page, offset)
-        fields = _META.unpack_from(page, offset + _PAGE_HEADER.size)
+        _, flags, _, _ = _unpack(_PAGE_HEADER, page, offset)
+        fields = _unpack(_META, page, offset + _PAGE_HEADER.size)
         magic, version, page_size, _, root, _, _, high_water, txid, checksum = fields
         body = page[offset + _PAGE_HEADER.size : offset + _PAGE_HEADER.size + _META.size - 8]
         if flags != _META_PAGE or magic != _MAGIC or version != _VERSION:
@@ -159,19 +170,22 @@ class Snapshot:
     def bucket_of(self, value: bytes) -> Bucket:
         if len(value) < _BUCKET_HEADER.size:
             raise BoltError("a bucket value shorter than its header")
-        root, _ = _BUCKET_HEADER.unpack_from(value, 0)
+        root, _ = _unpack(_BUCKET_HEADER, value, 0)
         if root == 0:
             return Bucket(self, 0, value[_BUCKET_HEADER.size :])
         return Bucket(self, root)
 
     def _page(self, page_id: int) -> bytes:
+        self._pages_read += 1
+        if self._pages_read > _MAX_PAGE_READS:
+            raise BoltError(f"more than {_MAX_PAGE_READS} pages read for one snapshot")
         if not 2 <= page_id < self.high_water:
             raise BoltError(f"page {page_id} outside the database")
         offset = page_id * self.page_size
         page = os.pread(self._fd, self.page_size, offset)
         if len(page) < self.page_size:
             raise BoltError(f"page {page_id} past the end of the file")
-        overflow = _PAGE_HEADER.unpack_from(page, 0)[3]
+        overflow = _unpack(_PAGE_HEADER, page, 0)[3]
         if overflow:
             if page_id + overflow >= self.high_water:
                 raise BoltError(f"page {page_id} overflows the database")
@@ -184,7 +198,7 @@ class Snapshot:
         if depth > _MAX_DEPTH:
             raise BoltError("a tree deeper than any bbolt database holds")
         page = self._page(page_id)
-        _, flags, count, _ = _PAGE_HEADER.unpack_from(page, 0)
+        _, flags, count, _ = _unpack(_PAGE_HEADER, page, 0)
         if flags == _LEAF_PAGE:
             yield from _leaf_items(page, 0)
             return
@@ -193,7 +207,7 @@ class Snapshot:
         child = 0
         for index in range(count):
             element = _PAGE_HEADER.size + index * _BRANCH_ELEMENT.size
-            pos, key_size, page_of_child = _BRANCH_ELEMENT.unpack_from(page, element)
+            pos, key_size, page_of_child = _unpack(_BRANCH_ELEMENT, page, element)
             if index and page[element + pos : element + pos + key_size] > key:
                 break
             child = page_of_child
@@ -203,15 +217,15 @@ class Snapshot:
         if depth > _MAX_DEPTH:
             raise BoltError("a tree deeper than any bbolt database holds")
         page = self._page(page_id)
-        _, flags, count, _ = _PAGE_HEADER.unpack_from(page, 0)
+        _, flags, count, _ = _unpack(_PAGE_HEADER, page, 0)
         if flags == _LEAF_PAGE:
             yield from _leaf_items(page, 0)
             return
         if flags != _BRANCH_PAGE:
             raise BoltError(f"page {page_id}: expected a branch or leaf page, found {flags:#x}")
         for index in range(count):
-            child = _BRANCH_ELEMENT.unpack_from(
-                page, _PAGE_HEADER.size + index * _BRANCH_ELEMENT.size
+            child = _unpack(
+                _BRANCH_ELEMENT, page, _PAGE_HEADER.size + index * _BRANCH_ELEMENT.size
             )[2]
             yield from self.page_items(child, depth + 1)
 

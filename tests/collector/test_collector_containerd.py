@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -31,7 +32,7 @@ from stella_bundle.collector.containers import CgroupResolver, parse_cgroup_path
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
-from stella_bundle.collector.runtime_containerd import ContainerdMetadata
+from stella_bundle.collector.runtime_containerd import METADATA_DB, ContainerdMetadata
 from stella_bundle.collector.runtimes import RuntimeMetadata
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.functionmap.model import ExpectedNode
@@ -316,3 +317,39 @@ def test_the_runc_shims_cgroup_path_is_a_containerd_container() -> None:
     # Not the id of a container: a name, or deeper than namespace/id.
     assert parse_cgroup_path("/default/web") is None
     assert parse_cgroup_path(f"/a/b/{container_id}") is None
+
+
+def test_a_torn_or_corrupt_store_gives_an_answer_or_nothing_never_an_error(
+    containerd: Containerd, image: tuple[str, str], tmp_path: Path
+) -> None:
+    """Copies of the daemon's store with each page overwritten in turn (and cut short): the
+    reader answers with strings or with nothing; it never raises or loops."""
+    reference, image_digest = image
+    container_id = secrets.token_hex(32)
+    containerd.ctr("containers", "create", reference, container_id, "/x")
+    try:
+        original = (containerd.root / METADATA_DB).read_bytes()
+    finally:
+        containerd.ctr("containers", "rm", container_id, check=False)
+    copy = tmp_path / METADATA_DB
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(original)
+    store = ContainerdMetadata(tmp_path)
+    expected = {"container_name": container_id, "image": reference, "image_digest": image_digest}
+    assert store.lookup(container_id) == expected
+    noise = random.Random(13)
+    page_size = 4096
+    damaged: list[bytes] = [original[:size] for size in (0, 100, page_size, 2 * page_size + 7)]
+    for page in range(len(original) // page_size):
+        for _ in range(2):
+            data = bytearray(original)
+            offset = page * page_size + noise.randrange(page_size - 64)
+            data[offset : offset + 64] = noise.randbytes(64)
+            damaged.append(bytes(data))
+    answers = 0
+    for data in damaged:
+        copy.write_bytes(data)
+        answer = store.lookup(container_id)
+        assert all(isinstance(v, str) for v in answer.values())
+        answers += answer == expected
+    assert answers  # most pages are not on the path to this container

@@ -25,6 +25,11 @@ HOST_PATHS = {
     "/sys/kernel/tracing": "/sys/kernel/tracing",
     "/sys/fs/cgroup": "/sys/fs/cgroup",
     "/var/lib/stella/evidence": "/var/lib/stella/evidence",
+    # Container names, images and digests: containerd's metadata store, CRI-O's run root.
+    "/var/lib/containerd/io.containerd.metadata.v1.bolt": (
+        "/var/lib/containerd/io.containerd.metadata.v1.bolt"
+    ),
+    "/run/containers/storage": "/run/containers/storage",
 }
 WRITABLE_HOST_PATHS = {"/sys/kernel/tracing", "/var/lib/stella/evidence"}
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from ..errors import StellaError
+from ..functionmap.elf import read_build_id
 
 if TYPE_CHECKING:
     from .loader import Link, ProbeRuntime
@@ -59,16 +59,6 @@ class BinaryIdentity:
         return f"inode {self.inode}, build id {self.build_id or 'none'}"
 
 
-def _build_id(path: str) -> str | None:
-    from ..functionmap.elf import index_binary
-
-    index_binary.cache_clear()  # keyed by path: a replaced file has the same one
-    try:
-        return index_binary(path).build_id
-    except StellaError:
-        return None
-
-
 def identify(path: str, known: BinaryIdentity | None = None) -> BinaryIdentity | None:
     """What is at `path` now (None: nothing); the build id is read only when the file
     changed since `known`."""
@@ -80,7 +70,7 @@ def identify(path: str, known: BinaryIdentity | None = None) -> BinaryIdentity |
     if known is not None and found.same_file_as(known):
         return known
     return BinaryIdentity(
-        found.device, found.inode, found.size, found.mtime_ns, found.ctime_ns, _build_id(path)
+        found.device, found.inode, found.size, found.mtime_ns, found.ctime_ns, read_build_id(path)
     )
 
 

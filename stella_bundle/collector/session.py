@@ -59,7 +59,7 @@ from .health import (
     ProbeHealth,
 )
 from .loader import Link, ProbeAttachError, ProbeRuntime
-from .plan import AttachPlan, AttachSpec, Unobservable, reresolve
+from .plan import AttachPlan, AttachSpec, Unobservable, forget_binaries, reresolve
 from .usdt import PyObjectSnapshot, audit_details, str_data_offset
 from .workload import (
     ResolvedScope,
@@ -644,6 +644,7 @@ class Collector:
         fresh: dict[int, Link] = {}
         failures: list[ProbeFailure] = []
         if reason == "binary_replaced" and path is not None:
+            forget_binaries()  # once: every spec of the binary is then resolved from one read
             self._reresolve_riders(path, set(indices))
         for index in indices:
             link = self.links.pop(index, None)

@@ -49,6 +49,26 @@ def _file_offset(segments: list[tuple[int, int, int]], vaddr: int) -> int | None
     return None
 
 
+def _build_id_of(elf: ELFFile) -> str | None:
+    for section in elf.iter_sections():
+        if not isinstance(section, NoteSection):
+            continue
+        for note in section.iter_notes():
+            if note["n_type"] == "NT_GNU_BUILD_ID":
+                return str(note["n_desc"])
+    return None
+
+
+def read_build_id(path: str) -> str | None:
+    """The GNU build id alone (the notes, not the symbol tables: cheap on a large library);
+    None when the file has none or is no readable ELF file."""
+    try:
+        with open(path, "rb") as handle:
+            return _build_id_of(ELFFile(handle))
+    except (ELFError, OSError):
+        return None
+
+
 @functools.lru_cache(maxsize=64)
 def index_binary(path: str) -> ElfIndex:
     """Defined functions of one ELF file with their file offsets, and its GNU build id."""
@@ -82,12 +102,7 @@ def index_binary(path: str) -> ElfIndex:
                         offset,
                         kind == "STT_GNU_IFUNC",
                     )
-            for section in elf.iter_sections():
-                if not isinstance(section, NoteSection):
-                    continue
-                for note in section.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID":
-                        build_id = str(note["n_desc"])
+            build_id = _build_id_of(elf)
     except FileNotFoundError as exc:
         raise MalformedDocumentError("binary not found", path=path) from exc
     except (ELFError, OSError) as exc:

@@ -45,7 +45,12 @@ class Agent:
     """The agent as a subprocess, its log in a file (read while it runs, never a full pipe)."""
 
     def __init__(
-        self, tmp_path: Path, maps: Path, test_keys: Any, probes: dict[str, Any] | None = None
+        self,
+        tmp_path: Path,
+        maps: Path,
+        test_keys: Any,
+        probes: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = _free_port()
         self.evidence = tmp_path / "evidence"
@@ -73,6 +78,7 @@ class Agent:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
+                env={**os.environ, **(env or {})},
             )
 
     def lines(self) -> list[str]:
@@ -517,3 +523,37 @@ def test_sigterm_final_seals_every_chain_within_the_units_stop_timeout(
         assert verify_chain(chain, test_keys.trust_root).passed
     stopped = [line for line in agent.lines() if " stopped: " in line]
     assert len(stopped) == 2, agent.lines()
+
+
+def test_systemd_hears_ready_watchdog_and_stopping_with_a_map_directory(
+    ebpf: None, workload_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
+) -> None:
+    """The packaged unit (Type=notify, WatchdogSec=) runs the map directory: READY=1 once the
+    maps are attached, watchdog pings from the directory's loop, STOPPING=1 on SIGTERM."""
+    import socket
+
+    signed(
+        maps / "workload.dsse.json",
+        workload_map_nodes(workload_bin, "stella_work_parse", "stella_work_never"),
+        "stella-workload",
+        test_keys,
+    )
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(60)
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+        agent = Agent(tmp_path, maps, test_keys, env=env)
+        try:
+            ready = listener.recv(4096).decode().splitlines()
+            assert ready[0] == "READY=1"
+            assert ready[1].startswith("STATUS=collecting: 1 function maps, 2 probes attached")
+            pings = [listener.recv(4096).decode() for _ in range(3)]
+            assert pings == ["WATCHDOG=1"] * 3
+            agent.process.send_signal(signal.SIGTERM)
+            while (message := listener.recv(4096).decode()) == "WATCHDOG=1":
+                pass
+            assert message.splitlines()[0] == "STOPPING=1"
+            assert agent.process.wait(timeout=60) == 0
+        finally:
+            agent.kill()

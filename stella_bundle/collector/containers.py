@@ -47,8 +47,8 @@ _CONTAINER_PATTERNS: Final = (
     ("podman", re.compile(rf"/libpod-{_ID}(?:/|$)")),
     ("containerd", re.compile(rf"/kubepods[^ ]*/pod[0-9a-f_-]+/{_ID}(?:/|$)")),
     # containerd's runc shim without a cgroup parent (ctr, nerdctl with cgroupfs): the
-    # cgroup is /<containerd namespace>/<id>, e.g. /default/<id>; ids of 64 hex digits only
-    # (what nerdctl and Kubernetes give; `ctr run IMAGE web` containers are not recognised).
+    # cgroup is /<containerd namespace>/<id>, e.g. /default/<id>. Ids of 64 hex digits by
+    # their form; others (`ctr run IMAGE web`) by the namespace (CgroupResolver.parse).
     ("containerd", re.compile(rf"^/[A-Za-z0-9][A-Za-z0-9._-]*/{_ID}$")),
 )
 _POD_RE: Final = re.compile(
@@ -204,6 +204,16 @@ class CgroupResolver:
         self._walk()
         return dict(self._paths)
 
+    def parse(self, path: str) -> ContainerInfo | None:
+        """parse_cgroup_path, then what only the runtime can tell: a containerd container
+        named by its user (`/default/web`), told apart by its namespace."""
+        info = parse_cgroup_path(path)
+        if info is None:
+            found = self.runtime.container_at(path)
+            if found is not None:
+                info = ContainerInfo(found[1], found[0])
+        return info
+
     def enrich(self, info: ContainerInfo) -> ContainerInfo:
         """Names and digest: the operator's metadata file first, then the runtime's answer."""
         info = self.metadata.enrich(info)
@@ -224,11 +234,11 @@ class CgroupResolver:
         info = None
         path = self.path_of(cgroup_id) if cgroup_id else None
         if path is not None:
-            info = parse_cgroup_path(path)
+            info = self.parse(path)
         if info is None:
             # cgroup v1 hosts: the v2 id says nothing; read the pid's v1 paths while it lives.
             for candidate in cgroup_paths_of_pid(pid):
-                info = parse_cgroup_path(candidate)
+                info = self.parse(candidate)
                 if info:
                     break
         if info is not None:

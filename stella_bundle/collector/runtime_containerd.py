@@ -18,8 +18,10 @@ label carries one, else the container id (what `ctr run IMAGE ID` users name con
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from ..observations.record import IMAGE_DIGEST_RE
 from .boltdb import BoltError, Bucket, open_snapshot
@@ -33,6 +35,10 @@ _POD_LABELS: Final = (
     ("pod_name", "io.kubernetes.pod.name"),
     ("namespace", "io.kubernetes.pod.namespace"),
 )
+# containerd's identifier rule (identifiers.Validate): what may follow /<namespace>/ as an id.
+_CONTAINER_ID: Final = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z")
+_MAX_ID_LENGTH: Final = 76
+_T = TypeVar("_T")
 # A commit during a read means another try; containerd commits a few times per container start.
 _ATTEMPTS: Final = 3
 
@@ -52,25 +58,60 @@ class ContainerdMetadata:
 
     def __init__(self, root: Path = CONTAINERD_ROOT) -> None:
         self.database = root / METADATA_DB
+        self._namespaces: tuple[tuple[int, int, int], frozenset[str]] | None = None
 
     def lookup(self, container_id: str) -> dict[str, str]:
         key = container_id.encode()
+        return self._read(lambda root: _container(root, key), {})
+
+    def namespaces(self) -> frozenset[str]:
+        """containerd's namespaces (`default`, `k8s.io`, …), read again only when the store
+        changed: asked for every cgroup two levels down (container_at)."""
+        try:
+            info = os.stat(self.database)
+        except OSError:
+            return frozenset()
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if self._namespaces is None or self._namespaces[0] != stamp:
+            self._namespaces = (stamp, self._read(_namespaces, frozenset()))
+        return self._namespaces[1]
+
+    def container_at(self, cgroup_path: str) -> str | None:
+        """The id of the container whose cgroup is `cgroup_path` when it is the runc shim's
+        /<namespace>/<id> (no cgroup parent given: `ctr run`, nerdctl with cgroupfs), ids of
+        any form (`ctr run IMAGE web`); None otherwise. The namespace must be containerd's."""
+        parts = cgroup_path.strip("/").split("/")
+        if len(parts) != 2 or len(parts[1]) > _MAX_ID_LENGTH or not _CONTAINER_ID.match(parts[1]):
+            return None
+        return parts[1] if parts[0] in self.namespaces() else None
+
+    def _read(self, reader: Callable[[Bucket], _T], nothing: _T) -> _T:
+        """`reader` over the newest committed tree, `nothing` when the store is absent or
+        does not parse; read again when a commit happened meanwhile."""
         for _ in range(_ATTEMPTS):
             try:
                 fd, snapshot = open_snapshot(self.database)
             except (OSError, BoltError):
-                return {}  # no containerd here (or not yet started)
+                return nothing  # no containerd here (or not yet started)
             try:
-                found = _container(snapshot.root_bucket(), key)
+                found = reader(snapshot.root_bucket())
                 if snapshot.unchanged():
                     return found
             except (BoltError, ValueError):
                 # A torn read: pages reused by commits while reading. Checked like the rest.
                 if snapshot.unchanged():
-                    return {}
+                    return nothing
             finally:
                 os.close(fd)
-        return {}
+        return nothing
+
+
+def _namespaces(root: Bucket) -> frozenset[str]:
+    version = root.bucket(b"v1")
+    if version is None:
+        return frozenset()
+    names = (_text(name) for name, _bucket in version.buckets())
+    return frozenset(name for name in names if name)
 
 
 def _container(root: Bucket, key: bytes) -> dict[str, str]:

@@ -37,6 +37,12 @@ class RuntimeMetadata:
         self.crio = crio if crio is not None else CrioMetadata()
         self._cache: dict[str, dict[str, str]] = {}
 
+    def container_at(self, cgroup_path: str) -> tuple[str, str] | None:
+        """(runtime, container id) of a cgroup path no name pattern recognises: containerd's
+        /<namespace>/<id> with an id of any form (the namespace tells it apart)."""
+        container_id = self.containerd.container_at(cgroup_path)
+        return None if container_id is None else ("containerd", container_id)
+
     def lookup(self, runtime: str, container_id: str) -> dict[str, str]:
         if container_id in self._cache:
             return self._cache[container_id]

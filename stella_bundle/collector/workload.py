@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..functionmap.scope import Scope
-from .containers import CgroupResolver, ContainerInfo, parse_cgroup_path
+from .containers import CgroupResolver, ContainerInfo
 from .events import SCOPE_CGROUP, SCOPE_EXE
 
 
@@ -86,7 +86,7 @@ def container_cgroups(
     containers = Scope(container_name=scope.container_name, image_digest=scope.image_digest)
     ids: set[int] = set()
     for cid, path in paths.items():
-        info = parse_cgroup_path(path)
+        info = resolver.parse(path)
         if info is None:
             continue
         info = resolver.enrich(info)

@@ -35,6 +35,7 @@ from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.runtime_containerd import METADATA_DB, ContainerdMetadata
 from stella_bundle.collector.runtimes import RuntimeMetadata
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.collector.workload import container_cgroups
 from stella_bundle.functionmap.model import ExpectedNode
 from stella_bundle.functionmap.scope import Scope
 
@@ -197,28 +198,10 @@ def test_a_containerd_container_is_probed_named_and_detached_when_it_stops(
     attached_inside = 0
     try:
         # The image's own workload and libcrypto: probed through /proc/PID/root.
-        container = subprocess.Popen(
-            [
-                "ctr",
-                "--address",
-                containerd.address,
-                "run",
-                "--rm",
-                reference,
-                container_id,
-                str(workload_bin),
-                "--wait",
-                "--crypto",
-                "--calls",
-                "3",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        container = _ctr_run(
+            containerd, reference, container_id, workload_bin, "--crypto", "--calls", "3"
         )
         assert container.stdin is not None and container.stdout is not None
-        ready = container.stdout.readline().split()
-        assert ready and ready[0] == "ready", ready
         # The same program on the host, outside the scope, at the same time.
         host = start_workload(workload_bin, "--crypto", "--calls", "3")
         _wait_for(lambda: bool(collector.container_links), PICKUP_SECONDS)
@@ -314,7 +297,7 @@ def test_the_runc_shims_cgroup_path_is_a_containerd_container() -> None:
     info = parse_cgroup_path(f"/default/{container_id}")
     assert info is not None and (info.container_id, info.runtime) == (container_id, "containerd")
     assert parse_cgroup_path(f"/k8s.io/{container_id}") is not None
-    # Not the id of a container: a name, or deeper than namespace/id.
+    # Not by its form: a name (the resolver asks containerd's namespaces), or deeper.
     assert parse_cgroup_path("/default/web") is None
     assert parse_cgroup_path(f"/a/b/{container_id}") is None
 
@@ -353,3 +336,57 @@ def test_a_torn_or_corrupt_store_gives_an_answer_or_nothing_never_an_error(
         assert all(isinstance(v, str) for v in answer.values())
         answers += answer == expected
     assert answers  # most pages are not on the path to this container
+
+
+def _ctr_run(
+    containerd: Containerd, reference: str, container_id: str, workload: Path, *args: str
+) -> subprocess.Popen[str]:
+    """`ctr run --rm` of the image's own workload (at the host's path) waiting for "go" on
+    stdin, returned once it is ready."""
+    command = ["ctr", "--address", containerd.address, "run", "--rm", reference, container_id]
+    process = subprocess.Popen(
+        [*command, str(workload), "--wait", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline().split()
+    assert ready and ready[0] == "ready", ready
+    return process
+
+
+def test_a_container_named_by_its_user_is_recognised_by_its_namespace(
+    containerd: Containerd, image: tuple[str, str], workload_bin: Path
+) -> None:
+    """`ctr run IMAGE web-…`: the cgroup /default/web-… is no pattern's; the resolver tells it
+    from a systemd unit's by containerd's namespaces, and the scope matches it by name."""
+    reference, image_digest = image
+    container_id = f"web-{secrets.token_hex(3)}"
+    store = ContainerdMetadata(containerd.root)
+    resolver = CgroupResolver(runtime=RuntimeMetadata(podman="", containerd=store))
+    process = _ctr_run(containerd, reference, container_id, workload_bin, "--calls", "1")
+    try:
+        paths = resolver.all_paths()
+        (cgroup_id,) = [c for c, path in paths.items() if path == f"/default/{container_id}"]
+        info = resolver.container_of(0, cgroup_id)
+        assert info is not None
+        assert (info.container_id, info.runtime) == (container_id, "containerd")
+        assert (info.container_name, info.image, info.image_digest) == (
+            container_id,
+            reference,
+            image_digest,
+        )
+        scope = Scope(container_name="web-*", image_digest=image_digest)
+        assert container_cgroups(scope, resolver, paths) == {cgroup_id}
+        assert "default" in store.namespaces()
+        # Two levels down but not under a containerd namespace, or the namespace itself.
+        assert resolver.parse("/system.slice/cron.service") is None
+        assert resolver.parse("/default") is None
+        assert resolver.parse("/default/web/x") is None
+        assert resolver.parse("/default/-bad") is None
+    finally:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        assert process.wait(timeout=60) == 0

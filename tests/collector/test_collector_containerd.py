@@ -390,3 +390,61 @@ def test_a_container_named_by_its_user_is_recognised_by_its_namespace(
         process.stdin.write("go\n")
         process.stdin.flush()
         assert process.wait(timeout=60) == 0
+
+
+@pytest.mark.ebpf
+def test_a_containerd_container_running_before_collection_is_picked_up(
+    ebpf: None,
+    workload_bin: Path,
+    features: KernelFeatures,
+    containerd: Containerd,
+    image: tuple[str, str],
+) -> None:
+    """Already running when the collector starts: found in the cgroup tree and named at
+    start, probed inside at once; its probes detached when it stops."""
+    reference, image_digest = image
+    container_id = f"db-{secrets.token_hex(3)}"
+    resolver = CgroupResolver(
+        runtime=RuntimeMetadata(podman="", containerd=ContainerdMetadata(containerd.root))
+    )
+    config = CollectorConfig(mode="trace", aggregation_ms=100, scope=Scope(container_name="db-*"))
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        config,
+        resolver,
+    )
+    container = _ctr_run(containerd, reference, container_id, workload_bin, "--calls", "2")
+    try:
+        collector.start()
+        assert len(collector.scope_cgroups) == 1
+        assert sum(len(links) for links in collector.container_links.values()) == 2
+        stop = threading.Event()
+        thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+        thread.start()
+        try:
+            assert container.stdin is not None and container.stdout is not None
+            container.stdin.write("go\n")
+            container.stdin.flush()
+            assert json.loads(container.stdout.readline())["calls"] == 2
+            assert container.wait(timeout=60) == 0
+            _wait_for(lambda: not collector.container_links, PICKUP_SECONDS)
+            assert not collector.scope_cgroups
+        finally:
+            stop.set()
+            thread.join()
+    finally:
+        if container.poll() is None:
+            containerd.ctr("task", "rm", "-f", container_id, check=False)
+            containerd.ctr("containers", "rm", container_id, check=False)
+            container.kill()
+            container.wait(timeout=60)
+        collector.stop()
+    assert [r["function_name"] for r in sink.records] == ["stella_work_hot"] * 2
+    for record in sink.records:
+        assert record["container_id"] == container_id
+        assert record["image_digest"] == image_digest
+        assert record["details"]["container_name"] == container_id
+        assert record["details"]["container_image"] == reference

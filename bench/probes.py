@@ -47,7 +47,7 @@ HOT = "stella_work_hot"
 
 def build_workload(directory: Path) -> Path:
     out = directory / "stella-workload"
-    source = REPO / "fixtures" / "workload" / "workload.c"
+    source = REPO / "stella_bundle" / "demo_data" / "workload.c"
     subprocess.run(["gcc", "-O2", "-g", "-o", str(out), str(source), "-lcrypto"], check=True)
     return out
 

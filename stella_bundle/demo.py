@@ -36,10 +36,11 @@ from .evidence.writer import ChunkWriter
 from .functionmap.generate import GenerateOptions, generate_function_map
 from .timeutil import utc_now
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-WORKLOAD_SOURCE = FIXTURES / "workload" / "workload.c"
-RECORDED_OBSERVATIONS = FIXTURES / "demo" / "recorded-observations.ndjson"
-RECORDED_FUNCTION_MAP = FIXTURES / "demo" / "recorded-function-map.json"
+# Package data (in the wheel): the demo runs from an installed stella as from a clone.
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+WORKLOAD_SOURCE = DEMO_DATA / "workload.c"
+RECORDED_OBSERVATIONS = DEMO_DATA / "recorded-observations.ndjson"
+RECORDED_FUNCTION_MAP = DEMO_DATA / "recorded-function-map.json"
 LIBCRYPTO = Path("/usr/lib/x86_64-linux-gnu/libcrypto.so.3")
 WORKLOAD_PURL = "pkg:generic/stella-workload@1.0.0"
 OPENSSL_PURL = "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64"
@@ -174,7 +175,9 @@ def replay_recorded(evidence: Path, collector_key: Path) -> int:
         CHAIN_ID,
         load_signer(collector_key),
         WriterConfig(),
-        CollectorInfo("stella-demo-replay", "recorded", None, "replay of fixtures/demo", None),
+        CollectorInfo(
+            "stella-demo-replay", "recorded", None, "replay of stella_bundle/demo_data", None
+        ),
     )
     with writer:
         for record in records:
@@ -235,7 +238,7 @@ def run_demo(
         statement = json.loads(RECORDED_FUNCTION_MAP.read_text())
         step(
             "2. no gcc/OpenSSL here to build the workload: using the function map recorded in "
-            f"{RECORDED_FUNCTION_MAP.relative_to(FIXTURES.parent)}"
+            f"{RECORDED_FUNCTION_MAP}"
         )
     function_map = connected / "demo-workload-function-map.json"
     function_map.write_bytes(canonical_bytes(statement))
@@ -265,7 +268,7 @@ def run_demo(
         why = "--recorded given" if force_recorded else f"eBPF UNAVAILABLE: {reason}"
         step(
             f"3. {why}. Using {count} RECORDED observations from "
-            f"{RECORDED_OBSERVATIONS.relative_to(FIXTURES.parent)} (captured by a real collection "
+            f"{RECORDED_OBSERVATIONS} (captured by a real collection "
             "of this workload), sealed now with the demo collector key."
         )
 

@@ -94,3 +94,45 @@ def test_readme_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path,
     ).stdout  # fmt: skip
     print(f"fresh clone → just demo: {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.slow
+def test_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
+    """`stella demo` from a wheel installed in a virtualenv, run outside any source tree: its
+    workload source and recorded observations are package data, not files of the clone."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("stella_bundle-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    away = tmp_path / "elsewhere"
+    away.mkdir()
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [str(venv / "bin" / "stella"), "demo", "--workspace", str(away / "ws")],
+        cwd=away,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "verdict: PASSED" in done.stdout
+    if ebpf_unavailable_reason() is None:
+        assert "real eBPF collector" in done.stdout, done.stdout[-3000:]
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import stella_bundle; print(stella_bundle.__file__)"],
+        capture_output=True, text=True, env=env, cwd=away,
+    ).stdout  # fmt: skip
+    assert where.startswith(str(venv)), where
+    assert not (Path(where).parents[1] / "fixtures").exists()

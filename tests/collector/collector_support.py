@@ -24,7 +24,7 @@ from stella_bundle.collector.session import Collector, CollectorConfig, Evidence
 from stella_bundle.functionmap.model import ExpectedNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKLOAD_SOURCE = REPO_ROOT / "fixtures" / "workload" / "workload.c"
+WORKLOAD_SOURCE = REPO_ROOT / "stella_bundle" / "demo_data" / "workload.c"
 # A function that blocks until released (return probes; a second binary beside the workload).
 BLOCKING_SOURCE = REPO_ROOT / "fixtures" / "workload" / "blocking.c"
 WORKLOAD_PURL = "pkg:generic/stella-workload@1.0.0"

@@ -10,10 +10,10 @@ observation rate and the unexpected symbols are computed exactly as `function-ma
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ..evidence.config import ProbeFailure
+from ..evidence.config import ProbeFailure, ProbeReattachment
 from ..functionmap.model import LoadedFunctionMap
 from ..functionmap.verify import VerificationResult, VerifyOptions, verify_observations
 
@@ -66,22 +66,19 @@ class RecordingSink:
         return result
 
     def add_loss(
-        self,
-        *,
-        ring_buffer_dropped: int = 0,
-        sampled_out: int = 0,
-        filtered_out: int = 0,
-        by_reason: Mapping[str, int] | None = None,
+        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
     ) -> Any:
         return self.inner.add_loss(
             ring_buffer_dropped=ring_buffer_dropped,
             sampled_out=sampled_out,
             filtered_out=filtered_out,
-            by_reason=by_reason,
         )
 
     def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> Any:
         return self.inner.add_probe_failures(failures)
+
+    def add_probe_reattachments(self, items: Sequence[ProbeReattachment]) -> Any:
+        return self.inner.add_probe_reattachments(items)
 
     def tick(self) -> Any:
         return self.inner.tick()

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from ..evidence.config import REATTACH_REASONS, ProbeReattachment
 from ..functionmap.elf import read_build_id
 
 if TYPE_CHECKING:
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
     from .plan import AttachSpec
 
 HealthReason = Literal["binary_replaced", "link_lost", "binary_missing"]
-# Reasons that reattach probes: the seal counts the probes under loss.by_reason["gap.<reason>"]
-# (between the change and the reattach their functions were not watched).
-REATTACH_REASONS: Final = ("binary_replaced", "link_lost")
 DEFAULT_HEALTH_CHECK_SECONDS: Final = 2.0
 
 
@@ -83,6 +81,20 @@ class HealthEvent:
     detail: str
     reattached: int = 0
     failed: int = 0
+    previous_build_id: str | None = None
+    build_id: str | None = None
+
+    def reattachment(self) -> ProbeReattachment:
+        """How the seal names it (reattaching reasons only)."""
+        return ProbeReattachment(
+            self.reason,
+            self.binary_path,
+            self.previous_build_id,
+            self.build_id,
+            self.reattached,
+            self.failed,
+            self.detail,
+        )
 
     def describe(self) -> str:
         where = f" {self.binary_path}" if self.binary_path else ""
@@ -105,6 +117,9 @@ class ProbeHealth:
 
     def __init__(self) -> None:
         self.binaries: dict[str, BinaryIdentity | None] = {}
+        # The file each binary's probes are on (kept while the path is empty: a file coming
+        # back is compared with, and reported against, the build that was probed).
+        self._probed: dict[str, BinaryIdentity] = {}
         self._links: dict[int, _LinkSeen] = {}
         self._program_ids: dict[tuple[str, str], int | None] = {}
 
@@ -112,27 +127,32 @@ class ProbeHealth:
     def watch_binaries(self, specs: Iterable[AttachSpec]) -> None:
         for spec in specs:
             if spec.user_space and spec.target not in self.binaries:
-                self.binaries[spec.target] = identify(spec.target)
+                found = identify(spec.target)
+                self.binaries[spec.target] = found
+                if found is not None:
+                    self._probed[spec.target] = found
 
     def changed_binaries(self) -> list[tuple[str, BinaryIdentity | None, BinaryIdentity | None]]:
-        """(path, before, now) of every probed binary replaced or gone since the last look."""
-        changes = []
-        for path, before in self.binaries.items():
-            now = identify(path, before)
-            if now == before:
+        """(path, the file probed, now) of every probed binary replaced or gone since the last
+        look (now None: gone)."""
+        changes: list[tuple[str, BinaryIdentity | None, BinaryIdentity | None]] = []
+        for path, seen in self.binaries.items():
+            now = identify(path, seen)
+            if now == seen:
                 continue
             self.binaries[path] = now
-            if (
-                now is None
-                or before is None
-                or (now.device, now.inode, now.build_id)
-                != (
-                    before.device,
-                    before.inode,
-                    before.build_id,
-                )
-            ):
-                changes.append((path, before, now))
+            probed = self._probed.get(path)
+            if now is None:
+                changes.append((path, probed, None))
+                continue
+            self._probed[path] = now
+            same = probed is not None and (now.device, now.inode, now.build_id) == (
+                probed.device,
+                probed.inode,
+                probed.build_id,
+            )
+            if not same:  # a touch (same file, same build) is no replacement
+                changes.append((path, probed, now))
         return changes
 
     # Links ------------------------------------------------------------------------------------

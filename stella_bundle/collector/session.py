@@ -15,12 +15,12 @@ import fnmatch
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CollectorEnvironmentError, ConfigError, StellaError
-from ..evidence.config import ProbeFailure
+from ..evidence.config import REATTACH_REASONS, ProbeFailure, ProbeReattachment
 from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
@@ -53,7 +53,6 @@ from .events import (
 )
 from .health import (
     DEFAULT_HEALTH_CHECK_SECONDS,
-    REATTACH_REASONS,
     HealthEvent,
     HealthReason,
     ProbeHealth,
@@ -92,14 +91,10 @@ class EvidenceSink(Protocol):
 
     def append(self, record: dict[str, Any]) -> Any: ...
     def add_loss(
-        self,
-        *,
-        ring_buffer_dropped: int = 0,
-        sampled_out: int = 0,
-        filtered_out: int = 0,
-        by_reason: Mapping[str, int] | None = None,
+        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
     ) -> Any: ...
     def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> Any: ...
+    def add_probe_reattachments(self, items: Sequence[ProbeReattachment]) -> Any: ...
     def tick(self) -> Any: ...
     def close(self, final: bool = True) -> Any: ...
 
@@ -112,8 +107,8 @@ class MemorySink:
     loss: dict[str, int] = field(
         default_factory=lambda: {"ring_buffer_dropped": 0, "sampled_out": 0, "filtered_out": 0}
     )
-    by_reason: dict[str, int] = field(default_factory=dict)
     probe_failures: list[ProbeFailure] = field(default_factory=list)
+    probe_reattachments: list[ProbeReattachment] = field(default_factory=list)
     closed: bool = False
 
     def append(self, record: dict[str, Any]) -> None:
@@ -122,21 +117,17 @@ class MemorySink:
         self.records.append(validate_record(record))
 
     def add_loss(
-        self,
-        *,
-        ring_buffer_dropped: int = 0,
-        sampled_out: int = 0,
-        filtered_out: int = 0,
-        by_reason: Mapping[str, int] | None = None,
+        self, *, ring_buffer_dropped: int = 0, sampled_out: int = 0, filtered_out: int = 0
     ) -> None:
         self.loss["ring_buffer_dropped"] += ring_buffer_dropped
         self.loss["sampled_out"] += sampled_out
         self.loss["filtered_out"] += filtered_out
-        for reason, count in (by_reason or {}).items():
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
 
     def add_probe_failures(self, failures: Sequence[ProbeFailure]) -> None:
         self.probe_failures.extend(failures)
+
+    def add_probe_reattachments(self, items: Sequence[ProbeReattachment]) -> None:
+        self.probe_reattachments.extend(items)
 
     def tick(self) -> None:
         return None
@@ -618,7 +609,11 @@ class Collector:
             ]
             events.append(
                 self._reattach(
-                    indices, "binary_replaced", path, f"replaced ({was} -> {now.describe()})"
+                    indices,
+                    "binary_replaced",
+                    path,
+                    f"replaced ({was} -> {now.describe()})",
+                    (before.build_id if before is not None else None, now.build_id),
                 )
             )
         lost = self.health.lost_links(self.runtime, self.links, self.specs)
@@ -636,7 +631,12 @@ class Collector:
         return events
 
     def _reattach(
-        self, indices: list[int], reason: HealthReason, path: str | None, detail: str
+        self,
+        indices: list[int],
+        reason: HealthReason,
+        path: str | None,
+        detail: str,
+        builds: tuple[str | None, str | None] = (None, None),
     ) -> HealthEvent:
         """New links for `indices` (re-resolved from the binary on disk when it was replaced),
         then the old ones closed; the probes' gap counted in the seal, failures named there."""
@@ -682,13 +682,15 @@ class Collector:
             chosen = set(indices)
             self.runtime.forget_first_seen(chosen)
             self._seen = {key for key in self._seen if key[0] not in chosen}
-        if indices:
-            self.sink.add_loss(by_reason={f"gap.{reason}": len(indices)})
+        event = HealthEvent(reason, path, detail, len(fresh), len(failures), *builds)
         if failures:
             self.probe_failures.extend(failures)
             self.sink.add_probe_failures(failures)
+        if indices:
+            # Named in the next seal; its probes counted in loss.by_reason["gap.<reason>"].
+            self.sink.add_probe_reattachments([event.reattachment()])
         self.reattached[reason] += len(fresh)
-        return HealthEvent(reason, path, detail, len(fresh), len(failures))
+        return event
 
     def _replace_spec(self, spec: AttachSpec) -> AttachSpec:
         # Indices are positions in the plan (build_plan numbers specs as it appends them).

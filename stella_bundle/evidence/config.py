@@ -221,6 +221,91 @@ def parse_probe_failures(
     )
 
 
+# Why probes were reattached (collector/health.py); each counted in loss.by_reason["gap.<reason>"].
+REATTACH_REASONS = ("binary_replaced", "link_lost")
+
+
+@dataclass(frozen=True)
+class ProbeReattachment:
+    """Probes the collector's health check reattached since the previous seal: why (a binary
+    replaced on disk, links lost), which binary and builds, how many probes were reattached
+    and how many could not be (those are named in `probe_failures` too)."""
+
+    reason: str
+    binary_path: str | None
+    previous_build_id: str | None
+    build_id: str | None
+    reattached: int
+    failed: int
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "binary_path": self.binary_path,
+            "previous_build_id": self.previous_build_id,
+            "build_id": self.build_id,
+            "reattached": self.reattached,
+            "failed": self.failed,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None, where: str) -> ProbeReattachment:
+        def fail(message: str, name: str = "") -> MalformedDocumentError:
+            return MalformedDocumentError(
+                message, path=source, field=f"{where}.{name}" if name else where
+            )
+
+        if not isinstance(data, dict):
+            raise fail("expected an object")
+        unknown = set(data) - _REATTACHMENT_FIELDS
+        if unknown:
+            raise fail("unknown field", min(unknown))
+        missing = _REATTACHMENT_FIELDS - set(data)
+        if missing:
+            raise fail("required field is missing", min(missing))
+        if data["reason"] not in REATTACH_REASONS:
+            raise fail(f"expected one of {', '.join(REATTACH_REASONS)}", "reason")
+        for name in ("binary_path", "previous_build_id", "build_id"):
+            if data[name] is not None and (not isinstance(data[name], str) or not data[name]):
+                raise fail("expected a non-empty string or null", name)
+        for name in ("reattached", "failed"):
+            value = data[name]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= MAX_SAFE_INTEGER
+            ):
+                raise fail("expected a non-negative integer (at most 2**53 - 1)", name)
+        if not isinstance(data["detail"], str) or not data["detail"]:
+            raise fail("expected a non-empty string", "detail")
+        return cls(
+            data["reason"],
+            data["binary_path"],
+            data["previous_build_id"],
+            data["build_id"],
+            data["reattached"],
+            data["failed"],
+            data["detail"],
+        )
+
+
+_REATTACHMENT_FIELDS = frozenset(
+    ("reason", "binary_path", "previous_build_id", "build_id", "reattached", "failed", "detail")
+)
+
+
+def parse_probe_reattachments(
+    data: Any, source: str | Path | None, where: str
+) -> tuple[ProbeReattachment, ...]:
+    if not isinstance(data, list):
+        raise MalformedDocumentError("expected a list", path=source, field=where)
+    return tuple(
+        ProbeReattachment.from_dict(item, source, f"{where}[{i}]") for i, item in enumerate(data)
+    )
+
+
 _COUNTER_NAMES = ("ring_buffer_dropped", "sampled_out", "filtered_out", "torn_records")
 
 

@@ -16,7 +16,14 @@ from ..errors import InputError, MalformedDocumentError
 from ..fsutil import fsync_directory
 from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
-from .config import CollectorInfo, LossCounters, ProbeFailure, parse_probe_failures
+from .config import (
+    CollectorInfo,
+    LossCounters,
+    ProbeFailure,
+    ProbeReattachment,
+    parse_probe_failures,
+    parse_probe_reattachments,
+)
 from .layout import (
     CHUNK_SUFFIX,
     PARTIAL_STATE_SUFFIX,
@@ -106,15 +113,16 @@ def find_head(chain_dir: Path, chain_id: str) -> ChainHead:
     return ChainHead(0, None)
 
 
-def _read_state(
-    path: Path, fallback: CollectorInfo
-) -> tuple[CollectorInfo, LossCounters, tuple[ProbeFailure, ...]]:
+_State = tuple[CollectorInfo, LossCounters, tuple[ProbeFailure, ...], tuple[ProbeReattachment, ...]]
+
+
+def _read_state(path: Path, fallback: CollectorInfo) -> _State:
     try:
         state = parse_json(path.read_bytes(), path)
     except (OSError, MalformedDocumentError):
-        return fallback, LossCounters(), ()
+        return fallback, LossCounters(), (), ()
     if not isinstance(state, dict):
-        return fallback, LossCounters(), ()
+        return fallback, LossCounters(), (), ()
     try:
         collector = CollectorInfo.from_dict(state.get("collector"), path)
     except MalformedDocumentError:
@@ -127,7 +135,13 @@ def _read_state(
         failures = parse_probe_failures(state.get("probe_failures", []), path, "probe_failures")
     except MalformedDocumentError:
         failures = ()  # the count stays in loss.by_reason
-    return collector, loss, failures
+    try:
+        reattachments = parse_probe_reattachments(
+            state.get("probe_reattachments", []), path, "probe_reattachments"
+        )
+    except MalformedDocumentError:
+        reattachments = ()  # the count stays in loss.by_reason
+    return collector, loss, failures, reattachments
 
 
 def _complete_lines(data: bytes, window: ObservationWindow) -> tuple[list[bytes], int]:
@@ -169,7 +183,7 @@ def seal_recovered_partial(
     data = partial.read_bytes()
     window = ObservationWindow()
     lines, torn = _complete_lines(data, window)
-    written_by, loss, failures = _read_state(state, collector)
+    written_by, loss, failures, reattachments = _read_state(state, collector)
     loss.torn_records += torn
     content = b"".join(line + b"\n" for line in lines)
     compressed = zstandard.ZstdCompressor(level=zstd_level).compress(content)
@@ -192,6 +206,7 @@ def seal_recovered_partial(
         collector=written_by,
         loss=loss,
         probe_failures=failures,
+        probe_reattachments=reattachments,
     )
     seal_bytes = build_seal(predicate, hashlib.sha256(compressed).hexdigest(), [signer])
     commit_chunk(chain_dir, sequence, chunk_temp, seal_bytes)

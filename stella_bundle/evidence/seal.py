@@ -16,7 +16,14 @@ from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement
 from ..canonical import canonical_bytes
 from ..errors import MalformedDocumentError, SchemaValidationError
 from ..timeutil import is_rfc3339_timestamp
-from .config import CollectorInfo, LossCounters, ProbeFailure, parse_probe_failures
+from .config import (
+    CollectorInfo,
+    LossCounters,
+    ProbeFailure,
+    ProbeReattachment,
+    parse_probe_failures,
+    parse_probe_reattachments,
+)
 from .layout import CHAIN_ID_RE, MAX_SEQUENCE, chunk_name
 
 SealReason = Literal["size", "age", "shutdown", "recovered"]
@@ -65,6 +72,8 @@ class SealPredicate:
     loss: LossCounters
     # Probes that could not be attached since the previous seal (optional; absent when none).
     probe_failures: tuple[ProbeFailure, ...] = ()
+    # Probes reattached by the health check since the previous seal (optional; absent: none).
+    probe_reattachments: tuple[ProbeReattachment, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -84,6 +93,8 @@ class SealPredicate:
         }
         if self.probe_failures:
             out["probe_failures"] = [failure.to_dict() for failure in self.probe_failures]
+        if self.probe_reattachments:
+            out["probe_reattachments"] = [item.to_dict() for item in self.probe_reattachments]
         return out
 
     @classmethod
@@ -153,6 +164,9 @@ class SealPredicate:
             loss=LossCounters.from_dict(data["loss"], source),
             probe_failures=parse_probe_failures(
                 data.get("probe_failures", []), source, "predicate.probe_failures"
+            ),
+            probe_reattachments=parse_probe_reattachments(
+                data.get("probe_reattachments", []), source, "predicate.probe_reattachments"
             ),
         )
 

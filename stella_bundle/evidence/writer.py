@@ -31,6 +31,7 @@ from .config import (
     CollectorInfo,
     LossCounters,
     ProbeFailure,
+    ProbeReattachment,
     WriterConfig,
 )
 from .encoding import encode_record
@@ -66,6 +67,7 @@ class _OpenChunk:
         "partial_path",
         "pending",
         "probe_failures",
+        "probe_reattachments",
         "records",
         "sequence",
         "state_path",
@@ -89,6 +91,7 @@ class _OpenChunk:
         self.collector = collector
         self.loss = LossCounters()
         self.probe_failures: list[ProbeFailure] = []
+        self.probe_reattachments: list[ProbeReattachment] = []
         self.loss_dirty = False
         self.window = ObservationWindow()
         self.records = 0
@@ -116,6 +119,8 @@ class _OpenChunk:
         state: dict[str, Any] = {"collector": self.collector.to_dict(), "loss": self.loss.to_dict()}
         if self.probe_failures:
             state["probe_failures"] = [failure.to_dict() for failure in self.probe_failures]
+        if self.probe_reattachments:
+            state["probe_reattachments"] = [item.to_dict() for item in self.probe_reattachments]
         return canonical_bytes(state)
 
     def write_compressed(self, data: bytes) -> None:
@@ -346,6 +351,23 @@ class ChunkWriter:
         # Durable at once: a crash before the next flush must not lose what was not watched.
         self._guard(chunk.sync, "recording probe failures")
 
+    def add_probe_reattachments(self, items: Sequence[ProbeReattachment]) -> None:
+        """Name probes the health check reattached; they land in the next seal, their probes
+        counted in `loss.by_reason["gap.<reason>"]` (unwatched between the change and the
+        reattach)."""
+        if not items:
+            return
+        if self._failure is not None or self._closed:
+            self._refuse()
+        chunk = self._chunk or self._open_chunk(self._clock())
+        chunk.probe_reattachments.extend(items)
+        reasons = chunk.loss.by_reason
+        for item in items:
+            key = f"gap.{item.reason}"
+            reasons[key] = reasons.get(key, 0) + item.reattached + item.failed
+        chunk.loss_dirty = True
+        self._guard(chunk.sync, "recording probe reattachments")
+
     def flush(self) -> int:
         """Make every appended record durable in the partial; return records acknowledged."""
         if self._failure is not None:
@@ -484,6 +506,7 @@ class ChunkWriter:
                 collector=chunk.collector,
                 loss=chunk.loss,
                 probe_failures=tuple(chunk.probe_failures),
+                probe_reattachments=tuple(chunk.probe_reattachments),
             )
             seal_bytes = build_seal(predicate, compressed_sha, [self._signer])
         except BaseException:

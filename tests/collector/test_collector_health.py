@@ -122,7 +122,13 @@ def test_a_lost_link_is_found_and_reattached(
         assert "stella_work_parse" in event.describe()
         assert c.runtime.link_identity(c.links[parse]) not in (None, ids)
         assert c.reattached["link_lost"] == 1
-        assert sink.by_reason == {"gap.link_lost": 1}
+        (named,) = sink.probe_reattachments
+        assert (named.reason, named.binary_path, named.reattached, named.failed) == (
+            "link_lost",
+            None,
+            1,
+            0,
+        )
         _run(binary)
         _drain(c)
         assert len(_parse_records(sink)) == 2
@@ -138,6 +144,7 @@ def test_a_binary_that_vanished_and_came_back_is_probed_again(
     collector: tuple[Collector, MemorySink, Path], other_build: Path
 ) -> None:
     c, sink, binary = collector
+    old_build = index_binary(str(binary)).build_id
     binary.unlink()
     (gone,) = c.check_health()
     assert gone.reason == "binary_missing" and gone.binary_path == str(binary)
@@ -153,7 +160,10 @@ def test_a_binary_that_vanished_and_came_back_is_probed_again(
     _drain(c)
     (record,) = _parse_records(sink)
     assert record["build_id"] == new_build
-    assert sink.by_reason == {"gap.binary_replaced": 2}
+    (named,) = sink.probe_reattachments
+    assert (named.reason, named.binary_path) == ("binary_replaced", str(binary))
+    assert (named.previous_build_id, named.build_id) == (old_build, new_build)
+    assert (named.reattached, named.failed) == (2, 0)
 
 
 def test_a_replacement_without_the_symbol_is_named_in_the_seal(
@@ -169,6 +179,8 @@ def test_a_replacement_without_the_symbol_is_named_in_the_seal(
     named = {f.function_name for f in sink.probe_failures}
     assert named == {"stella_work_parse", "stella_work_hot"}
     assert all("not reattached" in f.error for f in sink.probe_failures)
+    (named,) = sink.probe_reattachments
+    assert (named.reattached, named.failed) == (0, 2)
     assert c.links == {}  # no probe left at the old offsets of a file that changed
 
 
@@ -277,11 +289,15 @@ def test_the_agent_reattaches_a_binary_replaced_while_it_runs(
         index_binary(str(workload_bin)).build_id,
         index_binary(str(other_build)).build_id,
     }
-    gaps = sum(
-        parse_seal(p.read_bytes()).predicate.loss.by_reason.get("gap.binary_replaced", 0)
-        for p in chain.glob("*.seal.dsse.json")
+    predicates = [parse_seal(p.read_bytes()).predicate for p in chain.glob("*.seal.dsse.json")]
+    assert sum(p.loss.by_reason.get("gap.binary_replaced", 0) for p in predicates) == 2
+    (named,) = [item for p in predicates for item in p.probe_reattachments]
+    assert named.reason == "binary_replaced" and named.binary_path == str(binary)
+    assert (named.previous_build_id, named.build_id) == (
+        index_binary(str(workload_bin)).build_id,
+        index_binary(str(other_build)).build_id,
     )
-    assert gaps == 2
+    assert (named.reattached, named.failed) == (2, 0)
 
 
 # --- the agent killed under load and restarted ------------------------------------------------

@@ -215,17 +215,15 @@ class CgroupResolver:
         return info
 
     def enrich(self, info: ContainerInfo) -> ContainerInfo:
-        """Names and digest: the operator's metadata file first, then the runtime's answer."""
+        """Names, image and digest: the operator's metadata file first, then for what it left
+        out the runtime's answer (the pod's name and namespace too, from CRI labels)."""
         info = self.metadata.enrich(info)
-        if info.container_name is None or info.image_digest is None or info.image is None:
+        missing = [key for key in _METADATA_KEYS if getattr(info, key) is None]
+        if missing:
             found = self.runtime.lookup(info.runtime, info.container_id)
-            if found:
-                info = replace(
-                    info,
-                    container_name=info.container_name or found.get("container_name"),
-                    image_digest=info.image_digest or found.get("image_digest"),
-                    image=info.image or found.get("image"),
-                )
+            known = {key: found[key] for key in missing if found.get(key)}
+            if known:
+                info = replace(info, **known)
         return info
 
     def container_of(self, pid: int, cgroup_id: int) -> ContainerInfo | None:

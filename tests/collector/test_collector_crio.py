@@ -125,6 +125,8 @@ def test_a_crio_container_is_scoped_and_named_from_its_spec(
     for record in run.sink.records:
         assert record["container_id"] == BY_DIGEST
         assert record["image_digest"] == DIGEST
+        # The pod, from the Kubernetes labels CRI-O saved.
+        assert (record["pod_name"], record["namespace"]) == ("web-0", "shop")
         details = record["details"]
         assert details["container_runtime"] == "crio"
         assert details["container_name"] == "sidecar"

@@ -254,7 +254,19 @@ class ChunkWriter:
         """Validate and add one record; rotates and flushes when due."""
         if not self._writable:
             self._refuse()
-        line = encode_record(record)
+        line = encode_record(record)  # validates: observed_at is there
+        self._add_line(line, record["observed_at"], record)
+
+    def append_encoded(self, line: bytes, observed_at: str) -> None:
+        """Add one record given as its canonical line: exactly `encode_record(record)` of a
+        valid record without first/last_observed_at whose `observed_at` (the toolkit's form)
+        is given. For callers that assemble lines from parts already encoded (the Tetragon
+        bridge: tests prove its lines equal the encoder's)."""
+        if not self._writable:
+            self._refuse()
+        self._add_line(line, observed_at, None)
+
+    def _add_line(self, line: bytes, observed: str, record: dict[str, Any] | None) -> None:
         now = self._clock()
         chunk = self._chunk
         size = len(line) + 1
@@ -265,9 +277,8 @@ class ChunkWriter:
             or now - chunk.opened_at >= self._max_age
         ):
             chunk = self._rotate(chunk, size, now)
-        observed = record["observed_at"]
         window = chunk.window
-        if (
+        if record is None or (
             len(observed) == 27
             and observed[26] == "Z"
             and "first_observed_at" not in record

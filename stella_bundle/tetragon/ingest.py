@@ -114,7 +114,9 @@ class TetragonIngest:
         loads = orjson.loads
         result = self.result
         map_uprobe_line = self.mapper.map_uprobe_line
-        append = self._writer.append if self._writer is not None else None
+        writer = self._writer
+        append = writer.append if writer is not None else None
+        append_encoded = writer.append_encoded if writer is not None else None
         fast = 0  # lines recorded by the fast path (added to the result once, at the end)
         gathered: list[bytes] | None = None  # lines of a pretty-printed object
         gathered_at = Line("", 0, None)
@@ -123,10 +125,14 @@ class TetragonIngest:
             for line in lines:
                 data = line[2]  # Line.data; indexing a tuple is the cheapest access
                 if append is not None and gathered is None and data is not None:
-                    record = map_uprobe_line(data)
-                    if record is not None:
+                    mapped = map_uprobe_line(data)
+                    if type(mapped) is tuple:
+                        append_encoded(*mapped)  # type: ignore[misc]
+                        fast += 1
+                        continue
+                    if mapped is not None:
                         try:
-                            append(record)
+                            append(mapped)  # type: ignore[arg-type]
                         except ObservationError:
                             result.lines += 1
                             self._refuse(line, "process_uprobe:invalid_record")
@@ -169,6 +175,7 @@ class TetragonIngest:
                 self._event(line, event)
                 if append is None and self._writer is not None:
                     append = self._writer.append
+                    append_encoded = self._writer.append_encoded
             if gathered is not None:
                 self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
         finally:

@@ -355,6 +355,8 @@ def detect_kind(document: Any) -> str:
             return "function-map"
         if {"chain_id", "sequence", "content"} <= keys:
             return "evidence-chunk"
+        if {"chain_id", "removed", "last_removed_seal"} <= keys:
+            return "evidence-prune"
         if "verification_result" in keys:
             return "verification-report"
         if {"node_hash", "function_name"} <= keys:

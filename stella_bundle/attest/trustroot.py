@@ -9,6 +9,7 @@ there: only keys listed here are.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,21 @@ from securesystemslib.signer import SSlibKey
 from ..canonical import MAX_SAFE_INTEGER
 from ..errors import ExpiredTrustRootError, KeyFileError, TrustRootError
 from ..jsonio import load_json_object, write_canonical_json
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .keys import key_material, public_key_from_dict
 
 TRUST_ROOT_TYPE = "https://stella.ops/trust-root/v1"
 ROLES: tuple[str, ...] = ("function-map", "collector", "builder", "auditor")
+
+
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+def _known(data: dict[str, Any], known: tuple[str, ...], where: str, fail: Any) -> None:
+    """Unknown fields are refused, as by every format model (see stella_bundle/formats)."""
+    extra = sorted(data.keys() - set(known))
+    if extra:
+        raise fail("unknown field", where + extra[0])
 
 
 @dataclass
@@ -68,12 +79,15 @@ class TrustRoot:
     # --- serialisation ------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> TrustRoot:
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> TrustRoot:
         def fail(message: str, field_name: str | None = None) -> TrustRootError:
             return TrustRootError(message, path=source, field=field_name)
 
+        if not isinstance(data, dict):
+            raise fail("expected a trust root object")
         if data.get("_type") != TRUST_ROOT_TYPE:
             raise fail(f"not a stella trust root (expected _type {TRUST_ROOT_TYPE!r})", "_type")
+        _known(data, ("_type", "version", "expires", "keys", "roles", "sigstore"), "", fail)
         for required in ("version", "expires", "keys", "roles"):
             if required not in data:
                 raise fail("required field is missing", required)
@@ -84,17 +98,28 @@ class TrustRoot:
             or not 1 <= version <= MAX_SAFE_INTEGER
         ):
             raise fail("expected a positive integer (at most 2**53 - 1)", "version")
-        try:
-            expires = parse_timestamp(data["expires"])
-        except ValueError as exc:
-            raise fail(str(exc), "expires") from exc
+        if not is_rfc3339_timestamp(data["expires"]):
+            raise fail("expected an RFC 3339 timestamp", "expires")
+        expires = parse_timestamp(data["expires"])
         if not isinstance(data["keys"], dict):
             raise fail("expected an object of public keys by keyid", "keys")
         keys: dict[str, SSlibKey] = {}
         keyid_of_material: dict[bytes, str] = {}
         for keyid, key_dict in data["keys"].items():
+            if not _HEX64_RE.match(keyid):
+                raise fail("expected a keyid: 64 lowercase hex digits", f"keys.{keyid}")
             if not isinstance(key_dict, dict):
                 raise fail("expected a public key object", f"keys.{keyid}")
+            _known(key_dict, ("keytype", "scheme", "keyval"), f"keys.{keyid}.", fail)
+            for name in ("keytype", "scheme"):
+                if not isinstance(key_dict.get(name), str) or not key_dict[name]:
+                    raise fail("expected a non-empty string", f"keys.{keyid}.{name}")
+            keyval = key_dict.get("keyval")
+            if not isinstance(keyval, dict):
+                raise fail("expected an object with the public key", f"keys.{keyid}.keyval")
+            _known(keyval, ("public",), f"keys.{keyid}.keyval.", fail)
+            if not isinstance(keyval.get("public"), str) or not keyval["public"]:
+                raise fail("expected a non-empty string", f"keys.{keyid}.keyval.public")
             key = public_key_from_dict({**key_dict, "keyid": keyid}, source)
             try:
                 material = key_material(key)
@@ -116,14 +141,21 @@ class TrustRoot:
             where = f"roles.{name}"
             if name not in ROLES:
                 raise fail(f"unknown role; expected one of {', '.join(ROLES)}", where)
-            if not isinstance(role, dict):
+            if not isinstance(role, dict) or not {"keyids", "threshold"} <= role.keys():
                 raise fail("expected an object with keyids and threshold", where)
-            keyids = role.get("keyids")
-            threshold = role.get("threshold")
-            if not isinstance(keyids, list) or not all(isinstance(k, str) for k in keyids):
+            _known(role, ("keyids", "threshold"), where + ".", fail)
+            keyids = role["keyids"]
+            threshold = role["threshold"]
+            if not isinstance(keyids, list) or not all(
+                isinstance(k, str) and _HEX64_RE.match(k) for k in keyids
+            ):
                 raise fail("expected a list of keyids", where + ".keyids")
-            if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
-                raise fail("expected an integer >= 1", where + ".threshold")
+            if (
+                not isinstance(threshold, int)
+                or isinstance(threshold, bool)
+                or not 1 <= threshold <= MAX_SAFE_INTEGER
+            ):
+                raise fail("expected an integer >= 1 (at most 2**53 - 1)", where + ".threshold")
             for keyid in keyids:
                 if keyid not in keys:
                     raise fail(f"keyid {keyid} is not among the trust root's keys", where)
@@ -140,11 +172,20 @@ class TrustRoot:
             raw = data["sigstore"]
             if not isinstance(raw, dict) or not isinstance(raw.get("trusted_root"), dict):
                 raise fail("expected an object with a 'trusted_root' object", "sigstore")
+            _known(raw, ("trusted_root", "identities"), "sigstore.", fail)
+            listed = raw.get("identities", [])
+            if not isinstance(listed, list):
+                raise fail("expected a list of {identity, issuer}", "sigstore.identities")
             identities = []
-            for index, item in enumerate(raw.get("identities", [])):
+            for index, item in enumerate(listed):
+                where = f"sigstore.identities[{index}]"
                 if not isinstance(item, dict) or not {"identity", "issuer"} <= item.keys():
-                    raise fail("expected {identity, issuer}", f"sigstore.identities[{index}]")
-                identities.append(SigstoreIdentity(str(item["identity"]), str(item["issuer"])))
+                    raise fail("expected {identity, issuer}", where)
+                _known(item, ("identity", "issuer"), where + ".", fail)
+                for name in ("identity", "issuer"):
+                    if not isinstance(item[name], str) or not item[name]:
+                        raise fail("expected a non-empty string", f"{where}.{name}")
+                identities.append(SigstoreIdentity(item["identity"], item["issuer"]))
             sigstore = SigstoreTrust(raw["trusted_root"], identities)
         return cls(expires=expires, keys=keys, roles=roles, sigstore=sigstore, version=version)
 

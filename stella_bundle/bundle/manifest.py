@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..attest.statement import BUNDLE_MANIFEST_PREDICATE, make_statement
+from ..canonical import MAX_SAFE_INTEGER
 from ..errors import ArchiveError, MalformedDocumentError
+from ..timeutil import is_rfc3339_timestamp
 from .layout import MANIFEST, MANIFEST_ENVELOPE
+from .observations_view import ORDER_CHAIN, ORDER_MERGED
 from .reader import check_member_name, name_key
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+T = TypeVar("T")
+# `\Z`, not `$`: `$` also matches before a final newline (the schema's `$` is the end of input).
+SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)
@@ -54,46 +59,14 @@ class Manifest:
 
     @classmethod
     def from_statement(cls, statement: dict[str, Any], source: str | Path) -> Manifest:
-        """Strictly parse `predicate.files` (safe path, sha256, size) and check the subjects
-        name exactly the same files with the same digests."""
+        """Strictly parse the predicate (`ManifestPredicate`) and check the subjects name
+        exactly the same files with the same digests."""
 
         def fail(message: str, where: str) -> MalformedDocumentError:
             return MalformedDocumentError(message, path=source, field=where)
 
-        predicate = statement.get("predicate")
-        if not isinstance(predicate, dict):
-            raise fail("expected an object", "predicate")
-        listed = predicate.get("files")
-        if not isinstance(listed, list):
-            raise fail("expected a list of files", "predicate.files")
-        files: dict[str, ManifestFile] = {}
-        keys: dict[str, str] = {}  # name_key -> path, so Unicode/case twins are refused too
-        for index, item in enumerate(listed):
-            where = f"predicate.files[{index}]"
-            if not isinstance(item, dict):
-                raise fail("expected an object", where)
-            name = item.get("path")
-            if not isinstance(name, str):
-                raise fail("expected the file's path", where + ".path")
-            try:
-                check_member_name(name, str(source))
-            except ArchiveError as exc:
-                raise fail(f"unsafe path: {exc.message}", where + ".path") from exc
-            if name in (MANIFEST, MANIFEST_ENVELOPE):
-                raise fail("the manifest must not list itself", where + ".path")
-            sha = item.get("sha256")
-            if not isinstance(sha, str) or not _SHA256_RE.match(sha):
-                raise fail("expected 64 lowercase hex digits", where + ".sha256")
-            size = item.get("size")
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise fail("expected a non-negative integer", where + ".size")
-            if name in files:
-                raise fail(f"path {name!r} is listed twice", where + ".path")
-            if name_key(name) in keys:
-                twin = keys[name_key(name)]
-                raise fail(f"path {name!r} is a Unicode/case twin of {twin!r}", where + ".path")
-            keys[name_key(name)] = name
-            files[name] = ManifestFile(name, sha, size)
+        parsed = ManifestPredicate.from_dict(statement.get("predicate"), source)
+        files = {item.path: item for item in parsed.files}
         subjects = statement.get("subject")
         if not isinstance(subjects, list):
             raise fail("expected a list", "subject")
@@ -109,5 +82,207 @@ class Manifest:
                 f"subjects and predicate.files disagree (first difference: {differing[0][0]!r})",
                 "subject",
             )
-        rest = {key: value for key, value in predicate.items() if key != "files"}
+        rest = parsed.to_dict()
+        del rest["files"]
         return cls(files, rest)
+
+
+@dataclass(frozen=True)
+class BuilderInfo:
+    id: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ViewInfo:
+    """The bundle's observations view: where, how many records, in which order."""
+
+    path: str
+    records: int
+    order: str  # "chain" (one chain in its own order) or "merged"
+    multiset_sha256: str | None = None  # the order-independent digest of a merged view
+
+
+@dataclass(frozen=True)
+class EvidenceWindow:
+    first_observed_at: str | None
+    last_observed_at: str | None
+
+
+_PREDICATE_FIELDS = frozenset(
+    (
+        "files",
+        "bundle_name",
+        "created_at",
+        "builder",
+        "services",
+        "chains",
+        "observations",
+        "evidence_window",
+    )
+)
+
+
+@dataclass(frozen=True)
+class ManifestPredicate:
+    """The manifest's predicate (schemas/bundle-manifest.schema.json): the files, and what the
+    builder states about them. Only `files` is required; the builder writes every field."""
+
+    files: tuple[ManifestFile, ...]
+    bundle_name: str | None = None
+    created_at: str | None = None
+    builder: BuilderInfo | None = None
+    services: tuple[str, ...] | None = None
+    chains: tuple[str, ...] | None = None
+    observations: ViewInfo | None = None
+    evidence_window: EvidenceWindow | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path) -> ManifestPredicate:
+        """Strict parse; MalformedDocumentError names the `predicate.` field at fault."""
+        reader = _Fields(source)
+        reader.exact(data, "predicate", _PREDICATE_FIELDS, required=("files",))
+        listed = data["files"]
+        if not isinstance(listed, list):
+            raise reader.fail("expected a list of files", "predicate.files")
+        files = tuple(reader.file(item, f"predicate.files[{i}]") for i, item in enumerate(listed))
+        reader.unique_paths(files)
+        return cls(
+            files=files,
+            bundle_name=reader.optional(data, "bundle_name", reader.string),
+            created_at=reader.optional(data, "created_at", reader.timestamp),
+            builder=reader.optional(data, "builder", reader.builder),
+            services=reader.optional(data, "services", reader.strings),
+            chains=reader.optional(data, "chains", reader.strings),
+            observations=reader.optional(data, "observations", reader.view),
+            evidence_window=reader.optional(data, "evidence_window", reader.window),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"files": [item.to_dict() for item in self.files]}
+        if self.bundle_name is not None:
+            out["bundle_name"] = self.bundle_name
+        if self.created_at is not None:
+            out["created_at"] = self.created_at
+        if self.builder is not None:
+            out["builder"] = {"id": self.builder.id, "version": self.builder.version}
+        if self.services is not None:
+            out["services"] = list(self.services)
+        if self.chains is not None:
+            out["chains"] = list(self.chains)
+        if self.observations is not None:
+            view = self.observations
+            out["observations"] = {"path": view.path, "records": view.records, "order": view.order}
+            if view.multiset_sha256 is not None:
+                out["observations"]["multiset_sha256"] = view.multiset_sha256
+        if self.evidence_window is not None:
+            out["evidence_window"] = {
+                "first_observed_at": self.evidence_window.first_observed_at,
+                "last_observed_at": self.evidence_window.last_observed_at,
+            }
+        return out
+
+
+class _Fields:
+    """The checks of the manifest predicate's fields, each error naming the field."""
+
+    def __init__(self, source: str | Path) -> None:
+        self.source = source
+
+    def fail(self, message: str, where: str) -> MalformedDocumentError:
+        return MalformedDocumentError(message, path=self.source, field=where)
+
+    def exact(self, data: Any, where: str, allowed: Iterable[str], required: Iterable[str]) -> None:
+        if not isinstance(data, dict):
+            raise self.fail("expected an object", where)
+        unknown = sorted(data.keys() - set(allowed))
+        if unknown:
+            raise self.fail("unknown field", f"{where}.{unknown[0]}")
+        for name in required:
+            if name not in data:
+                raise self.fail("required field is missing", f"{where}.{name}")
+
+    def optional(self, data: dict[str, Any], name: str, check: Callable[[Any, str], T]) -> T | None:
+        return check(data[name], f"predicate.{name}") if name in data else None
+
+    def string(self, value: Any, where: str, empty: bool = False) -> str:
+        if not isinstance(value, str) or not (value or empty):
+            raise self.fail("expected a string" if empty else "expected a non-empty string", where)
+        return value
+
+    def strings(self, value: Any, where: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail("expected a list of strings", where)
+        return tuple(value)
+
+    def count(self, value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail("expected a non-negative integer (at most 2**53 - 1)", where)
+        if not 0 <= value <= MAX_SAFE_INTEGER:
+            raise self.fail("expected a non-negative integer (at most 2**53 - 1)", where)
+        return value
+
+    def sha256(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not SHA256_HEX_RE.match(value):
+            raise self.fail("expected 64 lowercase hex digits", where)
+        return value
+
+    def timestamp(self, value: Any, where: str) -> str:
+        if not is_rfc3339_timestamp(value):
+            raise self.fail("expected an RFC 3339 timestamp", where)
+        return str(value)
+
+    def file(self, item: Any, where: str) -> ManifestFile:
+        self.exact(item, where, ("path", "sha256", "size"), required=("path", "sha256", "size"))
+        name = item["path"]
+        if not isinstance(name, str):
+            raise self.fail("expected the file's path", where + ".path")
+        try:
+            check_member_name(name, str(self.source))
+        except ArchiveError as exc:
+            raise self.fail(f"unsafe path: {exc.message}", where + ".path") from exc
+        if name in (MANIFEST, MANIFEST_ENVELOPE):
+            raise self.fail("the manifest must not list itself", where + ".path")
+        sha = self.sha256(item["sha256"], where + ".sha256")
+        return ManifestFile(name, sha, self.count(item["size"], where + ".size"))
+
+    def unique_paths(self, files: tuple[ManifestFile, ...]) -> None:
+        keys: dict[str, str] = {}  # name_key -> path, so Unicode/case twins are refused too
+        for index, item in enumerate(files):
+            where = f"predicate.files[{index}].path"
+            twin = keys.get(name_key(item.path))
+            if twin == item.path:
+                raise self.fail(f"path {item.path!r} is listed twice", where)
+            if twin is not None:
+                raise self.fail(f"path {item.path!r} is a Unicode/case twin of {twin!r}", where)
+            keys[name_key(item.path)] = item.path
+
+    def builder(self, value: Any, where: str) -> BuilderInfo:
+        self.exact(value, where, ("id", "version"), ("id", "version"))
+        return BuilderInfo(
+            self.string(value["id"], where + ".id", empty=True),
+            self.string(value["version"], where + ".version", empty=True),
+        )
+
+    def view(self, value: Any, where: str) -> ViewInfo:
+        fields = ("path", "records", "order", "multiset_sha256")
+        self.exact(value, where, fields, required=fields[:3])
+        order = value["order"]
+        if order not in (ORDER_CHAIN, ORDER_MERGED):
+            raise self.fail(f"expected {ORDER_CHAIN!r} or {ORDER_MERGED!r}", where + ".order")
+        multiset = value.get("multiset_sha256")
+        return ViewInfo(
+            self.string(value["path"], where + ".path"),
+            self.count(value["records"], where + ".records"),
+            order,
+            None if multiset is None else self.sha256(multiset, where + ".multiset_sha256"),
+        )
+
+    def window(self, value: Any, where: str) -> EvidenceWindow:
+        names = ("first_observed_at", "last_observed_at")
+        self.exact(value, where, names, required=names)
+        first, last = (value[name] for name in names)
+        return EvidenceWindow(
+            None if first is None else self.timestamp(first, where + ".first_observed_at"),
+            None if last is None else self.timestamp(last, where + ".last_observed_at"),
+        )

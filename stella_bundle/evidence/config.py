@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,20 @@ class CollectorInfo:
             raise MalformedDocumentError(
                 "expected a collector object", path=source, field="collector"
             )
+        unknown = sorted(data.keys() - _COLLECTOR_FIELDS)
+        if unknown:
+            raise MalformedDocumentError(
+                "unknown field", path=source, field=f"collector.{unknown[0]}"
+            )
+        if data.get("id") == "":
+            raise MalformedDocumentError("must not be empty", path=source, field="collector.id")
+        probe_set = data.get("probe_set_sha256")
+        if isinstance(probe_set, str) and not _SHA256_HEX_RE.match(probe_set):
+            raise MalformedDocumentError(
+                "expected 64 lowercase hex digits or null",
+                path=source,
+                field="collector.probe_set_sha256",
+            )
         origin = data.get("source")
         if origin is not None and (
             not isinstance(origin, dict)
@@ -127,6 +142,11 @@ class CollectorInfo:
                 path=source,
                 field="collector",
             ) from exc
+
+
+_COLLECTOR_FIELDS = frozenset(("id", "host", "boot_id", "version", "probe_set_sha256", "source"))
+# `\Z`, not `$`: `$` also matches before a final newline.
+_SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def _str(value: Any) -> str:
@@ -342,18 +362,34 @@ class LossCounters:
         """The four counts, without the breakdown."""
         return {name: getattr(self, name) for name in _COUNTER_NAMES}
 
-    def to_dict(self) -> dict[str, Any]:
+    def report_dict(self) -> dict[str, Any]:
+        """What reports show: every counter, zeros included, and the breakdown if any."""
         out: dict[str, Any] = self.counters()
         if self.by_reason:
             out["by_reason"] = dict(sorted(self.by_reason.items()))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        # The optional fields (absent means 0, none) are written only when they hold something,
+        # so a seal reads and writes back the same (stella_bundle/formats).
+        out = self.report_dict()
+        if not self.torn_records:
+            del out["torn_records"]
         return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> LossCounters:
         if not isinstance(data, dict):
             raise MalformedDocumentError("expected a loss object", path=source, field="loss")
+        unknown = sorted(data.keys() - {*_COUNTER_NAMES, "by_reason"})
+        if unknown:
+            raise MalformedDocumentError("unknown field", path=source, field=f"loss.{unknown[0]}")
         counters = cls()
         for name in _COUNTER_NAMES:
+            if name not in data and name != "torn_records":  # the one optional counter
+                raise MalformedDocumentError(
+                    "required field is missing", path=source, field=f"loss.{name}"
+                )
             value = data.get(name, 0)
             if (
                 isinstance(value, bool)

@@ -15,7 +15,7 @@ from securesystemslib.signer import Signer
 
 from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
 from ..attest.statement import make_statement
-from ..canonical import canonical_bytes
+from ..canonical import MAX_SAFE_INTEGER, canonical_bytes
 from ..errors import MalformedDocumentError, SchemaValidationError
 from ..timeutil import is_rfc3339_timestamp
 from .config import LossCounters
@@ -57,56 +57,101 @@ class PruneRecord:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> PruneRecord:
+        """Strict parse; MalformedDocumentError names the predicate field at fault."""
+
         def fail(message: str, field: str) -> MalformedDocumentError:
             return MalformedDocumentError(message, path=source, field=f"predicate.{field}")
 
-        if not isinstance(data, dict):
-            raise MalformedDocumentError("prune predicate is not an object", path=source)
-        try:
-            removed = data["removed"]
-            last_seal = data["last_removed_seal"]
-            window = data["window_removed"]
-            chain_id = data["chain_id"]
-            first, last = removed["first_sequence"], removed["last_sequence"]
-            record = cls(
-                chain_id=chain_id,
-                first_sequence=first,
-                last_sequence=last,
-                last_seal_sha256=last_seal["sha256"],
-                records_removed=data["records_removed"],
-                loss_removed=LossCounters.from_dict(data["loss_removed"], source),
-                first_observed_at=window["first_observed_at"],
-                last_observed_at=window["last_observed_at"],
-                pruned_at=data["pruned_at"],
-                older_than_seconds=data["older_than_seconds"],
-                previous_prune_sha256=data["previous_prune_sha256"],
-            )
-        except (KeyError, TypeError) as exc:
-            raise MalformedDocumentError(
-                f"prune predicate lacks or mistypes {exc}", path=source, field="predicate"
-            ) from exc
+        def fields_of(value: Any, where: str, names: tuple[str, ...]) -> dict[str, Any]:
+            """The object at `where`, with exactly `names` (unknown fields refused)."""
+            if not isinstance(value, dict):
+                raise (
+                    fail("expected an object", where)
+                    if where
+                    else MalformedDocumentError("prune predicate is not an object", path=source)
+                )
+            prefix = f"{where}." if where else ""
+            unknown = sorted(value.keys() - set(names))
+            if unknown:
+                raise fail("unknown field", prefix + unknown[0])
+            for name in names:
+                if name not in value:
+                    raise fail("required field is missing", prefix + name)
+            return value
+
+        def sequence(value: Any, where: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise fail("expected a sequence number", where)
+            if not 1 <= value <= MAX_SEQUENCE:
+                raise fail("expected a sequence number", where)
+            return value
+
+        def count(value: Any, where: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise fail("expected a non-negative integer (at most 2**53 - 1)", where)
+            if not 0 <= value <= MAX_SAFE_INTEGER:
+                raise fail("expected a non-negative integer (at most 2**53 - 1)", where)
+            return value
+
+        def sha256(value: Any, where: str) -> str:
+            if not isinstance(value, str) or not SHA256_HEX_RE.match(value):
+                raise fail("expected 64 lowercase hex digits", where)
+            return value
+
+        def time(value: Any, where: str) -> str:
+            if not is_rfc3339_timestamp(value):
+                raise fail("expected an RFC 3339 timestamp", where)
+            return str(value)
+
+        top = fields_of(data, "", _FIELDS)
+        chain_id = top["chain_id"]
         if not isinstance(chain_id, str) or not CHAIN_ID_RE.match(chain_id):
             raise fail("expected a chain id", "chain_id")
-        for name, value in (("removed.first_sequence", first), ("removed.last_sequence", last)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or not 1 <= value <= MAX_SEQUENCE
-            ):
-                raise fail("expected a sequence number", name)
-        if first > last or last_seal.get("sequence") != last:
+        removed = fields_of(top["removed"], "removed", ("first_sequence", "last_sequence"))
+        first = sequence(removed["first_sequence"], "removed.first_sequence")
+        last = sequence(removed["last_sequence"], "removed.last_sequence")
+        last_seal = fields_of(top["last_removed_seal"], "last_removed_seal", ("sequence", "sha256"))
+        sequence(last_seal["sequence"], "last_removed_seal.sequence")
+        seal_sha256 = sha256(last_seal["sha256"], "last_removed_seal.sha256")
+        window_names = ("first_observed_at", "last_observed_at")
+        window = fields_of(top["window_removed"], "window_removed", window_names)
+        first_at, last_at = (
+            None if window[name] is None else time(window[name], f"window_removed.{name}")
+            for name in window_names
+        )
+        previous = top["previous_prune_sha256"]
+        record = cls(
+            chain_id=chain_id,
+            first_sequence=first,
+            last_sequence=last,
+            last_seal_sha256=seal_sha256,
+            records_removed=count(top["records_removed"], "records_removed"),
+            loss_removed=LossCounters.from_dict(top["loss_removed"], source),
+            first_observed_at=first_at,
+            last_observed_at=last_at,
+            pruned_at=time(top["pruned_at"], "pruned_at"),
+            older_than_seconds=count(top["older_than_seconds"], "older_than_seconds"),
+            previous_prune_sha256=(
+                None if previous is None else sha256(previous, "previous_prune_sha256")
+            ),
+        )
+        # Beyond the schema: the range and the last removed seal name the same sequence.
+        if first > last or last_seal["sequence"] != last:
             raise fail("the removed range and the last removed seal disagree", "removed")
-        if not isinstance(record.last_seal_sha256, str) or not SHA256_HEX_RE.match(
-            record.last_seal_sha256
-        ):
-            raise fail("expected 64 lowercase hex digits", "last_removed_seal.sha256")
-        if not is_rfc3339_timestamp(record.pruned_at):
-            raise fail("expected an RFC 3339 timestamp", "pruned_at")
-        for name in ("records_removed", "older_than_seconds"):
-            value = getattr(record, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise fail("expected a non-negative integer", name)
         return record
+
+
+_FIELDS: Final = (
+    "chain_id",
+    "removed",
+    "last_removed_seal",
+    "records_removed",
+    "loss_removed",
+    "window_removed",
+    "pruned_at",
+    "older_than_seconds",
+    "previous_prune_sha256",
+)
 
 
 @dataclass(frozen=True)

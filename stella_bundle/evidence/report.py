@@ -169,7 +169,7 @@ class ChainReport:
             "last_observed_at": self.last_observed_at,
             "final_seal": self.final_seal,
             "events_lost": self.events_lost,
-            "loss": self.loss.to_dict(),
+            "loss": self.loss.report_dict(),
             "gaps": len(self.gaps()),
             "pruned": self.pruned.to_dict() if self.pruned else None,
             "findings": [f.to_dict() for f in self.findings],

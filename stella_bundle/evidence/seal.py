@@ -13,7 +13,7 @@ from securesystemslib.signer import Signer
 
 from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
 from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement
-from ..canonical import canonical_bytes
+from ..canonical import MAX_SAFE_INTEGER, canonical_bytes
 from ..errors import MalformedDocumentError, SchemaValidationError
 from ..timeutil import is_rfc3339_timestamp
 from .config import (
@@ -106,10 +106,8 @@ class SealPredicate:
 
         if not isinstance(data, dict):
             raise MalformedDocumentError("predicate is not an object", path=source)
-        for name in ("chain_id", "sequence", "previous", "content", "window", "sealed_at"):
-            if name not in data:
-                raise fail("required field is missing", name)
-        for name in ("reason", "final", "collector", "loss"):
+        _known_fields(data, (*_REQUIRED_FIELDS, *_OPTIONAL_FIELDS), fail, "")
+        for name in _REQUIRED_FIELDS:
             if name not in data:
                 raise fail("required field is missing", name)
         chain_id = data["chain_id"]
@@ -121,6 +119,7 @@ class SealPredicate:
             raw = data["previous"]
             if not isinstance(raw, dict):
                 raise fail("expected an object or null", "previous")
+            _known_fields(raw, ("sequence", "sha256"), fail, "previous.")
             previous = PreviousLink(
                 _sequence(raw.get("sequence"), fail, "previous.sequence"),
                 _sha256(raw.get("sha256"), fail, "previous.sha256"),
@@ -128,6 +127,7 @@ class SealPredicate:
         raw_content = data["content"]
         if not isinstance(raw_content, dict):
             raise fail("expected an object", "content")
+        _known_fields(raw_content, ("sha256", "records", "bytes", "compression"), fail, "content.")
         compression = raw_content.get("compression")
         if compression != COMPRESSION:
             raise fail(
@@ -142,6 +142,10 @@ class SealPredicate:
         window = data["window"]
         if not isinstance(window, dict):
             raise fail("expected an object", "window")
+        _known_fields(window, ("first_observed_at", "last_observed_at"), fail, "window.")
+        for name in ("first_observed_at", "last_observed_at"):
+            if name not in window:
+                raise fail("required field is missing", f"window.{name}")
         first = _optional_time(window.get("first_observed_at"), fail, "window.first_observed_at")
         last = _optional_time(window.get("last_observed_at"), fail, "window.last_observed_at")
         if not is_rfc3339_timestamp(data["sealed_at"]):
@@ -171,6 +175,28 @@ class SealPredicate:
         )
 
 
+_REQUIRED_FIELDS: Final = (
+    "chain_id",
+    "sequence",
+    "previous",
+    "content",
+    "window",
+    "sealed_at",
+    "reason",
+    "final",
+    "collector",
+    "loss",
+)
+_OPTIONAL_FIELDS: Final = ("probe_failures", "probe_reattachments")
+
+
+def _known_fields(data: dict[str, Any], known: Sequence[str], fail: Any, where: str) -> None:
+    """Unknown fields are refused, as by every format model (see stella_bundle/formats)."""
+    unknown = sorted(data.keys() - set(known))
+    if unknown:
+        raise fail("unknown field", where + unknown[0])
+
+
 def _sequence(value: Any, fail: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEQUENCE:
         raise fail(f"expected an integer 1..{MAX_SEQUENCE}", field)
@@ -178,8 +204,8 @@ def _sequence(value: Any, fail: Any, field: str) -> int:
 
 
 def _count(value: Any, fail: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise fail("expected a non-negative integer", field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise fail("expected a non-negative integer (at most 2**53 - 1)", field)
     return value
 
 

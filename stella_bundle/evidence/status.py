@@ -66,7 +66,7 @@ def chain_status(chain_dir: str | Path) -> dict[str, Any]:
         "records": records,
         "size_bytes": size,
         "open_chunk": open_chunk,
-        "loss": loss.to_dict(),
+        "loss": loss.report_dict(),
         "events_lost": loss.total,
         "pruned": pruned,
         "head": None,

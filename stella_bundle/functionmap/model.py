@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
+from ..canonical import MAX_SAFE_INTEGER
 from ..errors import MalformedDocumentError, PayloadTypeError, SchemaValidationError, StatementError
 from ..jsonio import parse_json, read_bytes
 from ..observations.record import PROBE_TYPES
+from ..timeutil import is_rfc3339_timestamp
 from .scope import Scope, scope_from_predicate
 from .symbols import node_hash as compute_node_hash
 
@@ -41,6 +43,27 @@ _PURL_RE = re.compile(r"^pkg:[A-Za-z][A-Za-z0-9.+-]*/")
 
 DEFAULT_MIN_RATE = 0.95
 DEFAULT_WINDOW_SECONDS = 1800
+
+
+_PREFIXED_SHA256_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_PREDICATE_FIELDS = (
+    "service",
+    "build_id",
+    "generated_at",
+    "sbom",
+    "coverage",
+    "hot_functions",
+    "expected_paths",
+    "scope",
+)
+_COVERAGE_FIELDS = ("min_observation_rate", "window_seconds", "fail_on_unexpected", "tag_min_rates")
+
+
+def _known(data: Mapping[str, Any], known: tuple[str, ...], where: str, source: Any) -> None:
+    """Unknown fields are refused, as by every format model (see stella_bundle/formats)."""
+    extra = sorted(data.keys() - set(known))
+    if extra:
+        raise _fail("unknown field", source, where + extra[0])
 
 
 def priority_of(tag: str) -> int:
@@ -107,7 +130,7 @@ class ExpectedNode:
         if extra:
             raise _fail("unknown field", source, where + extra[0])
         probe_types = data.get("probe_types")
-        if probe_types is not None:
+        if "probe_types" in data:
             if not isinstance(probe_types, list) or not all(p in PROBE_TYPES for p in probe_types):
                 raise _fail(
                     f"expected a list of probe types ({', '.join(PROBE_TYPES)})",
@@ -187,8 +210,8 @@ class ExpectedPath:
         if not _TAG_RE.match(tag):
             raise _fail("expected a lowercase tag such as crypto", source, where + "tag")
         priority = _req(data, "priority", int, where, source)
-        if priority < 0:
-            raise _fail("must not be negative", source, where + "priority")
+        if not 0 <= priority <= MAX_SAFE_INTEGER:
+            raise _fail("expected 0 to 2**53 - 1", source, where + "priority")
         return cls(
             path_id=path_id,
             tag=tag,
@@ -226,18 +249,25 @@ class Coverage:
         if not isinstance(data, dict):
             raise _fail("expected an object", source, "coverage")
         where = "coverage."
+        _known(data, _COVERAGE_FIELDS, where, source)
         rates = data.get("tag_min_rates", {})
         if not isinstance(rates, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
-            for v in rates.values()
+            _TAG_RE.match(k)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and 0 <= v <= 1
+            for k, v in rates.items()
         ):
             raise _fail("expected tag → rate between 0 and 1", source, where + "tag_min_rates")
         rate = _req(data, "min_observation_rate", float, where, source)
         if not 0 <= rate <= 1:
             raise _fail("expected a rate between 0 and 1", source, where + "min_observation_rate")
+        window = _req(data, "window_seconds", int, where, source)
+        if not 1 <= window <= MAX_SAFE_INTEGER:
+            raise _fail("expected 1 to 2**53 - 1 seconds", source, where + "window_seconds")
         return cls(
             min_observation_rate=rate,
-            window_seconds=_req(data, "window_seconds", int, where, source),
+            window_seconds=window,
             fail_on_unexpected=_req(data, "fail_on_unexpected", bool, where, source),
             tag_min_rates={str(k): float(v) for k, v in rates.items()},
         )
@@ -279,9 +309,11 @@ class FunctionMap:
     def from_dict(cls, data: Any, source: str | Path | None = None) -> FunctionMap:
         if not isinstance(data, dict):
             raise _fail("the function-map predicate must be an object", source, "predicate")
+        _known(data, _PREDICATE_FIELDS, "", source)
         sbom = _req(data, "sbom", dict, "", source)
+        _known(sbom, ("digest", "format", "spec_version"), "sbom.", source)
         hot = data.get("hot_functions", [])
-        if not isinstance(hot, list) or not all(isinstance(h, str) for h in hot):
+        if not isinstance(hot, list) or not all(isinstance(h, str) and h for h in hot):
             raise _fail("expected a list of glob strings", source, "hot_functions")
         paths = _req(data, "expected_paths", list, "", source)
         parsed = tuple(ExpectedPath.from_dict(p, source, i) for i, p in enumerate(paths))
@@ -294,15 +326,23 @@ class FunctionMap:
                     f"expected_paths[{index}].path_id",
                 )
             seen.add(path.path_id)
+        service = _req(data, "service", str, "", source)
+        if not service:
+            raise _fail("must not be empty", source, "service")
+        generated_at = _req(data, "generated_at", str, "", source)
+        if not is_rfc3339_timestamp(generated_at):
+            raise _fail("expected an RFC 3339 timestamp", source, "generated_at")
+        digest = _req(sbom, "digest", str, "sbom.", source)
+        if not _PREFIXED_SHA256_RE.match(digest):
+            raise _fail("expected 'sha256:' and 64 lowercase hex digits", source, "sbom.digest")
+        for name in ("format", "spec_version"):
+            if not _req(sbom, name, str, "sbom.", source):
+                raise _fail("must not be empty", source, f"sbom.{name}")
         return cls(
-            service=_req(data, "service", str, "", source),
+            service=service,
             build_id=_req(data, "build_id", str, "", source),
-            generated_at=_req(data, "generated_at", str, "", source),
-            sbom=SbomRef(
-                digest=_req(sbom, "digest", str, "sbom.", source),
-                format=_req(sbom, "format", str, "sbom.", source),
-                spec_version=_req(sbom, "spec_version", str, "sbom.", source),
-            ),
+            generated_at=generated_at,
+            sbom=SbomRef(digest=digest, format=sbom["format"], spec_version=sbom["spec_version"]),
             coverage=Coverage.from_dict(_req(data, "coverage", dict, "", source), source),
             hot_functions=tuple(hot),
             expected_paths=parsed,

@@ -14,6 +14,7 @@ from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.bundle.verify import verify_bundle
 from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.formats.report import VerificationReport
 from stella_bundle.functionmap.model import load_function_map
 from stella_bundle.functionmap.verify import VerifyOptions, verify_observations
 from stella_bundle.schema import validate_document
@@ -52,6 +53,7 @@ def test_build_split_join_verify(
     statement = json.loads((out / "verification-report.json").read_text())
     validate_document("verification-report", statement)
     report = statement["predicate"]
+    assert VerificationReport.from_dict(report).to_dict() == report  # the typed model, exactly
     assert report["verification_result"] == "PASSED" and report["verified"] is True
     assert [s["name"] for s in report["steps"]] == [
         "trust-root", "archive", "manifest-signature", "file-list", "schemas",
@@ -143,6 +145,8 @@ def test_coverage_not_met_fails_with_the_map_verdict(
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "step 'coverage'" in result.stderr
     report = json.loads(result.stdout)
+    validate_document("verification-report", report)
+    assert VerificationReport.from_dict(report).to_dict() == report
     assert report["verification_result"] == "FAILED"
     assert report["steps"][-1]["error_type"] == "CoverageNotMetError"
     assert 0 < report["observation_rate"] < report["target_rate"]

@@ -57,8 +57,7 @@ def test_loss_without_records_lands_in_the_next_seal(tmp_path: Path, test_keys: 
         "ring_buffer_dropped": 5,
         "sampled_out": 3,
         "filtered_out": 2,
-        "torn_records": 0,
-    }
+    }  # torn_records, optional, is written only when a crash tore lines (stella_bundle/formats)
     assert predicate["window"] == {"first_observed_at": None, "last_observed_at": None}
     report = verify_chain(tmp_path / "lossy", test_keys.trust_root)
     assert report.passed and report.events_lost == 10 and "events_lost" in report.codes()

@@ -177,6 +177,7 @@ def test_list_and_show(run_cli: Callable[..., Any]) -> None:
         ("function-map", "function-map"),
         ("observation-record", "observation-record"),
         ("evidence-chunk", "evidence-chunk"),
+        ("evidence-prune", "evidence-prune"),
         ("bundle-manifest", "bundle-manifest"),
         ("verification-report", "verification-report"),
         ("trust-root", "trust-root"),

@@ -296,6 +296,7 @@ class Collector:
         timeout = cfg.attach_timeout_ms
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         try:
+            unresolved = self._resolve_replaced_again()
             if self._unsettled:
                 self._settle_containers()
             if lifecycle is not None:
@@ -314,6 +315,9 @@ class Collector:
             for spec in self.plan.specs:
                 if spec.index in riders:
                     continue  # observed through another node's python:audit link
+                if spec.index in unresolved:
+                    failures.append(unresolved[spec.index])
+                    continue
                 if deadline is not None and time.monotonic() > deadline:
                     failures.append(_timed_out(spec, timeout or 0))
                     continue
@@ -332,7 +336,6 @@ class Collector:
             self.runtime.close()
             raise
         self.probe_failures = failures
-        self.health.watch_binaries(self.plan.specs)
         self._next_health = time.monotonic()  # the first look takes the links as attached
         self.runtime.open_ring(self._on_sample)
         self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -663,16 +666,8 @@ class Collector:
             except ProbeAttachError as exc:
                 failures.append(_attach_failure(spec, exc))
             except StellaError as exc:
-                number = getattr(exc, "errno_number", None)
                 failures.append(
-                    ProbeFailure(
-                        spec.node_hash,
-                        spec.symbol,
-                        spec.purl,
-                        spec.target,
-                        number if isinstance(number, int) else None,
-                        f"not reattached after the binary was replaced: {exc.describe()}",
-                    )
+                    _resolve_failure(spec, exc, "not reattached after the binary was replaced")
                 )
         self.links.update(fresh)
         # The new build's links are in place before the old inode's close (~60 ms of RCU).
@@ -691,6 +686,30 @@ class Collector:
             self.sink.add_probe_reattachments([event.reattachment()])
         self.reattached[reason] += len(fresh)
         return event
+
+    def _resolve_replaced_again(self) -> dict[int, ProbeFailure]:
+        """Binaries replaced between planning and attaching (a deploy meanwhile: another build
+        id on disk than the plan resolved): their specs resolved again from the file there, so
+        no probe lands at the old build's offsets. Returns the specs that could not be."""
+        self.health.watch_binaries(self.plan.specs)
+        by_path: dict[str, list[AttachSpec]] = {}
+        for spec in self.plan.specs:
+            if spec.user_space:
+                by_path.setdefault(spec.target, []).append(spec)
+        unresolved: dict[int, ProbeFailure] = {}
+        for path, specs in by_path.items():
+            now = self.health.binaries.get(path)
+            if now is None or all(spec.build_id == now.build_id for spec in specs):
+                continue
+            forget_binaries()
+            for spec in specs:
+                try:
+                    self._replace_spec(reresolve(spec, self.runtime.features))
+                except StellaError as exc:
+                    unresolved[spec.index] = _resolve_failure(
+                        spec, exc, "not attached: the binary was replaced after planning"
+                    )
+        return unresolved
 
     def _replace_spec(self, spec: AttachSpec) -> AttachSpec:
         # Indices are positions in the plan (build_plan numbers specs as it appends them).
@@ -931,6 +950,20 @@ def _timed_out(spec: AttachSpec, timeout_ms: int) -> ProbeFailure:
         spec.target if spec.user_space else None,
         errno.ETIME,
         f"not attached: the attach timeout ({timeout_ms} ms) ran out before its turn",
+    )
+
+
+def _resolve_failure(spec: AttachSpec, exc: StellaError, what: str) -> ProbeFailure:
+    """A spec that could not be resolved again from its binary (symbol gone, build id not
+    the map's): named in the seal with the errno when there is one (ENOENT: not found)."""
+    number = getattr(exc, "errno_number", None)
+    return ProbeFailure(
+        spec.node_hash,
+        spec.symbol,
+        spec.purl,
+        spec.target,
+        number if isinstance(number, int) else None,
+        f"{what}: {exc.describe()}",
     )
 
 

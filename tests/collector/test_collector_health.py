@@ -184,6 +184,41 @@ def test_a_replacement_without_the_symbol_is_named_in_the_seal(
     assert c.links == {}  # no probe left at the old offsets of a file that changed
 
 
+def test_a_binary_replaced_between_planning_and_attaching_is_resolved_again(
+    ebpf: None, workload_bin: Path, other_build: Path, tmp_path: Path, features: KernelFeatures
+) -> None:
+    """A deploy between reading the map (offsets from the old file) and attaching: the probes
+    go to the new file's offsets, not the old ones."""
+    binary = tmp_path / "stella-workload"
+    shutil.copy2(workload_bin, binary)
+    plan = build_plan(_nodes(binary), features)  # type: ignore[arg-type]
+    planned = {spec.symbol: spec.offset for spec in plan.specs}
+    staged = tmp_path / ".new"
+    shutil.copy2(other_build, staged)
+    os.rename(staged, binary)
+    sink = MemorySink()
+    c = Collector(
+        plan,
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        CollectorConfig(mode="trace", health_check_seconds=None),
+    )
+    c.start()
+    try:
+        new = index_binary(str(other_build))
+        for spec in c.plan.specs:
+            assert spec.offset == new.functions[spec.symbol][1] != planned[spec.symbol]
+            assert spec.build_id == new.build_id
+        assert c.check_health() == []  # nothing left to repair
+        _run(binary)
+        _drain(c)
+        (record,) = _parse_records(sink)
+        assert record["build_id"] == new.build_id
+    finally:
+        c.stop()
+    assert sink.probe_failures == []
+
+
 # --- the agent, as an operator runs it ------------------------------------------------------------
 
 

@@ -222,7 +222,9 @@ class ChainMetrics:
 
     def sync(self, collector: Collector, open_chunk_age: float | None, now: float) -> None:
         """Bring the series up to the collector's totals (call from the collector's thread)."""
-        self.probes_attached.set(len(collector.links))
+        # Probes on the map's binaries, and those on containers' own copies (while they run).
+        inside = sum(len(links) for links in collector.container_links.values())
+        self.probes_attached.set(len(collector.links) + inside)
         if open_chunk_age is None:
             if self._unsealed_shown:
                 self._oldest_unsealed.remove(*self._labels.values())

@@ -21,6 +21,9 @@ from .containers import CgroupResolver, MetadataMap
 from .features import DEFAULT_TRACEFS, KernelFeatures, detect
 from .loader import DEFAULT_RING_SIZE, ProbeRuntime, ProbeSet
 from .plan import AttachPlan, build_plan
+from .runtime_containerd import ContainerdMetadata
+from .runtime_crio import CrioMetadata
+from .runtimes import RuntimeMetadata
 from .session import Collector, CollectorConfig
 
 if TYPE_CHECKING:
@@ -54,6 +57,10 @@ _COLLECTOR_KEYS: dict[str, type | tuple[type, ...]] = {
     "path_deny": list,
     "probes_dir": str,
     "container_metadata": str,
+    # Where the runtimes keep what names a container, when not their defaults (k3s keeps
+    # containerd's root under /var/lib/rancher/k3s/agent/containerd).
+    "containerd_root": str,
+    "crio_storage_roots": list,
     "filters": dict,
 }
 _FILTER_KEYS = {
@@ -244,7 +251,9 @@ def prepare(
         probe_set.verified(object_name)  # refuse a tampered set before any evidence is written
     runtime = ProbeRuntime(probe_set, features, ring_size=options.ring_size)
     metadata_path = options.container_metadata or settings.get("container_metadata")
-    resolver = CgroupResolver(metadata=MetadataMap.load(metadata_path))
+    resolver = CgroupResolver(
+        metadata=MetadataMap.load(metadata_path), runtime=_runtime_metadata(settings, options)
+    )
     info = CollectorInfo(
         id=f"stella-collector/{socket.gethostname()}",
         host=config.host,
@@ -273,3 +282,21 @@ def prepare(
         notes,
         warnings,
     )
+
+
+def _runtime_metadata(settings: dict[str, Any], options: StartOptions) -> RuntimeMetadata:
+    """The runtimes' state where `signals:` says it is (containerd_root, crio_storage_roots)."""
+    source = options.config
+    root = settings.get("containerd_root")
+    containerd = ContainerdMetadata(Path(root)) if root else None
+    roots = settings.get("crio_storage_roots")
+    crio = None
+    if roots is not None:
+        if not roots or not all(isinstance(item, str) and item for item in roots):
+            raise ConfigError(
+                "expected a list of directories (CRI-O's run and graph roots)",
+                path=source,
+                field="signals.crio_storage_roots",
+            )
+        crio = CrioMetadata(tuple(Path(item) for item in roots))
+    return RuntimeMetadata(containerd=containerd, crio=crio)

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from collector_support import LIBCRYPTO, WORKLOAD_PURL, image_rootfs_archive, start_workload
+from prometheus_client.parser import text_string_to_metric_families
+from test_collector_metrics import _free_port, _function_map, _get, wait_for
 
 from stella_bundle.collector.containers import CgroupResolver, parse_cgroup_path
 from stella_bundle.collector.features import KernelFeatures
@@ -36,6 +40,8 @@ from stella_bundle.collector.runtime_containerd import METADATA_DB, ContainerdMe
 from stella_bundle.collector.runtimes import RuntimeMetadata
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.collector.workload import container_cgroups
+from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.functionmap.model import ExpectedNode
 from stella_bundle.functionmap.scope import Scope
 
@@ -448,3 +454,104 @@ def test_a_containerd_container_running_before_collection_is_picked_up(
         assert record["image_digest"] == image_digest
         assert record["details"]["container_name"] == container_id
         assert record["details"]["container_image"] == reference
+
+
+@pytest.mark.ebpf
+@pytest.mark.slow
+def test_the_agent_collects_from_a_containerd_container(
+    ebpf: None,
+    workload_bin: Path,
+    containerd: Containerd,
+    image: tuple[str, str],
+    tmp_path: Path,
+    test_keys: Any,
+) -> None:
+    """`stella agent run` with a map scoped to the image's digest, containerd's root given in
+    stellaops.yaml: the container started after the agent is probed inside (the probes gauge
+    rises by its two probes and falls back when it stops), and the signed chain's records
+    carry its id, name, image and digest."""
+    reference, image_digest = image
+    fm = _function_map(tmp_path / "fm.json", _nodes(workload_bin), service="containerd-web")
+    statement = json.loads(fm.read_text())
+    statement["predicate"]["scope"] = {"image_digest": image_digest}
+    fm.write_text(json.dumps(statement))
+    port = _free_port()
+    config = tmp_path / "stellaops.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runtime_agent": {
+                    "function_map": str(fm),
+                    "metrics": {"listen": f"127.0.0.1:{port}"},
+                    "export": {
+                        "format": "ndjson",
+                        "output_path": str(tmp_path / "evidence"),
+                        "flush_interval_ms": 500,
+                        "aggregation_window_ms": 200,
+                    },
+                },
+                "signals": {
+                    "chain_id": "ctrd",
+                    "mode": "trace",
+                    "signing": {"key_file": str(test_keys.private("collector"))},
+                    "containerd_root": str(containerd.root),
+                },
+            }
+        )
+    )
+    log = (tmp_path / "agent.log").open("w")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def attached() -> float:
+        status, text = _get(port, "/metrics")
+        assert status == 200
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "stella_probes_attached":
+                    return float(sample.value)
+        raise AssertionError("no stella_probes_attached")
+
+    container_id = secrets.token_hex(32)
+    container: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+        before = attached()
+        container = _ctr_run(
+            containerd, reference, container_id, workload_bin, "--crypto", "--calls", "3"
+        )
+        wait_for(lambda: attached() == before + 2, PICKUP_SECONDS, "probes inside attached")
+        assert container.stdin is not None and container.stdout is not None
+        container.stdin.write("go\n")
+        container.stdin.flush()
+        assert json.loads(container.stdout.readline())["calls"] == 3
+        assert container.wait(timeout=60) == 0
+        wait_for(lambda: attached() == before, PICKUP_SECONDS, "probes inside detached")
+        time.sleep(1.0)  # a flush interval
+    finally:
+        if container is not None and container.poll() is None:
+            containerd.ctr("task", "rm", "-f", container_id, check=False)
+            containerd.ctr("containers", "rm", container_id, check=False)
+            container.kill()
+            container.wait(timeout=60)
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=120)
+        log.close()
+    assert agent.returncode == 0, (tmp_path / "agent.log").read_text()
+    chain = tmp_path / "evidence" / "ctrd"
+    assert verify_chain(chain, test_keys.trust_root).passed
+    records = list(iter_chain_records(chain))
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["function_name"]] = counts.get(record["function_name"], 0) + 1
+        assert record["container_id"] == container_id
+        assert record["image_digest"] == image_digest
+        assert record["details"]["container_runtime"] == "containerd"
+        assert record["details"]["container_name"] == container_id
+        assert record["details"]["container_image"] == reference
+    assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}

@@ -132,3 +132,26 @@ def test_a_crio_container_is_scoped_and_named_from_its_spec(
         assert details["container_name"] == "sidecar"
         assert details["container_image"] == f"quay.io/stella/sidecar@{DIGEST}"
         assert details["scope"]["container_name"] == "sidecar"
+
+
+@pytest.mark.parametrize("roots", [[], [""], ["/run/containers/storage", 3]])
+def test_crio_storage_roots_that_are_not_directories_are_refused(roots: list[Any]) -> None:
+    from stella_bundle.collector.run import StartOptions, _runtime_metadata
+    from stella_bundle.errors import ConfigError
+
+    options = StartOptions(function_map=Path("fm.json"), config=Path("stellaops.yaml"))
+    with pytest.raises(ConfigError) as caught:
+        _runtime_metadata({"crio_storage_roots": roots}, options)
+    assert caught.value.field == "signals.crio_storage_roots"
+    assert "stellaops.yaml" in str(caught.value)
+
+
+def test_storage_roots_from_the_settings_are_the_ones_read() -> None:
+    from stella_bundle.collector.run import StartOptions, _runtime_metadata
+
+    runtime = _runtime_metadata(
+        {"crio_storage_roots": [str(root) for root in ROOTS], "containerd_root": "/srv/ctrd"},
+        StartOptions(function_map=Path("fm.json")),
+    )
+    assert runtime.lookup("crio", BY_DIGEST)["container_name"] == "sidecar"
+    assert runtime.containerd.database == Path("/srv/ctrd/io.containerd.metadata.v1.bolt/meta.db")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from stella_bundle.canonical import MAX_SAFE_INTEGER
 from stella_bundle.errors import InputError
-from stella_bundle.schema import validator_for
+from stella_bundle.schema import load_schema, validator_for
 
 json_scalars = st.one_of(
     st.none(),
@@ -97,15 +97,30 @@ def _get(document: Any, path: tuple[Any, ...]) -> Any:
     return document
 
 
+def _property_names(schema: Any) -> set[str]:
+    """Every property name the schema declares anywhere: added where it may or may not belong,
+    they find a field the schema allows and the model does not know (or the reverse)."""
+    names: set[str] = set()
+    if isinstance(schema, dict):
+        names |= set(schema.get("properties", {}))
+        for value in schema.values():
+            names |= _property_names(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            names |= _property_names(value)
+    return names
+
+
 @st.composite
-def edited(draw: st.DrawFn, base: Any) -> Any:
+def edited(draw: st.DrawFn, base: Any, kind: str) -> Any:
     document = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(_slots(document)))
         target = _get(document, path)
         action = draw(st.sampled_from(["near", "near", "near", "any", "remove", "add"]))
         if action == "add" and isinstance(target, dict):
-            name = draw(st.sampled_from(["extra", "_type", "comment", "Sequence"]) | st.text())
+            known = sorted(_property_names(load_schema(CASES[kind].kind)))
+            name = draw(st.sampled_from(known) | st.sampled_from(["extra", "Sequence"]) | st.text())
             target[name] = draw(json_values)
             continue
         if not path:
@@ -152,7 +167,7 @@ def test_model_and_schema_agree(kind: str) -> None:
     for _name, base in examples(kind):
 
         @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(edited(base))
+        @given(edited(base, kind))
         def agree(document: Any) -> None:
             check_agreement(kind, document)
 

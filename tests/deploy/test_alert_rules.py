@@ -68,6 +68,7 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
         "StellaCoverageCritical",
         "StellaUnexpectedSymbols",
         "StellaProbeAttachFailures",
+        "StellaProbeLinksLost",
         "StellaObservationBufferFull",
         "StellaRingBufferDropping",
         "StellaSealOverdue",

@@ -13,6 +13,9 @@ target descriptor (its manifest or index digest, what `ctr images ls` shows and 
 containerd has no container names. The name is the Kubernetes container name
 (`io.kubernetes.container.name`, set by the CRI plugin) or nerdctl's (`nerdctl/name`) when a
 label carries one, else the container id (what `ctr run IMAGE ID` users name containers by).
+Such ids need not be hex: the runc shim's cgroup /<namespace>/<id> is told apart from other
+cgroups two levels down by the namespace, one of the store's (`container_at`). An id is looked
+up in every namespace (the first holding it answers): Kubernetes' and nerdctl's are random hex.
 """
 
 from __future__ import annotations

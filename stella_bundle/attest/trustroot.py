@@ -29,13 +29,6 @@ ROLES: tuple[str, ...] = ("function-map", "collector", "builder", "auditor")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
-def _known(data: dict[str, Any], known: tuple[str, ...], where: str, fail: Any) -> None:
-    """Unknown fields are refused, as by every format model (see stella_bundle/formats)."""
-    extra = sorted(data.keys() - set(known))
-    if extra:
-        raise fail("unknown field", where + extra[0])
-
-
 @dataclass
 class Role:
     keyids: list[str] = field(default_factory=list)
@@ -80,114 +73,30 @@ class TrustRoot:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> TrustRoot:
-        def fail(message: str, field_name: str | None = None) -> TrustRootError:
-            return TrustRootError(message, path=source, field=field_name)
-
+        """Strict parse; TrustRootError names the field at fault."""
+        reader = _Reader(source)
         if not isinstance(data, dict):
-            raise fail("expected a trust root object")
+            raise reader.fail("expected a trust root object")
         if data.get("_type") != TRUST_ROOT_TYPE:
-            raise fail(f"not a stella trust root (expected _type {TRUST_ROOT_TYPE!r})", "_type")
-        _known(data, ("_type", "version", "expires", "keys", "roles", "sigstore"), "", fail)
+            raise reader.fail(
+                f"not a stella trust root (expected _type {TRUST_ROOT_TYPE!r})", "_type"
+            )
+        reader.known(data, ("_type", "version", "expires", "keys", "roles", "sigstore"), "")
         for required in ("version", "expires", "keys", "roles"):
             if required not in data:
-                raise fail("required field is missing", required)
-        version = data["version"]
-        if (
-            not isinstance(version, int)
-            or isinstance(version, bool)
-            or not 1 <= version <= MAX_SAFE_INTEGER
-        ):
-            raise fail("expected a positive integer (at most 2**53 - 1)", "version")
+                raise reader.fail("required field is missing", required)
+        version = reader.bounded(data["version"], "version", "a positive integer")
         if not is_rfc3339_timestamp(data["expires"]):
-            raise fail("expected an RFC 3339 timestamp", "expires")
-        expires = parse_timestamp(data["expires"])
-        if not isinstance(data["keys"], dict):
-            raise fail("expected an object of public keys by keyid", "keys")
-        keys: dict[str, SSlibKey] = {}
-        keyid_of_material: dict[bytes, str] = {}
-        for keyid, key_dict in data["keys"].items():
-            if not _HEX64_RE.match(keyid):
-                raise fail("expected a keyid: 64 lowercase hex digits", f"keys.{keyid}")
-            if not isinstance(key_dict, dict):
-                raise fail("expected a public key object", f"keys.{keyid}")
-            _known(key_dict, ("keytype", "scheme", "keyval"), f"keys.{keyid}.", fail)
-            for name in ("keytype", "scheme"):
-                if not isinstance(key_dict.get(name), str) or not key_dict[name]:
-                    raise fail("expected a non-empty string", f"keys.{keyid}.{name}")
-            keyval = key_dict.get("keyval")
-            if not isinstance(keyval, dict):
-                raise fail("expected an object with the public key", f"keys.{keyid}.keyval")
-            _known(keyval, ("public",), f"keys.{keyid}.keyval.", fail)
-            if not isinstance(keyval.get("public"), str) or not keyval["public"]:
-                raise fail("expected a non-empty string", f"keys.{keyid}.keyval.public")
-            key = public_key_from_dict({**key_dict, "keyid": keyid}, source)
-            try:
-                material = key_material(key)
-            except KeyFileError as exc:
-                raise fail(exc.message, f"keys.{keyid}") from exc
-            if material in keyid_of_material:
-                # Two keyids for one key would let one signature count twice toward a threshold.
-                raise fail(
-                    f"keyids {keyid_of_material[material]} and {keyid} are the same public key "
-                    "written two ways; list each key once",
-                    f"keys.{keyid}",
-                )
-            keyid_of_material[material] = keyid
-            keys[keyid] = key
-        if not isinstance(data["roles"], dict):
-            raise fail("expected an object of roles", "roles")
-        roles: dict[str, Role] = {}
-        for name, role in data["roles"].items():
-            where = f"roles.{name}"
-            if name not in ROLES:
-                raise fail(f"unknown role; expected one of {', '.join(ROLES)}", where)
-            if not isinstance(role, dict) or not {"keyids", "threshold"} <= role.keys():
-                raise fail("expected an object with keyids and threshold", where)
-            _known(role, ("keyids", "threshold"), where + ".", fail)
-            keyids = role["keyids"]
-            threshold = role["threshold"]
-            if not isinstance(keyids, list) or not all(
-                isinstance(k, str) and _HEX64_RE.match(k) for k in keyids
-            ):
-                raise fail("expected a list of keyids", where + ".keyids")
-            if (
-                not isinstance(threshold, int)
-                or isinstance(threshold, bool)
-                or not 1 <= threshold <= MAX_SAFE_INTEGER
-            ):
-                raise fail("expected an integer >= 1 (at most 2**53 - 1)", where + ".threshold")
-            for keyid in keyids:
-                if keyid not in keys:
-                    raise fail(f"keyid {keyid} is not among the trust root's keys", where)
-            if keyids and threshold > len(set(keyids)):
-                raise fail(
-                    f"threshold {threshold} exceeds the {len(set(keyids))} keys of the role",
-                    where + ".threshold",
-                )
-            roles[name] = Role(list(keyids), threshold)
-        for name in ROLES:
-            roles.setdefault(name, Role())
-        sigstore = None
-        if data.get("sigstore") is not None:
-            raw = data["sigstore"]
-            if not isinstance(raw, dict) or not isinstance(raw.get("trusted_root"), dict):
-                raise fail("expected an object with a 'trusted_root' object", "sigstore")
-            _known(raw, ("trusted_root", "identities"), "sigstore.", fail)
-            listed = raw.get("identities", [])
-            if not isinstance(listed, list):
-                raise fail("expected a list of {identity, issuer}", "sigstore.identities")
-            identities = []
-            for index, item in enumerate(listed):
-                where = f"sigstore.identities[{index}]"
-                if not isinstance(item, dict) or not {"identity", "issuer"} <= item.keys():
-                    raise fail("expected {identity, issuer}", where)
-                _known(item, ("identity", "issuer"), where + ".", fail)
-                for name in ("identity", "issuer"):
-                    if not isinstance(item[name], str) or not item[name]:
-                        raise fail("expected a non-empty string", f"{where}.{name}")
-                identities.append(SigstoreIdentity(item["identity"], item["issuer"]))
-            sigstore = SigstoreTrust(raw["trusted_root"], identities)
-        return cls(expires=expires, keys=keys, roles=roles, sigstore=sigstore, version=version)
+            raise reader.fail("expected an RFC 3339 timestamp", "expires")
+        keys = reader.keys(data["keys"])
+        sigstore = data.get("sigstore")
+        return cls(
+            expires=parse_timestamp(data["expires"]),
+            keys=keys,
+            roles=reader.roles(data["roles"], keys),
+            sigstore=None if sigstore is None else reader.sigstore(sigstore),
+            version=version,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -241,3 +150,121 @@ class TrustRoot:
                 role.keyids.append(key.keyid)
             if threshold is not None:
                 role.threshold = threshold
+
+
+class _Reader:
+    """The checks of `TrustRoot.from_dict`, part by part; each error names the field."""
+
+    def __init__(self, source: str | Path | None) -> None:
+        self.source = source
+
+    def fail(self, message: str, field_name: str | None = None) -> TrustRootError:
+        return TrustRootError(message, path=self.source, field=field_name)
+
+    def known(self, data: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+        """Unknown fields are refused, as by every format model (see stella_bundle/formats)."""
+        extra = sorted(data.keys() - set(known))
+        if extra:
+            raise self.fail("unknown field", where + extra[0])
+
+    def bounded(self, value: Any, where: str, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"expected {what} (at most 2**53 - 1)", where)
+        if not 1 <= value <= MAX_SAFE_INTEGER:
+            raise self.fail(f"expected {what} (at most 2**53 - 1)", where)
+        return value
+
+    def text(self, data: dict[str, Any], name: str, where: str) -> str:
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            raise self.fail("expected a non-empty string", where + name)
+        return value
+
+    def keys(self, data: Any) -> dict[str, SSlibKey]:
+        if not isinstance(data, dict):
+            raise self.fail("expected an object of public keys by keyid", "keys")
+        keys: dict[str, SSlibKey] = {}
+        keyid_of_material: dict[bytes, str] = {}
+        for keyid, key_dict in data.items():
+            key = self.key(keyid, key_dict)
+            try:
+                material = key_material(key)
+            except KeyFileError as exc:
+                raise self.fail(exc.message, f"keys.{keyid}") from exc
+            if material in keyid_of_material:
+                # Two keyids for one key would let one signature count twice toward a threshold.
+                raise self.fail(
+                    f"keyids {keyid_of_material[material]} and {keyid} are the same public key "
+                    "written two ways; list each key once",
+                    f"keys.{keyid}",
+                )
+            keyid_of_material[material] = keyid
+            keys[keyid] = key
+        return keys
+
+    def key(self, keyid: str, data: Any) -> SSlibKey:
+        where = f"keys.{keyid}"
+        if not _HEX64_RE.match(keyid):
+            raise self.fail("expected a keyid: 64 lowercase hex digits", where)
+        if not isinstance(data, dict):
+            raise self.fail("expected a public key object", where)
+        self.known(data, ("keytype", "scheme", "keyval"), where + ".")
+        self.text(data, "keytype", where + ".")
+        self.text(data, "scheme", where + ".")
+        keyval = data.get("keyval")
+        if not isinstance(keyval, dict):
+            raise self.fail("expected an object with the public key", where + ".keyval")
+        self.known(keyval, ("public",), where + ".keyval.")
+        self.text(keyval, "public", where + ".keyval.")
+        return public_key_from_dict({**data, "keyid": keyid}, self.source)
+
+    def roles(self, data: Any, keys: dict[str, SSlibKey]) -> dict[str, Role]:
+        if not isinstance(data, dict):
+            raise self.fail("expected an object of roles", "roles")
+        roles = {name: self.role(name, role, keys) for name, role in data.items()}
+        for name in ROLES:
+            roles.setdefault(name, Role())
+        return roles
+
+    def role(self, name: str, data: Any, keys: dict[str, SSlibKey]) -> Role:
+        where = f"roles.{name}"
+        if name not in ROLES:
+            raise self.fail(f"unknown role; expected one of {', '.join(ROLES)}", where)
+        if not isinstance(data, dict) or not {"keyids", "threshold"} <= data.keys():
+            raise self.fail("expected an object with keyids and threshold", where)
+        self.known(data, ("keyids", "threshold"), where + ".")
+        keyids = data["keyids"]
+        if not isinstance(keyids, list) or not all(
+            isinstance(k, str) and _HEX64_RE.match(k) for k in keyids
+        ):
+            raise self.fail("expected a list of keyids", where + ".keyids")
+        threshold = self.bounded(data["threshold"], where + ".threshold", "an integer >= 1")
+        for keyid in keyids:
+            if keyid not in keys:
+                raise self.fail(f"keyid {keyid} is not among the trust root's keys", where)
+        if keyids and threshold > len(set(keyids)):
+            raise self.fail(
+                f"threshold {threshold} exceeds the {len(set(keyids))} keys of the role",
+                where + ".threshold",
+            )
+        return Role(list(keyids), threshold)
+
+    def sigstore(self, data: Any) -> SigstoreTrust:
+        if not isinstance(data, dict) or not isinstance(data.get("trusted_root"), dict):
+            raise self.fail("expected an object with a 'trusted_root' object", "sigstore")
+        self.known(data, ("trusted_root", "identities"), "sigstore.")
+        listed = data.get("identities", [])
+        if not isinstance(listed, list):
+            raise self.fail("expected a list of {identity, issuer}", "sigstore.identities")
+        identities = []
+        for index, item in enumerate(listed):
+            where = f"sigstore.identities[{index}]"
+            if not isinstance(item, dict) or not {"identity", "issuer"} <= item.keys():
+                raise self.fail("expected {identity, issuer}", where)
+            self.known(item, ("identity", "issuer"), where + ".")
+            identities.append(
+                SigstoreIdentity(
+                    self.text(item, "identity", where + "."), self.text(item, "issuer", where + ".")
+                )
+            )
+        return SigstoreTrust(data["trusted_root"], identities)

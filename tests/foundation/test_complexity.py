@@ -1,0 +1,89 @@
+"""No function above cyclomatic complexity 20 (`radon cc -n D` finds nothing) outside a short
+list, each entry with its reason (issue 10's acceptance).
+
+A new function over the bound fails; so does an entry of the list that no longer is over it
+(remove it: the list only shrinks).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# "path::Class.function" (or "path::function") → why it stays one function for now.
+HOT_PATH = "hot path: one call per record or event; split, the calls cost what was won by inlining"
+BEING_CHANGED = "under concurrent change (issue 13 collector/agent work); to split once it lands"
+ALLOWED: dict[str, str] = {
+    "stella_bundle/observations/record.py::validate_record": HOT_PATH,
+    "stella_bundle/evidence/encoding.py::_fast_accept": HOT_PATH,
+    "stella_bundle/functionmap/scan.py::ObservationAggregator._fold_typed": HOT_PATH,
+    "stella_bundle/functionmap/scan.py::ObservationAggregator._fast_fold": HOT_PATH,
+    "stella_bundle/bundle/records.py::RecordPass.view": HOT_PATH,
+    "stella_bundle/tetragon/events.py::EventMapper.map_uprobe_line": HOT_PATH,
+    "stella_bundle/tetragon/ingest.py::TetragonIngest.feed": HOT_PATH,
+    "stella_bundle/tetragon/sources.py::ExportFollower.lines": (
+        "one loop over a followed file's states (rotation, truncation, partial line); "
+        "a state machine split across functions reads worse"
+    ),
+    "stella_bundle/collector/loader.py::ProbeRuntime.load": BEING_CHANGED,
+    "stella_bundle/collector/runtime_containerd.py::_container": BEING_CHANGED,
+    "stella_bundle/collector/run.py::prepare": BEING_CHANGED,
+    "stella_bundle/collector/features.py::detect": BEING_CHANGED,
+    "stella_bundle/collector/session.py::Collector.start": BEING_CHANGED,
+    "stella_bundle/agent/config.py::load_agent_settings": BEING_CHANGED,
+    "stella_bundle/bundle/media.py::join_parts": "to split (issue 10)",
+    "stella_bundle/bundle/build.py::build_bundle": "to split (issue 10)",
+    "stella_bundle/functionmap/verify.py::evaluate": "to split (issue 10)",
+    "stella_bundle/functionmap/verify.py::scan_paths": "to split (issue 10)",
+    "stella_bundle/functionmap/callgraph.py::enumerate_paths": "to split (issue 10)",
+    "stella_bundle/functionmap/generate.py::generate_function_map": "to split (issue 10)",
+    "stella_bundle/cli/tetragon.py::ingest": "to split (issue 10)",
+    "stella_bundle/cli/function_map.py::_render_table": "to split (issue 10)",
+    "stella_bundle/store/postgres.py::PostgresStore.store_chunks": "to split (issue 10)",
+    "stella_bundle/store/config.py::parse_store_section": "to split (issue 10)",
+    "stella_bundle/evidence/config.py::parse_signals_section": "to split (issue 10)",
+    "stella_bundle/evidence/prune.py::prune_chain": "to split (issue 10)",
+    "stella_bundle/schema.py::_explain_value": "to split (issue 10)",
+}
+
+
+def complex_functions() -> dict[str, int]:
+    """Every function of rank D or worse (complexity above 20), by name → complexity."""
+    result = subprocess.run(
+        [sys.executable, "-m", "radon", "cc", "-n", "D", "-j", "stella_bundle"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = {}
+    for path, blocks in json.loads(result.stdout).items():
+        # radon reports a file it cannot parse as {"error": ...}: that must fail, not pass.
+        assert isinstance(blocks, list), f"{path}: {blocks}"
+        for block in blocks:
+            name = (
+                f"{block['classname']}.{block['name']}" if block.get("classname") else block["name"]
+            )
+            found[f"{path}::{name}"] = block["complexity"]
+    return found
+
+
+def test_no_function_above_complexity_20_outside_the_list() -> None:
+    found = complex_functions()
+    new = {name: value for name, value in found.items() if name not in ALLOWED}
+    assert not new, (
+        "above cyclomatic complexity 20 (split it, or list it with a reason): "
+        + ", ".join(f"{name} ({value})" for name, value in sorted(new.items()))
+    )
+    stale = sorted(ALLOWED.keys() - found.keys())
+    assert not stale, f"no longer above 20, remove from ALLOWED: {', '.join(stale)}"
+
+
+def test_every_listed_function_has_a_reason() -> None:
+    assert all(reason.strip() for reason in ALLOWED.values())

@@ -96,6 +96,21 @@ class CliResult:
     stderr: str
 
 
+@pytest.fixture(params=["inline", "workers"])
+def chunk_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every `bundle verify` of the test twice: chunks and view blocks scanned in the pass
+    itself, then in worker processes (forced for any archive size); verdicts must agree."""
+    from stella_bundle.bundle import chunkwork
+
+    if request.param == "workers":
+        if len(os.sched_getaffinity(0)) < 2:
+            pytest.skip("one CPU: verification never starts workers here")
+        monkeypatch.setattr(chunkwork, "PARALLEL_MIN_BYTES", 0)
+    else:
+        monkeypatch.setattr(chunkwork, "PARALLEL_MIN_BYTES", 1 << 62)
+    return str(request.param)
+
+
 @pytest.fixture
 def run_cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run `stella ARGS` in-process; returns exit code and captured output."""

@@ -233,16 +233,22 @@ class _Validation:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+# The value of the first `"observed_at":"` of each line, and the rest of that line.
+_FIRST_OBSERVED_AT = re.compile(rb'"observed_at":"([^"\n]*)"[^\n]*\n')
+
+
 def plain_block_keys(block: bytes) -> list[bytes] | None:
     """The observed_at keys (bytes) of a whole-line block in which every line ends with a
-    newline and is matched by OBSERVED_AT_TAIL (a match lies within one line and ends at its
-    end, so as many matches as newlines means no line is blank), keys all ASCII (bytes order
-    is then the str order `block_keys` gives); None for any other block, which takes the
-    line-by-line path. C-speed searches only: the collector's blocks are all like this."""
+    newline and holds `"observed_at":"` exactly once (as many first occurrences as newlines,
+    and as many occurrences in all: so no line is blank), keys all ASCII (bytes order is then
+    the str order `block_keys` gives); None for any other block, which takes the line-by-line
+    path. The key is then what `observed_at_of` reads from its line (the only occurrence is
+    the last one). C-speed searches only: the collector's blocks are all like this."""
     if not block.endswith(b"\n"):
         return None
-    keys: list[bytes] = OBSERVED_AT_TAIL.findall(block)
-    if len(keys) != block.count(b"\n") or not b"".join(keys).isascii():
+    keys: list[bytes] = _FIRST_OBSERVED_AT.findall(block)
+    lines = block.count(b"\n")
+    if len(keys) != lines or block.count(_OBSERVED_AT) != lines or not b"".join(keys).isascii():
         return None
     return keys
 

@@ -2,8 +2,11 @@
 
 A chunk's decompressed bytes feed, in one pass, its content digest, the function-map
 verifier's aggregator (which validates every line and names file and line on error) and the
-tally the observations view is compared with: a running sha256 when the view is one chain in
-its own order, else a multiset of lines.
+tally the observations view is compared with: when the view is one chain in its own order,
+the sha256 of the chunk's lines (the view must be these pieces, in chunk order), else a
+multiset of lines. `scan_chunk` needs nothing from the rest of the pass, so large chunks are
+scanned in worker processes (`chunkwork.ChunkWork`) and their `ChunkScan`s folded in archive
+order by `RecordPass.apply`.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ..errors import EvidenceChainError, MalformedDocumentError, SchemaValidationError
+from ..errors import (
+    ArchiveError,
+    EvidenceChainError,
+    MalformedDocumentError,
+    SchemaValidationError,
+)
 from ..evidence.measure import ChunkMeasure
 from ..evidence.timecheck import ChunkTimes
-from ..functionmap.scan import ObservationAggregator
+from ..functionmap.scan import AggregateState, ObservationAggregator
+from ..functionmap.scope import Scope
 from .coverage import scan_stream
 from .observations_view import (
     OBSERVED_AT_TAIL,
@@ -26,6 +36,9 @@ from .observations_view import (
     plain_block_keys,
 )
 from .reader import ArchiveMember
+
+if TYPE_CHECKING:  # chunkwork runs this module's scans
+    from .chunkwork import ChunkWork
 from .steps import StepOutcome
 from .streams import HashingReader, LineTally, TeeReader, iter_zstd_blocks, whole_line_blocks
 
@@ -41,129 +54,324 @@ class ChunkLimits:
     ratio_floor: int = 8 * 1024**2
 
 
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What scanning one chunk needs besides its bytes, the same in a worker process as in
+    the main pass: the aggregator's map nodes, window and scope, and how the view is tallied."""
+
+    expected: tuple[str, ...]
+    window_from: str | None
+    window_to: str | None
+    scope: Scope | None
+    chain_order: bool
+    limits: ChunkLimits
+
+    @classmethod
+    def of(
+        cls, aggregator: ObservationAggregator, chain_order: bool, limits: ChunkLimits
+    ) -> ChunkSpec:
+        return cls(
+            tuple(aggregator.expected),
+            aggregator.window_from,
+            aggregator.window_to,
+            aggregator.scope,
+            chain_order,
+            limits,
+        )
+
+
+@dataclass(frozen=True)
+class ChunkScan:
+    """One chunk's records, measured and folded; plain values, so a worker can return it."""
+
+    content_sha256: str
+    content_bytes: int
+    records: int  # non-blank lines
+    times: ChunkTimes
+    aggregate: AggregateState
+    # The first record error (message, path, line, field): the schemas step fails with it.
+    error: tuple[str, str | None, int | None, str | None] | None
+    # A hostile chunk (a zstd bomb, a line over the limit): the archive is refused.
+    refusal: tuple[str, str | None, int | None, str | None] | None
+    # ORDER_MERGED: the lines' multiset (sum, count); ORDER_CHAIN: the lines, each ended by a
+    # newline, as one piece of the view (length, sha256).
+    multiset: tuple[int, int] | None
+    piece: tuple[int, str] | None
+
+
+def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
+    """Decompress once; validate, fold and tally every record (run in a worker process for
+    large chunks: `ChunkWork`). Reads `stream` (the compressed member) to its end."""
+    content = hashlib.sha256()
+    content_bytes = 0
+    limits = spec.limits
+    times = ChunkTimes()
+    aggregator = ObservationAggregator(spec.expected, spec.window_from, spec.window_to, spec.scope)
+    multiset = None if spec.chain_order else RecordMultiset()
+    sequence = _CountingHash() if spec.chain_order else None
+
+    def blocks() -> Iterator[bytes]:
+        nonlocal content_bytes
+        for block in iter_zstd_blocks(
+            stream,
+            name,
+            max_bytes=limits.max_bytes,
+            max_ratio=limits.max_ratio,
+            ratio_floor=limits.ratio_floor,
+        ):
+            content.update(block)
+            content_bytes += len(block)
+            yield block
+
+    lines = LineTally(name, multiset, sequence)
+    reader = TeeReader(blocks(), lines)
+    aggregator.times = times  # the scan folds each record's times as it reads it
+    error = None
+    try:
+        try:
+            scan_stream(aggregator, reader, name)
+        except MalformedDocumentError as exc:
+            error = (
+                (exc.message, exc.path, exc.line, exc.field)
+                if isinstance(exc, SchemaValidationError)
+                else (exc.message, name, exc.line, exc.field)
+            )
+        finally:
+            aggregator.times = None
+        reader.drain()  # the digests need every byte, valid or not
+        lines.finish()
+    except ArchiveError as exc:
+        return ChunkScan(
+            "",
+            0,
+            0,
+            times,
+            aggregator.export(),
+            None,
+            (exc.message, exc.path, exc.line, exc.field),
+            None,
+            None,
+        )
+    while stream.read(READ_BLOCK):  # the member's digest covers every byte
+        pass
+    return ChunkScan(
+        content_sha256=content.hexdigest(),
+        content_bytes=content_bytes,
+        records=lines.lines,
+        times=times.finish(),
+        aggregate=aggregator.export(),
+        error=error,
+        refusal=None,
+        multiset=(multiset.total, multiset.count) if multiset is not None else None,
+        piece=(sequence.count, sequence.hexdigest()) if sequence is not None else None,
+    )
+
+
+class _CountingHash:
+    """sha256 that also counts what it hashed (one piece of a chain-order view)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.count = 0
+
+    def update(self, data: bytes) -> None:
+        self._digest.update(data)
+        self.count += len(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 class RecordPass:
     def __init__(self, steps: dict[str, StepOutcome], limits: ChunkLimits) -> None:
         self.steps = steps
         self.limits = limits
         self.view_order = ORDER_MERGED
         self.chain_records = RecordMultiset()
-        self.chain_sequence = hashlib.sha256()
+        # ORDER_CHAIN: each chunk's lines as a piece of the view (length, sha256), in order.
+        self.chain_pieces: list[tuple[int, str]] = []
         self.chain_lines = 0
         self.view_records = RecordMultiset()
         self.view_lines = 0
+        self.view_pieces_match = False
 
-    def chunk(
+    def spec(self, aggregator: ObservationAggregator) -> ChunkSpec:
+        return ChunkSpec.of(aggregator, self.view_order == ORDER_CHAIN, self.limits)
+
+    def apply(
         self,
         member: ArchiveMember,
         stream: HashingReader,
+        scan: ChunkScan,
         aggregator: ObservationAggregator,
     ) -> ChunkMeasure:
-        """Decompress once; validate and tally every record; return what the seal must match."""
-        content = hashlib.sha256()
-        content_bytes = 0
-        limits = self.limits
-        times = ChunkTimes()
-
-        def blocks() -> Iterator[bytes]:
-            nonlocal content_bytes
-            for block in iter_zstd_blocks(
-                stream,
-                member.name,
-                max_bytes=limits.max_bytes,
-                max_ratio=limits.max_ratio,
-                ratio_floor=limits.ratio_floor,
-                compressed=member.size,
-            ):
-                content.update(block)
-                content_bytes += len(block)
-                yield block
-
-        chain_order = self.view_order == ORDER_CHAIN
-        lines = LineTally(
-            member.name,
-            None if chain_order else self.chain_records,
-            self.chain_sequence if chain_order else None,
-        )
-        reader = TeeReader(blocks(), lines)
-        aggregator.times = times  # the scan folds each record's times as it reads it
-        try:
-            scan_stream(aggregator, reader, member.name)
-        except MalformedDocumentError as exc:
+        """Fold one chunk's scan into the pass, in archive order; what the seal must match."""
+        if scan.refusal is not None:
+            message, path, line, field = scan.refusal
+            raise ArchiveError(message, path=path, line=line, field=field)
+        if scan.error is not None:
+            message, path, line, field = scan.error
             self.steps["schemas"].fail(
-                exc
-                if isinstance(exc, SchemaValidationError)
-                else SchemaValidationError(
-                    exc.message, path=member.name, line=exc.line, field=exc.field
-                )
+                SchemaValidationError(message, path=path, line=line, field=field)
             )
-        finally:
-            aggregator.times = None
-        reader.drain()  # the digests need every byte, valid or not
-        lines.finish()
-        self.chain_lines += lines.lines
-        stream.drain()
+        aggregator.merge(scan.aggregate)
+        aggregator.files.append(member.name)
+        if scan.multiset is not None:
+            self.chain_records.total += scan.multiset[0]
+            self.chain_records.count += scan.multiset[1]
+        if scan.piece is not None:
+            self.chain_pieces.append(scan.piece)
+        self.chain_lines += scan.records
         return ChunkMeasure(
             sha256=stream.digest.hexdigest(),
             size=stream.count,
-            content_sha256=content.hexdigest(),
-            content_bytes=content_bytes,
-            records=lines.lines,
-            times=times.finish(),
+            content_sha256=scan.content_sha256,
+            content_bytes=scan.content_bytes,
+            records=scan.records,
+            times=scan.times,
         )
 
-    def view(self, name: str, stream: HashingReader) -> None:
+    def view(self, name: str, stream: HashingReader, work: ChunkWork) -> None:
         """Tally the view's lines and check they are in observed_at order.
 
         Its lines are not parsed: once the tally equals the chains' (`view_matches_chains`)
-        they are the collector's sealed lines, which were validated as they streamed by.
+        they are the collector's sealed lines, which were validated as they streamed by. Each
+        block is summed up by `view_block` (in a worker process when there are some) and the
+        summaries are folded in order; a chain-order view's pieces are hashed here.
         """
-        previous = ""
-        line_base = 0
         raw_blocks = iter(lambda: stream.read(READ_BLOCK), b"")
+        pieces = _PieceCheck(self.chain_pieces) if self.view_order == ORDER_CHAIN else None
+        order = _ViewOrder(self, name)
+        merged = self.view_order == ORDER_MERGED
         for block in whole_line_blocks(raw_blocks, name):
-            fast = plain_block_keys(block)
-            if (
-                fast is not None
-                and (not fast or fast[0].decode() >= previous)
-                and fast == sorted(fast)
-            ):
-                # The builder's blocks, in order: no per-line work but the merged multiset's.
-                self.view_lines += len(fast)
-                if self.view_order == ORDER_MERGED:
-                    self.view_records.add_many(block.split(b"\n")[:-1])
-                if fast:
-                    previous = fast[-1].decode()
-                line_base += len(fast)
-                continue
-            lines = [line for line in block.split(b"\n") if line.strip()]
-            self.view_lines += len(lines)
-            if self.view_order == ORDER_MERGED:
-                self.view_records.add_many(lines)
-            # ascii/replace as observed_at_of: a hostile view's bytes need not be UTF-8 (its
-            # lines then cannot match the chains' validated records).
-            keys = [m.decode("ascii", "replace") for m in OBSERVED_AT_TAIL.findall(block)]
-            if len(keys) != len(lines):
-                keys = [observed_at_of(line) for line in lines]
-            if keys and (keys[0] < previous or keys != sorted(keys)):
-                offset = next(
-                    (i for i, key in enumerate(keys) if key < (keys[i - 1] if i else previous)), 0
-                )
-                self.steps["evidence-chains"].fail(
-                    EvidenceChainError(
-                        "observations view is not sorted by observed_at",
-                        path=name,
-                        line=line_base + offset + 1,
-                    )
-                )
-                stream.drain()
-                return
-            if keys:
-                previous = keys[-1]
-            line_base += len(lines)
+            if pieces is not None:
+                pieces.feed(block)
+            work.submit(view_block, (block, merged), order.fold, len(block))
+        self.view_pieces_match = pieces is not None and pieces.matched()
 
-    def view_matches_chains(self, view_sha256: str | None) -> bool:
+    def view_matches_chains(self) -> bool:
         if self.view_lines != self.chain_lines:
             return False
         if self.view_order == ORDER_CHAIN:  # the view file is the chain's lines, in order
-            return view_sha256 == self.chain_sequence.hexdigest()
+            return self.view_pieces_match
         return self.view_records.hexdigest() == self.chain_records.hexdigest()
+
+
+@dataclass(frozen=True)
+class ViewBlock:
+    """What the order check and the tally need of one whole-line block of the view."""
+
+    lines: int  # non-blank
+    first: str | None  # observed_at of the first line, of the last
+    last: str | None
+    disorder: int | None  # index of the first line whose key is below the one before it
+    multiset: tuple[int, int] | None  # ORDER_MERGED: the lines' multiset (sum, count)
+
+
+def view_block(block: bytes, merged: bool) -> ViewBlock:
+    """Sum up one block of the view: its lines, their observed_at order, their multiset."""
+    multiset = RecordMultiset() if merged else None
+    fast = plain_block_keys(block)
+    if fast is not None and fast == sorted(fast):
+        # The builder's blocks, in order: no per-line work but the merged multiset's.
+        if multiset is not None:
+            multiset.add_many(block.split(b"\n")[:-1])
+        return ViewBlock(
+            len(fast),
+            fast[0].decode() if fast else None,
+            fast[-1].decode() if fast else None,
+            None,
+            (multiset.total, multiset.count) if multiset is not None else None,
+        )
+    lines = [line for line in block.split(b"\n") if line.strip()]
+    if multiset is not None:
+        multiset.add_many(lines)
+    # ascii/replace as observed_at_of: a hostile view's bytes need not be UTF-8 (its lines
+    # then cannot match the chains' validated records).
+    keys = [m.decode("ascii", "replace") for m in OBSERVED_AT_TAIL.findall(block)]
+    if len(keys) != len(lines):
+        keys = [observed_at_of(line) for line in lines]
+    disorder = next((i for i in range(1, len(keys)) if keys[i] < keys[i - 1]), None)
+    return ViewBlock(
+        len(lines),
+        keys[0] if keys else None,
+        keys[-1] if keys else None,
+        disorder,
+        (multiset.total, multiset.count) if multiset is not None else None,
+    )
+
+
+class _ViewOrder:
+    """Folds the view's block summaries in order; the first line out of observed_at order
+    fails the evidence-chains step, and the view's tally stops after its block."""
+
+    def __init__(self, records: RecordPass, name: str) -> None:
+        self.records = records
+        self.name = name
+        self.previous = ""
+        self.line_base = 0
+        self.failed = False
+
+    def fold(self, block: ViewBlock) -> None:
+        if self.failed:
+            return
+        records = self.records
+        records.view_lines += block.lines
+        if block.multiset is not None:
+            records.view_records.total += block.multiset[0]
+            records.view_records.count += block.multiset[1]
+        if block.first is None or block.last is None:
+            return
+        if block.first < self.previous or block.disorder is not None:
+            offset = 0 if block.first < self.previous else block.disorder or 0
+            records.steps["evidence-chains"].fail(
+                EvidenceChainError(
+                    "observations view is not sorted by observed_at",
+                    path=self.name,
+                    line=self.line_base + offset + 1,
+                )
+            )
+            self.failed = True
+            return
+        self.previous = block.last
+        self.line_base += block.lines
+
+
+class _PieceCheck:
+    """Whether a byte stream is exactly the given pieces, in order: each piece's bytes hashed
+    as they pass and compared with its sha256 (a chain-order view is its chunks' lines; each
+    chunk's worker hashed its own piece, so no running hash has to cross chunks)."""
+
+    def __init__(self, pieces: list[tuple[int, str]]) -> None:
+        self._pieces = pieces
+        self._index = -1
+        self._left = 0
+        self._digest = hashlib.sha256()
+        self._ok = True
+        self._next()
+
+    def _next(self) -> None:
+        """On to the next piece that is not empty (an empty piece matches nothing: trivially)."""
+        self._index += 1
+        while self._index < len(self._pieces) and self._pieces[self._index][0] == 0:
+            self._index += 1
+        self._left = self._pieces[self._index][0] if self._index < len(self._pieces) else 0
+        self._digest = hashlib.sha256()
+
+    def feed(self, block: bytes) -> None:
+        view = memoryview(block)
+        while view and self._ok:
+            if self._index >= len(self._pieces):
+                self._ok = False  # more bytes than the pieces hold
+                return
+            take = min(self._left, len(view))
+            self._digest.update(view[:take])
+            view = view[take:]
+            self._left -= take
+            if self._left == 0:
+                if self._digest.hexdigest() != self._pieces[self._index][1]:
+                    self._ok = False
+                self._next()
+
+    def matched(self) -> bool:
+        return self._ok and self._index >= len(self._pieces)

@@ -37,12 +37,11 @@ class HashingReader:
 
 
 def iter_zstd_blocks(
-    source: Any, name: str, *, max_bytes: int, max_ratio: int, ratio_floor: int, compressed: int
+    source: Any, name: str, *, max_bytes: int, max_ratio: int, ratio_floor: int
 ) -> Iterator[bytes]:
     """Decompressed blocks of a zstd member, refusing a bomb before it is inflated (the
     toolkit's one bounded inflater; the ratio is judged on the compressed bytes consumed so
-    far, never more than the member's `compressed` size)."""
-    del compressed  # the inflater counts what it consumed, which is never more
+    far)."""
     inflater = BoundedInflater(
         source,
         "zstd",
@@ -75,10 +74,11 @@ class LineTally:
         else:
             self._tail = data[cut + 1 :]
             whole = data[: cut + 1]
-            if whole.startswith(b"{") and whole.count(b"\n{") == whole.count(b"\n") - 1:
+            lines = whole.count(b"\n")
+            if whole.startswith(b"{") and whole.count(b"\n{") == lines - 1:
                 # Every line starts with "{", so none is blank: the collector's lines, folded
                 # without splitting unless the multiset needs them one by one.
-                self._fold_whole(whole)
+                self._fold_whole(whole, lines)
             else:
                 self._fold([line for line in whole[:-1].split(b"\n") if line.strip()])
         if len(self._tail) > MAX_LINE:
@@ -93,13 +93,13 @@ class LineTally:
             self.sequence.update(b"\n".join(lines) + b"\n")
         self.lines += len(lines)
 
-    def _fold_whole(self, whole: bytes) -> None:
-        """`_fold` of the lines of `whole`, none blank, each ended by a newline."""
+    def _fold_whole(self, whole: bytes, lines: int) -> None:
+        """`_fold` of the `lines` lines of `whole`, none blank, each ended by a newline."""
         if self.multiset is not None:
             self.multiset.add_many(whole.split(b"\n")[:-1])
         if self.sequence is not None:
             self.sequence.update(whole)
-        self.lines += whole.count(b"\n")
+        self.lines += lines
 
     def finish(self) -> None:
         if self._tail.strip():

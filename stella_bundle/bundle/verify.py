@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from ..functionmap.verify import VerifyOptions
 from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier
+from .chunkwork import ChunkWork, WorkLimits
 from .coverage import CoverageTally, map_window
 from .layout import (
     CHUNK_RE,
@@ -62,7 +64,7 @@ from .observations_view import (
     ORDER_CHAIN,
 )
 from .reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
-from .records import ChunkLimits, RecordPass
+from .records import ChunkLimits, ChunkScan, RecordPass
 from .steps import StepOutcome, first_failure, new_outcomes
 from .streams import (
     HashingReader,
@@ -77,6 +79,7 @@ MAX_DOCUMENT = 64 * 1024 * 1024
 class VerifyLimits:
     archive: ReaderLimits = field(default_factory=ReaderLimits)
     chunks: ChunkLimits = field(default_factory=ChunkLimits)
+    work: WorkLimits = field(default_factory=WorkLimits)
 
 
 @dataclass
@@ -155,6 +158,7 @@ class _BundleCheck:
         self.probe_lock: dict[str, str] | None = None
         self.chains = ChainVerifier(trust_root, self.steps, now)
         self.records = RecordPass(self.steps, limits.chunks)
+        self.work = ChunkWork()  # inline until `run` knows the archive's size
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
         self.bundle_sha256 = ""
@@ -207,8 +211,11 @@ class _BundleCheck:
             )
         try:
             raw = open(self.bundle, "rb")  # noqa: SIM115 - closed below
+            size = os.fstat(raw.fileno()).st_size
         except OSError as exc:
             raise InputError(f"cannot open: {exc.strerror}", path=self.bundle) from exc
+        # Workers are forked before the reader starts its inflating thread.
+        self.work = ChunkWork(size, self.limits.work)
         with raw:
             whole = HashingReader(raw)
             reader = SafeTarReader(whole, str(self.bundle), self.limits.archive)  # type: ignore[arg-type]
@@ -218,12 +225,19 @@ class _BundleCheck:
                 envelope_bytes = self.read_head(next(members, None), MANIFEST_ENVELOPE, "second")
                 self.check_manifest(manifest_bytes, envelope_bytes)
                 previous = MANIFEST_ENVELOPE
-                for member, stream in members:
-                    self.check_entry_order(previous, member.name)
-                    previous = member.name
-                    self.member(member, stream)
+                try:
+                    for member, stream in members:
+                        self.check_entry_order(previous, member.name)
+                        previous = member.name
+                        self.member(member, stream)
+                except ArchiveError:
+                    # A chunk before this refusal may be refused itself: its turn comes first.
+                    self.work.drain()
+                    raise
+                self.work.drain()
             finally:
                 reader.close()
+                self.work.close()
             whole.drain()
             self.bundle_sha256 = whole.digest.hexdigest()
         self.step("archive").finish(
@@ -320,10 +334,14 @@ class _BundleCheck:
         name = member.name
         hashing = HashingReader(stream)
         listed = self.manifest.files.get(name) if self.manifest else None
+        file_list = self.step("file-list")
         if self.manifest_trusted:
             if listed is None:
-                self.step("file-list").fail(
-                    BundleContentsError("file is in the archive but not in the manifest", path=name)
+                self.fail_later(
+                    file_list,
+                    BundleContentsError(
+                        "file is in the archive but not in the manifest", path=name
+                    ),
                 )
             else:
                 self.dispatch(member, hashing)
@@ -331,23 +349,35 @@ class _BundleCheck:
         digest = hashing.digest.hexdigest()
         self.seen[name] = digest
         if listed is not None and (listed.sha256 != digest or listed.size != hashing.count):
-            self.step("file-list").fail(
+            self.fail_later(
+                file_list,
                 BundleContentsError(
                     f"content differs from the manifest (sha256 {digest[:16]}…, {hashing.count} "
                     f"bytes; manifest says {listed.sha256[:16]}…, {listed.size} bytes)",
                     path=name,
-                )
+                ),
             )
+        self.work.pump()
+
+    def fail_later(self, step: StepOutcome, error: StellaError) -> None:
+        """Fail `step` in archive order (after the chunk scans still in flight)."""
+        self.work.later(lambda: step.fail(error))
 
     def dispatch(self, member: ArchiveMember, stream: HashingReader) -> None:
+        """Read the member now; what it does to the verdict goes through `self.work.later`,
+        so that it comes after the effects of the chunks still being scanned."""
         name = member.name
+        later = self.work.later
         if match := FUNCTION_MAP_RE.match(name) or FUNCTION_MAP_ENVELOPE_RE.match(name):
             self.documents[name] = self.read_document(stream, member)
-            self.function_map(match.group("service"))
+            service = match.group("service")
+            later(lambda: self.function_map(service))
         elif SCHEMA_RE.match(name):
-            self.parse_json_document(self.read_document(stream, member), name)
+            data = self.read_document(stream, member)
+            later(lambda: self.parse_json_document(data, name), len(data))
         elif name == PROBES_LOCK:
-            self.probe_lock_document(self.read_document(stream, member), name)
+            data = self.read_document(stream, member)
+            later(lambda: self.probe_lock_document(data, name), len(data))
         elif PROBE_OBJECT_RE.match(name):
             stream.drain()
             self.probe_objects[name.rsplit("/", 1)[1]] = stream.digest.hexdigest()
@@ -355,16 +385,23 @@ class _BundleCheck:
             self.chunk(match.group("chain"), int(match.group("seq")), member, stream)
         elif match := SEAL_RE.match(name):
             data = self.read_document(stream, member)
-            self.chains.seal(match.group("chain"), int(match.group("seq")), data, name)
+            chain, sequence = match.group("chain"), int(match.group("seq"))
+            later(lambda: self.chains.seal(chain, sequence, data, name), len(data))
         elif match := PRUNE_RE.match(name):
-            self.chains.prune_record(match.group("chain"), self.read_document(stream, member), name)
+            data = self.read_document(stream, member)
+            chain = match.group("chain")
+            later(lambda: self.chains.prune_record(chain, data, name), len(data))
         elif match := OBSERVATIONS_RE.match(name):
+            # Its check needs every chunk's piece: the scans in flight are folded first.
+            self.work.drain()
             self.observations_view(name, stream)
         elif name.startswith(VERIFICATION) and name.endswith(".json"):
-            self.parse_json_document(self.read_document(stream, member), name)
+            data = self.read_document(stream, member)
+            later(lambda: self.parse_json_document(data, name), len(data))
         else:
-            self.step("file-list").fail(
-                BundleContentsError("listed, but not part of the bundle layout", path=name)
+            self.fail_later(
+                self.step("file-list"),
+                BundleContentsError("listed, but not part of the bundle layout", path=name),
             )
 
     def function_map(self, service: str) -> None:
@@ -461,12 +498,16 @@ class _BundleCheck:
         self, chain_id: str, sequence: int, member: ArchiveMember, stream: HashingReader
     ) -> None:
         aggregator = self.tally.aggregator if self.tally is not None else ObservationAggregator()
-        measure = self.records.chunk(member, stream, aggregator)
-        self.chains.chunk(chain_id, sequence, measure)
+
+        def then(scan: ChunkScan) -> None:
+            measure = self.records.apply(member, stream, scan, aggregator)
+            self.chains.chunk(chain_id, sequence, measure)
+
+        self.work.scan(member, stream, self.records.spec(aggregator), then)
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
         self.view_path = name
-        self.records.view(name, stream)
+        self.records.view(name, stream, self.work)
 
     # --- end of the pass -------------------------------------------------------------------
 
@@ -522,7 +563,7 @@ class _BundleCheck:
             steps["evidence-chains"].fail(
                 BundleContentsError("the bundle has no observations view", path=str(self.bundle))
             )
-        elif not self.records.view_matches_chains(self.seen.get(self.view_path)):
+        elif not self.records.view_matches_chains():
             steps["evidence-chains"].fail(
                 EvidenceChainError(
                     "the observations view does not hold exactly the chains' records "

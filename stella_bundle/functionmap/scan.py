@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -37,6 +39,14 @@ from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pa
 from .scope import RECORD_CONTEXT_KEY, Scope
 
 PROBE_BIT: Final = {name: 1 << index for index, name in enumerate(PROBE_TYPES)}
+_NODE_HASH: Final = attrgetter("node_hash")
+_PROBE_TYPE: Final = attrgetter("probe_type")
+_OBSERVED_AT: Final = attrgetter("observed_at")
+
+# One node's state as worker processes hand it back: count, first, last, probe mask, name, purl.
+NodeState = tuple[int, str, str, int, str | None, str | None]
+# An aggregator's whole state: expected and unexpected nodes, records, outside window, out of scope.
+AggregateState = tuple[dict[str, NodeState], dict[str, NodeState], int, int, int]
 
 _BLOCK = 8 << 20
 
@@ -117,6 +127,28 @@ class ObservationAggregator:
         # Set by a chain verifier around one chunk's scan: every record's times are folded
         # there too (the time rules), window or not, by whichever path reads the record.
         self.times: ChunkTimes | None = None
+
+    # -- partial aggregates (worker processes) -----------------------------------------------
+
+    def export(self) -> AggregateState:
+        """The state to `merge` into another aggregator of the same map, window and scope."""
+        return (
+            _export(self.expected),
+            _export(self.unexpected),
+            self.records,
+            self.outside_window,
+            self.out_of_scope,
+        )
+
+    def merge(self, state: AggregateState) -> None:
+        """Fold another aggregator's `export` in. Merged in input order, an unexpected node
+        keeps the name and purl of its first record, as one aggregator reading it all would."""
+        expected, unexpected, records, outside, out_of_scope = state
+        _merge(self.expected, expected)
+        _merge(self.unexpected, unexpected)
+        self.records += records
+        self.outside_window += outside
+        self.out_of_scope += out_of_scope
 
     # -- one record at a time (validated dicts; the library path for evidence readers) --------
 
@@ -284,7 +316,15 @@ class ObservationAggregator:
                 times.add_observed([record.observed_at for record in records])
         if self.scope is not None:
             records = self._in_scope(records)
-        if not aggregated and window_from is None and window_to is None:
+        if not aggregated and (
+            (window_from is None and window_to is None)
+            or (
+                records
+                and (window_from is None or min(map(_OBSERVED_AT, records)) >= window_from)
+                and (window_to is None or max(map(_OBSERVED_AT, records)) <= window_to)
+            )
+        ):
+            # One timestamp per record and every one inside the window: nothing to leave out.
             self._plain_records(records)
             return
         expected = self.expected
@@ -338,8 +378,39 @@ class ObservationAggregator:
         return kept
 
     def _plain_records(self, records: list[Record] | list[PlainRecord]) -> None:
-        """The common case, kept to the fewest operations per record: one timestamp, count 1,
-        no window (most of the verify time is this loop)."""
+        """The common case: one timestamp, count 1, all inside the window (most of the verify
+        time is here). Folded per node with C-speed passes when the block is in time order
+        (each node's first record then holds its first time, its last record its last);
+        record by record otherwise."""
+        observed = list(map(_OBSERVED_AT, records))
+        if observed != sorted(observed):
+            self._plain_loop(records)
+            return
+        hashes = list(map(_NODE_HASH, records))
+        counts = Counter(hashes)
+        # Every state exists (and every new hash is checked) before anything is folded: a
+        # refused hash leaves this block to the slower paths with nothing counted twice.
+        states = {
+            h: self.expected.get(h) or self._unexpected_state(records[hashes.index(h)])
+            for h in counts
+        }
+        last = dict(zip(hashes, observed, strict=True))
+        first = dict(zip(reversed(hashes), reversed(observed), strict=True))
+        bits = PROBE_BIT
+        masks: dict[str, int] = {}
+        for node_hash, probe in set(zip(hashes, map(_PROBE_TYPE, records), strict=True)):
+            masks[node_hash] = masks.get(node_hash, 0) | bits[probe]
+        for node_hash, count in counts.items():
+            state = states[node_hash]
+            state.count += count
+            if first[node_hash] < state.first:
+                state.first = first[node_hash]
+            if last[node_hash] > state.last:
+                state.last = last[node_hash]
+            state.probe_mask |= masks[node_hash]
+        self.records += len(records)
+
+    def _plain_loop(self, records: list[Record] | list[PlainRecord]) -> None:
         expected = self.expected
         bits = PROBE_BIT
         for record in records:
@@ -471,6 +542,27 @@ class ObservationAggregator:
                 except _BadDate:
                     pass  # validate_record below names the field
             self.add_record(parse_json_line(text, path, number), path, number)
+
+
+def _export(states: Mapping[str, NodeAggregate]) -> dict[str, NodeState]:
+    return {
+        h: (s.count, s.first, s.last, s.probe_mask, s.function_name, s.purl)
+        for h, s in states.items()
+        if s.count
+    }
+
+
+def _merge(target: dict[str, NodeAggregate], states: Mapping[str, NodeState]) -> None:
+    for node_hash, (count, first, last, mask, name, purl) in states.items():
+        state = target.get(node_hash)
+        if state is None:
+            state = target[node_hash] = NodeAggregate()
+        state.count += count
+        state.first = min(state.first, first)
+        state.last = max(state.last, last)
+        state.probe_mask |= mask
+        if state.function_name is None:
+            state.function_name, state.purl = name, purl
 
 
 class _RangeReader:

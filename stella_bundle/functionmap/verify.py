@@ -221,17 +221,6 @@ def _split_units(paths: Sequence[str | Path], workers: int) -> list[_Unit]:
     return units
 
 
-_State = tuple[int, str, str, int, str | None, str | None]
-
-
-def _export(states: Mapping[str, NodeAggregate]) -> dict[str, _State]:
-    return {
-        h: (s.count, s.first, s.last, s.probe_mask, s.function_name, s.purl)
-        for h, s in states.items()
-        if s.count
-    }
-
-
 # What forked scan processes inherit instead of receiving it pickled with every job (a
 # 20,000-node map is 1.4 MB of hashes): the expected node hashes, the time window, the scope.
 _FORK_STATE: tuple[list[str], str | None, str | None, Scope | None] = ([], None, None, None)
@@ -247,26 +236,7 @@ def _scan_unit(unit: _Unit) -> tuple[str, Any]:
             aggregator.scan_range(unit.path, unit.start, unit.end)
     except StellaError as exc:
         return "error", (type(exc), exc.message, exc.path, exc.line, exc.field)
-    return "ok", (
-        _export(aggregator.expected),
-        _export(aggregator.unexpected),
-        aggregator.records,
-        aggregator.outside_window,
-        aggregator.out_of_scope,
-    )
-
-
-def _merge(target: dict[str, NodeAggregate], states: Mapping[str, _State]) -> None:
-    for node_hash, (count, first, last, mask, name, purl) in states.items():
-        state = target.get(node_hash)
-        if state is None:
-            state = target[node_hash] = NodeAggregate()
-        state.count += count
-        state.first = min(state.first, first)
-        state.last = max(state.last, last)
-        state.probe_mask |= mask
-        if state.function_name is None:
-            state.function_name, state.purl = name, purl
+    return "ok", aggregator.export()
 
 
 def _size(path: str) -> int:
@@ -339,12 +309,7 @@ def scan_paths(
                 line += _lines_before(unit.path, unit.start)
             raise kind(message, path=path, line=line, field=field_name)
     for unit, (_, payload) in zip(units, results, strict=True):
-        expected_states, unexpected_states, records, outside, out_of_scope = payload
-        _merge(aggregator.expected, expected_states)
-        _merge(aggregator.unexpected, unexpected_states)
-        aggregator.records += records
-        aggregator.outside_window += outside
-        aggregator.out_of_scope += out_of_scope
+        aggregator.merge(payload)
         if unit.path not in aggregator.files:
             aggregator.files.append(unit.path)
 

@@ -29,6 +29,10 @@ from tests.conftest import CliResult
 Members = list[tuple[str, bytes]]
 
 
+# Each verification inline and with worker processes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("chunk_workers")
+
+
 @pytest.fixture(scope="module")
 def members(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Members:
     from stella_bundle.bundle.build import build_bundle

@@ -30,6 +30,9 @@ from tests.adversarial.test_adversarial_time import _build
 from tests.bundle.bundle_helpers import BundleInputs, make_inputs
 from tests.conftest import CliResult
 
+# Each verification inline and with worker processes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("chunk_workers")
+
 
 def _spread_seal_times(chain: Path, keys: Any) -> None:
     """Seals a minute apart (the writer seals within milliseconds), so pruning by age can take

@@ -44,6 +44,9 @@ from tests.adversarial.chain_surgery import Predicate, RecordEdit, Records, Seal
 from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs, make_inputs, snapshot
 from tests.conftest import CliResult
 
+# Each verification inline and with worker processes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("chunk_workers")
+
 
 def _shift(value: str, delta: dt.timedelta) -> str:
     return format_timestamp(parse_timestamp(value) + delta)

@@ -29,6 +29,9 @@ from bundle_helpers import (
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.layout import entry_order
 
+# Each verification inline and with worker processes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("chunk_workers")
+
 
 @pytest.fixture(scope="module")
 def members(built_bundle: Path) -> list[tuple[str, bytes]]:

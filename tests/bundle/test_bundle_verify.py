@@ -211,11 +211,20 @@ def test_cli_build_is_reproducible_and_verify_prints_html(
     assert bad.exit_code == 2 and ".stella.bundle.tgz" in bad.stderr
 
 
-def test_verify_memory_does_not_grow_with_the_bundle(tmp_path: Path, test_keys: Any) -> None:
+@pytest.mark.parametrize("parallel", [False, True], ids=["inline", "workers"])
+def test_verify_memory_does_not_grow_with_the_bundle(
+    tmp_path: Path, test_keys: Any, parallel: bool
+) -> None:
     """Peak traced memory of a verification is the same for 24,000 and 96,000 records
-    (past the size where the 1 MiB read blocks and the gzip buffers are in full use)."""
+    (past the size where the 1 MiB read blocks and the gzip buffers are in full use), with
+    the chunks and the view's blocks scanned here or in worker processes (the bytes handed to
+    them are bounded: `chunkwork.IN_FLIGHT_MAX`)."""
     import tracemalloc
 
+    from stella_bundle.bundle.chunkwork import WorkLimits
+    from stella_bundle.bundle.verify import VerifyLimits
+
+    work = WorkLimits(parallel_min_bytes=0, workers=2) if parallel else WorkLimits(workers=1)
     peaks = []
     for count in (24_000, 96_000):
         inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
@@ -227,7 +236,9 @@ def test_verify_memory_does_not_grow_with_the_bundle(tmp_path: Path, test_keys: 
                               output=tmp_path / f"m{count}.stella.bundle.tgz").output  # fmt: skip
         tracemalloc.start()
         try:
-            outcome = verify_bundle(bundle, TrustRoot.load(test_keys.trust_root))
+            outcome = verify_bundle(
+                bundle, TrustRoot.load(test_keys.trust_root), limits=VerifyLimits(work=work)
+            )
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()

@@ -268,6 +268,7 @@ def prepare(
         # is unknown. Its interrupted chunk was recovered and sealed just now; the gap is
         # declared in the first seal of this run, never left for the reader to guess.
         writer.add_loss(by_reason={UNCLEAN_RESTART_REASON: 1})
+        writer.flush()  # durable at once: killed again before a flush, the gap stays declared
     collector = Collector(plan, runtime, writer, config, resolver)
     notes = [f"not observable: {u.purl}#{u.symbol} ({u.reason})" for u in plan.unobservable]
     warnings = [f"HOST-WIDE COLLECTION: {NO_SCOPE_WARNING}"] if config.scope is None else []

@@ -480,3 +480,61 @@ def test_the_agent_killed_under_load_and_restarted_continues_its_chain(
     assert report.passed, report
     after = sum(seals[s].content.records for s in seals if s >= first_new)
     assert after > 0  # the load was recorded again after the restart
+
+
+def test_the_agent_killed_again_and_again_at_random_moments_keeps_one_chain(
+    ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
+) -> None:
+    """SIGKILL at seeded random moments (while starting, attaching, collecting, sealing), four
+    times, then a clean run: one chain that verifies, nothing sealed ever changed, every
+    recovered chunk followed by a declared gap."""
+    import random
+
+    rng = random.Random(20261202)
+    fm = _function_map(tmp_path / "fm.json", _nodes(workload_bin))
+    port = _free_port()
+    config = _agent_config(tmp_path, fm, test_keys.private("collector"), port)
+    chain = tmp_path / "evidence" / "restart"
+    command = [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)]
+    load = subprocess.Popen(
+        ["sh", "-c", f"while :; do {workload_bin} --calls 50 >/dev/null; sleep 0.05; done"],
+        start_new_session=True,
+    )
+    sealed: dict[str, bytes] = {}
+    try:
+        for run in range(4):
+            agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if run == 1:  # killed while starting: importing, recovering, attaching
+                time.sleep(rng.uniform(0.5, 3.0))
+            else:  # killed while collecting (and sealing: a seal a second)
+                wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, "ready")
+                time.sleep(rng.uniform(0.0, 2.5))
+            agent.kill()
+            agent.wait(timeout=30)
+            for path in chain.glob("*") if chain.is_dir() else ():
+                if path.name.endswith((".seal.dsse.json", ".ndjson.zst")):
+                    sealed.setdefault(path.name, path.read_bytes())
+        agent, log = _start_agent(config, port)
+        time.sleep(1.5)
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        assert agent.returncode == 0, log.lines
+    finally:
+        os.killpg(load.pid, signal.SIGKILL)
+        load.wait()
+    for name, data in sealed.items():
+        assert (chain / name).read_bytes() == data, name
+    seals = {
+        int(p.name.split(".")[0]): parse_seal(p.read_bytes()).predicate
+        for p in chain.glob("*.seal.dsse.json")
+    }
+    assert sorted(seals) == list(range(1, max(seals) + 1))
+    recovered = [s for s, p in seals.items() if p.reason == "recovered"]
+    assert recovered, "no kill interrupted an open chunk"
+    for sequence in recovered:
+        assert any(
+            p.loss.by_reason.get("gap.unclean_restart") for s, p in seals.items() if s > sequence
+        ), f"no gap declared after the chunk recovered at {sequence}"
+    assert seals[max(seals)].final
+    report = verify_chain(chain, test_keys.trust_root)
+    assert report.passed, report

@@ -22,7 +22,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/evidence/encoding.py::_fast_accept": HOT_PATH,
     "stella_bundle/functionmap/scan.py::ObservationAggregator._fold_typed": HOT_PATH,
     "stella_bundle/functionmap/scan.py::ObservationAggregator._fast_fold": HOT_PATH,
-    "stella_bundle/bundle/records.py::RecordPass.view": HOT_PATH,
     "stella_bundle/tetragon/events.py::EventMapper.map_uprobe_line": HOT_PATH,
     "stella_bundle/tetragon/ingest.py::TetragonIngest.feed": HOT_PATH,
     "stella_bundle/tetragon/sources.py::ExportFollower.lines": (

@@ -143,19 +143,12 @@ def ingest(
 ) -> None:
     """Turn Tetragon events (JSON export, stdin or gRPC) into a signed evidence chain."""
     from ..attest.keys import load_signer
-    from ..evidence.config import SignalsConfig, WriterConfig, load_signals_config, read_stellaops
+    from ..evidence.config import SignalsConfig, load_signals_config, read_stellaops
     from ..evidence.layout import validate_chain_id
     from ..tetragon.config import load_tetragon_config
     from ..tetragon.events import EventMapper
     from ..tetragon.ingest import TetragonIngest
     from ..tetragon.privacy import PrivacyFilter
-    from ..tetragon.sources import (
-        ExportFollower,
-        FollowCursor,
-        file_lines,
-        rotated_backups,
-        stdin_lines,
-    )
 
     settings = (
         load_signals_config(config)
@@ -173,15 +166,49 @@ def ingest(
         return
     if files and [str(f) for f in files] == ["-"]:
         files, stdin = [], True
-    inputs = [bool(files), export_file is not None, stdin, grpc_address is not None]
-    if sum(inputs) != 1:
-        raise InputError(
-            "give exactly one input: FILES, --export-file, --stdin or --grpc", field="input"
+    _check_inputs(bool(files), export_file, stdin, grpc_address, follow, cursor_file)
+    target, key, writer_config = _writer_settings(settings, target, key, max_records)
+    nodes = _load_inputs(function_map, sbom, trust_root)
+    chain = chain_id or bridge.chain_id or settings.chain_id
+    stop = threading.Event()
+    lines, follower = _open_lines(
+        files or [], stdin, export_file, follow, idle_exit, cursor_file, bridge.max_line_bytes, stop
+    )
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # A stream without end (--follow, --grpc) stops cleanly on SIGTERM or Ctrl-C: what was
+    # read is sealed as final and the cursor saved.
+    streaming = follower is not None or grpc_address is not None
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    previous_int = signal.signal(signal.SIGINT, request_stop) if streaming else None
+    try:
+        runner = TetragonIngest(
+            target,
+            validate_chain_id(chain) if chain else "",
+            load_signer(key),
+            EventMapper(nodes, PrivacyFilter(bridge.privacy)),
+            config=writer_config,
+            source_name=str(
+                export_file or (files[0] if files else "") or grpc_address or "<stdin>"
+            ),
+            max_object_bytes=bridge.max_line_bytes,
         )
-    if follow and export_file is None:
-        raise InputError("--follow needs --export-file", field="--follow")
-    if cursor_file is not None and not follow:
-        raise InputError("--cursor needs --follow", field="--cursor")
+        result = _ingest(runner, lines, follower, cursor_file, grpc_address, max_events, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+    _print_ingest(result, output_format)
+
+
+def _writer_settings(
+    settings: Any, target: Path | None, key: Path | None, max_records: int | None
+) -> tuple[Path, Path, Any]:
+    """Target directory, signing key and writer limits: the options, else stellaops.yaml's."""
+    from ..evidence.config import WriterConfig
+
     target = target or settings.output_directory
     if target is None:
         raise InputError("no target: pass --target or set signals.output_directory in --config")
@@ -196,71 +223,95 @@ def ingest(
         zstd_level=base.zstd_level,
         flush_interval_seconds=base.flush_interval_seconds,
     )
-    nodes = _load_inputs(function_map, sbom, trust_root)
-    mapper = EventMapper(nodes, PrivacyFilter(bridge.privacy))
-    source_name = str(export_file or (files[0] if files else "") or grpc_address or "<stdin>")
-    chain = chain_id or bridge.chain_id or settings.chain_id
-    signer = load_signer(key)
+    return target, key, writer_config
 
-    lines: Iterator[Any]
-    stop = threading.Event()
-    follower: ExportFollower | None = None
+
+def _check_inputs(
+    files: bool,
+    export_file: Path | None,
+    stdin: bool,
+    grpc_address: str | None,
+    follow: bool,
+    cursor_file: Path | None,
+) -> None:
+    """Exactly one input, and the options that only make sense with another one."""
+    if sum([files, export_file is not None, stdin, grpc_address is not None]) != 1:
+        raise InputError(
+            "give exactly one input: FILES, --export-file, --stdin or --grpc", field="input"
+        )
+    if follow and export_file is None:
+        raise InputError("--follow needs --export-file", field="--follow")
+    if cursor_file is not None and not follow:
+        raise InputError("--cursor needs --follow", field="--cursor")
+
+
+def _open_lines(
+    files: list[Path],
+    stdin: bool,
+    export_file: Path | None,
+    follow: bool,
+    idle_exit: float | None,
+    cursor_file: Path | None,
+    max_line_bytes: int,
+    stop: threading.Event,
+) -> tuple[Iterator[Any], Any]:
+    """The input's lines (none for --grpc), and the follower of --follow (else None)."""
+    from ..tetragon.sources import (
+        ExportFollower,
+        FollowCursor,
+        file_lines,
+        rotated_backups,
+        stdin_lines,
+    )
+
     if files:
-        lines = file_lines(list(files), bridge.max_line_bytes)
-    elif stdin:
-        lines = stdin_lines(sys.stdin.buffer, bridge.max_line_bytes)
-    elif export_file is not None and not follow:
-        lines = file_lines([*rotated_backups(export_file), export_file], bridge.max_line_bytes)
-    elif export_file is not None:
+        return file_lines(list(files), max_line_bytes), None
+    if stdin:
+        return stdin_lines(sys.stdin.buffer, max_line_bytes), None
+    if export_file is not None and not follow:
+        return file_lines([*rotated_backups(export_file), export_file], max_line_bytes), None
+    if export_file is not None:
         follower = ExportFollower(
             export_file,
-            bridge.max_line_bytes,
+            max_line_bytes,
             idle_seconds=idle_exit,
             stop=stop,
             cursor=FollowCursor.load(cursor_file) if cursor_file else None,
         )
-        lines = follower.lines()
-    else:
-        lines = iter(())
+        return follower.lines(), follower
+    return iter(()), None
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
 
-    # A stream without end (--follow, --grpc) stops cleanly on SIGTERM or Ctrl-C: what was
-    # read is sealed as final and the cursor saved.
-    streaming = follower is not None or grpc_address is not None
-    previous = signal.signal(signal.SIGTERM, request_stop)
-    previous_int = signal.signal(signal.SIGINT, request_stop) if streaming else None
+def _ingest(
+    runner: Any,
+    lines: Iterator[Any],
+    follower: Any,
+    cursor_file: Path | None,
+    grpc_address: str | None,
+    max_events: int | None,
+    stop: threading.Event,
+) -> Any:
+    """Feed the runner, seal, then save the cursor (only once what was read is sealed)."""
     try:
-        runner = TetragonIngest(
-            target,
-            validate_chain_id(chain) if chain else "",
-            signer,
-            mapper,
-            config=writer_config,
-            source_name=source_name,
-            max_object_bytes=bridge.max_line_bytes,
-        )
-        try:
-            if grpc_address is not None:
-                from ..tetragon.grpc_source import grpc_events
+        if grpc_address is not None:
+            from ..tetragon.grpc_source import grpc_events
 
-                events = grpc_events(grpc_address, max_events=max_events, stop=stop)
-                runner.feed_events(events, grpc_address)
-            else:
-                runner.feed(lines)
-        except BaseException:
-            runner.abort()
-            raise
-        if follower is not None and follower.position_lost:
-            runner.note_gap("follow:saved_position_not_found")
-        result = runner.close()
-        if follower is not None and cursor_file is not None and follower.cursor is not None:
-            follower.cursor.save(cursor_file)  # only once what was read is sealed
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
+            events = grpc_events(grpc_address, max_events=max_events, stop=stop)
+            runner.feed_events(events, grpc_address)
+        else:
+            runner.feed(lines)
+    except BaseException:
+        runner.abort()
+        raise
+    if follower is not None and follower.position_lost:
+        runner.note_gap("follow:saved_position_not_found")
+    result = runner.close()
+    if follower is not None and cursor_file is not None and follower.cursor is not None:
+        follower.cursor.save(cursor_file)
+    return result
+
+
+def _print_ingest(result: Any, output_format: Format) -> None:
     for problem in result.problems:
         error_line(f"warning: {problem}")
     if output_format is Format.json:

@@ -371,7 +371,6 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     binaries: dict[str, ElfIndex] = {}
     for purl, path in options.binary_paths.items():
         binaries[canonical_purl(purl)] = index_binary(str(path))
-    binaries_loose = {_versionless(purl): elf for purl, elf in binaries.items()}
 
     candidates = _catalog_candidates(sbom, catalog)
     candidates += _evidence_candidates(sbom, catalog, warnings)
@@ -380,68 +379,15 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     candidates += _binary_candidates(sbom, catalog, binaries, options.hot_functions)
     candidates += _kernel_candidates(options.kernel_events)
 
-    paths: dict[str, ExpectedPath] = {}
-    seen: set[tuple[str, ...]] = set()
-    not_observable: dict[tuple[str, str], tuple[str, list[str]]] = {}
-    sources: dict[str, int] = {}
+    collected = _PathCollector(options, binaries)
     for candidate in candidates:
-        if options.hot_functions and not any(
-            _matches(
-                options.hot_functions,
-                _glob_subjects(candidate.tag, candidate.names, normalize_symbol(symbol)),
-            )
-            for _, symbol in candidate.nodes
-        ):
-            continue
-        nodes = []
-        blocked = []
-        for purl, symbol in candidate.nodes:
-            elf = binaries.get(canonical_purl(purl)) or binaries_loose.get(_versionless(purl))
-            if elf is not None and not elf.defines(symbol):
-                blocked.append((canonical_purl(purl), normalize_symbol(symbol), elf.path))
-            nodes.append(
-                ExpectedNode.create(
-                    purl,
-                    symbol,
-                    binary_path=elf.path if elf else None,
-                    build_id=elf.build_id if elf else None,
-                    probe_types=candidate.probe_types,
-                )
-            )
-        hashes = tuple(n.node_hash for n in nodes)
-        key = (candidate.dedup_scope, *hashes)
-        if key in seen:
-            continue
-        seen.add(key)
-        path_id = _path_id(candidate, hashes)
-        if blocked:
-            for purl, symbol, binary in blocked:
-                entry = not_observable.setdefault((purl, symbol), (binary, []))
-                entry[1].append(path_id)
-            continue
-        sink = nodes[-1]
-        optional = bool(options.optional) and (
-            _matches(options.optional, _glob_subjects(candidate.tag, candidate.names, sink.symbol))
-            or _matches(options.optional, [path_id])
-        )
-        paths[path_id] = ExpectedPath(
-            path_id=path_id,
-            tag=candidate.tag,
-            priority=priority_of(candidate.tag),
-            optional=optional,
-            nodes=tuple(nodes),
-        )
-        sources[candidate.source] = sources.get(candidate.source, 0) + 1
-
-    if options.hot_functions:
-        for glob in options.hot_functions:
-            if not any(
-                _matches([glob], _glob_subjects(p.tag, [], n.symbol))
-                or _matches([glob], [f"{PackageURL.from_string(n.purl).name}/{n.symbol}"])
-                for p in paths.values()
-                for n in p.nodes
-            ):
-                warnings.append(f"--hot-functions {glob!r} matched no symbol")
+        collected.add(candidate)
+    paths = collected.paths
+    warnings += [
+        f"--hot-functions {glob!r} matched no symbol"
+        for glob in options.hot_functions
+        if not _glob_matches_a_node(glob, paths.values())
+    ]
     if not paths:
         warnings.append("the function map has no expected paths")
 
@@ -476,10 +422,88 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
         function_map=function_map,
         not_observable=[
             NotObservable(purl, symbol, binary, tuple(ids))
-            for (purl, symbol), (binary, ids) in sorted(not_observable.items())
+            for (purl, symbol), (binary, ids) in sorted(collected.not_observable.items())
         ],
         warnings=warnings,
-        sources=sources,
+        sources=collected.sources,
+    )
+
+
+class _PathCollector:
+    """The expected paths of the candidates: hot ones only (with --hot-functions), each once,
+    none through a symbol its binary does not define (those are reported not observable)."""
+
+    def __init__(self, options: GenerateOptions, binaries: dict[str, ElfIndex]) -> None:
+        self.options = options
+        self.binaries = binaries
+        self.binaries_loose = {_versionless(purl): elf for purl, elf in binaries.items()}
+        self.paths: dict[str, ExpectedPath] = {}
+        self.seen: set[tuple[str, ...]] = set()
+        self.not_observable: dict[tuple[str, str], tuple[str, list[str]]] = {}
+        self.sources: dict[str, int] = {}
+
+    def is_hot(self, candidate: _Candidate) -> bool:
+        hot = self.options.hot_functions
+        return not hot or any(
+            _matches(hot, _glob_subjects(candidate.tag, candidate.names, normalize_symbol(symbol)))
+            for _, symbol in candidate.nodes
+        )
+
+    def nodes(self, candidate: _Candidate) -> tuple[list[ExpectedNode], list[tuple[str, str, str]]]:
+        """The candidate's nodes, and those (purl, symbol, binary) the binary does not define."""
+        nodes = []
+        blocked = []
+        for purl, symbol in candidate.nodes:
+            elf = self.binaries.get(canonical_purl(purl)) or self.binaries_loose.get(
+                _versionless(purl)
+            )
+            if elf is not None and not elf.defines(symbol):
+                blocked.append((canonical_purl(purl), normalize_symbol(symbol), elf.path))
+            nodes.append(
+                ExpectedNode.create(
+                    purl,
+                    symbol,
+                    binary_path=elf.path if elf else None,
+                    build_id=elf.build_id if elf else None,
+                    probe_types=candidate.probe_types,
+                )
+            )
+        return nodes, blocked
+
+    def add(self, candidate: _Candidate) -> None:
+        if not self.is_hot(candidate):
+            return
+        nodes, blocked = self.nodes(candidate)
+        hashes = tuple(n.node_hash for n in nodes)
+        key = (candidate.dedup_scope, *hashes)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        path_id = _path_id(candidate, hashes)
+        if blocked:
+            for purl, symbol, binary in blocked:
+                entry = self.not_observable.setdefault((purl, symbol), (binary, []))
+                entry[1].append(path_id)
+            return
+        optional = self.options.optional
+        subjects = _glob_subjects(candidate.tag, candidate.names, nodes[-1].symbol)
+        self.paths[path_id] = ExpectedPath(
+            path_id=path_id,
+            tag=candidate.tag,
+            priority=priority_of(candidate.tag),
+            optional=bool(optional)
+            and (_matches(optional, subjects) or _matches(optional, [path_id])),
+            nodes=tuple(nodes),
+        )
+        self.sources[candidate.source] = self.sources.get(candidate.source, 0) + 1
+
+
+def _glob_matches_a_node(glob: str, paths: Iterable[ExpectedPath]) -> bool:
+    return any(
+        _matches([glob], _glob_subjects(p.tag, [], n.symbol))
+        or _matches([glob], [f"{PackageURL.from_string(n.purl).name}/{n.symbol}"])
+        for p in paths
+        for n in p.nodes
     )
 
 

@@ -39,7 +39,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/functionmap/verify.py::evaluate": "to split (issue 10)",
     "stella_bundle/functionmap/verify.py::scan_paths": "to split (issue 10)",
     "stella_bundle/functionmap/callgraph.py::enumerate_paths": "to split (issue 10)",
-    "stella_bundle/functionmap/generate.py::generate_function_map": "to split (issue 10)",
     "stella_bundle/cli/function_map.py::_render_table": "to split (issue 10)",
     "stella_bundle/store/postgres.py::PostgresStore.store_chunks": "to split (issue 10)",
     "stella_bundle/store/config.py::parse_store_section": "to split (issue 10)",

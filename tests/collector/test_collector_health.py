@@ -166,6 +166,24 @@ def test_a_binary_that_vanished_and_came_back_is_probed_again(
     assert (named.reattached, named.failed) == (2, 0)
 
 
+def test_a_binary_rewritten_in_place_is_a_replacement(
+    collector: tuple[Collector, MemorySink, Path], other_build: Path
+) -> None:
+    """The same inode with another build in it (`cp` over a file no process runs): the probes
+    stay on the inode at the old build's offsets, so the build id tells."""
+    c, sink, binary = collector
+    inode = binary.stat().st_ino
+    binary.write_bytes(other_build.read_bytes())
+    assert binary.stat().st_ino == inode
+    (event,) = c.check_health()
+    assert (event.reason, event.reattached, event.failed) == ("binary_replaced", 2, 0)
+    _run(binary)
+    _drain(c)
+    (record,) = _parse_records(sink)
+    assert record["build_id"] == index_binary(str(other_build)).build_id
+    assert c.check_health() == []
+
+
 def test_a_replacement_without_the_symbol_is_named_in_the_seal(
     collector: tuple[Collector, MemorySink, Path], tmp_path: Path
 ) -> None:

@@ -425,6 +425,136 @@ def _path_status(observed_nodes: int, total: int) -> str:
     return STATUS_PARTIAL if observed_nodes else STATUS_MISSING
 
 
+def _tag_counts() -> dict[str, Any]:
+    """A tag's paths by outcome, before any is counted."""
+    return {
+        "required_paths": 0,
+        "observed_paths": 0,
+        "partial_paths": 0,
+        "missing_paths": 0,
+        "optional_paths": 0,
+        "optional_observed_paths": 0,
+    }
+
+
+class _PathTally:
+    """Each path's entry of the breakdown, counted into its tag and the required totals; the
+    nodes of required paths not observed (with the paths that needed them)."""
+
+    def __init__(
+        self, states: Mapping[str, NodeAggregate], node_weight: Mapping[str, float]
+    ) -> None:
+        self.states = states
+        self.node_weight = node_weight
+        self.breakdown: list[dict[str, Any]] = []
+        self.tags: dict[str, dict[str, Any]] = {}
+        self.missing: dict[str, tuple[ExpectedNode, list[str]]] = {}
+        self.required_paths = self.observed_required = 0
+        self.confidence_sum = 0.0
+        self.path_confidence: dict[str, float] = {}
+
+    def add(self, path: ExpectedPath) -> None:
+        states, node_weight = self.states, self.node_weight
+        seen = [states[n.node_hash].count > 0 for n in path.nodes]
+        status = _path_status(sum(seen), len(path.nodes))
+        confidence = sum(node_weight[n.node_hash] for n in path.nodes) / len(path.nodes)
+        self.path_confidence[path.path_id] = _round(confidence)
+        self.breakdown.append(
+            {
+                "path_id": path.path_id,
+                "tag": path.tag,
+                "priority": path.priority,
+                "optional": path.optional,
+                "status": status,
+                "observed_nodes": sum(seen),
+                "total_nodes": len(path.nodes),
+                "confidence": _round(confidence),
+                "nodes": [
+                    _node_entry(n, states.get(n.node_hash), node_weight[n.node_hash])
+                    for n in path.nodes
+                ],
+            }
+        )
+        tag = self.tags.setdefault(path.tag, _tag_counts())
+        if path.optional:
+            tag["optional_paths"] += 1
+            tag["optional_observed_paths"] += status == STATUS_OBSERVED
+            return
+        self.required_paths += 1
+        self.confidence_sum += confidence
+        tag["required_paths"] += 1
+        if status == STATUS_OBSERVED:
+            self.observed_required += 1
+            tag["observed_paths"] += 1
+            return
+        tag["partial_paths" if status == STATUS_PARTIAL else "missing_paths"] += 1
+        for node, was_seen in zip(path.nodes, seen, strict=True):
+            if not was_seen:
+                self.missing.setdefault(node.node_hash, (node, []))[1].append(path.path_id)
+
+
+def _judge_tags(tags: dict[str, dict[str, Any]], minimums: Mapping[str, float]) -> list[str]:
+    """Each tag's rate and verdict against its minimum (a tag with a minimum and no path is
+    added, met); the failures, one sentence each."""
+    failures = []
+    for name, tag in sorted(tags.items()):
+        rate = tag["observed_paths"] / tag["required_paths"] if tag["required_paths"] else 1.0
+        minimum = minimums.get(name)
+        tag["observation_rate"] = _round(rate)
+        if minimum is not None:
+            tag["target_rate"] = minimum
+        tag["verified"] = minimum is None or rate >= minimum
+        if not tag["verified"]:
+            failures.append(f"tag {name}: rate {rate:.4f} is below its minimum {minimum:.4f}")
+    for name in sorted(set(minimums) - set(tags)):
+        tags[name] = {
+            **_tag_counts(),
+            "observation_rate": 1.0,
+            "target_rate": minimums[name],
+            "verified": True,
+        }
+    return failures
+
+
+def _missing_symbols(
+    missing: Mapping[str, tuple[ExpectedNode, list[str]]],
+    diagnosis_by_node: Mapping[str, list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    entries = []
+    for node_hash, (node, path_ids) in sorted(
+        missing.items(), key=lambda item: (item[1][0].purl, item[1][0].symbol)
+    ):
+        entry = node.to_dict()
+        entry["path_ids"] = sorted(path_ids)
+        entry["reason"] = (
+            " / ".join(sorted({d["diagnosis"] for d in diagnosis_by_node[node_hash]}))
+            if node_hash in diagnosis_by_node
+            else "not observed"
+        )
+        entries.append(entry)
+    return entries
+
+
+def _unexpected_symbols(
+    unexpected: Mapping[str, NodeAggregate], diagnosed_hashes: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    entries = []
+    for node_hash, state in sorted(unexpected.items(), key=lambda item: (-item[1].count, item[0])):
+        entry = {
+            "node_hash": node_hash,
+            "function_name": state.function_name,
+            "purl": state.purl,
+            "count": saturating_sum(state.count),
+            "first_observed_at": state.first,
+            "last_observed_at": state.last,
+            "probe_types": state.probe_types(),
+        }
+        if node_hash in diagnosed_hashes:
+            entry["diagnosis"] = diagnosed_hashes[node_hash]
+        entries.append(entry)
+    return entries
+
+
 def evaluate(
     function_map: FunctionMap | LoadedFunctionMap,
     aggregator: ObservationAggregator,
@@ -442,61 +572,11 @@ def evaluate(
     )
     states = aggregator.expected
     node_weight = {h: _node_confidence(s, weights) for h, s in states.items()}
-
-    breakdown: list[dict[str, Any]] = []
-    tags: dict[str, dict[str, Any]] = {}
-    missing: dict[str, tuple[ExpectedNode, list[str]]] = {}
-    required_paths = observed_required = 0
-    confidence_sum = 0.0
-    path_confidence: dict[str, float] = {}
-    paths: tuple[ExpectedPath, ...] = fmap.expected_paths
-    for path in paths:
-        seen = [states[n.node_hash].count > 0 for n in path.nodes]
-        status = _path_status(sum(seen), len(path.nodes))
-        confidence = sum(node_weight[n.node_hash] for n in path.nodes) / len(path.nodes)
-        path_confidence[path.path_id] = _round(confidence)
-        breakdown.append(
-            {
-                "path_id": path.path_id,
-                "tag": path.tag,
-                "priority": path.priority,
-                "optional": path.optional,
-                "status": status,
-                "observed_nodes": sum(seen),
-                "total_nodes": len(path.nodes),
-                "confidence": _round(confidence),
-                "nodes": [
-                    _node_entry(n, states.get(n.node_hash), node_weight[n.node_hash])
-                    for n in path.nodes
-                ],
-            }
-        )
-        tag = tags.setdefault(
-            path.tag,
-            {
-                "required_paths": 0,
-                "observed_paths": 0,
-                "partial_paths": 0,
-                "missing_paths": 0,
-                "optional_paths": 0,
-                "optional_observed_paths": 0,
-            },
-        )
-        if path.optional:
-            tag["optional_paths"] += 1
-            tag["optional_observed_paths"] += status == STATUS_OBSERVED
-            continue
-        required_paths += 1
-        confidence_sum += confidence
-        tag["required_paths"] += 1
-        if status == STATUS_OBSERVED:
-            observed_required += 1
-            tag["observed_paths"] += 1
-        else:
-            tag["partial_paths" if status == STATUS_PARTIAL else "missing_paths"] += 1
-            for node, was_seen in zip(path.nodes, seen, strict=True):
-                if not was_seen:
-                    missing.setdefault(node.node_hash, (node, []))[1].append(path.path_id)
+    tally = _PathTally(states, node_weight)
+    for path in fmap.expected_paths:
+        tally.add(path)
+    required_paths, observed_required = tally.required_paths, tally.observed_required
+    tags = tally.tags
 
     observation_rate = observed_required / required_paths if required_paths else 1.0
     target = coverage.min_observation_rate
@@ -506,58 +586,12 @@ def evaluate(
             f"observation rate {observation_rate:.4f} is below the target {target:.4f} "
             f"({observed_required} of {required_paths} required paths observed)"
         )
-    for name, tag in sorted(tags.items()):
-        rate = tag["observed_paths"] / tag["required_paths"] if tag["required_paths"] else 1.0
-        minimum = coverage.tag_min_rates.get(name)
-        tag["observation_rate"] = _round(rate)
-        if minimum is not None:
-            tag["target_rate"] = minimum
-        tag["verified"] = minimum is None or rate >= minimum
-        if not tag["verified"]:
-            failures.append(f"tag {name}: rate {rate:.4f} is below its minimum {minimum:.4f}")
-    for name in sorted(set(coverage.tag_min_rates) - set(tags)):
-        tags[name] = {
-            "required_paths": 0,
-            "observed_paths": 0,
-            "partial_paths": 0,
-            "missing_paths": 0,
-            "optional_paths": 0,
-            "optional_observed_paths": 0,
-            "observation_rate": 1.0,
-            "target_rate": coverage.tag_min_rates[name],
-            "verified": True,
-        }
+    failures += _judge_tags(tags, coverage.tag_min_rates)
 
-    diagnoses, diagnosis_by_node = _diagnose(missing, aggregator.unexpected)
+    diagnoses, diagnosis_by_node = _diagnose(tally.missing, aggregator.unexpected)
+    missing_symbols = _missing_symbols(tally.missing, diagnosis_by_node)
     diagnosed_hashes = {d["observed"]["node_hash"]: d["diagnosis"] for d in diagnoses}
-    missing_symbols = []
-    for node_hash, (node, path_ids) in sorted(
-        missing.items(), key=lambda item: (item[1][0].purl, item[1][0].symbol)
-    ):
-        entry = node.to_dict()
-        entry["path_ids"] = sorted(path_ids)
-        entry["reason"] = (
-            " / ".join(sorted({d["diagnosis"] for d in diagnosis_by_node[node_hash]}))
-            if node_hash in diagnosis_by_node
-            else "not observed"
-        )
-        missing_symbols.append(entry)
-    unexpected_symbols = []
-    for node_hash, state in sorted(
-        aggregator.unexpected.items(), key=lambda item: (-item[1].count, item[0])
-    ):
-        entry = {
-            "node_hash": node_hash,
-            "function_name": state.function_name,
-            "purl": state.purl,
-            "count": saturating_sum(state.count),
-            "first_observed_at": state.first,
-            "last_observed_at": state.last,
-            "probe_types": state.probe_types(),
-        }
-        if node_hash in diagnosed_hashes:
-            entry["diagnosis"] = diagnosed_hashes[node_hash]
-        unexpected_symbols.append(entry)
+    unexpected_symbols = _unexpected_symbols(aggregator.unexpected, diagnosed_hashes)
     if unexpected_symbols and fail_on_unexpected:
         failures.append(
             f"{len(unexpected_symbols)} unexpected symbol(s) observed and fail_on_unexpected is true"
@@ -567,13 +601,13 @@ def evaluate(
     for state in states.values():
         for probe in state.probe_types():
             by_probe[probe] = by_probe.get(probe, 0) + 1
-    overall = confidence_sum / required_paths if required_paths else 0.0
+    overall = tally.confidence_sum / required_paths if required_paths else 0.0
     window_from, window_to = options.window_strings()
     return VerificationResult(
         verified=not failures,
         observation_rate=_round(observation_rate),
         target_rate=target,
-        per_path_breakdown=breakdown,
+        per_path_breakdown=tally.breakdown,
         per_tag=dict(sorted(tags.items())),
         unexpected_symbols=unexpected_symbols,
         missing_symbols=missing_symbols,
@@ -583,7 +617,7 @@ def evaluate(
             "unobserved); path: mean of its nodes; overall: mean over required paths",
             "weights": dict(sorted(weights.items())),
             "observed_nodes_by_probe_type": dict(sorted(by_probe.items())),
-            "per_path": path_confidence,
+            "per_path": tally.path_confidence,
         },
         diagnoses=diagnoses,
         window={"from": window_from, "to": window_to},

@@ -36,7 +36,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/agent/config.py::load_agent_settings": BEING_CHANGED,
     "stella_bundle/bundle/media.py::join_parts": "to split (issue 10)",
     "stella_bundle/bundle/build.py::build_bundle": "to split (issue 10)",
-    "stella_bundle/functionmap/verify.py::evaluate": "to split (issue 10)",
     "stella_bundle/functionmap/verify.py::scan_paths": "to split (issue 10)",
     "stella_bundle/functionmap/callgraph.py::enumerate_paths": "to split (issue 10)",
     "stella_bundle/cli/function_map.py::_render_table": "to split (issue 10)",

@@ -577,6 +577,10 @@ class PostgresStore(ObservationStore):
         ):
             # One snapshot for the groups, the names and the total.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # The hash tables hold one entry per (node, probe type): about 27 MB for a
+            # 10,000-path map. Under the default work_mem (4 MB) they spilled to disk in
+            # batches and the groups were sorted again to be merged; for this transaction only.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
             where, params = self._window(cursor, window_from, window_to)
             # Two levels: (node, probe type) first, then per node. array_agg(DISTINCT …)
             # would sort every row of every group; this is two hash aggregations.

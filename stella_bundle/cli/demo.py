@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .output import console
+from . import output
 
 
 def demo(
@@ -20,6 +20,7 @@ def demo(
     """Run the whole flow end to end in a temporary workspace and show the result."""
     from ..demo import run_demo
 
+    console = output.console  # Rich, imported only now (not for `stella --help`)
     result = run_demo(
         workspace,
         say=lambda text: console.print(text, markup=False),

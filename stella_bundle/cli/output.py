@@ -6,9 +6,10 @@ import enum
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -18,9 +19,22 @@ class _State:
 
 state = _State()
 
-# emoji=False: ":AB:" in a hex fingerprint must not turn into an emoji.
-console = Console(highlight=False, soft_wrap=True, emoji=False)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+if TYPE_CHECKING:
+    console: Console
+    error_console: Console
+
+
+def __getattr__(name: str) -> Any:
+    """`console` and `error_console`, made at first use: importing Rich is ~0.1 s that
+    `stella --help` and every command printing no table would spend for nothing."""
+    if name not in ("console", "error_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    # emoji=False: ":AB:" in a hex fingerprint must not turn into an emoji.
+    made = Console(stderr=name == "error_console", highlight=False, soft_wrap=True, emoji=False)
+    globals()[name] = made
+    return made
 
 
 class Format(enum.StrEnum):

@@ -304,7 +304,7 @@ def run_demo(
     outcome = verify_bundle(joined.output, TrustRoot.load(trust_root_path))
     files = write_reports(outcome, airgap / "report", load_signer(key("auditor")))
     step("7. verified offline against the trust root (no network used):")
-    show(report_renderable(outcome.predicate))
+    show(report_renderable(outcome.report))
     failure = outcome.failure_line()
     if failure:
         say(f"   {failure}")

@@ -1,6 +1,7 @@
 """The verification report rendered for people: rich tables on a terminal, one HTML file.
 
-The HTML is self-contained (inline CSS and SVG, no script, no external asset, a CSP that
+Both read the typed report (formats.report.VerificationReport), so a misspelt field is a type
+error rather than a silent default. The HTML is self-contained (inline CSS and SVG, no script, no external asset, a CSP that
 forbids fetching anything) because it is opened on air-gapped machines.
 """
 
@@ -14,123 +15,121 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..formats.report import PathResult, TagResult, VerificationReport
+
 _STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
 _PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
 
 
-def _rate(value: Any) -> str:
-    try:
-        return f"{float(value) * 100:.1f} %"
-    except (TypeError, ValueError):
-        return "n/a"
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{float(value) * 100:.1f} %"
 
 
-def _symbol_text(item: Any) -> str:
+def _symbol_text(item: str | Mapping[str, Any]) -> str:
+    """A symbol as the report names it: a name, or an object (a node, an observation)."""
     if isinstance(item, str):
         return item
-    if isinstance(item, Mapping):
-        name = item.get("symbol") or item.get("function_name") or item.get("node_hash") or ""
-        extra = item.get("purl") or item.get("path_id") or ""
-        return f"{name} ({extra})" if extra else str(name)
-    return str(item)
+    name = item.get("symbol") or item.get("function_name") or item.get("node_hash") or ""
+    extra = item.get("purl") or item.get("path_id") or ""
+    return f"{name} ({extra})" if extra else str(name)
 
 
-def tag_values(values: Mapping[str, Any], default_target: Any) -> tuple[float, float, bool]:
-    """(rate, target, met) of one tag, whichever names the map verifier used."""
-
-    def number(*candidates: Any) -> float:
-        for candidate in candidates:
-            if isinstance(candidate, int | float) and not isinstance(candidate, bool):
-                return max(0.0, min(1.0, float(candidate)))
-        return 0.0
-
-    rate = number(values.get("observation_rate"), values.get("rate"))
-    target = number(values.get("target_rate"), values.get("min_rate"), default_target)
-    met = values.get("verified", values.get("met"))
-    return rate, target, bool(met) if met is not None else rate >= target
+def tag_values(values: TagResult, default_target: float) -> tuple[float, float, bool]:
+    """(rate, target, met) of one tag; a tag without its own target has the report's."""
+    rate = values.observation_rate or 0.0
+    target = values.target_rate if values.target_rate is not None else default_target
+    met = values.verified if values.verified is not None else rate >= target
+    return rate, target, met
 
 
-def _signers(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
-    rows = []
-    for attestation in report.get("input_attestations", []):
-        for signer in attestation.get("signers", []):
-            rows.append(
-                (
-                    str(attestation.get("role", "")),
-                    str(attestation.get("uri", "")),
-                    str(signer.get("keyid", "")),
-                    str(signer.get("fingerprint", "")),
-                )
-            )
-    return rows
+def _signers(report: VerificationReport) -> list[tuple[str, str, str, str]]:
+    return [
+        (attestation.role or "", attestation.uri or "", signer.keyid, signer.fingerprint)
+        for attestation in report.input_attestations
+        for signer in attestation.signers or ()
+    ]
 
 
 # --- terminal ----------------------------------------------------------------------------------
 
 
-def report_renderable(report: Mapping[str, Any]) -> RenderableType:
-    verdict = str(report.get("verification_result", "FAILED"))
+def report_renderable(report: VerificationReport) -> RenderableType:
+    verdict = report.verification_result
     style = "bold green" if verdict == "PASSED" else "bold red"
     header = Text.assemble(
         ("verdict: ", "bold"),
         (verdict, style),
-        f"   service {report.get('service', '?')}   observation rate "
-        f"{_rate(report.get('observation_rate'))} (target {_rate(report.get('target_rate'))})"
-        f"   confidence {_rate(report.get('confidence'))}",
+        f"   service {report.service or '?'}   observation rate "
+        f"{_rate(report.observation_rate)} (target {_rate(report.target_rate)})"
+        f"   confidence {_rate(report.confidence)}",
     )
-    steps = Table(title="verification steps", title_justify="left")
-    steps.add_column("#", justify="right")
-    steps.add_column("step")
-    steps.add_column("status")
-    steps.add_column("detail", overflow="fold")
-    for number, step in enumerate(report.get("steps", []), start=1):
-        status = str(step.get("status"))
-        steps.add_row(
-            str(number),
-            str(step.get("name")),
-            Text(status, style=_STATUS_STYLE.get(status, "")),
-            str(step.get("message", "")),
-        )
-    paths = Table(title="paths", title_justify="left")
-    for column in ("path", "tag", "status", "confidence"):
-        paths.add_column(column)
-    for path in report.get("per_path_breakdown", []):
-        status = str(path.get("status"))
-        paths.add_row(
-            str(path.get("path_id")),
-            str(path.get("tag", "")),
-            Text(status + _optional_note(path), style=_PATH_STYLE.get(status, "")),
-            _rate(path.get("confidence")) if "confidence" in path else "",
-        )
-    tags = Table(title="per tag", title_justify="left")
-    for column in ("tag", "rate", "target", "verified"):
-        tags.add_column(column)
-    for tag, values in sorted(report.get("per_tag", {}).items()):
-        rate, target, met = tag_values(values, report.get("target_rate"))
-        tags.add_row(tag, _rate(rate), _rate(target), "yes" if met else "no")
-    chains = Table(title="evidence chains", title_justify="left")
-    for column in ("chain", "chunks", "gaps", "final seal", "events lost"):
-        chains.add_column(column)
-    for chain in report.get("evidence", []):
-        chains.add_row(
-            str(chain.get("chain_id")),
-            str(chain.get("chunks")),
-            str(len(chain.get("gaps", []))),
-            "yes" if chain.get("final_seal_present") else "no",
-            str(chain.get("events_lost")),
-        )
-    parts: list[RenderableType] = [header, steps]
-    if report.get("per_path_breakdown"):
-        parts += [tags, paths]
-    if report.get("evidence"):
-        parts.append(chains)
-    missing = [_symbol_text(s) for s in report.get("missing_symbols", [])]
-    unexpected = [_symbol_text(s) for s in report.get("unexpected_symbols", [])]
+    parts: list[RenderableType] = [header, _steps_table(report)]
+    if report.per_path_breakdown:
+        parts += [_tags_table(report), _paths_table(report)]
+    if report.evidence:
+        parts.append(_chains_table(report))
+    missing = [_symbol_text(s) for s in report.missing_symbols]
+    unexpected = [_symbol_text(s) for s in report.unexpected_symbols]
     if missing:
         parts.append(Text("missing symbols: " + ", ".join(missing[:20]), style="red"))
     if unexpected:
         parts.append(Text("unexpected symbols: " + ", ".join(unexpected[:20]), style="yellow"))
     return Group(*parts)
+
+
+def _steps_table(report: VerificationReport) -> Table:
+    steps = Table(title="verification steps", title_justify="left")
+    steps.add_column("#", justify="right")
+    steps.add_column("step")
+    steps.add_column("status")
+    steps.add_column("detail", overflow="fold")
+    for number, step in enumerate(report.steps or (), start=1):
+        steps.add_row(
+            str(number),
+            step.name,
+            Text(step.status, style=_STATUS_STYLE.get(step.status, "")),
+            step.message or "",
+        )
+    return steps
+
+
+def _paths_table(report: VerificationReport) -> Table:
+    paths = Table(title="paths", title_justify="left")
+    for column in ("path", "tag", "status", "confidence"):
+        paths.add_column(column)
+    for path in report.per_path_breakdown:
+        paths.add_row(
+            path.path_id,
+            path.tag or "",
+            Text(path.status + _optional_note(path), style=_PATH_STYLE.get(path.status, "")),
+            _rate(path.confidence) if path.confidence is not None else "",
+        )
+    return paths
+
+
+def _tags_table(report: VerificationReport) -> Table:
+    tags = Table(title="per tag", title_justify="left")
+    for column in ("tag", "rate", "target", "verified"):
+        tags.add_column(column)
+    for tag, values in sorted(report.per_tag.items()):
+        rate, target, met = tag_values(values, report.target_rate)
+        tags.add_row(tag, _rate(rate), _rate(target), "yes" if met else "no")
+    return tags
+
+
+def _chains_table(report: VerificationReport) -> Table:
+    chains = Table(title="evidence chains", title_justify="left")
+    for column in ("chain", "chunks", "gaps", "final seal", "events lost"):
+        chains.add_column(column)
+    for chain in report.evidence:
+        chains.add_row(
+            chain.chain_id,
+            str(chain.chunks),
+            str(len(chain.gaps)),
+            "yes" if chain.final_seal_present else "no",
+            str(chain.events_lost),
+        )
+    return chains
 
 
 # --- HTML --------------------------------------------------------------------------------------
@@ -153,9 +152,9 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _optional_note(path: dict[str, Any]) -> str:
+def _optional_note(path: PathResult) -> str:
     # An optional path does not count against the rate: say so beside its status.
-    return " (optional)" if path.get("optional") else ""
+    return " (optional)" if path.optional else ""
 
 
 def _table(headers: Iterable[str] | None, rows: Iterable[Iterable[str]]) -> str:
@@ -166,7 +165,7 @@ def _table(headers: Iterable[str] | None, rows: Iterable[Iterable[str]]) -> str:
     return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
-def tag_chart_svg(per_tag: Mapping[str, Mapping[str, Any]], default_target: Any = None) -> str:
+def tag_chart_svg(per_tag: Mapping[str, TagResult], default_target: float) -> str:
     """Horizontal bars of each tag's observation rate with its target as a tick."""
     tags = sorted(per_tag)
     if not tags:
@@ -200,45 +199,44 @@ def tag_chart_svg(per_tag: Mapping[str, Mapping[str, Any]], default_target: Any 
     return "".join(parts)
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    verdict = "PASSED" if report.get("verification_result") == "PASSED" else "FAILED"
+def render_html(report: VerificationReport) -> str:
+    verdict = report.verification_result
     steps = _table(
         ("#", "step", "status", "detail"),
         (
             (
                 str(n),
-                _e(s.get("name")),
-                f'<span class="{_e(s.get("status"))}">{_e(s.get("status"))}</span>',
-                _e(s.get("message", "")),
+                _e(s.name),
+                f'<span class="{_e(s.status)}">{_e(s.status)}</span>',
+                _e(s.message or ""),
             )
-            for n, s in enumerate(report.get("steps", []), start=1)
+            for n, s in enumerate(report.steps or (), start=1)
         ),
     )
     paths = _table(
         ("path", "tag", "status", "confidence", "nodes"),
         (
             (
-                f"<code>{_e(p.get('path_id'))}</code>",
-                _e(p.get("tag", "")),
-                f'<span class="{_e(p.get("status"))}">{_e(p.get("status"))}</span>'
-                + _e(_optional_note(p)),
-                _e(_rate(p.get("confidence"))) if "confidence" in p else "",
-                _e(", ".join(_symbol_text(node) for node in p.get("nodes", []))),
+                f"<code>{_e(p.path_id)}</code>",
+                _e(p.tag or ""),
+                f'<span class="{_e(p.status)}">{_e(p.status)}</span>' + _e(_optional_note(p)),
+                _e(_rate(p.confidence)) if p.confidence is not None else "",
+                _e(", ".join(_symbol_text(node) for node in p.nodes or ())),
             )
-            for p in report.get("per_path_breakdown", [])
+            for p in report.per_path_breakdown
         ),
     )
     chains = _table(
         ("chain", "chunks", "gaps", "final seal", "events lost"),
         (
             (
-                f"<code>{_e(c.get('chain_id'))}</code>",
-                _e(c.get("chunks")),
-                _e(len(c.get("gaps", []))),
-                "yes" if c.get("final_seal_present") else '<span class="failed">no</span>',
-                _e(c.get("events_lost")),
+                f"<code>{_e(c.chain_id)}</code>",
+                _e(c.chunks),
+                _e(len(c.gaps)),
+                "yes" if c.final_seal_present else '<span class="failed">no</span>',
+                _e(c.events_lost),
             )
-            for c in report.get("evidence", [])
+            for c in report.evidence
         ),
     )
     signers = _table(
@@ -254,33 +252,28 @@ def render_html(report: Mapping[str, Any]) -> str:
         ),
     )
 
-    def symbol_list(items: list[Any]) -> str:
-        if not items:
+    def symbol_list(items: Iterable[str | Mapping[str, Any]]) -> str:
+        texts = [_symbol_text(i) for i in items]
+        if not texts:
             return '<p class="muted">none</p>'
-        return (
-            "<ul>"
-            + "".join(f"<li><code>{_e(_symbol_text(i))}</code></li>" for i in items)
-            + "</ul>"
-        )
+        return "<ul>" + "".join(f"<li><code>{_e(t)}</code></li>" for t in texts) + "</ul>"
 
-    window = report.get("window") or {}
-    policy = (report.get("policy") or {}).get("digest", {}).get("sha256", "")
-    resource = (report.get("resource_digest") or {}).get("sha256", "")
+    window_from = report.window.start if report.window else None
+    window_to = report.window.end if report.window else None
+    resource = (report.resource_digest or {}).get("sha256", "")
     meta = _table(
         None,
         (
-            ("resource", f"<code>{_e(report.get('resource_uri', ''))}</code>"),
+            ("resource", f"<code>{_e(report.resource_uri)}</code>"),
             ("resource sha256", f"<code>{_e(resource)}</code>"),
-            ("service", _e(report.get("service", ""))),
-            ("function map sha256 (policy)", f"<code>{_e(policy)}</code>"),
-            ("window", _e(f"{window.get('from') or '—'} → {window.get('to') or '—'}")),
-            ("verified at", _e(report.get("time_verified", ""))),
+            ("service", _e(report.service or "")),
             (
-                "verifier",
-                _e(
-                    f"{(report.get('verifier') or {}).get('id', '')} {(report.get('verifier') or {}).get('version', '')}"
-                ),
+                "function map sha256 (policy)",
+                f"<code>{_e(report.policy.digest.get('sha256', ''))}</code>",
             ),
+            ("window", _e(f"{window_from or '—'} → {window_to or '—'}")),
+            ("verified at", _e(report.time_verified)),
+            ("verifier", _e(f"{report.verifier.id} {report.verifier.version}")),
         ),
     ).replace("<table>", '<table class="meta">')
     return f"""<!DOCTYPE html>
@@ -291,15 +284,15 @@ def render_html(report: Mapping[str, Any]) -> str:
 <body>
 <h1>Function-map verification report</h1>
 <p><span id="verdict" class="verdict {verdict}">{verdict}</span></p>
-<p id="rate">observation rate <strong>{_e(_rate(report.get("observation_rate")))}</strong>
-against a target of <strong>{_e(_rate(report.get("target_rate")))}</strong>;
-probe-weighted confidence {_e(_rate(report.get("confidence")))}</p>
+<p id="rate">observation rate <strong>{_e(_rate(report.observation_rate))}</strong>
+against a target of <strong>{_e(_rate(report.target_rate))}</strong>;
+probe-weighted confidence {_e(_rate(report.confidence))}</p>
 {meta}
 <h2>Verification steps</h2>{steps}
-<h2>Observation rate per tag</h2>{tag_chart_svg(report.get("per_tag", {}), report.get("target_rate"))}
+<h2>Observation rate per tag</h2>{tag_chart_svg(report.per_tag, report.target_rate)}
 <h2>Paths</h2>{paths}
-<h2>Missing symbols</h2>{symbol_list(list(report.get("missing_symbols", [])))}
-<h2>Unexpected symbols</h2>{symbol_list(list(report.get("unexpected_symbols", [])))}
+<h2>Missing symbols</h2>{symbol_list(report.missing_symbols)}
+<h2>Unexpected symbols</h2>{symbol_list(report.unexpected_symbols)}
 <h2>Evidence chains</h2>{chains}
 <h2>Signers</h2>{signers}
 </body></html>

@@ -52,7 +52,7 @@ def write_reports(
     html_path = output_dir / REPORT_HTML
     envelope_path = output_dir / REPORT_ENVELOPE if signer is not None else None
     write_bytes_atomic(json_path, canonical_bytes(outcome.statement))
-    write_bytes_atomic(html_path, render_html(outcome.predicate).encode("utf-8"))
+    write_bytes_atomic(html_path, render_html(outcome.report).encode("utf-8"))
     if signer is not None and envelope_path is not None:
         envelope = sign_statement(outcome.statement, [signer])
         write_bytes_atomic(envelope_path, canonical_bytes(envelope.to_dict()))

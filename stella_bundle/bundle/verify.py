@@ -30,11 +30,13 @@ from ..errors import (
     BundleContentsError,
     EvidenceChainError,
     InputError,
+    InternalError,
     MalformedDocumentError,
     SchemaValidationError,
     StellaError,
     VerificationFailure,
 )
+from ..formats.report import VerificationReport
 from ..functionmap.model import FunctionMap, function_map_from_statement
 from ..functionmap.scan import ObservationAggregator
 from ..functionmap.verify import VerifyOptions
@@ -93,6 +95,14 @@ class VerificationOutcome:
     def predicate(self) -> dict[str, Any]:
         predicate: dict[str, Any] = self.statement["predicate"]
         return predicate
+
+    @property
+    def report(self) -> VerificationReport:
+        """The report, typed: what the renderers read."""
+        try:
+            return VerificationReport.from_dict(self.predicate, "verification report")
+        except MalformedDocumentError as exc:  # the verifier's own output: a bug, not input
+            raise InternalError(f"the verification report breaks its format: {exc}") from exc
 
     @property
     def passed(self) -> bool:

@@ -209,9 +209,9 @@ def verify(
     if output_format is ReportFormat.json:
         emit_json(outcome.predicate)
     elif output_format is ReportFormat.html:
-        typer.echo(render_html(outcome.predicate), nl=False)
+        typer.echo(render_html(outcome.report), nl=False)
     else:
-        console.print(report_renderable(outcome.predicate))
+        console.print(report_renderable(outcome.report))
         console.print(f"report: {files.json}")
         console.print(f"html:   {files.html}")
         if files.envelope is not None:

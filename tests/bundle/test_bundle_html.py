@@ -12,6 +12,15 @@ from typing import Any
 import pytest
 
 from stella_bundle.bundle.render import render_html
+from stella_bundle.formats.report import VerificationReport
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures/schemas/examples/verification-report.json"
+
+
+def example_report(**changes: Any) -> VerificationReport:
+    """The example report with some fields replaced: the renderers read the typed model."""
+    return VerificationReport.from_dict({**json.loads(EXAMPLE.read_text()), **changes})
+
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -69,15 +78,15 @@ def test_html_is_self_contained(report_dir: Path) -> None:
 
 def test_html_escapes_what_the_bundle_says() -> None:
     page = render_html(
-        {
-            "verification_result": "FAILED",
-            "service": "<script>alert(1)</script>",
-            "missing_symbols": ["<img src=x onerror=alert(1)>"],
-            "per_tag": {"<b>": {"rate": 0.5, "min_rate": 0.9, "met": False}},
-        }
+        example_report(
+            verification_result="FAILED",
+            service="<script>alert(1)</script>",
+            missing_symbols=["<img src=x onerror=alert(1)>"],
+            per_tag={"<b>": {"observation_rate": 0.5, "target_rate": 0.9, "verified": False}},
+        )
     )
-    assert "<script>alert" not in page and "<img src=x" not in page
-    assert "&lt;script&gt;" in page
+    assert "<script>alert" not in page and "<img src=x" not in page and "<b>" not in page
+    assert "&lt;script&gt;" in page and "&lt;b&gt;" in page
 
 
 def test_optional_paths_are_marked_as_such() -> None:
@@ -85,13 +94,12 @@ def test_optional_paths_are_marked_as_such() -> None:
 
     from stella_bundle.bundle.render import report_renderable
 
-    report = {
-        "verification_result": "PASSED",
-        "per_path_breakdown": [
+    report = example_report(
+        per_path_breakdown=[
             {"path_id": "p-required", "tag": "crypto", "status": "observed", "optional": False},
             {"path_id": "p-optional", "tag": "crypto", "status": "missing", "optional": True},
-        ],
-    }
+        ]
+    )
     page = render_html(report)
     assert page.count("(optional)") == 1
     assert re.search(r"p-optional.*?missing</span> \(optional\)", page, re.S)

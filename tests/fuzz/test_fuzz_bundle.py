@@ -49,7 +49,7 @@ def verify_and_report(bundle: Path, output: Path) -> int:
     outcome = verify_bundle(bundle, trust_root())
     write_reports(outcome, output)
     # The table on screen and the one-line failure, as the command prints them.
-    Console(file=io.StringIO(), width=120).print(report_renderable(outcome.predicate))
+    Console(file=io.StringIO(), width=120).print(report_renderable(outcome.report))
     failure = outcome.failure_line()
     assert failure is None or "\n" not in failure, failure
     return outcome.exit_code

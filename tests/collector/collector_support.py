@@ -5,13 +5,16 @@ other areas' conftest modules."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,102 @@ def image_rootfs_archive(root: Path, workload: Path) -> Path:
     with tarfile.open(archive, "w") as tar:
         tar.add(root, arcname=".")
     return archive
+
+
+# containerd's start here takes ~1 s; a loaded host (2 shared cores) several.
+CONTAINERD_START_SECONDS = 30.0
+# The CRI plugin is not needed (and would open a streaming server): ctr talks to the core API.
+CONTAINERD_CONFIG = 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+
+
+class ContainerdUnavailable(Exception):
+    """containerd is not installed or did not start (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Containerd:
+    """A containerd daemon of our own: its root directory and socket."""
+
+    root: Path
+    address: str
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ctr", "--address", self.address, *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def import_rootfs(self, archive: Path, name: str, work: Path) -> tuple[str, str]:
+        """A root filesystem tar as an image of this daemon (`podman import`, then `podman
+        save` as an OCI archive for `ctr image import`): (reference, the digest containerd
+        reports for it, not read through the store reader under test)."""
+        reference = f"{name}:{secrets.token_hex(4)}"
+        oci = work / "image.tar"
+        subprocess.run(
+            ["podman", "import", str(archive), reference], capture_output=True, check=True
+        )
+        try:
+            subprocess.run(
+                ["podman", "save", "--format", "oci-archive", "-o", str(oci), reference],
+                capture_output=True,
+                check=True,
+            )
+        finally:
+            subprocess.run(["podman", "rmi", "-f", reference], capture_output=True, check=False)
+        self.ctr("image", "import", str(oci))
+        rows = self.ctr("image", "ls", f"name=={reference}").stdout.splitlines()[1:]
+        assert len(rows) == 1, rows
+        digest = rows[0].split()[2]
+        assert digest.startswith("sha256:")
+        return reference, digest
+
+
+@contextlib.contextmanager
+def containerd_daemon(base: Path) -> Iterator[Containerd]:
+    """containerd on its own root, state directory and socket under `base` (systemd is not PID
+    1 here and the package's service start is refused); its tasks, containers and the daemon
+    stopped at the end. ContainerdUnavailable when it cannot run."""
+    missing = [
+        b for b in ("containerd", "ctr", "runc", "containerd-shim-runc-v2") if not shutil.which(b)
+    ]
+    if missing:
+        raise ContainerdUnavailable(f"{', '.join(missing)} not installed (scripts/setup.sh)")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "config.toml").write_text(CONTAINERD_CONFIG)
+    daemon = Containerd(base / "root", str(base / "c.sock"))
+    log_path = base / "containerd.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                *("containerd", "--config", str(base / "config.toml")),
+                *("--root", str(daemon.root), "--state", str(base / "state")),
+                *("--address", daemon.address),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + CONTAINERD_START_SECONDS
+            while daemon.ctr("version", check=False).returncode != 0:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-800:]
+                    raise ContainerdUnavailable(
+                        f"containerd did not start (exit {process.poll()}): {tail}"
+                    )
+                time.sleep(0.2)
+            yield daemon
+        finally:
+            # Tasks first (their shims outlive the daemon), then the daemon.
+            for task in daemon.ctr("task", "ls", "-q", check=False).stdout.split():
+                daemon.ctr("task", "rm", "-f", task, check=False)
+            for container in daemon.ctr("containers", "ls", "-q", check=False).stdout.split():
+                daemon.ctr("containers", "rm", container, check=False)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)

@@ -22,13 +22,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from collector_support import LIBCRYPTO, WORKLOAD_PURL, image_rootfs_archive, start_workload
+from collector_support import (
+    LIBCRYPTO,
+    WORKLOAD_PURL,
+    Containerd,
+    ContainerdUnavailable,
+    containerd_daemon,
+    image_rootfs_archive,
+    start_workload,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from test_collector_metrics import _free_port, _function_map, _get, wait_for
 
@@ -46,27 +53,8 @@ from stella_bundle.functionmap.model import ExpectedNode
 from stella_bundle.functionmap.scope import Scope
 
 IN_CI = bool(os.environ.get("CI"))
-# containerd's start here takes ~1 s; a loaded host (2 shared cores) several.
-DAEMON_START_SECONDS = 30.0
 # From `ctr run` to probes attached inside: the shim, runc and the first exec take most of it.
 PICKUP_SECONDS = 20.0
-# The CRI plugin is not needed (and would open a streaming server): ctr talks to the core API.
-DAEMON_CONFIG = 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-
-
-@dataclass(frozen=True)
-class Containerd:
-    root: Path
-    address: str
-
-    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ctr", "--address", self.address, *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
 
 
 def _unavailable(reason: str) -> None:
@@ -78,81 +66,23 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    missing = [
-        b for b in ("containerd", "ctr", "runc", "containerd-shim-runc-v2") if not shutil.which(b)
-    ]
-    if missing:
-        _unavailable(f"{', '.join(missing)} not installed (scripts/setup.sh)")
-    base = tmp_path_factory.mktemp("containerd")
-    (base / "config.toml").write_text(DAEMON_CONFIG)
-    daemon = Containerd(base / "root", str(base / "c.sock"))
-    log = (base / "containerd.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "containerd",
-            "--config",
-            str(base / "config.toml"),
-            "--root",
-            str(daemon.root),
-            "--state",
-            str(base / "state"),
-            "--address",
-            daemon.address,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + DAEMON_START_SECONDS
-        while daemon.ctr("version", check=False).returncode != 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = (base / "containerd.log").read_text(errors="replace")[-800:]
-                _unavailable(f"containerd did not start (exit {process.poll()}): {tail}")
-            time.sleep(0.2)
-        yield daemon
-    finally:
-        # Tasks first (their shims outlive the daemon), then the daemon.
-        tasks = daemon.ctr("task", "ls", "-q", check=False).stdout.split()
-        for task in tasks:
-            daemon.ctr("task", "rm", "-f", task, check=False)
-        for container in daemon.ctr("containers", "ls", "-q", check=False).stdout.split():
-            daemon.ctr("containers", "rm", container, check=False)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-        log.close()
+        with containerd_daemon(tmp_path_factory.mktemp("containerd")) as daemon:
+            yield daemon
+    except ContainerdUnavailable as exc:
+        _unavailable(str(exc))
 
 
 @pytest.fixture(scope="module")
 def image(
     containerd: Containerd, tmp_path_factory: pytest.TempPathFactory, workload_bin: Path
-) -> Iterator[tuple[str, str]]:
+) -> tuple[str, str]:
     """The podman scope test's image in containerd: (reference, containerd's image digest)."""
     if shutil.which("podman") is None:
         _unavailable("podman is needed to build the image (scripts/setup.sh)")
     base = tmp_path_factory.mktemp("containerd-image")
     archive = image_rootfs_archive(base / "rootfs", workload_bin)
-    reference = f"localhost/stella-containerd-test:{secrets.token_hex(4)}"
-    subprocess.run(["podman", "import", str(archive), reference], capture_output=True, check=True)
-    try:
-        oci = base / "image.tar"
-        subprocess.run(
-            ["podman", "save", "--format", "oci-archive", "-o", str(oci), reference],
-            capture_output=True,
-            check=True,
-        )
-    finally:
-        subprocess.run(["podman", "rmi", "-f", reference], capture_output=True, check=False)
-    containerd.ctr("image", "import", str(oci))
-    # The digest as containerd itself reports it (not through the store reader under test).
-    rows = containerd.ctr("image", "ls", f"name=={reference}").stdout.splitlines()[1:]
-    assert len(rows) == 1, rows
-    digest = rows[0].split()[2]
-    assert digest.startswith("sha256:")
-    yield reference, digest
+    return containerd.import_rootfs(archive, "localhost/stella-containerd-test", base)
 
 
 def _nodes(workload: Path) -> list[ExpectedNode]:

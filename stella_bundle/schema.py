@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -258,36 +258,54 @@ def _explain_value(
     keyword: Any, expected: Any, instance: Any, error: ValidationError | None = None
 ) -> str:
     found = "found null" if instance is None else f"found {_json_type(instance)} {_shown(instance)}"
-    if keyword == "type":
-        types = [expected] if isinstance(expected, str) else list(expected)
-        if isinstance(instance, float) and "integer" in types and "number" not in types:
-            return f"floating-point numbers are not allowed here ({found})"
-        return f"expected {' or '.join(types)}, {found}"
-    if keyword == "enum":
-        return f"expected one of {', '.join(_shown(v) for v in expected)}; {found}"
-    if keyword == "const":
-        return f"expected {_shown(expected)}; {found}"
-    if keyword == "format" and expected == "date-time":
-        return f"expected {TIMESTAMP_HINT}; {found}"
-    if keyword == "pattern":
-        if "T[0-9]{2}:[0-9]{2}" in expected:
-            return f"expected {TIMESTAMP_HINT}; {found}"
-        return f"expected {_PATTERN_HINTS.get(expected, 'a string matching ' + expected)}; {found}"
-    if keyword == "minLength" and expected == 1:
-        return "must not be empty"
-    if keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        relation = {
-            "minimum": ">=",
-            "exclusiveMinimum": ">",
-            "maximum": "<=",
-            "exclusiveMaximum": "<",
-        }
-        return f"expected a number {relation[keyword]} {expected}; {found}"
-    if keyword == "minItems":
-        return f"expected at least {expected} item{'s' if expected != 1 else ''}; {found}"
-    if keyword in ("oneOf", "anyOf"):
-        return f"matches none of the allowed forms; {found}"
+    explain = _EXPLAIN.get(keyword)
+    text = explain(expected, instance, found) if explain is not None else None
+    if text is not None:
+        return text
+    if keyword in _RELATIONS:
+        return f"expected a number {_RELATIONS[keyword]} {expected}; {found}"
     return error.message if error is not None else f"fails {keyword} {expected!r}"
+
+
+def _explain_type(expected: Any, instance: Any, found: str) -> str:
+    types = [expected] if isinstance(expected, str) else list(expected)
+    if isinstance(instance, float) and "integer" in types and "number" not in types:
+        return f"floating-point numbers are not allowed here ({found})"
+    return f"expected {' or '.join(types)}, {found}"
+
+
+def _explain_pattern(expected: Any, instance: Any, found: str) -> str:
+    if "T[0-9]{2}:[0-9]{2}" in expected:
+        return f"expected {TIMESTAMP_HINT}; {found}"
+    return f"expected {_PATTERN_HINTS.get(expected, 'a string matching ' + expected)}; {found}"
+
+
+def _explain_min_items(expected: Any, instance: Any, found: str) -> str:
+    return f"expected at least {expected} item{'s' if expected != 1 else ''}; {found}"
+
+
+# What each keyword's failure means in words (None: say what jsonschema says).
+_EXPLAIN: Final[Mapping[str, Callable[[Any, Any, str], str | None]]] = {
+    "type": _explain_type,
+    "enum": lambda expected, _, found: (
+        f"expected one of {', '.join(_shown(v) for v in expected)}; {found}"
+    ),
+    "const": lambda expected, _, found: f"expected {_shown(expected)}; {found}",
+    "format": lambda expected, _, found: (
+        f"expected {TIMESTAMP_HINT}; {found}" if expected == "date-time" else None
+    ),
+    "pattern": _explain_pattern,
+    "minLength": lambda expected, _, found: "must not be empty" if expected == 1 else None,
+    "minItems": _explain_min_items,
+    "oneOf": lambda expected, _, found: f"matches none of the allowed forms; {found}",
+    "anyOf": lambda expected, _, found: f"matches none of the allowed forms; {found}",
+}
+_RELATIONS: Final = {
+    "minimum": ">=",
+    "exclusiveMinimum": ">",
+    "maximum": "<=",
+    "exclusiveMaximum": "<",
+}
 
 
 def _check(

@@ -43,7 +43,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/store/config.py::parse_store_section": "to split (issue 10)",
     "stella_bundle/evidence/config.py::parse_signals_section": "to split (issue 10)",
     "stella_bundle/evidence/prune.py::prune_chain": "to split (issue 10)",
-    "stella_bundle/schema.py::_explain_value": "to split (issue 10)",
 }
 
 

@@ -13,6 +13,7 @@ The `observation_store:` section (the product documents' keys, top level or unde
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -70,21 +71,7 @@ def parse_store_section(section: dict[str, Any], source: str, where: str) -> Sto
         raise fail(f"expected one of {', '.join(TYPES)}, found {kind!r}", "type")
     if kind == "valkey":
         raise fail(VALKEY_NOT_BUILT, "type")
-    url = section.get("url")
-    if url is not None and not isinstance(url, str):
-        raise fail("expected a store URL string", "url")
-    path = section.get("path")
-    if path is not None and not isinstance(path, str):
-        raise fail("expected a file path string", "path")
-    if kind == "sqlite" and url is None:
-        url = f"sqlite:///{path}" if path else DEFAULT_URL
-    elif kind == "memory" and url is None:
-        url = "memory://"
-    elif kind == "postgres" and url is None:
-        raise fail("type postgres needs url: postgresql://…", "url")
-    assert url is not None
-    if scheme_type(url) != kind:
-        raise fail(f"url {redact(url)} is not a {kind} URL", "url")
+    url = _section_url(section, kind, fail)
     retention = section.get("retention_hours", DEFAULT_RETENTION_HOURS)
     if isinstance(retention, bool) or not isinstance(retention, int | float) or retention <= 0:
         raise fail(f"expected a positive number of hours, found {retention!r}", "retention_hours")
@@ -92,6 +79,25 @@ def parse_store_section(section: dict[str, Any], source: str, where: str) -> Sto
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise fail(f"expected a positive integer, found {batch!r}", "max_batch_size")
     return StoreSettings(url, float(retention), batch, source)
+
+
+def _section_url(
+    section: dict[str, Any], kind: str, fail: Callable[[str, str], ConfigError]
+) -> str:
+    """The store's URL: `url`, else made from `path` (sqlite) or the type's default."""
+    url = section.get("url")
+    if url is not None and not isinstance(url, str):
+        raise fail("expected a store URL string", "url")
+    path = section.get("path")
+    if path is not None and not isinstance(path, str):
+        raise fail("expected a file path string", "path")
+    if url is None:
+        if kind == "postgres":
+            raise fail("type postgres needs url: postgresql://…", "url")
+        url = "memory://" if kind == "memory" else f"sqlite:///{path}" if path else DEFAULT_URL
+    if scheme_type(url) != kind:
+        raise fail(f"url {redact(url)} is not a {kind} URL", "url")
+    return url
 
 
 def store_settings(store: str | None, config: str | Path | None) -> StoreSettings:

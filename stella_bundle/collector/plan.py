@@ -436,19 +436,11 @@ class _SpecNode:
     probe_types: tuple[str, ...] | None
 
 
-def forget_binaries() -> None:
-    """Drop the ELF indexes read so far (keyed by path: a replaced file has the same one);
-    once per replacement, before `reresolve` of its specs."""
-    from ..functionmap.elf import index_binary as cached_index
-
-    cached_index.cache_clear()
-
-
 def reresolve(spec: AttachSpec, features: KernelFeatures) -> AttachSpec:
     """A user-space spec resolved again from its binary as it is on disk now (a replaced
-    build: new offsets, new build id), same index (its BPF cookie); `forget_binaries` first.
-    Raises what build_plan turns into "not observable" (symbol gone, build id not the
-    map's...)."""
+    build: new offsets, new build id), same index (its BPF cookie). Raises what build_plan
+    turns into "not observable" (symbol gone, build id not the map's...). The ELF index is
+    keyed by the file's identity (device, inode, mtime, size): the replaced file is read anew."""
     node = _SpecNode(
         spec.purl,
         spec.symbol,

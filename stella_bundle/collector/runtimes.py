@@ -1,11 +1,11 @@
 """Container names and image digests from the container runtime that started them.
 
 The cgroup path gives a container's id and runtime; its name and image digest are only known
-to the runtime. Podman answers `podman inspect` (Name, ImageDigest); containerd's metadata
-store is read by runtime_containerd.py, CRI-O's saved container specs by runtime_crio.py. Answers are cached per
-container id; a failed answer is not (asked while the container is still being created,
-podman may not know it yet: the next look asks again). Only containers of that runtime are
-asked; absent answers stay absent, never guessed.
+to the runtime. Podman's state files in containers/storage are read by runtime_podman.py
+(`podman inspect`, Name, ImageName and ImageDigest, only for ids they do not hold); containerd's
+metadata store by runtime_containerd.py, CRI-O's saved container specs by runtime_crio.py.
+Answers are cached per container id; a failed answer is not (the next look asks again). Only
+containers of that runtime are asked; absent answers stay absent, never guessed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Final
 from ..observations.record import IMAGE_DIGEST_RE
 from .runtime_containerd import ContainerdMetadata
 from .runtime_crio import CrioMetadata
+from .runtime_podman import PodmanStorage
 
 # A hung runtime must not stall collection: podman inspect answers in ~0.1 s here.
 INSPECT_TIMEOUT_SECONDS: Final = 5.0
@@ -31,10 +32,12 @@ class RuntimeMetadata:
         podman: str | None = None,
         containerd: ContainerdMetadata | None = None,
         crio: CrioMetadata | None = None,
+        podman_storage: PodmanStorage | None = None,
     ) -> None:
         self.podman = podman if podman is not None else shutil.which("podman")
         self.containerd = containerd if containerd is not None else ContainerdMetadata()
         self.crio = crio if crio is not None else CrioMetadata()
+        self.podman_storage = podman_storage if podman_storage is not None else PodmanStorage()
         self._cache: dict[str, dict[str, str]] = {}
 
     def container_at(self, cgroup_path: str) -> tuple[str, str] | None:
@@ -47,8 +50,12 @@ class RuntimeMetadata:
         if container_id in self._cache:
             return self._cache[container_id]
         found: dict[str, str] = {}
-        if runtime == "podman" and self.podman:
-            found = _podman_inspect(self.podman, container_id)
+        if runtime == "podman":
+            from_files = self.podman_storage.lookup(container_id)
+            if from_files is not None:
+                found = from_files
+            elif self.podman:
+                found = _podman_inspect(self.podman, container_id)
         elif runtime == "containerd":
             found = self.containerd.lookup(container_id)
         elif runtime == "crio":

@@ -58,7 +58,7 @@ from .health import (
     ProbeHealth,
 )
 from .loader import Link, ProbeAttachError, ProbeRuntime
-from .plan import AttachPlan, AttachSpec, Unobservable, forget_binaries, reresolve
+from .plan import AttachPlan, AttachSpec, Unobservable, reresolve
 from .usdt import PyObjectSnapshot, audit_details, str_data_offset
 from .workload import (
     ResolvedScope,
@@ -72,6 +72,14 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
 # Looks at a container the runtime cannot name yet (one per loop turn, ~100 ms each).
 _NAME_RETRIES = 30
+# For this long after a cgroup appeared, while a container is not named or not settled yet,
+# the loop looks every few milliseconds instead of every 100 ms: the container's first
+# process pivots into its root ~10-50 ms after the cgroup exists and runs its entrypoint
+# right after (bench/container_start.py). Bounded: a container that never settles (its
+# executable absent) costs fast turns for 2 s only.
+_FOLLOW_NS = 2_000_000_000
+_FOLLOW_POLL_MS = 5
+_LATENCIES_KEPT = 1024
 # Container lifecycle (probes/cgroup.bpf.c): the BTF-typed tracepoint first, then the raw one.
 _LIFECYCLE_OBJECT = "cgroup.bpf.o"
 _LIFECYCLE_PROGRAMS = {
@@ -240,9 +248,10 @@ class Collector:
         self.container_links: dict[int, list[Link]] = {}
         self._unsettled: set[int] = set()
         # Container start latency (bench/container_start.py): the kernel's cgroup_mkdir time
-        # per new cgroup id, and per container in scope the ns from its mkdir to in scope and
-        # to settled (probes inside attached).
+        # per new cgroup id, the times a container came in scope and settled (probes inside
+        # attached), and per container the ns from its mkdir to each (the last ones kept).
         self._mkdir_ns: dict[int, int] = {}
+        self._stage_ns: dict[int, dict[str, int]] = {}
         # Containers the runtime could not name yet (asked while being created): looked at
         # again on the next loop turns, a bounded number of times.
         self._name_retries: dict[int, int] = {}
@@ -255,6 +264,7 @@ class Collector:
         self.health_events: list[HealthEvent] = []
         self.reattached = dict.fromkeys(REATTACH_REASONS, 0)
         self._next_health = 0.0
+        self._follow_until_ns = 0
 
     # Set-up -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -294,9 +304,11 @@ class Collector:
         failures = [_unobservable_failure(item) for item in self.plan.unobservable]
         self.attach_attempts += len(failures)
         timeout = cfg.attach_timeout_ms
-        deadline = None if timeout is None else time.monotonic() + timeout / 1000
         try:
             unresolved = self._resolve_replaced_again()
+            # The attach timeout counts from here: reading the binaries' build ids is not
+            # attaching (a 1 ms timeout ran out before the first attach).
+            deadline = None if timeout is None else time.monotonic() + timeout / 1000
             if self._unsettled:
                 self._settle_containers()
             if lifecycle is not None:
@@ -414,7 +426,9 @@ class Collector:
             now = time.monotonic_ns()
             if deadline is not None and now >= deadline:
                 break
-            self.runtime.poll(min(100, max(1, (next_aggregation - now) // 1_000_000)))
+            following = now < self._follow_until_ns and (self._cgroups_changed or self._unsettled)
+            longest = _FOLLOW_POLL_MS if following else 100
+            self.runtime.poll(min(longest, max(1, (next_aggregation - now) // 1_000_000)))
             self.process_pending()
             if self._cgroups_changed:
                 self.watch_containers()
@@ -439,6 +453,8 @@ class Collector:
             for event in events:
                 if event.kind == KIND_CGROUP and not event.aux:
                     self._mkdir_ns[int(event.cgroup_id)] = int(event.ts_ns)
+                    self._note_latency(int(event.cgroup_id))
+                    self._follow_until_ns = time.monotonic_ns() + _FOLLOW_NS
             kept = [(e, r) for e, r in zip(events, pending, strict=True) if e.kind != KIND_CGROUP]
             events, pending = [e for e, _ in kept], [r for _, r in kept]
         if self.config.mode_id == MODE_COVERAGE:
@@ -486,14 +502,8 @@ class Collector:
         started, stopped = current - self.scope_cgroups, self.scope_cgroups - current
         if started:
             self.runtime.set_scope(started, set())
-            now = time.monotonic_ns()
             for cgroup_id in started:
-                created = self._mkdir_ns.pop(cgroup_id, None)
-                if created is not None:
-                    self.container_latency_ns[cgroup_id] = {
-                        "created": created,
-                        "in_scope": now - created,
-                    }
+                self._note_latency(cgroup_id, "in_scope")
         if stopped:
             gone = {
                 self.container_executables.pop(c)
@@ -504,9 +514,13 @@ class Collector:
             self.runtime.detach_many(
                 [link for c in stopped for link in self.container_links.pop(c, [])]
             )
+            for cgroup_id in stopped:
+                self._stage_ns.pop(cgroup_id, None)
         self.scope_cgroups = current
         # Cgroups neither in scope nor awaiting a name by now are no container of the scope.
-        self._mkdir_ns = {c: t for c, t in self._mkdir_ns.items() if c in self._name_retries}
+        self._mkdir_ns = {
+            c: t for c, t in self._mkdir_ns.items() if c in self._name_retries or c in current
+        }
         self._unsettled = (self._unsettled | started) & current
         self._settle_containers()
 
@@ -528,9 +542,24 @@ class Collector:
                 self.runtime.set_scope(set(), {key})
             self.container_links[cgroup_id] = self._attach_inside(root)
             self._unsettled.discard(cgroup_id)
-            latency = self.container_latency_ns.get(cgroup_id)
-            if latency is not None:
-                latency["settled"] = time.monotonic_ns() - latency["created"]
+            self._note_latency(cgroup_id, "settled")
+
+    def _note_latency(self, cgroup_id: int, stage: str | None = None) -> None:
+        """A container's start latency: `stage` reached now. Its cgroup_mkdir event may be read
+        after a look triggered by another cgroup's event (runc makes several) already put it
+        in scope: the ns are counted once both are known."""
+        if stage is not None:
+            self._stage_ns.setdefault(cgroup_id, {})[stage] = time.monotonic_ns()
+        created = self._mkdir_ns.get(cgroup_id)
+        stages = self._stage_ns.get(cgroup_id)
+        if created is None or not stages:
+            return
+        self.container_latency_ns[cgroup_id] = {
+            "created": created,
+            **{name: at - created for name, at in stages.items()},
+        }
+        while len(self.container_latency_ns) > _LATENCIES_KEPT:
+            del self.container_latency_ns[next(iter(self.container_latency_ns))]
 
     def _attach_inside(self, root: str) -> list[Link]:
         """Uprobes on the container's own copies of the map's binaries (the same path under
@@ -647,7 +676,8 @@ class Collector:
         fresh: dict[int, Link] = {}
         failures: list[ProbeFailure] = []
         if reason == "binary_replaced" and path is not None:
-            forget_binaries()  # once: every spec of the binary is then resolved from one read
+            # The ELF index is keyed by the file's identity: the new file is read once, for
+            # every spec of the binary.
             self._reresolve_riders(path, set(indices))
         for index in indices:
             link = self.links.pop(index, None)
@@ -701,7 +731,7 @@ class Collector:
             now = self.health.binaries.get(path)
             if now is None or all(spec.build_id == now.build_id for spec in specs):
                 continue
-            forget_binaries()
+            # The ELF index is keyed by the file's identity: the new file is read once.
             for spec in specs:
                 try:
                     self._replace_spec(reresolve(spec, self.runtime.features))

@@ -151,3 +151,31 @@ def test_runtime_metadata_absent_when_the_runtime_cannot_answer(tmp_path: Path) 
     info = parse_cgroup_path(f"/libpod_parent/libpod-{CID}")
     assert info is not None
     assert resolver.enrich(info) == info  # nothing guessed
+
+
+def test_podman_storage_files_answer_and_unreadable_ones_do_not(tmp_path: Path) -> None:
+    """containers/storage's containers.json and images.json name a podman container; a file
+    being rewritten (unparsable now) answers nothing and is read again once it changed."""
+    from stella_bundle.collector.runtime_podman import PodmanStorage
+    from stella_bundle.collector.runtimes import RuntimeMetadata
+
+    image, digest = "ab" * 32, "sha256:" + "cd" * 32
+    (tmp_path / "overlay-containers").mkdir()
+    (tmp_path / "overlay-images").mkdir()
+    containers = tmp_path / "overlay-containers" / "containers.json"
+    containers.write_text('[{"id": "' + CID)  # cut short
+    (tmp_path / "overlay-images" / "images.json").write_text(
+        json.dumps([{"id": image, "digest": digest, "names": ["localhost/app:1"]}])
+    )
+    runtime = RuntimeMetadata(podman="", podman_storage=PodmanStorage(tmp_path))
+    assert runtime.lookup("podman", CID) == {}
+    metadata = json.dumps({"image-name": "localhost/app:1", "name": "app-1"})
+    containers.write_text(
+        json.dumps([{"id": CID, "names": ["app-1"], "image": image, "metadata": metadata}])
+    )
+    assert runtime.lookup("podman", CID) == {
+        "container_name": "app-1",
+        "image": "localhost/app:1",
+        "image_digest": digest,
+    }
+    assert runtime.lookup("podman", "77" * 32) == {}

@@ -15,6 +15,7 @@ from stella_bundle.collector.elfsym import resolve_symbol
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.plan import build_plan, find_binary
 from stella_bundle.errors import CollectorEnvironmentError
+from stella_bundle.functionmap.elf import index_binary
 from stella_bundle.functionmap.model import ExpectedNode
 
 
@@ -122,3 +123,46 @@ def test_config_file_collector_keys_are_checked(tmp_path: Path) -> None:
         collector_settings({"moed": "count"}, "stellaops.yaml")
     with pytest.raises(ConfigError, match=r"signals.filters.paths"):
         collector_settings({"filters": {"paths": []}}, "stellaops.yaml")
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils")
+def test_build_id_is_the_gnu_note_not_a_usdt_note() -> None:
+    """python3 carries SystemTap USDT notes (type 3 too, owner "stapsdt"): the build id is
+    the GNU one readelf names."""
+    python = Path("/usr/bin/python3").resolve()
+    notes = subprocess.run(["readelf", "-n", str(python)], capture_output=True, text=True).stdout
+    assert "stapsdt" in notes
+    build_id = re.search(r"Build ID: ([0-9a-f]+)", notes)
+    assert build_id and index_binary(str(python)).build_id == build_id.group(1)
+
+
+def test_a_copy_of_a_binary_is_indexed_once_and_a_replaced_one_again(
+    workload_bin: Path, tmp_path: Path
+) -> None:
+    """Every container of an image has its own copy of a library (another inode): the same
+    build id and size share one index. A file replaced in place is read again."""
+    first, second = tmp_path / "a" / "libcrypto.so.3", tmp_path / "b" / "libcrypto.so.3"
+    for copy in (first, second):
+        copy.parent.mkdir()
+        shutil.copy2(LIBCRYPTO, copy)
+    one, other = index_binary(str(first)), index_binary(str(second))
+    assert one.functions is other.functions
+    assert (one.path, other.path) == (str(first), str(second))
+    assert resolve_symbol(str(second), "EVP_Digest").binary_path == str(second)
+    # Replaced by another binary at the same path: its own symbols, not the cached ones.
+    shutil.copy2(workload_bin, first)
+    replaced = index_binary(str(first))
+    assert "stella_work_hot" in replaced.functions and "EVP_Digest" not in replaced.functions
+
+
+def test_ifunc_resolvers_are_not_offered_as_functions() -> None:
+    """An STT_GNU_IFUNC symbol's address is its resolver, run once at load: a probe there
+    would never see a call, so the index does not offer it (libc's strcpy is one)."""
+    out = subprocess.run(
+        ["readelf", "-sW", "--dyn-syms", LIBC], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in out.splitlines()]
+    kinds = {row[3] for row in rows if len(row) >= 8 and row[7].startswith("strcpy@")}
+    assert kinds == {"IFUNC"}
+    functions = index_binary(LIBC).functions
+    assert "strcpy" not in functions and "malloc" in functions

@@ -26,6 +26,7 @@ from collector_support import LIBCRYPTO, WORKLOAD_PURL, image_rootfs_archive, st
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
+from stella_bundle.collector.runtimes import RuntimeMetadata
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.functionmap.model import (
     Coverage,
@@ -52,10 +53,10 @@ PODMAN_RUN = (
     "none",
 )
 # Probed within this long of its cgroup appearing (the collector looks every aggregation
-# window, 100 ms here; podman inspect adds ~0.1-0.5 s on a loaded host).
+# window, 100 ms here; a loaded host adds its own delays).
 PICKUP_SECONDS = 15.0
 # With the kernel's cgroup_mkdir/rmdir events and no periodic look within the test (a one-minute
-# aggregation window): podman inspect is most of it.
+# aggregation window): podman's own start is most of it.
 KERNEL_PICKUP_SECONDS = 5.0
 
 
@@ -423,3 +424,20 @@ def test_probes_are_attached_to_the_containers_own_binaries(
         assert record["image_digest"] == image_digest
     assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}
     assert collector.probe_failures == []
+
+
+def test_podman_names_are_read_from_its_storage_without_asking_podman(
+    image: tuple[str, str],
+) -> None:
+    """A created container (no cgroup yet, nothing started) is named from containers/storage's
+    files alone, as `podman inspect` names it."""
+    reference, image_digest = image
+    name = f"stella-scope-{secrets.token_hex(3)}-files"
+    container_id = _podman(
+        "create", "--runtime", "runc", "--name", name, reference, "/stella-workload"
+    ).stdout.strip()
+    try:
+        answer = RuntimeMetadata(podman="").lookup("podman", container_id)
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
+    assert answer == {"container_name": name, "image": reference, "image_digest": image_digest}

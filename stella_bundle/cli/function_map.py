@@ -197,6 +197,24 @@ def _render_table(result: VerificationResult) -> None:
         )
     for finding in result.scope.get("findings", []):
         console.print(f"[yellow]out of scope:[/yellow] {finding}")
+    console.print(_paths_table(result))
+    console.print(_tags_table(result))
+    if result.missing_symbols:
+        missing = Table(title="Missing symbols")
+        for column in ("purl", "symbol", "reason"):
+            missing.add_column(column)
+        for item in result.missing_symbols:
+            missing.add_row(item["purl"], item["symbol"], item["reason"])
+        console.print(missing)
+    if result.unexpected_symbols:
+        console.print(_unexpected_table(result))
+    for diagnosis in result.diagnoses:
+        console.print(f"{diagnosis['diagnosis']}: {diagnosis['detail']}")
+    for failure in result.failures:
+        console.print(f"[red]failed:[/red] {failure}")
+
+
+def _paths_table(result: VerificationResult) -> Table:
     paths = Table(title="Expected paths", show_lines=False)
     for column in ("path", "tag", "status", "nodes", "confidence", "optional"):
         paths.add_column(column)
@@ -210,7 +228,10 @@ def _render_table(result: VerificationResult) -> None:
             f"{entry['confidence']:.2f}",
             "yes" if entry["optional"] else "",
         )
-    console.print(paths)
+    return paths
+
+
+def _tags_table(result: VerificationResult) -> Table:
     tags = Table(title="Per tag")
     for column in ("tag", "observed/required", "rate", "min rate", "met"):
         tags.add_column(column)
@@ -222,31 +243,22 @@ def _render_table(result: VerificationResult) -> None:
             f"{tag['target_rate']:.2%}" if "target_rate" in tag else "",
             "yes" if tag["verified"] else "[red]no[/red]",
         )
-    console.print(tags)
-    if result.missing_symbols:
-        missing = Table(title="Missing symbols")
-        for column in ("purl", "symbol", "reason"):
-            missing.add_column(column)
-        for item in result.missing_symbols:
-            missing.add_row(item["purl"], item["symbol"], item["reason"])
-        console.print(missing)
-    if result.unexpected_symbols:
-        unexpected = Table(title="Unexpected symbols")
-        for column in ("function", "purl", "count", "probe types", "diagnosis"):
-            unexpected.add_column(column)
-        for item in result.unexpected_symbols:
-            unexpected.add_row(
-                str(item["function_name"]),
-                str(item["purl"] or ""),
-                str(item["count"]),
-                ", ".join(item["probe_types"]),
-                item.get("diagnosis", ""),
-            )
-        console.print(unexpected)
-    for diagnosis in result.diagnoses:
-        console.print(f"{diagnosis['diagnosis']}: {diagnosis['detail']}")
-    for failure in result.failures:
-        console.print(f"[red]failed:[/red] {failure}")
+    return tags
+
+
+def _unexpected_table(result: VerificationResult) -> Table:
+    unexpected = Table(title="Unexpected symbols")
+    for column in ("function", "purl", "count", "probe types", "diagnosis"):
+        unexpected.add_column(column)
+    for item in result.unexpected_symbols:
+        unexpected.add_row(
+            str(item["function_name"]),
+            str(item["purl"] or ""),
+            str(item["count"]),
+            ", ".join(item["probe_types"]),
+            item.get("diagnosis", ""),
+        )
+    return unexpected
 
 
 @app.command("verify")

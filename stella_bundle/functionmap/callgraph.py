@@ -109,7 +109,15 @@ def enumerate_paths(
     sinks = {node_id for node_id, node in graph.nodes.items() if is_sink(node)} | graph.sinks
     if not sinks:
         return result
-    # Prune: only walk nodes from which some sink is reachable.
+    useful = _reaching(graph, sinks)
+    for entry in sorted(set(graph.entrypoints)):
+        if entry in useful and not _walk(graph, entry, sinks, useful, max_depth, max_paths, result):
+            break
+    return result
+
+
+def _reaching(graph: CallGraph, sinks: set[str]) -> set[str]:
+    """The nodes from which some sink is reachable: the only ones worth walking."""
     reverse: dict[str, list[str]] = {}
     for caller, callees in graph.edges.items():
         for callee in callees:
@@ -122,22 +130,33 @@ def enumerate_paths(
             if caller not in useful:
                 useful.add(caller)
                 frontier.append(caller)
-    for entry in sorted(set(graph.entrypoints)):
-        if entry not in useful:
+    return useful
+
+
+def _walk(
+    graph: CallGraph,
+    entry: str,
+    sinks: set[str],
+    useful: set[str],
+    max_depth: int,
+    max_paths: int,
+    result: Enumeration,
+) -> bool:
+    """Add the paths from one entrypoint (depth first); False once `max_paths` is reached."""
+    stack: list[tuple[str, list[str]]] = [(entry, [entry])]
+    while stack:
+        current, trail = stack.pop()
+        if current in sinks:
+            result.paths.append([graph.nodes[n] for n in trail])
+            if len(result.paths) >= max_paths:
+                result.truncated = True
+                return False
+        callees = graph.edges.get(current, [])
+        if len(trail) >= max_depth:
+            if any(c in useful and c not in trail for c in callees):
+                result.truncated = True
             continue
-        stack: list[tuple[str, list[str]]] = [(entry, [entry])]
-        while stack:
-            current, trail = stack.pop()
-            if current in sinks:
-                result.paths.append([graph.nodes[n] for n in trail])
-                if len(result.paths) >= max_paths:
-                    result.truncated = True
-                    return result
-            if len(trail) >= max_depth:
-                if any(c in useful and c not in trail for c in graph.edges.get(current, [])):
-                    result.truncated = True
-                continue
-            for callee in reversed(graph.edges.get(current, [])):
-                if callee in useful and callee not in trail:
-                    stack.append((callee, [*trail, callee]))
-    return result
+        for callee in reversed(callees):
+            if callee in useful and callee not in trail:
+                stack.append((callee, [*trail, callee]))
+    return True

@@ -23,7 +23,7 @@ from .config import LossCounters
 from .layout import PRUNE_RECORD_NAME, chunk_name, seal_name
 from .prune_record import PruneRecord, build_prune_record, read_prune_record
 from .report import ERROR, ChainReport
-from .seal import parse_seal
+from .seal import ParsedSeal, parse_seal
 from .storage import remove_quietly
 
 _DURATION_RE = re.compile(r"^([0-9]+)([smhdw])\Z")
@@ -75,47 +75,12 @@ def prune_chain(
     previous_bytes = prune_path.read_bytes() if prune_path.exists() else None
     previous = read_prune_record(previous_bytes, prune_path) if previous_bytes else None
     sealed = [c.sequence for c in report.chunks if c.seal_file is not None]
-    candidates = []
-    for sequence in sealed[:-1]:  # never the head
-        seal = parse_seal(
-            (directory / seal_name(sequence)).read_bytes(), directory / seal_name(sequence)
-        )
-        if parse_timestamp(seal.predicate.sealed_at) >= cutoff:
-            break
-        candidates.append(seal)
+    candidates = _expired_seals(directory, sealed[:-1], cutoff)  # never the head
     if not candidates:
         return PruneResult(report.chain_id, [], 0, None, dry_run)
-    loss = LossCounters()
-    records = 0
-    for seal in candidates:
-        loss.add(seal.predicate.loss)
-        records += seal.predicate.content.records
-    firsts = [s.predicate.first_observed_at for s in candidates if s.predicate.first_observed_at]
-    lasts = [s.predicate.last_observed_at for s in candidates if s.predicate.last_observed_at]
-    first_observed = min(firsts) if firsts else None
-    if previous is not None:
-        loss.add(previous.loss_removed)
-        records += previous.records_removed
-        if previous.first_observed_at:
-            first_observed = min(filter(None, [first_observed, previous.first_observed_at]))
-    last_sequence = candidates[-1].predicate.sequence
-    record = PruneRecord(
-        chain_id=report.chain_id,
-        first_sequence=previous.first_sequence if previous else candidates[0].predicate.sequence,
-        last_sequence=last_sequence,
-        last_seal_sha256=hashlib.sha256(
-            (directory / seal_name(last_sequence)).read_bytes()
-        ).hexdigest(),
-        records_removed=records,
-        loss_removed=loss,
-        first_observed_at=first_observed,
-        last_observed_at=max(lasts) if lasts else (previous.last_observed_at if previous else None),
-        pruned_at=format_timestamp(now or utc_now()),
-        older_than_seconds=older_than_seconds,
-        previous_prune_sha256=hashlib.sha256(previous_bytes).hexdigest()
-        if previous_bytes
-        else None,
-    )
+    pruned = _Pruned(report.chain_id, format_timestamp(now or utc_now()), older_than_seconds)
+    record = _next_record(pruned, directory, candidates, previous_bytes, previous)
+    records = record.records_removed
     removed = [s.predicate.sequence for s in candidates]
     if dry_run:
         return PruneResult(report.chain_id, removed, records, record, True)
@@ -124,6 +89,71 @@ def prune_chain(
         remove_quietly(directory / chunk_name(sequence), directory / seal_name(sequence))
     fsync_directory(directory)
     return PruneResult(report.chain_id, removed, records, record, False)
+
+
+def _expired_seals(directory: Path, sequences: list[int], cutoff: dt.datetime) -> list[ParsedSeal]:
+    """The seals from the chain start sealed before `cutoff` (a contiguous run)."""
+    expired = []
+    for sequence in sequences:
+        path = directory / seal_name(sequence)
+        seal = parse_seal(path.read_bytes(), path)
+        if parse_timestamp(seal.predicate.sealed_at) >= cutoff:
+            break
+        expired.append(seal)
+    return expired
+
+
+@dataclass(frozen=True)
+class _Pruned:
+    chain_id: str
+    pruned_at: str
+    older_than_seconds: int
+
+
+def _next_record(
+    pruned: _Pruned,
+    directory: Path,
+    removed: list[ParsedSeal],
+    previous_bytes: bytes | None,
+    previous: PruneRecord | None,
+) -> PruneRecord:
+    """The prune record after removing `removed`: cumulative from the chain start (the
+    previous record's counts and window added)."""
+    loss = LossCounters()
+    records = 0
+    for seal in removed:
+        loss.add(seal.predicate.loss)
+        records += seal.predicate.content.records
+    firsts = [s.predicate.first_observed_at for s in removed if s.predicate.first_observed_at]
+    lasts = [s.predicate.last_observed_at for s in removed if s.predicate.last_observed_at]
+    first_observed = min(firsts) if firsts else None
+    last_observed = max(lasts) if lasts else None
+    first_sequence = removed[0].predicate.sequence
+    if previous is not None:
+        loss.add(previous.loss_removed)
+        records += previous.records_removed
+        if previous.first_observed_at:
+            first_observed = min(filter(None, [first_observed, previous.first_observed_at]))
+        last_observed = last_observed or previous.last_observed_at
+        first_sequence = previous.first_sequence
+    last_sequence = removed[-1].predicate.sequence
+    return PruneRecord(
+        chain_id=pruned.chain_id,
+        first_sequence=first_sequence,
+        last_sequence=last_sequence,
+        last_seal_sha256=hashlib.sha256(
+            (directory / seal_name(last_sequence)).read_bytes()
+        ).hexdigest(),
+        records_removed=records,
+        loss_removed=loss,
+        first_observed_at=first_observed,
+        last_observed_at=last_observed,
+        pruned_at=pruned.pruned_at,
+        older_than_seconds=pruned.older_than_seconds,
+        previous_prune_sha256=hashlib.sha256(previous_bytes).hexdigest()
+        if previous_bytes
+        else None,
+    )
 
 
 def _refuse_broken(report: ChainReport) -> None:

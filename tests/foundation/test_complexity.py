@@ -39,7 +39,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/functionmap/verify.py::scan_paths": "to split (issue 10)",
     "stella_bundle/store/postgres.py::PostgresStore.store_chunks": "to split (issue 10)",
     "stella_bundle/evidence/config.py::parse_signals_section": "to split (issue 10)",
-    "stella_bundle/evidence/prune.py::prune_chain": "to split (issue 10)",
 }
 
 

@@ -4,8 +4,11 @@ The view's lines are the chunks' lines byte for byte (the collector writes canon
 seals those bytes), ordered by `observed_at` with an external merge sort (bounded runs spilled
 to temporary files, then a k-way merge) so memory stays flat however much evidence there is.
 The verifier proves the view holds exactly the chains' records without sorting anything: by
-a running sha256 when the view is one chain in its own order, else by an order-independent
-digest of the multiset of lines.
+the sha256 of each chunk's lines (the view must be these pieces, in order) when the view is
+one chain in its own order, else by an order-independent digest of the multiset of lines.
+The build copies a single chain's decompressed bytes into the view while worker processes
+check every chunk (`check_chunk`: records, observed_at order, clean lines); it rewrites the
+view only when they say it is not in order or not clean lines.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import IO, Any
 
 import zstandard
 
-from ..errors import InternalError, MalformedDocumentError
+from ..errors import InternalError, MalformedDocumentError, StellaError
 from ..functionmap.scan import ObservationAggregator
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
@@ -95,8 +98,8 @@ class ViewStats:
     multiset: str | None
     sha256: str
     size: int
-    # "chain": the view is one chain's lines in their own order (the verifier then compares a
-    # running sha256 instead of hashing every line twice); "merged": anything else.
+    # "chain": the view is one chain's lines in their own order (the verifier then compares it
+    # piece by piece with each chunk's lines instead of hashing every line); "merged": else.
     order: str
 
 
@@ -184,53 +187,131 @@ def _run_lines(path: Path) -> Iterator[bytes]:
             yield raw.rstrip(b"\n")
 
 
-def validate_chunk(path: str) -> tuple[str, str | None, int | None, str | None] | None:
-    """Run in a worker process: the function-map verifier's scan of one chunk; the error's
-    (message, path, line, field), or None when every record is valid."""
+@dataclass(frozen=True)
+class ChunkOrder:
+    """What the view needs of one chunk: its records (non-blank lines), whether they are in
+    observed_at order (first and last key), and whether its bytes are already the view's
+    (`clean`: every line non-blank and ended by a newline)."""
+
+    records: int
+    in_order: bool
+    first: str | None
+    last: str | None
+    clean: bool
+
+
+# A chunk's error as a worker hands it back: class, message, path, line, field.
+ChunkError = tuple[type[StellaError], str, str | None, int | None, str | None]
+
+
+def check_chunk(path: str) -> tuple[ChunkError | None, ChunkOrder | None]:
+    """Run in a worker process (or inline for small inputs): the function-map verifier's
+    scan of one chunk and its order for the view; the first error, or the order."""
+    order = _ChunkOrderCheck()
     try:
         with open_ndjson(path) as handle:
             # 4 MiB whole-line blocks: half of scan_file's 8 MiB, for a worker of ~100 MiB.
             blocks = whole_line_blocks(iter(lambda: handle.read(WORKER_BLOCK), b""), path)
-            scan_stream(ObservationAggregator(), TeeReader(blocks, _Ignore()), path)
-    except MalformedDocumentError as exc:
-        return exc.message, exc.path, exc.line, exc.field
+            reader = TeeReader(blocks, order)
+            scan_stream(ObservationAggregator(), reader, path)
+            reader.drain()
+    except StellaError as exc:
+        return (type(exc), exc.message, exc.path, exc.line, exc.field), None
     except zstandard.ZstdError as exc:
-        return f"corrupt zstd data: {exc}", path, None, None
-    return None
+        return (MalformedDocumentError, f"corrupt zstd data: {exc}", path, None, None), None
+    return None, order.result()
 
 
-class _Ignore:
+class _ChunkOrderCheck:
+    """Sees every whole-line block of a chunk: counts its records, checks their observed_at
+    order and whether each block is already its non-blank lines, each ended by a newline."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.in_order = True
+        self.clean = True
+        self.first: str | None = None
+        self.last = ""
+
     def feed(self, block: bytes) -> None:
-        pass
+        fast = plain_block_keys(block)  # the collector's blocks: C-speed searches only
+        if fast is not None:
+            keys = [key.decode() for key in (fast[:1] + fast[-1:])] if fast else []
+            ordered = fast == sorted(fast)
+            count = len(fast)
+        else:
+            lines = [line for line in block.split(b"\n") if line.strip()]
+            self.clean = self.clean and block.endswith(b"\n") and len(lines) == block.count(b"\n")
+            keys = block_keys(block, lines)
+            ordered = keys == sorted(keys)
+            count = len(lines)
+        if not count:
+            return
+        self.records += count
+        if self.first is None:
+            self.first = keys[0]
+        if not ordered or keys[0] < self.last:
+            self.in_order = False
+        self.last = keys[-1]
+
+    def result(self) -> ChunkOrder:
+        return ChunkOrder(
+            self.records, self.in_order, self.first, self.last if self.first else None, self.clean
+        )
+
+
+def _chain_in_order(orders: Sequence[ChunkOrder]) -> bool:
+    last = ""
+    for order in orders:
+        if order.first is None or order.last is None:
+            continue  # no records
+        if not order.in_order or order.first < last:
+            return False
+        last = order.last
+    return True
 
 
 class _Validation:
-    """Chunk validation beside the main pass: worker processes for large inputs (the scan is
-    CPU-bound Python), inline otherwise. `check` raises the first error in chunk order."""
+    """Chunk checks (`check_chunk`) beside the main pass: worker processes for large inputs
+    (the scan is CPU-bound Python), inline otherwise (each chunk checked when the pass reaches
+    it, so the first error in chunk order is the one raised)."""
 
     def __init__(self, chunks: Sequence[Path]) -> None:
         self.pool: ProcessPoolExecutor | None = None
         self.futures: list[Future[Any]] = []
-        workers = max(1, (os.cpu_count() or 1) - 1)
+        self.done: dict[Path, ChunkOrder] = {}
+        self.chunks = list(chunks)
+        cpus = len(os.sched_getaffinity(0))
         total = sum(chunk.stat().st_size for chunk in chunks)
-        if total >= PARALLEL_MIN_BYTES and (os.cpu_count() or 1) > 1:
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-            self.futures = [self.pool.submit(validate_chunk, str(c)) for c in chunks]
+        if total >= PARALLEL_MIN_BYTES and cpus > 1:
+            # The main pass only copies and hashes: every CPU checks chunks.
+            self.pool = ProcessPoolExecutor(cpus, mp_context=multiprocessing.get_context("fork"))
+            self.futures = [self.pool.submit(check_chunk, str(c)) for c in chunks]
 
-    @property
-    def inline(self) -> bool:
-        return self.pool is None
+    def inline_check(self, chunk: Path) -> None:
+        if self.pool is None and chunk not in self.done:
+            self.done[chunk] = _raise_or_order(check_chunk(str(chunk)))
 
-    def check(self) -> None:
-        for future in self.futures:
-            error = future.result()
-            if error is not None:
-                message, path, line, field = error
-                raise MalformedDocumentError(message, path=path, line=line, field=field)
+    def orders(self) -> list[ChunkOrder]:
+        """Every chunk's order, in chunk order; raises the first chunk's error."""
+        if self.pool is None:
+            for chunk in self.chunks:
+                self.inline_check(chunk)
+            return [self.done[chunk] for chunk in self.chunks]
+        return [_raise_or_order(future.result()) for future in self.futures]
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _raise_or_order(result: tuple[ChunkError | None, ChunkOrder | None]) -> ChunkOrder:
+    error, order = result
+    if error is not None:
+        kind, message, path, line, field = error
+        raise kind(message, path=path, line=line, field=field)
+    assert order is not None
+    return order
 
 
 # The value of the first `"observed_at":"` of each line, and the rest of that line.
@@ -253,6 +334,16 @@ def plain_block_keys(block: bytes) -> list[bytes] | None:
     return keys
 
 
+def _copy_content(chunk: Path, sink: _ViewSink) -> None:
+    """A chunk's decompressed bytes into the view, as they are."""
+    with open_ndjson(chunk) as handle:
+        try:
+            while block := handle.read(READ_BLOCK):
+                sink.write(block)
+        except zstandard.ZstdError as exc:
+            raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
+
+
 class _ViewSink:
     """The view file of a single chain in its own order, written as the chain is read (its
     lines, non-blank, each ended by a newline: what `_write_batch` writes), hashed as it goes."""
@@ -266,56 +357,6 @@ class _ViewSink:
         self.digest.update(data)
         self.out.write(data)
         self.size += len(data)
-
-
-class _OrderCheck:
-    """One pass over a chain: count the records, see whether the chain is already in
-    observed_at order, and (when not done in worker processes) validate every record with the
-    function-map verifier's own scan, fed our 1 MiB whole-line blocks. With a `sink`, the view
-    is written in the same pass for as long as the chain is in order."""
-
-    def __init__(self, sink: _ViewSink | None = None) -> None:
-        self.records = 0
-        self.in_order = True
-        self.last = ""
-        self.sink = sink
-
-    def feed(self, block: bytes) -> None:
-        keys = plain_block_keys(block) if self.in_order else None
-        if keys is not None:  # the collector's blocks: no line split, written as they are
-            if not keys:
-                return
-            self.records += len(keys)
-            if keys[0].decode() < self.last or keys != sorted(keys):
-                self.in_order = False
-                return
-            self.last = keys[-1].decode()
-            if self.sink is not None:
-                self.sink.write(block)
-            return
-        lines = [line for line in block.split(b"\n") if line.strip()]
-        if not lines:
-            return
-        self.records += len(lines)
-        if self.in_order:
-            keys_text = block_keys(block, lines)
-            if keys_text[0] < self.last or keys_text != sorted(keys_text):
-                self.in_order = False
-            else:
-                self.last = keys_text[-1]
-                if self.sink is not None:
-                    self.sink.write(b"\n".join(lines) + b"\n")
-
-    def scan(self, chunk: Path, validate: bool) -> None:
-        with open_ndjson(chunk) as handle:
-            try:
-                blocks = whole_line_blocks(iter(lambda: handle.read(READ_BLOCK), b""), str(chunk))
-                reader = TeeReader(blocks, self)
-                if validate:
-                    scan_stream(ObservationAggregator(), reader, str(chunk))
-                reader.drain()
-            except zstandard.ZstdError as exc:
-                raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
 
 
 def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: Path) -> ViewStats:
@@ -339,50 +380,54 @@ def _write_view(
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
     records = 0
+    sink: _ViewSink | None = None
     if len(chains) == 1:
-        # The usual case: one chain, in time order. Its view is its lines as they are, written
-        # by the one pass that counts and checks them (no second decompression, no per-line
-        # work for the collector's blocks).
+        # The usual case: one chain, in time order, of the collector's lines. Its view is its
+        # chunks' bytes as they are, written while the chunks are checked (order, records)
+        # beside this pass; rewritten below if they are not in order or not clean lines.
         with open(output, "wb") as out:
             sink = _ViewSink(out)
-            check = _OrderCheck(sink)
             for chunk in chains[0]:
-                check.scan(chunk, validate=validation.inline)
-        if check.in_order:
-            validation.check()
-            return ViewStats(check.records, None, sink.digest.hexdigest(), sink.size, ORDER_CHAIN)
-        # Out of order: counted and validated already; sorted below (the file is rewritten).
+                _copy_content(chunk, sink)
+                validation.inline_check(chunk)
+    orders = iter(validation.orders())
     for chunks in chains:
-        if len(chains) != 1:
-            check = _OrderCheck()
-            for chunk in chunks:
-                check.scan(chunk, validate=validation.inline)
-        records += check.records
-        if check.in_order:
+        chain = [next(orders) for _ in chunks]
+        records += sum(order.records for order in chain)
+        in_order = _chain_in_order(chain)
+        if sink is not None and in_order and all(order.clean for order in chain):
+            return ViewStats(records, None, sink.digest.hexdigest(), sink.size, ORDER_CHAIN)
+        if in_order:
             streams.append(_chain_lines(chunks))
         else:
             chain_runs = _sorted_runs(chunks, scratch)
             runs += chain_runs
             streams += [_run_lines(run) for run in chain_runs]
     view_order = ORDER_CHAIN if len(chains) == 1 and not runs else ORDER_MERGED
+    try:
+        return _write_lines(streams, output, records, view_order)
+    finally:
+        for run in runs:
+            run.unlink(missing_ok=True)
+
+
+def _write_lines(
+    streams: list[Iterator[bytes]], output: Path, records: int, view_order: str
+) -> ViewStats:
+    """The view from sorted streams of lines, merged by observed_at."""
     # The multiset is what the verifier compares a merged view by; a chain-order view is
-    # compared by its sha256, so its lines need no hashing one by one.
+    # compared by its pieces, so its lines need no hashing one by one.
     multiset = RecordMultiset() if view_order == ORDER_MERGED else None
     digest = hashlib.sha256()
     size = 0
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=observed_at_of)
-    try:
-        with open(output, "wb") as out:
-            batch: list[bytes] = []
-            for line in merged:
-                batch.append(line)
-                if len(batch) >= 4096:
-                    size += _write_batch(out, digest, batch, multiset)
-            size += _write_batch(out, digest, batch, multiset)
-    finally:
-        for run in runs:
-            run.unlink(missing_ok=True)
-    validation.check()
+    with open(output, "wb") as out:
+        batch: list[bytes] = []
+        for line in merged:
+            batch.append(line)
+            if len(batch) >= 4096:
+                size += _write_batch(out, digest, batch, multiset)
+        size += _write_batch(out, digest, batch, multiset)
     if multiset is not None and multiset.count != records:
         raise InternalError(f"merged view holds {multiset.count} of {records} records")
     return ViewStats(

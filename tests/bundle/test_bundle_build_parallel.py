@@ -1,0 +1,103 @@
+"""`bundle build` with its chunk checks in worker processes writes the bytes of the inline
+build: the view is copied as the chunks hold it while workers check order and records, and
+rewritten (sorted, or cut into clean lines) when they say it must be."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from bundle_helpers import SOURCE_DATE_EPOCH, make_inputs, records_for, write_chain
+
+from stella_bundle.bundle import observations_view
+from stella_bundle.bundle.build import build_bundle
+from stella_bundle.errors import StellaError
+
+
+def _rewrite_chunk(chain: Path, sequence: int, edit: Callable[[bytes], bytes]) -> None:
+    """Replace a chunk's content (the build does not check seals against chunks)."""
+    path = chain / f"{sequence:010d}.ndjson.zst"
+    content = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    path.write_bytes(zstandard.ZstdCompressor().compress(edit(content)))
+
+
+def _blank_lines(content: bytes) -> bytes:
+    lines = content.split(b"\n")
+    return b"\n".join([*lines[:3], b"", b"  ", *lines[3:]]).rstrip(b"\n")  # no final newline
+
+
+def _swap_first_two(content: bytes) -> bytes:
+    lines = content.splitlines()
+    return b"\n".join([lines[1], lines[0], *lines[2:]]) + b"\n"
+
+
+def _bad_record(content: bytes) -> bytes:
+    lines = content.splitlines()
+    record = json.loads(lines[7])
+    record["pid"] = -1
+    lines[7] = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+    return b"\n".join(lines) + b"\n"
+
+
+CASES: dict[str, tuple[int, Callable[[Path], None]]] = {
+    "one-chain-in-order": (1, lambda chain: None),
+    "one-chain-blank-lines": (1, lambda chain: _rewrite_chunk(chain, 2, _blank_lines)),
+    "one-chain-out-of-order": (1, lambda chain: _rewrite_chunk(chain, 3, _swap_first_two)),
+    "two-chains": (2, lambda chain: None),
+    "bad-record": (1, lambda chain: _rewrite_chunk(chain, 2, _bad_record)),
+}
+
+
+def _build(inputs: Any, test_keys: Any, output: Path) -> bytes | str:
+    previous = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
+    try:
+        build_bundle(
+            function_maps=[inputs.function_map],
+            evidence=[inputs.evidence],
+            signer=test_keys.signer("builder"),
+            output=output,
+        )
+    except StellaError as exc:
+        return f"{type(exc).__name__}: {exc.describe()}"
+    finally:
+        if previous is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = previous
+    return output.read_bytes()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_workers_build_the_inline_bytes(
+    tmp_path: Path, test_keys: Any, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the build never starts workers here")
+    chains, edit = CASES[case]
+    inputs = make_inputs(tmp_path / "in", test_keys)
+    shutil.rmtree(inputs.evidence)
+    records = records_for(inputs.nodes, 900)
+    collector = test_keys.signer("collector")
+    for index in range(chains):
+        write_chain(inputs.evidence, f"host-{index}", collector, records[index::chains], 200)
+    edit(inputs.evidence / "host-0")
+    built = {}
+    for mode, least in (("inline", 1 << 62), ("workers", 0)):
+        monkeypatch.setattr(observations_view, "PARALLEL_MIN_BYTES", least)
+        (tmp_path / mode).mkdir()
+        built[mode] = _build(inputs, test_keys, tmp_path / mode / "b.stella.bundle.tgz")
+    assert built["workers"] == built["inline"]
+    if case == "bad-record":
+        assert built["inline"] == (
+            f"ObservationError: {inputs.evidence}/host-0/0000000002.ndjson.zst:8: field 'pid': "
+            "expected a non-negative integer (at most 2**53 - 1)"
+        )
+    else:
+        assert isinstance(built["inline"], bytes)

@@ -492,40 +492,12 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
     def fail(message: str, key: str) -> ConfigError:
         return ConfigError(message, path=source, field=f"signals.{key}")
 
-    writer_args: dict[str, Any] = {}
-    rotation = signals.get("rotation") or {}
-    if not isinstance(rotation, dict):
-        raise fail("expected a mapping", "rotation")
-    unknown = set(rotation) - _ROTATION_KEYS
-    if unknown:
-        raise fail(
-            f"unknown key (allowed: {', '.join(sorted(_ROTATION_KEYS))})",
-            f"rotation.{min(unknown)}",
-        )
-    ages = [k for k in ("max_age_seconds", "max_age_minutes", "max_age_hours") if k in rotation]
-    if len(ages) > 1:
-        raise fail(f"give one of {', '.join(ages)}, not several", "rotation")
-    for key, scale in (("max_age_seconds", 1), ("max_age_minutes", 60), ("max_age_hours", 3600)):
-        if key in rotation:
-            writer_args["max_age_seconds"] = _number(rotation[key], fail, f"rotation.{key}") * scale
-    if "max_size_mb" in rotation:
-        writer_args["max_size_mb"] = _number(rotation["max_size_mb"], fail, "rotation.max_size_mb")
-    if rotation.get("max_records") is not None:
-        writer_args["max_records"] = rotation["max_records"]
+    writer_args = {
+        **_rotation_args(signals.get("rotation") or {}, fail),
+        **_flush_args(signals, fail),
+    }
     if "zstd_level" in signals:
         writer_args["zstd_level"] = signals["zstd_level"]
-    if "flush_interval_ms" in signals and "flush_interval_seconds" in signals:
-        raise fail(
-            "give flush_interval_ms or flush_interval_seconds, not both", "flush_interval_ms"
-        )
-    if "flush_interval_ms" in signals:
-        writer_args["flush_interval_seconds"] = (
-            _number(signals["flush_interval_ms"], fail, "flush_interval_ms") / 1000
-        )
-    if "flush_interval_seconds" in signals:
-        writer_args["flush_interval_seconds"] = _number(
-            signals["flush_interval_seconds"], fail, "flush_interval_seconds"
-        )
     try:
         writer = WriterConfig(**writer_args)
     except ConfigError as exc:
@@ -545,6 +517,45 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
         writer=writer,
         other={k: v for k, v in signals.items() if k not in _WRITER_KEYS},
     )
+
+
+def _rotation_args(rotation: Any, fail: Any) -> dict[str, Any]:
+    """WriterConfig's arguments from `signals.rotation` (one age, in any unit)."""
+    if not isinstance(rotation, dict):
+        raise fail("expected a mapping", "rotation")
+    unknown = set(rotation) - _ROTATION_KEYS
+    if unknown:
+        raise fail(
+            f"unknown key (allowed: {', '.join(sorted(_ROTATION_KEYS))})",
+            f"rotation.{min(unknown)}",
+        )
+    ages = [k for k in ("max_age_seconds", "max_age_minutes", "max_age_hours") if k in rotation]
+    if len(ages) > 1:
+        raise fail(f"give one of {', '.join(ages)}, not several", "rotation")
+    args: dict[str, Any] = {}
+    for key, scale in (("max_age_seconds", 1), ("max_age_minutes", 60), ("max_age_hours", 3600)):
+        if key in rotation:
+            args["max_age_seconds"] = _number(rotation[key], fail, f"rotation.{key}") * scale
+    if "max_size_mb" in rotation:
+        args["max_size_mb"] = _number(rotation["max_size_mb"], fail, "rotation.max_size_mb")
+    if rotation.get("max_records") is not None:
+        args["max_records"] = rotation["max_records"]
+    return args
+
+
+def _flush_args(signals: dict[str, Any], fail: Any) -> dict[str, Any]:
+    """WriterConfig's flush interval from flush_interval_ms or flush_interval_seconds."""
+    if "flush_interval_ms" in signals and "flush_interval_seconds" in signals:
+        raise fail(
+            "give flush_interval_ms or flush_interval_seconds, not both", "flush_interval_ms"
+        )
+    if "flush_interval_ms" in signals:
+        seconds = _number(signals["flush_interval_ms"], fail, "flush_interval_ms") / 1000
+        return {"flush_interval_seconds": seconds}
+    if "flush_interval_seconds" in signals:
+        seconds = _number(signals["flush_interval_seconds"], fail, "flush_interval_seconds")
+        return {"flush_interval_seconds": seconds}
+    return {}
 
 
 def _number(value: Any, fail: Any, key: str) -> float:

@@ -38,7 +38,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/bundle/build.py::build_bundle": "to split (issue 10)",
     "stella_bundle/functionmap/verify.py::scan_paths": "to split (issue 10)",
     "stella_bundle/store/postgres.py::PostgresStore.store_chunks": "to split (issue 10)",
-    "stella_bundle/evidence/config.py::parse_signals_section": "to split (issue 10)",
 }
 
 

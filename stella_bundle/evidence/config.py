@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..canonical import MAX_SAFE_INTEGER, saturating_sum
 from ..errors import ConfigError, MalformedDocumentError
 from ..jsonio import read_bytes
@@ -457,6 +455,8 @@ _WRITER_KEYS = {
 
 def read_stellaops(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of `stellaops.yaml` (each component reads its own section)."""
+    import yaml  # here: the record pass and `bundle verify` import this module, not YAML
+
     source = str(path)
     try:
         document = yaml.safe_load(read_bytes(path))

@@ -343,49 +343,21 @@ def join_parts(
         ) from exc
     cache_file = _cache_path(output)
     cache = _load_cache(cache_file)
-    problems: list[str] = []
-    checked: list[str] = []
-    reused: list[str] = []
-    good: dict[str, Any] = {}
+    parts = _PartChecks(cache)
     for part, path in zip(index.parts, part_paths, strict=True):
-        if not path.is_file():
-            problems.append(f"{part.name}: missing")
-            continue
-        key = _stat_key(path)
-        if key["size"] != part.size:
-            problems.append(f"{part.name}: {key['size']} bytes, expected {part.size}")
-            continue
-        remembered = cache.get(part.name)
-        if isinstance(remembered, dict) and remembered == {**key, "sha256": part.sha256}:
-            reused.append(part.name)
-            good[part.name] = remembered
-            continue
-        actual = _file_sha256(path)
-        checked.append(part.name)
-        if actual != part.sha256:
-            problems.append(f"{part.name}: sha256 {actual[:16]}… expected {part.sha256[:16]}…")
-            continue
-        good[part.name] = {**key, "sha256": part.sha256}
+        parts.check(part, path)
+    good = parts.good
     if good != cache:
         # Plain JSON, not canonical: nanosecond mtimes exceed the JCS integer range.
         write_bytes_atomic(cache_file, json.dumps(good, sort_keys=True).encode())
-    if problems:
+    if parts.problems:
         raise PartIntegrityError(
-            f"{len(problems)} of {len(index.parts)} parts bad, nothing joined: "
-            + "; ".join(problems),
+            f"{len(parts.problems)} of {len(index.parts)} parts bad, nothing joined: "
+            + "; ".join(parts.problems),
             path=index_path,
         )
-    whole = hashlib.sha256()
-    size = 0
     with atomic_writer(output) as out:
-        for path in part_paths:
-            with open(path, "rb") as handle:
-                while block := handle.read(COPY_CHUNK):
-                    whole.update(block)
-                    out.write(block)
-                    size += len(block)
-                    if progress:
-                        progress(len(block))
+        whole, size = _copy_parts(part_paths, out, progress)
         if size != index.size or whole.hexdigest() != index.sha256:
             # A part changed after its check (or its cache entry lied): name it, forget it.
             changed = [
@@ -405,4 +377,53 @@ def join_parts(
                 + "; nothing written",
                 path=index_path,
             )
-    return JoinResult(output, whole.hexdigest(), size, tuple(checked), tuple(reused))
+    return JoinResult(output, whole.hexdigest(), size, tuple(parts.checked), tuple(parts.reused))
+
+
+class _PartChecks:
+    """Each part checked against the index (size, then sha256 unless the cache remembers this
+    very file with it): what is wrong, what was hashed, what was reused, the cache to keep."""
+
+    def __init__(self, cache: dict[str, Any]) -> None:
+        self.cache = cache
+        self.problems: list[str] = []
+        self.checked: list[str] = []
+        self.reused: list[str] = []
+        self.good: dict[str, Any] = {}
+
+    def check(self, part: PartInfo, path: Path) -> None:
+        if not path.is_file():
+            self.problems.append(f"{part.name}: missing")
+            return
+        key = _stat_key(path)
+        if key["size"] != part.size:
+            self.problems.append(f"{part.name}: {key['size']} bytes, expected {part.size}")
+            return
+        remembered = self.cache.get(part.name)
+        if isinstance(remembered, dict) and remembered == {**key, "sha256": part.sha256}:
+            self.reused.append(part.name)
+            self.good[part.name] = remembered
+            return
+        actual = _file_sha256(path)
+        self.checked.append(part.name)
+        if actual != part.sha256:
+            self.problems.append(f"{part.name}: sha256 {actual[:16]}… expected {part.sha256[:16]}…")
+            return
+        self.good[part.name] = {**key, "sha256": part.sha256}
+
+
+def _copy_parts(
+    part_paths: Sequence[Path], out: Any, progress: Callable[[int], None] | None
+) -> tuple[Any, int]:
+    """Append the parts to `out`: their sha256 (running hash) and total size."""
+    whole = hashlib.sha256()
+    size = 0
+    for path in part_paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(COPY_CHUNK):
+                whole.update(block)
+                out.write(block)
+                size += len(block)
+                if progress:
+                    progress(len(block))
+    return whole, size

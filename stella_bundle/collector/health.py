@@ -20,7 +20,7 @@ The collector re-resolves and reattaches (session.py); this module only finds an
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from .plan import AttachSpec
 
 HealthReason = Literal["binary_replaced", "link_lost", "binary_missing"]
+# A link watched: a spec index (on the host's binary) or (cgroup id, spec index) (on a
+# container's own copy).
+LinkKey = int | tuple[int, int]
 DEFAULT_HEALTH_CHECK_SECONDS: Final = 2.0
 
 
@@ -120,7 +123,7 @@ class ProbeHealth:
         # The file each binary's probes are on (kept while the path is empty: a file coming
         # back is compared with, and reported against, the build that was probed).
         self._probed: dict[str, BinaryIdentity] = {}
-        self._links: dict[int, _LinkSeen] = {}
+        self._links: dict[LinkKey, _LinkSeen] = {}
         self._program_ids: dict[tuple[str, str], int | None] = {}
 
     # Binaries ---------------------------------------------------------------------------------
@@ -163,17 +166,21 @@ class ProbeHealth:
         return self._program_ids[key]
 
     def lost_links(
-        self, runtime: ProbeRuntime, links: Mapping[int, Link], specs: Mapping[int, AttachSpec]
-    ) -> list[int]:
-        """Indices whose link no longer is what the kernel gave at attach. A link not seen
-        before is taken as it is now (its ids checked against its program's)."""
-        lost: list[int] = []
+        self,
+        runtime: ProbeRuntime,
+        links: Mapping[LinkKey, Link],
+        spec_of: Callable[[LinkKey], AttachSpec],
+    ) -> list[LinkKey]:
+        """Keys of every link that no longer is what the kernel gave at attach (all links in
+        one call: keys not given are forgotten). A link not seen before is taken as it is
+        now (its program id checked)."""
+        lost: list[LinkKey] = []
         for index, link in links.items():
             seen = self._links.get(index)
             ids = runtime.link_identity(link)
             # Identity, not equality: a new link often gets the fd number of the old one.
             if seen is None or seen.link is not link:
-                expected = self._expected_program(runtime, specs[index])
+                expected = self._expected_program(runtime, spec_of(index))
                 if ids is None or (expected is not None and ids[1] != expected):
                     lost.append(index)
                     continue

@@ -55,6 +55,7 @@ from .health import (
     DEFAULT_HEALTH_CHECK_SECONDS,
     HealthEvent,
     HealthReason,
+    LinkKey,
     ProbeHealth,
 )
 from .loader import Link, ProbeAttachError, ProbeRuntime
@@ -245,7 +246,7 @@ class Collector:
         # of probes on its own copies of the map's binaries; containers not settled yet (no
         # process in their own root yet).
         self.container_executables: dict[int, tuple[int, int]] = {}
-        self.container_links: dict[int, list[Link]] = {}
+        self.container_links: dict[int, dict[int, Link]] = {}  # cgroup -> spec index -> link
         self._unsettled: set[int] = set()
         # Container start latency (bench/container_start.py): the kernel's cgroup_mkdir time
         # per new cgroup id, the times a container came in scope and settled (probes inside
@@ -399,7 +400,7 @@ class Collector:
         return self.runtime.attach_kprobe(obj, program, target, cookie)
 
     def _detach_all(self) -> None:
-        inside = [link for links in self.container_links.values() for link in links]
+        inside = [link for links in self.container_links.values() for link in links.values()]
         self.runtime.detach_many([*self.links.values(), *self.lifecycle_links, *inside])
         self.links.clear()
         self.lifecycle_links.clear()
@@ -512,7 +513,7 @@ class Collector:
             }
             self.runtime.unset_scope(stopped, gone - set(self.container_executables.values()))
             self.runtime.detach_many(
-                [link for c in stopped for link in self.container_links.pop(c, [])]
+                [link for c in stopped for link in self.container_links.pop(c, {}).values()]
             )
             for cgroup_id in stopped:
                 self._stage_ns.pop(cgroup_id, None)
@@ -561,11 +562,11 @@ class Collector:
         while len(self.container_latency_ns) > _LATENCIES_KEPT:
             del self.container_latency_ns[next(iter(self.container_latency_ns))]
 
-    def _attach_inside(self, root: str) -> list[Link]:
+    def _attach_inside(self, root: str) -> dict[int, Link]:
         """Uprobes on the container's own copies of the map's binaries (the same path under
         the container's root, another inode: the host file's probes do not fire there). A
         bind-mounted host file is the same inode, already probed. Failures go to the seal."""
-        links: list[Link] = []
+        links: dict[int, Link] = {}
         failures: list[ProbeFailure] = []
         for spec in self.plan.specs:
             if spec.attach_type not in ("uprobe", "uretprobe"):
@@ -578,17 +579,7 @@ class Collector:
             if (on_host.st_ino, on_host.st_dev) == (in_container.st_ino, in_container.st_dev):
                 continue
             try:
-                offset = resolve_symbol(inside, spec.symbol, follow_links=False).offset
-                links.append(
-                    self.runtime.attach_uprobe(
-                        spec.object_name,
-                        spec.program,
-                        inside,
-                        offset,
-                        spec.index,
-                        retprobe=spec.attach_type == "uretprobe",
-                    )
-                )
+                links[spec.index] = self._attach_one_inside(root, spec)
             except ProbeAttachError as exc:
                 failures.append(_attach_failure(spec, exc))
             except StellaError as exc:
@@ -601,6 +592,18 @@ class Collector:
             self.probe_failures.extend(failures)
             self.sink.add_probe_failures(failures)
         return links
+
+    def _attach_one_inside(self, root: str, spec: AttachSpec) -> Link:
+        inside = root + spec.target
+        offset = resolve_symbol(inside, spec.symbol, follow_links=False).offset
+        return self.runtime.attach_uprobe(
+            spec.object_name,
+            spec.program,
+            inside,
+            offset,
+            spec.index,
+            retprobe=spec.attach_type == "uretprobe",
+        )
 
     def aggregate(self) -> None:
         """Count mode flush, loss accounting, health, writer tick (every aggregation window)."""
@@ -648,19 +651,70 @@ class Collector:
                     (before.build_id if before is not None else None, now.build_id),
                 )
             )
-        lost = self.health.lost_links(self.runtime, self.links, self.specs)
-        if lost:
+        watched: dict[LinkKey, Link] = {index: link for index, link in self.links.items()}
+        for cgroup_id, links in self.container_links.items():
+            watched.update({(cgroup_id, index): link for index, link in links.items()})
+        lost = self.health.lost_links(self.runtime, watched, self._spec_of)
+        on_host = [key for key in lost if isinstance(key, int)]
+        if on_host:
             events.append(
                 self._reattach(
-                    lost,
+                    on_host,
                     "link_lost",
                     None,
-                    f"{len(lost)} link(s) no longer attached (the fd closed or naming another "
-                    "object): " + ", ".join(self.specs[i].symbol for i in lost[:5]),
+                    f"{len(on_host)} link(s) no longer attached (the fd closed or naming another "
+                    "object): " + ", ".join(self.specs[i].symbol for i in on_host[:5]),
                 )
             )
+        in_containers = [key for key in lost if not isinstance(key, int)]
+        if in_containers:
+            events.append(self._reattach_inside(in_containers))
         self.health_events.extend(events)
         return events
+
+    def _spec_of(self, key: LinkKey) -> AttachSpec:
+        return self.specs[key if isinstance(key, int) else key[1]]
+
+    def _reattach_inside(self, lost: list[tuple[int, int]]) -> HealthEvent:
+        """Lost links on a container's own binaries, attached again through its root."""
+        failures: list[ProbeFailure] = []
+        reattached = 0
+        for cgroup_id, index in lost:
+            links = self.container_links.get(cgroup_id, {})
+            link = links.pop(index, None)
+            if link is not None:
+                self.runtime.abandon(link)  # its fd number may be someone else's now
+            spec = self.specs[index]
+            path = self.resolver.path_of(cgroup_id)
+            root = container_root(self.resolver, path) if path is not None else None
+            if root is None:
+                continue  # the container is going away: nothing to watch there any more
+            try:
+                links[index] = self._attach_one_inside(root, spec)
+                reattached += 1
+            except ProbeAttachError as exc:
+                failures.append(_attach_failure(spec, exc))
+            except StellaError as exc:
+                failures.append(_resolve_failure(spec, exc, "not reattached in the container"))
+        if self.config.mode_id == MODE_COVERAGE:
+            chosen = {index for _, index in lost}
+            self.runtime.forget_first_seen(chosen)
+            self._seen = {key for key in self._seen if key[0] not in chosen}
+        names = ", ".join(self.specs[i].symbol for _, i in lost[:5])
+        event = HealthEvent(
+            "link_lost",
+            None,
+            f"{len(lost)} link(s) in container(s) no longer attached (the fd closed or naming "
+            f"another object): {names}",
+            reattached,
+            len(failures),
+        )
+        if failures:
+            self.probe_failures.extend(failures)
+            self.sink.add_probe_failures(failures)
+        self.sink.add_probe_reattachments([event.reattachment()])
+        self.reattached["link_lost"] += reattached
+        return event
 
     def _reattach(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,16 @@ import pytest
 import yaml
 from collector_support import WORKLOAD_PURL, WORKLOAD_SOURCE
 from test_collector_metrics import _free_port, _function_map, _get, scrape, wait_for
+from test_collector_scope_podman import (
+    KERNEL_PICKUP_SECONDS,
+    _finish,
+    _start_container,
+    _wait_for,
+)
+from test_collector_scope_podman import _nodes as _podman_nodes
+
+# The podman image fixture (a local image holding its own workload and libcrypto).
+from test_collector_scope_podman import image as _image_fixture  # noqa: F401
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -31,6 +42,7 @@ from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.functionmap.elf import index_binary
 from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.functionmap.scope import Scope
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
 
@@ -138,6 +150,70 @@ def test_a_lost_link_is_found_and_reattached(
     finally:
         for number in spare:
             os.close(number)
+
+
+def test_a_lost_link_inside_a_container_is_reattached_through_its_root(
+    ebpf: None, workload_bin: Path, features: KernelFeatures, request: pytest.FixtureRequest
+) -> None:
+    """A container's own copies of the map's binaries are probed through /proc/PID/root; one
+    of those links lost is found by the loop's own health check and attached there again."""
+    reference, _ = request.getfixturevalue("_image_fixture")
+    prefix = f"stella-health-{secrets.token_hex(3)}"
+    sink = MemorySink()
+    collector = Collector(
+        build_plan(_podman_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        sink,
+        CollectorConfig(
+            mode="trace",
+            aggregation_ms=100,
+            health_check_seconds=0.2,
+            scope=Scope(container_name=f"{prefix}-*"),
+        ),
+    )
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    name = f"{prefix}-lost"
+    container: subprocess.Popen[str] | None = None
+    try:
+        container, _ = _start_container(
+            name, reference, workload_bin, args=("--crypto",), own_files=True
+        )
+        _wait_for(
+            lambda: sum(len(links) for links in collector.container_links.values()) == 2,
+            KERNEL_PICKUP_SECONDS,
+        )
+        (links,) = collector.container_links.values()
+        hot = next(i for i in links if collector.specs[i].symbol == "stella_work_hot")
+        link = links[hot]
+        assert link.raw_fd  # uprobe_multi here: the link is its fd
+        os.close(link.handle)
+        _wait_for(lambda: collector.reattached["link_lost"] == 1, 10)
+        assert links[hot] is not link
+        _finish(container)
+        time.sleep(0.4)
+    finally:
+        stop.set()  # first: a loop still turning would keep the test process alive
+        thread.join()
+        try:
+            if container is not None and container.poll() is None:
+                subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+                try:
+                    container.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    container.kill()
+                    container.wait()
+        finally:
+            collector.stop()
+    counts: dict[str, int] = {}
+    for record in sink.records:
+        counts[record["function_name"]] = counts.get(record["function_name"], 0) + 1
+    assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}
+    (named,) = sink.probe_reattachments
+    assert (named.reason, named.reattached, named.failed) == ("link_lost", 1, 0)
+    assert "stella_work_hot" in named.detail and "container" in named.detail
 
 
 def test_a_binary_that_vanished_and_came_back_is_probed_again(

@@ -621,6 +621,11 @@ class Collector:
     # Health -----------------------------------------------------------------------------------
     def check_health(self) -> list[HealthEvent]:
         """Look at every probed binary and link once; reattach what needs it (health.py)."""
+        events = self._check_binaries() + self._check_links()
+        self.health_events.extend(events)
+        return events
+
+    def _check_binaries(self) -> list[HealthEvent]:
         events: list[HealthEvent] = []
         for path, before, now in self.health.changed_binaries():
             if now is None:
@@ -651,6 +656,10 @@ class Collector:
                     (before.build_id if before is not None else None, now.build_id),
                 )
             )
+        return events
+
+    def _check_links(self) -> list[HealthEvent]:
+        events: list[HealthEvent] = []
         watched: dict[LinkKey, Link] = {index: link for index, link in self.links.items()}
         for cgroup_id, links in self.container_links.items():
             watched.update({(cgroup_id, index): link for index, link in links.items()})
@@ -669,7 +678,6 @@ class Collector:
         in_containers = [key for key in lost if not isinstance(key, int)]
         if in_containers:
             events.append(self._reattach_inside(in_containers))
-        self.health_events.extend(events)
         return events
 
     def _spec_of(self, key: LinkKey) -> AttachSpec:

@@ -12,8 +12,10 @@ names are CRI-O's (pkg/annotations), the test is a constructed tree.
   `io.kubernetes.cri-o.Metadata`'s name; pod name and namespace from the same labels;
 - image: the image as the pod spec asked for it (`io.kubernetes.cri-o.Image`), else the name
   CRI-O knows it by (`io.kubernetes.cri-o.ImageName`);
-- image digest: only when one of those references carries `@sha256:…` (`ImageRef` is the
-  image id, the digest of its config, not of its manifest: never used as the digest).
+- image digest: from a reference carrying `@sha256:…`, else what containers/storage records
+  for the container's image (images.json's digest, read as for podman: runtime_podman.py; CRI-O
+  keeps its containers and images there too). `ImageRef` is the image id, the digest of its
+  config, not of its manifest: never used as the digest.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Final
 
 from ..errors import StellaError
 from ..jsonio import parse_json
+from .runtime_podman import PodmanStorage
 
 STORAGE_ROOTS: Final = (Path("/run/containers/storage"), Path("/var/lib/containers/storage"))
 _LABELS: Final = "io.kubernetes.cri-o.Labels"
@@ -56,6 +59,9 @@ class CrioMetadata:
 
     def __init__(self, roots: tuple[Path, ...] = STORAGE_ROOTS) -> None:
         self.roots = roots
+        # containers.json and images.json of each root (the graph root's; a run root holds
+        # them only for volatile containers).
+        self.storages = tuple(PodmanStorage(root) for root in roots)
 
     def spec_path(self, container_id: str) -> Path | None:
         if not _CONTAINER_ID.match(container_id):
@@ -95,4 +101,9 @@ class CrioMetadata:
             if digest:
                 out["image_digest"] = digest.group(1)
                 break
+        else:
+            stored = (storage.lookup(container_id) for storage in self.storages)
+            found = next((answer for answer in stored if answer is not None), None)
+            if found is not None and "image_digest" in found:
+                out["image_digest"] = found["image_digest"]
         return out

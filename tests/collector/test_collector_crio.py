@@ -50,13 +50,15 @@ def test_conmon_cgroup_is_no_container() -> None:
 def test_names_images_and_digests_from_the_saved_specs() -> None:
     crio = CrioMetadata(ROOTS)
     pod = {"pod_name": "web-0", "namespace": "shop"}
-    # By tag: the image, no digest (the image id in ImageRef is not a manifest digest).
+    # By tag: the digest containers/storage records for its image (images.json).
     assert crio.lookup(TAGGED) == {
         "container_name": "nginx",
         "image": "quay.io/stella/web:1.4",
+        "image_digest": "sha256:" + "e8" * 32,
         **pod,
     }
-    # The run root's spec wins over the graph root's older copy.
+    # The run root's spec wins over the graph root's older copy, the pod spec's digest over
+    # the stored image's.
     assert crio.lookup(BY_DIGEST) == {
         "container_name": "sidecar",
         "image": f"quay.io/stella/sidecar@{DIGEST}",
@@ -74,6 +76,9 @@ def test_names_images_and_digests_from_the_saved_specs() -> None:
     assert crio.lookup("ab" * 32) == {}
     assert crio.lookup("*") == {}
     assert CrioMetadata((STORAGE / "absent",)).lookup(TAGGED) == {}
+    # A tagged image and no containers/storage state: no digest, never the image id.
+    only_specs = CrioMetadata((STORAGE / "run",))
+    assert "image_digest" not in only_specs.lookup(TAGGED)
 
 
 def test_answers_are_cached_only_once_found(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ HOST_PATHS = {
         "/var/lib/containerd/io.containerd.metadata.v1.bolt"
     ),
     "/run/containers/storage": "/run/containers/storage",
+    "/var/lib/containers/storage/overlay-containers": (
+        "/var/lib/containers/storage/overlay-containers"
+    ),
+    "/var/lib/containers/storage/overlay-images": "/var/lib/containers/storage/overlay-images",
 }
 WRITABLE_HOST_PATHS = {"/sys/kernel/tracing", "/var/lib/stella/evidence"}
 

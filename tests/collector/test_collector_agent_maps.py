@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from stella_bundle.collector.run import chain_id_for
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.functionmap.elf import index_binary
 from stella_bundle.functionmap.model import ExpectedNode
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
@@ -557,3 +559,61 @@ def test_systemd_hears_ready_watchdog_and_stopping_with_a_map_directory(
             assert agent.process.wait(timeout=60) == 0
         finally:
             agent.kill()
+
+
+def test_a_binary_replaced_under_a_map_of_the_directory_is_reattached_and_said(
+    ebpf: None, workload_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
+) -> None:
+    """Probe health in the agent over a map directory: the health line names the map, the
+    counter moves on that map's chain, its seal names the replacement (the one-map agent's
+    case is tests/collector/test_collector_health.py)."""
+    binary = tmp_path / "bin" / "stella-workload"
+    binary.parent.mkdir()
+    shutil.copy2(workload_bin, binary)
+    map_file = signed(
+        maps / "workload.dsse.json",
+        workload_map_nodes(binary, "stella_work_parse", "stella_work_hot"),
+        "stella-workload",
+        test_keys,
+    )
+    agent = Agent(tmp_path, maps, test_keys, probes={"health_check_interval_ms": 200})
+    try:
+        agent.ready()
+        staged = binary.with_name(".new")
+        shutil.copy2(workload_bin, staged)  # same build, a new file: the probes' inode is gone
+        staged.rename(binary)
+        wait_for(
+            lambda: [line for line in agent.lines() if "health: binary_replaced" in line],
+            30,
+            "the health line",
+        )
+        chain = chain_of(agent, map_file, "stella-workload")
+        counters = wait_for(
+            lambda: (
+                values
+                if (values := agent.metric("stella_probe_reattach_total", "reason")).get(
+                    "binary_replaced"
+                )
+                == 2
+                else None
+            ),
+            10,
+            "the reattach counter",
+        )
+        assert counters["link_lost"] == 0
+        agent.stop(60)
+    finally:
+        agent.kill()
+    (line,) = [line for line in agent.lines() if "health: binary_replaced" in line]
+    assert line.startswith("warning: workload.dsse.json: health: binary_replaced ")
+    assert str(binary) in line and "2 probe(s) reattached" in line
+    named = [
+        item
+        for seal in sorted(chain.glob("*.seal.dsse.json"))
+        for item in parse_seal(seal.read_bytes()).predicate.probe_reattachments
+    ]
+    build = index_binary(str(workload_bin)).build_id
+    assert [(n.reason, n.previous_build_id, n.build_id, n.reattached) for n in named] == [
+        ("binary_replaced", build, build, 2)
+    ]
+    assert verify_chain(chain, test_keys.trust_root).passed

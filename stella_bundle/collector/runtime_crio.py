@@ -83,27 +83,35 @@ class CrioMetadata:
         annotations = spec.get("annotations") if isinstance(spec, dict) else None
         if not isinstance(annotations, dict):
             return {}
-        out: dict[str, str] = {}
-        labels = _json_object(annotations.get(_LABELS), path)
-        for field, label in _LABEL_FIELDS:
-            value = labels.get(label)
-            if isinstance(value, str) and value:
-                out[field] = value
-        name = _json_object(annotations.get(_METADATA), path).get("name")
-        if "container_name" not in out and isinstance(name, str) and name:
-            out["container_name"] = name
-        references = [annotations.get(key) for key in _IMAGES]
-        image = next((r for r in references if isinstance(r, str) and r), None)
+        out = _names(annotations, path)
+        references = [r for r in (annotations.get(key) for key in _IMAGES) if isinstance(r, str)]
+        image = next((r for r in references if r), None)
         if image is not None:
             out["image"] = image
-        for reference in references:
-            digest = _REFERENCE_DIGEST.search(reference) if isinstance(reference, str) else None
-            if digest:
-                out["image_digest"] = digest.group(1)
-                break
-        else:
-            stored = (storage.lookup(container_id) for storage in self.storages)
-            found = next((answer for answer in stored if answer is not None), None)
-            if found is not None and "image_digest" in found:
-                out["image_digest"] = found["image_digest"]
+        digest = next((m.group(1) for r in references if (m := _REFERENCE_DIGEST.search(r))), None)
+        if digest is None:
+            digest = self._stored_digest(container_id)
+        if digest is not None:
+            out["image_digest"] = digest
         return out
+
+    def _stored_digest(self, container_id: str) -> str | None:
+        """The digest containers/storage records for the container's image."""
+        stored = (storage.lookup(container_id) for storage in self.storages)
+        found = next((answer for answer in stored if answer is not None), None)
+        return None if found is None else found.get("image_digest")
+
+
+def _names(annotations: dict[str, Any], path: Path) -> dict[str, str]:
+    """Container name, pod name and namespace from the Kubernetes labels CRI-O saved, the
+    container name else from the CRI metadata."""
+    out: dict[str, str] = {}
+    labels = _json_object(annotations.get(_LABELS), path)
+    for field, label in _LABEL_FIELDS:
+        value = labels.get(label)
+        if isinstance(value, str) and value:
+            out[field] = value
+    name = _json_object(annotations.get(_METADATA), path).get("name")
+    if "container_name" not in out and isinstance(name, str) and name:
+        out["container_name"] = name
+    return out

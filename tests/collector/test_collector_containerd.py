@@ -488,3 +488,28 @@ def test_the_agent_collects_from_a_containerd_container(
         assert record["details"]["container_name"] == container_id
         assert record["details"]["container_image"] == reference
     assert counts == {"EVP_Digest": 1, "stella_work_hot": 3}
+
+
+def test_labels_larger_than_a_page_are_read(containerd: Containerd, image: tuple[str, str]) -> None:
+    """Labels of 24 KB (containerd allows 4 KB each): the container's labels bucket spans
+    overflow pages of the store."""
+    reference, image_digest = image
+    container_id = secrets.token_hex(32)
+    big = [item for i in range(6) for item in ("--label", f"a.big{i}={'x' * 4000}")]
+    containerd.ctr(
+        "containers",
+        "create",
+        *big,
+        *("--label", "nerdctl/name=big-one"),
+        reference,
+        container_id,
+        "/x",
+    )
+    try:
+        assert ContainerdMetadata(containerd.root).lookup(container_id) == {
+            "container_name": "big-one",
+            "image": reference,
+            "image_digest": image_digest,
+        }
+    finally:
+        containerd.ctr("containers", "rm", container_id, check=False)

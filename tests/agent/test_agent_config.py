@@ -24,6 +24,7 @@ runtime_agent:
   probes:
     max_concurrent: 256
     attach_timeout_ms: 5000
+    health_check_interval_ms: 5000
     default_types: ["uprobe", "kprobe"]
     sampling_rate: 0.5
   export:
@@ -53,6 +54,7 @@ def test_the_runbooks_settings_are_honoured(tmp_path: Path) -> None:
     assert start.target == Path("/var/stella/observations/")
     assert start.max_probes == 256
     assert start.attach_timeout_ms == 5000
+    assert start.health_check_seconds == 5.0
     assert start.sampling_rate == 0.5
     assert start.flush_interval_seconds == 5.0
     assert start.aggregation_window == "1000ms"
@@ -150,6 +152,11 @@ def test_defaults_when_only_the_map_is_named(tmp_path: Path) -> None:
         (
             "runtime_agent:\n  function_map: f\n  probes:\n    max_concurrent: 0\n",
             "runtime_agent.probes.max_concurrent",
+            "positive integer",
+        ),
+        (
+            "runtime_agent:\n  function_map: f\n  probes:\n    health_check_interval_ms: 0.5\n",
+            "runtime_agent.probes.health_check_interval_ms",
             "positive integer",
         ),
         (

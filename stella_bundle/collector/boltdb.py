@@ -24,9 +24,9 @@ from typing import Final
 _MAGIC: Final = 0xED0CDAED
 _VERSION: Final = 2
 _PAGE_HEADER: Final = struct.Struct("<QHHI")
-_META: Final = struct.Struct(
-    "<IIIIQQQQQQ"
-)  # magic version page_size flags root(2) freelist pgid txid checksum
+# After a meta page's header: magic, version, page size, flags, root bucket (page id, sequence),
+# freelist page, high water page id, transaction id, FNV-1a checksum of the fields before it.
+_META: Final = struct.Struct("<IIIIQQQQQQ")
 _BRANCH_ELEMENT: Final = struct.Struct("<IIQ")
 _LEAF_ELEMENT: Final = struct.Struct("<IIII")
 _BUCKET_HEADER: Final = struct.Struct("<QQ")

@@ -208,6 +208,9 @@ class ProbeFailure:
         unknown = set(data) - _PROBE_FAILURE_FIELDS
         if unknown:
             raise fail("unknown field", min(unknown))
+        missing = _PROBE_FAILURE_FIELDS - set(data)  # binary_path and errno: null, not absent
+        if missing:
+            raise fail("required field is missing", min(missing))
         for name in ("node_hash", "function_name", "purl", "error"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise fail("expected a non-empty string", name)

@@ -11,7 +11,8 @@ for ids these files do not hold (another graph root).
   ImageDigest).
 
 Both files are replaced by rename on every change: each is parsed again only when its inode,
-mtime or size changed.
+mtime or size changed. The container's root filesystem, mounted on the host before its cgroup
+exists, is named by the OCI spec podman writes (`<id>/userdata/config.json`, `root.path`).
 """
 
 from __future__ import annotations
@@ -111,4 +112,20 @@ class PodmanStorage:
             if isinstance(digest, str) and IMAGE_DIGEST_RE.match(digest):
                 out["image_digest"] = digest
             return out
+        return None
+
+    def rootfs(self, container_id: str) -> str | None:
+        """The container's root filesystem as podman mounted it on the host (its OCI spec's
+        `root.path`, mounted before the OCI runtime makes the cgroup); None when unknown or
+        not mounted."""
+        for containers, _images in self._pairs():
+            spec = containers.path.parent / container_id / "userdata" / "config.json"
+            try:
+                document = parse_json(spec.read_bytes(), spec)
+            except (OSError, StellaError):
+                continue
+            root = document.get("root") if isinstance(document, dict) else None
+            path = root.get("path") if isinstance(root, dict) else None
+            if isinstance(path, str) and os.path.isabs(path) and os.path.ismount(path):
+                return path
         return None

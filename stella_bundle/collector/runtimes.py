@@ -64,6 +64,13 @@ class RuntimeMetadata:
             self._cache[container_id] = found
         return found
 
+    def rootfs(self, runtime: str, container_id: str) -> str | None:
+        """The container's root filesystem as mounted on the host, where the runtime says (podman
+        only); None: found through a process of the container once it runs in its root."""
+        if runtime == "podman":
+            return self.podman_storage.rootfs(container_id)
+        return None
+
 
 def _podman_inspect(podman: str, container_id: str) -> dict[str, str]:
     try:

@@ -24,7 +24,7 @@ from ..evidence.config import REATTACH_REASONS, ProbeFailure, ProbeReattachment
 from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
-from .containers import CgroupResolver
+from .containers import CgroupResolver, parse_cgroup_path
 from .elfsym import resolve_symbol
 from .events import (
     CGROUP_COOKIE,
@@ -248,6 +248,9 @@ class Collector:
         self.container_executables: dict[int, tuple[int, int]] = {}
         self.container_links: dict[int, dict[int, Link]] = {}  # cgroup -> spec index -> link
         self._unsettled: set[int] = set()
+        # Containers looked at through their root filesystem as mounted on the host (before a
+        # process of theirs runs in it): spec index -> (inode, device) of the file attached.
+        self._early: dict[int, dict[int, tuple[int, int]]] = {}
         # Container start latency (bench/container_start.py): the kernel's cgroup_mkdir time
         # per new cgroup id, the times a container came in scope and settled (probes inside
         # attached), and per container the ns from its mkdir to each (the last ones kept).
@@ -517,6 +520,7 @@ class Collector:
             )
             for cgroup_id in stopped:
                 self._stage_ns.pop(cgroup_id, None)
+                self._early.pop(cgroup_id, None)
         self.scope_cgroups = current
         # Cgroups neither in scope nor awaiting a name by now are no container of the scope.
         self._mkdir_ns = {
@@ -527,12 +531,18 @@ class Collector:
 
     def _settle_containers(self) -> None:
         """Per container in scope, once a process of it runs in its own root: the scope's
-        executable inside it, and probes on its own copies of the map's binaries."""
+        executable inside it, and probes on its own copies of the map's binaries. Before that,
+        when the runtime names the container's root filesystem mounted on the host and the
+        scope names no executable, the probes are attached there at once (`_attach_early`)."""
         assert self.scope is not None
         executable = self.scope.scope.executable
         for cgroup_id in sorted(self._unsettled):
             path = self.resolver.path_of(cgroup_id)
-            root = container_root(self.resolver, path) if path is not None else None
+            if path is None:
+                continue
+            if executable is None and cgroup_id not in self._early:
+                self._attach_early(cgroup_id, path)
+            root = container_root(self.resolver, path)
             if root is None:
                 continue
             if executable is not None:
@@ -541,16 +551,36 @@ class Collector:
                     continue  # not there yet (the entrypoint may still be starting)
                 self.container_executables[cgroup_id] = key
                 self.runtime.set_scope(set(), {key})
-            self.container_links[cgroup_id] = self._attach_inside(root)
+            links = self.container_links.setdefault(cgroup_id, {})
+            links.update(self._attach_inside(root, self._early.pop(cgroup_id, None), links))
             self._unsettled.discard(cgroup_id)
             self._note_latency(cgroup_id, "settled")
 
+    def _attach_early(self, cgroup_id: int, path: str) -> None:
+        """Probes on the container's own binaries through its root filesystem as mounted on the
+        host (podman mounts it before the cgroup exists): attached ~30-50 ms before its first
+        process has pivoted into it. The same files (same inode and device) as seen from
+        inside; a path another mount covers in the container is checked again once a process
+        runs there (`_attach_inside` with what was attached here). Failures are not reported
+        from here: that later look reports them, on the file the container really has."""
+        self._early[cgroup_id] = {}
+        info = parse_cgroup_path(path)
+        rootfs = self.resolver.runtime.rootfs(info.runtime, info.container_id) if info else None
+        if rootfs is None:
+            return
+        attached: dict[int, tuple[int, int]] = {}
+        links = self._attach_inside(rootfs, None, {}, attached)
+        if links:
+            self.container_links[cgroup_id] = links
+            self._early[cgroup_id] = attached
+            self._note_latency(cgroup_id, "settled")
+
     def _note_latency(self, cgroup_id: int, stage: str | None = None) -> None:
-        """A container's start latency: `stage` reached now. Its cgroup_mkdir event may be read
-        after a look triggered by another cgroup's event (runc makes several) already put it
-        in scope: the ns are counted once both are known."""
+        """A container's start latency: `stage` reached now (the first time). Its cgroup_mkdir
+        event may be read after a look triggered by another cgroup's event (runc makes several)
+        already put it in scope: the ns are counted once both are known."""
         if stage is not None:
-            self._stage_ns.setdefault(cgroup_id, {})[stage] = time.monotonic_ns()
+            self._stage_ns.setdefault(cgroup_id, {}).setdefault(stage, time.monotonic_ns())
         created = self._mkdir_ns.get(cgroup_id)
         stages = self._stage_ns.get(cgroup_id)
         if created is None or not stages:
@@ -562,12 +592,23 @@ class Collector:
         while len(self.container_latency_ns) > _LATENCIES_KEPT:
             del self.container_latency_ns[next(iter(self.container_latency_ns))]
 
-    def _attach_inside(self, root: str) -> dict[int, Link]:
+    def _attach_inside(
+        self,
+        root: str,
+        early: dict[int, tuple[int, int]] | None = None,
+        current: dict[int, Link] | None = None,
+        attached: dict[int, tuple[int, int]] | None = None,
+    ) -> dict[int, Link]:
         """Uprobes on the container's own copies of the map's binaries (the same path under
         the container's root, another inode: the host file's probes do not fire there). A
-        bind-mounted host file is the same inode, already probed. Failures go to the seal."""
+        bind-mounted host file is the same inode, already probed. Failures go to the seal,
+        except when `attached` is given (the early look: the file identities attached are put
+        there, failures left to the look through a process's root). `early`: the identities
+        attached by the early look, whose links (in `current`) stay when the file is the same
+        and are closed when a mount in the container covers it with another."""
         links: dict[int, Link] = {}
         failures: list[ProbeFailure] = []
+        early = early or {}
         for spec in self.plan.specs:
             if spec.attach_type not in ("uprobe", "uretprobe"):
                 continue
@@ -576,10 +617,19 @@ class Collector:
                 on_host, in_container = os.stat(spec.target), os.stat(inside)
             except OSError:
                 continue
-            if (on_host.st_ino, on_host.st_dev) == (in_container.st_ino, in_container.st_dev):
+            identity = (in_container.st_ino, in_container.st_dev)
+            if early.get(spec.index) == identity:
+                continue  # attached early to this very file
+            if current is not None and spec.index in early:
+                stale = current.pop(spec.index, None)
+                if stale is not None:
+                    self.runtime.detach_many([stale])
+            if (on_host.st_ino, on_host.st_dev) == identity:
                 continue
             try:
                 links[spec.index] = self._attach_one_inside(root, spec)
+                if attached is not None:
+                    attached[spec.index] = identity
             except ProbeAttachError as exc:
                 failures.append(_attach_failure(spec, exc))
             except StellaError as exc:
@@ -588,7 +638,7 @@ class Collector:
                         spec.node_hash, spec.symbol, spec.purl, inside, errno.ENOENT, exc.message
                     )
                 )
-        if failures:
+        if failures and attached is None:
             self.probe_failures.extend(failures)
             self.sink.add_probe_failures(failures)
         return links

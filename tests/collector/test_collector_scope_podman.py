@@ -11,6 +11,7 @@ and the host's libraries are bind-mounted read-only, so the probes attached to t
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -441,3 +442,33 @@ def test_podman_names_are_read_from_its_storage_without_asking_podman(
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
     assert answer == {"container_name": name, "image": reference, "image_digest": image_digest}
+
+
+def test_a_containers_root_filesystem_is_found_once_podman_mounted_it(
+    image: tuple[str, str], workload_bin: Path
+) -> None:
+    """The root filesystem podman mounts for a container (before the OCI runtime makes its
+    cgroup) is named from the OCI spec podman wrote: the image's own files, the same inodes a
+    process inside sees; nothing for a container only created."""
+    reference, _ = image
+    name = f"stella-scope-{secrets.token_hex(3)}-rootfs"
+    container_id = _podman(
+        "create", *PODMAN_RUN[2:], "--name", name, reference, str(workload_bin)
+    ).stdout.strip()
+    runtime = RuntimeMetadata(podman="")
+    try:
+        created = runtime.rootfs("podman", container_id)
+        _podman("init", container_id)  # mounted, the OCI spec written, runc create done
+        found = runtime.rootfs("podman", container_id)
+        merged = _podman(
+            "inspect", "--format", "{{.GraphDriver.Data.MergedDir}}", container_id
+        ).stdout.strip()
+        pid = _podman("inspect", "--format", "{{.State.Pid}}", container_id).stdout.strip()
+        assert found is not None
+        outside, inside = os.stat(found + LIBCRYPTO), os.stat(f"/proc/{pid}/root{LIBCRYPTO}")
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
+    assert created is None
+    assert found == merged
+    assert (outside.st_ino, outside.st_dev) == (inside.st_ino, inside.st_dev)
+    assert runtime.rootfs("docker", container_id) is None  # podman's layout only

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -195,7 +196,19 @@ def ingest(
             ),
             max_object_bytes=bridge.max_line_bytes,
         )
-        result = _ingest(runner, lines, follower, cursor_file, grpc_address, max_events, stop)
+        result = _ingest(
+            runner,
+            lines,
+            _Source(
+                follower,
+                cursor_file,
+                grpc_address,
+                max_events,
+                _finished_files(files or [], export_file, follow),
+            ),
+            stop,
+            bridge.max_line_bytes,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
         if previous_int is not None:
@@ -282,22 +295,41 @@ def _open_lines(
     return iter(()), None
 
 
+@dataclass(frozen=True)
+class _Source:
+    follower: Any  # ExportFollower of --follow, else None
+    cursor_file: Path | None
+    grpc_address: str | None
+    max_events: int | None
+    paths: list[Path] | None  # files read to their end (FILES, --export-file without --follow)
+
+
+def _finished_files(files: list[Path], export_file: Path | None, follow: bool) -> list[Path] | None:
+    from ..tetragon.sources import rotated_backups
+
+    if files:
+        return list(files)
+    if export_file is not None and not follow:
+        return [*rotated_backups(export_file), export_file]
+    return None
+
+
 def _ingest(
-    runner: Any,
-    lines: Iterator[Any],
-    follower: Any,
-    cursor_file: Path | None,
-    grpc_address: str | None,
-    max_events: int | None,
-    stop: threading.Event,
+    runner: Any, lines: Iterator[Any], source: _Source, stop: threading.Event, max_line_bytes: int
 ) -> Any:
     """Feed the runner, seal, then save the cursor (only once what was read is sealed)."""
+    follower, cursor_file = source.follower, source.cursor_file
     try:
-        if grpc_address is not None:
+        if source.grpc_address is not None:
             from ..tetragon.grpc_source import grpc_events
 
-            events = grpc_events(grpc_address, max_events=max_events, stop=stop)
-            runner.feed_events(events, grpc_address)
+            events = grpc_events(source.grpc_address, max_events=source.max_events, stop=stop)
+            runner.feed_events(events, source.grpc_address)
+        elif source.paths is not None:
+            from ..tetragon.parallel import feed_files
+
+            # Large files over two processes (decode and map | write and seal), same chain.
+            feed_files(runner, source.paths, max_line_bytes)
         else:
             runner.feed(lines)
     except BaseException:

@@ -41,6 +41,7 @@ from stella_bundle.attest.keys import generate_key
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.attest.trustroot import ROLES, TrustRoot
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.coverage import verify_observations
 from stella_bundle.functionmap.model import (
     Coverage,
     ExpectedNode,
@@ -50,7 +51,6 @@ from stella_bundle.functionmap.model import (
     function_map_from_statement,
     priority_of,
 )
-from stella_bundle.functionmap.verify import verify_observations
 
 REPO = Path(__file__).resolve().parents[1]
 PURL = "pkg:generic/bench@1.0"

@@ -175,7 +175,7 @@ LIBRARY_SCRIPT = """
 import json, sys, time
 start = time.perf_counter()
 from stella_bundle.functionmap.model import load_function_map
-from stella_bundle.functionmap.verify import VerifyOptions, verify_files
+from stella_bundle.coverage import VerifyOptions, verify_files
 imported = time.perf_counter()
 fm = load_function_map(sys.argv[1])
 result = verify_files(fm, [sys.argv[2]], VerifyOptions(workers=int(sys.argv[3]) if sys.argv[3] else None))

@@ -99,7 +99,7 @@ def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
     (`file:line: malformed NDJSON: ...`).
 
     Bytes are decoded as UTF-8 first: `json.loads` would otherwise skip a byte order mark and
-    read UTF-16 or UTF-32, which the fast line scanners (functionmap.scan) refuse."""
+    read UTF-16 or UTF-32, which the fast line scanners (coverage.scan) refuse."""
     try:
         value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except UnicodeDecodeError as exc:

@@ -3,7 +3,7 @@
 The runbook verifies "every 30 minutes, the last hour" (twice the map's coverage window); the
 agent does the same on what it just wrote. Which nodes were observed in a window depends only on
 each node's latest observation, so the latest record per (node, probe type) is kept (memory:
-the map's size, not the traffic) and handed to `functionmap.verify.verify_observations`: the
+the map's size, not the traffic) and handed to `coverage.engine.verify_observations`: the
 observation rate and the unexpected symbols are computed exactly as `function-map verify` does.
 """
 
@@ -13,9 +13,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from ..coverage import VerificationResult, VerifyOptions, verify_observations
 from ..evidence.config import ProbeFailure, ProbeReattachment
 from ..functionmap.model import LoadedFunctionMap
-from ..functionmap.verify import VerificationResult, VerifyOptions, verify_observations
 
 # The runbook's ratio: verify the last hour of a 30-minute coverage window.
 LOOKBACK_WINDOWS = 2

@@ -8,10 +8,10 @@ from typing import Any
 
 from ..attest.verifier import VerifiedStatement
 from ..canonical import canonical_bytes
+from ..coverage.engine import VerifyOptions, evaluate, new_aggregator
+from ..coverage.scan import ObservationAggregator
 from ..errors import CoverageNotMetError
 from ..functionmap.model import FunctionMap, LoadedFunctionMap
-from ..functionmap.scan import ObservationAggregator
-from ..functionmap.verify import VerifyOptions, evaluate, new_aggregator
 from ..jsonio import parse_json_line
 from ..timeutil import parse_timestamp
 from .steps import StepOutcome

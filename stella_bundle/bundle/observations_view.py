@@ -27,8 +27,8 @@ from typing import IO, Any
 
 import zstandard
 
+from ..coverage.scan import ObservationAggregator
 from ..errors import InternalError, MalformedDocumentError, StellaError
-from ..functionmap.scan import ObservationAggregator
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
 from .coverage import scan_stream

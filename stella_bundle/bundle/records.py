@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..coverage.scan import AggregateState, ObservationAggregator
 from ..errors import (
     ArchiveError,
     EvidenceChainError,
@@ -24,7 +25,6 @@ from ..errors import (
 )
 from ..evidence.measure import ChunkMeasure
 from ..evidence.timecheck import ChunkTimes
-from ..functionmap.scan import AggregateState, ObservationAggregator
 from ..functionmap.scope import Scope
 from .coverage import scan_stream
 from .observations_view import (

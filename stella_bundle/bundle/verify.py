@@ -25,6 +25,8 @@ from ..attest.statement import (
 )
 from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier, VerifiedStatement
+from ..coverage import VerifyOptions
+from ..coverage.scan import ObservationAggregator
 from ..errors import (
     ArchiveError,
     BundleContentsError,
@@ -38,8 +40,6 @@ from ..errors import (
 )
 from ..formats.report import VerificationReport
 from ..functionmap.model import FunctionMap, function_map_from_statement
-from ..functionmap.scan import ObservationAggregator
-from ..functionmap.verify import VerifyOptions
 from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier

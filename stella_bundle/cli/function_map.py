@@ -11,16 +11,16 @@ import typer
 from rich.table import Table
 
 from ..canonical import canonical_bytes
-from ..errors import InputError
-from ..fsutil import write_bytes_atomic
-from ..functionmap.inputs import check_one_source, iter_evidence_records, observation_paths
-from ..functionmap.model import load_function_map
-from ..functionmap.verify import (
+from ..coverage import (
     VerificationResult,
     VerifyOptions,
     verify_files,
     verify_observations,
 )
+from ..errors import InputError
+from ..fsutil import write_bytes_atomic
+from ..functionmap.inputs import check_one_source, iter_evidence_records, observation_paths
+from ..functionmap.model import load_function_map
 from .options import time_option
 from .output import FORMAT_HELP, Format, console, emit_json, error_line
 from .store_options import config_option

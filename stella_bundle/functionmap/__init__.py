@@ -1,1 +1,2 @@
-"""Function maps: generation from SBOMs, symbol normalisation, node hashes, verification."""
+"""Function maps: generation from SBOMs, symbol normalisation, node hashes, scope (verifying
+observations against a map is `coverage/`)."""

@@ -13,10 +13,10 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+from ..coverage.engine import VerificationResult, VerifyOptions, evaluate, new_aggregator
+from ..coverage.scan import PROBE_BIT, NodeAggregate, ObservationAggregator
 from ..functionmap.model import LoadedFunctionMap, function_map_from_statement
 from ..functionmap.query import QueryFilter, SymbolSummary, summarise
-from ..functionmap.scan import PROBE_BIT, NodeAggregate, ObservationAggregator
-from ..functionmap.verify import VerificationResult, VerifyOptions, evaluate, new_aggregator
 from ..timeutil import format_timestamp, utc_now
 from .base import ObservationStore, StoredFunctionMap, StoreError
 

@@ -12,7 +12,7 @@ from typing import Any
 from msgspec import UNSET
 
 from ..canonical import canonical_record_bytes
-from ..functionmap.fastdecode import PlainRecord, Record, decode_block
+from ..coverage.fastdecode import PlainRecord, Record, decode_block
 from ..observations.record import NODE_HASH_RE, record_count
 from ..timeutil import format_timestamp, parse_timestamp
 from .base import COLUMNS, Row, StoreChunk, StoredFunctionMap

@@ -322,8 +322,8 @@ def test_record_times_fold_identically_on_every_path(
     """verify-chain's byte feed (cut anywhere), bundle verify's aggregator scan (its fast and
     slow paths) and the reader's record by record fold agree."""
     from stella_bundle.canonical import canonical_bytes
+    from stella_bundle.coverage.scan import ObservationAggregator
     from stella_bundle.evidence.timecheck import ChunkTimes
-    from stella_bundle.functionmap.scan import ObservationAggregator
 
     data = b"".join(canonical_bytes(r) + b"\n" for r in records)
     fed = ChunkTimes()

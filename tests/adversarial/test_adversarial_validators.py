@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.canonical import MAX_SAFE_INTEGER
+from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
 from stella_bundle.evidence.encoding import encode_record
-from stella_bundle.functionmap.scan import ObservationAggregator
 from stella_bundle.observations.record import MAX_DETAILS_DEPTH, validate_record
 from stella_bundle.schema import load_schema, validate_document
 from tests.adversarial.chain_surgery import Predicate, Records, rewrite_chain

@@ -10,8 +10,8 @@ from typing import Any
 
 from stella_bundle.agent.recent import RecentObservations
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
+from stella_bundle.coverage import verify_observations
 from stella_bundle.functionmap.model import ExpectedNode, load_function_map
-from stella_bundle.functionmap.verify import verify_observations
 from stella_bundle.timeutil import format_timestamp
 
 PURL = "pkg:generic/app@1.0.0"
@@ -72,7 +72,7 @@ def test_the_rate_covers_two_windows_and_agrees_with_function_map_verify(tmp_pat
     assert result.observation_rate == 0.5
     assert result.unexpected_symbols == []
     # The same answer as the verifier given every record and the same window.
-    from stella_bundle.functionmap.verify import VerifyOptions
+    from stella_bundle.coverage import VerifyOptions
 
     direct = verify_observations(
         loaded, records, VerifyOptions(window_from=NOW - recent.lookback, window_to=NOW)

@@ -13,10 +13,10 @@ from bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.bundle.verify import verify_bundle
+from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.formats.report import VerificationReport
 from stella_bundle.functionmap.model import load_function_map
-from stella_bundle.functionmap.verify import VerifyOptions, verify_observations
 from stella_bundle.schema import validate_document
 from stella_bundle.timeutil import parse_timestamp
 

@@ -16,6 +16,7 @@ from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.functionmap.model import (
     Coverage,
     ExpectedNode,
@@ -23,7 +24,6 @@ from stella_bundle.functionmap.model import (
     FunctionMap,
     SbomRef,
 )
-from stella_bundle.functionmap.verify import VerifyOptions, verify_observations
 
 PYTHON = "/usr/bin/python3.11"
 SCRIPT = REPO_ROOT / "tests" / "data" / "collector" / "audit_workload.py"

@@ -23,6 +23,7 @@ from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.coverage import verify_observations
 from stella_bundle.functionmap.model import (
     Coverage,
     ExpectedNode,
@@ -31,7 +32,6 @@ from stella_bundle.functionmap.model import (
     SbomRef,
 )
 from stella_bundle.functionmap.scope import NO_SCOPE_WARNING, Scope
-from stella_bundle.functionmap.verify import verify_observations
 
 NGINX = "/usr/sbin/nginx"
 AB = "/usr/bin/ab"

@@ -29,6 +29,7 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.runtimes import RuntimeMetadata
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
+from stella_bundle.coverage import verify_observations
 from stella_bundle.functionmap.model import (
     Coverage,
     ExpectedNode,
@@ -37,7 +38,6 @@ from stella_bundle.functionmap.model import (
     SbomRef,
 )
 from stella_bundle.functionmap.scope import Scope
-from stella_bundle.functionmap.verify import verify_observations
 
 PODMAN_RUN = (
     "podman",

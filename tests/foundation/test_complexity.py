@@ -21,8 +21,8 @@ PERF_WORK = "under concurrent performance work (issues 11, 15); to split once it
 ALLOWED: dict[str, str] = {
     "stella_bundle/observations/record.py::validate_record": HOT_PATH,
     "stella_bundle/evidence/encoding.py::_fast_accept": HOT_PATH,
-    "stella_bundle/functionmap/scan.py::ObservationAggregator._fold_typed": HOT_PATH,
-    "stella_bundle/functionmap/scan.py::ObservationAggregator._fast_fold": HOT_PATH,
+    "stella_bundle/coverage/scan.py::ObservationAggregator._fold_typed": HOT_PATH,
+    "stella_bundle/coverage/scan.py::ObservationAggregator._fast_fold": HOT_PATH,
     "stella_bundle/tetragon/events.py::EventMapper.map_uprobe_line": HOT_PATH,
     "stella_bundle/tetragon/ingest.py::TetragonIngest.feed": HOT_PATH,
     "stella_bundle/tetragon/sources.py::ExportFollower.lines": (
@@ -36,7 +36,7 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/collector/session.py::Collector.start": BEING_CHANGED,
     "stella_bundle/agent/config.py::load_agent_settings": BEING_CHANGED,
     "stella_bundle/bundle/build.py::build_bundle": PERF_WORK,
-    "stella_bundle/functionmap/verify.py::scan_paths": PERF_WORK,
+    "stella_bundle/coverage/engine.py::scan_paths": PERF_WORK,
     "stella_bundle/store/postgres.py::PostgresStore.store_chunks": PERF_WORK,
 }
 

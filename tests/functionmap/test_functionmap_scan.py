@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.coverage.patterns import CANONICAL_LINE
+from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import InputError
-from stella_bundle.functionmap.patterns import CANONICAL_LINE
-from stella_bundle.functionmap.scan import ObservationAggregator
 from stella_bundle.observations.ndjson import iter_json_lines
 from stella_bundle.observations.record import PROBE_TYPES, validate_record
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
@@ -184,7 +184,7 @@ def test_crlf_blank_lines_and_no_final_newline(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [1, 3])
 def test_block_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
-    import stella_bundle.functionmap.scan as scan
+    import stella_bundle.coverage.scan as scan
 
     monkeypatch.setattr(scan, "_BLOCK", size * 97)
     rows = [
@@ -317,7 +317,7 @@ def test_plain_and_full_decoding_with_a_window(
 
 def test_timestamp_block_check_matches_canonical_form() -> None:
     """The joined-values fullmatch accepts exactly the lists of canonical timestamps."""
-    from stella_bundle.functionmap.fastdecode import _all_canonical
+    from stella_bundle.coverage.fastdecode import _all_canonical
 
     good = ["2026-01-23T00:00:00.000000Z", "2024-02-29T23:59:59.999999Z"]
     assert _all_canonical(good) and _all_canonical(good[:1]) and _all_canonical([])
@@ -337,7 +337,7 @@ def test_timestamp_block_check_matches_canonical_form() -> None:
 
 def test_block_dates_checked_for_one_day_and_many() -> None:
     """One shared day is checked once; mixed days each; an impossible day anywhere rejects."""
-    from stella_bundle.functionmap.fastdecode import PlainRecord, _observed
+    from stella_bundle.coverage.fastdecode import PlainRecord, _observed
 
     def block(*stamps: str) -> list[PlainRecord]:
         return [PlainRecord(function_name="f", node_hash=HASHES[0], observed_at=s) for s in stamps]
@@ -357,7 +357,7 @@ def test_fast_decoder_enums_match_the_record_format() -> None:
     # msgspec needs Literal types; they must not drift from the validator's lists.
     from typing import get_args
 
-    from stella_bundle.functionmap import fastdecode
+    from stella_bundle.coverage import fastdecode
     from stella_bundle.observations.record import KINDS
 
     assert get_args(fastdecode.Probe) == tuple(PROBE_TYPES)

@@ -11,12 +11,12 @@ import zstandard
 from functionmap_helpers import EPOCH, record, records_for, write_chain, write_ndjson
 
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.coverage import VerifyOptions, verify_files, verify_observations
+from stella_bundle.coverage import engine as verify_module
 from stella_bundle.errors import InputError
-from stella_bundle.functionmap import verify as verify_module
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 from stella_bundle.functionmap.model import FunctionMap, load_function_map
 from stella_bundle.functionmap.symbols import node_hash
-from stella_bundle.functionmap.verify import VerifyOptions, verify_files, verify_observations
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect", "file/openat"]
 

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from json_mutations import MUTATIONS, mutated_json
 from tar_mutations import BYTE_OPS, apply_bytes
 
+from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import InputError
-from stella_bundle.functionmap.scan import ObservationAggregator
 from stella_bundle.observations.ndjson import iter_observations
 from stella_bundle.schema import validate_file
 

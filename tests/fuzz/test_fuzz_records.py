@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from json_mutations import MUTATIONS, mutated_json
 
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
 from stella_bundle.evidence.encoding import encode_record
-from stella_bundle.functionmap.scan import ObservationAggregator
 from stella_bundle.jsonio import parse_json
 from stella_bundle.observations.record import validate_record
 from stella_bundle.schema import validate_document

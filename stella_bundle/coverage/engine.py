@@ -22,12 +22,12 @@ from packageurl import PackageURL
 
 from ..canonical import saturating_sum
 from ..errors import InputError, StellaError
+from ..functionmap.model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
+from ..functionmap.scope import NO_SCOPE_WARNING, Scope
+from ..functionmap.symbols import canonical_purl, normalize_symbol
 from ..observations.record import DEFAULT_PROBE_WEIGHTS, PROBE_TYPES
 from ..timeutil import format_timestamp
-from .model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
 from .scan import NodeAggregate, ObservationAggregator
-from .scope import NO_SCOPE_WARNING, Scope
-from .symbols import canonical_purl, normalize_symbol
 
 # Plain files at least this large are split across worker processes.
 PARALLEL_MIN_BYTES = 32 << 20

@@ -25,6 +25,7 @@ from msgspec import UNSET
 
 from ..errors import MalformedDocumentError
 from ..evidence.timecheck import ChunkTimes
+from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
 from ..observations.record import (
@@ -36,7 +37,6 @@ from ..observations.record import (
 from ..timeutil import format_timestamp, parse_timestamp
 from .fastdecode import PlainRecord, Record, convert_records, decode_block
 from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern
-from .scope import RECORD_CONTEXT_KEY, Scope
 
 PROBE_BIT: Final = {name: 1 << index for index, name in enumerate(PROBE_TYPES)}
 _NODE_HASH: Final = attrgetter("node_hash")

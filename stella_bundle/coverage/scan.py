@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from operator import attrgetter
 from pathlib import Path
@@ -379,38 +378,10 @@ class ObservationAggregator:
 
     def _plain_records(self, records: list[Record] | list[PlainRecord]) -> None:
         """The common case: one timestamp, count 1, all inside the window (most of the verify
-        time is here). Folded per node with C-speed passes when the block is in time order
-        (each node's first record then holds its first time, its last record its last);
-        record by record otherwise."""
-        observed = list(map(_OBSERVED_AT, records))
-        if observed != sorted(observed):
-            self._plain_loop(records)
-            return
-        hashes = list(map(_NODE_HASH, records))
-        counts = Counter(hashes)
-        # Every state exists (and every new hash is checked) before anything is folded: a
-        # refused hash leaves this block to the slower paths with nothing counted twice.
-        states = {
-            h: self.expected.get(h) or self._unexpected_state(records[hashes.index(h)])
-            for h in counts
-        }
-        last = dict(zip(hashes, observed, strict=True))
-        first = dict(zip(reversed(hashes), reversed(observed), strict=True))
-        bits = PROBE_BIT
-        masks: dict[str, int] = {}
-        for node_hash, probe in set(zip(hashes, map(_PROBE_TYPE, records), strict=True)):
-            masks[node_hash] = masks.get(node_hash, 0) | bits[probe]
-        for node_hash, count in counts.items():
-            state = states[node_hash]
-            state.count += count
-            if first[node_hash] < state.first:
-                state.first = first[node_hash]
-            if last[node_hash] > state.last:
-                state.last = last[node_hash]
-            state.probe_mask |= masks[node_hash]
-        self.records += len(records)
-
-    def _plain_loop(self, records: list[Record] | list[PlainRecord]) -> None:
+        time is here). A plain loop: folding per node with C-level passes over the block
+        (Counter of hashes, dicts of first/last times, a set of (node, probe) pairs) was
+        measured 1.5-5x slower (each pass over 40,000 fresh objects costs about as much as
+        this loop, and finding an unexpected node's first record cost a list scan each)."""
         expected = self.expected
         bits = PROBE_BIT
         for record in records:

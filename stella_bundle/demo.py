@@ -28,13 +28,13 @@ from .bundle.build import build_bundle
 from .bundle.media import join_parts, split_bundle
 from .bundle.render import report_renderable
 from .bundle.report import write_reports
-from .bundle.verify import verify_bundle
 from .canonical import canonical_bytes
 from .errors import InternalError
 from .evidence.config import CollectorInfo, WriterConfig
 from .evidence.writer import ChunkWriter
 from .functionmap.generate import GenerateOptions, generate_function_map
 from .timeutil import utc_now
+from .verify import verify_bundle
 
 # Package data (in the wheel): the demo runs from an installed stella as from a clone.
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"

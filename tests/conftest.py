@@ -100,7 +100,7 @@ class CliResult:
 def chunk_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every `bundle verify` of the test twice: chunks and view blocks scanned in the pass
     itself, then in worker processes (forced for any archive size); verdicts must agree."""
-    from stella_bundle.bundle import chunkwork
+    from stella_bundle.verify import chunkwork
 
     if request.param == "workers":
         if len(os.sched_getaffinity(0)) < 2:

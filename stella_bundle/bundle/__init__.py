@@ -1,2 +1,2 @@
-"""Offline bundles: reproducible build, hostile-archive-safe reading, manifest, media split/join,
-the offline verification pipeline and its reports."""
+"""Offline bundles: reproducible build, hostile-archive-safe reading, manifest, layout, the merged
+observations view, media split/join (verifying a bundle is `verify/`)."""

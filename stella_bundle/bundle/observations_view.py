@@ -31,8 +31,7 @@ from ..coverage.scan import ObservationAggregator
 from ..errors import InternalError, MalformedDocumentError, StellaError
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
-from .coverage import scan_stream
-from .streams import TeeReader, whole_line_blocks
+from .streams import TeeReader, scan_stream, whole_line_blocks
 
 # Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
 RUN_BYTES = 16 * 1024 * 1024

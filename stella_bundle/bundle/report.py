@@ -12,8 +12,8 @@ from ..attest.trustroot import TrustRoot
 from ..canonical import canonical_bytes
 from ..errors import InputError, KeyFileError
 from ..fsutil import write_bytes_atomic
+from ..verify import VerificationOutcome
 from .render import render_html
-from .verify import VerificationOutcome
 
 REPORT_JSON = "verification-report.json"
 REPORT_ENVELOPE = "verification-report.dsse.json"

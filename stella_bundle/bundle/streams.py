@@ -1,4 +1,5 @@
-"""Streaming helpers for verification: hashing while reading, bounded zstd, bounded lines."""
+"""Streaming helpers shared by build and verify: hashing while reading, bounded zstd, bounded lines,
+NDJSON streams folded into a coverage aggregator."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 from ..compression import BoundedInflater, InflateLimits
+from ..coverage.scan import ObservationAggregator
 from ..errors import ArchiveError
+from ..jsonio import parse_json_line
 from .reader import MemberStream
 
 READ_CHUNK = 1 << 20
@@ -152,3 +155,22 @@ def whole_line_blocks(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=name)
     if tail:
         yield tail
+
+
+def scan_stream(aggregator: ObservationAggregator, reader: Any, source: str) -> None:
+    """Fold an NDJSON byte stream into the map verifier's aggregator, validating every line.
+
+    Uses the aggregator's fast canonical-line scan of a stream (not exported under a public
+    name yet); falls back to parsing line by line with its public `add_record`.
+    """
+    scan = getattr(aggregator, "scan_stream", None) or getattr(aggregator, "_scan_handle", None)
+    if scan is not None:
+        scan(reader, source)
+        return
+    number = 0
+    for block in whole_line_blocks(iter(lambda: reader.read(1 << 20), b""), source):
+        for line in block.rstrip(b"\n").split(b"\n"):
+            number += 1
+            if line.strip():
+                value = parse_json_line(line, source, number)
+                aggregator.add_record(value, source, number)

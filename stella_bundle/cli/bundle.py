@@ -185,7 +185,7 @@ def verify(
     from ..bundle.reader import ReaderLimits
     from ..bundle.render import render_html, report_renderable
     from ..bundle.report import check_auditor_key, write_reports
-    from ..bundle.verify import VerifyLimits, verify_bundle
+    from ..verify import VerifyLimits, verify_bundle
 
     trust_root = TrustRoot.load(trust_root_path)
     signer = None

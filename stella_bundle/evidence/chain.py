@@ -4,7 +4,7 @@ The chain rules exist once, in `ChainVerification`: a state machine fed events (
 a chunk's measure, the prune record, stray names) in any order, that decides when finished.
 `signals verify-chain` feeds it a directory (`verify_chain`, `verify_chain_files`: chunks
 measured in parallel from an opener); `bundle verify` feeds it the members streamed out of the
-archive (`bundle.chains`: chunks measured by the bundle's one record pass). Both therefore give
+archive (`verify.chains`: chunks measured by the bundle's one record pass). Both therefore give
 the same findings on the same chain.
 Steps, in order: prune record → seals parsed → signatures (collector role) → chunk digests →
 sequence coverage → `previous` links → final seal → loss.

@@ -1,7 +1,7 @@
 """Time rules of an evidence chain, checked on each seal and on its chunk's records.
 
 One definition used by `signals verify-chain` (`evidence.chain`), `bundle verify`
-(`bundle.chains`) and `function-map verify --evidence` (`evidence.reader`): a verdict must not
+(`verify.chains`) and `function-map verify --evidence` (`evidence.reader`): a verdict must not
 rest on a window the signed seals or the sealed records contradict.
 
 Seal rules (`seal_time_findings`): the window is ordered, lies before `sealed_at` (+ skew),

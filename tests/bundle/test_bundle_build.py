@@ -137,7 +137,7 @@ def test_probes_are_shipped_with_their_lock(
     assert "probes/probes.lock.json" in names
     assert any(n.endswith(".bpf.o") for n in names)
     from stella_bundle.attest.trustroot import TrustRoot
-    from stella_bundle.bundle.verify import verify_bundle
+    from stella_bundle.verify import verify_bundle
 
     outcome = verify_bundle(output, TrustRoot.load(test_keys.trust_root))
     assert outcome.passed, outcome.failure_line()
@@ -226,7 +226,7 @@ def test_view_merges_chains_and_sorts_an_out_of_order_chain(
 
     from stella_bundle.attest.trustroot import TrustRoot
     from stella_bundle.bundle import observations_view
-    from stella_bundle.bundle.verify import verify_bundle
+    from stella_bundle.verify import verify_bundle
 
     monkeypatch.setattr(observations_view, "RUN_BYTES", 4096)
     inputs = make_inputs(tmp_path / "in", test_keys)
@@ -255,7 +255,7 @@ def test_unsorted_view_is_caught(tmp_path: Path, built_bundle: Path, test_keys: 
     from bundle_helpers import read_members, resign_manifest, write_members
 
     from stella_bundle.attest.trustroot import TrustRoot
-    from stella_bundle.bundle.verify import verify_bundle
+    from stella_bundle.verify import verify_bundle
 
     members = read_members(built_bundle)
     swapped = [
@@ -276,7 +276,7 @@ def test_view_missing_a_record_is_caught(
     from bundle_helpers import read_members, resign_manifest, write_members
 
     from stella_bundle.attest.trustroot import TrustRoot
-    from stella_bundle.bundle.verify import verify_bundle
+    from stella_bundle.verify import verify_bundle
 
     members = read_members(built_bundle)
     swapped = [

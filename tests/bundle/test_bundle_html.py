@@ -55,7 +55,7 @@ def report_dir(
 ) -> Path:
     from stella_bundle.attest.trustroot import TrustRoot
     from stella_bundle.bundle.report import write_reports
-    from stella_bundle.bundle.verify import verify_bundle
+    from stella_bundle.verify import verify_bundle
 
     out = tmp_path_factory.mktemp("html")
     write_reports(verify_bundle(built_bundle, TrustRoot.load(test_keys.trust_root)), out)

@@ -1,7 +1,7 @@
 """`bundle verify` with worker processes gives the report the pass alone gives, byte for byte.
 
 Chunks and the view's blocks are scanned in worker processes and their results folded in
-archive order (`bundle/chunkwork.py`); each tampered bundle below is verified both ways and
+archive order (`verify/chunkwork.py`); each tampered bundle below is verified both ways and
 the two reports must be equal (same verdict, same first failure of each step, same notes).
 """
 
@@ -26,9 +26,9 @@ from bundle_helpers import (
 
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.build import build_bundle
-from stella_bundle.bundle.chunkwork import WorkLimits
-from stella_bundle.bundle.verify import VerifyLimits, verify_bundle
 from stella_bundle.errors import ArchiveError
+from stella_bundle.verify import VerifyLimits, verify_bundle
+from stella_bundle.verify.chunkwork import WorkLimits
 
 Members = list[tuple[str, bytes]]
 

@@ -12,13 +12,13 @@ from bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
 
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.build import build_bundle
-from stella_bundle.bundle.verify import verify_bundle
 from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.formats.report import VerificationReport
 from stella_bundle.functionmap.model import load_function_map
 from stella_bundle.schema import validate_document
 from stella_bundle.timeutil import parse_timestamp
+from stella_bundle.verify import verify_bundle
 
 
 def _expected(inputs: BundleInputs, trust_root: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -221,8 +221,8 @@ def test_verify_memory_does_not_grow_with_the_bundle(
     them are bounded: `chunkwork.IN_FLIGHT_MAX`)."""
     import tracemalloc
 
-    from stella_bundle.bundle.chunkwork import WorkLimits
-    from stella_bundle.bundle.verify import VerifyLimits
+    from stella_bundle.verify import VerifyLimits
+    from stella_bundle.verify.chunkwork import WorkLimits
 
     work = WorkLimits(parallel_min_bytes=0, workers=2) if parallel else WorkLimits(workers=1)
     peaks = []

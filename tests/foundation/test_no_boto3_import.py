@@ -9,7 +9,7 @@ import sys
 def test_securesystemslib_signer_loads_without_boto3_and_boto3_stays_importable() -> None:
     script = (
         "import sys\n"
-        "import stella_bundle.attest.keys, stella_bundle.bundle.verify\n"
+        "import stella_bundle.attest.keys, stella_bundle.verify.pipeline\n"
         "from securesystemslib.signer import CryptoSigner\n"
         "assert 'boto3' not in sys.modules, 'boto3 imported'\n"
         "import importlib.util\n"

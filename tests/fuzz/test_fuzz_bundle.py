@@ -30,7 +30,7 @@ from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.bundle.render import report_renderable
 from stella_bundle.bundle.report import write_reports
-from stella_bundle.bundle.verify import verify_bundle
+from stella_bundle.verify import verify_bundle
 
 
 @functools.cache

@@ -12,13 +12,13 @@ import pytest
 
 from stella_bundle.attest.statement import STATEMENT_TYPE, validate_statement
 from stella_bundle.bundle.inspect import inspect_bundle
-from stella_bundle.bundle.records import ChunkLimits, RecordPass
-from stella_bundle.bundle.steps import new_outcomes
 from stella_bundle.bundle.streams import HashingReader
 from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
 from stella_bundle.errors import MalformedDocumentError, StatementError
 from stella_bundle.jsonio import parse_json_line
 from stella_bundle.observations.record import validate_record
+from stella_bundle.verify.records import ChunkLimits, RecordPass
+from stella_bundle.verify.steps import new_outcomes
 
 STATEMENT: dict[str, Any] = {
     "_type": STATEMENT_TYPE,

@@ -9,13 +9,10 @@ from typing import Any
 from ..attest.verifier import VerifiedStatement
 from ..canonical import canonical_bytes
 from ..coverage.engine import VerifyOptions, evaluate, new_aggregator
-from ..coverage.scan import ObservationAggregator
 from ..errors import CoverageNotMetError
 from ..functionmap.model import FunctionMap, LoadedFunctionMap
-from ..jsonio import parse_json_line
 from ..timeutil import parse_timestamp
 from .steps import StepOutcome
-from .streams import whole_line_blocks
 
 
 def map_window(
@@ -29,25 +26,6 @@ def map_window(
         return end - dt.timedelta(seconds=function_map.coverage.window_seconds), end
     except OverflowError:  # a window longer than the calendar (schema: up to 2**53 - 1 s)
         return None, end
-
-
-def scan_stream(aggregator: ObservationAggregator, reader: Any, source: str) -> None:
-    """Fold an NDJSON byte stream into the map verifier's aggregator, validating every line.
-
-    Uses the aggregator's fast canonical-line scan of a stream (not exported under a public
-    name yet); falls back to parsing line by line with its public `add_record`.
-    """
-    scan = getattr(aggregator, "scan_stream", None) or getattr(aggregator, "_scan_handle", None)
-    if scan is not None:
-        scan(reader, source)
-        return
-    number = 0
-    for block in whole_line_blocks(iter(lambda: reader.read(1 << 20), b""), source):
-        for line in block.rstrip(b"\n").split(b"\n"):
-            number += 1
-            if line.strip():
-                value = parse_json_line(line, source, number)
-                aggregator.add_record(value, source, number)
 
 
 class CoverageTally:

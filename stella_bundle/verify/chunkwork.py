@@ -24,9 +24,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .reader import ArchiveMember
+from ..bundle.reader import ArchiveMember
+from ..bundle.streams import HashingReader
 from .records import ChunkScan, ChunkSpec, scan_chunk
-from .streams import HashingReader
 
 # A chunk member up to this size (compressed) is read into memory for a worker; a larger one
 # is scanned inline as it streams (the writer rotates at 64 MiB of NDJSON, ~1-5 MiB of zstd).

@@ -25,6 +25,30 @@ from ..attest.statement import (
 )
 from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier, VerifiedStatement
+from ..bundle.layout import (
+    CHUNK_RE,
+    FUNCTION_MAP_ENVELOPE_RE,
+    FUNCTION_MAP_RE,
+    MANIFEST,
+    MANIFEST_ENVELOPE,
+    OBSERVATIONS_RE,
+    PROBE_OBJECT_RE,
+    PROBES_LOCK,
+    PRUNE_RE,
+    SCHEMA_RE,
+    SEAL_RE,
+    VERIFICATION,
+    entry_order,
+    function_map_paths,
+)
+from ..bundle.manifest import Manifest
+from ..bundle.observations_view import (
+    ORDER_CHAIN,
+)
+from ..bundle.reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
+from ..bundle.streams import (
+    HashingReader,
+)
 from ..coverage import VerifyOptions
 from ..coverage.scan import ObservationAggregator
 from ..errors import (
@@ -45,32 +69,8 @@ from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier
 from .chunkwork import ChunkWork, WorkLimits
 from .coverage import CoverageTally, map_window
-from .layout import (
-    CHUNK_RE,
-    FUNCTION_MAP_ENVELOPE_RE,
-    FUNCTION_MAP_RE,
-    MANIFEST,
-    MANIFEST_ENVELOPE,
-    OBSERVATIONS_RE,
-    PROBE_OBJECT_RE,
-    PROBES_LOCK,
-    PRUNE_RE,
-    SCHEMA_RE,
-    SEAL_RE,
-    VERIFICATION,
-    entry_order,
-    function_map_paths,
-)
-from .manifest import Manifest
-from .observations_view import (
-    ORDER_CHAIN,
-)
-from .reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
 from .records import ChunkLimits, ChunkScan, RecordPass
 from .steps import StepOutcome, first_failure, new_outcomes
-from .streams import (
-    HashingReader,
-)
 
 VERIFIER_ID = "https://stella.ops/verifier/stella-bundle"
 # Documents (manifest, maps, seals, schemas) are read into memory; bulk data never is.

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..attest.keys import fingerprint
 from ..attest.trustroot import TrustRoot
+from ..bundle.observations_view import TimeSpan
 from ..errors import (
     BundleContentsError,
     EvidenceChainError,
@@ -31,7 +32,6 @@ from ..evidence.layout import CHAIN_ID_RE
 from ..evidence.measure import ChunkMeasure
 from ..evidence.prune_record import parse_prune_record
 from ..evidence.report import ERROR, GAP, ChainReport
-from .observations_view import TimeSpan
 from .steps import StepOutcome
 
 # Members of a directory whose name is not a chain id are refused (file-list) and judged as one

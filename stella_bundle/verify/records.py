@@ -16,6 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..bundle.observations_view import (
+    OBSERVED_AT_TAIL,
+    ORDER_CHAIN,
+    ORDER_MERGED,
+    RecordMultiset,
+    observed_at_of,
+    plain_block_keys,
+)
+from ..bundle.reader import ArchiveMember
 from ..coverage.scan import AggregateState, ObservationAggregator
 from ..errors import (
     ArchiveError,
@@ -26,21 +35,18 @@ from ..errors import (
 from ..evidence.measure import ChunkMeasure
 from ..evidence.timecheck import ChunkTimes
 from ..functionmap.scope import Scope
-from .coverage import scan_stream
-from .observations_view import (
-    OBSERVED_AT_TAIL,
-    ORDER_CHAIN,
-    ORDER_MERGED,
-    RecordMultiset,
-    observed_at_of,
-    plain_block_keys,
-)
-from .reader import ArchiveMember
 
 if TYPE_CHECKING:  # chunkwork runs this module's scans
     from .chunkwork import ChunkWork
+from ..bundle.streams import (
+    HashingReader,
+    LineTally,
+    TeeReader,
+    iter_zstd_blocks,
+    scan_stream,
+    whole_line_blocks,
+)
 from .steps import StepOutcome
-from .streams import HashingReader, LineTally, TeeReader, iter_zstd_blocks, whole_line_blocks
 
 READ_BLOCK = 1 << 20
 

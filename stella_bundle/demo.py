@@ -26,13 +26,12 @@ from .attest.signing import sign_to_file
 from .attest.trustroot import ROLES, TrustRoot
 from .bundle.build import build_bundle
 from .bundle.media import join_parts, split_bundle
-from .bundle.render import report_renderable
-from .bundle.report import write_reports
 from .canonical import canonical_bytes
 from .errors import InternalError
 from .evidence.config import CollectorInfo, WriterConfig
 from .evidence.writer import ChunkWriter
 from .functionmap.generate import GenerateOptions, generate_function_map
+from .report import report_renderable, write_reports
 from .timeutil import utc_now
 from .verify import verify_bundle
 

@@ -183,8 +183,7 @@ def verify(
     from ..attest.trustroot import TrustRoot
     from ..bundle.media import parse_size
     from ..bundle.reader import ReaderLimits
-    from ..bundle.render import render_html, report_renderable
-    from ..bundle.report import check_auditor_key, write_reports
+    from ..report import check_auditor_key, render_html, report_renderable, write_reports
     from ..verify import VerifyLimits, verify_bundle
 
     trust_root = TrustRoot.load(trust_root_path)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from stella_bundle.bundle.render import render_html
 from stella_bundle.formats.report import VerificationReport
+from stella_bundle.report import render_html
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures/schemas/examples/verification-report.json"
 
@@ -54,7 +54,7 @@ def report_dir(
     tmp_path_factory: pytest.TempPathFactory, built_bundle: Path, test_keys: Any
 ) -> Path:
     from stella_bundle.attest.trustroot import TrustRoot
-    from stella_bundle.bundle.report import write_reports
+    from stella_bundle.report import write_reports
     from stella_bundle.verify import verify_bundle
 
     out = tmp_path_factory.mktemp("html")
@@ -92,7 +92,7 @@ def test_html_escapes_what_the_bundle_says() -> None:
 def test_optional_paths_are_marked_as_such() -> None:
     from rich.console import Console
 
-    from stella_bundle.bundle.render import report_renderable
+    from stella_bundle.report import report_renderable
 
     report = example_report(
         per_path_breakdown=[

@@ -28,8 +28,7 @@ from rich.console import Console
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.reader import SafeTarReader
-from stella_bundle.bundle.render import report_renderable
-from stella_bundle.bundle.report import write_reports
+from stella_bundle.report import report_renderable, write_reports
 from stella_bundle.verify import verify_bundle
 
 

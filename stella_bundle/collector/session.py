@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..errors import CollectorEnvironmentError, ConfigError, StellaError
 from ..evidence.config import REATTACH_REASONS, ProbeFailure, ProbeReattachment
+from ..functionmap.elf import index_binary
 from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..observations.record import validate_record
 from ..timeutil import format_timestamp
@@ -53,10 +54,12 @@ from .events import (
 )
 from .health import (
     DEFAULT_HEALTH_CHECK_SECONDS,
+    BinaryIdentity,
     HealthEvent,
     HealthReason,
     LinkKey,
     ProbeHealth,
+    identify,
 )
 from .loader import Link, ProbeAttachError, ProbeRuntime
 from .plan import AttachPlan, AttachSpec, Unobservable, reresolve
@@ -247,6 +250,9 @@ class Collector:
         # process in their own root yet).
         self.container_executables: dict[int, tuple[int, int]] = {}
         self.container_links: dict[int, dict[int, Link]] = {}  # cgroup -> spec index -> link
+        # The container's own copies those links are on, per binary path (as seen inside):
+        # what the health check compares with, and the build id its records name.
+        self.container_binaries: dict[int, dict[str, BinaryIdentity]] = {}
         self._unsettled: set[int] = set()
         # Containers looked at through their root filesystem as mounted on the host (before a
         # process of theirs runs in it): spec index -> (inode, device) of the file attached.
@@ -408,6 +414,7 @@ class Collector:
         self.links.clear()
         self.lifecycle_links.clear()
         self.container_links.clear()
+        self.container_binaries.clear()
 
     # Loop -------------------------------------------------------------------------------------
     def _on_sample(self, data: int, size: int) -> int:
@@ -521,6 +528,7 @@ class Collector:
             for cgroup_id in stopped:
                 self._stage_ns.pop(cgroup_id, None)
                 self._early.pop(cgroup_id, None)
+                self.container_binaries.pop(cgroup_id, None)
         self.scope_cgroups = current
         # Cgroups neither in scope nor awaiting a name by now are no container of the scope.
         self._mkdir_ns = {
@@ -552,7 +560,9 @@ class Collector:
                 self.container_executables[cgroup_id] = key
                 self.runtime.set_scope(set(), {key})
             links = self.container_links.setdefault(cgroup_id, {})
-            links.update(self._attach_inside(root, self._early.pop(cgroup_id, None), links))
+            fresh = self._attach_inside(root, self._early.pop(cgroup_id, None), links)
+            links.update(fresh)
+            self._watch_inside(cgroup_id, root, fresh)
             self._unsettled.discard(cgroup_id)
             self._note_latency(cgroup_id, "settled")
 
@@ -572,6 +582,7 @@ class Collector:
         links = self._attach_inside(rootfs, None, {}, attached)
         if links:
             self.container_links[cgroup_id] = links
+            self._watch_inside(cgroup_id, rootfs, links)
             self._early[cgroup_id] = attached
             self._note_latency(cgroup_id, "settled")
 
@@ -643,6 +654,22 @@ class Collector:
             self.sink.add_probe_failures(failures)
         return links
 
+    def _watch_inside(self, cgroup_id: int, root: str, links: dict[int, Link]) -> None:
+        """The container's files under `links` as just attached (the ELF index already read
+        them: no second read of the build id on the container start path)."""
+        watched = self.container_binaries.setdefault(cgroup_id, {})
+        for index in links:
+            target = self.specs[index].target
+            inside = root + target
+            try:
+                st = os.stat(inside)
+                build_id = index_binary(inside).build_id
+            except (OSError, StellaError):
+                continue  # gone meanwhile: the next look through its root says what is there
+            watched[target] = BinaryIdentity(
+                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, build_id
+            )
+
     def _attach_one_inside(self, root: str, spec: AttachSpec) -> Link:
         inside = root + spec.target
         offset = resolve_symbol(inside, spec.symbol, follow_links=False).offset
@@ -671,7 +698,7 @@ class Collector:
     # Health -----------------------------------------------------------------------------------
     def check_health(self) -> list[HealthEvent]:
         """Look at every probed binary and link once; reattach what needs it (health.py)."""
-        events = self._check_binaries() + self._check_links()
+        events = self._check_binaries() + self._check_container_binaries() + self._check_links()
         self.health_events.extend(events)
         return events
 
@@ -707,6 +734,86 @@ class Collector:
                 )
             )
         return events
+
+    def _check_container_binaries(self) -> list[HealthEvent]:
+        """The container's own copies probed through its root, looked at through a process's
+        root now (a container with no process left has exited: nothing to do, its cgroup's
+        removal detaches its links)."""
+        events: list[HealthEvent] = []
+        for cgroup_id, watched in list(self.container_binaries.items()):
+            path = self.resolver.path_of(cgroup_id)
+            root = container_root(self.resolver, path) if path is not None else None
+            if path is None or root is None:
+                continue
+            for target, before in list(watched.items()):
+                now = identify(root + target, before)
+                if now is None or now == before:
+                    continue  # gone with its container, or unchanged
+                watched[target] = now
+                if (now.device, now.inode, now.build_id) == (
+                    before.device,
+                    before.inode,
+                    before.build_id,
+                ):
+                    continue  # a touch: the same file and build
+                events.append(self._replace_inside(cgroup_id, path, root, target, before, now))
+        return events
+
+    def _replace_inside(
+        self,
+        cgroup_id: int,
+        cgroup_path: str,
+        root: str,
+        target: str,
+        before: BinaryIdentity,
+        now: BinaryIdentity,
+    ) -> HealthEvent:
+        """A container's own copy of `target` replaced: its probes resolved again from the new
+        file through the container's root, attached, then the old inode's closed."""
+        links = self.container_links.get(cgroup_id, {})
+        indices = [i for i in links if self.specs[i].target == target]
+        old: list[Link] = []
+        failures: list[ProbeFailure] = []
+        reattached = 0
+        for index in indices:
+            spec = self.specs[index]
+            try:
+                fresh = self._attach_one_inside(root, spec)
+            except ProbeAttachError as exc:
+                failures.append(_attach_failure(spec, exc))
+            except StellaError as exc:
+                failures.append(
+                    _resolve_failure(spec, exc, "not reattached after the binary was replaced")
+                )
+            else:
+                reattached += 1
+                old.append(links[index])
+                links[index] = fresh
+                continue
+            old.append(links.pop(index))  # no probe left at offsets of a file that changed
+        self.runtime.detach_many(old)
+        if self.config.mode_id == MODE_COVERAGE and indices:
+            chosen = set(indices)
+            self.runtime.forget_first_seen(chosen)
+            self._seen = {key for key in self._seen if key[0] not in chosen}
+        info = parse_cgroup_path(cgroup_path)
+        where = f"container {info.container_id[:12]}" if info is not None else cgroup_path
+        event = HealthEvent(
+            "binary_replaced",
+            target,
+            f"replaced in {where} ({before.describe()} -> {now.describe()}), seen through {root}",
+            reattached,
+            len(failures),
+            before.build_id,
+            now.build_id,
+        )
+        if failures:
+            self.probe_failures.extend(failures)
+            self.sink.add_probe_failures(failures)
+        if indices:
+            self.sink.add_probe_reattachments([event.reattachment()])
+        self.reattached["binary_replaced"] += reattached
+        return event
 
     def _check_links(self) -> list[HealthEvent]:
         events: list[HealthEvent] = []
@@ -923,8 +1030,12 @@ class Collector:
         }
         if spec.user_space:
             record["binary_path"] = spec.target
-            if spec.build_id:
-                record["build_id"] = spec.build_id
+            build_id = spec.build_id
+            inside = self.container_binaries.get(event.cgroup_id)
+            if inside is not None and spec.target in inside:
+                build_id = inside[spec.target].build_id  # the container's own copy's build
+            if build_id:
+                record["build_id"] = build_id
         details = (
             self._details(event) if spec.audit_event is None else audit_record_details(spec, raw)
         )

@@ -38,8 +38,10 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.evidence.chain import verify_chain
+from stella_bundle.evidence.config import CollectorInfo, WriterConfig
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.functionmap.elf import index_binary
 from stella_bundle.functionmap.model import ExpectedNode
 from stella_bundle.functionmap.scope import Scope
@@ -214,6 +216,106 @@ def test_a_lost_link_inside_a_container_is_reattached_through_its_root(
     (named,) = sink.probe_reattachments
     assert (named.reason, named.reattached, named.failed) == ("link_lost", 1, 0)
     assert "stella_work_hot" in named.detail and "container" in named.detail
+
+
+def test_a_binary_replaced_inside_a_running_container_is_reattached_through_its_root(
+    ebpf: None,
+    workload_bin: Path,
+    other_build: Path,
+    features: KernelFeatures,
+    tmp_path: Path,
+    test_keys: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A container's own copy of a probed binary replaced while the container runs (a new
+    release renamed over it inside): seen by the periodic check through the container's root,
+    re-resolved there and reattached; the new build's calls recorded under its own build id,
+    the reattachment named in the seal of a chain that verifies."""
+    reference, _ = request.getfixturevalue("_image_fixture")
+    prefix = f"stella-health-{secrets.token_hex(3)}"
+    info = CollectorInfo("test-collector", "host", None, "0", "0" * 64)
+    writer = ChunkWriter.open(
+        tmp_path, "inside", test_keys.signer("collector"), WriterConfig(), info
+    )
+    collector = Collector(
+        build_plan(_podman_nodes(workload_bin), features),
+        ProbeRuntime(ProbeSet.open(), features),
+        writer,
+        CollectorConfig(
+            mode="trace",
+            aggregation_ms=100,
+            health_check_seconds=0.2,
+            scope=Scope(container_name=f"{prefix}-*"),
+        ),
+    )
+    collector.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
+    thread.start()
+    name = f"{prefix}-replaced"
+    container: subprocess.Popen[str] | None = None
+    exec_run = ["podman", "exec", name, str(workload_bin), "--calls", "3"]
+    try:
+        container, _ = _start_container(
+            name, reference, workload_bin, args=("--crypto",), own_files=True
+        )
+        _wait_for(
+            lambda: sum(len(links) for links in collector.container_links.values()) == 2,
+            KERNEL_PICKUP_SECONDS,
+        )
+        subprocess.run(exec_run, check=True, capture_output=True, timeout=60)  # the old build
+        # A new release renamed over the workload inside the container, through its root.
+        pid = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Pid}}", name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        inside = Path(f"/proc/{pid}/root{workload_bin}")
+        staged = inside.with_name(".stella-workload.new")
+        shutil.copy2(other_build, staged)
+        os.rename(staged, inside)
+        _wait_for(lambda: collector.reattached["binary_replaced"] == 1, 10)
+        subprocess.run(exec_run, check=True, capture_output=True, timeout=60)  # the new build
+        # The container's first process still runs the old inode: its probes are closed.
+        _finish(container)
+        time.sleep(0.4)
+    finally:
+        stop.set()  # first: a loop still turning would keep the test process alive
+        thread.join()
+        try:
+            if container is not None and container.poll() is None:
+                subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+                try:
+                    container.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    container.kill()
+                    container.wait()
+        finally:
+            collector.stop()
+    old_build = index_binary(str(workload_bin)).build_id
+    new_build = index_binary(str(other_build)).build_id
+    (event,) = [e for e in collector.health_events if e.reason == "binary_replaced"]
+    line = event.describe()
+    assert line.startswith(f"health: binary_replaced {workload_bin}: replaced in container ")
+    assert "1 probe(s) reattached" in line
+    chain = tmp_path / "inside"
+    assert verify_chain(chain, test_keys.trust_root).passed
+    hot: dict[str | None, int] = {}
+    functions: dict[str, int] = {}
+    for record in iter_chain_records(chain):
+        functions[record["function_name"]] = functions.get(record["function_name"], 0) + 1
+        if record["function_name"] == "stella_work_hot":
+            assert record["details"]["container_name"] == name
+            hot[record.get("build_id")] = hot.get(record.get("build_id"), 0) + 1
+    assert hot == {old_build: 3, new_build: 3}
+    assert functions == {"EVP_Digest": 1, "stella_work_hot": 6}
+    predicates = [parse_seal(p.read_bytes()).predicate for p in chain.glob("*.seal.dsse.json")]
+    (named,) = [item for p in predicates for item in p.probe_reattachments]
+    assert (named.reason, named.binary_path) == ("binary_replaced", str(workload_bin))
+    assert (named.previous_build_id, named.build_id) == (old_build, new_build)
+    assert (named.reattached, named.failed) == (1, 0)
+    assert sum(p.loss.by_reason.get("gap.binary_replaced", 0) for p in predicates) == 1
 
 
 def test_a_binary_that_vanished_and_came_back_is_probed_again(

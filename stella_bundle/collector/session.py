@@ -74,10 +74,12 @@ from .workload import (
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_BATCH = 8192  # events decoded per loop turn at most
-# Looks at a container the runtime cannot name yet (one per loop turn, ~100 ms each).
-_NAME_RETRIES = 30
-# For this long after a cgroup appeared, while a container is not named or not settled yet,
-# the loop looks every few milliseconds instead of every 100 ms: the container's first
+# A container the runtime cannot name yet is looked at again every 100 ms for 3 s (each look
+# walks the cgroup tree: not at the 5 ms pace of following a start).
+_NAME_RETRY_NS = 3_000_000_000
+_NAME_RETRY_EVERY_NS = 100_000_000
+# For this long after a cgroup appeared, while a container in scope is not settled yet, the
+# loop looks every few milliseconds instead of every 100 ms: the container's first
 # process pivots into its root ~10-50 ms after the cgroup exists and runs its entrypoint
 # right after (bench/container_start.py). Bounded: a container that never settles (its
 # executable absent) costs fast turns for 2 s only.
@@ -262,9 +264,10 @@ class Collector:
         # attached), and per container the ns from its mkdir to each (the last ones kept).
         self._mkdir_ns: dict[int, int] = {}
         self._stage_ns: dict[int, dict[str, int]] = {}
-        # Containers the runtime could not name yet (asked while being created): looked at
-        # again on the next loop turns, a bounded number of times.
-        self._name_retries: dict[int, int] = {}
+        # Containers the runtime could not name yet (asked while being created): since when,
+        # looked at again on the next loop turns for a bounded time.
+        self._name_pending: dict[int, int] = {}
+        self._name_retry_at_ns = 0
         self.container_latency_ns: dict[int, dict[str, int]] = {}
         self.lifecycle_type: str | None = None
         self._cgroups_changed = False
@@ -437,11 +440,12 @@ class Collector:
             now = time.monotonic_ns()
             if deadline is not None and now >= deadline:
                 break
-            following = now < self._follow_until_ns and (self._cgroups_changed or self._unsettled)
+            following = now < self._follow_until_ns and bool(self._unsettled)
             longest = _FOLLOW_POLL_MS if following else 100
             self.runtime.poll(min(longest, max(1, (next_aggregation - now) // 1_000_000)))
             self.process_pending()
-            if self._cgroups_changed:
+            retry_at = self._name_retry_at_ns
+            if self._cgroups_changed or (retry_at and time.monotonic_ns() >= retry_at):
                 self.watch_containers()
             elif self._unsettled:
                 self._settle_containers()
@@ -507,9 +511,10 @@ class Collector:
         current = container_cgroups(
             self.scope.scope, self.resolver, self.resolver.all_paths(), unnamed
         )
-        self._name_retries = {c: self._name_retries.get(c, 0) + 1 for c in unnamed}
-        if any(tries <= _NAME_RETRIES for tries in self._name_retries.values()):
-            self._cgroups_changed = True
+        now = time.monotonic_ns()
+        self._name_pending = {c: self._name_pending.get(c, now) for c in unnamed}
+        pending = any(now - since <= _NAME_RETRY_NS for since in self._name_pending.values())
+        self._name_retry_at_ns = now + _NAME_RETRY_EVERY_NS if pending else 0
         started, stopped = current - self.scope_cgroups, self.scope_cgroups - current
         if started:
             self.runtime.set_scope(started, set())
@@ -532,7 +537,7 @@ class Collector:
         self.scope_cgroups = current
         # Cgroups neither in scope nor awaiting a name by now are no container of the scope.
         self._mkdir_ns = {
-            c: t for c, t in self._mkdir_ns.items() if c in self._name_retries or c in current
+            c: t for c, t in self._mkdir_ns.items() if c in self._name_pending or c in current
         }
         self._unsettled = (self._unsettled | started) & current
         self._settle_containers()

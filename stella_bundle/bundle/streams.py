@@ -87,6 +87,15 @@ class LineTally:
         if len(self._tail) > MAX_LINE:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=self.name)
 
+    def feed_lines(self, block: bytes, newlines: int, records: bool) -> None:
+        """`feed` of a block cut at a line end, holding `newlines` newlines; `records`: every
+        line of it is known to be a record (the scan's fast path took it), so none is blank
+        and it is folded whole without another look."""
+        if records and not self._tail and block.endswith(b"\n"):
+            self._fold_whole(block, newlines)
+        else:
+            self.feed(block)
+
     def _fold(self, lines: list[bytes]) -> None:
         if not lines:
             return

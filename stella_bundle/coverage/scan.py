@@ -244,28 +244,9 @@ class ObservationAggregator:
             self._scan_handle(_RangeReader(handle, end - start), path)
 
     def _scan_handle(self, handle: Any, path: str | Path) -> None:
-        line_base = 0  # lines before the current block
-        shape_misses = 0
+        scan = BlockScan(self, path)
         for block in _blocks(handle):
-            lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            try:
-                done = self._decoded_block(block, lines)
-                if not done and self.scope is None:
-                    text = block.decode("utf-8")
-                    if shape_misses < _MAX_SHAPE_MISSES:
-                        done = self._shape_block(text, lines)
-                        shape_misses += not done
-                    if not done:
-                        matches = CANONICAL_LINE.findall(text)
-                        if len(matches) == lines:
-                            self._fast_fold(matches)
-                            done = True
-            except (_BadDate, UnicodeDecodeError):
-                done = False
-            if not done:
-                # Line by line: raises naming the line, or folds valid non-canonical lines.
-                self._slow_block(block, path, line_base)
-            line_base += lines
+            scan.feed(block, block.count(b"\n"))
 
     def add_parsed(self, records: list[Any]) -> bool:
         """Fold already parsed records (a JSON body's list of objects) whole, when the fast
@@ -534,6 +515,44 @@ def _merge(target: dict[str, NodeAggregate], states: Mapping[str, NodeState]) ->
         state.probe_mask |= mask
         if state.function_name is None:
             state.function_name, state.purl = name, purl
+
+
+class BlockScan:
+    """An aggregator's scan fed whole-line blocks one at a time (what `scan_stream` does with
+    a stream's blocks), for a caller that cuts the blocks itself and counts their lines once
+    for its own use too (the bundle verifier's line tally)."""
+
+    def __init__(self, aggregator: ObservationAggregator, path: str | Path) -> None:
+        self.aggregator = aggregator
+        self.path = path
+        self.line_base = 0  # lines before the current block
+        self.shape_misses = 0
+
+    def feed(self, block: bytes, newlines: int) -> bool:
+        """Fold a block of whole lines (only the last block may lack its final newline) that
+        holds `newlines` newlines. True when a fast path folded it whole: every line of it is
+        then a record (none blank). A bad line raises, naming the line."""
+        aggregator = self.aggregator
+        lines = newlines + (0 if block.endswith(b"\n") else 1)
+        try:
+            done = aggregator._decoded_block(block, lines)
+            if not done and aggregator.scope is None:
+                text = block.decode("utf-8")
+                if self.shape_misses < _MAX_SHAPE_MISSES:
+                    done = aggregator._shape_block(text, lines)
+                    self.shape_misses += not done
+                if not done:
+                    matches = CANONICAL_LINE.findall(text)
+                    if len(matches) == lines:
+                        aggregator._fast_fold(matches)
+                        done = True
+        except (_BadDate, UnicodeDecodeError):
+            done = False
+        if not done:
+            # Line by line: raises naming the line, or folds valid non-canonical lines.
+            aggregator._slow_block(block, self.path, self.line_base)
+        self.line_base += lines
+        return done
 
 
 class _RangeReader:

@@ -25,7 +25,7 @@ from ..bundle.observations_view import (
     plain_block_keys,
 )
 from ..bundle.reader import ArchiveMember
-from ..coverage.scan import AggregateState, ObservationAggregator
+from ..coverage.scan import AggregateState, BlockScan, ObservationAggregator
 from ..errors import (
     ArchiveError,
     EvidenceChainError,
@@ -38,14 +38,7 @@ from ..functionmap.scope import Scope
 
 if TYPE_CHECKING:  # chunkwork runs this module's scans
     from .chunkwork import ChunkWork
-from ..bundle.streams import (
-    HashingReader,
-    LineTally,
-    TeeReader,
-    iter_zstd_blocks,
-    scan_stream,
-    whole_line_blocks,
-)
+from ..bundle.streams import HashingReader, LineTally, iter_zstd_blocks, whole_line_blocks
 from .steps import StepOutcome
 
 READ_BLOCK = 1 << 20
@@ -130,21 +123,25 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
             yield block
 
     lines = LineTally(name, multiset, sequence)
-    reader = TeeReader(blocks(), lines)
+    scan = BlockScan(aggregator, name)
     aggregator.times = times  # the scan folds each record's times as it reads it
     error = None
     try:
-        try:
-            scan_stream(aggregator, reader, name)
-        except MalformedDocumentError as exc:
-            error = (
-                (exc.message, exc.path, exc.line, exc.field)
-                if isinstance(exc, SchemaValidationError)
-                else (exc.message, name, exc.line, exc.field)
-            )
-        finally:
-            aggregator.times = None
-        reader.drain()  # the digests need every byte, valid or not
+        # One cut into whole-line blocks and one line count per block, shared by the scan and
+        # the tally; after a bad record the tally still sees every line (the digests too).
+        for block in whole_line_blocks(blocks(), name):
+            newlines = block.count(b"\n")
+            records = False
+            if error is None:
+                try:
+                    records = scan.feed(block, newlines)
+                except MalformedDocumentError as exc:
+                    error = (
+                        (exc.message, exc.path, exc.line, exc.field)
+                        if isinstance(exc, SchemaValidationError)
+                        else (exc.message, name, exc.line, exc.field)
+                    )
+            lines.feed_lines(block, newlines, records)
         lines.finish()
     except ArchiveError as exc:
         return ChunkScan(
@@ -158,6 +155,8 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
             None,
             None,
         )
+    finally:
+        aggregator.times = None
     while stream.read(READ_BLOCK):  # the member's digest covers every byte
         pass
     return ChunkScan(

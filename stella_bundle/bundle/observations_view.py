@@ -38,7 +38,7 @@ RUN_BYTES = 16 * 1024 * 1024
 # Chunk bytes (compressed) from which records are validated in worker processes, beside the
 # main pass (forking one costs a few ms; 256 KiB of zstd is ~2-30 MB of lines).
 PARALLEL_MIN_BYTES = 256 * 1024
-WORKER_BLOCK = 4 << 20
+WORKER_BLOCK = 1 << 20
 ORDER_CHAIN = "chain"
 ORDER_MERGED = "merged"
 READ_BLOCK = 1 << 20
@@ -209,7 +209,7 @@ def check_chunk(path: str) -> tuple[ChunkError | None, ChunkOrder | None]:
     order = _ChunkOrderCheck()
     try:
         with open_ndjson(path) as handle:
-            # 4 MiB whole-line blocks: half of scan_file's 8 MiB, for a worker of ~100 MiB.
+            # 1 MiB whole-line blocks: one worker per CPU, each holding one decoded block.
             blocks = whole_line_blocks(iter(lambda: handle.read(WORKER_BLOCK), b""), path)
             reader = TeeReader(blocks, order)
             scan_stream(ObservationAggregator(), reader, path)

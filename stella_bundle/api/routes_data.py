@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ..functionmap.query import QueryFilter, summarise
+from ..coverage.query import QueryFilter, summarise
 from ..store import ChunkConflictError, ObservationStore, query_records
 from ..store.config import DEFAULT_MAX_BATCH_SIZE
 from ..timeutil import format_timestamp, parse_time_field

@@ -17,9 +17,9 @@ from ..coverage import (
     verify_files,
     verify_observations,
 )
+from ..coverage.inputs import check_one_source, iter_evidence_records, observation_paths
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
-from ..functionmap.inputs import check_one_source, iter_evidence_records, observation_paths
 from ..functionmap.model import load_function_map
 from .options import time_option
 from .output import FORMAT_HELP, Format, console, emit_json, error_line

@@ -101,8 +101,8 @@ def _query(
     store: str | None,
     config: Path | None,
 ) -> None:
-    from ..functionmap.inputs import iter_input_records
-    from ..functionmap.query import QueryFilter, filter_records, summarise
+    from ..coverage.inputs import iter_input_records
+    from ..coverage.query import QueryFilter, filter_records, summarise
 
     selection = QueryFilter(
         service=service,

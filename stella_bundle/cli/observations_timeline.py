@@ -43,7 +43,7 @@ def timeline_command(
 ) -> None:
     """Chronological events correlated with their SBOM component (purl) and build artifact
     (image digest, build id, binary)."""
-    from ..functionmap.inputs import iter_input_records
+    from ..coverage.inputs import iter_input_records
     from ..tetragon.analysis import timeline
 
     start = time_option(window_from, "--from")

@@ -385,7 +385,7 @@ def hot_symbols(
     output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """How often each (purl, symbol) was observed, overall and per time window."""
-    from ..functionmap.inputs import iter_input_records
+    from ..coverage.inputs import iter_input_records
     from ..tetragon.analysis import hot_symbols as count_hot_symbols
     from ..tetragon.config import load_tetragon_config
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..coverage.engine import VerificationResult, VerifyOptions, evaluate, new_aggregator
+from ..coverage.query import QueryFilter, SymbolSummary, summarise
 from ..coverage.scan import PROBE_BIT, NodeAggregate, ObservationAggregator
 from ..functionmap.model import LoadedFunctionMap, function_map_from_statement
-from ..functionmap.query import QueryFilter, SymbolSummary, summarise
 from ..timeutil import format_timestamp, utc_now
 from .base import ObservationStore, StoredFunctionMap, StoreError
 

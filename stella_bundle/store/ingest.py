@@ -21,13 +21,13 @@ from typing import IO, Any
 
 from ..attest.trustroot import TrustRoot
 from ..compression import DEFAULT_LIMITS, BoundedInflater
+from ..coverage.inputs import evidence_chain_dirs
 from ..errors import EvidenceChainError, InputError
 from ..evidence.chain import ChainReport, verify_chain
 from ..evidence.layout import chunk_name
 from ..evidence.reader import iter_chain_records_files
 from ..evidence.report import ERROR
 from ..evidence.seal import parse_seal
-from ..functionmap.inputs import evidence_chain_dirs
 from ..observations.ndjson import iter_json_lines
 from ..observations.record import validate_record
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk

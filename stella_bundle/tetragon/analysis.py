@@ -1,6 +1,6 @@
 """Runtime questions over observation records: hot symbols and a correlated timeline.
 
-Both read the same records as every other command (`functionmap.inputs`): evidence chains or
+Both read the same records as every other command (`coverage.inputs`): evidence chains or
 NDJSON files. With the bridge disabled or no records they answer empty results, never errors.
 """
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from securesystemslib.signer import Signer
 
+from ..coverage.inputs import evidence_chain_dirs
 from ..errors import InputError
 from ..evidence.config import WriterConfig
-from ..functionmap.inputs import evidence_chain_dirs
 from .analysis import hot_symbols, timeline
 from .config import TetragonConfig
 from .events import EventMapper

@@ -123,7 +123,7 @@ def test_the_store_counts_scope_like_the_files(
 
     from stella_bundle.attest.trustroot import TrustRoot
     from stella_bundle.coverage import VerifyOptions, verify_observations
-    from stella_bundle.functionmap.inputs import iter_evidence_records
+    from stella_bundle.coverage.inputs import iter_evidence_records
     from stella_bundle.store import ingest_evidence, open_store, verify_stored
 
     output = tmp_path / "fm.json"

@@ -356,7 +356,7 @@ def test_many_chunks_in_parallel_match_sequential(
         (chain / f"{sequence:010d}.ndjson.zst").write_bytes(
             zstandard.ZstdCompressor().compress(data)
         )
-    from stella_bundle.functionmap.inputs import evidence_chunk_paths
+    from stella_bundle.coverage.inputs import evidence_chunk_paths
 
     paths = evidence_chunk_paths(tmp_path / "evidence")
     parallel = verify_files(fmap, paths, VerifyOptions(workers=2)).to_dict()

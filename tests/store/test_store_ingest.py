@@ -218,8 +218,8 @@ def test_chunks_the_fast_reader_refuses_take_the_full_path(
 ) -> None:
     """Offsets and nanoseconds are valid but not canonical: those chunks are read line by line
     (validate_record), and the answers are still the file path's."""
-    from stella_bundle.functionmap.inputs import iter_evidence_records
-    from stella_bundle.functionmap.query import QueryFilter, filter_records, summarise
+    from stella_bundle.coverage.inputs import iter_evidence_records
+    from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
     from stella_bundle.store import query_records, query_summary
 
     odd = [dict(r) for r in records]

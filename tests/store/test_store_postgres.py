@@ -14,8 +14,8 @@ from store_support import make_map, observations, write_chain, write_map
 
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.coverage import VerifyOptions
+from stella_bundle.coverage.query import QueryFilter
 from stella_bundle.functionmap.model import load_function_map
-from stella_bundle.functionmap.query import QueryFilter
 from stella_bundle.store import ingest_evidence, open_store, query_summary, verify_stored
 from stella_bundle.store.postgres import PostgresStore, partition_name
 from stella_bundle.timeutil import utc_now
@@ -191,7 +191,7 @@ def test_migration_2_on_a_store_with_data(
     """A version-1 store holding aggregated records is migrated: the span bounds come from
     the stored rows, and window answers stay the file path's."""
     from stella_bundle.coverage import verify_observations
-    from stella_bundle.functionmap.inputs import iter_evidence_records
+    from stella_bundle.coverage.inputs import iter_evidence_records
     from stella_bundle.store import postgres
 
     root = TrustRoot.load(test_keys.trust_root)

@@ -12,9 +12,9 @@ from store_support import make_map, observations, write_chain, write_map
 
 from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.coverage import VerifyOptions, verify_observations
-from stella_bundle.functionmap.inputs import iter_evidence_records
+from stella_bundle.coverage.inputs import iter_evidence_records
+from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
 from stella_bundle.functionmap.model import load_function_map
-from stella_bundle.functionmap.query import QueryFilter, filter_records, summarise
 from stella_bundle.store import (
     ingest_evidence,
     open_store,

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..functionmap.symbols import normalize_symbol
 from ..timeutil import format_timestamp, parse_timestamp
-from .symbols import normalize_symbol
 
 
 @dataclass

@@ -5,10 +5,11 @@ Decoding and mapping are two thirds of the CPU per event (docs/tetragon.md), the
 the rest, and one process runs them one after the other. Here the worker runs the very same
 `TetragonIngest.feed` (same mapper, same refusals, same `file:line` names) against a recording
 stand-in for the chain writer, and sends what it was asked to do — canonical record lines,
-loss counts, "open the chain for this node" — in blocks over a bounded queue. This process
+loss counts, "open the chain for this node" — in blocks over a pipe. This process
 replays those calls in order on the real `ChunkWriter`, so the chain is the one the in-process
 ingest writes, byte for byte (tests/tetragon/test_tetragon_parallel.py), and memory stays
-bounded by QUEUE_BLOCKS blocks of BLOCK_CALLS calls.
+bounded: the worker waits in `send` while this process has not taken the last block, so at
+most PIPE_BYTES and two blocks of BLOCK_CALLS calls exist at a time.
 
 Only finished files take this path, and only large ones (a process start costs more than it
 saves below MIN_PARALLEL_BYTES); stdin, gRPC and the live follower (whose cursor must match
@@ -17,9 +18,10 @@ what was sealed) stay in-process.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import os
-import queue
 import signal
 from collections import Counter
 from pathlib import Path
@@ -33,12 +35,12 @@ from .sources import file_lines
 
 # Inputs smaller than this are ingested in-process: starting the worker costs tens of ms.
 MIN_PARALLEL_BYTES: Final = 32 * 1024 * 1024
-# Writer calls per block (about 0.6 KB each for a uprobe record), and blocks in flight: the
-# worker waits when the writer is this far behind, so memory is bounded (~10 MB).
-BLOCK_CALLS: Final = 2048
-QUEUE_BLOCKS: Final = 8
-# How often the writer side checks that a silent worker is still alive (seconds).
-_POLL_SECONDS: Final = 1.0
+# Writer calls per block (about 0.6 KB each for a uprobe record: blocks of about 300 KB), and
+# the pipe's buffer asked for: the worker runs up to a few blocks ahead of the writer without
+# waiting for it (Linux's default pipe buffer, 64 KB, holds not even one block).
+BLOCK_CALLS: Final = 512
+PIPE_BYTES: Final = 1 << 20
+
 
 # A block is a list of calls: a run of `append_encoded` calls as (lines joined by newlines,
 # observed_at values joined by newlines), told apart by its bytes first item; else
@@ -77,12 +79,16 @@ def feed_files(
     # fork: the worker inherits the mapper (function map, SBOM index, privacy policy) as it
     # is, with nothing to pickle; it never touches the parent's writer or lock.
     context = multiprocessing.get_context("fork")
-    calls: multiprocessing.Queue[Any] = context.Queue(maxsize=QUEUE_BLOCKS)
+    # A plain pipe, not a multiprocessing.Queue: the worker pickles and writes in its own
+    # thread (a Queue's feeder thread fights the mapping for the GIL: slower than one process).
+    calls, sender = context.Pipe(duplex=False)
     worker = context.Process(
-        target=_work, args=(runner, paths, max_line_bytes, calls), name="stella-tetragon-map"
+        target=_work, args=(runner, paths, max_line_bytes, sender), name="stella-tetragon-map"
     )
     worker.daemon = True
     worker.start()
+    _widen(calls)
+    sender.close()  # the worker holds the only writing end: its exit ends the pipe (EOFError)
     try:
         _replay(runner, calls, worker)
         worker.join()
@@ -93,19 +99,24 @@ def feed_files(
         calls.close()
 
 
+def _widen(connection: Any) -> None:
+    """A larger pipe buffer when the system allows it (up to fs.pipe-max-size); else as is."""
+    with contextlib.suppress(OSError):  # a smaller limit: the worker waits more, same result
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def _replay(runner: TetragonIngest, calls: Any, worker: Any) -> None:
     """The worker's writer calls, in order, on the real writer; then its counts."""
     writer = runner._writer
     append_encoded = writer.append_encoded if writer is not None else None
     while True:
         try:
-            block = calls.get(timeout=_POLL_SECONDS)
-        except queue.Empty:
-            if not worker.is_alive():
-                raise InternalError(
-                    f"the Tetragon mapping worker stopped (exit code {worker.exitcode})"
-                ) from None
-            continue
+            block = calls.recv()
+        except EOFError:  # the worker ended without its last word ("done"): killed, crashed
+            worker.join()
+            raise InternalError(
+                f"the Tetragon mapping worker stopped (exit code {worker.exitcode})"
+            ) from None
         for call in block:
             first = call[0]
             if type(first) is bytes:
@@ -189,7 +200,7 @@ class _RecordingWriter:
     def send(self) -> None:
         self._close_run()
         if self._block:
-            self._calls.put(self._block)  # waits while QUEUE_BLOCKS are in flight
+            self._calls.send(self._block)  # waits while the writer is a block behind
             self._block = []
 
 
@@ -219,6 +230,5 @@ def _work(runner: TetragonIngest, paths: list[Path], max_line_bytes: int, calls:
         "reported_redactions": runner._reported_redactions,
         "reported_upstream": runner._reported_upstream,
     }
-    calls.put([("done", state, error)])
+    calls.send([("done", state, error)])
     calls.close()
-    calls.join_thread()  # everything put is in the pipe before this process exits

@@ -26,7 +26,7 @@ from tetragon_support import (
 )
 
 from stella_bundle.attest.keys import load_signer
-from stella_bundle.errors import InputError
+from stella_bundle.errors import InputError, InternalError
 from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.functionmap.model import load_function_map
@@ -173,3 +173,19 @@ def test_only_large_inputs_start_a_worker(tmp_path: Path) -> None:
     assert not parallel.parallel_worth_it([small])
     assert parallel.parallel_worth_it([small, large])
     assert not parallel.parallel_worth_it([large, tmp_path / "absent.log"])
+
+
+def test_a_worker_that_dies_is_an_error_not_a_short_chain(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    good = tmp_path / "good.log"
+    good.write_bytes(to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write")) * 10)
+
+    def killed(self: TetragonIngest, lines: Any) -> None:
+        os._exit(9)  # in the forked worker only: the parent never calls feed on this path
+
+    monkeypatch.setattr(TetragonIngest, "feed", killed)
+    with pytest.raises(InternalError, match=r"worker stopped \(exit code 9\)"):
+        ingest([good], tmp_path / "two", test_keys, fm_path, workers=True)

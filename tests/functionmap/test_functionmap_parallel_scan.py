@@ -1,0 +1,127 @@
+"""Differential: a file scanned in byte ranges by worker processes gives the report (or the
+error, naming the same file and line) of one scan in this process, for generated files mixing
+canonical, non-canonical, aggregated, out-of-window, out-of-scope, duplicate-key and bad lines.
+
+Blocks are made small so that ranges and blocks cut the file at many different lines, and
+each mode sends different mixes of lines to the fast and the line-by-line paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from functionmap_helpers import make_map, write_debian_sbom
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.coverage import VerifyOptions, verify_files
+from stella_bundle.coverage import engine as engine_module
+from stella_bundle.coverage import scan as scan_module
+from stella_bundle.errors import StellaError
+from stella_bundle.functionmap.model import FunctionMap
+from stella_bundle.functionmap.scope import Scope
+
+HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect"]
+STRAY = ["sha256:" + digit * 64 for digit in "ab"]
+PROBES = ["uprobe", "uretprobe", "kprobe", "tracepoint", "unknown"]
+NGINX = {"executable": "/usr/sbin/nginx"}
+WINDOW = VerifyOptions(
+    window_from=dt.datetime(2026, 1, 23, 0, 20, tzinfo=dt.UTC),
+    window_to=dt.datetime(2026, 1, 23, 0, 40, tzinfo=dt.UTC),
+)
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FunctionMap]:
+    sbom = write_debian_sbom(tmp_path_factory.mktemp("sbom") / "debian.cdx.json")
+    plain = make_map(sbom, hot_functions=HOT)
+    return {"plain": plain, "scoped": dataclasses.replace(plain, scope=Scope(**NGINX))}
+
+
+def _stamp(minute: int, micro: int) -> str:
+    return f"2026-01-23T00:{minute:02d}:{minute % 60:02d}.{micro:06d}Z"
+
+
+@st.composite
+def lines(draw: st.DrawFn, nodes: list[tuple[str, str]]) -> bytes:
+    """One NDJSON line (with its newline) of a kind the scan paths treat differently."""
+    kind = draw(
+        st.sampled_from(
+            ["plain"] * 5 + ["stray"] * 3 + ["spaced", "aggregated", "scoped", "duplicate", "blank"]
+        )
+    )
+    if kind == "stray":
+        node_hash = draw(st.sampled_from(STRAY))
+        name = draw(st.sampled_from(["x", "y\u00e9", 'quote"d']))
+    else:
+        node_hash, name = draw(st.sampled_from(nodes))
+    minute = draw(st.integers(0, 59))
+    record: dict[str, Any] = {
+        "node_hash": node_hash,
+        "function_name": name,
+        "observed_at": _stamp(minute, draw(st.integers(0, 999_999))),
+        "probe_type": draw(st.sampled_from(PROBES)),
+    }
+    if kind == "aggregated":
+        record["count"] = draw(st.integers(1, 5))
+        record["first_observed_at"] = _stamp(max(0, minute - draw(st.integers(0, 30))), 0)
+        record["last_observed_at"] = record["observed_at"]
+    if kind == "scoped" or draw(st.booleans()):
+        context = draw(st.sampled_from([NGINX, {"executable": "/usr/bin/curl"}]))
+        record["details"] = {"scope": context}
+    if kind == "spaced":
+        return json.dumps(record, indent=None).encode() + b"\n"  # ", " and ": ": not canonical
+    if kind == "duplicate":
+        text = canonical_record_bytes(record).decode()
+        return ('{"probe_type":"kprobe",' + text[1:]).encode() + b"\n"
+    if kind == "blank":
+        return b"\n"
+    return canonical_record_bytes(record) + b"\n"
+
+
+BAD = [b"{oops\n", b'{"node_hash":1}\n', b"\xff\n"]
+
+
+def _outcome(fmap: FunctionMap, path: Path, options: VerifyOptions) -> Any:
+    try:
+        return verify_files(fmap, [path], options).to_dict()
+    except StellaError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_workers_give_the_report_or_error_of_one_scan(
+    data: st.DataObject, maps: dict[str, FunctionMap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(scan_module, "_BLOCK", data.draw(st.sampled_from([64, 300, 2000])))
+    fmap = maps[data.draw(st.sampled_from(["plain", "scoped"]))]
+    nodes = sorted({(n.node_hash, n.symbol) for p in fmap.expected_paths for n in p.nodes})
+    good = data.draw(st.lists(lines(nodes), min_size=10, max_size=80))
+    for _ in range(data.draw(st.integers(0, 2))):  # none in most files: reports are compared
+        bad = data.draw(st.sampled_from([*BAD, good[0].replace(b"2026-01-23T", b"2026-02-30T")]))
+        good.insert(data.draw(st.integers(0, len(good))), bad)
+    body = b"".join(good)
+    if data.draw(st.booleans()):
+        body = body.rstrip(b"\n")  # a last line without its newline
+    options = VerifyOptions(
+        window_from=WINDOW.window_from if data.draw(st.booleans()) else None,
+        window_to=WINDOW.window_to if data.draw(st.booleans()) else None,
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "observations.ndjson"
+        path.write_bytes(body)
+        inline = _outcome(fmap, path, dataclasses.replace(options, workers=1))
+        for workers in (2, 3):
+            assert _outcome(fmap, path, dataclasses.replace(options, workers=workers)) == inline

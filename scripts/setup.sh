@@ -16,10 +16,12 @@ cd "$(dirname "$0")/.."
 # podman + runc run the container scope test (runc: crun refuses this VM's hybrid cgroups).
 # containerd (+ ctr, its runc shim) is the second runtime: tests/collector/test_collector_containerd.py
 # starts a daemon of its own (own root, state and socket); a packaged service is left as it is.
+# e2fsprogs (mkfs.ext4) + util-linux (fsfreeze): a frozen ext4 loop filesystem under one map's
+# chain stalls that map's loop for real (tests/collector/test_collector_agent_maps.py, liveness).
 APT_PACKAGES=(
   libbpf1 libbpf-dev clang llvm bpftool bpftrace
   gcc libc6-dev libssl-dev openssl zstd
-  util-linux iproute2 procps
+  util-linux iproute2 procps e2fsprogs
   chromium
   postgresql
   prometheus prometheus-alertmanager systemd

@@ -54,8 +54,9 @@ class Health:
         self._ready = False
         self._not_ready_because = "probes not attached yet"
 
-    def heartbeat(self) -> None:
-        self._beat = self._clock()
+    def heartbeat(self, at: float | None = None) -> None:
+        """A turn of the loop now, or at `at` (the oldest turn of the loops it stands for)."""
+        self._beat = self._clock() if at is None else at
 
     def ready(self) -> None:
         self._ready = True

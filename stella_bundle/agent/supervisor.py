@@ -146,10 +146,13 @@ class MapSupervisor:
                 if now >= next_poll:
                     self._reconcile()
                     next_poll = time.monotonic() + poll
-                if self._alive(now):
+                oldest = self._oldest_turn(now)
+                if now - oldest <= self._stall_limit():
                     notifier.watchdog()
-                    if self.endpoint is not None:
-                        self.endpoint.health.heartbeat()
+                if self.endpoint is not None:
+                    # The stalled map's last turn: /healthz is bad once that map has been stuck
+                    # for the stall time, not that time after the pings stopped.
+                    self.endpoint.health.heartbeat(oldest)
         finally:
             notifier.stopping("detaching probes, writing the final seals")
             if self.endpoint is not None:
@@ -158,10 +161,13 @@ class MapSupervisor:
             if self.endpoint is not None:
                 self.endpoint.close()
 
-    def _alive(self, now: float) -> bool:
-        """Every collection loop turned recently (liveness: one stuck map is a stuck agent)."""
-        limit = self.endpoint.health.stall_seconds if self.endpoint else STALL_MIN_SECONDS
-        return all(now - c.last_tick <= limit for c in self.collections.values())
+    def _stall_limit(self) -> float:
+        return self.endpoint.health.stall_seconds if self.endpoint else STALL_MIN_SECONDS
+
+    def _oldest_turn(self, now: float) -> float:
+        """When the collection loop that turned least recently last turned (`now` without
+        any): liveness is every loop's, one stuck map is a stuck agent."""
+        return min((c.last_tick for c in self.collections.values()), default=now)
 
     def _status(self) -> str:
         probes = sum(len(c.session.collector.links) for c in self.collections.values())

@@ -10,6 +10,7 @@ the others go on; SIGTERM final-seals every chain within the unit's TimeoutStopS
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -559,6 +560,103 @@ def test_systemd_hears_ready_watchdog_and_stopping_with_a_map_directory(
             assert agent.process.wait(timeout=60) == 0
         finally:
             agent.kill()
+
+
+def _frozen_fs_at(directory: Path, image: Path) -> None:
+    """An ext4 filesystem of its own (a loop device) mounted at `directory`: fsfreeze on it
+    blocks every write there, as a snapshot backup or a hung volume does."""
+    directory.mkdir(parents=True)
+    subprocess.run(["truncate", "-s", "32M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(directory)], check=True)
+    (directory / "lost+found").rmdir()  # the chain directory holds the chain's files only
+
+
+def test_one_maps_stalled_loop_makes_the_agent_unhealthy_until_it_turns_again(
+    ebpf: None, workload_bin: Path, blocking_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
+) -> None:
+    """One map's loop stuck for real (its chain's filesystem frozen: the writer blocks in the
+    kernel) while the other map collects on: past the stall time systemd's watchdog pings stop
+    and /healthz answers 503 (one stuck map is a stuck agent: the restart systemd or the
+    kubelet then does is what brings it back); the filesystem thawed, the loop turns again,
+    the pings and /healthz come back, and both chains end final-sealed and verifying."""
+    import socket
+
+    workload_map = signed(
+        maps / "workload.dsse.json",
+        workload_map_nodes(workload_bin, "stella_work_parse", "stella_work_hot"),
+        "stella-workload",
+        test_keys,
+    )
+    blocking_map = signed(
+        maps / "blocking.dsse.json", blocking_map_nodes(blocking_bin), "stella-blocking", test_keys
+    )
+    stuck_chain = (
+        tmp_path
+        / "evidence"
+        / chain_id_for("stella-workload", sha256_hex(workload_map.read_bytes()))
+    )
+    blocking_chain = stuck_chain.with_name(
+        chain_id_for("stella-blocking", sha256_hex(blocking_map.read_bytes()))
+    )
+    _frozen_fs_at(stuck_chain, tmp_path / "chain.ext4")
+    frozen = False
+    address = str(tmp_path / "notify")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+            listener.bind(address)
+            listener.settimeout(60)
+            env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+            agent = Agent(tmp_path, maps, test_keys, env=env)
+            try:
+                assert listener.recv(4096).decode().startswith("READY=1")
+                assert [listener.recv(4096).decode() for _ in range(3)] == ["WATCHDOG=1"] * 3
+                assert _get(agent.port, "/healthz")[0] == 200
+                subprocess.run(["fsfreeze", "--freeze", str(stuck_chain)], check=True)
+                frozen, froze_at = True, time.monotonic()
+                # A record for the frozen chain: its next flush blocks that map's loop.
+                subprocess.run([str(workload_bin), "--calls", "3"], check=True, timeout=30)
+                _, text = wait_for(
+                    lambda: r if (r := _get(agent.port, "/healthz"))[0] == 503 else None,
+                    90,
+                    "/healthz bad",
+                )
+                bad_after = time.monotonic() - froze_at
+                assert "collection loop stalled" in text
+                # Not before the stall time (30 s here): a slow turn is no stuck loop; and
+                # counted from the stuck map's last turn, not from when the pings stopped.
+                assert 25 < bad_after < 50, bad_after
+                listener.settimeout(0.1)
+                with contextlib.suppress(TimeoutError):
+                    while True:  # pings sent before the stall time passed
+                        listener.recv(4096)
+                listener.settimeout(2)
+                with pytest.raises(TimeoutError):
+                    listener.recv(4096)  # pings every 0.2 s while alive: none now
+                # The other map collects on meanwhile.
+                run_blocking(blocking_bin)
+                wait_for(
+                    lambda: agent.metric("stella_observations_total").get(blocking_chain.name),
+                    30,
+                    "the other map's records",
+                )
+                subprocess.run(["fsfreeze", "--unfreeze", str(stuck_chain)], check=True)
+                frozen = False
+                listener.settimeout(30)
+                assert listener.recv(4096).decode() == "WATCHDOG=1"
+                wait_for(lambda: _get(agent.port, "/healthz")[0] == 200, 30, "/healthz good")
+                assert agent.stop(timeout_stop_sec()) < timeout_stop_sec()
+            finally:
+                agent.kill()
+        for chain in (stuck_chain, blocking_chain):
+            assert final_sealed(chain), chain
+            assert verify_chain(chain, test_keys.trust_root).passed
+        parsed = {r["function_name"] for r in iter_chain_records(stuck_chain)}
+        assert "stella_work_parse" in parsed  # written once the filesystem thawed
+    finally:
+        if frozen:
+            subprocess.run(["fsfreeze", "--unfreeze", str(stuck_chain)], check=False)
+        subprocess.run(["umount", "-l", str(stuck_chain)], check=False)
 
 
 def test_a_binary_replaced_under_a_map_of_the_directory_is_reattached_and_said(

@@ -185,6 +185,8 @@ def main() -> None:
                 f"{arm:<16} {rate:11,.0f} {wall[arm]:8.2f}   {wall['bare'] / wall[arm]:8.2f}x"
                 f"   {cpu[arm]:10.2f}            {cpu['bare'] / cpu[arm]:6.2f}x"
             )
+        for arm in ARMS:  # every run, to see the spread the medians hide
+            print(f"  {arm:<14} wall s: {' '.join(f'{t:.2f}' for t in runs[arm][0])}")
         best = args.lines / wall["two processes"]
         ratio = wall["bare"] / wall["two processes"]
         print(

@@ -140,6 +140,12 @@ def ingest(
         "--max-records",
         help="Records per chunk (default: signals.rotation.max_records, else no limit).",
     ),
+    map_worker: bool | None = typer.Option(
+        None,
+        "--map-worker/--no-map-worker",
+        help="Files: decode and map in a second process while this one writes and seals "
+        "(default: for 32 MiB or more on 2+ CPUs).",
+    ),
     output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Turn Tetragon events (JSON export, stdin or gRPC) into a signed evidence chain."""
@@ -168,6 +174,7 @@ def ingest(
     if files and [str(f) for f in files] == ["-"]:
         files, stdin = [], True
     _check_inputs(bool(files), export_file, stdin, grpc_address, follow, cursor_file)
+    paths = _finished_files(files, export_file, follow, map_worker)
     target, key, writer_config = _writer_settings(settings, target, key, max_records)
     nodes = _load_inputs(function_map, sbom, trust_root)
     chain = chain_id or bridge.chain_id or settings.chain_id
@@ -204,7 +211,8 @@ def ingest(
                 cursor_file,
                 grpc_address,
                 max_events,
-                _finished_files(files or [], export_file, follow),
+                paths,
+                map_worker,
             ),
             stop,
             bridge.max_line_bytes,
@@ -302,15 +310,25 @@ class _Source:
     grpc_address: str | None
     max_events: int | None
     paths: list[Path] | None  # files read to their end (FILES, --export-file without --follow)
+    map_worker: bool | None  # for paths: None = by size (tetragon/parallel.py)
 
 
-def _finished_files(files: list[Path], export_file: Path | None, follow: bool) -> list[Path] | None:
+def _finished_files(
+    files: list[Path] | None, export_file: Path | None, follow: bool, map_worker: bool | None
+) -> list[Path] | None:
+    """The files of an input read to its end (FILES, --export-file without --follow), the
+    only inputs a mapping worker takes (tetragon/parallel.py)."""
     from ..tetragon.sources import rotated_backups
 
     if files:
         return list(files)
     if export_file is not None and not follow:
         return [*rotated_backups(export_file), export_file]
+    if map_worker is not None:
+        raise InputError(
+            "--map-worker/--no-map-worker need FILES or --export-file without --follow",
+            field="--map-worker",
+        )
     return None
 
 
@@ -329,7 +347,7 @@ def _ingest(
             from ..tetragon.parallel import feed_files
 
             # Large files over two processes (decode and map | write and seal), same chain.
-            feed_files(runner, source.paths, max_line_bytes)
+            feed_files(runner, source.paths, max_line_bytes, parallel=source.map_worker)
         else:
             runner.feed(lines)
     except BaseException:

@@ -189,3 +189,30 @@ def test_a_worker_that_dies_is_an_error_not_a_short_chain(
     monkeypatch.setattr(TetragonIngest, "feed", killed)
     with pytest.raises(InternalError, match=r"worker stopped \(exit code 9\)"):
         ingest([good], tmp_path / "two", test_keys, fm_path, workers=True)
+
+
+def test_cli_map_worker_switch(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    paths = hostile_export(tetragon_pb, tmp_path)
+    outputs = []
+    for switch in ("--no-map-worker", "--map-worker"):
+        target = tmp_path / switch.strip("-")
+        result = run_cli(
+            "tetragon", "ingest", *paths, "--function-map", fm_path, "--target", target,
+            "--key", test_keys.private("collector"), "--max-records", "700", "--chain-id", "t",
+            "--format", "json", switch,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        summary = json.loads(result.stdout)
+        del summary["chain_dir"]
+        outputs.append((summary, result.stderr, chain_contents(target / "t")))
+    assert outputs[0] == outputs[1]
+    refused = run_cli(
+        "tetragon", "ingest", "--stdin", "--target", tmp_path / "x", "--key",
+        test_keys.private("collector"), "--map-worker",
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "--map-worker" in refused.stderr

@@ -20,6 +20,7 @@ The collector re-resolves and reattaches (session.py); this module only finds an
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -61,11 +62,14 @@ class BinaryIdentity:
 
 
 def identify(path: str, known: BinaryIdentity | None = None) -> BinaryIdentity | None:
-    """What is at `path` now (None: nothing); the build id is read only when the file
-    changed since `known`."""
+    """What is at `path` now (None: nothing, or no regular file: opening a FIFO to read its
+    build id would block the collection loop until a writer came); the build id is read only
+    when the file changed since `known`."""
     try:
         st = os.stat(path)
     except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     found = BinaryIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, None)
     if known is not None and found.same_file_as(known):
@@ -73,6 +77,15 @@ def identify(path: str, known: BinaryIdentity | None = None) -> BinaryIdentity |
     return BinaryIdentity(
         found.device, found.inode, found.size, found.mtime_ns, found.ctime_ns, read_build_id(path)
     )
+
+
+def nothing_probeable(path: str) -> str:
+    """Why `identify` found nothing at `path`, for the log line."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "gone from disk"
+    return f"not a regular file (mode {stat.filemode(mode)})"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import errno
 import fnmatch
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from .health import (
     LinkKey,
     ProbeHealth,
     identify,
+    nothing_probeable,
 )
 from .loader import Link, ProbeAttachError, ProbeRuntime
 from .plan import AttachPlan, AttachSpec, Unobservable, reresolve
@@ -633,6 +635,19 @@ class Collector:
                 on_host, in_container = os.stat(spec.target), os.stat(inside)
             except OSError:
                 continue
+            if not stat.S_ISREG(in_container.st_mode):
+                # A FIFO there (the container's own doing) would block this loop reading it.
+                failures.append(
+                    ProbeFailure(
+                        spec.node_hash,
+                        spec.symbol,
+                        spec.purl,
+                        inside,
+                        errno.EINVAL,
+                        f"not a regular file in the container ({stat.filemode(in_container.st_mode)})",
+                    )
+                )
+                continue
             identity = (in_container.st_ino, in_container.st_dev)
             if early.get(spec.index) == identity:
                 continue  # attached early to this very file
@@ -716,8 +731,8 @@ class Collector:
                     HealthEvent(
                         "binary_missing",
                         path,
-                        f"gone from disk (was {was}); its probes stay on the running copy until "
-                        "a file appears at this path again",
+                        f"{nothing_probeable(path)} (was {was}); its probes stay on the running "
+                        "copy until a file appears at this path again",
                     )
                 )
                 continue

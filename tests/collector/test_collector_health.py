@@ -344,6 +344,59 @@ def test_a_binary_that_vanished_and_came_back_is_probed_again(
     assert (named.reattached, named.failed) == (2, 0)
 
 
+def test_a_fifo_put_at_a_probed_path_does_not_hang_the_check(
+    collector: tuple[Collector, MemorySink, Path], workload_bin: Path
+) -> None:
+    """A FIFO renamed over a probed binary (no ELF file any more): reading its build id would
+    block the collection loop until some process opened the FIFO for writing. It is nothing
+    probeable at the path, said once; the probes stay on the running copy, and a binary back
+    at the path is a replacement as ever."""
+    c, _, binary = collector
+    fifo = binary.with_name(".fifo")
+    os.mkfifo(fifo)
+    os.rename(fifo, binary)
+    found: list[Any] = []
+    check = threading.Thread(target=lambda: found.extend(c.check_health()), daemon=True)
+    check.start()
+    check.join(10)
+    if check.is_alive():  # the check blocked opening the FIFO: release it, then fail
+        os.close(os.open(binary, os.O_WRONLY | os.O_NONBLOCK))
+        check.join(10)
+        pytest.fail("the health check blocked opening a FIFO at the probed path")
+    (gone,) = found
+    assert gone.reason == "binary_missing" and gone.binary_path == str(binary)
+    assert "not a regular file" in gone.detail
+    assert c.check_health() == []  # said once
+    staged = binary.with_name(".new")
+    shutil.copy2(workload_bin, staged)
+    os.rename(staged, binary)
+    (back,) = c.check_health()
+    assert (back.reason, back.reattached, back.failed) == ("binary_replaced", 2, 0)
+
+
+def test_a_fifo_at_a_probed_path_inside_a_container_root_is_refused_not_read(
+    collector: tuple[Collector, MemorySink, Path], tmp_path: Path
+) -> None:
+    """A container's own file at a map's path is probed through its root; a FIFO there (the
+    container's doing) is named as a failure, not opened (that would block the loop)."""
+    c, _, binary = collector
+    root = tmp_path / "root"
+    inside = Path(f"{root}{binary}")
+    inside.parent.mkdir(parents=True)
+    os.mkfifo(inside)
+    found: list[Any] = []
+    attach = threading.Thread(target=lambda: found.append(c._attach_inside(str(root))), daemon=True)
+    attach.start()
+    attach.join(10)
+    if attach.is_alive():
+        os.close(os.open(inside, os.O_WRONLY | os.O_NONBLOCK))
+        attach.join(10)
+        pytest.fail("attaching inside blocked opening a FIFO")
+    assert found == [{}]
+    failed = [f for f in c.probe_failures if f.binary_path == str(inside)]
+    assert len(failed) == 2 and all("not a regular file" in f.error for f in failed)
+
+
 def test_a_binary_rewritten_in_place_is_a_replacement(
     collector: tuple[Collector, MemorySink, Path], other_build: Path
 ) -> None:

@@ -17,6 +17,7 @@ from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
 from stella_bundle.errors import MalformedDocumentError, StatementError
 from stella_bundle.jsonio import parse_json_line
 from stella_bundle.observations.record import validate_record
+from stella_bundle.verify.chunkwork import ChunkWork, WorkLimits
 from stella_bundle.verify.records import ChunkLimits, RecordPass
 from stella_bundle.verify.steps import new_outcomes
 
@@ -54,12 +55,18 @@ def test_statement_error_is_one_line() -> None:
     assert "\n" not in caught.value.describe()
 
 
-def test_observations_view_with_non_utf8_bytes_is_judged_not_crashed() -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["inline", "workers"])
+def test_observations_view_with_non_utf8_bytes_is_judged_not_crashed(workers: int) -> None:
     """A view line whose observed_at holds bytes that are not UTF-8 raised UnicodeDecodeError."""
     steps = new_outcomes()
     tally = RecordPass(steps, ChunkLimits())
     line = b'{"node_hash":"x","observed_at":"2026-\xbd-01"}\n{"observed_at":"2025"}\n'
-    tally.view("observations/x-observations.ndjson", HashingReader(io.BytesIO(line)))
+    work = ChunkWork(len(line), WorkLimits(workers=workers, parallel_min_bytes=0))
+    try:
+        tally.view("observations/x-observations.ndjson", HashingReader(io.BytesIO(line)), work)
+        work.drain()
+    finally:
+        work.close()
     assert steps["evidence-chains"].status == "failed"  # not in observed_at order
 
 

@@ -566,9 +566,12 @@ class Collector:
                     continue  # not there yet (the entrypoint may still be starting)
                 self.container_executables[cgroup_id] = key
                 self.runtime.set_scope(set(), {key})
-            links = self.container_links.setdefault(cgroup_id, {})
+            links = self.container_links.get(cgroup_id, {})
             fresh = self._attach_inside(root, self._early.pop(cgroup_id, None), links)
             links.update(fresh)
+            # Published once attached: a reader of the agent's state (metrics, /readyz, tests)
+            # never sees the container with its links still being made.
+            self.container_links[cgroup_id] = links
             self._watch_inside(cgroup_id, root, fresh)
             self._unsettled.discard(cgroup_id)
             self._note_latency(cgroup_id, "settled")

@@ -14,6 +14,8 @@ import itertools
 import multiprocessing
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from packageurl import PackageURL
 
 from ..canonical import saturating_sum
-from ..errors import InputError, StellaError
+from ..errors import InputError, InternalError, StellaError
 from ..functionmap.model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
 from ..functionmap.scope import NO_SCOPE_WARNING, Scope
 from ..functionmap.symbols import canonical_purl, normalize_symbol
@@ -282,23 +284,31 @@ def scan_paths(
     # the aggregator, while the others run: one fork, one result to pickle and merge fewer.
     local = units[0] if len(units) <= workers else None
     remote = units[1:] if local is not None else units
-    context = multiprocessing.get_context("fork")
     # Frozen objects are left alone by the children's garbage collector, which would otherwise
-    # touch (and so copy-on-write) the whole inherited heap.
+    # touch (and so copy-on-write) the whole inherited heap. An executor, not a Pool: a worker
+    # killed (OOM) breaks its futures instead of leaving this process waiting forever.
     gc.freeze()
+    pool = ProcessPoolExecutor(
+        min(workers, len(remote)), mp_context=multiprocessing.get_context("fork")
+    )
     try:
-        with context.Pool(min(workers, len(remote))) as pool:
-            pending = pool.map_async(_scan_unit, remote, chunksize=1)
-            if local is not None:
-                # Its errors come first in file order; leaving the block stops the workers.
-                if local.start is None or local.end is None:
-                    aggregator.scan_file(local.path)
-                else:
-                    aggregator.scan_range(local.path, local.start, local.end)
-                    if local.path not in aggregator.files:
-                        aggregator.files.append(local.path)
-            results = pending.get()
+        pending = [pool.submit(_scan_unit, unit) for unit in remote]
+        if local is not None:
+            # Its errors come first in file order; leaving the block cancels what has not started.
+            if local.start is None or local.end is None:
+                aggregator.scan_file(local.path)
+            else:
+                aggregator.scan_range(local.path, local.start, local.end)
+                if local.path not in aggregator.files:
+                    aggregator.files.append(local.path)
+        try:
+            results = [future.result() for future in pending]
+        except BrokenProcessPool as exc:
+            raise InternalError(
+                "a scanning worker process died (killed, or out of memory?)"
+            ) from exc
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         gc.unfreeze()
         _FORK_STATE = ([], None, None, None)
     units = remote

@@ -125,3 +125,31 @@ def test_workers_give_the_report_or_error_of_one_scan(
         inline = _outcome(fmap, path, dataclasses.replace(options, workers=1))
         for workers in (2, 3):
             assert _outcome(fmap, path, dataclasses.replace(options, workers=workers)) == inline
+
+
+def _die(unit: Any) -> Any:
+    import os
+
+    os._exit(9)  # a worker killed mid-scan (the OOM killer, an operator's kill -9)
+
+
+def test_a_worker_that_dies_is_an_internal_error_not_a_hang(
+    maps: dict[str, FunctionMap], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from stella_bundle.errors import InternalError
+
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(engine_module, "_scan_unit", _die)  # inherited by the forked workers
+    fmap = maps["plain"]
+    node = fmap.expected_paths[0].nodes[0]
+    line = canonical_record_bytes(
+        {
+            "node_hash": node.node_hash,
+            "function_name": node.symbol,
+            "observed_at": "2026-01-23T00:30:00.000000Z",
+        }
+    )
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes((line + b"\n") * 5000)
+    with pytest.raises(InternalError, match="worker process died"):
+        verify_files(fmap, [path], dataclasses.replace(WINDOW, workers=3))

@@ -60,15 +60,18 @@ DAYS = 3
 def make_chain(workdir: Path, records: int) -> tuple[Path, Path]:
     """(evidence dir, trust root): cached, the chain is rebuilt only if absent."""
     evidence = workdir / f"evidence-{records}"
-    root_path = workdir / "trust-root.json"
+    # Key and trust root per cached chain: a chain of another size keeps the key it was sealed with.
+    root_path = workdir / f"trust-root-{records}.json"
     if (evidence / "bench" / "0000000001.seal.dsse.json").exists() and root_path.exists():
         return evidence, root_path
     shutil.rmtree(evidence, ignore_errors=True)
-    generated = generate_key("ed25519", workdir / "collector", None)
+    for stale in workdir.glob(f"collector-{records}.*"):
+        stale.unlink()  # an earlier run stopped between the key and its chain
+    generated = generate_key("ed25519", workdir / f"collector-{records}", None)
     root = TrustRoot(expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
     root.add_key(generated.public_key, ["collector"])
     root.save(root_path)
-    signer = load_signer(workdir / "collector.key")
+    signer = load_signer(workdir / f"collector-{records}.key")
     hashes = ["sha256:" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
     config = WriterConfig(max_records=CHUNK_RECORDS, max_size_mb=1024)
     collector = CollectorInfo("bench", "host-1", None, "0.1.0", None)

@@ -31,9 +31,9 @@ from .attest.statement import (
 from .attest.trustroot import TRUST_ROOT_TYPE
 from .compression import ZSTD_MAGIC
 from .errors import InputError, MalformedDocumentError, SchemaValidationError
+from .formats.record import validate_record
 from .jsonio import load_json, parse_json
 from .observations.ndjson import iter_json_lines
-from .observations.record import validate_record
 from .timeutil import is_rfc3339_timestamp
 
 SCHEMA_SUFFIX: Final = ".schema.json"

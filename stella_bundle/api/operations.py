@@ -23,10 +23,10 @@ from ..canonical import canonical_record_bytes
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
 from ..errors import InputError
 from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
+from ..formats.record import validate_record
 from ..fsutil import write_bytes_atomic
 from ..functionmap.model import LoadedFunctionMap, is_envelope_document, parse_function_map
 from ..jsonio import parse_json
-from ..observations.record import validate_record
 from ..store import (
     IngestResult,
     ObservationStore,

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar
 
-from ..observations.record import IMAGE_DIGEST_RE
+from ..formats.record import IMAGE_DIGEST_RE
 from .boltdb import BoltError, Bucket, open_snapshot
 
 CONTAINERD_ROOT: Final = Path("/var/lib/containerd")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import StellaError
+from ..formats.record import IMAGE_DIGEST_RE
 from ..jsonio import parse_json
-from ..observations.record import IMAGE_DIGEST_RE
 
 GRAPH_ROOT: Final = Path("/var/lib/containers/storage")
 

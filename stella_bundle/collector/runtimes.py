@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from typing import Final
 
-from ..observations.record import IMAGE_DIGEST_RE
+from ..formats.record import IMAGE_DIGEST_RE
 from .runtime_containerd import ContainerdMetadata
 from .runtime_crio import CrioMetadata
 from .runtime_podman import PodmanStorage

@@ -18,20 +18,34 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from packageurl import PackageURL
 
 from ..canonical import saturating_sum
 from ..errors import InputError, InternalError, StellaError
+from ..formats.record import PROBE_TYPES
 from ..functionmap.model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
 from ..functionmap.scope import NO_SCOPE_WARNING, Scope
 from ..functionmap.symbols import canonical_purl, normalize_symbol
-from ..observations.record import DEFAULT_PROBE_WEIGHTS, PROBE_TYPES
 from ..timeutil import format_timestamp
 from .scan import NodeAggregate, ObservationAggregator
 
 # Plain files at least this large are split across worker processes.
+# Confidence that an observation really shows the function ran, by how it was seen.
+DEFAULT_PROBE_WEIGHTS: Final[Mapping[str, float]] = {
+    "uprobe": 1.0,
+    "uretprobe": 1.0,
+    "usdt": 1.0,
+    "fentry": 0.9,
+    "fexit": 0.9,
+    "tracepoint": 0.8,
+    "raw_tracepoint": 0.8,
+    "kprobe": 0.7,
+    "kretprobe": 0.7,
+    "unknown": 0.5,
+}
+
 PARALLEL_MIN_BYTES = 32 << 20
 
 STATUS_OBSERVED = "observed"

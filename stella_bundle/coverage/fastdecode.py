@@ -1,5 +1,5 @@
 """Whole-block typed decoding of observation NDJSON with msgspec (C speed), same rules as
-`observations.record.validate_record`, or None so the caller takes the line-by-line path.
+`formats.record.validate_record`, or None so the caller takes the line-by-line path.
 
 msgspec checks in C: JSON syntax, UTF-8, field names (no unknown, no null), types, integer
 ranges, the probe-type and kind enums, non-empty function names. The rest is checked here per
@@ -20,7 +20,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..canonical import MAX_SAFE_INTEGER
-from ..observations.record import IMAGE_DIGEST_RE, details_problem
+from ..formats.record import IMAGE_DIGEST_RE, details_problem
 from .patterns import date_ok
 
 _OBSERVED = attrgetter("observed_at")

@@ -14,8 +14,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..evidence.layout import CHUNK_SUFFIX, find_chain_dirs, parse_name
+from ..formats.record import validate_record
 from ..observations.ndjson import iter_json_lines
-from ..observations.record import validate_record
 
 
 def evidence_chain_dirs(directory: str | Path) -> list[Path]:

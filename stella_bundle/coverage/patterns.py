@@ -1,6 +1,6 @@
 """Regular expressions for canonical observation lines (sorted keys, no whitespace).
 
-Every pattern here accepts a strict subset of what `observations.record.validate_record`
+Every pattern here accepts a strict subset of what `formats.record.validate_record`
 accepts; calendar dates are checked separately (`date_ok`), since spelling the calendar out in
 a pattern costs more than a cache of the dates already seen.
 """
@@ -12,7 +12,7 @@ import functools
 import re
 from typing import Final
 
-from ..observations.record import KINDS, PROBE_TYPES
+from ..formats.record import KINDS, PROBE_TYPES
 
 # JSON strings, "unrolled" with possessive quantifiers so the engine never backtracks into them.
 _CHARS = r'[^"\\\x00-\x1f]*+'

@@ -24,15 +24,15 @@ from msgspec import UNSET
 
 from ..errors import MalformedDocumentError
 from ..evidence.timecheck import ChunkTimes
-from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
-from ..jsonio import parse_json_line
-from ..observations.ndjson import open_ndjson
-from ..observations.record import (
+from ..formats.record import (
     NODE_HASH_RE,
     PROBE_TYPES,
     ObservationError,
     validate_record,
 )
+from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
+from ..jsonio import parse_json_line
+from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
 from .fastdecode import PlainRecord, Record, convert_records, decode_block
 from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern

@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from ..canonical import MAX_SAFE_INTEGER, canonical_record_bytes
-from ..observations.record import (
+from ..formats.record import (
     _INT_FIELDS,
     _STRING_FIELDS,
     _TIME_FIELDS,

@@ -12,8 +12,8 @@ from securesystemslib.signer import Signer
 
 from .. import __version__
 from ..errors import InputError
+from ..formats.record import ObservationError
 from ..observations.ndjson import iter_json_lines
-from ..observations.record import ObservationError
 from .config import CollectorInfo, WriterConfig
 from .encoding import encode_record
 from .layout import SEAL_SUFFIX, parse_name, validate_chain_id

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..compression import BoundedInflater
 from ..errors import EvidenceChainError
+from ..formats.record import validate_record
 from ..fsutil import open_regular_file, read_regular_file
 from ..jsonio import parse_json_line
-from ..observations.record import validate_record
 from ..timeutil import utc_now
 from .chain import ChunkOpener
 from .layout import PRUNE_RECORD_NAME, SEAL_SUFFIX, chunk_name, parse_name, seal_name

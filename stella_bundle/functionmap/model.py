@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
 from ..canonical import MAX_SAFE_INTEGER
 from ..errors import MalformedDocumentError, PayloadTypeError, SchemaValidationError, StatementError
+from ..formats.record import PROBE_TYPES
 from ..jsonio import parse_json, read_bytes
-from ..observations.record import PROBE_TYPES
 from ..timeutil import is_rfc3339_timestamp
 from .scope import Scope, scope_from_predicate
 from .symbols import node_hash as compute_node_hash

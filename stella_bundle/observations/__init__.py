@@ -1,1 +1,1 @@
-"""Observation records (DESIGN.md §4): the model, validation, and NDJSON reading."""
+"""Reading observation records from NDJSON (the record itself: stella_bundle/formats/record.py)."""

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..compression import DEFAULT_LIMITS, open_maybe_compressed
+from ..formats.record import validate_record
 from ..jsonio import parse_json_line
-from .record import validate_record
 
 # Refuse to inflate one compressed file past this many bytes (decompression bombs); the
 # compression ratio is bounded too (`compression.InflateLimits`).

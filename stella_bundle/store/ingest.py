@@ -28,8 +28,8 @@ from ..evidence.layout import chunk_name
 from ..evidence.reader import iter_chain_records_files
 from ..evidence.report import ERROR
 from ..evidence.seal import parse_seal
+from ..formats.record import validate_record
 from ..observations.ndjson import iter_json_lines
-from ..observations.record import validate_record
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE
 from .rows import canonical_time, fast_decode

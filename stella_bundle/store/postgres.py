@@ -27,7 +27,7 @@ from msgspec import UNSET
 from psycopg import sql
 from psycopg.copy import Copy, QueuedLibpqWriter
 
-from ..observations.record import PROBE_TYPES
+from ..formats.record import PROBE_TYPES
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .base import (
     ChunkConflict,

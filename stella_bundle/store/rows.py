@@ -13,7 +13,7 @@ from msgspec import UNSET
 
 from ..canonical import canonical_record_bytes
 from ..coverage.fastdecode import PlainRecord, Record, decode_block
-from ..observations.record import NODE_HASH_RE, record_count
+from ..formats.record import NODE_HASH_RE, record_count
 from ..timeutil import format_timestamp, parse_timestamp
 from .base import COLUMNS, Row, StoreChunk, StoredFunctionMap
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..observations.record import record_count
+from ..formats.record import record_count
 from ..timeutil import format_timestamp, parse_timestamp
 
 

@@ -21,7 +21,7 @@ import msgspec
 
 from ..canonical import MAX_SAFE_INTEGER
 from ..evidence.encoding import encode_record
-from ..observations.record import ObservationError
+from ..formats.record import ObservationError
 from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .nodes import NodeIndex, ResolvedNode
 from .privacy import PrivacyFilter

@@ -21,7 +21,7 @@ from securesystemslib.signer import Signer
 from .. import __version__
 from ..evidence.config import CollectorInfo, WriterConfig
 from ..evidence.writer import ChunkWriter
-from ..observations.record import ObservationError
+from ..formats.record import ObservationError
 from .events import EventMapper
 from .sources import DEFAULT_MAX_LINE_BYTES, Line
 

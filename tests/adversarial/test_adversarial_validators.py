@@ -1,6 +1,6 @@
 """One definition of the observation record: every command and every fast path decides alike.
 
-The record's nesting bound is `MAX_DETAILS_DEPTH` (observations/record.py), stated in the
+The record's nesting bound is `MAX_DETAILS_DEPTH` (formats/record.py), stated in the
 published schema as its chain of `details_value_<n>` definitions. A record whose `details` nest
 deeper (9 levels, 50 levels) is refused by `observations import`, `bundle build`, the bundle's
 `schemas` step, `stella schema validate` and `observations query`, each naming the field; one
@@ -26,7 +26,7 @@ from stella_bundle.canonical import MAX_SAFE_INTEGER
 from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
 from stella_bundle.evidence.encoding import encode_record
-from stella_bundle.observations.record import MAX_DETAILS_DEPTH, validate_record
+from stella_bundle.formats.record import MAX_DETAILS_DEPTH, validate_record
 from stella_bundle.schema import load_schema, validate_document
 from tests.adversarial.chain_surgery import Predicate, Records, rewrite_chain
 from tests.adversarial.test_adversarial_time import _build

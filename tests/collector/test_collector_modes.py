@@ -10,7 +10,7 @@ from collector_support import KNOWN_FILE, collect, workload_nodes
 
 from stella_bundle.collector.features import Feature, KernelFeatures
 from stella_bundle.collector.session import CollectorConfig
-from stella_bundle.observations.record import validate_record
+from stella_bundle.formats.record import validate_record
 
 pytestmark = pytest.mark.ebpf
 

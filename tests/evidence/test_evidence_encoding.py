@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.encoding import _fast_accept, encode_record
-from stella_bundle.observations.record import KINDS, PROBE_TYPES, ObservationError, validate_record
+from stella_bundle.formats.record import KINDS, PROBE_TYPES, ObservationError, validate_record
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["", "é", "😀", "\u2028", 'a"b\\c', "\x00"]

@@ -19,7 +19,7 @@ HOT_PATH = "hot path: one call per record or event; split, the calls cost what w
 BEING_CHANGED = "under concurrent change (issue 13 collector/agent work); to split once it lands"
 PERF_WORK = "under concurrent performance work (issues 11, 15); to split once it lands"
 ALLOWED: dict[str, str] = {
-    "stella_bundle/observations/record.py::validate_record": HOT_PATH,
+    "stella_bundle/formats/record.py::validate_record": HOT_PATH,
     "stella_bundle/evidence/encoding.py::_fast_accept": HOT_PATH,
     "stella_bundle/coverage/scan.py::ObservationAggregator._fold_typed": HOT_PATH,
     "stella_bundle/coverage/scan.py::ObservationAggregator._fast_fold": HOT_PATH,

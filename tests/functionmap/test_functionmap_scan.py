@@ -14,8 +14,8 @@ from stella_bundle.canonical import canonical_record_bytes
 from stella_bundle.coverage.patterns import CANONICAL_LINE
 from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import InputError
+from stella_bundle.formats.record import PROBE_TYPES, validate_record
 from stella_bundle.observations.ndjson import iter_json_lines
-from stella_bundle.observations.record import PROBE_TYPES, validate_record
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
 
 HASHES = ["sha256:" + c * 64 for c in "0123456789ab"]
@@ -358,7 +358,7 @@ def test_fast_decoder_enums_match_the_record_format() -> None:
     from typing import get_args
 
     from stella_bundle.coverage import fastdecode
-    from stella_bundle.observations.record import KINDS
+    from stella_bundle.formats.record import KINDS
 
     assert get_args(fastdecode.Probe) == tuple(PROBE_TYPES)
     assert get_args(fastdecode.Kind) == tuple(KINDS)

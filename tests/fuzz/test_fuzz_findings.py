@@ -15,8 +15,8 @@ from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.streams import HashingReader
 from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
 from stella_bundle.errors import MalformedDocumentError, StatementError
+from stella_bundle.formats.record import validate_record
 from stella_bundle.jsonio import parse_json_line
-from stella_bundle.observations.record import validate_record
 from stella_bundle.verify.chunkwork import ChunkWork, WorkLimits
 from stella_bundle.verify.records import ChunkLimits, RecordPass
 from stella_bundle.verify.steps import new_outcomes

@@ -29,8 +29,8 @@ from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
 from stella_bundle.evidence.encoding import encode_record
+from stella_bundle.formats.record import validate_record
 from stella_bundle.jsonio import parse_json
-from stella_bundle.observations.record import validate_record
 from stella_bundle.schema import validate_document
 
 SEEDS = (record(), full_record())

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from schema_examples import load_example
 
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
-from stella_bundle.observations.record import ALLOWED_FIELDS, PROBE_TYPES, validate_record
+from stella_bundle.formats.record import ALLOWED_FIELDS, PROBE_TYPES, validate_record
 from stella_bundle.schema import validate_document, validator_for
 
 HEX64 = "0123456789abcdef" * 4

@@ -27,8 +27,8 @@ from stella_bundle.collector.features import KernelFeatures, detect  # noqa: E40
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet  # noqa: E402
 from stella_bundle.collector.plan import build_plan  # noqa: E402
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink  # noqa: E402
+from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
 from stella_bundle.functionmap.elf import index_binary  # noqa: E402
-from stella_bundle.functionmap.model import ExpectedNode  # noqa: E402
 
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 PURL = "pkg:deb/debian/libssl3"

@@ -33,8 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from stella_bundle.attest.keys import generate_key  # noqa: E402
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement  # noqa: E402
+from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
 from stella_bundle.functionmap.elf import index_binary  # noqa: E402
-from stella_bundle.functionmap.model import ExpectedNode  # noqa: E402
 
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 PURL = "pkg:deb/debian/libssl3"

@@ -42,15 +42,15 @@ from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statemen
 from stella_bundle.attest.trustroot import ROLES, TrustRoot
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage import verify_observations
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,
     FunctionMap,
     SbomRef,
-    function_map_from_statement,
     priority_of,
 )
+from stella_bundle.functionmap.load import function_map_from_statement
 
 REPO = Path(__file__).resolve().parents[1]
 PURL = "pkg:generic/bench@1.0"

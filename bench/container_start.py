@@ -37,8 +37,8 @@ from stella_bundle.collector.plan import build_plan  # noqa: E402
 from stella_bundle.collector.runtime_containerd import ContainerdMetadata  # noqa: E402
 from stella_bundle.collector.runtimes import RuntimeMetadata  # noqa: E402
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink  # noqa: E402
-from stella_bundle.functionmap.model import ExpectedNode  # noqa: E402
-from stella_bundle.functionmap.scope import Scope  # noqa: E402
+from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
+from stella_bundle.formats.scope import Scope  # noqa: E402
 
 # The tests' containerd daemon and image import: one definition for both.
 sys.path.insert(0, str(REPO / "tests" / "collector"))

@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from stella_bundle.attest.keys import generate_key  # noqa: E402
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement  # noqa: E402
+from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
 from stella_bundle.functionmap.elf import index_binary  # noqa: E402
-from stella_bundle.functionmap.model import ExpectedNode  # noqa: E402
 
 NGINX = "/usr/sbin/nginx"
 AB = "/usr/bin/ab"

@@ -40,7 +40,7 @@ from stella_bundle.collector.features import detect  # noqa: E402
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet  # noqa: E402
 from stella_bundle.collector.plan import build_plan  # noqa: E402
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink  # noqa: E402
-from stella_bundle.functionmap.model import ExpectedNode  # noqa: E402
+from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
 
 HOT = "stella_work_hot"
 

@@ -177,7 +177,7 @@ def bench_verify(args: argparse.Namespace) -> None:
     import verify as file_bench  # bench/verify.py: the same map and records as the file bench
 
     from stella_bundle.coverage import VerifyOptions
-    from stella_bundle.functionmap.model import load_function_map
+    from stella_bundle.functionmap.load import load_function_map
     from stella_bundle.store import ingest_ndjson, verify_stored
 
     work = args.workdir / f"verify-{args.verify_records}-{args.paths}"

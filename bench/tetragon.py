@@ -29,7 +29,7 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 
 from stella_bundle.attest.keys import generate_key, load_signer
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.canonical import canonical_bytes
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,
@@ -174,7 +174,7 @@ def run_stella(map_path: Path, observations: Path, workers: int | None) -> tuple
 LIBRARY_SCRIPT = """
 import json, sys, time
 start = time.perf_counter()
-from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.coverage import VerifyOptions, verify_files
 imported = time.perf_counter()
 fm = load_function_map(sys.argv[1])

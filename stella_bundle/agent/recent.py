@@ -15,7 +15,7 @@ from typing import Any
 
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
 from ..evidence.config import ProbeFailure, ProbeReattachment
-from ..functionmap.model import LoadedFunctionMap
+from ..functionmap.load import LoadedFunctionMap
 
 # The runbook's ratio: verify the last hour of a 30-minute coverage window.
 LOOKBACK_WINDOWS = 2

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..collector.features import KernelFeatures
     from ..collector.run import PreparedSession
     from ..collector.session import Collector
-    from ..functionmap.model import LoadedFunctionMap
+    from ..functionmap.load import LoadedFunctionMap
     from .config import AgentSettings
 
 # The main loop's turn: how soon a stop, a dead collection or a watchdog ping is seen.
@@ -250,7 +250,7 @@ class MapSupervisor:
     def _verified(self, entry: MapFile, running: _Collection | None) -> LoadedFunctionMap | None:
         """The map checked against the trust root, or None (refused, said). Checked before a
         running version is ended: a badly signed update does not stop the collection."""
-        from ..functionmap.model import parse_function_map
+        from ..functionmap.load import parse_function_map
 
         try:
             for other in self.collections.values():

@@ -1,6 +1,6 @@
 """What the API does, without HTTP: each function is one endpoint's work over the library.
 
-Function maps are parsed and verified by `functionmap.model.parse_function_map` (the CLI's
+Function maps are parsed and verified by `functionmap.load.parse_function_map` (the CLI's
 loader), reports made by `VerificationResult.report()` (the CLI's), evidence verified and
 stored by `store.ingest` (the CLI's `observations ingest`). The routes only translate.
 """
@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
 from ..formats.record import validate_record
 from ..fsutil import write_bytes_atomic
-from ..functionmap.model import LoadedFunctionMap, is_envelope_document, parse_function_map
+from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_function_map
 from ..jsonio import parse_json
 from ..store import (
     IngestResult,

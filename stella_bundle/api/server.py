@@ -95,7 +95,7 @@ def build_settings(options: ServeOptions) -> ApiSettings:
     )
     if options.tetragon_evidence is not None:
         from ..attest.keys import load_signer
-        from ..functionmap.model import is_envelope_document, load_function_map
+        from ..functionmap.load import is_envelope_document, load_function_map
         from ..functionmap.sbom import load_sbom
         from ..jsonio import parse_json, read_bytes
         from ..tetragon.config import load_tetragon_config

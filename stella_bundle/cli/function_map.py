@@ -20,7 +20,7 @@ from ..coverage import (
 from ..coverage.inputs import check_one_source, iter_evidence_records, observation_paths
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
-from ..functionmap.model import load_function_map
+from ..functionmap.load import load_function_map
 from .options import time_option
 from .output import FORMAT_HELP, Format, console, emit_json, error_line
 from .store_options import config_option

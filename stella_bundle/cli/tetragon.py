@@ -37,7 +37,7 @@ def policy(
     import yaml
 
     from ..fsutil import write_bytes_atomic
-    from ..functionmap.model import load_function_map
+    from ..functionmap.load import load_function_map
     from ..tetragon.policy import build_policy
 
     loaded = load_function_map(function_map, trust_root)
@@ -62,7 +62,7 @@ def policy(
 
 
 def _load_inputs(function_map: Path | None, sbom: Path | None, trust_root: Path | None) -> Any:
-    from ..functionmap.model import load_function_map
+    from ..functionmap.load import load_function_map
     from ..functionmap.sbom import load_sbom
     from ..tetragon.nodes import NodeIndex
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CollectorEnvironmentError, MalformedDocumentError
+from ..formats.node_hash import normalize_symbol
 from ..functionmap.elf import ElfIndex
 from ..functionmap.elf import index_binary as _index_binary
-from ..functionmap.symbols import normalize_symbol
 
 
 class SymbolNotFoundError(CollectorEnvironmentError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from ..errors import CollectorEnvironmentError
-from ..functionmap.symbols import KERNEL_PURL, canonical_purl, normalize_symbol
+from ..formats.node_hash import KERNEL_PURL, canonical_purl, normalize_symbol
 from .elfsym import SymbolNotFoundError, index_binary, resolve_symbol
 from .events import (
     AUDIT_NAME_LEN,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..attest.keys import load_signer
 from ..errors import CollectorEnvironmentError, ConfigError
-from ..functionmap.scope import NO_SCOPE_WARNING
+from ..formats.scope import NO_SCOPE_WARNING
 from .containers import CgroupResolver, MetadataMap
 from .features import DEFAULT_TRACEFS, KernelFeatures, detect
 from .loader import DEFAULT_RING_SIZE, ProbeRuntime, ProbeSet
@@ -27,7 +27,7 @@ from .runtimes import RuntimeMetadata
 from .session import Collector, CollectorConfig
 
 if TYPE_CHECKING:
-    from ..functionmap.model import LoadedFunctionMap
+    from ..functionmap.load import LoadedFunctionMap
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SCALE_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -179,7 +179,7 @@ def prepare(
         read_boot_id,
     )
     from ..evidence.writer import ChunkWriter
-    from ..functionmap.model import load_function_map
+    from ..functionmap.load import load_function_map
 
     settings: dict[str, Any] = {}
     writer_config = WriterConfig()

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from ..errors import CollectorEnvironmentError, ConfigError, StellaError
 from ..evidence.config import REATTACH_REASONS, ProbeFailure, ProbeReattachment
 from ..formats.record import validate_record
+from ..formats.scope import RECORD_CONTEXT_KEY, Scope
 from ..functionmap.elf import index_binary
-from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
 from ..timeutil import format_timestamp
 from .containers import CgroupResolver, parse_cgroup_path
 from .elfsym import resolve_symbol

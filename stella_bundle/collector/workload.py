@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..errors import ConfigError
-from ..functionmap.scope import Scope
+from ..formats.scope import Scope
 from .containers import CgroupResolver, ContainerInfo
 from .events import SCOPE_CGROUP, SCOPE_EXE
 

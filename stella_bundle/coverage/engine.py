@@ -24,10 +24,11 @@ from packageurl import PackageURL
 
 from ..canonical import saturating_sum
 from ..errors import InputError, InternalError, StellaError
+from ..formats.function_map import ExpectedNode, ExpectedPath, FunctionMap
+from ..formats.node_hash import canonical_purl, normalize_symbol
 from ..formats.record import PROBE_TYPES
-from ..functionmap.model import ExpectedNode, ExpectedPath, FunctionMap, LoadedFunctionMap
-from ..functionmap.scope import NO_SCOPE_WARNING, Scope
-from ..functionmap.symbols import canonical_purl, normalize_symbol
+from ..formats.scope import NO_SCOPE_WARNING, Scope
+from ..functionmap.load import LoadedFunctionMap
 from ..timeutil import format_timestamp
 from .scan import NodeAggregate, ObservationAggregator
 

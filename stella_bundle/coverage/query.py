@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..functionmap.symbols import normalize_symbol
+from ..formats.node_hash import normalize_symbol
 from ..timeutil import format_timestamp, parse_timestamp
 
 

@@ -30,7 +30,7 @@ from ..formats.record import (
     ObservationError,
     validate_record,
 )
-from ..functionmap.scope import RECORD_CONTEXT_KEY, Scope
+from ..formats.scope import RECORD_CONTEXT_KEY, Scope
 from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp

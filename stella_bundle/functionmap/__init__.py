@@ -1,2 +1,3 @@
-"""Function maps: generation from SBOMs, symbol normalisation, node hashes, scope (verifying
-observations against a map is `coverage/`)."""
+"""Function maps: generation from SBOMs and binaries, and loading a signed map from disk (the
+predicate's model, node hashes and scope are `formats/`; verifying observations against a map
+is `coverage/`)."""

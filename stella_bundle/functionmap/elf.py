@@ -23,7 +23,7 @@ from elftools.elf.sections import NoteSection
 from elftools.elf.segments import NoteSegment
 
 from ..errors import MalformedDocumentError
-from .symbols import normalize_symbol
+from ..formats.node_hash import normalize_symbol
 
 # st_info's low nibble; section index 0 is SHN_UNDEF. STT_GNU_IFUNC (10) entries are kept out,
 # as they always were (pyelftools names type 10 STT_LOOS, which the former filter did not list):

@@ -19,12 +19,7 @@ from packageurl import PackageURL
 
 from ..attest.statement import FUNCTION_MAP_PREDICATE, make_statement, subject_for_bytes
 from ..errors import ConfigError, InputError
-from ..timeutil import build_time, format_timestamp
-from .callgraph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PATHS, enumerate_paths, load_callgraph
-from .catalog import Catalog, load_catalog
-from .elf import ElfIndex, index_binary
-from .frames import frame_symbol
-from .model import (
+from ..formats.function_map import (
     DEFAULT_MIN_RATE,
     DEFAULT_WINDOW_SECONDS,
     Coverage,
@@ -34,9 +29,14 @@ from .model import (
     SbomRef,
     priority_of,
 )
+from ..formats.node_hash import KERNEL_PURL, canonical_purl, normalize_symbol
+from ..formats.scope import NO_SCOPE_WARNING, Scope
+from ..timeutil import build_time, format_timestamp
+from .callgraph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PATHS, enumerate_paths, load_callgraph
+from .catalog import Catalog, load_catalog
+from .elf import ElfIndex, index_binary
+from .frames import frame_symbol
 from .sbom import Component, Sbom, load_sbom
-from .scope import NO_SCOPE_WARNING, Scope
-from .symbols import KERNEL_PURL, canonical_purl, normalize_symbol
 
 _IMAGE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -68,7 +68,7 @@ class GenerateOptions:
     kernel_events: list[str] = field(default_factory=list)  # file, exec, net
     max_depth: int = DEFAULT_MAX_DEPTH
     max_paths: int = DEFAULT_MAX_PATHS
-    # The workload (functionmap.scope selectors, e.g. {"executable": "/usr/sbin/nginx"}).
+    # The workload (formats.scope selectors, e.g. {"executable": "/usr/sbin/nginx"}).
     scope: dict[str, str] = field(default_factory=dict)
 
 
@@ -414,7 +414,7 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     if image_sha is not None:
         subjects.append({"name": "image", "digest": {"sha256": image_sha}})
     statement = make_statement(subjects, FUNCTION_MAP_PREDICATE, function_map.to_dict())
-    from .model import validate_predicate_schema
+    from .load import validate_predicate_schema
 
     validate_predicate_schema(statement["predicate"], "generated function map")
     return GenerationResult(

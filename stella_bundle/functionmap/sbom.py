@@ -11,8 +11,8 @@ from typing import Any
 from packageurl import PackageURL
 
 from ..errors import MalformedDocumentError
+from ..formats.node_hash import canonical_purl
 from ..jsonio import parse_json, read_bytes
-from .symbols import canonical_purl
 
 
 @dataclass(frozen=True)

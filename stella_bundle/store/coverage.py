@@ -16,7 +16,7 @@ from typing import Any
 from ..coverage.engine import VerificationResult, VerifyOptions, evaluate, new_aggregator
 from ..coverage.query import QueryFilter, SymbolSummary, summarise
 from ..coverage.scan import PROBE_BIT, NodeAggregate, ObservationAggregator
-from ..functionmap.model import LoadedFunctionMap, function_map_from_statement
+from ..functionmap.load import LoadedFunctionMap, function_map_from_statement
 from ..timeutil import format_timestamp, utc_now
 from .base import ObservationStore, StoredFunctionMap, StoreError
 

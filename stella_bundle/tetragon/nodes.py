@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..collector.plan import KERNEL_SOURCES
-from ..functionmap.model import ExpectedNode, FunctionMap
+from ..formats.function_map import ExpectedNode, FunctionMap
+from ..formats.node_hash import KERNEL_PURL, canonical_purl, node_hash, normalize_symbol
 from ..functionmap.sbom import Sbom
-from ..functionmap.symbols import KERNEL_PURL, canonical_purl, node_hash, normalize_symbol
 
 # Architecture prefixes of syscall entry points (`__x64_sys_openat` is `sys_openat`).
 _SYSCALL_PREFIX_RE: Final = re.compile(

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..collector.plan import KERNEL_SOURCES
-from ..functionmap.model import ExpectedNode, FunctionMap
-from ..functionmap.symbols import KERNEL_PURL, canonical_purl, normalize_symbol
+from ..formats.function_map import ExpectedNode, FunctionMap
+from ..formats.node_hash import KERNEL_PURL, canonical_purl, normalize_symbol
 
 API_VERSION: Final = "cilium.io/v1alpha1"
 KIND: Final = "TracingPolicy"

@@ -10,7 +10,8 @@ from ..attest.verifier import VerifiedStatement
 from ..canonical import canonical_bytes
 from ..coverage.engine import VerifyOptions, evaluate, new_aggregator
 from ..errors import CoverageNotMetError
-from ..functionmap.model import FunctionMap, LoadedFunctionMap
+from ..formats.function_map import FunctionMap
+from ..functionmap.load import LoadedFunctionMap
 from ..timeutil import parse_timestamp
 from .steps import StepOutcome
 

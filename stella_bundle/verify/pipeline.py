@@ -62,8 +62,9 @@ from ..errors import (
     StellaError,
     VerificationFailure,
 )
+from ..formats.function_map import FunctionMap
 from ..formats.report import VerificationReport
-from ..functionmap.model import FunctionMap, function_map_from_statement
+from ..functionmap.load import function_map_from_statement
 from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
 from .chains import ChainVerifier

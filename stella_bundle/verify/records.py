@@ -34,7 +34,7 @@ from ..errors import (
 )
 from ..evidence.measure import ChunkMeasure
 from ..evidence.timecheck import ChunkTimes
-from ..functionmap.scope import Scope
+from ..formats.scope import Scope
 
 if TYPE_CHECKING:  # chunkwork runs this module's scans
     from .chunkwork import ChunkWork

@@ -11,7 +11,8 @@ from typing import Any
 from stella_bundle.agent.recent import RecentObservations
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.coverage import verify_observations
-from stella_bundle.functionmap.model import ExpectedNode, load_function_map
+from stella_bundle.formats.function_map import ExpectedNode
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.timeutil import format_timestamp
 
 PURL = "pkg:generic/app@1.0.0"

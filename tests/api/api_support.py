@@ -14,7 +14,7 @@ from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.config import CollectorInfo, WriterConfig
 from stella_bundle.evidence.layout import chunk_name, seal_name
 from stella_bundle.evidence.writer import ChunkWriter
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,

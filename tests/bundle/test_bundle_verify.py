@@ -15,7 +15,7 @@ from stella_bundle.bundle.build import build_bundle
 from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.formats.report import VerificationReport
-from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
 from stella_bundle.timeutil import parse_timestamp
 from stella_bundle.verify import verify_bundle

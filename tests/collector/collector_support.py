@@ -24,7 +24,7 @@ from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import AttachPlan, build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, EvidenceSink, MemorySink
-from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.formats.function_map import ExpectedNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD_SOURCE = REPO_ROOT / "stella_bundle" / "demo_data" / "workload.c"

@@ -27,8 +27,8 @@ from stella_bundle.collector.session import Collector, CollectorConfig, MemorySi
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.functionmap.elf import index_binary
-from stella_bundle.functionmap.model import ExpectedNode
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.evidence.config import CollectorInfo, WriterConfig
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.writer import ChunkWriter
-from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.formats.function_map import ExpectedNode
 
 pytestmark = pytest.mark.ebpf
 

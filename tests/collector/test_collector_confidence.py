@@ -17,7 +17,7 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.coverage import VerifyOptions, verify_observations
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,

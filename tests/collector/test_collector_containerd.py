@@ -49,8 +49,8 @@ from stella_bundle.collector.session import Collector, CollectorConfig, MemorySi
 from stella_bundle.collector.workload import container_cgroups
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.evidence.reader import iter_chain_records
-from stella_bundle.functionmap.model import ExpectedNode
-from stella_bundle.functionmap.scope import Scope
+from stella_bundle.formats.function_map import ExpectedNode
+from stella_bundle.formats.scope import Scope
 
 IN_CI = bool(os.environ.get("CI"))
 # From `ctr run` to probes attached inside: the shim, runc and the first exec take most of it.

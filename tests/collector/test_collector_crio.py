@@ -18,7 +18,7 @@ from stella_bundle.collector.containers import CGROUP_ROOT, CgroupResolver, pars
 from stella_bundle.collector.runtime_crio import CrioMetadata
 from stella_bundle.collector.runtimes import RuntimeMetadata
 from stella_bundle.collector.session import CollectorConfig
-from stella_bundle.functionmap.scope import Scope
+from stella_bundle.formats.scope import Scope
 
 STORAGE = Path(__file__).resolve().parents[1] / "data" / "collector" / "crio-storage"
 ROOTS = (STORAGE / "run", STORAGE / "graph")

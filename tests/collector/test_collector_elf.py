@@ -15,8 +15,8 @@ from stella_bundle.collector.elfsym import resolve_symbol
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.plan import build_plan, find_binary
 from stella_bundle.errors import CollectorEnvironmentError
+from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.functionmap.elf import index_binary
-from stella_bundle.functionmap.model import ExpectedNode
 
 
 def _nm_offset(binary: Path, symbol: str) -> int:

@@ -42,9 +42,9 @@ from stella_bundle.evidence.config import CollectorInfo, WriterConfig
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.evidence.writer import ChunkWriter
+from stella_bundle.formats.function_map import ExpectedNode
+from stella_bundle.formats.scope import Scope
 from stella_bundle.functionmap.elf import index_binary
-from stella_bundle.functionmap.model import ExpectedNode
-from stella_bundle.functionmap.scope import Scope
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
 

@@ -25,7 +25,7 @@ from stella_bundle.collector.plan import KERNEL_SOURCES, RECORDED_PROBE_TYPE, bu
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.collector.trial import lockdown_mode
 from stella_bundle.errors import CollectorEnvironmentError
-from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.jsonio import load_json_object
 
 KERNEL = "pkg:generic/linux-kernel"

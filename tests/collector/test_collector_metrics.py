@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stella_bundle.agent.metrics import CATALOGUE
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.formats.function_map import ExpectedNode
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
 

@@ -23,8 +23,8 @@ from stella_bundle.evidence.config import CollectorInfo, WriterConfig
 from stella_bundle.evidence.layout import seal_name
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.evidence.writer import ChunkWriter
+from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.functionmap.elf import index_binary
-from stella_bundle.functionmap.model import ExpectedNode
 
 pytestmark = pytest.mark.ebpf
 

@@ -24,14 +24,14 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.coverage import verify_observations
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,
     FunctionMap,
     SbomRef,
 )
-from stella_bundle.functionmap.scope import NO_SCOPE_WARNING, Scope
+from stella_bundle.formats.scope import NO_SCOPE_WARNING, Scope
 
 NGINX = "/usr/sbin/nginx"
 AB = "/usr/bin/ab"

@@ -16,7 +16,7 @@ from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
-from stella_bundle.functionmap.model import ExpectedNode
+from stella_bundle.formats.function_map import ExpectedNode
 
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"

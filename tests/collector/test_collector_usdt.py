@@ -19,8 +19,8 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.collector.usdt import ARG_REG, ARG_REG_DEREF, find_probe, parse_arg
+from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.formats.record import validate_record
-from stella_bundle.functionmap.model import ExpectedNode
 
 PYTHON = "/usr/bin/python3.11"
 PYTHON_PURL = "pkg:deb/debian/python3.11@3.11.2"

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
-from stella_bundle.functionmap.model import FunctionMap
 
 REPO = Path(__file__).resolve().parents[2]
 JAVA_SBOM = REPO / "tests" / "data" / "external" / "cyclonedx" / "dep-scan-bom-evinse-java.json"

@@ -17,9 +17,9 @@ from functionmap_helpers import (
     make_map,
 )
 
+from stella_bundle.formats.node_hash import canonical_purl, node_hash
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
-from stella_bundle.functionmap.model import load_function_map
-from stella_bundle.functionmap.symbols import canonical_purl, node_hash
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
 
 ROOT_PURL = "pkg:maven/com.example/vuln-spring@0.0.1-SNAPSHOT?type=jar"
@@ -293,7 +293,7 @@ def test_bad_sbom_is_a_clear_input_error(
 
 def test_kernel_event_paths_use_the_kernel_purl(debian_sbom: Path, run_cli, tmp_path: Path) -> None:
     from stella_bundle.collector.plan import KERNEL_SOURCES
-    from stella_bundle.functionmap.symbols import KERNEL_PURL
+    from stella_bundle.formats.node_hash import KERNEL_PURL
 
     output = tmp_path / "fm.json"
     result = run_cli("function-map", "generate", "--sbom", debian_sbom, "--service", "s",

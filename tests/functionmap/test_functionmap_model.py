@@ -12,7 +12,8 @@ from functionmap_helpers import make_map
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.errors import InputError
-from stella_bundle.functionmap.model import FunctionMap, load_function_map
+from stella_bundle.formats.function_map import FunctionMap
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
 
 

@@ -24,8 +24,8 @@ from stella_bundle.coverage import VerifyOptions, verify_files
 from stella_bundle.coverage import engine as engine_module
 from stella_bundle.coverage import scan as scan_module
 from stella_bundle.errors import StellaError
-from stella_bundle.functionmap.model import FunctionMap
-from stella_bundle.functionmap.scope import Scope
+from stella_bundle.formats.function_map import FunctionMap
+from stella_bundle.formats.scope import Scope
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect"]
 STRAY = ["sha256:" + digit * 64 for digit in "ab"]

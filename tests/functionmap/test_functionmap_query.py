@@ -7,7 +7,7 @@ from pathlib import Path
 
 from functionmap_helpers import record, write_ndjson
 
-from stella_bundle.functionmap.symbols import node_hash
+from stella_bundle.formats.node_hash import node_hash
 
 SSL = node_hash("pkg:deb/debian/libssl3@3.0.19", "SSL_read")
 CONNECT = node_hash("pkg:deb/debian/libc6@2.36", "connect")

@@ -9,8 +9,8 @@ from typing import Any
 
 from functionmap_helpers import records_for, write_chain, write_ndjson
 
-from stella_bundle.functionmap.model import load_function_map
-from stella_bundle.functionmap.scope import NO_SCOPE_WARNING
+from stella_bundle.formats.scope import NO_SCOPE_WARNING
+from stella_bundle.functionmap.load import load_function_map
 
 NGINX = {"executable": "/usr/sbin/nginx"}
 

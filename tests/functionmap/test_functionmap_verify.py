@@ -14,9 +14,10 @@ from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage import VerifyOptions, verify_files, verify_observations
 from stella_bundle.coverage import engine as verify_module
 from stella_bundle.errors import InputError
+from stella_bundle.formats.function_map import FunctionMap
+from stella_bundle.formats.node_hash import node_hash
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
-from stella_bundle.functionmap.model import FunctionMap, load_function_map
-from stella_bundle.functionmap.symbols import node_hash
+from stella_bundle.functionmap.load import load_function_map
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect", "file/openat"]
 

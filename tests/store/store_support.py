@@ -11,8 +11,8 @@ from typing import Any
 from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
 from stella_bundle.evidence.config import CollectorInfo, WriterConfig
 from stella_bundle.evidence.writer import ChunkWriter
+from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
-from stella_bundle.functionmap.model import FunctionMap
 
 REPO = Path(__file__).resolve().parents[2]
 JAVA_SBOM = REPO / "tests" / "data" / "external" / "cyclonedx" / "dep-scan-bom-evinse-java.json"

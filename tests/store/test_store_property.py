@@ -23,7 +23,7 @@ from stella_bundle.coverage import VerifyOptions, verify_files
 from stella_bundle.coverage.inputs import iter_records
 from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
 from stella_bundle.formats.record import PROBE_TYPES
-from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.store import ingest_ndjson, open_store, query_summary, verify_stored
 
 UTC = dt.UTC

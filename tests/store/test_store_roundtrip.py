@@ -14,7 +14,7 @@ from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.coverage.inputs import iter_evidence_records
 from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
-from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.store import (
     ingest_evidence,
     open_store,

@@ -10,7 +10,7 @@ from typing import Any
 from tetragon_support import PROTO_ROOT
 
 from stella_bundle.evidence.reader import iter_chain_records
-from stella_bundle.functionmap.symbols import node_hash
+from stella_bundle.formats.node_hash import node_hash
 
 EXAMPLES = PROTO_ROOT / "tetragon" / "examples"
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.evidence.encoding import encode_record
-from stella_bundle.functionmap.model import (
+from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
     ExpectedPath,

@@ -28,7 +28,7 @@ from tetragon_support import (
 
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
-from stella_bundle.functionmap.symbols import node_hash
+from stella_bundle.formats.node_hash import node_hash
 
 CONTAINER = "ab" * 32
 IMAGE = "sha256:" + "cd" * 32

@@ -29,7 +29,7 @@ from stella_bundle.attest.keys import load_signer
 from stella_bundle.errors import InputError, InternalError
 from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.seal import parse_seal
-from stella_bundle.functionmap.model import load_function_map
+from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.tetragon import parallel
 from stella_bundle.tetragon.events import EventMapper
 from stella_bundle.tetragon.ingest import IngestResult, TetragonIngest

@@ -85,7 +85,7 @@ def test_strict_schema_rejects_a_misspelt_field() -> None:
 
 
 def test_nodes_without_binary_are_reported_not_guessed(tmp_path: Path, run_cli: Any) -> None:
-    from stella_bundle.functionmap.model import ExpectedNode
+    from stella_bundle.formats.function_map import ExpectedNode
 
     fm_path = tmp_path / "fm.json"
     write_function_map(

@@ -24,7 +24,7 @@ from tetragon_support import (
     uprobe,
 )
 
-from stella_bundle.functionmap.symbols import canonical_purl
+from stella_bundle.formats.node_hash import canonical_purl
 
 SYMBOLS = ((APP, "checkout"), (LIBSSL, "SSL_write"), (LIBSSL, "SSL_read"))
 IMAGE_B = "docker.io/library/web@sha256:" + "ef" * 32
@@ -166,7 +166,7 @@ def test_runtime_trace_service_persists_posted_lines_and_queries_them(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
 ) -> None:
     """What POST /api/v1/runtime-traces and the runtime GET endpoints will call."""
-    from stella_bundle.functionmap.model import load_function_map
+    from stella_bundle.functionmap.load import load_function_map
     from stella_bundle.tetragon.config import TetragonConfig
     from stella_bundle.tetragon.nodes import NodeIndex
     from stella_bundle.tetragon.service import runtime_trace_service

@@ -180,7 +180,7 @@ def write_function_map(path: Path, paths: list[tuple[str, str, list[Any]]]) -> A
 
     from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
     from stella_bundle.canonical import canonical_bytes
-    from stella_bundle.functionmap.model import Coverage, ExpectedPath, FunctionMap, SbomRef
+    from stella_bundle.formats.function_map import Coverage, ExpectedPath, FunctionMap, SbomRef
 
     function_map = FunctionMap(
         service="shop",
@@ -202,7 +202,7 @@ def write_function_map(path: Path, paths: list[tuple[str, str, list[Any]]]) -> A
 def shop_map(path: Path) -> Any:
     """User-space nodes (libssl, the app, a USDT probe) and kernel nodes (openat, execve,
     tcp_connect)."""
-    from stella_bundle.functionmap.model import ExpectedNode
+    from stella_bundle.formats.function_map import ExpectedNode
 
     node = ExpectedNode.create
     return write_function_map(

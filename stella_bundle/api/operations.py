@@ -133,7 +133,8 @@ def verify(
     options: VerifyOptions,
     observations: list[dict[str, Any]] | None,
 ) -> tuple[dict[str, Any], int]:
-    """The verification report (the CLI's document) and the id it was stored under.
+    """The typed report's `to_dict` (`function-map verify --format json`'s document) and the id
+    it was stored under.
 
     With `observations`, those records are verified (each validated as the CLI validates a
     line); without, the store's records of the window, aggregated by the store."""
@@ -143,7 +144,7 @@ def verify(
         result = verify_observations(loaded, observations, options, source="<request body>")
     else:
         result = verify_stored(store, loaded, options)
-    document = result.report()
+    document = result.report().to_dict()
     stored = store.put_report(
         loaded.digest, result.window["from"], result.window["to"], result.verified, document
     )

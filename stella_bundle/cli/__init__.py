@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except click_exceptions.BadParameter as exc:
         # A value the option's type refused (a path that is not readable...): one line
         # naming the option, like every other input error, not a usage box.
-        output.error_line(f"error: {exc.format_message()}")
+        # "Value error, " is how the option parser prefixes a refused choice: noise.
+        output.error_line(f"error: {exc.format_message().replace('Value error, ', '')}")
         return 2
     except click_exceptions.ClickException as exc:
         exc.show()

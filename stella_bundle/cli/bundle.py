@@ -18,20 +18,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..report.kinds import BUNDLE_REPORT
+from ..report.registry import PageFormat
 from .options import time_option
-from .output import console, emit_json, error_console, error_line
+from .output import console, emit, emit_json, error_console, error_line, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
 
 # Below this, a progress bar is more noise than help.
 PROGRESS_THRESHOLD = 64 * 1024 * 1024
-
-
-class ReportFormat(enum.StrEnum):
-    table = "table"
-    json = "json"
-    html = "html"
 
 
 class InspectFormat(enum.StrEnum):
@@ -148,11 +144,7 @@ def inspect(
 def verify(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to verify."),
     trust_root_path: Path = typer.Option(..., "--trust-root", help="trust-root.json you brought."),
-    output_format: ReportFormat = typer.Option(
-        ReportFormat.table,
-        "--format",
-        help="table or json on screen, or html (the page) on stdout.",
-    ),
+    output_format: PageFormat = format_option(BUNDLE_REPORT),
     output_dir: Path = typer.Option(
         Path("."), "--output-dir", help="Where the report files are written."
     ),
@@ -183,7 +175,7 @@ def verify(
     from ..attest.trustroot import TrustRoot
     from ..bundle.media import parse_size
     from ..bundle.reader import ReaderLimits
-    from ..report import check_auditor_key, render_html, report_renderable, write_reports
+    from ..report import check_auditor_key, write_reports
     from ..verify import VerifyLimits, verify_bundle
 
     trust_root = TrustRoot.load(trust_root_path)
@@ -205,12 +197,8 @@ def verify(
         window=window,  # type: ignore[arg-type]
     )
     files = write_reports(outcome, output_dir, signer)
-    if output_format is ReportFormat.json:
-        emit_json(outcome.predicate)
-    elif output_format is ReportFormat.html:
-        typer.echo(render_html(outcome.report), nl=False)
-    else:
-        console.print(report_renderable(outcome.report))
+    emit(outcome.report, output_format, BUNDLE_REPORT)
+    if output_format == PageFormat.table:
         console.print(f"report: {files.json}")
         console.print(f"html:   {files.html}")
         if files.envelope is not None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from ..canonical import canonical_bytes
 from ..coverage import (
-    VerificationResult,
     VerifyOptions,
     verify_files,
     verify_observations,
@@ -21,8 +17,10 @@ from ..coverage.inputs import check_one_source, iter_evidence_records, observati
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
 from ..functionmap.load import load_function_map
+from ..report.kinds import COVERAGE
+from ..report.registry import TextFormat, render
 from .options import time_option
-from .output import FORMAT_HELP, Format, console, emit_json, error_line
+from .output import FORMAT_HELP, Format, console, emit, emit_json, error_line, format_option
 from .store_options import config_option
 
 if TYPE_CHECKING:
@@ -30,8 +28,6 @@ if TYPE_CHECKING:
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
-
-LARGE_RESULT_PATHS = 1000
 
 
 def _pairs(values: list[str], option: str, *, last: bool = False) -> list[tuple[str, str]]:
@@ -180,87 +176,6 @@ def generate(
         error_line(f"warning: {warning}")
 
 
-def _render_table(result: VerificationResult) -> None:
-    verdict = "[green]VERIFIED[/green]" if result.verified else "[red]NOT VERIFIED[/red]"
-    console.print(
-        f"{verdict}  observation rate {result.observation_rate:.2%} "
-        f"(target {result.target_rate:.2%}), confidence {result.confidence['overall']:.2f}, "
-        f"records {result.records['in_window']} in window / {result.records['read']} read"
-    )
-    declared = result.scope.get("declared")
-    if declared:
-        console.print(
-            "scope: "
-            + ", ".join(f"{k} {v}" for k, v in declared.items())
-            + f"; {result.scope['records_in_scope']} record(s) in scope, "
-            f"{result.scope['records_out_of_scope']} out of scope (not counted)"
-        )
-    for finding in result.scope.get("findings", []):
-        console.print(f"[yellow]out of scope:[/yellow] {finding}")
-    console.print(_paths_table(result))
-    console.print(_tags_table(result))
-    if result.missing_symbols:
-        missing = Table(title="Missing symbols")
-        for column in ("purl", "symbol", "reason"):
-            missing.add_column(column)
-        for item in result.missing_symbols:
-            missing.add_row(item["purl"], item["symbol"], item["reason"])
-        console.print(missing)
-    if result.unexpected_symbols:
-        console.print(_unexpected_table(result))
-    for diagnosis in result.diagnoses:
-        console.print(f"{diagnosis['diagnosis']}: {diagnosis['detail']}")
-    for failure in result.failures:
-        console.print(f"[red]failed:[/red] {failure}")
-
-
-def _paths_table(result: VerificationResult) -> Table:
-    paths = Table(title="Expected paths", show_lines=False)
-    for column in ("path", "tag", "status", "nodes", "confidence", "optional"):
-        paths.add_column(column)
-    for entry in result.per_path_breakdown:
-        style = {"observed": "green", "partial": "yellow", "missing": "red"}[entry["status"]]
-        paths.add_row(
-            entry["path_id"],
-            entry["tag"],
-            f"[{style}]{entry['status']}[/{style}]",
-            f"{entry['observed_nodes']}/{entry['total_nodes']}",
-            f"{entry['confidence']:.2f}",
-            "yes" if entry["optional"] else "",
-        )
-    return paths
-
-
-def _tags_table(result: VerificationResult) -> Table:
-    tags = Table(title="Per tag")
-    for column in ("tag", "observed/required", "rate", "min rate", "met"):
-        tags.add_column(column)
-    for name, tag in result.per_tag.items():
-        tags.add_row(
-            name,
-            f"{tag['observed_paths']}/{tag['required_paths']}",
-            f"{tag['observation_rate']:.2%}",
-            f"{tag['target_rate']:.2%}" if "target_rate" in tag else "",
-            "yes" if tag["verified"] else "[red]no[/red]",
-        )
-    return tags
-
-
-def _unexpected_table(result: VerificationResult) -> Table:
-    unexpected = Table(title="Unexpected symbols")
-    for column in ("function", "purl", "count", "probe types", "diagnosis"):
-        unexpected.add_column(column)
-    for item in result.unexpected_symbols:
-        unexpected.add_row(
-            str(item["function_name"]),
-            str(item["purl"] or ""),
-            str(item["count"]),
-            ", ".join(item["probe_types"]),
-            item.get("diagnosis", ""),
-        )
-    return unexpected
-
-
 @app.command("verify")
 def verify(
     function_map: Path = typer.Option(
@@ -287,7 +202,7 @@ def verify(
         "--to",
         help="Ignore observations after this RFC 3339 time (default: the map's window).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(COVERAGE),
     output: Path | None = typer.Option(
         None, "--output", help="Also write the JSON result here (default: not written)."
     ),
@@ -354,11 +269,7 @@ def verify(
     else:
         check_one_source(list(observations), evidence)
         result = verify_files(loaded, observation_paths(list(observations)), options)
-    document = result.report()
-    # Large results are written compact: the indenting encoder is pure Python (seconds for a
-    # 10,000-path map), the compact one is C.
-    indent = 2 if len(result.per_path_breakdown) <= LARGE_RESULT_PATHS else None
-    text = json.dumps(document, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+    report = result.report()
     if opened is not None:
         # The map by its digest (envelope kept when signed) and the report, for the API.
         from ..store import stored_form
@@ -367,15 +278,11 @@ def verify(
             opened.put_function_map(stored_form(loaded, function_map.read_bytes()))
             window = result.window
             opened.put_report(
-                loaded.digest, window["from"], window["to"], result.verified, document
+                loaded.digest, window["from"], window["to"], result.verified, report.to_dict()
             )
     if output is not None:
-        write_bytes_atomic(output, text.encode("utf-8"))
-    if output_format == Format.json:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        _render_table(result)
+        write_bytes_atomic(output, render(report, "json", COVERAGE).encode("utf-8"))
+    emit(report, output_format, COVERAGE)
     for warning in result.warnings:
         error_line(f"WARNING: {warning}")
     if loaded.signed and not loaded.signature_checked:

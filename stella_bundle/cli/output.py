@@ -8,8 +8,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from ..report.registry import Result, ResultKind
 
 
 @dataclass
@@ -44,6 +48,22 @@ class Format(enum.StrEnum):
 
 # The help of every `--format` option: what each choice is for (typer shows the default).
 FORMAT_HELP = "table for people, json for programs."
+
+
+def format_option(kind: ResultKind) -> Any:
+    """`--format` of a command printing a result of this kind: its formats from the registry
+    (annotate it TextFormat, or PageFormat when the kind has a page; tests/report checks)."""
+    from ..report.registry import format_help
+
+    return typer.Option("table", "--format", help=format_help(kind))
+
+
+def emit(result: Result, output_format: str, kind: ResultKind) -> None:
+    """The one way a command prints its result: through the report registry."""
+    from ..report.registry import emit as emit_result
+
+    # Tables through the lazily made stdout console (module globals skip __getattr__).
+    emit_result(result, output_format, kind, __getattr__("console"))
 
 
 def error_line(message: str) -> None:

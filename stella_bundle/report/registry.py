@@ -1,0 +1,201 @@
+"""Output formats: every command that prints a result renders one typed result model through
+one registry of formatters (pip-audit's shape: a result model, pluggable formats).
+
+A result model has `to_dict()` (its JSON, the same document the API answers) and a strict
+`from_dict()`; a `ResultKind` names the model and its views (a rich table, and for reports an
+HTML page), by "module:name" so nothing heavy is imported until a result is printed. A format is
+one entry of `FORMATS`: its help and a factory giving the kind's formatter, or None when the
+kind has no view in that format. Adding a format is adding an entry; the CLI only wires
+(`emit(result, output_format, KIND)`).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import io
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from ..errors import InputError, InternalError
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+
+class Result(Protocol):
+    """A typed result: its JSON document. A model whose JSON should be written compact (a
+    10,000-path report) says so with a true `json_compact` attribute."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Formatter(Protocol):
+    def render(self, result: Any) -> str: ...
+
+
+class TextFormat(enum.StrEnum):
+    """The `--format` choices of a result with no page view."""
+
+    table = "table"
+    json = "json"
+
+
+class PageFormat(enum.StrEnum):
+    """The `--format` choices of a report, which also renders as a self-contained page."""
+
+    table = "table"
+    json = "json"
+    html = "html"
+
+
+def _resolve(reference: str) -> Any:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class ResultKind:
+    """One kind of result: its model and its views ("module:name", imported when used)."""
+
+    name: str  # for messages: "function-map verification"
+    model: str  # the typed result: to_dict / from_dict
+    table: str  # result -> rich renderable
+    html: str | None = None  # result -> one self-contained page
+
+    def model_class(self) -> type[Any]:
+        model: type[Any] = _resolve(self.model)
+        return model
+
+    def view(self, reference: str) -> Callable[[Any], Any]:
+        view: Callable[[Any], Any] = _resolve(reference)
+        return view
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(name for name, spec in FORMATS.items() if spec.supports(self))
+
+
+class JsonFormatter:
+    """The model's `to_dict`, keys sorted, indented unless the model asks for compact."""
+
+    def render(self, result: Any) -> str:
+        indent = None if getattr(result, "json_compact", False) else 2
+        document = result.to_dict()
+        return json.dumps(document, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def plain_console(file: io.StringIO) -> Console:
+    from rich.console import Console
+
+    # emoji=False: ":AB:" in a hex fingerprint must not turn into an emoji.
+    return Console(
+        file=file, width=160, color_system=None, highlight=False, soft_wrap=True, emoji=False
+    )
+
+
+class TableFormatter:
+    """Rich tables for people; `renderable` for a terminal (colours), `render` as plain text."""
+
+    def __init__(self, view: Callable[[Any], RenderableType]) -> None:
+        self.view = view
+
+    def renderable(self, result: Any) -> RenderableType:
+        return self.view(result)
+
+    def render(self, result: Any) -> str:
+        buffer = io.StringIO()
+        plain_console(buffer).print(self.renderable(result))
+        return buffer.getvalue()
+
+
+class HtmlFormatter:
+    def __init__(self, view: Callable[[Any], str]) -> None:
+        self.view = view
+
+    def render(self, result: Any) -> str:
+        return self.view(result)
+
+
+def _always(kind: ResultKind) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    help: str
+    make: Callable[[ResultKind], Formatter | None]
+    # Whether a kind has this format, without importing its views (`--format`'s choices).
+    available: Callable[[ResultKind], bool] = _always
+
+    def supports(self, kind: ResultKind) -> bool:
+        return self.available(kind)
+
+
+def _json(kind: ResultKind) -> Formatter:
+    return JsonFormatter()
+
+
+def _table(kind: ResultKind) -> Formatter:
+    return TableFormatter(kind.view(kind.table))
+
+
+def _html(kind: ResultKind) -> Formatter | None:
+    return None if kind.html is None else HtmlFormatter(kind.view(kind.html))
+
+
+def _has_html(kind: ResultKind) -> bool:
+    return kind.html is not None
+
+
+FORMATS: Final[dict[str, FormatSpec]] = {
+    "table": FormatSpec("for people", _table),
+    "json": FormatSpec("for programs (the model's JSON, the API's document)", _json),
+    "html": FormatSpec("one self-contained page", _html, _has_html),
+}
+
+
+def format_help(kind: ResultKind) -> str:
+    """The help of a `--format` option: each of the kind's formats and what it is for."""
+    return "; ".join(f"{name} {FORMATS[name].help}" for name in kind.formats) + "."
+
+
+def formatter_for(name: str, kind: ResultKind) -> Formatter:
+    """The formatter of `name` for this kind; an unknown name or one the kind has no view in
+    is bad input (exit 2), one line naming the choices."""
+    spec = FORMATS.get(str(name))
+    formatter = spec.make(kind) if spec is not None else None
+    if formatter is None:
+        raise InputError(
+            f"unknown format {str(name)!r} for a {kind.name}: expected one of "
+            f"{', '.join(kind.formats)}",
+            field="--format",
+        )
+    return formatter
+
+
+def render(result: Result, name: str, kind: ResultKind) -> str:
+    _check_model(result, kind)
+    return formatter_for(name, kind).render(result)
+
+
+def emit(result: Result, name: str, kind: ResultKind, console: Console | None = None) -> None:
+    """Print the result on stdout in the format asked for. Tables go through `console` (the
+    CLI's, so a terminal gets colours); every other format is written as text."""
+    _check_model(result, kind)
+    formatter = formatter_for(name, kind)
+    if isinstance(formatter, TableFormatter) and console is not None:
+        console.print(formatter.renderable(result))
+        return
+    sys.stdout.write(formatter.render(result))
+    sys.stdout.flush()
+
+
+def _check_model(result: Result, kind: ResultKind) -> None:
+    model = kind.model_class()
+    if not isinstance(result, model):
+        # A command printing a result that is not its kind's model: our bug, not the input.
+        raise InternalError(f"a {kind.name} is a {model.__name__}, not a {type(result).__name__}")

@@ -1,0 +1,116 @@
+"""Inputs of the report tests: a function map, observation files and a sealed chain, with a
+missing path, an unexpected symbol and a tag below its minimum, so every part of each result
+is filled (a unique module name: every test folder has a conftest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
+from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
+from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.writer import ChunkWriter
+from stella_bundle.formats.function_map import (
+    Coverage,
+    ExpectedNode,
+    ExpectedPath,
+    FunctionMap,
+    SbomRef,
+    priority_of,
+)
+
+PURL = "pkg:generic/report-test@1.0"
+TAGS = ("crypto", "auth", "net")
+PROBES = ("uprobe", "kprobe", "tracepoint")
+PATHS = 12
+
+
+def node_hash(index: int) -> str:
+    return "sha256:" + hashlib.sha256(f"{PURL}#fn_{index}".encode()).hexdigest()
+
+
+def function_map() -> dict[str, Any]:
+    expected = [
+        ExpectedPath(
+            f"report/{index:03d}",
+            TAGS[index % len(TAGS)],
+            priority_of(TAGS[index % len(TAGS)]),
+            index == PATHS - 1,
+            (ExpectedNode(PURL, f"fn_{index}", node_hash(index)),),
+        )
+        for index in range(PATHS)
+    ]
+    fmap = FunctionMap(
+        service="report-svc",
+        build_id="report-build",
+        generated_at="2026-01-23T00:00:00.000000Z",
+        sbom=SbomRef("sha256:" + "0" * 64, "CycloneDX", "1.6"),
+        coverage=Coverage(
+            min_observation_rate=0.8, fail_on_unexpected=False, tag_min_rates={"crypto": 1.0}
+        ),
+        hot_functions=(),
+        expected_paths=tuple(expected),
+    )
+    subject = [{"name": "report.cdx.json", "digest": {"sha256": "0" * 64}}]
+    return make_statement(subject, FUNCTION_MAP_PREDICATE, fmap.to_dict())
+
+
+def records() -> list[dict[str, Any]]:
+    """Every path but fn_0 and fn_3 (both crypto) observed, plus one stray symbol."""
+    out = []
+    for index in range(PATHS):
+        if index in (0, 3):
+            continue
+        for repeat in range(index % 3 + 1):
+            out.append(
+                {
+                    "node_hash": node_hash(index),
+                    "function_name": f"fn_{index}",
+                    "purl": PURL,
+                    "probe_type": PROBES[(index + repeat) % len(PROBES)],
+                    "observed_at": f"2026-01-23T10:{index:02d}:{repeat * 7:02d}.000000Z",
+                    "container_id": f"{index % 2:064d}",
+                    "comm": "report-svc",
+                    "pid": 100 + index,
+                }
+            )
+    out.append(
+        {
+            "node_hash": node_hash(999),
+            "function_name": "stray_[bold]x",
+            "purl": PURL,
+            "probe_type": "uprobe",
+            "observed_at": "2026-01-23T10:30:00.000000Z",
+        }
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class Inputs:
+    function_map: Path
+    observations: Path
+    evidence: Path
+
+
+def write_inputs(directory: Path, collector_signer: Any) -> Inputs:
+    map_path = directory / "function-map.json"
+    map_path.write_bytes(canonical_bytes(function_map()))
+    observations = directory / "obs.ndjson"
+    observations.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in records()))
+    evidence = directory / "evidence"
+    info = CollectorInfo("report-test", "host-1", None, "0.1.0", None)
+    with ChunkWriter.open(
+        evidence, "chain-a", collector_signer, WriterConfig(max_records=8), info
+    ) as writer:
+        for item in records():
+            writer.append(dict(item))
+    return Inputs(map_path, observations, evidence)
+
+
+def parse(stdout: str) -> Any:
+    return json.loads(stdout)

@@ -1,0 +1,57 @@
+"""The report registry: formats, refusals, and every kind's views resolvable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from report_support import Inputs
+
+from stella_bundle.errors import InputError, InternalError
+from stella_bundle.report import kinds
+from stella_bundle.report.registry import FORMATS, ResultKind, formatter_for, render
+
+KINDS = [value for value in vars(kinds).values() if isinstance(value, ResultKind)]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_every_kind_resolves_its_model_and_views(kind: ResultKind) -> None:
+    model = kind.model_class()
+    assert callable(model.from_dict) and callable(model.to_dict)
+    assert callable(kind.view(kind.table))
+    assert kind.formats[:2] == ("table", "json")
+    assert ("html" in kind.formats) == (kind.html is not None)
+    for name in kind.formats:
+        assert formatter_for(name, kind) is not None
+
+
+def test_a_format_a_kind_lacks_is_refused_in_one_line() -> None:
+    with pytest.raises(InputError) as caught:
+        formatter_for("html", kinds.COVERAGE)
+    assert "\n" not in caught.value.describe()
+    assert "expected one of table, json" in caught.value.describe()
+    with pytest.raises(InputError):
+        formatter_for("xml", kinds.COVERAGE)
+    assert set(FORMATS) == {"table", "json", "html"}
+
+
+def test_a_result_of_another_kind_is_an_internal_error() -> None:
+    with pytest.raises(InternalError):
+        render({"not": "a report"}, "json", kinds.COVERAGE)  # type: ignore[arg-type]
+
+
+def test_unknown_format_on_the_command_line(run_cli: Any, inputs: Inputs) -> None:
+    result = run_cli(
+        "function-map",
+        "verify",
+        "--function-map",
+        inputs.function_map,
+        "--observations",
+        inputs.observations,
+        "--format",
+        "xml",
+    )
+    assert result.exit_code == 2  # bad input: not 0 verified, 1 not verified, 3 our bug
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: Invalid value for '--format': 'xml' is not one of")

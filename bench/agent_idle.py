@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,45 +27,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # service_support: the set-up the tests use
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from service_support import free_port, function_map_file, wait_ready  # noqa: E402
 
 from stella_bundle.attest.keys import generate_key  # noqa: E402
-from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement  # noqa: E402
 from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
 from stella_bundle.functionmap.elf import index_binary  # noqa: E402
 
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 PURL = "pkg:deb/debian/libssl3"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def write_map(path: Path, functions: list[str]) -> None:
-    nodes = [ExpectedNode.create(PURL, name, binary_path=LIBCRYPTO) for name in functions]
-    predicate = {
-        "service": "bench-idle",
-        "build_id": "bench",
-        "generated_at": "2026-01-01T00:00:00.000000Z",
-        "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
-        "coverage": {"min_observation_rate": 0.95, "window_seconds": 1800,
-                     "fail_on_unexpected": True, "tag_min_rates": {}},
-        "hot_functions": [],
-        "expected_paths": [
-            {"path_id": f"p{i}", "tag": "general", "priority": 1, "optional": False,
-             "nodes": [node.to_dict()]}
-            for i, node in enumerate(nodes)
-        ],
-    }  # fmt: skip
-    statement = make_statement(
-        [{"name": "sbom.json", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
-    )
-    path.write_text(json.dumps(statement))
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -80,22 +52,10 @@ def scrape(port: int) -> dict[str, float]:
     }
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the agent exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the agent did not become ready")
-
-
 def measure_agent(work: Path, functions: list[str], seconds: float) -> tuple[float, float, int]:
     """(share of a core, resident MB, probes attached), from the agent's own metrics."""
-    write_map(work / "fm.json", functions)
+    nodes = [ExpectedNode.create(PURL, name, binary_path=LIBCRYPTO) for name in functions]
+    function_map_file(work / "fm.json", nodes, service="bench-idle", window_seconds=1800)
     generate_key("ed25519", work / "collector", None)
     port = free_port()
     (work / "stellaops.yaml").write_text(
@@ -116,7 +76,9 @@ def measure_agent(work: Path, functions: list[str], seconds: float) -> tuple[flo
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
     )  # fmt: skip
     try:
-        wait_ready(port, agent)
+        wait_ready(port, agent, 120)
+        if agent.poll() is not None:
+            raise SystemExit(f"the agent exited with {agent.returncode}")
         time.sleep(3)  # past start-up work (imports, attach)
         before = scrape(port)
         time.sleep(seconds)

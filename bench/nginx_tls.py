@@ -28,7 +28,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,14 +39,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # tls_support: the nginx set-up the tests use
+
+from service_support import free_port, function_map_file, wait_ready  # noqa: E402
+from tls_support import AB, NGINX, nginx_tls  # noqa: E402
 
 from stella_bundle.attest.keys import generate_key  # noqa: E402
-from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement  # noqa: E402
 from stella_bundle.formats.function_map import ExpectedNode  # noqa: E402
 from stella_bundle.functionmap.elf import index_binary  # noqa: E402
 
-NGINX = "/usr/sbin/nginx"
-AB = "/usr/bin/ab"
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 PURL = "pkg:deb/debian/libssl3"
@@ -55,12 +55,6 @@ _RATE = re.compile(r"^Requests per second:\s+([0-9.]+)", re.MULTILINE)
 _FAILED = re.compile(r"^Failed requests:\s+([0-9]+)", re.MULTILINE)
 _COMPLETE = re.compile(r"^Complete requests:\s+([0-9]+)", re.MULTILINE)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def map_functions(count: int) -> list[tuple[str, str]]:
@@ -71,29 +65,6 @@ def map_functions(count: int) -> list[tuple[str, str]]:
     for pair in zip(ssl, evp, strict=False):
         out.extend([(LIBSSL, pair[0]), (LIBCRYPTO, pair[1])])
     return out[:count]
-
-
-def write_map(path: Path, functions: list[tuple[str, str]]) -> None:
-    nodes = [ExpectedNode.create(PURL, name, binary_path=binary) for binary, name in functions]
-    predicate = {
-        "service": "bench-nginx",
-        "build_id": "bench",
-        "generated_at": "2026-01-01T00:00:00.000000Z",
-        "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
-        "coverage": {"min_observation_rate": 0.95, "window_seconds": 1800,
-                     "fail_on_unexpected": True, "tag_min_rates": {}},
-        "scope": {"executable": NGINX},
-        "hot_functions": [],
-        "expected_paths": [
-            {"path_id": f"p{i}", "tag": "general", "priority": 1, "optional": False,
-             "nodes": [node.to_dict()]}
-            for i, node in enumerate(nodes)
-        ],
-    }  # fmt: skip
-    statement = make_statement(
-        [{"name": "sbom.json", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
-    )
-    path.write_text(json.dumps(statement))
 
 
 def nginx_cpu_seconds(master: int) -> float:
@@ -109,61 +80,6 @@ def nginx_cpu_seconds(master: int) -> float:
         if int(entry.name) == master or int(fields[1]) == master:
             total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return total
-
-
-@contextlib.contextmanager
-def nginx_tls(root: Path) -> Iterator[tuple[str, int]]:
-    """nginx serving TLS on a free loopback port; yields its URL and master pid."""
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-subj", "/CN=localhost", "-days", "1"),
-            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    temp = {name: root / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-    for directory in temp.values():
-        directory.mkdir()
-    (root / "nginx.conf").write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp["body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {root}/cert.pem;
-        ssl_certificate_key {root}/key.pem;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-    )
-    server = subprocess.Popen(
-        [NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"nginx did not listen: {(root / 'error.log').read_text()}")
-            time.sleep(0.05)
-        yield f"https://127.0.0.1:{port}/", server.pid
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def load(url: str, seconds: float, concurrency: int, master: int = 0) -> tuple[float, float]:
@@ -184,19 +100,6 @@ def load(url: str, seconds: float, concurrency: int, master: int = 0) -> tuple[f
     if int(failed.group(1)):
         raise SystemExit(f"ab: {failed.group(1)} failed requests")
     return float(rate.group(1)), cpu * 1000 / max(1, int(complete.group(1)))
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the agent exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the agent did not become ready")
 
 
 def probes_attached(port: int) -> int:
@@ -229,7 +132,9 @@ def agent(work: Path) -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
     )  # fmt: skip
     try:
-        wait_ready(port, process)
+        wait_ready(port, process, 120)
+        if process.poll() is not None:
+            raise SystemExit(f"the agent exited with {process.returncode}")
         yield port
     finally:
         process.send_signal(signal.SIGTERM)
@@ -267,7 +172,9 @@ def main() -> None:
     starting: list[float] = []  # seconds from the agent's start to ready
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
-        write_map(work / "fm.json", functions)
+        nodes = [ExpectedNode.create(PURL, name, binary_path=binary) for binary, name in functions]
+        function_map_file(work / "fm.json", nodes, "bench-nginx", window_seconds=1800,
+                          scope={"executable": NGINX})  # fmt: skip
         generate_key("ed25519", work / "collector", None)
         (work / "nginx").mkdir()
         with nginx_tls(work / "nginx") as (url, master):

@@ -35,6 +35,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # tls_support: the certificate the tests use
+
+from tls_support import self_signed_certificate  # noqa: E402
 
 from stella_bundle.collector.features import detect  # noqa: E402
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet  # noqa: E402
@@ -183,28 +186,7 @@ def trace_rate(
 def tls_handshakes(
     seconds: int, directory: Path, collector_nodes: list[ExpectedNode] | None
 ) -> float:
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    if not cert.exists():
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-            ],
-            check=True,
-            capture_output=True,
-        )
+    key, cert = self_signed_certificate(directory)
     port = 44330 + os.getpid() % 1000
     server = subprocess.Popen(
         [

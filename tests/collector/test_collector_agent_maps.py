@@ -27,7 +27,7 @@ import pytest
 import yaml
 from collector_support import start_workload
 from prometheus_client.parser import text_string_to_metric_families
-from test_collector_metrics import _free_port, _function_map, _get, wait_for
+from service_support import free_port, function_map_file, http_get, wait_for, wait_ready
 
 from stella_bundle.attest.dsse import envelope_bytes, sign_statement
 from stella_bundle.canonical import sha256_hex
@@ -55,7 +55,7 @@ class Agent:
         probes: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.evidence = tmp_path / "evidence"
         self.log = tmp_path / "agent.log"
         config = tmp_path / "stellaops.yaml"
@@ -88,16 +88,12 @@ class Agent:
         return self.log.read_text().splitlines()
 
     def ready(self) -> None:
-        wait_for(
-            lambda: _get(self.port, "/readyz")[0] == 200 or self.process.poll() is not None,
-            60,
-            "ready",
-        )
+        wait_ready(self.port, self.process, 60)
         assert self.process.poll() is None, self.log.read_text()
 
     def metric(self, name: str, label: str = "chain") -> dict[str, float]:
         """label value (the chain, unless said) → value of one metric, as scraped now."""
-        status, text = _get(self.port, "/metrics")
+        status, text = http_get(self.port, "/metrics")
         assert status == 200
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
@@ -137,7 +133,7 @@ def signed(path: Path, nodes: list[ExpectedNode], service: str, keys: Any, **kw:
     """A map signed by `keys` (the function-map role unless said), as function-map sign does."""
     role = kw.pop("role", "function-map")
     statement = json.loads(
-        _function_map(path.with_suffix(".tmp"), nodes, service, **kw).read_text()
+        function_map_file(path.with_suffix(".tmp"), nodes, service, **kw).read_text()
     )
     path.with_suffix(".tmp").unlink()
     path.write_bytes(envelope_bytes(sign_statement(statement, [keys.signer(role)])))
@@ -224,7 +220,7 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
         maps / "blocking.dsse.json", blocking_map_nodes(blocking_bin), "stella-blocking", test_keys
     )
     # Unsigned (a bare Statement) and signed by a key the trust root does not hold.
-    _function_map(maps / "unsigned.json", blocking_map_nodes(blocking_bin), "stella-unsigned")
+    function_map_file(maps / "unsigned.json", blocking_map_nodes(blocking_bin), "stella-unsigned")
     signed(
         maps / "stranger.dsse.json",
         blocking_map_nodes(blocking_bin),
@@ -611,13 +607,13 @@ def test_one_maps_stalled_loop_makes_the_agent_unhealthy_until_it_turns_again(
             try:
                 assert listener.recv(4096).decode().startswith("READY=1")
                 assert [listener.recv(4096).decode() for _ in range(3)] == ["WATCHDOG=1"] * 3
-                assert _get(agent.port, "/healthz")[0] == 200
+                assert http_get(agent.port, "/healthz")[0] == 200
                 subprocess.run(["fsfreeze", "--freeze", str(stuck_chain)], check=True)
                 frozen, froze_at = True, time.monotonic()
                 # A record for the frozen chain: its next flush blocks that map's loop.
                 subprocess.run([str(workload_bin), "--calls", "3"], check=True, timeout=30)
                 _, text = wait_for(
-                    lambda: r if (r := _get(agent.port, "/healthz"))[0] == 503 else None,
+                    lambda: r if (r := http_get(agent.port, "/healthz"))[0] == 503 else None,
                     90,
                     "/healthz bad",
                 )
@@ -644,7 +640,7 @@ def test_one_maps_stalled_loop_makes_the_agent_unhealthy_until_it_turns_again(
                 frozen = False
                 listener.settimeout(30)
                 assert listener.recv(4096).decode() == "WATCHDOG=1"
-                wait_for(lambda: _get(agent.port, "/healthz")[0] == 200, 30, "/healthz good")
+                wait_for(lambda: http_get(agent.port, "/healthz")[0] == 200, 30, "/healthz good")
                 assert agent.stop(timeout_stop_sec()) < timeout_stop_sec()
             finally:
                 agent.kill()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from collector_support import LIBCRYPTO, start_workload, workload_nodes
-from test_collector_metrics import _free_port, _function_map, _get, wait_for
+from service_support import free_port, function_map_file, http_get, wait_ready
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -69,8 +69,8 @@ def test_agent_run_uses_only_the_allowed_attach_types(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
     nodes = workload_nodes(workload_bin)  # user-space functions and kernel openat, a tracepoint
-    fm = _function_map(tmp_path / "fm.json", nodes)
-    port = _free_port()
+    fm = function_map_file(tmp_path / "fm.json", nodes)
+    port = free_port()
     work = start_workload(workload_bin, "--crypto", "--open", "/etc/hostname")
     config = _config(
         tmp_path,
@@ -82,7 +82,7 @@ def test_agent_run_uses_only_the_allowed_attach_types(
     )
     agent = _agent(config)
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        wait_ready(port, agent, 60)
         assert agent.poll() is None, agent.communicate()
         work.go()
         time.sleep(1.0)
@@ -117,9 +117,9 @@ def test_without_default_types_the_kernel_nodes_are_attached(
 def test_more_probes_than_max_concurrent_is_refused_before_anything_is_written(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
-    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin))
+    fm = function_map_file(tmp_path / "fm.json", workload_nodes(workload_bin))
     config = _config(
-        tmp_path, fm, test_keys.private("collector"), _free_port(), {"max_concurrent": 1}, 1
+        tmp_path, fm, test_keys.private("collector"), free_port(), {"max_concurrent": 1}, 1
     )
     agent = _agent(config)
     _, stderr = agent.communicate(timeout=120)
@@ -165,12 +165,12 @@ def test_probes_not_reached_within_the_attach_timeout_are_named(
 def test_the_metrics_listener_of_the_agent_reports_its_map(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
-    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin)[:3])
-    port = _free_port()
+    fm = function_map_file(tmp_path / "fm.json", workload_nodes(workload_bin)[:3])
+    port = free_port()
     config = _config(tmp_path, fm, test_keys.private("collector"), port, {"max_concurrent": 8}, 1)
     agent = _agent(config, "--duration", "30")
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        wait_ready(port, agent, 60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
         assert 'stella_probes_attached{chain="agent",service="stella-workload"} 3.0' in text
@@ -195,11 +195,11 @@ def test_the_packaged_config_runs_as_shipped_but_for_its_paths(
     (etc / "keys" / "collector.key").write_bytes(test_keys.private("collector").read_bytes())
     (etc / "maps" / "trust-root.json").write_bytes(test_keys.trust_root.read_bytes())
     statement = json.loads(
-        _function_map(tmp_path / "fm.json", workload_nodes(workload_bin)[:3]).read_text()
+        function_map_file(tmp_path / "fm.json", workload_nodes(workload_bin)[:3]).read_text()
     )
     envelope = sign_statement(statement, [test_keys.signer("function-map")])
     (etc / "maps" / "function-map.dsse.json").write_bytes(envelope_bytes(envelope))
-    port = _free_port()
+    port = free_port()
     shipped = (ROOT / "deploy" / "config" / "stellaops.yaml").read_text()
     config = tmp_path / "stellaops.yaml"
     config.write_text(
@@ -209,8 +209,8 @@ def test_the_packaged_config_runs_as_shipped_but_for_its_paths(
     )
     agent = _agent(config, "--duration", "30")
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
-        assert _get(port, "/healthz") == (200, "ok\n")
+        wait_ready(port, agent, 60)
+        assert http_get(port, "/healthz") == (200, "ok\n")
     finally:
         agent.send_signal(signal.SIGTERM)
         _, stderr = agent.communicate(timeout=60)
@@ -239,8 +239,8 @@ def _confined(capabilities: list[str]) -> list[str]:
 def test_the_units_capabilities_are_enough_for_a_real_collection(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
-    port = _free_port()
-    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin))
+    port = free_port()
+    fm = function_map_file(tmp_path / "fm.json", workload_nodes(workload_bin))
     work = start_workload(workload_bin, "--crypto", "--open", "/etc/hostname")
     config = _config(tmp_path, fm, test_keys.private("collector"), port, {}, work.pid)
     agent = subprocess.Popen(
@@ -249,7 +249,7 @@ def test_the_units_capabilities_are_enough_for_a_real_collection(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        wait_ready(port, agent, 60)
         assert agent.poll() is None, agent.communicate()
         work.go()
         time.sleep(1.0)
@@ -267,8 +267,8 @@ def test_the_units_capabilities_are_enough_for_a_real_collection(
 def test_without_the_bpf_capabilities_the_agent_refuses_and_writes_nothing(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
-    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin))
-    config = _config(tmp_path, fm, test_keys.private("collector"), _free_port(), {}, 1)
+    fm = function_map_file(tmp_path / "fm.json", workload_nodes(workload_bin))
+    config = _config(tmp_path, fm, test_keys.private("collector"), free_port(), {}, 1)
     fewer = [
         c for c in _unit_capabilities() if c not in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN")
     ]
@@ -288,14 +288,14 @@ def test_sigterm_while_2000_probes_attach_still_ends_in_a_final_seal(
     """systemd or the kubelet may stop the agent while it attaches: the stop waits for the
     attach, then detaches and seals, instead of killing the process with nothing sealed."""
     functions = sorted(index_binary(LIBCRYPTO).functions)[:2000]
-    fm = _function_map(
+    fm = function_map_file(
         tmp_path / "fm.json",
         [
             ExpectedNode.create("pkg:deb/debian/libssl3", s, binary_path=LIBCRYPTO)
             for s in functions
         ],
     )
-    config = _config(tmp_path, fm, test_keys.private("collector"), _free_port(), {}, 1)
+    config = _config(tmp_path, fm, test_keys.private("collector"), free_port(), {}, 1)
     agent = _agent(config)
     assert agent.stderr is not None
     for line in agent.stderr:
@@ -321,8 +321,8 @@ def test_systemd_hears_ready_after_attach_watchdog_pings_and_stopping(
     import os
     import socket
 
-    fm = _function_map(tmp_path / "fm.json", workload_nodes(workload_bin)[:3])
-    config = _config(tmp_path, fm, test_keys.private("collector"), _free_port(), {}, 1)
+    fm = function_map_file(tmp_path / "fm.json", workload_nodes(workload_bin)[:3])
+    config = _config(tmp_path, fm, test_keys.private("collector"), free_port(), {}, 1)
     address = str(tmp_path / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(address)

@@ -37,7 +37,7 @@ from collector_support import (
     start_workload,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from test_collector_metrics import _free_port, _function_map, _get, wait_for
+from service_support import free_port, function_map_file, http_get, wait_for, wait_ready
 
 from stella_bundle.collector.containers import CgroupResolver, parse_cgroup_path
 from stella_bundle.collector.features import KernelFeatures
@@ -404,11 +404,11 @@ def test_the_agent_collects_from_a_containerd_container(
     rises by its two probes and falls back when it stops), and the signed chain's records
     carry its id, name, image and digest."""
     reference, image_digest = image
-    fm = _function_map(tmp_path / "fm.json", _nodes(workload_bin), service="containerd-web")
+    fm = function_map_file(tmp_path / "fm.json", _nodes(workload_bin), service="containerd-web")
     statement = json.loads(fm.read_text())
     statement["predicate"]["scope"] = {"image_digest": image_digest}
     fm.write_text(json.dumps(statement))
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "stellaops.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -441,7 +441,7 @@ def test_the_agent_collects_from_a_containerd_container(
     )
 
     def attached() -> float:
-        status, text = _get(port, "/metrics")
+        status, text = http_get(port, "/metrics")
         assert status == 200
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -452,7 +452,7 @@ def test_the_agent_collects_from_a_containerd_container(
     container_id = secrets.token_hex(32)
     container: subprocess.Popen[str] | None = None
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        wait_ready(port, agent, 60)
         assert agent.poll() is None, (tmp_path / "agent.log").read_text()
         before = attached()
         container = _ctr_run(

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from collector_support import WORKLOAD_PURL, WORKLOAD_SOURCE
-from test_collector_metrics import _free_port, _function_map, _get, scrape, wait_for
+from service_support import free_port, function_map_file, http_get, scrape, wait_for, wait_ready
 from test_collector_scope_podman import (
     KERNEL_PICKUP_SECONDS,
     _finish,
@@ -494,8 +494,8 @@ def test_the_agent_reattaches_a_binary_replaced_while_it_runs(
     binary = tmp_path / "bin" / "stella-workload"
     binary.parent.mkdir()
     shutil.copy2(workload_bin, binary)
-    fm = _function_map(tmp_path / "fm.json", _nodes(binary))
-    port = _free_port()
+    fm = function_map_file(tmp_path / "fm.json", _nodes(binary))
+    port = free_port()
     config = tmp_path / "stellaops.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -524,7 +524,7 @@ def test_the_agent_reattaches_a_binary_replaced_while_it_runs(
     )
     log = _Lines(agent)
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        wait_ready(port, agent, 60)
         assert agent.poll() is None, log.lines
         _run(binary)  # the old build: its first call recorded, its probe detached (coverage)
         time.sleep(0.5)
@@ -621,7 +621,7 @@ def _start_agent(config: Path, port: int) -> tuple[subprocess.Popen[str], _Lines
         text=True,
     )
     log = _Lines(agent)
-    wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+    wait_ready(port, agent, 60)
     assert agent.poll() is None, log.lines
     return agent, log
 
@@ -637,8 +637,8 @@ def test_the_agent_killed_under_load_and_restarted_continues_its_chain(
 ) -> None:
     from stella_bundle.evidence.layout import chunk_name, partial_name, seal_name
 
-    fm = _function_map(tmp_path / "fm.json", _nodes(workload_bin))
-    port = _free_port()
+    fm = function_map_file(tmp_path / "fm.json", _nodes(workload_bin))
+    port = free_port()
     config = _agent_config(tmp_path, fm, test_keys.private("collector"), port)
     chain = tmp_path / "evidence" / "restart"
     # The load: the workload run again and again, ~1,000 probed calls a second, for the whole
@@ -740,8 +740,8 @@ def test_the_agent_killed_again_and_again_at_random_moments_keeps_one_chain(
     import random
 
     rng = random.Random(20261202)
-    fm = _function_map(tmp_path / "fm.json", _nodes(workload_bin))
-    port = _free_port()
+    fm = function_map_file(tmp_path / "fm.json", _nodes(workload_bin))
+    port = free_port()
     config = _agent_config(tmp_path, fm, test_keys.private("collector"), port)
     chain = tmp_path / "evidence" / "restart"
     command = [sys.executable, "-m", "stella_bundle", "agent", "run", "--config", str(config)]
@@ -756,7 +756,7 @@ def test_the_agent_killed_again_and_again_at_random_moments_keeps_one_chain(
             if run == 1:  # killed while starting: importing, recovering, attaching
                 time.sleep(rng.uniform(0.5, 3.0))
             else:  # killed while collecting (and sealing: a seal a second)
-                wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, "ready")
+                wait_for(lambda: http_get(port, "/readyz")[0] == 200, 60, "ready")
                 time.sleep(rng.uniform(0.0, 2.5))
             agent.kill()
             agent.wait(timeout=30)

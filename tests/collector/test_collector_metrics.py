@@ -10,22 +10,26 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from collector_support import LIBCRYPTO, WORKLOAD_PURL, start_workload
 from prometheus_client.parser import text_string_to_metric_families
+from service_support import (
+    Scrape,
+    free_port,
+    function_map_file,
+    http_get,
+    scrape,
+    wait_for,
+    wait_ready,
+)
 
 from stella_bundle.agent.metrics import CATALOGUE
-from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.formats.function_map import ExpectedNode
 
@@ -36,80 +40,10 @@ MISSING = "stella_work_not_in_this_binary"
 WINDOW_SECONDS = 5  # the map's coverage window: the rate covers the last 10 s
 
 
-def _function_map(
-    path: Path, nodes: list[ExpectedNode], service: str = "stella-workload", optional: int = 0
-) -> Path:
-    """A map of one required path per node; the last `optional` nodes' paths optional."""
-    predicate = {
-        "service": service,
-        "build_id": "test",
-        "generated_at": "2026-01-01T00:00:00.000000Z",
-        "sbom": {"digest": "sha256:" + "0" * 64, "format": "CycloneDX", "spec_version": "1.6"},
-        "coverage": {
-            "min_observation_rate": 0.95,
-            "window_seconds": WINDOW_SECONDS,
-            "fail_on_unexpected": True,
-            "tag_min_rates": {},
-        },
-        "hot_functions": [],
-        "expected_paths": [
-            {"path_id": f"p{i}", "tag": "general", "priority": 1,
-             "optional": i >= len(nodes) - optional, "nodes": [node.to_dict()]}
-            for i, node in enumerate(nodes)
-        ],
-    }  # fmt: skip
-    statement = make_statement(
-        [{"name": "sbom.json", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
-    )
-    path.write_text(json.dumps(statement))
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except urllib.error.URLError:
-        return 0, ""  # not listening (yet)
-
-
-Scrape = dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]
-
-
-def scrape(port: int) -> Scrape:
-    """sample name → (family type, labels → value), as Prometheus would ingest it."""
-    status, text = _get(port, "/metrics")
-    assert status == 200
-    out: Scrape = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            _, values = out.setdefault(sample.name, (family.type, {}))
-            values[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
 def value(metrics: Scrape, name: str) -> float | None:
     series = metrics.get(name, ("", {}))[1]
     assert len(series) <= 1, series
     return next(iter(series.values()), None)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_real_collection_is_scraped_and_its_values_move(
@@ -122,10 +56,10 @@ def test_a_real_collection_is_scraped_and_its_values_move(
         ExpectedNode.create("pkg:deb/debian/libssl3", LOCK_PREFIXED, binary_path=LIBCRYPTO),
         ExpectedNode.create(WORKLOAD_PURL, MISSING, binary_path=str(workload_bin)),
     ]
-    fm = _function_map(tmp_path / "fm.json", nodes)
+    fm = function_map_file(tmp_path / "fm.json", nodes)
     config = tmp_path / "stellaops.yaml"
     config.write_text("signals:\n  rotation:\n    max_age_seconds: 1\n")
-    port = _free_port()
+    port = free_port()
     work = start_workload(workload_bin, "--crypto")
     agent = subprocess.Popen(
         [
@@ -138,10 +72,10 @@ def test_a_real_collection_is_scraped_and_its_values_move(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )  # fmt: skip
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 or agent.poll() is not None, 60, "ready")
+        wait_ready(port, agent, 60)
         assert agent.poll() is None, agent.communicate()
-        assert _get(port, "/healthz") == (200, "ok\n")
-        assert _get(port, "/nothing-here")[0] == 404
+        assert http_get(port, "/healthz") == (200, "ok\n")
+        assert http_get(port, "/nothing-here")[0] == 404
 
         first = scrape(port)
         # Every catalogued name is exposed with its type (the alert rules rely on both).
@@ -256,8 +190,8 @@ def test_a_real_prometheus_scrapes_the_agent_and_evaluates_the_rules(
         ExpectedNode.create("pkg:deb/debian/libssl3", LOCK_PREFIXED, binary_path=LIBCRYPTO),
         ExpectedNode.create(WORKLOAD_PURL, MISSING, binary_path=str(workload_bin)),
     ]
-    fm = _function_map(tmp_path / "fm.json", nodes)
-    agent_port, prometheus_port = _free_port(), _free_port()
+    fm = function_map_file(tmp_path / "fm.json", nodes)
+    agent_port, prometheus_port = free_port(), free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         json.dumps(  # JSON is YAML
@@ -291,7 +225,7 @@ def test_a_real_prometheus_scrapes_the_agent_and_evaluates_the_rules(
     )  # fmt: skip
 
     def api(path: str) -> Any:
-        status, body = _get(prometheus_port, path)
+        status, body = http_get(prometheus_port, path)
         return json.loads(body)["data"] if status == 200 else None
 
     def alert_states() -> dict[str, str]:

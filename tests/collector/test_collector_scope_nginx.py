@@ -8,9 +8,7 @@ scope instead of counting them.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -18,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tls_support import AB, NGINX
+from tls_support import nginx_tls as start_nginx_tls
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -33,8 +33,6 @@ from stella_bundle.formats.function_map import (
 )
 from stella_bundle.formats.scope import NO_SCOPE_WARNING, Scope
 
-NGINX = "/usr/sbin/nginx"
-AB = "/usr/bin/ab"
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 SSL_PURL = "pkg:deb/debian/libssl3"
 # nginx calls SSL_CTX_new once, at start-up (before collection); ab calls it for its run.
@@ -66,59 +64,8 @@ def nginx_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yields the URL."""
     if shutil.which(NGINX) is None or shutil.which(AB) is None:
         pytest.skip("nginx-light and apache2-utils are needed (scripts/setup.sh)")
-    root = tmp_path_factory.mktemp("nginx")
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-subj", "/CN=localhost", "-days", "1"),
-            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem")),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    temp = {name: root / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-    for directory in temp.values():
-        directory.mkdir()
-    (root / "nginx.conf").write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp["body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {root}/cert.pem;
-        ssl_certificate_key {root}/key.pem;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-    )
-    server = subprocess.Popen(
-        [NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert server.poll() is None, (root / "error.log").read_text()
-            assert time.monotonic() < deadline, "nginx did not listen"
-            time.sleep(0.05)
-        yield f"https://127.0.0.1:{port}/"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with start_nginx_tls(tmp_path_factory.mktemp("nginx"), worker_connections=64) as (url, _):
+        yield url
 
 
 def _load(url: str, features: KernelFeatures, scope: Scope | None) -> tuple[MemorySink, int]:

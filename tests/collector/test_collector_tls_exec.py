@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from service_support import free_port
+from tls_support import self_signed_certificate
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -22,39 +23,11 @@ LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.ebpf
 def test_tls_and_exec_sources_observe_openssl(
     ebpf: None, tmp_path: Path, features: KernelFeatures
 ) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            OPENSSL,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, cert = self_signed_certificate(tmp_path)
     nodes = [
         ExpectedNode.create("pkg:deb/debian/libssl3", s, binary_path=LIBSSL)
         for s in ("SSL_do_handshake", "SSL_write", "SSL_read")
@@ -69,7 +42,7 @@ def test_tls_and_exec_sources_observe_openssl(
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})
     thread.start()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [OPENSSL, "s_server", "-quiet", "-accept", str(port), "-cert", str(cert), "-key", str(key)],
         stdin=subprocess.PIPE,

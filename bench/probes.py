@@ -147,8 +147,9 @@ def bpftrace_loop(binary: Path, calls: int) -> tuple[int, int]:
 def chain_writer(directory: Path, name: str) -> Any:
     """The real evidence writer (signed seals, zstd chunks), as `signals start` uses it."""
     from stella_bundle.attest.keys import generate_key, load_signer
-    from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+    from stella_bundle.evidence.config import WriterConfig
     from stella_bundle.evidence.writer import ChunkWriter
+    from stella_bundle.formats.seal import CollectorInfo
 
     key = directory / "bench-collector"
     if not (directory / "bench-collector.key").exists():

@@ -28,8 +28,9 @@ from .bundle.build import build_bundle
 from .bundle.media import join_parts, split_bundle
 from .canonical import canonical_bytes
 from .errors import InternalError
-from .evidence.config import CollectorInfo, WriterConfig
+from .evidence.config import WriterConfig
 from .evidence.writer import ChunkWriter
+from .formats.seal import CollectorInfo
 from .functionmap.generate import GenerateOptions, generate_function_map
 from .report import report_renderable, write_reports
 from .timeutil import utc_now

@@ -22,7 +22,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from ..evidence.config import REATTACH_REASONS
+from ..formats.seal import REATTACH_REASONS
 
 if TYPE_CHECKING:
     from ..collector.session import Collector

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
-from ..evidence.config import ProbeFailure, ProbeReattachment
+from ..formats.seal import ProbeFailure, ProbeReattachment
 from ..functionmap.load import LoadedFunctionMap
 
 # The runbook's ratio: verify the last hour of a 30-minute coverage window.

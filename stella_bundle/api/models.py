@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
-from ..evidence.layout import MAX_SEQUENCE
 from ..formats.record import PROBE_TYPES
+from ..formats.seal import MAX_SEQUENCE
 
 # A function map id: its digest, `sha256:<hex>` (the bare hex is accepted too).
 DIGEST_PATTERN = r"^(sha256:)?[0-9a-f]{64}$"

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from ..evidence.config import REATTACH_REASONS, ProbeReattachment
+from ..formats.seal import REATTACH_REASONS, ProbeReattachment
 from ..functionmap.elf import read_build_id
 
 if TYPE_CHECKING:

@@ -173,12 +173,12 @@ def prepare(
     `features`: already detected (once per agent, not once per map)."""
     from ..evidence.config import (
         UNCLEAN_RESTART_REASON,
-        CollectorInfo,
         WriterConfig,
         load_signals_config,
         read_boot_id,
     )
     from ..evidence.writer import ChunkWriter
+    from ..formats.seal import CollectorInfo
     from ..functionmap.load import load_function_map
 
     settings: dict[str, Any] = {}

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CollectorEnvironmentError, ConfigError, StellaError
-from ..evidence.config import REATTACH_REASONS, ProbeFailure, ProbeReattachment
 from ..formats.record import validate_record
 from ..formats.scope import RECORD_CONTEXT_KEY, Scope
+from ..formats.seal import REATTACH_REASONS, ProbeFailure, ProbeReattachment
 from ..functionmap.elf import index_binary
 from ..timeutil import format_timestamp
 from .containers import CgroupResolver, parse_cgroup_path

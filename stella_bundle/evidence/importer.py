@@ -13,8 +13,9 @@ from securesystemslib.signer import Signer
 from .. import __version__
 from ..errors import InputError
 from ..formats.record import ObservationError
+from ..formats.seal import CollectorInfo
 from ..observations.ndjson import iter_json_lines
-from .config import CollectorInfo, WriterConfig
+from .config import WriterConfig
 from .encoding import encode_record
 from .layout import SEAL_SUFFIX, parse_name, validate_chain_id
 from .timecheck import ChunkTimes

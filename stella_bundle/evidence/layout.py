@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import InputError
-
-CHAIN_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-MAX_SEQUENCE: Final = 9_999_999_999  # ten digits in the file name
+from ..formats.seal import CHAIN_ID_RE
 
 CHUNK_SUFFIX: Final = ".ndjson.zst"
 SEAL_SUFFIX: Final = ".seal.dsse.json"

@@ -16,10 +16,10 @@ from securesystemslib.signer import Signer
 
 from ..attest.trustroot import TrustRoot
 from ..errors import EvidenceChainError, InputError
+from ..formats.seal import LossCounters
 from ..fsutil import fsync_directory, write_bytes_atomic
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .chain import verify_chain
-from .config import LossCounters
 from .layout import PRUNE_RECORD_NAME, chunk_name, seal_name
 from .prune_record import PruneRecord, build_prune_record, read_prune_record
 from .report import ERROR, ChainReport

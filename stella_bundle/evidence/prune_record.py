@@ -17,10 +17,9 @@ from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
 from ..attest.statement import make_statement
 from ..canonical import MAX_SAFE_INTEGER, canonical_bytes
 from ..errors import MalformedDocumentError, SchemaValidationError
+from ..formats.seal import CHAIN_ID_RE, MAX_SEQUENCE, SHA256_HEX_RE, LossCounters
 from ..timeutil import is_rfc3339_timestamp
-from .config import LossCounters
-from .layout import CHAIN_ID_RE, MAX_SEQUENCE, seal_name
-from .seal import SHA256_HEX_RE
+from .layout import seal_name
 
 EVIDENCE_PRUNE_PREDICATE: Final = "https://stella.ops/predicates/evidence-prune/v1"
 

@@ -17,13 +17,14 @@ from typing import Any
 from ..compression import BoundedInflater
 from ..errors import EvidenceChainError
 from ..formats.record import validate_record
+from ..formats.seal import SealPredicate
 from ..fsutil import open_regular_file, read_regular_file
 from ..jsonio import parse_json_line
 from ..timeutil import utc_now
 from .chain import ChunkOpener
 from .layout import PRUNE_RECORD_NAME, SEAL_SUFFIX, chunk_name, parse_name, seal_name
 from .prune_record import read_prune_record
-from .seal import SealPredicate, parse_seal
+from .seal import parse_seal
 from .timecheck import (
     ChainTimes,
     ChunkTimes,

@@ -13,17 +13,20 @@ import zstandard
 from securesystemslib.signer import Signer
 
 from ..errors import InputError, MalformedDocumentError
-from ..fsutil import fsync_directory
-from ..jsonio import parse_json
-from ..timeutil import format_timestamp, utc_now
-from .config import (
+from ..formats.seal import (
+    ChunkContent,
     CollectorInfo,
     LossCounters,
+    PreviousLink,
     ProbeFailure,
     ProbeReattachment,
+    SealPredicate,
     parse_probe_failures,
     parse_probe_reattachments,
 )
+from ..fsutil import fsync_directory
+from ..jsonio import parse_json
+from ..timeutil import format_timestamp, utc_now
 from .layout import (
     CHUNK_SUFFIX,
     PARTIAL_STATE_SUFFIX,
@@ -37,7 +40,7 @@ from .layout import (
     partial_state_name,
     seal_name,
 )
-from .seal import ChunkContent, PreviousLink, SealPredicate, build_seal, parse_seal, seal_digest
+from .seal import build_seal, parse_seal, seal_digest
 from .storage import commit_chunk, remove_quietly, storage_error, temp_path, write_temp
 from .window import ObservationWindow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .config import LossCounters
+from ..formats.seal import LossCounters
 
 ERROR: Final = "error"
 WARNING: Final = "warning"

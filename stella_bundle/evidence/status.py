@@ -11,8 +11,8 @@ from typing import Any
 
 from ..compression import BoundedInflater
 from ..errors import InputError, MalformedDocumentError
+from ..formats.seal import LossCounters
 from ..timeutil import parse_timestamp, utc_now
-from .config import LossCounters
 from .layout import (
     PARTIAL_SUFFIX,
     PRUNE_RECORD_NAME,

@@ -31,7 +31,7 @@ from ..timeutil import format_timestamp, parse_timestamp
 from .window import comparable_timestamp
 
 if TYPE_CHECKING:  # the record scan imports this module; seals pull in the signing stack
-    from .seal import SealPredicate
+    from ..formats.seal import SealPredicate
 
 # Clocks of the collector and of the verifier drift apart; five minutes is far above NTP-kept
 # drift and far below the window of any function map, so it forgives skew and nothing else.

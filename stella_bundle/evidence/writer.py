@@ -24,20 +24,22 @@ from securesystemslib.signer import Signer
 
 from ..canonical import canonical_bytes
 from ..errors import ChainBusyError, InputError, StellaError
-from ..fsutil import fsync_directory
-from ..timeutil import format_timestamp, utc_now
-from .config import (
-    PROBE_ATTACH_FAILED_REASON,
+from ..formats.seal import (
+    ChunkContent,
     CollectorInfo,
     LossCounters,
     ProbeFailure,
     ProbeReattachment,
-    WriterConfig,
+    SealPredicate,
+    SealReason,
 )
+from ..fsutil import fsync_directory
+from ..timeutil import format_timestamp, utc_now
+from .config import PROBE_ATTACH_FAILED_REASON, WriterConfig
 from .encoding import encode_record
 from .layout import LOCK_NAME, chunk_name, partial_name, partial_state_name, validate_chain_id
 from .recovery import ChainHead, RecoveredChunk, recover_chain
-from .seal import ChunkContent, SealPredicate, SealReason, build_seal
+from .seal import build_seal
 from .storage import commit_chunk, remove_quietly, storage_error, temp_path, write_all, write_temp
 from .window import ObservationWindow
 

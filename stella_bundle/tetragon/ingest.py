@@ -19,9 +19,10 @@ import orjson
 from securesystemslib.signer import Signer
 
 from .. import __version__
-from ..evidence.config import CollectorInfo, WriterConfig
+from ..evidence.config import WriterConfig
 from ..evidence.writer import ChunkWriter
 from ..formats.record import ObservationError
+from ..formats.seal import CollectorInfo
 from .events import EventMapper
 from .sources import DEFAULT_MAX_LINE_BYTES, Line
 

@@ -28,10 +28,10 @@ from ..errors import (
     StellaError,
 )
 from ..evidence.chain import ChainVerification, VerifyOptions
-from ..evidence.layout import CHAIN_ID_RE
 from ..evidence.measure import ChunkMeasure
 from ..evidence.prune_record import parse_prune_record
 from ..evidence.report import ERROR, GAP, ChainReport
+from ..formats.seal import CHAIN_ID_RE
 from .steps import StepOutcome
 
 # Members of a directory whose name is not a chain id are refused (file-list) and judged as one

@@ -11,7 +11,7 @@ from typing import Any
 from stella_bundle.attest.dsse import envelope_bytes, sign_statement
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.canonical import canonical_bytes
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.layout import chunk_name, seal_name
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import (
@@ -22,6 +22,7 @@ from stella_bundle.formats.function_map import (
     SbomRef,
     priority_of,
 )
+from stella_bundle.formats.seal import CollectorInfo
 
 PURL = "pkg:generic/api-test@1.0"
 TAGS = ("crypto", "auth", "net", "file", "general")

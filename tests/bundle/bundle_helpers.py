@@ -14,8 +14,9 @@ from stella_bundle.attest.dsse import sign_payload
 from stella_bundle.attest.signing import sign_to_file
 from stella_bundle.attest.statement import BUNDLE_MANIFEST_PREDICATE
 from stella_bundle.canonical import canonical_bytes
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.writer import ChunkWriter
+from stella_bundle.formats.seal import CollectorInfo
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 from stella_bundle.timeutil import format_timestamp
 

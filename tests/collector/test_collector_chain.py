@@ -16,10 +16,11 @@ from collector_support import KNOWN_FILE, WORKLOAD_PURL, start_workload, workloa
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.collector.session import CollectorConfig
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import ExpectedNode
+from stella_bundle.formats.seal import CollectorInfo
 
 pytestmark = pytest.mark.ebpf
 

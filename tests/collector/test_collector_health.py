@@ -38,12 +38,13 @@ from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.formats.scope import Scope
+from stella_bundle.formats.seal import CollectorInfo
 from stella_bundle.functionmap.elf import index_binary
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]

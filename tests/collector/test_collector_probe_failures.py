@@ -19,11 +19,12 @@ from stella_bundle.collector.loader import ENOTSUPP, ProbeRuntime, ProbeSet
 from stella_bundle.collector.plan import build_plan
 from stella_bundle.collector.session import Collector, CollectorConfig, MemorySink
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.layout import seal_name
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import ExpectedNode
+from stella_bundle.formats.seal import CollectorInfo
 from stella_bundle.functionmap.elf import index_binary
 
 pytestmark = pytest.mark.ebpf

@@ -13,10 +13,10 @@ from evidence_support import COLLECTOR, make_record
 
 from stella_bundle.errors import MalformedDocumentError
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.evidence.config import ProbeFailure, ProbeReattachment
 from stella_bundle.evidence.layout import seal_name
-from stella_bundle.evidence.seal import SealPredicate, parse_seal
+from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
+from stella_bundle.formats.seal import ProbeFailure, ProbeReattachment, SealPredicate
 from stella_bundle.schema import validate_document
 
 FAILURE = ProbeFailure(

@@ -105,8 +105,9 @@ def records_for(
 
 def write_chain(evidence: Path, chain_id: str, records: list[dict[str, Any]], signer: Any) -> Path:
     """A real sealed evidence chain, written by the evidence writer (two records per chunk)."""
-    from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+    from stella_bundle.evidence.config import WriterConfig
     from stella_bundle.evidence.writer import ChunkWriter
+    from stella_bundle.formats.seal import CollectorInfo
 
     collector = CollectorInfo("test-collector", "host1", None, "0.1.0", None)
     with ChunkWriter.open(

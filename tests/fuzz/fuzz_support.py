@@ -156,8 +156,9 @@ def build_seed_bundle(directory: Path, keys: Any) -> BundleSeed:
     from stella_bundle.attest.signing import sign_to_file
     from stella_bundle.bundle.build import build_bundle
     from stella_bundle.canonical import canonical_bytes
-    from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+    from stella_bundle.evidence.config import WriterConfig
     from stella_bundle.evidence.writer import ChunkWriter
+    from stella_bundle.formats.seal import CollectorInfo
     from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import FunctionMap
+from stella_bundle.formats.seal import CollectorInfo
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 
 REPO = Path(__file__).resolve().parents[2]

@@ -37,6 +37,7 @@ from ..errors import (
     StellaError,
     ThresholdNotMetError,
 )
+from ..formats.prune import PruneRecord
 from ..fsutil import open_regular_file, read_regular_file
 from ..timeutil import utc_now
 from .layout import (
@@ -55,7 +56,7 @@ from .layout import (
     validate_chain_id,
 )
 from .measure import ChunkMeasure, measure_chunk
-from .prune_record import PruneRecord, parse_prune_record
+from .prune_record import parse_prune_record
 from .report import (
     BROKEN_LINK,
     COLLECTOR_ROLE,

@@ -16,12 +16,13 @@ from securesystemslib.signer import Signer
 
 from ..attest.trustroot import TrustRoot
 from ..errors import EvidenceChainError, InputError
+from ..formats.prune import PruneRecord
 from ..formats.seal import LossCounters
 from ..fsutil import fsync_directory, write_bytes_atomic
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .chain import verify_chain
 from .layout import PRUNE_RECORD_NAME, chunk_name, seal_name
-from .prune_record import PruneRecord, build_prune_record, read_prune_record
+from .prune_record import build_prune_record, read_prune_record
 from .report import ERROR, ChainReport
 from .seal import ParsedSeal, parse_seal
 from .storage import remove_quietly

@@ -29,13 +29,12 @@ from ..evidence.layout import (
     validate_chain_id,
 )
 from ..evidence.seal import parse_seal
+from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE, ManifestFile
 from ..fsutil import atomic_writer
 from ..jsonio import load_json, parse_json, read_bytes
 from ..timeutil import build_time, format_timestamp
 from .layout import (
     BUNDLE_SUFFIX,
-    MANIFEST,
-    MANIFEST_ENVELOPE,
     PROBES,
     PROBES_LOCK,
     SCHEMAS,
@@ -47,7 +46,7 @@ from .layout import (
     prune_path,
     seal_path,
 )
-from .manifest import Manifest, ManifestFile
+from .manifest import Manifest
 from .observations_view import TimeSpan, write_merged_view
 from .tarwriter import ReproducibleTarWriter
 

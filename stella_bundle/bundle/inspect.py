@@ -9,14 +9,8 @@ from typing import Any
 
 from ..attest.dsse import parse_envelope
 from ..errors import StellaError
-from .layout import (
-    CHUNK_RE,
-    FUNCTION_MAP_ENVELOPE_RE,
-    MANIFEST,
-    MANIFEST_ENVELOPE,
-    SEAL_RE,
-    section_rank,
-)
+from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE
+from .layout import CHUNK_RE, FUNCTION_MAP_ENVELOPE_RE, SEAL_RE, section_rank
 from .reader import ReaderLimits, SafeTarReader
 
 NOT_VERIFIED = (

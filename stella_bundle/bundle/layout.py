@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE
+
 BUNDLE_SUFFIX: Final = ".stella.bundle.tgz"
-MANIFEST: Final = "manifest.json"
-MANIFEST_ENVELOPE: Final = "manifest.dsse.json"
 FUNCTION_MAPS: Final = "function-maps/"
 SCHEMAS: Final = "schemas/"
 PROBES: Final = "probes/"

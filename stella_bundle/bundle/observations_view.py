@@ -29,6 +29,7 @@ import zstandard
 
 from ..coverage.scan import ObservationAggregator
 from ..errors import InternalError, MalformedDocumentError, StellaError
+from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
 from .streams import TeeReader, scan_stream, whole_line_blocks
@@ -39,8 +40,6 @@ RUN_BYTES = 16 * 1024 * 1024
 # main pass (forking one costs a few ms; 256 KiB of zstd is ~2-30 MB of lines).
 PARALLEL_MIN_BYTES = 256 * 1024
 WORKER_BLOCK = 1 << 20
-ORDER_CHAIN = "chain"
-ORDER_MERGED = "merged"
 READ_BLOCK = 1 << 20
 _MODULUS = 1 << 256
 

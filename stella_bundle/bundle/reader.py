@@ -8,11 +8,9 @@ writes only after iteration finished has written nothing for a hostile archive.
 
 from __future__ import annotations
 
-import posixpath
 import queue
 import re
 import threading
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import IO, Any
 
 from ..compression import GZIP_MAGIC, BoundedInflater, InflateLimits
 from ..errors import ArchiveError
+from ..formats.manifest import check_member_name, name_key
 
 BLOCK = 512
 READ_CHUNK = 1 << 20
@@ -117,56 +116,11 @@ def _decimal(text: str, what: str, source: str) -> int:
     return int(text)
 
 
-def name_key(name: str) -> str:
-    """The identity of a member name for duplicate detection: Unicode compatibility-normalised
-    and case-folded, so names that a normalising or case-insensitive file system (or a reader
-    comparing them as text) would take for one file cannot both be in a bundle."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
-
-
 def _checksum_ok(header: bytes, source: str) -> bool:
     stored = _octal(header[148:156], "checksum", source)
     unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
     signed = sum((b - 256 if b > 127 else b) for b in header[:148] + b" " * 8 + header[156:])
     return stored in (unsigned, signed)
-
-
-# Unicode categories refused in member names: controls (C0 and C1), format characters
-# (zero-width, bidirectional overrides, BOM), line and paragraph separators.
-_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
-
-
-def check_member_name(name: str, source: str) -> str:
-    """Refuse absolute, escaping or non-normalised names; return the name."""
-    if not name:
-        raise ArchiveError("member with an empty name", path=source)
-    if "\0" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise ArchiveError(f"member name {name!r} contains control characters", path=source)
-    if name.startswith("/"):
-        raise ArchiveError(f"absolute path {name!r} refused", path=source)
-    parts = name.split("/")
-    if ".." in parts:
-        raise ArchiveError(f"path {name!r} escapes the archive root ('..') refused", path=source)
-    if "\\" in name:
-        raise ArchiveError(f"member name {name!r} contains a backslash", path=source)
-    if posixpath.normpath(name) != name or "" in parts or "." in parts:
-        raise ArchiveError(f"member name {name!r} is not a normalised relative path", path=source)
-    # One spelling per path: NFD (or any non-NFC) spellings are refused, so the NFC and NFD
-    # forms of one name can never both be in a bundle.
-    # Invisible characters make two names look alike (a zero-width space, a right-to-left
-    # override that displays "evidence/a.json" for another name): refused, like controls.
-    for char in name:
-        if unicodedata.category(char) in _INVISIBLE:
-            raise ArchiveError(
-                f"member name {name!r} contains the invisible or control character "
-                f"U+{ord(char):04X}",
-                path=source,
-            )
-    if not unicodedata.is_normalized("NFC", name):
-        raise ArchiveError(
-            f"member name {name!r} is not Unicode-normalised (NFC) text", path=source
-        )
-    return name
 
 
 _TYPE_REFUSALS = {

@@ -16,7 +16,7 @@ from typing import IO
 
 from ..compression import GZIP_WRITE_LEVEL, gzip_writer
 from ..errors import ArchiveError, InputError
-from .reader import check_member_name, name_key
+from ..formats.manifest import check_member_name, name_key
 
 BLOCK = 512
 COPY_CHUNK = 1 << 20

@@ -29,8 +29,6 @@ from ..bundle.layout import (
     CHUNK_RE,
     FUNCTION_MAP_ENVELOPE_RE,
     FUNCTION_MAP_RE,
-    MANIFEST,
-    MANIFEST_ENVELOPE,
     OBSERVATIONS_RE,
     PROBE_OBJECT_RE,
     PROBES_LOCK,
@@ -42,9 +40,6 @@ from ..bundle.layout import (
     function_map_paths,
 )
 from ..bundle.manifest import Manifest
-from ..bundle.observations_view import (
-    ORDER_CHAIN,
-)
 from ..bundle.reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
 from ..bundle.streams import (
     HashingReader,
@@ -63,6 +58,7 @@ from ..errors import (
     VerificationFailure,
 )
 from ..formats.function_map import FunctionMap
+from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE, ORDER_CHAIN
 from ..formats.report import VerificationReport
 from ..functionmap.load import function_map_from_statement
 from ..jsonio import parse_json

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..bundle.observations_view import (
     OBSERVED_AT_TAIL,
-    ORDER_CHAIN,
-    ORDER_MERGED,
     RecordMultiset,
     observed_at_of,
     plain_block_keys,
@@ -34,6 +32,7 @@ from ..errors import (
 )
 from ..evidence.measure import ChunkMeasure
 from ..evidence.timecheck import ChunkTimes
+from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..formats.scope import Scope
 
 if TYPE_CHECKING:  # chunkwork runs this module's scans

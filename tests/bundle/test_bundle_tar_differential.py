@@ -23,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from stella_bundle.bundle.reader import SafeTarReader, name_key
+from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.errors import ArchiveError
+from stella_bundle.formats.manifest import name_key
 
 Members = list[tuple[str, bytes]]
 

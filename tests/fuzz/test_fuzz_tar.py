@@ -23,8 +23,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from tar_mutations import BLOCK, RECIPES, TarRecipe, mutate_tar, set_field, small_seeds
 
-from stella_bundle.bundle.reader import ReaderLimits, SafeTarReader, check_member_name
+from stella_bundle.bundle.reader import ReaderLimits, SafeTarReader
 from stella_bundle.errors import ArchiveError
+from stella_bundle.formats.manifest import check_member_name
 
 SOURCE = "fuzz.stella.bundle.tgz"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
-from stella_bundle.evidence.config import CollectorInfo, WriterConfig
+from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import (
     Coverage,
@@ -22,6 +22,7 @@ from stella_bundle.formats.function_map import (
     SbomRef,
     priority_of,
 )
+from stella_bundle.formats.seal import CollectorInfo
 
 PURL = "pkg:generic/report-test@1.0"
 TAGS = ("crypto", "auth", "net")

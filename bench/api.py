@@ -39,7 +39,6 @@ import httpx
 from stella_bundle.api.tokens import TokenFile
 from stella_bundle.attest.keys import generate_key
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
-from stella_bundle.attest.trustroot import ROLES, TrustRoot
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage import verify_observations
 from stella_bundle.formats.function_map import (
@@ -50,6 +49,8 @@ from stella_bundle.formats.function_map import (
     SbomRef,
     priority_of,
 )
+from stella_bundle.formats.roles import ROLES
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.functionmap.load import function_map_from_statement
 
 REPO = Path(__file__).resolve().parents[1]

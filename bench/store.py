@@ -44,10 +44,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from stella_bundle.attest.keys import generate_key, load_signer  # noqa: E402
-from stella_bundle.attest.trustroot import TrustRoot  # noqa: E402
 from stella_bundle.evidence.config import WriterConfig  # noqa: E402
 from stella_bundle.evidence.writer import ChunkWriter  # noqa: E402
 from stella_bundle.formats.seal import CollectorInfo  # noqa: E402
+from stella_bundle.formats.trust_root import TrustRoot  # noqa: E402
 from stella_bundle.store import ingest_evidence, open_store  # noqa: E402
 from stella_bundle.store.base import COLUMNS  # noqa: E402
 from stella_bundle.store.ingest import chain_chunks, verify_chains  # noqa: E402

@@ -23,14 +23,15 @@ from typing import Any
 
 from .attest.keys import generate_key, load_signer
 from .attest.signing import sign_to_file
-from .attest.trustroot import ROLES, TrustRoot
 from .bundle.build import build_bundle
 from .bundle.media import join_parts, split_bundle
 from .canonical import canonical_bytes
 from .errors import InternalError
 from .evidence.config import WriterConfig
 from .evidence.writer import ChunkWriter
+from .formats.roles import ROLES, RoleName
 from .formats.seal import CollectorInfo
+from .formats.trust_root import TrustRoot
 from .functionmap.generate import GenerateOptions, generate_function_map
 from .report import report_renderable, write_reports
 from .timeutil import utc_now
@@ -243,7 +244,7 @@ def run_demo(
     function_map = connected / "demo-workload-function-map.json"
     function_map.write_bytes(canonical_bytes(statement))
     envelope = connected / "demo-workload-function-map.dsse.json"
-    sign_to_file(statement, [load_signer(key("function-map"))], envelope)
+    sign_to_file(statement, [load_signer(key(RoleName.FUNCTION_MAP))], envelope)
     paths = statement["predicate"]["expected_paths"]
     say(f"   {len(paths)} expected paths, signed by the function-map key → {envelope.name}")
 
@@ -257,14 +258,14 @@ def run_demo(
     if reason is None:
         assert workload is not None
         step(f"3. collecting with the real eBPF collector for {COLLECT_SECONDS:.0f} s …")
-        live, detail = collect_live(workload, envelope, evidence, key("collector"))
+        live, detail = collect_live(workload, envelope, evidence, key(RoleName.COLLECTOR))
         if live:
             say(f"   {detail}")
         else:
             reason = f"the eBPF collector could not run here: {detail}"
             shutil.rmtree(evidence / CHAIN_ID, ignore_errors=True)
     if not live:
-        count = replay_recorded(evidence, key("collector"))
+        count = replay_recorded(evidence, key(RoleName.COLLECTOR))
         why = "--recorded given" if force_recorded else f"eBPF UNAVAILABLE: {reason}"
         step(
             f"3. {why}. Using {count} RECORDED observations from "
@@ -280,7 +281,7 @@ def run_demo(
     built = build_bundle(
         function_maps=[envelope],
         evidence=[evidence],
-        signer=load_signer(key("builder")),
+        signer=load_signer(key(RoleName.BUILDER)),
         output=bundle,
         probes=probes,
     )
@@ -302,7 +303,7 @@ def run_demo(
 
     # 5. verification, offline.
     outcome = verify_bundle(joined.output, TrustRoot.load(trust_root_path))
-    files = write_reports(outcome, airgap / "report", load_signer(key("auditor")))
+    files = write_reports(outcome, airgap / "report", load_signer(key(RoleName.AUDITOR)))
     step("7. verified offline against the trust root (no network used):")
     show(report_renderable(outcome.report))
     failure = outcome.failure_line()

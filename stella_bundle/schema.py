@@ -28,10 +28,10 @@ from .attest.statement import (
     STATEMENT_TYPE,
     VERIFICATION_REPORT_PREDICATE,
 )
-from .attest.trustroot import TRUST_ROOT_TYPE
 from .compression import ZSTD_MAGIC
 from .errors import InputError, MalformedDocumentError, SchemaValidationError
 from .formats.record import validate_record
+from .formats.trust_root import TRUST_ROOT_TYPE
 from .jsonio import load_json, parse_json
 from .observations.ndjson import iter_json_lines
 from .timeutil import is_rfc3339_timestamp

@@ -174,7 +174,8 @@ def test_keys(tmp_path_factory: pytest.TempPathFactory) -> TestKeys:
     import datetime as dt
 
     from stella_bundle.attest.keys import generate_key
-    from stella_bundle.attest.trustroot import ROLES, TrustRoot
+    from stella_bundle.formats.roles import ROLES
+    from stella_bundle.formats.trust_root import TrustRoot
 
     directory = tmp_path_factory.mktemp("keys")
     root = TrustRoot(expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))

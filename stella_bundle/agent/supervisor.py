@@ -36,10 +36,10 @@ from .mapdir import MapDirectory, MapFile, Unreadable
 from .sdnotify import Notifier
 
 if TYPE_CHECKING:
-    from ..attest.trustroot import TrustRoot
     from ..collector.features import KernelFeatures
     from ..collector.run import PreparedSession
     from ..collector.session import Collector
+    from ..formats.trust_root import TrustRoot
     from ..functionmap.load import LoadedFunctionMap
     from .config import AgentSettings
 
@@ -75,7 +75,7 @@ class MapSupervisor:
         metrics_listen: str | None,
         say: Callable[[str], None] = lambda line: None,
     ) -> None:
-        from ..attest.trustroot import TrustRoot
+        from ..formats.trust_root import TrustRoot
 
         assert settings.maps is not None and settings.start.trust_root is not None
         self.settings = settings

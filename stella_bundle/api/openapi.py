@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from ..attest.trustroot import TrustRoot
+from ..formats.trust_root import TrustRoot
 from ..fsutil import write_bytes_atomic
 from .app import create_app
 from .settings import ApiSettings

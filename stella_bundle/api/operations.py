@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from ..attest.trustroot import TrustRoot
 from ..canonical import canonical_record_bytes
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
 from ..errors import InputError
 from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
 from ..formats.record import validate_record
+from ..formats.trust_root import TrustRoot
 from ..fsutil import write_bytes_atomic
 from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_function_map
 from ..jsonio import parse_json

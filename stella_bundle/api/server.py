@@ -83,7 +83,7 @@ class ServeOptions:
 
 
 def build_settings(options: ServeOptions) -> ApiSettings:
-    from ..attest.trustroot import TrustRoot
+    from ..formats.trust_root import TrustRoot
     from .tokens import TokenFile
 
     trust_root = TrustRoot.load(options.trust_root)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from ..attest.trustroot import TrustRoot
+from ..formats.trust_root import TrustRoot
 from ..tetragon.service import NullRuntimeTraceService, RuntimeTraceService
 from .tokens import TokenFile
 

@@ -26,7 +26,7 @@ from ..errors import (
     StatementError,
     ThresholdNotMetError,
 )
-from .keys import key_material
+from ..formats.public_key import key_material
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 

@@ -10,13 +10,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from ..errors import KeyFileError
+from ..formats.public_key import key_material, public_key_from_dict, public_key_to_dict
 from ..fsutil import write_bytes_atomic
 from ..jsonio import load_json_object, read_bytes, write_canonical_json
 
@@ -32,37 +33,6 @@ class GeneratedKey:
     private_path: Path
     public_path: Path
     public_key: SSlibKey
-
-
-def public_key_to_dict(key: SSlibKey) -> dict[str, Any]:
-    return {"keyid": key.keyid, **key.to_dict()}
-
-
-def public_key_from_dict(data: dict[str, Any], source: str | Path | None = None) -> SSlibKey:
-    """Parse a public key dict; the keyid, when present, must match the key material."""
-    body = {k: v for k, v in data.items() if k != "keyid"}
-    try:
-        computed = SSlibKey.from_dict(_compute_keyid(body), dict(body))
-    except Exception as exc:  # securesystemslib raises several types for bad dicts
-        raise KeyFileError(f"not a public key: {exc}", path=source) from exc
-    claimed = data.get("keyid")
-    if claimed is not None and claimed != computed.keyid:
-        raise KeyFileError(
-            f"keyid {claimed} does not match the key material (expected {computed.keyid})",
-            path=source,
-            field="keyid",
-        )
-    return computed
-
-
-def _compute_keyid(body: dict[str, Any]) -> str:
-    # The same definition securesystemslib uses for keys it builds from crypto objects.
-    from securesystemslib.signer._utils import compute_default_keyid
-
-    try:
-        return str(compute_default_keyid(body["keytype"], body["scheme"], body["keyval"]))
-    except (KeyError, TypeError) as exc:
-        raise KeyFileError(f"public key lacks field {exc}") from exc
 
 
 def generate_key(
@@ -140,21 +110,6 @@ def load_public_key(path: str | Path) -> SSlibKey:
         raise KeyFileError(
             "not a public key (expected .pub.json, PEM public key or PEM private key)", path=path
         ) from exc
-
-
-def key_material(key: SSlibKey) -> bytes:
-    """The key's identity: its SubjectPublicKeyInfo DER, whatever way the JSON wrote it.
-
-    The keyid hashes the key *as written* (hex case, PEM line layout), so one key can hide
-    behind two keyids; thresholds and duplicate checks compare this instead.
-    """
-    try:
-        crypto_key = key._crypto_key()  # securesystemslib exposes no public accessor
-    except Exception as exc:  # securesystemslib raises several types for bad key values
-        raise KeyFileError(f"key {key.keyid[:16]} has unreadable key material: {exc}") from exc
-    return crypto_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def fingerprint(key: SSlibKey) -> str:

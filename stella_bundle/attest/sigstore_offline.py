@@ -34,10 +34,10 @@ from ..errors import (
     TrustRootError,
     UnsupportedError,
 )
+from ..formats.trust_root import SigstoreIdentity, TrustRoot
 from ..jsonio import parse_json, read_bytes
 from .dsse import IN_TOTO_PAYLOAD_TYPE
 from .statement import subject_digests
-from .trustroot import SigstoreIdentity, TrustRoot
 from .verifier import AttestationVerifier, file_sha256
 
 # Transparency log entry kinds sigstore-python 4.x can check against a bundle. `intoto` 0.0.2

@@ -23,10 +23,10 @@ from ..errors import (
     StatementError,
     SubjectDigestMismatchError,
 )
+from ..formats.trust_root import TrustRoot
 from ..jsonio import load_json, parse_json
 from .dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, signing_keys, verify_envelope
 from .statement import subject_digests, validate_statement
-from .trustroot import TrustRoot
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 from ..attest.dsse import parse_envelope
 from ..errors import StellaError
 from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE
+from ..formats.roles import RoleName
 from .layout import CHUNK_RE, FUNCTION_MAP_ENVELOPE_RE, SEAL_RE, section_rank
 from .reader import ReaderLimits, SafeTarReader
 
@@ -56,11 +57,11 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
                         manifest = {}
                     continue
                 role = (
-                    "builder"
+                    RoleName.BUILDER.value
                     if member.name == MANIFEST_ENVELOPE
-                    else "function-map"
+                    else RoleName.FUNCTION_MAP.value
                     if FUNCTION_MAP_ENVELOPE_RE.match(member.name)
-                    else "collector"
+                    else RoleName.COLLECTOR.value
                     if SEAL_RE.match(member.name)
                     else "other"
                 )

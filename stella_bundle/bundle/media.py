@@ -23,10 +23,11 @@ from securesystemslib.signer import Signer
 
 from ..attest.signing import sign_to_file
 from ..attest.statement import make_statement
-from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier
 from ..canonical import canonical_bytes
 from ..errors import InputError, MalformedDocumentError, PartIntegrityError
+from ..formats.roles import RoleName
+from ..formats.trust_root import TrustRoot
 from ..fsutil import atomic_writer, write_bytes_atomic
 from ..jsonio import load_json, load_json_object
 
@@ -286,7 +287,7 @@ def verify_parts_signature(index_path: Path, trust_root: TrustRoot) -> None:
             path=index_path,
         )
     verified = AttestationVerifier(trust_root).verify_statement_file(
-        envelope, "builder", predicate_type=PARTS_PREDICATE
+        envelope, RoleName.BUILDER, predicate_type=PARTS_PREDICATE
     )
     if verified.predicate != load_json(index_path):
         raise PartIntegrityError(

@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..attest.trustroot import ROLES, SigstoreIdentity, TrustRoot
 from ..errors import InputError, StellaError
+from ..formats.roles import ROLES
+from ..formats.trust_root import SigstoreIdentity, TrustRoot
 from .output import FORMAT_HELP, Format, console, emit_json
 
 if TYPE_CHECKING:

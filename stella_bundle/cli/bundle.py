@@ -172,9 +172,9 @@ def verify(
 ) -> None:
     """Verify offline, streaming the archive: exit 0 passed, 1 failed, 2 bad input."""
     from ..attest.keys import load_signer
-    from ..attest.trustroot import TrustRoot
     from ..bundle.media import parse_size
     from ..bundle.reader import ReaderLimits
+    from ..formats.trust_root import TrustRoot
     from ..report import check_auditor_key, write_reports
     from ..verify import VerifyLimits, verify_bundle
 
@@ -248,8 +248,8 @@ def join(
     ),
 ) -> None:
     """Check every part, then join them (the parts are never modified or deleted)."""
-    from ..attest.trustroot import TrustRoot
     from ..bundle.media import join_parts
+    from ..formats.trust_root import TrustRoot
 
     trust_root = TrustRoot.load(trust_root_path) if trust_root_path is not None else None
     extra = [trust_root_path] if trust_root_path is not None else []

@@ -230,7 +230,7 @@ def verify(
     config: Path | None = config_option(),
 ) -> int:
     """Verify observations against a function map, offline. Exit 0 verified, 1 not."""
-    from ..attest.trustroot import TrustRoot
+    from ..formats.trust_root import TrustRoot
 
     root = TrustRoot.load(trust_root) if trust_root is not None else None
     loaded = load_function_map(function_map, root)

@@ -32,7 +32,7 @@ def ingest(
 ) -> None:
     """Store observations: sealed chains verified first, idempotent per (chain, sequence);
     a chunk conflicting with a stored one is refused and nothing is stored (exit 1)."""
-    from ..attest.trustroot import TrustRoot
+    from ..formats.trust_root import TrustRoot
     from ..store import ingest_evidence, ingest_ndjson, open_store, raise_conflicts
     from ..store.config import store_settings
 

@@ -38,8 +38,8 @@ def verify_chain_command(
     output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
     """Check every chunk, seal, signature and link; name each problem. Exit 0 pass, 1 fail."""
-    from ..attest.trustroot import TrustRoot
     from ..evidence.chain import verify_evidence
+    from ..formats.trust_root import TrustRoot
 
     if structure_only and trust_root is not None:
         raise InputError("--structure-only and --trust-root exclude each other")
@@ -224,9 +224,9 @@ def prune_command(
 ) -> None:
     """Remove whole sealed chunks older than a limit; write a signed prune record."""
     from ..attest.keys import load_signer
-    from ..attest.trustroot import TrustRoot
     from ..evidence.layout import find_chain_dirs
     from ..evidence.prune import parse_duration, prune_chain
+    from ..formats.trust_root import TrustRoot
 
     seconds = parse_duration(older_than)
     signer = load_signer(key)

@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..attest.keys import fingerprint, load_public_key
-from ..attest.trustroot import ROLES, SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..errors import InputError
+from ..formats.roles import ROLES
+from ..formats.trust_root import SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..jsonio import load_json_object
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .output import FORMAT_HELP, Format, console, emit_json

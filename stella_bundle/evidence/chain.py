@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier
 from ..errors import (
     ExpiredTrustRootError,
@@ -38,6 +37,8 @@ from ..errors import (
     ThresholdNotMetError,
 )
 from ..formats.prune import PruneRecord
+from ..formats.roles import RoleName
+from ..formats.trust_root import TrustRoot
 from ..fsutil import open_regular_file, read_regular_file
 from ..timeutil import utc_now
 from .layout import (
@@ -59,7 +60,6 @@ from .measure import ChunkMeasure, measure_chunk
 from .prune_record import parse_prune_record
 from .report import (
     BROKEN_LINK,
-    COLLECTOR_ROLE,
     DECLARED_START,
     DUPLICATED,
     EMPTY_CHAIN,
@@ -352,7 +352,7 @@ class ChainVerification:
         elif self.verifier is not None:
             try:
                 keys = self.verifier.verify_signers(
-                    parsed.envelope, COLLECTOR_ROLE, PRUNE_RECORD_NAME
+                    parsed.envelope, RoleName.COLLECTOR, PRUNE_RECORD_NAME
                 )
                 signers = [k.keyid for k in keys]
             except (SignatureError, RoleError, ThresholdNotMetError, ExpiredTrustRootError) as exc:
@@ -496,7 +496,7 @@ class ChainVerification:
             entry.signers = [s.keyid for s in seal.envelope.signatures]
             return
         try:
-            keys = self.verifier.verify_signers(seal.envelope, COLLECTOR_ROLE, name)
+            keys = self.verifier.verify_signers(seal.envelope, RoleName.COLLECTOR, name)
         except ExpiredTrustRootError as exc:
             self.signatures_usable = False
             self.report.add(TRUST_ROOT_EXPIRED, ERROR, exc.describe())

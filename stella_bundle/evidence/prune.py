@@ -14,10 +14,10 @@ from pathlib import Path
 
 from securesystemslib.signer import Signer
 
-from ..attest.trustroot import TrustRoot
 from ..errors import EvidenceChainError, InputError
 from ..formats.prune import PruneRecord
 from ..formats.seal import LossCounters
+from ..formats.trust_root import TrustRoot
 from ..fsutil import fsync_directory, write_bytes_atomic
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .chain import verify_chain

@@ -38,8 +38,6 @@ UNEXPECTED_FILE: Final = "unexpected_file"
 SIGNATURES_NOT_CHECKED: Final = "signatures_not_checked"
 TRUST_ROOT_EXPIRED: Final = "trust_root_expired"
 
-COLLECTOR_ROLE: Final = "collector"
-
 
 @dataclass(frozen=True)
 class Finding:

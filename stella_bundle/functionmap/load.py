@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
 from ..errors import MalformedDocumentError, PayloadTypeError, StatementError
 from ..formats.function_map import Coverage, ExpectedNode, ExpectedPath, FunctionMap
+from ..formats.roles import RoleName
 from ..jsonio import parse_json, read_bytes
 
 if TYPE_CHECKING:
-    from ..attest.trustroot import TrustRoot
-
-FUNCTION_MAP_ROLE = "function-map"
+    from ..formats.trust_root import TrustRoot
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def parse_function_map(
     source = str(path)
     document = parse_json(raw, source)
     if isinstance(trust_root, str | Path):
-        from ..attest.trustroot import TrustRoot
+        from ..formats.trust_root import TrustRoot
 
         trust_root = TrustRoot.load(trust_root)
     is_envelope = is_envelope_document(document)
@@ -132,7 +131,7 @@ def parse_function_map(
 
         if trust_root is not None:
             verified = AttestationVerifier(trust_root).verify_statement(
-                document, FUNCTION_MAP_ROLE, source=path, predicate_type=FUNCTION_MAP_PREDICATE
+                document, RoleName.FUNCTION_MAP, source=path, predicate_type=FUNCTION_MAP_PREDICATE
             )
             statement = verified.statement
             statement_bytes = verified.payload

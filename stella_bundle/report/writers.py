@@ -8,9 +8,10 @@ from pathlib import Path
 from securesystemslib.signer import Signer
 
 from ..attest.dsse import sign_statement
-from ..attest.trustroot import TrustRoot
 from ..canonical import canonical_bytes
 from ..errors import InputError, KeyFileError
+from ..formats.roles import RoleName
+from ..formats.trust_root import TrustRoot
 from ..fsutil import write_bytes_atomic
 from ..verify import VerificationOutcome
 from .render import render_html
@@ -30,7 +31,7 @@ class ReportFiles:
 def check_auditor_key(signer: Signer, trust_root: TrustRoot, source: Path) -> None:
     """The report is signed by the auditor role; refuse a key the trust root gives another role."""
     keyid = signer.public_key.keyid
-    if keyid not in trust_root.role("auditor").keyids:
+    if keyid not in trust_root.role(RoleName.AUDITOR).keyids:
         roles = ", ".join(trust_root.roles_of(keyid)) or "none"
         raise KeyFileError(
             f"--report-key {keyid[:16]} is not an auditor key of the trust root (its roles: "

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from ..attest.trustroot import TrustRoot
 from ..compression import DEFAULT_LIMITS, BoundedInflater
 from ..coverage.inputs import evidence_chain_dirs
 from ..errors import EvidenceChainError, InputError
@@ -29,6 +28,7 @@ from ..evidence.reader import iter_chain_records_files
 from ..evidence.report import ERROR
 from ..evidence.seal import parse_seal
 from ..formats.record import validate_record
+from ..formats.trust_root import TrustRoot
 from ..observations.ndjson import iter_json_lines
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE

@@ -18,7 +18,6 @@ import datetime as dt
 from typing import Any
 
 from ..attest.keys import fingerprint
-from ..attest.trustroot import TrustRoot
 from ..bundle.observations_view import TimeSpan
 from ..errors import (
     BundleContentsError,
@@ -31,7 +30,9 @@ from ..evidence.chain import ChainVerification, VerifyOptions
 from ..evidence.measure import ChunkMeasure
 from ..evidence.prune_record import parse_prune_record
 from ..evidence.report import ERROR, GAP, ChainReport
+from ..formats.roles import RoleName
 from ..formats.seal import CHAIN_ID_RE
+from ..formats.trust_root import TrustRoot
 from .steps import StepOutcome
 
 # Members of a directory whose name is not a chain id are refused (file-list) and judged as one
@@ -162,7 +163,7 @@ class ChainVerifier:
                 {
                     "uri": f"evidence/{chain_id}/{last.seal_file}",
                     "digest": {"sha256": last.seal_sha256},
-                    "role": "collector",
+                    "role": RoleName.COLLECTOR.value,
                     "signers": [
                         dict(row, roles=self.trust_root.roles_of(row["keyid"]))
                         for row in self._signers(report)

@@ -23,7 +23,6 @@ from ..attest.statement import (
     VERIFICATION_REPORT_PREDICATE,
     make_statement,
 )
-from ..attest.trustroot import TrustRoot
 from ..attest.verifier import AttestationVerifier, VerifiedStatement
 from ..bundle.layout import (
     CHUNK_RE,
@@ -60,6 +59,8 @@ from ..errors import (
 from ..formats.function_map import FunctionMap
 from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE, ORDER_CHAIN
 from ..formats.report import VerificationReport
+from ..formats.roles import RoleName
+from ..formats.trust_root import TrustRoot
 from ..functionmap.load import function_map_from_statement
 from ..jsonio import parse_json
 from ..timeutil import format_timestamp, utc_now
@@ -288,7 +289,7 @@ class _BundleCheck:
             envelope = parse_json(envelope_bytes, MANIFEST_ENVELOPE)
             verified = self.verifier.verify_statement(
                 envelope,
-                "builder",
+                RoleName.BUILDER,
                 source=MANIFEST_ENVELOPE,
                 predicate_type=BUNDLE_MANIFEST_PREDICATE,
             )
@@ -310,7 +311,7 @@ class _BundleCheck:
             {
                 "uri": MANIFEST_ENVELOPE,
                 "digest": {"sha256": _sha256(envelope_bytes)},
-                "role": "builder",
+                "role": RoleName.BUILDER.value,
                 "signers": signers,
             }
         )
@@ -422,7 +423,7 @@ class _BundleCheck:
             document = parse_json(envelope_bytes, envelope_name)
             verified = self.verifier.verify_statement(
                 document,
-                "function-map",
+                RoleName.FUNCTION_MAP,
                 source=envelope_name,
                 predicate_type=FUNCTION_MAP_PREDICATE,
             )
@@ -448,7 +449,7 @@ class _BundleCheck:
             {
                 "uri": envelope_name,
                 "digest": {"sha256": _sha256(envelope_bytes)},
-                "role": "function-map",
+                "role": RoleName.FUNCTION_MAP.value,
                 "signers": _signer_rows(self.trust_root, verified),
             }
         )

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from stella_bundle.attest.dsse import EnvelopeSignature, sign_statement, verify_envelope
-from stella_bundle.attest.keys import key_material, public_key_from_dict, public_key_to_dict
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.errors import ThresholdNotMetError, TrustRootError
+from stella_bundle.formats.public_key import key_material, public_key_from_dict, public_key_to_dict
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.timeutil import format_timestamp
 from tests.conftest import CliResult
 

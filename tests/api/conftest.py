@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stella_bundle.api import ApiSettings, TokenFile, create_app
-from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.store import open_store
 
 

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import SSlibKey
 
 from stella_bundle.attest.dsse import pae, parse_envelope, signing_keys, verify_envelope
-from stella_bundle.attest.keys import public_key_to_dict
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.errors import SignatureError
+from stella_bundle.formats.public_key import public_key_to_dict
+from stella_bundle.formats.trust_root import TrustRoot
 from tests.conftest import CliResult
 
 VECTOR_X = 46950820868899156662930047687818585632848591499744589407958293238635476079160

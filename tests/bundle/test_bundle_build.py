@@ -136,7 +136,7 @@ def test_probes_are_shipped_with_their_lock(
         names = tar.getnames()
     assert "probes/probes.lock.json" in names
     assert any(n.endswith(".bpf.o") for n in names)
-    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
 
     outcome = verify_bundle(output, TrustRoot.load(test_keys.trust_root))
@@ -224,8 +224,8 @@ def test_view_merges_chains_and_sorts_an_out_of_order_chain(
 
     from bundle_helpers import make_inputs, records_for, write_chain
 
-    from stella_bundle.attest.trustroot import TrustRoot
     from stella_bundle.bundle import observations_view
+    from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
 
     monkeypatch.setattr(observations_view, "RUN_BYTES", 4096)
@@ -254,7 +254,7 @@ def test_view_merges_chains_and_sorts_an_out_of_order_chain(
 def test_unsorted_view_is_caught(tmp_path: Path, built_bundle: Path, test_keys: Any) -> None:
     from bundle_helpers import read_members, resign_manifest, write_members
 
-    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
 
     members = read_members(built_bundle)
@@ -275,7 +275,7 @@ def test_view_missing_a_record_is_caught(
 ) -> None:
     from bundle_helpers import read_members, resign_manifest, write_members
 
-    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
 
     members = read_members(built_bundle)

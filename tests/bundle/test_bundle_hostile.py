@@ -26,8 +26,8 @@ from bundle_helpers import (
     write_members,
 )
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.layout import entry_order
+from stella_bundle.formats.trust_root import TrustRoot
 
 # Each verification inline and with worker processes (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("chunk_workers")

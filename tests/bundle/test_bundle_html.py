@@ -53,7 +53,7 @@ def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def report_dir(
     tmp_path_factory: pytest.TempPathFactory, built_bundle: Path, test_keys: Any
 ) -> Path:
-    from stella_bundle.attest.trustroot import TrustRoot
+    from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.report import write_reports
     from stella_bundle.verify import verify_bundle
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle import media
 from stella_bundle.bundle.media import (
     NAMED_SIZES,
@@ -19,6 +18,7 @@ from stella_bundle.bundle.media import (
     split_bundle,
 )
 from stella_bundle.errors import InputError, PartIntegrityError
+from stella_bundle.formats.trust_root import TrustRoot
 
 
 def _digests(directory: Path) -> dict[str, str]:

@@ -24,9 +24,9 @@ from bundle_helpers import (
     write_members,
 )
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.errors import ArchiveError
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.verify import VerifyLimits, verify_bundle
 from stella_bundle.verify.chunkwork import WorkLimits
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.formats.report import VerificationReport
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
 from stella_bundle.timeutil import parse_timestamp

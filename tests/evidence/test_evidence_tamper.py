@@ -16,10 +16,10 @@ import zstandard
 
 from stella_bundle.attest.dsse import parse_envelope, sign_payload
 from stella_bundle.attest.keys import load_signer
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.chain import verify_chain, verify_chain_files
 from stella_bundle.evidence.layout import chunk_name, seal_name
+from stella_bundle.formats.trust_root import TrustRoot
 
 
 def _flip_chunk_byte(chain: Path) -> None:

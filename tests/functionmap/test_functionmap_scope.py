@@ -121,9 +121,9 @@ def test_the_store_counts_scope_like_the_files(
 ) -> None:
     import datetime as dt
 
-    from stella_bundle.attest.trustroot import TrustRoot
     from stella_bundle.coverage import VerifyOptions, verify_observations
     from stella_bundle.coverage.inputs import iter_evidence_records
+    from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.store import ingest_evidence, open_store, verify_stored
 
     output = tmp_path / "fm.json"

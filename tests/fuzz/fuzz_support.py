@@ -237,7 +237,8 @@ class SeedKeys:
 @functools.cache
 def seed_keys() -> SeedKeys:
     from stella_bundle.attest.keys import generate_key
-    from stella_bundle.attest.trustroot import ROLES, TrustRoot
+    from stella_bundle.formats.roles import ROLES
+    from stella_bundle.formats.trust_root import TrustRoot
 
     directory = Path(_SCRATCH.name) / "keys"
     directory.mkdir()

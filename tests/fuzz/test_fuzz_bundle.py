@@ -25,9 +25,9 @@ from fuzz_support import (
 from hypothesis import example, given
 from rich.console import Console
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.bundle.inspect import inspect_bundle
 from stella_bundle.bundle.reader import SafeTarReader
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.report import report_renderable, write_reports
 from stella_bundle.verify import verify_bundle
 

@@ -36,10 +36,10 @@ from stella_bundle.attest.statement import (
     EVIDENCE_CHUNK_PREDICATE,
     FUNCTION_MAP_PREDICATE,
 )
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.attest.verifier import AttestationVerifier
 from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.evidence.seal import parse_seal
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.jsonio import parse_json
 from stella_bundle.schema import validate_file
 

@@ -17,8 +17,8 @@ from stella_bundle.attest.statement import (
     FUNCTION_MAP_PREDICATE,
     make_statement,
 )
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.errors import InputError, SchemaValidationError
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.schema import (
     KINDS,
     PREDICATE_KINDS,

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from store_support import make_map, observations, write_chain
 
 from stella_bundle.api import ApiSettings, create_app
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.evidence.layout import chunk_name, seal_name
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.store import open_store
 from stella_bundle.store.postgres import PostgresStore
 

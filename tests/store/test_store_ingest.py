@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from store_support import make_map, observations, write_chain, write_ndjson
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.errors import EvidenceChainError, InputError
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.store import ingest_evidence, ingest_ndjson, open_store
 from stella_bundle.store.memory import MemoryStore
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from store_support import make_map, observations, write_chain, write_map
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.coverage import VerifyOptions
 from stella_bundle.coverage.query import QueryFilter
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.store import ingest_evidence, open_store, query_summary, verify_stored
 from stella_bundle.store.postgres import PostgresStore, partition_name

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from store_support import make_map, observations, write_chain, write_map
 
-from stella_bundle.attest.trustroot import TrustRoot
 from stella_bundle.coverage import VerifyOptions, verify_observations
 from stella_bundle.coverage.inputs import iter_evidence_records
 from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.store import (
     ingest_evidence,

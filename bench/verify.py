@@ -67,7 +67,10 @@ DUCKDB_SCRIPT = """
 import json, resource, sys, time
 import duckdb
 start = time.perf_counter()
-row = duckdb.connect().execute(sys.argv[1]).fetchone()
+# No progress bar: past 2 s DuckDB draws one on stdout, which is this script's answer.
+connection = duckdb.connect()
+connection.execute("SET enable_progress_bar = false")
+row = connection.execute(sys.argv[1]).fetchone()
 elapsed = time.perf_counter() - start
 print(json.dumps({"row": [int(v) for v in row], "query_seconds": elapsed,
                   "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -174,11 +177,12 @@ def run_stella(map_path: Path, observations: Path, workers: int | None) -> tuple
 LIBRARY_SCRIPT = """
 import json, sys, time
 start = time.perf_counter()
-from stella_bundle.functionmap.load import load_function_map
-from stella_bundle.coverage import VerifyOptions, verify_files
+from stella_bundle.coverage import VerifyOptions, verify_map_files
 imported = time.perf_counter()
-fm = load_function_map(sys.argv[1])
-result = verify_files(fm, [sys.argv[2]], VerifyOptions(workers=int(sys.argv[3]) if sys.argv[3] else None))
+# The map loaded while the scan runs (what `function-map verify` does with files).
+_, result = verify_map_files(
+    sys.argv[1], [sys.argv[2]], VerifyOptions(workers=int(sys.argv[3]) if sys.argv[3] else None)
+)
 done = time.perf_counter()
 print(json.dumps({"import": imported - start, "verify": done - imported,
                   "observed": sum(1 for p in result.per_path_breakdown if p["status"] == "observed")}))

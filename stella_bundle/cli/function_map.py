@@ -9,8 +9,9 @@ import typer
 
 from ..canonical import canonical_bytes
 from ..coverage import (
+    VerificationResult,
     VerifyOptions,
-    verify_files,
+    verify_map_files,
     verify_observations,
 )
 from ..coverage.inputs import check_one_source, iter_evidence_records, observation_paths
@@ -24,6 +25,8 @@ from .output import FORMAT_HELP, Format, console, emit, emit_json, error_line, f
 from .store_options import config_option
 
 if TYPE_CHECKING:
+    from ..formats.trust_root import TrustRoot
+    from ..functionmap.load import LoadedFunctionMap
     from ..store.base import ObservationStore
 
 # Its help is its line in cli/app.py's GROUPS table.
@@ -176,6 +179,26 @@ def generate(
         error_line(f"warning: {warning}")
 
 
+def _load_trust_root(path: Path | None) -> TrustRoot | None:
+    if path is None:
+        return None
+    # Imported only then: the trust root pulls in securesystemslib (≈0.1 s).
+    from ..formats.trust_root import TrustRoot
+
+    return TrustRoot.load(path)
+
+
+def _verify_observation_files(
+    function_map: Path, observations: list[Path], options: VerifyOptions, root: TrustRoot | None
+) -> tuple[LoadedFunctionMap, VerificationResult]:
+    """The map and its verdict on NDJSON files: the scan starts while the map is read
+    (verify_map_files); the map's errors still come first, then a missing file's."""
+    if not all(path.is_file() for path in observations):
+        load_function_map(function_map, root)
+        observation_paths(observations)  # raises, naming the missing file
+    return verify_map_files(function_map, observations, options, root)
+
+
 @app.command("verify")
 def verify(
     function_map: Path = typer.Option(
@@ -230,10 +253,7 @@ def verify(
     config: Path | None = config_option(),
 ) -> int:
     """Verify observations against a function map, offline. Exit 0 verified, 1 not."""
-    from ..formats.trust_root import TrustRoot
-
-    root = TrustRoot.load(trust_root) if trust_root is not None else None
-    loaded = load_function_map(function_map, root)
+    root = _load_trust_root(trust_root)
     options = VerifyOptions(
         window_from=time_option(window_from, "--from"),
         window_to=time_option(window_to, "--to"),
@@ -246,7 +266,10 @@ def verify(
         workers=workers,
     )
     opened: ObservationStore | None = None
-    if store is not None or config is not None:
+    if observations and evidence is None and store is None and config is None:
+        loaded, result = _verify_observation_files(function_map, observations, options, root)
+    elif store is not None or config is not None:
+        loaded = load_function_map(function_map, root)
         from ..store import open_store, verify_stored
         from ..store.config import store_settings
 
@@ -259,16 +282,14 @@ def verify(
         except BaseException:
             opened.close()
             raise
-    elif evidence is not None or not observations:
+    else:
+        loaded = load_function_map(function_map, root)
         check_one_source(list(observations), evidence)
         assert evidence is not None
         # Sealed chunks through the evidence reader (digests checked against the seals).
         result = verify_observations(
             loaded, iter_evidence_records(evidence), options, source=str(evidence), validated=True
         )
-    else:
-        check_one_source(list(observations), evidence)
-        result = verify_files(loaded, observation_paths(list(observations)), options)
     report = result.report()
     if opened is not None:
         # The map by its digest (envelope kept when signed) and the report, for the API.

@@ -3,9 +3,22 @@ node (`scan`, with its fast decoders `fastdecode` and `patterns`), then judged a
 map (`engine`): the time window, per-path and per-tag rates, probe-type confidence, diagnoses of
 missing symbols. `functionmap/` generates maps; this folder says how well observations cover one.
 
-Entry point: `verify_files` (NDJSON files) or `verify_observations` (any records), both giving a
+Entry point: `verify_files` (NDJSON files), `verify_map_files` (a map file and NDJSON files, the
+map read while the files are scanned) or `verify_observations` (any records), each giving a
 `VerificationResult`."""
 
-from .engine import VerificationResult, VerifyOptions, verify_files, verify_observations
+from .engine import (
+    VerificationResult,
+    VerifyOptions,
+    verify_files,
+    verify_map_files,
+    verify_observations,
+)
 
-__all__ = ["VerificationResult", "VerifyOptions", "verify_files", "verify_observations"]
+__all__ = [
+    "VerificationResult",
+    "VerifyOptions",
+    "verify_files",
+    "verify_map_files",
+    "verify_observations",
+]

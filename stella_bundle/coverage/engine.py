@@ -7,6 +7,7 @@ scan, split over worker processes for large plain files). Memory holds per-node 
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import functools
 import gc
@@ -18,8 +19,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+import pybase64
 from packageurl import PackageURL
 
 from ..canonical import saturating_sum
@@ -29,10 +32,14 @@ from ..formats.function_map import ExpectedNode, ExpectedPath, FunctionMap
 from ..formats.node_hash import canonical_purl, normalize_symbol
 from ..formats.record import PROBE_TYPES
 from ..formats.report import PathResult, ScopeResult, TagResult, Window
-from ..formats.scope import NO_SCOPE_WARNING, Scope
-from ..functionmap.load import LoadedFunctionMap
+from ..formats.scope import NO_SCOPE_WARNING, Scope, scope_from_predicate
+from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_function_map
+from ..jsonio import read_bytes
 from ..timeutil import format_timestamp
 from .scan import NodeAggregate, ObservationAggregator
+
+if TYPE_CHECKING:
+    from ..formats.trust_root import TrustRoot
 
 # Plain files at least this large are split across worker processes.
 # Confidence that an observation really shows the function ran, by how it was seen.
@@ -266,13 +273,16 @@ def _split_units(paths: Sequence[str | Path], workers: int) -> list[_Unit]:
 
 
 # What forked scan processes inherit instead of receiving it pickled with every job (a
-# 20,000-node map is 1.4 MB of hashes): the expected node hashes, the time window, the scope.
-_FORK_STATE: tuple[list[str], str | None, str | None, Scope | None] = ([], None, None, None)
+# 20,000-node map is 1.4 MB of hashes): the expected node hashes (None: the map is not read
+# yet, the workers keep every node unsplit), the time window, the scope.
+_FORK_STATE: tuple[list[str] | None, str | None, str | None, Scope | None] = ([], None, None, None)
 
 
 def _scan_unit(unit: _Unit) -> tuple[str, Any]:
     expected, window_from, window_to, scope = _FORK_STATE
-    aggregator = ObservationAggregator(expected, window_from, window_to, scope)
+    aggregator = ObservationAggregator(
+        expected, window_from, window_to, scope, unsplit=expected is None
+    )
     try:
         if unit.start is None or unit.end is None:
             aggregator.scan_file(unit.path)
@@ -303,38 +313,88 @@ def _lines_before(path: str, offset: int) -> int:
     return count
 
 
+def _parallel_units(paths: Sequence[str | Path], workers: int) -> list[_Unit] | None:
+    """The units to spread over worker processes, or None when one process should scan."""
+    units = _split_units(paths, workers)
+    total = sum(_size(u.path) for u in {u.path: u for u in units}.values())
+    if workers < 2 or len(units) < 2 or total < PARALLEL_MIN_BYTES // 4:
+        return None
+    return units
+
+
+class _RunningScan:
+    """Units being scanned by forked worker processes; `fold` waits for them and folds their
+    states into an aggregator in input order (the first error in input order is raised)."""
+
+    def __init__(
+        self,
+        units: list[_Unit],
+        workers: int,
+        state: tuple[list[str] | None, str | None, str | None, Scope | None],
+    ) -> None:
+        global _FORK_STATE
+        self.units = units
+        _FORK_STATE = state
+        # Frozen objects are left alone by the children's garbage collector, which would
+        # otherwise touch (and so copy-on-write) the whole inherited heap. An executor, not a
+        # Pool: a worker killed (OOM) breaks its futures instead of leaving this process
+        # waiting forever. With fork every worker starts at the first submit.
+        gc.freeze()
+        try:
+            self.pool = ProcessPoolExecutor(
+                min(workers, len(units)), mp_context=multiprocessing.get_context("fork")
+            )
+            self.futures = [self.pool.submit(_scan_unit, unit) for unit in units]
+        finally:
+            gc.unfreeze()
+            _FORK_STATE = ([], None, None, None)
+
+    def cancel(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def fold(self, aggregator: ObservationAggregator, *, routed: bool = False) -> None:
+        try:
+            results = [future.result() for future in self.futures]
+        except BrokenProcessPool as exc:
+            raise InternalError(
+                "a scanning worker process died (killed, or out of memory?)"
+            ) from exc
+        finally:
+            self.cancel()
+        for unit, (status, payload) in zip(self.units, results, strict=True):
+            if status == "error":
+                kind, message, path, line, field_name = payload
+                if line is not None and unit.start:
+                    line += _lines_before(unit.path, unit.start)
+                raise kind(message, path=path, line=line, field=field_name)
+        for unit, (_, payload) in zip(self.units, results, strict=True):
+            aggregator.merge(payload, routed=routed)
+            if unit.path not in aggregator.files:
+                aggregator.files.append(unit.path)
+
+
 def scan_paths(
     aggregator: ObservationAggregator, paths: Sequence[str | Path], workers: int | None = None
 ) -> None:
     """Scan files into `aggregator`: large plain files split at line boundaries, and many
     files (evidence chunks), spread over worker processes when there is enough to read."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    units = _split_units(paths, workers)
-    total = sum(_size(u.path) for u in {u.path: u for u in units}.values())
-    if workers < 2 or len(units) < 2 or total < PARALLEL_MIN_BYTES // 4:
-        for unit in units:
-            aggregator.scan_file(unit.path)
+    units = _parallel_units(paths, workers)
+    if units is None:
+        for path in paths:
+            aggregator.scan_file(path)
         return
-    global _FORK_STATE
-    _FORK_STATE = (
+    # With no more units than workers, this process scans the first unit itself, straight into
+    # the aggregator, while the others run: one fork, one result to pickle and merge fewer.
+    local = units[0] if len(units) <= workers else None
+    state = (
         list(aggregator.expected),
         aggregator.window_from,
         aggregator.window_to,
         aggregator.scope,
     )
-    # With no more units than workers, this process scans the first unit itself, straight into
-    # the aggregator, while the others run: one fork, one result to pickle and merge fewer.
-    local = units[0] if len(units) <= workers else None
-    remote = units[1:] if local is not None else units
-    # Frozen objects are left alone by the children's garbage collector, which would otherwise
-    # touch (and so copy-on-write) the whole inherited heap. An executor, not a Pool: a worker
-    # killed (OOM) breaks its futures instead of leaving this process waiting forever.
-    gc.freeze()
-    pool = ProcessPoolExecutor(
-        min(workers, len(remote)), mp_context=multiprocessing.get_context("fork")
-    )
+    running = _RunningScan(units[1:] if local is not None else units, workers, state)
     try:
-        pending = [pool.submit(_scan_unit, unit) for unit in remote]
         if local is not None:
             # Its errors come first in file order; leaving the block cancels what has not started.
             if local.start is None or local.end is None:
@@ -343,27 +403,66 @@ def scan_paths(
                 aggregator.scan_range(local.path, local.start, local.end)
                 if local.path not in aggregator.files:
                     aggregator.files.append(local.path)
-        try:
-            results = [future.result() for future in pending]
-        except BrokenProcessPool as exc:
-            raise InternalError(
-                "a scanning worker process died (killed, or out of memory?)"
-            ) from exc
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        gc.unfreeze()
-        _FORK_STATE = ([], None, None, None)
-    units = remote
-    for unit, (status, payload) in zip(units, results, strict=True):
-        if status == "error":
-            kind, message, path, line, field_name = payload
-            if line is not None and unit.start:
-                line += _lines_before(unit.path, unit.start)
-            raise kind(message, path=path, line=line, field=field_name)
-    for unit, (_, payload) in zip(units, results, strict=True):
-        aggregator.merge(payload)
-        if unit.path not in aggregator.files:
-            aggregator.files.append(unit.path)
+    except BaseException:
+        running.cancel()
+        raise
+    running.fold(aggregator)
+
+
+class _NoHint(Exception):
+    """The quick read of a map cannot tell its scope: read the map first."""
+
+
+def _scope_hint(raw: bytes) -> Scope | None:
+    """The scope of the map in `raw`, from a quick read (orjson, no checks) before the full
+    one; raises _NoHint when that read cannot tell. Only a map that then loads is used, and
+    its checked scope must equal this one."""
+    try:
+        document = orjson.loads(raw)
+        if is_envelope_document(document):
+            document = orjson.loads(pybase64.b64decode(document["payload"], validate=True))
+        return scope_from_predicate(document["predicate"], None)
+    except (orjson.JSONDecodeError, binascii.Error, LookupError, TypeError, ValueError) as exc:
+        raise _NoHint from exc
+    except StellaError as exc:
+        raise _NoHint from exc
+
+
+def verify_map_files(
+    map_path: str | Path,
+    paths: Sequence[str | Path],
+    options: VerifyOptions | None = None,
+    trust_root: TrustRoot | None = None,
+) -> tuple[LoadedFunctionMap, VerificationResult]:
+    """`load_function_map(map_path, trust_root)`, then `verify_files` against it: the same map
+    and result (or the same first error: the map's before the files'), with the scan's worker
+    processes started first, so that reading and checking the map (a third of a second for
+    10,000 paths) overlaps the scan. The workers learn which nodes are the map's when their
+    states are merged; the scope they filter by is read ahead from the map's bytes."""
+    options = options or VerifyOptions()
+    raw = read_bytes(map_path)
+    workers = options.workers if options.workers is not None else (os.cpu_count() or 1)
+    units = _parallel_units(paths, workers)
+    try:
+        scope = _scope_hint(raw) if units is not None else None
+    except _NoHint:
+        units = None
+    if units is None:
+        loaded = parse_function_map(raw, map_path, trust_root)
+        return loaded, verify_files(loaded, paths, options)
+    window_from, window_to = options.window_strings()
+    running = _RunningScan(units, workers, (None, window_from, window_to, scope))
+    try:
+        loaded = parse_function_map(raw, map_path, trust_root)
+    except BaseException:
+        running.cancel()
+        raise
+    if loaded.function_map.scope != scope:  # a map that loads reads the same both ways
+        running.cancel()
+        return loaded, verify_files(loaded, paths, options)
+    aggregator = new_aggregator(loaded, options)
+    running.fold(aggregator, routed=True)
+    return loaded, evaluate(loaded, aggregator, options)
 
 
 # --- evaluation -----------------------------------------------------------------------------------

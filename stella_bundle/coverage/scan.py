@@ -113,9 +113,16 @@ class ObservationAggregator:
         window_from: str | None = None,
         window_to: str | None = None,
         scope: Scope | None = None,
+        *,
+        unsplit: bool = False,
     ) -> None:
         self.expected: dict[str, NodeAggregate] = {h: NodeAggregate() for h in expected or ()}
         self.unexpected: dict[str, NodeAggregate] = {}
+        # A scan started before the map is read (engine.verify_map_files) cannot tell the
+        # map's nodes from others: every node is kept as if unexpected (its first record's
+        # name and purl), in `expected`, the dict the hot loops look up first; the aggregator
+        # that knows the map sorts them out when it merges this one's export (`routed`).
+        self.unsplit = unsplit
         self.window_from = window_from
         self.window_to = window_to
         self.records = 0
@@ -139,12 +146,20 @@ class ObservationAggregator:
             self.out_of_scope,
         )
 
-    def merge(self, state: AggregateState) -> None:
+    def merge(self, state: AggregateState, *, routed: bool = False) -> None:
         """Fold another aggregator's `export` in. Merged in input order, an unexpected node
-        keeps the name and purl of its first record, as one aggregator reading it all would."""
+        keeps the name and purl of its first record, as one aggregator reading it all would.
+        `routed`: the export is an unsplit aggregator's; each node goes where this one's map
+        puts it (a node of the map keeps no name or purl, as when it was folded here)."""
         expected, unexpected, records, outside, out_of_scope = state
-        _merge(self.expected, expected)
-        _merge(self.unexpected, unexpected)
+        if routed:
+            mine = self.expected
+            for states in (expected, unexpected):
+                _merge(mine, {h: (*s[:4], None, None) for h, s in states.items() if h in mine})
+                _merge(self.unexpected, {h: s for h, s in states.items() if h not in mine})
+        else:
+            _merge(self.expected, expected)
+            _merge(self.unexpected, unexpected)
         self.records += records
         self.outside_window += outside
         self.out_of_scope += out_of_scope
@@ -383,7 +398,8 @@ class ObservationAggregator:
         if state is None:
             if not NODE_HASH_RE.match(node_hash):
                 raise _BadDate  # not a date, but the same remedy: the full path names it
-            state = self.unexpected[node_hash] = NodeAggregate()
+            state = NodeAggregate()
+            (self.expected if self.unsplit else self.unexpected)[node_hash] = state
             state.function_name = record.function_name
             state.purl = None if record.purl is UNSET else record.purl
         return state

@@ -36,7 +36,6 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/collector/session.py::Collector.start": BEING_CHANGED,
     "stella_bundle/agent/config.py::load_agent_settings": BEING_CHANGED,
     "stella_bundle/bundle/build.py::build_bundle": PERF_WORK,
-    "stella_bundle/coverage/engine.py::scan_paths": PERF_WORK,
     "stella_bundle/store/postgres.py::PostgresStore.store_chunks": PERF_WORK,
 }
 

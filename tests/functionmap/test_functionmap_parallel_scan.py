@@ -15,17 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from functionmap_helpers import make_map, write_debian_sbom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from securesystemslib.signer import CryptoSigner
 
-from stella_bundle.canonical import canonical_record_bytes
-from stella_bundle.coverage import VerifyOptions, verify_files
+from stella_bundle.attest.dsse import envelope_bytes, sign_statement
+from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
+from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
+from stella_bundle.coverage import VerifyOptions, verify_files, verify_map_files
 from stella_bundle.coverage import engine as engine_module
 from stella_bundle.coverage import scan as scan_module
 from stella_bundle.errors import StellaError
 from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.formats.scope import Scope
+from stella_bundle.functionmap.load import load_function_map
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect"]
 STRAY = ["sha256:" + digit * 64 for digit in "ab"]
@@ -125,6 +130,67 @@ def test_workers_give_the_report_or_error_of_one_scan(
         inline = _outcome(fmap, path, dataclasses.replace(options, workers=1))
         for workers in (2, 3):
             assert _outcome(fmap, path, dataclasses.replace(options, workers=workers)) == inline
+        # The map read while the workers scan (they learn its nodes only at the merge).
+        map_file = _write_map(fmap, Path(directory), signed=data.draw(st.booleans()))
+        assert _map_outcome(map_file, path, dataclasses.replace(options, workers=2)) == inline
+
+
+def _write_map(fmap: FunctionMap, directory: Path, *, signed: bool) -> Path:
+    statement = make_statement(
+        [{"name": "sbom.cdx.json", "digest": {"sha256": "0" * 64}}],
+        FUNCTION_MAP_PREDICATE,
+        fmap.to_dict(),
+    )
+    if not signed:
+        path = directory / "function-map.json"
+        path.write_bytes(canonical_bytes(statement))
+        return path
+    path = directory / "function-map.dsse.json"
+    signer = CryptoSigner(ed25519.Ed25519PrivateKey.generate())
+    path.write_bytes(envelope_bytes(sign_statement(statement, [signer])))
+    return path
+
+
+def _map_outcome(map_file: Path, path: Path, options: VerifyOptions) -> Any:
+    try:
+        return verify_map_files(map_file, [path], options)[1].to_dict()
+    except StellaError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def test_map_read_during_the_scan_gives_its_own_error_first(
+    maps: dict[str, FunctionMap], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bad map is refused as by load_function_map, though the scan already started (and a
+    bad line in the observations is not what is reported); a good one gives its own digest."""
+    monkeypatch.setattr(engine_module, "PARALLEL_MIN_BYTES", 1)
+    fmap = maps["scoped"]
+    node = fmap.expected_paths[0].nodes[0]
+    line = canonical_record_bytes(
+        {
+            "node_hash": node.node_hash,
+            "function_name": node.symbol,
+            "observed_at": "2026-01-23T00:30:00.000000Z",
+        }
+    )
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes((line + b"\n") * 3000 + b"{oops\n")
+    map_file = _write_map(fmap, tmp_path, signed=False)
+    clean = tmp_path / "clean.ndjson"
+    clean.write_bytes((line + b"\n") * 3000)
+    loaded, result = verify_map_files(map_file, [clean], VerifyOptions(workers=2))
+    assert loaded == load_function_map(map_file) and result.records["read"] == 3000
+    with pytest.raises(StellaError, match=":3001: malformed NDJSON"):
+        verify_map_files(map_file, [path], VerifyOptions(workers=2))
+    broken = json.loads(map_file.read_bytes())
+    broken["predicate"]["expected_paths"][0]["nodes"][0]["node_hash"] = "sha256:" + "0" * 64
+    map_file.write_bytes(canonical_bytes(broken))
+    with pytest.raises(StellaError) as caught:
+        verify_map_files(map_file, [path], VerifyOptions(workers=2))
+    assert caught.value.field is not None and "node_hash" in caught.value.field
+    map_file.write_bytes(b'{"predicate": {"scope": 1}, "predicate": {}}')  # no hint either
+    with pytest.raises(StellaError, match="appears twice"):
+        verify_map_files(map_file, [path], VerifyOptions(workers=2))
 
 
 def _die(unit: Any) -> Any:

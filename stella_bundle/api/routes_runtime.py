@@ -49,7 +49,7 @@ def hot_symbols(
     """Observations per (purl, symbol), most frequent first (a record's count counts)."""
     service = context(request).settings.runtime
     answer = service.hot_symbols(window_seconds=window_seconds, top=top)
-    return {**answer, "enabled": service.enabled}
+    return {**answer.to_dict(), "enabled": service.enabled}
 
 
 @router.get(
@@ -81,7 +81,7 @@ def runtime_timeline(
         purl=purl,
         limit=limit,
     )
-    return {"events": events, "enabled": service.enabled}
+    return {**events.to_dict(), "enabled": service.enabled}
 
 
 @router.post(

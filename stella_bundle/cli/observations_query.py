@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from ..errors import InputError
+from ..report.kinds import RECORDS, SYMBOLS
+from ..report.registry import TextFormat
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
-from .output import FORMAT_HELP, Format, console, emit_json
+from .output import emit, format_option
 from .store_options import config_option
 
 
@@ -57,7 +58,7 @@ def query(
     limit: int | None = typer.Option(
         None, "--limit", help="At most this many records (default: all)."
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(RECORDS),
     store: str | None = typer.Option(
         None,
         "--store",
@@ -97,12 +98,12 @@ def _query(
     window_from: str | None,
     window_to: str | None,
     limit: int | None,
-    output_format: Format,
+    output_format: TextFormat,
     store: str | None,
     config: Path | None,
 ) -> None:
     from ..coverage.inputs import iter_input_records
-    from ..coverage.query import QueryFilter, filter_records, summarise
+    from ..coverage.query import QueryFilter, filter_records, select_records, summary_of
 
     selection = QueryFilter(
         service=service,
@@ -125,51 +126,6 @@ def _query(
     else:
         records = filter_records(iter_input_records(list(observations), evidence), selection)
     if summary:
-        rows = [entry.to_dict() for entry in summarise(records)]
-        if output_format == Format.json:
-            emit_json({"symbols": rows})
-            return
-        table = Table(title=f"Observed symbols ({len(rows)})")
-        for column in (
-            "function",
-            "purl",
-            "count",
-            "first seen",
-            "last seen",
-            "probes",
-            "containers",
-        ):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row["function_name"],
-                row["purl"] or "",
-                str(row["count"]),
-                row["first_observed_at"],
-                row["last_observed_at"],
-                ", ".join(row["probe_types"]),
-                ", ".join(c[:12] for c in row["containers"]),
-            )
-        console.print(table)
-        return
-    selected: list[dict[str, Any]] = []
-    for record in records:
-        if limit is not None and len(selected) >= limit:
-            break
-        selected.append(record)
-    if output_format == Format.json:
-        emit_json({"records": selected})
-        return
-    table = Table(title=f"Observations ({len(selected)})")
-    for column in ("observed at", "function", "probe", "count", "container", "comm"):
-        table.add_column(column)
-    for record in selected:
-        table.add_row(
-            record["observed_at"],
-            record["function_name"],
-            record["probe_type"],
-            str(record.get("count", 1)),
-            (record.get("container_id") or "")[:12],
-            record.get("comm") or "",
-        )
-    console.print(table)
+        emit(summary_of(records), output_format, SYMBOLS)
+    else:
+        emit(select_records(records, limit), output_format, RECORDS)

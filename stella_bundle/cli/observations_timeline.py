@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
+from ..report.kinds import TIMELINE
+from ..report.registry import TextFormat
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
-from .output import FORMAT_HELP, Format, console, emit_json
+from .output import emit, format_option
 
 
 @app.command("timeline")
@@ -39,7 +40,7 @@ def timeline_command(
     limit: int | None = typer.Option(
         None, "--limit", help="At most this many events (default: all)."
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(TIMELINE),
 ) -> None:
     """Chronological events correlated with their SBOM component (purl) and build artifact
     (image digest, build id, binary)."""
@@ -48,7 +49,7 @@ def timeline_command(
 
     start = time_option(window_from, "--from")
     end = time_option(window_to, "--to")
-    entries = timeline(
+    result = timeline(
         iter_input_records(list(observations), evidence),
         window_from=format_timestamp(start) if start else None,
         window_to=format_timestamp(end) if end else None,
@@ -56,20 +57,4 @@ def timeline_command(
         purl=purl,
         limit=limit,
     )
-    if output_format is Format.json:
-        emit_json({"events": entries})
-        return
-    table = Table(title=f"Timeline ({len(entries)} events)")
-    for column in ("observed_at", "symbol", "purl", "probe", "image", "build_id", "container"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(
-            entry["observed_at"],
-            entry["symbol"],
-            entry.get("purl", ""),
-            entry.get("probe_type", ""),
-            entry.get("image_digest", ""),
-            entry.get("build_id", ""),
-            entry.get("container_id", "")[:12],
-        )
-    console.print(table)
+    emit(result, output_format, TIMELINE)

@@ -10,7 +10,9 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..evidence.report import ERROR, INFO, WARNING
-from .output import FORMAT_HELP, Format, console, emit_json
+from ..report.kinds import CHAINS
+from ..report.registry import TextFormat
+from .output import FORMAT_HELP, Format, console, emit, emit_json, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -35,57 +37,27 @@ def verify_chain_command(
     allow_open: bool = typer.Option(
         False, "--allow-open", help="Accept a chain still being written (no final seal: warning)."
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(CHAINS),
 ) -> None:
     """Check every chunk, seal, signature and link; name each problem. Exit 0 pass, 1 fail."""
     from ..evidence.chain import verify_evidence
+    from ..evidence.report import ChainVerification
     from ..formats.trust_root import TrustRoot
 
     if structure_only and trust_root is not None:
         raise InputError("--structure-only and --trust-root exclude each other")
-    reports = verify_evidence(
-        directory,
-        TrustRoot.load(trust_root) if trust_root else None,
-        require_signatures=not structure_only,
-        allow_open=allow_open,
-    )
-    passed = all(r.passed for r in reports)
-    if output_format is Format.json:
-        emit_json({"passed": passed, "chains": [r.to_dict() for r in reports]})
-    else:
-        for report in reports:
-            _print_report(report)
-    raise typer.Exit(0 if passed else 1)
-
-
-def _print_report(report: ChainReport) -> None:
-    verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
-    console.print(f"chain {report.chain_id}  {verdict}  ({report.location})")
-    sequences = f"{report.first_sequence}..{report.last_sequence}" if report.chunks else "none"
-    console.print(
-        f"  chunks {len(report.chunks)}  records {report.records}  sequences {sequences}  "
-        f"final seal {'yes' if report.final_seal else 'no'}  signatures {report.signatures}  "
-        f"events lost {report.events_lost}"
-    )
-    console.print(f"  window {report.first_observed_at or '-'} .. {report.last_observed_at or '-'}")
-    for chunk in report.chunks:
-        signers = ",".join(k[:12] for k in chunk.signers) or "-"
-        console.print(
-            f"  {chunk.sequence:>10}  digest {chunk.digest:<11} signature {chunk.signature:<12} "
-            f"link {chunk.link:<11} records {chunk.records:<8} {chunk.reason or '-':<9} "
-            f"{'final' if chunk.final else '':<5} signer {signers}",
-            markup=False,
+    result = ChainVerification(
+        tuple(
+            verify_evidence(
+                directory,
+                TrustRoot.load(trust_root) if trust_root else None,
+                require_signatures=not structure_only,
+                allow_open=allow_open,
+            )
         )
-    for finding in report.findings:
-        style = _SEVERITY_STYLE.get(finding.severity, "")
-        where = f" [{finding.file or finding.sequence}]" if finding.file or finding.sequence else ""
-        extra = ""
-        if finding.expected or finding.actual:
-            extra = f" (expected {finding.expected}, actual {finding.actual})"
-        console.print(
-            f"  [{style}]{finding.severity:<7} {finding.code}[/{style}]"
-            f"{_escape(where)}: {_escape(finding.message + extra)}"
-        )
+    )
+    emit(result, output_format, CHAINS)
+    raise typer.Exit(0 if result.passed else 1)
 
 
 def _pairs(values: dict[str, object]) -> str:
@@ -270,4 +242,4 @@ def prune_command(
 from . import signals_start  # noqa: E402,F401
 
 if TYPE_CHECKING:
-    from ..evidence.chain import ChainReport
+    pass

@@ -12,10 +12,11 @@ from types import FrameType
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from ..errors import InputError
-from .output import FORMAT_HELP, Format, console, emit_json, error_line
+from ..report.kinds import HOT_SYMBOLS
+from ..report.registry import TextFormat
+from .output import FORMAT_HELP, Format, console, emit, emit_json, error_line, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -400,7 +401,7 @@ def hot_symbols(
         "--config",
         help="stellaops.yaml: with tetragon.enabled false, an empty answer (default: none).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(HOT_SYMBOLS),
 ) -> None:
     """How often each (purl, symbol) was observed, overall and per time window."""
     from ..coverage.inputs import iter_input_records
@@ -411,15 +412,4 @@ def hot_symbols(
         raise InputError("expected a number of seconds >= 1", field="--window")
     enabled = load_tetragon_config(config).enabled
     records = iter_input_records(list(observations), evidence) if enabled else iter(())
-    report = count_hot_symbols(records, window_seconds=window, top=top)
-    if output_format is Format.json:
-        emit_json(report)
-        return
-    table = Table(title=f"Hot symbols ({len(report['symbols'])})")
-    for column in ("purl", "symbol", "count", "first", "last"):
-        table.add_column(column)
-    for row in report["symbols"]:
-        table.add_row(
-            row["purl"], row["symbol"], str(row["count"]), row["first_seen"], row["last_seen"]
-        )
-    console.print(table)
+    emit(count_hot_symbols(records, window_seconds=window, top=top), output_format, HOT_SYMBOLS)

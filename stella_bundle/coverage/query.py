@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..errors import MalformedDocumentError
+from ..formats.flat import read_flat, read_list
 from ..formats.node_hash import normalize_symbol
+from ..formats.record import ObservationRecord
 from ..timeutil import format_timestamp, parse_timestamp
 
 
@@ -87,6 +92,71 @@ class SymbolSummary:
             "probe_types": sorted(self.probe_types),
             "containers": sorted(self.containers),
         }
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, source: str | Path | None = None, where: str = "symbol"
+    ) -> SymbolSummary:
+        values = read_flat(cls, data, source, where)
+        for name in ("probe_types", "containers"):
+            values[name] = set(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SymbolSummaries:
+    """What `observations query --summary` prints: one entry per symbol, most counted first."""
+
+    symbols: tuple[SymbolSummary, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"symbols": [entry.to_dict() for entry in self.symbols]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> SymbolSummaries:
+        items = read_list(_only(data, "symbols", source), source, "symbols")
+        return cls(
+            tuple(
+                SymbolSummary.from_dict(item, source, f"symbols[{i}]")
+                for i, item in enumerate(items)
+            )
+        )
+
+
+@dataclass(frozen=True)
+class RecordSelection:
+    """What `observations query` prints: the records the filter kept, in input order."""
+
+    records: tuple[ObservationRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"records": [record.to_dict() for record in self.records]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> RecordSelection:
+        items = read_list(_only(data, "records", source), source, "records")
+        return cls(
+            tuple(ObservationRecord.from_dict(item, source, i) for i, item in enumerate(items, 1))
+        )
+
+
+def _only(data: Any, name: str, source: str | Path | None) -> Any:
+    if not isinstance(data, dict) or set(data) != {name}:
+        raise MalformedDocumentError(
+            f"expected an object with {name} only", path=source, field=name
+        )
+    return data[name]
+
+
+def select_records(records: Iterable[dict[str, Any]], limit: int | None = None) -> RecordSelection:
+    """The first `limit` records (all without one); they were validated as they were read."""
+    selected = itertools.islice(records, limit) if limit is not None else records
+    return RecordSelection(tuple(ObservationRecord(**record) for record in selected))
+
+
+def summary_of(records: Iterable[dict[str, Any]]) -> SymbolSummaries:
+    """The per-symbol summary as a result (`summarise`'s entries)."""
+    return SymbolSummaries(tuple(summarise(records)))
 
 
 def filter_records(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
+from ..errors import MalformedDocumentError
+from ..formats.flat import read_flat, read_list
 from ..formats.seal import LossCounters
 
 ERROR: Final = "error"
@@ -173,3 +176,84 @@ class ChainReport:
             "findings": [f.to_dict() for f in self.findings],
             "chunk_details": [c.to_dict() for c in self.chunks],
         }
+
+
+# --- reading a report back (the JSON `signals verify-chain --format json` prints) -----------
+
+
+def chain_report_from_dict(
+    data: Any, source: str | Path | None = None, where: str = "chain"
+) -> ChainReport:
+    """A chain's report from its `to_dict`: the chunks, findings, loss and prune are read, the
+    totals (records, sequences, window, verdict…) recomputed and required to match."""
+    if not isinstance(data, dict):
+        raise MalformedDocumentError("expected an object", path=source, field=where)
+    for name in _REPORT_FIELDS:
+        if name not in data:
+            raise MalformedDocumentError(
+                "required field is missing", path=source, field=f"{where}.{name}"
+            )
+    pruned = data["pruned"]
+    report = ChainReport(
+        chain_id=str(data["chain_id"]),
+        location=str(data["location"]),
+        trust_root_used=data["signatures"] == "verified",
+        chunks=[
+            ChunkEntry(**read_flat(ChunkEntry, item, source, f"{where}.chunk_details[{index}]"))
+            for index, item in enumerate(read_list(data["chunk_details"], source, where))
+        ],
+        findings=[
+            Finding(**read_flat(Finding, item, source, f"{where}.findings[{index}]"))
+            for index, item in enumerate(read_list(data["findings"], source, where))
+        ],
+        loss=LossCounters.from_dict(data["loss"], source),
+        pruned=None
+        if pruned is None
+        else PruneSummary(**read_flat(PruneSummary, pruned, source, f"{where}.pruned")),
+    )
+    again = report.to_dict()
+    for name in _REPORT_FIELDS:
+        if again[name] != data[name] or type(again[name]) is not type(data[name]):
+            raise MalformedDocumentError(
+                "disagrees with the chain's chunks and findings",
+                path=source,
+                field=f"{where}.{name}",
+            )
+    unknown = sorted(data.keys() - set(_REPORT_FIELDS))
+    if unknown:
+        raise MalformedDocumentError("unknown field", path=source, field=f"{where}.{unknown[0]}")
+    return report
+
+
+_REPORT_FIELDS: Final = tuple(ChainReport("", "").to_dict())
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """What `signals verify-chain` prints: every chain's report, passed when all passed."""
+
+    chains: tuple[ChainReport, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(chain.passed for chain in self.chains)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "chains": [chain.to_dict() for chain in self.chains]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> ChainVerification:
+        if not isinstance(data, dict) or set(data) != {"passed", "chains"}:
+            raise MalformedDocumentError(
+                "expected an object of passed and chains", path=source, field="chain verification"
+            )
+        chains = tuple(
+            chain_report_from_dict(item, source, f"chains[{index}]")
+            for index, item in enumerate(read_list(data["chains"], source, "chains"))
+        )
+        result = cls(chains)
+        if data["passed"] is not result.passed:
+            raise MalformedDocumentError(
+                "disagrees with the chains' verdicts", path=source, field="passed"
+            )
+        return result

@@ -20,3 +20,28 @@ BUNDLE_REPORT: Final = ResultKind(
     "stella_bundle.report.render:report_renderable",
     "stella_bundle.report.render:render_html",
 )
+CHAINS: Final = ResultKind(
+    "chain verification",
+    "stella_bundle.evidence.report:ChainVerification",
+    "stella_bundle.report.tables:chains_table",
+)
+RECORDS: Final = ResultKind(
+    "record selection",
+    "stella_bundle.coverage.query:RecordSelection",
+    "stella_bundle.report.tables:records_table",
+)
+SYMBOLS: Final = ResultKind(
+    "per-symbol summary",
+    "stella_bundle.coverage.query:SymbolSummaries",
+    "stella_bundle.report.tables:symbols_table",
+)
+TIMELINE: Final = ResultKind(
+    "timeline",
+    "stella_bundle.tetragon.analysis:Timeline",
+    "stella_bundle.report.tables:timeline_table",
+)
+HOT_SYMBOLS: Final = ResultKind(
+    "hot-symbol count",
+    "stella_bundle.tetragon.analysis:HotSymbols",
+    "stella_bundle.report.tables:hot_symbols_table",
+)

@@ -11,7 +11,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..coverage.query import RecordSelection, SymbolSummaries
+from ..evidence.report import ChainReport, ChainVerification
 from ..formats.coverage import CoverageReport
+from ..tetragon.analysis import HotSymbols, Timeline
 
 _PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
 
@@ -109,3 +112,122 @@ def _coverage_unexpected(report: CoverageReport) -> Table:
             _cell(item.get("diagnosis")),
         )
     return unexpected
+
+
+# --- signals verify-chain ----------------------------------------------------------------------
+
+_SEVERITY_STYLE = {"error": "red", "warning": "yellow", "info": "dim"}
+
+
+def chains_table(result: ChainVerification) -> RenderableType:
+    return Group(*(line for chain in result.chains for line in _chain_lines(chain)))
+
+
+def _chain_lines(report: ChainReport) -> list[RenderableType]:
+    verdict = Text("PASSED", "green") if report.passed else Text("FAILED", "red")
+    sequences = f"{report.first_sequence}..{report.last_sequence}" if report.chunks else "none"
+    lines: list[RenderableType] = [
+        Text.assemble(f"chain {report.chain_id}  ", verdict, f"  ({report.location})"),
+        Text(
+            f"  chunks {len(report.chunks)}  records {report.records}  sequences {sequences}  "
+            f"final seal {'yes' if report.final_seal else 'no'}  signatures {report.signatures}  "
+            f"events lost {report.events_lost}"
+        ),
+        Text(f"  window {report.first_observed_at or '-'} .. {report.last_observed_at or '-'}"),
+    ]
+    for chunk in report.chunks:
+        signers = ",".join(k[:12] for k in chunk.signers) or "-"
+        lines.append(
+            Text(
+                f"  {chunk.sequence:>10}  digest {chunk.digest:<11} signature {chunk.signature:<12} "
+                f"link {chunk.link:<11} records {chunk.records:<8} {chunk.reason or '-':<9} "
+                f"{'final' if chunk.final else '':<5} signer {signers}"
+            )
+        )
+    for finding in report.findings:
+        where = f" [{finding.file or finding.sequence}]" if finding.file or finding.sequence else ""
+        extra = ""
+        if finding.expected or finding.actual:
+            extra = f" (expected {finding.expected}, actual {finding.actual})"
+        lines.append(
+            Text.assemble(
+                "  ",
+                (
+                    f"{finding.severity:<7} {finding.code}",
+                    _SEVERITY_STYLE.get(finding.severity, ""),
+                ),
+                f"{where}: {finding.message}{extra}",
+            )
+        )
+    return lines
+
+
+# --- observations query, timeline; tetragon hot-symbols ----------------------------------------
+
+
+def records_table(result: RecordSelection) -> RenderableType:
+    table = Table(title=f"Observations ({len(result.records)})")
+    for column in ("observed at", "function", "probe", "count", "container", "comm"):
+        table.add_column(column)
+    for record in result.records:
+        table.add_row(
+            record.observed_at,
+            _cell(record.function_name),
+            record.probe_type,
+            str(record.count or 1),
+            _cell((record.container_id or "")[:12]),
+            _cell(record.comm),
+        )
+    return table
+
+
+def symbols_table(result: SymbolSummaries) -> RenderableType:
+    table = Table(title=f"Observed symbols ({len(result.symbols)})")
+    for column in ("function", "purl", "count", "first seen", "last seen", "probes", "containers"):
+        table.add_column(column)
+    for row in result.symbols:
+        table.add_row(
+            _cell(row.function_name),
+            _cell(row.purl),
+            str(row.count),
+            row.first_observed_at,
+            row.last_observed_at,
+            ", ".join(sorted(row.probe_types)),
+            _cell(", ".join(c[:12] for c in sorted(row.containers))),
+        )
+    return table
+
+
+def timeline_table(result: Timeline) -> RenderableType:
+    table = Table(title=f"Timeline ({len(result.events)} events)")
+    for column in ("observed_at", "symbol", "purl", "probe", "image", "build_id", "container"):
+        table.add_column(column)
+    for entry in result.events:
+        table.add_row(
+            entry["observed_at"],
+            _cell(entry["symbol"]),
+            _cell(entry.get("purl")),
+            _cell(entry.get("probe_type")),
+            _cell(entry.get("image_digest")),
+            _cell(entry.get("build_id")),
+            _cell(str(entry.get("container_id", ""))[:12]),
+        )
+    return table
+
+
+def hot_symbols_table(result: HotSymbols) -> RenderableType:
+    table = Table(title=f"Hot symbols ({len(result.symbols)})")
+    for column in ("purl", "symbol", "count", "first", "last"):
+        table.add_column(column)
+    for row in result.symbols:
+        table.add_row(
+            _cell(row.purl), _cell(row.symbol), str(row.count), row.first_seen, row.last_seen
+        )
+    if result.window_seconds is None:
+        return table
+    windows = Table(title=f"Per {result.window_seconds} s window")
+    for column in ("window start", "purl", "symbol", "count"):
+        windows.add_column(column)
+    for item in result.windows or ():
+        windows.add_row(item.window_start, _cell(item.purl), _cell(item.symbol), str(item.count))
+    return Group(table, windows)

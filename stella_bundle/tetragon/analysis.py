@@ -6,13 +6,17 @@ NDJSON files. With the bridge disabled or no records they answer empty results, 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..errors import MalformedDocumentError
+from ..formats.flat import read_flat, read_list
 from ..formats.record import record_count
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 
 
 @dataclass
@@ -34,9 +38,69 @@ def _window_start(timestamp: str, window_seconds: int) -> str:
     return format_timestamp(dt.datetime.fromtimestamp(start, dt.UTC))
 
 
+@dataclass(frozen=True)
+class SymbolCount:
+    purl: str
+    symbol: str
+    count: int
+    first_seen: str
+    last_seen: str
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    window_start: str
+    purl: str
+    symbol: str
+    count: int
+
+
+@dataclass(frozen=True)
+class HotSymbols:
+    """What `tetragon hot-symbols` prints and `/runtime/hot-symbols` answers."""
+
+    symbols: tuple[SymbolCount, ...]
+    window_seconds: int | None = None  # with per-window counts
+    windows: tuple[WindowCount, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"symbols": [dataclasses.asdict(item) for item in self.symbols]}
+        if self.window_seconds is not None:
+            out["window_seconds"] = self.window_seconds
+            out["windows"] = [dataclasses.asdict(item) for item in self.windows or ()]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> HotSymbols:
+        if not isinstance(data, dict) or set(data) - {"symbols", "window_seconds", "windows"}:
+            raise MalformedDocumentError(
+                "expected symbols (and window_seconds with windows)", path=source, field="symbols"
+            )
+        symbols = tuple(
+            SymbolCount(**read_flat(SymbolCount, item, source, f"symbols[{index}]"))
+            for index, item in enumerate(read_list(data.get("symbols"), source, "symbols"))
+        )
+        if ("window_seconds" in data) != ("windows" in data):
+            raise MalformedDocumentError(
+                "window_seconds and windows go together", path=source, field="windows"
+            )
+        if "window_seconds" not in data:
+            return cls(symbols)
+        seconds = data["window_seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise MalformedDocumentError(
+                "expected a number of seconds >= 1", path=source, field="window_seconds"
+            )
+        windows = tuple(
+            WindowCount(**read_flat(WindowCount, item, source, f"windows[{index}]"))
+            for index, item in enumerate(read_list(data["windows"], source, "windows"))
+        )
+        return cls(symbols, seconds, windows)
+
+
 def hot_symbols(
     records: Iterable[dict[str, Any]], *, window_seconds: int | None = None, top: int | None = None
-) -> dict[str, Any]:
+) -> HotSymbols:
     """Observations per (purl, symbol), most frequent first; per window when asked.
 
     A record's `count` (aggregated records) counts as that many observations.
@@ -62,29 +126,24 @@ def hot_symbols(
     ranked = sorted(totals.items(), key=lambda item: (-item[1].count, item[0]))
     if top is not None:
         ranked = ranked[:top]
-    out: dict[str, Any] = {
-        "symbols": [
-            {
-                "purl": purl,
-                "symbol": symbol,
-                "count": tally.count,
-                "first_seen": tally.first,
-                "last_seen": tally.last,
-            }
-            for (purl, symbol), tally in ranked
-        ]
-    }
-    if window_seconds is not None:
-        kept = {key for key, _ in ranked}
-        out["window_seconds"] = window_seconds
-        out["windows"] = [
-            {"window_start": start, "purl": purl, "symbol": symbol, "count": count}
+    symbols = tuple(
+        SymbolCount(purl, symbol, tally.count, tally.first, tally.last)
+        for (purl, symbol), tally in ranked
+    )
+    if window_seconds is None:
+        return HotSymbols(symbols)
+    kept = {key for key, _ in ranked}
+    return HotSymbols(
+        symbols,
+        window_seconds,
+        tuple(
+            WindowCount(start, purl, symbol, count)
             for (start, purl, symbol), count in sorted(
                 windows.items(), key=lambda item: (item[0][0], -item[1], item[0][1:])
             )
             if (purl, symbol) in kept
-        ]
-    return out
+        ),
+    )
 
 
 def _sort_key(timestamp: str) -> dt.datetime:
@@ -108,6 +167,44 @@ _TIMELINE_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """What `observations timeline` prints and `/runtime/timeline` answers: events in time
+    order, each the record's time and symbol with its component and artifact fields."""
+
+    events: tuple[Mapping[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"events": [dict(event) for event in self.events]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> Timeline:
+        if not isinstance(data, dict) or set(data) != {"events"}:
+            raise MalformedDocumentError(
+                "expected an object of events", path=source, field="events"
+            )
+        events = read_list(data["events"], source, "events")
+        known = {"observed_at", "symbol", "event", *_TIMELINE_FIELDS}
+        for index, event in enumerate(events):
+            where = f"events[{index}]"
+            if not isinstance(event, dict):
+                raise MalformedDocumentError("expected an object", path=source, field=where)
+            unknown = sorted(event.keys() - known)
+            if unknown:
+                raise MalformedDocumentError(
+                    "unknown field", path=source, field=f"{where}.{unknown[0]}"
+                )
+            if not is_rfc3339_timestamp(event.get("observed_at")):
+                raise MalformedDocumentError(
+                    "expected an RFC 3339 timestamp", path=source, field=f"{where}.observed_at"
+                )
+            if not isinstance(event.get("symbol"), str):
+                raise MalformedDocumentError(
+                    "expected a string", path=source, field=f"{where}.symbol"
+                )
+        return cls(tuple(events))
+
+
 def timeline(
     records: Iterable[dict[str, Any]],
     *,
@@ -116,7 +213,7 @@ def timeline(
     image: str | None = None,
     purl: str | None = None,
     limit: int | None = None,
-) -> list[dict[str, Any]]:
+) -> Timeline:
     """Events in chronological order, each with its component (purl) and build artifact
     (image digest, build id, binary). `image` matches the digest or a prefix of it."""
     start = parse_timestamp(window_from) if window_from else None
@@ -147,7 +244,7 @@ def timeline(
         selected.append((moment, entry))
     selected.sort(key=lambda item: (item[0], item[1].get("symbol", ""), item[1].get("pid", 0)))
     entries = [entry for _, entry in selected]
-    return entries[:limit] if limit is not None else entries
+    return Timeline(tuple(entries[:limit] if limit is not None else entries))
 
 
 def _versionless(purl: str) -> str:

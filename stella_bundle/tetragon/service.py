@@ -16,7 +16,7 @@ from securesystemslib.signer import Signer
 from ..coverage.inputs import evidence_chain_dirs
 from ..errors import InputError
 from ..evidence.config import WriterConfig
-from .analysis import hot_symbols, timeline
+from .analysis import HotSymbols, Timeline, hot_symbols, timeline
 from .config import TetragonConfig
 from .events import EventMapper
 from .ingest import IngestResult, TetragonIngest
@@ -54,7 +54,7 @@ class RuntimeTraceService:
 
     def hot_symbols(
         self, *, window_seconds: int | None = None, top: int | None = None
-    ) -> dict[str, Any]:
+    ) -> HotSymbols:
         return hot_symbols(self._records(), window_seconds=window_seconds, top=top)
 
     def timeline(
@@ -65,7 +65,7 @@ class RuntimeTraceService:
         image: str | None = None,
         purl: str | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> Timeline:
         return timeline(
             self._records(),
             window_from=window_from,

@@ -53,7 +53,7 @@ def test_posted_traces_are_sealed_and_queryable(bridge: Any, api_env: Any, test_
     assert timeline["enabled"] is True and len(timeline["events"]) == result["records"]
     times = [event["observed_at"] for event in timeline["events"]]
     assert times == sorted(times)
-    assert timeline["events"] == settings.runtime.timeline(limit=1000)
+    assert timeline["events"] == settings.runtime.timeline(limit=1000).to_dict()["events"]
     hot = client.get(
         "/api/v1/runtime/hot-symbols?window_seconds=60", headers=api_env.auth("read")
     ).json()

@@ -177,15 +177,15 @@ def test_runtime_trace_service_persists_posted_lines_and_queries_them(
     lines, truth = random_export(tetragon_pb, 40, seed=3)
     body = b"".join(lines) + b"{broken\n"
     service = runtime_trace_service(tmp_path / "evidence", TetragonConfig(), nodes)
-    assert service.timeline() == [] and service.hot_symbols() == {"symbols": []}  # nothing yet
+    assert service.timeline().events == () and service.hot_symbols().symbols == ()  # nothing yet
     result = service.ingest_lines(body, test_keys.signer("collector"))
     assert (result.records, dict(result.dropped)) == (40, {"line:malformed_json": 1})
     assert "<request>:41: line:malformed_json" in result.problems
-    events = service.timeline()
+    events = service.timeline().events
     assert [e["observed_at"] for e in events] == sorted(t for _, _, t, _ in truth)
-    assert sum(r["count"] for r in service.hot_symbols()["symbols"]) == 40
+    assert sum(r.count for r in service.hot_symbols().symbols) == 40
 
     off = runtime_trace_service(tmp_path / "evidence", TetragonConfig(enabled=False), nodes)
-    assert off.timeline() == [] and off.hot_symbols() == {"symbols": []}
+    assert off.timeline().events == () and off.hot_symbols().symbols == ()
     assert off.ingest_lines(body, test_keys.signer("collector")).records == 0
-    assert len(service.timeline()) == 40  # nothing was added while off
+    assert len(service.timeline().events) == 40  # nothing was added while off

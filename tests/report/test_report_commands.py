@@ -1,0 +1,106 @@
+"""Each command that prints a result prints its typed model through the registry: the JSON is
+the model's to_dict and reads back through from_dict; the table names the key figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from report_support import Inputs, parse
+
+from stella_bundle.errors import MalformedDocumentError
+from stella_bundle.report import kinds
+from stella_bundle.report.registry import ResultKind, render
+
+
+@dataclass(frozen=True)
+class Case:
+    args: Callable[[Inputs, Path], list[str | Path]]
+    kind: ResultKind
+    exit_code: int
+    figures: tuple[str, ...]  # what the table must name
+
+
+CASES = {
+    "signals verify-chain": Case(
+        lambda i, root: ["signals", "verify-chain", i.evidence, "--trust-root", root],
+        kinds.CHAINS,
+        0,
+        ("chain chain-a  PASSED", "chunks 3  records 23", "final seal yes", "signatures verified"),
+    ),
+    "observations query": Case(
+        lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
+        kinds.RECORDS,
+        0,
+        ("Observations (5)", "2026-01-23T10:01:00.000000Z", "fn_1", "kprobe", "report-svc"),
+    ),
+    "observations query --summary": Case(
+        lambda i, _: ["observations", "query", "--evidence", i.evidence, "--summary"],
+        kinds.SYMBOLS,
+        0,
+        ("Observed symbols (11)", "fn_11", "stray_[bold]x", "kprobe, tracepoint, uprobe"),
+    ),
+    "observations timeline": Case(
+        lambda i, _: ["observations", "timeline", "--observations", i.observations],
+        kinds.TIMELINE,
+        0,
+        ("Timeline (23 events)", "2026-01-23T10:30:00.000000Z", "stray_[bold]x"),
+    ),
+    "tetragon hot-symbols": Case(
+        lambda i, _: ["tetragon", "hot-symbols", "--evidence", i.evidence, "--window", "600"],
+        kinds.HOT_SYMBOLS,
+        0,
+        ("Hot symbols (11)", "fn_11", "Per 600 s window", "2026-01-23T10:00:00.000000Z"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_json_is_the_model_and_table_names_the_figures(
+    name: str, run_cli: Any, inputs: Inputs, test_keys: Any, tmp_path: Path
+) -> None:
+    case = CASES[name]
+    args = case.args(inputs, test_keys.trust_root)
+    as_json = run_cli(*args, "--format", "json")
+    assert as_json.exit_code == case.exit_code, as_json.stderr
+    document = parse(as_json.stdout)
+    model = case.kind.model_class().from_dict(document, "stdout")
+    assert model.to_dict() == document
+    assert render(model, "json", case.kind) == as_json.stdout
+    table = run_cli(*args)  # on the terminal's width (80 here): long cells wrap
+    assert table.exit_code == case.exit_code, table.stderr
+    assert case.figures[0] in table.stdout
+    plain = render(model, "table", case.kind)  # the same view, 160 columns, no colour
+    for figure in case.figures:
+        assert figure in plain, figure
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_from_dict_refuses_an_unknown_field(
+    name: str, run_cli: Any, inputs: Inputs, test_keys: Any
+) -> None:
+    case = CASES[name]
+    document = parse(run_cli(*case.args(inputs, test_keys.trust_root), "--format", "json").stdout)
+    key = next(iter(document))
+    items = document[key]
+    target = items[0] if isinstance(items, list) else document
+    target["surprise"] = 1
+    with pytest.raises(MalformedDocumentError, match="surprise"):
+        case.kind.model_class().from_dict(document, "stdout")
+
+
+def test_a_chain_report_whose_totals_disagree_is_refused(
+    run_cli: Any, inputs: Inputs, test_keys: Any
+) -> None:
+    args = CASES["signals verify-chain"].args(inputs, test_keys.trust_root)
+    document = parse(run_cli(*args, "--format", "json").stdout)
+    document["chains"][0]["records"] += 1
+    with pytest.raises(MalformedDocumentError, match=r"chains\[0\]\.records"):
+        kinds.CHAINS.model_class().from_dict(document)
+    document["chains"][0]["records"] -= 1
+    document["passed"] = False
+    with pytest.raises(MalformedDocumentError, match="passed"):
+        kinds.CHAINS.model_class().from_dict(document)

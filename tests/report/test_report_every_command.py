@@ -1,0 +1,135 @@
+"""Every command that prints a result goes through the report registry: its `--format` offers
+exactly its kind's formats, and its code prints through `emit`, never by itself. Commands are
+listed here by what they print; a new command must be placed in one list."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from typing import Any
+
+import pytest
+import typer.main
+
+from stella_bundle.cli.app import GROUPS
+from stella_bundle.report import kinds
+from stella_bundle.report.registry import ResultKind
+
+# Through the registry: command → the kind of result it prints.
+THROUGH_REGISTRY: dict[str, ResultKind] = {
+    "function-map verify": kinds.COVERAGE,
+    "bundle verify": kinds.BUNDLE_REPORT,
+    "signals verify-chain": kinds.CHAINS,
+    "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
+    "observations timeline": kinds.TIMELINE,
+    "tetragon hot-symbols": kinds.HOT_SYMBOLS,
+}
+# Not yet converted (issue 10, open): they print a summary dict or lines of their own.
+OWN_PRINTING = {
+    "attest sign",
+    "attest verify",
+    "bundle build",
+    "bundle inspect",
+    "bundle join",
+    "bundle split",
+    "function-map generate",
+    "keys fingerprint",
+    "keys generate",
+    "observations import",
+    "observations ingest",
+    "observations prune",
+    "probes doctor",
+    "probes list",
+    "schema list",
+    "schema show",
+    "schema validate",
+    "serve token add",
+    "serve token list",
+    "serve token remove",
+    "signals inspect",
+    "signals prune",
+    "signals status",
+    "store init",
+    "store migrate",
+    "store status",
+    "tetragon ingest",
+    "tetragon policy",
+    "trust-root add-key",
+    "trust-root init",
+    "trust-root set-sigstore",
+    "trust-root show",
+}
+# Services and sessions: they run until stopped and log, they print no result.
+NO_RESULT = {"agent run", "signals start", "demo"}
+
+
+def _leaves() -> dict[str, Any]:
+    found: dict[str, Any] = {"demo": None}
+    for name, group in GROUPS.items():
+        command = typer.main.get_group(importlib.import_module(group.module).app)
+        found.update(_walk(name, command))
+    return found
+
+
+def _walk(prefix: str, command: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for sub, leaf in getattr(command, "commands", {}).items():
+        if getattr(leaf, "commands", None) is not None:
+            found.update(_walk(f"{prefix} {sub}", leaf))
+        else:
+            found[f"{prefix} {sub}"] = leaf
+    return found
+
+
+def test_every_command_is_placed() -> None:
+    leaves = set(_leaves())
+    placed = set(THROUGH_REGISTRY) | OWN_PRINTING | NO_RESULT
+    assert leaves - placed == set(), "place the new command in one list"
+    assert placed - leaves == set(), "a listed command no longer exists"
+    assert not (set(THROUGH_REGISTRY) & OWN_PRINTING)
+
+
+@pytest.mark.parametrize("name", sorted(THROUGH_REGISTRY))
+def test_format_option_offers_the_kind_formats(name: str) -> None:
+    leaf = _leaves()[name]
+    (option,) = [p for p in leaf.params if "--format" in getattr(p, "opts", ())]
+    # typer offers the members of the option's enum annotation.
+    choices = tuple(str(choice) for choice in option.type_descriptor.annotation)
+    assert choices == THROUGH_REGISTRY[name].formats
+    assert str(option.default) == "table"
+
+
+_PRINTING = {"emit_json", "print", "write", "dumps", "echo"}
+
+
+@pytest.mark.parametrize("name", sorted(THROUGH_REGISTRY))
+def test_command_prints_only_through_emit(name: str) -> None:
+    """The command's function (and the module helpers it calls) call `emit`, and never print
+    a result themselves (emit_json, console.print, sys.stdout.write, json.dumps, echo)."""
+    group, sub = name.split(" ", 1)
+    module = importlib.import_module(GROUPS[group].module)
+    registered = {c.name: c.callback for c in module.app.registered_commands}
+    function = registered[sub]
+    calls = _calls(function, inspect.getmodule(function), set())
+    assert "emit" in calls
+    # bundle verify also says where it wrote the report files: lines, not the result.
+    allowed = {"print"} if name == "bundle verify" else set()
+    assert calls & _PRINTING <= allowed, calls & _PRINTING
+
+
+def _calls(function: Any, module: Any, seen: set[str]) -> set[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            target = node.func
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            names.add(name)
+            helper = getattr(module, name, None)
+            local = inspect.isfunction(helper) and inspect.getmodule(helper) is module
+            if name not in seen and local:
+                seen.add(name)
+                names |= _calls(helper, module, seen)
+    return names

@@ -15,6 +15,7 @@ from .deps import (
     JsonBodyRoute,
     StorePool,
     context,
+    fast_json_body,
     open_request_store,
     require,
     responses,
@@ -29,6 +30,7 @@ from .models import (
     FunctionMapStored,
     FunctionMapSummary,
     VerifyRequest,
+    decode_verify_body,
 )
 from .settings import DEFAULT_TREND_WINDOWS, MAX_TREND_WINDOWS
 
@@ -131,6 +133,7 @@ def get_function_map(map_id: MapId, store: Store) -> Any:
     ),
     dependencies=[require("write")],
 )
+@fast_json_body(decode_verify_body)
 def verify_function_map(
     map_id: MapId,
     body: VerifyRequest,

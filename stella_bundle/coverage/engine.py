@@ -36,6 +36,7 @@ from ..formats.scope import NO_SCOPE_WARNING, Scope, scope_from_predicate
 from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_function_map
 from ..jsonio import read_bytes
 from ..timeutil import format_timestamp
+from .fastdecode import DecodedRecords
 from .scan import NodeAggregate, ObservationAggregator
 
 if TYPE_CHECKING:
@@ -218,6 +219,8 @@ def verify_observations(
     # record passes; otherwise one by one, which names the first bad record.
     if not validated and isinstance(records, list) and aggregator.add_parsed(records):
         return evaluate(function_map, aggregator, options)
+    if isinstance(records, DecodedRecords):
+        records = records.as_dicts()
     for index, record in enumerate(records, start=1):
         aggregator.add_record(dict(record), source, index, validated=validated)
     return evaluate(function_map, aggregator, options)

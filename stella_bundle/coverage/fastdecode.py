@@ -198,14 +198,30 @@ def _rest_valid(
 _RECORD_LIST: Final = list[Record]
 
 
+class DecodedRecords(list[Record]):
+    """Records msgspec decoded straight from JSON bytes as `Record`s (an API body in one C
+    pass, no dicts made): the values orjson would give for the same bytes, with msgspec's
+    checks (types, enums, ranges, no unknown field) passed. `convert_records` takes them
+    without converting; `as_dicts` gives the plain records the one-by-one path needs."""
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        # Absent fields are UNSET and left out: each dict is the record as it was sent
+        # (probe_type "unknown" when absent, as `validate_record` would default it).
+        dicts: list[dict[str, Any]] = msgspec.to_builtins(list(self))
+        return dicts
+
+
 def convert_records(records: list[Any]) -> tuple[list[Record], bool] | None:
     """(records, aggregated) when every item of an already parsed list (a JSON body's records)
     is a valid record, by the same rules as `decode_block`; else None (the caller validates
     one by one, which names the first bad record). The items are not changed."""
-    try:
-        typed: list[Record] = msgspec.convert(records, _RECORD_LIST)
-    except (msgspec.ValidationError, RecursionError):  # slow path names it
-        return None
+    if isinstance(records, DecodedRecords):
+        typed: list[Record] = records
+    else:
+        try:
+            typed = msgspec.convert(records, _RECORD_LIST)
+        except (msgspec.ValidationError, RecursionError):  # slow path names it
+            return None
     if _observed(typed) is None:
         return None
     aggregated = image_digests = details = False

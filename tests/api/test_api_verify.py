@@ -8,6 +8,7 @@ from typing import Any
 
 from api_support import chain_upload, records, signed_bytes, statement, statement_bytes, write_chain
 
+from stella_bundle.api.models import decode_verify_body
 from stella_bundle.canonical import canonical_record_bytes
 
 
@@ -233,3 +234,56 @@ def test_bad_observation_names_the_record(api_env: Any) -> None:
         headers=api_env.auth("write"),
     )
     assert late.status_code == 422 and "later than" in late.json()["detail"]
+
+
+def test_typed_body_decoder_and_the_generic_path_give_the_same_report(api_env: Any) -> None:
+    """The verify body is decoded by msgspec straight into typed records when it can be
+    (`decode_verify_body`); a body it refuses takes FastAPI's JSON + pydantic path. Both must
+    answer the same report, also for records the typed fold declines (non-canonical times,
+    aggregated records: folded one by one from `DecodedRecords.as_dicts`)."""
+    write = api_env.auth("write")
+    digest = api_env.client.post(
+        "/api/v1/function-maps", content=statement_bytes(statement(8)), headers=write
+    ).json()["digest"]
+    plain = records(60, 8, skip=1, stray=2)
+    aggregated = [
+        *plain[:10],
+        {**plain[10], "count": 5, "first_observed_at": "2026-01-23T09:00:00.000000Z"},
+        {**plain[11], "details": {"argv": ["a"]}},
+    ]
+    non_canonical = [{**r, "observed_at": r["observed_at"][:19] + "+00:00"} for r in plain]
+    for observations in (plain, aggregated, non_canonical):
+        typed = {"observations": observations, "to": "2026-01-23T10:05:00Z"}
+        # `window_to` is VerifyRequest's own field name: pydantic takes it, msgspec does not.
+        generic = {"observations": observations, "window_to": "2026-01-23T10:05:00Z"}
+        assert decode_verify_body(json.dumps(typed).encode()) is not None
+        assert decode_verify_body(json.dumps(generic).encode()) is None
+        answers = [
+            api_env.client.post(f"/api/v1/function-maps/{digest}/verify", json=body, headers=write)
+            for body in (typed, generic)
+        ]
+        assert [a.status_code for a in answers] == [200, 200], answers[0].text
+        assert answers[0].json() == answers[1].json()
+        assert answers[0].json()["records"]["outside_window"] > 0
+
+
+def test_typed_body_with_a_bad_record_names_it(api_env: Any) -> None:
+    """A record msgspec decodes but the record rules refuse (an impossible date): the typed
+    body falls back to the one-by-one check, which names the record (one line, 422)."""
+    write = api_env.auth("write")
+    digest = api_env.client.post(
+        "/api/v1/function-maps", content=statement_bytes(statement(3)), headers=write
+    ).json()["digest"]
+    body = records(4, 3)
+    body[2]["observed_at"] = "2026-02-30T10:00:00.000000Z"
+    raw = json.dumps({"observations": body}).encode()
+    assert decode_verify_body(raw) is not None
+    answer = api_env.client.post(
+        f"/api/v1/function-maps/{digest}/verify",
+        content=raw,
+        headers={**write, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert detail.startswith("<request body>:3:") and "observed_at" in detail, detail
+    assert "\n" not in detail

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.coverage.fastdecode import DecodedRecords, Record
 from stella_bundle.coverage.patterns import CANONICAL_LINE
 from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import InputError
@@ -392,6 +394,13 @@ def _folded(aggregator: ObservationAggregator) -> Any:
     )
 
 
+def _decoded_records(batch: list[dict[str, Any]]) -> DecodedRecords | None:
+    try:
+        return DecodedRecords(msgspec.json.decode(json.dumps(batch), type=list[Record]))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # the API parses such a body with orjson: the dicts above
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     batch=st.lists(records(), min_size=1, max_size=6),
@@ -409,6 +418,14 @@ def test_parsed_records_fast_path_matches_one_by_one(
     fast = ObservationAggregator(expected, *window)
     accepted = fast.add_parsed(copies)
     assert copies == batch  # never changed, accepted or not
+    # The same records decoded from the JSON bytes straight into structs (the API's verify
+    # body): taken and folded exactly as the parsed dicts are, and given back as the same dicts.
+    decoded = _decoded_records(batch)
+    if decoded is not None:
+        typed = ObservationAggregator(expected, *window)
+        assert typed.add_parsed(decoded) == accepted
+        assert _folded(typed) == _folded(fast)
+        assert decoded.as_dicts() == [{"probe_type": "unknown", **r} for r in batch]
     slow = ObservationAggregator(expected, *window)
     try:
         for number, record in enumerate(batch, start=1):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..digests import SHA256_HEX_RE
 from ..errors import ConfigError
 from ..fsutil import write_bytes_atomic
 from ..jsonio import parse_json, read_bytes
@@ -34,7 +35,6 @@ SCOPES: Final = ("read", "write", "admin")
 _RANK: Final = {name: rank for rank, name in enumerate(SCOPES)}
 TOKEN_PREFIX: Final = "stella_"
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
-_HEX_RE: Final = re.compile(r"^[0-9a-f]{64}\Z")
 FILE_VERSION: Final = 1
 
 
@@ -101,7 +101,7 @@ class TokenFile:
             name, digest, scopes = item.get("name"), item.get("sha256"), item.get("scopes")
             if not isinstance(name, str) or not _NAME_RE.match(name):
                 raise ConfigError("expected a token name", path=source, field=f"{where}.name")
-            if not isinstance(digest, str) or not _HEX_RE.match(digest):
+            if not isinstance(digest, str) or not SHA256_HEX_RE.match(digest):
                 raise ConfigError(
                     "expected 64 lowercase hex digits", path=source, field=f"{where}.sha256"
                 )

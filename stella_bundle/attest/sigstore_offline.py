@@ -38,7 +38,7 @@ from ..formats.trust_root import SigstoreIdentity, TrustRoot
 from ..jsonio import parse_json, read_bytes
 from .dsse import IN_TOTO_PAYLOAD_TYPE
 from .statement import subject_digests
-from .verifier import AttestationVerifier, file_sha256
+from .verifier import AttestationVerifier, artifact_sha256
 
 # Transparency log entry kinds sigstore-python 4.x can check against a bundle. `intoto` 0.0.2
 # (Rekor v1's legacy in-toto type) has no verifier there, so such bundles are refused as
@@ -253,7 +253,7 @@ class OfflineSigstoreVerifier:
         if (artifact is None) == (artifact_digest is None):
             raise InputError("give exactly one of --artifact FILE or --digest sha256:…")
         digest = (
-            "sha256:" + file_sha256(artifact)
+            "sha256:" + artifact_sha256(artifact)
             if artifact is not None
             else parse_digest(str(artifact_digest))
         )

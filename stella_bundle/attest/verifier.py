@@ -16,6 +16,7 @@ from typing import Any
 
 from securesystemslib.signer import SSlibKey
 
+from ..digests import file_sha256
 from ..errors import (
     MalformedDocumentError,
     PayloadTypeError,
@@ -46,18 +47,14 @@ class VerifiedStatement:
         return str(self.statement["predicateType"])
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed; an unreadable artifact is a clear input error."""
-    digest = hashlib.sha256()
+def artifact_sha256(path: str | Path) -> str:
+    """Hex sha256 of an artifact file; an unreadable artifact is a clear input error."""
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except FileNotFoundError as exc:
         raise MalformedDocumentError("artifact not found", path=path) from exc
     except OSError as exc:
         raise MalformedDocumentError(f"cannot read artifact: {exc.strerror}", path=path) from exc
-    return digest.hexdigest()
 
 
 class AttestationVerifier:
@@ -117,7 +114,7 @@ class AttestationVerifier:
         except StatementError as exc:
             raise StatementError(exc.message, path=where) from exc
         if artifact is not None:
-            artifact_digest = "sha256:" + file_sha256(artifact)
+            artifact_digest = "sha256:" + artifact_sha256(artifact)
             if artifact_digest[7:] == hashlib.sha256(envelope.payload).hexdigest():
                 # A common slip: the statement's own JSON (a verification report written beside
                 # its envelope) given where the file the statement is about belongs.

@@ -17,6 +17,7 @@ from .. import __version__
 from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope, sign_payload
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
 from ..canonical import canonical_bytes
+from ..digests import file_sha256_size
 from ..errors import InputError, MalformedDocumentError, StatementError
 from ..evidence.layout import (
     CHUNK_SUFFIX,
@@ -379,18 +380,13 @@ def _hash_source(source: Source) -> ManifestFile:
     if source.data is not None:
         return ManifestFile(source.name, hashlib.sha256(source.data).hexdigest(), source.size)
     assert source.path is not None
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(source.path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-                size += len(block)
+        sha256, size = file_sha256_size(source.path)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=source.path) from exc
     if size != source.size:
         raise InputError("file changed while the bundle was built", path=source.path)
-    return ManifestFile(source.name, digest.hexdigest(), size)
+    return ManifestFile(source.name, sha256, size)
 
 
 def _write_source(tar: ReproducibleTarWriter, source: Source) -> str:

@@ -25,6 +25,7 @@ from ..attest.signing import sign_to_file
 from ..attest.statement import make_statement
 from ..attest.verifier import AttestationVerifier
 from ..canonical import canonical_bytes
+from ..digests import SHA256_HEX_RE, file_sha256
 from ..errors import InputError, MalformedDocumentError, PartIntegrityError
 from ..formats.roles import RoleName
 from ..formats.trust_root import TrustRoot
@@ -46,7 +47,6 @@ NAMED_SIZES: dict[str, int] = {
 }
 _SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_size(text: str, option: str) -> int:
@@ -127,7 +127,7 @@ class PartsIndex:
             raise fail("expected a plain file name", "bundle.name")
         size = _nonnegative(bundle.get("size"), fail, "bundle.size")
         sha = bundle.get("sha256")
-        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+        if not isinstance(sha, str) or not SHA256_HEX_RE.match(sha):
             raise fail("expected 64 lowercase hex digits", "bundle.sha256")
         part_size = _nonnegative(data.get("part_size"), fail, "part_size")
         raw_parts = data.get("parts")
@@ -141,7 +141,7 @@ class PartsIndex:
             if item.get("name") != part_name(name, index):
                 raise fail(f"expected {part_name(name, index)!r}", where + ".name")
             part_sha = item.get("sha256")
-            if not isinstance(part_sha, str) or not _SHA_RE.match(part_sha):
+            if not isinstance(part_sha, str) or not SHA256_HEX_RE.match(part_sha):
                 raise fail("expected 64 lowercase hex digits", where + ".sha256")
             parts.append(
                 PartInfo(
@@ -271,14 +271,6 @@ def _load_cache(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(COPY_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_parts_signature(index_path: Path, trust_root: TrustRoot) -> None:
     envelope = index_path.with_name(index_path.name[: -len(".parts.json")] + ".parts.dsse.json")
     if not envelope.is_file():
@@ -364,7 +356,7 @@ def join_parts(
             changed = [
                 part.name
                 for part, path in zip(index.parts, part_paths, strict=True)
-                if not path.is_file() or _file_sha256(path) != part.sha256
+                if not path.is_file() or file_sha256(path) != part.sha256
             ]
             kept = {name: entry for name, entry in good.items() if name not in changed}
             write_bytes_atomic(cache_file, json.dumps(kept, sort_keys=True).encode())
@@ -405,7 +397,7 @@ class _PartChecks:
             self.reused.append(part.name)
             self.good[part.name] = remembered
             return
-        actual = _file_sha256(path)
+        actual = file_sha256(path)
         self.checked.append(part.name)
         if actual != part.sha256:
             self.problems.append(f"{part.name}: sha256 {actual[:16]}… expected {part.sha256[:16]}…")

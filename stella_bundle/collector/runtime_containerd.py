@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TypeVar
 
-from ..formats.record import IMAGE_DIGEST_RE
+from ..digests import PREFIXED_SHA256_RE
 from .boltdb import BoltError, Bucket, open_snapshot
 
 CONTAINERD_ROOT: Final = Path("/var/lib/containerd")
@@ -145,7 +145,7 @@ def _container(root: Bucket, key: bytes) -> dict[str, str]:
             entry = images.bucket(image) if images is not None and image else None
             target = entry.bucket(b"target") if entry is not None else None
             digest = _text(target.get(b"digest")) if target is not None else None
-            if digest and IMAGE_DIGEST_RE.match(digest):
+            if digest and PREFIXED_SHA256_RE.match(digest):
                 out["image_digest"] = digest
         return out
     return {}

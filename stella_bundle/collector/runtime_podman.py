@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import StellaError
-from ..formats.record import IMAGE_DIGEST_RE
 from ..jsonio import parse_json
 
 GRAPH_ROOT: Final = Path("/var/lib/containers/storage")
@@ -109,7 +109,7 @@ class PodmanStorage:
                 out["image"] = image_name
             image = _by_id(images.read(), entry.get("image"))
             digest = image.get("digest") if image is not None else None
-            if isinstance(digest, str) and IMAGE_DIGEST_RE.match(digest):
+            if isinstance(digest, str) and PREFIXED_SHA256_RE.match(digest):
                 out["image_digest"] = digest
             return out
         return None

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from typing import Final
 
-from ..formats.record import IMAGE_DIGEST_RE
+from ..digests import PREFIXED_SHA256_RE
 from .runtime_containerd import ContainerdMetadata
 from .runtime_crio import CrioMetadata
 from .runtime_podman import PodmanStorage
@@ -94,6 +94,6 @@ def _podman_inspect(podman: str, container_id: str) -> dict[str, str]:
     if isinstance(image, str) and image:
         out["image"] = image
     digest = document.get("ImageDigest")
-    if isinstance(digest, str) and IMAGE_DIGEST_RE.match(digest):
+    if isinstance(digest, str) and PREFIXED_SHA256_RE.match(digest):
         out["image_digest"] = digest
     return out

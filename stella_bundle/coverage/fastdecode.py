@@ -20,7 +20,8 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..canonical import MAX_SAFE_INTEGER
-from ..formats.record import IMAGE_DIGEST_RE, details_problem
+from ..digests import PREFIXED_SHA256_RE
+from ..formats.record import details_problem
 from .patterns import date_ok
 
 _OBSERVED = attrgetter("observed_at")
@@ -186,7 +187,7 @@ def _rest_valid(
             return False
     if image_digests:
         for r in records:
-            if r.image_digest is not UNSET and not IMAGE_DIGEST_RE.match(r.image_digest):
+            if r.image_digest is not UNSET and not PREFIXED_SHA256_RE.match(r.image_digest):
                 return False
     if details:
         for r in records:

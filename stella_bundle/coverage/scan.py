@@ -22,14 +22,10 @@ from typing import IO, Any, Final
 import zstandard
 from msgspec import UNSET
 
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import MalformedDocumentError
 from ..evidence.timecheck import ChunkTimes
-from ..formats.record import (
-    NODE_HASH_RE,
-    PROBE_TYPES,
-    ObservationError,
-    validate_record,
-)
+from ..formats.record import PROBE_TYPES, ObservationError, validate_record
 from ..formats.scope import RECORD_CONTEXT_KEY, Scope
 from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
@@ -275,7 +271,7 @@ class ObservationAggregator:
         # What the fold would otherwise find half-way: a malformed hash outside the map.
         expected = self.expected
         if not all(
-            NODE_HASH_RE.match(h)
+            PREFIXED_SHA256_RE.match(h)
             for h in {r.node_hash for r in typed if r.node_hash not in expected}
         ):
             return False
@@ -396,7 +392,7 @@ class ObservationAggregator:
         node_hash = record.node_hash
         state = self.unexpected.get(node_hash)
         if state is None:
-            if not NODE_HASH_RE.match(node_hash):
+            if not PREFIXED_SHA256_RE.match(node_hash):
                 raise _BadDate  # not a date, but the same remedy: the full path names it
             state = NodeAggregate()
             (self.expected if self.unsplit else self.unexpected)[node_hash] = state

@@ -17,14 +17,13 @@ from typing import Any, Final
 import orjson
 
 from ..canonical import MAX_SAFE_INTEGER, canonical_record_bytes
+from ..digests import PREFIXED_SHA256_RE
 from ..formats.record import (
     _INT_FIELDS,
     _STRING_FIELDS,
     _TIME_FIELDS,
-    IMAGE_DIGEST_RE,
     KINDS,
     MAX_DETAILS_DEPTH,
-    NODE_HASH_RE,
     PROBE_TYPES,
     validate_record,
 )
@@ -48,8 +47,8 @@ _FIELD_CLASS: Final[dict[str, int]] = {
 _REQUIRED: Final = frozenset(("node_hash", "function_name", "probe_type", "observed_at"))
 _PROBE_TYPES: Final = frozenset(PROBE_TYPES)
 _KINDS: Final = frozenset(KINDS)
-_node_hash_match = NODE_HASH_RE.match
-_image_digest_match = IMAGE_DIGEST_RE.match
+_node_hash_match = PREFIXED_SHA256_RE.match
+_image_digest_match = PREFIXED_SHA256_RE.match
 
 # Valid node hashes seen recently: a function map has few nodes, each observed many times.
 _known_node_hashes: set[str] = set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from securesystemslib.signer import Signer
 
 from .. import __version__
+from ..digests import file_sha256
 from ..errors import InputError
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
@@ -33,11 +33,7 @@ class ImportResult:
 
 
 def default_chain_id(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"import-{digest.hexdigest()[:16]}"
+    return f"import-{file_sha256(path)[:16]}"
 
 
 def _refuse_inverted_window(record: dict[str, Any], path: Path, number: int) -> None:

@@ -14,8 +14,9 @@ from securesystemslib.signer import Signer
 from ..attest.dsse import Envelope, parse_statement_envelope, sign_statement
 from ..attest.statement import EVIDENCE_CHUNK_PREDICATE, make_statement
 from ..canonical import canonical_bytes
+from ..digests import SHA256_HEX_RE
 from ..errors import MalformedDocumentError, SchemaValidationError
-from ..formats.seal import SHA256_HEX_RE, SealPredicate
+from ..formats.seal import SealPredicate
 from .layout import chunk_name
 
 

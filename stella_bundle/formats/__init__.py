@@ -2,12 +2,12 @@
 
 | format | module | model | JSON Schema (the published contract) |
 |---|---|---|---|
-| observation record | `formats.record` | `ObservationRecord` | observation-record |
-| function map (predicate) | `formats.function_map` | `FunctionMap` | function-map |
-| seal (predicate) | `formats.seal` | `SealPredicate` | evidence-chunk |
+| observation record | `formats.record` | `ObservationRecord`, `validate_record` | observation-record |
+| function map (predicate) | `formats.function_map` | `FunctionMap` (scope: `formats.scope`, node hashes: `formats.node_hash`) | function-map |
+| seal (predicate) | `formats.seal` | `SealPredicate`, `CollectorInfo`, `LossCounters` | evidence-chunk |
 | prune record (predicate) | `formats.prune` | `PruneRecord` | evidence-prune |
-| bundle manifest (predicate) | `formats.manifest` | `ManifestPredicate` | bundle-manifest |
-| trust root | `formats.trust_root` | `TrustRoot` | trust-root |
+| bundle manifest (predicate) | `formats.manifest` | `ManifestPredicate` (and the rules for member names) | bundle-manifest |
+| trust root | `formats.trust_root` | `TrustRoot` (keys: `formats.public_key`, roles: `formats.roles`) | trust-root |
 | verification report (predicate) | `formats.report` | `VerificationReport` | verification-report |
 
 The same rules hold for every model:
@@ -29,8 +29,19 @@ The same rules hold for every model:
   only when it holds something, so a document that spells out the zero reads the same and is
   written without it.
 
-Most models are defined where their format is produced (they moved into this package as the
-restructure of issue 10 goes on); these modules re-export them, so the name to import does not
-change when a definition moves. This package imports nothing on its own: `import
-stella_bundle.formats.seal` pays only for the seal.
+Every model is defined here, and this package imports nothing from the stages that produce or
+check its documents (evidence, functionmap, coverage, bundle, verify, attest, collector, ...):
+only the shared low-level modules (errors, canonical, timeutil, jsonio) and libraries. The stages
+import their models from here; what produces or verifies a document stays in its stage:
+building and signing seals (`evidence/seal.py`), prune records (`evidence/prune_record.py`) and
+manifests (`bundle/manifest.py`), loading a signed function map (`functionmap/load.py`), key
+generation and signing (`attest/keys.py`). tests/foundation/test_layering.py keeps it so.
+
+One exception in kind, not in layer: reading a trust root's keys needs cryptography (through
+securesystemslib), because the model must refuse one public key listed under two keyids (a
+threshold would count one signer twice), which only the key material shows. That parsing is
+`formats/public_key.py`, a library use, not a stage's; signing stays in `attest/`.
+
+Importing this package imports nothing on its own: `import stella_bundle.formats.seal` pays
+only for the seal, and `formats.roles` names a role without loading the key libraries.
 """

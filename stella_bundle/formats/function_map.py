@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..canonical import MAX_SAFE_INTEGER
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import SchemaValidationError
 from ..timeutil import is_rfc3339_timestamp
 from .node_hash import canonical_purl, normalize_symbol
@@ -37,8 +38,6 @@ _PURL_RE = re.compile(r"^pkg:[A-Za-z][A-Za-z0-9.+-]*/")
 DEFAULT_MIN_RATE = 0.95
 DEFAULT_WINDOW_SECONDS = 1800
 
-
-_PREFIXED_SHA256_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _PREDICATE_FIELDS = (
     "service",
     "build_id",
@@ -324,7 +323,7 @@ class FunctionMap:
         if not is_rfc3339_timestamp(generated_at):
             raise _fail("expected an RFC 3339 timestamp", source, "generated_at")
         digest = _req(sbom, "digest", str, "sbom.", source)
-        if not _PREFIXED_SHA256_RE.match(digest):
+        if not PREFIXED_SHA256_RE.match(digest):
             raise _fail("expected 'sha256:' and 64 lowercase hex digits", source, "sbom.digest")
         for name in ("format", "spec_version"):
             if not _req(sbom, name, str, "sbom.", source):

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..canonical import MAX_SAFE_INTEGER
+from ..digests import SHA256_HEX_RE
 from ..errors import ArchiveError, MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
-from .seal import SHA256_HEX_RE
 
 MANIFEST: Final = "manifest.json"
 MANIFEST_ENVELOPE: Final = "manifest.dsse.json"

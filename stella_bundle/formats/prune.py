@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..canonical import MAX_SAFE_INTEGER
+from ..digests import SHA256_HEX_RE
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
-from .seal import CHAIN_ID_RE, MAX_SEQUENCE, SHA256_HEX_RE, LossCounters
+from .seal import CHAIN_ID_RE, MAX_SEQUENCE, LossCounters
 
 EVIDENCE_PRUNE_PREDICATE: Final = "https://stella.ops/predicates/evidence-prune/v1"
 

@@ -9,13 +9,13 @@ states the same rules and a test checks that both accept and reject the same rec
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
 from ..canonical import MAX_SAFE_INTEGER
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 
@@ -35,11 +35,6 @@ PROBE_TYPES: Final = (
 KINDS: Final = ("function", "file", "exec", "net", "tls")
 
 REQUIRED_FIELDS: Final = ("node_hash", "function_name", "probe_type", "observed_at")
-
-# `\Z`, not `$`: `$` also matches before a trailing newline. `[0-9]`, not `\d`: `\d` matches
-# any Unicode digit. Timestamps are further checked for calendar validity.
-NODE_HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-IMAGE_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 _STRING_FIELDS: Final = (
     "function_name",
@@ -130,7 +125,7 @@ def validate_record(
     if unknown:
         raise fail(f"unknown field (allowed: {', '.join(sorted(ALLOWED_FIELDS))})", min(unknown))
     node_hash = record["node_hash"]
-    if not isinstance(node_hash, str) or not NODE_HASH_RE.match(node_hash):
+    if not isinstance(node_hash, str) or not PREFIXED_SHA256_RE.match(node_hash):
         raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "node_hash")
     if record["probe_type"] not in PROBE_TYPES:
         raise fail(
@@ -162,7 +157,7 @@ def validate_record(
         raise fail(f"expected one of {', '.join(KINDS)}", "kind")
     if "image_digest" in record:
         digest = record["image_digest"]
-        if not isinstance(digest, str) or not IMAGE_DIGEST_RE.match(digest):
+        if not isinstance(digest, str) or not PREFIXED_SHA256_RE.match(digest):
             raise fail("expected 'sha256:' followed by 64 lowercase hex digits", "image_digest")
     if "details" in record:
         if not isinstance(record["details"], dict):

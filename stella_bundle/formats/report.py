@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..canonical import MAX_SAFE_INTEGER
+from ..digests import SHA256_HEX_RE
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 
@@ -26,7 +27,6 @@ DIAGNOSES: Final = ("version drift", "normalisation mismatch")
 # `\Z`, not `$`: `$` also matches before a final newline (the schema's `$` is the end of input).
 _DIGEST_NAME_RE: Final = re.compile(r"^[a-z0-9_-]+\Z")
 _HEX_RE: Final = re.compile(r"^[0-9a-f]+\Z")
-_SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class _Reader:
@@ -106,7 +106,7 @@ class _Reader:
         for algorithm, digest in value.items():
             if not _DIGEST_NAME_RE.match(algorithm):
                 raise self.fail("expected an algorithm name", _join(where, algorithm))
-            pattern = _SHA256_RE if algorithm == "sha256" else _HEX_RE
+            pattern = SHA256_HEX_RE if algorithm == "sha256" else _HEX_RE
             if not isinstance(digest, str) or not pattern.match(digest):
                 raise self.fail("expected lowercase hex digits", _join(where, algorithm))
         return dict(value)

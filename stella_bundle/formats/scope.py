@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import SchemaValidationError
 
 # The selectors, in the order they are written and described.
@@ -24,7 +25,6 @@ SCOPE_FIELDS: Final = ("executable", "systemd_unit", "container_name", "image_di
 # its fast readers and the stores need no new top-level field).
 RECORD_CONTEXT_KEY: Final = "scope"
 
-_IMAGE_DIGEST_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # systemd unit names (systemd.unit(5)): the unit types that own processes in a cgroup.
 _UNIT_RE: Final = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(?:service|scope|slice)\Z")
 
@@ -73,7 +73,7 @@ class Scope:
                 "scope.systemd_unit",
             )
         digest = data.get("image_digest")
-        if digest is not None and not _IMAGE_DIGEST_RE.match(digest):
+        if digest is not None and not PREFIXED_SHA256_RE.match(digest):
             raise _fail(
                 "expected 'sha256:' followed by 64 lowercase hex digits",
                 source,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from ..canonical import MAX_SAFE_INTEGER, saturating_sum
+from ..digests import SHA256_HEX_RE
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 
@@ -22,8 +23,6 @@ MAX_SEQUENCE: Final = 9_999_999_999  # ten digits in the file name
 SealReason = Literal["size", "age", "shutdown", "recovered"]
 SEAL_REASONS: Final = ("size", "age", "shutdown", "recovered")
 COMPRESSION: Final = "zstd"
-# `\Z`, not `$`: `$` also matches before a final newline.
-SHA256_HEX_RE: Final = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ there: only keys listed here are.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from securesystemslib.signer import SSlibKey
 
 from ..canonical import MAX_SAFE_INTEGER
+from ..digests import SHA256_HEX_RE
 from ..errors import ExpiredTrustRootError, KeyFileError, TrustRootError
 from ..jsonio import load_json_object, write_canonical_json
 from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
@@ -24,9 +24,6 @@ from .public_key import key_material, public_key_from_dict
 from .roles import ROLES
 
 TRUST_ROOT_TYPE = "https://stella.ops/trust-root/v1"
-
-
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass
@@ -204,7 +201,7 @@ class _Reader:
 
     def key(self, keyid: str, data: Any) -> SSlibKey:
         where = f"keys.{keyid}"
-        if not _HEX64_RE.match(keyid):
+        if not SHA256_HEX_RE.match(keyid):
             raise self.fail("expected a keyid: 64 lowercase hex digits", where)
         if not isinstance(data, dict):
             raise self.fail("expected a public key object", where)
@@ -235,7 +232,7 @@ class _Reader:
         self.known(data, ("keyids", "threshold"), where + ".")
         keyids = data["keyids"]
         if not isinstance(keyids, list) or not all(
-            isinstance(k, str) and _HEX64_RE.match(k) for k in keyids
+            isinstance(k, str) and SHA256_HEX_RE.match(k) for k in keyids
         ):
             raise self.fail("expected a list of keyids", where + ".keyids")
         threshold = self.bounded(data["threshold"], where + ".threshold", "an integer >= 1")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from packageurl import PackageURL
 
 from ..attest.statement import FUNCTION_MAP_PREDICATE, make_statement, subject_for_bytes
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import ConfigError, InputError
 from ..formats.function_map import (
     DEFAULT_MIN_RATE,
@@ -37,8 +37,6 @@ from .catalog import Catalog, load_catalog
 from .elf import ElfIndex, index_binary
 from .frames import frame_symbol
 from .sbom import Component, Sbom, load_sbom
-
-_IMAGE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 # Kernel event sources the collector can observe (collector/plan.py KERNEL_SOURCES), by tag:
 # the node symbol and the probe types that can see it.
@@ -336,7 +334,7 @@ def _component_for_purl(sbom: Sbom, purl: str) -> Component | None:
 def _parse_image_digest(value: str | None) -> str | None:
     if value is None:
         return None
-    if not _IMAGE_DIGEST_RE.match(value):
+    if not PREFIXED_SHA256_RE.match(value):
         raise InputError(
             f"expected sha256:<64 lowercase hex digits>, found {value!r}", field="--image-digest"
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -11,16 +10,12 @@ from ..compression import DEFAULT_LIMITS, open_maybe_compressed
 from ..formats.record import validate_record
 from ..jsonio import parse_json_line
 
-# Refuse to inflate one compressed file past this many bytes (decompression bombs); the
-# compression ratio is bounded too (`compression.InflateLimits`).
-DEFAULT_MAX_DECOMPRESSED = DEFAULT_LIMITS.max_bytes
 
-
-def open_ndjson(path: str | Path, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> IO[bytes]:
+def open_ndjson(path: str | Path) -> IO[bytes]:
     """Open a file for line reading, transparently decompressing zstd (by magic, not name),
-    bounded in size and compression ratio; corrupt or bomb data raise naming the file."""
-    limits = replace(DEFAULT_LIMITS, max_bytes=max_decompressed)
-    return open_maybe_compressed(path, limits, accept=("zstd",))
+    bounded in size and compression ratio (`compression.DEFAULT_LIMITS`: decompression bombs);
+    corrupt or bomb data raise naming the file."""
+    return open_maybe_compressed(path, DEFAULT_LIMITS, accept=("zstd",))
 
 
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:

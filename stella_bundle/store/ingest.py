@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from ..compression import DEFAULT_LIMITS, BoundedInflater
 from ..coverage.inputs import evidence_chain_dirs
+from ..digests import file_sha256
 from ..errors import EvidenceChainError, InputError
 from ..evidence.chain import ChainReport, verify_chain
 from ..evidence.layout import chunk_name
@@ -181,11 +182,7 @@ def ndjson_chunks(path: str | Path, batch: int = DEFAULT_MAX_BATCH_SIZE) -> list
     """A plain NDJSON file as unsigned chunks of `batch` records (every line validated first:
     a bad line stores nothing). Chain `ndjson-<sha256 prefix>`, seal_sha256 = the file's sha256,
     so ingesting the same file again adds nothing."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    file_sha = digest.hexdigest()
+    file_sha = file_sha256(path)
     chain_id = ndjson_chain_id(file_sha)
     records: list[dict[str, Any]] = [
         validate_record(value, path, number) for number, value in iter_json_lines(path)

@@ -13,7 +13,8 @@ from msgspec import UNSET
 
 from ..canonical import canonical_record_bytes
 from ..coverage.fastdecode import PlainRecord, Record, decode_block
-from ..formats.record import NODE_HASH_RE, record_count
+from ..digests import PREFIXED_SHA256_RE
+from ..formats.record import record_count
 from ..timeutil import format_timestamp, parse_timestamp
 from .base import COLUMNS, Row, StoreChunk, StoredFunctionMap
 
@@ -153,7 +154,7 @@ def fast_decode(chain_id: str, sequence: int, content: bytes) -> DecodedChunk | 
     decoded_records, observed, aggregated = decoded
     records: list[Record | PlainRecord] = list(decoded_records)
     for node_hash in {r.node_hash for r in records}:
-        if not NODE_HASH_RE.match(node_hash):
+        if not PREFIXED_SHA256_RE.match(node_hash):
             return None
     try:
         texts = content.decode("utf-8").split("\n")

@@ -96,13 +96,13 @@ def test_missing_part_is_named_and_rerun_reuses_verified_parts(
     total = len(json.loads(parts.read_text())["parts"])
 
     hashed: list[str] = []
-    real = media._file_sha256
+    real = media.file_sha256
 
     def counting(path: Path) -> str:
         hashed.append(path.name)
         return real(path)
 
-    monkeypatch.setattr(media, "_file_sha256", counting)
+    monkeypatch.setattr(media, "file_sha256", counting)
     shutil.move(kept, missing)  # the replacement arrives
     result = join_parts(parts, output)
     assert hashed == [missing.name], "only the replaced part is read for checking"

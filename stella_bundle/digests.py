@@ -1,0 +1,32 @@
+"""SHA-256 digests: of a file, and the two ways documents write one.
+
+Every file digest of the project is `file_sha256` (streamed by `hashlib.file_digest`), and
+every check of a written digest uses one of the two patterns here. `\\Z`, not `$`: `$` also
+matches before a final newline, so "<64 hex>\\n" would pass. `[0-9a-f]`, not `\\w` or `\\d`:
+only lowercase hex, as the schemas say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Final
+
+# 64 lowercase hex digits: a sha256 as seals, manifests, prune records and keyids write it.
+SHA256_HEX_RE: Final = re.compile(r"^[0-9a-f]{64}\Z")
+# "sha256:" and 64 lowercase hex digits: node hashes, image digests, a map's SBOM digest.
+PREFIXED_SHA256_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, streamed (OSError for the caller to word)."""
+    return file_sha256_size(path)[0]
+
+
+def file_sha256_size(path: str | Path) -> tuple[str, int]:
+    """Hex sha256 of a file's bytes and how many bytes were read (a caller that knows the size
+    to expect sees a file that changed while it was read)."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256")
+        return digest.hexdigest(), handle.tell()

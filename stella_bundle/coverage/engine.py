@@ -27,11 +27,10 @@ from packageurl import PackageURL
 
 from ..canonical import saturating_sum
 from ..errors import InputError, InternalError, StellaError
-from ..formats.coverage import CoverageReport, FunctionMapRef
+from ..formats.coverage import CoverageReport
 from ..formats.function_map import ExpectedNode, ExpectedPath, FunctionMap
 from ..formats.node_hash import canonical_purl, normalize_symbol
 from ..formats.record import PROBE_TYPES
-from ..formats.report import PathResult, ScopeResult, TagResult, Window
 from ..formats.scope import NO_SCOPE_WARNING, Scope, scope_from_predicate
 from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_function_map
 from ..jsonio import read_bytes
@@ -133,31 +132,7 @@ class VerificationResult:
         """The verification report `function-map verify` prints and the API returns: the
         coverage part and the function map it was judged against (one construction for both).
         Built from the engine's own values, so not checked again (`from_dict` checks)."""
-        scope = self.scope
-        return CoverageReport(
-            service=self.service,
-            verified=self.verified,
-            observation_rate=self.observation_rate,
-            target_rate=self.target_rate,
-            per_path_breakdown=tuple(PathResult(**entry) for entry in self.per_path_breakdown),
-            per_tag={name: TagResult(**values) for name, values in self.per_tag.items()},
-            unexpected_symbols=tuple(self.unexpected_symbols),
-            missing_symbols=tuple(self.missing_symbols),
-            confidence=self.confidence["overall"],
-            confidence_detail=self.confidence,
-            diagnoses=tuple(self.diagnoses),
-            window=Window(self.window["from"], self.window["to"]),
-            records=self.records,
-            failures=tuple(self.failures),
-            scope=ScopeResult(
-                scope["declared"],
-                scope["records_in_scope"],
-                scope["records_out_of_scope"],
-                tuple(scope["findings"]),
-            ),
-            warnings=tuple(self.warnings),
-            function_map=FunctionMapRef(**self.function_map),
-        )
+        return CoverageReport({**self.to_dict(), "function_map": self.function_map})
 
     def to_dict(self) -> dict[str, Any]:
         """The coverage part of a verification report (schemas/verification-report.schema.json)."""

@@ -8,6 +8,7 @@ always has, so the API's bytes did not change when the report became typed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,30 +53,104 @@ class FunctionMapRef:
         return out
 
 
-@dataclass(frozen=True)
 class CoverageReport:
-    service: str
-    verified: bool
-    observation_rate: float
-    target_rate: float
-    per_path_breakdown: tuple[PathResult, ...]
-    per_tag: Mapping[str, TagResult]
-    # Each symbol as the engine reports it (node fields, counts, probe types, diagnosis).
-    unexpected_symbols: tuple[Mapping[str, Any], ...]
-    missing_symbols: tuple[Mapping[str, Any], ...]
-    confidence: float
-    confidence_detail: Mapping[str, Any]
-    diagnoses: tuple[Mapping[str, Any], ...]
-    window: Window
-    records: Mapping[str, int]
-    failures: tuple[str, ...]
-    scope: ScopeResult
-    warnings: tuple[str, ...]
-    function_map: FunctionMapRef
+    """A typed view over the report's document. The document is the one the engine built (see
+    `VerificationResult.report`) or one `from_dict` checked field by field; each part is typed
+    when first read, so printing a 10,000-path report as JSON builds no object per path (the
+    typed construction and back cost more than the verification's JSON itself)."""
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self._document = document
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CoverageReport) and self._document == other._document
+
+    __hash__ = None  # type: ignore[assignment]  # a mutable document: not hashable
+
+    @property
+    def service(self) -> str:
+        return str(self._document["service"])
+
+    @property
+    def verified(self) -> bool:
+        return bool(self._document["verified"])
+
+    @property
+    def observation_rate(self) -> float:
+        return float(self._document["observation_rate"])
+
+    @property
+    def target_rate(self) -> float:
+        return float(self._document["target_rate"])
+
+    @property
+    def confidence(self) -> float:
+        return float(self._document["confidence"])
+
+    @functools.cached_property
+    def per_path_breakdown(self) -> tuple[PathResult, ...]:
+        return tuple(
+            PathResult(**{**entry, "nodes": tuple(entry["nodes"])})
+            for entry in self._document["per_path_breakdown"]
+        )
+
+    @functools.cached_property
+    def per_tag(self) -> Mapping[str, TagResult]:
+        return {tag: TagResult(**values) for tag, values in self._document["per_tag"].items()}
+
+    @property
+    def unexpected_symbols(self) -> tuple[Mapping[str, Any], ...]:
+        """Each as the engine reports it (node fields, counts, probe types, diagnosis)."""
+        return tuple(self._document["unexpected_symbols"])
+
+    @property
+    def missing_symbols(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple(self._document["missing_symbols"])
+
+    @property
+    def confidence_detail(self) -> Mapping[str, Any]:
+        detail: Mapping[str, Any] = self._document["confidence_detail"]
+        return detail
+
+    @property
+    def diagnoses(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple(self._document["diagnoses"])
+
+    @functools.cached_property
+    def window(self) -> Window:
+        window = self._document["window"]
+        return Window(window["from"], window["to"])
+
+    @property
+    def records(self) -> Mapping[str, int]:
+        records: Mapping[str, int] = self._document["records"]
+        return records
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(self._document["failures"])
+
+    @functools.cached_property
+    def scope(self) -> ScopeResult:
+        scope = self._document["scope"]
+        return ScopeResult(
+            scope["declared"],
+            scope["records_in_scope"],
+            scope["records_out_of_scope"],
+            tuple(scope["findings"]),
+        )
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(self._document["warnings"])
+
+    @functools.cached_property
+    def function_map(self) -> FunctionMapRef:
+        return FunctionMapRef(**self._document["function_map"])
 
     @property
     def json_compact(self) -> bool:
-        return len(self.per_path_breakdown) > COMPACT_JSON_PATHS
+        return len(self._document["per_path_breakdown"]) > COMPACT_JSON_PATHS
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> CoverageReport:
@@ -86,51 +161,34 @@ class CoverageReport:
         def mappings(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
             return r.items(value, where, r.json_object)
 
-        return cls(
-            service=r.string(d["service"], "service"),
-            verified=r.boolean(d["verified"], "verified"),
-            observation_rate=r.rate(d["observation_rate"], "observation_rate"),
-            target_rate=r.rate(d["target_rate"], "target_rate"),
-            per_path_breakdown=r.items(
-                d["per_path_breakdown"], "per_path_breakdown", lambda v, w: PathResult.read(r, v, w)
-            ),
-            per_tag={
-                tag: TagResult.read(r, values, f"per_tag.{tag}")
-                for tag, values in r.json_object(d["per_tag"], "per_tag").items()
-            },
-            unexpected_symbols=mappings(d["unexpected_symbols"], "unexpected_symbols"),
-            missing_symbols=mappings(d["missing_symbols"], "missing_symbols"),
-            confidence=r.rate(d["confidence"], "confidence"),
-            confidence_detail=r.json_object(d["confidence_detail"], "confidence_detail"),
-            diagnoses=r.items(d["diagnoses"], "diagnoses", _diagnosis(r)),
-            window=Window.read(r, d["window"], "window"),
-            records=_counts(r, d["records"], "records"),
-            failures=r.strings(d["failures"], "failures"),
-            scope=ScopeResult.read(r, d["scope"], "scope"),
-            warnings=r.strings(d["warnings"], "warnings"),
-            function_map=FunctionMapRef.read(r, d["function_map"], "function_map"),
+        r.string(d["service"], "service")
+        r.boolean(d["verified"], "verified")
+        for name in ("observation_rate", "target_rate", "confidence"):
+            r.rate(d[name], name)
+        report = cls(d)
+        # Each typed part read by its reader, which names the field at fault.
+        report.per_path_breakdown = r.items(
+            d["per_path_breakdown"], "per_path_breakdown", lambda v, w: PathResult.read(r, v, w)
         )
+        report.per_tag = {
+            tag: TagResult.read(r, values, f"per_tag.{tag}")
+            for tag, values in r.json_object(d["per_tag"], "per_tag").items()
+        }
+        mappings(d["unexpected_symbols"], "unexpected_symbols")
+        mappings(d["missing_symbols"], "missing_symbols")
+        r.json_object(d["confidence_detail"], "confidence_detail")
+        r.items(d["diagnoses"], "diagnoses", _diagnosis(r))
+        report.window = Window.read(r, d["window"], "window")
+        _counts(r, d["records"], "records")
+        r.strings(d["failures"], "failures")
+        report.scope = ScopeResult.read(r, d["scope"], "scope")
+        r.strings(d["warnings"], "warnings")
+        report.function_map = FunctionMapRef.read(r, d["function_map"], "function_map")
+        return report
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "verified": self.verified,
-            "observation_rate": self.observation_rate,
-            "target_rate": self.target_rate,
-            "per_path_breakdown": [path.to_dict() for path in self.per_path_breakdown],
-            "per_tag": {tag: _tag_dict(result) for tag, result in self.per_tag.items()},
-            "unexpected_symbols": [dict(item) for item in self.unexpected_symbols],
-            "missing_symbols": [dict(item) for item in self.missing_symbols],
-            "confidence": self.confidence,
-            "confidence_detail": dict(self.confidence_detail),
-            "diagnoses": [dict(item) for item in self.diagnoses],
-            "window": self.window.to_dict(),
-            "records": dict(self.records),
-            "failures": list(self.failures),
-            "scope": self.scope.to_dict(),
-            "warnings": list(self.warnings),
-            "function_map": self.function_map.to_dict(),
-        }
+        """The document (a new top level; the parts are the report's own: do not change them)."""
+        return {name: self._document[name] for name in _FIELDS}
 
 
 _FIELDS: Final = (
@@ -152,24 +210,3 @@ _FIELDS: Final = (
     "warnings",
     "function_map",
 )
-# The engine's order of a tag's fields: its counts, then its verdict.
-_TAG_ORDER: Final = (
-    "required_paths",
-    "observed_paths",
-    "partial_paths",
-    "missing_paths",
-    "optional_paths",
-    "optional_observed_paths",
-    "observation_rate",
-    "target_rate",
-    "verified",
-)
-
-
-def _tag_dict(result: TagResult) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in _TAG_ORDER:
-        value = getattr(result, name)
-        if value is not None:
-            out[name] = value
-    return out

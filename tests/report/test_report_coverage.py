@@ -84,3 +84,14 @@ def test_from_dict_refuses_a_broken_report(inputs: Inputs, mutation: str) -> Non
         document["per_path_breakdown"][0]["status"] = "seen"
     with pytest.raises(MalformedDocumentError):
         CoverageReport.from_dict(document, "report.json")
+
+
+def test_typed_parts_agree_with_the_strict_reader(inputs: Inputs) -> None:
+    """The engine's report is typed lazily (no object per path until read); what it reads
+    must be what from_dict's field-by-field readers make of the same document."""
+    report = verify_files(load_function_map(inputs.function_map), [inputs.observations]).report()
+    parsed = CoverageReport.from_dict(report.to_dict())
+    for part in ("per_path_breakdown", "per_tag", "window", "scope", "function_map"):
+        assert getattr(report, part) == getattr(parsed, part), part
+    assert parsed == report and parsed.to_dict() == report.to_dict()
+    assert report.per_tag["crypto"].verified is False

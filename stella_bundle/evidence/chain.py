@@ -97,10 +97,10 @@ from .timecheck import ChainTimes, record_time_findings, seal_time_findings
 __all__ = [
     "ChainReport",
     "ChainVerification",
+    "ChainVerifyOptions",
     "ChunkEntry",
     "ChunkOpener",
     "Finding",
-    "VerifyOptions",
     "load_trust_root",
     "verify_chain",
     "verify_chain_files",
@@ -111,7 +111,7 @@ ChunkOpener = Callable[[int], IO[bytes]]
 
 
 @dataclass(frozen=True)
-class VerifyOptions:
+class ChainVerifyOptions:
     """`require_signatures`: without a trust root the chain cannot pass (signatures unchecked).
     `allow_open`: a chain still being written (no final seal) passes with a warning.
     `workers`: chunks measured in parallel; 1 when the opener is not thread-safe (a tar stream).
@@ -132,7 +132,7 @@ def verify_chain_files(
     prune_record: bytes | None = None,
     other_names: Iterable[str] = (),
     location: str = "",
-    options: VerifyOptions | None = None,
+    options: ChainVerifyOptions | None = None,
 ) -> ChainReport:
     """Verify a chain given as seal bytes by sequence and an opener of chunk files by sequence.
 
@@ -141,7 +141,7 @@ def verify_chain_files(
     directory (open chunks, temp files, strays), reported as findings.
     """
     machine = ChainVerification(
-        chain_id, trust_root, location=location or chain_id, options=options or VerifyOptions()
+        chain_id, trust_root, location=location or chain_id, options=options or ChainVerifyOptions()
     )
     if prune_record is not None:
         machine.prune_record(prune_record)
@@ -190,7 +190,7 @@ def verify_chain(
     def opener(sequence: int) -> IO[bytes]:
         return open_regular_file(directory / chunk_name(sequence))
 
-    options = VerifyOptions(
+    options = ChainVerifyOptions(
         require_signatures=require_signatures,
         allow_open=allow_open,
         workers=workers if workers is not None else min(4, os.cpu_count() or 1),
@@ -240,14 +240,14 @@ class ChainVerification:
         trust_root: TrustRoot | None,
         *,
         location: str = "",
-        options: VerifyOptions | None = None,
+        options: ChainVerifyOptions | None = None,
         now: dt.datetime | None = None,
     ) -> None:
         validate_chain_id(chain_id)
         self.chain_id = chain_id
         self.trust_root = trust_root
         self.verifier = AttestationVerifier(trust_root, now=now) if trust_root is not None else None
-        self.options = options or VerifyOptions()
+        self.options = options or ChainVerifyOptions()
         self.report = ChainReport(
             chain_id, location or chain_id, trust_root_used=trust_root is not None
         )

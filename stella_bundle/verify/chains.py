@@ -26,7 +26,7 @@ from ..errors import (
     SchemaValidationError,
     StellaError,
 )
-from ..evidence.chain import ChainVerification, VerifyOptions
+from ..evidence.chain import ChainVerification, ChainVerifyOptions
 from ..evidence.measure import ChunkMeasure
 from ..evidence.prune_record import parse_prune_record
 from ..evidence.report import ERROR, GAP, ChainReport
@@ -39,7 +39,7 @@ from .steps import StepOutcome
 # chain of this name, so the pass still ends with a report.
 _INVALID = "invalid-chain-id"
 # The bundle's pass reads each chunk once, in archive order: no parallel measuring.
-OPTIONS = VerifyOptions(require_signatures=True, allow_open=True, workers=1)
+OPTIONS = ChainVerifyOptions(require_signatures=True, allow_open=True, workers=1)
 
 
 class ChainVerifier:

@@ -1,0 +1,382 @@
+"""The layers of the library hold, and each shared rule is defined once (issue 10).
+
+- `formats/` (one typed model per format) imports no stage: only the shared low-level modules
+  below. A stage importing formats is the direction the library is built in; formats importing
+  a stage would make a model depend on what produces or checks it.
+- The models are defined in `formats/` only; no stage defines a class of the same name.
+- One definition each of: the integer bound (`MAX_SAFE_INTEGER`), a file's sha256
+  (`digests.file_sha256`), the sha256 patterns (`digests`), bounded decompression
+  (`compression.BoundedInflater`); roles are named through `formats.roles.RoleName`.
+
+Each check reads the source (AST), so it sees lazy imports inside functions too; each has a
+test showing it catches what it is there to catch.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stella_bundle.formats.roles import ROLES
+
+PACKAGE = Path(__file__).resolve().parents[2] / "stella_bundle"
+
+# What formats/ may import from the package: itself and the shared low-level modules.
+FORMATS_MAY_IMPORT = frozenset({"formats", "canonical", "errors", "timeutil", "jsonio", "digests"})
+# The stages (named in the message when one is imported).
+STAGES = frozenset(
+    {
+        "functionmap",
+        "evidence",
+        "bundle",
+        "attest",
+        "observations",
+        "coverage",
+        "verify",
+        "collector",
+        "agent",
+        "store",
+        "api",
+        "tetragon",
+        "cli",
+        "report",
+        "demo",
+        "schema",
+    }
+)
+MODELS = frozenset(
+    {
+        "ObservationRecord",
+        "FunctionMap",
+        "ExpectedNode",
+        "ExpectedPath",
+        "Coverage",
+        "SbomRef",
+        "Scope",
+        "SealPredicate",
+        "ChunkContent",
+        "PreviousLink",
+        "CollectorInfo",
+        "LossCounters",
+        "ProbeFailure",
+        "ProbeReattachment",
+        "PruneRecord",
+        "ManifestPredicate",
+        "ManifestFile",
+        "TrustRoot",
+        "Role",
+        "RoleName",
+        "VerificationReport",
+    }
+)
+SHA256_PATTERN = "[0-9a-f]{64}"
+# String constants holding a sha256 pattern outside digests.py, each for a reason.
+SHA256_PATTERN_ALLOWED = {
+    "schema.py": "messages keyed by the published schemas' own patterns",
+    "api/models.py": "pydantic's pattern, published in the OpenAPI document (sha256: optional)",
+    "coverage/patterns.py": "the record-line decoders: one regex per line shape, digest inside",
+    "collector/containers.py": "a container id (64 hex) inside a cgroup path",
+    "collector/runtime_crio.py": "a container id; a digest found inside an image reference",
+    "tetragon/events.py": "a digest found inside an image reference (search, not match)",
+}
+DECOMPRESSORS = frozenset({"ZstdDecompressor", "decompressobj", "GzipFile", "IGzipFile"})
+ROLE_CALLS = frozenset(
+    {"role", "role_keys", "verify_signers", "verify_statement", "verify_statement_file"}
+)
+
+
+@functools.cache
+def _modules() -> tuple[tuple[str, ast.Module], ...]:
+    """(path inside the package, its AST) of every module, parsed once for all the checks."""
+    return tuple(
+        (path.relative_to(PACKAGE).as_posix(), ast.parse(path.read_text(), str(path)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    )
+
+
+def _imported(tree: ast.Module, relpath: str) -> Iterator[tuple[int, str]]:
+    """(line, absolute module) of every import in a module of the package, lazy ones too."""
+    package = ["stella_bundle", *relpath.split("/")[:-1]]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                yield node.lineno, node.module or ""
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if node.module is None:  # `from . import x`: each name is a module
+                for alias in node.names:
+                    yield node.lineno, f"{module}.{alias.name}"
+            else:
+                yield node.lineno, module
+
+
+def formats_violations(tree: ast.Module, relpath: str) -> list[str]:
+    """Imports of a formats/ module that reach past the low-level modules."""
+    found = []
+    for line, module in _imported(tree, relpath):
+        parts = module.split(".")
+        if parts[0] != "stella_bundle" or len(parts) < 2:
+            continue
+        if parts[1] not in FORMATS_MAY_IMPORT:
+            what = "the stage" if parts[1] in STAGES else "the module"
+            found.append(f"{relpath}:{line} imports {what} {module}")
+    return found
+
+
+def test_formats_imports_no_stage() -> None:
+    found = [
+        problem
+        for relpath, tree in _modules()
+        if relpath.startswith("formats/")
+        for problem in formats_violations(tree, relpath)
+    ]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ..evidence.seal import parse_seal\n",
+        "from stella_bundle.attest import keys\n",
+        "import stella_bundle.bundle.reader\n",
+        "def f():\n    from ..functionmap.load import load_function_map\n",
+        "from .. import coverage\n",
+    ],
+)
+def test_the_formats_check_catches_a_stage_import(source: str) -> None:
+    assert formats_violations(ast.parse(source), "formats/example.py")
+
+
+def test_the_formats_check_lets_low_level_imports_through() -> None:
+    source = "from ..canonical import MAX_SAFE_INTEGER\nfrom .seal import LossCounters\n"
+    assert formats_violations(ast.parse(source), "formats/example.py") == []
+
+
+def test_each_model_is_defined_in_formats_only() -> None:
+    found = [
+        f"{relpath}:{node.lineno} defines {node.name}"
+        for relpath, tree in _modules()
+        if not relpath.startswith("formats/")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name in MODELS
+    ]
+    assert not found, "\n".join(found)
+
+
+def _is_max_safe_integer_value(node: ast.AST) -> bool:
+    """`2**53 - 1`, `(1 << 53) - 1` or the number itself."""
+    if isinstance(node, ast.Constant) and node.value == 2**53 - 1:
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub):
+        left = node.left
+        return (
+            isinstance(left, ast.BinOp)
+            and isinstance(left.op, ast.Pow | ast.LShift)
+            and isinstance(left.right, ast.Constant)
+            and left.right.value == 53
+        )
+    return False
+
+
+def test_max_safe_integer_is_defined_once() -> None:
+    named, spelled = [], []
+    for relpath, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == "MAX_SAFE_INTEGER" for t in targets):
+                    named.append(f"{relpath}:{node.lineno}")
+            if _is_max_safe_integer_value(node):
+                spelled.append(f"{relpath}:{getattr(node, 'lineno', 0)}")
+    assert len(named) == 1 and named[0].startswith("canonical.py:"), named
+    assert spelled == named, spelled
+
+
+def test_the_bound_check_catches_a_second_spelling() -> None:
+    for source in ("LIMIT = 2**53 - 1\n", "LIMIT = (1 << 53) - 1\n", "LIMIT = 9007199254740991\n"):
+        values = [n for n in ast.walk(ast.parse(source)) if _is_max_safe_integer_value(n)]
+        assert values, source
+
+
+def _calls(tree: ast.AST) -> Iterator[ast.Call]:
+    return (node for node in ast.walk(tree) if isinstance(node, ast.Call))
+
+
+def _name_of(call: ast.Call) -> str:
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def file_hashing_functions(tree: ast.Module, relpath: str) -> list[str]:
+    """Functions that open a file and feed a fresh sha256 without writing anything: a file's
+    digest computed by hand, which is `digests.file_sha256`'s job. (A function that writes
+    hashes what it copies, in the same pass: the tar writer, media split and join.)"""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        calls = list(_calls(node))
+        names = {_name_of(call) for call in calls}
+        fresh_sha256 = any(
+            _name_of(call) == "sha256" and not call.args and not call.keywords for call in calls
+        )
+        if fresh_sha256 and "open" in names and "update" in names and "write" not in names:
+            found.append(f"{relpath}::{node.name}")
+    return found
+
+
+def test_a_files_sha256_is_computed_in_one_place() -> None:
+    found = []
+    file_digest_calls = []
+    for relpath, tree in _modules():
+        if relpath == "digests.py":
+            continue
+        found += file_hashing_functions(tree, relpath)
+        file_digest_calls += [
+            f"{relpath}:{call.lineno}" for call in _calls(tree) if _name_of(call) == "file_digest"
+        ]
+        found += [
+            f"{relpath}:{node.lineno} defines {node.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("file_sha256")
+        ]
+    assert not found and not file_digest_calls, "\n".join(found + file_digest_calls)
+
+
+def test_the_file_hash_check_catches_a_hand_written_loop() -> None:
+    source = (
+        "def digest(path):\n"
+        "    h = hashlib.sha256()\n"
+        "    with open(path, 'rb') as f:\n"
+        "        for block in iter(lambda: f.read(1 << 20), b''):\n"
+        "            h.update(block)\n"
+        "    return h.hexdigest()\n"
+    )
+    assert file_hashing_functions(ast.parse(source), "x.py") == ["x.py::digest"]
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    """ids of the docstring constants of a module, its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def sha256_patterns(tree: ast.Module, relpath: str) -> list[str]:
+    """String constants (docstrings aside) that spell a sha256 pattern."""
+    docstrings = _docstrings(tree)
+    return [
+        f"{relpath}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and SHA256_PATTERN in node.value
+        and id(node) not in docstrings
+    ]
+
+
+def test_the_sha256_patterns_are_defined_once() -> None:
+    for relpath in SHA256_PATTERN_ALLOWED:  # the list does not outlive its reasons
+        tree = dict(_modules())[relpath]
+        assert sha256_patterns(tree, relpath), f"{relpath} no longer needs its exception"
+    found = [
+        problem
+        for relpath, tree in _modules()
+        if relpath != "digests.py" and relpath not in SHA256_PATTERN_ALLOWED
+        for problem in sha256_patterns(tree, relpath)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_sha256_pattern_check_catches_a_copy() -> None:
+    source = '"""A module: digests are [0-9a-f]{64}."""\nX = re.compile(r"^[0-9a-f]{64}$")\n'
+    assert len(sha256_patterns(ast.parse(source), "x.py")) == 1
+
+
+def test_every_decompression_goes_through_the_bounded_inflater() -> None:
+    found = [
+        f"{relpath}:{node.lineno} uses {node.attr}"
+        for relpath, tree in _modules()
+        if relpath != "compression.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in DECOMPRESSORS
+    ]
+    assert not found, "\n".join(found)
+
+
+def role_literals(tree: ast.Module, relpath: str) -> list[str]:
+    """A role written as a string where code asks for or records a role."""
+    found = []
+    for call in _calls(tree):
+        if _name_of(call) in ROLE_CALLS:
+            found += [
+                f"{relpath}:{arg.lineno} {_name_of(call)}({arg.value!r})"
+                for arg in call.args
+                if isinstance(arg, ast.Constant) and arg.value in ROLES
+            ]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            found += [
+                f"{relpath}:{value.lineno} 'role': {value.value!r}"
+                for key, value in zip(node.keys, node.values, strict=True)
+                if isinstance(key, ast.Constant)
+                and key.value == "role"
+                and isinstance(value, ast.Constant)
+                and value.value in ROLES
+            ]
+    return found
+
+
+def test_roles_are_named_through_the_enum() -> None:
+    found = [
+        problem
+        for relpath, tree in _modules()
+        if relpath != "formats/roles.py"
+        for problem in role_literals(tree, relpath)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_role_check_catches_a_literal() -> None:
+    source = (
+        "v.verify_statement(doc, 'builder', source=s)\n"
+        "rows.append({'uri': u, 'role': 'collector'})\n"
+        "root.role('auditor')\n"
+    )
+    assert len(role_literals(ast.parse(source), "x.py")) == 3
+
+
+# Public classes of one name in two modules, each a different thing; a reader searching for one
+# finds the other. Listed so no new pair appears; each is to be renamed by its stage's owner.
+NAMED_TWICE = {
+    "MapDirectory": "agent/config.py (the setting) and agent/mapdir.py (the directory lister)",
+    "Health": "agent/endpoint.py (liveness state) and api/models.py (the API's answer)",
+    "IngestResult": "store/base.py and tetragon/ingest.py",
+    "PruneResult": "store/base.py and evidence/prune.py",
+    "ChainVerification": "evidence/chain.py (the rules) and evidence/report.py (the printed result)",
+}
+
+
+def test_no_two_public_classes_share_a_name() -> None:
+    where: dict[str, list[str]] = {}
+    for relpath, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(relpath)
+    twice = {name: paths for name, paths in where.items() if len(paths) > 1}
+    assert set(twice) <= set(NAMED_TWICE), {n: p for n, p in twice.items() if n not in NAMED_TWICE}
+    assert set(NAMED_TWICE) <= set(twice), "renamed: drop from NAMED_TWICE"

@@ -14,6 +14,7 @@ import gc
 import itertools
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,7 +37,7 @@ from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_fu
 from ..jsonio import read_bytes
 from ..timeutil import format_timestamp
 from .fastdecode import DecodedRecords
-from .scan import NodeAggregate, ObservationAggregator
+from .scan import NodeAggregate, ObservationAggregator, probe_types_of
 
 if TYPE_CHECKING:
     from ..formats.trust_root import TrustRoot
@@ -452,7 +453,26 @@ def _node_confidence(state: NodeAggregate | None, weights: Mapping[str, float]) 
     return max(weights[p] for p in state.probe_types())
 
 
+def _node_weights(
+    states: Mapping[str, NodeAggregate], weights: Mapping[str, float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """`_node_confidence` of every expected node, and the same rounded as a report carries
+    it, worked out once per set of probe types (a map's nodes share a handful of them)."""
+    by_mask: dict[int, tuple[float, float]] = {}
+    exact: dict[str, float] = {}
+    rounded: dict[str, float] = {}
+    for node_hash, state in states.items():
+        mask = state.probe_mask if state.count else -1
+        pair = by_mask.get(mask)
+        if pair is None:
+            weight = _node_confidence(state, weights)
+            pair = by_mask[mask] = (weight, _round(weight))
+        exact[node_hash], rounded[node_hash] = pair
+    return exact, rounded
+
+
 def _node_entry(node: ExpectedNode, state: NodeAggregate | None, weight: float) -> dict[str, Any]:
+    """`weight`: the node's confidence, rounded as the report carries it."""
     entry = node.to_dict()
     observed = state is not None and state.count > 0
     entry["observed"] = observed
@@ -462,7 +482,7 @@ def _node_entry(node: ExpectedNode, state: NodeAggregate | None, weight: float) 
         entry["first_observed_at"] = state.first
         entry["last_observed_at"] = state.last
         entry["observed_probe_types"] = state.probe_types()
-    entry["confidence"] = _round(weight)
+    entry["confidence"] = weight
     return entry
 
 
@@ -571,10 +591,14 @@ class _PathTally:
     nodes of required paths not observed (with the paths that needed them)."""
 
     def __init__(
-        self, states: Mapping[str, NodeAggregate], node_weight: Mapping[str, float]
+        self,
+        states: Mapping[str, NodeAggregate],
+        node_weight: Mapping[str, float],
+        rounded_weight: Mapping[str, float],
     ) -> None:
         self.states = states
         self.node_weight = node_weight
+        self.rounded_weight = rounded_weight
         self.breakdown: list[dict[str, Any]] = []
         self.tags: dict[str, dict[str, Any]] = {}
         self.missing: dict[str, tuple[ExpectedNode, list[str]]] = {}
@@ -583,11 +607,15 @@ class _PathTally:
         self.path_confidence: dict[str, float] = {}
 
     def add(self, path: ExpectedPath) -> None:
-        states, node_weight = self.states, self.node_weight
-        seen = [states[n.node_hash].count > 0 for n in path.nodes]
-        status = _path_status(sum(seen), len(path.nodes))
-        confidence = sum(node_weight[n.node_hash] for n in path.nodes) / len(path.nodes)
-        self.path_confidence[path.path_id] = _round(confidence)
+        states, node_weight, rounded_weight = self.states, self.node_weight, self.rounded_weight
+        nodes = path.nodes
+        total = len(nodes)
+        seen = [states[n.node_hash].count > 0 for n in nodes]
+        observed_nodes = seen.count(True)
+        status = _path_status(observed_nodes, total)
+        confidence = sum([node_weight[n.node_hash] for n in nodes]) / total
+        rounded = _round(confidence)
+        self.path_confidence[path.path_id] = rounded
         self.breakdown.append(
             {
                 "path_id": path.path_id,
@@ -595,16 +623,17 @@ class _PathTally:
                 "priority": path.priority,
                 "optional": path.optional,
                 "status": status,
-                "observed_nodes": sum(seen),
-                "total_nodes": len(path.nodes),
-                "confidence": _round(confidence),
+                "observed_nodes": observed_nodes,
+                "total_nodes": total,
+                "confidence": rounded,
                 "nodes": [
-                    _node_entry(n, states.get(n.node_hash), node_weight[n.node_hash])
-                    for n in path.nodes
+                    _node_entry(n, states[n.node_hash], rounded_weight[n.node_hash]) for n in nodes
                 ],
             }
         )
-        tag = self.tags.setdefault(path.tag, _tag_counts())
+        tag = self.tags.get(path.tag)
+        if tag is None:
+            tag = self.tags[path.tag] = _tag_counts()
         if path.optional:
             tag["optional_paths"] += 1
             tag["optional_observed_paths"] += status == STATUS_OBSERVED
@@ -617,7 +646,7 @@ class _PathTally:
             tag["observed_paths"] += 1
             return
         tag["partial_paths" if status == STATUS_PARTIAL else "missing_paths"] += 1
-        for node, was_seen in zip(path.nodes, seen, strict=True):
+        for node, was_seen in zip(nodes, seen, strict=True):
             if not was_seen:
                 self.missing.setdefault(node.node_hash, (node, []))[1].append(path.path_id)
 
@@ -700,8 +729,7 @@ def evaluate(
         else options.fail_on_unexpected
     )
     states = aggregator.expected
-    node_weight = {h: _node_confidence(s, weights) for h, s in states.items()}
-    tally = _PathTally(states, node_weight)
+    tally = _PathTally(states, *_node_weights(states, weights))
     for path in fmap.expected_paths:
         tally.add(path)
     required_paths, observed_required = tally.required_paths, tally.observed_required
@@ -727,9 +755,10 @@ def evaluate(
         )
 
     by_probe: dict[str, int] = {}
-    for state in states.values():
-        for probe in state.probe_types():
-            by_probe[probe] = by_probe.get(probe, 0) + 1
+    # Nodes by set of probe types first (a handful of sets), then each set's types counted.
+    for mask, nodes in Counter(state.probe_mask for state in states.values()).items():
+        for probe in probe_types_of(mask):
+            by_probe[probe] = by_probe.get(probe, 0) + nodes
     overall = tally.confidence_sum / required_paths if required_paths else 0.0
     window_from, window_to = options.window_strings()
     return VerificationResult(

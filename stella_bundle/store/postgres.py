@@ -27,14 +27,12 @@ from msgspec import UNSET
 from psycopg import sql
 from psycopg.copy import Copy, QueuedLibpqWriter
 
-from ..formats.record import PROBE_TYPES
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .base import (
     ChunkConflict,
     DroppedPartition,
     IngestResult,
     NodeAggregation,
-    NodeRow,
     ObservationStore,
     Provenance,
     PruneResult,
@@ -48,6 +46,15 @@ from .base import (
 )
 from .config import redact
 from .migrations import Migration, check_sequence
+from .rollups import (
+    ROLLUP_COLUMNS,
+    STORED_PROBE_ORDER,
+    Rollups,
+    combine,
+    hour_ranges,
+    micros,
+    window_class,
+)
 from .rows import (
     COLUMNS,
     DecodedChunk,
@@ -141,7 +148,69 @@ MIGRATIONS += (
         ),
     ),
 )
+_PROBES_ARRAY: Final = "ARRAY[" + ", ".join(f"'{p}'" for p in STORED_PROBE_ORDER) + "]::text[]"
+# Bit i of a probe mask from a row's probe_type (every stored probe_type is in the array).
+_RAW_MASK: Final = f"1 << (array_position({_PROBES_ARRAY}, probe_type) - 1)"
+_FIRST: Final = ("first_chain", "first_sequence", "first_line", "function_name", "purl")
+MIGRATIONS += (
+    Migration(
+        3,
+        "per-node hourly rollups for the coverage question (rollups.py)",
+        (
+            """CREATE TABLE node_rollups (
+                bucket timestamptz NOT NULL,
+                node_hash text COLLATE "C" NOT NULL,
+                records bigint NOT NULL,
+                events bigint NOT NULL,
+                min_start timestamptz NOT NULL,
+                max_start timestamptz NOT NULL,
+                min_end timestamptz NOT NULL,
+                max_end timestamptz NOT NULL,
+                probe_mask integer NOT NULL,
+                first_chain text COLLATE "C" NOT NULL,
+                first_sequence bigint NOT NULL,
+                first_line integer NOT NULL,
+                function_name text NOT NULL,
+                purl text,
+                PRIMARY KEY (bucket, node_hash)
+            )""",
+            # The rows already stored, rolled up as ingest would have: the first record of each
+            # (hour, node) in store order names it.
+            f"""INSERT INTO node_rollups
+                SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
+                    min(obs_end), max(obs_end), bit_or(mask),
+                    max(chain_id) FILTER (WHERE rn = 1), max(sequence) FILTER (WHERE rn = 1),
+                    max(line) FILTER (WHERE rn = 1), max(function_name) FILTER (WHERE rn = 1),
+                    max(purl) FILTER (WHERE rn = 1)
+                FROM (SELECT *, date_trunc('hour', observed_at, 'UTC') AS bucket,
+                        {_RAW_MASK} AS mask,
+                        row_number() OVER (PARTITION BY date_trunc('hour', observed_at, 'UTC'),
+                            node_hash ORDER BY chain_id, sequence, line) AS rn
+                    FROM observations) AS numbered
+                GROUP BY bucket, node_hash""",
+        ),
+    ),
+)
 LATEST: Final = check_sequence(MIGRATIONS)
+
+# Ingest folds each new chunk's rollup rows (COPY into a temporary table) into the stored ones.
+_UPSERT_ROLLUPS: Final = (
+    f"INSERT INTO node_rollups AS r ({', '.join(ROLLUP_COLUMNS)}) "
+    f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM stella_rollup_batch "
+    "ON CONFLICT (bucket, node_hash) DO UPDATE SET "
+    "records = r.records + excluded.records, events = r.events + excluded.events, "
+    "min_start = LEAST(r.min_start, excluded.min_start), "
+    "max_start = GREATEST(r.max_start, excluded.max_start), "
+    "min_end = LEAST(r.min_end, excluded.min_end), "
+    "max_end = GREATEST(r.max_end, excluded.max_end), "
+    "probe_mask = r.probe_mask | excluded.probe_mask, "
+    + ", ".join(
+        f"{column} = CASE WHEN (excluded.first_chain, excluded.first_sequence, "
+        "excluded.first_line) < (r.first_chain, r.first_sequence, r.first_line) "
+        f"THEN excluded.{column} ELSE r.{column} END"
+        for column in _FIRST
+    )
+)
 
 
 def partition_name(day: dt.date) -> str:
@@ -177,14 +246,6 @@ def copy_lines(chunk: StoreChunk) -> tuple[str, set[str], tuple[int, int]]:
     return _copy_block(chunk_rows(chunk))
 
 
-def _micros(canonical: str) -> int:
-    moment = parse_timestamp(canonical)
-    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
 def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str], tuple[int, int]]:
     """COPY text-format lines of the rows, and their days (YYYY-MM-DD).
 
@@ -202,9 +263,9 @@ def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str], tuple[int, int]]:
         chain, seq, line, observed, start, end, node, name, probe, count, purl, record = row
         days.add(observed[:10])
         if start != observed or end != observed:
-            at = _micros(observed)
-            before = max(before, at - _micros(start))
-            after = max(after, _micros(end) - at)
+            at = micros(observed)
+            before = max(before, at - micros(start))
+            after = max(after, micros(end) - at)
         if "\\" in record:
             append("\t".join(map(_copy_text, row)))
             continue
@@ -396,6 +457,7 @@ class PostgresStore(ObservationStore):
         new: list[tuple[Provenance, int, bytes | None]] = []
         offered: set[tuple[str, int]] = set()
         spans = (0, 0)  # the widest reach of a record's interval around its observed_at
+        rollups = Rollups()
         if self._partitions is None:
             self._partitions = set(self.partitions())
         partitions = self._partitions
@@ -439,11 +501,14 @@ class PostgresStore(ObservationStore):
                             self._create_partition(cursor, dt.date.fromisoformat(day))
                     if text:
                         stream.write(text.encode("utf-8"))
+                    rollups.add(chunk)  # while the server copies the chunk
                     new.append((p, chunk.size, chunk.seal))
                     result.records_stored += chunk.size
                 stream.pause()
                 if result.conflicts:
                     raise _Refused
+                if rollups:
+                    self._store_rollups(cursor, rollups)
                 if spans != (0, 0):
                     # Window queries prune partitions with these bounds: they must cover
                     # every record, so they grow in the transaction that stores the record.
@@ -487,6 +552,24 @@ class PostgresStore(ObservationStore):
             raise
         result.chunks_stored = len(new)
         return result
+
+    def _store_rollups(self, cursor: psycopg.Cursor[Any], rollups: Rollups) -> None:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE stella_rollup_batch (LIKE node_rollups) ON COMMIT DROP"
+        )
+        text = _copy_text
+        lines = [
+            f"{bucket}\t{node}\t{records}\t{events}\t{low}\t{high}\t{low_end}\t{high_end}\t"
+            f"{mask}\t{text(chain)}\t{sequence}\t{line}\t{text(name)}\t{text(purl)}"
+            for bucket, node, records, events, low, high, low_end, high_end, mask, chain, sequence, line, name, purl in rollups.rows()
+        ]
+        with cursor.copy(
+            sql.SQL("COPY stella_rollup_batch ({}) FROM STDIN").format(
+                sql.SQL(", ").join(map(sql.Identifier, ROLLUP_COLUMNS))
+            )
+        ) as copy:
+            self._copy_write(copy, ("\n".join(lines) + "\n").encode("utf-8"))
+        cursor.execute(_UPSERT_ROLLUPS)
 
     def _create_partition(self, cursor: psycopg.Cursor[Any], day: dt.date) -> None:
         name = partition_name(day)
@@ -571,62 +654,82 @@ class PostgresStore(ObservationStore):
         window_to: str | None = None,
         expected: Collection[str] = (),
     ) -> NodeAggregation:
+        params: dict[str, Any] = {"f": window_from, "t": window_to}
+        inside, outside = window_class(window_from, window_to)
+        marks = {"f": "%(f)s::timestamptz", "t": "%(t)s::timestamptz"}
+        inside, outside = inside.format(**marks), outside.format(**marks)
         with (
             self._guard("aggregating"),
             self.db.transaction(),
             self.db.cursor() as cursor,
         ):
-            # One snapshot for the groups, the names and the total.
+            # One snapshot for the rollups, the raw rows and the total.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            # The hash tables hold one entry per node: about 9 MB for 20,000 nodes. Under the
-            # default work_mem (4 MB) they spilled to disk in batches and were sorted again to
-            # be merged; raised for this transaction only.
             cursor.execute("SET LOCAL work_mem = '64MB'")
-            where, params = self._window(cursor, window_from, window_to)
-            # One hash aggregation per node, parallel: the probe types as a bit mask (bit i for
-            # PROBE_TYPES[i]; every stored probe_type is one of them). Grouping by (node, probe
-            # type) and then by node took twice the time; array_agg(DISTINCT …) sorts every row.
             cursor.execute(
-                "SELECT node_hash, sum(count)::bigint, min(obs_start), max(obs_end), "
-                "bit_or(1 << (array_position(%(probe_names)s::text[], probe_type) - 1)), "
-                "count(*) FROM observations WHERE " + where + " GROUP BY node_hash",
-                {**params, "probe_names": list(PROBE_TYPES)},
+                f"SELECT DISTINCT bucket FROM node_rollups WHERE NOT ({inside}) "
+                f"AND NOT ({outside})",
+                params,
             )
-            groups = cursor.fetchall()
+            partial = [format_timestamp(row[0]) for row in cursor.fetchall()]
+            # Whole rollup rows where every record is in the window; the raw rows of the hours
+            # where some are and some are not (the ranges on observed_at prune partitions).
+            whole = f"FROM node_rollups WHERE {inside}"
+            raw = ""
+            if partial:
+                params["partial"] = partial
+                whole += " AND bucket <> ALL(%(partial)s::timestamptz[])"
+                ranges = hour_ranges(partial)
+                for index, (low, high) in enumerate(ranges):
+                    params[f"lo{index}"], params[f"hi{index}"] = low, high
+                # The window's rule, and the observed_at range its records can have.
+                window, reach = self._window(cursor, window_from, window_to)
+                params.update(reach)
+                raw = (
+                    "FROM observations WHERE ("
+                    + " OR ".join(
+                        f"(observed_at >= %(lo{i})s::timestamptz "
+                        f"AND observed_at < %(hi{i})s::timestamptz)"
+                        for i in range(len(ranges))
+                    )
+                    + f") AND {window}"
+                )
+            union = f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"
+            if raw:
+                union += (
+                    f" UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, {_RAW_MASK} {raw}"
+                )
+            cursor.execute(
+                "SELECT node_hash, sum(records)::bigint, sum(events)::bigint, min(min_start), "
+                f"max(max_end), bit_or(probe_mask) FROM ({union}) AS rows GROUP BY node_hash",
+                params,
+            )
+            groups = [
+                (node, records, events, format_timestamp(first), format_timestamp(last), mask)
+                for node, records, events, first, last, mask in cursor.fetchall()
+            ]
             # Names only for nodes outside the map (the map names its own), read only when
-            # there are any: the rows of those nodes, sorted into store order.
-            outside = sorted({row[0] for row in groups} - set(expected))
-            names: dict[str, tuple[str, str | None]] = {}
-            if outside:
-                cursor.execute(
-                    "SELECT DISTINCT ON (node_hash) node_hash, function_name, purl "
-                    "FROM observations WHERE " + where + " AND node_hash = ANY(%(outside)s) "
-                    "ORDER BY node_hash, chain_id, sequence, line",
-                    {**params, "outside": outside},
+            # there are any: candidates from the same rows, the least in store order.
+            others = sorted({row[0] for row in groups} - set(expected))
+            firsts: list[Any] = []
+            if others:
+                params["others"] = others
+                pick = " AND node_hash = ANY(%(others)s::text[])"
+                query = (
+                    "SELECT node_hash, first_chain, first_sequence, first_line, function_name, "
+                    f"purl {whole}{pick}"
                 )
-                names = {h: (n, p) for h, n, p in cursor.fetchall()}
-            in_window = sum(int(row[5]) for row in groups)
-            if window_from is None and window_to is None:
-                total = in_window  # the window is everything
-            else:
-                cursor.execute("SELECT count(*) FROM observations")
-                total_row = cursor.fetchone()
-                total = int(total_row[0]) if total_row else 0
-        rows = []
-        for node_hash, count, first, last, mask, _ in groups:
-            name, purl = names.get(node_hash, ("", None))
-            rows.append(
-                NodeRow(
-                    node_hash,
-                    int(count),
-                    format_timestamp(first),
-                    format_timestamp(last),
-                    tuple(p for i, p in enumerate(PROBE_TYPES) if mask >> i & 1),
-                    name,
-                    purl,
-                )
-            )
-        return NodeAggregation(rows, total, in_window)
+                if raw:
+                    query += (
+                        " UNION ALL SELECT node_hash, chain_id, sequence, line, function_name, "
+                        f"purl {raw}{pick}"
+                    )
+                cursor.execute(query, params)
+                firsts = cursor.fetchall()
+            cursor.execute("SELECT coalesce(sum(records), 0)::bigint FROM node_rollups")
+            total_row = cursor.fetchone()
+            total = int(total_row[0]) if total_row else 0
+        return combine(groups, firsts, expected, total)
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
         with self._guard("reading provenance"):
@@ -672,6 +775,8 @@ class PostgresStore(ObservationStore):
                 self.db.execute(sql.SQL("DROP TABLE {}").format(table))
                 result.partitions_dropped.append(DroppedPartition(name, day.isoformat(), records))
                 result.records_removed += records
+            # Rollup hours are hours of observed_at: those of the dropped days go with them.
+            self.db.execute("DELETE FROM node_rollups WHERE bucket < %s", (result.cutoff,))
         self._partitions = None
         return result
 

@@ -24,7 +24,6 @@ from .base import (
     ChunkConflict,
     IngestResult,
     NodeAggregation,
-    NodeRow,
     ObservationStore,
     Provenance,
     PruneResult,
@@ -37,7 +36,39 @@ from .base import (
     StoreUnavailableError,
 )
 from .migrations import Migration, check_sequence
+from .rollups import (
+    ROLLUP_COLUMNS,
+    STORED_PROBE_ORDER,
+    Rollups,
+    combine,
+    hour_ranges,
+    shifted,
+    window_class,
+)
 from .rows import COLUMNS, chunk_rows, function_map_from_row, join_key_ids, key_ids, load_record
+
+# Bit i of a probe mask from a row's probe_type, and the OR of masks over a group (SQLite has
+# no bit_or aggregate; the probe types are few).
+_RAW_MASK = " | ".join(f"((probe_type = '{p}') << {i})" for i, p in enumerate(STORED_PROBE_ORDER))
+_MASK_OR = " | ".join(f"max(probe_mask & {1 << i})" for i in range(len(STORED_PROBE_ORDER)))
+_FIRST = ("first_chain", "first_sequence", "first_line", "function_name", "purl")
+# Ingest folds each new chunk's rollup rows into the stored ones (rollups.py).
+_UPSERT_ROLLUP = (
+    f"INSERT INTO node_rollups ({', '.join(ROLLUP_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))}) "
+    "ON CONFLICT (bucket, node_hash) DO UPDATE SET "
+    "records = records + excluded.records, events = events + excluded.events, "
+    "min_start = min(min_start, excluded.min_start), "
+    "max_start = max(max_start, excluded.max_start), "
+    "min_end = min(min_end, excluded.min_end), max_end = max(max_end, excluded.max_end), "
+    "probe_mask = probe_mask | excluded.probe_mask, "
+    + ", ".join(
+        f"{column} = CASE WHEN (excluded.first_chain, excluded.first_sequence, "
+        "excluded.first_line) < (first_chain, first_sequence, first_line) "
+        f"THEN excluded.{column} ELSE {column} END"
+        for column in _FIRST
+    )
+)
 
 MIGRATIONS: Final = (
     Migration(
@@ -103,6 +134,62 @@ MIGRATIONS: Final = (
             # are looked up by node through it too.
             "CREATE INDEX observations_coverage ON observations "
             "(node_hash, probe_type, obs_start, obs_end, count)",
+        ),
+    ),
+    Migration(
+        3,
+        "per-node hourly rollups for the coverage question (rollups.py)",
+        (
+            """CREATE TABLE node_rollups (
+                bucket TEXT NOT NULL,
+                node_hash TEXT NOT NULL,
+                records INTEGER NOT NULL,
+                events INTEGER NOT NULL,
+                min_start TEXT NOT NULL,
+                max_start TEXT NOT NULL,
+                min_end TEXT NOT NULL,
+                max_end TEXT NOT NULL,
+                probe_mask INTEGER NOT NULL,
+                first_chain TEXT NOT NULL,
+                first_sequence INTEGER NOT NULL,
+                first_line INTEGER NOT NULL,
+                function_name TEXT NOT NULL,
+                purl TEXT,
+                PRIMARY KEY (bucket, node_hash)
+            ) WITHOUT ROWID""",
+            # The rows already stored, rolled up as ingest would have: the first record of each
+            # (hour, node) in store order names it.
+            f"""INSERT INTO node_rollups
+                SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
+                    min(obs_end), max(obs_end), {_MASK_OR.replace("probe_mask", "mask")},
+                    max(CASE WHEN rn = 1 THEN chain_id END),
+                    max(CASE WHEN rn = 1 THEN sequence END),
+                    max(CASE WHEN rn = 1 THEN line END),
+                    max(CASE WHEN rn = 1 THEN function_name END),
+                    max(CASE WHEN rn = 1 THEN purl END)
+                FROM (SELECT *, substr(observed_at, 1, 13) || ':00:00.000000Z' AS bucket,
+                        {_RAW_MASK} AS mask,
+                        row_number() OVER (PARTITION BY substr(observed_at, 1, 13), node_hash
+                            ORDER BY chain_id, sequence, line) AS rn
+                    FROM observations)
+                GROUP BY bucket, node_hash""",
+            # The rollups answer what this index served; ingest no longer pays for it.
+            "DROP INDEX observations_coverage",
+            # How far a record's interval reaches around its observed_at: the raw rows of a
+            # ragged hour are read only where they can meet the window. From the stored rows
+            # through julianday (a double: ~50 µs of error), so one second is added.
+            """CREATE TABLE span_bounds (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                before_us INTEGER NOT NULL,
+                after_us INTEGER NOT NULL
+            )""",
+            """INSERT INTO span_bounds SELECT 1,
+                coalesce((SELECT max(CAST((julianday(observed_at) - julianday(obs_start))
+                    * 86400000000 AS INTEGER)) + 1000000 FROM observations
+                    WHERE obs_start <> observed_at), 0),
+                coalesce((SELECT max(CAST((julianday(obs_end) - julianday(observed_at))
+                    * 86400000000 AS INTEGER)) + 1000000 FROM observations
+                    WHERE obs_end <> observed_at), 0)""",
         ),
     ),
 )
@@ -250,6 +337,7 @@ class SqliteStore(ObservationStore):
 
     def store_chunks(self, chunks: Iterable[StoreChunk]) -> IngestResult:
         result = IngestResult()
+        rollups = Rollups()
         now = format_timestamp(utc_now())
         insert = (
             f"INSERT INTO observations ({', '.join(COLUMNS)}) "
@@ -286,6 +374,7 @@ class SqliteStore(ObservationStore):
                             result.chunks_already_stored += 1
                         continue
                     self.db.executemany(insert, chunk_rows(chunk))
+                    rollups.add(chunk)
                     result.chunks_stored += 1
                     result.records_stored += chunk.size
                 if result.conflicts:
@@ -293,6 +382,15 @@ class SqliteStore(ObservationStore):
                     return IngestResult(
                         chunks_already_stored=result.chunks_already_stored,
                         conflicts=result.conflicts,
+                    )
+                if rollups:
+                    self.db.executemany(_UPSERT_ROLLUP, rollups.rows())
+                if rollups.spans != (0, 0):
+                    # They must cover every stored record: grown in the storing transaction.
+                    self.db.execute(
+                        "UPDATE span_bounds SET before_us = max(before_us, ?), "
+                        "after_us = max(after_us, ?) WHERE id = 1",
+                        rollups.spans,
                     )
                 self.db.execute("COMMIT")
             except BaseException:
@@ -329,49 +427,88 @@ class SqliteStore(ObservationStore):
         expected: Collection[str] = (),
     ) -> NodeAggregation:
         params: dict[str, Any] = {"f": window_from, "t": window_to}
+        inside, outside = window_class(window_from, window_to)
+        inside, outside = inside.format(f=":f", t=":t"), outside.format(f=":f", t=":t")
         with self._guard():
-            # One read transaction: groups, names and total from the same snapshot.
+            # One read transaction: rollups, raw rows and total from the same snapshot.
             self.db.execute("BEGIN")
             try:
+                partial = [
+                    row[0]
+                    for row in self.db.execute(
+                        f"SELECT DISTINCT bucket FROM node_rollups WHERE NOT ({inside}) "
+                        f"AND NOT ({outside})",
+                        params,
+                    )
+                ]
+                # Whole rollup rows where every record is in the window; the raw rows of the
+                # hours where some are and some are not.
+                whole = f"FROM node_rollups WHERE {inside}"
+                raw = ""
+                if partial:
+                    params["partial"] = json.dumps(partial)
+                    whole += " AND bucket NOT IN (SELECT value FROM json_each(:partial))"
+                    ranges = hour_ranges(partial)
+                    for index, (low, high) in enumerate(ranges):
+                        params[f"lo{index}"], params[f"hi{index}"] = low, high
+                    raw = (
+                        "FROM observations WHERE ("
+                        + " OR ".join(
+                            f"(observed_at >= :lo{i} AND observed_at < :hi{i})"
+                            for i in range(len(ranges))
+                        )
+                        + ") AND "
+                        + _WINDOW
+                        + self._reach(window_from, window_to, params)
+                    )
+                union = f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"
+                if raw:
+                    union += (
+                        " UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, "
+                        f"{_RAW_MASK} {raw}"
+                    )
                 groups = self.db.execute(
-                    "SELECT node_hash, SUM(count), MIN(obs_start), MAX(obs_end), "
-                    "GROUP_CONCAT(DISTINCT probe_type), COUNT(*) FROM observations WHERE "
-                    + _WINDOW
-                    + " GROUP BY node_hash",
+                    "SELECT node_hash, sum(records), sum(events), min(min_start), "
+                    f"max(max_end), {_MASK_OR} FROM ({union}) GROUP BY node_hash",
                     params,
                 ).fetchall()
                 # Names only for nodes outside the map (the map names its own), read only
-                # when there are any: the record met first in store order names the node.
-                # SQLite takes bare columns from the row of a lone MIN().
-                outside = sorted({row[0] for row in groups} - set(expected))
-                names: dict[str, tuple[str, str | None]] = {}
-                if outside:
-                    names = {
-                        h: (n, p)
-                        for h, n, p, _ in self.db.execute(
-                            "SELECT node_hash, function_name, purl, MIN(chain_id || char(1) "
-                            "|| printf('%020d', sequence) || char(1) || printf('%010d', "
-                            "line)) FROM observations WHERE "
-                            + _WINDOW
-                            + " AND node_hash IN (SELECT value FROM json_each(:outside)) "
-                            "GROUP BY node_hash",
-                            {**params, "outside": json.dumps(outside)},
+                # when there are any: candidates from the same rows, the least in store order.
+                others = sorted({row[0] for row in groups} - set(expected))
+                firsts: list[Any] = []
+                if others:
+                    params["others"] = json.dumps(others)
+                    pick = " AND node_hash IN (SELECT value FROM json_each(:others))"
+                    query = (
+                        "SELECT node_hash, first_chain, first_sequence, first_line, "
+                        f"function_name, purl {whole}{pick}"
+                    )
+                    if raw:
+                        query += (
+                            " UNION ALL SELECT node_hash, chain_id, sequence, line, "
+                            f"function_name, purl {raw}{pick}"
                         )
-                    }
-                in_window = sum(int(row[5]) for row in groups)
-                if window_from is None and window_to is None:
-                    total = in_window  # the window is everything
-                else:
-                    total = self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+                    firsts = self.db.execute(query, params).fetchall()
+                total = self.db.execute(
+                    "SELECT coalesce(sum(records), 0) FROM node_rollups"
+                ).fetchone()[0]
             finally:
                 self.db.execute("COMMIT")
-        rows = []
-        for node_hash, count, first, last, probes, _ in groups:
-            name, purl = names.get(node_hash, ("", None))
-            rows.append(
-                NodeRow(node_hash, int(count), first, last, tuple(probes.split(",")), name, purl)
-            )
-        return NodeAggregation(rows, int(total), in_window)
+        return combine(groups, firsts, expected, int(total))
+
+    def _reach(self, window_from: str | None, window_to: str | None, params: dict[str, Any]) -> str:
+        """Conditions on observed_at (the index) that every record meeting the window
+        satisfies, from the span bounds; run in the reading transaction."""
+        bounds = self.db.execute("SELECT before_us, after_us FROM span_bounds").fetchone()
+        before, after = (int(bounds[0]), int(bounds[1])) if bounds else (0, 0)
+        clauses = ""
+        if window_from is not None and (low := shifted(window_from, -after)) is not None:
+            clauses += " AND observed_at >= :reach_low"
+            params["reach_low"] = low
+        if window_to is not None and (high := shifted(window_to, before)) is not None:
+            clauses += " AND observed_at <= :reach_high"
+            params["reach_high"] = high
+        return clauses
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
         with self._guard():
@@ -401,6 +538,8 @@ class SqliteStore(ObservationStore):
                 removed = self.db.execute(
                     "DELETE FROM observations WHERE observed_at < ?", (text,)
                 ).rowcount
+                # Rollup hours are hours of observed_at: those before the day go with it.
+                self.db.execute("DELETE FROM node_rollups WHERE bucket < ?", (text,))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")

@@ -97,3 +97,23 @@ def write_ndjson(path: Path, records: Iterable[dict[str, Any]]) -> Path:
 
 def parse_json(text: str) -> Any:
     return json.loads(text)
+
+
+# The rollup rows of a store, comparable between stores (tests of the migrations).
+ROLLUPS_IN_ORDER = "SELECT * FROM node_rollups ORDER BY bucket, node_hash"
+
+
+class NoRollups:
+    """Stands in for `store.rollups.Rollups` when a test ingests into a store at a schema
+    version before the rollups (nothing to fold, nothing upserted)."""
+
+    spans = (0, 0)
+
+    def __len__(self) -> int:
+        return 0
+
+    def add(self, chunk: Any) -> None:
+        return None
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return []

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_support import make_map, observations, write_chain, write_map
+from store_support import (
+    ROLLUPS_IN_ORDER,
+    NoRollups,
+    make_map,
+    observations,
+    write_chain,
+    write_map,
+)
 
 from stella_bundle.coverage import VerifyOptions
 from stella_bundle.coverage.query import QueryFilter
@@ -104,6 +111,14 @@ def test_five_days_five_partitions_prune_three(
         again = ingest_evidence(store, five_days, root)
         assert again.records_stored == 0 and again.chunks_already_stored > 0
         assert store.status().records == sum(per_day[d] for d in DAYS[3:])
+        # The rollups of the dropped days went with them, in the same transaction.
+        assert store.db.execute(
+            "SELECT min(bucket) >= '2026-01-23T00:00:00Z', sum(records) FROM node_rollups"
+        ).fetchone() == (True, store.status().records)
+    with open_store(sqlite_url) as peer:
+        assert peer.db.execute(  # type: ignore[attr-defined]
+            "SELECT min(bucket) >= '2026-01-23', sum(records) FROM node_rollups"
+        ).fetchone() == (1, peer.status().records)
 
 
 def test_server_stopped_during_ingest(
@@ -168,7 +183,7 @@ def test_server_down_is_one_line_naming_the_store(pg_cluster: Any, run_cli: Any)
 
 def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     fresh = run_cli("store", "status", "--store", pg_url, "--format", "json")
-    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1, 2]
+    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1, 2, 3]
     needs_init = run_cli("observations", "query", "--store", pg_url)
     assert needs_init.exit_code == 2 and "not initialised" in needs_init.stderr
     assert run_cli("store", "migrate", "--store", pg_url).exit_code == 0
@@ -177,19 +192,21 @@ def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     done = run_cli("store", "status", "--store", pg_url, "--format", "json")
     assert done.exit_code == 0
     status = json.loads(done.stdout)
-    assert (status["schema_version"], status["pending_migrations"]) == (2, [])
+    assert (status["schema_version"], status["pending_migrations"]) == (3, [])
 
 
-def test_migration_2_on_a_store_with_data(
+def test_migrations_2_and_3_on_a_store_with_data(
     pg_url: str,
+    pg_cluster: Any,
     five_days: Path,
     tmp_path: Path,
     test_keys: Any,
     run_cli: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A version-1 store holding aggregated records is migrated: the span bounds come from
-    the stored rows, and window answers stay the file path's."""
+    """A version-1 store holding aggregated records is migrated: the span bounds and the
+    rollups come from the stored rows (the rollups exactly those an ingest at the latest
+    version builds), and window answers stay the file path's."""
     from stella_bundle.coverage import verify_observations
     from stella_bundle.coverage.inputs import iter_evidence_records
     from stella_bundle.store import postgres
@@ -204,13 +221,19 @@ def test_migration_2_on_a_store_with_data(
             # Version 1 has no span bounds: a store of that version ingests without them.
             patch.setattr(PostgresStore, "_window", _v1_window)
             patch.setattr(postgres, "copy_lines", _v1_copy_lines(postgres.copy_lines))
+            patch.setattr(postgres, "Rollups", NoRollups)
             ingest_evidence(store, five_days, root)
     old = run_cli("observations", "query", "--store", pg_url)
     assert old.exit_code == 2 and "store migrate" in old.stderr
     migrated = run_cli("store", "migrate", "--store", pg_url, "--format", "json")
-    assert json.loads(migrated.stdout)["applied"] == [2]
+    assert json.loads(migrated.stdout)["applied"] == [2, 3]
+    fresh_url = pg_cluster.create_database(f"fresh_{tmp_path.name}".lower())
+    with open_store(fresh_url, initialise=True) as fresh:
+        ingest_evidence(fresh, five_days, root)
+        built = fresh.db.execute(ROLLUPS_IN_ORDER).fetchall()  # type: ignore[attr-defined]
     with open_store(pg_url) as store:
         assert isinstance(store, PostgresStore)
+        assert store.db.execute(ROLLUPS_IN_ORDER).fetchall() == built and built
         bounds = store.db.execute("SELECT before_us, after_us FROM span_bounds").fetchone()
         assert bounds == (0, 30_000_000)  # aggregated records last 30 s from observed_at
         for low, high in ((21, 22), (22, 23), (20, 24)):

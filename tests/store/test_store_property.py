@@ -1,9 +1,10 @@
 """Property: the coverage the database computes is the file path's, for generated records.
 
-Records are drawn over a few days (nodes of the map and strays, every probe type, offsets and
-sub-microsecond digits, aggregated records), written as NDJSON and verified by the file path
+Records are drawn over a few days and a few busy hours (nodes of the map and strays, every
+probe type, offsets and sub-microsecond digits, aggregated records), written as NDJSON and verified by the file path
 (`verify_files`, the fast scan); the same file ingested into SQLite and PostgreSQL and verified
-with `verify_stored` must give the same report, for a drawn window.
+with `verify_stored` must give the same report, for a drawn window: on whole hours, where the
+stored hourly rollups answer, or anywhere, where the hours a window edge cuts are read raw.
 """
 
 from __future__ import annotations
@@ -34,9 +35,19 @@ STRAYS = [(unexpected_hash(i), f"stray_{i}", None) for i in range(4)]
 _COUNTER = itertools.count()
 
 
+# Two busy hours, where a few nodes (of the map and strays) share rollup rows (hour, node)
+# and windows cut through them.
+HOT = START + dt.timedelta(days=1, minutes=30)
+HOT_SPAN = 2 * 3_600_000_000
+HOT_NODES = NODES[:2] + STRAYS[:2]
+
+
 @st.composite
-def timestamps(draw: st.DrawFn) -> tuple[dt.datetime, str]:
-    moment = START + dt.timedelta(microseconds=draw(st.integers(0, 3 * 86_400_000_000)))
+def timestamps(draw: st.DrawFn, hot: bool) -> tuple[dt.datetime, str]:
+    if hot:
+        moment = HOT + dt.timedelta(microseconds=draw(st.integers(0, HOT_SPAN)))
+    else:
+        moment = START + dt.timedelta(microseconds=draw(st.integers(0, 3 * 86_400_000_000)))
     style = draw(st.sampled_from(["canonical", "offset", "nanos", "short"]))
     if style == "offset":
         shifted = moment.astimezone(dt.timezone(dt.timedelta(hours=2)))
@@ -51,8 +62,9 @@ def timestamps(draw: st.DrawFn) -> tuple[dt.datetime, str]:
 
 @st.composite
 def records(draw: st.DrawFn) -> dict[str, Any]:
-    node_hash, name, purl = draw(st.sampled_from(NODES + STRAYS))
-    moment, text = draw(timestamps())
+    hot = draw(st.booleans())
+    node_hash, name, purl = draw(st.sampled_from(HOT_NODES if hot else NODES + STRAYS))
+    moment, text = draw(timestamps(hot))
     record: dict[str, Any] = {
         "node_hash": node_hash,
         "function_name": draw(st.sampled_from([name, name + "_v2"])),
@@ -73,10 +85,17 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     return record
 
 
-windows = st.tuples(
-    st.none() | st.integers(-1, 4 * 24).map(lambda h: START + dt.timedelta(hours=h)),
-    st.none() | st.integers(0, 4 * 24).map(lambda h: START + dt.timedelta(hours=h)),
-).filter(lambda w: w[0] is None or w[1] is None or w[0] <= w[1])
+# Window edges on whole hours (rollup rows wholly in or out), and anywhere (ragged edges: the
+# hours they cut are read from the raw rows), often inside the busy hours.
+edges = st.one_of(
+    st.none(),
+    st.integers(-1, 4 * 24).map(lambda h: START + dt.timedelta(hours=h)),
+    st.integers(-600_000_000, HOT_SPAN + 600_000_000).map(
+        lambda us: HOT + dt.timedelta(microseconds=us)
+    ),
+    st.integers(0, 3 * 86_400_000_000).map(lambda us: START + dt.timedelta(microseconds=us)),
+)
+windows = st.tuples(edges, edges).filter(lambda w: w[0] is None or w[1] is None or w[0] <= w[1])
 
 
 def _fresh_pg(pg_cluster: Any) -> str:
@@ -96,11 +115,17 @@ def test_sql_coverage_equals_file_path(
     loaded = load_function_map(write_map(base / "fm.json"))
 
     @settings(
-        max_examples=30,
+        max_examples=40,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
-    @given(st.lists(records(), max_size=40), windows, st.booleans())
+    # Sizes drawn evenly (plain st.lists keeps most lists at a few records): rollup rows
+    # holding several records, cut by a window edge, need dozens.
+    @given(
+        st.integers(0, 60).flatmap(lambda n: st.lists(records(), min_size=n, max_size=n)),
+        windows,
+        st.booleans(),
+    )
     def check(
         drawn: list[dict[str, Any]],
         window: tuple[dt.datetime | None, dt.datetime | None],

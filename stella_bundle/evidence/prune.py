@@ -11,17 +11,19 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from securesystemslib.signer import Signer
 
-from ..errors import EvidenceChainError, InputError
+from ..errors import EvidenceChainError, InputError, MalformedDocumentError
+from ..formats.flat import read_flat, read_list
 from ..formats.prune import PruneRecord
 from ..formats.seal import LossCounters
 from ..formats.trust_root import TrustRoot
 from ..fsutil import fsync_directory, write_bytes_atomic
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .chain import verify_chain
-from .layout import PRUNE_RECORD_NAME, chunk_name, seal_name
+from .layout import PRUNE_RECORD_NAME, chunk_name, find_chain_dirs, seal_name
 from .prune_record import build_prune_record, read_prune_record
 from .report import ERROR, ChainReport
 from .seal import ParsedSeal, parse_seal
@@ -49,6 +51,85 @@ class PruneResult:
     records_removed: int
     record: PruneRecord | None  # None when nothing was old enough
     dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "removed_sequences": list(self.removed_sequences),
+            "records_removed": self.records_removed,
+            "prune_record": self.record.to_dict() if self.record else None,
+        }
+
+
+@dataclass(frozen=True)
+class _PruneFields:
+    """The JSON shape of one chain's PruneResult (its record read by PruneRecord)."""
+
+    chain_id: str
+    removed_sequences: list[int]
+    records_removed: int
+    prune_record: object
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    """What `signals prune` prints: per chain, what was (or would be) removed."""
+
+    older_than: str
+    dry_run: bool
+    chains: tuple[PruneResult, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "older_than": self.older_than,
+            "dry_run": self.dry_run,
+            "chains": [chain.to_dict() for chain in self.chains],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> PruneOutcome:
+        if not isinstance(data, dict) or set(data) != {"older_than", "dry_run", "chains"}:
+            raise MalformedDocumentError(
+                "expected older_than, dry_run and chains", path=source, field="prune"
+            )
+        if not isinstance(data["older_than"], str) or not isinstance(data["dry_run"], bool):
+            raise MalformedDocumentError(
+                "expected a duration and true or false", path=source, field="older_than"
+            )
+        chains = []
+        for index, item in enumerate(read_list(data["chains"], source, "chains")):
+            values = read_flat(_PruneFields, item, source, f"chains[{index}]")
+            record = values["prune_record"]
+            chains.append(
+                PruneResult(
+                    values["chain_id"],
+                    values["removed_sequences"],
+                    values["records_removed"],
+                    None if record is None else PruneRecord.from_dict(record, source),
+                    data["dry_run"],
+                )
+            )
+        return cls(data["older_than"], data["dry_run"], tuple(chains))
+
+
+def prune_chains(
+    directory: Path,
+    older_than: str,
+    signer: Signer,
+    *,
+    trust_root: TrustRoot | None = None,
+    dry_run: bool = False,
+) -> PruneOutcome:
+    """`prune_chain` on every chain under `directory`, `older_than` a duration such as 72h."""
+    seconds = parse_duration(older_than)
+    chains = find_chain_dirs(directory)
+    if not chains:
+        raise InputError("no evidence chain found", path=directory)
+    results = tuple(
+        prune_chain(chain, seconds, signer, trust_root=trust_root, dry_run=dry_run)
+        for chain in chains
+    )
+    return PruneOutcome(older_than, dry_run, results)
 
 
 def prune_chain(

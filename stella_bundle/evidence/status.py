@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..compression import BoundedInflater
 from ..errors import InputError, MalformedDocumentError
-from ..formats.seal import LossCounters
+from ..formats.flat import read_flat, read_list
+from ..formats.seal import LossCounters, SealPredicate
 from ..timeutil import parse_timestamp, utc_now
 from .layout import (
     PARTIAL_SUFFIX,
     PRUNE_RECORD_NAME,
     SEAL_SUFFIX,
     chunk_name,
+    find_chain_dirs,
     parse_name,
     partial_name,
     seal_name,
@@ -25,8 +28,158 @@ from .layout import (
 from .prune_record import read_prune_record
 from .seal import ParsedSeal, parse_seal, seal_digest
 
+T = TypeVar("T")
 
-def chain_status(chain_dir: str | Path) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class OpenChunk:
+    sequence: int
+    bytes: int
+    records: int
+
+
+@dataclass(frozen=True)
+class PrunedRange:
+    first_sequence: int
+    last_sequence: int
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    sequence: int
+    seal_sha256: str
+    sealed_at: str
+    age_seconds: float
+    reason: str
+    final: bool
+
+
+@dataclass
+class ChainStatus:
+    """One chain as `signals status` shows it: head, size, rate, open chunk, loss, prune."""
+
+    chain_id: str
+    location: str
+    sealed_chunks: int
+    records: int
+    size_bytes: int
+    open_chunk: OpenChunk | None
+    loss: LossCounters
+    pruned: PrunedRange | None
+    head: ChainHead | None = None
+    records_per_second: float | None = None
+    # Both or neither: the span of the sealed records.
+    first_observed_at: str | None = None
+    last_observed_at: str | None = None
+
+    @property
+    def events_lost(self) -> int:
+        return self.loss.total
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "chain_id": self.chain_id,
+            "location": self.location,
+            "sealed_chunks": self.sealed_chunks,
+            "records": self.records,
+            "size_bytes": self.size_bytes,
+            "open_chunk": _plain(self.open_chunk),
+            "loss": self.loss.report_dict(),
+            "events_lost": self.events_lost,
+            "pruned": _plain(self.pruned),
+            "head": _plain(self.head),
+            "records_per_second": self.records_per_second,
+        }
+        if self.first_observed_at is not None:
+            out["first_observed_at"] = self.first_observed_at
+            out["last_observed_at"] = self.last_observed_at
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None, where: str) -> ChainStatus:
+        values = read_flat(_StatusFields, data, source, where)
+        status = cls(
+            chain_id=values["chain_id"],
+            location=values["location"],
+            sealed_chunks=values["sealed_chunks"],
+            records=values["records"],
+            size_bytes=values["size_bytes"],
+            open_chunk=_part(OpenChunk, values["open_chunk"], source, f"{where}.open_chunk"),
+            loss=LossCounters.from_dict(values["loss"], source),
+            pruned=_part(PrunedRange, values["pruned"], source, f"{where}.pruned"),
+            head=_part(ChainHead, values["head"], source, f"{where}.head"),
+            records_per_second=values["records_per_second"],
+            first_observed_at=values.get("first_observed_at"),
+            last_observed_at=values.get("last_observed_at"),
+        )
+        if status.to_dict() != data:
+            raise MalformedDocumentError(
+                "events_lost disagrees with loss, or the window has one end only",
+                path=source,
+                field=where,
+            )
+        return status
+
+
+@dataclass(frozen=True)
+class _StatusFields:
+    """The JSON shape of a ChainStatus, for the strict reader (nested parts read apart)."""
+
+    chain_id: str
+    location: str
+    sealed_chunks: int
+    records: int
+    size_bytes: int
+    open_chunk: object
+    loss: object
+    events_lost: int
+    pruned: object
+    head: object
+    records_per_second: float | None
+    first_observed_at: str | None = None
+    last_observed_at: str | None = None
+
+
+def _plain(part: Any) -> dict[str, Any] | None:
+    return None if part is None else dataclasses.asdict(part)
+
+
+def _part(cls: type[T], data: Any, source: str | Path | None, where: str) -> T | None:
+    return None if data is None else cls(**read_flat(cls, data, source, where))
+
+
+@dataclass(frozen=True)
+class ChainStatuses:
+    """What `signals status` prints: every chain found under the directory."""
+
+    chains: tuple[ChainStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chains": [chain.to_dict() for chain in self.chains]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> ChainStatuses:
+        if not isinstance(data, dict) or set(data) != {"chains"}:
+            raise MalformedDocumentError(
+                "expected an object of chains", path=source, field="chains"
+            )
+        items = read_list(data["chains"], source, "chains")
+        return cls(
+            tuple(
+                ChainStatus.from_dict(item, source, f"chains[{i}]") for i, item in enumerate(items)
+            )
+        )
+
+
+def chain_statuses(directory: Path) -> ChainStatuses:
+    """The status of every chain under `directory` (one chain directory or several)."""
+    chains = find_chain_dirs(directory)
+    if not chains:
+        raise InputError("no evidence chain found", path=directory)
+    return ChainStatuses(tuple(chain_status(chain) for chain in chains))
+
+
+def chain_status(chain_dir: str | Path) -> ChainStatus:
     """What an operator asks of a live chain; read from seals only (no signature checks)."""
     directory = Path(chain_dir)
     if not directory.is_dir():
@@ -47,7 +200,7 @@ def chain_status(chain_dir: str | Path) -> dict[str, Any]:
         elif suffix == PARTIAL_SUFFIX:
             with open(path, "rb") as handle:
                 lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-            open_chunk = {"sequence": sequence, "bytes": path.stat().st_size, "records": lines}
+            open_chunk = OpenChunk(sequence, path.stat().st_size, lines)
     loss = LossCounters()
     records = 0
     for _, seal, _ in seals:
@@ -58,51 +211,129 @@ def chain_status(chain_dir: str | Path) -> dict[str, Any]:
     if prune_path.exists():
         prune = read_prune_record(prune_path.read_bytes(), prune_path)
         loss.add(prune.loss_removed)
-        pruned = {"first_sequence": prune.first_sequence, "last_sequence": prune.last_sequence}
-    status: dict[str, Any] = {
-        "chain_id": directory.resolve().name,
-        "location": str(directory),
-        "sealed_chunks": len(seals),
-        "records": records,
-        "size_bytes": size,
-        "open_chunk": open_chunk,
-        "loss": loss.report_dict(),
-        "events_lost": loss.total,
-        "pruned": pruned,
-        "head": None,
-        "records_per_second": None,
-    }
+        pruned = PrunedRange(prune.first_sequence, prune.last_sequence)
+    status = ChainStatus(
+        chain_id=directory.resolve().name,
+        location=str(directory),
+        sealed_chunks=len(seals),
+        records=records,
+        size_bytes=size,
+        open_chunk=open_chunk,
+        loss=loss,
+        pruned=pruned,
+    )
     if seals:
         sequence, head, data = seals[-1]
         sealed_at = parse_timestamp(head.predicate.sealed_at)
-        status["head"] = {
-            "sequence": sequence,
-            "seal_sha256": seal_digest(data),
-            "sealed_at": head.predicate.sealed_at,
-            "age_seconds": round((utc_now() - sealed_at).total_seconds(), 3),
-            "reason": head.predicate.reason,
-            "final": head.predicate.final,
-        }
+        status.head = ChainHead(
+            sequence=sequence,
+            seal_sha256=seal_digest(data),
+            sealed_at=head.predicate.sealed_at,
+            age_seconds=round((utc_now() - sealed_at).total_seconds(), 3),
+            reason=head.predicate.reason,
+            final=head.predicate.final,
+        )
         firsts = [
             s.predicate.first_observed_at for _, s, _ in seals if s.predicate.first_observed_at
         ]
         lasts = [s.predicate.last_observed_at for _, s, _ in seals if s.predicate.last_observed_at]
         if firsts and lasts:
             span = (parse_timestamp(max(lasts)) - parse_timestamp(min(firsts))).total_seconds()
-            status["first_observed_at"], status["last_observed_at"] = min(firsts), max(lasts)
+            status.first_observed_at, status.last_observed_at = min(firsts), max(lasts)
             if span > 0:
-                status["records_per_second"] = round(records / span, 3)
+                status.records_per_second = round(records / span, 3)
     return status
 
 
 @dataclass(frozen=True)
+class SealSummary:
+    """A seal as inspected: its file, digest, subject, signers (not checked) and predicate."""
+
+    file: str
+    seal_sha256: str
+    subject_name: str
+    subject_sha256: str
+    signature_keyids: tuple[str, ...]
+    predicate: SealPredicate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "seal_sha256": self.seal_sha256,
+            "subject": {"name": self.subject_name, "sha256": self.subject_sha256},
+            "signature_keyids": list(self.signature_keyids),
+            "predicate": self.predicate.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> SealSummary:
+        values = read_flat(_SealFields, data, source, "seal")
+        subject = values["subject"]
+        if not isinstance(subject, dict) or set(subject) != {"name", "sha256"}:
+            raise MalformedDocumentError(
+                "expected name and sha256", path=source, field="seal.subject"
+            )
+        return cls(
+            values["file"],
+            values["seal_sha256"],
+            str(subject["name"]),
+            str(subject["sha256"]),
+            tuple(values["signature_keyids"]),
+            SealPredicate.from_dict(values["predicate"], source),
+        )
+
+
+@dataclass(frozen=True)
+class _SealFields:
+    file: str
+    seal_sha256: str
+    subject: object
+    signature_keyids: list[str]
+    predicate: object
+
+
+@dataclass(frozen=True)
 class Inspection:
-    """A seal's summary (None for an open chunk) and the chunk's records."""
+    """What `signals inspect` prints: a seal's summary (None for an open chunk) and the chunk's
+    records as written (an open chunk's are not evidence yet: shown, not checked)."""
 
     source: str
-    seal: dict[str, Any] | None
+    seal: SealSummary | None
     records: list[dict[str, Any]]
     total_records: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "seal": None if self.seal is None else self.seal.to_dict(),
+            "total_records": self.total_records,
+            "records": self.records,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> Inspection:
+        values = read_flat(_InspectionFields, data, source, "inspection")
+        records = read_list(values["records"], source, "records")
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise MalformedDocumentError(
+                    "expected an object", path=source, field=f"records[{index}]"
+                )
+        seal = values["seal"]
+        return cls(
+            values["source"],
+            None if seal is None else SealSummary.from_dict(seal, source),
+            records,
+            values["total_records"],
+        )
+
+
+@dataclass(frozen=True)
+class _InspectionFields:
+    source: str
+    seal: object
+    total_records: int
+    records: object
 
 
 def inspect_target(target: str, chain_dir: Path | None, limit: int | None) -> Inspection:
@@ -146,13 +377,14 @@ def _inspect_sequence(
         return _collect(str(partial), _plain_lines(partial), None, limit)
     data = seal_path.read_bytes()
     seal = parse_seal(data, seal_path)
-    summary = {
-        "file": seal_path.name,
-        "seal_sha256": seal_digest(data),
-        "subject": {"name": seal.subject_name, "sha256": seal.subject_sha256},
-        "signature_keyids": [s.keyid for s in seal.envelope.signatures],
-        "predicate": seal.predicate.to_dict(),
-    }
+    summary = SealSummary(
+        seal_path.name,
+        seal_digest(data),
+        seal.subject_name,
+        seal.subject_sha256,
+        tuple(s.keyid for s in seal.envelope.signatures),
+        seal.predicate,
+    )
     chunk = directory / chunk_name(sequence)
     if not chunk.exists():
         return Inspection(str(seal_path), summary, [], 0)
@@ -160,7 +392,7 @@ def _inspect_sequence(
 
 
 def _collect(
-    source: str, lines: Iterator[bytes], seal: dict[str, Any] | None, limit: int | None
+    source: str, lines: Iterator[bytes], seal: SealSummary | None, limit: int | None
 ) -> Inspection:
     records: list[dict[str, Any]] = []
     total = 0

@@ -22,6 +22,9 @@ _CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
     "str": lambda v: isinstance(v, str),
     "int": _count,
     "bool": lambda v: isinstance(v, bool),
+    "object": lambda v: True,  # a nested part, read by its own reader
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "list[int]": lambda v: isinstance(v, list) and all(_count(i) for i in v),
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
     # A set is written as a sorted list.
     "set[str]": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),

@@ -45,3 +45,18 @@ HOT_SYMBOLS: Final = ResultKind(
     "stella_bundle.tetragon.analysis:HotSymbols",
     "stella_bundle.report.tables:hot_symbols_table",
 )
+STATUSES: Final = ResultKind(
+    "chain status",
+    "stella_bundle.evidence.status:ChainStatuses",
+    "stella_bundle.report.tables:statuses_table",
+)
+PRUNES: Final = ResultKind(
+    "chain prune",
+    "stella_bundle.evidence.prune:PruneOutcome",
+    "stella_bundle.report.tables:prune_table",
+)
+INSPECTION: Final = ResultKind(
+    "chunk inspection",
+    "stella_bundle.evidence.status:Inspection",
+    "stella_bundle.report.tables:inspection_table",
+)

@@ -7,12 +7,16 @@ must print as itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from ..coverage.query import RecordSelection, SymbolSummaries
+from ..evidence.prune import PruneOutcome
 from ..evidence.report import ChainReport, ChainVerification
+from ..evidence.status import ChainStatuses, Inspection
 from ..formats.coverage import CoverageReport
 from ..tetragon.analysis import HotSymbols, Timeline
 
@@ -231,3 +235,109 @@ def hot_symbols_table(result: HotSymbols) -> RenderableType:
     for item in result.windows or ():
         windows.add_row(item.window_start, _cell(item.purl), _cell(item.symbol), str(item.count))
     return Group(table, windows)
+
+
+# --- signals status ----------------------------------------------------------------------------
+
+
+def _pairs(values: Mapping[str, object]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in values.items())
+
+
+def statuses_table(result: ChainStatuses) -> RenderableType:
+    lines: list[RenderableType] = []
+    for status in result.chains:
+        lines.append(Text(f"chain {status.chain_id}  ({status.location})"))
+        head = status.head
+        if head is not None:
+            lines.append(
+                Text(
+                    f"  head {head.sequence}  sealed {head.sealed_at} ({head.age_seconds} s ago)"
+                    f"  reason {head.reason}  final {head.final}"
+                )
+            )
+        lines.append(
+            Text(
+                f"  sealed chunks {status.sealed_chunks}  records {status.records}  size "
+                f"{status.size_bytes} bytes  records/s {status.records_per_second or '-'}"
+            )
+        )
+        if status.open_chunk is not None:
+            lines.append(
+                Text(
+                    f"  open chunk {status.open_chunk.sequence}: {status.open_chunk.records} "
+                    f"records, {status.open_chunk.bytes} bytes"
+                )
+            )
+        lines.append(
+            Text(f"  events lost {status.events_lost}  ({_pairs(status.loss.report_dict())})")
+        )
+        if status.pruned is not None:
+            lines.append(
+                Text(
+                    f"  pruned sequences {status.pruned.first_sequence}-"
+                    f"{status.pruned.last_sequence}"
+                )
+            )
+    return Group(*lines)
+
+
+# --- signals prune -----------------------------------------------------------------------------
+
+
+def prune_table(result: PruneOutcome) -> RenderableType:
+    verb = "would remove" if result.dry_run else "removed"
+    lines = []
+    for chain in result.chains:
+        if not chain.removed_sequences:
+            lines.append(Text(f"chain {chain.chain_id}: nothing older than {result.older_than}"))
+            continue
+        first, last = chain.removed_sequences[0], chain.removed_sequences[-1]
+        lines.append(
+            Text(
+                f"chain {chain.chain_id}: {verb} sequences {first}-{last} "
+                f"({len(chain.removed_sequences)} chunks, {chain.records_removed} records in the "
+                "prune record's total)"
+            )
+        )
+    return Group(*lines)
+
+
+# --- signals inspect ---------------------------------------------------------------------------
+
+
+def inspection_table(result: Inspection) -> RenderableType:
+    parts: list[RenderableType] = []
+    if result.seal is None:
+        parts.append(Text(f"open chunk {result.source} (not sealed: not evidence yet)"))
+    else:
+        predicate = result.seal.predicate
+        parts += [
+            Text(f"seal {result.seal.file}  sha256 {result.seal.seal_sha256}"),
+            Text(
+                f"  chain {predicate.chain_id}  sequence {predicate.sequence}  reason "
+                f"{predicate.reason}  final {predicate.final}  sealed {predicate.sealed_at}"
+            ),
+            Text(
+                f"  records {predicate.content.records}  bytes {predicate.content.bytes}  "
+                f"window {predicate.first_observed_at} .. {predicate.last_observed_at}"
+            ),
+            Text(f"  loss {_pairs(predicate.loss.to_dict())}"),
+            Text(f"  collector {_pairs(predicate.collector.to_dict())}"),
+            Text(f"  signed by {', '.join(result.seal.signature_keyids)}"),
+        ]
+    table = Table()
+    table.add_column("observed_at", no_wrap=True)
+    for column in ("function_name", "probe_type", "pid", "comm", "node_hash"):
+        table.add_column(column)
+    for record in result.records:
+        table.add_row(
+            _cell(record.get("observed_at", "")),
+            _cell(record.get("function_name", "")),
+            _cell(record.get("probe_type", "")),
+            _cell(record.get("pid", "")),
+            _cell(record.get("comm", "")),
+            _cell(str(record.get("node_hash", ""))[:23] + "…"),
+        )
+    parts += [table, Text(f"{len(result.records)} of {result.total_records} records shown")]
+    return Group(*parts)

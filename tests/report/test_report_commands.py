@@ -18,7 +18,7 @@ from stella_bundle.report.registry import ResultKind, render
 
 @dataclass(frozen=True)
 class Case:
-    args: Callable[[Inputs, Path], list[str | Path]]
+    args: Callable[[Inputs, Any], list[str | Path]]
     kind: ResultKind
     exit_code: int
     figures: tuple[str, ...]  # what the table must name
@@ -26,10 +26,37 @@ class Case:
 
 CASES = {
     "signals verify-chain": Case(
-        lambda i, root: ["signals", "verify-chain", i.evidence, "--trust-root", root],
+        lambda i, keys: ["signals", "verify-chain", i.evidence, "--trust-root", keys.trust_root],
         kinds.CHAINS,
         0,
         ("chain chain-a  PASSED", "chunks 3  records 23", "final seal yes", "signatures verified"),
+    ),
+    "signals status": Case(
+        lambda i, _: ["signals", "status", i.evidence],
+        kinds.STATUSES,
+        0,
+        ("chain chain-a", "head 3", "sealed chunks 3  records 23", "events lost 0"),
+    ),
+    "signals inspect": Case(
+        lambda i, _: ["signals", "inspect", "2", "--chain", i.evidence / "chain-a", "--limit", "3"],
+        kinds.INSPECTION,
+        0,
+        ("seal 0000000002.seal.dsse.json", "sequence 2  reason size", "3 of 8 records shown"),
+    ),
+    "signals prune": Case(
+        lambda i, keys: [
+            "signals",
+            "prune",
+            i.evidence,
+            "--older-than",
+            "0s",
+            "--key",
+            keys.private("collector"),
+            "--dry-run",
+        ],
+        kinds.PRUNES,
+        0,
+        ("chain chain-a: would remove sequences 1-2 (2 chunks, 16 records",),
     ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
@@ -63,7 +90,7 @@ def test_json_is_the_model_and_table_names_the_figures(
     name: str, run_cli: Any, inputs: Inputs, test_keys: Any, tmp_path: Path
 ) -> None:
     case = CASES[name]
-    args = case.args(inputs, test_keys.trust_root)
+    args = case.args(inputs, test_keys)
     as_json = run_cli(*args, "--format", "json")
     assert as_json.exit_code == case.exit_code, as_json.stderr
     document = parse(as_json.stdout)
@@ -83,19 +110,22 @@ def test_from_dict_refuses_an_unknown_field(
     name: str, run_cli: Any, inputs: Inputs, test_keys: Any
 ) -> None:
     case = CASES[name]
-    document = parse(run_cli(*case.args(inputs, test_keys.trust_root), "--format", "json").stdout)
-    key = next(iter(document))
-    items = document[key]
-    target = items[0] if isinstance(items, list) else document
-    target["surprise"] = 1
-    with pytest.raises(MalformedDocumentError, match="surprise"):
-        case.kind.model_class().from_dict(document, "stdout")
+    document = parse(run_cli(*case.args(inputs, test_keys), "--format", "json").stdout)
+    model = case.kind.model_class()
+    with pytest.raises(MalformedDocumentError):
+        model.from_dict({**document, "surprise": 1}, "stdout")
+    # One level down too, where the entries are typed (a chunk's records are shown raw).
+    lists = [value for key, value in document.items() if isinstance(value, list) and value]
+    if lists and name != "signals inspect":
+        lists[0][0]["surprise"] = 1
+        with pytest.raises(MalformedDocumentError, match="surprise"):
+            model.from_dict(document, "stdout")
 
 
 def test_a_chain_report_whose_totals_disagree_is_refused(
     run_cli: Any, inputs: Inputs, test_keys: Any
 ) -> None:
-    args = CASES["signals verify-chain"].args(inputs, test_keys.trust_root)
+    args = CASES["signals verify-chain"].args(inputs, test_keys)
     document = parse(run_cli(*args, "--format", "json").stdout)
     document["chains"][0]["records"] += 1
     with pytest.raises(MalformedDocumentError, match=r"chains\[0\]\.records"):

@@ -13,7 +13,6 @@ Usage: python bench/attest.py [--seconds S] [--sizes 1024,1048576]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from securesystemslib.signer import CryptoSigner
 
-from stella_bundle.attest.dsse import envelope_bytes, parse_envelope, sign_payload, verify_envelope
+from stella_bundle.attest.dsse import envelope_bytes, read_envelope, sign_payload, verify_envelope
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 TARGET_RATIO_1MIB = 1.5
@@ -72,7 +71,7 @@ def main() -> int:
 
         def wire(payload: bytes = payload) -> None:
             envelope = sign_payload(payload, PAYLOAD_TYPE, [signer])
-            received = parse_envelope(json.loads(envelope_bytes(envelope)))  # the file bytes
+            received = read_envelope(envelope_bytes(envelope))  # the file bytes, strictly read
             verify_envelope(received, trusted, threshold=1)
 
         def in_memory(payload: bytes = payload) -> None:

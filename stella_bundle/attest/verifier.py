@@ -25,8 +25,15 @@ from ..errors import (
     SubjectDigestMismatchError,
 )
 from ..formats.trust_root import TrustRoot
-from ..jsonio import load_json, parse_json
-from .dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_envelope, signing_keys, verify_envelope
+from ..jsonio import parse_json, read_bytes
+from .dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    parse_envelope,
+    read_envelope,
+    signing_keys,
+    verify_envelope,
+)
 from .statement import subject_digests, validate_statement
 
 
@@ -98,7 +105,11 @@ class AttestationVerifier:
         artifact_digest: str | None = None,
     ) -> VerifiedStatement:
         where = str(source) if source is not None else None
-        envelope = parse_envelope(envelope_document, source)
+        envelope = (
+            envelope_document
+            if isinstance(envelope_document, Envelope)
+            else parse_envelope(envelope_document, source)
+        )
         if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
             raise PayloadTypeError(
                 f"payloadType is {envelope.payload_type!r}, expected {IN_TOTO_PAYLOAD_TYPE!r}",
@@ -131,7 +142,10 @@ class AttestationVerifier:
     def verify_statement_file(
         self, path: str | Path, role: str, **kwargs: Any
     ) -> VerifiedStatement:
-        return self.verify_statement(load_json(path), role, source=path, **kwargs)
+        # read_envelope: the envelope's bytes parsed once, the payload decoded in place.
+        return self.verify_statement(
+            read_envelope(read_bytes(path), path), role, source=path, **kwargs
+        )
 
     @staticmethod
     def check_subject(

@@ -45,7 +45,9 @@ class PrunedRange:
 
 
 @dataclass(frozen=True)
-class ChainHead:
+class StatusHead:
+    """The last seal as `signals status` shows it (its age at the time of asking)."""
+
     sequence: int
     seal_sha256: str
     sealed_at: str
@@ -66,7 +68,7 @@ class ChainStatus:
     open_chunk: OpenChunk | None
     loss: LossCounters
     pruned: PrunedRange | None
-    head: ChainHead | None = None
+    head: StatusHead | None = None
     records_per_second: float | None = None
     # Both or neither: the span of the sealed records.
     first_observed_at: str | None = None
@@ -107,7 +109,7 @@ class ChainStatus:
             open_chunk=_part(OpenChunk, values["open_chunk"], source, f"{where}.open_chunk"),
             loss=LossCounters.from_dict(values["loss"], source),
             pruned=_part(PrunedRange, values["pruned"], source, f"{where}.pruned"),
-            head=_part(ChainHead, values["head"], source, f"{where}.head"),
+            head=_part(StatusHead, values["head"], source, f"{where}.head"),
             records_per_second=values["records_per_second"],
             first_observed_at=values.get("first_observed_at"),
             last_observed_at=values.get("last_observed_at"),
@@ -225,7 +227,7 @@ def chain_status(chain_dir: str | Path) -> ChainStatus:
     if seals:
         sequence, head, data = seals[-1]
         sealed_at = parse_timestamp(head.predicate.sealed_at)
-        status.head = ChainHead(
+        status.head = StatusHead(
             sequence=sequence,
             seal_sha256=seal_digest(data),
             sealed_at=head.predicate.sealed_at,

@@ -14,32 +14,19 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter, itemgetter
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..canonical import MAX_SAFE_INTEGER
 from ..digests import PREFIXED_SHA256_RE
-from ..formats.record import details_problem
+from ..formats.record import ProbeType, RecordKind, details_problem
 from .patterns import date_ok
 
 _OBSERVED = attrgetter("observed_at")
 _DAY = itemgetter(slice(0, 10))
 
-Probe = Literal[
-    "uprobe",
-    "uretprobe",
-    "usdt",
-    "fentry",
-    "fexit",
-    "tracepoint",
-    "raw_tracepoint",
-    "kprobe",
-    "kretprobe",
-    "unknown",
-]
-Kind = Literal["function", "file", "exec", "net", "tls"]
 Count = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 NonNegative = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
 
@@ -50,12 +37,12 @@ class Record(msgspec.Struct, forbid_unknown_fields=True):
     node_hash: str
     function_name: Annotated[str, Meta(min_length=1)]
     observed_at: str
-    probe_type: Probe = "unknown"
+    probe_type: ProbeType = "unknown"
     purl: str | UnsetType = UNSET
     count: Count | UnsetType = UNSET
     first_observed_at: str | UnsetType = UNSET
     last_observed_at: str | UnsetType = UNSET
-    kind: Kind | UnsetType = UNSET
+    kind: RecordKind | UnsetType = UNSET
     pid: NonNegative | UnsetType = UNSET
     comm: str | UnsetType = UNSET
     binary_path: str | UnsetType = UNSET
@@ -79,13 +66,13 @@ class PlainRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     container_id: str | UnsetType = UNSET
     function_name: Annotated[str, Meta(min_length=1)]
     host: str | UnsetType = UNSET
-    kind: Kind | UnsetType = UNSET
+    kind: RecordKind | UnsetType = UNSET
     namespace: str | UnsetType = UNSET
     node_hash: str
     observed_at: str
     pid: NonNegative | UnsetType = UNSET
     pod_name: str | UnsetType = UNSET
-    probe_type: Probe = "unknown"
+    probe_type: ProbeType = "unknown"
     purl: str | UnsetType = UNSET
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from ..canonical import MAX_SAFE_INTEGER
 from ..digests import PREFIXED_SHA256_RE
 from ..errors import MalformedDocumentError
 from ..timeutil import is_rfc3339_timestamp
 
-PROBE_TYPES: Final = (
+# The probe types and record kinds, once: the literal types serve the typed (msgspec) decoders,
+# the tuples the hand validator and its messages.
+ProbeType = Literal[
     "uprobe",
     "uretprobe",
     "usdt",
@@ -30,9 +32,10 @@ PROBE_TYPES: Final = (
     "kprobe",
     "kretprobe",
     "unknown",
-)
-
-KINDS: Final = ("function", "file", "exec", "net", "tls")
+]
+RecordKind = Literal["function", "file", "exec", "net", "tls"]
+PROBE_TYPES: Final[tuple[str, ...]] = get_args(ProbeType)
+KINDS: Final[tuple[str, ...]] = get_args(RecordKind)
 
 REQUIRED_FIELDS: Final = ("node_hash", "function_name", "probe_type", "observed_at")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -356,14 +356,26 @@ def test_block_dates_checked_for_one_day_and_many() -> None:
 
 
 def test_fast_decoder_enums_match_the_record_format() -> None:
-    # msgspec needs Literal types; they must not drift from the validator's lists.
-    from typing import get_args
+    # msgspec needs Literal types; both decoders take them from formats.record, so the fast path
+    # accepts and refuses exactly the probe types and kinds the validator does.
+    from typing import get_type_hints
+
+    import msgspec
 
     from stella_bundle.coverage import fastdecode
-    from stella_bundle.formats.record import KINDS
+    from stella_bundle.formats.record import KINDS, ProbeType, RecordKind
 
-    assert get_args(fastdecode.Probe) == tuple(PROBE_TYPES)
-    assert get_args(fastdecode.Kind) == tuple(KINDS)
+    for struct in (fastdecode.Record, fastdecode.PlainRecord):
+        hints = get_type_hints(struct, include_extras=True)
+        assert hints["probe_type"] is ProbeType
+        assert RecordKind in get_args(hints["kind"])
+    for probe in PROBE_TYPES:
+        assert msgspec.convert(probe, ProbeType) == probe
+    for kind in KINDS:
+        assert msgspec.convert(kind, RecordKind) == kind
+    for wrong, target in (("kprobe2", ProbeType), ("socket", RecordKind)):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(wrong, target)
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,42 @@ class ChunkWriter:
             self._refuse()
         self._add_line(line, observed_at, None)
 
+    def append_encoded_run(
+        self, lines: bytes, observed: str, count: int, earliest: str, latest: str
+    ) -> None:
+        """`append_encoded` of `count` canonical lines joined by newlines; `observed` their
+        observed_at values joined by newlines, `earliest`/`latest` the least and greatest.
+        One step when the run fits the open chunk (the chain is the same as line by line: a
+        chunk's content is its lines joined, whatever the pieces); else line by line."""
+        if not self._writable:
+            self._refuse()
+        now = self._clock()
+        chunk = self._chunk
+        size = len(lines) + 1
+        if (
+            chunk is None
+            or chunk.bytes + size > self._max_bytes
+            or chunk.records + count > self._records_limit
+            or now - chunk.opened_at >= self._max_age
+        ):  # a rotation falls inside the run (once per chunk)
+            append = self.append_encoded
+            for line, at in zip(lines.split(b"\n"), observed.split("\n"), strict=True):
+                append(line, at)
+            return
+        window = chunk.window
+        if earliest < window.first:
+            window.first = earliest
+        if latest > window.last:
+            window.last = latest
+        chunk.pending.append(lines)
+        chunk.bytes += size
+        chunk.records += count
+        self._appended += count
+        if chunk.bytes - chunk.drained_bytes >= _DRAIN_BYTES:
+            self._guard(chunk.drain, "writing the open chunk")
+        if now - self._last_flush >= self._flush_interval:
+            self.flush()
+
     def _add_line(self, line: bytes, observed: str, record: dict[str, Any] | None) -> None:
         now = self._clock()
         chunk = self._chunk

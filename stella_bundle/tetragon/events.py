@@ -121,7 +121,9 @@ class EventMapper:
         self.counts = self.privacy.counts
         self._time = TimeNormalizer()
         self._containers: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        self._static: dict[tuple[Any, ...], tuple[dict[str, Any], int, LineTemplate | None]] = {}
+        # map_uprobe_line's shapes: (static fields, redactions, %-format with pid, without).
+        self._shapes: dict[tuple[Any, ...], tuple[dict[str, Any], int, bytes, bytes]] = {}
+        self._good_seconds: set[str] = set()  # "YYYY-MM-DDTHH:MM:SS" of valid calendar times
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
             "process_uprobe": self._uprobe,
             "process_kprobe": self._kprobe,
@@ -395,18 +397,75 @@ class EventMapper:
         except msgspec.MsgspecError:
             return None
         body = event.process_uprobe
-        if body is None or not body.path or not body.symbol or event.aggregation_info:
+        if body is None or event.aggregation_info:
             return None
-        node = self.nodes.user(body.path, body.symbol)
-        observed = self._time(event.time)
-        if node is None or observed is None:
-            return None
-        pid = binary = container = None
+        time = event.time
+        # Tetragon's usual time (nanoseconds, UTC) inline; its second's calendar checked once.
+        if (
+            time is not None
+            and len(time) == 30
+            and time[29] == "Z"
+            and time[19] == "."
+            and time.isascii()  # O(1) for a str
+            and time[20:29].isdigit()
+            and time[:19] in self._good_seconds
+        ):
+            observed = time[:26] + "Z"
+        else:
+            normalised = self._time(time)
+            if normalised is None:
+                return None
+            observed = normalised
+            if time is not None and time[:26] + "Z" == observed:
+                # A valid second: its 30-character UTC times pass inline from now on.
+                if len(self._good_seconds) >= 65536:
+                    self._good_seconds.clear()
+                self._good_seconds.add(time[:19])
         process = body.process
-        if process is not None:
-            pid, binary = process.pid, process.binary
+        pid = None
+        if process is None:
+            key: tuple[Any, ...] = (body.path, body.symbol, event.node_name)
+        else:
+            pid = process.pid
             if pid is not None and not (0 <= pid <= MAX_SAFE_INTEGER):
                 return None  # the general path counts the pid it leaves out
+            pod = process.pod
+            if pod is None:
+                key = (body.path, body.symbol, event.node_name, process.binary)
+            else:
+                inner = pod.container
+                image = inner.image if inner is not None else None
+                key = (
+                    body.path, body.symbol, event.node_name, process.binary, pod.name,
+                    pod.namespace, inner.id if inner is not None else "",
+                    image.id if image is not None else "",
+                )  # fmt: skip
+        if body.args is None:
+            # Everything but the time and pid repeats across a process's events: assembled
+            # once per key (probe, node, process binary, container), with the redactions it
+            # took, which are counted again for every event that reuses it.
+            shape = self._shapes.get(key)
+            if shape is not None:
+                if shape[1]:
+                    self.counts["redacted.path"] += shape[1]
+                if pid is None:
+                    return shape[3] % observed.encode(), observed
+                return shape[2] % (observed.encode(), pid), observed
+        return self._uprobe_slow(body, event.node_name, observed, pid, key)
+
+    def _uprobe_slow(
+        self, body: _Uprobe, host: str, observed: str, pid: int | None, key: tuple[Any, ...]
+    ) -> tuple[bytes, str] | dict[str, Any] | None:
+        """`map_uprobe_line` for an event whose shape is not known yet (or with arguments)."""
+        if not body.path or not body.symbol:
+            return None
+        node = self.nodes.user(body.path, body.symbol)
+        if node is None:
+            return None
+        binary = container = None
+        process = body.process
+        if process is not None:
+            binary = process.binary
             pod = process.pod
             if pod is not None:
                 inner = pod.container
@@ -420,43 +479,38 @@ class EventMapper:
         if body.args is not None:
             kept = self.privacy.arguments(body.args)
             return self._assemble(
-                node, "uprobe", "function", observed, body.path, event.node_name, None, pid,
-                binary, container, {"args": kept} if kept else None,
+                node, "uprobe", "function", observed, body.path, host, None, pid, binary,
+                container, {"args": kept} if kept else None,
             )  # fmt: skip
-        # Everything but the time and pid repeats across a process's events: assembled once
-        # per (probe, process binary, node, container), with the redactions it took, which
-        # are counted again for every event that reuses it.
-        key = (node.node_hash, body.path, event.node_name, binary, container)
-        cached = self._static.get(key)
-        if cached is None:
-            before = self.counts.get("redacted.path", 0)
-            static = self._assemble(
-                node, "uprobe", "function", "", body.path, event.node_name, None, None, binary,
-                container, None,
-            )  # fmt: skip
-            del static["observed_at"]
-            cached = (static, self.counts.get("redacted.path", 0) - before, line_template(static))
-            if len(self._static) >= 65536:
-                self._static.clear()
-            self._static[key] = cached
-        else:
-            static, redactions, _ = cached
-            if redactions:
-                self.counts["redacted.path"] += redactions
-        template = cached[2]
-        if template is not None:
-            # The record's canonical line from its encoded parts (see line_template).
-            head, middle, tail, head_no_pid, tail_no_pid = template
+        before = self.counts.get("redacted.path", 0)
+        static = self._assemble(
+            node, "uprobe", "function", "", body.path, host, None, None, binary, container, None
+        )
+        del static["observed_at"]
+        redactions = self.counts.get("redacted.path", 0) - before
+        template = line_template(static)
+        if template is None:  # records, built each time
+            record = {**static, "observed_at": observed}
             if pid is not None:
-                return b"".join(
-                    (head, observed.encode(), middle, str(pid).encode(), tail)
-                ), observed
-            return b"".join((head_no_pid, observed.encode(), tail_no_pid)), observed
-        record = static.copy()
-        record["observed_at"] = observed
-        if pid is not None:
-            record["pid"] = pid
-        return record
+                record["pid"] = pid
+            return record
+        # The record's canonical line from its encoded parts (see line_template), as
+        # %-formats: the time's bytes and the pid in their places.
+        head, middle, tail, head_no_pid, tail_no_pid = (
+            part.replace(b"%", b"%%") for part in template
+        )
+        shape = (
+            static,
+            redactions,
+            head + b"%s" + middle + b"%d" + tail,
+            head_no_pid + b"%s" + tail_no_pid,
+        )
+        if len(self._shapes) >= 65536:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        if pid is None:
+            return shape[3] % observed.encode(), observed
+        return shape[2] % (observed.encode(), pid), observed
 
 
 # Stand-ins for the two values that change from event to event of one process and probe. The

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 from securesystemslib.signer import Signer
@@ -24,11 +24,16 @@ from ..evidence.writer import ChunkWriter
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
 from .events import EventMapper
-from .sources import DEFAULT_MAX_LINE_BYTES, Line
+from .sources import DEFAULT_MAX_LINE_BYTES, Line, LineBlock
 
 COLLECTOR_ID: Final = "stella-tetragon"
 # Refused lines named one by one in the result (the rest are counted).
 MAX_NAMED_PROBLEMS: Final = 50
+
+# Between two `feed` calls: the lines of a pretty-printed object not closed yet (None: not
+# inside one), the line it began on, and its size so far.
+_Gathered = tuple[list[bytes] | None, Line, int]
+_NOT_GATHERING: Final[_Gathered] = (None, Line("", 0, None), 0)
 
 
 @dataclass
@@ -91,6 +96,7 @@ class TetragonIngest:
         self._writer: ChunkWriter | None = None
         self._reported_redactions: Counter[str] = Counter()
         self._reported_upstream = 0
+        self._gathered: _Gathered = _NOT_GATHERING
 
     def _open(self, node_name: str | None) -> ChunkWriter:
         host = node_name or self.result.node_name or socket.gethostname()
@@ -108,80 +114,118 @@ class TetragonIngest:
         )
         return self._writer
 
-    def feed(self, lines: Iterable[Line]) -> None:
-        """The hot loop: `process_uprobe` lines through the typed fast path, the rest parsed
-        with orjson and mapped; a pretty-printed object (`{` alone on a line, as Tetragon's
-        documentation shows events) is gathered up to its closing `}` at column 0."""
-        loads = orjson.loads
-        result = self.result
+    def feed(self, lines: Iterable[Line], *, final: bool = True) -> None:
+        """`feed_blocks` for lines one at a time (a follower, stdin, the API)."""
+        self.feed_blocks(((line[0], line[1], [line[2]]) for line in lines), final=final)
+
+    def feed_blocks(self, blocks: Iterable[LineBlock], *, final: bool = True) -> None:
+        """The hot loop: `process_uprobe` lines through the typed fast path, their records
+        handed to the writer in runs; the rest parsed with orjson and mapped one by one
+        (`_line`), a pretty-printed object (`{` alone on a line, as Tetragon's documentation
+        shows events) gathered up to its closing `}` at column 0.
+
+        `final=False`: more lines follow in a later call (tetragon/parallel.py feeds blocks):
+        an object still open at the end is kept for it (`gathering`), and the counts are not
+        yet moved into the chain (`finish` does both)."""
         map_uprobe_line = self.mapper.map_uprobe_line
-        writer = self._writer
-        append = writer.append if writer is not None else None
-        append_encoded = writer.append_encoded if writer is not None else None
-        fast = 0  # lines recorded by the fast path (added to the result once, at the end)
-        gathered: list[bytes] | None = None  # lines of a pretty-printed object
-        gathered_at = Line("", 0, None)
-        gathered_size = 0
+        run: list[bytes] = []  # canonical lines of fast-path records not yet handed over
+        times: list[str] = []  # and their observed_at
+        add_line, add_time = run.append, times.append
+        general = self._line
         try:
-            for line in lines:
-                data = line[2]  # Line.data; indexing a tuple is the cheapest access
-                if append is not None and gathered is None and data is not None:
-                    mapped = map_uprobe_line(data)
-                    if type(mapped) is tuple:
-                        append_encoded(*mapped)  # type: ignore[misc]
-                        fast += 1
-                        continue
-                    if mapped is not None:
-                        try:
-                            append(mapped)  # type: ignore[arg-type]
-                        except ObservationError:
-                            result.lines += 1
-                            self._refuse(line, "process_uprobe:invalid_record")
+            for source, first, parts in blocks:
+                fast = self._writer is not None and self._gathered[0] is None
+                for number, data in enumerate(parts, first):
+                    mapped = None
+                    if fast and data is not None:
+                        mapped = map_uprobe_line(data)
+                        if type(mapped) is tuple:
+                            add_line(mapped[0])
+                            add_time(mapped[1])
                             continue
-                        fast += 1
-                        continue
-                if gathered is not None:
-                    if data is None or gathered_size + len(data) > self.max_object_bytes:
-                        self._refuse(gathered_at, "line:too_long")
-                        gathered = None
-                        continue
-                    gathered.append(data)
-                    gathered_size += len(data) + 1
-                    if data.rstrip() == b"}":
-                        try:
-                            event = loads(b"\n".join(gathered))
-                        except orjson.JSONDecodeError:
-                            self._refuse(gathered_at, "line:malformed_json")
-                        else:
-                            self._event(gathered_at, event)
-                        gathered = None
-                    continue
-                if data is not None and (not data or data.isspace()):
-                    continue  # a blank line is no event (and orjson's error for it is slow)
-                result.lines += 1
-                if data is None:
-                    self._refuse(line, "line:too_long")
-                    continue
-                try:
-                    event = loads(data)
-                except orjson.JSONDecodeError:
-                    stripped = data.strip()
-                    if not stripped:
-                        result.lines -= 1
-                    elif stripped == b"{":
-                        gathered, gathered_at, gathered_size = [data], line, len(data) + 1
-                    else:
-                        self._refuse(line, "line:malformed_json")
-                    continue
-                self._event(line, event)
-                if append is None and self._writer is not None:
-                    append = self._writer.append
-                    append_encoded = self._writer.append_encoded
-            if gathered is not None:
-                self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
+                    if run:  # in input order: the run first
+                        self._hand_over(run, times)
+                    general(Line(source, number, data), mapped)
+                    fast = self._writer is not None and self._gathered[0] is None
+                if run:  # a block's worth at a time: memory stays bounded
+                    self._hand_over(run, times)
         finally:
-            result.lines += fast
-            result.records += fast
+            if run:  # also when the input fails: what was read before is written
+                self._hand_over(run, times)
+        if final:
+            self.finish()
+
+    def _hand_over(self, run: list[bytes], times: list[str]) -> None:
+        """A run of fast-path records to the writer in one call; the lists emptied."""
+        count = len(times)
+        lines, observed = b"\n".join(run), "\n".join(times)
+        earliest, latest = min(times), max(times)
+        run.clear()
+        times.clear()
+        self.result.lines += count
+        self.result.records += count
+        cast(ChunkWriter, self._writer).append_encoded_run(lines, observed, count, earliest, latest)
+
+    def _line(self, line: Line, mapped: tuple[bytes, str] | dict[str, Any] | None) -> None:
+        """One line the fast path did not record; `mapped`: the record it built instead."""
+        result = self.result
+        if mapped is not None:  # arguments kept, or a record the encoder may refuse
+            result.lines += 1
+            try:
+                cast(ChunkWriter, self._writer).append(cast(dict[str, Any], mapped))
+            except ObservationError:
+                self._refuse(line, "process_uprobe:invalid_record")
+                return
+            result.records += 1
+            return
+        data = line[2]
+        gathered, gathered_at, gathered_size = self._gathered
+        if gathered is not None:
+            if data is None or gathered_size + len(data) > self.max_object_bytes:
+                self._gathered = _NOT_GATHERING
+                self._refuse(gathered_at, "line:too_long")
+                return
+            gathered.append(data)
+            self._gathered = (gathered, gathered_at, gathered_size + len(data) + 1)
+            if data.rstrip() == b"}":
+                self._gathered = _NOT_GATHERING
+                try:
+                    event = orjson.loads(b"\n".join(gathered))
+                except orjson.JSONDecodeError:
+                    self._refuse(gathered_at, "line:malformed_json")
+                else:
+                    self._event(gathered_at, event)
+            return
+        if data is not None and (not data or data.isspace()):
+            return  # a blank line is no event (and orjson's error for it is slow)
+        result.lines += 1
+        if data is None:
+            self._refuse(line, "line:too_long")
+            return
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            stripped = data.strip()
+            if not stripped:
+                result.lines -= 1
+            elif stripped == b"{":
+                self._gathered = ([data], line, len(data) + 1)
+            else:
+                self._refuse(line, "line:malformed_json")
+            return
+        self._event(line, event)
+
+    @property
+    def gathering(self) -> bool:
+        """Inside a pretty-printed object whose closing `}` has not come yet."""
+        return self._gathered[0] is not None
+
+    def finish(self) -> None:
+        """The end of the input: an object left open refused, counts into the chain."""
+        gathered, gathered_at, _ = self._gathered
+        if gathered is not None:
+            self._gathered = _NOT_GATHERING
+            self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
         self._account()
 
     def feed_events(self, events: Iterable[dict[str, Any]], source: str) -> None:
@@ -220,9 +264,14 @@ class TetragonIngest:
         result = self.result
         result.dropped[reason] += 1
         if len(result.problems) < MAX_NAMED_PROBLEMS:
-            result.problems.append(f"{line.source}:{line.number}: {reason}")
+            result.problems.append(self._name(line, reason))
         writer = self._writer or self._open(None)
         writer.add_loss(filtered_out=1, by_reason={f"dropped.{reason}": 1})
+
+    def _name(self, line: Line, reason: str) -> str:
+        """How a refused line is named (a mapping worker keeps the parts: its line numbers
+        count from its block's start, tetragon/parallel.py)."""
+        return f"{line.source}:{line.number}: {reason}"
 
     def _account(self) -> None:
         """Move redaction counts and Tetragon's own drops gathered so far into the open chunk."""

@@ -1,19 +1,28 @@
-"""Ingest of large export files over two cores: a worker process reads, decodes and maps the
-lines; this process writes, hashes, compresses and seals the chunks.
+"""Ingest of large export files over several cores: worker processes read, decode and map
+byte ranges of the files; this process writes, hashes, compresses and seals the chunks.
 
-Decoding and mapping are two thirds of the CPU per event (docs/tetragon.md), the writer most of
-the rest, and one process runs them one after the other. Here the worker runs the very same
-`TetragonIngest.feed` (same mapper, same refusals, same `file:line` names) against a recording
-stand-in for the chain writer, and sends what it was asked to do — canonical record lines,
-loss counts, "open the chain for this node" — in blocks over a pipe. This process
-replays those calls in order on the real `ChunkWriter`, so the chain is the one the in-process
-ingest writes, byte for byte (tests/tetragon/test_tetragon_parallel.py), and memory stays
-bounded: the worker waits in `send` while this process has not taken the last block, so at
-most PIPE_BYTES and two blocks of BLOCK_CALLS calls exist at a time.
+The files are cut into blocks (BLOCK_BYTES of a plain file; a gzipped backup whole), block i
+goes to worker i mod N, and each worker runs the very same `TetragonIngest.feed` (same
+mapper, same refusals) over the lines that begin in its block, against a recording stand-in
+for the chain writer. It sends what it was asked to do — canonical record lines (joined),
+loss counts, "open the chain for this node" — with the block's counts and named lines. This
+process takes the blocks in input order and replays those calls on the real `ChunkWriter`,
+so the chain is the one the in-process ingest writes, byte for byte
+(tests/tetragon/test_tetragon_parallel.py).
 
-Only finished files take this path, and only large ones (a process start costs more than it
-saves below MIN_PARALLEL_BYTES); stdin, gRPC and the live follower (whose cursor must match
-what was sealed) stay in-process.
+A worker starts every block as if at the start of a line of its own: right unless a
+pretty-printed event (`{` alone on a line, gathered up to its `}`) runs across the block's
+edge. A worker says when its block ends inside such an event, and this process then feeds
+that block itself, line by line, and the following ones until a block ends outside one
+(then the workers' results are right again). Line numbers in a worker count from its
+block's start; this process adds the lines of the file's earlier blocks.
+
+Memory stays bounded: a worker waits in `send` while this process has not taken its last
+block, so each worker holds at most one block being built and a pipe's worth.
+
+Only finished files take this path, and only large ones (process starts cost more than
+they save below MIN_PARALLEL_BYTES); stdin, gRPC and the live follower (whose cursor must
+match what was sealed) stay in-process.
 """
 
 from __future__ import annotations
@@ -24,32 +33,57 @@ import multiprocessing
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
-from ..errors import InternalError, StellaError
+from ..compression import compression_of
+from ..errors import InputError, InternalError, StellaError
 from ..evidence.encoding import encode_record
 from ..evidence.writer import ChunkWriter
-from .ingest import TetragonIngest
-from .sources import file_lines
+from .ingest import _NOT_GATHERING, MAX_NAMED_PROBLEMS, IngestResult, TetragonIngest
+from .sources import Line, LineBlock, file_blocks, range_blocks
 
-# Inputs smaller than this are ingested in-process: starting the worker costs tens of ms.
+# Inputs smaller than this are ingested in-process: starting the workers costs tens of ms.
 MIN_PARALLEL_BYTES: Final = 32 * 1024 * 1024
-# Writer calls per block (about 0.6 KB each for a uprobe record: blocks of about 300 KB), and
-# the pipe's buffer asked for: the worker runs up to a few blocks ahead of the writer without
-# waiting for it (Linux's default pipe buffer, 64 KB, holds not even one block).
-BLOCK_CALLS: Final = 512
+# Bytes of a plain file per block: about 2,500 Tetragon events, about 1.5 MB of records.
+BLOCK_BYTES: Final = 4 * 1024 * 1024
+# Workers: one per core up to this many (this process writes; beyond a few cores its
+# hashing and compression is the limit).
+MAX_WORKERS: Final = 4
+# The pipe's buffer asked for: a worker runs part of a block ahead of the writer without
+# waiting for it (Linux's default pipe buffer, 64 KB, holds a small part of one).
 PIPE_BYTES: Final = 1 << 20
 
 
-# A block is a list of calls: a run of `append_encoded` calls as (lines joined by newlines,
-# observed_at values joined by newlines), told apart by its bytes first item; else
-# (name, argument[, error]).
+class _Block(NamedTuple):
+    path: Path
+    start: int
+    end: int  # -1: the whole file (a gzipped backup, or one that cannot be read)
+
+
+class _BlockEnd(NamedTuple):
+    """A worker's block: its counts, what it refused, and whether it ends inside an event."""
+
+    line_count: int  # lines begun in the block, blank and over-long ones included
+    lines: int
+    records: int
+    dropped: Counter[str]
+    counts: Counter[str]  # redactions and ignored fields (the mapper's counts)
+    upstream_dropped: int
+    problems: list[tuple[str, int, str]]  # (file, line in the block, reason)
+    gathering: bool
+    error: StellaError | None
+
+
+# A block's writer calls: a run of `append_encoded` calls as (lines joined by newlines,
+# observed_at values joined by newlines, count, least, greatest), told apart by its bytes
+# first item; else (name, argument).
 _Call = tuple[Any, ...]
 
 
 def parallel_worth_it(paths: list[Path]) -> bool:
-    """Two cores or more, and enough bytes to pay for the worker's start."""
+    """Two cores or more, and enough bytes to pay for the workers' start."""
     if len(os.sched_getaffinity(0)) < 2:
         return False
     total = 0
@@ -67,36 +101,101 @@ def feed_files(
     max_line_bytes: int,
     *,
     parallel: bool | None = None,
+    workers: int | None = None,
 ) -> None:
-    """`runner.feed(file_lines(paths))`, over two processes when `parallel` (None: when
+    """`runner.feed(file_lines(paths))`, over worker processes when `parallel` (None: when
     `parallel_worth_it`). The runner ends in the same state either way: same chain, same
     result, same counts."""
     if parallel is None:
         parallel = parallel_worth_it(paths)
-    if not parallel:
-        runner.feed(file_lines(paths, max_line_bytes))
+    blocks = _blocks(paths) if parallel else []
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    workers = min(workers, len(blocks))
+    if workers < 1:
+        runner.feed_blocks(file_blocks(paths, max_line_bytes))
         return
-    # fork: the worker inherits the mapper (function map, SBOM index, privacy policy) as it
-    # is, with nothing to pickle; it never touches the parent's writer or lock.
+    # fork: the workers inherit the mapper (function map, SBOM index, privacy policy) as it
+    # is, with nothing to pickle; they never touch this process's writer or lock.
     context = multiprocessing.get_context("fork")
-    # A plain pipe, not a multiprocessing.Queue: the worker pickles and writes in its own
-    # thread (a Queue's feeder thread fights the mapping for the GIL: slower than one process).
-    calls, sender = context.Pipe(duplex=False)
-    worker = context.Process(
-        target=_work, args=(runner, paths, max_line_bytes, sender), name="stella-tetragon-map"
-    )
-    worker.daemon = True
-    worker.start()
-    _widen(calls)
-    sender.close()  # the worker holds the only writing end: its exit ends the pipe (EOFError)
+    started: list[tuple[Any, Any]] = []
     try:
-        _replay(runner, calls, worker)
-        worker.join()
+        for number in range(workers):
+            # A plain pipe, not a multiprocessing.Queue: the worker pickles and writes in
+            # its own thread (a Queue's feeder thread fights the mapping for the GIL).
+            results, sender = context.Pipe(duplex=False)
+            mine = range(number, len(blocks), workers)
+            process = context.Process(
+                target=_work,
+                args=(runner, blocks, mine, max_line_bytes, sender),
+                name=f"stella-tetragon-map-{number}",
+            )
+            process.daemon = True
+            process.start()
+            _widen(results)
+            sender.close()  # the worker holds the only writing end: its exit ends the pipe
+            started.append((process, results))
+        _merge(runner, blocks, started, max_line_bytes)
+        for process, _ in started:
+            process.join()
     finally:
-        if worker.is_alive():
-            worker.terminate()
-            worker.join()
-        calls.close()
+        for process, results in started:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+            results.close()
+
+
+def _blocks(paths: list[Path]) -> list[_Block]:
+    """Byte ranges of plain files; a gzipped file (or one that cannot be read: its reader
+    names it) as one block."""
+    blocks = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+                size = os.fstat(handle.fileno()).st_size
+        except OSError:
+            head, size = b"", -1
+        if size < 0 or compression_of(head) is not None:
+            blocks.append(_Block(path, 0, -1))
+            continue
+        blocks.extend(
+            _Block(path, s, min(s + BLOCK_BYTES, size)) for s in range(0, size, BLOCK_BYTES)
+        )
+    return blocks
+
+
+def _block_lines(block: _Block, max_line_bytes: int, first_number: int) -> Iterator[LineBlock]:
+    """The lines begun in the block, numbered from `first_number`."""
+    if block.end < 0:
+        yield from file_blocks([block.path], max_line_bytes)
+        return
+    path = block.path
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror}", path=path) from exc
+    with handle:
+        try:
+            yield from range_blocks(
+                handle, block.start, block.end, str(path), max_line_bytes, first_number
+            )
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc}", path=path) from exc
+
+
+class _Counted:
+    """Blocks of lines passed on, their lines counted."""
+
+    def __init__(self, blocks: Iterator[LineBlock]) -> None:
+        self.blocks = blocks
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[LineBlock]:
+        for block in self.blocks:
+            self.lines += len(block[2])
+            yield block
 
 
 def _widen(connection: Any) -> None:
@@ -105,59 +204,79 @@ def _widen(connection: Any) -> None:
         fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _replay(runner: TetragonIngest, calls: Any, worker: Any) -> None:
-    """The worker's writer calls, in order, on the real writer; then its counts."""
-    writer = runner._writer
-    append_encoded = writer.append_encoded if writer is not None else None
-    while True:
+def _merge(
+    runner: TetragonIngest,
+    blocks: list[_Block],
+    started: list[tuple[Any, Any]],
+    max_line_bytes: int,
+) -> None:
+    """The blocks in input order: each worker's calls replayed on the real writer and its
+    counts added, or (an event across the block's edge) the block fed here."""
+    base = 0  # lines of the file's earlier blocks
+    path = None
+    for index, block in enumerate(blocks):
+        if block.path != path:
+            path, base = block.path, 0
+        process, results = started[index % len(started)]
         try:
-            block = calls.recv()
-        except EOFError:  # the worker ended without its last word ("done"): killed, crashed
-            worker.join()
+            calls, end = results.recv()
+        except EOFError:  # the worker ended without sending the block: killed, crashed
+            process.join()
             raise InternalError(
-                f"the Tetragon mapping worker stopped (exit code {worker.exitcode})"
+                f"the Tetragon mapping worker stopped (exit code {process.exitcode})"
             ) from None
-        for call in block:
-            first = call[0]
-            if type(first) is bytes:
-                for line, observed_at in zip(first.split(b"\n"), call[1].split("\n"), strict=True):
-                    append_encoded(line, observed_at)  # type: ignore[misc]
-            elif first == "open":
-                writer = runner._open(call[1])
-                append_encoded = writer.append_encoded
-            elif first == "loss":
-                cast(ChunkWriter, writer).add_loss(**call[1])
-            elif first == "append":
-                cast(ChunkWriter, writer).append(call[1])
-            else:  # "done": the worker's result and counts become the runner's
-                _adopt(runner, call[1])
-                if call[2] is not None:
-                    raise call[2]  # as in-process: what was read before it is written
-                return
+        if runner.gathering or end.gathering:
+            # Line by line, here, from the state the previous block left.
+            runner.feed_blocks(_block_lines(block, max_line_bytes, base + 1), final=False)
+        else:
+            _replay(runner, calls)
+            _adopt(runner, end, base)
+            if end.error is not None:
+                raise end.error  # as in-process: what was read before it is written
+        base += end.line_count
+    runner.finish()
 
 
-def _adopt(runner: TetragonIngest, state: dict[str, Any]) -> None:
+def _replay(runner: TetragonIngest, calls: list[_Call]) -> None:
+    """A block's writer calls, in order, on the real writer."""
+    writer = runner._writer
+    for call in calls:
+        first = call[0]
+        if type(first) is bytes:
+            cast(ChunkWriter, writer).append_encoded_run(*call)
+        elif first == "open":
+            # Every block opens the chain at its first event; the first one opens it.
+            writer = runner._writer or runner._open(call[1])
+        elif first == "loss":
+            cast(ChunkWriter, writer).add_loss(**call[1])
+        else:  # "append"
+            cast(ChunkWriter, writer).append(call[1])
+
+
+def _adopt(runner: TetragonIngest, end: _BlockEnd, base: int) -> None:
+    """A block's counts into the runner's; its named lines numbered in their file."""
     result, mapper = runner.result, runner.mapper
-    done = state["result"]
-    result.lines, result.records = done.lines, done.records
-    result.dropped, result.problems = done.dropped, done.problems
-    mapper.counts.clear()  # the privacy filter's own Counter: updated in place
-    mapper.counts.update(state["counts"])
-    mapper.upstream_dropped = state["upstream_dropped"]
-    runner._reported_redactions = state["reported_redactions"]
-    runner._reported_upstream = state["reported_upstream"]
+    result.lines += end.lines
+    result.records += end.records
+    result.dropped.update(end.dropped)
+    mapper.counts.update(end.counts)  # the privacy filter's own Counter: updated in place
+    mapper.upstream_dropped += end.upstream_dropped
+    problems = result.problems
+    for source, number, reason in end.problems:
+        if len(problems) >= MAX_NAMED_PROBLEMS:
+            break
+        problems.append(f"{source}:{base + number}: {reason}")
 
 
 class _RecordingWriter:
-    """The chain writer as the worker sees it: each call kept for the parent to replay.
+    """The chain writer as a worker sees it: each call kept for the parent to replay.
 
     `append` encodes here (the encoder validates, so a refused record is refused in the worker,
     named as in-process); the parent then adds the encoded line without encoding it again.
     """
 
-    def __init__(self, runner: TetragonIngest, calls: Any) -> None:
+    def __init__(self, runner: TetragonIngest) -> None:
         self._runner = runner
-        self._calls = calls
         self._block: list[_Call] = []
         self._lines: list[bytes] = []
         self._times: list[str] = []
@@ -167,11 +286,14 @@ class _RecordingWriter:
         self._runner._writer = cast(ChunkWriter, self)
         return cast(ChunkWriter, self)
 
+    def append_encoded_run(
+        self, lines: bytes, observed: str, count: int, earliest: str, latest: str
+    ) -> None:
+        self._call((lines, observed, count, earliest, latest))
+
     def append_encoded(self, line: bytes, observed_at: str) -> None:
         self._lines.append(line)
         self._times.append(observed_at)
-        if len(self._lines) >= BLOCK_CALLS:
-            self.send()
 
     def append(self, record: dict[str, Any]) -> None:
         line = encode_record(record)
@@ -186,49 +308,69 @@ class _RecordingWriter:
     def _call(self, call: _Call) -> None:
         self._close_run()
         self._block.append(call)
-        if len(self._block) >= BLOCK_CALLS:  # e.g. a file of bad lines: one loss call each
-            self.send()
 
     def _close_run(self) -> None:
-        """Consecutive appends travel as one joined run: pickling two strings per block
-        instead of two objects per record is most of what the hand-over costs."""
-        if self._lines:
+        """Records appended one by one (by the general path) travel as a run too."""
+        times = self._times
+        if times:
             # A canonical line holds no newline (JSON escapes it), nor does a timestamp.
-            self._block.append((b"\n".join(self._lines), "\n".join(self._times)))
+            self._block.append(
+                (b"\n".join(self._lines), "\n".join(times), len(times), min(times), max(times))
+            )
             self._lines, self._times = [], []
 
-    def send(self) -> None:
+    def take(self) -> list[_Call]:
         self._close_run()
-        if self._block:
-            self._calls.send(self._block)  # waits while the writer is a block behind
-            self._block = []
+        block, self._block = self._block, []
+        return block
 
 
-def _work(runner: TetragonIngest, paths: list[Path], max_line_bytes: int, calls: Any) -> None:
-    """In the worker: the parent's feed, against the recording writer."""
+def _name_in_block(line: Line, reason: str) -> Any:
+    """A refused line's parts (the parent numbers it in its file)."""
+    return (line.source, line.number, reason)
+
+
+def _work(
+    runner: TetragonIngest, blocks: list[_Block], mine: range, max_line_bytes: int, results: Any
+) -> None:
+    """In a worker: the parent's feed over each of its blocks, against the recording writer."""
     # The parent handles Ctrl-C and stops this process with SIGTERM (the CLI's handler,
     # inherited by fork, would only set a flag nobody reads here).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    recorder = _RecordingWriter(runner, calls)
-    if runner._writer is not None:  # the parent's chain is already open: write to it
-        runner._writer = cast(ChunkWriter, recorder)
-    # Instance attribute, in this process only: the chain is opened by the parent on replay.
+    recorder = _RecordingWriter(runner)
+    # Instance attributes, in this process only: the chain is opened by the parent on replay,
+    # and refused lines are numbered there.
     setattr(runner, "_open", recorder.open)  # noqa: B010
-    error: StellaError | None = None
-    try:
-        runner.feed(file_lines(paths, max_line_bytes))
-    except StellaError as exc:  # an unreadable file: the parent raises it, same message
-        error = exc
-    except Exception as exc:  # anything else as an internal error (it must pickle)
-        error = InternalError(f"{type(exc).__name__}: {exc}")
-    recorder.send()
-    state = {
-        "result": runner.result,
-        "counts": Counter(runner.mapper.counts),
-        "upstream_dropped": runner.mapper.upstream_dropped,
-        "reported_redactions": runner._reported_redactions,
-        "reported_upstream": runner._reported_upstream,
-    }
-    calls.send([("done", state, error)])
-    calls.close()
+    setattr(runner, "_name", _name_in_block)  # noqa: B010
+    mapper = runner.mapper
+    for index in mine:
+        block = blocks[index]
+        # Every block starts as the input does: outside an event, the chain not yet opened
+        # (its first event opens it: the parent opens the chain at the first such call).
+        runner._writer = None
+        runner._gathered = _NOT_GATHERING
+        runner.result = IngestResult(runner.chain_id, runner.result.chain_dir)
+        counts, upstream = Counter(mapper.counts), mapper.upstream_dropped
+        error: StellaError | None = None
+        lines = _Counted(_block_lines(block, max_line_bytes, 1))
+        try:
+            runner.feed_blocks(lines, final=False)
+        except StellaError as exc:  # an unreadable file: the parent raises it, same message
+            error = exc
+        except Exception as exc:  # anything else as an internal error (it must pickle)
+            error = InternalError(f"{type(exc).__name__}: {exc}")
+        result = runner.result
+        end = _BlockEnd(
+            lines.lines,
+            result.lines,
+            result.records,
+            result.dropped,
+            Counter(mapper.counts) - counts,
+            mapper.upstream_dropped - upstream,
+            cast(list[tuple[str, int, str]], result.problems),
+            runner.gathering,
+            error,
+        )
+        results.send((recorder.take(), end))  # waits while the parent is a block behind
+    results.close()

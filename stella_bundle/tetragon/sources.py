@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, cast
 
 import orjson
 
@@ -41,13 +41,24 @@ class Line(NamedTuple):
     data: bytes | None  # None: longer than the limit, skipped
 
 
-def read_lines(handle: IO[bytes], source: str, max_line_bytes: int) -> Iterator[Line]:
-    """Lines of a finished stream (a final line without newline counts as a line).
+# Consecutive lines of one source: (source, number of the first, the lines' bytes or None).
+LineBlock = tuple[str, int, list[bytes | None]]
 
-    Read in blocks and split in C: at most one block and one line's worth held at a time.
-    """
+
+def read_lines(handle: IO[bytes], source: str, max_line_bytes: int) -> Iterator[Line]:
+    """Lines of a finished stream (a final line without newline counts as a line)."""
+    for _, first, parts in read_blocks(handle, source, max_line_bytes):
+        for number, data in enumerate(parts, first):
+            yield Line(source, number, data)
+
+
+def read_blocks(
+    handle: IO[bytes] | _Range, source: str, max_line_bytes: int, first_number: int = 1
+) -> Iterator[LineBlock]:
+    """`read_lines` a block at a time: read in blocks and split in C, at most one block and
+    one line's worth held at a time."""
     read = handle.read
-    number = 0
+    number = first_number - 1
     carry = b""
     skipping = False  # inside a line already longer than the limit
     while True:
@@ -57,16 +68,15 @@ def read_lines(handle: IO[bytes], source: str, max_line_bytes: int) -> Iterator[
         parts = block.split(b"\n")
         tail = parts.pop()
         if parts:
-            if skipping:
+            if skipping:  # the first part ends the over-long line
                 skipping = False
-                number += 1
-                yield Line(source, number, None)
-                del parts[0]
-            elif carry:
-                parts[0] = carry + parts[0]
-            for data in parts:
-                number += 1
-                yield Line(source, number, data if len(data) <= max_line_bytes else None)
+                lines = [None, *_bounded(parts[1:], max_line_bytes)]
+            else:
+                if carry:
+                    parts[0] = carry + parts[0]
+                lines = _bounded(parts, max_line_bytes)
+            yield source, number + 1, lines
+            number += len(lines)
             carry = tail
         elif not skipping:
             carry += tail
@@ -74,9 +84,64 @@ def read_lines(handle: IO[bytes], source: str, max_line_bytes: int) -> Iterator[
             carry = b""
             skipping = True
     if skipping:
-        yield Line(source, number + 1, None)
+        yield source, number + 1, [None]
     elif carry:
-        yield Line(source, number + 1, carry)
+        yield source, number + 1, [carry]
+
+
+def _bounded(parts: list[bytes], max_line_bytes: int) -> list[bytes | None]:
+    """The lines, those over the limit as None."""
+    if not parts or max(map(len, parts)) <= max_line_bytes:
+        return cast(list[bytes | None], parts)
+    return [part if len(part) <= max_line_bytes else None for part in parts]
+
+
+def range_blocks(
+    handle: IO[bytes], start: int, end: int, source: str, max_line_bytes: int, first_number: int
+) -> Iterator[LineBlock]:
+    """The lines of a plain file that begin at a byte offset in [start, end), numbered from
+    `first_number`, exactly as `read_lines` gives them. So byte ranges cut anywhere give, one
+    after the other, the file's lines: a line belongs to the range it begins in (its end is
+    read past `end`; one over the limit is skipped as `read_lines` skips it)."""
+    if start:
+        handle.seek(start - 1)
+        left = end - start  # the line begun before `start` ends at a newline in [start-1, end-1)
+        while True:
+            piece = handle.read(min(_READ_BLOCK, left))
+            cut = piece.find(b"\n")
+            if cut >= 0:
+                handle.seek(cut + 1 - len(piece), os.SEEK_CUR)
+                break
+            left -= len(piece)
+            if not piece or left <= 0:
+                return  # no line begins in the range: it lies inside an earlier one
+    else:
+        handle.seek(0)
+    yield from read_blocks(_Range(handle, end), source, max_line_bytes, first_number)
+
+
+class _Range:
+    """A file read up to `end`, then on to the end of the line that runs across `end`."""
+
+    def __init__(self, handle: IO[bytes], end: int) -> None:
+        self._read = handle.read
+        self._left = end - handle.tell()
+        self._across = False  # the range's last line goes on past `end`
+
+    def read(self, size: int) -> bytes:
+        if self._left > 0:
+            data = self._read(min(size, self._left))
+            self._left = self._left - len(data) if data else 0
+            self._across = not self._left and not data.endswith(b"\n")
+            return data
+        if self._across:
+            data = self._read(size)
+            cut = data.find(b"\n")
+            if cut >= 0 or not data:
+                self._across = False
+                return data[: cut + 1] if cut >= 0 else data
+            return data
+        return b""
 
 
 def _discard_rest(readline: Callable[[int], bytes]) -> bool:
@@ -116,10 +181,16 @@ def rotated_backups(live: Path) -> list[Path]:
 
 
 def file_lines(paths: list[Path], max_line_bytes: int) -> Iterator[Line]:
+    for source, first, parts in file_blocks(paths, max_line_bytes):
+        for number, data in enumerate(parts, first):
+            yield Line(source, number, data)
+
+
+def file_blocks(paths: list[Path], max_line_bytes: int) -> Iterator[LineBlock]:
     for path in paths:
         with open_export(path) as handle:
             try:
-                yield from read_lines(handle, str(path), max_line_bytes)
+                yield from read_blocks(handle, str(path), max_line_bytes)
             except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
                 raise InputError(f"cannot read: {exc}", path=path) from exc
 

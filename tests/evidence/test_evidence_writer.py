@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,47 @@ def test_the_head_says_whether_the_chain_was_left_cleanly(tmp_path: Path, test_k
     writer = ChunkWriter.open(tmp_path, "c", signer, WriterConfig(), COLLECTOR)
     assert writer.head.final is False
     writer.close(final=True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [WriterConfig(max_records=7), WriterConfig(max_size_mb=0.002), WriterConfig()],
+    ids=["by-records", "by-size", "no-rotation"],
+)
+def test_a_run_of_encoded_lines_writes_what_they_write_one_by_one(
+    tmp_path: Path, test_keys: Any, config: WriterConfig
+) -> None:
+    """`append_encoded_run` (runs that fit a chunk, runs across a rotation, runs of one) gives
+    the chunks, seals and windows that `append_encoded` gives line by line."""
+    from stella_bundle.evidence.encoding import encode_record
+
+    records = [make_record(i) for i in range(60)]
+    random.Random(7).shuffle(records)  # windows from unordered times
+    lines = [encode_record(r) for r in records]
+    times = [r["observed_at"] for r in records]
+    for name in ("one-by-one", "runs"):
+        clock = FakeClock(step=0)
+        signer = test_keys.signer("collector")
+        target = tmp_path / name
+        with ChunkWriter.open(target, "c", signer, config, COLLECTOR, clock=clock) as writer:
+            if name == "one-by-one":
+                for line, at in zip(lines, times, strict=True):
+                    writer.append_encoded(line, at)
+            else:
+                start = 0  # runs that fill a chunk exactly, overflow it by one, span chunks
+                for size in (1, 6, 3, 5, 13, 2, 30):
+                    part = slice(start, start + size)
+                    start += size
+                    writer.append_encoded_run(
+                        b"\n".join(lines[part]), "\n".join(times[part]), size,
+                        min(times[part]), max(times[part]),
+                    )  # fmt: skip
+    one, runs = tmp_path / "one-by-one" / "c", tmp_path / "runs" / "c"
+    assert [p.name for p in sorted(one.iterdir())] == [p.name for p in sorted(runs.iterdir())]
+    for path in sorted(one.glob("*.ndjson.zst")):
+        assert (runs / path.name).read_bytes() == path.read_bytes()
+    strip = ("sealed_at", "previous")
+    assert [{k: v for k, v in p.items() if k not in strip} for p in _predicates(one)] == [
+        {k: v for k, v in p.items() if k not in strip} for p in _predicates(runs)
+    ]
+    assert len(_predicates(one)) > (1 if config.max_records or config.max_size_mb < 1 else 0)

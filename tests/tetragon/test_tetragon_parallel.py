@@ -1,6 +1,7 @@
-"""Ingest with the mapping worker (tetragon/parallel.py) writes the chain the in-process ingest
+"""Ingest with mapping workers (tetragon/parallel.py) writes the chain the in-process ingest
 writes, byte for byte: same records in the same order, same chunks, same loss counts, same
-named lines, also when the input is hostile or a file cannot be read."""
+named lines, also when the input is hostile or a file cannot be read, however the files are
+cut into blocks (cuts inside long lines and pretty-printed events, blocks without a line)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,13 @@ def hostile_export(pb: TetragonProto, directory: Path) -> list[Path]:
 
 
 def ingest(
-    paths: list[Path], target: Path, keys: Any, fm_path: Path, *, workers: bool
+    paths: list[Path],
+    target: Path,
+    keys: Any,
+    fm_path: Path,
+    *,
+    workers: bool,
+    processes: int | None = None,
 ) -> IngestResult:
     loaded = load_function_map(fm_path, None)
     policy = PrivacyPolicy.from_section({"allow_arguments": ["url"]}, None)
@@ -101,7 +108,7 @@ def ingest(
         max_object_bytes=MAX_LINE,
     )
     try:
-        parallel.feed_files(runner, paths, MAX_LINE, parallel=workers)
+        parallel.feed_files(runner, paths, MAX_LINE, parallel=workers, workers=processes)
     except InputError:
         runner.abort()
         raise
@@ -122,18 +129,39 @@ def chain_contents(chain: Path) -> dict[str, Any]:
     return contents
 
 
+@pytest.mark.parametrize(
+    ("block_bytes", "processes"),
+    [(parallel.BLOCK_BYTES, None), (65_536, 3), (2_999, 2)],
+    ids=["default-blocks", "64k-blocks-3-workers", "3k-blocks-2-workers"],
+)
 def test_worker_chain_is_the_in_process_chain(
-    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+    tmp_path: Path,
+    tetragon_pb: TetragonProto,
+    test_keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    block_bytes: int,
+    processes: int | None,
 ) -> None:
     fm_path = tmp_path / "fm.json"
     shop_map(fm_path)
     paths = hostile_export(tetragon_pb, tmp_path)
     alone = ingest(paths, tmp_path / "one", test_keys, fm_path, workers=False)
-    split = ingest(paths, tmp_path / "two", test_keys, fm_path, workers=True)
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", block_bytes)
+    fed_here: list[int] = []  # blocks this process fed itself (the workers' calls are not seen)
+    block_lines = parallel._block_lines
+
+    def counted(block: Any, max_line_bytes: int, first_number: int) -> Any:
+        fed_here.append(first_number)
+        return block_lines(block, max_line_bytes, first_number)
+
+    monkeypatch.setattr(parallel, "_block_lines", counted)
+    split = ingest(paths, tmp_path / "two", test_keys, fm_path, workers=True, processes=processes)
 
     assert alone.records > 4000 and alone.chunks > 5  # several blocks and chunks
     assert {"dropped", "redacted", "problems"} <= {k for k, v in alone.to_dict().items() if v}
     assert alone.problems[0] == f"{paths[0]}:1: line:malformed_json"  # named by file and line
+    assert len(alone.problems) == 50 and alone.problems[-1].startswith(f"{paths[0]}:")
+    assert len(fed_here) < len(parallel._blocks(paths)) // 2  # most blocks by the workers
     mine, theirs = alone.to_dict(), split.to_dict()
     del mine["chain_dir"], theirs["chain_dir"]
     assert theirs == mine
@@ -141,6 +169,95 @@ def test_worker_chain_is_the_in_process_chain(
     assert list(one) == list(two)
     for name in one:
         assert two[name] == one[name], name
+
+
+def test_problems_past_the_first_block_are_numbered_in_their_file(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused lines late in a plain file, each in a block of its own: named by the line
+    number the file gives them, not the block."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    good = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write"))
+    lines = [good] * 5000
+    for number in (1234, 2345, 4999):
+        lines[number - 1] = b"{broken %d\n" % number
+    plain = tmp_path / "tetragon.log"
+    plain.write_bytes(b"".join(lines))
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 100_000)
+    results = [
+        ingest([plain], tmp_path / name, test_keys, fm_path, workers=workers)
+        for name, workers in (("one", False), ("two", True))
+    ]
+    expected = [f"{plain}:{n}: line:malformed_json" for n in (1234, 2345, 4999)]
+    assert results[0].problems == results[1].problems == expected
+    assert results[1].records == 4997
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_pretty_printed_events_across_blocks_and_files(
+    tmp_path: Path,
+    tetragon_pb: TetragonProto,
+    test_keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
+) -> None:
+    """Pretty-printed events (as Tetragon's documentation shows them) longer than a block,
+    one running from a file into the next, one never closed: the blocks a worker cannot
+    decide alone are fed here, the others by the workers, and the chain is the same."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    good = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write"))
+    pretty = json.dumps(json.loads(good), indent=2).encode() + b"\n"
+    assert len(pretty) > 3 * 300 and pretty.startswith(b"{\n")
+    cut = pretty.index(b"\n", 500) + 1  # the file ends between two of its lines
+    first = tmp_path / "first.log"
+    first.write_bytes(good * 30 + pretty + good * 20 + pretty * 3 + good * 40 + pretty[:cut])
+    second = tmp_path / "second.log"
+    second.write_bytes(pretty[cut:] + good * 30 + b"{\n" + b'  "time": "x",\n' * 50)
+    paths = [first, second]
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 300)
+    fed_here: list[int] = []
+    block_lines = parallel._block_lines
+
+    def counted(block: Any, max_line_bytes: int, first_number: int) -> Any:
+        fed_here.append(first_number)
+        return block_lines(block, max_line_bytes, first_number)
+
+    monkeypatch.setattr(parallel, "_block_lines", counted)
+    alone = ingest(paths, tmp_path / "one", test_keys, fm_path, workers=False)
+    split = ingest(paths, tmp_path / "two", test_keys, fm_path, workers=True, processes=processes)
+    assert alone.records == 30 + 1 + 20 + 3 + 40 + 1 + 30
+    unclosed = pretty[cut:].count(b"\n") + 30 + 1  # its `{` line
+    assert alone.problems == [f"{second}:{unclosed}: line:malformed_json"]
+    assert 0 < len(fed_here) < len(parallel._blocks(paths))
+    mine, theirs = alone.to_dict(), split.to_dict()
+    del mine["chain_dir"], theirs["chain_dir"]
+    assert theirs == mine
+    assert chain_contents(split.chain_dir) == chain_contents(alone.chain_dir)
+
+
+def test_block_lines_are_the_file_lines() -> None:
+    """Byte ranges cut anywhere give the file's lines, numbered, over-long ones skipped."""
+    import io
+    import itertools
+    import random
+
+    from stella_bundle.tetragon.sources import range_blocks, read_lines
+
+    rng = random.Random(12)
+    for _ in range(3000):
+        pieces = [b"x" * rng.choice([0, 1, 2, 3, 5, 9, 15]) for _ in range(rng.randrange(12))]
+        data = b"\n".join(pieces) + (b"\n" if rng.random() < 0.5 else b"")
+        limit = rng.choice([1, 3, 4, 8, 100])
+        whole = [(line.number, line.data) for line in read_lines(io.BytesIO(data), "f", limit)]
+        step = rng.choice([1, 2, 3, 5, 7, 50])
+        cuts = [*range(0, len(data), step), len(data)]
+        cut: list[tuple[int, bytes | None]] = []
+        for start, end in itertools.pairwise(cuts):
+            got = range_blocks(io.BytesIO(data), start, end, "f", limit, len(cut) + 1)
+            cut += [(n, line) for _, first, lines in got for n, line in enumerate(lines, first)]
+        assert cut == whole, (data, limit, step)
 
 
 def test_an_unreadable_file_is_named_and_what_came_before_is_sealed(
@@ -183,10 +300,10 @@ def test_a_worker_that_dies_is_an_error_not_a_short_chain(
     good = tmp_path / "good.log"
     good.write_bytes(to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write")) * 10)
 
-    def killed(self: TetragonIngest, lines: Any) -> None:
+    def killed(self: TetragonIngest, blocks: Any, **options: Any) -> None:
         os._exit(9)  # in the forked worker only: the parent never calls feed on this path
 
-    monkeypatch.setattr(TetragonIngest, "feed", killed)
+    monkeypatch.setattr(TetragonIngest, "feed_blocks", killed)
     with pytest.raises(InternalError, match=r"worker stopped \(exit code 9\)"):
         ingest([good], tmp_path / "two", test_keys, fm_path, workers=True)
 

@@ -12,6 +12,8 @@ endpoint cannot avoid. The gap between the two is the HTTP, JSON and store cost.
     python bench/api.py                                   # 100 paths, 1,000 observations, 50 clients, 20 s
     python bench/api.py --seconds 5 --clients 10          # quicker, while developing
     python bench/api.py --workers 4                       # stella serve --workers 4
+    git worktree add --detach /tmp/api-old COMMIT
+    python bench/api.py --compare /tmp/api-old --rounds 3 # old and new code, rounds interleaved
 
 Target (issue 11): p99 ≤ 100 ms. The machine is shared: the run prints the load average.
 """
@@ -211,6 +213,87 @@ def library_peer(document: dict[str, Any], records: list[dict[str, Any]], second
     return statistics.median(times)
 
 
+class Served:
+    """A `stella serve` of the source tree `tree` over a store of its own, the map stored."""
+
+    def __init__(self, tree: Path, directory: Path, workers: int) -> None:
+        self.tree = tree
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        store = directory / f"store-{self.port}.sqlite"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stella_bundle", "serve", "--listen", f"127.0.0.1:{self.port}",
+             "--trust-root", str(directory / "trust-root.json"), "--tokens", str(directory / "tokens.json"),
+             "--store", f"sqlite:///{store}", "--workers", str(workers)],
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.path = ""
+
+    def ready(self, token: str, document: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Wait for the server, store the map, verify once; the report."""
+        for _ in range(600):
+            try:
+                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {token}"}
+        stored = httpx.post(
+            self.base + "/api/v1/function-maps", content=canonical_bytes(document), headers=auth
+        )
+        stored.raise_for_status()
+        self.path = f"/api/v1/function-maps/{stored.json()['digest']}/verify"
+        check = httpx.post(
+            self.base + self.path,
+            content=body,
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        check.raise_for_status()
+        report: dict[str, Any] = check.json()
+        return report
+
+    def measure(self, token: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
+        server_cpu = cpu_seconds(self.process.pid)
+        client_cpu = time.process_time()
+        load_before = os.getloadavg()[0]
+        result = asyncio.run(load("127.0.0.1", self.port, self.path, token, body, clients, seconds))
+        server_cpu = cpu_seconds(self.process.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+        latencies = result["latencies"]
+        done = max(1, len(latencies))
+        return {
+            "count": len(latencies),
+            "elapsed": result["elapsed"],
+            "rate": len(latencies) / result["elapsed"],
+            "p50": percentile(latencies, 0.5) * 1e3 if latencies else float("inf"),
+            "p90": percentile(latencies, 0.9) * 1e3 if latencies else float("inf"),
+            "p99": percentile(latencies, 0.99) * 1e3 if latencies else float("inf"),
+            "errors": result["errors"],
+            "server_ms": server_cpu / done * 1e3,
+            "client_ms": client_cpu / done * 1e3,
+            "load": (load_before + os.getloadavg()[0]) / 2,
+        }
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _round_line(label: str, m: dict[str, Any], clients: int) -> str:
+    return (
+        f"{label}: {m['count']} reports in {m['elapsed']:.1f} s, {clients} clients: "
+        f"{m['rate']:.1f} req/s; latency p50 {m['p50']:.1f} ms, p90 {m['p90']:.1f} ms, "
+        f"p99 {m['p99']:.1f} ms; errors {m['errors'] or 0}; CPU per request: server "
+        f"{m['server_ms']:.2f} ms, client {m['client_ms']:.2f} ms; load average {m['load']:.2f}"
+    )
+
+
+def _median(rounds: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(m[key] for m in rounds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,6 +303,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=1, help="stella serve --workers")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="another source tree (e.g. `git worktree add /tmp/old COMMIT`) served the same way; "
+        "rounds alternate between the two servers and the medians are compared",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per server (median)")
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="stella-bench-api-"))
@@ -234,65 +325,51 @@ def main() -> None:
     document = statement(args.paths)
     records = observations(args.observations, args.paths)
     body = json.dumps({"observations": records}).encode()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "stella_bundle", "serve", "--listen", f"127.0.0.1:{port}",
-         "--trust-root", str(directory / "trust-root.json"), "--tokens", str(directory / "tokens.json"),
-         "--store", f"sqlite:///{directory / 'store.sqlite'}", "--workers", str(args.workers)],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    servers = {"this tree": Served(REPO, directory, args.workers)}
+    if args.compare is not None:
+        servers["compared"] = Served(args.compare.resolve(), directory, args.workers)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        auth = {"Authorization": f"Bearer {token}"}
-        stored = httpx.post(
-            base + "/api/v1/function-maps", content=canonical_bytes(document), headers=auth
-        )
-        stored.raise_for_status()
-        url = f"{base}/api/v1/function-maps/{stored.json()['digest']}/verify"
-        check = httpx.post(url, content=body, headers={**auth, "Content-Type": "application/json"})
-        check.raise_for_status()
-        report = check.json()
+        reports = [served.ready(token, document, body) for served in servers.values()]
+        report = reports[0]
+        if any(other != report for other in reports[1:]):
+            print("note: the two trees' reports differ (fine when the report format changed)")
         print(f"map: {args.paths} paths; body: {args.observations} observations ({len(body) / 1e3:.0f} kB); "
               f"report: verified={report['verified']}, rate {report['observation_rate']:.3f}, "
               f"{len(report['unexpected_symbols'])} unexpected")  # fmt: skip
         print(f"cpus: {os.cpu_count()}, server workers: {args.workers}, "
               f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
-        server_cpu = cpu_seconds(server.pid)
-        client_cpu = time.process_time()
-        result = asyncio.run(
-            load("127.0.0.1", port, url.removeprefix(base), token, body, args.clients, args.seconds)
-        )
-        server_cpu = cpu_seconds(server.pid) - server_cpu
-        client_cpu = time.process_time() - client_cpu
-        latencies = result["latencies"]
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
+        for number in range(1, args.rounds + 1):
+            for label, served in servers.items():  # interleaved: the same load for both
+                measured = served.measure(token, body, args.clients, args.seconds)
+                rounds[label].append(measured)
+                if args.rounds > 1 or len(servers) > 1:
+                    print(_round_line(f"round {number}, {label}", measured, args.clients))
         peer = library_peer(document, records, 3.0)
-        rate = len(latencies) / result["elapsed"]
-        print(f"API: {len(latencies)} reports in {result['elapsed']:.1f} s, {args.clients} clients: "
-              f"{rate:.1f} req/s; latency p50 {percentile(latencies, 0.5) * 1e3:.1f} ms, "
-              f"p90 {percentile(latencies, 0.9) * 1e3:.1f} ms, p99 {percentile(latencies, 0.99) * 1e3:.1f} ms; "
-              f"errors {result['errors'] or 0}")  # fmt: skip
-        done = max(1, len(latencies))
-        print(f"CPU per request: server {server_cpu / done * 1e3:.2f} ms (all its processes), "
-              f"client {client_cpu / done * 1e3:.2f} ms: the two CPUs allow at most "
-              f"{2 / ((server_cpu + client_cpu) / done):.0f} req/s, "
-              f"{args.clients} clients / that = {args.clients * (server_cpu + client_cpu) / done / 2 * 1e3:.0f} ms "
+        mine = rounds["this tree"]
+        rate, p99 = _median(mine, "rate"), _median(mine, "p99")
+        server_ms, client_ms = _median(mine, "server_ms"), _median(mine, "client_ms")
+        print(_round_line("API" + (" (medians)" if args.rounds > 1 else ""), {
+            key: (_median(mine, key) if key != "errors" else mine[-1]["errors"])
+            for key in mine[0]}, args.clients))  # fmt: skip
+        print(f"CPU per request: server {server_ms:.2f} ms (all its processes), "
+              f"client {client_ms:.2f} ms: the two CPUs allow at most "
+              f"{2 / ((server_ms + client_ms) / 1e3):.0f} req/s, "
+              f"{args.clients} clients / that = {args.clients * (server_ms + client_ms) / 2:.0f} ms "
               f"of latency at best")  # fmt: skip
         print(f"peer (library verify + report, one thread): {peer * 1e3:.2f} ms per verification, "
               f"{1 / peer:.0f}/s; API throughput / library: {rate * peer:.2f}")  # fmt: skip
-        p99 = percentile(latencies, 0.99) * 1e3
+        if "compared" in rounds:
+            other = rounds["compared"]
+            print(f"this tree / compared (medians of {args.rounds}): req/s "
+                  f"{rate / _median(other, 'rate'):.2f}x, p99 {p99 / _median(other, 'p99'):.2f}x, "
+                  f"server CPU per request {server_ms / _median(other, 'server_ms'):.2f}x "
+                  f"({server_ms:.2f} vs {_median(other, 'server_ms'):.2f} ms)")  # fmt: skip
         print(f"target p99 <= 100 ms: {'met' if p99 <= 100 else 'NOT met'} ({p99:.1f} ms; "
               f"load average after: {os.getloadavg()[0]:.2f})")  # fmt: skip
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for served in servers.values():
+            served.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ demo: setup
 test *ARGS: setup
     python3 -m pytest {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
 
+# (`just test` runs everything, and so does CI; hypothesis takes its "dev" profile unless CI=true.)
+# The suite without the tests marked `slow` (each several seconds: real agents, servers, clones).
+test-quick *ARGS: setup
+    python3 -m pytest -m "not slow" {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
+
 # The fuzz targets alone (tests/fuzz); STELLA_FUZZ_PROFILE=fuzz-long for a long run by hand.
 fuzz *ARGS: setup
     python3 -m pytest tests/fuzz {{ARGS}}

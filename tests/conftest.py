@@ -34,6 +34,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"eBPF test skipped in CI (CI=true requires it to run): {report.longrepr}"
 
 
+# --- hypothesis profiles (every property test) ----------------------------------------------
+# "ci" under CI=true: the example counts written in the tests (`scaled_examples(n)` gives n, a test
+# without a count gets 100). "dev" otherwise: a fifth of each (at least 10), so that a local run
+# stays short while CI explores as much as before. STELLA_HYPOTHESIS_PROFILE picks one; "long"
+# (ten times the CI counts) is for a run by hand. The fuzz targets have profiles of their own.
+_CI_EXAMPLES = 100
+settings.register_profile("ci", max_examples=_CI_EXAMPLES)
+settings.register_profile("dev", max_examples=_CI_EXAMPLES // 5)
+settings.register_profile("long", max_examples=_CI_EXAMPLES * 10)
+settings.load_profile(os.environ.get("STELLA_HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
+
+
+def scaled_examples(ci_count: int) -> int:
+    """The example count of a property test: `ci_count` under the "ci" profile, scaled like the
+    profile's default (100) for the others, never below 10."""
+    return max(10, ci_count * settings().max_examples // _CI_EXAMPLES)
+
+
 # --- fuzz profiles (tests/fuzz) ------------------------------------------------------------
 # Registered here, applied only by the fuzz targets (tests/fuzz/fuzz_support.fuzz_settings), so the
 # other property tests keep their own settings. STELLA_FUZZ_PROFILE picks one; the default is

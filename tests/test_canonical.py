@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
 from stella_bundle.errors import InputError
+from tests.conftest import scaled_examples
 
 json_scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1) | st.text()
@@ -24,7 +25,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=scaled_examples(1500), deadline=None)
 @given(json_values)
 def test_fast_path_matches_reference(value: object) -> None:
     try:
@@ -36,7 +37,7 @@ def test_fast_path_matches_reference(value: object) -> None:
     assert canonical_record_bytes(value) == reference
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(st.dictionaries(st.text(alphabet=st.characters(min_codepoint=0xE000)), st.integers(0, 9)))
 def test_keys_beyond_the_bmp_sort_by_utf16(value: dict[str, int]) -> None:
     assert canonical_record_bytes(value) == rfc8785.dumps(value)

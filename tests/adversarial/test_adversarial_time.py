@@ -42,7 +42,7 @@ from stella_bundle.evidence.timecheck import (
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
 from tests.adversarial.chain_surgery import Predicate, RecordEdit, Records, SealEdit, rewrite_chain
 from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs, make_inputs, snapshot
-from tests.conftest import CliResult
+from tests.conftest import CliResult, scaled_examples
 
 # Each verification inline and with worker processes (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("chunk_workers")
@@ -314,7 +314,7 @@ def _records(draw: st.DrawFn) -> list[dict[str, Any]]:
     return records
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled_examples(60), deadline=None)
 @given(records=_records(), cut=st.integers(1, 400))
 def test_record_times_fold_identically_on_every_path(
     records: list[dict[str, Any]], cut: int

@@ -37,7 +37,7 @@ from tests.bundle.bundle_helpers import (
     resign_manifest,
     write_members,
 )
-from tests.conftest import CliResult
+from tests.conftest import CliResult, scaled_examples
 
 
 def nested(levels: int, leaf: Any = 1) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def _refused(decide: Callable[[], Any]) -> bool:
     return False
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled_examples(150), deadline=None)
 @given(details=_details())
 def test_fast_paths_decide_details_like_the_schema(details: dict[str, Any]) -> None:
     record = {

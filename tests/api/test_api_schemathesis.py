@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from schemathesis.pytest import from_fixture
 
+from tests.conftest import scaled_examples
+
 
 @pytest.fixture
 def api_schema(api_env: Any) -> Any:
@@ -41,7 +43,7 @@ def ndjson_lines(context: Any, value: Any) -> bytes:
 # near 30 s here. `positive_data_acceptance` is left out: a schema cannot say what makes a
 # signature, a chain link or a record valid; such content is refused with 422 by design.
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=scaled_examples(10), deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_endpoint(case: Any, api_env: Any) -> None:
     excluded = [positive_data_acceptance]
     if case.path == "/api/v1/runtime-traces":

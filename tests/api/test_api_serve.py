@@ -237,6 +237,7 @@ def test_serve_with_the_tetragon_bridge(test_keys: Any, tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_serve_with_several_workers(test_keys: Any, tmp_path: Path) -> None:
     """`--workers 2`: worker processes rebuild the app from the same options."""
     tokens = tmp_path / "tokens.json"

@@ -19,6 +19,7 @@ from stella_bundle.attest.dsse import (
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.errors import MalformedDocumentError
 from stella_bundle.jsonio import parse_json
+from tests.conftest import scaled_examples
 
 signatures = st.lists(
     st.builds(EnvelopeSignature, keyid=st.text(max_size=70), sig=st.binary(max_size=80)),
@@ -26,7 +27,7 @@ signatures = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(payload=st.binary(max_size=2048), payload_type=st.text(max_size=60), sigs=signatures)
 def test_envelope_bytes_match_reference(
     payload: bytes, payload_type: str, sigs: list[EnvelopeSignature]
@@ -35,7 +36,7 @@ def test_envelope_bytes_match_reference(
     assert envelope_bytes(envelope) == canonical_bytes(envelope.to_dict())
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=scaled_examples(100), deadline=None)
 @given(payload=st.binary(max_size=512), sig=st.binary(min_size=1, max_size=80))
 def test_round_trip_through_parse(payload: bytes, sig: bytes) -> None:
     envelope = Envelope(payload, "t", (EnvelopeSignature("k", sig),))
@@ -104,7 +105,7 @@ EDITS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(
     payload=st.binary(max_size=600),
     payload_type=st.text(max_size=20),

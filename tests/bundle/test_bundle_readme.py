@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bundle_helpers import BundleInputs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,7 @@ def _run(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_readme_carry_and_air_gapped_commands_pass(
     tmp_path: Path, bundle_inputs: BundleInputs, test_keys: Any
 ) -> None:

@@ -26,12 +26,13 @@ from hypothesis import strategies as st
 from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.errors import ArchiveError
 from stella_bundle.formats.manifest import name_key
+from tests.conftest import scaled_examples
 
 Members = list[tuple[str, bytes]]
 
 # Bounded: the whole file stays well under 20 s on the shared 2-core machine.
 _SETTINGS = settings(
-    max_examples=25,
+    max_examples=scaled_examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

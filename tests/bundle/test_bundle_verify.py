@@ -211,6 +211,7 @@ def test_cli_build_is_reproducible_and_verify_prints_html(
     assert bad.exit_code == 2 and ".stella.bundle.tgz" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [False, True], ids=["inline", "workers"])
 def test_verify_memory_does_not_grow_with_the_bundle(
     tmp_path: Path, test_keys: Any, parallel: bool

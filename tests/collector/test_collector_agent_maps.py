@@ -206,6 +206,7 @@ def maps(tmp_path: Path, test_keys: Any) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
     ebpf: None, workload_bin: Path, blocking_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
 ) -> None:
@@ -568,6 +569,7 @@ def _frozen_fs_at(directory: Path, image: Path) -> None:
     (directory / "lost+found").rmdir()  # the chain directory holds the chain's files only
 
 
+@pytest.mark.slow
 def test_one_maps_stalled_loop_makes_the_agent_unhealthy_until_it_turns_again(
     ebpf: None, workload_bin: Path, blocking_bin: Path, tmp_path: Path, maps: Path, test_keys: Any
 ) -> None:

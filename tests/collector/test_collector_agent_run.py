@@ -236,6 +236,7 @@ def _confined(capabilities: list[str]) -> list[str]:
     return [setpriv, f"--bounding-set=-all,{allowed}", "--no-new-privs", "--"]
 
 
+@pytest.mark.slow
 def test_the_units_capabilities_are_enough_for_a_real_collection(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
@@ -282,6 +283,7 @@ def test_without_the_bpf_capabilities_the_agent_refuses_and_writes_nothing(
     assert not list((tmp_path / "evidence").glob("*/*.seal.dsse.json"))
 
 
+@pytest.mark.slow
 def test_sigterm_while_2000_probes_attach_still_ends_in_a_final_seal(
     ebpf: None, features: KernelFeatures, tmp_path: Path, test_keys: Any
 ) -> None:

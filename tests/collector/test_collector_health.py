@@ -633,6 +633,7 @@ def _records(chunk: Path) -> bytes:
     return zstandard.ZstdDecompressor().decompress(chunk.read_bytes(), max_output_size=1 << 28)
 
 
+@pytest.mark.slow
 def test_the_agent_killed_under_load_and_restarted_continues_its_chain(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:
@@ -732,6 +733,7 @@ def test_the_agent_killed_under_load_and_restarted_continues_its_chain(
     assert after > 0  # the load was recorded again after the restart
 
 
+@pytest.mark.slow
 def test_the_agent_killed_again_and_again_at_random_moments_keeps_one_chain(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:

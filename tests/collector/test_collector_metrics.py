@@ -46,6 +46,7 @@ def value(metrics: Scrape, name: str) -> float | None:
     return next(iter(series.values()), None)
 
 
+@pytest.mark.slow
 def test_a_real_collection_is_scraped_and_its_values_move(
     ebpf: None, workload_bin: Path, tmp_path: Path, test_keys: Any
 ) -> None:

@@ -112,6 +112,7 @@ def _check_recovered_chain(
     assert report.loss.ring_buffer_dropped >= sum(acknowledged_loss.values())
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(
     tmp_path: Path, test_keys: Any
 ) -> None:

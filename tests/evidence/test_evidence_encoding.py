@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.encoding import _fast_accept, encode_record
 from stella_bundle.formats.record import KINDS, PROBE_TYPES, ObservationError, validate_record
+from tests.conftest import scaled_examples
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["", "é", "😀", "\u2028", 'a"b\\c', "\x00"]
@@ -65,7 +66,7 @@ def _reference(record: Any) -> bytes | None:
         return None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=scaled_examples(400), deadline=None)
 @given(_records)
 def test_fast_path_equals_reference(record: dict[str, Any]) -> None:
     expected = _reference(copy.deepcopy(record))
@@ -76,7 +77,7 @@ def test_fast_path_equals_reference(record: dict[str, Any]) -> None:
         assert encode_record(copy.deepcopy(record)) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(st.integers(0, 10**6), st.text(st.characters(blacklist_categories=("Cs",)), max_size=20))
 def test_typical_records_take_the_fast_path(index: int, suffix: str) -> None:
     record = make_record(index)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from evidence_support import COLLECTOR, FakeClock, make_record
 
 from stella_bundle.attest.dsse import parse_envelope
@@ -17,6 +18,7 @@ from stella_bundle.schema import validate_document
 RECORDS = 100_000
 
 
+@pytest.mark.slow
 def test_round_trip_100k_records_rotating_by_size_age_and_count(
     tmp_path: Path, test_keys: Any
 ) -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from stella_bundle.canonical import MAX_SAFE_INTEGER
 from stella_bundle.errors import InputError
 from stella_bundle.schema import load_schema, validator_for
+from tests.conftest import scaled_examples
 
 json_scalars = st.one_of(
     st.none(),
@@ -169,7 +170,11 @@ def test_model_and_schema_agree(kind: str) -> None:
     verdicts: list[bool] = []
     for _name, base in examples(kind):
 
-        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=scaled_examples(200),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(edited(base, kind))
         def agree(document: Any) -> None:
             verdicts.append(check_agreement(kind, document))

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.functionmap.callgraph import CallGraph, GraphNode, enumerate_paths
+from tests.conftest import scaled_examples
 
 NAMES = [f"n{i}" for i in range(6)]
 
@@ -56,7 +57,7 @@ graphs = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(graphs, st.integers(1, 7), st.integers(1, 30))
 def test_paths_match_the_recursive_reference(graph: CallGraph, depth: int, limit: int) -> None:
     expected, deep = reference(graph, graph.sinks, depth)

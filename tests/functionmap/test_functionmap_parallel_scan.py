@@ -31,6 +31,7 @@ from stella_bundle.errors import StellaError
 from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.formats.scope import Scope
 from stella_bundle.functionmap.load import load_function_map
+from tests.conftest import scaled_examples
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect"]
 STRAY = ["sha256:" + digit * 64 for digit in "ab"]
@@ -101,7 +102,7 @@ def _outcome(fmap: FunctionMap, path: Path, options: VerifyOptions) -> Any:
 
 
 @settings(
-    max_examples=60,
+    max_examples=scaled_examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

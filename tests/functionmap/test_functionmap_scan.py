@@ -19,6 +19,7 @@ from stella_bundle.errors import InputError
 from stella_bundle.formats.record import PROBE_TYPES, validate_record
 from stella_bundle.observations.ndjson import iter_json_lines
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
+from tests.conftest import scaled_examples
 
 HASHES = ["sha256:" + c * 64 for c in "0123456789ab"]
 TIMES = [
@@ -98,7 +99,9 @@ def _outcome(function: Any, path: Path) -> Any:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=scaled_examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     batch=st.lists(records(), min_size=1, max_size=6), pretty=st.lists(st.booleans(), max_size=6)
@@ -210,7 +213,9 @@ def test_block_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=scaled_examples(150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     keys=st.sets(st.sampled_from(["count", "first_observed_at", "last_observed_at", "pid", "purl",
@@ -264,7 +269,9 @@ def test_scan_stream_public_api(tmp_path: Path) -> None:
 
 
 @settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=scaled_examples(100),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     batch=st.lists(
@@ -413,7 +420,7 @@ def _decoded_records(batch: list[dict[str, Any]]) -> DecodedRecords | None:
         return None  # the API parses such a body with orjson: the dicts above
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=scaled_examples(400), deadline=None)
 @given(
     batch=st.lists(records(), min_size=1, max_size=6),
     window=st.sampled_from([(None, None), (None, TIMES[0]), (TIMES[1], None)]),

@@ -14,6 +14,7 @@ from schema_examples import load_example
 from stella_bundle.errors import MalformedDocumentError, SchemaValidationError
 from stella_bundle.formats.record import ALLOWED_FIELDS, PROBE_TYPES, validate_record
 from stella_bundle.schema import validate_document, validator_for
+from tests.conftest import scaled_examples
 
 HEX64 = "0123456789abcdef" * 4
 BASE: dict[str, Any] = {
@@ -210,7 +211,9 @@ def records(draw: st.DrawFn) -> Any:
     return record
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=scaled_examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(records())
 def test_both_validators_agree_on_generated_records(record: Any) -> None:
     rejected_by_both_or_neither(record)

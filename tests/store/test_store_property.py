@@ -26,6 +26,7 @@ from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
 from stella_bundle.formats.record import PROBE_TYPES
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.store import ingest_ndjson, open_store, query_summary, verify_stored
+from tests.conftest import scaled_examples
 
 UTC = dt.UTC
 START = dt.datetime(2026, 1, 20, tzinfo=UTC)
@@ -115,7 +116,7 @@ def test_sql_coverage_equals_file_path(
     loaded = load_function_map(write_map(base / "fm.json"))
 
     @settings(
-        max_examples=40,
+        max_examples=scaled_examples(40),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )

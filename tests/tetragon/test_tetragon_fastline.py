@@ -27,6 +27,7 @@ from stella_bundle.tetragon.events import (
 )
 from stella_bundle.tetragon.nodes import NodeIndex
 from stella_bundle.timeutil import is_rfc3339_timestamp
+from tests.conftest import scaled_examples
 
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 PURL = "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64"
@@ -99,7 +100,7 @@ def uprobe_events(draw: Any) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=scaled_examples(500), deadline=None)
 @given(events=st.lists(uprobe_events(), min_size=1, max_size=4))
 def test_assembled_line_is_the_encoders_line(events: list[dict[str, Any]]) -> None:
     fast, general = EventMapper(_nodes()), EventMapper(_nodes())
@@ -134,7 +135,7 @@ def test_a_stand_in_inside_a_value_gives_no_template() -> None:
     assert line_template({**static, "binary_path": "/x"}) is not None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(value=st.one_of(TIMES, st.text(max_size=40), st.from_regex(r"[0-9T:.Z+-]{19,32}")))
 def test_normalised_times_are_canonical(value: str) -> None:
     """What the assembled lines take on trust: a normalised time is the toolkit's form."""

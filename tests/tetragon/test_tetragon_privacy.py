@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tetragon_support import APP, TetragonProto, exec_event, kprobe, shop_map, to_line, uprobe
 
+from tests.conftest import scaled_examples
+
 SECRETS = ("hunter2-very-secret", "s3cr3t-token-value", "AKIAIOSFODNN7EXAMPLE", "pa55word")
 ADDRESSES = (18446744072637310040, 140737349812345, 94251234567890)
 
@@ -142,7 +144,7 @@ def test_policy_config_errors_name_the_key(tmp_path: Path, run_cli: Any, test_ke
 _SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%*+,-./:;<>?@^_~"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled_examples(60), deadline=None)
 @given(
     secret=st.text(alphabet=_SECRET_ALPHABET, min_size=6, max_size=40),
     option=st.sampled_from(["--password=", "--token ", "api_key=", "secret: ", "-passwd "]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from .layout import (
     seal_path,
 )
 from .manifest import Manifest
-from .observations_view import TimeSpan, write_merged_view
+from .observations_view import TimeSpan, view_blocks, write_merged_view
 from .tarwriter import ReproducibleTarWriter
 
 BUILDER_ID = "https://stella.ops/builder/stella-bundle"
@@ -65,6 +65,7 @@ class Source:
     path: Path | None = None
     size: int = 0
     sha256: str | None = None  # already known (the view, hashed while it was written)
+    blocks: Callable[[], Iterator[bytes]] | None = None  # the bytes, when not data or path
 
     @classmethod
     def of_bytes(cls, name: str, data: bytes) -> Source:
@@ -297,7 +298,14 @@ def build_bundle(
             Path(scratch),
         )
         sources.append(
-            Source(observations_path(label), path=view_path, size=view.size, sha256=view.sha256)
+            Source(
+                observations_path(label),
+                # Named if it changes under the build: the chain the view is read from.
+                path=view.chunks[0].parent if view.chunks else view_path,
+                size=view.size,
+                sha256=view.sha256,
+                blocks=lambda: view_blocks(view, view_path),
+            )
         )
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
@@ -393,4 +401,6 @@ def _write_source(tar: ReproducibleTarWriter, source: Source) -> str:
     if source.data is not None:
         return tar.add_bytes(source.name, source.data)
     assert source.path is not None
+    if source.blocks is not None:
+        return tar.add_blocks(source.name, source.blocks(), source.size, source.path)
     return tar.add_file(source.name, source.path, source.size)

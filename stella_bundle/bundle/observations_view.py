@@ -6,9 +6,10 @@ to temporary files, then a k-way merge) so memory stays flat however much eviden
 The verifier proves the view holds exactly the chains' records without sorting anything: by
 the sha256 of each chunk's lines (the view must be these pieces, in order) when the view is
 one chain in its own order, else by an order-independent digest of the multiset of lines.
-The build copies a single chain's decompressed bytes into the view while worker processes
-check every chunk (`check_chunk`: records, observed_at order, clean lines); it rewrites the
-view only when they say it is not in order or not clean lines.
+The build hashes a single chain's decompressed bytes as the view while worker processes
+check every chunk (`check_chunk`: records, observed_at order, clean lines), and then reads
+those bytes again into the archive; it writes a view file only when they say the chain is not
+in order or not clean lines.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from typing import IO, Any
 
 import zstandard
 
-from ..coverage.scan import ObservationAggregator
+from ..coverage.fastdecode import decode_block
+from ..coverage.scan import BlockScan, ObservationAggregator
 from ..errors import InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
+from ..observations.record import NODE_HASH_RE
 from ..timeutil import format_timestamp, parse_timestamp
-from .streams import TeeReader, scan_stream, whole_line_blocks
+from .streams import whole_line_blocks
 
 # Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
 RUN_BYTES = 16 * 1024 * 1024
@@ -99,6 +102,20 @@ class ViewStats:
     # "chain": the view is one chain's lines in their own order (the verifier then compares it
     # piece by piece with each chunk's lines instead of hashing every line); "merged": else.
     order: str
+    # Not empty: the view is these chunks' decompressed bytes as they are (one chain, in
+    # order, of clean lines) and was not written to the output file; `view_blocks` reads the
+    # view either way (decompressing a chunk again costs less than writing and reading it).
+    chunks: tuple[Path, ...] = ()
+
+
+def view_blocks(stats: ViewStats, output: Path) -> Iterator[bytes]:
+    """The bytes of the view `write_merged_view` returned `stats` of, block by block."""
+    if stats.chunks:
+        for chunk in stats.chunks:
+            yield from _content_blocks(chunk)
+        return
+    with open(output, "rb") as handle:
+        yield from iter(lambda: handle.read(READ_BLOCK), b"")
 
 
 class TimeSpan:
@@ -204,20 +221,56 @@ ChunkError = tuple[type[StellaError], str, str | None, int | None, str | None]
 
 def check_chunk(path: str) -> tuple[ChunkError | None, ChunkOrder | None]:
     """Run in a worker process (or inline for small inputs): the function-map verifier's
-    scan of one chunk and its order for the view; the first error, or the order."""
+    checks of every record of one chunk and its order for the view; the first error, or the
+    order."""
     order = _ChunkOrderCheck()
+    scan = BlockScan(ObservationAggregator(), path)
     try:
         with open_ndjson(path) as handle:
             # 1 MiB whole-line blocks: one worker per CPU, each holding one decoded block.
-            blocks = whole_line_blocks(iter(lambda: handle.read(WORKER_BLOCK), b""), path)
-            reader = TeeReader(blocks, order)
-            scan_stream(ObservationAggregator(), reader, path)
-            reader.drain()
+            for block in whole_line_blocks(iter(lambda: handle.read(WORKER_BLOCK), b""), path):
+                newlines = block.count(b"\n")
+                keys = plain_records_keys(block, newlines)
+                if keys is None:
+                    order.feed(block)
+                    scan.feed(block, newlines)  # validates every line; raises naming a bad one
+                else:
+                    order.feed_keys(keys)
+                    scan.line_base += newlines
     except StellaError as exc:
         return (type(exc), exc.message, exc.path, exc.line, exc.field), None
     except zstandard.ZstdError as exc:
         return (MalformedDocumentError, f"corrupt zstd data: {exc}", path, None, None), None
     return None, order.result()
+
+
+_OBSERVED_AT_KEY = b'"observed_at"'
+
+
+def plain_records_keys(block: bytes, newlines: int) -> list[str] | None:
+    """The observed_at keys of a block of the collector's plain records, validated (what the
+    map verifier's scan accepts without a map, window or scope), in one msgspec pass; None for
+    any other block, which then takes the scan's own paths and `_ChunkOrderCheck.feed`.
+
+    The keys are then what `plain_block_keys` reads from the bytes: the block ends with a
+    newline, holds no backslash (so no escape and no quote inside a string: every
+    `"observed_at":"` is a key, its raw value the decoded one) and as many `"observed_at"` as
+    lines, each of them followed by `:"` (so each line has exactly one, the required key)."""
+    if (
+        not block.endswith(b"\n")
+        or b"\\" in block
+        or block.count(_OBSERVED_AT_KEY) != newlines
+        or block.count(_OBSERVED_AT) != newlines
+    ):
+        return None
+    decoded = decode_block(block, newlines)
+    if decoded is None:
+        return None
+    records, keys, _ = decoded
+    # The only check the scan's fold adds without a map: hashes of nodes outside the map.
+    if not all(map(NODE_HASH_RE.match, {record.node_hash for record in records})):
+        return None
+    return keys
 
 
 class _ChunkOrderCheck:
@@ -231,6 +284,19 @@ class _ChunkOrderCheck:
         self.first: str | None = None
         self.last = ""
 
+    def feed_keys(self, keys: list[str]) -> None:
+        """`feed` of a block whose keys `plain_records_keys` read (a clean block)."""
+        if keys:
+            self._fold(len(keys), keys[0], keys[-1], keys == sorted(keys))
+
+    def _fold(self, count: int, first: str, last: str, ordered: bool) -> None:
+        self.records += count
+        if self.first is None:
+            self.first = first
+        if not ordered or first < self.last:
+            self.in_order = False
+        self.last = last
+
     def feed(self, block: bytes) -> None:
         fast = plain_block_keys(block)  # the collector's blocks: C-speed searches only
         if fast is not None:
@@ -243,14 +309,8 @@ class _ChunkOrderCheck:
             keys = block_keys(block, lines)
             ordered = keys == sorted(keys)
             count = len(lines)
-        if not count:
-            return
-        self.records += count
-        if self.first is None:
-            self.first = keys[0]
-        if not ordered or keys[0] < self.last:
-            self.in_order = False
-        self.last = keys[-1]
+        if count:
+            self._fold(count, keys[0], keys[-1], ordered)
 
     def result(self) -> ChunkOrder:
         return ChunkOrder(
@@ -332,28 +392,25 @@ def plain_block_keys(block: bytes) -> list[bytes] | None:
     return keys
 
 
-def _copy_content(chunk: Path, sink: _ViewSink) -> None:
-    """A chunk's decompressed bytes into the view, as they are."""
+def _content_blocks(chunk: Path) -> Iterator[bytes]:
+    """A chunk's decompressed bytes, as they are."""
     with open_ndjson(chunk) as handle:
         try:
-            while block := handle.read(READ_BLOCK):
-                sink.write(block)
+            yield from iter(lambda: handle.read(READ_BLOCK), b"")
         except zstandard.ZstdError as exc:
             raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
 
 
 class _ViewSink:
-    """The view file of a single chain in its own order, written as the chain is read (its
-    lines, non-blank, each ended by a newline: what `_write_batch` writes), hashed as it goes."""
+    """The sha256 and size of a single chain's bytes, taken as the chain is read: the view
+    when it is in its own order and of clean lines (what `_write_batch` would write)."""
 
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out = out
+    def __init__(self) -> None:
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> None:
         self.digest.update(data)
-        self.out.write(data)
         self.size += len(data)
 
 
@@ -381,20 +438,21 @@ def _write_view(
     sink: _ViewSink | None = None
     if len(chains) == 1:
         # The usual case: one chain, in time order, of the collector's lines. Its view is its
-        # chunks' bytes as they are, written while the chunks are checked (order, records)
-        # beside this pass; rewritten below if they are not in order or not clean lines.
-        with open(output, "wb") as out:
-            sink = _ViewSink(out)
-            for chunk in chains[0]:
-                _copy_content(chunk, sink)
-                validation.inline_check(chunk)
+        # chunks' bytes as they are, hashed while the chunks are checked (order, records)
+        # beside this pass; written below only if they are not in order or not clean lines.
+        sink = _ViewSink()
+        for chunk in chains[0]:
+            for block in _content_blocks(chunk):
+                sink.write(block)
+            validation.inline_check(chunk)
     orders = iter(validation.orders())
     for chunks in chains:
         chain = [next(orders) for _ in chunks]
         records += sum(order.records for order in chain)
         in_order = _chain_in_order(chain)
         if sink is not None and in_order and all(order.clean for order in chain):
-            return ViewStats(records, None, sink.digest.hexdigest(), sink.size, ORDER_CHAIN)
+            digest = sink.digest.hexdigest()
+            return ViewStats(records, None, digest, sink.size, ORDER_CHAIN, tuple(chains[0]))
         if in_order:
             streams.append(_chain_lines(chunks))
         else:

@@ -1,16 +1,13 @@
-"""Streaming helpers shared by build and verify: hashing while reading, bounded zstd, bounded lines,
-NDJSON streams folded into a coverage aggregator."""
+"""Streaming helpers shared by build and verify: hashing while reading, bounded zstd, bounded lines."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from ..compression import BoundedInflater, InflateLimits
-from ..coverage.scan import ObservationAggregator
 from ..errors import ArchiveError
-from ..jsonio import parse_json_line
 from .reader import MemberStream
 
 READ_CHUNK = 1 << 20
@@ -119,36 +116,6 @@ class LineTally:
         self._tail = b""
 
 
-class BlockObserver(Protocol):
-    def feed(self, block: bytes) -> None: ...
-
-
-class TeeReader:
-    """A read()-able view of a block iterator that shows every block to an observer first."""
-
-    def __init__(self, blocks: Iterator[bytes], tally: BlockObserver) -> None:
-        self._blocks = blocks
-        self._tally = tally
-        self._pending = b""
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._pending:
-            block = next(self._blocks, b"")
-            if not block:
-                return b""
-            self._tally.feed(block)
-            self._pending = block
-        if size < 0 or size >= len(self._pending):
-            data, self._pending = self._pending, b""
-        else:
-            data, self._pending = self._pending[:size], self._pending[size:]
-        return data
-
-    def drain(self) -> None:
-        while self.read(READ_CHUNK):
-            pass
-
-
 def whole_line_blocks(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
     """Re-cut blocks at line ends (the last may lack its newline); lines bounded in length."""
     tail = b""
@@ -164,22 +131,3 @@ def whole_line_blocks(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=name)
     if tail:
         yield tail
-
-
-def scan_stream(aggregator: ObservationAggregator, reader: Any, source: str) -> None:
-    """Fold an NDJSON byte stream into the map verifier's aggregator, validating every line.
-
-    Uses the aggregator's fast canonical-line scan of a stream (not exported under a public
-    name yet); falls back to parsing line by line with its public `add_record`.
-    """
-    scan = getattr(aggregator, "scan_stream", None) or getattr(aggregator, "_scan_handle", None)
-    if scan is not None:
-        scan(reader, source)
-        return
-    number = 0
-    for block in whole_line_blocks(iter(lambda: reader.read(1 << 20), b""), source):
-        for line in block.rstrip(b"\n").split(b"\n"):
-            number += 1
-            if line.strip():
-                value = parse_json_line(line, source, number)
-                aggregator.add_record(value, source, number)

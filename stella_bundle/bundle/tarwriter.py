@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -93,27 +93,31 @@ class ReproducibleTarWriter:
         The size is re-checked while copying: a file that changes under us is an error, not a
         silently inconsistent archive.
         """
+        try:
+            with open(source, "rb") as handle:
+                return self.add_blocks(
+                    name, iter(lambda: handle.read(COPY_CHUNK), b""), size, source
+                )
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", path=source) from exc
+
+    def add_blocks(self, name: str, blocks: Iterator[bytes], size: int, origin: Path) -> str:
+        """Stream blocks of bytes (of `origin`, named in errors) that must total `size` into
+        the archive; return their sha256 hex."""
         digest = hashlib.sha256()
         self._gzip.write(self._header(name, size))
         copied = 0
-        try:
-            with open(source, "rb") as handle:
-                while True:
-                    block = handle.read(COPY_CHUNK)
-                    if not block:
-                        break
-                    copied += len(block)
-                    if copied > size:
-                        break
-                    digest.update(block)
-                    self._gzip.write(block)
-                    if self._progress:
-                        self._progress(len(block))
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror}", path=source) from exc
+        for block in blocks:
+            copied += len(block)
+            if copied > size:
+                break
+            digest.update(block)
+            self._gzip.write(block)
+            if self._progress:
+                self._progress(len(block))
         if copied != size:
             raise InputError(
-                f"file changed while the bundle was written (expected {size} bytes)", path=source
+                f"file changed while the bundle was written (expected {size} bytes)", path=origin
             )
         self._pad(size)
         return digest.hexdigest()

@@ -247,21 +247,27 @@ def check_chunk(path: str) -> tuple[ChunkError | None, ChunkOrder | None]:
 _OBSERVED_AT_KEY = b'"observed_at"'
 
 
+def keys_are_plain(block: bytes, newlines: int) -> bool:
+    """Whether, in a block of valid records (one per line), each line's observed_at is what
+    every reader of the raw line takes for its key (`plain_block_keys`, `block_keys`,
+    `observed_at_of`), however the lines are cut into blocks, and is the decoded value: the
+    block ends with a newline, holds no backslash (no escape, no quote inside a string: every
+    `"observed_at":"` is a key, its raw value the decoded one) and as many `"observed_at"` as
+    lines, each followed by `:"` (so each line holds exactly one, the required key)."""
+    return (
+        block.endswith(b"\n")
+        and b"\\" not in block
+        and block.count(_OBSERVED_AT_KEY) == newlines
+        and block.count(_OBSERVED_AT) == newlines
+    )
+
+
 def plain_records_keys(block: bytes, newlines: int) -> list[str] | None:
     """The observed_at keys of a block of the collector's plain records, validated (what the
     map verifier's scan accepts without a map, window or scope), in one msgspec pass; None for
-    any other block, which then takes the scan's own paths and `_ChunkOrderCheck.feed`.
-
-    The keys are then what `plain_block_keys` reads from the bytes: the block ends with a
-    newline, holds no backslash (so no escape and no quote inside a string: every
-    `"observed_at":"` is a key, its raw value the decoded one) and as many `"observed_at"` as
-    lines, each of them followed by `:"` (so each line has exactly one, the required key)."""
-    if (
-        not block.endswith(b"\n")
-        or b"\\" in block
-        or block.count(_OBSERVED_AT_KEY) != newlines
-        or block.count(_OBSERVED_AT) != newlines
-    ):
+    any other block, which then takes the scan's own paths and `_ChunkOrderCheck.feed`. The
+    keys are those `plain_block_keys` reads from the bytes (`keys_are_plain`)."""
+    if not keys_are_plain(block, newlines):
         return None
     decoded = decode_block(block, newlines)
     if decoded is None:

@@ -278,14 +278,15 @@ class ObservationAggregator:
         self._fold_typed(typed, aggregated)
         return True
 
-    def _decoded_block(self, block: bytes, lines: int) -> bool:
-        """Fold a block msgspec decodes and validates whole; False to try the other paths."""
+    def _decoded_block(self, block: bytes, lines: int) -> list[str] | None:
+        """Fold a block msgspec decodes and validates whole: its records' observed_at values;
+        None to try the other paths."""
         decoded = decode_block(block, lines)
         if decoded is None:
-            return False
-        records, _, aggregated = decoded
+            return None
+        records, observed, aggregated = decoded
         self._fold_typed(records, aggregated)
-        return True
+        return observed
 
     def _fold_typed(self, records: list[Record] | list[PlainRecord], aggregated: bool) -> None:
         """Fold records msgspec decoded and the fast path checked (dates of observed_at
@@ -539,6 +540,8 @@ class BlockScan:
         self.path = path
         self.line_base = 0  # lines before the current block
         self.shape_misses = 0
+        # The observed_at values (decoded) of the last block fed, when msgspec folded it.
+        self.keys: list[str] | None = None
 
     def feed(self, block: bytes, newlines: int) -> bool:
         """Fold a block of whole lines (only the last block may lack its final newline) that
@@ -546,8 +549,10 @@ class BlockScan:
         then a record (none blank). A bad line raises, naming the line."""
         aggregator = self.aggregator
         lines = newlines + (0 if block.endswith(b"\n") else 1)
+        self.keys = None
         try:
-            done = aggregator._decoded_block(block, lines)
+            self.keys = aggregator._decoded_block(block, lines)
+            done = self.keys is not None
             if not done and aggregator.scope is None:
                 text = block.decode("utf-8")
                 if self.shape_misses < _MAX_SHAPE_MISSES:

@@ -12,6 +12,7 @@ order by `RecordPass.apply`.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..bundle.observations_view import (
     OBSERVED_AT_TAIL,
     RecordMultiset,
+    keys_are_plain,
     observed_at_of,
     plain_block_keys,
 )
@@ -92,9 +94,14 @@ class ChunkScan:
     # A hostile chunk (a zstd bomb, a line over the limit): the archive is refused.
     refusal: tuple[str, str | None, int | None, str | None] | None
     # ORDER_MERGED: the lines' multiset (sum, count); ORDER_CHAIN: the lines, each ended by a
-    # newline, as one piece of the view (length, sha256).
+    # newline, as pieces of the view (length, sha256 digest), one per block of the chunk.
     multiset: tuple[int, int] | None
-    piece: tuple[int, str] | None
+    pieces: tuple[tuple[int, bytes], ...] | None
+    # ORDER_CHAIN: whether every line is a record whose key any reader of the view takes
+    # alike however the view is cut (`keys_are_plain`) and the keys are in order; the first
+    # and last key (None: no lines).
+    plain: bool = False
+    key_span: tuple[str, str] | None = None
 
 
 def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
@@ -106,7 +113,7 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
     times = ChunkTimes()
     aggregator = ObservationAggregator(spec.expected, spec.window_from, spec.window_to, spec.scope)
     multiset = None if spec.chain_order else RecordMultiset()
-    sequence = _CountingHash() if spec.chain_order else None
+    pieces = _Pieces() if spec.chain_order else None
 
     def blocks() -> Iterator[bytes]:
         nonlocal content_bytes
@@ -121,7 +128,7 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
             content_bytes += len(block)
             yield block
 
-    lines = LineTally(name, multiset, sequence)
+    lines = LineTally(name, multiset)
     scan = BlockScan(aggregator, name)
     aggregator.times = times  # the scan folds each record's times as it reads it
     error = None
@@ -131,6 +138,7 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
         for block in whole_line_blocks(blocks(), name):
             newlines = block.count(b"\n")
             records = False
+            scan.keys = None
             if error is None:
                 try:
                     records = scan.feed(block, newlines)
@@ -141,6 +149,8 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
                         else (exc.message, name, exc.line, exc.field)
                     )
             lines.feed_lines(block, newlines, records)
+            if pieces is not None:
+                pieces.feed(block, newlines, records, scan.keys)
         lines.finish()
     except ArchiveError as exc:
         return ChunkScan(
@@ -167,23 +177,43 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
         error=error,
         refusal=None,
         multiset=(multiset.total, multiset.count) if multiset is not None else None,
-        piece=(sequence.count, sequence.hexdigest()) if sequence is not None else None,
+        pieces=tuple(pieces.pieces) if pieces is not None else None,
+        plain=pieces is not None and pieces.ordered,
+        key_span=pieces.span() if pieces is not None else None,
     )
 
 
-class _CountingHash:
-    """sha256 that also counts what it hashed (one piece of a chain-order view)."""
+class _Pieces:
+    """A chunk's lines as pieces of a chain-order view, one per block (length, sha256), and
+    whether all of them have plain keys in order (`ChunkScan.keys`)."""
 
     def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-        self.count = 0
+        self.pieces: list[tuple[int, bytes]] = []
+        self.ordered = True
+        self.first: str | None = None
+        self.last = ""
 
-    def update(self, data: bytes) -> None:
-        self._digest.update(data)
-        self.count += len(data)
+    def feed(self, block: bytes, newlines: int, records: bool, keys: list[str] | None) -> None:
+        # A block the scan folded whole is its lines, each ended by a newline, as they are.
+        whole = records and block.endswith(b"\n")
+        lines = block if whole else b"".join(x + b"\n" for x in block.split(b"\n") if x.strip())
+        if not lines:
+            return
+        self.pieces.append((len(lines), hashlib.sha256(lines).digest()))
+        if not self.ordered:
+            return
+        if not whole or not keys or not keys_are_plain(block, newlines):
+            self.ordered = False
+            return
+        if keys[0] < self.last or keys != sorted(keys):
+            self.ordered = False
+            return
+        if self.first is None:
+            self.first = keys[0]
+        self.last = keys[-1]
 
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+    def span(self) -> tuple[str, str] | None:
+        return (self.first, self.last) if self.ordered and self.first is not None else None
 
 
 class RecordPass:
@@ -192,8 +222,11 @@ class RecordPass:
         self.limits = limits
         self.view_order = ORDER_MERGED
         self.chain_records = RecordMultiset()
-        # ORDER_CHAIN: each chunk's lines as a piece of the view (length, sha256), in order.
-        self.chain_pieces: list[tuple[int, str]] = []
+        # ORDER_CHAIN: the chunks' lines as pieces of the view (length, sha256), in order, and
+        # whether every chunk's keys are plain and in order, chunk after chunk (`ChunkScan`).
+        self.chain_pieces: list[tuple[int, bytes]] = []
+        self.chain_plain = True
+        self.chain_last_key = ""
         self.chain_lines = 0
         self.view_records = RecordMultiset()
         self.view_lines = 0
@@ -223,8 +256,14 @@ class RecordPass:
         if scan.multiset is not None:
             self.chain_records.total += scan.multiset[0]
             self.chain_records.count += scan.multiset[1]
-        if scan.piece is not None:
-            self.chain_pieces.append(scan.piece)
+        if scan.pieces is not None:
+            self.chain_pieces.extend(scan.pieces)
+            if not scan.plain:
+                self.chain_plain = False
+            elif scan.key_span is not None:
+                first, last = scan.key_span
+                self.chain_plain = self.chain_plain and first >= self.chain_last_key
+                self.chain_last_key = last
         self.chain_lines += scan.records
         return ChunkMeasure(
             sha256=stream.digest.hexdigest(),
@@ -241,17 +280,23 @@ class RecordPass:
         Its lines are not parsed: once the tally equals the chains' (`view_matches_chains`)
         they are the collector's sealed lines, which were validated as they streamed by. Each
         block is summed up by `view_block` (in a worker process when there are some) and the
-        summaries are folded in order; a chain-order view's pieces are hashed here.
+        summaries are folded in order; a chain-order view's pieces are hashed here, and while
+        they match chains whose keys were found plain and in order, the blocks they cover are
+        summed up from that alone (`_ViewBlocks`).
         """
         raw_blocks = iter(lambda: stream.read(READ_BLOCK), b"")
-        pieces = _PieceCheck(self.chain_pieces) if self.view_order == ORDER_CHAIN else None
         order = _ViewOrder(self, name)
-        merged = self.view_order == ORDER_MERGED
+        if self.view_order != ORDER_CHAIN:
+            for block in whole_line_blocks(raw_blocks, name):
+                work.submit(view_block, (block, True), order.fold, len(block))
+            return
+        pieces = _PieceCheck(self.chain_pieces)
+        blocks = _ViewBlocks(order, work, pieces if self.chain_plain else None)
         for block in whole_line_blocks(raw_blocks, name):
-            if pieces is not None:
-                pieces.feed(block)
-            work.submit(view_block, (block, merged), order.fold, len(block))
-        self.view_pieces_match = pieces is not None and pieces.matched()
+            pieces.feed(block)
+            blocks.feed(block)
+        blocks.finish()
+        self.view_pieces_match = pieces.matched()
 
     def view_matches_chains(self) -> bool:
         if self.view_lines != self.chain_lines:
@@ -344,14 +389,16 @@ class _ViewOrder:
 class _PieceCheck:
     """Whether a byte stream is exactly the given pieces, in order: each piece's bytes hashed
     as they pass and compared with its sha256 (a chain-order view is its chunks' lines; each
-    chunk's worker hashed its own piece, so no running hash has to cross chunks)."""
+    chunk's worker hashed its own pieces, so no running hash has to cross chunks).
+    `verified`: the bytes of the stream matched so far, piece by whole piece."""
 
-    def __init__(self, pieces: list[tuple[int, str]]) -> None:
+    def __init__(self, pieces: list[tuple[int, bytes]]) -> None:
         self._pieces = pieces
         self._index = -1
         self._left = 0
         self._digest = hashlib.sha256()
-        self._ok = True
+        self.ok = True
+        self.verified = 0
         self._next()
 
     def _next(self) -> None:
@@ -364,18 +411,67 @@ class _PieceCheck:
 
     def feed(self, block: bytes) -> None:
         view = memoryview(block)
-        while view and self._ok:
+        while view and self.ok:
             if self._index >= len(self._pieces):
-                self._ok = False  # more bytes than the pieces hold
+                self.ok = False  # more bytes than the pieces hold
                 return
             take = min(self._left, len(view))
             self._digest.update(view[:take])
             view = view[take:]
             self._left -= take
             if self._left == 0:
-                if self._digest.hexdigest() != self._pieces[self._index][1]:
-                    self._ok = False
+                if self._digest.digest() != self._pieces[self._index][1]:
+                    self.ok = False
+                    return
+                self.verified += self._pieces[self._index][0]
                 self._next()
 
     def matched(self) -> bool:
-        return self._ok and self._index >= len(self._pieces)
+        return self.ok and self._index >= len(self._pieces)
+
+
+class _ViewBlocks:
+    """The view's blocks to their summaries, in order. With `pieces` (the chains' keys all
+    plain and in order), a block is held until the pieces it lies in have matched: its lines
+    are then chain lines, in order, each key read alike however the view is cut, so its summary
+    is its line count and the keys of its first and last line, without `view_block`. From the
+    first piece that does not match, every block (held or not) goes to `view_block` as without
+    `pieces`; the summaries are the same either way, and so are the cuts (the caller's)."""
+
+    def __init__(self, order: _ViewOrder, work: ChunkWork, pieces: _PieceCheck | None) -> None:
+        self._order = order
+        self._work = work
+        self._pieces = pieces
+        self._held: deque[tuple[int, bytes]] = deque()  # (end offset, block): < 2 pieces
+        self._end = 0
+
+    def feed(self, block: bytes) -> None:
+        self._end += len(block)
+        self._held.append((self._end, block))
+        pieces = self._pieces
+        if pieces is None or not pieces.ok:
+            self._pieces = None
+            self._flush()
+            return
+        while self._held and self._held[0][0] <= pieces.verified:
+            self._fold_plain(self._held.popleft()[1])
+
+    def finish(self) -> None:
+        if self._pieces is not None and self._pieces.matched():
+            while self._held and self._held[0][0] <= self._pieces.verified:
+                self._fold_plain(self._held.popleft()[1])
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._held:
+            block = self._held.popleft()[1]
+            self._work.submit(view_block, (block, False), self._order.fold, len(block))
+
+    def _fold_plain(self, block: bytes) -> None:
+        # A matched block: whole lines of records, none blank, keys plain and in order.
+        first = block[: block.index(b"\n")]
+        last = block[block.rfind(b"\n", 0, len(block) - 1) + 1 : -1]
+        summary = ViewBlock(
+            block.count(b"\n"), observed_at_of(first), observed_at_of(last), None, None
+        )
+        self._work.later(lambda: self._order.fold(summary))

@@ -1,0 +1,209 @@
+"""A chain-order view is summed up from its pieces when they match chains whose keys are plain
+and in order (`verify.records._ViewBlocks`), else block by block by `view_block`. Both must
+give the same report, byte for byte, whatever was done to the view or the chunks: each
+tampered bundle below is verified both ways (inline and with workers), with views and chunks
+cut into small blocks so that pieces and view blocks straddle each other."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from bundle_helpers import (
+    make_inputs,
+    read_members,
+    records_for,
+    resign_manifest,
+    write_chain,
+    write_members,
+)
+
+from stella_bundle.attest.trustroot import TrustRoot
+from stella_bundle.bundle import streams
+from stella_bundle.bundle.build import build_bundle
+from stella_bundle.errors import ArchiveError
+from stella_bundle.verify import VerifyLimits, records, verify_bundle
+from stella_bundle.verify.chunkwork import WorkLimits
+
+Members = list[tuple[str, bytes]]
+VIEW = "observations/"
+
+
+@pytest.fixture(scope="module")
+def one_chain(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Members:
+    root = tmp_path_factory.mktemp("plain-view")
+    inputs = make_inputs(root / "in", test_keys)
+    shutil.rmtree(inputs.evidence)
+    write_chain(
+        inputs.evidence,
+        "host-a",
+        test_keys.signer("collector"),
+        records_for(inputs.nodes, 3000),
+        700,
+    )
+    bundle = build_bundle(
+        function_maps=[inputs.function_map],
+        evidence=[inputs.evidence],
+        signer=test_keys.signer("builder"),
+        output=root / "plain.stella.bundle.tgz",
+    ).output
+    return read_members(bundle)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data).splitlines()
+
+
+def _zstd(lines: list[bytes]) -> bytes:
+    return zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in lines))
+
+
+def _view(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[Members], Members]:
+    def apply(members: Members) -> Members:
+        return [
+            (n, b"".join(line + b"\n" for line in edit(d.splitlines())))
+            if n.startswith(VIEW)
+            else (n, d)
+            for n, d in members
+        ]
+
+    return apply
+
+
+def _both(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[Members], Members]:
+    """The same edit of the second chunk's lines and of the view (pieces still match)."""
+
+    def apply(members: Members) -> Members:
+        out: Members = []
+        first = 0
+        for name, data in members:
+            if name == "evidence/host-a/0000000001.ndjson.zst":
+                first = len(_lines(data))
+            if name == "evidence/host-a/0000000002.ndjson.zst":
+                lines = _lines(data)
+                data = _zstd(edit(lines))
+                count = len(lines)
+            if name.startswith(VIEW):
+                lines = data.splitlines()
+                middle = edit(lines[first : first + count])
+                data = b"".join(x + b"\n" for x in lines[:first] + middle + lines[first + count :])
+            out.append((name, data))
+        return out
+
+    return apply
+
+
+def _key(line: bytes) -> bytes:
+    return line[line.index(b'"observed_at":"') + 15 :][:27]
+
+
+def _earlier(line: bytes) -> bytes:
+    return line.replace(_key(line), b"2026-01-01T00:00:00.000000Z")
+
+
+def _dup_key(line: bytes) -> bytes:
+    return line[:-1] + b',"observed_at":"2026-01-01T00:00:00.000000Z"}'
+
+
+def _escaped_key(line: bytes) -> bytes:
+    """The same key, escaped: a JSON reader reads it as before, the view's order check not."""
+    return line.replace(b'"observed_at":"2', b'"observed_at":"\\u0032')
+
+
+def _escaped(line: bytes) -> bytes:
+    return line.replace(b'"comm":"workload"', b'"comm":"work\\"load"')
+
+
+TAMPERINGS: dict[str, Callable[[Members], Members]] = {
+    "valid": lambda members: members,
+    "view-reversed": _view(lambda lines: lines[::-1]),
+    "view-line-missing": _view(lambda lines: lines[:2100] + lines[2101:]),
+    "view-line-twice": _view(lambda lines: lines[:2100] + lines[2099:]),
+    "view-swapped-pair-late": _view(
+        lambda lines: [*lines[:2500], lines[2501], lines[2500], *lines[2502:]]
+    ),
+    "view-key-earlier": _view(lambda lines: [*lines[:1800], _earlier(lines[1800]), *lines[1801:]]),
+    "view-duplicate-key": _view(
+        lambda lines: [*lines[:1800], _dup_key(lines[1800]), *lines[1801:]]
+    ),
+    "view-escaped": _view(lambda lines: [*lines[:1800], _escaped(lines[1800]), *lines[1801:]]),
+    "view-extra-line": _view(lambda lines: [*lines, lines[-1]]),
+    "view-blank-line": _view(lambda lines: [*lines[:1000], b"", *lines[1000:]]),
+    "view-long-line": _view(lambda lines: [*lines[:2800], b"x" * (3 << 20), *lines[2800:]]),
+    "view-no-final-newline": lambda members: [
+        (n, d[:-1] if n.startswith(VIEW) else d) for n, d in members
+    ],
+    "chain-out-of-order": _both(lambda lines: [lines[1], lines[0], *lines[2:]]),
+    "chain-duplicate-key": _both(lambda lines: [lines[0], _dup_key(lines[1]), *lines[2:]]),
+    "chain-escaped": _both(lambda lines: [_escaped(lines[0]), *lines[1:]]),
+    "chain-key-earlier": _both(lambda lines: [*lines[:300], _earlier(lines[300]), *lines[301:]]),
+    # In order within the chunk, not after the chunk before it.
+    "chain-first-earlier": _both(lambda lines: [_earlier(lines[0]), *lines[1:]]),
+    "chain-escaped-key": _both(lambda lines: [*lines[:5], _escaped_key(lines[5]), *lines[6:]]),
+}
+
+
+def _verify(bundle: Path, trust_root: Path, workers: bool) -> tuple[str, Any]:
+    work = WorkLimits(parallel_min_bytes=0, workers=2) if workers else WorkLimits(workers=1)
+    try:
+        outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=VerifyLimits(work=work))
+    except ArchiveError as exc:
+        return "refused", exc.describe()
+    statement = json.loads(json.dumps(outcome.statement))
+    del statement["predicate"]["time_verified"]
+    return "report", statement
+
+
+class _NoPieces(records._ViewBlocks):
+    """Every block through `view_block`: what the view check did before pieces summed it up."""
+
+    def __init__(self, order: Any, work: Any, pieces: Any) -> None:
+        super().__init__(order, work, None)
+
+
+CALLS: list[int] = []
+_VIEW_BLOCK = records.view_block
+
+
+def _counted_view_block(block: bytes, merged: bool) -> Any:
+    CALLS.append(1)  # inline only: a worker process counts in its own copy
+    return _VIEW_BLOCK(block, merged)
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_pieces_give_the_report_of_view_blocks(
+    tmp_path: Path,
+    one_chain: Members,
+    test_keys: Any,
+    tampering: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    members = resign_manifest(TAMPERINGS[tampering](one_chain), test_keys.signer("builder"))
+    bundle = write_members(tmp_path / "t.stella.bundle.tgz", members)
+    # Small pieces (chunk blocks) and small view blocks, cut at different places.
+    monkeypatch.setattr(streams, "READ_CHUNK", 5000)
+    monkeypatch.setattr(records, "READ_BLOCK", 7001)
+    CALLS.clear()
+    monkeypatch.setattr(records, "view_block", _counted_view_block)
+    reports = {}
+    for workers in (False, True):
+        reports["pieces", workers] = _verify(bundle, test_keys.trust_root, workers)
+    pieces_calls = len(CALLS)
+    monkeypatch.setattr(records, "_ViewBlocks", _NoPieces)
+    for workers in (False, True):
+        reports["view_block", workers] = _verify(bundle, test_keys.trust_root, workers)
+    expected = reports["view_block", False]
+    assert all(report == expected for report in reports.values()), tampering
+    assert len(CALLS) > pieces_calls  # the view_block way ran (inline)
+    if tampering == "valid":
+        assert expected[1]["predicate"]["verification_result"] == "PASSED"
+        assert pieces_calls == 0  # the pieces way summed the view up alone
+    else:
+        assert expected[0] == "refused" or expected[1]["predicate"]["verification_result"] == (
+            "FAILED"
+        )

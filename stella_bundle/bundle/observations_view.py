@@ -30,10 +30,10 @@ import zstandard
 
 from ..coverage.fastdecode import decode_block
 from ..coverage.scan import BlockScan, ObservationAggregator
+from ..digests import PREFIXED_SHA256_RE
 from ..errors import InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
-from ..observations.record import NODE_HASH_RE
 from ..timeutil import format_timestamp, parse_timestamp
 from .streams import whole_line_blocks
 
@@ -274,7 +274,7 @@ def plain_records_keys(block: bytes, newlines: int) -> list[str] | None:
         return None
     records, keys, _ = decoded
     # The only check the scan's fold adds without a map: hashes of nodes outside the map.
-    if not all(map(NODE_HASH_RE.match, {record.node_hash for record in records})):
+    if not all(map(PREFIXED_SHA256_RE.match, {record.node_hash for record in records})):
         return None
     return keys
 

@@ -22,8 +22,8 @@ from bundle_helpers import (
     write_chain,
     write_members,
 )
-
 from stella_bundle.attest.trustroot import TrustRoot
+
 from stella_bundle.bundle import streams
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.errors import ArchiveError

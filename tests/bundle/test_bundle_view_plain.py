@@ -22,11 +22,11 @@ from bundle_helpers import (
     write_chain,
     write_members,
 )
-from stella_bundle.attest.trustroot import TrustRoot
 
 from stella_bundle.bundle import streams
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.errors import ArchiveError
+from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.verify import VerifyLimits, records, verify_bundle
 from stella_bundle.verify.chunkwork import WorkLimits
 

@@ -58,7 +58,14 @@ SBOM = {
 }
 
 
-def run(command: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
+# CPU seconds (user + sys) of each labelled command, its worker processes included: on a
+# machine shared with other jobs the wall-clock ratios move with their load, these do not.
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def run(
+    command: list[str], cwd: Path | None = None, label: str | None = None
+) -> tuple[float, int, int]:
     """(seconds, peak RSS in MiB, exit code) of one child process."""
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -66,6 +73,8 @@ def run(command: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
     )
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
+    if label is not None:  # the child's own usage includes its reaped children's
+        CPU_SECONDS.setdefault(label, []).append(usage.ru_utime + usage.ru_stime)
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         stderr = process.stderr.read() if process.stderr else ""
@@ -73,8 +82,8 @@ def run(command: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
     return elapsed, usage.ru_maxrss // 1024, code
 
 
-def shell(script: str, cwd: Path) -> tuple[float, int]:
-    elapsed, peak, _ = run(["bash", "-c", script], cwd)
+def shell(script: str, cwd: Path, label: str) -> tuple[float, int]:
+    elapsed, peak, _ = run(["bash", "-c", script], cwd, label)
     return elapsed, peak
 
 
@@ -146,6 +155,7 @@ def main() -> int:
             p.stat().st_size for p in (inputs / "evidence").rglob("*") if p.is_file()
         )
         bundle = root / "bench.stella.bundle.tgz"
+        load_before = os.getloadavg()
         builds: list[float] = []
         tars: list[float] = []
         verifies: list[float] = []
@@ -159,22 +169,23 @@ def main() -> int:
             build_s, peak, _ = run(
                 [*stella, "bundle", "build", "--function-map", str(fm), "--evidence",
                  str(inputs / "evidence"), "--key", str(root / "keys" / "builder.key"),
-                 "--output", str(bundle)]
+                 "--output", str(bundle)], label="build"
             )  # fmt: skip
             builds.append(build_s)
             build_mb = max(build_mb, peak)
             same_files = root / "same-files"
             same_files.mkdir()
             subprocess.run(["tar", "-xzf", str(bundle), "-C", str(same_files)], check=True)
-            tar_s, peak = shell("tar -czf ../peer.tgz .", same_files)
+            tar_s, peak = shell("tar -czf ../peer.tgz .", same_files, "tar")
             tars.append(tar_s)
             tar_mb = max(tar_mb, peak)
             shutil.rmtree(same_files)
             (root / "peer.tgz").unlink()
-            startups.append(run([*stella, "--version"])[0])
+            startups.append(run([*stella, "--version"], label="startup")[0])
             verify_s, peak, code = run(
                 [*stella, "bundle", "verify", str(bundle), "--trust-root",
-                 str(root / "trust-root.json"), "--output-dir", str(root / "report")]
+                 str(root / "trust-root.json"), "--output-dir", str(root / "report")],
+                label="verify",
             )  # fmt: skip
             verifies.append(verify_s)
             verify_mb = max(verify_mb, peak)
@@ -183,6 +194,7 @@ def main() -> int:
             peer_s, _peer_mb = shell(
                 f"tar -xzf {bundle} && find . -type f -print0 | xargs -0 sha256sum > /dev/null",
                 extract,
+                "peer",
             )
             peers.append(peer_s)
             shutil.rmtree(extract)
@@ -207,6 +219,14 @@ def main() -> int:
               f"{args.records / verify_s:,.0f} records/s (includes {startup_s:.2f} s of CLI "
               "start-up)")  # fmt: skip
         print(f"peak memory: build {build_mb} MiB, verify {verify_mb} MiB (target < 200 MiB)")
+        cpu = {label: statistics.median(values) for label, values in CPU_SECONDS.items()}
+        print(f"CPU seconds (user + sys, workers included; medians): build {cpu['build']:.2f} | "
+              f"tar -czf {cpu['tar']:.2f} | ratio {cpu['build'] / cpu['tar']:.2f}x; verify "
+              f"{cpu['verify']:.2f} | tar -xzf + sha256sum {cpu['peer']:.2f} | ratio "
+              f"{cpu['peer'] / cpu['verify']:.2f}x; stella --version {cpu['startup']:.2f}")  # fmt: skip
+        print("load average (1, 5, 15 min) at the start: "
+              f"{' '.join(f'{x:.2f}' for x in load_before)}; at the end: "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
     return 0
 
 

@@ -19,6 +19,7 @@ from stella_bundle.bundle import observations_view
 from stella_bundle.bundle.streams import whole_line_blocks
 from stella_bundle.coverage.scan import BlockScan, ObservationAggregator
 from stella_bundle.errors import StellaError
+from tests.conftest import scaled_examples
 
 HASH = "sha256:" + "ab" * 32
 
@@ -104,7 +105,7 @@ def _reference(path: str) -> tuple[Any, Any]:
     return None, order.result()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled_examples(150), deadline=None)
 @given(
     lines=st.lists(
         st.tuples(

@@ -8,8 +8,10 @@ import typer
 
 from ..errors import InputError
 from ..evidence.config import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SIZE_MB, DEFAULT_ZSTD_LEVEL
+from ..report.kinds import IMPORT
+from ..report.registry import TextFormat
 from .observations import app
-from .output import FORMAT_HELP, Format, console, emit_json
+from .output import emit, format_option
 
 
 @app.command("import")
@@ -54,7 +56,7 @@ def import_command(
         help="zstd compression level of the chunks, 1-22 (default: signals.zstd_level, "
         f"else {DEFAULT_ZSTD_LEVEL}).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(IMPORT),
 ) -> None:
     """Validate every record (nothing written if one is bad), then seal them as a new chain."""
     from ..attest.keys import load_signer
@@ -83,17 +85,4 @@ def import_command(
         chain_id=chain_id or settings.chain_id,
         config=writer_config,
     )
-    summary = {
-        "chain_id": result.chain_id,
-        "chain_dir": str(result.chain_dir),
-        "records": result.records,
-        "chunks": result.chunks,
-    }
-    if output_format is Format.json:
-        emit_json(summary)
-        return
-    console.print(
-        f"imported {result.records} records into chain {result.chain_id} "
-        f"({result.chunks} sealed chunks) at {result.chain_dir}",
-        markup=False,
-    )
+    emit(result, output_format, IMPORT)

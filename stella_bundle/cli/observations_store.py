@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from ..errors import InputError
+from ..report.kinds import STORE_INGEST, STORE_PRUNE
+from ..report.registry import TextFormat
 from .observations import app
-from .output import FORMAT_HELP, Format, console, emit_json
+from .output import emit, format_option
 from .store_options import config_option, store_url_option
 
 
@@ -28,13 +30,14 @@ def ingest(
     ),
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(STORE_INGEST),
 ) -> None:
     """Store observations: sealed chains verified first, idempotent per (chain, sequence);
     a chunk conflicting with a stored one is refused and nothing is stored (exit 1)."""
     from ..formats.trust_root import TrustRoot
     from ..store import ingest_evidence, ingest_ndjson, open_store, raise_conflicts
     from ..store.config import store_settings
+    from ..store.results import StoreIngest
 
     files = list(ndjson or [])
     if bool(files) == (evidence is not None):
@@ -53,19 +56,7 @@ def ingest(
             result = ingest_ndjson(opened, files, settings.max_batch_size)
         raise_conflicts(result, opened)
         where = opened.display_url
-    if output_format == Format.json:
-        emit_json({"store": where, **result.to_dict()})
-        return
-    console.print(
-        f"store {where}: {result.chunks_stored} chunk(s), {result.records_stored} record(s) "
-        f"stored; {result.chunks_already_stored} chunk(s) already stored"
-        + (
-            f"; {result.records_dropped} record(s) DROPPED (store full)"
-            if result.records_dropped
-            else ""
-        ),
-        markup=False,
-    )
+    emit(StoreIngest(where, result), output_format, STORE_INGEST)
 
 
 @app.command("prune")
@@ -78,7 +69,7 @@ def prune(
     ),
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(STORE_PRUNE),
 ) -> None:
     """Retention: drop the days of records older than the limit (PostgreSQL: whole day
     partitions detached and dropped). Chunk provenance is kept, so pruned evidence offered
@@ -89,6 +80,7 @@ def prune(
     from ..store import open_store
     from ..store.config import store_settings
     from ..store.coverage import prune_cutoff
+    from ..store.results import StorePrune
 
     settings = store_settings(store, config)
     age = (
@@ -99,15 +91,4 @@ def prune(
     with open_store(settings.url) as opened:
         result = opened.prune(prune_cutoff(age))
         where = opened.display_url
-    if output_format == Format.json:
-        emit_json({"store": where, **result.to_dict()})
-        return
-    console.print(
-        f"store {where}: {result.records_removed} record(s) before {result.cutoff} removed"
-        + (
-            f"; partitions dropped: {', '.join(p.name for p in result.partitions_dropped)}"
-            if result.partitions_dropped
-            else ""
-        ),
-        markup=False,
-    )
+    emit(StorePrune(where, result), output_format, STORE_PRUNE)

@@ -12,6 +12,7 @@ from securesystemslib.signer import Signer
 from .. import __version__
 from ..digests import file_sha256
 from ..errors import InputError
+from ..formats.flat import read_flat
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
 from ..observations.ndjson import iter_json_lines
@@ -26,8 +27,33 @@ IMPORT_COLLECTOR_ID = "stella-import"
 
 @dataclass(frozen=True)
 class ImportResult:
+    """What `observations import` prints: the chain written and what went into it."""
+
     chain_id: str
     chain_dir: Path
+    records: int
+    chunks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "chain_dir": str(self.chain_dir),
+            "records": self.records,
+            "chunks": self.chunks,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> ImportResult:
+        values = read_flat(_ImportFields, data, source, "import")
+        return cls(
+            values["chain_id"], Path(values["chain_dir"]), values["records"], values["chunks"]
+        )
+
+
+@dataclass(frozen=True)
+class _ImportFields:
+    chain_id: str
+    chain_dir: str
     records: int
     chunks: int
 

@@ -60,3 +60,18 @@ INSPECTION: Final = ResultKind(
     "stella_bundle.evidence.status:Inspection",
     "stella_bundle.report.tables:inspection_table",
 )
+IMPORT: Final = ResultKind(
+    "import",
+    "stella_bundle.evidence.importer:ImportResult",
+    "stella_bundle.report.tables:import_table",
+)
+STORE_INGEST: Final = ResultKind(
+    "store ingest",
+    "stella_bundle.store.results:StoreIngest",
+    "stella_bundle.report.tables:store_ingest_table",
+)
+STORE_PRUNE: Final = ResultKind(
+    "store prune",
+    "stella_bundle.store.results:StorePrune",
+    "stella_bundle.report.tables:store_prune_table",
+)

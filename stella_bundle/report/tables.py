@@ -8,17 +8,23 @@ must print as itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..coverage.query import RecordSelection, SymbolSummaries
-from ..evidence.prune import PruneOutcome
-from ..evidence.report import ChainReport, ChainVerification
-from ..evidence.status import ChainStatuses, Inspection
-from ..formats.coverage import CoverageReport
-from ..tetragon.analysis import HotSymbols, Timeline
+if TYPE_CHECKING:
+    # Types only: a view reads the result it is given; importing every model (the store's
+    # pulls in its drivers) would make each table cost a second.
+    from ..coverage.query import RecordSelection, SymbolSummaries
+    from ..evidence.importer import ImportResult
+    from ..evidence.prune import PruneOutcome
+    from ..evidence.report import ChainReport, ChainVerification
+    from ..evidence.status import ChainStatuses, Inspection
+    from ..formats.coverage import CoverageReport
+    from ..store.results import StoreIngest, StorePrune
+    from ..tetragon.analysis import HotSymbols, Timeline
 
 _PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
 
@@ -341,3 +347,35 @@ def inspection_table(result: Inspection) -> RenderableType:
         )
     parts += [table, Text(f"{len(result.records)} of {result.total_records} records shown")]
     return Group(*parts)
+
+
+# --- observations import, ingest, prune --------------------------------------------------------
+
+
+def import_table(result: ImportResult) -> RenderableType:
+    return Text(
+        f"imported {result.records} records into chain {result.chain_id} "
+        f"({result.chunks} sealed chunks) at {result.chain_dir}"
+    )
+
+
+def store_ingest_table(answer: StoreIngest) -> RenderableType:
+    result = answer.result
+    dropped = (
+        f"; {result.records_dropped} record(s) DROPPED (store full)"
+        if result.records_dropped
+        else ""
+    )
+    return Text(
+        f"store {answer.store}: {result.chunks_stored} chunk(s), {result.records_stored} record(s) "
+        f"stored; {result.chunks_already_stored} chunk(s) already stored{dropped}"
+    )
+
+
+def store_prune_table(answer: StorePrune) -> RenderableType:
+    result = answer.result
+    dropped = ", ".join(p.name for p in result.partitions_dropped)
+    return Text(
+        f"store {answer.store}: {result.records_removed} record(s) before {result.cutoff} removed"
+        + (f"; partitions dropped: {dropped}" if dropped else "")
+    )

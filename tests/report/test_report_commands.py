@@ -24,6 +24,17 @@ class Case:
     figures: tuple[str, ...]  # what the table must name
 
 
+def _stored(inputs: Inputs, keys: Any) -> str:
+    """A SQLite store holding the inputs' chain (for the retention command)."""
+    from stella_bundle.formats.trust_root import TrustRoot
+    from stella_bundle.store import ingest_evidence, open_store
+
+    url = f"sqlite:///{inputs.evidence.parent / 'pruned.db'}"
+    with open_store(url, initialise=True) as store:
+        ingest_evidence(store, inputs.evidence, TrustRoot.load(keys.trust_root))
+    return url
+
+
 CASES = {
     "signals verify-chain": Case(
         lambda i, keys: ["signals", "verify-chain", i.evidence, "--trust-root", keys.trust_root],
@@ -57,6 +68,50 @@ CASES = {
         kinds.PRUNES,
         0,
         ("chain chain-a: would remove sequences 1-2 (2 chunks, 16 records",),
+    ),
+    "observations import": Case(
+        lambda i, keys: [
+            "observations",
+            "import",
+            i.observations,
+            "--target",
+            i.evidence.parent / "imported",
+            "--key",
+            keys.private("collector"),
+            "--chain-id",
+            f"imp-{len(list(i.evidence.parent.glob('imported/*')))}",
+        ],
+        kinds.IMPORT,
+        0,
+        ("imported 23 records into chain imp-",),
+    ),
+    "observations ingest": Case(
+        lambda i, keys: [
+            "observations",
+            "ingest",
+            "--evidence",
+            i.evidence,
+            "--trust-root",
+            keys.trust_root,
+            "--store",
+            f"sqlite:///{i.evidence.parent / 'store.db'}",
+        ],
+        kinds.STORE_INGEST,
+        0,
+        ("chunk(s)", "record(s) stored", "already stored"),
+    ),
+    "observations prune": Case(
+        lambda i, keys: [
+            "observations",
+            "prune",
+            "--older-than",
+            "1h",
+            "--store",
+            _stored(i, keys),
+        ],
+        kinds.STORE_PRUNE,
+        0,
+        ("record(s) before", "removed"),
     ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
@@ -97,7 +152,8 @@ def test_json_is_the_model_and_table_names_the_figures(
     model = case.kind.model_class().from_dict(document, "stdout")
     assert model.to_dict() == document
     assert render(model, "json", case.kind) == as_json.stdout
-    table = run_cli(*args)  # on the terminal's width (80 here): long cells wrap
+    # Built again: an import names a new chain each time. The terminal is 80 wide here.
+    table = run_cli(*case.args(inputs, test_keys))
     assert table.exit_code == case.exit_code, table.stderr
     assert case.figures[0] in table.stdout
     plain = render(model, "table", case.kind)  # the same view, 160 columns, no colour

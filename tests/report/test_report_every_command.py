@@ -27,6 +27,9 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "signals prune": kinds.PRUNES,
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
+    "observations import": kinds.IMPORT,
+    "observations ingest": kinds.STORE_INGEST,
+    "observations prune": kinds.STORE_PRUNE,
     "tetragon hot-symbols": kinds.HOT_SYMBOLS,
 }
 # Not yet converted (issue 10, open): they print a summary dict or lines of their own.
@@ -40,9 +43,6 @@ OWN_PRINTING = {
     "function-map generate",
     "keys fingerprint",
     "keys generate",
-    "observations import",
-    "observations ingest",
-    "observations prune",
     "probes doctor",
     "probes list",
     "schema list",

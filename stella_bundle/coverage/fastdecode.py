@@ -31,7 +31,7 @@ Count = Annotated[int, Meta(ge=1, le=MAX_SAFE_INTEGER)]
 NonNegative = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
 
 
-class Record(msgspec.Struct, forbid_unknown_fields=True):
+class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One observation record as the fast path sees it."""
 
     node_hash: str
@@ -55,7 +55,7 @@ class Record(msgspec.Struct, forbid_unknown_fields=True):
     details: dict[str, Any] | UnsetType = UNSET
 
 
-class PlainRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PlainRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
     """A record without count, first/last_observed_at, image_digest or details: the common
     collector line. Fields in key order (msgspec decodes keys in declared order fastest); a
     block with any other key fails this decoder and is decoded again as `Record`."""
@@ -86,12 +86,41 @@ _TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][
 CANONICAL_TS_LINES: Final = re.compile(rf"(?:{_TIMESTAMP}\n)*+{_TIMESTAMP}")
 
 
+# The same rule as CANONICAL_TS_LINES in C-speed steps over the joined ASCII text (the regular
+# expression took 14 ms per 43,000 values, these 1.5 ms): every character in its place (digits
+# all mapped to 0, the text equals the template), then, at their fixed offsets, the tens of
+# hours 0-2, of minutes and seconds 0-5, and no hour 24-29 (a tens 2 beside a units 4-9).
+_SHAPE: Final = b"0000-00-00T00:00:00.000000Z"
+_STRIDE: Final = len(_SHAPE) + 1
+_ZEROS: Final = bytes.maketrans(b"123456789", b"000000000")
+_TENS_TWO: Final = bytes.maketrans(b"012", b"\x00\x00\x01")
+_UNITS_PAST_THREE: Final = bytes.maketrans(
+    b"0123456789", b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01"
+)
+
+
 def _canonical_joined(stamps: list[str]) -> str | None:
-    """The values joined by newlines when every one is a canonical timestamp, else None."""
+    """The values joined by newlines when every one is a canonical timestamp (the rule of
+    CANONICAL_TS_LINES), else None."""
     joined = "\n".join(stamps)
-    # A value holding a newline would split in two: the separator count rules that out.
-    if joined.count("\n") != len(stamps) - 1 or CANONICAL_TS_LINES.fullmatch(joined) is None:
+    # ASCII first: Unicode digits are not [0-9]. Equal to the template, no value can hold a
+    # newline or any character out of its place.
+    if not stamps or not joined.isascii():
         return None
+    text = joined.encode("ascii")
+    if text.translate(_ZEROS) != (_SHAPE + b"\n") * (len(stamps) - 1) + _SHAPE:
+        return None
+    hour_tens = text[11::_STRIDE]
+    if (
+        hour_tens.translate(None, b"012")
+        or text[14::_STRIDE].translate(None, b"012345")
+        or text[17::_STRIDE].translate(None, b"012345")
+    ):
+        return None
+    if b"2" in hour_tens:
+        twenties = int.from_bytes(hour_tens.translate(_TENS_TWO), "big")
+        if twenties & int.from_bytes(text[12::_STRIDE].translate(_UNITS_PAST_THREE), "big"):
+            return None
     return joined
 
 

@@ -344,6 +344,38 @@ def test_timestamp_block_check_matches_canonical_form() -> None:
         assert not _all_canonical([bad]), bad
 
 
+_STAMP_CHARS = "0123456789-T:.Z \nx٣２"
+
+
+@st.composite
+def _near_timestamps(draw: st.DrawFn) -> str:
+    """A canonical timestamp with a few characters changed, cut or an hour of 00-29."""
+    stamp = list(
+        draw(st.sampled_from(["2026-01-23T12:34:56.123456Z", "1999-12-31T23:59:59.000000Z"]))
+    )
+    for _ in range(draw(st.integers(0, 3))):
+        stamp[draw(st.integers(0, len(stamp) - 1))] = draw(st.sampled_from(_STAMP_CHARS))
+    if draw(st.booleans()):
+        stamp[11:13] = f"{draw(st.integers(0, 29)):02d}"
+    return "".join(stamp)[: draw(st.sampled_from([27, 27, 27, 26, 28]))]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(stamps=st.lists(_near_timestamps(), max_size=4))
+def test_timestamp_block_check_is_the_regular_expression(stamps: list[str]) -> None:
+    """The template-and-offsets check accepts exactly what one fullmatch of the canonical
+    timestamp expression over the newline-joined values accepts (its reference)."""
+    from stella_bundle.coverage.fastdecode import CANONICAL_TS_LINES, _canonical_joined
+
+    joined = "\n".join(stamps)
+    reference = (
+        bool(stamps)
+        and joined.count("\n") == len(stamps) - 1
+        and CANONICAL_TS_LINES.fullmatch(joined) is not None
+    )
+    assert (_canonical_joined(stamps) is not None) == reference
+
+
 def test_block_dates_checked_for_one_day_and_many() -> None:
     """One shared day is checked once; mixed days each; an impossible day anywhere rejects."""
     from stella_bundle.coverage.fastdecode import PlainRecord, _observed

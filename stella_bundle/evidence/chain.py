@@ -95,6 +95,7 @@ from .seal import ParsedSeal, parse_seal, seal_digest
 from .timecheck import ChainTimes, record_time_findings, seal_time_findings
 
 __all__ = [
+    "ChainFiles",
     "ChainReport",
     "ChainVerification",
     "ChainVerifyOptions",
@@ -102,6 +103,7 @@ __all__ = [
     "ChunkOpener",
     "Finding",
     "load_trust_root",
+    "read_chain_dir",
     "verify_chain",
     "verify_chain_files",
     "verify_evidence",
@@ -153,6 +155,60 @@ def verify_chain_files(
     return machine.finish()
 
 
+@dataclass(frozen=True)
+class ChainFiles:
+    """A chain directory as read: its seals' bytes, chunk sequences, prune record, other names."""
+
+    directory: Path
+    chain_id: str
+    seals: dict[int, bytes]
+    chunks: set[int]
+    prune_record: bytes | None
+    others: list[str]
+
+    def opener(self, sequence: int) -> IO[bytes]:
+        return open_regular_file(self.directory / chunk_name(sequence))
+
+    def machine(
+        self, trust_root: TrustRoot | None, options: ChainVerifyOptions
+    ) -> ChainVerification:
+        """The chain's verification, fed every file; chunks not measured by the caller
+        (`ChainVerification.chunk`) are measured through the opener when it finishes."""
+        machine = ChainVerification(
+            self.chain_id, trust_root, location=str(self.directory), options=options
+        )
+        if self.prune_record is not None:
+            machine.prune_record(self.prune_record)
+        for sequence in sorted(self.seals):
+            machine.seal(sequence, self.seals[sequence])
+        machine.chunks_from(self.opener, self.chunks)
+        for name in self.others:
+            machine.other(name)
+        return machine
+
+
+def read_chain_dir(chain_dir: str | Path) -> ChainFiles:
+    """The files of the chain in `chain_dir` (its name is the chain id)."""
+    directory = Path(chain_dir)
+    if not directory.is_dir():
+        raise InputError("expected a chain directory", path=directory)
+    seals: dict[int, bytes] = {}
+    chunks: set[int] = set()
+    prune_bytes = None
+    others = []
+    for entry in sorted(os.listdir(directory)):
+        parsed = parse_name(entry)
+        if parsed is not None and parsed[1] == SEAL_SUFFIX:
+            seals[parsed[0]] = read_regular_file(directory / entry)  # exit 2 if unreadable
+        elif parsed is not None and parsed[1] == CHUNK_SUFFIX:
+            chunks.add(parsed[0])
+        elif entry == PRUNE_RECORD_NAME:
+            prune_bytes = read_regular_file(directory / entry)
+        elif entry != LOCK_NAME:
+            others.append(entry)
+    return ChainFiles(directory, directory.resolve().name, seals, chunks, prune_bytes, others)
+
+
 def load_trust_root(trust_root: TrustRoot | str | Path | None) -> TrustRoot | None:
     if trust_root is None or isinstance(trust_root, TrustRoot):
         return trust_root
@@ -168,44 +224,13 @@ def verify_chain(
     workers: int | None = None,
 ) -> ChainReport:
     """Verify the chain in `chain_dir` (its name is the chain id); works from any directory."""
-    directory = Path(chain_dir)
-    if not directory.is_dir():
-        raise InputError("expected a chain directory", path=directory)
-    chain_id = directory.resolve().name
-    seals: dict[int, bytes] = {}
-    chunks: set[int] = set()
-    prune_bytes = None
-    others = []
-    for entry in sorted(os.listdir(directory)):
-        parsed = parse_name(entry)
-        if parsed is not None and parsed[1] == SEAL_SUFFIX:
-            seals[parsed[0]] = read_regular_file(directory / entry)  # exit 2 if unreadable
-        elif parsed is not None and parsed[1] == CHUNK_SUFFIX:
-            chunks.add(parsed[0])
-        elif entry == PRUNE_RECORD_NAME:
-            prune_bytes = read_regular_file(directory / entry)
-        elif entry != LOCK_NAME:
-            others.append(entry)
-
-    def opener(sequence: int) -> IO[bytes]:
-        return open_regular_file(directory / chunk_name(sequence))
-
+    files = read_chain_dir(chain_dir)
     options = ChainVerifyOptions(
         require_signatures=require_signatures,
         allow_open=allow_open,
         workers=workers if workers is not None else min(4, os.cpu_count() or 1),
     )
-    return verify_chain_files(
-        chain_id,
-        seals,
-        opener,
-        load_trust_root(trust_root),
-        chunk_sequences=chunks,
-        prune_record=prune_bytes,
-        other_names=others,
-        location=str(directory),
-        options=options,
-    )
+    return files.machine(load_trust_root(trust_root), options).finish()
 
 
 def verify_evidence(
@@ -264,6 +289,7 @@ class ChainVerification:
         self.start = 1
         self.signatures_usable = self.verifier is not None
         self.now = now or utc_now()
+        self._seals_checked = False
 
     # --- events ------------------------------------------------------------------------------
 
@@ -304,9 +330,18 @@ class ChainVerification:
             self.entries[sequence] = ChunkEntry(sequence)
         return self.entries[sequence]
 
+    def seals_first(self) -> ChainReport:
+        """Steps 1 to 3 now (prune record, seals, signatures), once: a caller that measures the
+        chunks itself while it reads them learns first which seals stand and who signed them.
+        `finish` then runs the remaining steps; the report is the one `finish` alone gives."""
+        if not self._seals_checked:
+            self._seals_checked = True
+            self.check_prune_record()
+            self.check_seals()
+        return self.report
+
     def run(self) -> ChainReport:
-        self.check_prune_record()
-        self.check_seals()
+        self.seals_first()
         self.check_chunks()
         self.check_coverage_and_links()
         self.check_final_and_loss()

@@ -1,10 +1,14 @@
-"""Putting evidence into a store: sealed chains verified first, or plain NDJSON marked unsigned.
+"""Putting evidence into a store: sealed chains verified as they are stored, or plain NDJSON
+marked unsigned.
 
-A sealed chain is verified whole with the project's chain verifier and a trust root (seals,
-collector signatures, links, digests, time rules) before any of it is stored; a chain still
-being written passes with its sealed chunks (the open tail is not evidence yet). Its chunks are
-then read back through the evidence reader, which checks each chunk against its seal again, so
-what is stored is what was verified even if the files changed in between.
+A sealed chain goes through the project's chain verifier with a trust root (seals, collector
+signatures, links, digests, time rules) in the same pass that stores it (`ChainIngest`): the
+seals and signatures are checked first, each chunk file is then read once, measured for the
+verifier and, when it is the sealed chunk, decoded into the store transaction; the verifier
+decides when the chain's last chunk is read, and a chain that does not pass raises inside the
+transaction, so nothing of the ingest is kept. A chain still being written passes with its
+sealed chunks (the open tail is not evidence yet). What is stored is what was verified: the
+very bytes measured are the ones stored.
 
 One ingest is one store transaction over every chain given: it lands whole or not at all.
 """
@@ -12,9 +16,10 @@ One ingest is one store transaction over every chain given: it lands whole or no
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -23,19 +28,24 @@ from ..compression import DEFAULT_LIMITS, BoundedInflater
 from ..coverage.inputs import evidence_chain_dirs
 from ..digests import file_sha256
 from ..errors import EvidenceChainError, InputError
-from ..evidence.chain import ChainReport, verify_chain
+from ..evidence.chain import ChainReport, ChainVerifyOptions, read_chain_dir, verify_chain
 from ..evidence.layout import chunk_name
+from ..evidence.measure import measure_chunk
 from ..evidence.reader import iter_chain_records_files
-from ..evidence.report import ERROR
+from ..evidence.report import ERROR, ChunkEntry
 from ..evidence.seal import parse_seal
 from ..formats.record import validate_record
 from ..formats.trust_root import TrustRoot
+from ..fsutil import open_regular_file
 from ..observations.ndjson import iter_json_lines
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE
 from .rows import canonical_time, fast_decode
 
 MAX_HINT_DAYS = 31
+# Chunks the verifier measures itself when it finishes (files the ingest could not read):
+# in parallel like `verify_chain`.
+CHUNK_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -109,19 +119,23 @@ def _sealed_content(directory: Path, sequence: int, seal: bytes, seal_source: st
     compressed = path.read_bytes()
     if hashlib.sha256(compressed).hexdigest() != parsed.subject_sha256:
         raise EvidenceChainError("chunk changed after it was verified; nothing stored", path=path)
-    declared = parsed.predicate.content
+    return _inflate(compressed, parsed.predicate.content.bytes, path)
+
+
+def _inflate(compressed: bytes, declared: int, path: Path) -> bytes:
+    """Sealed compressed bytes inflated, no further than one byte past the sealed size."""
     # The toolkit's bounded inflater (ratio and size); at most what the seal declares + 1.
     reader = BoundedInflater(
         io.BytesIO(compressed),
         "zstd",
         path,
-        replace(DEFAULT_LIMITS, max_bytes=declared.bytes + 1),
+        replace(DEFAULT_LIMITS, max_bytes=declared + 1),
         corrupt_error=EvidenceChainError,
     )
-    content = b"".join(iter(lambda: reader.read(declared.bytes + 1 - reader.total), b""))
-    # The compressed bytes are the ones the verifier measured (same sha256), so their content
-    # is the content whose digest it checked; its size is checked again, its hash is not.
-    if len(content) != declared.bytes:
+    content = b"".join(iter(lambda: reader.read(declared + 1 - reader.total), b""))
+    # The compressed bytes are the ones whose digest was checked (same sha256), so their
+    # content is the content whose digest was checked; its size is checked again.
+    if len(content) != declared:
         raise EvidenceChainError(
             "chunk content differs from its sealed size; nothing stored", path=path
         )
@@ -131,47 +145,158 @@ def _sealed_content(directory: Path, sequence: int, seal: bytes, seal_source: st
 def sealed_days(chains: Sequence[VerifiedChain]) -> set[dt.date]:
     """The UTC days the seals' windows span: where the records should fall (a hint only; a
     record outside its seal's window still gets stored)."""
+    return set().union(*(_seal_days(chain.report.chunks) for chain in chains))
+
+
+def _seal_days(entries: Iterable[ChunkEntry]) -> set[dt.date]:
     days: set[dt.date] = set()
-    for chain in chains:
-        for entry in chain.report.chunks:
-            if entry.first_observed_at and entry.last_observed_at:
-                first = dt.date.fromisoformat(canonical_time(entry.first_observed_at)[:10])
-                last = dt.date.fromisoformat(canonical_time(entry.last_observed_at)[:10])
-                if (last - first).days > MAX_HINT_DAYS:
-                    continue  # a window that wide is no hint worth a partition per day
-                days.update(first + dt.timedelta(days=n) for n in range((last - first).days + 1))
+    for entry in entries:
+        if entry.first_observed_at and entry.last_observed_at:
+            first = dt.date.fromisoformat(canonical_time(entry.first_observed_at)[:10])
+            last = dt.date.fromisoformat(canonical_time(entry.last_observed_at)[:10])
+            if (last - first).days > MAX_HINT_DAYS:
+                continue  # a window that wide is no hint worth a partition per day
+            days.update(first + dt.timedelta(days=n) for n in range((last - first).days + 1))
     return days
+
+
+class ChainIngest:
+    """One chain stored while it is verified: the chain verifier (evidence/chain.py, the one
+    implementation of the chain rules) takes the seals first (signatures, so each chunk's
+    signers are known), then each chunk's measure as the chunk is read for storing, and
+    decides at the end; the caller's store transaction rolls back when it does not pass.
+
+    Each chunk file is read once: measured for the verifier from those bytes and, when they
+    are the sealed ones (file and content digests as sealed), decompressed and decoded for the
+    store, so the server copies chunk N while chunk N+1 is verified and decoded.
+    """
+
+    def __init__(self, directory: Path, trust_root: TrustRoot) -> None:
+        self.files = read_chain_dir(directory)
+        self.machine = self.files.machine(
+            trust_root,
+            ChainVerifyOptions(require_signatures=True, allow_open=True, workers=CHUNK_WORKERS),
+        )
+        self.early = self.machine.seals_first()
+        self.stored: dict[int, str] = {}  # sequence -> seal sha256 of the chunks given to store
+        self.report: ChainReport | None = None
+
+    def fail_early(self) -> None:
+        """A seal or signature that fails already fails the chain: decided whole (every chunk
+        measured) before anything is stored, so the message is the verifier's full one."""
+        if any(f.severity == ERROR for f in self.early.findings):
+            self.finish()
+
+    def days(self) -> set[dt.date]:
+        return _seal_days(self.machine.entries.values())
+
+    def chunks(self) -> Iterator[StoreChunk]:
+        machine, files = self.machine, self.files
+        for sequence in sorted(machine.parsed):
+            seal = machine.parsed[sequence]
+            entry = machine.entries[sequence]
+            path = files.directory / chunk_name(sequence)
+            try:
+                with open_regular_file(path) as handle:
+                    compressed = handle.read()
+            except (OSError, InputError):
+                continue  # measured (and reported) by the verifier when it finishes
+            declared = seal.predicate.content
+            # The bound the verifier applies to a chunk it opens itself (evidence/chain.py).
+            measure = measure_chunk(io.BytesIO(compressed), declared.bytes + (1 << 20))
+            machine.chunk(sequence, measure)
+            if (
+                measure.error
+                or measure.sha256 != seal.subject_sha256
+                or measure.content_sha256 != declared.sha256
+                or entry.seal_sha256 is None
+            ):
+                continue  # not the sealed chunk: the verifier fails the chain at the end
+            content = _inflate(compressed, declared.bytes, path)
+            provenance = Provenance(
+                files.chain_id, sequence, entry.seal_sha256, tuple(entry.signers), True
+            )
+            self.stored[sequence] = entry.seal_sha256
+            seal_bytes = files.seals[sequence]
+            decoded = fast_decode(files.chain_id, sequence, content)
+            if decoded is not None:
+                yield StoreChunk(provenance, seal=seal_bytes, prepared=decoded)
+                continue
+            records = list(
+                iter_chain_records_files(
+                    files.chain_id,
+                    {sequence: seal_bytes},
+                    functools.partial(_reopen, compressed),
+                    location=str(files.directory),
+                )
+            )
+            yield StoreChunk(provenance, records, seal_bytes)
+
+    def finish(self) -> ChainReport:
+        """The verifier's decision; a failing chain raises (nothing of the ingest is kept)."""
+        report = self.machine.finish()
+        self.report = report
+        if not report.passed:
+            errors = [f for f in report.findings if f.severity == ERROR]
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more finding(s))" if len(errors) > 1 else ""
+            raise EvidenceChainError(
+                f"chain {report.chain_id} failed verification, nothing stored: "
+                f"{first.code}: {first.message}{more}",
+                path=self.files.directory,
+            )
+        verified = {
+            e.sequence: e.seal_sha256
+            for e in report.chunks
+            if e.digest == "ok" and e.seal_file is not None and e.seal_sha256 is not None
+        }
+        if verified != self.stored:  # cannot happen when the chain passes; checked anyway
+            raise EvidenceChainError(
+                f"chain {report.chain_id}: the chunks read for storing are not the verified "
+                "ones, nothing stored",
+                path=self.files.directory,
+            )
+        return report
+
+
+def _reopen(data: bytes, _sequence: int) -> IO[bytes]:
+    return io.BytesIO(data)
 
 
 def ingest_evidence(
     store: ObservationStore, evidence: str | Path, trust_root: TrustRoot | None
 ) -> IngestResult:
-    """Verify then store every chain under `evidence` (an evidence or chain directory)."""
+    """Verify and store every chain under `evidence` (an evidence or chain directory), in one
+    store transaction that keeps nothing unless every chain passes (`ChainIngest`)."""
     if trust_root is None:
         raise InputError(
             "a trust root is required: evidence is verified before it is stored",
             field="--trust-root",
         )
-    chains = verify_chains(evidence, trust_root)
-    store.prepare_days(sealed_days(chains))
+    chains = [ChainIngest(directory, trust_root) for directory in evidence_chain_dirs(evidence)]
+    for chain in chains:
+        chain.fail_early()
+    store.prepare_days(set().union(*(chain.days() for chain in chains)))
 
     def chunks() -> Iterator[StoreChunk]:
         for chain in chains:
-            yield from chain_chunks(chain)
+            yield from chain.chunks()
+            chain.finish()  # raises inside the store transaction: rolled back
 
     result = store.store_chunks(chunks())
-    result.chains = [
-        {
-            "chain_id": c.report.chain_id,
-            "chunks": len(c.report.chunks),
-            "records": c.report.records,
-            "final_seal": c.report.final_seal,
-            "events_lost": c.report.events_lost,
-            "warnings": sorted({f.code for f in c.report.findings if f.severity != ERROR}),
-        }
-        for c in chains
-    ]
+    result.chains = [_chain_summary(chain.report) for chain in chains if chain.report is not None]
     return result
+
+
+def _chain_summary(report: ChainReport) -> dict[str, Any]:
+    return {
+        "chain_id": report.chain_id,
+        "chunks": len(report.chunks),
+        "records": report.records,
+        "final_seal": report.final_seal,
+        "events_lost": report.events_lost,
+        "warnings": sorted({f.code for f in report.findings if f.severity != ERROR}),
+    }
 
 
 def ndjson_chain_id(digest: str) -> str:

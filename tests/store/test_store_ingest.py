@@ -100,6 +100,44 @@ def test_tampered_chunk_stores_nothing(
         assert store.status().records == 0
 
 
+@pytest.mark.parametrize("fault", ["last chunk tampered", "orphan chunk after the last seal"])
+def test_a_chain_failing_at_its_end_stores_nothing(
+    backend_url: str, tmp_path: Path, test_keys: Any, records: list[dict[str, Any]], fault: str
+) -> None:
+    """Chunks are stored while the chain is verified: here the verifier can only decide once
+    every chunk was read, after the earlier chunks went into the transaction. Nothing is kept
+    (rows, chunks, rollups), the message is the chain verifier's own, and the same chain
+    repaired then ingests whole."""
+    from stella_bundle.evidence.chain import verify_chain
+
+    root = TrustRoot.load(test_keys.trust_root)
+    chain = write_chain(tmp_path / "e", "chain-z", records, test_keys.signer("collector"), 5)
+    last = max(int(p.name.split(".")[0]) for p in chain.glob("*.ndjson.zst"))
+    assert last > 2
+    target = chain / f"{last:010d}.ndjson.zst"
+    original = target.read_bytes()
+    if fault == "last chunk tampered":
+        target.write_bytes(original[:-3] + b"\x00\x00\x00")
+    else:
+        (chain / f"{last + 1:010d}.ndjson.zst").write_bytes(original)
+    report = verify_chain(chain, root, allow_open=True)
+    first = next(f for f in report.findings if f.severity == "error")
+    with open_store(backend_url, initialise=True) as store:
+        with pytest.raises(EvidenceChainError) as caught:
+            ingest_evidence(store, chain, root)
+        assert f"chain chain-z failed verification, nothing stored: {first.code}:" in str(
+            caught.value
+        )
+        status = store.status()
+        assert (status.records, status.chunks) == (0, 0)
+        if store.backend != "memory":
+            rollups = store.db.execute("SELECT count(*) FROM node_rollups").fetchone()  # type: ignore[attr-defined]
+            assert rollups[0] == 0
+        target.write_bytes(original)
+        (chain / f"{last + 1:010d}.ndjson.zst").unlink(missing_ok=True)
+        assert ingest_evidence(store, chain, root).records_stored == len(records)
+
+
 def test_ndjson_ingest_is_unsigned_and_idempotent(
     backend_url: str, tmp_path: Path, records: list[dict[str, Any]]
 ) -> None:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+import anyio
 import orjson
 from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.dependencies.models import Dependant
@@ -25,6 +26,7 @@ from .tokens import grants
 # The dashboard's cookie: set by /ui/login, accepted on the dashboard's GET pages only (a
 # cookie sent by a browser on a cross-site POST must never write anything); see api/ui.py.
 UI_COOKIE: Final = "stella_token"
+VERIFY_THREADS: Final = 2
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -104,6 +106,13 @@ class ApiContext:
     stores: StorePool
     # One runtime-trace ingest at a time: they append to the bridge's one chain.
     runtime_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Threads verifying at once. A verification is Python holding the GIL: however many threads
+    # run them, one computes at a time; with FastAPI's pool (40) every request in flight had
+    # a thread, and they spent the CPU handing the GIL round. Two: one computes while the
+    # other waits on the store.
+    verify_threads: anyio.CapacityLimiter = field(
+        default_factory=lambda: anyio.CapacityLimiter(VERIFY_THREADS)
+    )
 
 
 def context(request: Request) -> ApiContext:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -134,7 +135,7 @@ def get_function_map(map_id: MapId, store: Store) -> Any:
     dependencies=[require("write")],
 )
 @fast_json_body(decode_verify_body)
-def verify_function_map(
+async def verify_function_map(
     map_id: MapId,
     body: VerifyRequest,
     request: Request,
@@ -146,14 +147,18 @@ def verify_function_map(
     options = operations.verify_options(
         body.window_from, body.window_to, body.fail_on_unexpected, body.probe_weights
     )
-    with stores.lease() as store:
-        document, report_id = operations.verify(store, map_id, options, body.observations)
-    context(request).metrics.verifications.labels(str(document["verified"]).lower()).inc()
-    # Serialised here (orjson, C): FastAPI's jsonable_encoder walks a large report in Python.
+
+    def work() -> tuple[bytes, bool, int]:
+        with stores.lease() as store:
+            document, report_id = operations.verify(store, map_id, options, body.observations)
+        # Serialised here (orjson, C): FastAPI's jsonable_encoder walks a large report in Python.
+        return orjson.dumps(document), bool(document["verified"]), report_id
+
+    ctx = context(request)
+    encoded, verified, report_id = await anyio.to_thread.run_sync(work, limiter=ctx.verify_threads)
+    ctx.metrics.verifications.labels(str(verified).lower()).inc()
     return Response(
-        orjson.dumps(document),
-        media_type="application/json",
-        headers={"X-Stella-Report-Id": str(report_id)},
+        encoded, media_type="application/json", headers={"X-Stella-Report-Id": str(report_id)}
     )
 
 

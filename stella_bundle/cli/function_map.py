@@ -18,10 +18,10 @@ from ..coverage.inputs import check_one_source, iter_evidence_records, observati
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
 from ..functionmap.load import load_function_map
-from ..report.kinds import COVERAGE
+from ..report.kinds import COVERAGE, MAP_WRITTEN
 from ..report.registry import TextFormat, render
 from .options import time_option
-from .output import FORMAT_HELP, Format, console, emit, emit_json, error_line, format_option
+from .output import emit, error_line, format_option
 from .store_options import config_option
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def generate(
         "--sign-key",
         help="Sign: writes <output>.dsse.json beside the map (default: unsigned).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(MAP_WRITTEN),
 ) -> None:
     """Generate a function map (an in-toto Statement) from an SBOM."""
     from ..attest.dsse import sign_statement
@@ -159,17 +159,7 @@ def generate(
     if signer is not None:
         envelope_path = signature_path(output)
         write_envelope(envelope_path, sign_statement(result.statement, [signer]))
-    summary = result.summary()
-    summary["output"] = str(output)
-    summary["signature"] = str(envelope_path) if envelope_path else None
-    if output_format == Format.json:
-        emit_json(summary)
-    else:
-        console.print(
-            f"function map for {service}: {summary['expected_paths']} paths, "
-            f"{summary['nodes']} nodes ({', '.join(f'{k} {v}' for k, v in summary['paths_by_source'].items()) or 'no sources'}) → {output}"
-            + (f" (signed: {envelope_path})" if envelope_path else "")
-        )
+    emit(result.written(output, envelope_path), output_format, MAP_WRITTEN)
     for item in result.not_observable:
         error_line(
             f"not observable: {item.purl} {item.symbol} is not defined in {item.binary_path} "

@@ -18,7 +18,8 @@ from packageurl import PackageURL
 
 from ..attest.statement import FUNCTION_MAP_PREDICATE, make_statement, subject_for_bytes
 from ..digests import PREFIXED_SHA256_RE
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, MalformedDocumentError
+from ..formats.flat import read_flat, read_list
 from ..formats.function_map import (
     DEFAULT_MIN_RATE,
     DEFAULT_WINDOW_SECONDS,
@@ -70,6 +71,9 @@ class GenerateOptions:
     scope: dict[str, str] = field(default_factory=dict)
 
 
+NOT_OBSERVABLE_REASON = "not observable: the binary does not define this symbol"
+
+
 @dataclass(frozen=True)
 class NotObservable:
     purl: str
@@ -83,7 +87,7 @@ class NotObservable:
             "symbol": self.symbol,
             "binary_path": self.binary_path,
             "path_ids": list(self.path_ids),
-            "reason": "not observable: the binary does not define this symbol",
+            "reason": NOT_OBSERVABLE_REASON,
         }
 
 
@@ -95,15 +99,95 @@ class GenerationResult:
     warnings: list[str]
     sources: dict[str, int]  # paths kept per source
 
-    def summary(self) -> dict[str, Any]:
+    def written(self, output: Path, signature: Path | None) -> MapWritten:
+        """The result `function-map generate` prints once the map (and its envelope) are
+        written at `output` (and `signature`)."""
+        return MapWritten(
+            service=self.function_map.service,
+            expected_paths=len(self.function_map.expected_paths),
+            nodes=len(self.function_map.nodes()),
+            paths_by_source=dict(sorted(self.sources.items())),
+            not_observable=tuple(self.not_observable),
+            warnings=tuple(self.warnings),
+            output=str(output),
+            signature=None if signature is None else str(signature),
+        )
+
+
+@dataclass(frozen=True)
+class MapWritten:
+    """What `function-map generate` prints: the map written, its paths by source and the
+    symbols its binaries do not define (dropped: they could never be observed)."""
+
+    service: str
+    expected_paths: int
+    nodes: int
+    paths_by_source: Mapping[str, int]
+    not_observable: tuple[NotObservable, ...]
+    warnings: tuple[str, ...]
+    output: str
+    signature: str | None
+
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "service": self.function_map.service,
-            "expected_paths": len(self.function_map.expected_paths),
-            "nodes": len(self.function_map.nodes()),
-            "paths_by_source": dict(sorted(self.sources.items())),
-            "not_observable": [n.to_dict() for n in self.not_observable],
+            "service": self.service,
+            "expected_paths": self.expected_paths,
+            "nodes": self.nodes,
+            "paths_by_source": dict(self.paths_by_source),
+            "not_observable": [item.to_dict() for item in self.not_observable],
             "warnings": list(self.warnings),
+            "output": self.output,
+            "signature": self.signature,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> MapWritten:
+        values = read_flat(_WrittenFields, data, source, "generate")
+        dropped = []
+        for index, item in enumerate(read_list(values["not_observable"], source, "not_observable")):
+            entry = read_flat(_NotObservableFields, item, source, f"not_observable[{index}]")
+            if entry["reason"] != NOT_OBSERVABLE_REASON:
+                raise MalformedDocumentError(
+                    f"expected {NOT_OBSERVABLE_REASON!r}",
+                    path=source,
+                    field=f"not_observable[{index}].reason",
+                )
+            dropped.append(
+                NotObservable(
+                    entry["purl"], entry["symbol"], entry["binary_path"], tuple(entry["path_ids"])
+                )
+            )
+        return cls(
+            service=values["service"],
+            expected_paths=values["expected_paths"],
+            nodes=values["nodes"],
+            paths_by_source=values["paths_by_source"],
+            not_observable=tuple(dropped),
+            warnings=tuple(values["warnings"]),
+            output=values["output"],
+            signature=values["signature"],
+        )
+
+
+@dataclass(frozen=True)
+class _WrittenFields:
+    service: str
+    expected_paths: int
+    nodes: int
+    paths_by_source: dict[str, int]
+    not_observable: object
+    warnings: list[str]
+    output: str
+    signature: str | None
+
+
+@dataclass(frozen=True)
+class _NotObservableFields:
+    purl: str
+    symbol: str
+    binary_path: str
+    path_ids: list[str]
+    reason: str
 
 
 @dataclass

@@ -75,3 +75,8 @@ STORE_PRUNE: Final = ResultKind(
     "stella_bundle.store.results:StorePrune",
     "stella_bundle.report.tables:store_prune_table",
 )
+MAP_WRITTEN: Final = ResultKind(
+    "function map written",
+    "stella_bundle.functionmap.generate:MapWritten",
+    "stella_bundle.report.tables:map_written_table",
+)

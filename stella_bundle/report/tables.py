@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..evidence.report import ChainReport, ChainVerification
     from ..evidence.status import ChainStatuses, Inspection
     from ..formats.coverage import CoverageReport
+    from ..functionmap.generate import MapWritten
     from ..store.results import StoreIngest, StorePrune
     from ..tetragon.analysis import HotSymbols, Timeline
 
@@ -378,4 +379,16 @@ def store_prune_table(answer: StorePrune) -> RenderableType:
     return Text(
         f"store {answer.store}: {result.records_removed} record(s) before {result.cutoff} removed"
         + (f"; partitions dropped: {dropped}" if dropped else "")
+    )
+
+
+# --- function-map generate ---------------------------------------------------------------------
+
+
+def map_written_table(result: MapWritten) -> RenderableType:
+    sources = ", ".join(f"{k} {v}" for k, v in result.paths_by_source.items()) or "no sources"
+    return Text(
+        f"function map for {result.service}: {result.expected_paths} paths, {result.nodes} nodes "
+        f"({sources}) → {result.output}"
+        + (f" (signed: {result.signature})" if result.signature else "")
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_support import Inputs, parse
+from report_support import Inputs, parse, write_sbom
 
 from stella_bundle.errors import MalformedDocumentError
 from stella_bundle.report import kinds
@@ -68,6 +68,23 @@ CASES = {
         kinds.PRUNES,
         0,
         ("chain chain-a: would remove sequences 1-2 (2 chunks, 16 records",),
+    ),
+    "function-map generate": Case(
+        lambda i, keys: [
+            "function-map",
+            "generate",
+            "--sbom",
+            write_sbom(i.evidence.parent),
+            "--service",
+            "report-svc",
+            "--output",
+            i.evidence.parent / "generated.json",
+            "--sign-key",
+            keys.private("function-map"),
+        ],
+        kinds.MAP_WRITTEN,
+        0,
+        ("function map for report-svc:", "paths", "nodes (catalog", "(signed: "),
     ),
     "observations import": Case(
         lambda i, keys: [
@@ -171,7 +188,7 @@ def test_from_dict_refuses_an_unknown_field(
     with pytest.raises(MalformedDocumentError):
         model.from_dict({**document, "surprise": 1}, "stdout")
     # One level down too, where the entries are typed (a chunk's records are shown raw).
-    lists = [value for key, value in document.items() if isinstance(value, list) and value]
+    lists = [v for v in document.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
     if lists and name != "signals inspect":
         lists[0][0]["surprise"] = 1
         with pytest.raises(MalformedDocumentError, match="surprise"):

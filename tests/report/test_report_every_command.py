@@ -20,6 +20,7 @@ from stella_bundle.report.registry import ResultKind
 # Through the registry: command → the kind of result it prints.
 THROUGH_REGISTRY: dict[str, ResultKind] = {
     "function-map verify": kinds.COVERAGE,
+    "function-map generate": kinds.MAP_WRITTEN,
     "bundle verify": kinds.BUNDLE_REPORT,
     "signals verify-chain": kinds.CHAINS,
     "signals status": kinds.STATUSES,
@@ -40,7 +41,6 @@ OWN_PRINTING = {
     "bundle inspect",
     "bundle join",
     "bundle split",
-    "function-map generate",
     "keys fingerprint",
     "keys generate",
     "probes doctor",

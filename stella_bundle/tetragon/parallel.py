@@ -10,15 +10,17 @@ process takes the blocks in input order and replays those calls on the real `Chu
 so the chain is the one the in-process ingest writes, byte for byte
 (tests/tetragon/test_tetragon_parallel.py).
 
-A worker starts every block as if at the start of a line of its own: right unless a
-pretty-printed event (`{` alone on a line, gathered up to its `}`) runs across the block's
-edge. A worker says when its block ends inside such an event, and this process then feeds
-that block itself, line by line, and the following ones until a block ends outside one
-(then the workers' results are right again). Line numbers in a worker count from its
-block's start; this process adds the lines of the file's earlier blocks.
+A worker starts every block outside an event: right unless a pretty-printed event (`{`
+alone on a line, gathered up to its `}`) runs across the block's edge. A worker whose block
+ends inside one sends that event's lines so far; this process takes them over and feeds the
+next block itself, line by line (dropping what its worker sent), and the following ones
+until a block ends outside an event; from there the workers' calls are right again. Line
+numbers in a worker count from its block's start; this process adds the lines of the
+file's earlier blocks.
 
-Memory stays bounded: a worker waits in `send` while this process has not taken its last
-block, so each worker holds at most one block being built and a pipe's worth.
+Memory stays bounded: a worker sends its block in parts of at most MAX_CALLS calls (losses
+in a row merged into one) and waits in `send` while this process has not taken the last,
+so each worker holds at most one part being built and a pipe's worth.
 
 Only finished files take this path, and only large ones (process starts cost more than
 they save below MIN_PARALLEL_BYTES); stdin, gRPC and the live follower (whose cursor must
@@ -41,7 +43,7 @@ from ..compression import compression_of
 from ..errors import InputError, InternalError, StellaError
 from ..evidence.encoding import encode_record
 from ..evidence.writer import ChunkWriter
-from .ingest import _NOT_GATHERING, MAX_NAMED_PROBLEMS, IngestResult, TetragonIngest
+from .ingest import _NOT_GATHERING, MAX_NAMED_PROBLEMS, IngestResult, TetragonIngest, _Gathered
 from .sources import Line, LineBlock, file_blocks, range_blocks
 
 # Inputs smaller than this are ingested in-process: starting the workers costs tens of ms.
@@ -51,6 +53,9 @@ BLOCK_BYTES: Final = 4 * 1024 * 1024
 # Workers: one per core up to this many (this process writes; beyond a few cores its
 # hashing and compression is the limit).
 MAX_WORKERS: Final = 4
+# Writer calls a worker keeps before sending a part of its block (blocks of good lines hold a
+# few; hostile ones, alternating good and refused lines, thousands).
+MAX_CALLS: Final = 1024
 # The pipe's buffer asked for: a worker runs part of a block ahead of the writer without
 # waiting for it (Linux's default pipe buffer, 64 KB, holds a small part of one).
 PIPE_BYTES: Final = 1 << 20
@@ -72,7 +77,7 @@ class _BlockEnd(NamedTuple):
     counts: Counter[str]  # redactions and ignored fields (the mapper's counts)
     upstream_dropped: int
     problems: list[tuple[str, int, str]]  # (file, line in the block, reason)
-    gathering: bool
+    gathered: _Gathered | None  # a pretty-printed event still open at the end: its state
     error: StellaError | None
 
 
@@ -218,18 +223,24 @@ def _merge(
         if block.path != path:
             path, base = block.path, 0
         process, results = started[index % len(started)]
-        try:
-            calls, end = results.recv()
-        except EOFError:  # the worker ended without sending the block: killed, crashed
-            process.join()
-            raise InternalError(
-                f"the Tetragon mapping worker stopped (exit code {process.exitcode})"
-            ) from None
-        if runner.gathering or end.gathering:
+        # The worker began the block outside an event: right unless the previous block
+        # ended inside one; then its calls are dropped and the block is fed here.
+        taken = not runner.gathering
+        end = None
+        while end is None:  # the block's calls, in one message or more
+            try:
+                calls, end = results.recv()
+            except EOFError:  # the worker ended without sending the block: killed, crashed
+                process.join()
+                raise InternalError(
+                    f"the Tetragon mapping worker stopped (exit code {process.exitcode})"
+                ) from None
+            if taken:
+                _replay(runner, calls)
+        if not taken:
             # Line by line, here, from the state the previous block left.
             runner.feed_blocks(_block_lines(block, max_line_bytes, base + 1), final=False)
         else:
-            _replay(runner, calls)
             _adopt(runner, end, base)
             if end.error is not None:
                 raise end.error  # as in-process: what was read before it is written
@@ -266,6 +277,9 @@ def _adopt(runner: TetragonIngest, end: _BlockEnd, base: int) -> None:
         if len(problems) >= MAX_NAMED_PROBLEMS:
             break
         problems.append(f"{source}:{base + number}: {reason}")
+    if end.gathered is not None:  # an event still open at the block's end: the next block
+        lines, began, size = end.gathered  # is fed here, from the same state
+        runner._gathered = (lines, Line(began.source, base + began.number, began.data), size)
 
 
 class _RecordingWriter:
@@ -275,8 +289,9 @@ class _RecordingWriter:
     named as in-process); the parent then adds the encoded line without encoding it again.
     """
 
-    def __init__(self, runner: TetragonIngest) -> None:
+    def __init__(self, runner: TetragonIngest, results: Any) -> None:
         self._runner = runner
+        self._results = results
         self._block: list[_Call] = []
         self._lines: list[bytes] = []
         self._times: list[str] = []
@@ -303,11 +318,27 @@ class _RecordingWriter:
             self.append_encoded(line, record["observed_at"])
 
     def add_loss(self, **counts: Any) -> None:
-        self._call(("loss", counts))
+        block = self._block
+        if not self._times and block and block[-1][0] == "loss":
+            # Losses in a row land in the same chunk (only appends rotate): one call of
+            # their sums, so a block of refused lines holds one call, not one per line.
+            last = block[-1][1]
+            for name, value in counts.items():
+                if name == "by_reason":
+                    reasons = last.setdefault("by_reason", {})
+                    for reason, count in value.items():
+                        reasons[reason] = reasons.get(reason, 0) + count
+                else:
+                    last[name] = last.get(name, 0) + value
+            return
+        reasons = counts.get("by_reason")
+        self._call(("loss", {**counts, "by_reason": dict(reasons)} if reasons else dict(counts)))
 
     def _call(self, call: _Call) -> None:
         self._close_run()
         self._block.append(call)
+        if len(self._block) >= MAX_CALLS:  # bounded memory: a part of the block goes now
+            self._results.send((self.take(), None))
 
     def _close_run(self) -> None:
         """Records appended one by one (by the general path) travel as a run too."""
@@ -338,7 +369,7 @@ def _work(
     # inherited by fork, would only set a flag nobody reads here).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    recorder = _RecordingWriter(runner)
+    recorder = _RecordingWriter(runner, results)
     # Instance attributes, in this process only: the chain is opened by the parent on replay,
     # and refused lines are numbered there.
     setattr(runner, "_open", recorder.open)  # noqa: B010
@@ -369,7 +400,7 @@ def _work(
             Counter(mapper.counts) - counts,
             mapper.upstream_dropped - upstream,
             cast(list[tuple[str, int, str]], result.problems),
-            runner.gathering,
+            runner._gathered if runner.gathering else None,
             error,
         )
         results.send((recorder.take(), end))  # waits while the parent is a block behind

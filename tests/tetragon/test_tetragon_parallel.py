@@ -130,9 +130,9 @@ def chain_contents(chain: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("block_bytes", "processes"),
-    [(parallel.BLOCK_BYTES, None), (65_536, 3), (2_999, 2)],
-    ids=["default-blocks", "64k-blocks-3-workers", "3k-blocks-2-workers"],
+    ("block_bytes", "processes", "max_calls"),
+    [(parallel.BLOCK_BYTES, None, parallel.MAX_CALLS), (65_536, 3, 3), (2_999, 2, 1024)],
+    ids=["default-blocks", "64k-blocks-3-workers-parts-of-3-calls", "3k-blocks-2-workers"],
 )
 def test_worker_chain_is_the_in_process_chain(
     tmp_path: Path,
@@ -141,12 +141,14 @@ def test_worker_chain_is_the_in_process_chain(
     monkeypatch: pytest.MonkeyPatch,
     block_bytes: int,
     processes: int | None,
+    max_calls: int,
 ) -> None:
     fm_path = tmp_path / "fm.json"
     shop_map(fm_path)
     paths = hostile_export(tetragon_pb, tmp_path)
     alone = ingest(paths, tmp_path / "one", test_keys, fm_path, workers=False)
     monkeypatch.setattr(parallel, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(parallel, "MAX_CALLS", max_calls)  # blocks sent in parts
     fed_here: list[int] = []  # blocks this process fed itself (the workers' calls are not seen)
     block_lines = parallel._block_lines
 
@@ -217,6 +219,7 @@ def test_pretty_printed_events_across_blocks_and_files(
     second.write_bytes(pretty[cut:] + good * 30 + b"{\n" + b'  "time": "x",\n' * 50)
     paths = [first, second]
     monkeypatch.setattr(parallel, "BLOCK_BYTES", 300)
+    monkeypatch.setattr(parallel, "MAX_CALLS", 2)
     fed_here: list[int] = []
     block_lines = parallel._block_lines
 
@@ -235,6 +238,46 @@ def test_pretty_printed_events_across_blocks_and_files(
     del mine["chain_dir"], theirs["chain_dir"]
     assert theirs == mine
     assert chain_contents(split.chain_dir) == chain_contents(alone.chain_dir)
+
+
+def test_a_block_of_refused_lines_is_one_loss_call(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+) -> None:
+    """A worker keeps losses in a row as one call of their sums (what the writer would add
+    up anyway): a block of 100,000 malformed lines costs one call, not 100,000."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    loaded = load_function_map(fm_path, None)
+    runner = TetragonIngest(
+        tmp_path / "ev", "t", load_signer(test_keys.private("collector")),
+        EventMapper(NodeIndex(loaded.function_map)),
+    )  # fmt: skip
+    sent: list[Any] = []
+
+    class Pipe:
+        def send(self, message: Any) -> None:
+            sent.append(message)
+
+    recorder = parallel._RecordingWriter(runner, Pipe())
+    runner._open = recorder.open  # type: ignore[method-assign]
+    good = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write"))[:-1]
+    bad: list[bytes | None] = [b"x", b"[1]", b'{"surprise": {}}', None] * 25_000
+    runner.feed_blocks([("f", 1, [*bad, good, *bad])], final=False)
+    calls = recorder.take()
+    assert not sent  # no part had to go early
+    assert [type(call[0]).__name__ if type(call[0]) is bytes else call[0] for call in calls] == [
+        "open", "loss", "bytes", "loss",
+    ]  # fmt: skip
+    assert calls[1][1] == {
+        "filtered_out": 100_000,
+        "by_reason": {
+            "dropped.line:malformed_json": 25_000,
+            "dropped.line:not_an_object": 25_000,
+            "dropped.unknown:unknown_kind": 25_000,
+            "dropped.line:too_long": 25_000,
+        },
+    }
+    assert runner.result.lines == 200_001 and runner.result.records == 1
 
 
 def test_block_lines_are_the_file_lines() -> None:

@@ -144,8 +144,8 @@ def ingest(
     map_worker: bool | None = typer.Option(
         None,
         "--map-worker/--no-map-worker",
-        help="Files: decode and map in a second process while this one writes and seals "
-        "(default: for 32 MiB or more on 2+ CPUs).",
+        help="Files: decode and map in worker processes (one per CPU, up to 4) while this "
+        "one writes and seals (default: for 32 MiB or more on 2+ CPUs).",
     ),
     output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
 ) -> None:
@@ -347,7 +347,7 @@ def _ingest(
         elif source.paths is not None:
             from ..tetragon.parallel import feed_files
 
-            # Large files over two processes (decode and map | write and seal), same chain.
+            # Large files over worker processes (decode and map | write and seal), same chain.
             feed_files(runner, source.paths, max_line_bytes, parallel=source.map_worker)
         else:
             runner.feed(lines)

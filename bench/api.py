@@ -225,6 +225,8 @@ class Served:
             [sys.executable, "-m", "stella_bundle", "serve", "--listen", f"127.0.0.1:{self.port}",
              "--trust-root", str(directory / "trust-root.json"), "--tokens", str(directory / "tokens.json"),
              "--store", f"sqlite:///{store}", "--workers", str(workers)],
+            # In the tree: `python -m` puts the working directory first on the path.
+            cwd=tree,
             env={**os.environ, "PYTHONPATH": str(tree)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .output import FORMAT_HELP, Format, console, emit_json
+from ..report.kinds import STORE_INIT, STORE_MIGRATE, STORE_STATUS
+from ..report.registry import TextFormat
+from .output import emit, format_option
 from .store_options import config_option, store_url_option
 
 # Its help is its line in cli/app.py's GROUPS table.
@@ -40,10 +42,11 @@ def _open_unchecked(store: str | None, config: Path | None) -> ObservationStore:
 def init(
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(STORE_INIT),
 ) -> None:
     """Create the store's schema (the latest version); an initialised store is left as it is."""
     from ..store.base import StoreError
+    from ..store.results import StoreInit
 
     with _open_unchecked(store, config) as opened:
         current = opened.schema_version()
@@ -54,61 +57,37 @@ def init(
             )
         applied = opened.migrate() if current == 0 else []
         version = opened.schema_version()
-        if output_format == Format.json:
-            emit_json({"store": opened.display_url, "applied": applied, "schema_version": version})
-        elif applied:
-            console.print(
-                f"store {opened.display_url}: initialised at schema version {version}", markup=False
-            )
-        else:
-            console.print(
-                f"store {opened.display_url}: already initialised (schema version {version})",
-                markup=False,
-            )
+        emit(StoreInit(opened.display_url, tuple(applied), version), output_format, STORE_INIT)
 
 
 @app.command("migrate")
 def migrate(
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(STORE_MIGRATE),
 ) -> None:
     """Apply pending schema migrations in order, each in its own transaction."""
+    from ..store.results import StoreMigrate
+
     with _open_unchecked(store, config) as opened:
         before = opened.schema_version()
         applied = opened.migrate()
         version = opened.schema_version()
-        if output_format == Format.json:
-            emit_json(
-                {
-                    "store": opened.display_url,
-                    "from_version": before,
-                    "applied": applied,
-                    "schema_version": version,
-                }
-            )
-        elif applied:
-            console.print(
-                f"store {opened.display_url}: migrated {before} → {version} "
-                f"(applied {', '.join(map(str, applied))})",
-                markup=False,
-            )
-        else:
-            console.print(
-                f"store {opened.display_url}: up to date (schema version {version})", markup=False
-            )
+        result = StoreMigrate(opened.display_url, before, tuple(applied), version)
+        emit(result, output_format, STORE_MIGRATE)
 
 
 @app.command("status")
 def status(
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(STORE_STATUS),
 ) -> int:
     """Schema version, pending migrations, what is stored. Exit 0 current, 2 not initialised
     or pending migrations."""
     from ..store.base import StoreStatus
     from ..store.config import store_settings
+    from ..store.results import StoreStatusReport
     from ..store.sqlite import LATEST, sqlite_path
 
     url = store_settings(store, config).url
@@ -118,12 +97,5 @@ def status(
     else:
         with _open_unchecked(store, config) as opened:
             report = opened.status()
-    document = report.to_dict()
-    if output_format == Format.json:
-        emit_json(document)
-    else:
-        for key, value in document.items():
-            if isinstance(value, list):
-                value = ", ".join(map(str, value)) or "none"
-            console.print(f"{key}: {value}", markup=False)
+    emit(StoreStatusReport(report), output_format, STORE_STATUS)
     return 0 if report.schema_version == report.latest_version else 2

@@ -80,3 +80,18 @@ MAP_WRITTEN: Final = ResultKind(
     "stella_bundle.functionmap.generate:MapWritten",
     "stella_bundle.report.tables:map_written_table",
 )
+STORE_INIT: Final = ResultKind(
+    "store initialisation",
+    "stella_bundle.store.results:StoreInit",
+    "stella_bundle.report.tables:store_init_table",
+)
+STORE_MIGRATE: Final = ResultKind(
+    "store migration",
+    "stella_bundle.store.results:StoreMigrate",
+    "stella_bundle.report.tables:store_migrate_table",
+)
+STORE_STATUS: Final = ResultKind(
+    "store status",
+    "stella_bundle.store.results:StoreStatusReport",
+    "stella_bundle.report.tables:store_status_table",
+)

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from ..evidence.status import ChainStatuses, Inspection
     from ..formats.coverage import CoverageReport
     from ..functionmap.generate import MapWritten
-    from ..store.results import StoreIngest, StorePrune
+    from ..store.results import (
+        StoreIngest,
+        StoreInit,
+        StoreMigrate,
+        StorePrune,
+        StoreStatusReport,
+    )
     from ..tetragon.analysis import HotSymbols, Timeline
 
 _PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
@@ -392,3 +398,32 @@ def map_written_table(result: MapWritten) -> RenderableType:
         f"({sources}) → {result.output}"
         + (f" (signed: {result.signature})" if result.signature else "")
     )
+
+
+# --- store init, migrate, status ---------------------------------------------------------------
+
+
+def store_init_table(result: StoreInit) -> RenderableType:
+    if result.applied:
+        return Text(f"store {result.store}: initialised at schema version {result.schema_version}")
+    return Text(
+        f"store {result.store}: already initialised (schema version {result.schema_version})"
+    )
+
+
+def store_migrate_table(result: StoreMigrate) -> RenderableType:
+    if result.applied:
+        return Text(
+            f"store {result.store}: migrated {result.from_version} → {result.schema_version} "
+            f"(applied {', '.join(map(str, result.applied))})"
+        )
+    return Text(f"store {result.store}: up to date (schema version {result.schema_version})")
+
+
+def store_status_table(result: StoreStatusReport) -> RenderableType:
+    lines = []
+    for key, value in result.to_dict().items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value)) or "none"
+        lines.append(Text(f"{key}: {value}"))
+    return Group(*lines)

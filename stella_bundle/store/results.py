@@ -1,14 +1,17 @@
-"""What `observations ingest` and `observations prune` print: the store's answer, named by the
-store it came from, read back strictly (the report registry's models of the store)."""
+"""What the store commands print (`observations ingest` and `prune`, `store init`, `migrate`,
+`status`): the store's answer, named by the store it came from, read back strictly (the report
+registry's models of the store)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import MalformedDocumentError
 from ..formats.flat import read_flat, read_list
-from .base import ChunkConflict, DroppedPartition, IngestResult, PruneResult
+from .base import ChunkConflict, DroppedPartition, IngestResult, PruneResult, StoreStatus
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,114 @@ class StorePrune:
         return cls(
             values["store"], PruneResult(values["cutoff"], values["records_removed"], dropped)
         )
+
+
+@dataclass(frozen=True)
+class _InitFields:
+    store: str
+    applied: list[int]
+    schema_version: int
+
+
+@dataclass(frozen=True)
+class StoreInit:
+    """What `store init` prints: the migrations applied (none: it was initialised already)."""
+
+    store: str
+    applied: tuple[int, ...]
+    schema_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "applied": list(self.applied),
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> StoreInit:
+        values = read_flat(_InitFields, data, source, "init")
+        return cls(values["store"], tuple(values["applied"]), values["schema_version"])
+
+
+@dataclass(frozen=True)
+class _MigrateFields:
+    store: str
+    from_version: int
+    applied: list[int]
+    schema_version: int
+
+
+@dataclass(frozen=True)
+class StoreMigrate:
+    """What `store migrate` prints: from which version, the migrations applied, the version now."""
+
+    store: str
+    from_version: int
+    applied: tuple[int, ...]
+    schema_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "from_version": self.from_version,
+            "applied": list(self.applied),
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> StoreMigrate:
+        values = read_flat(_MigrateFields, data, source, "migrate")
+        return cls(
+            values["store"],
+            values["from_version"],
+            tuple(values["applied"]),
+            values["schema_version"],
+        )
+
+
+@dataclass(frozen=True)
+class _StatusFields:
+    url: str
+    backend: str
+    schema_version: int
+    latest_version: int
+    pending_migrations: list[int]
+    records: int
+    chunks: int
+    chains: int
+    function_maps: int
+    reports: int
+    first_observed_at: str | None
+    last_observed_at: str | None
+    partitions: list[str]
+    records_dropped: int
+
+
+@dataclass(frozen=True)
+class StoreStatusReport:
+    """What `store status` prints: the store's status, its backend's own details after."""
+
+    status: StoreStatus
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.status.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> StoreStatusReport:
+        if not isinstance(data, dict):
+            raise MalformedDocumentError("expected an object", path=source, field="status")
+        known = [f.name for f in dataclasses.fields(_StatusFields)]
+        values = read_flat(
+            _StatusFields, {k: v for k, v in data.items() if k in known}, source, "status"
+        )
+        details = {k: v for k, v in data.items() if k not in known}
+        del values["pending_migrations"]
+        report = cls(StoreStatus(**values, details=details))
+        if report.to_dict() != data:
+            raise MalformedDocumentError(
+                "disagrees with schema_version and latest_version",
+                path=source,
+                field="pending_migrations",
+            )
+        return report

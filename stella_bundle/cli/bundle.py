@@ -8,15 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from ..report.kinds import BUNDLE_REPORT
 from ..report.registry import PageFormat
@@ -41,6 +32,16 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None]]
     if not enabled or not error_console.is_terminal:
         yield lambda done, total: None
         return
+    # Imported here: a build or verify that shows no bar does not pay for it.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     with Progress(
         TextColumn(label),
         BarColumn(),
@@ -108,6 +109,8 @@ def inspect(
     ),
 ) -> None:
     """Show what a bundle claims to hold (NOT verified; use `bundle verify`)."""
+    from rich.table import Table
+
     from ..bundle.inspect import inspect_bundle
 
     summary = inspect_bundle(bundle)

@@ -98,10 +98,11 @@ def main() -> int:
             print(f"{label:>9}  {name:<22} {rate:>9.1f}  {ratio:>12.2f}x  {target}")
     print(
         "note: times are this thread's CPU time (the machine is shared). The wire measure adds "
-        "the canonical JSON and strict base64 of the envelope both ways; most of its remaining "
-        "overhead is ~650 page faults per 1 MiB operation: glibc returns the ~8 MB of "
-        "short-lived buffers to the OS after each (compare with MALLOC_MMAP_THRESHOLD_=67108864 "
-        "MALLOC_TRIM_THRESHOLD_=67108864 in the environment)."
+        "the canonical JSON and strict base64 of the envelope both ways (read_envelope: the "
+        "payload decoded in place, the rest through the duplicate-refusing JSON reader); what "
+        "remains over the bare signature is mostly the page faults of the MiB-sized short-lived "
+        "buffers (the decoded payload, the PAE to verify), which glibc hands back to the OS "
+        "after each operation."
     )
     return 0
 

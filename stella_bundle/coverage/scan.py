@@ -149,10 +149,8 @@ class ObservationAggregator:
         puts it (a node of the map keeps no name or purl, as when it was folded here)."""
         expected, unexpected, records, outside, out_of_scope = state
         if routed:
-            mine = self.expected
-            for states in (expected, unexpected):
-                _merge(mine, {h: (*s[:4], None, None) for h, s in states.items() if h in mine})
-                _merge(self.unexpected, {h: s for h, s in states.items() if h not in mine})
+            _merge_routed(self.expected, self.unexpected, expected)
+            _merge_routed(self.expected, self.unexpected, unexpected)
         else:
             _merge(self.expected, expected)
             _merge(self.unexpected, unexpected)
@@ -530,6 +528,29 @@ def _merge(target: dict[str, NodeAggregate], states: Mapping[str, NodeState]) ->
             state.function_name, state.purl = name, purl
 
 
+def _merge_routed(
+    mine: dict[str, NodeAggregate],
+    unexpected: dict[str, NodeAggregate],
+    states: Mapping[str, NodeState],
+) -> None:
+    """`_merge` of an unsplit aggregator's nodes: a node of the map (in `mine`) without its
+    name and purl, as when it was folded here; any other into `unexpected`."""
+    for node_hash, (count, first, last, mask, name, purl) in states.items():
+        state = mine.get(node_hash)
+        if state is None:
+            state = unexpected.get(node_hash)
+            if state is None:
+                state = unexpected[node_hash] = NodeAggregate()
+            if state.function_name is None:
+                state.function_name, state.purl = name, purl
+        state.count += count
+        if first < state.first:
+            state.first = first
+        if last > state.last:
+            state.last = last
+        state.probe_mask |= mask
+
+
 class BlockScan:
     """An aggregator's scan fed whole-line blocks one at a time (what `scan_stream` does with
     a stream's blocks), for a caller that cuts the blocks itself and counts their lines once
@@ -594,12 +615,16 @@ def _blocks(handle: Any) -> Iterator[bytes]:
         chunk = handle.read(_BLOCK)
         if not chunk:
             break
-        data = tail + chunk
-        cut = data.rfind(b"\n")
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            tail = data
+            tail += chunk  # no line ends in this chunk (the tail never holds a newline)
             continue
-        tail = data[cut + 1 :]
-        yield data[: cut + 1]
+        # One copy of the 8 MiB at most (joined from a view), not two (concatenate, slice).
+        if tail or cut + 1 < len(chunk):
+            block = b"".join((tail, memoryview(chunk)[: cut + 1]))
+        else:
+            block = chunk
+        tail = chunk[cut + 1 :]
+        yield block
     if tail:
         yield tail

@@ -6,18 +6,21 @@ JSON file is `SSlibKey.to_dict()` plus its `keyid`, the form a trust root embeds
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from ..errors import KeyFileError
+from ..errors import KeyFileError, MalformedDocumentError
+from ..formats.flat import read_flat
 from ..formats.public_key import key_material, public_key_from_dict, public_key_to_dict
+from ..formats.trust_root import TrustRoot
 from ..fsutil import write_bytes_atomic
 from ..jsonio import load_json_object, read_bytes, write_canonical_json
 
@@ -116,3 +119,63 @@ def fingerprint(key: SSlibKey) -> str:
     """SHA-256 of the SubjectPublicKeyInfo DER, as colon-separated byte pairs (for the eye)."""
     digest = hashlib.sha256(key_material(key)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+@dataclass(frozen=True)
+class KeyFingerprint:
+    """What `keys fingerprint` prints: what an auditor compares by eye."""
+
+    keyid: str
+    keytype: str
+    scheme: str
+    fingerprint_sha256: str
+
+    @classmethod
+    def of(cls, key: SSlibKey) -> KeyFingerprint:
+        return cls(key.keyid, key.keytype, key.scheme, fingerprint(key))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> KeyFingerprint:
+        return cls(**read_flat(cls, data, source, "key"))
+
+
+@dataclass(frozen=True)
+class TrustRootView:
+    """What `trust-root show` prints: the trust root as read from `path`, whether it has
+    expired (at the time of asking) and each key's fingerprint."""
+
+    path: str
+    root: TrustRoot
+    expired: bool
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {keyid: fingerprint(key) for keyid, key in self.root.keys.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.root.to_dict(),
+            "path": self.path,
+            "expired": self.expired,
+            "fingerprints": self.fingerprints,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> TrustRootView:
+        if not isinstance(data, dict):
+            raise MalformedDocumentError("expected an object", path=source, field="trust root")
+        document = dict(data)
+        extra = {name: document.pop(name, None) for name in ("path", "expired", "fingerprints")}
+        if not isinstance(extra["path"], str) or not isinstance(extra["expired"], bool):
+            raise MalformedDocumentError(
+                "expected the path shown and true or false", path=source, field="expired"
+            )
+        view = cls(extra["path"], TrustRoot.from_dict(document, source), extra["expired"])
+        if extra["fingerprints"] != view.fingerprints:
+            raise MalformedDocumentError(
+                "disagrees with the keys", path=source, field="fingerprints"
+            )
+        return view

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
-from ..attest.keys import KEY_TYPES, fingerprint, generate_key, load_public_key
+from ..attest.keys import KEY_TYPES, KeyFingerprint, fingerprint, generate_key, load_public_key
 from ..errors import InputError
-from .output import FORMAT_HELP, Format, console, emit_json
+from ..report.kinds import FINGERPRINT
+from ..report.registry import TextFormat
+from .output import console, emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -56,18 +58,7 @@ def generate(
 @app.command("fingerprint")
 def show_fingerprint(
     key: Path = typer.Argument(..., help="A .pub.json, PEM public key or PEM private key."),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(FINGERPRINT),
 ) -> None:
     """Print what an auditor compares by eye: keyid, type and SHA-256 fingerprint."""
-    public = load_public_key(key)
-    summary = {
-        "keyid": public.keyid,
-        "keytype": public.keytype,
-        "scheme": public.scheme,
-        "fingerprint_sha256": fingerprint(public),
-    }
-    if output_format is Format.json:
-        emit_json(summary)
-        return
-    for name, value in summary.items():
-        console.print(f"{name + ':':<20}{value}")
+    emit(KeyFingerprint.of(load_public_key(key)), output_format, FINGERPRINT)

@@ -6,16 +6,16 @@ import datetime as dt
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from ..attest.keys import fingerprint, load_public_key
+from ..attest.keys import TrustRootView, load_public_key
 from ..errors import InputError
 from ..formats.roles import ROLES
 from ..formats.trust_root import SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..jsonio import load_json_object
+from ..report.kinds import TRUST_ROOT
+from ..report.registry import TextFormat
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
-from .output import FORMAT_HELP, Format, console, emit_json
+from .output import console, emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -105,35 +105,9 @@ def set_sigstore(
 @app.command("show")
 def show(
     trust_root: Path = typer.Argument(..., help="trust-root.json to show."),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(TRUST_ROOT),
 ) -> None:
     """Print keys (with fingerprints), roles, thresholds and expiry."""
     root = TrustRoot.load(trust_root)
-    expired = utc_now() >= root.expires
-    if output_format is Format.json:
-        document = root.to_dict()
-        document["expired"] = expired
-        document["fingerprints"] = {k: fingerprint(v) for k, v in root.keys.items()}
-        emit_json(document)
-        return
-    status = "[red]EXPIRED[/red]" if expired else "valid"
-    console.print(
-        f"trust root {escape(str(trust_root))}: version {root.version}, "
-        f"expires {format_timestamp(root.expires)} ({status})"
-    )
-    table = Table("role", "threshold", "keyids")
-    for name in ROLES:
-        role = root.roles[name]
-        keyids = ", ".join(keyid[:16] + "…" for keyid in role.keyids) or "(none)"
-        table.add_row(name, str(role.threshold), keyids)
-    console.print(table)
-    # Fingerprints on lines of their own: a table would wrap them, and they are compared by eye.
-    for keyid, key in sorted(root.keys.items()):
-        roles = ", ".join(root.roles_of(keyid)) or "no role"
-        console.print(f"key {keyid} ({key.keytype}; {roles})")
-        console.print(f"    fingerprint: {fingerprint(key)}")
-    if root.sigstore is not None:
-        for pair in root.sigstore.identities:
-            console.print(
-                f"sigstore identity: {pair.identity} (issuer {pair.issuer})", markup=False
-            )
+    view = TrustRootView(str(trust_root), root, utc_now() >= root.expires)
+    emit(view, output_format, TRUST_ROOT)

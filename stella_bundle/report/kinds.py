@@ -95,3 +95,13 @@ STORE_STATUS: Final = ResultKind(
     "stella_bundle.store.results:StoreStatusReport",
     "stella_bundle.report.tables:store_status_table",
 )
+FINGERPRINT: Final = ResultKind(
+    "key fingerprint",
+    "stella_bundle.attest.keys:KeyFingerprint",
+    "stella_bundle.report.tables:fingerprint_table",
+)
+TRUST_ROOT: Final = ResultKind(
+    "trust root",
+    "stella_bundle.attest.keys:TrustRootView",
+    "stella_bundle.report.tables:trust_root_table",
+)

@@ -14,9 +14,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..formats.roles import ROLES
+from ..timeutil import format_timestamp
+
 if TYPE_CHECKING:
     # Types only: a view reads the result it is given; importing every model (the store's
     # pulls in its drivers) would make each table cost a second.
+    from ..attest.keys import KeyFingerprint, TrustRootView
     from ..coverage.query import RecordSelection, SymbolSummaries
     from ..evidence.importer import ImportResult
     from ..evidence.prune import PruneOutcome
@@ -427,3 +431,44 @@ def store_status_table(result: StoreStatusReport) -> RenderableType:
             value = ", ".join(map(str, value)) or "none"
         lines.append(Text(f"{key}: {value}"))
     return Group(*lines)
+
+
+# --- keys fingerprint --------------------------------------------------------------------------
+
+
+def fingerprint_table(result: KeyFingerprint) -> RenderableType:
+    return Group(*(Text(f"{name + ':':<20}{value}") for name, value in result.to_dict().items()))
+
+
+# --- trust-root show ---------------------------------------------------------------------------
+
+
+def trust_root_table(view: TrustRootView) -> RenderableType:
+    root = view.root
+    status = Text("EXPIRED", "red") if view.expired else Text("valid")
+    parts: list[RenderableType] = [
+        Text.assemble(
+            f"trust root {view.path}: version {root.version}, "
+            f"expires {format_timestamp(root.expires)} (",
+            status,
+            ")",
+        )
+    ]
+    table = Table("role", "threshold", "keyids")
+    for name in ROLES:
+        role = root.roles[name]
+        keyids = ", ".join(keyid[:16] + "…" for keyid in role.keyids) or "(none)"
+        table.add_row(name, str(role.threshold), keyids)
+    parts.append(table)
+    # Fingerprints on lines of their own: a table would wrap them, and they are compared by eye.
+    fingerprints = view.fingerprints
+    for keyid, key in sorted(root.keys.items()):
+        roles = ", ".join(root.roles_of(keyid)) or "no role"
+        parts.append(Text(f"key {keyid} ({key.keytype}; {roles})"))
+        parts.append(Text(f"    fingerprint: {fingerprints[keyid]}"))
+    if root.sigstore is not None:
+        parts += [
+            Text(f"sigstore identity: {pair.identity} (issuer {pair.issuer})")
+            for pair in root.sigstore.identities
+        ]
+    return Group(*parts)

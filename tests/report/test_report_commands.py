@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from report_support import Inputs, parse, write_sbom
 
-from stella_bundle.errors import MalformedDocumentError
+from stella_bundle.errors import InputError, MalformedDocumentError
 from stella_bundle.report import kinds
 from stella_bundle.report.registry import ResultKind, render
 
@@ -150,6 +150,18 @@ CASES = {
         0,
         ("backend: sqlite", "pending_migrations: none", "records: 23", "chains: 1"),
     ),
+    "keys fingerprint": Case(
+        lambda _, keys: ["keys", "fingerprint", keys.public("auditor")],
+        kinds.FINGERPRINT,
+        0,
+        ("keyid:", "keytype:", "fingerprint_sha256:"),
+    ),
+    "trust-root show": Case(
+        lambda _, keys: ["trust-root", "show", keys.trust_root],
+        kinds.TRUST_ROOT,
+        0,
+        ("trust root ", "(valid)", "collector", "fingerprint: "),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,
@@ -206,16 +218,16 @@ def test_from_dict_refuses_an_unknown_field(
     document = parse(run_cli(*case.args(inputs, test_keys), "--format", "json").stdout)
     model = case.kind.model_class()
     if name == "store status":  # open by design: each backend adds its own details
-        with pytest.raises(MalformedDocumentError, match="records"):
+        with pytest.raises(InputError, match="records"):
             model.from_dict({**document, "records": "many"}, "stdout")
         return
-    with pytest.raises(MalformedDocumentError):
+    with pytest.raises(InputError):
         model.from_dict({**document, "surprise": 1}, "stdout")
     # One level down too, where the entries are typed (a chunk's records are shown raw).
     lists = [v for v in document.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
     if lists and name != "signals inspect":
         lists[0][0]["surprise"] = 1
-        with pytest.raises(MalformedDocumentError, match="surprise"):
+        with pytest.raises(InputError, match="surprise"):
             model.from_dict(document, "stdout")
 
 

@@ -28,6 +28,8 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "signals prune": kinds.PRUNES,
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
+    "keys fingerprint": kinds.FINGERPRINT,
+    "trust-root show": kinds.TRUST_ROOT,
     "store init": kinds.STORE_INIT,
     "store migrate": kinds.STORE_MIGRATE,
     "store status": kinds.STORE_STATUS,
@@ -44,7 +46,6 @@ OWN_PRINTING = {
     "bundle inspect",
     "bundle join",
     "bundle split",
-    "keys fingerprint",
     "keys generate",
     "probes doctor",
     "probes list",
@@ -59,7 +60,6 @@ OWN_PRINTING = {
     "trust-root add-key",
     "trust-root init",
     "trust-root set-sigstore",
-    "trust-root show",
 }
 # Services and sessions: they run until stopped and log, they print no result.
 NO_RESULT = {"agent run", "signals start", "demo"}

@@ -502,6 +502,10 @@ class PostgresStore(ObservationStore):
                     if text:
                         stream.write(text.encode("utf-8"))
                     rollups.add(chunk)  # while the server copies the chunk
+                    if rollups.full():
+                        stream.pause()
+                        self._store_rollups(cursor, rollups)
+                        rollups.clear()
                     new.append((p, chunk.size, chunk.seal))
                     result.records_stored += chunk.size
                 stream.pause()
@@ -555,7 +559,8 @@ class PostgresStore(ObservationStore):
 
     def _store_rollups(self, cursor: psycopg.Cursor[Any], rollups: Rollups) -> None:
         cursor.execute(
-            "CREATE TEMPORARY TABLE stella_rollup_batch (LIKE node_rollups) ON COMMIT DROP"
+            "CREATE TEMPORARY TABLE IF NOT EXISTS stella_rollup_batch (LIKE node_rollups) "
+            "ON COMMIT DROP"
         )
         text = _copy_text
         lines = [
@@ -570,6 +575,7 @@ class PostgresStore(ObservationStore):
         ) as copy:
             self._copy_write(copy, ("\n".join(lines) + "\n").encode("utf-8"))
         cursor.execute(_UPSERT_ROLLUPS)
+        cursor.execute("TRUNCATE stella_rollup_batch")  # the next fold of this ingest
 
     def _create_partition(self, cursor: psycopg.Cursor[Any], day: dt.date) -> None:
         name = partition_name(day)

@@ -67,6 +67,9 @@ ROLLUP_COLUMNS: Final = (
 )
 
 HOUR: Final = dt.timedelta(hours=1)
+# An ingest spanning many hours of many nodes folds its rollups into the store every this many
+# entries: its memory stays bounded by this, not by the hours and nodes it covers.
+FLUSH_ENTRIES = 200_000
 
 # One rollup entry: [records, events, min_start, max_start, min_end, max_end, mask,
 #                    first_chain, first_sequence, first_line, function_name, purl]
@@ -128,6 +131,13 @@ class Rollups:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def full(self) -> bool:
+        return len(self.table) >= FLUSH_ENTRIES
+
+    def clear(self) -> None:
+        """After the entries were folded into the store (the spans stay: they cover it all)."""
+        self.table = {}
 
     def add(self, chunk: StoreChunk) -> None:
         decoded = chunk.prepared

@@ -375,6 +375,9 @@ class SqliteStore(ObservationStore):
                         continue
                     self.db.executemany(insert, chunk_rows(chunk))
                     rollups.add(chunk)
+                    if rollups.full():
+                        self.db.executemany(_UPSERT_ROLLUP, rollups.rows())
+                        rollups.clear()
                     result.chunks_stored += 1
                     result.records_stored += chunk.size
                 if result.conflicts:

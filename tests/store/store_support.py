@@ -115,5 +115,8 @@ class NoRollups:
     def add(self, chunk: Any) -> None:
         return None
 
+    def full(self) -> bool:
+        return False
+
     def rows(self) -> list[tuple[Any, ...]]:
         return []

@@ -138,6 +138,33 @@ def test_a_chain_failing_at_its_end_stores_nothing(
         assert ingest_evidence(store, chain, root).records_stored == len(records)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rollups_folded_in_parts_are_the_rollups_folded_once(
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    records: list[dict[str, Any]],
+) -> None:
+    """A long ingest folds its rollups into the store every FLUSH_ENTRIES entries (bounded
+    memory); the rows are those of one fold at the end."""
+    from stella_bundle.store import rollups
+
+    path = write_ndjson(tmp_path / "obs.ndjson", records)
+    stored = []
+    for flush in (rollups.FLUSH_ENTRIES, 3):
+        monkeypatch.setattr(rollups, "FLUSH_ENTRIES", flush)
+        url = (
+            f"sqlite:///{tmp_path / f's{flush}.sqlite'}"
+            if backend == "sqlite"
+            else request.getfixturevalue("pg_cluster").create_database(f"flush_{flush}_{id(path)}")
+        )
+        with open_store(url, initialise=True) as store:
+            ingest_ndjson(store, [path], batch=4)
+            stored.append(store.db.execute(ROLLUPS_IN_ORDER).fetchall())  # type: ignore[attr-defined]
+    assert stored[0] == stored[1] and len(stored[0]) > 3
+
+
 def test_ndjson_ingest_is_unsigned_and_idempotent(
     backend_url: str, tmp_path: Path, records: list[dict[str, Any]]
 ) -> None:

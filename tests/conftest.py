@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -203,3 +204,59 @@ def test_keys(tmp_path_factory: pytest.TempPathFactory) -> TestKeys:
     generate_key("ed25519", directory / "stranger", None)
     root.save(directory / "trust-root.json")
     return TestKeys(directory, directory / "trust-root.json")
+
+
+# --- shared by tests/functionmap and tests/coverage ------------------------------------------
+
+
+@pytest.fixture
+def debian_sbom(tmp_path: Path) -> Path:
+    """A real CycloneDX SBOM of this machine's openssl, libssl3 and libc6 (dpkg)."""
+    from tests.functionmap.functionmap_helpers import write_debian_sbom
+
+    return write_debian_sbom(tmp_path / "debian.cdx.json")
+
+
+# --- shared by tests/bundle and tests/verify: a real map, a real chain, a built bundle -------
+
+
+@pytest.fixture(scope="session")
+def bundle_inputs(tmp_path_factory: pytest.TempPathFactory, test_keys: TestKeys) -> Any:
+    from tests.bundle.bundle_helpers import make_inputs
+
+    return make_inputs(tmp_path_factory.mktemp("bundle-inputs"), test_keys)
+
+
+@pytest.fixture(scope="session")
+def built_bundle(
+    tmp_path_factory: pytest.TempPathFactory, bundle_inputs: Any, test_keys: TestKeys
+) -> Path:
+    from stella_bundle.bundle.build import build_bundle
+    from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH
+
+    output = tmp_path_factory.mktemp("built") / "demo.stella.bundle.tgz"
+    previous = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
+    try:
+        build_bundle(
+            function_maps=[bundle_inputs.function_map],
+            evidence=[bundle_inputs.evidence],
+            signer=test_keys.signer("builder"),
+            output=output,
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = previous
+    return output
+
+
+@pytest.fixture
+def copy_inputs(tmp_path: Path, bundle_inputs: Any) -> Callable[[], Path]:
+    def copy() -> Path:
+        target = tmp_path / "inputs"
+        shutil.copytree(bundle_inputs.directory, target)
+        return target
+
+    return copy

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs
 
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.bundle.layout import entry_order
 from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
 from stella_bundle.errors import InputError
+from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs
 
 
 def _build(inputs: BundleInputs, keys: Any, output: Path, epoch: str | None) -> Path:
@@ -143,7 +143,7 @@ def test_probes_are_shipped_with_their_lock(
     assert outcome.passed, outcome.failure_line()
 
     # A builder re-listing a swapped probe object cannot make it match the lock.
-    from bundle_helpers import read_members, resign_manifest, write_members
+    from tests.bundle.bundle_helpers import read_members, resign_manifest, write_members
 
     members = read_members(output)
     swapped = [(n, d + b"\0" if n.endswith(".bpf.o") else d) for n, d in members]
@@ -222,11 +222,10 @@ def test_view_merges_chains_and_sorts_an_out_of_order_chain(
     bundle verifies (the external sort path, with runs forced small)."""
     import random
 
-    from bundle_helpers import make_inputs, records_for, write_chain
-
     from stella_bundle.bundle import observations_view
     from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
+    from tests.bundle.bundle_helpers import make_inputs, records_for, write_chain
 
     monkeypatch.setattr(observations_view, "RUN_BYTES", 4096)
     inputs = make_inputs(tmp_path / "in", test_keys)
@@ -252,10 +251,9 @@ def test_view_merges_chains_and_sorts_an_out_of_order_chain(
 
 
 def test_unsorted_view_is_caught(tmp_path: Path, built_bundle: Path, test_keys: Any) -> None:
-    from bundle_helpers import read_members, resign_manifest, write_members
-
     from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
+    from tests.bundle.bundle_helpers import read_members, resign_manifest, write_members
 
     members = read_members(built_bundle)
     swapped = [
@@ -273,10 +271,9 @@ def test_unsorted_view_is_caught(tmp_path: Path, built_bundle: Path, test_keys: 
 def test_view_missing_a_record_is_caught(
     tmp_path: Path, built_bundle: Path, test_keys: Any
 ) -> None:
-    from bundle_helpers import read_members, resign_manifest, write_members
-
     from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import verify_bundle
+    from tests.bundle.bundle_helpers import read_members, resign_manifest, write_members
 
     members = read_members(built_bundle)
     swapped = [
@@ -295,7 +292,7 @@ def test_build_memory_does_not_grow_with_the_evidence(tmp_path: Path, test_keys:
     """Peak traced memory of a build is the same for 12,000 and 48,000 records."""
     import shutil
 
-    from bundle_helpers import make_inputs, records_for, write_chain
+    from tests.bundle.bundle_helpers import make_inputs, records_for, write_chain
 
     peaks = []
     for count in (12_000, 48_000):
@@ -361,10 +358,10 @@ def test_view_written_in_the_order_pass_is_the_line_by_line_view(
     import hashlib as _hashlib
 
     import zstandard
-    from bundle_helpers import make_inputs, records_for
 
     from stella_bundle.bundle import observations_view
     from stella_bundle.canonical import canonical_bytes
+    from tests.bundle.bundle_helpers import make_inputs, records_for
 
     monkeypatch.setattr(observations_view, "READ_BLOCK", block)
     inputs = make_inputs(tmp_path / "in", test_keys)

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import zstandard
-from bundle_helpers import SOURCE_DATE_EPOCH, make_inputs, records_for, write_chain
 
 from stella_bundle.bundle import observations_view
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.errors import StellaError
+from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, make_inputs, records_for, write_chain
 
 
 def _rewrite_chunk(chain: Path, sequence: int, edit: Callable[[bytes], bytes]) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bundle_helpers import BundleInputs
+
+from tests.bundle.bundle_helpers import BundleInputs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

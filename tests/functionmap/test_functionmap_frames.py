@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from functionmap_helpers import JAVA_SBOM, make_map
 
 from stella_bundle.functionmap.frames import frame_symbol
+from tests.functionmap.functionmap_helpers import JAVA_SBOM, make_map
 
 LOG4J = "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1?type=jar"
 QUALIFIED = "com.apache.logging.log4j.core.Logger.logMessage"

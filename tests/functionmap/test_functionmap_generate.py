@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from functionmap_helpers import (
+
+from stella_bundle.formats.node_hash import canonical_purl, node_hash
+from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
+from stella_bundle.functionmap.load import load_function_map
+from stella_bundle.schema import validate_document
+from tests.functionmap.functionmap_helpers import (
     EPOCH,
     LIBC,
     LIBCRYPTO,
@@ -16,11 +21,6 @@ from functionmap_helpers import (
     component_purl,
     make_map,
 )
-
-from stella_bundle.formats.node_hash import canonical_purl, node_hash
-from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
-from stella_bundle.functionmap.load import load_function_map
-from stella_bundle.schema import validate_document
 
 ROOT_PURL = "pkg:maven/com.example/vuln-spring@0.0.1-SNAPSHOT?type=jar"
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from functionmap_helpers import make_map
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.canonical import canonical_bytes
@@ -15,6 +14,7 @@ from stella_bundle.errors import InputError
 from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
+from tests.functionmap.functionmap_helpers import make_map
 
 
 def test_round_trip_is_exact_and_nodes_are_unique(java_sbom: Path) -> None:

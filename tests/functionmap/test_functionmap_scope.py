@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from functionmap_helpers import records_for, write_chain, write_ndjson
-
 from stella_bundle.formats.scope import NO_SCOPE_WARNING
 from stella_bundle.functionmap.load import load_function_map
+from tests.functionmap.functionmap_helpers import records_for, write_chain, write_ndjson
 
 NGINX = {"executable": "/usr/sbin/nginx"}
 

@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 import zstandard
-from bundle_helpers import (
+
+from stella_bundle.bundle.layout import entry_order
+from stella_bundle.formats.trust_root import TrustRoot
+from tests.bundle.bundle_helpers import (
     BundleInputs,
     hostile_tar,
     read_members,
@@ -25,9 +28,6 @@ from bundle_helpers import (
     snapshot,
     write_members,
 )
-
-from stella_bundle.bundle.layout import entry_order
-from stella_bundle.formats.trust_root import TrustRoot
 
 # Each verification inline and with worker processes (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("chunk_workers")

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import zstandard
-from functionmap_helpers import EPOCH, record, records_for, write_chain, write_ndjson
 
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage import VerifyOptions, verify_files, verify_observations
@@ -18,6 +17,13 @@ from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.formats.node_hash import node_hash
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 from stella_bundle.functionmap.load import load_function_map
+from tests.functionmap.functionmap_helpers import (
+    EPOCH,
+    record,
+    records_for,
+    write_chain,
+    write_ndjson,
+)
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect", "file/openat"]
 
@@ -131,7 +137,7 @@ def test_partial_paths_and_per_tag_rates(debian_sbom: Path, tmp_path: Path) -> N
 
 
 def component_purl_libssl(sbom: Path) -> str:
-    from functionmap_helpers import component_purl
+    from tests.functionmap.functionmap_helpers import component_purl
 
     return component_purl(sbom, "libssl3")
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from functionmap_helpers import make_map, write_debian_sbom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner
@@ -32,6 +31,7 @@ from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.formats.scope import Scope
 from stella_bundle.functionmap.load import load_function_map
 from tests.conftest import scaled_examples
+from tests.functionmap.functionmap_helpers import make_map, write_debian_sbom
 
 HOT = ["openssl/SSL_read", "openssl/SSL_write", "net/connect"]
 STRAY = ["sha256:" + digit * 64 for digit in "ab"]

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 import zstandard
-from bundle_helpers import (
+
+from stella_bundle.bundle.build import build_bundle
+from stella_bundle.errors import ArchiveError
+from stella_bundle.formats.trust_root import TrustRoot
+from stella_bundle.verify import VerifyLimits, verify_bundle
+from stella_bundle.verify.chunkwork import WorkLimits
+from tests.bundle.bundle_helpers import (
     make_inputs,
     read_members,
     records_for,
@@ -23,12 +29,6 @@ from bundle_helpers import (
     write_chain,
     write_members,
 )
-
-from stella_bundle.bundle.build import build_bundle
-from stella_bundle.errors import ArchiveError
-from stella_bundle.formats.trust_root import TrustRoot
-from stella_bundle.verify import VerifyLimits, verify_bundle
-from stella_bundle.verify.chunkwork import WorkLimits
 
 Members = list[tuple[str, bytes]]
 

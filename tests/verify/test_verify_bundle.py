@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
 
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.coverage import VerifyOptions, verify_observations
@@ -19,6 +18,7 @@ from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
 from stella_bundle.timeutil import parse_timestamp
 from stella_bundle.verify import verify_bundle
+from tests.bundle.bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
 
 
 def _expected(inputs: BundleInputs, trust_root: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +192,7 @@ def test_cli_build_is_reproducible_and_verify_prints_html(
     run_cli: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bundle_helpers import SOURCE_DATE_EPOCH
+    from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
     output = tmp_path / built_bundle.name

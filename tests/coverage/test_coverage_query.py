@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from functionmap_helpers import record, write_ndjson
-
 from stella_bundle.formats.node_hash import node_hash
+from tests.functionmap.functionmap_helpers import record, write_ndjson
 
 SSL = node_hash("pkg:deb/debian/libssl3@3.0.19", "SSL_read")
 CONNECT = node_hash("pkg:deb/debian/libc6@2.36", "connect")
@@ -77,7 +76,7 @@ def test_query_bad_line_and_inputs(run_cli, tmp_path: Path) -> None:
 
 
 def test_query_evidence_chain(run_cli, tmp_path: Path, test_keys) -> None:
-    from functionmap_helpers import write_chain
+    from tests.functionmap.functionmap_helpers import write_chain
 
     records = [
         record(SSL, "SSL_read", observed_at=f"2026-01-23T00:00:0{i}.000000Z") for i in range(5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from ..attest.dsse import parse_envelope
 from ..errors import StellaError
 from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE
 from ..formats.roles import RoleName
+from ..jsonio import parse_json
 from .layout import CHUNK_RE, FUNCTION_MAP_ENVELOPE_RE, SEAL_RE, section_rank
 from .reader import ReaderLimits, SafeTarReader
 
@@ -23,8 +23,8 @@ MAX_DOCUMENT = 64 * 1024 * 1024
 
 def _keyids(data: bytes, name: str) -> list[str]:
     try:
-        envelope = parse_envelope(json.loads(data), name)
-    except (StellaError, ValueError, RecursionError):
+        envelope = parse_envelope(parse_json(data, name), name)
+    except StellaError:  # unverified listing: an unreadable envelope names no signer
         return []
     return sorted({signature.keyid for signature in envelope.signatures})
 
@@ -50,11 +50,12 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
                 data = stream.read_all(MAX_DOCUMENT)
                 if member.name == MANIFEST:
                     try:
-                        manifest = json.loads(data).get("predicate", {})
-                    except (ValueError, AttributeError, RecursionError):
-                        manifest = {}
-                    if not isinstance(manifest, dict):  # unverified: any JSON may be there
-                        manifest = {}
+                        statement = parse_json(data, MANIFEST)
+                    except StellaError:
+                        statement = None
+                    # Unverified: any JSON may be there; what is not an object shows nothing.
+                    predicate = statement.get("predicate") if isinstance(statement, dict) else None
+                    manifest = predicate if isinstance(predicate, dict) else {}
                     continue
                 role = (
                     RoleName.BUILDER.value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..formats.seal import (
     parse_probe_reattachments,
 )
 from ..fsutil import fsync_directory
-from ..jsonio import parse_json
+from ..jsonio import parse_json, parse_json_line
 from ..timeutil import format_timestamp, utc_now
 from .layout import (
     CHUNK_SUFFIX,
@@ -147,16 +146,18 @@ def _read_state(path: Path, fallback: CollectorInfo) -> _State:
     return collector, loss, failures, reattachments
 
 
-def _complete_lines(data: bytes, window: ObservationWindow) -> tuple[list[bytes], int]:
+def _complete_lines(
+    data: bytes, window: ObservationWindow, source: Path
+) -> tuple[list[bytes], int]:
     """Lines that parse as records; a torn last line (and any damaged line) counts as lost."""
     end = data.rfind(b"\n")
     body, tail = (data[: end + 1], data[end + 1 :]) if end >= 0 else (b"", data)
     torn = 1 if tail.strip() else 0
     kept = []
-    for line in body.split(b"\n")[:-1]:
+    for number, line in enumerate(body.split(b"\n")[:-1], start=1):
         try:
-            record: Any = json.loads(line)
-        except (ValueError, RecursionError):  # JSON, UTF-8, > 4300-digit integers
+            record: Any = parse_json_line(line, source, number)
+        except MalformedDocumentError:  # JSON, UTF-8, > 4300-digit integers, lone surrogates
             torn += 1
             continue
         if not isinstance(record, dict) or not isinstance(record.get("observed_at"), str):
@@ -185,7 +186,7 @@ def seal_recovered_partial(
     state = chain_dir / partial_state_name(sequence)
     data = partial.read_bytes()
     window = ObservationWindow()
-    lines, torn = _complete_lines(data, window)
+    lines, torn = _complete_lines(data, window, partial)
     written_by, loss, failures, reattachments = _read_state(state, collector)
     loss.torn_records += torn
     content = b"".join(line + b"\n" for line in lines)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from ..compression import BoundedInflater
 from ..errors import InputError, MalformedDocumentError
 from ..formats.flat import read_flat, read_list
 from ..formats.seal import LossCounters, SealPredicate
+from ..jsonio import parse_json_line
 from ..timeutil import parse_timestamp, utc_now
 from .layout import (
     PARTIAL_SUFFIX,
@@ -403,12 +403,7 @@ def _collect(
             continue  # the torn end of an open chunk
         total += 1
         if limit is None or len(records) < limit:
-            try:
-                records.append(json.loads(line))
-            except (ValueError, RecursionError) as exc:  # JSON, UTF-8, > 4300-digit integers
-                raise MalformedDocumentError(
-                    "malformed NDJSON line", path=source, line=number
-                ) from exc
+            records.append(parse_json_line(line, source, number))
     return Inspection(source, seal, records, total)
 
 

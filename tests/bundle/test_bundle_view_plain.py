@@ -14,14 +14,6 @@ from typing import Any
 
 import pytest
 import zstandard
-from bundle_helpers import (
-    make_inputs,
-    read_members,
-    records_for,
-    resign_manifest,
-    write_chain,
-    write_members,
-)
 
 from stella_bundle.bundle import streams
 from stella_bundle.bundle.build import build_bundle
@@ -29,6 +21,14 @@ from stella_bundle.errors import ArchiveError
 from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.verify import VerifyLimits, records, verify_bundle
 from stella_bundle.verify.chunkwork import WorkLimits
+from tests.bundle.bundle_helpers import (
+    make_inputs,
+    read_members,
+    records_for,
+    resign_manifest,
+    write_chain,
+    write_members,
+)
 
 Members = list[tuple[str, bytes]]
 VIEW = "observations/"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from formats_cases import CASES, examples
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.canonical import MAX_SAFE_INTEGER
@@ -168,20 +168,21 @@ def check_agreement(kind: str, document: Any) -> bool:
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_model_and_schema_agree(kind: str) -> None:
     verdicts: list[bool] = []
+    count = scaled_examples(200)
     for _name, base in examples(kind):
 
-        @settings(
-            max_examples=scaled_examples(200),
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @settings(max_examples=count, deadline=None, suppress_health_check=list(HealthCheck))
         @given(edited(base, kind))
+        @example(copy.deepcopy(base))
         def agree(document: Any) -> None:
             verdicts.append(check_agreement(kind, document))
 
         agree()
-    # Both kinds of document were generated: valid ones and ones the schema refuses.
-    assert verdicts.count(True) >= 5 and verdicts.count(False) >= 5, (
+    # Both kinds of document were generated: valid ones and ones the schema refuses. About one
+    # edit in ten stays valid, so a short local run (tens of examples) may see only one or two:
+    # five of each are asked of the full count (the CI profile), one of each otherwise.
+    needed = 5 if count >= 200 else 1
+    assert verdicts.count(True) >= needed and verdicts.count(False) >= needed, (
         kind,
         verdicts.count(True),
         verdicts.count(False),

@@ -102,15 +102,17 @@ class ViewStats:
     # "chain": the view is one chain's lines in their own order (the verifier then compares it
     # piece by piece with each chunk's lines instead of hashing every line); "merged": else.
     order: str
-    # Not empty: the view is these chunks' decompressed bytes as they are (one chain, in
-    # order, of clean lines) and was not written to the output file; `view_blocks` reads the
-    # view either way (decompressing a chunk again costs less than writing and reading it).
+    # True: the view is the decompressed bytes of `chunks` as they are (one chain, in order,
+    # of clean lines; none for a chain without chunks) and was not written to the output file;
+    # `view_blocks` reads the view either way (decompressing a chunk again costs less than
+    # writing and reading it).
+    streamed: bool = False
     chunks: tuple[Path, ...] = ()
 
 
 def view_blocks(stats: ViewStats, output: Path) -> Iterator[bytes]:
     """The bytes of the view `write_merged_view` returned `stats` of, block by block."""
-    if stats.chunks:
+    if stats.streamed:
         for chunk in stats.chunks:
             yield from _content_blocks(chunk)
         return
@@ -458,7 +460,7 @@ def _write_view(
         in_order = _chain_in_order(chain)
         if sink is not None and in_order and all(order.clean for order in chain):
             digest = sink.digest.hexdigest()
-            return ViewStats(records, None, digest, sink.size, ORDER_CHAIN, tuple(chains[0]))
+            return ViewStats(records, None, digest, sink.size, ORDER_CHAIN, True, tuple(chains[0]))
         if in_order:
             streams.append(_chain_lines(chunks))
         else:

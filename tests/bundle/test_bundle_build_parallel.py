@@ -17,6 +17,7 @@ import zstandard
 from stella_bundle.bundle import observations_view
 from stella_bundle.bundle.build import build_bundle
 from stella_bundle.errors import StellaError
+from stella_bundle.evidence.layout import PRUNE_RECORD_NAME
 from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, make_inputs, records_for, write_chain
 
 
@@ -101,3 +102,17 @@ def test_workers_build_the_inline_bytes(
         )
     else:
         assert isinstance(built["inline"], bytes)
+
+
+def test_a_chain_without_chunks_builds_an_empty_view(tmp_path: Path, test_keys: Any) -> None:
+    """One chain whose chunks were all pruned (its prune record alone is left): its view,
+    streamed from no chunks (no file written), is empty."""
+    inputs = make_inputs(tmp_path / "in", test_keys)
+    shutil.rmtree(inputs.evidence)
+    (inputs.evidence / "host-0").mkdir(parents=True)
+    (inputs.evidence / "host-0" / PRUNE_RECORD_NAME).write_text("{}")
+    out = _build(inputs, test_keys, tmp_path / "empty.stella.bundle.tgz")
+    assert isinstance(out, bytes), out
+    stats = observations_view.write_merged_view([[]], tmp_path / "view.ndjson", tmp_path)
+    assert (stats.records, stats.size, stats.streamed) == (0, 0, True)
+    assert list(observations_view.view_blocks(stats, tmp_path / "view.ndjson")) == []

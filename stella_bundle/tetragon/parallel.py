@@ -34,6 +34,7 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,16 +153,18 @@ def feed_files(
 
 
 def _blocks(paths: list[Path]) -> list[_Block]:
-    """Byte ranges of plain files; a gzipped file (or one that cannot be read: its reader
-    names it) as one block."""
+    """Byte ranges of plain files; a gzipped file, a pipe or device (read once, in order), or
+    one that cannot be read (its reader names it) as one block."""
     blocks = []
     for path in paths:
         try:
-            with open(path, "rb") as handle:
-                head = handle.read(4)
-                size = os.fstat(handle.fileno()).st_size
+            info = os.stat(path)
+            size = info.st_size if stat.S_ISREG(info.st_mode) else -1
+            if size >= 0:
+                with open(path, "rb") as handle:
+                    head = handle.read(4)
         except OSError:
-            head, size = b"", -1
+            size = -1
         if size < 0 or compression_of(head) is not None:
             blocks.append(_Block(path, 0, -1))
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,25 @@ def test_an_unreadable_file_is_named_and_what_came_before_is_sealed(
     assert chain_contents(tmp_path / "two" / "tetragon-test") == chain_contents(
         tmp_path / "one" / "tetragon-test"
     )
+
+
+def test_a_pipe_among_the_files_is_not_opened_to_be_cut(tmp_path: Path) -> None:
+    """A named pipe cannot be cut into byte ranges, nor peeked at (what is read is gone, and
+    opening it waits for a writer): it stays one block, read by its worker as the
+    one-process reader reads it."""
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"{}\n" * 10)
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    found: list[Any] = []
+    cutter = threading.Thread(target=lambda: found.append(parallel._blocks([fifo, plain])))
+    cutter.start()
+    cutter.join(timeout=10)
+    if cutter.is_alive():  # it opened the pipe: let it go, then fail
+        with open(fifo, "wb"):
+            pass
+        cutter.join()
+    assert found == [[parallel._Block(fifo, 0, -1), parallel._Block(plain, 0, 30)]]
 
 
 def test_only_large_inputs_start_a_worker(tmp_path: Path) -> None:

@@ -38,8 +38,9 @@ from typing import Any
 from stella_bundle.attest.keys import generate_key, load_signer
 from stella_bundle.attest.signing import sign_to_file
 from stella_bundle.canonical import canonical_bytes
-from stella_bundle.evidence.writer import ChunkWriter, CollectorInfo, WriterConfig
+from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
 from stella_bundle.formats.roles import ROLES
+from stella_bundle.formats.seal import CollectorInfo
 from stella_bundle.formats.trust_root import TrustRoot
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 

@@ -32,7 +32,8 @@ from typing import Any
 
 from stella_bundle.attest.keys import generate_key, load_signer
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.evidence.writer import ChunkWriter, CollectorInfo, WriterConfig
+from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
+from stella_bundle.formats.seal import CollectorInfo
 from stella_bundle.formats.trust_root import TrustRoot
 
 TARGET_RECORDS_PER_SECOND = 200_000

@@ -43,7 +43,7 @@ from .seal import build_seal
 from .storage import commit_chunk, remove_quietly, storage_error, temp_path, write_all, write_temp
 from .window import ObservationWindow
 
-__all__ = ["ChunkWriter", "CollectorInfo", "LossCounters", "WriterConfig"]
+__all__ = ["ChunkWriter", "WriterConfig"]
 
 # Appended lines are handed to the kernel (not yet fsync'd) once this many bytes are pending:
 # batches the hashing and compression work and bounds the memory held between flushes.

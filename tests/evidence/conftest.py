@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from evidence_support import COLLECTOR, make_record
 
-from stella_bundle.evidence.writer import ChunkWriter, CollectorInfo, WriterConfig
+from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
+from stella_bundle.formats.seal import CollectorInfo
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from stella_bundle.evidence.writer import CollectorInfo
+from stella_bundle.formats.seal import CollectorInfo
 
 COLLECTOR = CollectorInfo(
     id="collector-test",

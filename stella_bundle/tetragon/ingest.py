@@ -158,6 +158,12 @@ class TetragonIngest:
     def _hand_over(self, run: list[bytes], times: list[str]) -> None:
         """A run of fast-path records to the writer in one call; the lists emptied."""
         count = len(times)
+        if count == 1:  # lines fed one at a time (a follower)
+            self.result.lines += 1
+            self.result.records += 1
+            line, observed = run.pop(), times.pop()
+            cast(ChunkWriter, self._writer).append_encoded(line, observed)
+            return
         lines, observed = b"\n".join(run), "\n".join(times)
         earliest, latest = min(times), max(times)
         run.clear()

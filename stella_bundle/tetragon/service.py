@@ -22,7 +22,7 @@ from .events import EventMapper
 from .ingest import IngestResult, TetragonIngest
 from .nodes import NodeIndex
 from .privacy import PrivacyFilter
-from .sources import read_lines
+from .sources import read_blocks
 
 
 class RuntimeTraceService:
@@ -89,7 +89,9 @@ class RuntimeTraceService:
             max_object_bytes=self.config.max_line_bytes,
         )
         try:
-            runner.feed(read_lines(io.BytesIO(data), source_name, self.config.max_line_bytes))
+            runner.feed_blocks(
+                read_blocks(io.BytesIO(data), source_name, self.config.max_line_bytes)
+            )
         except BaseException:
             runner.abort()
             raise

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..attest.dsse import parse_envelope
-from ..errors import StellaError
+from ..errors import MalformedDocumentError, StellaError
+from ..formats.flat import read_flat, read_list
 from ..formats.manifest import MANIFEST, MANIFEST_ENVELOPE
 from ..formats.roles import RoleName
 from ..jsonio import parse_json
@@ -91,3 +95,118 @@ def inspect_bundle(path: Path, limits: ReaderLimits | None = None) -> dict[str, 
         "claimed_signer_keyids": {role: sorted(ids) for role, ids in sorted(signers.items())},
         "files": files,
     }
+
+
+@dataclass(frozen=True)
+class ChainClaim:
+    chain_id: str
+    chunks: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileClaim:
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BundleClaims:
+    """What `bundle inspect` prints: what a bundle claims to hold, NOT verified. The manifest's
+    own values (created_at, builder, observations, evidence_window) are whatever JSON it holds."""
+
+    bundle: str
+    size: int
+    uncompressed_size: int
+    created_at: Any
+    builder: Any
+    services: tuple[str, ...]
+    chains: tuple[ChainClaim, ...]
+    observations: Any
+    evidence_window: Any
+    sections: Mapping[str, int]
+    claimed_signer_keyids: Mapping[str, tuple[str, ...]]
+    files: tuple[FileClaim, ...]
+
+    @property
+    def notice(self) -> str:
+        return NOT_VERIFIED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verified": False,
+            "notice": self.notice,
+            "bundle": self.bundle,
+            "size": self.size,
+            "uncompressed_size": self.uncompressed_size,
+            "created_at": self.created_at,
+            "builder": self.builder,
+            "services": list(self.services),
+            "chains": [dataclasses.asdict(chain) for chain in self.chains],
+            "observations": self.observations,
+            "evidence_window": self.evidence_window,
+            "sections": dict(self.sections),
+            "claimed_signer_keyids": {
+                role: list(keyids) for role, keyids in self.claimed_signer_keyids.items()
+            },
+            "files": [dataclasses.asdict(item) for item in self.files],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> BundleClaims:
+        values = read_flat(_ClaimFields, data, source, "inspect")
+        if values["verified"] is not False or values["notice"] != NOT_VERIFIED:
+            raise MalformedDocumentError(
+                "an inspection is never verified", path=source, field="verified"
+            )
+        signers = values["claimed_signer_keyids"]
+        if not isinstance(signers, dict) or not all(
+            isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+            for ids in signers.values()
+        ):
+            raise MalformedDocumentError(
+                "expected role → keyids", path=source, field="claimed_signer_keyids"
+            )
+        return cls(
+            bundle=values["bundle"],
+            size=values["size"],
+            uncompressed_size=values["uncompressed_size"],
+            created_at=values["created_at"],
+            builder=values["builder"],
+            services=tuple(values["services"]),
+            chains=tuple(
+                ChainClaim(**read_flat(ChainClaim, item, source, f"chains[{index}]"))
+                for index, item in enumerate(read_list(values["chains"], source, "chains"))
+            ),
+            observations=values["observations"],
+            evidence_window=values["evidence_window"],
+            sections=values["sections"],
+            claimed_signer_keyids={role: tuple(ids) for role, ids in signers.items()},
+            files=tuple(
+                FileClaim(**read_flat(FileClaim, item, source, f"files[{index}]"))
+                for index, item in enumerate(read_list(values["files"], source, "files"))
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _ClaimFields:
+    verified: bool
+    notice: str
+    bundle: str
+    size: int
+    uncompressed_size: int
+    created_at: object
+    builder: object
+    services: list[str]
+    chains: object
+    observations: object
+    evidence_window: object
+    sections: dict[str, int]
+    claimed_signer_keyids: object
+    files: object
+
+
+def bundle_claims(path: Path, limits: ReaderLimits | None = None) -> BundleClaims:
+    """`inspect_bundle` as a typed result."""
+    return BundleClaims.from_dict(inspect_bundle(path, limits), path)

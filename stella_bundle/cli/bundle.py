@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from ..report.kinds import BUNDLE_REPORT
-from ..report.registry import PageFormat
+from ..report.kinds import BUNDLE_CLAIMS, BUNDLE_REPORT
+from ..report.registry import PageFormat, TextFormat
 from .options import time_option
-from .output import console, emit, emit_json, error_console, error_line, format_option
+from .output import console, emit, error_console, error_line, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
 
 # Below this, a progress bar is more noise than help.
 PROGRESS_THRESHOLD = 64 * 1024 * 1024
-
-
-class InspectFormat(enum.StrEnum):
-    table = "table"
-    json = "json"
 
 
 @contextmanager
@@ -104,43 +98,12 @@ def build(
 @app.command("inspect")
 def inspect(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to look into."),
-    output_format: InspectFormat = typer.Option(
-        InspectFormat.table, "--format", help="table for people, json for programs."
-    ),
+    output_format: TextFormat = format_option(BUNDLE_CLAIMS),
 ) -> None:
     """Show what a bundle claims to hold (NOT verified; use `bundle verify`)."""
-    from rich.table import Table
+    from ..bundle.inspect import bundle_claims
 
-    from ..bundle.inspect import inspect_bundle
-
-    summary = inspect_bundle(bundle)
-    if output_format is InspectFormat.json:
-        emit_json(summary)
-        return
-    console.print(f"[bold red]{summary['notice']}[/bold red]")
-    console.print(
-        f"{summary['bundle']}: {summary['size']} bytes ({summary['uncompressed_size']} "
-        f"uncompressed), created {summary['created_at']}, services "
-        f"{', '.join(summary['services']) or 'none'}"
-    )
-    chains = Table(title="chains (not verified)", title_justify="left")
-    for column in ("chain", "chunks", "bytes"):
-        chains.add_column(column)
-    for chain in summary["chains"]:
-        chains.add_row(chain["chain_id"], str(chain["chunks"]), str(chain["bytes"]))
-    console.print(chains)
-    signers = Table(title="claimed signer keyids (not verified)", title_justify="left")
-    signers.add_column("role")
-    signers.add_column("keyids")
-    for role, keyids in summary["claimed_signer_keyids"].items():
-        signers.add_row(role, ", ".join(keyids))
-    console.print(signers)
-    files = Table(title="files (not verified)", title_justify="left")
-    files.add_column("path")
-    files.add_column("size", justify="right")
-    for item in summary["files"]:
-        files.add_row(item["path"], str(item["size"]))
-    console.print(files)
+    emit(bundle_claims(bundle), output_format, BUNDLE_CLAIMS)
 
 
 @app.command("verify")

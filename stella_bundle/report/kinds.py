@@ -105,3 +105,8 @@ TRUST_ROOT: Final = ResultKind(
     "stella_bundle.attest.keys:TrustRootView",
     "stella_bundle.report.tables:trust_root_table",
 )
+BUNDLE_CLAIMS: Final = ResultKind(
+    "bundle inspection",
+    "stella_bundle.bundle.inspect:BundleClaims",
+    "stella_bundle.report.tables:claims_table",
+)

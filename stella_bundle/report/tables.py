@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     # Types only: a view reads the result it is given; importing every model (the store's
     # pulls in its drivers) would make each table cost a second.
     from ..attest.keys import KeyFingerprint, TrustRootView
+    from ..bundle.inspect import BundleClaims
     from ..coverage.query import RecordSelection, SymbolSummaries
     from ..evidence.importer import ImportResult
     from ..evidence.prune import PruneOutcome
@@ -472,3 +473,34 @@ def trust_root_table(view: TrustRootView) -> RenderableType:
             for pair in root.sigstore.identities
         ]
     return Group(*parts)
+
+
+# --- bundle inspect ----------------------------------------------------------------------------
+
+
+def claims_table(claims: BundleClaims) -> RenderableType:
+    chains = Table(title="chains (not verified)", title_justify="left")
+    for column in ("chain", "chunks", "bytes"):
+        chains.add_column(column)
+    for chain in claims.chains:
+        chains.add_row(_cell(chain.chain_id), str(chain.chunks), str(chain.bytes))
+    signers = Table(title="claimed signer keyids (not verified)", title_justify="left")
+    signers.add_column("role")
+    signers.add_column("keyids")
+    for role, keyids in claims.claimed_signer_keyids.items():
+        signers.add_row(_cell(role), _cell(", ".join(keyids)))
+    files = Table(title="files (not verified)", title_justify="left")
+    files.add_column("path")
+    files.add_column("size", justify="right")
+    for item in claims.files:
+        files.add_row(_cell(item.path), str(item.size))
+    return Group(
+        Text(claims.notice, style="bold red"),
+        Text(
+            f"{claims.bundle}: {claims.size} bytes ({claims.uncompressed_size} uncompressed), "
+            f"created {claims.created_at}, services {', '.join(claims.services) or 'none'}"
+        ),
+        chains,
+        signers,
+        files,
+    )

@@ -134,3 +134,23 @@ def write_sbom(directory: Path) -> Path:
     path = directory / "sbom.cdx.json"
     path.write_text(json.dumps(document))
     return path
+
+
+def write_bundle(inputs: Inputs, map_signer: Any, builder: Any) -> Path:
+    """A bundle of the inputs' map (signed beside it) and chain."""
+    from stella_bundle.attest.dsse import envelope_bytes, sign_statement
+    from stella_bundle.bundle.build import build_bundle
+
+    output = inputs.function_map.parent / "report.stella.bundle.tgz"
+    if not output.exists():
+        envelope = sign_statement(function_map(), [map_signer])
+        (inputs.function_map.parent / "function-map.dsse.json").write_bytes(
+            envelope_bytes(envelope)
+        )
+        build_bundle(
+            function_maps=[inputs.function_map],
+            evidence=[inputs.evidence],
+            signer=builder,
+            output=output,
+        )
+    return output

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_support import Inputs, parse, write_sbom
+from report_support import Inputs, parse, write_bundle, write_sbom
 
 from stella_bundle.errors import InputError, MalformedDocumentError
 from stella_bundle.report import kinds
@@ -161,6 +161,16 @@ CASES = {
         kinds.TRUST_ROOT,
         0,
         ("trust root ", "(valid)", "collector", "fingerprint: "),
+    ),
+    "bundle inspect": Case(
+        lambda i, keys: [
+            "bundle",
+            "inspect",
+            write_bundle(i, keys.signer("function-map"), keys.signer("builder")),
+        ],
+        kinds.BUNDLE_CLAIMS,
+        0,
+        ("NOT VERIFIED", "services report-svc", "chains (not verified)", "chain-a"),
     ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],

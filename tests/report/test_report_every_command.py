@@ -28,6 +28,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "signals prune": kinds.PRUNES,
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
+    "bundle inspect": kinds.BUNDLE_CLAIMS,
     "keys fingerprint": kinds.FINGERPRINT,
     "trust-root show": kinds.TRUST_ROOT,
     "store init": kinds.STORE_INIT,
@@ -43,7 +44,6 @@ OWN_PRINTING = {
     "attest sign",
     "attest verify",
     "bundle build",
-    "bundle inspect",
     "bundle join",
     "bundle split",
     "keys generate",

@@ -3,6 +3,8 @@
 - `formats/` (one typed model per format) imports no stage: only the shared low-level modules
   below. A stage importing formats is the direction the library is built in; formats importing
   a stage would make a model depend on what produces or checks it.
+- The shared helpers (canonical, errors, timeutil, jsonio, fsutil, compression, digests) import
+  only each other; only the CLI imports the CLI; `bundle/` never imports `verify/`.
 - The models are defined in `formats/` only; no stage defines a class of the same name.
 - One definition each of: the integer bound (`MAX_SAFE_INTEGER`), a file's sha256
   (`digests.file_sha256`), the sha256 patterns (`digests`), bounded decompression
@@ -158,6 +160,43 @@ def test_the_formats_check_catches_a_stage_import(source: str) -> None:
 def test_the_formats_check_lets_low_level_imports_through() -> None:
     source = "from ..canonical import MAX_SAFE_INTEGER\nfrom .seal import LossCounters\n"
     assert formats_violations(ast.parse(source), "formats/example.py") == []
+
+
+# The shared helpers below every stage import only each other.
+LOW_LEVEL = frozenset(
+    {"canonical", "errors", "timeutil", "jsonio", "fsutil", "compression", "digests"}
+)
+
+
+def _imports_between_folders() -> Iterator[tuple[str, int, str]]:
+    """(importing module, line, imported top-level part of the package) across folders."""
+    for relpath, tree in _modules():
+        own = relpath.split("/")[0].removesuffix(".py")
+        for line, module in _imported(tree, relpath):
+            parts = module.split(".")
+            if parts[0] == "stella_bundle" and len(parts) > 1 and parts[1] != own:
+                yield relpath, line, parts[1]
+
+
+def test_the_shared_helpers_import_no_stage() -> None:
+    found = [
+        f"{relpath}:{line} imports {target}"
+        for relpath, line, target in _imports_between_folders()
+        if relpath.removesuffix(".py") in LOW_LEVEL and target not in LOW_LEVEL
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_only_the_cli_imports_the_cli_and_bundle_never_imports_verify() -> None:
+    """The CLI wires the library, never the reverse; `verify/` reads archives through
+    `bundle/`, which does not know it (docs/architecture.md)."""
+    found = [
+        f"{relpath}:{line} imports {target}"
+        for relpath, line, target in _imports_between_folders()
+        if (target == "cli" and not relpath.startswith(("cli/", "__main__")))
+        or (target == "verify" and relpath.startswith("bundle/"))
+    ]
+    assert not found, "\n".join(found)
 
 
 def test_each_model_is_defined_in_formats_only() -> None:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..digests import SHA256_HEX_RE
-from ..errors import ConfigError
+from ..errors import ConfigError, MalformedDocumentError
+from ..formats.flat import read_flat, read_list
 from ..fsutil import write_bytes_atomic
 from ..jsonio import parse_json, read_bytes
 from ..timeutil import format_timestamp, utc_now
@@ -61,6 +62,45 @@ class TokenEntry:
             "scopes": list(self.scopes),
             "created_at": self.created_at,
         }
+
+
+@dataclass(frozen=True)
+class _ListedFields:
+    name: str
+    scopes: list[str]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class TokenListing:
+    """What `serve token list` prints: each token's name, scopes and creation time, never its
+    digest (nor the token: it is not kept)."""
+
+    entries: tuple[TokenEntry, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tokens": [
+                {key: value for key, value in entry.to_dict().items() if key != "sha256"}
+                for entry in self.entries
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> TokenListing:
+        if not isinstance(data, dict) or set(data) != {"tokens"}:
+            raise MalformedDocumentError(
+                "expected an object of tokens", path=source, field="tokens"
+            )
+        entries = []
+        for index, item in enumerate(read_list(data["tokens"], source, "tokens")):
+            values = read_flat(_ListedFields, item, source, f"tokens[{index}]")
+            check_scopes(values["scopes"], f"tokens[{index}].scopes", str(source))
+            # The digest is never shown: an empty one stands for it.
+            entries.append(
+                TokenEntry(values["name"], "", tuple(values["scopes"]), values["created_at"])
+            )
+        return cls(tuple(entries))
 
 
 def check_scopes(scopes: list[str] | tuple[str, ...], field: str, source: str | None) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from .output import FORMAT_HELP, Format, console, emit_json, error_line
+from ..report.kinds import TOKENS
+from ..report.registry import TextFormat
+from .output import emit, error_line, format_option
 from .store_options import config_option, store_url_option
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -151,19 +153,12 @@ def token_add(
 @token_app.command("list")
 def token_list(
     tokens: Path = typer.Option(..., "--tokens", help="Tokens file."),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(TOKENS),
 ) -> None:
     """Names, scopes and creation times (never the tokens: they are not kept)."""
-    from ..api import TokenFile
+    from ..api.tokens import TokenFile, TokenListing
 
-    entries = TokenFile.load(tokens).entries
-    if output_format == Format.json:
-        emit_json(
-            {"tokens": [{k: v for k, v in e.to_dict().items() if k != "sha256"} for e in entries]}
-        )
-        return
-    for entry in entries:
-        console.print(f"{entry.name}  {','.join(entry.scopes)}  {entry.created_at}", markup=False)
+    emit(TokenListing(tuple(TokenFile.load(tokens).entries)), output_format, TOKENS)
 
 
 @token_app.command("remove")

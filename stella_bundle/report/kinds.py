@@ -110,3 +110,8 @@ BUNDLE_CLAIMS: Final = ResultKind(
     "stella_bundle.bundle.inspect:BundleClaims",
     "stella_bundle.report.tables:claims_table",
 )
+TOKENS: Final = ResultKind(
+    "token listing",
+    "stella_bundle.api.tokens:TokenListing",
+    "stella_bundle.report.tables:tokens_table",
+)

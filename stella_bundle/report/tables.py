@@ -20,6 +20,7 @@ from ..timeutil import format_timestamp
 if TYPE_CHECKING:
     # Types only: a view reads the result it is given; importing every model (the store's
     # pulls in its drivers) would make each table cost a second.
+    from ..api.tokens import TokenListing
     from ..attest.keys import KeyFingerprint, TrustRootView
     from ..bundle.inspect import BundleClaims
     from ..coverage.query import RecordSelection, SymbolSummaries
@@ -503,4 +504,16 @@ def claims_table(claims: BundleClaims) -> RenderableType:
         chains,
         signers,
         files,
+    )
+
+
+# --- serve token list --------------------------------------------------------------------------
+
+
+def tokens_table(listing: TokenListing) -> RenderableType:
+    return Group(
+        *(
+            Text(f"{entry.name}  {','.join(entry.scopes)}  {entry.created_at}")
+            for entry in listing.entries
+        )
     )

@@ -37,6 +37,18 @@ def _stored(inputs: Inputs, keys: Any) -> str:
     return url
 
 
+def _tokens(inputs: Inputs) -> Path:
+    from stella_bundle.api.tokens import TokenFile
+
+    path = inputs.evidence.parent / "tokens.json"
+    if not path.exists():
+        tokens = TokenFile(path=path)
+        tokens.add("ci", ["read"])
+        tokens.add("ops", ["write", "read"])
+        tokens.save(path)
+    return path
+
+
 CASES = {
     "signals verify-chain": Case(
         lambda i, keys: ["signals", "verify-chain", i.evidence, "--trust-root", keys.trust_root],
@@ -171,6 +183,12 @@ CASES = {
         kinds.BUNDLE_CLAIMS,
         0,
         ("NOT VERIFIED", "services report-svc", "chains (not verified)", "chain-a"),
+    ),
+    "serve token list": Case(
+        lambda i, _: ["serve", "token", "list", "--tokens", _tokens(i)],
+        kinds.TOKENS,
+        0,
+        ("ci  read  ", "ops  write,read  "),
     ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],

@@ -66,6 +66,7 @@ class Source:
     size: int = 0
     sha256: str | None = None  # already known (the view, hashed while it was written)
     blocks: Callable[[], Iterator[bytes]] | None = None  # the bytes, when not data or path
+    checked: bool = False  # the blocks check their own origin: `sha256` need not be recomputed
 
     @classmethod
     def of_bytes(cls, name: str, data: bytes) -> Source:
@@ -305,6 +306,7 @@ def build_bundle(
                 size=view.size,
                 sha256=view.sha256,
                 blocks=lambda: view_blocks(view, view_path),
+                checked=view.streamed,
             )
         )
         names = [s.name for s in sources]
@@ -401,6 +403,7 @@ def _write_source(tar: ReproducibleTarWriter, source: Source) -> str:
     if source.data is not None:
         return tar.add_bytes(source.name, source.data)
     assert source.path is not None
-    if source.blocks is not None:
-        return tar.add_blocks(source.name, source.blocks(), source.size, source.path)
+    if source.blocks is not None:  # the view: it checks its chunks itself when streamed
+        known = source.sha256 if source.checked else None
+        return tar.add_blocks(source.name, source.blocks(), source.size, source.path, known)
     return tar.add_file(source.name, source.path, source.size)

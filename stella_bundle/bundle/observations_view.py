@@ -28,10 +28,11 @@ from typing import IO, Any
 
 import zstandard
 
+from ..compression import DEFAULT_LIMITS, ZSTD_MAGIC, BoundedInflater
 from ..coverage.fastdecode import decode_block
 from ..coverage.scan import BlockScan, ObservationAggregator
 from ..digests import PREFIXED_SHA256_RE
-from ..errors import InternalError, MalformedDocumentError, StellaError
+from ..errors import InputError, InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
 from ..timeutil import format_timestamp, parse_timestamp
@@ -108,13 +109,20 @@ class ViewStats:
     # writing and reading it).
     streamed: bool = False
     chunks: tuple[Path, ...] = ()
+    # The sha256 of each chunk file as it was read: `view_blocks` reads the same files again
+    # and refuses one that changed (so the view's bytes need not be hashed twice).
+    chunk_sha256: tuple[str, ...] = ()
 
 
 def view_blocks(stats: ViewStats, output: Path) -> Iterator[bytes]:
-    """The bytes of the view `write_merged_view` returned `stats` of, block by block."""
+    """The bytes of the view `write_merged_view` returned `stats` of, block by block; a
+    streamed view's chunks must be the files they were (sha256 of their bytes on disk)."""
     if stats.streamed:
-        for chunk in stats.chunks:
-            yield from _content_blocks(chunk)
+        for chunk, expected in zip(stats.chunks, stats.chunk_sha256, strict=True):
+            digests: list[str] = []
+            yield from _content_blocks(chunk, digests)
+            if digests != [expected]:
+                raise InputError("file changed while the bundle was written", path=chunk)
         return
     with open(output, "rb") as handle:
         yield from iter(lambda: handle.read(READ_BLOCK), b"")
@@ -400,13 +408,64 @@ def plain_block_keys(block: bytes) -> list[bytes] | None:
     return keys
 
 
-def _content_blocks(chunk: Path) -> Iterator[bytes]:
-    """A chunk's decompressed bytes, as they are."""
-    with open_ndjson(chunk) as handle:
+class _RawDigest:
+    """Reads a file, hashing its bytes as they pass (what the decompressor consumed)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.digest.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+def _content_blocks(chunk: Path, digests: list[str] | None = None) -> Iterator[bytes]:
+    """A chunk's decompressed bytes, as they are (bounded as `open_ndjson` bounds them); the
+    sha256 of its bytes on disk is appended to `digests` once they are read to the end."""
+    try:
+        raw = open(chunk, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise MalformedDocumentError(f"cannot open: {exc.strerror}", path=chunk) from exc
+    with raw:
+        hashing = _RawDigest(raw)
+        head = hashing.read(len(ZSTD_MAGIC))
         try:
-            yield from iter(lambda: handle.read(READ_BLOCK), b"")
+            if head == ZSTD_MAGIC:
+                inflater = BoundedInflater(_Prefixed(head, hashing), "zstd", chunk, DEFAULT_LIMITS)
+                yield from iter(lambda: inflater.read(READ_BLOCK), b"")
+            else:  # not compressed (`open_ndjson` reads such a file as it is)
+                if head:
+                    yield head
+                yield from iter(lambda: hashing.read(READ_BLOCK), b"")
         except zstandard.ZstdError as exc:
             raise MalformedDocumentError(f"corrupt zstd data: {exc}", path=chunk) from exc
+        except OSError as exc:
+            raise MalformedDocumentError(f"cannot read: {exc.strerror}", path=chunk) from exc
+    if digests is not None:
+        digests.append(hashing.digest.hexdigest())
+
+
+class _Prefixed:
+    """`head` (already read) and then the rest of `rest`."""
+
+    def __init__(self, head: bytes, rest: _RawDigest) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data = self._head if size < 0 else self._head[:size]
+            self._head = self._head[len(data) :]
+            return data
+        return self._rest.read(size)
+
+    def readable(self) -> bool:
+        return True
 
 
 class _ViewSink:
@@ -416,6 +475,7 @@ class _ViewSink:
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
         self.size = 0
+        self.chunk_sha256: list[str] = []  # of each chunk's bytes on disk, in order
 
     def write(self, data: bytes) -> None:
         self.digest.update(data)
@@ -450,7 +510,7 @@ def _write_view(
         # beside this pass; written below only if they are not in order or not clean lines.
         sink = _ViewSink()
         for chunk in chains[0]:
-            for block in _content_blocks(chunk):
+            for block in _content_blocks(chunk, sink.chunk_sha256):
                 sink.write(block)
             validation.inline_check(chunk)
     orders = iter(validation.orders())
@@ -460,7 +520,16 @@ def _write_view(
         in_order = _chain_in_order(chain)
         if sink is not None and in_order and all(order.clean for order in chain):
             digest = sink.digest.hexdigest()
-            return ViewStats(records, None, digest, sink.size, ORDER_CHAIN, True, tuple(chains[0]))
+            return ViewStats(
+                records,
+                None,
+                digest,
+                sink.size,
+                ORDER_CHAIN,
+                True,
+                tuple(chains[0]),
+                tuple(sink.chunk_sha256),
+            )
         if in_order:
             streams.append(_chain_lines(chunks))
         else:

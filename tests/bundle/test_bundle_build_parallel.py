@@ -116,3 +116,31 @@ def test_a_chain_without_chunks_builds_an_empty_view(tmp_path: Path, test_keys: 
     stats = observations_view.write_merged_view([[]], tmp_path / "view.ndjson", tmp_path)
     assert (stats.records, stats.size, stats.streamed) == (0, 0, True)
     assert list(observations_view.view_blocks(stats, tmp_path / "view.ndjson")) == []
+
+
+def test_a_chunk_changed_after_the_view_was_hashed_is_refused(
+    tmp_path: Path, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streamed view is read from the chunks twice (its sha256, then into the archive,
+    after the chunks' own entries); a chunk file that changes in between is refused, not
+    archived under the old digest, and nothing is written."""
+    inputs = make_inputs(tmp_path / "in", test_keys)
+    shutil.rmtree(inputs.evidence)
+    chain = inputs.evidence / "host-0"
+    write_chain(
+        inputs.evidence, "host-0", test_keys.signer("collector"), records_for(inputs.nodes, 90), 30
+    )
+    read_view = observations_view.view_blocks
+
+    def swap_then_read(stats: Any, output: Path) -> Any:
+        assert stats.streamed
+        _rewrite_chunk(chain, 2, _swap_first_two)
+        yield from read_view(stats, output)
+
+    monkeypatch.setattr("stella_bundle.bundle.build.view_blocks", swap_then_read)
+    output = tmp_path / "b.stella.bundle.tgz"
+    result = _build(inputs, test_keys, output)
+    assert result == (
+        f"InputError: {chain}/0000000002.ndjson.zst: file changed while the bundle was written"
+    )
+    assert not output.exists()

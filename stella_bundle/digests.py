@@ -1,7 +1,8 @@
-"""SHA-256 digests: of a file, and the two ways documents write one.
+"""SHA-256 digests: of a file, of a stream as it is read, and the two ways documents write one.
 
-Every file digest of the project is `file_sha256` (streamed by `hashlib.file_digest`), and
-every check of a written digest uses one of the two patterns here. `\\Z`, not `$`: `$` also
+Every file digest of the project is `file_sha256` (streamed by `hashlib.file_digest`), every
+stream hashed while a reader consumes it goes through `HashingReader`, and every check of a
+written digest uses one of the two patterns here. `\\Z`, not `$`: `$` also
 matches before a final newline, so "<64 hex>\\n" would pass. `[0-9a-f]`, not `\\w` or `\\d`:
 only lowercase hex, as the schemas say.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 # 64 lowercase hex digits: a sha256 as seals, manifests, prune records and keyids write it.
 SHA256_HEX_RE: Final = re.compile(r"^[0-9a-f]{64}\Z")
@@ -30,3 +31,31 @@ def file_sha256_size(path: str | Path) -> tuple[str, int]:
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256")
         return digest.hexdigest(), handle.tell()
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class HashingReader:
+    """Wraps a binary stream; hashes (`digest`) and counts (`count`) every byte read through it,
+    so a file or an archive member is digested in the same pass that parses it."""
+
+    def __init__(self, inner: _Readable) -> None:
+        self._inner = inner
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self, block: int = 1 << 20) -> None:
+        """Read the rest, so the digest and count cover the whole stream."""
+        while self.read(block):
+            pass

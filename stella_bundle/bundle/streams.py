@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from ..compression import BoundedInflater, InflateLimits
 from ..errors import ArchiveError
-from .reader import MemberStream
 
 READ_CHUNK = 1 << 20
 MAX_LINE = 1 << 20
-
-
-class HashingReader:
-    """Wraps a binary stream; hashes and counts every byte read through it."""
-
-    def __init__(self, inner: IO[bytes] | MemberStream) -> None:
-        self._inner = inner
-        self.digest = hashlib.sha256()
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self.digest.update(data)
-        self.count += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        while self.read(READ_CHUNK):
-            pass
 
 
 def iter_zstd_blocks(

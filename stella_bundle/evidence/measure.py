@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import IO
 
 from ..compression import DEFAULT_LIMITS, BoundedInflater
+from ..digests import HashingReader
 from ..errors import MalformedDocumentError
 from .timecheck import ChunkTimes
 
@@ -27,25 +28,10 @@ class ChunkMeasure:
     times: ChunkTimes | None = None  # the records' times, for the time rules
 
 
-class _HashingReader:
-    """Feeds everything read through a running sha256 (the compressed file's digest)."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        self.inner = inner
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.inner.read(size)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-
 def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> ChunkMeasure:
     """Digests, sizes and line count of a chunk, and its records' times, in one pass."""
     limit = DEFAULT_MAX_CONTENT_BYTES if max_content_bytes is None else max_content_bytes
-    source = _HashingReader(stream)
+    source = HashingReader(stream)
     content_sha = hashlib.sha256()
     content_bytes = 0
     records = 0
@@ -64,11 +50,10 @@ def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> Ch
             times.feed(data)
     except MalformedDocumentError as exc:
         error = exc.message
-    while source.read(_READ_SIZE):  # the rest of the file still counts for its digest
-        pass
+    source.drain(_READ_SIZE)  # the rest of the file still counts for its digest
     return ChunkMeasure(
-        sha256=source.sha.hexdigest(),
-        size=source.size,
+        sha256=source.digest.hexdigest(),
+        size=source.count,
         content_sha256=None if error else content_sha.hexdigest(),
         content_bytes=content_bytes,
         records=records,

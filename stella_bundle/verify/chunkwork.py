@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..bundle.reader import ArchiveMember
-from ..bundle.streams import HashingReader
+from ..digests import HashingReader
 from .records import ChunkScan, ChunkSpec, scan_chunk
 
 # A chunk member up to this size (compressed) is read into memory for a worker; a larger one

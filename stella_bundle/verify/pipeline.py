@@ -40,11 +40,9 @@ from ..bundle.layout import (
 )
 from ..bundle.manifest import Manifest
 from ..bundle.reader import ArchiveMember, MemberStream, ReaderLimits, SafeTarReader
-from ..bundle.streams import (
-    HashingReader,
-)
 from ..coverage import VerifyOptions
 from ..coverage.scan import ObservationAggregator
+from ..digests import HashingReader
 from ..errors import (
     ArchiveError,
     BundleContentsError,

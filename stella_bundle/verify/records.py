@@ -39,7 +39,8 @@ from ..formats.scope import Scope
 
 if TYPE_CHECKING:  # chunkwork runs this module's scans
     from .chunkwork import ChunkWork
-from ..bundle.streams import HashingReader, LineTally, iter_zstd_blocks, whole_line_blocks
+from ..bundle.streams import LineTally, iter_zstd_blocks, whole_line_blocks
+from ..digests import HashingReader
 from .steps import StepOutcome
 
 READ_BLOCK = 1 << 20

@@ -7,7 +7,8 @@
   only each other; only the CLI imports the CLI; `bundle/` never imports `verify/`.
 - The models are defined in `formats/` only; no stage defines a class of the same name.
 - One definition each of: the integer bound (`MAX_SAFE_INTEGER`), a file's sha256
-  (`digests.file_sha256`), the sha256 patterns (`digests`), bounded decompression
+  (`digests.file_sha256`), a stream hashed as it is read (`digests.HashingReader`), the
+  sha256 patterns (`digests`), bounded decompression
   (`compression.BoundedInflater`); roles are named through `formats.roles.RoleName`.
 
 Each check reads the source (AST), so it sees lazy imports inside functions too; each has a
@@ -344,6 +345,42 @@ def test_the_sha256_patterns_are_defined_once() -> None:
 def test_the_sha256_pattern_check_catches_a_copy() -> None:
     source = '"""A module: digests are [0-9a-f]{64}."""\nX = re.compile(r"^[0-9a-f]{64}$")\n'
     assert len(sha256_patterns(ast.parse(source), "x.py")) == 1
+
+
+def hashing_readers(tree: ast.Module, relpath: str) -> list[str]:
+    """Classes with a `read` method that feeds a digest: `digests.HashingReader`'s job."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if (
+                    isinstance(item, ast.FunctionDef)
+                    and item.name == "read"
+                    and "update" in {_name_of(call) for call in _calls(item)}
+                ):
+                    found.append(f"{relpath}:{node.lineno} {node.name}")
+    return found
+
+
+def test_one_hashing_reader() -> None:
+    found = [
+        problem
+        for relpath, tree in _modules()
+        if relpath != "digests.py"
+        for problem in hashing_readers(tree, relpath)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_hashing_reader_check_catches_a_copy() -> None:
+    source = (
+        "class Tee:\n"
+        "    def read(self, size=-1):\n"
+        "        data = self.inner.read(size)\n"
+        "        self.sha.update(data)\n"
+        "        return data\n"
+    )
+    assert hashing_readers(ast.parse(source), "x.py") == ["x.py:1 Tee"]
 
 
 def test_every_decompression_goes_through_the_bounded_inflater() -> None:

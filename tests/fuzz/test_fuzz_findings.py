@@ -12,8 +12,8 @@ import pytest
 
 from stella_bundle.attest.statement import STATEMENT_TYPE, validate_statement
 from stella_bundle.bundle.inspect import inspect_bundle
-from stella_bundle.bundle.streams import HashingReader
 from stella_bundle.bundle.tarwriter import ReproducibleTarWriter
+from stella_bundle.digests import HashingReader
 from stella_bundle.errors import MalformedDocumentError, StatementError
 from stella_bundle.formats.record import validate_record
 from stella_bundle.jsonio import parse_json_line

@@ -31,7 +31,7 @@ import zstandard
 from ..compression import DEFAULT_LIMITS, ZSTD_MAGIC, BoundedInflater
 from ..coverage.fastdecode import decode_block
 from ..coverage.scan import BlockScan, ObservationAggregator
-from ..digests import PREFIXED_SHA256_RE
+from ..digests import PREFIXED_SHA256_RE, HashingReader
 from ..errors import InputError, InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
@@ -408,22 +408,6 @@ def plain_block_keys(block: bytes) -> list[bytes] | None:
     return keys
 
 
-class _RawDigest:
-    """Reads a file, hashing its bytes as they pass (what the decompressor consumed)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self.digest.update(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-
 def _content_blocks(chunk: Path, digests: list[str] | None = None) -> Iterator[bytes]:
     """A chunk's decompressed bytes, as they are (bounded as `open_ndjson` bounds them); the
     sha256 of its bytes on disk is appended to `digests` once they are read to the end."""
@@ -432,7 +416,7 @@ def _content_blocks(chunk: Path, digests: list[str] | None = None) -> Iterator[b
     except OSError as exc:
         raise MalformedDocumentError(f"cannot open: {exc.strerror}", path=chunk) from exc
     with raw:
-        hashing = _RawDigest(raw)
+        hashing = HashingReader(raw)
         head = hashing.read(len(ZSTD_MAGIC))
         try:
             if head == ZSTD_MAGIC:
@@ -453,7 +437,7 @@ def _content_blocks(chunk: Path, digests: list[str] | None = None) -> Iterator[b
 class _Prefixed:
     """`head` (already read) and then the rest of `rest`."""
 
-    def __init__(self, head: bytes, rest: _RawDigest) -> None:
+    def __init__(self, head: bytes, rest: HashingReader) -> None:
         self._head = head
         self._rest = rest
 

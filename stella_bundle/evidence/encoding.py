@@ -19,12 +19,12 @@ import orjson
 from ..canonical import MAX_SAFE_INTEGER, canonical_record_bytes
 from ..digests import PREFIXED_SHA256_RE
 from ..formats.record import (
-    _INT_FIELDS,
-    _STRING_FIELDS,
-    _TIME_FIELDS,
+    INT_FIELDS,
     KINDS,
     MAX_DETAILS_DEPTH,
     PROBE_TYPES,
+    STRING_FIELDS,
+    TIME_FIELDS,
     validate_record,
 )
 from ..timeutil import is_rfc3339_timestamp
@@ -35,9 +35,9 @@ from ..timeutil import is_rfc3339_timestamp
 
 _STRING, _TIME, _INT, _NODE_HASH, _PROBE, _KIND, _DETAILS, _IMAGE = range(8)
 _FIELD_CLASS: Final[dict[str, int]] = {
-    **dict.fromkeys(_STRING_FIELDS, _STRING),
-    **dict.fromkeys(_TIME_FIELDS, _TIME),
-    **dict.fromkeys(_INT_FIELDS, _INT),
+    **dict.fromkeys(STRING_FIELDS, _STRING),
+    **dict.fromkeys(TIME_FIELDS, _TIME),
+    **dict.fromkeys(INT_FIELDS, _INT),
     "node_hash": _NODE_HASH,
     "probe_type": _PROBE,
     "kind": _KIND,

@@ -39,7 +39,9 @@ KINDS: Final[tuple[str, ...]] = get_args(RecordKind)
 
 REQUIRED_FIELDS: Final = ("node_hash", "function_name", "probe_type", "observed_at")
 
-_STRING_FIELDS: Final = (
+# The record's fields by type, public: the writer's fast path (evidence/encoding.py) classifies
+# fields by them.
+STRING_FIELDS: Final = (
     "function_name",
     "purl",
     "comm",
@@ -50,14 +52,14 @@ _STRING_FIELDS: Final = (
     "namespace",
     "host",
 )
-_TIME_FIELDS: Final = ("observed_at", "first_observed_at", "last_observed_at")
-_INT_FIELDS: Final = ("count", "pid")
+TIME_FIELDS: Final = ("observed_at", "first_observed_at", "last_observed_at")
+INT_FIELDS: Final = ("count", "pid")
 ALLOWED_FIELDS: Final = frozenset(
     (
         *REQUIRED_FIELDS,
-        *_STRING_FIELDS,
-        *_TIME_FIELDS,
-        *_INT_FIELDS,
+        *STRING_FIELDS,
+        *TIME_FIELDS,
+        *INT_FIELDS,
         "kind",
         "details",
         "image_digest",
@@ -137,15 +139,15 @@ def validate_record(
         )
     # Optional fields are omitted, never null: a null would pass here and break readers later
     # (record_count(None)), so every present field is checked, null or not.
-    for name in _STRING_FIELDS:
+    for name in STRING_FIELDS:
         if name in record and not isinstance(record[name], str):
             raise fail("expected a string", name)
     if not record["function_name"]:
         raise fail("must not be empty", "function_name")
-    for name in _TIME_FIELDS:
+    for name in TIME_FIELDS:
         if name in record and not is_rfc3339_timestamp(record[name]):
             raise fail("expected an RFC 3339 timestamp such as 2026-01-23T00:00:00.000000Z", name)
-    for name in _INT_FIELDS:
+    for name in INT_FIELDS:
         if name in record:
             value = record[name]
             if (

@@ -200,6 +200,21 @@ def test_only_the_cli_imports_the_cli_and_bundle_never_imports_verify() -> None:
     assert not found, "\n".join(found)
 
 
+def test_no_stage_reaches_into_a_formats_private_name() -> None:
+    """What a stage needs of a format is public in formats/ (the writer's fast path once read
+    the record's field lists through underscore names)."""
+    found = [
+        f"{relpath}:{node.lineno} imports {alias.name} from {node.module}"
+        for relpath, tree in _modules()
+        if not relpath.startswith("formats/")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and "formats" in (node.module or "").split(".")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert not found, "\n".join(found)
+
+
 def test_each_model_is_defined_in_formats_only() -> None:
     found = [
         f"{relpath}:{node.lineno} defines {node.name}"

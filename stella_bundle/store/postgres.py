@@ -50,8 +50,8 @@ from .rollups import (
     ROLLUP_COLUMNS,
     STORED_PROBE_ORDER,
     Rollups,
+    bucket_ranges,
     combine,
-    hour_ranges,
     micros,
     window_class,
 )
@@ -152,6 +152,25 @@ _PROBES_ARRAY: Final = "ARRAY[" + ", ".join(f"'{p}'" for p in STORED_PROBE_ORDER
 # Bit i of a probe mask from a row's probe_type (every stored probe_type is in the array).
 _RAW_MASK: Final = f"1 << (array_position({_PROBES_ARRAY}, probe_type) - 1)"
 _FIRST: Final = ("first_chain", "first_sequence", "first_line", "function_name", "purl")
+
+
+def _rollup_insert(unit: str) -> str:
+    """The rows already stored rolled up as ingest does, per (UTC `unit` of observed_at,
+    node); the first record of each in store order names it."""
+    bucket = f"date_trunc('{unit}', observed_at, 'UTC')"
+    return f"""INSERT INTO node_rollups
+        SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
+            min(obs_end), max(obs_end), bit_or(mask),
+            max(chain_id) FILTER (WHERE rn = 1), max(sequence) FILTER (WHERE rn = 1),
+            max(line) FILTER (WHERE rn = 1), max(function_name) FILTER (WHERE rn = 1),
+            max(purl) FILTER (WHERE rn = 1)
+        FROM (SELECT *, {bucket} AS bucket, {_RAW_MASK} AS mask,
+                row_number() OVER (PARTITION BY {bucket}, node_hash
+                    ORDER BY chain_id, sequence, line) AS rn
+            FROM observations) AS numbered
+        GROUP BY bucket, node_hash"""
+
+
 MIGRATIONS += (
     Migration(
         3,
@@ -174,21 +193,13 @@ MIGRATIONS += (
                 purl text,
                 PRIMARY KEY (bucket, node_hash)
             )""",
-            # The rows already stored, rolled up as ingest would have: the first record of each
-            # (hour, node) in store order names it.
-            f"""INSERT INTO node_rollups
-                SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
-                    min(obs_end), max(obs_end), bit_or(mask),
-                    max(chain_id) FILTER (WHERE rn = 1), max(sequence) FILTER (WHERE rn = 1),
-                    max(line) FILTER (WHERE rn = 1), max(function_name) FILTER (WHERE rn = 1),
-                    max(purl) FILTER (WHERE rn = 1)
-                FROM (SELECT *, date_trunc('hour', observed_at, 'UTC') AS bucket,
-                        {_RAW_MASK} AS mask,
-                        row_number() OVER (PARTITION BY date_trunc('hour', observed_at, 'UTC'),
-                            node_hash ORDER BY chain_id, sequence, line) AS rn
-                    FROM observations) AS numbered
-                GROUP BY bucket, node_hash""",
+            _rollup_insert("hour"),
         ),
+    ),
+    Migration(
+        4,
+        "rollups per day instead of per hour (rollups.py says why)",
+        ("DELETE FROM node_rollups", _rollup_insert("day")),
     ),
 )
 LATEST: Final = check_sequence(MIGRATIONS)
@@ -685,7 +696,7 @@ class PostgresStore(ObservationStore):
             if partial:
                 params["partial"] = partial
                 whole += " AND bucket <> ALL(%(partial)s::timestamptz[])"
-                ranges = hour_ranges(partial)
+                ranges = bucket_ranges(partial)
                 for index, (low, high) in enumerate(ranges):
                     params[f"lo{index}"], params[f"hi{index}"] = low, high
                 # The window's rule, and the observed_at range its records can have.

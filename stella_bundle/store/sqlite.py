@@ -40,8 +40,8 @@ from .rollups import (
     ROLLUP_COLUMNS,
     STORED_PROBE_ORDER,
     Rollups,
+    bucket_ranges,
     combine,
-    hour_ranges,
     shifted,
     window_class,
 )
@@ -69,6 +69,27 @@ _UPSERT_ROLLUP = (
         for column in _FIRST
     )
 )
+
+
+def _rollup_insert(chars: int, suffix: str) -> str:
+    """The rows already stored rolled up as ingest does, per (bucket, node): the bucket is the
+    first `chars` characters of observed_at + `suffix`; the first record of each in store
+    order names it."""
+    return f"""INSERT INTO node_rollups
+        SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
+            min(obs_end), max(obs_end), {_MASK_OR.replace("probe_mask", "mask")},
+            max(CASE WHEN rn = 1 THEN chain_id END),
+            max(CASE WHEN rn = 1 THEN sequence END),
+            max(CASE WHEN rn = 1 THEN line END),
+            max(CASE WHEN rn = 1 THEN function_name END),
+            max(CASE WHEN rn = 1 THEN purl END)
+        FROM (SELECT *, substr(observed_at, 1, {chars}) || '{suffix}' AS bucket,
+                {_RAW_MASK} AS mask,
+                row_number() OVER (PARTITION BY substr(observed_at, 1, {chars}), node_hash
+                    ORDER BY chain_id, sequence, line) AS rn
+            FROM observations)
+        GROUP BY bucket, node_hash"""
+
 
 MIGRATIONS: Final = (
     Migration(
@@ -157,22 +178,7 @@ MIGRATIONS: Final = (
                 purl TEXT,
                 PRIMARY KEY (bucket, node_hash)
             ) WITHOUT ROWID""",
-            # The rows already stored, rolled up as ingest would have: the first record of each
-            # (hour, node) in store order names it.
-            f"""INSERT INTO node_rollups
-                SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
-                    min(obs_end), max(obs_end), {_MASK_OR.replace("probe_mask", "mask")},
-                    max(CASE WHEN rn = 1 THEN chain_id END),
-                    max(CASE WHEN rn = 1 THEN sequence END),
-                    max(CASE WHEN rn = 1 THEN line END),
-                    max(CASE WHEN rn = 1 THEN function_name END),
-                    max(CASE WHEN rn = 1 THEN purl END)
-                FROM (SELECT *, substr(observed_at, 1, 13) || ':00:00.000000Z' AS bucket,
-                        {_RAW_MASK} AS mask,
-                        row_number() OVER (PARTITION BY substr(observed_at, 1, 13), node_hash
-                            ORDER BY chain_id, sequence, line) AS rn
-                    FROM observations)
-                GROUP BY bucket, node_hash""",
+            _rollup_insert(13, ":00:00.000000Z"),
             # The rollups answer what this index served; ingest no longer pays for it.
             "DROP INDEX observations_coverage",
             # How far a record's interval reaches around its observed_at: the raw rows of a
@@ -191,6 +197,11 @@ MIGRATIONS: Final = (
                     * 86400000000 AS INTEGER)) + 1000000 FROM observations
                     WHERE obs_end <> observed_at), 0)""",
         ),
+    ),
+    Migration(
+        4,
+        "rollups per day instead of per hour (rollups.py says why)",
+        ("DELETE FROM node_rollups", _rollup_insert(10, "T00:00:00.000000Z")),
     ),
 )
 LATEST: Final = check_sequence(MIGRATIONS)
@@ -451,7 +462,7 @@ class SqliteStore(ObservationStore):
                 if partial:
                     params["partial"] = json.dumps(partial)
                     whole += " AND bucket NOT IN (SELECT value FROM json_each(:partial))"
-                    ranges = hour_ranges(partial)
+                    ranges = bucket_ranges(partial)
                     for index, (low, high) in enumerate(ranges):
                         params[f"lo{index}"], params[f"hi{index}"] = low, high
                     raw = (

@@ -242,7 +242,7 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
     assert status.exit_code == 2 and "schema_version: 0" in status.stdout
     assert not (tmp_path / "no.sqlite").exists()
     url = f"sqlite:///{tmp_path / 'yes.sqlite'}"
-    assert "initialised at schema version 3" in run_cli("store", "init", "--store", url).stdout
+    assert "initialised at schema version 4" in run_cli("store", "init", "--store", url).stdout
     assert "already initialised" in run_cli("store", "init", "--store", url).stdout
     assert run_cli("store", "status", "--store", url).exit_code == 0
 
@@ -250,8 +250,8 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
 def test_sqlite_migrations_on_a_store_with_data(
     tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch, records: list[dict[str, Any]]
 ) -> None:
-    """A version-1 SQLite store holding records is migrated to the latest version: migration 3
-    rolls the stored rows up exactly as an ingest at that version does, and the coverage
+    """A version-1 SQLite store holding records is migrated to the latest version: migrations 3
+    and 4 roll the stored rows up exactly as an ingest at that version does, and the coverage
     answers (whole store, and a window with ragged edges) are those before the migration."""
     from stella_bundle.store import sqlite
 
@@ -273,7 +273,7 @@ def test_sqlite_migrations_on_a_store_with_data(
     old = run_cli("observations", "query", "--store", url)
     assert old.exit_code == 2 and "store migrate" in old.stderr
     migrated = run_cli("store", "migrate", "--store", url, "--format", "json")
-    assert json.loads(migrated.stdout)["applied"] == [2, 3]
+    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4]
     fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     with open_store(fresh_url, initialise=True) as fresh:
         ingest_ndjson(fresh, [path], batch=9)

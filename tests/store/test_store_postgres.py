@@ -183,7 +183,7 @@ def test_server_down_is_one_line_naming_the_store(pg_cluster: Any, run_cli: Any)
 
 def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     fresh = run_cli("store", "status", "--store", pg_url, "--format", "json")
-    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1, 2, 3]
+    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1, 2, 3, 4]
     needs_init = run_cli("observations", "query", "--store", pg_url)
     assert needs_init.exit_code == 2 and "not initialised" in needs_init.stderr
     assert run_cli("store", "migrate", "--store", pg_url).exit_code == 0
@@ -192,10 +192,10 @@ def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     done = run_cli("store", "status", "--store", pg_url, "--format", "json")
     assert done.exit_code == 0
     status = json.loads(done.stdout)
-    assert (status["schema_version"], status["pending_migrations"]) == (3, [])
+    assert (status["schema_version"], status["pending_migrations"]) == (4, [])
 
 
-def test_migrations_2_and_3_on_a_store_with_data(
+def test_migrations_2_to_4_on_a_store_with_data(
     pg_url: str,
     pg_cluster: Any,
     five_days: Path,
@@ -226,7 +226,7 @@ def test_migrations_2_and_3_on_a_store_with_data(
     old = run_cli("observations", "query", "--store", pg_url)
     assert old.exit_code == 2 and "store migrate" in old.stderr
     migrated = run_cli("store", "migrate", "--store", pg_url, "--format", "json")
-    assert json.loads(migrated.stdout)["applied"] == [2, 3]
+    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4]
     fresh_url = pg_cluster.create_database(f"fresh_{tmp_path.name}".lower())
     with open_store(fresh_url, initialise=True) as fresh:
         ingest_evidence(fresh, five_days, root)

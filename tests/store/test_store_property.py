@@ -3,8 +3,8 @@
 Records are drawn over a few days and a few busy hours (nodes of the map and strays, every
 probe type, offsets and sub-microsecond digits, aggregated records), written as NDJSON and verified by the file path
 (`verify_files`, the fast scan); the same file ingested into SQLite and PostgreSQL and verified
-with `verify_stored` must give the same report, for a drawn window: on whole hours, where the
-stored hourly rollups answer, or anywhere, where the hours a window edge cuts are read raw.
+with `verify_stored` must give the same report, for a drawn window: on whole days, where the
+stored daily rollups answer, or anywhere, where the days a window edge cuts are read raw.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ STRAYS = [(unexpected_hash(i), f"stray_{i}", None) for i in range(4)]
 _COUNTER = itertools.count()
 
 
-# Two busy hours, where a few nodes (of the map and strays) share rollup rows (hour, node)
+# Two busy hours, where a few nodes (of the map and strays) share rollup rows (day, node)
 # and windows cut through them.
 HOT = START + dt.timedelta(days=1, minutes=30)
 HOT_SPAN = 2 * 3_600_000_000
@@ -86,10 +86,11 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     return record
 
 
-# Window edges on whole hours (rollup rows wholly in or out), and anywhere (ragged edges: the
-# hours they cut are read from the raw rows), often inside the busy hours.
+# Window edges on whole days (rollup rows wholly in or out), on hours, and anywhere (ragged
+# edges: the days they cut are read from the raw rows), often inside the busy hours.
 edges = st.one_of(
     st.none(),
+    st.integers(-1, 4).map(lambda d: START + dt.timedelta(days=d)),
     st.integers(-1, 4 * 24).map(lambda h: START + dt.timedelta(hours=h)),
     st.integers(-600_000_000, HOT_SPAN + 600_000_000).map(
         lambda us: HOT + dt.timedelta(microseconds=us)

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from ..errors import InputError
-from ..report.kinds import HOT_SYMBOLS
+from ..report.kinds import HOT_SYMBOLS, POLICY
 from ..report.registry import TextFormat
 from .output import FORMAT_HELP, Format, console, emit, emit_json, error_line, format_option
 
@@ -32,7 +32,7 @@ def policy(
         "--trust-root",
         help="Check the map's signature (function-map role) first (default: not checked).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(POLICY),
 ) -> None:
     """Write the TracingPolicy that probes exactly the function map's nodes."""
     import yaml
@@ -47,19 +47,7 @@ def policy(
     write_bytes_atomic(output, text.encode("utf-8"))
     for item in result.not_probed:
         error_line(f"warning: {item['purl']}#{item['symbol']}: not probed: {item['reason']}")
-    summary = {
-        "output": str(output),
-        "name": result.document["metadata"]["name"],
-        "probes": result.probe_count,
-        "not_probed": result.not_probed,
-    }
-    if output_format is Format.json:
-        emit_json(summary)
-        return
-    console.print(
-        f"wrote TracingPolicy {summary['name']} with {summary['probes']} probes to {output}",
-        markup=False,
-    )
+    emit(result.written(output), output_format, POLICY)
 
 
 def _load_inputs(function_map: Path | None, sbom: Path | None, trust_root: Path | None) -> Any:

@@ -115,3 +115,8 @@ TOKENS: Final = ResultKind(
     "stella_bundle.api.tokens:TokenListing",
     "stella_bundle.report.tables:tokens_table",
 )
+POLICY: Final = ResultKind(
+    "TracingPolicy written",
+    "stella_bundle.tetragon.policy:PolicyWritten",
+    "stella_bundle.report.tables:policy_table",
+)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         StoreStatusReport,
     )
     from ..tetragon.analysis import HotSymbols, Timeline
+    from ..tetragon.policy import PolicyWritten
 
 _PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
 
@@ -517,3 +518,10 @@ def tokens_table(listing: TokenListing) -> RenderableType:
             for entry in listing.entries
         )
     )
+
+
+# --- tetragon policy ---------------------------------------------------------------------------
+
+
+def policy_table(result: PolicyWritten) -> RenderableType:
+    return Text(f"wrote TracingPolicy {result.name} with {result.probes} probes to {result.output}")

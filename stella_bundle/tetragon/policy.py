@@ -11,11 +11,14 @@ CRD (`pkg/k8s/apis/cilium.io/client/crds/v1alpha1/cilium.io_tracingpolicies.yaml
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from ..collector.plan import KERNEL_SOURCES
+from ..formats.flat import read_flat, read_list
 from ..formats.function_map import ExpectedNode, FunctionMap
 from ..formats.node_hash import KERNEL_PURL, canonical_purl, normalize_symbol
 
@@ -24,11 +27,69 @@ KIND: Final = "TracingPolicy"
 _NAME_INVALID_RE: Final = re.compile(r"[^a-z0-9.-]+")
 
 
+@dataclass(frozen=True)
+class NotProbed:
+    node_hash: str
+    purl: str
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _PolicyFields:
+    output: str
+    name: str
+    probes: int
+    not_probed: object
+
+
+@dataclass(frozen=True)
+class PolicyWritten:
+    """What `tetragon policy` prints: the TracingPolicy written, its probes, the nodes it
+    cannot name (with why)."""
+
+    output: str
+    name: str
+    probes: int
+    not_probed: tuple[NotProbed, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "name": self.name,
+            "probes": self.probes,
+            "not_probed": [dataclasses.asdict(item) for item in self.not_probed],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> PolicyWritten:
+        values = read_flat(_PolicyFields, data, source, "policy")
+        items = read_list(values["not_probed"], source, "not_probed")
+        return cls(
+            values["output"],
+            values["name"],
+            values["probes"],
+            tuple(
+                NotProbed(**read_flat(NotProbed, item, source, f"not_probed[{index}]"))
+                for index, item in enumerate(items)
+            ),
+        )
+
+
 @dataclass
 class PolicyResult:
     document: dict[str, Any]
     # Nodes the policy cannot name, with why (a user-space node without binary_path).
     not_probed: list[dict[str, str]] = field(default_factory=list)
+
+    def written(self, output: Path) -> PolicyWritten:
+        """The result printed once the policy is written at `output`."""
+        return PolicyWritten(
+            str(output),
+            self.document["metadata"]["name"],
+            self.probe_count,
+            tuple(NotProbed(**item) for item in self.not_probed),
+        )
 
     @property
     def probe_count(self) -> int:

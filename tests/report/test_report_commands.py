@@ -190,6 +190,19 @@ CASES = {
         0,
         ("ci  read  ", "ops  write,read  "),
     ),
+    "tetragon policy": Case(
+        lambda i, _: [
+            "tetragon",
+            "policy",
+            "--function-map",
+            i.function_map,
+            "--output",
+            i.evidence.parent / "policy.yaml",
+        ],
+        kinds.POLICY,
+        0,
+        ("wrote TracingPolicy stella-report-svc with 0 probes",),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,

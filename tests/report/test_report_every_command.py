@@ -28,6 +28,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "signals prune": kinds.PRUNES,
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
+    "tetragon policy": kinds.POLICY,
     "serve token list": kinds.TOKENS,
     "bundle inspect": kinds.BUNDLE_CLAIMS,
     "keys fingerprint": kinds.FINGERPRINT,
@@ -48,7 +49,6 @@ OWN_PRINTING = {
     "schema list",
     "schema validate",
     "tetragon ingest",
-    "tetragon policy",
 }
 # Not yet converted, and no --format: one line saying what was written (keys, a trust root, a
 # bundle, its parts, a signed statement, a token) or, for `schema show`, the schema itself.

@@ -17,10 +17,10 @@ cached in --workdir between runs; writing it is not timed.
     python3 bench/store.py --verify --verify-records 10000000   # issue 11's size (long)
 
 `--verify` instead compares `function-map verify --store` (the coverage aggregation in the
-database from the hourly rollups and the raw rows of ragged hours, the verdict by the file
-path's `evaluate`) on PostgreSQL and SQLite with DuckDB answering the same coverage question
+database from the daily rollups and the raw rows of the days a window edge cuts, the verdict
+by the file path's `evaluate`) on PostgreSQL and SQLite with DuckDB answering the same coverage question
 over the same rows exported to Parquet (bench/verify.py's map and records; issue 11's target:
-<= 2x DuckDB), twice: over the whole store, and over a window whose both ends cut an hour.
+<= 2x DuckDB), twice: over the whole store, and over a window whose both ends cut a day.
 The records, the SQLite store (per schema version) and the Parquet file are cached in
 --workdir per size; PostgreSQL is loaded again each run (untimed). The default size is 1M (a
 10M run takes most of an hour here: writing, loading and exporting 10M rows).
@@ -244,8 +244,8 @@ def bench_verify(args: argparse.Namespace) -> None:
         os.replace(work / "observations.part", ndjson)
         print(f"records written in {time.perf_counter() - started:.0f} s (untimed)", flush=True)
     loaded = load_function_map(map_path)
-    # The records are 1 ms apart from 2026-01-23T00:00:00Z (bench/verify.py). The windowed
-    # question cuts an hour at each end (rollup hours read from the raw rows there).
+    # The records are 1 ms apart from 2026-01-23T00:00:00Z (bench/verify.py), all on one day:
+    # the windowed question cuts that day at both ends, so it is answered from the raw rows.
     span = dt.timedelta(milliseconds=records)
     base = dt.datetime(2026, 1, 23, tzinfo=dt.UTC)
     window = (

@@ -8,7 +8,9 @@ import typer
 from rich.table import Table
 
 from ..collector.features import DEFAULT_TRACEFS, detect
-from .output import FORMAT_HELP, Format, console, emit_json
+from ..report.kinds import PROBES
+from ..report.registry import TextFormat
+from .output import FORMAT_HELP, Format, console, emit, emit_json, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -79,47 +81,9 @@ def list_probes(
     probes_dir: Path | None = typer.Option(
         None, "--probes-dir", help="Objects and probes.lock.json (default: the installed set)."
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(PROBES),
 ) -> None:
     """The probe objects, their sha256 (checked against the lock) and programs."""
-    from ..collector.loader import ProbeSet
+    from ..collector.inventory import probe_inventory
 
-    probe_set = ProbeSet.open(probes_dir)
-    rows = []
-    for name, entry in sorted(probe_set.lock.objects.items()):
-        try:
-            probe_set.verified(name)
-            status = "ok"
-        except Exception as exc:  # a mismatch is shown, not raised: this is an inventory
-            status = f"REFUSED: {exc}"
-        rows.append((entry, status))
-    if output_format is Format.json:
-        emit_json(
-            {
-                "probe_set_sha256": probe_set.lock.probe_set_sha256,
-                "objects": [
-                    {
-                        "name": e.name,
-                        "sha256": e.sha256,
-                        "status": s,
-                        "programs": [
-                            {"name": p.name, "section": p.section, "attach_type": p.attach_type}
-                            for p in e.programs
-                        ],
-                    }
-                    for e, s in rows
-                ],
-            }
-        )
-        return
-    table = Table(
-        title=f"probe set {probe_set.lock.probe_set_sha256[:16]}… ({probe_set.directory})"
-    )
-    table.add_column("object")
-    table.add_column("sha256")
-    table.add_column("status")
-    table.add_column("programs")
-    for entry, status in rows:
-        programs = ", ".join(f"{p.name} ({p.attach_type})" for p in entry.programs)
-        table.add_row(entry.name, entry.sha256, status, programs)
-    console.print(table)
+    emit(probe_inventory(probes_dir), output_format, PROBES)

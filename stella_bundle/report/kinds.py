@@ -120,3 +120,8 @@ POLICY: Final = ResultKind(
     "stella_bundle.tetragon.policy:PolicyWritten",
     "stella_bundle.report.tables:policy_table",
 )
+PROBES: Final = ResultKind(
+    "probe inventory",
+    "stella_bundle.collector.inventory:ProbeInventory",
+    "stella_bundle.report.tables:probes_table",
+)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..api.tokens import TokenListing
     from ..attest.keys import KeyFingerprint, TrustRootView
     from ..bundle.inspect import BundleClaims
+    from ..collector.inventory import ProbeInventory
     from ..coverage.query import RecordSelection, SymbolSummaries
     from ..evidence.importer import ImportResult
     from ..evidence.prune import PruneOutcome
@@ -525,3 +526,16 @@ def tokens_table(listing: TokenListing) -> RenderableType:
 
 def policy_table(result: PolicyWritten) -> RenderableType:
     return Text(f"wrote TracingPolicy {result.name} with {result.probes} probes to {result.output}")
+
+
+# --- probes list -------------------------------------------------------------------------------
+
+
+def probes_table(inventory: ProbeInventory) -> RenderableType:
+    table = Table(title=f"probe set {inventory.probe_set_sha256[:16]}… ({inventory.directory})")
+    for column in ("object", "sha256", "status", "programs"):
+        table.add_column(column)
+    for item in inventory.objects:
+        programs = ", ".join(f"{p.name} ({p.attach_type})" for p in item.programs)
+        table.add_row(_cell(item.name), item.sha256, _cell(item.status), _cell(programs))
+    return table

@@ -203,6 +203,12 @@ CASES = {
         0,
         ("wrote TracingPolicy stella-report-svc with 0 probes",),
     ),
+    "probes list": Case(
+        lambda _, __: ["probes", "list"],
+        kinds.PROBES,
+        0,
+        ("probe set ", "object", "ok"),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,

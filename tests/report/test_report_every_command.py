@@ -28,6 +28,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "signals prune": kinds.PRUNES,
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
+    "probes list": kinds.PROBES,
     "tetragon policy": kinds.POLICY,
     "serve token list": kinds.TOKENS,
     "bundle inspect": kinds.BUNDLE_CLAIMS,
@@ -45,7 +46,6 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
 OWN_PRINTING = {
     "attest verify",
     "probes doctor",
-    "probes list",
     "schema list",
     "schema validate",
     "tetragon ingest",

@@ -28,8 +28,13 @@ class ChunkMeasure:
     times: ChunkTimes | None = None  # the records' times, for the time rules
 
 
-def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> ChunkMeasure:
-    """Digests, sizes and line count of a chunk, and its records' times, in one pass."""
+def measure_chunk(
+    stream: IO[bytes], max_content_bytes: int | None = None, keep: list[bytes] | None = None
+) -> ChunkMeasure:
+    """Digests, sizes and line count of a chunk, and its records' times, in one pass.
+
+    `keep`: the uncompressed blocks are appended to it (a caller that stores the chunk it
+    measures inflates it once)."""
     limit = DEFAULT_MAX_CONTENT_BYTES if max_content_bytes is None else max_content_bytes
     source = HashingReader(stream)
     content_sha = hashlib.sha256()
@@ -46,6 +51,8 @@ def measure_chunk(stream: IO[bytes], max_content_bytes: int | None = None) -> Ch
                 break
             content_bytes += len(data)
             content_sha.update(data)
+            if keep is not None:
+                keep.append(data)
             records += data.count(b"\n")
             times.feed(data)
     except MalformedDocumentError as exc:

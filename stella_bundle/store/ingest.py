@@ -166,9 +166,8 @@ class ChainIngest:
     signers are known), then each chunk's measure as the chunk is read for storing, and
     decides at the end; the caller's store transaction rolls back when it does not pass.
 
-    Each chunk file is read once: measured for the verifier from those bytes and, when they
-    are the sealed ones (file and content digests as sealed), decompressed and decoded for the
-    store, so the server copies chunk N while chunk N+1 is verified and decoded.
+    Each chunk file is read and inflated once: measured for the verifier from those bytes and,
+    when they are the sealed ones (file and content digests as sealed), decoded for the store, so the server copies chunk N while chunk N+1 is verified and decoded.
     """
 
     def __init__(self, directory: Path, trust_root: TrustRoot) -> None:
@@ -203,16 +202,20 @@ class ChainIngest:
                 continue  # measured (and reported) by the verifier when it finishes
             declared = seal.predicate.content
             # The bound the verifier applies to a chunk it opens itself (evidence/chain.py).
-            measure = measure_chunk(io.BytesIO(compressed), declared.bytes + (1 << 20))
+            blocks: list[bytes] = []
+            measure = measure_chunk(io.BytesIO(compressed), declared.bytes + (1 << 20), blocks)
             machine.chunk(sequence, measure)
             if (
                 measure.error
                 or measure.sha256 != seal.subject_sha256
                 or measure.content_sha256 != declared.sha256
+                or measure.content_bytes != declared.bytes
                 or entry.seal_sha256 is None
             ):
                 continue  # not the sealed chunk: the verifier fails the chain at the end
-            content = _inflate(compressed, declared.bytes, path)
+            # The content whose digest was just measured equal to the sealed one.
+            content = b"".join(blocks)
+            del blocks
             provenance = Provenance(
                 files.chain_id, sequence, entry.seal_sha256, tuple(entry.signers), True
             )

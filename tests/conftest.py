@@ -231,24 +231,12 @@ def bundle_inputs(tmp_path_factory: pytest.TempPathFactory, test_keys: TestKeys)
 def built_bundle(
     tmp_path_factory: pytest.TempPathFactory, bundle_inputs: Any, test_keys: TestKeys
 ) -> Path:
-    from stella_bundle.bundle.build import build_bundle
-    from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH
+    from tests.bundle.bundle_helpers import build_reproducible
 
     output = tmp_path_factory.mktemp("built") / "demo.stella.bundle.tgz"
-    previous = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
-    try:
-        build_bundle(
-            function_maps=[bundle_inputs.function_map],
-            evidence=[bundle_inputs.evidence],
-            signer=test_keys.signer("builder"),
-            output=output,
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = previous
+    build_reproducible(
+        bundle_inputs.function_map, bundle_inputs.evidence, test_keys.signer("builder"), output
+    )
     return output
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import tarfile
 import time
 import unicodedata
@@ -26,6 +25,7 @@ import pytest
 from stella_bundle.bundle.manifest import Manifest
 from tests.bundle.bundle_helpers import (
     SOURCE_DATE_EPOCH,
+    build_reproducible,
     make_inputs,
     read_members,
     resign_manifest,
@@ -41,24 +41,10 @@ NFD = unicodedata.normalize("NFD", NFC)
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Members:
-    from stella_bundle.bundle.build import build_bundle
 
     inputs = make_inputs(tmp_path_factory.mktemp("names-inputs"), test_keys)
     output = tmp_path_factory.mktemp("names-built") / "demo.stella.bundle.tgz"
-    previous = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
-    try:
-        build_bundle(
-            function_maps=[inputs.function_map],
-            evidence=[inputs.evidence],
-            signer=test_keys.signer("builder"),
-            output=output,
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = previous
+    build_reproducible(inputs.function_map, inputs.evidence, test_keys.signer("builder"), output)
     return read_members(output)
 
 

@@ -9,7 +9,6 @@ the out-of-order member, with nothing written.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 
 from stella_bundle.bundle.layout import CHUNK_RE, FUNCTION_MAP_RE, OBSERVATIONS_RE, SEAL_RE
 from tests.bundle.bundle_helpers import (
-    SOURCE_DATE_EPOCH,
+    build_reproducible,
     make_inputs,
     read_members,
     snapshot,
@@ -35,24 +34,10 @@ pytestmark = pytest.mark.usefixtures("chunk_workers")
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Members:
-    from stella_bundle.bundle.build import build_bundle
 
     inputs = make_inputs(tmp_path_factory.mktemp("order-inputs"), test_keys)
     output = tmp_path_factory.mktemp("order-built") / "demo.stella.bundle.tgz"
-    previous = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
-    try:
-        build_bundle(
-            function_maps=[inputs.function_map],
-            evidence=[inputs.evidence],
-            signer=test_keys.signer("builder"),
-            output=output,
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = previous
+    build_reproducible(inputs.function_map, inputs.evidence, test_keys.signer("builder"), output)
     return read_members(output)
 
 

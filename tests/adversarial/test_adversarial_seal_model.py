@@ -10,7 +10,6 @@ the seal file and the field.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +21,8 @@ from stella_bundle.attest.dsse import parse_envelope, sign_payload
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.layout import seal_name
 from tests.bundle.bundle_helpers import (
-    SOURCE_DATE_EPOCH,
     BundleInputs,
+    build_reproducible,
     make_inputs,
     read_members,
     resign_manifest,
@@ -69,7 +68,6 @@ def test_schema_invalid_seal_fails_both_entry_points(
     test_keys: Any,
     run_cli: Callable[..., CliResult],
 ) -> None:
-    from stella_bundle.bundle.build import build_bundle
 
     inputs = tmp_path / "inputs"
     shutil.copytree(pristine.directory, inputs)
@@ -93,20 +91,7 @@ def test_schema_invalid_seal_fails_both_entry_points(
     # `bundle build` itself refuses such a seal, so the hostile bundle is a valid one with the
     # seal swapped in and the manifest re-signed by the builder (an insider's archive).
     valid = tmp_path / "valid.stella.bundle.tgz"
-    previous = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
-    try:
-        build_bundle(
-            function_maps=[pristine.function_map],
-            evidence=[pristine.evidence],
-            signer=test_keys.signer("builder"),
-            output=valid,
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = previous
+    build_reproducible(pristine.function_map, pristine.evidence, test_keys.signer("builder"), valid)
     member = f"evidence/host-a/{seal_name(2)}"
     swapped = [(n, path.read_bytes() if n == member else d) for n, d in read_members(valid)]
     bundle = write_members(

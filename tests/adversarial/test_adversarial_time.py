@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -41,7 +40,12 @@ from stella_bundle.evidence.timecheck import (
 )
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
 from tests.adversarial.chain_surgery import Predicate, RecordEdit, Records, SealEdit, rewrite_chain
-from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, BundleInputs, make_inputs, snapshot
+from tests.bundle.bundle_helpers import (
+    BundleInputs,
+    build_reproducible,
+    make_inputs,
+    snapshot,
+)
 from tests.conftest import CliResult, scaled_examples
 
 # Each verification inline and with worker processes (tests/conftest.py).
@@ -181,22 +185,13 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Bundle
 
 
 def _build(inputs: Path, pristine: BundleInputs, bundle: Path, test_keys: Any) -> None:
-    from stella_bundle.bundle.build import build_bundle
 
-    previous = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
-    try:
-        build_bundle(
-            function_maps=[inputs / pristine.function_map.name],
-            evidence=[inputs / "evidence"],
-            signer=test_keys.signer("builder"),
-            output=bundle,
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = previous
+    build_reproducible(
+        inputs / pristine.function_map.name,
+        inputs / "evidence",
+        test_keys.signer("builder"),
+        bundle,
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stella_bundle.attest.dsse import sign_payload
 from stella_bundle.attest.signing import sign_to_file
 from stella_bundle.attest.statement import BUNDLE_MANIFEST_PREDICATE
@@ -166,3 +168,16 @@ def hostile_tar(base: list[tuple[str, bytes]], extra: Callable[[tarfile.TarFile]
 
 def snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def build_reproducible(function_map: Path, evidence: Path, signer: Any, output: Path) -> Path:
+    """`build_bundle` with SOURCE_DATE_EPOCH pinned (and the environment restored after), so
+    two builds of the same inputs give the same bytes."""
+    from stella_bundle.bundle.build import build_bundle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        build_bundle(
+            function_maps=[function_map], evidence=[evidence], signer=signer, output=output
+        )
+    return output

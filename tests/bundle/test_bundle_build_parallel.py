@@ -15,10 +15,14 @@ import pytest
 import zstandard
 
 from stella_bundle.bundle import observations_view
-from stella_bundle.bundle.build import build_bundle
 from stella_bundle.errors import StellaError
 from stella_bundle.evidence.layout import PRUNE_RECORD_NAME
-from tests.bundle.bundle_helpers import SOURCE_DATE_EPOCH, make_inputs, records_for, write_chain
+from tests.bundle.bundle_helpers import (
+    build_reproducible,
+    make_inputs,
+    records_for,
+    write_chain,
+)
 
 
 def _rewrite_chunk(chain: Path, sequence: int, edit: Callable[[bytes], bytes]) -> None:
@@ -56,22 +60,12 @@ CASES: dict[str, tuple[int, Callable[[Path], None]]] = {
 
 
 def _build(inputs: Any, test_keys: Any, output: Path) -> bytes | str:
-    previous = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
     try:
-        build_bundle(
-            function_maps=[inputs.function_map],
-            evidence=[inputs.evidence],
-            signer=test_keys.signer("builder"),
-            output=output,
+        build_reproducible(
+            inputs.function_map, inputs.evidence, test_keys.signer("builder"), output
         )
     except StellaError as exc:
         return f"{type(exc).__name__}: {exc.describe()}"
-    finally:
-        if previous is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = previous
     return output.read_bytes()
 
 

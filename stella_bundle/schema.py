@@ -8,6 +8,7 @@ expected.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -29,6 +30,7 @@ from .attest.statement import (
 )
 from .compression import ZSTD_MAGIC
 from .errors import InputError, MalformedDocumentError, SchemaValidationError
+from .formats.flat import read_flat, read_list
 from .formats.record import validate_record
 from .jsonio import load_json, parse_json
 from .observations.ndjson import iter_json_lines
@@ -459,6 +461,48 @@ class ValidationResult:
             "documents": self.documents,
             "predicate_type": self.predicate_type,
         }
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    kind: str
+    file: str  # its name in stella_bundle/schemas/
+    id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class SchemaCatalog:
+    """What `schema list` prints: the schema kinds shipped with this toolkit."""
+
+    schemas: tuple[SchemaEntry, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schemas": [dataclasses.asdict(entry) for entry in self.schemas]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> SchemaCatalog:
+        if not isinstance(data, dict) or set(data) != {"schemas"}:
+            raise MalformedDocumentError("expected schemas", path=source, field="schemas")
+        return cls(
+            tuple(
+                SchemaEntry(**read_flat(SchemaEntry, item, source, f"schemas[{index}]"))
+                for index, item in enumerate(read_list(data["schemas"], source, "schemas"))
+            )
+        )
+
+
+def schema_catalog() -> SchemaCatalog:
+    """Every shipped kind, its file, $id and title."""
+    entries = []
+    for kind in KINDS:
+        schema = load_schema(kind)
+        entries.append(
+            SchemaEntry(
+                kind, f"{kind}{SCHEMA_SUFFIX}", schema.get("$id", ""), schema.get("title", "")
+            )
+        )
+    return SchemaCatalog(tuple(entries))
 
 
 def is_ndjson_file(path: str | Path) -> bool:

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..errors import StellaError
-from ..schema import KINDS, SCHEMA_SUFFIX, load_schema, schema_text, validate_file
-from .output import FORMAT_HELP, Format, console, emit_json
+from ..report.kinds import SCHEMAS
+from ..report.registry import TextFormat
+from ..schema import KINDS, schema_catalog, schema_text, validate_file
+from .output import FORMAT_HELP, Format, console, emit, emit_json, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -56,26 +57,9 @@ def validate(
 
 
 @app.command("list")
-def list_schemas(
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
-) -> None:
+def list_schemas(output_format: TextFormat = format_option(SCHEMAS)) -> None:
     """List the schema kinds shipped with this toolkit."""
-    rows = [
-        {
-            "kind": kind,
-            "file": f"{kind}{SCHEMA_SUFFIX}",
-            "id": load_schema(kind).get("$id", ""),
-            "title": load_schema(kind).get("title", ""),
-        }
-        for kind in KINDS
-    ]
-    if output_format is Format.json:
-        emit_json(rows)
-        return
-    table = Table("kind", "schema file (in stella_bundle/schemas/)", "title")
-    for row in rows:
-        table.add_row(row["kind"], row["file"], row["title"])
-    console.print(table)
+    emit(schema_catalog(), output_format, SCHEMAS)
 
 
 @app.command("show")

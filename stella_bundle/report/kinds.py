@@ -125,3 +125,8 @@ PROBES: Final = ResultKind(
     "stella_bundle.collector.inventory:ProbeInventory",
     "stella_bundle.report.tables:probes_table",
 )
+SCHEMAS: Final = ResultKind(
+    "schema catalog",
+    "stella_bundle.schema:SchemaCatalog",
+    "stella_bundle.report.tables:schemas_table",
+)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..evidence.status import ChainStatuses, Inspection
     from ..formats.coverage import CoverageReport
     from ..functionmap.generate import MapWritten
+    from ..schema import SchemaCatalog
     from ..store.results import (
         StoreIngest,
         StoreInit,
@@ -538,4 +539,14 @@ def probes_table(inventory: ProbeInventory) -> RenderableType:
     for item in inventory.objects:
         programs = ", ".join(f"{p.name} ({p.attach_type})" for p in item.programs)
         table.add_row(_cell(item.name), item.sha256, _cell(item.status), _cell(programs))
+    return table
+
+
+# --- schema list -------------------------------------------------------------------------------
+
+
+def schemas_table(catalog: SchemaCatalog) -> RenderableType:
+    table = Table("kind", "schema file (in stella_bundle/schemas/)", "title")
+    for entry in catalog.schemas:
+        table.add_row(entry.kind, entry.file, entry.title)
     return table

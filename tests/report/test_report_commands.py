@@ -209,6 +209,12 @@ CASES = {
         0,
         ("probe set ", "object", "ok"),
     ),
+    "schema list": Case(
+        lambda _, __: ["schema", "list"],
+        kinds.SCHEMAS,
+        0,
+        ("observation-record", "observation-record.schema.json", "function-map"),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,

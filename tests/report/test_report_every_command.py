@@ -29,6 +29,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
     "probes list": kinds.PROBES,
+    "schema list": kinds.SCHEMAS,
     "tetragon policy": kinds.POLICY,
     "serve token list": kinds.TOKENS,
     "bundle inspect": kinds.BUNDLE_CLAIMS,
@@ -46,7 +47,6 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
 OWN_PRINTING = {
     "attest verify",
     "probes doctor",
-    "schema list",
     "schema validate",
     "tetragon ingest",
 }

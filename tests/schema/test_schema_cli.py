@@ -157,7 +157,7 @@ def test_missing_file_and_unknown_kind(run_cli: Callable[..., Any], tmp_path: Pa
 def test_list_and_show(run_cli: Callable[..., Any]) -> None:
     listed = run_cli("schema", "list", "--format", "json")
     assert listed.exit_code == 0
-    rows = json.loads(listed.stdout)
+    rows = json.loads(listed.stdout)["schemas"]
     assert [row["kind"] for row in rows] == list(KINDS)
     assert all(row["id"] == f"https://stella.ops/schemas/{row['kind']}.schema.json" for row in rows)
     table = run_cli("schema", "list")

@@ -29,7 +29,7 @@ from .attest.statement import (
     VERIFICATION_REPORT_PREDICATE,
 )
 from .compression import ZSTD_MAGIC
-from .errors import InputError, MalformedDocumentError, SchemaValidationError
+from .errors import InputError, MalformedDocumentError, SchemaValidationError, StellaError
 from .formats.flat import read_flat, read_list
 from .formats.record import validate_record
 from .jsonio import load_json, parse_json
@@ -461,6 +461,54 @@ class ValidationResult:
             "documents": self.documents,
             "predicate_type": self.predicate_type,
         }
+
+
+CONTAINERS: Final = ("json", "ndjson", "statement", "dsse-envelope")
+
+
+@dataclass(frozen=True)
+class ValidationRefusal:
+    """Why `validate_file` refused a file: the error's class, its one line and where."""
+
+    path: str
+    error: str
+    message: str
+    line: int | None
+    field: str | None
+
+    @classmethod
+    def of(cls, path: str | Path, error: StellaError) -> ValidationRefusal:
+        return cls(str(path), type(error).__name__, error.describe(), error.line, error.field)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"valid": False, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class SchemaValidation:
+    """What `schema validate` prints: the file found valid (its kind and container), or, as
+    JSON for programs, why it was refused (people read the error line on stderr)."""
+
+    outcome: ValidationResult | ValidationRefusal
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.outcome.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> SchemaValidation:
+        if not isinstance(data, dict) or not isinstance(data.get("valid"), bool):
+            raise MalformedDocumentError(
+                "expected an object with valid", path=source, field="valid"
+            )
+        fields = {key: value for key, value in data.items() if key != "valid"}
+        if not data["valid"]:
+            return cls(ValidationRefusal(**read_flat(ValidationRefusal, fields, source, "refusal")))
+        values = read_flat(ValidationResult, fields, source, "validation")
+        if values["container"] not in CONTAINERS:
+            raise MalformedDocumentError(
+                f"expected one of {', '.join(CONTAINERS)}", path=source, field="container"
+            )
+        return cls(ValidationResult(**values))
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,17 @@ from pathlib import Path
 import typer
 
 from ..errors import StellaError
-from ..report.kinds import SCHEMAS
+from ..report.kinds import SCHEMA_VALIDATION, SCHEMAS
 from ..report.registry import TextFormat
-from ..schema import KINDS, schema_catalog, schema_text, validate_file
-from .output import FORMAT_HELP, Format, console, emit, emit_json, format_option
+from ..schema import (
+    KINDS,
+    SchemaValidation,
+    ValidationRefusal,
+    schema_catalog,
+    schema_text,
+    validate_file,
+)
+from .output import emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -26,34 +33,19 @@ def validate(
     kind: str | None = typer.Option(
         None, "--kind", help=f"Schema kind (default: detected): {', '.join(KINDS)}."
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(SCHEMA_VALIDATION),
 ) -> None:
     """Validate FILE; a statement's or envelope's predicate is checked by its predicateType."""
     try:
         result = validate_file(file, kind)
     except StellaError as exc:
-        if output_format is Format.json:
-            emit_json(
-                {
-                    "valid": False,
-                    "path": str(file),
-                    "error": type(exc).__name__,
-                    "message": exc.describe(),
-                    "line": exc.line,
-                    "field": exc.field,
-                }
+        # A program reading JSON learns why on stdout too; for people the error line suffices.
+        if output_format == TextFormat.json:
+            emit(
+                SchemaValidation(ValidationRefusal.of(file, exc)), output_format, SCHEMA_VALIDATION
             )
         raise
-    if output_format is Format.json:
-        emit_json(result.to_dict())
-        return
-    what = {
-        "ndjson": f"{result.documents} {result.kind} line{'s' if result.documents != 1 else ''}",
-        "statement": f"{result.kind} statement",
-        "dsse-envelope": f"{result.kind} in a DSSE envelope (signatures not checked)",
-        "json": result.kind,
-    }[result.container]
-    console.print(f"[green]valid[/green] {file}: {what}")
+    emit(SchemaValidation(result), output_format, SCHEMA_VALIDATION)
 
 
 @app.command("list")

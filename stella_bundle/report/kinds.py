@@ -130,3 +130,8 @@ SCHEMAS: Final = ResultKind(
     "stella_bundle.schema:SchemaCatalog",
     "stella_bundle.report.tables:schemas_table",
 )
+SCHEMA_VALIDATION: Final = ResultKind(
+    "schema validation",
+    "stella_bundle.schema:SchemaValidation",
+    "stella_bundle.report.tables:validation_table",
+)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..evidence.status import ChainStatuses, Inspection
     from ..formats.coverage import CoverageReport
     from ..functionmap.generate import MapWritten
-    from ..schema import SchemaCatalog
+    from ..schema import SchemaCatalog, SchemaValidation
     from ..store.results import (
         StoreIngest,
         StoreInit,
@@ -550,3 +550,22 @@ def schemas_table(catalog: SchemaCatalog) -> RenderableType:
     for entry in catalog.schemas:
         table.add_row(entry.kind, entry.file, entry.title)
     return table
+
+
+# --- schema validate ---------------------------------------------------------------------------
+
+
+def validation_table(validation: SchemaValidation) -> RenderableType:
+    from ..schema import ValidationRefusal  # loaded already: it made the result
+
+    result = validation.outcome
+    if isinstance(result, ValidationRefusal):  # the CLI prints its error line on stderr
+        return Text(f"invalid {result.path}: {result.message}", style="red")
+    count = result.documents
+    what = {
+        "ndjson": f"{count} {result.kind} line{'s' if count != 1 else ''}",
+        "statement": f"{result.kind} statement",
+        "dsse-envelope": f"{result.kind} in a DSSE envelope (signatures not checked)",
+        "json": result.kind,
+    }[result.container]
+    return Text.assemble(("valid", "green"), f" {result.path}: {what}")

@@ -15,6 +15,8 @@ from stella_bundle.errors import InputError, MalformedDocumentError
 from stella_bundle.report import kinds
 from stella_bundle.report.registry import ResultKind, render
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "schemas" / "examples"
+
 
 @dataclass(frozen=True)
 class Case:
@@ -215,6 +217,12 @@ CASES = {
         0,
         ("observation-record", "observation-record.schema.json", "function-map"),
     ),
+    "schema validate": Case(
+        lambda _, __: ["schema", "validate", EXAMPLES / "dsse-envelope.json"],
+        kinds.SCHEMA_VALIDATION,
+        0,
+        ("valid ", "dsse-envelope.json: ", "in a DSSE envelope (signatures not checked)"),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,
@@ -296,3 +304,30 @@ def test_a_chain_report_whose_totals_disagree_is_refused(
     document["passed"] = False
     with pytest.raises(MalformedDocumentError, match="passed"):
         kinds.CHAINS.model_class().from_dict(document)
+
+
+def test_a_refused_schema_validation_is_json_on_stdout_and_one_line_on_stderr(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"x": 1}\n')
+    as_json = run_cli("schema", "validate", bad, "--format", "json")
+    assert as_json.exit_code == 2
+    assert as_json.stderr.count("\n") == 1 and "bad.ndjson:1: field 'node_hash'" in as_json.stderr
+    document = parse(as_json.stdout)
+    assert document["valid"] is False and document["line"] == 1
+    assert document["error"] == "SchemaValidationError"
+    model = kinds.SCHEMA_VALIDATION.model_class().from_dict(document, "stdout")
+    assert model.to_dict() == document
+    assert render(model, "json", kinds.SCHEMA_VALIDATION) == as_json.stdout
+    assert f"invalid {bad}: " in render(model, "table", kinds.SCHEMA_VALIDATION)
+    # People read the error line: nothing on stdout.
+    table = run_cli("schema", "validate", bad)
+    assert (table.exit_code, table.stdout, table.stderr) == (2, "", as_json.stderr)
+    with pytest.raises(MalformedDocumentError, match=r"refusal\.surprise"):
+        kinds.SCHEMA_VALIDATION.model_class().from_dict({**document, "surprise": 1})
+    accepted = parse(
+        run_cli("schema", "validate", EXAMPLES / "statement.json", "--format", "json").stdout
+    )
+    with pytest.raises(MalformedDocumentError, match="container"):
+        kinds.SCHEMA_VALIDATION.model_class().from_dict({**accepted, "container": "zip"})

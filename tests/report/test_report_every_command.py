@@ -30,6 +30,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "observations timeline": kinds.TIMELINE,
     "probes list": kinds.PROBES,
     "schema list": kinds.SCHEMAS,
+    "schema validate": kinds.SCHEMA_VALIDATION,
     "tetragon policy": kinds.POLICY,
     "serve token list": kinds.TOKENS,
     "bundle inspect": kinds.BUNDLE_CLAIMS,
@@ -47,7 +48,6 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
 OWN_PRINTING = {
     "attest verify",
     "probes doctor",
-    "schema validate",
     "tetragon ingest",
 }
 # Not yet converted, and no --format: one line saying what was written (keys, a trust root, a

@@ -135,3 +135,8 @@ SCHEMA_VALIDATION: Final = ResultKind(
     "stella_bundle.schema:SchemaValidation",
     "stella_bundle.report.tables:validation_table",
 )
+DOCTOR: Final = ResultKind(
+    "kernel feature check",
+    "stella_bundle.collector.doctor:KernelDoctor",
+    "stella_bundle.report.tables:doctor_tables",
+)

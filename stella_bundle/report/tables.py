@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..api.tokens import TokenListing
     from ..attest.keys import KeyFingerprint, TrustRootView
     from ..bundle.inspect import BundleClaims
+    from ..collector.doctor import KernelDoctor
     from ..collector.inventory import ProbeInventory
     from ..coverage.query import RecordSelection, SymbolSummaries
     from ..evidence.importer import ImportResult
@@ -569,3 +570,27 @@ def validation_table(validation: SchemaValidation) -> RenderableType:
         "json": result.kind,
     }[result.container]
     return Text.assemble(("valid", "green"), f" {result.path}: {what}")
+
+
+# --- probes doctor -----------------------------------------------------------------------------
+
+
+def doctor_tables(doctor: KernelDoctor) -> RenderableType:
+    table = Table(title="kernel features")
+    for column in ("feature", "status", "detail"):
+        table.add_column(column)
+    for feature in doctor.features:
+        table.add_row(feature.name, "yes" if feature.available else "NO", _cell(feature.detail))
+    trials = Table(title="attach types (each tried: a tiny program loaded and attached)")
+    for column in ("attach type", "status", "evidence"):
+        trials.add_column(column)
+    for trial in doctor.attach_types:
+        trials.add_row(
+            trial.attach_type, "yes" if trial.available else "NO", _cell(trial.evidence())
+        )
+    plan = Table(title="probe categories")
+    for column in ("category", "attach type", "why"):
+        plan.add_column(column)
+    for choice in doctor.categories:
+        plan.add_row(choice.category, choice.attach_type or "none", _cell(choice.reason))
+    return Group(table, trials, plan)

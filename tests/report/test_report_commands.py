@@ -223,6 +223,12 @@ CASES = {
         0,
         ("valid ", "dsse-envelope.json: ", "in a DSSE envelope (signatures not checked)"),
     ),
+    "probes doctor": Case(
+        lambda _, __: ["probes", "doctor"],
+        kinds.DOCTOR,
+        0,
+        ("kernel features", "attach types (each tried", "probe categories", "uprobe", "libbpf"),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,
@@ -331,3 +337,19 @@ def test_a_refused_schema_validation_is_json_on_stdout_and_one_line_on_stderr(
     )
     with pytest.raises(MalformedDocumentError, match="container"):
         kinds.SCHEMA_VALIDATION.model_class().from_dict({**accepted, "container": "zip"})
+
+
+def test_a_doctor_report_naming_another_errno_or_an_unknown_field_is_refused(
+    run_cli: Any,
+) -> None:
+    document = parse(run_cli("probes", "doctor", "--format", "json").stdout)
+    model = kinds.DOCTOR.model_class()
+    trial = document["attach_types"]["uprobe"]
+    trial.update(errno=1, errno_name="EACCES")
+    with pytest.raises(MalformedDocumentError, match=r"attach_types\.uprobe\.errno_name"):
+        model.from_dict(document, "stdout")
+    trial.update(errno_name="EPERM")
+    assert model.from_dict(document).to_dict() == document
+    document["categories"]["file"]["surprise"] = 1
+    with pytest.raises(MalformedDocumentError, match=r"categories\.file\.surprise"):
+        model.from_dict(document, "stdout")

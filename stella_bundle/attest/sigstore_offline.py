@@ -12,7 +12,6 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from ..errors import (
 from ..formats.trust_root import SigstoreIdentity, TrustRoot
 from ..jsonio import parse_json, read_bytes
 from .dsse import IN_TOTO_PAYLOAD_TYPE
+from .outcome import SigstoreVerificationResult
 from .statement import subject_digests
 from .verifier import AttestationVerifier, artifact_sha256
 
@@ -54,34 +54,6 @@ IN_TOTO_STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.i
 MAX_REASON_CHARS = 400
 
 _DIGEST_PATTERN = re.compile(r"sha256:[0-9a-fA-F]{64}")
-
-
-@dataclass(frozen=True)
-class SigstoreVerificationResult:
-    """What an offline Sigstore verification established, for the summary and `--format json`."""
-
-    bundle: str
-    kind: str  # "message_signature" or "dsse"
-    artifact_digest: str
-    identity: SigstoreIdentity
-    payload_type: str | None = None
-    predicate_type: str | None = None
-    subjects: tuple[dict[str, Any], ...] = ()
-    warnings: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verified": True,
-            "sigstore_bundle": self.bundle,
-            "kind": self.kind,
-            "artifact_digest": self.artifact_digest,
-            "identity": self.identity.identity,
-            "issuer": self.identity.issuer,
-            "payload_type": self.payload_type,
-            "predicate_type": self.predicate_type,
-            "subjects": list(self.subjects),
-            "warnings": list(self.warnings),
-        }
 
 
 def _one_line(text: str) -> str:

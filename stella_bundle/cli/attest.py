@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import InputError, StellaError
 from ..formats.roles import ROLES
 from ..formats.trust_root import SigstoreIdentity, TrustRoot
-from .output import FORMAT_HELP, Format, console, emit_json
+from ..report.kinds import ATTESTATION
+from ..report.registry import TextFormat
+from .output import console, emit, format_option
 
 if TYPE_CHECKING:
     from ..attest.verifier import VerifiedStatement
 
 if TYPE_CHECKING:  # sigstore costs ~0.3 s to import: loaded only when a Sigstore bundle is verified
-    from ..attest.sigstore_offline import SigstoreVerificationResult
+    from ..attest.outcome import AttestationCheck, SigstoreVerificationResult
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -57,23 +57,18 @@ def sign(
     )
 
 
-def _summary(result: VerifiedStatement, trust_root: TrustRoot) -> dict[str, Any]:
+def _summary(envelope: str, result: VerifiedStatement, trust_root: TrustRoot) -> AttestationCheck:
     from ..attest.keys import fingerprint
+    from ..attest.outcome import AttestationCheck, SignerView, StatementVerified
 
-    return {
-        "verified": True,
-        "role": result.role,
-        "predicate_type": result.predicate_type,
-        "subjects": result.statement["subject"],
-        "signers": [
-            {
-                "keyid": key.keyid,
-                "fingerprint_sha256": fingerprint(key),
-                "roles": trust_root.roles_of(key.keyid),
-            }
-            for key in result.signers
-        ],
-    }
+    signers = tuple(
+        SignerView(key.keyid, fingerprint(key), trust_root.roles_of(key.keyid))
+        for key in result.signers
+    )
+    subjects = tuple(result.statement["subject"])
+    return AttestationCheck(
+        StatementVerified(envelope, result.role, result.predicate_type, subjects, signers)
+    )
 
 
 @app.command("verify")
@@ -121,9 +116,10 @@ def verify(
         "--issuer",
         help="OIDC issuer of --identity, given with it (default: those of --trust-root).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(ATTESTATION),
 ) -> None:
     """Verify offline: a DSSE envelope against a trust root's role, or a Sigstore bundle."""
+    from ..attest.outcome import AttestationCheck, AttestationRefusal
     from ..attest.verifier import AttestationVerifier
 
     try:
@@ -158,26 +154,14 @@ def verify(
                 artifact_digest=digest,
             )
     except StellaError as exc:
-        if output_format is Format.json:
-            emit_json({"verified": False, "error": type(exc).__name__, "message": exc.describe()})
+        # A program reading JSON learns why on stdout too; for people the error line suffices.
+        if output_format == TextFormat.json:
+            emit(AttestationCheck(AttestationRefusal.of(exc)), output_format, ATTESTATION)
         raise
     if sigstore_bundle is not None:
-        _print_sigstore(sigstore_result, output_format)
+        emit(AttestationCheck(sigstore_result), output_format, ATTESTATION)
         return
-    summary = _summary(result, trust_root)
-    if output_format is Format.json:
-        emit_json(summary)
-        return
-    console.print(
-        f"[green]VERIFIED[/green] {escape(str(envelope))} "
-        f"({escape(result.predicate_type)}, role {role})"
-    )
-    table = Table("subject", "sha256")
-    for subject in result.statement["subject"]:
-        table.add_row(subject.get("name", ""), subject.get("digest", {}).get("sha256", ""))
-    console.print(table)
-    for signer in summary["signers"]:
-        console.print(f"signed by {signer['keyid']} ({signer['fingerprint_sha256']})")
+    emit(_summary(str(envelope), result, trust_root), output_format, ATTESTATION)
 
 
 def _verify_sigstore(
@@ -219,17 +203,3 @@ def _verify_sigstore(
     return verifier.verify(
         bundle, artifact=artifact, artifact_digest=digest, predicate_type=predicate_type
     )
-
-
-def _print_sigstore(result: SigstoreVerificationResult, output_format: Format) -> None:
-    if output_format is Format.json:
-        emit_json(result.to_dict())
-        return
-    what = f"DSSE {result.predicate_type}" if result.kind == "dsse" else "message signature"
-    console.print(f"[green]VERIFIED[/green] {escape(result.bundle)} (Sigstore, {escape(what)})")
-    console.print(f"artifact:  {result.artifact_digest}")
-    console.print(
-        f"signed by: {result.identity.identity} (issuer {result.identity.issuer})", markup=False
-    )
-    for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow]: {escape(warning)}")

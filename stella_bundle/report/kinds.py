@@ -140,3 +140,8 @@ DOCTOR: Final = ResultKind(
     "stella_bundle.collector.doctor:KernelDoctor",
     "stella_bundle.report.tables:doctor_tables",
 )
+ATTESTATION: Final = ResultKind(
+    "attestation verification",
+    "stella_bundle.attest.outcome:AttestationCheck",
+    "stella_bundle.report.tables:attestation_view",
+)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     # pulls in its drivers) would make each table cost a second.
     from ..api.tokens import TokenListing
     from ..attest.keys import KeyFingerprint, TrustRootView
+    from ..attest.outcome import AttestationCheck
     from ..bundle.inspect import BundleClaims
     from ..collector.doctor import KernelDoctor
     from ..collector.inventory import ProbeInventory
@@ -594,3 +595,35 @@ def doctor_tables(doctor: KernelDoctor) -> RenderableType:
     for choice in doctor.categories:
         plan.add_row(choice.category, choice.attach_type or "none", _cell(choice.reason))
     return Group(table, trials, plan)
+
+
+# --- attest verify -----------------------------------------------------------------------------
+
+
+def attestation_view(check: AttestationCheck) -> RenderableType:
+    from ..attest.outcome import AttestationRefusal, StatementVerified  # loaded: they made it
+
+    result = check.outcome
+    if isinstance(result, AttestationRefusal):  # the CLI prints its error line on stderr
+        return Text(f"NOT VERIFIED: {result.message}", style="red")
+    verified = Text("VERIFIED", style="green")
+    if isinstance(result, StatementVerified):
+        subjects = Table("subject", "sha256")
+        for subject in result.subjects:
+            digest = subject.get("digest", {})
+            sha256 = digest.get("sha256", "") if isinstance(digest, dict) else ""
+            subjects.add_row(_cell(subject.get("name", "")), _cell(sha256))
+        return Group(
+            Text.assemble(
+                verified, f" {result.envelope} ({result.predicate_type}, role {result.role})"
+            ),
+            subjects,
+            *(Text(f"signed by {s.keyid} ({s.fingerprint_sha256})") for s in result.signers),
+        )
+    what = f"DSSE {result.predicate_type}" if result.kind == "dsse" else "message signature"
+    return Group(
+        Text.assemble(verified, f" {result.bundle} (Sigstore, {what})"),
+        Text(f"artifact:  {result.artifact_digest}"),
+        Text(f"signed by: {result.identity.identity} (issuer {result.identity.issuer})"),
+        *(Text.assemble(("warning", "yellow"), f": {w}") for w in result.warnings),
+    )

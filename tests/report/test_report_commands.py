@@ -51,6 +51,17 @@ def _tokens(inputs: Inputs) -> Path:
     return path
 
 
+def _signed_map(inputs: Inputs, keys: Any) -> Path:
+    """The inputs' function map signed by the function-map role's key."""
+    from stella_bundle.attest.signing import sign_to_file, statement_for_document
+
+    path = inputs.evidence.parent / "function-map.dsse.json"
+    if not path.exists():
+        statement = statement_for_document(inputs.function_map, "https://stella.ops/x/v1")
+        sign_to_file(statement, [keys.signer("function-map")], path)
+    return path
+
+
 CASES = {
     "signals verify-chain": Case(
         lambda i, keys: ["signals", "verify-chain", i.evidence, "--trust-root", keys.trust_root],
@@ -229,6 +240,25 @@ CASES = {
         0,
         ("kernel features", "attach types (each tried", "probe categories", "uprobe", "libbpf"),
     ),
+    "attest verify": Case(
+        lambda i, keys: [
+            "attest",
+            "verify",
+            _signed_map(i, keys),
+            "--trust-root",
+            keys.trust_root,
+            "--role",
+            "function-map",
+        ],
+        kinds.ATTESTATION,
+        0,
+        (
+            "VERIFIED ",
+            "function-map.dsse.json (https://stella.ops/x/v1, role function-map)",
+            "function-map.json",
+            "signed by ",
+        ),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,
@@ -353,3 +383,22 @@ def test_a_doctor_report_naming_another_errno_or_an_unknown_field_is_refused(
     document["categories"]["file"]["surprise"] = 1
     with pytest.raises(MalformedDocumentError, match=r"categories\.file\.surprise"):
         model.from_dict(document, "stdout")
+
+
+def test_a_refused_attestation_is_json_on_stdout_and_one_line_on_stderr(
+    run_cli: Any, inputs: Inputs, test_keys: Any
+) -> None:
+    args = CASES["attest verify"].args(inputs, test_keys)
+    as_json = run_cli(*args[:-1], "builder", "--format", "json")
+    assert as_json.exit_code != 0 and as_json.stderr.count("\n") == 1
+    document = parse(as_json.stdout)
+    assert document["verified"] is False and document["message"] in as_json.stderr
+    model = kinds.ATTESTATION.model_class().from_dict(document, "stdout")
+    assert model.to_dict() == document
+    assert "NOT VERIFIED: " in render(model, "table", kinds.ATTESTATION)
+    table = run_cli(*args[:-1], "builder")
+    assert (table.exit_code, table.stdout, table.stderr) == (as_json.exit_code, "", as_json.stderr)
+    verified = parse(run_cli(*args, "--format", "json").stdout)
+    verified["subjects"][0] = "f"
+    with pytest.raises(MalformedDocumentError, match=r"subjects\[0\]"):
+        kinds.ATTESTATION.model_class().from_dict(verified)

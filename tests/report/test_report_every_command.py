@@ -29,6 +29,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "observations query": kinds.RECORDS,  # kinds.SYMBOLS with --summary: the same formats
     "observations timeline": kinds.TIMELINE,
     "probes doctor": kinds.DOCTOR,
+    "attest verify": kinds.ATTESTATION,
     "probes list": kinds.PROBES,
     "schema list": kinds.SCHEMAS,
     "schema validate": kinds.SCHEMA_VALIDATION,
@@ -47,7 +48,6 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
 }
 # Not yet converted (issue 10, open): each has --format but prints a dict or lines itself.
 OWN_PRINTING = {
-    "attest verify",
     "tetragon ingest",
 }
 # Not yet converted, and no --format: one line saying what was written (keys, a trust root, a

@@ -14,9 +14,9 @@ from typing import Any
 import typer
 
 from ..errors import InputError
-from ..report.kinds import HOT_SYMBOLS, POLICY
+from ..report.kinds import HOT_SYMBOLS, POLICY, TETRAGON_INGEST
 from ..report.registry import TextFormat
-from .output import FORMAT_HELP, Format, console, emit, emit_json, error_line, format_option
+from .output import emit, error_line, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -135,7 +135,7 @@ def ingest(
         help="Files: decode and map in worker processes (one per CPU, up to 4) while this "
         "one writes and seals (default: for 32 MiB or more on 2+ CPUs).",
     ),
-    output_format: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    output_format: TextFormat = format_option(TETRAGON_INGEST),
 ) -> None:
     """Turn Tetragon events (JSON export, stdin or gRPC) into a signed evidence chain."""
     from ..attest.keys import load_signer
@@ -143,7 +143,7 @@ def ingest(
     from ..evidence.layout import validate_chain_id
     from ..tetragon.config import load_tetragon_config
     from ..tetragon.events import EventMapper
-    from ..tetragon.ingest import TetragonIngest
+    from ..tetragon.ingest import BridgeIngest, TetragonIngest
     from ..tetragon.privacy import PrivacyFilter
 
     settings = (
@@ -153,12 +153,7 @@ def ingest(
     )
     bridge = load_tetragon_config(config)
     if not bridge.enabled:  # the null service: nothing read, nothing written, not an error
-        if output_format is Format.json:
-            emit_json({"enabled": False, "records": 0})
-        else:
-            console.print(
-                "the Tetragon bridge is disabled (tetragon.enabled: false): nothing ingested"
-            )
+        emit(BridgeIngest(None), output_format, TETRAGON_INGEST)
         return
     if files and [str(f) for f in files] == ["-"]:
         files, stdin = [], True
@@ -210,7 +205,9 @@ def ingest(
         signal.signal(signal.SIGTERM, previous)
         if previous_int is not None:
             signal.signal(signal.SIGINT, previous_int)
-    _print_ingest(result, output_format)
+    for problem in result.problems:
+        error_line(f"warning: {problem}")
+    emit(BridgeIngest(result), output_format, TETRAGON_INGEST)
 
 
 def _writer_settings(
@@ -348,23 +345,6 @@ def _ingest(
     if follower is not None and cursor_file is not None and follower.cursor is not None:
         follower.cursor.save(cursor_file)
     return result
-
-
-def _print_ingest(result: Any, output_format: Format) -> None:
-    for problem in result.problems:
-        error_line(f"warning: {problem}")
-    if output_format is Format.json:
-        emit_json(result.to_dict())
-        return
-    dropped = sum(result.dropped.values())
-    console.print(
-        f"ingested {result.records} of {result.lines} events into chain {result.chain_id} "
-        f"({result.chunks} sealed chunks); {dropped} not recorded, "
-        f"{sum(result.redacted.values())} values redacted",
-        markup=False,
-    )
-    for reason, count in sorted(result.dropped.items()):
-        console.print(f"  not recorded: {reason}: {count}", markup=False)
 
 
 @app.command("hot-symbols")

@@ -145,3 +145,8 @@ ATTESTATION: Final = ResultKind(
     "stella_bundle.attest.outcome:AttestationCheck",
     "stella_bundle.report.tables:attestation_view",
 )
+TETRAGON_INGEST: Final = ResultKind(
+    "Tetragon ingest",
+    "stella_bundle.tetragon.ingest:BridgeIngest",
+    "stella_bundle.report.tables:bridge_ingest_view",
+)

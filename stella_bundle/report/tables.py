@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         StoreStatusReport,
     )
     from ..tetragon.analysis import HotSymbols, Timeline
+    from ..tetragon.ingest import BridgeIngest
     from ..tetragon.policy import PolicyWritten
 
 _PATH_STYLE = {"observed": "green", "partial": "yellow", "missing": "red"}
@@ -627,3 +628,19 @@ def attestation_view(check: AttestationCheck) -> RenderableType:
         Text(f"signed by: {result.identity.identity} (issuer {result.identity.issuer})"),
         *(Text.assemble(("warning", "yellow"), f": {w}") for w in result.warnings),
     )
+
+
+# --- tetragon ingest ---------------------------------------------------------------------------
+
+
+def bridge_ingest_view(ingest: BridgeIngest) -> RenderableType:
+    result = ingest.result
+    if result is None:
+        return Text("the Tetragon bridge is disabled (tetragon.enabled: false): nothing ingested")
+    lines = [
+        f"ingested {result.records} of {result.lines} events into chain {result.chain_id} "
+        f"({result.chunks} sealed chunks); {sum(result.dropped.values())} not recorded, "
+        f"{sum(result.redacted.values())} values redacted"
+    ]
+    lines += [f"  not recorded: {reason}: {n}" for reason, n in sorted(result.dropped.items())]
+    return Group(*(Text(line) for line in lines))

@@ -21,6 +21,7 @@ from securesystemslib.signer import Signer
 from .. import __version__
 from ..evidence.config import WriterConfig
 from ..evidence.writer import ChunkWriter
+from ..formats.flat import read_flat
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
 from .events import EventMapper
@@ -62,6 +63,53 @@ class IngestResult:
             "upstream_dropped": self.upstream_dropped,
             "problems": self.problems,
         }
+
+
+@dataclass(frozen=True)
+class _IngestFields:
+    chain_id: str
+    chain_dir: str
+    lines: int
+    records: int
+    chunks: int
+    node_name: str | None
+    dropped: dict[str, int]
+    redacted: dict[str, int]
+    upstream_dropped: int
+    problems: list[str]
+
+
+DISABLED: Final = {"enabled": False, "records": 0}
+
+
+@dataclass(frozen=True)
+class BridgeIngest:
+    """What `tetragon ingest` prints: the chain it wrote, or that the bridge is disabled."""
+
+    result: IngestResult | None  # None: tetragon.enabled false, nothing read or written
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(DISABLED) if self.result is None else self.result.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> BridgeIngest:
+        if data == DISABLED:
+            return cls(None)
+        values = read_flat(_IngestFields, data, source, "ingest")
+        return cls(
+            IngestResult(
+                values["chain_id"],
+                Path(values["chain_dir"]),
+                values["lines"],
+                values["records"],
+                values["chunks"],
+                values["node_name"],
+                Counter(values["dropped"]),
+                Counter(values["redacted"]),
+                values["upstream_dropped"],
+                list(values["problems"]),
+            )
+        )
 
 
 def default_chain_id(node_name: str) -> str:

@@ -16,6 +16,7 @@ from stella_bundle.report import kinds
 from stella_bundle.report.registry import ResultKind, render
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "schemas" / "examples"
+TETRAGON = Path(__file__).resolve().parents[1] / "data" / "external" / "tetragon" / "examples"
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,23 @@ CASES = {
             "signed by ",
         ),
     ),
+    "tetragon ingest": Case(
+        lambda i, keys: [
+            "tetragon",
+            "ingest",
+            TETRAGON / "events.json",
+            TETRAGON / "process_connect.json",
+            "--target",
+            i.evidence.parent / "bridged",
+            "--key",
+            keys.private("collector"),
+            "--chain-id",
+            f"tg-{len(list(i.evidence.parent.glob('bridged/*')))}",
+        ],
+        kinds.TETRAGON_INGEST,
+        0,
+        ("ingested ", " events into chain tg-", "1 not recorded", "not recorded: unknown"),
+    ),
     "observations query": Case(
         lambda i, _: ["observations", "query", "--observations", i.observations, "--limit", "5"],
         kinds.RECORDS,
@@ -402,3 +420,17 @@ def test_a_refused_attestation_is_json_on_stdout_and_one_line_on_stderr(
     verified["subjects"][0] = "f"
     with pytest.raises(MalformedDocumentError, match=r"subjects\[0\]"):
         kinds.ATTESTATION.model_class().from_dict(verified)
+
+
+def test_a_disabled_bridge_says_so_in_each_format(run_cli: Any, tmp_path: Path) -> None:
+    config = tmp_path / "stellaops.yaml"
+    config.write_text("tetragon:\n  enabled: false\n")
+    args = ["tetragon", "ingest", TETRAGON / "events.json", "--config", config]
+    as_json = run_cli(*args, "--format", "json")
+    assert as_json.exit_code == 0 and parse(as_json.stdout) == {"enabled": False, "records": 0}
+    model = kinds.TETRAGON_INGEST.model_class().from_dict(parse(as_json.stdout))
+    assert render(model, "json", kinds.TETRAGON_INGEST) == as_json.stdout
+    table = run_cli(*args)
+    assert "the Tetragon bridge is disabled" in table.stdout
+    with pytest.raises(MalformedDocumentError, match=r"ingest\.enabled"):
+        kinds.TETRAGON_INGEST.model_class().from_dict({"enabled": True, "records": 0})

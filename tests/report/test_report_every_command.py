@@ -34,6 +34,7 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "schema list": kinds.SCHEMAS,
     "schema validate": kinds.SCHEMA_VALIDATION,
     "tetragon policy": kinds.POLICY,
+    "tetragon ingest": kinds.TETRAGON_INGEST,
     "serve token list": kinds.TOKENS,
     "bundle inspect": kinds.BUNDLE_CLAIMS,
     "keys fingerprint": kinds.FINGERPRINT,
@@ -46,10 +47,8 @@ THROUGH_REGISTRY: dict[str, ResultKind] = {
     "observations prune": kinds.STORE_PRUNE,
     "tetragon hot-symbols": kinds.HOT_SYMBOLS,
 }
-# Not yet converted (issue 10, open): each has --format but prints a dict or lines itself.
-OWN_PRINTING = {
-    "tetragon ingest",
-}
+# Commands with --format printing a dict or lines themselves: none left (issue 10).
+OWN_PRINTING: set[str] = set()
 # Not yet converted, and no --format: one line saying what was written (keys, a trust root, a
 # bundle, its parts, a signed statement, a token) or, for `schema show`, the schema itself.
 CONFIRMATION_ONLY = {

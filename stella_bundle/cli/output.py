@@ -1,9 +1,7 @@
-"""Shared CLI output: a stdout console for results, stderr for diagnostics, JSON for machines."""
+"""Shared CLI output: results through the report registry (`emit`), diagnostics on stderr."""
 
 from __future__ import annotations
 
-import enum
-import json
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,15 +39,6 @@ def __getattr__(name: str) -> Any:
     return made
 
 
-class Format(enum.StrEnum):
-    table = "table"
-    json = "json"
-
-
-# The help of every `--format` option: what each choice is for (typer shows the default).
-FORMAT_HELP = "table for people, json for programs."
-
-
 def format_option(kind: ResultKind) -> Any:
     """`--format` of a command printing a result of this kind: its formats from the registry
     (annotate it TextFormat, or PageFormat when the kind has a page; tests/report checks)."""
@@ -70,8 +59,3 @@ def error_line(message: str) -> None:
     """One plain line on stderr (no markup: messages may contain brackets)."""
     sys.stderr.write(message.rstrip("\n") + "\n")
     sys.stderr.flush()
-
-
-def emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    sys.stdout.flush()

@@ -181,3 +181,17 @@ def build_reproducible(function_map: Path, evidence: Path, signer: Any, output: 
             function_maps=[function_map], evidence=[evidence], signer=signer, output=output
         )
     return output
+
+
+def zstd_lines(data: bytes) -> list[bytes]:
+    """The lines of a zstd-compressed chunk, without their newlines."""
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data).splitlines()
+
+
+def zstd_of_lines(lines: list[bytes]) -> bytes:
+    """A chunk of `lines`, each ended by a newline, zstd-compressed."""
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in lines))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
 from stella_bundle.bundle import streams
 from stella_bundle.bundle.build import build_bundle
@@ -28,6 +27,8 @@ from tests.bundle.bundle_helpers import (
     resign_manifest,
     write_chain,
     write_members,
+    zstd_lines,
+    zstd_of_lines,
 )
 
 Members = list[tuple[str, bytes]]
@@ -55,14 +56,6 @@ def one_chain(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Membe
     return read_members(bundle)
 
 
-def _lines(data: bytes) -> list[bytes]:
-    return zstandard.ZstdDecompressor().decompressobj().decompress(data).splitlines()
-
-
-def _zstd(lines: list[bytes]) -> bytes:
-    return zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in lines))
-
-
 def _view(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[Members], Members]:
     def apply(members: Members) -> Members:
         return [
@@ -83,10 +76,10 @@ def _both(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[Members], Mem
         first = 0
         for name, data in members:
             if name == "evidence/host-a/0000000001.ndjson.zst":
-                first = len(_lines(data))
+                first = len(zstd_lines(data))
             if name == "evidence/host-a/0000000002.ndjson.zst":
-                lines = _lines(data)
-                data = _zstd(edit(lines))
+                lines = zstd_lines(data)
+                data = zstd_of_lines(edit(lines))
                 count = len(lines)
             if name.startswith(VIEW):
                 lines = data.splitlines()

@@ -28,6 +28,8 @@ from tests.bundle.bundle_helpers import (
     resign_manifest,
     write_chain,
     write_members,
+    zstd_lines,
+    zstd_of_lines,
 )
 
 Members = list[tuple[str, bytes]]
@@ -58,23 +60,15 @@ def several_chunks(
     return read_members(bundle)
 
 
-def _chunk_lines(data: bytes) -> list[bytes]:
-    return zstandard.ZstdDecompressor().decompressobj().decompress(data).splitlines()
-
-
-def _zstd(lines: list[bytes]) -> bytes:
-    return zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n")
-
-
 def _bad_record_and_bad_seal(members: Members) -> Members:
     """A record error in host-a's second chunk, unparsable seals after it (host-a's fourth,
     host-b's first when there is one)."""
     out = []
     for name, data in members:
         if name == "evidence/host-a/0000000002.ndjson.zst":
-            lines = _chunk_lines(data)
+            lines = zstd_lines(data)
             lines[5] = lines[5].replace(b'"probe_type":"uprobe"', b'"probe_type":"nope"')
-            data = _zstd(lines)
+            data = zstd_of_lines(lines)
         elif name in (
             "evidence/host-a/0000000004.seal.dsse.json",
             "evidence/host-b/0000000001.seal.dsse.json",

@@ -11,7 +11,7 @@ from ..errors import InputError, StellaError
 from ..formats.roles import ROLES
 from ..formats.trust_root import SigstoreIdentity, TrustRoot
 from ..report.kinds import ATTESTATION
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import console, emit, format_option
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def verify(
         "--issuer",
         help="OIDC issuer of --identity, given with it (default: those of --trust-root).",
     ),
-    output_format: TextFormat = format_option(ATTESTATION),
+    output_format: OutputFormat = format_option(ATTESTATION),
 ) -> None:
     """Verify offline: a DSSE envelope against a trust root's role, or a Sigstore bundle."""
     from ..attest.outcome import AttestationCheck, AttestationRefusal
@@ -155,7 +155,7 @@ def verify(
             )
     except StellaError as exc:
         # A program reading JSON learns why on stdout too; for people the error line suffices.
-        if output_format == TextFormat.json:
+        if output_format == OutputFormat.json:
             emit(AttestationCheck(AttestationRefusal.of(exc)), output_format, ATTESTATION)
         raise
     if sigstore_bundle is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..report.kinds import BUNDLE_CLAIMS, BUNDLE_REPORT
-from ..report.registry import PageFormat, TextFormat
+from ..report.registry import OutputFormat
 from .options import time_option
 from .output import console, emit, error_console, error_line, format_option
 
@@ -98,7 +98,7 @@ def build(
 @app.command("inspect")
 def inspect(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to look into."),
-    output_format: TextFormat = format_option(BUNDLE_CLAIMS),
+    output_format: OutputFormat = format_option(BUNDLE_CLAIMS),
 ) -> None:
     """Show what a bundle claims to hold (NOT verified; use `bundle verify`)."""
     from ..bundle.inspect import bundle_claims
@@ -110,7 +110,7 @@ def inspect(
 def verify(
     bundle: Path = typer.Argument(..., help="The .stella.bundle.tgz to verify."),
     trust_root_path: Path = typer.Option(..., "--trust-root", help="trust-root.json you brought."),
-    output_format: PageFormat = format_option(BUNDLE_REPORT),
+    output_format: OutputFormat = format_option(BUNDLE_REPORT),
     output_dir: Path = typer.Option(
         Path("."), "--output-dir", help="Where the report files are written."
     ),
@@ -164,7 +164,7 @@ def verify(
     )
     files = write_reports(outcome, output_dir, signer)
     emit(outcome.report, output_format, BUNDLE_REPORT)
-    if output_format == PageFormat.table:
+    if output_format == OutputFormat.table:
         console.print(f"report: {files.json}")
         console.print(f"html:   {files.html}")
         if files.envelope is not None:

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..fsutil import write_bytes_atomic
 from ..functionmap.load import load_function_map
 from ..report.kinds import COVERAGE, MAP_WRITTEN
-from ..report.registry import TextFormat, render
+from ..report.registry import OutputFormat, render
 from .options import time_option
 from .output import emit, error_line, format_option
 from .store_options import config_option
@@ -126,7 +126,7 @@ def generate(
         "--sign-key",
         help="Sign: writes <output>.dsse.json beside the map (default: unsigned).",
     ),
-    output_format: TextFormat = format_option(MAP_WRITTEN),
+    output_format: OutputFormat = format_option(MAP_WRITTEN),
 ) -> None:
     """Generate a function map (an in-toto Statement) from an SBOM."""
     from ..attest.dsse import sign_statement
@@ -215,7 +215,7 @@ def verify(
         "--to",
         help="Ignore observations after this RFC 3339 time (default: the map's window).",
     ),
-    output_format: TextFormat = format_option(COVERAGE),
+    output_format: OutputFormat = format_option(COVERAGE),
     output: Path | None = typer.Option(
         None, "--output", help="Also write the JSON result here (default: not written)."
     ),

@@ -10,7 +10,7 @@ import typer
 from ..attest.keys import KEY_TYPES, KeyFingerprint, fingerprint, generate_key, load_public_key
 from ..errors import InputError
 from ..report.kinds import FINGERPRINT
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import console, emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
@@ -58,7 +58,7 @@ def generate(
 @app.command("fingerprint")
 def show_fingerprint(
     key: Path = typer.Argument(..., help="A .pub.json, PEM public key or PEM private key."),
-    output_format: TextFormat = format_option(FINGERPRINT),
+    output_format: OutputFormat = format_option(FINGERPRINT),
 ) -> None:
     """Print what an auditor compares by eye: keyid, type and SHA-256 fingerprint."""
     emit(KeyFingerprint.of(load_public_key(key)), output_format, FINGERPRINT)

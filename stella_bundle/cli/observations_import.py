@@ -9,7 +9,7 @@ import typer
 from ..errors import InputError
 from ..evidence.config import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SIZE_MB, DEFAULT_ZSTD_LEVEL
 from ..report.kinds import IMPORT
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .observations import app
 from .output import emit, format_option
 
@@ -56,7 +56,7 @@ def import_command(
         help="zstd compression level of the chunks, 1-22 (default: signals.zstd_level, "
         f"else {DEFAULT_ZSTD_LEVEL}).",
     ),
-    output_format: TextFormat = format_option(IMPORT),
+    output_format: OutputFormat = format_option(IMPORT),
 ) -> None:
     """Validate every record (nothing written if one is bad), then seal them as a new chain."""
     from ..attest.keys import load_signer

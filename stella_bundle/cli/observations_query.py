@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputError
 from ..report.kinds import RECORDS, SYMBOLS
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
@@ -58,7 +58,7 @@ def query(
     limit: int | None = typer.Option(
         None, "--limit", help="At most this many records (default: all)."
     ),
-    output_format: TextFormat = format_option(RECORDS),
+    output_format: OutputFormat = format_option(RECORDS),
     store: str | None = typer.Option(
         None,
         "--store",
@@ -98,7 +98,7 @@ def _query(
     window_from: str | None,
     window_to: str | None,
     limit: int | None,
-    output_format: TextFormat,
+    output_format: OutputFormat,
     store: str | None,
     config: Path | None,
 ) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import InputError
 from ..report.kinds import STORE_INGEST, STORE_PRUNE
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .observations import app
 from .output import emit, format_option
 from .store_options import config_option, store_url_option
@@ -30,7 +30,7 @@ def ingest(
     ),
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: TextFormat = format_option(STORE_INGEST),
+    output_format: OutputFormat = format_option(STORE_INGEST),
 ) -> None:
     """Store observations: sealed chains verified first, idempotent per (chain, sequence);
     a chunk conflicting with a stored one is refused and nothing is stored (exit 1)."""
@@ -69,7 +69,7 @@ def prune(
     ),
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: TextFormat = format_option(STORE_PRUNE),
+    output_format: OutputFormat = format_option(STORE_PRUNE),
 ) -> None:
     """Retention: drop the days of records older than the limit (PostgreSQL: whole day
     partitions detached and dropped). Chunk provenance is kept, so pruned evidence offered

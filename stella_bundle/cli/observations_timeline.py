@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..report.kinds import TIMELINE
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from ..timeutil import format_timestamp
 from .observations import app
 from .options import time_option
@@ -40,7 +40,7 @@ def timeline_command(
     limit: int | None = typer.Option(
         None, "--limit", help="At most this many events (default: all)."
     ),
-    output_format: TextFormat = format_option(TIMELINE),
+    output_format: OutputFormat = format_option(TIMELINE),
 ) -> None:
     """Chronological events correlated with their SBOM component (purl) and build artifact
     (image digest, build id, binary)."""

@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
 
 def format_option(kind: ResultKind) -> Any:
     """`--format` of a command printing a result of this kind: its formats from the registry
-    (annotate it TextFormat, or PageFormat when the kind has a page; tests/report checks)."""
+    (annotate it OutputFormat; tests/report checks)."""
     from ..report.registry import format_help
 
     return typer.Option("table", "--format", help=format_help(kind))

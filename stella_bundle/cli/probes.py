@@ -8,7 +8,7 @@ import typer
 
 from ..collector.features import DEFAULT_TRACEFS, detect
 from ..report.kinds import DOCTOR, PROBES
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
@@ -20,7 +20,7 @@ def doctor(
     tracefs: Path = typer.Option(
         DEFAULT_TRACEFS, "--tracefs", help="Where tracefs should be mounted."
     ),
-    output_format: TextFormat = format_option(DOCTOR),
+    output_format: OutputFormat = format_option(DOCTOR),
 ) -> None:
     """Kernel features for eBPF collection, every attach type tried by a trial load (available or
     not, with the errno and its meaning) and, per probe category, the attach type used and why.
@@ -37,7 +37,7 @@ def list_probes(
     probes_dir: Path | None = typer.Option(
         None, "--probes-dir", help="Objects and probes.lock.json (default: the installed set)."
     ),
-    output_format: TextFormat = format_option(PROBES),
+    output_format: OutputFormat = format_option(PROBES),
 ) -> None:
     """The probe objects, their sha256 (checked against the lock) and programs."""
     from ..collector.inventory import probe_inventory

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import StellaError
 from ..report.kinds import SCHEMA_VALIDATION, SCHEMAS
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from ..schema import (
     KINDS,
     SchemaValidation,
@@ -33,14 +33,14 @@ def validate(
     kind: str | None = typer.Option(
         None, "--kind", help=f"Schema kind (default: detected): {', '.join(KINDS)}."
     ),
-    output_format: TextFormat = format_option(SCHEMA_VALIDATION),
+    output_format: OutputFormat = format_option(SCHEMA_VALIDATION),
 ) -> None:
     """Validate FILE; a statement's or envelope's predicate is checked by its predicateType."""
     try:
         result = validate_file(file, kind)
     except StellaError as exc:
         # A program reading JSON learns why on stdout too; for people the error line suffices.
-        if output_format == TextFormat.json:
+        if output_format == OutputFormat.json:
             emit(
                 SchemaValidation(ValidationRefusal.of(file, exc)), output_format, SCHEMA_VALIDATION
             )
@@ -49,7 +49,7 @@ def validate(
 
 
 @app.command("list")
-def list_schemas(output_format: TextFormat = format_option(SCHEMAS)) -> None:
+def list_schemas(output_format: OutputFormat = format_option(SCHEMAS)) -> None:
     """List the schema kinds shipped with this toolkit."""
     emit(schema_catalog(), output_format, SCHEMAS)
 

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import ConfigError
 from ..report.kinds import TOKENS
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import emit, error_line, format_option
 from .store_options import config_option, store_url_option
 
@@ -153,7 +153,7 @@ def token_add(
 @token_app.command("list")
 def token_list(
     tokens: Path = typer.Option(..., "--tokens", help="Tokens file."),
-    output_format: TextFormat = format_option(TOKENS),
+    output_format: OutputFormat = format_option(TOKENS),
 ) -> None:
     """Names, scopes and creation times (never the tokens: they are not kept)."""
     from ..api.tokens import TokenFile, TokenListing

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import InputError
 from ..report.kinds import CHAINS, INSPECTION, PRUNES, STATUSES
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
@@ -32,7 +32,7 @@ def verify_chain_command(
     allow_open: bool = typer.Option(
         False, "--allow-open", help="Accept a chain still being written (no final seal: warning)."
     ),
-    output_format: TextFormat = format_option(CHAINS),
+    output_format: OutputFormat = format_option(CHAINS),
 ) -> None:
     """Check every chunk, seal, signature and link; name each problem. Exit 0 pass, 1 fail."""
     from ..evidence.chain import verify_evidence
@@ -64,7 +64,7 @@ def inspect_command(
         None, "--chain", help="Chain directory for a sequence number or digest (default: .)."
     ),
     limit: int = typer.Option(50, "--limit", help="Records to show (0: all)."),
-    output_format: TextFormat = format_option(INSPECTION),
+    output_format: OutputFormat = format_option(INSPECTION),
 ) -> None:
     """Show a seal's summary and the chunk's records (signatures are not checked here)."""
     from ..evidence.status import inspect_target
@@ -75,7 +75,7 @@ def inspect_command(
 @app.command("status")
 def status_command(
     directory: Path = typer.Argument(..., help="An evidence directory or one chain directory."),
-    output_format: TextFormat = format_option(STATUSES),
+    output_format: OutputFormat = format_option(STATUSES),
 ) -> None:
     """Chain head, age of the last seal, size, records per second, open chunk, loss."""
     from ..evidence.status import chain_statuses
@@ -96,7 +96,7 @@ def prune_command(
         help="Also verify signatures before pruning (recommended; default: digests and links only).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
-    output_format: TextFormat = format_option(PRUNES),
+    output_format: OutputFormat = format_option(PRUNES),
 ) -> None:
     """Remove whole sealed chunks older than a limit; write a signed prune record."""
     from ..attest.keys import load_signer

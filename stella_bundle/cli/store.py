@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..report.kinds import STORE_INIT, STORE_MIGRATE, STORE_STATUS
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import emit, format_option
 from .store_options import config_option, store_url_option
 
@@ -42,7 +42,7 @@ def _open_unchecked(store: str | None, config: Path | None) -> ObservationStore:
 def init(
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: TextFormat = format_option(STORE_INIT),
+    output_format: OutputFormat = format_option(STORE_INIT),
 ) -> None:
     """Create the store's schema (the latest version); an initialised store is left as it is."""
     from ..store.base import StoreError
@@ -64,7 +64,7 @@ def init(
 def migrate(
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: TextFormat = format_option(STORE_MIGRATE),
+    output_format: OutputFormat = format_option(STORE_MIGRATE),
 ) -> None:
     """Apply pending schema migrations in order, each in its own transaction."""
     from ..store.results import StoreMigrate
@@ -81,7 +81,7 @@ def migrate(
 def status(
     store: str | None = store_url_option(),
     config: Path | None = config_option(),
-    output_format: TextFormat = format_option(STORE_STATUS),
+    output_format: OutputFormat = format_option(STORE_STATUS),
 ) -> int:
     """Schema version, pending migrations, what is stored. Exit 0 current, 2 not initialised
     or pending migrations."""

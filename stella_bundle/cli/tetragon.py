@@ -15,7 +15,7 @@ import typer
 
 from ..errors import InputError
 from ..report.kinds import HOT_SYMBOLS, POLICY, TETRAGON_INGEST
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from .output import emit, error_line, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
@@ -32,7 +32,7 @@ def policy(
         "--trust-root",
         help="Check the map's signature (function-map role) first (default: not checked).",
     ),
-    output_format: TextFormat = format_option(POLICY),
+    output_format: OutputFormat = format_option(POLICY),
 ) -> None:
     """Write the TracingPolicy that probes exactly the function map's nodes."""
     import yaml
@@ -135,7 +135,7 @@ def ingest(
         help="Files: decode and map in worker processes (one per CPU, up to 4) while this "
         "one writes and seals (default: for 32 MiB or more on 2+ CPUs).",
     ),
-    output_format: TextFormat = format_option(TETRAGON_INGEST),
+    output_format: OutputFormat = format_option(TETRAGON_INGEST),
 ) -> None:
     """Turn Tetragon events (JSON export, stdin or gRPC) into a signed evidence chain."""
     from ..attest.keys import load_signer
@@ -369,7 +369,7 @@ def hot_symbols(
         "--config",
         help="stellaops.yaml: with tetragon.enabled false, an empty answer (default: none).",
     ),
-    output_format: TextFormat = format_option(HOT_SYMBOLS),
+    output_format: OutputFormat = format_option(HOT_SYMBOLS),
 ) -> None:
     """How often each (purl, symbol) was observed, overall and per time window."""
     from ..coverage.inputs import iter_input_records

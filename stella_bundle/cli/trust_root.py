@@ -13,7 +13,7 @@ from ..formats.roles import ROLES
 from ..formats.trust_root import SigstoreIdentity, SigstoreTrust, TrustRoot
 from ..jsonio import load_json_object
 from ..report.kinds import TRUST_ROOT
-from ..report.registry import TextFormat
+from ..report.registry import OutputFormat
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
 from .output import console, emit, format_option
 
@@ -105,7 +105,7 @@ def set_sigstore(
 @app.command("show")
 def show(
     trust_root: Path = typer.Argument(..., help="trust-root.json to show."),
-    output_format: TextFormat = format_option(TRUST_ROOT),
+    output_format: OutputFormat = format_option(TRUST_ROOT),
 ) -> None:
     """Print keys (with fingerprints), roles, thresholds and expiry."""
     root = TrustRoot.load(trust_root)

@@ -4,8 +4,8 @@ one registry of formatters (pip-audit's shape: a result model, pluggable formats
 A result model has `to_dict()` (its JSON, the same document the API answers) and a strict
 `from_dict()`; a `ResultKind` names the model and its views (a rich table, and for reports an
 HTML page), by "module:name" so nothing heavy is imported until a result is printed. A format is
-one entry of `FORMATS`: its help and a factory giving the kind's formatter, or None when the
-kind has no view in that format. Adding a format is adding an entry; the CLI only wires
+one entry of `FORMATS`: its help and a factory giving the kind's formatter (a kind without a
+page of its own renders its table as a page). Adding a format is adding an entry; the CLI only wires
 (`emit(result, output_format, KIND)`).
 """
 
@@ -37,15 +37,8 @@ class Formatter(Protocol):
     def render(self, result: Any) -> str: ...
 
 
-class TextFormat(enum.StrEnum):
-    """The `--format` choices of a result with no page view."""
-
-    table = "table"
-    json = "json"
-
-
-class PageFormat(enum.StrEnum):
-    """The `--format` choices of a report, which also renders as a self-contained page."""
+class OutputFormat(enum.StrEnum):
+    """The `--format` choices: every kind renders in each (tests/report checks)."""
 
     table = "table"
     json = "json"
@@ -64,7 +57,7 @@ class ResultKind:
     name: str  # for messages: "function-map verification"
     model: str  # the typed result: to_dict / from_dict
     table: str  # result -> rich renderable
-    html: str | None = None  # result -> one self-contained page
+    html: str | None = None  # result -> its own page; None: the table as a page
 
     def model_class(self) -> type[Any]:
         model: type[Any] = _resolve(self.model)
@@ -76,7 +69,7 @@ class ResultKind:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        return tuple(name for name, spec in FORMATS.items() if spec.supports(self))
+        return tuple(FORMATS)
 
 
 class JsonFormatter:
@@ -120,19 +113,56 @@ class HtmlFormatter:
         return self.view(result)
 
 
-def _always(kind: ResultKind) -> bool:
-    return True
+# Rich's export template with a title; inline styles, no script, nothing fetched (air-gapped).
+_TABLE_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>{title}</title>
+<style>
+body {{{{ color: {{foreground}}; background-color: {{background}}; }}}}
+</style>
+</head>
+<body>
+<h1 style="font-family:sans-serif;font-size:1.2em">{title}</h1>
+<pre style="font-family:'DejaVu Sans Mono',Menlo,consolas,monospace"><code>{{code}}</code></pre>
+</body>
+</html>
+"""
+
+
+class TablePageFormatter:
+    """A kind without a page of its own: its table, exported by Rich as one self-contained
+    HTML page (the same rows and figures as `--format table`, colours as inline styles)."""
+
+    def __init__(self, view: Callable[[Any], RenderableType], title: str) -> None:
+        self.view = view
+        self.title = title
+
+    def render(self, result: Any) -> str:
+        from html import escape
+
+        from rich.console import Console
+
+        console = Console(
+            file=io.StringIO(),
+            record=True,
+            width=160,
+            color_system="truecolor",
+            highlight=False,
+            soft_wrap=True,
+            emoji=False,
+        )
+        console.print(self.view(result))
+        page = _TABLE_PAGE.format(title=escape(self.title[:1].upper() + self.title[1:]))
+        return console.export_html(inline_styles=True, code_format=page)
 
 
 @dataclass(frozen=True)
 class FormatSpec:
     help: str
-    make: Callable[[ResultKind], Formatter | None]
-    # Whether a kind has this format, without importing its views (`--format`'s choices).
-    available: Callable[[ResultKind], bool] = _always
-
-    def supports(self, kind: ResultKind) -> bool:
-        return self.available(kind)
+    make: Callable[[ResultKind], Formatter]
 
 
 def _json(kind: ResultKind) -> Formatter:
@@ -143,18 +173,16 @@ def _table(kind: ResultKind) -> Formatter:
     return TableFormatter(kind.view(kind.table))
 
 
-def _html(kind: ResultKind) -> Formatter | None:
-    return None if kind.html is None else HtmlFormatter(kind.view(kind.html))
-
-
-def _has_html(kind: ResultKind) -> bool:
-    return kind.html is not None
+def _html(kind: ResultKind) -> Formatter:
+    if kind.html is None:
+        return TablePageFormatter(kind.view(kind.table), kind.name)
+    return HtmlFormatter(kind.view(kind.html))
 
 
 FORMATS: Final[dict[str, FormatSpec]] = {
     "table": FormatSpec("for people", _table),
     "json": FormatSpec("for programs (the model's JSON, the API's document)", _json),
-    "html": FormatSpec("one self-contained page", _html, _has_html),
+    "html": FormatSpec("one self-contained page", _html),
 }
 
 
@@ -164,17 +192,16 @@ def format_help(kind: ResultKind) -> str:
 
 
 def formatter_for(name: str, kind: ResultKind) -> Formatter:
-    """The formatter of `name` for this kind; an unknown name or one the kind has no view in
-    is bad input (exit 2), one line naming the choices."""
+    """The formatter of `name` for this kind; an unknown name is bad input (exit 2), one line
+    naming the choices."""
     spec = FORMATS.get(str(name))
-    formatter = spec.make(kind) if spec is not None else None
-    if formatter is None:
+    if spec is None:
         raise InputError(
             f"unknown format {str(name)!r} for a {kind.name}: expected one of "
             f"{', '.join(kind.formats)}",
             field="--format",
         )
-    return formatter
+    return spec.make(kind)
 
 
 def render(result: Result, name: str, kind: ResultKind) -> str:

@@ -4,31 +4,16 @@ from a real server (screenshot and DOM)."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from api_support import chain_upload, records, signed_bytes, statement, write_chain
+from chromium_support import page_problems, run_chromium
 from server_support import Server
 
 from stella_bundle.api.dashboard import CONTENT_SECURITY_POLICY
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--window-size=1100,2200",
-    "--enable-logging=stderr",
-]
 HOSTILE = "<script>alert(1)</script>"
 PATHS = 15
 SKIPPED = 3  # api/0000 … api/0002 are never observed
@@ -107,14 +92,7 @@ def test_dashboard_pages_and_login(api_env: Any, test_keys: Any, tmp_path: Path)
 
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: scripts/setup.sh installs it (apt-get install chromium)")
-    return subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_chromium(profile, *args, window="1100,2200", timeout=180)
 
 
 def test_chromium_renders_the_dashboard_from_a_real_server(
@@ -144,12 +122,4 @@ def test_chromium_renders_the_dashboard_from_a_real_server(
         assert f"api/{index:04d}" in html  # every path of the map listed
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and HOSTILE not in html
     assert html.count("<circle") == 8 and 'id="tags"' in html and 'id="target"' in html
-    problems = [
-        line
-        for line in (shot.stderr + dom.stderr).splitlines()
-        if "CONSOLE" in line
-        or "net::ERR" in line
-        or "Failed to load" in line
-        or "Content Security Policy" in line
-    ]
-    assert problems == []
+    assert page_problems(shot.stderr, dom.stderr) == []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium_support import page_problems, run_chromium
 
 from stella_bundle.formats.report import VerificationReport
 from stella_bundle.report import render_html
@@ -22,31 +22,8 @@ def example_report(**changes: Any) -> VerificationReport:
     return VerificationReport.from_dict({**json.loads(EXAMPLE.read_text()), **changes})
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--window-size=1200,2400",
-    "--enable-logging=stderr",
-]
-
-
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: scripts/setup.sh installs it (apt-get install chromium)")
-    return subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_chromium(profile, *args, window="1200,2400", timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +98,4 @@ def test_chromium_renders_the_report(report_dir: Path, tmp_path: Path) -> None:
     assert re.search(r'id="verdict"[^>]*>PASSED<', dom.stdout)
     assert "observation rate" in dom.stdout and "100.0 %" in dom.stdout
     # Loaded without errors: no failed resource loads, no console errors about the page.
-    problems = [
-        line
-        for line in (shot.stderr + dom.stderr).splitlines()
-        if "CONSOLE" in line or "net::ERR" in line or "Failed to load" in line
-    ]
-    assert problems == []
+    assert page_problems(shot.stderr, dom.stderr) == []

@@ -154,3 +154,41 @@ def write_bundle(inputs: Inputs, map_signer: Any, builder: Any) -> Path:
             output=output,
         )
     return output
+
+
+def page_text(page: str) -> str:
+    """The text a reader of an HTML page sees (tags dropped, entities decoded, <style> left
+    out), for finding the table's figures in it."""
+    from html.parser import HTMLParser
+
+    class _Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            self.skip += tag in ("style", "title")
+
+        def handle_endtag(self, tag: str) -> None:
+            self.skip -= tag in ("style", "title")
+
+        def handle_data(self, data: str) -> None:
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = _Text()
+    parser.feed(page)
+    return "".join(parser.parts).strip()
+
+
+def assert_self_contained(page: str) -> None:
+    """Nothing fetched, nothing run: an air-gapped reader's browser opens it as it is."""
+    import re
+
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page, re.I)
+    lowered = page.lower()
+    assert "<script" not in lowered and "<link" not in lowered and "<img" not in lowered
+    assert "@import" not in page and "url(" not in page
+    assert "default-src 'none'" in page

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_support import Inputs, parse, write_bundle, write_sbom
+from report_support import (
+    Inputs,
+    assert_self_contained,
+    page_text,
+    parse,
+    write_bundle,
+    write_sbom,
+)
 
 from stella_bundle.errors import InputError, MalformedDocumentError
 from stella_bundle.report import kinds
@@ -323,6 +330,12 @@ def test_json_is_the_model_and_table_names_the_figures(
     plain = render(model, "table", case.kind)  # the same view, 160 columns, no colour
     for figure in case.figures:
         assert figure in plain, figure
+    page = render(model, "html", case.kind)  # the same view as one self-contained page
+    assert_self_contained(page)
+    text = page_text(page)
+    assert text.startswith(case.kind.name[:1].upper() + case.kind.name[1:])
+    for figure in case.figures:
+        assert figure in text, figure
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -36,9 +36,24 @@ lint: setup
 probes: setup
     bash probes/build.sh
 
-# Benchmarks: each prints its figures and ratios against a peer measured in the same run.
+# Benchmarks: each prints its figures and ratios against a peer measured in the same run,
+# then its own wall time; the total and every bench's seconds at the end (issue 15: <= 10 min).
 bench: setup
-    for b in bench/*.py; do echo "== $b"; python3 "$b"; done
+    #!/usr/bin/env bash
+    set -euo pipefail
+    micros() { local t=$EPOCHREALTIME; echo "${t//[.,]/}"; }
+    summary=()
+    began=$(micros)
+    for b in bench/*.py; do
+      echo "== $b (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+      start=$(micros)
+      python3 "$b"
+      took=$((($(micros) - start + 500000) / 1000000))
+      echo "== $b: $took s"
+      summary+=("$(printf '%6d s  %s' "$took" "$b")")
+    done
+    printf '%s\n' "${summary[@]}"
+    echo "just bench: $((($(micros) - began + 500000) / 1000000)) s in all (load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # Regenerate schemas/openapi.json from the API (a test keeps them equal).
 openapi: setup

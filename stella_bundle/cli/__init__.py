@@ -15,8 +15,10 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import StellaError
-from . import output
+from . import output, params
 from .app import app
+
+params.install()
 
 
 def main(argv: list[str] | None = None) -> int:

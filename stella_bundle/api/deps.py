@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import anyio
 import orjson
@@ -130,40 +130,16 @@ class _OrjsonRequest(Request):
     """A request whose JSON body is parsed by orjson (C; a 1,000-record verify body in a fifth
     of the standard library's time, on the event loop). What orjson refuses is parsed by the
     standard library as before, so its answer, or its JSONDecodeError for FastAPI's 422, is
-    unchanged; what orjson accepts, the standard library reads as the same value.
-
-    An operation marked with `fast_json_body(decode)` gets `decode(body)` first: a typed
-    decoder's value when it accepts the body, None to take the path above."""
-
-    fast_decode: Callable[[bytes], Any | None] | None = None
+    unchanged; what orjson accepts, the standard library reads as the same value."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            fast = self.fast_decode(body) if self.fast_decode is not None else None
-            if fast is not None:
-                self._json = fast
-            else:
-                try:
-                    self._json = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    self._json = json.loads(body)
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._json = json.loads(body)
         return self._json
-
-
-_FAST_DECODE_ATTRIBUTE: Final = "_stella_fast_json_body"
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
-
-
-def fast_json_body(decode: Callable[[bytes], Any | None]) -> Callable[[Endpoint], Endpoint]:
-    """Mark an operation of a `JsonBodyRoute` router: its body is tried with `decode` (bytes
-    to the value FastAPI then validates, or None) before the generic JSON parse."""
-
-    def mark(endpoint: Endpoint) -> Endpoint:
-        setattr(endpoint, _FAST_DECODE_ATTRIBUTE, decode)
-        return endpoint
-
-    return mark
 
 
 class JsonBodyRoute(APIRoute):
@@ -171,12 +147,9 @@ class JsonBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        decode = getattr(self.endpoint, _FAST_DECODE_ATTRIBUTE, None)
 
         async def with_orjson(request: Request) -> Response:
-            wrapped = _OrjsonRequest(request.scope, request.receive)
-            wrapped.fast_decode = decode
-            return await handler(wrapped)
+            return await handler(_OrjsonRequest(request.scope, request.receive))
 
         return with_orjson
 

@@ -6,15 +6,17 @@ the API passes them through, so the API and the CLI print the same documents.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
+from ..coverage import VerifyOptions
 from ..coverage.fastdecode import DecodedRecords, Record
 from ..formats.record import PROBE_TYPES
 from ..formats.seal import MAX_SEQUENCE
+from ..timeutil import parse_time_field
 
 # A function map id: its digest, `sha256:<hex>` (the bare hex is accepted too).
 DIGEST_PATTERN = r"^(sha256:)?[0-9a-f]{64}$"
@@ -57,9 +59,7 @@ def _records_as_parsed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any
     """A JSON list of objects is taken as parsed, not copied object by object (a 1,000-record
     body: a millisecond); anything else gets pydantic's own validation and errors. The records
     are checked by the verifier (`validate_record`'s rules) either way."""
-    if type(value) is DecodedRecords or (
-        type(value) is list and all(type(item) is dict for item in value)
-    ):
+    if type(value) is list and all(type(item) is dict for item in value):
         return value
     return handler(value)
 
@@ -95,8 +95,27 @@ class VerifyRequest(BaseModel):
         json_schema_extra={"propertyNames": {"enum": list(PROBE_TYPES)}},
     )
 
+    def options(self) -> VerifyOptions:
+        return verify_options(
+            self.window_from, self.window_to, self.fail_on_unexpected, self.probe_weights
+        )
 
-class _VerifyBody(
+
+def verify_options(
+    window_from: str | None,
+    window_to: str | None,
+    fail_on_unexpected: bool | None = None,
+    probe_weights: dict[str, float] | None = None,
+) -> VerifyOptions:
+    return VerifyOptions(
+        window_from=parse_time_field(window_from, "from"),
+        window_to=parse_time_field(window_to, "to"),
+        fail_on_unexpected=fail_on_unexpected,
+        probe_weights=dict(probe_weights or {}),
+    )
+
+
+class TypedVerifyBody(
     msgspec.Struct, forbid_unknown_fields=True, rename={"window_from": "from", "window_to": "to"}
 ):
     """`VerifyRequest` as msgspec decodes it from the bytes in one pass, the records as
@@ -110,24 +129,37 @@ class _VerifyBody(
     fail_on_unexpected: bool | UnsetType | None = UNSET
     probe_weights: dict[str, Annotated[float, Meta(ge=0, le=1)]] | UnsetType = UNSET
 
+    def records(self) -> DecodedRecords | None:
+        """The observations, or None: verify the stored ones of the window."""
+        return DecodedRecords(self.observations) if isinstance(self.observations, list) else None
 
-_VERIFY_BODY: Final = msgspec.json.Decoder(_VerifyBody)
-_VERIFY_KEYS: Final = tuple(
-    zip(_VerifyBody.__struct_fields__, _VerifyBody.__struct_encode_fields__, strict=True)
-)
+    def options(self) -> VerifyOptions:
+        """`VerifyRequest`'s options, absent fields as their defaults."""
+        return verify_options(
+            _given(self.window_from),
+            _given(self.window_to),
+            _given(self.fail_on_unexpected),
+            _given(self.probe_weights),
+        )
 
 
-def decode_verify_body(raw: bytes) -> dict[str, Any] | None:
-    """A verify body as `VerifyRequest`'s input (the fields sent, by their JSON names), its
-    records `DecodedRecords`; None when msgspec refuses it."""
+T = TypeVar("T")
+
+
+def _given(value: T | UnsetType) -> T | None:
+    return None if value is UNSET else value  # type: ignore[return-value]
+
+
+_VERIFY_BODY: Final = msgspec.json.Decoder(TypedVerifyBody)
+
+
+def decode_verify_body(raw: bytes) -> TypedVerifyBody | None:
+    """A verify body decoded typed, or None when msgspec refuses it (FastAPI's path then
+    answers it: its JSON parse and pydantic, which name what is wrong)."""
     try:
-        body = _VERIFY_BODY.decode(raw)
+        return _VERIFY_BODY.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
-    fields = {key: getattr(body, name) for name, key in _VERIFY_KEYS}
-    if isinstance(fields["observations"], list):
-        fields["observations"] = DecodedRecords(fields["observations"])
-    return {key: value for key, value in fields.items() if value is not UNSET}
 
 
 class ChunkUpload(BaseModel):

@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,6 +31,7 @@ from ..jsonio import parse_json
 from ..store import (
     IngestResult,
     ObservationStore,
+    encode_report,
     ingest_evidence,
     ingest_ndjson,
     load_stored_function_map,
@@ -113,28 +115,22 @@ def loaded_function_map(store: ObservationStore, identifier: str) -> LoadedFunct
 # --- verification ---------------------------------------------------------------------------
 
 
-def verify_options(
-    window_from: str | None,
-    window_to: str | None,
-    fail_on_unexpected: bool | None = None,
-    probe_weights: dict[str, float] | None = None,
-) -> VerifyOptions:
-    return VerifyOptions(
-        window_from=parse_time_field(window_from, "from"),
-        window_to=parse_time_field(window_to, "to"),
-        fail_on_unexpected=fail_on_unexpected,
-        probe_weights=dict(probe_weights or {}),
-    )
+@dataclass(frozen=True)
+class VerifyAnswer:
+    """A verification as the API answers it."""
+
+    encoded: bytes  # the report (`function-map verify --format json`'s document), as stored
+    verified: bool
+    report_id: int
 
 
 def verify(
     store: ObservationStore,
     identifier: str,
     options: VerifyOptions,
-    observations: list[dict[str, Any]] | None,
-) -> tuple[dict[str, Any], int]:
-    """The typed report's `to_dict` (`function-map verify --format json`'s document) and the id
-    it was stored under.
+    observations: list[Any] | None,
+) -> VerifyAnswer:
+    """Verify and store the report, serialised once for the store and the answer.
 
     With `observations`, those records are verified (each validated as the CLI validates a
     line); without, the store's records of the window, aggregated by the store."""
@@ -145,10 +141,16 @@ def verify(
     else:
         result = verify_stored(store, loaded, options)
     document = result.report().to_dict()
+    encoded = encode_report(document)
     stored = store.put_report(
-        loaded.digest, result.window["from"], result.window["to"], result.verified, document
+        loaded.digest,
+        result.window["from"],
+        result.window["to"],
+        result.verified,
+        document,
+        encoded=encoded,
     )
-    return document, stored.id
+    return VerifyAnswer(encoded, result.verified, stored.id)
 
 
 # --- coverage over time ---------------------------------------------------------------------

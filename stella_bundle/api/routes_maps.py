@@ -6,7 +6,6 @@ import json
 from typing import Annotated, Any
 
 import anyio.to_thread
-import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +15,6 @@ from .deps import (
     JsonBodyRoute,
     StorePool,
     context,
-    fast_json_body,
     open_request_store,
     require,
     responses,
@@ -31,9 +29,9 @@ from .models import (
     FunctionMapStored,
     FunctionMapSummary,
     VerifyRequest,
-    decode_verify_body,
 )
 from .settings import DEFAULT_TREND_WINDOWS, MAX_TREND_WINDOWS
+from .verify_route import VerifyRoute
 
 router = APIRouter(
     prefix="/api/v1/function-maps", tags=["function maps"], route_class=JsonBodyRoute
@@ -113,8 +111,38 @@ def get_function_map(map_id: MapId, store: Store) -> Any:
     }
 
 
-@router.post(
+async def verify_function_map(
+    map_id: MapId,
+    body: VerifyRequest,
+    request: Request,
+    stores: Annotated[StorePool, Depends(store_pool)],
+) -> Response:
+    """Verify observations (in the body, or the stored ones of a window) against the map.
+    The report is stored too. A map that is not verified is still a 200: the verdict is in
+    the report's `verified`."""
+    options = body.options()
+
+    def work() -> operations.VerifyAnswer:
+        with stores.lease() as store:
+            return operations.verify(store, map_id, options, body.observations)
+
+    ctx = context(request)
+    answer = await anyio.to_thread.run_sync(work, limiter=ctx.verify_threads)
+    ctx.metrics.verifications.labels(str(answer.verified).lower()).inc()
+    return Response(
+        answer.encoded,
+        media_type="application/json",
+        headers={"X-Stella-Report-Id": str(answer.report_id)},
+    )
+
+
+# The common requests are answered by VerifyRoute's fast path; this operation answers the
+# rest and is what the OpenAPI document describes.
+router.add_api_route(
     "/{map_id}/verify",
+    verify_function_map,
+    methods=["POST"],
+    route_class_override=VerifyRoute,
     responses=responses(
         404,
         more={
@@ -134,32 +162,6 @@ def get_function_map(map_id: MapId, store: Store) -> Any:
     ),
     dependencies=[require("write")],
 )
-@fast_json_body(decode_verify_body)
-async def verify_function_map(
-    map_id: MapId,
-    body: VerifyRequest,
-    request: Request,
-    stores: Annotated[StorePool, Depends(store_pool)],
-) -> Response:
-    """Verify observations (in the body, or the stored ones of a window) against the map.
-    The report is stored too. A map that is not verified is still a 200: the verdict is in
-    the report's `verified`."""
-    options = operations.verify_options(
-        body.window_from, body.window_to, body.fail_on_unexpected, body.probe_weights
-    )
-
-    def work() -> tuple[bytes, bool, int]:
-        with stores.lease() as store:
-            document, report_id = operations.verify(store, map_id, options, body.observations)
-        # Serialised here (orjson, C): FastAPI's jsonable_encoder walks a large report in Python.
-        return orjson.dumps(document), bool(document["verified"]), report_id
-
-    ctx = context(request)
-    encoded, verified, report_id = await anyio.to_thread.run_sync(work, limiter=ctx.verify_threads)
-    ctx.metrics.verifications.labels(str(verified).lower()).inc()
-    return Response(
-        encoded, media_type="application/json", headers={"X-Stella-Report-Id": str(report_id)}
-    )
 
 
 @router.get(

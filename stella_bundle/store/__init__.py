@@ -23,6 +23,7 @@ from .base import (
     StoreError,
     StoreStatus,
     StoreUnavailableError,
+    encode_report,
 )
 from .config import DEFAULT_URL, StoreSettings, open_store, redact, store_settings
 from .coverage import (
@@ -52,6 +53,7 @@ __all__ = [
     "StoredFunctionMap",
     "StoredRecord",
     "StoredReport",
+    "encode_report",
     "ingest_evidence",
     "ingest_ndjson",
     "load_stored_function_map",

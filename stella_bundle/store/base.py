@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NamedTuple, Protocol, Self
 
+import orjson
+
 from ..errors import EvidenceChainError, InputError
 
 SCHEMA_VERSION_KEY: Final = "schema_version"
@@ -254,6 +256,12 @@ def upgrades(incoming: StoredFunctionMap, stored: StoredFunctionMap) -> bool:
     return incoming.signature_checked and not stored.signature_checked
 
 
+def encode_report(report: dict[str, Any]) -> bytes:
+    """A verification report as the stores keep it: JSON, keys sorted (the CLI's order). The
+    API answers these same bytes, so a report is serialised once."""
+    return orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
+
+
 @dataclass(frozen=True)
 class StoredReport:
     id: int
@@ -472,7 +480,10 @@ class ObservationStore(ABC):
         window_to: str | None,
         verified: bool,
         report: dict[str, Any],
-    ) -> StoredReport: ...
+        *,
+        encoded: bytes | None = None,
+    ) -> StoredReport:
+        """Store a report; `encoded`: `encode_report(report)` when the caller has it already."""
 
     @abstractmethod
     def get_report(self, report_id: int) -> StoredReport | None: ...

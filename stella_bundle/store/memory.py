@@ -256,6 +256,8 @@ class MemoryStore(ObservationStore):
         window_to: str | None,
         verified: bool,
         report: dict[str, Any],
+        *,
+        encoded: bytes | None = None,
     ) -> StoredReport:
         with self._lock:
             stored = StoredReport(

@@ -21,7 +21,6 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Final
 
-import orjson
 import psycopg
 from msgspec import UNSET
 from psycopg import sql
@@ -43,6 +42,7 @@ from .base import (
     StoreError,
     StoreStatus,
     StoreUnavailableError,
+    encode_report,
 )
 from .config import redact
 from .migrations import Migration, check_sequence
@@ -848,6 +848,8 @@ class PostgresStore(ObservationStore):
         window_to: str | None,
         verified: bool,
         report: dict[str, Any],
+        *,
+        encoded: bytes | None = None,
     ) -> StoredReport:
         with self._guard("storing a report"):
             row = self.db.execute(
@@ -859,7 +861,7 @@ class PostgresStore(ObservationStore):
                     window_from,
                     window_to,
                     verified,
-                    orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode(),
+                    (encoded if encoded is not None else encode_report(report)).decode(),
                 ),
             ).fetchone()
         assert row is not None

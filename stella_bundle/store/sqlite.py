@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
 from ..timeutil import format_timestamp, utc_now
 from .base import (
     ChunkConflict,
@@ -34,6 +32,7 @@ from .base import (
     StoreError,
     StoreStatus,
     StoreUnavailableError,
+    encode_report,
 )
 from .migrations import Migration, check_sequence
 from .rollups import (
@@ -611,6 +610,8 @@ class SqliteStore(ObservationStore):
         window_to: str | None,
         verified: bool,
         report: dict[str, Any],
+        *,
+        encoded: bytes | None = None,
     ) -> StoredReport:
         created = format_timestamp(utc_now())
         with self._guard():
@@ -623,7 +624,7 @@ class SqliteStore(ObservationStore):
                     window_from,
                     window_to,
                     int(verified),
-                    orjson.dumps(report, option=orjson.OPT_SORT_KEYS).decode(),
+                    (encoded if encoded is not None else encode_report(report)).decode(),
                 ),
             )
         return StoredReport(

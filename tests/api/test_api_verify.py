@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 from api_support import chain_upload, records, signed_bytes, statement, statement_bytes, write_chain
 
+from stella_bundle.api.deps import JsonBodyRoute
 from stella_bundle.api.models import decode_verify_body
 from stella_bundle.canonical import canonical_record_bytes
 
@@ -287,3 +290,64 @@ def test_typed_body_with_a_bad_record_names_it(api_env: Any) -> None:
     detail = answer.json()["detail"]
     assert detail.startswith("<request body>:3:") and "observed_at" in detail, detail
     assert "\n" not in detail
+
+
+def test_fast_route_answers_the_common_request_and_hands_over_the_rest(
+    api_env: Any, monkeypatch: Any
+) -> None:
+    """`VerifyRoute` answers a typed JSON body with a write token itself; every other request
+    (no or a weak token, a body the typed decoder refuses, a query, another content type, a
+    malformed id) goes to the FastAPI operation, whose answers stay what they were."""
+    handed: list[str] = []
+    operation = JsonBodyRoute.handle
+
+    async def counted(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"].endswith("/verify"):
+            handed.append(scope["path"])
+        await operation(self, scope, receive, send)
+
+    monkeypatch.setattr(JsonBodyRoute, "handle", counted)
+    write = api_env.auth("write")
+    digest = api_env.client.post(
+        "/api/v1/function-maps", content=statement_bytes(statement(4)), headers=write
+    ).json()["digest"]
+    path = f"/api/v1/function-maps/{digest}/verify"
+    typed = json.dumps({"observations": records(20, 4, stray=1)}).encode()
+    as_json = {"Content-Type": "application/json; charset=utf-8"}
+
+    answer = api_env.client.post(path, content=typed, headers={**write, **as_json})
+    assert answer.status_code == 200 and handed == []
+    # Serialised once: the bytes answered are the bytes stored (keys sorted, as the CLI's).
+    with sqlite3.connect(api_env.store_url.removeprefix("sqlite:///")) as db:
+        (stored,) = db.execute(
+            "SELECT report FROM verification_reports WHERE id = ?",
+            (int(answer.headers["x-stella-report-id"]),),
+        ).fetchone()
+    assert stored.encode() == answer.content
+    assert answer.content == orjson.dumps(answer.json(), option=orjson.OPT_SORT_KEYS)
+    # Refused by the fast path's checks, answered by the operation as before.
+    refusals = [
+        (path, typed, as_json, 401),
+        (path, typed, {**api_env.auth("read"), **as_json}, 403),
+        (path, typed, {**write, "Content-Type": "text/plain"}, 422),
+        (path + "?from=2026-01-23T10:00:00Z", typed, {**write, **as_json}, 422),
+        (path.replace(digest, "xyz"), typed, {**write, **as_json}, 422),
+        (path, b'{"observations": [{"node_hash": 1}]}', {**write, **as_json}, 422),
+        (path, b"{", {**write, **as_json}, 422),
+    ]
+    for where, body, headers, status in refusals:
+        handed.clear()
+        refused = api_env.client.post(where, content=body, headers=headers)
+        assert (refused.status_code, len(handed)) == (status, 1), (where, headers, refused.text)
+        assert "\n" not in refused.json()["detail"]
+    # Errors of the verification itself: the app's handlers answer, from the fast path too.
+    handed.clear()
+    unknown = api_env.client.post(
+        path.replace(digest[7:], "0" * 64), content=typed, headers={**write, **as_json}
+    )
+    assert unknown.status_code == 404 and handed == []
+    assert unknown.json()["detail"] == f"no function map sha256:{'0' * 64} in this store"
+    bad_date = api_env.client.post(
+        path, content=b'{"from": "yesterday"}', headers={**write, **as_json}
+    )
+    assert bad_date.status_code == 422 and "from" in bad_date.json()["detail"] and handed == []

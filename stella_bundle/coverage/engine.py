@@ -26,7 +26,7 @@ import orjson
 import pybase64
 from packageurl import PackageURL
 
-from ..canonical import saturating_sum
+from ..canonical import MAX_SAFE_INTEGER, saturating_sum
 from ..errors import InputError, InternalError, StellaError
 from ..formats.coverage import CoverageReport
 from ..formats.function_map import ExpectedNode, ExpectedPath, FunctionMap
@@ -471,14 +471,14 @@ def _node_weights(
     return exact, rounded
 
 
-def _node_entry(node: ExpectedNode, state: NodeAggregate | None, weight: float) -> dict[str, Any]:
+def _node_entry(node: ExpectedNode, state: NodeAggregate, weight: float) -> dict[str, Any]:
     """`weight`: the node's confidence, rounded as the report carries it."""
     entry = node.to_dict()
-    observed = state is not None and state.count > 0
-    entry["observed"] = observed
-    if observed and state is not None:
+    count = state.count
+    entry["observed"] = count > 0
+    if count > 0:
         # Hits summed over aggregated records can pass what a report carries: saturated.
-        entry["count"] = saturating_sum(state.count)
+        entry["count"] = count if count <= MAX_SAFE_INTEGER else MAX_SAFE_INTEGER
         entry["first_observed_at"] = state.first
         entry["last_observed_at"] = state.last
         entry["observed_probe_types"] = state.probe_types()
@@ -610,11 +610,21 @@ class _PathTally:
         states, node_weight, rounded_weight = self.states, self.node_weight, self.rounded_weight
         nodes = path.nodes
         total = len(nodes)
-        seen = [states[n.node_hash].count > 0 for n in nodes]
+        if total == 1:  # most paths: no sums, and the path's confidence is its node's
+            node_hash = nodes[0].node_hash
+            state = states[node_hash]
+            seen = [state.count > 0]
+            confidence, rounded = node_weight[node_hash], rounded_weight[node_hash]
+            entries = [_node_entry(nodes[0], state, rounded)]
+        else:
+            seen = [states[n.node_hash].count > 0 for n in nodes]
+            confidence = sum([node_weight[n.node_hash] for n in nodes]) / total
+            rounded = _round(confidence)
+            entries = [
+                _node_entry(n, states[n.node_hash], rounded_weight[n.node_hash]) for n in nodes
+            ]
         observed_nodes = seen.count(True)
         status = _path_status(observed_nodes, total)
-        confidence = sum([node_weight[n.node_hash] for n in nodes]) / total
-        rounded = _round(confidence)
         self.path_confidence[path.path_id] = rounded
         self.breakdown.append(
             {
@@ -626,9 +636,7 @@ class _PathTally:
                 "observed_nodes": observed_nodes,
                 "total_nodes": total,
                 "confidence": rounded,
-                "nodes": [
-                    _node_entry(n, states[n.node_hash], rounded_weight[n.node_hash]) for n in nodes
-                ],
+                "nodes": entries,
             }
         )
         tag = self.tags.get(path.tag)

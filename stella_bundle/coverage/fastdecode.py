@@ -215,11 +215,18 @@ def _rest_valid(
 _RECORD_LIST: Final = list[Record]
 
 
-class DecodedRecords(list[Record]):
-    """Records msgspec decoded straight from JSON bytes as `Record`s (an API body in one C
-    pass, no dicts made): the values orjson would give for the same bytes, with msgspec's
-    checks (types, enums, ranges, no unknown field) passed. `convert_records` takes them
-    without converting; `as_dicts` gives the plain records the one-by-one path needs."""
+class DecodedRecords(list[Any]):
+    """Records msgspec decoded straight from JSON bytes, all `Record`s or all `PlainRecord`s
+    (an API body in one C pass, no dicts made): the values orjson would give for the same
+    bytes, with msgspec's checks (types, enums, ranges, no unknown field) passed.
+    `convert_records` takes them without converting; `as_dicts` gives the plain records the
+    one-by-one path needs."""
+
+    @property
+    def plain(self) -> bool:
+        """`PlainRecord`s: by their type, no count, first/last times, image digest or details
+        to check."""
+        return not self or type(self[0]) is PlainRecord
 
     def as_dicts(self) -> list[dict[str, Any]]:
         # Absent fields are UNSET and left out: each dict is the record as it was sent
@@ -228,12 +235,17 @@ class DecodedRecords(list[Record]):
         return dicts
 
 
-def convert_records(records: list[Any]) -> tuple[list[Record], bool] | None:
+def convert_records(
+    records: list[Any],
+) -> tuple[list[Record] | list[PlainRecord], bool] | None:
     """(records, aggregated) when every item of an already parsed list (a JSON body's records)
     is a valid record, by the same rules as `decode_block`; else None (the caller validates
     one by one, which names the first bad record). The items are not changed."""
+    typed: list[Record]
     if isinstance(records, DecodedRecords):
-        typed: list[Record] = records
+        if records.plain:  # only observed_at is left to check
+            return (records, False) if _observed(records) is not None else None
+        typed = records
     else:
         try:
             typed = msgspec.convert(records, _RECORD_LIST)

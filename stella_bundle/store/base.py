@@ -257,9 +257,10 @@ def upgrades(incoming: StoredFunctionMap, stored: StoredFunctionMap) -> bool:
 
 
 def encode_report(report: dict[str, Any]) -> bytes:
-    """A verification report as the stores keep it: JSON, keys sorted (the CLI's order). The
-    API answers these same bytes, so a report is serialised once."""
-    return orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
+    """A verification report as the stores keep it: compact JSON, keys in the report's own
+    order (sorting them cost half as much again). The API answers these same bytes, so a
+    report is serialised once."""
+    return orjson.dumps(report)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ import typer
 from ..errors import InputError, StellaError
 from ..formats.roles import ROLES
 from ..formats.trust_root import SigstoreIdentity, TrustRoot
-from ..report.kinds import ATTESTATION
+from ..formats.written import StatementSigned
+from ..report.kinds import ATTESTATION, STATEMENT_SIGNED
 from ..report.registry import OutputFormat
-from .output import console, emit, format_option
+from .output import emit, format_option
 
 if TYPE_CHECKING:
     from ..attest.verifier import VerifiedStatement
@@ -36,6 +37,7 @@ def sign(
     statement: bool = typer.Option(False, "--statement", help="--input is a ready Statement."),
     key: list[Path] = typer.Option(..., "--key", help="Private key(s); repeat for thresholds."),
     output: Path = typer.Option(..., "--output", help="Where to write the .dsse.json envelope."),
+    output_format: OutputFormat = format_option(STATEMENT_SIGNED),
 ) -> None:
     """Sign a document: its sha256 becomes the Statement's subject."""
     from ..attest.keys import load_signer
@@ -50,11 +52,13 @@ def sign(
         else statement_for_document(input_path, str(predicate_type))
     )
     envelope = sign_to_file(document, signers, output)
-    console.print(
-        f"signed {input_path} as {document['predicateType']} by "
-        f"{', '.join(s.keyid for s in envelope.signatures)} → {output}",
-        markup=False,
+    signed = StatementSigned(
+        str(input_path),
+        str(output),
+        str(document["predicateType"]),
+        [signature.keyid for signature in envelope.signatures],
     )
+    emit(signed, output_format, STATEMENT_SIGNED)
 
 
 def _summary(envelope: str, result: VerifiedStatement, trust_root: TrustRoot) -> AttestationCheck:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from ..report.kinds import BUNDLE_CLAIMS, BUNDLE_REPORT
+from ..formats.written import BundleBuilt, BundleJoined, BundleSplit
+from ..report.kinds import (
+    BUNDLE_BUILT,
+    BUNDLE_CLAIMS,
+    BUNDLE_JOINED,
+    BUNDLE_REPORT,
+    BUNDLE_SPLIT,
+)
 from ..report.registry import OutputFormat
 from .options import time_option
 from .output import console, emit, error_console, error_line, format_option
@@ -71,6 +78,7 @@ def build(
     date_label: str | None = typer.Option(
         None, "--date-label", help="Label of the observations view (default: build date)."
     ),
+    output_format: OutputFormat = format_option(BUNDLE_BUILT),
 ) -> None:
     """Build a reproducible, signed bundle (SOURCE_DATE_EPOCH fixes the timestamps)."""
     from ..attest.keys import load_signer
@@ -88,11 +96,16 @@ def build(
             date_label=date_label,
             progress=lambda _stage, done, total: update(done, total),
         )
-    console.print(
-        f"built {result.output} ({result.size} bytes, sha256 {result.sha256}): "
-        f"{result.files} files, services {', '.join(result.services)}, "
-        f"{len(result.chains)} chain(s), {result.records} records"
+    built = BundleBuilt(
+        str(result.output),
+        result.sha256,
+        result.size,
+        result.files,
+        list(result.services),
+        list(result.chains),
+        result.records,
     )
+    emit(built, output_format, BUNDLE_BUILT)
 
 
 @app.command("inspect")
@@ -189,6 +202,7 @@ def split(
     output_dir: Path | None = typer.Option(
         None, "--output-dir", help="Where the parts go (default: beside the bundle)."
     ),
+    output_format: OutputFormat = format_option(BUNDLE_SPLIT),
 ) -> None:
     """Split into NAME.part-0001… and NAME.parts.json (sizes and sha256 of parts and whole)."""
     from ..attest.keys import load_signer
@@ -197,10 +211,15 @@ def split(
     size = parse_part_size(part_size)
     signer = load_signer(key) if key is not None else None
     result = split_bundle(bundle, size, output_dir=output_dir, signer=signer)
-    console.print(
-        f"{len(result.index.parts)} part(s) of at most {size} bytes; index {result.index_path}"
-        + (f", signed {result.envelope_path}" if result.envelope_path else "")
+    parts = BundleSplit(
+        result.index.bundle,
+        result.index.sha256,
+        size,
+        [part.name for part in result.index.parts],
+        str(result.index_path),
+        str(result.envelope_path) if result.envelope_path else None,
     )
+    emit(parts, output_format, BUNDLE_SPLIT)
 
 
 @app.command("join")
@@ -212,6 +231,7 @@ def join(
         "--trust-root",
         help="Also require NAME.parts.dsse.json signed by a builder key (default: digests only).",
     ),
+    output_format: OutputFormat = format_option(BUNDLE_JOINED),
 ) -> None:
     """Check every part, then join them (the parts are never modified or deleted)."""
     from ..bundle.media import join_parts
@@ -220,8 +240,11 @@ def join(
     trust_root = TrustRoot.load(trust_root_path) if trust_root_path is not None else None
     extra = [trust_root_path] if trust_root_path is not None else []
     result = join_parts(index, output, trust_root=trust_root, extra_inputs=extra)
-    console.print(
-        f"joined {len(result.checked) + len(result.reused)} part(s) into {result.output} "
-        f"({result.size} bytes, sha256 {result.sha256}); checked {len(result.checked)}, "
-        f"reused {len(result.reused)} verified earlier"
+    joined = BundleJoined(
+        str(result.output),
+        result.sha256,
+        result.size,
+        list(result.checked),
+        list(result.reused),
     )
+    emit(joined, output_format, BUNDLE_JOINED)

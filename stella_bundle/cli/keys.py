@@ -7,11 +7,12 @@ from pathlib import Path
 
 import typer
 
-from ..attest.keys import KEY_TYPES, KeyFingerprint, fingerprint, generate_key, load_public_key
+from ..attest.keys import KEY_TYPES, KeyFingerprint, generate_key, load_public_key
 from ..errors import InputError
-from ..report.kinds import FINGERPRINT
+from ..formats.written import KeyGenerated
+from ..report.kinds import FINGERPRINT, KEY_GENERATED
 from ..report.registry import OutputFormat
-from .output import console, emit, format_option
+from .output import emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -43,16 +44,24 @@ def generate(
         False, "--prompt-passphrase", help="Ask for a passphrase to encrypt the private key."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
+    output_format: OutputFormat = format_option(KEY_GENERATED),
 ) -> None:
     """Create a key pair: PKCS#8 PEM private key (mode 0600) and a public key JSON."""
     if key_type not in KEY_TYPES:
         raise InputError(f"unknown key type {key_type!r}; expected one of {', '.join(KEY_TYPES)}")
     passphrase = _passphrase(passphrase_env, prompt_passphrase)
     generated = generate_key(key_type, out, passphrase, overwrite=force)  # type: ignore[arg-type]
-    console.print(f"private key: {generated.private_path} (mode 0600)", markup=False)
-    console.print(f"public key:  {generated.public_path}", markup=False)
-    console.print(f"keyid:       {generated.public_key.keyid}")
-    console.print(f"fingerprint: {fingerprint(generated.public_key)}")
+    public = KeyFingerprint.of(generated.public_key)
+    written = KeyGenerated(
+        private_key=str(generated.private_path),
+        public_key=str(generated.public_path),
+        keyid=public.keyid,
+        keytype=public.keytype,
+        scheme=public.scheme,
+        fingerprint_sha256=public.fingerprint_sha256,
+        encrypted=passphrase is not None,
+    )
+    emit(written, output_format, KEY_GENERATED)
 
 
 @app.command("fingerprint")

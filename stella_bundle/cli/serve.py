@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from ..report.kinds import TOKENS
+from ..formats.written import TokenIssued, TokenRemoved
+from ..report.kinds import TOKEN_ISSUED, TOKEN_REMOVED, TOKENS
 from ..report.registry import OutputFormat
 from .output import emit, error_line, format_option
 from .store_options import config_option, store_url_option
@@ -140,6 +141,7 @@ def token_add(
     scope: list[str] = typer.Option(
         ..., "--scope", help="read, write or admin (repeatable; admin includes write, read)."
     ),
+    output_format: OutputFormat = format_option(TOKEN_ISSUED),
 ) -> None:
     """Make a token: printed once on standard output, only its SHA-256 is kept."""
     from ..api import TokenFile
@@ -147,7 +149,7 @@ def token_add(
     token_file = TokenFile.load(tokens) if tokens.exists() else TokenFile(path=tokens)
     token = token_file.add(name, list(scope))
     token_file.save(tokens)
-    typer.echo(token)
+    emit(TokenIssued(name, list(scope), token), output_format, TOKEN_ISSUED)
 
 
 @token_app.command("list")
@@ -165,6 +167,7 @@ def token_list(
 def token_remove(
     tokens: Path = typer.Option(..., "--tokens", help="Tokens file."),
     name: str = typer.Option(..., "--name", help="The token to revoke."),
+    output_format: OutputFormat = format_option(TOKEN_REMOVED),
 ) -> None:
     """Revoke a token (a running server reads the file at start: restart it)."""
     from ..api import TokenFile
@@ -172,3 +175,4 @@ def token_remove(
     token_file = TokenFile.load(tokens)
     token_file.remove(name)
     token_file.save(tokens)
+    emit(TokenRemoved(name, str(tokens)), output_format, TOKEN_REMOVED)

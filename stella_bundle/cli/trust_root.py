@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,11 +12,12 @@ from ..attest.keys import TrustRootView, load_public_key
 from ..errors import InputError
 from ..formats.roles import ROLES
 from ..formats.trust_root import SigstoreIdentity, SigstoreTrust, TrustRoot
+from ..formats.written import TrustRootWritten
 from ..jsonio import load_json_object
-from ..report.kinds import TRUST_ROOT
+from ..report.kinds import TRUST_ROOT, TRUST_ROOT_WRITTEN
 from ..report.registry import OutputFormat
 from ..timeutil import format_timestamp, parse_timestamp, utc_now
-from .output import console, emit, format_option
+from .output import emit, format_option
 
 # Its help is its line in cli/app.py's GROUPS table.
 app = typer.Typer(no_args_is_help=True)
@@ -38,6 +40,10 @@ def _check_roles(roles: list[str]) -> None:
             )
 
 
+def _written(path: Path, change: str, root: TrustRoot, **details: Any) -> TrustRootWritten:
+    return TrustRootWritten(str(path), change, format_timestamp(root.expires), **details)
+
+
 @app.command("init")
 def init(
     output: Path = typer.Option(
@@ -48,13 +54,14 @@ def init(
     ),
     days: int = typer.Option(365, "--days", help="Expiry in days from now (without --expires)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    output_format: OutputFormat = format_option(TRUST_ROOT_WRITTEN),
 ) -> None:
     """Write an empty trust root with the four roles and an expiry."""
     if output.exists() and not force:
         raise InputError("file exists; pass --force to overwrite", path=output)
     root = TrustRoot(expires=_expiry(expires, days))
     root.save(output)
-    console.print(f"wrote {output} (expires {format_timestamp(root.expires)})", markup=False)
+    emit(_written(output, "init", root), output_format, TRUST_ROOT_WRITTEN)
 
 
 @app.command("add-key")
@@ -67,6 +74,7 @@ def add_key(
         "--threshold",
         help="New threshold for the role(s) (default: unchanged, 1 for a new role).",
     ),
+    output_format: OutputFormat = format_option(TRUST_ROOT_WRITTEN),
 ) -> None:
     """Trust a public key for one or more roles."""
     _check_roles(role)
@@ -76,7 +84,8 @@ def add_key(
     # Re-validate through the model so an impossible threshold is refused before writing.
     TrustRoot.from_dict(root.to_dict(), trust_root)
     root.save(trust_root)
-    console.print(f"added {public.keyid} to {', '.join(role)} in {trust_root}", markup=False)
+    written = _written(trust_root, "add-key", root, keyid=public.keyid, roles=list(role))
+    emit(written, output_format, TRUST_ROOT_WRITTEN)
 
 
 @app.command("set-sigstore")
@@ -85,6 +94,7 @@ def set_sigstore(
     trusted_root: Path = typer.Option(..., "--trusted-root", help="Sigstore trusted_root.json."),
     identity: list[str] = typer.Option(..., "--identity", help="Allowed certificate identity."),
     issuer: list[str] = typer.Option(..., "--issuer", help="OIDC issuer for each --identity."),
+    output_format: OutputFormat = format_option(TRUST_ROOT_WRITTEN),
 ) -> None:
     """Embed a Sigstore trusted root and the identity/issuer pairs allowed to sign."""
     from ..attest.sigstore_offline import trusted_root_from_dict  # sigstore is slow to import
@@ -97,9 +107,14 @@ def set_sigstore(
     trusted_root_from_dict(document, trusted_root)  # refuse what the verifier could not use
     root.sigstore = SigstoreTrust(document, pairs)
     root.save(trust_root)
-    console.print(
-        f"embedded {trusted_root} with {len(pairs)} identities in {trust_root}", markup=False
+    written = _written(
+        trust_root,
+        "set-sigstore",
+        root,
+        sigstore_trusted_root=str(trusted_root),
+        sigstore_identities=len(pairs),
     )
+    emit(written, output_format, TRUST_ROOT_WRITTEN)
 
 
 @app.command("show")

@@ -150,3 +150,21 @@ TETRAGON_INGEST: Final = ResultKind(
     "stella_bundle.tetragon.ingest:BridgeIngest",
     "stella_bundle.report.tables:bridge_ingest_view",
 )
+
+
+def _written(name: str, model: str, view: str) -> ResultKind:
+    return ResultKind(
+        name, f"stella_bundle.formats.written:{model}", f"stella_bundle.report.written:{view}"
+    )
+
+
+KEY_GENERATED: Final = _written("key pair written", "KeyGenerated", "key_generated_table")
+TRUST_ROOT_WRITTEN: Final = _written(
+    "trust root written", "TrustRootWritten", "trust_root_written_table"
+)
+STATEMENT_SIGNED: Final = _written("signed statement", "StatementSigned", "statement_signed_table")
+BUNDLE_BUILT: Final = _written("bundle built", "BundleBuilt", "bundle_built_table")
+BUNDLE_SPLIT: Final = _written("bundle split", "BundleSplit", "bundle_split_table")
+BUNDLE_JOINED: Final = _written("bundle joined", "BundleJoined", "bundle_joined_table")
+TOKEN_ISSUED: Final = _written("token issued", "TokenIssued", "token_issued_table")
+TOKEN_REMOVED: Final = _written("token removed", "TokenRemoved", "token_removed_table")

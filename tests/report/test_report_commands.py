@@ -23,6 +23,11 @@ from stella_bundle.report import kinds
 from stella_bundle.report.registry import ResultKind, render
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "schemas" / "examples"
+SIGSTORE_ROOT = (
+    Path(__file__).resolve().parents[1]
+    / "data/external/sigstore-conformance/bundle-verify/rekor2-timestamp-with-embedded-cert"
+    / "trusted_root.json"
+)
 TETRAGON = Path(__file__).resolve().parents[1] / "data" / "external" / "tetragon" / "examples"
 
 
@@ -68,6 +73,57 @@ def _signed_map(inputs: Inputs, keys: Any) -> Path:
         statement = statement_for_document(inputs.function_map, "https://stella.ops/x/v1")
         sign_to_file(statement, [keys.signer("function-map")], path)
     return path
+
+
+def _fresh(inputs: Inputs, stem: str, suffix: str = "") -> Path:
+    """A path not used before in this module's directory (the cases run each command twice)."""
+    directory = inputs.evidence.parent / "written"
+    directory.mkdir(exist_ok=True)
+    return directory / f"{stem}-{len(list(directory.glob(f'{stem}-*')))}{suffix}"
+
+
+def _fresh_directory(inputs: Inputs, stem: str) -> Path:
+    directory = _fresh(inputs, stem)
+    directory.mkdir()
+    return directory
+
+
+def _trust_root_copy(inputs: Inputs, keys: Any) -> Path:
+    copy = _fresh(inputs, "trust-root", ".json")
+    copy.write_bytes(Path(keys.trust_root).read_bytes())
+    return copy
+
+
+def _map_signed_beside(inputs: Inputs, keys: Any) -> Path:
+    """The inputs' function map with its signed envelope beside it (what a bundle carries)."""
+    write_bundle(inputs, keys.signer("function-map"), keys.signer("builder"))
+    return inputs.function_map
+
+
+def _split_index(inputs: Inputs, keys: Any) -> Path:
+    from stella_bundle.bundle.media import split_bundle
+
+    bundle = write_bundle(inputs, keys.signer("function-map"), keys.signer("builder"))
+    index = bundle.parent / f"{bundle.name}.parts.json"
+    if not index.exists():
+        split_bundle(bundle, 4096)
+    return index
+
+
+def _removal(inputs: Inputs) -> list[str | Path]:
+    path, name = _token_to_remove(inputs)
+    return [path, "--name", name]
+
+
+def _token_to_remove(inputs: Inputs) -> tuple[Path, str]:
+    from stella_bundle.api.tokens import TokenFile
+
+    path = _tokens(inputs)
+    tokens = TokenFile.load(path)
+    name = f"gone-{len(tokens.entries)}"
+    tokens.add(name, ["read"])
+    tokens.save(path)
+    return path, name
 
 
 CASES = {
@@ -307,6 +363,133 @@ CASES = {
         kinds.HOT_SYMBOLS,
         0,
         ("Hot symbols (11)", "fn_11", "Per 600 s window", "2026-01-23T10:00:00.000000Z"),
+    ),
+    "keys generate": Case(
+        lambda i, _: ["keys", "generate", "--out", i.evidence.parent / "generated", "--force"],
+        kinds.KEY_GENERATED,
+        0,
+        ("private key: ", "generated.key (mode 0600)", "keyid:       ", "fingerprint: "),
+    ),
+    "trust-root init": Case(
+        lambda i, _: ["trust-root", "init", "--output", _fresh(i, "root", ".json"), "--days", "9"],
+        kinds.TRUST_ROOT_WRITTEN,
+        0,
+        (
+            "wrote ",
+            ".json (expires 20",
+        ),
+    ),
+    "trust-root add-key": Case(
+        lambda i, keys: [
+            "trust-root",
+            "add-key",
+            _trust_root_copy(i, keys),
+            "--key",
+            keys.public("auditor"),
+            "--role",
+            "builder",
+        ],
+        kinds.TRUST_ROOT_WRITTEN,
+        0,
+        ("added ", " to builder in ", "trust-root-"),
+    ),
+    "trust-root set-sigstore": Case(
+        lambda i, keys: [
+            "trust-root",
+            "set-sigstore",
+            _trust_root_copy(i, keys),
+            "--trusted-root",
+            SIGSTORE_ROOT,
+            "--identity",
+            "ci@example.org",
+            "--issuer",
+            "https://issuer.example.org",
+        ],
+        kinds.TRUST_ROOT_WRITTEN,
+        0,
+        ("embedded ", "trusted_root.json with 1 identities in ", "trust-root-"),
+    ),
+    "attest sign": Case(
+        lambda i, keys: [
+            "attest",
+            "sign",
+            "--input",
+            i.function_map,
+            "--predicate-type",
+            "https://stella.ops/x/v1",
+            "--key",
+            keys.private("function-map"),
+            "--output",
+            _fresh(i, "signed", ".dsse.json"),
+        ],
+        kinds.STATEMENT_SIGNED,
+        0,
+        ("signed ", " as https://stella.ops/x/v1 by ", ".dsse.json"),
+    ),
+    "bundle build": Case(
+        lambda i, keys: [
+            "bundle",
+            "build",
+            "--function-map",
+            _map_signed_beside(i, keys),
+            "--evidence",
+            i.evidence,
+            "--key",
+            keys.private("builder"),
+            "--output",
+            _fresh(i, "built", ".stella.bundle.tgz"),
+        ],
+        kinds.BUNDLE_BUILT,
+        0,
+        ("built ", " bytes, sha256 ", "services report-svc", "1 chain(s), 23 records"),
+    ),
+    "bundle split": Case(
+        lambda i, keys: [
+            "bundle",
+            "split",
+            write_bundle(i, keys.signer("function-map"), keys.signer("builder")),
+            "--part-size",
+            "4096",
+            "--output-dir",
+            _fresh_directory(i, "parts"),
+        ],
+        kinds.BUNDLE_SPLIT,
+        0,
+        (" part(s) of at most 4096 bytes; index ", ".parts.json"),
+    ),
+    "bundle join": Case(
+        lambda i, keys: [
+            "bundle",
+            "join",
+            _split_index(i, keys),
+            "--output",
+            _fresh(i, "joined", ".stella.bundle.tgz"),
+        ],
+        kinds.BUNDLE_JOINED,
+        0,
+        ("joined ", " part(s) into ", " bytes, sha256 ", "verified earlier"),
+    ),
+    "serve token add": Case(
+        lambda i, _: [
+            "serve",
+            "token",
+            "add",
+            "--tokens",
+            _fresh(i, "tokens", ".json"),
+            "--name",
+            "ci",
+            "--scope",
+            "read",
+        ],
+        kinds.TOKEN_ISSUED,
+        0,
+        ("stella_",),
+    ),
+    "serve token remove": Case(
+        lambda i, _: ["serve", "token", "remove", "--tokens", *_removal(i)],
+        kinds.TOKEN_REMOVED,
+        0,
+        ("removed token gone-", "tokens.json", "until restarted"),
     ),
 }
 

@@ -375,10 +375,13 @@ class _Prefetcher:
                     self._finished = True
                     break
                 self._current, self._offset = item, 0
-            piece = self._current[self._offset : self._offset + size]
+            # A view, copied once by the join (a whole item is returned as it is).
+            piece = memoryview(self._current)[self._offset : self._offset + size]
             self._offset += len(piece)
             size -= len(piece)
             parts.append(piece)
+        if len(parts) == 1 and len(parts[0]) == len(self._current):
+            return self._current
         return b"".join(parts)
 
     def close(self) -> None:

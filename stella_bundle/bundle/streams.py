@@ -93,16 +93,20 @@ class LineTally:
 
 
 def whole_line_blocks(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
-    """Re-cut blocks at line ends (the last may lack its newline); lines bounded in length."""
+    """Re-cut blocks at line ends (the last may lack its newline); lines bounded in length.
+    A block is copied once at most (joined with the tail before it), not twice (concatenated,
+    then sliced), and not at all when it starts and ends at line ends."""
     tail = b""
     for block in blocks:
-        data = tail + block if tail else block
-        cut = data.rfind(b"\n")
+        cut = block.rfind(b"\n")
         if cut < 0:
-            tail = data
+            tail += block
         else:
-            tail = data[cut + 1 :]
-            yield data[: cut + 1]
+            if tail or cut + 1 < len(block):
+                yield b"".join((tail, memoryview(block)[: cut + 1]))
+            else:
+                yield block
+            tail = block[cut + 1 :]
         if len(tail) > MAX_LINE:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=name)
     if tail:

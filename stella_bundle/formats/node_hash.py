@@ -10,8 +10,6 @@ import functools
 import hashlib
 import re
 
-import cxxfilt
-import rust_demangler
 from packageurl import PackageURL
 
 from ..errors import InputError
@@ -85,6 +83,8 @@ def normalize_symbol(symbol: str) -> str:
     name = symbol.strip()
     name = _ELF_VERSION_RE.sub("", name) if "@" in name else name
     if name.startswith(_RUST_V0_PREFIX):
+        import rust_demangler  # the demanglers load only for mangled names (~25 ms)
+
         try:
             return _drop_signature(str(rust_demangler.demangle(name)))
         except Exception:
@@ -100,6 +100,9 @@ def normalize_symbol(symbol: str) -> str:
 
 
 def _demangle_itanium(name: str) -> str | None:
+    import cxxfilt  # finds and loads libstdc++ through ctypes: only for a mangled name
+    import rust_demangler
+
     try:
         demangled = str(cxxfilt.demangle(name))
     except Exception:

@@ -37,23 +37,32 @@ probes: setup
     bash probes/build.sh
 
 # Benchmarks: each prints its figures and ratios against a peer measured in the same run,
-# then its own wall time; the total and every bench's seconds at the end (issue 15: <= 10 min).
+# then its own wall time and CPU seconds (of the processes it waited for: a loaded machine
+# stretches the wall time, less the CPU); every bench's and the total at the end (issue 15:
+# <= 10 min).
 bench: setup
     #!/usr/bin/env bash
     set -euo pipefail
     micros() { local t=$EPOCHREALTIME; echo "${t//[.,]/}"; }
+    times_file=$(mktemp)
+    trap 'rm -f "$times_file"' EXIT
+    # `times` must run in this shell (a subshell's children start at zero): CPU of the children so far.
+    children_cpu() { tail -1 "$times_file" | sed 's/[ms]/ /g' | awk '{ printf "%.0f", $1 * 60 + $2 + $3 * 60 + $4 }'; }
     summary=()
     began=$(micros)
     for b in bench/*.py; do
       echo "== $b (load average $(cut -d' ' -f1-3 /proc/loadavg))"
       start=$(micros)
+      times > "$times_file"; cpu_before=$(children_cpu)
       python3 "$b"
       took=$((($(micros) - start + 500000) / 1000000))
-      echo "== $b: $took s"
-      summary+=("$(printf '%6d s  %s' "$took" "$b")")
+      times > "$times_file"; cpu=$(($(children_cpu) - cpu_before))
+      echo "== $b: $took s (CPU $cpu s)"
+      summary+=("$(printf '%6d s  CPU %5d s  %s' "$took" "$cpu" "$b")")
     done
     printf '%s\n' "${summary[@]}"
-    echo "just bench: $((($(micros) - began + 500000) / 1000000)) s in all (load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"
+    times > "$times_file"
+    echo "just bench: $((($(micros) - began + 500000) / 1000000)) s in all, CPU $(children_cpu) s (load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # Regenerate schemas/openapi.json from the API (a test keeps them equal).
 openapi: setup

@@ -6,6 +6,10 @@ same run, is bpftrace holding the same 256 libcrypto uprobes, read from /proc. E
 pid 1 (filtered in the kernel, as a service-scoped agent would be), so the host's own libcrypto
 calls cost neither much. Targets (issue 13): <= 1% of a core and <= 100 MB resident.
 
+Both run at once and are measured over the same window (each its own process's CPU): at rest
+neither uses the CPU the other would want, and a uprobe's cost falls on the process that hits
+it, not on the agent or bpftrace. Sequential windows took twice the wall time for the same figures.
+
     python3 bench/agent_idle.py [--probes 256] [--seconds 30]
 
 Needs root, BTF, uprobes, bpftrace.
@@ -14,6 +18,7 @@ Needs root, BTF, uprobes, bpftrace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +58,9 @@ def scrape(port: int) -> dict[str, float]:
     }
 
 
-def measure_agent(work: Path, functions: list[str], seconds: float) -> tuple[float, float, int]:
-    """(share of a core, resident MB, probes attached), from the agent's own metrics."""
+@contextlib.contextmanager
+def running_agent(work: Path, functions: list[str]) -> Iterator[Callable[[], dict[str, float]]]:
+    """The agent started and ready; yields its metrics scrape (an operator's Prometheus view)."""
     nodes = [ExpectedNode.create(PURL, name, binary_path=LIBCRYPTO) for name in functions]
     function_map_file(work / "fm.json", nodes, service="bench-idle", window_seconds=1800)
     generate_key("ed25519", work / "collector", None)
@@ -79,16 +86,10 @@ def measure_agent(work: Path, functions: list[str], seconds: float) -> tuple[flo
         wait_ready(port, agent, 120)
         if agent.poll() is not None:
             raise SystemExit(f"the agent exited with {agent.returncode}")
-        time.sleep(3)  # past start-up work (imports, attach)
-        before = scrape(port)
-        time.sleep(seconds)
-        after = scrape(port)
+        yield lambda: scrape(port)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=120)
-    cpu = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / seconds
-    rss = after["process_resident_memory_bytes"] / 1e6
-    return cpu, rss, int(after["stella_probes_attached"])
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -103,10 +104,14 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure_bpftrace(functions: list[str], seconds: float) -> tuple[float, float] | None:
+@contextlib.contextmanager
+def running_bpftrace(functions: list[str]) -> Iterator[int | None]:
+    """bpftrace holding the same uprobes, once every probe is attached; yields its pid (None
+    without bpftrace)."""
     bpftrace = shutil.which("bpftrace")
     if bpftrace is None:
-        return None
+        yield None
+        return
     probes = ",\n".join(f"uprobe:{LIBCRYPTO}:{name}" for name in functions)
     program = f"{probes}\n/pid == 1/ {{ @[probe] = count(); }}\n"
     peer = subprocess.Popen(
@@ -117,15 +122,29 @@ def measure_bpftrace(functions: list[str], seconds: float) -> tuple[float, float
         for line in peer.stdout:  # "Attaching N probes..." comes once every probe is attached
             if line.startswith("Attaching"):
                 break
-        time.sleep(3)
-        before = proc_cpu_seconds(peer.pid)
-        time.sleep(seconds)
-        cpu = (proc_cpu_seconds(peer.pid) - before) / seconds
-        rss = proc_rss_mb(peer.pid)
+        yield peer.pid
     finally:
         peer.send_signal(signal.SIGINT)
         peer.communicate(timeout=120)
-    return cpu, rss
+
+
+def measure(
+    work: Path, functions: list[str], seconds: float
+) -> tuple[float, float, int, tuple[float, float] | None]:
+    """(agent's share of a core, its resident MB, probes attached, bpftrace's (share, MB)),
+    both over the same window."""
+    with running_bpftrace(functions) as peer, running_agent(work, functions) as agent_metrics:
+        time.sleep(3)  # past start-up work (imports, attach)
+        before = agent_metrics()
+        peer_before = proc_cpu_seconds(peer) if peer is not None else 0.0
+        time.sleep(seconds)
+        after = agent_metrics()
+        peer_figures = None
+        if peer is not None:
+            peer_figures = ((proc_cpu_seconds(peer) - peer_before) / seconds, proc_rss_mb(peer))
+    cpu = (after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]) / seconds
+    rss = after["process_resident_memory_bytes"] / 1e6
+    return cpu, rss, int(after["stella_probes_attached"]), peer_figures
 
 
 def main() -> None:
@@ -138,9 +157,11 @@ def main() -> None:
     names = sorted(index_binary(LIBCRYPTO).functions)
     functions = names[1000 : 1000 + args.probes]
     with tempfile.TemporaryDirectory() as temp:
-        cpu, rss, attached = measure_agent(Path(temp), functions, args.seconds)
-    peer = measure_bpftrace(functions, args.seconds)
-    print(f"agent at rest: {attached} probes attached, idle host, {args.seconds:.0f} s measured")
+        cpu, rss, attached, peer = measure(Path(temp), functions, args.seconds)
+    print(
+        f"agent at rest: {attached} probes attached, idle host, {args.seconds:.0f} s measured "
+        "(the agent and bpftrace over the same window)"
+    )
     print(f"{'':>22} {'CPU % core':>10} {'RSS MB':>8}")
     print(f"{'stella agent run':>22} {cpu * 100:>10.2f} {rss:>8.1f}")
     if peer is not None:

@@ -68,8 +68,22 @@ if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kern
   mount -t tracefs nodev /sys/kernel/tracing || echo "setup: could not mount tracefs" >&2
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
-  | grep -v "Running pip as the 'root' user" || true
+# pip takes ~20 s even when nothing changed: skip it while this tree is the installed editable
+# copy and pyproject.toml is the one it was installed from (build/ is ignored by git;
+# `rm build/setup.stamp` forces a reinstall).
+stamp="build/setup.stamp"
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.executable)')"
+installed="$(python3 - <<'PY' 2>/dev/null || true
+import json
+from importlib.metadata import distribution
+print(json.loads(distribution("stella-bundle").read_text("direct_url.json") or "{}").get("url", ""))
+PY
+)"
+if [ "$installed" != "file://$PWD" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+    | grep -v "Running pip as the 'root' user" || true
+  mkdir -p build && echo "$wanted" > "$stamp"
+fi
 
 # pyenv exposes console scripts (stella, just) through shims made on rehash; `python3 -m pip`
 # does not rehash by itself.

@@ -47,11 +47,14 @@ from .base import (
 from .config import redact
 from .migrations import Migration, check_sequence
 from .rollups import (
+    FINE_BUCKET_COLUMNS,
     ROLLUP_COLUMNS,
     STORED_PROBE_ORDER,
+    Fold,
     Rollups,
     bucket_ranges,
     combine,
+    fine_plan,
     micros,
     window_class,
 )
@@ -152,13 +155,15 @@ _PROBES_ARRAY: Final = "ARRAY[" + ", ".join(f"'{p}'" for p in STORED_PROBE_ORDER
 # Bit i of a probe mask from a row's probe_type (every stored probe_type is in the array).
 _RAW_MASK: Final = f"1 << (array_position({_PROBES_ARRAY}, probe_type) - 1)"
 _FIRST: Final = ("first_chain", "first_sequence", "first_line", "function_name", "purl")
+# A row's ten-minute bucket (rollups.FINE), as ingest cuts them.
+_FINE_BUCKET: Final = "date_bin('10 minutes', observed_at, TIMESTAMPTZ '2000-01-01T00:00:00Z')"
 
 
-def _rollup_insert(unit: str) -> str:
+def _rollup_insert(unit: str, table: str = "node_rollups") -> str:
     """The rows already stored rolled up as ingest does, per (UTC `unit` of observed_at,
     node); the first record of each in store order names it."""
-    bucket = f"date_trunc('{unit}', observed_at, 'UTC')"
-    return f"""INSERT INTO node_rollups
+    bucket = f"date_trunc('{unit}', observed_at, 'UTC')" if unit != "fine" else _FINE_BUCKET
+    return f"""INSERT INTO {table}
         SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
             min(obs_end), max(obs_end), bit_or(mask),
             max(chain_id) FILTER (WHERE rn = 1), max(sequence) FILTER (WHERE rn = 1),
@@ -201,12 +206,36 @@ MIGRATIONS += (
         "rollups per day instead of per hour (rollups.py says why)",
         ("DELETE FROM node_rollups", _rollup_insert("day")),
     ),
+    Migration(
+        5,
+        "ten-minute rollups and bucket bounds for the days a window cuts (rollups.py), "
+        "a BRIN index on observed_at for the raw rows of the buckets an edge cuts",
+        (
+            "CREATE TABLE fine_rollups (LIKE node_rollups INCLUDING ALL)",
+            """CREATE TABLE fine_buckets (
+                bucket timestamptz PRIMARY KEY,
+                min_start timestamptz NOT NULL,
+                max_start timestamptz NOT NULL,
+                min_end timestamptz NOT NULL,
+                max_end timestamptz NOT NULL,
+                raw boolean NOT NULL
+            )""",
+            _rollup_insert("fine", "fine_rollups"),
+            f"""INSERT INTO fine_buckets SELECT {_FINE_BUCKET}, min(obs_start), max(obs_start),
+                min(obs_end), max(obs_end), false FROM observations GROUP BY 1""",
+            # Rows arrive in time order, so a block range holds a short stretch of time: the
+            # raw rows of a bucket are read without scanning its day. Kept summarised by
+            # ingest (brin_summarize_new_values), a few pages per range: cheap to keep.
+            "CREATE INDEX observations_observed_brin ON observations USING brin (observed_at) "
+            "WITH (pages_per_range = 16)",
+        ),
+    ),
 )
 LATEST: Final = check_sequence(MIGRATIONS)
 
 # Ingest folds each new chunk's rollup rows (COPY into a temporary table) into the stored ones.
 _UPSERT_ROLLUPS: Final = (
-    f"INSERT INTO node_rollups AS r ({', '.join(ROLLUP_COLUMNS)}) "
+    f"INSERT INTO {{table}} AS r ({', '.join(ROLLUP_COLUMNS)}) "
     f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM stella_rollup_batch "
     "ON CONFLICT (bucket, node_hash) DO UPDATE SET "
     "records = r.records + excluded.records, events = r.events + excluded.events, "
@@ -221,6 +250,15 @@ _UPSERT_ROLLUPS: Final = (
         f"THEN excluded.{column} ELSE r.{column} END"
         for column in _FIRST
     )
+)
+_UPSERT_BUCKET: Final = (
+    f"INSERT INTO fine_buckets AS b ({', '.join(FINE_BUCKET_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(FINE_BUCKET_COLUMNS))}) "
+    "ON CONFLICT (bucket) DO UPDATE SET "
+    "min_start = LEAST(b.min_start, excluded.min_start), "
+    "max_start = GREATEST(b.max_start, excluded.max_start), "
+    "min_end = LEAST(b.min_end, excluded.min_end), "
+    "max_end = GREATEST(b.max_end, excluded.max_end), raw = b.raw OR excluded.raw"
 )
 
 
@@ -469,6 +507,7 @@ class PostgresStore(ObservationStore):
         offered: set[tuple[str, int]] = set()
         spans = (0, 0)  # the widest reach of a record's interval around its observed_at
         rollups = Rollups()
+        touched: set[str] = set()  # the partitions written to
         if self._partitions is None:
             self._partitions = set(self.partitions())
         partitions = self._partitions
@@ -502,6 +541,7 @@ class PostgresStore(ObservationStore):
                         continue  # a duplicate in the batch, or nothing will be kept anyway
                     offered.add((p.chain_id, p.sequence))
                     text, days, (before, after) = copy_lines(chunk)
+                    touched.update(PARTITION_PREFIX + d.replace("-", "") for d in days)
                     spans = (max(spans[0], before), max(spans[1], after))
                     missing = {
                         d for d in days if PARTITION_PREFIX + d.replace("-", "") not in partitions
@@ -515,15 +555,23 @@ class PostgresStore(ObservationStore):
                     rollups.add(chunk)  # while the server copies the chunk
                     if rollups.full():
                         stream.pause()
-                        self._store_rollups(cursor, rollups)
-                        rollups.clear()
+                        self._store_rollups(cursor, rollups.take(final=False))
                     new.append((p, chunk.size, chunk.seal))
                     result.records_stored += chunk.size
                 stream.pause()
                 if result.conflicts:
                     raise _Refused
                 if rollups:
-                    self._store_rollups(cursor, rollups)
+                    self._store_rollups(cursor, rollups.take(final=True))
+                if touched:
+                    # New block ranges get their BRIN summary now, not at the next vacuum:
+                    # unsummarised ranges are read by every window.
+                    cursor.execute(
+                        "SELECT brin_summarize_new_values(i.indexrelid) FROM pg_index i "
+                        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                        "WHERE a.amname = 'brin' AND i.indrelid = ANY(%s::regclass[])",
+                        (sorted(touched),),
+                    )
                 if spans != (0, 0):
                     # Window queries prune partitions with these bounds: they must cover
                     # every record, so they grow in the transaction that stores the record.
@@ -568,25 +616,31 @@ class PostgresStore(ObservationStore):
         result.chunks_stored = len(new)
         return result
 
-    def _store_rollups(self, cursor: psycopg.Cursor[Any], rollups: Rollups) -> None:
+    def _store_rollups(self, cursor: psycopg.Cursor[Any], fold: Fold) -> None:
         cursor.execute(
             "CREATE TEMPORARY TABLE IF NOT EXISTS stella_rollup_batch (LIKE node_rollups) "
             "ON COMMIT DROP"
         )
         text = _copy_text
-        lines = [
-            f"{bucket}\t{node}\t{records}\t{events}\t{low}\t{high}\t{low_end}\t{high_end}\t"
-            f"{mask}\t{text(chain)}\t{sequence}\t{line}\t{text(name)}\t{text(purl)}"
-            for bucket, node, records, events, low, high, low_end, high_end, mask, chain, sequence, line, name, purl in rollups.rows()
-        ]
-        with cursor.copy(
-            sql.SQL("COPY stella_rollup_batch ({}) FROM STDIN").format(
-                sql.SQL(", ").join(map(sql.Identifier, ROLLUP_COLUMNS))
-            )
-        ) as copy:
-            self._copy_write(copy, ("\n".join(lines) + "\n").encode("utf-8"))
-        cursor.execute(_UPSERT_ROLLUPS)
-        cursor.execute("TRUNCATE stella_rollup_batch")  # the next fold of this ingest
+        for table, rows in (("node_rollups", fold.days), ("fine_rollups", fold.fine)):
+            if not rows:
+                continue
+            lines = [
+                f"{bucket}\t{node}\t{records}\t{events}\t{low}\t{high}\t{low_end}\t"
+                f"{high_end}\t{mask}\t{text(chain)}\t{sequence}\t{line}\t{text(name)}\t"
+                f"{text(purl)}"
+                for bucket, node, records, events, low, high, low_end, high_end, mask, chain, sequence, line, name, purl in rows
+            ]
+            with cursor.copy(
+                sql.SQL("COPY stella_rollup_batch ({}) FROM STDIN").format(
+                    sql.SQL(", ").join(map(sql.Identifier, ROLLUP_COLUMNS))
+                )
+            ) as copy:
+                self._copy_write(copy, ("\n".join(lines) + "\n").encode("utf-8"))
+            cursor.execute(_UPSERT_ROLLUPS.replace("{table}", table).encode())
+            cursor.execute("TRUNCATE stella_rollup_batch")  # the next fold of this ingest
+        if fold.buckets:
+            cursor.executemany(_UPSERT_BUCKET, fold.buckets)
 
     def _create_partition(self, cursor: psycopg.Cursor[Any], day: dt.date) -> None:
         name = partition_name(day)
@@ -689,29 +743,40 @@ class PostgresStore(ObservationStore):
                 params,
             )
             partial = [format_timestamp(row[0]) for row in cursor.fetchall()]
-            # Whole rollup rows where every record is in the window; the raw rows of the hours
-            # where some are and some are not (the ranges on observed_at prune partitions).
-            whole = f"FROM node_rollups WHERE {inside}"
+            # Whole daily rollup rows where every record is in the window; in the days where
+            # some are and some are not, the ten-minute rollup rows of the buckets wholly in
+            # it, and the raw rows of the buckets an edge cuts or marked raw (the ranges on
+            # observed_at prune partitions, the BRIN index the rest of the day).
+            wholes = [f"FROM node_rollups WHERE {inside}"]
             raw = ""
             if partial:
                 params["partial"] = partial
-                whole += " AND bucket <> ALL(%(partial)s::timestamptz[])"
-                ranges = bucket_ranges(partial)
+                wholes[0] += " AND bucket <> ALL(%(partial)s::timestamptz[])"
+                use, ranges = fine_plan(
+                    self._fine_buckets(cursor, bucket_ranges(partial)), window_from, window_to
+                )
+                if use:
+                    params["fine"] = use
+                    wholes.append("FROM fine_rollups WHERE bucket = ANY(%(fine)s::timestamptz[])")
                 for index, (low, high) in enumerate(ranges):
                     params[f"lo{index}"], params[f"hi{index}"] = low, high
-                # The window's rule, and the observed_at range its records can have.
-                window, reach = self._window(cursor, window_from, window_to)
-                params.update(reach)
-                raw = (
-                    "FROM observations WHERE ("
-                    + " OR ".join(
-                        f"(observed_at >= %(lo{i})s::timestamptz "
-                        f"AND observed_at < %(hi{i})s::timestamptz)"
-                        for i in range(len(ranges))
+                if ranges:
+                    # The window's rule, and the observed_at range its records can have.
+                    window, reach = self._window(cursor, window_from, window_to)
+                    params.update(reach)
+                    raw = (
+                        "FROM observations WHERE ("
+                        + " OR ".join(
+                            f"(observed_at >= %(lo{i})s::timestamptz "
+                            f"AND observed_at < %(hi{i})s::timestamptz)"
+                            for i in range(len(ranges))
+                        )
+                        + f") AND {window}"
                     )
-                    + f") AND {window}"
-                )
-            union = f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"
+            union = " UNION ALL ".join(
+                f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"
+                for whole in wholes
+            )
             if raw:
                 union += (
                     f" UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, {_RAW_MASK} {raw}"
@@ -732,9 +797,10 @@ class PostgresStore(ObservationStore):
             if others:
                 params["others"] = others
                 pick = " AND node_hash = ANY(%(others)s::text[])"
-                query = (
+                query = " UNION ALL ".join(
                     "SELECT node_hash, first_chain, first_sequence, first_line, function_name, "
                     f"purl {whole}{pick}"
+                    for whole in wholes
                 )
                 if raw:
                     query += (
@@ -747,6 +813,19 @@ class PostgresStore(ObservationStore):
             total_row = cursor.fetchone()
             total = int(total_row[0]) if total_row else 0
         return combine(groups, firsts, expected, total)
+
+    @staticmethod
+    def _fine_buckets(cursor: psycopg.Cursor[Any], days: list[tuple[str, str]]) -> list[Any]:
+        """The ten-minute buckets of these day ranges (FINE_BUCKET_COLUMNS, times canonical)."""
+        rows: list[Any] = []
+        for low, high in days:
+            cursor.execute(
+                f"SELECT {', '.join(FINE_BUCKET_COLUMNS)} FROM fine_buckets "
+                "WHERE bucket >= %s::timestamptz AND bucket < %s::timestamptz",
+                (low, high),
+            )
+            rows += [(*map(format_timestamp, row[:5]), row[5]) for row in cursor.fetchall()]
+        return rows
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
         with self._guard("reading provenance"):
@@ -792,8 +871,12 @@ class PostgresStore(ObservationStore):
                 self.db.execute(sql.SQL("DROP TABLE {}").format(table))
                 result.partitions_dropped.append(DroppedPartition(name, day.isoformat(), records))
                 result.records_removed += records
-            # Rollup hours are hours of observed_at: those of the dropped days go with them.
-            self.db.execute("DELETE FROM node_rollups WHERE bucket < %s", (result.cutoff,))
+            # Rollup buckets are of observed_at: those of the dropped days go with them.
+            for rollup in ("node_rollups", "fine_rollups", "fine_buckets"):
+                self.db.execute(
+                    sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(rollup)),
+                    (result.cutoff,),
+                )
         self._partitions = None
         return result
 

@@ -36,11 +36,16 @@ from .base import (
 )
 from .migrations import Migration, check_sequence
 from .rollups import (
+    FINE_BUCKET_COLUMNS,
+    FINE_CHARS,
+    FINE_SUFFIX,
     ROLLUP_COLUMNS,
     STORED_PROBE_ORDER,
+    Fold,
     Rollups,
     bucket_ranges,
     combine,
+    fine_plan,
     shifted,
     window_class,
 )
@@ -53,7 +58,7 @@ _MASK_OR = " | ".join(f"max(probe_mask & {1 << i})" for i in range(len(STORED_PR
 _FIRST = ("first_chain", "first_sequence", "first_line", "function_name", "purl")
 # Ingest folds each new chunk's rollup rows into the stored ones (rollups.py).
 _UPSERT_ROLLUP = (
-    f"INSERT INTO node_rollups ({', '.join(ROLLUP_COLUMNS)}) "
+    f"INSERT INTO {{table}} ({', '.join(ROLLUP_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))}) "
     "ON CONFLICT (bucket, node_hash) DO UPDATE SET "
     "records = records + excluded.records, events = events + excluded.events, "
@@ -68,13 +73,24 @@ _UPSERT_ROLLUP = (
         for column in _FIRST
     )
 )
+_UPSERT_DAYS: Final = _UPSERT_ROLLUP.replace("{table}", "node_rollups")
+_UPSERT_FINE: Final = _UPSERT_ROLLUP.replace("{table}", "fine_rollups")
+_UPSERT_BUCKET: Final = (
+    f"INSERT INTO fine_buckets ({', '.join(FINE_BUCKET_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(FINE_BUCKET_COLUMNS))}) "
+    "ON CONFLICT (bucket) DO UPDATE SET "
+    "min_start = min(min_start, excluded.min_start), "
+    "max_start = max(max_start, excluded.max_start), "
+    "min_end = min(min_end, excluded.min_end), max_end = max(max_end, excluded.max_end), "
+    "raw = max(raw, excluded.raw)"
+)
 
 
-def _rollup_insert(chars: int, suffix: str) -> str:
+def _rollup_insert(chars: int, suffix: str, table: str = "node_rollups") -> str:
     """The rows already stored rolled up as ingest does, per (bucket, node): the bucket is the
     first `chars` characters of observed_at + `suffix`; the first record of each in store
     order names it."""
-    return f"""INSERT INTO node_rollups
+    return f"""INSERT INTO {table}
         SELECT bucket, node_hash, count(*), sum(count), min(obs_start), max(obs_start),
             min(obs_end), max(obs_end), {_MASK_OR.replace("probe_mask", "mask")},
             max(CASE WHEN rn = 1 THEN chain_id END),
@@ -201,6 +217,42 @@ MIGRATIONS: Final = (
         4,
         "rollups per day instead of per hour (rollups.py says why)",
         ("DELETE FROM node_rollups", _rollup_insert(10, "T00:00:00.000000Z")),
+    ),
+    Migration(
+        5,
+        "ten-minute rollups and bucket bounds for the days a window cuts (rollups.py)",
+        (
+            """CREATE TABLE fine_rollups (
+                bucket TEXT NOT NULL,
+                node_hash TEXT NOT NULL,
+                records INTEGER NOT NULL,
+                events INTEGER NOT NULL,
+                min_start TEXT NOT NULL,
+                max_start TEXT NOT NULL,
+                min_end TEXT NOT NULL,
+                max_end TEXT NOT NULL,
+                probe_mask INTEGER NOT NULL,
+                first_chain TEXT NOT NULL,
+                first_sequence INTEGER NOT NULL,
+                first_line INTEGER NOT NULL,
+                function_name TEXT NOT NULL,
+                purl TEXT,
+                PRIMARY KEY (bucket, node_hash)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE fine_buckets (
+                bucket TEXT PRIMARY KEY,
+                min_start TEXT NOT NULL,
+                max_start TEXT NOT NULL,
+                min_end TEXT NOT NULL,
+                max_end TEXT NOT NULL,
+                raw INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            _rollup_insert(FINE_CHARS, FINE_SUFFIX, "fine_rollups"),
+            f"""INSERT INTO fine_buckets
+                SELECT substr(observed_at, 1, {FINE_CHARS}) || '{FINE_SUFFIX}', min(obs_start),
+                    max(obs_start), min(obs_end), max(obs_end), 0
+                FROM observations GROUP BY 1""",
+        ),
     ),
 )
 LATEST: Final = check_sequence(MIGRATIONS)
@@ -386,8 +438,7 @@ class SqliteStore(ObservationStore):
                     self.db.executemany(insert, chunk_rows(chunk))
                     rollups.add(chunk)
                     if rollups.full():
-                        self.db.executemany(_UPSERT_ROLLUP, rollups.rows())
-                        rollups.clear()
+                        self._fold(rollups.take(final=False))
                     result.chunks_stored += 1
                     result.records_stored += chunk.size
                 if result.conflicts:
@@ -397,7 +448,7 @@ class SqliteStore(ObservationStore):
                         conflicts=result.conflicts,
                     )
                 if rollups:
-                    self.db.executemany(_UPSERT_ROLLUP, rollups.rows())
+                    self._fold(rollups.take(final=True))
                 if rollups.spans != (0, 0):
                     # They must cover every stored record: grown in the storing transaction.
                     self.db.execute(
@@ -411,6 +462,11 @@ class SqliteStore(ObservationStore):
                     self.db.execute("ROLLBACK")
                 raise
         return result
+
+    def _fold(self, fold: Fold) -> None:
+        self.db.executemany(_UPSERT_DAYS, fold.days)
+        self.db.executemany(_UPSERT_FINE, fold.fine)
+        self.db.executemany(_UPSERT_BUCKET, fold.buckets)
 
     def iter_records(
         self, window_from: str | None = None, window_to: str | None = None
@@ -454,27 +510,39 @@ class SqliteStore(ObservationStore):
                         params,
                     )
                 ]
-                # Whole rollup rows where every record is in the window; the raw rows of the
-                # hours where some are and some are not.
-                whole = f"FROM node_rollups WHERE {inside}"
+                # Whole daily rollup rows where every record is in the window; in the days
+                # where some are and some are not, the ten-minute rollup rows of the buckets
+                # wholly in it, and the raw rows of the buckets an edge cuts or marked raw.
+                wholes = [f"FROM node_rollups WHERE {inside}"]
                 raw = ""
                 if partial:
                     params["partial"] = json.dumps(partial)
-                    whole += " AND bucket NOT IN (SELECT value FROM json_each(:partial))"
-                    ranges = bucket_ranges(partial)
+                    wholes[0] += " AND bucket NOT IN (SELECT value FROM json_each(:partial))"
+                    use, ranges = fine_plan(
+                        self._fine_buckets(bucket_ranges(partial)), window_from, window_to
+                    )
+                    if use:
+                        params["fine"] = json.dumps(use)
+                        wholes.append(
+                            "FROM fine_rollups WHERE bucket IN (SELECT value FROM json_each(:fine))"
+                        )
                     for index, (low, high) in enumerate(ranges):
                         params[f"lo{index}"], params[f"hi{index}"] = low, high
-                    raw = (
-                        "FROM observations WHERE ("
-                        + " OR ".join(
-                            f"(observed_at >= :lo{i} AND observed_at < :hi{i})"
-                            for i in range(len(ranges))
+                    if ranges:
+                        raw = (
+                            "FROM observations WHERE ("
+                            + " OR ".join(
+                                f"(observed_at >= :lo{i} AND observed_at < :hi{i})"
+                                for i in range(len(ranges))
+                            )
+                            + ") AND "
+                            + _WINDOW
+                            + self._reach(window_from, window_to, params)
                         )
-                        + ") AND "
-                        + _WINDOW
-                        + self._reach(window_from, window_to, params)
-                    )
-                union = f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"
+                union = " UNION ALL ".join(
+                    f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"
+                    for whole in wholes
+                )
                 if raw:
                     union += (
                         " UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, "
@@ -492,9 +560,10 @@ class SqliteStore(ObservationStore):
                 if others:
                     params["others"] = json.dumps(others)
                     pick = " AND node_hash IN (SELECT value FROM json_each(:others))"
-                    query = (
+                    query = " UNION ALL ".join(
                         "SELECT node_hash, first_chain, first_sequence, first_line, "
                         f"function_name, purl {whole}{pick}"
+                        for whole in wholes
                     )
                     if raw:
                         query += (
@@ -508,6 +577,17 @@ class SqliteStore(ObservationStore):
             finally:
                 self.db.execute("COMMIT")
         return combine(groups, firsts, expected, int(total))
+
+    def _fine_buckets(self, days: list[tuple[str, str]]) -> list[Any]:
+        """The ten-minute buckets of these day ranges (FINE_BUCKET_COLUMNS)."""
+        rows: list[Any] = []
+        for low, high in days:
+            rows += self.db.execute(
+                f"SELECT {', '.join(FINE_BUCKET_COLUMNS)} FROM fine_buckets "
+                "WHERE bucket >= ? AND bucket < ?",
+                (low, high),
+            ).fetchall()
+        return rows
 
     def _reach(self, window_from: str | None, window_to: str | None, params: dict[str, Any]) -> str:
         """Conditions on observed_at (the index) that every record meeting the window
@@ -551,8 +631,9 @@ class SqliteStore(ObservationStore):
                 removed = self.db.execute(
                     "DELETE FROM observations WHERE observed_at < ?", (text,)
                 ).rowcount
-                # Rollup hours are hours of observed_at: those before the day go with it.
-                self.db.execute("DELETE FROM node_rollups WHERE bucket < ?", (text,))
+                # Rollup buckets are of observed_at: those before the day go with it.
+                for table in ("node_rollups", "fine_rollups", "fine_buckets"):
+                    self.db.execute(f"DELETE FROM {table} WHERE bucket < ?", (text,))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")

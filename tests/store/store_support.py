@@ -101,6 +101,15 @@ def parse_json(text: str) -> Any:
 
 # The rollup rows of a store, comparable between stores (tests of the migrations).
 ROLLUPS_IN_ORDER = "SELECT * FROM node_rollups ORDER BY bucket, node_hash"
+FINE_ROLLUPS_IN_ORDER = (
+    "SELECT * FROM fine_rollups ORDER BY bucket, node_hash",
+    "SELECT * FROM fine_buckets ORDER BY bucket",
+)
+
+
+def rollup_tables(store: Any) -> list[list[Any]]:
+    """Every rollup table of a store: daily and ten-minute rows, ten-minute buckets."""
+    return [store.db.execute(q).fetchall() for q in (ROLLUPS_IN_ORDER, *FINE_ROLLUPS_IN_ORDER)]
 
 
 class NoRollups:
@@ -118,5 +127,7 @@ class NoRollups:
     def full(self) -> bool:
         return False
 
-    def rows(self) -> list[tuple[Any, ...]]:
-        return []
+    def take(self, final: bool) -> Any:
+        from stella_bundle.store.rollups import Fold
+
+        return Fold([], [], [])

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from store_support import (
-    ROLLUPS_IN_ORDER,
     NoRollups,
     make_map,
     observations,
+    rollup_tables,
     write_chain,
     write_ndjson,
 )
@@ -147,8 +147,11 @@ def test_rollups_folded_in_parts_are_the_rollups_folded_once(
     records: list[dict[str, Any]],
 ) -> None:
     """A long ingest folds its rollups into the store every FLUSH_ENTRIES entries (bounded
-    memory); the rows are those of one fold at the end."""
+    memory); the rows are those of one fold at the end (every ten-minute bucket rolled up:
+    the density rule judges each fold's part of a bucket)."""
     from stella_bundle.store import rollups
+
+    monkeypatch.setattr(rollups, "DENSE", 0)
 
     path = write_ndjson(tmp_path / "obs.ndjson", records)
     stored = []
@@ -161,8 +164,8 @@ def test_rollups_folded_in_parts_are_the_rollups_folded_once(
         )
         with open_store(url, initialise=True) as store:
             ingest_ndjson(store, [path], batch=4)
-            stored.append(store.db.execute(ROLLUPS_IN_ORDER).fetchall())  # type: ignore[attr-defined]
-    assert stored[0] == stored[1] and len(stored[0]) > 3
+            stored.append(rollup_tables(store))
+    assert stored[0] == stored[1] and all(len(rows) > 3 for rows in stored[0])
 
 
 def test_ndjson_ingest_is_unsigned_and_idempotent(
@@ -242,7 +245,7 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
     assert status.exit_code == 2 and "schema_version: 0" in status.stdout
     assert not (tmp_path / "no.sqlite").exists()
     url = f"sqlite:///{tmp_path / 'yes.sqlite'}"
-    assert "initialised at schema version 4" in run_cli("store", "init", "--store", url).stdout
+    assert "initialised at schema version 5" in run_cli("store", "init", "--store", url).stdout
     assert "already initialised" in run_cli("store", "init", "--store", url).stdout
     assert run_cli("store", "status", "--store", url).exit_code == 0
 
@@ -250,15 +253,20 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
 def test_sqlite_migrations_on_a_store_with_data(
     tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch, records: list[dict[str, Any]]
 ) -> None:
-    """A version-1 SQLite store holding records is migrated to the latest version: migrations 3
-    and 4 roll the stored rows up exactly as an ingest at that version does, and the coverage
-    answers (whole store, and a window with ragged edges) are those before the migration."""
-    from stella_bundle.store import sqlite
+    """A version-1 SQLite store holding records is migrated to the latest version: migrations
+    3, 4 and 5 roll the stored rows up exactly as an ingest at that version does (every
+    ten-minute bucket rolled up), and the coverage answers (whole store, and windows with
+    ragged edges) are those before the migration."""
+    from stella_bundle.store import rollups, sqlite
 
     path = tmp_path / "obs.ndjson"
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records))
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    window = ("2026-01-20T10:30:00.000000Z", "2026-01-21T07:15:00.500000Z")
+    windows = [
+        ("2026-01-20T10:30:00.000000Z", "2026-01-21T07:15:00.500000Z"),
+        ("2026-01-20T10:35:00.000000Z", "2026-01-20T10:44:59.999999Z"),
+        ("2026-01-21T03:20:00.000000Z", None),
+    ]
     with monkeypatch.context() as patch:
         patch.setattr(sqlite, "MIGRATIONS", sqlite.MIGRATIONS[:1])
         patch.setattr(sqlite, "LATEST", 1)
@@ -269,18 +277,19 @@ def test_sqlite_migrations_on_a_store_with_data(
         # What version 1 answered: the raw rows grouped by node.
         memory = MemoryStore()
         ingest_ndjson(memory, [path], batch=9)
-        before = [memory.aggregate_nodes(), memory.aggregate_nodes(*window)]
+        before = [memory.aggregate_nodes(), *(memory.aggregate_nodes(*w) for w in windows)]
     old = run_cli("observations", "query", "--store", url)
     assert old.exit_code == 2 and "store migrate" in old.stderr
     migrated = run_cli("store", "migrate", "--store", url, "--format", "json")
-    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4]
+    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4, 5]
     fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     with open_store(fresh_url, initialise=True) as fresh:
+        monkeypatch.setattr(rollups, "DENSE", 0)
         ingest_ndjson(fresh, [path], batch=9)
-        built = fresh.db.execute(ROLLUPS_IN_ORDER).fetchall()  # type: ignore[attr-defined]
+        built = rollup_tables(fresh)
     with open_store(url) as store:
-        assert store.db.execute(ROLLUPS_IN_ORDER).fetchall() == built and built  # type: ignore[attr-defined]
-        after = [store.aggregate_nodes(), store.aggregate_nodes(*window)]
+        assert rollup_tables(store) == built and all(built)
+        after = [store.aggregate_nodes(), *(store.aggregate_nodes(*w) for w in windows)]
 
     def normalised(answer: Any) -> Any:  # groups come in another order; types are a set
         rows = sorted(

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from store_support import (
-    ROLLUPS_IN_ORDER,
     NoRollups,
     make_map,
     observations,
+    rollup_tables,
     write_chain,
     write_map,
 )
@@ -38,8 +38,16 @@ def five_days(tmp_path: Path, test_keys: Any) -> Path:
 
 
 def test_five_days_five_partitions_prune_three(
-    pg_url: str, five_days: Path, tmp_path: Path, test_keys: Any, run_cli: Any
+    pg_url: str,
+    five_days: Path,
+    tmp_path: Path,
+    test_keys: Any,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from stella_bundle.store import rollups
+
+    monkeypatch.setattr(rollups, "DENSE", 0)  # every ten-minute bucket rolled up
     root = TrustRoot.load(test_keys.trust_root)
     loaded = load_function_map(write_map(tmp_path / "fm.json"))
     sqlite_url = f"sqlite:///{tmp_path / 'peer.sqlite'}"
@@ -111,14 +119,23 @@ def test_five_days_five_partitions_prune_three(
         again = ingest_evidence(store, five_days, root)
         assert again.records_stored == 0 and again.chunks_already_stored > 0
         assert store.status().records == sum(per_day[d] for d in DAYS[3:])
-        # The rollups of the dropped days went with them, in the same transaction.
+        # The rollups of the dropped days went with them, in the same transaction: daily and
+        # ten-minute rows, and the ten-minute buckets.
+        for table in ("node_rollups", "fine_rollups"):
+            assert store.db.execute(
+                f"SELECT min(bucket) >= '2026-01-23T00:00:00Z', sum(records) FROM {table}"
+            ).fetchone() == (True, store.status().records)
         assert store.db.execute(
-            "SELECT min(bucket) >= '2026-01-23T00:00:00Z', sum(records) FROM node_rollups"
-        ).fetchone() == (True, store.status().records)
+            "SELECT min(bucket) >= '2026-01-23T00:00:00Z', count(*) > 0 FROM fine_buckets"
+        ).fetchone() == (True, True)
     with open_store(sqlite_url) as peer:
+        for table in ("node_rollups", "fine_rollups"):
+            assert peer.db.execute(  # type: ignore[attr-defined]
+                f"SELECT min(bucket) >= '2026-01-23', sum(records) FROM {table}"
+            ).fetchone() == (1, peer.status().records)
         assert peer.db.execute(  # type: ignore[attr-defined]
-            "SELECT min(bucket) >= '2026-01-23', sum(records) FROM node_rollups"
-        ).fetchone() == (1, peer.status().records)
+            "SELECT min(bucket) >= '2026-01-23', count(*) > 0 FROM fine_buckets"
+        ).fetchone() == (1, 1)
 
 
 def test_server_stopped_during_ingest(
@@ -183,7 +200,8 @@ def test_server_down_is_one_line_naming_the_store(pg_cluster: Any, run_cli: Any)
 
 def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     fresh = run_cli("store", "status", "--store", pg_url, "--format", "json")
-    assert fresh.exit_code == 2 and json.loads(fresh.stdout)["pending_migrations"] == [1, 2, 3, 4]
+    assert fresh.exit_code == 2
+    assert json.loads(fresh.stdout)["pending_migrations"] == [1, 2, 3, 4, 5]
     needs_init = run_cli("observations", "query", "--store", pg_url)
     assert needs_init.exit_code == 2 and "not initialised" in needs_init.stderr
     assert run_cli("store", "migrate", "--store", pg_url).exit_code == 0
@@ -192,10 +210,10 @@ def test_migrations_are_versioned(pg_url: str, run_cli: Any) -> None:
     done = run_cli("store", "status", "--store", pg_url, "--format", "json")
     assert done.exit_code == 0
     status = json.loads(done.stdout)
-    assert (status["schema_version"], status["pending_migrations"]) == (4, [])
+    assert (status["schema_version"], status["pending_migrations"]) == (5, [])
 
 
-def test_migrations_2_to_4_on_a_store_with_data(
+def test_migrations_2_to_5_on_a_store_with_data(
     pg_url: str,
     pg_cluster: Any,
     five_days: Path,
@@ -205,11 +223,12 @@ def test_migrations_2_to_4_on_a_store_with_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A version-1 store holding aggregated records is migrated: the span bounds and the
-    rollups come from the stored rows (the rollups exactly those an ingest at the latest
-    version builds), and window answers stay the file path's."""
+    rollups come from the stored rows (the daily and ten-minute rollups exactly those an
+    ingest at the latest version builds with every bucket rolled up, the BRIN index made),
+    and window answers stay the file path's."""
     from stella_bundle.coverage import verify_observations
     from stella_bundle.coverage.inputs import iter_evidence_records
-    from stella_bundle.store import postgres
+    from stella_bundle.store import postgres, rollups
 
     root = TrustRoot.load(test_keys.trust_root)
     loaded = load_function_map(write_map(tmp_path / "fm.json"))
@@ -226,20 +245,31 @@ def test_migrations_2_to_4_on_a_store_with_data(
     old = run_cli("observations", "query", "--store", pg_url)
     assert old.exit_code == 2 and "store migrate" in old.stderr
     migrated = run_cli("store", "migrate", "--store", pg_url, "--format", "json")
-    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4]
+    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4, 5]
     fresh_url = pg_cluster.create_database(f"fresh_{tmp_path.name}".lower())
     with open_store(fresh_url, initialise=True) as fresh:
+        monkeypatch.setattr(rollups, "DENSE", 0)
         ingest_evidence(fresh, five_days, root)
-        built = fresh.db.execute(ROLLUPS_IN_ORDER).fetchall()  # type: ignore[attr-defined]
+        built = rollup_tables(fresh)
     with open_store(pg_url) as store:
         assert isinstance(store, PostgresStore)
-        assert store.db.execute(ROLLUPS_IN_ORDER).fetchall() == built and built
+        assert rollup_tables(store) == built and all(built)
+        brin = store.db.execute(
+            "SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%USING brin (observed_at)%'"
+        ).fetchone()
+        assert brin is not None and brin[0] == 1 + len(store.partitions())
         bounds = store.db.execute("SELECT before_us, after_us FROM span_bounds").fetchone()
         assert bounds == (0, 30_000_000)  # aggregated records last 30 s from observed_at
-        for low, high in ((21, 22), (22, 23), (20, 24)):
+        # Windows with ragged edges: on days, inside a ten-minute bucket, inside one bucket.
+        for low, high in (
+            ((21, 23, 59, 45), (22, 12, 0, 0)),
+            ((22, 23, 59, 45), (23, 12, 17, 30)),
+            ((20, 23, 59, 45), (24, 12, 40, 0)),
+            ((22, 6, 31, 0), (22, 6, 38, 59)),
+        ):
             options = VerifyOptions(
-                window_from=dt.datetime(2026, 1, low, 23, 59, 45, tzinfo=UTC),
-                window_to=dt.datetime(2026, 1, high, 12, tzinfo=UTC),
+                window_from=dt.datetime(2026, 1, *low, tzinfo=UTC),
+                window_to=dt.datetime(2026, 1, *high, tzinfo=UTC),
             )
             expected = verify_observations(
                 loaded, iter_evidence_records(five_days), options, validated=True

@@ -4,7 +4,11 @@ Records are drawn over a few days and a few busy hours (nodes of the map and str
 probe type, offsets and sub-microsecond digits, aggregated records), written as NDJSON and verified by the file path
 (`verify_files`, the fast scan); the same file ingested into SQLite and PostgreSQL and verified
 with `verify_stored` must give the same report, for a drawn window: on whole days, where the
-stored daily rollups answer, or anywhere, where the days a window edge cuts are read raw.
+stored daily rollups answer, on ten-minute buckets and anywhere (inside one bucket too), where
+the days a window edge cuts are answered from the ten-minute rollups of the buckets wholly in
+the window and the raw rows of the others. The density rule that decides which buckets get
+ten-minute rollup rows is drawn too (always, sometimes, as shipped), so buckets with rollup
+rows and buckets marked raw meet in one window.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from stella_bundle.coverage.inputs import iter_records
 from stella_bundle.coverage.query import QueryFilter, filter_records, summarise
 from stella_bundle.formats.record import PROBE_TYPES
 from stella_bundle.functionmap.load import load_function_map
-from stella_bundle.store import ingest_ndjson, open_store, query_summary, verify_stored
+from stella_bundle.store import ingest_ndjson, open_store, query_summary, rollups, verify_stored
 from tests.conftest import scaled_examples
 
 UTC = dt.UTC
@@ -62,8 +66,8 @@ def timestamps(draw: st.DrawFn, hot: bool) -> tuple[dt.datetime, str]:
 
 
 @st.composite
-def records(draw: st.DrawFn) -> dict[str, Any]:
-    hot = draw(st.booleans())
+def records(draw: st.DrawFn, only_hot: bool = False) -> dict[str, Any]:
+    hot = only_hot or draw(st.booleans())
     node_hash, name, purl = draw(st.sampled_from(HOT_NODES if hot else NODES + STRAYS))
     moment, text = draw(timestamps(hot))
     record: dict[str, Any] = {
@@ -78,7 +82,8 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
         record["purl"] = purl
     if draw(st.booleans()):
         record["count"] = draw(st.integers(1, 1000))
-        span = dt.timedelta(seconds=draw(st.integers(0, 7200)))
+        # Short spans too: a long one makes its ten-minute bucket one an edge cuts.
+        span = dt.timedelta(seconds=draw(st.one_of(st.integers(0, 60), st.integers(0, 7200))))
         record["first_observed_at"] = (moment - span).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         record["last_observed_at"] = (moment + span).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if draw(st.booleans()):
@@ -97,7 +102,35 @@ edges = st.one_of(
     ),
     st.integers(0, 3 * 86_400_000_000).map(lambda us: START + dt.timedelta(microseconds=us)),
 )
-windows = st.tuples(edges, edges).filter(lambda w: w[0] is None or w[1] is None or w[0] <= w[1])
+# Edges on the ten-minute buckets of the busy hours, or anywhere in them: windows whose days
+# are cut, answered from buckets wholly inside and buckets an edge cuts.
+FINE = dt.timedelta(minutes=10)
+hot_edges = st.one_of(
+    st.integers(-1, 13).map(lambda k: HOT + k * FINE),
+    st.integers(-600_000_000, HOT_SPAN + 600_000_000).map(
+        lambda us: HOT + dt.timedelta(microseconds=us)
+    ),
+)
+# A window inside one ten-minute bucket of the busy hours (an edge cuts it on both sides).
+one_bucket = st.tuples(
+    st.integers(0, 11), st.integers(0, 600_000_000), st.integers(0, 600_000_000)
+).map(
+    lambda b: (
+        HOT + b[0] * FINE + dt.timedelta(microseconds=min(b[1:])),
+        HOT + b[0] * FINE + dt.timedelta(microseconds=max(b[1:])),
+    )
+)
+
+
+def _ordered(window: tuple[dt.datetime | None, dt.datetime | None]) -> bool:
+    return window[0] is None or window[1] is None or window[0] <= window[1]
+
+
+windows = st.one_of(
+    st.tuples(edges, edges).filter(_ordered),
+    st.tuples(hot_edges, st.one_of(st.none(), hot_edges)).filter(_ordered),
+    one_bucket,
+)
 
 
 def _fresh_pg(pg_cluster: Any) -> str:
@@ -106,6 +139,43 @@ def _fresh_pg(pg_cluster: Any) -> str:
         admin.execute(f"CREATE DATABASE {name}")
     url: str = pg_cluster.url(name)
     return url
+
+
+def _same_answers(
+    url: str,
+    base: Path,
+    loaded: Any,
+    drawn: list[dict[str, Any]],
+    window: tuple[dt.datetime | None, dt.datetime | None],
+    fail_on_unexpected: bool,
+    dense: int,
+) -> None:
+    path = write_ndjson(base / f"obs-{next(_COUNTER)}.ndjson", drawn)
+    options = VerifyOptions(
+        window_from=window[0], window_to=window[1], fail_on_unexpected=fail_on_unexpected
+    )
+    expected = verify_files(loaded, [path], options)
+    with open_store(url, initialise=True) as store:
+        if drawn:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(rollups, "DENSE", dense)
+                ingest_ndjson(store, [path], batch=7)
+        actual = verify_stored(store, loaded, options)
+        assert actual.to_dict() == expected.to_dict()
+        selection = QueryFilter(
+            window_from=options.window_strings()[0], window_to=options.window_strings()[1]
+        )
+        assert [s.to_dict() for s in query_summary(store, selection)] == [
+            s.to_dict() for s in summarise(filter_records(iter_records([path]), selection))
+        ]
+
+
+def _store_url(base: Path, cluster: Any) -> str:
+    return (
+        f"sqlite:///{base / f's-{next(_COUNTER)}.sqlite'}"
+        if cluster is None
+        else _fresh_pg(cluster)
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -127,30 +197,52 @@ def test_sql_coverage_equals_file_path(
         st.integers(0, 60).flatmap(lambda n: st.lists(records(), min_size=n, max_size=n)),
         windows,
         st.booleans(),
+        st.sampled_from([0, 2, rollups.DENSE]),
     )
     def check(
         drawn: list[dict[str, Any]],
         window: tuple[dt.datetime | None, dt.datetime | None],
         fail_on_unexpected: bool,
+        dense: int,
     ) -> None:
-        number = next(_COUNTER)
-        path = write_ndjson(base / f"obs-{number}.ndjson", drawn)
-        options = VerifyOptions(
-            window_from=window[0], window_to=window[1], fail_on_unexpected=fail_on_unexpected
+        _same_answers(
+            _store_url(base, cluster), base, loaded, drawn, window, fail_on_unexpected, dense
         )
-        expected = verify_files(loaded, [path], options)
-        url = f"sqlite:///{base / f's-{number}.sqlite'}" if cluster is None else _fresh_pg(cluster)
-        with open_store(url, initialise=True) as store:
-            if drawn:
-                ingest_ndjson(store, [path], batch=7)
-            actual = verify_stored(store, loaded, options)
-            assert actual.to_dict() == expected.to_dict()
-            selection = QueryFilter(
-                window_from=options.window_strings()[0], window_to=options.window_strings()[1]
-            )
-            assert [s.to_dict() for s in query_summary(store, selection)] == [
-                s.to_dict() for s in summarise(filter_records(iter_records([path]), selection))
-            ]
+
+    check()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sql_coverage_in_busy_hours_equals_file_path(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> None:
+    """Many records in the busy hours only, windows with edges there: the days they cut are
+    answered from ten-minute buckets wholly inside (rollup rows), buckets an edge cuts and
+    buckets marked raw (raw rows), often all three in one window."""
+    cluster = request.getfixturevalue("pg_cluster") if backend == "postgres" else None
+    base = tmp_path_factory.mktemp("busy")
+    loaded = load_function_map(write_map(base / "fm.json"))
+
+    @settings(
+        max_examples=scaled_examples(30),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        st.integers(20, 150).flatmap(
+            lambda n: st.lists(records(only_hot=True), min_size=n, max_size=n)
+        ),
+        st.one_of(
+            st.tuples(hot_edges, st.one_of(st.none(), hot_edges)).filter(_ordered), one_bucket
+        ),
+        st.sampled_from([0, 2, rollups.DENSE]),
+    )
+    def check(
+        drawn: list[dict[str, Any]],
+        window: tuple[dt.datetime | None, dt.datetime | None],
+        dense: int,
+    ) -> None:
+        _same_answers(_store_url(base, cluster), base, loaded, drawn, window, False, dense)
 
     check()
 

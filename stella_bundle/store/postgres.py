@@ -49,6 +49,7 @@ from .migrations import Migration, check_sequence
 from .rollups import (
     FINE_BUCKET_COLUMNS,
     ROLLUP_COLUMNS,
+    ROW_MASK_SQL,
     STORED_PROBE_ORDER,
     Fold,
     Rollups,
@@ -159,7 +160,7 @@ _FIRST: Final = ("first_chain", "first_sequence", "first_line", "function_name",
 _FINE_BUCKET: Final = "date_bin('10 minutes', observed_at, TIMESTAMPTZ '2000-01-01T00:00:00Z')"
 
 
-def _rollup_insert(unit: str, table: str = "node_rollups") -> str:
+def _rollup_insert(unit: str, table: str = "node_rollups", mask: str = _RAW_MASK) -> str:
     """The rows already stored rolled up as ingest does, per (UTC `unit` of observed_at,
     node); the first record of each in store order names it."""
     bucket = f"date_trunc('{unit}', observed_at, 'UTC')" if unit != "fine" else _FINE_BUCKET
@@ -169,7 +170,7 @@ def _rollup_insert(unit: str, table: str = "node_rollups") -> str:
             max(chain_id) FILTER (WHERE rn = 1), max(sequence) FILTER (WHERE rn = 1),
             max(line) FILTER (WHERE rn = 1), max(function_name) FILTER (WHERE rn = 1),
             max(purl) FILTER (WHERE rn = 1)
-        FROM (SELECT *, {bucket} AS bucket, {_RAW_MASK} AS mask,
+        FROM (SELECT *, {bucket} AS bucket, {mask} AS mask,
                 row_number() OVER (PARTITION BY {bucket}, node_hash
                     ORDER BY chain_id, sequence, line) AS rn
             FROM observations) AS numbered
@@ -220,7 +221,7 @@ MIGRATIONS += (
                 max_end timestamptz NOT NULL,
                 raw boolean NOT NULL
             )""",
-            _rollup_insert("fine", "fine_rollups"),
+            _rollup_insert("fine", "fine_rollups", ROW_MASK_SQL),
             f"""INSERT INTO fine_buckets SELECT {_FINE_BUCKET}, min(obs_start), max(obs_start),
                 min(obs_end), max(obs_end), false FROM observations GROUP BY 1""",
             # Rows arrive in time order, so a block range holds a short stretch of time: the
@@ -779,7 +780,8 @@ class PostgresStore(ObservationStore):
             )
             if raw:
                 union += (
-                    f" UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, {_RAW_MASK} {raw}"
+                    " UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, "
+                    f"{ROW_MASK_SQL} {raw}"
                 )
             cursor.execute(
                 "SELECT node_hash, sum(records)::bigint, sum(events)::bigint, min(min_start), "

@@ -40,6 +40,7 @@ from .rollups import (
     FINE_CHARS,
     FINE_SUFFIX,
     ROLLUP_COLUMNS,
+    ROW_MASK_SQL,
     STORED_PROBE_ORDER,
     Fold,
     Rollups,
@@ -86,7 +87,9 @@ _UPSERT_BUCKET: Final = (
 )
 
 
-def _rollup_insert(chars: int, suffix: str, table: str = "node_rollups") -> str:
+def _rollup_insert(
+    chars: int, suffix: str, table: str = "node_rollups", mask: str = _RAW_MASK
+) -> str:
     """The rows already stored rolled up as ingest does, per (bucket, node): the bucket is the
     first `chars` characters of observed_at + `suffix`; the first record of each in store
     order names it."""
@@ -99,7 +102,7 @@ def _rollup_insert(chars: int, suffix: str, table: str = "node_rollups") -> str:
             max(CASE WHEN rn = 1 THEN function_name END),
             max(CASE WHEN rn = 1 THEN purl END)
         FROM (SELECT *, substr(observed_at, 1, {chars}) || '{suffix}' AS bucket,
-                {_RAW_MASK} AS mask,
+                {mask} AS mask,
                 row_number() OVER (PARTITION BY substr(observed_at, 1, {chars}), node_hash
                     ORDER BY chain_id, sequence, line) AS rn
             FROM observations)
@@ -247,7 +250,7 @@ MIGRATIONS: Final = (
                 max_end TEXT NOT NULL,
                 raw INTEGER NOT NULL
             ) WITHOUT ROWID""",
-            _rollup_insert(FINE_CHARS, FINE_SUFFIX, "fine_rollups"),
+            _rollup_insert(FINE_CHARS, FINE_SUFFIX, "fine_rollups", ROW_MASK_SQL),
             f"""INSERT INTO fine_buckets
                 SELECT substr(observed_at, 1, {FINE_CHARS}) || '{FINE_SUFFIX}', min(obs_start),
                     max(obs_start), min(obs_end), max(obs_end), 0
@@ -546,7 +549,7 @@ class SqliteStore(ObservationStore):
                 if raw:
                     union += (
                         " UNION ALL SELECT node_hash, 1, count, obs_start, obs_end, "
-                        f"{_RAW_MASK} {raw}"
+                        f"{ROW_MASK_SQL} {raw}"
                     )
                 groups = self.db.execute(
                     "SELECT node_hash, sum(records), sum(events), min(min_start), "

@@ -18,8 +18,8 @@ generator, the writer, formats and row code), written again when that changes; n
     python3 bench/store.py --verify --verify-records 10000000   # issue 11's size (long)
 
 `--verify` instead compares `function-map verify --store` (the coverage aggregation in the
-database from the daily rollups and the raw rows of the days a window edge cuts, the verdict
-by the file path's `evaluate`) on PostgreSQL and SQLite with DuckDB answering the same coverage question
+database from the daily rollups, the ten-minute rollups of the days a window edge cuts and the
+raw rows of the buckets it cuts, the verdict by the file path's `evaluate`) on PostgreSQL and SQLite with DuckDB answering the same coverage question
 over the same rows exported to Parquet (bench/verify.py's map and records; issue 11's target:
 <= 2x DuckDB), twice: over the whole store, and over a window whose both ends cut a day.
 The records, the SQLite store (per schema version) and the Parquet file are cached in
@@ -280,7 +280,8 @@ def bench_verify(args: argparse.Namespace) -> None:
         print(f"records written in {time.perf_counter() - started:.0f} s (untimed)", flush=True)
     loaded = load_function_map(map_path)
     # The records are 1 ms apart from 2026-01-23T00:00:00Z (bench/verify.py), all on one day:
-    # the windowed question cuts that day at both ends, so it is answered from the raw rows.
+    # the windowed question cuts that day at both ends, and a ten-minute bucket at each end
+    # (answered from their raw rows, the buckets between from their rollups).
     span = dt.timedelta(milliseconds=records)
     base = dt.datetime(2026, 1, 23, tzinfo=dt.UTC)
     window = (

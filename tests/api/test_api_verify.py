@@ -9,6 +9,7 @@ from typing import Any
 
 from api_support import chain_upload, records, signed_bytes, statement, statement_bytes, write_chain
 
+from stella_bundle.api import verify_route
 from stella_bundle.api.deps import JsonBodyRoute
 from stella_bundle.api.models import decode_verify_body
 from stella_bundle.canonical import canonical_record_bytes
@@ -323,6 +324,11 @@ def test_fast_route_answers_the_common_request_and_hands_over_the_rest(
             (int(answer.headers["x-stella-report-id"]),),
         ).fetchone()
     assert stored.encode() == answer.content
+    # A large body is verified in a verification thread: the same report.
+    monkeypatch.setattr(verify_route, "INLINE_MAX_BYTES", 0)
+    threaded = api_env.client.post(path, content=typed, headers={**write, **as_json})
+    assert threaded.status_code == 200 and handed == []
+    assert threaded.json() == answer.json()
     # Refused by the fast path's checks, answered by the operation as before.
     refusals = [
         (path, typed, as_json, 401),

@@ -4,7 +4,7 @@ The view's lines are the chunks' lines byte for byte (the collector writes canon
 seals those bytes), ordered by `observed_at` with an external merge sort (bounded runs spilled
 to temporary files, then a k-way merge) so memory stays flat however much evidence there is.
 The verifier proves the view holds exactly the chains' records without sorting anything: by
-the sha256 of each chunk's lines (the view must be these pieces, in order) when the view is
+a tag of each block of the chunks' lines (the view must be these pieces, in order) when it is
 one chain in its own order, else by an order-independent digest of the multiset of lines.
 The build hashes a single chain's decompressed bytes as the view while worker processes
 check every chunk (`check_chunk`: records, observed_at order, clean lines), and then reads

@@ -29,12 +29,17 @@ class ChunkMeasure:
 
 
 def measure_chunk(
-    stream: IO[bytes], max_content_bytes: int | None = None, keep: list[bytes] | None = None
+    stream: IO[bytes],
+    max_content_bytes: int | None = None,
+    keep: list[bytes] | None = None,
+    *,
+    with_times: bool = True,
 ) -> ChunkMeasure:
     """Digests, sizes and line count of a chunk, and its records' times, in one pass.
 
     `keep`: the uncompressed blocks are appended to it (a caller that stores the chunk it
-    measures inflates it once)."""
+    measures inflates it once). `with_times=False` leaves `times` None: a caller that decodes
+    the records anyway takes their times from its own decoding (`chunk_times` otherwise)."""
     limit = DEFAULT_MAX_CONTENT_BYTES if max_content_bytes is None else max_content_bytes
     source = HashingReader(stream)
     content_sha = hashlib.sha256()
@@ -54,7 +59,8 @@ def measure_chunk(
             if keep is not None:
                 keep.append(data)
             records += data.count(b"\n")
-            times.feed(data)
+            if with_times:
+                times.feed(data)
     except MalformedDocumentError as exc:
         error = exc.message
     source.drain(_READ_SIZE)  # the rest of the file still counts for its digest
@@ -65,5 +71,13 @@ def measure_chunk(
         content_bytes=content_bytes,
         records=records,
         error=error,
-        times=None if error else times.finish(),
+        times=None if error or not with_times else times.finish(),
     )
+
+
+def chunk_times(blocks: list[bytes]) -> ChunkTimes:
+    """The records' times of a chunk's uncompressed blocks, as `measure_chunk` folds them."""
+    times = ChunkTimes()
+    for block in blocks:
+        times.feed(block)
+    return times.finish()

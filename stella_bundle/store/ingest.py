@@ -30,7 +30,7 @@ from ..digests import file_sha256
 from ..errors import EvidenceChainError, InputError
 from ..evidence.chain import ChainReport, ChainVerifyOptions, read_chain_dir, verify_chain
 from ..evidence.layout import chunk_name
-from ..evidence.measure import measure_chunk
+from ..evidence.measure import chunk_times, measure_chunk
 from ..evidence.reader import iter_chain_records_files
 from ..evidence.report import ERROR, ChunkEntry
 from ..evidence.seal import parse_seal
@@ -40,7 +40,7 @@ from ..fsutil import open_regular_file
 from ..observations.ndjson import iter_json_lines
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE
-from .rows import canonical_time, fast_decode
+from .rows import canonical_time, decoded_times, fast_decode
 
 MAX_HINT_DAYS = 31
 # Chunks the verifier measures itself when it finishes (files the ingest could not read):
@@ -201,10 +201,12 @@ class ChainIngest:
             except (OSError, InputError):
                 continue  # measured (and reported) by the verifier when it finishes
             declared = seal.predicate.content
-            # The bound the verifier applies to a chunk it opens itself (evidence/chain.py).
+            # The bound the verifier applies to a chunk it opens itself (evidence/chain.py);
+            # the records' times are folded below, from the decoding when there is one.
             blocks: list[bytes] = []
-            measure = measure_chunk(io.BytesIO(compressed), declared.bytes + (1 << 20), blocks)
-            machine.chunk(sequence, measure)
+            measure = measure_chunk(
+                io.BytesIO(compressed), declared.bytes + (1 << 20), blocks, with_times=False
+            )
             if (
                 measure.error
                 or measure.sha256 != seal.subject_sha256
@@ -212,16 +214,22 @@ class ChainIngest:
                 or measure.content_bytes != declared.bytes
                 or entry.seal_sha256 is None
             ):
-                continue  # not the sealed chunk: the verifier fails the chain at the end
+                # Not the sealed chunk: the verifier fails the chain at the end.
+                if measure.error is None:
+                    measure = replace(measure, times=chunk_times(blocks))
+                machine.chunk(sequence, measure)
+                continue
             # The content whose digest was just measured equal to the sealed one.
             content = b"".join(blocks)
+            decoded = fast_decode(files.chain_id, sequence, content)
+            times = chunk_times(blocks) if decoded is None else decoded_times(decoded)
             del blocks
+            machine.chunk(sequence, replace(measure, times=times))
             provenance = Provenance(
                 files.chain_id, sequence, entry.seal_sha256, tuple(entry.signers), True
             )
             self.stored[sequence] = entry.seal_sha256
             seal_bytes = files.seals[sequence]
-            decoded = fast_decode(files.chain_id, sequence, content)
             if decoded is not None:
                 yield StoreChunk(provenance, seal=seal_bytes, prepared=decoded)
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import operator
 import re
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Final
@@ -74,6 +75,7 @@ PARTITION_PREFIX: Final = "observations_p"
 PARTITION_RE: Final = re.compile(r"^observations_p([0-9]{8})\Z")
 DAYS_AHEAD: Final = 1  # today and this many days after it exist before data arrives
 COPY_BLOCK: Final = 1 << 20
+_DAY: Final = operator.itemgetter(slice(0, 10))  # a canonical timestamp's YYYY-MM-DD
 
 # Migration advisory lock: two `stella store migrate` at once apply each version once.
 _MIGRATION_LOCK: Final = 0x57E11A
@@ -291,7 +293,7 @@ def copy_lines(chunk: StoreChunk) -> tuple[str, set[str], tuple[int, int]]:
                 zip(decoded.records, decoded.observed, decoded.texts, strict=True), 1
             )
         ]
-        days = {stamp[:10] for stamp in decoded.observed}
+        days = set(map(_DAY, decoded.observed))
         return ("\n".join(lines) + "\n") if lines else "", days, (0, 0)
     return _copy_block(chunk_rows(chunk))
 

@@ -286,9 +286,13 @@ class Rollups:
             counts = Counter(run)
         first = dict(zip(reversed(run), range(end - 1, start - 1, -1), strict=True))
         last = dict(zip(run, range(start, end), strict=True))
-        masks: dict[str, int] = dict.fromkeys(counts, 0)
-        for node, probe in set(zip(run, probes[start:end], strict=True)):
-            masks[node] |= STORED_BIT[probe]
+        kinds = set(probes[start:end])
+        if len(kinds) == 1:  # one probe type (the usual chunk): the same mask for every node
+            masks = dict.fromkeys(counts, STORED_BIT[kinds.pop()])
+        else:
+            masks = dict.fromkeys(counts, 0)
+            for node, probe in set(zip(run, probes[start:end], strict=True)):
+                masks[node] |= STORED_BIT[probe]
         chain, sequence = decoded.chain_id, decoded.sequence
         for node, count in counts.items():
             head = first[node]

@@ -50,7 +50,14 @@ from .rollups import (
     shifted,
     window_class,
 )
-from .rows import COLUMNS, chunk_rows, function_map_from_row, join_key_ids, key_ids, load_record
+from .rows import (
+    COLUMNS,
+    function_map_from_row,
+    join_key_ids,
+    key_ids,
+    load_record,
+    row_values,
+)
 
 # Bit i of a probe mask from a row's probe_type, and the OR of masks over a group (SQLite has
 # no bit_or aggregate; the probe types are few).
@@ -438,7 +445,7 @@ class SqliteStore(ObservationStore):
                         else:
                             result.chunks_already_stored += 1
                         continue
-                    self.db.executemany(insert, chunk_rows(chunk))
+                    self.db.executemany(insert, row_values(chunk))
                     rollups.add(chunk)
                     if rollups.full():
                         self._fold(rollups.take(final=False))

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stella_bundle.evidence.measure import chunk_times
 from stella_bundle.evidence.timecheck import (
     CLOCK_SKEW,
     EVIDENCE_FROM_FUTURE,
@@ -38,6 +39,8 @@ from stella_bundle.evidence.timecheck import (
     WINDOW_BEFORE_PREVIOUS,
     WINDOW_INVERTED,
 )
+from stella_bundle.store import open_store
+from stella_bundle.store.rows import decoded_times, fast_decode
 from stella_bundle.timeutil import format_timestamp, parse_timestamp
 from tests.adversarial.chain_surgery import Predicate, RecordEdit, Records, SealEdit, rewrite_chain
 from tests.bundle.bundle_helpers import (
@@ -230,6 +233,20 @@ def test_time_rule_fails_every_entry_point(
     named = {c for c in TIME_CODES if re.search(rf"\b{c}:", lines[0])}
     assert named and named <= codes, (lines[0], codes)
 
+    # A store's ingest verifies the chain as it stores it (the records' times taken from its
+    # own decoding of them): the same refusal, one line, nothing stored.
+    store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    ingest = run_cli(
+        "observations", "ingest", "--evidence", inputs / "evidence",
+        "--trust-root", test_keys.trust_root, "--store", store,
+    )  # fmt: skip
+    assert ingest.exit_code == 1, ingest.stdout + ingest.stderr
+    lines = ingest.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nothing stored" in lines[0], ingest.stderr
+    assert {c for c in TIME_CODES if re.search(rf"\b{c}:", lines[0])} <= codes, lines[0]
+    with open_store(store) as opened:
+        assert opened.status().records == 0
+
     bundle = tmp_path / "time.stella.bundle.tgz"
     _build(inputs, pristine, bundle, test_keys)
     out = tmp_path / "work" / "out"
@@ -339,6 +356,17 @@ def test_record_times_fold_identically_on_every_path(
         return times.start, times.end, times.latest_observed, times.bad_record is None
 
     assert state(fed) == state(one_by_one) == state(scanned)
+
+    # The store's ingest takes the times from its own fast decoding of the records (canonical
+    # times only: written otherwise, the chunk is decoded by the slow path and fed as above).
+    for record in records:
+        for name in ("observed_at", "first_observed_at", "last_observed_at"):
+            if name in record:
+                record[name] = format_timestamp(parse_timestamp(record[name]))
+    data = b"".join(canonical_bytes(r) + b"\n" for r in records)
+    decoded = fast_decode("chain", 1, data)
+    assert decoded is not None
+    assert state(decoded_times(decoded)) == state(chunk_times([data]))
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 from stella_bundle.schema import validate_ndjson, validator_for
 
 EXAMPLE = (
@@ -39,7 +39,7 @@ def main() -> None:
         with path.open("wb") as handle:
             for number in range(args.records):
                 record = {**base, "pid": number, "count": 1 + number % 7}
-                handle.write(canonical_record_bytes(record) + b"\n")
+                handle.write(canonical_bytes(record) + b"\n")
         size = path.stat().st_size
 
         start = time.perf_counter()

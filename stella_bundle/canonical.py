@@ -1,19 +1,26 @@
-"""RFC 8785 (JCS) canonical JSON, with a fast path for float-free records.
+"""RFC 8785 (JCS) canonical JSON: the one definition every writer and verifier uses.
 
-`canonical_bytes` is the reference (the `rfc8785` package). `canonical_record_bytes` serves
-hot paths (observation records, millions per chunk): records carry no floats by design, and
-for float-free data whose keys sort the same by UTF-16 code unit as by code point, JCS and
-`json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))` produce the same bytes.
-A hypothesis test (tests/test_canonical.py) proves it; anything outside that domain falls back
-to the reference.
+`canonical_bytes` is the canonical form of any JSON value. Two paths give it, and they give the
+same bytes (a hypothesis test, tests/test_canonical.py, compares them on generated documents):
+
+- the fast path, orjson with sorted keys, for *plain* JSON (`is_plain_json`): no floats,
+  integers within +-(2**53 - 1), keys in the Basic Multilingual Plane, exact built-in types.
+  There orjson's output is JCS: UTF-8, no insignificant space, JCS's string escapes, and keys
+  sorted by code point, which for BMP keys is JCS's UTF-16 code-unit order. Observation
+  records, manifests and envelopes are plain, millions of records per chunk;
+- the exact fallback, the `rfc8785` package (`_reference_bytes`), for everything else: floats,
+  keys beyond the BMP, and every value JCS refuses (which it refuses with an InputError).
+
+`plain_canonical_bytes` is the fast path alone, for a caller that has established plainness
+with its own per-field checks (the record writer, evidence/encoding.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Final
 
+import orjson
 import rfc8785
 
 from .errors import InputError
@@ -34,13 +41,12 @@ def saturating_sum(*values: int) -> int:
     return min(sum(values), MAX_SAFE_INTEGER)
 
 
-_fast_encoder = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-)
+# Deeper values take the exact fallback (orjson refuses nesting beyond 255 levels).
+_PLAIN_DEPTH_LIMIT: Final = 128
 
 
-def canonical_bytes(document: Any) -> bytes:
-    """Serialise any JSON value per RFC 8785."""
+def _reference_bytes(document: Any) -> bytes:
+    """The exact fallback: any JSON value per RFC 8785; an InputError for what JCS refuses."""
     try:
         return rfc8785.dumps(document)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -49,40 +55,52 @@ def canonical_bytes(document: Any) -> bytes:
         raise InputError("cannot canonicalise JSON: nested too deeply") from exc
 
 
-def _fast_path_ok(value: Any) -> bool:
-    """True when json.dumps output is guaranteed JCS-identical for this value."""
-    if isinstance(value, str):
+def is_plain_json(value: Any, levels_left: int = _PLAIN_DEPTH_LIMIT) -> bool:
+    """True when the fast path's output is RFC 8785 for `value` (see the module docstring).
+
+    Only exact built-in types: a subclass (an enum, a str subclass) takes the exact fallback.
+    Nesting deeper than `levels_left` is not plain (a caller passes its format's bound).
+    """
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
         return True
-    if isinstance(value, bool) or value is None:
-        return True
-    if isinstance(value, int):
-        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
-    if isinstance(value, dict):
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if levels_left == 0:
+        return False
+    if kind is dict:
         for key, item in value.items():
             # Keys outside the BMP sort differently by UTF-16 code unit (JCS) than by code point.
-            if not isinstance(key, str) or (not key.isascii() and _has_astral(key)):
+            if type(key) is not str or (not key.isascii() and _has_astral(key)):
                 return False
-            if not _fast_path_ok(item):
+            if not is_plain_json(item, levels_left - 1):
                 return False
         return True
-    if isinstance(value, list):
-        return all(_fast_path_ok(item) for item in value)
-    return False  # floats and anything else: let the reference decide
+    if kind is list:
+        return all(is_plain_json(item, levels_left - 1) for item in value)
+    return False  # floats, tuples and anything else: the exact fallback decides
 
 
 def _has_astral(text: str) -> bool:
     return any(ord(ch) > 0xFFFF for ch in text)
 
 
-def canonical_record_bytes(record: Any) -> bytes:
-    """Canonical JSON of a float-free record; byte-identical to `canonical_bytes`."""
+def plain_canonical_bytes(value: Any) -> bytes | None:
+    """The fast path for a value already shown plain; None when orjson refuses it (a lone
+    surrogate), for the caller to take the exact fallback, which reports it."""
     try:
-        if _fast_path_ok(record):
-            return _fast_encoder.encode(record).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError):
-        # A lone surrogate, or nesting the C encoder refuses: the reference decides and reports.
-        pass
-    return canonical_bytes(record)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def canonical_bytes(document: Any) -> bytes:
+    """Serialise any JSON value per RFC 8785; an InputError for a value JCS refuses."""
+    if is_plain_json(document):
+        encoded = plain_canonical_bytes(document)
+        if encoded is not None:
+            return encoded
+    return _reference_bytes(document)
 
 
 def sha256_hex(data: bytes) -> str:

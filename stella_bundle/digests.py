@@ -1,7 +1,8 @@
 """SHA-256 digests: of a file, of a stream as it is read, and the two ways documents write one.
 
 Every file digest of the project is `file_sha256` (streamed by `hashlib.file_digest`), every
-stream hashed while a reader consumes it goes through `HashingReader`, and every check of a
+stream hashed while a reader consumes it goes through `HashingReader`, every stream hashed as
+it is written through `HashingWriter`, and every check of a
 written digest uses one of the two patterns here. `\\Z`, not `$`: `$` also
 matches before a final newline, so "<64 hex>\\n" would pass. `[0-9a-f]`, not `\\w` or `\\d`:
 only lowercase hex, as the schemas say.
@@ -35,6 +36,34 @@ def file_sha256_size(path: str | Path) -> tuple[str, int]:
 
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class HashingWriter:
+    """Hashes (`digest`) and counts (`count`) every byte written through it, then passes it on
+    to `inner`; with no inner it only hashes and counts (what a write would produce, measured
+    without writing it)."""
+
+    def __init__(self, inner: _Writable | None = None) -> None:
+        self._inner = inner
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.count += len(data)
+        if self._inner is not None:
+            self._inner.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._inner is not None:
+            self._inner.flush()
 
 
 class HashingReader:

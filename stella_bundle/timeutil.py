@@ -29,6 +29,17 @@ def format_timestamp(moment: dt.datetime) -> str:
     )
 
 
+def canonical_timestamp(value: str) -> str:
+    """The toolkit's form (`…SS.ffffffZ`) of a valid RFC 3339 timestamp; ValueError otherwise.
+
+    A value already in that form is returned as it is, without parsing: stores, the bundle's
+    time span and the coverage scan compare canonical strings, and most values are canonical.
+    """
+    if len(value) == 27 and value[19] == "." and value.endswith("Z"):
+        return value
+    return format_timestamp(parse_timestamp(value))
+
+
 def parse_timestamp(value: object) -> dt.datetime:
     """Parse an RFC 3339 timestamp (any offset, `Z` allowed) into an aware UTC datetime."""
     if not isinstance(value, str):

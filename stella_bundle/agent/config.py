@@ -58,7 +58,7 @@ _LINK_OF: Final = {"uprobe_multi": "uprobe"}
 
 
 @dataclass(frozen=True)
-class MapDirectory:
+class MapDirectorySetting:
     """`function_maps:`: every signed map in `directory`, looked at every `poll_seconds`."""
 
     directory: Path
@@ -71,7 +71,7 @@ class AgentSettings:
     start: StartOptions
     metrics_listen: str = DEFAULT_LISTEN
     verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS
-    maps: MapDirectory | None = None
+    maps: MapDirectorySetting | None = None
 
 
 class _Section:
@@ -191,7 +191,9 @@ def load_agent_settings(path: Path) -> AgentSettings:
     )
 
 
-def _map_directory(top: _Section, trust_root: str | None, signals: dict[str, Any]) -> MapDirectory:
+def _map_directory(
+    top: _Section, trust_root: str | None, signals: dict[str, Any]
+) -> MapDirectorySetting:
     """`function_maps:`; each map there is checked against the trust root, so one is needed,
     and each gets its own chain, so one chain id for all of them is refused."""
     section = top.child("function_maps", _MAPS_KEYS)
@@ -210,7 +212,7 @@ def _map_directory(top: _Section, trust_root: str | None, signals: dict[str, Any
             field="signals.chain_id",
         )
     poll = section.number("poll_seconds", maximum=3600) or DEFAULT_POLL_SECONDS
-    return MapDirectory(Path(directory), float(poll))
+    return MapDirectorySetting(Path(directory), float(poll))
 
 
 def _health_check_seconds(probes: _Section) -> float | None:

@@ -44,7 +44,7 @@ def parse_listen(text: str, field: str = "--metrics-listen") -> tuple[str, int]:
     return host, int(port_text)
 
 
-class Health:
+class HealthState:
     """Liveness from loop heartbeats, readiness set by whoever attaches and stops."""
 
     def __init__(self, stall_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -82,7 +82,7 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """The listener, served from a daemon thread until `close`."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry, health: Health) -> None:
+    def __init__(self, listen: str, registry: CollectorRegistry, health: HealthState) -> None:
         host, port = parse_listen(listen)
         metrics_app = make_wsgi_app(registry)
 

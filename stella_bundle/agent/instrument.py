@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .endpoint import Health, MetricsServer
+from .endpoint import HealthState, MetricsServer
 from .metrics import AgentMetrics, ChainMetrics
 from .recent import RecentObservations, RecordingSink
 
@@ -35,7 +35,7 @@ class Endpoint:
         self, listen: str, stall_seconds: float, metrics: AgentMetrics | None = None
     ) -> None:
         self.metrics = metrics or AgentMetrics()
-        self.health = Health(stall_seconds)
+        self.health = HealthState(stall_seconds)
         self._listen = listen
         self._server: MetricsServer | None = None
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..canonical import canonical_record_bytes
+from ..canonical import canonical_bytes
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
 from ..errors import InputError
 from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
@@ -285,7 +285,7 @@ def ingest(
         else:
             assert upload.records is not None
             lines = [
-                canonical_record_bytes(validate_record(record, "<request body>", number)) + b"\n"
+                canonical_bytes(validate_record(record, "<request body>", number)) + b"\n"
                 for number, record in enumerate(upload.records, start=1)
             ]
             path = root / "records.ndjson"

@@ -17,7 +17,7 @@ from .. import __version__
 from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope, sign_payload
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
 from ..canonical import canonical_bytes
-from ..digests import file_sha256_size
+from ..digests import HashingWriter, file_sha256_size
 from ..errors import InputError, MalformedDocumentError, StatementError
 from ..evidence.layout import (
     CHUNK_SUFFIX,
@@ -342,9 +342,8 @@ def build_bundle(
             if progress:
                 progress("writing", written, total)
 
-        digest = hashlib.sha256()
         with atomic_writer(output) as raw:
-            hashing = _HashingWriter(raw, digest)
+            hashing = HashingWriter(raw)
             with ReproducibleTarWriter(hashing, mtime, progress=advance) as tar:  # type: ignore[arg-type]
                 tar.add_bytes(MANIFEST, manifest_bytes)
                 tar.add_bytes(MANIFEST_ENVELOPE, envelope_bytes)
@@ -357,31 +356,13 @@ def build_bundle(
             size = hashing.count
     return BuildResult(
         output=output,
-        sha256=digest.hexdigest(),
+        sha256=hashing.digest.hexdigest(),
         size=size,
         files=len(sources) + 2,
         services=tuple(sorted(services)),
         chains=tuple(chain.chain_id for chain in chains),
         records=view.records,
     )
-
-
-class _HashingWriter:
-    """Hashes what goes to the output so the build can report the bundle's sha256 for free."""
-
-    def __init__(self, raw: Any, digest: Any) -> None:
-        self._raw = raw
-        self._digest = digest
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        self._digest.update(data)
-        self.count += len(data)
-        written: int = self._raw.write(data)
-        return written
-
-    def flush(self) -> None:
-        self._raw.flush()
 
 
 def _hash_source(source: Source) -> ManifestFile:

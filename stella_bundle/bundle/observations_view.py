@@ -24,18 +24,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import zstandard
 
 from ..compression import DEFAULT_LIMITS, ZSTD_MAGIC, BoundedInflater
 from ..coverage.fastdecode import decode_block
 from ..coverage.scan import BlockScan, ObservationAggregator
-from ..digests import PREFIXED_SHA256_RE, HashingReader
+from ..digests import PREFIXED_SHA256_RE, HashingReader, HashingWriter
 from ..errors import InputError, InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import canonical_timestamp
 from .streams import whole_line_blocks
 
 # Python holds ~2.5x the line bytes per buffered line (bytes, str key, tuple, list slot).
@@ -137,19 +137,13 @@ class TimeSpan:
 
     def add_window(self, first: str | None, last: str | None) -> None:
         if first is not None:
-            start = canonical_time(first)
+            start = canonical_timestamp(first)
             if self.first is None or start < self.first:
                 self.first = start
         if last is not None:
-            end = canonical_time(last)
+            end = canonical_timestamp(last)
             if self.last is None or end > self.last:
                 self.last = end
-
-
-def canonical_time(value: str) -> str:
-    if len(value) == 27 and value.endswith("Z") and value[19] == ".":
-        return value
-    return format_timestamp(parse_timestamp(value))
 
 
 def chunk_blocks(chunk: Path) -> Iterator[tuple[bytes, list[bytes]]]:
@@ -452,20 +446,6 @@ class _Prefixed:
         return True
 
 
-class _ViewSink:
-    """The sha256 and size of a single chain's bytes, taken as the chain is read: the view
-    when it is in its own order and of clean lines (what `_write_batch` would write)."""
-
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.chunk_sha256: list[str] = []  # of each chunk's bytes on disk, in order
-
-    def write(self, data: bytes) -> None:
-        self.digest.update(data)
-        self.size += len(data)
-
-
 def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: Path) -> ViewStats:
     """Write every record line of every chain to `output`, sorted by observed_at.
 
@@ -487,14 +467,17 @@ def _write_view(
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
     records = 0
-    sink: _ViewSink | None = None
+    # The sha256 and size of a single chain's bytes, taken as the chain is read: the view when
+    # it is in its own order and of clean lines (what `_write_batch` would write).
+    sink: HashingWriter | None = None
+    chunk_sha256: list[str] = []  # of each chunk's bytes on disk, in order
     if len(chains) == 1:
         # The usual case: one chain, in time order, of the collector's lines. Its view is its
         # chunks' bytes as they are, hashed while the chunks are checked (order, records)
         # beside this pass; written below only if they are not in order or not clean lines.
-        sink = _ViewSink()
+        sink = HashingWriter()
         for chunk in chains[0]:
-            for block in _content_blocks(chunk, sink.chunk_sha256):
+            for block in _content_blocks(chunk, chunk_sha256):
                 sink.write(block)
             validation.inline_check(chunk)
     orders = iter(validation.orders())
@@ -508,11 +491,11 @@ def _write_view(
                 records,
                 None,
                 digest,
-                sink.size,
+                sink.count,
                 ORDER_CHAIN,
                 True,
                 tuple(chains[0]),
-                tuple(sink.chunk_sha256),
+                tuple(chunk_sha256),
             )
         if in_order:
             streams.append(_chain_lines(chunks))
@@ -535,32 +518,30 @@ def _write_lines(
     # The multiset is what the verifier compares a merged view by; a chain-order view is
     # compared by its pieces, so its lines need no hashing one by one.
     multiset = RecordMultiset() if view_order == ORDER_MERGED else None
-    digest = hashlib.sha256()
-    size = 0
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=observed_at_of)
-    with open(output, "wb") as out:
+    with open(output, "wb") as handle:
+        out = HashingWriter(handle)
         batch: list[bytes] = []
         for line in merged:
             batch.append(line)
             if len(batch) >= 4096:
-                size += _write_batch(out, digest, batch, multiset)
-        size += _write_batch(out, digest, batch, multiset)
+                _write_batch(out, batch, multiset)
+        _write_batch(out, batch, multiset)
     if multiset is not None and multiset.count != records:
         raise InternalError(f"merged view holds {multiset.count} of {records} records")
     return ViewStats(
-        records, multiset.hexdigest() if multiset else None, digest.hexdigest(), size, view_order
+        records,
+        multiset.hexdigest() if multiset else None,
+        out.digest.hexdigest(),
+        out.count,
+        view_order,
     )
 
 
-def _write_batch(
-    out: IO[bytes], digest: Any, batch: list[bytes], multiset: RecordMultiset | None
-) -> int:
+def _write_batch(out: HashingWriter, batch: list[bytes], multiset: RecordMultiset | None) -> None:
     if not batch:
-        return 0
+        return
     if multiset is not None:
         multiset.add_many(batch)
-    data = b"\n".join(batch) + b"\n"
-    digest.update(data)
-    out.write(data)
+    out.write(b"\n".join(batch) + b"\n")
     batch.clear()
-    return len(data)

@@ -13,7 +13,7 @@ from ..errors import MalformedDocumentError
 from ..formats.flat import read_flat, read_list
 from ..formats.node_hash import normalize_symbol
 from ..formats.record import ObservationRecord
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import canonical_timestamp
 
 
 @dataclass
@@ -55,17 +55,13 @@ class QueryFilter:
             ):
                 return False
         if self.window_from is not None or self.window_to is not None:
-            start = _canonical(record.get("first_observed_at") or record["observed_at"])
-            end = _canonical(record.get("last_observed_at") or record["observed_at"])
+            start = canonical_timestamp(record.get("first_observed_at") or record["observed_at"])
+            end = canonical_timestamp(record.get("last_observed_at") or record["observed_at"])
             if self.window_from is not None and end < self.window_from:
                 return False
             if self.window_to is not None and start > self.window_to:
                 return False
         return True
-
-
-def _canonical(value: str) -> str:
-    return format_timestamp(parse_timestamp(value))
 
 
 @dataclass
@@ -177,8 +173,8 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[SymbolSummary]:
             )
         entry.count += int(record.get("count", 1))
         entry.records += 1
-        start = _canonical(record.get("first_observed_at") or record["observed_at"])
-        end = _canonical(record.get("last_observed_at") or record["observed_at"])
+        start = canonical_timestamp(record.get("first_observed_at") or record["observed_at"])
+        end = canonical_timestamp(record.get("last_observed_at") or record["observed_at"])
         entry.first_observed_at = min(entry.first_observed_at, start)
         entry.last_observed_at = max(entry.last_observed_at, end)
         entry.probe_types.add(record["probe_type"])

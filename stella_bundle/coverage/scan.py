@@ -29,7 +29,7 @@ from ..formats.record import PROBE_TYPES, ObservationError, validate_record
 from ..formats.scope import RECORD_CONTEXT_KEY, Scope
 from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import canonical_timestamp
 from .fastdecode import PlainRecord, Record, convert_records, decode_block
 from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern
 
@@ -86,10 +86,8 @@ class NodeAggregate:
 
 
 def _canonical_time(value: str, source: str | Path, line: int | None, field: str) -> str:
-    if len(value) == 27 and value.endswith("Z") and value[19] == ".":
-        return value
     try:
-        return format_timestamp(parse_timestamp(value))
+        return canonical_timestamp(value)
     except ValueError as exc:
         raise ObservationError(str(exc), path=source, line=line, field=field) from exc
 

@@ -1,6 +1,6 @@
 """Verification of an evidence chain: seals, signatures, links, chunk digests, named findings.
 
-The chain rules exist once, in `ChainVerification`: a state machine fed events (a seal's bytes,
+The chain rules exist once, in `ChainStateMachine`: a state machine fed events (a seal's bytes,
 a chunk's measure, the prune record, stray names) in any order, that decides when finished.
 `signals verify-chain` feeds it a directory (`verify_chain`, `verify_chain_files`: chunks
 measured in parallel from an opener); `bundle verify` feeds it the members streamed out of the
@@ -97,7 +97,7 @@ from .timecheck import ChainTimes, record_time_findings, seal_time_findings
 __all__ = [
     "ChainFiles",
     "ChainReport",
-    "ChainVerification",
+    "ChainStateMachine",
     "ChainVerifyOptions",
     "ChunkEntry",
     "ChunkOpener",
@@ -142,7 +142,7 @@ def verify_chain_files(
     FileNotFoundError for a missing one). `other_names`: further file names in the chain
     directory (open chunks, temp files, strays), reported as findings.
     """
-    machine = ChainVerification(
+    machine = ChainStateMachine(
         chain_id, trust_root, location=location or chain_id, options=options or ChainVerifyOptions()
     )
     if prune_record is not None:
@@ -171,10 +171,10 @@ class ChainFiles:
 
     def machine(
         self, trust_root: TrustRoot | None, options: ChainVerifyOptions
-    ) -> ChainVerification:
+    ) -> ChainStateMachine:
         """The chain's verification, fed every file; chunks not measured by the caller
-        (`ChainVerification.chunk`) are measured through the opener when it finishes."""
-        machine = ChainVerification(
+        (`ChainStateMachine.chunk`) are measured through the opener when it finishes."""
+        machine = ChainStateMachine(
             self.chain_id, trust_root, location=str(self.directory), options=options
         )
         if self.prune_record is not None:
@@ -248,7 +248,7 @@ def verify_evidence(
     return [verify_chain(d, root, **kwargs) for d in directories]
 
 
-class ChainVerification:
+class ChainStateMachine:
     """The evidence-chain rules over one chain, fed events, decided by `finish`.
 
     Events, in any order (a directory gives its prune record first, an archive last):

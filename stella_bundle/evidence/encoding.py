@@ -1,9 +1,10 @@
 """Validated canonical NDJSON lines for records, fast for the records a collector writes.
 
-`encode_record` is `validate_record` + `canonical_record_bytes` with a fast accept path: a
+`encode_record` is `validate_record` + `canonical_bytes` with a fast accept path: a
 record whose every field has the expected plain type and form (what the collector produces)
-is checked once per key set ("shape") and serialised with orjson. Anything else, including every
-invalid record, takes the reference path, so errors and bytes are the reference's. A property
+is checked once per key set ("shape") and serialised by canonical.py's fast path, whose
+plainness those per-field checks establish (`details` through `is_plain_json`). Anything else,
+including every invalid record, takes the reference path, so errors and bytes are the reference's. A property
 test (tests/evidence/test_evidence_encoding.py) proves both paths give identical bytes and
 accept the same records.
 """
@@ -14,9 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
-from ..canonical import MAX_SAFE_INTEGER, canonical_record_bytes
+from ..canonical import MAX_SAFE_INTEGER, canonical_bytes, is_plain_json, plain_canonical_bytes
 from ..digests import PREFIXED_SHA256_RE
 from ..formats.record import (
     INT_FIELDS,
@@ -28,10 +27,6 @@ from ..formats.record import (
     validate_record,
 )
 from ..timeutil import is_rfc3339_timestamp
-
-# orjson with sorted keys: for float-free data with JCS-safe integers and BMP-only keys its
-# output is byte-identical to RFC 8785 (UTF-8, no insignificant space, JCS string escapes), and
-# it is about six times faster than the standard library's encoder.
 
 _STRING, _TIME, _INT, _NODE_HASH, _PROBE, _KIND, _DETAILS, _IMAGE = range(8)
 _FIELD_CLASS: Final[dict[str, int]] = {
@@ -75,28 +70,6 @@ def _timestamp_ok(value: Any) -> bool:
             _second_cache.clear()
         _second_cache[prefix] = known
     return known
-
-
-def _plain_json(value: Any, levels_left: int = MAX_DETAILS_DEPTH) -> bool:
-    """No floats, integers JCS-safe, keys in the BMP: the fast serialiser is canonical here;
-    nesting within the record format's bound (deeper takes the reference path, which refuses)."""
-    kind = type(value)
-    if kind is str or value is None or kind is bool:
-        return True
-    if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
-    if levels_left == 0:
-        return False
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or (not key.isascii() and any(ord(c) > 0xFFFF for c in key)):
-                return False
-            if not _plain_json(item, levels_left - 1):
-                return False
-        return True
-    if kind is list:
-        return all(_plain_json(item, levels_left - 1) for item in value)
-    return False
 
 
 class _Shape:
@@ -185,14 +158,15 @@ def _fast_accept(record: Any) -> bool:
             if len(_known_node_hashes) >= _NODE_HASH_CACHE_LIMIT:
                 _known_node_hashes.clear()
             _known_node_hashes.add(digest)
-    return not shape.details or _plain_json(record["details"])
+    # Nesting within the record format's bound (deeper takes the reference path, which refuses).
+    return not shape.details or is_plain_json(record["details"], MAX_DETAILS_DEPTH)
 
 
 def encode_record(record: Any, source: str | Path | None = None, line: int | None = None) -> bytes:
     """The canonical JSON line (without newline) of a valid record; ObservationError otherwise."""
     if _fast_accept(record):
-        try:
-            return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            pass  # a lone surrogate: the reference reports it properly
-    return canonical_record_bytes(validate_record(record, source, line))
+        encoded = plain_canonical_bytes(record)
+        if encoded is not None:
+            return encoded
+        # None: a lone surrogate, which the reference path reports properly.
+    return canonical_bytes(validate_record(record, source, line))

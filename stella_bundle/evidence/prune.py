@@ -45,7 +45,7 @@ def parse_duration(text: str) -> int:
 
 
 @dataclass(frozen=True)
-class PruneResult:
+class ChainPruneResult:
     chain_id: str
     removed_sequences: list[int]
     records_removed: int
@@ -63,7 +63,7 @@ class PruneResult:
 
 @dataclass(frozen=True)
 class _PruneFields:
-    """The JSON shape of one chain's PruneResult (its record read by PruneRecord)."""
+    """The JSON shape of one chain's ChainPruneResult (its record read by PruneRecord)."""
 
     chain_id: str
     removed_sequences: list[int]
@@ -77,7 +77,7 @@ class PruneOutcome:
 
     older_than: str
     dry_run: bool
-    chains: tuple[PruneResult, ...]
+    chains: tuple[ChainPruneResult, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,7 +101,7 @@ class PruneOutcome:
             values = read_flat(_PruneFields, item, source, f"chains[{index}]")
             record = values["prune_record"]
             chains.append(
-                PruneResult(
+                ChainPruneResult(
                     values["chain_id"],
                     values["removed_sequences"],
                     values["records_removed"],
@@ -140,7 +140,7 @@ def prune_chain(
     trust_root: TrustRoot | None = None,
     now: dt.datetime | None = None,
     dry_run: bool = False,
-) -> PruneResult:
+) -> ChainPruneResult:
     """Remove the oldest sealed chunks sealed before `now - older_than_seconds`.
 
     Only a contiguous run from the chain start is removed, never the newest seal (it is the
@@ -159,18 +159,18 @@ def prune_chain(
     sealed = [c.sequence for c in report.chunks if c.seal_file is not None]
     candidates = _expired_seals(directory, sealed[:-1], cutoff)  # never the head
     if not candidates:
-        return PruneResult(report.chain_id, [], 0, None, dry_run)
+        return ChainPruneResult(report.chain_id, [], 0, None, dry_run)
     pruned = _Pruned(report.chain_id, format_timestamp(now or utc_now()), older_than_seconds)
     record = _next_record(pruned, directory, candidates, previous_bytes, previous)
     records = record.records_removed
     removed = [s.predicate.sequence for s in candidates]
     if dry_run:
-        return PruneResult(report.chain_id, removed, records, record, True)
+        return ChainPruneResult(report.chain_id, removed, records, record, True)
     write_bytes_atomic(prune_path, build_prune_record(record, [signer]))
     for sequence in removed:
         remove_quietly(directory / chunk_name(sequence), directory / seal_name(sequence))
     fsync_directory(directory)
-    return PruneResult(report.chain_id, removed, records, record, False)
+    return ChainPruneResult(report.chain_id, removed, records, record, False)
 
 
 def _expired_seals(directory: Path, sequences: list[int], cutoff: dt.datetime) -> list[ParsedSeal]:

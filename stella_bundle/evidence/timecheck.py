@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from ..timeutil import format_timestamp, parse_timestamp
-from .window import comparable_timestamp
+from ..timeutil import canonical_timestamp, format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:  # the record scan imports this module; seals pull in the signing stack
     from ..formats.seal import SealPredicate
@@ -187,9 +186,9 @@ class ChunkTimes:
     def add(self, observed: str, first: str | None, last: str | None) -> None:
         """One record, its times as written."""
         try:
-            moment = comparable_timestamp(observed)
-            start = comparable_timestamp(first) if first else moment
-            end = comparable_timestamp(last) if last else moment
+            moment = canonical_timestamp(observed)
+            start = canonical_timestamp(first) if first else moment
+            end = canonical_timestamp(last) if last else moment
         except (ValueError, OverflowError):
             return
         if moment > self.latest_observed:
@@ -294,8 +293,8 @@ def record_time_findings(times: ChunkTimes, predicate: SealPredicate) -> list[Ti
     if (
         first is None
         or last is None
-        or times.start < comparable_timestamp(first)
-        or times.end > comparable_timestamp(last)
+        or times.start < canonical_timestamp(first)
+        or times.end > canonical_timestamp(last)
     ):
         findings.append(
             TimeFinding(

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import canonical_timestamp
 
 # Sentinels that compare after/before every RFC 3339 string of the toolkit's form.
 _NO_FIRST = "\uffff"
 _NO_LAST = ""
-
-
-def comparable_timestamp(value: str) -> str:
-    """The toolkit's own `…SS.ffffffZ` form, which orders correctly as a string."""
-    if len(value) == 27 and value[26] == "Z":
-        return value
-    return format_timestamp(parse_timestamp(value))
 
 
 class ObservationWindow:
@@ -28,18 +21,18 @@ class ObservationWindow:
     def add(self, record: dict[str, Any]) -> None:
         observed = record["observed_at"]
         if len(observed) != 27 or observed[26] != "Z":
-            observed = comparable_timestamp(observed)
+            observed = canonical_timestamp(observed)
         if observed < self.first:
             self.first = observed
         if observed > self.last:
             self.last = observed
         # Aggregated records cover a span of their own.
         if "first_observed_at" in record:
-            first = comparable_timestamp(record["first_observed_at"])
+            first = canonical_timestamp(record["first_observed_at"])
             if first < self.first:
                 self.first = first
         if "last_observed_at" in record:
-            last = comparable_timestamp(record["last_observed_at"])
+            last = canonical_timestamp(record["last_observed_at"])
             if last > self.last:
                 self.last = last
 

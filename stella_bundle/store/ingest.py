@@ -38,9 +38,10 @@ from ..formats.record import validate_record
 from ..formats.trust_root import TrustRoot
 from ..fsutil import open_regular_file
 from ..observations.ndjson import iter_json_lines
+from ..timeutil import canonical_timestamp
 from .base import ChunkConflictError, IngestResult, ObservationStore, Provenance, StoreChunk
 from .config import DEFAULT_MAX_BATCH_SIZE
-from .rows import canonical_time, decoded_times, fast_decode
+from .rows import decoded_times, fast_decode
 
 MAX_HINT_DAYS = 31
 # Chunks the verifier measures itself when it finishes (files the ingest could not read):
@@ -152,8 +153,8 @@ def _seal_days(entries: Iterable[ChunkEntry]) -> set[dt.date]:
     days: set[dt.date] = set()
     for entry in entries:
         if entry.first_observed_at and entry.last_observed_at:
-            first = dt.date.fromisoformat(canonical_time(entry.first_observed_at)[:10])
-            last = dt.date.fromisoformat(canonical_time(entry.last_observed_at)[:10])
+            first = dt.date.fromisoformat(canonical_timestamp(entry.first_observed_at)[:10])
+            last = dt.date.fromisoformat(canonical_timestamp(entry.last_observed_at)[:10])
             if (last - first).days > MAX_HINT_DAYS:
                 continue  # a window that wide is no hint worth a partition per day
             days.update(first + dt.timedelta(days=n) for n in range((last - first).days + 1))

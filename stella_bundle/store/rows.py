@@ -13,12 +13,12 @@ from typing import Any
 
 from msgspec import UNSET
 
-from ..canonical import canonical_record_bytes
+from ..canonical import canonical_bytes
 from ..coverage.fastdecode import PlainRecord, Record, decode_block
 from ..digests import PREFIXED_SHA256_RE
 from ..evidence.timecheck import ChunkTimes
 from ..formats.record import record_count
-from ..timeutil import format_timestamp, parse_timestamp
+from ..timeutil import canonical_timestamp
 from .base import COLUMNS, Row, StoreChunk, StoredFunctionMap
 
 _NODE_HASH = operator.attrgetter("node_hash")
@@ -38,19 +38,12 @@ __all__ = [
 ]
 
 
-def canonical_time(value: str) -> str:
-    """The canonical form (microseconds, Z) of a valid RFC 3339 timestamp."""
-    if len(value) == 27 and value[19] == "." and value.endswith("Z"):
-        return value
-    return format_timestamp(parse_timestamp(value))
-
-
 def day_of(canonical: str) -> dt.date:
     return dt.date.fromisoformat(canonical[:10])
 
 
 def record_row(chain_id: str, sequence: int, line: int, record: dict[str, Any]) -> Row:
-    observed = canonical_time(record["observed_at"])
+    observed = canonical_timestamp(record["observed_at"])
     first = record.get("first_observed_at")
     last = record.get("last_observed_at")
     return Row(
@@ -58,14 +51,14 @@ def record_row(chain_id: str, sequence: int, line: int, record: dict[str, Any]) 
         sequence,
         line,
         observed,
-        canonical_time(first) if first else observed,
-        canonical_time(last) if last else observed,
+        canonical_timestamp(first) if first else observed,
+        canonical_timestamp(last) if last else observed,
         record["node_hash"],
         record["function_name"],
         record["probe_type"],
         record_count(record),
         record.get("purl"),
-        canonical_record_bytes(record).decode("utf-8"),
+        canonical_bytes(record).decode("utf-8"),
     )
 
 

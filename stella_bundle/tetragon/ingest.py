@@ -38,7 +38,7 @@ _NOT_GATHERING: Final[_Gathered] = (None, Line("", 0, None), 0)
 
 
 @dataclass
-class IngestResult:
+class TetragonIngestResult:
     chain_id: str
     chain_dir: Path
     lines: int = 0
@@ -86,7 +86,7 @@ DISABLED: Final = {"enabled": False, "records": 0}
 class BridgeIngest:
     """What `tetragon ingest` prints: the chain it wrote, or that the bridge is disabled."""
 
-    result: IngestResult | None  # None: tetragon.enabled false, nothing read or written
+    result: TetragonIngestResult | None  # None: tetragon.enabled false, nothing read or written
 
     def to_dict(self) -> dict[str, Any]:
         return dict(DISABLED) if self.result is None else self.result.to_dict()
@@ -97,7 +97,7 @@ class BridgeIngest:
             return cls(None)
         values = read_flat(_IngestFields, data, source, "ingest")
         return cls(
-            IngestResult(
+            TetragonIngestResult(
                 values["chain_id"],
                 Path(values["chain_dir"]),
                 values["lines"],
@@ -140,7 +140,7 @@ class TetragonIngest:
         self.config = config
         self.source_name = source_name
         self.max_object_bytes = max_object_bytes
-        self.result = IngestResult(chain_id, evidence_dir / chain_id, node_name=node_name)
+        self.result = TetragonIngestResult(chain_id, evidence_dir / chain_id, node_name=node_name)
         self._writer: ChunkWriter | None = None
         self._reported_redactions: Counter[str] = Counter()
         self._reported_upstream = 0
@@ -346,7 +346,7 @@ class TetragonIngest:
             self._account()
             self._writer.close(final=False)
 
-    def close(self) -> IngestResult:
+    def close(self) -> TetragonIngestResult:
         self._account()
         writer = self._writer or self._open(None)
         writer.close(final=True)

@@ -44,7 +44,13 @@ from ..compression import compression_of
 from ..errors import InputError, InternalError, StellaError
 from ..evidence.encoding import encode_record
 from ..evidence.writer import ChunkWriter
-from .ingest import _NOT_GATHERING, MAX_NAMED_PROBLEMS, IngestResult, TetragonIngest, _Gathered
+from .ingest import (
+    _NOT_GATHERING,
+    MAX_NAMED_PROBLEMS,
+    TetragonIngest,
+    TetragonIngestResult,
+    _Gathered,
+)
 from .sources import Line, LineBlock, file_blocks, range_blocks
 
 # Inputs smaller than this are ingested in-process: starting the workers costs tens of ms.
@@ -384,7 +390,7 @@ def _work(
         # (its first event opens it: the parent opens the chain at the first such call).
         runner._writer = None
         runner._gathered = _NOT_GATHERING
-        runner.result = IngestResult(runner.chain_id, runner.result.chain_dir)
+        runner.result = TetragonIngestResult(runner.chain_id, runner.result.chain_dir)
         counts, upstream = Counter(mapper.counts), mapper.upstream_dropped
         error: StellaError | None = None
         lines = _Counted(_block_lines(block, max_line_bytes, 1))

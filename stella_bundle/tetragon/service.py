@@ -19,7 +19,7 @@ from ..evidence.config import WriterConfig
 from .analysis import HotSymbols, Timeline, hot_symbols, timeline
 from .config import TetragonConfig
 from .events import EventMapper
-from .ingest import IngestResult, TetragonIngest
+from .ingest import TetragonIngest, TetragonIngestResult
 from .nodes import NodeIndex
 from .privacy import PrivacyFilter
 from .sources import read_blocks
@@ -77,7 +77,7 @@ class RuntimeTraceService:
 
     def ingest_lines(
         self, data: bytes, signer: Signer, *, chain_id: str = "", source_name: str = "<request>"
-    ) -> IngestResult:
+    ) -> TetragonIngestResult:
         """Tetragon JSON lines (a request body) sealed into a chain, queryable at once."""
         runner = TetragonIngest(
             self.evidence_dir,
@@ -108,8 +108,8 @@ class NullRuntimeTraceService(RuntimeTraceService):
 
     def ingest_lines(
         self, data: bytes, signer: Signer, *, chain_id: str = "", source_name: str = "<request>"
-    ) -> IngestResult:
-        return IngestResult(chain_id, self.evidence_dir / chain_id)
+    ) -> TetragonIngestResult:
+        return TetragonIngestResult(chain_id, self.evidence_dir / chain_id)
 
 
 def runtime_trace_service(

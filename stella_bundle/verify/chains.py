@@ -1,6 +1,6 @@
 """The bundle's evidence chains, judged by the one chain verifier (`evidence.chain`).
 
-Each chain's members are fed to a `ChainVerification` as the archive streams by: a chunk's
+Each chain's members are fed to a `ChainStateMachine` as the archive streams by: a chunk's
 measure (taken by the bundle's single record pass, `records.RecordPass`), a seal's bytes, the
 prune record. No chain rule lives here: this module only turns the verifier's findings into the
 `evidence-chains` step (every error finding fails it, the finding code leading the message)
@@ -26,7 +26,7 @@ from ..errors import (
     SchemaValidationError,
     StellaError,
 )
-from ..evidence.chain import ChainVerification, ChainVerifyOptions
+from ..evidence.chain import ChainStateMachine, ChainVerifyOptions
 from ..evidence.measure import ChunkMeasure
 from ..evidence.prune_record import parse_prune_record
 from ..evidence.report import ERROR, GAP, ChainReport
@@ -49,10 +49,10 @@ class ChainVerifier:
         self.trust_root = trust_root
         self.steps = steps
         self.now = now
-        self.machines: dict[str, ChainVerification] = {}
+        self.machines: dict[str, ChainStateMachine] = {}
         self.reports: dict[str, ChainReport] = {}
 
-    def _machine(self, chain_id: str) -> ChainVerification:
+    def _machine(self, chain_id: str) -> ChainStateMachine:
         if chain_id not in self.machines:
             if not CHAIN_ID_RE.match(chain_id):
                 # Judged like any member the layout does not allow; the pass goes on so that
@@ -66,7 +66,7 @@ class ChainVerifier:
                 )
                 chain_id = _INVALID
             if chain_id not in self.machines:
-                self.machines[chain_id] = ChainVerification(
+                self.machines[chain_id] = ChainStateMachine(
                     chain_id,
                     self.trust_root,
                     location=f"evidence/{chain_id}",

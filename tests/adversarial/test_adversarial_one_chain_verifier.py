@@ -4,7 +4,7 @@ The same chain (valid, and each tampering class: broken link, gap, reordered, ta
 pruned with a valid prune record, pruned with a prune record signed by an untrusted key,
 pruned without a prune record) is given to `signals verify-chain` as a directory and to
 `bundle verify` as members streamed out of an archive built from it. Both feed the one
-`evidence.chain.ChainVerification`, so the findings are the same list, and the verdict (pass or
+`evidence.chain.ChainStateMachine`, so the findings are the same list, and the verdict (pass or
 the evidence-chains step failing) is the same. The prune-acceptance branch (a signed prune
 record explains the missing start, the chain passes) runs through both entry points.
 """

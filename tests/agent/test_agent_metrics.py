@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stella_bundle.agent.endpoint import Health, parse_listen
+from stella_bundle.agent.endpoint import HealthState, parse_listen
 from stella_bundle.agent.metrics import CATALOGUE, AgentMetrics
 from stella_bundle.errors import ConfigError
 
@@ -71,7 +71,7 @@ def test_bad_listen_addresses_are_refused_naming_the_option(text: str) -> None:
 
 def test_health_follows_the_loop_and_readiness_its_owner() -> None:
     now = [100.0]
-    health = Health(30.0, clock=lambda: now[0])
+    health = HealthState(30.0, clock=lambda: now[0])
     assert health.liveness() == (True, "ok")
     assert health.readiness() == (False, "probes not attached yet")
     health.ready()

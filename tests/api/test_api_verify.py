@@ -12,7 +12,7 @@ from api_support import chain_upload, records, signed_bytes, statement, statemen
 from stella_bundle.api import verify_route
 from stella_bundle.api.deps import JsonBodyRoute
 from stella_bundle.api.models import decode_verify_body
-from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 
 
 def _without_source(report: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def test_verify_report_equals_cli_report(
     digest, map_path = _post_signed_map(api_env, test_keys, tmp_path, 20)
     observed = records(300, 20, skip=3, stray=4)
     ndjson = tmp_path / "obs.ndjson"
-    ndjson.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in observed))
+    ndjson.write_bytes(b"".join(canonical_bytes(r) + b"\n" for r in observed))
     for body_extra, cli_extra in (
         ({}, []),
         (

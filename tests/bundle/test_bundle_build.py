@@ -106,15 +106,15 @@ def test_layout_and_manifest_list_every_file(built_bundle: Path) -> None:
 def test_observations_view_is_sorted_canonical_and_complete(
     built_bundle: Path, bundle_inputs: BundleInputs
 ) -> None:
-    from stella_bundle.canonical import canonical_record_bytes
+    from stella_bundle.canonical import canonical_bytes
 
     with tarfile.open(built_bundle, "r:gz") as tar:
         name = next(n for n in tar.getnames() if n.startswith("observations/"))
         lines = tar.extractfile(name).read().splitlines()  # type: ignore[union-attr]
     records = [json.loads(line) for line in lines]
-    assert [canonical_record_bytes(r) for r in records] == lines
+    assert [canonical_bytes(r) for r in records] == lines
     assert [r["observed_at"] for r in records] == sorted(r["observed_at"] for r in records)
-    assert sorted(lines) == sorted(canonical_record_bytes(r) for r in bundle_inputs.records)
+    assert sorted(lines) == sorted(canonical_bytes(r) for r in bundle_inputs.records)
 
 
 def test_probes_are_shipped_with_their_lock(

@@ -22,7 +22,7 @@ from securesystemslib.signer import CryptoSigner
 
 from stella_bundle.attest.dsse import envelope_bytes, sign_statement
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
-from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage import VerifyOptions, verify_files, verify_map_files
 from stella_bundle.coverage import engine as engine_module
 from stella_bundle.coverage import scan as scan_module
@@ -84,11 +84,11 @@ def lines(draw: st.DrawFn, nodes: list[tuple[str, str]]) -> bytes:
     if kind == "spaced":
         return json.dumps(record, indent=None).encode() + b"\n"  # ", " and ": ": not canonical
     if kind == "duplicate":
-        text = canonical_record_bytes(record).decode()
+        text = canonical_bytes(record).decode()
         return ('{"probe_type":"kprobe",' + text[1:]).encode() + b"\n"
     if kind == "blank":
         return b"\n"
-    return canonical_record_bytes(record) + b"\n"
+    return canonical_bytes(record) + b"\n"
 
 
 BAD = [b"{oops\n", b'{"node_hash":1}\n', b"\xff\n"]
@@ -167,7 +167,7 @@ def test_map_read_during_the_scan_gives_its_own_error_first(
     monkeypatch.setattr(engine_module, "PARALLEL_MIN_BYTES", 1)
     fmap = maps["scoped"]
     node = fmap.expected_paths[0].nodes[0]
-    line = canonical_record_bytes(
+    line = canonical_bytes(
         {
             "node_hash": node.node_hash,
             "function_name": node.symbol,
@@ -209,7 +209,7 @@ def test_a_worker_that_dies_is_an_internal_error_not_a_hang(
     monkeypatch.setattr(engine_module, "_scan_unit", _die)  # inherited by the forked workers
     fmap = maps["plain"]
     node = fmap.expected_paths[0].nodes[0]
-    line = canonical_record_bytes(
+    line = canonical_bytes(
         {
             "node_hash": node.node_hash,
             "function_name": node.symbol,

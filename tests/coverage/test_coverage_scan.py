@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage.fastdecode import DecodedRecords, PlainRecord, Record
 from stella_bundle.coverage.patterns import CANONICAL_LINE
 from stella_bundle.coverage.scan import ObservationAggregator
@@ -117,7 +117,7 @@ def test_fast_scan_matches_full_validation(
             )  # spaces, escapes: full path
         else:
             try:
-                lines.append(canonical_record_bytes(value))
+                lines.append(canonical_bytes(value))
             except InputError:
                 lines.append(json.dumps(value).encode())
     path = tmp_path / "obs.ndjson"
@@ -132,7 +132,7 @@ def test_regex_rejects_what_validation_rejects() -> None:
         "observed_at": TIMES[0],
         "probe_type": "uprobe",
     }
-    assert CANONICAL_LINE.fullmatch(canonical_record_bytes(base).decode())
+    assert CANONICAL_LINE.fullmatch(canonical_bytes(base).decode())
     for change in (
         {"count": 0},
         {"pid": 2**53},
@@ -153,23 +153,19 @@ def test_impossible_dates_in_canonical_lines_name_the_line(tmp_path: Path) -> No
         "observed_at": TIMES[0],
         "probe_type": "usdt",
     }
-    good = canonical_record_bytes(base)
+    good = canonical_bytes(base)
     for stamp in (
         "2026-04-31T00:00:00.000000Z",
         "2025-02-29T00:00:00.000000Z",
         "0000-01-01T00:00:00.000000Z",
     ):
         path = tmp_path / "obs.ndjson"
-        path.write_bytes(
-            good + b"\n" + canonical_record_bytes({**base, "observed_at": stamp}) + b"\n"
-        )
+        path.write_bytes(good + b"\n" + canonical_bytes({**base, "observed_at": stamp}) + b"\n")
         with pytest.raises(InputError) as caught:
             scanned(path)
         assert caught.value.line == 2 and caught.value.field == "observed_at"
     path.write_bytes(
-        good
-        + b"\n"
-        + canonical_record_bytes({**base, "observed_at": "2024-02-29T00:00:00.000000Z"})
+        good + b"\n" + canonical_bytes({**base, "observed_at": "2024-02-29T00:00:00.000000Z"})
     )
     assert scanned(path)[HASHES[1]][2] == "2026-01-23T00:00:00.000000Z"
 
@@ -181,7 +177,7 @@ def test_crlf_blank_lines_and_no_final_newline(tmp_path: Path) -> None:
         "observed_at": TIMES[0],
         "probe_type": "usdt",
     }
-    line = canonical_record_bytes(base)
+    line = canonical_bytes(base)
     path = tmp_path / "obs.ndjson"
     path.write_bytes(line + b"\r\n\n" + line + b"\n   \n" + line)
     assert scanned(path)[HASHES[1]][0] == 3
@@ -202,7 +198,7 @@ def test_block_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size:
         for i in range(50)
     ]
     path = tmp_path / "obs.ndjson"
-    path.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in rows))
+    path.write_bytes(b"".join(canonical_bytes(r) + b"\n" for r in rows))
     assert scanned(path) == reference(path)
     data = path.read_bytes().splitlines(keepends=True)
     data[37] = b"{broken\n"
@@ -231,7 +227,7 @@ def test_uniform_shapes_match_full_validation(tmp_path: Path, keys: set[str], da
     lines = []
     for row in rows:
         try:
-            lines.append(canonical_record_bytes(row))
+            lines.append(canonical_bytes(row))
         except InputError:
             lines.append(json.dumps(row, sort_keys=True, separators=(",", ":")).encode())
     path = tmp_path / "obs.ndjson"
@@ -258,7 +254,7 @@ def test_scan_stream_public_api(tmp_path: Path) -> None:
         "observed_at": TIMES[0],
         "probe_type": "fentry",
     }
-    data = canonical_record_bytes(base) + b"\n" + b"{nope\n"
+    data = canonical_bytes(base) + b"\n" + b"{nope\n"
     aggregator = ObservationAggregator()
     with pytest.raises(InputError) as caught:
         aggregator.scan_stream(io.BytesIO(data), "bundle.tgz!evidence/c/0000000001.ndjson.zst")
@@ -299,7 +295,7 @@ def test_plain_and_full_decoding_with_a_window(
     """Plain records (decoded without count/first/last fields) and full ones, under a time
     window: the same counts, window exclusions and errors as full validation."""
     path = tmp_path / "obs.ndjson"
-    path.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in batch))
+    path.write_bytes(b"".join(canonical_bytes(r) + b"\n" for r in batch))
     window_from, window_to = window
 
     def windowed_reference(path: Path) -> tuple[dict[str, int], int]:

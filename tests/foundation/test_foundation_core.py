@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 from pathlib import Path
 
 import pytest
 
 from stella_bundle import cli
+from stella_bundle.digests import HashingWriter
 from stella_bundle.errors import InputError, MalformedDocumentError, VerificationFailure
 from stella_bundle.fsutil import atomic_writer, write_bytes_atomic
 from stella_bundle.jsonio import load_json, load_json_object
-from stella_bundle.timeutil import build_time, format_timestamp, parse_timestamp
+from stella_bundle.timeutil import (
+    build_time,
+    canonical_timestamp,
+    format_timestamp,
+    parse_timestamp,
+)
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -62,6 +70,24 @@ def test_timestamps_round_trip_and_reject_naive() -> None:
         parse_timestamp("2026-01-23T00:00:00")
     with pytest.raises(ValueError, match="not an RFC 3339"):
         parse_timestamp("yesterday")
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        ("2026-01-23T00:00:00.000001Z", "2026-01-23T00:00:00.000001Z"),
+        ("2026-01-23T00:00:00Z", "2026-01-23T00:00:00.000000Z"),
+        ("2026-01-23T01:02:03.5+02:00", "2026-01-22T23:02:03.500000Z"),
+        ("2026-01-23T00:00:00.123456789Z", "2026-01-23T00:00:00.123456Z"),
+    ],
+)
+def test_canonical_timestamp(value: str, canonical: str) -> None:
+    assert canonical_timestamp(value) == canonical
+
+
+def test_canonical_timestamp_refuses_what_is_not_a_timestamp() -> None:
+    with pytest.raises(ValueError, match="not an RFC 3339"):
+        canonical_timestamp("yesterday")
 
 
 def test_build_time_honours_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,3 +148,20 @@ def test_python_dash_m_entrypoint_runs() -> None:
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("stella ")
     assert cli.main(["--version"]) == 0
+
+
+def test_hashing_writer_hashes_counts_and_passes_on() -> None:
+    inner = io.BytesIO()
+    writer = HashingWriter(inner)
+    for piece in (b"abc", b"", b"\x00" * 70000):
+        assert writer.write(piece) == len(piece)
+    writer.flush()
+    data = b"abc" + b"\x00" * 70000
+    assert inner.getvalue() == data
+    assert (writer.digest.hexdigest(), writer.count) == (
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )
+    alone = HashingWriter()  # no inner: measured only
+    alone.write(data)
+    assert alone.digest.hexdigest() == writer.digest.hexdigest()

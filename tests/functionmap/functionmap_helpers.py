@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from stella_bundle.canonical import canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.functionmap.generate import GenerateOptions, generate_function_map
 
@@ -86,7 +86,7 @@ def record(
 
 
 def write_ndjson(path: Path, records: Iterable[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in records))
+    path.write_bytes(b"".join(canonical_bytes(r) + b"\n" for r in records))
     return path
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
-from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import (
@@ -102,7 +102,7 @@ def write_inputs(directory: Path, collector_signer: Any) -> Inputs:
     map_path = directory / "function-map.json"
     map_path.write_bytes(canonical_bytes(function_map()))
     observations = directory / "obs.ndjson"
-    observations.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in records()))
+    observations.write_bytes(b"".join(canonical_bytes(r) + b"\n" for r in records()))
     evidence = directory / "evidence"
     info = CollectorInfo("report-test", "host-1", None, "0.1.0", None)
     with ChunkWriter.open(

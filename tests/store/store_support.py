@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stella_bundle.canonical import canonical_bytes, canonical_record_bytes
+from stella_bundle.canonical import canonical_bytes
 from stella_bundle.evidence.config import WriterConfig
 from stella_bundle.evidence.writer import ChunkWriter
 from stella_bundle.formats.function_map import FunctionMap
@@ -91,7 +91,7 @@ def write_chain(
 
 
 def write_ndjson(path: Path, records: Iterable[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(canonical_record_bytes(r) + b"\n" for r in records))
+    path.write_bytes(b"".join(canonical_bytes(r) + b"\n" for r in records))
     return path
 
 

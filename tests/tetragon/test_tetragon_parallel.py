@@ -34,7 +34,7 @@ from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.tetragon import parallel
 from stella_bundle.tetragon.events import EventMapper
-from stella_bundle.tetragon.ingest import IngestResult, TetragonIngest
+from stella_bundle.tetragon.ingest import TetragonIngest, TetragonIngestResult
 from stella_bundle.tetragon.nodes import NodeIndex
 from stella_bundle.tetragon.privacy import PrivacyFilter, PrivacyPolicy
 
@@ -96,7 +96,7 @@ def ingest(
     *,
     workers: bool,
     processes: int | None = None,
-) -> IngestResult:
+) -> TetragonIngestResult:
     loaded = load_function_map(fm_path, None)
     policy = PrivacyPolicy.from_section({"allow_arguments": ["url"]}, None)
     runner = TetragonIngest(

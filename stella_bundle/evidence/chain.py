@@ -1,11 +1,19 @@
 """Verification of an evidence chain: seals, signatures, links, chunk digests, named findings.
 
 The chain rules exist once, in `ChainStateMachine`: a state machine fed events (a seal's bytes,
-a chunk's measure, the prune record, stray names) in any order, that decides when finished.
+a chunk's measure, the prune record, stray names) in any order. Told the chain's layout (which
+seals and whether a prune record will come: a directory listing), it decides each finding as
+soon as the events it depends on have arrived and reports it then (`on_finding`, `decided`):
+a broken link when the seal after the break arrives, a tampered chunk when its measure does,
+so a caller can stop at the first error instead of reading the rest of the chain. `finish`
+decides what only the whole chain can say (gaps, the final seal, loss, stray files) and gives
+the report, whose findings are in the fixed order of the steps below whatever the order of
+events, so one chain gives one report however it was fed.
 `signals verify-chain` feeds it a directory (`verify_chain`, `verify_chain_files`: chunks
-measured in parallel from an opener); `bundle verify` feeds it the members streamed out of the
-archive (`verify.chains`: chunks measured by the bundle's one record pass). Both therefore give
-the same findings on the same chain.
+measured in parallel from an opener), store ingest the same directory with each chunk measured
+as it is stored; `bundle verify` feeds it the members streamed out of the archive
+(`verify.chains`: chunks measured by the bundle's one record pass). All therefore give the same
+findings on the same chain.
 Steps, in order: prune record → seals parsed → signatures (collector role) → chunk digests →
 sequence coverage → `previous` links → final seal → loss.
 
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +154,7 @@ def verify_chain_files(
     machine = ChainStateMachine(
         chain_id, trust_root, location=location or chain_id, options=options or ChainVerifyOptions()
     )
+    machine.expect(seals, prune_record=prune_record is not None)
     if prune_record is not None:
         machine.prune_record(prune_record)
     for sequence in sorted(seals):
@@ -170,13 +180,22 @@ class ChainFiles:
         return open_regular_file(self.directory / chunk_name(sequence))
 
     def machine(
-        self, trust_root: TrustRoot | None, options: ChainVerifyOptions
+        self,
+        trust_root: TrustRoot | None,
+        options: ChainVerifyOptions,
+        on_finding: Callable[[Finding], None] | None = None,
     ) -> ChainStateMachine:
-        """The chain's verification, fed every file; chunks not measured by the caller
-        (`ChainStateMachine.chunk`) are measured through the opener when it finishes."""
+        """The chain's verification, fed every file but the chunks; chunks not measured by the
+        caller (`ChainStateMachine.chunk`) are measured through the opener when it finishes.
+        The seals' and links' findings are decided on return (`decided`)."""
         machine = ChainStateMachine(
-            self.chain_id, trust_root, location=str(self.directory), options=options
+            self.chain_id,
+            trust_root,
+            location=str(self.directory),
+            options=options,
+            on_finding=on_finding,
         )
+        machine.expect(self.seals, prune_record=self.prune_record is not None)
         if self.prune_record is not None:
             machine.prune_record(self.prune_record)
         for sequence in sorted(self.seals):
@@ -248,15 +267,30 @@ def verify_evidence(
     return [verify_chain(d, root, **kwargs) for d in directories]
 
 
+# Where a finding stands in the report: (step, part, sequence, order of decision). The steps run
+# per sequence as events allow, so the report sorts by this key to keep one fixed order.
+_PRUNE_STEP, _SEAL_STEP, _CHUNK_STEP, _COVERAGE_STEP, _TAIL_STEP, _FILES_STEP, _LAST_STEP = range(7)
+_FindingKey = tuple[int, int, int, int]
+
+
 class ChainStateMachine:
-    """The evidence-chain rules over one chain, fed events, decided by `finish`.
+    """The evidence-chain rules over one chain, fed events, each finding reported when decided.
 
     Events, in any order (a directory gives its prune record first, an archive last):
     `prune_record(bytes)`, `seal(sequence, bytes)` (parsed on arrival: the caller learns at
     once whether it is malformed), `chunk(sequence, measure)` for a chunk already measured (the
-    bundle's record pass), or `chunks_from(opener, sequences)` for chunks measured when
-    finishing (in parallel, each bounded by its seal's declared size), `other(name)` for any
-    other file of the chain's directory.
+    bundle's record pass, store ingest), or `chunks_from(opener, sequences)` for chunks measured
+    when finishing (in parallel, each bounded by its seal's declared size), `other(name)` for
+    any other file of the chain's directory.
+
+    `expect(seals, prune_record=...)` declares which seals and whether a prune record will be
+    fed. With it, a seal's rules (signature, sequence, times) and its link are decided as soon
+    as it and every expected seal before it have arrived, and a chunk's as soon as its measure
+    and its seal are in (a chunk that matches no seal waits for every seal: it may be another
+    sequence's chunk). Without it nothing can be known not to come, and all is decided by
+    `finish`. Each decided finding goes to `on_finding` and `decided` at once; it is final (the
+    report holds it as it was reported). An event the declaration did not announce stops early
+    decisions: the rest is decided by `finish`, over everything fed.
     """
 
     def __init__(
@@ -267,15 +301,20 @@ class ChainStateMachine:
         location: str = "",
         options: ChainVerifyOptions | None = None,
         now: dt.datetime | None = None,
+        on_finding: Callable[[Finding], None] | None = None,
     ) -> None:
         validate_chain_id(chain_id)
         self.chain_id = chain_id
         self.trust_root = trust_root
         self.verifier = AttestationVerifier(trust_root, now=now) if trust_root is not None else None
         self.options = options or ChainVerifyOptions()
+        self.on_finding = on_finding
         self.report = ChainReport(
             chain_id, location or chain_id, trust_root_used=trust_root is not None
         )
+        self.decided: list[Finding] = []  # every finding, in the order decided
+        self._keyed: list[tuple[_FindingKey, Finding]] = []
+        self._order = itertools.count()
         self.seals: dict[int, ParsedSeal | StellaError] = {}
         self.seal_digests: dict[int, str] = {}
         self.measures: dict[int, ChunkMeasure | str] = {}
@@ -289,16 +328,49 @@ class ChainStateMachine:
         self.start = 1
         self.signatures_usable = self.verifier is not None
         self.now = now or utc_now()
-        self._seals_checked = False
+        # What is decided so far, step by step.
+        self._expected_seals: set[int] | None = None  # None: no layout declared
+        self._seal_order: list[int] = []  # the expected seals, ascending
+        self._next_seal = 0  # index in _seal_order of the next seal to decide
+        self._arrived = 0  # how many expected seals have arrived
+        self._pending_chunks: set[int] = set()  # measured, not decided yet
+        self._prune_expected = False
+        self._streaming = False
+        self._prune_checked = False
+        self._times = ChainTimes()
+        self._seals_done: set[int] = set()
+        self._incomplete: list[int] = []  # seals of pruned sequences still present
+        self._first_present: int | None = None
+        self._coverage_start = 1  # where the chain starts for its gaps (a declared start)
+        self._chunks_done: set[int] = set()
 
     # --- events ------------------------------------------------------------------------------
 
+    def expect(self, seals: Iterable[int], *, prune_record: bool) -> None:
+        """Declare the chain's layout before feeding it: every seal sequence that will be fed,
+        and whether a prune record will be. Lets findings be decided as events arrive."""
+        self._expected_seals = set(seals)
+        self._seal_order = sorted(self._expected_seals)
+        self._prune_expected = prune_record
+        self._streaming = True
+        self._advance()
+
     def prune_record(self, data: bytes) -> None:
+        if self.prune_bytes is not None or (self._streaming and not self._prune_expected):
+            self._streaming = False  # not announced: decided at the end over everything fed
         self.prune_bytes = data
+        self._advance()
 
     def seal(self, sequence: int, data: bytes) -> StellaError | None:
         """Take one seal file; return why it is malformed (it is also a finding), or None."""
+        if sequence in self.seals or (
+            self._expected_seals is not None and sequence not in self._expected_seals
+        ):
+            self._streaming = False  # not announced, or fed twice: decided at the end
+        else:
+            self._arrived += 1
         self.seal_digests[sequence] = seal_digest(data)
+        malformed: StellaError | None = None
         try:
             # The statement's dict is not consulted again (the predicate holds it, typed): not
             # kept, so that a long chain streamed out of an archive costs less per seal.
@@ -306,14 +378,18 @@ class ChainStateMachine:
                 parse_seal(data, seal_name(sequence)), statement={}
             )
         except (MalformedDocumentError, StatementError) as exc:
-            self.seals[sequence] = exc
-            return exc
-        return None
+            self.seals[sequence] = malformed = exc
+        self._advance()
+        return malformed
 
     def chunk(self, sequence: int, measure: ChunkMeasure | str) -> None:
         """A chunk measured by the caller, or why it could not be ("missing", "unreadable")."""
+        if sequence in self.measures:
+            self._streaming = False  # fed twice: decided at the end
         self.chunk_sequences.add(sequence)
         self.measures[sequence] = measure
+        self._pending_chunks.add(sequence)
+        self._advance()
 
     def chunks_from(self, opener: ChunkOpener, sequences: Iterable[int]) -> None:
         self.opener = opener
@@ -322,50 +398,80 @@ class ChainStateMachine:
     def other(self, name: str) -> None:
         self.other_names.append(name)
 
-    def finish(self) -> ChainReport:
-        return self.run()
-
     def entry(self, sequence: int) -> ChunkEntry:
         if sequence not in self.entries:
             self.entries[sequence] = ChunkEntry(sequence)
         return self.entries[sequence]
 
-    def seals_first(self) -> ChainReport:
-        """Steps 1 to 3 now (prune record, seals, signatures), once: a caller that measures the
-        chunks itself while it reads them learns first which seals stand and who signed them.
-        `finish` then runs the remaining steps; the report is the one `finish` alone gives."""
-        if not self._seals_checked:
-            self._seals_checked = True
-            self.check_prune_record()
-            self.check_seals()
-        return self.report
+    def _add(
+        self, where: tuple[int, int, int], code: str, severity: str, message: str, **details: Any
+    ) -> None:
+        """Decide a finding: `where` places it in the report (step, part, sequence)."""
+        finding = Finding(code, severity, message, **details)
+        self._keyed.append(((*where, next(self._order)), finding))
+        self.decided.append(finding)
+        if self.on_finding is not None:
+            self.on_finding(finding)
 
-    def run(self) -> ChainReport:
-        self.seals_first()
-        self.check_chunks()
-        self.check_coverage_and_links()
-        self.check_final_and_loss()
-        self.check_other_files()
-        if self.trust_root is None:
-            severity = ERROR if self.options.require_signatures else WARNING
-            self.report.add(
-                SIGNATURES_NOT_CHECKED,
-                severity,
-                "no trust root given: seal signatures and signer roles were NOT checked "
-                "(digests and links only); pass --trust-root to verify who sealed the chain",
-            )
-        self.report.chunks = [self.entries[s] for s in sorted(self.entries)]
-        return self.report
+    # --- deciding as events arrive -------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Decide what the events so far decide (nothing unless a layout was declared)."""
+        if not self._streaming:
+            return
+        if not self._prune_checked:
+            if self._prune_expected and self.prune_bytes is None:
+                return  # the prune record moves the chain's start: wait for it
+            self.check_prune_record()
+        # Seals in sequence order: each once it and every expected seal before it are in.
+        order = self._seal_order
+        while self._next_seal < len(order):
+            sequence = order[self._next_seal]
+            if sequence not in self.seals or self._misplaced_undecided(sequence):
+                break
+            self._next_seal += 1
+            self.decide_seal(sequence)
+        for sequence in sorted(self._pending_chunks):
+            if self._decide_chunk(sequence, final=False):
+                self._pending_chunks.discard(sequence)
+
+    def _misplaced_undecided(self, sequence: int) -> bool:
+        """A seal holding another sequence's statement with no twin yet: a duplicate or a
+        reordered seal, told apart once every seal is in."""
+        seal = self.seals[sequence]
+        return (
+            isinstance(seal, ParsedSeal)
+            and seal.predicate.chain_id == self.chain_id
+            and seal.predicate.sequence != sequence
+            and self._arrived < len(self._seal_order)
+            and not self._twins(sequence)
+        )
+
+    def decide_seal(self, sequence: int) -> None:
+        """A seal's rules (signature, sequence, times) and its link; in sequence order."""
+        self._seals_done.add(sequence)
+        self.check_seal(sequence)
+        if sequence >= self.start:
+            self.check_first_and_link(sequence)
+
+    def _twins(self, sequence: int) -> list[int]:
+        digest = self.seal_digests[sequence]
+        return [s for s, other in self.seal_digests.items() if s != sequence and other == digest]
 
     # --- step 1: prune record ----------------------------------------------------------------
 
     def check_prune_record(self) -> None:
+        if self._prune_checked:
+            return
+        self._prune_checked = True
         if self.prune_bytes is None:
             return
+        key = (_PRUNE_STEP, 0, 0)
         try:
             parsed = parse_prune_record(self.prune_bytes, PRUNE_RECORD_NAME)
         except MalformedDocumentError as exc:
-            self.report.add(
+            self._add(
+                key,
                 PRUNE_REJECTED,
                 ERROR,
                 f"prune record is malformed: {exc.describe()}",
@@ -376,7 +482,8 @@ class ChainStateMachine:
         signers: list[str] = []
         accepted = True
         if record.chain_id != self.chain_id:
-            self.report.add(
+            self._add(
+                key,
                 PRUNE_REJECTED,
                 ERROR,
                 f"prune record names chain {record.chain_id!r}",
@@ -391,7 +498,8 @@ class ChainStateMachine:
                 signers = [k.keyid for k in keys]
             except (SignatureError, RoleError, ThresholdNotMetError, ExpiredTrustRootError) as exc:
                 accepted = False
-                self.report.add(
+                self._add(
+                    key,
                     PRUNE_REJECTED,
                     ERROR,
                     f"prune record not signed by a trusted collector key: {exc.message}; the "
@@ -400,8 +508,12 @@ class ChainStateMachine:
                 )
         elif not parsed.envelope.signatures:
             accepted = False
-            self.report.add(
-                PRUNE_REJECTED, ERROR, "prune record carries no signature", file=PRUNE_RECORD_NAME
+            self._add(
+                key,
+                PRUNE_REJECTED,
+                ERROR,
+                "prune record carries no signature",
+                file=PRUNE_RECORD_NAME,
             )
         else:
             signers = [s.keyid for s in parsed.envelope.signatures]
@@ -416,10 +528,11 @@ class ChainStateMachine:
         if not accepted:
             return
         self.prune = record
-        self.start = record.last_sequence + 1
+        self.start = self._coverage_start = record.last_sequence + 1
         self.report.loss.add(record.loss_removed)
         by = ", ".join(k[:16] for k in signers) or "unchecked key"
-        self.report.add(
+        self._add(
+            key,
             PRUNED,
             INFO,
             f"sequences {record.first_sequence}-{record.last_sequence} ({record.records_removed} "
@@ -429,96 +542,103 @@ class ChainStateMachine:
 
     # --- step 2 and 3: seals and their signatures ------------------------------------------------
 
-    def check_seals(self) -> None:
-        incomplete = []
-        times = ChainTimes()
-        for sequence in sorted(self.seals):
-            seal = self.seals[sequence]
-            name = seal_name(sequence)
-            if sequence < self.start:
-                incomplete.append(sequence)
-                continue
-            entry = self.entry(sequence)
-            entry.seal_file = name
-            entry.seal_sha256 = self.seal_digests[sequence]
-            if isinstance(seal, StellaError):
-                entry.signature = "failed"
-                exc = seal
-                self.report.add(
-                    TAMPERED_SEAL,
-                    ERROR,
-                    f"seal is malformed: {exc.describe()}",
-                    sequence=sequence,
-                    file=name,
-                )
-                continue
-            self.check_signature(seal, entry, name)
-            predicate = seal.predicate
-            entry.reason, entry.final, entry.sealed_at = (
-                predicate.reason,
-                predicate.final,
-                predicate.sealed_at,
+    def check_seal(self, sequence: int) -> None:
+        seal = self.seals[sequence]
+        name = seal_name(sequence)
+        if sequence < self.start:
+            self._incomplete.append(sequence)
+            return
+        key = (_SEAL_STEP, 0, sequence)
+        entry = self.entry(sequence)
+        entry.seal_file = name
+        entry.seal_sha256 = self.seal_digests[sequence]
+        if isinstance(seal, StellaError):
+            entry.signature = "failed"
+            self._add(
+                key,
+                TAMPERED_SEAL,
+                ERROR,
+                f"seal is malformed: {seal.describe()}",
+                sequence=sequence,
+                file=name,
             )
-            entry.first_observed_at = predicate.first_observed_at
-            entry.last_observed_at = predicate.last_observed_at
-            entry.loss = predicate.loss.to_dict()
-            if predicate.chain_id != self.chain_id:
-                self.report.add(
-                    WRONG_CHAIN,
-                    ERROR,
-                    f"seal belongs to chain {predicate.chain_id!r}, not {self.chain_id!r}",
-                    sequence=sequence,
-                    file=name,
-                )
-                continue
-            if predicate.sequence != sequence:
-                digest = self.seal_digests[sequence]
-                twins = [
-                    s for s, other in self.seal_digests.items() if s != sequence and other == digest
-                ]
-                code = DUPLICATED if twins else REORDERED
-                what = (
-                    f"a copy of seal {twins[0]}"
-                    if twins
-                    else f"the seal of sequence {predicate.sequence}"
-                )
-                self.report.add(
-                    code,
-                    ERROR,
-                    f"file {name} holds {what}",
-                    sequence=sequence,
-                    file=name,
-                    expected=str(sequence),
-                    actual=str(predicate.sequence),
-                )
-                continue
-            for problem in seal_time_findings(predicate, times, self.now):
-                self.report.add(problem.code, ERROR, problem.message, sequence=sequence, file=name)
-            times.advance(predicate)
-            self.parsed[sequence] = seal
-        if incomplete and self.prune is not None:
-            last = self.prune.last_sequence
-            if last in self.seals and self.seal_digests[last] != self.prune.last_seal_sha256:
-                self.report.add(
-                    BROKEN_LINK,
-                    ERROR,
-                    f"seal {last} differs from the one the prune record names",
-                    sequence=last,
-                    file=seal_name(last),
-                    expected=self.prune.last_seal_sha256,
-                    actual=self.seal_digests[last],
-                )
-            self.report.add(
-                PRUNE_INCOMPLETE,
-                WARNING,
-                f"files of pruned sequences {incomplete[0]}-{incomplete[-1]} are still present "
-                "(an interrupted prune; rerun it); they were not verified",
+            return
+        self.check_signature(seal, entry, name)
+        predicate = seal.predicate
+        entry.reason, entry.final, entry.sealed_at = (
+            predicate.reason,
+            predicate.final,
+            predicate.sealed_at,
+        )
+        entry.first_observed_at = predicate.first_observed_at
+        entry.last_observed_at = predicate.last_observed_at
+        entry.loss = predicate.loss.to_dict()
+        if predicate.chain_id != self.chain_id:
+            self._add(
+                key,
+                WRONG_CHAIN,
+                ERROR,
+                f"seal belongs to chain {predicate.chain_id!r}, not {self.chain_id!r}",
+                sequence=sequence,
+                file=name,
             )
+            return
+        if predicate.sequence != sequence:
+            twins = self._twins(sequence)
+            code = DUPLICATED if twins else REORDERED
+            what = (
+                f"a copy of seal {twins[0]}"
+                if twins
+                else f"the seal of sequence {predicate.sequence}"
+            )
+            self._add(
+                key,
+                code,
+                ERROR,
+                f"file {name} holds {what}",
+                sequence=sequence,
+                file=name,
+                expected=str(sequence),
+                actual=str(predicate.sequence),
+            )
+            return
+        for problem in seal_time_findings(predicate, self._times, self.now):
+            self._add(key, problem.code, ERROR, problem.message, sequence=sequence, file=name)
+        self._times.advance(predicate)
+        self.parsed[sequence] = seal
+
+    def check_incomplete_prune(self) -> None:
+        """After every seal: the pruned sequences' files still present (an interrupted prune)."""
+        incomplete = self._incomplete
+        if not incomplete or self.prune is None:
+            return
+        key = (_SEAL_STEP, 1, 0)
+        last = self.prune.last_sequence
+        if last in self.seals and self.seal_digests[last] != self.prune.last_seal_sha256:
+            self._add(
+                key,
+                BROKEN_LINK,
+                ERROR,
+                f"seal {last} differs from the one the prune record names",
+                sequence=last,
+                file=seal_name(last),
+                expected=self.prune.last_seal_sha256,
+                actual=self.seal_digests[last],
+            )
+        self._add(
+            key,
+            PRUNE_INCOMPLETE,
+            WARNING,
+            f"files of pruned sequences {incomplete[0]}-{incomplete[-1]} are still present "
+            "(an interrupted prune; rerun it); they were not verified",
+        )
 
     def check_signature(self, seal: ParsedSeal, entry: ChunkEntry, name: str) -> None:
+        key = (_SEAL_STEP, 0, entry.sequence)
         if not seal.envelope.signatures:
             entry.signature = "unsigned"
-            self.report.add(
+            self._add(
+                key,
                 UNSIGNED_SEAL,
                 ERROR,
                 "seal carries no signature",
@@ -533,21 +653,22 @@ class ChainStateMachine:
             keys = self.verifier.verify_signers(seal.envelope, RoleName.COLLECTOR, name)
         except ExpiredTrustRootError as exc:
             self.signatures_usable = False
-            self.report.add(TRUST_ROOT_EXPIRED, ERROR, exc.describe())
+            self._add(key, TRUST_ROOT_EXPIRED, ERROR, exc.describe())
             return
         except RoleError as exc:
             entry.signature = "wrong_role"
-            self.report.add(WRONG_ROLE, ERROR, exc.message, sequence=entry.sequence, file=name)
+            self._add(key, WRONG_ROLE, ERROR, exc.message, sequence=entry.sequence, file=name)
             return
         except ThresholdNotMetError as exc:
             entry.signature = "failed"
-            self.report.add(
-                THRESHOLD_NOT_MET, ERROR, exc.message, sequence=entry.sequence, file=name
+            self._add(
+                key, THRESHOLD_NOT_MET, ERROR, exc.message, sequence=entry.sequence, file=name
             )
             return
         except SignatureError as exc:
             entry.signature = "failed"
-            self.report.add(
+            self._add(
+                key,
                 TAMPERED_SEAL,
                 ERROR,
                 f"signature does not verify: {exc.message}",
@@ -610,91 +731,130 @@ class ChainStateMachine:
         return None
 
     def check_chunks(self) -> None:
+        """Every chunk not decided yet (at the end: the opener's chunks are measured now)."""
         open_tail = self.open_tail_sequence()
         sequences = sorted(
-            s for s in self.chunk_sequences | set(self.parsed) if s >= self.start and s != open_tail
+            s
+            for s in self.chunk_sequences | set(self.parsed)
+            if s >= self.start and s != open_tail and s not in self._chunks_done
         )
-        measures = self.measure_all(sequences)
-        by_subject: dict[str, list[int]] = {}
-        for sealed_sequence, sealed in self.parsed.items():
-            by_subject.setdefault(sealed.subject_sha256, []).append(sealed_sequence)
+        self.measures.update(self.measure_all(sequences))
         for sequence in sequences:
-            measure = measures[sequence]
-            entry = self.entry(sequence)
-            name = chunk_name(sequence)
-            seal = self.parsed.get(sequence)
-            if isinstance(measure, str):
-                if seal is not None or sequence in self.chunk_sequences:
-                    entry.digest = "missing"
-                    self.report.add(
-                        MISSING_CHUNK,
-                        ERROR,
-                        f"chunk file is {measure}; its seal is present",
-                        sequence=sequence,
-                        file=name,
-                    )
-                continue
-            entry.chunk_file = name
-            entry.chunk_sha256 = measure.sha256
-            entry.chunk_bytes = measure.size
-            entry.records = measure.records
-            entry.content_bytes = measure.content_bytes
-            if sequence not in self.seals:
-                self.report.add(
-                    ORPHAN_CHUNK,
+            self._decide_chunk(sequence, final=True)
+
+    def _all_seals_decided(self) -> bool:
+        return self._next_seal == len(self._seal_order)
+
+    def _decide_chunk(self, sequence: int, *, final: bool) -> bool:
+        """The chunk step for one sequence; before the end (`final` false) only when what it
+        says cannot change with events still to come. True when decided."""
+        if not final:
+            if sequence < self.start:
+                self._chunks_done.add(sequence)  # pruned: not verified
+                return True
+            if sequence not in self._seals_done:
+                return False  # its seal is still to come (or it has none: decided at the end)
+        measure = self.measures[sequence]
+        seal = self.parsed.get(sequence)
+        owners: list[int] = []
+        if (
+            isinstance(measure, ChunkMeasure)
+            and seal is not None
+            and measure.sha256 != seal.subject_sha256
+        ):
+            owners = [
+                s
+                for s, sealed in self.parsed.items()
+                if s != sequence and sealed.subject_sha256 == measure.sha256
+            ]
+            if not final and (
+                (not owners and not self._all_seals_decided())
+                or (owners and owners[0] not in self.measures)
+            ):
+                return False  # another sequence's chunk, or this one tampered: not known yet
+        self._chunks_done.add(sequence)
+        self.check_chunk(sequence, measure, seal, owners)
+        return True
+
+    def check_chunk(
+        self, sequence: int, measure: ChunkMeasure | str, seal: ParsedSeal | None, owners: list[int]
+    ) -> None:
+        key = (_CHUNK_STEP, 0, sequence)
+        entry = self.entry(sequence)
+        name = chunk_name(sequence)
+        if isinstance(measure, str):
+            if seal is not None or sequence in self.chunk_sequences:
+                entry.digest = "missing"
+                self._add(
+                    key,
+                    MISSING_CHUNK,
                     ERROR,
-                    "chunk without a seal: its records are not evidence",
+                    f"chunk file is {measure}; its seal is present",
                     sequence=sequence,
                     file=name,
                 )
-                continue
-            if seal is None:
-                continue  # the seal itself was already reported
-            if measure.sha256 == seal.subject_sha256:
-                self.check_content(seal, measure, entry, name)
-                continue
-            entry.digest = "mismatch"
-            owners = [s for s in by_subject.get(measure.sha256, []) if s != sequence]
-            if owners:
-                owner = owners[0]
-                owner_measure = measures.get(owner)
-                intact_original = (
-                    isinstance(owner_measure, ChunkMeasure)
-                    and owner_measure.sha256 == measure.sha256
-                )
-                code = DUPLICATED if intact_original else REORDERED
-                what = "a copy of chunk" if intact_original else "the chunk sealed as sequence"
-                self.report.add(
-                    code,
-                    ERROR,
-                    f"file {name} holds {what} {owner}",
-                    sequence=sequence,
-                    file=name,
-                    expected=str(sequence),
-                    actual=str(owner),
-                )
-                continue
-            detail = ""
-            content = seal.predicate.content
-            if measure.error:
-                detail = f"; it is {measure.error}"
-            elif measure.records != content.records:
-                detail = (
-                    f"; it holds {measure.records} records where the seal says {content.records}"
-                )
-            self.report.add(
-                TAMPERED_CHUNK,
+            return
+        entry.chunk_file = name
+        entry.chunk_sha256 = measure.sha256
+        entry.chunk_bytes = measure.size
+        entry.records = measure.records
+        entry.content_bytes = measure.content_bytes
+        if sequence not in self.seals:
+            self._add(
+                key,
+                ORPHAN_CHUNK,
                 ERROR,
-                f"chunk digest differs from the sealed digest{detail}",
+                "chunk without a seal: its records are not evidence",
                 sequence=sequence,
                 file=name,
-                expected=f"sha256:{seal.subject_sha256}",
-                actual=f"sha256:{measure.sha256}",
             )
+            return
+        if seal is None:
+            return  # the seal itself was already reported
+        if measure.sha256 == seal.subject_sha256:
+            self.check_content(seal, measure, entry, name)
+            return
+        entry.digest = "mismatch"
+        if owners:
+            owner = owners[0]
+            owner_measure = self.measures.get(owner)
+            intact_original = (
+                isinstance(owner_measure, ChunkMeasure) and owner_measure.sha256 == measure.sha256
+            )
+            code = DUPLICATED if intact_original else REORDERED
+            what = "a copy of chunk" if intact_original else "the chunk sealed as sequence"
+            self._add(
+                key,
+                code,
+                ERROR,
+                f"file {name} holds {what} {owner}",
+                sequence=sequence,
+                file=name,
+                expected=str(sequence),
+                actual=str(owner),
+            )
+            return
+        detail = ""
+        content = seal.predicate.content
+        if measure.error:
+            detail = f"; it is {measure.error}"
+        elif measure.records != content.records:
+            detail = f"; it holds {measure.records} records where the seal says {content.records}"
+        self._add(
+            key,
+            TAMPERED_CHUNK,
+            ERROR,
+            f"chunk digest differs from the sealed digest{detail}",
+            sequence=sequence,
+            file=name,
+            expected=f"sha256:{seal.subject_sha256}",
+            actual=f"sha256:{measure.sha256}",
+        )
 
     def check_content(
         self, seal: ParsedSeal, measure: ChunkMeasure, entry: ChunkEntry, name: str
     ) -> None:
+        key = (_CHUNK_STEP, 0, entry.sequence)
         content = seal.predicate.content
         problems = []
         if measure.error:
@@ -709,12 +869,18 @@ class ChainStateMachine:
             entry.digest = "ok"
             if measure.times is not None:
                 for problem in record_time_findings(measure.times, seal.predicate):
-                    self.report.add(
-                        problem.code, ERROR, problem.message, sequence=entry.sequence, file=name
+                    self._add(
+                        key,
+                        problem.code,
+                        ERROR,
+                        problem.message,
+                        sequence=entry.sequence,
+                        file=name,
                     )
             return
         entry.digest = "mismatch"
-        self.report.add(
+        self._add(
+            key,
             TAMPERED_CHUNK,
             ERROR,
             "chunk matches its sealed file digest but not its sealed content: "
@@ -727,50 +893,57 @@ class ChainStateMachine:
 
     # --- step 5 and 6: coverage and links ----------------------------------------------------------
 
-    def check_coverage_and_links(self) -> None:
+    def check_first_and_link(self, sequence: int) -> None:
+        """A seal at or after the start, in sequence order: the first one may declare the
+        chain's start; each other one must name the seal before it."""
+        if self._first_present is None:
+            self._first_present = sequence
+            first_seal = self.parsed.get(sequence)
+            if (
+                self.prune is None
+                and sequence > 1
+                and first_seal is not None
+                and first_seal.predicate.previous is None
+            ):
+                self._coverage_start = sequence
+                self.entry(sequence).link = "start"
+                self._add(
+                    (_COVERAGE_STEP, 0, 0),
+                    DECLARED_START,
+                    WARNING,
+                    f"the chain declares its start at sequence {sequence}",
+                    sequence=sequence,
+                )
+        seal = self.parsed.get(sequence)
+        if seal is None:
+            return
+        entry = self.entry(sequence)
+        if entry.link == "start":
+            return
+        self.check_link(sequence, seal, entry)
+
+    def check_coverage(self) -> None:
+        """After every seal: an empty chain, and the gaps between its start and its head."""
         present = sorted(s for s in self.seals if s >= self.start)
         if not present:
-            if self.prune is None:
-                self.report.add(EMPTY_CHAIN, ERROR, "no seal: the chain holds no evidence")
-            else:
-                self.report.add(
-                    EMPTY_CHAIN, ERROR, "every seal was pruned; nothing remains to verify"
-                )
-            return
-        first = present[0]
-        first_seal = self.parsed.get(first)
-        if (
-            self.prune is None
-            and first > 1
-            and first_seal is not None
-            and first_seal.predicate.previous is None
-        ):
-            self.start = first
-            self.entry(first).link = "start"
-            self.report.add(
-                DECLARED_START,
-                WARNING,
-                f"the chain declares its start at sequence {first}",
-                sequence=first,
+            message = (
+                "no seal: the chain holds no evidence"
+                if self.prune is None
+                else "every seal was pruned; nothing remains to verify"
             )
-        missing = [s for s in range(self.start, present[-1] + 1) if s not in self.seals]
+            self._add((_COVERAGE_STEP, 0, 0), EMPTY_CHAIN, ERROR, message)
+            return
+        missing = [s for s in range(self._coverage_start, present[-1] + 1) if s not in self.seals]
         for low, high in _ranges(missing):
             span = f"sequence {low}" if low == high else f"sequences {low}-{high}"
-            self.report.add(
+            self._add(
+                (_COVERAGE_STEP, 1, low),
                 GAP,
                 ERROR,
                 f"{span} missing: no seal (chunk deleted or never delivered)",
                 sequence=low,
                 expected=f"{low}-{high}",
             )
-        for sequence in present:
-            seal = self.parsed.get(sequence)
-            if seal is None:
-                continue
-            entry = self.entry(sequence)
-            if entry.link == "start":
-                continue
-            self.check_link(sequence, seal, entry)
 
     def check_link(self, sequence: int, seal: ParsedSeal, entry: ChunkEntry) -> None:
         previous = seal.predicate.previous
@@ -790,7 +963,8 @@ class ChainStateMachine:
                 return
         if previous is None or previous.sequence != expected_seq or previous.sha256 != expected_sha:
             entry.link = "broken"
-            self.report.add(
+            self._add(
+                (_COVERAGE_STEP, 2, sequence),
                 BROKEN_LINK,
                 ERROR,
                 f"`previous` does not name seal {expected_seq} as found "
@@ -806,6 +980,7 @@ class ChainStateMachine:
     # --- step 7 and 8: tail and loss -------------------------------------------------------------
 
     def check_final_and_loss(self) -> None:
+        key = (_TAIL_STEP, 0, 0)
         present = sorted(s for s in self.seals if s >= self.start)
         recovered = []
         for sequence in present:
@@ -817,7 +992,8 @@ class ChainStateMachine:
                 recovered.append(sequence)
         if recovered:
             torn = sum(self.parsed[s].predicate.loss.torn_records for s in recovered)
-            self.report.add(
+            self._add(
+                key,
                 RECOVERED,
                 INFO,
                 f"{len(recovered)} chunk(s) were recovered after an unclean stop "
@@ -827,7 +1003,8 @@ class ChainStateMachine:
             head_seal = self.parsed.get(present[-1])
             if head_seal is None or not head_seal.predicate.final:
                 severity = WARNING if self.options.allow_open else ERROR
-                self.report.add(
+                self._add(
+                    key,
                     NO_FINAL_SEAL,
                     severity,
                     f"the last seal ({present[-1]}) is not final: the writer did not stop cleanly "
@@ -836,7 +1013,8 @@ class ChainStateMachine:
                 )
         if self.report.loss.total:
             loss = self.report.loss
-            self.report.add(
+            self._add(
+                key,
                 EVENTS_LOST,
                 WARNING,
                 f"{loss.total} events were not recorded: {loss.ring_buffer_dropped} dropped by the "
@@ -846,6 +1024,7 @@ class ChainStateMachine:
             )
 
     def check_other_files(self) -> None:
+        key = (_FILES_STEP, 0, 0)
         for name in self.other_names:
             parsed = parse_name(name)
             if parsed is not None and parsed[1] in (PARTIAL_SUFFIX, PARTIAL_STATE_SUFFIX):
@@ -855,7 +1034,8 @@ class ChainStateMachine:
                         if parsed[0] == self.open_tail_sequence()
                         else ""
                     )
-                    self.report.add(
+                    self._add(
+                        key,
                         OPEN_CHUNK,
                         WARNING,
                         f"open chunk not sealed yet{mid_seal}: its records are not evidence "
@@ -864,13 +1044,62 @@ class ChainStateMachine:
                         file=name,
                     )
             elif is_temporary(name):
-                self.report.add(
-                    LEFTOVER_TEMP, INFO, "temporary file of an interrupted write", file=name
+                self._add(
+                    key, LEFTOVER_TEMP, INFO, "temporary file of an interrupted write", file=name
                 )
             else:
-                self.report.add(
-                    UNEXPECTED_FILE, WARNING, "file is not part of the chain format", file=name
+                self._add(
+                    key, UNEXPECTED_FILE, WARNING, "file is not part of the chain format", file=name
                 )
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def finish(self) -> ChainReport:
+        """Decide what is left and give the report (findings in the steps' fixed order)."""
+        if self._expected_seals is not None and not self._streaming:
+            self._restart()  # an event the layout did not announce: decide over all of it
+        self.check_prune_record()
+        for sequence in sorted(self.seals.keys() - self._seals_done):
+            self.decide_seal(sequence)
+        self.check_incomplete_prune()
+        self.check_chunks()
+        self.check_coverage()
+        self.check_final_and_loss()
+        self.check_other_files()
+        if self.trust_root is None:
+            severity = ERROR if self.options.require_signatures else WARNING
+            self._add(
+                (_LAST_STEP, 0, 0),
+                SIGNATURES_NOT_CHECKED,
+                severity,
+                "no trust root given: seal signatures and signer roles were NOT checked "
+                "(digests and links only); pass --trust-root to verify who sealed the chain",
+            )
+        self.report.findings = [finding for _, finding in sorted(self._keyed, key=_by_key)]
+        self.report.chunks = [self.entries[s] for s in sorted(self.entries)]
+        return self.report
+
+    def _restart(self) -> None:
+        """Forget every decision (not the events): `finish` then decides over all of them."""
+        self.report = ChainReport(
+            self.chain_id, self.report.location, trust_root_used=self.trust_root is not None
+        )
+        self._keyed = []
+        self.entries = {}
+        self.parsed = {}
+        self.prune = None
+        self.start = self._coverage_start = 1
+        self.signatures_usable = self.verifier is not None
+        self._prune_checked = False
+        self._times = ChainTimes()
+        self._seals_done = set()
+        self._incomplete = []
+        self._first_present = None
+        self._chunks_done = set()
+
+
+def _by_key(item: tuple[_FindingKey, Finding]) -> _FindingKey:
+    return item[0]
 
 
 def _ranges(values: list[int]) -> list[tuple[int, int]]:

@@ -3,10 +3,11 @@ marked unsigned.
 
 A sealed chain goes through the project's chain verifier with a trust root (seals, collector
 signatures, links, digests, time rules) in the same pass that stores it (`ChainIngest`): the
-seals and signatures are checked first, each chunk file is then read once, measured for the
-verifier and, when it is the sealed chunk, decoded into the store transaction; the verifier
-decides when the chain's last chunk is read, and a chain that does not pass raises inside the
-transaction, so nothing of the ingest is kept. A chain still being written passes with its
+seals, signatures and links are checked first, each chunk file is then read once, measured for
+the verifier and, when it is the sealed chunk, decoded into the store transaction; the verifier
+reports a chunk's findings as the chunk is read and the rest when the chain's last chunk is,
+and a chain that does not pass raises inside the transaction (at its first error), so nothing
+of the ingest is kept. A chain still being written passes with its
 sealed chunks (the open tail is not evidence yet). What is stored is what was verified: the
 very bytes measured are the ones stored.
 
@@ -28,9 +29,14 @@ from ..compression import DEFAULT_LIMITS, BoundedInflater
 from ..coverage.inputs import evidence_chain_dirs
 from ..digests import file_sha256
 from ..errors import EvidenceChainError, InputError
-from ..evidence.chain import ChainReport, ChainVerifyOptions, read_chain_dir, verify_chain
+from ..evidence.chain import (
+    ChainReport,
+    ChainVerifyOptions,
+    read_chain_dir,
+    verify_chain,
+)
 from ..evidence.layout import chunk_name
-from ..evidence.measure import chunk_times, measure_chunk
+from ..evidence.measure import ChunkMeasure, chunk_times, measure_chunk
 from ..evidence.reader import iter_chain_records_files
 from ..evidence.report import ERROR, ChunkEntry
 from ..evidence.seal import parse_seal
@@ -163,12 +169,14 @@ def _seal_days(entries: Iterable[ChunkEntry]) -> set[dt.date]:
 
 class ChainIngest:
     """One chain stored while it is verified: the chain verifier (evidence/chain.py, the one
-    implementation of the chain rules) takes the seals first (signatures, so each chunk's
-    signers are known), then each chunk's measure as the chunk is read for storing, and
-    decides at the end; the caller's store transaction rolls back when it does not pass.
+    implementation of the chain rules) is told the directory's layout and fed its seals first
+    (signatures and links decided, so each chunk's signers are known), then each chunk's
+    measure as the chunk is read for storing. The first error it reports stops the ingest
+    there: the chunks after it are not read, and the caller's store transaction rolls back.
 
     Each chunk file is read and inflated once: measured for the verifier from those bytes and,
-    when they are the sealed ones (file and content digests as sealed), decoded for the store, so the server copies chunk N while chunk N+1 is verified and decoded.
+    when they are the sealed ones (file and content digests as sealed), decoded for the store,
+    so the server copies chunk N while chunk N+1 is verified and decoded.
     """
 
     def __init__(self, directory: Path, trust_root: TrustRoot) -> None:
@@ -177,14 +185,13 @@ class ChainIngest:
             trust_root,
             ChainVerifyOptions(require_signatures=True, allow_open=True, workers=CHUNK_WORKERS),
         )
-        self.early = self.machine.seals_first()
         self.stored: dict[int, str] = {}  # sequence -> seal sha256 of the chunks given to store
         self.report: ChainReport | None = None
 
     def fail_early(self) -> None:
-        """A seal or signature that fails already fails the chain: decided whole (every chunk
-        measured) before anything is stored, so the message is the verifier's full one."""
-        if any(f.severity == ERROR for f in self.early.findings):
+        """A seal, signature or link that fails already fails the chain: decided whole (every
+        chunk measured) before anything is stored, so the message is the verifier's full one."""
+        if any(f.severity == ERROR for f in self.machine.decided):
             self.finish()
 
     def days(self) -> set[dt.date]:
@@ -215,17 +222,17 @@ class ChainIngest:
                 or measure.content_bytes != declared.bytes
                 or entry.seal_sha256 is None
             ):
-                # Not the sealed chunk: the verifier fails the chain at the end.
+                # Not the sealed chunk: the verifier fails the chain once it can tell.
                 if measure.error is None:
                     measure = replace(measure, times=chunk_times(blocks))
-                machine.chunk(sequence, measure)
+                self.feed(sequence, measure)
                 continue
             # The content whose digest was just measured equal to the sealed one.
             content = b"".join(blocks)
             decoded = fast_decode(files.chain_id, sequence, content)
             times = chunk_times(blocks) if decoded is None else decoded_times(decoded)
             del blocks
-            machine.chunk(sequence, replace(measure, times=times))
+            self.feed(sequence, replace(measure, times=times))
             provenance = Provenance(
                 files.chain_id, sequence, entry.seal_sha256, tuple(entry.signers), True
             )
@@ -243,6 +250,20 @@ class ChainIngest:
                 )
             )
             yield StoreChunk(provenance, records, seal_bytes)
+
+    def feed(self, sequence: int, measure: ChunkMeasure) -> None:
+        """A chunk's measure to the verifier; the first error it decides from it ends the
+        ingest there (raised inside the store transaction: rolled back)."""
+        decided = len(self.machine.decided)
+        self.machine.chunk(sequence, measure)
+        for finding in self.machine.decided[decided:]:
+            if finding.severity == ERROR:
+                raise EvidenceChainError(
+                    f"chain {self.files.chain_id} failed verification, nothing stored: "
+                    f"{finding.code}: {finding.message} (decided at chunk {sequence}; the "
+                    "chunks after it were not read)",
+                    path=self.files.directory,
+                )
 
     def finish(self) -> ChainReport:
         """The verifier's decision; a failing chain raises (nothing of the ingest is kept)."""

@@ -15,9 +15,11 @@ the collector sealed so far.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from ..attest.keys import fingerprint
+from ..bundle.layout import PRUNE_RE, SEAL_RE
 from ..bundle.observations_view import TimeSpan
 from ..errors import (
     BundleContentsError,
@@ -51,6 +53,21 @@ class ChainVerifier:
         self.now = now
         self.machines: dict[str, ChainStateMachine] = {}
         self.reports: dict[str, ChainReport] = {}
+        # The chains' seals and prune records as the verified manifest lists them.
+        self.listed_seals: dict[str, set[int]] = {}
+        self.listed_prunes: set[str] = set()
+
+    def expect(self, names: Iterable[str]) -> None:
+        """The chains' layout as the verified manifest lists it: each chain's verifier decides
+        its findings as the members stream by (a member the manifest does not list makes
+        that chain's verifier decide at the end)."""
+        for name in names:
+            if match := SEAL_RE.match(name):
+                self.listed_seals.setdefault(match.group("chain"), set()).add(
+                    int(match.group("seq"))
+                )
+            elif match := PRUNE_RE.match(name):
+                self.listed_prunes.add(match.group("chain"))
 
     def _machine(self, chain_id: str) -> ChainStateMachine:
         if chain_id not in self.machines:
@@ -66,13 +83,18 @@ class ChainVerifier:
                 )
                 chain_id = _INVALID
             if chain_id not in self.machines:
-                self.machines[chain_id] = ChainStateMachine(
+                machine = self.machines[chain_id] = ChainStateMachine(
                     chain_id,
                     self.trust_root,
                     location=f"evidence/{chain_id}",
                     options=OPTIONS,
                     now=self.now,
                 )
+                if chain_id in self.listed_seals or chain_id in self.listed_prunes:
+                    machine.expect(
+                        self.listed_seals.get(chain_id, set()),
+                        prune_record=chain_id in self.listed_prunes,
+                    )
         return self.machines[chain_id]
 
     def _schema_failure(self, exc: StellaError, name: str) -> None:

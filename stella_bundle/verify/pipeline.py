@@ -300,6 +300,7 @@ class _BundleCheck:
             step.fail(exc)
             return
         self.manifest_trusted = True
+        self.chains.expect(self.manifest.files)
         signers = _signer_rows(self.trust_root, verified)
         step.finish(
             f"signed by builder key {', '.join(s['keyid'][:16] for s in signers)}; "

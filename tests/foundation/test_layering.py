@@ -91,8 +91,6 @@ SHA256_PATTERN_ALLOWED = {
 }
 # Sorted-key JSON outside canonical.py, each for a reason (none claims to be canonical).
 SORTED_JSON_ALLOWED = {
-    "store/postgres.py": "a verification report's text in the database, read back as JSON only",
-    "store/sqlite.py": "a verification report's text in the database, read back as JSON only",
     "report/registry.py": "the indented JSON a command prints for people and scripts",
     "schema.py": "a value quoted in an error message",
     "collector/lockfile.py": "the indented lock file a person reads",

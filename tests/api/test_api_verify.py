@@ -324,8 +324,8 @@ def test_fast_route_answers_the_common_request_and_hands_over_the_rest(
             (int(answer.headers["x-stella-report-id"]),),
         ).fetchone()
     assert stored.encode() == answer.content
-    # A large body is verified in a verification thread: the same report.
-    monkeypatch.setattr(verify_route, "INLINE_MAX_BYTES", 0)
+    # A large body is decoded in a verification thread too: the same report.
+    monkeypatch.setattr(verify_route, "INLINE_DECODE_MAX_BYTES", 0)
     threaded = api_env.client.post(path, content=typed, headers={**write, **as_json})
     assert threaded.status_code == 200 and handed == []
     assert threaded.json() == answer.json()

@@ -262,21 +262,22 @@ def _open_lines(
     max_line_bytes: int,
     stop: threading.Event,
 ) -> tuple[Iterator[Any], Any]:
-    """The input's lines (none for --grpc), and the follower of --follow (else None)."""
+    """The input's lines in blocks (none for --grpc), and the follower of --follow (else
+    None)."""
     from ..tetragon.sources import (
         ExportFollower,
         FollowCursor,
-        file_lines,
+        file_blocks,
         rotated_backups,
-        stdin_lines,
+        stdin_blocks,
     )
 
     if files:
-        return file_lines(list(files), max_line_bytes), None
+        return file_blocks(list(files), max_line_bytes), None
     if stdin:
-        return stdin_lines(sys.stdin.buffer, max_line_bytes), None
+        return stdin_blocks(sys.stdin.buffer, max_line_bytes), None
     if export_file is not None and not follow:
-        return file_lines([*rotated_backups(export_file), export_file], max_line_bytes), None
+        return file_blocks([*rotated_backups(export_file), export_file], max_line_bytes), None
     if export_file is not None:
         follower = ExportFollower(
             export_file,
@@ -285,7 +286,8 @@ def _open_lines(
             stop=stop,
             cursor=FollowCursor.load(cursor_file) if cursor_file else None,
         )
-        return follower.lines(), follower
+        # One line a block: the cursor saved matches what was sealed, line by line.
+        return ((line[0], line[1], [line[2]]) for line in follower.lines()), follower
     return iter(()), None
 
 
@@ -335,7 +337,7 @@ def _ingest(
             # Large files over worker processes (decode and map | write and seal), same chain.
             feed_files(runner, source.paths, max_line_bytes, parallel=source.map_worker)
         else:
-            runner.feed(lines)
+            runner.feed_blocks(lines)
     except BaseException:
         runner.abort()
         raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -121,9 +121,12 @@ class EventMapper:
         self.counts = self.privacy.counts
         self._time = TimeNormalizer()
         self._containers: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        # map_uprobe_line's shapes: (static fields, redactions, %-format with pid, without).
-        self._shapes: dict[tuple[Any, ...], tuple[dict[str, Any], int, bytes, bytes]] = {}
+        # map_uprobe_run's shapes: (static fields, redactions, then the line's text around
+        # observed_at and pid: head, middle, tail; without pid: head, tail).
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._good_seconds: set[str] = set()  # "YYYY-MM-DDTHH:MM:SS" of valid calendar times
+        self._second = _NO_SECOND  # the one of them seen last (the inline check's)
+        self.declined: dict[str, Any] | None = None  # see map_uprobe_run
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
             "process_uprobe": self._uprobe,
             "process_kprobe": self._kprobe,
@@ -382,81 +385,131 @@ class EventMapper:
 
     # --- the fast path: process_uprobe lines decoded straight into typed structs --------------
 
-    def map_uprobe_line(self, data: bytes) -> tuple[bytes, str] | dict[str, Any] | None:
-        """A well-formed, mappable `process_uprobe` line as its record's canonical line and
-        observed_at (for `ChunkWriter.append_encoded`), or as the record itself (arguments
-        kept, or a record the encoder refuses: `append` decides), or None: then the line takes
-        the general path (orjson + `map`), which names whatever is wrong with it.
+    def map_uprobe_run(
+        self, lines: list[bytes | None], start: int, run: list[str], times: list[str]
+    ) -> int:
+        """`lines[start:]` through the fast path while it takes them: each record's canonical
+        line (as text) appended to `run` and its observed_at to `times` (for
+        `ChunkWriter.append_encoded_run`). Returns the index of the first line it did not
+        record (len(lines) when it took all); then `declined` holds what it made of that line:
+        the record itself (arguments kept, or a record the encoder may refuse: `append`
+        decides), or None: the general path (orjson + `map`) names whatever is wrong with it.
 
         msgspec decodes only the fields a record needs and skips the rest without building
-        objects for them (the parent process, credentials, labels): about 2.5x faster than
-        parsing the whole line, which is most of the cost per event.
+        objects for them (the parent process, credentials, labels); the pod stays raw JSON, a
+        part of the shape's key. An event whose shape (probe, node, process binary, pod) was
+        seen and whose time is in the second seen last costs a decode, a dict look-up and a
+        format; the rest goes through `_uprobe_event`, one event at a time.
         """
-        try:
-            event = _decode_uprobe(data)
-        except msgspec.MsgspecError:
-            return None
-        body = event.process_uprobe
-        if body is None or event.aggregation_info:
-            return None
-        time = event.time
-        # Tetragon's usual time (nanoseconds, UTC) inline; its second's calendar checked once.
+        decode = _decode_uprobe
+        shapes = self._shapes
+        counts = self.counts
+        second = self._second
+        add, add_time = run.append, times.append
+        for index in range(start, len(lines)):
+            data = lines[index]
+            if data is None:
+                break
+            try:
+                event = decode(data)
+            except msgspec.MsgspecError:
+                break
+            body = event.process_uprobe
+            time = event.time
+            shape = None
+            if (
+                body is not None
+                and body.args is None
+                and body.process is not None
+                and len(time) == 30
+                and time.startswith(second)  # a second whose calendar date was checked
+                and time[19] == "."
+                and time[29] == "Z"
+                and time.isascii()  # O(1) for a str
+                and time[20:29].isdigit()
+            ):
+                process = body.process
+                shape = shapes.get(
+                    (body.path, body.symbol, event.node_name, process.binary, bytes(process.pod))
+                )
+            if shape is None:
+                mapped = self._uprobe_event(event)
+                if not isinstance(mapped, tuple):
+                    self.declined = mapped
+                    return index
+                add(mapped[0])
+                add_time(mapped[1])
+                second = self._second
+                continue
+            if shape[1]:
+                counts["redacted.path"] += shape[1]
+            observed = time[:26] + "Z"
+            pid = process.pid
+            if pid is None:
+                add(f"{shape[5]}{observed}{shape[6]}")
+            else:
+                add(f"{shape[2]}{observed}{shape[3]}{pid}{shape[4]}")
+            add_time(observed)
+        else:
+            return len(lines)
+        self.declined = None
+        return index
+
+    def _observed(self, time: str) -> str | None:
+        """The event's observed_at, or None when its time is invalid; a valid second of
+        Tetragon's usual form (nanoseconds, UTC) is remembered for the inline check."""
         if (
-            time is not None
-            and len(time) == 30
+            len(time) == 30
             and time[29] == "Z"
             and time[19] == "."
-            and time.isascii()  # O(1) for a str
+            and time.isascii()
             and time[20:29].isdigit()
             and time[:19] in self._good_seconds
         ):
-            observed = time[:26] + "Z"
-        else:
-            normalised = self._time(time)
-            if normalised is None:
-                return None
-            observed = normalised
-            if time is not None and time[:26] + "Z" == observed:
-                # A valid second: its 30-character UTC times pass inline from now on.
-                if len(self._good_seconds) >= 65536:
-                    self._good_seconds.clear()
-                self._good_seconds.add(time[:19])
+            self._second = time[:19]
+            return time[:26] + "Z"
+        observed = self._time(time)
+        if observed is not None and time[:26] + "Z" == observed:
+            # A valid second: its 30-character UTC times pass inline from now on.
+            if len(self._good_seconds) >= 65536:
+                self._good_seconds.clear()
+            self._good_seconds.add(time[:19])
+            self._second = time[:19]
+        return observed
+
+    def _uprobe_event(self, event: _UprobeEvent) -> tuple[str, str] | dict[str, Any] | None:
+        """`map_uprobe_run` for one decoded event the inline check did not take: its canonical
+        line and observed_at, the record itself, or None (the general path)."""
+        body = event.process_uprobe
+        if body is None:
+            return None
+        observed = self._observed(event.time)
+        if observed is None:
+            return None
         process = body.process
         pid = None
         if process is None:
             key: tuple[Any, ...] = (body.path, body.symbol, event.node_name)
         else:
             pid = process.pid
-            if pid is not None and not (0 <= pid <= MAX_SAFE_INTEGER):
-                return None  # the general path counts the pid it leaves out
-            pod = process.pod
-            if pod is None:
-                key = (body.path, body.symbol, event.node_name, process.binary)
-            else:
-                inner = pod.container
-                image = inner.image if inner is not None else None
-                key = (
-                    body.path, body.symbol, event.node_name, process.binary, pod.name,
-                    pod.namespace, inner.id if inner is not None else "",
-                    image.id if image is not None else "",
-                )  # fmt: skip
+            key = (body.path, body.symbol, event.node_name, process.binary, bytes(process.pod))
         if body.args is None:
             # Everything but the time and pid repeats across a process's events: assembled
-            # once per key (probe, node, process binary, container), with the redactions it
-            # took, which are counted again for every event that reuses it.
+            # once per key (probe, node, process binary, pod), with the redactions it took,
+            # which are counted again for every event that reuses it.
             shape = self._shapes.get(key)
             if shape is not None:
                 if shape[1]:
                     self.counts["redacted.path"] += shape[1]
                 if pid is None:
-                    return shape[3] % observed.encode(), observed
-                return shape[2] % (observed.encode(), pid), observed
+                    return f"{shape[5]}{observed}{shape[6]}", observed
+                return f"{shape[2]}{observed}{shape[3]}{pid}{shape[4]}", observed
         return self._uprobe_slow(body, event.node_name, observed, pid, key)
 
     def _uprobe_slow(
         self, body: _Uprobe, host: str, observed: str, pid: int | None, key: tuple[Any, ...]
-    ) -> tuple[bytes, str] | dict[str, Any] | None:
-        """`map_uprobe_line` for an event whose shape is not known yet (or with arguments)."""
+    ) -> tuple[str, str] | dict[str, Any] | None:
+        """`_uprobe_event` for an event whose shape is not known yet (or with arguments)."""
         if not body.path or not body.symbol:
             return None
         node = self.nodes.user(body.path, body.symbol)
@@ -466,7 +519,10 @@ class EventMapper:
         process = body.process
         if process is not None:
             binary = process.binary
-            pod = process.pod
+            try:
+                pod = _decode_pod(process.pod) if process.pod else None
+            except msgspec.MsgspecError:
+                return None  # a field of the wrong type: the general path counts it
             if pod is not None:
                 inner = pod.container
                 image = inner.image if inner is not None else None
@@ -494,23 +550,16 @@ class EventMapper:
             if pid is not None:
                 record["pid"] = pid
             return record
-        # The record's canonical line from its encoded parts (see line_template), as
-        # %-formats: the time's bytes and the pid in their places.
-        head, middle, tail, head_no_pid, tail_no_pid = (
-            part.replace(b"%", b"%%") for part in template
-        )
-        shape = (
-            static,
-            redactions,
-            head + b"%s" + middle + b"%d" + tail,
-            head_no_pid + b"%s" + tail_no_pid,
-        )
+        # The record's canonical line from its encoded parts (see line_template): the time
+        # and the pid put in their places by an f-string (text: one encode per run).
+        head, middle, tail, head_no_pid, tail_no_pid = (part.decode() for part in template)
+        shape = (static, redactions, head, middle, tail, head_no_pid, tail_no_pid)
         if len(self._shapes) >= 65536:
             self._shapes.clear()
         self._shapes[key] = shape
         if pid is None:
-            return shape[3] % observed.encode(), observed
-        return shape[2] % (observed.encode(), pid), observed
+            return f"{head_no_pid}{observed}{tail_no_pid}", observed
+        return f"{head}{observed}{middle}{pid}{tail}", observed
 
 
 # Stand-ins for the two values that change from event to event of one process and probe. The
@@ -569,7 +618,9 @@ def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 # Typed views of the fields the fast path reads (tetragon.proto names). Nested objects accept
-# unknown fields; the top level does not, so a line with a second event falls back.
+# unknown fields; the top level does not, so a line with a second event falls back, and so
+# does anything unusual (an aggregation, a pid out of range, a value of another type): the
+# general path maps or names it.
 class _Image(msgspec.Struct, gc=False):
     id: str = ""
 
@@ -585,10 +636,14 @@ class _Pod(msgspec.Struct, gc=False):
     container: _Container | None = None
 
 
+_NO_JSON: Final = msgspec.Raw(b"")  # a field left out
+
+
 class _Process(msgspec.Struct, gc=False):
-    pid: int | None = None
+    pid: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
     binary: str = ""
-    pod: _Pod | None = None
+    # Its JSON as it stands (a view, no copy): part of the shape's key, decoded on a miss.
+    pod: msgspec.Raw = _NO_JSON
 
 
 class _Uprobe(msgspec.Struct, gc=False):
@@ -601,13 +656,18 @@ class _Uprobe(msgspec.Struct, gc=False):
 class _UprobeEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     process_uprobe: _Uprobe | None = None
     node_name: str = ""
-    time: str | None = None
-    aggregation_info: Any = None
-    cluster_name: Any = None
-    node_labels: Any = None
+    time: str = ""
+    aggregation_info: None = None
+    cluster_name: msgspec.Raw = _NO_JSON
+    node_labels: msgspec.Raw = _NO_JSON
 
 
 _decode_uprobe = msgspec.json.Decoder(_UprobeEvent).decode
+_decode_pod = msgspec.json.Decoder(_Pod | None).decode
+# (static fields, redactions, head, middle, tail, head without pid, tail without pid)
+_Shape = tuple[dict[str, Any], int, str, str, str, str, str]
+# Never a prefix of a time the inline check takes (that one is ASCII).
+_NO_SECOND: Final = "\uffff" * 19
 
 
 def _uint(value: Any) -> int | None:

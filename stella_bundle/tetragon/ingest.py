@@ -167,34 +167,34 @@ class TetragonIngest:
         self.feed_blocks(((line[0], line[1], [line[2]]) for line in lines), final=final)
 
     def feed_blocks(self, blocks: Iterable[LineBlock], *, final: bool = True) -> None:
-        """The hot loop: `process_uprobe` lines through the typed fast path, their records
-        handed to the writer in runs; the rest parsed with orjson and mapped one by one
-        (`_line`), a pretty-printed object (`{` alone on a line, as Tetragon's documentation
-        shows events) gathered up to its closing `}` at column 0.
+        """The hot loop: `process_uprobe` lines through the typed fast path
+        (`EventMapper.map_uprobe_run`), their records handed to the writer in runs; the rest
+        parsed with orjson and mapped one by one (`_line`), a pretty-printed object (`{` alone
+        on a line, as Tetragon's documentation shows events) gathered up to its closing `}` at
+        column 0.
 
         `final=False`: more lines follow in a later call (tetragon/parallel.py feeds blocks):
         an object still open at the end is kept for it (`gathering`), and the counts are not
         yet moved into the chain (`finish` does both)."""
-        map_uprobe_line = self.mapper.map_uprobe_line
-        run: list[bytes] = []  # canonical lines of fast-path records not yet handed over
+        mapper = self.mapper
+        map_run = mapper.map_uprobe_run
+        run: list[str] = []  # canonical lines (text) of fast-path records not yet handed over
         times: list[str] = []  # and their observed_at
-        add_line, add_time = run.append, times.append
         general = self._line
         try:
             for source, first, parts in blocks:
-                fast = self._writer is not None and self._gathered[0] is None
-                for number, data in enumerate(parts, first):
+                index, count = 0, len(parts)
+                while index < count:
                     mapped = None
-                    if fast and data is not None:
-                        mapped = map_uprobe_line(data)
-                        if type(mapped) is tuple:
-                            add_line(mapped[0])
-                            add_time(mapped[1])
-                            continue
+                    if self._writer is not None and self._gathered[0] is None:
+                        index = map_run(parts, index, run, times)
+                        if index == count:
+                            break
+                        mapped = mapper.declined
                     if run:  # in input order: the run first
                         self._hand_over(run, times)
-                    general(Line(source, number, data), mapped)
-                    fast = self._writer is not None and self._gathered[0] is None
+                    general(Line(source, first + index, parts[index]), mapped)
+                    index += 1
                 if run:  # a block's worth at a time: memory stays bounded
                     self._hand_over(run, times)
         finally:
@@ -203,16 +203,16 @@ class TetragonIngest:
         if final:
             self.finish()
 
-    def _hand_over(self, run: list[bytes], times: list[str]) -> None:
+    def _hand_over(self, run: list[str], times: list[str]) -> None:
         """A run of fast-path records to the writer in one call; the lists emptied."""
         count = len(times)
         if count == 1:  # lines fed one at a time (a follower)
             self.result.lines += 1
             self.result.records += 1
             line, observed = run.pop(), times.pop()
-            cast(ChunkWriter, self._writer).append_encoded(line, observed)
+            cast(ChunkWriter, self._writer).append_encoded(line.encode(), observed)
             return
-        lines, observed = b"\n".join(run), "\n".join(times)
+        lines, observed = "\n".join(run).encode(), "\n".join(times)
         earliest, latest = min(times), max(times)
         run.clear()
         times.clear()

@@ -26,6 +26,7 @@ from stella_bundle.tetragon.events import (
     line_template,
 )
 from stella_bundle.tetragon.nodes import NodeIndex
+from stella_bundle.tetragon.sources import split_lines
 from stella_bundle.timeutil import is_rfc3339_timestamp
 from tests.conftest import scaled_examples
 
@@ -89,6 +90,14 @@ def uprobe_events(draw: Any) -> dict[str, Any]:
             "name": draw(TEXT),
             "container": {"id": draw(TEXT), "image": {"id": draw(TEXT)}},
         }
+        # Fields the record does not take, and values the fast path leaves to the general one.
+        process["pod"].update(
+            draw(
+                st.sampled_from(
+                    [{}, {"pod_labels": {"app": "api"}}, {"container": None}, {"name": 7}]
+                )
+            )
+        )
     return {
         "process_uprobe": {
             "process": process,
@@ -100,6 +109,16 @@ def uprobe_events(draw: Any) -> dict[str, Any]:
     }
 
 
+def _fast_path(mapper: EventMapper, data: bytes) -> tuple[bytes, str] | dict[str, Any] | None:
+    """What the fast path makes of one line: (canonical line, observed_at), the record, or
+    None (the general path decides)."""
+    run: list[str] = []
+    times: list[str] = []
+    if mapper.map_uprobe_run([data], 0, run, times) == 1:
+        return run[0].encode(), times[0]
+    return mapper.declined
+
+
 @settings(max_examples=scaled_examples(500), deadline=None)
 @given(events=st.lists(uprobe_events(), min_size=1, max_size=4))
 def test_assembled_line_is_the_encoders_line(events: list[dict[str, Any]]) -> None:
@@ -109,7 +128,7 @@ def test_assembled_line_is_the_encoders_line(events: list[dict[str, Any]]) -> No
             data = orjson.dumps(event)
         except orjson.JSONEncodeError:  # a lone surrogate: no such line exists
             continue
-        mapped = fast.map_uprobe_line(data)
+        mapped = _fast_path(fast, data)
         if mapped is None:
             continue  # the general path decides the line
         record = general.map(orjson.loads(data))
@@ -143,3 +162,14 @@ def test_normalised_times_are_canonical(value: str) -> None:
     if normalised is not None:
         assert len(normalised) == 27 and normalised.endswith("Z")
         assert is_rfc3339_timestamp(normalised)
+
+
+@settings(max_examples=scaled_examples(300), deadline=None)
+@given(
+    pieces=st.lists(st.binary(max_size=40) | st.sampled_from([b"\n", b"x" * 3000]), max_size=60),
+    repeat=st.sampled_from([1, 3, 200]),
+)
+def test_split_lines_is_bytes_split(pieces: list[bytes], repeat: int) -> None:
+    """The reader's memchr split gives what `bytes.split(b"\\n")` gives, long lines or short."""
+    block = b"".join(pieces) * repeat
+    assert split_lines(block) == block.split(b"\n")

@@ -6,6 +6,8 @@ cut into blocks (cuts inside long lines and pretty-printed events, blocks withou
 from __future__ import annotations
 
 import gzip
+import io
+import itertools
 import json
 import os
 import threading
@@ -37,6 +39,7 @@ from stella_bundle.tetragon.events import EventMapper
 from stella_bundle.tetragon.ingest import TetragonIngest, TetragonIngestResult
 from stella_bundle.tetragon.nodes import NodeIndex
 from stella_bundle.tetragon.privacy import PrivacyFilter, PrivacyPolicy
+from stella_bundle.tetragon.sources import read_lines, stdin_blocks
 
 pytestmark = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="one CPU: the ingest never starts a worker"
@@ -396,3 +399,54 @@ def test_cli_map_worker_switch(
     )  # fmt: skip
     assert refused.exit_code == 2
     assert "--map-worker" in refused.stderr
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe giving what it holds in pieces of odd sizes (cuts inside lines and events)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._sizes = itertools.cycle((1, 7, 4096, 65_536, 333, 1 << 20))
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), next(self._sizes), len(self._data))
+        buffer[:size] = self._data[:size]
+        self._data = self._data[size:]
+        return size
+
+
+def test_stdin_in_blocks_is_stdin_line_by_line(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+) -> None:
+    """`--stdin` reads blocks as they come and feeds them whole: the chain, counts and named
+    lines are those of feeding the same lines one at a time."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    data = b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+                    for p in hostile_export(tetragon_pb, tmp_path))  # fmt: skip
+    results = []
+    for name in ("lines", "blocks"):
+        loaded = load_function_map(fm_path, None)
+        runner = TetragonIngest(
+            tmp_path / name,
+            "t",
+            load_signer(test_keys.private("collector")),
+            EventMapper(NodeIndex(loaded.function_map), PrivacyFilter()),
+            config=WriterConfig(max_records=700),
+            source_name="<stdin>",
+            max_object_bytes=MAX_LINE,
+        )
+        stream = io.BufferedReader(_Trickle(data))
+        if name == "lines":
+            runner.feed(read_lines(stream, "<stdin>", MAX_LINE))
+        else:
+            runner.feed_blocks(stdin_blocks(stream, MAX_LINE))
+        results.append(runner.close())
+    lines, blocks = (r.to_dict() for r in results)
+    assert lines["records"] > 4000 and lines["problems"][0] == "<stdin>:1: line:malformed_json"
+    del lines["chain_dir"], blocks["chain_dir"]
+    assert blocks == lines
+    assert chain_contents(tmp_path / "blocks" / "t") == chain_contents(tmp_path / "lines" / "t")

@@ -30,7 +30,14 @@ from ..formats.scope import RECORD_CONTEXT_KEY, Scope
 from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
 from ..timeutil import canonical_timestamp
-from .fastdecode import PlainRecord, Record, convert_records, decode_block
+from .fastdecode import (
+    LightRecord,
+    PlainRecord,
+    PlainRecords,
+    Record,
+    convert_records,
+    decode_block,
+)
 from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern
 
 PROBE_BIT: Final = {name: 1 << index for index, name in enumerate(PROBE_TYPES)}
@@ -282,7 +289,7 @@ class ObservationAggregator:
         self._fold_typed(records, aggregated)
         return observed
 
-    def _fold_typed(self, records: list[Record] | list[PlainRecord], aggregated: bool) -> None:
+    def _fold_typed(self, records: list[Record] | PlainRecords, aggregated: bool) -> None:
         """Fold records msgspec decoded and the fast path checked (dates of observed_at
         included; `aggregated`: some carry count or first/last_observed_at)."""
         window_from = self.window_from
@@ -346,7 +353,7 @@ class ObservationAggregator:
         self.records += len(records)
         self.outside_window += outside
 
-    def _in_scope(self, records: list[Record] | list[PlainRecord]) -> list[Any]:
+    def _in_scope(self, records: list[Record] | PlainRecords) -> list[Any]:
         """The records of the scope's workload; the others counted as read and out of scope.
         A PlainRecord has no details, so no workload context: never in scope."""
         scope = self.scope
@@ -363,7 +370,7 @@ class ObservationAggregator:
         self.out_of_scope += dropped
         return kept
 
-    def _plain_records(self, records: list[Record] | list[PlainRecord]) -> None:
+    def _plain_records(self, records: list[Record] | PlainRecords) -> None:
         """The common case: one timestamp, count 1, all inside the window (most of the verify
         time is here). A plain loop: folding per node with C-level passes over the block
         (Counter of hashes, dicts of first/last times, a set of (node, probe) pairs) was
@@ -382,7 +389,7 @@ class ObservationAggregator:
             state.probe_mask |= bits[record.probe_type]
         self.records += len(records)
 
-    def _unexpected_state(self, record: Record | PlainRecord) -> NodeAggregate:
+    def _unexpected_state(self, record: Record | PlainRecord | LightRecord) -> NodeAggregate:
         """The state of a node outside the map, created from its first record."""
         node_hash = record.node_hash
         state = self.unexpected.get(node_hash)

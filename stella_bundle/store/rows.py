@@ -14,7 +14,7 @@ from typing import Any
 from msgspec import UNSET
 
 from ..canonical import canonical_bytes
-from ..coverage.fastdecode import PlainRecord, Record, decode_block
+from ..coverage.fastdecode import LightRecord, PlainRecord, Record, decode_block
 from ..digests import PREFIXED_SHA256_RE
 from ..evidence.timecheck import ChunkTimes
 from ..formats.record import record_count
@@ -87,7 +87,7 @@ class DecodedChunk:
 
     chain_id: str
     sequence: int
-    records: list[Record | PlainRecord]
+    records: list[Record | PlainRecord | LightRecord]
     observed: list[str]
     texts: list[str]
     aggregated: bool  # some record has count, first_observed_at or last_observed_at
@@ -180,7 +180,7 @@ def fast_decode(chain_id: str, sequence: int, content: bytes) -> DecodedChunk | 
     if not content or (decoded := decode_block(content, lines)) is None:
         return None
     decoded_records, observed, aggregated = decoded
-    records: list[Record | PlainRecord] = list(decoded_records)
+    records: list[Record | PlainRecord | LightRecord] = list(decoded_records)
     for node_hash in set(map(_NODE_HASH, records)):
         if not PREFIXED_SHA256_RE.match(node_hash):
             return None

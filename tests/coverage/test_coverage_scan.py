@@ -504,3 +504,85 @@ def test_parsed_records_fast_path_takes_the_common_body() -> None:
         assert ObservationAggregator(HASHES[:1]).add_parsed(batch)
     leap = [{**plain[0], "first_observed_at": "2026-02-29T00:00:00.000000Z"}]
     assert not ObservationAggregator(HASHES[:1]).add_parsed(leap)  # the full path names it
+
+
+def test_light_decoder_has_plain_decoders_rules_for_its_fields() -> None:
+    # LightRecord is tried first: each of its fields must be typed exactly as PlainRecord's,
+    # defaults included, so that whichever decoder takes a block gives the same values.
+    from typing import get_type_hints
+
+    from stella_bundle.coverage import fastdecode
+
+    light = get_type_hints(fastdecode.LightRecord, include_extras=True)
+    plain = get_type_hints(fastdecode.PlainRecord, include_extras=True)
+    assert set(light) < set(plain)
+    for name, hint in light.items():
+        assert hint == plain[name], name
+    defaults = dict(
+        zip(
+            fastdecode.PlainRecord.__struct_fields__[::-1],
+            fastdecode.PlainRecord.__struct_defaults__[::-1],
+            strict=False,
+        )
+    )
+    for name, default in zip(
+        fastdecode.LightRecord.__struct_fields__[::-1],
+        fastdecode.LightRecord.__struct_defaults__[::-1],
+        strict=False,
+    ):
+        assert defaults[name] == default, name
+
+
+LIGHT_VALUES = {
+    "function_name": st.sampled_from(["SSL_read", "", 'a"b', 7, None]),
+    "node_hash": st.sampled_from([HASHES[0], HASHES[1], "md5:00", 3]),
+    "observed_at": st.sampled_from(TIMES[:2]),
+    "pid": st.sampled_from([0, 42, -3, 2**53, 1.5, "1", True]),
+    "probe_type": st.sampled_from(["uprobe", "kprobe", "laser", None]),
+    "purl": st.sampled_from(["pkg:generic/x@1", 7, None]),
+    "comm": st.sampled_from(["nginx", 3]),
+}
+
+
+@settings(max_examples=scaled_examples(300), deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(sorted(LIGHT_VALUES)), st.none(), min_size=1).flatmap(
+            lambda keys: st.fixed_dictionaries({k: LIGHT_VALUES[k] for k in keys})
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_light_then_plain_decoding_is_plain_decoding(batch: list[dict[str, Any]]) -> None:
+    """decode_block (light records first, PlainRecords when a line has another key) takes and
+    refuses the blocks the PlainRecord decoder alone would, with the same field values."""
+    from stella_bundle.coverage import fastdecode
+
+    block = b"\n".join(json.dumps(value, separators=(",", ":")).encode() for value in batch) + b"\n"
+    decoded = fastdecode.decode_block(block, len(batch))
+    try:
+        plain = fastdecode._PLAIN_DECODER.decode_lines(block)
+    except msgspec.ValidationError:
+        plain = None
+    if plain is None:
+        # Only the full decoder may still take it: records with keys neither light decoder has.
+        assert decoded is None or type(decoded[0][0]) is Record
+        return
+    expected = plain
+    if decoded is None:
+        assert fastdecode._observed(expected) is None
+        return
+    records, _, aggregated = decoded
+    assert not aggregated
+    fields = fastdecode.LightRecord.__struct_fields__
+    as_plain = [
+        {f: getattr(r, f) for f in fastdecode.PlainRecord.__struct_fields__} for r in expected
+    ]
+    got = [
+        {f: getattr(r, f, msgspec.UNSET) for f in fastdecode.PlainRecord.__struct_fields__}
+        for r in records
+    ]
+    assert got == as_plain
+    if all(set(value) <= set(fields) for value in batch):
+        assert all(type(r) is fastdecode.LightRecord for r in records)

@@ -14,7 +14,7 @@ conversion. `install` is called when `stella_bundle.cli` is imported.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -43,6 +43,8 @@ def install() -> None:
     builds a parameter's converter when the command first runs: `get_runtime_param`)."""
     if not _AVAILABLE or not hasattr(_TyperParameter, "get_runtime_param"):  # pragma: no cover
         return
+    if [f.name for f in fields(RuntimeParam)] != ["parameter_info", "annotation"]:
+        return  # pragma: no cover - another typer's internals: its own conversion
     typer_builds = _TyperParameter.get_runtime_param
 
     def get_runtime_param(self: Any) -> Any:

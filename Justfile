@@ -12,15 +12,16 @@ setup:
 demo: setup
     python3 -m stella_bundle demo
 
-# (In one process per core, each test file whole in one of them: `just test -n 0` for one process.)
+# (In one process per core, each test file whole in one of them, the longest files first
+# (tests/conftest.py, tests/file_seconds.json): `just test -n 0` for one process.)
 # The whole test suite (pytest exit 5, "no tests ran", is a failure).
 test *ARGS: setup
-    python3 -m pytest -n auto --dist loadfile {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
+    python3 -m pytest -n auto --dist loadfile --no-loadscope-reorder {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
 
 # (`just test` runs everything, and so does CI; hypothesis takes its "dev" profile unless CI=true.)
 # The suite without the tests marked `slow` (each several seconds: real agents, servers, clones).
 test-quick *ARGS: setup
-    python3 -m pytest -n auto --dist loadfile -m "not slow" {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
+    python3 -m pytest -n auto --dist loadfile --no-loadscope-reorder -m "not slow" {{ARGS}} || { rc=$?; if [ $rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $rc; }
 
 # The fuzz targets alone (tests/fuzz); STELLA_FUZZ_PROFILE=fuzz-long for a long run by hand.
 fuzz *ARGS: setup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -248,3 +249,47 @@ def copy_inputs(tmp_path: Path, bundle_inputs: Any) -> Callable[[], Path]:
         return target
 
     return copy
+
+
+# --- Order of files: the longest first (`just test`: xdist with --dist loadfile) ---------------
+# xdist hands each worker whole files; by default the files with the most tests first, which
+# put the long files of few tests (a fresh clone's `just demo`, agent kills, real servers) last,
+# where one worker ran them alone while the other had finished. The recipe passes
+# --no-loadscope-reorder, and files go out longest first by the seconds measured in a full run
+# (tests/file_seconds.json, files of a second or more; the others after them, in collection
+# order). `STELLA_RECORD_FILE_SECONDS=tests/file_seconds.json just test` measures them again.
+
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+_RECORDED: dict[str, float] = {}
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    seconds: dict[str, float] = {}
+    if FILE_SECONDS.exists():
+        seconds = json.loads(FILE_SECONDS.read_text())
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(_file(item.nodeid), index)
+    # Stable: a file's tests keep their order and stay together.
+    items.sort(key=lambda item: (-seconds.get(_file(item.nodeid), 0.0), first[_file(item.nodeid)]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("STELLA_RECORD_FILE_SECONDS"):
+        path = _file(report.nodeid)
+        _RECORDED[path] = _RECORDED.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get("STELLA_RECORD_FILE_SECONDS")
+    if target and _RECORDED and not hasattr(session.config, "workerinput"):  # xdist's controller
+        # Files of a second or more: the many short ones only fill the end, in any order.
+        longest = sorted(
+            ((k, round(v)) for k, v in _RECORDED.items() if v >= 1), key=lambda kv: -kv[1]
+        )
+        ordered = dict(longest)
+        Path(target).write_text(json.dumps(ordered, indent=1) + "\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -59,41 +58,6 @@ def test_demo_collects_with_real_ebpf(tmp_path: Path) -> None:
     report = _check_reports(result.report_json, result.report_html)
     (chain,) = report["evidence"]
     assert chain["final_seal_present"] and chain["records"] >= 3
-
-
-@pytest.mark.slow
-def test_readme_first_command_from_a_fresh_clone(tmp_path: Path) -> None:
-    """`pip install rust-just && just demo` in a fresh clone, in its own virtualenv."""
-    clone = tmp_path / "clone"
-    if (REPO / ".git").exists():
-        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    else:  # a source tree without history (CI from an archive): copy what a clone would hold
-        shutil.copytree(
-            REPO, clone, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info")
-        )
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
-    env.pop("PYTHONPATH", None)
-    started = time.monotonic()
-    done = subprocess.run(
-        ["bash", "-c", "pip install -q rust-just && just demo"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "verdict: PASSED" in done.stdout
-    html = next(line for line in done.stdout.splitlines() if line.startswith("HTML report:"))
-    assert Path(html.split(":", 1)[1].strip()).exists()
-    # The clone's package ran, not the work tree's.
-    assert str(clone) in subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import stella_bundle; print(stella_bundle.__file__)"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
-    ).stdout  # fmt: skip
-    print(f"fresh clone → just demo: {time.monotonic() - started:.1f} s")
 
 
 @pytest.mark.slow

@@ -9,12 +9,13 @@ marker filter.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
 from hypothesis import settings
 
-from tests.conftest import IN_CI, scaled_examples
+from tests.conftest import IN_CI, pytest_collection_modifyitems, scaled_examples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTS = REPO_ROOT / "tests"
@@ -57,3 +58,26 @@ def test_ci_runs_the_slow_tests_and_the_quick_command_leaves_them_out() -> None:
     assert '"$JUST" test' in (REPO_ROOT / ".ci" / "run").read_text()
     assert not re.search(r"pytest.* -m ", _recipe("test")) and "slow" not in _recipe("test")
     assert '-m "not slow"' in _recipe("test-quick")
+
+
+def test_the_longest_files_go_first_and_xdist_keeps_that_order() -> None:
+    """`just test` gives each worker whole files in collection order (--no-loadscope-reorder:
+    xdist's own order, most tests first, left the long files of few tests to the end), and
+    tests/conftest.py sorts the files by tests/file_seconds.json, longest first."""
+    for name in ("test", "test-quick"):
+        assert "--dist loadfile --no-loadscope-reorder" in _recipe(name)
+    seconds = json.loads((TESTS / "file_seconds.json").read_text())
+    missing = [path for path in seconds if not (REPO_ROOT / path).is_file()]
+    assert not missing, f"tests/file_seconds.json names files that are gone: {missing}"
+    assert list(seconds.values()) == sorted(seconds.values(), reverse=True)
+    items = [_Item(f"{path}::test_{n}") for n, path in enumerate(["tests/b.py", *seconds][:4])]
+    items.append(_Item("tests/b.py::test_late"))  # a file's tests stay together, in order
+    pytest_collection_modifyitems(items)  # type: ignore[arg-type]
+    order = [item.nodeid for item in items]
+    assert order[:3] == [f"{path}::test_{n + 1}" for n, path in enumerate([*seconds][:3])]
+    assert order[3:] == ["tests/b.py::test_0", "tests/b.py::test_late"]
+
+
+class _Item:
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid

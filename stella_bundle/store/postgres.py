@@ -75,6 +75,7 @@ PARTITION_PREFIX: Final = "observations_p"
 PARTITION_RE: Final = re.compile(r"^observations_p([0-9]{8})\Z")
 DAYS_AHEAD: Final = 1  # today and this many days after it exist before data arrives
 COPY_BLOCK: Final = 1 << 20
+COPY_SLICE: Final = 10_000  # records of a chunk formatted per COPY write (copy_lines)
 _DAY: Final = operator.itemgetter(slice(0, 10))  # a canonical timestamp's YYYY-MM-DD
 
 # Migration advisory lock: two `stella store migrate` at once apply each version once.
@@ -273,29 +274,37 @@ def _ts(value: dt.datetime | None) -> str | None:
     return None if value is None else format_timestamp(value)
 
 
-def copy_lines(chunk: StoreChunk) -> tuple[str, set[str], tuple[int, int]]:
-    """The chunk's COPY text, its days, and how far its records' intervals reach before and
-    after their observed_at (microseconds; both 0 without aggregated records). Plain fast-path chunks (no backslash anywhere, no
-    aggregated record) are formatted from the decoded columns in one comprehension: no row
-    tuples, the cost that dominated ingest."""
+def copy_lines(chunk: StoreChunk) -> tuple[Iterable[bytes], set[str], tuple[int, int]]:
+    """The chunk's COPY text (in blocks), its days, and how far its records' intervals reach
+    before and after their observed_at (microseconds; both 0 without aggregated records).
+
+    Plain fast-path chunks (no backslash anywhere, no aggregated record) are formatted from
+    the decoded columns by comprehension, no row tuples (the cost that dominated ingest), a
+    slice of COPY_SLICE records at a time as the blocks are taken: the server copies the
+    first records of a chunk while the next are formatted, and waits for at most one slice
+    at the start of an ingest and after its last write."""
     decoded = chunk.prepared
-    if (
-        isinstance(decoded, DecodedChunk)
-        and not decoded.aggregated
-        and not any("\\" in text for text in decoded.texts)
-    ):
-        prefix = f"{decoded.chain_id}\t{decoded.sequence}\t"
-        null = "\\N"
+    if isinstance(decoded, DecodedChunk) and not decoded.aggregated and not decoded.backslash:
+        return _plain_blocks(decoded), set(map(_DAY, decoded.observed)), (0, 0)
+    text, days, spans = _copy_block(chunk_rows(chunk))
+    return ([text.encode("utf-8")] if text else []), days, spans
+
+
+def _plain_blocks(decoded: DecodedChunk) -> Iterator[bytes]:
+    prefix = f"{decoded.chain_id}\t{decoded.sequence}\t"
+    null = "\\N"
+    records, observed, texts = decoded.records, decoded.observed, decoded.texts
+    for start in range(0, len(records), COPY_SLICE):
+        stop = start + COPY_SLICE
         lines = [
             f"{prefix}{index}\t{stamp}\t{stamp}\t{stamp}\t{r.node_hash}\t{r.function_name}\t"
-            f"{r.probe_type}\t1\t{null if r.purl is UNSET else r.purl}\t{text}"
+            f"{r.probe_type}\t1\t{null if r.purl is UNSET else r.purl}\t{text}\n"
             for index, (r, stamp, text) in enumerate(
-                zip(decoded.records, decoded.observed, decoded.texts, strict=True), 1
+                zip(records[start:stop], observed[start:stop], texts[start:stop], strict=True),
+                start + 1,
             )
         ]
-        days = set(map(_DAY, decoded.observed))
-        return ("\n".join(lines) + "\n") if lines else "", days, (0, 0)
-    return _copy_block(chunk_rows(chunk))
+        yield "".join(lines).encode("utf-8")
 
 
 def _copy_block(rows: Iterable[Row]) -> tuple[str, set[str], tuple[int, int]]:
@@ -543,7 +552,7 @@ class PostgresStore(ObservationStore):
                     if (p.chain_id, p.sequence) in offered or result.conflicts:
                         continue  # a duplicate in the batch, or nothing will be kept anyway
                     offered.add((p.chain_id, p.sequence))
-                    text, days, (before, after) = copy_lines(chunk)
+                    blocks, days, (before, after) = copy_lines(chunk)
                     touched.update(PARTITION_PREFIX + d.replace("-", "") for d in days)
                     spans = (max(spans[0], before), max(spans[1], after))
                     missing = {
@@ -553,8 +562,8 @@ class PostgresStore(ObservationStore):
                         stream.pause()
                         for day in sorted(missing):
                             self._create_partition(cursor, dt.date.fromisoformat(day))
-                    if text:
-                        stream.write(text.encode("utf-8"))
+                    for block in blocks:
+                        stream.write(block)
                     rollups.add(chunk)  # while the server copies the chunk
                     if rollups.full():
                         stream.pause()

@@ -91,6 +91,7 @@ class DecodedChunk:
     observed: list[str]
     texts: list[str]
     aggregated: bool  # some record has count, first_observed_at or last_observed_at
+    backslash: bool = True  # some line holds a backslash (COPY's text format escapes it)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -192,7 +193,7 @@ def fast_decode(chain_id: str, sequence: int, content: bytes) -> DecodedChunk | 
         texts.pop()
     if len(texts) != len(records):
         return None
-    return DecodedChunk(chain_id, sequence, records, observed, texts, aggregated)
+    return DecodedChunk(chain_id, sequence, records, observed, texts, aggregated, b"\\" in content)
 
 
 def decoded_times(decoded: DecodedChunk) -> ChunkTimes:

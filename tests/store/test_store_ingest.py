@@ -367,3 +367,39 @@ def test_a_chunk_changed_after_verification_is_refused(
     (chain / "0000000002.ndjson.zst").write_bytes((other / "0000000002.ndjson.zst").read_bytes())
     with pytest.raises(EvidenceChainError, match="changed after it was verified"):
         list(chain_chunks(verified[0]))
+
+
+def test_sealed_lines_with_escapes_come_back_as_sealed(
+    backend_url: str, tmp_path: Path, test_keys: Any
+) -> None:
+    """Chunks the fast path decodes: plain ones (formatted for COPY from their columns), ones
+    whose lines hold backslashes (COPY's escape character, written escaped) and ones without
+    purl (NULL): records and columns come back as sealed, in store order."""
+    node = "sha256:" + "ab" * 32
+    records: list[dict[str, Any]] = []
+    for index in range(30):
+        record: dict[str, Any] = {
+            "node_hash": node,
+            "function_name": f"f{index}",
+            "observed_at": f"2026-01-20T00:00:{index:02d}.000000Z",
+            "probe_type": "uprobe",
+            "purl": "pkg:deb/debian/openssl@3.0.11",
+        }
+        if 10 <= index < 20:  # the second chunk: escapes COPY's text format must keep
+            record["function_name"] = f"f\\t{index}\\N\\\\"
+            record["comm"] = "a\tb\nc"
+        if index >= 20:  # the third chunk: no purl
+            del record["purl"]
+        records.append(record)
+    chain = write_chain(tmp_path / "e", "chain-esc", records, test_keys.signer("collector"))
+    with open_store(backend_url, initialise=True) as store:
+        stored = ingest_evidence(store, chain.parent, TrustRoot.load(test_keys.trust_root))
+        assert (stored.chunks_stored, stored.records_stored) == (3, 30)
+        assert [r.record for r in store.iter_records()] == records
+        if not isinstance(store, MemoryStore):
+            columns = store.db.execute(  # type: ignore[attr-defined]
+                "SELECT line, function_name, purl FROM observations ORDER BY sequence, line"
+            ).fetchall()
+            assert [tuple(c) for c in columns] == [
+                (i % 10 + 1, r["function_name"], r.get("purl")) for i, r in enumerate(records)
+            ]

@@ -252,7 +252,8 @@ _RECORD_LIST: Final = list[Record]
 
 
 class DecodedRecords(list[Any]):
-    """Records msgspec decoded straight from JSON bytes, all `Record`s or all `PlainRecord`s
+    """Records msgspec decoded straight from JSON bytes, all of one type (`Record`,
+    `PlainRecord` or `LightRecord`)
     (an API body in one C pass, no dicts made): the values orjson would give for the same
     bytes, with msgspec's checks (types, enums, ranges, no unknown field) passed.
     `convert_records` takes them without converting; `as_dicts` gives the plain records the
@@ -260,9 +261,9 @@ class DecodedRecords(list[Any]):
 
     @property
     def plain(self) -> bool:
-        """`PlainRecord`s: by their type, no count, first/last times, image digest or details
-        to check."""
-        return not self or type(self[0]) is PlainRecord
+        """`PlainRecord`s or `LightRecord`s: by their type, no count, first/last times, image
+        digest or details to check."""
+        return not self or type(self[0]) is not Record
 
     def as_dicts(self) -> list[dict[str, Any]]:
         # Absent fields are UNSET and left out: each dict is the record as it was sent
@@ -273,7 +274,7 @@ class DecodedRecords(list[Any]):
 
 def convert_records(
     records: list[Any],
-) -> tuple[list[Record] | list[PlainRecord], bool] | None:
+) -> tuple[list[Record] | PlainRecords, bool] | None:
     """(records, aggregated) when every item of an already parsed list (a JSON body's records)
     is a valid record, by the same rules as `decode_block`; else None (the caller validates
     one by one, which names the first bad record). The items are not changed."""

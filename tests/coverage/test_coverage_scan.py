@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_bytes
-from stella_bundle.coverage.fastdecode import DecodedRecords, PlainRecord, Record
+from stella_bundle.coverage.fastdecode import DecodedRecords, LightRecord, PlainRecord, Record
 from stella_bundle.coverage.patterns import CANONICAL_LINE
 from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import InputError
@@ -442,8 +442,8 @@ def _folded(aggregator: ObservationAggregator) -> Any:
 
 
 def _decoded_records(batch: list[dict[str, Any]]) -> DecodedRecords | None:
-    """As the API decodes a verify body: as `PlainRecord`s when every record is one."""
-    for kind in (PlainRecord, Record):
+    """As the API decodes a verify body: as the smallest record type that takes them all."""
+    for kind in (LightRecord, PlainRecord, Record):
         try:
             return DecodedRecords(msgspec.json.decode(json.dumps(batch), type=list[kind]))
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -55,6 +55,7 @@ from .rollups import (
     Fold,
     Rollups,
     bucket_ranges,
+    clip,
     combine,
     fine_plan,
     micros,
@@ -770,12 +771,19 @@ class PostgresStore(ObservationStore):
                 if use:
                     params["fine"] = use
                     wholes.append("FROM fine_rollups WHERE bucket = ANY(%(fine)s::timestamptz[])")
+                if ranges:
+                    # The window's rule, and the observed_at range its records can have: only
+                    # that part of a bucket is read (the BRIN index skips the rest).
+                    window, reach = self._window(cursor, window_from, window_to)
+                    params.update(reach)
+                    ranges = clip(
+                        ranges,
+                        format_timestamp(reach["low"]) if "low" in reach else None,
+                        format_timestamp(reach["high"]) if "high" in reach else None,
+                    )
                 for index, (low, high) in enumerate(ranges):
                     params[f"lo{index}"], params[f"hi{index}"] = low, high
                 if ranges:
-                    # The window's rule, and the observed_at range its records can have.
-                    window, reach = self._window(cursor, window_from, window_to)
-                    params.update(reach)
                     raw = (
                         "FROM observations WHERE ("
                         + " OR ".join(

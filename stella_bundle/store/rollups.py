@@ -391,6 +391,24 @@ def fine_plan(
     return use, bucket_ranges(raw, FINE)
 
 
+def clip(
+    ranges: Iterable[tuple[str, str]], low: str | None, high: str | None
+) -> list[tuple[str, str]]:
+    """[start, end) ranges of observed_at cut to [low, high] (the observed_at a record meeting
+    the window can have): the raw rows read are the parts of the cut buckets the window can
+    reach, not whole buckets."""
+    end = None if high is None else shifted(high, 1)
+    cut = []
+    for start, stop in ranges:
+        if low is not None and low > start:
+            start = low
+        if end is not None and end < stop:
+            stop = end
+        if start < stop:
+            cut.append((start, stop))
+    return cut
+
+
 def combine(
     groups: Iterable[tuple[str, int, int, str, str, int]],
     firsts: Iterable[tuple[str, str, int, int, str, str | None]],

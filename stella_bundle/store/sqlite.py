@@ -45,6 +45,7 @@ from .rollups import (
     Fold,
     Rollups,
     bucket_ranges,
+    clip,
     combine,
     fine_plan,
     shifted,
@@ -536,6 +537,9 @@ class SqliteStore(ObservationStore):
                         wholes.append(
                             "FROM fine_rollups WHERE bucket IN (SELECT value FROM json_each(:fine))"
                         )
+                    reach = self._reach(window_from, window_to, params) if ranges else ""
+                    # Only the part of a bucket the window can reach is read (index ranges).
+                    ranges = clip(ranges, params.get("reach_low"), params.get("reach_high"))
                     for index, (low, high) in enumerate(ranges):
                         params[f"lo{index}"], params[f"hi{index}"] = low, high
                     if ranges:
@@ -547,7 +551,7 @@ class SqliteStore(ObservationStore):
                             )
                             + ") AND "
                             + _WINDOW
-                            + self._reach(window_from, window_to, params)
+                            + reach
                         )
                 union = " UNION ALL ".join(
                     f"SELECT node_hash, records, events, min_start, max_end, probe_mask {whole}"

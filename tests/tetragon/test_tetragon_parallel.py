@@ -450,3 +450,25 @@ def test_stdin_in_blocks_is_stdin_line_by_line(
     del lines["chain_dir"], blocks["chain_dir"]
     assert blocks == lines
     assert chain_contents(tmp_path / "blocks" / "t") == chain_contents(tmp_path / "lines" / "t")
+
+
+def test_parts_cross_the_pipe_as_sent_and_a_cut_pipe_is_eof() -> None:
+    """`_Sender` → `_receive`: the calls as they were (runs' lines written raw); a pipe that
+    ends inside a part (the worker died while writing) is EOFError, never a short part."""
+    calls: list[Any] = [
+        ("open", "node"),
+        (b'{"a":1}\n{"a":2}', "t1\nt2", 2, "t1", "t2"),
+        ("loss", {"filtered_out": 1}),
+        (b"x" * 300_000, "t3", 1, "t3", "t3"),
+    ]
+    expected = [tuple(call) for call in calls]
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb", buffering=0) as reader, open(write_end, "wb", buffering=0) as writer:
+        sending = threading.Thread(target=parallel._Sender(writer).send, args=((calls, None),))
+        sending.start()
+        assert parallel._receive(reader) == (expected, None)
+        sending.join()
+        writer.write(parallel._SIZE.pack(1000) + b"only part of a header")
+        writer.close()
+        with pytest.raises(EOFError):
+            parallel._receive(reader)

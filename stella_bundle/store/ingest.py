@@ -229,7 +229,7 @@ class ChainIngest:
                 continue
             # The content whose digest was just measured equal to the sealed one.
             content = b"".join(blocks)
-            decoded = fast_decode(files.chain_id, sequence, content)
+            decoded = fast_decode(files.chain_id, sequence, content, measure.records)
             times = chunk_times(blocks) if decoded is None else decoded_times(decoded)
             del blocks
             self.feed(sequence, replace(measure, times=times))

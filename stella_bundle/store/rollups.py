@@ -96,6 +96,8 @@ ROLLUP_COLUMNS: Final = (
 FINE_BUCKET_COLUMNS: Final = ("bucket", "min_start", "max_start", "min_end", "max_end", "raw")
 
 DAY: Final = dt.timedelta(days=1)
+_NODE_HASH: Final = operator.attrgetter("node_hash")
+_PROBE_TYPE: Final = operator.attrgetter("probe_type")
 BUCKET_CHARS: Final = 10  # a canonical timestamp's YYYY-MM-DD: its bucket
 FINE: Final = dt.timedelta(minutes=10)
 FINE_CHARS: Final = 15  # a canonical timestamp's YYYY-MM-DDTHH:M: its ten-minute bucket
@@ -242,8 +244,8 @@ class Rollups:
         record, and not at all for a bucket the chunk holds wholly and sparsely."""
         observed = decoded.observed
         records = decoded.records
-        nodes = [r.node_hash for r in records]
-        probes = [r.probe_type for r in records]
+        nodes = list(map(_NODE_HASH, records))
+        probes = list(map(_PROBE_TYPE, records))
         start = 0
         while start < len(observed):
             day = observed[start][:BUCKET_CHARS]

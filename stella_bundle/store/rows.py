@@ -173,11 +173,16 @@ def row_values(chunk: StoreChunk) -> Iterable[tuple[Any, ...]]:
     )
 
 
-def fast_decode(chain_id: str, sequence: int, content: bytes) -> DecodedChunk | None:
+def fast_decode(
+    chain_id: str, sequence: int, content: bytes, newlines: int | None = None
+) -> DecodedChunk | None:
     """A chunk's uncompressed NDJSON through the verifier's msgspec fast path, each record's
     text kept byte for byte as sealed; None when any line needs the full path (non-canonical
-    times, blank lines…), which then decides."""
-    lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
+    times, blank lines…), which then decides. `newlines`: the content's newline count, when
+    the caller measured it already."""
+    if newlines is None:
+        newlines = content.count(b"\n")
+    lines = newlines + (0 if content.endswith(b"\n") else 1)
     if not content or (decoded := decode_block(content, lines)) is None:
         return None
     decoded_records, observed, aggregated = decoded

@@ -22,8 +22,9 @@ database from the daily rollups, the ten-minute rollups of the days a window edg
 raw rows of the buckets it cuts, the verdict by the file path's `evaluate`) on PostgreSQL and SQLite with DuckDB answering the same coverage question
 over the same rows exported to Parquet (bench/verify.py's map and records; issue 11's target:
 <= 2x DuckDB), twice: over the whole store, and over a window whose both ends cut a day.
-The records, the SQLite store (per schema version) and the Parquet file are cached in
---workdir per size; PostgreSQL is loaded again each run (untimed). The default size is 1M (a
+The records, the SQLite store and the Parquet file are kept in --workdir, each under a digest
+of its inputs (size, generators, store code and schema version, export), so a change makes them
+again; PostgreSQL is loaded again each run (untimed). The default size is 1M (a
 10M run takes most of an hour here: writing, loading and exporting 10M rows).
 
 Needs PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin), psql and sqlite3; as root the
@@ -87,7 +88,7 @@ def sources_digest(*parts: object) -> str:
 def keep_one(workdir: Path, prefix: str, keep: Path) -> None:
     """Drop the other kept inputs of this kind (other digests): each is hundreds of MB."""
     for stale in workdir.glob(f"{prefix}*"):
-        if stale != keep:
+        if not stale.name.startswith(keep.name):  # (its own -wal, -shm, .part stay)
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -268,7 +269,15 @@ def bench_verify(args: argparse.Namespace) -> None:
     from stella_bundle.store.sqlite import LATEST
 
     records = args.verify_records
-    work = args.workdir / f"verify-{records}-{args.paths}"
+    # Kept between runs, each under a digest of what makes it: the records and map (size and
+    # bench/verify.py's generators), the SQLite store (those, the store code, the schema
+    # version), the Parquet file (the store's key and the export).
+    key = sources_digest(
+        records, args.paths, file_bench.node_hashes, file_bench.write_map,
+        file_bench.write_observations,
+    )  # fmt: skip
+    work = args.workdir / f"verify-{records}-{args.paths}-{key}"
+    keep_one(args.workdir, f"verify-{records}-{args.paths}-", work)
     work.mkdir(parents=True, exist_ok=True)
     hashes = file_bench.node_hashes(2 * args.paths)
     map_path, nodes_path = file_bench.write_map(work, args.paths, hashes)
@@ -300,7 +309,9 @@ def bench_verify(args: argparse.Namespace) -> None:
     try:
         # The SQLite store is kept between runs (per schema version); PostgreSQL's cluster is
         # made anew each run, so it is loaded again.
-        sqlite_file = work / f"store-v{LATEST}.sqlite"
+        store_key = sources_digest(key, LATEST, PACKAGE / "store", load_ndjson)
+        sqlite_file = work / f"store-{store_key}.sqlite"
+        keep_one(work, "store-", sqlite_file)
         urls = {"postgres": cluster.fresh(), "sqlite": f"sqlite:///{sqlite_file}"}
         for name, url in urls.items():
             with open_store(url, initialise=True) as store:
@@ -313,7 +324,8 @@ def bench_verify(args: argparse.Namespace) -> None:
                     f"{time.perf_counter() - started:.1f} s (untimed)",
                     flush=True,
                 )
-        parquet = work / "rows.parquet"
+        parquet = work / f"rows-{sources_digest(store_key, export_parquet)}.parquet"
+        keep_one(work, "rows-", parquet)
         if not parquet.exists():
             started = time.perf_counter()
             export_parquet(urls["sqlite"], work, parquet)
@@ -389,7 +401,7 @@ def main() -> None:
     key = sources_digest(evidence.parent.name, COLUMNS, write_csv, PACKAGE / "store" / "rows.py")
     rows_csv = args.workdir / f"rows-{args.records}-{key}.csv"
     if not rows_csv.exists():
-        keep_one(args.workdir, f"rows-{args.records}", rows_csv)
+        keep_one(args.workdir, f"rows-{args.records}-", rows_csv)
         started = time.perf_counter()
         write_csv(evidence, root, rows_csv.with_suffix(".part"))
         rows_csv.with_suffix(".part").replace(rows_csv)

@@ -60,9 +60,10 @@ def test_coverage_mode_one_observation_per_window_and_probe_detached(collect_run
     assert "count" not in hot[0]
     assert run.output["calls"] == 1_000_000
     # Detached after the first hit: the in-kernel hit counter stays far below 1,000,000 (a
-    # uprobe_multi link stops trapping once closed; typically a few to a few hundred hits, the
-    # bound leaves room for a loaded CI machine waking the collector late).
-    assert 1 <= run.hits["stella_work_hot"] < 20_000, run.hits
+    # uprobe_multi link stops trapping once closed; typically a few to a few hundred hits).
+    # Attached throughout it would be exactly 1,000,000; the bound leaves room for a machine
+    # so loaded that the collector wakes late (28,921 hits were seen at load 49).
+    assert 1 <= run.hits["stella_work_hot"] < 200_000, run.hits
     assert run.collector.status()["detached"] >= 1
 
 

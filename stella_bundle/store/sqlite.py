@@ -95,6 +95,28 @@ _UPSERT_BUCKET: Final = (
 )
 
 
+def _rollup_table(name: str) -> str:
+    """The rollup tables' one shape (per day and per ten minutes); the text is each migration's
+    as first published."""
+    return f"""CREATE TABLE {name} (
+                bucket TEXT NOT NULL,
+                node_hash TEXT NOT NULL,
+                records INTEGER NOT NULL,
+                events INTEGER NOT NULL,
+                min_start TEXT NOT NULL,
+                max_start TEXT NOT NULL,
+                min_end TEXT NOT NULL,
+                max_end TEXT NOT NULL,
+                probe_mask INTEGER NOT NULL,
+                first_chain TEXT NOT NULL,
+                first_sequence INTEGER NOT NULL,
+                first_line INTEGER NOT NULL,
+                function_name TEXT NOT NULL,
+                purl TEXT,
+                PRIMARY KEY (bucket, node_hash)
+            ) WITHOUT ROWID"""
+
+
 def _rollup_insert(
     chars: int, suffix: str, table: str = "node_rollups", mask: str = _RAW_MASK
 ) -> str:
@@ -187,23 +209,7 @@ MIGRATIONS: Final = (
         3,
         "per-node hourly rollups for the coverage question (rollups.py)",
         (
-            """CREATE TABLE node_rollups (
-                bucket TEXT NOT NULL,
-                node_hash TEXT NOT NULL,
-                records INTEGER NOT NULL,
-                events INTEGER NOT NULL,
-                min_start TEXT NOT NULL,
-                max_start TEXT NOT NULL,
-                min_end TEXT NOT NULL,
-                max_end TEXT NOT NULL,
-                probe_mask INTEGER NOT NULL,
-                first_chain TEXT NOT NULL,
-                first_sequence INTEGER NOT NULL,
-                first_line INTEGER NOT NULL,
-                function_name TEXT NOT NULL,
-                purl TEXT,
-                PRIMARY KEY (bucket, node_hash)
-            ) WITHOUT ROWID""",
+            _rollup_table("node_rollups"),
             _rollup_insert(13, ":00:00.000000Z"),
             # The rollups answer what this index served; ingest no longer pays for it.
             "DROP INDEX observations_coverage",
@@ -233,23 +239,7 @@ MIGRATIONS: Final = (
         5,
         "ten-minute rollups and bucket bounds for the days a window cuts (rollups.py)",
         (
-            """CREATE TABLE fine_rollups (
-                bucket TEXT NOT NULL,
-                node_hash TEXT NOT NULL,
-                records INTEGER NOT NULL,
-                events INTEGER NOT NULL,
-                min_start TEXT NOT NULL,
-                max_start TEXT NOT NULL,
-                min_end TEXT NOT NULL,
-                max_end TEXT NOT NULL,
-                probe_mask INTEGER NOT NULL,
-                first_chain TEXT NOT NULL,
-                first_sequence INTEGER NOT NULL,
-                first_line INTEGER NOT NULL,
-                function_name TEXT NOT NULL,
-                purl TEXT,
-                PRIMARY KEY (bucket, node_hash)
-            ) WITHOUT ROWID""",
+            _rollup_table("fine_rollups"),
             """CREATE TABLE fine_buckets (
                 bucket TEXT PRIMARY KEY,
                 min_start TEXT NOT NULL,

@@ -192,3 +192,17 @@ def assert_self_contained(page: str) -> None:
     assert "<script" not in lowered and "<link" not in lowered and "<img" not in lowered
     assert "@import" not in page and "url(" not in page
     assert "default-src 'none'" in page
+
+
+def verify_map(run_cli: Any, inputs: Inputs, *extra: str | Path) -> Any:
+    """`function-map verify` of the inputs' map over their observations (crypto is below its
+    minimum: exit 1), with `extra` options."""
+    return run_cli(
+        "function-map",
+        "verify",
+        "--function-map",
+        inputs.function_map,
+        "--observations",
+        inputs.observations,
+        *extra,
+    )

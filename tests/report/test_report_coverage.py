@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from report_support import Inputs, parse
+from report_support import Inputs, parse, verify_map
 
 from stella_bundle.coverage import verify_files
 from stella_bundle.errors import MalformedDocumentError
@@ -18,21 +18,9 @@ from stella_bundle.report.kinds import COVERAGE
 from stella_bundle.report.registry import render
 
 
-def _verify(run_cli: Any, inputs: Inputs, *extra: str | Path) -> Any:
-    return run_cli(
-        "function-map",
-        "verify",
-        "--function-map",
-        inputs.function_map,
-        "--observations",
-        inputs.observations,
-        *extra,
-    )
-
-
 def test_json_is_the_model_and_round_trips(run_cli: Any, inputs: Inputs, tmp_path: Path) -> None:
     written = tmp_path / "report.json"
-    result = _verify(run_cli, inputs, "--format", "json", "--output", written)
+    result = verify_map(run_cli, inputs, "--format", "json", "--output", written)
     assert result.exit_code == 1, result.stderr  # crypto below its minimum
     document = parse(result.stdout)
     report = CoverageReport.from_dict(document)
@@ -54,7 +42,7 @@ def test_report_is_the_engine_document_byte_for_byte(inputs: Inputs) -> None:
 
 
 def test_table_names_the_key_figures(run_cli: Any, inputs: Inputs) -> None:
-    result = _verify(run_cli, inputs)
+    result = verify_map(run_cli, inputs)
     assert result.exit_code == 1, result.stderr
     out = result.stdout
     for figure in (

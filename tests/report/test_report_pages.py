@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from chromium_support import page_problems, run_chromium
-from report_support import Inputs, assert_self_contained, page_text, parse
+from report_support import Inputs, assert_self_contained, page_text, parse, verify_map
 
 from stella_bundle.formats.coverage import CoverageReport
 from stella_bundle.report.kinds import COVERAGE
@@ -17,16 +17,7 @@ HOSTILE = "<script>alert(1)</script>"
 
 
 def _verify(run_cli: Any, inputs: Inputs, output_format: str) -> Any:
-    result = run_cli(
-        "function-map",
-        "verify",
-        "--function-map",
-        inputs.function_map,
-        "--observations",
-        inputs.observations,
-        "--format",
-        output_format,
-    )
+    result = verify_map(run_cli, inputs, "--format", output_format)
     assert result.exit_code == 1, result.stderr  # crypto below its minimum
     return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from report_support import Inputs
+from report_support import Inputs, verify_map
 
 from stella_bundle.errors import InputError, InternalError
 from stella_bundle.report import kinds
@@ -38,16 +38,7 @@ def test_a_result_of_another_kind_is_an_internal_error() -> None:
 
 
 def test_unknown_format_on_the_command_line(run_cli: Any, inputs: Inputs) -> None:
-    result = run_cli(
-        "function-map",
-        "verify",
-        "--function-map",
-        inputs.function_map,
-        "--observations",
-        inputs.observations,
-        "--format",
-        "xml",
-    )
+    result = verify_map(run_cli, inputs, "--format", "xml")
     assert result.exit_code == 2  # bad input: not 0 verified, 1 not verified, 3 our bug
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1

@@ -22,7 +22,13 @@ from evidence_support import COLLECTOR, make_record
 from stella_bundle.evidence import storage
 from stella_bundle.evidence import writer as writer_module
 from stella_bundle.evidence.chain import verify_chain
-from stella_bundle.evidence.layout import chunk_name, partial_name, seal_name
+from stella_bundle.evidence.layout import (
+    PARTIAL_STATE_SUFFIX,
+    PARTIAL_SUFFIX,
+    chunk_name,
+    partial_name,
+    seal_name,
+)
 from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
 
@@ -51,18 +57,41 @@ def _child(evidence: Path, run: int, signer: Any, ack_fd: int) -> None:
         os._exit(0)
 
 
-def _kill_repeatedly(
-    evidence: Path, keys: Any, seed: int, kills: int, max_delay: float, first_run: int = 0
-) -> tuple[dict[int, int], dict[int, int], int]:
-    """Start and SIGKILL a writer `kills` times; after each kill the chain verifies as open.
+def _left_open_chunk(chain_dir: Path) -> bool:
+    """Whether the directory holds an open chunk (or its state) that no seal covers yet."""
+    for suffix in (PARTIAL_SUFFIX, PARTIAL_STATE_SUFFIX):
+        for path in chain_dir.glob(f"*{suffix}"):
+            sequence = int(path.name.removesuffix(suffix))
+            if not (chain_dir / seal_name(sequence)).exists():
+                return True
+    return False
 
-    Returns the acknowledged records and loss per run, and how many runs died before opening.
-    """
+
+class KillRounds:
+    """What the killed runs left: acknowledged records and loss per run, and what was on disk."""
+
+    def __init__(self) -> None:
+        self.acknowledged: dict[int, int] = {}
+        self.acknowledged_loss: dict[int, int] = {}
+        self.killed_before_open = 0
+        # Some kill left an open chunk: the next start must seal it `recovered`. A run killed
+        # between sealing a chunk and opening the next one leaves nothing to recover.
+        self.left_open_chunk = False
+
+
+def _kill_repeatedly(
+    evidence: Path,
+    keys: Any,
+    seed: int,
+    kills: int,
+    max_delay: float,
+    first_run: int = 0,
+    rounds: KillRounds | None = None,
+) -> KillRounds:
+    """Start and SIGKILL a writer `kills` times; after each kill the chain verifies as open."""
+    rounds = rounds or KillRounds()
     rng = random.Random(seed)
     signer = keys.signer("collector")
-    acknowledged: dict[int, int] = {}
-    acknowledged_loss: dict[int, int] = {}
-    killed_before_open = 0
     for run in range(first_run, first_run + kills):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
@@ -77,39 +106,37 @@ def _kill_repeatedly(
         with os.fdopen(read_fd, "rb") as pipe:
             output = pipe.read().decode()
         acks = re.findall(r"ack (\d+) (\d+)", output)
-        acknowledged[run] = int(acks[-1][0]) if acks else 0
-        acknowledged_loss[run] = int(acks[-1][1]) if acks else 0
-        killed_before_open += "open" not in output
+        rounds.acknowledged[run] = int(acks[-1][0]) if acks else 0
+        rounds.acknowledged_loss[run] = int(acks[-1][1]) if acks else 0
+        rounds.killed_before_open += "open" not in output
         # Whatever instant the kill hit (between publishing a chunk and its seal too), every
         # sealed chunk verifies and the tail is open, not broken.
         if not (evidence / "crashy").is_dir():  # killed before the writer made its directory
             continue
+        rounds.left_open_chunk |= _left_open_chunk(evidence / "crashy")
         interim = verify_chain(evidence / "crashy", keys.trust_root, allow_open=True)
         broken = [f.to_dict() for f in interim.findings if f.severity == "error"]
         assert {f["code"] for f in broken} <= {"empty_chain"}, broken  # empty: killed early
-    return acknowledged, acknowledged_loss, killed_before_open
+    return rounds
 
 
-def _check_recovered_chain(
-    evidence: Path, keys: Any, acknowledged: dict[int, int], acknowledged_loss: dict[int, int]
-) -> None:
+def _check_recovered_chain(evidence: Path, keys: Any, rounds: KillRounds) -> None:
     """The next start recovers the tail, a clean stop ends the chain; nothing acknowledged lost."""
     with ChunkWriter.open(evidence, "crashy", keys.signer("collector"), CONFIG, COLLECTOR) as w:
         assert w.head.sequence >= 1
     report = verify_chain(evidence / "crashy", keys.trust_root)
     assert report.passed, [f.to_dict() for f in report.findings if f.severity == "error"]
-    if any(acknowledged.values()):  # a run that wrote something left a tail to recover
-        assert "recovered" in report.codes()
+    assert ("recovered" in report.codes()) == rounds.left_open_chunk, report.codes()
     present: dict[int, list[int]] = defaultdict(list)
     for record in iter_chain_records(evidence / "crashy"):
         run_name, index = record["function_name"].split("_")
         present[int(run_name[3:])].append(int(index))
-    for run, count in acknowledged.items():
+    for run, count in rounds.acknowledged.items():
         indices = present.get(run, [])
         # In order, each exactly once, no hole: what survived is a prefix of what was written.
         assert indices == list(range(len(indices))), f"run {run}: not a clean prefix"
         assert len(indices) >= count, f"run {run}: lost acknowledged records"
-    assert report.loss.ring_buffer_dropped >= sum(acknowledged_loss.values())
+    assert report.loss.ring_buffer_dropped >= sum(rounds.acknowledged_loss.values())
 
 
 @pytest.mark.slow
@@ -118,21 +145,23 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(
 ) -> None:
     # A loaded machine writes less per run: kill again (other seeds, same chain) until the
     # runs have written enough to test anything, up to four rounds.
-    acknowledged: dict[int, int] = {}
-    loss: dict[int, int] = {}
-    killed_before_open = 0
+    rounds = KillRounds()
     for round_ in range(4):
-        round_acks, round_loss, round_early = _kill_repeatedly(
-            tmp_path, test_keys, SEED + round_, KILLS, max_delay=0.25, first_run=round_ * KILLS
+        _kill_repeatedly(
+            tmp_path,
+            test_keys,
+            SEED + round_,
+            KILLS,
+            max_delay=0.25,
+            first_run=round_ * KILLS,
+            rounds=rounds,
         )
-        acknowledged |= round_acks
-        loss |= round_loss
-        killed_before_open += round_early
-        if sum(acknowledged.values()) > 1000:
+        if sum(rounds.acknowledged.values()) > 1000:
             break
-    _check_recovered_chain(tmp_path, test_keys, acknowledged, loss)
-    assert sum(acknowledged.values()) > 1000, "the runs wrote too little to test anything"
-    assert killed_before_open < len(acknowledged) // 2
+    _check_recovered_chain(tmp_path, test_keys, rounds)
+    assert rounds.left_open_chunk, "no kill landed while a chunk was open"
+    assert sum(rounds.acknowledged.values()) > 1000, "the runs wrote too little to test anything"
+    assert rounds.killed_before_open < len(rounds.acknowledged) // 2
 
 
 @pytest.mark.slow
@@ -140,10 +169,8 @@ def test_sigkill_scenario_is_stable_over_50_repeats(tmp_path: Path, test_keys: A
     """The scenario above, 50 times with other seeds (short runs, so kills land mid-seal often)."""
     for repeat in range(50):
         evidence = tmp_path / f"repeat-{repeat}"
-        acknowledged, loss, _ = _kill_repeatedly(
-            evidence, test_keys, SEED + repeat, kills=6, max_delay=0.08
-        )
-        _check_recovered_chain(evidence, test_keys, acknowledged, loss)
+        rounds = _kill_repeatedly(evidence, test_keys, SEED + repeat, kills=6, max_delay=0.08)
+        _check_recovered_chain(evidence, test_keys, rounds)
 
 
 def _die_at(module: Any, name: str, call: int) -> None:

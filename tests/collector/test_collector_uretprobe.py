@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from service_support import wait_for
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -51,7 +52,10 @@ def test_return_probe_fires_only_when_the_function_returns(
         process.stdin.write("go\n")
         process.stdin.flush()
         assert process.stdout.readline().strip() == "inside"
-        time.sleep(1.0)  # the collector polls every 100 ms: anything sent would be in by now
+        # The entry record first (a loaded machine may wake the collector's thread late),
+        # then a moment more: a return probe firing at entry would have been sent with it.
+        wait_for(lambda: sink.records, 60, "the entry record")
+        time.sleep(0.5)
         while_blocked = [dict(r) for r in sink.records]
         process.stdin.write("release\n")
         process.stdin.flush()

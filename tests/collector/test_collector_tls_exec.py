@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from service_support import free_port
-from tls_support import self_signed_certificate
+from tls_support import self_signed_certificate, wait_listening
 
 from stella_bundle.collector.features import KernelFeatures
 from stella_bundle.collector.loader import ProbeRuntime, ProbeSet
@@ -50,7 +50,8 @@ def test_tls_and_exec_sources_observe_openssl(
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(0.5)
+        # Listening before the client connects (a loaded machine starts it late).
+        wait_listening(port, server, tmp_path / "no-log", 60)
         subprocess.run(
             [OPENSSL, "s_client", "-quiet", "-no_ign_eof", "-connect", f"127.0.0.1:{port}"],
             input=b"hello\n",

@@ -114,9 +114,19 @@ def test_many_probes_detach_in_parallel(ebpf: None, features: KernelFeatures) ->
     collector.start()
     attached = len(collector.links)
     assert attached >= 250
+    # Against the same detach one link at a time, in the same run: a wall-clock bound alone
+    # does not hold on a loaded machine, where every RCU grace period stretches.
+    one_by_one = list(collector.links)[:10]
+    started = time.monotonic()
+    for index in one_by_one:
+        collector.runtime.detach_many([collector.links.pop(index)])
+    per_link = (time.monotonic() - started) / len(one_by_one)
+    remaining = len(collector.links)
     started = time.monotonic()
     collector.stop()
-    assert time.monotonic() - started < 5.0  # one by one: ~19 s
+    took = time.monotonic() - started
+    # One by one ~55 ms a link here (~16 s for 290); in parallel ~0.15 s for all of them.
+    assert took < per_link * remaining / 5, (took, per_link, remaining)
     assert not collector.links
 
 

@@ -118,17 +118,23 @@ def test_truncated_in_place_is_read_from_the_start(
     live = tmp_path / "tetragon.log"
     lines = lines_for(tetragon_pb)
     live.write_bytes(b"".join(lines[:5]))
-    follower = ExportFollower(live, idle_seconds=1.0, poll_seconds=0.02)
+    # Idle for 2 s: the end. The truncation comes once the first five lines were read (the
+    # follower opens the file lazily: truncated before that, it would never see them).
+    follower = ExportFollower(live, idle_seconds=2.0, poll_seconds=0.02)
     seen: list[int] = []
+    read_five = threading.Event()
 
     def truncate_later() -> None:
-        time.sleep(0.3)
+        read_five.wait(60)
+        time.sleep(0.1)
         live.write_bytes(b"".join(lines[5:7]))  # copytruncate: same inode, shorter
 
     threading.Thread(target=truncate_later, daemon=True).start()
     for line in follower.lines():
         assert line.data is not None
         seen.append(json.loads(line.data)["process_uprobe"]["process"]["pid"])
+        if len(seen) == 5:
+            read_five.set()
     assert seen == list(range(7))
 
 

@@ -1017,8 +1017,7 @@ class Collector:
             self.sink.close(final=final)
             return
         self._detach_all()
-        self.runtime.poll(0)
-        self.process_pending()
+        self._drain_ring()
         if self.config.mode_id == MODE_COUNT:
             self._flush_kernel_counts()
         self._flush_aggregates()
@@ -1026,6 +1025,15 @@ class Collector:
         self.runtime.close()
         self.started = False
         self.sink.close(final=final)
+
+    def _drain_ring(self) -> None:
+        """Read the ring to its end: a loop behind at the stop has more than one batch
+        (_MAX_BATCH) waiting, and what is left unread would be neither recorded nor counted."""
+        while True:
+            self.runtime.poll(0)
+            if not self._pending:
+                return
+            self.process_pending()
 
     # Records ----------------------------------------------------------------------------------
     def _timestamp(self, monotonic_ns: int) -> str:

@@ -11,7 +11,7 @@ endpoint cannot avoid. The gap between the two is the HTTP, JSON and store cost.
 
     python bench/api.py                                   # 100 paths, 1,000 observations, 50 clients, 20 s
     python bench/api.py --seconds 5 --clients 10          # quicker, while developing
-    python bench/api.py --workers 4                       # stella serve --workers 4
+    python bench/api.py --workers 1                       # stella serve --workers 1 (default: one per CPU)
     git worktree add --detach /tmp/api-old COMMIT
     python bench/api.py --compare /tmp/api-old --rounds 3 # old and new code, rounds interleaved
 
@@ -309,7 +309,12 @@ def main() -> None:
     parser.add_argument("--observations", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--workers", type=int, default=1, help="stella serve --workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="stella serve --workers (default: one per CPU, as the server would be deployed)",
+    )
     parser.add_argument(
         "--compare",
         type=Path,

@@ -12,6 +12,7 @@ import gc
 import ipaddress
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -171,6 +172,8 @@ def serve(options: ServeOptions, listen: Listen, workers: int = 1) -> None:
         target,
         factory=workers > 1,
         workers=workers,
+        # The workers share the connections evenly (api/balance.py); one process: uvloop.
+        loop="stella_bundle.api.balance:new_event_loop" if workers > 1 else "auto",
         host=listen.host,
         port=listen.port,
         ssl_certfile=str(listen.tls_cert) if listen.tls_cert else None,
@@ -183,11 +186,18 @@ def serve(options: ServeOptions, listen: Listen, workers: int = 1) -> None:
         timeout_keep_alive=30,
     )
     if workers > 1:
-        # uvicorn's supervisor: it binds the socket once and starts the worker processes.
+        # uvicorn's supervisor: it binds the socket once and starts the worker processes,
+        # which share its connections through the file of their counts.
         from uvicorn.supervisors import Multiprocess
 
-        socket = config.bind_socket()
-        Multiprocess(config, sockets=[socket]).run()
+        from .balance import SHARE_VARIABLE, create_share
+
+        with tempfile.TemporaryDirectory(prefix="stella-serve-") as directory:
+            share = Path(directory) / "connections"
+            create_share(share, workers)
+            os.environ[SHARE_VARIABLE] = str(share)
+            socket = config.bind_socket()
+            Multiprocess(config, sockets=[socket]).run()
     else:
         config.load()  # the protocol and loop modules, imported before the heap is frozen
         tune_gc()

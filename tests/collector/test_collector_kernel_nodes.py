@@ -78,9 +78,11 @@ def _observe_kernel_nodes(tmp_path: Path, disabled: frozenset[str]) -> None:
         best = next(t for t in KERNEL_ORDER if t in variants and detected.has(t))
         assert chosen[symbol].attach_type == best and best not in disabled
     sink = MemorySink()
-    collector = Collector(
-        plan, ProbeRuntime(ProbeSet.open(), detected), sink, CollectorConfig(mode="trace")
-    )
+    runtime = ProbeRuntime(ProbeSet.open(), detected)
+    # Every process's opens, connects and execs (the other xdist worker's too): a ring with
+    # room for seconds of them, should a loaded machine keep the collector's thread waiting.
+    runtime.ring_size = 1 << 24  # 4x the default, per object
+    collector = Collector(plan, runtime, sink, CollectorConfig(mode="trace"))
     collector.start()
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})

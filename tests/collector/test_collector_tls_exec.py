@@ -35,9 +35,11 @@ def test_tls_and_exec_sources_observe_openssl(
     plan = build_plan(nodes, features)
     assert not plan.unobservable
     sink = MemorySink()
-    collector = Collector(
-        plan, ProbeRuntime(ProbeSet.open(), features), sink, CollectorConfig(mode="trace")
-    )
+    runtime = ProbeRuntime(ProbeSet.open(), features)
+    # Every process's libssl calls and execs (the other xdist worker's too): rings with room
+    # for seconds of them, should a loaded machine keep the collector's thread waiting.
+    runtime.ring_size = 1 << 24  # 4x the default, per object
+    collector = Collector(plan, runtime, sink, CollectorConfig(mode="trace"))
     collector.start()
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set})

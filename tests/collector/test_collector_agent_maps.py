@@ -152,6 +152,11 @@ def chain_of(agent: Agent, map_file: Path, service: str) -> Path:
     return agent.evidence / chain_id_for(service, sha256_hex(map_file.read_bytes()))
 
 
+def _written(chain: Path) -> int:
+    """Records in the chain's open chunks (written, not sealed yet)."""
+    return sum(path.read_bytes().count(b"\n") for path in chain.glob("*.ndjson.partial"))
+
+
 def final_sealed(chain: Path) -> bool:
     seals = sorted(chain.glob("*.seal.dsse.json"))
     return bool(seals) and parse_seal(seals[-1].read_bytes()).predicate.final
@@ -308,15 +313,25 @@ def test_two_maps_on_two_binaries_two_chains_each_verifying_bad_maps_refused(
         killed.ready()
         start_workload(workload_bin, "--calls", "10").go()
         run_blocking(blocking_bin)
-        wait_for(
+        observed = wait_for(
             lambda: (
-                len(killed.metric("stella_observations_total")) == 2
-                and min(killed.metric("stella_observations_total").values()) >= 1
+                (counts := killed.metric("stella_observations_total"))
+                and len(counts) == 2
+                and min(counts.values()) >= 1
+                and counts
             ),
             30,
             "records in both chains",
         )
-        time.sleep(1.0)  # past the flush interval: written, not sealed
+        # Written to the open chunks (a flush interval, 0.5 s, on a quiet machine), not sealed:
+        # waited for, since a loaded machine may flush later than any fixed sleep.
+        wait_for(
+            lambda: all(
+                _written(agent.evidence / chain) >= count for chain, count in observed.items()
+            ),
+            30,
+            "the records written to the open chunks",
+        )
     finally:
         killed.kill()
     again = Agent(tmp_path, maps, test_keys, probes={"max_concurrent": 3})

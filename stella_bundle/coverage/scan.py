@@ -38,7 +38,7 @@ from .fastdecode import (
     convert_records,
     decode_block,
 )
-from .patterns import CANONICAL_LINE, FIRST_KEYS, VALID_DATES, date_ok, shape_pattern
+from .patterns import FIRST_KEYS, VALID_DATES, canonical_line, date_ok, shape_pattern
 
 PROBE_BIT: Final = {name: 1 << index for index, name in enumerate(PROBE_TYPES)}
 _NODE_HASH: Final = attrgetter("node_hash")
@@ -490,6 +490,7 @@ class ObservationAggregator:
         self.outside_window += outside
 
     def _slow_block(self, block: bytes, path: str | Path, line_base: int) -> None:
+        line_pattern = canonical_line()
         for offset, raw in enumerate(block.split(b"\n"), start=1):
             number = line_base + offset
             if not raw.strip():
@@ -500,7 +501,7 @@ class ObservationAggregator:
                 raise MalformedDocumentError(
                     "malformed NDJSON: not UTF-8", path=path, line=number
                 ) from exc
-            match = CANONICAL_LINE.fullmatch(text) if self.scope is None else None
+            match = line_pattern.fullmatch(text) if self.scope is None else None
             if match is not None:
                 try:
                     self._fast_fold([match.groups(default="")])
@@ -583,7 +584,7 @@ class BlockScan:
                     done = aggregator._shape_block(text, lines)
                     self.shape_misses += not done
                 if not done:
-                    matches = CANONICAL_LINE.findall(text)
+                    matches = canonical_line().findall(text)
                     if len(matches) == lines:
                         aggregator._fast_fold(matches)
                         done = True

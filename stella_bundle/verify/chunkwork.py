@@ -88,15 +88,18 @@ class ChunkWork:
         stream: HashingReader,
         spec: ChunkSpec,
         then: Callable[[ChunkScan], None],
-    ) -> None:
+    ) -> Callable[[], ChunkScan]:
         """Scan a chunk member (reading it to its end now) and call `then` with its scan when
-        every earlier effect has been applied."""
+        every earlier effect has been applied. Returns what gives the scan itself at once
+        (waiting for it when a worker has it), for a reader that needs it before its turn."""
         if self._pool is None or member.size > IN_MEMORY_MAX:
             scan = scan_chunk(stream, member.name, spec)
             self.later(lambda: then(scan))
-            return
+            return lambda: scan
         data = stream.read(member.size)
-        self.submit(_scan_bytes, (data, member.name, spec), then, len(data))
+        future = self._pool.submit(_scan_bytes, data, member.name, spec)
+        self._enqueue(future, then, len(data))
+        return future.result
 
     def submit(
         self, work: Callable[..., T], args: tuple[Any, ...], then: Callable[[T], None], size: int
@@ -107,7 +110,10 @@ class ChunkWork:
             result = work(*args)
             self.later(lambda: then(result))
             return
-        self._queue.append((self._pool.submit(work, *args), then, size))
+        self._enqueue(self._pool.submit(work, *args), then, size)
+
+    def _enqueue(self, future: Future[T], then: Callable[[T], None], size: int) -> None:
+        self._queue.append((future, then, size))
         self._in_flight += size
         while self._in_flight > IN_FLIGHT_MAX and self._queue:
             self._apply_next()

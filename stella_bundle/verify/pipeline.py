@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,14 @@ class VerifyLimits:
     archive: ReaderLimits = field(default_factory=ReaderLimits)
     chunks: ChunkLimits = field(default_factory=ChunkLimits)
     work: WorkLimits = field(default_factory=WorkLimits)
+    # A chain-order view compared with its chunks by their content digests as it streams by
+    # (`RecordPass.chain_view`); when that does not settle it, the bundle is verified again
+    # with this off, comparing by pieces after every chunk's scan (the reference path).
+    view_by_spans: bool = True
+
+
+class _Redo(Exception):
+    """The view was not shown to be its chain's contents: verify by the reference path."""
 
 
 @dataclass
@@ -165,6 +174,8 @@ class _BundleCheck:
         self.chains = ChainVerifier(trust_root, self.steps, now)
         self.records = RecordPass(self.steps, limits.chunks)
         self.work = ChunkWork()  # inline until `run` knows the archive's size
+        # `view_by_spans`: each chunk's scan, in archive order, for `chain_view`.
+        self.chunk_scans: list[Callable[[], ChunkScan]] = []
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
         self.bundle_sha256 = ""
@@ -318,6 +329,7 @@ class _BundleCheck:
         view = self.manifest.predicate.get("observations")
         if isinstance(view, dict) and view.get("order") == ORDER_CHAIN:
             self.records.view_order = ORDER_CHAIN
+            self.records.view_by_spans = self.limits.view_by_spans
         services = [s for s in self.manifest.predicate.get("services", []) if isinstance(s, str)]
         if self.requested_service is not None:
             if self.requested_service not in services:
@@ -399,8 +411,12 @@ class _BundleCheck:
             chain = match.group("chain")
             later(lambda: self.chains.prune_record(chain, data, name), len(data))
         elif match := OBSERVATIONS_RE.match(name):
-            # Its check needs every chunk's piece: the scans in flight are folded first.
-            self.work.drain()
+            if self.records.view_by_spans:
+                self.chain_view(name, stream)
+                return
+            if self.records.view_order == ORDER_CHAIN:
+                # Its check needs every chunk's piece: the scans in flight are folded first.
+                self.work.drain()
             self.observations_view(name, stream)
         elif name.startswith(VERIFICATION) and name.endswith(".json"):
             data = self.read_document(stream, member)
@@ -510,11 +526,23 @@ class _BundleCheck:
             measure = self.records.apply(member, stream, scan, aggregator)
             self.chains.chunk(chain_id, sequence, measure)
 
-        self.work.scan(member, stream, self.records.spec(aggregator), then)
+        scan = self.work.scan(member, stream, self.records.spec(aggregator), then)
+        if self.records.view_by_spans:
+            self.chunk_scans.append(scan)
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
         self.view_path = name
         self.records.view(name, stream, self.work)
+
+    def chain_view(self, name: str, stream: HashingReader) -> None:
+        """The view read beside the chunks' scans; `_Redo` unless it is their contents (a
+        second view too: the reference path settles what two views make of the report)."""
+        if self.view_path is not None:
+            raise _Redo
+        self.view_path = name
+        if not self.records.chain_view(stream, self.chunk_scans, self.work):
+            raise _Redo
+        self.chunk_scans = []
 
     # --- end of the pass -------------------------------------------------------------------
 
@@ -670,9 +698,15 @@ def verify_bundle(
 
     `window` overrides the map's window (its last `window_seconds` up to the evidence's end).
     """
-    check = _BundleCheck(bundle, trust_root, service, limits or VerifyLimits(), now, window)
+    limits = limits or VerifyLimits()
+    check = _BundleCheck(bundle, trust_root, service, limits, now, window)
     try:
-        check.run()
+        try:
+            check.run()
+        except _Redo:
+            limits = replace(limits, view_by_spans=False)
+            check = _BundleCheck(bundle, trust_root, service, limits, now, window)
+            check.run()
     except ArchiveError as exc:
         raise ArchiveError(
             f"verification failed at step 'archive' (hostile-archive checks): {exc.describe()}"

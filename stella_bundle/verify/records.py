@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +70,16 @@ class ChunkSpec:
     scope: Scope | None
     chain_order: bool
     limits: ChunkLimits
+    # ORDER_CHAIN: tag the pieces (False when the view is compared by content digests).
+    tag_pieces: bool = True
 
     @classmethod
     def of(
-        cls, aggregator: ObservationAggregator, chain_order: bool, limits: ChunkLimits
+        cls,
+        aggregator: ObservationAggregator,
+        chain_order: bool,
+        limits: ChunkLimits,
+        tag_pieces: bool = True,
     ) -> ChunkSpec:
         return cls(
             tuple(aggregator.expected),
@@ -82,6 +88,7 @@ class ChunkSpec:
             aggregator.scope,
             chain_order,
             limits,
+            tag_pieces,
         )
 
 
@@ -112,12 +119,13 @@ class ChunkScan:
     # A hostile chunk (a zstd bomb, a line over the limit): the archive is refused.
     refusal: tuple[str, str | None, int | None, str | None] | None
     # ORDER_MERGED: the lines' multiset (sum, count); ORDER_CHAIN: the lines, each ended by a
-    # newline, as pieces of the view, one per block of the chunk (`Piece`).
+    # newline, as pieces of the view, one per block of the chunk (`Piece`; none when not
+    # `ChunkSpec.tag_pieces`).
     multiset: tuple[int, int] | None
     pieces: tuple[Piece, ...] | None
-    # ORDER_CHAIN: whether every line is a record whose key any reader of the view takes
-    # alike however the view is cut (`keys_are_plain`) and the keys are in order; the first
-    # and last key (None: no lines).
+    # ORDER_CHAIN: whether the content is its lines, each a record ended by a newline (no
+    # blank line), whose key any reader of the view takes alike however the view is cut
+    # (`keys_are_plain`), the keys in order; the first and last key (None: no lines).
     plain: bool = False
     key_span: tuple[str, str] | None = None
 
@@ -131,7 +139,7 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
     times = ChunkTimes()
     aggregator = ObservationAggregator(spec.expected, spec.window_from, spec.window_to, spec.scope)
     multiset = None if spec.chain_order else RecordMultiset()
-    pieces = _Pieces() if spec.chain_order else None
+    pieces = _Pieces(spec.tag_pieces) if spec.chain_order else None
 
     def blocks() -> Iterator[bytes]:
         nonlocal content_bytes
@@ -205,7 +213,8 @@ class _Pieces:
     """A chunk's lines as pieces of a chain-order view, one per block (`Piece`), and whether
     all of them have plain keys in order (`ChunkScan.keys`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: bool = True) -> None:
+        self.tag = tag
         self.pieces: list[Piece] = []
         self.ordered = True
         self.first: str | None = None
@@ -214,13 +223,16 @@ class _Pieces:
     def feed(self, block: bytes, newlines: int, records: bool, keys: list[str] | None) -> None:
         # A block the scan folded whole is its lines, each ended by a newline, as they are.
         whole = records and block.endswith(b"\n")
+        if not whole:  # a block of blank lines too: no piece, but the chunk is not its lines
+            self.ordered = False
         lines = block if whole else b"".join(x + b"\n" for x in block.split(b"\n") if x.strip())
         if not lines:
             return
-        self.pieces.append(piece_of(lines))
+        if self.tag:
+            self.pieces.append(piece_of(lines))
         if not self.ordered:
             return
-        if not whole or not keys or not keys_are_plain(block, newlines):
+        if not keys or not keys_are_plain(block, newlines):
             self.ordered = False
             return
         if keys[0] < self.last or keys != sorted(keys):
@@ -249,9 +261,17 @@ class RecordPass:
         self.view_records = RecordMultiset()
         self.view_lines = 0
         self.view_pieces_match = False
+        # ORDER_CHAIN: compare the view with the chunks by their content digests as it streams
+        # by, beside the chunks' scans (`chain_view`), instead of by pieces after them.
+        self.view_by_spans = False
 
     def spec(self, aggregator: ObservationAggregator) -> ChunkSpec:
-        return ChunkSpec.of(aggregator, self.view_order == ORDER_CHAIN, self.limits)
+        return ChunkSpec.of(
+            aggregator,
+            self.view_order == ORDER_CHAIN,
+            self.limits,
+            tag_pieces=not self.view_by_spans,
+        )
 
     def apply(
         self,
@@ -316,12 +336,80 @@ class RecordPass:
         blocks.finish()
         self.view_pieces_match = pieces.matched()
 
+    def chain_view(
+        self, stream: HashingReader, scans: list[Callable[[], ChunkScan]], work: ChunkWork
+    ) -> bool:
+        """`view` of a chain-order view without waiting for the chunks' scans: True when the
+        view is exactly the contents of the chain's chunks (`scans`, in order), each of them
+        its records, one per line, with plain keys in order, chunk after chunk. What `view`
+        then finds is known without reading a line: as many view lines as chain lines, in
+        order, its pieces matched. False (the view read to its end) when that is not shown:
+        the caller verifies again by `view`, which finds what the view holds.
+
+        Each chunk's span of the view is hashed as it streams by and compared with the
+        content sha256 its scan computed (the one its seal signs); the span's length is the
+        scan's content size, waited for when the view reaches the span's end."""
+        index = 0
+        left = 0
+        digest: Any = None
+        expected = ""
+        shown = True
+        last_key = ""
+        lines = 0
+        for block in iter(lambda: stream.read(READ_BLOCK), b""):
+            view = memoryview(block)
+            while view and shown:
+                if digest is None:
+                    if index == len(scans):
+                        shown = False  # more bytes than the chunks hold
+                        break
+                    scan = scans[index]()
+                    index += 1
+                    if not _whole_and_plain(scan, last_key):
+                        shown = False
+                        break
+                    if scan.key_span is not None:
+                        last_key = scan.key_span[1]
+                    lines += scan.records
+                    left, expected = scan.content_bytes, scan.content_sha256
+                    digest = hashlib.sha256()
+                take = min(left, len(view))
+                digest.update(view[:take])
+                view = view[take:]
+                left -= take
+                if left == 0:
+                    shown = digest.hexdigest() == expected
+                    digest = None
+        if digest is not None:
+            shown = False  # the view ends inside a chunk's span
+        for getter in scans[index:]:  # chunks past the view's end: empty ones only
+            if not shown:
+                break
+            scan = getter()
+            shown = _whole_and_plain(scan, last_key) and scan.content_bytes == 0
+        if shown:
+
+            def summed_up() -> None:
+                self.view_lines += lines
+                self.view_pieces_match = True
+
+            work.later(summed_up)
+        return shown
+
     def view_matches_chains(self) -> bool:
         if self.view_lines != self.chain_lines:
             return False
         if self.view_order == ORDER_CHAIN:  # the view file is the chain's lines, in order
             return self.view_pieces_match
         return self.view_records.hexdigest() == self.chain_records.hexdigest()
+
+
+def _whole_and_plain(scan: ChunkScan, after: str) -> bool:
+    """Whether a chunk's scan found its content to be its records, each ended by a newline,
+    with plain keys in order from `after` on (what `RecordPass.apply` folds into chain_plain)."""
+    if scan.refusal is not None or scan.error is not None or not scan.plain:
+        return False
+    return scan.key_span is None or scan.key_span[0] >= after
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stella_bundle.canonical import canonical_bytes
 from stella_bundle.coverage.fastdecode import DecodedRecords, LightRecord, PlainRecord, Record
-from stella_bundle.coverage.patterns import CANONICAL_LINE
+from stella_bundle.coverage.patterns import canonical_line
 from stella_bundle.coverage.scan import ObservationAggregator
 from stella_bundle.errors import InputError
 from stella_bundle.formats.record import PROBE_TYPES, validate_record
@@ -132,7 +132,7 @@ def test_regex_rejects_what_validation_rejects() -> None:
         "observed_at": TIMES[0],
         "probe_type": "uprobe",
     }
-    assert CANONICAL_LINE.fullmatch(canonical_bytes(base).decode())
+    assert canonical_line().fullmatch(canonical_bytes(base).decode())
     for change in (
         {"count": 0},
         {"pid": 2**53},
@@ -143,7 +143,7 @@ def test_regex_rejects_what_validation_rejects() -> None:
         {"zzz": 1},
     ):
         line = json.dumps({**base, **change}, sort_keys=True, separators=(",", ":"))
-        assert CANONICAL_LINE.fullmatch(line) is None, change
+        assert canonical_line().fullmatch(line) is None, change
 
 
 def test_impossible_dates_in_canonical_lines_name_the_line(tmp_path: Path) -> None:

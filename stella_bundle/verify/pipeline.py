@@ -8,6 +8,8 @@ members in; a hostile archive aborts the pass with `ArchiveError` before any rep
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import os
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .. import __version__
 from ..attest.keys import fingerprint
@@ -36,6 +40,7 @@ from ..bundle.layout import (
     SCHEMA_RE,
     SEAL_RE,
     VERIFICATION,
+    chunk_path,
     entry_order,
     function_map_paths,
 )
@@ -174,8 +179,10 @@ class _BundleCheck:
         self.chains = ChainVerifier(trust_root, self.steps, now)
         self.records = RecordPass(self.steps, limits.chunks)
         self.work = ChunkWork()  # inline until `run` knows the archive's size
-        # `view_by_spans`: each chunk's scan, in archive order, for `chain_view`.
-        self.chunk_scans: list[Callable[[], ChunkScan]] = []
+        # `view_by_spans`: each chunk's name and scan, in archive order, and the content size
+        # its seal declares (unchecked: where `chain_view` cuts the view), for `chain_view`.
+        self.chunk_scans: list[tuple[str, Callable[[], ChunkScan]]] = []
+        self.declared_sizes: dict[str, int] = {}
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
         self.bundle_sha256 = ""
@@ -405,6 +412,10 @@ class _BundleCheck:
         elif match := SEAL_RE.match(name):
             data = self.read_document(stream, member)
             chain, sequence = match.group("chain"), int(match.group("seq"))
+            if self.records.view_by_spans:
+                size = declared_content_bytes(data)
+                if size is not None:
+                    self.declared_sizes[chunk_path(chain, sequence)] = size
             later(lambda: self.chains.seal(chain, sequence, data, name), len(data))
         elif match := PRUNE_RE.match(name):
             data = self.read_document(stream, member)
@@ -528,7 +539,7 @@ class _BundleCheck:
 
         scan = self.work.scan(member, stream, self.records.spec(aggregator), then)
         if self.records.view_by_spans:
-            self.chunk_scans.append(scan)
+            self.chunk_scans.append((member.name, scan))
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
         self.view_path = name
@@ -540,7 +551,9 @@ class _BundleCheck:
         if self.view_path is not None:
             raise _Redo
         self.view_path = name
-        if not self.records.chain_view(stream, self.chunk_scans, self.work):
+        scans = [scan for _, scan in self.chunk_scans]
+        declared = [self.declared_sizes.get(chunk) for chunk, _ in self.chunk_scans]
+        if not self.records.chain_view(stream, scans, declared, self.work):
             raise _Redo
         self.chunk_scans = []
 
@@ -673,6 +686,17 @@ class _BundleCheck:
                 predicate["window"] = self.tally.window
         subject = [{"name": self.bundle.name, "digest": {"sha256": self.bundle_sha256}}]
         return make_statement(subject, VERIFICATION_REPORT_PREDICATE, predicate)
+
+
+def declared_content_bytes(seal: bytes) -> int | None:
+    """The content size a seal file declares, read without any check (None if it has none):
+    where a chain-order view is cut, the cut confirmed by the chunk's own scan."""
+    try:
+        payload = base64.b64decode(orjson.loads(seal)["payload"], validate=True)
+        size = orjson.loads(payload)["predicate"]["content"]["bytes"]
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        return None
+    return size if type(size) is int and size >= 0 else None
 
 
 def _overall_confidence(value: Any) -> float:

@@ -337,64 +337,59 @@ class RecordPass:
         self.view_pieces_match = pieces.matched()
 
     def chain_view(
-        self, stream: HashingReader, scans: list[Callable[[], ChunkScan]], work: ChunkWork
+        self,
+        stream: HashingReader,
+        scans: list[Callable[[], ChunkScan]],
+        declared: list[int | None],
+        work: ChunkWork,
     ) -> bool:
         """`view` of a chain-order view without waiting for the chunks' scans: True when the
         view is exactly the contents of the chain's chunks (`scans`, in order), each of them
         its records, one per line, with plain keys in order, chunk after chunk. What `view`
         then finds is known without reading a line: as many view lines as chain lines, in
-        order, its pieces matched. False (the view read to its end) when that is not shown:
-        the caller verifies again by `view`, which finds what the view holds.
+        order, its pieces matched. False when that is not shown: the caller verifies again by
+        `view`, which finds what the view holds.
 
-        Each chunk's span of the view is hashed as it streams by and compared with the
-        content sha256 its scan computed (the one its seal signs); the span's length is the
-        scan's content size, waited for when the view reaches the span's end."""
-        index = 0
-        left = 0
-        digest: Any = None
-        expected = ""
-        shown = True
+        The view is cut where each chunk's content ends by the sizes the seals declare
+        (`declared`; a chunk without one waits for its scan), each span hashed as it streams
+        by (the first is a prefix: the member's own digest, copied at its end); then every
+        span's size and sha256 must be its chunk's, as the scans found them."""
+        spans: list[tuple[int, str]] = []
+        for index, size in enumerate(declared):
+            if size is None:
+                size = scans[index]().content_bytes
+            digest = stream.digest if index == 0 else hashlib.sha256()
+            left = size
+            while left:
+                data = stream.read(min(left, READ_BLOCK))
+                if not data:
+                    return False  # the view ends inside the span
+                if index:
+                    digest.update(data)
+                left -= len(data)
+            spans.append((size, (stream.digest.copy() if index == 0 else digest).hexdigest()))
+        if stream.read(1):
+            return False  # more bytes than the chunks hold
         last_key = ""
         lines = 0
-        for block in iter(lambda: stream.read(READ_BLOCK), b""):
-            view = memoryview(block)
-            while view and shown:
-                if digest is None:
-                    if index == len(scans):
-                        shown = False  # more bytes than the chunks hold
-                        break
-                    scan = scans[index]()
-                    index += 1
-                    if not _whole_and_plain(scan, last_key):
-                        shown = False
-                        break
-                    if scan.key_span is not None:
-                        last_key = scan.key_span[1]
-                    lines += scan.records
-                    left, expected = scan.content_bytes, scan.content_sha256
-                    digest = hashlib.sha256()
-                take = min(left, len(view))
-                digest.update(view[:take])
-                view = view[take:]
-                left -= take
-                if left == 0:
-                    shown = digest.hexdigest() == expected
-                    digest = None
-        if digest is not None:
-            shown = False  # the view ends inside a chunk's span
-        for getter in scans[index:]:  # chunks past the view's end: empty ones only
-            if not shown:
-                break
-            scan = getter()
-            shown = _whole_and_plain(scan, last_key) and scan.content_bytes == 0
-        if shown:
+        for scan_of, (size, sha256) in zip(scans, spans, strict=True):
+            scan = scan_of()
+            if (
+                not _whole_and_plain(scan, last_key)
+                or scan.content_bytes != size
+                or scan.content_sha256 != sha256
+            ):
+                return False
+            if scan.key_span is not None:
+                last_key = scan.key_span[1]
+            lines += scan.records
 
-            def summed_up() -> None:
-                self.view_lines += lines
-                self.view_pieces_match = True
+        def summed_up() -> None:
+            self.view_lines += lines
+            self.view_pieces_match = True
 
-            work.later(summed_up)
-        return shown
+        work.later(summed_up)
+        return True
 
     def view_matches_chains(self) -> bool:
         if self.view_lines != self.chain_lines:

@@ -82,10 +82,12 @@ def _content(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompressobj().decompress(data)
 
 
-def reseal(members: Members, contents: dict[str, bytes], signer: Any) -> Members:
+def reseal(
+    members: Members, contents: dict[str, bytes], signer: Any, sizes: dict[str, int] | None = None
+) -> Members:
     """The chunks named in `contents` given those bytes, their seals re-signed for them and
     every later seal of the chain re-linked to its predecessor (as a collector-key holder
-    could)."""
+    could); `sizes`: content sizes their seals declare instead of the true ones."""
     out = dict(members)
     previous: str | None = None
     changed = False
@@ -109,6 +111,9 @@ def reseal(members: Members, contents: dict[str, bytes], signer: Any) -> Members
                 "first_observed_at": times[0],
                 "last_observed_at": times[-1],
             }
+            changed = True
+        if chunk in (sizes or {}):
+            statement["predicate"]["content"]["bytes"] = (sizes or {})[chunk]
             changed = True
         if changed and previous is not None and statement["predicate"]["previous"] is not None:
             statement["predicate"]["previous"]["sha256"] = previous
@@ -249,14 +254,82 @@ def _lines_edit(data: bytes, index: int, edit: Any) -> bytes:
     view_source=st.sampled_from(["builder", "raw", "old"]),
     view_edit=st.sampled_from(sorted(VIEW_EDITS)),
     where=st.integers(0, 10_000),
+    seal_edit=st.sampled_from(["none", "none", "size-plus-one", "size-minus-one", "unparsable"]),
 )
-@example(chunk=3, chunk_edit="none", view_source="old", view_edit="none", where=0)
-@example(chunk=9, chunk_edit="extra-newline", view_source="raw", view_edit="none", where=0)
-@example(chunk=2, chunk_edit="blank-line", view_source="builder", view_edit="none", where=7)
-@example(chunk=4, chunk_edit="escaped", view_source="builder", view_edit="none", where=0)
-@example(chunk=0, chunk_edit="none", view_source="old", view_edit="truncated", where=50)
-@example(chunk=0, chunk_edit="none", view_source="old", view_edit="other-pid", where=1234)
-@example(chunk=0, chunk_edit="none", view_source="raw", view_edit="swap-lines", where=2999)
+@example(chunk=3, chunk_edit="none", view_source="old", view_edit="none", where=0, seal_edit="none")
+@example(
+    chunk=9,
+    chunk_edit="extra-newline",
+    view_source="raw",
+    view_edit="none",
+    where=0,
+    seal_edit="none",
+)
+@example(
+    chunk=2,
+    chunk_edit="blank-line",
+    view_source="builder",
+    view_edit="none",
+    where=7,
+    seal_edit="none",
+)
+@example(
+    chunk=4,
+    chunk_edit="escaped",
+    view_source="builder",
+    view_edit="none",
+    where=0,
+    seal_edit="none",
+)
+@example(
+    chunk=0, chunk_edit="none", view_source="old", view_edit="truncated", where=50, seal_edit="none"
+)
+@example(
+    chunk=0,
+    chunk_edit="none",
+    view_source="old",
+    view_edit="other-pid",
+    where=1234,
+    seal_edit="none",
+)
+@example(
+    chunk=0,
+    chunk_edit="none",
+    view_source="raw",
+    view_edit="swap-lines",
+    where=2999,
+    seal_edit="none",
+)
+@example(
+    chunk=0, chunk_edit="none", view_source="old", view_edit="none", where=0, seal_edit="unparsable"
+)
+@example(
+    chunk=9, chunk_edit="none", view_source="old", view_edit="none", where=0, seal_edit="unparsable"
+)
+@example(
+    chunk=0,
+    chunk_edit="none",
+    view_source="old",
+    view_edit="extra-newline",
+    where=0,
+    seal_edit="none",
+)
+@example(
+    chunk=0,
+    chunk_edit="none",
+    view_source="old",
+    view_edit="no-final-newline",
+    where=0,
+    seal_edit="none",
+)
+@example(
+    chunk=3,
+    chunk_edit="none",
+    view_source="old",
+    view_edit="none",
+    where=0,
+    seal_edit="size-plus-one",
+)
 def test_spans_give_the_reference_report(
     tmp_path: Path,
     chain_bundle: Members,
@@ -266,13 +339,21 @@ def test_spans_give_the_reference_report(
     view_source: str,
     view_edit: str,
     where: int,
+    seal_edit: str,
 ) -> None:
+    """`seal_edit`: the chunk's seal declares a content size one off (re-signed: the view is
+    cut elsewhere than the chunk's content ends) or cannot be read (no size: its scan's)."""
     members = chain_bundle
     names = _chunk_names(members)
-    if chunk_edit != "none":
-        name = names[chunk]
+    name = names[chunk]
+    if chunk_edit != "none" or seal_edit.startswith("size"):
         edited = CHUNK_EDITS[chunk_edit](_content(dict(members)[name]), where)
-        members = reseal(members, {name: edited}, test_keys.signer("collector"))
+        off = {"size-plus-one": 1, "size-minus-one": -1}.get(seal_edit, 0)
+        sizes = {name: len(edited) + off} if off else None
+        members = reseal(members, {name: edited}, test_keys.signer("collector"), sizes)
+    if seal_edit == "unparsable":
+        seal = name.replace(".ndjson.zst", ".seal.dsse.json")
+        members = [(n, b"{not json" if n == seal else d) for n, d in members]
     contents = [_content(dict(members)[n]) for n in names]
     if view_source == "builder":
         view = b"".join(line + b"\n" for c in contents for line in c.split(b"\n") if line.strip())
@@ -286,5 +367,10 @@ def test_spans_give_the_reference_report(
     report = _all_ways(bundle, test_keys.trust_root)
     # The chunk's records unchanged (an escape decodes to the same record) and the view its
     # lines: the bundle passes.
-    if chunk_edit in ("none", "escaped") and view_edit == "none" and view_source != "old":
+    if (
+        chunk_edit in ("none", "escaped")
+        and view_edit == "none"
+        and view_source != "old"
+        and seal_edit == "none"
+    ):
         assert report[1]["predicate"]["verification_result"] == "PASSED", _steps(report)

@@ -196,23 +196,32 @@ for _name in STRING_FIELDS:
     FIELD_VALUES[_name] = (st.text(max_size=6), json_scalars)
 
 
+# Built once: a strategy made inside `records` would be built (and checked) again per example.
+_field_names = st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4, unique=True)
+_required_names = st.sampled_from(sorted(BASE))
+_unknown_names = st.text(min_size=1, max_size=5)
+
+
 @st.composite
 def records(draw: st.DrawFn) -> Any:
     record: dict[str, Any] = dict(BASE)
-    for name in draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=4, unique=True)):
+    for name in draw(_field_names):
         valid, anything = FIELD_VALUES[name]
         record[name] = draw(valid if draw(st.booleans()) else anything)
     if draw(st.integers(0, 9)) == 0:
-        record.pop(draw(st.sampled_from(sorted(BASE))))
+        record.pop(draw(_required_names))
     if draw(st.integers(0, 19)) == 0:
-        record[draw(st.text(min_size=1, max_size=5))] = 1
+        record[draw(_unknown_names)] = 1
     if draw(st.integers(0, 29)) == 0:
         return draw(json_values)  # not even an object, sometimes
     return record
 
 
+# 500 in CI (was 1500): with the table above, 300 generated records already reach every line
+# and branch of validate_record and of the schema path that 1500 reach (coverage.py, measured
+# for issue 10's test time); generation, not validation, was 95% of this test's time.
 @settings(
-    max_examples=scaled_examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=scaled_examples(500), deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(records())
 def test_both_validators_agree_on_generated_records(record: Any) -> None:

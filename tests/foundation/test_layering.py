@@ -104,6 +104,12 @@ ROLE_CALLS = frozenset(
 
 
 @functools.cache
+def _walk(node: ast.AST) -> tuple[ast.AST, ...]:
+    """`ast.walk`, kept: every check below walks the same modules (and their functions) again."""
+    return tuple(ast.walk(node))
+
+
+@functools.cache
 def _modules() -> tuple[tuple[str, ast.Module], ...]:
     """(path inside the package, its AST) of every module, parsed once for all the checks."""
     return tuple(
@@ -115,7 +121,7 @@ def _modules() -> tuple[tuple[str, ast.Module], ...]:
 def _imported(tree: ast.Module, relpath: str) -> Iterator[tuple[int, str]]:
     """(line, absolute module) of every import in a module of the package, lazy ones too."""
     package = ["stella_bundle", *relpath.split("/")[:-1]]
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -218,7 +224,7 @@ def test_no_stage_reaches_into_a_formats_private_name() -> None:
         f"{relpath}:{node.lineno} imports {alias.name} from {node.module}"
         for relpath, tree in _modules()
         if not relpath.startswith("formats/")
-        for node in ast.walk(tree)
+        for node in _walk(tree)
         if isinstance(node, ast.ImportFrom) and "formats" in (node.module or "").split(".")
         for alias in node.names
         if alias.name.startswith("_")
@@ -231,7 +237,7 @@ def test_each_model_is_defined_in_formats_only() -> None:
         f"{relpath}:{node.lineno} defines {node.name}"
         for relpath, tree in _modules()
         if not relpath.startswith("formats/")
-        for node in ast.walk(tree)
+        for node in _walk(tree)
         if isinstance(node, ast.ClassDef) and node.name in MODELS
     ]
     assert not found, "\n".join(found)
@@ -255,7 +261,7 @@ def _is_max_safe_integer_value(node: ast.AST) -> bool:
 def test_max_safe_integer_is_defined_once() -> None:
     named, spelled = [], []
     for relpath, tree in _modules():
-        for node in ast.walk(tree):
+        for node in _walk(tree):
             if isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if any(isinstance(t, ast.Name) and t.id == "MAX_SAFE_INTEGER" for t in targets):
@@ -268,12 +274,12 @@ def test_max_safe_integer_is_defined_once() -> None:
 
 def test_the_bound_check_catches_a_second_spelling() -> None:
     for source in ("LIMIT = 2**53 - 1\n", "LIMIT = (1 << 53) - 1\n", "LIMIT = 9007199254740991\n"):
-        values = [n for n in ast.walk(ast.parse(source)) if _is_max_safe_integer_value(n)]
+        values = [n for n in _walk(ast.parse(source)) if _is_max_safe_integer_value(n)]
         assert values, source
 
 
 def _calls(tree: ast.AST) -> Iterator[ast.Call]:
-    return (node for node in ast.walk(tree) if isinstance(node, ast.Call))
+    return (node for node in _walk(tree) if isinstance(node, ast.Call))
 
 
 def _name_of(call: ast.Call) -> str:
@@ -288,7 +294,7 @@ def file_hashing_functions(tree: ast.Module, relpath: str) -> list[str]:
     digest computed by hand, which is `digests.file_sha256`'s job. (A function that writes
     hashes what it copies, in the same pass: the tar writer, media split and join.)"""
     found = []
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         calls = list(_calls(node))
@@ -313,7 +319,7 @@ def test_a_files_sha256_is_computed_in_one_place() -> None:
         ]
         found += [
             f"{relpath}:{node.lineno} defines {node.name}"
-            for node in ast.walk(tree)
+            for node in _walk(tree)
             if isinstance(node, ast.FunctionDef) and node.name.endswith("file_sha256")
         ]
     assert not found and not file_digest_calls, "\n".join(found + file_digest_calls)
@@ -334,7 +340,7 @@ def test_the_file_hash_check_catches_a_hand_written_loop() -> None:
 def _docstrings(tree: ast.Module) -> set[int]:
     """ids of the docstring constants of a module, its classes and functions."""
     found = set()
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -347,7 +353,7 @@ def sha256_patterns(tree: ast.Module, relpath: str) -> list[str]:
     docstrings = _docstrings(tree)
     return [
         f"{relpath}:{node.lineno} {node.value!r}"
-        for node in ast.walk(tree)
+        for node in _walk(tree)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str)
         and SHA256_PATTERN in node.value
@@ -377,7 +383,7 @@ def hashing_readers(tree: ast.Module, relpath: str) -> list[str]:
     """Classes with a `read` or `write` method that feeds a digest: the job of
     `digests.HashingReader` and `digests.HashingWriter`."""
     found = []
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.ClassDef):
             for item in node.body:
                 if (
@@ -425,7 +431,7 @@ def test_every_decompression_goes_through_the_bounded_inflater() -> None:
         f"{relpath}:{node.lineno} uses {node.attr}"
         for relpath, tree in _modules()
         if relpath != "compression.py"
-        for node in ast.walk(tree)
+        for node in _walk(tree)
         if isinstance(node, ast.Attribute) and node.attr in DECOMPRESSORS
     ]
     assert not found, "\n".join(found)
@@ -441,7 +447,7 @@ def role_literals(tree: ast.Module, relpath: str) -> list[str]:
                 for arg in call.args
                 if isinstance(arg, ast.Constant) and arg.value in ROLES
             ]
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Dict):
             found += [
                 f"{relpath}:{value.lineno} 'role': {value.value!r}"
@@ -477,7 +483,7 @@ def classes_named_twice(modules: Iterator[tuple[str, ast.Module]]) -> dict[str, 
     """Public class names defined in more than one place, with where."""
     where: dict[str, list[str]] = {}
     for relpath, tree in modules:
-        for node in ast.walk(tree):
+        for node in _walk(tree):
             if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
                 where.setdefault(node.name, []).append(relpath)
     return {name: paths for name, paths in where.items() if len(paths) > 1}
@@ -506,7 +512,7 @@ def sorted_json_writers(tree: ast.Module, relpath: str) -> list[str]:
         for line, module in _imported(tree, relpath)
         if module.split(".")[0] == "rfc8785"
     ]
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Attribute) and node.attr == "OPT_SORT_KEYS":
             found.append(f"{relpath}:{node.lineno} OPT_SORT_KEYS")
         sorted_keys = isinstance(node, ast.keyword) and node.arg == "sort_keys"

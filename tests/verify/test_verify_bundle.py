@@ -211,10 +211,27 @@ def test_cli_build_is_reproducible_and_verify_prints_html(
     assert bad.exit_code == 2 and ".stella.bundle.tgz" in bad.stderr
 
 
+@pytest.fixture(scope="module")
+def sized_bundles(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> list[Path]:
+    """Bundles of 24,000 and 96,000 records, built once for both ways of verifying them."""
+    tmp_path = tmp_path_factory.mktemp("sized")
+    bundles = []
+    for count in (24_000, 96_000):
+        inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
+        shutil.rmtree(inputs.evidence)
+        write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
+                    records_for(inputs.nodes, count), max_records=4_000)  # fmt: skip
+        built = build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],
+                             signer=test_keys.signer("builder"),
+                             output=tmp_path / f"m{count}.stella.bundle.tgz")  # fmt: skip
+        bundles.append(built.output)
+    return bundles
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [False, True], ids=["inline", "workers"])
 def test_verify_memory_does_not_grow_with_the_bundle(
-    tmp_path: Path, test_keys: Any, parallel: bool
+    sized_bundles: list[Path], test_keys: Any, parallel: bool
 ) -> None:
     """Peak traced memory of a verification is the same for 24,000 and 96,000 records
     (past the size where the 1 MiB read blocks and the gzip buffers are in full use), with
@@ -227,14 +244,7 @@ def test_verify_memory_does_not_grow_with_the_bundle(
 
     work = WorkLimits(parallel_min_bytes=0, workers=2) if parallel else WorkLimits(workers=1)
     peaks = []
-    for count in (24_000, 96_000):
-        inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
-        shutil.rmtree(inputs.evidence)
-        write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
-                    records_for(inputs.nodes, count), max_records=4_000)  # fmt: skip
-        bundle = build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],
-                              signer=test_keys.signer("builder"),
-                              output=tmp_path / f"m{count}.stella.bundle.tgz").output  # fmt: skip
+    for bundle in sized_bundles:
         tracemalloc.start()
         try:
             outcome = verify_bundle(

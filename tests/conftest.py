@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -52,6 +53,18 @@ def scaled_examples(ci_count: int) -> int:
     """The example count of a property test: `ci_count` under the "ci" profile, scaled like the
     profile's default (100) for the others, never below 10."""
     return max(10, ci_count * settings().max_examples // _CI_EXAMPLES)
+
+
+# --- time bounds that hold on a loaded machine ---------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children reaped so far. A bound on work (a bomb
+    refused, not inflated) in these units holds on a loaded machine, where wall-clock seconds
+    stretch with the load (the other xdist worker, the other users of the cores)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # --- fuzz profiles (tests/fuzz) ------------------------------------------------------------

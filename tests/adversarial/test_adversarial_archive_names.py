@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.bundle.bundle_helpers import (
     resign_manifest,
     snapshot,
 )
-from tests.conftest import CliResult
+from tests.conftest import CliResult, cpu_seconds
 
 Members = list[tuple[str, bytes]]
 
@@ -93,14 +92,14 @@ def _run(
     bundle.write_bytes(archive)
     out = tmp_path / "out"
     before = snapshot(tmp_path)
-    started = time.monotonic()
+    started = cpu_seconds()
     if command == "verify":
         result = run_cli(
             "bundle", "verify", bundle, "--trust-root", trust_root, "--output-dir", out
         )
     else:
         result = run_cli("bundle", "inspect", bundle)
-    assert time.monotonic() - started < 20
+    assert cpu_seconds() - started < 20
     assert snapshot(tmp_path) - before == set(), "a refused archive writes nothing"
     assert result.exit_code == 2, (result.exit_code, result.stderr)
     lines = result.stderr.strip().splitlines()

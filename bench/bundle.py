@@ -39,6 +39,7 @@ import stella_bundle
 from stella_bundle.attest.keys import generate_key, load_signer
 from stella_bundle.attest.signing import sign_to_file
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.evidence.encoding import encode_record
 from stella_bundle.evidence.writer import ChunkWriter, WriterConfig
 from stella_bundle.formats.roles import ROLES
 from stella_bundle.formats.seal import CollectorInfo
@@ -128,26 +129,58 @@ def make_inputs(root: Path, records: int) -> tuple[Path, Path, int]:
         WriterConfig(),
         CollectorInfo("bench", "bench-host", None, "bench", None),
     )
-    start = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+
+    def observed_at(index: int) -> str:  # 2026-11-21 plus 37 us per record
+        seconds, micro = divmod(index * 37, 1_000_000)
+        minutes, second = divmod(seconds, 60)
+        hours, minute = divmod(minutes, 60)
+        return f"2026-11-{21 + hours // 24}T{hours % 24:02d}:{minute:02d}:{second:02d}.{micro:06d}Z"
+
+    def record(index: int) -> dict[str, Any]:
+        node = nodes[index * 7 % len(nodes)]
+        return {
+            "node_hash": node.node_hash,
+            "function_name": node.symbol,
+            "purl": node.purl,
+            "probe_type": "uprobe",
+            "observed_at": observed_at(index),
+            "pid": 4000 + index % 40,
+            "comm": "nginx",
+            "binary_path": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "build_id": "3f1a9c0e5b7d2a4c6e8f0a1b3c5d7e9f1a2b3c4d",
+            "kind": "function",
+        }
+
+    # Each record's canonical line (sorted keys) assembled from its node's encoded parts and
+    # added a run at a time (append_encoded_run): the writer's per-record validation, strftime
+    # and a json.dumps for the size took most of this bench's set-up; each run's first line is
+    # checked against the writer's own encoding.
+    parts = [
+        (
+            f'"function_name":{json.dumps(node.symbol)},"kind":"function",'
+            f'"node_hash":{json.dumps(node.node_hash)},"observed_at":"',
+            f',"probe_type":"uprobe","purl":{json.dumps(node.purl)}}}',
+        )
+        for node in nodes
+    ]
+    head = (
+        '{"binary_path":"/usr/lib/x86_64-linux-gnu/libssl.so.3",'
+        '"build_id":"3f1a9c0e5b7d2a4c6e8f0a1b3c5d7e9f1a2b3c4d","comm":"nginx",'
+    )
     uncompressed = 0
     with writer:
-        for index in range(records):
-            node = nodes[index * 7 % len(nodes)]
-            moment = start + dt.timedelta(microseconds=index * 37)
-            record: dict[str, Any] = {
-                "node_hash": node.node_hash,
-                "function_name": node.symbol,
-                "purl": node.purl,
-                "probe_type": "uprobe",
-                "observed_at": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "pid": 4000 + index % 40,
-                "comm": "nginx",
-                "binary_path": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-                "build_id": "3f1a9c0e5b7d2a4c6e8f0a1b3c5d7e9f1a2b3c4d",
-                "kind": "function",
-            }
-            uncompressed += len(json.dumps(record, separators=(",", ":"))) + 1
-            writer.append(record)
+        for first in range(0, records, 1000):
+            numbers = range(first, min(first + 1000, records))
+            stamps = [observed_at(index) for index in numbers]
+            lines = []
+            for index, stamp in zip(numbers, stamps, strict=True):
+                middle, tail = parts[index * 7 % len(nodes)]
+                lines.append(f'{head}{middle}{stamp}","pid":{4000 + index % 40}{tail}')
+            if lines[0].encode() != encode_record(record(first)):
+                raise SystemExit(f"bench/bundle.py: record {first} is not the writer's encoding")
+            text = "\n".join(lines).encode()
+            uncompressed += len(text) + 1
+            writer.append_encoded_run(text, "\n".join(stamps), len(lines), stamps[0], stamps[-1])
     return inputs, fm.with_name("bench-function-map.dsse.json"), uncompressed
 
 

@@ -15,7 +15,7 @@ instead of the bench waiting for it. CPU is summed from every thread's schedstat
 30 s window resolves far below the 10 ms clock tick; the agent's own metrics endpoint
 (process_cpu_seconds_total, ticks: what an operator's Prometheus sees) is printed beside it.
 
-    python3 bench/agent_idle.py [--probes 256] [--seconds 30] [--peer-seconds 10]
+    python3 bench/agent_idle.py [--probes 256] [--seconds 30] [--peer-seconds 5]
 
 Needs root, BTF, uprobes, bpftrace.
 """
@@ -216,7 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=30.0, help="the agent's window, at least")
-    parser.add_argument("--peer-seconds", type=float, default=10.0, help="bpftrace's window")
+    parser.add_argument("--peer-seconds", type=float, default=5.0, help="bpftrace's window")
     args = parser.parse_args()
     # Functions from the middle of the sorted list: fewer of libcrypto's lock-prefixed
     # reference counters (which no uprobe can take) than at the start.

@@ -121,7 +121,7 @@ def bench_verify(chain: Path, trust_root: TrustRoot) -> tuple[float, float, int,
     pipeline = f"zstd -q -dc {' '.join(chunks)} | sha256sum > /dev/null"
     best_peer = best_ours = float("inf")
     records = content = 0
-    for _ in range(3):
+    for _ in range(2):  # stop 20: 2.07 vs 1.44 s, the 0.8x target far off either way
         began = time.perf_counter()
         subprocess.run(pipeline, shell=True, check=True)
         best_peer = min(best_peer, time.perf_counter() - began)

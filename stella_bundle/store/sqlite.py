@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from functools import reduce
 from pathlib import Path
 from typing import Any, Final
 
@@ -539,11 +541,17 @@ class SqliteStore(ObservationStore):
                         for raw in raws
                     ]
                 )
-                groups = self.db.execute(
-                    "SELECT node_hash, sum(records), sum(events), min(min_start), "
-                    f"max(max_end), {_MASK_OR} FROM ({union}) GROUP BY node_hash",
-                    params,
-                ).fetchall()
+                # The masks' OR from their distinct values: ten max() of masked bits per row
+                # cost 8% of the windowed verify's CPU (10M records, 600k rows grouped).
+                groups = [
+                    (*row[:5], reduce(operator.or_, map(int, row[5].split(","))))
+                    for row in self.db.execute(
+                        "SELECT node_hash, sum(records), sum(events), min(min_start), "
+                        "max(max_end), group_concat(DISTINCT probe_mask) "
+                        f"FROM ({union}) GROUP BY node_hash",
+                        params,
+                    )
+                ]
                 # Names only for nodes outside the map (the map names its own), read only
                 # when there are any: candidates from the same rows, the least in store order.
                 others = sorted({row[0] for row in groups} - set(expected))

@@ -32,9 +32,10 @@ def free_port() -> int:
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
-    """(status, body) of GET http://127.0.0.1:port/path; (0, "") while nothing listens."""
+    """(status, body) of GET http://127.0.0.1:port/path; (0, "") while nothing listens. A
+    listener that is there may answer slowly on a loaded machine: 30 s before giving up."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

@@ -90,7 +90,7 @@ http {{
         [NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(log)]
     )
     try:
-        wait_listening(port, server, log, timeout=20)
+        wait_listening(port, server, log, timeout=60)
         yield f"https://127.0.0.1:{port}/", server.pid
     finally:
         server.terminate()

@@ -180,7 +180,7 @@ def test_the_metrics_listener_of_the_agent_reports_its_map(
     agent = _agent(config, "--duration", "30")
     try:
         wait_ready(port, agent, 60)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
             text = response.read().decode()
         assert 'stella_probes_attached{chain="agent",service="stella-workload"} 3.0' in text
     finally:

@@ -181,7 +181,7 @@ class _BundleCheck:
         self.work = ChunkWork()  # inline until `run` knows the archive's size
         # `view_by_spans`: each chunk's name and scan, in archive order, and the content size
         # its seal declares (unchecked: where `chain_view` cuts the view), for `chain_view`.
-        self.chunk_scans: list[tuple[str, Callable[[], ChunkScan]]] = []
+        self.chunk_scans: list[tuple[str, Callable[[], ChunkScan], bytes | None]] = []
         self.declared_sizes: dict[str, int] = {}
         self.view_path: str | None = None
         self.tally: CoverageTally | None = None
@@ -537,9 +537,15 @@ class _BundleCheck:
             measure = self.records.apply(member, stream, scan, aggregator)
             self.chains.chunk(chain_id, sequence, measure)
 
-        scan = self.work.scan(member, stream, self.records.spec(aggregator), then)
+        spec = self.records.spec(aggregator)
+        # `chain_view`: the first chunk's span is checked by the view's own sha256, every
+        # later one by a Poly1305 tag under a key drawn now for this chunk.
+        key = os.urandom(32) if self.records.view_by_spans and self.chunk_scans else None
+        if key is not None:
+            spec = replace(spec, content_key=key)
+        scan = self.work.scan(member, stream, spec, then)
         if self.records.view_by_spans:
-            self.chunk_scans.append((member.name, scan))
+            self.chunk_scans.append((member.name, scan, key))
 
     def observations_view(self, name: str, stream: HashingReader) -> None:
         self.view_path = name
@@ -551,8 +557,8 @@ class _BundleCheck:
         if self.view_path is not None:
             raise _Redo
         self.view_path = name
-        scans = [scan for _, scan in self.chunk_scans]
-        declared = [self.declared_sizes.get(chunk) for chunk, _ in self.chunk_scans]
+        scans = [(scan, key) for _, scan, key in self.chunk_scans]
+        declared = [self.declared_sizes.get(chunk) for chunk, _, _ in self.chunk_scans]
         if not self.records.chain_view(stream, scans, declared, self.work):
             raise _Redo
         self.chunk_scans = []

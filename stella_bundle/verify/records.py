@@ -70,8 +70,11 @@ class ChunkSpec:
     scope: Scope | None
     chain_order: bool
     limits: ChunkLimits
-    # ORDER_CHAIN: tag the pieces (False when the view is compared by content digests).
+    # ORDER_CHAIN: tag the pieces (False when the view is compared by spans, `chain_view`).
     tag_pieces: bool = True
+    # `chain_view`: a one-time Poly1305 key drawn for this chunk, to tag its whole content
+    # with (`ChunkScan.content_tag`), which the view's span of it must give.
+    content_key: bytes | None = None
 
     @classmethod
     def of(
@@ -128,12 +131,14 @@ class ChunkScan:
     # (`keys_are_plain`), the keys in order; the first and last key (None: no lines).
     plain: bool = False
     key_span: tuple[str, str] | None = None
+    content_tag: bytes | None = None  # under `ChunkSpec.content_key`
 
 
 def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
     """Decompress once; validate, fold and tally every record (run in a worker process for
     large chunks: `ChunkWork`). Reads `stream` (the compressed member) to its end."""
     content = hashlib.sha256()
+    mac = Poly1305(spec.content_key) if spec.content_key is not None else None
     content_bytes = 0
     limits = spec.limits
     times = ChunkTimes()
@@ -151,6 +156,8 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
             ratio_floor=limits.ratio_floor,
         ):
             content.update(block)
+            if mac is not None:
+                mac.update(block)
             content_bytes += len(block)
             yield block
 
@@ -206,6 +213,7 @@ def scan_chunk(stream: Any, name: str, spec: ChunkSpec) -> ChunkScan:
         pieces=tuple(pieces.pieces) if pieces is not None else None,
         plain=pieces is not None and pieces.ordered,
         key_span=pieces.span() if pieces is not None else None,
+        content_tag=mac.finalize() if mac is not None else None,
     )
 
 
@@ -339,7 +347,7 @@ class RecordPass:
     def chain_view(
         self,
         stream: HashingReader,
-        scans: list[Callable[[], ChunkScan]],
+        scans: list[tuple[Callable[[], ChunkScan], bytes | None]],
         declared: list[int | None],
         work: ChunkWork,
     ) -> bool:
@@ -351,33 +359,45 @@ class RecordPass:
         `view`, which finds what the view holds.
 
         The view is cut where each chunk's content ends by the sizes the seals declare
-        (`declared`; a chunk without one waits for its scan), each span hashed as it streams
-        by (the first is a prefix: the member's own digest, copied at its end); then every
-        span's size and sha256 must be its chunk's, as the scans found them."""
-        spans: list[tuple[int, str]] = []
+        (`declared`; a chunk without one waits for its scan). The first span is a prefix of
+        the view: its sha256 is the member's own digest, copied at its end, and must be the
+        content sha256 the chunk's scan found (the one its seal signs). Every later span is
+        tagged with the one-time Poly1305 key its chunk's scan was given (`scans`: each scan
+        and its key), as the scan tagged the chunk's content (a third of a sha256's cost; the
+        key is drawn during verification, after the bundle exists, so its author cannot make
+        other bytes give the tag). Each span's size and digest or tag must be its chunk's."""
+        spans: list[tuple[int, bytes]] = []
         for index, size in enumerate(declared):
+            scan_of, key = scans[index]
+            if key is None and index:
+                return False  # only the first span is a prefix of the view
             if size is None:
-                size = scans[index]().content_bytes
-            digest = stream.digest if index == 0 else hashlib.sha256()
+                size = scan_of().content_bytes
+            mac = Poly1305(key) if key is not None else None
             left = size
             while left:
                 data = stream.read(min(left, READ_BLOCK))
                 if not data:
                     return False  # the view ends inside the span
-                if index:
-                    digest.update(data)
+                if mac is not None:
+                    mac.update(data)
                 left -= len(data)
-            spans.append((size, (stream.digest.copy() if index == 0 else digest).hexdigest()))
+            if mac is not None:
+                spans.append((size, mac.finalize()))
+            else:
+                spans.append((size, stream.digest.copy().digest()))
         if stream.read(1):
             return False  # more bytes than the chunks hold
         last_key = ""
         lines = 0
-        for scan_of, (size, sha256) in zip(scans, spans, strict=True):
+        for (scan_of, key), (size, digest) in zip(scans, spans, strict=True):
             scan = scan_of()
+            expected = scan.content_tag if key is not None else bytes.fromhex(scan.content_sha256)
             if (
                 not _whole_and_plain(scan, last_key)
                 or scan.content_bytes != size
-                or scan.content_sha256 != sha256
+                or expected is None
+                or not hmac.compare_digest(digest, expected)
             ):
                 return False
             if scan.key_span is not None:

@@ -293,6 +293,9 @@ def _lines_edit(data: bytes, index: int, edit: Any) -> bytes:
     seal_edit="none",
 )
 @example(
+    chunk=0, chunk_edit="none", view_source="old", view_edit="other-pid", where=10, seal_edit="none"
+)
+@example(
     chunk=0,
     chunk_edit="none",
     view_source="raw",

@@ -2,7 +2,9 @@
 and in order (`verify.records._ViewBlocks`), else block by block by `view_block`. Both must
 give the same report, byte for byte, whatever was done to the view or the chunks: each
 tampered bundle below is verified both ways (inline and with workers), with views and chunks
-cut into small blocks so that pieces and view blocks straddle each other."""
+cut into small blocks so that pieces and view blocks straddle each other; and by the spans the
+seals declare (`records.chain_view`, the default way, which falls back to pieces when it does
+not settle the view), the same report again."""
 
 from __future__ import annotations
 
@@ -141,10 +143,14 @@ TAMPERINGS: dict[str, Callable[[Members], Members]] = {
 }
 
 
-def _verify(bundle: Path, trust_root: Path, workers: bool) -> tuple[str, Any]:
+def _verify(
+    bundle: Path, trust_root: Path, workers: bool, by_spans: bool = False
+) -> tuple[str, Any]:
+    """By pieces (the reference path, which this file tests) unless `by_spans`."""
     work = WorkLimits(parallel_min_bytes=0, workers=2) if workers else WorkLimits(workers=1)
+    limits = VerifyLimits(work=work, view_by_spans=by_spans)
     try:
-        outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=VerifyLimits(work=work))
+        outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=limits)
     except ArchiveError as exc:
         return "refused", exc.describe()
     statement = json.loads(json.dumps(outcome.statement))
@@ -187,6 +193,8 @@ def test_pieces_give_the_report_of_view_blocks(
     for workers in (False, True):
         reports["pieces", workers] = _verify(bundle, test_keys.trust_root, workers)
     pieces_calls = len(CALLS)
+    for workers in (False, True):  # the default way (`chain_view`), the same report
+        reports["spans", workers] = _verify(bundle, test_keys.trust_root, workers, by_spans=True)
     monkeypatch.setattr(records, "_ViewBlocks", _NoPieces)
     for workers in (False, True):
         reports["view_block", workers] = _verify(bundle, test_keys.trust_root, workers)

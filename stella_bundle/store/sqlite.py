@@ -597,23 +597,26 @@ class SqliteStore(ObservationStore):
         window_to: str | None,
         params: dict[str, Any],
     ) -> list[str]:
-        """FROM clauses reading the raw rows of these observed_at ranges that meet the window:
-        only the part of each range a record meeting the window can be observed in (from the
-        span bounds; run in the reading transaction), one index range per clause. One clause
-        per range, not one OR of them, nor a condition on the whole reach: SQLite would read
-        the index over the whole reach (every row of the window: 20x the rows at 10M)."""
+        """The FROM clause (none or one) reading the raw rows of these observed_at ranges that
+        meet the window: only the part of each range a record meeting the window can be
+        observed in (from the span bounds; run in the reading transaction), each range one
+        index search. The ranges are a JSON list joined to the rows, not an OR of ranges with
+        a condition on the window's whole reach (SQLite read the index over the whole reach:
+        every row of the window, 18x the rows at 10M), nor one SELECT per range (a compound
+        SELECT holds at most 500)."""
         bounds = self.db.execute("SELECT before_us, after_us FROM span_bounds").fetchone()
         before, after = (int(bounds[0]), int(bounds[1])) if bounds else (0, 0)
         low = None if window_from is None else shifted(window_from, -after)
         high = None if window_to is None else shifted(window_to, before)
-        clauses = []
-        for index, (start, stop) in enumerate(clip(ranges, low, high)):
-            params[f"lo{index}"], params[f"hi{index}"] = start, stop
-            clauses.append(
-                f"FROM observations WHERE observed_at >= :lo{index} "
-                f"AND observed_at < :hi{index} AND {_WINDOW}"
-            )
-        return clauses
+        ranges = clip(ranges, low, high)
+        if not ranges:
+            return []
+        params["ranges"] = json.dumps(ranges)
+        return [
+            "FROM json_each(:ranges) AS part JOIN observations "
+            "ON observed_at >= json_extract(part.value, '$[0]') "
+            f"AND observed_at < json_extract(part.value, '$[1]') WHERE {_WINDOW}"
+        ]
 
     def provenance(self, chain_id: str, sequence: int) -> Provenance | None:
         with self._guard():

@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -382,6 +383,7 @@ def main() -> None:
     finally:
         for served in servers.values():
             served.stop()
+        shutil.rmtree(directory, ignore_errors=True)  # its stores: 30-500 MB a run
 
 
 if __name__ == "__main__":

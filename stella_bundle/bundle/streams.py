@@ -55,7 +55,7 @@ class LineTally:
                 # Every line starts with "{", so none is blank: the collector's lines, folded
                 # without splitting unless the multiset needs them one by one.
                 self._fold_whole(whole, lines)
-            else:
+            elif whole.strip():  # blank lines only: nothing to fold, and no line split
                 self._fold([line for line in whole[:-1].split(b"\n") if line.strip()])
         if len(self._tail) > MAX_LINE:
             raise ArchiveError(f"a line is longer than {MAX_LINE} bytes", path=self.name)

@@ -490,6 +490,8 @@ class ObservationAggregator:
         self.outside_window += outside
 
     def _slow_block(self, block: bytes, path: str | Path, line_base: int) -> None:
+        if not block.strip():  # blank lines only (a bomb of newlines): one C pass, not a million
+            return
         line_pattern = canonical_line()
         for offset, raw in enumerate(block.split(b"\n"), start=1):
             number = line_base + offset

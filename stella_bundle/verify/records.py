@@ -233,6 +233,8 @@ class _Pieces:
         whole = records and block.endswith(b"\n")
         if not whole:  # a block of blank lines too: no piece, but the chunk is not its lines
             self.ordered = False
+            if not block.strip():  # blank lines only (a bomb of newlines): none to tally
+                return
         lines = block if whole else b"".join(x + b"\n" for x in block.split(b"\n") if x.strip())
         if not lines:
             return

@@ -25,6 +25,7 @@ from stella_bundle.evidence.chain import verify_chain
 from stella_bundle.evidence.layout import (
     PARTIAL_STATE_SUFFIX,
     PARTIAL_SUFFIX,
+    SEAL_SUFFIX,
     chunk_name,
     partial_name,
     seal_name,
@@ -146,8 +147,16 @@ def _kill_repeatedly(
 
 def _check_recovered_chain(evidence: Path, keys: Any, rounds: KillRounds) -> None:
     """The next start recovers the tail, a clean stop ends the chain; nothing acknowledged lost."""
+    # Every run may have been killed before its first record (a loaded machine forks and
+    # opens slowly: at load 11-14, a third of the 80 ms runs each time), leaving no chunk to
+    # seal or recover: then the chain starts at this open.
+    chain = evidence / "crashy"
+    wrote = chain.is_dir() and any(
+        path.name.endswith((PARTIAL_SUFFIX, PARTIAL_STATE_SUFFIX, SEAL_SUFFIX))
+        for path in chain.iterdir()
+    )
     with ChunkWriter.open(evidence, "crashy", keys.signer("collector"), CONFIG, COLLECTOR) as w:
-        assert w.head.sequence >= 1
+        assert (w.head.sequence >= 1) == wrote, (w.head, wrote)
     report = verify_chain(evidence / "crashy", keys.trust_root)
     assert report.passed, [f.to_dict() for f in report.findings if f.severity == "error"]
     assert ("recovered" in report.codes()) == rounds.left_open_chunk, report.codes()

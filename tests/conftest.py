@@ -73,7 +73,10 @@ def cpu_seconds() -> float:
 # "fuzz-ci" under CI=true (the whole fuzz run within 60 s on 2 cores), else "fuzz-dev".
 # "fuzz-long" is for a run by hand (STELLA_FUZZ_PROFILE=fuzz-long): many more examples, no deadline.
 _FUZZ_COMMON = settings(
-    deadline=5000,  # ms; a bomb example inflates 64 MiB before it is refused
+    # ms of wall time per example: a hang fails, not a loaded machine. The slowest examples
+    # take ~0.15 s here (a bomb inflates 64 MiB before it is refused); a process given 4% of
+    # a core at load 50 needs 25 times that.
+    deadline=30_000,
     suppress_health_check=[
         HealthCheck.too_slow,
         HealthCheck.data_too_large,

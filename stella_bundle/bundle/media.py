@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..formats.roles import RoleName
 from ..formats.trust_root import TrustRoot
 from ..fsutil import atomic_writer, write_bytes_atomic
 from ..jsonio import load_json, load_json_object
+from ..sizes import SIZE_RE, parse_size
 
 PARTS_TYPE = "https://stella.ops/bundle-parts/v1"
 PARTS_PREDICATE = "https://stella.ops/predicates/bundle-parts/v1"
@@ -45,23 +45,6 @@ NAMED_SIZES: dict[str, int] = {
     # A single-layer BD-R holds 25.0 GB; the same margin.
     "bd": 24_000_000_000,
 }
-_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def parse_size(text: str, option: str) -> int:
-    """`1048576`, `700M`, `4G`, `4GiB` (binary units) → bytes, at least 1."""
-    match = _SIZE_RE.match(text.strip())
-    if not match:
-        raise InputError(
-            f"size {text!r} not understood; expected bytes or a size like 4G or 700M",
-            field=option,
-        )
-    unit = (match.group(2) or "").upper()[:1]
-    size = int(match.group(1)) * _UNITS[unit]
-    if size < 1:
-        raise InputError("size must be at least 1 byte", field=option)
-    return size
 
 
 def parse_part_size(text: str) -> int:
@@ -69,7 +52,7 @@ def parse_part_size(text: str) -> int:
     value = text.strip().lower()
     if value in NAMED_SIZES:
         return NAMED_SIZES[value]
-    if not _SIZE_RE.match(value):
+    if not SIZE_RE.match(value):
         raise InputError(
             f"part size {text!r} not understood; expected bytes, a size like 4G or 700M, "
             f"or one of {', '.join(NAMED_SIZES)}",

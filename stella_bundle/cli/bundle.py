@@ -151,10 +151,10 @@ def verify(
 ) -> None:
     """Verify offline, streaming the archive: exit 0 passed, 1 failed, 2 bad input."""
     from ..attest.keys import load_signer
-    from ..bundle.media import parse_size
     from ..bundle.reader import ReaderLimits
     from ..formats.trust_root import TrustRoot
     from ..report import check_auditor_key, write_reports
+    from ..sizes import parse_size
     from ..verify import VerifyLimits, verify_bundle
 
     trust_root = TrustRoot.load(trust_root_path)

@@ -3,7 +3,7 @@
 - `formats/` (one typed model per format) imports no stage: only the shared low-level modules
   below. A stage importing formats is the direction the library is built in; formats importing
   a stage would make a model depend on what produces or checks it.
-- The shared helpers (canonical, errors, timeutil, jsonio, fsutil, compression, digests) import
+- The shared helpers (canonical, errors, timeutil, jsonio, fsutil, compression, digests, sizes) import
   only each other; only the CLI imports the CLI; `bundle/` never imports `verify/`.
 - The models are defined in `formats/` only; no stage defines a class of the same name.
 - One definition each of: the integer bound (`MAX_SAFE_INTEGER`), a file's sha256
@@ -182,7 +182,7 @@ def test_the_formats_check_lets_low_level_imports_through() -> None:
 
 # The shared helpers below every stage import only each other.
 LOW_LEVEL = frozenset(
-    {"canonical", "errors", "timeutil", "jsonio", "fsutil", "compression", "digests"}
+    {"canonical", "errors", "timeutil", "jsonio", "fsutil", "compression", "digests", "sizes"}
 )
 
 

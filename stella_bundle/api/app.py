@@ -116,6 +116,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     ctx: ApiContext = app.state.ctx
     ctx.stores.drain()  # the stores kept open between requests
+    ctx.verify_threads.stop()
 
 
 def create_app(settings: ApiSettings) -> FastAPI:

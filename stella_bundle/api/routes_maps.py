@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -127,7 +126,7 @@ async def verify_function_map(
             return operations.verify(store, map_id, options, body.observations)
 
     ctx = context(request)
-    answer = await anyio.to_thread.run_sync(work, limiter=ctx.verify_threads)
+    answer = await ctx.verify_threads.run(work)
     ctx.metrics.verifications.labels(str(answer.verified).lower()).inc()
     return Response(
         answer.encoded,

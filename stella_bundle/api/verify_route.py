@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-import anyio.to_thread
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import Message, Receive, Scope, Send
 
@@ -112,13 +111,11 @@ async def _answer(ctx: ApiContext, map_id: str, raw: bytes) -> operations.Verify
     loop as well cost 10-20% less CPU per request under load (one hand-off fewer), but would
     stall every request of the process behind such a wait."""
     if len(raw) > INLINE_DECODE_MAX_BYTES:
-        return await anyio.to_thread.run_sync(
-            _decode_and_verify, ctx, map_id, raw, limiter=ctx.verify_threads
-        )
+        return await ctx.verify_threads.run(_decode_and_verify, ctx, map_id, raw)
     body = decode_verify_body(raw)
     if body is None:
         return None
-    return await anyio.to_thread.run_sync(_verify, ctx, map_id, body, limiter=ctx.verify_threads)
+    return await ctx.verify_threads.run(_verify, ctx, map_id, body)
 
 
 class VerifyRoute(JsonBodyRoute):

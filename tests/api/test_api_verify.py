@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from api_support import chain_upload, records, signed_bytes, statement, statement_bytes, write_chain
 
 from stella_bundle.api import verify_route
-from stella_bundle.api.deps import JsonBodyRoute
+from stella_bundle.api.deps import VERIFY_THREADS, JsonBodyRoute, VerifyThreads
 from stella_bundle.api.models import decode_verify_body
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.errors import InputError
 
 
 def _without_source(report: dict[str, Any]) -> dict[str, Any]:
@@ -355,3 +360,57 @@ def test_fast_route_answers_the_common_request_and_hands_over_the_rest(
         path, content=b'{"from": "yesterday"}', headers={**write, **as_json}
     )
     assert bad_date.status_code == 422 and "from" in bad_date.json()["detail"] and handed == []
+
+
+def test_verify_threads_answer_raise_and_outlive_a_cancelled_request() -> None:
+    """The verification threads: at most VERIFY_THREADS at work at once, each call answered
+    with its value or its exception on the loop; a request cancelled while its work runs
+    (the client left) leaves the thread to finish it; `stop` ends the threads."""
+    threads = VerifyThreads(VERIFY_THREADS)
+    running: list[int] = []
+    widest: list[int] = [0]
+    lock = threading.Lock()
+
+    def work(value: int) -> int:
+        with lock:
+            running.append(value)
+            widest[0] = max(widest[0], len(running))
+        time.sleep(0.05)  # long beside a thread's wake-up, on a loaded machine too
+        with lock:
+            running.remove(value)
+        return value * 2
+
+    def refuse() -> None:
+        raise InputError("bad record", field="observations")
+
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> int:
+        started.set()
+        release.wait(30)
+        finished.set()
+        return 1
+
+    async def main() -> None:
+        assert await asyncio.gather(*(threads.run(work, n) for n in range(6))) == [
+            0, 2, 4, 6, 8, 10,
+        ]  # fmt: skip
+        with pytest.raises(InputError, match="bad record"):
+            await threads.run(refuse)
+        task = asyncio.ensure_future(threads.run(slow))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        assert await threads.run(work, 7) == 14  # both threads serve on
+        assert finished.wait(30)
+
+    asyncio.run(main())
+    assert widest[0] == VERIFY_THREADS
+    named = [t for t in threading.enumerate() if t.name.startswith("verify-")]
+    threads.stop()
+    for thread in named:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in named)

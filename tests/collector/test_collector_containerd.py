@@ -53,8 +53,9 @@ from stella_bundle.formats.function_map import ExpectedNode
 from stella_bundle.formats.scope import Scope
 
 IN_CI = bool(os.environ.get("CI"))
-# From `ctr run` to probes attached inside: the shim, runc and the first exec take most of it.
-PICKUP_SECONDS = 20.0
+# From `ctr run` to probes attached inside: the shim, runc and the first exec take most of it
+# (processes of their own, stretched by a loaded host: only a failure waits this long).
+PICKUP_SECONDS = 60.0
 
 
 def _unavailable(reason: str) -> None:

@@ -5,7 +5,7 @@ honoured or refused with a one-line error naming the file and the key.
       function_map: /etc/stella/maps/function-map.dsse.json   # one map, or
       function_maps: {directory: /etc/stella/maps, poll_seconds: 2}   # every map in a directory
       trust_root: /etc/stella/maps/trust-root.json
-      metrics: {listen: "127.0.0.1:9464", verify_every_seconds: 60}
+      metrics: {listen: "127.0.0.1:9464", verify_every_seconds: 60, stall_seconds: 30}
       probes: {max_concurrent: 256, attach_timeout_ms: 5000,
                default_types: [uprobe, kprobe], sampling_rate: 1.0,
                health_check_interval_ms: 2000}
@@ -27,14 +27,14 @@ from ..collector.trial import ATTACH_TYPES
 from ..errors import ConfigError
 from ..evidence.config import read_stellaops
 from .endpoint import DEFAULT_LISTEN, parse_listen
-from .instrument import DEFAULT_VERIFY_EVERY_SECONDS
+from .instrument import DEFAULT_VERIFY_EVERY_SECONDS, STALL_MIN_SECONDS
 
 SECTION: Final = "runtime_agent"
 _TOP_KEYS: Final = {"function_map", "function_maps", "trust_root", "metrics", "probes", "export"}
 _MAPS_KEYS: Final = {"directory", "poll_seconds"}
 # How often the map directory is looked at: a map copied in is collected within this.
 DEFAULT_POLL_SECONDS: Final = 2.0
-_METRICS_KEYS: Final = {"listen", "verify_every_seconds"}
+_METRICS_KEYS: Final = {"listen", "verify_every_seconds", "stall_seconds"}
 _PROBE_KEYS: Final = {
     "max_concurrent",
     "attach_timeout_ms",
@@ -71,6 +71,9 @@ class AgentSettings:
     start: StartOptions
     metrics_listen: str = DEFAULT_LISTEN
     verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS
+    # The least stall time: /healthz and the watchdog fail once a loop has not turned for
+    # max(stall_seconds, 10 aggregation windows).
+    stall_seconds: float = STALL_MIN_SECONDS
     maps: MapDirectorySetting | None = None
 
 
@@ -187,6 +190,7 @@ def load_agent_settings(path: Path) -> AgentSettings:
         ),
         metrics_listen=listen,
         verify_every_seconds=metrics.number("verify_every_seconds") or DEFAULT_VERIFY_EVERY_SECONDS,
+        stall_seconds=metrics.number("stall_seconds") or STALL_MIN_SECONDS,
         maps=maps,
     )
 

@@ -61,10 +61,10 @@ class Endpoint:
             self._server = None
 
 
-def stall_seconds(session: PreparedSession) -> float:
+def stall_seconds(session: PreparedSession, least: float = STALL_MIN_SECONDS) -> float:
     """How long a collection loop may go without a turn before it counts as stuck."""
     aggregation = session.collector.config.aggregation_ms / 1000
-    return max(STALL_MIN_SECONDS, STALL_WINDOWS * aggregation)
+    return max(least, STALL_WINDOWS * aggregation)
 
 
 class ChainInstruments:
@@ -144,9 +144,10 @@ class Instrumentation:
         listen: str,
         verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS,
         metrics: AgentMetrics | None = None,
+        least_stall_seconds: float = STALL_MIN_SECONDS,
     ) -> None:
         self.session = session
-        self.endpoint = Endpoint(listen, stall_seconds(session), metrics)
+        self.endpoint = Endpoint(listen, stall_seconds(session, least_stall_seconds), metrics)
         self.metrics = self.endpoint.metrics
         self.health = self.endpoint.health
         self.instruments = ChainInstruments(session, self.metrics, verify_every_seconds)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .instrument import DEFAULT_VERIFY_EVERY_SECONDS, Instrumentation
+from .instrument import DEFAULT_VERIFY_EVERY_SECONDS, STALL_MIN_SECONDS, Instrumentation
 from .sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def run_service(
     *,
     metrics_listen: str | None = None,
     verify_every_seconds: float = DEFAULT_VERIFY_EVERY_SECONDS,
+    least_stall_seconds: float = STALL_MIN_SECONDS,
     duration: float | None = None,
     on_tick: Callable[[Collector], None] | None = None,
     say: Callable[[str], None] = lambda line: None,
@@ -45,17 +47,26 @@ def run_service(
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, on_signal)
     try:
-        _run(session, stop, metrics_listen, verify_every_seconds, duration, on_tick, say)
+        listen = _Listen(metrics_listen, verify_every_seconds, least_stall_seconds)
+        _run(session, stop, listen, duration, on_tick, say)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
+@dataclass(frozen=True)
+class _Listen:
+    """The listener's settings: where (None: no listener), how often to verify, least stall."""
+
+    address: str | None
+    verify_every_seconds: float
+    least_stall: float
+
+
 def _run(
     session: PreparedSession,
     stop: threading.Event,
-    metrics_listen: str | None,
-    verify_every_seconds: float,
+    listen: _Listen,
     duration: float | None,
     on_tick: Callable[[Collector], None] | None,
     say: Callable[[str], None],
@@ -65,8 +76,10 @@ def _run(
     collector = session.collector
     instrumentation: Instrumentation | None = None
     try:
-        if metrics_listen is not None:
-            instrumentation = Instrumentation(session, metrics_listen, verify_every_seconds)
+        if listen.address is not None:
+            instrumentation = Instrumentation(
+                session, listen.address, listen.verify_every_seconds, None, listen.least_stall
+            )
             instrumentation.start()
             say(f"metrics: {instrumentation.url}")
         collector.start()

@@ -31,7 +31,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, StellaError
-from .instrument import STALL_MIN_SECONDS, ChainInstruments, Endpoint, stall_seconds
+from .instrument import ChainInstruments, Endpoint, stall_seconds
 from .mapdir import MapDirectory, MapFile, Unreadable
 from .sdnotify import Notifier
 
@@ -83,7 +83,7 @@ class MapSupervisor:
         self.trust_root: TrustRoot = TrustRoot.load(settings.start.trust_root)
         self.directory = MapDirectory(settings.maps.directory, skip=(settings.start.trust_root,))
         self.endpoint = (
-            Endpoint(metrics_listen, STALL_MIN_SECONDS) if metrics_listen is not None else None
+            Endpoint(metrics_listen, settings.stall_seconds) if metrics_listen is not None else None
         )
         self.collections: dict[str, _Collection] = {}
         # Files refused, by name: the sha256 refused (said once; a new version is tried again).
@@ -162,7 +162,7 @@ class MapSupervisor:
                 self.endpoint.close()
 
     def _stall_limit(self) -> float:
-        return self.endpoint.health.stall_seconds if self.endpoint else STALL_MIN_SECONDS
+        return self.endpoint.health.stall_seconds if self.endpoint else self.settings.stall_seconds
 
     def _oldest_turn(self, now: float) -> float:
         """When the collection loop that turned least recently last turned (`now` without
@@ -283,7 +283,8 @@ class MapSupervisor:
         instruments = None
         if self.endpoint is not None:
             self.endpoint.health.stall_seconds = max(
-                self.endpoint.health.stall_seconds, stall_seconds(session)
+                self.endpoint.health.stall_seconds,
+                stall_seconds(session, self.settings.stall_seconds),
             )
             instruments = ChainInstruments(
                 session, self.endpoint.metrics, self.settings.verify_every_seconds

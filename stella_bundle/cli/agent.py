@@ -54,6 +54,7 @@ def run(
         session,
         metrics_listen=listen,
         verify_every_seconds=settings.verify_every_seconds,
+        least_stall_seconds=settings.stall_seconds,
         duration=duration,
         say=error_line,
     )

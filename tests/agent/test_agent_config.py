@@ -21,6 +21,7 @@ runtime_agent:
   metrics:
     listen: "0.0.0.0:9464"
     verify_every_seconds: 30
+    stall_seconds: 45
   probes:
     max_concurrent: 256
     attach_timeout_ms: 5000
@@ -66,6 +67,7 @@ def test_the_runbooks_settings_are_honoured(tmp_path: Path) -> None:
     }
     assert settings.metrics_listen == "0.0.0.0:9464"
     assert settings.verify_every_seconds == 30
+    assert settings.stall_seconds == 45
 
 
 def test_a_directory_of_maps(tmp_path: Path) -> None:
@@ -90,6 +92,7 @@ def test_a_directory_of_maps(tmp_path: Path) -> None:
 def test_defaults_when_only_the_map_is_named(tmp_path: Path) -> None:
     settings = load_agent_settings(write(tmp_path, "runtime_agent:\n  function_map: fm.json\n"))
     assert settings.metrics_listen == "127.0.0.1:9464"
+    assert settings.stall_seconds == 30.0
     assert settings.start.disabled_attach_types is None  # STELLA_PROBES_DISABLE decides
     assert settings.start.max_probes is None
     assert settings.start.config is None  # no signals: section to read
@@ -170,6 +173,11 @@ def test_defaults_when_only_the_map_is_named(tmp_path: Path) -> None:
             "unknown key",
         ),
         (
+            "runtime_agent:\n  function_map: f\n  metrics:\n    stall_seconds: 0\n",
+            "runtime_agent.metrics.stall_seconds",
+            "positive number",
+        ),
+        (
             "runtime_agent:\n  function_map: f\n  metrics:\n    listen: localhost:9464\n",
             "runtime_agent.metrics.listen",
             "IP address",
@@ -207,3 +215,16 @@ def test_a_bad_listen_override_is_refused_before_anything_runs(tmp_path: Path, c
     assert code == 2
     err = capfd.readouterr().err
     assert "--metrics-listen" in err and "missing.json" not in err
+
+
+def test_the_stall_time_is_ten_windows_and_at_least_the_setting() -> None:
+    from types import SimpleNamespace
+
+    from stella_bundle.agent.instrument import stall_seconds
+
+    config = SimpleNamespace(aggregation_ms=200)
+    session: Any = SimpleNamespace(collector=SimpleNamespace(config=config))
+    assert stall_seconds(session) == 30.0  # metrics.stall_seconds unset
+    assert stall_seconds(session, 8.0) == 8.0
+    config.aggregation_ms = 10_000
+    assert stall_seconds(session, 8.0) == 100.0  # ten windows of 10 s

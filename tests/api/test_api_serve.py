@@ -96,41 +96,48 @@ def _tls_pair(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_and_tokens_over_a_real_server(run_cli: Any, test_keys: Any, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_tls_tokens_and_several_workers_over_a_real_server(
+    run_cli: Any, test_keys: Any, tmp_path: Path
+) -> None:
+    """TLS and bearer tokens, with `--workers 2`: the worker processes rebuild the app from the
+    same options (one server for both: each start of the app took seconds)."""
     cert, key = _tls_pair(tmp_path)
     tokens = tmp_path / "tokens.json"
     made = run_cli("serve", "token", "add", "--tokens", tokens, "--name", "r", "--scope", "read")
     token = made.stdout.strip()
+    writer = run_cli("serve", "token", "add", "--tokens", tokens, "--name", "w", "--scope", "write")
+    write = {"Authorization": f"Bearer {writer.stdout.strip()}"}
     server = Server(
-        "--trust-root",
-        test_keys.trust_root,
-        "--store",
-        f"sqlite:///{tmp_path / 's.sqlite'}",
-        "--tokens",
-        tokens,
-        "--tls-cert",
-        cert,
-        "--tls-key",
-        key,
+        "--trust-root", test_keys.trust_root, "--store", f"sqlite:///{tmp_path / 's.sqlite'}",
+        "--tokens", tokens, "--tls-cert", cert, "--tls-key", key, "--workers", "2",
         tls_ca=cert,
-    )
+    )  # fmt: skip
     server.start()
+    tls = ssl.create_default_context(cafile=str(cert))
     try:
         listed = httpx.get(
             server.url + "/api/v1/function-maps",
-            verify=ssl.create_default_context(cafile=str(cert)),
+            verify=tls,
             headers={"Authorization": f"Bearer {token}"},
         )
         assert listed.status_code == 200 and listed.json() == {"function_maps": []}
-        assert (
-            httpx.get(
-                server.url + "/api/v1/function-maps",
-                verify=ssl.create_default_context(cafile=str(cert)),
-            ).status_code
-            == 401
-        )
+        assert httpx.get(server.url + "/api/v1/function-maps", verify=tls).status_code == 401
         with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: no answer
             httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        for _ in range(6):  # spread over both workers
+            answer = httpx.post(
+                server.url + "/api/v1/evidence",
+                json={"records": records(5, 5)},
+                headers=write,
+                verify=tls,
+                timeout=60,
+            )
+            assert answer.status_code in (200, 201), answer.text
+        listed = httpx.get(
+            server.url + "/api/v1/observations", headers=write, verify=tls, timeout=30
+        ).json()
+        assert len(listed["records"]) == 5  # stored once, whichever worker answered
     finally:
         server.stop()
 
@@ -233,37 +240,6 @@ def test_serve_with_the_tetragon_bridge(test_keys: Any, tmp_path: Path) -> None:
         records = posted.json()["result"]["records"]
         timeline = httpx.get(server.url + "/api/v1/runtime/timeline", timeout=60).json()
         assert records >= 1 and len(timeline["events"]) == records
-    finally:
-        server.stop()
-
-
-@pytest.mark.slow
-def test_serve_with_several_workers(test_keys: Any, tmp_path: Path) -> None:
-    """`--workers 2`: worker processes rebuild the app from the same options."""
-    tokens = tmp_path / "tokens.json"
-    from stella_bundle.api import TokenFile
-
-    made = TokenFile(path=tokens)
-    token = made.add("w", ["write"])
-    made.save()
-    server = Server(
-        "--trust-root", test_keys.trust_root, "--store", f"sqlite:///{tmp_path / 's.sqlite'}",
-        "--tokens", tokens, "--workers", "2",
-    )  # fmt: skip
-    server.start()
-    try:
-        auth = {"Authorization": f"Bearer {token}"}
-        for _ in range(6):  # spread over both workers
-            answer = httpx.post(
-                server.url + "/api/v1/evidence",
-                json={"records": records(5, 5)},
-                headers=auth,
-                timeout=60,
-            )
-            assert answer.status_code in (200, 201), answer.text
-        assert httpx.get(server.url + "/api/v1/function-maps", timeout=30).status_code == 401
-        listed = httpx.get(server.url + "/api/v1/observations", headers=auth, timeout=30).json()
-        assert len(listed["records"]) == 5  # stored once, whichever worker answered
     finally:
         server.stop()
 

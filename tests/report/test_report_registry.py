@@ -43,3 +43,33 @@ def test_unknown_format_on_the_command_line(run_cli: Any, inputs: Inputs) -> Non
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: Invalid value for '--format': 'xml' is not one of")
+
+
+class _Compact:
+    json_compact = True
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.document
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        # orjson's path: the document of the standard library's, without spaces.
+        {"z": [1, 0.5, 1e-05, 2.5e16, None, True], "a": {"é": 'x\u2028\n\x01"\\', "b": []}},
+        # orjson refuses these: the standard library writes them, compact all the same.
+        {"big": 2**64, "a": [1, 2]},
+        {"lone": "\ud800", "a": 1},
+    ],
+    ids=["orjson", "beyond-64-bits", "lone-surrogate"],
+)
+def test_compact_json_is_the_same_document_without_spaces(document: dict[str, Any]) -> None:
+    import json
+
+    text = formatter_for("json", kinds.COVERAGE).render(_Compact(document))
+    assert text.endswith("}\n") and ", " not in text and '": ' not in text
+    assert json.loads(text) == document
+    assert list(json.loads(text)) == sorted(document)

@@ -356,7 +356,9 @@ def _near_timestamps(draw: st.DrawFn) -> str:
     return "".join(stamp)[: draw(st.sampled_from([27, 27, 27, 26, 28]))]
 
 
-@settings(max_examples=scaled_examples(1000), deadline=None)
+# 300 in CI (was 1000): a fifth of the old count already reaches every line and branch of
+# _canonical_joined (coverage.py, issue 10's test time); the named edge cases are the test above.
+@settings(max_examples=scaled_examples(300), deadline=None)
 @given(stamps=st.lists(_near_timestamps(), max_size=4))
 def test_timestamp_block_check_is_the_regular_expression(stamps: list[str]) -> None:
     """The template-and-offsets check accepts exactly what one fullmatch of the canonical

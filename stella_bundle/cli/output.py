@@ -51,8 +51,10 @@ def emit(result: Result, output_format: str, kind: ResultKind) -> None:
     """The one way a command prints its result: through the report registry."""
     from ..report.registry import emit as emit_result
 
-    # Tables through the lazily made stdout console (module globals skip __getattr__).
-    emit_result(result, output_format, kind, __getattr__("console"))
+    # Tables through the lazily made stdout console (module globals skip __getattr__); made
+    # only for a table: Rich's console is ~0.1 s of imports a JSON or HTML answer does not use.
+    console = __getattr__("console") if output_format == "table" else None
+    emit_result(result, output_format, kind, console)
 
 
 def error_line(message: str) -> None:

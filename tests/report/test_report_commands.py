@@ -630,3 +630,23 @@ def test_a_disabled_bridge_says_so_in_each_format(run_cli: Any, tmp_path: Path) 
     assert "the Tetragon bridge is disabled" in table.stdout
     with pytest.raises(MalformedDocumentError, match=r"ingest\.enabled"):
         kinds.TETRAGON_INGEST.model_class().from_dict({"enabled": True, "records": 0})
+
+
+def test_json_output_does_not_import_rich(inputs: Inputs) -> None:
+    """Rich's console is made for a table only: `--format json` spends none of its imports."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from stella_bundle.cli import main\n"
+        f"code = main(['function-map', 'verify', '--function-map', {str(inputs.function_map)!r}, "
+        f"'--observations', {str(inputs.observations)!r}, '--format', 'json'])\n"
+        "assert code in (0, 1), code\n"
+        "assert 'rich.console' not in sys.modules, 'rich imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert parse(result.stdout)["per_path_breakdown"]

@@ -98,6 +98,8 @@ class Share:
         raise RuntimeError("no free slot in the share file")
 
     def publish(self, connections: int) -> None:
+        if self._map.closed:  # the server closed: its connections end after, uncounted
+            return
         _SLOT.pack_into(self._map, self.slot * _SLOT.size, os.getpid(), connections)
 
     def fewest(self, connections: int) -> bool:

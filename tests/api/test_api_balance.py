@@ -6,10 +6,12 @@ server's port (/proc/net/tcp) against each worker's open descriptors.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import ssl
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,7 @@ import pytest
 from server_support import Server
 from test_api_serve import _tls_pair
 
-from stella_bundle.api.balance import DEFER_SECONDS
-
-pytestmark = pytest.mark.slow
+from stella_bundle.api.balance import DEFER_SECONDS, BalancedServer, Share, create_share
 
 _ESTABLISHED = "01"
 
@@ -99,6 +99,7 @@ def _wait_workers(server: Server, count: int, tls: ssl.SSLContext | None = None)
     raise AssertionError("workers did not start")
 
 
+@pytest.mark.slow
 def test_two_workers_share_connections_evenly_over_tls_and_after_a_kill(
     test_keys: Any, tmp_path: Path
 ) -> None:
@@ -148,3 +149,48 @@ def test_two_workers_share_connections_evenly_over_tls_and_after_a_kill(
             conn.close()
     finally:
         server.stop()
+
+
+def test_a_connection_that_outlives_the_server_closes_without_an_error(tmp_path: Path) -> None:
+    """uvicorn's shutdown closes the server, then the connections still open: each one's
+    close comes after the share file is closed, and is not counted there any more (it was
+    counted in a closed map: an error logged per open connection at every shutdown)."""
+    share_path = tmp_path / "connections"
+    create_share(share_path, 2)
+    errors: list[dict[str, Any]] = []
+    made: list[asyncio.Transport] = []
+
+    class Held(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            made.append(transport)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        share = Share(str(share_path))
+        server = BalancedServer(loop, Held, listener, share, None, None, 8)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        deadline = loop.time() + 60
+        while not made and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert made, "the connection was not accepted"
+        assert _slots(share_path) == [(os.getpid(), 1)]  # counted open
+        server.close()
+        made[0].close()
+        writer.close()
+        await server.wait_closed()
+        for _ in range(10):  # the transport's connection_lost runs on a later turn
+            await asyncio.sleep(0)
+        listener.close()
+
+    asyncio.run(main())
+    assert errors == []
+    assert _slots(share_path) == []  # the slot freed
+
+
+def _slots(share: Path) -> list[tuple[int, int]]:
+    """The claimed slots of a share file: (pid, open connections)."""
+    return [slot for slot in struct.iter_unpack("<qq", share.read_bytes()) if slot[0]]

@@ -369,14 +369,19 @@ def test_verify_threads_answer_raise_and_outlive_a_cancelled_request() -> None:
     threads = VerifyThreads(VERIFY_THREADS)
     running: list[int] = []
     widest: list[int] = [0]
-    lock = threading.Lock()
+    turn = threading.Condition()
 
     def work(value: int) -> int:
-        with lock:
+        with turn:
             running.append(value)
             widest[0] = max(widest[0], len(running))
-        time.sleep(0.05)  # long beside a thread's wake-up, on a loaded machine too
-        with lock:
+            turn.notify_all()
+            if value < VERIFY_THREADS:
+                # The first calls wait for each other (a deadline, not a sleep that a thread
+                # woken late on a loaded machine outlasts): as many at once as threads.
+                turn.wait_for(lambda: len(running) >= VERIFY_THREADS, timeout=60)
+        time.sleep(0.05)  # room for a thread too many to join them
+        with turn:
             running.remove(value)
         return value * 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import shutil
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -109,6 +110,28 @@ def make_inputs(directory: Path, keys: Any, *, fm_role: str = "function-map") ->
     return BundleInputs(directory, fm, envelope, evidence, statement, nodes, records)
 
 
+def chains_bundle_members(
+    directory: Path, keys: Any, chunk_records: dict[str, int], count: int = 3000
+) -> list[tuple[str, bytes]]:
+    """The members of a bundle of `count` records dealt in turn to the chains named in
+    `chunk_records` (each rotating after that many records; one chain: a chain-order view)."""
+    from stella_bundle.bundle.build import build_bundle
+
+    inputs = make_inputs(directory / "in", keys)
+    shutil.rmtree(inputs.evidence)
+    records = records_for(inputs.nodes, count)
+    for index, (chain_id, per_chunk) in enumerate(chunk_records.items()):
+        chain_records = records[index :: len(chunk_records)]
+        write_chain(inputs.evidence, chain_id, keys.signer("collector"), chain_records, per_chunk)
+    bundle = build_bundle(
+        function_maps=[inputs.function_map],
+        evidence=[inputs.evidence],
+        signer=keys.signer("builder"),
+        output=directory / "chains.stella.bundle.tgz",
+    ).output
+    return read_members(bundle)
+
+
 # --- archive surgery ---------------------------------------------------------------------------
 
 
@@ -195,3 +218,43 @@ def zstd_of_lines(lines: list[bytes]) -> bytes:
     import zstandard
 
     return zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in lines))
+
+
+def view_edit(
+    edit: Callable[[list[bytes]], list[bytes]],
+) -> Callable[[list[tuple[str, bytes]]], list[tuple[str, bytes]]]:
+    """The members with the observations view's lines edited (each ended by a newline)."""
+
+    def apply(members: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        return [
+            (n, b"".join(line + b"\n" for line in edit(d.splitlines())))
+            if n.startswith("observations/")
+            else (n, d)
+            for n, d in members
+        ]
+
+    return apply
+
+
+def verify_report(
+    bundle: Path, trust_root: Path, *, workers: bool, by_spans: bool = True
+) -> tuple[str, Any]:
+    """("report", the verification Statement without its time) or ("refused", the archive
+    error): what two ways of verifying must agree on. `workers`: every chunk and view block in
+    two worker processes; `by_spans`: a chain-order view by its spans (`VerifyLimits`)."""
+    import json
+
+    from stella_bundle.errors import ArchiveError
+    from stella_bundle.formats.trust_root import TrustRoot
+    from stella_bundle.verify import VerifyLimits, verify_bundle
+    from stella_bundle.verify.chunkwork import WorkLimits
+
+    work = WorkLimits(parallel_min_bytes=0, workers=2) if workers else WorkLimits(workers=1)
+    limits = VerifyLimits(work=work, view_by_spans=by_spans)
+    try:
+        outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=limits)
+    except ArchiveError as exc:
+        return "refused", exc.describe()
+    statement = json.loads(json.dumps(outcome.statement))
+    del statement["predicate"]["time_verified"]
+    return "report", statement

@@ -8,8 +8,6 @@ not settle the view), the same report again."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,17 +15,12 @@ from typing import Any
 import pytest
 
 from stella_bundle.bundle import streams
-from stella_bundle.bundle.build import build_bundle
-from stella_bundle.errors import ArchiveError
-from stella_bundle.formats.trust_root import TrustRoot
-from stella_bundle.verify import VerifyLimits, records, verify_bundle
-from stella_bundle.verify.chunkwork import WorkLimits
+from stella_bundle.verify import records
 from tests.bundle.bundle_helpers import (
-    make_inputs,
-    read_members,
-    records_for,
+    chains_bundle_members,
     resign_manifest,
-    write_chain,
+    verify_report,
+    view_edit,
     write_members,
     zstd_lines,
     zstd_of_lines,
@@ -39,35 +32,7 @@ VIEW = "observations/"
 
 @pytest.fixture(scope="module")
 def one_chain(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Members:
-    root = tmp_path_factory.mktemp("plain-view")
-    inputs = make_inputs(root / "in", test_keys)
-    shutil.rmtree(inputs.evidence)
-    write_chain(
-        inputs.evidence,
-        "host-a",
-        test_keys.signer("collector"),
-        records_for(inputs.nodes, 3000),
-        700,
-    )
-    bundle = build_bundle(
-        function_maps=[inputs.function_map],
-        evidence=[inputs.evidence],
-        signer=test_keys.signer("builder"),
-        output=root / "plain.stella.bundle.tgz",
-    ).output
-    return read_members(bundle)
-
-
-def _view(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[Members], Members]:
-    def apply(members: Members) -> Members:
-        return [
-            (n, b"".join(line + b"\n" for line in edit(d.splitlines())))
-            if n.startswith(VIEW)
-            else (n, d)
-            for n, d in members
-        ]
-
-    return apply
+    return chains_bundle_members(tmp_path_factory.mktemp("plain-view"), test_keys, {"host-a": 700})
 
 
 def _both(edit: Callable[[list[bytes]], list[bytes]]) -> Callable[[Members], Members]:
@@ -116,20 +81,22 @@ def _escaped(line: bytes) -> bytes:
 
 TAMPERINGS: dict[str, Callable[[Members], Members]] = {
     "valid": lambda members: members,
-    "view-reversed": _view(lambda lines: lines[::-1]),
-    "view-line-missing": _view(lambda lines: lines[:2100] + lines[2101:]),
-    "view-line-twice": _view(lambda lines: lines[:2100] + lines[2099:]),
-    "view-swapped-pair-late": _view(
+    "view-reversed": view_edit(lambda lines: lines[::-1]),
+    "view-line-missing": view_edit(lambda lines: lines[:2100] + lines[2101:]),
+    "view-line-twice": view_edit(lambda lines: lines[:2100] + lines[2099:]),
+    "view-swapped-pair-late": view_edit(
         lambda lines: [*lines[:2500], lines[2501], lines[2500], *lines[2502:]]
     ),
-    "view-key-earlier": _view(lambda lines: [*lines[:1800], _earlier(lines[1800]), *lines[1801:]]),
-    "view-duplicate-key": _view(
+    "view-key-earlier": view_edit(
+        lambda lines: [*lines[:1800], _earlier(lines[1800]), *lines[1801:]]
+    ),
+    "view-duplicate-key": view_edit(
         lambda lines: [*lines[:1800], _dup_key(lines[1800]), *lines[1801:]]
     ),
-    "view-escaped": _view(lambda lines: [*lines[:1800], _escaped(lines[1800]), *lines[1801:]]),
-    "view-extra-line": _view(lambda lines: [*lines, lines[-1]]),
-    "view-blank-line": _view(lambda lines: [*lines[:1000], b"", *lines[1000:]]),
-    "view-long-line": _view(lambda lines: [*lines[:2800], b"x" * (3 << 20), *lines[2800:]]),
+    "view-escaped": view_edit(lambda lines: [*lines[:1800], _escaped(lines[1800]), *lines[1801:]]),
+    "view-extra-line": view_edit(lambda lines: [*lines, lines[-1]]),
+    "view-blank-line": view_edit(lambda lines: [*lines[:1000], b"", *lines[1000:]]),
+    "view-long-line": view_edit(lambda lines: [*lines[:2800], b"x" * (3 << 20), *lines[2800:]]),
     "view-no-final-newline": lambda members: [
         (n, d[:-1] if n.startswith(VIEW) else d) for n, d in members
     ],
@@ -141,21 +108,6 @@ TAMPERINGS: dict[str, Callable[[Members], Members]] = {
     "chain-first-earlier": _both(lambda lines: [_earlier(lines[0]), *lines[1:]]),
     "chain-escaped-key": _both(lambda lines: [*lines[:5], _escaped_key(lines[5]), *lines[6:]]),
 }
-
-
-def _verify(
-    bundle: Path, trust_root: Path, workers: bool, by_spans: bool = False
-) -> tuple[str, Any]:
-    """By pieces (the reference path, which this file tests) unless `by_spans`."""
-    work = WorkLimits(parallel_min_bytes=0, workers=2) if workers else WorkLimits(workers=1)
-    limits = VerifyLimits(work=work, view_by_spans=by_spans)
-    try:
-        outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=limits)
-    except ArchiveError as exc:
-        return "refused", exc.describe()
-    statement = json.loads(json.dumps(outcome.statement))
-    del statement["predicate"]["time_verified"]
-    return "report", statement
 
 
 class _NoPieces(records._ViewBlocks):
@@ -191,13 +143,17 @@ def test_pieces_give_the_report_of_view_blocks(
     monkeypatch.setattr(records, "view_block", _counted_view_block)
     reports = {}
     for workers in (False, True):
-        reports["pieces", workers] = _verify(bundle, test_keys.trust_root, workers)
+        reports["pieces", workers] = verify_report(
+            bundle, test_keys.trust_root, workers=workers, by_spans=False
+        )
     pieces_calls = len(CALLS)
     for workers in (False, True):  # the default way (`chain_view`), the same report
-        reports["spans", workers] = _verify(bundle, test_keys.trust_root, workers, by_spans=True)
+        reports["spans", workers] = verify_report(bundle, test_keys.trust_root, workers=workers)
     monkeypatch.setattr(records, "_ViewBlocks", _NoPieces)
     for workers in (False, True):
-        reports["view_block", workers] = _verify(bundle, test_keys.trust_root, workers)
+        reports["view_block", workers] = verify_report(
+            bundle, test_keys.trust_root, workers=workers, by_spans=False
+        )
     expected = reports["view_block", False]
     assert all(report == expected for report in reports.values()), tampering
     assert len(CALLS) > pieces_calls  # the view_block way ran (inline)

@@ -16,7 +16,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stella_bundle.attest.dsse import sign_payload
-from stella_bundle.bundle.build import build_bundle
 from stella_bundle.canonical import canonical_bytes
-from stella_bundle.errors import ArchiveError
-from stella_bundle.formats.trust_root import TrustRoot
-from stella_bundle.verify import VerifyLimits, verify_bundle
-from stella_bundle.verify.chunkwork import WorkLimits
 from stella_bundle.verify.records import RecordPass
 from tests.bundle.bundle_helpers import (
-    make_inputs,
-    read_members,
-    records_for,
+    chains_bundle_members,
     resign_manifest,
-    write_chain,
+    verify_report,
     write_members,
 )
 from tests.conftest import scaled_examples
@@ -51,23 +43,7 @@ VIEW_PREFIX = "observations/"
 @pytest.fixture(scope="module")
 def chain_bundle(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> Members:
     """One chain of ten chunks (300 records each) and its chain-order view."""
-    root = tmp_path_factory.mktemp("spans")
-    inputs = make_inputs(root / "in", test_keys)
-    shutil.rmtree(inputs.evidence)
-    write_chain(
-        inputs.evidence,
-        "host-a",
-        test_keys.signer("collector"),
-        records_for(inputs.nodes, 3000),
-        300,
-    )
-    bundle = build_bundle(
-        function_maps=[inputs.function_map],
-        evidence=[inputs.evidence],
-        signer=test_keys.signer("builder"),
-        output=root / "chain.stella.bundle.tgz",
-    ).output
-    members = read_members(bundle)
+    members = chains_bundle_members(tmp_path_factory.mktemp("spans"), test_keys, {"host-a": 300})
     assert json.loads(dict(members)["manifest.json"])["predicate"]["observations"]["order"] == (
         "chain"
     )
@@ -128,22 +104,10 @@ def _replace_view(members: Members, view: bytes) -> Members:
     return [(n, view if n.startswith(VIEW_PREFIX) else d) for n, d in members]
 
 
-def _report(bundle: Path, trust_root: Path, by_spans: bool, workers: bool) -> tuple[str, Any]:
-    work = WorkLimits(parallel_min_bytes=0, workers=2) if workers else WorkLimits(workers=1)
-    limits = VerifyLimits(work=work, view_by_spans=by_spans)
-    try:
-        outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=limits)
-    except ArchiveError as exc:
-        return "refused", exc.describe()
-    statement = json.loads(json.dumps(outcome.statement))
-    del statement["predicate"]["time_verified"]
-    return "report", statement
-
-
 def _all_ways(bundle: Path, trust_root: Path) -> tuple[str, Any]:
-    reference = _report(bundle, trust_root, by_spans=False, workers=False)
-    assert _report(bundle, trust_root, by_spans=True, workers=False) == reference
-    assert _report(bundle, trust_root, by_spans=True, workers=True) == reference
+    reference = verify_report(bundle, trust_root, by_spans=False, workers=False)
+    assert verify_report(bundle, trust_root, by_spans=True, workers=False) == reference
+    assert verify_report(bundle, trust_root, by_spans=True, workers=True) == reference
     return reference
 
 
@@ -157,7 +121,7 @@ def test_a_valid_chain_view_is_read_once(
 ) -> None:
     """No second pass for the builder's view: the reference path's `view` never runs."""
     bundle = write_members(tmp_path / "v.stella.bundle.tgz", chain_bundle)
-    reference = _report(bundle, test_keys.trust_root, by_spans=False, workers=False)
+    reference = verify_report(bundle, test_keys.trust_root, by_spans=False, workers=False)
     assert reference[1]["predicate"]["verification_result"] == "PASSED"
 
     def second_pass(*_args: Any) -> None:
@@ -165,7 +129,7 @@ def test_a_valid_chain_view_is_read_once(
 
     monkeypatch.setattr(RecordPass, "view", second_pass)
     for workers in (False, True):
-        assert _report(bundle, test_keys.trust_root, True, workers) == reference
+        assert verify_report(bundle, test_keys.trust_root, workers=workers) == reference
 
 
 def test_a_block_of_blank_lines_is_not_a_piece(

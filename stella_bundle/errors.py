@@ -32,13 +32,19 @@ class StellaError(Exception):
         """One line: where (file, line, field) and what was expected."""
         where = ""
         if self.path is not None:
-            where = _printable(self.path)
+            where = _printable(clipped(self.path, 300))
             if self.line is not None:
                 where += f":{self.line}"
             where += ": "
         if self.field is not None:
-            where += f"field '{_printable(self.field)}': "
+            where += f"field '{_printable(clipped(self.field, 300))}': "
         return where + self.message
+
+
+def clipped(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters with an ellipsis: a name or value from hostile input
+    (a 1 MiB pax path, a huge key) is echoed in an error line, not copied into it whole."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _printable(text: str) -> str:

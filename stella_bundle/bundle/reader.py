@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..compression import GZIP_MAGIC, BoundedInflater, InflateLimits
-from ..errors import ArchiveError
+from ..errors import ArchiveError, clipped
 from ..formats.manifest import check_member_name, name_key
 
 BLOCK = 512
@@ -206,6 +206,10 @@ class SafeTarReader:
 
     def __iter__(self) -> Iterator[tuple[ArchiveMember, MemberStream]]:
         overrides: dict[str, Any] = {}
+        # The extended records met since the last member ('x', 'L', 'K'): a member named by
+        # two of them is read differently by GNU tar (the pax path, else the last record)
+        # and tarfile (the first), so it is refused rather than read one way.
+        extended: list[bytes] = []
         while True:
             if self._pending is not None:
                 pending = self._pending
@@ -213,6 +217,12 @@ class SafeTarReader:
                 self._skip(pending.remaining + _padding(pending.member.size))
             header = self._read_exact(BLOCK, "a tar header")
             if header == b"\0" * BLOCK:
+                if extended:
+                    raise ArchiveError(
+                        "extended header with no member after it (tarfile refuses the "
+                        "archive, GNU tar ignores the header)",
+                        path=self.source,
+                    )
                 self._finish()
                 return
             if not _checksum_ok(header, self.source):
@@ -223,47 +233,52 @@ class SafeTarReader:
             typeflag = header[156:157]
             size = _octal(header[124:136], "size", self.source)
             if typeflag in (b"x", b"g", b"L", b"K"):
-                if size > self.limits.max_extended_header:
-                    raise ArchiveError(
-                        f"extended header of {size} bytes exceeds the limit of "
-                        f"{self.limits.max_extended_header}",
-                        path=self.source,
-                    )
-                body = self._read_exact(size, "an extended header") if size else b""
-                self._skip(_padding(size))
-                if typeflag == b"x":
-                    overrides.update(_parse_pax(body, self.source))
-                elif typeflag == b"L":
-                    overrides["path"] = _decode(body.split(b"\0", 1)[0], self.source)
-                elif typeflag == b"K":
-                    overrides["linkpath"] = _decode(body.split(b"\0", 1)[0], self.source)
+                self._extended(typeflag, size, overrides, extended)
                 continue
-            name = _decode(header[0:100].split(b"\0", 1)[0], self.source)
-            if header[257:262] == b"ustar":
-                prefix = _decode(header[345:500].split(b"\0", 1)[0], self.source)
-                if prefix:
-                    name = prefix + "/" + name
-            if "path" in overrides:
-                name = str(overrides["path"])
-            if "size" in overrides:
-                size = _decimal(str(overrides["size"]), "size", self.source)
-            if any(key.startswith("GNU.sparse.") for key in overrides):
-                # A pax sparse member (GNU tar --sparse --format=pax) is a type '0' entry whose
-                # content is a sparse map plus data under a made-up name: read as a regular file
-                # it would give another name and other bytes than tar does. Refused, like 'S'.
-                sparse_name = str(overrides.get("GNU.sparse.name", name))
-                raise ArchiveError(
-                    f"sparse member {sparse_name!r} refused: bundles hold regular files only",
-                    path=self.source,
-                )
+            name, size = _member_name(header, typeflag, size, overrides, self.source)
             overrides = {}
+            extended = []
             member = self._admit(name, typeflag, size, header)
             if member is None:  # a directory entry: checked, carries no content
-                self._skip(size + _padding(size))
                 continue
             stream = MemberStream(self, member)
             self._pending = stream
             yield member, stream
+
+    def _extended(
+        self, typeflag: bytes, size: int, overrides: dict[str, Any], extended: list[bytes]
+    ) -> None:
+        """Read one extended record ('x', 'g', 'L', 'K') into `overrides` for the next member."""
+        if size > self.limits.max_extended_header:
+            raise ArchiveError(
+                f"extended header of {size} bytes exceeds the limit of "
+                f"{self.limits.max_extended_header}",
+                path=self.source,
+            )
+        body = self._read_exact(size, "an extended header") if size else b""
+        self._skip(_padding(size))
+        if typeflag == b"g":
+            _check_global(_parse_pax(body, self.source), self.source)
+            return
+        if typeflag in extended:
+            kind = "pax extended headers" if typeflag == b"x" else "GNU long-name records"
+            raise ArchiveError(
+                f"two {kind} for one member (GNU tar takes the last, tarfile the first)",
+                path=self.source,
+            )
+        extended.append(typeflag)
+        if typeflag == b"x":
+            overrides.update(_parse_pax(body, self.source))
+        elif typeflag == b"L":
+            overrides["GNU.longname"] = _decode(body.split(b"\0", 1)[0], self.source)
+        else:
+            overrides["linkpath"] = _decode(body.split(b"\0", 1)[0], self.source)
+        if "path" in overrides and "GNU.longname" in overrides:
+            raise ArchiveError(
+                "member named by both a GNU long name and a pax path (GNU tar takes "
+                "the pax path, tarfile the one read last)",
+                path=self.source,
+            )
 
     def _admit(
         self, raw_name: str, typeflag: bytes, size: int, header: bytes
@@ -298,6 +313,14 @@ class SafeTarReader:
                 path=self.source,
             )
         self._seen[key] = name
+        if is_directory and size:
+            # tarfile reads the next header where the content starts (and stops there), GNU
+            # tar skips it with an error: a member hidden behind a directory is refused.
+            raise ArchiveError(
+                f"directory entry {clipped(name)!r} declares {size} bytes of content "
+                "(a directory carries none)",
+                path=self.source,
+            )
         if size > self.limits.max_member_size:
             raise ArchiveError(
                 f"member {name!r} declares {size} bytes, over the limit of "
@@ -432,6 +455,41 @@ class _OpenReader:
             self._handle.close()
 
 
+def _member_name(
+    header: bytes, typeflag: bytes, size: int, overrides: dict[str, Any], source: str
+) -> tuple[str, int]:
+    """The member's name and size: the header's, or its extended records'."""
+    name = _decode(header[0:100].split(b"\0", 1)[0], source)
+    if header[257:263] == b"ustar\0":  # POSIX ustar: a prefix field
+        prefix = _decode(header[345:500].split(b"\0", 1)[0], source)
+        if prefix:
+            name = prefix + "/" + name
+    elif typeflag != b"S" and header[345:500].count(0) != 155:
+        # GNU and v7 headers have no prefix field (GNU keeps times and sparse data there):
+        # GNU tar ignores those bytes, tarfile prepends them to the name.
+        raise ArchiveError(
+            f"member {clipped(name)!r}: a GNU or v7 header with bytes in the ustar prefix "
+            "field (GNU tar and tarfile read different names)",
+            path=source,
+        )
+    if "GNU.longname" in overrides:
+        name = str(overrides["GNU.longname"])
+    if "path" in overrides:
+        name = str(overrides["path"])
+    if "size" in overrides:
+        size = _decimal(str(overrides["size"]), "size", source)
+    if any(key.startswith("GNU.sparse.") for key in overrides):
+        # A pax sparse member (GNU tar --sparse --format=pax) is a type '0' entry whose
+        # content is a sparse map plus data under a made-up name: read as a regular file
+        # it would give another name and other bytes than tar does. Refused, like 'S'.
+        sparse_name = str(overrides.get("GNU.sparse.name", name))
+        raise ArchiveError(
+            f"sparse member {sparse_name!r} refused: bundles hold regular files only",
+            path=source,
+        )
+    return name, size
+
+
 def _padding(size: int) -> int:
     return (-size) % BLOCK
 
@@ -441,6 +499,23 @@ def _decode(raw: bytes, source: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ArchiveError(f"member name {raw!r} is not UTF-8", path=source) from exc
+
+
+# pax keywords that change what a member is (its name, its size, its link, how its name is
+# decoded, a sparse map). In a local header ('x') the reader honours path and size and refuses
+# the rest; in a global one ('g') GNU tar and tarfile apply them to every later member while
+# a reader that skips 'g' headers would not: refused there.
+_GLOBAL_REFUSED = ("path", "size", "linkpath", "hdrcharset")
+
+
+def _check_global(fields: dict[str, str], source: str) -> None:
+    for key in sorted(fields):
+        if key in _GLOBAL_REFUSED or key.startswith("GNU.sparse."):
+            raise ArchiveError(
+                f"global pax header sets {key!r} (GNU tar and tarfile apply it to every "
+                "member after it): refused",
+                path=source,
+            )
 
 
 def _parse_pax(body: bytes, source: str) -> dict[str, str]:

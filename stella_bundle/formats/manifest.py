@@ -16,7 +16,7 @@ from typing import Any, Final, TypeVar
 
 from ..canonical import MAX_SAFE_INTEGER
 from ..digests import SHA256_HEX_RE
-from ..errors import ArchiveError, MalformedDocumentError
+from ..errors import ArchiveError, MalformedDocumentError, clipped
 from ..timeutil import is_rfc3339_timestamp
 
 MANIFEST: Final = "manifest.json"
@@ -39,21 +39,41 @@ def name_key(name: str) -> str:
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
+# What a Linux file system takes (PATH_MAX without its NUL, NAME_MAX), in UTF-8 bytes: a
+# longer name cannot be extracted by anyone, and is refused before it is echoed anywhere.
+MAX_NAME_BYTES = 4095
+MAX_COMPONENT_BYTES = 255
+
+
 def check_member_name(name: str, source: str) -> str:
-    """Refuse absolute, escaping or non-normalised names; return the name."""
+    """Refuse absolute, escaping, over-long or non-normalised names; return the name."""
     if not name:
         raise ArchiveError("member with an empty name", path=source)
+    shown = clipped(name)
+    encoded = len(name.encode("utf-8", "surrogatepass"))
+    if encoded > MAX_NAME_BYTES:
+        raise ArchiveError(
+            f"member name {shown!r} is {encoded} bytes long, over the {MAX_NAME_BYTES}-byte "
+            "path limit",
+            path=source,
+        )
     if "\0" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise ArchiveError(f"member name {name!r} contains control characters", path=source)
+        raise ArchiveError(f"member name {shown!r} contains control characters", path=source)
     if name.startswith("/"):
-        raise ArchiveError(f"absolute path {name!r} refused", path=source)
+        raise ArchiveError(f"absolute path {shown!r} refused", path=source)
     parts = name.split("/")
     if ".." in parts:
-        raise ArchiveError(f"path {name!r} escapes the archive root ('..') refused", path=source)
+        raise ArchiveError(f"path {shown!r} escapes the archive root ('..') refused", path=source)
     if "\\" in name:
-        raise ArchiveError(f"member name {name!r} contains a backslash", path=source)
+        raise ArchiveError(f"member name {shown!r} contains a backslash", path=source)
     if posixpath.normpath(name) != name or "" in parts or "." in parts:
-        raise ArchiveError(f"member name {name!r} is not a normalised relative path", path=source)
+        raise ArchiveError(f"member name {shown!r} is not a normalised relative path", path=source)
+    for part in parts:
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+            raise ArchiveError(
+                f"member name {shown!r} has a component over the {MAX_COMPONENT_BYTES}-byte limit",
+                path=source,
+            )
     # One spelling per path: NFD (or any non-NFC) spellings are refused, so the NFC and NFD
     # forms of one name can never both be in a bundle.
     # Invisible characters make two names look alike (a zero-width space, a right-to-left
@@ -61,13 +81,13 @@ def check_member_name(name: str, source: str) -> str:
     for char in name:
         if unicodedata.category(char) in _INVISIBLE:
             raise ArchiveError(
-                f"member name {name!r} contains the invisible or control character "
+                f"member name {shown!r} contains the invisible or control character "
                 f"U+{ord(char):04X}",
                 path=source,
             )
     if not unicodedata.is_normalized("NFC", name):
         raise ArchiveError(
-            f"member name {name!r} is not Unicode-normalised (NFC) text", path=source
+            f"member name {shown!r} is not Unicode-normalised (NFC) text", path=source
         )
     return name
 

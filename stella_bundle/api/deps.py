@@ -106,6 +106,12 @@ class StorePool:
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if future.done():  # the request was cancelled (its client left) meanwhile
         return
+    if isinstance(error, StopIteration):
+        # A future refuses it (TypeError in this callback, the request left waiting forever):
+        # raised as coroutines and anyio's threads raise it.
+        wrapped = RuntimeError("the verification raised StopIteration")
+        wrapped.__cause__ = error
+        error = wrapped
     if error is not None:
         future.set_exception(error)
     else:

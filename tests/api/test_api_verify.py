@@ -419,3 +419,22 @@ def test_verify_threads_answer_raise_and_outlive_a_cancelled_request() -> None:
     for thread in named:
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in named)
+
+
+def test_a_verification_raising_stop_iteration_is_answered_not_left_waiting() -> None:
+    """An asyncio future refuses StopIteration as its exception (TypeError in the loop's
+    callback): the request it answers would wait forever. Raised as a RuntimeError, as
+    anyio's threads (which these replaced) and coroutines do."""
+    threads = VerifyThreads(1)
+
+    def exhausted() -> None:
+        next(iter(()))
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(threads.run(exhausted), timeout=60)
+
+    try:
+        asyncio.run(main())
+    finally:
+        threads.stop()

@@ -5,15 +5,22 @@ missing symbols. `functionmap/` generates maps; this folder says how well observ
 
 Entry point: `verify_files` (NDJSON files), `verify_map_files` (a map file and NDJSON files, the
 map read while the files are scanned) or `verify_observations` (any records), each giving a
-`VerificationResult`."""
+`VerificationResult`. The engine is imported when one of these is first used: `bundle build`
+needs only the scan (`scan`, `fastdecode`) and does not pay for the engine's imports."""
 
-from .engine import (
-    VerificationResult,
-    VerifyOptions,
-    verify_files,
-    verify_map_files,
-    verify_observations,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine import (
+        VerificationResult,
+        VerifyOptions,
+        verify_files,
+        verify_map_files,
+        verify_observations,
+    )
 
 __all__ = [
     "VerificationResult",
@@ -22,3 +29,9 @@ __all__ = [
     "verify_map_files",
     "verify_observations",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module(f"{__name__}.engine"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -219,7 +219,11 @@ def test_sigkill_during_ingest_then_repeat(test_keys: Any, tmp_path: Path) -> No
     assert Counter(json.dumps(s.record, sort_keys=True) for s in stored) == expected  # none missing
 
 
-def test_serve_with_the_tetragon_bridge(test_keys: Any, tmp_path: Path) -> None:
+def test_serve_with_the_tetragon_bridge_over_tls(
+    run_cli: Any, test_keys: Any, tmp_path: Path
+) -> None:
+    """One worker (uvicorn's own server, not the balanced accept of `--workers`) with TLS and
+    bearer tokens: the default deployment, in the suite without the slow tests."""
     events = (
         Path(__file__).resolve().parents[1]
         / "data"
@@ -228,18 +232,30 @@ def test_serve_with_the_tetragon_bridge(test_keys: Any, tmp_path: Path) -> None:
         / "examples"
         / "events.json"
     )
+    cert, key = _tls_pair(tmp_path)
+    tokens = tmp_path / "tokens.json"
+    made = run_cli("serve", "token", "add", "--tokens", tokens, "--name", "w", "--scope", "write")
+    write = {"Authorization": f"Bearer {made.stdout.strip()}"}
     server = Server(
         "--trust-root", test_keys.trust_root, "--store", f"sqlite:///{tmp_path / 's.sqlite'}",
         "--tetragon-evidence", tmp_path / "bridge", "--tetragon-key", test_keys.private("collector"),
+        "--tokens", tokens, "--tls-cert", cert, "--tls-key", key,
+        tls_ca=cert,
     )  # fmt: skip
     server.start()
+    tls = server.verify
     try:
+        timeline = server.url + "/api/v1/runtime/timeline"
+        assert httpx.get(timeline, verify=tls, timeout=60).status_code == 401
+        with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: no answer
+            httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
         posted = httpx.post(server.url + "/api/v1/runtime-traces", content=events.read_bytes(),
-                            headers={"Content-Type": "application/x-ndjson"}, timeout=60)  # fmt: skip
+                            headers={**write, "Content-Type": "application/x-ndjson"},
+                            verify=tls, timeout=60)  # fmt: skip
         assert posted.status_code == 201 and posted.json()["enabled"] is True, posted.text
         records = posted.json()["result"]["records"]
-        timeline = httpx.get(server.url + "/api/v1/runtime/timeline", timeout=60).json()
-        assert records >= 1 and len(timeline["events"]) == records
+        answer = httpx.get(timeline, headers=write, verify=tls, timeout=60).json()
+        assert records >= 1 and len(answer["events"]) == records
     finally:
         server.stop()
 

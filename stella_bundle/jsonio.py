@@ -60,6 +60,45 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+class _NotJsonNumberError(ValueError):
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def _refuse_constant(token: str) -> Any:
+    raise _NotJsonNumberError(token)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):  # 1e400: a double cannot hold it; json would make it infinite
+        raise _NotJsonNumberError(text[:40])
+    return value
+
+
+_INF = float("inf")
+_BOM = b"\xef\xbb\xbf"
+
+
+def _text(data: bytes | str) -> str:
+    """UTF-8 only (json.loads would also read UTF-16 and UTF-32); a UTF-8 byte order mark is
+    skipped, as `json` did and as SBOMs written by Windows tools need."""
+    if isinstance(data, str):
+        return data
+    return data[len(_BOM) :].decode("utf-8") if data.startswith(_BOM) else data.decode("utf-8")
+
+
+def _loads(text: str, **hooks: Any) -> Any:
+    """json.loads without its extensions: NaN, Infinity, -Infinity and numbers past a double
+    (orjson and RFC 8785 refuse them; jsonschema's bounds compare false against NaN)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, **hooks)
+
+
+def _not_a_number(token: str) -> str:
+    return f"{token!r} is not a JSON number (NaN, Infinity and numbers past a double are refused)"
+
+
 def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -> Any:
     """The toolkit's one JSON parse of outside documents: every way `json` can fail on hostile
     input becomes a one-line `MalformedDocumentError` naming `source` (and `line`).
@@ -69,7 +108,11 @@ def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -
     things to different verifiers. (NDJSON records keep `json`'s last-wins, which the fast
     record scanners reproduce: `parse_json_line`.)"""
     try:
-        value = json.loads(data, object_pairs_hook=_unique_keys)
+        value = _loads(_text(data), object_pairs_hook=_unique_keys)
+    except _NotJsonNumberError as exc:
+        raise MalformedDocumentError(
+            f"malformed JSON: {_not_a_number(exc.token)}", path=source, line=line
+        ) from exc
     except _DuplicateKeyError as exc:
         raise MalformedDocumentError(
             f"malformed JSON: key {exc.key!r} appears twice in one object", path=source, line=line
@@ -87,7 +130,7 @@ def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -
     except ValueError as exc:
         # Python refuses to convert an integer of more than 4300 digits (CVE-2020-10735).
         raise MalformedDocumentError(
-            f"JSON number out of range: {_first_line(str(exc))}", path=source, line=line
+            f"JSON number out of range: {_out_of_range(exc)}", path=source, line=line
         ) from exc
     return _refuse_lone_surrogates(
         value, data, "malformed JSON: a lone surrogate escape is not Unicode text", source, line
@@ -101,7 +144,11 @@ def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
     Bytes are decoded as UTF-8 first: `json.loads` would otherwise skip a byte order mark and
     read UTF-16 or UTF-32, which the fast line scanners (coverage.scan) refuse."""
     try:
-        value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+        value = _loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except _NotJsonNumberError as exc:
+        raise MalformedDocumentError(
+            f"malformed NDJSON: {_not_a_number(exc.token)}", path=source, line=line
+        ) from exc
     except UnicodeDecodeError as exc:
         raise MalformedDocumentError("malformed NDJSON: not UTF-8", path=source, line=line) from exc
     except json.JSONDecodeError as exc:
@@ -114,7 +161,7 @@ def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
         ) from exc
     except ValueError as exc:
         raise MalformedDocumentError(
-            f"malformed NDJSON: number out of range: {_first_line(str(exc))}",
+            f"malformed NDJSON: number out of range: {_out_of_range(exc)}",
             path=source,
             line=line,
         ) from exc
@@ -123,8 +170,12 @@ def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:
     )
 
 
-def _first_line(text: str) -> str:
-    return text.splitlines()[0] if text else text
+def _out_of_range(exc: ValueError) -> str:
+    """Python's message without its advice to the programmer (sys.set_int_max_str_digits)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if "integer string conversion" in text:
+        return "an integer of more than 4300 digits"
+    return text
 
 
 def load_json(path: str | Path) -> Any:

@@ -110,19 +110,27 @@ def make_inputs(directory: Path, keys: Any, *, fm_role: str = "function-map") ->
     return BundleInputs(directory, fm, envelope, evidence, statement, nodes, records)
 
 
-def chains_bundle_members(
+def chains_inputs(
     directory: Path, keys: Any, chunk_records: dict[str, int], count: int = 3000
-) -> list[tuple[str, bytes]]:
-    """The members of a bundle of `count` records dealt in turn to the chains named in
-    `chunk_records` (each rotating after that many records; one chain: a chain-order view)."""
-    from stella_bundle.bundle.build import build_bundle
-
-    inputs = make_inputs(directory / "in", keys)
+) -> BundleInputs:
+    """`make_inputs` with its evidence replaced: `count` records dealt in turn to the chains
+    named in `chunk_records`, each rotating after that many records."""
+    inputs = make_inputs(directory, keys)
     shutil.rmtree(inputs.evidence)
     records = records_for(inputs.nodes, count)
     for index, (chain_id, per_chunk) in enumerate(chunk_records.items()):
         chain_records = records[index :: len(chunk_records)]
         write_chain(inputs.evidence, chain_id, keys.signer("collector"), chain_records, per_chunk)
+    return inputs
+
+
+def chains_bundle_members(
+    directory: Path, keys: Any, chunk_records: dict[str, int], count: int = 3000
+) -> list[tuple[str, bytes]]:
+    """The members of a bundle of `chains_inputs` (one chain: a chain-order view)."""
+    from stella_bundle.bundle.build import build_bundle
+
+    inputs = chains_inputs(directory / "in", keys, chunk_records, count)
     bundle = build_bundle(
         function_maps=[inputs.function_map],
         evidence=[inputs.evidence],

@@ -290,16 +290,11 @@ def test_view_missing_a_record_is_caught(
 
 def test_build_memory_does_not_grow_with_the_evidence(tmp_path: Path, test_keys: Any) -> None:
     """Peak traced memory of a build is the same for 12,000 and 48,000 records."""
-    import shutil
-
-    from tests.bundle.bundle_helpers import make_inputs, records_for, write_chain
+    from tests.bundle.bundle_helpers import chains_inputs
 
     peaks = []
     for count in (12_000, 48_000):
-        inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
-        shutil.rmtree(inputs.evidence)
-        write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
-                    records_for(inputs.nodes, count), max_records=4_000)  # fmt: skip
+        inputs = chains_inputs(tmp_path / f"in-{count}", test_keys, {"host-m": 4_000}, count)
         tracemalloc.start()
         try:
             build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],

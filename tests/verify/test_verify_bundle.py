@@ -18,7 +18,13 @@ from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.schema import validate_document
 from stella_bundle.timeutil import parse_timestamp
 from stella_bundle.verify import verify_bundle
-from tests.bundle.bundle_helpers import BundleInputs, make_inputs, records_for, write_chain
+from tests.bundle.bundle_helpers import (
+    BundleInputs,
+    chains_inputs,
+    make_inputs,
+    records_for,
+    write_chain,
+)
 
 
 def _expected(inputs: BundleInputs, trust_root: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +223,7 @@ def sized_bundles(tmp_path_factory: pytest.TempPathFactory, test_keys: Any) -> l
     tmp_path = tmp_path_factory.mktemp("sized")
     bundles = []
     for count in (24_000, 96_000):
-        inputs = make_inputs(tmp_path / f"in-{count}", test_keys)
-        shutil.rmtree(inputs.evidence)
-        write_chain(inputs.evidence, "host-m", test_keys.signer("collector"),
-                    records_for(inputs.nodes, count), max_records=4_000)  # fmt: skip
+        inputs = chains_inputs(tmp_path / f"in-{count}", test_keys, {"host-m": 4_000}, count)
         built = build_bundle(function_maps=[inputs.function_map], evidence=[inputs.evidence],
                              signer=test_keys.signer("builder"),
                              output=tmp_path / f"m{count}.stella.bundle.tgz")  # fmt: skip

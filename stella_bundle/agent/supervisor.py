@@ -85,6 +85,9 @@ class MapSupervisor:
         self.endpoint = (
             Endpoint(metrics_listen, settings.stall_seconds) if metrics_listen is not None else None
         )
+        # How long a map's loop may go without a turn (`_allow_stall_of`): the systemd
+        # watchdog's and /healthz's alike.
+        self._stall = settings.stall_seconds
         self.collections: dict[str, _Collection] = {}
         # Files refused, by name: the sha256 refused (said once; a new version is tried again).
         self.refused: dict[str, str] = {}
@@ -162,7 +165,14 @@ class MapSupervisor:
                 self.endpoint.close()
 
     def _stall_limit(self) -> float:
-        return self.endpoint.health.stall_seconds if self.endpoint else self.settings.stall_seconds
+        return self._stall
+
+    def _allow_stall_of(self, session: PreparedSession) -> None:
+        """A map's loop turns once an aggregation window: the stall time is at least ten of its
+        windows (`stall_seconds`)."""
+        self._stall = max(self._stall, stall_seconds(session, self.settings.stall_seconds))
+        if self.endpoint is not None:
+            self.endpoint.health.stall_seconds = self._stall
 
     def _oldest_turn(self, now: float) -> float:
         """When the collection loop that turned least recently last turned (`now` without
@@ -281,11 +291,8 @@ class MapSupervisor:
             self._refuse(entry, exc)
             return
         instruments = None
+        self._allow_stall_of(session)
         if self.endpoint is not None:
-            self.endpoint.health.stall_seconds = max(
-                self.endpoint.health.stall_seconds,
-                stall_seconds(session, self.settings.stall_seconds),
-            )
             instruments = ChainInstruments(
                 session, self.endpoint.metrics, self.settings.verify_every_seconds
             )

@@ -228,3 +228,38 @@ def test_the_stall_time_is_ten_windows_and_at_least_the_setting() -> None:
     assert stall_seconds(session, 8.0) == 8.0
     config.aggregation_ms = 10_000
     assert stall_seconds(session, 8.0) == 100.0  # ten windows of 10 s
+
+
+@pytest.mark.parametrize("listen", [None, "127.0.0.1:0"], ids=["no-listener", "listener"])
+def test_the_map_supervisors_stall_time_is_the_same_rule_with_or_without_a_listener(
+    tmp_path: Path, test_keys: Any, listen: str | None
+) -> None:
+    """The systemd watchdog's stall time of `function_maps:` follows each map's aggregation
+    window (ten of them) whether or not /healthz is served: without a listener it stayed at
+    `stall_seconds`, and a map aggregating every 10 s (one turn each) would have starved the
+    watchdog of a healthy agent after 30 s."""
+    from types import SimpleNamespace
+
+    from stella_bundle.agent.supervisor import MapSupervisor
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    settings = load_agent_settings(
+        write(
+            tmp_path,
+            f"""
+            runtime_agent:
+              function_maps: {{directory: {maps}}}
+              trust_root: {test_keys.trust_root}
+            """,
+        )
+    )
+    supervisor = MapSupervisor(settings, listen)
+    assert supervisor._stall_limit() == 30.0
+    session: Any = SimpleNamespace(
+        collector=SimpleNamespace(config=SimpleNamespace(aggregation_ms=10_000))
+    )
+    supervisor._allow_stall_of(session)
+    assert supervisor._stall_limit() == 100.0
+    if supervisor.endpoint is not None:
+        assert supervisor.endpoint.health.stall_seconds == 100.0

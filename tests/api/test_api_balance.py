@@ -21,7 +21,12 @@ import pytest
 from server_support import Server
 from test_api_serve import _tls_pair
 
-from stella_bundle.api.balance import DEFER_SECONDS, BalancedServer, Share, create_share
+from stella_bundle.api.balance import (
+    SHARE_VARIABLE,
+    BalancedServer,
+    Share,
+    create_share,
+)
 
 _ESTABLISHED = "01"
 
@@ -80,6 +85,20 @@ def _burst(port: int, count: int, tls: ssl.SSLContext | None = None) -> list[Any
     return conns
 
 
+def _wait_counted_closed(pids: list[int]) -> None:
+    """Until every worker's published count is 0 (the connections closed by the client are
+    counted out: a stale count would make a worker defer in the next burst)."""
+    environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    prefix = f"{SHARE_VARIABLE}=".encode()
+    share = Path(next(v for v in environ if v.startswith(prefix))[len(prefix) :].decode())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(count == 0 for pid, count in _slots(share) if pid in pids):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"open connections still counted: {_slots(share)}")
+
+
 def _wait_workers(server: Server, count: int, tls: ssl.SSLContext | None = None) -> list[int]:
     """The worker pids, once each has accepted a connection (a worker still starting takes
     none: the one ready takes them all)."""
@@ -93,7 +112,7 @@ def _wait_workers(server: Server, count: int, tls: ssl.SSLContext | None = None)
             for conn in conns:
                 conn.close()
             if served >= set(pids):
-                time.sleep(20 * DEFER_SECONDS)  # the closes counted
+                _wait_counted_closed(pids)
                 return pids
         time.sleep(0.2)
     raise AssertionError("workers did not start")
@@ -126,7 +145,7 @@ def test_two_workers_share_connections_evenly_over_tls_and_after_a_kill(
         assert min(held.values()) >= 14, held
         for conn in conns:
             conn.close()
-        time.sleep(20 * DEFER_SECONDS)
+        _wait_counted_closed(pids)
         conns = _burst(server.port, 10, tls)
         held = _held(pids, server.port)
         assert sum(held.values()) == 10 and min(held.values()) >= 3, held
@@ -136,7 +155,9 @@ def test_two_workers_share_connections_evenly_over_tls_and_after_a_kill(
             httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
         victim, survivor = pids
         os.kill(victim, signal.SIGKILL)
+        gone_by = time.monotonic() + 60
         while victim in _workers(server):
+            assert time.monotonic() < gone_by, "the killed worker was not reaped"
             time.sleep(0.05)
         for conn in _burst(server.port, 6, tls):  # answered while the victim is replaced
             conn.close()

@@ -1,0 +1,25 @@
+"""Types of the compiled fold (_fold.c); see coverage/compiled.py."""
+
+from collections.abc import Callable
+from typing import Any, Final
+
+SOURCE_SHA256: Final[str]
+
+class NodeState:
+    """What was seen of one node_hash (coverage.scan.NodeAggregate's fields)."""
+
+    count: int
+    first: str
+    last: str
+    probe_mask: int
+    function_name: str | None
+    purl: str | None
+    def __init__(self) -> None: ...
+
+class Index:
+    """Node hash bytes -> NodeState, a cache of an aggregator's dicts."""
+
+    def __init__(self, bits: dict[str, int], seed: int) -> None: ...
+    def fold(self, records: list[Any], resolve: Callable[[Any], object], /) -> None: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # eBPF: libbpf1 (loader), clang/libbpf-dev/bpftool (probe rebuild check), tracefs;
 # peers for benchmarks (zstd, bpftrace); openssl + libssl-dev for the workload fixture;
+# gcc + libc6-dev also compile the optional C fold at `pip install -e .` (hatch_build.py; the
+# Python headers come with this pyenv Python);
 # chromium for the HTML report rendering test; iproute2/util-linux for network namespaces;
 # postgresql (Debian 12: PostgreSQL 15, /usr/lib/postgresql/15/bin) for the store tests, which
 # start a private cluster of their own (the packaged cluster is not used).
@@ -69,10 +71,11 @@ if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kern
 fi
 
 # pip takes ~20 s even when nothing changed: skip it while this tree is the installed editable
-# copy and pyproject.toml is the one it was installed from (build/ is ignored by git;
-# `rm build/setup.stamp` forces a reinstall).
+# copy and pyproject.toml, the build hook and the C fold's source are the ones it was installed
+# from (the install compiles stella_bundle/coverage/_fold.c with gcc and this Python's headers;
+# build/ is ignored by git; `rm build/setup.stamp` forces a reinstall).
 stamp="build/setup.stamp"
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.executable)')"
+wanted="$(cat pyproject.toml hatch_build.py stella_bundle/coverage/_fold.c | sha256sum | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.executable)')"
 installed="$(python3 - <<'PY' 2>/dev/null || true
 import json
 from importlib.metadata import distribution

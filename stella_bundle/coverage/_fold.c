@@ -1,0 +1,820 @@
+/* The per-record fold of plain observation records in compiled code (issue 15).
+ *
+ * The Python loop `ObservationAggregator._plain_records` (coverage/scan.py) is the reference
+ * and the fallback; this module does the same fold with the same result:
+ *
+ *     state = expected.get(record.node_hash) or <unexpected state, created from the record>
+ *     state.count += 1
+ *     if record.observed_at < state.first: state.first = record.observed_at
+ *     if record.observed_at > state.last: state.last = record.observed_at
+ *     state.probe_mask |= PROBE_BIT[record.probe_type]
+ *
+ * msgspec stays the decoder and the only place of the record rules: this module reads the
+ * attributes of the structs it produced (PyObject_GetAttr with interned names) and decides
+ * nothing about them. What it saves is the interpreter's per-record work: the node is found in
+ * an open-addressing table keyed by the bytes of its hash (a seeded 64-bit hash of the bytes,
+ * then a full memcmp on a hit) instead of a dict lookup that hashes each record's new 71-character
+ * string with SipHash, and the node's count and probe bits are C integers added to the Python
+ * values only when read (`NodeState`), so no int object is made per record.
+ *
+ * The table is a cache of the aggregator's dicts: a miss asks Python (`resolve(record)`, which
+ * looks the node up in the dicts or creates it, and raises what the Python loop raises), and the
+ * state it returns is kept. The aggregator clears the table when its dicts changed size outside
+ * this fold; states are never removed from the dicts nor replaced, only changed in place.
+ * Strings that are not of the one-byte kind (no valid node hash is) are never cached: each such
+ * record asks Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef STELLA_FOLD_SOURCE_SHA256
+#define STELLA_FOLD_SOURCE_SHA256 ""
+#endif
+
+static PyObject *s_node_hash, *s_observed_at, *s_probe_type, *s_first_default, *s_last_default;
+
+/* ---- NodeState: one node's state; count and probe_mask pending in C until read ---------- */
+
+/* Copies of short one-byte strings kept inside the state, so that the fold compares a record's
+ * time with the node's first and last, and its hash with the node's key, without reading three
+ * other objects scattered in memory (the cache misses were most of the fold's time). */
+#define TEXT_MAX 32
+#define KEY_MAX 80
+
+typedef struct {
+    PyObject_HEAD
+    int64_t count_add;    /* added to count when read */
+    uint64_t mask_or;     /* or-ed into probe_mask when read */
+    int8_t first_length;  /* of first_text; -1: first is not a short one-byte string */
+    int8_t last_length;
+    uint8_t key_length;   /* of key, the node hash an Index keeps this state under; 0: none */
+    Py_UCS1 first_text[TEXT_MAX];
+    Py_UCS1 last_text[TEXT_MAX];
+    PyObject *first;
+    PyObject *last;
+    Py_UCS1 key[KEY_MAX];
+    PyObject *count;      /* int */
+    PyObject *probe_mask; /* int */
+    PyObject *function_name;
+    PyObject *purl;
+} NodeState;
+
+/* The short copy of a string when it has one: its length, else -1. */
+static inline int
+short_text(PyObject *value, Py_UCS1 *text)
+{
+    if (!PyUnicode_CheckExact(value) || PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND
+        || PyUnicode_GET_LENGTH(value) > TEXT_MAX) {
+        return -1;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+    memcpy(text, PyUnicode_1BYTE_DATA(value), (size_t)length);
+    return (int)length;
+}
+
+static PyTypeObject NodeStateType;
+
+static PyObject *
+NodeState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "NodeState() takes no arguments");
+        return NULL;
+    }
+    NodeState *self = (NodeState *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->count = PyLong_FromLong(0);
+    self->probe_mask = PyLong_FromLong(0);
+    if (self->count == NULL || self->probe_mask == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->first = Py_NewRef(s_first_default);
+    self->last = Py_NewRef(s_last_default);
+    self->first_length = (int8_t)short_text(self->first, self->first_text);
+    self->last_length = (int8_t)short_text(self->last, self->last_text);
+    self->function_name = Py_NewRef(Py_None);
+    self->purl = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+static void
+NodeState_dealloc(NodeState *self)
+{
+    Py_XDECREF(self->count);
+    Py_XDECREF(self->probe_mask);
+    Py_XDECREF(self->first);
+    Py_XDECREF(self->last);
+    Py_XDECREF(self->function_name);
+    Py_XDECREF(self->purl);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+flush_count(NodeState *self)
+{
+    if (self->count_add == 0) {
+        return 0;
+    }
+    PyObject *add = PyLong_FromLongLong(self->count_add);
+    if (add == NULL) {
+        return -1;
+    }
+    PyObject *sum = PyNumber_Add(self->count, add);
+    Py_DECREF(add);
+    if (sum == NULL) {
+        return -1;
+    }
+    Py_SETREF(self->count, sum);
+    self->count_add = 0;
+    return 0;
+}
+
+static int
+flush_mask(NodeState *self)
+{
+    if (self->mask_or == 0) {
+        return 0;
+    }
+    PyObject *bits = PyLong_FromUnsignedLongLong(self->mask_or);
+    if (bits == NULL) {
+        return -1;
+    }
+    PyObject *mask = PyNumber_Or(self->probe_mask, bits);
+    Py_DECREF(bits);
+    if (mask == NULL) {
+        return -1;
+    }
+    Py_SETREF(self->probe_mask, mask);
+    self->mask_or = 0;
+    return 0;
+}
+
+static PyObject *
+NodeState_get_count(NodeState *self, void *closure)
+{
+    if (flush_count(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self->count);
+}
+
+static int
+NodeState_set_count(NodeState *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "count cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->count, Py_NewRef(value));
+    self->count_add = 0;
+    return 0;
+}
+
+static PyObject *
+NodeState_get_mask(NodeState *self, void *closure)
+{
+    if (flush_mask(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self->probe_mask);
+}
+
+static int
+NodeState_set_mask(NodeState *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "probe_mask cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->probe_mask, Py_NewRef(value));
+    self->mask_or = 0;
+    return 0;
+}
+
+static PyObject *
+NodeState_get_first(NodeState *self, void *closure)
+{
+    return Py_NewRef(self->first);
+}
+
+static int
+NodeState_set_first(NodeState *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "first cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->first, Py_NewRef(value));
+    self->first_length = (int8_t)short_text(value, self->first_text);
+    return 0;
+}
+
+static PyObject *
+NodeState_get_last(NodeState *self, void *closure)
+{
+    return Py_NewRef(self->last);
+}
+
+static int
+NodeState_set_last(NodeState *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "last cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->last, Py_NewRef(value));
+    self->last_length = (int8_t)short_text(value, self->last_text);
+    return 0;
+}
+
+static PyGetSetDef NodeState_getset[] = {
+    {"count", (getter)NodeState_get_count, (setter)NodeState_set_count, "records (or counts) folded", NULL},
+    {"probe_mask", (getter)NodeState_get_mask, (setter)NodeState_set_mask, "probe type bits", NULL},
+    {"first", (getter)NodeState_get_first, (setter)NodeState_set_first, "first seen (\"~\" when never)", NULL},
+    {"last", (getter)NodeState_get_last, (setter)NodeState_set_last, "last seen (\"\" when never)", NULL},
+    {NULL},
+};
+
+static PyMemberDef NodeState_members[] = {
+    {"function_name", T_OBJECT_EX, offsetof(NodeState, function_name), 0, "name of an unexpected node"},
+    {"purl", T_OBJECT_EX, offsetof(NodeState, purl), 0, "purl of an unexpected node"},
+    {NULL},
+};
+
+static PyTypeObject NodeStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stella_bundle.coverage._fold.NodeState",
+    .tp_basicsize = sizeof(NodeState),
+    .tp_dealloc = (destructor)NodeState_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "What was seen of one node_hash (coverage.scan.NodeAggregate's fields).",
+    .tp_getset = NodeState_getset,
+    .tp_members = NodeState_members,
+    .tp_new = NodeState_new,
+};
+
+/* ---- Index: node hash bytes -> NodeState, open addressing ------------------------------- */
+
+typedef struct {
+    uint64_t hash;
+    NodeState *node; /* NULL: empty slot; its key is node->key */
+} Slot;
+
+#define PROBE_CACHE 16
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    size_t capacity; /* a power of two */
+    size_t used;
+    uint64_t seed;
+    PyObject *bits; /* dict: probe type -> bit */
+    int probes;
+    PyObject *probe_name[PROBE_CACHE];
+    uint64_t probe_bit[PROBE_CACHE];
+} Index;
+
+static inline uint64_t
+mix(uint64_t h)
+{
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    return h;
+}
+
+/* A seeded hash of the key's bytes: two independent lanes of 8-byte words. */
+static inline uint64_t
+hash_bytes(const Py_UCS1 *p, Py_ssize_t n, uint64_t seed)
+{
+    uint64_t a = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
+    uint64_t b = ~seed * 0xD6E8FEB86659FD93ULL;
+    while (n >= 16) {
+        uint64_t w1, w2;
+        memcpy(&w1, p, 8);
+        memcpy(&w2, p + 8, 8);
+        a = (a ^ w1) * 0x9FB21C651E98DF25ULL;
+        b = (b ^ w2) * 0xC2B2AE3D27D4EB4FULL;
+        a ^= a >> 32;
+        b ^= b >> 29;
+        p += 16;
+        n -= 16;
+    }
+    uint64_t w = 0;
+    if (n >= 8) {
+        memcpy(&w, p, 8);
+        a = (a ^ w) * 0x9FB21C651E98DF25ULL;
+        p += 8;
+        n -= 8;
+        w = 0;
+    }
+    memcpy(&w, p, (size_t)n);
+    b = (b ^ w) * 0xC2B2AE3D27D4EB4FULL;
+    return mix(a ^ mix(b));
+}
+
+static void
+Index_release(Index *self)
+{
+    if (self->slots != NULL) {
+        for (size_t i = 0; i < self->capacity; i++) {
+            Py_XDECREF((PyObject *)self->slots[i].node);
+        }
+        memset(self->slots, 0, self->capacity * sizeof(Slot));
+    }
+    self->used = 0;
+}
+
+static int
+Index_allocate(Index *self, size_t capacity)
+{
+    Slot *slots = PyMem_Calloc(capacity, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->slots = slots;
+    self->capacity = capacity;
+    self->used = 0;
+    return 0;
+}
+
+static PyObject *
+Index_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"bits", "seed", NULL};
+    PyObject *bits;
+    unsigned long long seed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!K", keywords, &PyDict_Type, &bits, &seed)) {
+        return NULL;
+    }
+    Index *self = (Index *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->seed = (uint64_t)seed;
+    self->bits = Py_NewRef(bits);
+    if (Index_allocate(self, 1024) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+Index_dealloc(Index *self)
+{
+    Index_release(self);
+    PyMem_Free(self->slots);
+    for (int i = 0; i < self->probes; i++) {
+        Py_XDECREF(self->probe_name[i]);
+    }
+    Py_XDECREF(self->bits);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Index_grow(Index *self)
+{
+    Slot *old = self->slots;
+    size_t old_capacity = self->capacity;
+    if (Index_allocate(self, old_capacity * 2) < 0) {
+        self->slots = old;
+        self->capacity = old_capacity;
+        return -1;
+    }
+    size_t mask = self->capacity - 1;
+    for (size_t i = 0; i < old_capacity; i++) {
+        if (old[i].node == NULL) {
+            continue;
+        }
+        size_t j = (size_t)old[i].hash & mask;
+        while (self->slots[j].node != NULL) {
+            j = (j + 1) & mask;
+        }
+        self->slots[j] = old[i];
+        self->used++;
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* The bit of a probe type: a cache of the (interned, by msgspec) names seen, else the dict. */
+static inline int
+probe_bit(Index *self, PyObject *name, uint64_t *bit)
+{
+    for (int i = 0; i < self->probes; i++) {
+        if (self->probe_name[i] == name) {
+            *bit = self->probe_bit[i];
+            return 0;
+        }
+    }
+    PyObject *value = PyDict_GetItemWithError(self->bits, name);
+    if (value == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, name);
+        }
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (self->probes < PROBE_CACHE) {
+        self->probe_name[self->probes] = Py_NewRef(name);
+        self->probe_bit[self->probes] = v;
+        self->probes++;
+    }
+    *bit = v;
+    return 0;
+}
+
+/* a < b (op Py_LT) or a > b (op Py_GT), as Python compares them; b_text/b_length: b's short
+ * copy (b_length -1: none). Two one-byte strings compare as their bytes. */
+static inline int
+compare(PyObject *a, PyObject *b, const Py_UCS1 *b_text, int b_length, int op)
+{
+    if (b_length >= 0 && PyUnicode_CheckExact(a) && PyUnicode_KIND(a) == PyUnicode_1BYTE_KIND) {
+        Py_ssize_t la = PyUnicode_GET_LENGTH(a), lb = b_length;
+        int c = memcmp(PyUnicode_1BYTE_DATA(a), b_text, (size_t)(la < lb ? la : lb));
+        if (c == 0) {
+            c = (la > lb) - (la < lb);
+        }
+        return op == Py_LT ? c < 0 : c > 0;
+    }
+    return PyObject_RichCompareBool(a, b, op);
+}
+
+/* The state of a record's node: from the table, else from resolve(record) (kept when the key
+ * is cacheable). A new reference, or NULL with an exception. */
+static inline int
+cacheable_key(PyObject *key)
+{
+    return PyUnicode_CheckExact(key) && PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND
+           && PyUnicode_GET_LENGTH(key) > 0 && PyUnicode_GET_LENGTH(key) <= KEY_MAX;
+}
+
+static inline uint64_t
+key_hash(Index *self, PyObject *key)
+{
+    return hash_bytes(PyUnicode_1BYTE_DATA(key), PyUnicode_GET_LENGTH(key), self->seed);
+}
+
+/* `hash`: key_hash of a cacheable key (ignored otherwise). */
+static NodeState *
+node_of(Index *self, PyObject *record, PyObject *key, uint64_t hash, PyObject *resolve)
+{
+    int cacheable = cacheable_key(key);
+    size_t j = 0;
+    if (cacheable) {
+        const Py_UCS1 *data = PyUnicode_1BYTE_DATA(key);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+        size_t mask = self->capacity - 1;
+        j = (size_t)hash & mask;
+        for (;;) {
+            NodeState *node = self->slots[j].node;
+            if (node == NULL) {
+                break;
+            }
+            if (self->slots[j].hash == hash && node->key_length == length
+                && memcmp(node->key, data, (size_t)length) == 0) {
+                Py_INCREF(node);
+                return node;
+            }
+            j = (j + 1) & mask;
+        }
+    }
+    PyObject *found = PyObject_CallOneArg(resolve, record);
+    if (found == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(found, &NodeStateType)) {
+        PyErr_Format(PyExc_TypeError, "resolve() must return a NodeState, not %.100s",
+                     Py_TYPE(found)->tp_name);
+        Py_DECREF(found);
+        return NULL;
+    }
+    NodeState *node = (NodeState *)found;
+    const Py_UCS1 *data = NULL;
+    Py_ssize_t length = 0;
+    if (cacheable) {
+        data = PyUnicode_1BYTE_DATA(key);
+        length = PyUnicode_GET_LENGTH(key);
+        /* A state is kept under one key: the hash it was first found by. */
+        if (node->key_length == 0) {
+            memcpy(node->key, data, (size_t)length);
+            node->key_length = (uint8_t)length;
+        }
+        else if (node->key_length != length || memcmp(node->key, data, (size_t)length) != 0) {
+            cacheable = 0;
+        }
+    }
+    if (!cacheable) {
+        return node;
+    }
+    /* resolve ran Python code: the table may have grown meanwhile, find the slot again. */
+    if ((self->used + 1) * 4 > self->capacity * 3 && Index_grow(self) < 0) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    size_t mask = self->capacity - 1;
+    j = (size_t)hash & mask;
+    while (self->slots[j].node != NULL) {
+        NodeState *other = self->slots[j].node;
+        if (self->slots[j].hash == hash && other->key_length == length
+            && memcmp(other->key, data, (size_t)length) == 0) {
+            return node; /* cached meanwhile */
+        }
+        j = (j + 1) & mask;
+    }
+    self->slots[j].hash = hash;
+    self->slots[j].node = (NodeState *)Py_NewRef(found);
+    self->used++;
+    return node;
+}
+
+/* Reading a record's fields: through the data descriptors of its type (msgspec's struct fields
+ * are member descriptors), found once per type along its MRO as attribute lookup finds them;
+ * a data descriptor takes precedence over any instance attribute, so calling its tp_descr_get
+ * is what `record.name` does. A type with its own tp_getattro, or a field that is not a data
+ * descriptor, is read with PyObject_GetAttr. */
+enum { F_OBSERVED, F_KEY, F_PROBE, FIELDS };
+
+typedef struct {
+    PyTypeObject *type; /* borrowed: the records of the list being folded keep it alive */
+    PyObject *descr[FIELDS];
+} Fields;
+
+static PyObject **field_names[FIELDS] = {&s_observed_at, &s_node_hash, &s_probe_type};
+
+static void
+fields_release(Fields *fields)
+{
+    for (int k = 0; k < FIELDS; k++) {
+        Py_CLEAR(fields->descr[k]);
+    }
+    fields->type = NULL;
+}
+
+static int
+fields_of(Fields *fields, PyTypeObject *type)
+{
+    fields_release(fields);
+    fields->type = type;
+    if (type->tp_getattro != PyObject_GenericGetAttr || type->tp_mro == NULL) {
+        return 0;
+    }
+    for (int k = 0; k < FIELDS; k++) {
+        PyObject *found = NULL;
+        for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(type->tp_mro) && found == NULL; b++) {
+            PyObject *base = PyTuple_GET_ITEM(type->tp_mro, b);
+            PyObject *dict = ((PyTypeObject *)base)->tp_dict;
+            if (dict == NULL) {
+                break;
+            }
+            found = PyDict_GetItemWithError(dict, *field_names[k]);
+            if (found == NULL && PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        if (found != NULL && Py_TYPE(found)->tp_descr_get != NULL
+            && Py_TYPE(found)->tp_descr_set != NULL) {
+            fields->descr[k] = Py_NewRef(found);
+        }
+    }
+    return 0;
+}
+
+static inline PyObject *
+field(Fields *fields, PyObject *record, int k)
+{
+    if (Py_TYPE(record) != fields->type && fields_of(fields, Py_TYPE(record)) < 0) {
+        return NULL;
+    }
+    PyObject *descr = fields->descr[k];
+    if (descr != NULL) {
+        return Py_TYPE(descr)->tp_descr_get(descr, record, (PyObject *)fields->type);
+    }
+    return PyObject_GetAttr(record, *field_names[k]);
+}
+
+/* Records are read AHEAD places before they are folded: their time and hash fetched and the
+ * hash's table slot prefetched, and the node of that slot two places before, so that the
+ * memory reads of several records overlap (they were most of the fold's time). A field that
+ * could not be read ahead is read again in its turn, which raises in record order. */
+#define AHEAD 8
+#define RING 8 /* a power of two, >= AHEAD */
+
+typedef struct {
+    PyObject *observed;
+    PyObject *key;
+    uint64_t hash;
+    int hashed;
+} Ahead;
+
+static inline void
+read_ahead(Index *self, Fields *fields, PyObject *record, Ahead *ahead)
+{
+    ahead->observed = field(fields, record, F_OBSERVED);
+    if (ahead->observed == NULL) {
+        PyErr_Clear();
+    }
+    ahead->key = field(fields, record, F_KEY);
+    ahead->hashed = 0;
+    if (ahead->key == NULL) {
+        PyErr_Clear();
+    }
+    else if (cacheable_key(ahead->key)) {
+        ahead->hash = key_hash(self, ahead->key);
+        ahead->hashed = 1;
+        __builtin_prefetch(&self->slots[(size_t)ahead->hash & (self->capacity - 1)]);
+    }
+}
+
+static PyObject *
+Index_fold(Index *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fold(records, resolve) takes two arguments");
+        return NULL;
+    }
+    PyObject *records = args[0], *resolve = args[1];
+    if (!PyList_Check(records)) {
+        PyErr_SetString(PyExc_TypeError, "fold() records must be a list");
+        return NULL;
+    }
+    /* The records are held: resolve() runs Python code, which could change the list. */
+    records = PySequence_List(records);
+    if (records == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    PyObject **items = PySequence_Fast_ITEMS(records);
+    Fields fields = {NULL, {NULL, NULL, NULL}};
+    Ahead ring[RING];
+    memset(ring, 0, sizeof(ring));
+    for (Py_ssize_t i = 0; i < n && i < AHEAD; i++) {
+        read_ahead(self, &fields, items[i], &ring[i & (RING - 1)]);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *record = items[i];
+        Ahead *mine = &ring[i & (RING - 1)];
+        PyObject *observed = mine->observed, *key = mine->key, *probe = NULL;
+        uint64_t hash = mine->hash;
+        int hashed = mine->hashed;
+        mine->observed = mine->key = NULL;
+        NodeState *node = NULL;
+        uint64_t bit;
+        int less, more;
+        if (i + AHEAD < n) {
+            read_ahead(self, &fields, items[i + AHEAD], &ring[(i + AHEAD) & (RING - 1)]);
+        }
+        if (i + 2 < n) {
+            Ahead *soon = &ring[(i + 2) & (RING - 1)];
+            if (soon->hashed) {
+                NodeState *next = self->slots[(size_t)soon->hash & (self->capacity - 1)].node;
+                if (next != NULL) {
+                    __builtin_prefetch(next);
+                    __builtin_prefetch((char *)next + 64);
+                }
+            }
+        }
+        if (observed == NULL && (observed = field(&fields, record, F_OBSERVED)) == NULL) {
+            goto error;
+        }
+        if (key == NULL) {
+            if ((key = field(&fields, record, F_KEY)) == NULL) {
+                goto error;
+            }
+            hashed = cacheable_key(key);
+            if (hashed) {
+                hash = key_hash(self, key);
+            }
+        }
+        node = node_of(self, record, key, hash, resolve);
+        if (node == NULL) {
+            goto error;
+        }
+        if (node->count_add == INT64_MAX && flush_count(node) < 0) {
+            goto error;
+        }
+        node->count_add++;
+        less = compare(observed, node->first, node->first_text, node->first_length, Py_LT);
+        if (less < 0) {
+            goto error;
+        }
+        if (less) {
+            Py_SETREF(node->first, Py_NewRef(observed));
+            node->first_length = (int8_t)short_text(observed, node->first_text);
+        }
+        more = compare(observed, node->last, node->last_text, node->last_length, Py_GT);
+        if (more < 0) {
+            goto error;
+        }
+        if (more) {
+            Py_SETREF(node->last, Py_NewRef(observed));
+            node->last_length = (int8_t)short_text(observed, node->last_text);
+        }
+        probe = field(&fields, record, F_PROBE);
+        if (probe == NULL || probe_bit(self, probe, &bit) < 0) {
+            goto error;
+        }
+        node->mask_or |= bit;
+        Py_DECREF(probe);
+        Py_DECREF((PyObject *)node);
+        Py_DECREF(key);
+        Py_DECREF(observed);
+        continue;
+    error:
+        Py_XDECREF(probe);
+        Py_XDECREF((PyObject *)node);
+        Py_XDECREF(key);
+        Py_XDECREF(observed);
+        for (int k = 0; k < RING; k++) {
+            Py_XDECREF(ring[k].observed);
+            Py_XDECREF(ring[k].key);
+        }
+        fields_release(&fields);
+        Py_DECREF(records);
+        return NULL;
+    }
+    fields_release(&fields);
+    Py_DECREF(records);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Index_clear(Index *self, PyObject *unused)
+{
+    Index_release(self);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+Index_len(Index *self)
+{
+    return (Py_ssize_t)self->used;
+}
+
+static PyMethodDef Index_methods[] = {
+    {"fold", (PyCFunction)(void (*)(void))Index_fold, METH_FASTCALL,
+     "fold(records, resolve): fold plain records (count 1, one timestamp, all in the window)."},
+    {"clear", (PyCFunction)Index_clear, METH_NOARGS, "Forget every cached node."},
+    {NULL},
+};
+
+static PySequenceMethods Index_as_sequence = {
+    .sq_length = (lenfunc)Index_len,
+};
+
+static PyTypeObject IndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stella_bundle.coverage._fold.Index",
+    .tp_basicsize = sizeof(Index),
+    .tp_dealloc = (destructor)Index_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Index(bits, seed): node hash bytes -> NodeState, a cache of an aggregator's dicts.",
+    .tp_methods = Index_methods,
+    .tp_as_sequence = &Index_as_sequence,
+    .tp_new = Index_new,
+};
+
+static struct PyModuleDef fold_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "stella_bundle.coverage._fold",
+    .m_doc = "The compiled per-record fold of plain observation records (coverage/scan.py).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__fold(void)
+{
+    s_node_hash = PyUnicode_InternFromString("node_hash");
+    s_observed_at = PyUnicode_InternFromString("observed_at");
+    s_probe_type = PyUnicode_InternFromString("probe_type");
+    s_first_default = PyUnicode_InternFromString("~");
+    s_last_default = PyUnicode_InternFromString("");
+    if (!s_node_hash || !s_observed_at || !s_probe_type || !s_first_default || !s_last_default) {
+        return NULL;
+    }
+    if (PyType_Ready(&NodeStateType) < 0 || PyType_Ready(&IndexType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&fold_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "NodeState", (PyObject *)&NodeStateType) < 0
+        || PyModule_AddObjectRef(module, "Index", (PyObject *)&IndexType) < 0
+        || PyModule_AddStringConstant(module, "SOURCE_SHA256", STELLA_FOLD_SOURCE_SHA256) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
 from stella_bundle.canonical import canonical_bytes
+from stella_bundle.coverage import compiled
 from stella_bundle.formats.function_map import (
     Coverage,
     ExpectedNode,
@@ -256,6 +257,9 @@ def main() -> None:
         print(
             f"cpus: {os.cpu_count()}, stella workers: {args.workers or os.cpu_count()}, duckdb threads: default"
         )
+        # Which per-record fold the stella runs use (they import the same tree): the compiled
+        # one, or the Python fallback when it is not built (coverage/compiled.py).
+        print(f"stella fold: {compiled.STATUS}")
 
         duck_walls, duck_queries, stella_walls, library_verifies = [], [], [], []
         stella_rss = 0

@@ -20,9 +20,9 @@ __all__ = ["FOLD", "STATUS"]
 STATUS: str
 try:
     from . import _fold as FOLD
-except ImportError as exc:
+except ImportError:
     FOLD = None  # type: ignore[assignment]
-    STATUS = f"python (the C fold is not built: {exc})"
+    STATUS = "python (the C fold is not built)"
 else:
     STATUS = "compiled"
     if os.environ.get("STELLA_FOLD") == "python":

@@ -29,6 +29,11 @@ from ..formats.public_key import key_material
 from ..jsonio import parse_json
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+# Signatures per envelope (the schema's maxItems): each is tried against every trusted key of
+# the role, so an unbounded list is a CPU bomb (50,000 junk signatures cost 8 s per envelope).
+MAX_SIGNATURES = 64
+_ENVELOPE_FIELDS = frozenset({"payload", "payloadType", "signatures"})
+_SIGNATURE_FIELDS = frozenset({"keyid", "sig"})
 
 
 @dataclass(frozen=True)
@@ -168,23 +173,51 @@ def _parsed_envelope(document: Any, source: str | Path | None, payload: bytes | 
             )
     if not isinstance(document["payloadType"], str):
         raise MalformedDocumentError("expected a string", path=source, field="payloadType")
+    # The schema (schemas/dsse-envelope.schema.json) is the definition: what it refuses, the
+    # parser refuses, so `schema validate` and every verifier decide alike.
+    _no_other_fields(document, _ENVELOPE_FIELDS, source, None)
+    if payload is None:
+        payload = _b64decode(document["payload"], source, "payload")
     raw_signatures = document["signatures"]
     if not isinstance(raw_signatures, list):
         raise MalformedDocumentError("expected a list", path=source, field="signatures")
+    # None at all is left to the verifiers: "unsigned" is their finding (a verdict, exit 1).
+    if len(raw_signatures) > MAX_SIGNATURES:
+        raise MalformedDocumentError(
+            f"{len(raw_signatures)} signatures; expected at most {MAX_SIGNATURES}",
+            path=source,
+            field="signatures",
+        )
     signatures = []
     for index, item in enumerate(raw_signatures):
         where = f"signatures[{index}]"
         if not isinstance(item, dict) or "sig" not in item:
             raise MalformedDocumentError("expected an object with 'sig'", path=source, field=where)
+        _no_other_fields(item, _SIGNATURE_FIELDS, source, where)
         keyid = item.get("keyid", "")
         if not isinstance(keyid, str):
             raise MalformedDocumentError("expected a string", path=source, field=where + ".keyid")
-        signatures.append(EnvelopeSignature(keyid, _b64decode(item["sig"], source, where + ".sig")))
-    if payload is None:
-        payload = _b64decode(document["payload"], source, "payload")
+        sig = _b64decode(item["sig"], source, where + ".sig")
+        if not sig:
+            raise MalformedDocumentError("empty signature", path=source, field=where + ".sig")
+        signatures.append(EnvelopeSignature(keyid, sig))
     return Envelope(
         payload=payload, payload_type=document["payloadType"], signatures=tuple(signatures)
     )
+
+
+def _no_other_fields(
+    document: dict[str, Any], allowed: frozenset[str], source: str | Path | None, where: str | None
+) -> None:
+    extra = sorted(str(key) for key in document if key not in allowed)
+    if extra:
+        raise MalformedDocumentError(
+            f"unknown field {extra[0]!r} (a DSSE envelope holds only "
+            + (", ".join(sorted(allowed)))
+            + ")",
+            path=source,
+            field=where,
+        )
 
 
 def parse_statement_envelope(

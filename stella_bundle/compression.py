@@ -66,14 +66,82 @@ GZIP_LIMITS = InflateLimits(max_ratio=200)
 GZIP_WRITE_LEVEL = isal_zlib.ISAL_DEFAULT_COMPRESSION
 
 
-def gzip_writer(output: IO[bytes], level: int = GZIP_WRITE_LEVEL) -> io.BufferedIOBase:
+# The gzip header every bundle starts with: deflate, no flags (no file name), mtime 0, no extra
+# flags, OS 255 (unknown): what `gzip.compress(data, mtime=0)` writes, the same for any input.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+class DeflateSegment:
+    """Raw deflate (ISA-L) of a run of bytes onto `output`, with their CRC-32 and length: a
+    piece of a gzip stream that can be made apart from the rest and spliced in whole
+    (`GzipWriter.splice`). `finish` ends it with a sync flush: byte-aligned, not final, and
+    nothing after it refers back into it, so the segments' concatenation is one valid deflate
+    stream. Same bytes written the same way give the same output (one version of ISA-L)."""
+
+    def __init__(self, output: IO[bytes], level: int = GZIP_WRITE_LEVEL) -> None:
+        self._output = output
+        self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS)
+        self.crc = 0
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._output.write(self._deflate.compress(data))
+        self.crc = isal_zlib.crc32(data, self.crc)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do: the segment is flushed once, by `finish`."""
+
+    def finish(self, final: bool = False) -> None:
+        flush = isal_zlib.Z_FINISH if final else isal_zlib.Z_SYNC_FLUSH
+        self._output.write(self._deflate.flush(flush))
+
+
+class GzipWriter:
     """A standard gzip stream onto `output` (which it does not close), reproducible: no file
     name and mtime 0 in the header, so the same bytes in give the same bytes out (for one
-    version of ISA-L: pyproject.toml holds `isal` to one minor series)."""
-    writer: io.BufferedIOBase = igzip.IGzipFile(  # type: ignore[no-untyped-call]
-        filename="", mode="wb", fileobj=output, mtime=0, compresslevel=level
-    )
-    return writer
+    version of ISA-L: pyproject.toml holds `isal` to one minor series). Deflated by segments:
+    `splice` ends the current one and copies in a segment deflated beforehand (the bundle's
+    view, deflated while it was first read), so its bytes are not inflated and deflated again;
+    the trailer's CRC-32 combines the segments'."""
+
+    def __init__(self, output: IO[bytes], level: int = GZIP_WRITE_LEVEL) -> None:
+        self._output = output
+        self._level = level
+        self._crc = 0
+        self._size = 0
+        output.write(GZIP_HEADER)
+        self._segment = DeflateSegment(output, level)
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        return self._segment.write(data)
+
+    def _end_segment(self, final: bool) -> None:
+        segment = self._segment
+        segment.finish(final)
+        self._crc = isal_zlib.crc32_combine(self._crc, segment.crc, segment.size)
+        self._size += segment.size
+
+    def splice(self, deflated: Path, crc: int, size: int) -> None:
+        """Append a `DeflateSegment` finished into the file `deflated`, of `size` bytes whose
+        CRC-32 is `crc`."""
+        self._end_segment(final=False)
+        with open(deflated, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                self._output.write(block)
+        self._crc = isal_zlib.crc32_combine(self._crc, crc, size)
+        self._size += size
+        self._segment = DeflateSegment(self._output, self._level)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._end_segment(final=True)
+        self._output.write(self._crc.to_bytes(4, "little"))
+        self._output.write((self._size & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
 def default_limits(compression: Format) -> InflateLimits:

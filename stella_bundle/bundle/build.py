@@ -18,7 +18,7 @@ from ..attest.dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope, sign_payload
 from ..attest.statement import FUNCTION_MAP_PREDICATE, validate_statement
 from ..canonical import canonical_bytes
 from ..digests import HashingWriter, file_sha256_size
-from ..errors import InputError, MalformedDocumentError, StatementError
+from ..errors import InputError, MalformedDocumentError, StatementError, StellaError
 from ..evidence.layout import (
     CHUNK_SUFFIX,
     LOCK_NAME,
@@ -48,7 +48,7 @@ from .layout import (
     seal_path,
 )
 from .manifest import Manifest
-from .observations_view import TimeSpan, view_blocks, write_merged_view
+from .observations_view import TimeSpan, ViewStats, view_blocks, write_merged_view
 from .tarwriter import ReproducibleTarWriter
 
 BUILDER_ID = "https://stella.ops/builder/stella-bundle"
@@ -66,7 +66,10 @@ class Source:
     size: int = 0
     sha256: str | None = None  # already known (the view, hashed while it was written)
     blocks: Callable[[], Iterator[bytes]] | None = None  # the bytes, when not data or path
-    checked: bool = False  # the blocks check their own origin: `sha256` need not be recomputed
+    # The bytes deflated beforehand (a streamed view: `observations_view.ViewStats`), with
+    # their CRC-32: spliced into the archive as they are, `sha256` being theirs.
+    deflated: Path | None = None
+    crc: int = 0
 
     @classmethod
     def of_bytes(cls, name: str, data: bytes) -> Source:
@@ -291,30 +294,34 @@ def build_bundle(
                 Source.of_file(prune_path(chain.chain_id), chain.directory / PRUNE_RECORD_NAME)
             )
     output.parent.mkdir(parents=True, exist_ok=True)
+    view_name = observations_path(label)
+    # Work that needs no view, done while worker processes check the chunks (`meanwhile`):
+    # every other file hashed for the manifest and the seals' window read. Its errors are
+    # raised after the view's, in the order of a pass without workers.
+    early: dict[str, Any] = {}
+
+    def meanwhile() -> None:
+        ordered = sorted(sources, key=lambda s: entry_order(s.name))  # as they are listed
+        early["listed"] = _outcome(lambda: {s.name: _hash_source(s) for s in ordered})
+        early["window"] = _outcome(lambda: evidence_window(chains))
+
     with tempfile.TemporaryDirectory(prefix=".stella-build-", dir=output.parent) as scratch:
         view_path = Path(scratch) / "observations.ndjson"
         view = write_merged_view(
             [[chain.chunk(s) for s in chain.sequences] for chain in chains],
             view_path,
             Path(scratch),
+            meanwhile,
         )
-        sources.append(
-            Source(
-                observations_path(label),
-                # Named if it changes under the build: the chain the view is read from.
-                path=view.chunks[0].parent if view.chunks else view_path,
-                size=view.size,
-                sha256=view.sha256,
-                blocks=lambda: view_blocks(view, view_path),
-                checked=view.streamed,
-            )
-        )
+        sources.append(_view_source(view_name, view, view_path))
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             duplicate = sorted({n for n in names if names.count(n) > 1})[0]
             raise InputError(f"two inputs map to the same bundle entry {duplicate!r}")
         sources.sort(key=lambda s: entry_order(s.name))
-        listed = [_hash_source(s) for s in sources]
+        hashed: dict[str, ManifestFile] = _result(early["listed"])
+        listed = [hashed.get(s.name) or _hash_source(s) for s in sources]
+        _check_view_chunks(view, sources, listed)
         predicate: dict[str, Any] = {
             "bundle_name": output.name[: -len(BUNDLE_SUFFIX)],
             "created_at": format_timestamp(created),
@@ -327,7 +334,7 @@ def build_bundle(
                 "order": view.order,
                 **({"multiset_sha256": view.multiset} if view.multiset else {}),
             },
-            "evidence_window": evidence_window(chains),
+            "evidence_window": _result(early["window"]),
         }
         statement = Manifest.build(listed, predicate).to_statement()
         manifest_bytes = canonical_bytes(statement)
@@ -365,6 +372,52 @@ def build_bundle(
     )
 
 
+def _outcome(work: Callable[[], Any]) -> tuple[Any, StellaError | None]:
+    """`work()`'s value, or the input error it raised (for `_result` to raise later)."""
+    try:
+        return work(), None
+    except StellaError as exc:
+        return None, exc
+
+
+def _result(outcome: tuple[Any, StellaError | None]) -> Any:
+    value, error = outcome
+    if error is not None:
+        raise error
+    return value
+
+
+def _view_source(name: str, view: ViewStats, view_path: Path) -> Source:
+    if view.streamed:
+        return Source(
+            name,
+            # Named if the chain changes under the build: the chain the view is read from.
+            path=view.chunks[0].parent if view.chunks else view_path,
+            size=view.size,
+            sha256=view.sha256,
+            deflated=view.deflated,
+            crc=view.crc,
+        )
+    return Source(
+        name,
+        path=view_path,
+        size=view.size,
+        sha256=view.sha256,
+        blocks=lambda: view_blocks(view_path),
+    )
+
+
+def _check_view_chunks(view: ViewStats, sources: list[Source], listed: list[ManifestFile]) -> None:
+    """A streamed view is its chunks' bytes as they were read: the chunks' own entries, hashed
+    since (and again as they are archived), must be those files still."""
+    if not view.streamed:
+        return
+    digests = {source.path: entry.sha256 for source, entry in zip(sources, listed, strict=True)}
+    for chunk, sha256 in zip(view.chunks, view.chunk_sha256, strict=True):
+        if digests.get(chunk) != sha256:
+            raise InputError("file changed while the bundle was written", path=chunk)
+
+
 def _hash_source(source: Source) -> ManifestFile:
     if source.sha256 is not None:
         return ManifestFile(source.name, source.sha256, source.size)
@@ -384,7 +437,11 @@ def _write_source(tar: ReproducibleTarWriter, source: Source) -> str:
     if source.data is not None:
         return tar.add_bytes(source.name, source.data)
     assert source.path is not None
-    if source.blocks is not None:  # the view: it checks its chunks itself when streamed
-        known = source.sha256 if source.checked else None
-        return tar.add_blocks(source.name, source.blocks(), source.size, source.path, known)
+    if source.deflated is not None:  # a streamed view: the bytes hashed as they were deflated
+        assert source.sha256 is not None
+        return tar.add_deflated(
+            source.name, source.deflated, source.crc, source.size, source.sha256
+        )
+    if source.blocks is not None:  # a view written to the scratch directory
+        return tar.add_blocks(source.name, source.blocks(), source.size, source.path)
     return tar.add_file(source.name, source.path, source.size)

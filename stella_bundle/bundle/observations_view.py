@@ -6,10 +6,10 @@ to temporary files, then a k-way merge) so memory stays flat however much eviden
 The verifier proves the view holds exactly the chains' records without sorting anything: by
 a tag of each block of the chunks' lines (the view must be these pieces, in order) when it is
 one chain in its own order, else by an order-independent digest of the multiset of lines.
-The build hashes a single chain's decompressed bytes as the view while worker processes
-check every chunk (`check_chunk`: records, observed_at order, clean lines), and then reads
-those bytes again into the archive; it writes a view file only when they say the chain is not
-in order or not clean lines.
+The build hashes and deflates a single chain's decompressed bytes as the view while worker
+processes check every chunk (`check_chunk`: records, observed_at order, clean lines); the
+archive takes the deflated bytes as they are. It writes a view file only when the workers say
+the chain is not in order or not clean lines.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +28,11 @@ from typing import Any
 
 import zstandard
 
-from ..compression import DEFAULT_LIMITS, ZSTD_MAGIC, BoundedInflater
+from ..compression import DEFAULT_LIMITS, ZSTD_MAGIC, BoundedInflater, DeflateSegment
 from ..coverage.fastdecode import decode_block
 from ..coverage.scan import BlockScan, ObservationAggregator
 from ..digests import PREFIXED_SHA256_RE, HashingReader, HashingWriter
-from ..errors import InputError, InternalError, MalformedDocumentError, StellaError
+from ..errors import InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
 from ..observations.ndjson import open_ndjson
 from ..timeutil import canonical_timestamp
@@ -104,26 +104,20 @@ class ViewStats:
     # piece by piece with each chunk's lines instead of hashing every line); "merged": else.
     order: str
     # True: the view is the decompressed bytes of `chunks` as they are (one chain, in order,
-    # of clean lines; none for a chain without chunks) and was not written to the output file;
-    # `view_blocks` reads the view either way (decompressing a chunk again costs less than
-    # writing and reading it).
+    # of clean lines; none for a chain without chunks) and was not written to the output file:
+    # it was deflated as it was read, into `deflated` (a `compression.DeflateSegment` of `size`
+    # bytes with CRC-32 `crc`), which the archive takes as it is (`add_deflated`).
     streamed: bool = False
     chunks: tuple[Path, ...] = ()
-    # The sha256 of each chunk file as it was read: `view_blocks` reads the same files again
-    # and refuses one that changed (so the view's bytes need not be hashed twice).
+    # The sha256 of each chunk file as it was read: the chunks' own entries must be these
+    # bytes (the build refuses a chunk that changed since).
     chunk_sha256: tuple[str, ...] = ()
+    deflated: Path | None = None
+    crc: int = 0
 
 
-def view_blocks(stats: ViewStats, output: Path) -> Iterator[bytes]:
-    """The bytes of the view `write_merged_view` returned `stats` of, block by block; a
-    streamed view's chunks must be the files they were (sha256 of their bytes on disk)."""
-    if stats.streamed:
-        for chunk, expected in zip(stats.chunks, stats.chunk_sha256, strict=True):
-            digests: list[str] = []
-            yield from _content_blocks(chunk, digests)
-            if digests != [expected]:
-                raise InputError("file changed while the bundle was written", path=chunk)
-        return
+def view_blocks(output: Path) -> Iterator[bytes]:
+    """The bytes of a view `write_merged_view` wrote to `output` (not `streamed`), by blocks."""
     with open(output, "rb") as handle:
         yield from iter(lambda: handle.read(READ_BLOCK), b"")
 
@@ -446,23 +440,33 @@ class _Prefixed:
         return True
 
 
-def write_merged_view(chains: Sequence[Sequence[Path]], output: Path, scratch: Path) -> ViewStats:
+def write_merged_view(
+    chains: Sequence[Sequence[Path]],
+    output: Path,
+    scratch: Path,
+    meanwhile: Callable[[], None] | None = None,
+) -> ViewStats:
     """Write every record line of every chain to `output`, sorted by observed_at.
 
     Records are validated first (the function-map verifier's scan; errors name chunk and
     line). A chain already in time order (the usual case: the collector appends as it goes)
     is streamed as it is; only a chain out of order goes through the external sort. Several
-    sorted streams are merged by observed_at.
+    sorted streams are merged by observed_at. `meanwhile` is called while worker processes
+    still check the chunks (the caller's work that needs no view: it then costs no time).
     """
     validation = _Validation([chunk for chunks in chains for chunk in chunks])
     try:
-        return _write_view(chains, output, scratch, validation)
+        return _write_view(chains, output, scratch, validation, meanwhile)
     finally:
         validation.close()
 
 
 def _write_view(
-    chains: Sequence[Sequence[Path]], output: Path, scratch: Path, validation: _Validation
+    chains: Sequence[Sequence[Path]],
+    output: Path,
+    scratch: Path,
+    validation: _Validation,
+    meanwhile: Callable[[], None] | None = None,
 ) -> ViewStats:
     streams: list[Iterator[bytes]] = []
     runs: list[Path] = []
@@ -470,16 +474,24 @@ def _write_view(
     # The sha256 and size of a single chain's bytes, taken as the chain is read: the view when
     # it is in its own order and of clean lines (what `_write_batch` would write).
     sink: HashingWriter | None = None
+    segment: DeflateSegment | None = None
+    deflated = scratch / "observations.deflate"
     chunk_sha256: list[str] = []  # of each chunk's bytes on disk, in order
     if len(chains) == 1:
         # The usual case: one chain, in time order, of the collector's lines. Its view is its
-        # chunks' bytes as they are, hashed while the chunks are checked (order, records)
-        # beside this pass; written below only if they are not in order or not clean lines.
-        sink = HashingWriter()
-        for chunk in chains[0]:
-            for block in _content_blocks(chunk, chunk_sha256):
-                sink.write(block)
-            validation.inline_check(chunk)
+        # chunks' bytes as they are, hashed and deflated for the archive while the chunks are
+        # checked (order, records) beside this pass; written below (and the deflated bytes
+        # dropped) only if they are not in order or not clean lines.
+        with open(deflated, "wb") as handle:
+            segment = DeflateSegment(handle)
+            sink = HashingWriter(segment)
+            for chunk in chains[0]:
+                for block in _content_blocks(chunk, chunk_sha256):
+                    sink.write(block)
+                validation.inline_check(chunk)
+            segment.finish()
+    if meanwhile is not None:
+        meanwhile()
     orders = iter(validation.orders())
     for chunks in chains:
         chain = [next(orders) for _ in chunks]
@@ -496,6 +508,8 @@ def _write_view(
                 True,
                 tuple(chains[0]),
                 tuple(chunk_sha256),
+                deflated,
+                segment.crc if segment is not None else 0,
             )
         if in_order:
             streams.append(_chain_lines(chunks))
@@ -504,6 +518,7 @@ def _write_view(
             runs += chain_runs
             streams += [_run_lines(run) for run in chain_runs]
     view_order = ORDER_CHAIN if len(chains) == 1 and not runs else ORDER_MERGED
+    deflated.unlink(missing_ok=True)
     try:
         return _write_lines(streams, output, records, view_order)
     finally:

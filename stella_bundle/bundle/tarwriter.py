@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..compression import GZIP_WRITE_LEVEL, gzip_writer
+from ..compression import GZIP_WRITE_LEVEL, GzipWriter
 from ..errors import ArchiveError, InputError
 from ..formats.manifest import check_member_name, name_key
 
@@ -36,7 +36,7 @@ class ReproducibleTarWriter:
     ) -> None:
         self._mtime = int(mtime)
         self._progress = progress
-        self._gzip = gzip_writer(output, compress_level)
+        self._gzip = GzipWriter(output, compress_level)
         self._names: set[str] = set()
         self._closed = False
 
@@ -129,6 +129,17 @@ class ReproducibleTarWriter:
             )
         self._pad(size)
         return digest.hexdigest()
+
+    def add_deflated(self, name: str, deflated: Path, crc: int, size: int, sha256: str) -> str:
+        """Add a file whose bytes were deflated beforehand into `deflated` (a finished
+        `compression.DeflateSegment` of `size` bytes with CRC-32 `crc`, whose sha256 the caller
+        took as it wrote them); return that sha256."""
+        self._gzip.write(self._header(name, size))
+        self._gzip.splice(deflated, crc, size)
+        self._pad(size)
+        if self._progress:
+            self._progress(size)
+        return sha256
 
     def close(self) -> None:
         if self._closed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from stella_bundle.bundle import observations_view
+from stella_bundle.bundle import build, observations_view
 from stella_bundle.errors import StellaError
 from stella_bundle.evidence.layout import PRUNE_RECORD_NAME
 from tests.bundle.bundle_helpers import (
@@ -108,30 +109,36 @@ def test_a_chain_without_chunks_builds_an_empty_view(tmp_path: Path, test_keys: 
     out = _build(inputs, test_keys, tmp_path / "empty.stella.bundle.tgz")
     assert isinstance(out, bytes), out
     stats = observations_view.write_merged_view([[]], tmp_path / "view.ndjson", tmp_path)
-    assert (stats.records, stats.size, stats.streamed) == (0, 0, True)
-    assert list(observations_view.view_blocks(stats, tmp_path / "view.ndjson")) == []
+    assert (stats.records, stats.size, stats.streamed, stats.crc) == (0, 0, True, 0)
+    assert not (tmp_path / "view.ndjson").exists()
+    assert stats.deflated is not None
+    assert zlib.decompressobj(-zlib.MAX_WBITS).decompress(stats.deflated.read_bytes()) == b""
 
 
 def test_a_chunk_changed_after_the_view_was_hashed_is_refused(
     tmp_path: Path, test_keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The streamed view is read from the chunks twice (its sha256, then into the archive,
-    after the chunks' own entries); a chunk file that changes in between is refused, not
-    archived under the old digest, and nothing is written."""
+    """The streamed view is read from the chunks once (hashed and deflated for the archive);
+    the chunks' own entries are hashed after it: a chunk file that changes in between is
+    refused, not archived beside a view of its old bytes, and nothing is written."""
     inputs = make_inputs(tmp_path / "in", test_keys)
     shutil.rmtree(inputs.evidence)
     chain = inputs.evidence / "host-0"
     write_chain(
         inputs.evidence, "host-0", test_keys.signer("collector"), records_for(inputs.nodes, 90), 30
     )
-    read_view = observations_view.view_blocks
+    hash_source = build._hash_source
+    swapped: list[bool] = []
 
-    def swap_then_read(stats: Any, output: Path) -> Any:
-        assert stats.streamed
-        _rewrite_chunk(chain, 2, _swap_first_two)
-        yield from read_view(stats, output)
+    def swap_then_hash(source: Any) -> Any:
+        if not swapped:  # the view has been read: the first file is hashed for the manifest
+            swapped.append(True)
+            chunk = chain / "0000000002.ndjson.zst"  # one byte changed, the size kept
+            data = chunk.read_bytes()
+            chunk.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+        return hash_source(source)
 
-    monkeypatch.setattr("stella_bundle.bundle.build.view_blocks", swap_then_read)
+    monkeypatch.setattr(build, "_hash_source", swap_then_hash)
     output = tmp_path / "b.stella.bundle.tgz"
     result = _build(inputs, test_keys, output)
     assert result == (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import sys
 import traceback
 
@@ -90,4 +91,10 @@ _PATH_ERRNOS = frozenset(
 
 
 def entrypoint() -> None:
-    sys.exit(main())
+    code = main()
+    # Nothing the command made is needed now: the interpreter's last collection at exit would
+    # only walk every object of every module to find nothing to free (~0.05 s of CPU after a
+    # `bundle verify`, ~560 modules). Frozen objects are left out of it; files were closed and
+    # streams are flushed at exit as before.
+    gc.freeze()
+    sys.exit(code)

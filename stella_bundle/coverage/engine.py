@@ -8,6 +8,7 @@ scan, split over worker processes for large plain files). Memory holds per-node 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -15,7 +16,7 @@ import itertools
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -418,6 +419,32 @@ def verify_map_files(
     processes started first, so that reading and checking the map (a third of a second for
     10,000 paths) overlaps the scan. The workers learn which nodes are the map's when their
     states are merged; the scope they filter by is read ahead from the map's bytes."""
+    # The collector paused meanwhile: the map's objects and the per-node states are acyclic, and
+    # the full collections that their numbers set off (two, 0.23 s of CPU in a 10,000-path map's
+    # 1,000,000-record verify; the workers forked in here inherit the pause) freed about 300
+    # objects of the run.
+    with _gc_paused():
+        return _verify_map_files(map_path, paths, options, trust_root)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block, back on after it if it was on."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _verify_map_files(
+    map_path: str | Path,
+    paths: Sequence[str | Path],
+    options: VerifyOptions | None,
+    trust_root: TrustRoot | None,
+) -> tuple[LoadedFunctionMap, VerificationResult]:
     options = options or VerifyOptions()
     raw = read_bytes(map_path)
     workers = options.workers if options.workers is not None else (os.cpu_count() or 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
 import json
 import tempfile
 from pathlib import Path
@@ -192,6 +193,42 @@ def test_map_read_during_the_scan_gives_its_own_error_first(
     map_file.write_bytes(b'{"predicate": {"scope": 1}, "predicate": {}}')  # no hint either
     with pytest.raises(StellaError, match="appears twice"):
         verify_map_files(map_file, [path], VerifyOptions(workers=2))
+
+
+def test_the_collector_is_paused_while_a_map_verifies_and_restored(
+    maps: dict[str, FunctionMap], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fmap = maps["plain"]
+    node = fmap.expected_paths[0].nodes[0]
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(
+        canonical_bytes(
+            {
+                "node_hash": node.node_hash,
+                "function_name": node.symbol,
+                "observed_at": "2026-01-23T00:30:00.000000Z",
+            }
+        )
+        + b"\n"
+    )
+    map_file = _write_map(fmap, tmp_path, signed=False)
+    seen: list[bool] = []
+    parse = engine_module.parse_function_map
+
+    def parse_and_look(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return parse(*args)
+
+    monkeypatch.setattr(engine_module, "parse_function_map", parse_and_look)
+    assert gc.isenabled()
+    verify_map_files(map_file, [path], VerifyOptions(workers=1))
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        verify_map_files(map_file, [path], VerifyOptions(workers=1))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def _die(unit: Any) -> Any:

@@ -320,15 +320,23 @@ class ObservationAggregator:
         if decoded is None:
             return None
         records, observed, aggregated = decoded
-        self._fold_typed(records, aggregated)
+        self._fold_typed(records, aggregated, observed)
         return observed
 
-    def _fold_typed(self, records: list[Record] | PlainRecords, aggregated: bool) -> None:
+    def _fold_typed(
+        self,
+        records: list[Record] | PlainRecords,
+        aggregated: bool,
+        observed: list[str] | None = None,
+    ) -> None:
         """Fold records msgspec decoded and the fast path checked (dates of observed_at
-        included; `aggregated`: some carry count or first/last_observed_at)."""
+        included; `aggregated`: some carry count or first/last_observed_at; `observed`: their
+        observed_at values, when the caller has them)."""
         window_from = self.window_from
         window_to = self.window_to
         times = self.times
+        # The earliest and latest observed_at, found once for the times and the window.
+        span: tuple[str, str] | None = None
         if times is not None:
             if aggregated:
                 for record in records:
@@ -340,15 +348,24 @@ class ObservationAggregator:
                         None if last is UNSET else last,
                     )
             else:
-                times.add_observed([record.observed_at for record in records])
+                if observed is None:
+                    observed = [record.observed_at for record in records]
+                span = times.add_observed(observed)
         if self.scope is not None:
             records = self._in_scope(records)
+            span = None  # of every record, not of those kept
         if not aggregated and (
             (window_from is None and window_to is None)
             or (
                 records
-                and (window_from is None or min(map(_OBSERVED_AT, records)) >= window_from)
-                and (window_to is None or max(map(_OBSERVED_AT, records)) <= window_to)
+                and (
+                    window_from is None
+                    or (span[0] if span else min(map(_OBSERVED_AT, records))) >= window_from
+                )
+                and (
+                    window_to is None
+                    or (span[1] if span else max(map(_OBSERVED_AT, records))) <= window_to
+                )
             )
         ):
             # One timestamp per record and every one inside the window: nothing to leave out.

@@ -200,18 +200,19 @@ class ChunkTimes:
         if self.bad_record is None and (start > moment or moment > end):
             self._note_bad(observed, first, last, start > end)
 
-    def add_observed(self, observed: list[str]) -> None:
+    def add_observed(self, observed: list[str]) -> tuple[str, str] | None:
         """Records with `observed_at` only (the common case): folded at C speed when every
-        time is in the toolkit's own fixed-width form, which orders as a string."""
+        time is in the toolkit's own fixed-width form, which orders as a string; then the
+        earliest and latest of them (for a caller that needs them too), else None."""
         if not observed:
-            return
+            return None
         joined = "".join(observed)
         if len(joined) != _CANONICAL_LENGTH * len(observed) or joined[
             _CANONICAL_LENGTH - 1 :: _CANONICAL_LENGTH
         ].count("Z") != len(observed):
             for moment in observed:
                 self.add(moment, None, None)
-            return
+            return None
         low, high = min(observed), max(observed)
         if low < self.start:
             self.start = low
@@ -219,6 +220,7 @@ class ChunkTimes:
             self.end = high
         if high > self.latest_observed:
             self.latest_observed = high
+        return low, high
 
     def _note_bad(self, observed: str, first: str | None, last: str | None, inverted: bool) -> None:
         if inverted:

@@ -19,7 +19,7 @@ from ..observations.ndjson import iter_json_lines
 from .config import WriterConfig
 from .encoding import encode_record
 from .layout import SEAL_SUFFIX, parse_name, validate_chain_id
-from .timecheck import ChunkTimes
+from .timecheck import RECORD_AFTER_SEAL, ChunkTimes, latest_sealable
 from .writer import ChunkWriter
 
 IMPORT_COLLECTOR_ID = "stella-import"
@@ -62,9 +62,10 @@ def default_chain_id(path: Path) -> str:
     return f"import-{file_sha256(path)[:16]}"
 
 
-def _refuse_inverted_window(record: dict[str, Any], path: Path, number: int) -> None:
-    """A record whose own window misses its `observed_at` would seal into a chain the verifier
-    refuses (`timecheck`, the same rule): refused here, before anything is written."""
+def _refuse_inverted_window(record: dict[str, Any], path: Path, number: int, latest: str) -> None:
+    """A record whose own window misses its `observed_at`, or dated after this clock (+ skew:
+    `latest`), would seal into a chain the verifier refuses (`timecheck`, the same rules):
+    refused here, before anything is written."""
     times = ChunkTimes()
     times.add(
         record["observed_at"], record.get("first_observed_at"), record.get("last_observed_at")
@@ -73,6 +74,15 @@ def _refuse_inverted_window(record: dict[str, Any], path: Path, number: int) -> 
         code, message = times.bad_record
         raise ObservationError(
             f"{message} ({code})", path=path, line=number, field="first_observed_at"
+        )
+    if times.end > latest:
+        field = "last_observed_at" if times.end != times.latest_observed else "observed_at"
+        raise ObservationError(
+            f"observed at {times.end}, after this clock ({latest} with the allowed skew): "
+            f"sealed, it would fail its chunk ({RECORD_AFTER_SEAL})",
+            path=path,
+            line=number,
+            field=field,
         )
 
 
@@ -92,9 +102,10 @@ def import_observations(
     """
     path = Path(source)
     count = 0
+    latest = latest_sealable()
     for number, value in iter_json_lines(path):
         encode_record(value, path, number)
-        _refuse_inverted_window(value, path, number)
+        _refuse_inverted_window(value, path, number, latest)
         count += 1
     chain = validate_chain_id(chain_id or default_chain_id(path))
     chain_dir = Path(evidence_dir) / chain

@@ -308,6 +308,14 @@ def record_time_findings(times: ChunkTimes, predicate: SealPredicate) -> list[Ti
     return findings
 
 
+def latest_sealable(now: dt.datetime | None = None) -> str:
+    """The latest `observed_at` a writer may seal at `now` (default: the clock), in the
+    toolkit's form (which orders as a string): later records break `record_after_seal` and
+    `evidence_from_future` for their whole chunk, so a writer of outside records (an import,
+    the Tetragon bridge) refuses or drops them instead of sealing them."""
+    return format_timestamp(_plus_skew(now or dt.datetime.now(dt.UTC)))
+
+
 def _plus_skew(moment: dt.datetime) -> dt.datetime:
     """`moment` + CLOCK_SKEW, saturating at the end of the calendar (year 9999)."""
     try:

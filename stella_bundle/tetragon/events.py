@@ -21,6 +21,7 @@ import msgspec
 
 from ..canonical import MAX_SAFE_INTEGER
 from ..evidence.encoding import encode_record
+from ..evidence.timecheck import latest_sealable
 from ..formats.record import ObservationError
 from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .nodes import NodeIndex, ResolvedNode
@@ -63,10 +64,17 @@ _TIME_RE: Final = re.compile(
 
 class TimeNormalizer:
     """Tetragon's RFC 3339 times (nanoseconds, any offset) in the toolkit's form: UTC, `Z`,
-    microseconds. The calendar check runs once per second of events."""
+    microseconds. The calendar check runs once per second of events; so does the check that
+    the time is not after the bridge's clock (+ the verifier's skew, `latest_sealable`): a node
+    clock ahead, or a forged year 9999, would otherwise seal into a chunk the verifier refuses
+    whole. Such a time is invalid (the event is dropped and counted as for a missing time)."""
 
     def __init__(self) -> None:
         self._seconds: dict[str, bool] = {}
+
+    @staticmethod
+    def _not_future(moment: str) -> bool:
+        return moment[:19] < latest_sealable()[:19]
 
     def __call__(self, value: Any) -> str | None:
         if type(value) is not str:
@@ -87,10 +95,14 @@ class TimeNormalizer:
             except ValueError:
                 return None
             micros = int((fraction or "").ljust(6, "0")[:6])
-            return format_timestamp(moment + dt.timedelta(microseconds=micros))
+            try:
+                normal = format_timestamp(moment + dt.timedelta(microseconds=micros))
+            except OverflowError:
+                return None
+            return normal if self._not_future(normal) else None
         known = self._seconds.get(prefix)
         if known is None:
-            known = is_rfc3339_timestamp(prefix + "Z")
+            known = is_rfc3339_timestamp(prefix + "Z") and self._not_future(prefix)
             if len(self._seconds) >= 65536:
                 self._seconds.clear()
             self._seconds[prefix] = known

@@ -404,3 +404,35 @@ def test_import_refuses_a_record_the_time_rules_refuse(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and ":2:" in lines[0] and code in lines[0], result.stderr
     assert not target.exists() or not any(target.rglob("*.seal.dsse.json"))
+
+
+@pytest.mark.parametrize(
+    "field", ["observed_at", "last_observed_at"], ids=["observed", "aggregated"]
+)
+def test_import_refuses_a_record_dated_after_its_clock(
+    field: str,
+    pristine: BundleInputs,
+    tmp_path: Path,
+    test_keys: Any,
+    run_cli: Callable[..., CliResult],
+) -> None:
+    # Sealed, a record later than the writer's clock (+ skew) fails its whole chunk
+    # (record_after_seal, evidence_from_future): `observations import` wrote such a chain and
+    # exited 0. Refused now like the other time rules: the line named, nothing written.
+    future = format_timestamp(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30))
+    records = [dict(r) for r in pristine.records[:3]]
+    if field == "observed_at":
+        records[1]["observed_at"] = future
+    else:
+        records[1].update(first_observed_at=records[1]["observed_at"], last_observed_at=future)
+    source = tmp_path / "obs.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    target = tmp_path / "evidence"
+    result = run_cli(
+        "observations", "import", source, "--target", target,
+        "--key", test_keys.private("collector"),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and ":2:" in lines[0] and "after this clock" in lines[0], lines
+    assert not target.exists() or not any(target.rglob("*.seal.dsse.json"))

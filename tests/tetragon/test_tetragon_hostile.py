@@ -145,3 +145,45 @@ def test_missing_input_is_refused(tmp_path: Path, test_keys: Any, run_cli: Any) 
     result = ingest_json(run_cli, test_keys, tmp_path, tmp_path / "absent.log")
     assert result.exit_code == 2
     assert "absent.log" in result.stderr
+
+
+@pytest.mark.parametrize("form", ["far", "near", "offset", "many"])
+def test_events_dated_after_the_bridge_clock_are_dropped_and_the_chain_verifies(
+    form: str, tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    # One event from a node whose clock is ahead (or a forged year 9999) was sealed with the
+    # rest: the chunk's window ended after its sealed_at, so `verify-chain` and `bundle verify`
+    # refused the whole chunk (record_after_seal, evidence_from_future). Such an event is now
+    # dropped as an invalid time and counted in the seal; the chain verifies.
+    import datetime as dt
+
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
+    future = {
+        "far": ["9999-12-31T23:59:59.999999999Z"],
+        "near": [ahead.strftime("%Y-%m-%dT%H:%M:%S.123456789Z")],
+        "offset": [(ahead + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00")],
+        # Many events of one future second: the fast paths cache a second once checked.
+        "many": [ahead.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")] * 50,
+    }[form]
+    lines = [to_line(uprobe(tetragon_pb, APP, "checkout"))]
+    for time in future:
+        event = json.loads(to_line(uprobe(tetragon_pb, APP, "checkout")))
+        event["time"] = time
+        lines.append(json.dumps(event).encode() + b"\n")
+    lines.append(to_line(uprobe(tetragon_pb, APP, "checkout")))
+    export = tmp_path / "t.log"
+    export.write_bytes(b"".join(lines))
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 2
+    assert summary["dropped"] == {"process_uprobe:missing_or_invalid:time": len(future)}
+    (chain,) = (tmp_path / "evidence").iterdir()
+    seal = json.loads((chain / "0000000001.seal.dsse.json").read_bytes())
+    import base64
+
+    loss = json.loads(base64.b64decode(seal["payload"]))["predicate"]["loss"]
+    assert loss["by_reason"]["dropped.process_uprobe:missing_or_invalid:time"] == len(future)
+    assert loss["filtered_out"] == len(future)
+    verified = run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root)
+    assert verified.exit_code == 0, verified.stdout + verified.stderr

@@ -55,13 +55,16 @@ class NodeIndex:
                 key = (posixpath.basename(node.binary_path), symbol)
                 # A file name shared by two binaries is ambiguous: no guess.
                 self._by_file[key] = None if key in self._by_file else node
+        # Binary location / file name → the purl of the SBOM component that owns it, or
+        # _AMBIGUOUS when components with different purls claim it: no guess (the first in
+        # the SBOM's order won before, and component order means nothing in CycloneDX).
         self._sbom_paths: dict[str, str] = {}
         self._sbom_names: dict[str, str] = {}
         if sbom is not None:
             for component in sbom.all_components():
                 for location in _occurrence_locations(component.evidence):
-                    self._sbom_paths.setdefault(location, component.purl)
-                self._sbom_names.setdefault(component.name.lower(), component.purl)
+                    _claim(self._sbom_paths, location, component.purl)
+                _claim(self._sbom_names, component.name.lower(), component.purl)
         self._user_cache: dict[tuple[str, str], ResolvedNode | None] = {}
         self._kernel_cache: dict[tuple[str, str], ResolvedNode] = {}
 
@@ -91,8 +94,10 @@ class NodeIndex:
         )
         if node is not None:
             return ResolvedNode(node.node_hash, node.purl, node.symbol, node.build_id)
-        purl = self._sbom_paths.get(path) or self._sbom_component_by_name(path)
+        purl = self._sbom_paths.get(path)
         if purl is None:
+            purl = self._sbom_component_by_name(path)
+        if not purl:  # unknown, or claimed by several components
             return None
         hashed = node_hash(purl, normalized)
         known = self._by_hash.get(hashed)
@@ -104,7 +109,7 @@ class NodeIndex:
         for candidate in (name, stem, stem.removeprefix("lib")):
             purl = self._sbom_names.get(candidate)
             if purl is not None:
-                return purl
+                return purl  # _AMBIGUOUS stops the search too: no guess by a shorter name
         return None
 
     def kernel(self, function: str, event: str = "") -> ResolvedNode:
@@ -127,6 +132,18 @@ class NodeIndex:
         # A tracepoint no node names keeps its `subsystem/event` name.
         symbol = function or target
         return ResolvedNode(node_hash(KERNEL_PURL, symbol), KERNEL_PURL, normalize_symbol(symbol))
+
+
+_AMBIGUOUS: Final = ""
+
+
+def _claim(index: dict[str, str], key: str, purl: str) -> None:
+    """Record that `purl` owns `key`; a second owner with another purl makes it ambiguous."""
+    owner = index.get(key)
+    if owner is None:
+        index[key] = purl
+    elif owner != purl:
+        index[key] = _AMBIGUOUS
 
 
 def _kernel_aliases(function: str) -> set[str]:

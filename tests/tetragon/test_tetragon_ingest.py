@@ -337,3 +337,39 @@ def test_tetragon_rate_limit_drops_land_in_the_seal(
     (seal,) = seals(evidence)
     assert seal.predicate.loss.ring_buffer_dropped == 1234
     assert seal.predicate.loss.by_reason["dropped.rate_limit_info:unsupported_kind"] == 1
+
+
+@pytest.mark.parametrize("claim", ["location", "name"])
+def test_a_binary_two_sbom_components_claim_is_not_guessed(
+    claim: str, tmp_path: Path, tetragon_pb: TetragonProto
+) -> None:
+    # Two components with different purls owning one binary (one occurrence location, or one
+    # file name): the first in the SBOM's order won, so reordering the components (which
+    # means nothing in CycloneDX) changed the purl and node_hash of every event of that
+    # binary. Now ambiguous: no guess in either order, as for a file name two map binaries
+    # share; the events are dropped and counted (unknown_binary_or_symbol).
+    from stella_bundle.functionmap.sbom import load_sbom
+    from stella_bundle.tetragon.events import EventMapper
+    from stella_bundle.tetragon.nodes import NodeIndex
+
+    def component(purl: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"type": "library", "name": "libz", "purl": purl}
+        if claim == "location":
+            entry["name"] = purl.rsplit("/", 1)[1].split("@")[0]
+            entry["evidence"] = {"occurrences": [{"location": "/usr/lib/libz.so.1"}]}
+        return entry
+
+    claimants = [component("pkg:deb/debian/zlib1g@1.2.13"), component("pkg:generic/zlib@1.3")]
+    same = [component("pkg:deb/debian/zlib1g@1.2.13")] * 2  # one purl twice: no ambiguity
+    outcomes = []
+    for components in (claimants, claimants[::-1], same):
+        sbom_path = tmp_path / "sbom.json"
+        sbom_path.write_text(
+            json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": components})
+        )
+        mapper = EventMapper(NodeIndex(sbom=load_sbom(sbom_path)))
+        event = json.loads(to_line(uprobe(tetragon_pb, "/usr/lib/libz.so.1", "deflate")))
+        outcomes.append(mapper.map(event))
+    assert outcomes[0] == outcomes[1] == "process_uprobe:unknown_binary_or_symbol"
+    assert isinstance(outcomes[2], dict)
+    assert outcomes[2]["purl"] == "pkg:deb/debian/zlib1g@1.2.13"

@@ -34,6 +34,7 @@ from ..coverage.scan import BlockScan, ObservationAggregator
 from ..digests import PREFIXED_SHA256_RE, HashingReader, HashingWriter
 from ..errors import InternalError, MalformedDocumentError, StellaError
 from ..formats.manifest import ORDER_CHAIN, ORDER_MERGED
+from ..heap import keep_freed_blocks
 from ..observations.ndjson import open_ndjson
 from ..timeutil import canonical_timestamp
 from .streams import whole_line_blocks
@@ -346,7 +347,9 @@ class _Validation:
         cpus = len(os.sched_getaffinity(0))
         total = sum(chunk.stat().st_size for chunk in chunks)
         if total >= PARALLEL_MIN_BYTES and cpus > 1:
-            # The main pass only copies and hashes: every CPU checks chunks.
+            # The main pass only copies and hashes: every CPU checks chunks. The workers
+            # inherit the allocator's thresholds: blocks freed are reused.
+            keep_freed_blocks()
             self.pool = ProcessPoolExecutor(cpus, mp_context=multiprocessing.get_context("fork"))
             self.futures = [self.pool.submit(check_chunk, str(c)) for c in chunks]
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from ..bundle.reader import ArchiveMember
 from ..digests import HashingReader
+from ..heap import keep_freed_blocks
 from .records import ChunkScan, ChunkSpec, scan_chunk
 
 # A chunk member up to this size (compressed) is read into memory for a worker; a larger one
@@ -73,6 +74,8 @@ class ChunkWork:
         if workers >= 2 and archive_bytes >= least:
             # Forked now, before the archive reader starts its inflating thread; frozen objects
             # are left alone by the children's collector (no copy-on-write of the whole heap).
+            # The workers inherit the allocator's thresholds: blocks freed are reused.
+            keep_freed_blocks()
             gc.freeze()
             try:
                 self._pool = ProcessPoolExecutor(

@@ -65,9 +65,29 @@ def parse_time_field(value: str | None, field: str) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return parse_timestamp(value)
+        moment = parse_timestamp(value)
     except ValueError as exc:
         raise InputError(str(exc), field=field) from exc
+    # `parse_timestamp` (datetime.fromisoformat) also reads ISO 8601 forms RFC 3339 does not
+    # have (20260101T000000Z, 2026-W01-1, a lower-case z, no seconds): a value given by a
+    # person must be what a record's timestamp may be, so both are read alike.
+    if not is_rfc3339_timestamp(value):
+        raise InputError(
+            f"not an RFC 3339 timestamp: {value!r} (expected YYYY-MM-DDTHH:MM:SS[.ffffff] "
+            "then Z or an offset such as +02:00)",
+            field=field,
+        )
+    return moment
+
+
+def check_window(start: dt.datetime | None, end: dt.datetime | None) -> None:
+    """A window whose start is after its end is a mistake (the bounds swapped), never an
+    empty question: refused wherever a window is given (CLI options, API parameters)."""
+    if start is not None and end is not None and start > end:
+        raise InputError(
+            f"from ({format_timestamp(start)}) is later than to ({format_timestamp(end)})",
+            field="from",
+        )
 
 
 def is_rfc3339_timestamp(value: object) -> bool:

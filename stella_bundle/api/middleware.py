@@ -1,4 +1,5 @@
-"""ASGI layers around the API: the request body limit (413) and request metrics.
+"""ASGI layers around the API: the request body limit (413, and 415 for a compressed body)
+and request metrics.
 
 Both are plain ASGI (not Starlette's BaseHTTPMiddleware): the limit must wrap `receive` to
 count the bytes of a body sent without Content-Length, and plain ASGI adds no task per request.
@@ -47,6 +48,19 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
+            if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                # Never inflated here: a compressed body would pass the limit as sent and
+                # become anything once inflated (a bomb); say so rather than read it as JSON.
+                shown = value.decode("latin-1")[:40]
+                await _send_json(
+                    send,
+                    415,
+                    {
+                        "detail": f"header 'Content-Encoding': {shown!r} is not accepted; "
+                        "send the body uncompressed"
+                    },
+                )
+                return
             if name == b"content-length":
                 if not value.isdigit():
                     await _send_json(send, 400, {"detail": "Content-Length is not a number"})

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from ..canonical import canonical_bytes
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
-from ..errors import InputError
+from ..errors import InputError, StellaError
 from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
 from ..formats.record import validate_record
 from ..formats.trust_root import TrustRoot
@@ -40,7 +40,8 @@ from ..store import (
     verify_stored,
 )
 from ..store.base import StoredFunctionMap
-from ..timeutil import format_timestamp, parse_time_field, parse_timestamp
+from ..timeutil import check_window, format_timestamp, parse_time_field, parse_timestamp
+from .deps import BODY_SOURCE
 from .models import ChainUpload, EvidenceUpload
 
 
@@ -169,8 +170,7 @@ def _bounds(
             end = parse_timestamp(status.last_observed_at)
     if start is None or end is None:
         return None  # nothing stored and no range given
-    if start > end:
-        raise InputError("from is later than to", field="from")
+    check_window(start, end)
     return start, end
 
 
@@ -264,6 +264,19 @@ def _write_chain(root: Path, index: int, chain: ChainUpload) -> None:
         )
 
 
+def _name_in_upload(exc: StellaError, root: Path, chains: list[ChainUpload]) -> None:
+    """An error about the scratch copy names the upload's own field instead: the server's
+    temporary directory means nothing to the client (and is none of its business)."""
+    if exc.path is None or not Path(exc.path).is_relative_to(root):
+        return
+    parts = Path(exc.path).relative_to(root).parts
+    index = next(
+        (i for i, chain in enumerate(chains) if parts and chain.chain_id == parts[0]), None
+    )
+    where = "chains" if index is None else f"chains[{index}]"
+    exc.path = f"{BODY_SOURCE} {'/'.join((where, *parts[1:]))}"
+
+
 def ingest(
     store: ObservationStore,
     upload: EvidenceUpload,
@@ -280,7 +293,11 @@ def ingest(
         if upload.chains is not None:
             for index, chain in enumerate(upload.chains):
                 _write_chain(root, index, chain)
-            result = ingest_evidence(store, root, trust_root)
+            try:
+                result = ingest_evidence(store, root, trust_root)
+            except StellaError as exc:
+                _name_in_upload(exc, root, upload.chains)
+                raise
             signed = True
         else:
             assert upload.records is not None

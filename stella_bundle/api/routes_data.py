@@ -11,11 +11,13 @@ from ..store import ChunkConflictError, ObservationStore, query_records
 from ..store.config import DEFAULT_MAX_BATCH_SIZE
 from ..timeutil import format_timestamp, parse_time_field
 from . import operations
-from .deps import JsonBodyRoute, context, open_request_store, require, responses
+from .deps import UniqueKeysJsonBodyRoute, context, open_request_store, require, responses
 from .models import DATE_TIME, EvidenceUpload, IngestAnswer, RecordsAnswer, SymbolsAnswer
 from .settings import DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT
 
-router = APIRouter(prefix="/api/v1", tags=["evidence and observations"], route_class=JsonBodyRoute)
+router = APIRouter(
+    prefix="/api/v1", tags=["evidence and observations"], route_class=UniqueKeysJsonBodyRoute
+)
 Store = Annotated[ObservationStore, Depends(open_request_store)]
 
 

@@ -36,7 +36,7 @@ from ..formats.record import PROBE_TYPES
 from ..formats.scope import NO_SCOPE_WARNING, Scope, scope_from_predicate
 from ..functionmap.load import LoadedFunctionMap, is_envelope_document, parse_function_map
 from ..jsonio import read_bytes
-from ..timeutil import format_timestamp
+from ..timeutil import check_window, format_timestamp
 from .fastdecode import DecodedRecords
 from .scan import NodeAggregate, ObservationAggregator, probe_types_of
 
@@ -77,12 +77,7 @@ class VerifyOptions:
     workers: int | None = None  # None: one per CPU, for large plain files
 
     def __post_init__(self) -> None:
-        if (
-            self.window_from is not None
-            and self.window_to is not None
-            and self.window_from > self.window_to
-        ):
-            raise InputError("--from is later than --to", field="--from")
+        check_window(self.window_from, self.window_to)
         unknown = set(self.probe_weights) - set(PROBE_TYPES)
         if unknown:
             raise InputError(

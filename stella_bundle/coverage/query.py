@@ -13,7 +13,7 @@ from ..errors import MalformedDocumentError
 from ..formats.flat import read_flat, read_list
 from ..formats.node_hash import normalize_symbol
 from ..formats.record import ObservationRecord
-from ..timeutil import canonical_timestamp
+from ..timeutil import canonical_timestamp, check_window, parse_timestamp
 
 
 @dataclass
@@ -23,6 +23,10 @@ class QueryFilter:
     symbol: str | None = None  # glob over function_name and its normalised form
     window_from: str | None = None  # canonical timestamps
     window_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_from is not None and self.window_to is not None:
+            check_window(parse_timestamp(self.window_from), parse_timestamp(self.window_to))
 
     def matches_service(self, record: dict[str, Any]) -> bool:
         """A record belongs to service S when its pod is S or S-<suffix>, its namespace or

@@ -338,7 +338,7 @@ def test_fast_route_answers_the_common_request_and_hands_over_the_rest(
     refusals = [
         (path, typed, as_json, 401),
         (path, typed, {**api_env.auth("read"), **as_json}, 403),
-        (path, typed, {**write, "Content-Type": "text/plain"}, 422),
+        (path, typed, {**write, "Content-Type": "text/plain"}, 415),
         (path + "?from=2026-01-23T10:00:00Z", typed, {**write, **as_json}, 422),
         (path.replace(digest, "xyz"), typed, {**write, **as_json}, 422),
         (path, b'{"observations": [{"node_hash": 1}]}', {**write, **as_json}, 422),

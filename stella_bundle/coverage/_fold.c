@@ -49,12 +49,13 @@ typedef struct {
     int64_t count_add;    /* added to count when read */
     uint64_t mask_or;     /* or-ed into probe_mask when read */
     int8_t first_length;  /* of first_text; -1: first is not a short one-byte string */
-    int8_t last_length;
+    int8_t last_length;   /* (a short one is kept as text, its str made when read: the fold
+                           * does not keep, and later release, a record's string per record) */
     uint8_t key_length;   /* of key, the node hash an Index keeps this state under; 0: none */
     Py_UCS1 first_text[TEXT_MAX];
     Py_UCS1 last_text[TEXT_MAX];
-    PyObject *first;
-    PyObject *last;
+    PyObject *first;      /* NULL while first is only first_text */
+    PyObject *last;       /* NULL while last is only last_text */
     Py_UCS1 key[KEY_MAX];
     PyObject *count;      /* int */
     PyObject *probe_mask; /* int */
@@ -98,6 +99,11 @@ NodeState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->last = Py_NewRef(s_last_default);
     self->first_length = (int8_t)short_text(self->first, self->first_text);
     self->last_length = (int8_t)short_text(self->last, self->last_text);
+    if (self->first_length < 0 || self->last_length < 0) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_SystemError, "NodeState: the defaults are short texts");
+        return NULL;
+    }
     self->function_name = Py_NewRef(Py_None);
     self->purl = Py_NewRef(Py_None);
     return (PyObject *)self;
@@ -197,10 +203,34 @@ NodeState_set_mask(NodeState *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* The str of a value kept as text (made once, when first read). */
+static PyObject *
+text_object(PyObject **object, const Py_UCS1 *text, int length)
+{
+    if (*object == NULL) {
+        *object = PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, text, length);
+    }
+    return *object;
+}
+
+/* Set a first/last value: kept as text when short (the str it came in is not kept). */
+static inline void
+set_text(PyObject **object, Py_UCS1 *text, int8_t *length, PyObject *value)
+{
+    int n = short_text(value, text);
+    *length = (int8_t)n;
+    if (n >= 0) {
+        Py_CLEAR(*object);
+    }
+    else {
+        Py_XSETREF(*object, Py_NewRef(value));
+    }
+}
+
 static PyObject *
 NodeState_get_first(NodeState *self, void *closure)
 {
-    return Py_NewRef(self->first);
+    return Py_XNewRef(text_object(&self->first, self->first_text, self->first_length));
 }
 
 static int
@@ -210,7 +240,7 @@ NodeState_set_first(NodeState *self, PyObject *value, void *closure)
         PyErr_SetString(PyExc_AttributeError, "first cannot be deleted");
         return -1;
     }
-    Py_SETREF(self->first, Py_NewRef(value));
+    Py_XSETREF(self->first, Py_NewRef(value));
     self->first_length = (int8_t)short_text(value, self->first_text);
     return 0;
 }
@@ -218,7 +248,7 @@ NodeState_set_first(NodeState *self, PyObject *value, void *closure)
 static PyObject *
 NodeState_get_last(NodeState *self, void *closure)
 {
-    return Py_NewRef(self->last);
+    return Py_XNewRef(text_object(&self->last, self->last_text, self->last_length));
 }
 
 static int
@@ -228,7 +258,7 @@ NodeState_set_last(NodeState *self, PyObject *value, void *closure)
         PyErr_SetString(PyExc_AttributeError, "last cannot be deleted");
         return -1;
     }
-    Py_SETREF(self->last, Py_NewRef(value));
+    Py_XSETREF(self->last, Py_NewRef(value));
     self->last_length = (int8_t)short_text(value, self->last_text);
     return 0;
 }
@@ -438,7 +468,7 @@ probe_bit(Index *self, PyObject *name, uint64_t *bit)
 /* a < b (op Py_LT) or a > b (op Py_GT), as Python compares them; b_text/b_length: b's short
  * copy (b_length -1: none). Two one-byte strings compare as their bytes. */
 static inline int
-compare(PyObject *a, PyObject *b, const Py_UCS1 *b_text, int b_length, int op)
+compare(PyObject *a, PyObject **b_object, const Py_UCS1 *b_text, int b_length, int op)
 {
     if (b_length >= 0 && PyUnicode_CheckExact(a) && PyUnicode_KIND(a) == PyUnicode_1BYTE_KIND) {
         Py_ssize_t la = PyUnicode_GET_LENGTH(a), lb = b_length;
@@ -447,6 +477,10 @@ compare(PyObject *a, PyObject *b, const Py_UCS1 *b_text, int b_length, int op)
             c = (la > lb) - (la < lb);
         }
         return op == Py_LT ? c < 0 : c > 0;
+    }
+    PyObject *b = b_length >= 0 ? text_object(b_object, b_text, b_length) : *b_object;
+    if (b == NULL) {
+        return -1;
     }
     return PyObject_RichCompareBool(a, b, op);
 }
@@ -705,21 +739,19 @@ Index_fold(Index *self, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         node->count_add++;
-        less = compare(observed, node->first, node->first_text, node->first_length, Py_LT);
+        less = compare(observed, &node->first, node->first_text, node->first_length, Py_LT);
         if (less < 0) {
             goto error;
         }
         if (less) {
-            Py_SETREF(node->first, Py_NewRef(observed));
-            node->first_length = (int8_t)short_text(observed, node->first_text);
+            set_text(&node->first, node->first_text, &node->first_length, observed);
         }
-        more = compare(observed, node->last, node->last_text, node->last_length, Py_GT);
+        more = compare(observed, &node->last, node->last_text, node->last_length, Py_GT);
         if (more < 0) {
             goto error;
         }
         if (more) {
-            Py_SETREF(node->last, Py_NewRef(observed));
-            node->last_length = (int8_t)short_text(observed, node->last_text);
+            set_text(&node->last, node->last_text, &node->last_length, observed);
         }
         probe = field(&fields, record, F_PROBE);
         if (probe == NULL || probe_bit(self, probe, &bit) < 0) {

@@ -166,7 +166,15 @@ def build_lock(object_dir: Path, toolchain: dict[str, str]) -> bytes:
 
 
 def load_lock(path: Path) -> ProbeLock:
-    document = load_json_object(path, "a probes lock file")
+    return parse_lock(load_json_object(path, "a probes lock file"), path)
+
+
+def parse_lock(document: Any, path: str | Path) -> ProbeLock:
+    """The lock's one reading: the airgap loader's and `bundle verify`'s (a bundle's
+    probes/probes.lock.json). An object named twice is refused: which entry counts would be
+    a reader's accident."""
+    if not isinstance(document, dict):
+        raise MalformedDocumentError("expected a probes lock file (a JSON object)", path=path)
     if document.get("format") != LOCK_FORMAT:
         raise MalformedDocumentError(f"expected format {LOCK_FORMAT!r}", path=path, field="format")
     objects: dict[str, LockedObject] = {}
@@ -179,8 +187,11 @@ def load_lock(path: Path) -> ProbeLock:
             sha = str(entry["sha256"])
             if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                 raise ValueError("sha256 is not 64 lowercase hex digits")
-            objects[str(entry["name"])] = LockedObject(
-                name=str(entry["name"]),
+            name = str(entry["name"])
+            if name in objects:
+                raise ValueError(f"object {name!r} is listed twice")
+            objects[name] = LockedObject(
+                name=name,
                 sha256=sha,
                 size=int(entry["size"]),
                 programs=tuple(
@@ -189,11 +200,11 @@ def load_lock(path: Path) -> ProbeLock:
                 ),
                 min_kernel_features=tuple(str(f) for f in entry.get("min_kernel_features", [])),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedDocumentError(
                 f"malformed object entry ({exc})", path=path, field=field
             ) from exc
-    return ProbeLock(path, objects, str(document.get("probe_set_sha256", "")))
+    return ProbeLock(Path(path), objects, str(document.get("probe_set_sha256", "")))
 
 
 def verified_bytes(lock: ProbeLock, directory: Path, name: str) -> bytes:

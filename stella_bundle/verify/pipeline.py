@@ -176,6 +176,7 @@ class _BundleCheck:
         self.attestations: list[dict[str, Any]] = []
         self.probe_objects: dict[str, str] = {}
         self.probe_lock: dict[str, str] | None = None
+        self.probe_lock_unreadable = False
         self.chains = ChainVerifier(trust_root, self.steps, now)
         self.records = RecordPass(self.steps, limits.chunks)
         self.work = ChunkWork()  # inline until `run` knows the archive's size
@@ -505,28 +506,36 @@ class _BundleCheck:
                 str(exc), path=MANIFEST, field="predicate.evidence_window.last_observed_at"
             ) from exc
 
-    def probe_lock_document(self, data: bytes, name: str) -> None:
-        document = self.parse_json_document(data, name)
-        if not isinstance(document, dict) or not isinstance(document.get("objects"), list):
-            self.step("schemas").fail(
-                SchemaValidationError("expected a probes lock with an 'objects' list", path=name)
-            )
+    def check_probe_objects(self, step: StepOutcome) -> None:
+        """Each probe object against the lock (unless the lock was unreadable: named once)."""
+        if not (self.probe_objects or self.probe_lock is not None) or self.probe_lock_unreadable:
             return
-        lock: dict[str, str] = {}
-        for index, entry in enumerate(document["objects"]):
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("name"), str)
-                or not isinstance(entry.get("sha256"), str)
-            ):
-                self.step("schemas").fail(
-                    SchemaValidationError(
-                        "expected name and sha256", path=name, field=f"objects[{index}]"
+        lock = self.probe_lock or {}
+        for object_name, digest in sorted(self.probe_objects.items()):
+            if lock.get(object_name) != digest:
+                step.fail(
+                    BundleContentsError(
+                        "probe object does not match probes/probes.lock.json",
+                        path=f"probes/{object_name}",
                     )
                 )
-                return
-            lock[entry["name"]] = entry["sha256"]
-        self.probe_lock = lock
+
+    def probe_lock_document(self, data: bytes, name: str) -> None:
+        from ..collector.lockfile import parse_lock  # the airgap loader's own reading
+
+        document = self.parse_json_document(data, name)
+        if document is None:
+            self.probe_lock_unreadable = True
+            return
+        try:
+            lock = parse_lock(document, name)
+        except MalformedDocumentError as exc:
+            self.step("schemas").fail(
+                SchemaValidationError(exc.message, path=name, field=exc.field)
+            )
+            self.probe_lock_unreadable = True  # named once, not again per object
+            return
+        self.probe_lock = {entry.name: entry.sha256 for entry in lock.objects.values()}
 
     def chunk(
         self, chain_id: str, sequence: int, member: ArchiveMember, stream: HashingReader
@@ -579,16 +588,7 @@ class _BundleCheck:
                     "listed in the manifest but missing from the archive", path=name
                 )
             )
-        if self.probe_objects or self.probe_lock is not None:
-            lock = self.probe_lock or {}
-            for object_name, digest in sorted(self.probe_objects.items()):
-                if lock.get(object_name) != digest:
-                    steps["file-list"].fail(
-                        BundleContentsError(
-                            "probe object does not match probes/probes.lock.json",
-                            path=f"probes/{object_name}",
-                        )
-                    )
+        self.check_probe_objects(steps["file-list"])
         steps["file-list"].finish(
             f"{len(self.seen)} files, each listed with a matching sha256 and size; none missing"
         )

@@ -81,8 +81,12 @@ def get_function_map(store: ObservationStore, identifier: str) -> StoredFunction
     digest = normalise_digest(identifier)
     stored = store.get_function_map(digest)
     if stored is None:
-        raise NotFound(f"no function map {digest} in this store")
+        raise _not_found(digest)
     return stored
+
+
+def _not_found(digest: str) -> NotFound:
+    return NotFound(f"no function map {digest} in this store")
 
 
 # Parsed maps by (store, digest): parsing and schema-checking a map again on every verify cost
@@ -102,8 +106,11 @@ def loaded_function_map(store: ObservationStore, identifier: str) -> LoadedFunct
             _map_cache.move_to_end(key)
     if cached is not None and cached.signature_checked:
         return cached
-    stored = get_function_map(store, identifier)  # 404 before anything else
-    if cached is not None and not stored.signature_checked:
+    # An unchecked map's status is read on every verification: from an index, not the row.
+    checked = store.signature_checked(key[1])
+    if checked is None:
+        raise _not_found(key[1])  # before anything else
+    if cached is not None and not checked:
         return cached
     loaded = load_stored_function_map(store, key[1])
     with _map_cache_lock:

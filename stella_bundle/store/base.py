@@ -470,6 +470,12 @@ class ObservationStore(ABC):
     @abstractmethod
     def get_function_map(self, digest: str) -> StoredFunctionMap | None: ...
 
+    def signature_checked(self, digest: str) -> bool | None:
+        """Whether the map stored under `digest` has a checked signature (None: no such map):
+        the one thing about a stored map that can change (`upgrades`)."""
+        stored = self.get_function_map(digest)
+        return None if stored is None else stored.signature_checked
+
     @abstractmethod
     def list_function_maps(self) -> list[StoredFunctionMap]: ...
 

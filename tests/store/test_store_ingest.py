@@ -245,7 +245,7 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
     assert status.exit_code == 2 and "schema_version: 0" in status.stdout
     assert not (tmp_path / "no.sqlite").exists()
     url = f"sqlite:///{tmp_path / 'yes.sqlite'}"
-    assert "initialised at schema version 5" in run_cli("store", "init", "--store", url).stdout
+    assert "initialised at schema version 6" in run_cli("store", "init", "--store", url).stdout
     assert "already initialised" in run_cli("store", "init", "--store", url).stdout
     assert run_cli("store", "status", "--store", url).exit_code == 0
 
@@ -281,7 +281,7 @@ def test_sqlite_migrations_on_a_store_with_data(
     old = run_cli("observations", "query", "--store", url)
     assert old.exit_code == 2 and "store migrate" in old.stderr
     migrated = run_cli("store", "migrate", "--store", url, "--format", "json")
-    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4, 5]
+    assert json.loads(migrated.stdout)["applied"] == [2, 3, 4, 5, 6]
     fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     with open_store(fresh_url, initialise=True) as fresh:
         monkeypatch.setattr(rollups, "DENSE", 0)

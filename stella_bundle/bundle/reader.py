@@ -117,7 +117,12 @@ def _decimal(text: str, what: str, source: str) -> int:
 
 
 def _checksum_ok(header: bytes, source: str) -> bool:
-    stored = _octal(header[148:156], "checksum", source)
+    """False for a wrong or unreadable checksum: either way the block is not a header (most
+    often a member's content read as one, after a header declared too small a size)."""
+    try:
+        stored = _octal(header[148:156], "checksum", source)
+    except ArchiveError:
+        return False
     unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
     signed = sum((b - 256 if b > 127 else b) for b in header[:148] + b" " * 8 + header[156:])
     return stored in (unsigned, signed)
@@ -168,6 +173,7 @@ class SafeTarReader:
         self.members = 0
         self._seen: dict[str, str] = {}  # name_key -> the name first met
         self._pending: MemberStream | None = None
+        self._last_name = ""
 
     def close(self) -> None:
         """Stop the decompression thread (iteration may have stopped early)."""
@@ -227,7 +233,8 @@ class SafeTarReader:
                 return
             if not _checksum_ok(header, self.source):
                 raise ArchiveError(
-                    f"corrupt tar header at byte {self.decompressed - BLOCK} (checksum mismatch)",
+                    f"corrupt tar header at byte {self.decompressed - BLOCK} (checksum mismatch"
+                    f"{self._after()}; expected a ustar header there)",
                     path=self.source,
                 )
             typeflag = header[156:157]
@@ -242,8 +249,14 @@ class SafeTarReader:
             if member is None:  # a directory entry: checked, carries no content
                 continue
             stream = MemberStream(self, member)
+            self._last_name = member.name
             self._pending = stream
             yield member, stream
+
+    def _after(self) -> str:
+        """`, after member 'NAME'`: where a corrupt header sits, for the error line."""
+        last = self._last_name
+        return f", after member {clipped(last)!r}" if last else ""
 
     def _extended(
         self, typeflag: bytes, size: int, overrides: dict[str, Any], extended: list[bytes]

@@ -215,3 +215,16 @@ def test_names_past_the_system_limits_are_refused_on_one_short_line() -> None:
     # At the limits: read.
     at_limit = "/".join(["b" * 255] * 16)[:4095].rstrip("/")
     assert _ours(_archive(_pax({"path": at_limit}), _file("zz", b"1"))) == [at_limit]
+
+
+def test_a_header_declaring_too_small_a_size_is_named_by_place() -> None:
+    # The member's content runs on into where the next header is read: that block was
+    # reported as "checksum is not octal digits", naming neither the place nor the member.
+    content = b"{" + b"x" * 1500 + b"}"
+    short = _header(b"a.json", 10) + _pad(content)
+    with pytest.raises(ArchiveError) as caught:
+        _ours(_archive(short, _file("b.txt", b"1")))
+    message = str(caught.value)
+    assert "corrupt tar header at byte 1024" in message
+    assert "after member 'a.json'" in message
+    assert "checksum mismatch" in message

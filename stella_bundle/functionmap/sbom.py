@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,9 @@ def _walk(raw: Any, source: str, where: str) -> Iterator[Component]:
         yield from _walk(item.get("components"), source, f"{here}.components")
 
 
+_SPEC_RE = re.compile(r"1\.(?:[2-9]|[1-9][0-9])")
+
+
 def load_sbom(path: str | Path) -> Sbom:
     """Parse a CycloneDX JSON SBOM; anything else is refused with a clear message."""
     source = str(path)
@@ -110,6 +114,15 @@ def load_sbom(path: str | Path) -> Sbom:
     if not isinstance(spec, str):
         raise MalformedDocumentError(
             "CycloneDX SBOM lacks a string specVersion", path=source, field="specVersion"
+        )
+    if _SPEC_RE.fullmatch(spec) is None:
+        # Minor versions of CycloneDX 1 only add fields; another major (or a malformed
+        # version) may mean what 1.x does not, so it is not read as if it were 1.x.
+        raise MalformedDocumentError(
+            f"specVersion {spec[:40]!r} is not a CycloneDX 1.x version (expected 1.2 to 1.7, "
+            "or a later 1.x)",
+            path=source,
+            field="specVersion",
         )
     metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
     root_raw = (metadata or {}).get("component")

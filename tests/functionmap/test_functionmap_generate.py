@@ -274,6 +274,17 @@ def test_signed_map_verifies_with_trust_root(
         (b'{"bomFormat": "CycloneDX", "specVersion": ', "malformed JSON"),
         (b'{"spdxVersion": "SPDX-2.3"}', "not a CycloneDX SBOM"),
         (b"[1, 2]", "not a CycloneDX SBOM"),
+        # Another major version (or a malformed one) was read as if it were 1.x.
+        (
+            b'{"bomFormat": "CycloneDX", "specVersion": "2.0", "components": []}',
+            "specVersion '2.0' is not a CycloneDX 1.x version",
+        ),
+        (
+            b'{"bomFormat": "CycloneDX", "specVersion": "1.5 ", "components": []}',
+            "is not a CycloneDX 1.x version",
+        ),
+        # Infinity and NaN are not JSON (jsonio).
+        (b'{"bomFormat": "CycloneDX", "specVersion": "1.5", "version": NaN}', "not a JSON number"),
     ],
 )
 def test_bad_sbom_is_a_clear_input_error(

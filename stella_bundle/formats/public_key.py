@@ -57,6 +57,14 @@ def key_material(key: SSlibKey) -> bytes:
     try:
         crypto_key = key._crypto_key()  # securesystemslib exposes no public accessor
     except Exception as exc:  # securesystemslib raises several types for bad key values
+        public = key.keyval.get("public") if isinstance(key.keyval, dict) else None
+        if key.keytype == "ed25519" and isinstance(public, str) and "-----BEGIN" in public:
+            # securesystemslib writes ed25519 keys as raw hex only; `add-key` converts PEM.
+            raise KeyFileError(
+                f"key {key.keyid[:16]}: an ed25519 keyval.public is 64 hex digits, found a PEM "
+                "block (add a PEM key with `stella trust-root add-key --key FILE.pem`, which "
+                "writes its hex form)"
+            ) from exc
         raise KeyFileError(f"key {key.keyid[:16]} has unreadable key material: {exc}") from exc
     return crypto_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -149,3 +149,34 @@ def test_trust_root_role_listing_one_keyid_twice_counts_once() -> None:
     document["roles"]["auditor"] = {"keyids": [entry["keyid"], entry["keyid"]], "threshold": 2}
     with pytest.raises(TrustRootError, match="threshold 2 exceeds the 1 keys"):
         TrustRoot.from_dict(document)
+
+
+def test_an_ed25519_key_written_as_pem_in_a_trust_root_is_named_with_the_way_out(
+    tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    # One key written two ways: `trust-root add-key` takes the PEM and writes the hex form;
+    # a PEM block pasted into keyval.public by hand was refused with securesystemslib's
+    # "non-hexadecimal number found in fromhex() arg at position 0".
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from securesystemslib.signer._utils import compute_default_keyid
+
+    root = json.loads(Path(test_keys.trust_root).read_text())
+    keyid = root["roles"]["builder"]["keyids"][0]
+    key = root["keys"].pop(keyid)
+    pem = (
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(key["keyval"]["public"]))
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    key["keyval"] = {"public": pem}
+    new_id = compute_default_keyid(key["keytype"], key["scheme"], key["keyval"])
+    root["keys"][new_id] = key
+    root["roles"]["builder"]["keyids"] = [new_id]
+    path = tmp_path / "trust-root.json"
+    path.write_text(json.dumps(root))
+    result = run_cli("trust-root", "show", path)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "64 hex digits, found a PEM block" in line and "trust-root add-key" in line
+    assert f"keys.{new_id}" in line

@@ -18,6 +18,7 @@ The signing key, rotation and collection mode stay in `signals:` (one definition
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +33,9 @@ from .instrument import DEFAULT_VERIFY_EVERY_SECONDS, STALL_MIN_SECONDS
 SECTION: Final = "runtime_agent"
 _TOP_KEYS: Final = {"function_map", "function_maps", "trust_root", "metrics", "probes", "export"}
 _MAPS_KEYS: Final = {"directory", "poll_seconds"}
+# The largest number a setting may be: a duration the clocks can wait (time.sleep refuses
+# about 9.2e9 s), and far beyond any sensible count or interval.
+MAX_SETTING: Final = 1_000_000_000
 # How often the map directory is looked at: a map copied in is collected within this.
 DEFAULT_POLL_SECONDS: Final = 2.0
 _METRICS_KEYS: Final = {"listen", "verify_every_seconds", "stall_seconds"}
@@ -94,15 +98,21 @@ class _Section:
     def fail(self, message: str, key: str = "") -> ConfigError:
         return ConfigError(message, path=self.source, field=f"{self.where}.{key}".rstrip("."))
 
-    def number(self, key: str, *, integer: bool = False, maximum: float | None = None) -> Any:
+    def number(self, key: str, *, integer: bool = False, maximum: float = MAX_SETTING) -> Any:
         value = self.data.get(key)
         if value is None:
             return None
         kinds = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        # `not value > 0` and isfinite: YAML's .nan and .inf are floats, and NaN compares false.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kinds)
+            or not value > 0
+            or not math.isfinite(value)
+        ):
             what = "a positive integer" if integer else "a positive number"
             raise self.fail(f"expected {what}, got {value!r}", key)
-        if maximum is not None and value > maximum:
+        if value > maximum:
             raise self.fail(f"expected at most {maximum}, got {value!r}", key)
         return value
 

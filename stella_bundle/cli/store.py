@@ -49,6 +49,7 @@ def init(
     from ..store.results import StoreInit
 
     with _open_unchecked(store, config) as opened:
+        opened.check_migratable()
         current = opened.schema_version()
         if 0 < current < opened.latest_version():
             raise StoreError(

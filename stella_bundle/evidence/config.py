@@ -57,7 +57,11 @@ class WriterConfig:
                 f"expected an integer 1..22, got {self.zstd_level!r}", field="zstd_level"
             )
         interval = self.flush_interval_seconds
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 <= interval < math.inf  # NaN and .inf too
+        ):
             raise ConfigError(
                 f"expected a number >= 0 (0: flush on every append), got {interval!r}",
                 field="flush_interval_seconds",
@@ -166,7 +170,9 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
     try:
         writer = WriterConfig(**writer_args)
     except ConfigError as exc:
-        raise fail(exc.message, exc.field or "rotation") from exc
+        # WriterConfig names its own fields; the file's key is the one to name.
+        key = {"max_records": "rotation.max_records"}.get(exc.field or "", exc.field)
+        raise fail(exc.message, key or "rotation") from exc
 
     key_file = _signing_key(signals.get("signing"), fail)
     output = signals.get("output_directory")
@@ -215,17 +221,24 @@ def _flush_args(signals: dict[str, Any], fail: Any) -> dict[str, Any]:
             "give flush_interval_ms or flush_interval_seconds, not both", "flush_interval_ms"
         )
     if "flush_interval_ms" in signals:
-        seconds = _number(signals["flush_interval_ms"], fail, "flush_interval_ms") / 1000
+        seconds = _number(signals["flush_interval_ms"], fail, "flush_interval_ms", zero=True) / 1000
         return {"flush_interval_seconds": seconds}
     if "flush_interval_seconds" in signals:
-        seconds = _number(signals["flush_interval_seconds"], fail, "flush_interval_seconds")
+        seconds = _number(
+            signals["flush_interval_seconds"], fail, "flush_interval_seconds", zero=True
+        )
         return {"flush_interval_seconds": seconds}
     return {}
 
 
-def _number(value: Any, fail: Any, key: str) -> float:
+def _number(value: Any, fail: Any, key: str, *, zero: bool = False) -> float:
+    """A number of the file, checked as written (before any unit is applied), so the error
+    names the key and the value the file gives."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise fail(f"expected a number, got {value!r}", key)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        what = "a finite number >= 0" if zero else "a positive finite number"
+        raise fail(f"expected {what}, got {value!r}", key)
     return float(value) if isinstance(value, float) else value
 
 

@@ -380,6 +380,31 @@ class ObservationStore(ABC):
     def migrate(self) -> list[int]:
         """Apply pending migrations in order, each in its own transaction; the versions applied."""
 
+    def foreign_tables(self) -> list[str]:
+        """Tables of a store without a schema_migrations table (another program's database);
+        the SQL backends list them."""
+        return []
+
+    def check_migratable(self) -> None:
+        """Refuse to write this stella's schema where it does not belong: into another
+        program's database (tables, none of them ours), or over a newer schema."""
+        current, latest = self.schema_version(), self.latest_version()
+        if current > latest:
+            raise StoreError(
+                f"store {self.display_url} has schema version {current}, newer than this "
+                f"stella knows ({latest}); upgrade stella"
+            )
+        if current == 0:
+            foreign = self.foreign_tables()
+            if foreign:
+                more = f" (and {len(foreign) - 5} more)" if len(foreign) > 5 else ""
+                shown = ", ".join(foreign[:5]) + more
+                raise StoreError(
+                    f"store {self.display_url} is not a stella store: it holds tables "
+                    f"{shown} and no schema_migrations; nothing written (give a new file or "
+                    "an empty database)"
+                )
+
     def require_schema(self) -> None:
         """Refuse to work on a store whose schema is not the one this code writes."""
         current, latest = self.schema_version(), self.latest_version()

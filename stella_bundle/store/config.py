@@ -13,17 +13,19 @@ The `observation_store:` section (the product documents' keys, top level or unde
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from .base import ObservationStore, StoreError
 
 DEFAULT_URL: Final = "sqlite:///stella-observations.sqlite"
 DEFAULT_RETENTION_HOURS: Final = 72
+MAX_RETENTION_HOURS: Final = 876_000  # 100 years: a cutoff before year 1 cannot be computed
 DEFAULT_MAX_BATCH_SIZE: Final = 1000
 TYPES: Final = ("sqlite", "postgres", "memory", "valkey")
 _KEYS: Final = {"type", "url", "path", "retention_hours", "max_batch_size"}
@@ -73,8 +75,17 @@ def parse_store_section(section: dict[str, Any], source: str, where: str) -> Sto
         raise fail(VALKEY_NOT_BUILT, "type")
     url = _section_url(section, kind, fail)
     retention = section.get("retention_hours", DEFAULT_RETENTION_HOURS)
-    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention <= 0:
-        raise fail(f"expected a positive number of hours, found {retention!r}", "retention_hours")
+    # `not 0 < x <= MAX`: NaN fails it too (YAML's .nan, .inf are floats).
+    if (
+        isinstance(retention, bool)
+        or not isinstance(retention, int | float)
+        or not 0 < retention <= MAX_RETENTION_HOURS
+    ):
+        raise fail(
+            f"expected a positive number of hours, at most {MAX_RETENTION_HOURS} (100 years), "
+            f"found {retention!r}",
+            "retention_hours",
+        )
     batch = section.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise fail(f"expected a positive integer, found {batch!r}", "max_batch_size")
@@ -118,7 +129,12 @@ def store_settings(store: str | None, config: str | Path | None) -> StoreSetting
 
 
 def scheme_type(url: str) -> str:
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as exc:  # an unclosed [IPv6 bracket, a port out of range
+        raise StoreError(f"malformed store URL {redact(url)!r}: {exc}", field="--store") from exc
+    scheme = parts.scheme.lower()
     if scheme == "sqlite":
         return "sqlite"
     if scheme in ("postgresql", "postgres"):
@@ -134,16 +150,34 @@ def scheme_type(url: str) -> str:
     )
 
 
+# libpq takes a password in the URL's user info or as a query parameter.
+_SECRET_PARAMETERS: Final = frozenset({"password", "sslpassword"})
+_USERINFO_SECRET: Final = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
+_PARAMETER_SECRET: Final = re.compile(r"((?:^|[?&])(?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without its password (for every message that names the store)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL without its password (for every message that names the store): the user
+    info's and a `password=` parameter's, the rest as given (an IPv6 host keeps its brackets).
+    A URL that does not parse is redacted as text."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _PARAMETER_SECRET.sub(r"\1***", _USERINFO_SECRET.sub(r"\1***@", url))
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = "&".join(
+        f"{name}=***" if sep and name.lower() in _SECRET_PARAMETERS else item
+        for item in parts.query.split("&")
+        for name, sep, _ in [item.partition("=")]
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    # Not urlunsplit: it drops the empty host of postgresql:///db?host=/run/postgresql.
+    shown = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return shown + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def open_store(url: str, *, initialise: bool = False) -> ObservationStore:

@@ -419,7 +419,16 @@ class PostgresStore(ObservationStore):
     def latest_version(self) -> int:
         return LATEST
 
+    def foreign_tables(self) -> list[str]:
+        with self._guard("reading the schema"):
+            rows = self.db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename != 'schema_migrations' ORDER BY 1"
+            ).fetchall()
+        return [str(row[0]) for row in rows] if self.schema_version() == 0 else []
+
     def migrate(self) -> list[int]:
+        self.check_migratable()
         applied: list[int] = []
         with self._guard("migrating"):
             for migration in MIGRATIONS:

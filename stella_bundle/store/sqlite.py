@@ -339,6 +339,18 @@ def _report_writer(path: Path) -> threading.Lock:
         return _report_writers.setdefault(key, threading.Lock())
 
 
+def _read_only(path: Path) -> str:
+    """Why SQLite may have refused to open `path`: a read-only file or directory (SQLite's
+    message is "unable to open database file" or "attempt to write a readonly database")."""
+    where = path if path.exists() else path.parent
+    if os.access(where, os.W_OK) and os.access(path.parent, os.W_OK):
+        return ""
+    return (
+        f" ({where} is read-only: the store's WAL mode writes {path.name}-wal and "
+        f"{path.name}-shm beside it, so the file and its directory must be writable)"
+    )
+
+
 class SqliteStore(ObservationStore):
     backend = "sqlite"
 
@@ -357,7 +369,7 @@ class SqliteStore(ObservationStore):
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"store {url}: {exc}") from exc
+            raise StoreUnavailableError(f"store {url}: {exc}{_read_only(self.path)}") from exc
         # The API may call from worker threads; one statement at a time on this connection.
         self._lock = threading.RLock()
         self._identity = _file_identity(self.path)
@@ -374,7 +386,7 @@ class SqliteStore(ObservationStore):
         return identity is not None and identity == self._identity and not self.db.in_transaction
 
     def _fail(self, exc: sqlite3.Error) -> StoreUnavailableError:
-        return StoreUnavailableError(f"store {self.display_url}: {exc}")
+        return StoreUnavailableError(f"store {self.display_url}: {exc}{_read_only(self.path)}")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -400,7 +412,16 @@ class SqliteStore(ObservationStore):
     def latest_version(self) -> int:
         return LATEST
 
+    def foreign_tables(self) -> list[str]:
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite_%' AND name != 'schema_migrations' ORDER BY name"
+            ).fetchall()
+        return [str(row[0]) for row in rows] if self.schema_version() == 0 else []
+
     def migrate(self) -> list[int]:
+        self.check_migratable()
         applied: list[int] = []
         with self._guard():
             self.db.execute(

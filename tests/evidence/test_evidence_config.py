@@ -54,7 +54,7 @@ def test_all_writer_keys(tmp_path: Path) -> None:
     ("body", "field"),
     [
         ("signals:\n  rotation: {max_size_gb: 1}\n", "signals.rotation.max_size_gb"),
-        ("signals:\n  rotation: {max_size_mb: -1}\n", "signals.max_size_mb"),
+        ("signals:\n  rotation: {max_size_mb: -1}\n", "signals.rotation.max_size_mb"),
         ("signals:\n  rotation: {max_age_hours: 1, max_age_seconds: 5}\n", "signals.rotation"),
         ("signals:\n  zstd_level: 40\n", "signals.zstd_level"),
         ("signals:\n  signing: {key_id: fulcio}\n", "signals.signing.key_id"),

@@ -538,6 +538,9 @@ def _parse_pax(body: bytes, source: str) -> dict[str, str]:
     while position < len(body):
         space = body.find(b" ", position)
         if space < 0:
+            if body[position:].strip(b"\0"):
+                # GNU tar fails on them ("missing length"); tarfile skips them.
+                raise ArchiveError("malformed pax header: bytes after its last record", path=source)
             break
         digits = body[position:space]
         if re.fullmatch(rb"[0-9]{1,20}", digits) is None:

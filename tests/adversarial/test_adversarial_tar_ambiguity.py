@@ -141,6 +141,17 @@ _AMBIGUOUS: dict[str, tuple[bytes, str]] = {
 }
 
 
+def _pax_body(body: bytes) -> bytes:
+    return _header(b"././@PaxHeader", len(body), typeflag=b"x") + _pad(body)
+
+
+_AMBIGUOUS["bytes after the last pax record"] = (
+    # GNU tar: "Malformed extended header: missing length", exit 2; tarfile: reads aaaa.
+    _archive(_pax_body(b"13 path=aaaa\nJUNK"), _file("zz", b"1")),
+    "bytes after its last record",
+)
+
+
 # Forms both tools read alike, but not as the reader did before (it skipped 'g' headers and let
 # the record read last name the member): refused too, with the forms above they belong to.
 # form: (archive, what the message says, what both tools list)

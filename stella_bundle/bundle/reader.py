@@ -86,11 +86,10 @@ class MemberStream:
 
 
 def _octal(field: bytes, what: str, source: str) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 for large numbers
-        value = int.from_bytes(field[1:], "big")
-        if field[0] & 0x40:
+    if field and field[0] in (0x80, 0xFF):  # GNU base-256 for large numbers
+        if field[0] == 0xFF:
             raise ArchiveError(f"negative {what} in tar header", path=source)
-        return value
+        return int.from_bytes(field[1:], "big")
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
@@ -280,6 +279,14 @@ class SafeTarReader:
                 path=self.source,
             )
         extended.append(typeflag)
+        if typeflag in (b"L", b"K") and b"\0" not in body:
+            # GNU tar and tarfile read a long name up to its NUL, on into the block's padding
+            # past the declared size: without one within the size, they read another name.
+            raise ArchiveError(
+                "GNU long-name record without a NUL within its declared size (GNU tar and "
+                "tarfile read on past it)",
+                path=self.source,
+            )
         if typeflag == b"x":
             overrides.update(_parse_pax(body, self.source))
         elif typeflag == b"L":
@@ -342,6 +349,10 @@ class SafeTarReader:
             )
         if is_directory:
             return None
+        # uid and gid mean nothing to a bundle, but GNU tar refuses a header whose numbers are
+        # not numbers: so does this reader, for every numeric field (the values stay unused).
+        _octal(header[108:116], "uid", self.source)
+        _octal(header[116:124], "gid", self.source)
         return ArchiveMember(
             name=name,
             size=size,
@@ -548,6 +559,8 @@ def _parse_pax(body: bytes, source: str) -> dict[str, str]:
         length = int(digits)
         if length <= space - position or position + length > len(body):
             raise ArchiveError("malformed pax header record length", path=source)
+        if body[position + length - 1] != 0x0A:  # GNU tar: "missing newline"
+            raise ArchiveError("malformed pax header record (no newline at its end)", path=source)
         record = body[space + 1 : position + length - 1]
         key, sep, value = record.partition(b"=")
         if not sep:

@@ -19,9 +19,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.errors import ArchiveError
+from tests.conftest import scaled_examples
 
 
 def _header(
@@ -239,3 +242,129 @@ def test_a_header_declaring_too_small_a_size_is_named_by_place() -> None:
     assert "corrupt tar header at byte 1024" in message
     assert "after member 'a.json'" in message
     assert "checksum mismatch" in message
+
+
+def _with(block: bytes, at: int, value: bytes) -> bytes:
+    """`block` (a header and its content) with bytes at `at` replaced, checksum recomputed."""
+    header = bytearray(block[:512])
+    header[at : at + len(value)] = value
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + block[512:]
+
+
+# Found by a differential fuzz of header bytes against GNU tar (tar -x, every member compared):
+# forms GNU tar refuses (exit 2) that the reader read.
+_GNU_REFUSES: dict[str, tuple[bytes, str]] = {
+    # "Archive contains '000000x' where numeric uid_t value expected"
+    "uid not a number": (_archive(_with(_file("a.txt", b"1"), 108, b"000000x\0")), "uid"),
+    "gid not a number": (_archive(_with(_file("a.txt", b"1"), 116, b"0000/00\0")), "gid"),
+    # Base-256 is a first byte of 0x80 (or 0xff, negative); 0x99 was taken as base-256 too.
+    "base-256 with another first byte": (
+        _archive(_with(_file("a.txt", b"1"), 100, b"\x99000644")),
+        "mode is not octal digits",
+    ),
+    # "Malformed extended header: missing newline"
+    "pax record without its newline": (
+        _archive(_pax_body(b"13 path=aaaa "), _file("zz", b"1")),
+        "no newline at its end",
+    ),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_GNU_REFUSES))
+def test_forms_gnu_tar_refuses_are_refused(form: str) -> None:
+    archive, says = _GNU_REFUSES[form]
+    assert str(_gnu_tar(archive)).startswith("error"), _gnu_tar(archive)
+    with pytest.raises(ArchiveError) as caught:
+        _ours(archive)
+    assert says in str(caught.value)
+
+
+def test_a_long_name_without_its_nul_is_refused() -> None:
+    # GNU tar and tarfile read a long name up to its NUL, past the declared size into the
+    # block's padding; the reader stopped at the size: another name than both.
+    body = b"l/" + b"y" * 127 + b"\0"
+    record = _header(b"././@LongLink", 66, typeflag=b"L") + _pad(body)
+    archive = _archive(record, _file("zz", b"1"))
+    full = "l/" + "y" * 127
+    assert _gnu_tar(archive) == _tarfile(archive) == [full]
+    with pytest.raises(ArchiveError) as caught:
+        _ours(archive)
+    assert "without a NUL within its declared size" in str(caught.value)
+
+
+def _gnu_extract(archive: bytes) -> list[tuple[str, bytes]] | str:
+    """What `tar -xzf` writes (regular files: name and bytes), or its error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.tgz"
+        path.write_bytes(archive)
+        out = Path(tmp) / "out"
+        out.mkdir()
+        done = subprocess.run(
+            ["tar", "-xzf", str(path), "-C", str(out)],
+            capture_output=True,
+            env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+        )
+        if done.returncode != 0:
+            return "error"
+        return sorted(
+            (str(p.relative_to(out)), p.read_bytes())
+            for p in out.rglob("*")
+            if p.is_file() and not p.is_symlink()
+        )
+
+
+def _fuzz_base() -> list[bytes]:
+    return [
+        _file("a/one.txt", b"1" * 700),
+        _pax({"path": "p/" + "x" * 150}),
+        _file("ignored", b"two"),
+        _long_name("l/" + "y" * 127),
+        _file("ignored2", b"three" * 100),
+        _file("b.txt", b"four", prefix=b"pre"),
+        _file("c.txt", b""),
+    ]
+
+
+_OFFSETS = st.one_of(
+    st.integers(0, 511),  # anywhere in a header
+    st.integers(100, 159),  # its numbers: mode, uid, gid, size, mtime, checksum
+    st.integers(156, 157),  # type
+    st.integers(257, 264),  # magic and version
+    st.integers(345, 499),  # prefix
+    st.integers(512, 1023),  # the first block of what follows (an extended record's body)
+)
+_BYTES = st.sampled_from(
+    [0, 0x20, 0x2E, 0x2F, 0x30, 0x31, 0x37, 0x0A, 0x4C, 0x67, 0x78, 0x80, 0xFF]
+)
+
+
+@settings(max_examples=scaled_examples(40), deadline=None)
+@example(block=0, edits=[(110, 0x78)])  # uid not a number
+@example(block=0, edits=[(100, 0x99)])  # base-256 with a first byte other than 0x80
+@example(block=3, edits=[(132, 0x31)])  # long-name size 66: its NUL past the size
+@example(block=1, edits=[(673, 0x20)])  # pax record without its newline
+@given(
+    block=st.integers(0, 6),
+    edits=st.lists(st.tuples(_OFFSETS, _BYTES | st.integers(0, 255)), min_size=1, max_size=3),
+)
+def test_what_the_reader_accepts_gnu_tar_extracts_alike(
+    block: int, edits: list[tuple[int, int]]
+) -> None:
+    # Header bytes mutated (checksum recomputed): whenever the reader takes the archive, GNU
+    # tar extracts the same files with the same bytes. This found the uid/gid, base-256,
+    # pax newline and long-name NUL forms above.
+    blocks = _fuzz_base()
+    data = bytearray(blocks[block])
+    for offset, value in edits:
+        if offset < len(data):
+            data[offset] = value
+    blocks[block] = _with(bytes(data), 0, bytes(data[:1]))
+    archive = _archive(*blocks)
+    try:
+        reader = SafeTarReader(io.BytesIO(archive), "a.tgz", prefetch=False)
+        ours = sorted((m.name, s.read_all(1 << 20)) for m, s in reader)
+    except ArchiveError:
+        return
+    assert _gnu_extract(archive) == ours

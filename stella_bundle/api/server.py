@@ -240,6 +240,8 @@ def serve(options: ServeOptions, listen: Listen, workers: int = 1) -> None:
         log_level="warning",
         # Larger than the uvicorn default: a request body arriving slowly over a bad link.
         timeout_keep_alive=30,
+        # httptools with a bound on the request head (it has none: api/request_head.py).
+        http="stella_bundle.api.request_head:BoundedHeadProtocol",
     )
     if workers > 1:
         # uvicorn's supervisor: it binds the socket once and starts the worker processes,

@@ -360,7 +360,16 @@ def ingest_ndjson(
     chunks: list[StoreChunk] = []
     for path in paths:
         if not Path(path).is_file():
-            raise InputError("observation file not found", path=path)
+            found = Path(path)
+            what = (
+                "observation file not found"
+                if not found.exists()
+                else "expected an NDJSON file, found a directory (give --evidence DIR for a "
+                "sealed chain)"
+                if found.is_dir()
+                else "expected an NDJSON file, found no regular file (a device or FIFO)"
+            )
+            raise InputError(what, path=path)
         chunks += ndjson_chunks(path, batch)
     return store.store_chunks(chunks)
 

@@ -204,3 +204,20 @@ def test_store_urls_are_named_without_their_password(
         assert "\n" not in line and "s3cret" not in line, line
         for word in words:
             assert word in line, (word, line)
+
+
+@pytest.mark.parametrize("given", ["directory", "device", "missing"])
+def test_an_ndjson_path_that_is_no_file_is_named_for_what_it_is(
+    given: str, tmp_path: Path, run_cli: Any
+) -> None:
+    path = {"directory": tmp_path, "device": Path("/dev/null"), "missing": tmp_path / "no"}[given]
+    url = f"sqlite:///{tmp_path / 'obs.sqlite'}"
+    done = run_cli("observations", "ingest", str(path), "--store", url)
+    assert done.exit_code == 2
+    expected = {
+        "directory": "found a directory (give --evidence DIR",
+        "device": "found no regular file",
+        "missing": "not found",
+    }[given]
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {path}: ") and expected in line, line

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from ..formats.written import BundleBuilt, BundleJoined, BundleSplit
 from ..report.kinds import (
     BUNDLE_BUILT,
     BUNDLE_CLAIMS,
@@ -83,6 +82,7 @@ def build(
     """Build a reproducible, signed bundle (SOURCE_DATE_EPOCH fixes the timestamps)."""
     from ..attest.keys import load_signer
     from ..bundle.build import build_bundle
+    from ..formats.written import BundleBuilt
 
     signer = load_signer(key)
     big = sum(p.stat().st_size for d in evidence if d.is_dir() for p in d.rglob("*") if p.is_file())
@@ -207,6 +207,7 @@ def split(
     """Split into NAME.part-0001… and NAME.parts.json (sizes and sha256 of parts and whole)."""
     from ..attest.keys import load_signer
     from ..bundle.media import parse_part_size, split_bundle
+    from ..formats.written import BundleSplit
 
     size = parse_part_size(part_size)
     signer = load_signer(key) if key is not None else None
@@ -236,6 +237,7 @@ def join(
     """Check every part, then join them (the parts are never modified or deleted)."""
     from ..bundle.media import join_parts
     from ..formats.trust_root import TrustRoot
+    from ..formats.written import BundleJoined
 
     trust_root = TrustRoot.load(trust_root_path) if trust_root_path is not None else None
     extra = [trust_root_path] if trust_root_path is not None else []

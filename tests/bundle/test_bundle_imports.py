@@ -36,3 +36,21 @@ def test_build_does_not_import_the_coverage_engine(
         "assert 'stella_bundle.coverage.engine' not in sys.modules, 'coverage.engine imported'\n"
     )
     assert output.is_file()
+
+
+def test_verify_does_not_import_what_only_other_commands_print(
+    tmp_path: Path, built_bundle: Path, test_keys: Any
+) -> None:
+    """`formats.written` models what build, split and join print; verify prints its report."""
+    argv = [
+        "bundle", "verify", str(built_bundle), "--trust-root", str(test_keys.trust_root),
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    _run(
+        "import sys\n"
+        "from stella_bundle.cli import main\n"
+        f"code = main({argv!r})\n"
+        "assert code == 0, code\n"
+        "assert 'stella_bundle.formats.written' not in sys.modules, 'formats.written imported'\n"
+    )
+    assert (tmp_path / "verification-report.json").is_file()

@@ -173,6 +173,8 @@ class SafeTarReader:
         self._seen: dict[str, str] = {}  # name_key -> the name first met
         self._pending: MemberStream | None = None
         self._last_name = ""
+        self._files: set[str] = set()  # name_key of each file
+        self._directories: set[str] = set()  # name_key of each directory (entries and parents)
 
     def close(self) -> None:
         """Stop the decompression thread (iteration may have stopped early)."""
@@ -333,6 +335,7 @@ class SafeTarReader:
                 path=self.source,
             )
         self._seen[key] = name
+        self._check_tree(name, key, is_directory)
         if is_directory and size:
             # tarfile reads the next header where the content starts (and stops there), GNU
             # tar skips it with an error: a member hidden behind a directory is refused.
@@ -347,18 +350,38 @@ class SafeTarReader:
                 f"{self.limits.max_member_size} bytes",
                 path=self.source,
             )
-        if is_directory:
-            return None
         # uid and gid mean nothing to a bundle, but GNU tar refuses a header whose numbers are
-        # not numbers: so does this reader, for every numeric field (the values stay unused).
+        # not numbers: so does this reader, for every numeric field of every entry (directory
+        # entries too; the values of uid and gid stay unused).
         _octal(header[108:116], "uid", self.source)
         _octal(header[116:124], "gid", self.source)
-        return ArchiveMember(
-            name=name,
-            size=size,
-            mtime=_octal(header[136:148], "mtime", self.source),
-            mode=_octal(header[100:108], "mode", self.source),
-        )
+        mtime = _octal(header[136:148], "mtime", self.source)
+        mode = _octal(header[100:108], "mode", self.source)
+        if is_directory:
+            return None
+        return ArchiveMember(name=name, size=size, mtime=mtime, mode=mode)
+
+    def _check_tree(self, name: str, key: str, is_directory: bool) -> None:
+        """A name that is a file and also a directory of another entry is refused: GNU tar
+        cannot extract both ("Not a directory"), so what it extracts is not what was read."""
+        if not is_directory:
+            if key in self._directories:
+                raise ArchiveError(
+                    f"file {clipped(name)!r} is also a directory of another entry", path=self.source
+                )
+            self._files.add(key)
+        else:
+            self._directories.add(key)
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in self._files:
+                raise ArchiveError(
+                    f"entry {clipped(name)!r} lies under {clipped(parent)!r}, a file in this "
+                    "archive",
+                    path=self.source,
+                )
+            self._directories.add(parent)
 
     def _finish(self) -> None:
         """After the end marker only zero padding may follow, up to the end of the gzip data."""

@@ -405,6 +405,19 @@ class PostgresStore(ObservationStore):
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._partitions = None
             raise self._fail(action, exc) from exc
+        except (
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.ReadOnlySqlTransaction,
+        ) as exc:
+            # The server is up and refuses the write: a role without the rights, a standby or
+            # a database set read-only. Not a bug of ours, and the transaction is rolled back.
+            self._partitions = None
+            detail = str(exc).strip().splitlines()[0]
+            raise StoreError(
+                f"store {self.display_url}: {action}: refused by the server, nothing written: "
+                f"{detail} (the store's role must own its tables and may write; a read-only "
+                "server or a standby cannot take writes)"
+            ) from exc
 
     # --- schema -----------------------------------------------------------------------------
 

@@ -61,11 +61,12 @@ def _pg_tables(url: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def _pg_execute(url: str, statement: str) -> None:
+def _pg_execute(url: str, *statements: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as db:
-        db.execute(statement.encode())
+        for statement in statements:
+            db.execute(statement.encode())
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -221,3 +222,39 @@ def test_an_ndjson_path_that_is_no_file_is_named_for_what_it_is(
     }[given]
     line = done.stderr.strip()
     assert "\n" not in line and line.startswith(f"error: {path}: ") and expected in line, line
+
+
+def test_a_postgresql_server_refusing_writes_is_one_line_and_a_retry_completes(
+    pg_url: str, tmp_path: Path, run_cli: Any
+) -> None:
+    """A database set read-only (a standby behaves so) and a role without write rights: the
+    server refuses, one line naming the store, exit 2, nothing kept (were internal errors)."""
+    import os
+
+    source = _ndjson(tmp_path / "r.ndjson", 50)
+    assert run_cli("store", "init", "--store", pg_url).exit_code == 0
+    database = pg_url.split("///")[1].split("?")[0]
+    role = f"reader_{os.getpid()}_{database}"
+    _pg_execute(pg_url, f"CREATE ROLE {role} LOGIN")
+    _pg_execute(pg_url, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = pg_url.replace("user=postgres", f"user={role}")
+    for args in (
+        ("observations", "ingest", str(source), "--store", reader),
+        ("observations", "prune", "--older-than", "1h", "--store", reader),
+    ):
+        _one_line(run_cli(*args), "refused by the server, nothing written", "permission denied")
+    _pg_execute(pg_url, f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+    done = run_cli("observations", "ingest", str(source), "--store", pg_url)
+    _one_line(done, "refused by the server", "read-only transaction")
+    assert run_cli("observations", "query", "--store", pg_url).exit_code == 0  # reads still work
+    _pg_execute(
+        pg_url,
+        "SET default_transaction_read_only = off",
+        f"ALTER DATABASE {database} SET default_transaction_read_only = off",
+    )
+    with open_store(pg_url) as store:
+        assert store.status().records == 0
+    again = run_cli("observations", "ingest", str(source), "--store", pg_url)
+    assert again.exit_code == 0, again.stderr
+    with open_store(pg_url) as store:
+        assert store.status().records == 50

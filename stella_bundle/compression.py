@@ -37,6 +37,10 @@ GiB = 1024**3
 
 Format = Literal["zstd", "gzip"]
 
+# The gzip header's FLG byte and its reserved bits (RFC 1952 2.3.1: bits 5 to 7).
+_GZIP_FLAGS_AT = 3
+_GZIP_RESERVED = 0xE0
+
 
 @dataclass(frozen=True)
 class InflateLimits:
@@ -158,11 +162,13 @@ def compression_of(head: bytes) -> Format | None:
 
 
 class _Counting:
-    """Counts the compressed bytes the decompressor pulls from the source."""
+    """Counts the compressed bytes the decompressor pulls from the source; for gzip, also
+    checks the first member's flag byte (offset 3) as it passes."""
 
-    def __init__(self, source: Any, read_size: int) -> None:
+    def __init__(self, source: Any, read_size: int, gzip_flags: bool = False) -> None:
         self._source = source
         self._read_size = read_size
+        self._gzip_flags = gzip_flags
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -170,6 +176,15 @@ class _Counting:
         data: bytes = self._source.read(
             self._read_size if size is None or size < 0 else min(size, self._read_size)
         )
+        if self._gzip_flags and self.count <= _GZIP_FLAGS_AT < self.count + len(data):
+            flags = data[_GZIP_FLAGS_AT - self.count]
+            if flags & _GZIP_RESERVED:
+                # RFC 1952: a decompressor must refuse them (gzip -d, so tar -xzf, does:
+                # "stdin is encrypted"); Python's and ISA-L's readers ignore them.
+                raise gzip.BadGzipFile(
+                    f"reserved flag bits set in the gzip header (0x{flags:02x}), which "
+                    "gzip -d refuses"
+                )
         self.count += len(data)
         return data
 
@@ -203,7 +218,7 @@ class BoundedInflater(io.RawIOBase):
     ) -> None:
         super().__init__()
         self.limits = limits or default_limits(compression)
-        self._counting = _Counting(source, self.limits.read_size)
+        self._counting = _Counting(source, self.limits.read_size, compression == "gzip")
         self.compression = compression
         self.name_ = str(name)
         self._error = error

@@ -237,3 +237,42 @@ def test_the_bounds_keep_real_data(tmp_path: Path) -> None:
     with open_maybe_compressed(path) as handle:
         assert handle.read() == data
     assert cpu_seconds() - started < SECONDS
+
+
+@pytest.mark.parametrize("flags", [0x20, 0x40, 0x80])
+def test_gzip_with_reserved_flag_bits_is_refused_as_gzip_refuses_it(
+    flags: int,
+    tmp_path: Path,
+    built_bundle: Path,
+    test_keys: Any,
+    run_cli: Callable[..., CliResult],
+) -> None:
+    # RFC 1952: reserved FLG bits must be refused; `gzip -d` (so `tar -xzf`) does ("stdin is
+    # encrypted", "has flags 0x80"), Python's and ISA-L's gzip readers ignore them: the
+    # bundle verified PASSED that the auditor's tar then could not open.
+    import subprocess
+
+    data = bytearray(built_bundle.read_bytes())
+    data[3] |= flags
+    bundle = tmp_path / "flags.stella.bundle.tgz"
+    bundle.write_bytes(bytes(data))
+    assert subprocess.run(["gzip", "-t", str(bundle)], capture_output=True).returncode != 0
+    out = tmp_path / "out"
+    before = snapshot(tmp_path)
+    result = run_cli(
+        "bundle", "verify", bundle, "--trust-root", test_keys.trust_root, "--output-dir", out
+    )
+    assert result.exit_code == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "reserved flag bits set in the gzip header" in line and str(bundle) in line
+    assert snapshot(tmp_path) == before
+    # Every other gzip reader goes through the same inflater.
+    from stella_bundle.compression import BoundedInflater
+    from stella_bundle.errors import MalformedDocumentError
+
+    plain = bytearray(gzip.compress(b"{}\n"))
+    plain[3] |= flags
+    import io
+
+    with pytest.raises(MalformedDocumentError, match="reserved flag bits"):
+        BoundedInflater(io.BytesIO(bytes(plain)), "gzip", "x.json.gz").read()

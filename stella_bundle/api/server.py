@@ -12,6 +12,7 @@ import gc
 import ipaddress
 import json
 import os
+import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,33 @@ class Listen:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
+def _check_tls_pair(cert: Path, key: Path) -> None:
+    """The certificate and key load as uvicorn will load them, checked before the server is
+    announced (uvicorn's failure was an internal error after "stella serve: https://…")."""
+
+    def no_password() -> bytes:
+        raise ConfigError(
+            "the key is encrypted: give it unencrypted (mode 0600) to stella serve",
+            path=key,
+            field="--tls-key",
+        )
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert, key, password=no_password
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"cannot load the certificate and key as a PEM pair: {exc.reason or exc} (key {key})",
+            path=cert,
+            field="--tls-cert",
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the certificate or key: {exc.strerror}", path=cert, field="--tls-cert"
+        ) from exc
+
+
 def check_listen(listen: Listen, has_tokens: bool, insecure: bool) -> list[str]:
     """Refuse a non-loopback listener without TLS and tokens; the warnings to print."""
     if (listen.tls_cert is None) != (listen.tls_key is None):
@@ -55,6 +83,8 @@ def check_listen(listen: Listen, has_tokens: bool, insecure: bool) -> list[str]:
     for option, path in (("--tls-cert", listen.tls_cert), ("--tls-key", listen.tls_key)):
         if path is not None and not path.is_file():
             raise ConfigError("file not found", path=path, field=option)
+    if listen.tls_cert is not None and listen.tls_key is not None:
+        _check_tls_pair(listen.tls_cert, listen.tls_key)
     if ipaddress.ip_address(listen.host).is_loopback:
         return [] if has_tokens else ["no --tokens: every local request is accepted as admin"]
     missing = []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +13,41 @@ from .canonical import canonical_bytes
 from .errors import MalformedDocumentError
 from .fsutil import write_bytes_atomic
 
+# Documents (trust roots, keys, envelopes, function maps, SBOMs, configs) are read whole into
+# memory and parsed there: past this, a path naming /dev/zero, a runaway pipe or a file of
+# gigabytes was a MemoryError (an "internal error", exit 3) instead of a refusal naming it.
+MAX_DOCUMENT_BYTES = 512 * 1024**2
 
-def read_bytes(path: str | Path) -> bytes:
+
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """The file's bytes, refused past `limit` (default MAX_DOCUMENT_BYTES; a pipe or a device
+    is read in pieces, never more than the limit; a regular file is judged by its size before
+    it is read)."""
+    limit = MAX_DOCUMENT_BYTES if limit is None else limit
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if stat.S_ISREG(info.st_mode):
+                data = handle.read() if info.st_size <= limit else b""
+                size = max(info.st_size, len(data))
+            else:
+                pieces: list[bytes] = []
+                size = 0
+                while size <= limit and (piece := handle.read(1 << 20)):
+                    pieces.append(piece)
+                    size += len(piece)
+                data = b"".join(pieces)
     except FileNotFoundError as exc:
         raise MalformedDocumentError("file not found", path=path) from exc
     except IsADirectoryError as exc:
         raise MalformedDocumentError("expected a file, found a directory", path=path) from exc
     except OSError as exc:
         raise MalformedDocumentError(f"cannot read file: {exc.strerror}", path=path) from exc
+    if size > limit:
+        raise MalformedDocumentError(
+            f"more than {limit} bytes: over the limit of a document read into memory", path=path
+        )
+    return data
 
 
 # A surrogate can only reach a parsed string through a `\\uD800`-`\\uDFFF` escape (UTF-8 cannot

@@ -519,3 +519,35 @@ def test_a_surrogate_pair_is_text_and_accepted() -> None:
 
     assert parse_json_line(b'{"f": "\\ud83d\\ude00"}', "x", 1) == {"f": "\N{GRINNING FACE}"}
     assert parse_json('{"f": "\\uD83D\\uDE00"}', "x") == {"f": "\N{GRINNING FACE}"}
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "sparse"])
+@pytest.mark.parametrize("option", ["--trust-root", "--sbom"])
+def test_a_document_past_the_memory_limit_is_one_line_exit_2(
+    source: str, option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Any
+) -> None:
+    # `--trust-root /dev/zero` (or a file of gigabytes) was read whole: MemoryError, "internal
+    # error", exit 3. Documents are now bounded (jsonio.MAX_DOCUMENT_BYTES, 512 MiB; lowered
+    # here so that the test reads 1 MiB, not 512).
+    from stella_bundle import jsonio
+
+    monkeypatch.setattr(jsonio, "MAX_DOCUMENT_BYTES", 1 << 20)
+    if source == "sparse":
+        path = tmp_path / "big.json"
+        with open(path, "wb") as handle:
+            handle.truncate((1 << 20) + 1)
+        source = str(path)
+    if option == "--trust-root":
+        args = ["bundle", "verify", tmp_path / "none.stella.bundle.tgz", "--trust-root", source]
+    else:
+        args = ["function-map", "generate", "--sbom", source, "--service", "s"]
+        args += ["--output", tmp_path / "fm.json"]
+    result = (
+        run_cli(*args, "--output-dir", tmp_path / "out")
+        if option == "--trust-root"
+        else run_cli(*args)
+    )
+    assert result.exit_code == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert source in line and "over the limit of a document read into memory" in line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fm.json").exists()

@@ -115,6 +115,16 @@ def _decimal(text: str, what: str, source: str) -> int:
     return int(text)
 
 
+def _numbers(header: bytes, source: str) -> tuple[int, int]:
+    """(mode, mtime) of a header, every numeric field checked: GNU tar refuses a header whose
+    uid or gid is not a number, and tarfile silently ends the archive at one (an extended
+    header's too), so the members after it are not the ones read here. uid and gid stay
+    unused."""
+    _octal(header[108:116], "uid", source)
+    _octal(header[116:124], "gid", source)
+    return _octal(header[100:108], "mode", source), _octal(header[136:148], "mtime", source)
+
+
 def _checksum_ok(header: bytes, source: str) -> bool:
     """False for a wrong or unreadable checksum: either way the block is not a header (most
     often a member's content read as one, after a header declared too small a size)."""
@@ -241,6 +251,7 @@ class SafeTarReader:
             typeflag = header[156:157]
             size = _octal(header[124:136], "size", self.source)
             if typeflag in (b"x", b"g", b"L", b"K"):
+                _numbers(header, self.source)
                 self._extended(typeflag, size, overrides, extended)
                 continue
             name, size = _member_name(header, typeflag, size, overrides, self.source)
@@ -350,13 +361,7 @@ class SafeTarReader:
                 f"{self.limits.max_member_size} bytes",
                 path=self.source,
             )
-        # uid and gid mean nothing to a bundle, but GNU tar refuses a header whose numbers are
-        # not numbers: so does this reader, for every numeric field of every entry (directory
-        # entries too; the values of uid and gid stay unused).
-        _octal(header[108:116], "uid", self.source)
-        _octal(header[116:124], "gid", self.source)
-        mtime = _octal(header[136:148], "mtime", self.source)
-        mode = _octal(header[100:108], "mode", self.source)
+        mode, mtime = _numbers(header, self.source)
         if is_directory:
             return None
         return ArchiveMember(name=name, size=size, mtime=mtime, mode=mode)

@@ -397,3 +397,21 @@ def test_a_file_that_is_also_a_directory_is_refused(
     with pytest.raises(ArchiveError) as caught:
         _ours(archive)
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize("block", [1, 3], ids=["pax header", "long-name header"])
+@pytest.mark.parametrize(
+    "field", [(100, b"0x00644\0"), (136, b"151/7766440\0"), (108, b"00L0000\0")]
+)
+def test_an_extended_header_whose_numbers_are_not_numbers_is_refused(
+    block: int, field: tuple[int, bytes]
+) -> None:
+    # Found by the fuzz against tarfile: at such a header tarfile silently ends the archive
+    # (the members after it vanish from getmembers()), while the reader read them all.
+    blocks = _fuzz_base()
+    blocks[block] = _with(blocks[block], *field)
+    archive = _archive(*blocks)
+    listed = _tarfile(archive)
+    assert isinstance(listed, list) and "c.txt" not in listed
+    with pytest.raises(ArchiveError, match="is not octal digits"):
+        _ours(archive)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
 from .base import ObservationStore, StoreError
@@ -133,7 +133,9 @@ def scheme_type(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (a port that is not a number raises here)
     except ValueError as exc:  # an unclosed [IPv6 bracket, a port out of range
-        raise StoreError(f"malformed store URL {redact(url)!r}: {exc}", field="--store") from exc
+        raise StoreError(
+            f"malformed store URL {redact(url)!r}: {scrub(str(exc), url)}", field="--store"
+        ) from exc
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
         return "sqlite"
@@ -178,6 +180,48 @@ def redact(url: str) -> str:
     # Not urlunsplit: it drops the empty host of postgresql:///db?host=/run/postgresql.
     shown = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
     return shown + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The passwords a store URL carries (user info, `password=`, `sslpassword=`), as written
+    and percent-decoded: what `scrub` keeps out of messages."""
+    found: list[str] = []
+    try:
+        userinfo, _at, _host = urlsplit(url).netloc.rpartition("@")
+    except ValueError:
+        userinfo = ""
+        match = _USERINFO_SECRET.search(url)
+        if match:
+            found.append(match.group(0)[len(match.group(1)) : -1])
+    if userinfo and ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    found += [match.group(1) for match in _PARAMETER_VALUE.finditer(url)]
+    every = {text for raw in found if raw for text in (raw, unquote(raw)) if text}
+    return tuple(sorted(every, key=len, reverse=True))
+
+
+_PARAMETER_VALUE: Final = re.compile(r"(?:^|[?&])(?:ssl)?password=([^&#]*)", re.IGNORECASE)
+_QUOTED: Final = re.compile(r'"[^"]*"')
+_SCRUB_ANYWHERE: Final = 4  # shorter passwords are hidden only where quoted whole
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a message of the server or its client library) without the URL's passwords:
+    libpq quotes the token it cannot read, which may be the password itself
+    (`invalid percent-encoded token: "pa%zz"`)."""
+    secrets = url_secrets(url)
+    if not secrets:
+        return text
+
+    def quoted(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return '"***"' if any(secret in token for secret in secrets) else token
+
+    text = _QUOTED.sub(quoted, text)
+    for secret in secrets:
+        if len(secret) >= _SCRUB_ANYWHERE:
+            text = text.replace(secret, "***")
+    return text
 
 
 def open_store(url: str, *, initialise: bool = False) -> ObservationStore:

@@ -45,7 +45,7 @@ from .base import (
     StoreUnavailableError,
     encode_report,
 )
-from .config import redact
+from .config import redact, scrub
 from .migrations import Migration, check_sequence
 from .rollups import (
     FINE_BUCKET_COLUMNS,
@@ -355,17 +355,73 @@ def _copy_text(value: object) -> str:
     return text
 
 
+CONNECT_TIMEOUT: Final = 10  # seconds for a server to answer (a host that drops packets)
+
+# libpq's first line: `connection to server on socket "/run/postgresql/.s.PGSQL.5432" failed:
+# FATAL:  password authentication failed for user "x"` (psycopg prefixes `connection failed: `).
+_CONNECT_LINE: Final = re.compile(
+    r'(?:connection (?:failed|is bad): )?connection to server ((?:on socket|at) "[^"]*"'
+    r"(?: \([^)]*\))?(?:, port \d+)?) failed: (.*)"
+)
+_SEVERITY: Final = re.compile(r"^(?:FATAL|ERROR):\s+")
+# What each of libpq's reasons asks of the user (matched in its text: a refused login carries
+# no SQLSTATE to psycopg).
+_CONNECT_HINTS: Final = (
+    (
+        "password authentication failed",
+        "wrong password for this role: check the URL's password, PGPASSWORD or ~/.pgpass",
+    ),
+    (
+        "no password supplied",
+        "the server asks for a password: give it in the URL, PGPASSWORD or ~/.pgpass",
+    ),
+    ('role "', "no such role on this server: check the URL's user"),
+    (
+        'database "',
+        "create the database first (createdb NAME): `stella store init` makes the "
+        "tables, not the database",
+    ),
+    ("no pg_hba.conf entry", "the server does not let this role in from here (pg_hba.conf)"),
+    ("Connection refused", "is the server running and listening at this address?"),
+    ("No such file or directory", "is the server running, with its socket in this directory?"),
+    ("timeout expired", f"no answer within {CONNECT_TIMEOUT} s: is the host reachable?"),
+    ("resolve host", "unknown host name"),
+    ("translate host name", "unknown host name"),
+)
+
+
+def _first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
+def connect_failure(message: str) -> str:
+    """libpq's refusal as `cannot connect to the server WHERE: REASON (what to do)`."""
+    line = _first_line(message)
+    matched = _CONNECT_LINE.fullmatch(line)
+    where, reason = (f" {matched.group(1)}", matched.group(2)) if matched else ("", line)
+    reason = _SEVERITY.sub("", reason)
+    for needle, hint in _CONNECT_HINTS:
+        if needle in reason and (not needle.endswith('"') or reason.endswith("does not exist")):
+            return f"cannot connect to the server{where}: {reason} ({hint})"
+    return f"cannot connect to the server{where}: {reason}"
+
+
 class PostgresStore(ObservationStore):
     backend = "postgres"
 
     def __init__(self, url: str) -> None:
         super().__init__(url, redact(url))
         try:
-            self.db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self.db = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.ProgrammingError as exc:  # a URL libpq cannot parse
-            raise StoreError(f"store {self.display_url}: {exc}", field="--store") from exc
+            raise StoreError(
+                f"store {self.display_url}: {scrub(str(exc), url)}", field="--store"
+            ) from exc
         except psycopg.Error as exc:
-            raise self._fail("cannot connect", exc) from exc
+            raise StoreUnavailableError(
+                f"store {self.display_url}: {connect_failure(scrub(str(exc), url))}"
+            ) from exc
         try:
             self.db.execute("SET TimeZone = 'UTC'")
         except psycopg.Error as exc:
@@ -391,7 +447,7 @@ class PostgresStore(ObservationStore):
         return True
 
     def _fail(self, action: str, exc: BaseException) -> StoreUnavailableError:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = _first_line(scrub(str(exc), self.url)) or type(exc).__name__
         return StoreUnavailableError(
             f"store {self.display_url}: {action}, nothing written: {detail}"
         )
@@ -412,7 +468,7 @@ class PostgresStore(ObservationStore):
             # The server is up and refuses the write: a role without the rights, a standby or
             # a database set read-only. Not a bug of ours, and the transaction is rolled back.
             self._partitions = None
-            detail = str(exc).strip().splitlines()[0]
+            detail = _first_line(scrub(str(exc), self.url))
             raise StoreError(
                 f"store {self.display_url}: {action}: refused by the server, nothing written: "
                 f"{detail} (the store's role must own its tables and may write; a read-only "

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 verification said no (:class:`VerificationFailure`), 2 bad i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -21,20 +22,24 @@ class StellaError(Exception):
         path: str | Path | None = None,
         line: int | None = None,
         field: str | None = None,
+        column: int | None = None,
     ) -> None:
         self.message = message
         self.path = str(path) if path is not None else None
         self.line = line
+        self.column = column
         self.field = field
         super().__init__(self.describe())
 
     def describe(self) -> str:
-        """One line: where (file, line, field) and what was expected."""
+        """One line: where (file, line, column, field) and what was expected."""
         where = ""
         if self.path is not None:
             where = _printable(clipped(self.path, 300))
             if self.line is not None:
                 where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
             where += ": "
         if self.field is not None:
             where += f"field '{_printable(clipped(self.field, 300))}': "
@@ -89,7 +94,25 @@ class ArchiveError(InputError):
 
 
 class ConfigError(InputError):
-    """A configuration file or option is invalid."""
+    """A configuration file or option is invalid. A field of a configuration file read by
+    `configfile` is placed at its line and column there."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        column: int | None = None,
+    ) -> None:
+        # sys.modules, not an import: no file was read through it unless it is loaded.
+        configfile = sys.modules.get("stella_bundle.configfile")
+        if configfile is not None and path is not None and field is not None and line is None:
+            place = configfile.place_of(str(path), field)
+            if place is not None:
+                line, column = place
+        super().__init__(message, path=path, line=line, field=field, column=column)
 
 
 class CollectorEnvironmentError(InputError):

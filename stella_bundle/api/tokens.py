@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..configfile import read_json_config
 from ..digests import SHA256_HEX_RE
 from ..errors import ConfigError, MalformedDocumentError
 from ..formats.flat import read_flat, read_list
 from ..fsutil import write_bytes_atomic
-from ..jsonio import parse_json, read_bytes
 from ..timeutil import format_timestamp, utc_now
 
 SCOPES: Final = ("read", "write", "admin")
@@ -125,7 +125,7 @@ class TokenFile:
     @classmethod
     def load(cls, path: str | Path) -> TokenFile:
         source = str(path)
-        document = parse_json(read_bytes(path), source)
+        document = read_json_config(path)
         if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
             raise ConfigError(
                 f"expected a tokens file with version {FILE_VERSION}", path=source, field="version"

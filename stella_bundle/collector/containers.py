@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from ..configfile import read_json_config
 from ..errors import ConfigError
-from ..jsonio import load_json_object
 from .runtimes import RuntimeMetadata
 
 
@@ -128,7 +128,9 @@ class MetadataMap:
     def load(cls, path: str | Path | None) -> MetadataMap:
         if path is None:
             return cls({})
-        document = load_json_object(path, "a container metadata file")
+        document = read_json_config(path)
+        if not isinstance(document, dict):
+            raise ConfigError("expected a container metadata object", path=path)
         containers = document.get("containers")
         if not isinstance(containers, dict):
             raise ConfigError(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..jsonio import read_bytes
 
 DEFAULT_MAX_SIZE_MB = 64
 DEFAULT_MAX_AGE_SECONDS = 300
@@ -123,26 +122,13 @@ _WRITER_KEYS = {
 
 
 def read_stellaops(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of `stellaops.yaml` (each component reads its own section)."""
-    import yaml  # here: the record pass and `bundle verify` import this module, not YAML
+    """The top-level mapping of `stellaops.yaml` (each component reads its own section); its
+    errors are placed at the file's line and column (configfile)."""
+    from ..configfile import read_yaml_config
 
-    source = str(path)
-    try:
-        document = yaml.safe_load(read_bytes(path))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(
-            f"malformed YAML: {getattr(exc, 'problem', exc)}", path=source, line=line
-        ) from exc
-    except RecursionError as exc:
-        raise ConfigError("malformed YAML: nested too deeply", path=source) from exc
-    except ValueError as exc:  # an integer of more than 4300 digits
-        raise ConfigError(
-            f"malformed YAML: number out of range: {str(exc).splitlines()[0]}", path=source
-        ) from exc
+    document = read_yaml_config(path)
     if not isinstance(document, dict):
-        raise ConfigError("expected a YAML mapping at the top level", path=source)
+        raise ConfigError("expected a YAML mapping at the top level", path=str(path))
     return document
 
 

@@ -12,7 +12,8 @@
   sha256 patterns (`digests`), bounded decompression
   (`compression.BoundedInflater`); roles are named through `formats.roles.RoleName`; canonical
   JSON (`canonical.canonical_bytes`: only canonical.py serialises with sorted keys); a
-  timestamp's canonical form (`timeutil.canonical_timestamp`).
+  timestamp's canonical form (`timeutil.canonical_timestamp`); YAML read
+  (`configfile.read_yaml_config`: duplicate keys, alias bombs, places for errors).
 
 Each check reads the source (AST), so it sees lazy imports inside functions too; each has a
 test showing it catches what it is there to catch.
@@ -182,7 +183,17 @@ def test_the_formats_check_lets_low_level_imports_through() -> None:
 
 # The shared helpers below every stage import only each other.
 LOW_LEVEL = frozenset(
-    {"canonical", "errors", "timeutil", "jsonio", "fsutil", "compression", "digests", "sizes"}
+    {
+        "canonical",
+        "errors",
+        "timeutil",
+        "jsonio",
+        "fsutil",
+        "compression",
+        "digests",
+        "sizes",
+        "configfile",
+    }
 )
 
 
@@ -570,3 +581,33 @@ def test_a_timestamps_canonical_form_is_made_in_one_place() -> None:
 def test_the_timestamp_check_catches_a_copy() -> None:
     source = "def canonical_time(v):\n    return format_timestamp(parse_timestamp(v))\n"
     assert timestamp_canonicalisers(ast.parse(source), "x.py") == ["x.py:2"]
+
+
+YAML_READERS = frozenset({"safe_load", "load", "safe_load_all", "load_all", "compose", "full_load"})
+
+
+def yaml_readers(tree: ast.Module, relpath: str) -> list[str]:
+    """Calls of `yaml.safe_load` and its kin (each takes duplicate keys and alias bombs)."""
+    return [
+        f"{relpath}:{node.lineno}"
+        for node in _walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in YAML_READERS
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "yaml"
+    ]
+
+
+def test_yaml_is_read_in_one_place() -> None:
+    found = [problem for relpath, tree in _modules() for problem in yaml_readers(tree, relpath)]
+    assert found == [], found
+    reader = dict(_modules())["configfile.py"]
+    assert any(
+        isinstance(node, ast.Attribute) and node.attr == "SafeLoader" for node in _walk(reader)
+    )
+
+
+def test_the_yaml_check_catches_a_safe_load() -> None:
+    source = "import yaml\n\ndef read(p):\n    return yaml.safe_load(open(p))\n"
+    assert yaml_readers(ast.parse(source), "x.py") == ["x.py:4"]

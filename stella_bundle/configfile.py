@@ -1,0 +1,220 @@
+"""Configuration files (stellaops.yaml; the JSON tokens and metadata files): read once by the
+YAML library's node tree, so that an error names the file, line and column of the value.
+
+`read_yaml_config` refuses what `yaml.safe_load` takes silently and a verdict must not depend
+on: a key given twice in one mapping (PyYAML keeps the last), more than one document, text
+that is not UTF-8 (PyYAML also reads UTF-16), aliases that expand past `MAX_CONFIG_NODES`
+(a "billion laughs" file is a few hundred bytes) or refer to a node containing themselves.
+
+Where each value is (`field path → line, column`) is kept per file; `ConfigError(…, path=file,
+field="a.b[2].c")` looks its field up there (errors.py), so the section parsers keep naming
+fields as they did and gain the place. A field not in the file (a missing key) is placed at its
+nearest enclosing one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from .errors import ConfigError
+from .jsonio import read_bytes
+
+# Far beyond any real configuration (stellaops.yaml is a few kB), and a bound on what one
+# file can make the parser and the section walkers do.
+MAX_CONFIG_BYTES: Final = 4 << 20
+# Nodes of the document with every alias expanded (what a walker of the values visits).
+MAX_CONFIG_NODES: Final = 100_000
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+Place = tuple[int, int]  # line, column (from 1)
+_PLACES: dict[str, dict[str, Place]] = {}
+_JSON_TEXT: dict[str, bytes] = {}  # JSON files: placed when an error first asks
+
+
+def read_yaml_config(path: str | Path) -> Any:
+    """The document of a YAML configuration file, its places remembered for errors."""
+    source = str(path)
+    data = read_bytes(path, MAX_CONFIG_BYTES)
+    document, places = _compose(data, source)
+    _PLACES[source] = places
+    _JSON_TEXT.pop(source, None)
+    return document
+
+
+def read_json_config(path: str | Path) -> Any:
+    """The document of a JSON configuration file (the toolkit's JSON rule: jsonio), its
+    places found when an error asks for them."""
+    from .jsonio import parse_json
+
+    source = str(path)
+    data = read_bytes(path, MAX_CONFIG_BYTES)
+    document = parse_json(data, source)
+    remember_json(source, data)
+    return document
+
+
+def remember_json(source: str, data: bytes) -> None:
+    """A JSON configuration file's text, for placing its errors (JSON is YAML's flow form: the
+    same node tree; composed only when an error names one of its fields)."""
+    _PLACES.pop(source, None)
+    if len(data) <= MAX_CONFIG_BYTES:
+        _JSON_TEXT[source] = data
+
+
+def place_of(source: str, field: str) -> Place | None:
+    """Line and column of `field` (dotted, with [i] for list items) in `source`, or of the
+    nearest enclosing field the file has; None when the file was not read here."""
+    places = _PLACES.get(source)
+    if places is None and source in _JSON_TEXT:
+        try:
+            _, places = _compose(_JSON_TEXT.pop(source), source)
+        except ConfigError:
+            places = {}
+        _PLACES[source] = places
+    if not places:
+        return None
+    while field:
+        if field in places:
+            return places[field]
+        cut = max(field.rfind("."), field.rfind("["))
+        field = field[:cut] if cut > 0 else ""
+    return None
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x}; a configuration file is read as UTF-8)",
+            path=source,
+            line=line,
+            column=column,
+        ) from exc
+
+
+def _compose(data: bytes, source: str) -> tuple[Any, dict[str, Place]]:
+    import yaml  # here: the record pass and `bundle verify` never read a configuration
+
+    text = _decode(data, source)
+    # The Python loader, not libyaml's: the C composer recurses on the C stack, and a deeply
+    # nested file crashes the process (the Python one raises RecursionError).
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        _check_size(node, source)
+        places: dict[str, Place] = {}
+        _walk(node, "", loader, places, source)
+        document = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or type(exc).__name__
+        if exc.context and exc.problem and "single document" not in exc.context:
+            problem = f"{exc.context}, {problem}"
+        if "single document" in str(exc.context):
+            problem = "more than one document (a configuration file holds one)"
+        raise ConfigError(
+            f"malformed YAML: {problem}",
+            path=source,
+            line=mark.line + 1 if mark is not None else None,
+            column=mark.column + 1 if mark is not None else None,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML: {str(exc).splitlines()[0]}", path=source) from exc
+    except RecursionError as exc:
+        raise ConfigError("malformed YAML: nested too deeply", path=source) from exc
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(
+            f"malformed YAML: number out of range: {str(exc).splitlines()[0]}", path=source
+        ) from exc
+    finally:
+        loader.dispose()
+    return document, places
+
+
+def _check_size(root: Any, source: str) -> None:
+    """The node count with aliases expanded, counted without expanding them (each node once,
+    its expanded size remembered); a node reached again while its own children are being
+    counted is an alias inside its own anchor."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            mark = node.start_mark
+            raise ConfigError(
+                "an alias refers to the node that contains it (a recursive document)",
+                path=source,
+                line=mark.line + 1,
+                column=mark.column + 1,
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        if total > MAX_CONFIG_NODES:
+            mark = node.start_mark
+            raise ConfigError(
+                f"more than {MAX_CONFIG_NODES} values once its aliases are expanded (an alias "
+                "bomb?)",
+                path=source,
+                line=mark.line + 1,
+                column=mark.column + 1,
+            )
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _walk(node: Any, field: str, loader: Any, places: dict[str, Place], source: str) -> None:
+    """Each value's place under its field name; a key twice in one mapping refused."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            name = f"{field}[{index}]"
+            places.setdefault(name, (item.start_mark.line + 1, item.start_mark.column + 1))
+            _walk(item, name, loader, places, source)
+    elif isinstance(node, yaml.MappingNode):
+        seen: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *defaults`: explicit keys override, by design
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # a mapping or list as a key: the constructor refuses it
+                continue
+            mark = key_node.start_mark
+            if first is not key_node:
+                shown = f"{field}.{key}" if field else str(key)
+                raise ConfigError(
+                    f"key {key!r} given twice in one mapping (first at line "
+                    f"{first.start_mark.line + 1}); which one counts would be a guess",
+                    path=source,
+                    line=mark.line + 1,
+                    column=mark.column + 1,
+                    field=shown,
+                )
+            name = f"{field}.{key}" if field else str(key)
+            # A value is placed where it is written, a block section (which starts on the
+            # next line) where its key is.
+            inline = isinstance(value_node, yaml.ScalarNode) or value_node.flow_style
+            where = value_node.start_mark if inline else mark
+            places.setdefault(name, (where.line + 1, where.column + 1))
+            _walk(value_node, name, loader, places, source)

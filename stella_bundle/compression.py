@@ -10,20 +10,23 @@ same rule.
 
 gzip goes through ISA-L (`isal`, the igzip of Intel's ISA-L: standard gzip, read by `gzip -d` and
 `tar -xzf`), which inflates about twice and deflates (at its level 2) about fifteen times as fast
-as zlib; both release the GIL, so a reader thread inflates while the caller parses.
+as zlib; both release the GIL, so a reader thread inflates while the caller parses. The gzip
+framing around ISA-L's raw deflate is read here (`GzipMembers`), as GNU gzip reads it: what
+`gzip -d` (so `tar -xzf`) refuses in any member, or after the last, is refused, so a file we
+read is one the auditor's tools read alike.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import zstandard
-from isal import igzip, isal_zlib
+from isal import isal_zlib
 
 from .errors import MalformedDocumentError, StellaError
 
@@ -37,9 +40,13 @@ GiB = 1024**3
 
 Format = Literal["zstd", "gzip"]
 
-# The gzip header's FLG byte and its reserved bits (RFC 1952 2.3.1: bits 5 to 7).
-_GZIP_FLAGS_AT = 3
-_GZIP_RESERVED = 0xE0
+# The gzip header's FLG bits (RFC 1952 2.3.1; GNU gzip's names for bits 5 to 7).
+_FHCRC = 0x02
+_FEXTRA = 0x04
+_FNAME = 0x08
+_FCOMMENT = 0x10
+_ENCRYPTED = 0x20
+_RESERVED = 0xC0
 
 
 @dataclass(frozen=True)
@@ -162,13 +169,11 @@ def compression_of(head: bytes) -> Format | None:
 
 
 class _Counting:
-    """Counts the compressed bytes the decompressor pulls from the source; for gzip, also
-    checks the first member's flag byte (offset 3) as it passes."""
+    """Counts the compressed bytes the decompressor pulls from the source."""
 
-    def __init__(self, source: Any, read_size: int, gzip_flags: bool = False) -> None:
+    def __init__(self, source: Any, read_size: int) -> None:
         self._source = source
         self._read_size = read_size
-        self._gzip_flags = gzip_flags
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -176,26 +181,203 @@ class _Counting:
         data: bytes = self._source.read(
             self._read_size if size is None or size < 0 else min(size, self._read_size)
         )
-        if self._gzip_flags and self.count <= _GZIP_FLAGS_AT < self.count + len(data):
-            flags = data[_GZIP_FLAGS_AT - self.count]
-            if flags & _GZIP_RESERVED:
-                # RFC 1952: a decompressor must refuse them (gzip -d, so tar -xzf, does:
-                # "stdin is encrypted"); Python's and ISA-L's readers ignore them.
-                raise gzip.BadGzipFile(
-                    f"reserved flag bits set in the gzip header (0x{flags:02x}), which "
-                    "gzip -d refuses"
-                )
         self.count += len(data)
         return data
 
-    def readinto(self, buffer: Any) -> int:
-        # ISA-L's gzip reader fills its buffer with readinto: the same bounded, counted reads.
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def readable(self) -> bool:
         return True
+
+
+# What gzip -d also reads as a later member of a .gz file (gzip's get_method).
+_GZIP_OTHER_FORMATS = {
+    b"\x1f\x9e": "old (pre-1.0)",
+    b"\x1f\x1e": "pack",
+    b"\x1f\x9d": "compress (LZW)",
+    b"\x1f\xa0": "LZH",
+}
+
+
+class GzipFault(ValueError):
+    """gzip framing that GNU gzip refuses (a header, a trailer, bytes after the last member)."""
+
+
+class GzipMembers:
+    """The decompressed bytes of a gzip stream of one or more members, read as GNU gzip reads
+    it (`gzip -d`, so `tar -xzf`), not as Python's or ISA-L's gzip readers do, which skip over
+    what gzip refuses. In every member (not only the first): the magic, method 8 (deflate), no
+    encrypted or reserved flag bits, the header's CRC-16 when it has one, the trailer's CRC-32
+    and length. After the last member: nothing, or zero bytes to the end (gzip ignores them
+    silently); anything else is refused (gzip warns "trailing garbage ignored" and exits 2, so
+    `tar -xzf` fails). gzip's other formats in a later member (pack, LZW, LZH, the old
+    `1f 9e` magic) are refused too: stricter than gzip, and no bundle is written so.
+    The deflate data itself goes to ISA-L's raw inflater."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._buffer = b""  # compressed bytes read and not yet used
+        self._position = 0  # offset in the compressed stream of self._buffer[0]
+        self._inflate: Any = None  # the current member's raw inflater, None between members
+        self._crc = 0
+        self._size = 0
+        self._member = 0  # the current (or last) member's number, from 1
+        self._start = 0  # the compressed offset where it starts
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (at least one unless the stream has ended)."""
+        if size is None or size < 0:
+            size = 1 << 20
+        parts: list[bytes] = []
+        got = 0
+        while got < size and not self._ended:
+            if self._inflate is None and not self._next_member():
+                self._ended = True
+                break
+            if not self._buffer and not self._fill():
+                raise GzipFault(
+                    f"{self._where()}: the data ends inside its deflate stream "
+                    "(gzip -d: 'unexpected end of file')"
+                )
+            inflate = self._inflate
+            buffer = self._buffer
+            data = inflate.decompress(buffer, size - got)
+            rest = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
+            self._position += len(buffer) - len(rest)
+            self._buffer = rest
+            if data:
+                self._crc = isal_zlib.crc32(data, self._crc)
+                self._size += len(data)
+                parts.append(data)
+                got += len(data)
+            if inflate.eof:
+                self._trailer()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _where(self) -> str:
+        return f"gzip member {self._member} (at byte {self._start})"
+
+    def _fill(self) -> bool:
+        data = self._source.read(-1)
+        if not data:
+            return False
+        self._buffer = self._buffer + data if self._buffer else data
+        return True
+
+    def _take(self, count: int, what: str) -> bytes:
+        while len(self._buffer) < count:
+            if not self._fill():
+                raise GzipFault(
+                    f"{self._where()}: the data ends inside its {what} "
+                    "(gzip -d: 'unexpected end of file')"
+                )
+        data = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        self._position += count
+        return data
+
+    def _skip_string(self, crc: int, what: str) -> int:
+        """Pass a NUL-ended header string (not kept: gzip bounds neither), folded into `crc`."""
+        while True:
+            end = self._buffer.find(b"\0")
+            if end >= 0:
+                return isal_zlib.crc32(self._take(end + 1, what), crc)
+            crc = isal_zlib.crc32(self._take(len(self._buffer), what), crc)
+            if not self._fill():
+                raise GzipFault(
+                    f"{self._where()}: the data ends inside its {what} "
+                    "(gzip -d: 'unexpected end of file')"
+                )
+
+    def _next_member(self) -> bool:
+        """Read the next member's header; False at the end of the stream."""
+        if not self._buffer and not self._fill():
+            if self._member == 0:
+                raise GzipFault("empty file: no gzip member")
+            return False
+        if self._member and self._buffer[0] == 0:
+            self._zeros_to_end()
+            return False
+        self._member += 1
+        self._start = self._position
+        if self._member > 1 and self._buffer[:2] in _GZIP_OTHER_FORMATS:
+            raise GzipFault(
+                f"{self._where()}: in gzip's {_GZIP_OTHER_FORMATS[self._buffer[:2]]} format, "
+                "not gzip (gzip -d reads it, Python's tarfile does not): refused"
+            )
+        if self._member > 1 and not GZIP_MAGIC.startswith(self._buffer[:2]):
+            raise GzipFault(
+                f"data after the last gzip member, at byte {self._position} (gzip -d: "
+                "'trailing garbage ignored', exit 2, so tar -xzf fails)"
+            )
+        header = self._take(10, "header")
+        if header[:2] != GZIP_MAGIC:
+            raise GzipFault(f"not gzip data (magic bytes {header[:2].hex()}, expected 1f8b)")
+        method, flags = header[2], header[3]
+        if method != 8:
+            raise GzipFault(
+                f"{self._where()}: compression method {method} in the gzip header, which "
+                "gzip -d refuses (only 8, deflate)"
+            )
+        if flags & (_ENCRYPTED | _RESERVED):
+            # RFC 1952: a decompressor must refuse them; gzip -d does ("is encrypted", "has
+            # flags 0x80"), Python's and ISA-L's readers ignore them.
+            raise GzipFault(
+                f"{self._where()}: reserved flag bits set in the gzip header (0x{flags:02x}), "
+                "which gzip -d refuses"
+            )
+        crc = isal_zlib.crc32(header)
+        if flags & _FEXTRA:
+            field = self._take(2, "header's extra field")
+            crc = isal_zlib.crc32(field, crc)
+            crc = isal_zlib.crc32(
+                self._take(int.from_bytes(field, "little"), "header's extra field"), crc
+            )
+        if flags & _FNAME:
+            crc = self._skip_string(crc, "header's file name")
+        if flags & _FCOMMENT:
+            crc = self._skip_string(crc, "header's comment")
+        if flags & _FHCRC:
+            stored = int.from_bytes(self._take(2, "header's CRC-16"), "little")
+            if stored != crc & 0xFFFF:
+                raise GzipFault(
+                    f"{self._where()}: header CRC-16 {stored:04x}, the header's is "
+                    f"{crc & 0xFFFF:04x} (gzip -d refuses it)"
+                )
+        self._inflate = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0
+        return True
+
+    def _trailer(self) -> None:
+        crc, size = struct.unpack("<II", self._take(8, "trailer (CRC-32 and length)"))
+        if crc != self._crc:
+            raise GzipFault(
+                f"{self._where()}: CRC-32 of its data is {self._crc:08x}, its trailer says "
+                f"{crc:08x} (gzip -d: 'crc error')"
+            )
+        if size != self._size & 0xFFFFFFFF:
+            raise GzipFault(
+                f"{self._where()}: {self._size} bytes of data, its trailer says {size} "
+                "(gzip -d: 'length error')"
+            )
+        self._inflate = None
+
+    def close(self) -> None:
+        """Nothing to release (the caller owns the source)."""
+
+    def _zeros_to_end(self) -> None:
+        """Zero bytes after the last member, to the end (gzip ignores them silently)."""
+        while True:
+            nonzero = len(self._buffer) - len(self._buffer.lstrip(b"\0"))
+            if nonzero < len(self._buffer):
+                raise GzipFault(
+                    f"data after the last gzip member, at byte {self._position + nonzero} "
+                    "(gzip -d: 'trailing garbage ignored', exit 2, so tar -xzf fails)"
+                )
+            self._position += len(self._buffer)
+            self._buffer = b""
+            if not self._fill():
+                return
 
 
 class BoundedInflater(io.RawIOBase):
@@ -218,7 +400,7 @@ class BoundedInflater(io.RawIOBase):
     ) -> None:
         super().__init__()
         self.limits = limits or default_limits(compression)
-        self._counting = _Counting(source, self.limits.read_size, compression == "gzip")
+        self._counting = _Counting(source, self.limits.read_size)
         self.compression = compression
         self.name_ = str(name)
         self._error = error
@@ -234,7 +416,7 @@ class BoundedInflater(io.RawIOBase):
                 closefd=False,
             )
         else:
-            self._inner = igzip.IGzipFile(fileobj=self._counting, mode="rb")  # type: ignore[no-untyped-call]
+            self._inner = GzipMembers(self._counting)
 
     @property
     def compressed(self) -> int:
@@ -274,7 +456,7 @@ class BoundedInflater(io.RawIOBase):
             data: bytes = self._inner.read(size)
         except zstandard.ZstdError as exc:
             raise self._corrupt_error(f"corrupt zstd data: {exc}", path=self.name_) from exc
-        except (EOFError, zlib.error, ISAL_ERROR, gzip.BadGzipFile) as exc:
+        except (GzipFault, zlib.error, ISAL_ERROR) as exc:
             raise self._corrupt_error(
                 f"corrupt or truncated gzip data: {exc}", path=self.name_
             ) from exc

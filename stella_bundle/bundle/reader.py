@@ -389,15 +389,29 @@ class SafeTarReader:
             self._directories.add(parent)
 
     def _finish(self) -> None:
-        """After the end marker only zero padding may follow, up to the end of the gzip data."""
+        """After the end marker's first zero block only zeros may follow, up to the end of the
+        gzip data: GNU tar and tarfile stop at the marker and never show what lies past it,
+        while `tar -i` (--ignore-zeros) and tarfile's ignore_zeros=True read on and extract
+        the members hidden there. Refused, naming the first byte that is not zero."""
+        marker = self.decompressed - BLOCK
         while True:
             data = self._gzip.read(READ_CHUNK)
             if not data:
                 return
+            at = self.decompressed
             self._account(len(data))
-            if data.count(0) != len(data):
+            zeros = len(data) - len(data.lstrip(b"\0"))
+            if zeros < len(data):
+                offset = at + zeros
+                where = (
+                    "inside the end-of-archive marker (its second zero block)"
+                    if offset < marker + 2 * BLOCK
+                    else f"after the end-of-archive marker (at byte {marker})"
+                )
                 raise ArchiveError(
-                    "data after the tar end-of-archive marker refused", path=self.source
+                    f"non-zero data at byte {offset} of the tar stream, {where}: GNU tar and "
+                    "tarfile stop at the marker, tar -i and ignore_zeros read on",
+                    path=self.source,
                 )
 
 

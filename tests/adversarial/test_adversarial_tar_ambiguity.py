@@ -415,3 +415,76 @@ def test_an_extended_header_whose_numbers_are_not_numbers_is_refused(
     assert isinstance(listed, list) and "c.txt" not in listed
     with pytest.raises(ArchiveError, match="is not octal digits"):
         _ours(archive)
+
+
+def _tarfile_ignoring_zeros(archive: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz", ignore_zeros=True) as tar:
+        return tar.getnames()
+
+
+def _gnu_tar_ignoring_zeros(archive: bytes) -> list[str] | str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.tgz"
+        path.write_bytes(archive)
+        listed = subprocess.run(["tar", "-i", "-tzf", str(path)], capture_output=True)
+    return listed.stdout.decode().splitlines()
+
+
+_ZERO = b"\0" * 512
+_HIDDEN = _file("hidden.txt", b"shown by tar -i")
+# form: (uncompressed tar, the offset named, where)
+_AFTER_THE_MARKER: dict[str, tuple[bytes, int, str]] = {
+    # GNU tar: "A lone zero block at 2", lists a.txt only; tar -i and tarfile's
+    # ignore_zeros=True list hidden.txt too.
+    "a member after one zero block": (
+        _file("a.txt", b"1") + _ZERO + _HIDDEN + _ZERO * 2,
+        1536,
+        "inside the end-of-archive marker",
+    ),
+    "a member after the end marker": (
+        _file("a.txt", b"1") + _ZERO * 2 + _HIDDEN + _ZERO * 2,
+        2048,
+        "after the end-of-archive marker (at byte 1024)",
+    ),
+    "a member after zero padding": (
+        _file("a.txt", b"1") + _ZERO * 20 + _HIDDEN + _ZERO * 2,
+        1024 + 20 * 512,
+        "after the end-of-archive marker (at byte 1024)",
+    ),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_AFTER_THE_MARKER))
+def test_a_member_hidden_after_the_end_marker_is_refused_naming_its_offset(form: str) -> None:
+    tar, offset, where = _AFTER_THE_MARKER[form]
+    archive = gzip.compress(tar, mtime=0)
+    # The plain reading of both tools ends at the marker; each has a mode that reads on and
+    # shows the hidden member: an auditor could be shown another content than was verified.
+    assert _gnu_tar(archive) == _tarfile(archive) == ["a.txt"]
+    assert _gnu_tar_ignoring_zeros(archive) == _tarfile_ignoring_zeros(archive)
+    assert "hidden.txt" in _tarfile_ignoring_zeros(archive)
+    with pytest.raises(ArchiveError) as caught:
+        _ours(archive)
+    message = str(caught.value)
+    assert f"non-zero data at byte {offset} of the tar stream, {where}" in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("at", [0, 511], ids=["first byte", "last byte"])
+def test_a_non_zero_byte_in_the_end_marker_is_refused(at: int) -> None:
+    # a.txt's header and content, then the marker's two blocks at 1024 and 1536.
+    tar = bytearray(_file("a.txt", b"1") + _ZERO * 2)
+    tar[1536 + at] = 0x41
+    with pytest.raises(ArchiveError, match=f"at byte {1536 + at} .*inside the end-of-archive"):
+        _ours(gzip.compress(bytes(tar), mtime=0))
+    # In its first block: where a header is read, so a corrupt header, named by place.
+    tar[1536 + at] = 0
+    tar[1024 + at] = 0x41
+    with pytest.raises(ArchiveError, match="corrupt tar header at byte 1024 "):
+        _ours(gzip.compress(bytes(tar), mtime=0))
+
+
+@pytest.mark.parametrize("end", [_ZERO, _ZERO * 2, _ZERO * 40], ids=["one", "two", "forty"])
+def test_zero_blocks_at_the_end_are_read_alike(end: bytes) -> None:
+    archive = gzip.compress(_file("a.txt", b"1") + end, mtime=0)
+    assert _ours(archive) == _gnu_tar(archive) == _tarfile(archive) == ["a.txt"]

@@ -24,6 +24,7 @@ from starlette.types import Message, Scope
 
 from ..errors import ConfigError
 from .app import create_app
+from .request_head import DEFAULT_SLOW_CLIENT_LIMITS, LIMITS_ATTRIBUTE, SlowClientLimits
 from .settings import DEFAULT_MAX_BODY_BYTES, ApiSettings
 
 # Worker processes (`--workers N`) rebuild the app from the options passed in this variable.
@@ -234,7 +235,19 @@ def app_from_environment() -> FastAPI:
     return app
 
 
-def serve(options: ServeOptions, listen: Listen, workers: int = 1) -> None:
+# Connections one worker holds (uvicorn's limit_concurrency: past it, requests are answered
+# 503 and the connection closed). With the slow-client bounds of request_head.py, connections
+# held without progress are let go within the head or body time.
+DEFAULT_MAX_CONNECTIONS: Final = 1024
+
+
+def serve(
+    options: ServeOptions,
+    listen: Listen,
+    workers: int = 1,
+    slow_clients: SlowClientLimits = DEFAULT_SLOW_CLIENT_LIMITS,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> None:
     """Run until interrupted (SIGINT/SIGTERM: uvicorn finishes the requests in flight).
 
     With several workers, each is a process of its own (one verification uses one CPU); the
@@ -268,11 +281,15 @@ def serve(options: ServeOptions, listen: Listen, workers: int = 1) -> None:
         proxy_headers=False,
         server_header=False,
         log_level="warning",
-        # Larger than the uvicorn default: a request body arriving slowly over a bad link.
+        # Idle time between a response and the next request (uvicorn's only timer; a request's
+        # head and body are timed by request_head.py).
         timeout_keep_alive=30,
-        # httptools with a bound on the request head (it has none: api/request_head.py).
+        limit_concurrency=max_connections,
+        # httptools with bounds on the request head's size and on slow heads and bodies (it
+        # has none: api/request_head.py).
         http="stella_bundle.api.request_head:BoundedHeadProtocol",
     )
+    setattr(config, LIMITS_ATTRIBUTE, slow_clients)
     if workers > 1:
         # uvicorn's supervisor: it binds the socket once and starts the worker processes,
         # which share its connections through the file of their counts.

@@ -82,6 +82,23 @@ def serve(
         "--tetragon-sbom",
         help="CycloneDX SBOM mapping binaries to components (default: none).",
     ),
+    header_timeout: float = typer.Option(
+        20.0,
+        "--header-timeout",
+        help="Seconds for a request's line and headers to arrive, from its first byte (or the "
+        "connection's opening); past it 408 and the connection closed (default: 20).",
+    ),
+    body_timeout: float = typer.Option(
+        20.0,
+        "--body-timeout",
+        help="Seconds for a request body, plus one per 500 bytes received; past it 408 and the "
+        "connection closed (default: 20).",
+    ),
+    max_connections: int = typer.Option(
+        1024,
+        "--max-connections",
+        help="Connections each worker holds; past it requests are answered 503 (default: 1024).",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -95,6 +112,7 @@ def serve(
         return
     from ..agent.endpoint import parse_listen
     from ..api import TokenFile
+    from ..api.request_head import SlowClientLimits
     from ..api.server import Listen, ServeOptions, check_listen
     from ..api.server import serve as run_server
     from ..store import open_store
@@ -108,6 +126,14 @@ def serve(
         )
     if max_body_bytes < 1024:
         raise ConfigError("expected at least 1024 bytes", field="--max-body-bytes")
+    for value, option in ((header_timeout, "--header-timeout"), (body_timeout, "--body-timeout")):
+        # `not 0 < x <= 3600`: NaN fails it too.
+        if not 0 < value <= 3600:
+            raise ConfigError(f"expected seconds in (0, 3600], got {value}", field=option)
+    if not 1 <= max_connections <= 1_000_000:
+        raise ConfigError(
+            f"expected 1 to 1000000 connections, got {max_connections}", field="--max-connections"
+        )
     host, port = parse_listen(listen, "--listen")
     where = Listen(host, port, tls_cert, tls_key)
     if tokens is not None:
@@ -131,7 +157,9 @@ def serve(
         tetragon_sbom=str(tetragon_sbom) if tetragon_sbom is not None else None,
     )
     error_line(f"stella serve: {where.url} (store {display}, {workers} worker(s))")
-    run_server(options, where, workers)
+    run_server(
+        options, where, workers, SlowClientLimits(header_timeout, body_timeout), max_connections
+    )
 
 
 @token_app.command("add")

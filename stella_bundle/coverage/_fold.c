@@ -9,9 +9,10 @@
  *     if record.observed_at > state.last: state.last = record.observed_at
  *     state.probe_mask |= PROBE_BIT[record.probe_type]
  *
- * msgspec stays the decoder and the only place of the record rules: this module reads the
- * attributes of the structs it produced (PyObject_GetAttr with interned names) and decides
- * nothing about them. What it saves is the interpreter's per-record work: the node is found in
+ * `fold` takes records msgspec decoded and checked: it reads the attributes of the structs
+ * (PyObject_GetAttr with interned names) and decides nothing about them. `scan` (below) reads
+ * the commonest canonical line from the bytes itself, a strict subset of the record rules like
+ * patterns.py's shape patterns (tests check it against validate_record). What it saves is the interpreter's per-record work: the node is found in
  * an open-addressing table keyed by the bytes of its hash (a seeded 64-bit hash of the bytes,
  * then a full memcmp on a hit) instead of a dict lookup that hashes each record's new 71-character
  * string with SipHash, and the node's count and probe bits are C integers added to the Python
@@ -781,6 +782,507 @@ Index_fold(Index *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ---- scan: a block of canonical plain lines, folded from its bytes ---------------------- *
+ *
+ * The commonest collector line, {"function_name":"…","node_hash":"sha256:…","observed_at":"…",
+ * "pid":…,"probe_type":"…"}, decoded by msgspec, became a struct and three strings per record
+ * that `fold` then read once: most of a scan worker's time (issue 15). `scan` reads such lines
+ * straight from the block's bytes and folds them as `fold` does, making no object per record
+ * (a node's first record's hash, name and purl are made for `resolve`). It accepts a strict
+ * subset of what formats.record.validate_record accepts, the grammar of
+ * coverage.patterns.shape_pattern narrowed: keys sorted, each once, among PLAIN_KEYS (with
+ * function_name, node_hash and observed_at); strings of printable ASCII without a quote or a
+ * backslash; node_hash "sha256:" and 64 lowercase hex digits; observed_at a canonical UTC
+ * timestamp of a real calendar date; pid 0 or 1-15 digits without a leading zero; probe_type a
+ * key of `bits` ("unknown" when absent); no whitespace, no blank line. Any other line and the
+ * block is not folded at all (None): the Python paths decide it and name a bad line. Every line
+ * is checked before the first is folded. */
+
+enum { V_STR, V_NAME, V_PURL, V_HASH, V_TIME, V_UINT, V_PROBE };
+
+typedef struct {
+    const char *name;
+    Py_ssize_t length;
+    int kind;
+} PlainKey;
+
+#define KEY(name, kind) {name, sizeof(name) - 1, kind}
+static const PlainKey PLAIN_KEYS[] = {
+    KEY("binary_path", V_STR),   KEY("build_id", V_STR),   KEY("comm", V_STR),
+    KEY("container_id", V_STR),  KEY("function_name", V_NAME), KEY("host", V_STR),
+    KEY("namespace", V_STR),     KEY("node_hash", V_HASH), KEY("observed_at", V_TIME),
+    KEY("pid", V_UINT),          KEY("pod_name", V_STR),   KEY("probe_type", V_PROBE),
+    KEY("purl", V_PURL),
+};
+#undef KEY
+#define PLAIN_KEY_COUNT ((int)(sizeof(PLAIN_KEYS) / sizeof(PLAIN_KEYS[0])))
+#define HASH_LENGTH 71 /* "sha256:" and 64 hex digits */
+#define TIME_LENGTH 27 /* YYYY-MM-DDTHH:MM:SS.ffffffZ */
+
+/* One checked line: where its values are in the block. */
+typedef struct {
+    Py_ssize_t key;   /* node_hash */
+    Py_ssize_t time;  /* observed_at */
+    Py_ssize_t name;  /* function_name */
+    Py_ssize_t purl;  /* -1: absent */
+    uint32_t name_length;
+    uint32_t purl_length;
+    uint64_t bit;
+    uint64_t hash;
+} PlainLine;
+
+/* Byte classes: 0 a lowercase hex digit (NOT_HEX), a character of a simple string
+ * (STRING_CLASS: 0 plain, 1 the closing quote, 2 not allowed). Filled at module init. */
+static unsigned char NOT_HEX[256];
+static unsigned char STRING_CLASS[256];
+
+static void
+byte_classes(void)
+{
+    for (int c = 0; c < 256; c++) {
+        NOT_HEX[c] = !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+        STRING_CLASS[c] = c == '"' ? 1 : (c < 0x20 || c > 0x7e || c == '\\') ? 2 : 0;
+    }
+}
+
+/* The end of a simple string's characters from just after its opening quote (at the closing
+ * quote), or NULL. */
+static inline const char *
+simple_string(const char *p, const char *end)
+{
+    while (p < end) {
+        unsigned char k = STRING_CLASS[(unsigned char)*p];
+        if (k) {
+            return k == 1 ? p : NULL;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+static inline int
+is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* A canonical UTC timestamp of a real date (the rule of fastdecode and patterns.date_ok). */
+static int
+canonical_time(const char *t)
+{
+    static const char shape[] = "0000-00-00T00:00:00.000000Z";
+    for (int i = 0; i < TIME_LENGTH; i++) {
+        if (shape[i] == '0' ? !is_digit(t[i]) : t[i] != shape[i]) {
+            return 0;
+        }
+    }
+    int year = (t[0] - '0') * 1000 + (t[1] - '0') * 100 + (t[2] - '0') * 10 + (t[3] - '0');
+    int month = (t[5] - '0') * 10 + (t[6] - '0');
+    int day = (t[8] - '0') * 10 + (t[9] - '0');
+    int hour = (t[11] - '0') * 10 + (t[12] - '0');
+    if (hour > 23 || t[14] > '5' || t[17] > '5' || year < 1 || month < 1 || month > 12 || day < 1) {
+        return 0;
+    }
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return day <= days[month - 1] + (month == 2 && leap);
+}
+
+/* The bit of a probe type spelled by `length` bytes at `p`: 1 found, 0 not a probe type, -1
+ * error. Names seen are cached as text. */
+typedef struct {
+    int count;
+    uint8_t length[PROBE_CACHE];
+    char text[PROBE_CACHE][24];
+    uint64_t bit[PROBE_CACHE];
+} ProbeTexts;
+
+static int
+probe_text_bit(Index *self, ProbeTexts *cache, const char *p, Py_ssize_t length, uint64_t *bit)
+{
+    for (int i = 0; i < cache->count; i++) {
+        if (cache->length[i] == length && memcmp(cache->text[i], p, (size_t)length) == 0) {
+            *bit = cache->bit[i];
+            return 1;
+        }
+    }
+    PyObject *name = PyUnicode_DecodeASCII(p, length, NULL);
+    if (name == NULL) {
+        return -1;
+    }
+    PyObject *value = PyDict_GetItemWithError(self->bits, name);
+    Py_DECREF(name);
+    if (value == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (cache->count < PROBE_CACHE && length < 24) {
+        cache->length[cache->count] = (uint8_t)length;
+        memcpy(cache->text[cache->count], p, (size_t)length);
+        cache->bit[cache->count] = v;
+        cache->count++;
+    }
+    *bit = v;
+    return 1;
+}
+
+/* Check the line at `p`; 1 with `line` filled and `*next` past its newline (or at `end`), 0
+ * when it is not a plain canonical line, -1 on error. */
+static int
+plain_line(Index *self, ProbeTexts *probes, const char *base, const char *p, const char *end,
+           PlainLine *line, const char **next)
+{
+    if (p >= end || *p != '{') {
+        return 0;
+    }
+    p++;
+    int key = 0, seen_name = 0, seen_key = 0, seen_time = 0, seen_probe = 0;
+    line->purl = -1;
+    line->purl_length = 0;
+    for (;;) {
+        /* "key": */
+        if (p >= end || *p != '"') {
+            return 0;
+        }
+        const char *close = simple_string(p + 1, end);
+        if (close == NULL) {
+            return 0;
+        }
+        Py_ssize_t length = close - (p + 1);
+        while (key < PLAIN_KEY_COUNT
+               && !(PLAIN_KEYS[key].length == length
+                    && memcmp(PLAIN_KEYS[key].name, p + 1, (size_t)length) == 0)) {
+            key++; /* keys in order: a later one, or none */
+        }
+        if (key == PLAIN_KEY_COUNT || close + 1 >= end || close[1] != ':') {
+            return 0;
+        }
+        p = close + 2;
+        int kind = PLAIN_KEYS[key].kind;
+        key++;
+        if (kind == V_UINT) {
+            const char *start = p;
+            while (p < end && is_digit(*p)) {
+                p++;
+            }
+            if (p == start || p - start > 15 || (*start == '0' && p - start > 1)) {
+                return 0;
+            }
+        }
+        else {
+            if (p >= end || *p != '"') {
+                return 0;
+            }
+            const char *start = p + 1;
+            close = simple_string(start, end);
+            if (close == NULL) {
+                return 0;
+            }
+            Py_ssize_t n = close - start;
+            if (kind == V_NAME) {
+                if (n == 0 || n > UINT32_MAX) {
+                    return 0;
+                }
+                line->name = start - base;
+                line->name_length = (uint32_t)n;
+                seen_name = 1;
+            }
+            else if (kind == V_HASH) {
+                if (n != HASH_LENGTH || memcmp(start, "sha256:", 7) != 0) {
+                    return 0;
+                }
+                /* No branch per digit (digits and letters at random mispredicted half). */
+                unsigned bad = 0;
+                for (int i = 7; i < HASH_LENGTH; i++) {
+                    bad |= NOT_HEX[(unsigned char)start[i]];
+                }
+                if (bad) {
+                    return 0;
+                }
+                line->key = start - base;
+                seen_key = 1;
+            }
+            else if (kind == V_TIME) {
+                if (n != TIME_LENGTH || !canonical_time(start)) {
+                    return 0;
+                }
+                line->time = start - base;
+                seen_time = 1;
+            }
+            else if (kind == V_PROBE) {
+                int found = probe_text_bit(self, probes, start, n, &line->bit);
+                if (found <= 0) {
+                    return found;
+                }
+                seen_probe = 1;
+            }
+            else if (kind == V_PURL) {
+                if (n > UINT32_MAX) {
+                    return 0;
+                }
+                line->purl = start - base;
+                line->purl_length = (uint32_t)n;
+            }
+            p = close + 1;
+        }
+        if (p >= end) {
+            return 0;
+        }
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p != '}') {
+            return 0;
+        }
+        p++;
+        break;
+    }
+    if (!(seen_name && seen_key && seen_time)) {
+        return 0;
+    }
+    if (!seen_probe) {
+        int found = probe_text_bit(self, probes, "unknown", 7, &line->bit);
+        if (found <= 0) {
+            return found;
+        }
+    }
+    if (p < end) {
+        if (*p != '\n') {
+            return 0;
+        }
+        p++;
+    }
+    *next = p;
+    return 1;
+}
+
+static inline int
+compare_text(const Py_UCS1 *a, Py_ssize_t la, const Py_UCS1 *b, Py_ssize_t lb)
+{
+    int c = memcmp(a, b, (size_t)(la < lb ? la : lb));
+    return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+/* `observed` (a canonical time's text) against a node's first or last: < 0, 0, > 0, or -2 on
+ * error. */
+static int
+compare_time(const Py_UCS1 *observed, PyObject **object, const Py_UCS1 *text, int length)
+{
+    if (length >= 0) {
+        int c = compare_text(observed, TIME_LENGTH, text, length);
+        return (c > 0) - (c < 0);
+    }
+    PyObject *value = PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, observed, TIME_LENGTH);
+    if (value == NULL) {
+        return -2;
+    }
+    int less = PyObject_RichCompareBool(value, *object, Py_LT);
+    int more = less == 0 ? PyObject_RichCompareBool(value, *object, Py_GT) : 0;
+    Py_DECREF(value);
+    if (less < 0 || more < 0) {
+        return -2;
+    }
+    return less ? -1 : more;
+}
+
+static inline void
+set_time(PyObject **object, Py_UCS1 *text, int8_t *length, const Py_UCS1 *observed)
+{
+    memcpy(text, observed, TIME_LENGTH);
+    *length = TIME_LENGTH;
+    Py_CLEAR(*object);
+}
+
+/* The state of a checked line's node: from the table, else from resolve(node_hash,
+ * function_name, purl) (kept in the table as node_of keeps it). A new reference or NULL. */
+static NodeState *
+node_of_line(Index *self, const char *base, const PlainLine *line, PyObject *resolve)
+{
+    const Py_UCS1 *data = (const Py_UCS1 *)base + line->key;
+    size_t mask = self->capacity - 1;
+    for (size_t j = (size_t)line->hash & mask;; j = (j + 1) & mask) {
+        NodeState *node = self->slots[j].node;
+        if (node == NULL) {
+            break;
+        }
+        if (self->slots[j].hash == line->hash && node->key_length == HASH_LENGTH
+            && memcmp(node->key, data, HASH_LENGTH) == 0) {
+            Py_INCREF(node);
+            return node;
+        }
+    }
+    PyObject *key = PyUnicode_DecodeASCII((const char *)data, HASH_LENGTH, NULL);
+    PyObject *name = PyUnicode_DecodeASCII(base + line->name, line->name_length, NULL);
+    PyObject *purl = line->purl < 0 ? Py_NewRef(Py_None)
+                                    : PyUnicode_DecodeASCII(base + line->purl, line->purl_length,
+                                                            NULL);
+    PyObject *found = NULL;
+    if (key != NULL && name != NULL && purl != NULL) {
+        PyObject *args[3] = {key, name, purl};
+        found = PyObject_Vectorcall(resolve, args, 3, NULL);
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(name);
+    Py_XDECREF(purl);
+    if (found == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(found, &NodeStateType)) {
+        PyErr_Format(PyExc_TypeError, "resolve() must return a NodeState, not %.100s",
+                     Py_TYPE(found)->tp_name);
+        Py_DECREF(found);
+        return NULL;
+    }
+    NodeState *node = (NodeState *)found;
+    if (node->key_length == 0) {
+        memcpy(node->key, data, HASH_LENGTH);
+        node->key_length = HASH_LENGTH;
+    }
+    else if (node->key_length != HASH_LENGTH || memcmp(node->key, data, HASH_LENGTH) != 0) {
+        return node; /* kept under another key */
+    }
+    if ((self->used + 1) * 4 > self->capacity * 3 && Index_grow(self) < 0) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    mask = self->capacity - 1;
+    size_t j = (size_t)line->hash & mask;
+    while (self->slots[j].node != NULL) {
+        NodeState *other = self->slots[j].node;
+        if (self->slots[j].hash == line->hash && other->key_length == HASH_LENGTH
+            && memcmp(other->key, data, HASH_LENGTH) == 0) {
+            return node; /* cached meanwhile */
+        }
+        j = (j + 1) & mask;
+    }
+    self->slots[j].hash = line->hash;
+    self->slots[j].node = (NodeState *)Py_NewRef(found);
+    self->used++;
+    return node;
+}
+
+/* A window bound's text (a canonical time string) or none. */
+typedef struct {
+    int present;
+    const Py_UCS1 *text;
+    Py_ssize_t length;
+} Bound;
+
+static int
+bound_of(PyObject *value, Bound *bound)
+{
+    bound->present = value != Py_None;
+    if (!bound->present) {
+        return 1;
+    }
+    if (!PyUnicode_CheckExact(value) || PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND
+        || !PyUnicode_IS_ASCII(value)) {
+        return 0; /* not a canonical time: the Python fold compares it */
+    }
+    bound->text = PyUnicode_1BYTE_DATA(value);
+    bound->length = PyUnicode_GET_LENGTH(value);
+    return 1;
+}
+
+static PyObject *
+Index_scan(Index *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan(block: bytes, resolve, window_from, window_to) takes four arguments");
+        return NULL;
+    }
+    PyObject *block = args[0], *resolve = args[1];
+    Bound from, to;
+    if (!bound_of(args[2], &from) || !bound_of(args[3], &to)) {
+        Py_RETURN_NONE;
+    }
+    const char *base = PyBytes_AS_STRING(block);
+    const char *end = base + PyBytes_GET_SIZE(block);
+    /* A line is at least 100 bytes (its three required fields): the bound of the lines. */
+    Py_ssize_t most = PyBytes_GET_SIZE(block) / 100 + 1;
+    PlainLine *lines = PyMem_Malloc((size_t)most * sizeof(PlainLine));
+    if (lines == NULL) {
+        return PyErr_NoMemory();
+    }
+    ProbeTexts probes;
+    probes.count = 0;
+    Py_ssize_t n = 0;
+    const char *p = base;
+    while (p < end) {
+        if (n == most) {
+            goto not_plain;
+        }
+        int ok = plain_line(self, &probes, base, p, end, &lines[n], &p);
+        if (ok < 0) {
+            PyMem_Free(lines);
+            return NULL;
+        }
+        if (ok == 0) {
+            goto not_plain;
+        }
+        lines[n].hash = hash_bytes((const Py_UCS1 *)base + lines[n].key, HASH_LENGTH, self->seed);
+        n++;
+    }
+    Py_ssize_t outside = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const PlainLine *line = &lines[i];
+        const Py_UCS1 *observed = (const Py_UCS1 *)base + line->time;
+        if (i + AHEAD < n) {
+            __builtin_prefetch(&self->slots[(size_t)lines[i + AHEAD].hash & (self->capacity - 1)]);
+        }
+        if (i + 2 < n) {
+            NodeState *next = self->slots[(size_t)lines[i + 2].hash & (self->capacity - 1)].node;
+            if (next != NULL) {
+                __builtin_prefetch(next);
+                __builtin_prefetch((char *)next + 64);
+            }
+        }
+        if ((from.present && compare_text(observed, TIME_LENGTH, from.text, from.length) < 0)
+            || (to.present && compare_text(observed, TIME_LENGTH, to.text, to.length) > 0)) {
+            outside++;
+            continue;
+        }
+        NodeState *node = node_of_line(self, base, line, resolve);
+        if (node == NULL) {
+            PyMem_Free(lines);
+            return NULL;
+        }
+        if (node->count_add == INT64_MAX && flush_count(node) < 0) {
+            Py_DECREF(node);
+            PyMem_Free(lines);
+            return NULL;
+        }
+        node->count_add++;
+        int less = compare_time(observed, &node->first, node->first_text, node->first_length);
+        int more = less == -2 ? -2
+                              : compare_time(observed, &node->last, node->last_text,
+                                             node->last_length);
+        if (more == -2) {
+            Py_DECREF(node);
+            PyMem_Free(lines);
+            return NULL;
+        }
+        if (less == -1) {
+            set_time(&node->first, node->first_text, &node->first_length, observed);
+        }
+        if (more == 1) {
+            set_time(&node->last, node->last_text, &node->last_length, observed);
+        }
+        node->mask_or |= line->bit;
+        Py_DECREF(node);
+    }
+    PyMem_Free(lines);
+    return Py_BuildValue("nn", n, outside);
+not_plain:
+    PyMem_Free(lines);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Index_clear(Index *self, PyObject *unused)
 {
@@ -797,6 +1299,9 @@ Index_len(Index *self)
 static PyMethodDef Index_methods[] = {
     {"fold", (PyCFunction)(void (*)(void))Index_fold, METH_FASTCALL,
      "fold(records, resolve): fold plain records (count 1, one timestamp, all in the window)."},
+    {"scan", (PyCFunction)(void (*)(void))Index_scan, METH_FASTCALL,
+     "scan(block, resolve, window_from, window_to): fold a block of plain canonical lines from "
+     "its bytes; (records, outside the window), or None with nothing folded."},
     {"clear", (PyCFunction)Index_clear, METH_NOARGS, "Forget every cached node."},
     {NULL},
 };
@@ -835,6 +1340,7 @@ PyInit__fold(void)
     if (!s_node_hash || !s_observed_at || !s_probe_type || !s_first_default || !s_last_default) {
         return NULL;
     }
+    byte_classes();
     if (PyType_Ready(&NodeStateType) < 0 || PyType_Ready(&IndexType) < 0) {
         return NULL;
     }

@@ -1,10 +1,11 @@
 """Aggregating observation records per node: fast whole-block paths, a full path else.
 
 Files are read in 8 MiB blocks of whole lines. Each block tries, in order:
-1. msgspec typed decoding of the whole block (fastdecode.py), then the checks msgspec cannot
-   express; 2. a regular expression specialised to the first line's key set (no optional
-   groups); 3. one anchored regular expression for any canonical line (sorted keys, no
-   whitespace). Each accepts a strict subset of what `validate_record` accepts, and a block is
+0. with the compiled fold and no chain times or scope, its scan of plain canonical lines from
+   the bytes (`_fold.c`, `Index.scan`); 1. msgspec typed decoding of the whole block
+   (fastdecode.py), then the checks msgspec cannot express; 2. a regular expression
+   specialised to the first line's key set (no optional groups); 3. one anchored regular
+   expression for any canonical line (sorted keys, no whitespace). Each accepts a strict subset of what `validate_record` accepts, and a block is
    folded only when every line is accepted. Any other block is re-read line by line with
    `json.loads` + `validate_record`: valid non-canonical lines still count, and a bad line is
    an error naming the file and line number.
@@ -294,7 +295,7 @@ class ObservationAggregator:
     def _scan_handle(self, handle: Any, path: str | Path) -> None:
         scan = BlockScan(self, path)
         for block in _blocks(handle):
-            scan.feed(block, block.count(b"\n"))
+            scan.feed(block)
 
     def add_parsed(self, records: list[Any]) -> bool:
         """Fold already parsed records (a JSON body's list of objects) whole, when the fast
@@ -459,16 +460,45 @@ class ObservationAggregator:
 
     def _unexpected_state(self, record: Record | PlainRecord | LightRecord) -> NodeAggregate:
         """The state of a node outside the map, created from its first record."""
-        node_hash = record.node_hash
+        return self._unexpected(
+            record.node_hash, record.function_name, None if record.purl is UNSET else record.purl
+        )
+
+    def _unexpected(self, node_hash: str, function_name: str, purl: str | None) -> NodeAggregate:
         state = self.unexpected.get(node_hash)
         if state is None:
             if not PREFIXED_SHA256_RE.match(node_hash):
                 raise _BadDate  # not a date, but the same remedy: the full path names it
             state = self._node()
             (self.expected if self.unsplit else self.unexpected)[node_hash] = state
-            state.function_name = record.function_name
-            state.purl = None if record.purl is UNSET else record.purl
+            state.function_name = function_name
+            state.purl = purl
         return state
+
+    def _resolve_line(self, node_hash: str, function_name: str, purl: str | None) -> NodeAggregate:
+        """`_resolve` for the compiled scan, which has a line's values, not a record."""
+        return self.expected.get(node_hash) or self._unexpected(node_hash, function_name, purl)
+
+    def _compiled_block(self, block: bytes) -> int | None:
+        """Fold a block of plain canonical lines with the compiled scan (`_fold.c`'s
+        `Index.scan`: no object per record): its lines (each a record); None, nothing folded,
+        when it is not one (any other line: the other paths decide) or the scan cannot be used
+        (the Python fold, a chain's times to fold, a scope to match)."""
+        index = self._index
+        if index is None or self.times is not None or self.scope is not None:
+            return None
+        if len(self.expected) != self._index_expected:
+            index.clear()
+        try:
+            counted = index.scan(block, self._resolve_line, self.window_from, self.window_to)
+        finally:
+            self._index_expected = len(self.expected)
+        if counted is None:
+            return None
+        records, outside = counted
+        self.records += records
+        self.outside_window += outside
+        return records
 
     def _shape_block(self, text: str, lines: int) -> bool:
         """Fold a block whose lines all have the first line's keys; False if they do not."""
@@ -643,13 +673,20 @@ class BlockScan:
         # The observed_at values (decoded) of the last block fed, when msgspec folded it.
         self.keys: list[str] | None = None
 
-    def feed(self, block: bytes, newlines: int) -> bool:
+    def feed(self, block: bytes, newlines: int | None = None) -> bool:
         """Fold a block of whole lines (only the last block may lack its final newline) that
-        holds `newlines` newlines. True when a fast path folded it whole: every line of it is
-        then a record (none blank). A bad line raises, naming the line."""
+        holds `newlines` newlines (None: counted here when needed). True when a fast path
+        folded it whole: every line of it is then a record (none blank). A bad line raises,
+        naming the line."""
         aggregator = self.aggregator
-        lines = newlines + (0 if block.endswith(b"\n") else 1)
         self.keys = None
+        folded = aggregator._compiled_block(block)
+        if folded is not None:
+            self.line_base += folded
+            return True
+        if newlines is None:
+            newlines = block.count(b"\n")
+        lines = newlines + (0 if block.endswith(b"\n") else 1)
         try:
             self.keys = aggregator._decoded_block(block, lines)
             done = self.keys is not None

@@ -6,6 +6,7 @@ the same reports for generated files. Under CI=true the compiled fold must be th
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from stella_bundle.coverage import engine as engine_module
 from stella_bundle.coverage import scan as scan_module
 from stella_bundle.coverage.fastdecode import LightRecord, PlainRecord, Record
 from stella_bundle.coverage.scan import ObservationAggregator, PyNodeAggregate, _BadDate
+from stella_bundle.errors import StellaError
 from stella_bundle.formats.function_map import FunctionMap
-from stella_bundle.formats.record import PROBE_TYPES
+from stella_bundle.formats.record import PROBE_TYPES, validate_record
 from tests.conftest import IN_CI, scaled_examples
 from tests.coverage.test_coverage_parallel_scan import WINDOW, _map_outcome, _outcome, _write_map
 from tests.coverage.test_coverage_parallel_scan import lines as ndjson_lines
@@ -159,3 +161,203 @@ def test_compiled_fold_gives_the_python_folds_reports(
                     )
                 )
         assert outcomes[0] == outcomes[1]
+
+
+# --- the compiled scan of plain canonical lines (Index.scan) ---------------------------------
+
+# JSON texts of values, valid and not, for the fields the scan reads or passes over.
+_GOOD_STAMPS = [*STAMPS, "2024-02-29T23:59:59.999999Z", "0001-01-01T00:00:00.000000Z"]
+_BAD_STAMPS = [
+    "2026-02-29T00:00:00.000000Z",  # not a leap year
+    "2026-04-31T00:00:00.000000Z",
+    "0000-01-01T00:00:00.000000Z",
+    "2026-13-01T00:00:00.000000Z",
+    "2026-01-23T24:00:00.000000Z",
+    "2026-01-23T00:60:00.000000Z",
+    "2026-01-23T00:00:60.000000Z",
+    "2026-01-23T00:00:00Z",  # valid RFC 3339, not canonical: another path folds it
+    "2026-01-23T00:00:00.000000+00:00",
+    "2026-01-23t00:00:00.000000Z",
+    "2026-01-2３T00:00:00.000000Z",  # a non-ASCII digit
+]
+_VALUES: dict[str, list[str]] = {
+    "binary_path": ['"/usr/bin/x"', '""', '"é"', '"a\\\\b"'],
+    "comm": ['"nginx"', '"tab\\t"', "1", "null"],
+    "count": ["2"],
+    "details": ['{"scope":{}}'],
+    "function_name": ['"f"', '"fn_1"', '"a b<c>"', '""', '"gé"', '"q\\"x"', '"\\u0066"', "7"],
+    "kind": ['"function"'],
+    "node_hash": [
+        *(f'"{h}"' for h in MAP * 3 + UNKNOWN * 2),
+        '"sha256:' + "A" * 64 + '"',
+        '"sha256:' + "a" * 63 + '"',
+        '"sha256:' + "a" * 65 + '"',
+        '"sha256:' + "g" * 64 + '"',
+    ],
+    "observed_at": [f'"{s}"' for s in _GOOD_STAMPS * 3 + _BAD_STAMPS],
+    "pid": ["0", "7", "999999999999999", "1000000000000000", "07", "-1", "1.0", '"7"'],
+    "probe_type": [f'"{p}"' for p in PROBE_TYPES] + ['"bogus"', '"UPROBE"'],
+    "purl": ['"pkg:generic/a@1"', '"pkg:generic/b@2"', '""'],
+}
+_REQUIRED = ("function_name", "node_hash", "observed_at")
+
+
+@st.composite
+def raw_lines(draw: st.DrawFn, odd: bool = False) -> bytes:
+    """One plain canonical line, or with `odd` one with exactly one oddity: a value of another
+    type or spelling, a key missing, repeated, out of order or unknown, whitespace, a blank
+    line."""
+    keys = set(_REQUIRED)
+    for optional in ("pid", "probe_type", "purl", "comm", "binary_path"):
+        if draw(st.booleans()):
+            keys.add(optional)
+    oddity = draw(st.sampled_from(["value"] * 4 + ["key", "missing", "line"])) if odd else ""
+    if oddity == "key":
+        keys.add(draw(st.sampled_from(["count", "details", "kind", "unknown_field"])))
+    if oddity == "missing":
+        keys.discard(draw(st.sampled_from(_REQUIRED)))
+    # One odd value of all those of the line's keys (each as likely as another).
+    odd_pair = (
+        draw(st.sampled_from(sorted((k, v) for k in keys for v in _odd_values(k))))
+        if oddity == "value"
+        else ("", "")
+    )
+    pairs = []
+    for key in sorted(keys):
+        if key == odd_pair[0]:
+            pairs.append(f'"{key}":{odd_pair[1]}')
+            continue
+        good = [v for v in _VALUES.get(key, ['"x"']) if v not in _odd_values(key)]
+        pairs.append(f'"{key}":{draw(st.sampled_from(good))}')
+    if oddity == "line":
+        change = draw(st.sampled_from(["reverse", "repeat", "space", "blank", "crlf"]))
+        if change == "reverse":
+            pairs.reverse()
+        elif change == "repeat":
+            pairs.append(pairs[0])
+        elif change == "space":
+            return ("{" + ", ".join(pairs) + "}\n").encode()
+        elif change == "blank":
+            return b"\n"
+        elif change == "crlf":
+            return ("{" + ",".join(pairs) + "}\r\n").encode()
+    return ("{" + ",".join(pairs) + "}\n").encode()
+
+
+def _odd_values(key: str) -> set[str]:
+    """The values of `key` in _VALUES that are not a plain canonical line's."""
+    values = _VALUES.get(key, [])
+    plain = {
+        "binary_path": ['"/usr/bin/x"', '""'],
+        "comm": ['"nginx"'],
+        "function_name": ['"f"', '"fn_1"', '"a b<c>"'],
+        "node_hash": [f'"{h}"' for h in MAP + UNKNOWN],
+        "observed_at": [f'"{s}"' for s in _GOOD_STAMPS],
+        "pid": ["0", "7", "999999999999999"],
+        "probe_type": [f'"{p}"' for p in PROBE_TYPES],
+        "purl": ['"pkg:generic/a@1"', '"pkg:generic/b@2"', '""'],
+    }.get(key, values)
+    return set(values) - set(plain)
+
+
+def _fold_outcome(aggregator: ObservationAggregator, block: bytes) -> Any:
+    """The aggregator's state after feeding the block (the paths of BlockScan.feed), or the
+    error that names the bad line."""
+    try:
+        scan_module.BlockScan(aggregator, "obs.ndjson").feed(block)
+    except StellaError as exc:
+        return type(exc).__name__, str(exc)
+    state = aggregator.export()
+    return [list(state[0].items()), list(state[1].items()), *state[2:]]
+
+
+@needs_compiled
+@settings(max_examples=scaled_examples(400), deadline=None)
+@given(
+    body=st.lists(raw_lines(), min_size=1, max_size=25),
+    odd=st.none() | st.tuples(raw_lines(odd=True), st.integers(0, 25)),
+    split=st.booleans(),
+    window=st.sampled_from(
+        [(None, None), (STAMPS[3], None), (None, STAMPS[0]), (STAMPS[1], STAMPS[3])]
+    ),
+    unterminated=st.booleans(),
+)
+def test_compiled_scan_folds_only_valid_plain_lines_as_the_python_fold_does(
+    body: list[bytes],
+    odd: tuple[bytes, int] | None,
+    split: bool,
+    window: tuple[str | None, str | None],
+    unterminated: bool,
+) -> None:
+    """Index.scan folds a block only when every line is a record `validate_record` accepts
+    (a strict subset), and then exactly as the reference fold does; any other block (here,
+    one odd line among plain ones) it leaves untouched, and the Python paths give the
+    reference's state or error."""
+    if odd is not None:
+        body.insert(odd[1], odd[0])
+    block = b"".join(body)
+    if unterminated and block.endswith(b"\n") and len(block) > 1:
+        block = block[:-1]  # the last block of a file may lack its newline
+    _check_compiled_scan(block, split, window)
+
+
+def _check_compiled_scan(block: bytes, split: bool, window: tuple[str | None, str | None]) -> None:
+    expected = MAP if split else None
+    mine = ObservationAggregator(expected, *window, unsplit=not split)
+    reference = ObservationAggregator(expected, *window, unsplit=not split, compiled=False)
+    folded = mine._compiled_block(block)
+    if folded is None:
+        assert mine.records == 0 and not any(s.count for s in mine.expected.values())
+        assert not mine.unexpected
+    else:
+        lines = block.split(b"\n")
+        assert folded == len(lines) - (lines[-1] == b"")
+        for number, line in enumerate(lines[:folded], start=1):
+            validate_record(json.loads(line), "obs.ndjson", number)  # raises if not a record
+    assert _fold_outcome(ObservationAggregator(expected, *window, unsplit=not split), block) == (
+        _fold_outcome(reference, block)
+    )
+    if folded is not None:
+        state = mine.export()
+        assert [list(state[0].items()), list(state[1].items()), *state[2:]] == _fold_outcome(
+            ObservationAggregator(expected, *window, unsplit=not split, compiled=False), block
+        )
+
+
+@needs_compiled
+def test_compiled_scan_takes_the_bench_line_and_leaves_the_others() -> None:
+    line = (
+        f'{{"function_name":"fn_1","node_hash":"{MAP[0]}","observed_at":"{STAMPS[0]}",'
+        f'"pid":1000,"probe_type":"uprobe"}}\n'
+    ).encode()
+    aggregator = ObservationAggregator(MAP)
+    assert aggregator._compiled_block(line * 3) == 3
+    assert aggregator.expected[MAP[0]].count == 3
+    for other in (
+        line.replace(b'"pid":1000', b'"pid":01000'),  # a leading zero: not JSON
+        line.replace(b"fn_1", b"fn_\\u0031"),  # an escape: msgspec decodes it
+        line.replace(b"2026-01-23", b"2026-02-29"),
+        line.replace(b"2026-01-23", b"1900-02-29"),
+        line.replace(b"uprobe", b"upr0be"),
+        line.replace(b",", b", ", 1),
+        line + b"\n",  # a blank line
+    ):
+        assert aggregator._compiled_block(line + other) is None
+    assert aggregator.expected[MAP[0]].count == 3 and aggregator.records == 3
+
+
+_ALL_KEYS = sorted({*_REQUIRED, "pid", "probe_type", "purl", "comm", "binary_path"})
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("key", "value"), [(k, v) for k in _ALL_KEYS for v in sorted(_odd_values(k))]
+)
+def test_compiled_scan_leaves_every_odd_value(key: str, value: str) -> None:
+    """Each odd value of the table alone in a line before a plain one (what the property test
+    draws only now and then); first, so that its node's name is the odd line's."""
+    good = {k: next(v for v in _VALUES[k] if v not in _odd_values(k)) for k in _ALL_KEYS}
+    plain = "{" + ",".join(f'"{k}":{good[k]}' for k in _ALL_KEYS) + "}\n"
+    odd = "{" + ",".join(f'"{k}":{value if k == key else good[k]}' for k in _ALL_KEYS) + "}\n"
+    for split in (False, True):
+        _check_compiled_scan((odd + plain).encode(), split, (None, None))

@@ -3,7 +3,7 @@
 Typer (0.20+) converts every parameter's value through a pydantic `TypeAdapter` built when the
 command runs; importing pydantic and building the adapters costs ~0.15 s of CPU on every
 command, a tenth of a 300,000-record `bundle verify`. For the plain types stella's commands use
-(str, Path, an Enum of choices, a list of these) the adapters only call typer's own helpers
+(str, int, Path, an Enum of choices, a list of these) the adapters only call typer's own helpers
 (`_parse_cli_str`, `coerce_cli_path`, `coerce_cli_choice`) around the identity; `plain_params`
 gives such parameters a converter that calls those helpers directly: the same values, the same
 error messages (tests/cli/test_cli_params.py compares them), the same help; pydantic is then never imported.
@@ -112,6 +112,18 @@ def _leaf(annotation: Any, info: Any) -> Convert | None:
             return _by_typer(annotation, info, value, param, ctx)
 
         return convert_bool
+    if annotation is int and info.min is None and info.max is None:
+
+        def convert_int(value: Any, param: Any, ctx: Any) -> Any:
+            # ASCII digits are what pydantic's lax int makes int() of; any other spelling
+            # (signs, spaces, underscores, "1.0", other scripts' digits) is typer's to judge.
+            if type(value) is int:
+                return value
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                return int(value)
+            return _by_typer(annotation, info, value, param, ctx)
+
+        return convert_int
     if annotation is str:
 
         def convert_str(value: Any, param: Any, ctx: Any) -> Any:

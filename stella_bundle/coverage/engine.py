@@ -392,6 +392,11 @@ def _scope_hint(raw: bytes) -> Scope | None:
     """The scope of the map in `raw`, from a quick read (orjson, no checks) before the full
     one; raises _NoHint when that read cannot tell. Only a map that then loads is used, and
     its checked scope must equal this one."""
+    # A Statement whose bytes spell no "scope" key has none, read or not (a key's letters can
+    # only be escaped as \u, and an envelope's payload would need "payloadType"): no parse of
+    # the whole map (30 ms for 10,000 paths) on the way to starting the scan.
+    if b'"scope"' not in raw and b"\\u" not in raw and b'"payloadType"' not in raw:
+        return None
     try:
         document = orjson.loads(raw)
         if is_envelope_document(document):

@@ -77,10 +77,20 @@ def _drop_signature(demangled: str) -> str:
     return name.strip().replace(_ANONYMOUS_TOKEN, _ANONYMOUS)
 
 
-@functools.lru_cache(maxsize=65536)
 def normalize_symbol(symbol: str) -> str:
     """ELF version suffix removed; C++ and Rust names demangled without signature."""
     name = symbol.strip()
+    if "@" not in name and not name.startswith(_MANGLED_PREFIXES):
+        return name  # most symbols: nothing to do, and no cache (its miss cost more than this)
+    return _normalize_marked(name)
+
+
+_MANGLED_PREFIXES = (_RUST_V0_PREFIX, *_ITANIUM_PREFIXES)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalize_marked(name: str) -> str:
+    """`normalize_symbol` of a stripped name with a version suffix or a mangling prefix."""
     name = _ELF_VERSION_RE.sub("", name) if "@" in name else name
     if name.startswith(_RUST_V0_PREFIX):
         import rust_demangler  # the demanglers load only for mangled names (~25 ms)

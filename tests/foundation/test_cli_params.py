@@ -39,6 +39,9 @@ def _samples(annotation: Any) -> list[Any]:
         return [True, False]
     if annotation is str:
         return ["x", "", "é ü", "a\tb"]
+    if annotation is int:
+        return ["2", "007", "0", "123456789012345678901234", 5, " 3", "+4", "-2", "1_000", "1.0",
+                "1.5", "x", "", "\u0663", "0x10"]  # fmt: skip
     return ["evidence", "", "a/b", "~/x", "-", "./", Path("p"), "a\x00b"]
 
 
@@ -70,12 +73,24 @@ def test_plain_conversion_is_typers(name: str, param: Any) -> None:
         assert plain == typer, (name, value)
 
 
-def test_a_command_runs_without_pydantic(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bundle", "verify", "none.stella.bundle.tgz", "--trust-root", "trust-root.json"],
+        # An int option too (--workers: typer converts ints through pydantic).
+        [
+            *("function-map", "verify", "--function-map", "map.json"),
+            *("--observations", "o.ndjson", "--workers", "2"),
+        ],
+    ],
+    ids=["bundle-verify", "function-map-verify"],
+)
+def test_a_command_runs_without_pydantic(tmp_path: Path, command: list[str]) -> None:
+    args = [str(tmp_path / a) if "." in a and a != "2" else a for a in command]
     script = (
         "import sys\n"
         "from stella_bundle.cli import main\n"
-        f"code = main(['bundle', 'verify', {str(tmp_path / 'none.stella.bundle.tgz')!r}, "
-        f"'--trust-root', {str(tmp_path / 'trust-root.json')!r}, '--format', 'json'])\n"
+        f"code = main({[*args, '--format', 'json']!r})\n"
         "assert code == 2, code\n"
         "assert 'pydantic' not in sys.modules, 'pydantic imported'\n"
         "print('ok')\n"

@@ -1,4 +1,5 @@
-"""The C allocator's thresholds for passes over large inputs in 1 MiB blocks.
+"""The C allocator's thresholds for passes over large inputs in 1 MiB blocks; the cyclic
+garbage collector paused over work that makes many acyclic objects (`gc_paused`).
 
 `bundle build` and `bundle verify` decompress evidence in ~1 MiB blocks and hand each to
 msgspec, hashes and the compressor; every block is freed before the next one. glibc's malloc
@@ -11,7 +12,10 @@ Peak memory is unchanged: memory that is kept is memory the pass already used at
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
+from collections.abc import Iterator
 
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -42,3 +46,21 @@ def keep_freed_blocks() -> bool:
         return False
     _applied = True
     return True
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block, back on after it if it was on.
+
+    For work whose many objects hold no cycles (a function map, per-node states, a report):
+    the collections their numbers set off would walk them all to free nothing. Objects made
+    in the block and still alive after it are walked once by the first collection after it
+    (a young generation of all of them): let them go inside the block when they are not needed
+    after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -18,6 +18,7 @@ from ..coverage.inputs import check_one_source, iter_evidence_records, observati
 from ..errors import InputError
 from ..fsutil import write_bytes_atomic
 from ..functionmap.load import load_function_map
+from ..heap import gc_paused
 from ..report.kinds import COVERAGE, MAP_WRITTEN
 from ..report.registry import OutputFormat, render
 from .options import time_option
@@ -243,6 +244,32 @@ def verify(
     config: Path | None = config_option(),
 ) -> int:
     """Verify observations against a function map, offline. Exit 0 verified, 1 not."""
+    # The collector paused for the whole command (heap.gc_paused): the map, the per-node states
+    # and the report hold no cycles, and their objects die inside `_verify`, so that the
+    # collection after the pause has few to walk (it walked them all, ~0.05 s, when the pause
+    # ended with the verification).
+    with gc_paused():
+        return _verify(
+            function_map, observations, evidence, window_from, window_to, output_format,
+            output, fail_on_unexpected, trust_root, probe_weight, workers, store, config,
+        )  # fmt: skip
+
+
+def _verify(
+    function_map: Path,
+    observations: list[Path],
+    evidence: Path | None,
+    window_from: str | None,
+    window_to: str | None,
+    output_format: OutputFormat,
+    output: Path | None,
+    fail_on_unexpected: str | None,
+    trust_root: Path | None,
+    probe_weight: list[str],
+    workers: int | None,
+    store: str | None,
+    config: Path | None,
+) -> int:
     root = _load_trust_root(trust_root)
     options = VerifyOptions(
         window_from=time_option(window_from, "--from"),

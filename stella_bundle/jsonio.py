@@ -141,9 +141,7 @@ def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -
             f"malformed JSON: {_not_a_number(exc.token)}", path=source, line=line
         ) from exc
     except _DuplicateKeyError as exc:
-        raise MalformedDocumentError(
-            f"malformed JSON: key {exc.key!r} appears twice in one object", path=source, line=line
-        ) from exc
+        raise MalformedDocumentError(_repeated_key(exc.key), path=source, line=line) from exc
     except UnicodeDecodeError as exc:
         raise MalformedDocumentError("not UTF-8 text", path=source, line=line) from exc
     except json.JSONDecodeError as exc:
@@ -162,6 +160,32 @@ def parse_json(data: bytes | str, source: str | Path, line: int | None = None) -
     return _refuse_lone_surrogates(
         value, data, "malformed JSON: a lone surrogate escape is not Unicode text", source, line
     )
+
+
+class _Members(list[tuple[str, Any]]):
+    """An object's members as `json` read them, in order (repeats kept)."""
+
+
+def refuse_repeated_outer_keys(data: bytes | str, source: str | Path) -> None:
+    """Refuse a document whose outermost object names a key twice, as `parse_json` refuses
+    it in any object, while the objects inside keep `json`'s last-wins: a verify body's
+    records are read as NDJSON lines are (`parse_json_line`). `data` has passed the JSON rule
+    already (a fast reader took it): this reads its members only, at `json`'s pace."""
+    try:
+        outer = json.loads(_text(data), object_pairs_hook=_Members)
+    except RecursionError as exc:  # as parse_json: orjson reads deeper than json's scanner
+        raise MalformedDocumentError("JSON nested too deeply", path=source) from exc
+    if type(outer) is not _Members:
+        return
+    seen: set[str] = set()
+    for key, _ in outer:
+        if key in seen:
+            raise MalformedDocumentError(_repeated_key(key), path=source)
+        seen.add(key)
+
+
+def _repeated_key(key: str) -> str:
+    return f"malformed JSON: key {key!r} appears twice in one object"
 
 
 def parse_json_line(data: bytes | str, source: str | Path, line: int) -> Any:

@@ -6,6 +6,7 @@ the API passes them through, so the API and the CLI print the same documents.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
@@ -14,14 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler,
 
 from ..coverage import VerifyOptions
 from ..coverage.fastdecode import DecodedRecords, LightRecord, PlainRecord, Record
+from ..errors import MalformedDocumentError
 from ..formats.record import PROBE_TYPES
 from ..formats.seal import MAX_SEQUENCE
+from ..jsonio import refuse_repeated_outer_keys
 from ..timeutil import parse_time_field
 
 # A function map id: its digest, `sha256:<hex>` (the bare hex is accepted too).
 DIGEST_PATTERN = r"^(sha256:)?[0-9a-f]{64}$"
 CHAIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
+# How an error in a request's body names where it is.
+BODY_SOURCE: Final = "<request body>"
 # Times are RFC 3339 strings, parsed by the CLI's own rule (timeutil), not pydantic's.
 DATE_TIME: dict[str, Any] = {"format": "date-time"}
 
@@ -165,14 +170,56 @@ _VERIFY_BODIES: Final = (
 )
 
 
+_RECORD_LISTS: Final = (
+    msgspec.json.Decoder(list[LightRecord]),
+    msgspec.json.Decoder(list[PlainRecord]),
+    msgspec.json.Decoder(list[Record]),
+)
+_JSON_SPACE: Final = b" \t\r\n"
+# The opening of a body whose first member is the observations array (JSON's four spaces
+# only: `\s` would also take \v and \f, which JSON refuses).
+_OBSERVATIONS_FIRST: Final = re.compile(
+    rb'[ \t\r\n]*\{[ \t\r\n]*"observations"[ \t\r\n]*:[ \t\r\n]*(?=\[)'
+)
+
+
+def _only_observations(raw: bytes) -> TypedVerifyBody[Any] | None:
+    """`{"observations": [...]}` and no other member (what a collector posts), its array
+    decoded alone: the bytes from the first `[` to the last `]` must be one JSON array, so
+    no other member, the same key named again included, can be there. None otherwise."""
+    opening = _OBSERVATIONS_FIRST.match(raw)
+    if opening is None:
+        return None
+    close = raw.rfind(b"]")
+    if close < opening.end() or raw[close + 1 :].strip(_JSON_SPACE) != b"}":
+        return None
+    array = memoryview(raw)[opening.end() : close + 1]
+    for decoder in _RECORD_LISTS:
+        try:
+            records = decoder.decode(array)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            continue
+        return TypedVerifyBody(observations=records)
+    return None
+
+
 def decode_verify_body(raw: bytes) -> TypedVerifyBody[Any] | None:
-    """A verify body decoded typed, or None when msgspec refuses it (FastAPI's path then
-    answers it: its JSON parse and pydantic, which name what is wrong)."""
+    """A verify body decoded typed, or None when msgspec refuses it or its outermost object
+    names a key twice (which msgspec takes, last-wins): FastAPI's path then answers it (its
+    JSON parse and pydantic, which name what is wrong)."""
+    only = _only_observations(raw)
+    if only is not None:
+        return only
     for decoder in _VERIFY_BODIES:
         try:
             body: TypedVerifyBody[Any] = decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             continue
+        try:
+            # Bodies with other members (a window, options): read again for their keys.
+            refuse_repeated_outer_keys(raw, BODY_SOURCE)
+        except MalformedDocumentError:
+            return None
         return body
     return None
 

@@ -41,8 +41,7 @@ from ..store import (
 )
 from ..store.base import StoredFunctionMap
 from ..timeutil import check_window, format_timestamp, parse_time_field, parse_timestamp
-from .deps import BODY_SOURCE
-from .models import ChainUpload, EvidenceUpload
+from .models import BODY_SOURCE, ChainUpload, EvidenceUpload
 
 
 class NotFound(Exception):

@@ -77,9 +77,8 @@ def _bodies(kind: str) -> dict[str, bytes]:
         "UTF-16": valid.decode().encode("utf-16"),
         "nested": with_field + b"[" * 100_000 + b"]" * 100_000 + b"}",
     }
-    if kind != "verify":  # the verify body's records are last-wins, as NDJSON lines are
-        duplicated = valid.replace(first_key, first_key + b": [], " + first_key, 1)
-        bodies["key twice"] = duplicated
+    # In a verify body the outermost keys only: its records are last-wins, as NDJSON lines are.
+    bodies["key twice"] = valid.replace(first_key, first_key + b": [], " + first_key, 1)
     return bodies
 
 
@@ -102,10 +101,6 @@ def test_json_the_toolkit_refuses_is_422_naming_it_and_stores_nothing(
         content=_bodies(kind)[name],
         headers={**api_env.auth("write"), "Content-Type": "application/json"},
     )
-    if (kind, name) == ("verify", "nested"):
-        # orjson reads deep arrays; the body model refuses the unknown field.
-        _refused(answer, 422, "POST", template, "'body.x'")
-        return
     detail = _refused(answer, 422, "POST", template, "<request body>")
     expected = {
         "NaN": "not a JSON number",
@@ -265,3 +260,56 @@ def test_refused_chains_are_named_by_the_upload_not_the_servers_scratch_director
         assert _stored(api_env) == (0, 0, 0, 0), name
         # The stranger's chain is the second of its upload.
         assert ("chains[1]" if name == "untrusted key" else "chains[0]") in detail, detail
+
+
+def _verify_answer(api_env: Any, digest: str, body: bytes) -> Any:
+    return api_env.client.post(
+        f"/api/v1/function-maps/{digest}/verify",
+        content=body,
+        headers={**api_env.auth("write"), "Content-Type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"observations": [' + RECORD + b'}], "observations": []}',
+        # The same key spelled with an escape: msgspec and orjson read it as the same key.
+        b'{"observations": [], "\\u006fbservations": [' + RECORD + b"}]}",
+        b'{"from": "2026-01-23T10:00:00Z", "observations": ['
+        + RECORD
+        + b'}], "from": "2026-01-23T11:00:00Z"}',
+        # A body the typed decoder refuses (a lax value) reaches the operation: refused there too.
+        b'{"observations": [' + RECORD + b', "pid": "7"}], "observations": []}',
+    ],
+    ids=["observations twice", "escaped spelling", "from twice", "operation's path"],
+)
+def test_a_verify_body_naming_an_outer_key_twice_is_refused(
+    api_env: Any, map_digest: str, body: bytes
+) -> None:
+    """`{"observations": [...], "observations": [...]}` was verified with the last array:
+    msgspec and orjson keep the last value, another reader the first. Refused like a key
+    twice in any document, on both paths (typed decoder and operation); nothing stored."""
+    before = _stored(api_env)
+    answer = _verify_answer(api_env, map_digest, body)
+    detail = _refused(answer, 422, "POST", "/api/v1/function-maps/{map_id}/verify")
+    assert detail.startswith("<request body>: malformed JSON: key ") and "appears twice" in detail
+    assert ("'from'" if b'"from"' in body[20:] else "'observations'") in detail
+    assert _stored(api_env) == before
+
+
+def test_a_verify_body_with_each_outer_key_once_is_verified(api_env: Any, map_digest: str) -> None:
+    """What the outer-key check must not refuse: a record's keys named twice (last-wins), the
+    key's name as a record's value, other members around the observations, spaces anywhere."""
+    bodies = [
+        b'{"observations": [' + RECORD.replace(b'"f"', b'"g", "function_name": "f"') + b"}]}",
+        b'{"observations": [' + RECORD.replace(b'"f"', b'"observations"') + b"}]}",
+        b'{"to": "2026-01-24T00:00:00Z", "observations": ['
+        + RECORD
+        + b'}], "fail_on_unexpected": false}',
+        b' \n{ "observations" :\t[ ' + RECORD + b"} ] }\r\n",
+    ]
+    for body in bodies:
+        answer = _verify_answer(api_env, map_digest, body)
+        assert answer.status_code == 200, (body[:60], answer.text)
+        assert answer.json()["records"]["read"] == 1

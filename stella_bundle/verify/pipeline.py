@@ -129,6 +129,22 @@ class VerificationOutcome:
             return 0
         return failed.error.exit_code if failed.error is not None else 1
 
+    def refusal(self) -> InputError | None:
+        """The first failing step's error when it says the input is malformed rather than that
+        a check failed: an `InputError` (exit 2, errors.py), such as a document or record that
+        is not what it claims (not JSON, not an envelope, off its schema). Such a bundle is
+        refused like a hostile archive, one line and no report (DESIGN.md 7); a report, FAILED
+        with exit 1, is for well-formed content that fails a check. The first failing step
+        decides, so content altered after signing fails the file list first (a report)."""
+        failed = self.failed_step
+        error = failed.error if failed is not None else None
+        if failed is None or not isinstance(error, InputError):
+            return None
+        return type(error)(
+            f"verification failed at step '{failed.spec.key}' ({failed.spec.title}): "
+            f"{failed.message} (malformed input: no report written)"
+        )
+
     def failure_line(self) -> str | None:
         failed = self.failed_step
         if failed is None:
@@ -724,7 +740,8 @@ def verify_bundle(
     now: dt.datetime | None = None,
     window: tuple[dt.datetime | None, dt.datetime | None] | None = None,
 ) -> VerificationOutcome:
-    """Run every step; raise ArchiveError (nothing written) for a hostile or corrupt archive.
+    """Run every step; raise ArchiveError (nothing written) for a hostile or corrupt archive,
+    and the first failing step's InputError for malformed content (`refusal`).
 
     `window` overrides the map's window (its last `window_seconds` up to the evidence's end).
     """
@@ -741,4 +758,8 @@ def verify_bundle(
         raise ArchiveError(
             f"verification failed at step 'archive' (hostile-archive checks): {exc.describe()}"
         ) from exc
-    return VerificationOutcome(check.report(), check.steps)
+    outcome = VerificationOutcome(check.report(), check.steps)
+    refusal = outcome.refusal()
+    if refusal is not None:
+        raise refusal
+    return outcome

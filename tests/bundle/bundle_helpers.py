@@ -248,11 +248,11 @@ def verify_report(
     bundle: Path, trust_root: Path, *, workers: bool, by_spans: bool = True
 ) -> tuple[str, Any]:
     """("report", the verification Statement without its time) or ("refused", the archive
-    error): what two ways of verifying must agree on. `workers`: every chunk and view block in
+    error or malformed content's): what two ways of verifying must agree on. `workers`: every chunk and view block in
     two worker processes; `by_spans`: a chain-order view by its spans (`VerifyLimits`)."""
     import json
 
-    from stella_bundle.errors import ArchiveError
+    from stella_bundle.errors import InputError
     from stella_bundle.formats.trust_root import TrustRoot
     from stella_bundle.verify import VerifyLimits, verify_bundle
     from stella_bundle.verify.chunkwork import WorkLimits
@@ -261,7 +261,7 @@ def verify_report(
     limits = VerifyLimits(work=work, view_by_spans=by_spans)
     try:
         outcome = verify_bundle(bundle, TrustRoot.load(trust_root), limits=limits)
-    except ArchiveError as exc:
+    except InputError as exc:
         return "refused", exc.describe()
     statement = json.loads(json.dumps(outcome.statement))
     del statement["predicate"]["time_verified"]

@@ -315,5 +315,7 @@ def test_bad_record_is_named_by_file_and_line(
     assert result.exit_code == 2, result.stderr
     assert "step 'schemas'" in result.stderr
     assert f"{name}:3" in result.stderr and "probe_type" in result.stderr
-    steps = json.loads((out / "verification-report.json").read_text())["predicate"]["steps"]
-    assert {s["name"]: s["status"] for s in steps}["evidence-chains"] == "failed"
+    # A record that is not a record is malformed input: refused in one line, no report (the
+    # seal no longer matching its chunk is not reported either: the first failing step decides).
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (out / "verification-report.json").exists()

@@ -48,7 +48,7 @@ def init(
     from ..store.base import StoreError
     from ..store.results import StoreInit
 
-    with _open_unchecked(store, config) as opened:
+    with _open_unchecked(store, config) as opened, opened.migration_lock():
         opened.check_migratable()
         current = opened.schema_version()
         if 0 < current < opened.latest_version():

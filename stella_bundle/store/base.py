@@ -13,6 +13,7 @@ order the same as the instants they name, and the file-based path uses the same 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -378,7 +379,14 @@ class ObservationStore(ABC):
 
     @abstractmethod
     def migrate(self) -> list[int]:
-        """Apply pending migrations in order, each in its own transaction; the versions applied."""
+        """Apply pending migrations in order; the versions applied. No other run sees a
+        version between two of them (PostgreSQL: under `migration_lock`; SQLite: one
+        transaction)."""
+
+    def migration_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a schema is read and migrated: `store init` deciding between "new",
+        "current" and "older" must not read another run's half-done migration."""
+        return contextlib.nullcontext()
 
     def foreign_tables(self) -> list[str]:
         """Tables of a store without a schema_migrations table (another program's database);

@@ -246,9 +246,13 @@ def open_store(url: str, *, initialise: bool = False) -> ObservationStore:
 
         store = MemoryStore(url)
     try:
-        if initialise and store.schema_version() == 0:
-            store.migrate()
-        store.require_schema()
+        if initialise:
+            with store.migration_lock():  # not another run's half-done migration
+                if store.schema_version() == 0:
+                    store.migrate()
+                store.require_schema()
+        else:
+            store.require_schema()
     except BaseException:
         store.close()
         raise

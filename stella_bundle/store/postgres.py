@@ -496,7 +496,24 @@ class PostgresStore(ObservationStore):
             ).fetchall()
         return [str(row[0]) for row in rows] if self.schema_version() == 0 else []
 
+    @contextlib.contextmanager
+    def migration_lock(self) -> Iterator[None]:
+        # A session lock across the versions' transactions (each also takes the transaction
+        # lock, as before): between two of them another `init` read version 4 of 6 and
+        # refused the store as "initialised at an older version".
+        with self._guard("waiting for another migration"):
+            self.db.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                self.db.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
     def migrate(self) -> list[int]:
+        with self.migration_lock():
+            return self._migrate()
+
+    def _migrate(self) -> list[int]:
         self.check_migratable()
         applied: list[int] = []
         with self._guard("migrating"):
@@ -737,16 +754,22 @@ class PostgresStore(ObservationStore):
         name = partition_name(day)
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
         end = start + dt.timedelta(days=1)
-        cursor.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF observations "
-                "FOR VALUES FROM ({}) TO ({})"
-            ).format(
-                sql.Identifier(name),
-                sql.Literal(format_timestamp(start)),
-                sql.Literal(format_timestamp(end)),
-            )
+        statement = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF observations FOR VALUES FROM ({}) TO ({})"
+        ).format(
+            sql.Identifier(name),
+            sql.Literal(format_timestamp(start)),
+            sql.Literal(format_timestamp(end)),
         )
+        try:
+            # A savepoint inside an ingest's transaction, a transaction of its own otherwise.
+            with self.db.transaction():
+                cursor.execute(statement)
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            # Another ingest made it at the same moment: IF NOT EXISTS does not cover two
+            # creations racing (three ingests of a new day at once: "internal error:
+            # DuplicateTable: relation observations_p20260123 already exists", exit 3).
+            pass
         if self._partitions is not None:
             self._partitions.add(name)
 

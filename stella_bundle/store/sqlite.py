@@ -12,6 +12,7 @@ import json
 import operator
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -286,7 +287,16 @@ def sqlite_path(url: str) -> Path:
             f"expected sqlite:///PATH (three slashes, then the file path), found {url!r}",
             field="--store",
         )
-    return Path(url[len("sqlite:///") :])
+    path = url[len("sqlite:///") :]
+    if "?" in path or "#" in path:
+        # Not parameters to SQLite: they would be part of the file's name (`?mode=ro` made a
+        # file named `x.sqlite?mode=ro`, writable).
+        raise StoreError(
+            f"a SQLite store URL takes no ?parameters or #fragment, found {url!r} (the file "
+            "path is everything after sqlite:///)",
+            field="--store",
+        )
+    return Path(path)
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -351,6 +361,30 @@ def _read_only(path: Path) -> str:
     )
 
 
+def _check_file(path: Path, url: str) -> None:
+    """The store's path is a regular file or nothing yet (SQLite's own words for a directory,
+    /dev/null or a dangling link were "unable to open database file" or "disk I/O error")."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise StoreError(
+                f"store {url}: {path} is a symbolic link to {os.readlink(path)}, which does "
+                "not exist",
+                field="--store",
+            ) from None
+        return
+    except OSError as exc:
+        raise StoreUnavailableError(f"store {url}: {path}: {exc.strerror}") from exc
+    if stat.S_ISREG(mode):
+        return
+    kind = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+    raise StoreError(
+        f"store {url}: {path} is {kind}, not a SQLite file (give the file's path)",
+        field="--store",
+    )
+
+
 class SqliteStore(ObservationStore):
     backend = "sqlite"
 
@@ -361,6 +395,7 @@ class SqliteStore(ObservationStore):
             raise StoreError(
                 f"store {url}: directory {self.path.parent} does not exist", field="--store"
             )
+        _check_file(self.path, url)
         try:
             # isolation_level=None: transactions are ours (BEGIN IMMEDIATE … COMMIT), so a
             # write takes the lock before reading what it decides on.
@@ -424,13 +459,17 @@ class SqliteStore(ObservationStore):
         self.check_migratable()
         applied: list[int] = []
         with self._guard():
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            for migration in MIGRATIONS:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
+            # One transaction for every pending version (SQLite's DDL is transactional): a
+            # second run waits on the write lock and finds them applied; between versions in
+            # transactions of their own, another `init` read version 4 of 6 and refused the
+            # store as "initialised at an older version".
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
+                    "KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                for migration in MIGRATIONS:
                     done = self.db.execute(
                         "SELECT 1 FROM schema_migrations WHERE version = ?",
                         (migration.version,),
@@ -447,10 +486,10 @@ class SqliteStore(ObservationStore):
                             ),
                         )
                         applied.append(migration.version)
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    raise
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         return applied
 
     def status(self) -> StoreStatus:

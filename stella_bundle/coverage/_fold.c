@@ -977,8 +977,17 @@ plain_line(Index *self, ProbeTexts *probes, const char *base, const char *p, con
                 return 0;
             }
             const char *start = p + 1;
-            close = simple_string(start, end);
-            if (close == NULL) {
+            /* A hash and a time have one length: their closing quote is looked for there, and
+             * their characters are checked by their own rule below (no quote, backslash or
+             * control character passes it); other strings are scanned for it. */
+            Py_ssize_t fixed = kind == V_HASH ? HASH_LENGTH : kind == V_TIME ? TIME_LENGTH : -1;
+            if (fixed >= 0) {
+                if (end - start <= fixed || start[fixed] != '"') {
+                    return 0;
+                }
+                close = start + fixed;
+            }
+            else if ((close = simple_string(start, end)) == NULL) {
                 return 0;
             }
             Py_ssize_t n = close - start;

@@ -325,10 +325,24 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 async def reject_unknown_query(request: Request) -> None:
     """A query parameter the operation does not know is refused (422), never ignored: a typo
-    such as `?form=` would otherwise widen a query without a word."""
+    such as `?form=` would otherwise widen a query without a word. So is one given twice
+    (`?from=A&from=B`: every parameter takes one value, and which would count is a guess)."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.query_params:
         return
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", name),
+                        "msg": "given more than once; each query parameter takes one value",
+                        "type": "repeated_parameter",
+                    }
+                ]
+            )
+        seen.add(name)
     known = _query_names(route.dependant)
     for name in request.query_params:
         if name not in known:

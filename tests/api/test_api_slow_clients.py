@@ -152,3 +152,26 @@ def test_past_max_connections_requests_are_503_until_they_close(server: Server) 
         time.sleep(0.2)
     else:
         raise AssertionError("not served again after the idle connections closed")
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--header-timeout", "nan", "expected seconds in (0, 3600], got nan"),
+        ("--header-timeout", "0", "expected seconds in (0, 3600], got 0.0"),
+        ("--body-timeout", "inf", "expected seconds in (0, 3600], got inf"),
+        ("--body-timeout", "-1", "expected seconds in (0, 3600], got -1.0"),
+        ("--max-connections", "0", "expected 1 to 1000000 connections, got 0"),
+        ("--max-connections", "99999999999999999999", "expected 1 to 1000000 connections"),
+    ],
+)
+def test_the_limits_are_checked_before_the_server_starts(
+    run_cli: Any, test_keys: Any, tmp_path: Path, option: str, value: str, words: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    done = run_cli("serve", "--trust-root", test_keys.trust_root, "--store", url, option, value)
+    assert done.exit_code == 2
+    assert done.stderr.strip() == f"error: field '{option}': {words}" or (
+        words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    ), done.stderr
+    assert not (tmp_path / "store.sqlite").exists()  # refused before the store is opened

@@ -137,6 +137,15 @@ def scheme_type(url: str) -> str:
             f"malformed store URL {redact(url)!r}: {scrub(str(exc), url)}", field="--store"
         ) from exc
     scheme = parts.scheme.lower()
+    names = [item.partition("=")[0] for item in parts.query.split("&") if item]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        # libpq keeps the last of a repeated parameter: which server, port or password the
+        # store is would be a guess.
+        raise StoreError(
+            f"store URL {redact(url)!r}: parameter {twice[0]!r} given more than once",
+            field="--store",
+        )
     if scheme == "sqlite":
         return "sqlite"
     if scheme in ("postgresql", "postgres"):

@@ -190,3 +190,40 @@ def test_serve_refuses_to_start_and_the_api_answers_503(
             assert client.get("/api/v1/function-maps").status_code == 200
         finally:
             set_password(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("&sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        ("&foo=bar", 'invalid URI query parameter: "foo"'),
+        ("&options=-c%20bogus", "-c bogus requires a value"),
+        ("&options=-c%20no_such_setting%3D1", 'unrecognized configuration parameter "no_such'),
+        ("&target_session_attrs=nonsense", "target_session_attrs"),
+    ],
+)
+def test_odd_url_parameters_are_one_line(
+    pg_cluster: Any, pw_role: str, run_cli: Any, extra: str, words: str
+) -> None:
+    url = _url(pg_cluster, pw_role, f"{ROLE}:{PASSWORD}", extra)
+    for args in (("store", "status"), ("store", "init"), ("observations", "query")):
+        done = run_cli(*args, "--store", url)
+        assert done.exit_code == 2, (args, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+        assert PASSWORD not in done.stderr and "postgresql://stella_pw:***@" in done.stderr
+        assert words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("extra", ["&port=1", "&host=/nonexistent", "&password=x&password=y"])
+def test_a_parameter_given_twice_is_refused(
+    pg_cluster: Any, pw_role: str, run_cli: Any, extra: str
+) -> None:
+    """libpq keeps the last of a repeated parameter: which server or password would count
+    is a guess."""
+    url = _url(pg_cluster, pw_role, f"{ROLE}:{PASSWORD}", extra)
+    name = extra[1:].partition("=")[0]
+    done = run_cli("store", "status", "--store", url)
+    assert done.exit_code == 2
+    assert f"parameter {name!r} given more than once" in done.stderr, done.stderr
+    assert PASSWORD not in done.stderr and "password=x" not in done.stderr

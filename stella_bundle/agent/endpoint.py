@@ -7,12 +7,14 @@ final seal starts, so a rolling update waits for a node's agent to really collec
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -74,9 +76,44 @@ class HealthState:
         return (True, "ok") if self._ready else (False, self._not_ready_because)
 
 
+# A request (line, headers, answer) must be done within this time of its connection's
+# opening, and at most this many connections are served at once (more are closed unanswered):
+# the standard library's server has neither, so a client that connected and sent nothing, or
+# a byte at a time, held a thread for ever, and each such connection took another.
+REQUEST_SECONDS: Final = 10.0
+MAX_CONNECTIONS: Final = 32
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes, each read given only what is left of the request's time (a
+    socket timeout alone restarts at every byte)."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        self._connection, self._deadline = connection, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not received in time")
+        self._connection.settimeout(left)
+        return self._connection.recv_into(buffer)
+
+
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        deadline = time.monotonic() + REQUEST_SECONDS
+        self.connection.settimeout(REQUEST_SECONDS)  # the answer's writes too
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the agent's log."""
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """A client that timed out is not the agent's error."""
 
 
 class MetricsServer:
@@ -101,8 +138,27 @@ class MetricsServer:
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
         class Server(ThreadingWSGIServer):
             address_family = family
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not slots.acquire(blocking=False):
+                    self.shutdown_request(request)  # every slot held: closed, not queued
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client gone or too slow is not the agent's error: no traceback for it.
+                if not isinstance(sys.exc_info()[1], OSError):
+                    super().handle_error(request, client_address)
 
         try:
             self._server = make_server(host, port, app, Server, handler_class=_QuietHandler)

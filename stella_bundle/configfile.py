@@ -14,6 +14,7 @@ nearest enclosing one.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,8 +38,8 @@ def read_yaml_config(path: str | Path) -> Any:
     source = str(path)
     data = read_bytes(path, MAX_CONFIG_BYTES)
     document, places = _compose(data, source)
-    _PLACES[source] = places
-    _JSON_TEXT.pop(source, None)
+    _PLACES[_key(source)] = places
+    _JSON_TEXT.pop(_key(source), None)
     return document
 
 
@@ -57,21 +58,22 @@ def read_json_config(path: str | Path) -> Any:
 def remember_json(source: str, data: bytes) -> None:
     """A JSON configuration file's text, for placing its errors (JSON is YAML's flow form: the
     same node tree; composed only when an error names one of its fields)."""
-    _PLACES.pop(source, None)
+    _PLACES.pop(_key(source), None)
     if len(data) <= MAX_CONFIG_BYTES:
-        _JSON_TEXT[source] = data
+        _JSON_TEXT[_key(source)] = data
 
 
 def place_of(source: str, field: str) -> Place | None:
     """Line and column of `field` (dotted, with [i] for list items) in `source`, or of the
     nearest enclosing field the file has; None when the file was not read here."""
-    places = _PLACES.get(source)
-    if places is None and source in _JSON_TEXT:
+    key = _key(source)
+    places = _PLACES.get(key)
+    if places is None and key in _JSON_TEXT:
         try:
-            _, places = _compose(_JSON_TEXT.pop(source), source)
+            _, places = _compose(_JSON_TEXT.pop(key), source)
         except ConfigError:
             places = {}
-        _PLACES[source] = places
+        _PLACES[key] = places
     if not places:
         return None
     while field:
@@ -80,6 +82,11 @@ def place_of(source: str, field: str) -> Place | None:
         cut = max(field.rfind("."), field.rfind("["))
         field = field[:cut] if cut > 0 else ""
     return None
+
+
+def _key(source: str) -> str:
+    """Files by absolute path: `stellaops.yaml` read in one directory is not another's."""
+    return os.path.abspath(source)
 
 
 def _decode(data: bytes, source: str) -> str:

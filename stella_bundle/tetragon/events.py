@@ -123,6 +123,69 @@ def container_id_of(value: str) -> str:
     return value
 
 
+# The kinds that become records, numbered: an identity carries its kind in its low 3 bits.
+IDENTITY_KINDS: Final = tuple(PROBE_TYPE)
+_KIND_NUMBER: Final = {kind: number for number, kind in enumerate(IDENTITY_KINDS)}
+# The probe's own fields in an identity, per kind (proto names).
+_PROBE_FIELDS: Final = {
+    "process_uprobe": ("symbol",),
+    "process_usdt": ("provider", "name"),
+    "process_kprobe": ("function_name",),
+    "process_tracepoint": ("subsys", "event"),
+    "process_exec": (),
+    "process_exit": (),
+}
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else ""
+
+
+def identity_of(kind: str, time: str, exec_id: str, tid: int | None, *probe: str) -> int | None:
+    """An event's identity: the same event read twice (an export concatenated, a gRPC stream
+    replayed) has the same one, two events have two. Tetragon's exec_id names one process
+    across the cluster (its node is in it) and over time; with the thread, the event's time
+    (nanoseconds, as written) and its kind and probe (symbol, provider and name, function,
+    subsystem and event), it names one firing. None without a time or an exec_id (such events
+    are never taken for duplicates). A hash (64 bits, this process's; forked workers share it)
+    of a flat tuple (the fast path builds the same one inline), cut to 58 bits, the kind in the
+    3 bits above them (not the low bits: a set places an int by them)."""
+    if not time or not exec_id:
+        return None
+    return (hash((time, exec_id, tid, kind, *probe)) & _IDENTITY_HASH) | _KIND_NUMBER[kind] << 58
+
+
+_IDENTITY_HASH: Final = (1 << 58) - 1
+
+
+def identity_kind(identity: int) -> str:
+    return IDENTITY_KINDS[identity >> 58]
+
+
+def event_identity(event: Any) -> int | None:
+    """`identity_of` a parsed event (a dict), None if it has no identity."""
+    if type(event) is not dict:
+        return None
+    kind = next((key for key in event if key not in ENVELOPE_FIELDS), None)
+    if kind is None:
+        return None
+    body = event[kind]
+    fields = _PROBE_FIELDS.get(kind)
+    if fields is None or type(body) is not dict:
+        return None
+    process = body.get("process")
+    if type(process) is not dict:
+        return None
+    tid = process.get("tid")
+    return identity_of(
+        kind,
+        _text(event.get("time")),
+        _text(process.get("exec_id")),
+        tid if type(tid) is int else None,
+        *(_text(body.get(name)) for name in fields),
+    )
+
+
 class EventMapper:
     """Turns parsed events into records; counts privacy removals in `privacy.counts`."""
 
@@ -139,6 +202,7 @@ class EventMapper:
         self._good_seconds: set[str] = set()  # "YYYY-MM-DDTHH:MM:SS" of valid calendar times
         self._second = _NO_SECOND  # the one of them seen last (the inline check's)
         self.declined: dict[str, Any] | None = None  # see map_uprobe_run
+        self.declined_identity: int | None = None  # the declined event's identity
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
             "process_uprobe": self._uprobe,
             "process_kprobe": self._kprobe,
@@ -398,14 +462,20 @@ class EventMapper:
     # --- the fast path: process_uprobe lines decoded straight into typed structs --------------
 
     def map_uprobe_run(
-        self, lines: list[bytes | None], start: int, run: list[str], times: list[str]
+        self,
+        lines: list[bytes | None],
+        start: int,
+        run: list[str],
+        times: list[str],
+        identities: list[int | None] | None = None,
     ) -> int:
         """`lines[start:]` through the fast path while it takes them: each record's canonical
-        line (as text) appended to `run` and its observed_at to `times` (for
-        `ChunkWriter.append_encoded_run`). Returns the index of the first line it did not
-        record (len(lines) when it took all); then `declined` holds what it made of that line:
-        the record itself (arguments kept, or a record the encoder may refuse: `append`
-        decides), or None: the general path (orjson + `map`) names whatever is wrong with it.
+        line (as text) appended to `run`, its observed_at to `times` (for
+        `ChunkWriter.append_encoded_run`) and its event's identity to `identities`. Returns the
+        index of the first line it did not record (len(lines) when it took all); then
+        `declined` holds what it made of that line: the record itself (arguments kept, or a
+        record the encoder may refuse: `append` decides; its identity in `declined_identity`),
+        or None: the general path (orjson + `map`) names whatever is wrong with it.
 
         msgspec decodes only the fields a record needs and skips the rest without building
         objects for them (the parent process, credentials, labels); the pod stays raw JSON, a
@@ -418,6 +488,7 @@ class EventMapper:
         counts = self.counts
         second = self._second
         add, add_time = run.append, times.append
+        add_identity = (identities if identities is not None else []).append
         for index in range(start, len(lines)):
             data = lines[index]
             if data is None:
@@ -428,11 +499,12 @@ class EventMapper:
                 break
             body = event.process_uprobe
             time = event.time
+            process = body.process if body is not None else None
             shape = None
             if (
                 body is not None
                 and body.args is None
-                and body.process is not None
+                and process is not None
                 and len(time) == 30
                 and time.startswith(second)  # a second whose calendar date was checked
                 and time[19] == "."
@@ -440,31 +512,41 @@ class EventMapper:
                 and time.isascii()  # O(1) for a str
                 and time[20:29].isdigit()
             ):
-                process = body.process
                 shape = shapes.get(
                     (body.path, body.symbol, event.node_name, process.binary, bytes(process.pod))
                 )
+            # identity_of("process_uprobe", …) inline (kind number 0): a call less per event.
+            identity = (
+                hash((time, process.exec_id, process.tid, "process_uprobe", body.symbol))  # type: ignore[union-attr]
+                & _IDENTITY_HASH
+                if process is not None and process.exec_id and time
+                else None
+            )
             if shape is None:
                 mapped = self._uprobe_event(event)
                 if not isinstance(mapped, tuple):
                     self.declined = mapped
+                    self.declined_identity = identity
                     return index
                 add(mapped[0])
                 add_time(mapped[1])
+                add_identity(identity)
                 second = self._second
                 continue
             if shape[1]:
                 counts["redacted.path"] += shape[1]
             observed = time[:26] + "Z"
-            pid = process.pid
+            pid = process.pid  # type: ignore[union-attr]  # a shape is found with a process
             if pid is None:
                 add(f"{shape[5]}{observed}{shape[6]}")
             else:
                 add(f"{shape[2]}{observed}{shape[3]}{pid}{shape[4]}")
             add_time(observed)
+            add_identity(identity)
         else:
             return len(lines)
         self.declined = None
+        self.declined_identity = None
         return index
 
     def _observed(self, time: str) -> str | None:
@@ -654,6 +736,8 @@ _NO_JSON: Final = msgspec.Raw(b"")  # a field left out
 class _Process(msgspec.Struct, gc=False):
     pid: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
     binary: str = ""
+    exec_id: str = ""  # with tid, part of the event's identity (event_identity)
+    tid: int | None = None
     # Its JSON as it stands (a view, no copy): part of the shape's key, decoded on a miss.
     pod: msgspec.Raw = _NO_JSON
 

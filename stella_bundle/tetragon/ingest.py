@@ -24,7 +24,7 @@ from ..evidence.writer import ChunkWriter
 from ..formats.flat import read_flat
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
-from .events import EventMapper
+from .events import EventMapper, event_identity, identity_kind
 from .sources import DEFAULT_MAX_LINE_BYTES, Line, LineBlock
 
 COLLECTOR_ID: Final = "stella-tetragon"
@@ -35,6 +35,52 @@ MAX_NAMED_PROBLEMS: Final = 50
 # inside one), the line it began on, and its size so far.
 _Gathered = tuple[list[bytes] | None, Line, int]
 _NOT_GATHERING: Final[_Gathered] = (None, Line("", 0, None), 0)
+
+
+class SeenEvents:
+    """The identities of the events recorded lately (`events.identity_of`), to drop an event
+    read twice, by the second of its time (a copy has the same time): events come about in
+    time order, so the set looked in is small and at hand (one set of them all cost ~0.5 us
+    an event in cache misses). Up to MAX identities (about 40 MB); past them the earliest
+    seconds met are forgotten: a duplicate is found while its first copy is among the last
+    ~400,000 to 524,288 events with an identity (a whole export of Tetragon's default
+    rotation, 10 MB x 5 backups, is far fewer); an older one is recorded again."""
+
+    MAX: Final = 1 << 19
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, set[int]] = {}
+        self._count = 0
+
+    def repeats(self, identities: list[int | None], times: list[str]) -> list[int]:
+        """The indexes of the identities seen before (in this list too); the others added.
+        `times`: each one's observed_at."""
+        seconds = self._seconds
+        found = []
+        second = ""
+        bucket: set[int] = set()
+        added = 0
+        for index, identity in enumerate(identities):
+            if identity is None:
+                continue
+            stamp = times[index][:19]
+            if stamp != second:
+                second = stamp
+                bucket = seconds.setdefault(stamp, set())
+            if identity in bucket:
+                found.append(index)
+            else:
+                bucket.add(identity)
+                added += 1
+        self._count += added
+        if self._count > self.MAX:  # the seconds met first go (dicts keep insertion order)
+            while self._count > self.MAX * 3 // 4:
+                self._count -= len(seconds.pop(next(iter(seconds))))
+        return found
+
+    def seen(self, identity: int, observed_at: str) -> bool:
+        bucket = self._seconds.get(observed_at[:19])
+        return bucket is not None and identity in bucket
 
 
 @dataclass
@@ -145,6 +191,7 @@ class TetragonIngest:
         self._reported_redactions: Counter[str] = Counter()
         self._reported_upstream = 0
         self._gathered: _Gathered = _NOT_GATHERING
+        self._seen = SeenEvents()
 
     def _open(self, node_name: str | None) -> ChunkWriter:
         host = node_name or self.result.node_name or socket.gethostname()
@@ -180,6 +227,7 @@ class TetragonIngest:
         map_run = mapper.map_uprobe_run
         run: list[str] = []  # canonical lines (text) of fast-path records not yet handed over
         times: list[str] = []  # and their observed_at
+        identities: list[int | None] = []  # and their events' identities
         general = self._line
         try:
             for source, first, parts in blocks:
@@ -187,50 +235,116 @@ class TetragonIngest:
                 while index < count:
                     mapped = None
                     if self._writer is not None and self._gathered[0] is None:
-                        index = map_run(parts, index, run, times)
+                        index = map_run(parts, index, run, times, identities)
                         if index == count:
                             break
                         mapped = mapper.declined
                     if run:  # in input order: the run first
-                        self._hand_over(run, times)
-                    general(Line(source, first + index, parts[index]), mapped)
+                        self._hand_over(run, times, identities)
+                    general(
+                        Line(source, first + index, parts[index]),
+                        mapped,
+                        mapper.declined_identity if mapped is not None else None,
+                    )
                     index += 1
                 if run:  # a block's worth at a time: memory stays bounded
-                    self._hand_over(run, times)
+                    self._hand_over(run, times, identities)
         finally:
             if run:  # also when the input fails: what was read before is written
-                self._hand_over(run, times)
+                self._hand_over(run, times, identities)
         if final:
             self.finish()
 
-    def _hand_over(self, run: list[str], times: list[str]) -> None:
+    def _hand_over(self, run: list[str], times: list[str], identities: list[int | None]) -> None:
         """A run of fast-path records to the writer in one call; the lists emptied."""
         count = len(times)
+        self.result.lines += count
+        self.result.records += count
         if count == 1:  # lines fed one at a time (a follower)
-            self.result.lines += 1
-            self.result.records += 1
-            line, observed = run.pop(), times.pop()
-            cast(ChunkWriter, self._writer).append_encoded(line.encode(), observed)
+            self._append_run(run.pop().encode(), times.pop(), 1, "", "", [identities.pop()])
             return
         lines, observed = "\n".join(run).encode(), "\n".join(times)
         earliest, latest = min(times), max(times)
+        kept = identities[:]
         run.clear()
         times.clear()
-        self.result.lines += count
-        self.result.records += count
-        cast(ChunkWriter, self._writer).append_encoded_run(lines, observed, count, earliest, latest)
+        identities.clear()
+        self._append_run(lines, observed, count, earliest, latest, kept)
 
-    def _line(self, line: Line, mapped: tuple[bytes, str] | dict[str, Any] | None) -> None:
-        """One line the fast path did not record; `mapped`: the record it built instead."""
+    # --- duplicates: dropped and counted where the writer is called (in this process, or on
+    # replay of a worker's calls: tetragon/parallel.py), so both ways drop the same events.
+
+    def _append_run(
+        self,
+        lines: bytes,
+        observed: str,
+        count: int,
+        earliest: str,
+        latest: str,
+        identities: list[int | None],
+    ) -> None:
+        """Encoded records (lines and observed_at values joined by newlines) to the writer, an
+        event seen before (`SeenEvents`) dropped and counted; `result.records` counted them."""
+        writer = cast(ChunkWriter, self._writer)
+        repeated = self._seen.repeats(identities, observed.split("\n") if count > 1 else [observed])
+        if not repeated:
+            if count == 1:
+                writer.append_encoded(lines, observed)
+            else:
+                writer.append_encoded_run(lines, observed, count, earliest, latest)
+            return
+        # Cut around each repeated event: its count lands in the chunk it would have gone to.
+        parts, stamps = lines.split(b"\n"), observed.split("\n")
+        start = 0
+        for index in [*repeated, count]:
+            if index > start:
+                piece = stamps[start:index]
+                writer.append_encoded_run(
+                    b"\n".join(parts[start:index]),
+                    "\n".join(piece),
+                    len(piece),
+                    min(piece),
+                    max(piece),
+                )
+            if index < count:
+                self._repeated(cast(int, identities[index]))
+            start = index + 1
+
+    def _append_record(self, record: dict[str, Any], identity: int | None) -> None:
+        """One record to the writer (ObservationError if the encoder refuses it), unless its
+        event was seen before; `result.records` counts it."""
+        if identity is not None and self._seen.seen(identity, record["observed_at"]):
+            self._repeated(identity)
+            return
+        cast(ChunkWriter, self._writer).append(record)
+        if identity is not None:  # only once recorded: a refused record is no first copy
+            self._seen.repeats([identity], [record["observed_at"]])
+
+    def _repeated(self, identity: int) -> None:
+        """An event read before (an export concatenated, a stream replayed): not recorded
+        again, counted as dropped (`<kind>:duplicate`) in the result and the chunk's loss."""
+        reason = f"{identity_kind(identity)}:duplicate"
+        self.result.records -= 1
+        self.result.dropped[reason] += 1
+        cast(ChunkWriter, self._writer).add_loss(filtered_out=1, by_reason={f"dropped.{reason}": 1})
+
+    def _line(
+        self,
+        line: Line,
+        mapped: tuple[bytes, str] | dict[str, Any] | None,
+        identity: int | None = None,
+    ) -> None:
+        """One line the fast path did not record; `mapped`: the record it built instead (its
+        event's identity: `identity`)."""
         result = self.result
         if mapped is not None:  # arguments kept, or a record the encoder may refuse
             result.lines += 1
-            try:
-                cast(ChunkWriter, self._writer).append(cast(dict[str, Any], mapped))
-            except ObservationError:
-                self._refuse(line, "process_uprobe:invalid_record")
-                return
             result.records += 1
+            try:
+                self._append_record(cast(dict[str, Any], mapped), identity)
+            except ObservationError:
+                result.records -= 1
+                self._refuse(line, "process_uprobe:invalid_record")
             return
         data = line[2]
         gathered, gathered_at, gathered_size = self._gathered
@@ -293,20 +407,19 @@ class TetragonIngest:
 
     def _event(self, line: Line, event: Any) -> None:
         """One parsed event: mapped and appended, or refused with its reason."""
-        writer = self._writer
-        if writer is None:
+        if self._writer is None:
             node = event.get("node_name") if type(event) is dict else None
-            writer = self._open(node if type(node) is str and node else None)
+            self._open(node if type(node) is str and node else None)
         mapped = self.mapper.map(event)
         if isinstance(mapped, str):
             self._refuse(line, mapped)
             return
-        try:
-            writer.append(mapped)
-        except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
-            self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
-            return
         self.result.records += 1
+        try:
+            self._append_record(mapped, event_identity(event))
+        except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
+            self.result.records -= 1
+            self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
 
     def note_gap(self, reason: str) -> None:
         """Lines may have been missed (how many is unknown): said in the seal, by reason."""

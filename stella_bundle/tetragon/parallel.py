@@ -91,9 +91,10 @@ class _BlockEnd(NamedTuple):
     error: StellaError | None
 
 
-# A block's writer calls: a run of `append_encoded` calls as (lines joined by newlines,
-# observed_at values joined by newlines, count, least, greatest), told apart by its bytes
-# first item; else (name, argument).
+# A block's writer calls: a run of records as (lines joined by newlines, observed_at values
+# joined by newlines, count, least, greatest, their events' identities), told apart by its
+# bytes first item; else (name, argument) or ("append", record, identity). Duplicates are
+# dropped here, on replay (`TetragonIngest._append_run`, `_append_record`), in input order.
 _Call = tuple[Any, ...]
 
 
@@ -266,14 +267,14 @@ def _replay(runner: TetragonIngest, calls: list[_Call]) -> None:
     for call in calls:
         first = call[0]
         if type(first) is bytes:
-            cast(ChunkWriter, writer).append_encoded_run(*call)
+            runner._append_run(*call)
         elif first == "open":
             # Every block opens the chain at its first event; the first one opens it.
             writer = runner._writer or runner._open(call[1])
         elif first == "loss":
             cast(ChunkWriter, writer).add_loss(**call[1])
         else:  # "append"
-            cast(ChunkWriter, writer).append(call[1])
+            runner._append_record(call[1], call[2])
 
 
 def _adopt(runner: TetragonIngest, end: _BlockEnd, base: int) -> None:
@@ -297,8 +298,10 @@ def _adopt(runner: TetragonIngest, end: _BlockEnd, base: int) -> None:
 class _RecordingWriter:
     """The chain writer as a worker sees it: each call kept for the parent to replay.
 
-    `append` encodes here (the encoder validates, so a refused record is refused in the worker,
-    named as in-process); the parent then adds the encoded line without encoding it again.
+    `append_record` encodes here (the encoder validates, so a refused record is refused in the
+    worker, named as in-process); the parent then adds the encoded line without encoding it
+    again. Records travel with their events' identities: duplicates are the parent's to drop
+    (a worker sees its blocks only).
     """
 
     def __init__(self, runner: TetragonIngest, results: Any) -> None:
@@ -307,27 +310,40 @@ class _RecordingWriter:
         self._block: list[_Call] = []
         self._lines: list[bytes] = []
         self._times: list[str] = []
+        self._identities: list[int | None] = []
 
     def open(self, node_name: str | None) -> ChunkWriter:
         self._call(("open", node_name))
         self._runner._writer = cast(ChunkWriter, self)
         return cast(ChunkWriter, self)
 
-    def append_encoded_run(
-        self, lines: bytes, observed: str, count: int, earliest: str, latest: str
+    def append_run(
+        self,
+        lines: bytes,
+        observed: str,
+        count: int,
+        earliest: str,
+        latest: str,
+        identities: list[int | None],
     ) -> None:
-        self._call((lines, observed, count, earliest, latest))
+        """In place of `TetragonIngest._append_run`."""
+        if count == 1:
+            self._lines.append(lines)
+            self._times.append(observed)
+            self._identities.extend(identities)
+            return
+        self._call((lines, observed, count, earliest, latest, identities))
 
-    def append_encoded(self, line: bytes, observed_at: str) -> None:
-        self._lines.append(line)
-        self._times.append(observed_at)
-
-    def append(self, record: dict[str, Any]) -> None:
+    def append_record(self, record: dict[str, Any], identity: int | None) -> None:
+        """In place of `TetragonIngest._append_record`."""
         line = encode_record(record)
         if "first_observed_at" in record or "last_observed_at" in record:
-            self._call(("append", record))  # the writer's window reads these: the record goes
+            # the writer's window reads these: the record goes
+            self._call(("append", record, identity))
         else:
-            self.append_encoded(line, record["observed_at"])
+            self._lines.append(line)
+            self._times.append(record["observed_at"])
+            self._identities.append(identity)
 
     def add_loss(self, **counts: Any) -> None:
         block = self._block
@@ -358,9 +374,16 @@ class _RecordingWriter:
         if times:
             # A canonical line holds no newline (JSON escapes it), nor does a timestamp.
             self._block.append(
-                (b"\n".join(self._lines), "\n".join(times), len(times), min(times), max(times))
+                (
+                    b"\n".join(self._lines),
+                    "\n".join(times),
+                    len(times),
+                    min(times),
+                    max(times),
+                    self._identities,
+                )
             )
-            self._lines, self._times = [], []
+            self._lines, self._times, self._identities = [], [], []
 
     def take(self) -> list[_Call]:
         self._close_run()
@@ -436,6 +459,8 @@ def _work(
     # and refused lines are numbered there.
     setattr(runner, "_open", recorder.open)  # noqa: B010
     setattr(runner, "_name", _name_in_block)  # noqa: B010
+    setattr(runner, "_append_run", recorder.append_run)  # noqa: B010
+    setattr(runner, "_append_record", recorder.append_record)  # noqa: B010
     mapper = runner.mapper
     for index in mine:
         block = blocks[index]

@@ -23,6 +23,7 @@ ALLOWED: dict[str, str] = {
     "stella_bundle/evidence/encoding.py::_fast_accept": HOT_PATH,
     "stella_bundle/coverage/scan.py::ObservationAggregator._fold_typed": HOT_PATH,
     "stella_bundle/coverage/scan.py::ObservationAggregator._fast_fold": HOT_PATH,
+    "stella_bundle/tetragon/events.py::EventMapper.map_uprobe_run": HOT_PATH,
     "stella_bundle/tetragon/sources.py::ExportFollower.lines": (
         "one loop over a followed file's states (rotation, truncation, partial line); "
         "a state machine split across functions reads worse"

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tetragon_support import APP, TetragonProto, shop_map, to_line, uprobe
+from tetragon_support import (
+    APP,
+    LIBSSL,
+    TetragonProto,
+    firings,
+    shop_map,
+    to_line,
+    uprobe,
+)
 
 from stella_bundle.evidence.reader import iter_chain_records
 
@@ -29,10 +37,10 @@ def ingest_json(run_cli: Any, keys: Any, tmp_path: Path, export: Path, *extra: A
 def test_malformed_and_mistyped_lines_are_counted_by_line(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
 ) -> None:
-    good = to_line(uprobe(tetragon_pb, APP, "checkout"))
+    good, wrong, last = firings(to_line(uprobe(tetragon_pb, APP, "checkout")), 3)
     good_event = json.loads(good)
     wrong_time = dict(good_event, time=12345)
-    wrong_pid = json.loads(good)
+    wrong_pid = json.loads(wrong)
     wrong_pid["process_uprobe"]["process"]["pid"] = "many"
     wrong_process = json.loads(good)
     wrong_process["process_uprobe"]["process"] = ["x"]
@@ -48,7 +56,7 @@ def test_malformed_and_mistyped_lines_are_counted_by_line(
         b'{"process_uprobe": {"path": 7, "symbol": "checkout"}}\n',  # 9
         b"\n",  # blank: not an event
         b"[" * 100000 + b"\n",  # 11: deep nesting
-        good,  # 12
+        last,  # 12
     ]
     export = tmp_path / "t.log"
     export.write_bytes(b"".join(lines))
@@ -79,12 +87,12 @@ def test_malformed_and_mistyped_lines_are_counted_by_line(
 def test_a_50_mb_line_is_refused_by_number_without_being_loaded(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
 ) -> None:
-    good = to_line(uprobe(tetragon_pb, APP, "checkout"))
+    good, other = firings(to_line(uprobe(tetragon_pb, APP, "checkout")), 2)
     huge = b'{"process_uprobe": {"path": "' + b"A" * (50 * 1024 * 1024) + b'"}}\n'
     export = tmp_path / "t.log"
-    export.write_bytes(good + huge + good)
+    export.write_bytes(good + huge + other)
     small = tmp_path / "small.log"
-    small.write_bytes(good + good)
+    small.write_bytes(good + other)
     fm_path = tmp_path / "fm.json"
     shop_map(fm_path)
 
@@ -121,11 +129,11 @@ def test_a_50_mb_line_is_refused_by_number_without_being_loaded(
 def test_line_limit_is_configurable(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
 ) -> None:
-    good = to_line(uprobe(tetragon_pb, APP, "checkout"))
+    good, other = firings(to_line(uprobe(tetragon_pb, APP, "checkout")), 2)
     padded = json.loads(good)
     padded["process_uprobe"]["message"] = "x" * 5000
     export = tmp_path / "t.log"
-    export.write_bytes(good + json.dumps(padded).encode() + b"\n" + good)
+    export.write_bytes(good + json.dumps(padded).encode() + b"\n" + other)
     config = tmp_path / "stellaops.yaml"
     config.write_text("tetragon:\n  max_line_bytes: 4096\n")
     result = ingest_json(run_cli, test_keys, tmp_path, export, "--config", config)
@@ -187,3 +195,56 @@ def test_events_dated_after_the_bridge_clock_are_dropped_and_the_chain_verifies(
     assert loss["filtered_out"] == len(future)
     verified = run_cli("signals", "verify-chain", chain, "--trust-root", test_keys.trust_root)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
+
+
+def test_an_event_read_twice_is_recorded_once_and_counted(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    """An export concatenated (or a stream replayed): the second reading of an event (same
+    exec_id, thread, time, probe and policy) is dropped and counted, in the result and in
+    the seal's loss; events that differ in any of those are distinct firings, all kept."""
+    base = uprobe(tetragon_pb, APP, "checkout", time="2026-01-23T00:10:00.000000001Z")
+    other_thread = type(base)()
+    other_thread.CopyFrom(base)
+    other_thread.process_uprobe.process.tid.value = 99
+    other_time = type(base)()
+    other_time.CopyFrom(base)
+    other_time.time.FromJsonString("2026-01-23T00:10:00.000000002Z")  # one nanosecond later
+    other_symbol = type(base)()
+    other_symbol.CopyFrom(base)
+    other_symbol.process_uprobe.path = LIBSSL
+    other_symbol.process_uprobe.symbol = "SSL_write"
+    distinct = [to_line(m) for m in (base, other_thread, other_time, other_symbol)]
+    assert len(set(distinct)) == 4
+    export = tmp_path / "t.log"
+    # Read again, the second time re-serialised with another key order (a replay).
+    again = [
+        json.dumps(dict(reversed(json.loads(line).items()))).encode() + b"\n" for line in distinct
+    ]
+    export.write_bytes(b"".join(distinct + again + distinct[:1]))
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 4 and summary["lines"] == 9
+    assert summary["dropped"] == {"process_uprobe:duplicate": 5}
+    (chain,) = (tmp_path / "evidence").iterdir()
+    assert len(list(iter_chain_records(chain))) == 4
+    from stella_bundle.evidence.seal import parse_seal
+
+    lost = [parse_seal(p.read_bytes(), p).predicate.loss for p in chain.glob("*.seal.dsse.json")]
+    assert sum(loss.filtered_out for loss in lost) == 5
+    assert sum(loss.by_reason.get("dropped.process_uprobe:duplicate", 0) for loss in lost) == 5
+
+
+def test_events_without_an_identity_are_never_taken_for_duplicates(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    # No exec_id (an export filtered by field): nothing names the firing, both are kept.
+    line = json.loads(to_line(uprobe(tetragon_pb, APP, "checkout")))
+    del line["process_uprobe"]["process"]["exec_id"]
+    export = tmp_path / "t.log"
+    export.write_bytes((json.dumps(line) + "\n").encode() * 2)
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 2 and summary["dropped"] == {}

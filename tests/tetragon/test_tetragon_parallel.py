@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from tetragon_support import (
     TetragonProto,
     exec_event,
     exit_event,
+    firings,
     kprobe,
     shop_map,
     to_line,
@@ -32,6 +34,7 @@ from tetragon_support import (
 from stella_bundle.attest.keys import load_signer
 from stella_bundle.errors import InputError, InternalError
 from stella_bundle.evidence.config import WriterConfig
+from stella_bundle.evidence.reader import iter_chain_records
 from stella_bundle.evidence.seal import parse_seal
 from stella_bundle.functionmap.load import load_function_map
 from stella_bundle.tetragon import parallel
@@ -177,6 +180,52 @@ def test_worker_chain_is_the_in_process_chain(
         assert two[name] == one[name], name
 
 
+def test_an_export_read_twice_is_recorded_once_by_workers_as_in_process(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live file concatenated after itself (and once more, cut mid-way: a replay that
+    stopped): every event of the second and third copies is dropped as a duplicate and
+    counted, the chain's records are the single copy's; the workers, which each see some
+    blocks only, drop the same events (they send each record's identity; duplicates are
+    dropped where their calls are replayed, in input order)."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    backup, live = hostile_export(tetragon_pb, tmp_path)
+    once = ingest([backup, live], tmp_path / "once", test_keys, fm_path, workers=False)
+    data = live.read_bytes()
+    cut = data.index(b"\n", len(data) // 2) + 1
+    twice = tmp_path / "twice.log"
+    twice.write_bytes(data + data + data[:cut])
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 65_536)
+    alone = ingest([backup, twice], tmp_path / "one", test_keys, fm_path, workers=False)
+    split = ingest([backup, twice], tmp_path / "two", test_keys, fm_path, workers=True)
+    repeated = sum(v for k, v in alone.dropped.items() if k.endswith(":duplicate"))
+    assert repeated > 1000, alone.dropped
+    # Every kind is found again (the exit and usdt events too, fewer).
+    assert {k for k in alone.dropped if k.endswith(":duplicate")} >= {
+        "process_uprobe:duplicate", "process_kprobe:duplicate", "process_tracepoint:duplicate",
+        "process_usdt:duplicate", "process_exec:duplicate", "process_exit:duplicate",
+    }  # fmt: skip
+    mine, theirs = alone.to_dict(), split.to_dict()
+    del mine["chain_dir"], theirs["chain_dir"]
+    assert theirs == mine
+    assert chain_contents(split.chain_dir) == chain_contents(alone.chain_dir)
+
+    # The single copy's records in the same order, but for the events without an identity
+    # (the pretty-printed kprobe has no process, so no exec_id): those are kept each time.
+    def records(chain: Path) -> list[dict[str, Any]]:
+        return [r for r in iter_chain_records(chain) if r["function_name"] != "tcp_connect"]
+
+    assert records(alone.chain_dir) == records(once.chain_dir)
+    assert alone.records - len(records(alone.chain_dir)) > once.records - len(
+        records(once.chain_dir)
+    )
+    sealed: Counter[str] = Counter()
+    for path in sorted(alone.chain_dir.glob("*.seal.dsse.json")):
+        sealed.update(parse_seal(path.read_bytes(), path).predicate.loss.by_reason)
+    assert sealed["dropped.process_uprobe:duplicate"] == alone.dropped["process_uprobe:duplicate"]
+
+
 def test_problems_past_the_first_block_are_numbered_in_their_file(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,8 +233,7 @@ def test_problems_past_the_first_block_are_numbered_in_their_file(
     number the file gives them, not the block."""
     fm_path = tmp_path / "fm.json"
     shop_map(fm_path)
-    good = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write"))
-    lines = [good] * 5000
+    lines = firings(to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write")), 5000)
     for number in (1234, 2345, 4999):
         lines[number - 1] = b"{broken %d\n" % number
     plain = tmp_path / "tetragon.log"
@@ -213,14 +261,23 @@ def test_pretty_printed_events_across_blocks_and_files(
     decide alone are fed here, the others by the workers, and the chain is the same."""
     fm_path = tmp_path / "fm.json"
     shop_map(fm_path)
-    good = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write"))
-    pretty = json.dumps(json.loads(good), indent=2).encode() + b"\n"
-    assert len(pretty) > 3 * 300 and pretty.startswith(b"{\n")
-    cut = pretty.index(b"\n", 500) + 1  # the file ends between two of its lines
+    copies = iter(firings(to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write")), 130))
+
+    def good(count: int) -> bytes:
+        return b"".join(next(copies) for _ in range(count))
+
+    def pretty() -> bytes:
+        return json.dumps(json.loads(next(copies)), indent=2).encode() + b"\n"
+
+    last = pretty()
+    assert len(last) > 3 * 300 and last.startswith(b"{\n")
+    cut = last.index(b"\n", 500) + 1  # the file ends between two of its lines
     first = tmp_path / "first.log"
-    first.write_bytes(good * 30 + pretty + good * 20 + pretty * 3 + good * 40 + pretty[:cut])
+    first.write_bytes(
+        good(30) + pretty() + good(20) + pretty() + pretty() + pretty() + good(40) + last[:cut]
+    )
     second = tmp_path / "second.log"
-    second.write_bytes(pretty[cut:] + good * 30 + b"{\n" + b'  "time": "x",\n' * 50)
+    second.write_bytes(last[cut:] + good(30) + b"{\n" + b'  "time": "x",\n' * 50)
     paths = [first, second]
     monkeypatch.setattr(parallel, "BLOCK_BYTES", 300)
     monkeypatch.setattr(parallel, "MAX_CALLS", 2)
@@ -235,7 +292,7 @@ def test_pretty_printed_events_across_blocks_and_files(
     alone = ingest(paths, tmp_path / "one", test_keys, fm_path, workers=False)
     split = ingest(paths, tmp_path / "two", test_keys, fm_path, workers=True, processes=processes)
     assert alone.records == 30 + 1 + 20 + 3 + 40 + 1 + 30
-    unclosed = pretty[cut:].count(b"\n") + 30 + 1  # its `{` line
+    unclosed = last[cut:].count(b"\n") + 30 + 1  # its `{` line
     assert alone.problems == [f"{second}:{unclosed}: line:malformed_json"]
     assert 0 < len(fed_here) < len(parallel._blocks(paths))
     mine, theirs = alone.to_dict(), split.to_dict()
@@ -264,6 +321,8 @@ def test_a_block_of_refused_lines_is_one_loss_call(
 
     recorder = parallel._RecordingWriter(runner, Pipe())
     runner._open = recorder.open  # type: ignore[method-assign]
+    runner._append_run = recorder.append_run  # type: ignore[method-assign]
+    runner._append_record = recorder.append_record  # type: ignore[method-assign]
     good = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write"))[:-1]
     bad: list[bytes | None] = [b"x", b"[1]", b'{"surprise": {}}', None] * 25_000
     runner.feed_blocks([("f", 1, [*bad, good, *bad])], final=False)

@@ -25,6 +25,7 @@ def lines_for(pb: TetragonProto) -> list[bytes]:
     out = []
     for index in range(LINES):
         template["process_uprobe"]["process"]["pid"] = index
+        template["process_uprobe"]["process"]["exec_id"] = f"exec-{index}"  # another process
         out.append(json.dumps(template).encode() + b"\n")
     return out
 

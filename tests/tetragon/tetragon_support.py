@@ -4,7 +4,9 @@ serialised as its JSON export does: protobuf JSON mapping, proto field names, on
 
 from __future__ import annotations
 
+import base64
 import importlib
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -63,6 +65,12 @@ def to_line(message: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode() + b"\n"
 
 
+# Each process built here is another exec (Tetragon's exec_id names one across the cluster and
+# over time): two events built alike are two firings, not one event read twice (the bridge
+# drops those). A test that repeats one line's bytes repeats one event.
+_EXECS = itertools.count(1)
+
+
 def process(
     pb: TetragonProto,
     *,
@@ -75,7 +83,7 @@ def process(
     image_id: str = "docker.io/library/web@sha256:" + "cd" * 32,
 ) -> Any:
     proc = pb.tetragon.Process(
-        exec_id="bm9kZTE6MTIzNDU2Nzg5OjQyNDI=",
+        exec_id=base64.b64encode(f"node1:{next(_EXECS)}:{pid}".encode()).decode(),
         binary=binary,
         arguments=arguments,
         flags="execve clone",
@@ -160,6 +168,17 @@ def exit_event(pb: TetragonProto, **kwargs: Any) -> Any:
     message.process_exit.process.CopyFrom(process(pb, **kwargs))
     message.process_exit.signal = "SIGKILL"
     return message
+
+
+def firings(line: bytes, count: int) -> list[bytes]:
+    """`count` copies of an export line, each another firing of the probe (its own exec_id, as
+    another process's), so that the bridge does not take them for one event read twice."""
+    event = json.loads(line)
+    kind = next(key for key in event if key not in ("node_name", "time"))
+    exec_id = event[kind]["process"]["exec_id"]
+    marker = f'"exec_id":"{exec_id}"'.encode()
+    assert line.count(marker) == 1, line
+    return [line.replace(marker, f'"exec_id":"{exec_id}-{i}"'.encode()) for i in range(count)]
 
 
 def write_lines(path: Path, messages: list[Any]) -> Path:

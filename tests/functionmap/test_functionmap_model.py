@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from stella_bundle.attest.statement import FUNCTION_MAP_PREDICATE, make_statement
-from stella_bundle.canonical import canonical_bytes
 from stella_bundle.errors import InputError
 from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.functionmap.load import load_function_map
@@ -47,6 +46,16 @@ def _big_predicate(java_sbom: Path) -> dict:
         (lambda p: p["nodes"][0].update(probe_types=["uprobe", "uprobe"]), "probe_types"),
         (lambda p: p["nodes"][0].update(node_hash="sha256:" + "0" * 64), "node_hash"),
         (lambda p: p.update(extra=1), "extra"),
+        # Each value of another type or out of range (the plain path's quick read too).
+        (lambda p: p.update(priority=True), "priority"),
+        (lambda p: p.update(priority=2**53), "priority"),
+        (lambda p: p.update(optional=1), "optional"),
+        (lambda p: p.update(path_id=""), "path_id"),
+        (lambda p: p.update(path_id=7), "path_id"),
+        (lambda p: p.update(tag=None), "tag"),
+        (lambda p: p.update(nodes=[]), "nodes"),
+        (lambda p: p.update(nodes={}), "nodes"),
+        (lambda p: p.pop("optional"), "optional"),
     ],
 )
 def test_large_maps_check_every_path(java_sbom: Path, tmp_path: Path, mutate, field: str) -> None:
@@ -56,7 +65,7 @@ def test_large_maps_check_every_path(java_sbom: Path, tmp_path: Path, mutate, fi
         [{"name": "x", "digest": {"sha256": "0" * 64}}], FUNCTION_MAP_PREDICATE, predicate
     )
     path = tmp_path / "fm.json"
-    path.write_bytes(canonical_bytes(statement))
+    path.write_text(json.dumps(statement))  # not canonical: 2**53 has no canonical form
     with pytest.raises(InputError) as caught:
         load_function_map(path)
     assert caught.value.field is not None and field in caught.value.field

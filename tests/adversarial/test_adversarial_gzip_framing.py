@@ -11,6 +11,7 @@ it reads to the same bytes, and what it refuses (exit 1, or 2 for trailing garba
 from __future__ import annotations
 
 import io
+import itertools
 import shutil
 import struct
 import subprocess
@@ -18,7 +19,7 @@ import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -281,3 +282,72 @@ def test_bundle_with_trailing_zeros_or_an_empty_member_passes_and_extracts_alike
                 handle = archive.extractfile(info)
                 assert handle is not None
                 assert (tmp_path / "tar" / info.name).read_bytes() == handle.read()
+
+
+# --- the tar reader over any member split: the same files as tar and tarfile -------------------
+
+
+def _small_tar() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (
+            ("manifest.json", b'{"a": 1}\n'),
+            ("evidence/host-a/0000000001.ndjson.zst", bytes(range(256)) * 9),
+            ("caf\u00e9/" + "d" * 120 + ".json", b"{}"),
+            ("empty", b""),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_763_700_000
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _files_by_tar(archive: Path, into: Path) -> list[tuple[str, bytes]] | None:
+    into.mkdir()
+    if subprocess.run(["tar", "-xzf", str(archive), "-C", str(into)]).returncode != 0:
+        return None
+    return sorted(
+        (str(p.relative_to(into)), p.read_bytes()) for p in into.rglob("*") if p.is_file()
+    )
+
+
+_HEADER_FORMS = st.sampled_from([0, 0x08, 0x10, 0x04, 0x02, 0x1E])
+
+
+@settings(
+    max_examples=scaled_examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    cuts=st.lists(st.integers(0, 12 * 512), max_size=5),
+    forms=st.lists(_HEADER_FORMS, min_size=6, max_size=6),
+    zeros=st.sampled_from([0, 1, 600]),
+)
+def test_any_member_split_reads_as_tar_and_tarfile_read_it(
+    cuts: list[int], forms: list[int], zeros: int, tmp_path: Path
+) -> None:
+    """The tar stream cut into gzip members anywhere (inside headers and contents), each with
+    its own optional header fields, zeros after the last: the reader yields the files GNU tar
+    extracts and tarfile reads, byte for byte."""
+    raw = _small_tar()
+    points = sorted({0, *(min(cut, len(raw)) for cut in cuts), len(raw)})
+    data = (
+        b"".join(
+            member(raw[start:end], flags=forms[number], extra=b"xy")
+            for number, (start, end) in enumerate(itertools.pairwise(points))
+        )
+        + b"\0" * zeros
+    )
+    archive = tmp_path / f"split-{len(list(tmp_path.iterdir()))}.tgz"
+    archive.write_bytes(data)
+    reader = SafeTarReader(io.BytesIO(data), str(archive), prefetch=False)
+    ours = sorted((m.name, s.read_all(1 << 20)) for m, s in reader)
+    with tarfile.open(archive) as tar:
+        theirs = sorted(
+            (info.name, cast(IO[bytes], tar.extractfile(info)).read())
+            for info in tar
+            if info.isfile()
+        )
+    assert ours == theirs
+    assert _files_by_tar(archive, tmp_path / f"x-{archive.stem}") == ours

@@ -29,7 +29,7 @@ from stella_bundle.bundle.reader import SafeTarReader
 from stella_bundle.compression import BoundedInflater
 from stella_bundle.errors import ArchiveError, MalformedDocumentError
 from tests.bundle.bundle_helpers import snapshot
-from tests.conftest import CliResult, scaled_examples
+from tests.conftest import CliResult, cpu_seconds, scaled_examples
 
 pytestmark = pytest.mark.skipif(shutil.which("gzip") is None, reason="needs GNU gzip")
 
@@ -351,3 +351,13 @@ def test_any_member_split_reads_as_tar_and_tarfile_read_it(
         )
     assert ours == theirs
     assert _files_by_tar(archive, tmp_path / f"x-{archive.stem}") == ours
+
+
+def test_a_file_of_empty_gzip_members_is_refused_quickly() -> None:
+    # 20 bytes each, inflating to nothing: no ratio trips, and each costs a few microseconds.
+    data = member(b"x") + member(b"") * 70_000
+    started = cpu_seconds()
+    with pytest.raises(MalformedDocumentError, match="more than 65536 gzip members"):
+        ours(data)
+    assert cpu_seconds() - started < 5
+    assert ours(member(b"x") + member(b"") * 1000) == b"x"  # a few are fine

@@ -70,6 +70,7 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()  # not left running (and loading the machine) after the test has failed
         raise AssertionError("stella serve did not become ready")
 
     def kill(self) -> None:

@@ -44,8 +44,8 @@ def server(request: pytest.FixtureRequest, test_keys: Any, tmp_path: Path) -> It
         "--max-connections",
         MAX_CONNECTIONS,
     )
-    started.start()
     try:
+        started.start()  # inside: a start that times out is stopped too, not left running
         yield started
     finally:
         started.stop()

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..errors import ConfigError, InputError, StellaError, VerificationFailure
@@ -27,6 +28,7 @@ from .metrics import ApiMetrics
 from .middleware import BodySizeLimit, RequestMetrics
 from .operations import NotFound
 from .settings import ApiSettings
+from .verify_route import VerifyLane, VerifyRoute
 
 log = logging.getLogger("stella.api")
 
@@ -119,6 +121,26 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx.verify_threads.stop()
 
 
+class StellaApi(FastAPI):
+    """The app, with `POST …/verify`'s common request taken before its middleware stack
+    (`VerifyLane`); every other request is FastAPI's."""
+
+    lane: VerifyLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.lane
+        map_id = None if lane is None else lane.map_id(scope)
+        if map_id is None or lane is None:
+            await super().__call__(scope, receive, send)
+            return
+        await lane(map_id, scope, receive, send, super().__call__)
+
+
+def _verify_route() -> VerifyRoute:
+    (route,) = (r for r in routes_maps.router.routes if isinstance(r, VerifyRoute))
+    return route
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """The API over `settings.store_url`, verifying with `settings.trust_root`."""
     if scheme_type(settings.store_url) == "memory":
@@ -128,7 +150,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             "the API needs a persistent store (sqlite:///PATH or postgresql://…), not memory://",
             field="--store",
         )
-    app = FastAPI(
+    app = StellaApi(
         title="stella-bundle API",
         version=__version__,
         description=DESCRIPTION,
@@ -148,4 +170,5 @@ def create_app(settings: ApiSettings) -> FastAPI:
     # the limit refuses before anything parses.
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.lane = VerifyLane(app.state.ctx, _verify_route())
     return app

@@ -32,6 +32,18 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+def within_limit(scope: Scope, limit: int) -> bool:
+    """A request `BodySizeLimit` lets through untouched: no Content-Encoding, a Content-Length
+    of digits within `limit` (httptools reads exactly that many bytes of body)."""
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"content-encoding":
+            return False
+        if name == b"content-length":
+            length = value
+    return length is not None and length.isdigit() and int(length) <= limit
+
+
 class BodySizeLimit:
     """Refuse request bodies over `limit` bytes with 413: at once when Content-Length says so,
     else as soon as the bytes read pass the limit (nothing of the request is processed)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from api_support import chain_upload, records, signed_bytes, statement, statement_bytes, write_chain
+from fastapi import FastAPI
 
 from stella_bundle.api import verify_route
 from stella_bundle.api.deps import VERIFY_THREADS, JsonBodyRoute, VerifyThreads
@@ -374,6 +375,53 @@ def test_fast_route_answers_the_common_request_and_hands_over_the_rest(
         path, content=b'{"from": "yesterday"}', headers={**write, **as_json}
     )
     assert bad_date.status_code == 422 and "from" in bad_date.json()["detail"] and handed == []
+
+
+def test_the_lane_answers_before_the_middleware_and_hands_the_app_the_rest(
+    api_env: Any, monkeypatch: Any
+) -> None:
+    """`StellaApi` answers the fast path's request itself (`VerifyLane`), counted in the
+    metrics as the middleware counts it; anything else, errors of the verification included,
+    reaches the app whole, body replayed, and is answered as before."""
+    entered: list[str] = []
+    app_call = FastAPI.__call__
+
+    async def counted(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/verify"):
+            entered.append(scope["path"])
+        await app_call(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counted)
+    write = api_env.auth("write")
+    as_json = {**write, "Content-Type": "application/json"}
+    digest = api_env.client.post(
+        "/api/v1/function-maps", content=statement_bytes(statement(4)), headers=write
+    ).json()["digest"]
+    path = f"/api/v1/function-maps/{digest}/verify"
+    typed = json.dumps({"observations": records(20, 4, stray=1)}).encode()
+    answers = [api_env.client.post(path, content=typed, headers=as_json) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200] and entered == []
+    assert answers[0].json() == answers[1].json()
+    assert answers[0].headers["x-stella-report-id"] != answers[1].headers["x-stella-report-id"]
+    handed = [
+        (path.replace(digest[7:], "0" * 64), typed, as_json, 404),  # raised by the verification
+        (path, b'{"observations": [{"node_hash": 1}]}', as_json, 422),  # typed decoder refuses
+        (path, b'{"observations": [], "observations": []}', as_json, 422),
+        (path, b" " * (4 << 20) + typed, as_json, 413),  # past --max-body-bytes
+        (path, typed, {**as_json, "Content-Encoding": "identity"}, 200),
+    ]
+    for where, body, headers, status in handed:
+        entered.clear()
+        answer = api_env.client.post(where, content=body, headers=headers)
+        assert (answer.status_code, entered) == (status, [where]), (status, answer.text[:200])
+    chunked = api_env.client.post(path, content=iter([typed[:100], typed[100:]]), headers=as_json)
+    assert chunked.status_code == 200 and len(entered) == 2  # no Content-Length: the app's
+    metrics = api_env.client.get("/metrics", headers=api_env.auth("read")).text
+    route = 'method="POST",route="/api/v1/function-maps/{map_id}/verify"'
+    assert f'stella_api_requests_total{{{route},status="200"}} 4.0' in metrics
+    assert f'stella_api_requests_total{{{route},status="404"}} 1.0' in metrics
+    verdict = str(answers[0].json()["verified"]).lower()
+    assert f'stella_api_verifications_total{{verified="{verdict}"}} 4.0' in metrics
 
 
 def test_verify_threads_answer_raise_and_outlive_a_cancelled_request() -> None:

@@ -169,11 +169,13 @@ def compression_of(head: bytes) -> Format | None:
 
 
 class _Counting:
-    """Counts the compressed bytes the decompressor pulls from the source."""
+    """Counts the compressed bytes the decompressor pulls from the source (and shows them to
+    `frames`, which follows zstd's frame structure)."""
 
-    def __init__(self, source: Any, read_size: int) -> None:
+    def __init__(self, source: Any, read_size: int, frames: ZstdFrames | None = None) -> None:
         self._source = source
         self._read_size = read_size
+        self._frames = frames
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -181,11 +183,103 @@ class _Counting:
         data: bytes = self._source.read(
             self._read_size if size is None or size < 0 else min(size, self._read_size)
         )
+        if self._frames is not None:
+            self._frames.feed(data, self.count)
         self.count += len(data)
         return data
 
     def readable(self) -> bool:
         return True
+
+
+class ZstdFrames:
+    """Follows the frames of a zstd stream as its bytes go by, by their headers and block
+    headers (no decompression): python-zstandard's stream reader returns what a truncated last
+    frame held and stops without an error, where `zstd -d` fails ("premature end"), so a chunk
+    cut short read as its first records here and as an error for the auditor's tool. At the end
+    of the input a frame must have ended (and one at least been read)."""
+
+    def __init__(self) -> None:
+        self._pending = b""  # bytes of the structure being read (header, block header)
+        self._skip = 0  # bytes to pass over (block contents, skippable frames, checksums)
+        self._state = "magic"
+        self._checksum = False
+        self._descriptor = 0
+        self.frames = 0
+
+    def feed(self, data: bytes, offset: int) -> None:
+        if not data:
+            if self._state != "magic" or self._skip or self._pending:
+                raise ZstdFault(
+                    f"the data ends inside zstd frame {self.frames} (at byte {offset}; "
+                    "zstd -d: 'premature end')"
+                )
+            if not self.frames:
+                raise ZstdFault("no zstd frame (zstd -d: 'unexpected end of file')")
+            return
+        position = 0
+        while position < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - position)
+                self._skip -= step
+                position += step
+                continue
+            need = self._need()
+            take = min(need - len(self._pending), len(data) - position)
+            self._pending += data[position : position + take]
+            position += take
+            if len(self._pending) == need:
+                self._advance()
+
+    def _need(self) -> int:
+        """The size of the structure read next (RFC 8878 3.1.1)."""
+        state = self._state
+        if state in ("magic", "skippable"):
+            return 4
+        if state == "descriptor":
+            return 1
+        if state == "header":  # window descriptor, dictionary id, content size
+            descriptor = self._descriptor
+            single = descriptor & 0x20
+            size_bytes = (1 if single else 0, 2, 4, 8)[descriptor >> 6]
+            return (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3] + size_bytes
+        return 3  # a block header
+
+    def _advance(self) -> None:
+        pending, self._pending = self._pending, b""
+        state = self._state
+        if state == "magic":
+            magic = int.from_bytes(pending, "little")
+            if magic == 0xFD2FB528:
+                self._state = "descriptor"
+                self.frames += 1
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self._state = "skippable"
+                self.frames += 1
+            else:
+                self._state = "magic"  # not zstd: the decompressor names it
+        elif state == "skippable":
+            self._skip = int.from_bytes(pending, "little")
+            self._state = "magic"
+        elif state == "descriptor":
+            self._descriptor = pending[0]
+            self._checksum = bool(pending[0] & 0x04)
+            self._state = "header"
+            if self._need() == 0:
+                self._state = "block"
+        elif state == "header":
+            self._state = "block"
+        else:  # a block header: last-block bit, type, size
+            header = int.from_bytes(pending, "little")
+            kind, size = (header >> 1) & 3, header >> 3
+            self._skip = 1 if kind == 1 else size
+            if header & 1:
+                self._skip += 4 if self._checksum else 0
+                self._state = "magic"
+
+
+class ZstdFault(ValueError):
+    """A zstd stream that `zstd -d` refuses and the stream reader does not (truncated)."""
 
 
 # What gzip -d also reads as a later member of a .gz file (gzip's get_method).
@@ -410,7 +504,9 @@ class BoundedInflater(io.RawIOBase):
     ) -> None:
         super().__init__()
         self.limits = limits or default_limits(compression)
-        self._counting = _Counting(source, self.limits.read_size)
+        self._counting = _Counting(
+            source, self.limits.read_size, ZstdFrames() if compression == "zstd" else None
+        )
         self.compression = compression
         self.name_ = str(name)
         self._error = error
@@ -464,7 +560,7 @@ class BoundedInflater(io.RawIOBase):
     def _pull(self, size: int) -> bytes:
         try:
             data: bytes = self._inner.read(size)
-        except zstandard.ZstdError as exc:
+        except (zstandard.ZstdError, ZstdFault) as exc:
             raise self._corrupt_error(f"corrupt zstd data: {exc}", path=self.name_) from exc
         except (GzipFault, zlib.error, ISAL_ERROR) as exc:
             raise self._corrupt_error(

@@ -290,6 +290,23 @@ static PyTypeObject NodeStateType = {
     .tp_new = NodeState_new,
 };
 
+/* What `resolve()` returned (a new reference, or NULL with an error set) as a NodeState;
+ * anything else is a TypeError and is released. */
+static NodeState *
+resolved_node(PyObject *found)
+{
+    if (found == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(found, &NodeStateType)) {
+        PyErr_Format(PyExc_TypeError, "resolve() must return a NodeState, not %.100s",
+                     Py_TYPE(found)->tp_name);
+        Py_DECREF(found);
+        return NULL;
+    }
+    return (NodeState *)found;
+}
+
 /* ---- Index: node hash bytes -> NodeState, open addressing ------------------------------- */
 
 typedef struct {
@@ -526,16 +543,10 @@ node_of(Index *self, PyObject *record, PyObject *key, uint64_t hash, PyObject *r
         }
     }
     PyObject *found = PyObject_CallOneArg(resolve, record);
-    if (found == NULL) {
+    NodeState *node = resolved_node(found);
+    if (node == NULL) {
         return NULL;
     }
-    if (!PyObject_TypeCheck(found, &NodeStateType)) {
-        PyErr_Format(PyExc_TypeError, "resolve() must return a NodeState, not %.100s",
-                     Py_TYPE(found)->tp_name);
-        Py_DECREF(found);
-        return NULL;
-    }
-    NodeState *node = (NodeState *)found;
     const Py_UCS1 *data = NULL;
     Py_ssize_t length = 0;
     if (cacheable) {
@@ -1137,16 +1148,10 @@ node_of_line(Index *self, const char *base, const PlainLine *line, PyObject *res
     Py_XDECREF(key);
     Py_XDECREF(name);
     Py_XDECREF(purl);
-    if (found == NULL) {
+    NodeState *node = resolved_node(found);
+    if (node == NULL) {
         return NULL;
     }
-    if (!PyObject_TypeCheck(found, &NodeStateType)) {
-        PyErr_Format(PyExc_TypeError, "resolve() must return a NodeState, not %.100s",
-                     Py_TYPE(found)->tp_name);
-        Py_DECREF(found);
-        return NULL;
-    }
-    NodeState *node = (NodeState *)found;
     if (node->key_length == 0) {
         memcpy(node->key, data, HASH_LENGTH);
         node->key_length = HASH_LENGTH;

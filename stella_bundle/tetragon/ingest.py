@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
@@ -158,6 +158,11 @@ class BridgeIngest:
         )
 
 
+def duplicate_reason(identity: int) -> str:
+    """Why an event read before is not recorded again: `<kind>:duplicate`."""
+    return f"{identity_kind(identity)}:duplicate"
+
+
 def default_chain_id(node_name: str) -> str:
     """`tetragon-<node>`, reduced to the characters a chain id (a directory name) allows."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", node_name).strip("-.")[:118]
@@ -228,6 +233,9 @@ class TetragonIngest:
         run: list[str] = []  # canonical lines (text) of fast-path records not yet handed over
         times: list[str] = []  # and their observed_at
         identities: list[int | None] = []  # and their events' identities
+        # The run's lines are consecutive (it is handed over before any other line is taken):
+        # its first line's source and number name each of them.
+        source, run_first = "", 0
         general = self._line
         try:
             for source, first, parts in blocks:
@@ -235,12 +243,14 @@ class TetragonIngest:
                 while index < count:
                     mapped = None
                     if self._writer is not None and self._gathered[0] is None:
+                        if not run:
+                            run_first = first + index
                         index = map_run(parts, index, run, times, identities)
                         if index == count:
                             break
                         mapped = mapper.declined
                     if run:  # in input order: the run first
-                        self._hand_over(run, times, identities)
+                        self._hand_over(run, times, identities, source, run_first)
                     general(
                         Line(source, first + index, parts[index]),
                         mapped,
@@ -248,28 +258,45 @@ class TetragonIngest:
                     )
                     index += 1
                 if run:  # a block's worth at a time: memory stays bounded
-                    self._hand_over(run, times, identities)
+                    self._hand_over(run, times, identities, source, run_first)
         finally:
             if run:  # also when the input fails: what was read before is written
-                self._hand_over(run, times, identities)
+                self._hand_over(run, times, identities, source, run_first)
         if final:
             self.finish()
 
-    def _hand_over(self, run: list[str], times: list[str], identities: list[int | None]) -> None:
-        """A run of fast-path records to the writer in one call; the lists emptied."""
+    def _hand_over(
+        self,
+        run: list[str],
+        times: list[str],
+        identities: list[int | None],
+        source: str,
+        first: int,
+    ) -> None:
+        """A run of fast-path records (of the lines numbered from `first` in `source`) to the
+        writer in one call; the lists emptied."""
         count = len(times)
         self.result.lines += count
         self.result.records += count
+        numbers = range(first, first + count)
         if count == 1:  # lines fed one at a time (a follower)
-            self._append_run(run.pop().encode(), times.pop(), 1, "", "", [identities.pop()])
-            return
-        lines, observed = "\n".join(run).encode(), "\n".join(times)
-        earliest, latest = min(times), max(times)
-        kept = identities[:]
-        run.clear()
-        times.clear()
-        identities.clear()
-        self._append_run(lines, observed, count, earliest, latest, kept)
+            kept = [identities.pop()]
+            repeated = self._append_run(
+                run.pop().encode(), times.pop(), 1, "", "", kept, source, numbers
+            )
+        else:
+            lines, observed = "\n".join(run).encode(), "\n".join(times)
+            earliest, latest = min(times), max(times)
+            kept = identities[:]
+            run.clear()
+            times.clear()
+            identities.clear()
+            repeated = self._append_run(
+                lines, observed, count, earliest, latest, kept, source, numbers
+            )
+        for index in repeated:
+            identity = cast(int, kept[index])  # a duplicate has an identity
+            self._problem(Line(source, first + index, None), duplicate_reason(identity))
 
     # --- duplicates: dropped and counted where the writer is called (in this process, or on
     # replay of a worker's calls: tetragon/parallel.py), so both ways drop the same events.
@@ -282,9 +309,13 @@ class TetragonIngest:
         earliest: str,
         latest: str,
         identities: list[int | None],
-    ) -> None:
-        """Encoded records (lines and observed_at values joined by newlines) to the writer, an
-        event seen before (`SeenEvents`) dropped and counted; `result.records` counted them."""
+        source: str,
+        numbers: Sequence[int],
+    ) -> list[int]:
+        """Encoded records (lines and observed_at values joined by newlines; of the lines
+        `numbers` of `source`) to the writer, an event seen before (`SeenEvents`) dropped and
+        counted; `result.records` counted them. Returns the indexes of the dropped ones, for
+        the caller to name (a worker's lines are numbered by the parent: parallel.py)."""
         writer = cast(ChunkWriter, self._writer)
         repeated = self._seen.repeats(identities, observed.split("\n") if count > 1 else [observed])
         if not repeated:
@@ -292,7 +323,7 @@ class TetragonIngest:
                 writer.append_encoded(lines, observed)
             else:
                 writer.append_encoded_run(lines, observed, count, earliest, latest)
-            return
+            return repeated
         # Cut around each repeated event: its count lands in the chunk it would have gone to.
         parts, stamps = lines.split(b"\n"), observed.split("\n")
         start = 0
@@ -309,21 +340,25 @@ class TetragonIngest:
             if index < count:
                 self._repeated(cast(int, identities[index]))
             start = index + 1
+        return repeated
 
-    def _append_record(self, record: dict[str, Any], identity: int | None) -> None:
-        """One record to the writer (ObservationError if the encoder refuses it), unless its
-        event was seen before; `result.records` counts it."""
+    def _append_record(self, record: dict[str, Any], identity: int | None, line: Line) -> bool:
+        """One record (of `line`) to the writer (ObservationError if the encoder refuses it),
+        unless its event was seen before: then False, for the caller to name `line`;
+        `result.records` counts it."""
         if identity is not None and self._seen.seen(identity, record["observed_at"]):
             self._repeated(identity)
-            return
+            return False
         cast(ChunkWriter, self._writer).append(record)
         if identity is not None:  # only once recorded: a refused record is no first copy
             self._seen.repeats([identity], [record["observed_at"]])
+        return True
 
     def _repeated(self, identity: int) -> None:
         """An event read before (an export concatenated, a stream replayed): not recorded
-        again, counted as dropped (`<kind>:duplicate`) in the result and the chunk's loss."""
-        reason = f"{identity_kind(identity)}:duplicate"
+        again, counted as dropped (`<kind>:duplicate`) in the result and the chunk's loss (its
+        line is named by the caller)."""
+        reason = duplicate_reason(identity)
         self.result.records -= 1
         self.result.dropped[reason] += 1
         cast(ChunkWriter, self._writer).add_loss(filtered_out=1, by_reason={f"dropped.{reason}": 1})
@@ -341,7 +376,8 @@ class TetragonIngest:
             result.lines += 1
             result.records += 1
             try:
-                self._append_record(cast(dict[str, Any], mapped), identity)
+                if not self._append_record(cast(dict[str, Any], mapped), identity, line):
+                    self._problem(line, duplicate_reason(cast(int, identity)))
             except ObservationError:
                 result.records -= 1
                 self._refuse(line, "process_uprobe:invalid_record")
@@ -416,7 +452,9 @@ class TetragonIngest:
             return
         self.result.records += 1
         try:
-            self._append_record(mapped, event_identity(event))
+            identity = event_identity(event)
+            if not self._append_record(mapped, identity, line):
+                self._problem(line, duplicate_reason(cast(int, identity)))
         except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
             self.result.records -= 1
             self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
@@ -428,12 +466,16 @@ class TetragonIngest:
         writer.add_loss(by_reason={f"gap.{reason}": 1})
 
     def _refuse(self, line: Line, reason: str) -> None:
-        result = self.result
-        result.dropped[reason] += 1
-        if len(result.problems) < MAX_NAMED_PROBLEMS:
-            result.problems.append(self._name(line, reason))
+        self.result.dropped[reason] += 1
+        self._problem(line, reason)
         writer = self._writer or self._open(None)
         writer.add_loss(filtered_out=1, by_reason={f"dropped.{reason}": 1})
+
+    def _problem(self, line: Line, reason: str) -> None:
+        """A line not recorded, named in the result (the first MAX_NAMED_PROBLEMS)."""
+        problems = self.result.problems
+        if len(problems) < MAX_NAMED_PROBLEMS:
+            problems.append(self._name(line, reason))
 
     def _name(self, line: Line, reason: str) -> str:
         """How a refused line is named (a mapping worker keeps the parts: its line numbers

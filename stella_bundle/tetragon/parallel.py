@@ -38,7 +38,7 @@ import signal
 import stat
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, cast
 
@@ -53,6 +53,7 @@ from .ingest import (
     TetragonIngest,
     TetragonIngestResult,
     _Gathered,
+    duplicate_reason,
 )
 from .sources import Line, LineBlock, file_blocks, range_blocks
 
@@ -92,9 +93,10 @@ class _BlockEnd(NamedTuple):
 
 
 # A block's writer calls: a run of records as (lines joined by newlines, observed_at values
-# joined by newlines, count, least, greatest, their events' identities), told apart by its
-# bytes first item; else (name, argument) or ("append", record, identity). Duplicates are
-# dropped here, on replay (`TetragonIngest._append_run`, `_append_record`), in input order.
+# joined by newlines, count, least, greatest, their events' identities, the file, their line
+# numbers in the block), told apart by its bytes first item; else (name, argument) or
+# ("append", record, identity, line). Duplicates are dropped here, on replay
+# (`TetragonIngest._append_run`, `_append_record`), in input order, and named by their line.
 _Call = tuple[Any, ...]
 
 
@@ -240,6 +242,7 @@ def _merge(
         # ended inside one; then its calls are dropped and the block is fed here.
         taken = not runner.gathering
         end = None
+        repeated: list[tuple[str, int, str]] = []  # duplicates met on replay, named by line
         while end is None:  # the block's calls, in one message or more
             try:
                 calls, end = _receive(results)
@@ -249,36 +252,48 @@ def _merge(
                     f"the Tetragon mapping worker stopped (exit code {process.exitcode})"
                 ) from None
             if taken:
-                _replay(runner, calls)
+                _replay(runner, calls, base, repeated)
         if not taken:
             # Line by line, here, from the state the previous block left.
             runner.feed_blocks(_block_lines(block, max_line_bytes, base + 1), final=False)
         else:
-            _adopt(runner, end, base)
+            _adopt(runner, end, base, repeated)
             if end.error is not None:
                 raise end.error  # as in-process: what was read before it is written
         base += end.line_count
     runner.finish()
 
 
-def _replay(runner: TetragonIngest, calls: list[_Call]) -> None:
-    """A block's writer calls, in order, on the real writer."""
+def _replay(
+    runner: TetragonIngest, calls: list[_Call], base: int, repeated: list[tuple[str, int, str]]
+) -> None:
+    """A block's writer calls, in order, on the real writer; the events dropped as read
+    before added to `repeated` as (file, line in the file, reason)."""
     writer = runner._writer
     for call in calls:
         first = call[0]
         if type(first) is bytes:
-            runner._append_run(*call)
+            identities, source, numbers = call[5:]
+            for index in runner._append_run(*call):
+                repeated.append(
+                    (source, base + numbers[index], duplicate_reason(identities[index]))
+                )
         elif first == "open":
             # Every block opens the chain at its first event; the first one opens it.
             writer = runner._writer or runner._open(call[1])
         elif first == "loss":
             cast(ChunkWriter, writer).add_loss(**call[1])
         else:  # "append"
-            runner._append_record(call[1], call[2])
+            _, record, identity, line = call
+            if not runner._append_record(record, identity, line):
+                repeated.append((line.source, base + line.number, duplicate_reason(identity)))
 
 
-def _adopt(runner: TetragonIngest, end: _BlockEnd, base: int) -> None:
-    """A block's counts into the runner's; its named lines numbered in their file."""
+def _adopt(
+    runner: TetragonIngest, end: _BlockEnd, base: int, repeated: list[tuple[str, int, str]]
+) -> None:
+    """A block's counts into the runner's; its named lines numbered in their file, in line
+    order with the duplicates its replay found (as the in-process ingest names them)."""
     result, mapper = runner.result, runner.mapper
     result.lines += end.lines
     result.records += end.records
@@ -286,10 +301,13 @@ def _adopt(runner: TetragonIngest, end: _BlockEnd, base: int) -> None:
     mapper.counts.update(end.counts)  # the privacy filter's own Counter: updated in place
     mapper.upstream_dropped += end.upstream_dropped
     problems = result.problems
-    for source, number, reason in end.problems:
+    named = [(source, base + number, reason) for source, number, reason in end.problems]
+    if repeated:  # one file per block: its line numbers order them
+        named = sorted(named + repeated, key=lambda item: item[1])
+    for source, number, reason in named:
         if len(problems) >= MAX_NAMED_PROBLEMS:
             break
-        problems.append(f"{source}:{base + number}: {reason}")
+        problems.append(f"{source}:{number}: {reason}")
     if end.gathered is not None:  # an event still open at the block's end: the next block
         lines, began, size = end.gathered  # is fed here, from the same state
         runner._gathered = (lines, Line(began.source, base + began.number, began.data), size)
@@ -311,6 +329,8 @@ class _RecordingWriter:
         self._lines: list[bytes] = []
         self._times: list[str] = []
         self._identities: list[int | None] = []
+        self._source = ""  # the block's file, and the line numbers of the records kept
+        self._numbers: list[int] = []
 
     def open(self, node_name: str | None) -> ChunkWriter:
         self._call(("open", node_name))
@@ -325,25 +345,33 @@ class _RecordingWriter:
         earliest: str,
         latest: str,
         identities: list[int | None],
-    ) -> None:
-        """In place of `TetragonIngest._append_run`."""
+        source: str,
+        numbers: Sequence[int],
+    ) -> list[int]:
+        """In place of `TetragonIngest._append_run` (none dropped here: on replay)."""
         if count == 1:
             self._lines.append(lines)
             self._times.append(observed)
             self._identities.extend(identities)
-            return
-        self._call((lines, observed, count, earliest, latest, identities))
+            self._source = source
+            self._numbers.extend(numbers)
+            return []
+        self._call((lines, observed, count, earliest, latest, identities, source, numbers))
+        return []
 
-    def append_record(self, record: dict[str, Any], identity: int | None) -> None:
-        """In place of `TetragonIngest._append_record`."""
-        line = encode_record(record)
+    def append_record(self, record: dict[str, Any], identity: int | None, line: Line) -> bool:
+        """In place of `TetragonIngest._append_record` (none dropped here: on replay)."""
+        encoded = encode_record(record)
         if "first_observed_at" in record or "last_observed_at" in record:
             # the writer's window reads these: the record goes
-            self._call(("append", record, identity))
+            self._call(("append", record, identity, Line(line.source, line.number, None)))
         else:
-            self._lines.append(line)
+            self._lines.append(encoded)
             self._times.append(record["observed_at"])
             self._identities.append(identity)
+            self._source = line.source
+            self._numbers.append(line.number)
+        return True
 
     def add_loss(self, **counts: Any) -> None:
         block = self._block
@@ -381,9 +409,11 @@ class _RecordingWriter:
                     min(times),
                     max(times),
                     self._identities,
+                    self._source,
+                    self._numbers,
                 )
             )
-            self._lines, self._times, self._identities = [], [], []
+            self._lines, self._times, self._identities, self._numbers = [], [], [], []
 
     def take(self) -> list[_Call]:
         self._close_run()

@@ -227,6 +227,10 @@ def test_an_event_read_twice_is_recorded_once_and_counted(
     summary = json.loads(result.stdout)
     assert summary["records"] == 4 and summary["lines"] == 9
     assert summary["dropped"] == {"process_uprobe:duplicate": 5}
+    # Each later reading named by its line, as a refused line is.
+    assert summary["problems"] == [
+        f"{export}:{number}: process_uprobe:duplicate" for number in range(5, 10)
+    ]
     (chain,) = (tmp_path / "evidence").iterdir()
     assert len(list(iter_chain_records(chain))) == 4
     from stella_bundle.evidence.seal import parse_seal

@@ -226,6 +226,45 @@ def test_an_export_read_twice_is_recorded_once_by_workers_as_in_process(
     assert sealed["dropped.process_uprobe:duplicate"] == alone.dropped["process_uprobe:duplicate"]
 
 
+def test_duplicates_are_named_by_line_among_refused_lines_by_workers_as_in_process(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event read again is named by its line (file and number), in line order with the
+    refused lines, the same by workers (which find duplicates only when the parent replays
+    their calls) as in-process: across blocks, in runs of the fast path and one by one."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    firsts = firings(to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write")), 3000)
+    kprobes = [to_line(kprobe(tetragon_pb, "tcp_connect")) for _ in range(3)]
+    lines = [*firsts, *kprobes, *firsts[1000:1030]]  # a run of them in the fast path
+    expected = [f"{number}: process_uprobe:duplicate" for number in range(3004, 3034)]
+    for number in range(3000):
+        if number % 150 == 0:  # a refused line, then events read again, one by one
+            lines.append(b"{broken\n")
+            expected.append(f"{len(lines)}: line:malformed_json")
+            for kind, copy in (
+                ("process_uprobe", firsts[number]),
+                ("process_kprobe", kprobes[number % 3]),
+            ):
+                lines.append(copy)
+                expected.append(f"{len(lines)}: {kind}:duplicate")
+    plain = tmp_path / "tetragon.log"
+    plain.write_bytes(b"".join(lines))
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 60_000)
+    results = [
+        ingest([plain], tmp_path / name, test_keys, fm_path, workers=workers)
+        for name, workers in (("one", False), ("two", True))
+    ]
+    assert len(parallel._blocks([plain])) > 20
+    assert (
+        results[0].problems == results[1].problems == [f"{plain}:{line}" for line in expected[:50]]
+    )
+    assert results[0].dropped == results[1].dropped == {
+        "line:malformed_json": 20, "process_uprobe:duplicate": 50, "process_kprobe:duplicate": 20
+    }  # fmt: skip
+    assert chain_contents(results[1].chain_dir) == chain_contents(results[0].chain_dir)
+
+
 def test_problems_past_the_first_block_are_numbered_in_their_file(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

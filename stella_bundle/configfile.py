@@ -14,7 +14,10 @@ nearest enclosing one.
 
 from __future__ import annotations
 
+import bisect
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,8 +59,8 @@ def read_json_config(path: str | Path) -> Any:
 
 
 def remember_json(source: str, data: bytes) -> None:
-    """A JSON configuration file's text, for placing its errors (JSON is YAML's flow form: the
-    same node tree; composed only when an error names one of its fields)."""
+    """A JSON configuration file's text, for placing its errors (walked only when an error
+    names one of its fields)."""
     _PLACES.pop(_key(source), None)
     if len(data) <= MAX_CONFIG_BYTES:
         _JSON_TEXT[_key(source)] = data
@@ -69,10 +72,7 @@ def place_of(source: str, field: str) -> Place | None:
     key = _key(source)
     places = _PLACES.get(key)
     if places is None and key in _JSON_TEXT:
-        try:
-            _, places = _compose(_JSON_TEXT.pop(key), source)
-        except ConfigError:
-            places = {}
+        places = _json_places(_JSON_TEXT.pop(key))
         _PLACES[key] = places
     if not places:
         return None
@@ -110,7 +110,10 @@ def _compose(data: bytes, source: str) -> tuple[Any, dict[str, Place]]:
     text = _decode(data, source)
     # The Python loader, not libyaml's: the C composer recurses on the C stack, and a deeply
     # nested file crashes the process (the Python one raises RecursionError).
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, anywhere
+        raise _unprintable(text, exc.position, source) from exc
     try:
         node = loader.get_single_node()
         if node is None:
@@ -143,6 +146,89 @@ def _compose(data: bytes, source: str) -> tuple[Any, dict[str, Place]]:
     finally:
         loader.dispose()
     return document, places
+
+
+def _unprintable(text: str, position: int, source: str) -> ConfigError:
+    before = text[:position]
+    return ConfigError(
+        f"malformed YAML: character U+{ord(text[position]):04X} is not allowed in YAML text "
+        "(a control character? write it as an escape in a double-quoted string)",
+        path=source,
+        line=before.count("\n") + 1,
+        column=position - (before.rfind("\n") + 1) + 1,
+    )
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null")
+
+
+def _json_places(data: bytes) -> dict[str, Place]:
+    """Each value's place in a JSON document (`parse_json` has read it already), by the JSON
+    grammar itself: YAML's reader refuses characters JSON allows in strings (DEL, C1 controls),
+    counts U+0085 and U+2028 as line breaks, and cannot read tab indentation or keys of more
+    than 1024 characters. Lines are counted at \\n, columns in characters (as `json` does).
+    Iterative: a document as deep as `json` reads does not exhaust the stack here."""
+    try:
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+        return _json_walk(text)
+    except (ValueError, IndexError, AttributeError):  # not JSON after all: no places
+        return {}
+
+
+def _json_walk(text: str) -> dict[str, Place]:
+    starts = [0, *(match.end() for match in re.finditer("\n", text))]
+    places: dict[str, Place] = {}
+    stack: list[tuple[str, str, list[int]]] = []  # (bracket, field, [next item index])
+
+    def space(pos: int) -> int:
+        return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
+
+    def member(pos: int, parent: str) -> tuple[str, int]:
+        """The field of the member whose key starts at `pos`, and where its value starts."""
+        key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+        pos = space(pos)
+        if text[pos] != ":":
+            raise ValueError("expected ':'")
+        return (f"{parent}.{key}" if parent else key), space(pos + 1)
+
+    pos, field = space(0), ""
+    while True:
+        # A value starts at `pos`; its name is `field`.
+        if field:
+            line = bisect.bisect_right(starts, pos)
+            places.setdefault(field, (line, pos - starts[line - 1] + 1))
+        char = text[pos]
+        if char in "{[":
+            pos = space(pos + 1)
+            if text[pos] not in "}]":
+                stack.append((char, field, [0]))
+                if char == "{":
+                    field, pos = member(pos, field)
+                else:
+                    field = f"{field}[0]"
+                continue
+            pos += 1
+        elif char == '"':
+            pos = json.decoder.scanstring(text, pos + 1)[1]  # type: ignore[attr-defined]
+        else:
+            pos = _JSON_SCALAR.match(text, pos).end()  # type: ignore[union-attr]
+        # After a value: the next member or item, or the end of its container(s).
+        while True:
+            pos = space(pos)
+            if not stack:
+                return places
+            bracket, parent, index = stack[-1]
+            if text[pos] == ",":
+                pos = space(pos + 1)
+                if bracket == "{":
+                    field, pos = member(pos, parent)
+                else:
+                    index[0] += 1
+                    field = f"{parent}[{index[0]}]"
+                break
+            stack.pop()
+            pos += 1
 
 
 def _check_size(root: Any, source: str) -> None:

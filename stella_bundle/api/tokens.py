@@ -115,6 +115,20 @@ def check_scopes(scopes: list[str] | tuple[str, ...], field: str, source: str | 
             )
 
 
+_FILE_KEYS: Final = frozenset({"version", "tokens"})
+_ENTRY_KEYS: Final = frozenset({"name", "sha256", "scopes", "created_at"})
+
+
+def _known_keys(document: dict[str, Any], allowed: frozenset[str], source: str, where: str) -> None:
+    unknown = sorted(set(document) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key (allowed: {', '.join(sorted(allowed))})",
+            path=source,
+            field=f"{where}{unknown[0]}",
+        )
+
+
 class TokenFile:
     """The tokens the server accepts, as loaded from (and saved to) the tokens file."""
 
@@ -130,6 +144,7 @@ class TokenFile:
             raise ConfigError(
                 f"expected a tokens file with version {FILE_VERSION}", path=source, field="version"
             )
+        _known_keys(document, _FILE_KEYS, source, "")
         items = document.get("tokens")
         if not isinstance(items, list):
             raise ConfigError("expected a list", path=source, field="tokens")
@@ -138,6 +153,9 @@ class TokenFile:
             where = f"tokens[{index}]"
             if not isinstance(item, dict):
                 raise ConfigError("expected an object", path=source, field=where)
+            # A key the server does not read (`expires_at`, a misspelt `scope`) would be a
+            # promise it does not keep.
+            _known_keys(item, _ENTRY_KEYS, source, f"{where}.")
             name, digest, scopes = item.get("name"), item.get("sha256"), item.get("scopes")
             if not isinstance(name, str) or not _NAME_RE.match(name):
                 raise ConfigError("expected a token name", path=source, field=f"{where}.name")
@@ -150,7 +168,14 @@ class TokenFile:
             check_scopes(scopes, f"{where}.scopes", source)
             if any(e.name == name for e in entries):
                 raise ConfigError(f"token name {name!r} appears twice", path=source, field=where)
-            entries.append(TokenEntry(name, digest, tuple(scopes), str(item.get("created_at", ""))))
+            created_at = item.get("created_at", "")
+            if not isinstance(created_at, str):
+                raise ConfigError(
+                    f"expected a time string, got {created_at!r}",
+                    path=source,
+                    field=f"{where}.created_at",
+                )
+            entries.append(TokenEntry(name, digest, tuple(scopes), created_at))
         return cls(entries, Path(path))
 
     def save(self, path: str | Path | None = None) -> None:

@@ -136,11 +136,28 @@ class MetadataMap:
             raise ConfigError(
                 "expected an object of container id → metadata", path=path, field="containers"
             )
+        unknown = sorted(set(document) - {"containers"})
+        if unknown:
+            raise ConfigError("unknown key (allowed: containers)", path=path, field=unknown[0])
         entries: dict[str, dict[str, str]] = {}
         for cid, meta in containers.items():
+            where = f"containers.{cid}"
             if not isinstance(meta, dict):
-                raise ConfigError("expected an object", path=path, field=f"containers.{cid}")
-            entries[cid] = {k: str(v) for k, v in meta.items() if k in _METADATA_KEYS}
+                raise ConfigError("expected an object", path=path, field=where)
+            for key, value in meta.items():
+                # A misspelt name (`pod`) was dropped, a null recorded as "None": the evidence
+                # carries what the operator meant or the file is refused.
+                if key not in _METADATA_KEYS:
+                    raise ConfigError(
+                        f"unknown key (allowed: {', '.join(sorted(_METADATA_KEYS))})",
+                        path=path,
+                        field=f"{where}.{key}",
+                    )
+                if not isinstance(value, str):
+                    raise ConfigError(
+                        f"expected a string, got {value!r}", path=path, field=f"{where}.{key}"
+                    )
+            entries[cid] = dict(meta)
         return cls(entries)
 
     def enrich(self, info: ContainerInfo) -> ContainerInfo:

@@ -45,54 +45,11 @@ def parse_duration_ms(text: str | int | float, field_name: str) -> int:
     return int(float(match.group(1)) * _SCALE_MS[match.group(2) or "ms"])
 
 
-_COLLECTOR_KEYS: dict[str, type | tuple[type, ...]] = {
-    "enabled": bool,
-    "mode": str,
-    "window_seconds": (int, float),
-    "aggregation_window": (str, int),
-    "sampling_rate": (int, float),
-    "pids": list,
-    "containers": list,
-    "path_allow": list,
-    "path_deny": list,
-    "probes_dir": str,
-    "container_metadata": str,
-    # Where the runtimes keep what names a container, when not their defaults (k3s keeps
-    # containerd's root under /var/lib/rancher/k3s/agent/containerd).
-    "containerd_root": str,
-    "crio_storage_roots": list,
-    "filters": dict,
-}
-_FILTER_KEYS = {
-    "target_containers": "containers",
-    "path_allowlist": "path_allow",
-    "path_denylist": "path_deny",
-    "pids": "pids",
-    "sampling_rate": "sampling_rate",
-}
-
-
 def collector_settings(other: dict[str, Any], source: str | Path | None) -> dict[str, Any]:
     """The collector's keys of the `signals:` section, checked; `filters:` flattened."""
-    settings: dict[str, Any] = {}
-    for key, value in other.items():
-        expected = _COLLECTOR_KEYS.get(key)
-        if expected is None:
-            allowed = ", ".join(sorted(_COLLECTOR_KEYS))
-            raise ConfigError(
-                f"unknown key (collector keys: {allowed})", path=source, field=f"signals.{key}"
-            )
-        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
-            raise ConfigError(f"unexpected value {value!r}", path=source, field=f"signals.{key}")
-        settings[key] = value
-    for key, value in dict(settings.pop("filters", {})).items():
-        target = _FILTER_KEYS.get(key)
-        if target is None:
-            allowed = ", ".join(sorted(_FILTER_KEYS))
-            raise ConfigError(
-                f"unknown key (allowed: {allowed})", path=source, field=f"signals.filters.{key}"
-            )
-        settings[target] = value
+    from ..evidence.config import collector_keys
+
+    settings = collector_keys(other, source)
     if settings.get("enabled") is False:
         raise ConfigError(
             "collection is disabled in this file (enabled: false)",

@@ -92,7 +92,7 @@ UNCLEAN_RESTART_REASON = "gap.unclean_restart"
 class SignalsConfig:
     """The `signals:` section of `stellaops.yaml` as the evidence writer uses it.
 
-    Keys of other components (filters, probes, …) are kept in `other` for them to read.
+    The collector's keys (mode, filters, …) are checked here and kept in `other` for it.
     """
 
     output_directory: Path | None = None
@@ -121,14 +121,102 @@ _WRITER_KEYS = {
 }
 
 
+# The collector's keys of `signals:` (`signals start`, `agent run`), by the type they take.
+_COLLECTOR_KEYS: dict[str, type | tuple[type, ...]] = {
+    "enabled": bool,
+    "mode": str,
+    "window_seconds": (int, float),
+    "aggregation_window": (str, int),
+    "sampling_rate": (int, float),
+    "pids": list,
+    "containers": list,
+    "path_allow": list,
+    "path_deny": list,
+    "probes_dir": str,
+    "container_metadata": str,
+    # Where the runtimes keep what names a container, when not their defaults (k3s keeps
+    # containerd's root under /var/lib/rancher/k3s/agent/containerd).
+    "containerd_root": str,
+    "crio_storage_roots": list,
+    "filters": dict,
+}
+_FILTER_KEYS = {
+    "target_containers": "containers",
+    "path_allowlist": "path_allow",
+    "path_denylist": "path_deny",
+    "pids": "pids",
+    "sampling_rate": "sampling_rate",
+}
+_TYPE_NAMES: dict[type | tuple[type, ...], str] = {
+    bool: "true or false",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+    (int, float): "a number",
+    (str, int): "a duration such as 1000ms",
+}
+
+
+def collector_keys(other: dict[str, Any], source: str | Path | None) -> dict[str, Any]:
+    """The collector's keys of `signals:` (what the writer does not read), checked whatever
+    command reads the file: a misspelt key is refused, never left to its default; `filters:`
+    flattened."""
+    settings: dict[str, Any] = {}
+    for key, value in other.items():
+        expected = _COLLECTOR_KEYS.get(key)
+        if expected is None:
+            allowed = ", ".join(sorted({*_WRITER_KEYS, *_COLLECTOR_KEYS}))
+            raise ConfigError(
+                f"unknown key (allowed: {allowed})", path=source, field=f"signals.{key}"
+            )
+        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+            raise ConfigError(
+                f"expected {_TYPE_NAMES[expected]}, got {value!r}",
+                path=source,
+                field=f"signals.{key}",
+            )
+        settings[key] = value
+    for key, value in dict(settings.pop("filters", {})).items():
+        target = _FILTER_KEYS.get(key)
+        if target is None:
+            allowed = ", ".join(sorted(_FILTER_KEYS))
+            raise ConfigError(
+                f"unknown key (allowed: {allowed})", path=source, field=f"signals.filters.{key}"
+            )
+        settings[target] = value
+    return settings
+
+
+# The sections of stellaops.yaml this toolkit reads. The file is the StellaOps platform's: the
+# product documents put other modules' sections beside these (`alerts:`), so another section
+# is passed over, but not one a typo away from these: `observaton_store:` or `Signals:` read
+# as absent would leave every setting at its default without a word.
+SECTIONS = ("signals", "runtime_agent", "observation_store", "tetragon")
+
+
 def read_stellaops(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of `stellaops.yaml` (each component reads its own section); its
     errors are placed at the file's line and column (configfile)."""
+    import difflib
+
     from ..configfile import read_yaml_config
 
     document = read_yaml_config(path)
     if not isinstance(document, dict):
         raise ConfigError("expected a YAML mapping at the top level", path=str(path))
+    for key in document:
+        if not isinstance(key, str) or key in SECTIONS:
+            continue
+        folded = key.strip().lower().replace("-", "_").replace(" ", "_")
+        near = difflib.get_close_matches(folded, SECTIONS, n=1, cutoff=0.8)
+        if near:
+            raise ConfigError(
+                f"unknown section: did you mean {near[0]!r}? (this toolkit reads "
+                f"{', '.join(SECTIONS)}; other products' sections are passed over, not one "
+                "this close to ours)",
+                path=str(path),
+                field=key,
+            )
     return document
 
 
@@ -160,6 +248,8 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
         key = {"max_records": "rotation.max_records"}.get(exc.field or "", exc.field)
         raise fail(exc.message, key or "rotation") from exc
 
+    other = {k: v for k, v in signals.items() if k not in _WRITER_KEYS}
+    collector_keys(other, source)
     key_file = _signing_key(signals.get("signing"), fail)
     output = signals.get("output_directory")
     if output is not None and not isinstance(output, str):
@@ -172,7 +262,7 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
         chain_id=chain_id,
         key_file=key_file,
         writer=writer,
-        other={k: v for k, v in signals.items() if k not in _WRITER_KEYS},
+        other=other,
     )
 
 

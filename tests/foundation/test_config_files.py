@@ -113,6 +113,49 @@ def test_json_configuration_files_are_placed_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "text, place",
+    [
+        # Indented with tabs, as editors write JSON: YAML cannot read tab indentation.
+        ('{\n\t"containers": {\n\t\t"web": {},\n\t\t"abc": 7\n\t}\n}\n', "4:10"),
+        # A key past YAML's 1024-character limit of a simple key (a container id is any string).
+        ('{"containers": {"' + "k" * 1100 + '": {},\n "abc": 7}}', "2:9"),
+        # NEL and U+2028 inside a string: line breaks to YAML, not to JSON (nor an editor).
+        ('{"containers": {"a\x85b\u2028c": {},\n "abc": 7}}', "2:9"),
+        # DEL in a string: JSON allows it, YAML's reader raised (an internal error, exit 3).
+        ('{"containers": {"a\x7fb": {},\n "abc": 7}}', "2:9"),
+    ],
+    ids=["tabs", "long-key", "nel-u2028", "del"],
+)
+def test_json_files_are_placed_by_the_json_grammar(tmp_path: Path, text: str, place: str) -> None:
+    metadata = tmp_path / "containers.json"
+    metadata.write_text(text, encoding="utf-8")
+    line = _error(MetadataMap.load, metadata)
+    assert line.startswith(f"{metadata}:{place}: field 'containers.abc': expected an object"), line
+
+
+@pytest.mark.parametrize(
+    "text, place, code",
+    [
+        ('signals:\n  chain_id: "a\x7fb"\n', "2:15", "U+007F"),
+        ("observation_store:\n  path: x\x80.sqlite\n", "2:10", "U+0080"),
+        ("# \ufffe\n", "1:3", "U+FFFE"),
+    ],
+)
+def test_a_character_yaml_does_not_allow_is_placed(
+    tmp_path: Path, run_cli: Any, text: str, place: str, code: str
+) -> None:
+    path = tmp_path / "stellaops.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert _error(read_stellaops, path).startswith(
+        f"{path}:{place}: malformed YAML: character {code} is not allowed"
+    )
+    done = run_cli("store", "status", "--config", path)
+    assert done.exit_code == 2
+    assert done.stderr.startswith(f"error: {path}:{place}: malformed YAML: character {code}")
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
     "text, place, words",
     [
         ("observation_store:\n  type: sqlite\n  type: postgres\n", "3:3", "first at line 2"),
@@ -199,3 +242,110 @@ def test_the_cli_prints_the_place(tmp_path: Path, run_cli: Any) -> None:
     assert done.stderr.startswith(
         f"error: {path}:2:20: field 'observation_store.retention_hours': expected a positive "
     ), done.stderr
+
+
+@pytest.mark.parametrize(
+    "reader, text, place, words",
+    [
+        ("store", "observaton_store:\n  retention_hours: 5\n", "1:1", "'observation_store'"),
+        ("signals", "Signals:\n  output_directory: /x\n", "1:1", "'signals'"),
+        ("tetragon", "alerts: []\ntetragn: {enabled: false}\n", "2:10", "'tetragon'"),
+        ("agent", "runtime-agent:\n  function_map: fm.json\n", "1:1", "'runtime_agent'"),
+    ],
+)
+def test_a_section_a_typo_away_from_ours_is_refused(
+    tmp_path: Path, reader: str, text: str, place: str, words: str
+) -> None:
+    """Read as absent, these left every setting at its default without a word."""
+    path = tmp_path / "stellaops.yaml"
+    path.write_text(text)
+    line = _error(READERS[reader], path)
+    assert line.startswith(f"{path}:{place}: field '"), line
+    assert f"unknown section: did you mean {words}?" in line, line
+
+
+def test_other_products_sections_are_passed_over(tmp_path: Path) -> None:
+    path = tmp_path / "stellaops.yaml"
+    path.write_text(
+        "alerts:\n  - name: function-map-coverage-low\n    severity: warning\n"
+        "scanner: {workers: 4}\nobservation_store: {retention_hours: 5}\n"
+    )
+    assert store_settings(None, path).retention_hours == 5.0
+
+
+@pytest.mark.parametrize(
+    "text, place, field",
+    [
+        # A misspelt writer section: the rotation was the default, for `observations import`
+        # and `tetragon ingest` (only `signals start` checked the section's keys).
+        ("signals:\n  output_directory: /x\n  rotaton:\n    max_size_mb: 1\n", "3:3", "rotaton"),
+        ("signals:\n  chain_idd: node-7\n", "2:14", "chain_idd"),
+        ("signals:\n  filters: {path_allowlist: [/etc], paths: [/x]}\n", "2:44", "filters.paths"),
+        ("signals:\n  mode: 5\n", "2:9", "mode"),
+    ],
+)
+def test_a_signals_key_is_checked_by_every_reader(
+    tmp_path: Path, run_cli: Any, text: str, place: str, field: str
+) -> None:
+    path = tmp_path / "stellaops.yaml"
+    path.write_text(text)
+    assert _error(load_signals_config, path).startswith(f"{path}:{place}: field 'signals.{field}'")
+    done = run_cli("observations", "import", "--config", path, tmp_path / "none.ndjson")
+    assert done.exit_code == 2
+    assert done.stderr.startswith(f"error: {path}:{place}: field 'signals.{field}'"), done.stderr
+
+
+_DIGEST = '"sha256": "' + "0" * 64 + '"'
+
+
+@pytest.mark.parametrize(
+    "text, place, field, words",
+    [
+        (
+            '{"version": 1, "tokens": [\n {"name": "ci", ' + _DIGEST + ', "scopes": ["read"],'
+            ' "expires_at": "2026-01-01T00:00:00Z"}]}',
+            "2:129",
+            "tokens[0].expires_at",
+            "unknown key (allowed: created_at, name, scopes, sha256)",
+        ),
+        ('{"version": 1, "tokens": [],\n "token": []}', "2:11", "token", "unknown key"),
+        (
+            '{"version": 1, "tokens": [{"name": "ci", ' + _DIGEST + ', "scopes": ["read"],\n'
+            ' "created_at": 5}]}',
+            "2:16",
+            "tokens[0].created_at",
+            "expected a time string, got 5",
+        ),
+    ],
+)
+def test_a_tokens_file_key_the_server_does_not_read_is_refused(
+    tmp_path: Path, text: str, place: str, field: str, words: str
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(text)
+    line = _error(TokenFile.load, tokens)
+    assert line.startswith(f"{tokens}:{place}: field '{field}': {words}"), line
+
+
+@pytest.mark.parametrize(
+    "text, place, field, words",
+    [
+        (
+            '{"containers": {"abc": {\n  "pod": "web-1"}}}',
+            "2:10",
+            "containers.abc.pod",
+            "unknown key",
+        ),
+        ('{"containers": {"abc": {\n  "image": null}}}', "2:12", "containers.abc.image", "string"),
+        ('{"containers": {},\n "pods": {}}', "2:10", "pods", "unknown key"),
+    ],
+)
+def test_container_metadata_is_read_as_written_or_refused(
+    tmp_path: Path, text: str, place: str, field: str, words: str
+) -> None:
+    """A misspelt name was dropped and a null recorded as the string "None" in the evidence."""
+    metadata = tmp_path / "containers.json"
+    metadata.write_text(text)
+    line = _error(MetadataMap.load, metadata)
+    assert line.startswith(f"{metadata}:{place}: field '{field}'"), line
+    assert words in line, line

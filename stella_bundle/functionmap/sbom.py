@@ -1,4 +1,7 @@
-"""Reading CycloneDX JSON SBOMs: components (nested too), purls, and their evidence."""
+"""Reading CycloneDX JSON SBOMs (1.2 and later 1.x): components (nested too, and those of
+`metadata.component`), purls, and their evidence. The fields read are checked against the
+schema's types and refused naming their path (`components[3].evidence.callstack.frames[0]`);
+CycloneDX XML, SPDX JSON and SPDX tag-value are refused by name."""
 
 from __future__ import annotations
 
@@ -47,16 +50,76 @@ class Sbom:
         yield from self.components
 
 
-def _component(raw: Any, source: str, where: str, *, is_root: bool = False) -> Component | None:
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+def _fail(expected: str, value: Any, source: str, where: str) -> MalformedDocumentError:
+    return MalformedDocumentError(
+        f"expected {expected}, found {_kind(value)}", path=source, field=where
+    )
+
+
+def _string(raw: dict[str, Any], key: str, source: str, where: str) -> str | None:
+    """A string field of the CycloneDX schema, or None when absent: any other type is refused
+    (a numeric version was dropped, a numeric purl made the component pkg:generic)."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _fail("a string", value, source, f"{where}.{key}")
+    return value
+
+
+def _objects(raw: dict[str, Any], key: str, source: str, where: str) -> list[dict[str, Any]]:
+    """A list of objects of the schema (absent: empty)."""
+    items = raw.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise _fail("a list", items, source, f"{where}.{key}")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _fail("an object", item, source, f"{where}.{key}[{index}]")
+    return items
+
+
+# The frame fields frame_symbol reads (CycloneDX 1.5+ `evidence.callstack.frames[]`).
+_FRAME_TEXT = ("package", "module", "function", "fullFilename")
+
+
+def _evidence(raw: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """The component's `evidence` as generate reads it (call stack frames, occurrences), its
+    shape checked here so that nothing of it is passed over for being of another type."""
+    evidence = raw.get("evidence")
+    if evidence is None:
+        return {}
+    where = f"{where}.evidence"
+    if not isinstance(evidence, dict):
+        raise _fail("an object", evidence, source, where)
+    callstack = evidence.get("callstack")
+    if callstack is not None:
+        if not isinstance(callstack, dict):
+            raise _fail("an object", callstack, source, f"{where}.callstack")
+        for index, frame in enumerate(_objects(callstack, "frames", source, f"{where}.callstack")):
+            for key in _FRAME_TEXT:
+                _string(frame, key, source, f"{where}.callstack.frames[{index}]")
+    for index, occurrence in enumerate(_objects(evidence, "occurrences", source, where)):
+        for key in ("symbol", "location"):  # location: the Tetragon bridge's binary → purl
+            _string(occurrence, key, source, f"{where}.occurrences[{index}]")
+    return evidence
+
+
+def _component(raw: Any, source: str, where: str, *, is_root: bool = False) -> Component:
     if not isinstance(raw, dict):
-        raise MalformedDocumentError("expected a component object", path=source, field=where)
+        raise _fail("a component object", raw, source, where)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise MalformedDocumentError("component has no name", path=source, field=f"{where}.name")
-    version = raw.get("version") if isinstance(raw.get("version"), str) else None
-    group = raw.get("group") if isinstance(raw.get("group"), str) else None
-    purl = raw.get("purl")
-    if isinstance(purl, str) and purl:
+    version = _string(raw, "version", source, where)
+    group = _string(raw, "group", source, where)
+    purl = _string(raw, "purl", source, where)
+    if purl:
         try:
             canonical = canonical_purl(purl)
         except Exception as exc:
@@ -65,14 +128,13 @@ def _component(raw: Any, source: str, where: str, *, is_root: bool = False) -> C
             ) from exc
     else:
         canonical = str(PackageURL(type="generic", name=name, version=version).to_string())
-    evidence = raw.get("evidence") if isinstance(raw.get("evidence"), dict) else {}
     return Component(
         name=name,
         version=version,
         group=group,
         purl=canonical,
         purl_type=str(PackageURL.from_string(canonical).type),
-        evidence=evidence or {},
+        evidence=_evidence(raw, source, where),
         is_root=is_root,
     )
 
@@ -84,10 +146,30 @@ def _walk(raw: Any, source: str, where: str) -> Iterator[Component]:
         raise MalformedDocumentError("expected a list of components", path=source, field=where)
     for index, item in enumerate(raw):
         here = f"{where}[{index}]"
-        component = _component(item, source, here)
-        if component is not None:
-            yield component
+        yield _component(item, source, here)
         yield from _walk(item.get("components"), source, f"{here}.components")
+
+
+_SPDX_NOT_READ = (
+    "SPDX is not read: a function map comes from CycloneDX JSON, whose call stacks and "
+    "occurrences SPDX 2.x has no field for; convert it first, e.g. `cyclonedx convert "
+    "--input-format spdxjson --output-format json`"
+)
+
+
+def _refuse_other_encodings(data: bytes, source: str) -> None:
+    """CycloneDX XML and SPDX tag-value are named for what they are (a JSON parse error at
+    column 1 says nothing of the fix)."""
+    head = data.removeprefix(b"\xef\xbb\xbf").lstrip()[:64]
+    if head.startswith(b"<"):
+        raise MalformedDocumentError(
+            "an XML document: CycloneDX XML is not read, only CycloneDX JSON; convert it "
+            "first, e.g. `cyclonedx convert --input-format xml --output-format json`",
+            path=source,
+            line=1,
+        )
+    if head.startswith(b"SPDXVersion:") or b"\nSPDXVersion:" in data[:4096]:
+        raise MalformedDocumentError(f"an SPDX tag-value document: {_SPDX_NOT_READ}", path=source)
 
 
 _SPEC_RE = re.compile(r"1\.(?:[2-9]|[1-9][0-9])")
@@ -97,11 +179,12 @@ def load_sbom(path: str | Path) -> Sbom:
     """Parse a CycloneDX JSON SBOM; anything else is refused with a clear message."""
     source = str(path)
     data = read_bytes(path)
+    _refuse_other_encodings(data, source)
     document = parse_json(data, source)
     if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
         found = document.get("bomFormat") if isinstance(document, dict) else type(document).__name__
         hint = (
-            " (SPDX is not supported)"
+            f" ({_SPDX_NOT_READ})"
             if isinstance(document, dict) and "spdxVersion" in document
             else ""
         )
@@ -124,10 +207,18 @@ def load_sbom(path: str | Path) -> Sbom:
             path=source,
             field="specVersion",
         )
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-    root_raw = (metadata or {}).get("component")
-    root = _component(root_raw, source, "metadata.component", is_root=True) if root_raw else None
-    components = tuple(_walk(document.get("components"), source, "components"))
+    metadata = document.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise _fail("an object", metadata, source, "metadata")
+    root_raw = metadata.get("component")
+    root = None
+    # The BOM's own subject, and the components it is made of (`metadata.component.components`,
+    # as a BOM of a BOM writes them: read like the top-level list, not passed over).
+    nested: tuple[Component, ...] = ()
+    if root_raw is not None:
+        root = _component(root_raw, source, "metadata.component", is_root=True)
+        nested = tuple(_walk(root_raw.get("components"), source, "metadata.component.components"))
+    components = nested + tuple(_walk(document.get("components"), source, "components"))
     return Sbom(
         path=source,
         digest="sha256:" + hashlib.sha256(data).hexdigest(),

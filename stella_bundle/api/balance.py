@@ -41,6 +41,10 @@ log = logging.getLogger("stella.api")
 
 # The path of the share file, set by the supervisor for its workers.
 SHARE_VARIABLE: Final = "STELLA_SERVE_BALANCE"
+# Seconds a TLS client has for its handshake (`stella serve --header-timeout`, set by the
+# server for its workers): asyncio's default is 60 s, and uvicorn counts a connection (for
+# --max-connections and the head's timer) only once its handshake is done.
+HANDSHAKE_VARIABLE: Final = "STELLA_SERVE_HANDSHAKE_TIMEOUT"
 # How long a worker with more connections than another leaves a pending connection to the
 # one with fewer: longer than a busy event loop's turn (a verify body's decoding, ~1 ms), short
 # beside a request.
@@ -237,9 +241,15 @@ class BalancedServer(asyncio.AbstractServer):
         return (self._sock,)
 
 
+def _handshake_seconds() -> float | None:
+    value = os.environ.get(HANDSHAKE_VARIABLE)
+    return float(value) if value else None
+
+
 class BalancedLoop(uvloop.Loop):  # type: ignore[misc]
     """uvloop's loop; a server on a socket given by uvicorn's supervisor is balanced with the
-    other workers' when the supervisor made a share file (`SHARE_VARIABLE`)."""
+    other workers' when the supervisor made a share file (`SHARE_VARIABLE`); TLS handshakes
+    are bounded by `HANDSHAKE_VARIABLE`'s seconds."""
 
     async def create_server(  # type: ignore[override]
         self,
@@ -253,6 +263,8 @@ class BalancedLoop(uvloop.Loop):  # type: ignore[misc]
         backlog: int = 100,
         **options: Any,
     ) -> asyncio.AbstractServer:
+        if ssl is not None and ssl_handshake_timeout is None:
+            ssl_handshake_timeout = _handshake_seconds()
         path = os.environ.get(SHARE_VARIABLE)
         if sock is None or path is None:
             server: asyncio.AbstractServer = await super().create_server(
@@ -272,5 +284,5 @@ class BalancedLoop(uvloop.Loop):  # type: ignore[misc]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvicorn's `loop` factory in the workers."""
+    """uvicorn's `loop` factory of `stella serve`."""
     return BalancedLoop()

@@ -271,8 +271,9 @@ def serve(
         target,
         factory=workers > 1,
         workers=workers,
-        # The workers share the connections evenly (api/balance.py); one process: uvloop.
-        loop="stella_bundle.api.balance:new_event_loop" if workers > 1 else "auto",
+        # uvloop; the workers share the connections evenly and TLS handshakes are bounded
+        # (api/balance.py).
+        loop="stella_bundle.api.balance:new_event_loop",
         host=listen.host,
         port=listen.port,
         ssl_certfile=str(listen.tls_cert) if listen.tls_cert else None,
@@ -290,6 +291,10 @@ def serve(
         http="stella_bundle.api.request_head:BoundedHeadProtocol",
     )
     setattr(config, LIMITS_ATTRIBUTE, slow_clients)
+    from .balance import HANDSHAKE_VARIABLE
+
+    # A TLS handshake is part of the head's time (inherited by the worker processes).
+    os.environ[HANDSHAKE_VARIABLE] = repr(slow_clients.head_seconds)
     if workers > 1:
         # uvicorn's supervisor: it binds the socket once and starts the worker processes,
         # which share its connections through the file of their counts.

@@ -86,7 +86,8 @@ def serve(
         20.0,
         "--header-timeout",
         help="Seconds for a request's line and headers to arrive, from its first byte (or the "
-        "connection's opening); past it 408 and the connection closed (default: 20).",
+        "connection's opening); past it 408 and the connection closed; a TLS handshake gets as "
+        "long (default: 20).",
     ),
     body_timeout: float = typer.Option(
         20.0,

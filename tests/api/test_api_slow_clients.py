@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -181,3 +182,51 @@ def test_the_limits_are_checked_before_the_server_starts(
         words in done.stderr and len(done.stderr.strip().splitlines()) == 1
     ), done.stderr
     assert not (tmp_path / "store.sqlite").exists()  # refused before the store is opened
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+def test_a_stalled_tls_handshake_is_let_go_within_the_head_time(
+    test_keys: Any, tmp_path: Path, workers: int
+) -> None:
+    """Over TLS the head's time starts at the handshake: a client that opens the connection and
+    sends no ClientHello, or half of one, holds a socket only as long as a silent plain client
+    (asyncio's default was 60 s, and uvicorn counts a connection only once the handshake is
+    done, so --max-connections did not bound them either). Others are served meanwhile."""
+    from test_api_serve import _tls_pair
+
+    cert, key = _tls_pair(tmp_path)
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    open_store(url, initialise=True).close()
+    server = Server(
+        "--trust-root", test_keys.trust_root, "--store", url, "--workers", workers,
+        "--tls-cert", cert, "--tls-key", key, "--header-timeout", HEAD_SECONDS,
+        tls_ca=cert,
+    )  # fmt: skip
+    server.start()
+    try:
+        # A real client's ClientHello, of which the second client sends half.
+        written = ssl.MemoryBIO()
+        client = ssl.create_default_context().wrap_bio(
+            ssl.MemoryBIO(), written, server_hostname="localhost"
+        )
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.do_handshake()
+        client_hello = written.read()
+        assert client_hello[:1] == b"\x16"  # a TLS handshake record
+        silent = Dribbler(server.port, b"", b"")
+        half = Dribbler(server.port, client_hello[: len(client_hello) // 2], b"")
+        for dribbler in (silent, half):
+            dribbler.start()
+        while silent.is_alive() or half.is_alive():
+            started = time.monotonic()
+            answer = httpx.get(server.url + "/healthz", verify=server.verify, timeout=30)
+            assert answer.status_code == 200
+            assert time.monotonic() - started < SLACK
+            time.sleep(0.3)
+            assert time.monotonic() - silent.opened < 60
+        for dribbler in (silent, half):
+            assert dribbler.closed_after is not None
+            assert dribbler.closed_after < HEAD_SECONDS + SLACK, dribbler.closed_after
+            assert dribbler.answer == b""
+    finally:
+        server.stop()

@@ -69,21 +69,33 @@ class Catalog:
                 return entry.symbols[0].tag
         return None
 
-    def matches(self, sbom_components: list[Component]) -> list[tuple[CatalogComponent, Component]]:
-        """For each catalog entry, the SBOM component it applies to (best-ranked name wins).
+    def matches(
+        self, sbom_components: list[Component]
+    ) -> list[tuple[CatalogComponent, Component, tuple[str, ...]]]:
+        """For each catalog entry, the SBOM component it applies to (best-ranked name wins),
+        and the purls of the others matching as well (not used: named in a warning).
 
         One SBOM component per entry: Debian's `openssl` (the CLI) and `libssl3` (the library)
-        both match OpenSSL, and the library is where the symbols live.
+        both match OpenSSL, and the library is where the symbols live. Between components of
+        one rank (libssl3 of two versions or architectures) the least purl is taken, not the
+        first in the document: the order of components means nothing in CycloneDX, and the
+        map must not depend on it.
         """
         found = []
         for entry in self.components:
-            best: tuple[int, int, Component] | None = None
-            for order, component in enumerate(sbom_components):
+            ranked: dict[str, tuple[int, str, Component]] = {}
+            for component in sbom_components:
                 rank = entry.match_rank(component)
-                if rank is not None and (best is None or (rank, order) < best[:2]):
-                    best = (rank, order, component)
-            if best is not None:
-                found.append((entry, best[2]))
+                if rank is None:
+                    continue
+                key = (rank, component.name, component)
+                if component.purl not in ranked or key[:2] < ranked[component.purl][:2]:
+                    ranked[component.purl] = key
+            if not ranked:
+                continue
+            best = min(ranked.items(), key=lambda item: (item[1][0], item[0], item[1][1]))
+            others = tuple(sorted(purl for purl, key in ranked.items() if key[0] == best[1][0]))
+            found.append((entry, best[1][2], tuple(p for p in others if p != best[0])))
         return found
 
 

@@ -221,9 +221,14 @@ def _component_names(component: Component, extra: Iterable[str] = ()) -> set[str
     return {component.name, component.package_name, *extra}
 
 
-def _catalog_candidates(sbom: Sbom, catalog: Catalog) -> list[_Candidate]:
+def _catalog_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> list[_Candidate]:
     found = []
-    for entry, component in catalog.matches(list(sbom.all_components())):
+    for entry, component, others in catalog.matches(list(sbom.all_components())):
+        if others:
+            warnings.append(
+                f"catalog entry {entry.name}: {len(others) + 1} components match it equally; "
+                f"its symbols are expected of {component.purl}, not of {', '.join(others)}"
+            )
         for item in entry.symbols:
             found.append(
                 _Candidate(
@@ -239,16 +244,24 @@ def _catalog_candidates(sbom: Sbom, catalog: Catalog) -> list[_Candidate]:
 
 
 def _frame_owner(frame: Mapping[str, Any], sbom: Sbom, owner: Component) -> Component:
-    """The component whose namespace is the longest prefix of the frame's package."""
+    """The component whose namespace is the longest prefix of the frame's package.
+
+    Several of one namespace (a Maven group's modules): the stack's own component if it is
+    one of them, else the least purl, never the first in the document (whose order means
+    nothing in CycloneDX)."""
     # A class file path (`com/example/Logger.class`) names its package with slashes.
     package = str(frame.get("package") or frame.get("module") or "").replace("/", ".")
-    best: tuple[int, Component] | None = None
+    best: tuple[int, bool, str, Component] | None = None
     for component in sbom.all_components():
         namespace = component.group or PackageURL.from_string(component.purl).namespace or ""
         inside = namespace and (package == namespace or package.startswith(namespace + "."))
-        if inside and (best is None or len(namespace) > best[0]):
-            best = (len(namespace), component)
-    return best[1] if best else owner
+        if not inside:
+            continue
+        # Longest namespace, then the stack's component, then the least purl.
+        rank = (-len(namespace), component.purl != owner.purl, component.purl)
+        if best is None or rank < best[:3]:
+            best = (*rank, component)
+    return best[3] if best else owner
 
 
 def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> list[_Candidate]:
@@ -410,7 +423,10 @@ def _component_for_purl(sbom: Sbom, purl: str) -> Component | None:
     for component in sbom.all_components():
         if component.purl == exact:
             return component
-        if fallback is None and _versionless(component.purl) == loose:
+        # Another version: the least purl, not the first in the document's order.
+        if _versionless(component.purl) == loose and (
+            fallback is None or component.purl < fallback.purl
+        ):
             fallback = component
     return fallback
 
@@ -454,7 +470,7 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     for purl, path in options.binary_paths.items():
         binaries[canonical_purl(purl)] = index_binary(str(path))
 
-    candidates = _catalog_candidates(sbom, catalog)
+    candidates = _catalog_candidates(sbom, catalog, warnings)
     candidates += _evidence_candidates(sbom, catalog, warnings)
     if options.static_analysis is not None:
         candidates += _static_candidates(options, catalog, warnings)
@@ -462,7 +478,9 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
     candidates += _kernel_candidates(options.kernel_events)
 
     collected = _PathCollector(options, binaries)
-    for candidate in candidates:
+    # Of two candidates giving one path (a component listed twice, under two names), the
+    # first added is kept: added in an order of their own, not the SBOM's.
+    for candidate in sorted(candidates, key=_candidate_order):
         collected.add(candidate)
     paths = collected.paths
     warnings += [
@@ -578,6 +596,18 @@ class _PathCollector:
             nodes=tuple(nodes),
         )
         self.sources[candidate.source] = self.sources.get(candidate.source, 0) + 1
+
+
+def _candidate_order(candidate: _Candidate) -> tuple[Any, ...]:
+    return (
+        candidate.source,
+        candidate.label,
+        candidate.dedup_scope,
+        candidate.nodes,
+        candidate.tag,
+        sorted(candidate.names),
+        candidate.probe_types or (),
+    )
 
 
 def _glob_matches_a_node(glob: str, paths: Iterable[ExpectedPath]) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +142,10 @@ def _mutated(draw: st.DrawFn) -> dict[str, Any]:
                 holder = holder[key]
             holder[keys[-1]] = draw(_ANY_JSON)
         elif how == "frame":
-            frames = (
-                target.setdefault("evidence", {})
-                .setdefault("callstack", {})
-                .setdefault("frames", [])
-            )
+            holder = target
+            for key in ("evidence", "callstack"):  # made objects, unless a draw made them not
+                holder = holder.setdefault(key, {}) if isinstance(holder, dict) else None
+            frames = holder.setdefault("frames", []) if isinstance(holder, dict) else None
             if isinstance(frames, list):
                 frames.append(draw(st.dictionaries(
                     st.sampled_from(["package", "module", "function", "line", "fullFilename"]),
@@ -154,8 +154,8 @@ def _mutated(draw: st.DrawFn) -> dict[str, Any]:
             moved = components.pop(draw(st.integers(0, len(components) - 1)))
             if components:
                 host = components[draw(st.integers(0, len(components) - 1))]
-                if isinstance(host, dict):
-                    host.setdefault("components", []).append(moved)
+                if isinstance(host, dict) and isinstance(host.setdefault("components", []), list):
+                    host["components"].append(moved)
                     continue
             components.append(moved)
         elif how == "root":
@@ -186,3 +186,122 @@ def test_a_varied_real_sbom_is_read_or_refused_in_one_line(
         assert exc.exit_code == 2, exc
         line = str(exc)
         assert line.startswith(f"{sbom}: ") and "\n" not in line, line
+
+
+# --- the map is the same whatever the order of components and however a purl is spelt -----
+
+# Two components of one rank for the OpenSSL catalog entry (multiarch libssl3), and the
+# command-line tool, which ranks below them; two modules of one Maven group, which the seed's
+# call-stack frames (package com.example.vulnspring) fit equally.
+_TIES = [
+    dict(LIBSSL),
+    {**LIBSSL, "purl": LIBSSL["purl"].replace("amd64", "i386")},
+    {"type": "application", "name": "openssl", "version": "3.0.17-1~deb12u2",
+     "purl": "pkg:deb/debian/openssl@3.0.17-1~deb12u2?arch=amd64"},
+    {"type": "library", "name": "web", "group": "com.example.vulnspring", "version": "1.0",
+     "purl": "pkg:maven/com.example.vulnspring/web@1.0?type=jar"},
+    {"type": "library", "name": "api", "group": "com.example.vulnspring", "version": "1.0",
+     "purl": "pkg:maven/com.example.vulnspring/api@1.0?type=jar"},
+]  # fmt: skip
+
+
+def _respelt(purl: str, rnd: Any) -> str:
+    """The same package URL written otherwise: the type in capitals, characters of the
+    namespace, name and version percent-encoded, qualifier keys in capitals and reordered."""
+    body, _, qualifiers = purl.removeprefix("pkg:").partition("?")
+    kind, _, rest = body.partition("/")
+    if rnd.random() < 0.5:
+        kind = kind.upper()
+    rest = "".join(f"%{ord(c):02X}" if c.isalnum() and rnd.random() < 0.2 else c for c in rest)
+    pairs = [pair.split("=", 1) for pair in qualifiers.split("&") if pair]
+    rnd.shuffle(pairs)
+    written = "&".join(f"{k.upper() if rnd.random() < 0.5 else k}={v}" for k, v in pairs)
+    return f"pkg:{kind}/{rest}" + (f"?{written}" if written else "")
+
+
+def _shuffled(value: Any, rnd: Any) -> Any:
+    """The same JSON value with every object's keys in another order."""
+    if isinstance(value, list):
+        return [_shuffled(item, rnd) for item in value]
+    if isinstance(value, dict):
+        items = list(value.items())
+        rnd.shuffle(items)
+        return {key: _shuffled(item, rnd) for key, item in items}
+    return value
+
+
+def _rewritten(rnd: Any) -> dict[str, Any]:
+    document = copy.deepcopy(_SEED)
+    components = [*document.pop("components"), *copy.deepcopy(_TIES)]
+    rnd.shuffle(components)
+    for component in components:
+        if isinstance(component.get("purl"), str):
+            component["purl"] = _respelt(component["purl"], rnd)
+    # Nested anywhere: under an earlier component, under the BOM's subject, or at the top.
+    top: list[Any] = []
+    root = document["metadata"]["component"]
+    for index, component in enumerate(components):
+        where = rnd.randrange(index + 2)
+        if where == index + 1:
+            root.setdefault("components", []).append(component)
+        elif where == index:
+            top.append(component)
+        else:
+            components[where].setdefault("components", []).append(component)
+    document["components"] = top
+    return _shuffled(document, rnd)
+
+
+def _map_of(document: dict[str, Any], path: Path) -> tuple[list[Any], dict[str, int]]:
+    path.write_text(json.dumps(document))
+    result = generate_function_map(GenerateOptions(sbom=path, service="s"))
+    return [p.to_dict() for p in result.function_map.expected_paths], result.sources
+
+
+_BASELINE: list[tuple[list[Any], dict[str, int]]] = []
+
+
+@settings(
+    max_examples=scaled_examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(number=st.integers(0, 2**32))
+def test_the_map_does_not_depend_on_order_or_spelling(number: int, tmp_path: Path) -> None:
+    """The order of components means nothing in CycloneDX, nor where they nest, nor how a
+    purl or an object is written: the first in the document won a catalog entry's tie
+    (libssl3 of two architectures) and a frame's namespace tie (a Maven group's modules)."""
+    if not _BASELINE:
+        seed = copy.deepcopy(_SEED)
+        seed["components"] += copy.deepcopy(_TIES)
+        _BASELINE.append(_map_of(seed, tmp_path / "seed.json"))
+    paths, sources = _map_of(_rewritten(random.Random(number)), tmp_path / "app.cdx.json")
+    assert sources == _BASELINE[0][1]
+    assert paths == _BASELINE[0][0]
+
+
+def test_a_tie_for_a_catalog_entry_is_named(tmp_path: Path) -> None:
+    sbom = tmp_path / "app.cdx.json"
+    sbom.write_text(json.dumps(_bom(copy.deepcopy(_TIES))))
+    result = generate_function_map(GenerateOptions(sbom=sbom, service="s"))
+    used = {node.purl for path in result.function_map.expected_paths for node in path.nodes}
+    assert used == {"pkg:deb/debian/libssl3@3.0.17-1~deb12u2?arch=amd64"}
+    assert (
+        "catalog entry openssl: 2 components match it equally; its symbols are expected of "
+        "pkg:deb/debian/libssl3@3.0.17-1~deb12u2?arch=amd64, not of "
+        "pkg:deb/debian/libssl3@3.0.17-1~deb12u2?arch=i386"
+    ) in result.warnings
+
+
+def test_a_component_listed_twice_gives_one_path_whatever_the_order(tmp_path: Path) -> None:
+    """One purl under two names (the catalog's `openssl` and a vendor's): the two candidates
+    of its occurrence are one path, and which one it was (its tag) followed the order."""
+
+    def listed(name: str) -> dict[str, Any]:
+        return {"name": name, "purl": "pkg:generic/vendored-tls@2.0",
+                "evidence": {"occurrences": [{"symbol": "vendor_handshake"}]}}  # fmt: skip
+
+    first = _paths(_bom([listed("openssl"), listed("vendored-tls")]), tmp_path, "a.json")
+    second = _paths(_bom([listed("vendored-tls"), listed("openssl")]), tmp_path, "b.json")
+    assert first == second
+    assert [p["tag"] for p in first if p["path_id"].startswith("occurrence/")] == ["crypto"]

@@ -26,6 +26,14 @@ from ..formats.record import ObservationError
 from ..timeutil import format_timestamp, is_rfc3339_timestamp, parse_timestamp
 from .nodes import NodeIndex, ResolvedNode
 from .privacy import PrivacyFilter
+from .protojson import (
+    UINT32_MAX,
+    UINT64_MAX,
+    RepeatedFieldError,
+    normalize_event,
+    proto_int,
+    proto_named,
+)
 
 # The rest of GetEventsResponse's `event` oneof: known, counted as unsupported (never a record).
 # The kinds that become records are the keys of PROBE_TYPE.
@@ -176,14 +184,26 @@ def event_identity(event: Any) -> int | None:
     process = body.get("process")
     if type(process) is not dict:
         return None
-    tid = process.get("tid")
     return identity_of(
         kind,
         _text(event.get("time")),
         _text(process.get("exec_id")),
-        tid if type(tid) is int else None,
+        proto_int(process.get("tid")),
         *(_text(body.get(name)) for name in fields),
     )
+
+
+def node_name_of(event: Any) -> str | None:
+    """The node an event was observed on (its `node_name`, under either name), if it says."""
+    if type(event) is not dict:
+        return None
+    if not proto_named(event):
+        try:
+            event = normalize_event(event)
+        except RepeatedFieldError:
+            return None
+    node = event.get("node_name")
+    return node if type(node) is str and node else None
 
 
 class EventMapper:
@@ -224,6 +244,11 @@ class EventMapper:
         """The record for one parsed line, or `kind:reason` when it cannot be one."""
         if type(event) is not dict:
             return "line:not_an_object"
+        if not proto_named(event):
+            try:
+                event = normalize_event(event)
+            except RepeatedFieldError as exc:
+                return f"{self.kind_of(event) or 'line'}:repeated_field:{exc.name}"
         kind = None
         body: Any = None
         for key, value in event.items():
@@ -235,7 +260,8 @@ class EventMapper:
         handler = self._handlers.get(kind)
         if handler is None:
             if kind == "rate_limit_info" and type(body) is dict:
-                self.upstream_dropped += _uint(body.get("number_of_dropped_process_events")) or 0
+                dropped = proto_int(body.get("number_of_dropped_process_events"), 0, UINT64_MAX)
+                self.upstream_dropped += dropped or 0
             if kind in OTHER_KINDS:
                 return f"{kind}:unsupported_kind"
             return "unknown:unknown_kind"
@@ -311,16 +337,19 @@ class EventMapper:
         process = body.get("process")
         if type(process) is dict:
             binary = process.get("binary")
-            if type(binary) is str:
+            if type(binary) is str and binary:  # "" is the field left out (protobuf)
                 details["path"] = self.privacy.redact_path(binary)
             arguments = process.get("arguments")
             if type(arguments) is str and arguments:
                 details["arguments"] = self.privacy.redact_text(arguments, "argv")
         if kind == "process_exit":
-            for field in ("signal", "status"):
-                value = body.get(field)
-                if (type(value) is str and value) or type(value) is int:
-                    details[field] = value
+            signal = body.get("signal")
+            if type(signal) is str and signal:
+                details["signal"] = signal
+            # uint32: 0, the default, is the field left out (as Tetragon writes it)
+            status = proto_int(body.get("status"))
+            if status:
+                details["status"] = status
         node = self.nodes.kernel(EXEC_SYMBOL, EXEC_TRACEPOINT)
         return self._record(node, PROBE_TYPE[kind], "exec", None, details)
 
@@ -345,20 +374,22 @@ class EventMapper:
         count = None
         aggregation = event.get("aggregation_info")
         if type(aggregation) is dict:
-            count = _uint(aggregation.get("count"))
+            count = proto_int(aggregation.get("count"), 0, UINT64_MAX)
         pid = binary = None
         container: tuple[str, str, str, str] | None = None
         process = self._body.get("process")
         if process is not None and type(process) is not dict:
             self.counts[f"ignored.{self._kind}.process:wrong_type"] += 1
         elif process is not None:
-            pid = process.get("pid")
+            given_pid = process.get("pid")
+            # A UInt32Value: "12" and 12.0 are 12 to a protobuf reader; anything else counted.
+            pid = proto_int(given_pid)
             binary = process.get("binary")
             pod = process.get("pod")
             if type(pod) is dict:
                 container = _container_key(pod)
             wrong = (
-                ("pid", pid is not None and not _is_count(pid)),
+                ("pid", given_pid is not None and pid is None),
                 ("binary", binary is not None and type(binary) is not str),
                 ("pod", pod is not None and type(pod) is not dict),
             )
@@ -688,10 +719,6 @@ def line_template(static: dict[str, Any]) -> LineTemplate | None:
     return head, middle, tail, head_no_pid, tail_no_pid
 
 
-def _is_count(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= MAX_SAFE_INTEGER
-
-
 def _container_key(pod: dict[str, Any]) -> tuple[str, str, str, str]:
     container = pod.get("container")
     container = container if type(container) is dict else {}
@@ -734,10 +761,13 @@ _NO_JSON: Final = msgspec.Raw(b"")  # a field left out
 
 
 class _Process(msgspec.Struct, gc=False):
-    pid: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)] | None = None
+    pid: Annotated[int, msgspec.Meta(ge=0, le=UINT32_MAX)] | None = None  # a UInt32Value
     binary: str = ""
     exec_id: str = ""  # with tid, part of the event's identity (event_identity)
-    tid: int | None = None
+    tid: Annotated[int, msgspec.Meta(ge=0, le=UINT32_MAX)] | None = None
+    # exec_id under its json_name: the general path reads it (protojson.py); only null, the
+    # field left out, is taken here.
+    exec_id_by_json_name: None = msgspec.field(default=None, name="execId")
     # Its JSON as it stands (a view, no copy): part of the shape's key, decoded on a miss.
     pod: msgspec.Raw = _NO_JSON
 
@@ -764,12 +794,3 @@ _decode_pod = msgspec.json.Decoder(_Pod | None).decode
 _Shape = tuple[dict[str, Any], int, str, str, str, str, str]
 # Never a prefix of a time the inline check takes (that one is ASCII).
 _NO_SECOND: Final = "\uffff" * 19
-
-
-def _uint(value: Any) -> int | None:
-    """A protobuf (u)int64 as Tetragon writes it: a decimal string (or a JSON number)."""
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is str and value.isascii() and value.isdigit():
-        return int(value)
-    return None

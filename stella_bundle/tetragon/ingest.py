@@ -24,7 +24,7 @@ from ..evidence.writer import ChunkWriter
 from ..formats.flat import read_flat
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
-from .events import EventMapper, event_identity, identity_kind
+from .events import EventMapper, event_identity, identity_kind, node_name_of
 from .sources import DEFAULT_MAX_LINE_BYTES, Line, LineBlock
 
 COLLECTOR_ID: Final = "stella-tetragon"
@@ -444,8 +444,7 @@ class TetragonIngest:
     def _event(self, line: Line, event: Any) -> None:
         """One parsed event: mapped and appended, or refused with its reason."""
         if self._writer is None:
-            node = event.get("node_name") if type(event) is dict else None
-            self._open(node if type(node) is str and node else None)
+            self._open(node_name_of(event))
         mapped = self.mapper.map(event)
         if isinstance(mapped, str):
             self._refuse(line, mapped)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import ConfigError
+from .protojson import UINT64_MAX, normalize_argument, proto_int
 
 REDACTED: Final = "[REDACTED]"
 
@@ -141,7 +142,8 @@ class PrivacyFilter:
             if not isinstance(label, str) or label not in self.policy.allow_arguments:
                 self.counts["redacted.argument"] += 1
                 continue
-            kept.append(self._scrub(argument))
+            # In the one form of Tetragon's JSON (names, integers, enums: protojson.py).
+            kept.append(self._scrub(normalize_argument(argument)))
         return kept or None
 
     def _scrub(self, value: Any) -> Any:
@@ -171,13 +173,15 @@ class PrivacyFilter:
             if not isinstance(frame, dict):
                 self.counts["redacted.stack_frame"] += 1
                 continue
-            if "address" in frame:
+            # 0 (a uint64's default) is no address: as if left out, as Tetragon writes it.
+            address = frame.get("address")
+            if address is not None and proto_int(address, 0, UINT64_MAX) != 0:
                 self.counts["redacted.address"] += 1
             canonical: dict[str, Any] = {
                 "module": self.redact_path(_text(frame.get("module")) or "[kernel]")
             }
-            offset = _uint(frame.get("offset"))
-            if offset is not None:
+            offset = proto_int(frame.get("offset"), 0, UINT64_MAX)
+            if offset:  # 0 as well: the field left out
                 canonical["offset"] = f"0x{offset:x}"
             symbol = _text(frame.get("symbol"))
             if symbol:
@@ -188,14 +192,3 @@ class PrivacyFilter:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _uint(value: Any) -> int | None:
-    """A protobuf uint64 as Tetragon writes it: a decimal string (or a JSON number)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None

@@ -252,3 +252,30 @@ def test_events_without_an_identity_are_never_taken_for_duplicates(
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["records"] == 2 and summary["dropped"] == {}
+
+
+def test_a_field_under_both_its_names_is_refused_by_line(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    """A protobuf reader takes a field by its proto name or its json_name, and refuses it given
+    both (which value is the event's?): the line is refused, named, counted, as protobuf does;
+    the same field by one name, either, is read."""
+    one, two, three, four = (
+        json.loads(line) for line in firings(to_line(uprobe(tetragon_pb, APP, "checkout")), 4)
+    )
+    one["process_uprobe"]["process"]["execId"] = "another"
+    two["processUprobe"] = two["process_uprobe"]
+    three["process_uprobe"]["process"]["execId"] = three["process_uprobe"]["process"].pop("exec_id")
+    four["nodeName"] = four.pop("node_name")
+    export = tmp_path / "t.log"
+    export.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in (one, two, three, four)))
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 2
+    assert summary["problems"] == [
+        f"{export}:1: process_uprobe:repeated_field:exec_id",
+        f"{export}:2: process_uprobe:repeated_field:process_uprobe",
+    ]
+    (chain,) = (tmp_path / "evidence").iterdir()
+    assert [r["host"] for r in iter_chain_records(chain)] == ["node-1", "node-1"]

@@ -337,9 +337,19 @@ class SbomRef:
     digest: str
     format: str
     spec_version: str
+    # What generate passed over in the SBOM, by reason (frames without a function, …): nothing
+    # is dropped without a count in the signed map. Written only when something was.
+    skipped: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"digest": self.digest, "format": self.format, "spec_version": self.spec_version}
+        out: dict[str, Any] = {
+            "digest": self.digest,
+            "format": self.format,
+            "spec_version": self.spec_version,
+        }
+        if self.skipped:
+            out["skipped"] = dict(sorted(self.skipped.items()))
+        return out
 
 
 @dataclass(frozen=True)
@@ -362,7 +372,7 @@ class FunctionMap:
             raise _fail("the function-map predicate must be an object", source, "predicate")
         _known(data, _PREDICATE_FIELDS, "", source)
         sbom = _req(data, "sbom", dict, "", source)
-        _known(sbom, ("digest", "format", "spec_version"), "sbom.", source)
+        _known(sbom, ("digest", "format", "spec_version", "skipped"), "sbom.", source)
         hot = data.get("hot_functions", [])
         if not isinstance(hot, list) or not all(isinstance(h, str) and h for h in hot):
             raise _fail("expected a list of glob strings", source, "hot_functions")
@@ -393,7 +403,12 @@ class FunctionMap:
             service=service,
             build_id=_req(data, "build_id", str, "", source),
             generated_at=generated_at,
-            sbom=SbomRef(digest=digest, format=sbom["format"], spec_version=sbom["spec_version"]),
+            sbom=SbomRef(
+                digest=digest,
+                format=sbom["format"],
+                spec_version=sbom["spec_version"],
+                skipped=_skipped(sbom.get("skipped"), source),
+            ),
             coverage=Coverage.from_dict(_req(data, "coverage", dict, "", source), source),
             hot_functions=tuple(hot),
             expected_paths=parsed,
@@ -421,3 +436,24 @@ class FunctionMap:
             for node in path.nodes:
                 seen.setdefault(node.node_hash, node)
         return list(seen.values())
+
+
+def _skipped(value: Any, source: str | Path | None) -> dict[str, int]:
+    """`sbom.skipped`: counts (integers >= 1) by a non-empty reason; absent: nothing skipped."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise _fail("expected a non-empty object of counts by reason", source, "sbom.skipped")
+    for reason, count in value.items():
+        if (
+            not reason
+            or isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= MAX_SAFE_INTEGER
+        ):
+            raise _fail(
+                f"expected an integer from 1 to 2**53 - 1, found {count!r}",
+                source,
+                f"sbom.skipped.{reason}",
+            )
+    return dict(value)

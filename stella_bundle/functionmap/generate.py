@@ -264,7 +264,14 @@ def _frame_owner(frame: Mapping[str, Any], sbom: Sbom, owner: Component) -> Comp
     return best[3] if best else owner
 
 
-def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> list[_Candidate]:
+# What `sbom.skipped` counts: evidence the schema allows but that names no function.
+SKIPPED_FRAME = "callstack_frame_without_function"
+SKIPPED_OCCURRENCE = "occurrence_without_symbol"
+
+
+def _evidence_candidates(
+    sbom: Sbom, catalog: Catalog, warnings: list[str], skipped: dict[str, int]
+) -> list[_Candidate]:
     found = []
     for component in sbom.all_components():
         evidence = component.evidence
@@ -279,6 +286,7 @@ def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> l
                 frame_owner = _frame_owner(frame, sbom, component)
                 symbol = frame_symbol(frame, (frame_owner.purl, component.purl))
                 if symbol is None:
+                    skipped[SKIPPED_FRAME] = skipped.get(SKIPPED_FRAME, 0) + 1
                     continue
                 node = (frame_owner.purl, symbol)
                 names |= _component_names(frame_owner)
@@ -303,7 +311,9 @@ def _evidence_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> l
         if isinstance(occurrences, list):
             for occurrence in occurrences:
                 symbol = occurrence.get("symbol") if isinstance(occurrence, dict) else None
-                if isinstance(symbol, str) and symbol:
+                if not (isinstance(symbol, str) and symbol.strip()):
+                    skipped[SKIPPED_OCCURRENCE] = skipped.get(SKIPPED_OCCURRENCE, 0) + 1
+                else:
                     found.append(
                         _Candidate(
                             source="occurrence",
@@ -471,7 +481,13 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
         binaries[canonical_purl(purl)] = index_binary(str(path))
 
     candidates = _catalog_candidates(sbom, catalog, warnings)
-    candidates += _evidence_candidates(sbom, catalog, warnings)
+    skipped: dict[str, int] = {}
+    candidates += _evidence_candidates(sbom, catalog, warnings, skipped)
+    if skipped:
+        counts = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        warnings.append(
+            f"{options.sbom}: passed over (counted in the map's sbom.skipped): {counts}"
+        )
     if options.static_analysis is not None:
         candidates += _static_candidates(options, catalog, warnings)
     candidates += _binary_candidates(sbom, catalog, binaries, options.hot_functions)
@@ -499,7 +515,12 @@ def generate_function_map(options: GenerateOptions) -> GenerationResult:
         service=options.service,
         build_id=options.build_id or f"sbom-{sbom.digest.split(':', 1)[1][:16]}",
         generated_at=format_timestamp(build_time()),
-        sbom=SbomRef(digest=sbom.digest, format=sbom.format, spec_version=sbom.spec_version),
+        sbom=SbomRef(
+            digest=sbom.digest,
+            format=sbom.format,
+            spec_version=sbom.spec_version,
+            skipped=skipped,
+        ),
         coverage=Coverage(
             min_observation_rate=float(options.min_rate),
             window_seconds=int(options.window_seconds),

@@ -305,3 +305,51 @@ def test_a_component_listed_twice_gives_one_path_whatever_the_order(tmp_path: Pa
     second = _paths(_bom([listed("vendored-tls"), listed("openssl")]), tmp_path, "b.json")
     assert first == second
     assert [p["tag"] for p in first if p["path_id"].startswith("occurrence/")] == ["crypto"]
+
+
+# --- what is passed over is counted in the map ---------------------------------------------
+
+
+def test_what_is_passed_over_is_counted_in_the_signed_map(tmp_path: Path, run_cli: Any) -> None:
+    """Frames without a function and occurrences without a symbol (the schema allows both)
+    were dropped without a count: now the map's sbom.skipped says how many, and a warning."""
+    from stella_bundle.formats.function_map import FunctionMap
+    from stella_bundle.functionmap.load import load_function_map
+
+    app = _stack(
+        {"module": "app.main", "function": "serve"},
+        {"module": "app.util"},
+        {"module": "app.db", "function": "  "},
+        {"module": "app.db", "function": "query"},
+    )
+    app["evidence"]["occurrences"] = [{"location": "/usr/lib/libapp.so"}, {"symbol": ""},
+                                      {"symbol": "app_init"}]  # fmt: skip
+    sbom = tmp_path / "app.cdx.json"
+    sbom.write_text(json.dumps(_bom([app])))
+    output = tmp_path / "fm.json"
+    done = run_cli("function-map", "generate", "--sbom", sbom, "--service", "s", "--output", output)
+    assert done.exit_code == 0, done.stderr
+    counts = {"callstack_frame_without_function": 2, "occurrence_without_symbol": 2}
+    assert json.loads(output.read_text())["predicate"]["sbom"]["skipped"] == counts
+    assert load_function_map(output).function_map.sbom.skipped == counts
+    assert (
+        "passed over (counted in the map's sbom.skipped): 2 callstack_frame_without_function, "
+        "2 occurrence_without_symbol"
+    ) in done.stderr
+    # A map without anything skipped is written as before (no key); a count must be >= 1.
+    assert "skipped" not in _map_statement(_bom([LIBSSL]), tmp_path)["predicate"]["sbom"]
+    predicate = json.loads(output.read_text())["predicate"]
+    predicate["sbom"]["skipped"]["occurrence_without_symbol"] = 0
+    with pytest.raises(StellaError, match=r"field 'sbom.skipped.occurrence_without_symbol'"):
+        FunctionMap.from_dict(predicate, "fm.json")
+
+
+def _map_statement(document: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    sbom = tmp_path / "plain.cdx.json"
+    sbom.write_text(json.dumps(document))
+    return generate_function_map(GenerateOptions(sbom=sbom, service="s")).statement
+
+
+def test_the_real_sboms_location_only_occurrences_are_counted() -> None:
+    result = generate_function_map(GenerateOptions(sbom=JAVA_SBOM, service="s"))
+    assert result.function_map.sbom.skipped == {"occurrence_without_symbol": 38}

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import MalformedDocumentError
-from ..jsonio import load_json_object
+from ..configfile import read_json_config
+from ..errors import ConfigError
 from .sbom import Component
 
 
@@ -99,32 +99,59 @@ class Catalog:
         return found
 
 
-def _parse(document: dict[str, Any], source: str) -> list[dict[str, Any]]:
+_TOP_KEYS = ("catalog_version", "components", "description")
+_ENTRY_KEYS = ("description", "inherit", "library", "name", "names", "symbols")
+_SYMBOL_KEYS = ("library", "symbol", "tag")
+
+
+def _known(item: dict[str, Any], allowed: tuple[str, ...], source: str, where: str) -> None:
+    """A key the catalog does not read is refused: a misspelt `nmes` or `inherits` left the
+    entry matching no package, or without the symbols it meant to inherit, without a word."""
+    unknown = sorted(set(item) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown key (allowed: {', '.join(allowed)})",
+            path=source,
+            field=f"{where}.{unknown[0]}" if where else unknown[0],
+        )
+
+
+def _parse(document: Any, source: str) -> list[dict[str, Any]]:
+    if not isinstance(document, dict):
+        raise ConfigError("expected a symbol catalog object", path=source)
+    _known(document, _TOP_KEYS, source, "")
+    if document.get("catalog_version", 1) != 1:
+        raise ConfigError("expected catalog_version 1", path=source, field="catalog_version")
     entries = document.get("components")
     if not isinstance(entries, list):
-        raise MalformedDocumentError(
-            "a catalog needs a 'components' list", path=source, field="components"
-        )
+        raise ConfigError("a catalog needs a 'components' list", path=source, field="components")
     for index, entry in enumerate(entries):
         where = f"components[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise MalformedDocumentError("entry needs a string name", path=source, field=where)
+            raise ConfigError("entry needs a string name", path=source, field=where)
+        _known(entry, _ENTRY_KEYS, source, where)
         names = entry.get("names", [entry["name"]])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise MalformedDocumentError(
+            raise ConfigError(
                 "expected a list of package names", path=source, field=f"{where}.names"
             )
-        for position, item in enumerate(entry.get("symbols", [])):
+        for key in ("inherit", "library", "description"):
+            if not isinstance(entry.get(key, ""), str):
+                raise ConfigError("expected a string", path=source, field=f"{where}.{key}")
+        symbols = entry.get("symbols", [])
+        if not isinstance(symbols, list):
+            raise ConfigError("expected a list", path=source, field=f"{where}.symbols")
+        for position, item in enumerate(symbols):
+            here = f"{where}.symbols[{position}]"
             if not (
                 isinstance(item, dict)
                 and isinstance(item.get("symbol"), str)
                 and isinstance(item.get("tag"), str)
+                and isinstance(item.get("library", ""), str)
             ):
-                raise MalformedDocumentError(
-                    "expected {symbol, tag[, library]}",
-                    path=source,
-                    field=f"{where}.symbols[{position}]",
-                )
+                raise ConfigError("expected {symbol, tag[, library]}", path=source, field=here)
+            _known(item, _SYMBOL_KEYS, source, here)
+        entry["_source"] = (source, where)
     return entries
 
 
@@ -135,7 +162,17 @@ def _build(entries: list[dict[str, Any]]) -> Catalog:
         if existing is None:
             by_name[entry["name"]] = {**entry, "symbols": list(entry.get("symbols", []))}
         else:
-            # A user entry with a known name adds names and symbols (same symbol: user wins).
+            # A user entry with a known name adds names and symbols (same symbol: user wins);
+            # what it would change of the entry is refused, not ignored.
+            for key in ("inherit", "library"):
+                if key in entry and entry[key] != existing.get(key):
+                    source, where = entry["_source"]
+                    raise ConfigError(
+                        f"an entry named like the known {entry['name']!r} adds names and "
+                        f"symbols only; its {key} is {existing.get(key)!r}",
+                        path=source,
+                        field=f"{where}.{key}",
+                    )
             merged = {s["symbol"]: s for s in existing["symbols"]}
             merged.update({s["symbol"]: s for s in entry.get("symbols", [])})
             existing["symbols"] = list(merged.values())
@@ -146,7 +183,15 @@ def _build(entries: list[dict[str, Any]]) -> Catalog:
     for name, entry in by_name.items():
         symbols: list[dict[str, Any]] = list(entry["symbols"])
         parent = entry.get("inherit")
-        if parent in by_name:
+        if parent is not None and parent not in by_name:
+            source, where = entry["_source"]
+            raise ConfigError(
+                f"no catalog entry named {parent!r} to inherit from (entries: "
+                f"{', '.join(sorted(by_name))})",
+                path=source,
+                field=f"{where}.inherit",
+            )
+        if parent is not None:
             library = entry.get("library")
             own = {s["symbol"] for s in symbols}
             symbols += [
@@ -177,5 +222,6 @@ def load_catalog(extra: list[str | Path] | None = None) -> Catalog:
     """The built-in catalog, extended by user catalog files of the same shape."""
     entries = _parse(builtin_catalog_document(), "catalog.json (built-in)")
     for path in extra or []:
-        entries += _parse(load_json_object(path, "a symbol catalog"), str(path))
+        # A configuration file of generate's: read as one, so its errors have a line.
+        entries += _parse(read_json_config(path), str(path))
     return _build(entries)

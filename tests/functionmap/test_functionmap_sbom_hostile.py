@@ -353,3 +353,38 @@ def _map_statement(document: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 def test_the_real_sboms_location_only_occurrences_are_counted() -> None:
     result = generate_function_map(GenerateOptions(sbom=JAVA_SBOM, service="s"))
     assert result.function_map.sbom.skipped == {"occurrence_without_symbol": 38}
+
+
+# --- a user catalog (--catalog) is a configuration file ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, place, field, words",
+    [
+        # A misspelt `names`: the entry matched only its own name, without a word.
+        ('{"components": [{"name": "acme-tls",\n  "nmes": ["libacme*"], "symbols": []}]}',
+         "2:11", "components[0].nmes", "unknown key"),
+        ('{"components": [{"name": "acme-tls", "symbols": [\n  {"symbol": "acme_init",'
+         ' "tag": "crypto", "tags": ["x"]}]}]}', "2:52", "components[0].symbols[0].tags",
+         "unknown key"),
+        # A misspelt parent: the entry inherited nothing.
+        ('{"components": [{"name": "acme-libc",\n  "inherit": "glibcc"}]}', "2:14",
+         "components[0].inherit", "no catalog entry named 'glibcc'"),
+        ('{"components": [{"name": "musl",\n  "inherit": "openssl"}]}', "2:14",
+         "components[0].inherit", "adds names and symbols only"),
+        ('{"catalog_version": 2,\n "components": []}', "1:21", "catalog_version",
+         "expected catalog_version 1"),
+    ],
+)  # fmt: skip
+def test_a_user_catalog_is_read_as_written_or_refused_at_its_line(
+    tmp_path: Path, run_cli: Any, text: str, place: str, field: str, words: str
+) -> None:
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(text)
+    sbom = tmp_path / "app.cdx.json"
+    sbom.write_text(json.dumps(_bom([LIBSSL])))
+    done = run_cli("function-map", "generate", "--sbom", sbom, "--service", "s",
+                   "--catalog", catalog, "--output", tmp_path / "fm.json")  # fmt: skip
+    assert done.exit_code == 2
+    assert done.stderr.startswith(f"error: {catalog}:{place}: field '{field}': "), done.stderr
+    assert words in done.stderr and done.stderr.count("\n") == 1, done.stderr

@@ -12,7 +12,7 @@ import functools
 import threading
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ..errors import InputError
 
@@ -37,17 +37,25 @@ def message_classes() -> tuple[Any, Any]:
     return request, response
 
 
+class Undecodable(NamedTuple):
+    """A message of the stream that is no `GetEventsResponse` (protobuf's reason): refused by
+    its number, the stream read on (one bad message does not end a stream of good ones)."""
+
+    reason: str
+
+
 def grpc_events(
     address: str,
     *,
     max_events: int | None = None,
     stop: threading.Event | None = None,
     timeout_seconds: float = 10.0,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, Any] | Undecodable]:
     """Stream events from `address` (`unix:///var/run/tetragon/tetragon.sock`, `host:port`)
     until the server ends the stream, `max_events` arrived, or `stop` is set."""
     import grpc
     from google.protobuf.json_format import MessageToDict
+    from google.protobuf.message import DecodeError
 
     request_class, response_class = message_classes()
     channel = grpc.insecure_channel(address)
@@ -58,19 +66,25 @@ def grpc_events(
             raise InputError(
                 f"no Tetragon gRPC server answered within {timeout_seconds:g} s", field="--grpc"
             ) from exc
+        # Messages are decoded here, not by grpc (whose failure ends the whole stream as
+        # "Exception deserializing response!"): a bad one is named by its number.
         get_events = channel.unary_stream(
-            GET_EVENTS_METHOD,
-            request_serializer=request_class.SerializeToString,
-            response_deserializer=response_class.FromString,
+            GET_EVENTS_METHOD, request_serializer=request_class.SerializeToString
         )
+        decode = response_class.FromString
         call = get_events(request_class())
         if stop is not None:
             watcher = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
             watcher.start()
         received = 0
         try:
-            for message in call:
-                yield MessageToDict(message, preserving_proto_field_name=True)
+            for data in call:
+                try:
+                    message = decode(data)
+                except DecodeError as exc:
+                    yield Undecodable(str(exc))
+                else:
+                    yield MessageToDict(message, preserving_proto_field_name=True)
                 received += 1
                 if max_events is not None and received >= max_events:
                     call.cancel()

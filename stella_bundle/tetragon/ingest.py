@@ -25,6 +25,7 @@ from ..formats.flat import read_flat
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
 from .events import EventMapper, event_identity, identity_kind, node_name_of
+from .grpc_source import Undecodable
 from .sources import DEFAULT_MAX_LINE_BYTES, Line, LineBlock
 
 COLLECTOR_ID: Final = "stella-tetragon"
@@ -432,11 +433,15 @@ class TetragonIngest:
             self._refuse(gathered_at, "line:malformed_json")  # the input ended inside it
         self._account()
 
-    def feed_events(self, events: Iterable[dict[str, Any]], source: str) -> None:
-        """Already-parsed events (the gRPC stream), numbered as they arrive."""
+    def feed_events(self, events: Iterable[dict[str, Any] | Undecodable], source: str) -> None:
+        """Already-parsed events (the gRPC stream), numbered as they arrive; a message that
+        could not be decoded refused by its number (`message:undecodable`)."""
         for number, event in enumerate(events, start=1):
             self.result.lines += 1
-            self._event(Line(source, number, None), event)
+            if type(event) is Undecodable:
+                self._refuse(Line(source, number, None), "message:undecodable")
+            else:
+                self._event(Line(source, number, None), event)
             if number % 1000 == 0:
                 self._account()
         self._account()

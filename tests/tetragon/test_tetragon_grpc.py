@@ -123,3 +123,58 @@ def test_shipped_descriptor_set_is_the_proto(tmp_path: Path) -> None:
     fresh_set = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     shipped_set = descriptor_pb2.FileDescriptorSet.FromString(shipped.read_bytes())
     assert {f.name: f for f in fresh_set.file} == {f.name: f for f in shipped_set.file}
+
+
+def test_a_message_that_is_no_event_is_named_and_the_stream_read_on(
+    tetragon_pb: TetragonProto, tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    """A message protobuf cannot decode (a string field that is not UTF-8, which Tetragon's
+    own Go encoder never sends; bytes cut short) is refused by its number in the stream and
+    counted; the messages around it are recorded (grpc's own decoding ended the whole stream
+    at it: 'Exception deserializing response!')."""
+    pb = tetragon_pb
+    good = [exec_event(pb, binary=APP), uprobe(pb, APP, "checkout"), kprobe(pb, "tcp_connect")]
+    bad_utf8 = exec_event(pb, binary="/opt/shop/bin/XX").SerializeToString()
+    bad_utf8 = bad_utf8.replace(b"/opt/shop/bin/XX", b"/opt/shop/bin/\xff\xfe")
+    cut = good[1].SerializeToString()[:-7]
+    sent = [good[0].SerializeToString(), bad_utf8, cut, good[1].SerializeToString()]
+    sent.append(good[2].SerializeToString())
+
+    def get_events(request: Any, context: Any) -> Iterator[bytes]:
+        yield from sent
+
+    handler = grpc.method_handlers_generic_handler(
+        "tetragon.FineGuidanceSensors",
+        {
+            "GetEvents": grpc.unary_stream_rpc_method_handler(
+                get_events,
+                request_deserializer=pb.events.GetEventsRequest.FromString,
+                response_serializer=lambda data: data,  # the bytes as they are
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    address = f"unix://{tmp_path / 'raw.sock'}"
+    assert server.add_insecure_port(address) != 0
+    server.start()
+    try:
+        fm_path = tmp_path / "fm.json"
+        shop_map(fm_path)
+        result = run_cli(
+            "tetragon", "ingest", "--grpc", address, "--function-map", fm_path, "--target",
+            tmp_path / "evidence", "--key", test_keys.private("collector"), "--format", "json",
+        )  # fmt: skip
+    finally:
+        server.stop(grace=None)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["lines"] == 5 and summary["records"] == 3
+    assert summary["dropped"] == {"message:undecodable": 2}
+    assert summary["problems"] == [
+        f"{address}:2: message:undecodable",
+        f"{address}:3: message:undecodable",
+    ]
+    (chain,) = [p for p in (tmp_path / "evidence").iterdir() if p.is_dir()]
+    records = list(iter_chain_records(chain))
+    assert [r["function_name"] for r in records] == ["execve", "checkout", "tcp_connect"]

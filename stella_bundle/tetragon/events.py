@@ -59,6 +59,8 @@ PROBE_TYPE: Final = {
     "process_exec": "tracepoint",
     "process_exit": "kprobe",
 }
+# Every member of GetEventsResponse's `event` oneof.
+EVENT_KINDS: Final = frozenset((*PROBE_TYPE, *OTHER_KINDS))
 EXEC_SYMBOL: Final = "execve"
 EXEC_TRACEPOINT: Final = "sched/sched_process_exec"
 
@@ -170,14 +172,30 @@ def identity_kind(identity: int) -> str:
     return IDENTITY_KINDS[identity >> 58]
 
 
+def event_body(event: dict[str, Any]) -> tuple[str | None, Any]:
+    """(kind, body) of an event: the member of GetEventsResponse's `event` oneof it holds, else
+    its first key that is none of the fields beside the event (a kind this bridge does not
+    know); (None, None) when it holds nothing, ("", None) when it holds two events (protobuf
+    refuses a oneof set twice: recording one would drop the other unseen)."""
+    kind = body = None
+    for key, value in event.items():
+        if key in EVENT_KINDS:
+            if kind in EVENT_KINDS:
+                return "", None
+            kind, body = key, value
+        elif kind is None and key not in ENVELOPE_FIELDS:
+            kind, body = key, value
+    return kind, body
+
+
 def event_identity(event: Any) -> int | None:
-    """`identity_of` a parsed event (a dict), None if it has no identity."""
+    """`identity_of` a parsed event (a dict, as `EventMapper.map` read it: `mapper.event`),
+    None if it has no identity."""
     if type(event) is not dict:
         return None
-    kind = next((key for key in event if key not in ENVELOPE_FIELDS), None)
-    if kind is None:
+    kind, body = event_body(event)
+    if not kind:
         return None
-    body = event[kind]
     fields = _PROBE_FIELDS.get(kind)
     if fields is None or type(body) is not dict:
         return None
@@ -223,6 +241,7 @@ class EventMapper:
         self._second = _NO_SECOND  # the one of them seen last (the inline check's)
         self.declined: dict[str, Any] | None = None  # see map_uprobe_run
         self.declined_identity: int | None = None  # the declined event's identity
+        self.event: Any = None  # the event `map` read last, in Tetragon's own form
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | str]] = {
             "process_uprobe": self._uprobe,
             "process_kprobe": self._kprobe,
@@ -235,10 +254,7 @@ class EventMapper:
         self.upstream_dropped = 0
 
     def kind_of(self, event: dict[str, Any]) -> str | None:
-        for key in event:
-            if key not in ENVELOPE_FIELDS:
-                return key
-        return None
+        return event_body(event)[0] or None
 
     def map(self, event: Any) -> dict[str, Any] | str:
         """The record for one parsed line, or `kind:reason` when it cannot be one."""
@@ -249,14 +265,12 @@ class EventMapper:
                 event = normalize_event(event)
             except RepeatedFieldError as exc:
                 return f"{self.kind_of(event) or 'line'}:repeated_field:{exc.name}"
-        kind = None
-        body: Any = None
-        for key, value in event.items():
-            if key not in ENVELOPE_FIELDS:
-                kind, body = key, value
-                break
+        self.event = event
+        kind, body = event_body(event)
         if kind is None:
             return "line:no_event"
+        if not kind:
+            return "line:more_than_one_event"
         handler = self._handlers.get(kind)
         if handler is None:
             if kind == "rate_limit_info" and type(body) is dict:

@@ -456,12 +456,12 @@ class TetragonIngest:
             return
         self.result.records += 1
         try:
-            identity = event_identity(event)
+            identity = event_identity(self.mapper.event)  # camelCase or not, one identity
             if not self._append_record(mapped, identity, line):
                 self._problem(line, duplicate_reason(cast(int, identity)))
         except ObservationError:  # a value the record format refuses (e.g. a NUL in a path)
             self.result.records -= 1
-            self._refuse(line, f"{self.mapper.kind_of(event)}:invalid_record")
+            self._refuse(line, f"{self.mapper.kind_of(self.mapper.event)}:invalid_record")
 
     def note_gap(self, reason: str) -> None:
         """Lines may have been missed (how many is unknown): said in the seal, by reason."""

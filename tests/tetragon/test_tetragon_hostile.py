@@ -16,6 +16,7 @@ from tetragon_support import (
     LIBSSL,
     TetragonProto,
     firings,
+    kprobe,
     shop_map,
     to_line,
     uprobe,
@@ -279,3 +280,43 @@ def test_a_field_under_both_its_names_is_refused_by_line(
     ]
     (chain,) = (tmp_path / "evidence").iterdir()
     assert [r["host"] for r in iter_chain_records(chain)] == ["node-1", "node-1"]
+
+
+def test_a_line_of_two_events_is_refused_and_an_unknown_key_beside_one_is_not(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    """GetEventsResponse holds one event (a oneof): a line holding two (a shipper's merge) was
+    recorded as its first and the second dropped unseen; it is refused whole and named, as
+    protobuf refuses it. A key the API does not know beside an event (a newer field) is
+    ignored, wherever it stands, as protobuf's reader ignores it."""
+    up, kp, late = firings(to_line(uprobe(tetragon_pb, APP, "checkout")), 3)
+    two = json.loads(up)
+    two.update(json.loads(to_line(kprobe(tetragon_pb, "tcp_connect"))))
+    newer = {"future_field": {"x": 1}, **json.loads(kp)}
+    export = tmp_path / "t.log"
+    export.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in (two, newer)) + late)
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 2
+    assert summary["problems"] == [f"{export}:1: line:more_than_one_event"]
+
+
+def test_a_camelcase_event_read_twice_is_recorded_once(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, run_cli: Any
+) -> None:
+    """An event's identity is read from the event in Tetragon's own form: the same event in
+    lowerCamelCase (a re-serialised export) read twice, or once in each form, is one event."""
+    from google.protobuf import json_format
+
+    message = uprobe(tetragon_pb, APP, "checkout")
+    message.process_uprobe.process.tid.value = 7
+    camel = json.dumps(json_format.MessageToDict(message)).encode() + b"\n"
+    assert b'"execId"' in camel and b'"processUprobe"' in camel
+    export = tmp_path / "t.log"
+    export.write_bytes(camel + camel + to_line(message))
+    result = ingest_json(run_cli, test_keys, tmp_path, export)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["records"] == 1
+    assert summary["dropped"] == {"process_uprobe:duplicate": 2}

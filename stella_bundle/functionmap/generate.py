@@ -243,25 +243,38 @@ def _catalog_candidates(sbom: Sbom, catalog: Catalog, warnings: list[str]) -> li
     return found
 
 
-def _frame_owner(frame: Mapping[str, Any], sbom: Sbom, owner: Component) -> Component:
-    """The component whose namespace is the longest prefix of the frame's package.
+class _FrameOwners:
+    """The component a call-stack frame belongs to: the one whose namespace (group, else the
+    purl's namespace) is the longest prefix of the frame's package.
 
     Several of one namespace (a Maven group's modules): the stack's own component if it is
     one of them, else the least purl, never the first in the document (whose order means
-    nothing in CycloneDX)."""
-    # A class file path (`com/example/Logger.class`) names its package with slashes.
-    package = str(frame.get("package") or frame.get("module") or "").replace("/", ".")
-    best: tuple[int, bool, str, Component] | None = None
-    for component in sbom.all_components():
-        namespace = component.group or PackageURL.from_string(component.purl).namespace or ""
-        inside = namespace and (package == namespace or package.startswith(namespace + "."))
-        if not inside:
-            continue
-        # Longest namespace, then the stack's component, then the least purl.
-        rank = (-len(namespace), component.purl != owner.purl, component.purl)
-        if best is None or rank < best[:3]:
-            best = (*rank, component)
-    return best[3] if best else owner
+    nothing in CycloneDX). Namespaces are indexed once: a frame costs a look-up per level of
+    its package, not a pass over every component (frames x components purl parses made a
+    large SBOM's generation quadratic)."""
+
+    def __init__(self, sbom: Sbom) -> None:
+        grouped: dict[str, list[Component]] = {}
+        for component in sbom.all_components():
+            namespace = component.group or PackageURL.from_string(component.purl).namespace
+            if namespace:
+                grouped.setdefault(namespace, []).append(component)
+        # Per namespace: its least component (by purl, then name) and the purls it has.
+        self.by_namespace = {
+            namespace: (min(found, key=lambda c: (c.purl, c.name)), {c.purl for c in found})
+            for namespace, found in grouped.items()
+        }
+
+    def owner(self, frame: Mapping[str, Any], stack_owner: Component) -> Component:
+        # A class file path (`com/example/Logger.class`) names its package with slashes.
+        package = str(frame.get("package") or frame.get("module") or "").replace("/", ".")
+        parts = package.split(".")
+        for length in range(len(parts), 0, -1):
+            found = self.by_namespace.get(".".join(parts[:length]))
+            if found is not None:
+                least, purls = found
+                return stack_owner if stack_owner.purl in purls else least
+        return stack_owner
 
 
 # What `sbom.skipped` counts: evidence the schema allows but that names no function.
@@ -273,6 +286,7 @@ def _evidence_candidates(
     sbom: Sbom, catalog: Catalog, warnings: list[str], skipped: dict[str, int]
 ) -> list[_Candidate]:
     found = []
+    owners = _FrameOwners(sbom)
     for component in sbom.all_components():
         evidence = component.evidence
         callstack = evidence.get("callstack")
@@ -283,7 +297,7 @@ def _evidence_candidates(
             for frame in frames:
                 if not isinstance(frame, dict):
                     continue
-                frame_owner = _frame_owner(frame, sbom, component)
+                frame_owner = owners.owner(frame, component)
                 symbol = frame_symbol(frame, (frame_owner.purl, component.purl))
                 if symbol is None:
                     skipped[SKIPPED_FRAME] = skipped.get(SKIPPED_FRAME, 0) + 1

@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ class Component:
     evidence: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     is_root: bool = False
 
-    @property
+    @cached_property  # parsed once: catalog matching asks for it per entry and component
     def package_name(self) -> str:
         return str(PackageURL.from_string(self.purl).name)
 

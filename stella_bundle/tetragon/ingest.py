@@ -451,6 +451,12 @@ class TetragonIngest:
         if self._writer is None:
             self._open(node_name_of(event))
         mapped = self.mapper.map(event)
+        if self.mapper.upstream_dropped != self._reported_upstream:
+            # Tetragon's own drops (rate_limit_info) into the chunk open when they were told,
+            # at once: a chunk sealed after says so, and a crash does not lose them.
+            upstream = self.mapper.upstream_dropped - self._reported_upstream
+            self._reported_upstream = self.mapper.upstream_dropped
+            (self._writer or self._open(None)).add_loss(ring_buffer_dropped=upstream)
         if isinstance(mapped, str):
             self._refuse(line, mapped)
             return

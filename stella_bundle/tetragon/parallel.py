@@ -300,6 +300,7 @@ def _adopt(
     result.dropped.update(end.dropped)
     mapper.counts.update(end.counts)  # the privacy filter's own Counter: updated in place
     mapper.upstream_dropped += end.upstream_dropped
+    runner._reported_upstream += end.upstream_dropped  # in the chain already: replayed calls
     problems = result.problems
     named = [(source, base + number, reason) for source, number, reason in end.problems]
     if repeated:  # one file per block: its line numbers order them

@@ -265,6 +265,36 @@ def test_duplicates_are_named_by_line_among_refused_lines_by_workers_as_in_proce
     assert chain_contents(results[1].chain_dir) == chain_contents(results[0].chain_dir)
 
 
+def test_tetragon_drops_land_in_the_chunk_open_when_told_by_workers_as_in_process(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events Tetragon dropped itself (rate_limit_info) are counted in the seal of the chunk
+    open when it said so, not all in the last one (where a long follow or a stream put them
+    only at its end, lost to a crash before): in-process and by workers alike."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    lines = firings(to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write")), 3000)
+    for number, dropped in ((2500, 5), (100, 1234)):
+        limited = tetragon_pb.events.GetEventsResponse(node_name="node-1")
+        limited.rate_limit_info.number_of_dropped_process_events = dropped
+        lines.insert(number, to_line(limited))
+    plain = tmp_path / "tetragon.log"
+    plain.write_bytes(b"".join(lines))
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 100_000)
+    results = [
+        ingest([plain], tmp_path / name, test_keys, fm_path, workers=workers)
+        for name, workers in (("one", False), ("two", True))
+    ]
+    for result in results:
+        seals = [
+            parse_seal(path.read_bytes(), path).predicate.loss
+            for path in sorted(result.chain_dir.glob("*.seal.dsse.json"))
+        ]  # 700 records a chunk
+        assert [loss.ring_buffer_dropped for loss in seals] == [1234, 0, 0, 5, 0]
+        assert result.upstream_dropped == 1239
+    assert chain_contents(results[1].chain_dir) == chain_contents(results[0].chain_dir)
+
+
 def test_problems_past_the_first_block_are_numbered_in_their_file(
     tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

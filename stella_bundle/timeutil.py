@@ -125,9 +125,23 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# The last second a timestamp of ours can name (9999-12-31T23:59:59Z).
+_LAST_EPOCH_SECOND = 253_402_300_799
+
+
 def build_time() -> dt.datetime:
-    """`SOURCE_DATE_EPOCH` when set (reproducible builds), else now."""
+    """`SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+
+    Its value is what `date +%s` prints (reproducible-builds.org): decimal digits only. `int`
+    took `' 12'`, `'+12'` and `'1_000'`, and raised on anything else, or on a year past 9999,
+    as an internal error of `function-map generate` and `bundle build`."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        return dt.datetime.fromtimestamp(int(epoch), dt.UTC)
-    return utc_now()
+    if not epoch:
+        return utc_now()
+    if not epoch.isascii() or not epoch.isdigit() or int(epoch) > _LAST_EPOCH_SECOND:
+        raise InputError(
+            f"expected whole seconds since 1970-01-01 as `date +%s` prints them, at most "
+            f"{_LAST_EPOCH_SECOND} (9999-12-31), found {epoch[:40]!r}",
+            field="SOURCE_DATE_EPOCH (environment variable)",
+        )
+    return dt.datetime.fromtimestamp(int(epoch), dt.UTC)

@@ -414,3 +414,22 @@ def test_a_large_sbom_costs_in_proportion_to_its_size(tmp_path: Path) -> None:
     # The owner of a frame is the least purl of its namespace.
     group = [c["purl"] for c in components if "/org.acme.m1/" in c["purl"]]
     assert path.nodes[1].purl == min(group) == "pkg:maven/org.acme.m1/lib1068@1"
+
+
+@pytest.mark.parametrize("value", ["abc", "1_769_126_400", " 1769126400", "+1769126400",
+                                   "99999999999999", "１７６９"])  # fmt: skip
+def test_a_source_date_epoch_that_is_not_seconds_is_refused(
+    tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """int() took the underscores, the sign and the spaces, and raised on the rest and on a
+    year past 9999: an internal error (exit 3) of generate and of bundle build."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    sbom = tmp_path / "app.cdx.json"
+    sbom.write_text(json.dumps(_bom([LIBSSL])))
+    output = tmp_path / "fm.json"
+    done = run_cli("function-map", "generate", "--sbom", sbom, "--service", "s", "--output", output)
+    assert done.exit_code == 2
+    assert done.stderr.startswith(
+        "error: field 'SOURCE_DATE_EPOCH (environment variable)': expected whole seconds"
+    ), done.stderr
+    assert done.stderr.count("\n") == 1 and not output.exists()

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import ConfigError
+from .errors import ConfigError, MalformedDocumentError
 from .jsonio import read_bytes
 
 # Far beyond any real configuration (stellaops.yaml is a few kB), and a bound on what one
@@ -53,9 +53,30 @@ def read_json_config(path: str | Path) -> Any:
 
     source = str(path)
     data = read_bytes(path, MAX_CONFIG_BYTES)
-    document = parse_json(data, source)
+    try:
+        document = parse_json(data, source)
+    except MalformedDocumentError as exc:
+        if exc.line is None:  # a key given twice has no line from json: placed here
+            _place_repeated_key(data, source, exc)
+        raise
     remember_json(source, data)
     return document
+
+
+def _place_repeated_key(data: bytes, source: str, exc: MalformedDocumentError) -> None:
+    try:
+        _json_walk(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except _RepeatedKeyError as repeated:
+        line, column = repeated.place
+        raise ConfigError(
+            f"{exc.message} (first at line {repeated.first[0]})",
+            path=source,
+            line=line,
+            column=column,
+            field=repeated.field,
+        ) from exc
+    except (ValueError, IndexError, AttributeError):
+        return
 
 
 def remember_json(source: str, data: bytes) -> None:
@@ -172,39 +193,55 @@ def _json_places(data: bytes) -> dict[str, Place]:
     try:
         text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
         return _json_walk(text)
-    except (ValueError, IndexError, AttributeError):  # not JSON after all: no places
+    except (ValueError, IndexError, AttributeError, _RepeatedKeyError):  # no places, then
         return {}
 
 
+class _RepeatedKeyError(Exception):
+    def __init__(self, field: str, place: Place, first: Place) -> None:
+        super().__init__(field)
+        self.field, self.place, self.first = field, place, first
+
+
 def _json_walk(text: str) -> dict[str, Place]:
+    """Places by field; a key given twice in one object raises _RepeatedKeyError (the text
+    of a document `parse_json` refused for it)."""
     starts = [0, *(match.end() for match in re.finditer("\n", text))]
     places: dict[str, Place] = {}
-    stack: list[tuple[str, str, list[int]]] = []  # (bracket, field, [next item index])
+    # (bracket, field, [next item index], an object's keys: where each is)
+    stack: list[tuple[str, str, list[int], dict[str, Place]]] = []
 
     def space(pos: int) -> int:
         return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]
 
-    def member(pos: int, parent: str) -> tuple[str, int]:
+    def place(pos: int) -> Place:
+        line = bisect.bisect_right(starts, pos)
+        return line, pos - starts[line - 1] + 1
+
+    def member(pos: int, parent: str, keys: dict[str, Place]) -> tuple[str, int]:
         """The field of the member whose key starts at `pos`, and where its value starts."""
-        key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
-        pos = space(pos)
-        if text[pos] != ":":
+        key, end = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+        field = f"{parent}.{key}" if parent else key
+        first = keys.setdefault(key, place(pos))
+        if first != place(pos):
+            raise _RepeatedKeyError(field, place(pos), first)
+        end = space(end)
+        if text[end] != ":":
             raise ValueError("expected ':'")
-        return (f"{parent}.{key}" if parent else key), space(pos + 1)
+        return field, space(end + 1)
 
     pos, field = space(0), ""
     while True:
         # A value starts at `pos`; its name is `field`.
         if field:
-            line = bisect.bisect_right(starts, pos)
-            places.setdefault(field, (line, pos - starts[line - 1] + 1))
+            places.setdefault(field, place(pos))
         char = text[pos]
         if char in "{[":
             pos = space(pos + 1)
             if text[pos] not in "}]":
-                stack.append((char, field, [0]))
+                stack.append((char, field, [0], {}))
                 if char == "{":
-                    field, pos = member(pos, field)
+                    field, pos = member(pos, field, stack[-1][3])
                 else:
                     field = f"{field}[0]"
                 continue
@@ -218,11 +255,11 @@ def _json_walk(text: str) -> dict[str, Place]:
             pos = space(pos)
             if not stack:
                 return places
-            bracket, parent, index = stack[-1]
+            bracket, parent, index, keys = stack[-1]
             if text[pos] == ",":
                 pos = space(pos + 1)
                 if bracket == "{":
-                    field, pos = member(pos, parent)
+                    field, pos = member(pos, parent, keys)
                 else:
                     index[0] += 1
                     field = f"{parent}[{index[0]}]"

@@ -349,3 +349,23 @@ def test_container_metadata_is_read_as_written_or_refused(
     line = _error(MetadataMap.load, metadata)
     assert line.startswith(f"{metadata}:{place}: field '{field}'"), line
     assert words in line, line
+
+
+@pytest.mark.parametrize(
+    "read, text, place, field",
+    [
+        (TokenFile.load, '{"version": 1,\n "tokens": [{"name": "a",\n   "name": "b"}]}', "3:4",
+         "tokens[0].name"),
+        (MetadataMap.load, '{"containers": {"abc": {"pod_name": "p"},\n  "abc": {}}}', "2:3",
+         "containers.abc"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_in_a_json_file_is_placed(
+    tmp_path: Path, read: Callable[[Path], Any], text: str, place: str, field: str
+) -> None:
+    """json gives no line for it: the error named the file only."""
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    line = _error(read, path)
+    assert line.startswith(f"{path}:{place}: field '{field}': malformed JSON: key "), line
+    assert "appears twice in one object (first at line" in line, line

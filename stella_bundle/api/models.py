@@ -14,7 +14,14 @@ from msgspec import UNSET, Meta, UnsetType
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
 from ..coverage import VerifyOptions
-from ..coverage.fastdecode import DecodedRecords, LightRecord, PlainRecord, Record
+from ..coverage.fastdecode import (
+    DecodedRecords,
+    LightRecord,
+    PlainRecord,
+    Record,
+    decode_records,
+)
+from ..coverage.scan import ScannedRecords, scan_records
 from ..errors import MalformedDocumentError
 from ..formats.record import PROBE_TYPES
 from ..formats.seal import MAX_SEQUENCE
@@ -170,11 +177,6 @@ _VERIFY_BODIES: Final = (
 )
 
 
-_RECORD_LISTS: Final = (
-    msgspec.json.Decoder(list[LightRecord]),
-    msgspec.json.Decoder(list[PlainRecord]),
-    msgspec.json.Decoder(list[Record]),
-)
 _JSON_SPACE: Final = b" \t\r\n"
 # The opening of a body whose first member is the observations array (JSON's four spaces
 # only: `\s` would also take \v and \f, which JSON refuses).
@@ -183,24 +185,26 @@ _OBSERVATIONS_FIRST: Final = re.compile(
 )
 
 
-def _only_observations(raw: bytes) -> TypedVerifyBody[Any] | None:
-    """`{"observations": [...]}` and no other member (what a collector posts), its array
-    decoded alone: the bytes from the first `[` to the last `]` must be one JSON array, so
-    no other member, the same key named again included, can be there. None otherwise."""
+def _observations_array(raw: bytes) -> memoryview | None:
+    """The array of `{"observations": [...]}` with no other member (what a collector posts):
+    the bytes from the first `[` to the last `]`, which must be one JSON array for the body to
+    be taken (so no other member, the same key named again included, can be there). None when
+    the body has another shape."""
     opening = _OBSERVATIONS_FIRST.match(raw)
     if opening is None:
         return None
     close = raw.rfind(b"]")
     if close < opening.end() or raw[close + 1 :].strip(_JSON_SPACE) != b"}":
         return None
-    array = memoryview(raw)[opening.end() : close + 1]
-    for decoder in _RECORD_LISTS:
-        try:
-            records = decoder.decode(array)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            continue
-        return TypedVerifyBody(observations=records)
-    return None
+    return memoryview(raw)[opening.end() : close + 1]
+
+
+def _only_observations(raw: bytes) -> TypedVerifyBody[Any] | None:
+    """`{"observations": [...]}` and no other member, its array decoded alone; None
+    otherwise."""
+    array = _observations_array(raw)
+    records = None if array is None else decode_records(array)
+    return None if records is None else TypedVerifyBody(observations=records)
 
 
 def decode_verify_body(raw: bytes) -> TypedVerifyBody[Any] | None:
@@ -222,6 +226,30 @@ def decode_verify_body(raw: bytes) -> TypedVerifyBody[Any] | None:
             return None
         return body
     return None
+
+
+class ScannedVerifyBody:
+    """`{"observations": [...]}` whose records the compiled scan checked from the bytes
+    (`scan_records`), not decoded: `TypedVerifyBody`'s answers for it."""
+
+    __slots__ = ("observations",)
+
+    def __init__(self, observations: ScannedRecords) -> None:
+        self.observations = observations
+
+    def records(self) -> ScannedRecords:
+        return self.observations
+
+    def options(self) -> VerifyOptions:
+        return verify_options(None, None)
+
+
+def read_verify_body(raw: bytes) -> ScannedVerifyBody | TypedVerifyBody[Any] | None:
+    """A verify body: `{"observations": [...]}` scanned by the compiled scan when it takes
+    every record, else as `decode_verify_body` decodes it (None: FastAPI's path answers)."""
+    array = _observations_array(raw)
+    scanned = None if array is None else scan_records(array)
+    return decode_verify_body(raw) if scanned is None else ScannedVerifyBody(scanned)
 
 
 class ChunkUpload(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from ..canonical import canonical_bytes
 from ..coverage import VerificationResult, VerifyOptions, verify_observations
+from ..coverage.scan import ScannedRecords
 from ..errors import InputError, StellaError
 from ..evidence.layout import PRUNE_RECORD_NAME, chunk_name, seal_name, validate_chain_id
 from ..formats.record import validate_record
@@ -135,7 +136,7 @@ def verify(
     store: ObservationStore,
     identifier: str,
     options: VerifyOptions,
-    observations: list[Any] | None,
+    observations: list[Any] | ScannedRecords | None,
 ) -> VerifyAnswer:
     """Verify and store the report, serialised once for the store and the answer.
 

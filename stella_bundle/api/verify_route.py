@@ -22,10 +22,17 @@ from typing import Any, Final
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..coverage.compiled import FOLD
 from . import operations
 from .deps import ApiContext, JsonBodyRoute
 from .middleware import within_limit
-from .models import DIGEST_PATTERN, TypedVerifyBody, decode_verify_body
+from .models import (
+    DIGEST_PATTERN,
+    ScannedVerifyBody,
+    TypedVerifyBody,
+    decode_verify_body,
+    read_verify_body,
+)
 from .tokens import grants
 
 _MAP_ID: Final = re.compile(DIGEST_PATTERN)
@@ -92,21 +99,27 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _verify(ctx: ApiContext, map_id: str, body: TypedVerifyBody[Any]) -> operations.VerifyAnswer:
+def _verify(
+    ctx: ApiContext, map_id: str, body: ScannedVerifyBody | TypedVerifyBody[Any]
+) -> operations.VerifyAnswer:
     options = body.options()
     with ctx.stores.lease() as store:
         return operations.verify(store, map_id, options, body.records())
 
 
-def _decode_and_verify(ctx: ApiContext, map_id: str, raw: bytes) -> operations.VerifyAnswer | None:
-    body = decode_verify_body(raw)
+def _read_and_verify(ctx: ApiContext, map_id: str, raw: bytes) -> operations.VerifyAnswer | None:
+    body = read_verify_body(raw)
     return None if body is None else _verify(ctx, map_id, body)
 
 
 async def _answer(ctx: ApiContext, map_id: str, raw: bytes) -> operations.VerifyAnswer | None:
     """The verification of a body; None when the typed decoder refuses it.
 
-    A small body is decoded on the event loop (CPU only, bounded by its size); the
+    With the compiled fold, the body is read in a verification thread: its records checked
+    from the bytes by the compiled scan and folded from them (`read_verify_body`; a body the
+    scan does not take is decoded there), so the loop only reads the HTTP body. Without it, a
+    small body is decoded on the event loop (CPU only, bounded by its size; decoded in the
+    thread, its records were made farther from where they are folded: docs/api.md). The
     verification, which reads the map from the store and writes the report, runs in a
     verification thread, so the loop keeps serving while a store waits (a SQLite write lock
     held by an ingest, a PostgreSQL round trip or reconnection). Verifying a small body on the
@@ -114,8 +127,8 @@ async def _answer(ctx: ApiContext, map_id: str, raw: bytes) -> operations.Verify
     stall every request of the process behind such a wait; with a SQLite connection that never
     waits it still stalled them behind the verifications themselves (/healthz answered in
     0.65-1.5 s during the bench, 23-25 ms with the threads; docs/api.md)."""
-    if len(raw) > INLINE_DECODE_MAX_BYTES:
-        return await ctx.verify_threads.run(_decode_and_verify, ctx, map_id, raw)
+    if FOLD is not None or len(raw) > INLINE_DECODE_MAX_BYTES:
+        return await ctx.verify_threads.run(_read_and_verify, ctx, map_id, raw)
     body = decode_verify_body(raw)
     if body is None:
         return None

@@ -315,6 +315,80 @@ typedef struct {
 } Slot;
 
 #define PROBE_CACHE 16
+#define NAME_MAX_TEXT 24
+
+/* A few short ASCII names as text (probe types with their bits, record kinds), so that the
+ * scans compare a value's bytes with them. `complete`: every name of the Python collection it
+ * was filled from is here, so a value not here is none of them (no need to ask Python). */
+typedef struct {
+    int count;
+    int complete;
+    uint8_t length[PROBE_CACHE];
+    char text[PROBE_CACHE][NAME_MAX_TEXT];
+    uint64_t bit[PROBE_CACHE];
+} Texts;
+
+static int
+texts_add(Texts *texts, PyObject *name, uint64_t bit)
+{
+    Py_ssize_t length;
+    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &length) : NULL;
+    if (text == NULL) {
+        PyErr_Clear();
+        texts->complete = 0;
+        return 0;
+    }
+    if (texts->count == PROBE_CACHE || length >= NAME_MAX_TEXT || !PyUnicode_IS_ASCII(name)) {
+        texts->complete = 0;
+        return 0;
+    }
+    texts->length[texts->count] = (uint8_t)length;
+    memcpy(texts->text[texts->count], text, (size_t)length);
+    texts->bit[texts->count] = bit;
+    texts->count++;
+    return 0;
+}
+
+/* Fill `texts` from a dict of name -> bit (probe types) or a tuple of names (bits 0); -1 on
+ * error. Names that do not fit leave it incomplete. */
+static int
+texts_fill(Texts *texts, PyObject *names)
+{
+    texts->count = 0;
+    texts->complete = 1;
+    if (PyDict_Check(names)) {
+        Py_ssize_t position = 0;
+        PyObject *name, *value;
+        while (PyDict_Next(names, &position, &name, &value)) {
+            unsigned long long bit = PyLong_AsUnsignedLongLong(value);
+            if (bit == (unsigned long long)-1 && PyErr_Occurred()) {
+                return -1;
+            }
+            texts_add(texts, name, bit);
+        }
+        return 0;
+    }
+    if (!PyTuple_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "names must be a dict or a tuple");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        texts_add(texts, PyTuple_GET_ITEM(names, i), 0);
+    }
+    return 0;
+}
+
+/* The place of the `length` bytes at `p` among the names, or -1. */
+static inline int
+texts_find(const Texts *texts, const char *p, Py_ssize_t length)
+{
+    for (int i = 0; i < texts->count; i++) {
+        if (texts->length[i] == length && memcmp(texts->text[i], p, (size_t)length) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -323,6 +397,7 @@ typedef struct {
     size_t used;
     uint64_t seed;
     PyObject *bits; /* dict: probe type -> bit */
+    Texts kinds;    /* the record kinds the scan takes (none when not given) */
     int probes;
     PyObject *probe_name[PROBE_CACHE];
     uint64_t probe_bit[PROBE_CACHE];
@@ -396,10 +471,11 @@ Index_allocate(Index *self, size_t capacity)
 static PyObject *
 Index_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"bits", "seed", NULL};
-    PyObject *bits;
+    static char *keywords[] = {"bits", "seed", "kinds", NULL};
+    PyObject *bits, *kinds = NULL;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!K", keywords, &PyDict_Type, &bits, &seed)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!K|O!", keywords, &PyDict_Type, &bits, &seed,
+                                     &PyTuple_Type, &kinds)) {
         return NULL;
     }
     Index *self = (Index *)type->tp_alloc(type, 0);
@@ -408,6 +484,10 @@ Index_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->seed = (uint64_t)seed;
     self->bits = Py_NewRef(bits);
+    if (kinds != NULL && texts_fill(&self->kinds, kinds) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     if (Index_allocate(self, 1024) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -805,11 +885,14 @@ Index_fold(Index *self, PyObject *const *args, Py_ssize_t nargs)
  * function_name, node_hash and observed_at); strings of printable ASCII without a quote or a
  * backslash; node_hash "sha256:" and 64 lowercase hex digits; observed_at a canonical UTC
  * timestamp of a real calendar date; pid 0 or 1-15 digits without a leading zero; probe_type a
- * key of `bits` ("unknown" when absent); no whitespace, no blank line. Any other line and the
- * block is not folded at all (None): the Python paths decide it and name a bad line. Every line
- * is checked before the first is folded. */
+ * key of `bits` ("unknown" when absent); kind one of the Index's `kinds`; no whitespace, no
+ * blank line. Any other line and the block is not folded at all (None): the Python paths
+ * decide it and name a bad line. Every line is checked before the first is folded.
+ *
+ * `parse_records` (below) reads an API verify body's JSON array of records by the same value
+ * rules, with JSON whitespace and keys in any order. */
 
-enum { V_STR, V_NAME, V_PURL, V_HASH, V_TIME, V_UINT, V_PROBE };
+enum { V_STR, V_NAME, V_PURL, V_HASH, V_TIME, V_UINT, V_PROBE, V_KIND };
 
 typedef struct {
     const char *name;
@@ -821,14 +904,16 @@ typedef struct {
 static const PlainKey PLAIN_KEYS[] = {
     KEY("binary_path", V_STR),   KEY("build_id", V_STR),   KEY("comm", V_STR),
     KEY("container_id", V_STR),  KEY("function_name", V_NAME), KEY("host", V_STR),
-    KEY("namespace", V_STR),     KEY("node_hash", V_HASH), KEY("observed_at", V_TIME),
-    KEY("pid", V_UINT),          KEY("pod_name", V_STR),   KEY("probe_type", V_PROBE),
-    KEY("purl", V_PURL),
+    KEY("kind", V_KIND),         KEY("namespace", V_STR),  KEY("node_hash", V_HASH),
+    KEY("observed_at", V_TIME),  KEY("pid", V_UINT),       KEY("pod_name", V_STR),
+    KEY("probe_type", V_PROBE),  KEY("purl", V_PURL),
 };
 #undef KEY
 #define PLAIN_KEY_COUNT ((int)(sizeof(PLAIN_KEYS) / sizeof(PLAIN_KEYS[0])))
 #define HASH_LENGTH 71 /* "sha256:" and 64 hex digits */
 #define TIME_LENGTH 27 /* YYYY-MM-DDTHH:MM:SS.ffffffZ */
+/* The value kinds a record must have (one key each). */
+#define REQUIRED_KINDS ((1u << V_NAME) | (1u << V_HASH) | (1u << V_TIME))
 
 /* One checked line: where its values are in the block. */
 typedef struct {
@@ -843,9 +928,13 @@ typedef struct {
 } PlainLine;
 
 /* Byte classes: 0 a lowercase hex digit (NOT_HEX), a character of a simple string
- * (STRING_CLASS: 0 plain, 1 the closing quote, 2 not allowed). Filled at module init. */
+ * (STRING_CLASS: 0 plain, 1 the closing quote, 2 not allowed), digits as '0'
+ * (DIGITS_ZEROED), the keys of PLAIN_KEYS that begin with a byte (KEYS_FROM[c] to
+ * KEYS_TO[c]: the table is sorted). Filled at module init. */
 static unsigned char NOT_HEX[256];
 static unsigned char STRING_CLASS[256];
+static unsigned char KEYS_FROM[256], KEYS_TO[256];
+static char DIGITS_ZEROED[256]; /* each byte itself, a digit '0' */
 
 static void
 byte_classes(void)
@@ -853,6 +942,15 @@ byte_classes(void)
     for (int c = 0; c < 256; c++) {
         NOT_HEX[c] = !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
         STRING_CLASS[c] = c == '"' ? 1 : (c < 0x20 || c > 0x7e || c == '\\') ? 2 : 0;
+        KEYS_FROM[c] = KEYS_TO[c] = 0;
+        DIGITS_ZEROED[c] = (char)(c >= '0' && c <= '9' ? '0' : c);
+    }
+    for (int key = PLAIN_KEY_COUNT - 1; key >= 0; key--) {
+        unsigned char c = (unsigned char)PLAIN_KEYS[key].name[0];
+        if (KEYS_TO[c] == 0) {
+            KEYS_TO[c] = (unsigned char)(key + 1);
+        }
+        KEYS_FROM[c] = (unsigned char)key;
     }
 }
 
@@ -881,11 +979,15 @@ is_digit(char c)
 static int
 canonical_time(const char *t)
 {
+    /* Every digit made '0', the text must be the shape (no branch per character). */
     static const char shape[] = "0000-00-00T00:00:00.000000Z";
+    char zeroed[TIME_LENGTH];
+#pragma GCC unroll 27
     for (int i = 0; i < TIME_LENGTH; i++) {
-        if (shape[i] == '0' ? !is_digit(t[i]) : t[i] != shape[i]) {
-            return 0;
-        }
+        zeroed[i] = DIGITS_ZEROED[(unsigned char)t[i]];
+    }
+    if (memcmp(zeroed, shape, TIME_LENGTH) != 0) {
+        return 0;
     }
     int year = (t[0] - '0') * 1000 + (t[1] - '0') * 100 + (t[2] - '0') * 10 + (t[3] - '0');
     int month = (t[5] - '0') * 10 + (t[6] - '0');
@@ -900,28 +1002,24 @@ canonical_time(const char *t)
 }
 
 /* The bit of a probe type spelled by `length` bytes at `p`: 1 found, 0 not a probe type, -1
- * error. Names seen are cached as text. */
-typedef struct {
-    int count;
-    uint8_t length[PROBE_CACHE];
-    char text[PROBE_CACHE][24];
-    uint64_t bit[PROBE_CACHE];
-} ProbeTexts;
-
+ * error. Names seen are cached as text; a complete cache (every probe type in it) answers
+ * alone, without Python. */
 static int
-probe_text_bit(Index *self, ProbeTexts *cache, const char *p, Py_ssize_t length, uint64_t *bit)
+probe_text_bit(PyObject *bits, Texts *cache, const char *p, Py_ssize_t length, uint64_t *bit)
 {
-    for (int i = 0; i < cache->count; i++) {
-        if (cache->length[i] == length && memcmp(cache->text[i], p, (size_t)length) == 0) {
-            *bit = cache->bit[i];
-            return 1;
-        }
+    int i = texts_find(cache, p, length);
+    if (i >= 0) {
+        *bit = cache->bit[i];
+        return 1;
+    }
+    if (cache->complete) {
+        return 0;
     }
     PyObject *name = PyUnicode_DecodeASCII(p, length, NULL);
     if (name == NULL) {
         return -1;
     }
-    PyObject *value = PyDict_GetItemWithError(self->bits, name);
+    PyObject *value = PyDict_GetItemWithError(bits, name);
     Py_DECREF(name);
     if (value == NULL) {
         return PyErr_Occurred() ? -1 : 0;
@@ -930,7 +1028,7 @@ probe_text_bit(Index *self, ProbeTexts *cache, const char *p, Py_ssize_t length,
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
         return -1;
     }
-    if (cache->count < PROBE_CACHE && length < 24) {
+    if (cache->count < PROBE_CACHE && length < NAME_MAX_TEXT) {
         cache->length[cache->count] = (uint8_t)length;
         memcpy(cache->text[cache->count], p, (size_t)length);
         cache->bit[cache->count] = v;
@@ -940,17 +1038,126 @@ probe_text_bit(Index *self, ProbeTexts *cache, const char *p, Py_ssize_t length,
     return 1;
 }
 
+/* What the scans know of the names: the probe types (`bits`, texts cached in `probes`) and
+ * the record kinds. */
+typedef struct {
+    PyObject *bits;
+    Texts *probes;
+    const Texts *kinds;
+} Names;
+
+/* Check the value of a key of kind `kind` at `*at` (just after the colon), filling `line`: 1
+ * with `*at` just past the value, 0 when it is not a plain value, -1 on error. */
+static int
+plain_value(const Names *names, int kind, const char *base, const char **at, const char *end,
+            PlainLine *line)
+{
+    const char *p = *at;
+    if (kind == V_UINT) {
+        const char *start = p;
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+        if (p == start || p - start > 15 || (*start == '0' && p - start > 1)) {
+            return 0;
+        }
+        *at = p;
+        return 1;
+    }
+    if (p >= end || *p != '"') {
+        return 0;
+    }
+    const char *start = p + 1, *close;
+    /* A hash and a time have one length: their closing quote is looked for there, and their
+     * characters are checked by their own rule below (no quote, backslash or control
+     * character passes it); other strings are scanned for it. */
+    Py_ssize_t fixed = kind == V_HASH ? HASH_LENGTH : kind == V_TIME ? TIME_LENGTH : -1;
+    if (fixed >= 0) {
+        if (end - start <= fixed || start[fixed] != '"') {
+            return 0;
+        }
+        close = start + fixed;
+    }
+    else if ((close = simple_string(start, end)) == NULL) {
+        return 0;
+    }
+    Py_ssize_t n = close - start;
+    if (kind == V_NAME) {
+        if (n == 0 || n > UINT32_MAX) {
+            return 0;
+        }
+        line->name = start - base;
+        line->name_length = (uint32_t)n;
+    }
+    else if (kind == V_HASH) {
+        if (memcmp(start, "sha256:", 7) != 0) {
+            return 0;
+        }
+        /* No branch per digit (digits and letters at random mispredicted half). */
+        unsigned bad = 0;
+#pragma GCC unroll 16
+        for (int i = 7; i < HASH_LENGTH; i++) {
+            bad |= NOT_HEX[(unsigned char)start[i]];
+        }
+        if (bad) {
+            return 0;
+        }
+        line->key = start - base;
+    }
+    else if (kind == V_TIME) {
+        if (!canonical_time(start)) {
+            return 0;
+        }
+        line->time = start - base;
+    }
+    else if (kind == V_PROBE) {
+        int found = probe_text_bit(names->bits, names->probes, start, n, &line->bit);
+        if (found <= 0) {
+            return found;
+        }
+    }
+    else if (kind == V_KIND) {
+        if (texts_find(names->kinds, start, n) < 0) {
+            return 0;
+        }
+    }
+    else if (kind == V_PURL) {
+        if (n > UINT32_MAX) {
+            return 0;
+        }
+        line->purl = start - base;
+        line->purl_length = (uint32_t)n;
+    }
+    *at = close + 1;
+    return 1;
+}
+
+/* A record's keys all read (`kinds`: the value kinds seen): 1 when it has the required ones
+ * (its probe bit "unknown"'s when it had no probe_type), 0 when not, -1 on error. */
+static int
+plain_record_done(const Names *names, unsigned kinds, PlainLine *line)
+{
+    if ((kinds & REQUIRED_KINDS) != REQUIRED_KINDS) {
+        return 0;
+    }
+    if (!(kinds & (1u << V_PROBE))) {
+        return probe_text_bit(names->bits, names->probes, "unknown", 7, &line->bit);
+    }
+    return 1;
+}
+
 /* Check the line at `p`; 1 with `line` filled and `*next` past its newline (or at `end`), 0
  * when it is not a plain canonical line, -1 on error. */
 static int
-plain_line(Index *self, ProbeTexts *probes, const char *base, const char *p, const char *end,
+plain_line(const Names *names, const char *base, const char *p, const char *end,
            PlainLine *line, const char **next)
 {
     if (p >= end || *p != '{') {
         return 0;
     }
     p++;
-    int key = 0, seen_name = 0, seen_key = 0, seen_time = 0, seen_probe = 0;
+    int key = 0;
+    unsigned kinds = 0;
     line->purl = -1;
     line->purl_length = 0;
     for (;;) {
@@ -974,80 +1181,11 @@ plain_line(Index *self, ProbeTexts *probes, const char *base, const char *p, con
         p = close + 2;
         int kind = PLAIN_KEYS[key].kind;
         key++;
-        if (kind == V_UINT) {
-            const char *start = p;
-            while (p < end && is_digit(*p)) {
-                p++;
-            }
-            if (p == start || p - start > 15 || (*start == '0' && p - start > 1)) {
-                return 0;
-            }
+        int ok = plain_value(names, kind, base, &p, end, line);
+        if (ok <= 0) {
+            return ok;
         }
-        else {
-            if (p >= end || *p != '"') {
-                return 0;
-            }
-            const char *start = p + 1;
-            /* A hash and a time have one length: their closing quote is looked for there, and
-             * their characters are checked by their own rule below (no quote, backslash or
-             * control character passes it); other strings are scanned for it. */
-            Py_ssize_t fixed = kind == V_HASH ? HASH_LENGTH : kind == V_TIME ? TIME_LENGTH : -1;
-            if (fixed >= 0) {
-                if (end - start <= fixed || start[fixed] != '"') {
-                    return 0;
-                }
-                close = start + fixed;
-            }
-            else if ((close = simple_string(start, end)) == NULL) {
-                return 0;
-            }
-            Py_ssize_t n = close - start;
-            if (kind == V_NAME) {
-                if (n == 0 || n > UINT32_MAX) {
-                    return 0;
-                }
-                line->name = start - base;
-                line->name_length = (uint32_t)n;
-                seen_name = 1;
-            }
-            else if (kind == V_HASH) {
-                if (n != HASH_LENGTH || memcmp(start, "sha256:", 7) != 0) {
-                    return 0;
-                }
-                /* No branch per digit (digits and letters at random mispredicted half). */
-                unsigned bad = 0;
-                for (int i = 7; i < HASH_LENGTH; i++) {
-                    bad |= NOT_HEX[(unsigned char)start[i]];
-                }
-                if (bad) {
-                    return 0;
-                }
-                line->key = start - base;
-                seen_key = 1;
-            }
-            else if (kind == V_TIME) {
-                if (n != TIME_LENGTH || !canonical_time(start)) {
-                    return 0;
-                }
-                line->time = start - base;
-                seen_time = 1;
-            }
-            else if (kind == V_PROBE) {
-                int found = probe_text_bit(self, probes, start, n, &line->bit);
-                if (found <= 0) {
-                    return found;
-                }
-                seen_probe = 1;
-            }
-            else if (kind == V_PURL) {
-                if (n > UINT32_MAX) {
-                    return 0;
-                }
-                line->purl = start - base;
-                line->purl_length = (uint32_t)n;
-            }
-            p = close + 1;
-        }
+        kinds |= 1u << kind;
         if (p >= end) {
             return 0;
         }
@@ -1061,14 +1199,9 @@ plain_line(Index *self, ProbeTexts *probes, const char *base, const char *p, con
         p++;
         break;
     }
-    if (!(seen_name && seen_key && seen_time)) {
-        return 0;
-    }
-    if (!seen_probe) {
-        int found = probe_text_bit(self, probes, "unknown", 7, &line->bit);
-        if (found <= 0) {
-            return found;
-        }
+    int done = plain_record_done(names, kinds, line);
+    if (done <= 0) {
+        return done;
     }
     if (p < end) {
         if (*p != '\n') {
@@ -1202,6 +1335,63 @@ bound_of(PyObject *value, Bound *bound)
     return 1;
 }
 
+/* Fold `n` checked lines of `base` in order, as `fold` folds records (those outside the window
+ * counted in `*outside`, not folded): 0, or -1 with an exception (lines before it folded). */
+static int
+fold_lines(Index *self, const char *base, PlainLine *lines, Py_ssize_t n, PyObject *resolve,
+           const Bound *from, const Bound *to, Py_ssize_t *outside)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        lines[i].hash = hash_bytes((const Py_UCS1 *)base + lines[i].key, HASH_LENGTH, self->seed);
+    }
+    *outside = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const PlainLine *line = &lines[i];
+        const Py_UCS1 *observed = (const Py_UCS1 *)base + line->time;
+        if (i + AHEAD < n) {
+            __builtin_prefetch(&self->slots[(size_t)lines[i + AHEAD].hash & (self->capacity - 1)]);
+        }
+        if (i + 2 < n) {
+            NodeState *next = self->slots[(size_t)lines[i + 2].hash & (self->capacity - 1)].node;
+            if (next != NULL) {
+                __builtin_prefetch(next);
+                __builtin_prefetch((char *)next + 64);
+            }
+        }
+        if ((from->present && compare_text(observed, TIME_LENGTH, from->text, from->length) < 0)
+            || (to->present && compare_text(observed, TIME_LENGTH, to->text, to->length) > 0)) {
+            (*outside)++;
+            continue;
+        }
+        NodeState *node = node_of_line(self, base, line, resolve);
+        if (node == NULL) {
+            return -1;
+        }
+        if (node->count_add == INT64_MAX && flush_count(node) < 0) {
+            Py_DECREF(node);
+            return -1;
+        }
+        node->count_add++;
+        int less = compare_time(observed, &node->first, node->first_text, node->first_length);
+        int more = less == -2 ? -2
+                              : compare_time(observed, &node->last, node->last_text,
+                                             node->last_length);
+        if (more == -2) {
+            Py_DECREF(node);
+            return -1;
+        }
+        if (less == -1) {
+            set_time(&node->first, node->first_text, &node->first_length, observed);
+        }
+        if (more == 1) {
+            set_time(&node->last, node->last_text, &node->last_length, observed);
+        }
+        node->mask_or |= line->bit;
+        Py_DECREF(node);
+    }
+    return 0;
+}
+
 static PyObject *
 Index_scan(Index *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1223,15 +1413,17 @@ Index_scan(Index *self, PyObject *const *args, Py_ssize_t nargs)
     if (lines == NULL) {
         return PyErr_NoMemory();
     }
-    ProbeTexts probes;
+    Texts probes;
     probes.count = 0;
-    Py_ssize_t n = 0;
+    probes.complete = 0;
+    Names names = {self->bits, &probes, &self->kinds};
+    Py_ssize_t n = 0, outside;
     const char *p = base;
     while (p < end) {
         if (n == most) {
             goto not_plain;
         }
-        int ok = plain_line(self, &probes, base, p, end, &lines[n], &p);
+        int ok = plain_line(&names, base, p, end, &lines[n], &p);
         if (ok < 0) {
             PyMem_Free(lines);
             return NULL;
@@ -1239,62 +1431,261 @@ Index_scan(Index *self, PyObject *const *args, Py_ssize_t nargs)
         if (ok == 0) {
             goto not_plain;
         }
-        lines[n].hash = hash_bytes((const Py_UCS1 *)base + lines[n].key, HASH_LENGTH, self->seed);
         n++;
     }
-    Py_ssize_t outside = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const PlainLine *line = &lines[i];
-        const Py_UCS1 *observed = (const Py_UCS1 *)base + line->time;
-        if (i + AHEAD < n) {
-            __builtin_prefetch(&self->slots[(size_t)lines[i + AHEAD].hash & (self->capacity - 1)]);
-        }
-        if (i + 2 < n) {
-            NodeState *next = self->slots[(size_t)lines[i + 2].hash & (self->capacity - 1)].node;
-            if (next != NULL) {
-                __builtin_prefetch(next);
-                __builtin_prefetch((char *)next + 64);
-            }
-        }
-        if ((from.present && compare_text(observed, TIME_LENGTH, from.text, from.length) < 0)
-            || (to.present && compare_text(observed, TIME_LENGTH, to.text, to.length) > 0)) {
-            outside++;
-            continue;
-        }
-        NodeState *node = node_of_line(self, base, line, resolve);
-        if (node == NULL) {
-            PyMem_Free(lines);
-            return NULL;
-        }
-        if (node->count_add == INT64_MAX && flush_count(node) < 0) {
-            Py_DECREF(node);
-            PyMem_Free(lines);
-            return NULL;
-        }
-        node->count_add++;
-        int less = compare_time(observed, &node->first, node->first_text, node->first_length);
-        int more = less == -2 ? -2
-                              : compare_time(observed, &node->last, node->last_text,
-                                             node->last_length);
-        if (more == -2) {
-            Py_DECREF(node);
-            PyMem_Free(lines);
-            return NULL;
-        }
-        if (less == -1) {
-            set_time(&node->first, node->first_text, &node->first_length, observed);
-        }
-        if (more == 1) {
-            set_time(&node->last, node->last_text, &node->last_length, observed);
-        }
-        node->mask_or |= line->bit;
-        Py_DECREF(node);
-    }
+    int failed = fold_lines(self, base, lines, n, resolve, &from, &to, &outside);
     PyMem_Free(lines);
-    return Py_BuildValue("nn", n, outside);
+    return failed ? NULL : Py_BuildValue("nn", n, outside);
 not_plain:
     PyMem_Free(lines);
     Py_RETURN_NONE;
+}
+
+/* ---- parse_records: an API verify body's array of records ------------------------------- *
+ *
+ * A verify request's `observations` array, msgspec-decoded on the event loop, made a struct
+ * and three strings per record and freed them after the answer: a third of a worker's GIL time
+ * under the bench (docs/api.md, 2026-12-03). `parse_records` checks the array's bytes by the
+ * rules of `scan` (the same value checks, `plain_value`) and keeps where each record's values
+ * are (`Records`), making no object per record; `Index.fold_records` folds them as `scan` folds
+ * its lines. The array as JSON writes it: whitespace between tokens, a record's keys in any
+ * order, each once (msgspec takes a repeated key's last value: such an array is left to it),
+ * among PLAIN_KEYS. Anything else is None: the typed decoder then decides, as before. The
+ * bytes are read without the GIL (no Python object is touched) when the array is large and
+ * its buffer read-only. */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;  /* the array's bytes, held (view.obj NULL: none) */
+    PyObject *bits;  /* the probe bits the lines carry */
+    Py_ssize_t count;
+    PlainLine *lines;
+} Records;
+
+static void
+Records_dealloc(Records *self)
+{
+    if (self->view.obj != NULL) {
+        PyBuffer_Release(&self->view);
+    }
+    PyMem_RawFree(self->lines);
+    Py_XDECREF(self->bits);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+Records_len(Records *self)
+{
+    return self->count;
+}
+
+static PySequenceMethods Records_as_sequence = {
+    .sq_length = (lenfunc)Records_len,
+};
+
+static PyTypeObject RecordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stella_bundle.coverage._fold.Records",
+    .tp_basicsize = sizeof(Records),
+    .tp_dealloc = (destructor)Records_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An array of plain records checked by parse_records, for Index.fold_records.",
+    .tp_as_sequence = &Records_as_sequence,
+};
+
+/* JSON's whitespace (not \v or \f). */
+static inline const char *
+skip_space(const char *p, const char *end)
+{
+    while (p < end && (unsigned char)*p <= ' '
+           && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+        p++;
+    }
+    return p;
+}
+
+/* The key of PLAIN_KEYS whose quoted name is at `p` (its opening quote), or -1. */
+static inline int
+plain_key_at(const char *p, const char *end)
+{
+    unsigned char c = (unsigned char)p[1];
+    for (int key = KEYS_FROM[c]; key < KEYS_TO[c]; key++) {
+        Py_ssize_t length = PLAIN_KEYS[key].length;
+        if (end - p > length + 1 && p[length + 1] == '"'
+            && memcmp(PLAIN_KEYS[key].name, p + 1, (size_t)length) == 0) {
+            return key;
+        }
+    }
+    return -1;
+}
+
+/* The record object at `p` (its '{'); 1 with `line` filled and `*next` just past its '}', 0
+ * when it is not a plain record, -1 on error. */
+static int
+body_record(const Names *names, const char *base, const char *p, const char *end,
+            PlainLine *line, const char **next)
+{
+    unsigned keys = 0, kinds = 0;
+    line->purl = -1;
+    line->purl_length = 0;
+    p = skip_space(p + 1, end);
+    for (;;) {
+        if (p + 1 >= end || *p != '"') {
+            return 0; /* {} too: it lacks the required keys */
+        }
+        int key = plain_key_at(p, end);
+        if (key < 0 || (keys & (1u << key))) {
+            return 0; /* another key, or one named again */
+        }
+        keys |= 1u << key;
+        p = skip_space(p + PLAIN_KEYS[key].length + 2, end);
+        if (p >= end || *p != ':') {
+            return 0;
+        }
+        p = skip_space(p + 1, end);
+        int kind = PLAIN_KEYS[key].kind;
+        int ok = plain_value(names, kind, base, &p, end, line);
+        if (ok <= 0) {
+            return ok;
+        }
+        kinds |= 1u << kind;
+        p = skip_space(p, end);
+        if (p >= end) {
+            return 0;
+        }
+        if (*p == ',') {
+            p = skip_space(p + 1, end);
+            continue;
+        }
+        if (*p != '}') {
+            return 0;
+        }
+        break;
+    }
+    int done = plain_record_done(names, kinds, line);
+    if (done > 0) {
+        *next = p + 1;
+    }
+    return done;
+}
+
+/* The array from `base` to `end` (all of it, whitespace around it allowed): its number of
+ * records with `lines` filled (at most `most`), 0 when it is not an array of plain records
+ * (or holds none), -1 on error. */
+static Py_ssize_t
+body_array(const Names *names, const char *base, const char *end, PlainLine *lines,
+           Py_ssize_t most)
+{
+    const char *p = skip_space(base, end);
+    if (p >= end || *p != '[') {
+        return 0;
+    }
+    p = skip_space(p + 1, end);
+    Py_ssize_t n = 0;
+    for (;;) {
+        if (p >= end || *p != '{' || n == most) {
+            return 0; /* [] too: the typed decoder answers an empty array */
+        }
+        int ok = body_record(names, base, p, end, &lines[n], &p);
+        if (ok <= 0) {
+            return ok;
+        }
+        n++;
+        p = skip_space(p, end);
+        if (p < end && *p == ',') {
+            p = skip_space(p + 1, end);
+            continue;
+        }
+        if (p >= end || *p != ']') {
+            return 0;
+        }
+        return skip_space(p + 1, end) == end ? n : 0;
+    }
+}
+
+/* Arrays at least this large are read without the GIL (a smaller one is read in less time
+ * than a hand-off of the GIL can cost under load: up to the 5 ms switch interval). */
+#define NOGIL_MIN_BYTES (1 << 20)
+
+static PyObject *
+parse_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[1]) || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_records(array, bits: dict, kinds: tuple) takes three arguments");
+        return NULL;
+    }
+    Records *self = PyObject_New(Records, &RecordsType);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->view.obj = NULL;
+    self->bits = Py_NewRef(args[1]);
+    self->count = 0;
+    self->lines = NULL;
+    if (PyObject_GetBuffer(args[0], &self->view, PyBUF_SIMPLE) < 0) {
+        self->view.obj = NULL;
+        Py_DECREF(self);
+        return NULL;
+    }
+    Texts probes, kinds;
+    if (texts_fill(&probes, args[1]) < 0 || texts_fill(&kinds, args[2]) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Names names = {args[1], &probes, &kinds};
+    const char *base = self->view.buf;
+    Py_ssize_t size = self->view.len;
+    /* A record is at least 100 bytes (its three required fields): the bound of the records. */
+    Py_ssize_t most = size / 100 + 1;
+    self->lines = PyMem_RawMalloc((size_t)most * sizeof(PlainLine));
+    if (self->lines == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t n;
+    /* Without the GIL only when nothing can call Python (every probe type known as text) and
+     * nothing can change the bytes meanwhile. */
+    if (size >= NOGIL_MIN_BYTES && probes.complete && self->view.readonly) {
+        Py_BEGIN_ALLOW_THREADS
+        n = body_array(&names, base, base + size, self->lines, most);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        n = body_array(&names, base, base + size, self->lines, most);
+    }
+    if (n <= 0) {
+        Py_DECREF(self);
+        if (n < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    self->count = n;
+    return (PyObject *)self;
+}
+
+static PyObject *
+Index_fold_records(Index *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyObject_TypeCheck(args[0], &RecordsType)) {
+        PyErr_SetString(PyExc_TypeError, "fold_records(records: Records, resolve, window_from, "
+                                         "window_to) takes four arguments");
+        return NULL;
+    }
+    Records *records = (Records *)args[0];
+    Bound from, to;
+    if (records->bits != self->bits || !bound_of(args[2], &from) || !bound_of(args[3], &to)) {
+        Py_RETURN_NONE; /* other probe bits, or a bound the Python fold compares */
+    }
+    Py_ssize_t outside;
+    /* The records are held for the fold: resolve() runs Python code. */
+    Py_INCREF(records);
+    int failed = fold_lines(self, records->view.buf, records->lines, records->count, args[1],
+                            &from, &to, &outside);
+    Py_ssize_t n = records->count;
+    Py_DECREF(records);
+    return failed ? NULL : Py_BuildValue("nn", n, outside);
 }
 
 static PyObject *
@@ -1313,6 +1704,9 @@ Index_len(Index *self)
 static PyMethodDef Index_methods[] = {
     {"fold", (PyCFunction)(void (*)(void))Index_fold, METH_FASTCALL,
      "fold(records, resolve): fold plain records (count 1, one timestamp, all in the window)."},
+    {"fold_records", (PyCFunction)(void (*)(void))Index_fold_records, METH_FASTCALL,
+     "fold_records(records, resolve, window_from, window_to): fold the records of a "
+     "parse_records array; (records, outside the window), or None with nothing folded."},
     {"scan", (PyCFunction)(void (*)(void))Index_scan, METH_FASTCALL,
      "scan(block, resolve, window_from, window_to): fold a block of plain canonical lines from "
      "its bytes; (records, outside the window), or None with nothing folded."},
@@ -1336,11 +1730,19 @@ static PyTypeObject IndexType = {
     .tp_new = Index_new,
 };
 
+static PyMethodDef fold_functions[] = {
+    {"parse_records", (PyCFunction)(void (*)(void))parse_records, METH_FASTCALL,
+     "parse_records(array, bits, kinds): the records of a JSON array of plain records as "
+     "Records (for Index.fold_records), or None when it is not one."},
+    {NULL},
+};
+
 static struct PyModuleDef fold_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "stella_bundle.coverage._fold",
     .m_doc = "The compiled per-record fold of plain observation records (coverage/scan.py).",
     .m_size = -1,
+    .m_methods = fold_functions,
 };
 
 PyMODINIT_FUNC
@@ -1355,7 +1757,8 @@ PyInit__fold(void)
         return NULL;
     }
     byte_classes();
-    if (PyType_Ready(&NodeStateType) < 0 || PyType_Ready(&IndexType) < 0) {
+    if (PyType_Ready(&NodeStateType) < 0 || PyType_Ready(&IndexType) < 0
+        || PyType_Ready(&RecordsType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&fold_module);
@@ -1364,6 +1767,7 @@ PyInit__fold(void)
     }
     if (PyModule_AddObjectRef(module, "NodeState", (PyObject *)&NodeStateType) < 0
         || PyModule_AddObjectRef(module, "Index", (PyObject *)&IndexType) < 0
+        || PyModule_AddObjectRef(module, "Records", (PyObject *)&RecordsType) < 0
         || PyModule_AddStringConstant(module, "SOURCE_SHA256", STELLA_FOLD_SOURCE_SHA256) < 0) {
         Py_DECREF(module);
         return NULL;

@@ -19,7 +19,7 @@ class NodeState:
 class Index:
     """Node hash bytes -> NodeState, a cache of an aggregator's dicts."""
 
-    def __init__(self, bits: dict[str, int], seed: int) -> None: ...
+    def __init__(self, bits: dict[str, int], seed: int, kinds: tuple[str, ...] = ()) -> None: ...
     def fold(self, records: list[Any], resolve: Callable[[Any], object], /) -> None: ...
     def scan(
         self,
@@ -29,5 +29,22 @@ class Index:
         window_to: str | None,
         /,
     ) -> tuple[int, int] | None: ...
+    def fold_records(
+        self,
+        records: Records,
+        resolve: Callable[[str, str, str | None], object],
+        window_from: str | None,
+        window_to: str | None,
+        /,
+    ) -> tuple[int, int] | None: ...
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
+
+class Records:
+    """An array of plain records checked by parse_records, for Index.fold_records."""
+
+    def __len__(self) -> int: ...
+
+def parse_records(
+    array: bytes | memoryview, bits: dict[str, int], kinds: tuple[str, ...], /
+) -> Records | None: ...

@@ -37,7 +37,7 @@ from ..heap import gc_paused, keep_freed_blocks
 from ..jsonio import read_bytes
 from ..timeutil import check_window, format_timestamp
 from .fastdecode import DecodedRecords
-from .scan import NodeAggregate, ObservationAggregator, probe_types_of
+from .scan import NodeAggregate, ObservationAggregator, ScannedRecords, probe_types_of
 
 if TYPE_CHECKING:
     from ..formats.trust_root import TrustRoot
@@ -176,16 +176,21 @@ def new_aggregator(
 
 def verify_observations(
     function_map: FunctionMap | LoadedFunctionMap,
-    records: Iterable[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]] | ScannedRecords,
     options: VerifyOptions | None = None,
     *,
     source: str = "<records>",
     validated: bool = False,
 ) -> VerificationResult:
     """Verify a stream of observation records (dicts); each is validated as it is read unless
-    the reader already did (`validated=True`, e.g. the evidence chain reader)."""
+    the reader already did (`validated=True`, e.g. the evidence chain reader). Records the
+    compiled scan checked (an API body's, `ScannedRecords`) are folded from their bytes."""
     options = options or VerifyOptions()
     aggregator = new_aggregator(function_map, options)
+    if isinstance(records, ScannedRecords):
+        if aggregator.add_scanned(records):
+            return evaluate(function_map, aggregator, options)
+        records = DecodedRecords(records.decoded())
     # A list of parsed records (an API body) is checked and folded whole at C speed when every
     # record passes; otherwise one by one, which names the first bad record.
     if not validated and isinstance(records, list) and aggregator.add_parsed(records):

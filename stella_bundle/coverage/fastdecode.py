@@ -272,6 +272,25 @@ class DecodedRecords(list[Any]):
         return dicts
 
 
+_RECORD_LISTS: Final = (
+    msgspec.json.Decoder(list[LightRecord]),
+    msgspec.json.Decoder(list[PlainRecord]),
+    msgspec.json.Decoder(list[Record]),
+)
+
+
+def decode_records(array: bytes | memoryview) -> list[Any] | None:
+    """A JSON array of records decoded typed, with the smallest record type that takes every
+    record (`LightRecord`, then `PlainRecord`, then `Record`); None when msgspec refuses it."""
+    for decoder in _RECORD_LISTS:
+        try:
+            records: list[Any] = decoder.decode(array)
+            return records
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            continue
+    return None
+
+
 def convert_records(
     records: list[Any],
 ) -> tuple[list[Record] | PlainRecords, bool] | None:

@@ -25,9 +25,9 @@ import zstandard
 from msgspec import UNSET
 
 from ..digests import PREFIXED_SHA256_RE
-from ..errors import MalformedDocumentError
+from ..errors import InternalError, MalformedDocumentError
 from ..evidence.timecheck import ChunkTimes
-from ..formats.record import PROBE_TYPES, ObservationError, validate_record
+from ..formats.record import KINDS, PROBE_TYPES, ObservationError, validate_record
 from ..formats.scope import RECORD_CONTEXT_KEY, Scope
 from ..jsonio import parse_json_line
 from ..observations.ndjson import open_ndjson
@@ -40,6 +40,7 @@ from .fastdecode import (
     Record,
     convert_records,
     decode_block,
+    decode_records,
 )
 from .patterns import FIRST_KEYS, VALID_DATES, canonical_line, date_ok, shape_pattern
 
@@ -119,6 +120,38 @@ def _canonical_time(value: str, source: str | Path, line: int | None, field: str
         raise ObservationError(str(exc), path=source, line=line, field=field) from exc
 
 
+class ScannedRecords:
+    """A JSON array of records (an API verify body's) checked from its bytes by the compiled
+    scan (`_fold.parse_records`: no object per record), not decoded: `add_scanned` folds them
+    from the bytes. The scan takes a strict subset of what `decode_records` takes, with the
+    same values; `decoded()` gives the records as it decodes them, for the other paths."""
+
+    __slots__ = ("array", "parsed")
+
+    def __init__(self, parsed: Any, array: bytes | memoryview) -> None:
+        self.parsed = parsed
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.parsed)
+
+    def decoded(self) -> list[Any]:
+        records = decode_records(self.array)
+        if records is None:
+            raise InternalError("the compiled scan took a records array msgspec refuses")
+        return records
+
+
+def scan_records(array: bytes | memoryview) -> ScannedRecords | None:
+    """The records of a JSON array when the compiled scan takes every one (plain records by
+    the rules of `Index.scan`, JSON whitespace and keys in any order); None when it does not,
+    or the compiled fold is not in use: decode them (`decode_records`)."""
+    if FOLD is None:
+        return None
+    parsed = FOLD.parse_records(array, PROBE_BIT, KINDS)
+    return None if parsed is None else ScannedRecords(parsed, array)
+
+
 class ObservationAggregator:
     """Folds records into per-node state; only nodes of the map (and unexpected ones) are kept.
 
@@ -141,7 +174,7 @@ class ObservationAggregator:
         # The compiled fold (coverage/compiled.py) when built and not refused (`compiled`
         # False: the Python fold and node state, the reference).
         self._index = (
-            FOLD.Index(PROBE_BIT, int.from_bytes(os.urandom(8), "little"))
+            FOLD.Index(PROBE_BIT, int.from_bytes(os.urandom(8), "little"), KINDS)
             if compiled and FOLD is not None
             else None
         )
@@ -484,13 +517,24 @@ class ObservationAggregator:
         `Index.scan`: no object per record): its lines (each a record); None, nothing folded,
         when it is not one (any other line: the other paths decide) or the scan cannot be used
         (the Python fold, a chain's times to fold, a scope to match)."""
+        return self._compiled_scan(block)
+
+    def add_scanned(self, records: ScannedRecords) -> bool:
+        """Fold records the compiled scan checked (`scan_records`) from their bytes; False,
+        nothing folded, when the compiled fold cannot be used (as for `_compiled_block`): the
+        caller folds `records.decoded()`."""
+        return self._compiled_scan(records.parsed) is not None
+
+    def _compiled_scan(self, source: Any) -> int | None:
+        """Index.scan of a block's bytes, or Index.fold_records of scanned records."""
         index = self._index
         if index is None or self.times is not None or self.scope is not None:
             return None
         if len(self.expected) != self._index_expected:
             index.clear()
+        fold = index.scan if isinstance(source, bytes) else index.fold_records
         try:
-            counted = index.scan(block, self._resolve_line, self.window_from, self.window_to)
+            counted = fold(source, self._resolve_line, self.window_from, self.window_to)
         finally:
             self._index_expected = len(self.expected)
         if counted is None:

@@ -6,6 +6,7 @@ the same reports for generated files. Under CI=true the compiled fold must be th
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
 
+from stella_bundle.api.models import ScannedVerifyBody, decode_verify_body, read_verify_body
 from stella_bundle.coverage import VerifyOptions, compiled
 from stella_bundle.coverage import engine as engine_module
 from stella_bundle.coverage import scan as scan_module
@@ -24,6 +26,7 @@ from stella_bundle.coverage.scan import ObservationAggregator, PyNodeAggregate, 
 from stella_bundle.errors import StellaError
 from stella_bundle.formats.function_map import FunctionMap
 from stella_bundle.formats.record import PROBE_TYPES, validate_record
+from stella_bundle.store.base import encode_report
 from tests.conftest import IN_CI, scaled_examples
 from tests.coverage.test_coverage_parallel_scan import WINDOW, _map_outcome, _outcome, _write_map
 from tests.coverage.test_coverage_parallel_scan import lines as ndjson_lines
@@ -361,3 +364,238 @@ def test_compiled_scan_leaves_every_odd_value(key: str, value: str) -> None:
     odd = "{" + ",".join(f'"{k}":{value if k == key else good[k]}' for k in _ALL_KEYS) + "}\n"
     for split in (False, True):
         _check_compiled_scan((odd + plain).encode(), split, (None, None))
+
+
+# --- the compiled scan of a verify body's records (parse_records, Index.fold_records) -------
+
+_SPACES = ["", "", " ", "  ", "\n", "\t", "\r\n  "]
+_BODY_OPTIONAL = (
+    "pid",
+    "probe_type",
+    "purl",
+    "comm",
+    "binary_path",
+    "kind",
+    "host",
+    "build_id",
+    "container_id",
+    "namespace",
+    "pod_name",
+)
+_BODY_VALUES: dict[str, list[str]] = {
+    **_VALUES,
+    "kind": ['"function"', '"exec"', '"tls"', '"bogus"', '"FUNCTION"', "null"],
+    "host": ['"node-1"', '"h\\u00e9"'],
+    "count": ["2", "1"],
+    "first_observed_at": [f'"{STAMPS[1]}"'],
+    "details": ['{"argv":["a"]}'],
+    "image_digest": ['"sha256:' + "a" * 64 + '"'],
+}
+_BODY_WINDOWS = [
+    (None, None),
+    ("2026-01-23T00:05:00.000000Z", None),
+    (None, "2026-01-23T00:05:01.000000Z"),
+    ("2026-01-23T00:00:00.000000Z", "2026-01-23T00:05:00.000000Z"),
+]
+
+
+@st.composite
+def body_records(draw: st.DrawFn, hashes: list[str], odd: bool = False) -> str:
+    """One record of a verify body as a JSON object's text: its keys in any order, JSON
+    whitespace between its tokens; with `odd`, one oddity (a value of another type or
+    spelling, a key unknown, repeated or of an aggregated record, an escape, a key missing)."""
+    keys = [*_REQUIRED, *(k for k in _BODY_OPTIONAL if draw(st.booleans()))]
+    oddity = (
+        draw(
+            st.sampled_from(
+                ["value"] * 3 + ["unknown", "repeat", "aggregated", "escape", "missing"]
+            )
+        )
+        if odd
+        else ""
+    )
+    values = {}
+    for key in keys:
+        if key == "node_hash":
+            values[key] = '"' + draw(st.sampled_from(hashes)) + '"'
+        else:
+            good = [v for v in _BODY_VALUES.get(key, ['"x"']) if v not in _odd_values(key)]
+            good = [v for v in good if "\\" not in v and v != "null" and "é" not in v]
+            if key == "kind":
+                good = ['"function"', '"exec"', '"tls"']
+            values[key] = draw(st.sampled_from(good))
+    pairs = [(key, values[key]) for key in keys]
+    if oddity == "value":
+        key = draw(st.sampled_from(keys))
+        odd = sorted({*_odd_values(key), *_BODY_VALUES.get(key, [])} - {values[key]})
+        if odd:
+            pairs = [(k, draw(st.sampled_from(odd)) if k == key else v) for k, v in pairs]
+    elif oddity == "unknown":  # a key of its own, or a known key's name cut short or longer
+        key = draw(st.sampled_from(["unknown_field", "pids", "purl_", "kin", "node_hashes", ""]))
+        pairs.append((key, '"x"'))
+    elif oddity == "repeat":
+        key, value = draw(st.sampled_from(pairs))
+        pairs.append((key, draw(st.sampled_from([value, *(_BODY_VALUES.get(key) or [value])]))))
+    elif oddity == "aggregated":
+        key = draw(st.sampled_from(["count", "first_observed_at", "details", "image_digest"]))
+        pairs.append((key, draw(st.sampled_from(_BODY_VALUES[key]))))
+    elif oddity == "escape":
+        pairs = [(k, v.replace("_", "\\u005f", 1) if k == "function_name" else v) for k, v in pairs]
+    elif oddity == "missing":
+        pairs = [(k, v) for k, v in pairs if k != draw(st.sampled_from(_REQUIRED))]
+    pairs = draw(st.permutations(pairs))
+
+    def space() -> str:
+        return draw(st.sampled_from(_SPACES))
+
+    items = [f'{space()}"{k}"{space()}:{space()}{v}{space()}' for k, v in pairs]
+    if draw(st.booleans()):  # json.dumps's spelling
+        return "{" + ", ".join(f'"{k}": {v}' for k, v in pairs) + "}"
+    return "{" + ",".join(items) + "}"
+
+
+def _report_bytes(fmap: FunctionMap, records: Any, window: tuple[str | None, str | None]) -> bytes:
+    options = VerifyOptions(
+        window_from=None if window[0] is None else dt.datetime.fromisoformat(window[0]),
+        window_to=None if window[1] is None else dt.datetime.fromisoformat(window[1]),
+    )
+    result = engine_module.verify_observations(fmap, records, options, source="<request body>")
+    return encode_report(result.report().to_dict())
+
+
+@needs_compiled
+@settings(
+    max_examples=scaled_examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_compiled_body_scan_gives_the_typed_decoders_reports(
+    data: st.DataObject, fmap: FunctionMap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verify body's records checked and folded from the bytes (`read_verify_body`:
+    `parse_records`, `Index.fold_records`) only when the typed decoder takes every one (a
+    strict subset: each a record `validate_record` accepts), and then with the report, byte
+    for byte, of the typed decoder + the compiled fold and of the Python fold; any other body
+    is the typed decoder's (or FastAPI's) as before."""
+    hashes = sorted({n.node_hash for p in fmap.expected_paths for n in p.nodes})
+    hashes = [*hashes, *UNKNOWN, *(["sha256:" + "A" * 64] if data.draw(st.booleans()) else [])]
+    items = data.draw(st.lists(body_records(hashes), max_size=25))
+    if data.draw(st.booleans()):
+        items.insert(data.draw(st.integers(0, len(items))), data.draw(body_records(hashes, True)))
+    space = data.draw(st.sampled_from(_SPACES))
+    array = "[" + space + ("," + space).join(items) + data.draw(st.sampled_from(_SPACES)) + "]"
+    if data.draw(st.integers(0, 15)) == 0:  # an array JSON refuses, or one of another value
+        array = data.draw(
+            st.sampled_from([array[:-1] + ",]", array.replace(",", ",\f", 1), "[1]", "[{}]"])
+        )
+    outer = data.draw(st.sampled_from(['{"observations": %s}', '{ "observations" :%s }\n']))
+    _check_body_scan(
+        fmap, (outer % array).encode(), data.draw(st.sampled_from(_BODY_WINDOWS)), monkeypatch
+    )
+
+
+def _check_body_scan(
+    fmap: FunctionMap,
+    raw: bytes,
+    window: tuple[str | None, str | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = read_verify_body(raw)
+    decoded = decode_verify_body(raw)
+    if not isinstance(body, ScannedVerifyBody):
+        return  # the typed decoder's answer, as before
+    assert decoded is not None, raw  # the scan takes a strict subset of what msgspec takes
+    for number, record in enumerate(json.loads(raw)["observations"], start=1):
+        validate_record(record, "<request body>", number)
+    scanned = body.records()
+    assert len(scanned) == len(json.loads(raw)["observations"])
+    assert decoded.records() is not None
+    reports = [
+        _report_bytes(fmap, scanned, window),
+        _report_bytes(fmap, decoded.records(), window),
+    ]
+    with monkeypatch.context() as patch:
+        patch.setattr(scan_module, "FOLD", None)  # the Python fold, the reference
+        reports.append(_report_bytes(fmap, decoded.records(), window))
+        reports.append(_report_bytes(fmap, scanned, window))  # its decoded records, folded
+    assert reports[0] == reports[1] == reports[2] == reports[3]
+
+
+_BODY_KEYS = sorted({*_REQUIRED, *_BODY_OPTIONAL})
+
+
+def _body_odd_values(key: str) -> list[str]:
+    return sorted({*_odd_values(key), *_BODY_VALUES.get(key, [])} - {*_BODY_GOOD[key]})
+
+
+_BODY_GOOD = {
+    key: [
+        v
+        for v in _BODY_VALUES.get(key, ['"x"'])
+        if v not in _odd_values(key) and "\\" not in v and v != "null" and "é" not in v
+    ]
+    for key in _BODY_KEYS
+}
+_BODY_GOOD["kind"] = ['"function"', '"exec"', '"tls"']
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("key", "value"), [(k, v) for k in _BODY_KEYS for v in _body_odd_values(k)]
+)
+def test_compiled_body_scan_leaves_every_odd_value(
+    key: str, value: str, fmap: FunctionMap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each odd value of the table alone in a body's record before a plain one (what the
+    property test draws only now and then): not scanned, or scanned as the typed path folds
+    it."""
+    good = {k: v[0] for k, v in _BODY_GOOD.items()}
+    good["node_hash"] = f'"{fmap.expected_paths[0].nodes[0].node_hash}"'
+    plain = "{" + ", ".join(f'"{k}": {good[k]}' for k in _BODY_KEYS) + "}"
+    odd = "{" + ", ".join(f'"{k}": {value if k == key else good[k]}' for k in _BODY_KEYS) + "}"
+    _check_body_scan(
+        fmap, f'{{"observations": [{odd}, {plain}]}}'.encode(), (None, None), monkeypatch
+    )
+
+
+@needs_compiled
+def test_compiled_body_scan_takes_the_bench_body_and_leaves_the_others(fmap: FunctionMap) -> None:
+    """The bench's body (json.dumps of collector records) is scanned; a body with any oddity
+    is left to the typed decoder, which decides as before (a repeated key included: msgspec
+    takes its last value)."""
+    node = fmap.expected_paths[0].nodes[0]
+    record = {
+        "node_hash": node.node_hash,
+        "function_name": "fn_1",
+        "purl": "pkg:generic/bench@1.0",
+        "probe_type": "uprobe",
+        "observed_at": STAMPS[0],
+        "pid": 1000,
+        "kind": "function",
+    }
+    raw = json.dumps({"observations": [record] * 3}).encode()
+    body = read_verify_body(raw)
+    assert isinstance(body, ScannedVerifyBody) and len(body.records()) == 3
+    assert json.loads(_report_bytes(fmap, body.records(), (None, None)))["records"]["read"] == 3
+    text = raw.decode()
+    for other in (
+        text.replace('"pid": 1000', '"pid": 1000, "pid": 7', 1),  # a key named twice
+        text.replace('"pid": 1000', '"pid": 1000, "count": 2', 1),
+        text.replace('"pid": 1000', '"pid": 1000, "pids": 2', 1),
+        text.replace('"pid": 1000', '"pid": 1000, "kin": 2', 1),
+        text.replace('"pid": 1000', '"pidx: 1000', 1),  # not JSON: the key's quote is not there
+        text.replace('"fn_1"', '"fn\\u005f1"', 1),
+        text.replace('"function"', '"bogus"', 1),
+        text.replace("2026-01-23", "2026-02-29", 1),
+        text.replace(".000000Z", "Z", 1),
+        text.replace("uprobe", "UPROBE", 1),
+        text.replace(", ", ",\f", 1),
+        text.replace("1000", "-1", 1),
+        text.replace('"observations": [', '"to": null, "observations": [', 1),
+        text.replace('"observations": [', '"observations": [{}, ', 1),
+        '{"observations": []}',
+    ):
+        assert not isinstance(read_verify_body(other.encode()), ScannedVerifyBody), other
+    repeated = read_verify_body(text.replace('"pid": 1000', '"pid": 1000, "pid": 7', 1).encode())
+    assert repeated is not None and repeated.records()[0].pid == 7  # type: ignore[index]

@@ -15,7 +15,7 @@ from typing import Any
 
 from packageurl import PackageURL
 
-from ..errors import MalformedDocumentError
+from ..errors import MalformedDocumentError, clipped
 from ..formats.node_hash import canonical_purl
 from ..jsonio import parse_json, read_bytes
 
@@ -124,8 +124,12 @@ def _component(raw: Any, source: str, where: str, *, is_root: bool = False) -> C
         try:
             canonical = canonical_purl(purl)
         except Exception as exc:
+            # packageurl's reason (`purl is missing the required "pkg" scheme component`).
+            reason = str(exc.__cause__ or exc).split(": '", 1)[0]
             raise MalformedDocumentError(
-                f"invalid purl {purl!r}", path=source, field=f"{where}.purl"
+                f"invalid purl {clipped(purl)!r}: {clipped(reason, 160)}",
+                path=source,
+                field=f"{where}.purl",
             ) from exc
     else:
         canonical = str(PackageURL(type="generic", name=name, version=version).to_string())

@@ -36,6 +36,9 @@ REFUSED = [
     # A numeric version was dropped, a numeric purl made the component pkg:generic/NAME.
     (_bom([{"name": "libssl3", "version": 3.0}]), "components[0].version", "a string"),
     (_bom([{"name": "libssl3", "purl": 5}]), "components[0].purl", "a string"),
+    # An invalid purl says why (it said only "invalid purl").
+    (_bom([{"name": "libssl3", "purl": "pkg:deb"}]), "components[0].purl",
+     "'pkg:deb': purl is missing the required type component"),
     (_bom([{"name": "a", "components": [{"name": "b", "group": ["x"]}]}]),
      "components[0].components[0].group", "a string"),
     # Passed over when not of the expected type: the evidence of the component was lost.

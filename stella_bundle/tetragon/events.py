@@ -155,17 +155,38 @@ def identity_of(kind: str, time: str, exec_id: str, tid: int | None, *probe: str
     """An event's identity: the same event read twice (an export concatenated, a gRPC stream
     replayed) has the same one, two events have two. Tetragon's exec_id names one process
     across the cluster (its node is in it) and over time; with the thread, the event's time
-    (nanoseconds, as written) and its kind and probe (symbol, provider and name, function,
-    subsystem and event), it names one firing. None without a time or an exec_id (such events
+    (nanoseconds in UTC: `identity_time`) and its kind and probe (symbol, provider and name,
+    function, subsystem and event), it names one firing. None without a time or an exec_id (such events
     are never taken for duplicates). A hash (64 bits, this process's; forked workers share it)
     of a flat tuple (the fast path builds the same one inline), cut to 58 bits, the kind in the
     3 bits above them (not the low bits: a set places an int by them)."""
     if not time or not exec_id:
         return None
-    return (hash((time, exec_id, tid, kind, *probe)) & _IDENTITY_HASH) | _KIND_NUMBER[kind] << 58
+    instant = identity_time(time)
+    return (hash((instant, exec_id, tid, kind, *probe)) & _IDENTITY_HASH) | _KIND_NUMBER[kind] << 58
 
 
 _IDENTITY_HASH: Final = (1 << 58) - 1
+
+
+def identity_time(value: str) -> str:
+    """A time as Tetragon writes most (UTC, nine fractional digits), whatever form it was
+    written in (another offset, 0 to 9 digits: `.5Z` is `.500000000Z`), so that one event
+    read in two forms is one; a time that is no RFC 3339 time as it is (its event is refused)."""
+    if len(value) == 30 and value[29] == "Z" and value[19] == ".":
+        return value
+    match = _TIME_RE.fullmatch(value)
+    if match is None:
+        return value
+    prefix, fraction, zone = match.groups()
+    digits = (fraction or "").ljust(9, "0")
+    if zone != "Z":
+        try:
+            moment = dt.datetime.fromisoformat(prefix + zone).astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            return value
+        prefix = f"{moment.year:04d}{moment.strftime('-%m-%dT%H:%M:%S')}"
+    return f"{prefix}.{digits}Z"
 
 
 def identity_kind(identity: int) -> str:
@@ -560,9 +581,11 @@ class EventMapper:
                 shape = shapes.get(
                     (body.path, body.symbol, event.node_name, process.binary, bytes(process.pod))
                 )
-            # identity_of("process_uprobe", …) inline (kind number 0): a call less per event.
+            # identity_of("process_uprobe", …) inline (kind number 0): a call less per event
+            # (a shape is found for a time in Tetragon's usual form only: identity_time's).
+            instant = time if shape is not None else identity_time(time)
             identity = (
-                hash((time, process.exec_id, process.tid, "process_uprobe", body.symbol))  # type: ignore[union-attr]
+                hash((instant, process.exec_id, process.tid, "process_uprobe", body.symbol))  # type: ignore[union-attr]
                 & _IDENTITY_HASH
                 if process is not None and process.exec_id and time
                 else None

@@ -294,6 +294,15 @@ def test_every_form_of_an_event_is_the_same_evidence(
         assert expected.records == 21, summary(expected)  # 3 rate_limit_info
         assert summary(found) == summary(expected)
         assert chain(found) == chain(expected)
+        # Both forms in one input: one event each (its identity is read in Tetragon's form).
+        both = base / "both.log"
+        both.write_bytes(written.read_bytes() + other.read_bytes())
+        once = from_file(both, base / "c", test_keys, fm_path)
+        assert list(iter_chain_records(once.chain_dir)) == list(
+            iter_chain_records(expected.chain_dir)
+        )
+        duplicates = sum(v for k, v in once.dropped.items() if k.endswith(":duplicate"))
+        assert once.records == 21 and duplicates == 21, once.dropped
 
 
 @pytest.fixture

@@ -338,6 +338,9 @@ def _signing_key(signing: Any, fail: Any) -> Path | None:
             "transparency-log submission is not supported by the offline writer; set it to false",
             "signing.submit_to_rekor",
         )
+    if "key_file" in signing and "key" in signing:
+        # Two names of one setting: which key signs would be a guess (key_file won).
+        raise fail("give key_file or key, not both", "signing.key")
     key_file = signing.get("key_file", signing.get("key"))
     if key_file is None:
         if "key_id" in signing:

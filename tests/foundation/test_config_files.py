@@ -282,6 +282,8 @@ def test_other_products_sections_are_passed_over(tmp_path: Path) -> None:
         ("signals:\n  chain_idd: node-7\n", "2:14", "chain_idd"),
         ("signals:\n  filters: {path_allowlist: [/etc], paths: [/x]}\n", "2:44", "filters.paths"),
         ("signals:\n  mode: 5\n", "2:9", "mode"),
+        # Two names of one setting: key_file won, key was ignored.
+        ("signals:\n  signing: {key_file: a.pem,\n    key: b.pem}\n", "3:10", "signing.key"),
     ],
 )
 def test_a_signals_key_is_checked_by_every_reader(

@@ -212,7 +212,9 @@ def load_sbom(path: str | Path) -> Sbom:
             path=source,
             field="specVersion",
         )
-    metadata = document.get("metadata", {})
+    # null is absent, as for every optional field here (serialisers write nulls).
+    metadata = document.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise _fail("an object", metadata, source, "metadata")
     root_raw = metadata.get("component")

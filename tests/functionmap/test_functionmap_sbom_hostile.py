@@ -103,6 +103,13 @@ def _paths(document: dict[str, Any], tmp_path: Path, name: str = "app.cdx.json")
     return [path.to_dict() for path in result.function_map.expected_paths]
 
 
+def test_a_null_optional_field_is_absent(tmp_path: Path) -> None:
+    """Serialisers write nulls for what they do not have: read as absent, never refused."""
+    nulls = {"group": None, "version": None, "purl": None, "evidence": None, "components": None}
+    document = _bom([{**nulls, "name": "libssl3"}, LIBSSL], metadata=None)
+    assert _paths(document, tmp_path) == _paths(_bom([LIBSSL]), tmp_path, "plain.json")
+
+
 def test_the_components_of_the_boms_own_subject_are_read(tmp_path: Path) -> None:
     """A BOM of a BOM puts the parts of its subject under metadata.component.components: they
     were passed over (no path for libssl3 here)."""

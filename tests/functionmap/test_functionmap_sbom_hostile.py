@@ -443,3 +443,19 @@ def test_a_source_date_epoch_that_is_not_seconds_is_refused(
         "error: field 'SOURCE_DATE_EPOCH (environment variable)': expected whole seconds"
     ), done.stderr
     assert done.stderr.count("\n") == 1 and not output.exists()
+
+
+def test_a_call_graph_off_its_schema_is_one_short_line(tmp_path: Path, run_cli: Any) -> None:
+    """jsonschema's message echoes the value: a mapping of 100,000 characters where the nodes'
+    list belongs made a 100 kB error line. The toolkit's schema check shows it clipped."""
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps({"format": "stella-static-callgraph/v1", "nodes": {"x" * 100_000: 1},
+                                 "edges": [], "entrypoints": []}))  # fmt: skip
+    sbom = tmp_path / "app.cdx.json"
+    sbom.write_text(json.dumps(_bom([LIBSSL])))
+    done = run_cli("function-map", "generate", "--sbom", sbom, "--service", "s",
+                   "--static-analysis", graph, "--output", tmp_path / "fm.json")  # fmt: skip
+    assert done.exit_code == 2
+    assert done.stderr.startswith(f"error: {graph}: field 'nodes': "), done.stderr[:300]
+    assert "expected array, found object" in done.stderr
+    assert len(done.stderr) < 500 and done.stderr.count("\n") == 1

@@ -24,7 +24,14 @@ from ..evidence.writer import ChunkWriter
 from ..formats.flat import read_flat
 from ..formats.record import ObservationError
 from ..formats.seal import CollectorInfo
-from .events import EventMapper, event_identity, identity_kind, node_name_of
+from .events import (
+    GAP_THROTTLED,
+    THROTTLE_START,
+    EventMapper,
+    event_identity,
+    identity_kind,
+    node_name_of,
+)
 from .grpc_source import Undecodable
 from .sources import DEFAULT_MAX_LINE_BYTES, Line, LineBlock
 
@@ -479,7 +486,10 @@ class TetragonIngest:
         self.result.dropped[reason] += 1
         self._problem(line, reason)
         writer = self._writer or self._open(None)
-        writer.add_loss(filtered_out=1, by_reason={f"dropped.{reason}": 1})
+        reasons = {f"dropped.{reason}": 1}
+        if reason == THROTTLE_START:  # and Tetragon sends the cgroup's events no more
+            reasons[GAP_THROTTLED] = 1
+        writer.add_loss(filtered_out=1, by_reason=reasons)
 
     def _problem(self, line: Line, reason: str) -> None:
         """A line not recorded, named in the result (the first MAX_NAMED_PROBLEMS)."""

@@ -74,3 +74,35 @@ def test_pretty_printed_object_cut_short_is_refused_by_its_first_line(
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["dropped"] == {"line:malformed_json": 1}
     assert f"{cut}:1: line:malformed_json" in result.stderr
+
+
+def test_a_cgroup_throttled_by_tetragon_is_a_gap_in_the_seal(
+    tmp_path: Path, test_keys: Any, run_cli: Any
+) -> None:
+    """Tetragon's documented throttle events (cgroup-rate.md): from THROTTLE_START to its
+    THROTTLE_STOP Tetragon sends none of the cgroup's events, how many unknown; the seal says
+    so (`gap.tetragon_throttled`), beside the count of both notices refused as events."""
+    from stella_bundle.evidence.seal import parse_seal
+
+    export = EXAMPLES / "cgroup_rate_throttle.json"
+    evidence = tmp_path / "evidence"
+    result = run_cli(
+        "tetragon", "ingest", export, "--target", evidence, "--key",
+        test_keys.private("collector"), "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dropped"] == {
+        "process_throttle:throttle_start": 1,
+        "process_throttle:unsupported_kind": 1,
+    }
+    assert summary["problems"] == [
+        f"{export}:1: process_throttle:throttle_start",
+        f"{export}:9: process_throttle:unsupported_kind",
+    ]
+    (chain,) = [p for p in evidence.iterdir() if p.is_dir()]
+    assert chain.name == "tetragon-ubuntu-22"
+    (seal,) = chain.glob("*.seal.dsse.json")
+    loss = parse_seal(seal.read_bytes(), seal).predicate.loss
+    assert loss.filtered_out == 2
+    assert loss.by_reason["gap.tetragon_throttled"] == 1

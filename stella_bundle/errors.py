@@ -43,7 +43,14 @@ class StellaError(Exception):
             where += ": "
         if self.field is not None:
             where += f"field '{_printable(clipped(self.field, 300))}': "
-        return where + self.message
+        # A message quoting a value of the input (`got {value!r}`) is bounded too: a 3 MB
+        # string where a number belongs made a 3 MB error line.
+        return where + clipped(self.message, MESSAGE_LIMIT)
+
+
+# The longest message an error line carries (the longest the toolkit writes, a list of the
+# keys allowed, is a few hundred characters).
+MESSAGE_LIMIT = 2000
 
 
 def clipped(text: str, limit: int = 120) -> str:

@@ -194,7 +194,8 @@ def load_sbom(path: str | Path) -> Sbom:
             else ""
         )
         raise MalformedDocumentError(
-            f'not a CycloneDX SBOM: expected "bomFormat": "CycloneDX", found {found!r}{hint}',
+            f'not a CycloneDX SBOM: expected "bomFormat": "CycloneDX", found '
+            f"{clipped(repr(found), 80)}{hint}",
             path=source,
             field="bomFormat",
         )

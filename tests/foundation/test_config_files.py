@@ -371,3 +371,12 @@ def test_a_key_given_twice_in_a_json_file_is_placed(
     line = _error(read, path)
     assert line.startswith(f"{path}:{place}: field '{field}': malformed JSON: key "), line
     assert "appears twice in one object (first at line" in line, line
+
+
+def test_an_error_quoting_a_huge_value_is_still_a_short_line(tmp_path: Path) -> None:
+    """`expected a number, got '…'` quoted the whole value: a 3 MB string made a 3 MB line."""
+    path = tmp_path / "stellaops.yaml"
+    path.write_text('signals:\n  rotation:\n    max_size_mb: "' + "x" * 3_000_000 + '"\n')
+    line = _error(load_signals_config, path)
+    assert line.startswith(f"{path}:3:18: field 'signals.rotation.max_size_mb': expected a number")
+    assert len(line) < 2_500 and line.endswith("…"), len(line)

@@ -459,3 +459,12 @@ def test_a_call_graph_off_its_schema_is_one_short_line(tmp_path: Path, run_cli: 
     assert done.stderr.startswith(f"error: {graph}: field 'nodes': "), done.stderr[:300]
     assert "expected array, found object" in done.stderr
     assert len(done.stderr) < 500 and done.stderr.count("\n") == 1
+
+
+def test_a_huge_bom_format_is_quoted_clipped(tmp_path: Path, run_cli: Any) -> None:
+    sbom = tmp_path / "app.json"
+    sbom.write_text(json.dumps({"bomFormat": "x" * 200_000, "specVersion": "1.5"}))
+    done = run_cli("function-map", "generate", "--sbom", sbom, "--service", "s",
+                   "--output", tmp_path / "fm.json")  # fmt: skip
+    assert done.exit_code == 2 and "not a CycloneDX SBOM" in done.stderr
+    assert len(done.stderr) < 400, len(done.stderr)

@@ -95,8 +95,17 @@ def place_of(source: str, field: str) -> Place | None:
     if places is None and key in _JSON_TEXT:
         places = _json_places(_JSON_TEXT.pop(key))
         _PLACES[key] = places
-    if not places:
-        return None
+    return _nearest(places, field) if places else None
+
+
+def place_in_json(data: bytes, field: str) -> Place | None:
+    """Line and column of `field` (or its nearest enclosing field) in a JSON document that
+    `parse_json` has read: for the errors of a document that is not a configuration file
+    (an SBOM's `components[3].purl`), found only when one is raised."""
+    return _nearest(_json_places(data), field)
+
+
+def _nearest(places: dict[str, Place], field: str) -> Place | None:
     while field:
         if field in places:
             return places[field]

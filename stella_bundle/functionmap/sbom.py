@@ -181,11 +181,28 @@ _SPEC_RE = re.compile(r"1\.(?:[2-9]|[1-9][0-9])")
 
 
 def load_sbom(path: str | Path) -> Sbom:
-    """Parse a CycloneDX JSON SBOM; anything else is refused with a clear message."""
+    """Parse a CycloneDX JSON SBOM; anything else is refused with a clear message naming the
+    field and, once the JSON is read, its line and column."""
     source = str(path)
     data = read_bytes(path)
     _refuse_other_encodings(data, source)
     document = parse_json(data, source)
+    try:
+        return _read_sbom(document, data, source)
+    except MalformedDocumentError as exc:
+        if exc.field is None or exc.line is not None:
+            raise
+        from ..configfile import place_in_json
+
+        place = place_in_json(data, exc.field)
+        if place is None:
+            raise
+        raise MalformedDocumentError(
+            exc.message, path=source, line=place[0], column=place[1], field=exc.field
+        ) from exc
+
+
+def _read_sbom(document: Any, data: bytes, source: str) -> Sbom:
     if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
         found = document.get("bomFormat") if isinstance(document, dict) else type(document).__name__
         hint = (

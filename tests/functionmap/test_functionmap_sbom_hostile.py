@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,26 @@ def test_a_field_of_another_type_is_refused_naming_its_path(
     output = tmp_path / "fm.json"
     done = run_cli("function-map", "generate", "--sbom", sbom, "--service", "s", "--output", output)
     assert done.exit_code == 2
-    assert done.stderr.startswith(f"error: {sbom}: field '{field}': "), done.stderr
+    # The field, and where it is in the file (the JSON's own line and column).
+    assert re.match(rf"error: {re.escape(str(sbom))}:1:\d+: field '{re.escape(field)}': ",
+                    done.stderr), done.stderr  # fmt: skip
     assert words in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert not output.exists()
+
+
+def test_an_sbom_error_is_placed_at_its_line(tmp_path: Path) -> None:
+    """The field's path, and its line and column in the file (the real SBOM is 2 MB)."""
+    document = copy.deepcopy(_SEED)
+    document["components"][40]["purl"] = 7
+    sbom = tmp_path / "app.cdx.json"
+    text = json.dumps(document, indent=2)
+    sbom.write_text(text)
+    line = text[: text.index('"purl": 7')].count("\n") + 1
+    with pytest.raises(StellaError) as caught:
+        generate_function_map(GenerateOptions(sbom=sbom, service="s"))
+    assert str(caught.value) == (
+        f"{sbom}:{line}:15: field 'components[40].purl': expected a string, found a number"
+    )
 
 
 @pytest.mark.parametrize(
@@ -195,7 +213,8 @@ def test_a_varied_real_sbom_is_read_or_refused_in_one_line(
     except StellaError as exc:  # anything else (TypeError, AttributeError) fails the test
         assert exc.exit_code == 2, exc
         line = str(exc)
-        assert line.startswith(f"{sbom}: ") and "\n" not in line, line
+        assert re.match(rf"{re.escape(str(sbom))}(:\d+:\d+)?: ", line), line
+        assert "\n" not in line, line
 
 
 # --- the map is the same whatever the order of components and however a purl is spelt -----

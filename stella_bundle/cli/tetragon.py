@@ -337,7 +337,7 @@ def _ingest(
             # Large files over worker processes (decode and map | write and seal), same chain.
             feed_files(runner, source.paths, max_line_bytes, parallel=source.map_worker)
         else:
-            runner.feed_blocks(lines)
+            runner.feed_blocks(lines, live=True)  # a follower or standard input
     except BaseException:
         runner.abort()
         raise

@@ -36,6 +36,8 @@ from .grpc_source import Undecodable
 from .sources import DEFAULT_MAX_LINE_BYTES, Line, LineBlock
 
 COLLECTOR_ID: Final = "stella-tetragon"
+# A live input's redaction counts are moved into the open chunk every this many events.
+ACCOUNT_EVERY: Final = 1000
 # Refused lines named one by one in the result (the rest are counted).
 MAX_NAMED_PROBLEMS: Final = 50
 
@@ -226,7 +228,9 @@ class TetragonIngest:
         """`feed_blocks` for lines one at a time (a follower, stdin, the API)."""
         self.feed_blocks(((line[0], line[1], [line[2]]) for line in lines), final=final)
 
-    def feed_blocks(self, blocks: Iterable[LineBlock], *, final: bool = True) -> None:
+    def feed_blocks(
+        self, blocks: Iterable[LineBlock], *, final: bool = True, live: bool = False
+    ) -> None:
         """The hot loop: `process_uprobe` lines through the typed fast path
         (`EventMapper.map_uprobe_run`), their records handed to the writer in runs; the rest
         parsed with orjson and mapped one by one (`_line`), a pretty-printed object (`{` alone
@@ -235,8 +239,13 @@ class TetragonIngest:
 
         `final=False`: more lines follow in a later call (tetragon/parallel.py feeds blocks):
         an object still open at the end is kept for it (`gathering`), and the counts are not
-        yet moved into the chain (`finish` does both)."""
+        yet moved into the chain (`finish` does both).
+
+        `live`: an input that may run for days (a follower, standard input): the redaction
+        counts are moved into the open chunk every ACCOUNT_EVERY lines, as for the gRPC
+        stream, not only at its end (a crash before would lose them)."""
         mapper = self.mapper
+        next_account = self.result.lines + ACCOUNT_EVERY if live else -1
         map_run = mapper.map_uprobe_run
         run: list[str] = []  # canonical lines (text) of fast-path records not yet handed over
         times: list[str] = []  # and their observed_at
@@ -267,6 +276,9 @@ class TetragonIngest:
                     index += 1
                 if run:  # a block's worth at a time: memory stays bounded
                     self._hand_over(run, times, identities, source, run_first)
+                if 0 <= next_account <= self.result.lines:
+                    self._account()
+                    next_account = self.result.lines + ACCOUNT_EVERY
         finally:
             if run:  # also when the input fails: what was read before is written
                 self._hand_over(run, times, identities, source, run_first)
@@ -449,7 +461,7 @@ class TetragonIngest:
                 self._refuse(Line(source, number, None), "message:undecodable")
             else:
                 self._event(Line(source, number, None), event)
-            if number % 1000 == 0:
+            if number % ACCOUNT_EVERY == 0:
                 self._account()
         self._account()
 

@@ -600,3 +600,34 @@ def test_parts_cross_the_pipe_as_sent_and_a_cut_pipe_is_eof() -> None:
         writer.close()
         with pytest.raises(EOFError):
             parallel._receive(reader)
+
+
+def test_a_live_input_moves_redaction_counts_into_the_chain_as_it_goes(
+    tmp_path: Path, tetragon_pb: TetragonProto, test_keys: Any
+) -> None:
+    """A follower or standard input may run for days: what the privacy filter removed is
+    counted into the open chunk every 1,000 events, as for the gRPC stream, so each seal
+    says what was redacted up to it (at the end only, a crash lost all of it)."""
+    fm_path = tmp_path / "fm.json"
+    shop_map(fm_path)
+    line = to_line(uprobe(tetragon_pb, LIBSSL, "SSL_write", binary="/home/a/password=x"))
+    data = b"".join(firings(line, 3000))
+    loaded = load_function_map(fm_path, None)
+    runner = TetragonIngest(
+        tmp_path / "ev",
+        "t",
+        load_signer(test_keys.private("collector")),
+        EventMapper(NodeIndex(loaded.function_map), PrivacyFilter()),
+        config=WriterConfig(max_records=700),
+        source_name="<stdin>",
+    )
+    # A follower's lines: one a block.
+    lines = read_lines(io.BytesIO(data), "tetragon.log", MAX_LINE)
+    runner.feed_blocks(((line[0], line[1], [line[2]]) for line in lines), live=True)
+    result = runner.close()
+    assert result.records == 3000 and result.redacted["redacted.path"] == 3000
+    redacted = [
+        parse_seal(path.read_bytes(), path).predicate.loss.by_reason.get("redacted.path", 0)
+        for path in sorted(result.chain_dir.glob("*.seal.dsse.json"))
+    ]  # chunks of 700 records: open at lines 1,000, 2,000 and 3,000, the 2nd, 3rd and 5th
+    assert redacted == [0, 1000, 1000, 0, 1000]

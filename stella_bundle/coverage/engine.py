@@ -481,21 +481,25 @@ class _NodeWeights:
 
     def __init__(self, weights: Mapping[str, float]) -> None:
         self.weights = weights
-        # By probe mask, -1 for a node not observed: (confidence, rounded).
-        self.by_mask: dict[int, tuple[float, float]] = {}
+        # By probe mask, -1 for a node not observed: (confidence, rounded, the probe types).
+        self.by_mask: dict[int, tuple[float, float, tuple[str, ...]]] = {}
 
-    def of(self, state: NodeAggregate) -> tuple[float, float]:
+    def of(self, state: NodeAggregate) -> tuple[float, float, tuple[str, ...]]:
         mask = state.probe_mask if state.count else -1
-        pair = self.by_mask.get(mask)
-        if pair is None:
+        known = self.by_mask.get(mask)
+        if known is None:
             weight = _node_confidence(state, self.weights)
-            pair = self.by_mask[mask] = (weight, _round(weight))
-        return pair
+            types = probe_types_of(state.probe_mask) if mask >= 0 else ()
+            known = self.by_mask[mask] = (weight, _round(weight), types)
+        return known
 
 
-def _node_entry(node: ExpectedNode, state: NodeAggregate, weight: float) -> dict[str, Any]:
+def _node_entry(
+    node: ExpectedNode, state: NodeAggregate, weight: float, types: tuple[str, ...]
+) -> dict[str, Any]:
     """A node's entry of the breakdown: `ExpectedNode.to_dict` and what was observed of it.
-    `weight`: the node's confidence, rounded as the report carries it."""
+    `weight`: the node's confidence, rounded as the report carries it; `types`: the probe
+    types that observed it."""
     count = state.count
     # The common node (no binary, build id or probe types) written out here: its entry as one
     # literal cost a third of the general way (the node's dict, then one key at a time), and
@@ -514,7 +518,7 @@ def _node_entry(node: ExpectedNode, state: NodeAggregate, weight: float) -> dict
                 "count": count,
                 "first_observed_at": state.first,
                 "last_observed_at": state.last,
-                "observed_probe_types": list(probe_types_of(state.probe_mask)),
+                "observed_probe_types": list(types),
                 "confidence": weight,
             }
         entry = node.to_dict()
@@ -522,7 +526,7 @@ def _node_entry(node: ExpectedNode, state: NodeAggregate, weight: float) -> dict
         entry["count"] = count
         entry["first_observed_at"] = state.first
         entry["last_observed_at"] = state.last
-        entry["observed_probe_types"] = list(probe_types_of(state.probe_mask))
+        entry["observed_probe_types"] = list(types)
     elif plain:
         return {
             "purl": node.purl,
@@ -667,10 +671,10 @@ class _PathTally:
                 node = nodes[0]
                 state = states[node.node_hash]
                 seen = state.count > 0
-                confidence, rounded = by_mask.get(state.probe_mask if seen else -1) or weight_of(
-                    state
-                )
-                entries = [_node_entry(node, state, rounded)]
+                confidence, rounded, types = by_mask.get(
+                    state.probe_mask if seen else -1
+                ) or weight_of(state)
+                entries = [_node_entry(node, state, rounded, types)]
                 observed_nodes = 1 if seen else 0
                 status = STATUS_OBSERVED if seen else STATUS_MISSING
             else:
@@ -680,7 +684,7 @@ class _PathTally:
                 confidence = sum([pair[0] for pair in pairs]) / total
                 rounded = _round(confidence)
                 entries = [
-                    _node_entry(n, state, pair[1])
+                    _node_entry(n, state, pair[1], pair[2])
                     for n, state, pair in zip(nodes, node_states, pairs, strict=True)
                 ]
                 status = _path_status(observed_nodes, total)

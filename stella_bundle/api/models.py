@@ -21,7 +21,7 @@ from ..coverage.fastdecode import (
     Record,
     decode_records,
 )
-from ..coverage.scan import ScannedRecords, scan_records
+from ..coverage.scan import ScannedRecords, records_scanned, scan_records
 from ..errors import MalformedDocumentError
 from ..formats.record import PROBE_TYPES
 from ..formats.seal import MAX_SEQUENCE
@@ -228,28 +228,65 @@ def decode_verify_body(raw: bytes) -> TypedVerifyBody[Any] | None:
     return None
 
 
+class _ArrayVerifyBody(TypedVerifyBody[Record]):
+    """`TypedVerifyBody` with its observations left as their bytes (msgspec only finds where
+    the array ends): a body with a window or options, whose array the compiled scan reads."""
+
+    observations: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+
+
+_ARRAY_BODY: Final = msgspec.json.Decoder(_ArrayVerifyBody)
+
+
 class ScannedVerifyBody:
-    """`{"observations": [...]}` whose records the compiled scan checked from the bytes
-    (`scan_records`), not decoded: `TypedVerifyBody`'s answers for it."""
+    """A verify body whose records the compiled scan checked from the bytes (`scan_records`),
+    not decoded: `TypedVerifyBody`'s answers for it (its options those of `body`, the rest of
+    the body decoded by msgspec, or the defaults)."""
 
-    __slots__ = ("observations",)
+    __slots__ = ("body", "observations")
 
-    def __init__(self, observations: ScannedRecords) -> None:
+    def __init__(self, observations: ScannedRecords, body: _ArrayVerifyBody | None) -> None:
         self.observations = observations
+        self.body = body
 
     def records(self) -> ScannedRecords:
         return self.observations
 
     def options(self) -> VerifyOptions:
-        return verify_options(None, None)
+        return verify_options(None, None) if self.body is None else self.body.options()
 
 
 def read_verify_body(raw: bytes) -> ScannedVerifyBody | TypedVerifyBody[Any] | None:
-    """A verify body: `{"observations": [...]}` scanned by the compiled scan when it takes
-    every record, else as `decode_verify_body` decodes it (None: FastAPI's path answers)."""
+    """A verify body, its records scanned by the compiled scan when it takes every one, else
+    as `decode_verify_body` decodes it (None: FastAPI's path answers). `{"observations":
+    [...]}` alone has its array found by its shape; any other body is decoded by msgspec with
+    the array left as bytes, then its outer keys checked as `decode_verify_body` checks them."""
     array = _observations_array(raw)
-    scanned = None if array is None else scan_records(array)
-    return decode_verify_body(raw) if scanned is None else ScannedVerifyBody(scanned)
+    if array is not None:
+        scanned = scan_records(array)
+        return decode_verify_body(raw) if scanned is None else ScannedVerifyBody(scanned, None)
+    if not records_scanned():
+        return decode_verify_body(raw)
+    try:
+        body = _ARRAY_BODY.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return decode_verify_body(raw)
+    array = memoryview(body.observations)
+    scanned = scan_records(array) if array else None
+    if scanned is None:
+        return decode_verify_body(raw)
+    # The outer keys read without the records (json.loads of the whole body was half of such
+    # a request's instructions): the array's text (its quotes unescaped: in no string) is first
+    # found where the observations' value is, or an earlier observations member's, and the
+    # body is read with `[]` in its place.
+    at = raw.find(array)
+    try:
+        refuse_repeated_outer_keys(
+            b"".join((raw[:at], b"[]", raw[at + len(array) :])) if at >= 0 else raw, BODY_SOURCE
+        )
+    except MalformedDocumentError:
+        return None
+    return ScannedVerifyBody(scanned, body)
 
 
 class ChunkUpload(BaseModel):

@@ -142,6 +142,11 @@ class ScannedRecords:
         return records
 
 
+def records_scanned() -> bool:
+    """Whether `scan_records` can take an array: the compiled fold is in use."""
+    return FOLD is not None
+
+
 def scan_records(array: bytes | memoryview) -> ScannedRecords | None:
     """The records of a JSON array when the compiled scan takes every one (plain records by
     the rules of `Index.scan`, JSON whitespace and keys in any order); None when it does not,

@@ -396,6 +396,7 @@ _BODY_WINDOWS = [
     ("2026-01-23T00:05:00.000000Z", None),
     (None, "2026-01-23T00:05:01.000000Z"),
     ("2026-01-23T00:00:00.000000Z", "2026-01-23T00:05:00.000000Z"),
+    ("2026-01-23T01:05:00+01:00", "2026-01-23T00:05:00.5Z"),
 ]
 
 
@@ -454,11 +455,7 @@ def body_records(draw: st.DrawFn, hashes: list[str], odd: bool = False) -> str:
     return "{" + ",".join(items) + "}"
 
 
-def _report_bytes(fmap: FunctionMap, records: Any, window: tuple[str | None, str | None]) -> bytes:
-    options = VerifyOptions(
-        window_from=None if window[0] is None else dt.datetime.fromisoformat(window[0]),
-        window_to=None if window[1] is None else dt.datetime.fromisoformat(window[1]),
-    )
+def _report_bytes(fmap: FunctionMap, records: Any, options: VerifyOptions) -> bytes:
     result = engine_module.verify_observations(fmap, records, options, source="<request body>")
     return encode_report(result.report().to_dict())
 
@@ -476,8 +473,9 @@ def test_compiled_body_scan_gives_the_typed_decoders_reports(
     """A verify body's records checked and folded from the bytes (`read_verify_body`:
     `parse_records`, `Index.fold_records`) only when the typed decoder takes every one (a
     strict subset: each a record `validate_record` accepts), and then with the report, byte
-    for byte, of the typed decoder + the compiled fold and of the Python fold; any other body
-    is the typed decoder's (or FastAPI's) as before."""
+    for byte, of the typed decoder + the compiled fold and of the Python fold, the body's
+    window and options the same; any other body is the typed decoder's (or FastAPI's) as
+    before."""
     hashes = sorted({n.node_hash for p in fmap.expected_paths for n in p.nodes})
     hashes = [*hashes, *UNKNOWN, *(["sha256:" + "A" * 64] if data.draw(st.booleans()) else [])]
     items = data.draw(st.lists(body_records(hashes), max_size=25))
@@ -489,20 +487,25 @@ def test_compiled_body_scan_gives_the_typed_decoders_reports(
         array = data.draw(
             st.sampled_from([array[:-1] + ",]", array.replace(",", ",\f", 1), "[1]", "[{}]"])
         )
-    outer = data.draw(st.sampled_from(['{"observations": %s}', '{ "observations" :%s }\n']))
-    _check_body_scan(
-        fmap, (outer % array).encode(), data.draw(st.sampled_from(_BODY_WINDOWS)), monkeypatch
-    )
+    window = data.draw(st.sampled_from(_BODY_WINDOWS))
+    members = [
+        f'"{key}": "{value}"' for key, value in zip(("from", "to"), window, strict=True) if value
+    ]
+    if data.draw(st.booleans()):
+        members.append('"fail_on_unexpected": true')
+    if data.draw(st.booleans()):
+        members.append('"probe_weights": {"uprobe": 0.5}')
+    members.insert(data.draw(st.integers(0, len(members))), f'"observations"{space}:{space}{array}')
+    if data.draw(st.integers(0, 10)) == 0:  # an outer key named twice: refused
+        members.append(data.draw(st.sampled_from([*members, '"observations": []'])))
+    outer = data.draw(st.sampled_from(["{%s}", "\n{ %s }\n"]))
+    _check_body_scan(fmap, (outer % ", ".join(members)).encode(), monkeypatch)
 
 
-def _check_body_scan(
-    fmap: FunctionMap,
-    raw: bytes,
-    window: tuple[str | None, str | None],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _check_body_scan(fmap: FunctionMap, raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     body = read_verify_body(raw)
     decoded = decode_verify_body(raw)
+    assert (body is None) == (decoded is None), raw
     if not isinstance(body, ScannedVerifyBody):
         return  # the typed decoder's answer, as before
     assert decoded is not None, raw  # the scan takes a strict subset of what msgspec takes
@@ -510,15 +513,15 @@ def _check_body_scan(
         validate_record(record, "<request body>", number)
     scanned = body.records()
     assert len(scanned) == len(json.loads(raw)["observations"])
-    assert decoded.records() is not None
-    reports = [
-        _report_bytes(fmap, scanned, window),
-        _report_bytes(fmap, decoded.records(), window),
-    ]
+    records = decoded.records()
+    assert records is not None
+    options = body.options()
+    assert options == decoded.options()
+    reports = [_report_bytes(fmap, scanned, options), _report_bytes(fmap, records, options)]
     with monkeypatch.context() as patch:
         patch.setattr(scan_module, "FOLD", None)  # the Python fold, the reference
-        reports.append(_report_bytes(fmap, decoded.records(), window))
-        reports.append(_report_bytes(fmap, scanned, window))  # its decoded records, folded
+        reports.append(_report_bytes(fmap, records, options))
+        reports.append(_report_bytes(fmap, scanned, options))  # its decoded records, folded
     assert reports[0] == reports[1] == reports[2] == reports[3]
 
 
@@ -554,15 +557,13 @@ def test_compiled_body_scan_leaves_every_odd_value(
     good["node_hash"] = f'"{fmap.expected_paths[0].nodes[0].node_hash}"'
     plain = "{" + ", ".join(f'"{k}": {good[k]}' for k in _BODY_KEYS) + "}"
     odd = "{" + ", ".join(f'"{k}": {value if k == key else good[k]}' for k in _BODY_KEYS) + "}"
-    _check_body_scan(
-        fmap, f'{{"observations": [{odd}, {plain}]}}'.encode(), (None, None), monkeypatch
-    )
+    _check_body_scan(fmap, f'{{"observations": [{odd}, {plain}]}}'.encode(), monkeypatch)
 
 
 @needs_compiled
 def test_compiled_body_scan_takes_the_bench_body_and_leaves_the_others(fmap: FunctionMap) -> None:
-    """The bench's body (json.dumps of collector records) is scanned; a body with any oddity
-    is left to the typed decoder, which decides as before (a repeated key included: msgspec
+    """The bench's body (json.dumps of collector records) is scanned, with a window too; a
+    body with any oddity is left to the typed decoder, which decides as before (a repeated key included: msgspec
     takes its last value)."""
     node = fmap.expected_paths[0].nodes[0]
     record = {
@@ -577,7 +578,7 @@ def test_compiled_body_scan_takes_the_bench_body_and_leaves_the_others(fmap: Fun
     raw = json.dumps({"observations": [record] * 3}).encode()
     body = read_verify_body(raw)
     assert isinstance(body, ScannedVerifyBody) and len(body.records()) == 3
-    assert json.loads(_report_bytes(fmap, body.records(), (None, None)))["records"]["read"] == 3
+    assert json.loads(_report_bytes(fmap, body.records(), body.options()))["records"]["read"] == 3
     text = raw.decode()
     for other in (
         text.replace('"pid": 1000', '"pid": 1000, "pid": 7', 1),  # a key named twice
@@ -592,10 +593,27 @@ def test_compiled_body_scan_takes_the_bench_body_and_leaves_the_others(fmap: Fun
         text.replace("uprobe", "UPROBE", 1),
         text.replace(", ", ",\f", 1),
         text.replace("1000", "-1", 1),
-        text.replace('"observations": [', '"to": null, "observations": [', 1),
         text.replace('"observations": [', '"observations": [{}, ', 1),
         '{"observations": []}',
     ):
         assert not isinstance(read_verify_body(other.encode()), ScannedVerifyBody), other
+    windowed = read_verify_body(
+        text.replace('"observations": [', '"to": null, "observations": [', 1).encode()
+    )
+    assert isinstance(windowed, ScannedVerifyBody) and windowed.options().window_to is None
+    windowed = read_verify_body(
+        text.replace("]}", '], "from": "2026-01-23T01:00:00+01:00"}').encode()
+    )
+    assert isinstance(windowed, ScannedVerifyBody)
+    assert windowed.options().window_from == dt.datetime(2026, 1, 23, tzinfo=dt.UTC)
+    array = text[text.index("[") : text.rindex("]") + 1]
+    for twice in (  # the outer key check, as before
+        text.replace("]}", '], "to": null, "to": null}'),
+        text.replace("]}", f'], "to": null, "observations": {array}}}'),  # the same array
+        text.replace("]}", '], "to": null, "observations": []}'),
+        f'{{"observations": [], "to": null, "observations": {array}}}',
+    ):
+        assert read_verify_body(twice.encode()) is None, twice
+        assert decode_verify_body(twice.encode()) is None
     repeated = read_verify_body(text.replace('"pid": 1000', '"pid": 1000, "pid": 7', 1).encode())
     assert repeated is not None and repeated.records()[0].pid == 7  # type: ignore[index]

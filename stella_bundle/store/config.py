@@ -51,6 +51,13 @@ class StoreSettings:
 def _section(document: dict[str, Any], source: str) -> tuple[dict[str, Any] | None, str]:
     agent = document.get("runtime_agent")
     if isinstance(agent, dict) and "observation_store" in agent:
+        if "observation_store" in document:
+            # Which one the commands would use is not for us to guess.
+            raise ConfigError(
+                "given twice, here and at observation_store: keep one",
+                path=source,
+                field="runtime_agent.observation_store",
+            )
         section, where = agent["observation_store"], "runtime_agent.observation_store"
     else:
         section, where = document.get("observation_store"), "observation_store"
@@ -102,6 +109,14 @@ def _section_url(
     path = section.get("path")
     if path is not None and not isinstance(path, str):
         raise fail("expected a file path string", "path")
+    if path is not None and (url is not None or kind != "sqlite"):
+        # `path` is the sqlite file; beside a url (or for another type) it would be ignored.
+        raise fail(
+            "path names a sqlite file: give url or path, not both"
+            if url is not None
+            else f"path is for type sqlite, not {kind}",
+            "path",
+        )
     if url is None:
         if kind == "postgres":
             raise fail("type postgres needs url: postgresql://…", "url")

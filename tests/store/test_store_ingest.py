@@ -237,6 +237,34 @@ def test_store_urls_and_config(tmp_path: Path, run_cli: Any) -> None:
     config.write_text("observation_store:\n  type: postgres\n")
     with pytest.raises(ConfigError, match="needs url"):
         store_settings(None, config)
+    # Settings that would be ignored are refused, naming the key (each was silently dropped).
+    for text, field, words in (
+        (
+            "observation_store:\n  path: /a.sqlite\n"
+            "runtime_agent:\n  observation_store:\n    path: /b.sqlite\n",
+            "runtime_agent.observation_store",
+            ":4:3: field 'runtime_agent.observation_store': given twice, here and at "
+            "observation_store: keep one",
+        ),
+        (
+            "observation_store:\n  url: sqlite:////a.sqlite\n  path: /b.sqlite\n",
+            "observation_store.path",
+            ":3:9: field 'observation_store.path': path names a sqlite file: give url or path, "
+            "not both",
+        ),
+        (
+            "observation_store:\n  type: memory\n  path: /b.sqlite\n",
+            "observation_store.path",
+            ":3:9: field 'observation_store.path': path is for type sqlite, not memory",
+        ),
+    ):
+        config.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            store_settings(None, config)
+        assert refused.value.field == field, refused.value
+        done = run_cli("observations", "query", "--config", config)
+        assert done.exit_code == 2, done.stderr
+        assert done.stderr.strip() == f"error: {config}{words}", done.stderr
     done = run_cli("store", "status", "--store", "mysql://x")
     assert done.exit_code == 2 and "unsupported store URL" in done.stderr
     missing = run_cli("observations", "query", "--store", f"sqlite:///{tmp_path / 'no.sqlite'}")

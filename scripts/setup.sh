@@ -71,11 +71,12 @@ if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kern
 fi
 
 # pip takes ~20 s even when nothing changed: skip it while this tree is the installed editable
-# copy and pyproject.toml, the build hook and the C fold's source are the ones it was installed
-# from (the install compiles stella_bundle/coverage/_fold.c with gcc and this Python's headers;
-# build/ is ignored by git; `rm build/setup.stamp` forces a reinstall).
+# copy and pyproject.toml, the build hook and the C sources are the ones it was installed from
+# (the install compiles stella_bundle/coverage/_fold.c and stella_bundle/evidence/_record.c with
+# gcc and this Python's headers; build/ is ignored by git; `rm build/setup.stamp` forces a
+# reinstall).
 stamp="build/setup.stamp"
-wanted="$(cat pyproject.toml hatch_build.py stella_bundle/coverage/_fold.c | sha256sum | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.executable)')"
+wanted="$(cat pyproject.toml hatch_build.py stella_bundle/coverage/_fold.c stella_bundle/evidence/_record.c | sha256sum | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.executable)')"
 installed="$(python3 - <<'PY' 2>/dev/null || true
 import json
 from importlib.metadata import distribution

@@ -36,7 +36,7 @@ from ..formats.seal import (
 from ..fsutil import fsync_directory
 from ..timeutil import format_timestamp, utc_now
 from .config import PROBE_ATTACH_FAILED_REASON, WriterConfig
-from .encoding import encode_record
+from .encoding import compiled_encode, encode_record
 from .layout import LOCK_NAME, chunk_name, partial_name, partial_state_name, validate_chain_id
 from .recovery import ChainHead, RecoveredChunk, recover_chain
 from .seal import build_seal
@@ -256,7 +256,9 @@ class ChunkWriter:
         """Validate and add one record; rotates and flushes when due."""
         if not self._writable:
             self._refuse()
-        line = encode_record(record)  # validates: observed_at is there
+        # The C encoder directly (most records, without encode_record's frame); encode_record
+        # decides the others. Either validates: observed_at is there.
+        line = (compiled_encode and compiled_encode(record)) or encode_record(record)
         self._add_line(line, record["observed_at"], record)
 
     def append_encoded(self, line: bytes, observed_at: str) -> None:

@@ -10,30 +10,20 @@ measures the fallback without saying so.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING
+
+from ..native import load_compiled
 
 __all__ = ["FOLD", "STATUS"]
 
 STATUS: str
-try:
+if TYPE_CHECKING:  # typed by _fold.pyi; None at run time when the Python fold is used
     from . import _fold as FOLD
-except ImportError:
-    FOLD = None  # type: ignore[assignment]
-    STATUS = "python (the C fold is not built)"
 else:
-    STATUS = "compiled"
-    if os.environ.get("STELLA_FOLD") == "python":
-        FOLD = None  # type: ignore[assignment]
-        STATUS = "python (STELLA_FOLD=python)"
-    else:
-        try:
-            _SOURCE: Final = Path(__file__).with_name("_fold.c").read_bytes()
-        except OSError:
-            pass  # an installed wheel without the source: the module is the one it shipped
-        else:
-            if hashlib.sha256(_SOURCE).hexdigest() != FOLD.SOURCE_SHA256:
-                FOLD = None  # type: ignore[assignment]
-                STATUS = "python (the C fold was built from another _fold.c: build it again)"
+    FOLD, STATUS = load_compiled(
+        "stella_bundle.coverage._fold",
+        Path(__file__).with_name("_fold.c"),
+        "STELLA_FOLD",
+        "the C fold",
+    )

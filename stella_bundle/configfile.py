@@ -46,6 +46,24 @@ def read_yaml_config(path: str | Path) -> Any:
     return document
 
 
+def refuse_unknown_keys(
+    mapping: dict[Any, Any],
+    allowed: frozenset[str] | set[str],
+    source: str | Path | None,
+    prefix: str,
+) -> None:
+    """A key the reader does not read is refused, never left to its default (a misspelt
+    `rotaton:` would leave every setting as it was without a word): the first unknown key by
+    name, at `prefix` + key, with the keys allowed."""
+    unknown = sorted((key for key in mapping if key not in allowed), key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key (allowed: {', '.join(sorted(allowed))})",
+            path=None if source is None else str(source),
+            field=f"{prefix}{unknown[0]}",
+        )
+
+
 def read_json_config(path: str | Path) -> Any:
     """The document of a JSON configuration file (the toolkit's JSON rule: jsonio), its
     places found when an error asks for them."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..configfile import read_json_config
+from ..configfile import read_json_config, refuse_unknown_keys
 from ..digests import SHA256_HEX_RE
 from ..errors import ConfigError, MalformedDocumentError
 from ..formats.flat import read_flat, read_list
@@ -119,16 +119,6 @@ _FILE_KEYS: Final = frozenset({"version", "tokens"})
 _ENTRY_KEYS: Final = frozenset({"name", "sha256", "scopes", "created_at"})
 
 
-def _known_keys(document: dict[str, Any], allowed: frozenset[str], source: str, where: str) -> None:
-    unknown = sorted(set(document) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"unknown key (allowed: {', '.join(sorted(allowed))})",
-            path=source,
-            field=f"{where}{unknown[0]}",
-        )
-
-
 class TokenFile:
     """The tokens the server accepts, as loaded from (and saved to) the tokens file."""
 
@@ -144,7 +134,7 @@ class TokenFile:
             raise ConfigError(
                 f"expected a tokens file with version {FILE_VERSION}", path=source, field="version"
             )
-        _known_keys(document, _FILE_KEYS, source, "")
+        refuse_unknown_keys(document, _FILE_KEYS, source, "")
         items = document.get("tokens")
         if not isinstance(items, list):
             raise ConfigError("expected a list", path=source, field="tokens")
@@ -155,7 +145,7 @@ class TokenFile:
                 raise ConfigError("expected an object", path=source, field=where)
             # A key the server does not read (`expires_at`, a misspelt `scope`) would be a
             # promise it does not keep.
-            _known_keys(item, _ENTRY_KEYS, source, f"{where}.")
+            refuse_unknown_keys(item, _ENTRY_KEYS, source, f"{where}.")
             name, digest, scopes = item.get("name"), item.get("sha256"), item.get("scopes")
             if not isinstance(name, str) or not _NAME_RE.match(name):
                 raise ConfigError("expected a token name", path=source, field=f"{where}.name")

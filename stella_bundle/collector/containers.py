@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from ..configfile import read_json_config
+from ..configfile import read_json_config, refuse_unknown_keys
 from ..errors import ConfigError
 from .runtimes import RuntimeMetadata
 
@@ -136,9 +136,7 @@ class MetadataMap:
             raise ConfigError(
                 "expected an object of container id → metadata", path=path, field="containers"
             )
-        unknown = sorted(set(document) - {"containers"})
-        if unknown:
-            raise ConfigError("unknown key (allowed: containers)", path=path, field=unknown[0])
+        refuse_unknown_keys(document, {"containers"}, path, "")
         entries: dict[str, dict[str, str]] = {}
         for cid, meta in containers.items():
             where = f"containers.{cid}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..configfile import refuse_unknown_keys
 from ..errors import ConfigError
 
 DEFAULT_MAX_SIZE_MB = 64
@@ -236,7 +237,7 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
         return ConfigError(message, path=source, field=f"signals.{key}")
 
     writer_args = {
-        **_rotation_args(signals.get("rotation") or {}, fail),
+        **_rotation_args(signals.get("rotation") or {}, fail, source),
         **_flush_args(signals, fail),
     }
     if "zstd_level" in signals:
@@ -250,7 +251,7 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
 
     other = {k: v for k, v in signals.items() if k not in _WRITER_KEYS}
     collector_keys(other, source)
-    key_file = _signing_key(signals.get("signing"), fail)
+    key_file = _signing_key(signals.get("signing"), fail, source)
     output = signals.get("output_directory")
     if output is not None and not isinstance(output, str):
         raise fail("expected a path string", "output_directory")
@@ -266,16 +267,11 @@ def parse_signals_section(signals: dict[str, Any], source: str | None = None) ->
     )
 
 
-def _rotation_args(rotation: Any, fail: Any) -> dict[str, Any]:
+def _rotation_args(rotation: Any, fail: Any, source: str | None) -> dict[str, Any]:
     """WriterConfig's arguments from `signals.rotation` (one age, in any unit)."""
     if not isinstance(rotation, dict):
         raise fail("expected a mapping", "rotation")
-    unknown = set(rotation) - _ROTATION_KEYS
-    if unknown:
-        raise fail(
-            f"unknown key (allowed: {', '.join(sorted(_ROTATION_KEYS))})",
-            f"rotation.{min(unknown)}",
-        )
+    refuse_unknown_keys(rotation, _ROTATION_KEYS, source, "signals.rotation.")
     ages = [k for k in ("max_age_seconds", "max_age_minutes", "max_age_hours") if k in rotation]
     if len(ages) > 1:
         raise fail(f"give one of {', '.join(ages)}, not several", "rotation")
@@ -318,16 +314,12 @@ def _number(value: Any, fail: Any, key: str, *, zero: bool = False) -> float:
     return float(value) if isinstance(value, float) else value
 
 
-def _signing_key(signing: Any, fail: Any) -> Path | None:
+def _signing_key(signing: Any, fail: Any, source: str | None) -> Path | None:
     if signing is None:
         return None
     if not isinstance(signing, dict):
         raise fail("expected a mapping", "signing")
-    unknown = set(signing) - _SIGNING_KEYS
-    if unknown:
-        raise fail(
-            f"unknown key (allowed: {', '.join(sorted(_SIGNING_KEYS))})", f"signing.{min(unknown)}"
-        )
+    refuse_unknown_keys(signing, _SIGNING_KEYS, source, "signals.signing.")
     if signing.get("enabled") is False:
         raise fail(
             "unsigned evidence is not supported: every seal is signed (remove enabled: false)",

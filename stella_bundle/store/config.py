@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+from ..configfile import refuse_unknown_keys
 from ..errors import ConfigError
 from .base import ObservationStore, StoreError
 
@@ -72,9 +73,7 @@ def parse_store_section(section: dict[str, Any], source: str, where: str) -> Sto
     def fail(message: str, key: str) -> ConfigError:
         return ConfigError(message, path=source, field=f"{where}.{key}")
 
-    unknown = set(section) - _KEYS
-    if unknown:
-        raise fail(f"unknown key (allowed: {', '.join(sorted(_KEYS))})", min(unknown))
+    refuse_unknown_keys(section, _KEYS, source, f"{where}.")
     kind = section.get("type", "sqlite")
     if kind not in TYPES:
         raise fail(f"expected one of {', '.join(TYPES)}, found {kind!r}", "type")

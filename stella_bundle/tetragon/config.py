@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..configfile import refuse_unknown_keys
 from ..errors import ConfigError
 from ..evidence.config import read_stellaops
 from .privacy import PrivacyPolicy
@@ -29,13 +30,7 @@ def parse_tetragon_section(section: Any, source: str | Path | None = None) -> Te
         return TetragonConfig()
     if not isinstance(section, dict):
         raise ConfigError("expected a mapping", path=source, field="tetragon")
-    unknown = sorted(set(section) - _KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown key (allowed: {', '.join(sorted(_KEYS))})",
-            path=source,
-            field=f"tetragon.{unknown[0]}",
-        )
+    refuse_unknown_keys(section, _KEYS, source, "tetragon.")
     enabled = section.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError("expected true or false", path=source, field="tetragon.enabled")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ..configfile import refuse_unknown_keys
 from ..errors import ConfigError
 from .protojson import UINT64_MAX, normalize_argument, proto_int
 
@@ -54,9 +55,7 @@ class PrivacyPolicy:
         if not isinstance(section, dict):
             raise ConfigError("expected a mapping", path=source, field="tetragon.privacy")
         known = {"allow_arguments", "redact_patterns", "default_patterns", "keep_stack_traces"}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise fail(f"unknown key (allowed: {', '.join(sorted(known))})", unknown[0])
+        refuse_unknown_keys(section, known, source, "tetragon.privacy.")
         allowed = section.get("allow_arguments", [])
         if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
             raise fail("expected a list of argument labels", "allow_arguments")
